@@ -1,0 +1,52 @@
+# finetune.h - build, test, benchmark.  `make test` and `make demo` are the README's two commands.
+CC      ?= cc
+CFLAGS  ?= -O2 -march=native -g
+WARN     = -std=c99 -Wall -Wextra -Wpedantic
+LDLIBS   = -lm -lpthread
+BUILD   ?= build
+SAN      = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+TEST_SRC = $(wildcard tests/test_*.c)
+TESTS    = $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC)) $(BUILD)/test_kernels_ref $(BUILD)/test_grad_ref
+ARCH    := $(shell uname -m)
+ifeq ($(ARCH),x86_64)
+TESTS   += $(BUILD)/test_kernels_avx2
+endif
+
+.PHONY: all test sanitize bench examples clean
+EXAMPLES = $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
+all: $(TESTS) $(BUILD)/bench $(EXAMPLES)
+examples: $(EXAMPLES)
+
+$(BUILD)/%: examples/%.c finetune.h | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+
+$(BUILD):
+	mkdir -p $(BUILD)
+
+$(BUILD)/test_%: tests/test_%.c finetune.h tests/ft_test.h | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+# the same tests on the scalar reference kernels, and on AVX2 where the machine has more
+$(BUILD)/test_kernels_ref: tests/test_kernels.c finetune.h tests/ft_test.h | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -DFT_NO_SIMD -o $@ $< $(LDLIBS)
+$(BUILD)/test_grad_ref: tests/test_grad.c finetune.h tests/ft_test.h | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -DFT_NO_SIMD -o $@ $< $(LDLIBS)
+$(BUILD)/test_kernels_avx2: tests/test_kernels.c finetune.h tests/ft_test.h | $(BUILD)
+	$(CC) $(WARN) -O2 -g -mavx2 -mfma -mf16c -o $@ $< $(LDLIBS)
+
+$(BUILD)/bench: tools/bench.c finetune.h | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS) -ldl
+
+test: $(TESTS) $(EXAMPLES)
+	@sh tests/run.sh $(BUILD)
+
+sanitize:
+	$(MAKE) --no-print-directory BUILD=build/san CFLAGS="$(SAN)" build/san/test_core build/san/test_grad build/san/test_kernels build/san/test_kernels_ref
+	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 sh tests/run.sh build/san --no-compile
+
+bench: $(BUILD)/bench
+	$(BUILD)/bench
+
+clean:
+	rm -rf build

@@ -1,0 +1,2486 @@
+/* finetune.h - v0.1.0 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
+   https://github.com/ (vendor it: one file, C99, libc + libm + pthreads)
+
+   Do this:
+      #define FINETUNE_IMPLEMENTATION
+   before you include this file in *one* C or C++ file to create the implementation.
+
+      // i.e. it should look like this:
+      #include ...
+      #define FINETUNE_IMPLEMENTATION
+      #include "finetune.h"
+
+   COMPILE-TIME OPTIONS (define before the #include that has FINETUNE_IMPLEMENTATION)
+
+      FT_STATIC              every public function is `static` (private copy in one translation unit)
+      FT_NO_SIMD             use only the scalar reference kernels (no AVX2/AVX-512/NEON)
+      FT_NO_THREADS          no pthreads: every kernel runs on the calling thread
+      FT_MALLOC(sz)          \
+      FT_REALLOC(p, newsz)    > your allocator; define all three or none
+      FT_FREE(p)             /
+      FT_ASSERT(x)           assertion for programmer errors only (default: assert from <assert.h>)
+      FT_MAX_THREADS         upper bound of the thread pool (default 64)
+
+   ENVIRONMENT
+
+      FT_THREADS=N           thread count when ft_ctx_opts.n_threads is 0 (default: online CPUs)
+
+   ===========================================================================================
+   MANUAL
+   ===========================================================================================
+
+   1. Quick start
+
+      #define FINETUNE_IMPLEMENTATION
+      #include "finetune.h"
+
+      ft_ctx *ctx;
+      if (ft_ctx_init(&ctx, NULL) != FT_OK) { fprintf(stderr, "%s\n", ft_last_error()); return 1; }
+      ft_params *P;  ft_params_init(&P);
+      ft_tensor *W = ft_params_add(P, "w", 2, (int64_t[2]){4, 3});   // C99 compound literal
+      ft_params_alloc(P);                                              // one block for all, and one for grads
+      ft_params_init_uniform(P, W, -0.5f, 0.5f, ctx);
+      for (int step = 0; step < 100; step++) {
+          ft_ctx_reset(ctx);                                  // new step: empty tape, empty arena
+          ft_tensor *x = ft_tensor_2d(ctx, 8, 3);             // activations live in the per-step arena
+          ...fill x->data...
+          ft_tensor *y = ft_matmul(ctx, x, W, 0, 1);          // y = x W^T, shape (8, 4)
+          ft_tensor *loss = ft_mean(ctx, ft_mul(ctx, y, y));
+          if (ft_backward(ctx, loss) != FT_OK) ...;           // grads land in W->grad
+          ...optimizer step on P...; ft_params_zero_grad(P);
+      }
+      ft_params_free(P); ft_ctx_free(ctx);
+
+   2. Results and errors
+      Every call that can fail on bad input returns an ft_result (FT_OK = 0, errors < 0).
+      ft_result_string(r) names the code; ft_last_error() is this thread's message for the last
+      failure, with the file and offset or line where there is one. Nothing aborts on bad input;
+      FT_ASSERT fires only on programmer errors (NULL contexts, impossible internal states).
+      Ops (ft_matmul, ft_add, ...) return a tensor, or NULL after a shape error: a NULL input makes
+      an op return NULL, so a whole expression can be checked once; ft_ctx_status(ctx) holds the
+      first error since the last ft_ctx_reset.
+
+   3. Tensors
+      f32 for compute; F16/BF16 storage (ft_fp16_to_fp32, ft_bf16_to_fp32, ...) for frozen weights;
+      quantized frozen storage types come with the GGUF loader. Up to 4 dims, shape[] outermost
+      first, the last dim contiguous (row-major, as PyTorch). Views (ft_reshape, ft_view_rows)
+      share storage. Storage is 64-byte aligned. Shape convention in kernel comments:
+      B = batch, T = sequence, C = channels, V = vocab, H = heads, D = head dim, N = rows.
+      Memory: parameters, their gradients (and later optimizer moments) live in blocks allocated
+      once (ft_params); activations in a per-step arena that ft_ctx_reset empties: after the
+      first step a training loop does no malloc.
+
+   4. Autograd
+      Ops record onto the context's tape when an input requires a gradient and no-grad mode is
+      off (ft_ctx_set_grad). ft_backward(ctx, loss) walks the tape in reverse and ACCUMULATES
+      gradients (+=) only into tensors that require them: frozen branches are pruned. Writing into
+      a tensor that the tape saved (ft_tensor_mark_modified, the ft_*_inplace ops) bumps its
+      version; backward then stops with FT_ERR_INPLACE instead of using stale values.
+      Op set: matmul (both transposes, batched), add/sub/mul (broadcasting), scale, sum/mean
+      (all or last dim), rmsnorm, layernorm, rope (normal = adjacent pairs, neox = halves),
+      causal grouped-query attention with optional prefix key/values and document segments,
+      softmax, log_softmax, silu, gelu, tanh, relu, sigmoid, logsigmoid, exp, log, swiglu,
+      embedding, cross_entropy (ignore index), logprob (per-token log p of a target), clamp,
+      minimum, maximum, where, dropout, concat, slice, reshape.
+
+   5. Kernels and threads
+      Each kernel has a scalar reference (always compiled: ft__*_ref) and SIMD versions for
+      AVX-512, AVX2+FMA and NEON, picked at compile time (-march=native; FT_NO_SIMD forces the
+      reference). A pthread pool per context splits work by output rows with static partitions:
+      results are deterministic for a given seed and thread count.
+
+   6. Further sections (GGUF and NF4, models, PEFT methods, trainers, CUDA, tools) arrive with the
+      loader, the PEFT methods and the trainers; see README.md for the plan.
+
+   IMPLEMENTATION SECTIONS (in data-flow order)
+      [platform]   allocator, errors, timing, thread pool
+      [memory]     arena, tensors, f16/bf16, RNG, parameter blocks
+      [kernels]    SIMD vector primitives, GEMM, row kernels (norms, softmax, rope, attention)
+      [autograd]   tape, ops (forward + backward), backward pass
+
+   REVISION HISTORY
+      0.1.0  tensors, tape autograd, SIMD kernels, thread pool
+*/
+#ifndef FINETUNE_H
+#define FINETUNE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef FT_STATIC
+#if defined(__GNUC__) || defined(__clang__)
+#define FT_API static __attribute__((unused))
+#else
+#define FT_API static
+#endif
+#else
+#define FT_API extern
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- results ------------------------------------------------------------------------------ */
+typedef enum ft_result {
+    FT_OK              =  0,
+    FT_ERR_NOMEM       = -1,   /* an allocation failed                                   */
+    FT_ERR_IO          = -2,   /* a file could not be opened, read or written            */
+    FT_ERR_FORMAT      = -3,   /* a file or record is malformed (offset/line in message) */
+    FT_ERR_SHAPE       = -4,   /* tensor shapes do not fit the op                        */
+    FT_ERR_INVALID     = -5,   /* an argument is out of range                            */
+    FT_ERR_UNSUPPORTED = -6,   /* a valid request this build cannot do                   */
+    FT_ERR_NUMERIC     = -7,   /* NaN or infinity where a finite number is needed        */
+    FT_ERR_INPLACE     = -8,   /* backward through a tensor modified after it was saved  */
+    FT_ERR_STATE       = -9    /* a call out of order (e.g. backward twice)              */
+} ft_result;
+
+FT_API const char *ft_result_string(ft_result r);
+FT_API const char *ft_last_error(void);                 /* this thread's last message        */
+FT_API ft_result   ft_set_error(ft_result r, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;                                                   /* sets the message, returns r       */
+
+/* ---- storage types (ids equal to GGML's, so GGUF types map one to one) ----------------------- */
+typedef enum ft_type {
+    FT_TYPE_F32 = 0,  FT_TYPE_F16 = 1,
+    FT_TYPE_Q4_0 = 2, FT_TYPE_Q4_1 = 3, FT_TYPE_Q5_0 = 6, FT_TYPE_Q5_1 = 7, FT_TYPE_Q8_0 = 8,
+    FT_TYPE_Q2_K = 10, FT_TYPE_Q3_K = 11, FT_TYPE_Q4_K = 12, FT_TYPE_Q5_K = 13, FT_TYPE_Q6_K = 14,
+    FT_TYPE_IQ4_NL = 20, FT_TYPE_I32 = 26, FT_TYPE_BF16 = 30,
+    FT_TYPE_COUNT = 40
+} ft_type;
+FT_API const char *ft_type_name(ft_type t);
+FT_API size_t      ft_type_row_bytes(ft_type t, int64_t n);   /* bytes of a row of n elements */
+
+/* ---- f16 / bf16 conversion ---------------------------------------------------------------- */
+FT_API float    ft_fp16_to_fp32(uint16_t h);
+FT_API uint16_t ft_fp32_to_fp16(float f);                     /* round to nearest even          */
+FT_API float    ft_bf16_to_fp32(uint16_t h);
+FT_API uint16_t ft_fp32_to_bf16(float f);                     /* round to nearest even          */
+
+/* ---- random numbers: splitmix64-seeded xoshiro128+-style generator, stable across platforms -- */
+typedef struct ft_rng { uint64_t s[2]; } ft_rng;
+FT_API void     ft_rng_seed(ft_rng *r, uint64_t seed);
+FT_API uint64_t ft_rng_u64(ft_rng *r);
+FT_API float    ft_rng_uniform(ft_rng *r);                    /* [0, 1)                          */
+FT_API float    ft_rng_normal(ft_rng *r);                     /* N(0, 1), Box-Muller             */
+
+/* ---- tensors ------------------------------------------------------------------------------ */
+#define FT_MAX_DIMS 4
+enum {
+    FT_TENSOR_REQUIRES_GRAD = 1u << 0,   /* backward accumulates into ->grad                   */
+    FT_TENSOR_PARAM         = 1u << 1,   /* lives in an ft_params block                         */
+    FT_TENSOR_NO_TAPE       = 1u << 2    /* made while grad mode was off                        */
+};
+
+typedef struct ft_tensor {
+    ft_type  type;                  /* storage type of data                                   */
+    int      ndim;                  /* 1..4                                                   */
+    int64_t  shape[FT_MAX_DIMS];    /* outermost first; unused dims are 1                     */
+    void    *data;                  /* 64-byte aligned unless a view                          */
+    float   *grad;                  /* f32, same shape; allocated when first needed           */
+    struct ft_tensor *view_of;      /* storage owner for views (reshape, rows), else NULL      */
+    int64_t  view_offset;           /* element offset into view_of                            */
+    uint32_t flags;                 /* FT_TENSOR_*                                            */
+    uint32_t version;               /* bumped by every in-place write                         */
+    const char *name;               /* parameters have names; may be NULL                    */
+} ft_tensor;
+
+FT_API int64_t ft_numel(const ft_tensor *t);
+FT_API int64_t ft_nrows(const ft_tensor *t);                  /* numel / last dim               */
+FT_API int     ft_same_shape(const ft_tensor *a, const ft_tensor *b);
+FT_API void    ft_tensor_mark_modified(ft_tensor *t);         /* call after writing ->data by hand
+                                                                  into a tensor the tape saved     */
+
+/* ---- context: thread pool, arena, tape, RNG ------------------------------------------------ */
+typedef struct ft_ctx ft_ctx;
+typedef void (*ft_log_fn)(void *user, int level, const char *msg);   /* level 0 info, 1 warn   */
+typedef struct ft_ctx_opts {
+    int       n_threads;            /* 0: $FT_THREADS or the number of online CPUs              */
+    uint64_t  seed;                 /* RNG seed for dropout & co (0 means 0x5eed)               */
+    size_t    arena_bytes;          /* initial arena size (0: 64 MiB); it grows once if needed */
+    ft_log_fn log;                  /* optional log callback (default: stderr for warnings)    */
+    void     *log_user;
+} ft_ctx_opts;
+
+FT_API ft_result ft_ctx_init(ft_ctx **out, const ft_ctx_opts *opts);   /* opts may be NULL      */
+FT_API void      ft_ctx_free(ft_ctx *ctx);
+FT_API void      ft_ctx_reset(ft_ctx *ctx);        /* start of a step: empty tape and arena        */
+FT_API ft_result ft_ctx_status(const ft_ctx *ctx); /* first op error since the last reset          */
+FT_API int       ft_ctx_set_grad(ft_ctx *ctx, int enabled);   /* returns the previous mode       */
+FT_API int       ft_ctx_threads(const ft_ctx *ctx);
+FT_API ft_result ft_ctx_set_threads(ft_ctx *ctx, int n);
+FT_API ft_rng   *ft_ctx_rng(ft_ctx *ctx);
+FT_API size_t    ft_ctx_arena_used(const ft_ctx *ctx);
+FT_API size_t    ft_ctx_arena_capacity(const ft_ctx *ctx);
+FT_API size_t    ft_ctx_mallocs(const ft_ctx *ctx);  /* count of mallocs done by arena and tape */
+FT_API void      ft_log_message(ft_ctx *ctx, int level, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Tensors in the per-step arena (zero-filled). Return NULL when out of memory. */
+FT_API ft_tensor *ft_tensor_new(ft_ctx *ctx, ft_type type, int ndim, const int64_t *shape);
+FT_API ft_tensor *ft_tensor_1d(ft_ctx *ctx, int64_t n0);
+FT_API ft_tensor *ft_tensor_2d(ft_ctx *ctx, int64_t n0, int64_t n1);
+FT_API ft_tensor *ft_tensor_3d(ft_ctx *ctx, int64_t n0, int64_t n1, int64_t n2);
+FT_API ft_tensor *ft_tensor_4d(ft_ctx *ctx, int64_t n0, int64_t n1, int64_t n2, int64_t n3);
+FT_API void      *ft_arena_alloc(ft_ctx *ctx, size_t bytes);  /* 64-byte aligned, not zeroed     */
+
+/* ---- parameter blocks: one allocation for all values, one for all gradients ----------------- */
+typedef struct ft_params ft_params;
+FT_API ft_result  ft_params_init(ft_params **out);
+FT_API void       ft_params_free(ft_params *p);
+FT_API ft_tensor *ft_params_add(ft_params *p, const char *name, int ndim, const int64_t *shape);
+FT_API ft_result  ft_params_alloc(ft_params *p);             /* after the last ft_params_add   */
+FT_API void       ft_params_zero_grad(ft_params *p);
+FT_API int        ft_params_count(const ft_params *p);
+FT_API ft_tensor *ft_params_get(ft_params *p, int i);
+FT_API ft_tensor *ft_params_find(ft_params *p, const char *name);
+FT_API int64_t    ft_params_numel(const ft_params *p);
+FT_API void       ft_params_init_uniform(ft_params *p, ft_tensor *t, float lo, float hi, ft_ctx *ctx);
+FT_API void       ft_params_init_normal(ft_params *p, ft_tensor *t, float mean, float std, ft_ctx *ctx);
+
+/* ---- ops (autograd) ------------------------------------------------------------------------ */
+typedef enum ft_op {
+    FT_OP_NONE = 0,
+    FT_OP_MATMUL, FT_OP_ADD, FT_OP_SUB, FT_OP_MUL, FT_OP_SCALE, FT_OP_SUM, FT_OP_MEAN,
+    FT_OP_RMSNORM, FT_OP_LAYERNORM, FT_OP_ROPE, FT_OP_ATTENTION, FT_OP_SOFTMAX, FT_OP_LOG_SOFTMAX,
+    FT_OP_SILU, FT_OP_GELU, FT_OP_TANH, FT_OP_RELU, FT_OP_SIGMOID, FT_OP_LOGSIGMOID, FT_OP_EXP,
+    FT_OP_LOG, FT_OP_SWIGLU, FT_OP_EMBEDDING, FT_OP_CROSS_ENTROPY, FT_OP_LOGPROB, FT_OP_CLAMP,
+    FT_OP_MINIMUM, FT_OP_MAXIMUM, FT_OP_WHERE, FT_OP_DROPOUT, FT_OP_CONCAT, FT_OP_SLICE,
+    FT_OP_RESHAPE,
+    FT_OP_COUNT
+} ft_op;
+FT_API const char *ft_op_name(ft_op op);
+
+/* y = op(a) op(b): a (..., M, K) or (..., K, M) with ta; b (K, N) or (N, K) with tb, either 2-D
+   (shared by every batch) or with the same batch dims as a. b may be F16/BF16 when it needs no
+   gradient (frozen weights). */
+FT_API ft_tensor *ft_matmul(ft_ctx *ctx, ft_tensor *a, ft_tensor *b, int ta, int tb);
+/* elementwise with NumPy broadcasting (shapes aligned at the last dim) */
+FT_API ft_tensor *ft_add(ft_ctx *ctx, ft_tensor *a, ft_tensor *b);
+FT_API ft_tensor *ft_sub(ft_ctx *ctx, ft_tensor *a, ft_tensor *b);
+FT_API ft_tensor *ft_mul(ft_ctx *ctx, ft_tensor *a, ft_tensor *b);
+FT_API ft_tensor *ft_scale(ft_ctx *ctx, ft_tensor *a, float s);
+FT_API ft_tensor *ft_sum(ft_ctx *ctx, ft_tensor *a);            /* all elements -> shape (1)   */
+FT_API ft_tensor *ft_mean(ft_ctx *ctx, ft_tensor *a);
+FT_API ft_tensor *ft_sum_rows(ft_ctx *ctx, ft_tensor *a);       /* over the last dim           */
+FT_API ft_tensor *ft_mean_rows(ft_ctx *ctx, ft_tensor *a);
+/* y = x / sqrt(mean(x^2) + eps) * w          (w: (C) or NULL; over the last dim C)           */
+FT_API ft_tensor *ft_rmsnorm(ft_ctx *ctx, ft_tensor *x, ft_tensor *w, float eps);
+/* y = (x - mean) / sqrt(var + eps) * w + b   (w, b: (C) or NULL)                              */
+FT_API ft_tensor *ft_layernorm(ft_ctx *ctx, ft_tensor *x, ft_tensor *w, ft_tensor *b, float eps);
+
+enum { FT_ROPE_NORM = 0,    /* rotate adjacent pairs (x[2i], x[2i+1]): llama.cpp's llama      */
+       FT_ROPE_NEOX = 2 };  /* rotate halves (x[i], x[i + n_rot/2]): qwen2, HF rotate_half   */
+/* x (..., n_head * D) with one position per row of the leading dims: pos[nrows(x)];
+   theta_i = pos * base^(-2i / n_rot), the first n_rot dims of each head rotated              */
+FT_API ft_tensor *ft_rope(ft_ctx *ctx, ft_tensor *x, const int32_t *pos, int n_head, int n_rot,
+                          float base, int mode);
+
+typedef struct ft_attn_opts {
+    int n_head, n_head_kv;          /* query heads, key/value heads (n_head % n_head_kv == 0)   */
+    float scale;                    /* 0: 1/sqrt(D)                                            */
+    int causal;                     /* query t sees keys j <= q_offset + t                     */
+    int64_t q_offset;               /* keys before the first query (a KV cache)                */
+    const int32_t *seg;             /* optional (B, T) document ids: attend within a document  */
+    ft_tensor *prefix_k, *prefix_v; /* optional (P, n_head_kv * D), seen by every query       */
+} ft_attn_opts;
+/* q (B, T, H*D), k and v (B, Tk, Hkv*D) -> (B, T, H*D); softmax(q k^T * scale + mask) v      */
+FT_API ft_tensor *ft_attention(ft_ctx *ctx, ft_tensor *q, ft_tensor *k, ft_tensor *v,
+                               const ft_attn_opts *opts);
+
+FT_API ft_tensor *ft_softmax(ft_ctx *ctx, ft_tensor *x);          /* over the last dim         */
+FT_API ft_tensor *ft_log_softmax(ft_ctx *ctx, ft_tensor *x);
+FT_API ft_tensor *ft_silu(ft_ctx *ctx, ft_tensor *x);             /* x * sigmoid(x)            */
+FT_API ft_tensor *ft_gelu(ft_ctx *ctx, ft_tensor *x);             /* x * Phi(x), exact (erf)  */
+FT_API ft_tensor *ft_tanh(ft_ctx *ctx, ft_tensor *x);
+FT_API ft_tensor *ft_relu(ft_ctx *ctx, ft_tensor *x);
+FT_API ft_tensor *ft_sigmoid(ft_ctx *ctx, ft_tensor *x);
+FT_API ft_tensor *ft_logsigmoid(ft_ctx *ctx, ft_tensor *x);       /* log(1/(1+e^-x)), stable   */
+FT_API ft_tensor *ft_exp(ft_ctx *ctx, ft_tensor *x);
+FT_API ft_tensor *ft_log(ft_ctx *ctx, ft_tensor *x);
+FT_API ft_tensor *ft_swiglu(ft_ctx *ctx, ft_tensor *gate, ft_tensor *up);   /* silu(g) * u    */
+/* table (V, C) f32/f16/bf16, ids[n] -> (n, C) */
+FT_API ft_tensor *ft_embedding(ft_ctx *ctx, ft_tensor *table, const int32_t *ids, int64_t n);
+/* mean over rows with target != ignore of -log softmax(logits)[target]; logits (N, V) -> (1) */
+FT_API ft_tensor *ft_cross_entropy(ft_ctx *ctx, ft_tensor *logits, const int32_t *targets,
+                                   int32_t ignore_index);
+/* per-row log softmax(logits)[target] -> (N); rows whose target == ignore give 0             */
+FT_API ft_tensor *ft_logprob(ft_ctx *ctx, ft_tensor *logits, const int32_t *targets,
+                             int32_t ignore_index);
+FT_API ft_tensor *ft_clamp(ft_ctx *ctx, ft_tensor *x, float lo, float hi);
+FT_API ft_tensor *ft_minimum(ft_ctx *ctx, ft_tensor *a, ft_tensor *b);     /* broadcasting */
+FT_API ft_tensor *ft_maximum(ft_ctx *ctx, ft_tensor *a, ft_tensor *b);
+/* cond != 0 ? a : b elementwise (same shapes); cond gets no gradient */
+FT_API ft_tensor *ft_where(ft_ctx *ctx, ft_tensor *cond, ft_tensor *a, ft_tensor *b);
+/* zero each element with probability p (the context's RNG), scale the rest by 1/(1-p) */
+FT_API ft_tensor *ft_dropout(ft_ctx *ctx, ft_tensor *x, float p);
+FT_API ft_tensor *ft_concat(ft_ctx *ctx, ft_tensor *a, ft_tensor *b, int axis);
+FT_API ft_tensor *ft_slice(ft_ctx *ctx, ft_tensor *x, int axis, int64_t start, int64_t len);
+/* views sharing storage (and gradient storage) with x */
+FT_API ft_tensor *ft_reshape(ft_ctx *ctx, ft_tensor *x, int ndim, const int64_t *shape);
+FT_API ft_tensor *ft_view_rows(ft_ctx *ctx, ft_tensor *x, int64_t row0, int64_t nrows);  /* dim 0 */
+/* in-place (never differentiated through: they bump the version) */
+FT_API void       ft_scale_inplace(ft_tensor *x, float s);
+FT_API void       ft_add_inplace(ft_tensor *x, const ft_tensor *y);   /* same shape            */
+
+/* Walk the tape from a scalar loss (seed gradient 1) or any tensor with seed gradient dy. */
+FT_API ft_result  ft_backward(ft_ctx *ctx, ft_tensor *loss);
+FT_API ft_result  ft_backward_from(ft_ctx *ctx, ft_tensor *y, const float *dy);
+FT_API int        ft_tape_length(const ft_ctx *ctx);
+FT_API ft_op      ft_tape_op(const ft_ctx *ctx, int i);
+
+/* ---- kernels (public so tools/bench and tests can reach them) ------------------------------- */
+/* C (M, N) [+]= op(A) op(B): A (M, K) or (K, M) with ta, B (K, N) or (N, K) with tb; row strides
+   lda, ldb, ldc. Runs on the context's thread pool. */
+FT_API void ft_gemm(ft_ctx *ctx, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                    const float *A, int64_t lda, const float *B, int64_t ldb,
+                    float *C, int64_t ldc, int accumulate);
+FT_API void ft_gemm_ref(int ta, int tb, int64_t M, int64_t N, int64_t K,
+                        const float *A, int64_t lda, const float *B, int64_t ldb,
+                        float *C, int64_t ldc, int accumulate);
+FT_API const char *ft_simd_name(void);               /* "avx512", "avx2", "neon" or "scalar"   */
+FT_API double     ft_time_seconds(void);             /* monotonic clock                        */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FINETUNE_H */
+
+/* ============================================================================================
+   IMPLEMENTATION
+   ============================================================================================ */
+#ifdef FINETUNE_IMPLEMENTATION
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <float.h>
+#include <time.h>
+
+#if defined(FT_MALLOC) && defined(FT_FREE) && defined(FT_REALLOC)
+/* all three given: ok */
+#elif !defined(FT_MALLOC) && !defined(FT_FREE) && !defined(FT_REALLOC)
+#define FT_MALLOC(sz)      malloc(sz)
+#define FT_REALLOC(p, sz)  realloc(p, sz)
+#define FT_FREE(p)         free(p)
+#else
+#error "Define all of FT_MALLOC, FT_REALLOC and FT_FREE, or none of them."
+#endif
+
+#ifndef FT_ASSERT
+#include <assert.h>
+#define FT_ASSERT(x) assert(x)
+#endif
+
+#ifndef FT_MAX_THREADS
+#define FT_MAX_THREADS 64
+#endif
+
+#if !defined(FT_NO_THREADS)
+#include <pthread.h>
+#include <unistd.h>
+#endif
+
+#define FT__CAST(T, x) ((T)(x))
+#if defined(__GNUC__) || defined(__clang__)
+#define FT__MAYBE_UNUSED __attribute__((unused))   /* references kept for tests and later sections */
+#else
+#define FT__MAYBE_UNUSED
+#endif
+#define FT__MIN(a, b) ((a) < (b) ? (a) : (b))
+#define FT__MAX(a, b) ((a) > (b) ? (a) : (b))
+#define FT__ALIGN 64
+
+/* thread-local storage for the error message: the one piece of per-thread state */
+#if defined(__cplusplus) && __cplusplus >= 201103L
+#define FT__TLS thread_local
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L && !defined(__STDC_NO_THREADS__)
+#define FT__TLS _Thread_local
+#elif defined(__GNUC__) || defined(__clang__)
+#define FT__TLS __thread
+#elif defined(_MSC_VER)
+#define FT__TLS __declspec(thread)
+#else
+#define FT__TLS /* no TLS: messages are shared between threads */
+#endif
+
+/* ============================================================================================
+   [platform] errors, allocation, timing, thread pool
+   ============================================================================================ */
+
+static FT__TLS char ft__errbuf[1024];
+
+FT_API const char *ft_result_string(ft_result r) {
+    switch (r) {
+    case FT_OK:              return "ok";
+    case FT_ERR_NOMEM:       return "out of memory";
+    case FT_ERR_IO:          return "i/o error";
+    case FT_ERR_FORMAT:      return "malformed input";
+    case FT_ERR_SHAPE:       return "shape mismatch";
+    case FT_ERR_INVALID:     return "invalid argument";
+    case FT_ERR_UNSUPPORTED: return "unsupported";
+    case FT_ERR_NUMERIC:     return "non-finite value";
+    case FT_ERR_INPLACE:     return "in-place modification of a saved tensor";
+    case FT_ERR_STATE:       return "call out of order";
+    }
+    return "unknown result";
+}
+
+FT_API const char *ft_last_error(void) { return ft__errbuf; }
+
+FT_API ft_result ft_set_error(ft_result r, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ft__errbuf, sizeof ft__errbuf, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+/* 64-byte aligned blocks on top of FT_MALLOC: the original pointer sits just below the block */
+static void *ft__aligned_alloc(size_t bytes) {
+    unsigned char *raw, *p;
+    if (bytes > SIZE_MAX - FT__ALIGN - sizeof(void *)) return NULL;
+    raw = FT__CAST(unsigned char *, FT_MALLOC(bytes + FT__ALIGN + sizeof(void *)));
+    if (!raw) return NULL;
+    p = raw + sizeof(void *);
+    p += (FT__ALIGN - (uintptr_t)p % FT__ALIGN) % FT__ALIGN;
+    memcpy(p - sizeof(void *), &raw, sizeof(void *));
+    return p;
+}
+static void ft__aligned_free(void *p) {
+    void *raw;
+    if (!p) return;
+    memcpy(&raw, FT__CAST(unsigned char *, p) - sizeof(void *), sizeof(void *));
+    FT_FREE(raw);
+}
+
+FT_API double ft_time_seconds(void) {
+#if defined(CLOCK_MONOTONIC) && !defined(_WIN32)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#else
+    return (double)clock() / CLOCKS_PER_SEC;
+#endif
+}
+
+/* ---- thread pool ----------------------------------------------------------------------------
+   n-1 workers plus the caller. ft__pool_run(pool, fn, arg) calls fn(arg, ith, nth) once for every
+   ith in [0, nth) and returns when all have finished. Work splits are static (ith decides the
+   share), so a result depends only on nth, never on timing. Each thread owns a scratch buffer
+   (GEMM packing) that only grows. */
+typedef void (*ft__task_fn)(void *arg, int ith, int nth);
+
+typedef struct ft__pool {
+    int n;                                  /* threads including the caller                  */
+    float *scratch[FT_MAX_THREADS];         /* per-thread scratch, 64-byte aligned           */
+    size_t scratch_len[FT_MAX_THREADS];     /* in floats                                     */
+    size_t *mallocs;                        /* owner's malloc counter                        */
+#if !defined(FT_NO_THREADS)
+    pthread_t th[FT_MAX_THREADS];
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    ft__task_fn fn;
+    void *arg;
+    int nth;                                /* threads taking part in the current job        */
+    unsigned long gen;                      /* job generation                                */
+    int pending;                            /* workers still running the current job         */
+    int quit;
+#endif
+} ft__pool;
+
+typedef struct ft__worker_arg { ft__pool *pool; int ith; } ft__worker_arg;
+
+#if !defined(FT_NO_THREADS)
+static void *ft__worker_main(void *p) {
+    ft__pool *pool = ((ft__worker_arg *)p)->pool;
+    int ith = ((ft__worker_arg *)p)->ith;
+    unsigned long seen = 0;
+    FT_FREE(p);
+    for (;;) {
+        ft__task_fn fn; void *arg; int nth;
+        pthread_mutex_lock(&pool->mu);
+        while (pool->gen == seen && !pool->quit) pthread_cond_wait(&pool->wake, &pool->mu);
+        if (pool->quit) { pthread_mutex_unlock(&pool->mu); return NULL; }
+        seen = pool->gen; fn = pool->fn; arg = pool->arg; nth = pool->nth;
+        pthread_mutex_unlock(&pool->mu);
+        if (ith < nth) fn(arg, ith, nth);
+        pthread_mutex_lock(&pool->mu);
+        if (--pool->pending == 0) pthread_cond_signal(&pool->done);
+        pthread_mutex_unlock(&pool->mu);
+    }
+}
+#endif
+
+static void ft__pool_stop(ft__pool *pool) {
+    int i;
+#if !defined(FT_NO_THREADS)
+    if (pool->n > 1) {
+        pthread_mutex_lock(&pool->mu);
+        pool->quit = 1;
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->mu);
+        for (i = 1; i < pool->n; i++) pthread_join(pool->th[i], NULL);
+        pthread_mutex_destroy(&pool->mu);
+        pthread_cond_destroy(&pool->wake);
+        pthread_cond_destroy(&pool->done);
+    }
+#endif
+    for (i = 0; i < FT_MAX_THREADS; i++) { ft__aligned_free(pool->scratch[i]); pool->scratch[i] = NULL; pool->scratch_len[i] = 0; }
+    pool->n = 0;
+}
+
+static ft_result ft__pool_start(ft__pool *pool, int n) {
+#if defined(FT_NO_THREADS)
+    pool->n = 1; (void)n;
+    return FT_OK;
+#else
+    int i;
+    if (n < 1) n = 1;
+    if (n > FT_MAX_THREADS) n = FT_MAX_THREADS;
+    pool->n = n; pool->gen = 0; pool->quit = 0; pool->pending = 0;
+    if (n == 1) return FT_OK;
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_cond_init(&pool->wake, NULL);
+    pthread_cond_init(&pool->done, NULL);
+    for (i = 1; i < n; i++) {
+        ft__worker_arg *wa = FT__CAST(ft__worker_arg *, FT_MALLOC(sizeof *wa));
+        if (wa) { wa->pool = pool; wa->ith = i; }
+        if (!wa || pthread_create(&pool->th[i], NULL, ft__worker_main, wa) != 0) {
+            FT_FREE(wa);
+            pool->n = i;                    /* join the ones that started */
+            ft__pool_stop(pool);
+            return ft_set_error(FT_ERR_NOMEM, "thread pool: could not start thread %d of %d", i, n);
+        }
+    }
+    return FT_OK;
+#endif
+}
+
+static int ft__pool_size(const ft__pool *pool) { return pool ? pool->n : 1; }
+
+/* run fn on the first nth threads of the pool (nth <= size) */
+static void ft__pool_run_n(ft__pool *pool, int nth, ft__task_fn fn, void *arg) {
+    if (!pool || nth <= 1 || pool->n <= 1) { fn(arg, 0, 1); return; }
+    if (nth > pool->n) nth = pool->n;
+#if !defined(FT_NO_THREADS)
+    pthread_mutex_lock(&pool->mu);
+    pool->fn = fn; pool->arg = arg; pool->nth = nth;
+    pool->pending = pool->n - 1;
+    pool->gen++;
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->mu);
+    fn(arg, 0, nth);
+    pthread_mutex_lock(&pool->mu);
+    while (pool->pending > 0) pthread_cond_wait(&pool->done, &pool->mu);
+    pthread_mutex_unlock(&pool->mu);
+#endif
+}
+FT__MAYBE_UNUSED static void ft__pool_run(ft__pool *pool, ft__task_fn fn, void *arg) {
+    ft__pool_run_n(pool, ft__pool_size(pool), fn, arg);
+}
+
+/* per-thread scratch of at least n floats; grows (and counts a malloc) only when too small */
+FT__MAYBE_UNUSED static float *ft__pool_scratch(ft__pool *pool, int ith, size_t n) {
+    if (pool->scratch_len[ith] < n) {
+        ft__aligned_free(pool->scratch[ith]);
+        pool->scratch[ith] = FT__CAST(float *, ft__aligned_alloc(n * sizeof(float)));
+        pool->scratch_len[ith] = pool->scratch[ith] ? n : 0;
+        if (pool->mallocs) (*pool->mallocs)++;
+    }
+    return pool->scratch[ith];
+}
+
+/* static split of [0, n) into nth nearly equal ranges: this thread gets [*lo, *hi) */
+static void ft__split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
+    int64_t q = n / nth, r = n % nth;
+    *lo = ith * q + FT__MIN((int64_t)ith, r);
+    *hi = *lo + q + (ith < r ? 1 : 0);
+}
+
+static int ft__env_threads(void) {
+    const char *s = getenv("FT_THREADS");
+    if (s && atoi(s) > 0) return atoi(s);
+#if !defined(FT_NO_THREADS) && defined(_SC_NPROCESSORS_ONLN)
+    { long n = sysconf(_SC_NPROCESSORS_ONLN); if (n > 0) return (int)n; }
+#endif
+    return 1;
+}
+
+/* ============================================================================================
+   [memory] storage types, f16/bf16, RNG, arena, context, tensors, parameter blocks
+   ============================================================================================ */
+
+/* f16 <-> f32, exact for every f16 (subnormals, inf, nan); f32 -> f16 rounds to nearest even */
+FT_API float ft_fp16_to_fp32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+    float f;
+    if (exp == 0) {
+        if (man == 0) bits = sign;
+        else {                                   /* subnormal: renormalise */
+            int e = -1;
+            do { e++; man <<= 1; } while (!(man & 0x400u));
+            bits = sign | (uint32_t)(127 - 15 - e) << 23 | (man & 0x3ffu) << 13;
+        }
+    } else if (exp == 31) bits = sign | 0x7f800000u | man << 13;
+    else bits = sign | (exp + 112) << 23 | man << 13;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+FT_API uint16_t ft_fp32_to_fp16(float f) {
+    uint32_t x, sign, mag;
+    memcpy(&x, &f, 4);
+    sign = (x >> 16) & 0x8000u;
+    mag = x & 0x7fffffffu;
+    if (mag >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (mag > 0x7f800000u ? 0x200u : 0));
+    if (mag >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);      /* rounds to >= 65520: inf */
+    if (mag < 0x38800000u) {                                        /* result is subnormal      */
+        uint32_t m = (mag & 0x7fffffu) | 0x800000u;
+        int shift = 113 - (int)(mag >> 23) + 13;                    /* 14..24+                  */
+        uint32_t r, half, q;
+        if (shift > 24) return (uint16_t)sign;
+        q = m >> shift; r = m & ((1u << shift) - 1); half = 1u << (shift - 1);
+        if (r > half || (r == half && (q & 1))) q++;
+        return (uint16_t)(sign | q);
+    }
+    {
+        uint32_t v = mag - (112u << 23);                            /* rebias the exponent     */
+        uint32_t q = v >> 13, r = v & 0x1fffu;
+        if (r > 0x1000u || (r == 0x1000u && (q & 1))) q++;          /* may carry into exponent */
+        return (uint16_t)(sign | q);
+    }
+}
+
+FT_API float ft_bf16_to_fp32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16; float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+FT_API uint16_t ft_fp32_to_bf16(float f) {
+    uint32_t x; memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);   /* quiet nan */
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+/* ---- storage type table: one row per type (the GGUF loader fills in the quantized ones) ---- */
+typedef void (*ft__to_f32_fn)(const void *src, float *dst, int64_t n);   /* n % block == 0 */
+
+static void ft__f32_to_f32(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * 4); }
+static void ft__f16_to_f32(const void *src, float *dst, int64_t n) {
+    const uint16_t *s = FT__CAST(const uint16_t *, src); int64_t i;
+    for (i = 0; i < n; i++) dst[i] = ft_fp16_to_fp32(s[i]);
+}
+static void ft__bf16_to_f32(const void *src, float *dst, int64_t n) {
+    const uint16_t *s = FT__CAST(const uint16_t *, src); int64_t i;
+    for (i = 0; i < n; i++) dst[i] = ft_bf16_to_fp32(s[i]);
+}
+
+typedef struct ft__type_info {
+    const char *name;
+    int block;                  /* elements per block                                        */
+    int bytes;                  /* bytes per block                                           */
+    ft__to_f32_fn to_f32;       /* dequantize / widen a row; NULL: not decodable             */
+} ft__type_info;
+
+static const ft__type_info *ft__type(ft_type t) {
+    static const ft__type_info f32  = {"f32", 1, 4, ft__f32_to_f32};
+    static const ft__type_info f16  = {"f16", 1, 2, ft__f16_to_f32};
+    static const ft__type_info bf16 = {"bf16", 1, 2, ft__bf16_to_f32};
+    static const ft__type_info i32  = {"i32", 1, 4, NULL};
+    switch (t) {
+    case FT_TYPE_F32:  return &f32;
+    case FT_TYPE_F16:  return &f16;
+    case FT_TYPE_BF16: return &bf16;
+    case FT_TYPE_I32:  return &i32;
+    default:           return NULL;
+    }
+}
+
+FT_API const char *ft_type_name(ft_type t) { const ft__type_info *ti = ft__type(t); return ti ? ti->name : "?"; }
+FT_API size_t ft_type_row_bytes(ft_type t, int64_t n) {
+    const ft__type_info *ti = ft__type(t);
+    return ti ? (size_t)(n / ti->block) * (size_t)ti->bytes : 0;
+}
+
+/* ---- RNG: xorshift128+ seeded by splitmix64 (small, fast, identical on every platform) ---- */
+static uint64_t ft__splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+FT_API void ft_rng_seed(ft_rng *r, uint64_t seed) {
+    r->s[0] = ft__splitmix64(&seed);
+    r->s[1] = ft__splitmix64(&seed);
+    if (!r->s[0] && !r->s[1]) r->s[1] = 1;
+}
+FT_API uint64_t ft_rng_u64(ft_rng *r) {
+    uint64_t s1 = r->s[0], s0 = r->s[1];
+    r->s[0] = s0;
+    s1 ^= s1 << 23;
+    r->s[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return r->s[1] + s0;
+}
+FT_API float ft_rng_uniform(ft_rng *r) { return (float)(ft_rng_u64(r) >> 40) * (1.0f / 16777216.0f); }
+FT_API float ft_rng_normal(ft_rng *r) {
+    double u1 = ((double)(ft_rng_u64(r) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    double u2 = (double)(ft_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+/* ---- the per-step arena -----------------------------------------------------------------------
+   A bump allocator over one block. What does not fit goes to overflow blocks; the next reset
+   frees them and regrows the main block to the high-water mark, so from the second step on a
+   training loop allocates nothing. */
+typedef struct ft__arena {
+    unsigned char *base;
+    size_t cap, used, peak;
+    void **extra; int n_extra, cap_extra;   /* overflow blocks of this step                  */
+    size_t extra_bytes;
+} ft__arena;
+
+typedef struct ft__node ft__node;
+
+struct ft_ctx {
+    ft__pool  pool;
+    ft__arena arena;
+    ft__node *tape; int n_tape, cap_tape;
+    int       grad_enabled;
+    int       backward_done;
+    ft_result status;
+    ft_rng    rng;
+    ft_log_fn log; void *log_user;
+    size_t    mallocs;
+};
+
+static void *ft__arena_alloc(ft_ctx *ctx, size_t bytes) {
+    ft__arena *a = &ctx->arena;
+    size_t off = (a->used + FT__ALIGN - 1) & ~(size_t)(FT__ALIGN - 1);
+    void *p;
+    if (bytes == 0) bytes = 1;
+    if (a->base && off <= a->cap && bytes <= a->cap - off) {
+        a->used = off + bytes;
+        if (a->used > a->peak) a->peak = a->used;
+        return a->base + off;
+    }
+    if (a->n_extra == a->cap_extra) {
+        int nc = a->cap_extra ? 2 * a->cap_extra : 16;
+        void **ne = FT__CAST(void **, FT_REALLOC(a->extra, (size_t)nc * sizeof(void *)));
+        if (!ne) return NULL;
+        a->extra = ne; a->cap_extra = nc; ctx->mallocs++;
+    }
+    p = ft__aligned_alloc(bytes);
+    if (!p) return NULL;
+    ctx->mallocs++;
+    a->extra[a->n_extra++] = p;
+    a->extra_bytes += bytes + FT__ALIGN;
+    return p;
+}
+
+static void ft__arena_reset(ft_ctx *ctx) {
+    ft__arena *a = &ctx->arena;
+    int i;
+    for (i = 0; i < a->n_extra; i++) ft__aligned_free(a->extra[i]);
+    a->n_extra = 0;
+    if (a->extra_bytes) {                   /* grow the main block to the high-water mark    */
+        size_t want = a->peak + a->extra_bytes;
+        want += want / 8;
+        ft__aligned_free(a->base);
+        a->base = FT__CAST(unsigned char *, ft__aligned_alloc(want));
+        a->cap = a->base ? want : 0;
+        ctx->mallocs++;
+        a->extra_bytes = 0;
+    }
+    a->used = 0; a->peak = 0;
+}
+
+FT_API void *ft_arena_alloc(ft_ctx *ctx, size_t bytes) { return ft__arena_alloc(ctx, bytes); }
+
+static void *ft__arena_zalloc(ft_ctx *ctx, size_t bytes) {
+    void *p = ft__arena_alloc(ctx, bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+FT_API void ft_log_message(ft_ctx *ctx, int level, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (ctx && ctx->log) ctx->log(ctx->log_user, level, msg);
+    else if (level > 0) fprintf(stderr, "finetune: %s\n", msg);
+}
+
+FT_API ft_result ft_ctx_init(ft_ctx **out, const ft_ctx_opts *opts) {
+    ft_ctx *ctx;
+    ft_ctx_opts o;
+    ft_result r;
+    FT_ASSERT(out);
+    *out = NULL;
+    if (opts) o = *opts; else memset(&o, 0, sizeof o);
+    if (o.n_threads <= 0) o.n_threads = ft__env_threads();
+    if (o.arena_bytes == 0) o.arena_bytes = (size_t)64 << 20;
+    if (o.seed == 0) o.seed = 0x5eed;
+    ctx = FT__CAST(ft_ctx *, FT_MALLOC(sizeof *ctx));
+    if (!ctx) return ft_set_error(FT_ERR_NOMEM, "ft_ctx_init: out of memory");
+    memset(ctx, 0, sizeof *ctx);
+    ctx->grad_enabled = 1;
+    ctx->log = o.log; ctx->log_user = o.log_user;
+    ft_rng_seed(&ctx->rng, o.seed);
+    ctx->pool.mallocs = &ctx->mallocs;
+    ctx->arena.base = FT__CAST(unsigned char *, ft__aligned_alloc(o.arena_bytes));
+    if (!ctx->arena.base) { FT_FREE(ctx); return ft_set_error(FT_ERR_NOMEM, "ft_ctx_init: arena of %zu bytes", o.arena_bytes); }
+    ctx->arena.cap = o.arena_bytes;
+    r = ft__pool_start(&ctx->pool, o.n_threads);
+    if (r != FT_OK) { ft__aligned_free(ctx->arena.base); FT_FREE(ctx); return r; }
+    *out = ctx;
+    return FT_OK;
+}
+
+FT_API void ft_ctx_free(ft_ctx *ctx) {
+    if (!ctx) return;
+    ft__pool_stop(&ctx->pool);
+    ft__arena_reset(ctx);
+    ft__aligned_free(ctx->arena.base);
+    FT_FREE(ctx->arena.extra);
+    FT_FREE(ctx->tape);
+    FT_FREE(ctx);
+}
+
+FT_API void ft_ctx_reset(ft_ctx *ctx) {
+    ft__arena_reset(ctx);
+    ctx->n_tape = 0;
+    ctx->backward_done = 0;
+    ctx->status = FT_OK;
+}
+
+FT_API ft_result ft_ctx_status(const ft_ctx *ctx) { return ctx->status; }
+FT_API int ft_ctx_set_grad(ft_ctx *ctx, int enabled) { int old = ctx->grad_enabled; ctx->grad_enabled = enabled != 0; return old; }
+FT_API int ft_ctx_threads(const ft_ctx *ctx) { return ft__pool_size(&ctx->pool); }
+FT_API ft_result ft_ctx_set_threads(ft_ctx *ctx, int n) {
+    if (n < 1 || n > FT_MAX_THREADS) return ft_set_error(FT_ERR_INVALID, "ft_ctx_set_threads: %d threads (1..%d)", n, FT_MAX_THREADS);
+    if (n == ctx->pool.n) return FT_OK;
+    ft__pool_stop(&ctx->pool);
+    return ft__pool_start(&ctx->pool, n);
+}
+FT_API ft_rng *ft_ctx_rng(ft_ctx *ctx) { return &ctx->rng; }
+FT_API size_t ft_ctx_arena_used(const ft_ctx *ctx) { return ctx->arena.used; }
+FT_API size_t ft_ctx_arena_capacity(const ft_ctx *ctx) { return ctx->arena.cap; }
+FT_API size_t ft_ctx_mallocs(const ft_ctx *ctx) { return ctx->mallocs; }
+
+/* record the first op error of this step and return NULL (ops propagate NULL) */
+static ft_tensor *ft__fail(ft_ctx *ctx, ft_result r, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static ft_tensor *ft__fail(ft_ctx *ctx, ft_result r, const char *fmt, ...) {
+    if (ctx->status == FT_OK) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ft__errbuf, sizeof ft__errbuf, fmt, ap);
+        va_end(ap);
+        ctx->status = r;
+    }
+    return NULL;
+}
+
+/* ---- tensors -------------------------------------------------------------------------------- */
+FT_API int64_t ft_numel(const ft_tensor *t) {
+    int64_t n = 1; int i;
+    for (i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+FT_API int64_t ft_nrows(const ft_tensor *t) { return t->ndim ? ft_numel(t) / t->shape[t->ndim - 1] : 1; }
+FT_API int ft_same_shape(const ft_tensor *a, const ft_tensor *b) {
+    int i;
+    if (a->ndim != b->ndim) return 0;
+    for (i = 0; i < a->ndim; i++) if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+FT_API void ft_tensor_mark_modified(ft_tensor *t) { (t->view_of ? t->view_of : t)->version++; }
+
+static int ft__valid_shape(int ndim, const int64_t *shape) {
+    int i; int64_t n = 1;
+    if (ndim < 1 || ndim > FT_MAX_DIMS) return 0;
+    for (i = 0; i < ndim; i++) {
+        if (shape[i] < 1 || shape[i] > ((int64_t)1 << 40) / n) return 0;
+        n *= shape[i];
+    }
+    return 1;
+}
+
+/* a tensor header in the arena; data is allocated (zeroed) unless `data` is given */
+static ft_tensor *ft__tensor(ft_ctx *ctx, ft_type type, int ndim, const int64_t *shape, void *data) {
+    ft_tensor *t;
+    int i;
+    if (!ft__valid_shape(ndim, shape)) return ft__fail(ctx, FT_ERR_SHAPE, "tensor: invalid shape (ndim %d)", ndim);
+    t = FT__CAST(ft_tensor *, ft__arena_alloc(ctx, sizeof *t));
+    if (!t) return ft__fail(ctx, FT_ERR_NOMEM, "tensor: arena out of memory");
+    memset(t, 0, sizeof *t);
+    t->type = type; t->ndim = ndim;
+    for (i = 0; i < FT_MAX_DIMS; i++) t->shape[i] = i < ndim ? shape[i] : 1;
+    if (!ctx->grad_enabled) t->flags |= FT_TENSOR_NO_TAPE;
+    if (data) t->data = data;
+    else {
+        size_t bytes = ft_type_row_bytes(type, t->shape[ndim - 1]) * (size_t)ft_nrows(t);
+        t->data = ft__arena_zalloc(ctx, bytes);
+        if (!t->data) return ft__fail(ctx, FT_ERR_NOMEM, "tensor: arena out of memory (%zu bytes)", bytes);
+    }
+    return t;
+}
+
+FT_API ft_tensor *ft_tensor_new(ft_ctx *ctx, ft_type type, int ndim, const int64_t *shape) {
+    if (!ft__type(type)) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "tensor: type %d has no storage here", (int)type);
+    return ft__tensor(ctx, type, ndim, shape, NULL);
+}
+FT_API ft_tensor *ft_tensor_1d(ft_ctx *ctx, int64_t n0) { int64_t s[1]; s[0] = n0; return ft__tensor(ctx, FT_TYPE_F32, 1, s, NULL); }
+FT_API ft_tensor *ft_tensor_2d(ft_ctx *ctx, int64_t n0, int64_t n1) { int64_t s[2]; s[0] = n0; s[1] = n1; return ft__tensor(ctx, FT_TYPE_F32, 2, s, NULL); }
+FT_API ft_tensor *ft_tensor_3d(ft_ctx *ctx, int64_t n0, int64_t n1, int64_t n2) { int64_t s[3]; s[0] = n0; s[1] = n1; s[2] = n2; return ft__tensor(ctx, FT_TYPE_F32, 3, s, NULL); }
+FT_API ft_tensor *ft_tensor_4d(ft_ctx *ctx, int64_t n0, int64_t n1, int64_t n2, int64_t n3) { int64_t s[4]; s[0] = n0; s[1] = n1; s[2] = n2; s[3] = n3; return ft__tensor(ctx, FT_TYPE_F32, 4, s, NULL); }
+
+#define FT__F(t) FT__CAST(float *, (t)->data)
+
+/* the gradient buffer of t, allocated (zeroed, in the arena) on first use; a view's gradient is
+   the matching slice of its owner's */
+static float *ft__grad(ft_ctx *ctx, ft_tensor *t) {
+    if (t->grad) return t->grad;
+    if (t->view_of) {
+        float *g = ft__grad(ctx, t->view_of);
+        if (g) t->grad = g + t->view_offset;
+        return t->grad;
+    }
+    t->grad = FT__CAST(float *, ft__arena_zalloc(ctx, (size_t)ft_numel(t) * sizeof(float)));
+    if (!t->grad) ft__fail(ctx, FT_ERR_NOMEM, "backward: arena out of memory for a gradient");
+    return t->grad;
+}
+
+/* ---- parameter blocks ------------------------------------------------------------------------ */
+struct ft_params {
+    ft_tensor **t; int n, cap;
+    float *data, *grad;              /* one block each, 64-byte aligned per tensor            */
+    int64_t total;                   /* floats in each block, padding included               */
+};
+
+FT_API ft_result ft_params_init(ft_params **out) {
+    ft_params *p = FT__CAST(ft_params *, FT_MALLOC(sizeof *p));
+    *out = NULL;
+    if (!p) return ft_set_error(FT_ERR_NOMEM, "ft_params_init: out of memory");
+    memset(p, 0, sizeof *p);
+    *out = p;
+    return FT_OK;
+}
+FT_API void ft_params_free(ft_params *p) {
+    int i;
+    if (!p) return;
+    for (i = 0; i < p->n; i++) { FT_FREE(FT__CAST(void *, p->t[i]->name)); FT_FREE(p->t[i]); }
+    FT_FREE(p->t);
+    ft__aligned_free(p->data); ft__aligned_free(p->grad);
+    FT_FREE(p);
+}
+FT_API ft_tensor *ft_params_add(ft_params *p, const char *name, int ndim, const int64_t *shape) {
+    ft_tensor *t; int i; size_t nl = strlen(name ? name : "") + 1; char *nm;
+    if (p->data) { ft_set_error(FT_ERR_STATE, "ft_params_add(%s): block already allocated", name ? name : "?"); return NULL; }
+    if (!ft__valid_shape(ndim, shape)) { ft_set_error(FT_ERR_SHAPE, "ft_params_add(%s): invalid shape", name ? name : "?"); return NULL; }
+    if (p->n == p->cap) {
+        int nc = p->cap ? 2 * p->cap : 32;
+        ft_tensor **nt = FT__CAST(ft_tensor **, FT_REALLOC(p->t, (size_t)nc * sizeof *nt));
+        if (!nt) { ft_set_error(FT_ERR_NOMEM, "ft_params_add: out of memory"); return NULL; }
+        p->t = nt; p->cap = nc;
+    }
+    t = FT__CAST(ft_tensor *, FT_MALLOC(sizeof *t));
+    nm = FT__CAST(char *, FT_MALLOC(nl));
+    if (!t || !nm) { FT_FREE(t); FT_FREE(nm); ft_set_error(FT_ERR_NOMEM, "ft_params_add: out of memory"); return NULL; }
+    memcpy(nm, name ? name : "", nl);
+    memset(t, 0, sizeof *t);
+    t->type = FT_TYPE_F32; t->ndim = ndim; t->name = nm;
+    for (i = 0; i < FT_MAX_DIMS; i++) t->shape[i] = i < ndim ? shape[i] : 1;
+    t->flags = FT_TENSOR_PARAM | FT_TENSOR_REQUIRES_GRAD;
+    p->t[p->n++] = t;
+    return t;
+}
+FT_API ft_result ft_params_alloc(ft_params *p) {
+    int64_t off = 0; int i;
+    if (p->data) return ft_set_error(FT_ERR_STATE, "ft_params_alloc: already allocated");
+    for (i = 0; i < p->n; i++) off += (ft_numel(p->t[i]) + 15) & ~(int64_t)15;   /* 64-byte steps */
+    p->total = off;
+    p->data = FT__CAST(float *, ft__aligned_alloc((size_t)FT__MAX(off, 1) * sizeof(float)));
+    p->grad = FT__CAST(float *, ft__aligned_alloc((size_t)FT__MAX(off, 1) * sizeof(float)));
+    if (!p->data || !p->grad) return ft_set_error(FT_ERR_NOMEM, "ft_params_alloc: %lld floats", (long long)off);
+    memset(p->data, 0, (size_t)off * sizeof(float));
+    memset(p->grad, 0, (size_t)off * sizeof(float));
+    for (off = 0, i = 0; i < p->n; i++) {
+        p->t[i]->data = p->data + off;
+        p->t[i]->grad = p->grad + off;
+        off += (ft_numel(p->t[i]) + 15) & ~(int64_t)15;
+    }
+    return FT_OK;
+}
+FT_API void ft_params_zero_grad(ft_params *p) { if (p->grad) memset(p->grad, 0, (size_t)p->total * sizeof(float)); }
+FT_API int ft_params_count(const ft_params *p) { return p->n; }
+FT_API ft_tensor *ft_params_get(ft_params *p, int i) { return i >= 0 && i < p->n ? p->t[i] : NULL; }
+FT_API ft_tensor *ft_params_find(ft_params *p, const char *name) {
+    int i;
+    for (i = 0; i < p->n; i++) if (strcmp(p->t[i]->name, name) == 0) return p->t[i];
+    return NULL;
+}
+FT_API int64_t ft_params_numel(const ft_params *p) {
+    int64_t n = 0; int i;
+    for (i = 0; i < p->n; i++) n += ft_numel(p->t[i]);
+    return n;
+}
+FT_API void ft_params_init_uniform(ft_params *p, ft_tensor *t, float lo, float hi, ft_ctx *ctx) {
+    int64_t i, n = ft_numel(t); float *x = FT__F(t);
+    (void)p;
+    for (i = 0; i < n; i++) x[i] = lo + (hi - lo) * ft_rng_uniform(&ctx->rng);
+    t->version++;
+}
+FT_API void ft_params_init_normal(ft_params *p, ft_tensor *t, float mean, float std, ft_ctx *ctx) {
+    int64_t i, n = ft_numel(t); float *x = FT__F(t);
+    (void)p;
+    for (i = 0; i < n; i++) x[i] = mean + std * ft_rng_normal(&ctx->rng);
+    t->version++;
+}
+
+/* ============================================================================================
+   [kernels] SIMD vector primitives, GEMM, row kernels
+   Every primitive has a scalar reference ft__vec_*_ref that is always compiled (the tests
+   compare the two). The SIMD ladder defines one small vector vocabulary (load, store, fma,
+   ...) per instruction set; each primitive is then written once on top of it.
+   ============================================================================================ */
+
+#if !defined(FT_NO_SIMD) && defined(__AVX512F__)
+#if defined(__cplusplus) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+/* g++ 12 warns inside its own AVX-512 intrinsics (_mm512_undefined_ps, GCC PR 105593) */
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+#define FT__SIMD_NAME "avx512"
+#define FT__W 16
+typedef __m512 ft__vf;
+#define ft__vzero()       _mm512_setzero_ps()
+#define ft__vset1(x)      _mm512_set1_ps(x)
+#define ft__vload(p)      _mm512_loadu_ps(p)
+#define ft__vstore(p, v)  _mm512_storeu_ps(p, v)
+#define ft__vadd(a, b)    _mm512_add_ps(a, b)
+#define ft__vsub(a, b)    _mm512_sub_ps(a, b)
+#define ft__vmul(a, b)    _mm512_mul_ps(a, b)
+#define ft__vdiv(a, b)    _mm512_div_ps(a, b)
+#define ft__vfma(a, b, c) _mm512_fmadd_ps(a, b, c)          /* a*b + c                     */
+#define ft__vmax(a, b)    _mm512_max_ps(a, b)               /* NaN in b propagates         */
+#define ft__vmin(a, b)    _mm512_min_ps(a, b)
+/* horizontal sum / max: halves through a union, then 256 -> 128 -> 1 (not _mm512_reduce_* or
+   the 512-bit extracts: g++ 12 reports -Wuninitialized inside them) */
+typedef union { __m512 v; __m256 h[2]; } ft__v512_halves;
+static inline float ft__vhsum(ft__vf v) {
+    ft__v512_halves u; __m256 t; __m128 s;
+    u.v = v; t = _mm256_add_ps(u.h[0], u.h[1]);
+    s = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline float ft__vhmax(ft__vf v) {
+    ft__v512_halves u; __m256 t; __m128 s;
+    u.v = v; t = _mm256_max_ps(u.h[0], u.h[1]);
+    s = _mm_max_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#define ft__vround(x)     _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define ft__vldexp(p, n)  _mm512_scalef_ps(p, n)             /* p * 2^n                     */
+#elif !defined(FT_NO_SIMD) && defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define FT__SIMD_NAME "avx2"
+#define FT__W 8
+typedef __m256 ft__vf;
+#define ft__vzero()       _mm256_setzero_ps()
+#define ft__vset1(x)      _mm256_set1_ps(x)
+#define ft__vload(p)      _mm256_loadu_ps(p)
+#define ft__vstore(p, v)  _mm256_storeu_ps(p, v)
+#define ft__vadd(a, b)    _mm256_add_ps(a, b)
+#define ft__vsub(a, b)    _mm256_sub_ps(a, b)
+#define ft__vmul(a, b)    _mm256_mul_ps(a, b)
+#define ft__vdiv(a, b)    _mm256_div_ps(a, b)
+#define ft__vfma(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define ft__vmax(a, b)    _mm256_max_ps(a, b)
+#define ft__vmin(a, b)    _mm256_min_ps(a, b)
+static inline float ft__vhsum(ft__vf v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline float ft__vhmax(ft__vf v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#define ft__vround(x)     _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+static inline ft__vf ft__vldexp(ft__vf p, ft__vf n) {
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#elif !defined(FT_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#define FT__SIMD_NAME "neon"
+#define FT__W 4
+typedef float32x4_t ft__vf;
+#define ft__vzero()       vdupq_n_f32(0.0f)
+#define ft__vset1(x)      vdupq_n_f32(x)
+#define ft__vload(p)      vld1q_f32(p)
+#define ft__vstore(p, v)  vst1q_f32(p, v)
+#define ft__vadd(a, b)    vaddq_f32(a, b)
+#define ft__vsub(a, b)    vsubq_f32(a, b)
+#define ft__vmul(a, b)    vmulq_f32(a, b)
+#define ft__vdiv(a, b)    vdivq_f32(a, b)
+#define ft__vfma(a, b, c) vfmaq_f32(c, a, b)
+#define ft__vmax(a, b)    vmaxq_f32(a, b)
+#define ft__vmin(a, b)    vminq_f32(a, b)
+static inline float ft__vhsum(ft__vf v) { return vaddvq_f32(v); }
+static inline float ft__vhmax(ft__vf v) { return vmaxvq_f32(v); }
+#define ft__vround(x)     vrndnq_f32(x)
+static inline ft__vf ft__vldexp(ft__vf p, ft__vf n) {
+    int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(p, vreinterpretq_f32_s32(e));
+}
+#else
+#define FT__SIMD_NAME "scalar"
+#endif
+
+FT_API const char *ft_simd_name(void) { return FT__SIMD_NAME; }
+
+#ifdef FT__W
+/* e^x on a vector: x = n ln2 + r, |r| <= ln2/2, e^r by the Cephes degree-6 polynomial, times 2^n.
+   Inputs are clamped to [-87.3, 88]: below, the result is ~1e-38 instead of 0. NaN stays NaN. */
+static inline ft__vf ft__vexp(ft__vf x) {
+    ft__vf n, r, p;
+    x = ft__vmax(ft__vset1(-87.3f), x);
+    x = ft__vmin(ft__vset1(88.0f), x);
+    n = ft__vround(ft__vmul(x, ft__vset1(1.44269504088896341f)));
+    r = ft__vfma(n, ft__vset1(-0.693359375f), x);
+    r = ft__vfma(n, ft__vset1(2.12194440e-4f), r);
+    p = ft__vset1(1.9875691500e-4f);
+    p = ft__vfma(p, r, ft__vset1(1.3981999507e-3f));
+    p = ft__vfma(p, r, ft__vset1(8.3334519073e-3f));
+    p = ft__vfma(p, r, ft__vset1(4.1665795894e-2f));
+    p = ft__vfma(p, r, ft__vset1(1.6666665459e-1f));
+    p = ft__vfma(p, r, ft__vset1(5.0000001201e-1f));
+    p = ft__vfma(ft__vmul(p, r), r, ft__vadd(r, ft__vset1(1.0f)));
+    return ft__vldexp(p, n);
+}
+#endif
+
+/* ---- scalar references ---------------------------------------------------------------------- */
+FT__MAYBE_UNUSED static float ft__vec_dot_ref(int64_t n, const float *x, const float *y) {
+    float s = 0; int64_t i;
+    for (i = 0; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+FT__MAYBE_UNUSED static void ft__vec_axpy_ref(int64_t n, float a, const float *x, float *y) {     /* y += a x */
+    int64_t i;
+    for (i = 0; i < n; i++) y[i] += a * x[i];
+}
+FT__MAYBE_UNUSED static void ft__vec_scale_ref(int64_t n, float *y, float a, const float *x) {    /* y = a x  */
+    int64_t i;
+    for (i = 0; i < n; i++) y[i] = a * x[i];
+}
+FT__MAYBE_UNUSED static float ft__vec_sum_ref(int64_t n, const float *x) {
+    float s = 0; int64_t i;
+    for (i = 0; i < n; i++) s += x[i];
+    return s;
+}
+FT__MAYBE_UNUSED static float ft__vec_max_ref(int64_t n, const float *x) {
+    float m = -INFINITY; int64_t i;
+    for (i = 0; i < n; i++) m = x[i] > m || x[i] != x[i] ? x[i] : m;
+    return m;
+}
+/* y = e^(x - shift); returns sum(y) */
+FT__MAYBE_UNUSED static float ft__vec_exp_ref(int64_t n, float *y, const float *x, float shift) {
+    float s = 0; int64_t i;
+    for (i = 0; i < n; i++) { y[i] = expf(x[i] - shift); s += y[i]; }
+    return s;
+}
+/* sum(e^(x - shift)) */
+FT__MAYBE_UNUSED static float ft__vec_expsum_ref(int64_t n, const float *x, float shift) {
+    float s = 0; int64_t i;
+    for (i = 0; i < n; i++) s += expf(x[i] - shift);
+    return s;
+}
+/* y += a e^(x - shift) */
+FT__MAYBE_UNUSED static void ft__vec_exp_axpy_ref(int64_t n, float a, const float *x, float shift, float *y) {
+    int64_t i;
+    for (i = 0; i < n; i++) y[i] += a * expf(x[i] - shift);
+}
+/* y = x * sigmoid(x) */
+FT__MAYBE_UNUSED static void ft__vec_silu_ref(int64_t n, float *y, const float *x) {
+    int64_t i;
+    for (i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+/* ---- SIMD versions ---------------------------------------------------------------------------- */
+#ifdef FT__W
+static float ft__vec_dot(int64_t n, const float *x, const float *y) {
+    ft__vf a0 = ft__vzero(), a1 = ft__vzero(), a2 = ft__vzero(), a3 = ft__vzero();
+    int64_t i = 0; float s;
+    for (; i + 4 * FT__W <= n; i += 4 * FT__W) {
+        a0 = ft__vfma(ft__vload(x + i), ft__vload(y + i), a0);
+        a1 = ft__vfma(ft__vload(x + i + FT__W), ft__vload(y + i + FT__W), a1);
+        a2 = ft__vfma(ft__vload(x + i + 2 * FT__W), ft__vload(y + i + 2 * FT__W), a2);
+        a3 = ft__vfma(ft__vload(x + i + 3 * FT__W), ft__vload(y + i + 3 * FT__W), a3);
+    }
+    for (; i + FT__W <= n; i += FT__W) a0 = ft__vfma(ft__vload(x + i), ft__vload(y + i), a0);
+    s = ft__vhsum(ft__vadd(ft__vadd(a0, a1), ft__vadd(a2, a3)));
+    for (; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+static void ft__vec_axpy(int64_t n, float a, const float *x, float *y) {
+    ft__vf va = ft__vset1(a); int64_t i = 0;
+    for (; i + FT__W <= n; i += FT__W) ft__vstore(y + i, ft__vfma(va, ft__vload(x + i), ft__vload(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+static void ft__vec_scale(int64_t n, float *y, float a, const float *x) {
+    ft__vf va = ft__vset1(a); int64_t i = 0;
+    for (; i + FT__W <= n; i += FT__W) ft__vstore(y + i, ft__vmul(va, ft__vload(x + i)));
+    for (; i < n; i++) y[i] = a * x[i];
+}
+static float ft__vec_sum(int64_t n, const float *x) {
+    ft__vf a0 = ft__vzero(); int64_t i = 0; float s;
+    for (; i + FT__W <= n; i += FT__W) a0 = ft__vadd(a0, ft__vload(x + i));
+    s = ft__vhsum(a0);
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+static float ft__vec_max(int64_t n, const float *x) {
+    int64_t i = 0; float m = -INFINITY;
+    if (n >= FT__W) {
+        ft__vf vm = ft__vload(x);
+        for (i = FT__W; i + FT__W <= n; i += FT__W) vm = ft__vmax(vm, ft__vload(x + i));
+        m = ft__vhmax(vm);
+    }
+    for (; i < n; i++) m = x[i] > m || x[i] != x[i] ? x[i] : m;
+    return m;
+}
+static float ft__vec_exp(int64_t n, float *y, const float *x, float shift) {
+    ft__vf vs = ft__vset1(shift), acc = ft__vzero(); int64_t i = 0; float s;
+    for (; i + FT__W <= n; i += FT__W) {
+        ft__vf e = ft__vexp(ft__vsub(ft__vload(x + i), vs));
+        ft__vstore(y + i, e);
+        acc = ft__vadd(acc, e);
+    }
+    s = ft__vhsum(acc);
+    for (; i < n; i++) { y[i] = expf(x[i] - shift); s += y[i]; }
+    return s;
+}
+static float ft__vec_expsum(int64_t n, const float *x, float shift) {
+    ft__vf vs = ft__vset1(shift), acc = ft__vzero(); int64_t i = 0; float s;
+    for (; i + FT__W <= n; i += FT__W) acc = ft__vadd(acc, ft__vexp(ft__vsub(ft__vload(x + i), vs)));
+    s = ft__vhsum(acc);
+    for (; i < n; i++) s += expf(x[i] - shift);
+    return s;
+}
+static void ft__vec_exp_axpy(int64_t n, float a, const float *x, float shift, float *y) {
+    ft__vf vs = ft__vset1(shift), va = ft__vset1(a); int64_t i = 0;
+    for (; i + FT__W <= n; i += FT__W)
+        ft__vstore(y + i, ft__vfma(va, ft__vexp(ft__vsub(ft__vload(x + i), vs)), ft__vload(y + i)));
+    for (; i < n; i++) y[i] += a * expf(x[i] - shift);
+}
+static void ft__vec_silu(int64_t n, float *y, const float *x) {
+    ft__vf one = ft__vset1(1.0f); int64_t i = 0;
+    for (; i + FT__W <= n; i += FT__W) {
+        ft__vf v = ft__vload(x + i);
+        ft__vstore(y + i, ft__vdiv(v, ft__vadd(one, ft__vexp(ft__vsub(ft__vzero(), v)))));
+    }
+    for (; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+}
+#else
+#define ft__vec_dot   ft__vec_dot_ref
+#define ft__vec_axpy  ft__vec_axpy_ref
+#define ft__vec_scale ft__vec_scale_ref
+#define ft__vec_sum   ft__vec_sum_ref
+#define ft__vec_max   ft__vec_max_ref
+#define ft__vec_exp   ft__vec_exp_ref
+#define ft__vec_silu  ft__vec_silu_ref
+#define ft__vec_expsum   ft__vec_expsum_ref
+#define ft__vec_exp_axpy ft__vec_exp_axpy_ref
+#endif
+
+/* ---- parallel loops ---------------------------------------------------------------------------
+   ft__parallel(ctx, n, work, fn, arg): fn(arg, lo, hi) over a static split of [0, n); `work` is a
+   rough count of flops for all n, below which the loop stays on the calling thread. */
+typedef void (*ft__range_fn)(void *arg, int64_t lo, int64_t hi);
+typedef struct ft__par { ft__range_fn fn; void *arg; int64_t n; } ft__par;
+static void ft__par_task(void *p, int ith, int nth) {
+    ft__par *pp = FT__CAST(ft__par *, p);
+    int64_t lo, hi;
+    ft__split(pp->n, ith, nth, &lo, &hi);
+    if (lo < hi) pp->fn(pp->arg, lo, hi);
+}
+static void ft__parallel(ft_ctx *ctx, int64_t n, double work, ft__range_fn fn, void *arg) {
+    ft__par p;
+    int nth = ft__pool_size(&ctx->pool);
+    if (work < 32768.0 || n < 2 || nth < 2) { if (n > 0) fn(arg, 0, n); return; }
+    if (nth > n) nth = (int)n;
+    p.fn = fn; p.arg = arg; p.n = n;
+    ft__pool_run_n(&ctx->pool, nth, ft__par_task, &p);
+}
+
+/* ---- GEMM --------------------------------------------------------------------------------------
+   C (M, N) [+]= op(A) (M, K) op(B) (K, N), row-major with row strides lda, ldb, ldc;
+   op(A) = A or A^T (A stored (K, M)), op(B) = B or B^T (B stored (N, K)). */
+FT_API void ft_gemm_ref(int ta, int tb, int64_t M, int64_t N, int64_t K,
+                        const float *A, int64_t lda, const float *B, int64_t ldb,
+                        float *C, int64_t ldc, int accumulate) {
+    int64_t i, j, k;
+    for (i = 0; i < M; i++)
+        for (j = 0; j < N; j++) {
+            float s = 0;
+            for (k = 0; k < K; k++)
+                s += (ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]);
+            C[i * ldc + j] = accumulate ? C[i * ldc + j] + s : s;
+        }
+}
+
+typedef struct ft__gemm_job {
+    int ta, tb; int64_t M, N, K, lda, ldb, ldc; const float *A, *B; float *C; int acc;
+    ft__pool *pool;
+} ft__gemm_job;
+
+/* rows [lo, hi) of C; a row of op(A) is gathered into scratch when A is transposed */
+static void ft__gemm_rows(void *p, int64_t lo, int64_t hi) {
+    ft__gemm_job *g = FT__CAST(ft__gemm_job *, p);
+    int64_t i, j, k;
+    for (i = lo; i < hi; i++) {
+        float *c = g->C + i * g->ldc;
+        float arow_buf[256];
+        const float *arow = g->A + i * g->lda;
+        if (!g->acc) memset(c, 0, (size_t)g->N * sizeof(float));
+        if (g->tb) {
+            for (k = 0; k < g->K; k += 256) {
+                int64_t kc = FT__MIN(256, g->K - k);
+                const float *ak = arow + k;
+                if (g->ta) { for (j = 0; j < kc; j++) arow_buf[j] = g->A[(k + j) * g->lda + i]; ak = arow_buf; }
+                for (j = 0; j < g->N; j++) c[j] += ft__vec_dot(kc, ak, g->B + j * g->ldb + k);
+            }
+        } else {
+            for (k = 0; k < g->K; k++) {
+                float a = g->ta ? g->A[k * g->lda + i] : arow[k];
+                if (a != 0.0f) ft__vec_axpy(g->N, a, g->B + k * g->ldb, c);
+            }
+        }
+    }
+}
+
+FT_API void ft_gemm(ft_ctx *ctx, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                    const float *A, int64_t lda, const float *B, int64_t ldb,
+                    float *C, int64_t ldc, int accumulate) {
+    ft__gemm_job g;
+    g.ta = ta; g.tb = tb; g.M = M; g.N = N; g.K = K; g.lda = lda; g.ldb = ldb; g.ldc = ldc;
+    g.A = A; g.B = B; g.C = C; g.acc = accumulate; g.pool = &ctx->pool;
+    ft__parallel(ctx, M, 2.0 * (double)M * (double)N * (double)K, ft__gemm_rows, &g);
+}
+
+/* ---- row kernels ------------------------------------------------------------------------------
+   Shapes: N rows of C channels unless stated. Backward kernels ACCUMULATE into d* buffers. */
+
+/* x (N, C), w (C) or NULL -> y (N, C), rstd (N) */
+static void ft__rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
+                                int64_t N, int64_t C, float eps) {
+    int64_t i, j;
+    for (i = 0; i < N; i++) {
+        const float *xr = x + i * C; float *yr = y + i * C;
+        float r = 1.0f / sqrtf(ft__vec_dot(C, xr, xr) / (float)C + eps);
+        rstd[i] = r;
+        if (w) for (j = 0; j < C; j++) yr[j] = xr[j] * r * w[j];
+        else ft__vec_scale(C, yr, r, xr);
+    }
+}
+/* dx (N, C) += rstd (g - x rstd^2 mean(g x)) with g = dy * w;  dw (C) += sum_rows dy x rstd.
+   Either of dx, dw may be NULL (the op runs dx over threads and dw in one ordered pass). */
+static void ft__rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
+                                 const float *w, const float *rstd, int64_t N, int64_t C) {
+    int64_t i, j;
+    for (i = 0; i < N; i++) {
+        const float *xr = x + i * C, *dyr = dy + i * C; float r = rstd[i], c = 0;
+        if (dw) for (j = 0; j < C; j++) dw[j] += dyr[j] * xr[j] * r;
+        if (!dx) continue;
+        for (j = 0; j < C; j++) c += dyr[j] * (w ? w[j] : 1.0f) * xr[j];
+        c *= r * r / (float)C;
+        for (j = 0; j < C; j++) dx[i * C + j] += r * (dyr[j] * (w ? w[j] : 1.0f) - xr[j] * c);
+    }
+}
+
+/* x (N, C), w, b (C) or NULL -> y (N, C), mean (N), rstd (N) */
+static void ft__layernorm_forward(float *y, float *mean, float *rstd, const float *x,
+                                  const float *w, const float *b, int64_t N, int64_t C, float eps) {
+    int64_t i, j;
+    for (i = 0; i < N; i++) {
+        const float *xr = x + i * C; float *yr = y + i * C;
+        float m = ft__vec_sum(C, xr) / (float)C, v = 0, r;
+        for (j = 0; j < C; j++) v += (xr[j] - m) * (xr[j] - m);
+        r = 1.0f / sqrtf(v / (float)C + eps);
+        mean[i] = m; rstd[i] = r;
+        for (j = 0; j < C; j++) yr[j] = (xr[j] - m) * r * (w ? w[j] : 1.0f) + (b ? b[j] : 0.0f);
+    }
+}
+static void ft__layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                   const float *w, const float *mean, const float *rstd,
+                                   int64_t N, int64_t C) {
+    int64_t i, j;
+    for (i = 0; i < N; i++) {
+        const float *xr = x + i * C, *dyr = dy + i * C;
+        float m = mean[i], r = rstd[i], sg = 0, sgx = 0;
+        for (j = 0; j < C; j++) {
+            float xh = (xr[j] - m) * r, g = dyr[j] * (w ? w[j] : 1.0f);
+            sg += g; sgx += g * xh;
+            if (dw) dw[j] += dyr[j] * xh;
+            if (db) db[j] += dyr[j];
+        }
+        sg /= (float)C; sgx /= (float)C;
+        if (dx) for (j = 0; j < C; j++) {
+            float xh = (xr[j] - m) * r, g = dyr[j] * (w ? w[j] : 1.0f);
+            dx[i * C + j] += r * (g - sg - xh * sgx);
+        }
+    }
+}
+
+/* RoPE on rows of n_head heads of D dims: x (N, n_head*D), pos (N). sign = +1 forward, -1 for
+   the backward (rotation by -theta). NORM pairs (2i, 2i+1); NEOX pairs (i, i + n_rot/2). */
+static void ft__rope_rows(float *y, const float *x, const int32_t *pos, int64_t N, int n_head,
+                          int64_t D, int n_rot, float base, int mode, float sign, int64_t lo, int64_t hi) {
+    int64_t r, h, i;
+    (void)N;
+    for (r = lo; r < hi; r++) {
+        const float *xr = x + r * n_head * D; float *yr = y + r * n_head * D;
+        if (xr != yr) memcpy(yr, xr, (size_t)(n_head * D) * sizeof(float));
+        for (i = 0; i < n_rot / 2; i++) {
+            float theta = (float)pos[r] * powf(base, -2.0f * (float)i / (float)n_rot);
+            float c = cosf(theta), s = sign * sinf(theta);
+            for (h = 0; h < n_head; h++) {
+                float *v = yr + h * D;
+                int64_t i0 = mode == FT_ROPE_NEOX ? i : 2 * i, i1 = mode == FT_ROPE_NEOX ? i + n_rot / 2 : 2 * i + 1;
+                float x0 = v[i0], x1 = v[i1];
+                v[i0] = x0 * c - x1 * s;
+                v[i1] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+/* ---- attention ----------------------------------------------------------------------------------
+   q (B, T, H*D); k, v (B, Tk, Hkv*D); prefix pk, pv (P, Hkv*D) or NULL; out (B, T, H*D);
+   lse (B, H, T) = log-sum-exp of each query's scaled scores (the backward recomputes the
+   probabilities from it instead of storing (T, Tk) matrices). Query t of batch b sees every
+   prefix key, and key j when !causal || j <= q_offset + t, and seg[b,j] == seg[b,t] if seg. */
+typedef struct ft__attn {
+    const float *q, *k, *v, *pk, *pv, *out, *lse, *dout;
+    float *o, *l, *dq, *dk, *dv, *dpk, *dpv;      /* dpk, dpv: per-task partials (B*Hkv, P, D) */
+    float *scratch;                               /* per thread (P + Tk) floats                 */
+    int64_t B, T, Tk, P, q_offset, D; int H, Hkv; float scale; int causal; const int32_t *seg;
+} ft__attn;
+
+static int ft__attn_visible(const ft__attn *a, int64_t b, int64_t t, int64_t j) {
+    if (a->causal && j > a->q_offset + t) return 0;
+    if (a->seg && a->seg[b * a->T + j] != a->seg[b * a->T + t]) return 0;
+    return 1;
+}
+static int64_t ft__attn_kend(const ft__attn *a, int64_t t) {        /* keys [0, kend) to scan */
+    return a->causal ? FT__MIN(a->Tk, a->q_offset + t + 1) : a->Tk;
+}
+
+/* tasks over (b, h) pairs */
+static void ft__attn_forward_task(void *p, int ith, int nth) {
+    ft__attn *a = FT__CAST(ft__attn *, p);
+    int64_t lo, hi, bh, t, j, D = a->D, qs = a->H * D, ks = a->Hkv * D;
+    float *s = a->scratch + (size_t)ith * (size_t)(a->P + a->Tk);
+    ft__split(a->B * a->H, ith, nth, &lo, &hi);
+    for (bh = lo; bh < hi; bh++) {
+        int64_t b = bh / a->H, h = bh % a->H, g = h / (a->H / a->Hkv);
+        for (t = 0; t < a->T; t++) {
+            const float *qt = a->q + (b * a->T + t) * qs + h * D;
+            float *ot = a->o + (b * a->T + t) * qs + h * D, m = -INFINITY, l;
+            int64_t kend = ft__attn_kend(a, t);
+            for (j = 0; j < a->P; j++) s[j] = a->scale * ft__vec_dot(D, qt, a->pk + j * ks + g * D);
+            for (j = 0; j < kend; j++)
+                s[a->P + j] = ft__attn_visible(a, b, t, j)
+                    ? a->scale * ft__vec_dot(D, qt, a->k + (b * a->Tk + j) * ks + g * D) : -INFINITY;
+            m = ft__vec_max(a->P + kend, s);
+            memset(ot, 0, (size_t)D * sizeof(float));
+            if (m == -INFINITY) { a->l[bh * a->T + t] = -INFINITY; continue; }   /* sees nothing */
+            l = ft__vec_exp(a->P + kend, s, s, m);
+            for (j = 0; j < a->P; j++) ft__vec_axpy(D, s[j] / l, a->pv + j * ks + g * D, ot);
+            for (j = 0; j < kend; j++)
+                if (s[a->P + j] != 0.0f) ft__vec_axpy(D, s[a->P + j] / l, a->v + (b * a->Tk + j) * ks + g * D, ot);
+            a->l[bh * a->T + t] = m + logf(l);
+        }
+    }
+}
+
+/* tasks over (b, kv head) pairs: each owns dk, dv of its head and dq of the heads that share it */
+static void ft__attn_backward_task(void *p, int ith, int nth) {
+    ft__attn *a = FT__CAST(ft__attn *, p);
+    int64_t lo, hi, bg, t, j, D = a->D, qs = a->H * D, ks = a->Hkv * D, rep = a->H / a->Hkv;
+    ft__split(a->B * a->Hkv, ith, nth, &lo, &hi);
+    (void)ith;
+    for (bg = lo; bg < hi; bg++) {
+        int64_t b = bg / a->Hkv, g = bg % a->Hkv, h;
+        float *dpk = a->dpk ? a->dpk + bg * a->P * D : NULL, *dpv = a->dpv ? a->dpv + bg * a->P * D : NULL;
+        for (h = g * rep; h < (g + 1) * rep; h++)
+            for (t = 0; t < a->T; t++) {
+                int64_t row = (b * a->T + t) * qs + h * D, kend = ft__attn_kend(a, t);
+                const float *qt = a->q + row, *ot = a->out + row, *dot = a->dout + row;
+                float *dqt = a->dq ? a->dq + row : NULL;
+                float lse = a->lse[(b * a->H + h) * a->T + t], Dt;
+                if (lse == -INFINITY) continue;
+                Dt = ft__vec_dot(D, dot, ot);
+                for (j = -a->P; j < kend; j++) {     /* j < 0: prefix key P + j */
+                    const float *kj, *vj; float sc, pj, ds; float *dkj, *dvj;
+                    if (j < 0) {
+                        kj = a->pk + (a->P + j) * ks + g * D; vj = a->pv + (a->P + j) * ks + g * D;
+                        dkj = dpk ? dpk + (a->P + j) * D : NULL; dvj = dpv ? dpv + (a->P + j) * D : NULL;
+                    } else {
+                        if (!ft__attn_visible(a, b, t, j)) continue;
+                        kj = a->k + (b * a->Tk + j) * ks + g * D; vj = a->v + (b * a->Tk + j) * ks + g * D;
+                        dkj = a->dk ? a->dk + (b * a->Tk + j) * ks + g * D : NULL;
+                        dvj = a->dv ? a->dv + (b * a->Tk + j) * ks + g * D : NULL;
+                    }
+                    sc = a->scale * ft__vec_dot(D, qt, kj);
+                    pj = expf(sc - lse);
+                    ds = pj * (ft__vec_dot(D, dot, vj) - Dt) * a->scale;
+                    if (dqt) ft__vec_axpy(D, ds, kj, dqt);
+                    if (dkj) ft__vec_axpy(D, ds, qt, dkj);
+                    if (dvj) ft__vec_axpy(D, pj, dot, dvj);
+                }
+            }
+    }
+}
+
+/* ---- cross-entropy and log-prob rows -------------------------------------------------------------
+   logits (N, V), targets (N) -> lse (N); rows with target == ignore are skipped. */
+typedef struct ft__xent {
+    const float *x; const int32_t *tgt; int32_t ignore; int64_t V;
+    float *lse;                     /* (N)                                                   */
+    float *dx; const float *g;      /* backward: dx (N, V) += g[i] * (onehot - softmax)      */
+} ft__xent;
+static void ft__xent_forward_rows(void *p, int64_t lo, int64_t hi) {
+    ft__xent *e = FT__CAST(ft__xent *, p);
+    int64_t i;
+    for (i = lo; i < hi; i++) {
+        const float *xr = e->x + i * e->V;
+        float m, s;
+        if (e->tgt[i] == e->ignore) { e->lse[i] = 0; continue; }
+        m = ft__vec_max(e->V, xr);
+        s = ft__vec_expsum(e->V, xr, m);
+        e->lse[i] = m + logf(s);
+    }
+}
+/* dx += g[i] * (onehot(target) - softmax(x)): the gradient of log p(target) */
+static void ft__xent_backward_rows(void *p, int64_t lo, int64_t hi) {
+    ft__xent *e = FT__CAST(ft__xent *, p);
+    int64_t i;
+    for (i = lo; i < hi; i++) {
+        const float *xr = e->x + i * e->V; float *dxr = e->dx + i * e->V;
+        float gi = e->g[i], lse = e->lse[i];
+        if (e->tgt[i] == e->ignore || gi == 0.0f) continue;
+        ft__vec_exp_axpy(e->V, -gi, xr, lse, dxr);
+        dxr[e->tgt[i]] += gi;
+    }
+}
+
+/* ============================================================================================
+   [autograd] the tape, every op (forward + backward), the backward pass
+   An op checks shapes, computes its output, and — when grad mode is on and an input requires
+   a gradient — appends a node holding its inputs, the inputs' versions and what its backward
+   needs. Backward functions ACCUMULATE into ->grad of the inputs that require it.
+   ============================================================================================ */
+
+struct ft__node {
+    ft_op      op;
+    ft_tensor *out;
+    ft_tensor *in[3];
+    uint32_t   ver[4];          /* versions of in[0..2] and out when recorded                 */
+    float      f[3];            /* float arguments (eps, scale, p, bounds, rope base)         */
+    int64_t    n[4];            /* integer arguments (transposes, axis, counts)               */
+    int32_t   *ids;             /* arena copy of ids / targets / positions                    */
+    float     *s0, *s1;         /* saved buffers (rstd, mean, lse, mask)                      */
+    void      *extra;           /* op-specific (attention options)                            */
+};
+
+FT_API const char *ft_op_name(ft_op op) {
+    static const char *names[FT_OP_COUNT] = {
+        "none", "matmul", "add", "sub", "mul", "scale", "sum", "mean", "rmsnorm", "layernorm",
+        "rope", "attention", "softmax", "log_softmax", "silu", "gelu", "tanh", "relu", "sigmoid",
+        "logsigmoid", "exp", "log", "swiglu", "embedding", "cross_entropy", "logprob", "clamp",
+        "minimum", "maximum", "where", "dropout", "concat", "slice", "reshape"
+    };
+    return op >= 0 && op < FT_OP_COUNT ? names[op] : "?";
+}
+
+static int ft__wants(const ft_tensor *t) { return t && (t->flags & FT_TENSOR_REQUIRES_GRAD); }
+
+/* the version that in-place writes bump: a view shares its owner's */
+static uint32_t ft__version(const ft_tensor *t) { return t ? (t->view_of ? t->view_of->version : t->version) : 0; }
+
+/* append a node when the output needs a gradient (an input requires one, or `extra` says
+   another input does); NULL when nothing is recorded */
+static ft__node *ft__record_x(ft_ctx *ctx, ft_op op, ft_tensor *out, ft_tensor *a, ft_tensor *b, ft_tensor *c, int extra) {
+    ft__node *nd;
+    if (!ctx->grad_enabled || !(ft__wants(a) || ft__wants(b) || ft__wants(c) || extra)) return NULL;
+    if (ctx->n_tape == ctx->cap_tape) {
+        int nc = ctx->cap_tape ? 2 * ctx->cap_tape : 256;
+        ft__node *nt = FT__CAST(ft__node *, FT_REALLOC(ctx->tape, (size_t)nc * sizeof *nt));
+        if (!nt) { ft__fail(ctx, FT_ERR_NOMEM, "tape: out of memory (%d nodes)", nc); return NULL; }
+        ctx->tape = nt; ctx->cap_tape = nc; ctx->mallocs++;
+    }
+    nd = &ctx->tape[ctx->n_tape++];
+    memset(nd, 0, sizeof *nd);
+    nd->op = op; nd->out = out; nd->in[0] = a; nd->in[1] = b; nd->in[2] = c;
+    nd->ver[0] = ft__version(a); nd->ver[1] = ft__version(b); nd->ver[2] = ft__version(c);
+    nd->ver[3] = ft__version(out);
+    out->flags |= FT_TENSOR_REQUIRES_GRAD;
+    out->flags &= ~(uint32_t)FT_TENSOR_NO_TAPE;
+    return nd;
+}
+static ft__node *ft__record(ft_ctx *ctx, ft_op op, ft_tensor *out, ft_tensor *a, ft_tensor *b, ft_tensor *c) {
+    return ft__record_x(ctx, op, out, a, b, c, 0);
+}
+
+static int32_t *ft__copy_ids(ft_ctx *ctx, const int32_t *ids, int64_t n) {
+    int32_t *c = FT__CAST(int32_t *, ft__arena_alloc(ctx, (size_t)n * sizeof(int32_t)));
+    if (c) memcpy(c, ids, (size_t)n * sizeof(int32_t));
+    else ft__fail(ctx, FT_ERR_NOMEM, "op: arena out of memory");
+    return c;
+}
+
+static ft_tensor *ft__like(ft_ctx *ctx, const ft_tensor *x) { return ft__tensor(ctx, FT_TYPE_F32, x->ndim, x->shape, NULL); }
+
+#define FT__IN(x) do { if (!(x)) return NULL; } while (0)
+#define FT__F32(ctx, x, opname) do { if ((x)->type != FT_TYPE_F32) \
+    return ft__fail(ctx, FT_ERR_UNSUPPORTED, "%s: input must be f32 (is %s)", opname, ft_type_name((x)->type)); } while (0)
+
+/* ---- matmul --------------------------------------------------------------------------------- */
+/* a (..., M, K) [ta: (..., K, M)]; b (K, N) [tb: (N, K)] shared, or batched like a */
+FT_API ft_tensor *ft_matmul(ft_ctx *ctx, ft_tensor *a, ft_tensor *b, int ta, int tb) {
+    int64_t M, K, N, Kb, batch, i, shape[FT_MAX_DIMS];
+    ft_tensor *y; const float *bd; ft__node *nd;
+    FT__IN(a); FT__IN(b);
+    FT__F32(ctx, a, "matmul");
+    if (a->ndim < 2 || b->ndim < 2) return ft__fail(ctx, FT_ERR_SHAPE, "matmul: inputs need 2+ dims (%d, %d)", a->ndim, b->ndim);
+    M = a->shape[a->ndim - (ta ? 1 : 2)]; K = a->shape[a->ndim - (ta ? 2 : 1)];
+    Kb = b->shape[b->ndim - (tb ? 1 : 2)]; N = b->shape[b->ndim - (tb ? 2 : 1)];
+    if (K != Kb) return ft__fail(ctx, FT_ERR_SHAPE, "matmul: inner dims differ (%lld vs %lld)", (long long)K, (long long)Kb);
+    if (b->ndim > 2) {
+        if (b->ndim != a->ndim) return ft__fail(ctx, FT_ERR_SHAPE, "matmul: batched b needs a's batch dims");
+        for (i = 0; i < a->ndim - 2; i++)
+            if (a->shape[i] != b->shape[i]) return ft__fail(ctx, FT_ERR_SHAPE, "matmul: batch dim %d differs", (int)i);
+    }
+    if (b->type != FT_TYPE_F32 && ft__wants(b)) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "matmul: a %s b cannot take a gradient", ft_type_name(b->type));
+    for (i = 0; i < a->ndim - 2; i++) shape[i] = a->shape[i];
+    shape[a->ndim - 2] = M; shape[a->ndim - 1] = N;
+    y = ft__tensor(ctx, FT_TYPE_F32, a->ndim, shape, NULL);
+    FT__IN(y);
+    batch = ft_numel(a) / (M * K);
+    if (b->type == FT_TYPE_F32) bd = FT__F(b);
+    else {                                                   /* frozen f16/bf16 weights: widen */
+        const ft__type_info *ti = ft__type(b->type);
+        float *w = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)ft_numel(b) * sizeof(float)));
+        if (!w || !ti || !ti->to_f32) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "matmul: b of type %s", ft_type_name(b->type));
+        ti->to_f32(b->data, w, ft_numel(b));
+        bd = w;
+    }
+    if (b->ndim == 2 && !ta)                                 /* fold the batch into the rows */
+        ft_gemm(ctx, 0, tb, batch * M, N, K, FT__F(a), K, bd, tb ? K : N, FT__F(y), N, 0);
+    else
+        for (i = 0; i < batch; i++)
+            ft_gemm(ctx, ta, tb, M, N, K, FT__F(a) + i * M * K, ta ? M : K,
+                    bd + (b->ndim == 2 ? 0 : i * K * N), tb ? K : N, FT__F(y) + i * M * N, N, 0);
+    if ((nd = ft__record(ctx, FT_OP_MATMUL, y, a, b, NULL)) != NULL) {
+        nd->n[0] = ta; nd->n[1] = tb; nd->n[2] = M; nd->n[3] = K;
+        nd->s0 = FT__CAST(float *, bd);                     /* b as f32 (widened if needed)  */
+    }
+    return y;
+}
+
+static void ft__matmul_backward(ft_ctx *ctx, ft__node *nd) {
+    ft_tensor *a = nd->in[0], *b = nd->in[1], *y = nd->out;
+    int ta = (int)nd->n[0], tb = (int)nd->n[1];
+    int64_t M = nd->n[2], K = nd->n[3], N = y->shape[y->ndim - 1], batch = ft_numel(a) / (M * K), i;
+    int64_t lda = ta ? M : K, ldb = tb ? K : N;
+    const float *dC = y->grad, *B = nd->s0;
+    int shared = b->ndim == 2;
+    if (ft__wants(a)) {
+        float *dA = ft__grad(ctx, a);
+        if (!dA) return;
+        if (!ta && shared)                      /* dA (batch*M, K) += dC op(B)^T              */
+            ft_gemm(ctx, 0, !tb, batch * M, K, N, dC, N, B, ldb, dA, K, 1);
+        else
+            for (i = 0; i < batch; i++) {
+                const float *Bi = B + (shared ? 0 : i * K * N), *dCi = dC + i * M * N;
+                if (!ta) ft_gemm(ctx, 0, !tb, M, K, N, dCi, N, Bi, ldb, dA + i * M * K, K, 1);
+                else     ft_gemm(ctx, tb, 1, K, M, N, Bi, ldb, dCi, N, dA + i * M * K, M, 1);  /* dA (K, M) += op(B) dC^T */
+            }
+    }
+    if (ft__wants(b)) {
+        float *dB = ft__grad(ctx, b);
+        if (!dB) return;
+        if (shared && !ta) {      /* one GEMM over all rows of the folded batch */
+            if (!tb) ft_gemm(ctx, 1, 0, K, N, batch * M, FT__F(a), K, dC, N, dB, N, 1);
+            else     ft_gemm(ctx, 1, 0, N, K, batch * M, dC, N, FT__F(a), K, dB, K, 1);
+        } else
+            for (i = 0; i < batch; i++) {
+                const float *Ai = FT__F(a) + i * M * K, *dCi = dC + i * M * N;
+                float *dBi = dB + (shared ? 0 : i * K * N);
+                if (!tb) ft_gemm(ctx, !ta, 0, K, N, M, Ai, lda, dCi, N, dBi, N, 1);   /* op(A)^T dC */
+                else     ft_gemm(ctx, 1, ta, N, K, M, dCi, N, Ai, lda, dBi, K, 1);    /* dC^T op(A) */
+            }
+    }
+}
+
+/* ---- broadcasting binary ops -------------------------------------------------------------------- */
+typedef struct ft__bcast { int64_t n[4], sa[4], sb[4]; } ft__bcast;
+
+/* shapes aligned at the last dim, padded to 4; stride 0 where an input is broadcast */
+static int ft__bcast_init(ft__bcast *bc, const ft_tensor *a, const ft_tensor *b, int64_t *out_shape, int *out_ndim) {
+    int64_t as[4], bs[4], ra = 1, rb = 1; int i, nd = FT__MAX(a->ndim, b->ndim);
+    for (i = 0; i < 4; i++) {
+        int ia = a->ndim - 4 + i, ib = b->ndim - 4 + i;
+        as[i] = ia >= 0 ? a->shape[ia] : 1; bs[i] = ib >= 0 ? b->shape[ib] : 1;
+        if (as[i] != bs[i] && as[i] != 1 && bs[i] != 1) return 0;
+        bc->n[i] = FT__MAX(as[i], bs[i]);
+    }
+    for (i = 3; i >= 0; i--) {
+        bc->sa[i] = as[i] == 1 ? 0 : ra; ra *= as[i];
+        bc->sb[i] = bs[i] == 1 ? 0 : rb; rb *= bs[i];
+    }
+    for (i = 0; i < nd; i++) out_shape[i] = bc->n[4 - nd + i];
+    *out_ndim = nd;
+    return 1;
+}
+
+/* run the body (the variadic part) for every output element io with input offsets ia, ib */
+#define FT__BCAST_LOOP(bc, ...) do {                                                             \
+    int64_t i0_, i1_, i2_, i3_, io = 0;                                                          \
+    for (i0_ = 0; i0_ < (bc).n[0]; i0_++) for (i1_ = 0; i1_ < (bc).n[1]; i1_++)                  \
+    for (i2_ = 0; i2_ < (bc).n[2]; i2_++) {                                                      \
+        int64_t ba_ = i0_ * (bc).sa[0] + i1_ * (bc).sa[1] + i2_ * (bc).sa[2];                    \
+        int64_t bb_ = i0_ * (bc).sb[0] + i1_ * (bc).sb[1] + i2_ * (bc).sb[2];                    \
+        for (i3_ = 0; i3_ < (bc).n[3]; i3_++, io++) {                                            \
+            int64_t ia = ba_ + i3_ * (bc).sa[3], ib = bb_ + i3_ * (bc).sb[3];                    \
+            __VA_ARGS__                                                                          \
+        }                                                                                        \
+    } } while (0)
+
+static ft_tensor *ft__binary(ft_ctx *ctx, ft_op op, ft_tensor *a, ft_tensor *b) {
+    ft__bcast bc; int64_t shape[4]; int nd; ft_tensor *y; ft__node *node;
+    const float *A, *B; float *Y;
+    FT__IN(a); FT__IN(b);
+    FT__F32(ctx, a, ft_op_name(op)); FT__F32(ctx, b, ft_op_name(op));
+    if (!ft__bcast_init(&bc, a, b, shape, &nd))
+        return ft__fail(ctx, FT_ERR_SHAPE, "%s: shapes do not broadcast", ft_op_name(op));
+    y = ft__tensor(ctx, FT_TYPE_F32, nd, shape, NULL);
+    FT__IN(y);
+    A = FT__F(a); B = FT__F(b); Y = FT__F(y);
+    switch (op) {
+    case FT_OP_ADD:     FT__BCAST_LOOP(bc, Y[io] = A[ia] + B[ib];); break;
+    case FT_OP_SUB:     FT__BCAST_LOOP(bc, Y[io] = A[ia] - B[ib];); break;
+    case FT_OP_MUL:     FT__BCAST_LOOP(bc, Y[io] = A[ia] * B[ib];); break;
+    case FT_OP_MINIMUM: FT__BCAST_LOOP(bc, Y[io] = A[ia] < B[ib] || A[ia] != A[ia] ? A[ia] : B[ib];); break;
+    case FT_OP_MAXIMUM: FT__BCAST_LOOP(bc, Y[io] = A[ia] > B[ib] || A[ia] != A[ia] ? A[ia] : B[ib];); break;
+    default: break;
+    }
+    if ((node = ft__record(ctx, op, y, a, b, NULL)) != NULL) {
+        ft__bcast *keep = FT__CAST(ft__bcast *, ft__arena_alloc(ctx, sizeof bc));
+        if (!keep) return ft__fail(ctx, FT_ERR_NOMEM, "op: arena out of memory");
+        *keep = bc; node->extra = keep;
+    }
+    return y;
+}
+
+/* da, db accumulate over the broadcast dims; min/max split ties evenly (as PyTorch) */
+static void ft__binary_backward(ft_ctx *ctx, ft__node *nd) {
+    ft__bcast bc = *FT__CAST(ft__bcast *, nd->extra);
+    ft_tensor *a = nd->in[0], *b = nd->in[1];
+    const float *A = FT__F(a), *B = FT__F(b), *G = nd->out->grad;
+    float *dA = ft__wants(a) ? ft__grad(ctx, a) : NULL, *dB = ft__wants(b) ? ft__grad(ctx, b) : NULL;
+    switch (nd->op) {
+    case FT_OP_ADD: FT__BCAST_LOOP(bc, if (dA) dA[ia] += G[io]; if (dB) dB[ib] += G[io];); break;
+    case FT_OP_SUB: FT__BCAST_LOOP(bc, if (dA) dA[ia] += G[io]; if (dB) dB[ib] -= G[io];); break;
+    case FT_OP_MUL: FT__BCAST_LOOP(bc, if (dA) dA[ia] += G[io] * B[ib]; if (dB) dB[ib] += G[io] * A[ia];); break;
+    case FT_OP_MINIMUM: case FT_OP_MAXIMUM: {
+        float sgn = nd->op == FT_OP_MINIMUM ? 1.0f : -1.0f;   /* a wins when sgn*(b - a) > 0 */
+        FT__BCAST_LOOP(bc, {
+            float d = sgn * (B[ib] - A[ia]), wa = d > 0 ? 1.0f : d < 0 ? 0.0f : 0.5f;
+            if (dA) dA[ia] += G[io] * wa;
+            if (dB) dB[ib] += G[io] * (1.0f - wa);
+        });
+        break; }
+    default: break;
+    }
+}
+
+FT_API ft_tensor *ft_add(ft_ctx *ctx, ft_tensor *a, ft_tensor *b) { return ft__binary(ctx, FT_OP_ADD, a, b); }
+FT_API ft_tensor *ft_sub(ft_ctx *ctx, ft_tensor *a, ft_tensor *b) { return ft__binary(ctx, FT_OP_SUB, a, b); }
+FT_API ft_tensor *ft_mul(ft_ctx *ctx, ft_tensor *a, ft_tensor *b) { return ft__binary(ctx, FT_OP_MUL, a, b); }
+FT_API ft_tensor *ft_minimum(ft_ctx *ctx, ft_tensor *a, ft_tensor *b) { return ft__binary(ctx, FT_OP_MINIMUM, a, b); }
+FT_API ft_tensor *ft_maximum(ft_ctx *ctx, ft_tensor *a, ft_tensor *b) { return ft__binary(ctx, FT_OP_MAXIMUM, a, b); }
+
+/* ---- scale, sum, mean ------------------------------------------------------------------------ */
+FT_API ft_tensor *ft_scale(ft_ctx *ctx, ft_tensor *a, float s) {
+    ft_tensor *y; ft__node *nd;
+    FT__IN(a); FT__F32(ctx, a, "scale");
+    y = ft__like(ctx, a); FT__IN(y);
+    ft__vec_scale(ft_numel(a), FT__F(y), s, FT__F(a));
+    if ((nd = ft__record(ctx, FT_OP_SCALE, y, a, NULL, NULL)) != NULL) nd->f[0] = s;
+    return y;
+}
+static void ft__scale_backward(ft_ctx *ctx, ft__node *nd) {
+    float *dx = ft__grad(ctx, nd->in[0]);
+    if (dx) ft__vec_axpy(ft_numel(nd->in[0]), nd->f[0], nd->out->grad, dx);
+}
+
+/* op SUM or MEAN, over everything (rows = 0) or over the last dim (rows = 1) */
+static ft_tensor *ft__reduce(ft_ctx *ctx, ft_op op, ft_tensor *a, int rows) {
+    int64_t shape[FT_MAX_DIMS], C, R, i; int nd_out; ft_tensor *y; ft__node *nd;
+    FT__IN(a); FT__F32(ctx, a, ft_op_name(op));
+    C = rows ? a->shape[a->ndim - 1] : ft_numel(a);
+    R = ft_numel(a) / C;
+    if (rows && a->ndim > 1) { nd_out = a->ndim - 1; for (i = 0; i < nd_out; i++) shape[i] = a->shape[i]; }
+    else { nd_out = 1; shape[0] = R; }
+    y = ft__tensor(ctx, FT_TYPE_F32, nd_out, shape, NULL); FT__IN(y);
+    for (i = 0; i < R; i++) {
+        double s = 0; int64_t j; const float *x = FT__F(a) + i * C;
+        for (j = 0; j < C; j++) s += x[j];                 /* double: long sums stay exact-ish */
+        FT__F(y)[i] = (float)(op == FT_OP_MEAN ? s / (double)C : s);
+    }
+    if ((nd = ft__record(ctx, op, y, a, NULL, NULL)) != NULL) nd->n[0] = C;
+    return y;
+}
+static void ft__reduce_backward(ft_ctx *ctx, ft__node *nd) {
+    ft_tensor *a = nd->in[0]; int64_t C = nd->n[0], R = ft_numel(a) / C, i, j;
+    float *dA = ft__grad(ctx, a); const float *G = nd->out->grad;
+    float k = nd->op == FT_OP_MEAN ? 1.0f / (float)C : 1.0f;
+    if (!dA) return;
+    for (i = 0; i < R; i++) for (j = 0; j < C; j++) dA[i * C + j] += G[i] * k;
+}
+FT_API ft_tensor *ft_sum(ft_ctx *ctx, ft_tensor *a) { return ft__reduce(ctx, FT_OP_SUM, a, 0); }
+FT_API ft_tensor *ft_mean(ft_ctx *ctx, ft_tensor *a) { return ft__reduce(ctx, FT_OP_MEAN, a, 0); }
+FT_API ft_tensor *ft_sum_rows(ft_ctx *ctx, ft_tensor *a) { return ft__reduce(ctx, FT_OP_SUM, a, 1); }
+FT_API ft_tensor *ft_mean_rows(ft_ctx *ctx, ft_tensor *a) { return ft__reduce(ctx, FT_OP_MEAN, a, 1); }
+
+/* ---- normalisation ------------------------------------------------------------------------------ */
+typedef struct ft__norm_job { float *y, *dx, *s0, *s1; const float *x, *w, *b, *dy; int64_t C; float eps; } ft__norm_job;
+static void ft__rmsnorm_fwd_rows(void *p, int64_t lo, int64_t hi) {
+    ft__norm_job *j = FT__CAST(ft__norm_job *, p);
+    ft__rmsnorm_forward(j->y + lo * j->C, j->s0 + lo, j->x + lo * j->C, j->w, hi - lo, j->C, j->eps);
+}
+static void ft__rmsnorm_bwd_rows(void *p, int64_t lo, int64_t hi) {
+    ft__norm_job *j = FT__CAST(ft__norm_job *, p);
+    ft__rmsnorm_backward(j->dx + lo * j->C, NULL, j->dy + lo * j->C, j->x + lo * j->C, j->w, j->s0 + lo, hi - lo, j->C);
+}
+static void ft__layernorm_fwd_rows(void *p, int64_t lo, int64_t hi) {
+    ft__norm_job *j = FT__CAST(ft__norm_job *, p);
+    ft__layernorm_forward(j->y + lo * j->C, j->s0 + lo, j->s1 + lo, j->x + lo * j->C, j->w, j->b, hi - lo, j->C, j->eps);
+}
+static void ft__layernorm_bwd_rows(void *p, int64_t lo, int64_t hi) {
+    ft__norm_job *j = FT__CAST(ft__norm_job *, p);
+    ft__layernorm_backward(j->dx + lo * j->C, NULL, NULL, j->dy + lo * j->C, j->x + lo * j->C, j->w, j->s0 + lo, j->s1 + lo, hi - lo, j->C);
+}
+
+static ft_tensor *ft__norm(ft_ctx *ctx, ft_op op, ft_tensor *x, ft_tensor *w, ft_tensor *b, float eps) {
+    ft__norm_job j; ft_tensor *y; ft__node *nd; int64_t N, C;
+    FT__IN(x); FT__F32(ctx, x, ft_op_name(op));
+    C = x->shape[x->ndim - 1]; N = ft_nrows(x);
+    if ((w && (ft_numel(w) != C || w->type != FT_TYPE_F32)) || (b && (ft_numel(b) != C || b->type != FT_TYPE_F32)))
+        return ft__fail(ctx, FT_ERR_SHAPE, "%s: weight and bias must be f32 of %lld elements", ft_op_name(op), (long long)C);
+    y = ft__like(ctx, x); FT__IN(y);
+    memset(&j, 0, sizeof j);
+    j.y = FT__F(y); j.x = FT__F(x); j.w = w ? FT__F(w) : NULL; j.b = b ? FT__F(b) : NULL; j.C = C; j.eps = eps;
+    j.s0 = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
+    j.s1 = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
+    if (!j.s0 || !j.s1) return ft__fail(ctx, FT_ERR_NOMEM, "%s: arena out of memory", ft_op_name(op));
+    ft__parallel(ctx, N, 8.0 * (double)N * (double)C, op == FT_OP_RMSNORM ? ft__rmsnorm_fwd_rows : ft__layernorm_fwd_rows, &j);
+    if ((nd = ft__record(ctx, op, y, x, w, b)) != NULL) { nd->s0 = j.s0; nd->s1 = j.s1; nd->f[0] = eps; }
+    return y;
+}
+static void ft__norm_backward(ft_ctx *ctx, ft__node *nd) {
+    ft_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->in[2];
+    int64_t C = x->shape[x->ndim - 1], N = ft_nrows(x);
+    ft__norm_job j;
+    memset(&j, 0, sizeof j);
+    j.x = FT__F(x); j.w = w ? FT__F(w) : NULL; j.dy = nd->out->grad; j.C = C; j.s0 = nd->s0; j.s1 = nd->s1;
+    if (ft__wants(x)) {
+        j.dx = ft__grad(ctx, x);
+        if (!j.dx) return;
+        ft__parallel(ctx, N, 8.0 * (double)N * (double)C, nd->op == FT_OP_RMSNORM ? ft__rmsnorm_bwd_rows : ft__layernorm_bwd_rows, &j);
+    }
+    if (nd->op == FT_OP_RMSNORM) {
+        if (ft__wants(w) && ft__grad(ctx, w)) ft__rmsnorm_backward(NULL, w->grad, j.dy, j.x, j.w, j.s0, N, C);
+    } else if ((ft__wants(w) && ft__grad(ctx, w)) || (ft__wants(b) && ft__grad(ctx, b)))
+        ft__layernorm_backward(NULL, ft__wants(w) ? w->grad : NULL, ft__wants(b) ? b->grad : NULL,
+                               j.dy, j.x, j.w, j.s0, j.s1, N, C);
+}
+FT_API ft_tensor *ft_rmsnorm(ft_ctx *ctx, ft_tensor *x, ft_tensor *w, float eps) { return ft__norm(ctx, FT_OP_RMSNORM, x, w, NULL, eps); }
+FT_API ft_tensor *ft_layernorm(ft_ctx *ctx, ft_tensor *x, ft_tensor *w, ft_tensor *b, float eps) { return ft__norm(ctx, FT_OP_LAYERNORM, x, w, b, eps); }
+
+/* ---- rope ------------------------------------------------------------------------------------------ */
+typedef struct ft__rope_job { float *y; const float *x; const int32_t *pos; int64_t N, D; int n_head, n_rot, mode; float base, sign; } ft__rope_job;
+static void ft__rope_task(void *p, int64_t lo, int64_t hi) {
+    ft__rope_job *j = FT__CAST(ft__rope_job *, p);
+    ft__rope_rows(j->y, j->x, j->pos, j->N, j->n_head, j->D, j->n_rot, j->base, j->mode, j->sign, lo, hi);
+}
+FT_API ft_tensor *ft_rope(ft_ctx *ctx, ft_tensor *x, const int32_t *pos, int n_head, int n_rot, float base, int mode) {
+    ft__rope_job j; ft_tensor *y; ft__node *nd; int64_t C;
+    FT__IN(x); FT__F32(ctx, x, "rope");
+    C = x->shape[x->ndim - 1];
+    if (n_head < 1 || C % n_head || n_rot < 0 || n_rot % 2 || n_rot > C / n_head || (mode != FT_ROPE_NORM && mode != FT_ROPE_NEOX))
+        return ft__fail(ctx, FT_ERR_SHAPE, "rope: %lld channels, %d heads, n_rot %d, mode %d do not fit", (long long)C, n_head, n_rot, mode);
+    y = ft__like(ctx, x); FT__IN(y);
+    j.y = FT__F(y); j.x = FT__F(x); j.pos = pos; j.N = ft_nrows(x); j.D = C / n_head; j.n_head = n_head;
+    j.n_rot = n_rot; j.mode = mode; j.base = base; j.sign = 1.0f;
+    ft__parallel(ctx, j.N, 6.0 * (double)ft_numel(x), ft__rope_task, &j);
+    if ((nd = ft__record(ctx, FT_OP_ROPE, y, x, NULL, NULL)) != NULL) {
+        nd->ids = ft__copy_ids(ctx, pos, j.N);
+        nd->n[0] = n_head; nd->n[1] = n_rot; nd->n[2] = mode; nd->f[0] = base;
+    }
+    return y;
+}
+static void ft__rope_backward(ft_ctx *ctx, ft__node *nd) {           /* dx += R(-theta) dy */
+    ft_tensor *x = nd->in[0]; ft__rope_job j; int64_t n = ft_numel(x), i;
+    float *dx = ft__grad(ctx, x), *tmp = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)n * sizeof(float)));
+    if (!dx || !tmp) { ft__fail(ctx, FT_ERR_NOMEM, "rope backward: arena out of memory"); return; }
+    j.y = tmp; j.x = nd->out->grad; j.pos = nd->ids; j.N = ft_nrows(x); j.n_head = (int)nd->n[0];
+    j.D = x->shape[x->ndim - 1] / j.n_head; j.n_rot = (int)nd->n[1]; j.mode = (int)nd->n[2]; j.base = nd->f[0]; j.sign = -1.0f;
+    ft__parallel(ctx, j.N, 6.0 * (double)n, ft__rope_task, &j);
+    for (i = 0; i < n; i++) dx[i] += tmp[i];
+}
+
+/* ---- attention ----------------------------------------------------------------------------------- */
+FT_API ft_tensor *ft_attention(ft_ctx *ctx, ft_tensor *q, ft_tensor *k, ft_tensor *v, const ft_attn_opts *o) {
+    ft__attn a; ft_tensor *y; ft__node *nd; int64_t P = 0;
+    FT__IN(q); FT__IN(k); FT__IN(v);
+    FT__F32(ctx, q, "attention"); FT__F32(ctx, k, "attention"); FT__F32(ctx, v, "attention");
+    if (q->ndim != 3 || k->ndim != 3 || !ft_same_shape(k, v) || o->n_head < 1 || o->n_head_kv < 1 ||
+        o->n_head % o->n_head_kv || q->shape[2] % o->n_head || q->shape[0] != k->shape[0] ||
+        k->shape[2] != q->shape[2] / o->n_head * o->n_head_kv)
+        return ft__fail(ctx, FT_ERR_SHAPE, "attention: q (B,T,H*D), k and v (B,Tk,Hkv*D) with %d/%d heads do not fit", o->n_head, o->n_head_kv);
+    if (o->prefix_k || o->prefix_v) {
+        if (!o->prefix_k || !o->prefix_v || !ft_same_shape(o->prefix_k, o->prefix_v) || o->prefix_k->ndim != 2 ||
+            o->prefix_k->shape[1] != k->shape[2] || o->prefix_k->type != FT_TYPE_F32 || o->prefix_v->type != FT_TYPE_F32)
+            return ft__fail(ctx, FT_ERR_SHAPE, "attention: prefix k and v must both be f32 (P, Hkv*D)");
+        P = o->prefix_k->shape[0];
+    }
+    if (o->seg && (k->shape[1] != q->shape[1] || o->q_offset != 0))
+        return ft__fail(ctx, FT_ERR_SHAPE, "attention: segments need Tk == T and no KV cache offset");
+    y = ft__like(ctx, q); FT__IN(y);
+    memset(&a, 0, sizeof a);
+    a.B = q->shape[0]; a.T = q->shape[1]; a.Tk = k->shape[1]; a.P = P; a.H = o->n_head; a.Hkv = o->n_head_kv;
+    a.D = q->shape[2] / o->n_head; a.q_offset = o->q_offset; a.causal = o->causal;
+    a.scale = o->scale != 0.0f ? o->scale : 1.0f / sqrtf((float)a.D);
+    a.q = FT__F(q); a.k = FT__F(k); a.v = FT__F(v);
+    a.pk = P ? FT__F(o->prefix_k) : NULL; a.pv = P ? FT__F(o->prefix_v) : NULL;
+    a.o = FT__F(y);
+    a.l = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(a.B * a.H * a.T) * sizeof(float)));
+    a.scratch = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)ft__pool_size(&ctx->pool) * (size_t)(P + a.Tk) * sizeof(float)));
+    if (!a.l || !a.scratch) return ft__fail(ctx, FT_ERR_NOMEM, "attention: arena out of memory");
+    if (o->seg) { a.seg = ft__copy_ids(ctx, o->seg, a.B * a.T); FT__IN(a.seg); }
+    ft__pool_run_n(&ctx->pool, (int)FT__MIN((int64_t)ft__pool_size(&ctx->pool), a.B * a.H), ft__attn_forward_task, &a);
+    nd = ft__record_x(ctx, FT_OP_ATTENTION, y, q, k, v, P && (ft__wants(o->prefix_k) || ft__wants(o->prefix_v)));
+    if (nd) {
+        ft__attn *keep = FT__CAST(ft__attn *, ft__arena_alloc(ctx, sizeof a));
+        ft_tensor **pre = FT__CAST(ft_tensor **, ft__arena_alloc(ctx, 2 * sizeof(ft_tensor *)));
+        if (!keep || !pre) return ft__fail(ctx, FT_ERR_NOMEM, "attention: arena out of memory");
+        *keep = a; keep->out = a.o; keep->lse = a.l;
+        pre[0] = P ? o->prefix_k : NULL; pre[1] = P ? o->prefix_v : NULL;
+        nd->extra = keep; nd->s0 = FT__CAST(float *, FT__CAST(void *, pre));
+    }
+    return y;
+}
+static void ft__attention_backward(ft_ctx *ctx, ft__node *nd) {
+    ft__attn a = *FT__CAST(ft__attn *, nd->extra);
+    ft_tensor **pre = FT__CAST(ft_tensor **, FT__CAST(void *, nd->s0));
+    int64_t i, r, n;
+    a.dout = nd->out->grad;
+    a.dq = ft__wants(nd->in[0]) ? ft__grad(ctx, nd->in[0]) : NULL;
+    a.dk = ft__wants(nd->in[1]) ? ft__grad(ctx, nd->in[1]) : NULL;
+    a.dv = ft__wants(nd->in[2]) ? ft__grad(ctx, nd->in[2]) : NULL;
+    n = a.B * a.Hkv * a.P * a.D;                 /* per-(b, kv head) partials for the prefix */
+    a.dpk = a.P && ft__wants(pre[0]) ? FT__CAST(float *, ft__arena_zalloc(ctx, (size_t)FT__MAX(n, 1) * sizeof(float))) : NULL;
+    a.dpv = a.P && ft__wants(pre[1]) ? FT__CAST(float *, ft__arena_zalloc(ctx, (size_t)FT__MAX(n, 1) * sizeof(float))) : NULL;
+    if (ctx->status != FT_OK) return;
+    ft__pool_run_n(&ctx->pool, (int)FT__MIN((int64_t)ft__pool_size(&ctx->pool), a.B * a.Hkv), ft__attn_backward_task, &a);
+    for (i = 0; i < 2; i++) {                    /* reduce the partials in a fixed order      */
+        float *part = i ? a.dpv : a.dpk, *dst;
+        int64_t bg, ks = a.Hkv * a.D;
+        if (!part || !(dst = ft__grad(ctx, pre[i]))) continue;
+        for (bg = 0; bg < a.B * a.Hkv; bg++)
+            for (r = 0; r < a.P; r++)
+                ft__vec_axpy(a.D, 1.0f, part + (bg * a.P + r) * a.D, dst + r * ks + (bg % a.Hkv) * a.D);
+    }
+}
+
+/* ---- softmax, log-softmax ---------------------------------------------------------------------------- */
+typedef struct ft__row_job { float *y, *dx; const float *x, *dy; int64_t C; } ft__row_job;
+static void ft__softmax_rows(void *p, int64_t lo, int64_t hi) {
+    ft__row_job *j = FT__CAST(ft__row_job *, p); int64_t i;
+    for (i = lo; i < hi; i++) {
+        const float *x = j->x + i * j->C; float *y = j->y + i * j->C;
+        float m = ft__vec_max(j->C, x), s = ft__vec_exp(j->C, y, x, m);
+        ft__vec_scale(j->C, y, 1.0f / s, y);
+    }
+}
+static void ft__log_softmax_rows(void *p, int64_t lo, int64_t hi) {
+    ft__row_job *j = FT__CAST(ft__row_job *, p); int64_t i, c;
+    for (i = lo; i < hi; i++) {
+        const float *x = j->x + i * j->C; float *y = j->y + i * j->C;
+        float m = ft__vec_max(j->C, x), lse = m + logf(ft__vec_expsum(j->C, x, m));
+        for (c = 0; c < j->C; c++) y[c] = x[c] - lse;
+    }
+}
+/* softmax: dx += y (dy - <dy, y>);  log-softmax: dx += dy - e^y sum(dy) */
+static void ft__softmax_back_rows(void *p, int64_t lo, int64_t hi) {
+    ft__row_job *j = FT__CAST(ft__row_job *, p); int64_t i, c;
+    for (i = lo; i < hi; i++) {
+        const float *y = j->y + i * j->C, *dy = j->dy + i * j->C; float *dx = j->dx + i * j->C;
+        float s = ft__vec_dot(j->C, dy, y);
+        for (c = 0; c < j->C; c++) dx[c] += y[c] * (dy[c] - s);
+    }
+}
+static void ft__log_softmax_back_rows(void *p, int64_t lo, int64_t hi) {
+    ft__row_job *j = FT__CAST(ft__row_job *, p); int64_t i, c;
+    for (i = lo; i < hi; i++) {
+        const float *y = j->y + i * j->C, *dy = j->dy + i * j->C; float *dx = j->dx + i * j->C;
+        float s = ft__vec_sum(j->C, dy);
+        for (c = 0; c < j->C; c++) dx[c] += dy[c] - expf(y[c]) * s;
+    }
+}
+static ft_tensor *ft__softmax_op(ft_ctx *ctx, ft_op op, ft_tensor *x) {
+    ft__row_job j; ft_tensor *y;
+    FT__IN(x); FT__F32(ctx, x, ft_op_name(op));
+    y = ft__like(ctx, x); FT__IN(y);
+    j.x = FT__F(x); j.y = FT__F(y); j.C = x->shape[x->ndim - 1]; j.dx = NULL; j.dy = NULL;
+    ft__parallel(ctx, ft_nrows(x), 10.0 * (double)ft_numel(x), op == FT_OP_SOFTMAX ? ft__softmax_rows : ft__log_softmax_rows, &j);
+    ft__record(ctx, op, y, x, NULL, NULL);
+    return y;
+}
+static void ft__softmax_backward(ft_ctx *ctx, ft__node *nd) {
+    ft__row_job j; ft_tensor *x = nd->in[0];
+    j.x = FT__F(x); j.y = FT__F(nd->out); j.dy = nd->out->grad; j.C = x->shape[x->ndim - 1];
+    if (!(j.dx = ft__grad(ctx, x))) return;
+    ft__parallel(ctx, ft_nrows(x), 10.0 * (double)ft_numel(x), nd->op == FT_OP_SOFTMAX ? ft__softmax_back_rows : ft__log_softmax_back_rows, &j);
+}
+FT_API ft_tensor *ft_softmax(ft_ctx *ctx, ft_tensor *x) { return ft__softmax_op(ctx, FT_OP_SOFTMAX, x); }
+FT_API ft_tensor *ft_log_softmax(ft_ctx *ctx, ft_tensor *x) { return ft__softmax_op(ctx, FT_OP_LOG_SOFTMAX, x); }
+
+/* ---- unary elementwise ---------------------------------------------------------------------------------- */
+static float ft__sigmoidf(float x) { return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x)); }
+
+typedef struct ft__unary_job { ft_op op; float *y, *dx; const float *x, *dy; float lo, hi; } ft__unary_job;
+static void ft__unary_fwd(void *p, int64_t lo, int64_t hi) {
+    ft__unary_job *j = FT__CAST(ft__unary_job *, p);
+    const float *x = j->x; float *y = j->y; int64_t i;
+    switch (j->op) {
+    case FT_OP_SILU: ft__vec_silu(hi - lo, y + lo, x + lo); break;
+    case FT_OP_EXP:  for (i = lo; i < hi; i++) y[i] = expf(x[i]); break;
+    case FT_OP_GELU: for (i = lo; i < hi; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f)); break;
+    case FT_OP_TANH: for (i = lo; i < hi; i++) y[i] = tanhf(x[i]); break;
+    case FT_OP_RELU: for (i = lo; i < hi; i++) y[i] = x[i] > 0 ? x[i] : 0.0f; break;
+    case FT_OP_SIGMOID: for (i = lo; i < hi; i++) y[i] = ft__sigmoidf(x[i]); break;
+    case FT_OP_LOGSIGMOID: for (i = lo; i < hi; i++) y[i] = FT__MIN(x[i], 0.0f) - log1pf(expf(-fabsf(x[i]))); break;
+    case FT_OP_LOG:  for (i = lo; i < hi; i++) y[i] = logf(x[i]); break;
+    case FT_OP_CLAMP: for (i = lo; i < hi; i++) y[i] = x[i] < j->lo ? j->lo : x[i] > j->hi ? j->hi : x[i]; break;
+    default: break;
+    }
+}
+/* dx += dy * f'(x), from x and y = f(x) */
+static void ft__unary_bwd(void *p, int64_t lo, int64_t hi) {
+    ft__unary_job *j = FT__CAST(ft__unary_job *, p);
+    const float *x = j->x, *y = j->y, *dy = j->dy; float *dx = j->dx; int64_t i;
+    for (i = lo; i < hi; i++) {
+        float d = 0;
+        switch (j->op) {
+        case FT_OP_SILU: { float s = ft__sigmoidf(x[i]); d = s * (1.0f + x[i] * (1.0f - s)); break; }
+        case FT_OP_EXP:  d = y[i]; break;
+        case FT_OP_GELU: d = 0.5f * (1.0f + erff(x[i] * 0.70710678118654752f)) + x[i] * 0.39894228040143268f * expf(-0.5f * x[i] * x[i]); break;
+        case FT_OP_TANH: d = 1.0f - y[i] * y[i]; break;
+        case FT_OP_RELU: d = x[i] > 0 ? 1.0f : 0.0f; break;
+        case FT_OP_SIGMOID: d = y[i] * (1.0f - y[i]); break;
+        case FT_OP_LOGSIGMOID: d = ft__sigmoidf(-x[i]); break;
+        case FT_OP_LOG:  d = 1.0f / x[i]; break;
+        case FT_OP_CLAMP: d = x[i] >= j->lo && x[i] <= j->hi ? 1.0f : 0.0f; break;
+        default: break;
+        }
+        dx[i] += dy[i] * d;
+    }
+}
+static ft_tensor *ft__unary(ft_ctx *ctx, ft_op op, ft_tensor *x, float lo, float hi) {
+    ft__unary_job j; ft_tensor *y; ft__node *nd;
+    FT__IN(x); FT__F32(ctx, x, ft_op_name(op));
+    y = ft__like(ctx, x); FT__IN(y);
+    j.op = op; j.x = FT__F(x); j.y = FT__F(y); j.lo = lo; j.hi = hi; j.dx = NULL; j.dy = NULL;
+    ft__parallel(ctx, ft_numel(x), 20.0 * (double)ft_numel(x), ft__unary_fwd, &j);
+    if ((nd = ft__record(ctx, op, y, x, NULL, NULL)) != NULL) { nd->f[0] = lo; nd->f[1] = hi; }
+    return y;
+}
+static void ft__unary_backward(ft_ctx *ctx, ft__node *nd) {
+    ft__unary_job j; ft_tensor *x = nd->in[0];
+    j.op = nd->op; j.x = FT__F(x); j.y = FT__F(nd->out); j.dy = nd->out->grad; j.lo = nd->f[0]; j.hi = nd->f[1];
+    if (!(j.dx = ft__grad(ctx, x))) return;
+    ft__parallel(ctx, ft_numel(x), 20.0 * (double)ft_numel(x), ft__unary_bwd, &j);
+}
+FT_API ft_tensor *ft_silu(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_SILU, x, 0, 0); }
+FT_API ft_tensor *ft_gelu(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_GELU, x, 0, 0); }
+FT_API ft_tensor *ft_tanh(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_TANH, x, 0, 0); }
+FT_API ft_tensor *ft_relu(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_RELU, x, 0, 0); }
+FT_API ft_tensor *ft_sigmoid(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_SIGMOID, x, 0, 0); }
+FT_API ft_tensor *ft_logsigmoid(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_LOGSIGMOID, x, 0, 0); }
+FT_API ft_tensor *ft_exp(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_EXP, x, 0, 0); }
+FT_API ft_tensor *ft_log(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_LOG, x, 0, 0); }
+FT_API ft_tensor *ft_clamp(ft_ctx *ctx, ft_tensor *x, float lo, float hi) { return ft__unary(ctx, FT_OP_CLAMP, x, lo, hi); }
+
+/* ---- swiglu: y = silu(g) * u ------------------------------------------------------------------------------ */
+FT_API ft_tensor *ft_swiglu(ft_ctx *ctx, ft_tensor *g, ft_tensor *u) {
+    ft_tensor *y; int64_t i, n; const float *G, *U; float *Y;
+    FT__IN(g); FT__IN(u); FT__F32(ctx, g, "swiglu"); FT__F32(ctx, u, "swiglu");
+    if (!ft_same_shape(g, u)) return ft__fail(ctx, FT_ERR_SHAPE, "swiglu: gate and up differ in shape");
+    y = ft__like(ctx, g); FT__IN(y);
+    n = ft_numel(g); G = FT__F(g); U = FT__F(u); Y = FT__F(y);
+    ft__vec_silu(n, Y, G);
+    for (i = 0; i < n; i++) Y[i] *= U[i];
+    ft__record(ctx, FT_OP_SWIGLU, y, g, u, NULL);
+    return y;
+}
+static void ft__swiglu_backward(ft_ctx *ctx, ft__node *nd) {
+    ft_tensor *g = nd->in[0], *u = nd->in[1]; int64_t i, n = ft_numel(g);
+    const float *G = FT__F(g), *U = FT__F(u), *dY = nd->out->grad;
+    float *dG = ft__wants(g) ? ft__grad(ctx, g) : NULL, *dU = ft__wants(u) ? ft__grad(ctx, u) : NULL;
+    for (i = 0; i < n; i++) {
+        float s = ft__sigmoidf(G[i]);
+        if (dG) dG[i] += dY[i] * U[i] * s * (1.0f + G[i] * (1.0f - s));
+        if (dU) dU[i] += dY[i] * G[i] * s;
+    }
+}
+
+/* ---- embedding ------------------------------------------------------------------------------------------------ */
+FT_API ft_tensor *ft_embedding(ft_ctx *ctx, ft_tensor *table, const int32_t *ids, int64_t n) {
+    ft_tensor *y; ft__node *nd; int64_t i, V, C; const ft__type_info *ti; size_t rb;
+    FT__IN(table);
+    if (table->ndim != 2) return ft__fail(ctx, FT_ERR_SHAPE, "embedding: table must be (V, C)");
+    V = table->shape[0]; C = table->shape[1];
+    ti = ft__type(table->type);
+    if (!ti || !ti->to_f32 || C % ti->block) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "embedding: table of type %s", ft_type_name(table->type));
+    if (table->type != FT_TYPE_F32 && ft__wants(table)) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "embedding: a %s table cannot take a gradient", ft_type_name(table->type));
+    y = ft_tensor_2d(ctx, n, C); FT__IN(y);
+    rb = ft_type_row_bytes(table->type, C);
+    for (i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= V) return ft__fail(ctx, FT_ERR_INVALID, "embedding: id %d at position %lld is outside the vocabulary (%lld)", (int)ids[i], (long long)i, (long long)V);
+        ti->to_f32(FT__CAST(const unsigned char *, table->data) + (size_t)ids[i] * rb, FT__F(y) + i * C, C);
+    }
+    if ((nd = ft__record(ctx, FT_OP_EMBEDDING, y, table, NULL, NULL)) != NULL) nd->ids = ft__copy_ids(ctx, ids, n);
+    return y;
+}
+static void ft__embedding_backward(ft_ctx *ctx, ft__node *nd) {     /* scatter-add, in order */
+    ft_tensor *t = nd->in[0]; int64_t i, n = nd->out->shape[0], C = t->shape[1];
+    float *dT = ft__grad(ctx, t);
+    if (!dT) return;
+    for (i = 0; i < n; i++) ft__vec_axpy(C, 1.0f, nd->out->grad + i * C, dT + (int64_t)nd->ids[i] * C);
+}
+
+/* ---- cross-entropy and per-token log-probs -------------------------------------------------------------------- */
+static ft_tensor *ft__xent_op(ft_ctx *ctx, ft_op op, ft_tensor *logits, const int32_t *tgt, int32_t ignore) {
+    ft__xent e; ft_tensor *y; ft__node *nd; int64_t N, V, i, nvalid = 0; double loss = 0;
+    FT__IN(logits); FT__F32(ctx, logits, ft_op_name(op));
+    if (logits->ndim != 2) return ft__fail(ctx, FT_ERR_SHAPE, "%s: logits must be (N, V)", ft_op_name(op));
+    N = logits->shape[0]; V = logits->shape[1];
+    for (i = 0; i < N; i++)
+        if (tgt[i] != ignore && (tgt[i] < 0 || tgt[i] >= V))
+            return ft__fail(ctx, FT_ERR_INVALID, "%s: target %d at row %lld is outside [0, %lld)", ft_op_name(op), (int)tgt[i], (long long)i, (long long)V);
+    y = op == FT_OP_CROSS_ENTROPY ? ft_tensor_1d(ctx, 1) : ft_tensor_1d(ctx, N); FT__IN(y);
+    memset(&e, 0, sizeof e);
+    e.x = FT__F(logits); e.tgt = tgt; e.ignore = ignore; e.V = V;
+    e.lse = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
+    if (!e.lse) return ft__fail(ctx, FT_ERR_NOMEM, "%s: arena out of memory", ft_op_name(op));
+    ft__parallel(ctx, N, 4.0 * (double)N * (double)V, ft__xent_forward_rows, &e);
+    for (i = 0; i < N; i++) {
+        float lp = tgt[i] == ignore ? 0.0f : e.x[i * V + tgt[i]] - e.lse[i];
+        if (tgt[i] != ignore) { nvalid++; loss -= lp; }
+        if (op == FT_OP_LOGPROB) FT__F(y)[i] = lp;
+    }
+    if (op == FT_OP_CROSS_ENTROPY) FT__F(y)[0] = nvalid ? (float)(loss / (double)nvalid) : 0.0f;
+    if ((nd = ft__record(ctx, op, y, logits, NULL, NULL)) != NULL) {
+        nd->ids = ft__copy_ids(ctx, tgt, N); nd->s0 = e.lse; nd->n[0] = ignore; nd->n[1] = nvalid;
+    }
+    return y;
+}
+static void ft__xent_backward(ft_ctx *ctx, ft__node *nd) {
+    ft_tensor *x = nd->in[0]; ft__xent e; int64_t N = x->shape[0], i;
+    float *g = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
+    memset(&e, 0, sizeof e);
+    e.x = FT__F(x); e.tgt = nd->ids; e.ignore = (int32_t)nd->n[0]; e.V = x->shape[1]; e.lse = nd->s0;
+    e.dx = ft__grad(ctx, x);
+    if (!g || !e.dx) { ft__fail(ctx, FT_ERR_NOMEM, "cross-entropy backward: arena out of memory"); return; }
+    for (i = 0; i < N; i++)     /* d loss / d logp_i: -1/n for the mean loss, dy_i for log-probs */
+        g[i] = nd->op == FT_OP_CROSS_ENTROPY ? (nd->n[1] ? -nd->out->grad[0] / (float)nd->n[1] : 0.0f) : nd->out->grad[i];
+    e.g = g;
+    ft__parallel(ctx, N, 4.0 * (double)N * (double)e.V, ft__xent_backward_rows, &e);
+}
+FT_API ft_tensor *ft_cross_entropy(ft_ctx *ctx, ft_tensor *logits, const int32_t *targets, int32_t ignore_index) { return ft__xent_op(ctx, FT_OP_CROSS_ENTROPY, logits, targets, ignore_index); }
+FT_API ft_tensor *ft_logprob(ft_ctx *ctx, ft_tensor *logits, const int32_t *targets, int32_t ignore_index) { return ft__xent_op(ctx, FT_OP_LOGPROB, logits, targets, ignore_index); }
+
+/* ---- where, dropout ------------------------------------------------------------------------------------------- */
+FT_API ft_tensor *ft_where(ft_ctx *ctx, ft_tensor *cond, ft_tensor *a, ft_tensor *b) {
+    ft_tensor *y; ft__node *nd; int64_t i, n;
+    FT__IN(cond); FT__IN(a); FT__IN(b);
+    FT__F32(ctx, cond, "where"); FT__F32(ctx, a, "where"); FT__F32(ctx, b, "where");
+    if (!ft_same_shape(cond, a) || !ft_same_shape(a, b)) return ft__fail(ctx, FT_ERR_SHAPE, "where: cond, a and b must have one shape");
+    y = ft__like(ctx, a); FT__IN(y);
+    n = ft_numel(a);
+    for (i = 0; i < n; i++) FT__F(y)[i] = FT__F(cond)[i] != 0.0f ? FT__F(a)[i] : FT__F(b)[i];
+    if ((nd = ft__record(ctx, FT_OP_WHERE, y, a, b, NULL)) != NULL) { nd->in[2] = cond; nd->ver[2] = ft__version(cond); }
+    return y;
+}
+static void ft__where_backward(ft_ctx *ctx, ft__node *nd) {
+    ft_tensor *a = nd->in[0], *b = nd->in[1], *c = nd->in[2]; int64_t i, n = ft_numel(a);
+    float *dA = ft__wants(a) ? ft__grad(ctx, a) : NULL, *dB = ft__wants(b) ? ft__grad(ctx, b) : NULL;
+    for (i = 0; i < n; i++) {
+        if (FT__F(c)[i] != 0.0f) { if (dA) dA[i] += nd->out->grad[i]; }
+        else if (dB) dB[i] += nd->out->grad[i];
+    }
+}
+
+FT_API ft_tensor *ft_dropout(ft_ctx *ctx, ft_tensor *x, float p) {
+    ft_tensor *y; ft__node *nd; int64_t i, n; float *mask, keep;
+    FT__IN(x); FT__F32(ctx, x, "dropout");
+    if (!(p >= 0.0f && p < 1.0f)) return ft__fail(ctx, FT_ERR_INVALID, "dropout: p = %g outside [0, 1)", (double)p);
+    y = ft__like(ctx, x); FT__IN(y);
+    n = ft_numel(x); keep = 1.0f / (1.0f - p);
+    mask = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)n * sizeof(float)));
+    if (!mask) return ft__fail(ctx, FT_ERR_NOMEM, "dropout: arena out of memory");
+    for (i = 0; i < n; i++) {                   /* one RNG draw per element, in order */
+        mask[i] = ft_rng_uniform(&ctx->rng) < p ? 0.0f : keep;
+        FT__F(y)[i] = FT__F(x)[i] * mask[i];
+    }
+    if ((nd = ft__record(ctx, FT_OP_DROPOUT, y, x, NULL, NULL)) != NULL) nd->s0 = mask;
+    return y;
+}
+static void ft__dropout_backward(ft_ctx *ctx, ft__node *nd) {
+    int64_t i, n = ft_numel(nd->in[0]); float *dx = ft__grad(ctx, nd->in[0]);
+    if (dx) for (i = 0; i < n; i++) dx[i] += nd->out->grad[i] * nd->s0[i];
+}
+
+/* ---- concat, slice (copies), reshape and row views (shared storage) ------------------------------------------- */
+/* view x as (outer, len(axis) * inner) blocks */
+static void ft__axis_split(const ft_tensor *x, int axis, int64_t *outer, int64_t *inner) {
+    int i;
+    *outer = 1; *inner = 1;
+    for (i = 0; i < axis; i++) *outer *= x->shape[i];
+    for (i = axis + 1; i < x->ndim; i++) *inner *= x->shape[i];
+}
+FT_API ft_tensor *ft_concat(ft_ctx *ctx, ft_tensor *a, ft_tensor *b, int axis) {
+    int64_t shape[FT_MAX_DIMS], outer, inner, na, nb, o; int i; ft_tensor *y; ft__node *nd;
+    FT__IN(a); FT__IN(b); FT__F32(ctx, a, "concat"); FT__F32(ctx, b, "concat");
+    if (axis < 0) axis += a->ndim;
+    if (a->ndim != b->ndim || axis < 0 || axis >= a->ndim) return ft__fail(ctx, FT_ERR_SHAPE, "concat: ranks or axis do not fit");
+    for (i = 0; i < a->ndim; i++) {
+        if (i != axis && a->shape[i] != b->shape[i]) return ft__fail(ctx, FT_ERR_SHAPE, "concat: dim %d differs", i);
+        shape[i] = i == axis ? a->shape[i] + b->shape[i] : a->shape[i];
+    }
+    y = ft__tensor(ctx, FT_TYPE_F32, a->ndim, shape, NULL); FT__IN(y);
+    ft__axis_split(a, axis, &outer, &inner);
+    na = a->shape[axis] * inner; nb = b->shape[axis] * inner;
+    for (o = 0; o < outer; o++) {
+        memcpy(FT__F(y) + o * (na + nb), FT__F(a) + o * na, (size_t)na * sizeof(float));
+        memcpy(FT__F(y) + o * (na + nb) + na, FT__F(b) + o * nb, (size_t)nb * sizeof(float));
+    }
+    if ((nd = ft__record(ctx, FT_OP_CONCAT, y, a, b, NULL)) != NULL) nd->n[0] = axis;
+    return y;
+}
+static void ft__concat_backward(ft_ctx *ctx, ft__node *nd) {
+    ft_tensor *a = nd->in[0], *b = nd->in[1]; int axis = (int)nd->n[0]; int64_t outer, inner, na, nb, o;
+    float *dA = ft__wants(a) ? ft__grad(ctx, a) : NULL, *dB = ft__wants(b) ? ft__grad(ctx, b) : NULL;
+    ft__axis_split(a, axis, &outer, &inner);
+    na = a->shape[axis] * inner; nb = b->shape[axis] * inner;
+    for (o = 0; o < outer; o++) {
+        if (dA) ft__vec_axpy(na, 1.0f, nd->out->grad + o * (na + nb), dA + o * na);
+        if (dB) ft__vec_axpy(nb, 1.0f, nd->out->grad + o * (na + nb) + na, dB + o * nb);
+    }
+}
+FT_API ft_tensor *ft_slice(ft_ctx *ctx, ft_tensor *x, int axis, int64_t start, int64_t len) {
+    int64_t shape[FT_MAX_DIMS], outer, inner, o; int i; ft_tensor *y; ft__node *nd;
+    FT__IN(x); FT__F32(ctx, x, "slice");
+    if (axis < 0) axis += x->ndim;
+    if (axis < 0 || axis >= x->ndim || start < 0 || len < 1 || start + len > x->shape[axis])
+        return ft__fail(ctx, FT_ERR_SHAPE, "slice: [%lld, +%lld) outside axis %d", (long long)start, (long long)len, axis);
+    for (i = 0; i < x->ndim; i++) shape[i] = i == axis ? len : x->shape[i];
+    y = ft__tensor(ctx, FT_TYPE_F32, x->ndim, shape, NULL); FT__IN(y);
+    ft__axis_split(x, axis, &outer, &inner);
+    for (o = 0; o < outer; o++)
+        memcpy(FT__F(y) + o * len * inner, FT__F(x) + (o * x->shape[axis] + start) * inner, (size_t)(len * inner) * sizeof(float));
+    if ((nd = ft__record(ctx, FT_OP_SLICE, y, x, NULL, NULL)) != NULL) { nd->n[0] = axis; nd->n[1] = start; nd->n[2] = len; }
+    return y;
+}
+static void ft__slice_backward(ft_ctx *ctx, ft__node *nd) {
+    ft_tensor *x = nd->in[0]; int axis = (int)nd->n[0]; int64_t start = nd->n[1], len = nd->n[2], outer, inner, o;
+    float *dX = ft__grad(ctx, x);
+    if (!dX) return;
+    ft__axis_split(x, axis, &outer, &inner);
+    for (o = 0; o < outer; o++)
+        ft__vec_axpy(len * inner, 1.0f, nd->out->grad + o * len * inner, dX + (o * x->shape[axis] + start) * inner);
+}
+
+static ft_tensor *ft__view(ft_ctx *ctx, ft_tensor *x, int ndim, const int64_t *shape, int64_t offset) {
+    ft_tensor *y; ft_tensor *owner = x->view_of ? x->view_of : x;
+    size_t esz = ft_type_row_bytes(x->type, 1);
+    if (esz == 0) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "view: type %s has no element size", ft_type_name(x->type));
+    y = ft__tensor(ctx, x->type, ndim, shape, FT__CAST(unsigned char *, x->data) + (size_t)offset * esz);
+    FT__IN(y);
+    y->view_of = owner; y->view_offset = (x->view_of ? x->view_offset : 0) + offset;
+    if (x->grad) y->grad = x->grad + offset;
+    ft__record(ctx, FT_OP_RESHAPE, y, x, NULL, NULL);    /* backward: nothing (shared gradient) */
+    return y;
+}
+FT_API ft_tensor *ft_reshape(ft_ctx *ctx, ft_tensor *x, int ndim, const int64_t *shape) {
+    int64_t n = 1; int i;
+    FT__IN(x);
+    if (ndim < 1 || ndim > FT_MAX_DIMS) return ft__fail(ctx, FT_ERR_SHAPE, "reshape: %d dims", ndim);
+    for (i = 0; i < ndim; i++) n *= shape[i];
+    if (n != ft_numel(x)) return ft__fail(ctx, FT_ERR_SHAPE, "reshape: %lld elements into %lld", (long long)ft_numel(x), (long long)n);
+    return ft__view(ctx, x, ndim, shape, 0);
+}
+FT_API ft_tensor *ft_view_rows(ft_ctx *ctx, ft_tensor *x, int64_t row0, int64_t nrows) {
+    int64_t shape[FT_MAX_DIMS], inner; int i;
+    FT__IN(x);
+    if (row0 < 0 || nrows < 1 || row0 + nrows > x->shape[0]) return ft__fail(ctx, FT_ERR_SHAPE, "view_rows: [%lld, +%lld) outside %lld rows", (long long)row0, (long long)nrows, (long long)x->shape[0]);
+    for (i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
+    shape[0] = nrows;
+    inner = ft_numel(x) / x->shape[0];
+    return ft__view(ctx, x, x->ndim, shape, row0 * inner);
+}
+
+FT_API void ft_scale_inplace(ft_tensor *x, float s) {
+    FT_ASSERT(x && x->type == FT_TYPE_F32);
+    ft__vec_scale(ft_numel(x), FT__F(x), s, FT__F(x));
+    ft_tensor_mark_modified(x);
+}
+FT_API void ft_add_inplace(ft_tensor *x, const ft_tensor *y) {
+    FT_ASSERT(x && y && x->type == FT_TYPE_F32 && y->type == FT_TYPE_F32 && ft_numel(x) == ft_numel(y));
+    ft__vec_axpy(ft_numel(x), 1.0f, FT__F(y), FT__F(x));
+    ft_tensor_mark_modified(x);
+}
+
+/* ---- the backward pass ------------------------------------------------------------------------------------------ */
+typedef void (*ft__backward_fn)(ft_ctx *ctx, ft__node *nd);
+static ft__backward_fn ft__backward_of(ft_op op) {
+    switch (op) {
+    case FT_OP_MATMUL: return ft__matmul_backward;
+    case FT_OP_ADD: case FT_OP_SUB: case FT_OP_MUL: case FT_OP_MINIMUM: case FT_OP_MAXIMUM: return ft__binary_backward;
+    case FT_OP_SCALE: return ft__scale_backward;
+    case FT_OP_SUM: case FT_OP_MEAN: return ft__reduce_backward;
+    case FT_OP_RMSNORM: case FT_OP_LAYERNORM: return ft__norm_backward;
+    case FT_OP_ROPE: return ft__rope_backward;
+    case FT_OP_ATTENTION: return ft__attention_backward;
+    case FT_OP_SOFTMAX: case FT_OP_LOG_SOFTMAX: return ft__softmax_backward;
+    case FT_OP_SILU: case FT_OP_GELU: case FT_OP_TANH: case FT_OP_RELU: case FT_OP_SIGMOID:
+    case FT_OP_LOGSIGMOID: case FT_OP_EXP: case FT_OP_LOG: case FT_OP_CLAMP: return ft__unary_backward;
+    case FT_OP_SWIGLU: return ft__swiglu_backward;
+    case FT_OP_EMBEDDING: return ft__embedding_backward;
+    case FT_OP_CROSS_ENTROPY: case FT_OP_LOGPROB: return ft__xent_backward;
+    case FT_OP_WHERE: return ft__where_backward;
+    case FT_OP_DROPOUT: return ft__dropout_backward;
+    case FT_OP_CONCAT: return ft__concat_backward;
+    case FT_OP_SLICE: return ft__slice_backward;
+    default: return NULL;
+    }
+}
+
+static ft_result ft__run_backward(ft_ctx *ctx) {
+    int i, k;
+    for (i = ctx->n_tape - 1; i >= 0 && ctx->status == FT_OK; i--) {
+        ft__node *nd = &ctx->tape[i];
+        if (!nd->out->grad) continue;                           /* not on the loss's path */
+        for (k = 0; k < 3; k++)
+            if (nd->in[k] && ft__version(nd->in[k]) != nd->ver[k])
+                return ft_set_error(FT_ERR_INPLACE, "backward: input %d of %s (%s) was modified in place after it was used",
+                                    k, ft_op_name(nd->op), nd->in[k]->name ? nd->in[k]->name : "unnamed");
+        if (ft__version(nd->out) != nd->ver[3])
+            return ft_set_error(FT_ERR_INPLACE, "backward: the output of %s was modified in place", ft_op_name(nd->op));
+        if (ft__backward_of(nd->op)) ft__backward_of(nd->op)(ctx, nd);
+    }
+    ctx->backward_done = 1;
+    return ctx->status;
+}
+
+FT_API ft_result ft_backward_from(ft_ctx *ctx, ft_tensor *y, const float *dy) {
+    float *g;
+    if (ctx->status != FT_OK) return ft_set_error(ctx->status, "backward: the forward failed: %s", ft_last_error());
+    if (!y) return ft_set_error(FT_ERR_INVALID, "backward: no tensor");
+    if (ctx->backward_done) return ft_set_error(FT_ERR_STATE, "backward: already ran on this tape; call ft_ctx_reset first");
+    if (!ft__wants(y)) return ft_set_error(FT_ERR_STATE, "backward: the tensor does not depend on anything that requires a gradient");
+    if (!(g = ft__grad(ctx, y))) return ctx->status;
+    ft__vec_axpy(ft_numel(y), 1.0f, dy, g);
+    return ft__run_backward(ctx);
+}
+FT_API ft_result ft_backward(ft_ctx *ctx, ft_tensor *loss) {
+    float one = 1.0f;
+    if (loss && ft_numel(loss) != 1) return ft_set_error(FT_ERR_SHAPE, "backward: the loss must have one element (has %lld)", (long long)ft_numel(loss));
+    if (loss && !isfinite(FT__F(loss)[0])) return ft_set_error(FT_ERR_NUMERIC, "backward: the loss is %g", (double)FT__F(loss)[0]);
+    return ft_backward_from(ctx, loss, &one);
+}
+FT_API int ft_tape_length(const ft_ctx *ctx) { return ctx->n_tape; }
+FT_API ft_op ft_tape_op(const ft_ctx *ctx, int i) { return i >= 0 && i < ctx->n_tape ? ctx->tape[i].op : FT_OP_NONE; }
+
+#endif /* FINETUNE_IMPLEMENTATION */
+
+/*
+------------------------------------------------------------------------------
+This software is available under 2 licenses -- choose whichever you prefer.
+------------------------------------------------------------------------------
+ALTERNATIVE A - MIT License
+Copyright (c) 2026 the finetune.h authors
+Permission is hereby granted, free of charge, to any person obtaining a copy of
+this software and associated documentation files (the "Software"), to deal in
+the Software without restriction, including without limitation the rights to
+use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies
+of the Software, and to permit persons to whom the Software is furnished to do
+so, subject to the following conditions:
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+------------------------------------------------------------------------------
+ALTERNATIVE B - Public Domain (www.unlicense.org)
+This is free and unencumbered software released into the public domain.
+Anyone is free to copy, modify, publish, use, compile, sell, or distribute this
+software, either in source code form or as a compiled binary, for any purpose,
+commercial or non-commercial, and by any means.
+In jurisdictions that recognize copyright laws, the author or authors of this
+software dedicate any and all copyright interest in the software to the public
+domain. We make this dedication in perpetuity for the benefit of the public at
+large and to the detriment of our heirs and successors in perpetuity. We
+intend this dedication to be an overt act of relinquishment in perpetuity of
+all present and future rights to this software under copyright law.
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER IN AN
+ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION
+WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+------------------------------------------------------------------------------
+*/

@@ -1,0 +1,52 @@
+/* ft_test.h - the tiny test runner of finetune.h's tests.
+   TEST(name) { CHECK(cond, "fmt", ...); }   main: RUN(name); ... return ft_test_summary("file");
+   Each test prints "ok - name" or "FAIL - name"; the summary line "# file: N passed, M failed"
+   is read by tests/run.sh, which prints the suite's total as its last line. */
+#ifndef FT_TEST_H
+#define FT_TEST_H
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+static int ft_test_passed, ft_test_failed, ft_test_cur_failed;
+
+#define TEST(name) static void name(void)
+#define CHECK(cond, ...) do {                                                          \
+        if (!(cond)) {                                                                 \
+            printf("    %s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);        \
+            printf(__VA_ARGS__);                                                       \
+            printf("\n");                                                              \
+            ft_test_cur_failed = 1;                                                    \
+        }                                                                              \
+    } while (0)
+#define CHECK_OK(expr) do {                                                            \
+        ft_result r_ = (expr);                                                         \
+        CHECK(r_ == FT_OK, "%s -> %s: %s", #expr, ft_result_string(r_), ft_last_error()); \
+    } while (0)
+#define RUN(name) ft_test_run(#name, name)
+
+static void ft_test_run(const char *name, void (*fn)(void)) {
+    ft_test_cur_failed = 0;
+    fn();
+    if (ft_test_cur_failed) { ft_test_failed++; printf("FAIL - %s\n", name); }
+    else { ft_test_passed++; printf("ok - %s\n", name); }
+    fflush(stdout);
+}
+
+static int ft_test_summary(const char *file) {
+    printf("# %s: %d passed, %d failed\n", file, ft_test_passed, ft_test_failed);
+    return ft_test_failed ? 1 : 0;
+}
+
+/* max |a - b| / (atol + rtol |b|) <= 1 for all elements; returns the worst ratio */
+static inline double ft_test_close(const float *a, const float *b, long n, double atol, double rtol, long *worst) {
+    double w = 0; long i;
+    if (worst) *worst = -1;
+    for (i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]) / (atol + rtol * fabs((double)b[i]));
+        if (!(d <= w)) { w = d; if (worst) *worst = i; }
+    }
+    return w;
+}
+#endif
