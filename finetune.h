@@ -148,11 +148,13 @@ typedef enum ft_type {
     FT_TYPE_F32 = 0,  FT_TYPE_F16 = 1,
     FT_TYPE_Q4_0 = 2, FT_TYPE_Q4_1 = 3, FT_TYPE_Q5_0 = 6, FT_TYPE_Q5_1 = 7, FT_TYPE_Q8_0 = 8,
     FT_TYPE_Q2_K = 10, FT_TYPE_Q3_K = 11, FT_TYPE_Q4_K = 12, FT_TYPE_Q5_K = 13, FT_TYPE_Q6_K = 14,
-    FT_TYPE_IQ4_NL = 20, FT_TYPE_I32 = 26, FT_TYPE_BF16 = 30,
+    FT_TYPE_Q8_1 = 9, FT_TYPE_Q8_K = 15, FT_TYPE_IQ4_NL = 20, FT_TYPE_I8 = 24, FT_TYPE_I16 = 25,
+    FT_TYPE_I32 = 26, FT_TYPE_I64 = 27, FT_TYPE_F64 = 28, FT_TYPE_BF16 = 30,
     FT_TYPE_COUNT = 40
 } ft_type;
 FT_API const char *ft_type_name(ft_type t);
 FT_API size_t      ft_type_row_bytes(ft_type t, int64_t n);   /* bytes of a row of n elements */
+FT_API int         ft_type_block(ft_type t);                  /* elements per block, 0: unknown */
 
 /* ---- f16 / bf16 conversion ---------------------------------------------------------------- */
 FT_API float    ft_fp16_to_fp32(uint16_t h);
@@ -346,6 +348,64 @@ FT_API void ft_gemm_ref(int ta, int tb, int64_t M, int64_t N, int64_t K,
                         float *C, int64_t ldc, int accumulate);
 FT_API const char *ft_simd_name(void);               /* "avx512", "avx2", "neon" or "scalar"   */
 FT_API double     ft_time_seconds(void);             /* monotonic clock                        */
+
+
+/* ---- GGUF files ------------------------------------------------------------------------------ */
+typedef enum ft_gguf_type {
+    FT_GGUF_UINT8 = 0, FT_GGUF_INT8, FT_GGUF_UINT16, FT_GGUF_INT16, FT_GGUF_UINT32, FT_GGUF_INT32,
+    FT_GGUF_FLOAT32, FT_GGUF_BOOL, FT_GGUF_STRING, FT_GGUF_ARRAY, FT_GGUF_UINT64, FT_GGUF_INT64,
+    FT_GGUF_FLOAT64, FT_GGUF_TYPE_COUNT
+} ft_gguf_type;
+typedef struct ft_gguf_str { const char *s; uint64_t n; } ft_gguf_str;   /* not NUL-terminated */
+typedef struct ft_gguf_kv {
+    ft_gguf_str  key;
+    ft_gguf_type type;          /* value type; FT_GGUF_ARRAY for arrays                        */
+    ft_gguf_type arr_type;      /* element type of an array (= type for scalars)               */
+    uint64_t     n;             /* element count (1 for scalars)                               */
+    const void  *data;          /* numeric values as stored (little-endian)                    */
+    ft_gguf_str *strs;          /* string values (n of them)                                   */
+} ft_gguf_kv;
+typedef struct ft_gguf_tensor {
+    ft_gguf_str name;
+    int         n_dims;
+    int64_t     ne[4];          /* GGUF order: ne[0] is the innermost (row length)             */
+    ft_type     type;
+    uint64_t    offset;         /* from the start of the data section                          */
+    const void *data;           /* into the mapped file                                        */
+    size_t      nbytes;
+} ft_gguf_tensor;
+typedef struct ft_gguf ft_gguf;
+typedef struct ft_gguf_writer ft_gguf_writer;
+
+FT_API ft_result ft_gguf_open(ft_gguf **out, const char *path);          /* mmap, bounds-checked */
+FT_API ft_result ft_gguf_open_memory(ft_gguf **out, const void *data, size_t size, const char *name);
+FT_API void      ft_gguf_close(ft_gguf *g);
+FT_API const char *ft_gguf_path(const ft_gguf *g);
+FT_API uint32_t  ft_gguf_version(const ft_gguf *g);
+FT_API size_t    ft_gguf_alignment(const ft_gguf *g);
+FT_API int64_t   ft_gguf_n_kv(const ft_gguf *g);
+FT_API const ft_gguf_kv *ft_gguf_kv_at(const ft_gguf *g, int64_t i);
+FT_API const ft_gguf_kv *ft_gguf_find(const ft_gguf *g, const char *key);
+FT_API int       ft_gguf_get_int(const ft_gguf *g, const char *key, int64_t *out);    /* 1: found */
+FT_API int       ft_gguf_get_float(const ft_gguf *g, const char *key, double *out);
+FT_API int       ft_gguf_get_str(const ft_gguf *g, const char *key, ft_gguf_str *out);
+FT_API int64_t   ft_gguf_kv_int(const ft_gguf_kv *kv, uint64_t i);     /* element i, any numeric type */
+FT_API double    ft_gguf_kv_float(const ft_gguf_kv *kv, uint64_t i);
+FT_API int64_t   ft_gguf_n_tensors(const ft_gguf *g);
+FT_API const ft_gguf_tensor *ft_gguf_tensor_at(const ft_gguf *g, int64_t i);
+FT_API const ft_gguf_tensor *ft_gguf_find_tensor(const ft_gguf *g, const char *name);
+
+FT_API ft_result ft_gguf_writer_init(ft_gguf_writer **out);
+FT_API void      ft_gguf_writer_free(ft_gguf_writer *w);
+FT_API ft_result ft_gguf_set_int(ft_gguf_writer *w, const char *key, ft_gguf_type type, int64_t v);
+FT_API ft_result ft_gguf_set_float(ft_gguf_writer *w, const char *key, ft_gguf_type type, double v);
+FT_API ft_result ft_gguf_set_str(ft_gguf_writer *w, const char *key, const char *s);
+FT_API ft_result ft_gguf_set_array(ft_gguf_writer *w, const char *key, ft_gguf_type elem, const void *data, uint64_t n);
+FT_API ft_result ft_gguf_set_str_array(ft_gguf_writer *w, const char *key, const ft_gguf_str *strs, uint64_t n);
+FT_API ft_result ft_gguf_copy_kv(ft_gguf_writer *w, const ft_gguf_kv *kv);
+FT_API ft_result ft_gguf_add_tensor(ft_gguf_writer *w, const char *name, ft_type type, int n_dims,
+                                    const int64_t *ne, const void *data);  /* referenced until write */
+FT_API ft_result ft_gguf_write(ft_gguf_writer *w, const char *path);   /* atomic: tmp, fsync, rename */
 
 #ifdef __cplusplus
 }
@@ -688,24 +748,39 @@ typedef struct ft__type_info {
     const char *name;
     int block;                  /* elements per block                                        */
     int bytes;                  /* bytes per block                                           */
-    ft__to_f32_fn to_f32;       /* dequantize / widen a row; NULL: not decodable             */
+    ft__to_f32_fn to_f32;       /* dequantize / widen a row; NULL: storage only              */
 } ft__type_info;
 
+/* indexed by ggml type id; sizes for every GGUF type so any file can be parsed, decoders for
+   the types a model can be computed with */
+static const ft__type_info ft__types[] = {
+    /*  0 */ {"f32", 1, 4, ft__f32_to_f32},         {"f16", 1, 2, ft__f16_to_f32},
+    /*  2 */ {"q4_0", 32, 18, NULL},    {"q4_1", 32, 20, NULL},
+    /*  4 */ {NULL, 0, 0, NULL},                    {NULL, 0, 0, NULL},
+    /*  6 */ {"q5_0", 32, 22, NULL},    {"q5_1", 32, 24, NULL},
+    /*  8 */ {"q8_0", 32, 34, NULL},    {"q8_1", 32, 36, NULL},
+    /* 10 */ {"q2_K", 256, 84, NULL},   {"q3_K", 256, 110, NULL},
+    /* 12 */ {"q4_K", 256, 144, NULL},  {"q5_K", 256, 176, NULL},
+    /* 14 */ {"q6_K", 256, 210, NULL},  {"q8_K", 256, 292, NULL},
+    /* 16 */ {"iq2_xxs", 256, 66, NULL},            {"iq2_xs", 256, 74, NULL},
+    /* 18 */ {"iq3_xxs", 256, 98, NULL},            {"iq1_s", 256, 50, NULL},
+    /* 20 */ {"iq4_nl", 32, 18, NULL}, {"iq3_s", 256, 110, NULL},
+    /* 22 */ {"iq2_s", 256, 82, NULL},              {"iq4_xs", 256, 136, NULL},
+    /* 24 */ {"i8", 1, 1, NULL},                    {"i16", 1, 2, NULL},
+    /* 26 */ {"i32", 1, 4, NULL},                   {"i64", 1, 8, NULL},
+    /* 28 */ {"f64", 1, 8, NULL},                   {"iq1_m", 256, 56, NULL},
+    /* 30 */ {"bf16", 1, 2, ft__bf16_to_f32},       {NULL, 0, 0, NULL},
+    /* 32 */ {NULL, 0, 0, NULL},                    {NULL, 0, 0, NULL},
+    /* 34 */ {"tq1_0", 256, 54, NULL},              {"tq2_0", 256, 66, NULL}
+};
+
 static const ft__type_info *ft__type(ft_type t) {
-    static const ft__type_info f32  = {"f32", 1, 4, ft__f32_to_f32};
-    static const ft__type_info f16  = {"f16", 1, 2, ft__f16_to_f32};
-    static const ft__type_info bf16 = {"bf16", 1, 2, ft__bf16_to_f32};
-    static const ft__type_info i32  = {"i32", 1, 4, NULL};
-    switch (t) {
-    case FT_TYPE_F32:  return &f32;
-    case FT_TYPE_F16:  return &f16;
-    case FT_TYPE_BF16: return &bf16;
-    case FT_TYPE_I32:  return &i32;
-    default:           return NULL;
-    }
+    if ((int)t < 0 || (size_t)t >= sizeof ft__types / sizeof ft__types[0] || !ft__types[t].name) return NULL;
+    return &ft__types[t];
 }
 
 FT_API const char *ft_type_name(ft_type t) { const ft__type_info *ti = ft__type(t); return ti ? ti->name : "?"; }
+FT_API int ft_type_block(ft_type t) { const ft__type_info *ti = ft__type(t); return ti ? ti->block : 0; }
 FT_API size_t ft_type_row_bytes(ft_type t, int64_t n) {
     const ft__type_info *ti = ft__type(t);
     return ti ? (size_t)(n / ti->block) * (size_t)ti->bytes : 0;
@@ -2440,6 +2515,566 @@ FT_API ft_result ft_backward(ft_ctx *ctx, ft_tensor *loss) {
 }
 FT_API int ft_tape_length(const ft_ctx *ctx) { return ctx->n_tape; }
 FT_API ft_op ft_tape_op(const ft_ctx *ctx, int i) { return i >= 0 && i < ctx->n_tape ? ctx->tape[i].op : FT_OP_NONE; }
+
+
+/* ============================================================================================
+   [gguf] GGUF v2/v3 reader (mmap, zero-copy tensor data, every field bounds-checked) and writer
+   (atomic: temporary file, fsync, rename).
+   Layout: u32 "GGUF", u32 version, u64 n_tensors, u64 n_kv; n_kv x (string key, u32 type,
+   value); n_tensors x (string name, u32 n_dims, u64 ne[n_dims], u32 type, u64 offset); zero
+   padding to general.alignment (default 32); tensor data. Strings are u64 length + bytes.
+   ============================================================================================ */
+#include <errno.h>
+#if !defined(_WIN32)
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
+
+struct ft_gguf {
+    char *path;
+    const unsigned char *base; size_t size;     /* the whole file                             */
+    int mapped;                                 /* 1: munmap, 0: FT_FREE                      */
+    uint32_t version;
+    size_t alignment, data_off;
+    ft_gguf_kv *kv; int64_t n_kv;
+    ft_gguf_tensor *t; int64_t n_t;
+    ft_gguf_str *strs;                          /* storage behind every kv's strs             */
+};
+
+static const size_t ft__gguf_scalar_size[FT_GGUF_TYPE_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+static const char *ft__gguf_type_name(int t) {
+    static const char *n[FT_GGUF_TYPE_COUNT] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64"};
+    return t >= 0 && t < FT_GGUF_TYPE_COUNT ? n[t] : "?";
+}
+
+/* a bounds-checked cursor; every failure names the file and the offset */
+typedef struct ft__rd { const unsigned char *p; size_t off, size; const char *path; ft_result err; } ft__rd;
+
+static int ft__rd_fail(ft__rd *r, const char *what) {
+    if (r->err == FT_OK) r->err = ft_set_error(FT_ERR_FORMAT, "%s: offset %zu: %s", r->path, r->off, what);
+    return 0;
+}
+static int ft__rd_bytes(ft__rd *r, void *dst, size_t n, const char *what) {
+    if (r->err != FT_OK) return 0;
+    if (n > r->size - r->off) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s: needs %zu bytes, %zu left (truncated file?)", what, n, r->size - r->off);
+        return ft__rd_fail(r, msg);
+    }
+    if (dst) memcpy(dst, r->p + r->off, n);
+    r->off += n;
+    return 1;
+}
+static uint32_t ft__rd_u32(ft__rd *r, const char *what) { uint32_t v = 0; ft__rd_bytes(r, &v, 4, what); return v; }
+static uint64_t ft__rd_u64(ft__rd *r, const char *what) { uint64_t v = 0; ft__rd_bytes(r, &v, 8, what); return v; }
+static int ft__rd_str(ft__rd *r, ft_gguf_str *s, const char *what) {
+    uint64_t n = ft__rd_u64(r, what);
+    if (r->err != FT_OK) return 0;
+    if (n > r->size - r->off) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s: string length %llu exceeds the %zu bytes left", what, (unsigned long long)n, r->size - r->off);
+        r->off -= 8;
+        return ft__rd_fail(r, msg);
+    }
+    s->s = (const char *)(r->p + r->off); s->n = n;
+    r->off += (size_t)n;
+    return 1;
+}
+
+static int ft__str_eq(ft_gguf_str s, const char *c) { size_t n = strlen(c); return s.n == n && memcmp(s.s, c, n) == 0; }
+
+/* first pass over one value: validate and count strings (so one array holds them all) */
+static int ft__gguf_skip_value(ft__rd *r, uint32_t type, int depth, uint64_t *n_strs) {
+    if (type == FT_GGUF_STRING) { ft_gguf_str s; (*n_strs)++; return ft__rd_str(r, &s, "string value"); }
+    if (type == FT_GGUF_ARRAY) {
+        uint32_t et = ft__rd_u32(r, "array element type");
+        uint64_t n = ft__rd_u64(r, "array length"), i;
+        if (r->err != FT_OK) return 0;
+        if (depth > 0 && et == FT_GGUF_ARRAY) return ft__rd_fail(r, "arrays nested deeper than 2 levels");
+        if (et >= FT_GGUF_TYPE_COUNT) return ft__rd_fail(r, "array of an unknown value type");
+        if (et == FT_GGUF_STRING || et == FT_GGUF_ARRAY) {
+            if (n > (r->size - r->off) / 8) return ft__rd_fail(r, "array length larger than the file allows");
+            for (i = 0; i < n; i++) if (!ft__gguf_skip_value(r, et, depth + 1, n_strs)) return 0;
+            return 1;
+        }
+        if (n > (r->size - r->off) / ft__gguf_scalar_size[et]) return ft__rd_fail(r, "array length larger than the file allows");
+        return ft__rd_bytes(r, NULL, (size_t)n * ft__gguf_scalar_size[et], "array data");
+    }
+    if (type >= FT_GGUF_TYPE_COUNT) return ft__rd_fail(r, "unknown value type");
+    return ft__rd_bytes(r, NULL, ft__gguf_scalar_size[type], "scalar value");
+}
+
+static ft_result ft__gguf_parse(ft_gguf *g) {
+    ft__rd r; uint64_t n_t, n_kv, i, n_strs = 0, si = 0; size_t kv_start;
+    uint32_t magic;
+    memset(&r, 0, sizeof r);
+    r.p = g->base; r.size = g->size; r.path = g->path;
+    magic = ft__rd_u32(&r, "magic");
+    if (r.err == FT_OK && magic != 0x46554747u) { r.off = 0; ft__rd_fail(&r, "not a GGUF file (bad magic)"); }
+    g->version = ft__rd_u32(&r, "version");
+    if (r.err == FT_OK && (g->version < 2 || g->version > 3)) { r.off -= 4; ft__rd_fail(&r, "unsupported GGUF version (2 and 3 are)"); }
+    n_t = ft__rd_u64(&r, "tensor count");
+    n_kv = ft__rd_u64(&r, "metadata count");
+    if (r.err != FT_OK) return r.err;
+    if (n_t > g->size / 32 || n_kv > g->size / 13) { r.off -= 16; ft__rd_fail(&r, "tensor or metadata count larger than the file allows"); return r.err; }
+    /* pass 1: validate the metadata, count strings */
+    kv_start = r.off;
+    for (i = 0; i < n_kv; i++) {
+        ft_gguf_str key;
+        if (!ft__rd_str(&r, &key, "metadata key")) return r.err;
+        if (!ft__gguf_skip_value(&r, ft__rd_u32(&r, "value type"), 0, &n_strs)) return r.err;
+    }
+    g->kv = FT__CAST(ft_gguf_kv *, FT_MALLOC((size_t)FT__MAX(n_kv, 1) * sizeof(ft_gguf_kv)));
+    g->strs = FT__CAST(ft_gguf_str *, FT_MALLOC((size_t)FT__MAX(n_strs, 1) * sizeof(ft_gguf_str)));
+    g->t = FT__CAST(ft_gguf_tensor *, FT_MALLOC((size_t)FT__MAX(n_t, 1) * sizeof(ft_gguf_tensor)));
+    if (!g->kv || !g->strs || !g->t) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory for the metadata index", g->path);
+    /* pass 2: index the metadata (already validated) */
+    r.off = kv_start;
+    for (i = 0; i < n_kv; i++) {
+        ft_gguf_kv *kv = &g->kv[i]; int64_t j;
+        memset(kv, 0, sizeof *kv);
+        ft__rd_str(&r, &kv->key, "metadata key");
+        for (j = 0; j < (int64_t)i; j++)
+            if (g->kv[j].key.n == kv->key.n && memcmp(g->kv[j].key.s, kv->key.s, (size_t)kv->key.n) == 0) {
+                char msg[200];
+                snprintf(msg, sizeof msg, "duplicate metadata key '%.*s'", (int)FT__MIN(kv->key.n, 100), kv->key.s);
+                return ft__rd_fail(&r, msg), r.err;
+            }
+        kv->type = (ft_gguf_type)ft__rd_u32(&r, "value type");
+        kv->n = 1;
+        if (kv->type == FT_GGUF_ARRAY) {
+            kv->arr_type = (ft_gguf_type)ft__rd_u32(&r, "array element type");
+            kv->n = ft__rd_u64(&r, "array length");
+        } else kv->arr_type = kv->type;
+        kv->data = r.p + r.off;
+        if (kv->arr_type == FT_GGUF_STRING) {
+            uint64_t k;
+            kv->strs = g->strs + si;
+            for (k = 0; k < kv->n; k++) ft__rd_str(&r, &g->strs[si++], "string");
+        } else if (kv->arr_type == FT_GGUF_ARRAY) {
+            uint64_t k;                              /* nested arrays: kept as raw bytes     */
+            for (k = 0; k < kv->n; k++) {
+                uint64_t dummy = 0;
+                ft__gguf_skip_value(&r, FT_GGUF_ARRAY, 1, &dummy);
+                si += dummy;                         /* their strings are counted, not indexed */
+            }
+        } else ft__rd_bytes(&r, NULL, (size_t)kv->n * ft__gguf_scalar_size[kv->arr_type], "value");
+    }
+    g->n_kv = (int64_t)n_kv;
+    {
+        int64_t a;
+        g->alignment = 32;
+        if (ft_gguf_get_int(g, "general.alignment", &a)) {
+            if (a < 1 || a > 65536 || (a & (a - 1))) return ft__rd_fail(&r, "general.alignment is not a power of two in [1, 65536]"), r.err;
+            g->alignment = (size_t)a;
+        }
+    }
+    /* tensor infos */
+    for (i = 0; i < n_t; i++) {
+        ft_gguf_tensor *t = &g->t[i]; uint32_t nd, k, type; int64_t nel = 1; char what[160];
+        size_t info_off = r.off;
+        memset(t, 0, sizeof *t);
+        if (!ft__rd_str(&r, &t->name, "tensor name")) return r.err;
+        snprintf(what, sizeof what, "tensor '%.*s'", (int)FT__MIN(t->name.n, 64), t->name.s);
+        nd = ft__rd_u32(&r, "tensor dimension count");
+        if (r.err == FT_OK && (nd < 1 || nd > 4)) { r.off -= 4; strcat(what, ": n_dims not in 1..4"); return ft__rd_fail(&r, what), r.err; }
+        t->n_dims = (int)nd;
+        for (k = 0; k < 4; k++) t->ne[k] = 1;
+        for (k = 0; k < nd && r.err == FT_OK; k++) {
+            uint64_t ne = ft__rd_u64(&r, "tensor dimension");
+            if (r.err == FT_OK && (ne > ((uint64_t)1 << 40) || (ne && (uint64_t)nel > ((uint64_t)1 << 42) / ne))) {
+                r.off -= 8; strcat(what, ": absurd dimension"); return ft__rd_fail(&r, what), r.err;
+            }
+            t->ne[k] = (int64_t)ne; nel *= (int64_t)ne;
+        }
+        type = ft__rd_u32(&r, "tensor type");
+        t->offset = ft__rd_u64(&r, "tensor data offset");
+        if (r.err != FT_OK) return r.err;
+        t->type = (ft_type)type;
+        if (!ft__type(t->type)) { r.off -= 12; strcat(what, ": unknown tensor type"); return ft__rd_fail(&r, what), r.err; }
+        if (t->ne[0] % ft__type(t->type)->block) { r.off = info_off; strcat(what, ": row length not a multiple of the type's block"); return ft__rd_fail(&r, what), r.err; }
+        t->nbytes = ft_type_row_bytes(t->type, t->ne[0]) * (size_t)(nel / FT__MAX(t->ne[0], 1));
+        if (t->ne[0] == 0) t->nbytes = 0;
+        if (t->offset % g->alignment) { r.off -= 8; strcat(what, ": data offset not aligned"); return ft__rd_fail(&r, what), r.err; }
+        {
+            int64_t j;
+            for (j = 0; j < (int64_t)i; j++)
+                if (g->t[j].name.n == t->name.n && memcmp(g->t[j].name.s, t->name.s, (size_t)t->name.n) == 0) {
+                    r.off = info_off; strcat(what, ": duplicate tensor name"); return ft__rd_fail(&r, what), r.err;
+                }
+        }
+    }
+    g->n_t = (int64_t)n_t;
+    g->data_off = (r.off + g->alignment - 1) / g->alignment * g->alignment;
+    if (g->data_off > g->size) { r.off = g->size; ft__rd_fail(&r, "the tensor data section is missing (truncated file)"); return r.err; }
+    for (i = 0; i < n_t; i++) {
+        ft_gguf_tensor *t = &g->t[i];
+        if (t->offset > g->size - g->data_off || t->nbytes > g->size - g->data_off - t->offset) {
+            char msg[200];
+            r.off = g->data_off + (size_t)FT__MIN(t->offset, (uint64_t)(g->size - g->data_off));
+            snprintf(msg, sizeof msg, "tensor '%.*s': data [%llu, +%zu) runs past the end of the file (%zu bytes of data)",
+                     (int)FT__MIN(t->name.n, 64), t->name.s, (unsigned long long)t->offset, t->nbytes, g->size - g->data_off);
+            return ft__rd_fail(&r, msg), r.err;
+        }
+        t->data = g->base + g->data_off + t->offset;
+    }
+    return FT_OK;
+}
+
+static ft_result ft__gguf_new(ft_gguf **out, const char *name) {
+    ft_gguf *g = FT__CAST(ft_gguf *, FT_MALLOC(sizeof *g));
+    size_t n = strlen(name) + 1;
+    *out = NULL;
+    if (!g) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", name);
+    memset(g, 0, sizeof *g);
+    g->path = FT__CAST(char *, FT_MALLOC(n));
+    if (!g->path) { FT_FREE(g); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", name); }
+    memcpy(g->path, name, n);
+    *out = g;
+    return FT_OK;
+}
+
+FT_API ft_result ft_gguf_open(ft_gguf **out, const char *path) {
+    ft_gguf *g; ft_result r;
+    *out = NULL;
+    if ((r = ft__gguf_new(&g, path)) != FT_OK) return r;
+#if !defined(_WIN32)
+    {
+        struct stat st; int fd = open(path, O_RDONLY);
+        if (fd < 0) { ft_gguf_close(g); return ft_set_error(FT_ERR_IO, "%s: cannot open: %s", path, strerror(errno)); }
+        if (fstat(fd, &st) != 0 || st.st_size < 0) { close(fd); ft_gguf_close(g); return ft_set_error(FT_ERR_IO, "%s: cannot stat", path); }
+        g->size = (size_t)st.st_size;
+        if (g->size > 0) {
+            void *p = mmap(NULL, g->size, PROT_READ, MAP_PRIVATE, fd, 0);
+            if (p == MAP_FAILED) { close(fd); ft_gguf_close(g); return ft_set_error(FT_ERR_IO, "%s: mmap failed: %s", path, strerror(errno)); }
+            g->base = FT__CAST(const unsigned char *, p); g->mapped = 1;
+        }
+        close(fd);
+    }
+#else
+    {
+        FILE *f = fopen(path, "rb"); long n; unsigned char *buf;
+        if (!f) { ft_gguf_close(g); return ft_set_error(FT_ERR_IO, "%s: cannot open", path); }
+        fseek(f, 0, SEEK_END); n = ftell(f); fseek(f, 0, SEEK_SET);
+        buf = FT__CAST(unsigned char *, FT_MALLOC((size_t)FT__MAX(n, 1)));
+        if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) { fclose(f); FT_FREE(buf); ft_gguf_close(g); return ft_set_error(FT_ERR_IO, "%s: read failed", path); }
+        fclose(f);
+        g->base = buf; g->size = (size_t)n;
+    }
+#endif
+    if ((r = ft__gguf_parse(g)) != FT_OK) { ft_gguf_close(g); return r; }
+    *out = g;
+    return FT_OK;
+}
+
+FT_API ft_result ft_gguf_open_memory(ft_gguf **out, const void *data, size_t size, const char *name) {
+    ft_gguf *g; ft_result r;
+    if ((r = ft__gguf_new(&g, name ? name : "<memory>")) != FT_OK) return r;
+    g->base = FT__CAST(const unsigned char *, data); g->size = size; g->mapped = -1;   /* not owned */
+    if ((r = ft__gguf_parse(g)) != FT_OK) { ft_gguf_close(g); *out = NULL; return r; }
+    *out = g;
+    return FT_OK;
+}
+
+FT_API void ft_gguf_close(ft_gguf *g) {
+    if (!g) return;
+#if !defined(_WIN32)
+    if (g->mapped == 1 && g->base) munmap(FT__CAST(void *, g->base), g->size);
+#endif
+    if (g->mapped == 0) FT_FREE(FT__CAST(void *, g->base));
+    FT_FREE(g->kv); FT_FREE(g->strs); FT_FREE(g->t); FT_FREE(g->path);
+    FT_FREE(g);
+}
+
+FT_API const char *ft_gguf_path(const ft_gguf *g) { return g->path; }
+FT_API uint32_t ft_gguf_version(const ft_gguf *g) { return g->version; }
+FT_API size_t ft_gguf_alignment(const ft_gguf *g) { return g->alignment; }
+FT_API int64_t ft_gguf_n_kv(const ft_gguf *g) { return g->n_kv; }
+FT_API const ft_gguf_kv *ft_gguf_kv_at(const ft_gguf *g, int64_t i) { return i >= 0 && i < g->n_kv ? &g->kv[i] : NULL; }
+FT_API const ft_gguf_kv *ft_gguf_find(const ft_gguf *g, const char *key) {
+    int64_t i;
+    for (i = 0; i < g->n_kv; i++) if (ft__str_eq(g->kv[i].key, key)) return &g->kv[i];
+    return NULL;
+}
+FT_API int64_t ft_gguf_n_tensors(const ft_gguf *g) { return g->n_t; }
+FT_API const ft_gguf_tensor *ft_gguf_tensor_at(const ft_gguf *g, int64_t i) { return i >= 0 && i < g->n_t ? &g->t[i] : NULL; }
+FT_API const ft_gguf_tensor *ft_gguf_find_tensor(const ft_gguf *g, const char *name) {
+    int64_t i;
+    for (i = 0; i < g->n_t; i++) if (ft__str_eq(g->t[i].name, name)) return &g->t[i];
+    return NULL;
+}
+
+/* element i of a numeric value or array, as int64 / double (0 when not numeric) */
+FT_API int64_t ft_gguf_kv_int(const ft_gguf_kv *kv, uint64_t i) {
+    const unsigned char *p;
+    if (i >= kv->n || kv->arr_type >= FT_GGUF_TYPE_COUNT || !ft__gguf_scalar_size[kv->arr_type]) return 0;
+    p = FT__CAST(const unsigned char *, kv->data) + i * ft__gguf_scalar_size[kv->arr_type];
+    switch (kv->arr_type) {
+    case FT_GGUF_UINT8: case FT_GGUF_BOOL: return p[0];
+    case FT_GGUF_INT8:   return (int8_t)p[0];
+    case FT_GGUF_UINT16: { uint16_t v; memcpy(&v, p, 2); return v; }
+    case FT_GGUF_INT16:  { int16_t v; memcpy(&v, p, 2); return v; }
+    case FT_GGUF_UINT32: { uint32_t v; memcpy(&v, p, 4); return v; }
+    case FT_GGUF_INT32:  { int32_t v; memcpy(&v, p, 4); return v; }
+    case FT_GGUF_UINT64: { uint64_t v; memcpy(&v, p, 8); return (int64_t)v; }
+    case FT_GGUF_INT64:  { int64_t v; memcpy(&v, p, 8); return v; }
+    case FT_GGUF_FLOAT32: { float v; memcpy(&v, p, 4); return (int64_t)v; }
+    case FT_GGUF_FLOAT64: { double v; memcpy(&v, p, 8); return (int64_t)v; }
+    default: return 0;
+    }
+}
+FT_API double ft_gguf_kv_float(const ft_gguf_kv *kv, uint64_t i) {
+    const unsigned char *p;
+    if (i >= kv->n || kv->arr_type >= FT_GGUF_TYPE_COUNT || !ft__gguf_scalar_size[kv->arr_type]) return 0;
+    p = FT__CAST(const unsigned char *, kv->data) + i * ft__gguf_scalar_size[kv->arr_type];
+    if (kv->arr_type == FT_GGUF_FLOAT32) { float v; memcpy(&v, p, 4); return v; }
+    if (kv->arr_type == FT_GGUF_FLOAT64) { double v; memcpy(&v, p, 8); return v; }
+    return (double)ft_gguf_kv_int(kv, i);
+}
+static int ft__gguf_is_num(const ft_gguf_kv *kv) {
+    return kv && kv->type != FT_GGUF_ARRAY && kv->type != FT_GGUF_STRING && kv->type < FT_GGUF_TYPE_COUNT;
+}
+FT_API int ft_gguf_get_int(const ft_gguf *g, const char *key, int64_t *out) {
+    const ft_gguf_kv *kv = ft_gguf_find(g, key);
+    if (!ft__gguf_is_num(kv) || kv->type == FT_GGUF_FLOAT32 || kv->type == FT_GGUF_FLOAT64) return 0;
+    *out = ft_gguf_kv_int(kv, 0);
+    return 1;
+}
+FT_API int ft_gguf_get_float(const ft_gguf *g, const char *key, double *out) {
+    const ft_gguf_kv *kv = ft_gguf_find(g, key);
+    if (!ft__gguf_is_num(kv)) return 0;
+    *out = ft_gguf_kv_float(kv, 0);
+    return 1;
+}
+FT_API int ft_gguf_get_str(const ft_gguf *g, const char *key, ft_gguf_str *out) {
+    const ft_gguf_kv *kv = ft_gguf_find(g, key);
+    if (!kv || kv->type != FT_GGUF_STRING) return 0;
+    *out = kv->strs[0];
+    return 1;
+}
+
+/* ---- atomic file writes: write to PATH.tmp, flush, fsync, rename over PATH --------------------- */
+typedef struct ft__afile { int fd; char *tmp; const char *path; int failed; } ft__afile;
+
+static ft_result ft__afile_open(ft__afile *a, const char *path) {
+    size_t n = strlen(path);
+    memset(a, 0, sizeof *a);
+    a->path = path;
+    a->tmp = FT__CAST(char *, FT_MALLOC(n + 5));
+    if (!a->tmp) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+    memcpy(a->tmp, path, n); memcpy(a->tmp + n, ".tmp", 5);
+#if !defined(_WIN32)
+    a->fd = open(a->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+#else
+    a->fd = _open(a->tmp, _O_WRONLY | _O_CREAT | _O_TRUNC | _O_BINARY, 0644);
+#endif
+    if (a->fd < 0) { ft_result r = ft_set_error(FT_ERR_IO, "%s: cannot create: %s", a->tmp, strerror(errno)); FT_FREE(a->tmp); a->tmp = NULL; return r; }
+    return FT_OK;
+}
+static void ft__afile_write(ft__afile *a, const void *p, size_t n) {
+    const char *c = FT__CAST(const char *, p);
+    while (!a->failed && n > 0) {
+        long k = (long)write(a->fd, c, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
+        if (k <= 0) { if (k < 0 && errno == EINTR) continue; a->failed = 1; break; }
+        c += k; n -= (size_t)k;
+    }
+}
+static ft_result ft__afile_commit(ft__afile *a) {
+    ft_result r = FT_OK;
+#if !defined(_WIN32)
+    if (!a->failed && fsync(a->fd) != 0) a->failed = 1;
+#endif
+    if (close(a->fd) != 0) a->failed = 1;
+    if (a->failed) r = ft_set_error(FT_ERR_IO, "%s: write failed (disk full?): %s", a->tmp, strerror(errno));
+    else if (rename(a->tmp, a->path) != 0) r = ft_set_error(FT_ERR_IO, "%s: rename to %s failed: %s", a->tmp, a->path, strerror(errno));
+    if (r != FT_OK) remove(a->tmp);
+    FT_FREE(a->tmp);
+    return r;
+}
+
+/* ---- writer ------------------------------------------------------------------------------------- */
+typedef struct ft__gguf_wkv { char *key; unsigned char *val; size_t len; } ft__gguf_wkv;   /* val: type + value bytes */
+typedef struct ft__gguf_wt { char *name; ft_type type; int n_dims; int64_t ne[4]; const void *data; size_t nbytes; } ft__gguf_wt;
+struct ft_gguf_writer {
+    ft__gguf_wkv *kv; int64_t n_kv, cap_kv;
+    ft__gguf_wt *t; int64_t n_t, cap_t;
+    size_t alignment;
+};
+
+FT_API ft_result ft_gguf_writer_init(ft_gguf_writer **out) {
+    ft_gguf_writer *w = FT__CAST(ft_gguf_writer *, FT_MALLOC(sizeof *w));
+    *out = NULL;
+    if (!w) return ft_set_error(FT_ERR_NOMEM, "gguf writer: out of memory");
+    memset(w, 0, sizeof *w);
+    w->alignment = 32;
+    *out = w;
+    return FT_OK;
+}
+FT_API void ft_gguf_writer_free(ft_gguf_writer *w) {
+    int64_t i;
+    if (!w) return;
+    for (i = 0; i < w->n_kv; i++) { FT_FREE(w->kv[i].key); FT_FREE(w->kv[i].val); }
+    for (i = 0; i < w->n_t; i++) FT_FREE(w->t[i].name);
+    FT_FREE(w->kv); FT_FREE(w->t); FT_FREE(w);
+}
+
+static char *ft__strndup(const char *s, size_t n) {
+    char *d = FT__CAST(char *, FT_MALLOC(n + 1));
+    if (d) { memcpy(d, s, n); d[n] = 0; }
+    return d;
+}
+
+/* store (type, value bytes) under key, replacing an earlier value */
+static ft_result ft__gguf_wset(ft_gguf_writer *w, const char *key, const void *val, size_t len) {
+    int64_t i;
+    unsigned char *v = FT__CAST(unsigned char *, FT_MALLOC(FT__MAX(len, 1)));
+    if (!v) return ft_set_error(FT_ERR_NOMEM, "gguf writer: out of memory");
+    memcpy(v, val, len);
+    for (i = 0; i < w->n_kv; i++)
+        if (strcmp(w->kv[i].key, key) == 0) { FT_FREE(w->kv[i].val); w->kv[i].val = v; w->kv[i].len = len; return FT_OK; }
+    if (w->n_kv == w->cap_kv) {
+        int64_t nc = w->cap_kv ? 2 * w->cap_kv : 32;
+        ft__gguf_wkv *nk = FT__CAST(ft__gguf_wkv *, FT_REALLOC(w->kv, (size_t)nc * sizeof *nk));
+        if (!nk) { FT_FREE(v); return ft_set_error(FT_ERR_NOMEM, "gguf writer: out of memory"); }
+        w->kv = nk; w->cap_kv = nc;
+    }
+    w->kv[w->n_kv].key = ft__strndup(key, strlen(key));
+    if (!w->kv[w->n_kv].key) { FT_FREE(v); return ft_set_error(FT_ERR_NOMEM, "gguf writer: out of memory"); }
+    w->kv[w->n_kv].val = v; w->kv[w->n_kv].len = len;
+    w->n_kv++;
+    if (strcmp(key, "general.alignment") == 0 && len >= 8) {
+        uint32_t a; memcpy(&a, FT__CAST(unsigned char *, v) + 4, 4);
+        if (a && !(a & (a - 1))) w->alignment = a;
+    }
+    return FT_OK;
+}
+
+FT_API ft_result ft_gguf_set_int(ft_gguf_writer *w, const char *key, ft_gguf_type type, int64_t v) {
+    unsigned char buf[12]; uint32_t t = (uint32_t)type; size_t n;
+    if (type >= FT_GGUF_TYPE_COUNT || type == FT_GGUF_FLOAT32 || type == FT_GGUF_FLOAT64 || !ft__gguf_scalar_size[type])
+        return ft_set_error(FT_ERR_INVALID, "gguf writer: %s is not an integer type", ft__gguf_type_name(type));
+    n = ft__gguf_scalar_size[type];
+    memcpy(buf, &t, 4);
+    memcpy(buf + 4, &v, n);                       /* little-endian: the low bytes */
+    return ft__gguf_wset(w, key, buf, 4 + n);
+}
+FT_API ft_result ft_gguf_set_float(ft_gguf_writer *w, const char *key, ft_gguf_type type, double v) {
+    unsigned char buf[12]; uint32_t t = (uint32_t)type;
+    memcpy(buf, &t, 4);
+    if (type == FT_GGUF_FLOAT32) { float f = (float)v; memcpy(buf + 4, &f, 4); return ft__gguf_wset(w, key, buf, 8); }
+    if (type == FT_GGUF_FLOAT64) { memcpy(buf + 4, &v, 8); return ft__gguf_wset(w, key, buf, 12); }
+    return ft_set_error(FT_ERR_INVALID, "gguf writer: %s is not a float type", ft__gguf_type_name(type));
+}
+FT_API ft_result ft_gguf_set_str(ft_gguf_writer *w, const char *key, const char *s) {
+    uint64_t n = strlen(s); uint32_t t = FT_GGUF_STRING; ft_result r;
+    unsigned char *buf = FT__CAST(unsigned char *, FT_MALLOC((size_t)n + 12));
+    if (!buf) return ft_set_error(FT_ERR_NOMEM, "gguf writer: out of memory");
+    memcpy(buf, &t, 4); memcpy(buf + 4, &n, 8); memcpy(buf + 12, s, (size_t)n);
+    r = ft__gguf_wset(w, key, buf, (size_t)n + 12);
+    FT_FREE(buf);
+    return r;
+}
+FT_API ft_result ft_gguf_set_array(ft_gguf_writer *w, const char *key, ft_gguf_type elem, const void *data, uint64_t n) {
+    uint32_t t = FT_GGUF_ARRAY, e = (uint32_t)elem; size_t es, len; ft_result r; unsigned char *buf;
+    if (elem >= FT_GGUF_TYPE_COUNT || !(es = ft__gguf_scalar_size[elem]))
+        return ft_set_error(FT_ERR_INVALID, "gguf writer: arrays of %s need ft_gguf_set_str_array", ft__gguf_type_name(elem));
+    len = 16 + (size_t)n * es;
+    if (!(buf = FT__CAST(unsigned char *, FT_MALLOC(len)))) return ft_set_error(FT_ERR_NOMEM, "gguf writer: out of memory");
+    memcpy(buf, &t, 4); memcpy(buf + 4, &e, 4); memcpy(buf + 8, &n, 8); memcpy(buf + 16, data, (size_t)n * es);
+    r = ft__gguf_wset(w, key, buf, len);
+    FT_FREE(buf);
+    return r;
+}
+FT_API ft_result ft_gguf_set_str_array(ft_gguf_writer *w, const char *key, const ft_gguf_str *strs, uint64_t n) {
+    uint32_t t = FT_GGUF_ARRAY, e = FT_GGUF_STRING; size_t len = 16, off; uint64_t i; ft_result r; unsigned char *buf;
+    for (i = 0; i < n; i++) len += 8 + (size_t)strs[i].n;
+    if (!(buf = FT__CAST(unsigned char *, FT_MALLOC(len)))) return ft_set_error(FT_ERR_NOMEM, "gguf writer: out of memory");
+    memcpy(buf, &t, 4); memcpy(buf + 4, &e, 4); memcpy(buf + 8, &n, 8);
+    for (off = 16, i = 0; i < n; i++) {
+        memcpy(buf + off, &strs[i].n, 8); memcpy(buf + off + 8, strs[i].s, (size_t)strs[i].n);
+        off += 8 + (size_t)strs[i].n;
+    }
+    r = ft__gguf_wset(w, key, buf, len);
+    FT_FREE(buf);
+    return r;
+}
+/* copy a key/value read from another file (any type, arrays included) */
+FT_API ft_result ft_gguf_copy_kv(ft_gguf_writer *w, const ft_gguf_kv *kv) {
+    char *key = ft__strndup(kv->key.s, (size_t)kv->key.n); ft_result r;
+    if (!key) return ft_set_error(FT_ERR_NOMEM, "gguf writer: out of memory");
+    if (kv->type == FT_GGUF_STRING) {
+        char *s = ft__strndup(kv->strs[0].s, (size_t)kv->strs[0].n);
+        r = s ? ft_gguf_set_str(w, key, s) : ft_set_error(FT_ERR_NOMEM, "gguf writer: out of memory");
+        FT_FREE(s);
+    } else if (kv->type == FT_GGUF_ARRAY && kv->arr_type == FT_GGUF_STRING) r = ft_gguf_set_str_array(w, key, kv->strs, kv->n);
+    else if (kv->type == FT_GGUF_ARRAY && kv->arr_type == FT_GGUF_ARRAY) r = ft_set_error(FT_ERR_UNSUPPORTED, "gguf writer: nested array '%s'", key);
+    else if (kv->type == FT_GGUF_ARRAY) r = ft_gguf_set_array(w, key, kv->arr_type, kv->data, kv->n);
+    else {
+        unsigned char buf[12]; uint32_t t = (uint32_t)kv->type;
+        memcpy(buf, &t, 4); memcpy(buf + 4, kv->data, ft__gguf_scalar_size[kv->type]);
+        r = ft__gguf_wset(w, key, buf, 4 + ft__gguf_scalar_size[kv->type]);
+    }
+    FT_FREE(key);
+    return r;
+}
+
+/* ne in GGUF order (ne[0] innermost); data is referenced, not copied: keep it alive until
+   ft_gguf_write */
+FT_API ft_result ft_gguf_add_tensor(ft_gguf_writer *w, const char *name, ft_type type, int n_dims, const int64_t *ne, const void *data) {
+    ft__gguf_wt *t; int64_t k, nel = 1;
+    if (!ft__type(type) || n_dims < 1 || n_dims > 4 || ne[0] % ft__type(type)->block)
+        return ft_set_error(FT_ERR_INVALID, "gguf writer: tensor '%s': bad type or shape", name);
+    for (k = 0; k < w->n_t; k++)
+        if (strcmp(w->t[k].name, name) == 0) return ft_set_error(FT_ERR_INVALID, "gguf writer: tensor '%s' added twice", name);
+    if (w->n_t == w->cap_t) {
+        int64_t nc = w->cap_t ? 2 * w->cap_t : 64;
+        ft__gguf_wt *nt = FT__CAST(ft__gguf_wt *, FT_REALLOC(w->t, (size_t)nc * sizeof *nt));
+        if (!nt) return ft_set_error(FT_ERR_NOMEM, "gguf writer: out of memory");
+        w->t = nt; w->cap_t = nc;
+    }
+    t = &w->t[w->n_t];
+    memset(t, 0, sizeof *t);
+    if (!(t->name = ft__strndup(name, strlen(name)))) return ft_set_error(FT_ERR_NOMEM, "gguf writer: out of memory");
+    t->type = type; t->n_dims = n_dims; t->data = data;
+    for (k = 0; k < 4; k++) { t->ne[k] = k < n_dims ? ne[k] : 1; nel *= t->ne[k]; }
+    t->nbytes = ft_type_row_bytes(type, t->ne[0]) * (size_t)(nel / t->ne[0]);
+    w->n_t++;
+    return FT_OK;
+}
+
+FT_API ft_result ft_gguf_write(ft_gguf_writer *w, const char *path) {
+    ft__afile a; ft_result r; uint32_t u32; uint64_t u64, off = 0; int64_t i; int k;
+    static const unsigned char zeros[64] = {0};
+    size_t pos = 0, al = w->alignment;
+    if ((r = ft__afile_open(&a, path)) != FT_OK) return r;
+#define FT__PUT(p, n) do { ft__afile_write(&a, p, n); pos += (n); } while (0)
+    u32 = 0x46554747u; FT__PUT(&u32, 4);
+    u32 = 3; FT__PUT(&u32, 4);
+    u64 = (uint64_t)w->n_t; FT__PUT(&u64, 8);
+    u64 = (uint64_t)w->n_kv; FT__PUT(&u64, 8);
+    for (i = 0; i < w->n_kv; i++) {
+        u64 = strlen(w->kv[i].key); FT__PUT(&u64, 8); FT__PUT(w->kv[i].key, (size_t)u64);
+        FT__PUT(w->kv[i].val, w->kv[i].len);
+    }
+    for (i = 0; i < w->n_t; i++) {
+        ft__gguf_wt *t = &w->t[i];
+        u64 = strlen(t->name); FT__PUT(&u64, 8); FT__PUT(t->name, (size_t)u64);
+        u32 = (uint32_t)t->n_dims; FT__PUT(&u32, 4);
+        for (k = 0; k < t->n_dims; k++) { u64 = (uint64_t)t->ne[k]; FT__PUT(&u64, 8); }
+        u32 = (uint32_t)t->type; FT__PUT(&u32, 4);
+        FT__PUT(&off, 8);
+        off += (t->nbytes + al - 1) / al * al;
+    }
+    while (pos % al) FT__PUT(zeros, FT__MIN(al - pos % al, sizeof zeros));
+    for (i = 0; i < w->n_t; i++) {
+        FT__PUT(w->t[i].data, w->t[i].nbytes);
+        while (pos % al) FT__PUT(zeros, FT__MIN(al - pos % al, sizeof zeros));
+    }
+#undef FT__PUT
+    return ft__afile_commit(&a);
+}
 
 #endif /* FINETUNE_IMPLEMENTATION */
 
