@@ -289,6 +289,7 @@ typedef struct ft_attn_opts {
     float scale;                    /* 0: 1/sqrt(D)                                            */
     int causal;                     /* query t sees keys j <= q_offset + t                     */
     int64_t q_offset;               /* keys before the first query (a KV cache)                */
+    const int64_t *q_offsets;       /* optional (B): a q_offset per sequence (overrides)       */
     const int32_t *seg;             /* optional (B, T) document ids: attend within a document  */
     ft_tensor *prefix_k, *prefix_v; /* optional (P, n_head_kv * D), seen by every query       */
 } ft_attn_opts;
@@ -406,6 +407,50 @@ FT_API ft_result ft_gguf_copy_kv(ft_gguf_writer *w, const ft_gguf_kv *kv);
 FT_API ft_result ft_gguf_add_tensor(ft_gguf_writer *w, const char *name, ft_type type, int n_dims,
                                     const int64_t *ne, const void *data);  /* referenced until write */
 FT_API ft_result ft_gguf_write(ft_gguf_writer *w, const char *path);   /* atomic: tmp, fsync, rename */
+
+
+/* ---- models: the llama family from GGUF ----------------------------------------------------------- */
+typedef enum ft_arch { FT_ARCH_LLAMA = 1, FT_ARCH_MISTRAL, FT_ARCH_QWEN2 } ft_arch;
+typedef struct ft_model_config {
+    ft_arch arch; char arch_name[32];
+    int64_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_rot;
+    int64_t n_params;               /* elements of every weight (tied embeddings once)           */
+    float   rope_base, rms_eps;
+    int     rope_type;              /* FT_ROPE_NORM (llama, mistral) or FT_ROPE_NEOX (qwen2)     */
+    int     tied_embeddings;        /* no output.weight: the head is token_embd                  */
+} ft_model_config;
+typedef struct ft_layer {           /* weights (out, in) in the file's types; biases qwen2 only  */
+    ft_tensor *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *ffn_norm, *w_gate, *w_up, *w_down;
+} ft_layer;
+typedef struct ft_model ft_model;
+typedef struct ft_model_opts { int reserved; } ft_model_opts;
+typedef struct ft_batch {
+    int64_t B, T;                   /* sequences, tokens per sequence                            */
+    const int32_t *ids;             /* (B*T) token ids                                           */
+    const int32_t *pos;             /* (B*T) positions, or NULL for 0..T-1                       */
+    const int32_t *seg;             /* (B*T) document ids for packed sequences, or NULL          */
+} ft_batch;
+typedef struct ft_kv_cache ft_kv_cache;
+
+FT_API ft_result  ft_model_load(ft_model **out, const char *path, const ft_model_opts *opts);
+FT_API void       ft_model_free(ft_model *m);
+FT_API const ft_model_config *ft_model_config_get(const ft_model *m);
+FT_API ft_gguf   *ft_model_gguf(ft_model *m);
+FT_API ft_layer  *ft_model_layer(ft_model *m, int i);
+FT_API ft_tensor *ft_model_tok_embd(ft_model *m);
+FT_API ft_tensor *ft_model_output(ft_model *m);
+/* on the tape when grad mode is on: logits (B*T, V), or the final normed hidden (B*T, C) */
+FT_API ft_tensor *ft_model_forward(ft_ctx *ctx, ft_model *m, const ft_batch *b);
+FT_API ft_tensor *ft_model_hidden(ft_ctx *ctx, ft_model *m, const ft_batch *b);
+/* generation: a KV cache of n_seq sequences of up to n_ctx tokens */
+FT_API ft_result  ft_kv_cache_init(ft_kv_cache **out, const ft_model *m, int64_t n_seq, int64_t n_ctx);
+FT_API void       ft_kv_cache_free(ft_kv_cache *c);
+FT_API void       ft_kv_cache_clear(ft_kv_cache *c, int64_t seq);          /* seq < 0: all     */
+FT_API int64_t    ft_kv_cache_len(const ft_kv_cache *c, int64_t seq);
+/* T new tokens for each of B sequences (cache rows row0..row0+B-1), no gradient: logits (B*T, V),
+   or (B, V) for the last token of each when last_only */
+FT_API ft_tensor *ft_model_decode(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int64_t row0,
+                                  const int32_t *ids, int64_t B, int64_t T, int last_only);
 
 #ifdef __cplusplus
 }
@@ -1565,15 +1610,17 @@ typedef struct ft__attn {
     float *o, *l, *dq, *dk, *dv, *dpk, *dpv;      /* dpk, dpv: per-task partials (B*Hkv, P, D) */
     float *scratch;                               /* per thread (P + Tk) floats                 */
     int64_t B, T, Tk, P, q_offset, D; int H, Hkv; float scale; int causal; const int32_t *seg;
+    const int64_t *q_offsets;                     /* (B) or NULL                                */
 } ft__attn;
 
+static int64_t ft__attn_qoff(const ft__attn *a, int64_t b) { return a->q_offsets ? a->q_offsets[b] : a->q_offset; }
 static int ft__attn_visible(const ft__attn *a, int64_t b, int64_t t, int64_t j) {
-    if (a->causal && j > a->q_offset + t) return 0;
+    if (a->causal && j > ft__attn_qoff(a, b) + t) return 0;
     if (a->seg && a->seg[b * a->T + j] != a->seg[b * a->T + t]) return 0;
     return 1;
 }
-static int64_t ft__attn_kend(const ft__attn *a, int64_t t) {        /* keys [0, kend) to scan */
-    return a->causal ? FT__MIN(a->Tk, a->q_offset + t + 1) : a->Tk;
+static int64_t ft__attn_kend(const ft__attn *a, int64_t b, int64_t t) {   /* keys [0, kend) to scan */
+    return a->causal ? FT__MIN(a->Tk, ft__attn_qoff(a, b) + t + 1) : a->Tk;
 }
 
 /* tasks over (b, h) pairs */
@@ -1587,7 +1634,7 @@ static void ft__attn_forward_task(void *p, int ith, int nth) {
         for (t = 0; t < a->T; t++) {
             const float *qt = a->q + (b * a->T + t) * qs + h * D;
             float *ot = a->o + (b * a->T + t) * qs + h * D, m = -INFINITY, l;
-            int64_t kend = ft__attn_kend(a, t);
+            int64_t kend = ft__attn_kend(a, b, t);
             for (j = 0; j < a->P; j++) s[j] = a->scale * ft__vec_dot(D, qt, a->pk + j * ks + g * D);
             for (j = 0; j < kend; j++)
                 s[a->P + j] = ft__attn_visible(a, b, t, j)
@@ -1615,7 +1662,7 @@ static void ft__attn_backward_task(void *p, int ith, int nth) {
         float *dpk = a->dpk ? a->dpk + bg * a->P * D : NULL, *dpv = a->dpv ? a->dpv + bg * a->P * D : NULL;
         for (h = g * rep; h < (g + 1) * rep; h++)
             for (t = 0; t < a->T; t++) {
-                int64_t row = (b * a->T + t) * qs + h * D, kend = ft__attn_kend(a, t);
+                int64_t row = (b * a->T + t) * qs + h * D, kend = ft__attn_kend(a, b, t);
                 const float *qt = a->q + row, *ot = a->out + row, *dot = a->dout + row;
                 float *dqt = a->dq ? a->dq + row : NULL;
                 float lse = a->lse[(b * a->H + h) * a->T + t], Dt;
@@ -2057,12 +2104,18 @@ FT_API ft_tensor *ft_attention(ft_ctx *ctx, ft_tensor *q, ft_tensor *k, ft_tenso
             return ft__fail(ctx, FT_ERR_SHAPE, "attention: prefix k and v must both be f32 (P, Hkv*D)");
         P = o->prefix_k->shape[0];
     }
-    if (o->seg && (k->shape[1] != q->shape[1] || o->q_offset != 0))
+    if (o->seg && (k->shape[1] != q->shape[1] || o->q_offset != 0 || o->q_offsets))
         return ft__fail(ctx, FT_ERR_SHAPE, "attention: segments need Tk == T and no KV cache offset");
     y = ft__like(ctx, q); FT__IN(y);
     memset(&a, 0, sizeof a);
     a.B = q->shape[0]; a.T = q->shape[1]; a.Tk = k->shape[1]; a.P = P; a.H = o->n_head; a.Hkv = o->n_head_kv;
     a.D = q->shape[2] / o->n_head; a.q_offset = o->q_offset; a.causal = o->causal;
+    if (o->q_offsets) {                     /* copied: the caller's array may not outlive the op */
+        int64_t *qo = FT__CAST(int64_t *, ft__arena_alloc(ctx, (size_t)a.B * sizeof(int64_t)));
+        if (!qo) return ft__fail(ctx, FT_ERR_NOMEM, "attention: arena out of memory");
+        memcpy(qo, o->q_offsets, (size_t)a.B * sizeof(int64_t));
+        a.q_offsets = qo;
+    }
     a.scale = o->scale != 0.0f ? o->scale : 1.0f / sqrtf((float)a.D);
     a.q = FT__F(q); a.k = FT__F(k); a.v = FT__F(v);
     a.pk = P ? FT__F(o->prefix_k) : NULL; a.pv = P ? FT__F(o->prefix_v) : NULL;
@@ -3074,6 +3127,299 @@ FT_API ft_result ft_gguf_write(ft_gguf_writer *w, const char *path) {
     }
 #undef FT__PUT
     return ft__afile_commit(&a);
+}
+
+
+/* ============================================================================================
+   [model] the llama family (llama, mistral, qwen2) built from GGUF metadata
+   Weights stay in the file's own types, mapped read-only; the forward is made of the autograd
+   ops, so the same code computes training losses, reference log-probs and generation.
+   Per layer:  h += Wo attn(rope(Wq n), rope(Wk n), Wv n)   with n = rmsnorm(h) * attn_norm
+               h += Wdown (silu(Wgate n) * Wup n)           with n = rmsnorm(h) * ffn_norm
+   GGUF stores a weight with ne = [in, out]: row-major (out, in), PyTorch's layout; the
+   converter permuted the Q/K rows so that RoPE rotates adjacent pairs (FT_ROPE_NORM) for llama
+   and mistral; qwen2 keeps HF's order and rotates halves (FT_ROPE_NEOX).
+   ============================================================================================ */
+
+struct ft_model {
+    ft_gguf        *g;
+    ft_model_config c;
+    ft_tensor      *tok_embd, *output_norm, *output;    /* output == tok_embd when tied       */
+    ft_layer       *layers;
+    ft_tensor      *w; int64_t n_w;                     /* headers of every weight            */
+    float          *widened;                            /* f32 copies of non-f32 norm weights */
+    char           *names; size_t names_len;            /* weight names, NUL-terminated        */
+};
+
+static ft_result ft__model_key_int(const ft_model *m, const char *suffix, int64_t *out, int required, int64_t def) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", m->c.arch_name, suffix);
+    if (ft_gguf_get_int(m->g, key, out)) {
+        if (*out < 0 || *out > ((int64_t)1 << 31)) return ft_set_error(FT_ERR_FORMAT, "%s: %s = %lld is out of range", ft_gguf_path(m->g), key, (long long)*out);
+        return FT_OK;
+    }
+    if (required) return ft_set_error(FT_ERR_FORMAT, "%s: missing metadata key %s", ft_gguf_path(m->g), key);
+    *out = def;
+    return FT_OK;
+}
+static float ft__model_key_float(const ft_model *m, const char *suffix, float def) {
+    char key[128]; double v;
+    snprintf(key, sizeof key, "%s.%s", m->c.arch_name, suffix);
+    return ft_gguf_get_float(m->g, key, &v) ? (float)v : def;
+}
+
+/* a weight header over the mapped data; ne0 = row length (in), ne1 = rows (out; 0 for 1-D) */
+static ft_result ft__model_bind(ft_model *m, ft_tensor **dst, const char *name, int64_t ne0, int64_t ne1, int required) {
+    const ft_gguf_tensor *gt = ft_gguf_find_tensor(m->g, name);
+    ft_tensor *t;
+    *dst = NULL;
+    if (!gt) return required ? ft_set_error(FT_ERR_FORMAT, "%s: missing tensor '%s'", ft_gguf_path(m->g), name) : FT_OK;
+    if (gt->ne[0] != ne0 || (ne1 ? (gt->n_dims != 2 || gt->ne[1] != ne1) : gt->n_dims != 1))
+        return ft_set_error(FT_ERR_SHAPE, "%s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]", ft_gguf_path(m->g), name,
+                            (long long)gt->ne[0], (long long)(gt->n_dims > 1 ? gt->ne[1] : 0), (long long)ne0, (long long)ne1);
+    if (!ft__type(gt->type)->to_f32)
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor '%s' has type %s, which this build cannot compute with", ft_gguf_path(m->g), name, ft_type_name(gt->type));
+    t = &m->w[m->n_w++];
+    memset(t, 0, sizeof *t);
+    t->type = gt->type;
+    t->name = m->names + m->names_len;            /* a NUL-terminated copy for messages        */
+    memcpy(m->names + m->names_len, gt->name.s, (size_t)gt->name.n);
+    m->names[m->names_len + gt->name.n] = 0;
+    m->names_len += (size_t)gt->name.n + 1;
+    t->data = FT__CAST(void *, gt->data);
+    if (ne1) { t->ndim = 2; t->shape[0] = ne1; t->shape[1] = ne0; }
+    else { t->ndim = 1; t->shape[0] = ne0; }
+    t->shape[2] = t->shape[3] = 1;
+    *dst = t;
+    return FT_OK;
+}
+
+FT_API ft_result ft_model_load(ft_model **out, const char *path, const ft_model_opts *opts) {
+    ft_model *m; ft_result r; ft_gguf_str arch = {NULL, 0}; int64_t v, i, n_norm = 0; char name[96];
+    ft_model_config *c;
+    (void)opts;
+    *out = NULL;
+    m = FT__CAST(ft_model *, FT_MALLOC(sizeof *m));
+    if (!m) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+    memset(m, 0, sizeof *m);
+    c = &m->c;
+    if ((r = ft_gguf_open(&m->g, path)) != FT_OK) { FT_FREE(m); return r; }
+#define FT__TRY(x) do { if ((r = (x)) != FT_OK) { ft_model_free(m); return r; } } while (0)
+    if (!ft_gguf_get_str(m->g, "general.architecture", &arch) || arch.n >= sizeof c->arch_name)
+        FT__TRY(ft_set_error(FT_ERR_FORMAT, "%s: missing general.architecture", path));
+    memcpy(c->arch_name, arch.s, (size_t)arch.n); c->arch_name[arch.n] = 0;
+    if (strcmp(c->arch_name, "llama") == 0)        { c->arch = FT_ARCH_LLAMA;   c->rope_type = FT_ROPE_NORM; }
+    else if (strcmp(c->arch_name, "mistral") == 0) { c->arch = FT_ARCH_MISTRAL; c->rope_type = FT_ROPE_NORM; }
+    else if (strcmp(c->arch_name, "qwen2") == 0)   { c->arch = FT_ARCH_QWEN2;   c->rope_type = FT_ROPE_NEOX; }
+    else FT__TRY(ft_set_error(FT_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (llama, mistral, qwen2 are)", path, c->arch_name));
+    FT__TRY(ft__model_key_int(m, "embedding_length", &c->n_embd, 1, 0));
+    FT__TRY(ft__model_key_int(m, "block_count", &c->n_layer, 1, 0));
+    FT__TRY(ft__model_key_int(m, "feed_forward_length", &c->n_ff, 1, 0));
+    FT__TRY(ft__model_key_int(m, "attention.head_count", &c->n_head, 1, 0));
+    FT__TRY(ft__model_key_int(m, "attention.head_count_kv", &c->n_head_kv, 0, c->n_head));
+    FT__TRY(ft__model_key_int(m, "context_length", &c->n_ctx_train, 0, 2048));
+    if (c->n_head < 1 || c->n_head_kv < 1 || c->n_head % c->n_head_kv || c->n_embd < 1 || c->n_layer < 1 || c->n_ff < 1)
+        FT__TRY(ft_set_error(FT_ERR_FORMAT, "%s: inconsistent sizes (embd %lld, heads %lld/%lld, layers %lld)", path,
+                             (long long)c->n_embd, (long long)c->n_head, (long long)c->n_head_kv, (long long)c->n_layer));
+    FT__TRY(ft__model_key_int(m, "attention.key_length", &c->head_dim, 0, c->n_embd / c->n_head));
+    FT__TRY(ft__model_key_int(m, "rope.dimension_count", &c->n_rot, 0, c->head_dim));
+    if (c->head_dim < 2 || c->n_rot > c->head_dim || c->n_rot % 2)
+        FT__TRY(ft_set_error(FT_ERR_FORMAT, "%s: head dim %lld, rope dims %lld do not fit", path, (long long)c->head_dim, (long long)c->n_rot));
+    c->rope_base = ft__model_key_float(m, "rope.freq_base", 10000.0f);
+    c->rms_eps = ft__model_key_float(m, "attention.layer_norm_rms_epsilon", 1e-5f);
+    {
+        ft_gguf_str st; char key[128];
+        snprintf(key, sizeof key, "%s.rope.scaling.type", c->arch_name);
+        if ((ft_gguf_get_str(m->g, key, &st) && !(st.n == 4 && memcmp(st.s, "none", 4) == 0)) || ft_gguf_find_tensor(m->g, "rope_freqs.weight"))
+            FT__TRY(ft_set_error(FT_ERR_UNSUPPORTED, "%s: RoPE scaling (%s) is not supported yet", path, ft_gguf_find_tensor(m->g, "rope_freqs.weight") ? "rope_freqs" : "rope.scaling.type"));
+    }
+    {
+        const ft_gguf_tensor *te = ft_gguf_find_tensor(m->g, "token_embd.weight");
+        if (!te || te->n_dims != 2) FT__TRY(ft_set_error(FT_ERR_FORMAT, "%s: missing tensor 'token_embd.weight'", path));
+        c->n_vocab = te->ne[1];
+        if (ft__model_key_int(m, "vocab_size", &v, 0, c->n_vocab) == FT_OK && v != c->n_vocab)
+            FT__TRY(ft_set_error(FT_ERR_FORMAT, "%s: vocab_size %lld but token_embd has %lld rows", path, (long long)v, (long long)c->n_vocab));
+    }
+    /* weights */
+    m->w = FT__CAST(ft_tensor *, FT_MALLOC((size_t)(c->n_layer * 12 + 3) * sizeof(ft_tensor)));
+    m->layers = FT__CAST(ft_layer *, FT_MALLOC((size_t)c->n_layer * sizeof(ft_layer)));
+    for (v = 0, i = 0; i < ft_gguf_n_tensors(m->g); i++) v += (int64_t)ft_gguf_tensor_at(m->g, i)->name.n + 1;
+    m->names = FT__CAST(char *, FT_MALLOC((size_t)v + 1));
+    if (!m->w || !m->layers || !m->names) FT__TRY(ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path));
+    memset(m->layers, 0, (size_t)c->n_layer * sizeof(ft_layer));
+    {
+        int64_t C = c->n_embd, Dq = c->n_head * c->head_dim, Dkv = c->n_head_kv * c->head_dim, F = c->n_ff;
+        int bias = c->arch == FT_ARCH_QWEN2;
+        FT__TRY(ft__model_bind(m, &m->tok_embd, "token_embd.weight", C, c->n_vocab, 1));
+        FT__TRY(ft__model_bind(m, &m->output_norm, "output_norm.weight", C, 0, 1));
+        FT__TRY(ft__model_bind(m, &m->output, "output.weight", C, c->n_vocab, 0));
+        c->tied_embeddings = m->output == NULL;
+        if (!m->output) m->output = m->tok_embd;
+        for (i = 0; i < c->n_layer; i++) {
+            ft_layer *L = &m->layers[i];
+#define FT__BIND(field, nm, ne0, ne1, req) do { snprintf(name, sizeof name, "blk.%d." nm, (int)i); \
+                                              FT__TRY(ft__model_bind(m, &L->field, name, ne0, ne1, req)); } while (0)
+            FT__BIND(attn_norm, "attn_norm.weight", C, 0, 1);
+            FT__BIND(wq, "attn_q.weight", C, Dq, 1);
+            FT__BIND(wk, "attn_k.weight", C, Dkv, 1);
+            FT__BIND(wv, "attn_v.weight", C, Dkv, 1);
+            FT__BIND(wo, "attn_output.weight", Dq, C, 1);
+            FT__BIND(bq, "attn_q.bias", Dq, 0, bias);
+            FT__BIND(bk, "attn_k.bias", Dkv, 0, bias);
+            FT__BIND(bv, "attn_v.bias", Dkv, 0, bias);
+            FT__BIND(ffn_norm, "ffn_norm.weight", C, 0, 1);
+            FT__BIND(w_gate, "ffn_gate.weight", C, F, 1);
+            FT__BIND(w_up, "ffn_up.weight", C, F, 1);
+            FT__BIND(w_down, "ffn_down.weight", F, C, 1);
+#undef FT__BIND
+        }
+    }
+    /* 1-D weights (norms, biases) are used as f32 by the ops: widen any other type once */
+    for (i = 0; i < m->n_w; i++) if (m->w[i].ndim == 1 && m->w[i].type != FT_TYPE_F32) n_norm += m->w[i].shape[0];
+    if (n_norm) {
+        float *p = m->widened = FT__CAST(float *, ft__aligned_alloc((size_t)n_norm * sizeof(float)));
+        if (!p) FT__TRY(ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path));
+        for (i = 0; i < m->n_w; i++)
+            if (m->w[i].ndim == 1 && m->w[i].type != FT_TYPE_F32) {
+                ft__type(m->w[i].type)->to_f32(m->w[i].data, p, m->w[i].shape[0]);
+                m->w[i].data = p; m->w[i].type = FT_TYPE_F32; p += m->w[i].shape[0];
+            }
+    }
+    for (i = 0; i < m->n_w; i++) c->n_params += ft_numel(&m->w[i]);
+#undef FT__TRY
+    *out = m;
+    return FT_OK;
+}
+
+FT_API void ft_model_free(ft_model *m) {
+    if (!m) return;
+    ft_gguf_close(m->g);
+    FT_FREE(m->w); FT_FREE(m->layers); FT_FREE(m->names);
+    ft__aligned_free(m->widened);
+    FT_FREE(m);
+}
+FT_API const ft_model_config *ft_model_config_get(const ft_model *m) { return &m->c; }
+FT_API ft_gguf *ft_model_gguf(ft_model *m) { return m->g; }
+FT_API ft_layer *ft_model_layer(ft_model *m, int i) { return i >= 0 && i < m->c.n_layer ? &m->layers[i] : NULL; }
+FT_API ft_tensor *ft_model_tok_embd(ft_model *m) { return m->tok_embd; }
+FT_API ft_tensor *ft_model_output(ft_model *m) { return m->output; }
+
+/* ---- the KV cache: per layer (n_seq, n_ctx, Hkv*D) keys and values, f32 -------------------- */
+struct ft_kv_cache {
+    int64_t n_seq, n_ctx, n_layer, kv_dim;
+    float *k, *v;                   /* (n_layer, n_seq, n_ctx, kv_dim)                           */
+    int64_t *len;                   /* (n_seq) tokens stored per sequence                          */
+};
+FT_API ft_result ft_kv_cache_init(ft_kv_cache **out, const ft_model *m, int64_t n_seq, int64_t n_ctx) {
+    ft_kv_cache *c; size_t n;
+    *out = NULL;
+    if (n_seq < 1 || n_ctx < 1) return ft_set_error(FT_ERR_INVALID, "kv cache: %lld sequences of %lld tokens", (long long)n_seq, (long long)n_ctx);
+    c = FT__CAST(ft_kv_cache *, FT_MALLOC(sizeof *c));
+    if (!c) return ft_set_error(FT_ERR_NOMEM, "kv cache: out of memory");
+    memset(c, 0, sizeof *c);
+    c->n_seq = n_seq; c->n_ctx = n_ctx; c->n_layer = m->c.n_layer; c->kv_dim = m->c.n_head_kv * m->c.head_dim;
+    n = (size_t)(c->n_layer * n_seq * n_ctx * c->kv_dim);
+    c->k = FT__CAST(float *, ft__aligned_alloc(n * sizeof(float)));
+    c->v = FT__CAST(float *, ft__aligned_alloc(n * sizeof(float)));
+    c->len = FT__CAST(int64_t *, FT_MALLOC((size_t)n_seq * sizeof(int64_t)));
+    if (!c->k || !c->v || !c->len) { ft_kv_cache_free(c); return ft_set_error(FT_ERR_NOMEM, "kv cache: %zu MiB", 2 * n * 4 >> 20); }
+    memset(c->len, 0, (size_t)n_seq * sizeof(int64_t));
+    *out = c;
+    return FT_OK;
+}
+FT_API void ft_kv_cache_free(ft_kv_cache *c) {
+    if (!c) return;
+    ft__aligned_free(c->k); ft__aligned_free(c->v); FT_FREE(c->len); FT_FREE(c);
+}
+FT_API void ft_kv_cache_clear(ft_kv_cache *c, int64_t seq) {
+    if (seq < 0) memset(c->len, 0, (size_t)c->n_seq * sizeof(int64_t));
+    else if (seq < c->n_seq) c->len[seq] = 0;
+}
+FT_API int64_t ft_kv_cache_len(const ft_kv_cache *c, int64_t seq) { return seq >= 0 && seq < c->n_seq ? c->len[seq] : 0; }
+
+/* ---- forward ------------------------------------------------------------------------------------- */
+static ft_tensor *ft__linear(ft_ctx *ctx, ft_tensor *x, ft_tensor *W, ft_tensor *bias) {
+    ft_tensor *y = ft_matmul(ctx, x, W, 0, 1);                 /* x W^T: W is (out, in)        */
+    return bias ? ft_add(ctx, y, bias) : y;
+}
+
+/* the decoder stack on token ids (B, T): returns the final normed hidden states (B*T, C).
+   pos: positions (B*T) or NULL for 0..T-1 (or the cache lengths with kv); seg: optional
+   document ids (B*T) for packed sequences; kv: optional cache for rows [row0, row0 + B) */
+static ft_tensor *ft__model_trunk(ft_ctx *ctx, ft_model *m, const int32_t *ids, int64_t B, int64_t T,
+                                  const int32_t *pos, const int32_t *seg, ft_kv_cache *kv, int64_t row0) {
+    const ft_model_config *c = &m->c;
+    int64_t C = c->n_embd, Dkv = c->n_head_kv * c->head_dim, l, b, t;
+    int64_t s3[3], skv[3], s2[2];
+    int32_t *p; int64_t *qoff = NULL;
+    ft_attn_opts ao;
+    ft_tensor *h;
+    if (B < 1 || T < 1) return ft__fail(ctx, FT_ERR_INVALID, "model: batch %lld x %lld", (long long)B, (long long)T);
+    if (kv && (row0 < 0 || row0 + B > kv->n_seq || kv->n_layer != c->n_layer))
+        return ft__fail(ctx, FT_ERR_INVALID, "model: cache rows [%lld, +%lld) outside its %lld sequences", (long long)row0, (long long)B, (long long)kv->n_seq);
+    p = FT__CAST(int32_t *, ft__arena_alloc(ctx, (size_t)(B * T) * sizeof(int32_t)));
+    if (!p) return ft__fail(ctx, FT_ERR_NOMEM, "model: arena out of memory");
+    if (kv) {
+        qoff = FT__CAST(int64_t *, ft__arena_alloc(ctx, (size_t)B * sizeof(int64_t)));
+        if (!qoff) return ft__fail(ctx, FT_ERR_NOMEM, "model: arena out of memory");
+        for (b = 0; b < B; b++) {
+            qoff[b] = kv->len[row0 + b];
+            if (qoff[b] + T > kv->n_ctx) return ft__fail(ctx, FT_ERR_INVALID, "model: sequence %lld would exceed the cache's %lld tokens", (long long)(row0 + b), (long long)kv->n_ctx);
+        }
+    }
+    for (b = 0; b < B; b++) for (t = 0; t < T; t++)
+        p[b * T + t] = pos ? pos[b * T + t] : (int32_t)((kv ? qoff[b] : 0) + t);
+    memset(&ao, 0, sizeof ao);
+    ao.n_head = (int)c->n_head; ao.n_head_kv = (int)c->n_head_kv; ao.causal = 1; ao.seg = seg; ao.q_offsets = qoff;
+    s3[0] = B; s3[1] = T; s3[2] = C;
+    s2[0] = B * T; s2[1] = C;
+    h = ft_reshape(ctx, ft_embedding(ctx, m->tok_embd, ids, B * T), 3, s3);
+    for (l = 0; l < c->n_layer; l++) {
+        ft_layer *L = &m->layers[l];
+        ft_tensor *n = ft_rmsnorm(ctx, h, L->attn_norm, c->rms_eps), *q, *k, *v, *a;
+        q = ft_rope(ctx, ft__linear(ctx, n, L->wq, L->bq), p, (int)c->n_head, (int)c->n_rot, c->rope_base, c->rope_type);
+        k = ft_rope(ctx, ft__linear(ctx, n, L->wk, L->bk), p, (int)c->n_head_kv, (int)c->n_rot, c->rope_base, c->rope_type);
+        v = ft__linear(ctx, n, L->wv, L->bv);
+        if (kv && k && v) {                 /* append to the cache; attend over all of it */
+            float *K = kv->k + (l * kv->n_seq + row0) * kv->n_ctx * Dkv, *V = kv->v + (l * kv->n_seq + row0) * kv->n_ctx * Dkv;
+            for (b = 0; b < B; b++) {
+                memcpy(K + (b * kv->n_ctx + qoff[b]) * Dkv, FT__F(k) + b * T * Dkv, (size_t)(T * Dkv) * sizeof(float));
+                memcpy(V + (b * kv->n_ctx + qoff[b]) * Dkv, FT__F(v) + b * T * Dkv, (size_t)(T * Dkv) * sizeof(float));
+            }
+            skv[0] = B; skv[1] = kv->n_ctx; skv[2] = Dkv;
+            k = ft__tensor(ctx, FT_TYPE_F32, 3, skv, K);
+            v = ft__tensor(ctx, FT_TYPE_F32, 3, skv, V);
+        }
+        a = ft_attention(ctx, q, k, v, &ao);
+        h = ft_add(ctx, h, ft__linear(ctx, a, L->wo, NULL));
+        n = ft_rmsnorm(ctx, h, L->ffn_norm, c->rms_eps);
+        h = ft_add(ctx, h, ft__linear(ctx, ft_swiglu(ctx, ft__linear(ctx, n, L->w_gate, NULL), ft__linear(ctx, n, L->w_up, NULL)), L->w_down, NULL));
+    }
+    if (kv && h) for (b = 0; b < B; b++) kv->len[row0 + b] += T;
+    return ft_reshape(ctx, ft_rmsnorm(ctx, h, m->output_norm, c->rms_eps), 2, s2);
+}
+
+FT_API ft_tensor *ft_model_hidden(ft_ctx *ctx, ft_model *m, const ft_batch *bt) {
+    return ft__model_trunk(ctx, m, bt->ids, bt->B, bt->T, bt->pos, bt->seg, NULL, 0);
+}
+FT_API ft_tensor *ft_model_forward(ft_ctx *ctx, ft_model *m, const ft_batch *bt) {
+    return ft__linear(ctx, ft_model_hidden(ctx, m, bt), m->output, NULL);
+}
+
+/* T new tokens for each of B sequences in cache rows [row0, row0 + B), no gradients. Returns
+   the logits of every new position (B*T, V), or of the last one of each sequence (B, V). */
+FT_API ft_tensor *ft_model_decode(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int64_t row0,
+                                  const int32_t *ids, int64_t B, int64_t T, int last_only) {
+    int old = ft_ctx_set_grad(ctx, 0);
+    ft_tensor *h = ft__model_trunk(ctx, m, ids, B, T, NULL, NULL, kv, row0), *y = NULL;
+    if (h && last_only && T > 1) {          /* keep the last position of each sequence */
+        int64_t s3[3], s2[2];
+        s3[0] = B; s3[1] = T; s3[2] = m->c.n_embd; s2[0] = B; s2[1] = m->c.n_embd;
+        h = ft_reshape(ctx, ft_slice(ctx, ft_reshape(ctx, h, 3, s3), 1, T - 1, 1), 2, s2);
+    }
+    if (h) y = ft__linear(ctx, h, m->output, NULL);
+    ft_ctx_set_grad(ctx, old);
+    return y;
 }
 
 #endif /* FINETUNE_IMPLEMENTATION */

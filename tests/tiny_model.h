@@ -1,0 +1,63 @@
+/* tiny_model.h - writes a tiny random llama-architecture GGUF for fast tests (no download).
+   vocab 64, embd 32, 2 layers, 4 heads (2 KV heads, head dim 8), FFN 48, tied embeddings.
+   `wtype` is the storage type of the 2-D weights (F32 or F16); norms are F32. */
+#ifndef FT_TINY_MODEL_H
+#define FT_TINY_MODEL_H
+
+enum { TINY_V = 64, TINY_C = 32, TINY_L = 2, TINY_H = 4, TINY_HKV = 2, TINY_D = 8, TINY_F = 48 };
+
+static void *tiny_fill(ft_type type, int64_t n, float scale, ft_rng *r, float offset) {
+    int64_t i;
+    if (type == FT_TYPE_F16) {
+        uint16_t *p = (uint16_t *)malloc((size_t)n * 2);
+        for (i = 0; i < n; i++) p[i] = ft_fp32_to_fp16(offset + scale * (2 * ft_rng_uniform(r) - 1));
+        return p;
+    } else {
+        float *p = (float *)malloc((size_t)n * 4);
+        for (i = 0; i < n; i++) p[i] = offset + scale * (2 * ft_rng_uniform(r) - 1);
+        return p;
+    }
+}
+
+/* returns 1 on success; every buffer is freed after the write */
+static int tiny_model_write(const char *path, ft_type wtype, uint64_t seed) {
+    ft_gguf_writer *w; ft_rng r; void *bufs[64]; int nb = 0, l, ok;
+    char name[64];
+    ft_rng_seed(&r, seed);
+    if (ft_gguf_writer_init(&w) != FT_OK) return 0;
+    ft_gguf_set_str(w, "general.architecture", "llama");
+    ft_gguf_set_str(w, "general.name", "tiny-test-llama");
+    ft_gguf_set_int(w, "llama.context_length", FT_GGUF_UINT32, 256);
+    ft_gguf_set_int(w, "llama.embedding_length", FT_GGUF_UINT32, TINY_C);
+    ft_gguf_set_int(w, "llama.block_count", FT_GGUF_UINT32, TINY_L);
+    ft_gguf_set_int(w, "llama.feed_forward_length", FT_GGUF_UINT32, TINY_F);
+    ft_gguf_set_int(w, "llama.attention.head_count", FT_GGUF_UINT32, TINY_H);
+    ft_gguf_set_int(w, "llama.attention.head_count_kv", FT_GGUF_UINT32, TINY_HKV);
+    ft_gguf_set_int(w, "llama.rope.dimension_count", FT_GGUF_UINT32, TINY_D);
+    ft_gguf_set_float(w, "llama.rope.freq_base", FT_GGUF_FLOAT32, 10000.0);
+    ft_gguf_set_float(w, "llama.attention.layer_norm_rms_epsilon", FT_GGUF_FLOAT32, 1e-5);
+#define TINY_ADD(nm, type, n0, n1, scale, off) do {                                            \
+        int64_t ne_[2]; ne_[0] = n0; ne_[1] = n1;                                               \
+        bufs[nb] = tiny_fill(type, (int64_t)(n0) * (n1 ? n1 : 1), scale, &r, off);             \
+        ft_gguf_add_tensor(w, nm, type, n1 ? 2 : 1, ne_, bufs[nb]); nb++;                       \
+    } while (0)
+    TINY_ADD("token_embd.weight", wtype, TINY_C, TINY_V, 1.0f, 0.0f);
+    TINY_ADD("output_norm.weight", FT_TYPE_F32, TINY_C, 0, 0.2f, 1.0f);
+    for (l = 0; l < TINY_L; l++) {
+        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);   TINY_ADD(name, FT_TYPE_F32, TINY_C, 0, 0.2f, 1.0f);
+        snprintf(name, sizeof name, "blk.%d.attn_q.weight", l);      TINY_ADD(name, wtype, TINY_C, TINY_H * TINY_D, 0.3f, 0.0f);
+        snprintf(name, sizeof name, "blk.%d.attn_k.weight", l);      TINY_ADD(name, wtype, TINY_C, TINY_HKV * TINY_D, 0.3f, 0.0f);
+        snprintf(name, sizeof name, "blk.%d.attn_v.weight", l);      TINY_ADD(name, wtype, TINY_C, TINY_HKV * TINY_D, 0.3f, 0.0f);
+        snprintf(name, sizeof name, "blk.%d.attn_output.weight", l); TINY_ADD(name, wtype, TINY_H * TINY_D, TINY_C, 0.3f, 0.0f);
+        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);    TINY_ADD(name, FT_TYPE_F32, TINY_C, 0, 0.2f, 1.0f);
+        snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", l);    TINY_ADD(name, wtype, TINY_C, TINY_F, 0.3f, 0.0f);
+        snprintf(name, sizeof name, "blk.%d.ffn_up.weight", l);      TINY_ADD(name, wtype, TINY_C, TINY_F, 0.3f, 0.0f);
+        snprintf(name, sizeof name, "blk.%d.ffn_down.weight", l);    TINY_ADD(name, wtype, TINY_F, TINY_C, 0.3f, 0.0f);
+    }
+#undef TINY_ADD
+    ok = ft_gguf_write(w, path) == FT_OK;
+    ft_gguf_writer_free(w);
+    while (nb > 0) free(bufs[--nb]);
+    return ok;
+}
+#endif
