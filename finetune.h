@@ -452,6 +452,25 @@ FT_API int64_t    ft_kv_cache_len(const ft_kv_cache *c, int64_t seq);
 FT_API ft_tensor *ft_model_decode(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int64_t row0,
                                   const int32_t *ids, int64_t B, int64_t T, int last_only);
 
+
+/* ---- sampling and generation ------------------------------------------------------------------ */
+typedef struct ft_sample_opts {
+    float temperature;              /* 0: greedy                                                 */
+    int   top_k;                    /* 0: no limit                                               */
+    float top_p;                    /* 0 or 1: no limit                                          */
+} ft_sample_opts;
+typedef struct ft_gen_opts {
+    int max_new;                    /* tokens to generate per sequence (at least 1)              */
+    ft_sample_opts sample;
+    const int32_t *stop; int n_stop;   /* ids that end a sequence (kept in the output)           */
+} ft_gen_opts;
+FT_API int32_t   ft_sample(ft_ctx *ctx, const float *logits, int64_t V, const ft_sample_opts *o, ft_rng *rng);
+/* n prompts at once in cache rows 0..n-1: out (n, max_new) ids, out_len (n), optional out_logp
+   (n, max_new) = log p(token) at temperature 1. Resets ctx (tape and arena) as it goes. */
+FT_API ft_result ft_generate(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int64_t n,
+                             const int32_t *const *prompts, const int64_t *prompt_len,
+                             const ft_gen_opts *o, ft_rng *rng, int32_t *out, int64_t *out_len, float *out_logp);
+
 #ifdef __cplusplus
 }
 #endif
@@ -3420,6 +3439,94 @@ FT_API ft_tensor *ft_model_decode(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int
     if (h) y = ft__linear(ctx, h, m->output, NULL);
     ft_ctx_set_grad(ctx, old);
     return y;
+}
+
+
+/* ---- sampling and generation -------------------------------------------------------------------
+   ft_sample: temperature 0 is greedy (argmax, lowest id on ties); otherwise softmax(logits / T)
+   restricted to the top_k most likely tokens (0: all), then to the smallest set whose
+   probability reaches top_p (1: all), renormalised, and one draw from the RNG. */
+typedef struct ft__cand { float p; int32_t id; } ft__cand;
+static int ft__cand_desc(const void *a, const void *b) {
+    const ft__cand *x = FT__CAST(const ft__cand *, a), *y = FT__CAST(const ft__cand *, b);
+    if (x->p != y->p) return x->p < y->p ? 1 : -1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+FT_API int32_t ft_sample(ft_ctx *ctx, const float *logits, int64_t V, const ft_sample_opts *o, ft_rng *rng) {
+    ft__cand *c; int64_t i, n; float mx = -INFINITY, sum = 0, u, acc = 0;
+    int32_t best = 0;
+    for (i = 0; i < V; i++) if (logits[i] > mx) { mx = logits[i]; best = (int32_t)i; }
+    if (!o || o->temperature <= 0.0f) return best;
+    c = FT__CAST(ft__cand *, ft__arena_alloc(ctx, (size_t)V * sizeof(ft__cand)));
+    if (!c) return best;
+    for (i = 0; i < V; i++) { c[i].p = expf((logits[i] - mx) / o->temperature); c[i].id = (int32_t)i; }
+    n = V;
+    if ((o->top_k > 0 && o->top_k < V) || (o->top_p > 0.0f && o->top_p < 1.0f)) {
+        qsort(c, (size_t)V, sizeof *c, ft__cand_desc);
+        if (o->top_k > 0 && o->top_k < V) n = o->top_k;
+        if (o->top_p > 0.0f && o->top_p < 1.0f) {
+            float total = 0, run = 0; int64_t k;
+            for (i = 0; i < n; i++) total += c[i].p;
+            for (k = 0; k < n; k++) { run += c[k].p; if (run >= o->top_p * total) { n = k + 1; break; } }
+        }
+    }
+    for (i = 0; i < n; i++) sum += c[i].p;
+    u = ft_rng_uniform(rng) * sum;
+    for (i = 0; i < n; i++) { acc += c[i].p; if (u < acc) return c[i].id; }
+    return c[n - 1].id;
+}
+
+/* Generate for n prompts at once (rows 0..n-1 of kv, cleared first): each prompt is prefilled
+   on its own, then all sequences advance one token per batched step until each has produced
+   max_new tokens or one of the stop ids (the stop token is kept in the output). out: n rows of
+   max_new ids; out_len: tokens per row; out_logp (optional, n x max_new): log p of each sampled
+   token under the model at temperature 1. Resets ctx (tape and arena) between steps. */
+static float ft__logp_of(const float *logits, int64_t V, int32_t tok) {
+    float mx = ft__vec_max(V, logits);
+    return logits[tok] - mx - logf(ft__vec_expsum(V, logits, mx));
+}
+
+FT_API ft_result ft_generate(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int64_t n,
+                             const int32_t *const *prompts, const int64_t *prompt_len,
+                             const ft_gen_opts *o, ft_rng *rng, int32_t *out, int64_t *out_len, float *out_logp) {
+    int64_t i, s, V = m->c.n_vocab, active;
+    int32_t *last; unsigned char *done;
+    ft_tensor *y;
+    if (n < 1 || n > kv->n_seq) return ft_set_error(FT_ERR_INVALID, "generate: %lld sequences for a cache of %lld", (long long)n, (long long)kv->n_seq);
+    if (o->max_new < 1) return ft_set_error(FT_ERR_INVALID, "generate: max_new must be at least 1");
+    for (s = 0; s < n; s++)
+        if (prompt_len[s] < 1 || prompt_len[s] + o->max_new > kv->n_ctx)
+            return ft_set_error(FT_ERR_INVALID, "generate: prompt %lld has %lld tokens; with %d new ones it does not fit the cache (%lld)",
+                                (long long)s, (long long)prompt_len[s], o->max_new, (long long)kv->n_ctx);
+    last = FT__CAST(int32_t *, FT_MALLOC((size_t)n * sizeof(int32_t)));
+    done = FT__CAST(unsigned char *, FT_MALLOC((size_t)n));
+    if (!last || !done) { FT_FREE(last); FT_FREE(done); return ft_set_error(FT_ERR_NOMEM, "generate: out of memory"); }
+#define FT__TAKE(s, logits) do {                                                                  \
+        last[s] = ft_sample(ctx, logits, V, &o->sample, rng);                                      \
+        if (out_logp) out_logp[(s) * o->max_new + out_len[s]] = ft__logp_of(logits, V, last[s]);   \
+        out[(s) * o->max_new + out_len[s]++] = last[s];                                            \
+        done[s] = out_len[s] >= o->max_new;                                                        \
+        for (i = 0; i < o->n_stop; i++) if (last[s] == o->stop[i]) done[s] = 1;                    \
+    } while (0)
+    for (s = 0; s < n; s++) {                   /* prefill each prompt on its own */
+        ft_kv_cache_clear(kv, s); out_len[s] = 0;
+        ft_ctx_reset(ctx);
+        y = ft_model_decode(ctx, m, kv, s, prompts[s], 1, prompt_len[s], 1);
+        if (!y) { FT_FREE(last); FT_FREE(done); return ft_set_error(ctx->status, "generate: %s", ft_last_error()); }
+        FT__TAKE(s, FT__F(y));
+    }
+    for (;;) {                                  /* then one batched step for all sequences */
+        for (active = 0, s = 0; s < n; s++) active += !done[s];
+        if (!active) break;
+        ft_ctx_reset(ctx);
+        y = ft_model_decode(ctx, m, kv, 0, last, n, 1, 1);      /* finished rows idle along */
+        if (!y) { FT_FREE(last); FT_FREE(done); return ft_set_error(ctx->status, "generate: %s", ft_last_error()); }
+        for (s = 0; s < n; s++) if (!done[s]) FT__TAKE(s, FT__F(y) + s * V);
+    }
+#undef FT__TAKE
+    FT_FREE(last); FT_FREE(done);
+    return FT_OK;
 }
 
 #endif /* FINETUNE_IMPLEMENTATION */

@@ -169,6 +169,58 @@ TEST(batched_decode_with_different_lengths) {
     ft_kv_cache_free(kv); ft_kv_cache_free(kv1); ft_model_free(m);
 }
 
+
+TEST(sampling) {
+    float logits[5] = {1.0f, 2.0f, 0.5f, 2.0f, -1.0f}; ft_sample_opts o; ft_rng r; int cnt[5] = {0}, i;
+    double z = 0, p[5];
+    memset(&o, 0, sizeof o);
+    ft_ctx_reset(CTX);
+    CHECK(ft_sample(CTX, logits, 5, &o, &r) == 1, "greedy: first of the tied maxima");
+    o.temperature = 0.7f; ft_rng_seed(&r, 3);
+    for (i = 0; i < 5; i++) z += exp(logits[i] / 0.7);
+    for (i = 0; i < 5; i++) p[i] = exp(logits[i] / 0.7) / z;
+    for (i = 0; i < 40000; i++) { ft_ctx_reset(CTX); cnt[ft_sample(CTX, logits, 5, &o, &r)]++; }
+    for (i = 0; i < 5; i++) CHECK(fabs(cnt[i] / 40000.0 - p[i]) < 0.01, "token %d: %.4f vs %.4f", i, cnt[i] / 40000.0, p[i]);
+    o.top_k = 2; memset(cnt, 0, sizeof cnt);
+    for (i = 0; i < 2000; i++) { ft_ctx_reset(CTX); cnt[ft_sample(CTX, logits, 5, &o, &r)]++; }
+    CHECK(cnt[0] == 0 && cnt[2] == 0 && cnt[4] == 0 && cnt[1] > 800 && cnt[3] > 800, "top-k 2 keeps the two best");
+    o.top_k = 0; o.top_p = 0.5f; memset(cnt, 0, sizeof cnt);
+    for (i = 0; i < 2000; i++) { ft_ctx_reset(CTX); cnt[ft_sample(CTX, logits, 5, &o, &r)]++; }
+    CHECK(cnt[1] + cnt[3] == 2000, "top-p 0.5: only the tied best two (%d %d %d)", cnt[0], cnt[1], cnt[3]);
+}
+
+/* greedy generation equals re-running the full forward and taking the argmax each step */
+TEST(generate_greedy_matches_full_forward) {
+    ft_model *m; ft_kv_cache *kv; ft_gen_opts go; ft_rng r; int32_t out[3 * 12], seq[64]; int64_t len[3], plen[3] = {3, 5, 3};
+    const int32_t *prompts[3]; int s, t, i, ok = 1;
+    CHECK_OK(ft_model_load(&m, P32, NULL));
+    CHECK_OK(ft_kv_cache_init(&kv, m, 3, 32));
+    prompts[0] = IDS[0]; prompts[1] = IDS[1]; prompts[2] = IDS[0];
+    memset(&go, 0, sizeof go); go.max_new = 12;
+    CHECK_OK(ft_generate(CTX, m, kv, 3, prompts, plen, &go, &r, out, len, NULL));
+    CHECK(len[0] == 12 && len[1] == 12 && memcmp(out, out + 24, 12 * 4) == 0, "same prompt, same output");
+    for (s = 0; s < 2; s++) {
+        int n = (int)plen[s];
+        memcpy(seq, prompts[s], (size_t)n * 4);
+        for (t = 0; t < 12; t++) {
+            ft_batch b; ft_tensor *y; int32_t best = 0; float *l;
+            memset(&b, 0, sizeof b); b.B = 1; b.T = n; b.ids = seq;
+            ft_ctx_reset(CTX);
+            y = ft_model_forward(CTX, m, &b);
+            l = (float *)y->data + (n - 1) * TINY_V;
+            for (i = 1; i < TINY_V; i++) if (l[i] > l[best]) best = i;
+            if (best != out[s * 12 + t]) ok = 0;
+            seq[n++] = best;
+        }
+    }
+    CHECK(ok, "greedy generation differs from step-by-step argmax of the full forward");
+    /* a stop id ends a sequence and is kept */
+    go.stop = &out[3]; go.n_stop = 1;
+    CHECK_OK(ft_generate(CTX, m, kv, 1, prompts, plen, &go, &r, out + 12, len, NULL));
+    CHECK(len[0] <= 4 && out[12 + len[0] - 1] == out[3], "stopped at the stop id (len %lld)", (long long)len[0]);
+    ft_kv_cache_free(kv); ft_model_free(m);
+}
+
 TEST(load_errors_are_clear) {
     ft_model *m; ft_gguf_writer *w; ft_result r; float x[4] = {0};
     int64_t ne[2] = {4, 1};
@@ -195,6 +247,8 @@ int main(void) {
     RUN(forward_matches_reference_f16);
     RUN(kv_cache_decode_matches_full_forward);
     RUN(batched_decode_with_different_lengths);
+    RUN(sampling);
+    RUN(generate_greedy_matches_full_forward);
     RUN(load_errors_are_clear);
     ft_ctx_free(CTX);
     return ft_test_summary("test_model");
