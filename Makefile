@@ -15,7 +15,7 @@ endif
 
 .PHONY: all test sanitize bench examples clean
 EXAMPLES = $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
-all: $(TESTS) $(BUILD)/bench $(EXAMPLES)
+all: $(BUILD)/ft $(TESTS) $(BUILD)/bench $(EXAMPLES)
 examples: $(EXAMPLES)
 
 $(BUILD)/%: examples/%.c finetune.h | $(BUILD)
@@ -35,10 +35,13 @@ $(BUILD)/test_grad_ref: tests/test_grad.c finetune.h tests/ft_test.h | $(BUILD)
 $(BUILD)/test_kernels_avx2: tests/test_kernels.c finetune.h tests/ft_test.h | $(BUILD)
 	$(CC) $(WARN) -O2 -g -mavx2 -mfma -mf16c -o $@ $< $(LDLIBS)
 
+$(BUILD)/ft: tools/ft.c finetune.h | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS)
+
 $(BUILD)/bench: tools/bench.c finetune.h | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS) -ldl
 
-test: $(TESTS) $(EXAMPLES)
+test: $(BUILD)/ft $(TESTS) $(EXAMPLES)
 	@sh tests/run.sh $(BUILD)
 
 sanitize:
