@@ -471,6 +471,56 @@ FT_API ft_result ft_generate(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int64_t 
                              const int32_t *const *prompts, const int64_t *prompt_len,
                              const ft_gen_opts *o, ft_rng *rng, int32_t *out, int64_t *out_len, float *out_logp);
 
+
+/* ---- PEFT: parameter-efficient methods ------------------------------------------------------------ */
+enum { FT_SITE_Q = 0, FT_SITE_K, FT_SITE_V, FT_SITE_O, FT_SITE_GATE, FT_SITE_UP, FT_SITE_DOWN, FT_SITE_COUNT };
+enum { FT_TARGET_Q = 1, FT_TARGET_K = 2, FT_TARGET_V = 4, FT_TARGET_O = 8, FT_TARGET_GATE = 16,
+       FT_TARGET_UP = 32, FT_TARGET_DOWN = 64, FT_TARGET_ATTN = 15, FT_TARGET_MLP = 112,
+       FT_TARGET_ALL_LINEAR = 127 };
+typedef struct ft_lora_opts {
+    int      r;                     /* rank (default 8)                                          */
+    float    alpha;                 /* scaling numerator (default r)                             */
+    float    dropout;               /* on the LoRA branch input, training only                   */
+    unsigned targets;               /* FT_TARGET_* bits (default all linear layers)              */
+    int      rslora;                /* scale alpha / sqrt(r) instead of alpha / r                */
+    int      dora;                  /* DoRA: learned magnitude per output row                    */
+    const uint64_t *layer_mask;     /* optional bit per layer (bit l of word l / 64)             */
+    uint64_t seed;                  /* init of A                                                  */
+} ft_lora_opts;
+typedef struct ft_peft ft_peft;
+FT_API ft_result  ft_lora_attach(ft_peft **out, ft_model *m, const ft_lora_opts *o);
+FT_API void       ft_peft_free(ft_peft *p);                 /* detaches from the model          */
+FT_API ft_params *ft_peft_params(ft_peft *p);               /* the trainable parameters          */
+FT_API void       ft_peft_set_enabled(ft_peft *p, int on);  /* off: the base (reference) model   */
+FT_API int        ft_peft_enabled(const ft_peft *p);
+FT_API float      ft_lora_scale(const ft_peft *p);
+FT_API const ft_lora_opts *ft_lora_options(const ft_peft *p);
+FT_API ft_tensor *ft_lora_A(ft_peft *p, int layer, int which);      /* (r, in) or NULL           */
+FT_API ft_tensor *ft_lora_B(ft_peft *p, int layer, int which);      /* (out, r) or NULL          */
+FT_API ft_tensor *ft_lora_magnitude(ft_peft *p, int layer, int which);   /* DoRA (out) or NULL   */
+FT_API ft_result  ft_lora_merge(ft_peft *p);                /* W + sBA into owned f32 weights    */
+FT_API ft_result  ft_lora_unmerge(ft_peft *p);
+FT_API const char *ft_site_name(int which);                 /* "q_proj", ... as PEFT names them  */
+
+
+/* ---- optimizers ------------------------------------------------------------------------------------ */
+typedef enum ft_optim_kind { FT_OPTIM_ADAMW = 0, FT_OPTIM_SGD = 1 } ft_optim_kind;
+typedef struct ft_optim_opts {
+    ft_optim_kind kind;
+    float lr;                       /* default 1e-3 (the step's lr argument overrides)          */
+    float beta1, beta2, eps;        /* AdamW: 0.9, 0.999, 1e-8                                   */
+    float weight_decay;             /* decoupled (AdamW), L2 (SGD)                               */
+    float momentum;                 /* SGD                                                       */
+} ft_optim_opts;
+typedef struct ft_optim ft_optim;
+FT_API ft_result ft_optim_init(ft_optim **out, ft_params *P, const ft_optim_opts *o);
+FT_API void      ft_optim_free(ft_optim *o);
+FT_API ft_result ft_optim_step(ft_optim *o, float lr);      /* FT_ERR_NUMERIC: nothing changed   */
+FT_API void      ft_optim_set_lr_scale(ft_optim *o, const ft_tensor *t, float scale);   /* LoRA+ */
+FT_API int64_t   ft_optim_steps(const ft_optim *o);
+FT_API double    ft_params_grad_norm(const ft_params *P);
+FT_API void      ft_params_scale_grad(ft_params *P, float k);
+
 #ifdef __cplusplus
 }
 #endif
@@ -3168,7 +3218,11 @@ struct ft_model {
     ft_tensor      *w; int64_t n_w;                     /* headers of every weight            */
     float          *widened;                            /* f32 copies of non-f32 norm weights */
     char           *names; size_t names_len;            /* weight names, NUL-terminated        */
+    ft_peft        *peft;                               /* attached method, or NULL           */
 };
+
+static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which);
+static void ft__peft_detach(ft_peft *p);
 
 static ft_result ft__model_key_int(const ft_model *m, const char *suffix, int64_t *out, int required, int64_t def) {
     char key[128];
@@ -3312,6 +3366,7 @@ FT_API ft_result ft_model_load(ft_model **out, const char *path, const ft_model_
 
 FT_API void ft_model_free(ft_model *m) {
     if (!m) return;
+    if (m->peft) ft__peft_detach(m->peft);
     ft_gguf_close(m->g);
     FT_FREE(m->w); FT_FREE(m->layers); FT_FREE(m->names);
     ft__aligned_free(m->widened);
@@ -3357,8 +3412,12 @@ FT_API void ft_kv_cache_clear(ft_kv_cache *c, int64_t seq) {
 FT_API int64_t ft_kv_cache_len(const ft_kv_cache *c, int64_t seq) { return seq >= 0 && seq < c->n_seq ? c->len[seq] : 0; }
 
 /* ---- forward ------------------------------------------------------------------------------------- */
-static ft_tensor *ft__linear(ft_ctx *ctx, ft_tensor *x, ft_tensor *W, ft_tensor *bias) {
-    ft_tensor *y = ft_matmul(ctx, x, W, 0, 1);                 /* x W^T: W is (out, in)        */
+/* x W^T (+ bias) for the weight of site `which` of layer l (l < 0: the head); the attached
+   PEFT method, if any, takes over */
+static ft_tensor *ft__linear(ft_ctx *ctx, ft_model *m, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which) {
+    ft_tensor *y;
+    if (m->peft && l >= 0) return ft__peft_linear(ctx, m->peft, x, W, bias, l, which);
+    y = ft_matmul(ctx, x, W, 0, 1);                            /* x W^T: W is (out, in)        */
     return bias ? ft_add(ctx, y, bias) : y;
 }
 
@@ -3396,9 +3455,9 @@ static ft_tensor *ft__model_trunk(ft_ctx *ctx, ft_model *m, const int32_t *ids, 
     for (l = 0; l < c->n_layer; l++) {
         ft_layer *L = &m->layers[l];
         ft_tensor *n = ft_rmsnorm(ctx, h, L->attn_norm, c->rms_eps), *q, *k, *v, *a;
-        q = ft_rope(ctx, ft__linear(ctx, n, L->wq, L->bq), p, (int)c->n_head, (int)c->n_rot, c->rope_base, c->rope_type);
-        k = ft_rope(ctx, ft__linear(ctx, n, L->wk, L->bk), p, (int)c->n_head_kv, (int)c->n_rot, c->rope_base, c->rope_type);
-        v = ft__linear(ctx, n, L->wv, L->bv);
+        q = ft_rope(ctx, ft__linear(ctx, m, n, L->wq, L->bq, l, FT_SITE_Q), p, (int)c->n_head, (int)c->n_rot, c->rope_base, c->rope_type);
+        k = ft_rope(ctx, ft__linear(ctx, m, n, L->wk, L->bk, l, FT_SITE_K), p, (int)c->n_head_kv, (int)c->n_rot, c->rope_base, c->rope_type);
+        v = ft__linear(ctx, m, n, L->wv, L->bv, l, FT_SITE_V);
         if (kv && k && v) {                 /* append to the cache; attend over all of it */
             float *K = kv->k + (l * kv->n_seq + row0) * kv->n_ctx * Dkv, *V = kv->v + (l * kv->n_seq + row0) * kv->n_ctx * Dkv;
             for (b = 0; b < B; b++) {
@@ -3410,9 +3469,10 @@ static ft_tensor *ft__model_trunk(ft_ctx *ctx, ft_model *m, const int32_t *ids, 
             v = ft__tensor(ctx, FT_TYPE_F32, 3, skv, V);
         }
         a = ft_attention(ctx, q, k, v, &ao);
-        h = ft_add(ctx, h, ft__linear(ctx, a, L->wo, NULL));
+        h = ft_add(ctx, h, ft__linear(ctx, m, a, L->wo, NULL, l, FT_SITE_O));
         n = ft_rmsnorm(ctx, h, L->ffn_norm, c->rms_eps);
-        h = ft_add(ctx, h, ft__linear(ctx, ft_swiglu(ctx, ft__linear(ctx, n, L->w_gate, NULL), ft__linear(ctx, n, L->w_up, NULL)), L->w_down, NULL));
+        a = ft_swiglu(ctx, ft__linear(ctx, m, n, L->w_gate, NULL, l, FT_SITE_GATE), ft__linear(ctx, m, n, L->w_up, NULL, l, FT_SITE_UP));
+        h = ft_add(ctx, h, ft__linear(ctx, m, a, L->w_down, NULL, l, FT_SITE_DOWN));
     }
     if (kv && h) for (b = 0; b < B; b++) kv->len[row0 + b] += T;
     return ft_reshape(ctx, ft_rmsnorm(ctx, h, m->output_norm, c->rms_eps), 2, s2);
@@ -3422,7 +3482,7 @@ FT_API ft_tensor *ft_model_hidden(ft_ctx *ctx, ft_model *m, const ft_batch *bt) 
     return ft__model_trunk(ctx, m, bt->ids, bt->B, bt->T, bt->pos, bt->seg, NULL, 0);
 }
 FT_API ft_tensor *ft_model_forward(ft_ctx *ctx, ft_model *m, const ft_batch *bt) {
-    return ft__linear(ctx, ft_model_hidden(ctx, m, bt), m->output, NULL);
+    return ft__linear(ctx, m, ft_model_hidden(ctx, m, bt), m->output, NULL, -1, 0);
 }
 
 /* T new tokens for each of B sequences in cache rows [row0, row0 + B), no gradients. Returns
@@ -3436,7 +3496,7 @@ FT_API ft_tensor *ft_model_decode(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int
         s3[0] = B; s3[1] = T; s3[2] = m->c.n_embd; s2[0] = B; s2[1] = m->c.n_embd;
         h = ft_reshape(ctx, ft_slice(ctx, ft_reshape(ctx, h, 3, s3), 1, T - 1, 1), 2, s2);
     }
-    if (h) y = ft__linear(ctx, h, m->output, NULL);
+    if (h) y = ft__linear(ctx, m, h, m->output, NULL, -1, 0);
     ft_ctx_set_grad(ctx, old);
     return y;
 }
@@ -3526,6 +3586,300 @@ FT_API ft_result ft_generate(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int64_t 
     }
 #undef FT__TAKE
     FT_FREE(last); FT_FREE(done);
+    return FT_OK;
+}
+
+
+/* ============================================================================================
+   [peft] parameter-efficient methods, as hooks the one forward consults
+   LoRA (PEFT's layout and init):  y = x W^T + s * (drop(x) A^T) B^T,  A (r, in), B (out, r),
+     A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a = sqrt(5)), B = 0,
+     s = alpha / r, or alpha / sqrt(r) with rsLoRA.
+   DoRA: y = (m / ||W + s B A||_row) * (x W^T + s * lora(x)), the norm detached (no gradient),
+     the magnitude m initialised to ||W||_row.
+   Switching the adapter off (ft_peft_set_enabled) gives the base model: the reference policy of
+   DPO, KTO, PPO and GRPO without a second copy of the weights.
+   ============================================================================================ */
+
+struct ft_peft {
+    ft_model     *m;
+    ft_lora_opts  o;
+    float         scale;
+    ft_params    *P;
+    ft_tensor   **A, **B, **mag;    /* per site (layer * FT_SITE_COUNT + which), NULL if none   */
+    int           enabled;
+    ft_tensor    *merged;           /* merged copies of the weights (f32, owned), per site       */
+    float        *merged_data;
+    ft_tensor   **orig;             /* the weight headers before merging                          */
+};
+
+static ft_tensor **ft__site_weight(ft_model *m, int64_t l, int which) {
+    ft_layer *L = &m->layers[l];
+    switch (which) {
+    case FT_SITE_Q: return &L->wq;      case FT_SITE_K: return &L->wk;
+    case FT_SITE_V: return &L->wv;      case FT_SITE_O: return &L->wo;
+    case FT_SITE_GATE: return &L->w_gate; case FT_SITE_UP: return &L->w_up;
+    default: return &L->w_down;
+    }
+}
+FT_API const char *ft_site_name(int which) {
+    static const char *n[FT_SITE_COUNT] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+    return which >= 0 && which < FT_SITE_COUNT ? n[which] : "?";
+}
+
+FT_API ft_result ft_lora_attach(ft_peft **out, ft_model *m, const ft_lora_opts *opts) {
+    ft_peft *p; ft_result r; int64_t l, nsites = m->c.n_layer * FT_SITE_COUNT; int w; char name[128];
+    *out = NULL;
+    if (m->peft) return ft_set_error(FT_ERR_STATE, "lora: the model already has an adapter attached");
+    if (opts->dropout < 0 || opts->dropout >= 1) return ft_set_error(FT_ERR_INVALID, "lora: dropout %g outside [0, 1)", (double)opts->dropout);
+    p = FT__CAST(ft_peft *, FT_MALLOC(sizeof *p));
+    if (!p) return ft_set_error(FT_ERR_NOMEM, "lora: out of memory");
+    memset(p, 0, sizeof *p);
+    p->m = m; p->o = *opts; p->enabled = 1;
+    if (p->o.r <= 0) p->o.r = 8;
+    if (p->o.alpha <= 0) p->o.alpha = (float)p->o.r;
+    if (!p->o.targets) p->o.targets = FT_TARGET_ALL_LINEAR;
+    p->scale = p->o.rslora ? p->o.alpha / sqrtf((float)p->o.r) : p->o.alpha / (float)p->o.r;
+    p->A = FT__CAST(ft_tensor **, FT_MALLOC((size_t)nsites * 3 * sizeof(ft_tensor *)));
+    if (!p->A) { FT_FREE(p); return ft_set_error(FT_ERR_NOMEM, "lora: out of memory"); }
+    memset(p->A, 0, (size_t)nsites * 3 * sizeof(ft_tensor *));
+    p->B = p->A + nsites; p->mag = p->B + nsites;
+    if ((r = ft_params_init(&p->P)) != FT_OK) { ft_peft_free(p); return r; }
+    for (l = 0; l < m->c.n_layer; l++) {
+        if (p->o.layer_mask && !(p->o.layer_mask[l / 64] >> (l % 64) & 1)) continue;
+        for (w = 0; w < FT_SITE_COUNT; w++) {
+            ft_tensor *W = *ft__site_weight(m, l, w);
+            int64_t sa[2], sb[2], sm[1];
+            if (!(p->o.targets & (1u << w))) continue;
+            sa[0] = p->o.r; sa[1] = W->shape[1]; sb[0] = W->shape[0]; sb[1] = p->o.r; sm[0] = W->shape[0];
+            snprintf(name, sizeof name, "layers.%d.%s.lora_A", (int)l, ft_site_name(w));
+            p->A[l * FT_SITE_COUNT + w] = ft_params_add(p->P, name, 2, sa);
+            snprintf(name, sizeof name, "layers.%d.%s.lora_B", (int)l, ft_site_name(w));
+            p->B[l * FT_SITE_COUNT + w] = ft_params_add(p->P, name, 2, sb);
+            if (p->o.dora) {
+                snprintf(name, sizeof name, "layers.%d.%s.lora_magnitude_vector", (int)l, ft_site_name(w));
+                p->mag[l * FT_SITE_COUNT + w] = ft_params_add(p->P, name, 1, sm);
+            }
+            if (!p->A[l * FT_SITE_COUNT + w] || !p->B[l * FT_SITE_COUNT + w] || (p->o.dora && !p->mag[l * FT_SITE_COUNT + w])) { ft_peft_free(p); return FT_ERR_NOMEM; }
+        }
+    }
+    if (ft_params_count(p->P) == 0) { ft_peft_free(p); return ft_set_error(FT_ERR_INVALID, "lora: no layer matches the targets"); }
+    if ((r = ft_params_alloc(p->P)) != FT_OK) { ft_peft_free(p); return r; }
+    {   /* PEFT's init: A kaiming-uniform, B zero; DoRA's magnitude = row norms of W */
+        ft_rng rng; int64_t s;
+        ft_rng_seed(&rng, p->o.seed ? p->o.seed : 0x10ea);
+        for (s = 0; s < nsites; s++) {
+            ft_tensor *A = p->A[s];
+            if (!A) continue;
+            {
+                float bound = 1.0f / sqrtf((float)A->shape[1]); int64_t i, n = ft_numel(A);
+                for (i = 0; i < n; i++) FT__F(A)[i] = bound * (2.0f * ft_rng_uniform(&rng) - 1.0f);
+            }
+            if (p->mag[s]) {
+                ft_tensor *W = *ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT));
+                int64_t o, in = W->shape[1];
+                size_t rb = ft_type_row_bytes(W->type, in);
+                float *row = FT__CAST(float *, FT_MALLOC((size_t)in * sizeof(float)));
+                if (!row) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "dora: out of memory"); }
+                for (o = 0; o < W->shape[0]; o++) {
+                    ft__type(W->type)->to_f32(FT__CAST(const unsigned char *, W->data) + (size_t)o * rb, row, in);
+                    FT__F(p->mag[s])[o] = sqrtf(ft__vec_dot(in, row, row));
+                }
+                FT_FREE(row);
+            }
+        }
+    }
+    m->peft = p;
+    *out = p;
+    return FT_OK;
+}
+
+/* undo a merge and forget the model (called by ft_peft_free and ft_model_free) */
+static void ft__peft_detach(ft_peft *p) {
+    if (!p->m) return;
+    if (p->orig) ft_lora_unmerge(p);
+    if (p->m->peft == p) p->m->peft = NULL;
+    p->m = NULL;
+}
+FT_API void ft_peft_free(ft_peft *p) {
+    if (!p) return;
+    ft__peft_detach(p);
+    ft_params_free(p->P);
+    FT_FREE(p->A);
+    FT_FREE(p);
+}
+FT_API ft_params *ft_peft_params(ft_peft *p) { return p->P; }
+FT_API void ft_peft_set_enabled(ft_peft *p, int on) { p->enabled = on != 0; }
+FT_API int ft_peft_enabled(const ft_peft *p) { return p->enabled; }
+FT_API float ft_lora_scale(const ft_peft *p) { return p->scale; }
+FT_API const ft_lora_opts *ft_lora_options(const ft_peft *p) { return &p->o; }
+FT_API ft_tensor *ft_lora_A(ft_peft *p, int layer, int which) { return p->A[(int64_t)layer * FT_SITE_COUNT + which]; }
+FT_API ft_tensor *ft_lora_B(ft_peft *p, int layer, int which) { return p->B[(int64_t)layer * FT_SITE_COUNT + which]; }
+FT_API ft_tensor *ft_lora_magnitude(ft_peft *p, int layer, int which) { return p->mag[(int64_t)layer * FT_SITE_COUNT + which]; }
+
+/* ||W + s B A|| per output row, without gradient: (out) in the arena */
+static ft_tensor *ft__dora_norm(ft_ctx *ctx, ft_tensor *W, ft_tensor *A, ft_tensor *B, float s) {
+    int64_t out = W->shape[0], in = W->shape[1], r = A->shape[0], o, k;
+    size_t rb = ft_type_row_bytes(W->type, in);
+    ft_tensor *n = ft_tensor_1d(ctx, out);
+    float *row = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)in * sizeof(float)));
+    if (!n || !row) return ft__fail(ctx, FT_ERR_NOMEM, "dora: arena out of memory");
+    for (o = 0; o < out; o++) {
+        ft__type(W->type)->to_f32(FT__CAST(const unsigned char *, W->data) + (size_t)o * rb, row, in);
+        for (k = 0; k < r; k++) ft__vec_axpy(in, s * FT__F(B)[o * r + k], FT__F(A) + k * in, row);
+        FT__F(n)[o] = sqrtf(ft__vec_dot(in, row, row));
+    }
+    return n;
+}
+
+/* the linear layer of site (l, which) with whatever the attached method adds */
+static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which) {
+    int64_t s = l * FT_SITE_COUNT + which;
+    ft_tensor *y = ft_matmul(ctx, x, W, 0, 1), *A = p->A[s], *B = p->B[s], *xa, *lora;
+    if (!p->enabled || !A || p->orig) return bias ? ft_add(ctx, y, bias) : y;
+    xa = p->o.dropout > 0 && ctx->grad_enabled ? ft_dropout(ctx, x, p->o.dropout) : x;
+    lora = ft_scale(ctx, ft_matmul(ctx, ft_matmul(ctx, xa, A, 0, 1), B, 0, 1), p->scale);
+    y = ft_add(ctx, y, lora);
+    if (p->mag[s]) {
+        ft_tensor *norm = ft__dora_norm(ctx, W, A, B, p->scale), *inv;
+        int64_t i;
+        FT__IN(norm);
+        inv = ft__like(ctx, norm); FT__IN(inv);
+        for (i = 0; i < ft_numel(norm); i++) FT__F(inv)[i] = 1.0f / FT__F(norm)[i];
+        y = ft_mul(ctx, y, ft_mul(ctx, p->mag[s], inv));
+    }
+    return bias ? ft_add(ctx, y, bias) : y;
+}
+
+/* W' = W + s B A into owned f32 weights (DoRA: m / ||W'|| * W'); the forward then uses W'
+   alone. The mapped base stays untouched, so unmerge just restores the original headers. */
+FT_API ft_result ft_lora_merge(ft_peft *p) {
+    ft_model *m = p->m; int64_t s, nsites = m->c.n_layer * FT_SITE_COUNT, total = 0, off = 0;
+    if (p->orig) return ft_set_error(FT_ERR_STATE, "lora merge: already merged");
+    for (s = 0; s < nsites; s++) if (p->A[s]) total += ft_numel(*ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT)));
+    p->orig = FT__CAST(ft_tensor **, FT_MALLOC((size_t)nsites * sizeof(ft_tensor *)));
+    p->merged = FT__CAST(ft_tensor *, FT_MALLOC((size_t)nsites * sizeof(ft_tensor)));
+    p->merged_data = FT__CAST(float *, ft__aligned_alloc((size_t)FT__MAX(total, 1) * sizeof(float)));
+    if (!p->orig || !p->merged || !p->merged_data) {
+        FT_FREE(p->orig); FT_FREE(p->merged); ft__aligned_free(p->merged_data); p->orig = NULL; p->merged = NULL; p->merged_data = NULL;
+        return ft_set_error(FT_ERR_NOMEM, "lora merge: %lld floats", (long long)total);
+    }
+    for (s = 0; s < nsites; s++) {
+        ft_tensor **slot = ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT)), *W = *slot, *M = &p->merged[s];
+        int64_t o, k, out = W->shape[0], in = W->shape[1], r = p->o.r;
+        size_t rb;
+        p->orig[s] = W;
+        if (!p->A[s]) continue;
+        *M = *W; M->type = FT_TYPE_F32; M->data = p->merged_data + off; M->grad = NULL; off += out * in;
+        rb = ft_type_row_bytes(W->type, in);
+        for (o = 0; o < out; o++) {
+            float *row = FT__F(M) + o * in;
+            ft__type(W->type)->to_f32(FT__CAST(const unsigned char *, W->data) + (size_t)o * rb, row, in);
+            for (k = 0; k < r; k++) ft__vec_axpy(in, p->scale * FT__F(p->B[s])[o * r + k], FT__F(p->A[s]) + k * in, row);
+            if (p->mag[s]) ft__vec_scale(in, row, FT__F(p->mag[s])[o] / sqrtf(ft__vec_dot(in, row, row)), row);
+        }
+        *slot = M;
+    }
+    return FT_OK;
+}
+FT_API ft_result ft_lora_unmerge(ft_peft *p) {
+    ft_model *m = p->m; int64_t s, nsites = m->c.n_layer * FT_SITE_COUNT;
+    if (!p->orig) return ft_set_error(FT_ERR_STATE, "lora unmerge: not merged");
+    for (s = 0; s < nsites; s++) *ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT)) = p->orig[s];
+    FT_FREE(p->orig); FT_FREE(p->merged); ft__aligned_free(p->merged_data);
+    p->orig = NULL; p->merged = NULL; p->merged_data = NULL;
+    return FT_OK;
+}
+
+
+/* ============================================================================================
+   [optim] optimizers over a parameter block: AdamW and SGD with momentum
+   AdamW (decoupled, as PyTorch):  p -= lr*wd*p;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+                                   p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+   SGD:                            b = mu b + g;  p -= lr * (b + wd p)
+   The moments live in one block allocated at init. A step with a non-finite gradient changes
+   nothing and returns FT_ERR_NUMERIC.
+   ============================================================================================ */
+struct ft_optim {
+    ft_params *P;
+    ft_optim_opts o;
+    float *m, *v;                   /* moments, laid out like the parameter block              */
+    float *lr_scale;                /* per parameter tensor (LoRA+: a larger rate for B)        */
+    int64_t t;                      /* steps taken                                              */
+};
+
+FT_API ft_result ft_optim_init(ft_optim **out, ft_params *P, const ft_optim_opts *opts) {
+    ft_optim *o; int i;
+    *out = NULL;
+    if (!P->data) return ft_set_error(FT_ERR_STATE, "optimizer: the parameter block is not allocated");
+    o = FT__CAST(ft_optim *, FT_MALLOC(sizeof *o));
+    if (!o) return ft_set_error(FT_ERR_NOMEM, "optimizer: out of memory");
+    memset(o, 0, sizeof *o);
+    o->P = P;
+    if (opts) o->o = *opts;
+    if (o->o.lr <= 0) o->o.lr = 1e-3f;
+    if (o->o.beta1 <= 0) o->o.beta1 = 0.9f;
+    if (o->o.beta2 <= 0) o->o.beta2 = 0.999f;
+    if (o->o.eps <= 0) o->o.eps = 1e-8f;
+    o->m = FT__CAST(float *, ft__aligned_alloc((size_t)FT__MAX(P->total, 1) * sizeof(float) * 2));
+    o->lr_scale = FT__CAST(float *, FT_MALLOC((size_t)FT__MAX(P->n, 1) * sizeof(float)));
+    if (!o->m || !o->lr_scale) { ft_optim_free(o); return ft_set_error(FT_ERR_NOMEM, "optimizer: %lld moments", (long long)P->total); }
+    o->v = o->m + P->total;
+    memset(o->m, 0, (size_t)P->total * 2 * sizeof(float));
+    for (i = 0; i < P->n; i++) o->lr_scale[i] = 1.0f;
+    *out = o;
+    return FT_OK;
+}
+FT_API void ft_optim_free(ft_optim *o) {
+    if (!o) return;
+    ft__aligned_free(o->m); FT_FREE(o->lr_scale); FT_FREE(o);
+}
+FT_API void ft_optim_set_lr_scale(ft_optim *o, const ft_tensor *t, float scale) {
+    int i;
+    for (i = 0; i < o->P->n; i++) if (o->P->t[i] == t) o->lr_scale[i] = scale;
+}
+FT_API int64_t ft_optim_steps(const ft_optim *o) { return o->t; }
+
+/* global L2 norm of every gradient in the block (in double, in a fixed order) */
+FT_API double ft_params_grad_norm(const ft_params *P) {
+    double s = 0; int64_t i;
+    for (i = 0; i < P->total; i++) s += (double)P->grad[i] * (double)P->grad[i];
+    return sqrt(s);
+}
+FT_API void ft_params_scale_grad(ft_params *P, float k) { ft__vec_scale(P->total, P->grad, k, P->grad); }
+
+FT_API ft_result ft_optim_step(ft_optim *o, float lr) {
+    ft_params *P = o->P; int i; int64_t j;
+    double b1t, b2t;
+    for (j = 0; j < P->total; j++)
+        if (!isfinite(P->grad[j])) {
+            for (i = 0; i < P->n && !(P->t[i]->grad <= P->grad + j && P->grad + j < P->t[i]->grad + ft_numel(P->t[i])); i++) {}
+            return ft_set_error(FT_ERR_NUMERIC, "optimizer: gradient of %s is %g; no parameter was changed",
+                                i < P->n ? P->t[i]->name : "?", (double)P->grad[j]);
+        }
+    o->t++;
+    b1t = 1.0 - pow(o->o.beta1, (double)o->t); b2t = 1.0 - pow(o->o.beta2, (double)o->t);
+    for (i = 0; i < P->n; i++) {
+        ft_tensor *t = P->t[i];
+        float *p = FT__F(t), *g = t->grad, *m = o->m + (t->grad - P->grad), *v = o->v + (t->grad - P->grad);
+        float a = lr * o->lr_scale[i], wd = o->o.weight_decay; int64_t n = ft_numel(t);
+        if (!(t->flags & FT_TENSOR_REQUIRES_GRAD)) continue;
+        if (o->o.kind == FT_OPTIM_SGD) {
+            for (j = 0; j < n; j++) {
+                m[j] = o->o.momentum * m[j] + g[j];
+                p[j] -= a * (m[j] + wd * p[j]);
+            }
+        } else {
+            float c1 = (float)(1.0 / b1t), c2 = (float)(1.0 / b2t), b1 = o->o.beta1, b2 = o->o.beta2, eps = o->o.eps;
+            for (j = 0; j < n; j++) {
+                p[j] -= a * wd * p[j];
+                m[j] = b1 * m[j] + (1.0f - b1) * g[j];
+                v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
+                p[j] -= a * (m[j] * c1) / (sqrtf(v[j] * c2) + eps);
+            }
+        }
+        t->version++;                           /* the tape must not reuse the old values */
+    }
     return FT_OK;
 }
 
