@@ -13,7 +13,7 @@ ifeq ($(ARCH),x86_64)
 TESTS   += $(BUILD)/test_kernels_avx2
 endif
 
-.PHONY: all test sanitize bench examples clean
+.PHONY: all test sanitize san-build bench examples clean
 EXAMPLES = $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
 all: $(BUILD)/ft $(TESTS) $(BUILD)/bench $(EXAMPLES)
 examples: $(EXAMPLES)
@@ -45,8 +45,9 @@ test: $(BUILD)/ft $(TESTS) $(EXAMPLES)
 	@sh tests/run.sh $(BUILD)
 
 sanitize:
-	$(MAKE) --no-print-directory BUILD=build/san CFLAGS="$(SAN)" build/san/test_core build/san/test_grad build/san/test_kernels build/san/test_kernels_ref
+	$(MAKE) --no-print-directory BUILD=build/san CFLAGS="$(SAN)" san-build
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 sh tests/run.sh build/san --no-compile
+san-build: $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC)) $(BUILD)/test_kernels_ref
 
 bench: $(BUILD)/bench
 	$(BUILD)/bench

@@ -521,6 +521,32 @@ FT_API int64_t   ft_optim_steps(const ft_optim *o);
 FT_API double    ft_params_grad_norm(const ft_params *P);
 FT_API void      ft_params_scale_grad(ft_params *P, float k);
 
+
+/* ---- data: strict JSON / JSONL ---------------------------------------------------------------------- */
+typedef enum ft_json_kind { FT_JSON_NULL, FT_JSON_BOOL, FT_JSON_NUMBER, FT_JSON_STRING, FT_JSON_ARRAY, FT_JSON_OBJECT } ft_json_kind;
+typedef struct ft_json {
+    ft_json_kind kind;
+    double num;                     /* numbers; booleans as 0/1                                */
+    const char *s; int64_t len;     /* strings: decoded UTF-8, NUL-terminated; len in bytes    */
+    int64_t n;                      /* arrays / objects: children                               */
+    struct ft_json *kid;            /* arrays: n values; objects: n (key, value) pairs = 2n    */
+} ft_json;
+typedef struct ft_json_doc ft_json_doc;
+typedef struct ft_jsonl ft_jsonl;
+FT_API ft_result ft_json_parse(ft_json_doc **out, const char *text, size_t len, const char *file, int64_t line);
+FT_API void      ft_json_free(ft_json_doc *d);
+FT_API const ft_json *ft_json_root(const ft_json_doc *d);
+FT_API const ft_json *ft_json_get(const ft_json *obj, const char *key);     /* NULL if absent    */
+FT_API const ft_json *ft_json_at(const ft_json *arr, int64_t i);
+FT_API const ft_json *ft_json_key_at(const ft_json *obj, int64_t i);
+FT_API const ft_json *ft_json_value_at(const ft_json *obj, int64_t i);
+FT_API int       ft_utf8_len(const unsigned char *p, const unsigned char *end);  /* 0: invalid  */
+FT_API ft_result ft_jsonl_open(ft_jsonl **out, const char *path);
+FT_API ft_result ft_jsonl_next(ft_jsonl *f, ft_json_doc **doc);            /* *doc NULL at end  */
+FT_API int64_t   ft_jsonl_line(const ft_jsonl *f);
+FT_API const char *ft_jsonl_path(const ft_jsonl *f);
+FT_API void      ft_jsonl_close(ft_jsonl *f);
+
 #ifdef __cplusplus
 }
 #endif
@@ -3791,6 +3817,317 @@ FT_API ft_result ft_lora_unmerge(ft_peft *p) {
     return FT_OK;
 }
 
+
+/* ============================================================================================
+   [data] strict JSON (RFC 8259) for JSONL datasets: UTF-8 validated, escapes decoded,
+   depth-limited; every error names the file, the line and the column.
+   A parsed document is one block of nodes plus one block of decoded strings.
+   ============================================================================================ */
+struct ft_json_doc { ft_json *nodes; int64_t n_nodes, cap_nodes; char *strs; size_t n_strs, cap_strs; ft_json *root; };
+
+typedef struct ft__jp {
+    const unsigned char *p, *end, *line_start;
+    const char *file; int64_t line;
+    ft_json_doc *d; ft_result err; int depth;
+} ft__jp;
+
+static int ft__jfail(ft__jp *j, const char *what) {
+    if (j->err == FT_OK)
+        j->err = ft_set_error(FT_ERR_FORMAT, "%s:%lld:%lld: %s", j->file, (long long)j->line, (long long)(j->p - j->line_start + 1), what);
+    return 0;
+}
+static void ft__jws(ft__jp *j) { while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\r' || *j->p == '\n')) j->p++; }
+
+/* length of the valid UTF-8 sequence at p (1..4), 0 if invalid (overlong, surrogate, > U+10FFFF) */
+FT_API int ft_utf8_len(const unsigned char *p, const unsigned char *end) {
+    unsigned c = p[0];
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) return end - p >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        if (end - p < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80) return 0;
+        if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0)) return 0;   /* overlong / surrogate */
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if (end - p < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80) return 0;
+        if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90)) return 0;
+        return 4;
+    }
+    return 0;
+}
+
+static size_t ft__jstr_put(ft__jp *j, const void *src, size_t n) {   /* append to the string pool */
+    ft_json_doc *d = j->d;
+    if (d->n_strs + n + 1 > d->cap_strs) {
+        size_t nc = FT__MAX(d->cap_strs * 2, d->n_strs + n + 256);
+        char *ns = FT__CAST(char *, FT_REALLOC(d->strs, nc));
+        if (!ns) { j->err = ft_set_error(FT_ERR_NOMEM, "%s:%lld: out of memory", j->file, (long long)j->line); return 0; }
+        d->strs = ns; d->cap_strs = nc;
+    }
+    memcpy(d->strs + d->n_strs, src, n);
+    d->n_strs += n;
+    return n;
+}
+
+static int64_t ft__jnode(ft__jp *j) {                     /* index of a fresh node */
+    ft_json_doc *d = j->d;
+    if (d->n_nodes == d->cap_nodes) {
+        int64_t nc = d->cap_nodes ? 2 * d->cap_nodes : 64;
+        ft_json *nn = FT__CAST(ft_json *, FT_REALLOC(d->nodes, (size_t)nc * sizeof(ft_json)));
+        if (!nn) { j->err = ft_set_error(FT_ERR_NOMEM, "%s:%lld: out of memory", j->file, (long long)j->line); return -1; }
+        d->nodes = nn; d->cap_nodes = nc;
+    }
+    memset(&d->nodes[d->n_nodes], 0, sizeof(ft_json));
+    return d->n_nodes++;
+}
+
+/* a string token into the pool; node->s is fixed up after parsing (the pool may move) */
+static int ft__jstring(ft__jp *j, int64_t node) {
+    size_t start = j->d->n_strs;
+    j->p++;                                                   /* opening quote */
+    for (;;) {
+        const unsigned char *run = j->p;
+        while (j->p < j->end && *j->p != '"' && *j->p != '\\' && *j->p >= 0x20 && *j->p < 0x80) j->p++;
+        if (j->p > run) ft__jstr_put(j, run, (size_t)(j->p - run));
+        if (j->p >= j->end) return ft__jfail(j, "unterminated string");
+        if (*j->p == '"') { j->p++; break; }
+        if (*j->p < 0x20) return ft__jfail(j, "control character in a string (escape it)");
+        if (*j->p >= 0x80) {
+            int k = ft_utf8_len(j->p, j->end);
+            if (!k) return ft__jfail(j, "invalid UTF-8 in a string");
+            ft__jstr_put(j, j->p, (size_t)k); j->p += k;
+            continue;
+        }
+        /* escape */
+        if (j->end - j->p < 2) return ft__jfail(j, "unterminated escape");
+        j->p++;
+        switch (*j->p) {
+        case '"': case '\\': case '/': ft__jstr_put(j, j->p, 1); j->p++; break;
+        case 'b': ft__jstr_put(j, "\b", 1); j->p++; break;
+        case 'f': ft__jstr_put(j, "\f", 1); j->p++; break;
+        case 'n': ft__jstr_put(j, "\n", 1); j->p++; break;
+        case 'r': ft__jstr_put(j, "\r", 1); j->p++; break;
+        case 't': ft__jstr_put(j, "\t", 1); j->p++; break;
+        case 'u': {
+            unsigned cp = 0, k; unsigned char u[4]; int nu;
+            for (;;) {
+                unsigned v = 0;
+                if (j->end - j->p < 5) return ft__jfail(j, "short \\u escape");
+                for (k = 1; k <= 4; k++) {
+                    unsigned ch = j->p[k];
+                    v = v * 16 + (ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : 99);
+                    if (v > 0xffff) return ft__jfail(j, "bad hex digit in \\u escape");
+                }
+                j->p += 5;
+                if (cp) {                                     /* second half of a pair */
+                    if (v < 0xdc00 || v > 0xdfff) return ft__jfail(j, "unpaired surrogate in \\u escape");
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (v - 0xdc00);
+                    break;
+                }
+                if (v >= 0xd800 && v <= 0xdbff) {
+                    cp = v;
+                    if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u') return ft__jfail(j, "unpaired surrogate in \\u escape");
+                    j->p++;
+                    continue;
+                }
+                if (v >= 0xdc00 && v <= 0xdfff) return ft__jfail(j, "unpaired surrogate in \\u escape");
+                cp = v;
+                break;
+            }
+            if (cp < 0x80) { u[0] = (unsigned char)cp; nu = 1; }
+            else if (cp < 0x800) { u[0] = (unsigned char)(0xc0 | cp >> 6); u[1] = (unsigned char)(0x80 | (cp & 63)); nu = 2; }
+            else if (cp < 0x10000) { u[0] = (unsigned char)(0xe0 | cp >> 12); u[1] = (unsigned char)(0x80 | (cp >> 6 & 63)); u[2] = (unsigned char)(0x80 | (cp & 63)); nu = 3; }
+            else { u[0] = (unsigned char)(0xf0 | cp >> 18); u[1] = (unsigned char)(0x80 | (cp >> 12 & 63)); u[2] = (unsigned char)(0x80 | (cp >> 6 & 63)); u[3] = (unsigned char)(0x80 | (cp & 63)); nu = 4; }
+            ft__jstr_put(j, u, (size_t)nu);
+            break; }
+        default: return ft__jfail(j, "unknown escape");
+        }
+        if (j->err != FT_OK) return 0;
+    }
+    ft__jstr_put(j, "", 1);                                   /* NUL */
+    if (node >= 0) {
+        j->d->nodes[node].kind = FT_JSON_STRING;
+        j->d->nodes[node].len = (int64_t)(j->d->n_strs - start - 1);
+        j->d->nodes[node].s = (const char *)(uintptr_t)start;  /* an offset until fix-up */
+    }
+    return j->err == FT_OK;
+}
+
+static int ft__jvalue(ft__jp *j, int64_t node);
+
+/* arrays and objects: children are parsed into a temporary list, then copied contiguously */
+static int ft__jcontainer(ft__jp *j, int64_t node, int object) {
+    int64_t *tmp = NULL, n = 0, cap = 0, i;
+    if (++j->depth > 64) return ft__jfail(j, "nesting deeper than 64 levels");
+    j->p++;
+    ft__jws(j);
+    if (j->p < j->end && *j->p == (object ? '}' : ']')) j->p++;
+    else for (;;) {
+        int64_t k = -1, v;
+        ft__jws(j);
+        if (object) {
+            if (j->p >= j->end || *j->p != '"') { FT_FREE(tmp); return ft__jfail(j, "expected a \"key\""); }
+            if ((k = ft__jnode(j)) < 0 || !ft__jstring(j, k)) { FT_FREE(tmp); return 0; }
+            ft__jws(j);
+            if (j->p >= j->end || *j->p != ':') { FT_FREE(tmp); return ft__jfail(j, "expected ':' after a key"); }
+            j->p++;
+        }
+        if ((v = ft__jnode(j)) < 0 || !ft__jvalue(j, v)) { FT_FREE(tmp); return 0; }
+        if (n + 2 > cap) {
+            int64_t *nt; cap = cap ? 2 * cap : 16;
+            nt = FT__CAST(int64_t *, FT_REALLOC(tmp, (size_t)cap * sizeof(int64_t)));
+            if (!nt) { FT_FREE(tmp); return ft__jfail(j, "out of memory"); }
+            tmp = nt;
+        }
+        if (object) tmp[n++] = k;
+        tmp[n++] = v;
+        ft__jws(j);
+        if (j->p < j->end && *j->p == ',') { j->p++; continue; }
+        if (j->p < j->end && *j->p == (object ? '}' : ']')) { j->p++; break; }
+        FT_FREE(tmp);
+        return ft__jfail(j, object ? "expected ',' or '}'" : "expected ',' or ']'");
+    }
+    {   /* children, contiguous: copy them to fresh nodes at the end */
+        int64_t first = j->d->n_nodes;
+        for (i = 0; i < n; i++) if (ft__jnode(j) < 0) { FT_FREE(tmp); return 0; }
+        for (i = 0; i < n; i++) j->d->nodes[first + i] = j->d->nodes[tmp[i]];
+        j->d->nodes[node].kind = object ? FT_JSON_OBJECT : FT_JSON_ARRAY;
+        j->d->nodes[node].n = object ? n / 2 : n;
+        j->d->nodes[node].kid = (ft_json *)(uintptr_t)first;  /* an index until fix-up */
+    }
+    FT_FREE(tmp);
+    j->depth--;
+    return 1;
+}
+
+static int ft__jvalue(ft__jp *j, int64_t node) {
+    ft_json *x;
+    ft__jws(j);
+    if (j->p >= j->end) return ft__jfail(j, "unexpected end of the line");
+    switch (*j->p) {
+    case '{': return ft__jcontainer(j, node, 1);
+    case '[': return ft__jcontainer(j, node, 0);
+    case '"': return ft__jstring(j, node);
+    case 't': case 'f': case 'n': {
+        static const char *words[3] = {"true", "false", "null"};
+        int w = *j->p == 't' ? 0 : *j->p == 'f' ? 1 : 2; size_t l = strlen(words[w]);
+        if ((size_t)(j->end - j->p) < l || memcmp(j->p, words[w], l) != 0) return ft__jfail(j, "invalid literal");
+        j->p += l;
+        x = &j->d->nodes[node];
+        x->kind = w == 2 ? FT_JSON_NULL : FT_JSON_BOOL; x->num = w == 0;
+        return 1; }
+    default: {                                                /* a number, strictly as RFC 8259 */
+        const unsigned char *s = j->p; char buf[64];
+        if (*j->p == '-') j->p++;
+        if (j->p < j->end && *j->p == '0') j->p++;
+        else if (j->p < j->end && *j->p >= '1' && *j->p <= '9') while (j->p < j->end && *j->p >= '0' && *j->p <= '9') j->p++;
+        else { j->p = s; return ft__jfail(j, "unexpected character"); }
+        if (j->p < j->end && *j->p == '.') {
+            j->p++;
+            if (j->p >= j->end || *j->p < '0' || *j->p > '9') return ft__jfail(j, "digits expected after '.'");
+            while (j->p < j->end && *j->p >= '0' && *j->p <= '9') j->p++;
+        }
+        if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
+            j->p++;
+            if (j->p < j->end && (*j->p == '+' || *j->p == '-')) j->p++;
+            if (j->p >= j->end || *j->p < '0' || *j->p > '9') return ft__jfail(j, "digits expected in the exponent");
+            while (j->p < j->end && *j->p >= '0' && *j->p <= '9') j->p++;
+        }
+        if (j->p - s >= (long)sizeof buf) return ft__jfail(j, "number too long");
+        memcpy(buf, s, (size_t)(j->p - s)); buf[j->p - s] = 0;
+        x = &j->d->nodes[node];
+        x->kind = FT_JSON_NUMBER; x->num = strtod(buf, NULL);
+        return 1; }
+    }
+}
+
+FT_API void ft_json_free(ft_json_doc *d) {
+    if (!d) return;
+    FT_FREE(d->nodes); FT_FREE(d->strs); FT_FREE(d);
+}
+
+/* parse one JSON text (a JSONL line); file and line are for messages */
+FT_API ft_result ft_json_parse(ft_json_doc **out, const char *text, size_t len, const char *file, int64_t line) {
+    ft__jp j; ft_json_doc *d; int64_t root, i;
+    *out = NULL;
+    d = FT__CAST(ft_json_doc *, FT_MALLOC(sizeof *d));
+    if (!d) return ft_set_error(FT_ERR_NOMEM, "%s:%lld: out of memory", file, (long long)line);
+    memset(d, 0, sizeof *d);
+    memset(&j, 0, sizeof j);
+    j.p = j.line_start = FT__CAST(const unsigned char *, text); j.end = j.p + len; j.file = file; j.line = line; j.d = d;
+    root = ft__jnode(&j);
+    if (root >= 0 && ft__jvalue(&j, root)) {
+        ft__jws(&j);
+        if (j.p < j.end) ft__jfail(&j, "unexpected text after the value");
+    }
+    if (j.err != FT_OK) { ft_json_free(d); return j.err; }
+    for (i = 0; i < d->n_nodes; i++) {                        /* offsets -> pointers */
+        ft_json *x = &d->nodes[i];
+        if (x->kind == FT_JSON_STRING) x->s = d->strs + (size_t)(uintptr_t)x->s;
+        if (x->kind == FT_JSON_ARRAY || x->kind == FT_JSON_OBJECT) x->kid = d->nodes + (int64_t)(uintptr_t)x->kid;
+    }
+    d->root = &d->nodes[root];
+    *out = d;
+    return FT_OK;
+}
+FT_API const ft_json *ft_json_root(const ft_json_doc *d) { return d->root; }
+FT_API const ft_json *ft_json_get(const ft_json *obj, const char *key) {
+    int64_t i; size_t n = strlen(key);
+    if (!obj || obj->kind != FT_JSON_OBJECT) return NULL;
+    for (i = obj->n - 1; i >= 0; i--)                         /* the last duplicate wins */
+        if ((size_t)obj->kid[2 * i].len == n && memcmp(obj->kid[2 * i].s, key, n) == 0) return &obj->kid[2 * i + 1];
+    return NULL;
+}
+FT_API const ft_json *ft_json_at(const ft_json *arr, int64_t i) {
+    return arr && arr->kind == FT_JSON_ARRAY && i >= 0 && i < arr->n ? &arr->kid[i] : NULL;
+}
+FT_API const ft_json *ft_json_key_at(const ft_json *obj, int64_t i) {
+    return obj && obj->kind == FT_JSON_OBJECT && i >= 0 && i < obj->n ? &obj->kid[2 * i] : NULL;
+}
+FT_API const ft_json *ft_json_value_at(const ft_json *obj, int64_t i) {
+    return obj && obj->kind == FT_JSON_OBJECT && i >= 0 && i < obj->n ? &obj->kid[2 * i + 1] : NULL;
+}
+
+/* ---- JSONL files: one JSON value per line; blank lines are skipped ------------------------------- */
+struct ft_jsonl { char *path; unsigned char *buf; size_t size, pos; int64_t line; };
+
+FT_API ft_result ft_jsonl_open(ft_jsonl **out, const char *path) {
+    ft_jsonl *f; FILE *fp; long n;
+    *out = NULL;
+    fp = fopen(path, "rb");
+    if (!fp) return ft_set_error(FT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    f = FT__CAST(ft_jsonl *, FT_MALLOC(sizeof *f));
+    if (!f) { fclose(fp); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); }
+    memset(f, 0, sizeof *f);
+    if (fseek(fp, 0, SEEK_END) != 0 || (n = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET) != 0) { fclose(fp); FT_FREE(f); return ft_set_error(FT_ERR_IO, "%s: cannot seek", path); }
+    f->size = (size_t)n;
+    f->buf = FT__CAST(unsigned char *, FT_MALLOC(f->size + 1));
+    f->path = ft__strndup(path, strlen(path));
+    if (!f->buf || !f->path || fread(f->buf, 1, f->size, fp) != f->size) {
+        fclose(fp); FT_FREE(f->buf); FT_FREE(f->path); FT_FREE(f);
+        return ft_set_error(FT_ERR_IO, "%s: read failed", path);
+    }
+    fclose(fp);
+    *out = f;
+    return FT_OK;
+}
+FT_API void ft_jsonl_close(ft_jsonl *f) { if (f) { FT_FREE(f->buf); FT_FREE(f->path); FT_FREE(f); } }
+FT_API int64_t ft_jsonl_line(const ft_jsonl *f) { return f->line; }
+FT_API const char *ft_jsonl_path(const ft_jsonl *f) { return f->path; }
+/* the next non-blank line, parsed: FT_OK with *doc, FT_OK with *doc == NULL at the end, or an
+   error naming file:line:column (the reader moves past the bad line, so a caller may skip it) */
+FT_API ft_result ft_jsonl_next(ft_jsonl *f, ft_json_doc **doc) {
+    *doc = NULL;
+    while (f->pos < f->size) {
+        size_t s = f->pos, e = s, k;
+        while (e < f->size && f->buf[e] != '\n') e++;
+        f->pos = e + 1; f->line++;
+        for (k = s; k < e && (f->buf[k] == ' ' || f->buf[k] == '\t' || f->buf[k] == '\r'); k++) {}
+        if (k == e) continue;
+        return ft_json_parse(doc, FT__CAST(const char *, f->buf + s), e - s, f->path, f->line);
+    }
+    return FT_OK;
+}
 
 /* ============================================================================================
    [optim] optimizers over a parameter block: AdamW and SGD with momentum
