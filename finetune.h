@@ -547,6 +547,20 @@ FT_API int64_t   ft_jsonl_line(const ft_jsonl *f);
 FT_API const char *ft_jsonl_path(const ft_jsonl *f);
 FT_API void      ft_jsonl_close(ft_jsonl *f);
 
+
+/* ---- export: safetensors and adapter files ------------------------------------------------------------ */
+typedef struct ft_safetensors ft_safetensors;
+FT_API ft_result ft_safetensors_open(ft_safetensors **out, const char *path);     /* bounds-checked */
+FT_API void      ft_safetensors_close(ft_safetensors *s);
+FT_API int64_t   ft_safetensors_count(const ft_safetensors *s);
+FT_API const char *ft_safetensors_name(const ft_safetensors *s, int64_t i);
+FT_API const void *ft_safetensors_get(const ft_safetensors *s, const char *name, const char **dtype, int64_t *shape, int *ndim);
+/* LoRA adapters: llama.cpp's GGUF (llama-cli --lora FILE) and PEFT's directory layout */
+FT_API ft_result ft_lora_save_gguf(ft_peft *p, const char *path);
+FT_API ft_result ft_lora_load_gguf(ft_peft *p, const char *path);
+FT_API ft_result ft_lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
+FT_API ft_result ft_lora_load_peft(ft_peft *p, const char *dir);
+
 #ifdef __cplusplus
 }
 #endif
@@ -4217,6 +4231,275 @@ FT_API ft_result ft_optim_step(ft_optim *o, float lr) {
         }
         t->version++;                           /* the tape must not reuse the old values */
     }
+    return FT_OK;
+}
+
+
+/* ============================================================================================
+   [export] safetensors (bounds-checked reader, writer) and adapter files
+   safetensors: u64 N (little-endian), N bytes of JSON {"name": {"dtype", "shape", "data_offsets":
+   [begin, end]}, "__metadata__": {...}}, padded with spaces to 8 bytes; then the data.
+   Adapters: llama.cpp's LoRA GGUF (general.type "adapter", adapter.type "lora",
+   adapter.lora.alpha; "<weight>.lora_a" ne [in, r], "<weight>.lora_b" ne [r, out]) and PEFT's
+   adapter_model.safetensors + adapter_config.json (Hugging Face names; the Q/K rows that the
+   GGUF converter permuted are put back: GGUF row 2j = HF row j, row 2j+1 = HF row j + D/2).
+   ============================================================================================ */
+
+/* ---- safetensors reader ------------------------------------------------------------------------- */
+struct ft_safetensors {
+    char *path; unsigned char *buf; size_t size, data_off;
+    ft_json_doc *hdr;
+};
+FT_API void ft_safetensors_close(ft_safetensors *s) {
+    if (!s) return;
+    ft_json_free(s->hdr); FT_FREE(s->buf); FT_FREE(s->path); FT_FREE(s);
+}
+FT_API ft_result ft_safetensors_open(ft_safetensors **out, const char *path) {
+    ft_safetensors *s; FILE *f; long n; uint64_t hn; int64_t i; ft_result r; const ft_json *root;
+    *out = NULL;
+    if (!(f = fopen(path, "rb"))) return ft_set_error(FT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    s = FT__CAST(ft_safetensors *, FT_MALLOC(sizeof *s));
+    if (!s) { fclose(f); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); }
+    memset(s, 0, sizeof *s);
+    s->path = ft__strndup(path, strlen(path));
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) n = -1;
+    s->size = n < 0 ? 0 : (size_t)n;
+    s->buf = FT__CAST(unsigned char *, FT_MALLOC(s->size + 1));
+    if (n < 0 || !s->buf || !s->path || fread(s->buf, 1, s->size, f) != s->size) { fclose(f); ft_safetensors_close(s); return ft_set_error(FT_ERR_IO, "%s: read failed", path); }
+    fclose(f);
+    if (s->size < 8) { ft_safetensors_close(s); return ft_set_error(FT_ERR_FORMAT, "%s: offset 0: %zu bytes, too short for a header length", path, s->size); }
+    memcpy(&hn, s->buf, 8);
+    if (hn > s->size - 8 || hn > ((uint64_t)100 << 20)) { ft_safetensors_close(s); return ft_set_error(FT_ERR_FORMAT, "%s: offset 0: header length %llu exceeds the file", path, (unsigned long long)hn); }
+    s->data_off = 8 + (size_t)hn;
+    if ((r = ft_json_parse(&s->hdr, FT__CAST(const char *, s->buf + 8), (size_t)hn, path, 1)) != FT_OK) { ft_safetensors_close(s); return r; }
+    root = ft_json_root(s->hdr);
+    if (root->kind != FT_JSON_OBJECT) { ft_safetensors_close(s); return ft_set_error(FT_ERR_FORMAT, "%s: offset 8: the header is not a JSON object", path); }
+    for (i = 0; i < root->n; i++) {                 /* validate every entry once */
+        const ft_json *k = ft_json_key_at(root, i), *v = ft_json_value_at(root, i);
+        const ft_json *dt = ft_json_get(v, "dtype"), *sh = ft_json_get(v, "shape"), *off = ft_json_get(v, "data_offsets");
+        double nel = 1, es; int64_t j;
+        if (strcmp(k->s, "__metadata__") == 0) continue;
+        if (!dt || dt->kind != FT_JSON_STRING || !sh || sh->kind != FT_JSON_ARRAY || sh->n > 8 || !off || off->kind != FT_JSON_ARRAY || off->n != 2) {
+            ft_safetensors_close(s); return ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s': needs dtype, shape and data_offsets", path, k->s);
+        }
+        es = strcmp(dt->s, "F32") == 0 || strcmp(dt->s, "I32") == 0 ? 4 : strcmp(dt->s, "F16") == 0 || strcmp(dt->s, "BF16") == 0 ? 2 :
+             strcmp(dt->s, "F64") == 0 || strcmp(dt->s, "I64") == 0 ? 8 : strcmp(dt->s, "U8") == 0 || strcmp(dt->s, "I8") == 0 || strcmp(dt->s, "BOOL") == 0 ? 1 : 0;
+        for (j = 0; j < sh->n; j++) {
+            double d = ft_json_at(sh, j)->num;
+            if (ft_json_at(sh, j)->kind != FT_JSON_NUMBER || d < 0 || d != floor(d) || d > 1e12) { es = -1; break; }
+            nel *= d;
+        }
+        if (es <= 0 || ft_json_at(off, 0)->num < 0 || ft_json_at(off, 1)->num < ft_json_at(off, 0)->num ||
+            ft_json_at(off, 1)->num > (double)(s->size - s->data_off) || ft_json_at(off, 1)->num - ft_json_at(off, 0)->num != nel * es) {
+            ft_safetensors_close(s);
+            return ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s': dtype, shape and data_offsets [%.0f, %.0f] disagree or run past the %zu data bytes",
+                                path, k->s, ft_json_at(off, 0)->num, ft_json_at(off, 1)->num, s->size - s->data_off);
+        }
+    }
+    *out = s;
+    return FT_OK;
+}
+/* a tensor's dtype, shape and bytes (NULL if absent) */
+FT_API const void *ft_safetensors_get(const ft_safetensors *s, const char *name, const char **dtype, int64_t *shape, int *ndim) {
+    const ft_json *v = ft_json_get(ft_json_root(s->hdr), name), *sh; int64_t j;
+    if (!v || strcmp(name, "__metadata__") == 0) return NULL;
+    sh = ft_json_get(v, "shape");
+    if (dtype) *dtype = ft_json_get(v, "dtype")->s;
+    if (ndim) *ndim = (int)sh->n;
+    if (shape) for (j = 0; j < sh->n; j++) shape[j] = (int64_t)ft_json_at(sh, j)->num;
+    return s->buf + s->data_off + (size_t)ft_json_at(ft_json_get(v, "data_offsets"), 0)->num;
+}
+FT_API int64_t ft_safetensors_count(const ft_safetensors *s) { return ft_json_root(s->hdr)->n; }
+FT_API const char *ft_safetensors_name(const ft_safetensors *s, int64_t i) {
+    const ft_json *k = ft_json_key_at(ft_json_root(s->hdr), i);
+    return k ? k->s : NULL;
+}
+
+/* ---- safetensors writer: f32 tensors, names in the given order ----------------------------------- */
+typedef struct ft__st_entry { const char *name; const float *data; int ndim; int64_t shape[4]; } ft__st_entry;
+static ft_result ft__safetensors_write(const char *path, const ft__st_entry *e, int n) {
+    ft__afile a; ft_result r; char *hdr; size_t cap = 256, len = 0; uint64_t off = 0, hn; int i, k;
+    for (i = 0; i < n; i++) cap += strlen(e[i].name) + 128;
+    if (!(hdr = FT__CAST(char *, FT_MALLOC(cap)))) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+    len += (size_t)snprintf(hdr + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (i = 0; i < n; i++) {
+        uint64_t nel = 1;
+        len += (size_t)snprintf(hdr + len, cap - len, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", e[i].name);
+        for (k = 0; k < e[i].ndim; k++) { len += (size_t)snprintf(hdr + len, cap - len, k ? ",%lld" : "%lld", (long long)e[i].shape[k]); nel *= (uint64_t)e[i].shape[k]; }
+        len += (size_t)snprintf(hdr + len, cap - len, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + nel * 4));
+        off += nel * 4;
+    }
+    len += (size_t)snprintf(hdr + len, cap - len, "}");
+    while (len % 8) hdr[len++] = ' ';
+    hn = len;
+    if ((r = ft__afile_open(&a, path)) != FT_OK) { FT_FREE(hdr); return r; }
+    ft__afile_write(&a, &hn, 8);
+    ft__afile_write(&a, hdr, len);
+    for (i = 0; i < n; i++) {
+        uint64_t nel = 1;
+        for (k = 0; k < e[i].ndim; k++) nel *= (uint64_t)e[i].shape[k];
+        ft__afile_write(&a, e[i].data, (size_t)nel * 4);
+    }
+    FT_FREE(hdr);
+    return ft__afile_commit(&a);
+}
+
+/* ---- the Q/K row permutation between GGUF and Hugging Face ------------------------------------------ */
+/* rows (n_head * D, cols): to_hf = 1: HF[h*D + j] = G[h*D + 2j], HF[h*D + D/2 + j] = G[h*D + 2j + 1] */
+static void ft__permute_rows(float *dst, const float *src, int64_t n_head, int64_t D, int64_t cols, int to_hf) {
+    int64_t h, j;
+    for (h = 0; h < n_head; h++)
+        for (j = 0; j < D / 2; j++) {
+            const float *g0 = src + (h * D + (to_hf ? 2 * j : j)) * cols, *g1 = src + (h * D + (to_hf ? 2 * j + 1 : j + D / 2)) * cols;
+            memcpy(dst + (h * D + (to_hf ? j : 2 * j)) * cols, g0, (size_t)cols * sizeof(float));
+            memcpy(dst + (h * D + (to_hf ? j + D / 2 : 2 * j + 1)) * cols, g1, (size_t)cols * sizeof(float));
+        }
+}
+static const char *ft__gguf_site_name(int which) {
+    static const char *n[FT_SITE_COUNT] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    return n[which];
+}
+static const char *ft__hf_site_module(int which) { return which <= FT_SITE_O ? "self_attn" : "mlp"; }
+/* does this site's output dimension carry the converter's Q/K permutation? (heads, or 0) */
+static int64_t ft__site_permuted_heads(const ft_model *m, int which) {
+    if (m->c.rope_type != FT_ROPE_NORM) return 0;
+    return which == FT_SITE_Q ? m->c.n_head : which == FT_SITE_K ? m->c.n_head_kv : 0;
+}
+
+/* ---- llama.cpp LoRA adapter GGUF -------------------------------------------------------------------- */
+FT_API ft_result ft_lora_save_gguf(ft_peft *p, const char *path) {
+    ft_gguf_writer *w; ft_result r; int64_t s, nsites; char name[128];
+    if (!p->m) return ft_set_error(FT_ERR_STATE, "lora save: the model was freed");
+    if (p->o.dora) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: llama.cpp adapters have no DoRA magnitude; merge the adapter or export to PEFT", path);
+    nsites = p->m->c.n_layer * FT_SITE_COUNT;
+    if ((r = ft_gguf_writer_init(&w)) != FT_OK) return r;
+    ft_gguf_set_str(w, "general.type", "adapter");
+    ft_gguf_set_str(w, "general.architecture", p->m->c.arch_name);
+    ft_gguf_set_str(w, "adapter.type", "lora");
+    /* llama.cpp scales by alpha / r; with rsLoRA store the alpha that gives the same scale */
+    ft_gguf_set_float(w, "adapter.lora.alpha", FT_GGUF_FLOAT32, (double)(p->scale * (float)p->o.r));
+    ft_gguf_set_int(w, "adapter.lora.r", FT_GGUF_UINT32, p->o.r);
+    for (s = 0; s < nsites && r == FT_OK; s++) {
+        int64_t ne[2];
+        if (!p->A[s]) continue;
+        snprintf(name, sizeof name, "blk.%d.%s.weight.lora_a", (int)(s / FT_SITE_COUNT), ft__gguf_site_name((int)(s % FT_SITE_COUNT)));
+        ne[0] = p->A[s]->shape[1]; ne[1] = p->A[s]->shape[0];
+        r = ft_gguf_add_tensor(w, name, FT_TYPE_F32, 2, ne, p->A[s]->data);
+        snprintf(name, sizeof name, "blk.%d.%s.weight.lora_b", (int)(s / FT_SITE_COUNT), ft__gguf_site_name((int)(s % FT_SITE_COUNT)));
+        ne[0] = p->B[s]->shape[1]; ne[1] = p->B[s]->shape[0];
+        if (r == FT_OK) r = ft_gguf_add_tensor(w, name, FT_TYPE_F32, 2, ne, p->B[s]->data);
+    }
+    if (r == FT_OK) r = ft_gguf_write(w, path);
+    ft_gguf_writer_free(w);
+    return r;
+}
+
+/* read A and B back from a llama.cpp adapter (or one written by ft_lora_save_gguf) into an
+   attached adapter of the same rank and targets */
+FT_API ft_result ft_lora_load_gguf(ft_peft *p, const char *path) {
+    ft_gguf *g; ft_result r; int64_t s, nsites; char name[128]; ft_gguf_str st; double alpha;
+    if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
+    if (!ft_gguf_get_str(g, "adapter.type", &st) || st.n != 4 || memcmp(st.s, "lora", 4) != 0) {
+        ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: not a LoRA adapter (adapter.type)", path);
+    }
+    nsites = p->m->c.n_layer * FT_SITE_COUNT;
+    for (s = 0; s < nsites; s++) {
+        int k;
+        for (k = 0; k < 2; k++) {
+            ft_tensor *t = k ? p->B[s] : p->A[s]; const ft_gguf_tensor *gt;
+            snprintf(name, sizeof name, "blk.%d.%s.weight.lora_%c", (int)(s / FT_SITE_COUNT), ft__gguf_site_name((int)(s % FT_SITE_COUNT)), k ? 'b' : 'a');
+            gt = ft_gguf_find_tensor(g, name);
+            if (!t && !gt) continue;
+            if (!t || !gt) { ft_gguf_close(g); return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s %s", path, name, t ? "is missing" : "has no place in the attached adapter (targets or rank differ)"); }
+            if (gt->n_dims != 2 || gt->ne[0] != t->shape[1] || gt->ne[1] != t->shape[0] || !ft__type(gt->type)->to_f32) {
+                ft_gguf_close(g); return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s is [%lld, %lld] %s, expected [%lld, %lld]", path, name,
+                    (long long)gt->ne[0], (long long)gt->ne[1], ft_type_name(gt->type), (long long)t->shape[1], (long long)t->shape[0]);
+            }
+            ft__type(gt->type)->to_f32(gt->data, FT__F(t), ft_numel(t));
+            t->version++;
+        }
+    }
+    if (ft_gguf_get_float(g, "adapter.lora.alpha", &alpha)) p->scale = (float)alpha / (float)p->o.r;
+    ft_gguf_close(g);
+    return FT_OK;
+}
+
+/* ---- PEFT: adapter_model.safetensors + adapter_config.json -------------------------------------------- */
+FT_API ft_result ft_lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
+    ft_model *m = p->m; int64_t s, nsites, n = 0; int k; ft_result r = FT_OK;
+    ft__st_entry *e; float *perm = NULL, *pp; char path[1024], *names; size_t total_perm = 0;
+    if (!m) return ft_set_error(FT_ERR_STATE, "peft save: the model was freed");
+    nsites = m->c.n_layer * FT_SITE_COUNT;
+#if !defined(_WIN32)
+    mkdir(dir, 0755);
+#endif
+    e = FT__CAST(ft__st_entry *, FT_MALLOC((size_t)nsites * 3 * sizeof *e));
+    names = FT__CAST(char *, FT_MALLOC((size_t)nsites * 3 * 128));
+    for (s = 0; s < nsites; s++)
+        if (p->A[s] && ft__site_permuted_heads(m, (int)(s % FT_SITE_COUNT))) total_perm += (size_t)(ft_numel(p->B[s]) + (p->mag[s] ? ft_numel(p->mag[s]) : 0));
+    perm = FT__CAST(float *, FT_MALLOC(FT__MAX(total_perm, 1) * sizeof(float)));
+    if (!e || !names || !perm) { FT_FREE(e); FT_FREE(names); FT_FREE(perm); return ft_set_error(FT_ERR_NOMEM, "peft save: out of memory"); }
+    pp = perm;
+    for (s = 0; s < nsites; s++) {
+        int which = (int)(s % FT_SITE_COUNT); int64_t heads = ft__site_permuted_heads(m, which), l = s / FT_SITE_COUNT;
+        if (!p->A[s]) continue;
+        for (k = 0; k < 3; k++) {
+            ft_tensor *t = k == 0 ? p->A[s] : k == 1 ? p->B[s] : p->mag[s];
+            char *nm = names + n * 128;
+            if (!t) continue;
+            snprintf(nm, 128, "base_model.model.model.layers.%d.%s.%s.%s", (int)l, ft__hf_site_module(which), ft_site_name(which),
+                     k == 0 ? "lora_A.weight" : k == 1 ? "lora_B.weight" : "lora_magnitude_vector");
+            e[n].name = nm; e[n].ndim = t->ndim; e[n].shape[0] = t->shape[0]; e[n].shape[1] = t->shape[1];
+            e[n].data = FT__F(t);
+            if (k > 0 && heads) {                         /* output rows back to HF order */
+                ft__permute_rows(pp, FT__F(t), heads, m->c.head_dim, k == 1 ? t->shape[1] : 1, 1);
+                e[n].data = pp; pp += ft_numel(t);
+            }
+            n++;
+        }
+    }
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    r = ft__safetensors_write(path, e, (int)n);
+    if (r == FT_OK) {
+        ft__afile a; char cfg[2048]; int len; unsigned t; const char *sep = "";
+        len = snprintf(cfg, sizeof cfg, "{\n  \"peft_type\": \"LORA\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"base_model_name_or_path\": \"%s\",\n"
+                       "  \"r\": %d,\n  \"lora_alpha\": %g,\n  \"lora_dropout\": %g,\n  \"use_rslora\": %s,\n  \"use_dora\": %s,\n"
+                       "  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n  \"inference_mode\": true,\n  \"init_lora_weights\": true,\n  \"target_modules\": [",
+                       base_model_name ? base_model_name : "", p->o.r, (double)p->o.alpha, (double)p->o.dropout,
+                       p->o.rslora ? "true" : "false", p->o.dora ? "true" : "false");
+        for (t = 0; t < FT_SITE_COUNT; t++)
+            if (p->o.targets & (1u << t)) { len += snprintf(cfg + len, sizeof cfg - (size_t)len, "%s\"%s\"", sep, ft_site_name((int)t)); sep = ", "; }
+        len += snprintf(cfg + len, sizeof cfg - (size_t)len, "]\n}\n");
+        snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+        if ((r = ft__afile_open(&a, path)) == FT_OK) { ft__afile_write(&a, cfg, (size_t)len); r = ft__afile_commit(&a); }
+    }
+    FT_FREE(e); FT_FREE(names); FT_FREE(perm);
+    return r;
+}
+
+FT_API ft_result ft_lora_load_peft(ft_peft *p, const char *dir) {
+    ft_safetensors *st; ft_result r; char path[1024], name[160]; int64_t s, nsites = p->m->c.n_layer * FT_SITE_COUNT; int k;
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
+    for (s = 0; s < nsites; s++) {
+        int which = (int)(s % FT_SITE_COUNT); int64_t heads = ft__site_permuted_heads(p->m, which);
+        for (k = 0; k < 3; k++) {
+            ft_tensor *t = k == 0 ? p->A[s] : k == 1 ? p->B[s] : p->mag[s];
+            const char *dt; int64_t shape[8]; int nd; const void *d;
+            snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.%s.%s", (int)(s / FT_SITE_COUNT), ft__hf_site_module(which), ft_site_name(which),
+                     k == 0 ? "lora_A.weight" : k == 1 ? "lora_B.weight" : "lora_magnitude_vector");
+            d = ft_safetensors_get(st, name, &dt, shape, &nd);
+            if (!t && !d) continue;
+            if (!t || !d || strcmp(dt, "F32") != 0 || nd != t->ndim || shape[0] != t->shape[0] || (nd > 1 && shape[1] != t->shape[1])) {
+                ft_safetensors_close(st);
+                return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s: %s", path, name, !t ? "no such site in the attached adapter" : !d ? "missing" : "dtype or shape differs");
+            }
+            if (k > 0 && heads) ft__permute_rows(FT__F(t), FT__CAST(const float *, d), heads, p->m->c.head_dim, k == 1 ? t->shape[1] : 1, 0);
+            else memcpy(t->data, d, (size_t)ft_numel(t) * sizeof(float));
+            t->version++;
+        }
+    }
+    ft_safetensors_close(st);
     return FT_OK;
 }
 

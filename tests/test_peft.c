@@ -153,6 +153,51 @@ TEST(adamw_fits_a_sequence_with_lora) {
     ft_optim_free(opt); ft_peft_free(p); ft_model_free(m);
 }
 
+
+TEST(adapter_files_round_trip) {
+    ft_model *m; ft_peft *p, *q; ft_lora_opts o; int i, dora; static float a[12 * TINY_V], b[12 * TINY_V];
+    for (dora = 0; dora < 2; dora++) {
+        CHECK_OK(ft_model_load(&m, P32, NULL));
+        memset(&o, 0, sizeof o); o.r = 4; o.alpha = 6; o.dora = dora; o.targets = FT_TARGET_Q | FT_TARGET_K | FT_TARGET_DOWN;
+        CHECK_OK(ft_lora_attach(&p, m, &o));
+        for (i = 0; i < ft_params_count(ft_peft_params(p)); i++) {
+            ft_tensor *t = ft_params_get(ft_peft_params(p), i); int64_t j;
+            for (j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] += 0.1f * cosf((float)(j * 3 + i));
+        }
+        logits_of(m, a);
+        if (!dora) CHECK_OK(ft_lora_save_gguf(p, "build/tiny_adapter.gguf"));
+        else CHECK(ft_lora_save_gguf(p, "build/tiny_adapter.gguf") == FT_ERR_UNSUPPORTED, "DoRA has no llama.cpp form");
+        CHECK_OK(ft_lora_save_peft(p, "build/tiny_peft_dir", "tiny-test-llama"));
+        {   /* PEFT layout: HF row j of a q_proj B is GGUF row 2j (j < D/2), row j + D/2 is 2j+1 */
+            ft_safetensors *st; const char *dt; int64_t sh[8]; int nd; const float *hb;
+            ft_tensor *B = ft_lora_B(p, 1, FT_SITE_Q);
+            CHECK_OK(ft_safetensors_open(&st, "build/tiny_peft_dir/adapter_model.safetensors"));
+            hb = (const float *)ft_safetensors_get(st, "base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight", &dt, sh, &nd);
+            CHECK(hb && nd == 2 && sh[0] == 32 && sh[1] == 4 && strcmp(dt, "F32") == 0, "q_proj B entry");
+            if (hb) {
+                CHECK(memcmp(hb + 1 * 4, (float *)B->data + 2 * 4, 16) == 0, "HF row 1 = GGUF row 2");
+                CHECK(memcmp(hb + (8 + 4 + 1) * 4, (float *)B->data + (8 + 3) * 4, 16) == 0, "head 1: HF row 4+1 = GGUF row 2*1+1");
+            }
+            CHECK(ft_safetensors_get(st, "base_model.model.model.layers.0.mlp.down_proj.lora_A.weight", NULL, NULL, NULL) != NULL, "down_proj A");
+            CHECK((ft_safetensors_get(st, "base_model.model.model.layers.0.self_attn.k_proj.lora_magnitude_vector", NULL, NULL, NULL) != NULL) == dora, "magnitude iff DoRA");
+            ft_safetensors_close(st);
+        }
+        ft_peft_free(p);
+        CHECK_OK(ft_lora_attach(&q, m, &o));
+        CHECK_OK(ft_lora_load_peft(q, "build/tiny_peft_dir"));
+        logits_of(m, b);
+        CHECK(maxdiff(a, b, 12 * TINY_V) == 0, "PEFT round trip gives the same model");
+        if (!dora) {
+            ft_peft_free(q);
+            CHECK_OK(ft_lora_attach(&q, m, &o));
+            CHECK_OK(ft_lora_load_gguf(q, "build/tiny_adapter.gguf"));
+            logits_of(m, b);
+            CHECK(maxdiff(a, b, 12 * TINY_V) == 0, "llama.cpp GGUF round trip gives the same model");
+        }
+        ft_peft_free(q); ft_model_free(m);
+    }
+}
+
 int main(void) {
     ft_ctx_opts o; memset(&o, 0, sizeof o); o.n_threads = 2;
     if (!tiny_model_write(P32, FT_TYPE_F32, 2)) { printf("cannot write the tiny model: %s\n", ft_last_error()); return 1; }
@@ -162,6 +207,7 @@ int main(void) {
     RUN(dora_gradients_through_the_model);
     RUN(merge_equals_adapter_forward);
     RUN(adamw_fits_a_sequence_with_lora);
+    RUN(adapter_files_round_trip);
     ft_ctx_free(CTX);
     return ft_test_summary("test_peft");
 }

@@ -53,18 +53,48 @@ def ids_line(tag, ids):
     return f"{tag} {len(ids)} " + " ".join(str(i) for i in ids)
 
 
+def load_hf(model):
+    """HF's tokenizer built from the GGUF (transformers' own GGUF conversion). transformers'
+    GGUF reader imports torch, though tokenizers need none of it: without torch, a stand-in
+    module lets the conversion code load (it touches no torch function for the tokenizer)."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        print("no transformers: H lines left out", file=sys.stderr)
+        return None
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        import importlib.machinery
+        import types
+
+        class _Any(types.ModuleType):
+            def __getattr__(self, name):
+                if name.startswith("__"):
+                    raise AttributeError(name)
+                return type(name, (), {})
+        stub = _Any("torch")
+        stub.__spec__ = importlib.machinery.ModuleSpec("torch", None)
+        sys.modules["torch"] = stub
+    try:
+        from transformers import PreTrainedTokenizerFast
+        from transformers.integrations.gguf.gguf_tokenizer_mapping import convert_gguf_tokenizer, get_gguf_tokenizer
+        arch, tdict, tconf = get_gguf_tokenizer(model)
+        fast, extra = convert_gguf_tokenizer(arch, tdict)
+        tconf = dict(tconf, **extra)
+        return PreTrainedTokenizerFast(tokenizer_object=fast, **tconf)
+    except Exception as e:  # noqa: BLE001
+        print("no Hugging Face tokenizer:", e, file=sys.stderr)
+        return None
+
+
 def main():
     model = sys.argv[1]
     here = os.path.dirname(os.path.abspath(__file__))
     out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, "..", "..", "tests", "fixtures", "tokenizer_smollm2.txt")
     import llama_cpp
     llm = llama_cpp.Llama(model_path=model, vocab_only=True, verbose=False)
-    hf = None
-    try:
-        from transformers import AutoTokenizer
-        hf = AutoTokenizer.from_pretrained(os.path.dirname(os.path.abspath(model)), gguf_file=os.path.basename(model))
-    except Exception as e:  # noqa: BLE001
-        print("no Hugging Face tokenizer:", e, file=sys.stderr)
+    hf = load_hf(model)
     from gguf import GGUFReader
     f = GGUFReader(model).fields["tokenizer.chat_template"]
     template = bytes(f.parts[f.data[0]]).decode()
@@ -82,13 +112,13 @@ def main():
             lines.append(ids_line("H", hid))
             if hid != lid:
                 n_diff += 1
-                print(f"llama.cpp and HF differ on {s!r}: {lid} vs {hid}", file=sys.stderr)
+                print(f"llama.cpp and HF differ on {s!r}:\n  llama.cpp {lid}\n  HF        {hid}", file=sys.stderr)
+                lines.append("# llama.cpp and HF differ on the string above")
 
     # chat templates
     lines.append("T " + hexs(template.encode()))
 
-    class Msg(ctypes.Structure):
-        _fields_ = [("role", ctypes.c_char_p), ("content", ctypes.c_char_p)]
+    Msg = llama_cpp.llama_chat_message
     arr = (Msg * len(CONV))(*[Msg(r.encode(), c.encode()) for r, c in CONV])
     for tag, gen in (("CL", False), ("CLG", True)):
         buf = ctypes.create_string_buffer(4096)
