@@ -561,6 +561,23 @@ FT_API ft_result ft_lora_load_gguf(ft_peft *p, const char *path);
 FT_API ft_result ft_lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
 FT_API ft_result ft_lora_load_peft(ft_peft *p, const char *dir);
 
+
+/* ---- training utilities: schedules, checkpoints, plots ------------------------------------------------ */
+typedef enum ft_sched_kind { FT_SCHED_CONSTANT = 0, FT_SCHED_LINEAR, FT_SCHED_COSINE } ft_sched_kind;
+FT_API float ft_lr_at(ft_sched_kind kind, float lr, int64_t step, int64_t warmup, int64_t total, float min_ratio);
+typedef struct ft_train_state {
+    int64_t  step;                  /* optimizer steps done                                       */
+    int64_t  epoch, data_pos;       /* where the data order is                                    */
+    uint64_t data_seed;             /* seed of the data order                                     */
+    double   tokens;                /* tokens trained on                                          */
+} ft_train_state;
+/* every parameter, both moments, the RNG and the state; atomic (temporary file, fsync, rename) */
+FT_API ft_result ft_checkpoint_save(const char *path, const ft_params *P, const ft_optim *o, const ft_rng *rng, const ft_train_state *st);
+FT_API ft_result ft_checkpoint_load(const char *path, ft_params *P, ft_optim *o, ft_rng *rng, ft_train_state *st);
+typedef struct ft_plot_series { const char *name; const double *x, *y; int64_t n; } ft_plot_series;
+FT_API ft_result ft_svg_plot(const char *path, const char *title, const char *xlabel, const char *ylabel,
+                             const ft_plot_series *s, int n_series);
+
 #ifdef __cplusplus
 }
 #endif
@@ -4234,6 +4251,139 @@ FT_API ft_result ft_optim_step(ft_optim *o, float lr) {
     return FT_OK;
 }
 
+
+/* ============================================================================================
+   [train] learning-rate schedules, checkpoints, plots
+   ============================================================================================ */
+
+/* Hugging Face's schedules: a linear warmup from 0 over `warmup` steps, then constant, linear
+   decay to 0, or a half cosine to min_ratio * lr, reaching the end at step `total`. */
+FT_API float ft_lr_at(ft_sched_kind kind, float lr, int64_t step, int64_t warmup, int64_t total, float min_ratio) {
+    double progress;
+    if (warmup > 0 && step < warmup) return lr * (float)step / (float)warmup;
+    if (kind == FT_SCHED_CONSTANT || total <= warmup) return lr;
+    progress = (double)(step - warmup) / (double)(total - warmup);
+    if (progress > 1) progress = 1;
+    if (kind == FT_SCHED_LINEAR) return lr * (float)(1.0 - progress);
+    return lr * (float)(min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + cos(3.14159265358979323846 * progress)));
+}
+
+/* ---- checkpoints: a GGUF with every parameter, both moments, the RNG and the run state,
+   written atomically; loading checks every name and shape ---------------------------------------- */
+FT_API ft_result ft_checkpoint_save(const char *path, const ft_params *P, const ft_optim *o, const ft_rng *rng, const ft_train_state *st) {
+    ft_gguf_writer *w; ft_result r; int i, k; char name[300];
+    if ((r = ft_gguf_writer_init(&w)) != FT_OK) return r;
+    ft_gguf_set_str(w, "general.type", "finetune.checkpoint");
+    ft_gguf_set_int(w, "ft.checkpoint.version", FT_GGUF_UINT32, 1);
+    ft_gguf_set_int(w, "ft.step", FT_GGUF_INT64, st->step);
+    ft_gguf_set_int(w, "ft.epoch", FT_GGUF_INT64, st->epoch);
+    ft_gguf_set_int(w, "ft.data.pos", FT_GGUF_INT64, st->data_pos);
+    ft_gguf_set_int(w, "ft.data.seed", FT_GGUF_UINT64, (int64_t)st->data_seed);
+    ft_gguf_set_float(w, "ft.tokens", FT_GGUF_FLOAT64, st->tokens);
+    if (rng) { ft_gguf_set_int(w, "ft.rng.0", FT_GGUF_UINT64, (int64_t)rng->s[0]); ft_gguf_set_int(w, "ft.rng.1", FT_GGUF_UINT64, (int64_t)rng->s[1]); }
+    if (o) ft_gguf_set_int(w, "ft.optim.t", FT_GGUF_INT64, o->t);
+    for (i = 0; i < P->n && r == FT_OK; i++) {
+        const ft_tensor *t = P->t[i]; int64_t ne[4]; int d;
+        for (d = 0; d < t->ndim; d++) ne[d] = t->shape[t->ndim - 1 - d];
+        for (k = 0; k < (o ? 3 : 1) && r == FT_OK; k++) {
+            const float *src = k == 0 ? FT__CAST(const float *, t->data) : (k == 1 ? o->m : o->v) + (t->grad - P->grad);
+            snprintf(name, sizeof name, "%s%s", k == 0 ? "param." : k == 1 ? "adam.m." : "adam.v.", t->name);
+            r = ft_gguf_add_tensor(w, name, FT_TYPE_F32, t->ndim, ne, src);
+        }
+    }
+    if (r == FT_OK) r = ft_gguf_write(w, path);
+    ft_gguf_writer_free(w);
+    return r;
+}
+
+FT_API ft_result ft_checkpoint_load(const char *path, ft_params *P, ft_optim *o, ft_rng *rng, ft_train_state *st) {
+    ft_gguf *g; ft_result r; int i, k; int64_t v; char name[300]; ft_gguf_str type;
+    if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
+    if (!ft_gguf_get_str(g, "general.type", &type) || type.n != 19 || memcmp(type.s, "finetune.checkpoint", 19) != 0) {
+        ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: not a finetune.h checkpoint", path);
+    }
+    for (i = 0; i < P->n; i++)                          /* validate everything before changing anything */
+        for (k = 0; k < (o ? 3 : 1); k++) {
+            const ft_tensor *t = P->t[i]; const ft_gguf_tensor *gt; int d;
+            snprintf(name, sizeof name, "%s%s", k == 0 ? "param." : k == 1 ? "adam.m." : "adam.v.", t->name);
+            gt = ft_gguf_find_tensor(g, name);
+            if (!gt || gt->type != FT_TYPE_F32 || gt->n_dims != t->ndim) { ft_gguf_close(g); return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s is missing or has another type or rank", path, name); }
+            for (d = 0; d < t->ndim; d++)
+                if (gt->ne[d] != t->shape[t->ndim - 1 - d]) { ft_gguf_close(g); return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s has another shape", path, name); }
+        }
+    for (i = 0; i < P->n; i++)
+        for (k = 0; k < (o ? 3 : 1); k++) {
+            ft_tensor *t = P->t[i];
+            float *dst = k == 0 ? FT__F(t) : (k == 1 ? o->m : o->v) + (t->grad - P->grad);
+            snprintf(name, sizeof name, "%s%s", k == 0 ? "param." : k == 1 ? "adam.m." : "adam.v.", t->name);
+            memcpy(dst, ft_gguf_find_tensor(g, name)->data, (size_t)ft_numel(t) * sizeof(float));
+            if (k == 0) t->version++;
+        }
+    memset(st, 0, sizeof *st);
+    if (ft_gguf_get_int(g, "ft.step", &v)) st->step = v;
+    if (ft_gguf_get_int(g, "ft.epoch", &v)) st->epoch = v;
+    if (ft_gguf_get_int(g, "ft.data.pos", &v)) st->data_pos = v;
+    if (ft_gguf_get_int(g, "ft.data.seed", &v)) st->data_seed = (uint64_t)v;
+    { double d; if (ft_gguf_get_float(g, "ft.tokens", &d)) st->tokens = d; }
+    if (rng && ft_gguf_get_int(g, "ft.rng.0", &v)) { rng->s[0] = (uint64_t)v; if (ft_gguf_get_int(g, "ft.rng.1", &v)) rng->s[1] = (uint64_t)v; }
+    if (o && ft_gguf_get_int(g, "ft.optim.t", &v)) o->t = v;
+    ft_gguf_close(g);
+    return FT_OK;
+}
+
+/* ---- SVG line plots (loss and reward curves), written by the library itself ------------------------ */
+static double ft__nice_step(double range) {
+    double e = pow(10.0, floor(log10(range > 0 ? range : 1))), f = range / e;
+    return (f < 1.5 ? 1.0 : f < 3.5 ? 2.0 : f < 7.5 ? 5.0 : 10.0) * e;
+}
+FT_API ft_result ft_svg_plot(const char *path, const char *title, const char *xlabel, const char *ylabel,
+                             const ft_plot_series *s, int n_series) {
+    ft__afile a; ft_result r; char buf[512]; int i, len; int64_t j;
+    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY, t, step;
+    const double W = 720, H = 420, L = 70, R = 150, T = 40, B = 50;
+    static const char *colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"};
+    for (i = 0; i < n_series; i++)
+        for (j = 0; j < s[i].n; j++) {
+            if (!isfinite(s[i].y[j])) continue;
+            x0 = FT__MIN(x0, s[i].x[j]); x1 = FT__MAX(x1, s[i].x[j]);
+            y0 = FT__MIN(y0, s[i].y[j]); y1 = FT__MAX(y1, s[i].y[j]);
+        }
+    if (!(x0 <= x1)) { x0 = 0; x1 = 1; y0 = 0; y1 = 1; }
+    if (x1 == x0) x1 = x0 + 1;
+    if (y1 == y0) { y0 -= 0.5; y1 += 0.5; }
+    if ((r = ft__afile_open(&a, path)) != FT_OK) return r;
+#define FT__SVG(...) do { len = snprintf(buf, sizeof buf, __VA_ARGS__); ft__afile_write(&a, buf, (size_t)FT__MIN(len, (int)sizeof buf - 1)); } while (0)
+#define FT__PX(x) (L + ((x) - x0) / (x1 - x0) * (W - L - R))
+#define FT__PY(y) (H - B - ((y) - y0) / (y1 - y0) * (H - T - B))
+    FT__SVG("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
+    FT__SVG("<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%.0f\" y=\"24\" font-size=\"15\">%s</text>\n", L, title);
+    step = ft__nice_step((y1 - y0) / 5);
+    for (t = ceil(y0 / step) * step; t <= y1 + 1e-12; t += step)
+        FT__SVG("<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
+                L, W - R, FT__PY(t), FT__PY(t), L - 6, FT__PY(t) + 4, t);
+    step = ft__nice_step((x1 - x0) / 6);
+    for (t = ceil(x0 / step) * step; t <= x1 + 1e-12; t += step)
+        FT__SVG("<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/><text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n",
+                FT__PX(t), FT__PX(t), T, H - B, FT__PX(t), H - B + 16, t);
+    FT__SVG("<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#444\"/>\n", L, T, W - L - R, H - T - B);
+    FT__SVG("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", (L + W - R) / 2, H - 12, xlabel);
+    FT__SVG("<text transform=\"translate(16 %.0f) rotate(-90)\" text-anchor=\"middle\">%s</text>\n", (T + H - B) / 2, ylabel);
+    for (i = 0; i < n_series; i++) {
+        const char *c = colors[i % 6];
+        FT__SVG("<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.6\" points=\"", c);
+        for (j = 0; j < s[i].n; j++) if (isfinite(s[i].y[j])) FT__SVG("%.1f,%.1f ", FT__PX(s[i].x[j]), FT__PY(s[i].y[j]));
+        FT__SVG("\"/>\n");
+        if (s[i].n < 40) for (j = 0; j < s[i].n; j++) if (isfinite(s[i].y[j]))
+            FT__SVG("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>\n", FT__PX(s[i].x[j]), FT__PY(s[i].y[j]), c);
+        FT__SVG("<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"2\"/><text x=\"%.0f\" y=\"%d\">%s</text>\n",
+                W - R + 12, W - R + 32, 50 + 18 * i, 50 + 18 * i, c, W - R + 38, 54 + 18 * i, s[i].name);
+    }
+    FT__SVG("</svg>\n");
+#undef FT__SVG
+#undef FT__PX
+#undef FT__PY
+    return ft__afile_commit(&a);
+}
 
 /* ============================================================================================
    [export] safetensors (bounds-checked reader, writer) and adapter files

@@ -1,0 +1,97 @@
+/* test_train.c - learning-rate schedules against Hugging Face's formulas, checkpoints that
+   resume a run bit for bit, and the SVG plot. */
+#define FINETUNE_IMPLEMENTATION
+#include "../finetune.h"
+#include "ft_test.h"
+#include "tiny_model.h"
+
+static const char *P32 = "build/tiny_train.gguf";
+static ft_ctx *CTX;
+static const int32_t IDS[16] = {1, 5, 63, 7, 7, 0, 22, 41, 9, 3, 3, 17, 60, 2, 11, 8};
+
+TEST(schedules) {
+    /* get_linear_schedule_with_warmup / get_cosine_schedule_with_warmup, lr 1, warmup 10, 110 steps */
+    CHECK(ft_lr_at(FT_SCHED_LINEAR, 1, 0, 10, 110, 0) == 0.0f, "warmup starts at 0");
+    CHECK(fabsf(ft_lr_at(FT_SCHED_LINEAR, 1, 5, 10, 110, 0) - 0.5f) < 1e-7f, "half way up");
+    CHECK(fabsf(ft_lr_at(FT_SCHED_LINEAR, 1, 60, 10, 110, 0) - 0.5f) < 1e-7f, "linear half way down");
+    CHECK(ft_lr_at(FT_SCHED_LINEAR, 1, 110, 10, 110, 0) == 0.0f, "linear ends at 0");
+    CHECK(fabsf(ft_lr_at(FT_SCHED_COSINE, 1, 60, 10, 110, 0) - 0.5f) < 1e-6f, "cosine half way");
+    CHECK(fabsf(ft_lr_at(FT_SCHED_COSINE, 1, 35, 10, 110, 0) - (float)(0.5 * (1 + cos(3.14159265358979 * 0.25)))) < 1e-6f, "cosine quarter");
+    CHECK(fabsf(ft_lr_at(FT_SCHED_COSINE, 2, 110, 0, 110, 0.1f) - 0.2f) < 1e-6f, "cosine to min_ratio");
+    CHECK(ft_lr_at(FT_SCHED_CONSTANT, 3, 1000, 10, 110, 0) == 3.0f, "constant");
+}
+
+/* n steps of LoRA + AdamW on the tiny model with dropout (uses the RNG); losses into out */
+static void run(ft_model *m, ft_peft *p, ft_optim *o, int from, int to, float *out) {
+    int s; int32_t tgt[16];
+    for (s = 0; s < 15; s++) tgt[s] = IDS[s + 1];
+    tgt[15] = -100;
+    for (s = from; s < to; s++) {
+        ft_batch b; ft_tensor *loss;
+        memset(&b, 0, sizeof b); b.B = 1; b.T = 16; b.ids = IDS;
+        ft_ctx_reset(CTX);
+        ft_params_zero_grad(ft_peft_params(p));
+        loss = ft_cross_entropy(CTX, ft_model_forward(CTX, m, &b), tgt, -100);
+        ft_backward(CTX, loss);
+        out[s] = ((float *)loss->data)[0];
+        ft_optim_step(o, ft_lr_at(FT_SCHED_COSINE, 5e-3f, s, 2, 10, 0));
+    }
+}
+
+TEST(resume_is_bit_identical) {
+    ft_model *m; ft_peft *p; ft_optim *o; ft_lora_opts lo; ft_optim_opts oo; float a[10], b[10]; ft_train_state st;
+    int s;
+    memset(&lo, 0, sizeof lo); lo.r = 4; lo.dropout = 0.1f;
+    memset(&oo, 0, sizeof oo); oo.weight_decay = 0.01f;
+    /* uninterrupted */
+    CHECK_OK(ft_model_load(&m, P32, NULL));
+    ft_lora_attach(&p, m, &lo); ft_optim_init(&o, ft_peft_params(p), &oo);
+    ft_rng_seed(ft_ctx_rng(CTX), 5);
+    run(m, p, o, 0, 10, a);
+    ft_optim_free(o); ft_peft_free(p);
+    /* 4 steps, checkpoint, a fresh adapter and optimizer, resume */
+    ft_lora_attach(&p, m, &lo); ft_optim_init(&o, ft_peft_params(p), &oo);
+    ft_rng_seed(ft_ctx_rng(CTX), 5);
+    run(m, p, o, 0, 4, b);
+    memset(&st, 0, sizeof st); st.step = 4; st.data_seed = 77;
+    CHECK_OK(ft_checkpoint_save("build/ckpt.gguf", ft_peft_params(p), o, ft_ctx_rng(CTX), &st));
+    ft_optim_free(o); ft_peft_free(p);
+    ft_rng_seed(ft_ctx_rng(CTX), 12345);                     /* whatever state: the checkpoint wins */
+    lo.seed = 999;                                           /* another init: overwritten */
+    ft_lora_attach(&p, m, &lo); ft_optim_init(&o, ft_peft_params(p), &oo);
+    CHECK_OK(ft_checkpoint_load("build/ckpt.gguf", ft_peft_params(p), o, ft_ctx_rng(CTX), &st));
+    CHECK(st.step == 4 && st.data_seed == 77 && ft_optim_steps(o) == 4, "state restored");
+    run(m, p, o, (int)st.step, 10, b);
+    for (s = 0; s < 10; s++) CHECK(memcmp(&a[s], &b[s], 4) == 0, "step %d: %.9g vs %.9g", s, a[s], b[s]);
+    CHECK(a[9] < a[0], "it learns: %.3f -> %.3f", a[0], a[9]);
+    ft_optim_free(o); ft_peft_free(p);
+    /* a checkpoint of another shape is refused without touching anything */
+    lo.r = 8;
+    ft_lora_attach(&p, m, &lo); ft_optim_init(&o, ft_peft_params(p), &oo);
+    CHECK(ft_checkpoint_load("build/ckpt.gguf", ft_peft_params(p), o, ft_ctx_rng(CTX), &st) == FT_ERR_SHAPE, "rank mismatch: %s", ft_last_error());
+    CHECK(ft_checkpoint_load(P32, ft_peft_params(p), o, ft_ctx_rng(CTX), &st) == FT_ERR_FORMAT, "a model is not a checkpoint");
+    ft_optim_free(o); ft_peft_free(p); ft_model_free(m);
+    remove("build/ckpt.gguf");
+}
+
+TEST(svg_plot) {
+    double x[5] = {0, 1, 2, 3, 4}, y1[5] = {3, 2.5, 2.1, 1.9, 1.8}, y2[3] = {3.1, 2.4, 2.2}, x2[3] = {0, 2, 4};
+    ft_plot_series s[2]; FILE *f; static char buf[65536]; size_t n;
+    s[0].name = "train"; s[0].x = x; s[0].y = y1; s[0].n = 5;
+    s[1].name = "eval"; s[1].x = x2; s[1].y = y2; s[1].n = 3;
+    CHECK_OK(ft_svg_plot("build/plot.svg", "loss", "step", "loss", s, 2));
+    f = fopen("build/plot.svg", "rb"); n = fread(buf, 1, sizeof buf - 1, f); fclose(f); buf[n] = 0;
+    CHECK(strstr(buf, "<svg") && strstr(buf, "</svg>") && strstr(buf, "polyline") && strstr(buf, ">eval<"), "svg content");
+    remove("build/plot.svg");
+}
+
+int main(void) {
+    ft_ctx_opts o; memset(&o, 0, sizeof o); o.n_threads = 2;
+    if (!tiny_model_write(P32, FT_TYPE_F32, 3)) { printf("cannot write the tiny model\n"); return 1; }
+    ft_ctx_init(&CTX, &o);
+    RUN(schedules);
+    RUN(resume_is_bit_identical);
+    RUN(svg_plot);
+    ft_ctx_free(CTX);
+    return ft_test_summary("test_train");
+}
