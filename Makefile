@@ -41,12 +41,15 @@ $(BUILD)/ft: tools/ft.c finetune.h | $(BUILD)
 $(BUILD)/bench: tools/bench.c finetune.h | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS) -ldl
 
+# the real model (SmolLM2-135M-Instruct) comes from tools/fetch-model, cached after the first time
+MODEL = FT_MODEL=$$(tools/fetch-model || echo missing-model) && export FT_MODEL &&
+
 test: $(BUILD)/ft $(TESTS) $(EXAMPLES)
-	@sh tests/run.sh $(BUILD)
+	@$(MODEL) sh tests/run.sh $(BUILD)
 
 sanitize:
 	$(MAKE) --no-print-directory BUILD=build/san CFLAGS="$(SAN)" san-build
-	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 sh tests/run.sh build/san --no-compile
+	@$(MODEL) ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 sh tests/run.sh build/san --no-compile
 san-build: $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC)) $(BUILD)/test_kernels_ref
 
 bench: $(BUILD)/bench

@@ -409,6 +409,45 @@ FT_API ft_result ft_gguf_add_tensor(ft_gguf_writer *w, const char *name, ft_type
 FT_API ft_result ft_gguf_write(ft_gguf_writer *w, const char *path);   /* atomic: tmp, fsync, rename */
 
 
+/* ---- tokenizer (from GGUF metadata) and chat templates ------------------------------------------ */
+typedef enum ft_tokenizer_kind {
+    FT_TOKENIZER_BPE_GPT2 = 1,      /* tokenizer.ggml.model "gpt2": byte-level BPE             */
+    FT_TOKENIZER_SPM      = 2       /* "llama": SentencePiece BPE with <0xXX> byte fallback    */
+} ft_tokenizer_kind;
+typedef struct ft_tokenizer ft_tokenizer;
+FT_API void    ft_tokenizer_free(ft_tokenizer *t);
+/* text (len bytes of UTF-8; len < 0: NUL-terminated) -> ids, exactly as llama.cpp's
+   llama_tokenize(add_special = add_bos, parse_special). add_bos: add BOS / EOS where the model's
+   metadata asks for them (tokenizer.ggml.add_bos_token / add_eos_token). parse_special: control
+   tokens written in the text ("<|im_start|>") become their ids; user-defined tokens always do.
+   Returns the number of ids (only the first cap are written) or a negative ft_result.        */
+FT_API int64_t ft_tokenize(const ft_tokenizer *t, const char *text, int64_t len, int32_t *ids,
+                           int64_t cap, int add_bos, int parse_special);
+/* one token's bytes into buf; returns their count, and writes nothing when that exceeds cap.
+   Control and unknown tokens give "" unless show_special. Negative ft_result for a bad id.   */
+FT_API int64_t ft_token_to_piece(const ft_tokenizer *t, int32_t id, char *buf, int64_t cap,
+                                 int show_special);
+/* ids -> text as llama.cpp's llama_detokenize(remove_special = 0, unparse_special =
+   show_special): the pieces joined, then the model's clean-up of spaces where it has one.
+   Returns the length; writes nothing when it exceeds cap; NUL-terminates when it is < cap.  */
+FT_API int64_t ft_detokenize(const ft_tokenizer *t, const int32_t *ids, int64_t n, char *buf,
+                             int64_t cap, int show_special);
+FT_API int32_t ft_tokenizer_bos(const ft_tokenizer *t);       /* -1: none                      */
+FT_API int32_t ft_tokenizer_eos(const ft_tokenizer *t);
+FT_API int32_t ft_tokenizer_pad(const ft_tokenizer *t);
+FT_API int64_t ft_tokenizer_n_vocab(const ft_tokenizer *t);
+FT_API int32_t ft_tokenizer_find(const ft_tokenizer *t, const char *text);  /* exact token text */
+/* chat templates: the template is recognised by substrings as llama.cpp's
+   llm_chat_detect_template does (or named: "chatml", "llama2", "llama2-sys", "llama2-sys-bos",
+   "llama2-sys-strip", "llama3", "zephyr"; NULL means "chatml"), and rendered as
+   llama_chat_apply_template renders it, with one difference: a ChatML template that carries a
+   default system prompt (SmolLM2, Qwen2) gets it when the first message is not "system", as
+   Hugging Face's jinja rendering does and llama.cpp does not. Returns the length (writes at
+   most cap bytes, NUL-terminated when the length < cap) or a negative ft_result.              */
+typedef struct ft_chat_msg { const char *role; const char *content; } ft_chat_msg;
+FT_API int64_t ft_chat_apply(const char *template_src, const ft_chat_msg *msgs, int n,
+                             int add_generation_prompt, char *buf, int64_t cap);
+
 /* ---- models: the llama family from GGUF ----------------------------------------------------------- */
 typedef enum ft_arch { FT_ARCH_LLAMA = 1, FT_ARCH_MISTRAL, FT_ARCH_QWEN2 } ft_arch;
 typedef struct ft_model_config {
@@ -439,6 +478,9 @@ FT_API ft_gguf   *ft_model_gguf(ft_model *m);
 FT_API ft_layer  *ft_model_layer(ft_model *m, int i);
 FT_API ft_tensor *ft_model_tok_embd(ft_model *m);
 FT_API ft_tensor *ft_model_output(ft_model *m);
+FT_API const ft_tokenizer *ft_model_tokenizer(const ft_model *m);   /* NULL: no vocabulary in the file */
+FT_API ft_result  ft_tokenizer_from_gguf(ft_tokenizer **out, const ft_gguf *g);  /* vocabulary only */
+FT_API const char *ft_model_chat_template(const ft_model *m);       /* NULL: none                 */
 /* on the tape when grad mode is on: logits (B*T, V), or the final normed hidden (B*T, C) */
 FT_API ft_tensor *ft_model_forward(ft_ctx *ctx, ft_model *m, const ft_batch *b);
 FT_API ft_tensor *ft_model_hidden(ft_ctx *ctx, ft_model *m, const ft_batch *b);
@@ -3256,6 +3298,1326 @@ FT_API ft_result ft_gguf_write(ft_gguf_writer *w, const char *path) {
 }
 
 
+
+/* ============================================================================================
+   [tokenizer] byte-level BPE ("gpt2") and SentencePiece BPE ("llama") giving the same ids as
+   llama.cpp (src/llama-vocab.cpp, src/unicode.cpp), so a model fine-tuned here sees at
+   inference in llama.cpp the tokens it was trained on. Pipeline of ft_tokenize:
+     1. special tokens: cut the text at every control / user-defined token written in it,
+        longest token first (llama.cpp's tokenizer_st_partition);
+     2. gpt2: decode UTF-8 to code points, split into words by the model's pre-tokenizer regex
+        (hand-written matchers, one per regex, equal to llama.cpp's), map every byte of a word
+        to its GPT-2 "byte character", then merge adjacent symbols by merge rank (lowest first,
+        leftmost on ties) with a heap over a linked list of symbols;
+        llama: spaces -> U+2581, merge the best-scored adjacent pair first, bytes not in the
+        vocabulary -> <0xXX> tokens.
+   Token text -> id and (left id, right id) -> merge are open-addressing FNV-1a hash tables.
+   ============================================================================================ */
+
+/* ---- Unicode categories -------------------------------------------------------------------- */
+/* generated by tools/ref/gen_unicode_tables.py from Unicode 15.1.0 (the version of llama.cpp's unicode-data.cpp) */
+/* \p{L}: Lu Ll Lt Lm Lo: 660 ranges */
+static const uint32_t ft__uc_letter[660][2] = {
+    {0x41, 0x5A}, {0x61, 0x7A}, {0xAA, 0xAA}, {0xB5, 0xB5}, {0xBA, 0xBA}, {0xC0, 0xD6},
+    {0xD8, 0xF6}, {0xF8, 0x2C1}, {0x2C6, 0x2D1}, {0x2E0, 0x2E4}, {0x2EC, 0x2EC}, {0x2EE, 0x2EE},
+    {0x370, 0x374}, {0x376, 0x377}, {0x37A, 0x37D}, {0x37F, 0x37F}, {0x386, 0x386}, {0x388, 0x38A},
+    {0x38C, 0x38C}, {0x38E, 0x3A1}, {0x3A3, 0x3F5}, {0x3F7, 0x481}, {0x48A, 0x52F}, {0x531, 0x556},
+    {0x559, 0x559}, {0x560, 0x588}, {0x5D0, 0x5EA}, {0x5EF, 0x5F2}, {0x620, 0x64A}, {0x66E, 0x66F},
+    {0x671, 0x6D3}, {0x6D5, 0x6D5}, {0x6E5, 0x6E6}, {0x6EE, 0x6EF}, {0x6FA, 0x6FC}, {0x6FF, 0x6FF},
+    {0x710, 0x710}, {0x712, 0x72F}, {0x74D, 0x7A5}, {0x7B1, 0x7B1}, {0x7CA, 0x7EA}, {0x7F4, 0x7F5},
+    {0x7FA, 0x7FA}, {0x800, 0x815}, {0x81A, 0x81A}, {0x824, 0x824}, {0x828, 0x828}, {0x840, 0x858},
+    {0x860, 0x86A}, {0x870, 0x887}, {0x889, 0x88E}, {0x8A0, 0x8C9}, {0x904, 0x939}, {0x93D, 0x93D},
+    {0x950, 0x950}, {0x958, 0x961}, {0x971, 0x980}, {0x985, 0x98C}, {0x98F, 0x990}, {0x993, 0x9A8},
+    {0x9AA, 0x9B0}, {0x9B2, 0x9B2}, {0x9B6, 0x9B9}, {0x9BD, 0x9BD}, {0x9CE, 0x9CE}, {0x9DC, 0x9DD},
+    {0x9DF, 0x9E1}, {0x9F0, 0x9F1}, {0x9FC, 0x9FC}, {0xA05, 0xA0A}, {0xA0F, 0xA10}, {0xA13, 0xA28},
+    {0xA2A, 0xA30}, {0xA32, 0xA33}, {0xA35, 0xA36}, {0xA38, 0xA39}, {0xA59, 0xA5C}, {0xA5E, 0xA5E},
+    {0xA72, 0xA74}, {0xA85, 0xA8D}, {0xA8F, 0xA91}, {0xA93, 0xAA8}, {0xAAA, 0xAB0}, {0xAB2, 0xAB3},
+    {0xAB5, 0xAB9}, {0xABD, 0xABD}, {0xAD0, 0xAD0}, {0xAE0, 0xAE1}, {0xAF9, 0xAF9}, {0xB05, 0xB0C},
+    {0xB0F, 0xB10}, {0xB13, 0xB28}, {0xB2A, 0xB30}, {0xB32, 0xB33}, {0xB35, 0xB39}, {0xB3D, 0xB3D},
+    {0xB5C, 0xB5D}, {0xB5F, 0xB61}, {0xB71, 0xB71}, {0xB83, 0xB83}, {0xB85, 0xB8A}, {0xB8E, 0xB90},
+    {0xB92, 0xB95}, {0xB99, 0xB9A}, {0xB9C, 0xB9C}, {0xB9E, 0xB9F}, {0xBA3, 0xBA4}, {0xBA8, 0xBAA},
+    {0xBAE, 0xBB9}, {0xBD0, 0xBD0}, {0xC05, 0xC0C}, {0xC0E, 0xC10}, {0xC12, 0xC28}, {0xC2A, 0xC39},
+    {0xC3D, 0xC3D}, {0xC58, 0xC5A}, {0xC5D, 0xC5D}, {0xC60, 0xC61}, {0xC80, 0xC80}, {0xC85, 0xC8C},
+    {0xC8E, 0xC90}, {0xC92, 0xCA8}, {0xCAA, 0xCB3}, {0xCB5, 0xCB9}, {0xCBD, 0xCBD}, {0xCDD, 0xCDE},
+    {0xCE0, 0xCE1}, {0xCF1, 0xCF2}, {0xD04, 0xD0C}, {0xD0E, 0xD10}, {0xD12, 0xD3A}, {0xD3D, 0xD3D},
+    {0xD4E, 0xD4E}, {0xD54, 0xD56}, {0xD5F, 0xD61}, {0xD7A, 0xD7F}, {0xD85, 0xD96}, {0xD9A, 0xDB1},
+    {0xDB3, 0xDBB}, {0xDBD, 0xDBD}, {0xDC0, 0xDC6}, {0xE01, 0xE30}, {0xE32, 0xE33}, {0xE40, 0xE46},
+    {0xE81, 0xE82}, {0xE84, 0xE84}, {0xE86, 0xE8A}, {0xE8C, 0xEA3}, {0xEA5, 0xEA5}, {0xEA7, 0xEB0},
+    {0xEB2, 0xEB3}, {0xEBD, 0xEBD}, {0xEC0, 0xEC4}, {0xEC6, 0xEC6}, {0xEDC, 0xEDF}, {0xF00, 0xF00},
+    {0xF40, 0xF47}, {0xF49, 0xF6C}, {0xF88, 0xF8C}, {0x1000, 0x102A}, {0x103F, 0x103F},
+    {0x1050, 0x1055}, {0x105A, 0x105D}, {0x1061, 0x1061}, {0x1065, 0x1066}, {0x106E, 0x1070},
+    {0x1075, 0x1081}, {0x108E, 0x108E}, {0x10A0, 0x10C5}, {0x10C7, 0x10C7}, {0x10CD, 0x10CD},
+    {0x10D0, 0x10FA}, {0x10FC, 0x1248}, {0x124A, 0x124D}, {0x1250, 0x1256}, {0x1258, 0x1258},
+    {0x125A, 0x125D}, {0x1260, 0x1288}, {0x128A, 0x128D}, {0x1290, 0x12B0}, {0x12B2, 0x12B5},
+    {0x12B8, 0x12BE}, {0x12C0, 0x12C0}, {0x12C2, 0x12C5}, {0x12C8, 0x12D6}, {0x12D8, 0x1310},
+    {0x1312, 0x1315}, {0x1318, 0x135A}, {0x1380, 0x138F}, {0x13A0, 0x13F5}, {0x13F8, 0x13FD},
+    {0x1401, 0x166C}, {0x166F, 0x167F}, {0x1681, 0x169A}, {0x16A0, 0x16EA}, {0x16F1, 0x16F8},
+    {0x1700, 0x1711}, {0x171F, 0x1731}, {0x1740, 0x1751}, {0x1760, 0x176C}, {0x176E, 0x1770},
+    {0x1780, 0x17B3}, {0x17D7, 0x17D7}, {0x17DC, 0x17DC}, {0x1820, 0x1878}, {0x1880, 0x1884},
+    {0x1887, 0x18A8}, {0x18AA, 0x18AA}, {0x18B0, 0x18F5}, {0x1900, 0x191E}, {0x1950, 0x196D},
+    {0x1970, 0x1974}, {0x1980, 0x19AB}, {0x19B0, 0x19C9}, {0x1A00, 0x1A16}, {0x1A20, 0x1A54},
+    {0x1AA7, 0x1AA7}, {0x1B05, 0x1B33}, {0x1B45, 0x1B4C}, {0x1B83, 0x1BA0}, {0x1BAE, 0x1BAF},
+    {0x1BBA, 0x1BE5}, {0x1C00, 0x1C23}, {0x1C4D, 0x1C4F}, {0x1C5A, 0x1C7D}, {0x1C80, 0x1C88},
+    {0x1C90, 0x1CBA}, {0x1CBD, 0x1CBF}, {0x1CE9, 0x1CEC}, {0x1CEE, 0x1CF3}, {0x1CF5, 0x1CF6},
+    {0x1CFA, 0x1CFA}, {0x1D00, 0x1DBF}, {0x1E00, 0x1F15}, {0x1F18, 0x1F1D}, {0x1F20, 0x1F45},
+    {0x1F48, 0x1F4D}, {0x1F50, 0x1F57}, {0x1F59, 0x1F59}, {0x1F5B, 0x1F5B}, {0x1F5D, 0x1F5D},
+    {0x1F5F, 0x1F7D}, {0x1F80, 0x1FB4}, {0x1FB6, 0x1FBC}, {0x1FBE, 0x1FBE}, {0x1FC2, 0x1FC4},
+    {0x1FC6, 0x1FCC}, {0x1FD0, 0x1FD3}, {0x1FD6, 0x1FDB}, {0x1FE0, 0x1FEC}, {0x1FF2, 0x1FF4},
+    {0x1FF6, 0x1FFC}, {0x2071, 0x2071}, {0x207F, 0x207F}, {0x2090, 0x209C}, {0x2102, 0x2102},
+    {0x2107, 0x2107}, {0x210A, 0x2113}, {0x2115, 0x2115}, {0x2119, 0x211D}, {0x2124, 0x2124},
+    {0x2126, 0x2126}, {0x2128, 0x2128}, {0x212A, 0x212D}, {0x212F, 0x2139}, {0x213C, 0x213F},
+    {0x2145, 0x2149}, {0x214E, 0x214E}, {0x2183, 0x2184}, {0x2C00, 0x2CE4}, {0x2CEB, 0x2CEE},
+    {0x2CF2, 0x2CF3}, {0x2D00, 0x2D25}, {0x2D27, 0x2D27}, {0x2D2D, 0x2D2D}, {0x2D30, 0x2D67},
+    {0x2D6F, 0x2D6F}, {0x2D80, 0x2D96}, {0x2DA0, 0x2DA6}, {0x2DA8, 0x2DAE}, {0x2DB0, 0x2DB6},
+    {0x2DB8, 0x2DBE}, {0x2DC0, 0x2DC6}, {0x2DC8, 0x2DCE}, {0x2DD0, 0x2DD6}, {0x2DD8, 0x2DDE},
+    {0x2E2F, 0x2E2F}, {0x3005, 0x3006}, {0x3031, 0x3035}, {0x303B, 0x303C}, {0x3041, 0x3096},
+    {0x309D, 0x309F}, {0x30A1, 0x30FA}, {0x30FC, 0x30FF}, {0x3105, 0x312F}, {0x3131, 0x318E},
+    {0x31A0, 0x31BF}, {0x31F0, 0x31FF}, {0x3400, 0x4DBF}, {0x4E00, 0xA48C}, {0xA4D0, 0xA4FD},
+    {0xA500, 0xA60C}, {0xA610, 0xA61F}, {0xA62A, 0xA62B}, {0xA640, 0xA66E}, {0xA67F, 0xA69D},
+    {0xA6A0, 0xA6E5}, {0xA717, 0xA71F}, {0xA722, 0xA788}, {0xA78B, 0xA7CA}, {0xA7D0, 0xA7D1},
+    {0xA7D3, 0xA7D3}, {0xA7D5, 0xA7D9}, {0xA7F2, 0xA801}, {0xA803, 0xA805}, {0xA807, 0xA80A},
+    {0xA80C, 0xA822}, {0xA840, 0xA873}, {0xA882, 0xA8B3}, {0xA8F2, 0xA8F7}, {0xA8FB, 0xA8FB},
+    {0xA8FD, 0xA8FE}, {0xA90A, 0xA925}, {0xA930, 0xA946}, {0xA960, 0xA97C}, {0xA984, 0xA9B2},
+    {0xA9CF, 0xA9CF}, {0xA9E0, 0xA9E4}, {0xA9E6, 0xA9EF}, {0xA9FA, 0xA9FE}, {0xAA00, 0xAA28},
+    {0xAA40, 0xAA42}, {0xAA44, 0xAA4B}, {0xAA60, 0xAA76}, {0xAA7A, 0xAA7A}, {0xAA7E, 0xAAAF},
+    {0xAAB1, 0xAAB1}, {0xAAB5, 0xAAB6}, {0xAAB9, 0xAABD}, {0xAAC0, 0xAAC0}, {0xAAC2, 0xAAC2},
+    {0xAADB, 0xAADD}, {0xAAE0, 0xAAEA}, {0xAAF2, 0xAAF4}, {0xAB01, 0xAB06}, {0xAB09, 0xAB0E},
+    {0xAB11, 0xAB16}, {0xAB20, 0xAB26}, {0xAB28, 0xAB2E}, {0xAB30, 0xAB5A}, {0xAB5C, 0xAB69},
+    {0xAB70, 0xABE2}, {0xAC00, 0xD7A3}, {0xD7B0, 0xD7C6}, {0xD7CB, 0xD7FB}, {0xF900, 0xFA6D},
+    {0xFA70, 0xFAD9}, {0xFB00, 0xFB06}, {0xFB13, 0xFB17}, {0xFB1D, 0xFB1D}, {0xFB1F, 0xFB28},
+    {0xFB2A, 0xFB36}, {0xFB38, 0xFB3C}, {0xFB3E, 0xFB3E}, {0xFB40, 0xFB41}, {0xFB43, 0xFB44},
+    {0xFB46, 0xFBB1}, {0xFBD3, 0xFD3D}, {0xFD50, 0xFD8F}, {0xFD92, 0xFDC7}, {0xFDF0, 0xFDFB},
+    {0xFE70, 0xFE74}, {0xFE76, 0xFEFC}, {0xFF21, 0xFF3A}, {0xFF41, 0xFF5A}, {0xFF66, 0xFFBE},
+    {0xFFC2, 0xFFC7}, {0xFFCA, 0xFFCF}, {0xFFD2, 0xFFD7}, {0xFFDA, 0xFFDC}, {0x10000, 0x1000B},
+    {0x1000D, 0x10026}, {0x10028, 0x1003A}, {0x1003C, 0x1003D}, {0x1003F, 0x1004D},
+    {0x10050, 0x1005D}, {0x10080, 0x100FA}, {0x10280, 0x1029C}, {0x102A0, 0x102D0},
+    {0x10300, 0x1031F}, {0x1032D, 0x10340}, {0x10342, 0x10349}, {0x10350, 0x10375},
+    {0x10380, 0x1039D}, {0x103A0, 0x103C3}, {0x103C8, 0x103CF}, {0x10400, 0x1049D},
+    {0x104B0, 0x104D3}, {0x104D8, 0x104FB}, {0x10500, 0x10527}, {0x10530, 0x10563},
+    {0x10570, 0x1057A}, {0x1057C, 0x1058A}, {0x1058C, 0x10592}, {0x10594, 0x10595},
+    {0x10597, 0x105A1}, {0x105A3, 0x105B1}, {0x105B3, 0x105B9}, {0x105BB, 0x105BC},
+    {0x10600, 0x10736}, {0x10740, 0x10755}, {0x10760, 0x10767}, {0x10780, 0x10785},
+    {0x10787, 0x107B0}, {0x107B2, 0x107BA}, {0x10800, 0x10805}, {0x10808, 0x10808},
+    {0x1080A, 0x10835}, {0x10837, 0x10838}, {0x1083C, 0x1083C}, {0x1083F, 0x10855},
+    {0x10860, 0x10876}, {0x10880, 0x1089E}, {0x108E0, 0x108F2}, {0x108F4, 0x108F5},
+    {0x10900, 0x10915}, {0x10920, 0x10939}, {0x10980, 0x109B7}, {0x109BE, 0x109BF},
+    {0x10A00, 0x10A00}, {0x10A10, 0x10A13}, {0x10A15, 0x10A17}, {0x10A19, 0x10A35},
+    {0x10A60, 0x10A7C}, {0x10A80, 0x10A9C}, {0x10AC0, 0x10AC7}, {0x10AC9, 0x10AE4},
+    {0x10B00, 0x10B35}, {0x10B40, 0x10B55}, {0x10B60, 0x10B72}, {0x10B80, 0x10B91},
+    {0x10C00, 0x10C48}, {0x10C80, 0x10CB2}, {0x10CC0, 0x10CF2}, {0x10D00, 0x10D23},
+    {0x10E80, 0x10EA9}, {0x10EB0, 0x10EB1}, {0x10F00, 0x10F1C}, {0x10F27, 0x10F27},
+    {0x10F30, 0x10F45}, {0x10F70, 0x10F81}, {0x10FB0, 0x10FC4}, {0x10FE0, 0x10FF6},
+    {0x11003, 0x11037}, {0x11071, 0x11072}, {0x11075, 0x11075}, {0x11083, 0x110AF},
+    {0x110D0, 0x110E8}, {0x11103, 0x11126}, {0x11144, 0x11144}, {0x11147, 0x11147},
+    {0x11150, 0x11172}, {0x11176, 0x11176}, {0x11183, 0x111B2}, {0x111C1, 0x111C4},
+    {0x111DA, 0x111DA}, {0x111DC, 0x111DC}, {0x11200, 0x11211}, {0x11213, 0x1122B},
+    {0x1123F, 0x11240}, {0x11280, 0x11286}, {0x11288, 0x11288}, {0x1128A, 0x1128D},
+    {0x1128F, 0x1129D}, {0x1129F, 0x112A8}, {0x112B0, 0x112DE}, {0x11305, 0x1130C},
+    {0x1130F, 0x11310}, {0x11313, 0x11328}, {0x1132A, 0x11330}, {0x11332, 0x11333},
+    {0x11335, 0x11339}, {0x1133D, 0x1133D}, {0x11350, 0x11350}, {0x1135D, 0x11361},
+    {0x11400, 0x11434}, {0x11447, 0x1144A}, {0x1145F, 0x11461}, {0x11480, 0x114AF},
+    {0x114C4, 0x114C5}, {0x114C7, 0x114C7}, {0x11580, 0x115AE}, {0x115D8, 0x115DB},
+    {0x11600, 0x1162F}, {0x11644, 0x11644}, {0x11680, 0x116AA}, {0x116B8, 0x116B8},
+    {0x11700, 0x1171A}, {0x11740, 0x11746}, {0x11800, 0x1182B}, {0x118A0, 0x118DF},
+    {0x118FF, 0x11906}, {0x11909, 0x11909}, {0x1190C, 0x11913}, {0x11915, 0x11916},
+    {0x11918, 0x1192F}, {0x1193F, 0x1193F}, {0x11941, 0x11941}, {0x119A0, 0x119A7},
+    {0x119AA, 0x119D0}, {0x119E1, 0x119E1}, {0x119E3, 0x119E3}, {0x11A00, 0x11A00},
+    {0x11A0B, 0x11A32}, {0x11A3A, 0x11A3A}, {0x11A50, 0x11A50}, {0x11A5C, 0x11A89},
+    {0x11A9D, 0x11A9D}, {0x11AB0, 0x11AF8}, {0x11C00, 0x11C08}, {0x11C0A, 0x11C2E},
+    {0x11C40, 0x11C40}, {0x11C72, 0x11C8F}, {0x11D00, 0x11D06}, {0x11D08, 0x11D09},
+    {0x11D0B, 0x11D30}, {0x11D46, 0x11D46}, {0x11D60, 0x11D65}, {0x11D67, 0x11D68},
+    {0x11D6A, 0x11D89}, {0x11D98, 0x11D98}, {0x11EE0, 0x11EF2}, {0x11F02, 0x11F02},
+    {0x11F04, 0x11F10}, {0x11F12, 0x11F33}, {0x11FB0, 0x11FB0}, {0x12000, 0x12399},
+    {0x12480, 0x12543}, {0x12F90, 0x12FF0}, {0x13000, 0x1342F}, {0x13441, 0x13446},
+    {0x14400, 0x14646}, {0x16800, 0x16A38}, {0x16A40, 0x16A5E}, {0x16A70, 0x16ABE},
+    {0x16AD0, 0x16AED}, {0x16B00, 0x16B2F}, {0x16B40, 0x16B43}, {0x16B63, 0x16B77},
+    {0x16B7D, 0x16B8F}, {0x16E40, 0x16E7F}, {0x16F00, 0x16F4A}, {0x16F50, 0x16F50},
+    {0x16F93, 0x16F9F}, {0x16FE0, 0x16FE1}, {0x16FE3, 0x16FE3}, {0x17000, 0x187F7},
+    {0x18800, 0x18CD5}, {0x18D00, 0x18D08}, {0x1AFF0, 0x1AFF3}, {0x1AFF5, 0x1AFFB},
+    {0x1AFFD, 0x1AFFE}, {0x1B000, 0x1B122}, {0x1B132, 0x1B132}, {0x1B150, 0x1B152},
+    {0x1B155, 0x1B155}, {0x1B164, 0x1B167}, {0x1B170, 0x1B2FB}, {0x1BC00, 0x1BC6A},
+    {0x1BC70, 0x1BC7C}, {0x1BC80, 0x1BC88}, {0x1BC90, 0x1BC99}, {0x1D400, 0x1D454},
+    {0x1D456, 0x1D49C}, {0x1D49E, 0x1D49F}, {0x1D4A2, 0x1D4A2}, {0x1D4A5, 0x1D4A6},
+    {0x1D4A9, 0x1D4AC}, {0x1D4AE, 0x1D4B9}, {0x1D4BB, 0x1D4BB}, {0x1D4BD, 0x1D4C3},
+    {0x1D4C5, 0x1D505}, {0x1D507, 0x1D50A}, {0x1D50D, 0x1D514}, {0x1D516, 0x1D51C},
+    {0x1D51E, 0x1D539}, {0x1D53B, 0x1D53E}, {0x1D540, 0x1D544}, {0x1D546, 0x1D546},
+    {0x1D54A, 0x1D550}, {0x1D552, 0x1D6A5}, {0x1D6A8, 0x1D6C0}, {0x1D6C2, 0x1D6DA},
+    {0x1D6DC, 0x1D6FA}, {0x1D6FC, 0x1D714}, {0x1D716, 0x1D734}, {0x1D736, 0x1D74E},
+    {0x1D750, 0x1D76E}, {0x1D770, 0x1D788}, {0x1D78A, 0x1D7A8}, {0x1D7AA, 0x1D7C2},
+    {0x1D7C4, 0x1D7CB}, {0x1DF00, 0x1DF1E}, {0x1DF25, 0x1DF2A}, {0x1E030, 0x1E06D},
+    {0x1E100, 0x1E12C}, {0x1E137, 0x1E13D}, {0x1E14E, 0x1E14E}, {0x1E290, 0x1E2AD},
+    {0x1E2C0, 0x1E2EB}, {0x1E4D0, 0x1E4EB}, {0x1E7E0, 0x1E7E6}, {0x1E7E8, 0x1E7EB},
+    {0x1E7ED, 0x1E7EE}, {0x1E7F0, 0x1E7FE}, {0x1E800, 0x1E8C4}, {0x1E900, 0x1E943},
+    {0x1E94B, 0x1E94B}, {0x1EE00, 0x1EE03}, {0x1EE05, 0x1EE1F}, {0x1EE21, 0x1EE22},
+    {0x1EE24, 0x1EE24}, {0x1EE27, 0x1EE27}, {0x1EE29, 0x1EE32}, {0x1EE34, 0x1EE37},
+    {0x1EE39, 0x1EE39}, {0x1EE3B, 0x1EE3B}, {0x1EE42, 0x1EE42}, {0x1EE47, 0x1EE47},
+    {0x1EE49, 0x1EE49}, {0x1EE4B, 0x1EE4B}, {0x1EE4D, 0x1EE4F}, {0x1EE51, 0x1EE52},
+    {0x1EE54, 0x1EE54}, {0x1EE57, 0x1EE57}, {0x1EE59, 0x1EE59}, {0x1EE5B, 0x1EE5B},
+    {0x1EE5D, 0x1EE5D}, {0x1EE5F, 0x1EE5F}, {0x1EE61, 0x1EE62}, {0x1EE64, 0x1EE64},
+    {0x1EE67, 0x1EE6A}, {0x1EE6C, 0x1EE72}, {0x1EE74, 0x1EE77}, {0x1EE79, 0x1EE7C},
+    {0x1EE7E, 0x1EE7E}, {0x1EE80, 0x1EE89}, {0x1EE8B, 0x1EE9B}, {0x1EEA1, 0x1EEA3},
+    {0x1EEA5, 0x1EEA9}, {0x1EEAB, 0x1EEBB}, {0x20000, 0x2A6DF}, {0x2A700, 0x2B739},
+    {0x2B740, 0x2B81D}, {0x2B820, 0x2CEA1}, {0x2CEB0, 0x2EBE0}, {0x2EBF0, 0x2EE5D},
+    {0x2F800, 0x2FA1D}, {0x30000, 0x3134A}, {0x31350, 0x323AF},
+};
+/* \p{N}: Nd Nl No: 137 ranges */
+static const uint32_t ft__uc_number[137][2] = {
+    {0x30, 0x39}, {0xB2, 0xB3}, {0xB9, 0xB9}, {0xBC, 0xBE}, {0x660, 0x669}, {0x6F0, 0x6F9},
+    {0x7C0, 0x7C9}, {0x966, 0x96F}, {0x9E6, 0x9EF}, {0x9F4, 0x9F9}, {0xA66, 0xA6F}, {0xAE6, 0xAEF},
+    {0xB66, 0xB6F}, {0xB72, 0xB77}, {0xBE6, 0xBF2}, {0xC66, 0xC6F}, {0xC78, 0xC7E}, {0xCE6, 0xCEF},
+    {0xD58, 0xD5E}, {0xD66, 0xD78}, {0xDE6, 0xDEF}, {0xE50, 0xE59}, {0xED0, 0xED9}, {0xF20, 0xF33},
+    {0x1040, 0x1049}, {0x1090, 0x1099}, {0x1369, 0x137C}, {0x16EE, 0x16F0}, {0x17E0, 0x17E9},
+    {0x17F0, 0x17F9}, {0x1810, 0x1819}, {0x1946, 0x194F}, {0x19D0, 0x19DA}, {0x1A80, 0x1A89},
+    {0x1A90, 0x1A99}, {0x1B50, 0x1B59}, {0x1BB0, 0x1BB9}, {0x1C40, 0x1C49}, {0x1C50, 0x1C59},
+    {0x2070, 0x2070}, {0x2074, 0x2079}, {0x2080, 0x2089}, {0x2150, 0x2182}, {0x2185, 0x2189},
+    {0x2460, 0x249B}, {0x24EA, 0x24FF}, {0x2776, 0x2793}, {0x2CFD, 0x2CFD}, {0x3007, 0x3007},
+    {0x3021, 0x3029}, {0x3038, 0x303A}, {0x3192, 0x3195}, {0x3220, 0x3229}, {0x3248, 0x324F},
+    {0x3251, 0x325F}, {0x3280, 0x3289}, {0x32B1, 0x32BF}, {0xA620, 0xA629}, {0xA6E6, 0xA6EF},
+    {0xA830, 0xA835}, {0xA8D0, 0xA8D9}, {0xA900, 0xA909}, {0xA9D0, 0xA9D9}, {0xA9F0, 0xA9F9},
+    {0xAA50, 0xAA59}, {0xABF0, 0xABF9}, {0xFF10, 0xFF19}, {0x10107, 0x10133}, {0x10140, 0x10178},
+    {0x1018A, 0x1018B}, {0x102E1, 0x102FB}, {0x10320, 0x10323}, {0x10341, 0x10341},
+    {0x1034A, 0x1034A}, {0x103D1, 0x103D5}, {0x104A0, 0x104A9}, {0x10858, 0x1085F},
+    {0x10879, 0x1087F}, {0x108A7, 0x108AF}, {0x108FB, 0x108FF}, {0x10916, 0x1091B},
+    {0x109BC, 0x109BD}, {0x109C0, 0x109CF}, {0x109D2, 0x109FF}, {0x10A40, 0x10A48},
+    {0x10A7D, 0x10A7E}, {0x10A9D, 0x10A9F}, {0x10AEB, 0x10AEF}, {0x10B58, 0x10B5F},
+    {0x10B78, 0x10B7F}, {0x10BA9, 0x10BAF}, {0x10CFA, 0x10CFF}, {0x10D30, 0x10D39},
+    {0x10E60, 0x10E7E}, {0x10F1D, 0x10F26}, {0x10F51, 0x10F54}, {0x10FC5, 0x10FCB},
+    {0x11052, 0x1106F}, {0x110F0, 0x110F9}, {0x11136, 0x1113F}, {0x111D0, 0x111D9},
+    {0x111E1, 0x111F4}, {0x112F0, 0x112F9}, {0x11450, 0x11459}, {0x114D0, 0x114D9},
+    {0x11650, 0x11659}, {0x116C0, 0x116C9}, {0x11730, 0x1173B}, {0x118E0, 0x118F2},
+    {0x11950, 0x11959}, {0x11C50, 0x11C6C}, {0x11D50, 0x11D59}, {0x11DA0, 0x11DA9},
+    {0x11F50, 0x11F59}, {0x11FC0, 0x11FD4}, {0x12400, 0x1246E}, {0x16A60, 0x16A69},
+    {0x16AC0, 0x16AC9}, {0x16B50, 0x16B59}, {0x16B5B, 0x16B61}, {0x16E80, 0x16E96},
+    {0x1D2C0, 0x1D2D3}, {0x1D2E0, 0x1D2F3}, {0x1D360, 0x1D378}, {0x1D7CE, 0x1D7FF},
+    {0x1E140, 0x1E149}, {0x1E2F0, 0x1E2F9}, {0x1E4F0, 0x1E4F9}, {0x1E8C7, 0x1E8CF},
+    {0x1E950, 0x1E959}, {0x1EC71, 0x1ECAB}, {0x1ECAD, 0x1ECAF}, {0x1ECB1, 0x1ECB4},
+    {0x1ED01, 0x1ED2D}, {0x1ED2F, 0x1ED3D}, {0x1F100, 0x1F10C}, {0x1FBF0, 0x1FBF9},
+};
+/* \p{P}: Pc Pd Pe Pf Pi Po Ps: 191 ranges */
+static const uint32_t ft__uc_punct[191][2] = {
+    {0x21, 0x23}, {0x25, 0x2A}, {0x2C, 0x2F}, {0x3A, 0x3B}, {0x3F, 0x40}, {0x5B, 0x5D},
+    {0x5F, 0x5F}, {0x7B, 0x7B}, {0x7D, 0x7D}, {0xA1, 0xA1}, {0xA7, 0xA7}, {0xAB, 0xAB},
+    {0xB6, 0xB7}, {0xBB, 0xBB}, {0xBF, 0xBF}, {0x37E, 0x37E}, {0x387, 0x387}, {0x55A, 0x55F},
+    {0x589, 0x58A}, {0x5BE, 0x5BE}, {0x5C0, 0x5C0}, {0x5C3, 0x5C3}, {0x5C6, 0x5C6}, {0x5F3, 0x5F4},
+    {0x609, 0x60A}, {0x60C, 0x60D}, {0x61B, 0x61B}, {0x61D, 0x61F}, {0x66A, 0x66D}, {0x6D4, 0x6D4},
+    {0x700, 0x70D}, {0x7F7, 0x7F9}, {0x830, 0x83E}, {0x85E, 0x85E}, {0x964, 0x965}, {0x970, 0x970},
+    {0x9FD, 0x9FD}, {0xA76, 0xA76}, {0xAF0, 0xAF0}, {0xC77, 0xC77}, {0xC84, 0xC84}, {0xDF4, 0xDF4},
+    {0xE4F, 0xE4F}, {0xE5A, 0xE5B}, {0xF04, 0xF12}, {0xF14, 0xF14}, {0xF3A, 0xF3D}, {0xF85, 0xF85},
+    {0xFD0, 0xFD4}, {0xFD9, 0xFDA}, {0x104A, 0x104F}, {0x10FB, 0x10FB}, {0x1360, 0x1368},
+    {0x1400, 0x1400}, {0x166E, 0x166E}, {0x169B, 0x169C}, {0x16EB, 0x16ED}, {0x1735, 0x1736},
+    {0x17D4, 0x17D6}, {0x17D8, 0x17DA}, {0x1800, 0x180A}, {0x1944, 0x1945}, {0x1A1E, 0x1A1F},
+    {0x1AA0, 0x1AA6}, {0x1AA8, 0x1AAD}, {0x1B5A, 0x1B60}, {0x1B7D, 0x1B7E}, {0x1BFC, 0x1BFF},
+    {0x1C3B, 0x1C3F}, {0x1C7E, 0x1C7F}, {0x1CC0, 0x1CC7}, {0x1CD3, 0x1CD3}, {0x2010, 0x2027},
+    {0x2030, 0x2043}, {0x2045, 0x2051}, {0x2053, 0x205E}, {0x207D, 0x207E}, {0x208D, 0x208E},
+    {0x2308, 0x230B}, {0x2329, 0x232A}, {0x2768, 0x2775}, {0x27C5, 0x27C6}, {0x27E6, 0x27EF},
+    {0x2983, 0x2998}, {0x29D8, 0x29DB}, {0x29FC, 0x29FD}, {0x2CF9, 0x2CFC}, {0x2CFE, 0x2CFF},
+    {0x2D70, 0x2D70}, {0x2E00, 0x2E2E}, {0x2E30, 0x2E4F}, {0x2E52, 0x2E5D}, {0x3001, 0x3003},
+    {0x3008, 0x3011}, {0x3014, 0x301F}, {0x3030, 0x3030}, {0x303D, 0x303D}, {0x30A0, 0x30A0},
+    {0x30FB, 0x30FB}, {0xA4FE, 0xA4FF}, {0xA60D, 0xA60F}, {0xA673, 0xA673}, {0xA67E, 0xA67E},
+    {0xA6F2, 0xA6F7}, {0xA874, 0xA877}, {0xA8CE, 0xA8CF}, {0xA8F8, 0xA8FA}, {0xA8FC, 0xA8FC},
+    {0xA92E, 0xA92F}, {0xA95F, 0xA95F}, {0xA9C1, 0xA9CD}, {0xA9DE, 0xA9DF}, {0xAA5C, 0xAA5F},
+    {0xAADE, 0xAADF}, {0xAAF0, 0xAAF1}, {0xABEB, 0xABEB}, {0xFD3E, 0xFD3F}, {0xFE10, 0xFE19},
+    {0xFE30, 0xFE52}, {0xFE54, 0xFE61}, {0xFE63, 0xFE63}, {0xFE68, 0xFE68}, {0xFE6A, 0xFE6B},
+    {0xFF01, 0xFF03}, {0xFF05, 0xFF0A}, {0xFF0C, 0xFF0F}, {0xFF1A, 0xFF1B}, {0xFF1F, 0xFF20},
+    {0xFF3B, 0xFF3D}, {0xFF3F, 0xFF3F}, {0xFF5B, 0xFF5B}, {0xFF5D, 0xFF5D}, {0xFF5F, 0xFF65},
+    {0x10100, 0x10102}, {0x1039F, 0x1039F}, {0x103D0, 0x103D0}, {0x1056F, 0x1056F},
+    {0x10857, 0x10857}, {0x1091F, 0x1091F}, {0x1093F, 0x1093F}, {0x10A50, 0x10A58},
+    {0x10A7F, 0x10A7F}, {0x10AF0, 0x10AF6}, {0x10B39, 0x10B3F}, {0x10B99, 0x10B9C},
+    {0x10EAD, 0x10EAD}, {0x10F55, 0x10F59}, {0x10F86, 0x10F89}, {0x11047, 0x1104D},
+    {0x110BB, 0x110BC}, {0x110BE, 0x110C1}, {0x11140, 0x11143}, {0x11174, 0x11175},
+    {0x111C5, 0x111C8}, {0x111CD, 0x111CD}, {0x111DB, 0x111DB}, {0x111DD, 0x111DF},
+    {0x11238, 0x1123D}, {0x112A9, 0x112A9}, {0x1144B, 0x1144F}, {0x1145A, 0x1145B},
+    {0x1145D, 0x1145D}, {0x114C6, 0x114C6}, {0x115C1, 0x115D7}, {0x11641, 0x11643},
+    {0x11660, 0x1166C}, {0x116B9, 0x116B9}, {0x1173C, 0x1173E}, {0x1183B, 0x1183B},
+    {0x11944, 0x11946}, {0x119E2, 0x119E2}, {0x11A3F, 0x11A46}, {0x11A9A, 0x11A9C},
+    {0x11A9E, 0x11AA2}, {0x11B00, 0x11B09}, {0x11C41, 0x11C45}, {0x11C70, 0x11C71},
+    {0x11EF7, 0x11EF8}, {0x11F43, 0x11F4F}, {0x11FFF, 0x11FFF}, {0x12470, 0x12474},
+    {0x12FF1, 0x12FF2}, {0x16A6E, 0x16A6F}, {0x16AF5, 0x16AF5}, {0x16B37, 0x16B3B},
+    {0x16B44, 0x16B44}, {0x16E97, 0x16E9A}, {0x16FE2, 0x16FE2}, {0x1BC9F, 0x1BC9F},
+    {0x1DA87, 0x1DA8B}, {0x1E95E, 0x1E95F},
+};
+/* \s: the White_Space property, 25 code points */
+static const uint32_t ft__uc_space[25] = {
+    0x9, 0xA, 0xB, 0xC, 0xD, 0x20, 0x85, 0xA0, 0x1680, 0x2000, 0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200A, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000
+};
+/* flags of the ASCII code points: 1 \p{L}, 2 \p{N}, 4 \p{P}, 8 \s */
+static const unsigned char ft__uc_ascii[128] = {
+    0,0,0,0,0,0,0,0,0,8,8,8,8,8,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
+    8,4,4,4,0,4,4,4,4,4,4,0,4,4,4,4,2,2,2,2,2,2,2,2,2,2,4,4,0,0,0,4,
+    4,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,4,4,4,0,4,
+    0,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,4,0,4,0,0,
+};
+
+enum { FT__UC_L = 1, FT__UC_N = 2, FT__UC_P = 4, FT__UC_WS = 8, FT__UC_ANY = 16 };
+
+static int ft__uc_in(const uint32_t (*r)[2], int n, uint32_t cp) {
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) >> 1;
+        if (cp < r[mid][0]) hi = mid - 1;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
+/* FT__UC_* bits of a code point; FT__UC_ANY marks "a code point" (llama.cpp's flags are never
+   0 inside a word, and 0 past its end: the matchers below rely on that difference) */
+static unsigned ft__uc_flags(uint32_t cp) {
+    unsigned f = FT__UC_ANY;
+    int lo = 0, hi = (int)(sizeof ft__uc_space / sizeof ft__uc_space[0]) - 1;
+    if (cp < 128) return f | ft__uc_ascii[cp];
+#define FT__NR(t) ((int)(sizeof t / sizeof t[0]))
+    if (ft__uc_in(ft__uc_letter, FT__NR(ft__uc_letter), cp)) f |= FT__UC_L;
+    else if (ft__uc_in(ft__uc_number, FT__NR(ft__uc_number), cp)) f |= FT__UC_N;
+    else if (ft__uc_in(ft__uc_punct, FT__NR(ft__uc_punct), cp)) f |= FT__UC_P;
+#undef FT__NR
+    while (lo <= hi) {                                   /* \s: 25 code points */
+        int mid = (lo + hi) >> 1;
+        if (cp < ft__uc_space[mid]) hi = mid - 1;
+        else if (cp > ft__uc_space[mid]) lo = mid + 1;
+        else { f |= FT__UC_WS; break; }
+    }
+    return f;
+}
+
+/* One code point from s[*i..n) read as llama.cpp's unicode_cpts_from_utf8 reads it: a byte that
+   starts no valid sequence becomes U+FFFD and is skipped alone; overlong forms and surrogates
+   are taken as they are (llama.cpp does not check them). Values past U+10FFFF, which llama.cpp
+   cannot encode again (it throws), become U+FFFD here. */
+static uint32_t ft__utf8_next(const unsigned char *s, size_t n, size_t *i) {
+    size_t o = *i;
+    unsigned c = s[o];
+    uint32_t cp;
+    if (!(c & 0x80)) { *i = o + 1; return c; }
+    if (!(c & 0x40)) goto bad;
+    if (!(c & 0x20)) {
+        if (o + 1 >= n || (s[o + 1] & 0xC0) != 0x80) goto bad;
+        *i = o + 2;
+        return ((uint32_t)(c & 0x1F) << 6) | (s[o + 1] & 0x3F);
+    }
+    if (!(c & 0x10)) {
+        if (o + 2 >= n || (s[o + 1] & 0xC0) != 0x80 || (s[o + 2] & 0xC0) != 0x80) goto bad;
+        *i = o + 3;
+        return ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(s[o + 1] & 0x3F) << 6) | (s[o + 2] & 0x3F);
+    }
+    if (!(c & 0x08)) {
+        if (o + 3 >= n || (s[o + 1] & 0xC0) != 0x80 || (s[o + 2] & 0xC0) != 0x80 || (s[o + 3] & 0xC0) != 0x80) goto bad;
+        *i = o + 4;
+        cp = ((uint32_t)(c & 0x07) << 18) | ((uint32_t)(s[o + 1] & 0x3F) << 12) | ((uint32_t)(s[o + 2] & 0x3F) << 6) | (s[o + 3] & 0x3F);
+        return cp <= 0x10FFFF ? cp : 0xFFFD;
+    }
+bad:
+    *i = o + 1;
+    return 0xFFFD;
+}
+
+static int ft__utf8_put(unsigned char *d, uint32_t cp) {   /* cp <= 0x10FFFF; returns bytes */
+    if (cp < 0x80) { d[0] = (unsigned char)cp; return 1; }
+    if (cp < 0x800) { d[0] = (unsigned char)(0xC0 | (cp >> 6)); d[1] = (unsigned char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        d[0] = (unsigned char)(0xE0 | (cp >> 12)); d[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        d[2] = (unsigned char)(0x80 | (cp & 0x3F)); return 3;
+    }
+    d[0] = (unsigned char)(0xF0 | (cp >> 18)); d[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    d[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)); d[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* GPT-2's byte -> "byte character": printable Latin-1 bytes stand for themselves, the other 68
+   (controls, space, 0x7F-0xA0, 0xAD) become U+0100.. in byte order, so every token is text */
+static uint32_t ft__byte_cp(unsigned b) {
+    unsigned n = 0, c;
+    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE) return b;
+    for (c = 0; c < b; c++)
+        if (!((c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || c >= 0xAE)) n++;
+    return 256 + n;
+}
+static int ft__cp_byte(uint32_t cp) {                     /* the inverse; -1: not a byte char */
+    unsigned b;
+    if (cp < 256) return ((cp >= 0x21 && cp <= 0x7E) || (cp >= 0xA1 && cp <= 0xAC) || cp >= 0xAE) ? (int)cp : -1;
+    if (cp >= 256 + 68) return -1;
+    for (b = 0; b < 256; b++) if (ft__byte_cp(b) == cp) return (int)b;
+    return -1;
+}
+
+/* ---- the tokenizer ------------------------------------------------------------------------- */
+enum { FT__PRE_DEFAULT, FT__PRE_GPT2, FT__PRE_SMOLLM, FT__PRE_LLAMA3, FT__PRE_QWEN2 };
+enum { FT__TT_NORMAL = 1, FT__TT_UNKNOWN = 2, FT__TT_CONTROL = 3, FT__TT_USER = 4,
+       FT__TT_UNUSED = 5, FT__TT_BYTE = 6 };
+
+struct ft_tokenizer {
+    ft_tokenizer_kind kind;
+    int pre;                        /* FT__PRE_*                                              */
+    int ignore_merges;              /* llama3: a word that is a token is taken whole           */
+    int clean_spaces;               /* decode: " ," -> "," etc. (llama.cpp's clean_spaces)     */
+    int add_bos, add_eos, add_space_prefix;
+    int32_t bos, eos, unk, pad;
+    int64_t n_vocab;
+    char *text;                     /* every token's text, back to back                       */
+    uint64_t *off;                  /* n_vocab + 1 offsets into text                          */
+    int32_t *type;                  /* FT__TT_*                                               */
+    float *score;                   /* SentencePiece scores (0 when absent)                   */
+    char *piece; uint64_t *piece_off;   /* decoded bytes of every token (llama.cpp's cache)   */
+    int32_t *tok_slot; uint64_t tok_mask;               /* text -> id, open addressing       */
+    uint64_t *mkey; int32_t *mrank, *mres; uint64_t mmask;  /* (left, right) -> rank, result */
+    int32_t byte_tok[256];          /* gpt2: token of each byte char; llama: <0xXX> fallback   */
+    int32_t *special; int64_t n_special;   /* control/user/unknown ids, longest text first    */
+};
+
+static uint64_t ft__fnv1a(const void *p, size_t n, uint64_t h) {
+    const unsigned char *s = FT__CAST(const unsigned char *, p);
+    size_t i;
+    for (i = 0; i < n; i++) { h ^= s[i]; h *= ((uint64_t)0x100u << 32) | 0x1B3u; }  /* FNV prime */
+    return h;
+}
+#define FT__FNV_BASIS (((uint64_t)0xCBF29CE4u << 32) | 0x84222325u)
+
+static int32_t ft__tok_lookup(const ft_tokenizer *t, const void *s, size_t n) {
+    uint64_t i = ft__fnv1a(s, n, FT__FNV_BASIS) & t->tok_mask;
+    for (;; i = (i + 1) & t->tok_mask) {
+        int32_t id = t->tok_slot[i];
+        if (id < 0) return -1;
+        if (t->off[id + 1] - t->off[id] == n && memcmp(t->text + t->off[id], s, n) == 0) return id;
+    }
+}
+
+static uint64_t ft__merge_slot(const ft_tokenizer *t, uint64_t key) {
+    uint64_t i = ft__fnv1a(&key, sizeof key, FT__FNV_BASIS) & t->mmask;
+    while (t->mkey[i] != key && t->mkey[i] != ~(uint64_t)0) i = (i + 1) & t->mmask;
+    return i;
+}
+static int32_t ft__merge_rank(const ft_tokenizer *t, int32_t a, int32_t b, int32_t *res) {
+    uint64_t i;
+    if (a < 0 || b < 0 || !t->mkey) return -1;
+    i = ft__merge_slot(t, ((uint64_t)(uint32_t)a << 32) | (uint32_t)b);
+    if (t->mkey[i] == ~(uint64_t)0) return -1;
+    *res = t->mres[i];
+    return t->mrank[i];
+}
+
+FT_API void ft_tokenizer_free(ft_tokenizer *t) {
+    if (!t) return;
+    FT_FREE(t->text); FT_FREE(t->off); FT_FREE(t->type); FT_FREE(t->score);
+    FT_FREE(t->piece); FT_FREE(t->piece_off); FT_FREE(t->tok_slot);
+    FT_FREE(t->mkey); FT_FREE(t->mrank); FT_FREE(t->mres); FT_FREE(t->special);
+    FT_FREE(t);
+}
+
+static int ft__cmp_u64(const void *a, const void *b) {
+    uint64_t x = *FT__CAST(const uint64_t *, a), y = *FT__CAST(const uint64_t *, b);
+    return x < y ? -1 : x > y;
+}
+
+/* the pre-tokenizer names of llama.cpp's llama_vocab::impl::load that use the regexes here */
+static int ft__pre_from_name(const char *pre, int *ignore_merges, int *clean_spaces) {
+    static const char *const llama3[] = {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
+                                         "midm-2.0", "lfm2", "jina-v5-nano", "dbrx", "smaug-bpe", NULL};
+    static const char *const smollm[] = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone",
+                                         "minerva-7b", "mellum2", NULL};
+    static const char *const gpt2[] = {"gpt2", "gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es",
+                                       "jina-v2-de", "a.x-4.0", "mellum", "modern-bert", "mpt", "olmo", "jais",
+                                       "trillion", "granite-docling", "exaone4", "jina-v1-en", "jina-v2-code",
+                                       "roberta-bpe", NULL};
+    static const char *const qwen2[] = {"qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2",
+                                        "hunyuan", "solar-open", "trillion", "granite-docling", NULL};
+    /* names whose clean_spaces llama.cpp turns off */
+    static const char *const noclean[] = {"smollm", "command-r", "qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2",
+                                          "hunyuan", "solar-open", "trillion", "granite-docling", NULL};
+    int i;
+    *ignore_merges = 0; *clean_spaces = 1;
+    if (!pre) return FT__PRE_DEFAULT;
+    for (i = 0; noclean[i]; i++) if (!strcmp(pre, noclean[i])) *clean_spaces = 0;
+    for (i = 0; llama3[i]; i++) if (!strcmp(pre, llama3[i])) { *ignore_merges = i < 9; return FT__PRE_LLAMA3; }
+    for (i = 0; smollm[i]; i++) if (!strcmp(pre, smollm[i])) return FT__PRE_SMOLLM;
+    for (i = 0; gpt2[i]; i++) if (!strcmp(pre, gpt2[i])) return FT__PRE_GPT2;
+    for (i = 0; qwen2[i]; i++) if (!strcmp(pre, qwen2[i])) return FT__PRE_QWEN2;
+    return FT__PRE_DEFAULT;   /* "default", "" and names this file does not know */
+}
+
+/* llama.cpp's llama_decode_text: byte chars back to bytes; a code point that is no byte char
+   gives "[UNK_BYTE_0x<its utf-8 in hex><the whole token text>]" as llama.cpp writes it */
+static size_t ft__bpe_decode(const char *s, size_t n, char *dst) {
+    size_t i = 0, k = 0, j;
+    while (i < n) {
+        size_t i0 = i;
+        uint32_t cp = ft__utf8_next(FT__CAST(const unsigned char *, s), n, &i);
+        int b = ft__cp_byte(cp);
+        if (b >= 0) { if (dst) dst[k] = (char)b; k++; continue; }
+        {
+            unsigned char u[4]; int m = ft__utf8_put(u, cp);
+            static const char hx[] = "0123456789abcdef";
+            (void)i0;
+            if (dst) memcpy(dst + k, "[UNK_BYTE_0x", 12);
+            k += 12;
+            for (j = 0; j < (size_t)m; j++) { if (dst) { dst[k] = hx[u[j] >> 4]; dst[k + 1] = hx[u[j] & 15]; } k += 2; }
+            if (dst) memcpy(dst + k, s, n);
+            k += n;
+            if (dst) dst[k] = ']';
+            k++;
+        }
+    }
+    return k;
+}
+
+/* one token's piece with special = true (token_to_piece of llama.cpp); dst NULL: only count */
+static size_t ft__make_piece(const ft_tokenizer *t, int32_t id, char *dst) {
+    const char *s = t->text + t->off[id];
+    size_t n = (size_t)(t->off[id + 1] - t->off[id]), i, k;
+    int ty = t->type[id];
+    if (ty == FT__TT_UNKNOWN || ty == FT__TT_CONTROL || ty == FT__TT_USER) { if (dst) memcpy(dst, s, n); return n; }
+    if (ty == FT__TT_NORMAL) {
+        if (t->kind == FT_TOKENIZER_BPE_GPT2) return ft__bpe_decode(s, n, dst);
+        for (i = 0, k = 0; i < n; ) {                         /* SentencePiece: U+2581 -> ' ' */
+            if (i + 3 <= n && (unsigned char)s[i] == 0xE2 && (unsigned char)s[i + 1] == 0x96 && (unsigned char)s[i + 2] == 0x81) {
+                if (dst) dst[k] = ' ';
+                k++; i += 3;
+            } else { if (dst) dst[k] = s[i]; k++; i++; }
+        }
+        return k;
+    }
+    if (ty == FT__TT_BYTE) {                                  /* "<0xXX>": strtol of text[3..5) */
+        unsigned v = 0;
+        for (i = 3; i < 5 && i < n; i++) {
+            char c = s[i];
+            int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+            if (d < 0) break;
+            v = v * 16 + (unsigned)d;
+        }
+        if (dst) dst[0] = (char)v;
+        return 1;
+    }
+    return 0;                                                 /* unused / undefined: nothing */
+}
+
+/* tokens[i] has tok_len[i] bytes (tok_len NULL: NUL-terminated); types NULL: all normal; scores
+   may be NULL; merges "left right" (gpt2 only; merge_len NULL: NUL-terminated); bos/eos/unk/pad
+   an id or -1; add_bos, add_eos, add_space_prefix: 0/1, or -1 for the model's default (the GGUF
+   has no such key). Fails with FT_ERR_FORMAT on malformed vocabularies: duplicate token texts,
+   merges without a space, merges of texts that are not tokens or whose result is not a token. */
+static FT__MAYBE_UNUSED ft_result ft__tokenizer_init(ft_tokenizer **out, ft_tokenizer_kind kind, const char *pre,
+        int64_t n_vocab, const char *const *tokens, const uint64_t *tok_len, const int32_t *types,
+        const float *scores, int64_t n_merges, const char *const *merges, const uint64_t *merge_len,
+        int32_t bos, int32_t eos, int32_t unk, int32_t pad, int add_bos, int add_eos, int add_space_prefix) {
+    ft_tokenizer *t;
+    uint64_t total = 0, cap, i, pbytes = 0;
+    int64_t k;
+    char emptyname[32];
+    if (!out) return ft_set_error(FT_ERR_INVALID, "tokenizer: no output pointer");
+    *out = NULL;
+    if (kind != FT_TOKENIZER_BPE_GPT2 && kind != FT_TOKENIZER_SPM)
+        return ft_set_error(FT_ERR_UNSUPPORTED, "tokenizer: model kind %d is not gpt2 or llama", (int)kind);
+    if (n_vocab < 1 || n_vocab >= INT32_MAX || !tokens)
+        return ft_set_error(FT_ERR_FORMAT, "tokenizer: vocabulary of %lld tokens", (long long)n_vocab);
+    if (n_merges < 0 || (n_merges > 0 && !merges))
+        return ft_set_error(FT_ERR_FORMAT, "tokenizer: %lld merges", (long long)n_merges);
+    {
+        const int32_t sp[4] = {bos, eos, unk, pad};
+        static const char *const nm[4] = {"bos", "eos", "unknown", "padding"};
+        int j;
+        for (j = 0; j < 4; j++)
+            if (sp[j] < -1 || sp[j] >= n_vocab)
+                return ft_set_error(FT_ERR_FORMAT, "tokenizer: %s token id %d outside the vocabulary of %lld", nm[j], (int)sp[j], (long long)n_vocab);
+    }
+    t = FT__CAST(ft_tokenizer *, FT_MALLOC(sizeof *t));
+    if (!t) return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory");
+    memset(t, 0, sizeof *t);
+    t->kind = kind;
+    t->n_vocab = n_vocab;
+    t->bos = bos; t->eos = eos; t->unk = unk; t->pad = pad;
+    if (kind == FT_TOKENIZER_BPE_GPT2) {
+        t->pre = ft__pre_from_name(pre, &t->ignore_merges, &t->clean_spaces);
+        t->add_bos = add_bos >= 0 ? add_bos : t->ignore_merges;   /* the llama3 names set add_bos */
+        t->add_space_prefix = add_space_prefix > 0;
+    } else {                                   /* SentencePiece defaults of llama.cpp          */
+        t->pre = FT__PRE_DEFAULT; t->clean_spaces = 0;
+        t->add_bos = add_bos >= 0 ? add_bos : 1;
+        t->add_space_prefix = add_space_prefix >= 0 ? add_space_prefix : 1;
+    }
+    t->add_eos = add_eos > 0;
+    /* token texts; an empty text becomes "[EMPTY_<id>]" as llama.cpp renames it */
+    for (k = 0; k < n_vocab; k++) {
+        uint64_t n = tok_len ? tok_len[k] : (tokens[k] ? strlen(tokens[k]) : 0);
+        if ((n && !tokens[k]) || n >= INT32_MAX) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_FORMAT, "tokenizer: token %lld has no text or %llu bytes", (long long)k, (unsigned long long)n); }
+        total += n ? n : (uint64_t)snprintf(emptyname, sizeof emptyname, "[EMPTY_%lld]", (long long)k);
+    }
+    t->text = FT__CAST(char *, FT_MALLOC(total + 1));
+    t->off = FT__CAST(uint64_t *, FT_MALLOC(((size_t)n_vocab + 1) * sizeof(uint64_t)));
+    t->type = FT__CAST(int32_t *, FT_MALLOC((size_t)n_vocab * sizeof(int32_t)));
+    t->score = FT__CAST(float *, FT_MALLOC((size_t)n_vocab * sizeof(float)));
+    for (cap = 16; cap < (uint64_t)n_vocab * 2; cap <<= 1) {}
+    t->tok_slot = FT__CAST(int32_t *, FT_MALLOC((size_t)cap * sizeof(int32_t)));
+    if (!t->text || !t->off || !t->type || !t->score || !t->tok_slot) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory"); }
+    t->tok_mask = cap - 1;
+    memset(t->tok_slot, 0xFF, (size_t)cap * sizeof(int32_t));
+    for (k = 0, total = 0; k < n_vocab; k++) {
+        uint64_t n = tok_len ? tok_len[k] : (tokens[k] ? strlen(tokens[k]) : 0), h;
+        t->off[k] = total;
+        if (n) memcpy(t->text + total, tokens[k], (size_t)n);
+        else n = (uint64_t)snprintf(t->text + total, sizeof emptyname, "[EMPTY_%lld]", (long long)k);
+        total += n;
+        t->type[k] = types ? types[k] : FT__TT_NORMAL;
+        t->score[k] = scores ? scores[k] : 0.0f;
+        t->off[k + 1] = total;
+        for (h = ft__fnv1a(t->text + t->off[k], (size_t)n, FT__FNV_BASIS) & t->tok_mask;; h = (h + 1) & t->tok_mask) {
+            int32_t o = t->tok_slot[h];
+            if (o < 0) { t->tok_slot[h] = (int32_t)k; break; }
+            if (t->off[o + 1] - t->off[o] == n && memcmp(t->text + t->off[o], t->text + t->off[k], (size_t)n) == 0) {
+                /* llama.cpp asserts on this too (id_to_token.size() == token_to_id.size()) */
+                ft_result r = ft_set_error(FT_ERR_FORMAT, "tokenizer: token %lld has the same text as token %d", (long long)k, (int)o);
+                ft_tokenizer_free(t);
+                return r;
+            }
+        }
+    }
+    /* merges "a b" -> rank i; the first of duplicates wins (llama.cpp's map emplace) */
+    if (kind == FT_TOKENIZER_BPE_GPT2 && n_merges > 0) {
+        for (cap = 16; cap < (uint64_t)n_merges * 2; cap <<= 1) {}
+        t->mkey = FT__CAST(uint64_t *, FT_MALLOC((size_t)cap * sizeof(uint64_t)));
+        t->mrank = FT__CAST(int32_t *, FT_MALLOC((size_t)cap * sizeof(int32_t)));
+        t->mres = FT__CAST(int32_t *, FT_MALLOC((size_t)cap * sizeof(int32_t)));
+        if (!t->mkey || !t->mrank || !t->mres || n_merges >= INT32_MAX) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory for %lld merges", (long long)n_merges); }
+        t->mmask = cap - 1;
+        memset(t->mkey, 0xFF, (size_t)cap * sizeof(uint64_t));
+        for (k = 0; k < n_merges; k++) {
+            const char *m = merges[k];
+            size_t n = m ? (merge_len ? (size_t)merge_len[k] : strlen(m)) : 0, sp;
+            int32_t a, b, res;
+            uint64_t slot;
+            char *cat;
+            for (sp = 1; sp < n && m[sp] != ' '; sp++) {}
+            if (sp >= n) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_FORMAT, "tokenizer: merge %lld (\"%.*s\") is not \"left right\"", (long long)k, (int)FT__MIN(n, 64), m ? m : ""); }
+            a = ft__tok_lookup(t, m, sp);
+            b = ft__tok_lookup(t, m + sp + 1, n - sp - 1);
+            cat = FT__CAST(char *, FT_MALLOC(n));
+            if (!cat) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory"); }
+            memcpy(cat, m, sp); memcpy(cat + sp, m + sp + 1, n - sp - 1);
+            res = ft__tok_lookup(t, cat, n - 1);
+            FT_FREE(cat);
+            if (a < 0 || b < 0 || res < 0) {
+                ft_result r = ft_set_error(FT_ERR_FORMAT, "tokenizer: merge %lld (\"%.*s\"): %s is not a token", (long long)k, (int)FT__MIN(n, 64), m,
+                                           a < 0 ? "the left part" : b < 0 ? "the right part" : "the merged text");
+                ft_tokenizer_free(t);
+                return r;
+            }
+            slot = ft__merge_slot(t, ((uint64_t)(uint32_t)a << 32) | (uint32_t)b);
+            if (t->mkey[slot] != ~(uint64_t)0) continue;
+            t->mkey[slot] = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+            t->mrank[slot] = (int32_t)k;
+            t->mres[slot] = res;
+        }
+    }
+    /* byte tokens: gpt2 maps byte b to its byte char; llama looks for "<0xXX>", then the byte
+       itself, then falls back to the unknown token (where llama.cpp would throw) */
+    for (i = 0; i < 256; i++) {
+        unsigned char u[4];
+        if (kind == FT_TOKENIZER_BPE_GPT2) {
+            int m = ft__utf8_put(u, ft__byte_cp((unsigned)i));
+            t->byte_tok[i] = ft__tok_lookup(t, u, (size_t)m);
+        } else {
+            static const char hx[] = "0123456789ABCDEF";
+            char b6[6];
+            b6[0] = '<'; b6[1] = '0'; b6[2] = 'x'; b6[3] = hx[i >> 4]; b6[4] = hx[i & 15]; b6[5] = '>';
+            t->byte_tok[i] = ft__tok_lookup(t, b6, 6);
+            if (t->byte_tok[i] < 0) { u[0] = (unsigned char)i; t->byte_tok[i] = ft__tok_lookup(t, u, 1); }
+            if (t->byte_tok[i] < 0) t->byte_tok[i] = unk;
+        }
+    }
+    /* special tokens for the partition step */
+    for (k = 0; k < n_vocab; k++)
+        if (t->type[k] == FT__TT_CONTROL || t->type[k] == FT__TT_USER || t->type[k] == FT__TT_UNKNOWN) t->n_special++;
+    t->special = FT__CAST(int32_t *, FT_MALLOC((size_t)FT__MAX(t->n_special, 1) * sizeof(int32_t)));
+    t->piece_off = FT__CAST(uint64_t *, FT_MALLOC(((size_t)n_vocab + 1) * sizeof(uint64_t)));
+    if (!t->special || !t->piece_off) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory"); }
+    for (k = 0, t->n_special = 0; k < n_vocab; k++)
+        if (t->type[k] == FT__TT_CONTROL || t->type[k] == FT__TT_USER || t->type[k] == FT__TT_UNKNOWN) t->special[t->n_special++] = (int32_t)k;
+    {   /* longest text first, as llama.cpp sorts them; ties by id (llama.cpp's std::sort leaves
+           their order unspecified). Keys (~length << 32 | id) sort with a context-free qsort. */
+        uint64_t *key = FT__CAST(uint64_t *, FT_MALLOC((size_t)FT__MAX(t->n_special, 1) * sizeof(uint64_t)));
+        if (!key) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory"); }
+        for (k = 0; k < t->n_special; k++) {
+            int32_t id = t->special[k];
+            key[k] = ((uint64_t)(0xFFFFFFFFu - (uint32_t)(t->off[id + 1] - t->off[id])) << 32) | (uint32_t)id;
+        }
+        qsort(key, (size_t)t->n_special, sizeof(uint64_t), ft__cmp_u64);
+        for (k = 0; k < t->n_special; k++) t->special[k] = (int32_t)(key[k] & 0xFFFFFFFFu);
+        FT_FREE(key);
+    }
+    /* decoded pieces, computed once (llama.cpp's cache_token_to_piece) */
+    for (k = 0; k < n_vocab; k++) { t->piece_off[k] = pbytes; pbytes += ft__make_piece(t, (int32_t)k, NULL); }
+    t->piece_off[n_vocab] = pbytes;
+    t->piece = FT__CAST(char *, FT_MALLOC((size_t)pbytes + 1));
+    if (!t->piece) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory"); }
+    for (k = 0; k < n_vocab; k++) ft__make_piece(t, (int32_t)k, t->piece + t->piece_off[k]);
+    *out = t;
+    return FT_OK;
+}
+
+FT_API int32_t ft_tokenizer_bos(const ft_tokenizer *t) { return t ? t->bos : -1; }
+FT_API int32_t ft_tokenizer_eos(const ft_tokenizer *t) { return t ? t->eos : -1; }
+FT_API int32_t ft_tokenizer_pad(const ft_tokenizer *t) { return t ? t->pad : -1; }
+FT_API int64_t ft_tokenizer_n_vocab(const ft_tokenizer *t) { return t ? t->n_vocab : 0; }
+FT_API int32_t ft_tokenizer_find(const ft_tokenizer *t, const char *text) {
+    return t && text ? ft__tok_lookup(t, text, strlen(text)) : -1;
+}
+
+/* ---- encoding -------------------------------------------------------------------------------- */
+/* scratch of one ft_tokenize call, grown on demand */
+typedef struct ft__tsym { int32_t id, prev, next; int64_t start, len; } ft__tsym;   /* a symbol */
+typedef struct ft__tpair { double key; int32_t left, right, res; int64_t size; } ft__tpair;
+typedef struct ft__tws {
+    int32_t *ids; int64_t n, cap;         /* output                                             */
+    uint32_t *cp; unsigned char *fl;      /* code points of a fragment and their FT__UC_* flags */
+    int64_t *w0, *w1;                     /* word lengths (in code points) between passes      */
+    unsigned char *buf; int64_t buf_cap;  /* bytes of a word                                    */
+    ft__tsym *sym; int64_t sym_cap;
+    ft__tpair *heap; int64_t heap_n, heap_cap;
+    int oom;
+} ft__tws;
+
+static void ft__tws_emit(ft__tws *w, int32_t id) {
+    if (w->n < w->cap) w->ids[w->n] = id;
+    w->n++;
+}
+static int ft__tws_grow(void **p, int64_t *cap, int64_t need, size_t elem) {
+    int64_t nc;
+    void *q;
+    if (need <= *cap) return 1;
+    nc = FT__MAX(need, *cap * 2);
+    q = FT_REALLOC(*p, (size_t)nc * elem);
+    if (!q) return 0;
+    *p = q; *cap = nc;
+    return 1;
+}
+
+/* min-heap of candidate merges: smallest key first, then leftmost. key = rank (gpt2) or
+   -score (llama), which is the order of llama.cpp's priority queues */
+static void ft__heap_push(ft__tws *w, double key, int32_t left, int32_t right, int32_t res, int64_t size) {
+    ft__tpair *h;
+    int64_t i;
+    if (!ft__tws_grow(FT__CAST(void **, &w->heap), &w->heap_cap, w->heap_n + 1, sizeof(ft__tpair))) { w->oom = 1; return; }
+    h = w->heap;
+    i = w->heap_n++;
+    while (i > 0) {
+        int64_t p = (i - 1) / 2;
+        if (h[p].key < key || (h[p].key == key && h[p].left <= left)) break;
+        h[i] = h[p]; i = p;
+    }
+    h[i].key = key; h[i].left = left; h[i].right = right; h[i].res = res; h[i].size = size;
+}
+static ft__tpair ft__heap_pop(ft__tws *w) {
+    ft__tpair *h = w->heap, top = h[0], last = h[--w->heap_n];
+    int64_t i = 0, n = w->heap_n;
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && (h[c + 1].key < h[c].key || (h[c + 1].key == h[c].key && h[c + 1].left < h[c].left))) c++;
+        if (last.key < h[c].key || (last.key == h[c].key && last.left <= h[c].left)) break;
+        h[i] = h[c]; i = c;
+    }
+    if (n > 0) h[i] = last;
+    return top;
+}
+
+/* ---- pre-tokenizers: each pass splits every word of w0 (lengths in code points) into w1 ----- */
+#define FT__OUT ((uint32_t)0xFFFFFFFFu)
+#define FT__TF(p) ((p) >= ini && (p) < end ? fl[p] : 0u)     /* flags, 0 past the word's ends  */
+#define FT__TC(p) ((p) >= ini && (p) < end ? cp[p] : FT__OUT)
+#define FT__EMIT(x) do { int64_t e_ = (x); if (e_ > prev) out[no++] = e_ - prev; prev = e_; pos = e_; } while (0)
+
+/* GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+   (unicode_regex_split_custom_gpt2 of llama.cpp, step for step) */
+static int64_t ft__split_gpt2(const uint32_t *cp, const unsigned char *fl, const int64_t *in, int64_t nin, int64_t *out) {
+    int64_t no = 0, start = 0, k;
+    for (k = 0; k < nin; k++) {
+        int64_t ini = start, end = start + in[k], pos = ini, prev = ini;
+        start = end;
+        while (pos < end) {
+            uint32_t c = cp[pos];
+            unsigned f = fl[pos], f2;
+            int64_t nws = 0;
+            if (c == '\'' && pos + 1 < end) {
+                uint32_t c1 = cp[pos + 1];
+                if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') { FT__EMIT(pos + 2); continue; }
+                if (pos + 2 < end) {
+                    uint32_t c2 = cp[pos + 2];
+                    if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) { FT__EMIT(pos + 3); continue; }
+                }
+            }
+            f2 = c == ' ' ? FT__TF(pos + 1) : f;
+            if (f2 & FT__UC_L) {                              /*  ?\p{L}+ */
+                pos += c == ' ';
+                while (FT__TF(pos) & FT__UC_L) pos++;
+                FT__EMIT(pos); continue;
+            }
+            if (f2 & FT__UC_N) {                              /*  ?\p{N}+ */
+                pos += c == ' ';
+                while (FT__TF(pos) & FT__UC_N) pos++;
+                FT__EMIT(pos); continue;
+            }
+            if (!(f2 & (FT__UC_WS | FT__UC_L | FT__UC_N)) && f2) {   /*  ?[^\s\p{L}\p{N}]+ */
+                pos += c == ' ';
+                for (;;) { f2 = FT__TF(pos); if ((f2 & (FT__UC_WS | FT__UC_L | FT__UC_N)) || !f2) break; pos++; }
+                FT__EMIT(pos); continue;
+            }
+            while (FT__TF(pos + nws) & FT__UC_WS) nws++;
+            if (nws > 1 && FT__TC(pos + nws) != FT__OUT) { FT__EMIT(pos + nws - 1); continue; }  /* \s+(?!\S) */
+            if (nws > 0) { FT__EMIT(pos + nws); continue; }  /* \s+ */
+            FT__EMIT(pos + 1);                                /* no match: one code point */
+        }
+    }
+    return no;
+}
+
+/* Llama 3 (ndig 3) and Qwen2 (ndig 1):
+   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,ndig}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+   (unicode_regex_split_custom_llama3 / _qwen2) */
+static uint32_t ft__ascii_lower(uint32_t c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+static int64_t ft__split_llama3(const uint32_t *cp, const unsigned char *fl, const int64_t *in, int64_t nin, int64_t *out, int ndig) {
+    int64_t no = 0, start = 0, k;
+    for (k = 0; k < nin; k++) {
+        int64_t ini = start, end = start + in[k], pos = ini, prev = ini;
+        start = end;
+        while (pos < end) {
+            uint32_t c = cp[pos];
+            unsigned f = fl[pos], f2;
+            int64_t nws = 0, last_rn = 0;
+            /* llama.cpp lowers with the full Unicode table; only A-Z lower to these letters */
+            if (c == '\'' && pos + 1 < end) {
+                uint32_t c1 = ft__ascii_lower(cp[pos + 1]);
+                if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') { FT__EMIT(pos + 2); continue; }
+                if (pos + 2 < end) {
+                    uint32_t c2 = ft__ascii_lower(cp[pos + 2]);
+                    if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) { FT__EMIT(pos + 3); continue; }
+                }
+            }
+            if (!(c == '\r' || c == '\n' || (f & FT__UC_N))) {          /* [^\r\n\p{L}\p{N}]?\p{L}+ */
+                if ((f & FT__UC_L) || (FT__TF(pos + 1) & FT__UC_L)) {
+                    pos++;
+                    while (FT__TF(pos) & FT__UC_L) pos++;
+                    FT__EMIT(pos); continue;
+                }
+            }
+            if (f & FT__UC_N) {                                          /* \p{N}{1,ndig} */
+                int64_t i0 = pos;
+                while (FT__TF(pos) & FT__UC_N) {
+                    if (++pos - i0 >= ndig) { FT__EMIT(pos); i0 = pos; }
+                }
+                FT__EMIT(pos); continue;
+            }
+            f2 = c == ' ' ? FT__TF(pos + 1) : f;                          /*  ?[^\s\p{L}\p{N}]+[\r\n]* */
+            if (!(f2 & (FT__UC_WS | FT__UC_L | FT__UC_N)) && f) {
+                uint32_t c2;
+                pos += c == ' ';
+                for (;;) { f2 = FT__TF(pos); if ((f2 & (FT__UC_WS | FT__UC_L | FT__UC_N)) || !f2) break; pos++; }
+                for (c2 = FT__TC(pos); c2 == '\r' || c2 == '\n'; c2 = FT__TC(pos)) pos++;   /* (a macro: no ++ inside) */
+                FT__EMIT(pos); continue;
+            }
+            while (FT__TF(pos + nws) & FT__UC_WS) {
+                uint32_t c2 = FT__TC(pos + nws);
+                if (c2 == '\r' || c2 == '\n') last_rn = pos + nws + 1;
+                nws++;
+            }
+            if (last_rn > 0) { FT__EMIT(last_rn); continue; }           /* \s*[\r\n]+ */
+            if (nws > 1 && FT__TC(pos + nws) != FT__OUT) { FT__EMIT(pos + nws - 1); continue; }
+            if (nws > 0) { FT__EMIT(pos + nws); continue; }
+            FT__EMIT(pos + 1);
+        }
+    }
+    return no;
+}
+
+/* The passes llama.cpp runs through std::regex: every match becomes a word, and so does every
+   run of text between matches. cls: 0 \p{N}, 1 [\p{P}\$\+<=>\^~\|] (llama.cpp's "collapsed"
+   form: ASCII punctuation and symbols but '`', non-ASCII \p{P} that is not \s), 2 [0-9].
+   rep: 1 one code point per match, 0 a maximal run, 3 exactly three. */
+static int ft__cls(uint32_t c, unsigned f, int cls) {
+    if (cls == 0) return (f & FT__UC_N) != 0;
+    if (cls == 2) return c >= '0' && c <= '9';
+    if (c < 128) return c > 0x20 && c < 0x7F && c != '`' && !(f & (FT__UC_L | FT__UC_N));
+    return (f & FT__UC_P) && !(f & FT__UC_WS);
+}
+static int64_t ft__split_class(const uint32_t *cp, const unsigned char *fl, const int64_t *in, int64_t nin, int64_t *out, int cls, int rep) {
+    int64_t no = 0, start = 0, k;
+    for (k = 0; k < nin; k++) {
+        int64_t ini = start, end = start + in[k], pos = ini, prev = ini;
+        start = end;
+        while (pos < end) {
+            int64_t m = 0;
+            if (ft__cls(cp[pos], fl[pos], cls)) {
+                if (rep == 1) m = 1;
+                else if (rep == 0) { while (pos + m < end && ft__cls(cp[pos + m], fl[pos + m], cls)) m++; }
+                else if (pos + 2 < end && ft__cls(cp[pos + 1], fl[pos + 1], cls) && ft__cls(cp[pos + 2], fl[pos + 2], cls)) m = 3;
+            }
+            if (!m) { pos++; continue; }
+            if (pos > prev) out[no++] = pos - prev;
+            out[no++] = m;
+            pos += m; prev = pos;
+        }
+        if (end > prev) out[no++] = end - prev;
+    }
+    return no;
+}
+#undef FT__EMIT
+#undef FT__TC
+#undef FT__TF
+#undef FT__OUT
+
+/* byte-level BPE of one word (raw bytes b[0..n) at the start of w->buf, which has room for
+   3n bytes): symbols start as single bytes (their byte
+   chars), the lowest-rank adjacent pair merges first, leftmost on ties (llm_tokenizer_bpe_session) */
+static void ft__bpe_word(const ft_tokenizer *t, ft__tws *w, const unsigned char *b, int64_t n) {
+    ft__tsym *s;
+    int64_t i;
+    if (t->ignore_merges) {                  /* llama3: a word that is a token is not merged */
+        unsigned char *e = w->buf + n;       /* the caller leaves 2n bytes of room after b    */
+        int64_t m = 0;
+        int32_t id;
+        for (i = 0; i < n; i++) m += ft__utf8_put(e + m, ft__byte_cp(b[i]));
+        id = ft__tok_lookup(t, e, (size_t)m);
+        if (id >= 0) { ft__tws_emit(w, id); return; }
+    }
+    if (!ft__tws_grow(FT__CAST(void **, &w->sym), &w->sym_cap, n, sizeof(ft__tsym))) { w->oom = 1; return; }
+    s = w->sym;
+    w->heap_n = 0;
+    for (i = 0; i < n; i++) {
+        s[i].id = t->byte_tok[b[i]]; s[i].start = i; s[i].len = 1;
+        s[i].prev = (int32_t)(i - 1); s[i].next = i + 1 < n ? (int32_t)(i + 1) : -1;
+    }
+    for (i = 1; i < n; i++) {
+        int32_t res, r = ft__merge_rank(t, s[i - 1].id, s[i].id, &res);
+        if (r >= 0) ft__heap_push(w, (double)r, (int32_t)(i - 1), (int32_t)i, res, 2);
+    }
+    while (w->heap_n > 0 && !w->oom) {
+        ft__tpair p = ft__heap_pop(w);
+        ft__tsym *L = &s[p.left], *R = &s[p.right];
+        int32_t res, r;
+        /* stale: a side already merged (symbols only grow, so equal sizes mean equal texts) */
+        if (L->len == 0 || R->len == 0 || L->len + R->len != p.size) continue;
+        L->len += R->len; R->len = 0;
+        L->id = p.res;
+        L->next = R->next;
+        if (R->next >= 0) s[R->next].prev = p.left;
+        if (L->prev >= 0 && (r = ft__merge_rank(t, s[L->prev].id, L->id, &res)) >= 0)
+            ft__heap_push(w, (double)r, L->prev, p.left, res, s[L->prev].len + L->len);
+        if (L->next >= 0 && (r = ft__merge_rank(t, L->id, s[L->next].id, &res)) >= 0)
+            ft__heap_push(w, (double)r, p.left, L->next, res, L->len + s[L->next].len);
+    }
+    for (i = 0; i >= 0 && i < n; i = s[i].next) {
+        if (s[i].id >= 0) { ft__tws_emit(w, s[i].id); continue; }
+        {   /* a byte char that is not in the vocabulary: llama.cpp looks up each byte of its
+               UTF-8 form as a one-byte token and drops those that are not tokens either */
+            unsigned char u[4];
+            int m = ft__utf8_put(u, ft__byte_cp(b[s[i].start])), j;
+            for (j = 0; j < m; j++) { int32_t id = ft__tok_lookup(t, u + j, 1); if (id >= 0) ft__tws_emit(w, id); }
+        }
+    }
+}
+
+/* gpt2: one raw-text fragment -> code points -> words -> BPE */
+static void ft__bpe_fragment(const ft_tokenizer *t, ft__tws *w, const unsigned char *s, size_t n) {
+    size_t i = 0;
+    int64_t ncp = 0, nw = 1, k, start = 0;
+    while (i < n) {
+        uint32_t c = ft__utf8_next(s, n, &i);
+        w->cp[ncp] = c; w->fl[ncp] = (unsigned char)ft__uc_flags(c); ncp++;
+    }
+    if (ncp == 0) return;
+    w->w0[0] = ncp;
+    switch (t->pre) {
+    case FT__PRE_GPT2:   nw = ft__split_gpt2(w->cp, w->fl, w->w0, nw, w->w1); memcpy(w->w0, w->w1, (size_t)nw * sizeof(int64_t)); break;
+    case FT__PRE_SMOLLM:
+        nw = ft__split_class(w->cp, w->fl, w->w0, nw, w->w1, 0, 1);
+        nw = ft__split_gpt2(w->cp, w->fl, w->w1, nw, w->w0);
+        break;
+    case FT__PRE_LLAMA3: nw = ft__split_llama3(w->cp, w->fl, w->w0, nw, w->w1, 3); memcpy(w->w0, w->w1, (size_t)nw * sizeof(int64_t)); break;
+    case FT__PRE_QWEN2:  nw = ft__split_llama3(w->cp, w->fl, w->w0, nw, w->w1, 1); memcpy(w->w0, w->w1, (size_t)nw * sizeof(int64_t)); break;
+    default:             /* llama.cpp's "default": four passes */
+        nw = ft__split_class(w->cp, w->fl, w->w0, nw, w->w1, 1, 0);
+        nw = ft__split_gpt2(w->cp, w->fl, w->w1, nw, w->w0);
+        nw = ft__split_class(w->cp, w->fl, w->w0, nw, w->w1, 0, 0);
+        nw = ft__split_class(w->cp, w->fl, w->w1, nw, w->w0, 2, 3);
+        break;
+    }
+    for (k = 0; k < nw && !w->oom; k++) {
+        int64_t j, m = 0;
+        /* the word's bytes, encoded again (at most 4 per code point, and 2x that for the
+           byte-char form that ft__bpe_word writes after them) from its code points (invalid input became U+FFFD) */
+        if (!ft__tws_grow(FT__CAST(void **, &w->buf), &w->buf_cap, 12 * w->w0[k] + 8, 1)) { w->oom = 1; return; }
+        for (j = start; j < start + w->w0[k]; j++) m += ft__utf8_put(w->buf + m, w->cp[j]);
+        start += w->w0[k];
+        ft__bpe_word(t, w, w->buf, m);
+    }
+}
+
+/* SentencePiece BPE of one fragment (llm_tokenizer_spm_session): ' ' -> U+2581 (and one
+   prepended when asked), symbols are UTF-8 characters, the adjacent pair whose joined text is
+   the token of highest score merges first (leftmost on ties), leftovers become <0xXX> bytes */
+static void ft__spm_try(const ft_tokenizer *t, ft__tws *w, int32_t l, int32_t r) {
+    ft__tsym *s = w->sym;
+    int32_t id;
+    if (l < 0 || r < 0) return;
+    id = ft__tok_lookup(t, w->buf + s[l].start, (size_t)(s[l].len + s[r].len));
+    if (id < 0) return;
+    ft__heap_push(w, -(double)t->score[id], l, r, id, s[l].len + s[r].len);
+}
+static void ft__spm_fragment(const ft_tokenizer *t, ft__tws *w, const unsigned char *s, size_t n, int prefix_space) {
+    static const unsigned char u8len[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+    int64_t m = 0, ns = 0, off, i;
+    size_t j;
+    ft__tsym *sy;
+    if (!ft__tws_grow(FT__CAST(void **, &w->buf), &w->buf_cap, 3 * ((int64_t)n + 1), 1)) { w->oom = 1; return; }
+    if (prefix_space) { memcpy(w->buf, "\xE2\x96\x81", 3); m = 3; }
+    for (j = 0; j < n; j++) {
+        if (s[j] == ' ') { memcpy(w->buf + m, "\xE2\x96\x81", 3); m += 3; }
+        else w->buf[m++] = s[j];
+    }
+    if (!ft__tws_grow(FT__CAST(void **, &w->sym), &w->sym_cap, m, sizeof(ft__tsym))) { w->oom = 1; return; }
+    sy = w->sym;
+    for (off = 0; off < m; ns++) {
+        int64_t l = FT__MIN((int64_t)u8len[w->buf[off] >> 4], m - off);
+        sy[ns].id = -2; sy[ns].start = off; sy[ns].len = l;
+        off += l;
+        sy[ns].prev = (int32_t)(ns - 1); sy[ns].next = off == m ? -1 : (int32_t)(ns + 1);
+    }
+    w->heap_n = 0;
+    for (i = 1; i < ns; i++) ft__spm_try(t, w, (int32_t)(i - 1), (int32_t)i);
+    while (w->heap_n > 0 && !w->oom) {
+        ft__tpair p = ft__heap_pop(w);
+        ft__tsym *L = &sy[p.left], *R = &sy[p.right];
+        if (L->len == 0 || R->len == 0 || L->len + R->len != p.size) continue;
+        L->len += R->len; R->len = 0; L->id = p.res;
+        L->next = R->next;
+        if (R->next >= 0) sy[R->next].prev = p.left;
+        ft__spm_try(t, w, L->prev, p.left);
+        ft__spm_try(t, w, p.left, L->next);
+    }
+    for (i = 0; i >= 0 && i < ns; i = sy[i].next) {
+        int32_t id = sy[i].id == -2 ? ft__tok_lookup(t, w->buf + sy[i].start, (size_t)sy[i].len) : sy[i].id;
+        if (id >= 0) { ft__tws_emit(w, id); continue; }
+        for (off = 0; off < sy[i].len; off++) {
+            int32_t b = t->byte_tok[w->buf[sy[i].start + off]];
+            if (b >= 0) ft__tws_emit(w, b);
+        }
+    }
+}
+
+/* ---- special tokens: llama.cpp's tokenizer_st_partition ----------------------------------- */
+typedef struct ft__tfrag { int64_t off, len; int32_t id; } ft__tfrag;     /* id -1: raw text */
+
+static int64_t ft__find(const char *s, int64_t from, int64_t to, const char *p, int64_t pl) {
+    const char *q = s + from, *e = s + to;
+    while (e - q >= pl) {
+        const char *h = FT__CAST(const char *, memchr(q, p[0], (size_t)(e - q - pl + 1)));
+        if (!h) return -1;
+        if (memcmp(h, p, (size_t)pl) == 0) return h - s;
+        q = h + 1;
+    }
+    return -1;
+}
+
+/* For each special token, longest first, cut every raw fragment at each of its occurrences,
+   left to right. Note this is not "longest match at each position": a longer token is taken
+   out of the whole text before a shorter one is looked for, as llama.cpp does. Control and
+   unknown tokens only when parse_special; user-defined tokens always (as llama.cpp and HF). */
+static ft_result ft__partition(const ft_tokenizer *t, const char *s, int64_t n, int parse_special, ft__tfrag **out, int64_t *nout) {
+    ft__tfrag *fr = NULL, *nf = NULL, *tmp;
+    int64_t cap = 0, ncap = 0, nfr = 0, k;
+    unsigned char seen[256];
+    *out = NULL; *nout = 0;
+    if (n == 0) return FT_OK;
+    memset(seen, 0, sizeof seen);
+    for (k = 0; k < n; k++) seen[(unsigned char)s[k]] = 1;
+    if (!ft__tws_grow(FT__CAST(void **, &fr), &cap, 16, sizeof *fr)) return ft_set_error(FT_ERR_NOMEM, "tokenize: out of memory");
+    fr[0].off = 0; fr[0].len = n; fr[0].id = -1; nfr = 1;
+    for (k = 0; k < t->n_special; k++) {
+        int32_t id = t->special[k];
+        const char *p = t->text + t->off[id];
+        int64_t pl = (int64_t)(t->off[id + 1] - t->off[id]), f, m = 0, hit = 0;
+        if (!parse_special && (t->type[id] == FT__TT_CONTROL || t->type[id] == FT__TT_UNKNOWN)) continue;
+        if (pl > n || !seen[(unsigned char)p[0]]) continue;
+        for (f = 0; f < nfr && !hit; f++)
+            if (fr[f].id < 0 && ft__find(s, fr[f].off, fr[f].off + fr[f].len, p, pl) >= 0) hit = 1;
+        if (!hit) continue;
+        for (f = 0; f < nfr; f++) {
+            int64_t pos = fr[f].off, end = fr[f].off + fr[f].len, at;
+            if (fr[f].id >= 0) {
+                if (!ft__tws_grow(FT__CAST(void **, &nf), &ncap, m + 1, sizeof *nf)) goto oom;
+                nf[m++] = fr[f];
+                continue;
+            }
+            while ((at = ft__find(s, pos, end, p, pl)) >= 0) {
+                if (!ft__tws_grow(FT__CAST(void **, &nf), &ncap, m + 2, sizeof *nf)) goto oom;
+                if (at > pos) { nf[m].off = pos; nf[m].len = at - pos; nf[m].id = -1; m++; }
+                nf[m].off = at; nf[m].len = pl; nf[m].id = id; m++;
+                pos = at + pl;
+            }
+            if (pos < end) {
+                if (!ft__tws_grow(FT__CAST(void **, &nf), &ncap, m + 1, sizeof *nf)) goto oom;
+                nf[m].off = pos; nf[m].len = end - pos; nf[m].id = -1; m++;
+            }
+        }
+        tmp = fr; fr = nf; nf = tmp;
+        { int64_t c = cap; cap = ncap; ncap = c; }
+        nfr = m;
+    }
+    FT_FREE(nf);
+    *out = fr; *nout = nfr;
+    return FT_OK;
+oom:
+    FT_FREE(fr); FT_FREE(nf);
+    return ft_set_error(FT_ERR_NOMEM, "tokenize: out of memory");
+}
+
+FT_API int64_t ft_tokenize(const ft_tokenizer *t, const char *text, int64_t len, int32_t *ids, int64_t cap,
+                           int add_bos, int parse_special) {
+    ft__tws w;
+    ft__tfrag *fr = NULL;
+    int64_t nfr = 0, f;
+    ft_result r;
+    int prev_special = 1;
+    if (!t || (!text && len > 0) || cap < 0 || (cap > 0 && !ids))
+        return ft_set_error(FT_ERR_INVALID, "ft_tokenize: %s", !t ? "no tokenizer" : !text ? "no text" : "bad output buffer");
+    if (len < 0) len = text ? (int64_t)strlen(text) : 0;
+    if (add_bos && ((t->add_bos && t->bos < 0) || (t->add_eos && t->eos < 0)))
+        return ft_set_error(FT_ERR_STATE, "ft_tokenize: the model asks for a BOS/EOS token it does not have");
+    memset(&w, 0, sizeof w);
+    w.ids = ids; w.cap = cap;
+    if ((r = ft__partition(t, text, len, parse_special, &fr, &nfr)) != FT_OK) return r;
+    w.cp = FT__CAST(uint32_t *, FT_MALLOC(((size_t)len + 1) * sizeof(uint32_t)));
+    w.fl = FT__CAST(unsigned char *, FT_MALLOC((size_t)len + 1));
+    w.w0 = FT__CAST(int64_t *, FT_MALLOC(((size_t)len + 1) * sizeof(int64_t)));
+    w.w1 = FT__CAST(int64_t *, FT_MALLOC(((size_t)len + 1) * sizeof(int64_t)));
+    if (!w.cp || !w.fl || !w.w0 || !w.w1) w.oom = 1;
+    if (add_bos && t->add_bos) ft__tws_emit(&w, t->bos);
+    for (f = 0; f < nfr && !w.oom; f++) {
+        if (fr[f].id >= 0) { ft__tws_emit(&w, fr[f].id); prev_special = 1; continue; }
+        if (t->kind == FT_TOKENIZER_SPM)
+            ft__spm_fragment(t, &w, FT__CAST(const unsigned char *, text) + fr[f].off, (size_t)fr[f].len, t->add_space_prefix && prev_special);
+        else
+            ft__bpe_fragment(t, &w, FT__CAST(const unsigned char *, text) + fr[f].off, (size_t)fr[f].len);
+        prev_special = 0;
+    }
+    if (add_bos && t->add_eos) ft__tws_emit(&w, t->eos);
+    FT_FREE(fr); FT_FREE(w.cp); FT_FREE(w.fl); FT_FREE(w.w0); FT_FREE(w.w1);
+    FT_FREE(w.buf); FT_FREE(w.sym); FT_FREE(w.heap);
+    if (w.oom) return ft_set_error(FT_ERR_NOMEM, "ft_tokenize: out of memory (%lld bytes of text)", (long long)len);
+    return w.n;
+}
+
+/* ---- decoding -------------------------------------------------------------------------------- */
+FT_API int64_t ft_token_to_piece(const ft_tokenizer *t, int32_t id, char *buf, int64_t cap, int show_special) {
+    int64_t n;
+    if (!t || id < 0 || id >= t->n_vocab || cap < 0 || (cap > 0 && !buf))
+        return ft_set_error(FT_ERR_INVALID, "ft_token_to_piece: %s %d", !t ? "no tokenizer" : "bad token id or buffer", (int)id);
+    if (!show_special && (t->type[id] == FT__TT_CONTROL || t->type[id] == FT__TT_UNKNOWN)) return 0;
+    n = (int64_t)(t->piece_off[id + 1] - t->piece_off[id]);
+    if (n <= cap && n > 0) memcpy(buf, t->piece + t->piece_off[id], (size_t)n);
+    return n;
+}
+
+/* llama.cpp's clean_spaces passes of llama_vocab::impl::detokenize, verbatim */
+static int64_t ft__clean_spaces(char *text, int64_t total) {
+    int64_t i, total1, total2, total3;
+    total1 = total; total = total ? 1 : 0;                       /* " ?", " !", " .", " ," */
+    for (i = 1; i < total1; ++i) {
+        const char x = text[i];
+        if (text[i - 1] == ' ' && (x == '?' || x == '!' || x == '.' || x == ',')) total--;
+        text[total++] = x;
+    }
+    total2 = total; total = total ? 1 : 0;                       /* " ' " -> "'" */
+    for (i = 1; i < total2; ++i) {
+        const char x = text[i];
+        if (x == '\'' && i + 1 < total2 && text[i - 1] == ' ' && text[i + 1] == ' ') { total--; text[++i] = '\0'; }
+        text[total++] = x;
+    }
+    total3 = total; total = total ? 1 : 0;                       /* " 's", " 'm", " 're", " 've" */
+    for (i = 1; i < total3; ++i) {
+        const char x = text[i];
+        if (text[i - 1] == ' ' && x == '\'' && i + 1 < total3) {
+            const char x1 = text[i + 1];
+            if (x1 == 's' || x1 == 'm') total--;
+            else if (i + 2 < total3 && ((x1 == 'r' && text[i + 2] == 'e') || (x1 == 'v' && text[i + 2] == 'e'))) total--;
+        }
+        text[total++] = x;
+    }
+    return total;
+}
+
+FT_API int64_t ft_detokenize(const ft_tokenizer *t, const int32_t *ids, int64_t n, char *buf, int64_t cap, int show_special) {
+    int64_t i, total = 0;
+    char *tmp;
+    if (!t || n < 0 || (n > 0 && !ids) || cap < 0 || (cap > 0 && !buf))
+        return ft_set_error(FT_ERR_INVALID, "ft_detokenize: bad arguments");
+    for (i = 0; i < n; i++) {
+        int32_t id = ids[i];
+        int64_t m;
+        if (id < 0 || id >= t->n_vocab) return ft_set_error(FT_ERR_INVALID, "ft_detokenize: token %lld is %d, outside the vocabulary", (long long)i, (int)id);
+        if (!show_special && (t->type[id] == FT__TT_CONTROL || t->type[id] == FT__TT_UNKNOWN)) continue;
+        m = (int64_t)(t->piece_off[id + 1] - t->piece_off[id]);
+        /* add_space_prefix models: the first piece loses one leading space (llama.cpp) */
+        if (i == 0 && t->add_space_prefix && m > 0 && t->piece[t->piece_off[id]] == ' ') m--;
+        total += m;
+    }
+    tmp = FT__CAST(char *, FT_MALLOC((size_t)total + 1));
+    if (!tmp) return ft_set_error(FT_ERR_NOMEM, "ft_detokenize: out of memory");
+    for (i = 0, total = 0; i < n; i++) {
+        int32_t id = ids[i];
+        const char *p = t->piece + t->piece_off[id];
+        int64_t m = (int64_t)(t->piece_off[id + 1] - t->piece_off[id]);
+        if (!show_special && (t->type[id] == FT__TT_CONTROL || t->type[id] == FT__TT_UNKNOWN)) continue;
+        if (i == 0 && t->add_space_prefix && m > 0 && *p == ' ') { p++; m--; }
+        memcpy(tmp + total, p, (size_t)m);
+        total += m;
+    }
+    if (t->clean_spaces) total = ft__clean_spaces(tmp, total);
+    if (total <= cap) {
+        memcpy(buf, tmp, (size_t)total);
+        if (total < cap) buf[total] = '\0';
+    }
+    FT_FREE(tmp);
+    return total;
+}
+
+/* ---- chat templates: llama.cpp's llm_chat_detect_template / llm_chat_apply_template -------- */
+enum { FT__CHAT_UNKNOWN, FT__CHAT_OTHER, FT__CHAT_CHATML, FT__CHAT_LLAMA2, FT__CHAT_LLAMA2_SYS,
+       FT__CHAT_LLAMA2_SYS_BOS, FT__CHAT_LLAMA2_SYS_STRIP, FT__CHAT_LLAMA3, FT__CHAT_ZEPHYR };
+
+/* the order of the tests is llama.cpp's: a template that llama.cpp takes for another format
+   (phi-4, SmolVLM, mistral, phi-3, ...) is FT__CHAT_OTHER here, not a wrong guess */
+static int ft__chat_detect(const char *tm, const char **other) {
+    static const struct { const char *name; int kind; } named[] = {
+        {"chatml", FT__CHAT_CHATML}, {"llama2", FT__CHAT_LLAMA2}, {"llama2-sys", FT__CHAT_LLAMA2_SYS},
+        {"llama2-sys-bos", FT__CHAT_LLAMA2_SYS_BOS}, {"llama2-sys-strip", FT__CHAT_LLAMA2_SYS_STRIP},
+        {"llama3", FT__CHAT_LLAMA3}, {"zephyr", FT__CHAT_ZEPHYR}};
+    size_t i;
+#define FT__HAS(s) (strstr(tm, s) != NULL)
+    *other = "";
+    for (i = 0; i < sizeof named / sizeof named[0]; i++) if (!strcmp(tm, named[i].name)) return named[i].kind;
+    if (FT__HAS("<|im_start|>")) {
+        if (FT__HAS("<|im_sep|>")) { *other = "phi4"; return FT__CHAT_OTHER; }
+        if (FT__HAS("<end_of_utterance>")) { *other = "smolvlm"; return FT__CHAT_OTHER; }
+        return FT__CHAT_CHATML;
+    }
+    if (strncmp(tm, "mistral", 7) == 0 || FT__HAS("[INST]")) {
+        if (FT__HAS("[SYSTEM_PROMPT]") || FT__HAS("' [INST] ' + system_message") || FT__HAS("[AVAILABLE_TOOLS]")) { *other = "mistral"; return FT__CHAT_OTHER; }
+        if (FT__HAS("content.strip()")) return FT__CHAT_LLAMA2_SYS_STRIP;
+        if (FT__HAS("bos_token + '[INST]")) return FT__CHAT_LLAMA2_SYS_BOS;
+        if (FT__HAS("<<SYS>>")) return FT__CHAT_LLAMA2_SYS;
+        return FT__CHAT_LLAMA2;
+    }
+    if (FT__HAS("<|assistant|>") && FT__HAS("<|end|>")) { *other = "phi3"; return FT__CHAT_OTHER; }
+    if (FT__HAS("[gMASK]<sop>")) { *other = "chatglm4"; return FT__CHAT_OTHER; }
+    if (FT__HAS("<|assistant|>") && FT__HAS("<|user|>")) { *other = "falcon3/glmedge/exaone-moe"; return FT__CHAT_OTHER; }
+    if (FT__HAS("<|{{ item['role'] }}|>") && FT__HAS("<|begin_of_image|>")) { *other = "glmedge"; return FT__CHAT_OTHER; }
+    if (FT__HAS("<|user|>") && FT__HAS("<|endoftext|>")) return FT__CHAT_ZEPHYR;
+    if (FT__HAS("bos_token + message['role']")) { *other = "monarch"; return FT__CHAT_OTHER; }
+    if (FT__HAS("<start_of_turn>")) { *other = "gemma"; return FT__CHAT_OTHER; }
+    if (FT__HAS("'\\n\\nAssistant: ' + eos_token")) { *other = "orion"; return FT__CHAT_OTHER; }
+    if (FT__HAS("GPT4 Correct ")) { *other = "openchat"; return FT__CHAT_OTHER; }
+    if (FT__HAS("USER: ") && FT__HAS("ASSISTANT: ")) { *other = "vicuna"; return FT__CHAT_OTHER; }
+    if (FT__HAS("### Instruction:") && FT__HAS("<|EOT|>")) { *other = "deepseek"; return FT__CHAT_OTHER; }
+    if (FT__HAS("<|START_OF_TURN_TOKEN|>") && FT__HAS("<|USER_TOKEN|>")) { *other = "command-r"; return FT__CHAT_OTHER; }
+    if (FT__HAS("<|start_header_id|>") && FT__HAS("<|end_header_id|>")) return FT__CHAT_LLAMA3;
+#undef FT__HAS
+    return FT__CHAT_UNKNOWN;
+}
+
+typedef struct ft__sbuf { char *buf; int64_t cap, n; } ft__sbuf;
+static void ft__sb_put(ft__sbuf *b, const char *s, size_t n) {
+    if (b->n < b->cap) memcpy(b->buf + b->n, s, (size_t)FT__MIN((int64_t)n, b->cap - b->n));
+    b->n += (int64_t)n;
+}
+static void ft__sb_str(ft__sbuf *b, const char *s) { ft__sb_put(b, s, strlen(s)); }
+static void ft__sb_trim(ft__sbuf *b, const char *s) {          /* llama.cpp's trim (isspace) */
+    size_t a = 0, e = strlen(s);
+    while (a < e && (s[a] == ' ' || (s[a] >= '\t' && s[a] <= '\r'))) a++;
+    while (e > a && (s[e - 1] == ' ' || (s[e - 1] >= '\t' && s[e - 1] <= '\r'))) e--;
+    ft__sb_put(b, s + a, e - a);
+}
+
+/* A ChatML jinja template with a default system prompt holds it as one string literal
+   '<|im_start|>system\n...<|im_end|>\n' (SmolLM2: "You are a helpful AI assistant named
+   SmolLM, trained by Hugging Face"; Qwen2: "You are a helpful assistant"), printed when the
+   first message is not a system message. Emits the literal's text, unescaped; 0 if none. */
+static int ft__chatml_default_system(const char *tm, ft__sbuf *b) {
+    const char *p = tm;
+    while ((p = strstr(p, "<|im_start|>system")) != NULL) {
+        char q = p > tm ? p[-1] : 0;
+        const char *e, *s = p + 18;
+        if ((q == '\'' || q == '"') && (*s == '\n' || (s[0] == '\\' && s[1] == 'n'))) {
+            for (e = s; *e && *e != q; e++) if (*e == '\\' && e[1]) e++;
+            if (*e == q && e - p >= 30) {
+                const char *tail = e - 11, *tail2 = e - 12;   /* "<|im_end|>" + newline or "\n" */
+                if ((e[-1] == '\n' && strncmp(tail, "<|im_end|>", 10) == 0) ||
+                    (e[-2] == '\\' && e[-1] == 'n' && strncmp(tail2, "<|im_end|>", 10) == 0)) {
+                    const char *c;
+                    if (b) for (c = p; c < e; c++) {
+                        if (*c == '\\' && c + 1 < e) {
+                            char x = *++c;
+                            ft__sb_put(b, x == 'n' ? "\n" : x == 't' ? "\t" : x == 'r' ? "\r" : &x, 1);
+                        } else ft__sb_put(b, c, 1);
+                    }
+                    return 1;
+                }
+            }
+        }
+        p += 18;
+    }
+    return 0;
+}
+
+FT_API int64_t ft_chat_apply(const char *template_src, const ft_chat_msg *msgs, int n, int add_generation_prompt, char *buf, int64_t cap) {
+    const char *tm = template_src ? template_src : "chatml", *other;
+    ft__sbuf b;
+    int kind, i;
+    if (n < 0 || (n > 0 && !msgs) || cap < 0 || (cap > 0 && !buf)) return ft_set_error(FT_ERR_INVALID, "ft_chat_apply: bad arguments");
+    for (i = 0; i < n; i++) if (!msgs[i].role || !msgs[i].content) return ft_set_error(FT_ERR_INVALID, "ft_chat_apply: message %d has no role or content", i);
+    kind = ft__chat_detect(tm, &other);
+    if (kind == FT__CHAT_UNKNOWN) return ft_set_error(FT_ERR_UNSUPPORTED, "ft_chat_apply: chat template not recognised");
+    if (kind == FT__CHAT_OTHER) return ft_set_error(FT_ERR_UNSUPPORTED, "ft_chat_apply: the chat template is llama.cpp's \"%s\", which is not implemented", other);
+    b.buf = buf; b.cap = cap; b.n = 0;
+    if (kind == FT__CHAT_CHATML) {
+        if (n > 0 && strcmp(msgs[0].role, "system") != 0) ft__chatml_default_system(tm, &b);
+        for (i = 0; i < n; i++) {
+            ft__sb_str(&b, "<|im_start|>"); ft__sb_str(&b, msgs[i].role); ft__sb_str(&b, "\n");
+            ft__sb_str(&b, msgs[i].content); ft__sb_str(&b, "<|im_end|>\n");
+        }
+        if (add_generation_prompt) ft__sb_str(&b, "<|im_start|>assistant\n");
+    } else if (kind == FT__CHAT_LLAMA3) {
+        for (i = 0; i < n; i++) {
+            ft__sb_str(&b, "<|start_header_id|>"); ft__sb_str(&b, msgs[i].role); ft__sb_str(&b, "<|end_header_id|>\n\n");
+            ft__sb_trim(&b, msgs[i].content); ft__sb_str(&b, "<|eot_id|>");
+        }
+        if (add_generation_prompt) ft__sb_str(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    } else if (kind == FT__CHAT_ZEPHYR) {
+        for (i = 0; i < n; i++) {
+            ft__sb_str(&b, "<|"); ft__sb_str(&b, msgs[i].role); ft__sb_str(&b, "|>\n");
+            ft__sb_str(&b, msgs[i].content); ft__sb_str(&b, "<|endoftext|>\n");
+        }
+        if (add_generation_prompt) ft__sb_str(&b, "<|assistant|>\n");
+    } else {   /* llama2 and its variants; no generation prompt: the turn is already open */
+        int sys = kind != FT__CHAT_LLAMA2, bos_in = kind == FT__CHAT_LLAMA2_SYS_BOS, strip = kind == FT__CHAT_LLAMA2_SYS_STRIP;
+        int inside = 1;
+        ft__sb_str(&b, "[INST] ");
+        for (i = 0; i < n; i++) {
+            const char *role = msgs[i].role;
+            if (!inside) { inside = 1; ft__sb_str(&b, bos_in ? "<s>[INST] " : "[INST] "); }
+            if (!strcmp(role, "system")) {
+                if (sys) ft__sb_str(&b, "<<SYS>>\n");
+                if (strip) ft__sb_trim(&b, msgs[i].content); else ft__sb_str(&b, msgs[i].content);
+                ft__sb_str(&b, sys ? "\n<</SYS>>\n\n" : "\n");
+            } else {
+                if (strip) ft__sb_trim(&b, msgs[i].content); else ft__sb_str(&b, msgs[i].content);
+                if (!strcmp(role, "user")) ft__sb_str(&b, " [/INST]");
+                else { ft__sb_str(&b, "</s>"); inside = 0; }
+            }
+        }
+    }
+    if (b.n < cap) buf[b.n] = '\0';
+    return b.n;
+}
+
 /* ============================================================================================
    [model] the llama family (llama, mistral, qwen2) built from GGUF metadata
    Weights stay in the file's own types, mapped read-only; the forward is made of the autograd
@@ -3276,7 +4638,58 @@ struct ft_model {
     float          *widened;                            /* f32 copies of non-f32 norm weights */
     char           *names; size_t names_len;            /* weight names, NUL-terminated        */
     ft_peft        *peft;                               /* attached method, or NULL           */
+    ft_tokenizer   *tok;                                /* from the tokenizer.ggml.* keys      */
+    char           *chat_template;                      /* tokenizer.chat_template, or NULL    */
 };
+
+/* the tokenizer from tokenizer.ggml.* (as llama.cpp reads them): *out NULL and FT_OK when the
+   file has no vocabulary */
+FT_API ft_result ft_tokenizer_from_gguf(ft_tokenizer **out, const ft_gguf *g) {
+    ft_gguf_str s; const ft_gguf_kv *tk, *ty, *sc, *mg;
+    ft_tokenizer_kind kind; char pre[64] = ""; ft_result r; int64_t i, v;
+    const char **tokens = NULL, **merges = NULL; uint64_t *tl = NULL, *ml = NULL; int32_t *types = NULL; float *scores = NULL;
+    int32_t ids[4] = {-1, -1, -1, -1}; int flags[3] = {-1, -1, -1};
+    static const char *id_keys[4] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id"};
+    static const char *flag_keys[3] = {"tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token", "tokenizer.ggml.add_space_prefix"};
+    *out = NULL;
+    if (!ft_gguf_get_str(g, "tokenizer.ggml.model", &s)) return FT_OK;
+    if (s.n == 4 && memcmp(s.s, "gpt2", 4) == 0) kind = FT_TOKENIZER_BPE_GPT2;
+    else if (s.n == 5 && memcmp(s.s, "llama", 5) == 0) kind = FT_TOKENIZER_SPM;
+    else return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tokenizer model '%.*s' is not supported (gpt2, llama are)", ft_gguf_path(g), (int)FT__MIN(s.n, 40), s.s);
+    if (ft_gguf_get_str(g, "tokenizer.ggml.pre", &s)) memcpy(pre, s.s, (size_t)FT__MIN(s.n, sizeof pre - 1));
+    tk = ft_gguf_find(g, "tokenizer.ggml.tokens");
+    if (!tk || tk->type != FT_GGUF_ARRAY || tk->arr_type != FT_GGUF_STRING)
+        return ft_set_error(FT_ERR_FORMAT, "%s: tokenizer.ggml.tokens is missing or not a string array", ft_gguf_path(g));
+    ty = ft_gguf_find(g, "tokenizer.ggml.token_type");
+    sc = ft_gguf_find(g, "tokenizer.ggml.scores");
+    mg = ft_gguf_find(g, "tokenizer.ggml.merges");
+    if ((ty && (ty->type != FT_GGUF_ARRAY || ty->n != tk->n)) || (sc && (sc->type != FT_GGUF_ARRAY || sc->n != tk->n)) ||
+        (mg && (mg->type != FT_GGUF_ARRAY || mg->arr_type != FT_GGUF_STRING)))
+        return ft_set_error(FT_ERR_FORMAT, "%s: token_type, scores or merges do not match the %llu tokens", ft_gguf_path(g), (unsigned long long)tk->n);
+    tokens = FT__CAST(const char **, FT_MALLOC((size_t)tk->n * sizeof(char *)));
+    tl = FT__CAST(uint64_t *, FT_MALLOC((size_t)tk->n * sizeof(uint64_t)));
+    if (ty) types = FT__CAST(int32_t *, FT_MALLOC((size_t)tk->n * sizeof(int32_t)));
+    if (sc) scores = FT__CAST(float *, FT_MALLOC((size_t)tk->n * sizeof(float)));
+    if (mg) { merges = FT__CAST(const char **, FT_MALLOC((size_t)FT__MAX(mg->n, 1) * sizeof(char *))); ml = FT__CAST(uint64_t *, FT_MALLOC((size_t)FT__MAX(mg->n, 1) * sizeof(uint64_t))); }
+    if (!tokens || !tl || (ty && !types) || (sc && !scores) || (mg && (!merges || !ml))) r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory", ft_gguf_path(g));
+    else {
+        for (i = 0; i < (int64_t)tk->n; i++) {
+            tokens[i] = tk->strs[i].s; tl[i] = tk->strs[i].n;
+            if (types) types[i] = (int32_t)ft_gguf_kv_int(ty, (uint64_t)i);
+            if (scores) scores[i] = (float)ft_gguf_kv_float(sc, (uint64_t)i);
+        }
+        for (i = 0; mg && i < (int64_t)mg->n; i++) { merges[i] = mg->strs[i].s; ml[i] = mg->strs[i].n; }
+        for (i = 0; i < 4; i++)                 /* ids outside the vocabulary mean "none" */
+            if (ft_gguf_get_int(g, id_keys[i], &v) && v >= 0 && v < (int64_t)tk->n) ids[i] = (int32_t)v;
+        if (!ft_gguf_find(g, id_keys[0]) && !ft_gguf_find(g, id_keys[1]) && kind == FT_TOKENIZER_SPM && tk->n > 2) { ids[0] = 1; ids[1] = 2; }
+        for (i = 0; i < 3; i++) if (ft_gguf_get_int(g, flag_keys[i], &v)) flags[i] = v != 0;
+        r = ft__tokenizer_init(out, kind, pre, (int64_t)tk->n, tokens, tl, types, scores, mg ? (int64_t)mg->n : 0, merges, ml,
+                               ids[0], ids[1], ids[2], ids[3], flags[0], flags[1], flags[2]);
+        if (r != FT_OK) r = ft_set_error(r, "%s: %s", ft_gguf_path(g), ft_last_error());
+    }
+    FT_FREE(tokens); FT_FREE(tl); FT_FREE(types); FT_FREE(scores); FT_FREE(merges); FT_FREE(ml);
+    return r;
+}
 
 static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which);
 static void ft__peft_detach(ft_peft *p);
@@ -3416,6 +4829,12 @@ FT_API ft_result ft_model_load(ft_model **out, const char *path, const ft_model_
             }
     }
     for (i = 0; i < m->n_w; i++) c->n_params += ft_numel(&m->w[i]);
+    {
+        ft_gguf_str tmpl;
+        if (ft_gguf_get_str(m->g, "tokenizer.chat_template", &tmpl) && !(m->chat_template = ft__strndup(tmpl.s, (size_t)tmpl.n)))
+            FT__TRY(ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path));
+    }
+    FT__TRY(ft_tokenizer_from_gguf(&m->tok, m->g));
 #undef FT__TRY
     *out = m;
     return FT_OK;
@@ -3426,6 +4845,7 @@ FT_API void ft_model_free(ft_model *m) {
     if (m->peft) ft__peft_detach(m->peft);
     ft_gguf_close(m->g);
     FT_FREE(m->w); FT_FREE(m->layers); FT_FREE(m->names);
+    ft_tokenizer_free(m->tok); FT_FREE(m->chat_template);
     ft__aligned_free(m->widened);
     FT_FREE(m);
 }
@@ -3434,6 +4854,8 @@ FT_API ft_gguf *ft_model_gguf(ft_model *m) { return m->g; }
 FT_API ft_layer *ft_model_layer(ft_model *m, int i) { return i >= 0 && i < m->c.n_layer ? &m->layers[i] : NULL; }
 FT_API ft_tensor *ft_model_tok_embd(ft_model *m) { return m->tok_embd; }
 FT_API ft_tensor *ft_model_output(ft_model *m) { return m->output; }
+FT_API const ft_tokenizer *ft_model_tokenizer(const ft_model *m) { return m->tok; }
+FT_API const char *ft_model_chat_template(const ft_model *m) { return m->chat_template; }
 
 /* ---- the KV cache: per layer (n_seq, n_ctx, Hkv*D) keys and values, f32 -------------------- */
 struct ft_kv_cache {

@@ -1,0 +1,243 @@
+/* test_tokenizer.c - the tokenizer of SmolLM2-135M-Instruct (read from its GGUF) against
+   llama.cpp's ids for a corpus of varied strings (tests/fixtures/tokenizer_smollm2.txt, written
+   by tools/ref/tokenizer_fixtures.py with llama-cpp-python), Hugging Face's chat rendering,
+   buffer limits, malformed vocabularies, and SentencePiece on a vocabulary worked by hand.
+   The model path comes from $FT_MODEL (the Makefile sets it from tools/fetch-model). */
+#define FINETUNE_IMPLEMENTATION
+#include "../finetune.h"
+#include "ft_test.h"
+
+static unsigned char *slurp(const char *p, size_t *n) {
+    FILE *f = fopen(p, "rb"); unsigned char *b; long sz;
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END); sz = ftell(f); fseek(f, 0, SEEK_SET);
+    b = (unsigned char *)malloc((size_t)sz + 1);
+    if (fread(b, 1, (size_t)sz, f) != (size_t)sz) { fclose(f); free(b); return NULL; }
+    fclose(f); b[sz] = 0; *n = (size_t)sz; return b;
+}
+static int unhex(const char *h, unsigned char *out) {
+    int n = 0;
+    if (h[0] == '-') return 0;
+    while (h[0] && h[1] && h[0] != '\n') { unsigned x; sscanf(h, "%2x", &x); out[n++] = (unsigned char)x; h += 2; }
+    return n;
+}
+
+static ft_tokenizer *T;
+static const char *TMPL;
+
+TEST(llama_cpp_ids_for_the_corpus) {
+    ft_tokenizer *t = T; const char *fixture = "tests/fixtures/tokenizer_smollm2.txt", *tmpl = TMPL;
+    size_t n; unsigned char *b = slurp(fixture, &n);
+    char *line;
+    unsigned char *str = (unsigned char *)malloc(65536), *expect_chat = (unsigned char *)malloc(65536);
+    int slen = 0, n_str = 0, n_match = 0, n_rt = 0;
+    int32_t ids[4096];
+    CHECK(b != NULL, "cannot read %s", fixture);
+    if (!b) return;
+    for (line = strtok((char *)b, "\n"); line; line = strtok(NULL, "\n")) {
+        if (line[0] == 'S' && line[1] == ' ') { slen = unhex(line + 2, str); n_str++; continue; }
+        if (line[0] == 'L' && line[1] == ' ') {
+            int64_t got = ft_tokenize(t, (const char *)str, slen, ids, 4096, 0, 1);
+            char *q = line + 2; long want_n = strtol(q, &q, 10), i; int ok = got == want_n;
+            for (i = 0; ok && i < want_n; i++) ok = ids[i] == (int32_t)strtol(q, &q, 10);
+            n_match += ok;
+            if (!ok) {
+                printf("MISMATCH \"%.*s\" (%d bytes)\n  want %s\n  got %lld:", slen, str, slen, line + 2, (long long)got);
+                for (i = 0; i < got && i < 4096; i++) printf(" %d", ids[i]);
+                printf("\n");
+            }
+            CHECK(ok, "ids of fixture string %d", n_str);
+            {   /* round trip: the text back from the ids (valid UTF-8 strings only) */
+                char back[65536]; int64_t m = ft_detokenize(t, ids, got, back, sizeof back, 1);
+                int valid = 1, k;
+                size_t i2 = 0;
+                (void)k;
+                while (i2 < (size_t)slen) if (ft__utf8_next(str, (size_t)slen, &i2) == 0xFFFD) valid = 0;
+                if (valid && !t->clean_spaces) { n_rt += (m == slen && memcmp(back, str, (size_t)slen) == 0); CHECK(m == slen && memcmp(back, str, (size_t)slen) == 0, "round trip of fixture string %d: %lld bytes", n_str, (long long)m); }
+            }
+            continue;
+        }
+        if (line[0] == 'C' && line[1] == 'H') {          /* HF's chat rendering: we follow it */
+            int gen = line[2] == 'G', el = unhex(line + (gen ? 4 : 3), expect_chat);
+            ft_chat_msg msgs[2] = {{"user", "Hi there!"}, {"assistant", "Hello! How can I help?"}};
+            char out[4096]; int64_t m = ft_chat_apply(tmpl, msgs, 2, gen, out, sizeof out);
+            CHECK(m == el && memcmp(out, expect_chat, (size_t)el) == 0, "chat (gen %d) differs from HF: %lld vs %d bytes\n%.*s", gen, (long long)m, el, (int)(m > 0 ? m : 0), out);
+        }
+        if (line[0] == 'C' && line[1] == 'L') {          /* llama.cpp's: equal once the default system prompt is out */
+            int gen = line[2] == 'G', el = unhex(line + (gen ? 4 : 3), expect_chat);
+            ft_chat_msg msgs[2] = {{"user", "Hi there!"}, {"assistant", "Hello! How can I help?"}};
+            char out[4096]; int64_t m = ft_chat_apply("chatml", msgs, 2, gen, out, sizeof out);
+            CHECK(m == el && memcmp(out, expect_chat, (size_t)el) == 0, "chat (gen %d, \"chatml\") differs from llama.cpp", gen);
+        }
+    }
+    printf("    %d of %d strings give llama.cpp's ids exactly; %d valid-UTF-8 strings round-trip\n", n_match, n_str, n_rt);
+    CHECK(n_str > 60 && n_match == n_str, "fixture strings");
+    free(b); free(str); free(expect_chat);
+}
+
+TEST(api_and_buffer_limits) {
+    ft_tokenizer *t = T;
+    int32_t ids[64]; char buf[256]; int64_t n;
+    int32_t im_start = ft_tokenizer_find(t, "<|im_start|>"), im_end = ft_tokenizer_find(t, "<|im_end|>");
+    CHECK(im_start == 1 && im_end == 2 && ft_tokenizer_find(t, "<|nope|>") == -1, "find: %d %d", im_start, im_end);
+    CHECK(ft_tokenizer_bos(t) == 1 && ft_tokenizer_eos(t) == 2 && ft_tokenizer_n_vocab(t) == 49152, "bos/eos/n_vocab");
+    /* parse_special off: the control token is text */
+    n = ft_tokenize(t, "<|im_start|>", -1, ids, 64, 0, 0);
+    CHECK(n > 1 && ids[0] != 1, "parse_special=0 gives %lld ids", (long long)n);
+    n = ft_tokenize(t, "<|im_start|>", -1, ids, 64, 0, 1);
+    CHECK(n == 1 && ids[0] == 1, "parse_special=1");
+    /* add_bos: SmolLM2's metadata says no BOS */
+    n = ft_tokenize(t, "hi", -1, ids, 64, 1, 1);
+    CHECK(n == 1, "add_bos on a model without add_bos_token: %lld ids", (long long)n);
+    /* cap: the count comes back, nothing past cap is written */
+    ids[2] = 12345;
+    n = ft_tokenize(t, "The quick brown fox jumps", -1, ids, 2, 0, 1);
+    CHECK(n == 5 && ids[2] == 12345, "cap: %lld", (long long)n);
+    n = ft_tokenize(t, "The quick brown fox jumps", -1, NULL, 0, 0, 1);
+    CHECK(n == 5, "count only: %lld", (long long)n);
+    n = ft_tokenize(t, "", 0, NULL, 0, 0, 1);
+    CHECK(n == 0, "empty");
+    CHECK(ft_tokenize(NULL, "x", 1, ids, 64, 0, 0) == FT_ERR_INVALID, "NULL tokenizer");
+    CHECK(ft_tokenize(t, "x", 1, NULL, 64, 0, 0) == FT_ERR_INVALID, "NULL ids with cap");
+    /* pieces */
+    n = ft_token_to_piece(t, im_end, buf, sizeof buf, 0);
+    CHECK(n == 0, "control piece hidden: %lld", (long long)n);
+    n = ft_token_to_piece(t, im_end, buf, sizeof buf, 1);
+    CHECK(n == 10 && memcmp(buf, "<|im_end|>", 10) == 0, "control piece shown");
+    n = ft_tokenize(t, " world", -1, ids, 64, 0, 0);
+    memset(buf, 'x', 8);
+    CHECK(n == 1 && ft_token_to_piece(t, ids[0], buf, 3, 1) == 6 && buf[0] == 'x', "piece larger than cap");
+    CHECK(ft_token_to_piece(t, ids[0], buf, sizeof buf, 1) == 6 && memcmp(buf, " world", 6) == 0, "piece");
+    CHECK(ft_token_to_piece(t, -1, buf, sizeof buf, 1) < 0 && ft_token_to_piece(t, 49152, buf, sizeof buf, 1) < 0, "bad id");
+    {
+        int32_t d[3] = {1, 0, 2};
+        CHECK(ft_detokenize(t, d, 3, buf, sizeof buf, 0) == 0, "control tokens hidden");
+        d[1] = 99999;
+        CHECK(ft_detokenize(t, d, 3, buf, sizeof buf, 1) == FT_ERR_INVALID, "detokenize bad id");
+    }
+    n = ft_tokenize(t, "Hello world", -1, ids, 64, 0, 0);
+    CHECK(ft_detokenize(t, ids, n, buf, 4, 1) == 11, "detokenize over cap returns the length");
+}
+
+TEST(chat_templates) {
+    ft_chat_msg m[3] = {{"system", "Be brief."}, {"user", " Hi "}, {"assistant", "Hello"}};
+    char out[1024]; int64_t n;
+    n = ft_chat_apply("llama3", m, 3, 1, out, sizeof out);
+    CHECK(n > 0 && strcmp(out, "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                                "<|start_header_id|>assistant<|end_header_id|>\n\nHello<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n") == 0, "llama3: %s", out);
+    n = ft_chat_apply("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>...", m, 1, 0, out, sizeof out);
+    CHECK(n > 0 && strncmp(out, "<|start_header_id|>system", 25) == 0, "llama3 detected");
+    n = ft_chat_apply("llama2-sys", m, 3, 0, out, sizeof out);
+    CHECK(n > 0 && strcmp(out, "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n Hi  [/INST]Hello</s>") == 0, "llama2-sys: %s", out);
+    n = ft_chat_apply("[INST] <<SYS>> content.strip() ", m, 3, 0, out, sizeof out);
+    CHECK(n > 0 && strcmp(out, "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]Hello</s>") == 0, "llama2-sys-strip: %s", out);
+    n = ft_chat_apply("llama2", m, 3, 0, out, sizeof out);
+    CHECK(n > 0 && strcmp(out, "[INST] Be brief.\n Hi  [/INST]Hello</s>") == 0, "llama2: %s", out);
+    n = ft_chat_apply("{% for message in messages %}<|user|>...<|endoftext|>", m + 1, 2, 1, out, sizeof out);
+    CHECK(n > 0 && strcmp(out, "<|user|>\n Hi <|endoftext|>\n<|assistant|>\nHello<|endoftext|>\n<|assistant|>\n") == 0, "zephyr: %s", out);
+    CHECK(ft_chat_apply("{{ nothing }}", m, 3, 0, out, sizeof out) == FT_ERR_UNSUPPORTED, "unknown template");
+    CHECK(ft_chat_apply("<|im_start|><|im_sep|>", m, 3, 0, out, sizeof out) == FT_ERR_UNSUPPORTED, "phi4 is not chatml");
+    n = ft_chat_apply(NULL, m, 3, 0, out, 5);
+    CHECK(n > 5 && memcmp(out, "<|im_", 5) == 0, "chatml truncated");
+    /* Qwen2's default system prompt written with a \n escape */
+    n = ft_chat_apply("{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant<|im_end|>\\n' }}{% endif %}",
+                      m + 1, 1, 0, out, sizeof out);
+    CHECK(n > 0 && strcmp(out, "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\n Hi <|im_end|>\n") == 0, "qwen2 default system: %s", out);
+}
+
+/* malformed vocabularies: an error, never a crash */
+TEST(malformed_vocabularies) {
+    const char *tok[] = {"a", "b", "ab", "<s>"};
+    int32_t ty[] = {1, 1, 1, 3};
+    const char *mg[] = {"a b"}, *bad1[] = {"a c"}, *bad2[] = {"ab"}, *bad3[] = {"b a"};
+    const char *dup[] = {"a", "b", "a", "<s>"};
+    ft_tokenizer *t = NULL;
+    CHECK(ft__tokenizer_init(&t, FT_TOKENIZER_BPE_GPT2, "gpt2", 4, tok, NULL, ty, NULL, 1, mg, NULL, 3, 3, -1, -1, 0, 0, -1) == FT_OK, "good tiny vocab: %s", ft_last_error());
+    if (t) {
+        int32_t ids[8]; int64_t n = ft_tokenize(t, "ab<s>ba", -1, ids, 8, 0, 1);
+        CHECK(n == 4 && ids[0] == 2 && ids[1] == 3 && ids[2] == 1 && ids[3] == 0, "tiny: %lld", (long long)n);
+        n = ft_tokenize(t, "a\xff", -1, ids, 8, 0, 1);   /* bytes with no token are dropped, as llama.cpp */
+        CHECK(n == 1 && ids[0] == 0, "unknown bytes: %lld", (long long)n);
+        ft_tokenizer_free(t);
+    }
+    CHECK(ft__tokenizer_init(&t, FT_TOKENIZER_BPE_GPT2, "gpt2", 4, tok, NULL, ty, NULL, 1, bad1, NULL, 3, 3, -1, -1, 0, 0, -1) == FT_ERR_FORMAT && !t, "merge of an unknown token");
+    CHECK(ft__tokenizer_init(&t, FT_TOKENIZER_BPE_GPT2, "gpt2", 4, tok, NULL, ty, NULL, 1, bad2, NULL, 3, 3, -1, -1, 0, 0, -1) == FT_ERR_FORMAT, "merge without space");
+    CHECK(ft__tokenizer_init(&t, FT_TOKENIZER_BPE_GPT2, "gpt2", 4, tok, NULL, ty, NULL, 1, bad3, NULL, 3, 3, -1, -1, 0, 0, -1) == FT_ERR_FORMAT, "merge result not a token");
+    CHECK(ft__tokenizer_init(&t, FT_TOKENIZER_BPE_GPT2, "gpt2", 4, tok, NULL, ty, NULL, 1, mg, NULL, 4, 3, -1, -1, 0, 0, -1) == FT_ERR_FORMAT, "bos out of range");
+    CHECK(ft__tokenizer_init(&t, FT_TOKENIZER_BPE_GPT2, "gpt2", 4, tok, NULL, ty, NULL, 1, mg, NULL, 3, -7, -1, -1, 0, 0, -1) == FT_ERR_FORMAT, "eos negative");
+    CHECK(ft__tokenizer_init(&t, FT_TOKENIZER_BPE_GPT2, "gpt2", 4, dup, NULL, ty, NULL, 0, NULL, NULL, 3, 3, -1, -1, 0, 0, -1) == FT_ERR_FORMAT, "duplicate token");
+    CHECK(ft__tokenizer_init(&t, FT_TOKENIZER_BPE_GPT2, "gpt2", 0, tok, NULL, ty, NULL, 0, NULL, NULL, -1, -1, -1, -1, 0, 0, -1) == FT_ERR_FORMAT, "empty vocab");
+    CHECK(ft__tokenizer_init(&t, (ft_tokenizer_kind)7, "gpt2", 4, tok, NULL, ty, NULL, 0, NULL, NULL, -1, -1, -1, -1, 0, 0, -1) == FT_ERR_UNSUPPORTED, "kind");
+    {
+        const char *withnull[] = {"a b", NULL};
+        const char *nulltok[] = {"a", NULL, "ab", "<s>"};
+        uint64_t lens[] = {1, 1, 2, 3};
+        CHECK(ft__tokenizer_init(&t, FT_TOKENIZER_BPE_GPT2, "gpt2", 4, tok, NULL, ty, NULL, 2, withnull, NULL, -1, -1, -1, -1, 0, 0, -1) == FT_ERR_FORMAT, "NULL merge");
+        CHECK(ft__tokenizer_init(&t, FT_TOKENIZER_BPE_GPT2, "gpt2", 4, nulltok, lens, ty, NULL, 0, NULL, NULL, -1, -1, -1, -1, 0, 0, -1) == FT_ERR_FORMAT, "NULL token text");
+        CHECK(ft__tokenizer_init(&t, FT_TOKENIZER_BPE_GPT2, "gpt2", 4, tok, NULL, ty, NULL, 1, NULL, NULL, -1, -1, -1, -1, 0, 0, -1) == FT_ERR_FORMAT, "NULL merges array");
+    }
+}
+
+/* SentencePiece: a tiny vocabulary worked by hand against llm_tokenizer_spm's rules */
+TEST(sentencepiece_by_hand) {
+    /* 0 <unk> 1 <s> 2 </s>, bytes <0x00>..: only <0x0A> and <0xC3> here */
+    const char *tok[] = {"<unk>", "<s>", "</s>", "<0x0A>", "<0xC3>", "\xE2\x96\x81", "h", "e", "l", "o",
+                         "\xE2\x96\x81h", "he", "ll", "llo", "\xE2\x96\x81hello", "\xE2\x96\x81he", "w", "\xE2\x96\x81w"};
+    int32_t ty[] = {2, 3, 3, 6, 6, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    float sc[] = {0, 0, 0, 0, 0, -1, -2, -2, -2, -2, -3, -1.5f, -1, -1.2f, -0.5f, -4, -2, -3};
+    ft_tokenizer *t; int32_t ids[32]; int64_t n; char buf[64];
+    CHECK(ft__tokenizer_init(&t, FT_TOKENIZER_SPM, NULL, 18, tok, NULL, ty, sc, 0, NULL, NULL, 1, 2, 0, -1, -1, -1, -1) == FT_OK, "spm init: %s", ft_last_error());
+    /* "hello": prefix space -> "▁hello". Best pairs: "ll" (-1) first, then "he" (-1.5) vs "▁h"(-3)
+       -> "he"; then "llo" (-1.2) = ll+o; then "▁he"(-4)? "▁" + "he" -> -4; then "▁he"+"llo" = "▁hello" (-0.5) */
+    n = ft_tokenize(t, "hello", -1, ids, 32, 1, 0);
+    CHECK(n == 2 && ids[0] == 1 && ids[1] == 14, "spm hello: %lld [%d %d]", (long long)n, ids[0], n > 1 ? ids[1] : -1);
+    n = ft_tokenize(t, "hello w\n\xC3\xA9", -1, ids, 32, 0, 0);
+    /* ▁hello ▁w <0x0A> <0xC3> (0xA9 has no byte token and no unk fallback needed: unk) */
+    CHECK(n == 5 && ids[0] == 14 && ids[1] == 17 && ids[2] == 3 && ids[3] == 4 && ids[4] == 0, "spm bytes: %lld", (long long)n);
+    n = ft_tokenize(t, "<s>hello", -1, ids, 32, 0, 1);
+    CHECK(n == 2 && ids[0] == 1 && ids[1] == 14, "spm special then prefix space: %lld", (long long)n);
+    {
+        int32_t d[4] = {1, 14, 17, 3};
+        /* llama.cpp strips the prefix space from the first token only: a hidden BOS first
+           keeps it (llama_vocab::impl::detokenize with remove_special = false) */
+        n = ft_detokenize(t, d, 4, buf, sizeof buf, 0);
+        CHECK(n == 9 && memcmp(buf, " hello w\n", 9) == 0, "spm detokenize: %lld '%.*s'", (long long)n, (int)n, buf);
+        n = ft_detokenize(t, d + 1, 3, buf, sizeof buf, 0);
+        CHECK(n == 8 && memcmp(buf, "hello w\n", 8) == 0, "spm detokenize: %lld '%.*s'", (long long)n, (int)n, buf);
+    }
+    ft_tokenizer_free(t);
+}
+
+TEST(speed) {   /* not a timing test: prints the figure, checks the count */
+    const char *para = "The quick brown fox, 12345 times, doesn't jump over\tthe lazy dog!\n    def f(x): return x ** 2  # ok\n"
+                       "<|im_start|>user\nCaf\xc3\xa9 na\xc3\xafve \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x98\x80<|im_end|>\n";
+    size_t pl = strlen(para), reps = 1000000 / pl + 1, i;
+    char *big = (char *)malloc(reps * pl + 1);
+    int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * 1000000);
+    double t0; int64_t n, n1 = ft_tokenize(T, para, (int64_t)pl, NULL, 0, 0, 1);
+    for (i = 0; i < reps; i++) memcpy(big + i * pl, para, pl);
+    t0 = ft_time_seconds();
+    n = ft_tokenize(T, big, (int64_t)(reps * pl), ids, 1000000, 0, 1);
+    printf("    %zu bytes -> %lld tokens in %.3f s\n", reps * pl, (long long)n, ft_time_seconds() - t0);
+    CHECK(n == n1 * (int64_t)reps, "repeated text, repeated tokens");
+    free(big); free(ids);
+}
+
+int main(void) {
+    ft_gguf *g; const char *path = getenv("FT_MODEL"); ft_gguf_str ts; char *tmpl = NULL; int rc;
+    RUN(chat_templates);
+    RUN(malformed_vocabularies);
+    RUN(sentencepiece_by_hand);
+    if (!path || ft_gguf_open(&g, path) != FT_OK) { printf("FAIL - model: set FT_MODEL to SmolLM2-135M-Instruct (tools/fetch-model): %s\n", ft_last_error()); return 1; }
+    CHECK_OK(ft_tokenizer_from_gguf(&T, g));
+    if (ft_gguf_get_str(g, "tokenizer.chat_template", &ts)) { tmpl = (char *)malloc(ts.n + 1); memcpy(tmpl, ts.s, ts.n); tmpl[ts.n] = 0; }
+    TMPL = tmpl;
+    if (T) {
+        RUN(api_and_buffer_limits);
+        RUN(llama_cpp_ids_for_the_corpus);
+        RUN(speed);
+    }
+    ft_tokenizer_free(T); free(tmpl); ft_gguf_close(g);
+    rc = ft_test_summary("test_tokenizer");
+    return rc || !T;
+}
