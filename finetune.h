@@ -964,20 +964,28 @@ typedef struct ft__type_info {
     ft__to_f32_fn to_f32;       /* dequantize / widen a row; NULL: storage only              */
 } ft__type_info;
 
+/* the quantized formats' decoders live in the [quant] section */
+static void ft__dequant_q4_0(const void *src, float *dst, int64_t n);
+static void ft__dequant_q4_1(const void *src, float *dst, int64_t n);
+static void ft__dequant_q5_0(const void *src, float *dst, int64_t n);
+static void ft__dequant_q5_1(const void *src, float *dst, int64_t n);
+static void ft__dequant_q8_0(const void *src, float *dst, int64_t n);
+static void ft__dequant_iq4_nl(const void *src, float *dst, int64_t n);
+
 /* indexed by ggml type id; sizes for every GGUF type so any file can be parsed, decoders for
    the types a model can be computed with */
 static const ft__type_info ft__types[] = {
     /*  0 */ {"f32", 1, 4, ft__f32_to_f32},         {"f16", 1, 2, ft__f16_to_f32},
-    /*  2 */ {"q4_0", 32, 18, NULL},    {"q4_1", 32, 20, NULL},
+    /*  2 */ {"q4_0", 32, 18, ft__dequant_q4_0},    {"q4_1", 32, 20, ft__dequant_q4_1},
     /*  4 */ {NULL, 0, 0, NULL},                    {NULL, 0, 0, NULL},
-    /*  6 */ {"q5_0", 32, 22, NULL},    {"q5_1", 32, 24, NULL},
-    /*  8 */ {"q8_0", 32, 34, NULL},    {"q8_1", 32, 36, NULL},
+    /*  6 */ {"q5_0", 32, 22, ft__dequant_q5_0},    {"q5_1", 32, 24, ft__dequant_q5_1},
+    /*  8 */ {"q8_0", 32, 34, ft__dequant_q8_0},    {"q8_1", 32, 36, NULL},
     /* 10 */ {"q2_K", 256, 84, NULL},   {"q3_K", 256, 110, NULL},
     /* 12 */ {"q4_K", 256, 144, NULL},  {"q5_K", 256, 176, NULL},
     /* 14 */ {"q6_K", 256, 210, NULL},  {"q8_K", 256, 292, NULL},
     /* 16 */ {"iq2_xxs", 256, 66, NULL},            {"iq2_xs", 256, 74, NULL},
     /* 18 */ {"iq3_xxs", 256, 98, NULL},            {"iq1_s", 256, 50, NULL},
-    /* 20 */ {"iq4_nl", 32, 18, NULL}, {"iq3_s", 256, 110, NULL},
+    /* 20 */ {"iq4_nl", 32, 18, ft__dequant_iq4_nl}, {"iq3_s", 256, 110, NULL},
     /* 22 */ {"iq2_s", 256, 82, NULL},              {"iq4_xs", 256, 136, NULL},
     /* 24 */ {"i8", 1, 1, NULL},                    {"i16", 1, 2, NULL},
     /* 26 */ {"i32", 1, 4, NULL},                   {"i64", 1, 8, NULL},
@@ -2737,6 +2745,79 @@ FT_API ft_result ft_backward(ft_ctx *ctx, ft_tensor *loss) {
 FT_API int ft_tape_length(const ft_ctx *ctx) { return ctx->n_tape; }
 FT_API ft_op ft_tape_op(const ft_ctx *ctx, int i) { return i >= 0 && i < ctx->n_tape ? ctx->tape[i].op : FT_OP_NONE; }
 
+
+/* ============================================================================================
+   [quant] GGML block formats: dequantize a row (n a multiple of the block size)
+   32-element blocks; byte qs[j] holds element j in its low nibble and element j + 16 in its
+   high nibble. d, m are f16. Each result is computed as the gguf Python package does it (a
+   product, then a sum, each rounded to f32), so the values are bit-exact with it.
+   ============================================================================================ */
+typedef struct { uint16_t d; uint8_t qs[16]; } ft__block_q4_0;                        /* 18 B */
+typedef struct { uint16_t d, m; uint8_t qs[16]; } ft__block_q4_1;                     /* 20 B */
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } ft__block_q5_0;         /* 22 B */
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } ft__block_q5_1;      /* 24 B */
+typedef struct { uint16_t d; int8_t qs[32]; } ft__block_q8_0;                         /* 34 B */
+typedef char ft__assert_q4_0[sizeof(ft__block_q4_0) == 18 ? 1 : -1];
+typedef char ft__assert_q4_1[sizeof(ft__block_q4_1) == 20 ? 1 : -1];
+typedef char ft__assert_q5_0[sizeof(ft__block_q5_0) == 22 ? 1 : -1];
+typedef char ft__assert_q5_1[sizeof(ft__block_q5_1) == 24 ? 1 : -1];
+typedef char ft__assert_q8_0[sizeof(ft__block_q8_0) == 34 ? 1 : -1];
+
+static void ft__dequant_q4_0(const void *src, float *y, int64_t n) {          /* (q - 8) d */
+    const ft__block_q4_0 *b = FT__CAST(const ft__block_q4_0 *, src); int64_t i; int j;
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        float d = ft_fp16_to_fp32(b->d);
+        for (j = 0; j < 16; j++) { y[j] = (float)((b->qs[j] & 15) - 8) * d; y[j + 16] = (float)((b->qs[j] >> 4) - 8) * d; }
+    }
+}
+static void ft__dequant_q4_1(const void *src, float *y, int64_t n) {          /* q d + m */
+    const ft__block_q4_1 *b = FT__CAST(const ft__block_q4_1 *, src); int64_t i; int j;
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        float d = ft_fp16_to_fp32(b->d), m = ft_fp16_to_fp32(b->m), p;
+        for (j = 0; j < 16; j++) {
+            p = (float)(b->qs[j] & 15) * d; y[j] = p + m;
+            p = (float)(b->qs[j] >> 4) * d; y[j + 16] = p + m;
+        }
+    }
+}
+/* 5-bit: the fifth bit of element j is bit j of the little-endian u32 qh */
+static void ft__dequant_q5_0(const void *src, float *y, int64_t n) {          /* (q - 16) d */
+    const ft__block_q5_0 *b = FT__CAST(const ft__block_q5_0 *, src); int64_t i; int j;
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        float d = ft_fp16_to_fp32(b->d);
+        uint32_t qh = (uint32_t)b->qh[0] | (uint32_t)b->qh[1] << 8 | (uint32_t)b->qh[2] << 16 | (uint32_t)b->qh[3] << 24;
+        for (j = 0; j < 16; j++) {
+            y[j]      = (float)((int)((b->qs[j] & 15) | ((qh >> j) & 1) << 4) - 16) * d;
+            y[j + 16] = (float)((int)((b->qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - 16) * d;
+        }
+    }
+}
+static void ft__dequant_q5_1(const void *src, float *y, int64_t n) {          /* q d + m */
+    const ft__block_q5_1 *b = FT__CAST(const ft__block_q5_1 *, src); int64_t i; int j;
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        float d = ft_fp16_to_fp32(b->d), m = ft_fp16_to_fp32(b->m), p;
+        uint32_t qh = (uint32_t)b->qh[0] | (uint32_t)b->qh[1] << 8 | (uint32_t)b->qh[2] << 16 | (uint32_t)b->qh[3] << 24;
+        for (j = 0; j < 16; j++) {
+            p = (float)((b->qs[j] & 15) | ((qh >> j) & 1) << 4) * d; y[j] = p + m;
+            p = (float)((b->qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) * d; y[j + 16] = p + m;
+        }
+    }
+}
+static void ft__dequant_q8_0(const void *src, float *y, int64_t n) {          /* q d */
+    const ft__block_q8_0 *b = FT__CAST(const ft__block_q8_0 *, src); int64_t i; int j;
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        float d = ft_fp16_to_fp32(b->d);
+        for (j = 0; j < 32; j++) y[j] = (float)b->qs[j] * d;
+    }
+}
+static void ft__dequant_iq4_nl(const void *src, float *y, int64_t n) {        /* d table[q] */
+    static const int8_t kv[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    const ft__block_q4_0 *b = FT__CAST(const ft__block_q4_0 *, src); int64_t i; int j;
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        float d = ft_fp16_to_fp32(b->d);
+        for (j = 0; j < 16; j++) { y[j] = d * (float)kv[b->qs[j] & 15]; y[j + 16] = d * (float)kv[b->qs[j] >> 4]; }
+    }
+}
 
 /* ============================================================================================
    [gguf] GGUF v2/v3 reader (mmap, zero-copy tensor data, every field bounds-checked) and writer
