@@ -620,6 +620,45 @@ typedef struct ft_plot_series { const char *name; const double *x, *y; int64_t n
 FT_API ft_result ft_svg_plot(const char *path, const char *title, const char *xlabel, const char *ylabel,
                              const ft_plot_series *s, int n_series);
 
+
+/* ---- datasets: JSONL -> token ids with a loss mask --------------------------------------------------- */
+typedef enum ft_data_format {
+    FT_DATA_AUTO = 0,               /* from the first line's keys                                  */
+    FT_DATA_TEXT,                   /* {"text"}: continued pretraining                             */
+    FT_DATA_INSTRUCT,               /* {"instruction", "input", "output"}                          */
+    FT_DATA_CHAT,                   /* {"messages": [{"role", "content"}]}                         */
+    FT_DATA_PREFERENCE,             /* {"prompt", "chosen", "rejected"}                            */
+    FT_DATA_KTO,                    /* {"prompt", "completion", "label"}                           */
+    FT_DATA_PROMPT                  /* {"prompt", "answer"}                                        */
+} ft_data_format;
+typedef struct ft_data_opts {
+    ft_data_format format;
+    int64_t max_len;                /* tokens per example (0: no limit); longer ones are cut       */
+    int     skip_long;              /* ... or skipped as bad lines                                 */
+    int     train_on_prompt;        /* loss on prompt tokens too (instruction and chat data)       */
+    int     skip_bad;               /* skip malformed lines (each reported to log) instead of failing */
+    const char *system;             /* a system message for instruction data                       */
+    ft_log_fn log; void *log_user;
+} ft_data_opts;
+typedef struct ft_example {
+    int32_t *ids; unsigned char *loss; int64_t n;     /* tokens; loss[t]: ids[t] is a target      */
+    int32_t *ids2; unsigned char *loss2; int64_t n2;  /* preference data: the rejected sequence   */
+    int64_t prompt_len;             /* preference / kto / prompt data: tokens of the prompt        */
+    int     label;                  /* kto: 1 desirable                                            */
+    char   *answer;                 /* prompt data: the reference answer, or NULL                  */
+} ft_example;
+typedef struct ft_dataset ft_dataset;
+FT_API ft_result ft_dataset_load(ft_dataset **out, const char *path, const ft_tokenizer *tok,
+                                 const char *chat_template, const ft_data_opts *o);
+FT_API void      ft_dataset_free(ft_dataset *d);
+FT_API int64_t   ft_dataset_size(const ft_dataset *d);
+FT_API const ft_example *ft_dataset_get(const ft_dataset *d, int64_t i);
+FT_API ft_data_format ft_dataset_format(const ft_dataset *d);
+FT_API const char *ft_data_format_name(ft_data_format f);
+FT_API int64_t   ft_dataset_skipped(const ft_dataset *d);
+FT_API int64_t   ft_dataset_truncated(const ft_dataset *d);
+FT_API int64_t   ft_dataset_tokens(const ft_dataset *d);
+
 #ifdef __cplusplus
 }
 #endif
@@ -5662,6 +5701,286 @@ FT_API ft_result ft_jsonl_next(ft_jsonl *f, ft_json_doc **doc) {
     }
     return FT_OK;
 }
+
+/* ============================================================================================
+   [dataset] JSONL examples -> token ids with a loss mask
+   Formats (one JSON object a line):
+     text        {"text"}                                   continued pretraining, loss on all
+     instruct    {"instruction", "input"?, "output"}        rendered as a user / assistant chat
+     chat        {"messages": [{"role", "content"}, ...]}   loss on the assistant turns
+     preference  {"prompt", "chosen", "rejected"}           prompt as text or as messages
+     kto         {"prompt", "completion", "label"}
+     prompt      {"prompt", "answer"?}                      prompts for RL and generation evals
+   Chat rendering goes through the model's chat template, one message at a time: the text a
+   message adds is split into its header (no loss) and its content with the end-of-turn marker
+   (loss, for assistant messages). Pieces are cut at special tokens or line breaks, where the
+   tokenizer splits anyway, so the ids equal those of tokenizing the whole conversation.
+   ============================================================================================ */
+
+typedef struct ft__buf { int32_t *ids; unsigned char *loss; int64_t n, cap; } ft__buf;
+
+static ft_result ft__buf_push(ft__buf *b, const ft_tokenizer *tok, const char *text, int64_t len, int loss, int add_bos) {
+    int64_t n = ft_tokenize(tok, text, len, NULL, 0, add_bos, 1), i;
+    if (n < 0) return (ft_result)n;
+    if (b->n + n > b->cap) {
+        int64_t nc = FT__MAX(2 * b->cap, b->n + n + 64);
+        int32_t *ni = FT__CAST(int32_t *, FT_REALLOC(b->ids, (size_t)nc * sizeof(int32_t)));
+        unsigned char *nl;
+        if (!ni) return ft_set_error(FT_ERR_NOMEM, "dataset: out of memory");
+        b->ids = ni;
+        nl = FT__CAST(unsigned char *, FT_REALLOC(b->loss, (size_t)nc));
+        if (!nl) return ft_set_error(FT_ERR_NOMEM, "dataset: out of memory");
+        b->loss = nl; b->cap = nc;
+    }
+    ft_tokenize(tok, text, len, b->ids + b->n, n, add_bos, 1);
+    for (i = 0; i < n; i++) b->loss[b->n + i] = (unsigned char)loss;
+    b->n += n;
+    return FT_OK;
+}
+
+/* render msgs[0..n) through the template and tokenize with loss on assistant contents */
+static ft_result ft__render_chat(ft__buf *b, const ft_tokenizer *tok, const char *tmpl, const ft_chat_msg *msgs, int n,
+                                 int train_on_prompt, int add_gen_prompt, const char *where) {
+    int64_t prev = 0, len; int i; ft_result r;
+    char *buf = NULL; int64_t cap = 0;
+    for (i = 0; i <= n; i++) {
+        int gen = i == n;                          /* the last round adds the generation prompt */
+        if (gen && !add_gen_prompt) break;
+        len = ft_chat_apply(tmpl, msgs, gen ? n : i + 1, gen, NULL, 0);
+        if (len < 0) { FT_FREE(buf); return ft_set_error((ft_result)len, "%s: chat template: %s", where, ft_last_error()); }
+        if (len + 1 > cap) {
+            char *nb = FT__CAST(char *, FT_REALLOC(buf, (size_t)len + 1));
+            if (!nb) { FT_FREE(buf); return ft_set_error(FT_ERR_NOMEM, "dataset: out of memory"); }
+            buf = nb; cap = len + 1;
+        }
+        ft_chat_apply(tmpl, msgs, gen ? n : i + 1, gen, buf, cap);
+        if (len < prev) { FT_FREE(buf); return ft_set_error(FT_ERR_UNSUPPORTED, "%s: the chat template does not render conversations incrementally", where); }
+        if (!gen && strcmp(msgs[i].role, "assistant") == 0) {
+            /* header | content + end-of-turn: the content starts where it is found after the header */
+            const char *seg = buf + prev, *c = msgs[i].content;
+            const char *at = strstr(seg, c);
+            if (!*c || !at) { FT_FREE(buf); return ft_set_error(FT_ERR_FORMAT, "%s: assistant message %d is empty or not rendered by the template", where, i); }
+            if ((r = ft__buf_push(b, tok, seg, at - seg, train_on_prompt, b->n == 0)) != FT_OK ||
+                (r = ft__buf_push(b, tok, at, len - (at - buf), 1, 0)) != FT_OK) { FT_FREE(buf); return r; }
+        } else if ((r = ft__buf_push(b, tok, buf + prev, len - prev, train_on_prompt, b->n == 0)) != FT_OK) { FT_FREE(buf); return r; }
+        prev = len;
+    }
+    FT_FREE(buf);
+    return FT_OK;
+}
+
+struct ft_dataset {
+    ft_data_format format;
+    ft_example *ex; int64_t n, cap;
+    int64_t skipped, truncated, tokens;
+};
+
+static const char *ft__jstr(const ft_json *o, const char *key) {
+    const ft_json *v = ft_json_get(o, key);
+    return v && v->kind == FT_JSON_STRING ? v->s : NULL;
+}
+
+FT_API const char *ft_data_format_name(ft_data_format f) {
+    static const char *n[] = {"auto", "text", "instruct", "chat", "preference", "kto", "prompt"};
+    return (int)f >= 0 && (int)f < 7 ? n[f] : "?";
+}
+static ft_data_format ft__detect_format(const ft_json *o) {
+    if (ft_json_get(o, "chosen") && ft_json_get(o, "rejected")) return FT_DATA_PREFERENCE;
+    if (ft_json_get(o, "completion") && ft_json_get(o, "label")) return FT_DATA_KTO;
+    if (ft_json_get(o, "messages")) return FT_DATA_CHAT;
+    if (ft_json_get(o, "instruction") && ft_json_get(o, "output")) return FT_DATA_INSTRUCT;
+    if (ft_json_get(o, "text")) return FT_DATA_TEXT;
+    if (ft_json_get(o, "prompt")) return FT_DATA_PROMPT;
+    return FT_DATA_AUTO;
+}
+
+/* messages of a chat line, or a one-message conversation from a string prompt */
+static ft_result ft__messages(const ft_json *v, ft_chat_msg *msgs, int cap, int *n, const char *where) {
+    int64_t i;
+    if (v && v->kind == FT_JSON_STRING) { msgs[0].role = "user"; msgs[0].content = v->s; *n = 1; return FT_OK; }
+    if (!v || v->kind != FT_JSON_ARRAY || v->n < 1) return ft_set_error(FT_ERR_FORMAT, "%s: \"messages\" must be a non-empty array", where);
+    if (v->n > cap) return ft_set_error(FT_ERR_FORMAT, "%s: more than %d messages", where, cap);
+    for (i = 0; i < v->n; i++) {
+        const ft_json *m = ft_json_at(v, i);
+        msgs[i].role = ft__jstr(m, "role"); msgs[i].content = ft__jstr(m, "content");
+        if (!msgs[i].role || !msgs[i].content)
+            return ft_set_error(FT_ERR_FORMAT, "%s: message %d needs string \"role\" and \"content\"", where, (int)i);
+        if (strcmp(msgs[i].role, "system") && strcmp(msgs[i].role, "user") && strcmp(msgs[i].role, "assistant"))
+            return ft_set_error(FT_ERR_FORMAT, "%s: message %d has role \"%s\" (system, user or assistant)", where, (int)i, msgs[i].role);
+    }
+    *n = (int)v->n;
+    return FT_OK;
+}
+
+static char *ft__strdup(const char *s) { return ft__strndup(s, strlen(s)); }
+
+static void ft__example_free(ft_example *e) {
+    FT_FREE(e->ids); FT_FREE(e->loss); FT_FREE(e->ids2); FT_FREE(e->loss2); FT_FREE(e->answer);
+}
+
+/* one JSON line -> one example */
+static ft_result ft__make_example(ft_dataset *d, const ft_json *o, const ft_tokenizer *tok, const char *tmpl,
+                                  const ft_data_opts *opt, const char *where, ft_example *e) {
+    ft__buf b, b2; ft_result r = FT_OK; ft_chat_msg msgs[64]; int nm = 0;
+    memset(&b, 0, sizeof b); memset(&b2, 0, sizeof b2); memset(e, 0, sizeof *e);
+    if (o->kind != FT_JSON_OBJECT) return ft_set_error(FT_ERR_FORMAT, "%s: a line must be a JSON object", where);
+    switch (d->format) {
+    case FT_DATA_TEXT: {
+        const char *t = ft__jstr(o, "text");
+        if (!t) return ft_set_error(FT_ERR_FORMAT, "%s: \"text\" must be a string", where);
+        if (!*t) return ft_set_error(FT_ERR_FORMAT, "%s: \"text\" is empty", where);
+        r = ft__buf_push(&b, tok, t, -1, 1, 1);
+        if (r == FT_OK && ft_tokenizer_eos(tok) >= 0) {      /* documents end with EOS */
+            char piece[64]; int64_t k = ft_token_to_piece(tok, ft_tokenizer_eos(tok), piece, sizeof piece - 1, 1);
+            if (k > 0 && k < (int64_t)sizeof piece) r = ft__buf_push(&b, tok, piece, k, 1, 0);
+        }
+        break; }
+    case FT_DATA_INSTRUCT: {
+        const char *ins = ft__jstr(o, "instruction"), *inp = ft__jstr(o, "input"), *out = ft__jstr(o, "output");
+        const ft_json *iv = ft_json_get(o, "input");
+        char *user; size_t n;
+        if (!ins || !out || (iv && iv->kind != FT_JSON_STRING && iv->kind != FT_JSON_NULL))
+            return ft_set_error(FT_ERR_FORMAT, "%s: \"instruction\" and \"output\" (and \"input\", if given) must be strings", where);
+        if (!*out) return ft_set_error(FT_ERR_FORMAT, "%s: \"output\" is empty", where);
+        n = strlen(ins) + (inp ? strlen(inp) : 0) + 3;
+        if (!(user = FT__CAST(char *, FT_MALLOC(n)))) return ft_set_error(FT_ERR_NOMEM, "dataset: out of memory");
+        snprintf(user, n, "%s%s%s", ins, inp && *inp ? "\n\n" : "", inp && *inp ? inp : "");
+        if (opt->system) { msgs[nm].role = "system"; msgs[nm++].content = opt->system; }
+        msgs[nm].role = "user"; msgs[nm++].content = user;
+        msgs[nm].role = "assistant"; msgs[nm++].content = out;
+        r = ft__render_chat(&b, tok, tmpl, msgs, nm, opt->train_on_prompt, 0, where);
+        FT_FREE(user);
+        break; }
+    case FT_DATA_CHAT: {
+        int i, any = 0;
+        if ((r = ft__messages(ft_json_get(o, "messages"), msgs, 64, &nm, where)) != FT_OK) return r;
+        for (i = 0; i < nm; i++) any |= strcmp(msgs[i].role, "assistant") == 0;
+        if (!any) return ft_set_error(FT_ERR_FORMAT, "%s: no assistant message to learn from", where);
+        r = ft__render_chat(&b, tok, tmpl, msgs, nm, opt->train_on_prompt, 0, where);
+        break; }
+    case FT_DATA_PREFERENCE: case FT_DATA_KTO: case FT_DATA_PROMPT: {
+        /* prompt -> ids (with the generation prompt), completions -> ids2 / ids with loss */
+        const ft_json *pv = ft_json_get(o, "prompt");
+        if ((r = ft__messages(pv, msgs, 64, &nm, where)) != FT_OK) return ft_set_error(FT_ERR_FORMAT, "%s: \"prompt\" must be a string or a list of messages", where);
+        if ((r = ft__render_chat(&b, tok, tmpl, msgs, nm, 0, 1, where)) != FT_OK) break;
+        e->prompt_len = b.n;
+        if (d->format == FT_DATA_PROMPT) {
+            const ft_json *a = ft_json_get(o, "answer");
+            if (a && a->kind != FT_JSON_STRING && a->kind != FT_JSON_NUMBER) { r = ft_set_error(FT_ERR_FORMAT, "%s: \"answer\" must be a string or a number", where); break; }
+            if (a) {
+                char num[64];
+                if (a->kind == FT_JSON_NUMBER) snprintf(num, sizeof num, "%.17g", a->num);
+                if (!(e->answer = ft__strdup(a->kind == FT_JSON_STRING ? a->s : num))) r = ft_set_error(FT_ERR_NOMEM, "dataset: out of memory");
+            }
+            break;
+        } else {
+            int k;
+            for (k = 0; k < (d->format == FT_DATA_PREFERENCE ? 2 : 1) && r == FT_OK; k++) {
+                ft__buf *bb = k ? &b2 : &b;
+                const char *key = d->format == FT_DATA_KTO ? "completion" : k ? "rejected" : "chosen";
+                const ft_json *cv = ft_json_get(o, key);
+                const char *c = cv && cv->kind == FT_JSON_STRING ? cv->s : NULL;
+                if (cv && cv->kind == FT_JSON_ARRAY && cv->n == 1) c = ft__jstr(ft_json_at(cv, 0), "content");   /* [{"role": "assistant", ...}] */
+                if (!c || !*c) { r = ft_set_error(FT_ERR_FORMAT, "%s: \"%s\" must be a non-empty string", where, key); break; }
+                if (k) {                              /* the rejected sequence repeats the prompt */
+                    memcpy(bb, &b, sizeof b); bb->cap = 0; bb->ids = NULL; bb->loss = NULL; bb->n = 0;
+                    if ((r = ft__render_chat(bb, tok, tmpl, msgs, nm, 0, 1, where)) != FT_OK) break;
+                }
+                {   /* completion + the end-of-turn marker the template puts after assistant turns */
+                    ft_chat_msg full[65]; int64_t lp, lf; char *pb = NULL, *fb = NULL;
+                    memcpy(full, msgs, (size_t)nm * sizeof *msgs);
+                    full[nm].role = "assistant"; full[nm].content = c;
+                    lp = ft_chat_apply(tmpl, msgs, nm, 1, NULL, 0); lf = ft_chat_apply(tmpl, full, nm + 1, 0, NULL, 0);
+                    pb = FT__CAST(char *, FT_MALLOC((size_t)FT__MAX(lp, 0) + 1)); fb = FT__CAST(char *, FT_MALLOC((size_t)FT__MAX(lf, 0) + 1));
+                    if (lp < 0 || lf < 0 || !pb || !fb) r = ft_set_error(FT_ERR_FORMAT, "%s: chat template failed", where);
+                    else {
+                        ft_chat_apply(tmpl, msgs, nm, 1, pb, lp + 1); ft_chat_apply(tmpl, full, nm + 1, 0, fb, lf + 1);
+                        if (lf < lp || memcmp(pb, fb, (size_t)lp) != 0) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: the template's generation prompt is not a prefix of the answered conversation", where);
+                        else r = ft__buf_push(bb, tok, fb + lp, lf - lp, 1, 0);
+                    }
+                    FT_FREE(pb); FT_FREE(fb);
+                }
+            }
+            if (r == FT_OK && d->format == FT_DATA_KTO) {
+                const ft_json *lv = ft_json_get(o, "label");
+                if (!lv || lv->kind != FT_JSON_BOOL) r = ft_set_error(FT_ERR_FORMAT, "%s: \"label\" must be true or false", where);
+                else e->label = (int)lv->num;
+            }
+        }
+        break; }
+    default:
+        r = ft_set_error(FT_ERR_FORMAT, "%s: unknown data format", where);
+    }
+    if (r != FT_OK) { FT_FREE(b.ids); FT_FREE(b.loss); FT_FREE(b2.ids); FT_FREE(b2.loss); ft__example_free(e); return r; }
+    e->ids = b.ids; e->loss = b.loss; e->n = b.n;
+    e->ids2 = b2.ids; e->loss2 = b2.loss; e->n2 = b2.n;
+    return FT_OK;
+}
+
+FT_API ft_result ft_dataset_load(ft_dataset **out, const char *path, const ft_tokenizer *tok, const char *chat_template, const ft_data_opts *opts) {
+    ft_dataset *d; ft_jsonl *f; ft_json_doc *doc; ft_result r; ft_data_opts o; char where[1100];
+    *out = NULL;
+    if (opts) o = *opts; else memset(&o, 0, sizeof o);
+    if ((r = ft_jsonl_open(&f, path)) != FT_OK) return r;
+    d = FT__CAST(ft_dataset *, FT_MALLOC(sizeof *d));
+    if (!d) { ft_jsonl_close(f); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); }
+    memset(d, 0, sizeof *d);
+    d->format = o.format;
+    for (;;) {
+        ft_example e;
+        r = ft_jsonl_next(f, &doc);
+        snprintf(where, sizeof where, "%s:%lld", path, (long long)ft_jsonl_line(f));
+        if (r == FT_OK && !doc) break;
+        if (r == FT_OK) {
+            if (d->format == FT_DATA_AUTO) {
+                d->format = ft__detect_format(ft_json_root(doc));
+                if (d->format == FT_DATA_AUTO) r = ft_set_error(FT_ERR_FORMAT, "%s: cannot tell the format from the keys (text, instruction/output, messages, prompt/chosen/rejected, prompt/completion/label, prompt)", where);
+            }
+            if (r == FT_OK) r = ft__make_example(d, ft_json_root(doc), tok, chat_template, &o, where, &e);
+            ft_json_free(doc);
+        }
+        if (r == FT_OK && o.max_len > 0 && FT__MAX(e.n, e.n2) > o.max_len) {
+            if (o.skip_long || e.prompt_len >= o.max_len) {
+                r = ft_set_error(FT_ERR_FORMAT, "%s: %lld tokens, longer than max_len %lld", where, (long long)FT__MAX(e.n, e.n2), (long long)o.max_len);
+                ft__example_free(&e);
+            } else {                                    /* cut the end off */
+                e.n = FT__MIN(e.n, o.max_len); if (e.ids2) e.n2 = FT__MIN(e.n2, o.max_len);
+                d->truncated++;
+            }
+        }
+        if (r != FT_OK) {
+            if (!o.skip_bad) { ft_jsonl_close(f); ft_dataset_free(d); return r; }
+            d->skipped++;
+            if (o.log) o.log(o.log_user, 1, ft_last_error());
+            continue;
+        }
+        if (d->n == d->cap) {
+            int64_t nc = d->cap ? 2 * d->cap : 256;
+            ft_example *ne = FT__CAST(ft_example *, FT_REALLOC(d->ex, (size_t)nc * sizeof *ne));
+            if (!ne) { ft__example_free(&e); ft_jsonl_close(f); ft_dataset_free(d); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); }
+            d->ex = ne; d->cap = nc;
+        }
+        d->ex[d->n++] = e;
+        d->tokens += e.n + e.n2;
+    }
+    ft_jsonl_close(f);
+    if (d->n == 0) { ft_dataset_free(d); return ft_set_error(FT_ERR_FORMAT, "%s: no usable examples", path); }
+    *out = d;
+    return FT_OK;
+}
+
+FT_API void ft_dataset_free(ft_dataset *d) {
+    int64_t i;
+    if (!d) return;
+    for (i = 0; i < d->n; i++) ft__example_free(&d->ex[i]);
+    FT_FREE(d->ex); FT_FREE(d);
+}
+FT_API int64_t ft_dataset_size(const ft_dataset *d) { return d->n; }
+FT_API const ft_example *ft_dataset_get(const ft_dataset *d, int64_t i) { return i >= 0 && i < d->n ? &d->ex[i] : NULL; }
+FT_API ft_data_format ft_dataset_format(const ft_dataset *d) { return d->format; }
+FT_API int64_t ft_dataset_skipped(const ft_dataset *d) { return d->skipped; }
+FT_API int64_t ft_dataset_truncated(const ft_dataset *d) { return d->truncated; }
+FT_API int64_t ft_dataset_tokens(const ft_dataset *d) { return d->tokens; }
 
 /* ============================================================================================
    [optim] optimizers over a parameter block: AdamW and SGD with momentum
