@@ -53,7 +53,7 @@ sanitize:
 san-build: $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC)) $(BUILD)/test_kernels_ref
 
 bench: $(BUILD)/bench
-	$(BUILD)/bench
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BUILD)/bench
 
 clean:
 	rm -rf build

@@ -659,6 +659,42 @@ FT_API int64_t   ft_dataset_skipped(const ft_dataset *d);
 FT_API int64_t   ft_dataset_truncated(const ft_dataset *d);
 FT_API int64_t   ft_dataset_tokens(const ft_dataset *d);
 
+
+/* ---- the trainer (SFT, continued pretraining) ----------------------------------------------------------- */
+typedef struct ft_batch_data {
+    int32_t *ids, *targets, *pos, *seg;     /* (B*T) each; targets -100 where there is no loss      */
+    int64_t B, T, cap;
+    int64_t n_targets, n_tokens, used;      /* targets, real tokens, examples consumed               */
+} ft_batch_data;
+FT_API ft_result ft_batch_build(ft_batch_data *bd, const ft_dataset *d, const int64_t *order, int64_t n_order,
+                                int64_t B, int64_t T, int pack, int32_t pad_id);
+FT_API void      ft_batch_data_free(ft_batch_data *bd);
+typedef struct ft_step_info {
+    int64_t step, steps, epoch;
+    double loss, lr, grad_norm, tokens, tokens_per_s, elapsed_s, eta_s;
+    double eval_loss;               /* NaN when not evaluated at this step                        */
+} ft_step_info;
+typedef int (*ft_step_fn)(void *user, const ft_step_info *info);     /* non-zero: stop           */
+typedef struct ft_train_opts {
+    int64_t steps;                  /* optimizer steps (0: epochs over the data)                  */
+    int     epochs;
+    int64_t batch, seq_len;         /* examples per micro-batch (4), tokens per example (512)     */
+    int     grad_accum;             /* micro-batches per step (1)                                 */
+    int     pack;                   /* pack examples into rows of seq_len (continued pretraining) */
+    float   lr;                     /* peak learning rate (2e-4)                                  */
+    ft_sched_kind sched; int64_t warmup; float min_lr_ratio;
+    ft_optim_opts optim;
+    float   max_grad_norm;          /* 0: no clipping                                             */
+    float   lr_scale_b;             /* LoRA+: rate multiplier of the B matrices (0: 1)            */
+    uint64_t seed;                  /* data order                                                  */
+    int     skip_nonfinite;         /* skip a step with a NaN/inf loss or gradient (else stop)    */
+    const ft_dataset *eval; int64_t eval_every;
+    const char *checkpoint_path; int64_t save_every; const char *resume_from;
+    ft_step_fn on_step; void *user;
+} ft_train_opts;
+FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_dataset *train, const ft_train_opts *o, ft_train_state *state);
+FT_API ft_result ft_eval_loss(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int64_t batch, int64_t seq_len, double *mean_loss, int64_t *n_tokens);
+
 #ifdef __cplusplus
 }
 #endif
@@ -902,6 +938,7 @@ FT__MAYBE_UNUSED static void ft__pool_run(ft__pool *pool, ft__task_fn fn, void *
 
 /* per-thread scratch of at least n floats; grows (and counts a malloc) only when too small */
 FT__MAYBE_UNUSED static float *ft__pool_scratch(ft__pool *pool, int ith, size_t n) {
+    if (!pool) return NULL;
     if (pool->scratch_len[ith] < n) {
         ft__aligned_free(pool->scratch[ith]);
         pool->scratch[ith] = FT__CAST(float *, ft__aligned_alloc(n * sizeof(float)));
@@ -931,8 +968,16 @@ static int ft__env_threads(void) {
    [memory] storage types, f16/bf16, RNG, arena, context, tensors, parameter blocks
    ============================================================================================ */
 
-/* f16 <-> f32, exact for every f16 (subnormals, inf, nan); f32 -> f16 rounds to nearest even */
+/* f16 <-> f32, exact for every f16 (subnormals, inf, nan); f32 -> f16 rounds to nearest even.
+   With F16C the conversion is one instruction (the same IEEE result). */
+#if !defined(FT_NO_SIMD) && defined(__F16C__)
+#include <immintrin.h>
+#define FT__F16C 1
+#endif
 FT_API float ft_fp16_to_fp32(uint16_t h) {
+#ifdef FT__F16C
+    return _cvtsh_ss(h);
+#else
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
     float f;
     if (exp == 0) {
@@ -946,6 +991,7 @@ FT_API float ft_fp16_to_fp32(uint16_t h) {
     else bits = sign | (exp + 112) << 23 | man << 13;
     memcpy(&f, &bits, 4);
     return f;
+#endif
 }
 
 FT_API uint16_t ft_fp32_to_fp16(float f) {
@@ -1010,6 +1056,11 @@ static void ft__dequant_q5_0(const void *src, float *dst, int64_t n);
 static void ft__dequant_q5_1(const void *src, float *dst, int64_t n);
 static void ft__dequant_q8_0(const void *src, float *dst, int64_t n);
 static void ft__dequant_iq4_nl(const void *src, float *dst, int64_t n);
+static void ft__dequant_q2_k(const void *src, float *dst, int64_t n);
+static void ft__dequant_q3_k(const void *src, float *dst, int64_t n);
+static void ft__dequant_q4_k(const void *src, float *dst, int64_t n);
+static void ft__dequant_q5_k(const void *src, float *dst, int64_t n);
+static void ft__dequant_q6_k(const void *src, float *dst, int64_t n);
 
 /* indexed by ggml type id; sizes for every GGUF type so any file can be parsed, decoders for
    the types a model can be computed with */
@@ -1019,9 +1070,9 @@ static const ft__type_info ft__types[] = {
     /*  4 */ {NULL, 0, 0, NULL},                    {NULL, 0, 0, NULL},
     /*  6 */ {"q5_0", 32, 22, ft__dequant_q5_0},    {"q5_1", 32, 24, ft__dequant_q5_1},
     /*  8 */ {"q8_0", 32, 34, ft__dequant_q8_0},    {"q8_1", 32, 36, NULL},
-    /* 10 */ {"q2_K", 256, 84, NULL},   {"q3_K", 256, 110, NULL},
-    /* 12 */ {"q4_K", 256, 144, NULL},  {"q5_K", 256, 176, NULL},
-    /* 14 */ {"q6_K", 256, 210, NULL},  {"q8_K", 256, 292, NULL},
+    /* 10 */ {"q2_K", 256, 84, ft__dequant_q2_k},   {"q3_K", 256, 110, ft__dequant_q3_k},
+    /* 12 */ {"q4_K", 256, 144, ft__dequant_q4_k},  {"q5_K", 256, 176, ft__dequant_q5_k},
+    /* 14 */ {"q6_K", 256, 210, ft__dequant_q6_k},  {"q8_K", 256, 292, NULL},
     /* 16 */ {"iq2_xxs", 256, 66, NULL},            {"iq2_xs", 256, 74, NULL},
     /* 18 */ {"iq3_xxs", 256, 98, NULL},            {"iq1_s", 256, 50, NULL},
     /* 20 */ {"iq4_nl", 32, 18, ft__dequant_iq4_nl}, {"iq3_s", 256, 110, NULL},
@@ -1673,59 +1724,594 @@ static void ft__parallel(ft_ctx *ctx, int64_t n, double work, ft__range_fn fn, v
     ft__pool_run_n(&ctx->pool, nth, ft__par_task, &p);
 }
 
-/* ---- GEMM --------------------------------------------------------------------------------------
-   C (M, N) [+]= op(A) (M, K) op(B) (K, N), row-major with row strides lda, ldb, ldc;
-   op(A) = A or A^T (A stored (K, M)), op(B) = B or B^T (B stored (N, K)). */
-FT_API void ft_gemm_ref(int ta, int tb, int64_t M, int64_t N, int64_t K,
-                        const float *A, int64_t lda, const float *B, int64_t ldb,
-                        float *C, int64_t ldc, int accumulate) {
-    int64_t i, j, k;
-    for (i = 0; i < M; i++)
-        for (j = 0; j < N; j++) {
-            float s = 0;
-            for (k = 0; k < K; k++)
-                s += (ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]);
-            C[i * ldc + j] = accumulate ? C[i * ldc + j] + s : s;
-        }
+/* ---- GEMM ------------------------------------------------------------------------------------------
+   ft__gemm computes, row-major throughout,
+
+     C (M x N, row stride ldc)  =  op(A) (M x K) * op(B) (K x N)   [ + old C when accumulate ]
+
+     op(A) = A      A stored M x K (lda)       |  op(B) = B      B stored K x N (ldb)
+           = A^T    A stored K x M (lda)       |        = B^T    B stored N x K (ldb)
+
+   The three uses in a linear layer y = x W^T  (x: T x in, W: out x in, y: T x out):
+     forward    y  = x  W^T   ft__gemm(pool, 0, 1, T,   out, in,  x,  in,  W, in,  y,  out, 0)
+     input grad dx += dy W    ft__gemm(pool, 0, 0, T,   in,  out, dy, out, W, in,  dx, in,  1)
+     weight grad dW += dy^T x ft__gemm(pool, 1, 0, out, in,  T,   dy, out, x, in,  dW, in,  1)
+
+   Structure (BLIS / GotoBLAS). Per thread, on its share of C:
+
+     for jc in [0, N) step NC:
+       for pc in [0, K) step kc:                          kc = ft__gemm_kc(K) <= KC
+         Bp = pack op(B)[pc : pc+kc, jc : jc+NC]          NR-wide panels, each kc x NR, k-major
+         for ic in [0, M) step MC:
+           Ap = pack op(A)[ic : ic+MC, pc : pc+kc]        MR-tall panels, each kc x MR, k-major (L2)
+           for jr in [0, NC) step NR:                     one Bp panel, kc x NR, stays in L1 / L2
+             for ir in [0, MC) step MR:
+               C[ic+ir : +MR, jc+jr : +NR] (+)= Ap panel^T Bp panel      micro-kernel, in registers
+
+   Summation order. Each C element is: for every K block in order, acc = 0; acc = fma(a_k, b_k, acc)
+   for k in the block in order; C = acc (first block, no accumulate) or C = C + acc. The K blocks
+   depend only on K, and every lane of the micro-kernel does the same thing whether the tile is full
+   or an edge tile; so results do not depend on the thread count or on how the work is split (bit
+   identical for 1, 2, ... threads).
+
+   Threads: the tiles of C are split statically into nth contiguous ranges along M (MR rows) or N
+   (NR columns), whichever gives the smaller share per thread. Each thread packs what it needs
+   itself (no barriers; with an M split every thread packs, and decodes, all of B).
+
+   Scratch: each thread takes a 64-byte-aligned buffer from ft__pool_scratch(pool, ith, nfloats):
+   at most KC * (MC + NC) + MR * NR floats, + NR * KC with a B decoder (AVX-512: about 7 MiB; less for
+   small problems); no allocation in the steady state.
+
+   Big C (>= FT__GEMM_STREAM_MIN_BYTES, 64-byte aligned, ldc % 16 == 0): the AVX-512 kernel writes
+   the final K block with non-temporal stores (no read-for-ownership; the LM head's logits).
+*/
+
+
+/* ---- micro-kernel shape and cache blocking, chosen at compile time -------------------------- */
+/* MR x NR: the C tile held in registers. KC: largest K block (a multiple of 256, the biggest quant
+   block). MC: rows of A packed per block (L2). NC: columns of B packed per block. The AVX-512 ones
+   were tuned on Sapphire Rapids (48 KiB L1d, 2 MiB L2); the others are the usual textbook sizes. */
+#if !defined(FT_NO_SIMD) && defined(__AVX512F__)
+#include <immintrin.h>
+#define FT__GEMM_AVX512 1
+#define FT__GEMM_MR 14 /* 14 x 2 zmm accumulators + 2 B vectors + 1 broadcast = 31 of 32 zmm */
+#define FT__GEMM_NR 32
+#ifndef FT__GEMM_KC
+#define FT__GEMM_KC 768 /* one K block for K <= 768: C is written once; Bp panel (96 KiB) streams from L2 */
+#endif
+#ifndef FT__GEMM_MC
+#define FT__GEMM_MC (14 * 24) /* Ap block 336 x 768 floats = 1 MiB in L2 (2 MiB) */
+#endif
+#ifndef FT__GEMM_NC
+#define FT__GEMM_NC (32 * 64)
+#endif
+#elif !defined(FT_NO_SIMD) && defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define FT__GEMM_AVX2 1
+#define FT__GEMM_MR 6 /* 6 x 2 ymm accumulators + 2 B vectors + 1 broadcast = 15 of 16 ymm */
+#define FT__GEMM_NR 16
+#define FT__GEMM_KC 256
+#define FT__GEMM_MC (6 * 64)
+#define FT__GEMM_NC (16 * 256)
+#elif !defined(FT_NO_SIMD) && (defined(__ARM_NEON) || defined(__ARM_NEON__)) && defined(__aarch64__)
+#include <arm_neon.h>
+#define FT__GEMM_NEON 1
+#define FT__GEMM_MR 8 /* 8 x 3 q accumulators + 3 B vectors + 2 A vectors = 29 of 32 q */
+#define FT__GEMM_NR 12
+#define FT__GEMM_KC 256
+#define FT__GEMM_MC (8 * 48)
+#define FT__GEMM_NC (12 * 256)
+#else
+#define FT__GEMM_MR 4
+#define FT__GEMM_NR 8
+#define FT__GEMM_KC 256
+#define FT__GEMM_MC (4 * 64)
+#define FT__GEMM_NC (8 * 256)
+#endif
+
+/* A C at least this big is not going to stay in cache: its final values are written with
+   non-temporal stores (when 64-byte aligned), which halves its memory traffic. */
+#ifndef FT__GEMM_STREAM_MIN_BYTES
+#define FT__GEMM_STREAM_MIN_BYTES ((int64_t)64 << 20)
+#endif
+
+/* Problems with fewer multiply-adds than this run on the calling thread only. */
+#define FT__GEMM_MT_MIN_WORK ((int64_t)1 << 21)
+
+/* ---- where B comes from ---------------------------------------------------------------------- */
+/* Packing reads B only through this. For transB (B = W, stored N x K, y = x W^T) a decoder may
+   supply rows of W in any storage format, e.g. quantized weights decoded on the fly:
+
+     row(src, n, k0, kc, dst):  dst[0 .. kc) = W[n][k0 .. k0+kc) as f32
+
+   k0 is always a multiple of the K block (ft__gemm_kc: a multiple of 256 when K is, else of 32
+   when K is), so a decoder sees whole quant blocks. row == NULL: data is f32 with row stride ld.
+   Decoders are only supported with trans = 1. */
+typedef struct ft__gemm_bsrc ft__gemm_bsrc;
+struct ft__gemm_bsrc {
+    const void *data; /* f32 B (or the decoder's own data)                                       */
+    int64_t ld;       /* row stride of stored B, in floats (f32 only)                             */
+    int trans;        /* 0: B stored K x N;  1: B stored N x K (op(B) = B^T)                      */
+    void (*row)(const ft__gemm_bsrc *src, int64_t n, int64_t k0, int64_t kc, float *dst);
+};
+
+/* K block size: as even as possible, at most FT__GEMM_KC, a multiple of 256 when K is (else of 32
+   when K is). Depends on K alone, which keeps the summation order independent of threads. */
+static int64_t ft__gemm_kc(int64_t K) {
+    int64_t nb = (K + FT__GEMM_KC - 1) / FT__GEMM_KC; /* number of K blocks */
+    int64_t g = K % 256 == 0 ? 256 : K % 32 == 0 ? 32 : 1;
+    int64_t kc = (K + nb - 1) / nb;
+    kc = (kc + g - 1) / g * g;
+    return kc < K ? kc : K;
 }
 
-typedef struct ft__gemm_job {
-    int ta, tb; int64_t M, N, K, lda, ldb, ldc; const float *A, *B; float *C; int acc;
-    ft__pool *pool;
-} ft__gemm_job;
+/* ---- packing --------------------------------------------------------------------------------- */
 
-/* rows [lo, hi) of C; a row of op(A) is gathered into scratch when A is transposed */
-static void ft__gemm_rows(void *p, int64_t lo, int64_t hi) {
-    ft__gemm_job *g = FT__CAST(ft__gemm_job *, p);
-    int64_t i, j, k;
-    for (i = lo; i < hi; i++) {
-        float *c = g->C + i * g->ldc;
-        float arow_buf[256];
-        const float *arow = g->A + i * g->lda;
-        if (!g->acc) memset(c, 0, (size_t)g->N * sizeof(float));
-        if (g->tb) {
-            for (k = 0; k < g->K; k += 256) {
-                int64_t kc = FT__MIN(256, g->K - k);
-                const float *ak = arow + k;
-                if (g->ta) { for (j = 0; j < kc; j++) arow_buf[j] = g->A[(k + j) * g->lda + i]; ak = arow_buf; }
-                for (j = 0; j < g->N; j++) c[j] += ft__vec_dot(kc, ak, g->B + j * g->ldb + k);
-            }
-        } else {
-            for (k = 0; k < g->K; k++) {
-                float a = g->ta ? g->A[k * g->lda + i] : arow[k];
-                if (a != 0.0f) ft__vec_axpy(g->N, a, g->B + k * g->ldb, c);
-            }
+#if defined(FT__GEMM_AVX512) && defined(__cplusplus) && defined(__GNUC__) && !defined(__clang__)
+/* g++ 12 warns about _mm512_undefined_ps() inside its own intrinsics (GCC PR 105593) */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#if defined(FT__GEMM_AVX512)
+/* In-place transpose of a 16 x 16 tile: r[i] lane j <-> r[j] lane i. */
+static void ft__transpose16(__m512 r[16]) {
+    __m512 t[16];
+    int q, c;
+    for (q = 0; q < 8; q++) { /* 32-bit interleave of row pairs */
+        t[2 * q] = _mm512_unpacklo_ps(r[2 * q], r[2 * q + 1]);
+        t[2 * q + 1] = _mm512_unpackhi_ps(r[2 * q], r[2 * q + 1]);
+    }
+    for (q = 0; q < 4; q++) { /* r[4q + c], 128-bit lane l: rows 4q..4q+3 of column 4l + c */
+        __m512d a0 = _mm512_castps_pd(t[4 * q]), a1 = _mm512_castps_pd(t[4 * q + 1]);
+        __m512d a2 = _mm512_castps_pd(t[4 * q + 2]), a3 = _mm512_castps_pd(t[4 * q + 3]);
+        r[4 * q + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+        r[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+        r[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+        r[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+    }
+    for (c = 0; c < 4; c++) { /* gather the 128-bit lanes: column c, 4+c, 8+c, 12+c */
+        __m512 lo0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);      /* cols c, 8+c; quads 0,1 */
+        __m512 hi0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);      /* cols 4+c, 12+c         */
+        __m512 lo1 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88); /* same for quads 2,3     */
+        __m512 hi1 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+        t[c] = _mm512_shuffle_f32x4(lo0, lo1, 0x88);
+        t[8 + c] = _mm512_shuffle_f32x4(lo0, lo1, 0xdd);
+        t[4 + c] = _mm512_shuffle_f32x4(hi0, hi1, 0x88);
+        t[12 + c] = _mm512_shuffle_f32x4(hi0, hi1, 0xdd);
+    }
+    for (q = 0; q < 16; q++) r[q] = t[q];
+}
+#endif
+
+/* Transposing pack: dst[k * width + j] = rows[j][k] for k < kc, j < nrows; 0 for nrows <= j < width.
+   Packs A (non-transposed, width MR) and B (transposed, width NR). dst is kc x width. */
+static void ft__gemm_pack_rows(float *dst, int64_t width, const float *const *rows, int64_t nrows,
+                               int64_t kc) {
+#if defined(FT__GEMM_AVX512)
+    int64_t j0, k0;
+    for (j0 = 0; j0 < width; j0 += 16) { /* 16 x 16 tiles, transposed in registers */
+        int64_t jn = width - j0 < 16 ? width - j0 : 16;
+        __mmask16 smask = (__mmask16)((1u << jn) - 1);
+        for (k0 = 0; k0 < kc; k0 += 16) {
+            int64_t kn = kc - k0 < 16 ? kc - k0 : 16, t;
+            __mmask16 lmask = (__mmask16)((1u << kn) - 1);
+            __m512 r[16];
+            for (t = 0; t < 16 && j0 + t < nrows; t++) /* rows may come from DRAM (big W) */
+                _mm_prefetch((const char *)(rows[j0 + t] + k0 + 64), _MM_HINT_T0);
+            for (t = 0; t < 16; t++)
+                r[t] = j0 + t < nrows ? _mm512_maskz_loadu_ps(lmask, rows[j0 + t] + k0)
+                                      : _mm512_setzero_ps();
+            ft__transpose16(r);
+            for (t = 0; t < kn; t++) _mm512_mask_storeu_ps(dst + (k0 + t) * width + j0, smask, r[t]);
+        }
+    }
+#else
+    int64_t k0, j, k;
+    for (k0 = 0; k0 < kc; k0 += 16) { /* 16 k at a time: reads one cache line per row */
+        int64_t kn = kc - k0 < 16 ? kc - k0 : 16;
+        for (j = 0; j < width; j++) {
+            const float *r = j < nrows ? rows[j] + k0 : NULL;
+            for (k = 0; k < kn; k++) dst[(k0 + k) * width + j] = r ? r[k] : 0.0f;
+        }
+    }
+#endif
+}
+
+#if defined(FT__GEMM_AVX512) && defined(__cplusplus) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+/* Copying pack: dst[k * width + j] = src[k * ld + j] for j < n; 0 for n <= j < width. dst is kc x width.
+   Packs A (transposed, stored K x M) and B (stored K x N). */
+static void ft__gemm_pack_cols(float *dst, int64_t width, const float *src, int64_t ld, int64_t n,
+                               int64_t kc) {
+    int64_t k, j;
+    for (k = 0; k < kc; k++) {
+        const float *s = src + k * ld;
+        float *d = dst + k * width;
+        for (j = 0; j < n; j++) d[j] = s[j];
+        for (; j < width; j++) d[j] = 0.0f;
+    }
+}
+
+/* Ap = op(A)[m0 : m0+mc, k0 : k0+kc] as ceil(mc / MR) panels of kc x MR. */
+static void ft__gemm_pack_a(float *Ap, int transA, const float *A, int64_t lda, int64_t m0,
+                            int64_t mc, int64_t k0, int64_t kc) {
+    int64_t i, p;
+    for (p = 0; p < mc; p += FT__GEMM_MR) {
+        int64_t mr = mc - p < FT__GEMM_MR ? mc - p : FT__GEMM_MR;
+        float *dst = Ap + p * kc; /* panel p / MR */
+        if (transA) { /* A stored K x M: each k is a contiguous run of mr */
+            ft__gemm_pack_cols(dst, FT__GEMM_MR, A + k0 * lda + m0 + p, lda, mr, kc);
+        } else { /* A stored M x K: gather mr rows */
+            const float *rows[FT__GEMM_MR];
+            for (i = 0; i < mr; i++) rows[i] = A + (m0 + p + i) * lda + k0;
+            ft__gemm_pack_rows(dst, FT__GEMM_MR, rows, mr, kc);
         }
     }
 }
 
+/* Bp = op(B)[k0 : k0+kc, n0 : n0+nc] as ceil(nc / NR) panels of kc x NR.
+   tmp: NR * kc floats for decoded rows (only used when B->row != NULL). */
+static void ft__gemm_pack_b(float *Bp, const ft__gemm_bsrc *B, int64_t n0, int64_t nc, int64_t k0,
+                            int64_t kc, float *tmp) {
+    const float *data = (const float *)B->data;
+    int64_t j, p;
+    for (p = 0; p < nc; p += FT__GEMM_NR) {
+        int64_t nr = nc - p < FT__GEMM_NR ? nc - p : FT__GEMM_NR;
+        float *dst = Bp + p * kc; /* panel p / NR */
+        if (B->trans) { /* W stored N x K: rows n0+p .. n0+p+nr of W, columns k0 .. k0+kc */
+            const float *rows[FT__GEMM_NR];
+            for (j = 0; j < nr; j++) {
+                if (B->row) {
+                    B->row(B, n0 + p + j, k0, kc, tmp + j * kc);
+                    rows[j] = tmp + j * kc;
+                } else {
+                    rows[j] = data + (n0 + p + j) * B->ld + k0;
+                }
+            }
+            ft__gemm_pack_rows(dst, FT__GEMM_NR, rows, nr, kc);
+        } else { /* B stored K x N: each k is a contiguous run of nr */
+            ft__gemm_pack_cols(dst, FT__GEMM_NR, data + k0 * B->ld + n0 + p, B->ld, nr, kc);
+        }
+    }
+}
+
+/* ---- micro-kernels ---------------------------------------------------------------------------- */
+/* C[0:MR, 0:NR] (row stride ldc) = Ap^T Bp [+ C when accumulate]. stream: a hint that C is
+   64-byte aligned and should bypass the caches (non-temporal stores; kernels may ignore it).
+   Ap: kc x MR (k-major), Bp: kc x NR (k-major, 64-byte aligned). Accumulates from zero over k in
+   order, then adds the old C once. */
+
+#if defined(FT__GEMM_AVX512)
+/* 14 x 32: per k, 2 vector loads of B, 14 broadcasts of A, 28 FMAs. */
+#define FT__ROWS14(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+static void ft__gemm_kernel(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc,
+                            int accumulate, int stream) {
+#define FT__ZERO(i) __m512 c##i##a = _mm512_setzero_ps(), c##i##b = _mm512_setzero_ps();
+#define FT__FMA(i)                                                                                   \
+    {                                                                                                \
+        __m512 a = _mm512_set1_ps(Ap[i]);                                                           \
+        c##i##a = _mm512_fmadd_ps(a, b0, c##i##a);                                                  \
+        c##i##b = _mm512_fmadd_ps(a, b1, c##i##b);                                                  \
+    }
+#define FT__STORE(i)                                                                                 \
+    {                                                                                                \
+        float *c = C + (i) * ldc;                                                                   \
+        if (accumulate) {                                                                            \
+            c##i##a = _mm512_add_ps(c##i##a, _mm512_loadu_ps(c));                                   \
+            c##i##b = _mm512_add_ps(c##i##b, _mm512_loadu_ps(c + 16));                              \
+        }                                                                                            \
+        if (stream) { /* C is 64-byte aligned and too big to stay cached: skip the read-for-ownership */ \
+            _mm512_stream_ps(c, c##i##a);                                                           \
+            _mm512_stream_ps(c + 16, c##i##b);                                                      \
+        } else {                                                                                     \
+            _mm512_storeu_ps(c, c##i##a);                                                           \
+            _mm512_storeu_ps(c + 16, c##i##b);                                                      \
+        }                                                                                            \
+    }
+    int64_t k;
+    FT__ROWS14(FT__ZERO)
+    /* The first MR steps also prefetch one row of C each: when C is far (big N) it is in L1 by
+       the time it is stored, without flooding the line-fill buffers at once. */
+    for (k = 0; k < kc && k < FT__GEMM_MR; k++) {
+        __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
+        if (!stream) {
+            _mm_prefetch((const char *)(C + k * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(C + k * ldc + 16), _MM_HINT_T0);
+        }
+        FT__ROWS14(FT__FMA)
+        Ap += FT__GEMM_MR;
+        Bp += FT__GEMM_NR;
+    }
+    for (; k < kc; k++) {
+        __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
+        FT__ROWS14(FT__FMA)
+        Ap += FT__GEMM_MR;
+        Bp += FT__GEMM_NR;
+    }
+    FT__ROWS14(FT__STORE)
+#undef FT__ZERO
+#undef FT__FMA
+#undef FT__STORE
+}
+
+#elif defined(FT__GEMM_AVX2)
+/* 6 x 16: per k, 2 vector loads of B, 6 broadcasts of A, 12 FMAs. */
+#define FT__ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+static void ft__gemm_kernel(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc,
+                            int accumulate, int stream) {
+#define FT__ZERO(i) __m256 c##i##a = _mm256_setzero_ps(), c##i##b = _mm256_setzero_ps();
+#define FT__FMA(i)                                                                                   \
+    {                                                                                                \
+        __m256 a = _mm256_broadcast_ss(Ap + (i));                                                   \
+        c##i##a = _mm256_fmadd_ps(a, b0, c##i##a);                                                  \
+        c##i##b = _mm256_fmadd_ps(a, b1, c##i##b);                                                  \
+    }
+#define FT__STORE(i)                                                                                 \
+    {                                                                                                \
+        float *c = C + (i) * ldc;                                                                   \
+        if (accumulate) {                                                                            \
+            c##i##a = _mm256_add_ps(c##i##a, _mm256_loadu_ps(c));                                   \
+            c##i##b = _mm256_add_ps(c##i##b, _mm256_loadu_ps(c + 8));                               \
+        }                                                                                            \
+        _mm256_storeu_ps(c, c##i##a);                                                               \
+        _mm256_storeu_ps(c + 8, c##i##b);                                                           \
+    }
+    int64_t k;
+    (void)stream;
+    FT__ROWS6(FT__ZERO)
+    for (k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8);
+        FT__ROWS6(FT__FMA)
+        Ap += FT__GEMM_MR;
+        Bp += FT__GEMM_NR;
+    }
+    FT__ROWS6(FT__STORE)
+#undef FT__ZERO
+#undef FT__FMA
+#undef FT__STORE
+}
+
+#elif defined(FT__GEMM_NEON)
+/* 8 x 12: per k, 3 vector loads of B, 2 of A, 24 FMAs by lane. */
+#define FT__ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+static void ft__gemm_kernel(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc,
+                            int accumulate, int stream) {
+#define FT__ZERO(i) float32x4_t c##i##a = vdupq_n_f32(0.0f), c##i##b = c##i##a, c##i##c = c##i##a;
+#define FT__FMA(i)                                                                                   \
+    {                                                                                                \
+        c##i##a = vfmaq_laneq_f32(c##i##a, b0, (i) < 4 ? a0 : a1, (i) & 3);                         \
+        c##i##b = vfmaq_laneq_f32(c##i##b, b1, (i) < 4 ? a0 : a1, (i) & 3);                         \
+        c##i##c = vfmaq_laneq_f32(c##i##c, b2, (i) < 4 ? a0 : a1, (i) & 3);                         \
+    }
+#define FT__STORE(i)                                                                                 \
+    {                                                                                                \
+        float *c = C + (i) * ldc;                                                                   \
+        if (accumulate) {                                                                            \
+            c##i##a = vaddq_f32(c##i##a, vld1q_f32(c));                                             \
+            c##i##b = vaddq_f32(c##i##b, vld1q_f32(c + 4));                                         \
+            c##i##c = vaddq_f32(c##i##c, vld1q_f32(c + 8));                                         \
+        }                                                                                            \
+        vst1q_f32(c, c##i##a);                                                                      \
+        vst1q_f32(c + 4, c##i##b);                                                                  \
+        vst1q_f32(c + 8, c##i##c);                                                                  \
+    }
+    int64_t k;
+    (void)stream;
+    FT__ROWS8(FT__ZERO)
+    for (k = 0; k < kc; k++) {
+        float32x4_t a0 = vld1q_f32(Ap), a1 = vld1q_f32(Ap + 4);
+        float32x4_t b0 = vld1q_f32(Bp), b1 = vld1q_f32(Bp + 4), b2 = vld1q_f32(Bp + 8);
+        FT__ROWS8(FT__FMA)
+        Ap += FT__GEMM_MR;
+        Bp += FT__GEMM_NR;
+    }
+    FT__ROWS8(FT__STORE)
+#undef FT__ZERO
+#undef FT__FMA
+#undef FT__STORE
+}
+
+#else
+/* Scalar MR x NR; the accumulator tile is small enough for the compiler to keep in registers. */
+static void ft__gemm_kernel(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc,
+                            int accumulate, int stream) {
+    float acc[FT__GEMM_MR][FT__GEMM_NR];
+    int64_t k;
+    int i, j;
+    (void)stream;
+    for (i = 0; i < FT__GEMM_MR; i++)
+        for (j = 0; j < FT__GEMM_NR; j++) acc[i][j] = 0.0f;
+    for (k = 0; k < kc; k++, Ap += FT__GEMM_MR, Bp += FT__GEMM_NR)
+        for (i = 0; i < FT__GEMM_MR; i++)
+            for (j = 0; j < FT__GEMM_NR; j++) acc[i][j] += Ap[i] * Bp[j];
+    for (i = 0; i < FT__GEMM_MR; i++)
+        for (j = 0; j < FT__GEMM_NR; j++)
+            C[i * ldc + j] = accumulate ? acc[i][j] + C[i * ldc + j] : acc[i][j];
+}
+#endif
+
+/* ---- driver ----------------------------------------------------------------------------------- */
+
+typedef struct ft__gemm_job {
+    int transA;
+    int64_t M, N, K;
+    const float *A;
+    int64_t lda;
+    const ft__gemm_bsrc *B;
+    float *C;
+    int64_t ldc;
+    int accumulate;
+    int64_t kc;   /* K block: ft__gemm_kc(K) */
+    int split_n;  /* threads split the N tiles (1) or the M tiles (0) */
+    int stream;   /* C is big and 64-byte aligned: write its last K block with non-temporal stores */
+    ft__pool *pool;
+} ft__gemm_job;
+
+static int64_t ft__gemm_min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t ft__gemm_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/* C[m0:m1, n0:n1] of the job, on one thread. buf: scratch as sized in ft__gemm_task. */
+static void ft__gemm_block(const ft__gemm_job *job, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                           float *buf) {
+    const int64_t MR = FT__GEMM_MR, NR = FT__GEMM_NR, K = job->K, KC = job->kc, ldc = job->ldc;
+    const int stream = job->stream;
+    const int64_t mcmax = ft__gemm_min64(FT__GEMM_MC, ft__gemm_up(m1 - m0, MR));
+    const int64_t ncmax = ft__gemm_min64(FT__GEMM_NC, ft__gemm_up(n1 - n0, NR));
+    float *Bp = buf;                  /* KC x ncmax */
+    float *Ap = Bp + KC * ncmax;      /* KC x mcmax */
+    float *tile = Ap + KC * mcmax;    /* MR x NR, for edge tiles */
+    float *tmp = tile + MR * NR;      /* NR x KC, decoded rows of B */
+    int64_t jc, pc, ic, jr, ir, i, j;
+    for (jc = n0; jc < n1; jc += FT__GEMM_NC) {
+        int64_t nc = ft__gemm_min64(FT__GEMM_NC, n1 - jc);
+        for (pc = 0; pc < K; pc += KC) {
+            int64_t kc = ft__gemm_min64(KC, K - pc);
+            int acc = job->accumulate || pc > 0; /* later K blocks add to C */
+            ft__gemm_pack_b(Bp, job->B, jc, nc, pc, kc, tmp);
+            for (ic = m0; ic < m1; ic += FT__GEMM_MC) {
+                int64_t mc = ft__gemm_min64(FT__GEMM_MC, m1 - ic);
+                ft__gemm_pack_a(Ap, job->transA, job->A, job->lda, ic, mc, pc, kc);
+                for (jr = 0; jr < nc; jr += NR) {
+                    int64_t nr = ft__gemm_min64(NR, nc - jr);
+                    const float *bp = Bp + jr * kc;
+                    for (ir = 0; ir < mc; ir += MR) {
+                        int64_t mr = ft__gemm_min64(MR, mc - ir);
+                        const float *ap = Ap + ir * kc;
+                        float *c = job->C + (ic + ir) * ldc + jc + jr;
+                        if (mr == MR && nr == NR) {
+                            ft__gemm_kernel(kc, ap, bp, c, ldc, acc, stream && pc + kc == K);
+                        } else { /* edge tile: full tile into `tile`, then the valid part */
+                            ft__gemm_kernel(kc, ap, bp, tile, NR, 0, 0);
+                            for (i = 0; i < mr; i++)
+                                for (j = 0; j < nr; j++)
+                                    c[i * ldc + j] = acc ? c[i * ldc + j] + tile[i * NR + j]
+                                                         : tile[i * NR + j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+#if defined(FT__GEMM_AVX512)
+    if (stream) _mm_sfence(); /* order the non-temporal stores before the pool's join */
+#endif
+}
+
+/* Task for ft__pool_run: thread ith takes tiles [ntiles * ith / nth, ntiles * (ith+1) / nth). */
+static void ft__gemm_task(void *arg, int ith, int nth) {
+    const ft__gemm_job *job = (const ft__gemm_job *)arg;
+    const int64_t MR = FT__GEMM_MR, NR = FT__GEMM_NR;
+    int64_t T = job->split_n ? (job->N + NR - 1) / NR : (job->M + MR - 1) / MR;
+    int64_t t0 = T * ith / nth, t1 = T * (ith + 1) / nth;
+    int64_t m0 = 0, m1 = job->M, n0 = 0, n1 = job->N;
+    if (t0 >= t1) return;
+    if (job->split_n) {
+        n0 = t0 * NR;
+        n1 = ft__gemm_min64(job->N, t1 * NR);
+    } else {
+        m0 = t0 * MR;
+        m1 = ft__gemm_min64(job->M, t1 * MR);
+    }
+    {
+        int64_t mcmax = ft__gemm_min64(FT__GEMM_MC, ft__gemm_up(m1 - m0, MR));
+        int64_t ncmax = ft__gemm_min64(FT__GEMM_NC, ft__gemm_up(n1 - n0, NR));
+        size_t need = (size_t)(job->kc * (ncmax + mcmax) + MR * NR + (job->B->row ? NR * job->kc : 0));
+        void *own = NULL;
+        float *buf = ft__pool_scratch(job->pool, ith, need);
+        if (!buf) { /* no pool (or it could not grow): allocate for this call */
+            own = FT_MALLOC(need * sizeof(float) + 64);
+            FT_ASSERT(own != NULL);
+            if (!own) return;
+            buf = (float *)(((uintptr_t)own + 63) & ~(uintptr_t)63);
+        }
+        ft__gemm_block(job, m0, m1, n0, n1, buf);
+        if (own) FT_FREE(own);
+    }
+}
+
+/* C (M x N) = op(A) (M x K) * op(B) (K x N) [+ C], with B read through a ft__gemm_bsrc. */
+static void ft__gemm_src(ft__pool *pool, int transA, int64_t M, int64_t N, int64_t K,
+                         const float *A, int64_t lda, const ft__gemm_bsrc *B, float *C, int64_t ldc,
+                         int accumulate) {
+    ft__gemm_job job;
+    int64_t i, j;
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { /* empty sum */
+        if (!accumulate)
+            for (i = 0; i < M; i++)
+                for (j = 0; j < N; j++) C[i * ldc + j] = 0.0f;
+        return;
+    }
+    FT_ASSERT(B->trans || !B->row);
+    job.transA = transA;
+    job.M = M;
+    job.N = N;
+    job.K = K;
+    job.A = A;
+    job.lda = lda;
+    job.B = B;
+    job.C = C;
+    job.ldc = ldc;
+    job.accumulate = accumulate;
+    job.kc = ft__gemm_kc(K);
+    { /* split the dimension that gives the smallest share per thread (tiles are padded) */
+        int64_t nth = ft__pool_size(pool), Tm = (M + FT__GEMM_MR - 1) / FT__GEMM_MR;
+        int64_t Tn = (N + FT__GEMM_NR - 1) / FT__GEMM_NR;
+        int64_t wm = (Tm + nth - 1) / nth * FT__GEMM_MR * Tn * FT__GEMM_NR; /* split M: rows x all cols */
+        int64_t wn = (Tn + nth - 1) / nth * FT__GEMM_NR * Tm * FT__GEMM_MR; /* split N */
+        job.split_n = wn < wm || (wn == wm && Tn > Tm);
+    }
+    job.stream = M * N * (int64_t)sizeof(float) >= FT__GEMM_STREAM_MIN_BYTES && ldc % 16 == 0 &&
+                 (uintptr_t)C % 64 == 0;
+    job.pool = pool;
+    if (ft__pool_size(pool) > 1 && M * N * K >= FT__GEMM_MT_MIN_WORK)
+        ft__pool_run(pool, ft__gemm_task, &job);
+    else
+        ft__gemm_task(&job, 0, 1);
+}
+
+/* C (M x N) = op(A) (M x K) * op(B) (K x N) [+ C]; see the top of this section. */
+static void ft__gemm(ft__pool *pool, int transA, int transB, int64_t M, int64_t N, int64_t K,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc,
+                     int accumulate) {
+    ft__gemm_bsrc src;
+    src.data = B;
+    src.ld = ldb;
+    src.trans = transB;
+    src.row = NULL;
+    ft__gemm_src(pool, transA, M, N, K, A, lda, &src, C, ldc, accumulate);
+}
+
+/* Reference: plain triple loop, summed in double. Same arguments as ft__gemm minus the pool. */
+static void ft__gemm_ref(int transA, int transB, int64_t M, int64_t N, int64_t K, const float *A,
+                         int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc,
+                         int accumulate) {
+    int64_t i, j, k;
+    for (i = 0; i < M; i++)
+        for (j = 0; j < N; j++) {
+            double s = accumulate ? (double)C[i * ldc + j] : 0.0;
+            for (k = 0; k < K; k++) {
+                float a = transA ? A[k * lda + i] : A[i * lda + k];
+                float b = transB ? B[j * ldb + k] : B[k * ldb + j];
+                s += (double)a * (double)b;
+            }
+            C[i * ldc + j] = (float)s;
+        }
+}
+
+
 FT_API void ft_gemm(ft_ctx *ctx, int ta, int tb, int64_t M, int64_t N, int64_t K,
                     const float *A, int64_t lda, const float *B, int64_t ldb,
                     float *C, int64_t ldc, int accumulate) {
-    ft__gemm_job g;
-    g.ta = ta; g.tb = tb; g.M = M; g.N = N; g.K = K; g.lda = lda; g.ldb = ldb; g.ldc = ldc;
-    g.A = A; g.B = B; g.C = C; g.acc = accumulate; g.pool = &ctx->pool;
-    ft__parallel(ctx, M, 2.0 * (double)M * (double)N * (double)K, ft__gemm_rows, &g);
+    ft__gemm(&ctx->pool, ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+FT_API void ft_gemm_ref(int ta, int tb, int64_t M, int64_t N, int64_t K,
+                        const float *A, int64_t lda, const float *B, int64_t ldb,
+                        float *C, int64_t ldc, int accumulate) {
+    ft__gemm_ref(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
 
 /* ---- row kernels ------------------------------------------------------------------------------
@@ -2009,6 +2595,70 @@ static ft_tensor *ft__like(ft_ctx *ctx, const ft_tensor *x) { return ft__tensor(
     return ft__fail(ctx, FT_ERR_UNSUPPORTED, "%s: input must be f32 (is %s)", opname, ft_type_name((x)->type)); } while (0)
 
 /* ---- matmul --------------------------------------------------------------------------------- */
+/* Weights in any storage type (f16, bf16, the GGML quants) are never widened whole: the GEMM
+   decodes the rows of W it packs, K block by K block (forward, y = x W^T), and the input
+   gradient dx = dy W decodes one K block of rows of W at a time. */
+static void ft__gemm_row_decode(const ft__gemm_bsrc *s, int64_t n, int64_t k0, int64_t kc, float *dst) {
+    const ft_tensor *W = FT__CAST(const ft_tensor *, s->data);
+    const ft__type_info *ti = ft__type(W->type);
+    ti->to_f32(FT__CAST(const unsigned char *, W->data) + (size_t)n * ft_type_row_bytes(W->type, W->shape[1])
+               + (size_t)(k0 / ti->block) * (size_t)ti->bytes, dst, kc);
+}
+typedef struct ft__decode_job { const ft_tensor *W; int64_t r0; float *dst; } ft__decode_job;
+static void ft__decode_rows(void *p, int64_t lo, int64_t hi) {      /* rows r0+lo .. r0+hi of W */
+    ft__decode_job *j = FT__CAST(ft__decode_job *, p);
+    int64_t r, K = j->W->shape[1]; size_t rb = ft_type_row_bytes(j->W->type, K);
+    for (r = lo; r < hi; r++)
+        ft__type(j->W->type)->to_f32(FT__CAST(const unsigned char *, j->W->data) + (size_t)(j->r0 + r) * rb, j->dst + r * K, K);
+}
+/* few rows (token-by-token decoding): no packing, each row of W decoded once, dotted with all */
+typedef struct ft__gemv_job { int64_t M, N, K; const float *A; const ft_tensor *W; float *C; } ft__gemv_job;
+static void ft__gemv_rows(void *p, int64_t lo, int64_t hi) {
+    ft__gemv_job *j = FT__CAST(ft__gemv_job *, p);
+    float buf[4096];                                  /* a multiple of every block size */
+    int64_t n, k0, m; size_t rb = ft_type_row_bytes(j->W->type, j->K);
+    const ft__type_info *ti = ft__type(j->W->type);
+    for (n = lo; n < hi; n++) {
+        const unsigned char *row = FT__CAST(const unsigned char *, j->W->data) + (size_t)n * rb;
+        for (m = 0; m < j->M; m++) j->C[m * j->N + n] = 0;
+        for (k0 = 0; k0 < j->K; k0 += 4096) {
+            int64_t kc = FT__MIN(4096, j->K - k0);
+            const float *w = buf;
+            if (j->W->type == FT_TYPE_F32) w = FT__CAST(const float *, FT__CAST(const void *, row)) + k0;
+            else ti->to_f32(row + (size_t)(k0 / ti->block) * (size_t)ti->bytes, buf, kc);
+            for (m = 0; m < j->M; m++) j->C[m * j->N + n] += ft__vec_dot(kc, j->A + m * j->K + k0, w);
+        }
+    }
+}
+
+/* C (M, N) = A (M, K) W^T, W (N, K) of any type */
+static void ft__matmul_wt(ft_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *A, const ft_tensor *W, float *C) {
+    ft__gemm_bsrc src;
+    if (M <= 4) {
+        ft__gemv_job j;
+        j.M = M; j.N = N; j.K = K; j.A = A; j.W = W; j.C = C;
+        ft__parallel(ctx, N, 2.0 * (double)(M * N * K), ft__gemv_rows, &j);
+        return;
+    }
+    src.data = W->type == FT_TYPE_F32 ? W->data : FT__CAST(const void *, W);
+    src.ld = K; src.trans = 1; src.row = W->type == FT_TYPE_F32 ? NULL : ft__gemm_row_decode;
+    ft__gemm_src(&ctx->pool, 0, M, N, K, A, K, &src, C, N, 0);
+}
+/* C (M, K) += G (M, N) W, W (N, K) of any type, decoded one K block of rows at a time */
+static void ft__matmul_gw(ft_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *G, const ft_tensor *W, float *C) {
+    int64_t kc = ft__gemm_kc(N), n0;
+    ft__decode_job j;
+    if (W->type == FT_TYPE_F32) { ft__gemm(&ctx->pool, 0, 0, M, K, N, G, N, FT__F(W), K, C, K, 1); return; }
+    j.W = W; j.dst = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(kc * K) * sizeof(float)));
+    if (!j.dst) { ft__fail(ctx, FT_ERR_NOMEM, "matmul backward: arena out of memory"); return; }
+    for (n0 = 0; n0 < N; n0 += kc) {
+        int64_t nb = FT__MIN(kc, N - n0);
+        j.r0 = n0;
+        ft__parallel(ctx, nb, 8.0 * (double)(nb * K), ft__decode_rows, &j);
+        ft__gemm(&ctx->pool, 0, 0, M, K, nb, G + n0, N, j.dst, K, C, K, 1);
+    }
+}
+
 /* a (..., M, K) [ta: (..., K, M)]; b (K, N) [tb: (N, K)] shared, or batched like a */
 FT_API ft_tensor *ft_matmul(ft_ctx *ctx, ft_tensor *a, ft_tensor *b, int ta, int tb) {
     int64_t M, K, N, Kb, batch, i, shape[FT_MAX_DIMS];
@@ -2024,21 +2674,20 @@ FT_API ft_tensor *ft_matmul(ft_ctx *ctx, ft_tensor *a, ft_tensor *b, int ta, int
         for (i = 0; i < a->ndim - 2; i++)
             if (a->shape[i] != b->shape[i]) return ft__fail(ctx, FT_ERR_SHAPE, "matmul: batch dim %d differs", (int)i);
     }
-    if (b->type != FT_TYPE_F32 && ft__wants(b)) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "matmul: a %s b cannot take a gradient", ft_type_name(b->type));
+    if (b->type != FT_TYPE_F32) {
+        if (ft__wants(b)) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "matmul: a %s b cannot take a gradient", ft_type_name(b->type));
+        if (b->ndim != 2 || !tb || ta || !ft__type(b->type) || !ft__type(b->type)->to_f32 || K % ft__type(b->type)->block)
+            return ft__fail(ctx, FT_ERR_UNSUPPORTED, "matmul: a %s b must be a 2-D weight (out, in) used as x W^T", ft_type_name(b->type));
+    }
     for (i = 0; i < a->ndim - 2; i++) shape[i] = a->shape[i];
     shape[a->ndim - 2] = M; shape[a->ndim - 1] = N;
     y = ft__tensor(ctx, FT_TYPE_F32, a->ndim, shape, NULL);
     FT__IN(y);
     batch = ft_numel(a) / (M * K);
-    if (b->type == FT_TYPE_F32) bd = FT__F(b);
-    else {                                                   /* frozen f16/bf16 weights: widen */
-        const ft__type_info *ti = ft__type(b->type);
-        float *w = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)ft_numel(b) * sizeof(float)));
-        if (!w || !ti || !ti->to_f32) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "matmul: b of type %s", ft_type_name(b->type));
-        ti->to_f32(b->data, w, ft_numel(b));
-        bd = w;
-    }
-    if (b->ndim == 2 && !ta)                                 /* fold the batch into the rows */
+    bd = FT__F(b);
+    if (b->type != FT_TYPE_F32)                              /* frozen weights, any type       */
+        ft__matmul_wt(ctx, batch * M, N, K, FT__F(a), b, FT__F(y));
+    else if (b->ndim == 2 && !ta)                            /* fold the batch into the rows   */
         ft_gemm(ctx, 0, tb, batch * M, N, K, FT__F(a), K, bd, tb ? K : N, FT__F(y), N, 0);
     else
         for (i = 0; i < batch; i++)
@@ -2046,7 +2695,7 @@ FT_API ft_tensor *ft_matmul(ft_ctx *ctx, ft_tensor *a, ft_tensor *b, int ta, int
                     bd + (b->ndim == 2 ? 0 : i * K * N), tb ? K : N, FT__F(y) + i * M * N, N, 0);
     if ((nd = ft__record(ctx, FT_OP_MATMUL, y, a, b, NULL)) != NULL) {
         nd->n[0] = ta; nd->n[1] = tb; nd->n[2] = M; nd->n[3] = K;
-        nd->s0 = FT__CAST(float *, bd);                     /* b as f32 (widened if needed)  */
+        nd->s0 = FT__CAST(float *, bd);
     }
     return y;
 }
@@ -2061,7 +2710,9 @@ static void ft__matmul_backward(ft_ctx *ctx, ft__node *nd) {
     if (ft__wants(a)) {
         float *dA = ft__grad(ctx, a);
         if (!dA) return;
-        if (!ta && shared)                      /* dA (batch*M, K) += dC op(B)^T              */
+        if (b->type != FT_TYPE_F32)             /* dA += dC W, W decoded block by block       */
+            ft__matmul_gw(ctx, batch * M, N, K, dC, b, dA);
+        else if (!ta && shared)                 /* dA (batch*M, K) += dC op(B)^T              */
             ft_gemm(ctx, 0, !tb, batch * M, K, N, dC, N, B, ldb, dA, K, 1);
         else
             for (i = 0; i < batch; i++) {
@@ -2802,14 +3453,14 @@ typedef char ft__assert_q5_0[sizeof(ft__block_q5_0) == 22 ? 1 : -1];
 typedef char ft__assert_q5_1[sizeof(ft__block_q5_1) == 24 ? 1 : -1];
 typedef char ft__assert_q8_0[sizeof(ft__block_q8_0) == 34 ? 1 : -1];
 
-static void ft__dequant_q4_0(const void *src, float *y, int64_t n) {          /* (q - 8) d */
+FT__MAYBE_UNUSED static void ft__dequant_q4_0_ref(const void *src, float *y, int64_t n) {      /* (q - 8) d */
     const ft__block_q4_0 *b = FT__CAST(const ft__block_q4_0 *, src); int64_t i; int j;
     for (i = 0; i < n / 32; i++, b++, y += 32) {
         float d = ft_fp16_to_fp32(b->d);
         for (j = 0; j < 16; j++) { y[j] = (float)((b->qs[j] & 15) - 8) * d; y[j + 16] = (float)((b->qs[j] >> 4) - 8) * d; }
     }
 }
-static void ft__dequant_q4_1(const void *src, float *y, int64_t n) {          /* q d + m */
+FT__MAYBE_UNUSED static void ft__dequant_q4_1_ref(const void *src, float *y, int64_t n) {      /* q d + m */
     const ft__block_q4_1 *b = FT__CAST(const ft__block_q4_1 *, src); int64_t i; int j;
     for (i = 0; i < n / 32; i++, b++, y += 32) {
         float d = ft_fp16_to_fp32(b->d), m = ft_fp16_to_fp32(b->m), p;
@@ -2819,6 +3470,94 @@ static void ft__dequant_q4_1(const void *src, float *y, int64_t n) {          /*
         }
     }
 }
+FT__MAYBE_UNUSED static void ft__dequant_q8_0_ref(const void *src, float *y, int64_t n) {      /* q d */
+    const ft__block_q8_0 *b = FT__CAST(const ft__block_q8_0 *, src); int64_t i; int j;
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        float d = ft_fp16_to_fp32(b->d);
+        for (j = 0; j < 32; j++) y[j] = (float)b->qs[j] * d;
+    }
+}
+
+/* SIMD versions of the hot formats: nibbles / bytes widened to 32-bit lanes, converted, then a
+   separate multiply and add (no FMA), so the floats are those of the references */
+#if !defined(FT_NO_SIMD) && defined(__AVX512F__)
+static void ft__dequant_q4_0(const void *src, float *y, int64_t n) {
+    const ft__block_q4_0 *b = FT__CAST(const ft__block_q4_0 *, src); int64_t i;
+    const __m128i mask = _mm_set1_epi8(15); const __m512 eight = _mm512_set1_ps(8.0f);
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        __m512 d = _mm512_set1_ps(ft_fp16_to_fp32(b->d));
+        __m128i q = _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, b->qs)));
+        __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, mask)));
+        __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), mask)));
+        _mm512_storeu_ps(y, _mm512_mul_ps(_mm512_sub_ps(lo, eight), d));
+        _mm512_storeu_ps(y + 16, _mm512_mul_ps(_mm512_sub_ps(hi, eight), d));
+    }
+}
+static void ft__dequant_q4_1(const void *src, float *y, int64_t n) {
+    const ft__block_q4_1 *b = FT__CAST(const ft__block_q4_1 *, src); int64_t i;
+    const __m128i mask = _mm_set1_epi8(15);
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        __m512 d = _mm512_set1_ps(ft_fp16_to_fp32(b->d)), m = _mm512_set1_ps(ft_fp16_to_fp32(b->m));
+        __m128i q = _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, b->qs)));
+        __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, mask)));
+        __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), mask)));
+        _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(lo, d), m));
+        _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_mul_ps(hi, d), m));
+    }
+}
+static void ft__dequant_q8_0(const void *src, float *y, int64_t n) {
+    const ft__block_q8_0 *b = FT__CAST(const ft__block_q8_0 *, src); int64_t i;
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        __m512 d = _mm512_set1_ps(ft_fp16_to_fp32(b->d));
+        __m128i q0 = _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, b->qs)));
+        __m128i q1 = _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, b->qs + 16)));
+        _mm512_storeu_ps(y, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d));
+        _mm512_storeu_ps(y + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d));
+    }
+}
+#elif !defined(FT_NO_SIMD) && defined(__AVX2__)
+/* 16 unsigned bytes -> 2 x 8 floats */
+static void ft__u8x16_to_f32(__m128i q, __m256 *a, __m256 *b) {
+    *a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
+    *b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
+}
+static void ft__dequant_q4_0(const void *src, float *y, int64_t n) {
+    const ft__block_q4_0 *b = FT__CAST(const ft__block_q4_0 *, src); int64_t i; int k;
+    const __m128i mask = _mm_set1_epi8(15); const __m256 eight = _mm256_set1_ps(8.0f);
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        __m256 d = _mm256_set1_ps(ft_fp16_to_fp32(b->d)), f[4];
+        __m128i q = _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, b->qs)));
+        ft__u8x16_to_f32(_mm_and_si128(q, mask), &f[0], &f[1]);
+        ft__u8x16_to_f32(_mm_and_si128(_mm_srli_epi16(q, 4), mask), &f[2], &f[3]);
+        for (k = 0; k < 4; k++) _mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(_mm256_sub_ps(f[k], eight), d));
+    }
+}
+static void ft__dequant_q4_1(const void *src, float *y, int64_t n) {
+    const ft__block_q4_1 *b = FT__CAST(const ft__block_q4_1 *, src); int64_t i; int k;
+    const __m128i mask = _mm_set1_epi8(15);
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        __m256 d = _mm256_set1_ps(ft_fp16_to_fp32(b->d)), m = _mm256_set1_ps(ft_fp16_to_fp32(b->m)), f[4];
+        __m128i q = _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, b->qs)));
+        ft__u8x16_to_f32(_mm_and_si128(q, mask), &f[0], &f[1]);
+        ft__u8x16_to_f32(_mm_and_si128(_mm_srli_epi16(q, 4), mask), &f[2], &f[3]);
+        for (k = 0; k < 4; k++) _mm256_storeu_ps(y + 8 * k, _mm256_add_ps(_mm256_mul_ps(f[k], d), m));
+    }
+}
+static void ft__dequant_q8_0(const void *src, float *y, int64_t n) {
+    const ft__block_q8_0 *b = FT__CAST(const ft__block_q8_0 *, src); int64_t i; int k;
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        __m256 d = _mm256_set1_ps(ft_fp16_to_fp32(b->d));
+        for (k = 0; k < 4; k++) {
+            __m128i q = _mm_loadl_epi64(FT__CAST(const __m128i *, FT__CAST(const void *, b->qs + 8 * k)));
+            _mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d));
+        }
+    }
+}
+#else
+static void ft__dequant_q4_0(const void *src, float *y, int64_t n) { ft__dequant_q4_0_ref(src, y, n); }
+static void ft__dequant_q4_1(const void *src, float *y, int64_t n) { ft__dequant_q4_1_ref(src, y, n); }
+static void ft__dequant_q8_0(const void *src, float *y, int64_t n) { ft__dequant_q8_0_ref(src, y, n); }
+#endif
 /* 5-bit: the fifth bit of element j is bit j of the little-endian u32 qh */
 static void ft__dequant_q5_0(const void *src, float *y, int64_t n) {          /* (q - 16) d */
     const ft__block_q5_0 *b = FT__CAST(const ft__block_q5_0 *, src); int64_t i; int j;
@@ -2842,13 +3581,97 @@ static void ft__dequant_q5_1(const void *src, float *y, int64_t n) {          /*
         }
     }
 }
-static void ft__dequant_q8_0(const void *src, float *y, int64_t n) {          /* q d */
-    const ft__block_q8_0 *b = FT__CAST(const ft__block_q8_0 *, src); int64_t i; int j;
-    for (i = 0; i < n / 32; i++, b++, y += 32) {
-        float d = ft_fp16_to_fp32(b->d);
-        for (j = 0; j < 32; j++) y[j] = (float)b->qs[j] * d;
+/* 256-element "K" super-blocks: 16 or 8 sub-blocks with their own scales (and mins), the
+   scales themselves quantized against the f16 super-block scale d (and dmin) */
+typedef struct { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; } ft__block_q2_k;              /*  84 B */
+typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } ft__block_q3_k;  /* 110 B */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } ft__block_q4_k;             /* 144 B */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } ft__block_q5_k; /* 176 B */
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } ft__block_q6_k;    /* 210 B */
+typedef char ft__assert_q2_k[sizeof(ft__block_q2_k) == 84 ? 1 : -1];
+typedef char ft__assert_q3_k[sizeof(ft__block_q3_k) == 110 ? 1 : -1];
+typedef char ft__assert_q4_k[sizeof(ft__block_q4_k) == 144 ? 1 : -1];
+typedef char ft__assert_q5_k[sizeof(ft__block_q5_k) == 176 ? 1 : -1];
+typedef char ft__assert_q6_k[sizeof(ft__block_q6_k) == 210 ? 1 : -1];
+
+/* Q2_K: 16 sub-blocks of 16; 2-bit q; byte scales[s] = (min << 4) | scale: y = d*sc * q - dmin*m */
+static void ft__dequant_q2_k(const void *src, float *y, int64_t n) {
+    const ft__block_q2_k *b = FT__CAST(const ft__block_q2_k *, src); int64_t i; int h, j, l, is;
+    for (i = 0; i < n / 256; i++, b++) {
+        float d = ft_fp16_to_fp32(b->d), dmin = ft_fp16_to_fp32(b->dmin);
+        const uint8_t *q = b->qs;
+        for (is = 0, h = 0; h < 2; h++, q += 32)            /* two halves of 128 */
+            for (j = 0; j < 8; j++) {                        /* shift 0,0,2,2,4,4,6,6; rows 0-15, 16-31 */
+                uint8_t sc = b->scales[is++];
+                float dl = d * (float)(sc & 15), ml = dmin * (float)(sc >> 4), p;
+                int shift = 2 * (j / 2), off = 16 * (j % 2);
+                for (l = 0; l < 16; l++) { p = dl * (float)((q[off + l] >> shift) & 3); *y++ = p - ml; }
+            }
     }
 }
+/* Q3_K: 16 sub-blocks of 16; 2 low bits in qs, the third in hmask (set: +0, clear: -4);
+   12 bytes of 6-bit scales biased by 32 */
+static void ft__dequant_q3_k(const void *src, float *y, int64_t n) {
+    const ft__block_q3_k *b = FT__CAST(const ft__block_q3_k *, src); int64_t i; int h, j, l, is;
+    for (i = 0; i < n / 256; i++, b++) {
+        float d = ft_fp16_to_fp32(b->d);
+        int8_t sc[16]; const uint8_t *q = b->qs, *s = b->scales; uint8_t m = 1;
+        for (j = 0; j < 16; j++) {                           /* low 4 bits, then 2 high bits */
+            int lo = j < 8 ? s[j] & 15 : s[j - 8] >> 4;
+            int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+            sc[j] = (int8_t)((lo | hi << 4) - 32);
+        }
+        for (is = 0, h = 0; h < 2; h++, q += 32)
+            for (j = 0; j < 8; j++) {
+                float dl = d * (float)sc[is++];
+                int shift = 2 * (j / 2), off = 16 * (j % 2);
+                for (l = 0; l < 16; l++)
+                    *y++ = dl * (float)(((q[off + l] >> shift) & 3) - ((b->hmask[off + l] & m) ? 0 : 4));
+                if (j % 2) m = (uint8_t)(m << 1);
+            }
+    }
+}
+/* the 6-bit scale and min of sub-block j (of 8) in the 12 scale bytes of Q4_K / Q5_K */
+static void ft__scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
+    if (j < 4) { *d = q[j] & 63; *m = q[j + 4] & 63; }
+    else { *d = (uint8_t)((q[j + 4] & 15) | (q[j - 4] >> 6) << 4); *m = (uint8_t)((q[j + 4] >> 4) | (q[j] >> 6) << 4); }
+}
+/* Q4_K / Q5_K: 8 sub-blocks of 32; y = d*sc * q - dmin*m, q of 4 bits (+ a fifth from qh) */
+static void ft__dequant_q45_k(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, float d, float dmin, float *y) {
+    int j, l; uint8_t sc, mn, u1 = 1, u2 = 2;
+    for (j = 0; j < 4; j++, qs += 32, u1 = (uint8_t)(u1 << 2), u2 = (uint8_t)(u2 << 2)) {
+        float d1, m1, d2, m2, p;
+        ft__scale_min_k4(2 * j, scales, &sc, &mn); d1 = d * (float)sc; m1 = dmin * (float)mn;
+        ft__scale_min_k4(2 * j + 1, scales, &sc, &mn); d2 = d * (float)sc; m2 = dmin * (float)mn;
+        for (l = 0; l < 32; l++) { p = d1 * (float)((qs[l] & 15) + (qh && (qh[l] & u1) ? 16 : 0)); *y++ = p - m1; }
+        for (l = 0; l < 32; l++) { p = d2 * (float)((qs[l] >> 4) + (qh && (qh[l] & u2) ? 16 : 0)); *y++ = p - m2; }
+    }
+}
+static void ft__dequant_q4_k(const void *src, float *y, int64_t n) {
+    const ft__block_q4_k *b = FT__CAST(const ft__block_q4_k *, src); int64_t i;
+    for (i = 0; i < n / 256; i++, b++, y += 256) ft__dequant_q45_k(b->scales, b->qs, NULL, ft_fp16_to_fp32(b->d), ft_fp16_to_fp32(b->dmin), y);
+}
+static void ft__dequant_q5_k(const void *src, float *y, int64_t n) {
+    const ft__block_q5_k *b = FT__CAST(const ft__block_q5_k *, src); int64_t i;
+    for (i = 0; i < n / 256; i++, b++, y += 256) ft__dequant_q45_k(b->scales, b->qs, b->qh, ft_fp16_to_fp32(b->d), ft_fp16_to_fp32(b->dmin), y);
+}
+/* Q6_K: 16 sub-blocks of 16 with int8 scales; 4 low bits in ql, 2 high in qh; q - 32 */
+static void ft__dequant_q6_k(const void *src, float *y, int64_t n) {
+    const ft__block_q6_k *b = FT__CAST(const ft__block_q6_k *, src); int64_t i; int h, l;
+    for (i = 0; i < n / 256; i++, b++) {
+        float d = ft_fp16_to_fp32(b->d);
+        const uint8_t *ql = b->ql, *qh = b->qh; const int8_t *sc = b->scales;
+        for (h = 0; h < 2; h++, y += 128, ql += 64, qh += 32, sc += 8)
+            for (l = 0; l < 32; l++) {
+                int is = l / 16;
+                int q1 = ((ql[l] & 15) | ((qh[l] >> 0) & 3) << 4) - 32, q2 = ((ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4) - 32;
+                int q3 = ((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32, q4 = ((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32;
+                y[l] = d * (float)sc[is] * (float)q1;        y[l + 32] = d * (float)sc[is + 2] * (float)q2;
+                y[l + 64] = d * (float)sc[is + 4] * (float)q3; y[l + 96] = d * (float)sc[is + 6] * (float)q4;
+            }
+    }
+}
+
 static void ft__dequant_iq4_nl(const void *src, float *y, int64_t n) {        /* d table[q] */
     static const int8_t kv[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
     const ft__block_q4_0 *b = FT__CAST(const ft__block_q4_0 *, src); int64_t i; int j;
@@ -6151,6 +6974,167 @@ FT_API ft_result ft_checkpoint_load(const char *path, ft_params *P, ft_optim *o,
     if (o && ft_gguf_get_int(g, "ft.optim.t", &v)) o->t = v;
     ft_gguf_close(g);
     return FT_OK;
+}
+
+/* ---- batches: examples -> (B, T) ids with shifted targets -------------------------------------------
+   Row r holds example order[r] (cut to T tokens) followed by padding; target[t] = ids[t+1] where
+   that token carries loss, else -100. With packing, examples are laid end to end in each row,
+   each with its own positions (from 0) and document id, so attention stays inside documents. */
+FT_API ft_result ft_batch_build(ft_batch_data *bd, const ft_dataset *d, const int64_t *order, int64_t n_order,
+                                int64_t B, int64_t T, int pack, int32_t pad_id) {
+    int64_t r, t, k = 0, need = B * T;
+    if (bd->cap < need) {
+        int32_t *p = FT__CAST(int32_t *, FT_REALLOC(bd->ids, (size_t)need * 4 * sizeof(int32_t)));
+        if (!p) return ft_set_error(FT_ERR_NOMEM, "batch: out of memory");
+        bd->ids = p; bd->targets = p + need; bd->pos = p + 2 * need; bd->seg = p + 3 * need; bd->cap = need;
+    }
+    bd->B = B; bd->T = T; bd->n_targets = 0; bd->n_tokens = 0; bd->used = 0;
+    for (r = 0; r < B; r++) {
+        int32_t *ids = bd->ids + r * T, *tg = bd->targets + r * T, *pos = bd->pos + r * T, *seg = bd->seg + r * T;
+        int64_t fill = 0, doc = 0;
+        for (t = 0; t < T; t++) { ids[t] = pad_id; tg[t] = -100; pos[t] = (int32_t)t; seg[t] = -1; }
+        while (fill < T && k < n_order) {
+            const ft_example *e = ft_dataset_get(d, order[k]);
+            int64_t n = FT__MIN(e->n, T - fill), j;
+            if (pack && fill > 0 && n < FT__MIN(e->n, 16)) break;      /* don't start a sliver */
+            for (j = 0; j < n; j++) {
+                ids[fill + j] = e->ids[j]; pos[fill + j] = (int32_t)j; seg[fill + j] = (int32_t)doc;
+                if (j + 1 < n && e->loss[j + 1]) { tg[fill + j] = e->ids[j + 1]; bd->n_targets++; }
+            }
+            fill += n; bd->n_tokens += n; k++; doc++;
+            if (!pack) break;
+        }
+        for (t = fill; t < T; t++) seg[t] = (int32_t)doc;           /* padding: its own document */
+    }
+    bd->used = k;
+    return FT_OK;
+}
+FT_API void ft_batch_data_free(ft_batch_data *bd) { FT_FREE(bd->ids); memset(bd, 0, sizeof *bd); }
+
+/* mean cross-entropy of a batch (forward only, or with backward scaled by `scale`) */
+static ft_result ft__batch_loss(ft_ctx *ctx, ft_model *m, const ft_batch_data *bd, int pack, float scale, int backward, double *loss) {
+    ft_batch b; ft_tensor *y;
+    memset(&b, 0, sizeof b);
+    b.B = bd->B; b.T = bd->T; b.ids = bd->ids;
+    if (pack) { b.pos = bd->pos; b.seg = bd->seg; }
+    y = ft_cross_entropy(ctx, ft_model_forward(ctx, m, &b), bd->targets, -100);
+    if (!y) return ft_set_error(ctx->status, "train: %s", ft_last_error());
+    *loss = FT__F(y)[0];
+    if (!backward) return FT_OK;
+    if (!isfinite(FT__F(y)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(y)[0]);
+    return ft_backward_from(ctx, y, &scale);
+}
+
+/* token-weighted mean loss over a whole dataset (no gradient) */
+FT_API ft_result ft_eval_loss(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int64_t batch, int64_t seq_len, double *mean_loss, int64_t *n_tokens) {
+    ft_batch_data bd; int64_t i, *order, n = ft_dataset_size(d); double sum = 0, l; int64_t cnt = 0; ft_result r = FT_OK;
+    int old = ft_ctx_set_grad(ctx, 0);
+    memset(&bd, 0, sizeof bd);
+    order = FT__CAST(int64_t *, FT_MALLOC((size_t)n * sizeof(int64_t)));
+    if (!order) return ft_set_error(FT_ERR_NOMEM, "eval: out of memory");
+    for (i = 0; i < n; i++) order[i] = i;
+    for (i = 0; i < n && r == FT_OK; ) {
+        int64_t b = FT__MIN(batch, n - i), T = 1, j;
+        for (j = 0; j < b; j++) T = FT__MAX(T, FT__MIN(ft_dataset_get(d, order[i + j])->n, seq_len));
+        if ((r = ft_batch_build(&bd, d, order + i, b, b, T, 0, 0)) != FT_OK) break;
+        ft_ctx_reset(ctx);
+        if (bd.n_targets && (r = ft__batch_loss(ctx, m, &bd, 0, 1, 0, &l)) == FT_OK) { sum += l * (double)bd.n_targets; cnt += bd.n_targets; }
+        i += bd.used;
+    }
+    ft_ctx_set_grad(ctx, old);
+    FT_FREE(order); ft_batch_data_free(&bd);
+    *mean_loss = cnt ? sum / (double)cnt : 0; if (n_tokens) *n_tokens = cnt;
+    return r;
+}
+
+static void ft__shuffle(int64_t *a, int64_t n, uint64_t seed) {
+    ft_rng r; int64_t i;
+    ft_rng_seed(&r, seed);
+    for (i = 0; i < n; i++) a[i] = i;
+    for (i = n - 1; i > 0; i--) { int64_t j = (int64_t)(ft_rng_u64(&r) % (uint64_t)(i + 1)), t = a[i]; a[i] = a[j]; a[j] = t; }
+}
+
+/* ---- the SFT / continued-pretraining loop ------------------------------------------------------------
+   Each optimizer step: grad_accum micro-batches of `batch` examples (shuffled per epoch with the
+   seed), the loss of each scaled by 1/grad_accum, global-norm clipping, one AdamW/SGD step at the
+   scheduled rate. A non-finite loss or gradient stops the step (abort, or skip and go on).
+   Checkpoints hold everything to resume the same curve. */
+FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_dataset *train, const ft_train_opts *opts, ft_train_state *state) {
+    ft_train_opts o = *opts; ft_optim *opt = NULL; ft_batch_data bd; ft_result r = FT_OK; int64_t *order = NULL, n = ft_dataset_size(train);
+    ft_train_state st; double t_start = ft_time_seconds(), tok_window = 0, t_window = t_start; int64_t step_tokens, first_step;
+    if (o.batch <= 0) o.batch = 4;
+    if (o.seq_len <= 0) o.seq_len = 512;
+    if (o.grad_accum <= 0) o.grad_accum = 1;
+    if (o.steps <= 0) o.steps = (o.epochs > 0 ? o.epochs : 1) * ((n + o.batch * o.grad_accum - 1) / (o.batch * o.grad_accum));
+    if (o.lr <= 0) o.lr = 2e-4f;
+    memset(&bd, 0, sizeof bd);
+    memset(&st, 0, sizeof st);
+    st.data_seed = o.seed ? o.seed : 1;
+    if ((r = ft_optim_init(&opt, P, &o.optim)) != FT_OK) return r;
+    if (o.lr_scale_b != 0) {                          /* LoRA+: a larger rate for every B */
+        int i;
+        for (i = 0; i < P->n; i++) if (strstr(P->t[i]->name, "lora_B")) ft_optim_set_lr_scale(opt, P->t[i], o.lr_scale_b);
+    }
+    if (o.resume_from && (r = ft_checkpoint_load(o.resume_from, P, opt, &ctx->rng, &st)) != FT_OK) { ft_optim_free(opt); return r; }
+    first_step = st.step;
+    order = FT__CAST(int64_t *, FT_MALLOC((size_t)n * sizeof(int64_t)));
+    if (!order) { ft_optim_free(opt); return ft_set_error(FT_ERR_NOMEM, "train: out of memory"); }
+    ft__shuffle(order, n, st.data_seed + (uint64_t)st.epoch * 0x9e3779b97f4a7c15ull);
+    while (st.step < o.steps && r == FT_OK) {
+        double loss_sum = 0, gnorm; int a; float lr; int bad = 0;
+        step_tokens = 0;
+        ft_params_zero_grad(P);
+        for (a = 0; a < o.grad_accum && r == FT_OK; a++) {
+            double l; int64_t b, T = 1, j;
+            if (st.data_pos >= n) {                   /* next epoch, new order */
+                st.epoch++; st.data_pos = 0;
+                ft__shuffle(order, n, st.data_seed + (uint64_t)st.epoch * 0x9e3779b97f4a7c15ull);
+            }
+            b = FT__MIN(o.batch, n - st.data_pos);
+            if (o.pack) T = o.seq_len;
+            else for (j = 0; j < b; j++) T = FT__MAX(T, FT__MIN(ft_dataset_get(train, order[st.data_pos + j])->n, o.seq_len));
+            if ((r = ft_batch_build(&bd, train, order + st.data_pos, n - st.data_pos, o.pack ? o.batch : b, T, o.pack, 0)) != FT_OK) break;
+            st.data_pos += bd.used;
+            ft_ctx_reset(ctx);
+            r = ft__batch_loss(ctx, m, &bd, o.pack, 1.0f / (float)o.grad_accum, 1, &l);
+            if (r == FT_ERR_NUMERIC) { bad = 1; r = FT_OK; break; }
+            loss_sum += l / o.grad_accum;
+            step_tokens += bd.n_tokens;
+        }
+        if (r != FT_OK) break;
+        gnorm = ft_params_grad_norm(P);
+        if (bad || !isfinite(gnorm)) {
+            char msg[1100];
+            snprintf(msg, sizeof msg, "train: step %lld: non-finite %s (%s)", (long long)st.step + 1, bad ? "loss" : "gradient", bad ? ft_last_error() : "norm");
+            if (!o.skip_nonfinite) { r = ft_set_error(FT_ERR_NUMERIC, "%s; stopped before the update (the weights are intact)", msg); break; }
+            ft_log_message(ctx, 1, "%s; step skipped", msg);
+            ft_params_zero_grad(P);
+            st.step++;
+            continue;
+        }
+        if (o.max_grad_norm > 0 && gnorm > o.max_grad_norm) ft_params_scale_grad(P, (float)(o.max_grad_norm / (gnorm + 1e-6)));
+        lr = ft_lr_at(o.sched, o.lr, st.step, o.warmup, o.steps, o.min_lr_ratio);
+        if ((r = ft_optim_step(opt, lr)) != FT_OK) break;
+        st.step++; st.tokens += (double)step_tokens; tok_window += (double)step_tokens;
+        {
+            ft_step_info info; double now = ft_time_seconds();
+            memset(&info, 0, sizeof info);
+            info.step = st.step; info.steps = o.steps; info.epoch = st.epoch; info.loss = loss_sum; info.lr = lr; info.grad_norm = gnorm;
+            info.tokens = st.tokens; info.tokens_per_s = tok_window / FT__MAX(now - t_window, 1e-9);
+            info.elapsed_s = now - t_start;
+            info.eta_s = info.elapsed_s / (double)FT__MAX(st.step - first_step, 1) * (double)(o.steps - st.step);
+            info.eval_loss = NAN;
+            if (o.eval && o.eval_every > 0 && (st.step % o.eval_every == 0 || st.step == o.steps))
+                if ((r = ft_eval_loss(ctx, m, o.eval, o.batch, o.seq_len, &info.eval_loss, NULL)) != FT_OK) break;
+            if (o.on_step && o.on_step(o.user, &info)) r = ft_set_error(FT_ERR_STATE, "train: stopped by the step callback at step %lld", (long long)st.step);
+            t_window = ft_time_seconds(); tok_window = 0;
+        }
+        if (r == FT_OK && o.checkpoint_path && o.save_every > 0 && (st.step % o.save_every == 0 || st.step == o.steps))
+            r = ft_checkpoint_save(o.checkpoint_path, P, opt, &ctx->rng, &st);
+    }
+    if (state) *state = st;
+    FT_FREE(order); ft_batch_data_free(&bd); ft_optim_free(opt);
+    return r;
 }
 
 /* ---- SVG line plots (loss and reward curves), written by the library itself ------------------------ */

@@ -81,57 +81,67 @@ static double time_gemm(ft_ctx *ctx, int use_blas, int ta, int tb, int64_t M, in
     return 2.0 * (double)M * (double)N * (double)K * reps / t / 1e9;
 }
 
-int main(int argc, char **argv) {
-    ft_ctx *ctx; ft_ctx_opts o; int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
-    int nthr[2], ti, si, maxthr;
-    double peak[2];
-    /* (rows M, N, K, ta, tb, what) */
-    static const struct { int64_t M, N, K; int ta, tb; const char *what; } shapes[] = {
-        {512, 576, 576, 0, 1, "q/o proj fwd"}, {2048, 576, 576, 0, 1, "q/o proj fwd"},
-        {512, 1536, 576, 0, 1, "gate/up fwd"}, {2048, 1536, 576, 0, 1, "gate/up fwd"},
-        {512, 576, 1536, 0, 1, "down fwd"},    {2048, 576, 1536, 0, 1, "down fwd"},
-        {512, 49152, 576, 0, 1, "lm head fwd"}, {2048, 49152, 576, 0, 1, "lm head fwd"},
-        {2048, 576, 1536, 0, 0, "down dx (dy W)"}, {1536, 576, 2048, 1, 0, "gate dW (dy^T x)"},
-    };
-    memset(&o, 0, sizeof o);
-    if (ft_ctx_init(&ctx, &o) != FT_OK) { fprintf(stderr, "%s\n", ft_last_error()); return 1; }
-    maxthr = ft_ctx_threads(ctx);
-    nthr[0] = 1; nthr[1] = maxthr;
-    load_openblas();
-    printf("finetune.h bench: simd %s, %d threads available, OpenBLAS %s\n", ft_simd_name(), maxthr,
-           blas_sgemm ? "found (peer)" : "not installed (apt-get install libopenblas0-pthread to compare)");
-    for (ti = 0; ti < 2; ti++) {
-        ft_ctx_set_threads(ctx, nthr[ti]);
-        peak[ti] = peak_gflops(ctx);
-        printf("peak f32 FMA, %d thread%s: %.1f GFLOP/s\n", nthr[ti], nthr[ti] > 1 ? "s" : "", peak[ti]);
-    }
-    printf("\n%-18s %6s %6s %6s %3s | %9s %6s | %9s %6s | %s\n", "matmul", "M", "N", "K", "thr",
-           "ft GF/s", "%peak", "blas GF/s", "%peak", "ft/blas");
-    for (si = 0; si < (int)(sizeof shapes / sizeof shapes[0]); si++) {
-        int64_t M = shapes[si].M, N = shapes[si].N, K = shapes[si].K, i;
+/* ---- matmul shapes of a 135M llama (SmolLM2): forward y = x W^T and the two backward GEMMs ---- */
+static const struct { int64_t M, N, K; int ta, tb; const char *what; } SHAPES[] = {
+    {512, 576, 576, 0, 1, "q/o proj fwd"}, {2048, 576, 576, 0, 1, "q/o proj fwd"},
+    {512, 1536, 576, 0, 1, "gate/up fwd"}, {2048, 1536, 576, 0, 1, "gate/up fwd"},
+    {512, 576, 1536, 0, 1, "down fwd"},    {2048, 576, 1536, 0, 1, "down fwd"},
+    {512, 49152, 576, 0, 1, "lm head fwd"}, {2048, 49152, 576, 0, 1, "lm head fwd"},
+    {2048, 576, 1536, 0, 0, "down dx (dy W)"}, {1536, 576, 2048, 1, 0, "gate dW (dy^T x)"},
+};
+#define NSHAPES ((int)(sizeof SHAPES / sizeof SHAPES[0]))
+
+/* GFLOP/s of every shape, 1 and all threads, with ours (use_blas 0) or OpenBLAS */
+static void run_shapes(ft_ctx *ctx, int use_blas, const int *nthr, int quick, double out[][2]) {
+    int si, ti;
+    for (si = 0; si < NSHAPES; si++) {
+        int64_t M = SHAPES[si].M, N = SHAPES[si].N, K = SHAPES[si].K, i;
         float *A, *B, *Cm;
+        out[si][0] = out[si][1] = 0;
         if (quick && M > 512) continue;
         A = (float *)ft__aligned_alloc((size_t)(M * K) * 4); B = (float *)ft__aligned_alloc((size_t)(K * N) * 4);
         Cm = (float *)ft__aligned_alloc((size_t)(M * N) * 4);
         for (i = 0; i < M * K; i++) A[i] = (float)((i * 7) % 13) * 0.01f;
         for (i = 0; i < K * N; i++) B[i] = (float)((i * 5) % 11) * 0.01f;
         for (ti = 0; ti < 2; ti++) {
-            double g, gb = 0;
             if (ti == 1 && nthr[1] == 1) break;
             ft_ctx_set_threads(ctx, nthr[ti]);
-            g = time_gemm(ctx, 0, shapes[si].ta, shapes[si].tb, M, N, K, A, B, Cm, quick ? 0.2 : 0.6);
-            if (blas_sgemm) {
-                if (blas_threads) blas_threads(nthr[ti]);
-                gb = time_gemm(ctx, 1, shapes[si].ta, shapes[si].tb, M, N, K, A, B, Cm, quick ? 0.2 : 0.6);
-            }
-            printf("%-18s %6lld %6lld %6lld %3d | %9.1f %5.0f%% | ", shapes[si].what, (long long)M, (long long)N,
-                   (long long)K, nthr[ti], g, 100 * g / peak[ti]);
-            if (blas_sgemm) printf("%9.1f %5.0f%% | %.2f\n", gb, 100 * gb / peak[ti], g / gb);
-            else printf("%9s %6s | %s\n", "-", "-", "-");
-            fflush(stdout);
+            if (use_blas && blas_threads) blas_threads(nthr[ti]);
+            out[si][ti] = time_gemm(ctx, use_blas, SHAPES[si].ta, SHAPES[si].tb, M, N, K, A, B, Cm, quick ? 0.2 : 0.6);
         }
         ft__aligned_free(A); ft__aligned_free(B); ft__aligned_free(Cm);
     }
+}
+
+int main(int argc, char **argv) {
+    ft_ctx *ctx; ft_ctx_opts o; int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    int nthr[2], ti, si, maxthr;
+    double peak[2], ours[NSHAPES][2], blas[NSHAPES][2];
+    memset(&o, 0, sizeof o);
+    if (ft_ctx_init(&ctx, &o) != FT_OK) { fprintf(stderr, "%s\n", ft_last_error()); return 1; }
+    maxthr = ft_ctx_threads(ctx);
+    nthr[0] = 1; nthr[1] = maxthr;
+    printf("finetune.h bench: simd %s, %d threads available\n", ft_simd_name(), maxthr);
+    /* ours first: OpenBLAS's own threads, once loaded, keep spinning and would share our cores */
+    for (ti = 0; ti < 2; ti++) {
+        ft_ctx_set_threads(ctx, nthr[ti]);
+        peak[ti] = peak_gflops(ctx);
+        printf("peak f32 FMA, %d thread%s: %.1f GFLOP/s\n", nthr[ti], nthr[ti] > 1 ? "s" : "", peak[ti]);
+    }
+    run_shapes(ctx, 0, nthr, quick, ours);
+    load_openblas();
+    printf("OpenBLAS: %s\n", blas_sgemm ? "found (a peer in this benchmark only)" : "not installed (apt-get install libopenblas0-pthread to compare)");
+    if (blas_sgemm) run_shapes(ctx, 1, nthr, quick, blas);
+    printf("\n%-18s %6s %6s %6s %3s | %9s %6s | %9s %6s | %s\n", "matmul", "M", "N", "K", "thr",
+           "ft GF/s", "%peak", "blas GF/s", "%peak", "ft/blas");
+    for (si = 0; si < NSHAPES; si++)
+        for (ti = 0; ti < 2; ti++) {
+            if (ours[si][ti] == 0) continue;
+            printf("%-18s %6lld %6lld %6lld %3d | %9.1f %5.0f%% | ", SHAPES[si].what, (long long)SHAPES[si].M, (long long)SHAPES[si].N,
+                   (long long)SHAPES[si].K, nthr[ti], ours[si][ti], 100 * ours[si][ti] / peak[ti]);
+            if (blas_sgemm) printf("%9.1f %5.0f%% | %.2f\n", blas[si][ti], 100 * blas[si][ti] / peak[ti], ours[si][ti] / blas[si][ti]);
+            else printf("%9s %6s | %s\n", "-", "-", "-");
+        }
     ft_ctx_free(ctx);
     return 0;
 }
