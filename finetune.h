@@ -600,6 +600,7 @@ FT_API const void *ft_safetensors_get(const ft_safetensors *s, const char *name,
 /* LoRA adapters: llama.cpp's GGUF (llama-cli --lora FILE) and PEFT's directory layout */
 FT_API ft_result ft_lora_save_gguf(ft_peft *p, const char *path);
 FT_API ft_result ft_lora_load_gguf(ft_peft *p, const char *path);
+FT_API ft_result ft_lora_attach_gguf(ft_peft **out, ft_model *m, const char *path);   /* rank, targets from the file */
 FT_API ft_result ft_lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
 FT_API ft_result ft_lora_load_peft(ft_peft *p, const char *dir);
 
@@ -694,6 +695,11 @@ typedef struct ft_train_opts {
 } ft_train_opts;
 FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_dataset *train, const ft_train_opts *o, ft_train_state *state);
 FT_API ft_result ft_eval_loss(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int64_t batch, int64_t seq_len, double *mean_loss, int64_t *n_tokens);
+typedef struct ft_eval_gen { int64_t n, exact, contains; double exact_rate, contains_rate; } ft_eval_gen;
+typedef void (*ft_eval_gen_fn)(void *user, int64_t i, const char *generated, const char *reference);
+/* greedy generation on each example's prompt vs its reference answer (limit 0: all) */
+FT_API ft_result ft_eval_generate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int max_new, int64_t limit,
+                                  ft_eval_gen *res, ft_eval_gen_fn on_item, void *user);
 
 #ifdef __cplusplus
 }
@@ -1179,7 +1185,7 @@ static void ft__arena_reset(ft_ctx *ctx) {
     a->n_extra = 0;
     if (a->extra_bytes) {                   /* grow the main block to the high-water mark    */
         size_t want = a->peak + a->extra_bytes;
-        want += want / 8;
+        want += want / 2;                   /* head room: steps differ in size (padding)     */
         ft__aligned_free(a->base);
         a->base = FT__CAST(unsigned char *, ft__aligned_alloc(want));
         a->cap = a->base ? want : 0;
@@ -1307,7 +1313,11 @@ static int ft__valid_shape(int ndim, const int64_t *shape) {
 }
 
 /* a tensor header in the arena; data is allocated (zeroed) unless `data` is given */
+static ft_tensor *ft__tensor_x(ft_ctx *ctx, ft_type type, int ndim, const int64_t *shape, void *data, int zero);
 static ft_tensor *ft__tensor(ft_ctx *ctx, ft_type type, int ndim, const int64_t *shape, void *data) {
+    return ft__tensor_x(ctx, type, ndim, shape, data, 1);
+}
+static ft_tensor *ft__tensor_x(ft_ctx *ctx, ft_type type, int ndim, const int64_t *shape, void *data, int zero) {
     ft_tensor *t;
     int i;
     if (!ft__valid_shape(ndim, shape)) return ft__fail(ctx, FT_ERR_SHAPE, "tensor: invalid shape (ndim %d)", ndim);
@@ -1320,7 +1330,7 @@ static ft_tensor *ft__tensor(ft_ctx *ctx, ft_type type, int ndim, const int64_t 
     if (data) t->data = data;
     else {
         size_t bytes = ft_type_row_bytes(type, t->shape[ndim - 1]) * (size_t)ft_nrows(t);
-        t->data = ft__arena_zalloc(ctx, bytes);
+        t->data = zero ? ft__arena_zalloc(ctx, bytes) : ft__arena_alloc(ctx, bytes);
         if (!t->data) return ft__fail(ctx, FT_ERR_NOMEM, "tensor: arena out of memory (%zu bytes)", bytes);
     }
     return t;
@@ -2588,7 +2598,8 @@ static int32_t *ft__copy_ids(ft_ctx *ctx, const int32_t *ids, int64_t n) {
     return c;
 }
 
-static ft_tensor *ft__like(ft_ctx *ctx, const ft_tensor *x) { return ft__tensor(ctx, FT_TYPE_F32, x->ndim, x->shape, NULL); }
+/* an output of x's shape, not zeroed: every op that uses it writes all of it */
+static ft_tensor *ft__like(ft_ctx *ctx, const ft_tensor *x) { return ft__tensor_x(ctx, FT_TYPE_F32, x->ndim, x->shape, NULL, 0); }
 
 #define FT__IN(x) do { if (!(x)) return NULL; } while (0)
 #define FT__F32(ctx, x, opname) do { if ((x)->type != FT_TYPE_F32) \
@@ -2681,7 +2692,7 @@ FT_API ft_tensor *ft_matmul(ft_ctx *ctx, ft_tensor *a, ft_tensor *b, int ta, int
     }
     for (i = 0; i < a->ndim - 2; i++) shape[i] = a->shape[i];
     shape[a->ndim - 2] = M; shape[a->ndim - 1] = N;
-    y = ft__tensor(ctx, FT_TYPE_F32, a->ndim, shape, NULL);
+    y = ft__tensor_x(ctx, FT_TYPE_F32, a->ndim, shape, NULL, 0);          /* the GEMM writes all */
     FT__IN(y);
     batch = ft_numel(a) / (M * K);
     bd = FT__F(b);
@@ -6160,7 +6171,7 @@ static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tens
     ft_tensor *y = ft_matmul(ctx, x, W, 0, 1), *A = p->A[s], *B = p->B[s], *xa, *lora;
     if (!p->enabled || !A || p->orig) return bias ? ft_add(ctx, y, bias) : y;
     xa = p->o.dropout > 0 && ctx->grad_enabled ? ft_dropout(ctx, x, p->o.dropout) : x;
-    lora = ft_scale(ctx, ft_matmul(ctx, ft_matmul(ctx, xa, A, 0, 1), B, 0, 1), p->scale);
+    lora = ft_matmul(ctx, ft_scale(ctx, ft_matmul(ctx, xa, A, 0, 1), p->scale), B, 0, 1);   /* scale the (N, r) side */
     y = ft_add(ctx, y, lora);
     if (p->mag[s]) {
         ft_tensor *norm = ft__dora_norm(ctx, W, A, B, p->scale), *inv;
@@ -7137,6 +7148,74 @@ FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_datas
     return r;
 }
 
+/* ---- generation-based evaluation ----------------------------------------------------------------------
+   For each example with a prompt and a reference (instruction / chat data: everything before the
+   first target token is the prompt, the first run of target tokens the reference; prompt data:
+   its prompt and "answer"), generate greedily (batches of up to 8 sequences) and compare the
+   text with the reference after trimming white space: exact match, and "contains". */
+static void ft__trim(char **s, int64_t *n) {
+    while (*n > 0 && (unsigned char)(*s)[0] <= ' ') { (*s)++; (*n)--; }
+    while (*n > 0 && (unsigned char)(*s)[*n - 1] <= ' ') (*n)--;
+}
+FT_API ft_result ft_eval_generate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int max_new, int64_t limit,
+                                  ft_eval_gen *res, ft_eval_gen_fn on_item, void *user) {
+    const ft_tokenizer *tok = m->tok; ft_kv_cache *kv = NULL; ft_result r = FT_OK;
+    int64_t i, n = ft_dataset_size(d), maxp = 0, s;
+    int32_t stop[2], *out = NULL, *refids = NULL; int n_stop = 0;
+    enum { G = 8 };
+    char *gen = NULL, *ref = NULL; size_t cap = 65536;
+    memset(res, 0, sizeof *res);
+    if (!tok) return ft_set_error(FT_ERR_STATE, "eval: the model has no tokenizer");
+    if (limit > 0 && limit < n) n = limit;
+    if (ft_tokenizer_eos(tok) >= 0) stop[n_stop++] = ft_tokenizer_eos(tok);
+    if (ft_tokenizer_find(tok, "<|im_end|>") >= 0 && (!n_stop || stop[0] != ft_tokenizer_find(tok, "<|im_end|>"))) stop[n_stop++] = ft_tokenizer_find(tok, "<|im_end|>");
+    for (i = 0; i < n; i++) {
+        const ft_example *e = ft_dataset_get(d, i); int64_t p = e->prompt_len;
+        if (!p) while (p < e->n && !e->loss[p]) p++;
+        maxp = FT__MAX(maxp, p);
+    }
+    gen = FT__CAST(char *, FT_MALLOC(cap)); ref = FT__CAST(char *, FT_MALLOC(cap));
+    out = FT__CAST(int32_t *, FT_MALLOC((size_t)(G * max_new) * sizeof(int32_t)));
+    refids = FT__CAST(int32_t *, FT_MALLOC((size_t)FT__MAX(maxp + 4096, 1) * sizeof(int32_t)));
+    if (!gen || !ref || !out || !refids) { r = ft_set_error(FT_ERR_NOMEM, "eval: out of memory"); goto done; }
+    if ((r = ft_kv_cache_init(&kv, m, G, maxp + max_new + 1)) != FT_OK) goto done;
+    for (i = 0; i < n && r == FT_OK; i += G) {
+        const int32_t *prompts[G]; int64_t plen[G], olen[G], g = FT__MIN((int64_t)G, n - i);
+        ft_gen_opts go; ft_rng rng;
+        memset(&go, 0, sizeof go); go.max_new = max_new; go.stop = stop; go.n_stop = n_stop;
+        ft_rng_seed(&rng, 1);
+        for (s = 0; s < g; s++) {
+            const ft_example *e = ft_dataset_get(d, i + s); int64_t p = e->prompt_len;
+            if (!p) while (p < e->n && !e->loss[p]) p++;
+            if (p == 0 || p >= e->n + (e->answer ? 1 : 0)) { r = ft_set_error(FT_ERR_FORMAT, "eval: example %lld has no prompt/reference split", (long long)(i + s)); break; }
+            prompts[s] = e->ids; plen[s] = p;
+        }
+        if (r != FT_OK) break;
+        if ((r = ft_generate(ctx, m, kv, g, prompts, plen, &go, &rng, out, olen, NULL)) != FT_OK) break;
+        for (s = 0; s < g; s++) {
+            const ft_example *e = ft_dataset_get(d, i + s); int64_t p = plen[s], q = p, gl, rl; char *gs = gen, *rs = ref;
+            gl = ft_detokenize(tok, out + s * max_new, olen[s], gen, (int64_t)cap, 0);
+            if (e->answer) { rl = (int64_t)strlen(e->answer); if (rl >= (int64_t)cap) rl = (int64_t)cap - 1; memcpy(ref, e->answer, (size_t)rl); }
+            else {
+                while (q < e->n && e->loss[q]) q++;
+                rl = ft_detokenize(tok, e->ids + p, q - p, ref, (int64_t)cap, 0);
+            }
+            if (gl < 0 || gl >= (int64_t)cap || rl < 0 || rl >= (int64_t)cap) { r = ft_set_error(FT_ERR_INVALID, "eval: text too long"); break; }
+            gen[gl] = 0; ref[rl] = 0;
+            ft__trim(&gs, &gl); ft__trim(&rs, &rl);
+            gs[gl] = 0; rs[rl] = 0;
+            res->n++;
+            if (gl == rl && memcmp(gs, rs, (size_t)gl) == 0) res->exact++;
+            if (rl > 0 && strstr(gs, rs)) res->contains++;
+            if (on_item) on_item(user, i + s, gs, rs);
+        }
+    }
+done:
+    if (res->n) { res->exact_rate = (double)res->exact / (double)res->n; res->contains_rate = (double)res->contains / (double)res->n; }
+    ft_kv_cache_free(kv); FT_FREE(gen); FT_FREE(ref); FT_FREE(out); FT_FREE(refids);
+    return r;
+}
+
 /* ---- SVG line plots (loss and reward curves), written by the library itself ------------------------ */
 static double ft__nice_step(double range) {
     double e = pow(10.0, floor(log10(range > 0 ? range : 1))), f = range / e;
@@ -7378,6 +7457,28 @@ FT_API ft_result ft_lora_load_gguf(ft_peft *p, const char *path) {
     if (ft_gguf_get_float(g, "adapter.lora.alpha", &alpha)) p->scale = (float)alpha / (float)p->o.r;
     ft_gguf_close(g);
     return FT_OK;
+}
+
+/* attach an adapter read from a llama.cpp LoRA GGUF: rank and targets from its tensors */
+FT_API ft_result ft_lora_attach_gguf(ft_peft **out, ft_model *m, const char *path) {
+    ft_gguf *g; ft_result r; ft_lora_opts o; int64_t i; int w;
+    *out = NULL;
+    if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
+    memset(&o, 0, sizeof o);
+    for (i = 0; i < ft_gguf_n_tensors(g); i++) {
+        const ft_gguf_tensor *t = ft_gguf_tensor_at(g, i);
+        for (w = 0; w < FT_SITE_COUNT; w++) {
+            char suffix[64]; size_t n;
+            snprintf(suffix, sizeof suffix, ".%s.weight.lora_a", ft__gguf_site_name(w));
+            n = strlen(suffix);
+            if (t->name.n > n && memcmp(t->name.s + t->name.n - n, suffix, n) == 0) { o.targets |= 1u << w; o.r = (int)t->ne[1]; }
+        }
+    }
+    ft_gguf_close(g);
+    if (!o.targets) return ft_set_error(FT_ERR_FORMAT, "%s: no LoRA tensors (blk.N.<weight>.lora_a)", path);
+    if ((r = ft_lora_attach(out, m, &o)) != FT_OK) return r;
+    if ((r = ft_lora_load_gguf(*out, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
+    return r;
 }
 
 /* ---- PEFT: adapter_model.safetensors + adapter_config.json -------------------------------------------- */

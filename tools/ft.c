@@ -5,13 +5,21 @@
 #define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include <stdio.h>
+#include <unistd.h>
+#include <sys/stat.h>
 
 static int usage(void) {
     fprintf(stderr,
         "usage: ft <command> [options]\n"
         "  info     MODEL.gguf [--all]                 metadata, tensor types, parameter count\n"
         "  generate -m MODEL.gguf -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] [--seed S]\n"
-        "           [--chat] [--lora ADAPTER.gguf] [--threads N]   sample a continuation (greedy when T = 0)\n");
+        "           [--chat] [--lora ADAPTER.gguf] [--threads N]   sample a continuation (greedy when T = 0)\n"
+        "  train    -m MODEL.gguf --method lora|qlora|dora --objective sft|cpt --data TRAIN.jsonl --out DIR\n"
+        "           [--eval EVAL.jsonl] [--steps N | --epochs E] [--lr X] [--batch B] [--grad-accum K]\n"
+        "           [--seq-len T] [--rank R] [--alpha A] [--dropout P] [--targets all|attn|mlp|q_proj,v_proj,..]\n"
+        "           [--schedule cosine|linear|constant] [--warmup W] [--max-grad-norm G] [--weight-decay D]\n"
+        "           [--lora-plus RATIO] [--pack] [--seed S] [--threads N] [--config FILE] [--resume]\n"
+        "  eval     -m MODEL.gguf [--lora ADAPTER.gguf] --data EVAL.jsonl [--eval-gen N] [--max-new N]\n");
     return 2;
 }
 
@@ -103,15 +111,7 @@ static int cmd_generate(int argc, char **argv) {
     if (!model || !prompt || n < 1) return usage();
     if (ft_model_load(&m, model, NULL) != FT_OK) return fail("generate");
     if (!(tok = ft_model_tokenizer(m))) { fprintf(stderr, "ft generate: %s has no tokenizer\n", model); return 1; }
-    if (lora) {
-        ft_peft *p; ft_lora_opts lo; ft_gguf *ag; int64_t r = 8;
-        memset(&lo, 0, sizeof lo);
-        if (ft_gguf_open(&ag, lora) != FT_OK) return fail("generate --lora");
-        ft_gguf_get_int(ag, "adapter.lora.r", &r);
-        lo.r = (int)r;
-        ft_gguf_close(ag);
-        if (ft_lora_attach(&p, m, &lo) != FT_OK || ft_lora_load_gguf(p, lora) != FT_OK) return fail("generate --lora");
-    }
+    if (lora) { ft_peft *p; if (ft_lora_attach_gguf(&p, m, lora) != FT_OK) return fail("generate --lora"); }
     memset(&co, 0, sizeof co); co.n_threads = threads;
     if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("generate");
     text = (char *)malloc(strlen(prompt) + 65536);
@@ -152,9 +152,284 @@ static int cmd_generate(int argc, char **argv) {
     return 0;
 }
 
+
+/* ---- options shared by train and eval: --flags, or key = value lines of a --config file ------------- */
+typedef struct opts {
+    const char *model, *method, *objective, *data, *eval, *out, *lora, *schedule, *targets, *config;
+    int64_t steps, batch, seq_len, warmup, eval_every, save_every, log_every, eval_gen, max_new;
+    int epochs, rank, grad_accum, threads, resume, pack, train_on_prompt, skip_bad;
+    double lr, alpha, dropout, max_grad_norm, weight_decay, lr_ratio_b;
+    uint64_t seed;
+    char *cfg_text;                                   /* storage behind values read from --config */
+} opts;
+
+static void opts_default(opts *o) {
+    memset(o, 0, sizeof *o);
+    o->method = "lora"; o->objective = "sft"; o->schedule = "cosine"; o->targets = "all";
+    o->steps = 0; o->epochs = 1; o->batch = 8; o->seq_len = 256; o->rank = 16; o->alpha = 32; o->lr = 2e-4;
+    o->grad_accum = 1; o->warmup = 0; o->max_grad_norm = 1.0; o->seed = 1; o->eval_every = 0; o->save_every = 50;
+    o->log_every = 10; o->eval_gen = 100; o->max_new = 32; o->skip_bad = 0;
+}
+
+/* one key/value; returns 0 when the key is unknown or the value is missing */
+static int opts_set(opts *o, const char *k, const char *v) {
+#define S(name, field) if (strcmp(k, name) == 0) { o->field = v; return v != NULL; }
+#define I(name, field) if (strcmp(k, name) == 0) { if (!v) return 0; o->field = strtoll(v, NULL, 10); return 1; }
+#define D(name, field) if (strcmp(k, name) == 0) { if (!v) return 0; o->field = strtod(v, NULL); return 1; }
+    S("model", model) S("m", model) S("method", method) S("objective", objective) S("data", data) S("eval", eval)
+    S("out", out) S("o", out) S("lora", lora) S("schedule", schedule) S("targets", targets)
+    I("steps", steps) I("batch", batch) I("seq-len", seq_len) I("warmup", warmup) I("eval-every", eval_every)
+    I("save-every", save_every) I("log-every", log_every) I("eval-gen", eval_gen) I("max-new", max_new)
+    I("epochs", epochs) I("rank", rank) I("grad-accum", grad_accum) I("threads", threads) I("pack", pack)
+    I("train-on-prompt", train_on_prompt) I("skip-bad", skip_bad)
+    D("lr", lr) D("alpha", alpha) D("dropout", dropout) D("max-grad-norm", max_grad_norm) D("weight-decay", weight_decay)
+    D("lora-plus", lr_ratio_b)
+    if (strcmp(k, "seed") == 0) { if (!v) return 0; o->seed = strtoull(v, NULL, 10); return 1; }
+    if (strcmp(k, "resume") == 0) { o->resume = !v || strcmp(v, "0") != 0; return 1; }
+#undef S
+#undef I
+#undef D
+    return 0;
+}
+
+static int opts_config_file(opts *o, const char *path) {
+    FILE *f = fopen(path, "rb"); long n; char *p, *line; int lineno = 0;
+    if (!f) { fprintf(stderr, "ft: %s: cannot open\n", path); return 0; }
+    fseek(f, 0, SEEK_END); n = ftell(f); fseek(f, 0, SEEK_SET);
+    o->cfg_text = (char *)malloc((size_t)n + 1);
+    if (fread(o->cfg_text, 1, (size_t)n, f) != (size_t)n) { fclose(f); return 0; }
+    fclose(f); o->cfg_text[n] = 0;
+    for (p = o->cfg_text; p && *p; ) {
+        char *nl = strchr(p, '\n'), *eq, *k, *v, *e;
+        line = p; if (nl) *nl = 0; p = nl ? nl + 1 : NULL; lineno++;
+        while (*line == ' ' || *line == '\t') line++;
+        if (!*line || *line == '#') continue;
+        eq = strchr(line, '=');
+        if (!eq) { fprintf(stderr, "ft: %s:%d: expected key = value\n", path, lineno); return 0; }
+        *eq = 0; k = line; v = eq + 1;
+        for (e = eq - 1; e >= k && (*e == ' ' || *e == '\t'); e--) *e = 0;
+        while (*v == ' ' || *v == '\t') v++;
+        for (e = v + strlen(v) - 1; e >= v && (*e == ' ' || *e == '\t' || *e == '\r'); e--) *e = 0;
+        if (!opts_set(o, k, v)) { fprintf(stderr, "ft: %s:%d: unknown key '%s'\n", path, lineno, k); return 0; }
+    }
+    return 1;
+}
+
+/* --config first (flags after it override), then the flags */
+static int opts_parse(opts *o, int argc, char **argv) {
+    int i;
+    for (i = 0; i + 1 < argc; i++) if (strcmp(argv[i], "--config") == 0 && !opts_config_file(o, argv[i + 1])) return 0;
+    for (i = 0; i < argc; i++) {
+        const char *a = argv[i], *k = a[0] == '-' ? a + (a[1] == '-' ? 2 : 1) : NULL;
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!k) { fprintf(stderr, "ft: unexpected argument '%s'\n", a); return 0; }
+        if (strcmp(k, "config") == 0) { i++; continue; }
+        if (strcmp(k, "resume") == 0 || strcmp(k, "pack") == 0 || strcmp(k, "train-on-prompt") == 0 || strcmp(k, "skip-bad") == 0) {
+            opts_set(o, k, "1"); continue;
+        }
+        if (!opts_set(o, k, v)) { fprintf(stderr, "ft: unknown option or missing value: %s\n", a); return 0; }
+        i++;
+    }
+    return 1;
+}
+
+static void opts_write(const opts *o, FILE *f) {
+    fprintf(f, "# resolved configuration of this run (ft train --config FILE reads it back)\n");
+    fprintf(f, "model = %s\nmethod = %s\nobjective = %s\ndata = %s\n", o->model, o->method, o->objective, o->data);
+    if (o->eval) fprintf(f, "eval = %s\n", o->eval);
+    fprintf(f, "out = %s\nsteps = %lld\nepochs = %d\nbatch = %lld\ngrad-accum = %d\nseq-len = %lld\npack = %d\n", o->out,
+            (long long)o->steps, o->epochs, (long long)o->batch, o->grad_accum, (long long)o->seq_len, o->pack);
+    fprintf(f, "lr = %g\nschedule = %s\nwarmup = %lld\nmax-grad-norm = %g\nweight-decay = %g\nlora-plus = %g\n", o->lr, o->schedule,
+            (long long)o->warmup, o->max_grad_norm, o->weight_decay, o->lr_ratio_b);
+    fprintf(f, "rank = %d\nalpha = %g\ndropout = %g\ntargets = %s\nseed = %llu\nthreads = %d\n", o->rank, o->alpha, o->dropout,
+            o->targets, (unsigned long long)o->seed, o->threads);
+    fprintf(f, "eval-every = %lld\nsave-every = %lld\neval-gen = %lld\nmax-new = %lld\ntrain-on-prompt = %d\nskip-bad = %d\n",
+            (long long)o->eval_every, (long long)o->save_every, (long long)o->eval_gen, (long long)o->max_new, o->train_on_prompt, o->skip_bad);
+}
+
+static unsigned parse_targets(const char *t) {
+    unsigned m = 0; const char *p = t;
+    if (strcmp(t, "all") == 0) return FT_TARGET_ALL_LINEAR;
+    if (strcmp(t, "attn") == 0) return FT_TARGET_ATTN;
+    if (strcmp(t, "mlp") == 0) return FT_TARGET_MLP;
+    while (*p) {
+        int w;
+        for (w = 0; w < FT_SITE_COUNT; w++) {
+            size_t n = strlen(ft_site_name(w));
+            if (strncmp(p, ft_site_name(w), n) == 0 || (strncmp(p, ft_site_name(w), 1) == 0 && (p[1] == ',' || !p[1]) && w != FT_SITE_GATE))
+                { m |= 1u << w; break; }
+        }
+        p = strchr(p, ',');
+        if (!p) break;
+        p++;
+    }
+    return m;
+}
+
+/* ---- progress, metrics, plots -------------------------------------------------------------------- */
+typedef struct run { opts *o; FILE *metrics; int tty; double *xs, *ys, *ex, *ey; int64_t n, ne, cap; } run;
+
+static int on_step(void *user, const ft_step_info *s) {
+    run *r = (run *)user;
+    if (r->n == r->cap) {
+        r->cap = r->cap ? 2 * r->cap : 256;
+        r->xs = (double *)realloc(r->xs, (size_t)r->cap * sizeof(double)); r->ys = (double *)realloc(r->ys, (size_t)r->cap * sizeof(double));
+        r->ex = (double *)realloc(r->ex, (size_t)r->cap * sizeof(double)); r->ey = (double *)realloc(r->ey, (size_t)r->cap * sizeof(double));
+    }
+    r->xs[r->n] = (double)s->step; r->ys[r->n++] = s->loss;
+    if (s->eval_loss == s->eval_loss) { r->ex[r->ne] = (double)s->step; r->ey[r->ne++] = s->eval_loss; }
+    fprintf(r->metrics, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"tokens\": %.0f",
+            (long long)s->step, (long long)s->epoch, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->tokens);
+    if (s->eval_loss == s->eval_loss) fprintf(r->metrics, ", \"eval_loss\": %.6f, \"eval_perplexity\": %.4f", s->eval_loss, exp(s->eval_loss));
+    fprintf(r->metrics, "}\n");
+    fflush(r->metrics);
+    if (r->tty || s->step % r->o->log_every == 0 || s->step == s->steps || s->eval_loss == s->eval_loss) {
+        fprintf(stderr, "%sstep %lld/%lld  loss %.4f  lr %.2e  grad %.2f  %.0f tok/s  ETA %dm%02ds", r->tty ? "\r" : "",
+                (long long)s->step, (long long)s->steps, s->loss, s->lr, s->grad_norm, s->tokens_per_s, (int)(s->eta_s / 60), (int)s->eta_s % 60);
+        if (s->eval_loss == s->eval_loss) fprintf(stderr, "  eval %.4f (ppl %.2f)", s->eval_loss, exp(s->eval_loss));
+        fprintf(stderr, r->tty && s->eval_loss != s->eval_loss && s->step != s->steps ? "   " : "\n");
+    }
+    return 0;
+}
+
+/* loss and generation accuracy of the model as it is now (adapter on or off) */
+static int evaluate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, const opts *o, double *loss, ft_eval_gen *acc) {
+    if (ft_eval_loss(ctx, m, d, o->batch, o->seq_len, loss, NULL) != FT_OK) return fail("eval");
+    memset(acc, 0, sizeof *acc);
+    if (o->eval_gen > 0 && ft_dataset_format(d) != FT_DATA_TEXT && ft_eval_generate(ctx, m, d, (int)o->max_new, o->eval_gen, acc, NULL, NULL) != FT_OK) return fail("eval");
+    return 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+    opts o; ft_model *m; ft_ctx *ctx; ft_ctx_opts co; ft_peft *p; ft_lora_opts lo; ft_dataset *train, *ev = NULL;
+    ft_data_opts dopt; ft_train_opts to; ft_train_state st; run rn; char path[2048]; FILE *f; ft_result r;
+    double loss0 = 0, loss1 = 0; ft_eval_gen acc0, acc1; int have_ckpt = 0;
+    opts_default(&o);
+    if (!opts_parse(&o, argc, argv)) return 2;
+    if (!o.model || !o.data || !o.out) { fprintf(stderr, "ft train: needs -m MODEL, --data FILE and --out DIR\n"); return 2; }
+    if (strcmp(o.method, "lora") && strcmp(o.method, "qlora") && strcmp(o.method, "dora")) {
+        fprintf(stderr, "ft train: --method %s is not available yet (lora, qlora, dora are)\n", o.method); return 2;
+    }
+    if (strcmp(o.objective, "sft") && strcmp(o.objective, "cpt")) {
+        fprintf(stderr, "ft train: --objective %s is not available yet (sft, cpt are)\n", o.objective); return 2;
+    }
+#if !defined(_WIN32)
+    mkdir(o.out, 0755);
+    snprintf(path, sizeof path, "%s/checkpoints", o.out); mkdir(path, 0755);
+#endif
+    if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("train");
+    if (!ft_model_tokenizer(m)) { fprintf(stderr, "ft train: %s has no tokenizer\n", o.model); return 1; }
+    memset(&co, 0, sizeof co); co.n_threads = o.threads; co.seed = o.seed;
+    if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("train");
+    memset(&dopt, 0, sizeof dopt);
+    dopt.format = strcmp(o.objective, "cpt") == 0 ? FT_DATA_TEXT : FT_DATA_AUTO;
+    dopt.max_len = o.seq_len; dopt.train_on_prompt = o.train_on_prompt; dopt.skip_bad = o.skip_bad;
+    if (ft_dataset_load(&train, o.data, ft_model_tokenizer(m), ft_model_chat_template(m), &dopt) != FT_OK) return fail("train");
+    if (o.eval && ft_dataset_load(&ev, o.eval, ft_model_tokenizer(m), ft_model_chat_template(m), &dopt) != FT_OK) return fail("train");
+    fprintf(stderr, "ft: %s: %lld %s examples (%lld tokens%s)", o.data, (long long)ft_dataset_size(train), ft_data_format_name(ft_dataset_format(train)),
+            (long long)ft_dataset_tokens(train), ft_dataset_skipped(train) ? ", some lines skipped" : "");
+    if (ev) fprintf(stderr, "; eval %lld examples", (long long)ft_dataset_size(ev));
+    fprintf(stderr, "\n");
+    memset(&lo, 0, sizeof lo);
+    lo.r = o.rank; lo.alpha = (float)o.alpha; lo.dropout = (float)o.dropout; lo.dora = strcmp(o.method, "dora") == 0;
+    lo.targets = parse_targets(o.targets); lo.seed = o.seed;
+    if (ft_lora_attach(&p, m, &lo) != FT_OK) return fail("train");
+    fprintf(stderr, "ft: %s r=%d alpha=%g on %s: %lld trainable parameters (%.2f%% of %lld)\n", o.method, o.rank, o.alpha, o.targets,
+            (long long)ft_params_numel(ft_peft_params(p)), 100.0 * (double)ft_params_numel(ft_peft_params(p)) / (double)ft_model_config_get(m)->n_params,
+            (long long)ft_model_config_get(m)->n_params);
+    snprintf(path, sizeof path, "%s/checkpoints/last.gguf", o.out);
+    if (o.resume) { FILE *c = fopen(path, "rb"); have_ckpt = c != NULL; if (c) fclose(c); }
+    if (ev && !have_ckpt) {                                /* before: the base model */
+        ft_peft_set_enabled(p, 0);
+        if (evaluate(ctx, m, ev, &o, &loss0, &acc0)) return 1;
+        ft_peft_set_enabled(p, 1);
+        fprintf(stderr, "ft: before: eval loss %.4f (ppl %.2f)", loss0, exp(loss0));
+        if (acc0.n) fprintf(stderr, ", exact match %lld/%lld (%.1f%%)", (long long)acc0.exact, (long long)acc0.n, 100 * acc0.exact_rate);
+        fprintf(stderr, "\n");
+    }
+    /* the resolved config, metrics */
+    { char cp[2048]; snprintf(cp, sizeof cp, "%s/config", o.out); if ((f = fopen(cp, "w"))) { opts_write(&o, f); fclose(f); } }
+    memset(&rn, 0, sizeof rn); rn.o = &o; rn.tty = isatty(2);
+    {
+        char mp[2048]; snprintf(mp, sizeof mp, "%s/metrics.jsonl", o.out);
+        rn.metrics = fopen(mp, have_ckpt ? "a" : "w");
+        if (!rn.metrics) { fprintf(stderr, "ft: %s: cannot write\n", mp); return 1; }
+    }
+    memset(&to, 0, sizeof to);
+    to.steps = o.steps; to.epochs = o.epochs; to.batch = o.batch; to.seq_len = o.seq_len; to.grad_accum = o.grad_accum;
+    to.pack = o.pack || strcmp(o.objective, "cpt") == 0; to.lr = (float)o.lr; to.warmup = o.warmup;
+    to.sched = strcmp(o.schedule, "constant") == 0 ? FT_SCHED_CONSTANT : strcmp(o.schedule, "linear") == 0 ? FT_SCHED_LINEAR : FT_SCHED_COSINE;
+    to.optim.weight_decay = (float)o.weight_decay; to.max_grad_norm = (float)o.max_grad_norm; to.lr_scale_b = (float)o.lr_ratio_b;
+    to.seed = o.seed; to.eval = ev; to.eval_every = ev ? (o.eval_every ? o.eval_every : 0) : 0;
+    to.checkpoint_path = path; to.save_every = o.save_every; to.resume_from = have_ckpt ? path : NULL;
+    to.on_step = on_step; to.user = &rn;
+    if (have_ckpt) fprintf(stderr, "ft: resuming from %s\n", path);
+    r = ft_train(ctx, m, ft_peft_params(p), train, &to, &st);
+    fclose(rn.metrics);
+    if (r != FT_OK) return fail("train");
+    /* the adapter in both formats, the loss curve */
+    snprintf(path, sizeof path, "%s/adapter.gguf", o.out);
+    if (!lo.dora && ft_lora_save_gguf(p, path) != FT_OK) return fail("train");
+    snprintf(path, sizeof path, "%s/peft", o.out);
+    if (ft_lora_save_peft(p, path, ft_model_config_get(m)->arch_name) != FT_OK) return fail("train");
+    {
+        ft_plot_series ser[2]; int ns = 1;
+        ser[0].name = "train"; ser[0].x = rn.xs; ser[0].y = rn.ys; ser[0].n = rn.n;
+        if (rn.ne) { ser[1].name = "eval"; ser[1].x = rn.ex; ser[1].y = rn.ey; ser[1].n = rn.ne; ns = 2; }
+        snprintf(path, sizeof path, "%s/loss.svg", o.out);
+        if (rn.n && ft_svg_plot(path, "loss", "step", "cross-entropy", ser, ns) != FT_OK) return fail("train");
+    }
+    fprintf(stderr, "ft: %lld steps, %.0f tokens; wrote %s/{adapter.gguf,peft/,metrics.jsonl,loss.svg,config,checkpoints/}\n",
+            (long long)st.step, st.tokens, o.out);
+    if (ev) {
+        if (evaluate(ctx, m, ev, &o, &loss1, &acc1)) return 1;
+        printf("\n| %-22s | %10s | %10s |\n|%s|%s|%s|\n", o.eval, "before", "after", "------------------------", "------------", "------------");
+        if (!have_ckpt) {
+            printf("| %-22s | %10.4f | %10.4f |\n| %-22s | %10.2f | %10.2f |\n", "eval loss", loss0, loss1, "eval perplexity", exp(loss0), exp(loss1));
+            if (acc1.n) printf("| %-22s | %9.1f%% | %9.1f%% |\n", "exact match", 100 * acc0.exact_rate, 100 * acc1.exact_rate);
+            if (acc1.n) printf("| %-22s | %9.1f%% | %9.1f%% |\n", "contains the answer", 100 * acc0.contains_rate, 100 * acc1.contains_rate);
+        } else {
+            printf("| %-22s | %10s | %10.4f |\n", "eval loss", "-", loss1);
+            if (acc1.n) printf("| %-22s | %10s | %9.1f%% |\n", "exact match", "-", 100 * acc1.exact_rate);
+        }
+    }
+    free(rn.xs); free(rn.ys); free(rn.ex); free(rn.ey); free(o.cfg_text);
+    ft_dataset_free(train); ft_dataset_free(ev); ft_peft_free(p); ft_ctx_free(ctx); ft_model_free(m);
+    return 0;
+}
+
+static void print_item(void *user, int64_t i, const char *gen, const char *ref) {
+    int *verbose = (int *)user;
+    if (*verbose) printf("%4lld %s  got: %s   want: %s\n", (long long)i, strcmp(gen, ref) == 0 ? "ok  " : "MISS", gen, ref);
+}
+
+static int cmd_eval(int argc, char **argv) {
+    opts o; ft_model *m; ft_ctx *ctx; ft_ctx_opts co; ft_dataset *d; ft_data_opts dopt; double loss; ft_eval_gen acc; int verbose = 1;
+    opts_default(&o); o.eval_gen = 0;
+    if (!opts_parse(&o, argc, argv)) return 2;
+    if (!o.model || !o.data) { fprintf(stderr, "ft eval: needs -m MODEL and --data FILE\n"); return 2; }
+    if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("eval");
+    if (o.lora) { ft_peft *p; if (ft_lora_attach_gguf(&p, m, o.lora) != FT_OK) return fail("eval --lora"); }
+    memset(&co, 0, sizeof co); co.n_threads = o.threads;
+    if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("eval");
+    memset(&dopt, 0, sizeof dopt); dopt.max_len = o.seq_len;
+    if (ft_dataset_load(&d, o.data, ft_model_tokenizer(m), ft_model_chat_template(m), &dopt) != FT_OK) return fail("eval");
+    if (ft_eval_loss(ctx, m, d, o.batch, o.seq_len, &loss, NULL) != FT_OK) return fail("eval");
+    printf("%s: %lld examples, loss %.4f, perplexity %.3f\n", o.data, (long long)ft_dataset_size(d), loss, exp(loss));
+    if (ft_dataset_format(d) != FT_DATA_TEXT) {
+        if (ft_eval_generate(ctx, m, d, (int)o.max_new, o.eval_gen, &acc, print_item, &verbose) != FT_OK) return fail("eval");
+        printf("accuracy: exact match %lld/%lld (%.1f%%), contains %lld/%lld (%.1f%%)\n", (long long)acc.exact, (long long)acc.n,
+               100 * acc.exact_rate, (long long)acc.contains, (long long)acc.n, 100 * acc.contains_rate);
+    }
+    ft_dataset_free(d); ft_ctx_free(ctx); ft_model_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return usage();
     if (strcmp(argv[1], "info") == 0) return cmd_info(argc - 2, argv + 2);
     if (strcmp(argv[1], "generate") == 0) return cmd_generate(argc - 2, argv + 2);
+    if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 2, argv + 2);
+    if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 2, argv + 2);
     return usage();
 }
