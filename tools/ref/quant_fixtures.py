@@ -2,6 +2,8 @@
 """Write tests/fixtures/quant.bin: raw GGML blocks and their dequantized values, per type, from
 the `gguf` Python package (gguf.quants), an implementation independent of llama.cpp's C code.
 Run by hand (not by CI):  pip install gguf numpy && python3 tools/ref/quant_fixtures.py
+(written with gguf 0.19.0, numpy 2.4.6; the output is deterministic). `--check [FILE]` only reads
+an existing fixture back and checks it.
 
 Per type: 2 rows of 512 values. Where gguf can quantize in Python the rows are random floats
 quantized by it; otherwise (some K-quants, IQ4_NL) the blocks are random bytes with finite,
@@ -58,6 +60,33 @@ def main():
             f.write(raw)
             f.write(deq.astype("<f4").tobytes())
     print(f"wrote {out} ({os.path.getsize(out)} bytes)", file=sys.stderr)
+    check(out)
+
+def check(path):
+    """read the file back: layout, block sizes, and bytes that dequantize to the stored floats"""
+    data = open(path, "rb").read()
+    assert data[:4] == b"FTQF", "bad magic"
+    (count,) = struct.unpack_from("<I", data, 4)
+    pos, seen = 8, []
+    for _ in range(count):
+        t, rows, cols, nb = struct.unpack_from("<IIII", data, pos)
+        pos += 16
+        bs, ts = GGML_QUANT_SIZES[T(t)]
+        assert cols % bs == 0 and nb == rows * cols // bs * ts, (T(t).name, nb)
+        raw = np.frombuffer(data, np.uint8, nb, pos)
+        pos += nb
+        vals = np.frombuffer(data, "<f4", rows * cols, pos).reshape(rows, cols)
+        pos += 4 * rows * cols
+        deq = quants.dequantize(raw.reshape(rows, -1), T(t)).astype(np.float32).reshape(rows, cols)
+        assert np.array_equal(deq.view(np.uint32), vals.view(np.uint32)), T(t).name
+        seen.append(T(t))
+    assert pos == len(data), "trailing bytes"
+    assert seen == TYPES, seen
+    print(f"checked {path}: {count} entries, {len(data)} bytes", file=sys.stderr)
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--check"]:
+        check(sys.argv[2] if len(sys.argv) > 2 else
+              os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "quant.bin"))
+    else:
+        main()
