@@ -19,12 +19,23 @@ static void *tiny_fill(ft_type type, int64_t n, float scale, ft_rng *r, float of
     }
 }
 
-/* returns 1 on success; every buffer is freed after the write */
-static int tiny_model_write(const char *path, ft_type wtype, uint64_t seed) {
-    ft_gguf_writer *w; ft_rng r; void *bufs[64]; int nb = 0, l, ok;
-    char name[64];
+/* returns 1 on success; every buffer is freed after the write. With `vocab_from` (a GGUF with a
+   tokenizer, e.g. SmolLM2's), the tiny model takes its tokenizer, chat template and vocabulary
+   size, so it can read real datasets. */
+static int tiny_model_write_vocab(const char *path, ft_type wtype, uint64_t seed, const char *vocab_from) {
+    ft_gguf_writer *w; ft_rng r; void *bufs[64]; int nb = 0, l, ok; int64_t V = TINY_V;
+    char name[64]; ft_gguf *src = NULL;
     ft_rng_seed(&r, seed);
     if (ft_gguf_writer_init(&w) != FT_OK) return 0;
+    if (vocab_from) {
+        int64_t i;
+        if (ft_gguf_open(&src, vocab_from) != FT_OK) { ft_gguf_writer_free(w); return 0; }
+        for (i = 0; i < ft_gguf_n_kv(src); i++) {
+            const ft_gguf_kv *kv = ft_gguf_kv_at(src, i);
+            if (kv->key.n > 10 && memcmp(kv->key.s, "tokenizer.", 10) == 0) ft_gguf_copy_kv(w, kv);
+        }
+        V = (int64_t)ft_gguf_find(src, "tokenizer.ggml.tokens")->n;
+    }
     ft_gguf_set_str(w, "general.architecture", "llama");
     ft_gguf_set_str(w, "general.name", "tiny-test-llama");
     ft_gguf_set_int(w, "llama.context_length", FT_GGUF_UINT32, 256);
@@ -41,7 +52,7 @@ static int tiny_model_write(const char *path, ft_type wtype, uint64_t seed) {
         bufs[nb] = tiny_fill(type, (int64_t)(n0) * (n1 ? n1 : 1), scale, &r, off);             \
         ft_gguf_add_tensor(w, nm, type, n1 ? 2 : 1, ne_, bufs[nb]); nb++;                       \
     } while (0)
-    TINY_ADD("token_embd.weight", wtype, TINY_C, TINY_V, 1.0f, 0.0f);
+    TINY_ADD("token_embd.weight", wtype, TINY_C, V, 1.0f, 0.0f);
     TINY_ADD("output_norm.weight", FT_TYPE_F32, TINY_C, 0, 0.2f, 1.0f);
     for (l = 0; l < TINY_L; l++) {
         snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);   TINY_ADD(name, FT_TYPE_F32, TINY_C, 0, 0.2f, 1.0f);
@@ -57,7 +68,9 @@ static int tiny_model_write(const char *path, ft_type wtype, uint64_t seed) {
 #undef TINY_ADD
     ok = ft_gguf_write(w, path) == FT_OK;
     ft_gguf_writer_free(w);
+    ft_gguf_close(src);
     while (nb > 0) free(bufs[--nb]);
     return ok;
 }
+static inline int tiny_model_write(const char *path, ft_type wtype, uint64_t seed) { return tiny_model_write_vocab(path, wtype, seed, NULL); }
 #endif
