@@ -45,6 +45,15 @@ if [ "$2" != "--no-compile" ]; then
     check "g++ c++11"            g++ -x c++ -std=c++11 $W -O2 -march=native
     check "g++ c++17 FT_STATIC"  g++ -x c++ -std=c++17 $W -O2 -DFT_STATIC
     check "clang++ c++11"        clang++ -x c++ -std=c++11 $W -O2 -march=native
+    # the NEON kernels: cross-compiled for aarch64 and run under qemu, where both are installed
+    if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && command -v qemu-aarch64 >/dev/null 2>&1; then
+        if aarch64-linux-gnu-gcc -std=c99 $W -Werror -O2 -o "$tmp/tk" tests/test_kernels.c -lm -lpthread >"$tmp/log" 2>&1 &&
+           qemu-aarch64 -L /usr/aarch64-linux-gnu "$tmp/tk" >"$tmp/log" 2>&1 && grep -q "simd: neon" "$tmp/log"; then
+            echo "ok - neon kernels (aarch64 under qemu)"; pass=$((pass + 1))
+        else
+            echo "FAIL - neon kernels (aarch64 under qemu)"; sed 's/^/    /' "$tmp/log" | tail -20; fail=$((fail + 1))
+        fi
+    fi
     rm -rf "$tmp"
 fi
 
