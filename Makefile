@@ -59,8 +59,11 @@ sanitize:
 	@$(MODEL) ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 sh tests/run.sh build/san --no-compile
 san-build: $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC)) $(BUILD)/test_kernels_ref
 
+# GEMM vs the FMA peak and OpenBLAS; the model's pp/tg speed vs llama.cpp (llama-cpp-python) when importable
 bench: $(BUILD)/bench
-	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BUILD)/bench
+	@$(MODEL) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BUILD)/bench
+	@$(MODEL) if python3 -c "import llama_cpp" 2>/dev/null; then python3 tools/bench_llamacpp.py "$$FT_MODEL" $$(nproc); \
+	  else echo "(pip install llama-cpp-python to compare with llama.cpp)"; fi
 
 clean:
 	rm -rf build

@@ -89,17 +89,60 @@
       reference). A pthread pool per context splits work by output rows with static partitions:
       results are deterministic for a given seed and thread count.
 
-   6. Further sections (GGUF and NF4, models, PEFT methods, trainers, CUDA, tools) arrive with the
-      loader, the PEFT methods and the trainers; see README.md for the plan.
+   6. GGUF and quantized weights
+      ft_gguf_open maps a GGUF file read-only and checks every count, length, type and offset
+      (errors name the file and the byte offset). Tensors keep the file's type: F32, F16, BF16,
+      Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL are decoded bit-exactly as the gguf
+      package does, row by row inside the GEMM's packing (forward) and one K block at a time for
+      the input gradient: no f32 copy of a model is made. ft_gguf_writer writes GGUF atomically.
+
+   7. Models, tokenizer, generation
+      ft_model_load builds llama / mistral / qwen2 from the metadata (tied or separate head, GQA,
+      the converter's Q/K layout with FT_ROPE_NORM, qwen2's biases and FT_ROPE_NEOX) and the
+      tokenizer (byte-level BPE with the pre-tokenizer the file names, or SentencePiece), whose
+      ids equal llama.cpp's. ft_chat_apply renders ChatML, llama2, llama3, zephyr templates.
+      ft_model_forward is on the tape (training); ft_model_decode + ft_kv_cache + ft_sample /
+      ft_generate do batched generation (greedy, temperature, top-k, top-p, stop ids).
+
+   8. PEFT methods
+      ft_lora_attach(&p, model, &opts) adds LoRA (PEFT's init and scale; rsLoRA; DoRA with a
+      detached norm) on any subset of q, k, v, o, gate, up, down and any layers; on a quantized
+      base it is QLoRA. ft_peft_params(p) are the trainable tensors; ft_peft_set_enabled(p, 0)
+      gives the base model (the reference policy) without a second copy; ft_lora_merge folds
+      W + sBA into owned f32 weights. Adapters save as llama.cpp LoRA GGUF and PEFT safetensors.
+
+   9. Data and training
+      ft_dataset_load reads strict JSONL (text, instruction, chat, preference, KTO, prompt) through
+      the chat template, with loss on assistant replies only; bad lines are reported as
+      file:line:column. ft_train runs SFT / continued pretraining: micro-batches (padded, or
+      packed with per-document attention), gradient accumulation, clipping, AdamW or SGD,
+      constant / linear / cosine schedules with warmup, LoRA+ rates, a NaN guard that never
+      touches the weights, atomic checkpoints (ft_checkpoint_save) from which a run resumes bit
+      for bit. ft_eval_loss and ft_eval_generate measure loss, perplexity and exact-match
+      accuracy; ft_svg_plot draws the curves.
+
+   10. Tools: build/ft (info, generate, train, eval), tools/fetch-model, tools/bench; see README.
+       CUDA: every compute call goes through ft_gemm and the row kernels of the [kernels]
+       section; finetune_cuda.cu will implement that seam.
 
    IMPLEMENTATION SECTIONS (in data-flow order)
       [platform]   allocator, errors, timing, thread pool
-      [memory]     arena, tensors, f16/bf16, RNG, parameter blocks
+      [memory]     storage types, f16/bf16, RNG, arena, tensors, parameter blocks
       [kernels]    SIMD vector primitives, GEMM, row kernels (norms, softmax, rope, attention)
       [autograd]   tape, ops (forward + backward), backward pass
+      [quant]      GGML block formats
+      [gguf]       GGUF reader and writer, atomic files
+      [tokenizer]  BPE / SentencePiece, pre-tokenizers, chat templates
+      [model]      llama family, KV cache, sampling, generation
+      [peft]       LoRA, DoRA, merge
+      [data]       strict JSON / JSONL
+      [dataset]    JSONL -> token ids with loss masks
+      [optim]      AdamW, SGD
+      [train]      schedules, checkpoints, batches, the trainer, evaluation, plots
+      [export]     safetensors, adapter files
 
    REVISION HISTORY
-      0.1.0  tensors, tape autograd, SIMD kernels, thread pool
+      0.1.0  core, GGUF and quants, llama family, tokenizer, generation, LoRA/DoRA, trainer
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H

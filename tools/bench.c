@@ -81,6 +81,31 @@ static double time_gemm(ft_ctx *ctx, int use_blas, int ta, int tb, int64_t M, in
     return 2.0 * (double)M * (double)N * (double)K * reps / t / 1e9;
 }
 
+/* ---- the model: prompt processing and generation speed, as llama-bench measures them ---------- */
+static void bench_model(ft_ctx *ctx, const char *path, int threads) {
+    ft_model *m; ft_kv_cache *kv; int32_t ids[512]; int i, reps; double t0, pp = 0, tg = 0, best_pp = 0, best_tg = 0;
+    const int NP = 128, NG = 64; FILE *f;
+    if (ft_model_load(&m, path, NULL) != FT_OK) { printf("model: %s\n", ft_last_error()); return; }
+    ft_ctx_set_threads(ctx, threads);
+    ft_kv_cache_init(&kv, m, 1, NP + NG + 8);
+    for (i = 0; i < NP; i++) ids[i] = 100 + (i * 37) % 4000;
+    for (reps = 0; reps < 3; reps++) {
+        ft_kv_cache_clear(kv, -1);
+        ft_ctx_reset(ctx);
+        t0 = ft_time_seconds();
+        ft_model_decode(ctx, m, kv, 0, ids, 1, NP, 1);                       /* pp: one batch */
+        pp = NP / (ft_time_seconds() - t0);
+        t0 = ft_time_seconds();
+        for (i = 0; i < NG; i++) { ft_ctx_reset(ctx); ft_model_decode(ctx, m, kv, 0, &ids[i], 1, 1, 1); }   /* tg: one by one */
+        tg = NG / (ft_time_seconds() - t0);
+        if (pp > best_pp) best_pp = pp;
+        if (tg > best_tg) best_tg = tg;
+    }
+    printf("\nmodel %s, %d threads: prompt processing pp%d %.1f tokens/s, generation tg%d %.1f tokens/s\n", path, threads, NP, best_pp, NG, best_tg);
+    if ((f = fopen("build/bench_model.txt", "w"))) { fprintf(f, "%d %.3f %.3f\n", threads, best_pp, best_tg); fclose(f); }
+    ft_kv_cache_free(kv); ft_model_free(m);
+}
+
 /* ---- matmul shapes of a 135M llama (SmolLM2): forward y = x W^T and the two backward GEMMs ---- */
 static const struct { int64_t M, N, K; int ta, tb; const char *what; } SHAPES[] = {
     {512, 576, 576, 0, 1, "q/o proj fwd"}, {2048, 576, 576, 0, 1, "q/o proj fwd"},
@@ -142,6 +167,7 @@ int main(int argc, char **argv) {
             if (blas_sgemm) printf("%9.1f %5.0f%% | %.2f\n", blas[si][ti], 100 * blas[si][ti] / peak[ti], ours[si][ti] / blas[si][ti]);
             else printf("%9s %6s | %s\n", "-", "-", "-");
         }
+    if (getenv("FT_MODEL") && getenv("FT_MODEL")[0]) bench_model(ctx, getenv("FT_MODEL"), maxthr);
     ft_ctx_free(ctx);
     return 0;
 }
