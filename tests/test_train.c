@@ -74,6 +74,29 @@ TEST(resume_is_bit_identical) {
     remove("build/ckpt.gguf");
 }
 
+
+/* two documents packed in one row (own positions, attention kept inside each) give the logits
+   of each document run alone */
+TEST(packing_keeps_documents_apart) {
+    ft_model *m; ft_batch b; ft_tensor *y; static float packed[16 * TINY_V]; int32_t pos[16], seg[16]; int i; double worst = 0;
+    CHECK_OK(ft_model_load(&m, P32, NULL));
+    for (i = 0; i < 16; i++) { pos[i] = i < 7 ? i : i - 7; seg[i] = i < 7 ? 0 : 1; }
+    memset(&b, 0, sizeof b); b.B = 1; b.T = 16; b.ids = IDS; b.pos = pos; b.seg = seg;
+    ft_ctx_reset(CTX);
+    y = ft_model_forward(CTX, m, &b);
+    memcpy(packed, y->data, sizeof packed);
+    ft_ctx_reset(CTX);
+    b.T = 7; b.pos = NULL; b.seg = NULL;
+    y = ft_model_forward(CTX, m, &b);
+    for (i = 0; i < 7 * TINY_V; i++) worst = fmax(worst, fabs(packed[i] - ((float *)y->data)[i]));
+    ft_ctx_reset(CTX);
+    b.T = 9; b.ids = IDS + 7;
+    y = ft_model_forward(CTX, m, &b);
+    for (i = 0; i < 9 * TINY_V; i++) worst = fmax(worst, fabs(packed[7 * TINY_V + i] - ((float *)y->data)[i]));
+    CHECK(worst < 1e-5, "packed vs alone: %.3g", worst);
+    ft_model_free(m);
+}
+
 TEST(svg_plot) {
     double x[5] = {0, 1, 2, 3, 4}, y1[5] = {3, 2.5, 2.1, 1.9, 1.8}, y2[3] = {3.1, 2.4, 2.2}, x2[3] = {0, 2, 4};
     ft_plot_series s[2]; FILE *f; static char buf[65536]; size_t n;
@@ -91,6 +114,7 @@ int main(void) {
     ft_ctx_init(&CTX, &o);
     RUN(schedules);
     RUN(resume_is_bit_identical);
+    RUN(packing_keeps_documents_apart);
     RUN(svg_plot);
     ft_ctx_free(CTX);
     return ft_test_summary("test_train");
