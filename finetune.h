@@ -702,6 +702,9 @@ FT_API const char *ft_data_format_name(ft_data_format f);
 FT_API int64_t   ft_dataset_skipped(const ft_dataset *d);
 FT_API int64_t   ft_dataset_truncated(const ft_dataset *d);
 FT_API int64_t   ft_dataset_tokens(const ft_dataset *d);
+FT_API ft_result ft_dataset_split(ft_dataset *d, double frac, uint64_t seed, ft_dataset **eval);   /* held-out part */
+FT_API ft_result ft_dataset_mix(ft_dataset **out, ft_dataset *const *parts, const double *ratios, int n_parts,
+                                int64_t n_total, uint64_t seed);                 /* e.g. 10% general replay */
 
 
 /* ---- the trainer (SFT, continued pretraining) ----------------------------------------------------------- */
@@ -6691,6 +6694,8 @@ static ft_result ft__messages(const ft_json *v, ft_chat_msg *msgs, int cap, int 
 
 static char *ft__strdup(const char *s) { return ft__strndup(s, strlen(s)); }
 
+static void ft__shuffle(int64_t *a, int64_t n, uint64_t seed);
+
 static void ft__example_free(ft_example *e) {
     FT_FREE(e->ids); FT_FREE(e->loss); FT_FREE(e->ids2); FT_FREE(e->loss2); FT_FREE(e->answer);
 }
@@ -6844,6 +6849,111 @@ FT_API ft_result ft_dataset_load(ft_dataset **out, const char *path, const ft_to
     if (d->n == 0) { ft_dataset_free(d); return ft_set_error(FT_ERR_FORMAT, "%s: no usable examples", path); }
     *out = d;
     return FT_OK;
+}
+
+/* a copy of an example (the mixed and split datasets own their examples) */
+static ft_result ft__example_copy(ft_example *dst, const ft_example *src) {
+    *dst = *src;
+    dst->ids = NULL; dst->loss = NULL; dst->ids2 = NULL; dst->loss2 = NULL; dst->answer = NULL;
+    dst->ids = FT__CAST(int32_t *, FT_MALLOC((size_t)FT__MAX(src->n, 1) * sizeof(int32_t)));
+    dst->loss = FT__CAST(unsigned char *, FT_MALLOC((size_t)FT__MAX(src->n, 1)));
+    if (src->ids2) {
+        dst->ids2 = FT__CAST(int32_t *, FT_MALLOC((size_t)FT__MAX(src->n2, 1) * sizeof(int32_t)));
+        dst->loss2 = FT__CAST(unsigned char *, FT_MALLOC((size_t)FT__MAX(src->n2, 1)));
+    }
+    if (src->answer) dst->answer = ft__strdup(src->answer);
+    if (!dst->ids || !dst->loss || (src->ids2 && (!dst->ids2 || !dst->loss2)) || (src->answer && !dst->answer)) {
+        ft__example_free(dst);
+        return ft_set_error(FT_ERR_NOMEM, "dataset: out of memory");
+    }
+    memcpy(dst->ids, src->ids, (size_t)src->n * sizeof(int32_t)); memcpy(dst->loss, src->loss, (size_t)src->n);
+    if (src->ids2) { memcpy(dst->ids2, src->ids2, (size_t)src->n2 * sizeof(int32_t)); memcpy(dst->loss2, src->loss2, (size_t)src->n2); }
+    return FT_OK;
+}
+static ft_result ft__dataset_new(ft_dataset **out, ft_data_format f, int64_t cap) {
+    ft_dataset *d = FT__CAST(ft_dataset *, FT_MALLOC(sizeof *d));
+    *out = NULL;
+    if (!d) return ft_set_error(FT_ERR_NOMEM, "dataset: out of memory");
+    memset(d, 0, sizeof *d);
+    d->format = f;
+    d->ex = FT__CAST(ft_example *, FT_MALLOC((size_t)FT__MAX(cap, 1) * sizeof(ft_example)));
+    if (!d->ex) { FT_FREE(d); return ft_set_error(FT_ERR_NOMEM, "dataset: out of memory"); }
+    d->cap = FT__MAX(cap, 1);
+    *out = d;
+    return FT_OK;
+}
+static ft_result ft__dataset_push(ft_dataset *d, const ft_example *e) {
+    ft_result r;
+    if (d->n == d->cap) {
+        ft_example *ne = FT__CAST(ft_example *, FT_REALLOC(d->ex, (size_t)(2 * d->cap) * sizeof *ne));
+        if (!ne) return ft_set_error(FT_ERR_NOMEM, "dataset: out of memory");
+        d->ex = ne; d->cap *= 2;
+    }
+    if ((r = ft__example_copy(&d->ex[d->n], e)) != FT_OK) return r;
+    d->tokens += e->n + e->n2;
+    d->n++;
+    return FT_OK;
+}
+
+/* a held-out split: a seeded random `frac` of the examples moves to *eval (at least one) */
+FT_API ft_result ft_dataset_split(ft_dataset *d, double frac, uint64_t seed, ft_dataset **eval) {
+    int64_t n = d->n, k = (int64_t)(frac * (double)n + 0.5), i, j, *perm; ft_result r; unsigned char *take;
+    *eval = NULL;
+    if (!(frac > 0 && frac < 1) || n < 2) return ft_set_error(FT_ERR_INVALID, "dataset split: fraction %g of %lld examples", frac, (long long)n);
+    k = FT__MAX(1, FT__MIN(k, n - 1));
+    perm = FT__CAST(int64_t *, FT_MALLOC((size_t)n * sizeof(int64_t)));
+    take = FT__CAST(unsigned char *, FT_MALLOC((size_t)n));
+    if (!perm || !take) { FT_FREE(perm); FT_FREE(take); return ft_set_error(FT_ERR_NOMEM, "dataset split: out of memory"); }
+    ft__shuffle(perm, n, seed);
+    memset(take, 0, (size_t)n);
+    for (i = 0; i < k; i++) take[perm[i]] = 1;
+    if ((r = ft__dataset_new(eval, d->format, k)) == FT_OK) {
+        for (i = 0, j = 0; i < n; i++) {                 /* keep the order of both parts */
+            if (take[i]) { r = ft__dataset_push(*eval, &d->ex[i]); ft__example_free(&d->ex[i]); d->tokens -= d->ex[i].n + d->ex[i].n2; }
+            else d->ex[j++] = d->ex[i];
+            if (r != FT_OK) break;
+        }
+        d->n = j;
+    }
+    FT_FREE(perm); FT_FREE(take);
+    return r;
+}
+
+/* n_total examples drawn from the parts in proportion to ratios (e.g. 0.9 domain, 0.1 general
+   replay against forgetting), each part cycled in a seeded random order, interleaved at random */
+FT_API ft_result ft_dataset_mix(ft_dataset **out, ft_dataset *const *parts, const double *ratios, int n_parts, int64_t n_total, uint64_t seed) {
+    double sum = 0; int p; int64_t i, *cursor, **orders; ft_result r = FT_OK; ft_rng rng;
+    *out = NULL;
+    if (n_parts < 1 || n_total < 1) return ft_set_error(FT_ERR_INVALID, "dataset mix: %d parts, %lld examples", n_parts, (long long)n_total);
+    for (p = 0; p < n_parts; p++) {
+        if (!(ratios[p] > 0) || !parts[p] || parts[p]->n < 1) return ft_set_error(FT_ERR_INVALID, "dataset mix: part %d is empty or has ratio %g", p, ratios[p]);
+        if (parts[p]->format != parts[0]->format && !((parts[p]->format == FT_DATA_INSTRUCT || parts[p]->format == FT_DATA_CHAT || parts[p]->format == FT_DATA_TEXT) &&
+                                                     (parts[0]->format == FT_DATA_INSTRUCT || parts[0]->format == FT_DATA_CHAT || parts[0]->format == FT_DATA_TEXT)))
+            return ft_set_error(FT_ERR_INVALID, "dataset mix: part %d is %s data, part 0 %s", p, ft_data_format_name(parts[p]->format), ft_data_format_name(parts[0]->format));
+        sum += ratios[p];
+    }
+    cursor = FT__CAST(int64_t *, FT_MALLOC((size_t)n_parts * sizeof(int64_t)));
+    orders = FT__CAST(int64_t **, FT_MALLOC((size_t)n_parts * sizeof(int64_t *)));
+    if (!cursor || !orders) { FT_FREE(cursor); FT_FREE(orders); return ft_set_error(FT_ERR_NOMEM, "dataset mix: out of memory"); }
+    for (p = 0; p < n_parts; p++) {
+        cursor[p] = 0;
+        orders[p] = FT__CAST(int64_t *, FT_MALLOC((size_t)parts[p]->n * sizeof(int64_t)));
+        if (!orders[p]) r = ft_set_error(FT_ERR_NOMEM, "dataset mix: out of memory");
+        else ft__shuffle(orders[p], parts[p]->n, seed + 1000003ull * (uint64_t)(p + 1));
+    }
+    ft_rng_seed(&rng, seed);
+    if (r == FT_OK) r = ft__dataset_new(out, parts[0]->format, n_total);
+    for (i = 0; i < n_total && r == FT_OK; i++) {
+        double u = ft_rng_uniform(&rng) * sum, acc = 0; const ft_dataset *d;
+        for (p = 0; p < n_parts - 1; p++) { acc += ratios[p]; if (u < acc) break; }
+        d = parts[p];
+        r = ft__dataset_push(*out, &d->ex[orders[p][cursor[p]]]);
+        if (++cursor[p] == d->n) cursor[p] = 0;
+    }
+    for (p = 0; p < n_parts; p++) FT_FREE(orders[p]);
+    FT_FREE(orders); FT_FREE(cursor);
+    if (r != FT_OK) { ft_dataset_free(*out); *out = NULL; }
+    return r;
 }
 
 FT_API void ft_dataset_free(ft_dataset *d) {

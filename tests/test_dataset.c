@@ -88,6 +88,30 @@ static void expect_error(const char *content, const char *expect, const ft_data_
     if (r == FT_OK) ft_dataset_free(d);
 }
 
+
+TEST(split_and_mix) {
+    ft_dataset *d, *ev, *g, *mix, *parts[2]; double ratios[2] = {0.9, 0.1}; int64_t i, from_g = 0;
+    write_file("build/ds_mix_a.jsonl", "{\"instruction\": \"a\", \"output\": \"A\"}\n{\"instruction\": \"b\", \"output\": \"B\"}\n"
+                                      "{\"instruction\": \"c\", \"output\": \"C\"}\n{\"instruction\": \"d\", \"output\": \"D\"}\n"
+                                      "{\"instruction\": \"e\", \"output\": \"E\"}\n{\"instruction\": \"f\", \"output\": \"F\"}\n"
+                                      "{\"instruction\": \"g\", \"output\": \"G\"}\n{\"instruction\": \"h\", \"output\": \"H\"}\n"
+                                      "{\"instruction\": \"i\", \"output\": \"I\"}\n{\"instruction\": \"j\", \"output\": \"J\"}\n");
+    write_file("build/ds_mix_g.jsonl", "{\"text\": \"General knowledge text.\"}\n{\"text\": \"More general text.\"}\n");
+    CHECK_OK(ft_dataset_load(&d, "build/ds_mix_a.jsonl", T, TMPL, NULL));
+    CHECK_OK(ft_dataset_load(&g, "build/ds_mix_g.jsonl", T, TMPL, NULL));
+    if (!d || !g) return;
+    CHECK_OK(ft_dataset_split(d, 0.2, 3, &ev));
+    CHECK(ev && ft_dataset_size(d) == 8 && ft_dataset_size(ev) == 2, "8 + 2 (%lld, %lld)", (long long)ft_dataset_size(d), (long long)(ev ? ft_dataset_size(ev) : -1));
+    parts[0] = d; parts[1] = g;
+    CHECK_OK(ft_dataset_mix(&mix, parts, ratios, 2, 2000, 5));
+    if (mix) {
+        for (i = 0; i < ft_dataset_size(mix); i++) from_g += ft_dataset_get(mix, i)->loss[0];   /* text: loss from the first token */
+        CHECK(ft_dataset_size(mix) == 2000 && from_g > 150 && from_g < 250, "about 10%% replay: %lld of 2000", (long long)from_g);
+        ft_dataset_free(mix);
+    }
+    ft_dataset_free(d); ft_dataset_free(ev); ft_dataset_free(g);
+}
+
 TEST(malformed_lines) {
     ft_data_opts o; ft_dataset *d;
     expect_error("{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": \"a\" \"output\": \"b\"}\n", "ds_bad.jsonl:2:", NULL);
@@ -121,6 +145,7 @@ int main(void) {
     TMPL = (char *)malloc(ts.n + 1); memcpy(TMPL, ts.s, ts.n); TMPL[ts.n] = 0;
     RUN(instruction_data);
     RUN(chat_and_text_and_preference);
+    RUN(split_and_mix);
     RUN(malformed_lines);
     ft_tokenizer_free(T); free(TMPL); ft_gguf_close(g);
     return ft_test_summary("test_dataset");
