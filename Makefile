@@ -4,6 +4,7 @@ CFLAGS  ?= -O2 -march=native -g
 WARN     = -std=c99 -Wall -Wextra -Wpedantic
 LDLIBS   = -lm -lpthread
 BUILD   ?= build
+PYTHON  ?= python3
 SAN      = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
 TEST_SRC = $(wildcard tests/test_*.c)
@@ -62,7 +63,7 @@ san-build: $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC)) $(BUILD)/test_kernels_re
 # GEMM vs the FMA peak and OpenBLAS; the model's pp/tg speed vs llama.cpp (llama-cpp-python) when importable
 bench: $(BUILD)/bench
 	@$(MODEL) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BUILD)/bench
-	@$(MODEL) if python3 -c "import llama_cpp" 2>/dev/null; then python3 tools/bench_llamacpp.py "$$FT_MODEL" $$(nproc); \
+	@$(MODEL) if $(PYTHON) -c "import llama_cpp" 2>/dev/null; then $(PYTHON) tools/bench_llamacpp.py "$$FT_MODEL" $$(nproc); \
 	  else echo "(pip install llama-cpp-python to compare with llama.cpp)"; fi
 
 clean:

@@ -19,6 +19,7 @@ static int usage(void) {
         "           [--seq-len T] [--rank R] [--alpha A] [--dropout P] [--targets all|attn|mlp|q_proj,v_proj,..]\n"
         "           [--schedule cosine|linear|constant] [--warmup W] [--max-grad-norm G] [--weight-decay D]\n"
         "           [--lora-plus RATIO] [--pack] [--seed S] [--threads N] [--config FILE] [--resume]\n"
+        "           [--eval-split F] [--mix OTHER.jsonl:RATIO ...] (e.g. 0.1 of general text, against forgetting)\n"
         "  eval     -m MODEL.gguf [--lora ADAPTER.gguf] --data EVAL.jsonl [--eval-gen N] [--max-new N]\n");
     return 2;
 }
@@ -158,7 +159,8 @@ typedef struct opts {
     const char *model, *method, *objective, *data, *eval, *out, *lora, *schedule, *targets, *config;
     int64_t steps, batch, seq_len, warmup, eval_every, save_every, log_every, eval_gen, max_new;
     int epochs, rank, grad_accum, threads, resume, pack, train_on_prompt, skip_bad;
-    double lr, alpha, dropout, max_grad_norm, weight_decay, lr_ratio_b;
+    double lr, alpha, dropout, max_grad_norm, weight_decay, lr_ratio_b, eval_split;
+    const char *mix[4]; double mix_ratio[4]; int n_mix;    /* --mix FILE:RATIO (replay)          */
     uint64_t seed;
     char *cfg_text;                                   /* storage behind values read from --config */
 } opts;
@@ -183,7 +185,16 @@ static int opts_set(opts *o, const char *k, const char *v) {
     I("epochs", epochs) I("rank", rank) I("grad-accum", grad_accum) I("threads", threads) I("pack", pack)
     I("train-on-prompt", train_on_prompt) I("skip-bad", skip_bad)
     D("lr", lr) D("alpha", alpha) D("dropout", dropout) D("max-grad-norm", max_grad_norm) D("weight-decay", weight_decay)
-    D("lora-plus", lr_ratio_b)
+    D("lora-plus", lr_ratio_b) D("eval-split", eval_split)
+    if (strcmp(k, "mix") == 0) {                      /* FILE:RATIO, up to 4 */
+        const char *c = v ? strrchr(v, ':') : NULL;
+        if (!c || o->n_mix == 4) return 0;
+        o->mix_ratio[o->n_mix] = strtod(c + 1, NULL);
+        o->mix[o->n_mix] = v;
+        ((char *)c)[0] = 0;                           /* the file name ends at the colon */
+        o->n_mix++;
+        return 1;
+    }
     if (strcmp(k, "seed") == 0) { if (!v) return 0; o->seed = strtoull(v, NULL, 10); return 1; }
     if (strcmp(k, "resume") == 0) { o->resume = !v || strcmp(v, "0") != 0; return 1; }
 #undef S
@@ -237,6 +248,8 @@ static void opts_write(const opts *o, FILE *f) {
     fprintf(f, "# resolved configuration of this run (ft train --config FILE reads it back)\n");
     fprintf(f, "model = %s\nmethod = %s\nobjective = %s\ndata = %s\n", o->model, o->method, o->objective, o->data);
     if (o->eval) fprintf(f, "eval = %s\n", o->eval);
+    { int i; for (i = 0; i < o->n_mix; i++) fprintf(f, "mix = %s:%g\n", o->mix[i], o->mix_ratio[i]); }
+    if (o->eval_split > 0) fprintf(f, "eval-split = %g\n", o->eval_split);
     fprintf(f, "out = %s\nsteps = %lld\nepochs = %d\nbatch = %lld\ngrad-accum = %d\nseq-len = %lld\npack = %d\n", o->out,
             (long long)o->steps, o->epochs, (long long)o->batch, o->grad_accum, (long long)o->seq_len, o->pack);
     fprintf(f, "lr = %g\nschedule = %s\nwarmup = %lld\nmax-grad-norm = %g\nweight-decay = %g\nlora-plus = %g\n", o->lr, o->schedule,
@@ -326,6 +339,20 @@ static int cmd_train(int argc, char **argv) {
     dopt.max_len = o.seq_len; dopt.train_on_prompt = o.train_on_prompt; dopt.skip_bad = o.skip_bad;
     if (ft_dataset_load(&train, o.data, ft_model_tokenizer(m), ft_model_chat_template(m), &dopt) != FT_OK) return fail("train");
     if (o.eval && ft_dataset_load(&ev, o.eval, ft_model_tokenizer(m), ft_model_chat_template(m), &dopt) != FT_OK) return fail("train");
+    if (!o.eval && o.eval_split > 0 && ft_dataset_split(train, o.eval_split, o.seed, &ev) != FT_OK) return fail("train --eval-split");
+    if (o.n_mix) {                                     /* the main data keeps 1 - sum(ratios) */
+        ft_dataset *parts[5], *mixed; double ratios[5], rest = 1; int i;
+        ft_data_opts mo = dopt; mo.format = FT_DATA_AUTO;
+        parts[0] = train;
+        for (i = 0; i < o.n_mix; i++) {
+            if (ft_dataset_load(&parts[i + 1], o.mix[i], ft_model_tokenizer(m), ft_model_chat_template(m), &mo) != FT_OK) return fail("train --mix");
+            ratios[i + 1] = o.mix_ratio[i]; rest -= o.mix_ratio[i];
+        }
+        ratios[0] = rest;
+        if (ft_dataset_mix(&mixed, parts, ratios, o.n_mix + 1, (int64_t)((double)ft_dataset_size(train) / (rest > 0.05 ? rest : 0.05)), o.seed) != FT_OK) return fail("train --mix");
+        for (i = 0; i <= o.n_mix; i++) ft_dataset_free(parts[i]);
+        train = mixed;
+    }
     fprintf(stderr, "ft: %s: %lld %s examples (%lld tokens%s)", o.data, (long long)ft_dataset_size(train), ft_data_format_name(ft_dataset_format(train)),
             (long long)ft_dataset_tokens(train), ft_dataset_skipped(train) ? ", some lines skipped" : "");
     if (ev) fprintf(stderr, "; eval %lld examples", (long long)ft_dataset_size(ev));
@@ -383,7 +410,7 @@ static int cmd_train(int argc, char **argv) {
             (long long)st.step, st.tokens, o.out);
     if (ev) {
         if (evaluate(ctx, m, ev, &o, &loss1, &acc1)) return 1;
-        printf("\n| %-22s | %10s | %10s |\n|%s|%s|%s|\n", o.eval, "before", "after", "------------------------", "------------", "------------");
+        printf("\n| %-22s | %10s | %10s |\n|%s|%s|%s|\n", o.eval ? o.eval : "held-out split", "before", "after", "------------------------", "------------", "------------");
         if (!have_ckpt) {
             printf("| %-22s | %10.4f | %10.4f |\n| %-22s | %10.2f | %10.2f |\n", "eval loss", loss0, loss1, "eval perplexity", exp(loss0), exp(loss1));
             if (acc1.n) printf("| %-22s | %9.1f%% | %9.1f%% |\n", "exact match", 100 * acc0.exact_rate, 100 * acc1.exact_rate);
