@@ -297,7 +297,7 @@ typedef enum ft_op {
     FT_OP_SILU, FT_OP_GELU, FT_OP_TANH, FT_OP_RELU, FT_OP_SIGMOID, FT_OP_LOGSIGMOID, FT_OP_EXP,
     FT_OP_LOG, FT_OP_SWIGLU, FT_OP_EMBEDDING, FT_OP_CROSS_ENTROPY, FT_OP_LOGPROB, FT_OP_CLAMP,
     FT_OP_MINIMUM, FT_OP_MAXIMUM, FT_OP_WHERE, FT_OP_DROPOUT, FT_OP_CONCAT, FT_OP_SLICE,
-    FT_OP_RESHAPE,
+    FT_OP_RESHAPE, FT_OP_LOG1MEXP,
     FT_OP_COUNT
 } ft_op;
 FT_API const char *ft_op_name(ft_op op);
@@ -350,6 +350,7 @@ FT_API ft_tensor *ft_sigmoid(ft_ctx *ctx, ft_tensor *x);
 FT_API ft_tensor *ft_logsigmoid(ft_ctx *ctx, ft_tensor *x);       /* log(1/(1+e^-x)), stable   */
 FT_API ft_tensor *ft_exp(ft_ctx *ctx, ft_tensor *x);
 FT_API ft_tensor *ft_log(ft_ctx *ctx, ft_tensor *x);
+FT_API ft_tensor *ft_log1mexp(ft_ctx *ctx, ft_tensor *x);         /* log(1 - e^x), x < 0, stable */
 FT_API ft_tensor *ft_swiglu(ft_ctx *ctx, ft_tensor *gate, ft_tensor *up);   /* silu(g) * u    */
 /* table (V, C) f32/f16/bf16, ids[n] -> (n, C) */
 FT_API ft_tensor *ft_embedding(ft_ctx *ctx, ft_tensor *table, const int32_t *ids, int64_t n);
@@ -746,6 +747,20 @@ typedef void (*ft_eval_gen_fn)(void *user, int64_t i, const char *generated, con
 /* greedy generation on each example's prompt vs its reference answer (limit 0: all) */
 FT_API ft_result ft_eval_generate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int max_new, int64_t limit,
                                   ft_eval_gen *res, ft_eval_gen_fn on_item, void *user);
+
+
+/* ---- objectives: preference losses on per-sequence log-probs (TRL's definitions) ----------------- */
+typedef enum ft_pref_kind { FT_PREF_SIGMOID = 0, FT_PREF_IPO, FT_PREF_HINGE } ft_pref_kind;
+typedef struct ft_pref_stats {      /* as TRL logs them: rewards/chosen, rewards/rejected, ...     */
+    double rewards_chosen, rewards_rejected, rewards_margins, rewards_accuracies;
+    double logps_chosen, logps_rejected, log_odds_ratio, log_odds_chosen;
+} ft_pref_stats;
+/* pc, pr: policy log-probs (B) of chosen / rejected; rc, rr: the reference's (or NULL) */
+FT_API ft_tensor *ft_dpo_loss(ft_ctx *ctx, ft_pref_kind kind, ft_tensor *pc, ft_tensor *pr, ft_tensor *rc, ft_tensor *rr,
+                              float beta, float label_smoothing, ft_pref_stats *st);
+FT_API ft_tensor *ft_simpo_loss(ft_ctx *ctx, ft_tensor *pc, ft_tensor *pr, float beta, float gamma, float label_smoothing, ft_pref_stats *st);
+FT_API ft_tensor *ft_orpo_loss(ft_ctx *ctx, ft_tensor *pc, ft_tensor *pr, ft_tensor *nll_chosen, float beta, ft_pref_stats *st);
+FT_API ft_tensor *ft_rm_loss(ft_ctx *ctx, ft_tensor *rc, ft_tensor *rr, const float *margin, float center_coef, ft_pref_stats *st);
 
 #ifdef __cplusplus
 }
@@ -2603,7 +2618,7 @@ FT_API const char *ft_op_name(ft_op op) {
         "none", "matmul", "add", "sub", "mul", "scale", "sum", "mean", "rmsnorm", "layernorm",
         "rope", "attention", "softmax", "log_softmax", "silu", "gelu", "tanh", "relu", "sigmoid",
         "logsigmoid", "exp", "log", "swiglu", "embedding", "cross_entropy", "logprob", "clamp",
-        "minimum", "maximum", "where", "dropout", "concat", "slice", "reshape"
+        "minimum", "maximum", "where", "dropout", "concat", "slice", "reshape", "log1mexp"
     };
     return op >= 0 && op < FT_OP_COUNT ? names[op] : "?";
 }
@@ -3151,6 +3166,9 @@ static void ft__unary_fwd(void *p, int64_t lo, int64_t hi) {
     case FT_OP_SIGMOID: for (i = lo; i < hi; i++) y[i] = ft__sigmoidf(x[i]); break;
     case FT_OP_LOGSIGMOID: for (i = lo; i < hi; i++) y[i] = FT__MIN(x[i], 0.0f) - log1pf(expf(-fabsf(x[i]))); break;
     case FT_OP_LOG:  for (i = lo; i < hi; i++) y[i] = logf(x[i]); break;
+    case FT_OP_LOG1MEXP:                        /* log(1 - e^x), x < 0, two stable regimes */
+        for (i = lo; i < hi; i++) y[i] = x[i] > -0.6931472f ? logf(-expm1f(x[i])) : log1pf(-expf(x[i]));
+        break;
     case FT_OP_CLAMP: for (i = lo; i < hi; i++) y[i] = x[i] < j->lo ? j->lo : x[i] > j->hi ? j->hi : x[i]; break;
     default: break;
     }
@@ -3170,6 +3188,7 @@ static void ft__unary_bwd(void *p, int64_t lo, int64_t hi) {
         case FT_OP_SIGMOID: d = y[i] * (1.0f - y[i]); break;
         case FT_OP_LOGSIGMOID: d = ft__sigmoidf(-x[i]); break;
         case FT_OP_LOG:  d = 1.0f / x[i]; break;
+        case FT_OP_LOG1MEXP: d = -1.0f / expm1f(-x[i]); break;          /* -e^x / (1 - e^x) */
         case FT_OP_CLAMP: d = x[i] >= j->lo && x[i] <= j->hi ? 1.0f : 0.0f; break;
         default: break;
         }
@@ -3199,6 +3218,7 @@ FT_API ft_tensor *ft_sigmoid(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, 
 FT_API ft_tensor *ft_logsigmoid(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_LOGSIGMOID, x, 0, 0); }
 FT_API ft_tensor *ft_exp(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_EXP, x, 0, 0); }
 FT_API ft_tensor *ft_log(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_LOG, x, 0, 0); }
+FT_API ft_tensor *ft_log1mexp(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_LOG1MEXP, x, 0, 0); }
 FT_API ft_tensor *ft_clamp(ft_ctx *ctx, ft_tensor *x, float lo, float hi) { return ft__unary(ctx, FT_OP_CLAMP, x, lo, hi); }
 
 /* ---- swiglu: y = silu(g) * u ------------------------------------------------------------------------------ */
@@ -3444,7 +3464,7 @@ static ft__backward_fn ft__backward_of(ft_op op) {
     case FT_OP_ATTENTION: return ft__attention_backward;
     case FT_OP_SOFTMAX: case FT_OP_LOG_SOFTMAX: return ft__softmax_backward;
     case FT_OP_SILU: case FT_OP_GELU: case FT_OP_TANH: case FT_OP_RELU: case FT_OP_SIGMOID:
-    case FT_OP_LOGSIGMOID: case FT_OP_EXP: case FT_OP_LOG: case FT_OP_CLAMP: return ft__unary_backward;
+    case FT_OP_LOGSIGMOID: case FT_OP_EXP: case FT_OP_LOG: case FT_OP_CLAMP: case FT_OP_LOG1MEXP: return ft__unary_backward;
     case FT_OP_SWIGLU: return ft__swiglu_backward;
     case FT_OP_EMBEDDING: return ft__embedding_backward;
     case FT_OP_CROSS_ENTROPY: case FT_OP_LOGPROB: return ft__xent_backward;
@@ -7060,6 +7080,93 @@ FT_API ft_result ft_optim_step(ft_optim *o, float lr) {
     return FT_OK;
 }
 
+
+/* ============================================================================================
+   [objectives] preference losses on per-sequence log-probabilities (TRL's definitions)
+   Inputs are (B) tensors: the policy's log-probs carry gradients, the reference's do not.
+   DPO family:  z = (pc - rc) - (pr - rr)
+                sigmoid  -(1-e) logsig(b z) - e logsig(-b z)      (e: label smoothing, cDPO)
+                ipo      (z - 1/(2b))^2                           (length-averaged log-probs)
+                hinge    relu(1 - b z)
+   SimPO:       -(1-e) logsig(b (pc - pr) - g) - e logsig(-(b (pc - pr) - g))  (averaged)
+   ORPO:        nll_chosen - b mean(logsig(log_odds)),  log_odds = (pc - pr) - (log1mexp(pc) - log1mexp(pr))
+   RM:          -logsig(rc - rr - margin) + c mean((rc + rr)^2)
+   Each returns the mean loss (shape (1)) and fills the metrics TRL logs.
+   ============================================================================================ */
+static ft_tensor *ft__const(ft_ctx *ctx, int64_t n, float v) {
+    ft_tensor *t = ft_tensor_1d(ctx, n); int64_t i;
+    if (t) for (i = 0; i < n; i++) FT__F(t)[i] = v;
+    return t;
+}
+static void ft__pref_stats(ft_pref_stats *st, const ft_tensor *pc, const ft_tensor *pr, const ft_tensor *rc, const ft_tensor *rr, float beta) {
+    int64_t i, n; double c = 0, r = 0, acc = 0;
+    if (!st || !pc || !pr) return;
+    n = ft_numel(pc);
+    for (i = 0; i < n; i++) {
+        double ci = beta * (FT__F(pc)[i] - (rc ? FT__F(rc)[i] : 0.0f)), ri = beta * (FT__F(pr)[i] - (rr ? FT__F(rr)[i] : 0.0f));
+        c += ci; r += ri; acc += ci > ri;
+    }
+    st->rewards_chosen = c / (double)n; st->rewards_rejected = r / (double)n;
+    st->rewards_margins = (c - r) / (double)n; st->rewards_accuracies = acc / (double)n;
+    st->logps_chosen = 0; st->logps_rejected = 0;
+    for (i = 0; i < n; i++) { st->logps_chosen += FT__F(pc)[i] / (double)n; st->logps_rejected += FT__F(pr)[i] / (double)n; }
+}
+/* -(1-e) logsig(x) - e logsig(-x), per element */
+static ft_tensor *ft__smoothed_logsig(ft_ctx *ctx, ft_tensor *x, float e) {
+    ft_tensor *l = ft_scale(ctx, ft_logsigmoid(ctx, x), -(1.0f - e));
+    return e > 0 ? ft_add(ctx, l, ft_scale(ctx, ft_logsigmoid(ctx, ft_scale(ctx, x, -1.0f)), -e)) : l;
+}
+FT_API ft_tensor *ft_dpo_loss(ft_ctx *ctx, ft_pref_kind kind, ft_tensor *pc, ft_tensor *pr, ft_tensor *rc, ft_tensor *rr,
+                              float beta, float label_smoothing, ft_pref_stats *st) {
+    ft_tensor *z, *l;
+    FT__IN(pc); FT__IN(pr);
+    z = ft_sub(ctx, pc, pr);
+    if (rc && rr) z = ft_sub(ctx, z, ft_sub(ctx, rc, rr));
+    FT__IN(z);
+    switch (kind) {
+    case FT_PREF_SIGMOID: l = ft__smoothed_logsig(ctx, ft_scale(ctx, z, beta), label_smoothing); break;
+    case FT_PREF_IPO: { ft_tensor *d = ft_sub(ctx, z, ft__const(ctx, ft_numel(z), 1.0f / (2.0f * beta))); l = ft_mul(ctx, d, d); break; }
+    case FT_PREF_HINGE: l = ft_relu(ctx, ft_sub(ctx, ft__const(ctx, ft_numel(z), 1.0f), ft_scale(ctx, z, beta))); break;
+    default: return ft__fail(ctx, FT_ERR_INVALID, "dpo loss: kind %d", (int)kind);
+    }
+    ft__pref_stats(st, pc, pr, rc, rr, beta);
+    return ft_mean(ctx, l);
+}
+FT_API ft_tensor *ft_simpo_loss(ft_ctx *ctx, ft_tensor *pc, ft_tensor *pr, float beta, float gamma, float label_smoothing, ft_pref_stats *st) {
+    ft_tensor *x;
+    FT__IN(pc); FT__IN(pr);
+    x = ft_sub(ctx, ft_scale(ctx, ft_sub(ctx, pc, pr), beta), ft__const(ctx, ft_numel(pc), gamma));
+    ft__pref_stats(st, pc, pr, NULL, NULL, beta);
+    return ft_mean(ctx, ft__smoothed_logsig(ctx, x, label_smoothing));
+}
+FT_API ft_tensor *ft_orpo_loss(ft_ctx *ctx, ft_tensor *pc, ft_tensor *pr, ft_tensor *nll_chosen, float beta, ft_pref_stats *st) {
+    ft_tensor *lo, *ratio;
+    FT__IN(pc); FT__IN(pr); FT__IN(nll_chosen);
+    lo = ft_sub(ctx, ft_sub(ctx, pc, pr), ft_sub(ctx, ft_log1mexp(ctx, pc), ft_log1mexp(ctx, pr)));
+    ratio = ft_logsigmoid(ctx, lo);
+    ft__pref_stats(st, pc, pr, NULL, NULL, beta);
+    if (st && ratio && lo) {
+        int64_t i, n = ft_numel(lo); double a = 0, b = 0;
+        for (i = 0; i < n; i++) { a += FT__F(ratio)[i] / (double)n; b += FT__F(lo)[i] / (double)n; }
+        st->log_odds_ratio = a; st->log_odds_chosen = b;
+    }
+    return ft_sub(ctx, ft_mean(ctx, nll_chosen), ft_scale(ctx, ft_mean(ctx, ratio), beta));
+}
+FT_API ft_tensor *ft_rm_loss(ft_ctx *ctx, ft_tensor *rc, ft_tensor *rr, const float *margin, float center_coef, ft_pref_stats *st) {
+    ft_tensor *d, *l;
+    FT__IN(rc); FT__IN(rr);
+    d = ft_sub(ctx, rc, rr);
+    if (margin) {
+        ft_tensor *m = ft_tensor_1d(ctx, ft_numel(rc));
+        FT__IN(m);
+        memcpy(m->data, margin, (size_t)ft_numel(rc) * sizeof(float));
+        d = ft_sub(ctx, d, m);
+    }
+    l = ft_mean(ctx, ft_scale(ctx, ft_logsigmoid(ctx, d), -1.0f));
+    if (center_coef > 0) { ft_tensor *s = ft_add(ctx, rc, rr); l = ft_add(ctx, l, ft_scale(ctx, ft_mean(ctx, ft_mul(ctx, s, s)), center_coef)); }
+    ft__pref_stats(st, rc, rr, NULL, NULL, 1.0f);
+    return l;
+}
 
 /* ============================================================================================
    [train] learning-rate schedules, checkpoints, plots

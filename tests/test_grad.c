@@ -182,6 +182,7 @@ static ft_tensor *b_lsig(ft_ctx *c, ft_tensor **x) { return ft_logsigmoid(c, x[0
 static ft_tensor *b_exp(ft_ctx *c, ft_tensor **x) { return ft_exp(c, x[0]); }
 static ft_tensor *b_log(ft_ctx *c, ft_tensor **x) { return ft_log(c, x[0]); }
 static ft_tensor *b_clamp(ft_ctx *c, ft_tensor **x) { return ft_clamp(c, x[0], -0.5f, 0.6f); }
+static ft_tensor *b_log1mexp(ft_ctx *c, ft_tensor **x) { return ft_log1mexp(c, x[0]); }
 TEST(grad_unary) {
     int nd[1] = {2}; int64_t s[1][4] = {S(3, 29)};
     gradcheck("silu", b_silu, 1, nd, s, -4, 4, 1e-2, 2e-4, 2e-3);
@@ -193,6 +194,7 @@ TEST(grad_unary) {
     gradcheck("exp", b_exp, 1, nd, s, -3, 2, 1e-2, 2e-4, 2e-3);
     gradcheck("log", b_log, 1, nd, s, 0.3f, 5, 1e-3, 2e-4, 2e-3);
     gradcheck("clamp", b_clamp, 1, nd, s, -2, 2, 1e-3, 2e-4, 2e-3);
+    gradcheck("log1mexp", b_log1mexp, 1, nd, s, -4, -0.05f, 1e-3, 2e-4, 2e-3);
 }
 
 static ft_tensor *b_swiglu(ft_ctx *c, ft_tensor **x) { return ft_swiglu(c, x[0], x[1]); }
