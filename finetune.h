@@ -708,6 +708,19 @@ FT_API ft_result ft_dataset_mix(ft_dataset **out, ft_dataset *const *parts, cons
                                 int64_t n_total, uint64_t seed);                 /* e.g. 10% general replay */
 
 
+/* ---- objectives: preference losses on per-sequence log-probs (TRL's definitions) ----------------- */
+typedef enum ft_pref_kind { FT_PREF_SIGMOID = 0, FT_PREF_IPO, FT_PREF_HINGE } ft_pref_kind;
+typedef struct ft_pref_stats {      /* as TRL logs them: rewards/chosen, rewards/rejected, ...     */
+    double rewards_chosen, rewards_rejected, rewards_margins, rewards_accuracies;
+    double logps_chosen, logps_rejected, log_odds_ratio, log_odds_chosen;
+} ft_pref_stats;
+/* pc, pr: policy log-probs (B) of chosen / rejected; rc, rr: the reference's (or NULL) */
+FT_API ft_tensor *ft_dpo_loss(ft_ctx *ctx, ft_pref_kind kind, ft_tensor *pc, ft_tensor *pr, ft_tensor *rc, ft_tensor *rr,
+                              float beta, float label_smoothing, ft_pref_stats *st);
+FT_API ft_tensor *ft_simpo_loss(ft_ctx *ctx, ft_tensor *pc, ft_tensor *pr, float beta, float gamma, float label_smoothing, ft_pref_stats *st);
+FT_API ft_tensor *ft_orpo_loss(ft_ctx *ctx, ft_tensor *pc, ft_tensor *pr, ft_tensor *nll_chosen, float beta, ft_pref_stats *st);
+FT_API ft_tensor *ft_rm_loss(ft_ctx *ctx, ft_tensor *rc, ft_tensor *rr, const float *margin, float center_coef, ft_pref_stats *st);
+
 /* ---- the trainer (SFT, continued pretraining) ----------------------------------------------------------- */
 typedef struct ft_batch_data {
     int32_t *ids, *targets, *pos, *seg;     /* (B*T) each; targets -100 where there is no loss      */
@@ -717,13 +730,20 @@ typedef struct ft_batch_data {
 FT_API ft_result ft_batch_build(ft_batch_data *bd, const ft_dataset *d, const int64_t *order, int64_t n_order,
                                 int64_t B, int64_t T, int pack, int32_t pad_id);
 FT_API void      ft_batch_data_free(ft_batch_data *bd);
+/* sum and mean log-prob of each row's target tokens (on the tape): what DPO & co. compare */
+FT_API ft_result ft_sequence_logps(ft_ctx *ctx, ft_model *m, const ft_batch_data *bd, int packed,
+                                   ft_tensor **sum, ft_tensor **mean, int64_t *counts);
 typedef struct ft_step_info {
     int64_t step, steps, epoch;
     double loss, lr, grad_norm, tokens, tokens_per_s, elapsed_s, eta_s;
     double eval_loss;               /* NaN when not evaluated at this step                        */
+    ft_pref_stats pref;             /* preference objectives: rewards/chosen, ... (last micro-batch) */
 } ft_step_info;
 typedef int (*ft_step_fn)(void *user, const ft_step_info *info);     /* non-zero: stop           */
+typedef enum ft_objective { FT_OBJ_SFT = 0, FT_OBJ_DPO, FT_OBJ_IPO, FT_OBJ_HINGE, FT_OBJ_SIMPO, FT_OBJ_ORPO } ft_objective;
 typedef struct ft_train_opts {
+    ft_objective objective;         /* SFT / continued pretraining (cross-entropy), or a preference loss */
+    float   beta, gamma, label_smoothing;   /* preference losses (TRL defaults: beta 0.1)          */
     int64_t steps;                  /* optimizer steps (0: epochs over the data)                  */
     int     epochs;
     int64_t batch, seq_len;         /* examples per micro-batch (4), tokens per example (512)     */
@@ -748,19 +768,6 @@ typedef void (*ft_eval_gen_fn)(void *user, int64_t i, const char *generated, con
 FT_API ft_result ft_eval_generate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int max_new, int64_t limit,
                                   ft_eval_gen *res, ft_eval_gen_fn on_item, void *user);
 
-
-/* ---- objectives: preference losses on per-sequence log-probs (TRL's definitions) ----------------- */
-typedef enum ft_pref_kind { FT_PREF_SIGMOID = 0, FT_PREF_IPO, FT_PREF_HINGE } ft_pref_kind;
-typedef struct ft_pref_stats {      /* as TRL logs them: rewards/chosen, rewards/rejected, ...     */
-    double rewards_chosen, rewards_rejected, rewards_margins, rewards_accuracies;
-    double logps_chosen, logps_rejected, log_odds_ratio, log_odds_chosen;
-} ft_pref_stats;
-/* pc, pr: policy log-probs (B) of chosen / rejected; rc, rr: the reference's (or NULL) */
-FT_API ft_tensor *ft_dpo_loss(ft_ctx *ctx, ft_pref_kind kind, ft_tensor *pc, ft_tensor *pr, ft_tensor *rc, ft_tensor *rr,
-                              float beta, float label_smoothing, ft_pref_stats *st);
-FT_API ft_tensor *ft_simpo_loss(ft_ctx *ctx, ft_tensor *pc, ft_tensor *pr, float beta, float gamma, float label_smoothing, ft_pref_stats *st);
-FT_API ft_tensor *ft_orpo_loss(ft_ctx *ctx, ft_tensor *pc, ft_tensor *pr, ft_tensor *nll_chosen, float beta, ft_pref_stats *st);
-FT_API ft_tensor *ft_rm_loss(ft_ctx *ctx, ft_tensor *rc, ft_tensor *rr, const float *margin, float center_coef, ft_pref_stats *st);
 
 #ifdef __cplusplus
 }
@@ -7282,6 +7289,51 @@ FT_API ft_result ft_batch_build(ft_batch_data *bd, const ft_dataset *d, const in
 }
 FT_API void ft_batch_data_free(ft_batch_data *bd) { FT_FREE(bd->ids); memset(bd, 0, sizeof *bd); }
 
+/* preference pairs: rows 0..B-1 the chosen sequences (ids), rows B..2B-1 the rejected (ids2) */
+FT_API ft_result ft_batch_build_pairs(ft_batch_data *bd, const ft_dataset *d, const int64_t *order, int64_t B, int64_t T, int32_t pad_id) {
+    int64_t r, t, need = 2 * B * T;
+    if (bd->cap < need) {
+        int32_t *p = FT__CAST(int32_t *, FT_REALLOC(bd->ids, (size_t)need * 4 * sizeof(int32_t)));
+        if (!p) return ft_set_error(FT_ERR_NOMEM, "batch: out of memory");
+        bd->ids = p; bd->targets = p + need; bd->pos = p + 2 * need; bd->seg = p + 3 * need; bd->cap = need;
+    }
+    bd->B = 2 * B; bd->T = T; bd->n_targets = 0; bd->n_tokens = 0; bd->used = B;
+    for (r = 0; r < 2 * B; r++) {
+        const ft_example *e = ft_dataset_get(d, order[r % B]);
+        const int32_t *src = r < B ? e->ids : e->ids2; const unsigned char *ls = r < B ? e->loss : e->loss2;
+        int64_t n = FT__MIN(r < B ? e->n : e->n2, T);
+        int32_t *ids = bd->ids + r * T, *tg = bd->targets + r * T;
+        if (!src) return ft_set_error(FT_ERR_INVALID, "batch: example %lld has no rejected sequence", (long long)order[r % B]);
+        for (t = 0; t < T; t++) { ids[t] = t < n ? src[t] : pad_id; tg[t] = t + 1 < n && ls[t + 1] ? src[t + 1] : -100; bd->pos[r * T + t] = (int32_t)t; bd->seg[r * T + t] = 0; }
+        for (t = 0; t + 1 < n; t++) bd->n_targets += ls[t + 1] != 0;
+        bd->n_tokens += n;
+    }
+    return FT_OK;
+}
+
+/* per-sequence log-probabilities of the target tokens of a batch (prompt and padding excluded):
+   sum (B) and length-averaged mean (B), on the tape; counts (B) optional */
+FT_API ft_result ft_sequence_logps(ft_ctx *ctx, ft_model *m, const ft_batch_data *bd, int packed,
+                                   ft_tensor **sum, ft_tensor **mean, int64_t *counts) {
+    ft_batch b; ft_tensor *lp, *inv; int64_t s2[2], r, t;
+    memset(&b, 0, sizeof b);
+    b.B = bd->B; b.T = bd->T; b.ids = bd->ids;
+    if (packed) { b.pos = bd->pos; b.seg = bd->seg; }
+    lp = ft_logprob(ctx, ft_model_forward(ctx, m, &b), bd->targets, -100);    /* (B*T), 0 off-target */
+    s2[0] = bd->B; s2[1] = bd->T;
+    *sum = ft_sum_rows(ctx, ft_reshape(ctx, lp, 2, s2));
+    inv = ft_tensor_1d(ctx, bd->B);
+    if (!*sum || !inv) return ft_set_error(ctx->status ? ctx->status : FT_ERR_NOMEM, "sequence log-probs: %s", ft_last_error());
+    for (r = 0; r < bd->B; r++) {
+        int64_t c = 0;
+        for (t = 0; t < bd->T; t++) c += bd->targets[r * bd->T + t] != -100;
+        FT__F(inv)[r] = c ? 1.0f / (float)c : 0.0f;
+        if (counts) counts[r] = c;
+    }
+    if (mean) *mean = ft_mul(ctx, *sum, inv);
+    return FT_OK;
+}
+
 /* mean cross-entropy of a batch (forward only, or with backward scaled by `scale`) */
 static ft_result ft__batch_loss(ft_ctx *ctx, ft_model *m, const ft_batch_data *bd, int pack, float scale, int backward, double *loss) {
     ft_batch b; ft_tensor *y;
@@ -7318,6 +7370,43 @@ FT_API ft_result ft_eval_loss(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int
     return r;
 }
 
+/* one preference micro-batch: policy (and, for DPO-style losses, reference: the same model with
+   the adapter off) log-probs of chosen and rejected, the loss, its backward scaled by `scale` */
+static ft_result ft__pref_step(ft_ctx *ctx, ft_model *m, const ft_train_opts *o, const ft_batch_data *bd, float scale, double *loss, ft_pref_stats *st) {
+    ft_tensor *sum, *mean, *pc, *pr, *rc = NULL, *rr = NULL, *l = NULL; int64_t B = bd->B / 2, *cnt; ft_result r;
+    int averaged = o->objective == FT_OBJ_IPO || o->objective == FT_OBJ_SIMPO || o->objective == FT_OBJ_ORPO;
+    cnt = FT__CAST(int64_t *, ft__arena_alloc(ctx, (size_t)bd->B * sizeof(int64_t)));
+    if (!cnt) return ft_set_error(FT_ERR_NOMEM, "train: arena out of memory");
+    if ((r = ft_sequence_logps(ctx, m, bd, 0, &sum, &mean, cnt)) != FT_OK) return r;
+    pc = ft_view_rows(ctx, averaged ? mean : sum, 0, B); pr = ft_view_rows(ctx, averaged ? mean : sum, B, B);
+    if (o->objective == FT_OBJ_DPO || o->objective == FT_OBJ_IPO || o->objective == FT_OBJ_HINGE) {
+        ft_tensor *rs, *rm; int old = ft_ctx_set_grad(ctx, 0);
+        if (!m->peft) { ft_ctx_set_grad(ctx, old); return ft_set_error(FT_ERR_STATE, "train: DPO needs an adapter (the reference is the model with it off)"); }
+        ft_peft_set_enabled(m->peft, 0);
+        r = ft_sequence_logps(ctx, m, bd, 0, &rs, &rm, NULL);
+        ft_peft_set_enabled(m->peft, 1);
+        ft_ctx_set_grad(ctx, old);
+        if (r != FT_OK) return r;
+        rc = ft_view_rows(ctx, averaged ? rm : rs, 0, B); rr = ft_view_rows(ctx, averaged ? rm : rs, B, B);
+    }
+    switch (o->objective) {
+    case FT_OBJ_DPO:   l = ft_dpo_loss(ctx, FT_PREF_SIGMOID, pc, pr, rc, rr, o->beta, o->label_smoothing, st); break;
+    case FT_OBJ_IPO:   l = ft_dpo_loss(ctx, FT_PREF_IPO, pc, pr, rc, rr, o->beta, 0, st); break;
+    case FT_OBJ_HINGE: l = ft_dpo_loss(ctx, FT_PREF_HINGE, pc, pr, rc, rr, o->beta, 0, st); break;
+    case FT_OBJ_SIMPO: l = ft_simpo_loss(ctx, pc, pr, o->beta, o->gamma, o->label_smoothing, st); break;
+    case FT_OBJ_ORPO: {                               /* NLL on the chosen tokens, token-weighted */
+        int64_t i, tot = 0;
+        for (i = 0; i < B; i++) tot += cnt[i];
+        l = ft_orpo_loss(ctx, pc, pr, ft_scale(ctx, ft_sum(ctx, ft_view_rows(ctx, sum, 0, B)), -1.0f / (float)FT__MAX(tot, 1)), o->beta, st);
+        break; }
+    default: return ft_set_error(FT_ERR_INVALID, "train: objective %d", (int)o->objective);
+    }
+    if (!l) return ft_set_error(ctx->status, "train: %s", ft_last_error());
+    *loss = FT__F(l)[0];
+    if (!isfinite(FT__F(l)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(l)[0]);
+    return ft_backward_from(ctx, l, &scale);
+}
+
 static void ft__shuffle(int64_t *a, int64_t n, uint64_t seed) {
     ft_rng r; int64_t i;
     ft_rng_seed(&r, seed);
@@ -7338,6 +7427,9 @@ FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_datas
     if (o.grad_accum <= 0) o.grad_accum = 1;
     if (o.steps <= 0) o.steps = (o.epochs > 0 ? o.epochs : 1) * ((n + o.batch * o.grad_accum - 1) / (o.batch * o.grad_accum));
     if (o.lr <= 0) o.lr = 2e-4f;
+    if (o.beta <= 0) o.beta = o.objective == FT_OBJ_SIMPO ? 2.0f : 0.1f;
+    if (o.objective == FT_OBJ_SIMPO && o.gamma == 0) o.gamma = 0.5f;
+    if (o.objective != FT_OBJ_SFT && o.pack) return ft_set_error(FT_ERR_INVALID, "train: preference objectives do not pack");
     memset(&bd, 0, sizeof bd);
     memset(&st, 0, sizeof st);
     st.data_seed = o.seed ? o.seed : 1;
@@ -7352,7 +7444,8 @@ FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_datas
     if (!order) { ft_optim_free(opt); return ft_set_error(FT_ERR_NOMEM, "train: out of memory"); }
     ft__shuffle(order, n, st.data_seed + (uint64_t)st.epoch * 0x9e3779b97f4a7c15ull);
     while (st.step < o.steps && r == FT_OK) {
-        double loss_sum = 0, gnorm; int a; float lr; int bad = 0;
+        double loss_sum = 0, gnorm; int a; float lr; int bad = 0; ft_pref_stats pst;
+        memset(&pst, 0, sizeof pst);
         step_tokens = 0;
         ft_params_zero_grad(P);
         for (a = 0; a < o.grad_accum && r == FT_OK; a++) {
@@ -7362,12 +7455,20 @@ FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_datas
                 ft__shuffle(order, n, st.data_seed + (uint64_t)st.epoch * 0x9e3779b97f4a7c15ull);
             }
             b = FT__MIN(o.batch, n - st.data_pos);
+            if (o.objective != FT_OBJ_SFT) {          /* preference pairs */
+                for (j = 0; j < b; j++) { const ft_example *e = ft_dataset_get(train, order[st.data_pos + j]); T = FT__MAX(T, FT__MIN(FT__MAX(e->n, e->n2), o.seq_len)); }
+                if ((r = ft_batch_build_pairs(&bd, train, order + st.data_pos, b, T, 0)) != FT_OK) break;
+                st.data_pos += b;
+                ft_ctx_reset(ctx);
+                r = ft__pref_step(ctx, m, &o, &bd, 1.0f / (float)o.grad_accum, &l, &pst);
+            } else {
             if (o.pack) T = o.seq_len;
             else for (j = 0; j < b; j++) T = FT__MAX(T, FT__MIN(ft_dataset_get(train, order[st.data_pos + j])->n, o.seq_len));
             if ((r = ft_batch_build(&bd, train, order + st.data_pos, n - st.data_pos, o.pack ? o.batch : b, T, o.pack, 0)) != FT_OK) break;
             st.data_pos += bd.used;
             ft_ctx_reset(ctx);
             r = ft__batch_loss(ctx, m, &bd, o.pack, 1.0f / (float)o.grad_accum, 1, &l);
+            }
             if (r == FT_ERR_NUMERIC) { bad = 1; r = FT_OK; break; }
             loss_sum += l / o.grad_accum;
             step_tokens += bd.n_tokens;
@@ -7394,7 +7495,7 @@ FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_datas
             info.tokens = st.tokens; info.tokens_per_s = tok_window / FT__MAX(now - t_window, 1e-9);
             info.elapsed_s = now - t_start;
             info.eta_s = info.elapsed_s / (double)FT__MAX(st.step - first_step, 1) * (double)(o.steps - st.step);
-            info.eval_loss = NAN;
+            info.eval_loss = NAN; info.pref = pst;
             if (o.eval && o.eval_every > 0 && (st.step % o.eval_every == 0 || st.step == o.steps))
                 if ((r = ft_eval_loss(ctx, m, o.eval, o.batch, o.seq_len, &info.eval_loss, NULL)) != FT_OK) break;
             if (o.on_step && o.on_step(o.user, &info)) r = ft_set_error(FT_ERR_STATE, "train: stopped by the step callback at step %lld", (long long)st.step);
