@@ -762,6 +762,8 @@ typedef struct ft_train_opts {
 } ft_train_opts;
 FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_dataset *train, const ft_train_opts *o, ft_train_state *state);
 FT_API ft_result ft_eval_loss(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int64_t batch, int64_t seq_len, double *mean_loss, int64_t *n_tokens);
+FT_API ft_result ft_eval_preference(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int64_t batch, int64_t seq_len, float beta,
+                                    int implicit, double *accuracy, double *margin);
 typedef struct ft_eval_gen { int64_t n, exact, contains; double exact_rate, contains_rate; } ft_eval_gen;
 typedef void (*ft_eval_gen_fn)(void *user, int64_t i, const char *generated, const char *reference);
 /* greedy generation on each example's prompt vs its reference answer (limit 0: all) */
@@ -7506,6 +7508,44 @@ FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_datas
     }
     if (state) *state = st;
     FT_FREE(order); ft_batch_data_free(&bd); ft_optim_free(opt);
+    return r;
+}
+
+/* held-out preference accuracy: the fraction of pairs where the chosen answer wins, and the mean
+   margin. implicit: by DPO's implicit reward, beta times the policy - reference log-ratio (the
+   reference: the adapter off); else by the policy's own log-likelihood (times beta) */
+FT_API ft_result ft_eval_preference(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int64_t batch, int64_t seq_len, float beta,
+                                    int implicit, double *accuracy, double *margin) {
+    ft_batch_data bd; int64_t i, j, n = ft_dataset_size(d), *order, good = 0; double msum = 0; ft_result r = FT_OK;
+    int old = ft_ctx_set_grad(ctx, 0), ref = implicit && m->peft && ft_peft_enabled(m->peft);
+    memset(&bd, 0, sizeof bd);
+    order = FT__CAST(int64_t *, FT_MALLOC((size_t)FT__MAX(n, 1) * sizeof(int64_t)));
+    if (!order) { ft_ctx_set_grad(ctx, old); return ft_set_error(FT_ERR_NOMEM, "eval: out of memory"); }
+    for (i = 0; i < n; i++) order[i] = i;
+    for (i = 0; i < n && r == FT_OK; i += batch) {
+        int64_t b = FT__MIN(batch, n - i), T = 1; ft_tensor *s, *rs = NULL;
+        float pol[512], refv[512];
+        b = FT__MIN(b, 256);
+        for (j = 0; j < b; j++) { const ft_example *e = ft_dataset_get(d, order[i + j]); T = FT__MAX(T, FT__MIN(FT__MAX(e->n, e->n2), seq_len)); }
+        if ((r = ft_batch_build_pairs(&bd, d, order + i, b, T, 0)) != FT_OK) break;
+        ft_ctx_reset(ctx);
+        if ((r = ft_sequence_logps(ctx, m, &bd, 0, &s, NULL, NULL)) != FT_OK) break;
+        memcpy(pol, s->data, (size_t)(2 * b) * sizeof(float));
+        if (ref) {
+            ft_peft_set_enabled(m->peft, 0);
+            r = ft_sequence_logps(ctx, m, &bd, 0, &rs, NULL, NULL);
+            ft_peft_set_enabled(m->peft, 1);
+            if (r != FT_OK) break;
+            memcpy(refv, rs->data, (size_t)(2 * b) * sizeof(float));
+        }
+        for (j = 0; j < b; j++) {
+            double mg = beta * ((pol[j] - (ref ? refv[j] : 0)) - (pol[b + j] - (ref ? refv[b + j] : 0)));
+            good += mg > 0; msum += mg;
+        }
+    }
+    ft_ctx_set_grad(ctx, old);
+    FT_FREE(order); ft_batch_data_free(&bd);
+    *accuracy = n ? (double)good / (double)n : 0; if (margin) *margin = n ? msum / (double)n : 0;
     return r;
 }
 

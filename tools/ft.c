@@ -14,7 +14,8 @@ static int usage(void) {
         "  info     MODEL.gguf [--all]                 metadata, tensor types, parameter count\n"
         "  generate -m MODEL.gguf -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] [--seed S]\n"
         "           [--chat] [--lora ADAPTER.gguf] [--threads N]   sample a continuation (greedy when T = 0)\n"
-        "  train    -m MODEL.gguf --method lora|qlora|dora --objective sft|cpt --data TRAIN.jsonl --out DIR\n"
+        "  train    -m MODEL.gguf --method lora|qlora|dora --objective sft|cpt|dpo|ipo|hinge|simpo|orpo\n"
+        "           --data TRAIN.jsonl --out DIR [--beta B] [--gamma G] [--label-smoothing E]\n"
         "           [--eval EVAL.jsonl] [--steps N | --epochs E] [--lr X] [--batch B] [--grad-accum K]\n"
         "           [--seq-len T] [--rank R] [--alpha A] [--dropout P] [--targets all|attn|mlp|q_proj,v_proj,..]\n"
         "           [--schedule cosine|linear|constant] [--warmup W] [--max-grad-norm G] [--weight-decay D]\n"
@@ -159,7 +160,7 @@ typedef struct opts {
     const char *model, *method, *objective, *data, *eval, *out, *lora, *schedule, *targets, *config;
     int64_t steps, batch, seq_len, warmup, eval_every, save_every, log_every, eval_gen, max_new;
     int epochs, rank, grad_accum, threads, resume, pack, train_on_prompt, skip_bad;
-    double lr, alpha, dropout, max_grad_norm, weight_decay, lr_ratio_b, eval_split;
+    double lr, alpha, dropout, max_grad_norm, weight_decay, lr_ratio_b, eval_split, beta, gamma, label_smoothing;
     const char *mix[4]; double mix_ratio[4]; int n_mix;    /* --mix FILE:RATIO (replay)          */
     uint64_t seed;
     char *cfg_text;                                   /* storage behind values read from --config */
@@ -185,7 +186,7 @@ static int opts_set(opts *o, const char *k, const char *v) {
     I("epochs", epochs) I("rank", rank) I("grad-accum", grad_accum) I("threads", threads) I("pack", pack)
     I("train-on-prompt", train_on_prompt) I("skip-bad", skip_bad)
     D("lr", lr) D("alpha", alpha) D("dropout", dropout) D("max-grad-norm", max_grad_norm) D("weight-decay", weight_decay)
-    D("lora-plus", lr_ratio_b) D("eval-split", eval_split)
+    D("lora-plus", lr_ratio_b) D("eval-split", eval_split) D("beta", beta) D("gamma", gamma) D("label-smoothing", label_smoothing)
     if (strcmp(k, "mix") == 0) {                      /* FILE:RATIO, up to 4 */
         const char *c = v ? strrchr(v, ':') : NULL;
         if (!c || o->n_mix == 4) return 0;
@@ -294,6 +295,9 @@ static int on_step(void *user, const ft_step_info *s) {
     fprintf(r->metrics, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"tokens\": %.0f",
             (long long)s->step, (long long)s->epoch, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->tokens);
     if (s->eval_loss == s->eval_loss) fprintf(r->metrics, ", \"eval_loss\": %.6f, \"eval_perplexity\": %.4f", s->eval_loss, exp(s->eval_loss));
+    if (s->pref.rewards_accuracies > 0 || s->pref.rewards_margins != 0)
+        fprintf(r->metrics, ", \"rewards/chosen\": %.6f, \"rewards/rejected\": %.6f, \"rewards/margins\": %.6f, \"rewards/accuracies\": %.4f, \"logps/chosen\": %.4f, \"logps/rejected\": %.4f",
+                s->pref.rewards_chosen, s->pref.rewards_rejected, s->pref.rewards_margins, s->pref.rewards_accuracies, s->pref.logps_chosen, s->pref.logps_rejected);
     fprintf(r->metrics, "}\n");
     fflush(r->metrics);
     if (r->tty || s->step % r->o->log_every == 0 || s->step == s->steps || s->eval_loss == s->eval_loss) {
@@ -305,10 +309,20 @@ static int on_step(void *user, const ft_step_info *s) {
     return 0;
 }
 
-/* loss and generation accuracy of the model as it is now (adapter on or off) */
+/* loss and generation accuracy of the model as it is now (adapter on or off); for preference
+   data the implicit-reward accuracy (in acc->exact_rate) instead */
 static int evaluate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, const opts *o, double *loss, ft_eval_gen *acc) {
-    if (ft_eval_loss(ctx, m, d, o->batch, o->seq_len, loss, NULL) != FT_OK) return fail("eval");
     memset(acc, 0, sizeof *acc);
+    if (ft_dataset_format(d) == FT_DATA_PREFERENCE) {
+        double a, mg;
+        /* exact_rate: likelihood accuracy; contains_rate: implicit-reward accuracy; *loss: its margin */
+        if (ft_eval_preference(ctx, m, d, o->batch, o->seq_len, 1.0f, 0, &a, &mg) != FT_OK) return fail("eval");
+        acc->n = ft_dataset_size(d); acc->exact_rate = a; acc->exact = (int64_t)(a * (double)acc->n + 0.5);
+        if (ft_eval_preference(ctx, m, d, o->batch, o->seq_len, o->beta > 0 ? (float)o->beta : 0.1f, 1, &a, &mg) != FT_OK) return fail("eval");
+        acc->contains_rate = a; *loss = mg;
+        return 0;
+    }
+    if (ft_eval_loss(ctx, m, d, o->batch, o->seq_len, loss, NULL) != FT_OK) return fail("eval");
     if (o->eval_gen > 0 && ft_dataset_format(d) != FT_DATA_TEXT && ft_eval_generate(ctx, m, d, (int)o->max_new, o->eval_gen, acc, NULL, NULL) != FT_OK) return fail("eval");
     return 0;
 }
@@ -323,8 +337,11 @@ static int cmd_train(int argc, char **argv) {
     if (strcmp(o.method, "lora") && strcmp(o.method, "qlora") && strcmp(o.method, "dora")) {
         fprintf(stderr, "ft train: --method %s is not available yet (lora, qlora, dora are)\n", o.method); return 2;
     }
-    if (strcmp(o.objective, "sft") && strcmp(o.objective, "cpt")) {
-        fprintf(stderr, "ft train: --objective %s is not available yet (sft, cpt are)\n", o.objective); return 2;
+    {
+        static const char *objs[] = {"sft", "cpt", "dpo", "ipo", "hinge", "simpo", "orpo"};
+        int k, ok = 0;
+        for (k = 0; k < 7; k++) ok |= strcmp(o.objective, objs[k]) == 0;
+        if (!ok) { fprintf(stderr, "ft train: --objective %s is not available yet (sft, cpt, dpo, ipo, hinge, simpo, orpo are)\n", o.objective); return 2; }
     }
 #if !defined(_WIN32)
     mkdir(o.out, 0755);
@@ -370,8 +387,9 @@ static int cmd_train(int argc, char **argv) {
         ft_peft_set_enabled(p, 0);
         if (evaluate(ctx, m, ev, &o, &loss0, &acc0)) return 1;
         ft_peft_set_enabled(p, 1);
-        fprintf(stderr, "ft: before: eval loss %.4f (ppl %.2f)", loss0, exp(loss0));
-        if (acc0.n) fprintf(stderr, ", exact match %lld/%lld (%.1f%%)", (long long)acc0.exact, (long long)acc0.n, 100 * acc0.exact_rate);
+        if (ft_dataset_format(ev) == FT_DATA_PREFERENCE) fprintf(stderr, "ft: before: the base model's likelihood prefers the chosen answer in %.1f%% of pairs", 100 * acc0.exact_rate);
+        else fprintf(stderr, "ft: before: eval loss %.4f (ppl %.2f)", loss0, exp(loss0));
+        if (acc0.n && ft_dataset_format(ev) != FT_DATA_PREFERENCE) fprintf(stderr, ", exact match %lld/%lld (%.1f%%)", (long long)acc0.exact, (long long)acc0.n, 100 * acc0.exact_rate);
         fprintf(stderr, "\n");
     }
     /* the resolved config, metrics */
@@ -390,6 +408,10 @@ static int cmd_train(int argc, char **argv) {
     to.seed = o.seed; to.eval = ev; to.eval_every = ev ? (o.eval_every ? o.eval_every : 0) : 0;
     to.checkpoint_path = path; to.save_every = o.save_every; to.resume_from = have_ckpt ? path : NULL;
     to.on_step = on_step; to.user = &rn;
+    to.objective = strcmp(o.objective, "dpo") == 0 ? FT_OBJ_DPO : strcmp(o.objective, "ipo") == 0 ? FT_OBJ_IPO :
+                   strcmp(o.objective, "hinge") == 0 ? FT_OBJ_HINGE : strcmp(o.objective, "simpo") == 0 ? FT_OBJ_SIMPO :
+                   strcmp(o.objective, "orpo") == 0 ? FT_OBJ_ORPO : FT_OBJ_SFT;
+    to.beta = (float)o.beta; to.gamma = (float)o.gamma; to.label_smoothing = (float)o.label_smoothing;
     if (have_ckpt) fprintf(stderr, "ft: resuming from %s\n", path);
     r = ft_train(ctx, m, ft_peft_params(p), train, &to, &st);
     fclose(rn.metrics);
@@ -412,9 +434,16 @@ static int cmd_train(int argc, char **argv) {
         if (evaluate(ctx, m, ev, &o, &loss1, &acc1)) return 1;
         printf("\n| %-22s | %10s | %10s |\n|%s|%s|%s|\n", o.eval ? o.eval : "held-out split", "before", "after", "------------------------", "------------", "------------");
         if (!have_ckpt) {
-            printf("| %-22s | %10.4f | %10.4f |\n| %-22s | %10.2f | %10.2f |\n", "eval loss", loss0, loss1, "eval perplexity", exp(loss0), exp(loss1));
-            if (acc1.n) printf("| %-22s | %9.1f%% | %9.1f%% |\n", "exact match", 100 * acc0.exact_rate, 100 * acc1.exact_rate);
-            if (acc1.n) printf("| %-22s | %9.1f%% | %9.1f%% |\n", "contains the answer", 100 * acc0.contains_rate, 100 * acc1.contains_rate);
+            if (ft_dataset_format(ev) != FT_DATA_PREFERENCE)
+                printf("| %-22s | %10.4f | %10.4f |\n| %-22s | %10.2f | %10.2f |\n", "eval loss", loss0, loss1, "eval perplexity", exp(loss0), exp(loss1));
+            if (acc1.n && ft_dataset_format(ev) == FT_DATA_PREFERENCE) {
+                printf("| %-22s | %9.1f%% | %9.1f%% |\n", "likelihood prefers chosen", 100 * acc0.exact_rate, 100 * acc1.exact_rate);
+                printf("| %-22s | %9.1f%% | %9.1f%% |\n", "implicit reward accuracy", 100 * acc0.contains_rate, 100 * acc1.contains_rate);
+                printf("| %-22s | %10.4f | %10.4f |\n", "implicit reward margin", loss0, loss1);
+            } else if (acc1.n) {
+                printf("| %-22s | %9.1f%% | %9.1f%% |\n", "exact match", 100 * acc0.exact_rate, 100 * acc1.exact_rate);
+                printf("| %-22s | %9.1f%% | %9.1f%% |\n", "contains the answer", 100 * acc0.contains_rate, 100 * acc1.contains_rate);
+            }
         } else {
             printf("| %-22s | %10s | %10.4f |\n", "eval loss", "-", loss1);
             if (acc1.n) printf("| %-22s | %10s | %9.1f%% |\n", "exact match", "-", 100 * acc1.exact_rate);
