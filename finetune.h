@@ -7518,6 +7518,11 @@ FT_API ft_result ft_eval_preference(ft_ctx *ctx, ft_model *m, const ft_dataset *
                                     int implicit, double *accuracy, double *margin) {
     ft_batch_data bd; int64_t i, j, n = ft_dataset_size(d), *order, good = 0; double msum = 0; ft_result r = FT_OK;
     int old = ft_ctx_set_grad(ctx, 0), ref = implicit && m->peft && ft_peft_enabled(m->peft);
+    if (implicit && !ref) {           /* no adapter on: the policy is the reference, every reward 0 */
+        ft_ctx_set_grad(ctx, old);
+        *accuracy = 0; if (margin) *margin = 0;
+        return FT_OK;
+    }
     memset(&bd, 0, sizeof bd);
     order = FT__CAST(int64_t *, FT_MALLOC((size_t)FT__MAX(n, 1) * sizeof(int64_t)));
     if (!order) { ft_ctx_set_grad(ctx, old); return ft_set_error(FT_ERR_NOMEM, "eval: out of memory"); }
