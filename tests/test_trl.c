@@ -9,7 +9,7 @@
 
 #define MAXV 16
 typedef struct { char name[48]; int n; double v[MAXV]; } vec;
-typedef struct { char name[64], kind[64], loss_type[64]; double beta, ls, gamma, margin, coef; vec in[8], out[12], grad[8]; int nin, nout, ngrad; } rec;
+typedef struct { char name[64], kind[64], loss_type[64]; double beta, ls, gamma, margin, coef; vec in[16], out[32], grad[16]; int nin, nout, ngrad; } rec;
 
 static rec R[64]; static int NR;
 
@@ -31,8 +31,9 @@ static void load(const char *path) {
             else if (!strcmp(a, "margin")) r->margin = strcmp(b, "none") ? atof(b) : -1;
             else if (!strcmp(a, "center_rewards_coefficient")) r->coef = strcmp(b, "none") ? atof(b) : -1;
         } else if (!strcmp(key, "in") || !strcmp(key, "out") || !strcmp(key, "grad")) {
-            vec *v = !strcmp(key, "in") ? &r->in[r->nin++] : !strcmp(key, "out") ? &r->out[r->nout++] : &r->grad[r->ngrad++];
-            int k, n;
+            vec *v; int k, n;
+            if (r->nin == 16 || r->nout == 32 || r->ngrad == 16) continue;     /* more than these cases use */
+            v = !strcmp(key, "in") ? &r->in[r->nin++] : !strcmp(key, "out") ? &r->out[r->nout++] : &r->grad[r->ngrad++];
             if (sscanf(line, "%*s %47s %d%n", v->name, &v->n, &off) < 2 || v->n > MAXV) { v->n = 0; continue; }
             for (k = 0, n = 0; k < v->n; k++) { sscanf(line + off, "%lf%n", &v->v[k], &n); off += n; }
         }
