@@ -3523,249 +3523,507 @@ FT_API ft_op ft_tape_op(const ft_ctx *ctx, int i) { return i >= 0 && i < ctx->n_
 
 
 /* ============================================================================================
-   [quant] GGML block formats: dequantize a row (n a multiple of the block size)
-   32-element blocks; byte qs[j] holds element j in its low nibble and element j + 16 in its
-   high nibble. d, m are f16. Each result is computed as the gguf Python package does it (a
-   product, then a sum, each rounded to f32), so the values are bit-exact with it.
+   [quant] GGML block formats: decode a row to f32 (every format a GGUF model ships in) and
+   encode a row (Q8_0, Q4_0, Q4_1: what a merged model is written in). n is a multiple of the
+   block: 32 elements (Q4_0 ... Q8_0, IQ4_NL) or a 256-element "K" super-block.
+   d, dmin, m are f16. In the 32-element 4-bit formats byte qs[j] holds element j in its low
+   nibble and element j + 16 in its high nibble.
+   Decoding is bit-exact with the gguf Python package (gguf.quants.dequantize) and ggml's
+   dequantize_row_*: the same f32 products, in the same order (d * sc, then * q), then the one
+   add or subtract. Every product is EXACT in f32 (an f16 d has 11 significant bits, a scale at
+   most 8 and q at most 6: < 2^24), so an FMA (an intrinsic, or the compiler contracting with
+   -ffp-contract=fast) gives the same float: only the final add rounds. Signed zeros are the
+   one trap: (q - 8) d is -0 for q = 8 and d < 0, and q d - 8 d would be +0, so every version
+   here multiplies last where the reference does.
+   Encoding is ggml's quantize_row_{q8_0,q4_0,q4_1}_ref (= gguf.quants.quantize), byte for byte.
    ============================================================================================ */
-typedef struct { uint16_t d; uint8_t qs[16]; } ft__block_q4_0;                        /* 18 B */
-typedef struct { uint16_t d, m; uint8_t qs[16]; } ft__block_q4_1;                     /* 20 B */
-typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } ft__block_q5_0;         /* 22 B */
-typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } ft__block_q5_1;      /* 24 B */
-typedef struct { uint16_t d; int8_t qs[32]; } ft__block_q8_0;                         /* 34 B */
-typedef char ft__assert_q4_0[sizeof(ft__block_q4_0) == 18 ? 1 : -1];
-typedef char ft__assert_q4_1[sizeof(ft__block_q4_1) == 20 ? 1 : -1];
-typedef char ft__assert_q5_0[sizeof(ft__block_q5_0) == 22 ? 1 : -1];
-typedef char ft__assert_q5_1[sizeof(ft__block_q5_1) == 24 ? 1 : -1];
-typedef char ft__assert_q8_0[sizeof(ft__block_q8_0) == 34 ? 1 : -1];
+typedef struct { uint16_t d; uint8_t qs[16]; } ft__block_q4_0;                       /*  18 B */
+typedef struct { uint16_t d, m; uint8_t qs[16]; } ft__block_q4_1;                    /*  20 B */
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } ft__block_q5_0;        /*  22 B */
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } ft__block_q5_1;     /*  24 B */
+typedef struct { uint16_t d; int8_t qs[32]; } ft__block_q8_0;                        /*  34 B */
+typedef struct { uint16_t d; uint8_t qs[16]; } ft__block_iq4_nl;                     /*  18 B */
+typedef struct { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; } ft__block_q2_k;             /*  84 B */
+typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } ft__block_q3_k; /* 110 B */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } ft__block_q4_k;            /* 144 B */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } ft__block_q5_k; /* 176 B */
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } ft__block_q6_k;   /* 210 B */
+typedef char ft__assert_q4_0[(sizeof(ft__block_q4_0) == 18) ? 1 : -1];
+typedef char ft__assert_q4_1[(sizeof(ft__block_q4_1) == 20) ? 1 : -1];
+typedef char ft__assert_q5_0[(sizeof(ft__block_q5_0) == 22) ? 1 : -1];
+typedef char ft__assert_q5_1[(sizeof(ft__block_q5_1) == 24) ? 1 : -1];
+typedef char ft__assert_q8_0[(sizeof(ft__block_q8_0) == 34) ? 1 : -1];
+typedef char ft__assert_iq4_nl[(sizeof(ft__block_iq4_nl) == 18) ? 1 : -1];
+typedef char ft__assert_q2_k[(sizeof(ft__block_q2_k) == 84) ? 1 : -1];
+typedef char ft__assert_q3_k[(sizeof(ft__block_q3_k) == 110) ? 1 : -1];
+typedef char ft__assert_q4_k[(sizeof(ft__block_q4_k) == 144) ? 1 : -1];
+typedef char ft__assert_q5_k[(sizeof(ft__block_q5_k) == 176) ? 1 : -1];
+typedef char ft__assert_q6_k[(sizeof(ft__block_q6_k) == 210) ? 1 : -1];
 
-FT__MAYBE_UNUSED static void ft__dequant_q4_0_ref(const void *src, float *y, int64_t n) {      /* (q - 8) d */
+static const int8_t ft__iq4_nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+/* ---- scalar references (always compiled: the tests hold the SIMD versions to them) ---------- */
+FT__MAYBE_UNUSED static void ft__dequant_q4_0_ref(const void *src, float *y, int64_t n) {     /* (q - 8) d */
     const ft__block_q4_0 *b = FT__CAST(const ft__block_q4_0 *, src); int64_t i; int j;
     for (i = 0; i < n / 32; i++, b++, y += 32) {
         float d = ft_fp16_to_fp32(b->d);
-        for (j = 0; j < 16; j++) { y[j] = (float)((b->qs[j] & 15) - 8) * d; y[j + 16] = (float)((b->qs[j] >> 4) - 8) * d; }
+        for (j = 0; j < 16; j++) {
+            y[j]      = (float)((b->qs[j] & 15) - 8) * d;
+            y[j + 16] = (float)((b->qs[j] >> 4) - 8) * d;
+        }
     }
 }
-FT__MAYBE_UNUSED static void ft__dequant_q4_1_ref(const void *src, float *y, int64_t n) {      /* q d + m */
+FT__MAYBE_UNUSED static void ft__dequant_q4_1_ref(const void *src, float *y, int64_t n) {     /* q d + m */
     const ft__block_q4_1 *b = FT__CAST(const ft__block_q4_1 *, src); int64_t i; int j;
     for (i = 0; i < n / 32; i++, b++, y += 32) {
-        float d = ft_fp16_to_fp32(b->d), m = ft_fp16_to_fp32(b->m), p;
+        float d = ft_fp16_to_fp32(b->d), m = ft_fp16_to_fp32(b->m);
         for (j = 0; j < 16; j++) {
-            p = (float)(b->qs[j] & 15) * d; y[j] = p + m;
-            p = (float)(b->qs[j] >> 4) * d; y[j + 16] = p + m;
+            y[j]      = (float)(b->qs[j] & 15) * d + m;
+            y[j + 16] = (float)(b->qs[j] >> 4) * d + m;
         }
     }
 }
-FT__MAYBE_UNUSED static void ft__dequant_q8_0_ref(const void *src, float *y, int64_t n) {      /* q d */
-    const ft__block_q8_0 *b = FT__CAST(const ft__block_q8_0 *, src); int64_t i; int j;
-    for (i = 0; i < n / 32; i++, b++, y += 32) {
-        float d = ft_fp16_to_fp32(b->d);
-        for (j = 0; j < 32; j++) y[j] = (float)b->qs[j] * d;
-    }
+/* 5-bit formats: the fifth bit of element j is bit j of qh read as a little-endian u32 */
+static uint32_t ft__le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
-
-/* SIMD versions of the hot formats: nibbles / bytes widened to 32-bit lanes, converted, then a
-   separate multiply and add (no FMA), so the floats are those of the references */
-#if !defined(FT_NO_SIMD) && defined(__AVX512F__)
-static void ft__dequant_q4_0(const void *src, float *y, int64_t n) {
-    const ft__block_q4_0 *b = FT__CAST(const ft__block_q4_0 *, src); int64_t i;
-    const __m128i mask = _mm_set1_epi8(15); const __m512 eight = _mm512_set1_ps(8.0f);
-    for (i = 0; i < n / 32; i++, b++, y += 32) {
-        __m512 d = _mm512_set1_ps(ft_fp16_to_fp32(b->d));
-        __m128i q = _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, b->qs)));
-        __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, mask)));
-        __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), mask)));
-        _mm512_storeu_ps(y, _mm512_mul_ps(_mm512_sub_ps(lo, eight), d));
-        _mm512_storeu_ps(y + 16, _mm512_mul_ps(_mm512_sub_ps(hi, eight), d));
-    }
-}
-static void ft__dequant_q4_1(const void *src, float *y, int64_t n) {
-    const ft__block_q4_1 *b = FT__CAST(const ft__block_q4_1 *, src); int64_t i;
-    const __m128i mask = _mm_set1_epi8(15);
-    for (i = 0; i < n / 32; i++, b++, y += 32) {
-        __m512 d = _mm512_set1_ps(ft_fp16_to_fp32(b->d)), m = _mm512_set1_ps(ft_fp16_to_fp32(b->m));
-        __m128i q = _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, b->qs)));
-        __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, mask)));
-        __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), mask)));
-        _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(lo, d), m));
-        _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_mul_ps(hi, d), m));
-    }
-}
-static void ft__dequant_q8_0(const void *src, float *y, int64_t n) {
-    const ft__block_q8_0 *b = FT__CAST(const ft__block_q8_0 *, src); int64_t i;
-    for (i = 0; i < n / 32; i++, b++, y += 32) {
-        __m512 d = _mm512_set1_ps(ft_fp16_to_fp32(b->d));
-        __m128i q0 = _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, b->qs)));
-        __m128i q1 = _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, b->qs + 16)));
-        _mm512_storeu_ps(y, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), d));
-        _mm512_storeu_ps(y + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), d));
-    }
-}
-#elif !defined(FT_NO_SIMD) && defined(__AVX2__)
-/* 16 unsigned bytes -> 2 x 8 floats */
-static void ft__u8x16_to_f32(__m128i q, __m256 *a, __m256 *b) {
-    *a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
-    *b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)));
-}
-static void ft__dequant_q4_0(const void *src, float *y, int64_t n) {
-    const ft__block_q4_0 *b = FT__CAST(const ft__block_q4_0 *, src); int64_t i; int k;
-    const __m128i mask = _mm_set1_epi8(15); const __m256 eight = _mm256_set1_ps(8.0f);
-    for (i = 0; i < n / 32; i++, b++, y += 32) {
-        __m256 d = _mm256_set1_ps(ft_fp16_to_fp32(b->d)), f[4];
-        __m128i q = _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, b->qs)));
-        ft__u8x16_to_f32(_mm_and_si128(q, mask), &f[0], &f[1]);
-        ft__u8x16_to_f32(_mm_and_si128(_mm_srli_epi16(q, 4), mask), &f[2], &f[3]);
-        for (k = 0; k < 4; k++) _mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(_mm256_sub_ps(f[k], eight), d));
-    }
-}
-static void ft__dequant_q4_1(const void *src, float *y, int64_t n) {
-    const ft__block_q4_1 *b = FT__CAST(const ft__block_q4_1 *, src); int64_t i; int k;
-    const __m128i mask = _mm_set1_epi8(15);
-    for (i = 0; i < n / 32; i++, b++, y += 32) {
-        __m256 d = _mm256_set1_ps(ft_fp16_to_fp32(b->d)), m = _mm256_set1_ps(ft_fp16_to_fp32(b->m)), f[4];
-        __m128i q = _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, b->qs)));
-        ft__u8x16_to_f32(_mm_and_si128(q, mask), &f[0], &f[1]);
-        ft__u8x16_to_f32(_mm_and_si128(_mm_srli_epi16(q, 4), mask), &f[2], &f[3]);
-        for (k = 0; k < 4; k++) _mm256_storeu_ps(y + 8 * k, _mm256_add_ps(_mm256_mul_ps(f[k], d), m));
-    }
-}
-static void ft__dequant_q8_0(const void *src, float *y, int64_t n) {
-    const ft__block_q8_0 *b = FT__CAST(const ft__block_q8_0 *, src); int64_t i; int k;
-    for (i = 0; i < n / 32; i++, b++, y += 32) {
-        __m256 d = _mm256_set1_ps(ft_fp16_to_fp32(b->d));
-        for (k = 0; k < 4; k++) {
-            __m128i q = _mm_loadl_epi64(FT__CAST(const __m128i *, FT__CAST(const void *, b->qs + 8 * k)));
-            _mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d));
-        }
-    }
-}
-#else
-static void ft__dequant_q4_0(const void *src, float *y, int64_t n) { ft__dequant_q4_0_ref(src, y, n); }
-static void ft__dequant_q4_1(const void *src, float *y, int64_t n) { ft__dequant_q4_1_ref(src, y, n); }
-static void ft__dequant_q8_0(const void *src, float *y, int64_t n) { ft__dequant_q8_0_ref(src, y, n); }
-#endif
-/* 5-bit: the fifth bit of element j is bit j of the little-endian u32 qh */
-static void ft__dequant_q5_0(const void *src, float *y, int64_t n) {          /* (q - 16) d */
+FT__MAYBE_UNUSED static void ft__dequant_q5_0_ref(const void *src, float *y, int64_t n) {     /* (q - 16) d */
     const ft__block_q5_0 *b = FT__CAST(const ft__block_q5_0 *, src); int64_t i; int j;
     for (i = 0; i < n / 32; i++, b++, y += 32) {
-        float d = ft_fp16_to_fp32(b->d);
-        uint32_t qh = (uint32_t)b->qh[0] | (uint32_t)b->qh[1] << 8 | (uint32_t)b->qh[2] << 16 | (uint32_t)b->qh[3] << 24;
+        float d = ft_fp16_to_fp32(b->d); uint32_t qh = ft__le32(b->qh);
         for (j = 0; j < 16; j++) {
             y[j]      = (float)((int)((b->qs[j] & 15) | ((qh >> j) & 1) << 4) - 16) * d;
             y[j + 16] = (float)((int)((b->qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - 16) * d;
         }
     }
 }
-static void ft__dequant_q5_1(const void *src, float *y, int64_t n) {          /* q d + m */
+FT__MAYBE_UNUSED static void ft__dequant_q5_1_ref(const void *src, float *y, int64_t n) {     /* q d + m */
     const ft__block_q5_1 *b = FT__CAST(const ft__block_q5_1 *, src); int64_t i; int j;
     for (i = 0; i < n / 32; i++, b++, y += 32) {
-        float d = ft_fp16_to_fp32(b->d), m = ft_fp16_to_fp32(b->m), p;
-        uint32_t qh = (uint32_t)b->qh[0] | (uint32_t)b->qh[1] << 8 | (uint32_t)b->qh[2] << 16 | (uint32_t)b->qh[3] << 24;
+        float d = ft_fp16_to_fp32(b->d), m = ft_fp16_to_fp32(b->m); uint32_t qh = ft__le32(b->qh);
         for (j = 0; j < 16; j++) {
-            p = (float)((b->qs[j] & 15) | ((qh >> j) & 1) << 4) * d; y[j] = p + m;
-            p = (float)((b->qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) * d; y[j + 16] = p + m;
+            y[j]      = (float)((b->qs[j] & 15) | ((qh >> j) & 1) << 4) * d + m;
+            y[j + 16] = (float)((b->qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) * d + m;
         }
     }
 }
-/* 256-element "K" super-blocks: 16 or 8 sub-blocks with their own scales (and mins), the
-   scales themselves quantized against the f16 super-block scale d (and dmin) */
-typedef struct { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; } ft__block_q2_k;              /*  84 B */
-typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } ft__block_q3_k;  /* 110 B */
-typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } ft__block_q4_k;             /* 144 B */
-typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } ft__block_q5_k; /* 176 B */
-typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } ft__block_q6_k;    /* 210 B */
-typedef char ft__assert_q2_k[sizeof(ft__block_q2_k) == 84 ? 1 : -1];
-typedef char ft__assert_q3_k[sizeof(ft__block_q3_k) == 110 ? 1 : -1];
-typedef char ft__assert_q4_k[sizeof(ft__block_q4_k) == 144 ? 1 : -1];
-typedef char ft__assert_q5_k[sizeof(ft__block_q5_k) == 176 ? 1 : -1];
-typedef char ft__assert_q6_k[sizeof(ft__block_q6_k) == 210 ? 1 : -1];
-
-/* Q2_K: 16 sub-blocks of 16; 2-bit q; byte scales[s] = (min << 4) | scale: y = d*sc * q - dmin*m */
-static void ft__dequant_q2_k(const void *src, float *y, int64_t n) {
-    const ft__block_q2_k *b = FT__CAST(const ft__block_q2_k *, src); int64_t i; int h, j, l, is;
-    for (i = 0; i < n / 256; i++, b++) {
-        float d = ft_fp16_to_fp32(b->d), dmin = ft_fp16_to_fp32(b->dmin);
-        const uint8_t *q = b->qs;
-        for (is = 0, h = 0; h < 2; h++, q += 32)            /* two halves of 128 */
-            for (j = 0; j < 8; j++) {                        /* shift 0,0,2,2,4,4,6,6; rows 0-15, 16-31 */
-                uint8_t sc = b->scales[is++];
-                float dl = d * (float)(sc & 15), ml = dmin * (float)(sc >> 4), p;
-                int shift = 2 * (j / 2), off = 16 * (j % 2);
-                for (l = 0; l < 16; l++) { p = dl * (float)((q[off + l] >> shift) & 3); *y++ = p - ml; }
-            }
+FT__MAYBE_UNUSED static void ft__dequant_q8_0_ref(const void *src, float *y, int64_t n) {     /* q d */
+    const ft__block_q8_0 *b = FT__CAST(const ft__block_q8_0 *, src); int64_t i; int j;
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        float d = ft_fp16_to_fp32(b->d);
+        for (j = 0; j < 32; j++) y[j] = (float)b->qs[j] * d;
     }
 }
-/* Q3_K: 16 sub-blocks of 16; 2 low bits in qs, the third in hmask (set: +0, clear: -4);
-   12 bytes of 6-bit scales biased by 32 */
-static void ft__dequant_q3_k(const void *src, float *y, int64_t n) {
-    const ft__block_q3_k *b = FT__CAST(const ft__block_q3_k *, src); int64_t i; int h, j, l, is;
+FT__MAYBE_UNUSED static void ft__dequant_iq4_nl_ref(const void *src, float *y, int64_t n) {   /* d table[q] */
+    const ft__block_iq4_nl *b = FT__CAST(const ft__block_iq4_nl *, src); int64_t i; int j;
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        float d = ft_fp16_to_fp32(b->d);
+        for (j = 0; j < 16; j++) {
+            y[j]      = d * (float)ft__iq4_nl_values[b->qs[j] & 15];
+            y[j + 16] = d * (float)ft__iq4_nl_values[b->qs[j] >> 4];
+        }
+    }
+}
+/* Q2_K: 16 sub-blocks of 16; byte scales[k] = min << 4 | scale; y = (d sc) q - (dmin min).
+   Two halves of 128 elements, each 32 bytes of qs read four times (shift 0, 2, 4, 6); each
+   read gives two sub-blocks (bytes 0-15, 16-31). */
+FT__MAYBE_UNUSED static void ft__dequant_q2_k_ref(const void *src, float *y, int64_t n) {
+    const ft__block_q2_k *b = FT__CAST(const ft__block_q2_k *, src); int64_t i; int h, s, l, k;
+    for (i = 0; i < n / 256; i++, b++)
+        for (h = 0; h < 2; h++)
+            for (s = 0; s < 8; s++) {                       /* sub-block k = 8 h + s: shift 2 (s / 2) */
+                const uint8_t *q = b->qs + 32 * h + 16 * (s & 1);
+                float dl, ml;
+                k = 8 * h + s;
+                dl = ft_fp16_to_fp32(b->d) * (float)(b->scales[k] & 15);
+                ml = ft_fp16_to_fp32(b->dmin) * (float)(b->scales[k] >> 4);
+                for (l = 0; l < 16; l++) *y++ = dl * (float)((q[l] >> (2 * (s >> 1))) & 3) - ml;
+            }
+}
+/* Q3_K: 16 sub-blocks of 16; 2 low bits in qs (as Q2_K), the third in hmask (bit b of byte l
+   for element 32 b + l; clear means -4); 16 6-bit scales biased by 32: low 4 bits in bytes
+   0-7 (low nibbles, then high nibbles), high 2 bits in bytes 8-11. y = (d sc) q. */
+FT__MAYBE_UNUSED static void ft__dequant_q3_k_ref(const void *src, float *y, int64_t n) {
+    const ft__block_q3_k *b = FT__CAST(const ft__block_q3_k *, src); int64_t i; int h, s, l, k;
     for (i = 0; i < n / 256; i++, b++) {
         float d = ft_fp16_to_fp32(b->d);
-        int8_t sc[16]; const uint8_t *q = b->qs, *s = b->scales; uint8_t m = 1;
-        for (j = 0; j < 16; j++) {                           /* low 4 bits, then 2 high bits */
-            int lo = j < 8 ? s[j] & 15 : s[j - 8] >> 4;
-            int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-            sc[j] = (int8_t)((lo | hi << 4) - 32);
-        }
-        for (is = 0, h = 0; h < 2; h++, q += 32)
-            for (j = 0; j < 8; j++) {
-                float dl = d * (float)sc[is++];
-                int shift = 2 * (j / 2), off = 16 * (j % 2);
+        for (h = 0; h < 2; h++)
+            for (s = 0; s < 8; s++) {
+                const uint8_t *q = b->qs + 32 * h + 16 * (s & 1), *hm = b->hmask + 16 * (s & 1);
+                int bit = 4 * h + (s >> 1), lo, hi; float dl;
+                k = 8 * h + s;
+                lo = k < 8 ? b->scales[k] & 15 : b->scales[k - 8] >> 4;
+                hi = (b->scales[8 + (k & 3)] >> (2 * (k >> 2))) & 3;
+                dl = d * (float)((lo | hi << 4) - 32);
                 for (l = 0; l < 16; l++)
-                    *y++ = dl * (float)(((q[off + l] >> shift) & 3) - ((b->hmask[off + l] & m) ? 0 : 4));
-                if (j % 2) m = (uint8_t)(m << 1);
+                    *y++ = dl * (float)((int)((q[l] >> (2 * (s >> 1))) & 3) - (((hm[l] >> bit) & 1) ? 0 : 4));
             }
     }
 }
-/* the 6-bit scale and min of sub-block j (of 8) in the 12 scale bytes of Q4_K / Q5_K */
-static void ft__scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
-    if (j < 4) { *d = q[j] & 63; *m = q[j + 4] & 63; }
-    else { *d = (uint8_t)((q[j + 4] & 15) | (q[j - 4] >> 6) << 4); *m = (uint8_t)((q[j + 4] >> 4) | (q[j] >> 6) << 4); }
+/* the 6-bit scale and min of sub-block j (of 8) in the 12 scale bytes of Q4_K / Q5_K:
+   j < 4: low 6 bits of bytes j, j + 4; j >= 4: nibbles of byte j + 4, high 2 bits from j - 4, j */
+static void ft__scale_min_k4(int j, const uint8_t *s, int *sc, int *mn) {
+    if (j < 4) { *sc = s[j] & 63; *mn = s[j + 4] & 63; }
+    else { *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4; *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4; }
 }
-/* Q4_K / Q5_K: 8 sub-blocks of 32; y = d*sc * q - dmin*m, q of 4 bits (+ a fifth from qh) */
-static void ft__dequant_q45_k(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, float d, float dmin, float *y) {
-    int j, l; uint8_t sc, mn, u1 = 1, u2 = 2;
-    for (j = 0; j < 4; j++, qs += 32, u1 = (uint8_t)(u1 << 2), u2 = (uint8_t)(u2 << 2)) {
-        float d1, m1, d2, m2, p;
-        ft__scale_min_k4(2 * j, scales, &sc, &mn); d1 = d * (float)sc; m1 = dmin * (float)mn;
-        ft__scale_min_k4(2 * j + 1, scales, &sc, &mn); d2 = d * (float)sc; m2 = dmin * (float)mn;
-        for (l = 0; l < 32; l++) { p = d1 * (float)((qs[l] & 15) + (qh && (qh[l] & u1) ? 16 : 0)); *y++ = p - m1; }
-        for (l = 0; l < 32; l++) { p = d2 * (float)((qs[l] >> 4) + (qh && (qh[l] & u2) ? 16 : 0)); *y++ = p - m2; }
+/* Q4_K / Q5_K: 8 sub-blocks of 32, y = (d sc) q - (dmin min). 32 bytes of qs give two
+   sub-blocks (low nibbles, then high); Q5_K's fifth bit of sub-block j is bit j of qh[l]. */
+static void ft__dequant_k45(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, float d, float dmin, float *y) {
+    int j, l, sc, mn;
+    for (j = 0; j < 8; j++, y += 32) {
+        const uint8_t *q = qs + 32 * (j >> 1); int sh = 4 * (j & 1); float dl, ml;
+        ft__scale_min_k4(j, scales, &sc, &mn);
+        dl = d * (float)sc; ml = dmin * (float)mn;
+        if (qh) for (l = 0; l < 32; l++) y[l] = dl * (float)(((q[l] >> sh) & 15) | ((qh[l] >> j) & 1) << 4) - ml;
+        else    for (l = 0; l < 32; l++) y[l] = dl * (float)((q[l] >> sh) & 15) - ml;
+    }
+}
+FT__MAYBE_UNUSED static void ft__dequant_q4_k_ref(const void *src, float *y, int64_t n) {
+    const ft__block_q4_k *b = FT__CAST(const ft__block_q4_k *, src); int64_t i;
+    for (i = 0; i < n / 256; i++, b++, y += 256)
+        ft__dequant_k45(b->scales, b->qs, NULL, ft_fp16_to_fp32(b->d), ft_fp16_to_fp32(b->dmin), y);
+}
+FT__MAYBE_UNUSED static void ft__dequant_q5_k_ref(const void *src, float *y, int64_t n) {
+    const ft__block_q5_k *b = FT__CAST(const ft__block_q5_k *, src); int64_t i;
+    for (i = 0; i < n / 256; i++, b++, y += 256)
+        ft__dequant_k45(b->scales, b->qs, b->qh, ft_fp16_to_fp32(b->d), ft_fp16_to_fp32(b->dmin), y);
+}
+/* Q6_K: 16 sub-blocks of 16 with int8 scales; q = 4 low bits | 2 high bits << 4, minus 32;
+   y = (d sc) q. Each half of 128 elements: ql[64], qh[32], scales[8]; for l < 32 element l
+   is ql[l] low | qh[l] bits 0-1, l + 32: ql[l + 32] low | bits 2-3, l + 64: ql[l] high |
+   bits 4-5, l + 96: ql[l + 32] high | bits 6-7. */
+FT__MAYBE_UNUSED static void ft__dequant_q6_k_ref(const void *src, float *y, int64_t n) {
+    const ft__block_q6_k *b = FT__CAST(const ft__block_q6_k *, src); int64_t i; int h, g, l;
+    for (i = 0; i < n / 256; i++, b++) {
+        float d = ft_fp16_to_fp32(b->d);
+        for (h = 0; h < 2; h++, y += 128)
+            for (g = 0; g < 4; g++) {                       /* 32 outputs 32 g .. 32 g + 31 */
+                const uint8_t *ql = b->ql + 64 * h + 32 * (g & 1), *qh = b->qh + 32 * h;
+                int shl = 4 * (g >> 1);
+                for (l = 0; l < 32; l++) {
+                    int q = (((ql[l] >> shl) & 15) | ((qh[l] >> (2 * g)) & 3) << 4) - 32;
+                    y[32 * g + l] = d * (float)b->scales[8 * h + 2 * g + (l >> 4)] * (float)q;
+                }
+            }
+    }
+}
+
+/* ---- SIMD decoders of the hot formats (Q4_0, Q4_1, Q8_0, Q6_K, Q4_K, Q5_K) ----------------
+   Bytes / nibbles become int8 lanes (already minus the offset), are widened to int32, converted
+   and multiplied by the broadcast scale: the reference's operations exactly. Q4_1's q d + m is
+   one FMA (the product is exact). The K formats work on 16 bytes
+   at a time: part of one sub-block, one scale. */
+#if !defined(FT_NO_SIMD) && defined(__AVX512F__)
+#include <immintrin.h>
+#define ft__q_load16(p) _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, p)))
+/* y[0..15] = q[0..15] * d, q int8 */
+static inline void ft__q_store16(float *y, __m128i q, __m512 d) {
+    _mm512_storeu_ps(y, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), d));
+}
+static void ft__dequant_q4_0(const void *src, float *y, int64_t n) {
+    const ft__block_q4_0 *b = FT__CAST(const ft__block_q4_0 *, src); int64_t i;
+    const __m128i m4 = _mm_set1_epi8(15), e8 = _mm_set1_epi8(8);
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        __m512 d = _mm512_set1_ps(ft_fp16_to_fp32(b->d));
+        __m128i q = ft__q_load16(b->qs);
+        ft__q_store16(y, _mm_sub_epi8(_mm_and_si128(q, m4), e8), d);
+        ft__q_store16(y + 16, _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8), d);
+    }
+}
+static void ft__dequant_q4_1(const void *src, float *y, int64_t n) {
+    const ft__block_q4_1 *b = FT__CAST(const ft__block_q4_1 *, src); int64_t i;
+    const __m128i m4 = _mm_set1_epi8(15);
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        __m512 d = _mm512_set1_ps(ft_fp16_to_fp32(b->d)), m = _mm512_set1_ps(ft_fp16_to_fp32(b->m));
+        __m128i q = ft__q_load16(b->qs);
+        __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, m4)));
+        __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), m4)));
+        _mm512_storeu_ps(y, _mm512_fmadd_ps(lo, d, m));
+        _mm512_storeu_ps(y + 16, _mm512_fmadd_ps(hi, d, m));
+    }
+}
+static void ft__dequant_q8_0(const void *src, float *y, int64_t n) {
+    const ft__block_q8_0 *b = FT__CAST(const ft__block_q8_0 *, src); int64_t i;
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        __m512 d = _mm512_set1_ps(ft_fp16_to_fp32(b->d));
+        ft__q_store16(y, ft__q_load16(b->qs), d);
+        ft__q_store16(y + 16, ft__q_load16(b->qs + 16), d);
+    }
+}
+/* y[0..15] = q[0..15] * dl - ml, q int8. A multiply, then a subtract: an FMS would give the same
+   numbers, but where ml is a NaN (an inf dmin times 0) compilers flip its sign to use an FMA */
+static inline void ft__q_store16_mulsub(float *y, __m128i q, __m512 dl, __m512 ml) {
+    _mm512_storeu_ps(y, _mm512_sub_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), dl), ml));
+}
+typedef __m512 ft__q_vf;
+#define FT__Q_SIMD "avx512"
+#define ft__q_set1(x) _mm512_set1_ps(x)
+#elif !defined(FT_NO_SIMD) && defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define ft__q_load16(p) _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, p)))
+static inline void ft__q_store16(float *y, __m128i q, __m256 d) {
+    _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d));
+    _mm256_storeu_ps(y + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))), d));
+}
+static void ft__dequant_q4_0(const void *src, float *y, int64_t n) {
+    const ft__block_q4_0 *b = FT__CAST(const ft__block_q4_0 *, src); int64_t i;
+    const __m128i m4 = _mm_set1_epi8(15), e8 = _mm_set1_epi8(8);
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        __m256 d = _mm256_set1_ps(ft_fp16_to_fp32(b->d));
+        __m128i q = ft__q_load16(b->qs);
+        ft__q_store16(y, _mm_sub_epi8(_mm_and_si128(q, m4), e8), d);
+        ft__q_store16(y + 16, _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8), d);
+    }
+}
+static void ft__dequant_q4_1(const void *src, float *y, int64_t n) {
+    const ft__block_q4_1 *b = FT__CAST(const ft__block_q4_1 *, src); int64_t i; int k;
+    const __m128i m4 = _mm_set1_epi8(15);
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        __m256 d = _mm256_set1_ps(ft_fp16_to_fp32(b->d)), m = _mm256_set1_ps(ft_fp16_to_fp32(b->m));
+        __m128i q = ft__q_load16(b->qs), h[2];
+        h[0] = _mm_and_si128(q, m4); h[1] = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+        for (k = 0; k < 2; k++) {
+            __m256 a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(h[k]));
+            __m256 c = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(h[k], 8)));
+            _mm256_storeu_ps(y + 16 * k, _mm256_fmadd_ps(a, d, m));
+            _mm256_storeu_ps(y + 16 * k + 8, _mm256_fmadd_ps(c, d, m));
+        }
+    }
+}
+static void ft__dequant_q8_0(const void *src, float *y, int64_t n) {
+    const ft__block_q8_0 *b = FT__CAST(const ft__block_q8_0 *, src); int64_t i;
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        __m256 d = _mm256_set1_ps(ft_fp16_to_fp32(b->d));
+        ft__q_store16(y, ft__q_load16(b->qs), d);
+        ft__q_store16(y + 16, ft__q_load16(b->qs + 16), d);
+    }
+}
+static inline void ft__q_store16_mulsub(float *y, __m128i q, __m256 dl, __m256 ml) {
+    _mm256_storeu_ps(y, _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), dl), ml));
+    _mm256_storeu_ps(y + 8, _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))), dl), ml));
+}
+typedef __m256 ft__q_vf;
+#define FT__Q_SIMD "avx2"
+#define ft__q_set1(x) _mm256_set1_ps(x)
+#elif !defined(FT_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#define ft__q_load16(p) vld1q_u8(p)
+static inline void ft__q_store16(float *y, int8x16_t q, float32x4_t d) {
+    int16x8_t a = vmovl_s8(vget_low_s8(q)), b = vmovl_high_s8(q);
+    vst1q_f32(y,      vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(a))), d));
+    vst1q_f32(y + 4,  vmulq_f32(vcvtq_f32_s32(vmovl_high_s16(a)), d));
+    vst1q_f32(y + 8,  vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(b))), d));
+    vst1q_f32(y + 12, vmulq_f32(vcvtq_f32_s32(vmovl_high_s16(b)), d));
+}
+static void ft__dequant_q4_0(const void *src, float *y, int64_t n) {
+    const ft__block_q4_0 *b = FT__CAST(const ft__block_q4_0 *, src); int64_t i;
+    const uint8x16_t m4 = vdupq_n_u8(15); const int8x16_t e8 = vdupq_n_s8(8);
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        float32x4_t d = vdupq_n_f32(ft_fp16_to_fp32(b->d));
+        uint8x16_t q = vld1q_u8(b->qs);
+        ft__q_store16(y, vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, m4)), e8), d);
+        ft__q_store16(y + 16, vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), e8), d);
+    }
+}
+static void ft__dequant_q4_1(const void *src, float *y, int64_t n) {
+    const ft__block_q4_1 *b = FT__CAST(const ft__block_q4_1 *, src); int64_t i; int k;
+    const uint8x16_t m4 = vdupq_n_u8(15);
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        float32x4_t d = vdupq_n_f32(ft_fp16_to_fp32(b->d)), m = vdupq_n_f32(ft_fp16_to_fp32(b->m));
+        uint8x16_t q = vld1q_u8(b->qs), h[2];
+        h[0] = vandq_u8(q, m4); h[1] = vshrq_n_u8(q, 4);
+        for (k = 0; k < 2; k++) {
+            uint16x8_t a = vmovl_u8(vget_low_u8(h[k])), c = vmovl_high_u8(h[k]);
+            float *o = y + 16 * k;
+            vst1q_f32(o,      vfmaq_f32(m, vcvtq_f32_u32(vmovl_u16(vget_low_u16(a))), d));
+            vst1q_f32(o + 4,  vfmaq_f32(m, vcvtq_f32_u32(vmovl_high_u16(a)), d));
+            vst1q_f32(o + 8,  vfmaq_f32(m, vcvtq_f32_u32(vmovl_u16(vget_low_u16(c))), d));
+            vst1q_f32(o + 12, vfmaq_f32(m, vcvtq_f32_u32(vmovl_high_u16(c)), d));
+        }
+    }
+}
+static void ft__dequant_q8_0(const void *src, float *y, int64_t n) {
+    const ft__block_q8_0 *b = FT__CAST(const ft__block_q8_0 *, src); int64_t i;
+    for (i = 0; i < n / 32; i++, b++, y += 32) {
+        float32x4_t d = vdupq_n_f32(ft_fp16_to_fp32(b->d));
+        ft__q_store16(y, vld1q_s8(b->qs), d);
+        ft__q_store16(y + 16, vld1q_s8(b->qs + 16), d);
+    }
+}
+static inline void ft__q_store16_mulsub(float *y, int8x16_t q, float32x4_t dl, float32x4_t ml) {
+    int16x8_t a = vmovl_s8(vget_low_s8(q)), b = vmovl_high_s8(q);
+    vst1q_f32(y,      vsubq_f32(vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(a))), dl), ml));
+    vst1q_f32(y + 4,  vsubq_f32(vmulq_f32(vcvtq_f32_s32(vmovl_high_s16(a)), dl), ml));
+    vst1q_f32(y + 8,  vsubq_f32(vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(b))), dl), ml));
+    vst1q_f32(y + 12, vsubq_f32(vmulq_f32(vcvtq_f32_s32(vmovl_high_s16(b)), dl), ml));
+}
+typedef float32x4_t ft__q_vf;
+#define FT__Q_SIMD "neon"
+#define ft__q_set1(x) vdupq_n_f32(x)
+#else
+#define FT__Q_SIMD "scalar"
+static void ft__dequant_q4_0(const void *src, float *y, int64_t n) { ft__dequant_q4_0_ref(src, y, n); }
+static void ft__dequant_q4_1(const void *src, float *y, int64_t n) { ft__dequant_q4_1_ref(src, y, n); }
+static void ft__dequant_q8_0(const void *src, float *y, int64_t n) { ft__dequant_q8_0_ref(src, y, n); }
+static void ft__dequant_q6_k(const void *src, float *y, int64_t n) { ft__dequant_q6_k_ref(src, y, n); }
+static void ft__dequant_q4_k(const void *src, float *y, int64_t n) { ft__dequant_q4_k_ref(src, y, n); }
+static void ft__dequant_q5_k(const void *src, float *y, int64_t n) { ft__dequant_q5_k_ref(src, y, n); }
+#endif
+
+#if defined(ft__q_set1)
+/* Q6_K, 16 bytes at a time: chunk c (0, 1) of a half gives sub-blocks c, 2 + c, 4 + c, 6 + c */
+#if defined(__aarch64__)
+#define ft__q6_and(a, b)  vandq_u8(a, b)
+#define ft__q6_or(a, b)   vorrq_u8(a, b)
+#define ft__q6_shl4(a)    vshlq_n_u8(a, 4)
+#define ft__q6_shl2(a)    vshlq_n_u8(a, 2)
+#define ft__q6_shr2(a)    vshrq_n_u8(a, 2)
+#define ft__q6_shr4(a)    vshrq_n_u8(a, 4)
+#define ft__q6_splat(x)   vdupq_n_u8(x)
+#define ft__q6_m32(a)     vsubq_s8(vreinterpretq_s8_u8(a), vdupq_n_s8(32))
+#define ft__q6_s8(a)      vreinterpretq_s8_u8(a)
+#define ft__q6_bit4(a, j) vshlq_n_u8(vandq_u8(vshlq_u8(a, vdupq_n_s8((int8_t)-(j))), vdupq_n_u8(1)), 4)  /* bit j -> 16 */
+typedef uint8x16_t ft__q6_vb;
+#else                       /* x86: 16-bit shifts, the bits that cross a byte masked off after */
+#define ft__q6_and(a, b)  _mm_and_si128(a, b)
+#define ft__q6_or(a, b)   _mm_or_si128(a, b)
+#define ft__q6_shl4(a)    _mm_slli_epi16(a, 4)
+#define ft__q6_shl2(a)    _mm_slli_epi16(a, 2)
+#define ft__q6_shr2(a)    _mm_srli_epi16(a, 2)
+#define ft__q6_shr4(a)    _mm_and_si128(_mm_srli_epi16(a, 4), _mm_set1_epi8(15))
+#define ft__q6_splat(x)   _mm_set1_epi8(x)
+#define ft__q6_m32(a)     _mm_sub_epi8(a, _mm_set1_epi8(32))
+#define ft__q6_s8(a)      (a)
+#define ft__q6_bit4(a, j) _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(a, _mm_cvtsi32_si128(j)), _mm_set1_epi8(1)), 4)
+typedef __m128i ft__q6_vb;
+#endif
+static void ft__dequant_q6_k(const void *src, float *y, int64_t n) {
+    const ft__block_q6_k *b = FT__CAST(const ft__block_q6_k *, src); int64_t i; int h, c;
+    const ft__q6_vb m4 = ft__q6_splat(15), m30 = ft__q6_splat(0x30);
+    for (i = 0; i < n / 256; i++, b++) {
+        float d = ft_fp16_to_fp32(b->d);
+        for (h = 0; h < 2; h++, y += 128)
+            for (c = 0; c < 2; c++) {
+                const int8_t *sc = b->scales + 8 * h + c;
+                ft__q6_vb a = ft__q_load16(b->ql + 64 * h + 16 * c);         /* elements l, l + 64 */
+                ft__q6_vb e = ft__q_load16(b->ql + 64 * h + 32 + 16 * c);    /* l + 32, l + 96     */
+                ft__q6_vb qh = ft__q_load16(b->qh + 32 * h + 16 * c);
+                float *o = y + 16 * c;
+                ft__q_store16(o,      ft__q6_m32(ft__q6_or(ft__q6_and(a, m4), ft__q6_and(ft__q6_shl4(qh), m30))), ft__q_set1(d * (float)sc[0]));
+                ft__q_store16(o + 32, ft__q6_m32(ft__q6_or(ft__q6_and(e, m4), ft__q6_and(ft__q6_shl2(qh), m30))), ft__q_set1(d * (float)sc[2]));
+                ft__q_store16(o + 64, ft__q6_m32(ft__q6_or(ft__q6_shr4(a), ft__q6_and(qh, m30))), ft__q_set1(d * (float)sc[4]));
+                ft__q_store16(o + 96, ft__q6_m32(ft__q6_or(ft__q6_shr4(e), ft__q6_and(ft__q6_shr2(qh), m30))), ft__q_set1(d * (float)sc[6]));
+            }
+    }
+}
+/* Q4_K / Q5_K: sub-block j = 32 nibbles (+ bit j of qh), 16 at a time, y = q dl - ml */
+static void ft__dequant_k45_simd(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, float d, float dmin, float *y) {
+    const ft__q6_vb m4 = ft__q6_splat(15); int j, c, sc, mn;
+    for (j = 0; j < 8; j++, y += 32) {
+        ft__q_vf dl, ml;
+        ft__scale_min_k4(j, scales, &sc, &mn);
+        dl = ft__q_set1(d * (float)sc); ml = ft__q_set1(dmin * (float)mn);
+        for (c = 0; c < 2; c++) {
+            ft__q6_vb q = ft__q_load16(qs + 32 * (j >> 1) + 16 * c);
+            q = (j & 1) ? ft__q6_shr4(q) : ft__q6_and(q, m4);
+            if (qh) q = ft__q6_or(q, ft__q6_bit4(ft__q_load16(qh + 16 * c), j));
+            ft__q_store16_mulsub(y + 16 * c, ft__q6_s8(q), dl, ml);
+        }
     }
 }
 static void ft__dequant_q4_k(const void *src, float *y, int64_t n) {
     const ft__block_q4_k *b = FT__CAST(const ft__block_q4_k *, src); int64_t i;
-    for (i = 0; i < n / 256; i++, b++, y += 256) ft__dequant_q45_k(b->scales, b->qs, NULL, ft_fp16_to_fp32(b->d), ft_fp16_to_fp32(b->dmin), y);
+    for (i = 0; i < n / 256; i++, b++, y += 256)
+        ft__dequant_k45_simd(b->scales, b->qs, NULL, ft_fp16_to_fp32(b->d), ft_fp16_to_fp32(b->dmin), y);
 }
 static void ft__dequant_q5_k(const void *src, float *y, int64_t n) {
     const ft__block_q5_k *b = FT__CAST(const ft__block_q5_k *, src); int64_t i;
-    for (i = 0; i < n / 256; i++, b++, y += 256) ft__dequant_q45_k(b->scales, b->qs, b->qh, ft_fp16_to_fp32(b->d), ft_fp16_to_fp32(b->dmin), y);
+    for (i = 0; i < n / 256; i++, b++, y += 256)
+        ft__dequant_k45_simd(b->scales, b->qs, b->qh, ft_fp16_to_fp32(b->d), ft_fp16_to_fp32(b->dmin), y);
 }
-/* Q6_K: 16 sub-blocks of 16 with int8 scales; 4 low bits in ql, 2 high in qh; q - 32 */
-static void ft__dequant_q6_k(const void *src, float *y, int64_t n) {
-    const ft__block_q6_k *b = FT__CAST(const ft__block_q6_k *, src); int64_t i; int h, l;
-    for (i = 0; i < n / 256; i++, b++) {
-        float d = ft_fp16_to_fp32(b->d);
-        const uint8_t *ql = b->ql, *qh = b->qh; const int8_t *sc = b->scales;
-        for (h = 0; h < 2; h++, y += 128, ql += 64, qh += 32, sc += 8)
-            for (l = 0; l < 32; l++) {
-                int is = l / 16;
-                int q1 = ((ql[l] & 15) | ((qh[l] >> 0) & 3) << 4) - 32, q2 = ((ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4) - 32;
-                int q3 = ((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32, q4 = ((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32;
-                y[l] = d * (float)sc[is] * (float)q1;        y[l + 32] = d * (float)sc[is + 2] * (float)q2;
-                y[l + 64] = d * (float)sc[is + 4] * (float)q3; y[l + 96] = d * (float)sc[is + 6] * (float)q4;
-            }
+#endif
+
+/* the cold formats: the references are the decoders */
+static void ft__dequant_q5_0(const void *src, float *y, int64_t n) { ft__dequant_q5_0_ref(src, y, n); }
+static void ft__dequant_q5_1(const void *src, float *y, int64_t n) { ft__dequant_q5_1_ref(src, y, n); }
+static void ft__dequant_iq4_nl(const void *src, float *y, int64_t n) { ft__dequant_iq4_nl_ref(src, y, n); }
+static void ft__dequant_q2_k(const void *src, float *y, int64_t n) { ft__dequant_q2_k_ref(src, y, n); }
+static void ft__dequant_q3_k(const void *src, float *y, int64_t n) { ft__dequant_q3_k_ref(src, y, n); }
+
+/* ---- encoders: ggml's quantize_row_*_ref, byte for byte ---------------------------------------
+   ggml and gguf round the product x * id to f32 and then add the 0.5 / 8.5: GCC in its GNU
+   modes (and any compiler given -ffp-contract=fast) would fuse the two into an FMA, which
+   changes a code now and then. FT__ROUNDED(p) hides p from that: an empty asm that "changes" it. */
+#if defined(__GNUC__) && (defined(__x86_64__) || (defined(__i386__) && defined(__SSE2_MATH__)))
+#define FT__ROUNDED(p) __asm__("" : "+x"(p))
+#elif defined(__GNUC__) && defined(__aarch64__)
+#define FT__ROUNDED(p) __asm__("" : "+w"(p))
+#elif defined(__GNUC__)
+#define FT__ROUNDED(p) __asm__("" : "+m"(p))
+#else
+#define FT__ROUNDED(p) ((void)0)          /* MSVC does not contract across statements */
+#endif
+/* a 4-bit code: trunc(p + bias) clamped to 0..15, as (uint8_t)MIN(15, (int8_t)(p + bias)) */
+static int ft__quant_nibble(float p, float bias) {
+    float v;
+    FT__ROUNDED(p);
+    v = p + bias;
+    return v >= 15.0f ? 15 : v >= 1.0f ? (int)v : 0;      /* (also no UB for inf / nan) */
+}
+/* Q8_0: d = max|x| / 127, q = round(x / d) half away from zero */
+FT__MAYBE_UNUSED static void ft__quant_q8_0(const float *x, void *dst, int64_t n) {
+    ft__block_q8_0 *b = FT__CAST(ft__block_q8_0 *, dst); int64_t i; int j;
+    for (i = 0; i < n / 32; i++, b++, x += 32) {
+        float amax = 0.0f, d, id;
+        for (j = 0; j < 32; j++) amax = FT__MAX(amax, fabsf(x[j]));
+        d = amax / 127.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        b->d = ft_fp32_to_fp16(d);
+        for (j = 0; j < 32; j++) {
+            float v = roundf(x[j] * id);
+            b->qs[j] = (int8_t)(v >= 127.0f ? 127 : v <= -127.0f ? -127 : v == v ? (int)v : 0);
+        }
+    }
+}
+/* Q4_0: d = -(the signed x of largest |x|, first if tied) / 8, so that x = max codes as 0;
+   q = trunc(x / d + 8.5) clamped to 15 */
+FT__MAYBE_UNUSED static void ft__quant_q4_0(const float *x, void *dst, int64_t n) {
+    ft__block_q4_0 *b = FT__CAST(ft__block_q4_0 *, dst); int64_t i; int j;
+    for (i = 0; i < n / 32; i++, b++, x += 32) {
+        float amax = 0.0f, max = 0.0f, d, id;
+        for (j = 0; j < 32; j++) if (amax < fabsf(x[j])) { amax = fabsf(x[j]); max = x[j]; }
+        d = max / -8.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        b->d = ft_fp32_to_fp16(d);
+        for (j = 0; j < 16; j++)
+            b->qs[j] = (uint8_t)(ft__quant_nibble(x[j] * id, 8.5f) | ft__quant_nibble(x[j + 16] * id, 8.5f) << 4);
+    }
+}
+/* Q4_1: m = min x, d = (max x - min x) / 15, q = trunc((x - m) / d + 0.5) clamped to 15 */
+FT__MAYBE_UNUSED static void ft__quant_q4_1(const float *x, void *dst, int64_t n) {
+    ft__block_q4_1 *b = FT__CAST(ft__block_q4_1 *, dst); int64_t i; int j;
+    for (i = 0; i < n / 32; i++, b++, x += 32) {
+        float min = FLT_MAX, max = -FLT_MAX, d, id;
+        for (j = 0; j < 32; j++) { if (x[j] < min) min = x[j]; if (x[j] > max) max = x[j]; }
+        d = (max - min) / 15.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        b->d = ft_fp32_to_fp16(d);
+        b->m = ft_fp32_to_fp16(min);
+        for (j = 0; j < 16; j++)
+            b->qs[j] = (uint8_t)(ft__quant_nibble((x[j] - min) * id, 0.5f) | ft__quant_nibble((x[j + 16] - min) * id, 0.5f) << 4);
     }
 }
 
-static void ft__dequant_iq4_nl(const void *src, float *y, int64_t n) {        /* d table[q] */
-    static const int8_t kv[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-    const ft__block_q4_0 *b = FT__CAST(const ft__block_q4_0 *, src); int64_t i; int j;
-    for (i = 0; i < n / 32; i++, b++, y += 32) {
-        float d = ft_fp16_to_fp32(b->d);
-        for (j = 0; j < 16; j++) { y[j] = d * (float)kv[b->qs[j] & 15]; y[j + 16] = d * (float)kv[b->qs[j] >> 4]; }
-    }
-}
+/* ---- the rows of ft__types[] these fill (indexed by ggml type id; unchanged from today's):
+    2 {"q4_0", 32, 18, ft__dequant_q4_0}     3 {"q4_1", 32, 20, ft__dequant_q4_1}
+    6 {"q5_0", 32, 22, ft__dequant_q5_0}     7 {"q5_1", 32, 24, ft__dequant_q5_1}
+    8 {"q8_0", 32, 34, ft__dequant_q8_0}    10 {"q2_K", 256, 84, ft__dequant_q2_k}
+   11 {"q3_K", 256, 110, ft__dequant_q3_k}  12 {"q4_K", 256, 144, ft__dequant_q4_k}
+   13 {"q5_K", 256, 176, ft__dequant_q5_k}  14 {"q6_K", 256, 210, ft__dequant_q6_k}
+   20 {"iq4_nl", 32, 18, ft__dequant_iq4_nl}
+   encoders (for a from_f32 column, should the table grow one): 2 ft__quant_q4_0,
+   3 ft__quant_q4_1, 8 ft__quant_q8_0 ---- */
+
 
 /* ============================================================================================
    [gguf] GGUF v2/v3 reader (mmap, zero-copy tensor data, every field bounds-checked) and writer
@@ -7352,7 +7610,7 @@ static ft_result ft__batch_loss(ft_ctx *ctx, ft_model *m, const ft_batch_data *b
 
 /* token-weighted mean loss over a whole dataset (no gradient) */
 FT_API ft_result ft_eval_loss(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int64_t batch, int64_t seq_len, double *mean_loss, int64_t *n_tokens) {
-    ft_batch_data bd; int64_t i, *order, n = ft_dataset_size(d); double sum = 0, l; int64_t cnt = 0; ft_result r = FT_OK;
+    ft_batch_data bd; int64_t i, *order, n = ft_dataset_size(d); double sum = 0, l = 0; int64_t cnt = 0; ft_result r = FT_OK;
     int old = ft_ctx_set_grad(ctx, 0);
     memset(&bd, 0, sizeof bd);
     order = FT__CAST(int64_t *, FT_MALLOC((size_t)n * sizeof(int64_t)));
@@ -7451,7 +7709,7 @@ FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_datas
         step_tokens = 0;
         ft_params_zero_grad(P);
         for (a = 0; a < o.grad_accum && r == FT_OK; a++) {
-            double l; int64_t b, T = 1, j;
+            double l = 0; int64_t b, T = 1, j;
             if (st.data_pos >= n) {                   /* next epoch, new order */
                 st.epoch++; st.data_pos = 0;
                 ft__shuffle(order, n, st.data_seed + (uint64_t)st.epoch * 0x9e3779b97f4a7c15ull);
@@ -7708,7 +7966,7 @@ FT_API ft_result ft_safetensors_open(ft_safetensors **out, const char *path) {
     s->buf = FT__CAST(unsigned char *, FT_MALLOC(s->size + 1));
     if (n < 0 || !s->buf || !s->path || fread(s->buf, 1, s->size, f) != s->size) { fclose(f); ft_safetensors_close(s); return ft_set_error(FT_ERR_IO, "%s: read failed", path); }
     fclose(f);
-    if (s->size < 8) { ft_safetensors_close(s); return ft_set_error(FT_ERR_FORMAT, "%s: offset 0: %zu bytes, too short for a header length", path, s->size); }
+    if (s->size < 8) { size_t sz = s->size; ft_safetensors_close(s); return ft_set_error(FT_ERR_FORMAT, "%s: offset 0: %zu bytes, too short for a header length", path, sz); }
     memcpy(&hn, s->buf, 8);
     if (hn > s->size - 8 || hn > ((uint64_t)100 << 20)) { ft_safetensors_close(s); return ft_set_error(FT_ERR_FORMAT, "%s: offset 0: header length %llu exceeds the file", path, (unsigned long long)hn); }
     s->data_off = 8 + (size_t)hn;
@@ -7721,7 +7979,8 @@ FT_API ft_result ft_safetensors_open(ft_safetensors **out, const char *path) {
         double nel = 1, es; int64_t j;
         if (strcmp(k->s, "__metadata__") == 0) continue;
         if (!dt || dt->kind != FT_JSON_STRING || !sh || sh->kind != FT_JSON_ARRAY || sh->n > 8 || !off || off->kind != FT_JSON_ARRAY || off->n != 2) {
-            ft_safetensors_close(s); return ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s': needs dtype, shape and data_offsets", path, k->s);
+            ft_result e_ = ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s': needs dtype, shape and data_offsets", path, k->s);
+            ft_safetensors_close(s); return e_;
         }
         es = strcmp(dt->s, "F32") == 0 || strcmp(dt->s, "I32") == 0 ? 4 : strcmp(dt->s, "F16") == 0 || strcmp(dt->s, "BF16") == 0 ? 2 :
              strcmp(dt->s, "F64") == 0 || strcmp(dt->s, "I64") == 0 ? 8 : strcmp(dt->s, "U8") == 0 || strcmp(dt->s, "I8") == 0 || strcmp(dt->s, "BOOL") == 0 ? 1 : 0;
@@ -7732,9 +7991,10 @@ FT_API ft_result ft_safetensors_open(ft_safetensors **out, const char *path) {
         }
         if (es <= 0 || ft_json_at(off, 0)->num < 0 || ft_json_at(off, 1)->num < ft_json_at(off, 0)->num ||
             ft_json_at(off, 1)->num > (double)(s->size - s->data_off) || ft_json_at(off, 1)->num - ft_json_at(off, 0)->num != nel * es) {
+            ft_result e_ = ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s': dtype, shape and data_offsets [%.0f, %.0f] disagree or run past the %zu data bytes",
+                                        path, k->s, ft_json_at(off, 0)->num, ft_json_at(off, 1)->num, s->size - s->data_off);
             ft_safetensors_close(s);
-            return ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s': dtype, shape and data_offsets [%.0f, %.0f] disagree or run past the %zu data bytes",
-                                path, k->s, ft_json_at(off, 0)->num, ft_json_at(off, 1)->num, s->size - s->data_off);
+            return e_;
         }
     }
     *out = s;
