@@ -7825,7 +7825,7 @@ FT_API ft_result ft_eval_generate(ft_ctx *ctx, ft_model *m, const ft_dataset *d,
                                   ft_eval_gen *res, ft_eval_gen_fn on_item, void *user) {
     const ft_tokenizer *tok = m->tok; ft_kv_cache *kv = NULL; ft_result r = FT_OK;
     int64_t i, n = ft_dataset_size(d), maxp = 0, s;
-    int32_t stop[2], *out = NULL, *refids = NULL; int n_stop = 0;
+    int32_t stop[2], *out = NULL; int n_stop = 0;
     enum { G = 8 };
     char *gen = NULL, *ref = NULL; size_t cap = 65536;
     memset(res, 0, sizeof *res);
@@ -7840,8 +7840,7 @@ FT_API ft_result ft_eval_generate(ft_ctx *ctx, ft_model *m, const ft_dataset *d,
     }
     gen = FT__CAST(char *, FT_MALLOC(cap)); ref = FT__CAST(char *, FT_MALLOC(cap));
     out = FT__CAST(int32_t *, FT_MALLOC((size_t)(G * max_new) * sizeof(int32_t)));
-    refids = FT__CAST(int32_t *, FT_MALLOC((size_t)FT__MAX(maxp + 4096, 1) * sizeof(int32_t)));
-    if (!gen || !ref || !out || !refids) { r = ft_set_error(FT_ERR_NOMEM, "eval: out of memory"); goto done; }
+    if (!gen || !ref || !out) { r = ft_set_error(FT_ERR_NOMEM, "eval: out of memory"); goto done; }
     if ((r = ft_kv_cache_init(&kv, m, G, maxp + max_new + 1)) != FT_OK) goto done;
     for (i = 0; i < n && r == FT_OK; i += G) {
         const int32_t *prompts[G]; int64_t plen[G], olen[G], g = FT__MIN((int64_t)G, n - i);
@@ -7876,7 +7875,7 @@ FT_API ft_result ft_eval_generate(ft_ctx *ctx, ft_model *m, const ft_dataset *d,
     }
 done:
     if (res->n) { res->exact_rate = (double)res->exact / (double)res->n; res->contains_rate = (double)res->contains / (double)res->n; }
-    ft_kv_cache_free(kv); FT_FREE(gen); FT_FREE(ref); FT_FREE(out); FT_FREE(refids);
+    ft_kv_cache_free(kv); FT_FREE(gen); FT_FREE(ref); FT_FREE(out);
     return r;
 }
 

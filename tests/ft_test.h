@@ -39,6 +39,17 @@ static int ft_test_summary(const char *file) {
     return ft_test_failed ? 1 : 0;
 }
 
+/* a whole file, NUL-terminated, in memory (NULL if unreadable); *n its size */
+static inline unsigned char *ft_test_slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb"); unsigned char *b; long sz;
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END); sz = ftell(f); fseek(f, 0, SEEK_SET);
+    b = (unsigned char *)malloc((size_t)sz + 1);
+    if (!b || fread(b, 1, (size_t)sz, f) != (size_t)sz) { fclose(f); free(b); return NULL; }
+    fclose(f); b[sz] = 0; *n = (size_t)sz;
+    return b;
+}
+
 /* max |a - b| / (atol + rtol |b|) <= 1 for all elements; returns the worst ratio */
 static inline double ft_test_close(const float *a, const float *b, long n, double atol, double rtol, long *worst) {
     double w = 0; long i;

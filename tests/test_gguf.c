@@ -6,15 +6,6 @@
 #include "ft_test.h"
 
 static const char *PATH = "build/test_gguf_tmp.gguf";
-static unsigned char *file_bytes(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb"); unsigned char *b; long len;
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END); len = ftell(f); fseek(f, 0, SEEK_SET);
-    b = (unsigned char *)malloc((size_t)len + 1);
-    *n = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    return b;
-}
 
 static float T0[64];
 static uint16_t T1[64];
@@ -85,7 +76,7 @@ static int opens(const unsigned char *b, size_t n, char *msg, size_t cap) {
 }
 
 TEST(every_truncation_is_a_clean_error) {
-    size_t n, k; unsigned char *b = file_bytes(PATH, &n); char msg[1100]; int bad = 0;
+    size_t n, k; unsigned char *b = ft_test_slurp(PATH, &n); char msg[1100]; int bad = 0;
     if (!b) { CHECK(0, "no sample file"); return; }
     for (k = 0; k < n; k++) {
         int r = opens(b, k, msg, sizeof msg);
@@ -111,7 +102,7 @@ static size_t find(const unsigned char *b, size_t n, const char *s) {
 }
 
 TEST(lying_fields_are_caught) {
-    size_t n; unsigned char *b = file_bytes(PATH, &n);
+    size_t n; unsigned char *b = ft_test_slurp(PATH, &n);
     uint64_t huge = 0x7fffffffffffffffULL, big = 1ull << 41, u = 0; uint32_t u32;
     size_t t0, kvarr, tok;
     if (!b) { CHECK(0, "no sample"); return; }
@@ -138,7 +129,7 @@ TEST(lying_fields_are_caught) {
 }
 
 TEST(random_corruption_never_crashes) {
-    size_t n, k; unsigned char *b = file_bytes(PATH, &n), *c; ft_rng r; int ok = 0, err = 0;
+    size_t n, k; unsigned char *b = ft_test_slurp(PATH, &n), *c; ft_rng r; int ok = 0, err = 0;
     if (!b) { CHECK(0, "no sample"); return; }
     c = (unsigned char *)malloc(n);
     ft_rng_seed(&r, 77);

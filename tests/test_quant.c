@@ -6,18 +6,9 @@
 #include "../finetune.h"
 #include "ft_test.h"
 
-static unsigned char *slurp(const char *p, size_t *n) {
-    FILE *f = fopen(p, "rb"); unsigned char *b; long sz;
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END); sz = ftell(f); fseek(f, 0, SEEK_SET);
-    b = (unsigned char *)malloc((size_t)sz + 1);
-    *n = fread(b, 1, (size_t)sz, f);
-    fclose(f);
-    return b;
-}
 
 TEST(dequantize_bit_exact_with_gguf) {
-    size_t n, off = 8; unsigned char *b = slurp("tests/fixtures/quant.bin", &n); uint32_t count, e;
+    size_t n, off = 8; unsigned char *b = ft_test_slurp("tests/fixtures/quant.bin", &n); uint32_t count, e;
     int exact = 0, total = 0;
     CHECK(b && memcmp(b, "FTQF", 4) == 0, "fixture");
     if (!b) return;
@@ -56,7 +47,7 @@ TEST(dequantize_bit_exact_with_gguf) {
 /* y = x W^T with W quantized equals y with W decoded to f32 (forward and input gradient):
    bit for bit through the GEMM (37 rows), within 1e-5 through the few-row GEMV (3 rows) */
 TEST(quantized_matmul_equals_decoded) {
-    size_t n, off = 8; unsigned char *b = slurp("tests/fixtures/quant.bin", &n); uint32_t count, e;
+    size_t n, off = 8; unsigned char *b = ft_test_slurp("tests/fixtures/quant.bin", &n); uint32_t count, e;
     ft_ctx *ctx; ft_ctx_opts o;
     memset(&o, 0, sizeof o); o.n_threads = 2; ft_ctx_init(&ctx, &o);
     memcpy(&count, b + 4, 4);

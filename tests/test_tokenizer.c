@@ -7,14 +7,6 @@
 #include "../finetune.h"
 #include "ft_test.h"
 
-static unsigned char *slurp(const char *p, size_t *n) {
-    FILE *f = fopen(p, "rb"); unsigned char *b; long sz;
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END); sz = ftell(f); fseek(f, 0, SEEK_SET);
-    b = (unsigned char *)malloc((size_t)sz + 1);
-    if (fread(b, 1, (size_t)sz, f) != (size_t)sz) { fclose(f); free(b); return NULL; }
-    fclose(f); b[sz] = 0; *n = (size_t)sz; return b;
-}
 static int unhex(const char *h, unsigned char *out) {
     int n = 0;
     if (h[0] == '-') return 0;
@@ -27,7 +19,7 @@ static const char *TMPL;
 
 TEST(llama_cpp_ids_for_the_corpus) {
     ft_tokenizer *t = T; const char *fixture = "tests/fixtures/tokenizer_smollm2.txt", *tmpl = TMPL;
-    size_t n; unsigned char *b = slurp(fixture, &n);
+    size_t n; unsigned char *b = ft_test_slurp(fixture, &n);
     char *line;
     unsigned char *str = (unsigned char *)malloc(65536), *expect_chat = (unsigned char *)malloc(65536);
     int slen = 0, n_str = 0, n_match = 0, n_rt = 0;
