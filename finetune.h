@@ -572,6 +572,8 @@ typedef struct ft_lora_opts {
     int      dora;                  /* DoRA: learned magnitude per output row                    */
     const uint64_t *layer_mask;     /* optional bit per layer (bit l of word l / 64)             */
     uint64_t seed;                  /* init of A                                                  */
+    int      reward_head;           /* also a trainable scalar head on the last hidden state (a
+                                       reward model, PEFT's SEQ_CLS "score" module)               */
 } ft_lora_opts;
 typedef struct ft_peft ft_peft;
 FT_API ft_result  ft_lora_attach(ft_peft **out, ft_model *m, const ft_lora_opts *o);
@@ -587,6 +589,7 @@ FT_API ft_tensor *ft_lora_magnitude(ft_peft *p, int layer, int which);   /* DoRA
 FT_API ft_result  ft_lora_merge(ft_peft *p);                /* W + sBA into owned f32 weights    */
 FT_API ft_result  ft_lora_unmerge(ft_peft *p);
 FT_API const char *ft_site_name(int which);                 /* "q_proj", ... as PEFT names them  */
+FT_API ft_tensor *ft_peft_reward_head(ft_peft *p);          /* (1, n_embd) or NULL               */
 
 
 /* ---- optimizers ------------------------------------------------------------------------------------ */
@@ -709,10 +712,11 @@ FT_API ft_result ft_dataset_mix(ft_dataset **out, ft_dataset *const *parts, cons
 
 
 /* ---- objectives: preference losses on per-sequence log-probs (TRL's definitions) ----------------- */
-typedef enum ft_pref_kind { FT_PREF_SIGMOID = 0, FT_PREF_IPO, FT_PREF_HINGE } ft_pref_kind;
+typedef enum ft_pref_kind { FT_PREF_SIGMOID = 0, FT_PREF_IPO, FT_PREF_HINGE, FT_PREF_ROBUST } ft_pref_kind;
 typedef struct ft_pref_stats {      /* as TRL logs them: rewards/chosen, rewards/rejected, ...     */
     double rewards_chosen, rewards_rejected, rewards_margins, rewards_accuracies;
     double logps_chosen, logps_rejected, log_odds_ratio, log_odds_chosen;
+    double kl;                      /* KTO: the batch's detached KL reference point              */
 } ft_pref_stats;
 /* pc, pr: policy log-probs (B) of chosen / rejected; rc, rr: the reference's (or NULL) */
 FT_API ft_tensor *ft_dpo_loss(ft_ctx *ctx, ft_pref_kind kind, ft_tensor *pc, ft_tensor *pr, ft_tensor *rc, ft_tensor *rr,
@@ -720,16 +724,29 @@ FT_API ft_tensor *ft_dpo_loss(ft_ctx *ctx, ft_pref_kind kind, ft_tensor *pc, ft_
 FT_API ft_tensor *ft_simpo_loss(ft_ctx *ctx, ft_tensor *pc, ft_tensor *pr, float beta, float gamma, float label_smoothing, ft_pref_stats *st);
 FT_API ft_tensor *ft_orpo_loss(ft_ctx *ctx, ft_tensor *pc, ft_tensor *pr, ft_tensor *nll_chosen, float beta, ft_pref_stats *st);
 FT_API ft_tensor *ft_rm_loss(ft_ctx *ctx, ft_tensor *rc, ft_tensor *rr, const float *margin, float center_coef, ft_pref_stats *st);
+/* KTO on unpaired feedback: lp, rp policy / reference log-probs (B) of each completion, desirable[i]
+   its label; klp, krp the same for mismatched prompt/completion pairs (the KL reference point;
+   NULL: 0). Weights: desirable_weight, undesirable_weight (TRL defaults 1, 1). */
+FT_API ft_tensor *ft_kto_loss(ft_ctx *ctx, ft_tensor *lp, ft_tensor *rp, ft_tensor *klp, ft_tensor *krp, const int *desirable,
+                              float beta, float desirable_weight, float undesirable_weight, ft_pref_stats *st);
 
 /* ---- the trainer (SFT, continued pretraining) ----------------------------------------------------------- */
 typedef struct ft_batch_data {
     int32_t *ids, *targets, *pos, *seg;     /* (B*T) each; targets -100 where there is no loss      */
     int64_t B, T, cap;
     int64_t n_targets, n_tokens, used;      /* targets, real tokens, examples consumed               */
+    int32_t *len, *label;                   /* (B) each: real tokens of a row; KTO: 1 desirable      */
+    int64_t row_cap;
 } ft_batch_data;
 FT_API ft_result ft_batch_build(ft_batch_data *bd, const ft_dataset *d, const int64_t *order, int64_t n_order,
                                 int64_t B, int64_t T, int pack, int32_t pad_id);
 FT_API void      ft_batch_data_free(ft_batch_data *bd);
+/* preference pairs: rows 0..B-1 the chosen sequences, B..2B-1 the rejected ones */
+FT_API ft_result ft_batch_build_pairs(ft_batch_data *bd, const ft_dataset *d, const int64_t *order, int64_t B, int64_t T, int32_t pad_id);
+/* KTO: rows 0..B-1 prompt i + completion i, rows B..2B-1 prompt i + completion i-1 (mod B), the
+   mismatched pairs of the KL reference point; T: the most tokens of a row (the batch takes the
+   longest row up to T) */
+FT_API ft_result ft_batch_build_kto(ft_batch_data *bd, const ft_dataset *d, const int64_t *order, int64_t B, int64_t T, int32_t pad_id);
 /* sum and mean log-prob of each row's target tokens (on the tape): what DPO & co. compare */
 FT_API ft_result ft_sequence_logps(ft_ctx *ctx, ft_model *m, const ft_batch_data *bd, int packed,
                                    ft_tensor **sum, ft_tensor **mean, int64_t *counts);
@@ -740,10 +757,13 @@ typedef struct ft_step_info {
     ft_pref_stats pref;             /* preference objectives: rewards/chosen, ... (last micro-batch) */
 } ft_step_info;
 typedef int (*ft_step_fn)(void *user, const ft_step_info *info);     /* non-zero: stop           */
-typedef enum ft_objective { FT_OBJ_SFT = 0, FT_OBJ_DPO, FT_OBJ_IPO, FT_OBJ_HINGE, FT_OBJ_SIMPO, FT_OBJ_ORPO } ft_objective;
+typedef enum ft_objective { FT_OBJ_SFT = 0, FT_OBJ_DPO, FT_OBJ_IPO, FT_OBJ_HINGE, FT_OBJ_SIMPO, FT_OBJ_ORPO,
+                            FT_OBJ_ROBUST, FT_OBJ_KTO, FT_OBJ_RM } ft_objective;
 typedef struct ft_train_opts {
     ft_objective objective;         /* SFT / continued pretraining (cross-entropy), or a preference loss */
     float   beta, gamma, label_smoothing;   /* preference losses (TRL defaults: beta 0.1)          */
+    float   desirable_weight, undesirable_weight;   /* KTO (1, 1)                                 */
+    float   rm_center;              /* reward model: center_rewards_coefficient (0: off)          */
     int64_t steps;                  /* optimizer steps (0: epochs over the data)                  */
     int     epochs;
     int64_t batch, seq_len;         /* examples per micro-batch (4), tokens per example (512)     */
@@ -764,6 +784,11 @@ FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_datas
 FT_API ft_result ft_eval_loss(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int64_t batch, int64_t seq_len, double *mean_loss, int64_t *n_tokens);
 FT_API ft_result ft_eval_preference(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int64_t batch, int64_t seq_len, float beta,
                                     int implicit, double *accuracy, double *margin);
+/* reward model: the score head on the hidden state of each row's last real token (B), on the tape */
+FT_API ft_result ft_sequence_rewards(ft_ctx *ctx, ft_model *m, const ft_batch_data *bd, ft_tensor **rewards);
+/* held-out pairwise accuracy of a reward model (chosen scores higher) and the mean margin */
+FT_API ft_result ft_eval_reward(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int64_t batch, int64_t seq_len,
+                                double *accuracy, double *margin);
 typedef struct ft_eval_gen { int64_t n, exact, contains; double exact_rate, contains_rate; } ft_eval_gen;
 typedef void (*ft_eval_gen_fn)(void *user, int64_t i, const char *generated, const char *reference);
 /* greedy generation on each example's prompt vs its reference answer (limit 0: all) */
@@ -6377,6 +6402,7 @@ struct ft_peft {
     ft_tensor    *merged;           /* merged copies of the weights (f32, owned), per site       */
     float        *merged_data;
     ft_tensor   **orig;             /* the weight headers before merging                          */
+    ft_tensor    *score;            /* reward head (1, n_embd), or NULL                           */
 };
 
 static ft_tensor **ft__site_weight(ft_model *m, int64_t l, int which) {
@@ -6388,6 +6414,7 @@ static ft_tensor **ft__site_weight(ft_model *m, int64_t l, int which) {
     default: return &L->w_down;
     }
 }
+FT_API ft_tensor *ft_peft_reward_head(ft_peft *p) { return p ? p->score : NULL; }
 FT_API const char *ft_site_name(int which) {
     static const char *n[FT_SITE_COUNT] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
     return which >= 0 && which < FT_SITE_COUNT ? n[which] : "?";
@@ -6430,6 +6457,10 @@ FT_API ft_result ft_lora_attach(ft_peft **out, ft_model *m, const ft_lora_opts *
         }
     }
     if (ft_params_count(p->P) == 0) { ft_peft_free(p); return ft_set_error(FT_ERR_INVALID, "lora: no layer matches the targets"); }
+    if (p->o.reward_head) {
+        int64_t sh[2]; sh[0] = 1; sh[1] = m->c.n_embd;
+        if (!(p->score = ft_params_add(p->P, "score.weight", 2, sh))) { ft_peft_free(p); return FT_ERR_NOMEM; }
+    }
     if ((r = ft_params_alloc(p->P)) != FT_OK) { ft_peft_free(p); return r; }
     {   /* PEFT's init: A kaiming-uniform, B zero; DoRA's magnitude = row norms of W */
         ft_rng rng; int64_t s;
@@ -6453,6 +6484,10 @@ FT_API ft_result ft_lora_attach(ft_peft **out, ft_model *m, const ft_lora_opts *
                 }
                 FT_FREE(row);
             }
+        }
+        if (p->score) {                               /* as transformers: normal(0, 0.02) */
+            int64_t i, n = ft_numel(p->score);
+            for (i = 0; i < n; i++) FT__F(p->score)[i] = 0.02f * ft_rng_normal(&rng);
         }
     }
     m->peft = p;
@@ -7394,6 +7429,12 @@ FT_API ft_tensor *ft_dpo_loss(ft_ctx *ctx, ft_pref_kind kind, ft_tensor *pc, ft_
     case FT_PREF_SIGMOID: l = ft__smoothed_logsig(ctx, ft_scale(ctx, z, beta), label_smoothing); break;
     case FT_PREF_IPO: { ft_tensor *d = ft_sub(ctx, z, ft__const(ctx, ft_numel(z), 1.0f / (2.0f * beta))); l = ft_mul(ctx, d, d); break; }
     case FT_PREF_HINGE: l = ft_relu(ctx, ft_sub(ctx, ft__const(ctx, ft_numel(z), 1.0f), ft_scale(ctx, z, beta))); break;
+    case FT_PREF_ROBUST: {          /* noise-robust DPO: (-(1-e) logsig(bz) + e logsig(-bz)) / (1-2e) */
+        ft_tensor *x = ft_scale(ctx, z, beta);
+        if (label_smoothing >= 0.5f) return ft__fail(ctx, FT_ERR_INVALID, "robust dpo: label smoothing %g must be below 0.5", (double)label_smoothing);
+        l = ft_add(ctx, ft_scale(ctx, ft_logsigmoid(ctx, x), -(1.0f - label_smoothing)), ft_scale(ctx, ft_logsigmoid(ctx, ft_scale(ctx, x, -1.0f)), label_smoothing));
+        l = ft_scale(ctx, l, 1.0f / (1.0f - 2.0f * label_smoothing));
+        break; }
     default: return ft__fail(ctx, FT_ERR_INVALID, "dpo loss: kind %d", (int)kind);
     }
     ft__pref_stats(st, pc, pr, rc, rr, beta);
@@ -7433,6 +7474,45 @@ FT_API ft_tensor *ft_rm_loss(ft_ctx *ctx, ft_tensor *rc, ft_tensor *rr, const fl
     if (center_coef > 0) { ft_tensor *s = ft_add(ctx, rc, rr); l = ft_add(ctx, l, ft_scale(ctx, ft_mean(ctx, ft_mul(ctx, s, s)), center_coef)); }
     ft__pref_stats(st, rc, rr, NULL, NULL, 1.0f);
     return l;
+}
+
+/* KTO (Ethayarajh et al. 2024) as TRL computes it: rho = policy - reference log-prob of each
+   completion; z0 = max(0, mean(klp - krp)) from mismatched pairs, detached; a desirable completion
+   costs w_d (1 - sig(beta (rho - z0))), an undesirable one w_u (1 - sig(beta (z0 - rho))); the
+   loss is the mean over the whole batch */
+FT_API ft_tensor *ft_kto_loss(ft_ctx *ctx, ft_tensor *lp, ft_tensor *rp, ft_tensor *klp, ft_tensor *krp, const int *desirable,
+                              float beta, float desirable_weight, float undesirable_weight, ft_pref_stats *st) {
+    int64_t i, n; double kl = 0, c = 0, r = 0, lc = 0, lr = 0; int64_t nc = 0, nr = 0;
+    ft_tensor *rho, *sign, *w, *x;
+    FT__IN(lp); FT__IN(rp);
+    n = ft_numel(lp);
+    if (ft_numel(rp) != n || (klp && (!krp || ft_numel(klp) != ft_numel(krp))))
+        return ft__fail(ctx, FT_ERR_SHAPE, "kto loss: log-prob vectors of different lengths");
+    if (klp) {
+        int64_t k = ft_numel(klp);
+        for (i = 0; i < k; i++) kl += ((double)FT__F(klp)[i] - (double)FT__F(krp)[i]) / (double)k;
+        if (kl < 0) kl = 0;
+    }
+    sign = ft_tensor_1d(ctx, n); w = ft_tensor_1d(ctx, n);
+    FT__IN(sign); FT__IN(w);
+    for (i = 0; i < n; i++) {
+        FT__F(sign)[i] = desirable[i] ? beta : -beta;
+        FT__F(w)[i] = desirable[i] ? desirable_weight : undesirable_weight;
+    }
+    rho = ft_sub(ctx, lp, rp);
+    x = ft_mul(ctx, ft_sub(ctx, rho, ft__const(ctx, n, (float)kl)), sign);       /* +-beta (rho - z0) */
+    if (st && rho) {
+        memset(st, 0, sizeof *st);
+        for (i = 0; i < n; i++) {
+            double ri = beta * (double)FT__F(rho)[i];
+            if (desirable[i]) { c += ri; lc += FT__F(lp)[i]; nc++; } else { r += ri; lr += FT__F(lp)[i]; nr++; }
+        }
+        st->rewards_chosen = nc ? c / (double)nc : 0; st->rewards_rejected = nr ? r / (double)nr : 0;
+        st->rewards_margins = st->rewards_chosen - st->rewards_rejected;
+        st->logps_chosen = nc ? lc / (double)nc : 0; st->logps_rejected = nr ? lr / (double)nr : 0;
+        st->kl = kl;
+    }
+    return ft_mean(ctx, ft_sub(ctx, w, ft_mul(ctx, w, ft_sigmoid(ctx, x))));
 }
 
 /* ============================================================================================
@@ -7518,15 +7598,40 @@ FT_API ft_result ft_checkpoint_load(const char *path, ft_params *P, ft_optim *o,
    Row r holds example order[r] (cut to T tokens) followed by padding; target[t] = ids[t+1] where
    that token carries loss, else -100. With packing, examples are laid end to end in each row,
    each with its own positions (from 0) and document id, so attention stays inside documents. */
-FT_API ft_result ft_batch_build(ft_batch_data *bd, const ft_dataset *d, const int64_t *order, int64_t n_order,
-                                int64_t B, int64_t T, int pack, int32_t pad_id) {
-    int64_t r, t, k = 0, need = B * T;
+static ft_result ft__batch_reserve(ft_batch_data *bd, int64_t B, int64_t T) {
+    int64_t need = B * T;
     if (bd->cap < need) {
         int32_t *p = FT__CAST(int32_t *, FT_REALLOC(bd->ids, (size_t)need * 4 * sizeof(int32_t)));
         if (!p) return ft_set_error(FT_ERR_NOMEM, "batch: out of memory");
         bd->ids = p; bd->targets = p + need; bd->pos = p + 2 * need; bd->seg = p + 3 * need; bd->cap = need;
     }
+    if (bd->row_cap < B) {
+        int32_t *p = FT__CAST(int32_t *, FT_REALLOC(bd->len, (size_t)B * 2 * sizeof(int32_t)));
+        if (!p) return ft_set_error(FT_ERR_NOMEM, "batch: out of memory");
+        bd->len = p; bd->label = p + B; bd->row_cap = B;
+    }
+    memset(bd->label, 0, (size_t)B * sizeof(int32_t));
     bd->B = B; bd->T = T; bd->n_targets = 0; bd->n_tokens = 0; bd->used = 0;
+    return FT_OK;
+}
+/* one unpacked row: ids[0..n) (target where loss[t+1]), then padding */
+static void ft__batch_row(ft_batch_data *bd, int64_t r, const int32_t *ids, const unsigned char *loss, int64_t n, int32_t pad_id) {
+    int64_t t, T = bd->T;
+    int32_t *row = bd->ids + r * T, *tg = bd->targets + r * T;
+    n = FT__MIN(n, T);
+    for (t = 0; t < T; t++) {
+        row[t] = t < n ? ids[t] : pad_id;
+        tg[t] = t + 1 < n && loss[t + 1] ? ids[t + 1] : -100;
+        bd->n_targets += tg[t] != -100;
+        bd->pos[r * T + t] = (int32_t)t; bd->seg[r * T + t] = 0;
+    }
+    bd->len[r] = (int32_t)n; bd->n_tokens += n;
+}
+
+FT_API ft_result ft_batch_build(ft_batch_data *bd, const ft_dataset *d, const int64_t *order, int64_t n_order,
+                                int64_t B, int64_t T, int pack, int32_t pad_id) {
+    int64_t r, t, k = 0; ft_result res;
+    if ((res = ft__batch_reserve(bd, B, T)) != FT_OK) return res;
     for (r = 0; r < B; r++) {
         int32_t *ids = bd->ids + r * T, *tg = bd->targets + r * T, *pos = bd->pos + r * T, *seg = bd->seg + r * T;
         int64_t fill = 0, doc = 0;
@@ -7543,31 +7648,50 @@ FT_API ft_result ft_batch_build(ft_batch_data *bd, const ft_dataset *d, const in
             if (!pack) break;
         }
         for (t = fill; t < T; t++) seg[t] = (int32_t)doc;           /* padding: its own document */
+        bd->len[r] = (int32_t)fill;
     }
     bd->used = k;
     return FT_OK;
 }
-FT_API void ft_batch_data_free(ft_batch_data *bd) { FT_FREE(bd->ids); memset(bd, 0, sizeof *bd); }
+FT_API void ft_batch_data_free(ft_batch_data *bd) { FT_FREE(bd->ids); FT_FREE(bd->len); memset(bd, 0, sizeof *bd); }
 
 /* preference pairs: rows 0..B-1 the chosen sequences (ids), rows B..2B-1 the rejected (ids2) */
 FT_API ft_result ft_batch_build_pairs(ft_batch_data *bd, const ft_dataset *d, const int64_t *order, int64_t B, int64_t T, int32_t pad_id) {
-    int64_t r, t, need = 2 * B * T;
-    if (bd->cap < need) {
-        int32_t *p = FT__CAST(int32_t *, FT_REALLOC(bd->ids, (size_t)need * 4 * sizeof(int32_t)));
-        if (!p) return ft_set_error(FT_ERR_NOMEM, "batch: out of memory");
-        bd->ids = p; bd->targets = p + need; bd->pos = p + 2 * need; bd->seg = p + 3 * need; bd->cap = need;
-    }
-    bd->B = 2 * B; bd->T = T; bd->n_targets = 0; bd->n_tokens = 0; bd->used = B;
+    int64_t r; ft_result res;
+    if ((res = ft__batch_reserve(bd, 2 * B, T)) != FT_OK) return res;
     for (r = 0; r < 2 * B; r++) {
         const ft_example *e = ft_dataset_get(d, order[r % B]);
-        const int32_t *src = r < B ? e->ids : e->ids2; const unsigned char *ls = r < B ? e->loss : e->loss2;
-        int64_t n = FT__MIN(r < B ? e->n : e->n2, T);
-        int32_t *ids = bd->ids + r * T, *tg = bd->targets + r * T;
-        if (!src) return ft_set_error(FT_ERR_INVALID, "batch: example %lld has no rejected sequence", (long long)order[r % B]);
-        for (t = 0; t < T; t++) { ids[t] = t < n ? src[t] : pad_id; tg[t] = t + 1 < n && ls[t + 1] ? src[t + 1] : -100; bd->pos[r * T + t] = (int32_t)t; bd->seg[r * T + t] = 0; }
-        for (t = 0; t + 1 < n; t++) bd->n_targets += ls[t + 1] != 0;
-        bd->n_tokens += n;
+        if (!e->ids2) return ft_set_error(FT_ERR_INVALID, "batch: example %lld has no rejected sequence", (long long)order[r % B]);
+        if (r < B) ft__batch_row(bd, r, e->ids, e->loss, e->n, pad_id);
+        else ft__batch_row(bd, r, e->ids2, e->loss2, e->n2, pad_id);
     }
+    bd->used = B;
+    return FT_OK;
+}
+
+FT_API ft_result ft_batch_build_kto(ft_batch_data *bd, const ft_dataset *d, const int64_t *order, int64_t B, int64_t T, int32_t pad_id) {
+    int64_t r, Tmax = 1; ft_result res; int32_t *tmp; unsigned char *tl;
+    for (r = 0; r < B; r++) {
+        const ft_example *e = ft_dataset_get(d, order[r]), *o = ft_dataset_get(d, order[(r + B - 1) % B]);
+        if (e->prompt_len <= 0 || e->prompt_len > e->n) return ft_set_error(FT_ERR_INVALID, "batch: example %lld has no prompt/completion split", (long long)order[r]);
+        Tmax = FT__MAX(Tmax, FT__MAX(e->n, e->prompt_len + o->n - o->prompt_len));
+    }
+    T = FT__MIN(T, Tmax);
+    if ((res = ft__batch_reserve(bd, 2 * B, T)) != FT_OK) return res;
+    tmp = FT__CAST(int32_t *, FT_MALLOC((size_t)T * (sizeof(int32_t) + 1)));
+    if (!tmp) return ft_set_error(FT_ERR_NOMEM, "batch: out of memory");
+    tl = FT__CAST(unsigned char *, tmp + T);
+    for (r = 0; r < B; r++) {
+        const ft_example *e = ft_dataset_get(d, order[r]), *o = ft_dataset_get(d, order[(r + B - 1) % B]);
+        int64_t n = FT__MIN(e->prompt_len, T), c = FT__MIN(o->n - o->prompt_len, T - n);
+        ft__batch_row(bd, r, e->ids, e->loss, e->n, pad_id);
+        bd->label[r] = e->label != 0;
+        memcpy(tmp, e->ids, (size_t)n * sizeof(int32_t)); memset(tl, 0, (size_t)n);
+        memcpy(tmp + n, o->ids + o->prompt_len, (size_t)c * sizeof(int32_t)); memcpy(tl + n, o->loss + o->prompt_len, (size_t)c);
+        ft__batch_row(bd, B + r, tmp, tl, n + c, pad_id);
+    }
+    FT_FREE(tmp);
+    bd->used = B;
     return FT_OK;
 }
 
@@ -7635,11 +7759,21 @@ FT_API ft_result ft_eval_loss(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int
 static ft_result ft__pref_step(ft_ctx *ctx, ft_model *m, const ft_train_opts *o, const ft_batch_data *bd, float scale, double *loss, ft_pref_stats *st) {
     ft_tensor *sum, *mean, *pc, *pr, *rc = NULL, *rr = NULL, *l = NULL; int64_t B = bd->B / 2, *cnt; ft_result r;
     int averaged = o->objective == FT_OBJ_IPO || o->objective == FT_OBJ_SIMPO || o->objective == FT_OBJ_ORPO;
+    int dpo_like = o->objective == FT_OBJ_DPO || o->objective == FT_OBJ_IPO || o->objective == FT_OBJ_HINGE || o->objective == FT_OBJ_ROBUST;
+    if (o->objective == FT_OBJ_RM) {                  /* Bradley-Terry on the head's scores */
+        ft_tensor *rw;
+        if ((r = ft_sequence_rewards(ctx, m, bd, &rw)) != FT_OK) return r;
+        l = ft_rm_loss(ctx, ft_view_rows(ctx, rw, 0, B), ft_view_rows(ctx, rw, B, B), NULL, o->rm_center, st);
+        if (!l) return ft_set_error(ctx->status, "train: %s", ft_last_error());
+        *loss = FT__F(l)[0];
+        if (!isfinite(FT__F(l)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(l)[0]);
+        return ft_backward_from(ctx, l, &scale);
+    }
     cnt = FT__CAST(int64_t *, ft__arena_alloc(ctx, (size_t)bd->B * sizeof(int64_t)));
     if (!cnt) return ft_set_error(FT_ERR_NOMEM, "train: arena out of memory");
     if ((r = ft_sequence_logps(ctx, m, bd, 0, &sum, &mean, cnt)) != FT_OK) return r;
     pc = ft_view_rows(ctx, averaged ? mean : sum, 0, B); pr = ft_view_rows(ctx, averaged ? mean : sum, B, B);
-    if (o->objective == FT_OBJ_DPO || o->objective == FT_OBJ_IPO || o->objective == FT_OBJ_HINGE) {
+    if (dpo_like) {
         ft_tensor *rs, *rm; int old = ft_ctx_set_grad(ctx, 0);
         if (!m->peft) { ft_ctx_set_grad(ctx, old); return ft_set_error(FT_ERR_STATE, "train: DPO needs an adapter (the reference is the model with it off)"); }
         ft_peft_set_enabled(m->peft, 0);
@@ -7653,6 +7787,7 @@ static ft_result ft__pref_step(ft_ctx *ctx, ft_model *m, const ft_train_opts *o,
     case FT_OBJ_DPO:   l = ft_dpo_loss(ctx, FT_PREF_SIGMOID, pc, pr, rc, rr, o->beta, o->label_smoothing, st); break;
     case FT_OBJ_IPO:   l = ft_dpo_loss(ctx, FT_PREF_IPO, pc, pr, rc, rr, o->beta, 0, st); break;
     case FT_OBJ_HINGE: l = ft_dpo_loss(ctx, FT_PREF_HINGE, pc, pr, rc, rr, o->beta, 0, st); break;
+    case FT_OBJ_ROBUST: l = ft_dpo_loss(ctx, FT_PREF_ROBUST, pc, pr, rc, rr, o->beta, o->label_smoothing, st); break;
     case FT_OBJ_SIMPO: l = ft_simpo_loss(ctx, pc, pr, o->beta, o->gamma, o->label_smoothing, st); break;
     case FT_OBJ_ORPO: {                               /* NLL on the chosen tokens, token-weighted */
         int64_t i, tot = 0;
@@ -7661,6 +7796,52 @@ static ft_result ft__pref_step(ft_ctx *ctx, ft_model *m, const ft_train_opts *o,
         break; }
     default: return ft_set_error(FT_ERR_INVALID, "train: objective %d", (int)o->objective);
     }
+    if (!l) return ft_set_error(ctx->status, "train: %s", ft_last_error());
+    *loss = FT__F(l)[0];
+    if (!isfinite(FT__F(l)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(l)[0]);
+    return ft_backward_from(ctx, l, &scale);
+}
+
+/* reward model: score = w . h at each row's last real token, picked by a one-hot mask */
+FT_API ft_result ft_sequence_rewards(ft_ctx *ctx, ft_model *m, const ft_batch_data *bd, ft_tensor **rewards) {
+    ft_batch b; ft_tensor *h, *sc, *pick; int64_t s2[2], r;
+    if (!m->peft || !m->peft->score) return ft_set_error(FT_ERR_STATE, "rewards: the model has no reward head (ft_lora_opts.reward_head)");
+    memset(&b, 0, sizeof b);
+    b.B = bd->B; b.T = bd->T; b.ids = bd->ids;
+    h = ft_model_hidden(ctx, m, &b);                                      /* (B*T, d) */
+    sc = ft_matmul(ctx, h, m->peft->score, 0, 1);                         /* (B*T, 1) */
+    pick = ft_tensor_2d(ctx, bd->B, bd->T);
+    if (!sc || !pick) return ft_set_error(ctx->status ? ctx->status : FT_ERR_NOMEM, "rewards: %s", ft_last_error());
+    memset(pick->data, 0, (size_t)(bd->B * bd->T) * sizeof(float));
+    for (r = 0; r < bd->B; r++) FT__F(pick)[r * bd->T + FT__MAX(bd->len[r], 1) - 1] = 1.0f;
+    s2[0] = bd->B; s2[1] = bd->T;
+    *rewards = ft_sum_rows(ctx, ft_mul(ctx, ft_reshape(ctx, sc, 2, s2), pick));
+    return *rewards ? FT_OK : ft_set_error(ctx->status, "rewards: %s", ft_last_error());
+}
+
+/* one KTO micro-batch (rows from ft_batch_build_kto): the policy's log-probs of the real pairs on
+   the tape; the mismatched pairs under the policy and everything under the reference (the
+   adapter off) without gradient */
+static ft_result ft__kto_step(ft_ctx *ctx, ft_model *m, const ft_train_opts *o, const ft_batch_data *bd, float scale, double *loss, ft_pref_stats *st) {
+    ft_batch_data half; ft_tensor *lp, *klp, *ref, *l; int64_t B = bd->B / 2, i; int old; ft_result r; int *lab;
+    if (!m->peft) return ft_set_error(FT_ERR_STATE, "train: KTO needs an adapter (the reference is the model with it off)");
+    lab = FT__CAST(int *, ft__arena_alloc(ctx, (size_t)B * sizeof(int)));
+    if (!lab) return ft_set_error(FT_ERR_NOMEM, "train: arena out of memory");
+    for (i = 0; i < B; i++) lab[i] = bd->label[i];
+    half = *bd; half.B = B;                                   /* rows 0..B-1: the real pairs */
+    if ((r = ft_sequence_logps(ctx, m, &half, 0, &lp, NULL, NULL)) != FT_OK) return r;
+    old = ft_ctx_set_grad(ctx, 0);
+    half.ids = bd->ids + B * bd->T; half.targets = bd->targets + B * bd->T;
+    r = ft_sequence_logps(ctx, m, &half, 0, &klp, NULL, NULL);
+    if (r == FT_OK) {
+        ft_peft_set_enabled(m->peft, 0);
+        r = ft_sequence_logps(ctx, m, bd, 0, &ref, NULL, NULL);
+        ft_peft_set_enabled(m->peft, 1);
+    }
+    ft_ctx_set_grad(ctx, old);
+    if (r != FT_OK) return r;
+    l = ft_kto_loss(ctx, lp, ft_view_rows(ctx, ref, 0, B), klp, ft_view_rows(ctx, ref, B, B), lab, o->beta,
+                    o->desirable_weight, o->undesirable_weight, st);
     if (!l) return ft_set_error(ctx->status, "train: %s", ft_last_error());
     *loss = FT__F(l)[0];
     if (!isfinite(FT__F(l)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(l)[0]);
@@ -7689,6 +7870,8 @@ FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_datas
     if (o.lr <= 0) o.lr = 2e-4f;
     if (o.beta <= 0) o.beta = o.objective == FT_OBJ_SIMPO ? 2.0f : 0.1f;
     if (o.objective == FT_OBJ_SIMPO && o.gamma == 0) o.gamma = 0.5f;
+    if (o.desirable_weight <= 0) o.desirable_weight = 1.0f;
+    if (o.undesirable_weight <= 0) o.undesirable_weight = 1.0f;
     if (o.objective != FT_OBJ_SFT && o.pack) return ft_set_error(FT_ERR_INVALID, "train: preference objectives do not pack");
     memset(&bd, 0, sizeof bd);
     memset(&st, 0, sizeof st);
@@ -7715,7 +7898,12 @@ FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_datas
                 ft__shuffle(order, n, st.data_seed + (uint64_t)st.epoch * 0x9e3779b97f4a7c15ull);
             }
             b = FT__MIN(o.batch, n - st.data_pos);
-            if (o.objective != FT_OBJ_SFT) {          /* preference pairs */
+            if (o.objective == FT_OBJ_KTO) {          /* unpaired feedback, mismatched pairs for the KL point */
+                if ((r = ft_batch_build_kto(&bd, train, order + st.data_pos, b, o.seq_len, 0)) != FT_OK) break;
+                st.data_pos += b;
+                ft_ctx_reset(ctx);
+                r = ft__kto_step(ctx, m, &o, &bd, 1.0f / (float)o.grad_accum, &l, &pst);
+            } else if (o.objective != FT_OBJ_SFT) {   /* preference pairs */
                 for (j = 0; j < b; j++) { const ft_example *e = ft_dataset_get(train, order[st.data_pos + j]); T = FT__MAX(T, FT__MIN(FT__MAX(e->n, e->n2), o.seq_len)); }
                 if ((r = ft_batch_build_pairs(&bd, train, order + st.data_pos, b, T, 0)) != FT_OK) break;
                 st.data_pos += b;
@@ -7770,13 +7958,14 @@ FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_datas
 }
 
 /* held-out preference accuracy: the fraction of pairs where the chosen answer wins, and the mean
-   margin. implicit: by DPO's implicit reward, beta times the policy - reference log-ratio (the
-   reference: the adapter off); else by the policy's own log-likelihood (times beta) */
+   margin. implicit 1: by DPO's (and KTO's) implicit reward, beta times the policy - reference
+   log-ratio (the reference: the adapter off); 2: by beta times the policy's length-averaged
+   log-likelihood (the reward of SimPO and ORPO); 0: by its summed log-likelihood (times beta) */
 FT_API ft_result ft_eval_preference(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int64_t batch, int64_t seq_len, float beta,
                                     int implicit, double *accuracy, double *margin) {
-    ft_batch_data bd; int64_t i, j, n = ft_dataset_size(d), *order, good = 0; double msum = 0; ft_result r = FT_OK;
-    int old = ft_ctx_set_grad(ctx, 0), ref = implicit && m->peft && ft_peft_enabled(m->peft);
-    if (implicit && !ref) {           /* no adapter on: the policy is the reference, every reward 0 */
+    ft_batch_data bd; int64_t i, j, b = 0, n = ft_dataset_size(d), *order, good = 0; double msum = 0; ft_result r = FT_OK;
+    int old = ft_ctx_set_grad(ctx, 0), ref = implicit == 1 && m->peft && ft_peft_enabled(m->peft);
+    if (implicit == 1 && !ref) {           /* no adapter on: the policy is the reference, every reward 0 */
         ft_ctx_set_grad(ctx, old);
         *accuracy = 0; if (margin) *margin = 0;
         return FT_OK;
@@ -7785,15 +7974,15 @@ FT_API ft_result ft_eval_preference(ft_ctx *ctx, ft_model *m, const ft_dataset *
     order = FT__CAST(int64_t *, FT_MALLOC((size_t)FT__MAX(n, 1) * sizeof(int64_t)));
     if (!order) { ft_ctx_set_grad(ctx, old); return ft_set_error(FT_ERR_NOMEM, "eval: out of memory"); }
     for (i = 0; i < n; i++) order[i] = i;
-    for (i = 0; i < n && r == FT_OK; i += batch) {
-        int64_t b = FT__MIN(batch, n - i), T = 1; ft_tensor *s, *rs = NULL;
+    for (i = 0; i < n && r == FT_OK; i += b) {
+        int64_t T = 1; ft_tensor *s, *mean, *rs = NULL;
         float pol[512], refv[512];
-        b = FT__MIN(b, 256);
+        b = FT__MIN(FT__MIN(FT__MAX(batch, 1), n - i), 256);
         for (j = 0; j < b; j++) { const ft_example *e = ft_dataset_get(d, order[i + j]); T = FT__MAX(T, FT__MIN(FT__MAX(e->n, e->n2), seq_len)); }
         if ((r = ft_batch_build_pairs(&bd, d, order + i, b, T, 0)) != FT_OK) break;
         ft_ctx_reset(ctx);
-        if ((r = ft_sequence_logps(ctx, m, &bd, 0, &s, NULL, NULL)) != FT_OK) break;
-        memcpy(pol, s->data, (size_t)(2 * b) * sizeof(float));
+        if ((r = ft_sequence_logps(ctx, m, &bd, 0, &s, &mean, NULL)) != FT_OK) break;
+        memcpy(pol, (implicit == 2 ? mean : s)->data, (size_t)(2 * b) * sizeof(float));
         if (ref) {
             ft_peft_set_enabled(m->peft, 0);
             r = ft_sequence_logps(ctx, m, &bd, 0, &rs, NULL, NULL);
@@ -7805,6 +7994,29 @@ FT_API ft_result ft_eval_preference(ft_ctx *ctx, ft_model *m, const ft_dataset *
             double mg = beta * ((pol[j] - (ref ? refv[j] : 0)) - (pol[b + j] - (ref ? refv[b + j] : 0)));
             good += mg > 0; msum += mg;
         }
+    }
+    ft_ctx_set_grad(ctx, old);
+    FT_FREE(order); ft_batch_data_free(&bd);
+    *accuracy = n ? (double)good / (double)n : 0; if (margin) *margin = n ? msum / (double)n : 0;
+    return r;
+}
+
+FT_API ft_result ft_eval_reward(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int64_t batch, int64_t seq_len,
+                                double *accuracy, double *margin) {
+    ft_batch_data bd; int64_t i, j, b = 0, n = ft_dataset_size(d), good = 0, *order; double msum = 0; ft_result r = FT_OK;
+    int old = ft_ctx_set_grad(ctx, 0);
+    memset(&bd, 0, sizeof bd);
+    order = FT__CAST(int64_t *, FT_MALLOC((size_t)FT__MAX(n, 1) * sizeof(int64_t)));
+    if (!order) { ft_ctx_set_grad(ctx, old); return ft_set_error(FT_ERR_NOMEM, "eval: out of memory"); }
+    for (i = 0; i < n; i++) order[i] = i;
+    for (i = 0; i < n && r == FT_OK; i += b) {
+        int64_t T = 1; ft_tensor *rw;
+        b = FT__MIN(FT__MAX(batch, 1), n - i);
+        for (j = 0; j < b; j++) { const ft_example *e = ft_dataset_get(d, order[i + j]); T = FT__MAX(T, FT__MIN(FT__MAX(e->n, e->n2), seq_len)); }
+        if ((r = ft_batch_build_pairs(&bd, d, order + i, b, T, 0)) != FT_OK) break;
+        ft_ctx_reset(ctx);
+        if ((r = ft_sequence_rewards(ctx, m, &bd, &rw)) != FT_OK) break;
+        for (j = 0; j < b; j++) { double mg = (double)FT__F(rw)[j] - (double)FT__F(rw)[b + j]; good += mg > 0; msum += mg; }
     }
     ft_ctx_set_grad(ctx, old);
     FT_FREE(order); ft_batch_data_free(&bd);

@@ -2,14 +2,15 @@
    written by tools/ref/trl_fixtures.py with TRL 1.16): loss, gradients with respect to the
    log-probs, and the logged rewards. Our math is f32, TRL's f64: tolerance 2e-5 relative + 1e-6.
    Covered: DPO sigmoid, cDPO (label smoothing; TRL <= 0.23's definition), IPO, hinge, SimPO
-   (cpo_alpha 0), ORPO, the reward model with margin and centering. */
+   (cpo_alpha 0), ORPO, robust DPO, KTO (desirable/undesirable weights, the clamped KL point), the
+   reward model with margin and centering. */
 #define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 
 #define MAXV 16
 typedef struct { char name[48]; int n; double v[MAXV]; } vec;
-typedef struct { char name[64], kind[64], loss_type[64]; double beta, ls, gamma, margin, coef; vec in[16], out[32], grad[16]; int nin, nout, ngrad; } rec;
+typedef struct { char name[64], kind[64], loss_type[64]; double beta, ls, gamma, margin, coef, dw, uw; vec in[16], out[32], grad[16]; int nin, nout, ngrad; } rec;
 
 static rec R[64]; static int NR;
 
@@ -30,6 +31,8 @@ static void load(const char *path) {
             else if (!strcmp(a, "simpo_gamma")) r->gamma = atof(b);
             else if (!strcmp(a, "margin")) r->margin = strcmp(b, "none") ? atof(b) : -1;
             else if (!strcmp(a, "center_rewards_coefficient")) r->coef = strcmp(b, "none") ? atof(b) : -1;
+            else if (!strcmp(a, "desirable_weight")) r->dw = atof(b);
+            else if (!strcmp(a, "undesirable_weight")) r->uw = atof(b);
         } else if (!strcmp(key, "in") || !strcmp(key, "out") || !strcmp(key, "grad")) {
             vec *v; int k, n;
             if (r->nin == 16 || r->nout == 32 || r->ngrad == 16) continue;     /* more than these cases use */
@@ -69,9 +72,9 @@ static void check_stat(const char *cs, const rec *r, const char *name, double go
 }
 
 TEST(dpo_family) {
-    static const char *cases[] = {"dpo_sigmoid_b0.1", "dpo_cdpo_ls0.1_legacy", "dpo_ipo_b0.1", "dpo_hinge_b0.1"};
+    static const char *cases[] = {"dpo_sigmoid_b0.1", "dpo_cdpo_ls0.1_legacy", "dpo_ipo_b0.1", "dpo_hinge_b0.1", "dpo_robust_ls0.1"};
     int c;
-    for (c = 0; c < 4; c++) {
+    for (c = 0; c < 5; c++) {
         const rec *r = find(cases[c]); ft_params *P; ft_tensor *pc, *pr, *rc, *rr, *loss; ft_pref_stats st;
         int ipo = !strcmp(r ? r->loss_type : "", "ipo");
         const vec *lc = NULL, *lr = NULL;
@@ -86,7 +89,8 @@ TEST(dpo_family) {
         fill(rc, get(r->in, r->nin, "ref_chosen_logps"), lc); fill(rr, get(r->in, r->nin, "ref_rejected_logps"), lr);
         rc->flags &= ~(uint32_t)FT_TENSOR_REQUIRES_GRAD; rr->flags &= ~(uint32_t)FT_TENSOR_REQUIRES_GRAD;
         ft_ctx_reset(C);
-        loss = ft_dpo_loss(C, ipo ? FT_PREF_IPO : !strcmp(r->loss_type, "hinge") ? FT_PREF_HINGE : FT_PREF_SIGMOID,
+        loss = ft_dpo_loss(C, ipo ? FT_PREF_IPO : !strcmp(r->loss_type, "hinge") ? FT_PREF_HINGE :
+                           !strcmp(r->loss_type, "robust") ? FT_PREF_ROBUST : FT_PREF_SIGMOID,
                            pc, pr, rc, rr, (float)r->beta, (float)r->ls, &st);
         CHECK_OK(ft_backward(C, loss));
         check_stat(cases[c], r, "loss", ((float *)loss->data)[0]);
@@ -155,6 +159,36 @@ TEST(reward_model) {
     }
 }
 
+TEST(kto) {
+    static const char *cases[] = {"kto_b0.1_w1_1", "kto_b0.1_w1_1.33", "kto_b0.1_klclamp"};
+    int c;
+    for (c = 0; c < 3; c++) {
+        const rec *r = find(cases[c]); ft_params *P; ft_tensor *lp, *rp, *klp, *krp, *loss; ft_pref_stats st; const vec *lab; int i, des[MAXV];
+        CHECK(r != NULL, "fixture case %s", cases[c]);
+        if (!r) continue;
+        lab = get(r->in, r->nin, "label");
+        for (i = 0; i < lab->n; i++) des[i] = lab->v[i] > 0.5;
+        ft_params_init(&P);
+        lp = param(P, "lp", get(r->in, r->nin, "logps"), NULL); rp = param(P, "rp", get(r->in, r->nin, "ref_logps"), NULL);
+        klp = param(P, "klp", get(r->in, r->nin, "kl_logps"), NULL); krp = param(P, "krp", get(r->in, r->nin, "ref_kl_logps"), NULL);
+        ft_params_alloc(P);
+        fill(lp, get(r->in, r->nin, "logps"), NULL); fill(rp, get(r->in, r->nin, "ref_logps"), NULL);
+        fill(klp, get(r->in, r->nin, "kl_logps"), NULL); fill(krp, get(r->in, r->nin, "ref_kl_logps"), NULL);
+        rp->flags &= ~(uint32_t)FT_TENSOR_REQUIRES_GRAD;
+        ft_ctx_reset(C);
+        loss = ft_kto_loss(C, lp, rp, klp, krp, des, (float)r->beta, (float)r->dw, (float)r->uw, &st);
+        CHECK_OK(ft_backward(C, loss));
+        check_stat(cases[c], r, "loss", ((float *)loss->data)[0]);
+        check_vec(cases[c], "grad logps", lp->grad, get(r->grad, r->ngrad, "logps"), NULL);
+        for (i = 0; i < klp->shape[0]; i++) CHECK(klp->grad == NULL || klp->grad[i] == 0, "%s: the KL term is detached", cases[c]);
+        check_stat(cases[c], r, "kl", st.kl);
+        check_stat(cases[c], r, "rewards/chosen", st.rewards_chosen); check_stat(cases[c], r, "rewards/rejected", st.rewards_rejected);
+        check_stat(cases[c], r, "rewards/margins", st.rewards_margins);
+        check_stat(cases[c], r, "logps/chosen", st.logps_chosen); check_stat(cases[c], r, "logps/rejected", st.logps_rejected);
+        ft_params_free(P);
+    }
+}
+
 int main(void) {
     load("tests/fixtures/trl_losses.txt");
     if (NR == 0) { printf("FAIL - tests/fixtures/trl_losses.txt missing\n"); return 1; }
@@ -162,6 +196,7 @@ int main(void) {
     RUN(dpo_family);
     RUN(simpo_and_orpo);
     RUN(reward_model);
+    RUN(kto);
     ft_ctx_free(C);
     return ft_test_summary("test_trl");
 }

@@ -14,8 +14,9 @@ static int usage(void) {
         "  info     MODEL.gguf [--all]                 metadata, tensor types, parameter count\n"
         "  generate -m MODEL.gguf -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] [--seed S]\n"
         "           [--chat] [--lora ADAPTER.gguf] [--threads N]   sample a continuation (greedy when T = 0)\n"
-        "  train    -m MODEL.gguf --method lora|qlora|dora --objective sft|cpt|dpo|ipo|hinge|simpo|orpo\n"
-        "           --data TRAIN.jsonl --out DIR [--beta B] [--gamma G] [--label-smoothing E]\n"
+        "  train    -m MODEL.gguf --method lora|qlora|dora --data TRAIN.jsonl --out DIR\n"
+        "           --objective sft|cpt|dpo|ipo|hinge|robust|simpo|orpo|kto|rm [--beta B] [--gamma G]\n"
+        "           [--label-smoothing E] [--desirable-weight W] [--undesirable-weight W] [--rm-center C]\n"
         "           [--eval EVAL.jsonl] [--steps N | --epochs E] [--lr X] [--batch B] [--grad-accum K]\n"
         "           [--seq-len T] [--rank R] [--alpha A] [--dropout P] [--targets all|attn|mlp|q_proj,v_proj,..]\n"
         "           [--schedule cosine|linear|constant] [--warmup W] [--max-grad-norm G] [--weight-decay D]\n"
@@ -161,6 +162,7 @@ typedef struct opts {
     int64_t steps, batch, seq_len, warmup, eval_every, save_every, log_every, eval_gen, max_new;
     int epochs, rank, grad_accum, threads, resume, pack, train_on_prompt, skip_bad;
     double lr, alpha, dropout, max_grad_norm, weight_decay, lr_ratio_b, eval_split, beta, gamma, label_smoothing;
+    double desirable_weight, undesirable_weight, rm_center;
     const char *mix[4]; double mix_ratio[4]; int n_mix;    /* --mix FILE:RATIO (replay)          */
     uint64_t seed;
     char *cfg_text;                                   /* storage behind values read from --config */
@@ -187,6 +189,7 @@ static int opts_set(opts *o, const char *k, const char *v) {
     I("train-on-prompt", train_on_prompt) I("skip-bad", skip_bad)
     D("lr", lr) D("alpha", alpha) D("dropout", dropout) D("max-grad-norm", max_grad_norm) D("weight-decay", weight_decay)
     D("lora-plus", lr_ratio_b) D("eval-split", eval_split) D("beta", beta) D("gamma", gamma) D("label-smoothing", label_smoothing)
+    D("desirable-weight", desirable_weight) D("undesirable-weight", undesirable_weight) D("rm-center", rm_center)
     if (strcmp(k, "mix") == 0) {                      /* FILE:RATIO, up to 4 */
         const char *c = v ? strrchr(v, ':') : NULL;
         if (!c || o->n_mix == 4) return 0;
@@ -257,6 +260,8 @@ static void opts_write(const opts *o, FILE *f) {
             (long long)o->warmup, o->max_grad_norm, o->weight_decay, o->lr_ratio_b);
     fprintf(f, "rank = %d\nalpha = %g\ndropout = %g\ntargets = %s\nseed = %llu\nthreads = %d\n", o->rank, o->alpha, o->dropout,
             o->targets, (unsigned long long)o->seed, o->threads);
+    fprintf(f, "beta = %g\ngamma = %g\nlabel-smoothing = %g\ndesirable-weight = %g\nundesirable-weight = %g\nrm-center = %g\n",
+            o->beta, o->gamma, o->label_smoothing, o->desirable_weight, o->undesirable_weight, o->rm_center);
     fprintf(f, "eval-every = %lld\nsave-every = %lld\neval-gen = %lld\nmax-new = %lld\ntrain-on-prompt = %d\nskip-bad = %d\n",
             (long long)o->eval_every, (long long)o->save_every, (long long)o->eval_gen, (long long)o->max_new, o->train_on_prompt, o->skip_bad);
 }
@@ -298,6 +303,7 @@ static int on_step(void *user, const ft_step_info *s) {
     if (s->pref.rewards_accuracies > 0 || s->pref.rewards_margins != 0)
         fprintf(r->metrics, ", \"rewards/chosen\": %.6f, \"rewards/rejected\": %.6f, \"rewards/margins\": %.6f, \"rewards/accuracies\": %.4f, \"logps/chosen\": %.4f, \"logps/rejected\": %.4f",
                 s->pref.rewards_chosen, s->pref.rewards_rejected, s->pref.rewards_margins, s->pref.rewards_accuracies, s->pref.logps_chosen, s->pref.logps_rejected);
+    if (s->pref.kl != 0) fprintf(r->metrics, ", \"kl\": %.6f", s->pref.kl);
     fprintf(r->metrics, "}\n");
     fflush(r->metrics);
     if (r->tty || s->step % r->o->log_every == 0 || s->step == s->steps || s->eval_loss == s->eval_loss) {
@@ -309,28 +315,47 @@ static int on_step(void *user, const ft_step_info *s) {
     return 0;
 }
 
-/* loss and generation accuracy of the model as it is now (adapter on or off); for preference
-   data the implicit-reward accuracy (in acc->exact_rate) instead */
-static int evaluate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, const opts *o, double *loss, ft_eval_gen *acc) {
-    memset(acc, 0, sizeof *acc);
+/* what the run reports before and after */
+typedef struct evres {
+    double loss; ft_eval_gen gen;                  /* SFT data: eval loss, generation accuracy    */
+    double lik_acc;                                /* preference data: the likelihood prefers chosen */
+    double rew_acc, rew_margin;                    /* the objective's reward: implicit (vs the
+                                                      reference), length-averaged likelihood
+                                                      (SimPO, ORPO), or the reward head (rm)      */
+    const char *rew_name;
+} evres;
+
+static int is_obj(const opts *o, const char *a, const char *b, const char *c) {
+    return strcmp(o->objective, a) == 0 || (b && strcmp(o->objective, b) == 0) || (c && strcmp(o->objective, c) == 0);
+}
+
+/* the model as it is now (adapter on or off) on the eval data */
+static int evaluate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, const opts *o, evres *e) {
+    memset(e, 0, sizeof *e);
     if (ft_dataset_format(d) == FT_DATA_PREFERENCE) {
-        double a, mg;
-        /* exact_rate: likelihood accuracy; contains_rate: implicit-reward accuracy; *loss: its margin */
-        if (ft_eval_preference(ctx, m, d, o->batch, o->seq_len, 1.0f, 0, &a, &mg) != FT_OK) return fail("eval");
-        acc->n = ft_dataset_size(d); acc->exact_rate = a; acc->exact = (int64_t)(a * (double)acc->n + 0.5);
-        if (ft_eval_preference(ctx, m, d, o->batch, o->seq_len, o->beta > 0 ? (float)o->beta : 0.1f, 1, &a, &mg) != FT_OK) return fail("eval");
-        acc->contains_rate = a; *loss = mg;
+        double mg; float beta = o->beta > 0 ? (float)o->beta : is_obj(o, "simpo", NULL, NULL) ? 2.0f : 0.1f;
+        if (ft_eval_preference(ctx, m, d, o->batch, o->seq_len, 1.0f, 0, &e->lik_acc, &mg) != FT_OK) return fail("eval");
+        if (is_obj(o, "rm", NULL, NULL)) {
+            e->rew_name = "reward model accuracy";
+            if (ft_eval_reward(ctx, m, d, o->batch, o->seq_len, &e->rew_acc, &e->rew_margin) != FT_OK) return fail("eval");
+        } else if (is_obj(o, "simpo", "orpo", NULL)) {
+            e->rew_name = "avg log-prob reward acc";
+            if (ft_eval_preference(ctx, m, d, o->batch, o->seq_len, beta, 2, &e->rew_acc, &e->rew_margin) != FT_OK) return fail("eval");
+        } else {
+            e->rew_name = "implicit reward accuracy";
+            if (ft_eval_preference(ctx, m, d, o->batch, o->seq_len, beta, 1, &e->rew_acc, &e->rew_margin) != FT_OK) return fail("eval");
+        }
         return 0;
     }
-    if (ft_eval_loss(ctx, m, d, o->batch, o->seq_len, loss, NULL) != FT_OK) return fail("eval");
-    if (o->eval_gen > 0 && ft_dataset_format(d) != FT_DATA_TEXT && ft_eval_generate(ctx, m, d, (int)o->max_new, o->eval_gen, acc, NULL, NULL) != FT_OK) return fail("eval");
+    if (ft_eval_loss(ctx, m, d, o->batch, o->seq_len, &e->loss, NULL) != FT_OK) return fail("eval");
+    if (o->eval_gen > 0 && ft_dataset_format(d) != FT_DATA_TEXT && ft_eval_generate(ctx, m, d, (int)o->max_new, o->eval_gen, &e->gen, NULL, NULL) != FT_OK) return fail("eval");
     return 0;
 }
 
 static int cmd_train(int argc, char **argv) {
     opts o; ft_model *m; ft_ctx *ctx; ft_ctx_opts co; ft_peft *p; ft_lora_opts lo; ft_dataset *train, *ev = NULL;
     ft_data_opts dopt; ft_train_opts to; ft_train_state st; run rn; char path[2048]; FILE *f; ft_result r;
-    double loss0 = 0, loss1 = 0; ft_eval_gen acc0, acc1; int have_ckpt = 0;
+    evres e0, e1; int have_ckpt = 0;
     opts_default(&o);
     if (!opts_parse(&o, argc, argv)) return 2;
     if (!o.model || !o.data || !o.out) { fprintf(stderr, "ft train: needs -m MODEL, --data FILE and --out DIR\n"); return 2; }
@@ -338,10 +363,10 @@ static int cmd_train(int argc, char **argv) {
         fprintf(stderr, "ft train: --method %s is not available yet (lora, qlora, dora are)\n", o.method); return 2;
     }
     {
-        static const char *objs[] = {"sft", "cpt", "dpo", "ipo", "hinge", "simpo", "orpo"};
+        static const char *objs[] = {"sft", "cpt", "dpo", "ipo", "hinge", "robust", "simpo", "orpo", "kto", "rm"};
         int k, ok = 0;
-        for (k = 0; k < 7; k++) ok |= strcmp(o.objective, objs[k]) == 0;
-        if (!ok) { fprintf(stderr, "ft train: --objective %s is not available yet (sft, cpt, dpo, ipo, hinge, simpo, orpo are)\n", o.objective); return 2; }
+        for (k = 0; k < 10; k++) ok |= strcmp(o.objective, objs[k]) == 0;
+        if (!ok) { fprintf(stderr, "ft train: unknown --objective %s (sft, cpt, dpo, ipo, hinge, robust, simpo, orpo, kto, rm)\n", o.objective); return 2; }
     }
 #if !defined(_WIN32)
     mkdir(o.out, 0755);
@@ -376,20 +401,20 @@ static int cmd_train(int argc, char **argv) {
     fprintf(stderr, "\n");
     memset(&lo, 0, sizeof lo);
     lo.r = o.rank; lo.alpha = (float)o.alpha; lo.dropout = (float)o.dropout; lo.dora = strcmp(o.method, "dora") == 0;
-    lo.targets = parse_targets(o.targets); lo.seed = o.seed;
+    lo.targets = parse_targets(o.targets); lo.seed = o.seed; lo.reward_head = strcmp(o.objective, "rm") == 0;
     if (ft_lora_attach(&p, m, &lo) != FT_OK) return fail("train");
     fprintf(stderr, "ft: %s r=%d alpha=%g on %s: %lld trainable parameters (%.2f%% of %lld)\n", o.method, o.rank, o.alpha, o.targets,
             (long long)ft_params_numel(ft_peft_params(p)), 100.0 * (double)ft_params_numel(ft_peft_params(p)) / (double)ft_model_config_get(m)->n_params,
             (long long)ft_model_config_get(m)->n_params);
     snprintf(path, sizeof path, "%s/checkpoints/last.gguf", o.out);
     if (o.resume) { FILE *c = fopen(path, "rb"); have_ckpt = c != NULL; if (c) fclose(c); }
-    if (ev && !have_ckpt) {                                /* before: the base model */
-        ft_peft_set_enabled(p, 0);
-        if (evaluate(ctx, m, ev, &o, &loss0, &acc0)) return 1;
+    if (ev && !have_ckpt) {                 /* before: the base model (a reward model: its untrained head) */
+        if (!lo.reward_head) ft_peft_set_enabled(p, 0);
+        if (evaluate(ctx, m, ev, &o, &e0)) return 1;
         ft_peft_set_enabled(p, 1);
-        if (ft_dataset_format(ev) == FT_DATA_PREFERENCE) fprintf(stderr, "ft: before: the base model's likelihood prefers the chosen answer in %.1f%% of pairs", 100 * acc0.exact_rate);
-        else fprintf(stderr, "ft: before: eval loss %.4f (ppl %.2f)", loss0, exp(loss0));
-        if (acc0.n && ft_dataset_format(ev) != FT_DATA_PREFERENCE) fprintf(stderr, ", exact match %lld/%lld (%.1f%%)", (long long)acc0.exact, (long long)acc0.n, 100 * acc0.exact_rate);
+        if (ft_dataset_format(ev) == FT_DATA_PREFERENCE) fprintf(stderr, "ft: before: the base model's likelihood prefers the chosen answer in %.1f%% of pairs", 100 * e0.lik_acc);
+        else fprintf(stderr, "ft: before: eval loss %.4f (ppl %.2f)", e0.loss, exp(e0.loss));
+        if (e0.gen.n) fprintf(stderr, ", exact match %lld/%lld (%.1f%%)", (long long)e0.gen.exact, (long long)e0.gen.n, 100 * e0.gen.exact_rate);
         fprintf(stderr, "\n");
     }
     /* the resolved config, metrics */
@@ -410,8 +435,10 @@ static int cmd_train(int argc, char **argv) {
     to.on_step = on_step; to.user = &rn;
     to.objective = strcmp(o.objective, "dpo") == 0 ? FT_OBJ_DPO : strcmp(o.objective, "ipo") == 0 ? FT_OBJ_IPO :
                    strcmp(o.objective, "hinge") == 0 ? FT_OBJ_HINGE : strcmp(o.objective, "simpo") == 0 ? FT_OBJ_SIMPO :
-                   strcmp(o.objective, "orpo") == 0 ? FT_OBJ_ORPO : FT_OBJ_SFT;
+                   strcmp(o.objective, "orpo") == 0 ? FT_OBJ_ORPO : strcmp(o.objective, "robust") == 0 ? FT_OBJ_ROBUST :
+                   strcmp(o.objective, "kto") == 0 ? FT_OBJ_KTO : strcmp(o.objective, "rm") == 0 ? FT_OBJ_RM : FT_OBJ_SFT;
     to.beta = (float)o.beta; to.gamma = (float)o.gamma; to.label_smoothing = (float)o.label_smoothing;
+    to.desirable_weight = (float)o.desirable_weight; to.undesirable_weight = (float)o.undesirable_weight; to.rm_center = (float)o.rm_center;
     if (have_ckpt) fprintf(stderr, "ft: resuming from %s\n", path);
     r = ft_train(ctx, m, ft_peft_params(p), train, &to, &st);
     fclose(rn.metrics);
@@ -426,28 +453,30 @@ static int cmd_train(int argc, char **argv) {
         ser[0].name = "train"; ser[0].x = rn.xs; ser[0].y = rn.ys; ser[0].n = rn.n;
         if (rn.ne) { ser[1].name = "eval"; ser[1].x = rn.ex; ser[1].y = rn.ey; ser[1].n = rn.ne; ns = 2; }
         snprintf(path, sizeof path, "%s/loss.svg", o.out);
-        if (rn.n && ft_svg_plot(path, "loss", "step", "cross-entropy", ser, ns) != FT_OK) return fail("train");
+        if (rn.n && ft_svg_plot(path, "loss", "step", is_obj(&o, "sft", "cpt", NULL) ? "cross-entropy" : o.objective, ser, ns) != FT_OK) return fail("train");
     }
     fprintf(stderr, "ft: %lld steps, %.0f tokens; wrote %s/{adapter.gguf,peft/,metrics.jsonl,loss.svg,config,checkpoints/}\n",
             (long long)st.step, st.tokens, o.out);
     if (ev) {
-        if (evaluate(ctx, m, ev, &o, &loss1, &acc1)) return 1;
-        printf("\n| %-22s | %10s | %10s |\n|%s|%s|%s|\n", o.eval ? o.eval : "held-out split", "before", "after", "------------------------", "------------", "------------");
-        if (!have_ckpt) {
-            if (ft_dataset_format(ev) != FT_DATA_PREFERENCE)
-                printf("| %-22s | %10.4f | %10.4f |\n| %-22s | %10.2f | %10.2f |\n", "eval loss", loss0, loss1, "eval perplexity", exp(loss0), exp(loss1));
-            if (acc1.n && ft_dataset_format(ev) == FT_DATA_PREFERENCE) {
-                printf("| %-22s | %9.1f%% | %9.1f%% |\n", "likelihood prefers chosen", 100 * acc0.exact_rate, 100 * acc1.exact_rate);
-                printf("| %-22s | %9.1f%% | %9.1f%% |\n", "implicit reward accuracy", 100 * acc0.contains_rate, 100 * acc1.contains_rate);
-                printf("| %-22s | %10.4f | %10.4f |\n", "implicit reward margin", loss0, loss1);
-            } else if (acc1.n) {
-                printf("| %-22s | %9.1f%% | %9.1f%% |\n", "exact match", 100 * acc0.exact_rate, 100 * acc1.exact_rate);
-                printf("| %-22s | %9.1f%% | %9.1f%% |\n", "contains the answer", 100 * acc0.contains_rate, 100 * acc1.contains_rate);
-            }
+        const char *b = "-";
+        if (evaluate(ctx, m, ev, &o, &e1)) return 1;
+        if (have_ckpt) memset(&e0, 0, sizeof e0);       /* "before" belongs to the first part of the run */
+        printf("\n| %-26s | %10s | %10s |\n|%s|%s|%s|\n", o.eval ? o.eval : "held-out split", "before", "after", "----------------------------", "------------", "------------");
+#define ROW(name, fmt, v0, v1) do { if (have_ckpt) printf("| %-26s | %10s | " fmt " |\n", name, b, v1); \
+                                    else printf("| %-26s | " fmt " | " fmt " |\n", name, v0, v1); } while (0)
+        if (ft_dataset_format(ev) == FT_DATA_PREFERENCE) {
+            ROW("likelihood prefers chosen", "%9.1f%%", 100 * e0.lik_acc, 100 * e1.lik_acc);
+            ROW(e1.rew_name, "%9.1f%%", 100 * e0.rew_acc, 100 * e1.rew_acc);
+            ROW(strcmp(o.objective, "rm") ? "reward margin" : "reward model margin", "%10.4f", e0.rew_margin, e1.rew_margin);
         } else {
-            printf("| %-22s | %10s | %10.4f |\n", "eval loss", "-", loss1);
-            if (acc1.n) printf("| %-22s | %10s | %9.1f%% |\n", "exact match", "-", 100 * acc1.exact_rate);
+            ROW("eval loss", "%10.4f", e0.loss, e1.loss);
+            ROW("eval perplexity", "%10.2f", exp(e0.loss), exp(e1.loss));
+            if (e1.gen.n) {
+                ROW("exact match", "%9.1f%%", 100 * e0.gen.exact_rate, 100 * e1.gen.exact_rate);
+                ROW("contains the answer", "%9.1f%%", 100 * e0.gen.contains_rate, 100 * e1.gen.contains_rate);
+            }
         }
+#undef ROW
     }
     free(rn.xs); free(rn.ys); free(rn.ex); free(rn.ey); free(o.cfg_text);
     ft_dataset_free(train); ft_dataset_free(ev); ft_peft_free(p); ft_ctx_free(ctx); ft_model_free(m);

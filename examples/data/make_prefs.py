@@ -2,8 +2,9 @@
 """Writes dates_pref_train.jsonl and dates_pref_eval.jsonl: preference pairs written for
 finetune.h. Prompt: a request to rewrite an ISO date as DD.MM.YYYY; chosen: the bare, correct
 answer; rejected: the kind of answer SmolLM2-135M-Instruct gives on its own (the date repeated
-in ISO form inside a sentence). Held-out dates never occur in training. Deterministic:
-python3 examples/data/make_prefs.py"""
+in ISO form inside a sentence). Held-out dates never occur in training. Also writes
+dates_kto_train.jsonl: the same training pairs as unpaired feedback for KTO (each pair gives a
+desirable and an undesirable completion). Deterministic: python3 examples/data/make_prefs.py"""
 import json, os, random
 
 TEMPLATES = ["Rewrite the date {d} in the format DD.MM.YYYY.", "Write {d} as DD.MM.YYYY.",
@@ -27,6 +28,11 @@ def main():
                 f.write(json.dumps({"prompt": rng.choice(TEMPLATES).format(d=iso),
                                     "chosen": f"{d:02d}.{m:02d}.{y:04d}",
                                     "rejected": rng.choice(REJECTED).format(d=iso)}) + "\n")
+    with open(os.path.join(here, "dates_pref_train.jsonl")) as f, open(os.path.join(here, "dates_kto_train.jsonl"), "w") as g:
+        for line in f:
+            p = json.loads(line)
+            g.write(json.dumps({"prompt": p["prompt"], "completion": p["chosen"], "label": True}) + "\n")
+            g.write(json.dumps({"prompt": p["prompt"], "completion": p["rejected"], "label": False}) + "\n")
 
 if __name__ == "__main__":
     main()
