@@ -591,6 +591,46 @@ FT_API ft_result  ft_lora_unmerge(ft_peft *p);
 FT_API const char *ft_site_name(int which);                 /* "q_proj", ... as PEFT names them  */
 FT_API ft_tensor *ft_peft_reward_head(ft_peft *p);          /* (1, n_embd) or NULL               */
 
+/* every method through one call: LoRA (and DoRA, rsLoRA) with .lora; the others below */
+typedef enum ft_peft_method {
+    FT_PEFT_LORA = 0,   /* low-rank updates of the linear layers (QLoRA on a quantized base)          */
+    FT_PEFT_ADAPTER,    /* bottleneck adapters: x + up(act(down(x))) on a sublayer's output          */
+    FT_PEFT_PREFIX,     /* prefix tuning: learned keys and values in front of every layer's attention */
+    FT_PEFT_PROMPT,     /* prompt tuning: learned soft tokens in front of the input                   */
+    FT_PEFT_IA3,        /* IA3: learned scaling of k, v and the MLP's inner activations               */
+    FT_PEFT_FULL        /* full fine-tuning: f32 master copies of the weights (a quantized base is
+                           dequantized), minus the frozen ones                                       */
+} ft_peft_method;
+typedef enum ft_adapter_place { FT_ADAPTER_HOULSBY = 0,   /* after attention and after the MLP   */
+                                FT_ADAPTER_PFEIFFER       /* after the MLP only                    */
+} ft_adapter_place;
+typedef enum ft_act { FT_ACT_RELU = 0, FT_ACT_GELU, FT_ACT_SILU, FT_ACT_TANH } ft_act;
+typedef enum ft_prompt_init { FT_PROMPT_RANDOM = 0,   /* N(0, 1), PEFT's default                     */
+                              FT_PROMPT_VOCAB,        /* embeddings of tokens sampled from the vocab */
+                              FT_PROMPT_TEXT          /* embeddings of a text's tokens, repeated      */
+} ft_prompt_init;
+typedef struct ft_peft_opts {
+    ft_peft_method method;
+    ft_lora_opts lora;              /* LORA                                                       */
+    int      bottleneck;            /* ADAPTER: inner size (64)                                   */
+    ft_adapter_place placement;
+    ft_act   act;                   /* ADAPTER: nonlinearity (relu)                               */
+    int      n_virtual;             /* PREFIX, PROMPT: virtual tokens (20)                        */
+    int      prefix_hidden;         /* PREFIX: reparameterisation MLP hidden size (0: none)       */
+    ft_prompt_init prompt_init;     /* PROMPT                                                     */
+    const char *prompt_text;        /* PROMPT with FT_PROMPT_TEXT                                 */
+    unsigned ia3_targets;           /* IA3: FT_TARGET_* (default k, v, down as PEFT for llama)    */
+    const char *freeze;             /* FULL: comma-separated name patterns kept frozen, '*' any
+                                       run of characters, e.g. "token_embd.*,blk.0.*"            */
+    const uint64_t *layer_mask;     /* ADAPTER, IA3, FULL: only these layers (bit l of word l/64) */
+    uint64_t seed;
+    int      reward_head;           /* plus a scalar reward head (any method)                     */
+} ft_peft_opts;
+FT_API ft_result ft_peft_attach(ft_peft **out, ft_model *m, const ft_peft_opts *o);
+FT_API ft_peft_method ft_peft_kind(const ft_peft *p);
+FT_API const char *ft_peft_method_name(ft_peft_method k);    /* "lora", "adapter", ...            */
+FT_API int64_t    ft_peft_virtual_tokens(const ft_peft *p);  /* PREFIX / PROMPT: P, else 0        */
+
 
 /* ---- optimizers ------------------------------------------------------------------------------------ */
 typedef enum ft_optim_kind { FT_OPTIM_ADAMW = 0, FT_OPTIM_SGD = 1 } ft_optim_kind;
@@ -6005,6 +6045,10 @@ FT_API ft_result ft_tokenizer_from_gguf(ft_tokenizer **out, const ft_gguf *g) {
 
 static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which);
 static void ft__peft_detach(ft_peft *p);
+static ft_tensor *ft__peft_after(ft_ctx *ctx, ft_model *m, int64_t l, int place, ft_tensor *y);
+static ft_tensor *ft__prefix_table(ft_ctx *ctx, ft_peft *p);
+static int64_t ft__peft_tokens(const ft_peft *p, int kind, int only_enabled);   /* prefix / prompt length */
+static ft_tensor *ft__peft_prompt(ft_peft *p);
 
 static ft_result ft__model_key_int(const ft_model *m, const char *suffix, int64_t *out, int required, int64_t def) {
     char key[128];
@@ -6182,6 +6226,7 @@ FT_API ft_result ft_kv_cache_init(ft_kv_cache **out, const ft_model *m, int64_t 
     c = FT__CAST(ft_kv_cache *, FT_MALLOC(sizeof *c));
     if (!c) return ft_set_error(FT_ERR_NOMEM, "kv cache: out of memory");
     memset(c, 0, sizeof *c);
+    n_ctx += ft__peft_tokens(m->peft, FT_PEFT_PROMPT, 0);        /* room for a soft prompt */
     c->n_seq = n_seq; c->n_ctx = n_ctx; c->n_layer = m->c.n_layer; c->kv_dim = m->c.n_head_kv * m->c.head_dim;
     n = (size_t)(c->n_layer * n_seq * n_ctx * c->kv_dim);
     c->k = FT__CAST(float *, ft__aligned_alloc(n * sizeof(float)));
@@ -6219,11 +6264,21 @@ static ft_tensor *ft__model_trunk(ft_ctx *ctx, ft_model *m, const int32_t *ids, 
                                   const int32_t *pos, const int32_t *seg, ft_kv_cache *kv, int64_t row0) {
     const ft_model_config *c = &m->c;
     int64_t C = c->n_embd, Dkv = c->n_head_kv * c->head_dim, l, b, t;
-    int64_t s3[3], skv[3], s2[2];
+    int64_t s3[3], skv[3], s2[2], NP = 0, PP = 0, T0 = T;
     int32_t *p; int64_t *qoff = NULL;
     ft_attn_opts ao;
-    ft_tensor *h;
+    ft_tensor *h, *ptab = NULL;
     if (B < 1 || T < 1) return ft__fail(ctx, FT_ERR_INVALID, "model: batch %lld x %lld", (long long)B, (long long)T);
+    PP = ft__peft_tokens(m->peft, FT_PEFT_PREFIX, 1);      /* positions start after a prefix */
+    if ((NP = ft__peft_tokens(m->peft, FT_PEFT_PROMPT, 1)) > 0) {              /* soft tokens go first */
+        if (seg) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "model: prompt tuning does not take packed sequences");
+        if (kv) {                                 /* only in front of fresh cache rows */
+            int fresh = kv->len[row0] == 0;
+            for (b = 1; b < B; b++) if ((kv->len[row0 + b] == 0) != fresh) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "model: prompt tuning: cache rows must all be fresh or all be started");
+            if (!fresh) NP = 0;
+        }
+    }
+    T = T0 + NP;
     if (kv && (row0 < 0 || row0 + B > kv->n_seq || kv->n_layer != c->n_layer))
         return ft__fail(ctx, FT_ERR_INVALID, "model: cache rows [%lld, +%lld) outside its %lld sequences", (long long)row0, (long long)B, (long long)kv->n_seq);
     p = FT__CAST(int32_t *, ft__arena_alloc(ctx, (size_t)(B * T) * sizeof(int32_t)));
@@ -6237,12 +6292,20 @@ static ft_tensor *ft__model_trunk(ft_ctx *ctx, ft_model *m, const int32_t *ids, 
         }
     }
     for (b = 0; b < B; b++) for (t = 0; t < T; t++)
-        p[b * T + t] = pos ? pos[b * T + t] : (int32_t)((kv ? qoff[b] : 0) + t);
+        p[b * T + t] = (int32_t)PP + (t < NP ? (int32_t)t : pos ? (int32_t)NP + pos[b * T0 + t - NP] : (int32_t)((kv ? qoff[b] : 0) + t));
     memset(&ao, 0, sizeof ao);
     ao.n_head = (int)c->n_head; ao.n_head_kv = (int)c->n_head_kv; ao.causal = 1; ao.seg = seg; ao.q_offsets = qoff;
-    s3[0] = B; s3[1] = T; s3[2] = C;
-    s2[0] = B * T; s2[1] = C;
-    h = ft_reshape(ctx, ft_embedding(ctx, m->tok_embd, ids, B * T), 3, s3);
+    s3[0] = B; s3[1] = T0; s3[2] = C;
+    s2[1] = C;
+    h = ft_reshape(ctx, ft_embedding(ctx, m->tok_embd, ids, B * T0), 3, s3);
+    if (NP) {                               /* (B, NP + T0, C): the soft prompt, then the tokens */
+        ft_tensor *z = ft_tensor_3d(ctx, B, NP, C); int64_t s1[3];
+        FT__IN(z);
+        memset(z->data, 0, (size_t)(B * NP * C) * sizeof(float));
+        s1[0] = 1; s1[1] = NP; s1[2] = C;
+        h = ft_concat(ctx, ft_add(ctx, z, ft_reshape(ctx, ft__peft_prompt(m->peft), 3, s1)), h, 1);
+    }
+    if (PP) ptab = ft__prefix_table(ctx, m->peft);
     for (l = 0; l < c->n_layer; l++) {
         ft_layer *L = &m->layers[l];
         ft_tensor *n = ft_rmsnorm(ctx, h, L->attn_norm, c->rms_eps), *q, *k, *v, *a;
@@ -6259,14 +6322,21 @@ static ft_tensor *ft__model_trunk(ft_ctx *ctx, ft_model *m, const int32_t *ids, 
             k = ft__tensor(ctx, FT_TYPE_F32, 3, skv, K);
             v = ft__tensor(ctx, FT_TYPE_F32, 3, skv, V);
         }
+        if (ptab) {                         /* this layer's learned prefix keys and values */
+            ao.prefix_k = ft_slice(ctx, ptab, 1, 2 * l * Dkv, Dkv);
+            ao.prefix_v = ft_slice(ctx, ptab, 1, (2 * l + 1) * Dkv, Dkv);
+        }
         a = ft_attention(ctx, q, k, v, &ao);
-        h = ft_add(ctx, h, ft__linear(ctx, m, a, L->wo, NULL, l, FT_SITE_O));
+        h = ft_add(ctx, h, ft__peft_after(ctx, m, l, 0, ft__linear(ctx, m, a, L->wo, NULL, l, FT_SITE_O)));
         n = ft_rmsnorm(ctx, h, L->ffn_norm, c->rms_eps);
         a = ft_swiglu(ctx, ft__linear(ctx, m, n, L->w_gate, NULL, l, FT_SITE_GATE), ft__linear(ctx, m, n, L->w_up, NULL, l, FT_SITE_UP));
-        h = ft_add(ctx, h, ft__linear(ctx, m, a, L->w_down, NULL, l, FT_SITE_DOWN));
+        h = ft_add(ctx, h, ft__peft_after(ctx, m, l, 1, ft__linear(ctx, m, a, L->w_down, NULL, l, FT_SITE_DOWN)));
     }
     if (kv && h) for (b = 0; b < B; b++) kv->len[row0 + b] += T;
-    return ft_reshape(ctx, ft_rmsnorm(ctx, h, m->output_norm, c->rms_eps), 2, s2);
+    h = ft_rmsnorm(ctx, h, m->output_norm, c->rms_eps);
+    if (NP) h = ft_slice(ctx, h, 1, NP, T0);       /* the real tokens' hidden states */
+    s2[0] = B * T0;
+    return ft_reshape(ctx, h, 2, s2);
 }
 
 FT_API ft_tensor *ft_model_hidden(ft_ctx *ctx, ft_model *m, const ft_batch *bt) {
@@ -6403,6 +6473,14 @@ struct ft_peft {
     float        *merged_data;
     ft_tensor   **orig;             /* the weight headers before merging                          */
     ft_tensor    *score;            /* reward head (1, n_embd), or NULL                           */
+    ft_peft_method kind;            /* LORA uses the fields above; the others these:              */
+    ft_peft_opts  po;
+    ft_tensor   **ad;               /* adapters: (layer * 2 + place) * 4 + {down W, b, up W, b}  */
+    ft_tensor    *pre[5];           /* prefix: table or embedding, then W1, b1, W2, b2           */
+    ft_tensor    *prompt;           /* prompt tuning: (P, n_embd)                                 */
+    ft_tensor   **ia3;              /* IA3: per site, (out) or (in) for down_proj                */
+    ft_tensor   **full;             /* full: per model weight, its parameter or NULL (frozen)    */
+    ft_tensor    *full_orig;        /* full: the model's original weight headers                 */
 };
 
 static ft_tensor **ft__site_weight(ft_model *m, int64_t l, int which) {
@@ -6496,9 +6574,11 @@ FT_API ft_result ft_lora_attach(ft_peft **out, ft_model *m, const ft_lora_opts *
 }
 
 /* undo a merge and forget the model (called by ft_peft_free and ft_model_free) */
+static void ft__full_install(ft_peft *p, int on);
 static void ft__peft_detach(ft_peft *p) {
     if (!p->m) return;
     if (p->orig) ft_lora_unmerge(p);
+    if (p->full) ft__full_install(p, 0);
     if (p->m->peft == p) p->m->peft = NULL;
     p->m = NULL;
 }
@@ -6506,17 +6586,20 @@ FT_API void ft_peft_free(ft_peft *p) {
     if (!p) return;
     ft__peft_detach(p);
     ft_params_free(p->P);
-    FT_FREE(p->A);
+    FT_FREE(p->A); FT_FREE(p->ad); FT_FREE(p->ia3); FT_FREE(p->full); FT_FREE(p->full_orig);
     FT_FREE(p);
 }
 FT_API ft_params *ft_peft_params(ft_peft *p) { return p->P; }
-FT_API void ft_peft_set_enabled(ft_peft *p, int on) { p->enabled = on != 0; }
+FT_API void ft_peft_set_enabled(ft_peft *p, int on) {
+    if (p->full && p->m && (on != 0) != p->enabled) ft__full_install(p, on != 0);
+    p->enabled = on != 0;
+}
 FT_API int ft_peft_enabled(const ft_peft *p) { return p->enabled; }
 FT_API float ft_lora_scale(const ft_peft *p) { return p->scale; }
 FT_API const ft_lora_opts *ft_lora_options(const ft_peft *p) { return &p->o; }
-FT_API ft_tensor *ft_lora_A(ft_peft *p, int layer, int which) { return p->A[(int64_t)layer * FT_SITE_COUNT + which]; }
-FT_API ft_tensor *ft_lora_B(ft_peft *p, int layer, int which) { return p->B[(int64_t)layer * FT_SITE_COUNT + which]; }
-FT_API ft_tensor *ft_lora_magnitude(ft_peft *p, int layer, int which) { return p->mag[(int64_t)layer * FT_SITE_COUNT + which]; }
+FT_API ft_tensor *ft_lora_A(ft_peft *p, int layer, int which) { return p->A ? p->A[(int64_t)layer * FT_SITE_COUNT + which] : NULL; }
+FT_API ft_tensor *ft_lora_B(ft_peft *p, int layer, int which) { return p->A ? p->B[(int64_t)layer * FT_SITE_COUNT + which] : NULL; }
+FT_API ft_tensor *ft_lora_magnitude(ft_peft *p, int layer, int which) { return p->A ? p->mag[(int64_t)layer * FT_SITE_COUNT + which] : NULL; }
 
 /* ||W + s B A|| per output row, without gradient: (out) in the arena */
 static ft_tensor *ft__dora_norm(ft_ctx *ctx, ft_tensor *W, ft_tensor *A, ft_tensor *B, float s) {
@@ -6534,9 +6617,14 @@ static ft_tensor *ft__dora_norm(ft_ctx *ctx, ft_tensor *W, ft_tensor *A, ft_tens
 }
 
 /* the linear layer of site (l, which) with whatever the attached method adds */
+static ft_tensor *ft__ia3_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t s);
 static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which) {
     int64_t s = l * FT_SITE_COUNT + which;
-    ft_tensor *y = ft_matmul(ctx, x, W, 0, 1), *A = p->A[s], *B = p->B[s], *xa, *lora;
+    ft_tensor *y, *A, *B, *xa, *lora;
+    if (p->kind == FT_PEFT_IA3) return ft__ia3_linear(ctx, p, x, W, bias, s);
+    y = ft_matmul(ctx, x, W, 0, 1);
+    if (p->kind != FT_PEFT_LORA) return bias ? ft_add(ctx, y, bias) : y;
+    A = p->A[s]; B = p->B[s];
     if (!p->enabled || !A || p->orig) return bias ? ft_add(ctx, y, bias) : y;
     xa = p->o.dropout > 0 && ctx->grad_enabled ? ft_dropout(ctx, x, p->o.dropout) : x;
     lora = ft_matmul(ctx, ft_scale(ctx, ft_matmul(ctx, xa, A, 0, 1), p->scale), B, 0, 1);   /* scale the (N, r) side */
@@ -6556,6 +6644,7 @@ static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tens
    alone. The mapped base stays untouched, so unmerge just restores the original headers. */
 FT_API ft_result ft_lora_merge(ft_peft *p) {
     ft_model *m = p->m; int64_t s, nsites = m->c.n_layer * FT_SITE_COUNT, total = 0, off = 0;
+    if (p->kind != FT_PEFT_LORA) return ft_set_error(FT_ERR_UNSUPPORTED, "merge: a %s method has no weights to merge into", ft_peft_method_name(p->kind));
     if (p->orig) return ft_set_error(FT_ERR_STATE, "lora merge: already merged");
     for (s = 0; s < nsites; s++) if (p->A[s]) total += ft_numel(*ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT)));
     p->orig = FT__CAST(ft_tensor **, FT_MALLOC((size_t)nsites * sizeof(ft_tensor *)));
@@ -6590,6 +6679,237 @@ FT_API ft_result ft_lora_unmerge(ft_peft *p) {
     FT_FREE(p->orig); FT_FREE(p->merged); ft__aligned_free(p->merged_data);
     p->orig = NULL; p->merged = NULL; p->merged_data = NULL;
     return FT_OK;
+}
+
+/* ---- the other methods -----------------------------------------------------------------------------
+   Bottleneck adapters (Houlsby et al. 2019; Pfeiffer et al. 2020): on a sublayer's output y, before
+     the residual add, y + up(act(down(y))); down (k, C) kaiming-uniform, up (C, k) and both biases
+     zero, so the model starts unchanged. Houlsby: after attention and after the MLP; Pfeiffer:
+     after the MLP only.
+   Prefix tuning (Li & Liang 2021, PEFT's layout): a table (P, n_layer * 2 * kv_dim) whose slices
+     are every layer's extra keys and values (layer l: columns 2l and 2l+1 of kv_dim each), seen by
+     every query; with reparameterisation the table is W2 tanh(W1 E + b1) + b2 from an embedding
+     E (P, kv_dim). As in transformers with a P-token cache, the real tokens sit at positions P, P+1..
+   Prompt tuning (Lester et al. 2021): P soft token embeddings (P, C) in front of every sequence at
+     positions 0..P-1; the hidden states of the real tokens come out.
+   IA3 (Liu et al. 2022): a vector l, initialised to ones, scales k_proj's and v_proj's outputs and
+     down_proj's input (PEFT's feed-forward rule).
+   Full fine-tuning: f32 master copies of the weights as parameters; the model's weight headers
+     point at them while enabled and at the mapped originals when disabled (the reference). */
+static int ft__glob(const char *pat, const char *pe, const char *s) {      /* '*' only */
+    for (; pat < pe; pat++, s++) {
+        if (*pat == '*') { do { if (ft__glob(pat + 1, pe, s)) return 1; } while (*s++); return 0; }
+        if (*s != *pat) return 0;
+    }
+    return *s == 0;
+}
+static int ft__pattern_match(const char *list, const char *name) {        /* comma-separated */
+    while (list && *list) {
+        const char *e = strchr(list, ',');
+        if (!e) e = list + strlen(list);
+        if (e > list && ft__glob(list, e, name)) return 1;
+        list = *e ? e + 1 : e;
+    }
+    return 0;
+}
+static int ft__layer_on(const uint64_t *mask, int64_t l) { return !mask || (mask[l / 64] >> (l % 64) & 1); }
+static ft_tensor *ft__act(ft_ctx *ctx, ft_act a, ft_tensor *x) {
+    switch (a) {
+    case FT_ACT_GELU: return ft_gelu(ctx, x);
+    case FT_ACT_SILU: return ft_silu(ctx, x);
+    case FT_ACT_TANH: return ft_tanh(ctx, x);
+    default: return ft_relu(ctx, x);
+    }
+}
+static void ft__init_kaiming(ft_tensor *t, int64_t fan_in, ft_rng *rng) {
+    float b = 1.0f / sqrtf((float)fan_in); int64_t i, n = ft_numel(t);
+    for (i = 0; i < n; i++) FT__F(t)[i] = b * (2.0f * ft_rng_uniform(rng) - 1.0f);
+}
+static void ft__init_normal(ft_tensor *t, float std, ft_rng *rng) {
+    int64_t i, n = ft_numel(t);
+    for (i = 0; i < n; i++) FT__F(t)[i] = std * ft_rng_normal(rng);
+}
+static void ft__init_const(ft_tensor *t, float v) { int64_t i, n = ft_numel(t); for (i = 0; i < n; i++) FT__F(t)[i] = v; }
+
+/* full fine-tuning: point the model's headers at the parameters (on) or the originals (off) */
+static void ft__full_install(ft_peft *p, int on) {
+    int64_t i;
+    for (i = 0; i < p->m->n_w; i++) if (p->full[i]) p->m->w[i] = on ? *p->full[i] : p->full_orig[i];
+}
+
+FT_API ft_result ft_peft_attach(ft_peft **out, ft_model *m, const ft_peft_opts *opts) {
+    ft_peft *p; ft_peft_opts o = *opts; ft_result r; int64_t l, L = m->c.n_layer, C = m->c.n_embd, Dkv = m->c.n_head_kv * m->c.head_dim;
+    int w; char name[160]; ft_rng rng;
+    *out = NULL;
+    if (o.method == FT_PEFT_LORA) {
+        ft_lora_opts lo = o.lora;
+        if (o.reward_head) lo.reward_head = 1;
+        if (!lo.layer_mask) lo.layer_mask = o.layer_mask;
+        if (!lo.seed) lo.seed = o.seed;
+        return ft_lora_attach(out, m, &lo);
+    }
+    if (m->peft) return ft_set_error(FT_ERR_STATE, "peft: the model already has a method attached");
+    if ((int)o.method < 0 || o.method > FT_PEFT_FULL) return ft_set_error(FT_ERR_INVALID, "peft: unknown method %d", (int)o.method);
+    p = FT__CAST(ft_peft *, FT_MALLOC(sizeof *p));
+    if (!p) return ft_set_error(FT_ERR_NOMEM, "peft: out of memory");
+    memset(p, 0, sizeof *p);
+    p->m = m; p->kind = o.method; p->enabled = 1; p->po = o;
+    p->o.seed = o.seed; p->o.layer_mask = o.layer_mask;
+    if ((r = ft_params_init(&p->P)) != FT_OK) { FT_FREE(p); return r; }
+#define FT__ADD(dst, nm, nd, s0, s1) do { int64_t sh_[2]; sh_[0] = (s0); sh_[1] = (s1); \
+        if (!((dst) = ft_params_add(p->P, (nm), (nd), sh_))) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "peft: out of memory"); } } while (0)
+    switch (o.method) {
+    case FT_PEFT_ADAPTER: {
+        int pl;
+        if (p->po.bottleneck <= 0) p->po.bottleneck = 64;
+        p->ad = FT__CAST(ft_tensor **, FT_MALLOC((size_t)(L * 8) * sizeof(ft_tensor *)));
+        if (!p->ad) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "peft: out of memory"); }
+        memset(p->ad, 0, (size_t)(L * 8) * sizeof(ft_tensor *));
+        for (l = 0; l < L; l++) for (pl = 0; pl < 2; pl++) {
+            ft_tensor **a = p->ad + (l * 2 + pl) * 4; const char *where = pl ? "mlp" : "attn";
+            if (!ft__layer_on(o.layer_mask, l) || (pl == 0 && o.placement == FT_ADAPTER_PFEIFFER)) continue;
+            snprintf(name, sizeof name, "layers.%d.adapter_%s.down.weight", (int)l, where); FT__ADD(a[0], name, 2, p->po.bottleneck, C);
+            snprintf(name, sizeof name, "layers.%d.adapter_%s.down.bias", (int)l, where);   FT__ADD(a[1], name, 1, p->po.bottleneck, 1);
+            snprintf(name, sizeof name, "layers.%d.adapter_%s.up.weight", (int)l, where);   FT__ADD(a[2], name, 2, C, p->po.bottleneck);
+            snprintf(name, sizeof name, "layers.%d.adapter_%s.up.bias", (int)l, where);     FT__ADD(a[3], name, 1, C, 1);
+        }
+        break; }
+    case FT_PEFT_PREFIX:
+        if (p->po.n_virtual <= 0) p->po.n_virtual = 20;
+        if (p->po.prefix_hidden > 0) {
+            FT__ADD(p->pre[0], "prefix.embedding", 2, p->po.n_virtual, Dkv);
+            FT__ADD(p->pre[1], "prefix.mlp.0.weight", 2, p->po.prefix_hidden, Dkv);
+            FT__ADD(p->pre[2], "prefix.mlp.0.bias", 1, p->po.prefix_hidden, 1);
+            FT__ADD(p->pre[3], "prefix.mlp.2.weight", 2, L * 2 * Dkv, p->po.prefix_hidden);
+            FT__ADD(p->pre[4], "prefix.mlp.2.bias", 1, L * 2 * Dkv, 1);
+        } else FT__ADD(p->pre[0], "prefix.embedding", 2, p->po.n_virtual, L * 2 * Dkv);
+        break;
+    case FT_PEFT_PROMPT:
+        if (p->po.n_virtual <= 0) p->po.n_virtual = 20;
+        FT__ADD(p->prompt, "prompt.embedding", 2, p->po.n_virtual, C);
+        break;
+    case FT_PEFT_IA3: {
+        int64_t nsites = L * FT_SITE_COUNT;
+        if (!p->po.ia3_targets) p->po.ia3_targets = FT_TARGET_K | FT_TARGET_V | FT_TARGET_DOWN;
+        p->ia3 = FT__CAST(ft_tensor **, FT_MALLOC((size_t)nsites * sizeof(ft_tensor *)));
+        if (!p->ia3) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "peft: out of memory"); }
+        memset(p->ia3, 0, (size_t)nsites * sizeof(ft_tensor *));
+        for (l = 0; l < L; l++) for (w = 0; w < FT_SITE_COUNT; w++) {
+            ft_tensor *W = *ft__site_weight(m, l, w);
+            if (!ft__layer_on(o.layer_mask, l) || !(p->po.ia3_targets & (1u << w))) continue;
+            snprintf(name, sizeof name, "layers.%d.%s.ia3_l", (int)l, ft_site_name(w));
+            FT__ADD(p->ia3[l * FT_SITE_COUNT + w], name, 1, w == FT_SITE_DOWN ? W->shape[1] : W->shape[0], 1);
+        }
+        break; }
+    case FT_PEFT_FULL: {
+        int64_t i;
+        p->full = FT__CAST(ft_tensor **, FT_MALLOC((size_t)m->n_w * sizeof(ft_tensor *)));
+        p->full_orig = FT__CAST(ft_tensor *, FT_MALLOC((size_t)m->n_w * sizeof(ft_tensor)));
+        if (!p->full || !p->full_orig) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "peft: out of memory"); }
+        memset(p->full, 0, (size_t)m->n_w * sizeof(ft_tensor *));
+        for (i = 0; i < m->n_w; i++) {
+            const char *nm = m->w[i].name; int lay = -1;
+            p->full_orig[i] = m->w[i];
+            if (!nm || ft__pattern_match(o.freeze, nm) || !ft__type(m->w[i].type) || !ft__type(m->w[i].type)->to_f32) continue;
+            if (sscanf(nm, "blk.%d.", &lay) == 1 && !ft__layer_on(o.layer_mask, lay)) continue;
+            if (!(p->full[i] = ft_params_add(p->P, nm, m->w[i].ndim, m->w[i].shape))) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "peft: out of memory"); }
+        }
+        break; }
+    default: break;
+    }
+#undef FT__ADD
+    if (o.reward_head) {
+        int64_t sh[2]; sh[0] = 1; sh[1] = C;
+        if (!(p->score = ft_params_add(p->P, "score.weight", 2, sh))) { ft_peft_free(p); return FT_ERR_NOMEM; }
+    }
+    if (ft_params_count(p->P) == 0) { ft_peft_free(p); return ft_set_error(FT_ERR_INVALID, "peft: %s has nothing to train (layers, targets or freeze patterns exclude everything)", ft_peft_method_name(o.method)); }
+    if ((r = ft_params_alloc(p->P)) != FT_OK) { ft_peft_free(p); return r; }
+    ft_rng_seed(&rng, o.seed ? o.seed : 0x10ea);
+    switch (o.method) {                                  /* initial values */
+    case FT_PEFT_ADAPTER:
+        for (l = 0; l < L * 2; l++) if (p->ad[l * 4]) {
+            ft__init_kaiming(p->ad[l * 4], C, &rng); ft__init_const(p->ad[l * 4 + 1], 0);
+            ft__init_const(p->ad[l * 4 + 2], 0); ft__init_const(p->ad[l * 4 + 3], 0);
+        }
+        break;
+    case FT_PEFT_PREFIX:                                 /* as PEFT: N(0, 1) embedding, torch Linear init */
+        ft__init_normal(p->pre[0], 1.0f, &rng);
+        if (p->pre[1]) {
+            ft__init_kaiming(p->pre[1], Dkv, &rng); ft__init_kaiming(p->pre[2], Dkv, &rng);
+            ft__init_kaiming(p->pre[3], p->po.prefix_hidden, &rng); ft__init_kaiming(p->pre[4], p->po.prefix_hidden, &rng);
+        }
+        break;
+    case FT_PEFT_PROMPT: {
+        int64_t P = p->po.n_virtual, i, V = m->tok_embd->shape[0], n = 0; int32_t *ids;
+        if (o.prompt_init == FT_PROMPT_RANDOM) { ft__init_normal(p->prompt, 1.0f, &rng); break; }
+        ids = FT__CAST(int32_t *, FT_MALLOC((size_t)(P + 4096) * sizeof(int32_t)));
+        if (!ids) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "peft: out of memory"); }
+        if (o.prompt_init == FT_PROMPT_TEXT) {
+            if (!o.prompt_text || !m->tok) { FT_FREE(ids); ft_peft_free(p); return ft_set_error(FT_ERR_INVALID, "prompt tuning: text init needs a text and the model's tokenizer"); }
+            n = ft_tokenize(m->tok, o.prompt_text, (int64_t)strlen(o.prompt_text), ids, 4096, 0, 0);
+            if (n <= 0) { FT_FREE(ids); ft_peft_free(p); return ft_set_error(FT_ERR_INVALID, "prompt tuning: the init text gives no tokens"); }
+            n = FT__MIN(n, 4096);
+            for (i = n; i < P; i++) ids[i] = ids[i % n];     /* repeated to fill, as PEFT does */
+        } else for (i = 0; i < P; i++) ids[i] = (int32_t)(ft_rng_u64(&rng) % (uint64_t)V);
+        for (i = 0; i < P; i++)
+            ft__type(m->tok_embd->type)->to_f32(FT__CAST(const unsigned char *, m->tok_embd->data) + (size_t)ids[i] * ft_type_row_bytes(m->tok_embd->type, C), FT__F(p->prompt) + i * C, C);
+        FT_FREE(ids);
+        break; }
+    case FT_PEFT_IA3:
+        for (l = 0; l < L * FT_SITE_COUNT; l++) if (p->ia3[l]) ft__init_const(p->ia3[l], 1.0f);
+        break;
+    case FT_PEFT_FULL: {
+        int64_t i, rr;
+        for (i = 0; i < m->n_w; i++) if (p->full[i]) {
+            ft_tensor *t = p->full[i]; int64_t in = t->shape[t->ndim - 1], rows = ft_numel(t) / in;
+            size_t rb = ft_type_row_bytes(m->w[i].type, in);
+            for (rr = 0; rr < rows; rr++) ft__type(m->w[i].type)->to_f32(FT__CAST(const unsigned char *, m->w[i].data) + (size_t)rr * rb, FT__F(t) + rr * in, in);
+        }
+        ft__full_install(p, 1);
+        break; }
+    default: break;
+    }
+    if (p->score) ft__init_normal(p->score, 0.02f, &rng);
+    m->peft = p;
+    *out = p;
+    return FT_OK;
+}
+FT_API ft_peft_method ft_peft_kind(const ft_peft *p) { return p->kind; }
+FT_API const char *ft_peft_method_name(ft_peft_method k) {
+    static const char *n[] = {"lora", "adapter", "prefix", "prompt", "ia3", "full"};
+    return (int)k >= 0 && k <= FT_PEFT_FULL ? n[k] : "?";
+}
+FT_API int64_t ft_peft_virtual_tokens(const ft_peft *p) {
+    return p && (p->kind == FT_PEFT_PREFIX || p->kind == FT_PEFT_PROMPT) ? p->po.n_virtual : 0;
+}
+static int64_t ft__peft_tokens(const ft_peft *p, int kind, int only_enabled) {
+    return p && (int)p->kind == kind && (p->enabled || !only_enabled) ? p->po.n_virtual : 0;
+}
+static ft_tensor *ft__peft_prompt(ft_peft *p) { return p->prompt; }
+
+/* IA3 on a linear layer: y = (x W^T + b) * l, or (x * l) W^T + b for down_proj */
+static ft_tensor *ft__ia3_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t s) {
+    ft_tensor *y, *v = p->enabled ? p->ia3[s] : NULL;
+    if (v && s % FT_SITE_COUNT == FT_SITE_DOWN) x = ft_mul(ctx, x, v);
+    y = ft_matmul(ctx, x, W, 0, 1);
+    if (bias) y = ft_add(ctx, y, bias);
+    return v && s % FT_SITE_COUNT != FT_SITE_DOWN ? ft_mul(ctx, y, v) : y;
+}
+
+/* a sublayer's output y (place 0: attention, 1: MLP) through the layer's bottleneck adapter */
+static ft_tensor *ft__peft_after(ft_ctx *ctx, ft_model *m, int64_t l, int place, ft_tensor *y) {
+    ft_peft *p = m->peft; ft_tensor **a, *d;
+    if (!p || !p->enabled || p->kind != FT_PEFT_ADAPTER || !y) return y;
+    a = p->ad + (l * 2 + place) * 4;
+    if (!a[0]) return y;
+    d = ft__act(ctx, p->po.act, ft_add(ctx, ft_matmul(ctx, y, a[0], 0, 1), a[1]));
+    return ft_add(ctx, y, ft_add(ctx, ft_matmul(ctx, d, a[2], 0, 1), a[3]));
+}
+
+/* prefix tuning: the (P, n_layer * 2 * kv_dim) table of keys and values, on the tape */
+static ft_tensor *ft__prefix_table(ft_ctx *ctx, ft_peft *p) {
+    if (!p->pre[1]) return p->pre[0];
+    return ft_add(ctx, ft_matmul(ctx, ft_tanh(ctx, ft_add(ctx, ft_matmul(ctx, p->pre[0], p->pre[1], 0, 1), p->pre[2])), p->pre[3], 0, 1), p->pre[4]);
 }
 
 
