@@ -688,6 +688,8 @@ FT_API const void *ft_safetensors_get(const ft_safetensors *s, const char *name,
 FT_API ft_result ft_lora_save_gguf(ft_peft *p, const char *path);
 FT_API ft_result ft_lora_load_gguf(ft_peft *p, const char *path);
 FT_API ft_result ft_lora_attach_gguf(ft_peft **out, ft_model *m, const char *path);   /* rank, targets from the file */
+FT_API ft_result ft_peft_save_gguf(ft_peft *p, const char *path);          /* any method, finetune.h's own file */
+FT_API ft_result ft_peft_attach_gguf(ft_peft **out, ft_model *m, const char *path);  /* that, or a llama.cpp LoRA */
 FT_API ft_result ft_lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
 FT_API ft_result ft_lora_load_peft(ft_peft *p, const char *dir);
 
@@ -8754,6 +8756,101 @@ FT_API ft_result ft_lora_load_peft(ft_peft *p, const char *dir) {
         }
     }
     ft_safetensors_close(st);
+    return FT_OK;
+}
+
+/* ---- every method in one file of finetune.h's own: "adapter.type" = "finetune", the options as
+   finetune.peft.* keys, each parameter as an F32 tensor under its own name. (LoRA keeps llama.cpp's
+   format, above; this file also holds DoRA and the reward head.) ------------------------------- */
+FT_API ft_result ft_peft_save_gguf(ft_peft *p, const char *path) {
+    ft_gguf_writer *w; ft_result r; int i;
+    if (!p->m) return ft_set_error(FT_ERR_STATE, "peft save: the model was freed");
+    if ((r = ft_gguf_writer_init(&w)) != FT_OK) return r;
+    ft_gguf_set_str(w, "general.type", "adapter");
+    ft_gguf_set_str(w, "general.architecture", p->m->c.arch_name);
+    ft_gguf_set_str(w, "adapter.type", "finetune");
+    ft_gguf_set_str(w, "finetune.peft.method", ft_peft_method_name(p->kind));
+    if (p->kind == FT_PEFT_LORA) {
+        ft_gguf_set_int(w, "finetune.peft.lora.r", FT_GGUF_INT32, p->o.r);
+        ft_gguf_set_float(w, "finetune.peft.lora.alpha", FT_GGUF_FLOAT32, p->o.alpha);
+        ft_gguf_set_int(w, "finetune.peft.lora.targets", FT_GGUF_UINT32, p->o.targets);
+        ft_gguf_set_int(w, "finetune.peft.lora.rslora", FT_GGUF_INT32, p->o.rslora);
+        ft_gguf_set_int(w, "finetune.peft.lora.dora", FT_GGUF_INT32, p->o.dora);
+    }
+    ft_gguf_set_int(w, "finetune.peft.bottleneck", FT_GGUF_INT32, p->po.bottleneck);
+    ft_gguf_set_int(w, "finetune.peft.placement", FT_GGUF_INT32, (int)p->po.placement);
+    ft_gguf_set_int(w, "finetune.peft.act", FT_GGUF_INT32, (int)p->po.act);
+    ft_gguf_set_int(w, "finetune.peft.n_virtual", FT_GGUF_INT32, p->po.n_virtual);
+    ft_gguf_set_int(w, "finetune.peft.prefix_hidden", FT_GGUF_INT32, p->po.prefix_hidden);
+    ft_gguf_set_int(w, "finetune.peft.ia3_targets", FT_GGUF_UINT32, p->po.ia3_targets);
+    ft_gguf_set_int(w, "finetune.peft.reward_head", FT_GGUF_INT32, p->score != NULL);
+    for (i = 0; i < ft_params_count(p->P) && r == FT_OK; i++) {
+        ft_tensor *t = ft_params_get(p->P, i); int64_t ne[FT_MAX_DIMS]; int d;
+        for (d = 0; d < t->ndim; d++) ne[d] = t->shape[t->ndim - 1 - d];    /* GGUF: innermost first */
+        r = ft_gguf_add_tensor(w, t->name, FT_TYPE_F32, t->ndim, ne, t->data);
+    }
+    if (r == FT_OK) r = ft_gguf_write(w, path);
+    ft_gguf_writer_free(w);
+    return r;
+}
+
+/* attach the method a file describes: finetune.h's own (any method) or a llama.cpp LoRA adapter.
+   A full fine-tune's file holds only the trained weights (what is frozen stays the base's). */
+FT_API ft_result ft_peft_attach_gguf(ft_peft **out, ft_model *m, const char *path) {
+    ft_gguf *g; ft_result r; ft_gguf_str st; ft_peft_opts o; int64_t v, i, k; int found = 0;
+    *out = NULL;
+    if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
+    if (!ft_gguf_get_str(g, "adapter.type", &st)) { ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: not an adapter (no adapter.type)", path); }
+    if (st.n == 4 && memcmp(st.s, "lora", 4) == 0) { ft_gguf_close(g); return ft_lora_attach_gguf(out, m, path); }
+    if (st.n != 8 || memcmp(st.s, "finetune", 8) != 0 || !ft_gguf_get_str(g, "finetune.peft.method", &st)) {
+        ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: adapter.type is neither lora nor finetune", path);
+    }
+    memset(&o, 0, sizeof o);
+    for (k = 0; k <= FT_PEFT_FULL; k++) {
+        const char *nm = ft_peft_method_name((ft_peft_method)k);
+        if (st.n == strlen(nm) && memcmp(st.s, nm, st.n) == 0) { o.method = (ft_peft_method)k; found = 1; }
+    }
+    if (!found) { ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: unknown method '%.*s'", path, (int)FT__MIN(st.n, 40), st.s); }
+#define FT__KV(key, dst, cast) if (ft_gguf_get_int(g, key, &v)) dst = (cast)v
+    FT__KV("finetune.peft.lora.r", o.lora.r, int);
+    FT__KV("finetune.peft.lora.targets", o.lora.targets, unsigned);
+    FT__KV("finetune.peft.lora.rslora", o.lora.rslora, int);
+    FT__KV("finetune.peft.lora.dora", o.lora.dora, int);
+    FT__KV("finetune.peft.bottleneck", o.bottleneck, int);
+    FT__KV("finetune.peft.placement", o.placement, ft_adapter_place);
+    FT__KV("finetune.peft.act", o.act, ft_act);
+    FT__KV("finetune.peft.n_virtual", o.n_virtual, int);
+    FT__KV("finetune.peft.prefix_hidden", o.prefix_hidden, int);
+    FT__KV("finetune.peft.ia3_targets", o.ia3_targets, unsigned);
+    FT__KV("finetune.peft.reward_head", o.reward_head, int);
+#undef FT__KV
+    { double a; if (ft_gguf_get_float(g, "finetune.peft.lora.alpha", &a)) o.lora.alpha = (float)a; }
+    if (o.method == FT_PEFT_FULL) {
+        /* train exactly what the file holds: freeze every weight it does not name */
+        size_t cap = 0, at = 0; char *list;
+        for (i = 0; i < m->n_w; i++) if (m->w[i].name && !ft_gguf_find_tensor(g, m->w[i].name)) cap += strlen(m->w[i].name) + 1;
+        list = FT__CAST(char *, FT_MALLOC(cap + 1));
+        if (!list) { ft_gguf_close(g); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); }
+        for (i = 0; i < m->n_w; i++) if (m->w[i].name && !ft_gguf_find_tensor(g, m->w[i].name)) {
+            size_t n = strlen(m->w[i].name);
+            memcpy(list + at, m->w[i].name, n); list[at + n] = ','; at += n + 1;
+        }
+        list[at] = 0;
+        o.freeze = list;
+        r = ft_peft_attach(out, m, &o);
+        FT_FREE(list);
+    } else r = ft_peft_attach(out, m, &o);
+    if (r != FT_OK) { ft_gguf_close(g); return ft_set_error(r, "%s: %s", path, ft_last_error()); }
+    for (i = 0; i < ft_params_count((*out)->P) && r == FT_OK; i++) {
+        ft_tensor *t = ft_params_get((*out)->P, i); const ft_gguf_tensor *gt = ft_gguf_find_tensor(g, t->name); int d, ok;
+        ok = gt && gt->type == FT_TYPE_F32 && gt->n_dims == t->ndim;
+        for (d = 0; ok && d < t->ndim; d++) ok = gt->ne[d] == t->shape[t->ndim - 1 - d];
+        if (!ok) r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s is %s", path, t->name, gt ? "of another type or shape than the model needs" : "missing");
+        else { memcpy(t->data, gt->data, (size_t)ft_numel(t) * sizeof(float)); t->version++; }
+    }
+    ft_gguf_close(g);
+    if (r != FT_OK) { ft_peft_free(*out); *out = NULL; return r; }
+    if ((*out)->full) ft__full_install(*out, 1);                  /* headers carry the loaded values */
     return FT_OK;
 }
 

@@ -219,6 +219,32 @@ TEST(prompt_text_init) {
     ft_peft_free(p); ft_model_free(m);
 }
 
+/* every method through its own GGUF file: save, attach to a fresh model, the same logits */
+TEST(save_and_attach_gguf) {
+    int k;
+    for (k = 0; methods(k).name; k++) {
+        method c = methods(k); ft_model *m, *m2; ft_peft *p, *q; static float a[12 * TINY_V], b[12 * TINY_V];
+        const char *path = "build/tiny_method_adapter.gguf";
+        CHECK_OK(ft_model_load(&m, c.path, NULL));
+        c.o.reward_head = k == 0;
+        CHECK_OK(ft_peft_attach(&p, m, &c.o));
+        nudge(ft_peft_params(p), 0.05f);
+        logits_of(m, a);
+        CHECK_OK(ft_peft_save_gguf(p, path));
+        CHECK_OK(ft_model_load(&m2, c.path, NULL));
+        CHECK_OK(ft_peft_attach_gguf(&q, m2, path));
+        if (q) {
+            CHECK(ft_peft_kind(q) == c.o.method && ft_params_numel(ft_peft_params(q)) == ft_params_numel(ft_peft_params(p)), "%s: kind and size", c.name);
+            logits_of(m2, b);
+            CHECK(maxdiff(a, b, 12 * TINY_V) == 0, "%s: logits after reload differ by %.3g", c.name, maxdiff(a, b, 12 * TINY_V));
+            CHECK(k != 0 || ft_peft_reward_head(q) != NULL, "the reward head travels too");
+            ft_peft_free(q);
+        }
+        ft_peft_free(p); ft_model_free(m); ft_model_free(m2);
+    }
+    remove("build/tiny_method_adapter.gguf");
+}
+
 int main(void) {
     if (!tiny_model_write(P32, FT_TYPE_F32, 3) || !tiny_model_write(P16, FT_TYPE_F16, 3)) { printf("FAIL - cannot write the tiny models\n"); return 1; }
     ft_ctx_init(&CTX, NULL);
@@ -228,6 +254,7 @@ int main(void) {
     RUN(cached_decode_matches_forward);
     RUN(adamw_fits_a_sequence);
     RUN(prompt_text_init);
+    RUN(save_and_attach_gguf);
     ft_ctx_free(CTX);
     remove(P32); remove(P16);
     return ft_test_summary("test_methods");

@@ -14,7 +14,11 @@ static int usage(void) {
         "  info     MODEL.gguf [--all]                 metadata, tensor types, parameter count\n"
         "  generate -m MODEL.gguf -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] [--seed S]\n"
         "           [--chat] [--lora ADAPTER.gguf] [--threads N]   sample a continuation (greedy when T = 0)\n"
-        "  train    -m MODEL.gguf --method lora|qlora|dora --data TRAIN.jsonl --out DIR\n"
+        "  train    -m MODEL.gguf --data TRAIN.jsonl --out DIR\n"
+        "           --method lora|qlora|dora|adapter|prefix|prompt|ia3|full [--rank R] [--alpha A] [--rslora]\n"
+        "           [--bottleneck K] [--placement houlsby|pfeiffer] [--act relu|gelu|silu|tanh]\n"
+        "           [--virtual-tokens P] [--prefix-hidden H] [--prompt-init random|vocab|text] [--prompt-text S]\n"
+        "           [--freeze PATTERNS] (full: e.g. 'token_embd.*,blk.0.*')\n"
         "           --objective sft|cpt|dpo|ipo|hinge|robust|simpo|orpo|kto|rm [--beta B] [--gamma G]\n"
         "           [--label-smoothing E] [--desirable-weight W] [--undesirable-weight W] [--rm-center C]\n"
         "           [--eval EVAL.jsonl] [--steps N | --epochs E] [--lr X] [--batch B] [--grad-accum K]\n"
@@ -114,7 +118,7 @@ static int cmd_generate(int argc, char **argv) {
     if (!model || !prompt || n < 1) return usage();
     if (ft_model_load(&m, model, NULL) != FT_OK) return fail("generate");
     if (!(tok = ft_model_tokenizer(m))) { fprintf(stderr, "ft generate: %s has no tokenizer\n", model); return 1; }
-    if (lora) { ft_peft *p; if (ft_lora_attach_gguf(&p, m, lora) != FT_OK) return fail("generate --lora"); }
+    if (lora) { ft_peft *p; if (ft_peft_attach_gguf(&p, m, lora) != FT_OK) return fail("generate --lora"); }
     memset(&co, 0, sizeof co); co.n_threads = threads;
     if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("generate");
     text = (char *)malloc(strlen(prompt) + 65536);
@@ -159,6 +163,8 @@ static int cmd_generate(int argc, char **argv) {
 /* ---- options shared by train and eval: --flags, or key = value lines of a --config file ------------- */
 typedef struct opts {
     const char *model, *method, *objective, *data, *eval, *out, *lora, *schedule, *targets, *config;
+    const char *placement, *act, *prompt_init, *prompt_text, *freeze;
+    int bottleneck, virtual_tokens, prefix_hidden, rslora;
     int64_t steps, batch, seq_len, warmup, eval_every, save_every, log_every, eval_gen, max_new;
     int epochs, rank, grad_accum, threads, resume, pack, train_on_prompt, skip_bad;
     double lr, alpha, dropout, max_grad_norm, weight_decay, lr_ratio_b, eval_split, beta, gamma, label_smoothing;
@@ -171,6 +177,7 @@ typedef struct opts {
 static void opts_default(opts *o) {
     memset(o, 0, sizeof *o);
     o->method = "lora"; o->objective = "sft"; o->schedule = "cosine"; o->targets = "all";
+    o->placement = "houlsby"; o->act = "relu"; o->prompt_init = "random"; o->bottleneck = 64; o->virtual_tokens = 20;
     o->steps = 0; o->epochs = 1; o->batch = 8; o->seq_len = 256; o->rank = 16; o->alpha = 32; o->lr = 2e-4;
     o->grad_accum = 1; o->warmup = 0; o->max_grad_norm = 1.0; o->seed = 1; o->eval_every = 0; o->save_every = 50;
     o->log_every = 10; o->eval_gen = 100; o->max_new = 32; o->skip_bad = 0;
@@ -183,6 +190,8 @@ static int opts_set(opts *o, const char *k, const char *v) {
 #define D(name, field) if (strcmp(k, name) == 0) { if (!v) return 0; o->field = strtod(v, NULL); return 1; }
     S("model", model) S("m", model) S("method", method) S("objective", objective) S("data", data) S("eval", eval)
     S("out", out) S("o", out) S("lora", lora) S("schedule", schedule) S("targets", targets)
+    S("placement", placement) S("act", act) S("prompt-init", prompt_init) S("prompt-text", prompt_text) S("freeze", freeze)
+    I("bottleneck", bottleneck) I("virtual-tokens", virtual_tokens) I("prefix-hidden", prefix_hidden) I("rslora", rslora)
     I("steps", steps) I("batch", batch) I("seq-len", seq_len) I("warmup", warmup) I("eval-every", eval_every)
     I("save-every", save_every) I("log-every", log_every) I("eval-gen", eval_gen) I("max-new", max_new)
     I("epochs", epochs) I("rank", rank) I("grad-accum", grad_accum) I("threads", threads) I("pack", pack)
@@ -239,7 +248,7 @@ static int opts_parse(opts *o, int argc, char **argv) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!k) { fprintf(stderr, "ft: unexpected argument '%s'\n", a); return 0; }
         if (strcmp(k, "config") == 0) { i++; continue; }
-        if (strcmp(k, "resume") == 0 || strcmp(k, "pack") == 0 || strcmp(k, "train-on-prompt") == 0 || strcmp(k, "skip-bad") == 0) {
+        if (strcmp(k, "resume") == 0 || strcmp(k, "pack") == 0 || strcmp(k, "train-on-prompt") == 0 || strcmp(k, "skip-bad") == 0 || strcmp(k, "rslora") == 0) {
             opts_set(o, k, "1"); continue;
         }
         if (!opts_set(o, k, v)) { fprintf(stderr, "ft: unknown option or missing value: %s\n", a); return 0; }
@@ -260,6 +269,10 @@ static void opts_write(const opts *o, FILE *f) {
             (long long)o->warmup, o->max_grad_norm, o->weight_decay, o->lr_ratio_b);
     fprintf(f, "rank = %d\nalpha = %g\ndropout = %g\ntargets = %s\nseed = %llu\nthreads = %d\n", o->rank, o->alpha, o->dropout,
             o->targets, (unsigned long long)o->seed, o->threads);
+    fprintf(f, "rslora = %d\nbottleneck = %d\nplacement = %s\nact = %s\nvirtual-tokens = %d\nprefix-hidden = %d\nprompt-init = %s\n",
+            o->rslora, o->bottleneck, o->placement, o->act, o->virtual_tokens, o->prefix_hidden, o->prompt_init);
+    if (o->prompt_text) fprintf(f, "prompt-text = %s\n", o->prompt_text);
+    if (o->freeze) fprintf(f, "freeze = %s\n", o->freeze);
     fprintf(f, "beta = %g\ngamma = %g\nlabel-smoothing = %g\ndesirable-weight = %g\nundesirable-weight = %g\nrm-center = %g\n",
             o->beta, o->gamma, o->label_smoothing, o->desirable_weight, o->undesirable_weight, o->rm_center);
     fprintf(f, "eval-every = %lld\nsave-every = %lld\neval-gen = %lld\nmax-new = %lld\ntrain-on-prompt = %d\nskip-bad = %d\n",
@@ -352,15 +365,23 @@ static int evaluate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, const opts *o
     return 0;
 }
 
+static ft_peft_method method_of(const char *s) {
+    return strcmp(s, "adapter") == 0 ? FT_PEFT_ADAPTER : strcmp(s, "prefix") == 0 ? FT_PEFT_PREFIX : strcmp(s, "prompt") == 0 ? FT_PEFT_PROMPT :
+           strcmp(s, "ia3") == 0 ? FT_PEFT_IA3 : strcmp(s, "full") == 0 ? FT_PEFT_FULL : FT_PEFT_LORA;
+}
+
 static int cmd_train(int argc, char **argv) {
-    opts o; ft_model *m; ft_ctx *ctx; ft_ctx_opts co; ft_peft *p; ft_lora_opts lo; ft_dataset *train, *ev = NULL;
-    ft_data_opts dopt; ft_train_opts to; ft_train_state st; run rn; char path[2048]; FILE *f; ft_result r;
+    opts o; ft_model *m; ft_ctx *ctx; ft_ctx_opts co; ft_peft *p; ft_dataset *train, *ev = NULL;
+    ft_data_opts dopt; ft_train_opts to; ft_train_state st; run rn; ft_peft_opts po; char path[2048]; FILE *f; ft_result r;
     evres e0, e1; int have_ckpt = 0;
     opts_default(&o);
     if (!opts_parse(&o, argc, argv)) return 2;
     if (!o.model || !o.data || !o.out) { fprintf(stderr, "ft train: needs -m MODEL, --data FILE and --out DIR\n"); return 2; }
-    if (strcmp(o.method, "lora") && strcmp(o.method, "qlora") && strcmp(o.method, "dora")) {
-        fprintf(stderr, "ft train: --method %s is not available yet (lora, qlora, dora are)\n", o.method); return 2;
+    {
+        static const char *ms[] = {"lora", "qlora", "dora", "adapter", "prefix", "prompt", "ia3", "full"};
+        int k, ok = 0;
+        for (k = 0; k < 8; k++) ok |= strcmp(o.method, ms[k]) == 0;
+        if (!ok) { fprintf(stderr, "ft train: unknown --method %s (lora, qlora, dora, adapter, prefix, prompt, ia3, full)\n", o.method); return 2; }
     }
     {
         static const char *objs[] = {"sft", "cpt", "dpo", "ipo", "hinge", "robust", "simpo", "orpo", "kto", "rm"};
@@ -399,17 +420,25 @@ static int cmd_train(int argc, char **argv) {
             (long long)ft_dataset_tokens(train), ft_dataset_skipped(train) ? ", some lines skipped" : "");
     if (ev) fprintf(stderr, "; eval %lld examples", (long long)ft_dataset_size(ev));
     fprintf(stderr, "\n");
-    memset(&lo, 0, sizeof lo);
-    lo.r = o.rank; lo.alpha = (float)o.alpha; lo.dropout = (float)o.dropout; lo.dora = strcmp(o.method, "dora") == 0;
-    lo.targets = parse_targets(o.targets); lo.seed = o.seed; lo.reward_head = strcmp(o.objective, "rm") == 0;
-    if (ft_lora_attach(&p, m, &lo) != FT_OK) return fail("train");
-    fprintf(stderr, "ft: %s r=%d alpha=%g on %s: %lld trainable parameters (%.2f%% of %lld)\n", o.method, o.rank, o.alpha, o.targets,
+    memset(&po, 0, sizeof po);
+    po.method = method_of(o.method);
+    po.lora.r = o.rank; po.lora.alpha = (float)o.alpha; po.lora.dropout = (float)o.dropout; po.lora.dora = strcmp(o.method, "dora") == 0;
+    po.lora.targets = parse_targets(o.targets); po.lora.rslora = o.rslora;
+    po.bottleneck = o.bottleneck; po.placement = strcmp(o.placement, "pfeiffer") == 0 ? FT_ADAPTER_PFEIFFER : FT_ADAPTER_HOULSBY;
+    po.act = strcmp(o.act, "gelu") == 0 ? FT_ACT_GELU : strcmp(o.act, "silu") == 0 ? FT_ACT_SILU : strcmp(o.act, "tanh") == 0 ? FT_ACT_TANH : FT_ACT_RELU;
+    po.n_virtual = o.virtual_tokens; po.prefix_hidden = o.prefix_hidden;
+    po.prompt_init = strcmp(o.prompt_init, "vocab") == 0 ? FT_PROMPT_VOCAB : strcmp(o.prompt_init, "text") == 0 ? FT_PROMPT_TEXT : FT_PROMPT_RANDOM;
+    po.prompt_text = o.prompt_text; po.freeze = o.freeze; po.seed = o.seed; po.reward_head = strcmp(o.objective, "rm") == 0;
+    if (ft_peft_attach(&p, m, &po) != FT_OK) return fail("train");
+    if (po.method == FT_PEFT_LORA) fprintf(stderr, "ft: %s r=%d alpha=%g on %s", o.method, o.rank, o.alpha, o.targets);
+    else fprintf(stderr, "ft: %s", o.method);
+    fprintf(stderr, ": %lld trainable parameters (%.2f%% of %lld)\n",
             (long long)ft_params_numel(ft_peft_params(p)), 100.0 * (double)ft_params_numel(ft_peft_params(p)) / (double)ft_model_config_get(m)->n_params,
             (long long)ft_model_config_get(m)->n_params);
     snprintf(path, sizeof path, "%s/checkpoints/last.gguf", o.out);
     if (o.resume) { FILE *c = fopen(path, "rb"); have_ckpt = c != NULL; if (c) fclose(c); }
     if (ev && !have_ckpt) {                 /* before: the base model (a reward model: its untrained head) */
-        if (!lo.reward_head) ft_peft_set_enabled(p, 0);
+        if (!po.reward_head) ft_peft_set_enabled(p, 0);
         if (evaluate(ctx, m, ev, &o, &e0)) return 1;
         ft_peft_set_enabled(p, 1);
         if (ft_dataset_format(ev) == FT_DATA_PREFERENCE) fprintf(stderr, "ft: before: the base model's likelihood prefers the chosen answer in %.1f%% of pairs", 100 * e0.lik_acc);
@@ -445,9 +474,11 @@ static int cmd_train(int argc, char **argv) {
     if (r != FT_OK) return fail("train");
     /* the adapter in both formats, the loss curve */
     snprintf(path, sizeof path, "%s/adapter.gguf", o.out);
-    if (!lo.dora && ft_lora_save_gguf(p, path) != FT_OK) return fail("train");
+    /* LoRA: llama.cpp's adapter format and PEFT's; the others (and DoRA, a reward head): finetune.h's own */
+    if (po.method == FT_PEFT_LORA && !po.lora.dora && !po.reward_head) { if (ft_lora_save_gguf(p, path) != FT_OK) return fail("train"); }
+    else if (ft_peft_save_gguf(p, path) != FT_OK) return fail("train");
     snprintf(path, sizeof path, "%s/peft", o.out);
-    if (ft_lora_save_peft(p, path, ft_model_config_get(m)->arch_name) != FT_OK) return fail("train");
+    if (po.method == FT_PEFT_LORA && ft_lora_save_peft(p, path, ft_model_config_get(m)->arch_name) != FT_OK) return fail("train");
     {
         ft_plot_series ser[2]; int ns = 1;
         ser[0].name = "train"; ser[0].x = rn.xs; ser[0].y = rn.ys; ser[0].n = rn.n;
@@ -494,7 +525,7 @@ static int cmd_eval(int argc, char **argv) {
     if (!opts_parse(&o, argc, argv)) return 2;
     if (!o.model || !o.data) { fprintf(stderr, "ft eval: needs -m MODEL and --data FILE\n"); return 2; }
     if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("eval");
-    if (o.lora) { ft_peft *p; if (ft_lora_attach_gguf(&p, m, o.lora) != FT_OK) return fail("eval --lora"); }
+    if (o.lora) { ft_peft *p; if (ft_peft_attach_gguf(&p, m, o.lora) != FT_OK) return fail("eval --lora"); }
     memset(&co, 0, sizeof co); co.n_threads = o.threads;
     if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("eval");
     memset(&dopt, 0, sizeof dopt); dopt.max_len = o.seq_len;
