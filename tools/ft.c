@@ -26,6 +26,7 @@ static int usage(void) {
         "           [--schedule cosine|linear|constant] [--warmup W] [--max-grad-norm G] [--weight-decay D]\n"
         "           [--lora-plus RATIO] [--pack] [--seed S] [--threads N] [--config FILE] [--resume]\n"
         "           [--eval-split F] [--mix OTHER.jsonl:RATIO ...] (e.g. 0.1 of general text, against forgetting)\n"
+        "           [--eval-general TEXT.jsonl] (its perplexity before and after: the forgetting check)\n"
         "  eval     -m MODEL.gguf [--lora ADAPTER.gguf] --data EVAL.jsonl [--eval-gen N] [--max-new N]\n");
     return 2;
 }
@@ -163,7 +164,7 @@ static int cmd_generate(int argc, char **argv) {
 /* ---- options shared by train and eval: --flags, or key = value lines of a --config file ------------- */
 typedef struct opts {
     const char *model, *method, *objective, *data, *eval, *out, *lora, *schedule, *targets, *config;
-    const char *placement, *act, *prompt_init, *prompt_text, *freeze;
+    const char *placement, *act, *prompt_init, *prompt_text, *freeze, *general;
     int bottleneck, virtual_tokens, prefix_hidden, rslora;
     int64_t steps, batch, seq_len, warmup, eval_every, save_every, log_every, eval_gen, max_new;
     int epochs, rank, grad_accum, threads, resume, pack, train_on_prompt, skip_bad;
@@ -190,7 +191,7 @@ static int opts_set(opts *o, const char *k, const char *v) {
 #define D(name, field) if (strcmp(k, name) == 0) { if (!v) return 0; o->field = strtod(v, NULL); return 1; }
     S("model", model) S("m", model) S("method", method) S("objective", objective) S("data", data) S("eval", eval)
     S("out", out) S("o", out) S("lora", lora) S("schedule", schedule) S("targets", targets)
-    S("placement", placement) S("act", act) S("prompt-init", prompt_init) S("prompt-text", prompt_text) S("freeze", freeze)
+    S("placement", placement) S("act", act) S("prompt-init", prompt_init) S("prompt-text", prompt_text) S("freeze", freeze) S("eval-general", general)
     I("bottleneck", bottleneck) I("virtual-tokens", virtual_tokens) I("prefix-hidden", prefix_hidden) I("rslora", rslora)
     I("steps", steps) I("batch", batch) I("seq-len", seq_len) I("warmup", warmup) I("eval-every", eval_every)
     I("save-every", save_every) I("log-every", log_every) I("eval-gen", eval_gen) I("max-new", max_new)
@@ -272,6 +273,7 @@ static void opts_write(const opts *o, FILE *f) {
     fprintf(f, "rslora = %d\nbottleneck = %d\nplacement = %s\nact = %s\nvirtual-tokens = %d\nprefix-hidden = %d\nprompt-init = %s\n",
             o->rslora, o->bottleneck, o->placement, o->act, o->virtual_tokens, o->prefix_hidden, o->prompt_init);
     if (o->prompt_text) fprintf(f, "prompt-text = %s\n", o->prompt_text);
+    if (o->general) fprintf(f, "eval-general = %s\n", o->general);
     if (o->freeze) fprintf(f, "freeze = %s\n", o->freeze);
     fprintf(f, "beta = %g\ngamma = %g\nlabel-smoothing = %g\ndesirable-weight = %g\nundesirable-weight = %g\nrm-center = %g\n",
             o->beta, o->gamma, o->label_smoothing, o->desirable_weight, o->undesirable_weight, o->rm_center);
@@ -332,6 +334,7 @@ static int on_step(void *user, const ft_step_info *s) {
 typedef struct evres {
     double loss; ft_eval_gen gen;                  /* SFT data: eval loss, generation accuracy    */
     double lik_acc;                                /* preference data: the likelihood prefers chosen */
+    double general;                                /* loss on --eval-general text (forgetting)    */
     double rew_acc, rew_margin;                    /* the objective's reward: implicit (vs the
                                                       reference), length-averaged likelihood
                                                       (SimPO, ORPO), or the reward head (rm)      */
@@ -342,9 +345,10 @@ static int is_obj(const opts *o, const char *a, const char *b, const char *c) {
     return strcmp(o->objective, a) == 0 || (b && strcmp(o->objective, b) == 0) || (c && strcmp(o->objective, c) == 0);
 }
 
-/* the model as it is now (adapter on or off) on the eval data */
-static int evaluate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, const opts *o, evres *e) {
+/* the model as it is now (adapter on or off) on the eval data (and the general text) */
+static int evaluate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, const ft_dataset *gen, const opts *o, evres *e) {
     memset(e, 0, sizeof *e);
+    if (gen && ft_eval_loss(ctx, m, gen, o->batch, o->seq_len, &e->general, NULL) != FT_OK) return fail("eval --eval-general");
     if (ft_dataset_format(d) == FT_DATA_PREFERENCE) {
         double mg; float beta = o->beta > 0 ? (float)o->beta : is_obj(o, "simpo", NULL, NULL) ? 2.0f : 0.1f;
         if (ft_eval_preference(ctx, m, d, o->batch, o->seq_len, 1.0f, 0, &e->lik_acc, &mg) != FT_OK) return fail("eval");
@@ -372,7 +376,7 @@ static ft_peft_method method_of(const char *s) {
 
 static int cmd_train(int argc, char **argv) {
     opts o; ft_model *m; ft_ctx *ctx; ft_ctx_opts co; ft_peft *p; ft_dataset *train, *ev = NULL;
-    ft_data_opts dopt; ft_train_opts to; ft_train_state st; run rn; ft_peft_opts po; char path[2048]; FILE *f; ft_result r;
+    ft_data_opts dopt; ft_train_opts to; ft_train_state st; run rn; ft_peft_opts po; ft_dataset *gen = NULL; char path[2048]; FILE *f; ft_result r;
     evres e0, e1; int have_ckpt = 0;
     opts_default(&o);
     if (!opts_parse(&o, argc, argv)) return 2;
@@ -403,6 +407,10 @@ static int cmd_train(int argc, char **argv) {
     if (ft_dataset_load(&train, o.data, ft_model_tokenizer(m), ft_model_chat_template(m), &dopt) != FT_OK) return fail("train");
     if (o.eval && ft_dataset_load(&ev, o.eval, ft_model_tokenizer(m), ft_model_chat_template(m), &dopt) != FT_OK) return fail("train");
     if (!o.eval && o.eval_split > 0 && ft_dataset_split(train, o.eval_split, o.seed, &ev) != FT_OK) return fail("train --eval-split");
+    if (o.general) {                                   /* plain text: the forgetting check */
+        ft_data_opts go = dopt; go.format = FT_DATA_TEXT;
+        if (ft_dataset_load(&gen, o.general, ft_model_tokenizer(m), ft_model_chat_template(m), &go) != FT_OK) return fail("train --eval-general");
+    }
     if (o.n_mix) {                                     /* the main data keeps 1 - sum(ratios) */
         ft_dataset *parts[5], *mixed; double ratios[5], rest = 1; int i;
         ft_data_opts mo = dopt; mo.format = FT_DATA_AUTO;
@@ -439,7 +447,7 @@ static int cmd_train(int argc, char **argv) {
     if (o.resume) { FILE *c = fopen(path, "rb"); have_ckpt = c != NULL; if (c) fclose(c); }
     if (ev && !have_ckpt) {                 /* before: the base model (a reward model: its untrained head) */
         if (!po.reward_head) ft_peft_set_enabled(p, 0);
-        if (evaluate(ctx, m, ev, &o, &e0)) return 1;
+        if (evaluate(ctx, m, ev, gen, &o, &e0)) return 1;
         ft_peft_set_enabled(p, 1);
         if (ft_dataset_format(ev) == FT_DATA_PREFERENCE) fprintf(stderr, "ft: before: the base model's likelihood prefers the chosen answer in %.1f%% of pairs", 100 * e0.lik_acc);
         else fprintf(stderr, "ft: before: eval loss %.4f (ppl %.2f)", e0.loss, exp(e0.loss));
@@ -490,7 +498,7 @@ static int cmd_train(int argc, char **argv) {
             (long long)st.step, st.tokens, o.out);
     if (ev) {
         const char *b = "-";
-        if (evaluate(ctx, m, ev, &o, &e1)) return 1;
+        if (evaluate(ctx, m, ev, gen, &o, &e1)) return 1;
         if (have_ckpt) memset(&e0, 0, sizeof e0);       /* "before" belongs to the first part of the run */
         printf("\n| %-26s | %10s | %10s |\n|%s|%s|%s|\n", o.eval ? o.eval : "held-out split", "before", "after", "----------------------------", "------------", "------------");
 #define ROW(name, fmt, v0, v1) do { if (have_ckpt) printf("| %-26s | %10s | " fmt " |\n", name, b, v1); \
@@ -502,6 +510,7 @@ static int cmd_train(int argc, char **argv) {
         } else {
             ROW("eval loss", "%10.4f", e0.loss, e1.loss);
             ROW("eval perplexity", "%10.2f", exp(e0.loss), exp(e1.loss));
+            if (gen) ROW("general text perplexity", "%10.2f", exp(e0.general), exp(e1.general));
             if (e1.gen.n) {
                 ROW("exact match", "%9.1f%%", 100 * e0.gen.exact_rate, 100 * e1.gen.exact_rate);
                 ROW("contains the answer", "%9.1f%%", 100 * e0.gen.contains_rate, 100 * e1.gen.contains_rate);
@@ -510,7 +519,7 @@ static int cmd_train(int argc, char **argv) {
 #undef ROW
     }
     free(rn.xs); free(rn.ys); free(rn.ex); free(rn.ey); free(o.cfg_text);
-    ft_dataset_free(train); ft_dataset_free(ev); ft_peft_free(p); ft_ctx_free(ctx); ft_model_free(m);
+    ft_dataset_free(train); ft_dataset_free(ev); ft_dataset_free(gen); ft_peft_free(p); ft_ctx_free(ctx); ft_model_free(m);
     return 0;
 }
 
