@@ -772,6 +772,54 @@ FT_API ft_tensor *ft_rm_loss(ft_ctx *ctx, ft_tensor *rc, ft_tensor *rr, const fl
 FT_API ft_tensor *ft_kto_loss(ft_ctx *ctx, ft_tensor *lp, ft_tensor *rp, ft_tensor *klp, ft_tensor *krp, const int *desirable,
                               float beta, float desirable_weight, float undesirable_weight, ft_pref_stats *st);
 
+/* ---- reinforcement learning: GRPO and PPO on per-token log-probs (TRL's definitions) ------------ */
+typedef struct ft_rl_stats {        /* as TRL logs them                                            */
+    double reward, reward_std, frac_reward_zero_std;                /* GRPO rollouts             */
+    double kl, clip_low, clip_high, clip_region, clip_low_min, clip_high_max;   /* GRPO loss     */
+    double pg_loss, vf_loss, pg_clipfrac, vf_clipfrac, approxkl, ratio_mean;    /* PPO loss      */
+    double entropy, non_score_reward, rlhf_reward, scores;          /* PPO objective/ metrics    */
+    double completion_len;
+} ft_rl_stats;
+typedef enum ft_adv_scale { FT_ADV_GROUP = 0, FT_ADV_BATCH, FT_ADV_NONE } ft_adv_scale;
+/* GRPO advantages of n_prompts groups of G rewards: (r - group mean) / (std + 1e-4), the std
+   (Bessel) of the group, of the whole batch, or none */
+FT_API void ft_grpo_advantages(const float *rewards, int64_t n_prompts, int64_t G, ft_adv_scale scale, float *adv, ft_rl_stats *st);
+typedef enum ft_grpo_agg { FT_GRPO_AGG_GRPO = 0,  /* mean over sequences of the token mean     */
+                           FT_GRPO_AGG_BNPO,      /* token mean over the batch                 */
+                           FT_GRPO_AGG_DR_GRPO,   /* sum / (B * max_completion_len)            */
+                           FT_GRPO_AGG_DAPO       /* sum / tokens of the whole generation batch */
+} ft_grpo_agg;
+typedef struct ft_grpo_opts {
+    float beta;                     /* KL to the reference, k3 estimator (0: none)               */
+    float epsilon, epsilon_high;    /* ratio clipped to [1 - epsilon, 1 + epsilon_high] (0.2)   */
+    ft_grpo_agg agg;
+    int64_t max_completion_len;     /* dr_grpo                                                    */
+    int64_t num_items;              /* dapo: completion tokens of the generation batch           */
+} ft_grpo_opts;
+/* lp (B, T) per-token log-probs of the sampled tokens on the tape; old, ref (B*T) or NULL (old:
+   lp itself, detached); adv (B); mask (B*T) 1 on completion tokens */
+FT_API ft_tensor *ft_grpo_loss(ft_ctx *ctx, ft_tensor *lp, const float *old, const float *ref, const float *adv,
+                               const float *mask, const ft_grpo_opts *o, ft_rl_stats *st);
+typedef struct ft_ppo_opts {
+    float kl_coef;                  /* per-token KL penalty in the reward (0.05)                  */
+    int   kl_k3;                    /* k3 estimator instead of k1                                 */
+    int   whiten_rewards;
+    float gamma, lam;               /* GAE (1, 0.95)                                              */
+    float cliprange, cliprange_value, vf_coef;   /* 0.2, 0.2, 0.1                                 */
+} ft_ppo_opts;
+/* One batch of B responses of T tokens as TRL's PPO (v1.9) prepares it. In: seqlen (B) the index
+   of each response's last token; logprobs, ref, values (B*T) of the rollout (overwritten with
+   TRL's padding fills), scores (B). Out (B*T): kl, rewards, advantages (whitened), returns,
+   pad / pad_p1 masks (t > seqlen, t > seqlen + 1). */
+typedef struct ft_ppo_batch {
+    int64_t B, T; const int64_t *seqlen;
+    float *logprobs, *ref, *values; const float *scores;
+    float *kl, *rewards, *advantages, *returns; unsigned char *pad, *pad_p1;
+} ft_ppo_batch;
+FT_API void       ft_ppo_prepare(ft_ppo_batch *b, const ft_ppo_opts *o, ft_rl_stats *st);
+/* new_lp, vpred (B, T) on the tape: clipped policy loss + vf_coef * clipped value loss */
+FT_API ft_tensor *ft_ppo_loss(ft_ctx *ctx, ft_tensor *new_lp, ft_tensor *vpred, const ft_ppo_batch *b, const ft_ppo_opts *o, ft_rl_stats *st);
+
 /* ---- the trainer (SFT, continued pretraining) ----------------------------------------------------------- */
 typedef struct ft_batch_data {
     int32_t *ids, *targets, *pos, *seg;     /* (B*T) each; targets -100 where there is no loss      */
@@ -7835,6 +7883,181 @@ FT_API ft_tensor *ft_kto_loss(ft_ctx *ctx, ft_tensor *lp, ft_tensor *rp, ft_tens
         st->kl = kl;
     }
     return ft_mean(ctx, ft_sub(ctx, w, ft_mul(ctx, w, ft_sigmoid(ctx, x))));
+}
+
+/* ============================================================================================
+   reinforcement learning: GRPO (Shao et al. 2024) and PPO (Ouyang et al. 2022) losses, as TRL
+   computes them (GRPO: trl 1.16 GRPOTrainer; PPO: trl 1.9 experimental PPOTrainer)
+   ============================================================================================ */
+FT_API void ft_grpo_advantages(const float *rewards, int64_t n_prompts, int64_t G, ft_adv_scale scale, float *adv, ft_rl_stats *st) {
+    int64_t p, i, n = n_prompts * G, zero = 0; double all_m = 0, all_v = 0;
+    for (i = 0; i < n; i++) all_m += rewards[i] / (double)n;
+    for (i = 0; i < n; i++) all_v += (rewards[i] - all_m) * (rewards[i] - all_m);
+    all_v = n > 1 ? sqrt(all_v / (double)(n - 1)) : 0;
+    for (p = 0; p < n_prompts; p++) {
+        const float *r = rewards + p * G; double m = 0, v = 0, sd;
+        for (i = 0; i < G; i++) m += r[i] / (double)G;
+        for (i = 0; i < G; i++) v += (r[i] - m) * (r[i] - m);
+        sd = G > 1 ? sqrt(v / (double)(G - 1)) : 0;
+        zero += sd == 0;
+        for (i = 0; i < G; i++) {
+            double a = r[i] - m;
+            if (scale == FT_ADV_GROUP) a /= sd + 1e-4;
+            else if (scale == FT_ADV_BATCH) a /= all_v + 1e-4;
+            adv[p * G + i] = (float)a;
+        }
+    }
+    if (scale == FT_ADV_BATCH) zero = all_v == 0 ? n_prompts : 0;     /* the std in use is the batch's */
+    if (st) { st->reward = all_m; st->reward_std = all_v; st->frac_reward_zero_std = n_prompts ? (double)zero / (double)n_prompts : 0; }
+}
+
+static ft_tensor *ft__const_from(ft_ctx *ctx, const ft_tensor *like, const float *v) {
+    ft_tensor *t = ft__tensor(ctx, FT_TYPE_F32, like->ndim, like->shape, NULL);
+    if (t) memcpy(t->data, v, (size_t)ft_numel(t) * sizeof(float));
+    return t;
+}
+
+FT_API ft_tensor *ft_grpo_loss(ft_ctx *ctx, ft_tensor *lp, const float *old, const float *ref, const float *adv,
+                               const float *mask, const ft_grpo_opts *o, ft_rl_stats *st) {
+    int64_t B, T, b, t; ft_tensor *oldt, *At, *Mt, *c, *l, *lm; float *a; double msum = 0;
+    float eh = o->epsilon_high > 0 ? o->epsilon_high : o->epsilon;
+    FT__IN(lp);
+    if (lp->ndim != 2) return ft__fail(ctx, FT_ERR_SHAPE, "grpo loss: log-probs must be (B, T)");
+    B = lp->shape[0]; T = lp->shape[1];
+    oldt = ft__const_from(ctx, lp, old ? old : FT__F(lp));
+    At = ft__const_from(ctx, lp, mask); Mt = ft__const_from(ctx, lp, mask);
+    FT__IN(oldt); FT__IN(At); FT__IN(Mt);
+    for (a = FT__F(At), b = 0; b < B; b++) for (t = 0; t < T; t++) a[b * T + t] = adv[b];
+    for (b = 0; b < B * T; b++) msum += mask[b];
+    c = ft_exp(ctx, ft_sub(ctx, lp, oldt));                               /* importance ratio */
+    l = ft_scale(ctx, ft_minimum(ctx, ft_mul(ctx, c, At), ft_mul(ctx, ft_clamp(ctx, c, 1.0f - o->epsilon, 1.0f + eh), At)), -1.0f);
+    if (o->beta != 0 && ref) {                          /* k3: exp(ref - lp) - (ref - lp) - 1 */
+        ft_tensor *d = ft_sub(ctx, ft__const_from(ctx, lp, ref), lp);
+        l = ft_add(ctx, l, ft_scale(ctx, ft_sub(ctx, ft_sub(ctx, ft_exp(ctx, d), d), ft__const(ctx, 1, 1.0f)), o->beta));
+    }
+    lm = ft_mul(ctx, l, Mt);
+    FT__IN(lm);
+    if (st) {                                           /* TRL's metrics from the values */
+        double lo = 0, hi = 0, kl = 0, lo_min = 1e30, hi_max = -1e30;
+        for (b = 0; b < B; b++) {
+            double sl = 0, sh = 0, sm = 0;
+            for (t = 0; t < T; t++) {
+                int64_t i = b * T + t; double ci = FT__F(c)[i], m = mask[i];
+                sl += m * (ci < 1.0 - o->epsilon && adv[b] < 0); sh += m * (ci > 1.0 + eh && adv[b] > 0); sm += m;
+                if (o->beta != 0 && ref) { double d = (double)ref[i] - FT__F(lp)[i]; kl += m * (exp(d) - d - 1); }
+            }
+            lo += sl; hi += sh;
+            lo_min = FT__MIN(lo_min, sl / FT__MAX(sm, 1)); hi_max = FT__MAX(hi_max, sh / FT__MAX(sm, 1));
+        }
+        msum = FT__MAX(msum, 1);
+        st->clip_low = lo / msum; st->clip_high = hi / msum; st->clip_region = (lo + hi) / msum;
+        st->clip_low_min = lo_min; st->clip_high_max = hi_max; st->kl = kl / msum;
+    }
+    switch (o->agg) {
+    case FT_GRPO_AGG_GRPO: {                        /* mean over sequences of their token mean */
+        ft_tensor *inv = ft_tensor_1d(ctx, B);
+        FT__IN(inv);
+        for (b = 0; b < B; b++) { double s = 0; for (t = 0; t < T; t++) s += mask[b * T + t]; FT__F(inv)[b] = 1.0f / (float)FT__MAX(s, 1.0); }
+        return ft_mean(ctx, ft_mul(ctx, ft_sum_rows(ctx, lm), inv)); }
+    case FT_GRPO_AGG_BNPO: { double s = 0; for (b = 0; b < B * T; b++) s += mask[b]; return ft_scale(ctx, ft_sum(ctx, lm), 1.0f / (float)FT__MAX(s, 1.0)); }
+    case FT_GRPO_AGG_DR_GRPO: return ft_scale(ctx, ft_sum(ctx, lm), 1.0f / (float)(B * FT__MAX(o->max_completion_len, 1)));
+    case FT_GRPO_AGG_DAPO: return ft_scale(ctx, ft_sum(ctx, lm), 1.0f / (float)FT__MAX(o->num_items, 1));
+    default: return ft__fail(ctx, FT_ERR_INVALID, "grpo loss: aggregation %d", (int)o->agg);
+    }
+}
+
+/* masked mean and (Bessel) variance, then (x - mean) / sqrt(var + 1e-8), as TRL's masked_whiten */
+static void ft__masked_whiten(float *x, const unsigned char *skip, int64_t n, int shift_mean) {
+    int64_t i; double m = 0, v = 0, k = 0, sd;
+    for (i = 0; i < n; i++) if (!skip[i]) { m += x[i]; k++; }
+    if (k == 0) return;
+    m /= k;
+    for (i = 0; i < n; i++) if (!skip[i]) v += (x[i] - m) * (x[i] - m);
+    v /= k;
+    if (k > 1) v *= k / (k - 1);
+    sd = 1.0 / sqrt(v + 1e-8);
+    for (i = 0; i < n; i++) x[i] = (float)((x[i] - m) * sd + (shift_mean ? 0 : m));
+}
+
+FT_API void ft_ppo_prepare(ft_ppo_batch *b, const ft_ppo_opts *o, ft_rl_stats *st) {
+    int64_t B = b->B, T = b->T, i, t; double kls = 0, ent = 0, nsr = 0, sc = 0;
+    for (i = 0; i < B; i++) for (t = 0; t < T; t++) {
+        int64_t k = i * T + t;
+        b->pad[k] = t > b->seqlen[i]; b->pad_p1[k] = t > b->seqlen[i] + 1;
+        if (b->pad[k]) { b->logprobs[k] = 1.0f; b->ref[k] = 1.0f; }       /* INVALID_LOGPROB */
+        if (b->pad_p1[k]) b->values[k] = 0.0f;
+    }
+    for (i = 0; i < B; i++) {
+        int64_t end = b->seqlen[i] + 1 < T ? b->seqlen[i] + 1 : b->seqlen[i];
+        for (t = 0; t < T; t++) {
+            int64_t k = i * T + t; double lr = (double)b->ref[k] - b->logprobs[k];
+            b->kl[k] = (float)(o->kl_k3 ? exp(lr) - 1 - lr : -lr);
+            b->rewards[k] = -o->kl_coef * b->kl[k];
+            kls += b->kl[k]; ent -= b->logprobs[k]; nsr += b->rewards[k];
+        }
+        b->rewards[i * T + end] += b->scores[i];
+        sc += b->scores[i];
+    }
+    if (o->whiten_rewards) {
+        ft__masked_whiten(b->rewards, b->pad_p1, B * T, 0);
+        for (i = 0; i < B * T; i++) if (b->pad_p1[i]) b->rewards[i] = 0;
+    }
+    for (i = 0; i < B; i++) {                                  /* GAE over all T positions */
+        double last = 0;
+        for (t = T - 1; t >= 0; t--) {
+            int64_t k = i * T + t; double next = t + 1 < T ? b->values[k + 1] : 0.0;
+            double delta = b->rewards[k] + o->gamma * next - b->values[k];
+            last = delta + o->gamma * o->lam * last;
+            b->advantages[k] = (float)last; b->returns[k] = (float)(last + b->values[k]);
+        }
+    }
+    ft__masked_whiten(b->advantages, b->pad, B * T, 1);
+    for (i = 0; i < B * T; i++) if (b->pad[i]) b->advantages[i] = 0;
+    if (st) {
+        st->kl = kls / (double)B; st->entropy = ent / (double)B; st->non_score_reward = nsr / (double)B;
+        st->scores = sc / (double)B; st->rlhf_reward = st->scores + st->non_score_reward;
+    }
+}
+
+FT_API ft_tensor *ft_ppo_loss(ft_ctx *ctx, ft_tensor *new_lp, ft_tensor *vpred, const ft_ppo_batch *b, const ft_ppo_opts *o, ft_rl_stats *st) {
+    int64_t i, n = b->B * b->T; double np = 0, np1 = 0;
+    ft_tensor *keep, *keep1, *old, *A, *V, *R, *diff, *ratio, *pg, *vp, *v1, *v2, *vf, *loss;
+    float *k, *k1;
+    FT__IN(new_lp); FT__IN(vpred);
+    if (ft_numel(new_lp) != n || ft_numel(vpred) != n) return ft__fail(ctx, FT_ERR_SHAPE, "ppo loss: expected (%lld, %lld) log-probs and values", (long long)b->B, (long long)b->T);
+    keep = ft__const_from(ctx, new_lp, b->logprobs); keep1 = ft__const_from(ctx, new_lp, b->logprobs);
+    old = ft__const_from(ctx, new_lp, b->logprobs); A = ft__const_from(ctx, new_lp, b->advantages);
+    V = ft__const_from(ctx, new_lp, b->values); R = ft__const_from(ctx, new_lp, b->returns);
+    FT__IN(keep); FT__IN(keep1); FT__IN(old); FT__IN(A); FT__IN(V); FT__IN(R);
+    for (k = FT__F(keep), k1 = FT__F(keep1), i = 0; i < n; i++) { k[i] = !b->pad[i]; k1[i] = !b->pad_p1[i]; np += k[i]; np1 += k1[i]; }
+    /* new log-probs := old (both the 1.0 fill) at padding: the ratio is 1 there, its gradient 0 */
+    diff = ft_mul(ctx, ft_sub(ctx, new_lp, old), keep);
+    ratio = ft_exp(ctx, diff);
+    pg = ft_maximum(ctx, ft_mul(ctx, ft_scale(ctx, A, -1.0f), ratio),
+                    ft_mul(ctx, ft_scale(ctx, A, -1.0f), ft_clamp(ctx, ratio, 1.0f - o->cliprange, 1.0f + o->cliprange)));
+    pg = ft_scale(ctx, ft_sum(ctx, ft_mul(ctx, pg, keep)), 1.0f / (float)FT__MAX(np, 1));
+    vp = ft_mul(ctx, vpred, keep1);                                   /* vpred := 0 at pad_p1 */
+    v1 = ft_sub(ctx, vp, R);
+    v2 = ft_sub(ctx, ft_minimum(ctx, ft_maximum(ctx, vp, ft_add(ctx, V, ft__const(ctx, 1, -o->cliprange_value))),
+                                ft_add(ctx, V, ft__const(ctx, 1, o->cliprange_value))), R);
+    vf = ft_maximum(ctx, ft_mul(ctx, v1, v1), ft_mul(ctx, v2, v2));
+    vf = ft_scale(ctx, ft_sum(ctx, ft_mul(ctx, vf, keep1)), 0.5f / (float)FT__MAX(np1, 1));
+    loss = ft_add(ctx, pg, ft_scale(ctx, vf, o->vf_coef));
+    FT__IN(loss);
+    if (st) {
+        double pgc = 0, vfc = 0, ak = 0, rm = 0;
+        for (i = 0; i < n; i++) {
+            double d = FT__F(diff)[i], r = FT__F(ratio)[i], a = b->advantages[i], rc = FT__MIN(FT__MAX(r, 1.0 - o->cliprange), 1.0 + o->cliprange);
+            double v = FT__F(vp)[i], vc = FT__MIN(FT__MAX(v, (double)b->values[i] - o->cliprange_value), (double)b->values[i] + o->cliprange_value);
+            double e1 = (v - b->returns[i]) * (v - b->returns[i]), e2 = (vc - b->returns[i]) * (vc - b->returns[i]);
+            if (!b->pad[i]) pgc += -a * rc > -a * r;
+            if (!b->pad_p1[i]) vfc += e2 > e1;
+            ak += 0.5 * d * d / (double)n; rm += r / (double)n;
+        }
+        st->pg_loss = FT__F(pg)[0]; st->vf_loss = FT__F(vf)[0];
+        st->pg_clipfrac = pgc / FT__MAX(np, 1); st->vf_clipfrac = vfc / FT__MAX(np1, 1); st->approxkl = ak; st->ratio_mean = rm;
+    }
+    return loss;
 }
 
 /* ============================================================================================

@@ -3,14 +3,18 @@
    log-probs, and the logged rewards. Our math is f32, TRL's f64: tolerance 2e-5 relative + 1e-6.
    Covered: DPO sigmoid, cDPO (label smoothing; TRL <= 0.23's definition), IPO, hinge, SimPO
    (cpo_alpha 0), ORPO, robust DPO, KTO (desirable/undesirable weights, the clamped KL point), the
-   reward model with margin and centering. */
+   reward model with margin and centering; GRPO advantages (group / batch / no scaling) and losses
+   (grpo, bnpo, dr_grpo, dapo; beta 0 and 0.04; epsilon_high 0.2 and 0.28) with the clip metrics;
+   PPO's rewards, GAE, whitening, losses and metrics (TRL 1.9's, k1 and k3 with whitened rewards). */
 #define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 
-#define MAXV 16
+#define MAXV 64
 typedef struct { char name[48]; int n; double v[MAXV]; } vec;
-typedef struct { char name[64], kind[64], loss_type[64]; double beta, ls, gamma, margin, coef, dw, uw; vec in[16], out[32], grad[16]; int nin, nout, ngrad; } rec;
+typedef struct { char name[64], kind[64], loss_type[64]; double beta, ls, gamma, margin, coef, dw, uw;
+                 double eps, eps_high, max_len, num_items, G, n_prompts, kl_coef, gamma_rl, lam, cliprange, cliprange_value, vf_coef, whiten;
+                 char scale[64], kl_est[64]; vec in[16], out[32], grad[16]; int nin, nout, ngrad; } rec;
 
 static rec R[64]; static int NR;
 
@@ -33,6 +37,21 @@ static void load(const char *path) {
             else if (!strcmp(a, "center_rewards_coefficient")) r->coef = strcmp(b, "none") ? atof(b) : -1;
             else if (!strcmp(a, "desirable_weight")) r->dw = atof(b);
             else if (!strcmp(a, "undesirable_weight")) r->uw = atof(b);
+            else if (!strcmp(a, "epsilon")) r->eps = atof(b);
+            else if (!strcmp(a, "epsilon_high")) r->eps_high = atof(b);
+            else if (!strcmp(a, "max_completion_length")) r->max_len = atof(b);
+            else if (!strcmp(a, "num_items_in_batch")) r->num_items = atof(b);
+            else if (!strcmp(a, "num_generations")) r->G = atof(b);
+            else if (!strcmp(a, "num_prompts")) r->n_prompts = atof(b);
+            else if (!strcmp(a, "scale_rewards")) snprintf(r->scale, sizeof r->scale, "%s", b);
+            else if (!strcmp(a, "kl_coef")) r->kl_coef = atof(b);
+            else if (!strcmp(a, "kl_estimator")) snprintf(r->kl_est, sizeof r->kl_est, "%s", b);
+            else if (!strcmp(a, "whiten_rewards")) r->whiten = atof(b);
+            else if (!strcmp(a, "gamma") && !strcmp(r->kind, "ppo")) r->gamma_rl = atof(b);
+            else if (!strcmp(a, "lam")) r->lam = atof(b);
+            else if (!strcmp(a, "cliprange")) r->cliprange = atof(b);
+            else if (!strcmp(a, "cliprange_value")) r->cliprange_value = atof(b);
+            else if (!strcmp(a, "vf_coef")) r->vf_coef = atof(b);
         } else if (!strcmp(key, "in") || !strcmp(key, "out") || !strcmp(key, "grad")) {
             vec *v; int k, n;
             if (r->nin == 16 || r->nout == 32 || r->ngrad == 16) continue;     /* more than these cases use */
@@ -189,6 +208,102 @@ TEST(kto) {
     }
 }
 
+static void tofloat(float *dst, const vec *v) { int i; for (i = 0; v && i < v->n; i++) dst[i] = (float)v->v[i]; }
+
+TEST(grpo_advantages) {
+    int c, n = 0;
+    for (c = 0; c < NR; c++) {
+        const rec *r = &R[c]; float rw[MAXV], adv[MAXV]; ft_rl_stats st; const vec *in;
+        if (strcmp(r->kind, "grpo_adv")) continue;
+        in = get(r->in, r->nin, "rewards"); tofloat(rw, in);
+        ft_grpo_advantages(rw, (int64_t)r->n_prompts, (int64_t)r->G, !strcmp(r->scale, "group") ? FT_ADV_GROUP : !strcmp(r->scale, "batch") ? FT_ADV_BATCH : FT_ADV_NONE, adv, &st);
+        check_vec(r->name, "advantages", adv, get(r->out, r->nout, "advantages"), NULL);
+        check_stat(r->name, r, "reward", st.reward); check_stat(r->name, r, "reward_std", st.reward_std);
+        check_stat(r->name, r, "frac_reward_zero_std", st.frac_reward_zero_std);
+        n++;
+    }
+    CHECK(n == 6, "%d advantage cases", n);
+}
+
+TEST(grpo_losses) {
+    int c, n = 0;
+    for (c = 0; c < NR; c++) {
+        const rec *r = &R[c]; ft_params *P; ft_tensor *lp, *loss; ft_grpo_opts o; ft_rl_stats st; int64_t s[2];
+        float old[MAXV], ref[MAXV], adv[MAXV], mask[MAXV]; const vec *lpv;
+        if (strcmp(r->kind, "grpo")) continue;
+        lpv = get(r->in, r->nin, "per_token_logps");
+        tofloat(old, get(r->in, r->nin, "old_per_token_logps")); tofloat(ref, get(r->in, r->nin, "ref_per_token_logps"));
+        tofloat(adv, get(r->in, r->nin, "advantages")); tofloat(mask, get(r->in, r->nin, "completion_mask"));
+        ft_params_init(&P);
+        s[0] = get(r->in, r->nin, "advantages")->n; s[1] = lpv->n / s[0];
+        lp = ft_params_add(P, "lp", 2, s);
+        ft_params_alloc(P); tofloat((float *)lp->data, lpv);
+        memset(&o, 0, sizeof o);
+        o.beta = (float)r->beta; o.epsilon = (float)r->eps; o.epsilon_high = (float)r->eps_high;
+        o.agg = !strcmp(r->loss_type, "grpo") ? FT_GRPO_AGG_GRPO : !strcmp(r->loss_type, "bnpo") ? FT_GRPO_AGG_BNPO : !strcmp(r->loss_type, "dr_grpo") ? FT_GRPO_AGG_DR_GRPO : FT_GRPO_AGG_DAPO;
+        o.max_completion_len = (int64_t)r->max_len; o.num_items = (int64_t)r->num_items;
+        ft_ctx_reset(C);
+        loss = ft_grpo_loss(C, lp, old, ref, adv, mask, &o, &st);
+        CHECK_OK(ft_backward(C, loss));
+        check_stat(r->name, r, "loss", ((float *)loss->data)[0]);
+        check_vec(r->name, "grad logps", lp->grad, get(r->grad, r->ngrad, "per_token_logps"), NULL);
+        check_stat(r->name, r, "kl", st.kl);
+        check_stat(r->name, r, "clip_ratio/low_mean", st.clip_low); check_stat(r->name, r, "clip_ratio/high_mean", st.clip_high);
+        check_stat(r->name, r, "clip_ratio/region_mean", st.clip_region);
+        check_stat(r->name, r, "clip_ratio/low_min", st.clip_low_min); check_stat(r->name, r, "clip_ratio/high_max", st.clip_high_max);
+        ft_params_free(P); n++;
+    }
+    CHECK(n == 16, "%d loss cases (grpo, bnpo, dr_grpo, dapo x beta x epsilon_high)", n);
+}
+
+TEST(ppo) {
+    int c, n = 0;
+    for (c = 0; c < NR; c++) {
+        const rec *r = &R[c]; ft_params *P; ft_tensor *nl, *vp, *loss; ft_ppo_opts o; ft_ppo_batch b; ft_rl_stats st;
+        float lp[MAXV], ref[MAXV], val[MAXV], sc[MAXV], kl[MAXV], rw[MAXV], adv[MAXV], ret[MAXV], f[MAXV];
+        unsigned char pad[MAXV], pad1[MAXV]; int64_t sl[MAXV], s[2]; const vec *v; int i;
+        if (strcmp(r->kind, "ppo")) continue;
+        memset(&o, 0, sizeof o);
+        o.kl_coef = (float)r->kl_coef; o.kl_k3 = !strcmp(r->kl_est, "k3"); o.whiten_rewards = r->whiten > 0;
+        o.gamma = (float)r->gamma_rl; o.lam = (float)r->lam; o.cliprange = (float)r->cliprange; o.cliprange_value = (float)r->cliprange_value; o.vf_coef = (float)r->vf_coef;
+        v = get(r->in, r->nin, "sequence_lengths");
+        for (i = 0; i < v->n; i++) sl[i] = (int64_t)v->v[i];
+        tofloat(lp, get(r->in, r->nin, "logprobs")); tofloat(ref, get(r->in, r->nin, "ref_logprobs"));
+        tofloat(val, get(r->in, r->nin, "values")); tofloat(sc, get(r->in, r->nin, "scores"));
+        memset(&b, 0, sizeof b);
+        b.B = v->n; b.T = get(r->in, r->nin, "logprobs")->n / v->n; b.seqlen = sl;
+        b.logprobs = lp; b.ref = ref; b.values = val; b.scores = sc; b.kl = kl; b.rewards = rw; b.advantages = adv; b.returns = ret; b.pad = pad; b.pad_p1 = pad1;
+        ft_ppo_prepare(&b, &o, &st);
+        for (i = 0; i < b.B * b.T; i++) f[i] = pad[i];
+        check_vec(r->name, "padding_mask", f, get(r->out, r->nout, "padding_mask"), NULL);
+        for (i = 0; i < b.B * b.T; i++) f[i] = pad1[i];
+        check_vec(r->name, "padding_mask_p1", f, get(r->out, r->nout, "padding_mask_p1"), NULL);
+        check_vec(r->name, "kl", kl, get(r->out, r->nout, "kl"), NULL);
+        check_vec(r->name, "rewards", rw, get(r->out, r->nout, "rewards"), NULL);
+        check_vec(r->name, "returns", ret, get(r->out, r->nout, "returns"), NULL);
+        check_vec(r->name, "advantages", adv, get(r->out, r->nout, "advantages"), NULL);
+        check_stat(r->name, r, "objective/kl", st.kl); check_stat(r->name, r, "objective/entropy", st.entropy);
+        check_stat(r->name, r, "objective/non_score_reward", st.non_score_reward); check_stat(r->name, r, "objective/rlhf_reward", st.rlhf_reward);
+        check_stat(r->name, r, "objective/scores", st.scores);
+        ft_params_init(&P);
+        s[0] = b.B; s[1] = b.T;
+        nl = ft_params_add(P, "new_logprobs", 2, s); vp = ft_params_add(P, "vpred", 2, s);
+        ft_params_alloc(P);
+        tofloat((float *)nl->data, get(r->in, r->nin, "new_logprobs")); tofloat((float *)vp->data, get(r->in, r->nin, "vpred"));
+        ft_ctx_reset(C);
+        loss = ft_ppo_loss(C, nl, vp, &b, &o, &st);
+        CHECK_OK(ft_backward(C, loss));
+        check_stat(r->name, r, "loss", ((float *)loss->data)[0]);
+        check_stat(r->name, r, "pg_loss", st.pg_loss); check_stat(r->name, r, "vf_loss", st.vf_loss);
+        check_stat(r->name, r, "pg_clipfrac", st.pg_clipfrac); check_stat(r->name, r, "vf_clipfrac", st.vf_clipfrac);
+        check_stat(r->name, r, "approxkl", st.approxkl); check_stat(r->name, r, "ratio_mean", st.ratio_mean);
+        check_vec(r->name, "grad new_logprobs", nl->grad, get(r->grad, r->ngrad, "new_logprobs"), NULL);
+        check_vec(r->name, "grad vpred", vp->grad, get(r->grad, r->ngrad, "vpred"), NULL);
+        ft_params_free(P); n++;
+    }
+    CHECK(n == 2, "%d ppo cases", n);
+}
+
 int main(void) {
     load("tests/fixtures/trl_losses.txt");
     if (NR == 0) { printf("FAIL - tests/fixtures/trl_losses.txt missing\n"); return 1; }
@@ -197,6 +312,9 @@ int main(void) {
     RUN(simpo_and_orpo);
     RUN(reward_model);
     RUN(kto);
+    RUN(grpo_advantages);
+    RUN(grpo_losses);
+    RUN(ppo);
     ft_ctx_free(C);
     return ft_test_summary("test_trl");
 }

@@ -301,7 +301,7 @@ static unsigned parse_targets(const char *t) {
 }
 
 /* ---- progress, metrics, plots -------------------------------------------------------------------- */
-typedef struct run { opts *o; FILE *metrics; int tty; double *xs, *ys, *ex, *ey; int64_t n, ne, cap; } run;
+typedef struct run { opts *o; FILE *metrics; int tty; double *xs, *ys, *ex, *ey; int64_t n, ne, cap; double t_first, t_last; int64_t s_first, s_last; } run;
 
 static int on_step(void *user, const ft_step_info *s) {
     run *r = (run *)user;
@@ -311,6 +311,8 @@ static int on_step(void *user, const ft_step_info *s) {
         r->ex = (double *)realloc(r->ex, (size_t)r->cap * sizeof(double)); r->ey = (double *)realloc(r->ey, (size_t)r->cap * sizeof(double));
     }
     r->xs[r->n] = (double)s->step; r->ys[r->n++] = s->loss;
+    if (r->n == 1) { r->t_first = s->elapsed_s; r->s_first = s->step; }      /* step time after the first step */
+    r->t_last = s->elapsed_s; r->s_last = s->step;
     if (s->eval_loss == s->eval_loss) { r->ex[r->ne] = (double)s->step; r->ey[r->ne++] = s->eval_loss; }
     fprintf(r->metrics, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"tokens\": %.0f",
             (long long)s->step, (long long)s->epoch, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->tokens);
@@ -494,8 +496,9 @@ static int cmd_train(int argc, char **argv) {
         snprintf(path, sizeof path, "%s/loss.svg", o.out);
         if (rn.n && ft_svg_plot(path, "loss", "step", is_obj(&o, "sft", "cpt", NULL) ? "cross-entropy" : o.objective, ser, ns) != FT_OK) return fail("train");
     }
-    fprintf(stderr, "ft: %lld steps, %.0f tokens; wrote %s/{adapter.gguf,peft/,metrics.jsonl,loss.svg,config,checkpoints/}\n",
-            (long long)st.step, st.tokens, o.out);
+    fprintf(stderr, "ft: %lld steps, %.0f tokens", (long long)st.step, st.tokens);
+    if (rn.s_last > rn.s_first) fprintf(stderr, ", %.2f s per step", (rn.t_last - rn.t_first) / (double)(rn.s_last - rn.s_first));
+    fprintf(stderr, "; wrote %s/{adapter.gguf,%smetrics.jsonl,loss.svg,config,checkpoints/}\n", o.out, po.method == FT_PEFT_LORA ? "peft/," : "");
     if (ev) {
         const char *b = "-";
         if (evaluate(ctx, m, ev, gen, &o, &e1)) return 1;
