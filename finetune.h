@@ -820,6 +820,57 @@ FT_API void       ft_ppo_prepare(ft_ppo_batch *b, const ft_ppo_opts *o, ft_rl_st
 /* new_lp, vpred (B, T) on the tape: clipped policy loss + vf_coef * clipped value loss */
 FT_API ft_tensor *ft_ppo_loss(ft_ctx *ctx, ft_tensor *new_lp, ft_tensor *vpred, const ft_ppo_batch *b, const ft_ppo_opts *o, ft_rl_stats *st);
 
+/* ---- rollouts, rewards and the RL trainer (GRPO, PPO) ---------------------------------------------- */
+typedef struct ft_rollout {         /* what a reward function sees                                  */
+    const int32_t *prompt; int64_t prompt_len;  /* prompt token ids (chat template applied)     */
+    const int32_t *ids; int64_t len;            /* the sampled completion (stop token included) */
+    const char *text;               /* the completion as text, special tokens dropped            */
+    const char *answer;             /* the example's "answer", or NULL                          */
+} ft_rollout;
+typedef float (*ft_reward_fn)(void *user, const ft_rollout *r);
+typedef struct ft_reward_term { ft_reward_fn fn; void *user; float weight; } ft_reward_term;
+/* verifiable rewards: 1 when the last number in the text equals the answer's (numerically);
+   1 when the text matches the regular expression `user` (a const char *: . [] [^] \d \w \s
+   ( | ) * + ? {m,n} ^ $, searched anywhere unless anchored); minus the characters beyond
+   *(int *)user, divided by it (a length penalty, 0 when within) */
+FT_API float ft_reward_number(void *user, const ft_rollout *r);
+FT_API float ft_reward_regex(void *user, const ft_rollout *r);
+FT_API float ft_reward_length(void *user, const ft_rollout *r);
+FT_API int   ft_regex_search(const char *pattern, const char *text);   /* 1 match, 0 none, < 0 bad pattern */
+/* a reward model as a reward: user is an ft_rm_scorer (a model with a reward head attached and a
+   context of its own); the score of prompt + completion */
+typedef struct ft_rm_scorer { ft_model *model; ft_ctx *ctx; } ft_rm_scorer;
+FT_API float ft_reward_model(void *user, const ft_rollout *r);
+
+typedef enum ft_rl_algo { FT_RL_GRPO = 0, FT_RL_PPO } ft_rl_algo;
+typedef struct ft_rl_step_info {
+    int64_t step, steps; double loss, lr, grad_norm, elapsed_s, eta_s;
+    ft_rl_stats st;                 /* reward (mean), reward_std, kl, clip fractions, ...        */
+} ft_rl_step_info;
+typedef int (*ft_rl_step_fn)(void *user, const ft_rl_step_info *info);   /* non-zero: stop      */
+typedef struct ft_rl_opts {
+    ft_rl_algo algo;
+    int64_t steps;                  /* rollout batches                                            */
+    int64_t prompts;                /* prompts per step (4)                                       */
+    int64_t group;                  /* GRPO: completions per prompt (4); PPO: 1                   */
+    int     max_new;                /* completion length (64)                                     */
+    ft_sample_opts sample;          /* temperature (1), top-p                                     */
+    int     iterations;             /* GRPO: updates per rollout batch (1); PPO: epochs (4)      */
+    float   lr; ft_sched_kind sched; int64_t warmup; ft_optim_opts optim; float max_grad_norm;
+    ft_grpo_opts grpo; ft_adv_scale scale;
+    ft_ppo_opts ppo;                /* PPO's value head: the adapter's scalar head (reward_head) */
+    const ft_reward_term *rewards; int n_rewards;  /* reward = sum of weight * fn               */
+    uint64_t seed;
+    ft_rl_step_fn on_step; void *user;
+} ft_rl_opts;
+/* prompts: FT_DATA_PROMPT examples ({"prompt", "answer"}). The policy is the model with its
+   adapter on, the reference the same model with it off. */
+FT_API ft_result ft_train_rl(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_dataset *prompts, const ft_rl_opts *o);
+/* greedy completions of every prompt scored by the reward terms: mean reward, and the fraction
+   of completions with the full reward (>= max_reward) */
+FT_API ft_result ft_eval_rl(ft_ctx *ctx, ft_model *m, const ft_dataset *prompts, int max_new, const ft_reward_term *rewards, int n_rewards,
+                            float max_reward, int64_t limit, double *mean_reward, double *solved);
+
 /* ---- the trainer (SFT, continued pretraining) ----------------------------------------------------------- */
 typedef struct ft_batch_data {
     int32_t *ids, *targets, *pos, *seg;     /* (B*T) each; targets -100 where there is no loss      */
@@ -8566,6 +8617,400 @@ FT_API ft_result ft_eval_reward(ft_ctx *ctx, ft_model *m, const ft_dataset *d, i
     ft_ctx_set_grad(ctx, old);
     FT_FREE(order); ft_batch_data_free(&bd);
     *accuracy = n ? (double)good / (double)n : 0; if (margin) *margin = n ? msum / (double)n : 0;
+    return r;
+}
+
+/* ---- a small regular-expression matcher for reward functions ---------------------------------------
+   Parsed into nodes, matched by backtracking with continuations: literals, escapes, . [] [^] with
+   ranges, \d \w \s \D \W \S, ( | ), * + ? {m} {m,} {m,n} (greedy) and ^ $. Bytes, not code points. */
+enum { FT__RX_SET = 1, FT__RX_BOL, FT__RX_EOL, FT__RX_GROUP, FT__RX_ALT };
+typedef struct ft__rx_node { int kind, min, max, child, next, alt; unsigned char set[32]; } ft__rx_node;
+typedef struct ft__rx { ft__rx_node n[256]; int count, err; const char *p; } ft__rx;
+typedef struct ft__rx_k { int node, count; const char *start; const struct ft__rx_k *up; } ft__rx_k;
+
+static int ft__rx_new(ft__rx *r, int kind) {
+    ft__rx_node *x;
+    if (r->count == 256) { r->err = 1; return 0; }
+    x = &r->n[r->count]; memset(x, 0, sizeof *x);
+    x->kind = kind; x->min = x->max = 1; x->child = x->next = x->alt = -1;
+    return r->count++;
+}
+static void ft__rx_set(unsigned char *set, int c) { set[(unsigned char)c >> 3] |= (unsigned char)(1u << (c & 7)); }
+static void ft__rx_escape(unsigned char *set, int c) {               /* \d \w \s and literal escapes */
+    int i, neg = c == 'D' || c == 'W' || c == 'S'; unsigned char s[32];
+    memset(s, 0, 32);
+    switch (c | 32) {
+    case 'd': for (i = '0'; i <= '9'; i++) ft__rx_set(s, i); break;
+    case 'w': for (i = 0; i < 256; i++) if ((i >= '0' && i <= '9') || ((i | 32) >= 'a' && (i | 32) <= 'z') || i == '_') ft__rx_set(s, i); break;
+    case 's': ft__rx_set(s, ' '); ft__rx_set(s, '\t'); ft__rx_set(s, '\n'); ft__rx_set(s, '\r'); ft__rx_set(s, '\f'); ft__rx_set(s, '\v'); break;
+    default: ft__rx_set(s, c == 'n' ? '\n' : c == 't' ? '\t' : c); neg = 0; break;
+    }
+    for (i = 0; i < 32; i++) set[i] |= neg ? (unsigned char)~s[i] : s[i];
+}
+static int ft__rx_alts(ft__rx *r);
+static int ft__rx_atom(ft__rx *r) {                  /* one atom and its quantifier */
+    int a; ft__rx_node *x;
+    char c = *r->p++;
+    if (c == '(') {
+        a = ft__rx_new(r, FT__RX_GROUP);
+        r->n[a].child = ft__rx_alts(r);
+        if (*r->p != ')') { r->err = 1; return a; }
+        r->p++;
+    } else if (c == '^') return ft__rx_new(r, FT__RX_BOL);
+    else if (c == '$') return ft__rx_new(r, FT__RX_EOL);
+    else {
+        a = ft__rx_new(r, FT__RX_SET); x = &r->n[a];
+        if (c == '.') { memset(x->set, 0xff, 32); x->set['\n' >> 3] &= (unsigned char)~(1u << ('\n' & 7)); }
+        else if (c == '\\') { if (!*r->p) { r->err = 1; return a; } ft__rx_escape(x->set, *r->p++); }
+        else if (c == '[') {
+            int neg = *r->p == '^', i; unsigned char s[32];
+            memset(s, 0, 32);
+            if (neg) r->p++;
+            if (*r->p == ']') { ft__rx_set(s, ']'); r->p++; }
+            while (*r->p && *r->p != ']') {
+                int lo = (unsigned char)*r->p++, hi;
+                if (lo == '\\' && *r->p) { ft__rx_escape(s, *r->p++); continue; }
+                hi = lo;
+                if (*r->p == '-' && r->p[1] && r->p[1] != ']') { hi = (unsigned char)r->p[1]; r->p += 2; }
+                for (i = lo; i <= hi; i++) ft__rx_set(s, i);
+            }
+            if (*r->p != ']') { r->err = 1; return a; }
+            r->p++;
+            for (i = 0; i < 32; i++) x->set[i] = neg ? (unsigned char)~s[i] : s[i];
+        } else if (c == '*' || c == '+' || c == '?' || c == ')' || c == '|') { r->err = 1; return a; }
+        else ft__rx_set(x->set, c);
+    }
+    x = &r->n[a];
+    if (*r->p == '*' || *r->p == '+' || *r->p == '?') {
+        x->min = *r->p == '+'; x->max = *r->p == '?' ? 1 : -1; r->p++;
+    } else if (*r->p == '{' && (r->p[1] >= '0' && r->p[1] <= '9')) {
+        char *e; x->min = (int)strtol(r->p + 1, &e, 10); x->max = x->min;
+        if (*e == ',') {
+            if (e[1] >= '0' && e[1] <= '9') x->max = (int)strtol(e + 1, &e, 10); else { x->max = -1; e++; }
+            if (*e != '}' || (x->max >= 0 && x->max < x->min)) r->err = 1;
+        }
+        else if (*e != '}') r->err = 1;
+        r->p = *e ? e + 1 : e;
+    }
+    return a;
+}
+static int ft__rx_alts(ft__rx *r) {                  /* alternatives of sequences, up to ')' or end */
+    int head = ft__rx_new(r, FT__RX_ALT), alt = head, last = -1;
+    while (!r->err) {
+        if (!*r->p || *r->p == ')') break;
+        if (*r->p == '|') { r->p++; r->n[alt].alt = ft__rx_new(r, FT__RX_ALT); alt = r->n[alt].alt; last = -1; continue; }
+        {
+            int a = ft__rx_atom(r);
+            if (last < 0) r->n[alt].child = a; else r->n[last].next = a;
+            last = a;
+        }
+    }
+    return head;
+}
+static int ft__rx_match(const ft__rx *r, int node, const char *s, const char *s0, const ft__rx_k *k, int depth);
+static int ft__rx_one(const ft__rx *r, int node, const char *s, const char *s0, const ft__rx_k *k, int depth) {   /* node once */
+    const ft__rx_node *x = &r->n[node];
+    switch (x->kind) {
+    case FT__RX_BOL: return s == s0 && ft__rx_match(r, -1, s, s0, k, depth);
+    case FT__RX_EOL: return !*s && ft__rx_match(r, -1, s, s0, k, depth);
+    case FT__RX_SET: return *s && (x->set[(unsigned char)*s >> 3] >> (*s & 7) & 1) && ft__rx_match(r, -1, s + 1, s0, k, depth);
+    default: {                                       /* a group: each alternative, then k */
+        int a;
+        for (a = x->child; a >= 0; a = r->n[a].alt)
+            if (ft__rx_match(r, r->n[a].child, s, s0, k, depth + 1)) return 1;
+        return 0; }
+    }
+}
+/* match node (and what follows it), then the continuation k; node -1: the continuation alone */
+static int ft__rx_match(const ft__rx *r, int node, const char *s, const char *s0, const ft__rx_k *k, int depth) {
+    ft__rx_k here;
+    if (depth > 2000) return 0;
+    if (node < 0) {
+        if (!k) return 1;
+        if (k->count >= 0) {                         /* inside a repetition: another round, or go on */
+            const ft__rx_node *x = &r->n[k->node];
+            if ((x->max < 0 || k->count < x->max) && s != k->start) {
+                here = *k; here.count = k->count + 1; here.start = s;
+                if (ft__rx_one(r, k->node, s, s0, &here, depth + 1)) return 1;
+            }
+            return k->count >= x->min && ft__rx_match(r, r->n[k->node].next, s, s0, k->up, depth + 1);
+        }
+        return ft__rx_match(r, k->node, s, s0, k->up, depth + 1);
+    }
+    {
+        const ft__rx_node *x = &r->n[node];
+        if (x->min == 1 && x->max == 1) {            /* once: then the rest of the sequence */
+            here.node = x->next; here.count = -1; here.start = s; here.up = k;
+            return ft__rx_one(r, node, s, s0, x->next >= 0 ? &here : k, depth + 1);
+        }
+        here.node = node; here.count = 0; here.start = NULL; here.up = k;    /* repeated: greedy rounds */
+        return ft__rx_match(r, -1, s, s0, &here, depth + 1);
+    }
+}
+FT_API int ft_regex_search(const char *pattern, const char *text) {
+    ft__rx *r = FT__CAST(ft__rx *, FT_MALLOC(sizeof(ft__rx))); int head; const char *s; int found = 0;
+    if (!r) return FT_ERR_NOMEM;
+    r->count = 0; r->err = 0; r->p = pattern;
+    head = ft__rx_alts(r);
+    if (r->err || *r->p) { FT_FREE(r); return ft_set_error(FT_ERR_INVALID, "regex: cannot parse '%s'", pattern); }
+    for (s = text; !found; s++) {                   /* every start position */
+        int a;
+        for (a = head; a >= 0 && !found; a = r->n[a].alt) found = ft__rx_match(r, r->n[a].child, s, text, NULL, 0);
+        if (!*s) break;
+    }
+    FT_FREE(r);
+    return found;
+}
+
+/* ---- rewards ---------------------------------------------------------------------------------------- */
+static int ft__last_number(const char *s, double *v) {      /* the last decimal number in s */
+    const char *p, *best = NULL;
+    for (p = s; *p; p++)
+        if ((*p >= '0' && *p <= '9') && (p == s || !((p[-1] >= '0' && p[-1] <= '9') || p[-1] == '.'))) best = p;
+    if (!best) return 0;
+    if (best > s && best[-1] == '-') best--;
+    *v = strtod(best, NULL);
+    return 1;
+}
+FT_API float ft_reward_number(void *user, const ft_rollout *r) {
+    double a, b; (void)user;
+    return r->answer && ft__last_number(r->text, &a) && ft__last_number(r->answer, &b) && fabs(a - b) <= 1e-9 * FT__MAX(1.0, fabs(b)) ? 1.0f : 0.0f;
+}
+FT_API float ft_reward_regex(void *user, const ft_rollout *r) { return ft_regex_search(FT__CAST(const char *, user), r->text) == 1 ? 1.0f : 0.0f; }
+FT_API float ft_reward_length(void *user, const ft_rollout *r) {
+    int target = *FT__CAST(int *, user); size_t n = strlen(r->text);
+    return target > 0 && n > (size_t)target ? -(float)(n - (size_t)target) / (float)target : 0.0f;
+}
+FT_API float ft_reward_model(void *user, const ft_rollout *r) {
+    ft_rm_scorer *s = FT__CAST(ft_rm_scorer *, user); ft_batch_data bd; ft_tensor *rw; float v = NAN; int old;
+    memset(&bd, 0, sizeof bd);
+    if (ft__batch_reserve(&bd, 1, r->prompt_len + r->len) != FT_OK) return NAN;
+    memcpy(bd.ids, r->prompt, (size_t)r->prompt_len * sizeof(int32_t));
+    memcpy(bd.ids + r->prompt_len, r->ids, (size_t)r->len * sizeof(int32_t));
+    bd.len[0] = (int32_t)(r->prompt_len + r->len);
+    ft_ctx_reset(s->ctx);
+    old = ft_ctx_set_grad(s->ctx, 0);
+    if (ft_sequence_rewards(s->ctx, s->model, &bd, &rw) == FT_OK) v = FT__F(rw)[0];
+    ft_ctx_set_grad(s->ctx, old);
+    ft_batch_data_free(&bd);
+    return v;
+}
+
+/* ---- rollouts: prompts left-padded to a common length P, completions after them ---------------------
+   Row i: [pad .. pad, prompt_i, completion_i, pad ..]; positions restart at 0 where the prompt
+   starts and the pads are a document of their own (seg), so every row sees only itself. Column
+   P - 1 + t predicts completion token t: the (B, Tr) per-token log-probs are one slice. */
+typedef struct ft__rl_batch {
+    int64_t n, P, Tr;               /* rows, prompt columns, completion columns (max_new)          */
+    int32_t *gen; int64_t *gen_len; /* (n, Tr) sampled ids, their counts                           */
+    float *reward, *adv, *mask;     /* (n), (n), (n * Tr)                                          */
+    ft_batch_data bd;               /* (n, P + Tr) ids, targets, pos, seg                          */
+} ft__rl_batch;
+static void ft__rl_batch_free(ft__rl_batch *b) { FT_FREE(b->gen); FT_FREE(b->gen_len); FT_FREE(b->reward); ft_batch_data_free(&b->bd); memset(b, 0, sizeof *b); }
+
+/* per-token log-probs (n, Tr) of the sampled tokens (on the tape when grad is on); optional values
+   (n, Tr) from the adapter's scalar head at the same positions */
+static ft_result ft__rl_logps(ft_ctx *ctx, ft_model *m, const ft__rl_batch *rb, ft_tensor **lp, ft_tensor **val) {
+    ft_batch b; ft_tensor *h, *l; int64_t s2[2];
+    memset(&b, 0, sizeof b);
+    b.B = rb->n; b.T = rb->P + rb->Tr; b.ids = rb->bd.ids; b.pos = rb->bd.pos; b.seg = rb->bd.seg;
+    h = ft_model_hidden(ctx, m, &b);
+    l = ft_logprob(ctx, ft__linear(ctx, m, h, m->output, NULL, -1, 0), rb->bd.targets, -100);
+    s2[0] = rb->n; s2[1] = b.T;
+    *lp = ft_slice(ctx, ft_reshape(ctx, l, 2, s2), 1, rb->P - 1, rb->Tr);
+    if (val) {
+        if (!m->peft || !m->peft->score) return ft_set_error(FT_ERR_STATE, "ppo: the policy needs a value head (the adapter's reward_head)");
+        *val = ft_slice(ctx, ft_reshape(ctx, ft_matmul(ctx, h, m->peft->score, 0, 1), 2, s2), 1, rb->P - 1, rb->Tr);
+    }
+    return *lp && (!val || *val) ? FT_OK : ft_set_error(ctx->status ? ctx->status : FT_ERR_NOMEM, "rl: %s", ft_last_error());
+}
+
+/* sample `group` completions for each of the prompts order[0..n_prompts), score them */
+static ft_result ft__rl_rollout(ft_ctx *ctx, ft_model *m, const ft_dataset *d, const int64_t *order, int64_t n_prompts,
+                                const ft_rl_opts *o, int64_t G, ft__rl_batch *rb, ft_rl_stats *st) {
+    int64_t i, t, n = n_prompts * G, P = 1, Tr = o->max_new, T; ft_result r; ft_kv_cache *kv = NULL;
+    const int32_t **pr = NULL; int64_t *pl = NULL; ft_gen_opts go; int32_t stop[2]; char *text = NULL; size_t cap = 65536; double len = 0;
+    for (i = 0; i < n_prompts; i++) P = FT__MAX(P, ft_dataset_get(d, order[i])->prompt_len);
+    T = P + Tr; rb->n = n; rb->P = P; rb->Tr = Tr;
+    rb->gen = FT__CAST(int32_t *, FT_MALLOC((size_t)(n * Tr) * sizeof(int32_t)));
+    rb->gen_len = FT__CAST(int64_t *, FT_MALLOC((size_t)n * sizeof(int64_t)));
+    rb->reward = FT__CAST(float *, FT_MALLOC((size_t)(2 * n + n * Tr) * sizeof(float)));
+    pr = FT__CAST(const int32_t **, FT_MALLOC((size_t)n * sizeof(int32_t *)));
+    pl = FT__CAST(int64_t *, FT_MALLOC((size_t)n * sizeof(int64_t)));
+    text = FT__CAST(char *, FT_MALLOC(cap));
+    if (!rb->gen || !rb->gen_len || !rb->reward || !pr || !pl || !text) { r = ft_set_error(FT_ERR_NOMEM, "rl: out of memory"); goto done; }
+    rb->adv = rb->reward + n; rb->mask = rb->adv + n;
+    for (i = 0; i < n; i++) { const ft_example *e = ft_dataset_get(d, order[i / G]); pr[i] = e->ids; pl[i] = e->prompt_len; }
+    memset(&go, 0, sizeof go);
+    go.max_new = o->max_new; go.sample = o->sample; go.n_stop = 0;
+    if (m->tok && ft_tokenizer_eos(m->tok) >= 0) stop[go.n_stop++] = ft_tokenizer_eos(m->tok);
+    if (m->tok && ft_tokenizer_find(m->tok, "<|im_end|>") >= 0 && (!go.n_stop || stop[0] != ft_tokenizer_find(m->tok, "<|im_end|>"))) stop[go.n_stop++] = ft_tokenizer_find(m->tok, "<|im_end|>");
+    go.stop = stop;
+    if ((r = ft_kv_cache_init(&kv, m, n, T)) != FT_OK) goto done;
+    if ((r = ft_generate(ctx, m, kv, n, pr, pl, &go, &ctx->rng, rb->gen, rb->gen_len, NULL)) != FT_OK) goto done;
+    for (i = 0; i < n; i++) {                      /* rewards */
+        const ft_example *e = ft_dataset_get(d, order[i / G]); ft_rollout ro; int k; double sum = 0;
+        int64_t nt = m->tok ? ft_detokenize(m->tok, rb->gen + i * Tr, rb->gen_len[i], text, (int64_t)cap - 1, 0) : 0;
+        text[nt < 0 ? 0 : FT__MIN(nt, (int64_t)cap - 1)] = 0;
+        ro.prompt = e->ids; ro.prompt_len = e->prompt_len; ro.ids = rb->gen + i * Tr; ro.len = rb->gen_len[i]; ro.text = text; ro.answer = e->answer;
+        for (k = 0; k < o->n_rewards; k++) sum += (double)o->rewards[k].weight * o->rewards[k].fn(o->rewards[k].user, &ro);
+        rb->reward[i] = (float)sum;
+        len += (double)rb->gen_len[i] / (double)n;
+    }
+    if ((r = ft__batch_reserve(&rb->bd, n, T)) != FT_OK) goto done;
+    for (i = 0; i < n; i++) {                      /* the rows, left-padded prompts */
+        int64_t L = pl[i], off = P - L, row = i * T;
+        for (t = 0; t < T; t++) {
+            int in_p = t >= off && t < P, in_c = t >= P && t - P < rb->gen_len[i];
+            rb->bd.ids[row + t] = in_p ? pr[i][t - off] : in_c ? rb->gen[i * Tr + t - P] : 0;
+            rb->bd.pos[row + t] = (int32_t)(t >= off ? t - off : 0);
+            rb->bd.seg[row + t] = t >= off ? 1 : 0;
+            rb->bd.targets[row + t] = -100;
+        }
+        for (t = 0; t < Tr; t++) {
+            rb->mask[i * Tr + t] = t < rb->gen_len[i] ? 1.0f : 0.0f;
+            if (t < rb->gen_len[i]) rb->bd.targets[row + P - 1 + t] = rb->gen[i * Tr + t];
+        }
+        rb->bd.len[i] = (int32_t)(P + rb->gen_len[i]);
+    }
+    if (st) st->completion_len = len;
+done:
+    ft_kv_cache_free(kv); FT_FREE(pr); FT_FREE(pl); FT_FREE(text);
+    return r;
+}
+
+FT_API ft_result ft_train_rl(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_dataset *d, const ft_rl_opts *opts) {
+    ft_rl_opts o = *opts; ft_optim *opt = NULL; ft_result r = FT_OK; int64_t step, *order, n = ft_dataset_size(d), pos = 0, epoch = 0;
+    double t0 = ft_time_seconds();
+    if (!m->peft) return ft_set_error(FT_ERR_STATE, "rl: the policy needs an adapter (the reference is the model with it off)");
+    if (ft_dataset_format(d) != FT_DATA_PROMPT) return ft_set_error(FT_ERR_INVALID, "rl: the prompts must be prompt data ({\"prompt\", \"answer\"})");
+    if (o.n_rewards < 1 && o.algo == FT_RL_GRPO) return ft_set_error(FT_ERR_INVALID, "rl: no reward function");
+    if (o.prompts <= 0) o.prompts = 4;
+    if (o.group <= 0) o.group = o.algo == FT_RL_GRPO ? 4 : 1;
+    if (o.algo == FT_RL_PPO) o.group = 1;
+    if (o.max_new <= 0) o.max_new = 64;
+    if (o.iterations <= 0) o.iterations = o.algo == FT_RL_PPO ? 4 : 1;
+    if (o.lr <= 0) o.lr = 1e-5f;
+    if (o.sample.temperature <= 0) o.sample.temperature = 1.0f;
+    if (o.grpo.epsilon <= 0) o.grpo.epsilon = 0.2f;
+    if (o.grpo.max_completion_len <= 0) o.grpo.max_completion_len = o.max_new;
+    if (o.ppo.kl_coef == 0) o.ppo.kl_coef = 0.05f;
+    if (o.ppo.gamma <= 0) o.ppo.gamma = 1.0f;
+    if (o.ppo.lam <= 0) o.ppo.lam = 0.95f;
+    if (o.ppo.cliprange <= 0) o.ppo.cliprange = 0.2f;
+    if (o.ppo.cliprange_value <= 0) o.ppo.cliprange_value = 0.2f;
+    if (o.ppo.vf_coef <= 0) o.ppo.vf_coef = 0.1f;
+    if (n < 1) return ft_set_error(FT_ERR_INVALID, "rl: no prompts");
+    o.prompts = FT__MIN(o.prompts, n);
+    if ((r = ft_optim_init(&opt, P, &o.optim)) != FT_OK) return r;
+    order = FT__CAST(int64_t *, FT_MALLOC((size_t)n * sizeof(int64_t)));
+    if (!order) { ft_optim_free(opt); return ft_set_error(FT_ERR_NOMEM, "rl: out of memory"); }
+    ft__shuffle(order, n, o.seed ? o.seed : 1);
+    ft_rng_seed(&ctx->rng, o.seed ? o.seed : 1);
+    for (step = 0; step < o.steps && r == FT_OK; step++) {
+        ft__rl_batch rb; ft_rl_stats st; int it; double loss = 0, gnorm = 0; float lr; int64_t i, NT;
+        float *old = NULL, *ref = NULL; ft_ppo_batch pb; int64_t *seqlen = NULL;
+        memset(&rb, 0, sizeof rb); memset(&st, 0, sizeof st); memset(&pb, 0, sizeof pb);
+        if (pos + o.prompts > n) { pos = 0; epoch++; ft__shuffle(order, n, (o.seed ? o.seed : 1) + (uint64_t)epoch * 0x9e3779b97f4a7c15ull); }
+        if ((r = ft__rl_rollout(ctx, m, d, order + pos, o.prompts, &o, o.group, &rb, &st)) != FT_OK) { ft__rl_batch_free(&rb); break; }
+        pos += o.prompts;
+        NT = rb.n * rb.Tr;
+        old = FT__CAST(float *, FT_MALLOC((size_t)NT * 2 * sizeof(float)));
+        if (!old) { ft__rl_batch_free(&rb); r = ft_set_error(FT_ERR_NOMEM, "rl: out of memory"); break; }
+        ref = old + NT;
+        {   /* the rollout policy's and the reference's log-probs (and PPO's values), no gradient */
+            int g = ft_ctx_set_grad(ctx, 0); ft_tensor *lp, *val = NULL;
+            ft_ctx_reset(ctx);
+            r = ft__rl_logps(ctx, m, &rb, &lp, o.algo == FT_RL_PPO ? &val : NULL);
+            if (r == FT_OK) {
+                memcpy(old, lp->data, (size_t)NT * sizeof(float));
+                if (val) {
+                    pb.values = FT__CAST(float *, FT_MALLOC((size_t)NT * 5 * sizeof(float) + (size_t)NT * 2));
+                    seqlen = FT__CAST(int64_t *, FT_MALLOC((size_t)rb.n * sizeof(int64_t)));
+                    if (!pb.values || !seqlen) r = ft_set_error(FT_ERR_NOMEM, "rl: out of memory");
+                    else memcpy(pb.values, val->data, (size_t)NT * sizeof(float));
+                }
+            }
+            if (r == FT_OK && (o.algo == FT_RL_PPO || o.grpo.beta != 0)) {
+                ft_peft_set_enabled(m->peft, 0);
+                ft_ctx_reset(ctx);
+                r = ft__rl_logps(ctx, m, &rb, &lp, NULL);
+                ft_peft_set_enabled(m->peft, 1);
+                if (r == FT_OK) memcpy(ref, lp->data, (size_t)NT * sizeof(float));
+            }
+            ft_ctx_set_grad(ctx, g);
+        }
+        if (r == FT_OK && o.algo == FT_RL_GRPO) ft_grpo_advantages(rb.reward, o.prompts, o.group, o.scale, rb.adv, &st);
+        if (r == FT_OK && o.algo == FT_RL_PPO) {
+            double sum = 0;
+            pb.B = rb.n; pb.T = rb.Tr; pb.logprobs = old; pb.ref = ref; pb.scores = rb.reward;
+            pb.kl = pb.values + NT; pb.rewards = pb.kl + NT; pb.advantages = pb.rewards + NT; pb.returns = pb.advantages + NT;
+            pb.pad = FT__CAST(unsigned char *, pb.returns + NT); pb.pad_p1 = pb.pad + NT;
+            for (i = 0; i < rb.n; i++) { seqlen[i] = FT__MAX(rb.gen_len[i], 1) - 1; sum += rb.reward[i]; }
+            pb.seqlen = seqlen;
+            ft_ppo_prepare(&pb, &o.ppo, &st);
+            st.reward = sum / (double)rb.n;
+            for (sum = 0, i = 0; i < rb.n; i++) sum += (rb.reward[i] - st.reward) * (rb.reward[i] - st.reward);
+            st.reward_std = rb.n > 1 ? sqrt(sum / (double)(rb.n - 1)) : 0;
+        }
+        lr = ft_lr_at(o.sched, o.lr, step, o.warmup, o.steps, 0);
+        for (it = 0; it < o.iterations && r == FT_OK; it++) {         /* updates on this batch */
+            ft_tensor *lp, *val = NULL, *l; ft_rl_stats ls = st;
+            ft_params_zero_grad(P);
+            ft_ctx_reset(ctx);
+            if ((r = ft__rl_logps(ctx, m, &rb, &lp, o.algo == FT_RL_PPO ? &val : NULL)) != FT_OK) break;
+            if (o.algo == FT_RL_GRPO) {
+                ft_grpo_opts go = o.grpo;
+                if (go.agg == FT_GRPO_AGG_DAPO && go.num_items <= 0) { double s = 0; for (i = 0; i < NT; i++) s += rb.mask[i]; go.num_items = (int64_t)s; }
+                l = ft_grpo_loss(ctx, lp, o.iterations > 1 ? old : NULL, o.grpo.beta != 0 ? ref : NULL, rb.adv, rb.mask, &go, &ls);
+            } else l = ft_ppo_loss(ctx, lp, val, &pb, &o.ppo, &ls);
+            if (!l) { r = ft_set_error(ctx->status, "rl: %s", ft_last_error()); break; }
+            loss = FT__F(l)[0];
+            if (!isfinite(loss)) { r = ft_set_error(FT_ERR_NUMERIC, "rl: step %lld: the loss is %g; stopped before the update", (long long)step + 1, loss); break; }
+            if ((r = ft_backward(ctx, l)) != FT_OK) break;
+            gnorm = ft_params_grad_norm(P);
+            if (!isfinite(gnorm)) { r = ft_set_error(FT_ERR_NUMERIC, "rl: step %lld: non-finite gradient; stopped before the update", (long long)step + 1); break; }
+            if (o.max_grad_norm > 0 && gnorm > o.max_grad_norm) ft_params_scale_grad(P, (float)(o.max_grad_norm / (gnorm + 1e-6)));
+            if ((r = ft_optim_step(opt, lr)) != FT_OK) break;
+            if (it == 0) {                                    /* metrics of the first pass */
+                st.kl = o.algo == FT_RL_GRPO ? ls.kl : st.kl;
+                st.clip_low = ls.clip_low; st.clip_high = ls.clip_high; st.clip_region = ls.clip_region;
+                st.pg_loss = ls.pg_loss; st.vf_loss = ls.vf_loss; st.pg_clipfrac = ls.pg_clipfrac; st.vf_clipfrac = ls.vf_clipfrac;
+                st.approxkl = ls.approxkl; st.ratio_mean = ls.ratio_mean;
+            }
+        }
+        if (r == FT_OK && o.on_step) {
+            ft_rl_step_info info; double now = ft_time_seconds();
+            memset(&info, 0, sizeof info);
+            info.step = step + 1; info.steps = o.steps; info.loss = loss; info.lr = lr; info.grad_norm = gnorm; info.st = st;
+            info.elapsed_s = now - t0; info.eta_s = info.elapsed_s / (double)(step + 1) * (double)(o.steps - step - 1);
+            if (o.on_step(o.user, &info)) r = ft_set_error(FT_ERR_STATE, "rl: stopped by the step callback at step %lld", (long long)step + 1);
+        }
+        FT_FREE(old); FT_FREE(pb.values); FT_FREE(seqlen); ft__rl_batch_free(&rb);
+    }
+    FT_FREE(order); ft_optim_free(opt);
+    return r;
+}
+
+FT_API ft_result ft_eval_rl(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int max_new, const ft_reward_term *rewards, int n_rewards,
+                            float max_reward, int64_t limit, double *mean_reward, double *solved) {
+    int64_t i, n = ft_dataset_size(d), *order, done = 0; double sum = 0, full = 0; ft_result r = FT_OK; ft_rl_opts o;
+    if (limit > 0 && limit < n) n = limit;
+    order = FT__CAST(int64_t *, FT_MALLOC((size_t)FT__MAX(n, 1) * sizeof(int64_t)));
+    if (!order) return ft_set_error(FT_ERR_NOMEM, "rl eval: out of memory");
+    for (i = 0; i < n; i++) order[i] = i;
+    memset(&o, 0, sizeof o);
+    o.max_new = max_new > 0 ? max_new : 64; o.rewards = rewards; o.n_rewards = n_rewards;   /* greedy: temperature 0 */
+    while (done < n && r == FT_OK) {
+        ft__rl_batch rb; int64_t b = FT__MIN(8, n - done);
+        memset(&rb, 0, sizeof rb);
+        r = ft__rl_rollout(ctx, m, d, order + done, b, &o, 1, &rb, NULL);
+        for (i = 0; r == FT_OK && i < b; i++) { sum += rb.reward[i]; full += rb.reward[i] >= max_reward; }
+        ft__rl_batch_free(&rb);
+        done += b;
+    }
+    FT_FREE(order);
+    *mean_reward = n ? sum / (double)n : 0; if (solved) *solved = n ? full / (double)n : 0;
     return r;
 }
 

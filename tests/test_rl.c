@@ -1,0 +1,100 @@
+/* test_rl.c - reinforcement learning: the reward functions (numbers, regular expressions,
+   length), then a toy task with a known optimum on the tiny model (64 tokens): the reward is the
+   fraction of completion tokens whose id is a multiple of 4 (0.25 by chance, 1 at best), which
+   GRPO and PPO each drive close to the maximum in a bounded number of steps. */
+#define FINETUNE_IMPLEMENTATION
+#include "../finetune.h"
+#include "ft_test.h"
+#include "tiny_model.h"
+
+static const char *MODEL = "build/tiny_rl.gguf";
+static int32_t PROMPTS[16][5];
+static ft_example EX[16];
+static struct ft_dataset DATA = {FT_DATA_PROMPT, EX, 16, 16, 0, 0, 0};  /* token ids straight in: the tiny model has no tokenizer */
+
+static ft_rollout ro(const char *text, const char *answer) { ft_rollout r; memset(&r, 0, sizeof r); r.text = text; r.answer = answer; return r; }
+
+TEST(regex) {
+    static const struct { const char *pat, *text; int want; } c[] = {
+        {"abc", "xxabcxx", 1}, {"^abc", "xabc", 0}, {"^abc$", "abc", 1}, {"a.c", "a-c", 1}, {"a.c", "a\nc", 0},
+        {"ab*c", "ac", 1}, {"ab+c", "ac", 0}, {"ab+c", "abbbc", 1}, {"ab?c", "abc", 1}, {"ab?c", "abbc", 0},
+        {"[0-9]+", "x42", 1}, {"^[^0-9]+$", "abc", 1}, {"^[^0-9]+$", "ab1", 0}, {"\\d{3}", "12", 0}, {"\\d{3}", "1234", 1},
+        {"^\\d{2,3}$", "1234", 0}, {"^\\d{2,}$", "1234", 1}, {"(ab|cd)+e", "abcdabe", 1}, {"^(ab|cd)+$", "abce", 0},
+        {"<answer>\\s*-?\\d+\\s*</answer>", "so <answer> -12 </answer>", 1}, {"\\w+@\\w+\\.com", "mail bob@example.com now", 1},
+        {"^(a|)b$", "b", 1}, {"x(y(z)?)*$", "xyzyy", 1}, {"\\.", "a.b", 1}, {"\\.", "ab", 0}, {"[a\\]]+", "]]", 1},
+    };
+    int i;
+    for (i = 0; i < (int)(sizeof c / sizeof c[0]); i++)
+        CHECK(ft_regex_search(c[i].pat, c[i].text) == c[i].want, "/%s/ on \"%s\": want %d", c[i].pat, c[i].text, c[i].want);
+    CHECK(ft_regex_search("(ab", "ab") < 0 && strstr(ft_last_error(), "(ab"), "a bad pattern is an error: %s", ft_last_error());
+    CHECK(ft_regex_search("a{3,1}", "aaa") < 0, "a reversed count is an error");
+}
+
+TEST(reward_functions) {
+    ft_rollout r; int target = 10;
+    r = ro("The answer is 42.", "42");          CHECK(ft_reward_number(NULL, &r) == 1, "last number");
+    r = ro("7 + 5 = 12, so 12", "12");          CHECK(ft_reward_number(NULL, &r) == 1, "the last one counts");
+    r = ro("12 or maybe 13", "12");             CHECK(ft_reward_number(NULL, &r) == 0, "a later wrong number");
+    r = ro("it is -3.50", "-3.5");              CHECK(ft_reward_number(NULL, &r) == 1, "negative and decimal");
+    r = ro("no number", "1");                   CHECK(ft_reward_number(NULL, &r) == 0, "no number");
+    r = ro("<b>5</b>", NULL);                   CHECK(ft_reward_regex((void *)"^<b>\\d+</b>$", &r) == 1, "format match");
+    r = ro("short", NULL);                      CHECK(ft_reward_length(&target, &r) == 0, "within the length");
+    r = ro("twenty characters!!", NULL);        CHECK(fabsf(ft_reward_length(&target, &r) + 0.9f) < 1e-6f, "0.9 over: %g", ft_reward_length(&target, &r));
+}
+
+/* the toy task: the share of completion tokens with id % 4 == 0 */
+static float share_of_multiples(void *user, const ft_rollout *r) {
+    int64_t i, k = 0; (void)user;
+    for (i = 0; i < r->len; i++) k += r->ids[i] % 4 == 0;
+    return r->len ? (float)k / (float)r->len : 0.0f;
+}
+typedef struct { double first, last, kl; int64_t n; } trace;
+static int on_step(void *user, const ft_rl_step_info *s) {      /* means of the first and last 5 steps */
+    trace *t = (trace *)user;
+    if (s->step <= 5) t->first += s->st.reward / 5;
+    if (s->step > s->steps - 5) t->last += s->st.reward / 5;
+    t->kl = s->st.kl; t->n = s->step;
+    return 0;
+}
+
+static void run(ft_rl_algo algo) {
+    ft_model *m; ft_peft *p; ft_ctx *ctx; ft_dataset *d = &DATA; ft_lora_opts lo; ft_rl_opts o; ft_ctx_opts co; trace t;
+    ft_reward_term rw; double mean = 0, solved = 0, before = 0;
+    CHECK_OK(ft_model_load(&m, MODEL, NULL));
+    memset(&co, 0, sizeof co); co.n_threads = 2;
+    ft_ctx_init(&ctx, &co);
+    memset(&lo, 0, sizeof lo); lo.r = 8; lo.alpha = 16; lo.reward_head = algo == FT_RL_PPO;   /* PPO: the value head */
+    CHECK_OK(ft_lora_attach(&p, m, &lo));
+    rw.fn = share_of_multiples; rw.user = NULL; rw.weight = 1;
+    CHECK_OK(ft_eval_rl(ctx, m, d, 8, &rw, 1, 1.0f, 0, &before, NULL));
+    memset(&o, 0, sizeof o); memset(&t, 0, sizeof t);
+    o.algo = algo; o.steps = 60; o.prompts = 4; o.group = 4; o.max_new = 8; o.lr = 5e-3f; o.seed = 5;
+    o.iterations = 2; o.grpo.beta = 0.04f; o.grpo.epsilon_high = 0.28f;
+    if (algo == FT_RL_PPO) { o.prompts = 16; o.iterations = 4; }   /* one completion per prompt: as many rollouts as GRPO */
+    o.rewards = &rw; o.n_rewards = 1; o.on_step = on_step; o.user = &t;
+    CHECK_OK(ft_train_rl(ctx, m, ft_peft_params(p), d, &o));
+    CHECK_OK(ft_eval_rl(ctx, m, d, 8, &rw, 1, 1.0f, 0, &mean, &solved));
+    printf("    %s: sampled reward %.2f (first 5 steps) -> %.2f (last 5 of %lld), kl %.3f; greedy %.2f -> %.2f, all-multiples %.0f%%\n",
+           algo == FT_RL_GRPO ? "grpo" : "ppo ", t.first, t.last, (long long)t.n, t.kl, before, mean, 100 * solved);
+    CHECK(t.n == 60, "%lld steps", (long long)t.n);
+    CHECK(mean >= 0.9, "greedy reward %.2f after training (optimum 1)", mean);
+    CHECK(t.last >= 0.8 && t.last > t.first + 0.3, "sampled reward %.2f -> %.2f", t.first, t.last);
+    ft_peft_free(p); ft_ctx_free(ctx); ft_model_free(m);
+}
+TEST(grpo_toy_task) { run(FT_RL_GRPO); }
+TEST(ppo_toy_task) { run(FT_RL_PPO); }
+
+int main(void) {
+    int i, j;
+    RUN(regex);
+    RUN(reward_functions);
+    if (!tiny_model_write(MODEL, FT_TYPE_F32, 21)) { printf("FAIL - cannot write %s\n", MODEL); return 1; }
+    for (i = 0; i < 16; i++) {                 /* prompts of 3 to 5 arbitrary tokens */
+        for (j = 0; j < 5; j++) PROMPTS[i][j] = (int32_t)((i * 7 + j * 13 + 1) % TINY_V);
+        EX[i].ids = PROMPTS[i]; EX[i].n = EX[i].prompt_len = 3 + i % 3;
+    }
+    RUN(grpo_toy_task);
+    RUN(ppo_toy_task);
+    remove(MODEL);
+    return ft_test_summary("test_rl");
+}
