@@ -2,6 +2,7 @@
      ft info     MODEL.gguf [--all]
      ft generate -m MODEL.gguf -p PROMPT [-n 64] [--temp 0] [--top-k K] [--top-p P] [--seed 1] [--chat] [--threads N]
    Every failure prints the library's message (file, offset or line) and exits non-zero. */
+#define _POSIX_C_SOURCE 200809L          /* clock_gettime: wall-clock progress and ETA */
 #define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include <stdio.h>
@@ -164,7 +165,9 @@ static int cmd_generate(int argc, char **argv) {
 /* ---- options shared by train and eval: --flags, or key = value lines of a --config file ------------- */
 typedef struct opts {
     const char *model, *method, *objective, *data, *eval, *out, *lora, *schedule, *targets, *config;
-    const char *placement, *act, *prompt_init, *prompt_text, *freeze, *general;
+    const char *placement, *act, *prompt_init, *prompt_text, *freeze, *general, *reward, *loss_type, *scale_rewards;
+    double temperature, top_p, epsilon, epsilon_high, kl_beta, kl_coef;
+    int64_t group, prompts, iterations;
     int bottleneck, virtual_tokens, prefix_hidden, rslora;
     int64_t steps, batch, seq_len, warmup, eval_every, save_every, log_every, eval_gen, max_new;
     int epochs, rank, grad_accum, threads, resume, pack, train_on_prompt, skip_bad;
@@ -179,6 +182,7 @@ static void opts_default(opts *o) {
     memset(o, 0, sizeof *o);
     o->method = "lora"; o->objective = "sft"; o->schedule = "cosine"; o->targets = "all";
     o->placement = "houlsby"; o->act = "relu"; o->prompt_init = "random"; o->bottleneck = 64; o->virtual_tokens = 20;
+    o->temperature = 1.0; o->epsilon = 0.2; o->loss_type = "dapo"; o->scale_rewards = "group"; o->kl_coef = 0.05;
     o->steps = 0; o->epochs = 1; o->batch = 8; o->seq_len = 256; o->rank = 16; o->alpha = 32; o->lr = 2e-4;
     o->grad_accum = 1; o->warmup = 0; o->max_grad_norm = 1.0; o->seed = 1; o->eval_every = 0; o->save_every = 50;
     o->log_every = 10; o->eval_gen = 100; o->max_new = 32; o->skip_bad = 0;
@@ -192,6 +196,9 @@ static int opts_set(opts *o, const char *k, const char *v) {
     S("model", model) S("m", model) S("method", method) S("objective", objective) S("data", data) S("eval", eval)
     S("out", out) S("o", out) S("lora", lora) S("schedule", schedule) S("targets", targets)
     S("placement", placement) S("act", act) S("prompt-init", prompt_init) S("prompt-text", prompt_text) S("freeze", freeze) S("eval-general", general)
+    S("reward", reward) S("loss-type", loss_type) S("scale-rewards", scale_rewards)
+    D("temperature", temperature) D("top-p", top_p) D("epsilon", epsilon) D("epsilon-high", epsilon_high) D("kl-beta", kl_beta) D("kl-coef", kl_coef)
+    I("group", group) I("prompts", prompts) I("iterations", iterations)
     I("bottleneck", bottleneck) I("virtual-tokens", virtual_tokens) I("prefix-hidden", prefix_hidden) I("rslora", rslora)
     I("steps", steps) I("batch", batch) I("seq-len", seq_len) I("warmup", warmup) I("eval-every", eval_every)
     I("save-every", save_every) I("log-every", log_every) I("eval-gen", eval_gen) I("max-new", max_new)
@@ -272,6 +279,9 @@ static void opts_write(const opts *o, FILE *f) {
             o->targets, (unsigned long long)o->seed, o->threads);
     fprintf(f, "rslora = %d\nbottleneck = %d\nplacement = %s\nact = %s\nvirtual-tokens = %d\nprefix-hidden = %d\nprompt-init = %s\n",
             o->rslora, o->bottleneck, o->placement, o->act, o->virtual_tokens, o->prefix_hidden, o->prompt_init);
+    if (o->reward) fprintf(f, "reward = %s\ngroup = %lld\nprompts = %lld\niterations = %lld\ntemperature = %g\ntop-p = %g\nepsilon = %g\nepsilon-high = %g\n"
+                              "kl-beta = %g\nkl-coef = %g\nloss-type = %s\nscale-rewards = %s\n", o->reward, (long long)o->group, (long long)o->prompts,
+                              (long long)o->iterations, o->temperature, o->top_p, o->epsilon, o->epsilon_high, o->kl_beta, o->kl_coef, o->loss_type, o->scale_rewards);
     if (o->prompt_text) fprintf(f, "prompt-text = %s\n", o->prompt_text);
     if (o->general) fprintf(f, "eval-general = %s\n", o->general);
     if (o->freeze) fprintf(f, "freeze = %s\n", o->freeze);
@@ -371,6 +381,112 @@ static int evaluate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, const ft_data
     return 0;
 }
 
+/* ---- ft train --objective grpo|ppo: prompts in, rewards from verifiable checks or a reward model --- */
+typedef struct rl_run { const opts *o; FILE *metrics; int tty; double *xs, *ys; int64_t n, cap; } rl_run;
+static int rl_on_step(void *user, const ft_rl_step_info *s) {
+    rl_run *r = (rl_run *)user;
+    if (r->n == r->cap) {
+        r->cap = r->cap ? 2 * r->cap : 256;
+        r->xs = (double *)realloc(r->xs, (size_t)r->cap * sizeof(double)); r->ys = (double *)realloc(r->ys, (size_t)r->cap * sizeof(double));
+    }
+    r->xs[r->n] = (double)s->step; r->ys[r->n++] = s->st.reward;
+    fprintf(r->metrics, "{\"step\": %lld, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, \"reward\": %.6f, \"reward_std\": %.6f, "
+            "\"kl\": %.6f, \"completion_length\": %.3f, \"clip_ratio/region_mean\": %.5f, \"frac_reward_zero_std\": %.4f, "
+            "\"pg_loss\": %.6f, \"vf_loss\": %.6f, \"pg_clipfrac\": %.5f, \"objective/entropy\": %.4f, \"objective/rlhf_reward\": %.6f}\n",
+            (long long)s->step, s->loss, s->lr, s->grad_norm, s->st.reward, s->st.reward_std, s->st.kl, s->st.completion_len, s->st.clip_region,
+            s->st.frac_reward_zero_std, s->st.pg_loss, s->st.vf_loss, s->st.pg_clipfrac, s->st.entropy, s->st.rlhf_reward);
+    fflush(r->metrics);
+    if (r->tty || s->step % r->o->log_every == 0 || s->step == s->steps)
+        fprintf(stderr, "%sstep %lld/%lld  reward %.3f (std %.3f)  kl %.4f  len %.1f  loss %.4f  ETA %dm%02ds%s", r->tty ? "\r" : "", (long long)s->step,
+                (long long)s->steps, s->st.reward, s->st.reward_std, s->st.kl, s->st.completion_len, s->loss, (int)(s->eta_s / 60), (int)s->eta_s % 60,
+                r->tty && s->step != s->steps ? "   " : "\n");
+    return 0;
+}
+
+/* --reward number,length:N,rm:ADAPTER.gguf,regex:PATTERN: terms, each optionally *WEIGHT (e.g.
+   number*1,length:200*0.1); a regex takes the rest of the list (it may hold commas and stars) */
+static int parse_rewards(const char *spec, const char *model_path, int threads, ft_reward_term *t, int cap, ft_rm_scorer *rm, int *len_target) {
+    char item[1024]; const char *p = spec; int n = 0;
+    while (*p && n < cap) {
+        const char *e = strncmp(p, "regex:", 6) == 0 ? p + strlen(p) : strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p); char *star; float w = 1;
+        if (len >= sizeof item) { fprintf(stderr, "ft: --reward item too long\n"); return -1; }
+        memcpy(item, p, len); item[len] = 0;
+        p += len; if (*p == ',') p++;
+        t[n].weight = 1; t[n].user = NULL;
+        if (strncmp(item, "regex:", 6) == 0) { t[n].fn = ft_reward_regex; t[n].user = (void *)(spec + (p - spec) - len + 6); n++; continue; }
+        if ((star = strrchr(item, '*'))) { w = (float)strtod(star + 1, NULL); *star = 0; }
+        t[n].weight = w;
+        if (strcmp(item, "number") == 0) t[n].fn = ft_reward_number;
+        else if (strncmp(item, "length:", 7) == 0) { *len_target = atoi(item + 7); t[n].fn = ft_reward_length; t[n].user = len_target; }
+        else if (strncmp(item, "rm:", 3) == 0) {
+            ft_peft *rp; ft_ctx_opts co;
+            if (ft_model_load(&rm->model, model_path, NULL) != FT_OK || ft_peft_attach_gguf(&rp, rm->model, item + 3) != FT_OK) return -fail("train --reward rm:");
+            if (!ft_peft_reward_head(rp)) { fprintf(stderr, "ft: %s has no reward head (train it with --objective rm)\n", item + 3); return -1; }
+            memset(&co, 0, sizeof co); co.n_threads = threads;
+            if (ft_ctx_init(&rm->ctx, &co) != FT_OK) return -fail("train");
+            t[n].fn = ft_reward_model; t[n].user = rm;
+        } else { fprintf(stderr, "ft: unknown reward '%s' (number, length:N, rm:ADAPTER.gguf, regex:PATTERN)\n", item); return -1; }
+        n++;
+    }
+    return n;
+}
+
+static int train_rl(ft_ctx *ctx, ft_model *m, ft_peft *p, const ft_dataset *train, const ft_dataset *ev, const opts *o, const ft_peft_opts *po) {
+    ft_reward_term rw[8]; ft_rm_scorer rm; int nr, len_target = 0; ft_rl_opts ro; rl_run rr; char path[2048]; double r0 = 0, s0 = 0, r1 = 0, s1 = 0;
+    int is_ppo = strcmp(o->objective, "ppo") == 0; ft_result r; float full = 1;
+    memset(&rm, 0, sizeof rm);
+    if ((nr = parse_rewards(o->reward, o->model, o->threads, rw, 8, &rm, &len_target)) <= 0) return 1;
+    { int k; full = 0; for (k = 0; k < nr; k++) if (rw[k].fn != ft_reward_length) full += rw[k].weight; }
+    if (ft_dataset_format(train) != FT_DATA_PROMPT) { fprintf(stderr, "ft: %s: RL needs prompt data ({\"prompt\", \"answer\"})\n", o->data); return 1; }
+    if (ev) {
+        ft_peft_set_enabled(p, 0);
+        if (ft_eval_rl(ctx, m, ev, (int)o->max_new, rw, nr, full, o->eval_gen, &r0, &s0) != FT_OK) return fail("eval");
+        ft_peft_set_enabled(p, 1);
+        fprintf(stderr, "ft: before: mean reward %.3f, full reward on %.1f%% of %s\n", r0, 100 * s0, o->eval);
+    }
+    memset(&ro, 0, sizeof ro);
+    ro.algo = is_ppo ? FT_RL_PPO : FT_RL_GRPO; ro.steps = o->steps ? o->steps : 50; ro.prompts = o->prompts ? o->prompts : 4;
+    ro.group = o->group ? o->group : 4; ro.max_new = (int)o->max_new; ro.iterations = (int)o->iterations;
+    ro.sample.temperature = (float)o->temperature; ro.sample.top_p = (float)o->top_p;
+    ro.lr = (float)o->lr; ro.sched = strcmp(o->schedule, "linear") == 0 ? FT_SCHED_LINEAR : strcmp(o->schedule, "cosine") == 0 ? FT_SCHED_COSINE : FT_SCHED_CONSTANT;
+    ro.warmup = o->warmup; ro.optim.weight_decay = (float)o->weight_decay; ro.max_grad_norm = (float)o->max_grad_norm;
+    ro.grpo.beta = (float)o->kl_beta; ro.grpo.epsilon = (float)o->epsilon; ro.grpo.epsilon_high = (float)o->epsilon_high;
+    ro.grpo.agg = strcmp(o->loss_type, "grpo") == 0 ? FT_GRPO_AGG_GRPO : strcmp(o->loss_type, "bnpo") == 0 ? FT_GRPO_AGG_BNPO :
+                  strcmp(o->loss_type, "dr_grpo") == 0 ? FT_GRPO_AGG_DR_GRPO : FT_GRPO_AGG_DAPO;
+    ro.scale = strcmp(o->scale_rewards, "batch") == 0 ? FT_ADV_BATCH : strcmp(o->scale_rewards, "none") == 0 ? FT_ADV_NONE : FT_ADV_GROUP;
+    ro.ppo.kl_coef = (float)o->kl_coef;
+    ro.rewards = rw; ro.n_rewards = nr; ro.seed = o->seed;
+    memset(&rr, 0, sizeof rr); rr.o = o; rr.tty = isatty(2);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", o->out);
+    if (!(rr.metrics = fopen(path, "w"))) { fprintf(stderr, "ft: %s: cannot write\n", path); return 1; }
+    ro.on_step = rl_on_step; ro.user = &rr;
+    r = ft_train_rl(ctx, m, ft_peft_params(p), train, &ro);
+    fclose(rr.metrics);
+    if (r != FT_OK) return fail("train");
+    snprintf(path, sizeof path, "%s/adapter.gguf", o->out);
+    if (po->method == FT_PEFT_LORA && !po->lora.dora && !po->reward_head) { if (ft_lora_save_gguf(p, path) != FT_OK) return fail("train"); }
+    else if (ft_peft_save_gguf(p, path) != FT_OK) return fail("train");
+    if (po->method == FT_PEFT_LORA) {
+        snprintf(path, sizeof path, "%s/peft", o->out);
+        if (ft_lora_save_peft(p, path, ft_model_config_get(m)->arch_name) != FT_OK) return fail("train");
+    }
+    {
+        ft_plot_series ser; ser.name = "reward"; ser.x = rr.xs; ser.y = rr.ys; ser.n = rr.n;
+        snprintf(path, sizeof path, "%s/reward.svg", o->out);
+        if (rr.n && ft_svg_plot(path, "mean reward of the sampled completions", "step", "reward", &ser, 1) != FT_OK) return fail("train");
+    }
+    fprintf(stderr, "ft: %lld %s steps; wrote %s/{adapter.gguf,metrics.jsonl,reward.svg,config}\n", (long long)ro.steps, o->objective, o->out);
+    if (ev) {
+        if (ft_eval_rl(ctx, m, ev, (int)o->max_new, rw, nr, full, o->eval_gen, &r1, &s1) != FT_OK) return fail("eval");
+        printf("\n| %-26s | %10s | %10s |\n|%s|%s|%s|\n", o->eval, "before", "after", "----------------------------", "------------", "------------");
+        printf("| %-26s | %10.4f | %10.4f |\n| %-26s | %9.1f%% | %9.1f%% |\n", "mean reward (greedy)", r0, r1, "full reward (greedy)", 100 * s0, 100 * s1);
+    }
+    free(rr.xs); free(rr.ys);
+    if (rm.model) { ft_ctx_free(rm.ctx); ft_model_free(rm.model); }
+    return 0;
+}
+
 static ft_peft_method method_of(const char *s) {
     return strcmp(s, "adapter") == 0 ? FT_PEFT_ADAPTER : strcmp(s, "prefix") == 0 ? FT_PEFT_PREFIX : strcmp(s, "prompt") == 0 ? FT_PEFT_PROMPT :
            strcmp(s, "ia3") == 0 ? FT_PEFT_IA3 : strcmp(s, "full") == 0 ? FT_PEFT_FULL : FT_PEFT_LORA;
@@ -390,10 +506,11 @@ static int cmd_train(int argc, char **argv) {
         if (!ok) { fprintf(stderr, "ft train: unknown --method %s (lora, qlora, dora, adapter, prefix, prompt, ia3, full)\n", o.method); return 2; }
     }
     {
-        static const char *objs[] = {"sft", "cpt", "dpo", "ipo", "hinge", "robust", "simpo", "orpo", "kto", "rm"};
+        static const char *objs[] = {"sft", "cpt", "dpo", "ipo", "hinge", "robust", "simpo", "orpo", "kto", "rm", "grpo", "ppo"};
         int k, ok = 0;
-        for (k = 0; k < 10; k++) ok |= strcmp(o.objective, objs[k]) == 0;
-        if (!ok) { fprintf(stderr, "ft train: unknown --objective %s (sft, cpt, dpo, ipo, hinge, robust, simpo, orpo, kto, rm)\n", o.objective); return 2; }
+        for (k = 0; k < 12; k++) ok |= strcmp(o.objective, objs[k]) == 0;
+        if (!ok) { fprintf(stderr, "ft train: unknown --objective %s (sft, cpt, dpo, ipo, hinge, robust, simpo, orpo, kto, rm, grpo, ppo)\n", o.objective); return 2; }
+        if (is_obj(&o, "grpo", "ppo", NULL) && !o.reward) { fprintf(stderr, "ft train: --objective %s needs --reward (number, regex:PATTERN, length:N, rm:ADAPTER.gguf)\n", o.objective); return 2; }
     }
 #if !defined(_WIN32)
     mkdir(o.out, 0755);
@@ -438,13 +555,19 @@ static int cmd_train(int argc, char **argv) {
     po.act = strcmp(o.act, "gelu") == 0 ? FT_ACT_GELU : strcmp(o.act, "silu") == 0 ? FT_ACT_SILU : strcmp(o.act, "tanh") == 0 ? FT_ACT_TANH : FT_ACT_RELU;
     po.n_virtual = o.virtual_tokens; po.prefix_hidden = o.prefix_hidden;
     po.prompt_init = strcmp(o.prompt_init, "vocab") == 0 ? FT_PROMPT_VOCAB : strcmp(o.prompt_init, "text") == 0 ? FT_PROMPT_TEXT : FT_PROMPT_RANDOM;
-    po.prompt_text = o.prompt_text; po.freeze = o.freeze; po.seed = o.seed; po.reward_head = strcmp(o.objective, "rm") == 0;
+    po.prompt_text = o.prompt_text; po.freeze = o.freeze; po.seed = o.seed;
+    po.reward_head = is_obj(&o, "rm", "ppo", NULL);        /* rm: the reward head; ppo: the value head */
     if (ft_peft_attach(&p, m, &po) != FT_OK) return fail("train");
     if (po.method == FT_PEFT_LORA) fprintf(stderr, "ft: %s r=%d alpha=%g on %s", o.method, o.rank, o.alpha, o.targets);
     else fprintf(stderr, "ft: %s", o.method);
     fprintf(stderr, ": %lld trainable parameters (%.2f%% of %lld)\n",
             (long long)ft_params_numel(ft_peft_params(p)), 100.0 * (double)ft_params_numel(ft_peft_params(p)) / (double)ft_model_config_get(m)->n_params,
             (long long)ft_model_config_get(m)->n_params);
+    if (is_obj(&o, "grpo", "ppo", NULL)) {
+        int rc = train_rl(ctx, m, p, train, ev, &o, &po);
+        ft_dataset_free(train); ft_dataset_free(ev); ft_peft_free(p); ft_ctx_free(ctx); ft_model_free(m); free(o.cfg_text);
+        return rc;
+    }
     snprintf(path, sizeof path, "%s/checkpoints/last.gguf", o.out);
     if (o.resume) { FILE *c = fopen(path, "rb"); have_ckpt = c != NULL; if (c) fclose(c); }
     if (ev && !have_ckpt) {                 /* before: the base model (a reward model: its untrained head) */
