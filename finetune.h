@@ -82,6 +82,13 @@
       softmax, log_softmax, silu, gelu, tanh, relu, sigmoid, logsigmoid, exp, log, swiglu,
       embedding, cross_entropy (ignore index), logprob (per-token log p of a target), clamp,
       minimum, maximum, where, dropout, concat, slice, reshape.
+      Gradient checkpointing: ft_ctx_set_checkpointing(ctx, 1) makes the model run each decoder
+      layer as a checkpointed segment (ft_checkpoint, usable for any segment whose output has its
+      input's shape): the forward keeps only the layer's input and output and gives the layer's
+      intermediates back to the arena at once; backward recomputes the layer (the same dropout
+      masks: the RNG state is replayed) and walks its sub-tape, one layer at a time. Gradients
+      are bit-identical to a run without it; activation memory drops from all layers' to one
+      layer's (ft_ctx_arena_peak measures it) for about one more forward pass of compute.
 
    5. Kernels and threads
       Each kernel has a scalar reference (always compiled: ft__*_ref) and SIMD versions for
@@ -260,6 +267,11 @@ FT_API ft_result ft_ctx_set_threads(ft_ctx *ctx, int n);
 FT_API ft_rng   *ft_ctx_rng(ft_ctx *ctx);
 FT_API size_t    ft_ctx_arena_used(const ft_ctx *ctx);
 FT_API size_t    ft_ctx_arena_capacity(const ft_ctx *ctx);
+FT_API size_t    ft_ctx_arena_peak(const ft_ctx *ctx);   /* most arena bytes in use at once since
+                                                            the last reset (overflow included)  */
+/* gradient checkpointing: the model keeps only each decoder layer's input and recomputes the
+   layer in backward (less activation memory, about one more forward). Returns the previous mode. */
+FT_API int       ft_ctx_set_checkpointing(ft_ctx *ctx, int enabled);
 FT_API size_t    ft_ctx_mallocs(const ft_ctx *ctx);  /* count of mallocs done by arena and tape */
 FT_API void      ft_log_message(ft_ctx *ctx, int level, const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
@@ -298,6 +310,7 @@ typedef enum ft_op {
     FT_OP_LOG, FT_OP_SWIGLU, FT_OP_EMBEDDING, FT_OP_CROSS_ENTROPY, FT_OP_LOGPROB, FT_OP_CLAMP,
     FT_OP_MINIMUM, FT_OP_MAXIMUM, FT_OP_WHERE, FT_OP_DROPOUT, FT_OP_CONCAT, FT_OP_SLICE,
     FT_OP_RESHAPE, FT_OP_LOG1MEXP,
+    FT_OP_CHECKPOINT,               /* a segment recomputed in backward (gradient checkpointing) */
     FT_OP_COUNT
 } ft_op;
 FT_API const char *ft_op_name(ft_op op);
@@ -375,6 +388,13 @@ FT_API ft_tensor *ft_view_rows(ft_ctx *ctx, ft_tensor *x, int64_t row0, int64_t 
 /* in-place (never differentiated through: they bump the version) */
 FT_API void       ft_scale_inplace(ft_tensor *x, float s);
 FT_API void       ft_add_inplace(ft_tensor *x, const ft_tensor *y);   /* same shape            */
+
+/* Gradient checkpointing of any segment: y = fn(ctx, user, x), y of x's shape, as one tape node.
+   fn's intermediates are given back as soon as it returns and recomputed in backward, with the
+   RNG state of the forward. fn may read x, its arena copy of the `bytes` at user, the RNG and
+   tensors made before the call (not written in place until backward). */
+typedef ft_tensor *(*ft_segment_fn)(ft_ctx *ctx, void *user, ft_tensor *x);
+FT_API ft_tensor *ft_checkpoint(ft_ctx *ctx, ft_segment_fn fn, const void *user, size_t bytes, ft_tensor *x);
 
 /* Walk the tape from a scalar loss (seed gradient 1) or any tensor with seed gradient dy. */
 FT_API ft_result  ft_backward(ft_ctx *ctx, ft_tensor *loss);
@@ -1368,13 +1388,18 @@ FT_API float ft_rng_normal(ft_rng *r) {
 /* ---- the per-step arena -----------------------------------------------------------------------
    A bump allocator over one block. What does not fit goes to overflow blocks; the next reset
    frees them and regrows the main block to the high-water mark, so from the second step on a
-   training loop allocates nothing. */
+   training loop allocates nothing. A mark taken with ft__arena_mark_get can be rewound to
+   (LIFO): everything allocated after it is given back, overflow blocks included (gradient
+   checkpointing drops a segment's intermediates this way). */
 typedef struct ft__arena {
     unsigned char *base;
-    size_t cap, used, peak;
-    void **extra; int n_extra, cap_extra;   /* overflow blocks of this step                  */
-    size_t extra_bytes;
+    size_t cap, used;
+    size_t peak;                            /* most bytes live at once this step (main + overflow) */
+    void **extra; int n_extra, cap_extra;   /* overflow blocks live now                      */
+    size_t extra_bytes;                     /* their bytes                                   */
+    int overflowed;                         /* an overflow block was needed this step        */
 } ft__arena;
+typedef struct ft__arena_mark { size_t used, extra_bytes; int n_extra; } ft__arena_mark;
 
 typedef struct ft__node ft__node;
 
@@ -1383,6 +1408,7 @@ struct ft_ctx {
     ft__arena arena;
     ft__node *tape; int n_tape, cap_tape;
     int       grad_enabled;
+    int       checkpointing;        /* ft_ctx_set_checkpointing: recompute segments in backward */
     int       backward_done;
     ft_result status;
     ft_rng    rng;
@@ -1397,7 +1423,7 @@ static void *ft__arena_alloc(ft_ctx *ctx, size_t bytes) {
     if (bytes == 0) bytes = 1;
     if (a->base && off <= a->cap && bytes <= a->cap - off) {
         a->used = off + bytes;
-        if (a->used > a->peak) a->peak = a->used;
+        if (a->used + a->extra_bytes > a->peak) a->peak = a->used + a->extra_bytes;
         return a->base + off;
     }
     if (a->n_extra == a->cap_extra) {
@@ -1411,22 +1437,37 @@ static void *ft__arena_alloc(ft_ctx *ctx, size_t bytes) {
     ctx->mallocs++;
     a->extra[a->n_extra++] = p;
     a->extra_bytes += bytes + FT__ALIGN;
+    a->overflowed = 1;
+    if (a->used + a->extra_bytes > a->peak) a->peak = a->used + a->extra_bytes;
     return p;
+}
+
+static ft__arena_mark ft__arena_mark_get(const ft_ctx *ctx) {
+    ft__arena_mark mk;
+    mk.used = ctx->arena.used; mk.extra_bytes = ctx->arena.extra_bytes; mk.n_extra = ctx->arena.n_extra;
+    return mk;
+}
+/* give back everything allocated since mk (the peak keeps what it saw) */
+static void ft__arena_rewind(ft_ctx *ctx, const ft__arena_mark *mk) {
+    ft__arena *a = &ctx->arena;
+    while (a->n_extra > mk->n_extra) ft__aligned_free(a->extra[--a->n_extra]);
+    a->extra_bytes = mk->extra_bytes;
+    a->used = mk->used;
 }
 
 static void ft__arena_reset(ft_ctx *ctx) {
     ft__arena *a = &ctx->arena;
     int i;
     for (i = 0; i < a->n_extra; i++) ft__aligned_free(a->extra[i]);
-    a->n_extra = 0;
-    if (a->extra_bytes) {                   /* grow the main block to the high-water mark    */
-        size_t want = a->peak + a->extra_bytes;
+    a->n_extra = 0; a->extra_bytes = 0;
+    if (a->overflowed) {                    /* grow the main block to the high-water mark    */
+        size_t want = a->peak;
         want += want / 2;                   /* head room: steps differ in size (padding)     */
         ft__aligned_free(a->base);
         a->base = FT__CAST(unsigned char *, ft__aligned_alloc(want));
         a->cap = a->base ? want : 0;
         ctx->mallocs++;
-        a->extra_bytes = 0;
+        a->overflowed = 0;
     }
     a->used = 0; a->peak = 0;
 }
@@ -1504,6 +1545,8 @@ FT_API ft_result ft_ctx_set_threads(ft_ctx *ctx, int n) {
 FT_API ft_rng *ft_ctx_rng(ft_ctx *ctx) { return &ctx->rng; }
 FT_API size_t ft_ctx_arena_used(const ft_ctx *ctx) { return ctx->arena.used; }
 FT_API size_t ft_ctx_arena_capacity(const ft_ctx *ctx) { return ctx->arena.cap; }
+FT_API size_t ft_ctx_arena_peak(const ft_ctx *ctx) { return ctx->arena.peak; }
+FT_API int ft_ctx_set_checkpointing(ft_ctx *ctx, int enabled) { int old = ctx->checkpointing; ctx->checkpointing = enabled != 0; return old; }
 FT_API size_t ft_ctx_mallocs(const ft_ctx *ctx) { return ctx->mallocs; }
 
 /* record the first op error of this step and return NULL (ops propagate NULL) */
@@ -2793,7 +2836,8 @@ FT_API const char *ft_op_name(ft_op op) {
         "none", "matmul", "add", "sub", "mul", "scale", "sum", "mean", "rmsnorm", "layernorm",
         "rope", "attention", "softmax", "log_softmax", "silu", "gelu", "tanh", "relu", "sigmoid",
         "logsigmoid", "exp", "log", "swiglu", "embedding", "cross_entropy", "logprob", "clamp",
-        "minimum", "maximum", "where", "dropout", "concat", "slice", "reshape", "log1mexp"
+        "minimum", "maximum", "where", "dropout", "concat", "slice", "reshape", "log1mexp",
+        "checkpoint"
     };
     return op >= 0 && op < FT_OP_COUNT ? names[op] : "?";
 }
@@ -3627,6 +3671,7 @@ FT_API void ft_add_inplace(ft_tensor *x, const ft_tensor *y) {
 }
 
 /* ---- the backward pass ------------------------------------------------------------------------------------------ */
+static void ft__checkpoint_backward(ft_ctx *ctx, ft__node *nd);
 typedef void (*ft__backward_fn)(ft_ctx *ctx, ft__node *nd);
 static ft__backward_fn ft__backward_of(ft_op op) {
     switch (op) {
@@ -3647,13 +3692,16 @@ static ft__backward_fn ft__backward_of(ft_op op) {
     case FT_OP_DROPOUT: return ft__dropout_backward;
     case FT_OP_CONCAT: return ft__concat_backward;
     case FT_OP_SLICE: return ft__slice_backward;
+    case FT_OP_CHECKPOINT: return ft__checkpoint_backward;
     default: return NULL;
     }
 }
 
-static ft_result ft__run_backward(ft_ctx *ctx) {
+/* nodes [lo, hi) in reverse. Re-entrant: a node's backward may append nodes past hi and run
+   this on them (a checkpoint's recomputation), so a node is found by its index each time. */
+static ft_result ft__backward_range(ft_ctx *ctx, int lo, int hi) {
     int i, k;
-    for (i = ctx->n_tape - 1; i >= 0 && ctx->status == FT_OK; i--) {
+    for (i = hi - 1; i >= lo && ctx->status == FT_OK; i--) {
         ft__node *nd = &ctx->tape[i];
         if (!nd->out->grad) continue;                           /* not on the loss's path */
         for (k = 0; k < 3; k++)
@@ -3664,6 +3712,11 @@ static ft_result ft__run_backward(ft_ctx *ctx) {
             return ft_set_error(FT_ERR_INPLACE, "backward: the output of %s was modified in place", ft_op_name(nd->op));
         if (ft__backward_of(nd->op)) ft__backward_of(nd->op)(ctx, nd);
     }
+    return ctx->status;
+}
+static ft_result ft__run_backward(ft_ctx *ctx) {
+    ft_result r = ft__backward_range(ctx, 0, ctx->n_tape);
+    if (r != FT_OK && ctx->status == FT_OK) return r;          /* in place: nothing was run */
     ctx->backward_done = 1;
     return ctx->status;
 }
@@ -3686,6 +3739,119 @@ FT_API ft_result ft_backward(ft_ctx *ctx, ft_tensor *loss) {
 }
 FT_API int ft_tape_length(const ft_ctx *ctx) { return ctx->n_tape; }
 FT_API ft_op ft_tape_op(const ft_ctx *ctx, int i) { return i >= 0 && i < ctx->n_tape ? ctx->tape[i].op : FT_OP_NONE; }
+
+/* ---- gradient checkpointing ------------------------------------------------------------------------------------
+   y = ft_checkpoint(ctx, fn, user, bytes, x) computes y = fn(ctx, user, x) as ONE tape node. The
+   forward runs fn, copies its output (x's shape) into a tensor allocated before fn ran, then drops
+   fn's tape nodes and rewinds the arena to where it was: the segment's intermediates are given
+   back, only x (made before) and the output stay. Backward runs fn again on the same x with the
+   RNG state of the forward (dropout draws the same masks) and its tape on, runs that sub-tape's
+   backward from the node's output gradient (gradients land in x and in the parameters as they
+   would without checkpointing: the same operations in the same order, so bit for bit the same),
+   then drops the recomputation the same way before the walk moves on to the previous node.
+   fn may read x, its copy of the `bytes` of user, the RNG and tensors made before the call;
+   tensors it reads must not be written in place before backward (their versions are checked as
+   the tape checks them). Tensors from outside the segment other than x and parameters that need
+   a gradient get it too (at most FT__CKPT_MAX_EXT of them). In no-grad mode the segment just
+   gives its intermediates back. */
+#define FT__CKPT_MAX_EXT 8
+typedef struct ft__ckpt {
+    ft_segment_fn fn;
+    void      *user;                /* arena copy of the caller's bytes                          */
+    ft_rng     rng;                 /* the context's RNG when the forward ran fn                 */
+    int        n_nodes;             /* length of fn's sub-tape                                   */
+    uint64_t   versions;            /* sum of the versions of the sub-tape's inputs              */
+    ft_tensor *ext[FT__CKPT_MAX_EXT]; int n_ext;   /* outside tensors needing a gradient buffer  */
+} ft__ckpt;
+
+/* the sub-tape [lo, hi) run on x: the sum of its inputs' versions into ck->versions, and the
+   inputs from outside it (not x) that need a gradient and have no buffer yet into ck->ext;
+   returns 0 when there are more than FT__CKPT_MAX_EXT of those */
+static int ft__segment_scan(ft_ctx *ctx, int lo, int hi, const ft_tensor *x, ft__ckpt *ck) {
+    int i, j, k, ok = 1;
+    ck->versions = 0; ck->n_ext = 0;
+    for (i = lo; i < hi; i++) {
+        ft__node *nd = &ctx->tape[i];
+        ft_tensor *in[3 + FT__CKPT_MAX_EXT]; int n = 3;
+        in[0] = nd->in[0]; in[1] = nd->in[1]; in[2] = nd->in[2];
+        if (nd->op == FT_OP_ATTENTION && nd->s0) {              /* prefix keys and values */
+            ft_tensor **pre = FT__CAST(ft_tensor **, FT__CAST(void *, nd->s0));
+            in[n++] = pre[0]; in[n++] = pre[1];
+        } else if (nd->op == FT_OP_CHECKPOINT) {                 /* a nested segment's own */
+            const ft__ckpt *inner = FT__CAST(const ft__ckpt *, nd->extra);
+            for (k = 0; k < inner->n_ext && n < 3 + FT__CKPT_MAX_EXT; k++) in[n++] = inner->ext[k];
+            ck->versions += inner->versions;
+        }
+        for (k = 0; k < n; k++) {
+            ft_tensor *t = in[k]; int seen = 0;
+            if (!t) continue;
+            ck->versions += ft__version(t);
+            if (t == x || !ft__wants(t) || t->grad) continue;
+            for (j = lo; j < i && !seen; j++) seen = ctx->tape[j].out == t;       /* made inside */
+            for (j = 0; j < ck->n_ext && !seen; j++) seen = ck->ext[j] == t;
+            if (seen) continue;
+            if (ck->n_ext == FT__CKPT_MAX_EXT) ok = 0;
+            else ck->ext[ck->n_ext++] = t;
+        }
+    }
+    return ok;
+}
+
+FT_API ft_tensor *ft_checkpoint(ft_ctx *ctx, ft_segment_fn fn, const void *user, size_t bytes, ft_tensor *x) {
+    ft__ckpt *ck; ft_tensor *out, *y; ft__arena_mark mk; ft__node *nd; int t0, made = 0, j;
+    FT__IN(x); FT__F32(ctx, x, "checkpoint");
+    out = ft__like(ctx, x); FT__IN(out);
+    ck = FT__CAST(ft__ckpt *, ft__arena_alloc(ctx, sizeof *ck));
+    if (!ck || !(ck->user = ft__arena_alloc(ctx, bytes))) return ft__fail(ctx, FT_ERR_NOMEM, "checkpoint: arena out of memory");
+    if (bytes) memcpy(ck->user, user, bytes);
+    ck->fn = fn; ck->rng = ctx->rng;
+    mk = ft__arena_mark_get(ctx); t0 = ctx->n_tape;
+    y = fn(ctx, ck->user, x);
+    if (y && (y->type != FT_TYPE_F32 || !ft_same_shape(y, x))) y = ft__fail(ctx, FT_ERR_SHAPE, "checkpoint: a segment must give a tensor of its input's shape");
+    for (j = t0; y && j < ctx->n_tape && !made; j++) made = ctx->tape[j].out == y;
+    if (y && made && ft__wants(y)) {                  /* y depends on the sub-tape: keep one node */
+        ck->n_nodes = ctx->n_tape - t0;
+        if (!ft__segment_scan(ctx, t0, ctx->n_tape, x, ck)) {
+            y = ft__fail(ctx, FT_ERR_UNSUPPORTED, "checkpoint: more than %d tensors from outside a segment need gradients", FT__CKPT_MAX_EXT);
+            made = 0;
+        }
+    } else made = 0;
+    if (y && (made || !ft__wants(y))) memcpy(out->data, y->data, (size_t)ft_numel(y) * sizeof(float));
+    else out = y;                                     /* NULL, or x / a tensor from before */
+    ctx->n_tape = t0;
+    ft__arena_rewind(ctx, &mk);
+    if (made && (nd = ft__record_x(ctx, FT_OP_CHECKPOINT, out, x, NULL, NULL, 1)) != NULL) nd->extra = ck;
+    return out;
+}
+
+static void ft__checkpoint_backward(ft_ctx *ctx, ft__node *nd) {
+    ft__ckpt *ck = FT__CAST(ft__ckpt *, nd->extra), again;     /* nd moves if the tape grows */
+    ft_tensor *x = nd->in[0], *out = nd->out, *y;
+    ft_rng rng = ctx->rng; ft__arena_mark mk; int t0 = ctx->n_tape, old, i;
+    if (ft__wants(x) && !ft__grad(ctx, x)) return;            /* gradients that outlive it: */
+    for (i = 0; i < ck->n_ext; i++) if (!ft__grad(ctx, ck->ext[i])) return;     /* before the mark */
+    mk = ft__arena_mark_get(ctx);
+    ctx->rng = ck->rng; old = ctx->grad_enabled; ctx->grad_enabled = 1;
+    y = ck->fn(ctx, ck->user, x);
+    ctx->grad_enabled = old; ctx->rng = rng;
+    if (y && ctx->status == FT_OK) {
+        memset(&again, 0, sizeof again);
+        ft__segment_scan(ctx, t0, ctx->n_tape, x, &again);
+        if (again.versions != ck->versions)
+            ft__fail(ctx, FT_ERR_INPLACE, "backward: a tensor read by a checkpointed segment was modified in place after the forward");
+        else if (ctx->n_tape - t0 != ck->n_nodes || !ft__wants(y) || !ft_same_shape(y, out))
+            ft__fail(ctx, FT_ERR_STATE, "backward: the recomputation of a checkpointed segment differs from its forward");
+        else {
+            ft_result r;
+            if (!y->view_of && !y->grad) y->grad = out->grad;  /* seed: the node's output gradient */
+            else if (ft__grad(ctx, y)) ft__vec_axpy(ft_numel(y), 1.0f, out->grad, y->grad);
+            r = ft__backward_range(ctx, t0, ctx->n_tape);
+            if (r != FT_OK && ctx->status == FT_OK) ctx->status = r;
+        }
+    }
+    ctx->n_tape = t0;
+    ft__arena_rewind(ctx, &mk);
+}
 
 
 /* ============================================================================================
@@ -6358,16 +6524,50 @@ static ft_tensor *ft__linear(ft_ctx *ctx, ft_model *m, ft_tensor *x, ft_tensor *
     return bias ? ft_add(ctx, y, bias) : y;
 }
 
+/* one decoder layer on h (B, T, C): everything it reads besides h */
+typedef struct ft__layer_args {
+    ft_model *m; int64_t l, B, T, row0;
+    const int32_t *p; const int64_t *qoff;  /* positions (B*T); cache offsets (B) with kv     */
+    ft_kv_cache *kv;
+    ft_attn_opts ao;
+} ft__layer_args;
+static ft_tensor *ft__model_layer(ft_ctx *ctx, void *user, ft_tensor *h) {
+    const ft__layer_args *A = FT__CAST(const ft__layer_args *, user);
+    ft_model *m = A->m; const ft_model_config *c = &m->c; ft_layer *L = &m->layers[A->l];
+    ft_kv_cache *kv = A->kv; const int32_t *p = A->p; const int64_t *qoff = A->qoff;
+    int64_t l = A->l, B = A->B, T = A->T, row0 = A->row0, Dkv = c->n_head_kv * c->head_dim, b, skv[3];
+    ft_tensor *n = ft_rmsnorm(ctx, h, L->attn_norm, c->rms_eps), *q, *k, *v, *a;
+    q = ft_rope(ctx, ft__linear(ctx, m, n, L->wq, L->bq, l, FT_SITE_Q), p, (int)c->n_head, (int)c->n_rot, c->rope_base, c->rope_type);
+    k = ft_rope(ctx, ft__linear(ctx, m, n, L->wk, L->bk, l, FT_SITE_K), p, (int)c->n_head_kv, (int)c->n_rot, c->rope_base, c->rope_type);
+    v = ft__linear(ctx, m, n, L->wv, L->bv, l, FT_SITE_V);
+    if (kv && k && v) {                 /* append to the cache; attend over all of it */
+        float *K = kv->k + (l * kv->n_seq + row0) * kv->n_ctx * Dkv, *V = kv->v + (l * kv->n_seq + row0) * kv->n_ctx * Dkv;
+        for (b = 0; b < B; b++) {
+            memcpy(K + (b * kv->n_ctx + qoff[b]) * Dkv, FT__F(k) + b * T * Dkv, (size_t)(T * Dkv) * sizeof(float));
+            memcpy(V + (b * kv->n_ctx + qoff[b]) * Dkv, FT__F(v) + b * T * Dkv, (size_t)(T * Dkv) * sizeof(float));
+        }
+        skv[0] = B; skv[1] = kv->n_ctx; skv[2] = Dkv;
+        k = ft__tensor(ctx, FT_TYPE_F32, 3, skv, K);
+        v = ft__tensor(ctx, FT_TYPE_F32, 3, skv, V);
+    }
+    a = ft_attention(ctx, q, k, v, &A->ao);
+    h = ft_add(ctx, h, ft__peft_after(ctx, m, l, 0, ft__linear(ctx, m, a, L->wo, NULL, l, FT_SITE_O)));
+    n = ft_rmsnorm(ctx, h, L->ffn_norm, c->rms_eps);
+    a = ft_swiglu(ctx, ft__linear(ctx, m, n, L->w_gate, NULL, l, FT_SITE_GATE), ft__linear(ctx, m, n, L->w_up, NULL, l, FT_SITE_UP));
+    return ft_add(ctx, h, ft__peft_after(ctx, m, l, 1, ft__linear(ctx, m, a, L->w_down, NULL, l, FT_SITE_DOWN)));
+}
+
 /* the decoder stack on token ids (B, T): returns the final normed hidden states (B*T, C).
    pos: positions (B*T) or NULL for 0..T-1 (or the cache lengths with kv); seg: optional
-   document ids (B*T) for packed sequences; kv: optional cache for rows [row0, row0 + B) */
+   document ids (B*T) for packed sequences; kv: optional cache for rows [row0, row0 + B).
+   With ft_ctx_set_checkpointing on (and no cache) each layer is a checkpointed segment. */
 static ft_tensor *ft__model_trunk(ft_ctx *ctx, ft_model *m, const int32_t *ids, int64_t B, int64_t T,
                                   const int32_t *pos, const int32_t *seg, ft_kv_cache *kv, int64_t row0) {
     const ft_model_config *c = &m->c;
     int64_t C = c->n_embd, Dkv = c->n_head_kv * c->head_dim, l, b, t;
-    int64_t s3[3], skv[3], s2[2], NP = 0, PP = 0, T0 = T;
+    int64_t s3[3], s2[2], NP = 0, PP = 0, T0 = T;
     int32_t *p; int64_t *qoff = NULL;
-    ft_attn_opts ao;
+    ft__layer_args la;
     ft_tensor *h, *ptab = NULL;
     if (B < 1 || T < 1) return ft__fail(ctx, FT_ERR_INVALID, "model: batch %lld x %lld", (long long)B, (long long)T);
     PP = ft__peft_tokens(m->peft, FT_PEFT_PREFIX, 1);      /* positions start after a prefix */
@@ -6394,8 +6594,10 @@ static ft_tensor *ft__model_trunk(ft_ctx *ctx, ft_model *m, const int32_t *ids, 
     }
     for (b = 0; b < B; b++) for (t = 0; t < T; t++)
         p[b * T + t] = (int32_t)PP + (t < NP ? (int32_t)t : pos ? (int32_t)NP + pos[b * T0 + t - NP] : (int32_t)((kv ? qoff[b] : 0) + t));
-    memset(&ao, 0, sizeof ao);
-    ao.n_head = (int)c->n_head; ao.n_head_kv = (int)c->n_head_kv; ao.causal = 1; ao.seg = seg; ao.q_offsets = qoff;
+    memset(&la, 0, sizeof la);
+    la.m = m; la.B = B; la.T = T; la.row0 = row0; la.p = p; la.qoff = qoff; la.kv = kv;
+    la.ao.n_head = (int)c->n_head; la.ao.n_head_kv = (int)c->n_head_kv; la.ao.causal = 1; la.ao.seg = seg; la.ao.q_offsets = qoff;
+    if (ctx->checkpointing && !kv && seg && !(la.ao.seg = ft__copy_ids(ctx, seg, B * T))) return NULL;   /* read again in backward */
     s3[0] = B; s3[1] = T0; s3[2] = C;
     s2[1] = C;
     h = ft_reshape(ctx, ft_embedding(ctx, m->tok_embd, ids, B * T0), 3, s3);
@@ -6408,30 +6610,12 @@ static ft_tensor *ft__model_trunk(ft_ctx *ctx, ft_model *m, const int32_t *ids, 
     }
     if (PP) ptab = ft__prefix_table(ctx, m->peft);
     for (l = 0; l < c->n_layer; l++) {
-        ft_layer *L = &m->layers[l];
-        ft_tensor *n = ft_rmsnorm(ctx, h, L->attn_norm, c->rms_eps), *q, *k, *v, *a;
-        q = ft_rope(ctx, ft__linear(ctx, m, n, L->wq, L->bq, l, FT_SITE_Q), p, (int)c->n_head, (int)c->n_rot, c->rope_base, c->rope_type);
-        k = ft_rope(ctx, ft__linear(ctx, m, n, L->wk, L->bk, l, FT_SITE_K), p, (int)c->n_head_kv, (int)c->n_rot, c->rope_base, c->rope_type);
-        v = ft__linear(ctx, m, n, L->wv, L->bv, l, FT_SITE_V);
-        if (kv && k && v) {                 /* append to the cache; attend over all of it */
-            float *K = kv->k + (l * kv->n_seq + row0) * kv->n_ctx * Dkv, *V = kv->v + (l * kv->n_seq + row0) * kv->n_ctx * Dkv;
-            for (b = 0; b < B; b++) {
-                memcpy(K + (b * kv->n_ctx + qoff[b]) * Dkv, FT__F(k) + b * T * Dkv, (size_t)(T * Dkv) * sizeof(float));
-                memcpy(V + (b * kv->n_ctx + qoff[b]) * Dkv, FT__F(v) + b * T * Dkv, (size_t)(T * Dkv) * sizeof(float));
-            }
-            skv[0] = B; skv[1] = kv->n_ctx; skv[2] = Dkv;
-            k = ft__tensor(ctx, FT_TYPE_F32, 3, skv, K);
-            v = ft__tensor(ctx, FT_TYPE_F32, 3, skv, V);
-        }
+        la.l = l;
         if (ptab) {                         /* this layer's learned prefix keys and values */
-            ao.prefix_k = ft_slice(ctx, ptab, 1, 2 * l * Dkv, Dkv);
-            ao.prefix_v = ft_slice(ctx, ptab, 1, (2 * l + 1) * Dkv, Dkv);
+            la.ao.prefix_k = ft_slice(ctx, ptab, 1, 2 * l * Dkv, Dkv);
+            la.ao.prefix_v = ft_slice(ctx, ptab, 1, (2 * l + 1) * Dkv, Dkv);
         }
-        a = ft_attention(ctx, q, k, v, &ao);
-        h = ft_add(ctx, h, ft__peft_after(ctx, m, l, 0, ft__linear(ctx, m, a, L->wo, NULL, l, FT_SITE_O)));
-        n = ft_rmsnorm(ctx, h, L->ffn_norm, c->rms_eps);
-        a = ft_swiglu(ctx, ft__linear(ctx, m, n, L->w_gate, NULL, l, FT_SITE_GATE), ft__linear(ctx, m, n, L->w_up, NULL, l, FT_SITE_UP));
-        h = ft_add(ctx, h, ft__peft_after(ctx, m, l, 1, ft__linear(ctx, m, a, L->w_down, NULL, l, FT_SITE_DOWN)));
+        h = ctx->checkpointing && !kv ? ft_checkpoint(ctx, ft__model_layer, &la, sizeof la, h) : ft__model_layer(ctx, &la, h);
     }
     if (kv && h) for (b = 0; b < B; b++) kv->len[row0 + b] += T;
     h = ft_rmsnorm(ctx, h, m->output_norm, c->rms_eps);

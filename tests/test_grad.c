@@ -264,6 +264,27 @@ TEST(grad_llama_block) {
     gradcheck("llama block", b_block, 8, nd, s, -0.8f, 0.8f, 1e-2, 3e-4, 3e-3);
 }
 
+/* checkpointed segments, one nested in another: x + tanh(x W^T) * dropout(e), where e = exp(in2)
+   comes from outside the segments and needs a gradient (it is no parameter) */
+static ft_tensor *seg_inner(ft_ctx *c, void *user, ft_tensor *x) {
+    ft_tensor **p = (ft_tensor **)user;
+    return ft_add(c, x, ft_mul(c, ft_tanh(c, ft_matmul(c, x, p[0], 0, 1)), ft_dropout(c, p[1], 0.3f)));
+}
+static ft_tensor *seg_outer(ft_ctx *c, void *user, ft_tensor *x) {
+    ft_tensor *h = ft_checkpoint(c, seg_inner, user, 2 * sizeof(ft_tensor *), x);
+    return ft_checkpoint(c, seg_inner, user, 2 * sizeof(ft_tensor *), ft_silu(c, h));
+}
+static ft_tensor *b_ckpt(ft_ctx *c, ft_tensor **x) {
+    ft_tensor *p[2];
+    ft_rng_seed(ft_ctx_rng(c), 7);
+    p[0] = x[1]; p[1] = ft_exp(c, x[2]);
+    return ft_mul(c, ft_checkpoint(c, seg_outer, p, sizeof p, ft_scale(c, x[0], 1.5f)), x[0]);
+}
+TEST(grad_checkpoint) {
+    int nd[3] = {2, 2, 2}; int64_t s[3][4] = {S(3, 5), S(5, 5), S(3, 5)};
+    gradcheck("checkpoint (nested, outside input)", b_ckpt, 3, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
+}
+
 TEST(every_op_has_a_gradient_check) {
     int op;
     for (op = 1; op < FT_OP_COUNT; op++)
@@ -284,6 +305,7 @@ int main(void) {
     RUN(grad_swiglu_embedding_losses);
     RUN(grad_select_and_shape);
     RUN(grad_llama_block);
+    RUN(grad_checkpoint);
     RUN(every_op_has_a_gradient_check);
     ft_ctx_free(C);
     return ft_test_summary("test_grad");

@@ -245,6 +245,28 @@ TEST(save_and_attach_gguf) {
     remove("build/tiny_method_adapter.gguf");
 }
 
+/* gradient checkpointing: the same loss and gradients for every method (prefix keys and the soft
+   prompt come from outside the checkpointed layers) */
+TEST(checkpointing_gives_the_same_gradients) {
+    int k;
+    for (k = 0; methods(k).name; k++) {
+        method c = methods(k); ft_model *m; ft_peft *p; ft_params *P; float l0, l1; int i, same = 1; static float g0[40000];
+        int64_t n = 0;
+        CHECK_OK(ft_model_load(&m, c.path, NULL));
+        CHECK_OK(ft_peft_attach(&p, m, &c.o));
+        P = ft_peft_params(p);
+        nudge(P, 0.05f);
+        ft_params_zero_grad(P); l0 = loss_of(m, 1);
+        for (i = 0; i < ft_params_count(P); i++) { ft_tensor *t = ft_params_get(P, i); if (n + ft_numel(t) <= 40000) memcpy(g0 + n, t->grad, (size_t)ft_numel(t) * 4); n += ft_numel(t); }
+        ft_ctx_set_checkpointing(CTX, 1);
+        ft_params_zero_grad(P); l1 = loss_of(m, 1);
+        ft_ctx_set_checkpointing(CTX, 0);
+        for (n = 0, i = 0; i < ft_params_count(P); i++) { ft_tensor *t = ft_params_get(P, i); if (n + ft_numel(t) <= 40000) same &= memcmp(g0 + n, t->grad, (size_t)ft_numel(t) * 4) == 0; n += ft_numel(t); }
+        CHECK(l0 == l1 && same, "%s: checkpointed loss %.9g vs %.9g, gradients %s", c.name, l1, l0, same ? "equal" : "differ");
+        ft_peft_free(p); ft_model_free(m);
+    }
+}
+
 int main(void) {
     if (!tiny_model_write(P32, FT_TYPE_F32, 3) || !tiny_model_write(P16, FT_TYPE_F16, 3)) { printf("FAIL - cannot write the tiny models\n"); return 1; }
     ft_ctx_init(&CTX, NULL);
@@ -255,6 +277,7 @@ int main(void) {
     RUN(adamw_fits_a_sequence);
     RUN(prompt_text_init);
     RUN(save_and_attach_gguf);
+    RUN(checkpointing_gives_the_same_gradients);
     ft_ctx_free(CTX);
     remove(P32); remove(P16);
     return ft_test_summary("test_methods");

@@ -5,6 +5,7 @@
 #define FT_TINY_MODEL_H
 
 enum { TINY_V = 64, TINY_C = 32, TINY_L = 2, TINY_H = 4, TINY_HKV = 2, TINY_D = 8, TINY_F = 48 };
+static int tiny_layers = TINY_L;    /* layers of the models written next (a test may set more) */
 
 static void *tiny_fill(ft_type type, int64_t n, float scale, ft_rng *r, float offset) {
     int64_t i;
@@ -26,6 +27,7 @@ static int tiny_model_write_vocab(const char *path, ft_type wtype, uint64_t seed
     ft_gguf_writer *w; ft_rng r; void *bufs[64]; int nb = 0, l, ok; int64_t V = TINY_V;
     char name[64]; ft_gguf *src = NULL;
     ft_rng_seed(&r, seed);
+    if (tiny_layers < 1 || 2 + 9 * tiny_layers > 64) return 0;
     if (ft_gguf_writer_init(&w) != FT_OK) return 0;
     if (vocab_from) {
         int64_t i;
@@ -40,7 +42,7 @@ static int tiny_model_write_vocab(const char *path, ft_type wtype, uint64_t seed
     ft_gguf_set_str(w, "general.name", "tiny-test-llama");
     ft_gguf_set_int(w, "llama.context_length", FT_GGUF_UINT32, 256);
     ft_gguf_set_int(w, "llama.embedding_length", FT_GGUF_UINT32, TINY_C);
-    ft_gguf_set_int(w, "llama.block_count", FT_GGUF_UINT32, TINY_L);
+    ft_gguf_set_int(w, "llama.block_count", FT_GGUF_UINT32, (int64_t)tiny_layers);
     ft_gguf_set_int(w, "llama.feed_forward_length", FT_GGUF_UINT32, TINY_F);
     ft_gguf_set_int(w, "llama.attention.head_count", FT_GGUF_UINT32, TINY_H);
     ft_gguf_set_int(w, "llama.attention.head_count_kv", FT_GGUF_UINT32, TINY_HKV);
@@ -54,7 +56,7 @@ static int tiny_model_write_vocab(const char *path, ft_type wtype, uint64_t seed
     } while (0)
     TINY_ADD("token_embd.weight", wtype, TINY_C, V, 1.0f, 0.0f);
     TINY_ADD("output_norm.weight", FT_TYPE_F32, TINY_C, 0, 0.2f, 1.0f);
-    for (l = 0; l < TINY_L; l++) {
+    for (l = 0; l < tiny_layers; l++) {
         snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);   TINY_ADD(name, FT_TYPE_F32, TINY_C, 0, 0.2f, 1.0f);
         snprintf(name, sizeof name, "blk.%d.attn_q.weight", l);      TINY_ADD(name, wtype, TINY_C, TINY_H * TINY_D, 0.3f, 0.0f);
         snprintf(name, sizeof name, "blk.%d.attn_k.weight", l);      TINY_ADD(name, wtype, TINY_C, TINY_HKV * TINY_D, 0.3f, 0.0f);

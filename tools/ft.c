@@ -26,6 +26,7 @@ static int usage(void) {
         "           [--seq-len T] [--rank R] [--alpha A] [--dropout P] [--targets all|attn|mlp|q_proj,v_proj,..]\n"
         "           [--schedule cosine|linear|constant] [--warmup W] [--max-grad-norm G] [--weight-decay D]\n"
         "           [--lora-plus RATIO] [--pack] [--seed S] [--threads N] [--config FILE] [--resume]\n"
+        "           [--grad-checkpoint] (recompute each layer in backward: far less activation memory)\n"
         "           [--eval-split F] [--mix OTHER.jsonl:RATIO ...] (e.g. 0.1 of general text, against forgetting)\n"
         "           [--eval-general TEXT.jsonl] (its perplexity before and after: the forgetting check)\n"
         "  eval     -m MODEL.gguf [--lora ADAPTER.gguf] --data EVAL.jsonl [--eval-gen N] [--max-new N]\n");
@@ -170,7 +171,7 @@ typedef struct opts {
     int64_t group, prompts, iterations;
     int bottleneck, virtual_tokens, prefix_hidden, rslora;
     int64_t steps, batch, seq_len, warmup, eval_every, save_every, log_every, eval_gen, max_new;
-    int epochs, rank, grad_accum, threads, resume, pack, train_on_prompt, skip_bad;
+    int epochs, rank, grad_accum, threads, resume, pack, train_on_prompt, skip_bad, grad_checkpoint;
     double lr, alpha, dropout, max_grad_norm, weight_decay, lr_ratio_b, eval_split, beta, gamma, label_smoothing;
     double desirable_weight, undesirable_weight, rm_center;
     const char *mix[4]; double mix_ratio[4]; int n_mix;    /* --mix FILE:RATIO (replay)          */
@@ -203,7 +204,7 @@ static int opts_set(opts *o, const char *k, const char *v) {
     I("steps", steps) I("batch", batch) I("seq-len", seq_len) I("warmup", warmup) I("eval-every", eval_every)
     I("save-every", save_every) I("log-every", log_every) I("eval-gen", eval_gen) I("max-new", max_new)
     I("epochs", epochs) I("rank", rank) I("grad-accum", grad_accum) I("threads", threads) I("pack", pack)
-    I("train-on-prompt", train_on_prompt) I("skip-bad", skip_bad)
+    I("train-on-prompt", train_on_prompt) I("skip-bad", skip_bad) I("grad-checkpoint", grad_checkpoint)
     D("lr", lr) D("alpha", alpha) D("dropout", dropout) D("max-grad-norm", max_grad_norm) D("weight-decay", weight_decay)
     D("lora-plus", lr_ratio_b) D("eval-split", eval_split) D("beta", beta) D("gamma", gamma) D("label-smoothing", label_smoothing)
     D("desirable-weight", desirable_weight) D("undesirable-weight", undesirable_weight) D("rm-center", rm_center)
@@ -256,7 +257,8 @@ static int opts_parse(opts *o, int argc, char **argv) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!k) { fprintf(stderr, "ft: unexpected argument '%s'\n", a); return 0; }
         if (strcmp(k, "config") == 0) { i++; continue; }
-        if (strcmp(k, "resume") == 0 || strcmp(k, "pack") == 0 || strcmp(k, "train-on-prompt") == 0 || strcmp(k, "skip-bad") == 0 || strcmp(k, "rslora") == 0) {
+        if (strcmp(k, "resume") == 0 || strcmp(k, "pack") == 0 || strcmp(k, "train-on-prompt") == 0 || strcmp(k, "skip-bad") == 0 ||
+            strcmp(k, "rslora") == 0 || strcmp(k, "grad-checkpoint") == 0) {
             opts_set(o, k, "1"); continue;
         }
         if (!opts_set(o, k, v)) { fprintf(stderr, "ft: unknown option or missing value: %s\n", a); return 0; }
@@ -289,6 +291,7 @@ static void opts_write(const opts *o, FILE *f) {
             o->beta, o->gamma, o->label_smoothing, o->desirable_weight, o->undesirable_weight, o->rm_center);
     fprintf(f, "eval-every = %lld\nsave-every = %lld\neval-gen = %lld\nmax-new = %lld\ntrain-on-prompt = %d\nskip-bad = %d\n",
             (long long)o->eval_every, (long long)o->save_every, (long long)o->eval_gen, (long long)o->max_new, o->train_on_prompt, o->skip_bad);
+    fprintf(f, "grad-checkpoint = %d\n", o->grad_checkpoint);
 }
 
 static unsigned parse_targets(const char *t) {
@@ -520,6 +523,7 @@ static int cmd_train(int argc, char **argv) {
     if (!ft_model_tokenizer(m)) { fprintf(stderr, "ft train: %s has no tokenizer\n", o.model); return 1; }
     memset(&co, 0, sizeof co); co.n_threads = o.threads; co.seed = o.seed;
     if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("train");
+    ft_ctx_set_checkpointing(ctx, o.grad_checkpoint);
     memset(&dopt, 0, sizeof dopt);
     dopt.format = strcmp(o.objective, "cpt") == 0 ? FT_DATA_TEXT : FT_DATA_AUTO;
     dopt.max_len = o.seq_len; dopt.train_on_prompt = o.train_on_prompt; dopt.skip_bad = o.skip_bad;
