@@ -6517,6 +6517,14 @@ static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tens
     return bias ? ft_add(ctx, y, bias) : y;
 }
 
+/* row o of the merged weight of site s, in place over the decoded base row (in floats):
+   row += s * B[o, :] A  (DoRA: then row *= m[o] / ||row||, PEFT's merge) */
+static void ft__lora_merge_row(const ft_peft *p, int64_t s, int64_t o, float *row, int64_t in) {
+    int64_t k, r = p->A[s]->shape[0];
+    for (k = 0; k < r; k++) ft__vec_axpy(in, p->scale * FT__F(p->B[s])[o * r + k], FT__F(p->A[s]) + k * in, row);
+    if (p->mag[s]) ft__vec_scale(in, row, FT__F(p->mag[s])[o] / sqrtf(ft__vec_dot(in, row, row)), row);
+}
+
 /* W' = W + s B A into owned f32 weights (DoRA: m / ||W'|| * W'); the forward then uses W'
    alone. The mapped base stays untouched, so unmerge just restores the original headers. */
 FT_API ft_result ft_lora_merge(ft_peft *p) {
@@ -6532,7 +6540,7 @@ FT_API ft_result ft_lora_merge(ft_peft *p) {
     }
     for (s = 0; s < nsites; s++) {
         ft_tensor **slot = ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT)), *W = *slot, *M = &p->merged[s];
-        int64_t o, k, out = W->shape[0], in = W->shape[1], r = p->o.r;
+        int64_t o, out = W->shape[0], in = W->shape[1];
         size_t rb;
         p->orig[s] = W;
         if (!p->A[s]) continue;
@@ -6541,8 +6549,7 @@ FT_API ft_result ft_lora_merge(ft_peft *p) {
         for (o = 0; o < out; o++) {
             float *row = FT__F(M) + o * in;
             ft__type(W->type)->to_f32(FT__CAST(const unsigned char *, W->data) + (size_t)o * rb, row, in);
-            for (k = 0; k < r; k++) ft__vec_axpy(in, p->scale * FT__F(p->B[s])[o * r + k], FT__F(p->A[s]) + k * in, row);
-            if (p->mag[s]) ft__vec_scale(in, row, FT__F(p->mag[s])[o] / sqrtf(ft__vec_dot(in, row, row)), row);
+            ft__lora_merge_row(p, s, o, row, in);
         }
         *slot = M;
     }
