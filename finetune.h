@@ -109,7 +109,15 @@
       detached norm) on any subset of q, k, v, o, gate, up, down and any layers; on a quantized
       base it is QLoRA. ft_peft_params(p) are the trainable tensors; ft_peft_set_enabled(p, 0)
       gives the base model (the reference policy) without a second copy; ft_lora_merge folds
-      W + sBA into owned f32 weights. Adapters save as llama.cpp LoRA GGUF and PEFT safetensors.
+      W + sBA into owned f32 weights. Forward, gradients and merge equal PEFT's own
+      (tests/test_peft_ref.c).
+      Files: ft_lora_save_gguf / ft_lora_save_peft write llama.cpp's LoRA GGUF (llama-cli
+      --lora) and PEFT's adapter_model.safetensors + adapter_config.json (PeftModel.
+      from_pretrained; Q/K rows back in HF order); ft_lora_attach_file(&p, model, path) reads
+      either (a directory is PEFT), taking rank, alpha, rsLoRA/DoRA, sites and layers from it, so
+      converting is attach + save. ft_model_save_merged(model, "out.gguf", &(ft_merge_opts){
+      .type = FT_TYPE_F16}) writes a whole model with the adapter merged (every key, the
+      tokenizer and all other tensors copied): it loads in llama.cpp with no adapter at all.
 
    9. Data and training
       ft_dataset_load reads strict JSONL (text, instruction, chat, preference, KTO, prompt) through
@@ -121,7 +129,8 @@
       for bit. ft_eval_loss and ft_eval_generate measure loss, perplexity and exact-match
       accuracy; ft_svg_plot draws the curves.
 
-   10. Tools: build/ft (info, generate, train, eval), tools/fetch-model, tools/bench; see README.
+   10. Tools: build/ft (info, generate, train, eval, merge, export, logits), tools/fetch-model,
+       tools/bench, tools/ref (reference scripts: fixtures, adapter_compat.py); see README.
        CUDA: every compute call goes through ft_gemm and the row kernels of the [kernels]
        section; finetune_cuda.cu will implement that seam.
 
@@ -139,10 +148,11 @@
       [dataset]    JSONL -> token ids with loss masks
       [optim]      AdamW, SGD
       [train]      schedules, checkpoints, batches, the trainer, evaluation, plots
-      [export]     safetensors, adapter files
+      [export]     safetensors, adapter files, merged models
 
    REVISION HISTORY
-      0.1.0  core, GGUF and quants, llama family, tokenizer, generation, LoRA/DoRA, trainer
+      0.1.0  core, GGUF and quants, llama family, tokenizer, generation, LoRA/DoRA, trainer;
+             merged-model export, adapter conversion (GGUF <-> PEFT)
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H
@@ -7959,13 +7969,15 @@ FT_API ft_result ft_svg_plot(const char *path, const char *title, const char *xl
 }
 
 /* ============================================================================================
-   [export] safetensors (bounds-checked reader, writer) and adapter files
+   [export] safetensors (bounds-checked reader, writer), adapter files and merged models
    safetensors: u64 N (little-endian), N bytes of JSON {"name": {"dtype", "shape", "data_offsets":
    [begin, end]}, "__metadata__": {...}}, padded with spaces to 8 bytes; then the data.
    Adapters: llama.cpp's LoRA GGUF (general.type "adapter", adapter.type "lora",
    adapter.lora.alpha; "<weight>.lora_a" ne [in, r], "<weight>.lora_b" ne [r, out]) and PEFT's
    adapter_model.safetensors + adapter_config.json (Hugging Face names; the Q/K rows that the
    GGUF converter permuted are put back: GGUF row 2j = HF row j, row 2j+1 = HF row j + D/2).
+   Merged models: the base GGUF rewritten with W + sBA (DoRA: m / ||W + sBA|| per row) in the
+   linear weights, encoded row by row with the [quant] section's ggml-exact encoders.
    ============================================================================================ */
 
 /* ---- safetensors reader ------------------------------------------------------------------------- */
