@@ -8190,8 +8190,10 @@ FT_API ft_result ft_lora_load_gguf(ft_peft *p, const char *path) {
             if (!t && !gt) continue;
             if (!t || !gt) { ft_gguf_close(g); return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s %s", path, name, t ? "is missing" : "has no place in the attached adapter (targets or rank differ)"); }
             if (gt->n_dims != 2 || gt->ne[0] != t->shape[1] || gt->ne[1] != t->shape[0] || !ft__type(gt->type)->to_f32) {
-                ft_gguf_close(g); return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s is [%lld, %lld] %s, the model needs [%lld, %lld] (wrong base model?)", path, name,
+                r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s is [%lld, %lld] %s, the model needs [%lld, %lld] (wrong base model?)", path, name,
                     (long long)gt->ne[0], (long long)gt->ne[1], ft_type_name(gt->type), (long long)t->shape[1], (long long)t->shape[0]);
+                ft_gguf_close(g);                   /* after the message: gt lives in g */
+                return r;
             }
             ft__type(gt->type)->to_f32(gt->data, FT__F(t), ft_numel(t));
             t->version++;
