@@ -116,7 +116,15 @@
       detached norm) on any subset of q, k, v, o, gate, up, down and any layers; on a quantized
       base it is QLoRA. ft_peft_params(p) are the trainable tensors; ft_peft_set_enabled(p, 0)
       gives the base model (the reference policy) without a second copy; ft_lora_merge folds
-      W + sBA into owned f32 weights. Adapters save as llama.cpp LoRA GGUF and PEFT safetensors.
+      W + sBA into owned f32 weights. Forward, gradients and merge equal PEFT's own
+      (tests/test_peft_ref.c).
+      Files: ft_lora_save_gguf / ft_lora_save_peft write llama.cpp's LoRA GGUF (llama-cli
+      --lora) and PEFT's adapter_model.safetensors + adapter_config.json (PeftModel.
+      from_pretrained; Q/K rows back in HF order); ft_lora_attach_file(&p, model, path) reads
+      either (a directory is PEFT), taking rank, alpha, rsLoRA/DoRA, sites and layers from it, so
+      converting is attach + save. ft_model_save_merged(model, "out.gguf", &(ft_merge_opts){
+      .type = FT_TYPE_F16}) writes a whole model with the adapter merged (every key, the
+      tokenizer and all other tensors copied): it loads in llama.cpp with no adapter at all.
 
    9. Data and training
       ft_dataset_load reads strict JSONL (text, instruction, chat, preference, KTO, prompt) through
@@ -128,7 +136,8 @@
       for bit. ft_eval_loss and ft_eval_generate measure loss, perplexity and exact-match
       accuracy; ft_svg_plot draws the curves.
 
-   10. Tools: build/ft (info, generate, train, eval), tools/fetch-model, tools/bench; see README.
+   10. Tools: build/ft (info, generate, train, eval, merge, export, logits), tools/fetch-model,
+       tools/bench, tools/ref (reference scripts: fixtures, adapter_compat.py); see README.
        CUDA: every compute call goes through ft_gemm and the row kernels of the [kernels]
        section; finetune_cuda.cu will implement that seam.
 
@@ -146,10 +155,11 @@
       [dataset]    JSONL -> token ids with loss masks
       [optim]      AdamW, SGD
       [train]      schedules, checkpoints, batches, the trainer, evaluation, plots
-      [export]     safetensors, adapter files
+      [export]     safetensors, adapter files, merged models
 
    REVISION HISTORY
-      0.1.0  core, GGUF and quants, llama family, tokenizer, generation, LoRA/DoRA, trainer
+      0.1.0  core, GGUF and quants, llama family, tokenizer, generation, LoRA/DoRA, trainer;
+             merged-model export, adapter conversion (GGUF <-> PEFT)
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H
@@ -590,7 +600,8 @@ typedef struct ft_lora_opts {
     unsigned targets;               /* FT_TARGET_* bits (default all linear layers)              */
     int      rslora;                /* scale alpha / sqrt(r) instead of alpha / r                */
     int      dora;                  /* DoRA: learned magnitude per output row                    */
-    const uint64_t *layer_mask;     /* optional bit per layer (bit l of word l / 64)             */
+    const uint64_t *layer_mask;     /* optional bit per layer (bit l of word l / 64); read by
+                                       ft_lora_attach only (NULL in ft_lora_options afterwards)  */
     uint64_t seed;                  /* init of A                                                  */
     int      reward_head;           /* also a trainable scalar head on the last hidden state (a
                                        reward model, PEFT's SEQ_CLS "score" module)               */
@@ -707,11 +718,27 @@ FT_API const void *ft_safetensors_get(const ft_safetensors *s, const char *name,
 /* LoRA adapters: llama.cpp's GGUF (llama-cli --lora FILE) and PEFT's directory layout */
 FT_API ft_result ft_lora_save_gguf(ft_peft *p, const char *path);
 FT_API ft_result ft_lora_load_gguf(ft_peft *p, const char *path);
-FT_API ft_result ft_lora_attach_gguf(ft_peft **out, ft_model *m, const char *path);   /* rank, targets from the file */
+FT_API ft_result ft_lora_attach_gguf(ft_peft **out, ft_model *m, const char *path);   /* rank, targets, layers from the file */
 FT_API ft_result ft_peft_save_gguf(ft_peft *p, const char *path);          /* any method, finetune.h's own file */
 FT_API ft_result ft_peft_attach_gguf(ft_peft **out, ft_model *m, const char *path);  /* that, or a llama.cpp LoRA */
 FT_API ft_result ft_lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
-FT_API ft_result ft_lora_load_peft(ft_peft *p, const char *dir);
+FT_API ft_result ft_lora_load_peft(ft_peft *p, const char *dir);                      /* F32, F16 or BF16 tensors */
+FT_API ft_result ft_lora_attach_peft(ft_peft **out, ft_model *m, const char *dir);    /* r, alpha, rsLoRA, DoRA, layers from the dir */
+FT_API ft_result ft_lora_attach_file(ft_peft **out, ft_model *m, const char *path);   /* a PEFT dir, else an adapter GGUF */
+/* A complete model GGUF with the attached adapter merged into the linear weights (W + sBA; DoRA:
+   m / ||W + sBA|| per row): every metadata key and every other tensor (embeddings, norms, head)
+   copied unchanged, general.file_type set to the new type. Without an adapter (or with it
+   switched off) it just re-types the base, e.g. a Q4_1 model dequantized to F32. Atomic. */
+typedef struct ft_merge_opts {
+    ft_type type;                   /* every layer's q,k,v,o,gate,up,down weight as: F32 (0), F16,
+                                       BF16, Q8_0, Q4_0 or Q4_1 (ggml's own rounding); rows that
+                                       are not a multiple of 32 fall back to F16, as llama-quantize */
+    int     keep_type;              /* instead: each merged weight in its base type (one of those);
+                                       weights without an adapter keep their bytes                 */
+    int     embeddings;             /* also token_embd / output as `type` (default: unchanged), e.g.
+                                       an all-F32 file for an exact comparison with llama.cpp      */
+} ft_merge_opts;
+FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_merge_opts *o);
 
 
 /* ---- training utilities: schedules, checkpoints, plots ------------------------------------------------ */
@@ -6853,6 +6880,7 @@ FT_API ft_result ft_lora_attach(ft_peft **out, ft_model *m, const ft_lora_opts *
             for (i = 0; i < n; i++) FT__F(p->score)[i] = 0.02f * ft_rng_normal(&rng);
         }
     }
+    p->o.layer_mask = NULL;         /* the caller's array: not kept */
     m->peft = p;
     *out = p;
     return FT_OK;
@@ -6925,6 +6953,14 @@ static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tens
     return bias ? ft_add(ctx, y, bias) : y;
 }
 
+/* row o of the merged weight of site s, in place over the decoded base row (in floats):
+   row += s * B[o, :] A  (DoRA: then row *= m[o] / ||row||, PEFT's merge) */
+static void ft__lora_merge_row(const ft_peft *p, int64_t s, int64_t o, float *row, int64_t in) {
+    int64_t k, r = p->A[s]->shape[0];
+    for (k = 0; k < r; k++) ft__vec_axpy(in, p->scale * FT__F(p->B[s])[o * r + k], FT__F(p->A[s]) + k * in, row);
+    if (p->mag[s]) ft__vec_scale(in, row, FT__F(p->mag[s])[o] / sqrtf(ft__vec_dot(in, row, row)), row);
+}
+
 /* W' = W + s B A into owned f32 weights (DoRA: m / ||W'|| * W'); the forward then uses W'
    alone. The mapped base stays untouched, so unmerge just restores the original headers. */
 FT_API ft_result ft_lora_merge(ft_peft *p) {
@@ -6941,7 +6977,7 @@ FT_API ft_result ft_lora_merge(ft_peft *p) {
     }
     for (s = 0; s < nsites; s++) {
         ft_tensor **slot = ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT)), *W = *slot, *M = &p->merged[s];
-        int64_t o, k, out = W->shape[0], in = W->shape[1], r = p->o.r;
+        int64_t o, out = W->shape[0], in = W->shape[1];
         size_t rb;
         p->orig[s] = W;
         if (!p->A[s]) continue;
@@ -6950,8 +6986,7 @@ FT_API ft_result ft_lora_merge(ft_peft *p) {
         for (o = 0; o < out; o++) {
             float *row = FT__F(M) + o * in;
             ft__type(W->type)->to_f32(FT__CAST(const unsigned char *, W->data) + (size_t)o * rb, row, in);
-            for (k = 0; k < r; k++) ft__vec_axpy(in, p->scale * FT__F(p->B[s])[o * r + k], FT__F(p->A[s]) + k * in, row);
-            if (p->mag[s]) ft__vec_scale(in, row, FT__F(p->mag[s])[o] / sqrtf(ft__vec_dot(in, row, row)), row);
+            ft__lora_merge_row(p, s, o, row, in);
         }
         *slot = M;
     }
@@ -9320,13 +9355,15 @@ FT_API ft_result ft_svg_plot(const char *path, const char *title, const char *xl
 }
 
 /* ============================================================================================
-   [export] safetensors (bounds-checked reader, writer) and adapter files
+   [export] safetensors (bounds-checked reader, writer), adapter files and merged models
    safetensors: u64 N (little-endian), N bytes of JSON {"name": {"dtype", "shape", "data_offsets":
    [begin, end]}, "__metadata__": {...}}, padded with spaces to 8 bytes; then the data.
    Adapters: llama.cpp's LoRA GGUF (general.type "adapter", adapter.type "lora",
    adapter.lora.alpha; "<weight>.lora_a" ne [in, r], "<weight>.lora_b" ne [r, out]) and PEFT's
    adapter_model.safetensors + adapter_config.json (Hugging Face names; the Q/K rows that the
    GGUF converter permuted are put back: GGUF row 2j = HF row j, row 2j+1 = HF row j + D/2).
+   Merged models: the base GGUF rewritten with W + sBA (DoRA: m / ||W + sBA|| per row) in the
+   linear weights, encoded row by row with the [quant] section's ggml-exact encoders.
    ============================================================================================ */
 
 /* ---- safetensors reader ------------------------------------------------------------------------- */
@@ -9480,13 +9517,54 @@ FT_API ft_result ft_lora_save_gguf(ft_peft *p, const char *path) {
     return r;
 }
 
+/* ---- which layers and sites an adapter file covers ---------------------------------------------------- */
+typedef struct ft__adapter_scan {
+    unsigned targets;               /* FT_TARGET_* bits seen                                     */
+    int      r;                     /* the rank (every site the same)                             */
+    uint64_t *mask;                 /* bit per layer that has a site                              */
+    int64_t  n_layer, n_seen;
+} ft__adapter_scan;
+static ft_result ft__adapter_scan_init(ft__adapter_scan *sc, const ft_model *m) {
+    memset(sc, 0, sizeof *sc);
+    sc->n_layer = m->c.n_layer;
+    sc->mask = FT__CAST(uint64_t *, FT_MALLOC((size_t)(m->c.n_layer + 63) / 64 * sizeof(uint64_t)));
+    if (!sc->mask) return ft_set_error(FT_ERR_NOMEM, "adapter: out of memory");
+    memset(sc->mask, 0, (size_t)(m->c.n_layer + 63) / 64 * sizeof(uint64_t));
+    return FT_OK;
+}
+/* one A matrix of layer l, site which, rank r, found in tensor `name` of `path` */
+static ft_result ft__adapter_scan_add(ft__adapter_scan *sc, const char *path, const char *name, int64_t l, int which, int64_t r) {
+    if (l < 0 || l >= sc->n_layer)
+        return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s is for layer %lld, but the model has %lld layers (wrong base model?)", path, name, (long long)l, (long long)sc->n_layer);
+    if (r < 1 || r > 65536 || (sc->r && r != sc->r))
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has rank %lld where others have %d (one rank for every site is supported)", path, name, (long long)r, sc->r);
+    sc->r = (int)r; sc->targets |= 1u << which; sc->mask[l / 64] |= (uint64_t)1 << (l % 64); sc->n_seen++;
+    return FT_OK;
+}
+/* attach with the scanned rank, targets and layers (the layer mask is NULL when all are there) */
+static ft_result ft__adapter_scan_attach(ft__adapter_scan *sc, ft_peft **out, ft_model *m, ft_lora_opts *o, const char *path) {
+    int64_t l; int all = 1; ft_result r;
+    if (!sc->n_seen) { FT_FREE(sc->mask); return ft_set_error(FT_ERR_FORMAT, "%s: no LoRA tensors found", path); }
+    for (l = 0; l < sc->n_layer; l++) all &= (int)(sc->mask[l / 64] >> (l % 64) & 1);
+    o->r = sc->r; o->targets = sc->targets; o->layer_mask = all ? NULL : sc->mask;
+    r = ft_lora_attach(out, m, o);
+    FT_FREE(sc->mask);
+    return r;
+}
+
 /* read A and B back from a llama.cpp adapter (or one written by ft_lora_save_gguf) into an
-   attached adapter of the same rank and targets */
+   attached adapter of the same rank and targets. The scale becomes adapter.lora.alpha / r, or
+   1 without that key, as llama.cpp applies it. */
 FT_API ft_result ft_lora_load_gguf(ft_peft *p, const char *path) {
     ft_gguf *g; ft_result r; int64_t s, nsites; char name[128]; ft_gguf_str st; double alpha;
+    if (!p->m) return ft_set_error(FT_ERR_STATE, "%s: the adapter's model was freed", path);
     if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
     if (!ft_gguf_get_str(g, "adapter.type", &st) || st.n != 4 || memcmp(st.s, "lora", 4) != 0) {
         ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: not a LoRA adapter (adapter.type)", path);
+    }
+    if (ft_gguf_get_str(g, "general.architecture", &st) && (st.n != strlen(p->m->c.arch_name) || memcmp(st.s, p->m->c.arch_name, (size_t)st.n) != 0)) {
+        r = ft_set_error(FT_ERR_FORMAT, "%s: an adapter for '%.*s', but the model is '%s'", path, (int)FT__MIN(st.n, 40), st.s, p->m->c.arch_name);
+        ft_gguf_close(g); return r;
     }
     nsites = p->m->c.n_layer * FT_SITE_COUNT;
     for (s = 0; s < nsites; s++) {
@@ -9498,44 +9576,61 @@ FT_API ft_result ft_lora_load_gguf(ft_peft *p, const char *path) {
             if (!t && !gt) continue;
             if (!t || !gt) { ft_gguf_close(g); return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s %s", path, name, t ? "is missing" : "has no place in the attached adapter (targets or rank differ)"); }
             if (gt->n_dims != 2 || gt->ne[0] != t->shape[1] || gt->ne[1] != t->shape[0] || !ft__type(gt->type)->to_f32) {
-                ft_gguf_close(g); return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s is [%lld, %lld] %s, expected [%lld, %lld]", path, name,
+                r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s is [%lld, %lld] %s, the model needs [%lld, %lld] (wrong base model?)", path, name,
                     (long long)gt->ne[0], (long long)gt->ne[1], ft_type_name(gt->type), (long long)t->shape[1], (long long)t->shape[0]);
+                ft_gguf_close(g);                   /* after the message: gt lives in g */
+                return r;
             }
             ft__type(gt->type)->to_f32(gt->data, FT__F(t), ft_numel(t));
             t->version++;
         }
     }
-    if (ft_gguf_get_float(g, "adapter.lora.alpha", &alpha)) p->scale = (float)alpha / (float)p->o.r;
+    p->scale = ft_gguf_get_float(g, "adapter.lora.alpha", &alpha) && alpha != 0 ? (float)alpha / (float)p->o.r : 1.0f;
+    p->o.alpha = p->o.rslora ? p->scale * sqrtf((float)p->o.r) : p->scale * (float)p->o.r;
     ft_gguf_close(g);
     return FT_OK;
 }
 
-/* attach an adapter read from a llama.cpp LoRA GGUF: rank and targets from its tensors */
+/* attach an adapter read from a llama.cpp LoRA GGUF: rank, targets and layers from its tensors */
 FT_API ft_result ft_lora_attach_gguf(ft_peft **out, ft_model *m, const char *path) {
-    ft_gguf *g; ft_result r; ft_lora_opts o; int64_t i; int w;
+    ft_gguf *g; ft_result r = FT_OK; ft_lora_opts o; ft__adapter_scan sc; int64_t i; int w; char name[256];
     *out = NULL;
     if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
-    memset(&o, 0, sizeof o);
-    for (i = 0; i < ft_gguf_n_tensors(g); i++) {
-        const ft_gguf_tensor *t = ft_gguf_tensor_at(g, i);
-        for (w = 0; w < FT_SITE_COUNT; w++) {
-            char suffix[64]; size_t n;
-            snprintf(suffix, sizeof suffix, ".%s.weight.lora_a", ft__gguf_site_name(w));
-            n = strlen(suffix);
-            if (t->name.n > n && memcmp(t->name.s + t->name.n - n, suffix, n) == 0) { o.targets |= 1u << w; o.r = (int)t->ne[1]; }
+    {
+        ft_gguf_str st;
+        if (!ft_gguf_get_str(g, "adapter.type", &st) || st.n != 4 || memcmp(st.s, "lora", 4) != 0) {
+            ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: not a LoRA adapter (no adapter.type \"lora\"; a PEFT directory has adapter_config.json)", path);
         }
     }
+    if ((r = ft__adapter_scan_init(&sc, m)) != FT_OK) { ft_gguf_close(g); return r; }
+    memset(&o, 0, sizeof o);
+    for (i = 0; i < ft_gguf_n_tensors(g) && r == FT_OK; i++) {
+        const ft_gguf_tensor *t = ft_gguf_tensor_at(g, i); size_t n = (size_t)FT__MIN(t->name.n, sizeof name - 1); long long l = -1; int used = 0;
+        memcpy(name, t->name.s, n); name[n] = 0;
+        if (n > 12 && strcmp(name + n - 12, "_norm.weight") == 0) continue;      /* llama.cpp skips these too */
+        if (n < 8 || (strcmp(name + n - 7, ".lora_a") != 0 && strcmp(name + n - 7, ".lora_b") != 0)) {
+            r = ft_set_error(FT_ERR_FORMAT, "%s: tensor %s is not a LoRA tensor (<weight>.lora_a / .lora_b)", path, name); break;
+        }
+        if (strcmp(name + n - 7, ".lora_b") == 0) continue;
+        for (w = 0; w < FT_SITE_COUNT && !used; w++) {
+            char want[64]; int pre = 0;
+            snprintf(want, sizeof want, ".%s.weight.lora_a", ft__gguf_site_name(w));
+            if (sscanf(name, "blk.%lld%n", &l, &pre) == 1 && pre > 0 && strcmp(name + pre, want) == 0) used = 1;
+            if (used) r = ft__adapter_scan_add(&sc, path, name, (int64_t)l, w, t->ne[1]);
+        }
+        if (!used && r == FT_OK) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: LoRA on this weight is not supported (the layers' q, k, v, o, gate, up, down are)", path, name);
+    }
     ft_gguf_close(g);
-    if (!o.targets) return ft_set_error(FT_ERR_FORMAT, "%s: no LoRA tensors (blk.N.<weight>.lora_a)", path);
-    if ((r = ft_lora_attach(out, m, &o)) != FT_OK) return r;
+    if (r != FT_OK) { FT_FREE(sc.mask); return r; }
+    if ((r = ft__adapter_scan_attach(&sc, out, m, &o, path)) != FT_OK) return r;
     if ((r = ft_lora_load_gguf(*out, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
     return r;
 }
 
 /* ---- PEFT: adapter_model.safetensors + adapter_config.json -------------------------------------------- */
 FT_API ft_result ft_lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
-    ft_model *m = p->m; int64_t s, nsites, n = 0; int k; ft_result r = FT_OK;
-    ft__st_entry *e; float *perm = NULL, *pp; char path[1024], *names; size_t total_perm = 0;
+    ft_model *m = p->m; int64_t s, nsites, n = 0, l; int k, all_layers = 1; ft_result r = FT_OK;
+    ft__st_entry *e; float *perm = NULL, *pp; char path[1024], *names, *cfg; size_t total_perm = 0, cap;
     if (!m) return ft_set_error(FT_ERR_STATE, "peft save: the model was freed");
     nsites = m->c.n_layer * FT_SITE_COUNT;
 #if !defined(_WIN32)
@@ -9546,10 +9641,13 @@ FT_API ft_result ft_lora_save_peft(ft_peft *p, const char *dir, const char *base
     for (s = 0; s < nsites; s++)
         if (p->A[s] && ft__site_permuted_heads(m, (int)(s % FT_SITE_COUNT))) total_perm += (size_t)(ft_numel(p->B[s]) + (p->mag[s] ? ft_numel(p->mag[s]) : 0));
     perm = FT__CAST(float *, FT_MALLOC(FT__MAX(total_perm, 1) * sizeof(float)));
-    if (!e || !names || !perm) { FT_FREE(e); FT_FREE(names); FT_FREE(perm); return ft_set_error(FT_ERR_NOMEM, "peft save: out of memory"); }
+    cap = 4096 + (size_t)m->c.n_layer * 8;
+    cfg = FT__CAST(char *, FT_MALLOC(cap));
+    if (!e || !names || !perm || !cfg) { FT_FREE(e); FT_FREE(names); FT_FREE(perm); FT_FREE(cfg); return ft_set_error(FT_ERR_NOMEM, "peft save: out of memory"); }
     pp = perm;
     for (s = 0; s < nsites; s++) {
-        int which = (int)(s % FT_SITE_COUNT); int64_t heads = ft__site_permuted_heads(m, which), l = s / FT_SITE_COUNT;
+        int which = (int)(s % FT_SITE_COUNT); int64_t heads = ft__site_permuted_heads(m, which);
+        l = s / FT_SITE_COUNT;
         if (!p->A[s]) continue;
         for (k = 0; k < 3; k++) {
             ft_tensor *t = k == 0 ? p->A[s] : k == 1 ? p->B[s] : p->mag[s];
@@ -9569,46 +9667,267 @@ FT_API ft_result ft_lora_save_peft(ft_peft *p, const char *dir, const char *base
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     r = ft__safetensors_write(path, e, (int)n);
     if (r == FT_OK) {
-        ft__afile a; char cfg[2048]; int len; unsigned t; const char *sep = "";
-        len = snprintf(cfg, sizeof cfg, "{\n  \"peft_type\": \"LORA\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"base_model_name_or_path\": \"%s\",\n"
-                       "  \"r\": %d,\n  \"lora_alpha\": %g,\n  \"lora_dropout\": %g,\n  \"use_rslora\": %s,\n  \"use_dora\": %s,\n"
+        ft__afile a; size_t len; unsigned t; const char *sep = "";
+        /* lora_alpha from the scale in use (a llama.cpp adapter read back has only alpha / r) */
+        double alpha = p->o.rslora ? (double)p->scale * sqrt((double)p->o.r) : (double)p->scale * p->o.r;
+        len = (size_t)snprintf(cfg, cap, "{\n  \"peft_type\": \"LORA\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"base_model_name_or_path\": \"%s\",\n"
+                       "  \"r\": %d,\n  \"lora_alpha\": %.9g,\n  \"lora_dropout\": %g,\n  \"use_rslora\": %s,\n  \"use_dora\": %s,\n"
                        "  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n  \"inference_mode\": true,\n  \"init_lora_weights\": true,\n  \"target_modules\": [",
-                       base_model_name ? base_model_name : "", p->o.r, (double)p->o.alpha, (double)p->o.dropout,
+                       base_model_name ? base_model_name : "", p->o.r, alpha, (double)p->o.dropout,
                        p->o.rslora ? "true" : "false", p->o.dora ? "true" : "false");
         for (t = 0; t < FT_SITE_COUNT; t++)
-            if (p->o.targets & (1u << t)) { len += snprintf(cfg + len, sizeof cfg - (size_t)len, "%s\"%s\"", sep, ft_site_name((int)t)); sep = ", "; }
-        len += snprintf(cfg + len, sizeof cfg - (size_t)len, "]\n}\n");
+            if (p->o.targets & (1u << t)) { len += (size_t)snprintf(cfg + len, cap - len, "%s\"%s\"", sep, ft_site_name((int)t)); sep = ", "; }
+        len += (size_t)snprintf(cfg + len, cap - len, "]");
+        for (l = 0; l < m->c.n_layer; l++) {              /* a subset of layers: PEFT's layers_to_transform */
+            int has = 0;
+            for (k = 0; k < FT_SITE_COUNT; k++) has |= p->A[l * FT_SITE_COUNT + k] != NULL;
+            all_layers &= has;
+        }
+        if (!all_layers) {
+            sep = "";
+            len += (size_t)snprintf(cfg + len, cap - len, ",\n  \"layers_to_transform\": [");
+            for (l = 0; l < m->c.n_layer; l++) {
+                int has = 0;
+                for (k = 0; k < FT_SITE_COUNT; k++) has |= p->A[l * FT_SITE_COUNT + k] != NULL;
+                if (has) { len += (size_t)snprintf(cfg + len, cap - len, "%s%d", sep, (int)l); sep = ", "; }
+            }
+            len += (size_t)snprintf(cfg + len, cap - len, "]");
+        }
+        len += (size_t)snprintf(cfg + len, cap - len, "\n}\n");
         snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-        if ((r = ft__afile_open(&a, path)) == FT_OK) { ft__afile_write(&a, cfg, (size_t)len); r = ft__afile_commit(&a); }
+        if ((r = ft__afile_open(&a, path)) == FT_OK) { ft__afile_write(&a, cfg, len); r = ft__afile_commit(&a); }
     }
-    FT_FREE(e); FT_FREE(names); FT_FREE(perm);
+    FT_FREE(e); FT_FREE(names); FT_FREE(perm); FT_FREE(cfg);
     return r;
 }
 
+/* a safetensors entry as f32 (F32, F16, BF16); 0 for other dtypes */
+static int ft__st_to_f32(const void *d, const char *dtype, int64_t n, float *dst) {
+    int64_t i; const unsigned char *b = FT__CAST(const unsigned char *, d);
+    if (strcmp(dtype, "F32") == 0) { memcpy(dst, d, (size_t)n * sizeof(float)); return 1; }
+    if (strcmp(dtype, "F16") == 0 || strcmp(dtype, "BF16") == 0) {
+        int bf = dtype[0] == 'B';
+        for (i = 0; i < n; i++) { uint16_t h; memcpy(&h, b + 2 * i, 2); dst[i] = bf ? ft_bf16_to_fp32(h) : ft_fp16_to_fp32(h); }
+        return 1;
+    }
+    return 0;
+}
+
 FT_API ft_result ft_lora_load_peft(ft_peft *p, const char *dir) {
-    ft_safetensors *st; ft_result r; char path[1024], name[160]; int64_t s, nsites = p->m->c.n_layer * FT_SITE_COUNT; int k;
+    ft_safetensors *st; ft_result r = FT_OK; char path[1024], name[160]; int64_t s, nsites, maxn = 1; int k; float *tmp;
+    if (!p->m) return ft_set_error(FT_ERR_STATE, "%s: the adapter's model was freed", dir);
+    nsites = p->m->c.n_layer * FT_SITE_COUNT;
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
-    for (s = 0; s < nsites; s++) {
+    for (s = 0; s < nsites; s++) if (p->B[s]) maxn = FT__MAX(maxn, FT__MAX(ft_numel(p->B[s]), ft_numel(p->A[s])));
+    if (!(tmp = FT__CAST(float *, FT_MALLOC((size_t)maxn * sizeof(float))))) { ft_safetensors_close(st); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); }
+    for (s = 0; s < nsites && r == FT_OK; s++) {
         int which = (int)(s % FT_SITE_COUNT); int64_t heads = ft__site_permuted_heads(p->m, which);
-        for (k = 0; k < 3; k++) {
+        for (k = 0; k < 3 && r == FT_OK; k++) {
             ft_tensor *t = k == 0 ? p->A[s] : k == 1 ? p->B[s] : p->mag[s];
             const char *dt; int64_t shape[8]; int nd; const void *d;
             snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.%s.%s", (int)(s / FT_SITE_COUNT), ft__hf_site_module(which), ft_site_name(which),
                      k == 0 ? "lora_A.weight" : k == 1 ? "lora_B.weight" : "lora_magnitude_vector");
             d = ft_safetensors_get(st, name, &dt, shape, &nd);
             if (!t && !d) continue;
-            if (!t || !d || strcmp(dt, "F32") != 0 || nd != t->ndim || shape[0] != t->shape[0] || (nd > 1 && shape[1] != t->shape[1])) {
-                ft_safetensors_close(st);
-                return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s: %s", path, name, !t ? "no such site in the attached adapter" : !d ? "missing" : "dtype or shape differs");
+            if (!t || !d || nd != t->ndim || shape[0] != t->shape[0] || (nd > 1 && shape[1] != t->shape[1])) {
+                r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s: %s", path, name, !t ? "has no place in the attached adapter (targets or rank differ)" : !d ? "is missing" : "has a shape the model does not fit (wrong base model?)");
+                break;
             }
-            if (k > 0 && heads) ft__permute_rows(FT__F(t), FT__CAST(const float *, d), heads, p->m->c.head_dim, k == 1 ? t->shape[1] : 1, 0);
-            else memcpy(t->data, d, (size_t)ft_numel(t) * sizeof(float));
+            if (!ft__st_to_f32(d, dt, ft_numel(t), tmp)) { r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s (F32, F16, BF16 are read)", path, name, dt); break; }
+            if (k > 0 && heads) ft__permute_rows(FT__F(t), tmp, heads, p->m->c.head_dim, k == 1 ? t->shape[1] : 1, 0);
+            else memcpy(t->data, tmp, (size_t)ft_numel(t) * sizeof(float));
             t->version++;
         }
     }
+    FT_FREE(tmp);
     ft_safetensors_close(st);
-    return FT_OK;
+    return r;
+}
+
+/* attach an adapter from a PEFT directory: alpha, rsLoRA, DoRA from adapter_config.json; rank,
+   targets and layers from the tensors in adapter_model.safetensors */
+FT_API ft_result ft_lora_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
+    char path[1024]; unsigned char *text = NULL; size_t n = 0; FILE *f; long sz; ft_json_doc *doc = NULL; const ft_json *root, *v;
+    ft_lora_opts o; ft__adapter_scan sc; ft_safetensors *st; ft_result r; int64_t i; double alpha = 0;
+    *out = NULL;
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    if (!(f = fopen(path, "rb"))) return ft_set_error(FT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = FT__CAST(unsigned char *, FT_MALLOC((size_t)sz + 1))) != NULL)
+        n = fread(text, 1, (size_t)sz, f);
+    fclose(f);
+    if (!text) return ft_set_error(FT_ERR_IO, "%s: read failed", path);
+    r = ft_json_parse(&doc, FT__CAST(const char *, text), n, path, 1);
+    FT_FREE(text);
+    if (r != FT_OK) return r;
+    root = ft_json_root(doc);
+    memset(&o, 0, sizeof o);
+#define FT__CFG_FAIL(code, ...) do { r = ft_set_error(code, __VA_ARGS__); ft_json_free(doc); return r; } while (0)
+    if (root->kind != FT_JSON_OBJECT) FT__CFG_FAIL(FT_ERR_FORMAT, "%s: not a JSON object", path);
+    if ((v = ft_json_get(root, "peft_type")) && (v->kind != FT_JSON_STRING || strcmp(v->s, "LORA") != 0))
+        FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: peft_type %s (LORA is read)", path, v->kind == FT_JSON_STRING ? v->s : "?");
+    if ((v = ft_json_get(root, "lora_alpha")) && v->kind == FT_JSON_NUMBER) alpha = v->num;
+    if ((v = ft_json_get(root, "use_rslora")) && v->kind == FT_JSON_BOOL) o.rslora = v->num != 0;
+    if ((v = ft_json_get(root, "use_dora")) && v->kind == FT_JSON_BOOL) o.dora = v->num != 0;
+    if ((v = ft_json_get(root, "fan_in_fan_out")) && v->kind == FT_JSON_BOOL && v->num != 0) FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: fan_in_fan_out is not supported", path);
+    if ((v = ft_json_get(root, "lora_bias")) && v->kind == FT_JSON_BOOL && v->num != 0) FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: lora_bias is not supported", path);
+    if ((v = ft_json_get(root, "bias")) && v->kind == FT_JSON_STRING && strcmp(v->s, "none") != 0) FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: bias \"%s\" is not supported (\"none\" is)", path, v->s);
+    if (((v = ft_json_get(root, "rank_pattern")) && v->kind == FT_JSON_OBJECT && v->n) || ((v = ft_json_get(root, "alpha_pattern")) && v->kind == FT_JSON_OBJECT && v->n))
+        FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: rank_pattern / alpha_pattern (a rank or alpha per module) is not supported", path);
+    if ((v = ft_json_get(root, "r")) && v->kind == FT_JSON_NUMBER) o.r = (int)v->num;
+    ft_json_free(doc);
+#undef FT__CFG_FAIL
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
+    if ((r = ft__adapter_scan_init(&sc, m)) != FT_OK) { ft_safetensors_close(st); return r; }
+    for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
+        const char *nm = ft_safetensors_name(st, i), *at = nm ? strstr(nm, "layers.") : NULL; long long l = -1; int pre = 0, w, used = 0;
+        if (!nm || strcmp(nm, "__metadata__") == 0) continue;
+        if (at && sscanf(at, "layers.%lld.%n", &l, &pre) == 1 && pre > 0)
+            for (w = 0; w < FT_SITE_COUNT && !used; w++) {
+                char want[96]; const char *sfx[3] = {"lora_A.weight", "lora_B.weight", "lora_magnitude_vector"}; int k;
+                for (k = 0; k < 3 && !used; k++) {
+                    snprintf(want, sizeof want, "%s.%s.%s", ft__hf_site_module(w), ft_site_name(w), sfx[k]);
+                    if (strcmp(at + pre, want) == 0) {
+                        int64_t shape[8]; int nd; const char *dt;
+                        used = 1;
+                        ft_safetensors_get(st, nm, &dt, shape, &nd);
+                        if (k == 0) r = ft__adapter_scan_add(&sc, path, nm, (int64_t)l, w, nd == 2 ? shape[0] : 0);
+                    }
+                }
+            }
+        if (!used && r == FT_OK) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: not a LoRA tensor of a layer's q, k, v, o, gate, up or down projection", path, nm);
+    }
+    ft_safetensors_close(st);
+    if (r != FT_OK) { FT_FREE(sc.mask); return r; }
+    if (o.r && sc.r && o.r != sc.r) { FT_FREE(sc.mask); return ft_set_error(FT_ERR_FORMAT, "%s: the tensors have rank %d, adapter_config.json says r = %d", path, sc.r, o.r); }
+    o.alpha = alpha > 0 ? (float)alpha : 0.0f;
+    if ((r = ft__adapter_scan_attach(&sc, out, m, &o, path)) != FT_OK) return r;
+    if ((r = ft_lora_load_peft(*out, dir)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
+    return r;
+}
+
+/* a PEFT directory (it has adapter_config.json), a llama.cpp LoRA GGUF or finetune.h's own adapter GGUF */
+FT_API ft_result ft_lora_attach_file(ft_peft **out, ft_model *m, const char *path) {
+    char cfg[1024]; FILE *f;
+    snprintf(cfg, sizeof cfg, "%s/adapter_config.json", path);
+    if ((f = fopen(cfg, "rb")) != NULL) { fclose(f); return ft_lora_attach_peft(out, m, path); }
+    return ft_peft_attach_gguf(out, m, path);          /* llama.cpp's LoRA, or finetune.h's own (any method) */
+}
+
+/* ---- a whole model with the adapter merged ------------------------------------------------------------- */
+static int ft__merge_can_encode(ft_type t) {
+    return t == FT_TYPE_F32 || t == FT_TYPE_F16 || t == FT_TYPE_BF16 || t == FT_TYPE_Q8_0 || t == FT_TYPE_Q4_0 || t == FT_TYPE_Q4_1;
+}
+/* one f32 row of n elements into type t (n a multiple of the block) */
+static void ft__merge_encode_row(ft_type t, const float *x, void *dst, int64_t n) {
+    int64_t i;
+    switch (t) {
+    case FT_TYPE_F32: memcpy(dst, x, (size_t)n * sizeof(float)); break;
+    case FT_TYPE_F16: for (i = 0; i < n; i++) FT__CAST(uint16_t *, dst)[i] = ft_fp32_to_fp16(x[i]); break;
+    case FT_TYPE_BF16: for (i = 0; i < n; i++) FT__CAST(uint16_t *, dst)[i] = ft_fp32_to_bf16(x[i]); break;
+    case FT_TYPE_Q8_0: ft__quant_q8_0(x, dst, n); break;
+    case FT_TYPE_Q4_0: ft__quant_q4_0(x, dst, n); break;
+    case FT_TYPE_Q4_1: ft__quant_q4_1(x, dst, n); break;
+    default: break;
+    }
+}
+/* rows that a 32-block type cannot hold are written as F16 (as llama-quantize falls back) */
+static ft_type ft__merge_fit(ft_type t, int64_t n) { return n % ft_type_block(t) ? FT_TYPE_F16 : t; }
+static int64_t ft__merge_file_type(ft_type t) {     /* llama.cpp's general.file_type (LLAMA_FTYPE_*) */
+    switch (t) {
+    case FT_TYPE_F32: return 0;   case FT_TYPE_F16: return 1;  case FT_TYPE_Q4_0: return 2;
+    case FT_TYPE_Q4_1: return 3;  case FT_TYPE_Q8_0: return 7; case FT_TYPE_BF16: return 32;
+    default: return -1;
+    }
+}
+
+FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_merge_opts *opts) {
+    ft_gguf *g = m->g; ft_gguf_writer *w = NULL; ft_peft *p = m->peft; ft_result r = FT_OK;
+    ft_merge_opts o; int64_t i, l, nsites = m->c.n_layer * FT_SITE_COUNT, maxin = 1; size_t total = 0, off = 0;
+    unsigned char *buf = NULL; float *row = NULL; int which, add, emb;
+    char name[128];
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    if (!o.keep_type && !ft__merge_can_encode(o.type))
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: cannot write weights as %s (f32, f16, bf16, q8_0, q4_0, q4_1 can be written)", path, ft_type_name(o.type));
+    add = p && p->enabled && !p->orig;      /* merged in place already (ft_lora_merge): the weights hold it */
+    emb = o.embeddings && !o.keep_type;
+    /* what each site becomes; the bytes of every converted weight in one buffer */
+    for (i = 0; i < nsites; i++) {
+        ft_tensor *W = *ft__site_weight(m, i / FT_SITE_COUNT, (int)(i % FT_SITE_COUNT));
+        int has = add && p->A[i] != NULL; ft_type t = o.keep_type ? W->type : o.type;
+        if (o.keep_type && p && p->orig && p->orig[i] != W) t = p->orig[i]->type;   /* ft_lora_merge'd: the file's type */
+        if (o.keep_type && !has && !(p && p->orig && p->orig[i] != W)) continue;    /* copied unchanged */
+        snprintf(name, sizeof name, "blk.%d.%s.weight", (int)(i / FT_SITE_COUNT), ft__gguf_site_name((int)(i % FT_SITE_COUNT)));
+        if (!ft__merge_can_encode(t))
+            return ft_set_error(FT_ERR_UNSUPPORTED, "%s: %s is %s in the base, which cannot be written here; choose f32, f16, bf16, q8_0, q4_0 or q4_1",
+                                path, name, ft_type_name(t));
+        t = ft__merge_fit(t, W->shape[1]);
+        total += ft_type_row_bytes(t, W->shape[1]) * (size_t)W->shape[0];
+        maxin = FT__MAX(maxin, W->shape[1]);
+    }
+    for (i = 0; emb && i < ft_gguf_n_tensors(g); i++) {      /* the embedding and head as well */
+        const ft_gguf_tensor *gt = ft_gguf_tensor_at(g, i);
+        if (gt->n_dims != 2 || !((gt->name.n == 17 && memcmp(gt->name.s, "token_embd.weight", 17) == 0) || (gt->name.n == 13 && memcmp(gt->name.s, "output.weight", 13) == 0))) continue;
+        if (!ft__type(gt->type)->to_f32)
+            return ft_set_error(FT_ERR_UNSUPPORTED, "%s: %.*s is %s, which this build cannot decode", path, (int)gt->name.n, gt->name.s, ft_type_name(gt->type));
+        total += ft_type_row_bytes(ft__merge_fit(o.type, gt->ne[0]), gt->ne[0]) * (size_t)gt->ne[1];
+        maxin = FT__MAX(maxin, gt->ne[0]);
+    }
+    buf = FT__CAST(unsigned char *, ft__aligned_alloc(FT__MAX(total, 1)));
+    row = FT__CAST(float *, FT_MALLOC((size_t)maxin * sizeof(float)));
+    if (!buf || !row) { r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory for %zu MiB of merged weights", path, total >> 20); goto done; }
+    if ((r = ft_gguf_writer_init(&w)) != FT_OK) goto done;
+    for (i = 0; i < ft_gguf_n_kv(g) && r == FT_OK; i++) r = ft_gguf_copy_kv(w, ft_gguf_kv_at(g, i));
+    if (r == FT_OK && !o.keep_type) r = ft_gguf_set_int(w, "general.file_type", FT_GGUF_UINT32, ft__merge_file_type(o.type));
+    for (i = 0; i < ft_gguf_n_tensors(g) && r == FT_OK; i++) {
+        const ft_gguf_tensor *gt = ft_gguf_tensor_at(g, i); int64_t s = -1, ne[2], k;
+        char tn[128]; size_t n = (size_t)FT__MIN(gt->name.n, sizeof tn - 1);
+        memcpy(tn, gt->name.s, n); tn[n] = 0;
+        for (l = 0; l < m->c.n_layer && s < 0; l++)
+            for (which = 0; which < FT_SITE_COUNT && s < 0; which++) {
+                snprintf(name, sizeof name, "blk.%d.%s.weight", (int)l, ft__gguf_site_name(which));
+                if (strcmp(tn, name) == 0) s = l * FT_SITE_COUNT + which;
+            }
+        if (s >= 0) {
+            ft_tensor *W = *ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT));
+            int has = add && p->A[s] != NULL, premerged = p && p->orig && p->orig[s] != W;
+            ft_type t = o.keep_type ? (premerged ? p->orig[s]->type : W->type) : ft__merge_fit(o.type, W->shape[1]);
+            if (o.keep_type && !has && !premerged) s = -1;                  /* unchanged bytes */
+            else {
+                int64_t out = W->shape[0], in = W->shape[1];
+                size_t rb = ft_type_row_bytes(W->type, in), ob = ft_type_row_bytes(t, in);
+                unsigned char *dst = buf + off;
+                for (k = 0; k < out; k++) {
+                    ft__type(W->type)->to_f32(FT__CAST(const unsigned char *, W->data) + (size_t)k * rb, row, in);
+                    if (has) ft__lora_merge_row(p, s, k, row, in);
+                    ft__merge_encode_row(t, row, dst + (size_t)k * ob, in);
+                }
+                off += ob * (size_t)out;
+                ne[0] = in; ne[1] = out;
+                r = ft_gguf_add_tensor(w, tn, t, 2, ne, dst);
+            }
+        }
+        if (s < 0 && r == FT_OK && emb && gt->n_dims == 2 && (strcmp(tn, "token_embd.weight") == 0 || strcmp(tn, "output.weight") == 0)) {
+            ft_type t = ft__merge_fit(o.type, gt->ne[0]);
+            size_t rb = ft_type_row_bytes(gt->type, gt->ne[0]), ob = ft_type_row_bytes(t, gt->ne[0]);
+            unsigned char *dst = buf + off;
+            for (k = 0; k < gt->ne[1]; k++) {
+                ft__type(gt->type)->to_f32(FT__CAST(const unsigned char *, gt->data) + (size_t)k * rb, row, gt->ne[0]);
+                ft__merge_encode_row(t, row, dst + (size_t)k * ob, gt->ne[0]);
+            }
+            off += ob * (size_t)gt->ne[1];
+            r = ft_gguf_add_tensor(w, tn, t, 2, gt->ne, dst);
+            s = 0;
+        }
+        if (s < 0 && r == FT_OK) r = ft_gguf_add_tensor(w, tn, gt->type, gt->n_dims, gt->ne, gt->data);
+    }
+    if (r == FT_OK) r = ft_gguf_write(w, path);
+done:
+    ft_gguf_writer_free(w);
+    ft__aligned_free(buf); FT_FREE(row);
+    return r;
 }
 
 /* ---- every method in one file of finetune.h's own: "adapter.type" = "finetune", the options as

@@ -1,7 +1,7 @@
-/* ft - the finetune.h command line.
-     ft info     MODEL.gguf [--all]
-     ft generate -m MODEL.gguf -p PROMPT [-n 64] [--temp 0] [--top-k K] [--top-p P] [--seed 1] [--chat] [--threads N]
-   Every failure prints the library's message (file, offset or line) and exits non-zero. */
+/* ft - the finetune.h command line: info, generate, train, eval, merge, export, logits (usage()
+   lists every option). Every failure prints the library's message (file, offset or line) and
+   exits non-zero. An ADAPTER is a llama.cpp LoRA GGUF, finetune.h's own adapter GGUF or a PEFT
+   directory. */
 #define _POSIX_C_SOURCE 200809L          /* clock_gettime: wall-clock progress and ETA */
 #define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
@@ -14,7 +14,7 @@ static int usage(void) {
         "usage: ft <command> [options]\n"
         "  info     MODEL.gguf [--all]                 metadata, tensor types, parameter count\n"
         "  generate -m MODEL.gguf -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] [--seed S]\n"
-        "           [--chat] [--lora ADAPTER.gguf] [--threads N]   sample a continuation (greedy when T = 0)\n"
+        "           [--chat] [--lora ADAPTER] [--threads N]   sample a continuation (greedy when T = 0)\n"
         "  train    -m MODEL.gguf --data TRAIN.jsonl --out DIR\n"
         "           --method lora|qlora|dora|adapter|prefix|prompt|ia3|full [--rank R] [--alpha A] [--rslora]\n"
         "           [--bottleneck K] [--placement houlsby|pfeiffer] [--act relu|gelu|silu|tanh]\n"
@@ -29,7 +29,19 @@ static int usage(void) {
         "           [--grad-checkpoint] (recompute each layer in backward: far less activation memory)\n"
         "           [--eval-split F] [--mix OTHER.jsonl:RATIO ...] (e.g. 0.1 of general text, against forgetting)\n"
         "           [--eval-general TEXT.jsonl] (its perplexity before and after: the forgetting check)\n"
-        "  eval     -m MODEL.gguf [--lora ADAPTER.gguf] --data EVAL.jsonl [--eval-gen N] [--max-new N]\n");
+        "           grpo/ppo: --reward number,length:N,rm:ADAPTER,regex:PATTERN [--group G] [--prompts P]\n"
+        "           [--iterations K] [--temperature T] [--top-p P] [--epsilon E] [--epsilon-high E] [--kl-beta B]\n"
+        "           [--kl-coef C] [--loss-type grpo|bnpo|dr_grpo|dapo] [--scale-rewards group|batch|none] [--max-new N]\n"
+        "  eval     -m MODEL.gguf [--lora ADAPTER] --data EVAL.jsonl [--eval-gen N] [--max-new N]\n"
+        "  merge    -m MODEL.gguf [--adapter ADAPTER] [--type f16|f32|bf16|q8_0|q4_0|q4_1|base] [--embeddings]\n"
+        "           -o OUT.gguf   a whole model with the adapter merged into its linear weights (default\n"
+        "           f16; base: the base's own types; --embeddings: token_embd/output as --type too, else\n"
+        "           unchanged); without --adapter it re-types the base\n"
+        "  export   --format peft|gguf -m MODEL.gguf --adapter ADAPTER -o OUT_DIR|OUT.gguf [--base-name NAME]\n"
+        "           an adapter in the other format (PEFT directory <-> llama.cpp LoRA GGUF)\n"
+        "  logits   -m MODEL.gguf [--adapter ADAPTER] (-p PROMPT [--chat] | --ids 1,2,3) -o OUT.f32 [--threads N]\n"
+        "           raw f32 logits (tokens x vocab, row-major) of every position; the ids go to stdout\n"
+        "  ADAPTER: a llama.cpp LoRA GGUF (adapter.gguf) or a PEFT directory (peft/ of a run)\n");
     return 2;
 }
 
@@ -121,7 +133,7 @@ static int cmd_generate(int argc, char **argv) {
     if (!model || !prompt || n < 1) return usage();
     if (ft_model_load(&m, model, NULL) != FT_OK) return fail("generate");
     if (!(tok = ft_model_tokenizer(m))) { fprintf(stderr, "ft generate: %s has no tokenizer\n", model); return 1; }
-    if (lora) { ft_peft *p; if (ft_peft_attach_gguf(&p, m, lora) != FT_OK) return fail("generate --lora"); }
+    if (lora) { ft_peft *p; if (ft_lora_attach_file(&p, m, lora) != FT_OK) return fail("generate --lora"); }
     memset(&co, 0, sizeof co); co.n_threads = threads;
     if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("generate");
     text = (char *)malloc(strlen(prompt) + 65536);
@@ -311,6 +323,14 @@ static unsigned parse_targets(const char *t) {
         p++;
     }
     return m;
+}
+
+/* PEFT's base_model_name_or_path: the GGUF's general.name, else its architecture */
+static const char *model_name(ft_model *m, char *buf, size_t cap) {
+    ft_gguf_str name;
+    if (ft_gguf_get_str(ft_model_gguf(m), "general.name", &name)) snprintf(buf, cap, "%.*s", (int)(name.n < cap - 1 ? name.n : cap - 1), name.s);
+    else snprintf(buf, cap, "%s", ft_model_config_get(m)->arch_name);
+    return buf;
 }
 
 /* ---- progress, metrics, plots -------------------------------------------------------------------- */
@@ -615,7 +635,7 @@ static int cmd_train(int argc, char **argv) {
     if (po.method == FT_PEFT_LORA && !po.lora.dora && !po.reward_head) { if (ft_lora_save_gguf(p, path) != FT_OK) return fail("train"); }
     else if (ft_peft_save_gguf(p, path) != FT_OK) return fail("train");
     snprintf(path, sizeof path, "%s/peft", o.out);
-    if (po.method == FT_PEFT_LORA && ft_lora_save_peft(p, path, ft_model_config_get(m)->arch_name) != FT_OK) return fail("train");
+    { char nm[256]; if (po.method == FT_PEFT_LORA && ft_lora_save_peft(p, path, model_name(m, nm, sizeof nm)) != FT_OK) return fail("train"); }
     {
         ft_plot_series ser[2]; int ns = 1;
         ser[0].name = "train"; ser[0].x = rn.xs; ser[0].y = rn.ys; ser[0].n = rn.n;
@@ -664,7 +684,7 @@ static int cmd_eval(int argc, char **argv) {
     if (!opts_parse(&o, argc, argv)) return 2;
     if (!o.model || !o.data) { fprintf(stderr, "ft eval: needs -m MODEL and --data FILE\n"); return 2; }
     if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("eval");
-    if (o.lora) { ft_peft *p; if (ft_peft_attach_gguf(&p, m, o.lora) != FT_OK) return fail("eval --lora"); }
+    if (o.lora) { ft_peft *p; if (ft_lora_attach_file(&p, m, o.lora) != FT_OK) return fail("eval --lora"); }
     memset(&co, 0, sizeof co); co.n_threads = o.threads;
     if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("eval");
     memset(&dopt, 0, sizeof dopt); dopt.max_len = o.seq_len;
@@ -680,11 +700,135 @@ static int cmd_eval(int argc, char **argv) {
     return 0;
 }
 
+/* ---- merge, export, logits: -m MODEL --adapter ADAPTER -o OUT and a few more ------------------------- */
+typedef struct io_opts { const char *model, *adapter, *out, *type, *format, *prompt, *ids, *base_name; int chat, threads, embeddings; } io_opts;
+static int io_parse(const char *cmd, io_opts *o, int argc, char **argv) {
+    int i;
+    memset(o, 0, sizeof *o);
+    for (i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--chat") == 0) { o->chat = 1; continue; }
+        if (strcmp(a, "--embeddings") == 0) { o->embeddings = 1; continue; }
+        if (!v) { fprintf(stderr, "ft %s: %s needs a value\n", cmd, a); return 0; }
+        if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) o->model = v;
+        else if (strcmp(a, "--adapter") == 0 || strcmp(a, "--lora") == 0) o->adapter = v;
+        else if (strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0) o->out = v;
+        else if (strcmp(a, "--type") == 0) o->type = v;
+        else if (strcmp(a, "--format") == 0) o->format = v;
+        else if (strcmp(a, "-p") == 0 || strcmp(a, "--prompt") == 0) o->prompt = v;
+        else if (strcmp(a, "--ids") == 0) o->ids = v;
+        else if (strcmp(a, "--base-name") == 0) o->base_name = v;
+        else if (strcmp(a, "--threads") == 0) o->threads = atoi(v);
+        else { fprintf(stderr, "ft %s: unknown option %s\n", cmd, a); return 0; }
+        i++;
+    }
+    return 1;
+}
+static void describe_adapter(ft_peft *p) {
+    const ft_lora_opts *lo = ft_lora_options(p);
+    fprintf(stderr, "%s r=%d scale %g%s, %lld tensors", lo->dora ? "DoRA" : "LoRA", lo->r, (double)ft_lora_scale(p),
+            lo->rslora ? " (rsLoRA)" : "", (long long)ft_params_count(ft_peft_params(p)));
+}
+
+static int cmd_merge(int argc, char **argv) {
+    io_opts o; ft_model *m; ft_peft *p = NULL; ft_merge_opts mo; const char *t; FILE *f;
+    if (!io_parse("merge", &o, argc, argv)) return 2;
+    if (!o.model || !o.out) { fprintf(stderr, "ft merge: needs -m MODEL and -o OUT.gguf\n"); return 2; }
+    memset(&mo, 0, sizeof mo);
+    mo.embeddings = o.embeddings;
+    t = o.type ? o.type : "f16";
+    if (strcmp(t, "base") == 0) mo.keep_type = 1;
+    else if (strcmp(t, "f32") == 0) mo.type = FT_TYPE_F32;
+    else if (strcmp(t, "f16") == 0) mo.type = FT_TYPE_F16;
+    else if (strcmp(t, "bf16") == 0) mo.type = FT_TYPE_BF16;
+    else if (strcmp(t, "q8_0") == 0) mo.type = FT_TYPE_Q8_0;
+    else if (strcmp(t, "q4_0") == 0) mo.type = FT_TYPE_Q4_0;
+    else if (strcmp(t, "q4_1") == 0) mo.type = FT_TYPE_Q4_1;
+    else { fprintf(stderr, "ft merge: --type %s is not one of f16, f32, bf16, q8_0, q4_0, q4_1, base\n", t); return 2; }
+    if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("merge");
+    if (o.adapter && ft_lora_attach_file(&p, m, o.adapter) != FT_OK) return fail("merge --adapter");
+    if (ft_model_save_merged(m, o.out, &mo) != FT_OK) return fail("merge");
+    fprintf(stderr, "ft: wrote %s: %s", o.out, o.model);
+    if (p) { fprintf(stderr, " + %s (", o.adapter); describe_adapter(p); fprintf(stderr, ")"); }
+    fprintf(stderr, ", linear weights as %s", t);
+    if ((f = fopen(o.out, "rb"))) { fseek(f, 0, SEEK_END); fprintf(stderr, ", %.1f MiB", (double)ftell(f) / (1 << 20)); fclose(f); }
+    fprintf(stderr, "\n");
+    ft_peft_free(p); ft_model_free(m);
+    return 0;
+}
+
+static int cmd_export(int argc, char **argv) {
+    io_opts o; ft_model *m; ft_peft *p; ft_result r;
+    if (!io_parse("export", &o, argc, argv)) return 2;
+    if (!o.model || !o.adapter || !o.out || !o.format || (strcmp(o.format, "peft") && strcmp(o.format, "gguf"))) {
+        fprintf(stderr, "ft export: needs --format peft|gguf, -m MODEL, --adapter ADAPTER and -o OUT\n"); return 2;
+    }
+    if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("export");
+    if (ft_lora_attach_file(&p, m, o.adapter) != FT_OK) return fail("export --adapter");
+    if (strcmp(o.format, "peft") == 0) { char nm[256]; r = ft_lora_save_peft(p, o.out, o.base_name ? o.base_name : model_name(m, nm, sizeof nm)); }
+    else r = ft_lora_save_gguf(p, o.out);
+    if (r != FT_OK) return fail("export");
+    fprintf(stderr, "ft: wrote %s (%s) from %s: ", o.out, strcmp(o.format, "peft") == 0 ? "PEFT adapter_model.safetensors + adapter_config.json" : "llama.cpp LoRA GGUF", o.adapter);
+    describe_adapter(p); fprintf(stderr, "\n");
+    ft_peft_free(p); ft_model_free(m);
+    return 0;
+}
+
+static int cmd_logits(int argc, char **argv) {
+    io_opts o; ft_model *m; ft_peft *p = NULL; ft_ctx *ctx; ft_ctx_opts co; ft_batch b; ft_tensor *y;
+    int32_t *ids = NULL; int64_t n = 0, i, V; FILE *f;
+    if (!io_parse("logits", &o, argc, argv)) return 2;
+    if (!o.model || !o.out || !o.prompt == !o.ids) { fprintf(stderr, "ft logits: needs -m MODEL, -o OUT and one of -p PROMPT or --ids LIST\n"); return 2; }
+    if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("logits");
+    if (o.adapter && ft_lora_attach_file(&p, m, o.adapter) != FT_OK) return fail("logits --adapter");
+    V = ft_model_config_get(m)->n_vocab;
+    if (o.ids) {
+        const char *c = o.ids; char *e;
+        ids = (int32_t *)malloc(strlen(o.ids) * sizeof(int32_t) + 4);
+        while (*c) {
+            long v = strtol(c, &e, 10);
+            if (e == c || v < 0 || v >= V) { fprintf(stderr, "ft logits: --ids: bad id at '%s' (0..%lld)\n", c, (long long)V - 1); return 2; }
+            ids[n++] = (int32_t)v;
+            c = *e == ',' ? e + 1 : e;
+            if (*e && *e != ',') { fprintf(stderr, "ft logits: --ids: expected a comma at '%s'\n", e); return 2; }
+        }
+    } else {
+        const ft_tokenizer *tok = ft_model_tokenizer(m); char *text; size_t cap = strlen(o.prompt) + 65536;
+        if (!tok) { fprintf(stderr, "ft logits: %s has no tokenizer: use --ids\n", o.model); return 1; }
+        text = (char *)malloc(cap);
+        if (o.chat) {
+            ft_chat_msg msg; msg.role = "user"; msg.content = o.prompt;
+            if (ft_chat_apply(ft_model_chat_template(m), &msg, 1, 1, text, (int64_t)cap) < 0) return fail("logits --chat");
+        } else strcpy(text, o.prompt);
+        n = ft_tokenize(tok, text, -1, NULL, 0, 1, 1);
+        ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
+        ft_tokenize(tok, text, -1, ids, n, 1, 1);
+        free(text);
+    }
+    if (n < 1) { fprintf(stderr, "ft logits: no tokens\n"); return 1; }
+    memset(&co, 0, sizeof co); co.n_threads = o.threads;
+    if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("logits");
+    memset(&b, 0, sizeof b); b.B = 1; b.T = n; b.ids = ids;
+    ft_ctx_set_grad(ctx, 0);
+    if (!(y = ft_model_forward(ctx, m, &b))) return fail("logits");
+    if (!(f = fopen(o.out, "wb")) || fwrite(y->data, sizeof(float), (size_t)(n * V), f) != (size_t)(n * V) || fclose(f) != 0) {
+        fprintf(stderr, "ft logits: %s: cannot write\n", o.out); return 1;
+    }
+    printf("ids:");
+    for (i = 0; i < n; i++) printf(" %d", ids[i]);
+    printf("\nlogits: %lld x %lld f32 -> %s\n", (long long)n, (long long)V, o.out);
+    free(ids); ft_ctx_free(ctx); ft_peft_free(p); ft_model_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return usage();
     if (strcmp(argv[1], "info") == 0) return cmd_info(argc - 2, argv + 2);
     if (strcmp(argv[1], "generate") == 0) return cmd_generate(argc - 2, argv + 2);
     if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 2, argv + 2);
     if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 2, argv + 2);
+    if (strcmp(argv[1], "merge") == 0) return cmd_merge(argc - 2, argv + 2);
+    if (strcmp(argv[1], "export") == 0) return cmd_export(argc - 2, argv + 2);
+    if (strcmp(argv[1], "logits") == 0) return cmd_logits(argc - 2, argv + 2);
     return usage();
 }
