@@ -334,6 +334,36 @@ TEST(lora_adapters) {
     free(merged_q); free(merged_dn); free(d1);
 }
 
+/* full fine-tuning's file (finetune.h's adapter GGUF with some of the weights): those tensors
+   replace the base's, the frozen ones stay the base's */
+TEST(full_finetune_input) {
+    ft_model *m = NULL; ft_peft *p = NULL; ft_peft_opts po; ft_merge_input in[1]; ft_merge_opts o; ft_merge_stats st;
+    const char *LFULL = "build/tiny_merge_full.gguf"; float *want = NULL, *got; int64_t n = 0, j; int i;
+    CHECK_OK(ft_model_load(&m, PB, NULL));
+    if (!m) return;
+    memset(&po, 0, sizeof po); po.method = FT_PEFT_FULL; po.freeze = "token_embd.*,blk.0.*";
+    CHECK_OK(ft_peft_attach(&p, m, &po));
+    if (!p) { ft_model_free(m); return; }
+    for (i = 0; i < ft_params_count(ft_peft_params(p)); i++) {
+        ft_tensor *t = ft_params_get(ft_peft_params(p), i);
+        for (j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] += 0.01f * (float)(j % 7);
+        if (!strcmp(t->name, "blk.1.ffn_up.weight")) { n = ft_numel(t); want = (float *)malloc((size_t)n * 4); memcpy(want, t->data, (size_t)n * 4); }
+    }
+    CHECK_OK(ft_peft_save_gguf(p, LFULL));
+    ft_peft_free(p); ft_model_free(m);
+    memset(&o, 0, sizeof o);
+    in[0].path = LFULL; in[0].weight = 1; in[0].density = 0;
+    CHECK_OK(ft_merge_models(POUT, PB, in, 1, &o, &st));
+    CHECK(st.copied == 1 + 9 && st.merged == 1 + 9, "%lld merged (blk.1 and output_norm), %lld copied", (long long)st.merged, (long long)st.copied);
+    {   ft_gguf *g; int64_t n2;
+        CHECK_OK(ft_gguf_open(&g, POUT));
+        got = tensor_f32(g, "blk.1.ffn_up.weight", &n2);
+        CHECK(want && got && n2 == n && memcmp(want, got, (size_t)n * 4) == 0, "trained tensor taken");
+        free(got); ft_gguf_close(g); }
+    CHECK(same_tensor_bytes(PB, POUT, "blk.0.ffn_up.weight") && same_tensor_bytes(PB, POUT, "token_embd.weight"), "frozen ones are the base's");
+    free(want);
+}
+
 TEST(errors_name_the_files) {
     ft_merge_input in[2]; ft_merge_opts o; ft_result r; ft_gguf *g; ft_gguf_writer *w; int64_t i;
     memset(&o, 0, sizeof o); o.method = FT_MERGE_TIES;
@@ -378,6 +408,7 @@ int main(void) {
     RUN(linear_one_zero_is_input_a);
     RUN(q8_0_output);
     RUN(lora_adapters);
+    RUN(full_finetune_input);
     RUN(errors_name_the_files);
     return ft_test_summary("test_merge");
 }
