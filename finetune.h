@@ -122,7 +122,7 @@
       --lora) and PEFT's adapter_model.safetensors + adapter_config.json (PeftModel.
       from_pretrained; Q/K rows back in HF order); ft_lora_attach_file(&p, model, path) reads
       either (a directory is PEFT), taking rank, alpha, rsLoRA/DoRA, sites and layers from it, so
-      converting is attach + save. ft_model_save_merged(model, "out.gguf", &(ft_merge_opts){
+      converting is attach + save. ft_model_save_merged(model, "out.gguf", &(ft_save_opts){
       .type = FT_TYPE_F16}) writes a whole model with the adapter merged (every key, the
       tokenizer and all other tensors copied): it loads in llama.cpp with no adapter at all.
 
@@ -150,12 +150,13 @@
       [gguf]       GGUF reader and writer, atomic files
       [tokenizer]  BPE / SentencePiece, pre-tokenizers, chat templates
       [model]      llama family, KV cache, sampling, generation
-      [peft]       LoRA, DoRA, merge
+      [peft]       LoRA, DoRA, merge; adapters, prefix, prompt tuning, IA3, full fine-tuning
       [data]       strict JSON / JSONL
       [dataset]    JSONL -> token ids with loss masks
       [optim]      AdamW, SGD
       [train]      schedules, checkpoints, batches, the trainer, evaluation, plots
       [export]     safetensors, adapter files, merged models
+      [merge]      merging models and adapters: linear, task arithmetic, TIES, DARE (mergekit's)
 
    REVISION HISTORY
       0.1.0  core, GGUF and quants, llama family, tokenizer, generation, LoRA/DoRA, trainer;
@@ -729,7 +730,7 @@ FT_API ft_result ft_lora_attach_file(ft_peft **out, ft_model *m, const char *pat
    m / ||W + sBA|| per row): every metadata key and every other tensor (embeddings, norms, head)
    copied unchanged, general.file_type set to the new type. Without an adapter (or with it
    switched off) it just re-types the base, e.g. a Q4_1 model dequantized to F32. Atomic. */
-typedef struct ft_merge_opts {
+typedef struct ft_save_opts {
     ft_type type;                   /* every layer's q,k,v,o,gate,up,down weight as: F32 (0), F16,
                                        BF16, Q8_0, Q4_0 or Q4_1 (ggml's own rounding); rows that
                                        are not a multiple of 32 fall back to F16, as llama-quantize */
@@ -737,8 +738,8 @@ typedef struct ft_merge_opts {
                                        weights without an adapter keep their bytes                 */
     int     embeddings;             /* also token_embd / output as `type` (default: unchanged), e.g.
                                        an all-F32 file for an exact comparison with llama.cpp      */
-} ft_merge_opts;
-FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_merge_opts *o);
+} ft_save_opts;
+FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_save_opts *o);
 
 
 /* ---- training utilities: schedules, checkpoints, plots ------------------------------------------------ */
@@ -982,6 +983,69 @@ typedef void (*ft_eval_gen_fn)(void *user, int64_t i, const char *generated, con
 /* greedy generation on each example's prompt vs its reference answer (limit 0: all) */
 FT_API ft_result ft_eval_generate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int max_new, int64_t limit,
                                   ft_eval_gen *res, ft_eval_gen_fn on_item, void *user);
+
+
+/* ---- merging models and adapters (mergekit's definitions) ---------------------------------------------- */
+typedef enum ft_merge_method {
+    FT_MERGE_LINEAR = 0,            /* sum w_i x_i (/ sum w_i with normalize): a weighted average            */
+    FT_MERGE_TASK,                  /* task arithmetic: base + sum w_i (x_i - base)                            */
+    FT_MERGE_TIES,                  /* base + disjoint mean of top-density deltas agreeing with the elected sign */
+    FT_MERGE_DARE_LINEAR,           /* base + sum w_i (random drop of 1 - density of each delta, rescaled)     */
+    FT_MERGE_DARE_TIES              /* DARE's drop, then TIES's sign election and disjoint mean                */
+} ft_merge_method;
+typedef enum ft_merge_rescale {
+    FT_MERGE_RESCALE_DEFAULT = 0,   /* the method's as mergekit 0.1.5: DARE L1, TIES none                     */
+    FT_MERGE_RESCALE_NONE,
+    FT_MERGE_RESCALE_L1,            /* * |d|_1 / |kept d|_1 per tensor (mergekit >= 0.1.0)                     */
+    FT_MERGE_RESCALE_DENSITY        /* / density (the DARE paper; mergekit before 0.1.0)                       */
+} ft_merge_rescale;
+typedef enum ft_merge_sign { FT_MERGE_SIGN_SUM = 0,    /* sign of the sum of the weighted deltas (TIES) */
+                             FT_MERGE_SIGN_COUNT       /* sign of the sum of their signs                 */
+} ft_merge_sign;
+typedef struct ft_merge_opts {
+    ft_merge_method  method;
+    int      normalize;             /* 0: the method's default (linear, ties: on; task, dare_*: off); 1 on; -1 off */
+    ft_merge_rescale rescale;
+    ft_merge_sign    sign;          /* TIES, DARE-TIES                                                          */
+    float    lambda;                /* scale of the merged delta (0: 1); not used by linear                    */
+    uint64_t seed;                  /* DARE's masks (ft_merge_models: per tensor, see there)                    */
+    ft_type  type;                  /* ft_merge_models: storage of merged 2-D weights: F32 (default), F16, BF16,
+                                       Q8_0, Q4_0, Q4_1; 1-D tensors (norms, biases) stay F32                   */
+    int      lora_deltas;           /* ft_merge_models, LoRA inputs: merge the deltas s B A themselves (1), not
+                                       the adapted weights W + s B A (0); only linear differs (see there)       */
+    ft_log_fn log; void *log_user;  /* ft_merge_models: progress (level 0) and warnings (1)                    */
+} ft_merge_opts;
+/* One tensor of n elements. x[0..k-1] (each n floats) are the fine-tuned tensors, base the one they
+   started from (n; unused by linear, may be NULL there). weights[k]; densities[k] (NULL: all 1) are
+   TIES's and DARE's fraction kept. keep[k]: DARE's masks (n bytes each, non-zero keeps) or NULL to
+   draw them from rng (keep with probability density; input 0's n draws first, then input 1's, ...;
+   rng NULL: seeded with o->seed). out may alias base. */
+FT_API ft_result ft_merge_tensor(float *out, const float *base, const float *const *x, int k, int64_t n,
+                                 const double *weights, const double *densities,
+                                 const unsigned char *const *keep, ft_rng *rng, const ft_merge_opts *o);
+/* the same on task vectors d[i] = x_i - base, which are overwritten (trimmed / dropped and weighted in
+   place): out (n) = the merged delta with normalize and lambda applied (add it to the base). Linear on
+   deltas is sum w_i d_i (/ sum w_i with normalize). */
+FT_API ft_result ft_merge_deltas(float *out, float *const *d, int k, int64_t n, const double *weights,
+                                 const double *densities, const unsigned char *const *keep, ft_rng *rng,
+                                 const ft_merge_opts *o);
+typedef struct ft_merge_input {
+    const char *path;               /* a model GGUF with the base's tensors; a LoRA adapter GGUF (llama.cpp's,
+                                       or finetune.h's own: LoRA, or full fine-tuning's trained tensors)     */
+    double weight;
+    double density;                 /* TIES, DARE: fraction kept (0: 1, everything)                            */
+} ft_merge_input;
+typedef struct ft_merge_stats { int64_t merged, copied; uint64_t bytes; } ft_merge_stats;
+/* Merge n inputs over a base model and write a model GGUF to out_path (atomically), one tensor at a
+   time (memory: a few copies of the largest tensor). The base's metadata and tokenizer are copied.
+   A LoRA input's tensor is W + s B A (s = alpha / r), or with lora_deltas its delta s B A alone; the
+   tensors an adapter does not touch are the base's. A tensor equal in the base and every input, and
+   touched by no adapter, is copied as it is stored (linear: when the weights average it to itself).
+   DARE's masks: an rng seeded with o->seed ^ FNV-1a-64(tensor name), drawn as ft_merge_tensor does. */
+FT_API ft_result ft_merge_models(const char *out_path, const char *base_path, const ft_merge_input *in, int n,
+                                 const ft_merge_opts *o, ft_merge_stats *st);
+FT_API const char *ft_merge_method_name(ft_merge_method m);      /* "linear", "task", "ties", ...          */
+FT_API int         ft_merge_method_parse(const char *s, ft_merge_method *m);   /* 1: known name            */
 
 
 #ifdef __cplusplus
@@ -9842,9 +9906,9 @@ static int64_t ft__merge_file_type(ft_type t) {     /* llama.cpp's general.file_
     }
 }
 
-FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_merge_opts *opts) {
+FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_save_opts *opts) {
     ft_gguf *g = m->g; ft_gguf_writer *w = NULL; ft_peft *p = m->peft; ft_result r = FT_OK;
-    ft_merge_opts o; int64_t i, l, nsites = m->c.n_layer * FT_SITE_COUNT, maxin = 1; size_t total = 0, off = 0;
+    ft_save_opts o; int64_t i, l, nsites = m->c.n_layer * FT_SITE_COUNT, maxin = 1; size_t total = 0, off = 0;
     unsigned char *buf = NULL; float *row = NULL; int which, add, emb;
     char name[128];
     memset(&o, 0, sizeof o);
@@ -10023,6 +10087,600 @@ FT_API ft_result ft_peft_attach_gguf(ft_peft **out, ft_model *m, const char *pat
     if (r != FT_OK) { ft_peft_free(*out); *out = NULL; return r; }
     if ((*out)->full) ft__full_install(*out, 1);                  /* headers carry the loaded values */
     return FT_OK;
+}
+
+/* ============================================================================================
+   [merge] merging models and adapters, with mergekit's definitions (mergekit 0.1.5, PyPI:
+   merge_methods/linear.py, merge_methods/generalized_task_arithmetic.py, sparsify.py)
+   linear:  sum_i w_i x_i (fused multiply-adds, as torch's addcmul_ on CPU), / sum_i w_i with
+            normalize                                                          (linear.py 20-38)
+   the others, on task vectors d_i = x_i - base           (generalized_task_arithmetic.py 91-145):
+     1. sparsify each d_i. TIES keeps the k = max(1, int(density n)) entries of largest |d|
+        (sparsify.py 56-78); among equal magnitudes at the cut the lowest indices survive, as
+        with a stable argsort (mergekit's torch.argsort is not stable, so there the choice is
+        unspecified). DARE keeps each entry with probability density (118-134). density >= 1
+        keeps everything; TIES with density <= 0 keeps nothing. Rescale (23-53): L1 multiplies
+        the kept entries by |d|_1 / |kept|_1 (not when either is < 1e-7); DENSITY divides by
+        the density (mergekit before 0.1.0, the DARE paper).
+     2. d_i *= w_i.
+     3. TIES, DARE-TIES: a sign per entry, + when sum_i d_i >= 0 (SUM) or sum_i sign(d_i) >= 0
+        (COUNT) (get_mask, 148-172); m_i = [sign(d_i) == that sign] (a zero never agrees);
+        mixed = sum_i m_i d_i, divisor = sum_i m_i w_i (0 -> 1).
+        task, DARE-linear: mixed = sum_i d_i, divisor = sum_i w_i (|.| < 1e-8 -> 1).
+     4. normalize: mixed /= divisor; mixed *= lambda; out = base + mixed.
+   All float32 in mergekit's order of operations, so results agree to rounding
+   (tests/test_merge.c holds tools/ref/merge_fixtures.py's cases to 1e-6).
+   ft_merge_models streams: the header is written first (ft_gguf_write's layout), then each
+   tensor is read, merged, encoded and written before the next, so memory is a few copies of
+   the largest tensor whatever the model's size.
+   ============================================================================================ */
+FT_API const char *ft_merge_method_name(ft_merge_method m) {
+    static const char *names[] = {"linear", "task", "ties", "dare_linear", "dare_ties"};
+    return (int)m >= 0 && (int)m <= (int)FT_MERGE_DARE_TIES ? names[m] : "?";
+}
+FT_API int ft_merge_method_parse(const char *s, ft_merge_method *m) {
+    int i;
+    for (i = 0; i <= (int)FT_MERGE_DARE_TIES; i++)
+        if (strcmp(s, ft_merge_method_name((ft_merge_method)i)) == 0) { *m = (ft_merge_method)i; return 1; }
+    if (strcmp(s, "task_arithmetic") == 0) { *m = FT_MERGE_TASK; return 1; }
+    return 0;
+}
+
+/* the options with the method's defaults filled in */
+typedef struct ft__merge_cfg {
+    ft_merge_method method; ft_merge_rescale rescale; ft_merge_sign sign;
+    int normalize, consensus, random, sparse; float lambda;
+} ft__merge_cfg;
+static ft_result ft__merge_cfg_init(ft__merge_cfg *c, const ft_merge_opts *o) {
+    memset(c, 0, sizeof *c);
+    if ((int)o->method < 0 || (int)o->method > (int)FT_MERGE_DARE_TIES) return ft_set_error(FT_ERR_INVALID, "merge: unknown method %d", (int)o->method);
+    if ((int)o->rescale < 0 || (int)o->rescale > (int)FT_MERGE_RESCALE_DENSITY) return ft_set_error(FT_ERR_INVALID, "merge: unknown rescale %d", (int)o->rescale);
+    if ((int)o->sign < 0 || (int)o->sign > (int)FT_MERGE_SIGN_COUNT) return ft_set_error(FT_ERR_INVALID, "merge: unknown sign election %d", (int)o->sign);
+    c->method = o->method; c->sign = o->sign;
+    c->consensus = o->method == FT_MERGE_TIES || o->method == FT_MERGE_DARE_TIES;
+    c->random = o->method == FT_MERGE_DARE_LINEAR || o->method == FT_MERGE_DARE_TIES;
+    c->sparse = o->method == FT_MERGE_TIES || c->random;
+    c->normalize = o->normalize ? o->normalize > 0 : o->method == FT_MERGE_LINEAR || o->method == FT_MERGE_TIES;
+    c->rescale = o->rescale ? o->rescale : c->random ? FT_MERGE_RESCALE_L1 : FT_MERGE_RESCALE_NONE;
+    c->lambda = o->lambda != 0 ? o->lambda : 1.0f;
+    return FT_OK;
+}
+
+/* |v| as a sort key: NaN ranks above everything, as in torch.sort */
+static float ft__merge_mag(float v) { float a = fabsf(v); return a == a ? a : INFINITY; }
+
+/* the k-th largest of a[0..n-1], 1 <= k <= n; reorders a (Hoare's FIND, median-of-three pivot) */
+static float ft__merge_kth_largest(float *a, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1, t = n - k;
+    while (lo < hi) {
+        int64_t i = lo, j = hi;
+        float p = a[lo], q = a[lo + (hi - lo) / 2], r = a[hi];
+        float x = p < q ? (q < r ? q : p < r ? r : p) : (p < r ? p : q < r ? r : q);
+        do {
+            while (a[i] < x) i++;
+            while (x < a[j]) j--;
+            if (i <= j) { float s = a[i]; a[i] = a[j]; a[j] = s; i++; j--; }
+        } while (i <= j);
+        if (j < t) lo = i;
+        if (t < i) hi = j;
+    }
+    return a[t];
+}
+
+/* TIES's trim or DARE's drop of one task vector d (n), in place, then the rescale.
+   sel: n floats of scratch (TIES). */
+static void ft__merge_sparsify(float *d, int64_t n, double density, const ft__merge_cfg *c,
+                               const unsigned char *keep, ft_rng *rng, float *sel) {
+    int64_t i; double before = 0, after = 0;
+    if (density >= 1 || n == 0) return;
+    if (c->rescale == FT_MERGE_RESCALE_L1) for (i = 0; i < n; i++) before += fabs((double)d[i]);
+    if (!c->random) {
+        int64_t k, above = 0, ties; float thr;
+        if (density <= 0) { memset(d, 0, (size_t)n * sizeof *d); return; }
+        k = (int64_t)(density * (double)n);
+        if (k < 1) k = 1;
+        for (i = 0; i < n; i++) sel[i] = ft__merge_mag(d[i]);
+        thr = ft__merge_kth_largest(sel, n, k);
+        for (i = 0; i < n; i++) above += ft__merge_mag(d[i]) > thr;
+        ties = k - above;                               /* equal to the cut: the first ones stay */
+        for (i = 0; i < n; i++) {
+            float m = ft__merge_mag(d[i]);
+            if (m > thr) continue;
+            if (m == thr && ties > 0) { ties--; continue; }
+            d[i] = 0;
+        }
+    } else {
+        for (i = 0; i < n; i++) {
+            int on = keep ? keep[i] != 0 : (double)ft_rng_uniform(rng) < density;
+            if (!on) d[i] = 0;
+        }
+    }
+    if (c->rescale == FT_MERGE_RESCALE_L1) {
+        float fb, fa, f;
+        for (i = 0; i < n; i++) after += fabs((double)d[i]);
+        fb = (float)before; fa = (float)after;
+        if (fb < 1e-7f || fa < 1e-7f) return;
+        f = fb / fa;
+        for (i = 0; i < n; i++) d[i] *= f;
+    } else if (c->rescale == FT_MERGE_RESCALE_DENSITY) {
+        float fd = (float)density;
+        if (density <= 0) { memset(d, 0, (size_t)n * sizeof *d); return; }
+        for (i = 0; i < n; i++) d[i] /= fd;
+    }
+}
+
+static int ft__merge_sgn(float v) { return v > 0 ? 1 : v < 0 ? -1 : 0; }
+
+FT_API ft_result ft_merge_deltas(float *out, float *const *d, int k, int64_t n, const double *weights,
+                                 const double *densities, const unsigned char *const *keep, ft_rng *rng,
+                                 const ft_merge_opts *o) {
+    ft__merge_cfg c; ft_result r; ft_rng local; float *sel = NULL, wsum = 0; int i; int64_t j;
+    if ((r = ft__merge_cfg_init(&c, o)) != FT_OK) return r;
+    if (k < 1 || n < 0 || !weights) return ft_set_error(FT_ERR_INVALID, "merge: %d inputs, %lld elements", k, (long long)n);
+    if (c.sparse) {
+        for (i = 0; i < k && !sel; i++) {
+            double dn = densities ? densities[i] : 1.0;
+            if (!c.random && dn > 0 && dn < 1 && n > 0) {
+                if (!(sel = FT__CAST(float *, FT_MALLOC((size_t)n * sizeof(float))))) return ft_set_error(FT_ERR_NOMEM, "merge: out of memory (%lld floats)", (long long)n);
+            }
+        }
+        if (c.random && !rng) { ft_rng_seed(&local, o->seed); rng = &local; }
+        for (i = 0; i < k; i++)
+            ft__merge_sparsify(d[i], n, densities ? densities[i] : 1.0, &c, keep ? keep[i] : NULL, rng, sel);
+        FT_FREE(sel);
+    }
+    for (i = 0; i < k; i++) {
+        float w = (float)weights[i];
+        for (j = 0; j < n; j++) d[i][j] *= w;
+        wsum += w;
+    }
+    if (c.consensus) {
+        for (j = 0; j < n; j++) {
+            float s = 0, mix = 0, div = 0; int elected;
+            for (i = 0; i < k; i++) s += c.sign == FT_MERGE_SIGN_SUM ? d[i][j] : (float)ft__merge_sgn(d[i][j]);
+            elected = s >= 0 ? 1 : -1;
+            for (i = 0; i < k; i++)
+                if (ft__merge_sgn(d[i][j]) == elected) { mix += d[i][j]; div += (float)weights[i]; }
+            if (div == 0) div = 1;
+            if (c.normalize) mix /= div;
+            if (c.lambda != 1) mix *= c.lambda;
+            out[j] = mix;
+        }
+    } else {
+        if (fabsf(wsum) < 1e-8f) wsum = 1;
+        for (j = 0; j < n; j++) {
+            float mix = 0;
+            for (i = 0; i < k; i++) mix += d[i][j];
+            if (c.normalize) mix /= wsum;
+            if (c.lambda != 1 && c.method != FT_MERGE_LINEAR) mix *= c.lambda;
+            out[j] = mix;
+        }
+    }
+    return FT_OK;
+}
+
+FT_API ft_result ft_merge_tensor(float *out, const float *base, const float *const *x, int k, int64_t n,
+                                 const double *weights, const double *densities,
+                                 const unsigned char *const *keep, ft_rng *rng, const ft_merge_opts *o) {
+    ft__merge_cfg c; ft_result r; float *buf, **d; void *mem; int i; int64_t j;
+    if ((r = ft__merge_cfg_init(&c, o)) != FT_OK) return r;
+    if (k < 1 || n < 0 || !weights) return ft_set_error(FT_ERR_INVALID, "merge: %d inputs, %lld elements", k, (long long)n);
+    if (c.method == FT_MERGE_LINEAR) {                  /* mergekit's linear_merge: no base */
+        float wsum = 0;
+        for (i = 0; i < k; i++) wsum += (float)weights[i];
+        if (c.normalize && wsum == 0) return ft_set_error(FT_ERR_INVALID, "merge: linear with normalize, but the weights sum to 0");
+        for (j = 0; j < n; j++) {
+            float acc = 0;
+            for (i = 0; i < k; i++) acc = fmaf(x[i][j], (float)weights[i], acc);   /* torch's addcmul_: one rounding */
+            out[j] = c.normalize ? acc / wsum : acc;
+        }
+        return FT_OK;
+    }
+    if (!base) return ft_set_error(FT_ERR_INVALID, "merge: %s needs a base tensor", ft_merge_method_name(c.method));
+    mem = FT_MALLOC((size_t)k * sizeof(float *) + ((size_t)k + 1) * (size_t)n * sizeof(float));
+    if (!mem) return ft_set_error(FT_ERR_NOMEM, "merge: out of memory (%d x %lld floats)", k + 1, (long long)n);
+    d = FT__CAST(float **, mem);
+    buf = FT__CAST(float *, FT__CAST(void *, d + k));
+    for (i = 0; i < k; i++) {
+        d[i] = buf + (size_t)i * (size_t)n;
+        for (j = 0; j < n; j++) d[i][j] = x[i][j] - base[j];
+    }
+    r = ft_merge_deltas(buf + (size_t)k * (size_t)n, d, k, n, weights, densities, keep, rng, o);
+    if (r == FT_OK) for (j = 0; j < n; j++) out[j] = base[j] + buf[(size_t)k * (size_t)n + (size_t)j];
+    FT_FREE(mem);
+    return r;
+}
+
+/* ---- models and adapters, one tensor at a time ---------------------------------------------------- */
+enum { FT__MSRC_MODEL = 0,          /* a model GGUF with the base's tensors                          */
+       FT__MSRC_LORA_CPP,           /* llama.cpp LoRA: "<weight>.lora_a" ne [in, r], ".lora_b" [r, out] */
+       FT__MSRC_LORA_FT,            /* finetune.h's LoRA: "layers.L.<site>.lora_A" (r, in), "lora_B"   */
+       FT__MSRC_FULL };             /* finetune.h's full fine-tuning: some of the base's tensors, f32  */
+typedef struct ft__merge_src {
+    ft_gguf *g; const char *path; int kind;
+    double alpha;                   /* LORA_CPP: adapter.lora.alpha (0: scale 1, as llama.cpp)       */
+    float scale;                    /* LORA_FT: alpha / r or alpha / sqrt(r)                          */
+    int64_t n_need, n_used;         /* tensors that must find a place in the base; those that did    */
+} ft__merge_src;
+
+static void ft__merge_log(const ft_merge_opts *o, int level, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static void ft__merge_log(const ft_merge_opts *o, int level, const char *fmt, ...) {
+    char msg[1024]; va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (o->log) o->log(o->log_user, level, msg);
+    else if (level > 0) fprintf(stderr, "finetune: %s\n", msg);
+}
+
+static uint64_t ft__merge_fnv1a(const char *s, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull; size_t i;
+    for (i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 0x100000001b3ull; }
+    return h;
+}
+static int ft__merge_ends(ft_gguf_str s, const char *suffix) {
+    size_t n = strlen(suffix);
+    return s.n > n && memcmp(s.s + s.n - n, suffix, n) == 0;
+}
+static int ft__merge_str_is(ft_gguf_str s, const char *t) { return s.n == strlen(t) && memcmp(s.s, t, s.n) == 0; }
+
+static ft_result ft__merge_open_src(ft__merge_src *s, const char *path, const ft_gguf *base, const ft_merge_opts *o) {
+    ft_gguf_str st, a0, a1; ft_result r; int64_t i, v; double a;
+    memset(s, 0, sizeof *s);
+    s->path = path;
+    if ((r = ft_gguf_open(&s->g, path)) != FT_OK) return r;
+    if (!ft_gguf_get_str(s->g, "adapter.type", &st)) {
+        s->kind = FT__MSRC_MODEL;
+        if (ft_gguf_get_str(base, "general.architecture", &a0) && ft_gguf_get_str(s->g, "general.architecture", &a1) &&
+            (a0.n != a1.n || memcmp(a0.s, a1.s, a0.n) != 0))
+            return ft_set_error(FT_ERR_FORMAT, "%s is a %.*s model and the base %s a %.*s model", path, (int)FT__MIN(a1.n, 32), a1.s,
+                                ft_gguf_path(base), (int)FT__MIN(a0.n, 32), a0.s);
+        s->n_need = ft_gguf_n_tensors(s->g);
+        return FT_OK;
+    }
+    if (ft__merge_str_is(st, "lora")) {
+        s->kind = FT__MSRC_LORA_CPP;
+        if (ft_gguf_get_float(s->g, "adapter.lora.alpha", &a)) s->alpha = a;
+        for (i = 0; i < ft_gguf_n_tensors(s->g); i++) {
+            const ft_gguf_tensor *t = ft_gguf_tensor_at(s->g, i);
+            if (ft__merge_ends(t->name, ".lora_a") || ft__merge_ends(t->name, ".lora_b")) s->n_need++;
+            else ft__merge_log(o, 1, "%s: tensor %.*s is not a LoRA matrix; ignored", path, (int)FT__MIN(t->name.n, 200), t->name.s);
+        }
+        return FT_OK;
+    }
+    if (!ft__merge_str_is(st, "finetune") || !ft_gguf_get_str(s->g, "finetune.peft.method", &st))
+        return ft_set_error(FT_ERR_FORMAT, "%s: adapter.type is neither lora nor finetune", path);
+    if (ft__merge_str_is(st, "full")) { s->kind = FT__MSRC_FULL; s->n_need = ft_gguf_n_tensors(s->g); }
+    else if (ft__merge_str_is(st, "lora")) {
+        int64_t rank = 8; double alpha = 0; int rs = 0;
+        if (ft_gguf_get_int(s->g, "finetune.peft.lora.dora", &v) && v)
+            return ft_set_error(FT_ERR_UNSUPPORTED, "%s: a DoRA adapter is not a sum W + s B A; merge it into its base (ft_lora_merge) first", path);
+        if (ft_gguf_get_int(s->g, "finetune.peft.lora.r", &v) && v > 0) rank = v;
+        if (ft_gguf_get_float(s->g, "finetune.peft.lora.alpha", &a)) alpha = a;
+        if (ft_gguf_get_int(s->g, "finetune.peft.lora.rslora", &v)) rs = v != 0;
+        if (alpha <= 0) alpha = (double)rank;
+        s->kind = FT__MSRC_LORA_FT;
+        s->scale = rs ? (float)alpha / sqrtf((float)rank) : (float)alpha / (float)rank;
+        for (i = 0; i < ft_gguf_n_tensors(s->g); i++) {
+            const ft_gguf_tensor *t = ft_gguf_tensor_at(s->g, i);
+            if (ft__merge_ends(t->name, ".lora_A") || ft__merge_ends(t->name, ".lora_B")) s->n_need++;
+            else ft__merge_log(o, 1, "%s: tensor %.*s has no place in a model; ignored", path, (int)FT__MIN(t->name.n, 200), t->name.s);
+        }
+    } else return ft_set_error(FT_ERR_UNSUPPORTED, "%s: a %.*s adapter changes the forward pass, not the weights; only LoRA and full fine-tuning merge into a model",
+                               path, (int)FT__MIN(st.n, 32), st.s);
+    return FT_OK;
+}
+
+/* the LoRA matrices an adapter holds for the base tensor `name` (NULL, NULL: none) */
+static void ft__merge_lora_pair(const ft__merge_src *s, const char *name, const ft_gguf_tensor **A, const ft_gguf_tensor **B) {
+    char nm[320]; int l, w, len = 0; char site[64];
+    *A = *B = NULL;
+    if (s->kind == FT__MSRC_LORA_CPP) {
+        snprintf(nm, sizeof nm, "%s.lora_a", name); *A = ft_gguf_find_tensor(s->g, nm);
+        snprintf(nm, sizeof nm, "%s.lora_b", name); *B = ft_gguf_find_tensor(s->g, nm);
+    } else if (s->kind == FT__MSRC_LORA_FT) {
+        if (sscanf(name, "blk.%d.%63[^.].weight%n", &l, site, &len) != 2 || len == 0 || name[len] != 0) return;
+        for (w = 0; w < FT_SITE_COUNT && strcmp(site, ft__gguf_site_name(w)) != 0; w++) {}
+        if (w == FT_SITE_COUNT) return;
+        snprintf(nm, sizeof nm, "layers.%d.%s.lora_A", l, ft_site_name(w)); *A = ft_gguf_find_tensor(s->g, nm);
+        snprintf(nm, sizeof nm, "layers.%d.%s.lora_B", l, ft_site_name(w)); *B = ft_gguf_find_tensor(s->g, nm);
+    }
+}
+/* the name of the base tensor an adapter's tensor t would modify, or "" */
+static void ft__merge_lora_target(const ft__merge_src *s, ft_gguf_str t, char *out, size_t cap) {
+    char nm[320]; int l, w, len = 0; char site[64];
+    out[0] = 0;
+    if (t.n >= sizeof nm) return;
+    memcpy(nm, t.s, t.n); nm[t.n] = 0;
+    if (s->kind == FT__MSRC_LORA_CPP && t.n > 7) { nm[t.n - 7] = 0; snprintf(out, cap, "%s", nm); }
+    else if (s->kind == FT__MSRC_LORA_FT && sscanf(nm, "layers.%d.%63[^.].lora_%*c%n", &l, site, &len) == 2 && len > 0 && nm[len] == 0) {
+        for (w = 0; w < FT_SITE_COUNT && strcmp(site, ft_site_name(w)) != 0; w++) {}
+        if (w < FT_SITE_COUNT) snprintf(out, cap, "blk.%d.%s.weight", l, ft__gguf_site_name(w));
+        else snprintf(out, cap, "(unknown site %s)", site);
+    }
+}
+
+static void ft__merge_shape_str(const ft_gguf_tensor *t, char *buf, size_t cap) {
+    int d; size_t at = 0;
+    at += (size_t)snprintf(buf, cap, "[");
+    for (d = 0; d < t->n_dims && at < cap; d++) at += (size_t)snprintf(buf + at, cap - at, d ? ", %lld" : "%lld", (long long)t->ne[d]);
+    if (at < cap) snprintf(buf + at, cap - at, "] %s", ft_type_name(t->type));
+}
+static int ft__merge_same_shape(const ft_gguf_tensor *a, const ft_gguf_tensor *b) {
+    int d;
+    if (a->n_dims != b->n_dims) return 0;
+    for (d = 0; d < a->n_dims; d++) if (a->ne[d] != b->ne[d]) return 0;
+    return 1;
+}
+static int ft__merge_decodable(ft_type t) { return ft__type(t) && ft__type(t)->to_f32 != NULL; }
+
+/* x (out, in) += s B A with A (r, in), B (out, r) given as GGUF tensors: ft_lora_merge's order */
+static ft_result ft__merge_add_lora(float *x, const ft_gguf_tensor *A, const ft_gguf_tensor *B, float s) {
+    int64_t in = A->ne[0], r = A->ne[1], out = B->ne[1], o, k;
+    float *a = FT__CAST(float *, FT_MALLOC((size_t)(r * in + out * r) * sizeof(float))), *b;
+    if (!a) return ft_set_error(FT_ERR_NOMEM, "merge: out of memory (LoRA %lld x %lld)", (long long)out, (long long)in);
+    b = a + r * in;
+    ft__type(A->type)->to_f32(A->data, a, r * in);
+    ft__type(B->type)->to_f32(B->data, b, out * r);
+    for (o = 0; o < out; o++)
+        for (k = 0; k < r; k++) ft__vec_axpy(in, s * b[o * r + k], a + k * in, x + o * in);
+    FT_FREE(a);
+    return FT_OK;
+}
+
+static void ft__merge_abort(ft__afile *a) {
+    close(a->fd);
+    remove(a->tmp);
+    FT_FREE(a->tmp); a->tmp = NULL;
+}
+
+FT_API ft_result ft_merge_models(const char *out_path, const char *base_path, const ft_merge_input *in, int n,
+                                 const ft_merge_opts *opts, ft_merge_stats *st) {
+    ft_merge_opts o; ft__merge_cfg c; ft_result r; ft_gguf *base = NULL; ft__merge_src *src = NULL;
+    ft_gguf_writer *w = NULL; ft__afile a; int i, afile_open = 0, linear_models;
+    int64_t t, nt, maxn = 0, merged = 0, copied = 0; size_t maxbytes = 0, pos = 0;
+    unsigned char *copy = NULL; ft_type *otype = NULL;
+    double *wt = NULL, *dn = NULL; float wsum = 0;
+    float *mem = NULL, *bbuf, *xbuf, *obuf, **xp = NULL; void *enc = NULL;
+    char name[512], sh0[96], sh1[96];
+    static const unsigned char zeros[64] = {0};
+
+    if (opts) o = *opts; else memset(&o, 0, sizeof o);
+    if (st) memset(st, 0, sizeof *st);
+    if ((r = ft__merge_cfg_init(&c, &o)) != FT_OK) return r;
+    if (n < 1) return ft_set_error(FT_ERR_INVALID, "merge: no inputs");
+    if (o.type != FT_TYPE_F32 && o.type != FT_TYPE_F16 && o.type != FT_TYPE_BF16 && o.type != FT_TYPE_Q8_0 &&
+        o.type != FT_TYPE_Q4_0 && o.type != FT_TYPE_Q4_1)
+        return ft_set_error(FT_ERR_UNSUPPORTED, "merge: cannot write %s (f32, f16, bf16, q8_0, q4_0, q4_1)", ft_type_name(o.type));
+    linear_models = c.method == FT_MERGE_LINEAR && !o.lora_deltas;
+    wt = FT__CAST(double *, FT_MALLOC(2 * (size_t)n * sizeof(double)));
+    src = FT__CAST(ft__merge_src *, FT_MALLOC((size_t)n * sizeof *src));
+    xp = FT__CAST(float **, FT_MALLOC((size_t)n * sizeof(float *)));
+    if (!wt || !src || !xp) { r = ft_set_error(FT_ERR_NOMEM, "merge: out of memory"); goto done; }
+    memset(src, 0, (size_t)n * sizeof *src);
+    dn = wt + n;
+    for (i = 0; i < n; i++) {
+        if (!in[i].path) { r = ft_set_error(FT_ERR_INVALID, "merge: input %d has no path", i + 1); goto done; }
+        if (!(in[i].weight == in[i].weight) || fabs(in[i].weight) > 1e30 || !(in[i].density >= 0) || in[i].density > 1e30) {
+            r = ft_set_error(FT_ERR_INVALID, "%s: weight %g / density %g out of range", in[i].path, in[i].weight, in[i].density); goto done;
+        }
+        wt[i] = in[i].weight; dn[i] = in[i].density > 0 ? in[i].density : 1.0;
+        wsum += (float)in[i].weight;
+    }
+    if (linear_models && c.normalize && wsum == 0) { r = ft_set_error(FT_ERR_INVALID, "merge: linear with normalize, but the weights sum to 0"); goto done; }
+    if ((r = ft_gguf_open(&base, base_path)) != FT_OK) goto done;
+    {
+        ft_gguf_str bt;
+        if (ft_gguf_get_str(base, "adapter.type", &bt)) { r = ft_set_error(FT_ERR_INVALID, "%s: the base is an adapter, not a model", base_path); goto done; }
+    }
+    for (i = 0; i < n; i++) if ((r = ft__merge_open_src(&src[i], in[i].path, base, &o)) != FT_OK) goto done;
+    nt = ft_gguf_n_tensors(base);
+    copy = FT__CAST(unsigned char *, FT_MALLOC((size_t)FT__MAX(nt, 1)));
+    otype = FT__CAST(ft_type *, FT_MALLOC((size_t)FT__MAX(nt, 1) * sizeof(ft_type)));
+    if (!copy || !otype || (r = ft_gguf_writer_init(&w)) != FT_OK) { if (r == FT_OK) r = ft_set_error(FT_ERR_NOMEM, "merge: out of memory"); goto done; }
+
+    /* pass 1: check every input against the base, decide per tensor: copy or merge, and its type */
+    for (t = 0; t < nt; t++) {
+        const ft_gguf_tensor *bt = ft_gguf_tensor_at(base, t); int same = 1, ok = 1; int64_t numel = 1; int d;
+        if (bt->name.n >= sizeof name) { r = ft_set_error(FT_ERR_FORMAT, "%s: a tensor name of %llu bytes", base_path, (unsigned long long)bt->name.n); goto done; }
+        memcpy(name, bt->name.s, bt->name.n); name[bt->name.n] = 0;
+        for (d = 0; d < bt->n_dims; d++) numel *= bt->ne[d];
+        ok = ft__merge_decodable(bt->type);
+        for (i = 0; i < n; i++) {
+            ft__merge_src *s = &src[i];
+            if (s->kind == FT__MSRC_MODEL || s->kind == FT__MSRC_FULL) {
+                const ft_gguf_tensor *xt = ft_gguf_find_tensor(s->g, name);
+                if (!xt) {
+                    if (s->kind == FT__MSRC_FULL) continue;
+                    r = ft_set_error(FT_ERR_SHAPE, "tensor %s: in %s but not in %s", name, base_path, s->path); goto done;
+                }
+                s->n_used++;
+                if (!ft__merge_same_shape(bt, xt)) {
+                    ft__merge_shape_str(bt, sh0, sizeof sh0); ft__merge_shape_str(xt, sh1, sizeof sh1);
+                    r = ft_set_error(FT_ERR_SHAPE, "tensor %s: %s in %s but %s in %s", name, sh0, base_path, sh1, s->path); goto done;
+                }
+                if (xt->type != bt->type || xt->nbytes != bt->nbytes || memcmp(xt->data, bt->data, bt->nbytes) != 0) same = 0;
+                ok = ok && ft__merge_decodable(xt->type);
+            } else {
+                const ft_gguf_tensor *A, *B;
+                ft__merge_lora_pair(s, name, &A, &B);
+                if (!A && !B) continue;
+                if (!A || !B) { r = ft_set_error(FT_ERR_FORMAT, "%s: tensor %s has a LoRA %s matrix but no %s", s->path, name, A ? "A" : "B", A ? "B" : "A"); goto done; }
+                s->n_used += 2;
+                if (bt->n_dims != 2 || A->n_dims != 2 || B->n_dims != 2 || A->ne[0] != bt->ne[0] || B->ne[1] != bt->ne[1] || A->ne[1] != B->ne[0] ||
+                    !ft__merge_decodable(A->type) || !ft__merge_decodable(B->type)) {
+                    ft__merge_shape_str(bt, sh0, sizeof sh0); ft__merge_shape_str(A, sh1, sizeof sh1);
+                    r = ft_set_error(FT_ERR_SHAPE, "tensor %s: %s in %s, but its LoRA A is %s and B [%lld, %lld] in %s (need A [in, r], B [r, out])",
+                                     name, sh0, base_path, sh1, (long long)B->ne[0], (long long)B->ne[1], s->path);
+                    goto done;
+                }
+                same = 0;
+            }
+        }
+        if (same && linear_models && !c.normalize && wsum != 1.0f) same = 0;     /* sum w x != x */
+        copy[t] = (unsigned char)same;
+        if (same) otype[t] = bt->type;
+        else {
+            if (!ok) { r = ft_set_error(FT_ERR_UNSUPPORTED, "tensor %s: %s cannot be merged (it differs between the inputs)", name, ft_type_name(bt->type)); goto done; }
+            otype[t] = bt->n_dims == 1 ? FT_TYPE_F32 : o.type;
+            if (bt->ne[0] % ft_type_block(otype[t]) != 0) otype[t] = FT_TYPE_F16;
+            maxn = FT__MAX(maxn, numel);
+            maxbytes = FT__MAX(maxbytes, ft_type_row_bytes(otype[t], bt->ne[0]) * (size_t)(numel / bt->ne[0]));
+        }
+    }
+    for (i = 0; i < n; i++) {          /* every tensor of an input found its place */
+        ft__merge_src *s = &src[i]; int64_t j;
+        if (s->n_used == s->n_need) continue;
+        for (j = 0; j < ft_gguf_n_tensors(s->g); j++) {
+            const ft_gguf_tensor *xt = ft_gguf_tensor_at(s->g, j); char target[320];
+            if (s->kind == FT__MSRC_MODEL || s->kind == FT__MSRC_FULL) {
+                if (xt->name.n >= sizeof target) continue;
+                memcpy(target, xt->name.s, xt->name.n); target[xt->name.n] = 0;
+            } else {
+                if (!ft__merge_ends(xt->name, s->kind == FT__MSRC_LORA_CPP ? ".lora_a" : ".lora_A") &&
+                    !ft__merge_ends(xt->name, s->kind == FT__MSRC_LORA_CPP ? ".lora_b" : ".lora_B")) continue;
+                ft__merge_lora_target(s, xt->name, target, sizeof target);
+            }
+            if (!ft_gguf_find_tensor(base, target)) {
+                r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %.*s has no counterpart %s in the base %s", s->path, (int)FT__MIN(xt->name.n, 200), xt->name.s,
+                                 target[0] ? target : "(unknown name)", base_path);
+                goto done;
+            }
+        }
+        r = ft_set_error(FT_ERR_FORMAT, "%s: %lld of its tensors match the base %s, %lld expected", s->path, (long long)s->n_used, base_path, (long long)s->n_need);
+        goto done;
+    }
+
+    /* the header: the base's metadata, what was merged, and the tensors' types and shapes */
+    for (t = 0; t < ft_gguf_n_kv(base) && r == FT_OK; t++) r = ft_gguf_copy_kv(w, ft_gguf_kv_at(base, t));
+    if (r == FT_OK && ft_gguf_find(base, "general.file_type")) {
+        int64_t ft = o.type == FT_TYPE_F16 ? 1 : o.type == FT_TYPE_Q4_0 ? 2 : o.type == FT_TYPE_Q4_1 ? 3 : o.type == FT_TYPE_Q8_0 ? 7 :
+                     o.type == FT_TYPE_BF16 ? 32 : 0;
+        r = ft_gguf_set_int(w, "general.file_type", FT_GGUF_UINT32, ft);
+    }
+    if (r == FT_OK) r = ft_gguf_set_str(w, "finetune.merge.method", ft_merge_method_name(c.method));
+    if (r == FT_OK) {
+        ft_gguf_str *srcs = FT__CAST(ft_gguf_str *, FT_MALLOC((size_t)n * sizeof *srcs));
+        char *txt = FT__CAST(char *, FT_MALLOC((size_t)n * 320));
+        if (!srcs || !txt) r = ft_set_error(FT_ERR_NOMEM, "merge: out of memory");
+        for (i = 0; i < n && r == FT_OK; i++) {
+            const char *bn = strrchr(in[i].path, '/');
+            int len = snprintf(txt + (size_t)i * 320, 320, "%s:%g:%g", bn ? bn + 1 : in[i].path, wt[i], dn[i]);
+            srcs[i].s = txt + (size_t)i * 320; srcs[i].n = (uint64_t)FT__MIN(len, 319);
+        }
+        if (r == FT_OK) r = ft_gguf_set_str_array(w, "finetune.merge.sources", srcs, (uint64_t)n);
+        FT_FREE(srcs); FT_FREE(txt);
+    }
+    for (t = 0; t < nt && r == FT_OK; t++) {
+        const ft_gguf_tensor *bt = ft_gguf_tensor_at(base, t);
+        memcpy(name, bt->name.s, bt->name.n); name[bt->name.n] = 0;
+        r = ft_gguf_add_tensor(w, name, otype[t], bt->n_dims, bt->ne, copy[t] ? bt->data : NULL);
+    }
+    if (r != FT_OK) goto done;
+
+    /* buffers for the largest merged tensor: the base, the n inputs, the result, its encoding */
+    if (maxn > 0) {
+        mem = FT__CAST(float *, FT_MALLOC(((size_t)n + 2) * (size_t)maxn * sizeof(float)));
+        enc = FT_MALLOC(FT__MAX(maxbytes, 1));
+        if (!mem || !enc) { r = ft_set_error(FT_ERR_NOMEM, "merge: out of memory (%d x %lld floats)", n + 2, (long long)maxn); goto done; }
+    }
+    bbuf = mem; obuf = mem ? mem + maxn : NULL; xbuf = mem ? mem + 2 * maxn : NULL;
+    for (i = 0; i < n; i++) xp[i] = xbuf ? xbuf + (size_t)i * (size_t)maxn : NULL;
+
+    /* pass 2: write, one tensor at a time (ft_gguf_write's layout) */
+    if ((r = ft__afile_open(&a, out_path)) != FT_OK) goto done;
+    afile_open = 1;
+#define FT__PUT(p, nb) do { ft__afile_write(&a, p, nb); pos += (nb); } while (0)
+    {
+        uint32_t u32; uint64_t u64, off = 0; size_t al = w->alignment; int k;
+        u32 = 0x46554747u; FT__PUT(&u32, 4);
+        u32 = 3; FT__PUT(&u32, 4);
+        u64 = (uint64_t)w->n_t; FT__PUT(&u64, 8);
+        u64 = (uint64_t)w->n_kv; FT__PUT(&u64, 8);
+        for (t = 0; t < w->n_kv; t++) {
+            u64 = strlen(w->kv[t].key); FT__PUT(&u64, 8); FT__PUT(w->kv[t].key, (size_t)u64);
+            FT__PUT(w->kv[t].val, w->kv[t].len);
+        }
+        for (t = 0; t < w->n_t; t++) {
+            ft__gguf_wt *wt_ = &w->t[t];
+            u64 = strlen(wt_->name); FT__PUT(&u64, 8); FT__PUT(wt_->name, (size_t)u64);
+            u32 = (uint32_t)wt_->n_dims; FT__PUT(&u32, 4);
+            for (k = 0; k < wt_->n_dims; k++) { u64 = (uint64_t)wt_->ne[k]; FT__PUT(&u64, 8); }
+            u32 = (uint32_t)wt_->type; FT__PUT(&u32, 4);
+            FT__PUT(&off, 8);
+            off += (wt_->nbytes + al - 1) / al * al;
+        }
+        while (pos % al) FT__PUT(zeros, FT__MIN(al - pos % al, sizeof zeros));
+    }
+    for (t = 0; t < nt; t++) {
+        const ft_gguf_tensor *bt = ft_gguf_tensor_at(base, t); size_t al = w->alignment; int64_t numel = 1, j; int d;
+        if (copy[t]) {
+            FT__PUT(bt->data, bt->nbytes);
+            copied++;
+        } else {
+            ft_rng rng;
+            memcpy(name, bt->name.s, bt->name.n); name[bt->name.n] = 0;
+            for (d = 0; d < bt->n_dims; d++) numel *= bt->ne[d];
+            ft__type(bt->type)->to_f32(bt->data, bbuf, numel);
+            for (i = 0; i < n && r == FT_OK; i++) {
+                ft__merge_src *s = &src[i]; float *x = xp[i];
+                if (s->kind == FT__MSRC_MODEL || s->kind == FT__MSRC_FULL) {
+                    const ft_gguf_tensor *xt = ft_gguf_find_tensor(s->g, name);
+                    if (xt) ft__type(xt->type)->to_f32(xt->data, x, numel);
+                    else memcpy(x, bbuf, (size_t)numel * sizeof(float));
+                    if (!linear_models) for (j = 0; j < numel; j++) x[j] -= bbuf[j];
+                } else {
+                    const ft_gguf_tensor *A, *B;
+                    ft__merge_lora_pair(s, name, &A, &B);
+                    if (o.lora_deltas) memset(x, 0, (size_t)numel * sizeof(float));
+                    else memcpy(x, bbuf, (size_t)numel * sizeof(float));
+                    if (A) {
+                        float sc = s->kind == FT__MSRC_LORA_FT ? s->scale : s->alpha != 0 ? (float)s->alpha / (float)A->ne[1] : 1.0f;
+                        r = ft__merge_add_lora(x, A, B, sc);
+                    }
+                    if (!o.lora_deltas && !linear_models) for (j = 0; j < numel; j++) x[j] -= bbuf[j];   /* merged into the base first */
+                }
+            }
+            if (r != FT_OK) break;
+            if (linear_models) r = ft_merge_tensor(obuf, NULL, FT__CAST(const float *const *, xp), n, numel, wt, dn, NULL, NULL, &o);
+            else {
+                ft_rng_seed(&rng, o.seed ^ ft__merge_fnv1a(name, strlen(name)));
+                r = ft_merge_deltas(obuf, xp, n, numel, wt, dn, NULL, &rng, &o);
+                for (j = 0; j < numel; j++) obuf[j] = bbuf[j] + obuf[j];
+            }
+            if (r != FT_OK) { r = ft_set_error(r, "tensor %s: %s", name, ft_last_error()); break; }
+            switch (otype[t]) {
+            case FT_TYPE_F32: FT__PUT(obuf, (size_t)numel * sizeof(float)); break;
+            case FT_TYPE_F16: for (j = 0; j < numel; j++) FT__CAST(uint16_t *, enc)[j] = ft_fp32_to_fp16(obuf[j]); FT__PUT(enc, (size_t)numel * 2); break;
+            case FT_TYPE_BF16: for (j = 0; j < numel; j++) FT__CAST(uint16_t *, enc)[j] = ft_fp32_to_bf16(obuf[j]); FT__PUT(enc, (size_t)numel * 2); break;
+            case FT_TYPE_Q8_0: ft__quant_q8_0(obuf, enc, numel); FT__PUT(enc, ft_type_row_bytes(FT_TYPE_Q8_0, numel)); break;
+            case FT_TYPE_Q4_0: ft__quant_q4_0(obuf, enc, numel); FT__PUT(enc, ft_type_row_bytes(FT_TYPE_Q4_0, numel)); break;
+            case FT_TYPE_Q4_1: ft__quant_q4_1(obuf, enc, numel); FT__PUT(enc, ft_type_row_bytes(FT_TYPE_Q4_1, numel)); break;
+            default: r = ft_set_error(FT_ERR_UNSUPPORTED, "merge: cannot write %s", ft_type_name(otype[t])); break;
+            }
+            if (r != FT_OK) break;
+            merged++;
+            ft__merge_log(&o, 0, "merged %s (%s, %s)", name, ft_merge_method_name(c.method), ft_type_name(otype[t]));
+        }
+        while (pos % al) FT__PUT(zeros, FT__MIN(al - pos % al, sizeof zeros));
+    }
+#undef FT__PUT
+    afile_open = 0;
+    if (r != FT_OK) ft__merge_abort(&a);
+    else r = ft__afile_commit(&a);
+    if (r == FT_OK && st) { st->merged = merged; st->copied = copied; st->bytes = (uint64_t)pos; }
+
+done:
+    if (afile_open) ft__merge_abort(&a);
+    if (src) for (i = 0; i < n; i++) ft_gguf_close(src[i].g);
+    ft_gguf_close(base);
+    ft_gguf_writer_free(w);
+    FT_FREE(copy); FT_FREE(otype); FT_FREE(wt); FT_FREE(src); FT_FREE(xp); FT_FREE(mem); FT_FREE(enc);
+    return r;
 }
 
 #endif /* FINETUNE_IMPLEMENTATION */

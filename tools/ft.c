@@ -41,13 +41,99 @@ static int usage(void) {
         "           an adapter in the other format (PEFT directory <-> llama.cpp LoRA GGUF)\n"
         "  logits   -m MODEL.gguf [--adapter ADAPTER] (-p PROMPT [--chat] | --ids 1,2,3) -o OUT.f32 [--threads N]\n"
         "           raw f32 logits (tokens x vocab, row-major) of every position; the ids go to stdout\n"
-        "  ADAPTER: a llama.cpp LoRA GGUF (adapter.gguf) or a PEFT directory (peft/ of a run)\n");
+        "  merge    --base BASE.gguf --method linear|task|ties|dare_linear|dare_ties --input A:W[:D] --input B:W[:D]\n"
+        "           [--type f16|...] -o OUT.gguf   several models or adapters into one (ft merge-models --help)\n"
+        "  ADAPTER: a llama.cpp LoRA GGUF (adapter.gguf), finetune.h's own adapter GGUF or a PEFT directory\n");
     return 2;
 }
 
 static int fail(const char *what) {
     fprintf(stderr, "ft: %s: %s\n", what, ft_last_error());
     return 1;
+}
+
+/* ---- ft merge-models -------------------------------------------------------------------------
+   (the integrator routes `ft merge --method ...` here) */
+static const char *merge_models_usage =
+    "usage: ft merge-models --base BASE.gguf --method linear|task|ties|dare_linear|dare_ties\n"
+    "           --input A.gguf[:WEIGHT[:DENSITY]] --input B.gguf[:WEIGHT[:DENSITY]] ... -o OUT.gguf\n"
+    "           [--normalize 0|1] [--type f32|f16|bf16|q8_0|q4_0|q4_1] [--seed S] [--rescale none|l1|density]\n"
+    "           [--sign sum|count] [--lambda L] [--lora-deltas] [--verbose]\n"
+    "  An input is a model GGUF of the base's architecture and shapes, or a LoRA adapter GGUF (merged into\n"
+    "  the base first; --lora-deltas: merge the deltas s*B*A themselves). WEIGHT defaults to 1, DENSITY\n"
+    "  (TIES, DARE: fraction kept) to 1. Defaults as mergekit: normalize on for linear and ties, DARE\n"
+    "  rescales to the L1 norm. Merged 2-D weights are written as --type (f32), norms as f32.\n";
+
+static void merge_log(void *user, int level, const char *msg) {
+    int verbose = *(int *)user;
+    if (level > 0) fprintf(stderr, "ft: warning: %s\n", msg);
+    else if (verbose) printf("  %s\n", msg);
+}
+
+/* "PATH[:WEIGHT[:DENSITY]]": the numbers are taken from the end, so a path may hold ':' */
+static int parse_merge_input(char *spec, ft_merge_input *in) {
+    double v[2]; int nv = 0; char *colon, *end;
+    in->path = spec; in->weight = 1; in->density = 0;
+    while (nv < 2 && (colon = strrchr(spec, ':')) != NULL && colon[1]) {
+        double x = strtod(colon + 1, &end);
+        if (*end) break;
+        v[nv++] = x; *colon = 0;
+    }
+    if (nv == 1) in->weight = v[0];
+    if (nv == 2) { in->weight = v[1]; in->density = v[0]; }
+    return spec[0] != 0 && in->density >= 0 && in->density <= 1;
+}
+
+static int cmd_merge_models(int argc, char **argv) {
+    ft_merge_input in[64]; ft_merge_opts o; ft_merge_stats st; int n = 0, i, verbose = 0;
+    const char *base = NULL, *out = NULL;
+    memset(&o, 0, sizeof o);
+#define NEXT() (i + 1 < argc ? argv[++i] : (fprintf(stderr, "ft merge-models: %s needs a value\n", argv[i]), (char *)NULL))
+    for (i = 0; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--lora-deltas")) { o.lora_deltas = 1; continue; }
+        if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) { verbose = 1; continue; }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(merge_models_usage, stdout); return 0; }
+        if (!(v = NEXT())) return 2;
+        if (!strcmp(a, "--base")) base = v;
+        else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--method")) {
+            if (!ft_merge_method_parse(v, &o.method)) { fprintf(stderr, "ft merge-models: unknown method '%s'\n", v); return 2; }
+        } else if (!strcmp(a, "--input")) {
+            if (n == 64) { fprintf(stderr, "ft merge-models: at most 64 inputs\n"); return 2; }
+            char spec[1024];
+            snprintf(spec, sizeof spec, "%s", v);
+            if (!parse_merge_input(argv[i], &in[n])) { fprintf(stderr, "ft merge-models: bad --input '%s' (PATH[:WEIGHT[:DENSITY]], density in [0, 1])\n", spec); return 2; }
+            n++;
+        } else if (!strcmp(a, "--normalize")) o.normalize = atoi(v) ? 1 : -1;
+        else if (!strcmp(a, "--seed")) o.seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--lambda")) o.lambda = (float)atof(v);
+        else if (!strcmp(a, "--sign")) {
+            if (!strcmp(v, "sum")) o.sign = FT_MERGE_SIGN_SUM;
+            else if (!strcmp(v, "count")) o.sign = FT_MERGE_SIGN_COUNT;
+            else { fprintf(stderr, "ft merge-models: --sign sum|count\n"); return 2; }
+        } else if (!strcmp(a, "--rescale")) {
+            if (!strcmp(v, "none")) o.rescale = FT_MERGE_RESCALE_NONE;
+            else if (!strcmp(v, "l1")) o.rescale = FT_MERGE_RESCALE_L1;
+            else if (!strcmp(v, "density")) o.rescale = FT_MERGE_RESCALE_DENSITY;
+            else { fprintf(stderr, "ft merge-models: --rescale none|l1|density\n"); return 2; }
+        } else if (!strcmp(a, "--type")) {
+            if (!strcmp(v, "f32")) o.type = FT_TYPE_F32;
+            else if (!strcmp(v, "f16")) o.type = FT_TYPE_F16;
+            else if (!strcmp(v, "bf16")) o.type = FT_TYPE_BF16;
+            else if (!strcmp(v, "q8_0")) o.type = FT_TYPE_Q8_0;
+            else if (!strcmp(v, "q4_0")) o.type = FT_TYPE_Q4_0;
+            else if (!strcmp(v, "q4_1")) o.type = FT_TYPE_Q4_1;
+            else { fprintf(stderr, "ft merge-models: --type f32|f16|bf16|q8_0|q4_0|q4_1\n"); return 2; }
+        } else { fprintf(stderr, "ft merge-models: unknown option '%s'\n%s", a, merge_models_usage); return 2; }
+    }
+#undef NEXT
+    if (!base || !out || n == 0) { fputs(merge_models_usage, stderr); return 2; }
+    o.log = merge_log; o.log_user = &verbose;
+    if (ft_merge_models(out, base, in, n, &o, &st) != FT_OK) return fail("merge-models");
+    printf("%s: %s of %d input%s over %s: %lld tensors merged, %lld copied, %.1f MiB\n", out, ft_merge_method_name(o.method), n,
+           n == 1 ? "" : "s", base, (long long)st.merged, (long long)st.copied, (double)st.bytes / (1 << 20));
+    return 0;
 }
 
 /* ---- ft info --------------------------------------------------------------------------------- */
@@ -731,7 +817,7 @@ static void describe_adapter(ft_peft *p) {
 }
 
 static int cmd_merge(int argc, char **argv) {
-    io_opts o; ft_model *m; ft_peft *p = NULL; ft_merge_opts mo; const char *t; FILE *f;
+    io_opts o; ft_model *m; ft_peft *p = NULL; ft_save_opts mo; const char *t; FILE *f;
     if (!io_parse("merge", &o, argc, argv)) return 2;
     if (!o.model || !o.out) { fprintf(stderr, "ft merge: needs -m MODEL and -o OUT.gguf\n"); return 2; }
     memset(&mo, 0, sizeof mo);
@@ -823,11 +909,16 @@ static int cmd_logits(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc < 2) return usage();
+    if (strcmp(argv[1], "merge-models") == 0) return cmd_merge_models(argc - 2, argv + 2);
     if (strcmp(argv[1], "info") == 0) return cmd_info(argc - 2, argv + 2);
     if (strcmp(argv[1], "generate") == 0) return cmd_generate(argc - 2, argv + 2);
     if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 2, argv + 2);
     if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 2, argv + 2);
-    if (strcmp(argv[1], "merge") == 0) return cmd_merge(argc - 2, argv + 2);
+    if (strcmp(argv[1], "merge") == 0) {             /* --base/--method/--input: several models or adapters */
+        int i;
+        for (i = 2; i < argc; i++) if (strcmp(argv[i], "--base") == 0 || strcmp(argv[i], "--method") == 0 || strcmp(argv[i], "--input") == 0) return cmd_merge_models(argc - 2, argv + 2);
+        return cmd_merge(argc - 2, argv + 2);
+    }
     if (strcmp(argv[1], "export") == 0) return cmd_export(argc - 2, argv + 2);
     if (strcmp(argv[1], "logits") == 0) return cmd_logits(argc - 2, argv + 2);
     return usage();

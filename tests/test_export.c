@@ -1,4 +1,4 @@
-/* test_merge.c - ft_model_save_merged and the adapter converters, without Python:
+/* test_export.c - ft_model_save_merged and the adapter converters, without Python:
    - merge -> write GGUF (F32, F16, Q8_0, the base's own type) -> reload -> logits equal those
      of base + adapter (LoRA and DoRA) within the storage type's rounding; every metadata key
      and every non-linear tensor is copied byte for byte;
@@ -91,7 +91,7 @@ static void check_copied(const char *base, const char *merged, int expect_type) 
 /* attach (LoRA or DoRA), perturb, logits; save merged as `type`, reload, logits; compare */
 static double merge_round_trip(const char *base, int dora, ft_type type, int keep, double tol, ft_type want_type) {
     static float a[12 * TINY_V], b[12 * TINY_V];
-    ft_model *m, *mm; ft_peft *p; ft_lora_opts o; ft_merge_opts mo; double d = 1e9; int64_t same;
+    ft_model *m, *mm; ft_peft *p; ft_lora_opts o; ft_save_opts mo; double d = 1e9; int64_t same;
     CHECK_OK(ft_model_load(&m, base, NULL));
     memset(&o, 0, sizeof o); o.r = 4; o.alpha = 8; o.dora = dora;
     CHECK_OK(ft_lora_attach(&p, m, &o));
@@ -132,7 +132,7 @@ TEST(merge_writes_a_model_equal_to_base_plus_adapter) {
 
 TEST(merge_without_adapter_retypes_and_after_ft_lora_merge_is_the_same) {
     static float a[12 * TINY_V], b[12 * TINY_V];
-    ft_model *m, *mm; ft_peft *p; ft_lora_opts o; ft_merge_opts mo; ft_gguf *g;
+    ft_model *m, *mm; ft_peft *p; ft_lora_opts o; ft_save_opts mo; ft_gguf *g;
     CHECK_OK(ft_model_load(&m, TINYQ, NULL));
     logits_of(m, IDS, 12, a);
     memset(&mo, 0, sizeof mo); mo.type = FT_TYPE_F32; mo.embeddings = 1;
@@ -244,7 +244,7 @@ static void write_adapter(const char *path, const char *arch, int layer, int64_t
 }
 
 TEST(bad_inputs_name_the_file) {
-    ft_model *m; ft_peft *p = NULL; ft_merge_opts mo; ft_result r;
+    ft_model *m; ft_peft *p = NULL; ft_save_opts mo; ft_result r;
     CHECK_OK(ft_model_load(&m, TINY, NULL));
     r = ft_lora_attach_file(&p, m, "build/no_such_adapter.gguf");
     CHECK(r == FT_ERR_IO && !p && err_names("build/no_such_adapter.gguf"), "missing file: %s", ft_last_error());
@@ -284,7 +284,7 @@ TEST(bad_inputs_name_the_file) {
 
 /* SmolLM2-135M-Instruct (Q4_1): merge a LoRA on every linear layer, write F16, reload */
 TEST(real_model_merge_round_trip) {
-    const char *path = getenv("FT_MODEL"); ft_model *m, *mm; ft_peft *p; ft_lora_opts o; ft_merge_opts mo;
+    const char *path = getenv("FT_MODEL"); ft_model *m, *mm; ft_peft *p; ft_lora_opts o; ft_save_opts mo;
     static int32_t ids[24]; float *a, *b; int64_t V, i, same; double d;
     if (!path) { printf("    skipped: FT_MODEL is not set (tools/fetch-model)\n"); return; }
     CHECK_OK(ft_model_load(&m, path, NULL));
@@ -352,5 +352,5 @@ int main(void) {
     RUN(real_model_merge_round_trip);
     ft_ctx_free(CTX);
     remove(TINY); remove(TINYQ); remove(OUT);
-    return ft_test_summary("test_merge");
+    return ft_test_summary("test_export");
 }
