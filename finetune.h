@@ -307,6 +307,9 @@ FT_API ft_tensor *ft_tensor_2d(ft_ctx *ctx, int64_t n0, int64_t n1);
 FT_API ft_tensor *ft_tensor_3d(ft_ctx *ctx, int64_t n0, int64_t n1, int64_t n2);
 FT_API ft_tensor *ft_tensor_4d(ft_ctx *ctx, int64_t n0, int64_t n1, int64_t n2, int64_t n3);
 FT_API void      *ft_arena_alloc(ft_ctx *ctx, size_t bytes);  /* 64-byte aligned, not zeroed     */
+/* an NF4 weight (rows, cols) in the arena over the caller's packed nibbles and state (both
+   referenced, not copied; see ft_quantize_nf4): usable as the b of ft_matmul(x, W, 0, 1) */
+FT_API ft_tensor *ft_tensor_nf4(ft_ctx *ctx, int64_t rows, int64_t cols, const uint8_t *packed, const ft_nf4 *q);
 
 /* ---- parameter blocks: one allocation for all values, one for all gradients ----------------- */
 typedef struct ft_params ft_params;
@@ -539,7 +542,12 @@ typedef struct ft_layer {           /* weights (out, in) in the file's types; bi
     ft_tensor *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *ffn_norm, *w_gate, *w_up, *w_down;
 } ft_layer;
 typedef struct ft_model ft_model;
-typedef struct ft_model_opts { int reserved; } ft_model_opts;
+typedef struct ft_model_opts {
+    ft_type quantize;               /* FT_TYPE_NF4: every linear weight (attention q, k, v, o; FFN
+                                       gate, up, down) of any type -> NF4 at load (QLoRA's
+                                       storage); 0 (FT_TYPE_F32): keep the file's types         */
+    int     quantize_output;        /* with quantize: the output head too, when it is not tied  */
+} ft_model_opts;
 typedef struct ft_batch {
     int64_t B, T;                   /* sequences, tokens per sequence                            */
     const int32_t *ids;             /* (B*T) token ids                                           */
@@ -558,6 +566,15 @@ FT_API ft_tensor *ft_model_output(ft_model *m);
 FT_API const ft_tokenizer *ft_model_tokenizer(const ft_model *m);   /* NULL: no vocabulary in the file */
 FT_API ft_result  ft_tokenizer_from_gguf(ft_tokenizer **out, const ft_gguf *g);  /* vocabulary only */
 FT_API const char *ft_model_chat_template(const ft_model *m);       /* NULL: none                 */
+/* bytes of the linear weights (q, k, v, o, gate, up, down of every layer) as stored; *n_weights
+   their count (NF4: the packed nibbles, 8-bit codes, second-level scales and offset; about
+   0.516 bytes per weight) */
+FT_API int64_t    ft_model_linear_bytes(const ft_model *m, int64_t *n_weights);
+/* the model's GGUF with its weights as they are now: NF4 weights as an I8 tensor of packed
+   nibbles [in/2, out] under the weight's name plus <name>.nf4_absmax (I8), .nf4_absmax2,
+   .nf4_offset, .nf4_code (F32) and the key finetune.quantization = "nf4"; every other tensor
+   and key copied unchanged. ft_model_load maps such a file back without requantizing. */
+FT_API ft_result  ft_model_save_gguf(const ft_model *m, const char *path);
 /* on the tape when grad mode is on: logits (B*T, V), or the final normed hidden (B*T, C) */
 FT_API ft_tensor *ft_model_forward(ft_ctx *ctx, ft_model *m, const ft_batch *b);
 FT_API ft_tensor *ft_model_hidden(ft_ctx *ctx, ft_model *m, const ft_batch *b);
@@ -1451,6 +1468,14 @@ static ft_tensor *ft__tensor_x(ft_ctx *ctx, ft_type type, int ndim, const int64_
 FT_API ft_tensor *ft_tensor_new(ft_ctx *ctx, ft_type type, int ndim, const int64_t *shape) {
     if (!ft__type(type)) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "tensor: type %d has no storage here", (int)type);
     return ft__tensor(ctx, type, ndim, shape, NULL);
+}
+FT_API ft_tensor *ft_tensor_nf4(ft_ctx *ctx, int64_t rows, int64_t cols, const uint8_t *packed, const ft_nf4 *q) {
+    int64_t s[2]; ft_tensor *t;
+    s[0] = rows; s[1] = cols;
+    if (!packed || !q) return ft__fail(ctx, FT_ERR_INVALID, "tensor: an NF4 tensor needs its bytes and state");
+    t = ft__tensor_x(ctx, FT_TYPE_NF4, 2, s, FT__CAST(void *, packed), 0);
+    if (t) t->nf4 = q;
+    return t;
 }
 FT_API ft_tensor *ft_tensor_1d(ft_ctx *ctx, int64_t n0) { int64_t s[1]; s[0] = n0; return ft__tensor(ctx, FT_TYPE_F32, 1, s, NULL); }
 FT_API ft_tensor *ft_tensor_2d(ft_ctx *ctx, int64_t n0, int64_t n1) { int64_t s[2]; s[0] = n0; s[1] = n1; return ft__tensor(ctx, FT_TYPE_F32, 2, s, NULL); }
@@ -4172,7 +4197,9 @@ FT_API ft_result ft_quantize_nf4(const float *x, int64_t n, uint8_t *packed, uin
         else { absmax[b] = am = FT__MAX(am, clampmin); r = 0.0f; }
         for (i = e0; i < e1; i++) {
             float s = full ? x[i] * r : x[i] / am;
-            int q = ft__count_below(mid4, 15, s);
+            int q = 0;                                /* midpoints < s: branchless, 4 steps     */
+            q += mid4[q + 7] < s ? 8 : 0; q += mid4[q + 3] < s ? 4 : 0;
+            q += mid4[q + 1] < s ? 2 : 0; q += mid4[q] < s ? 1 : 0;
             if (i & 1) packed[i >> 1] = (uint8_t)(packed[i >> 1] | q);
             else packed[i >> 1] = (uint8_t)(q << 4);
         }
@@ -6223,6 +6250,9 @@ struct ft_model {
     ft_tensor      *tok_embd, *output_norm, *output;    /* output == tok_embd when tied       */
     ft_layer       *layers;
     ft_tensor      *w; int64_t n_w;                     /* headers of every weight            */
+    ft_nf4         *nf4;                                /* the state of w[i] when it is NF4   */
+    unsigned char  *nf4_data;                           /* NF4 weights made at load, one block */
+    float           nf4_code[256];                      /* their dynamic map                  */
     float          *widened;                            /* f32 copies of non-f32 norm weights */
     char           *names; size_t names_len;            /* weight names, NUL-terminated        */
     ft_peft        *peft;                               /* attached method, or NULL           */
@@ -6299,20 +6329,182 @@ static float ft__model_key_float(const ft_model *m, const char *suffix, float de
     return ft_gguf_get_float(m->g, key, &v) ? (float)v : def;
 }
 
+/* ---- NF4 weights in GGUF ---------------------------------------------------------------------
+   GGUF has no NF4 type, so an NF4 weight W (out, in) is five standard tensors:
+     <name>             I8  [in/2, out]     the packed nibbles (row-major, first weight high)
+     <name>.nf4_absmax  I8  [ceil(n/64)]    the 8-bit codes of absmax - offset (as bytes)
+     <name>.nf4_absmax2 F32 [ceil(n/16384)] the second-level scales
+     <name>.nf4_offset  F32 [1]             the mean of the absmax
+     <name>.nf4_code    F32 [256]           the dynamic map of the codes
+   with the key finetune.quantization = "nf4" (and finetune.nf4.block_size 64,
+   finetune.nf4.block_size2 256). Any GGUF reader parses it; ft_model_load points the weight at
+   the mapped bytes (no copy, no requantization). */
+static const char *const ft__nf4_suffix[4] = {".nf4_absmax", ".nf4_absmax2", ".nf4_offset", ".nf4_code"};
+
+/* is tensor gt (a 2-D weight) stored as NF4? its companions exist, or the file says NF4 and gt is I8 */
+static int ft__gguf_is_nf4(const ft_gguf *g, const ft_gguf_tensor *gt) {
+    char nm[256]; ft_gguf_str q;
+    snprintf(nm, sizeof nm, "%.*s%s", (int)FT__MIN(gt->name.n, 200), gt->name.s, ft__nf4_suffix[0]);
+    if (ft_gguf_find_tensor(g, nm)) return 1;
+    return gt->type == FT_TYPE_I8 && ft_gguf_get_str(g, "finetune.quantization", &q) && q.n == 3 && memcmp(q.s, "nf4", 3) == 0;
+}
+/* the state of NF4 weight gt (logical shape (ne1, ne0)) from its companions, every size, type,
+   alignment and value checked */
+static ft_result ft__gguf_nf4_state(const ft_gguf *g, const ft_gguf_tensor *gt, int64_t ne0, int64_t ne1, ft_nf4 *st) {
+    const char *path = ft_gguf_path(g);
+    int nl = (int)FT__MIN(gt->name.n, 200), k; int64_t n = ne0 * ne1, want[4], i;
+    const ft_gguf_tensor *c[4]; char nm[256];
+    want[0] = ft_nf4_blocks(n); want[1] = ft_nf4_blocks2(n); want[2] = 1; want[3] = 256;
+    if (ne0 % 2 || gt->type != FT_TYPE_I8 || gt->n_dims != 2 || gt->ne[0] != ne0 / 2 || gt->ne[1] != ne1)
+        return ft_set_error(FT_ERR_FORMAT, "%s: NF4 tensor '%.*s' is %s [%lld, %lld], expected the packed nibbles as i8 [%lld, %lld]",
+                            path, nl, gt->name.s, ft_type_name(gt->type), (long long)gt->ne[0], (long long)(gt->n_dims > 1 ? gt->ne[1] : 0),
+                            (long long)(ne0 / 2), (long long)ne1);
+    for (k = 0; k < 4; k++) {
+        ft_type ty = k == 0 ? FT_TYPE_I8 : FT_TYPE_F32;
+        snprintf(nm, sizeof nm, "%.*s%s", nl, gt->name.s, ft__nf4_suffix[k]);
+        if (!(c[k] = ft_gguf_find_tensor(g, nm)))
+            return ft_set_error(FT_ERR_FORMAT, "%s: NF4 tensor '%.*s' has no '%s'", path, nl, gt->name.s, nm);
+        if (c[k]->type != ty || c[k]->n_dims != 1 || c[k]->ne[0] != want[k])
+            return ft_set_error(FT_ERR_FORMAT, "%s: '%s' is %s [%lld]%s, expected %s [%lld] for %lld weights", path, nm, ft_type_name(c[k]->type),
+                                (long long)c[k]->ne[0], c[k]->n_dims != 1 ? " (not 1-D)" : "", ft_type_name(ty), (long long)want[k], (long long)n);
+        if (k && (uintptr_t)c[k]->data % 4)
+            return ft_set_error(FT_ERR_FORMAT, "%s: '%s' is not 4-byte aligned in the file", path, nm);
+        for (i = 0; k && i < want[k]; i++)
+            if (!(fabsf(FT__CAST(const float *, c[k]->data)[i]) <= FLT_MAX))
+                return ft_set_error(FT_ERR_FORMAT, "%s: '%s'[%lld] is not finite", path, nm, (long long)i);
+    }
+    st->qabsmax = FT__CAST(const uint8_t *, c[0]->data);
+    st->absmax2 = FT__CAST(const float *, c[1]->data);
+    st->offset = *FT__CAST(const float *, c[2]->data);
+    st->code = FT__CAST(const float *, c[3]->data);
+    return FT_OK;
+}
+
+/* the linear weights of layer l (7 slots) */
+static ft_tensor **ft__layer_linear(ft_layer *L, int k) {
+    ft_tensor **s[7];
+    s[0] = &L->wq; s[1] = &L->wk; s[2] = &L->wv; s[3] = &L->wo; s[4] = &L->w_gate; s[5] = &L->w_up; s[6] = &L->w_down;
+    return s[k];
+}
+static size_t ft__up64(size_t x) { return (x + 63) & ~(size_t)63; }
+static size_t ft__nf4_bytes(int64_t n) {      /* packed, codes, scales: each 64-byte aligned  */
+    return ft__up64((size_t)(n + 1) / 2) + ft__up64((size_t)ft_nf4_blocks(n)) + ft__up64((size_t)ft_nf4_blocks2(n) * 4);
+}
+/* the i-th weight to quantize: 7 per layer, then the untied head when `head` (NULL past the end) */
+static ft_tensor *ft__quant_target(ft_model *m, int64_t i, int head) {
+    if (i < 7 * m->c.n_layer) return *ft__layer_linear(&m->layers[i / 7], (int)(i % 7));
+    return i == 7 * m->c.n_layer && head && !m->c.tied_embeddings ? m->output : NULL;
+}
+/* every linear weight (and the untied head when `head`) that is not NF4 yet -> NF4, all in one
+   owned block: each decoded to f32 whole (one scratch buffer, the size of the largest), then
+   quantized */
+static ft_result ft__model_quantize_nf4(ft_model *m, int head) {
+    int64_t i, maxn = 0; size_t total = 0, off = 0; float *tmp; ft_result r = FT_OK; ft_tensor *W;
+    for (i = 0; (W = ft__quant_target(m, i, head)) != NULL; i++)
+        if (W->type != FT_TYPE_NF4) { total += ft__nf4_bytes(ft_numel(W)); maxn = FT__MAX(maxn, ft_numel(W)); }
+    if (!total) return FT_OK;
+    m->nf4_data = FT__CAST(unsigned char *, ft__aligned_alloc(total));
+    tmp = FT__CAST(float *, ft__aligned_alloc((size_t)maxn * sizeof(float)));
+    if (!m->nf4_data || !tmp) { ft__aligned_free(tmp); return ft_set_error(FT_ERR_NOMEM, "nf4: out of memory (%zu MiB)", total >> 20); }
+    ft_nf4_dynamic_map(m->nf4_code);
+    for (i = 0; (W = ft__quant_target(m, i, head)) != NULL && r == FT_OK; i++) {
+        ft_nf4 *st = &m->nf4[W - m->w];
+        int64_t n = ft_numel(W), o;
+        uint8_t *p = m->nf4_data + off, *qa = p + ft__up64((size_t)(n + 1) / 2);
+        float *a2 = FT__CAST(float *, FT__CAST(void *, qa + ft__up64((size_t)ft_nf4_blocks(n))));
+        if (W->type == FT_TYPE_NF4) continue;
+        for (o = 0; o < W->shape[0]; o++) ft__weight_row(W, o, 0, W->shape[1], tmp + o * W->shape[1]);
+        if ((r = ft_quantize_nf4(tmp, n, p, qa, a2, &st->offset)) != FT_OK) { r = ft_set_error(r, "%s: %s", W->name, ft_last_error()); break; }
+        st->qabsmax = qa; st->absmax2 = a2; st->code = m->nf4_code;
+        W->type = FT_TYPE_NF4; W->data = p; W->nf4 = st;
+        off += ft__nf4_bytes(n);
+    }
+    ft__aligned_free(tmp);
+    return r;
+}
+
+FT_API int64_t ft_model_linear_bytes(const ft_model *m, int64_t *n_weights) {
+    int64_t l, bytes = 0, nw = 0; int k;
+    for (l = 0; l < m->c.n_layer; l++)
+        for (k = 0; k < 7; k++) {
+            const ft_tensor *W = *ft__layer_linear(&m->layers[l], k);
+            int64_t n = ft_numel(W);
+            nw += n;
+            if (W->type == FT_TYPE_NF4) bytes += (n + 1) / 2 + ft_nf4_blocks(n) + 4 * ft_nf4_blocks2(n) + 4;
+            else bytes += (int64_t)ft_type_row_bytes(W->type, W->shape[1]) * W->shape[0];
+        }
+    if (n_weights) *n_weights = nw;
+    return bytes;
+}
+
+static int ft__ends_with(const ft_gguf_str *s, const char *suf) {
+    size_t k = strlen(suf);
+    return s->n >= k && memcmp(s->s + s->n - k, suf, k) == 0;
+}
+FT_API ft_result ft_model_save_gguf(const ft_model *m, const char *path) {
+    ft_gguf_writer *w; ft_result r = FT_OK; int64_t i, j, any = 0; char nm[256];
+    if ((r = ft_gguf_writer_init(&w)) != FT_OK) return r;
+    for (i = 0; i < m->n_w; i++) any += m->w[i].type == FT_TYPE_NF4;
+    for (i = 0; i < ft_gguf_n_kv(m->g) && r == FT_OK; i++) {
+        const ft_gguf_kv *kv = ft_gguf_kv_at(m->g, i);
+        if (kv->key.n >= 9 && memcmp(kv->key.s, "finetune.", 9) == 0 &&
+            ((kv->key.n == 21 && memcmp(kv->key.s + 9, "quantization", 12) == 0) || (kv->key.n > 13 && memcmp(kv->key.s + 9, "nf4.", 4) == 0)))
+            continue;                                 /* written below when there is NF4       */
+        r = ft_gguf_copy_kv(w, kv);
+    }
+    if (any && r == FT_OK) r = ft_gguf_set_str(w, "finetune.quantization", "nf4");
+    if (any && r == FT_OK) r = ft_gguf_set_int(w, "finetune.nf4.block_size", FT_GGUF_UINT32, FT_NF4_BLOCK);
+    if (any && r == FT_OK) r = ft_gguf_set_int(w, "finetune.nf4.block_size2", FT_GGUF_UINT32, FT_NF4_BLOCK2);
+    for (i = 0; i < ft_gguf_n_tensors(m->g) && r == FT_OK; i++) {
+        const ft_gguf_tensor *gt = ft_gguf_tensor_at(m->g, i); const ft_tensor *W = NULL; int k;
+        for (k = 0; k < 4; k++) if (ft__ends_with(&gt->name, ft__nf4_suffix[k])) break;
+        if (k < 4) continue;                          /* companions go with their weight       */
+        for (j = 0; j < m->n_w && !W; j++)
+            if (gt->name.n == strlen(m->w[j].name) && memcmp(gt->name.s, m->w[j].name, (size_t)gt->name.n) == 0) W = &m->w[j];
+        if (W && W->type == FT_TYPE_NF4) {
+            int64_t n = ft_numel(W), ne[2], one = 1, c256 = 256;
+            const void *data[4]; int64_t len[4];
+            if (W->shape[1] % 2) { r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: NF4 weight '%s' has an odd row length (%lld)", path, W->name, (long long)W->shape[1]); break; }
+            ne[0] = W->shape[1] / 2; ne[1] = W->shape[0];
+            if ((r = ft_gguf_add_tensor(w, W->name, FT_TYPE_I8, 2, ne, W->data)) != FT_OK) break;
+            data[0] = W->nf4->qabsmax; len[0] = ft_nf4_blocks(n);
+            data[1] = W->nf4->absmax2; len[1] = ft_nf4_blocks2(n);
+            data[2] = &W->nf4->offset; len[2] = one;
+            data[3] = W->nf4->code; len[3] = c256;
+            for (k = 0; k < 4 && r == FT_OK; k++) {
+                snprintf(nm, sizeof nm, "%s%s", W->name, ft__nf4_suffix[k]);
+                r = ft_gguf_add_tensor(w, nm, k ? FT_TYPE_F32 : FT_TYPE_I8, 1, &len[k], data[k]);
+            }
+        } else {
+            snprintf(nm, sizeof nm, "%.*s", (int)FT__MIN(gt->name.n, 255), gt->name.s);
+            r = ft_gguf_add_tensor(w, nm, gt->type, gt->n_dims, gt->ne, gt->data);
+        }
+    }
+    if (r == FT_OK) r = ft_gguf_write(w, path);
+    ft_gguf_writer_free(w);
+    return r;
+}
+
 /* a weight header over the mapped data; ne0 = row length (in), ne1 = rows (out; 0 for 1-D) */
 static ft_result ft__model_bind(ft_model *m, ft_tensor **dst, const char *name, int64_t ne0, int64_t ne1, int required) {
     const ft_gguf_tensor *gt = ft_gguf_find_tensor(m->g, name);
-    ft_tensor *t;
+    ft_tensor *t; int nf4; ft_result r;
     *dst = NULL;
     if (!gt) return required ? ft_set_error(FT_ERR_FORMAT, "%s: missing tensor '%s'", ft_gguf_path(m->g), name) : FT_OK;
-    if (gt->ne[0] != ne0 || (ne1 ? (gt->n_dims != 2 || gt->ne[1] != ne1) : gt->n_dims != 1))
-        return ft_set_error(FT_ERR_SHAPE, "%s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]", ft_gguf_path(m->g), name,
-                            (long long)gt->ne[0], (long long)(gt->n_dims > 1 ? gt->ne[1] : 0), (long long)ne0, (long long)ne1);
-    if (!ft__type(gt->type)->to_f32)
-        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor '%s' has type %s, which this build cannot compute with", ft_gguf_path(m->g), name, ft_type_name(gt->type));
+    nf4 = ne1 ? ft__gguf_is_nf4(m->g, gt) : 0;
+    if (nf4) {                                    /* packed nibbles + companions, checked      */
+        if ((r = ft__gguf_nf4_state(m->g, gt, ne0, ne1, &m->nf4[m->n_w])) != FT_OK) return r;
+    } else {
+        if (gt->ne[0] != ne0 || (ne1 ? (gt->n_dims != 2 || gt->ne[1] != ne1) : gt->n_dims != 1))
+            return ft_set_error(FT_ERR_SHAPE, "%s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]", ft_gguf_path(m->g), name,
+                                (long long)gt->ne[0], (long long)(gt->n_dims > 1 ? gt->ne[1] : 0), (long long)ne0, (long long)ne1);
+        if (!ft__type(gt->type)->to_f32)
+            return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor '%s' has type %s, which this build cannot compute with", ft_gguf_path(m->g), name, ft_type_name(gt->type));
+    }
     t = &m->w[m->n_w++];
     memset(t, 0, sizeof *t);
     t->type = gt->type;
+    if (nf4) { t->type = FT_TYPE_NF4; t->nf4 = &m->nf4[t - m->w]; }
     t->name = m->names + m->names_len;            /* a NUL-terminated copy for messages        */
     memcpy(m->names + m->names_len, gt->name.s, (size_t)gt->name.n);
     m->names[m->names_len + gt->name.n] = 0;
@@ -6328,8 +6520,9 @@ static ft_result ft__model_bind(ft_model *m, ft_tensor **dst, const char *name, 
 FT_API ft_result ft_model_load(ft_model **out, const char *path, const ft_model_opts *opts) {
     ft_model *m; ft_result r; ft_gguf_str arch = {NULL, 0}; int64_t v, i, n_norm = 0; char name[96];
     ft_model_config *c;
-    (void)opts;
     *out = NULL;
+    if (opts && opts->quantize != FT_TYPE_F32 && opts->quantize != FT_TYPE_NF4)
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: quantizing at load to %s is not supported (nf4 is)", path, ft_type_name(opts->quantize));
     m = FT__CAST(ft_model *, FT_MALLOC(sizeof *m));
     if (!m) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
     memset(m, 0, sizeof *m);
@@ -6374,9 +6567,10 @@ FT_API ft_result ft_model_load(ft_model **out, const char *path, const ft_model_
     /* weights */
     m->w = FT__CAST(ft_tensor *, FT_MALLOC((size_t)(c->n_layer * 12 + 3) * sizeof(ft_tensor)));
     m->layers = FT__CAST(ft_layer *, FT_MALLOC((size_t)c->n_layer * sizeof(ft_layer)));
+    m->nf4 = FT__CAST(ft_nf4 *, FT_MALLOC((size_t)(c->n_layer * 12 + 3) * sizeof(ft_nf4)));
     for (v = 0, i = 0; i < ft_gguf_n_tensors(m->g); i++) v += (int64_t)ft_gguf_tensor_at(m->g, i)->name.n + 1;
     m->names = FT__CAST(char *, FT_MALLOC((size_t)v + 1));
-    if (!m->w || !m->layers || !m->names) FT__TRY(ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path));
+    if (!m->w || !m->layers || !m->names || !m->nf4) FT__TRY(ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path));
     memset(m->layers, 0, (size_t)c->n_layer * sizeof(ft_layer));
     {
         int64_t C = c->n_embd, Dq = c->n_head * c->head_dim, Dkv = c->n_head_kv * c->head_dim, F = c->n_ff;
@@ -6417,6 +6611,7 @@ FT_API ft_result ft_model_load(ft_model **out, const char *path, const ft_model_
             }
     }
     for (i = 0; i < m->n_w; i++) c->n_params += ft_numel(&m->w[i]);
+    if (opts && opts->quantize == FT_TYPE_NF4) FT__TRY(ft__model_quantize_nf4(m, opts->quantize_output));
     {
         ft_gguf_str tmpl;
         if (ft_gguf_get_str(m->g, "tokenizer.chat_template", &tmpl) && !(m->chat_template = ft__strndup(tmpl.s, (size_t)tmpl.n)))
@@ -6432,9 +6627,9 @@ FT_API void ft_model_free(ft_model *m) {
     if (!m) return;
     if (m->peft) ft__peft_detach(m->peft);
     ft_gguf_close(m->g);
-    FT_FREE(m->w); FT_FREE(m->layers); FT_FREE(m->names);
+    FT_FREE(m->w); FT_FREE(m->layers); FT_FREE(m->names); FT_FREE(m->nf4);
     ft_tokenizer_free(m->tok); FT_FREE(m->chat_template);
-    ft__aligned_free(m->widened);
+    ft__aligned_free(m->widened); ft__aligned_free(m->nf4_data);
     FT_FREE(m);
 }
 FT_API const ft_model_config *ft_model_config_get(const ft_model *m) { return &m->c; }

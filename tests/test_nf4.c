@@ -147,11 +147,293 @@ TEST(simd_block_equals_reference) {
     CHECK(bad == 0, "%d blocks differ", bad);
 }
 
+/* the fused matmul against the decoded f32 weight: y = x W^T and dx = dy W. Through the GEMM
+   (M = 37) the decoded rows are packed exactly as f32 rows are: bit for bit. Through the GEMV
+   (M = 3) the f32 path sums differently: within 1e-5 (absolute + relative). */
+TEST(matmul_equals_decoded) {
+    size_t size; unsigned char *b = ft_test_slurp("tests/fixtures/nf4.bin", &size);
+    nf4_entry e[8]; int n = b ? nf4_read(b, size, e, 8) : 0, i, m;
+    ft_ctx *ctx; ft_ctx_opts o;
+    memset(&o, 0, sizeof o); o.n_threads = 2; ft_ctx_init(&ctx, &o);
+    for (i = 0; i < n; i++) {
+        nf4_entry *t = &e[i]; int64_t N, K; ft_nf4 q; float *a2, *code, *want;
+        if (t->ndim != 2) continue;                          /* the 2-D ones: 32x576, 5x63, 8x64 */
+        N = t->shape[0]; K = t->shape[1];
+        a2 = copy_f(t->absmax2, t->nb2); code = copy_f(t->code, 256); want = copy_f(t->y, t->n);
+        q.qabsmax = t->qabsmax; q.absmax2 = a2; q.code = code; q.offset = t->offset;
+        for (m = 0; m < 2; m++) {
+            int64_t M = m ? 37 : 3, sx[2], k; ft_tensor *Wq, *Wf, *x, *yq, *yf; ft_params *P; float *dxq;
+            ft_ctx_reset(ctx);
+            sx[0] = M; sx[1] = K;
+            Wq = ft_tensor_nf4(ctx, N, K, t->packed, &q);
+            Wf = ft_tensor_2d(ctx, N, K); memcpy(Wf->data, want, (size_t)t->n * 4);
+            ft_params_init(&P); x = ft_params_add(P, "x", 2, sx); ft_params_alloc(P);
+            for (k = 0; k < M * K; k++) ((float *)x->data)[k] = sinf((float)k * 0.37f);
+            yq = ft_matmul(ctx, x, Wq, 0, 1);
+            yf = ft_matmul(ctx, x, Wf, 0, 1);
+            CHECK(yq && yf && (m ? memcmp(yq->data, yf->data, (size_t)(M * N) * 4) == 0
+                                 : ft_test_close((float *)yq->data, (float *)yf->data, (long)(M * N), 1e-5, 1e-5, NULL) <= 1),
+                  "%s M=%lld: forward differs", t->name, (long long)M);
+            ft_backward(ctx, ft_sum(ctx, ft_mul(ctx, yq, yq)));
+            dxq = (float *)malloc((size_t)(M * K) * 4); memcpy(dxq, x->grad, (size_t)(M * K) * 4);
+            ft_params_zero_grad(P); ft_ctx_reset(ctx);
+            Wf = ft_tensor_2d(ctx, N, K); memcpy(Wf->data, want, (size_t)t->n * 4);
+            yf = ft_matmul(ctx, x, Wf, 0, 1);
+            ft_backward(ctx, ft_sum(ctx, ft_mul(ctx, yf, yf)));
+            CHECK(m ? memcmp(dxq, x->grad, (size_t)(M * K) * 4) == 0 : ft_test_close(dxq, x->grad, (long)(M * K), 1e-5, 1e-5, NULL) <= 1,
+                  "%s M=%lld: input gradient differs", t->name, (long long)M);
+            free(dxq); ft_params_free(P);
+        }
+        /* the embedding reads NF4 rows too */
+        {
+            int32_t ids[3]; ft_tensor *E; int64_t r;
+            ids[0] = 0; ids[1] = (int32_t)(N - 1); ids[2] = (int32_t)(N / 2);
+            ft_ctx_reset(ctx);
+            E = ft_embedding(ctx, ft_tensor_nf4(ctx, N, K, t->packed, &q), ids, 3);
+            for (r = 0; E && r < 3; r++) CHECK(memcmp((float *)E->data + r * K, want + ids[r] * K, (size_t)K * 4) == 0, "%s: embedding row %d", t->name, (int)ids[r]);
+            CHECK(E != NULL, "%s: embedding", t->name);
+        }
+        free(a2); free(code); free(want);
+    }
+    ft_ctx_free(ctx); free(b);
+}
+
+/* logits (B*T, V) of model m on fixed ids; caller frees */
+static float *model_logits(ft_model *m, ft_ctx *ctx, int64_t B, int64_t T) {
+    int32_t ids[64]; ft_batch bt; ft_tensor *y; float *out; int64_t i, V = ft_model_config_get(m)->n_vocab;
+    for (i = 0; i < B * T; i++) ids[i] = (int32_t)((i * 7 + 3) % V);
+    memset(&bt, 0, sizeof bt); bt.B = B; bt.T = T; bt.ids = ids;
+    ft_ctx_reset(ctx);
+    y = ft_model_forward(ctx, m, &bt);
+    if (!y) return NULL;
+    out = (float *)malloc((size_t)(B * T * V) * 4);
+    memcpy(out, y->data, (size_t)(B * T * V) * 4);
+    return out;
+}
+
+/* a GGUF like src's model but with every NF4 weight decoded to F32 */
+static int write_decoded(ft_model *m, const char *path) {
+    ft_gguf *g = ft_model_gguf(m); ft_gguf_writer *w; int64_t i, l; int k, ok; float *bufs[7 * TINY_L];
+    ft_gguf_writer_init(&w);
+    for (i = 0; i < ft_gguf_n_kv(g); i++) ft_gguf_copy_kv(w, ft_gguf_kv_at(g, i));
+    for (i = 0; i < ft_gguf_n_tensors(g); i++) {
+        const ft_gguf_tensor *gt = ft_gguf_tensor_at(g, i); char nm[128]; int lin = 0;
+        snprintf(nm, sizeof nm, "%.*s", (int)gt->name.n, gt->name.s);
+        for (l = 0; l < TINY_L; l++)
+            for (k = 0; k < 7; k++) {
+                ft_layer *L = ft_model_layer(m, (int)l);
+                ft_tensor *W = k == 0 ? L->wq : k == 1 ? L->wk : k == 2 ? L->wv : k == 3 ? L->wo : k == 4 ? L->w_gate : k == 5 ? L->w_up : L->w_down;
+                if (strcmp(W->name, nm) == 0) {
+                    int64_t ne[2]; float *f = bufs[l * 7 + k] = (float *)malloc((size_t)ft_numel(W) * 4);
+                    ne[0] = W->shape[1]; ne[1] = W->shape[0];
+                    ft_dequantize_nf4((const uint8_t *)W->data, W->nf4, 0, ft_numel(W), f);
+                    ft_gguf_add_tensor(w, nm, FT_TYPE_F32, 2, ne, f); lin = 1;
+                }
+            }
+        if (!lin) ft_gguf_add_tensor(w, nm, gt->type, gt->n_dims, gt->ne, gt->data);
+    }
+    ok = ft_gguf_write(w, path) == FT_OK;
+    ft_gguf_writer_free(w);
+    for (i = 0; i < 7 * TINY_L; i++) free(bufs[i]);
+    return ok;
+}
+
+/* a tiny model quantized at load: every linear weight NF4 (~0.52 bytes per weight), logits
+   equal to the f32 model of the same (decoded) weights and close to the original f32 model;
+   LoRA gradients equal to those through the decoded model */
+TEST(model_quantized_at_load) {
+    const char *p32 = "build/nf4_tiny.gguf", *pdq = "build/nf4_tiny_dq.gguf";
+    ft_model *m32, *mq, *mdq; ft_model_opts mo; ft_ctx *ctx; ft_ctx_opts co; int l, k;
+    float *y32, *yq, *ydq; int64_t B = 2, T = 9, V, nw, bytes, i; double num = 0, den = 0;
+    CHECK(tiny_model_write(p32, FT_TYPE_F32, 7), "write tiny model");
+    memset(&co, 0, sizeof co); co.n_threads = 2; ft_ctx_init(&ctx, &co);
+    memset(&mo, 0, sizeof mo); mo.quantize = FT_TYPE_NF4;
+    CHECK_OK(ft_model_load(&m32, p32, NULL));
+    CHECK_OK(ft_model_load(&mq, p32, &mo));
+    for (l = 0; l < TINY_L; l++) {
+        ft_layer *L = ft_model_layer(mq, l);
+        CHECK(L->wq->type == FT_TYPE_NF4 && L->wk->type == FT_TYPE_NF4 && L->wv->type == FT_TYPE_NF4 && L->wo->type == FT_TYPE_NF4 &&
+              L->w_gate->type == FT_TYPE_NF4 && L->w_up->type == FT_TYPE_NF4 && L->w_down->type == FT_TYPE_NF4, "layer %d: linear weights NF4", l);
+        CHECK(L->attn_norm->type == FT_TYPE_F32, "norms stay f32");
+    }
+    CHECK(ft_model_tok_embd(mq)->type == FT_TYPE_F32, "embeddings stay f32");
+    bytes = ft_model_linear_bytes(mq, &nw);
+    printf("    %lld linear weights, %.4f bytes per weight (f32: %.1f)\n", (long long)nw, (double)bytes / (double)nw,
+           (double)ft_model_linear_bytes(m32, NULL) / (double)nw);
+    CHECK((double)bytes / (double)nw < 0.53, "bytes per weight");
+    CHECK(write_decoded(mq, pdq), "write decoded");
+    CHECK_OK(ft_model_load(&mdq, pdq, NULL));
+    V = ft_model_config_get(mq)->n_vocab;
+    y32 = model_logits(m32, ctx, B, T); yq = model_logits(mq, ctx, B, T); ydq = model_logits(mdq, ctx, B, T);
+    CHECK(y32 && yq && ydq, "forward");
+    if (y32 && yq && ydq) {
+        CHECK(memcmp(yq, ydq, (size_t)(B * T * V) * 4) == 0, "NF4 logits equal the decoded model's bit for bit");
+        for (i = 0; i < B * T * V; i++) { num += (yq[i] - y32[i]) * (double)(yq[i] - y32[i]); den += (double)y32[i] * y32[i]; }
+        /* the weights are uniform in +-0.3 (NF4's grid is made for normal ones): ~10% RMS
+           error per weight, which two layers and the tied head amplify about twice */
+        {
+            ft_tensor *Wf = ft_model_layer(m32, 0)->w_up, *Wn = ft_model_layer(mq, 0)->w_up;
+            int64_t nn = ft_numel(Wf); float *d = (float *)malloc((size_t)nn * 4); double wn = 0, wd = 0;
+            ft_dequantize_nf4((const uint8_t *)Wn->data, Wn->nf4, 0, nn, d);
+            for (i = 0; i < nn; i++) { double f = ((float *)Wf->data)[i]; wn += (d[i] - f) * (d[i] - f); wd += f * f; }
+            printf("    relative RMS error: weights (layer 0 up) %.4f, logits vs the f32 model %.4f\n", sqrt(wn / wd), sqrt(num / den));
+            CHECK(sqrt(num / den) < 3 * sqrt(wn / wd), "NF4 logits close to f32 (%.4f)", sqrt(num / den));
+            free(d);
+        }
+    }
+    free(y32); free(yq); free(ydq);
+    /* QLoRA: LoRA on the NF4 base; B made non-zero so every A gets a gradient through the NF4
+       weights of the layers above it; the same on the decoded model */
+    {
+        ft_lora_opts lo; ft_peft *pq, *pd; ft_model *mm[2]; ft_peft **pp[2]; float *g[2]; int r;
+        int32_t ids[18], tg[18]; ft_batch bt;
+        memset(&lo, 0, sizeof lo); lo.r = 4; lo.seed = 3;
+        mm[0] = mq; mm[1] = mdq; pp[0] = &pq; pp[1] = &pd;
+        for (i = 0; i < B * T; i++) { ids[i] = (int32_t)((i * 5 + 1) % V); tg[i] = (int32_t)((i * 3 + 2) % V); }
+        memset(&bt, 0, sizeof bt); bt.B = B; bt.T = T; bt.ids = ids;
+        for (r = 0; r < 2; r++) {
+            ft_params *P; ft_tensor *loss; int64_t np, j, off = 0;
+            CHECK_OK(ft_lora_attach(pp[r], mm[r], &lo));
+            P = ft_peft_params(*pp[r]);
+            for (l = 0; l < TINY_L; l++)
+                for (k = 0; k < FT_SITE_COUNT; k++) {
+                    ft_tensor *Bm = ft_lora_B(*pp[r], l, k);
+                    for (j = 0; Bm && j < ft_numel(Bm); j++) ((float *)Bm->data)[j] = 0.01f * sinf((float)(j + 13 * k + 101 * l));
+                }
+            ft_ctx_reset(ctx);
+            loss = ft_cross_entropy(ctx, ft_model_forward(ctx, mm[r], &bt), tg, -100);
+            CHECK_OK(ft_backward(ctx, loss));
+            for (j = 0, np = 0; j < ft_params_count(P); j++) np += ft_numel(ft_params_get(P, (int)j));
+            g[r] = (float *)malloc((size_t)np * 4);
+            for (j = 0; j < ft_params_count(P); j++) {
+                ft_tensor *t = ft_params_get(P, (int)j);
+                memcpy(g[r] + off, t->grad, (size_t)ft_numel(t) * 4); off += ft_numel(t);
+            }
+            if (r == 0) {
+                ft_tensor *A0 = ft_lora_A(pq, 0, FT_SITE_Q); double s = 0;
+                for (j = 0; j < ft_numel(A0); j++) s += fabs(A0->grad[j]);
+                CHECK(s > 0 && s == s, "layer 0 q_proj A gets a gradient through the NF4 layers (%g)", s);
+            }
+            if (r == 1) CHECK(ft_test_close(g[0], g[1], (long)np, 1e-6, 1e-5, NULL) <= 1, "LoRA gradients on NF4 equal those on the decoded model");
+            ft_params_zero_grad(P);
+        }
+        ft_peft_free(pq); ft_peft_free(pd); free(g[0]); free(g[1]);
+    }
+    ft_model_free(m32); ft_model_free(mq); ft_model_free(mdq); ft_ctx_free(ctx);
+    remove(p32); remove(pdq);
+}
+
+/* NF4 GGUF: save, map back (no copy: the weight's data is the file's bytes), same logits */
+TEST(save_gguf_and_map_back) {
+    const char *p32 = "build/nf4_tiny2.gguf", *pq = "build/nf4_tiny2_nf4.gguf";
+    ft_model *mq, *mr; ft_model_opts mo; ft_ctx *ctx; ft_ctx_opts co; float *yq, *yr; int l;
+    int64_t V, B = 2, T = 7; ft_gguf_str s;
+    CHECK(tiny_model_write(p32, FT_TYPE_F16, 11), "write tiny model");
+    memset(&co, 0, sizeof co); co.n_threads = 2; ft_ctx_init(&ctx, &co);
+    memset(&mo, 0, sizeof mo); mo.quantize = FT_TYPE_NF4;
+    CHECK_OK(ft_model_load(&mq, p32, &mo));
+    CHECK_OK(ft_model_save_gguf(mq, pq));
+    CHECK_OK(ft_model_load(&mr, pq, NULL));
+    CHECK(ft_gguf_get_str(ft_model_gguf(mr), "finetune.quantization", &s) && s.n == 3 && memcmp(s.s, "nf4", 3) == 0, "finetune.quantization");
+    CHECK(ft_gguf_find(ft_model_gguf(mr), "general.name") != NULL, "metadata copied");
+    for (l = 0; l < TINY_L; l++) {
+        ft_layer *L = ft_model_layer(mr, l), *Lq = ft_model_layer(mq, l);
+        const ft_gguf_tensor *gt = ft_gguf_find_tensor(ft_model_gguf(mr), L->w_down->name);
+        CHECK(L->wq->type == FT_TYPE_NF4 && L->w_down->type == FT_TYPE_NF4, "layer %d: NF4 after reload", l);
+        CHECK(gt && L->w_down->data == gt->data, "layer %d: the weight points into the mapped file", l);
+        {
+            char nm[96]; const ft_gguf_tensor *ct;
+            snprintf(nm, sizeof nm, "%s.nf4_code", L->w_down->name);
+            ct = ft_gguf_find_tensor(ft_model_gguf(mr), nm);
+            CHECK(ct && L->w_down->nf4 && (const void *)L->w_down->nf4->code == ct->data, "layer %d: the code is mapped too", l);
+        }
+        CHECK(memcmp(L->w_up->data, Lq->w_up->data, (size_t)ft_numel(L->w_up) / 2) == 0 &&
+              memcmp(L->w_up->nf4->qabsmax, Lq->w_up->nf4->qabsmax, (size_t)ft_nf4_blocks(ft_numel(L->w_up))) == 0 &&
+              L->w_up->nf4->offset == Lq->w_up->nf4->offset, "layer %d: the same bytes", l);
+    }
+    CHECK(ft_model_tok_embd(mr)->type == FT_TYPE_F16, "the embeddings keep their type");
+    V = ft_model_config_get(mq)->n_vocab;
+    yq = model_logits(mq, ctx, B, T); yr = model_logits(mr, ctx, B, T);
+    CHECK(yq && yr && memcmp(yq, yr, (size_t)(B * T * V) * 4) == 0, "identical logits after the round trip");
+    free(yq); free(yr);
+    /* loading it with quantize = NF4 keeps the mapped NF4 weights (no requantization) */
+    {
+        ft_model *m2; CHECK_OK(ft_model_load(&m2, pq, &mo));
+        CHECK(ft_model_layer(m2, 1)->wq->data == ft_gguf_find_tensor(ft_model_gguf(m2), "blk.1.attn_q.weight")->data, "still mapped");
+        ft_model_free(m2);
+    }
+    ft_model_free(mq); ft_model_free(mr); ft_ctx_free(ctx);
+    remove(p32); remove(pq);
+}
+
+/* a copy of the NF4 file at `src` where `victim` is replaced by a tensor of `n` elements of
+   `type` (n = 0: dropped) */
+static int write_broken(const char *src, const char *dst, const char *victim, ft_type type, int64_t n) {
+    ft_gguf *g; ft_gguf_writer *w; int64_t i; int ok; float *junk = (float *)calloc((size_t)(n > 0 ? n : 1), 4);
+    if (ft_gguf_open(&g, src) != FT_OK) { free(junk); return 0; }
+    ft_gguf_writer_init(&w);
+    for (i = 0; i < ft_gguf_n_kv(g); i++) ft_gguf_copy_kv(w, ft_gguf_kv_at(g, i));
+    for (i = 0; i < ft_gguf_n_tensors(g); i++) {
+        const ft_gguf_tensor *gt = ft_gguf_tensor_at(g, i); char nm[128];
+        snprintf(nm, sizeof nm, "%.*s", (int)gt->name.n, gt->name.s);
+        if (strcmp(nm, victim) != 0) ft_gguf_add_tensor(w, nm, gt->type, gt->n_dims, gt->ne, gt->data);
+        else if (n > 0) ft_gguf_add_tensor(w, nm, type, 1, &n, junk);
+    }
+    ok = ft_gguf_write(w, dst) == FT_OK;
+    ft_gguf_writer_free(w); ft_gguf_close(g); free(junk);
+    return ok;
+}
+
+TEST(broken_nf4_files_fail_clearly) {
+    const char *p32 = "build/nf4_tiny3.gguf", *pq = "build/nf4_tiny3_nf4.gguf", *pb = "build/nf4_broken.gguf";
+    struct { const char *victim; ft_type type; int64_t n; const char *expect; } cases[] = {
+        {"blk.0.attn_q.weight.nf4_absmax", FT_TYPE_I8, 15, "nf4_absmax' is i8 [15], expected i8 [16]"},
+        {"blk.0.attn_q.weight.nf4_absmax", FT_TYPE_F32, 16, "nf4_absmax' is f32 [16], expected i8 [16]"},
+        {"blk.1.ffn_down.weight.nf4_absmax2", FT_TYPE_F32, 2, "nf4_absmax2' is f32 [2], expected f32 [1]"},
+        {"blk.1.ffn_up.weight.nf4_offset", FT_TYPE_F32, 0, "has no 'blk.1.ffn_up.weight.nf4_offset'"},
+        {"blk.0.attn_v.weight.nf4_code", FT_TYPE_F32, 255, "nf4_code' is f32 [255], expected f32 [256]"},
+        {"blk.0.attn_k.weight", FT_TYPE_I8, 256, "packed nibbles"},
+    };
+    ft_model *m; ft_model_opts mo; int c;
+    memset(&mo, 0, sizeof mo); mo.quantize = FT_TYPE_NF4;
+    CHECK(tiny_model_write(p32, FT_TYPE_F32, 5), "write tiny model");
+    CHECK_OK(ft_model_load(&m, p32, &mo));
+    CHECK_OK(ft_model_save_gguf(m, pq));
+    ft_model_free(m);
+    for (c = 0; c < (int)(sizeof cases / sizeof cases[0]); c++) {
+        ft_result r;
+        CHECK(write_broken(pq, pb, cases[c].victim, cases[c].type, cases[c].n), "write broken %d", c);
+        r = ft_model_load(&m, pb, NULL);
+        CHECK(r == FT_ERR_FORMAT && strstr(ft_last_error(), cases[c].expect), "%s: got %s: %s", cases[c].victim, ft_result_string(r), ft_last_error());
+        if (r == FT_OK) ft_model_free(m);
+    }
+    printf("    e.g. %s\n", ft_last_error());
+    /* a non-finite scale */
+    {
+        ft_gguf *g; ft_gguf_writer *w; int64_t i, one = 1; float inf = INFINITY;
+        ft_gguf_open(&g, pq); ft_gguf_writer_init(&w);
+        for (i = 0; i < ft_gguf_n_kv(g); i++) ft_gguf_copy_kv(w, ft_gguf_kv_at(g, i));
+        for (i = 0; i < ft_gguf_n_tensors(g); i++) {
+            const ft_gguf_tensor *gt = ft_gguf_tensor_at(g, i); char nm[128];
+            snprintf(nm, sizeof nm, "%.*s", (int)gt->name.n, gt->name.s);
+            if (strcmp(nm, "blk.0.ffn_gate.weight.nf4_offset") == 0) ft_gguf_add_tensor(w, nm, FT_TYPE_F32, 1, &one, &inf);
+            else ft_gguf_add_tensor(w, nm, gt->type, gt->n_dims, gt->ne, gt->data);
+        }
+        ft_gguf_write(w, pb); ft_gguf_writer_free(w); ft_gguf_close(g);
+        CHECK(ft_model_load(&m, pb, NULL) == FT_ERR_FORMAT && strstr(ft_last_error(), "not finite"), "inf offset: %s", ft_last_error());
+    }
+    remove(p32); remove(pq); remove(pb);
+}
+
 int main(void) {
     RUN(dynamic_map_equals_bitsandbytes);
     RUN(torch_mean_equals_torch);
     RUN(quantize_bit_exact_with_bitsandbytes);
     RUN(dequantize_bit_exact_with_bitsandbytes);
     RUN(simd_block_equals_reference);
+    RUN(matmul_equals_decoded);
+    RUN(model_quantized_at_load);
+    RUN(save_gguf_and_map_back);
+    RUN(broken_nf4_files_fail_clearly);
     return ft_test_summary("test_nf4");
 }

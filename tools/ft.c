@@ -1,6 +1,7 @@
 /* ft - the finetune.h command line.
      ft info     MODEL.gguf [--all]
      ft generate -m MODEL.gguf -p PROMPT [-n 64] [--temp 0] [--top-k K] [--top-p P] [--seed 1] [--chat] [--threads N]
+     ft quantize --type nf4 -m IN.gguf -o OUT.gguf [--output]
    Every failure prints the library's message (file, offset or line) and exits non-zero. */
 #define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
@@ -21,7 +22,9 @@ static int usage(void) {
         "           [--schedule cosine|linear|constant] [--warmup W] [--max-grad-norm G] [--weight-decay D]\n"
         "           [--lora-plus RATIO] [--pack] [--seed S] [--threads N] [--config FILE] [--resume]\n"
         "           [--eval-split F] [--mix OTHER.jsonl:RATIO ...] (e.g. 0.1 of general text, against forgetting)\n"
-        "  eval     -m MODEL.gguf [--lora ADAPTER.gguf] --data EVAL.jsonl [--eval-gen N] [--max-new N]\n");
+        "  eval     -m MODEL.gguf [--lora ADAPTER.gguf] --data EVAL.jsonl [--eval-gen N] [--max-new N]\n"
+        "  quantize --type nf4 -m IN.gguf -o OUT.gguf [--output]   linear weights -> NF4 (QLoRA's, bitsandbytes'\n"
+        "           bytes); --output: the untied head too; everything else copied\n");
     return 2;
 }
 
@@ -481,8 +484,39 @@ static int cmd_eval(int argc, char **argv) {
     return 0;
 }
 
+/* ft quantize --type nf4 -m IN -o OUT: load with every linear weight converted, write it back */
+static int cmd_quantize(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *type = NULL; ft_model_opts mo; ft_model *m; int i;
+    int64_t b0, b1, n; double t0;
+    memset(&mo, 0, sizeof mo);
+    for (i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--output") == 0) mo.quantize_output = 1;
+        else if (i + 1 < argc && (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0)) in = argv[++i];
+        else if (i + 1 < argc && (strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0)) out = argv[++i];
+        else if (i + 1 < argc && strcmp(a, "--type") == 0) type = argv[++i];
+        else { fprintf(stderr, "ft quantize: unknown option %s\n", a); return usage(); }
+    }
+    if (!in || !out || !type) return usage();
+    if (strcmp(type, "nf4") != 0) { fprintf(stderr, "ft quantize: --type %s is not available (nf4 is)\n", type); return 2; }
+    if (ft_model_load(&m, in, NULL) != FT_OK) return fail("quantize");
+    b0 = ft_model_linear_bytes(m, &n);
+    ft_model_free(m);
+    mo.quantize = FT_TYPE_NF4;
+    t0 = ft_time_seconds();
+    if (ft_model_load(&m, in, &mo) != FT_OK) return fail("quantize");
+    b1 = ft_model_linear_bytes(m, NULL);
+    fprintf(stderr, "ft: %lld linear weights: %.4f -> %.4f bytes per weight (%.1f -> %.1f MiB), quantized in %.2f s\n", (long long)n,
+            (double)b0 / (double)n, (double)b1 / (double)n, (double)b0 / 1048576.0, (double)b1 / 1048576.0, ft_time_seconds() - t0);
+    if (ft_model_save_gguf(m, out) != FT_OK) { ft_model_free(m); return fail("quantize"); }
+    fprintf(stderr, "ft: wrote %s\n", out);
+    ft_model_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return usage();
+    if (strcmp(argv[1], "quantize") == 0) return cmd_quantize(argc - 2, argv + 2);
     if (strcmp(argv[1], "info") == 0) return cmd_info(argc - 2, argv + 2);
     if (strcmp(argv[1], "generate") == 0) return cmd_generate(argc - 2, argv + 2);
     if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 2, argv + 2);
