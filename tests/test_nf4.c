@@ -211,6 +211,16 @@ static float *model_logits(ft_model *m, ft_ctx *ctx, int64_t B, int64_t T) {
     return out;
 }
 
+static float *model_logits_of(ft_model *m, ft_ctx *ctx, const ft_batch *bt, int64_t V) {
+    ft_tensor *y; float *out;
+    ft_ctx_reset(ctx);
+    y = ft_model_forward(ctx, m, bt);
+    if (!y) return NULL;
+    out = (float *)malloc((size_t)(bt->B * bt->T * V) * 4);
+    memcpy(out, y->data, (size_t)(bt->B * bt->T * V) * 4);
+    return out;
+}
+
 /* a GGUF like src's model but with every NF4 weight decoded to F32 */
 static int write_decoded(ft_model *m, const char *path) {
     ft_gguf *g = ft_model_gguf(m); ft_gguf_writer *w; int64_t i, l; int k, ok; float *bufs[7 * TINY_L];
@@ -425,6 +435,60 @@ TEST(broken_nf4_files_fail_clearly) {
     remove(p32); remove(pq); remove(pb);
 }
 
+/* the real model ($FT_MODEL, SmolLM2-135M Q4_1; skipped without it): quantized at load to NF4
+   (0.516 bytes per linear weight). Its logits move away from the file's about as far as those
+   of the same weights requantized to Q4_0 (4.5 bits): both are a second lossy 4-bit step. */
+static void logit_diff(const float *a, const float *b, int64_t n, int64_t V, double *rel, int64_t *agree) {
+    int64_t i, k; double num = 0, den = 0;
+    *agree = 0;
+    for (i = 0; i < n; i++) {
+        const float *x = a + i * V, *y = b + i * V; int64_t ia = 0, ib = 0;
+        for (k = 0; k < V; k++) { if (x[k] > x[ia]) ia = k; if (y[k] > y[ib]) ib = k; num += (x[k] - y[k]) * (double)(x[k] - y[k]); den += (double)x[k] * x[k]; }
+        *agree += ia == ib;
+    }
+    *rel = sqrt(num / den);
+}
+TEST(real_model_nf4) {
+    const char *path = getenv("FT_MODEL"); ft_model *m[3]; ft_model_opts mo; ft_ctx *ctx; ft_ctx_opts co; void *q40[7 * 64];
+    int32_t ids[64]; int64_t n, V, nw, bytes, agree[3], l, k, nq = 0; ft_batch bt; float *y[3]; double rel[3], t0; int j;
+    if (!path || !path[0]) { printf("    skipped: FT_MODEL is not set\n"); return; }
+    memset(&mo, 0, sizeof mo); mo.quantize = FT_TYPE_NF4;
+    CHECK_OK(ft_model_load(&m[0], path, NULL));
+    CHECK_OK(ft_model_load(&m[2], path, NULL));
+    t0 = ft_time_seconds();
+    CHECK_OK(ft_model_load(&m[1], path, &mo));
+    if (ft_test_cur_failed) return;
+    bytes = ft_model_linear_bytes(m[1], &nw);
+    printf("    %lld linear weights quantized in %.2f s: %.4f bytes per weight (the file's: %.4f)\n", (long long)nw,
+           ft_time_seconds() - t0, (double)bytes / (double)nw, (double)ft_model_linear_bytes(m[0], NULL) / (double)nw);
+    CHECK(fabs((double)bytes / (double)nw - 0.516) < 0.001, "bytes per weight");
+    for (l = 0; l < ft_model_config_get(m[2])->n_layer && l < 64; l++)      /* m[2]: requantized to Q4_0 */
+        for (k = 0; k < 7; k++) {
+            ft_tensor *W = *ft__layer_linear(ft_model_layer(m[2], (int)l), (int)k); int64_t o, nn = ft_numel(W);
+            float *f = (float *)malloc((size_t)nn * 4);
+            for (o = 0; o < W->shape[0]; o++) ft__weight_row(W, o, 0, W->shape[1], f + o * W->shape[1]);
+            q40[nq] = malloc(ft_type_row_bytes(FT_TYPE_Q4_0, W->shape[1]) * (size_t)W->shape[0]);
+            ft__quant_q4_0(f, q40[nq], nn);
+            W->type = FT_TYPE_Q4_0; W->data = q40[nq++]; free(f);
+        }
+    n = ft_tokenize(ft_model_tokenizer(m[0]), "The quick brown fox jumps over the lazy dog. Paris is the capital of France, and Berlin is", -1, ids, 64, 0, 0);
+    memset(&co, 0, sizeof co); co.n_threads = 2; ft_ctx_init(&ctx, &co);
+    memset(&bt, 0, sizeof bt); bt.B = 1; bt.T = n; bt.ids = ids;
+    V = ft_model_config_get(m[0])->n_vocab;
+    for (j = 0; j < 3; j++) y[j] = model_logits_of(m[j], ctx, &bt, V);
+    CHECK(y[0] && y[1] && y[2], "forward");
+    if (y[0] && y[1] && y[2]) {
+        logit_diff(y[0], y[1], n, V, &rel[1], &agree[1]);
+        logit_diff(y[0], y[2], n, V, &rel[2], &agree[2]);
+        printf("    %lld tokens vs the Q4_1 file: NF4 argmax agrees at %lld, logits relative RMS %.4f; requantized to Q4_0: %lld, %.4f\n",
+               (long long)n, (long long)agree[1], rel[1], (long long)agree[2], rel[2]);
+        CHECK(rel[1] < 1.5 * rel[2] && agree[1] >= n / 2, "NF4 about as close as Q4_0");
+    }
+    for (j = 0; j < 3; j++) { free(y[j]); ft_model_free(m[j]); }
+    while (nq > 0) free(q40[--nq]);
+    ft_ctx_free(ctx);
+}
+
 int main(void) {
     RUN(dynamic_map_equals_bitsandbytes);
     RUN(torch_mean_equals_torch);
@@ -435,5 +499,6 @@ int main(void) {
     RUN(model_quantized_at_load);
     RUN(save_gguf_and_map_back);
     RUN(broken_nf4_files_fail_clearly);
+    RUN(real_model_nf4);
     return ft_test_summary("test_nf4");
 }

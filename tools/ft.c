@@ -22,6 +22,7 @@ static int usage(void) {
         "           [--schedule cosine|linear|constant] [--warmup W] [--max-grad-norm G] [--weight-decay D]\n"
         "           [--lora-plus RATIO] [--pack] [--seed S] [--threads N] [--config FILE] [--resume]\n"
         "           [--eval-split F] [--mix OTHER.jsonl:RATIO ...] (e.g. 0.1 of general text, against forgetting)\n"
+        "           [--quantize nf4] (the linear weights as NF4 at load: QLoRA's base; also for eval)\n"
         "  eval     -m MODEL.gguf [--lora ADAPTER.gguf] --data EVAL.jsonl [--eval-gen N] [--max-new N]\n"
         "  quantize --type nf4 -m IN.gguf -o OUT.gguf [--output]   linear weights -> NF4 (QLoRA's, bitsandbytes'\n"
         "           bytes); --output: the untied head too; everything else copied\n");
@@ -76,7 +77,7 @@ static int cmd_info(int argc, char **argv) {
     printf("tensor types:");
     for (i = 0; i < FT_TYPE_COUNT; i++)
         if (counts[i]) printf(" %s x%lld (%.1f MiB)", ft_type_name((ft_type)i), (long long)counts[i], (double)bytes[i] / (1 << 20));
-    printf("\nparameters: %lld (%.1fM)\n", (long long)total, (double)total / 1e6);
+    printf("\ntensor elements: %lld (%.1fM)\n", (long long)total, (double)total / 1e6);
     ft_gguf_close(g);
     if (ft_model_load(&m, path, NULL) == FT_OK) {
         const ft_model_config *c = ft_model_config_get(m);
@@ -84,6 +85,11 @@ static int cmd_info(int argc, char **argv) {
                c->arch_name, (long long)c->n_layer, (long long)c->n_embd, (long long)c->n_head, (long long)c->n_head_kv,
                (long long)c->head_dim, (long long)c->n_ff, (long long)c->n_vocab, (long long)c->n_ctx_train,
                (double)c->rope_base, c->tied_embeddings ? ", tied embeddings" : "");
+        {
+            int64_t nw, b = ft_model_linear_bytes(m, &nw);
+            printf("weights: %lld parameters; linear weights %s, %.4f bytes each (%.1f MiB)\n", (long long)c->n_params,
+                   ft_type_name(ft_model_layer(m, 0)->wq->type), (double)b / (double)nw, (double)b / (1 << 20));
+        }
         ft_model_free(m);
     } else printf("model: not loadable here: %s\n", ft_last_error());
     return 0;
@@ -160,7 +166,7 @@ static int cmd_generate(int argc, char **argv) {
 
 /* ---- options shared by train and eval: --flags, or key = value lines of a --config file ------------- */
 typedef struct opts {
-    const char *model, *method, *objective, *data, *eval, *out, *lora, *schedule, *targets, *config;
+    const char *model, *method, *objective, *data, *eval, *out, *lora, *schedule, *targets, *config, *quantize;
     int64_t steps, batch, seq_len, warmup, eval_every, save_every, log_every, eval_gen, max_new;
     int epochs, rank, grad_accum, threads, resume, pack, train_on_prompt, skip_bad;
     double lr, alpha, dropout, max_grad_norm, weight_decay, lr_ratio_b, eval_split, beta, gamma, label_smoothing;
@@ -183,7 +189,7 @@ static int opts_set(opts *o, const char *k, const char *v) {
 #define I(name, field) if (strcmp(k, name) == 0) { if (!v) return 0; o->field = strtoll(v, NULL, 10); return 1; }
 #define D(name, field) if (strcmp(k, name) == 0) { if (!v) return 0; o->field = strtod(v, NULL); return 1; }
     S("model", model) S("m", model) S("method", method) S("objective", objective) S("data", data) S("eval", eval)
-    S("out", out) S("o", out) S("lora", lora) S("schedule", schedule) S("targets", targets)
+    S("out", out) S("o", out) S("lora", lora) S("schedule", schedule) S("targets", targets) S("quantize", quantize)
     I("steps", steps) I("batch", batch) I("seq-len", seq_len) I("warmup", warmup) I("eval-every", eval_every)
     I("save-every", save_every) I("log-every", log_every) I("eval-gen", eval_gen) I("max-new", max_new)
     I("epochs", epochs) I("rank", rank) I("grad-accum", grad_accum) I("threads", threads) I("pack", pack)
@@ -330,6 +336,16 @@ static int evaluate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, const opts *o
     return 0;
 }
 
+/* the model of -m, with --quantize nf4: every linear weight converted at load (QLoRA's base) */
+static int load_model(ft_model **m, const opts *o) {
+    ft_model_opts mo;
+    memset(&mo, 0, sizeof mo);
+    if (o->quantize && strcmp(o->quantize, "nf4") != 0) { fprintf(stderr, "ft: --quantize %s is not available (nf4 is)\n", o->quantize); return 0; }
+    if (o->quantize) mo.quantize = FT_TYPE_NF4;
+    if (ft_model_load(m, o->model, &mo) != FT_OK) { fail(o->model); return 0; }
+    return 1;
+}
+
 static int cmd_train(int argc, char **argv) {
     opts o; ft_model *m; ft_ctx *ctx; ft_ctx_opts co; ft_peft *p; ft_lora_opts lo; ft_dataset *train, *ev = NULL;
     ft_data_opts dopt; ft_train_opts to; ft_train_state st; run rn; char path[2048]; FILE *f; ft_result r;
@@ -350,7 +366,7 @@ static int cmd_train(int argc, char **argv) {
     mkdir(o.out, 0755);
     snprintf(path, sizeof path, "%s/checkpoints", o.out); mkdir(path, 0755);
 #endif
-    if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("train");
+    if (!load_model(&m, &o)) return 1;
     if (!ft_model_tokenizer(m)) { fprintf(stderr, "ft train: %s has no tokenizer\n", o.model); return 1; }
     memset(&co, 0, sizeof co); co.n_threads = o.threads; co.seed = o.seed;
     if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("train");
@@ -467,7 +483,7 @@ static int cmd_eval(int argc, char **argv) {
     opts_default(&o); o.eval_gen = 0;
     if (!opts_parse(&o, argc, argv)) return 2;
     if (!o.model || !o.data) { fprintf(stderr, "ft eval: needs -m MODEL and --data FILE\n"); return 2; }
-    if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("eval");
+    if (!load_model(&m, &o)) return 1;
     if (o.lora) { ft_peft *p; if (ft_lora_attach_gguf(&p, m, o.lora) != FT_OK) return fail("eval --lora"); }
     memset(&co, 0, sizeof co); co.n_threads = o.threads;
     if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("eval");
