@@ -1485,6 +1485,7 @@ static ft_tensor *ft__tensor_x(ft_ctx *ctx, ft_type type, int ndim, const int64_
 }
 
 FT_API ft_tensor *ft_tensor_new(ft_ctx *ctx, ft_type type, int ndim, const int64_t *shape) {
+    if (type == FT_TYPE_NF4) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "tensor: an NF4 tensor needs its state (ft_tensor_nf4)");
     if (!ft__type(type)) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "tensor: type %d has no storage here", (int)type);
     return ft__tensor(ctx, type, ndim, shape, NULL);
 }
