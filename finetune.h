@@ -123,7 +123,8 @@
    8. PEFT methods
       ft_lora_attach(&p, model, &opts) adds LoRA (PEFT's init and scale; rsLoRA; DoRA with a
       detached norm) on any subset of q, k, v, o, gate, up, down and any layers; on a quantized
-      base it is QLoRA (the paper's NF4 base: ft_model_opts.quantize = FT_TYPE_NF4). ft_peft_params(p) are the trainable tensors; ft_peft_set_enabled(p, 0)
+      base it is QLoRA (the paper's NF4 base: ft_model_opts.quantize = FT_TYPE_NF4).
+      ft_peft_params(p) are the trainable tensors; ft_peft_set_enabled(p, 0)
       gives the base model (the reference policy) without a second copy; ft_lora_merge folds
       W + sBA into owned f32 weights. Adapters save as llama.cpp LoRA GGUF and PEFT safetensors.
 
@@ -6478,10 +6479,9 @@ FT_API ft_result ft_model_save_gguf(const ft_model *m, const char *path) {
     for (i = 0; i < m->n_w; i++) any += m->w[i].type == FT_TYPE_NF4;
     for (i = 0; i < ft_gguf_n_kv(m->g) && r == FT_OK; i++) {
         const ft_gguf_kv *kv = ft_gguf_kv_at(m->g, i);
-        if (kv->key.n >= 9 && memcmp(kv->key.s, "finetune.", 9) == 0 &&
-            ((kv->key.n == 21 && memcmp(kv->key.s + 9, "quantization", 12) == 0) || (kv->key.n > 13 && memcmp(kv->key.s + 9, "nf4.", 4) == 0)))
-            continue;                                 /* written below when there is NF4       */
-        r = ft_gguf_copy_kv(w, kv);
+        int ours = (kv->key.n == 21 && memcmp(kv->key.s, "finetune.quantization", 21) == 0) ||
+                   (kv->key.n > 13 && memcmp(kv->key.s, "finetune.nf4.", 13) == 0);
+        if (!ours) r = ft_gguf_copy_kv(w, kv);       /* ours: written below when there is NF4 */
     }
     if (any && r == FT_OK) r = ft_gguf_set_str(w, "finetune.quantization", "nf4");
     if (any && r == FT_OK) r = ft_gguf_set_int(w, "finetune.nf4.block_size", FT_GGUF_UINT32, FT_NF4_BLOCK);
@@ -6495,7 +6495,10 @@ FT_API ft_result ft_model_save_gguf(const ft_model *m, const char *path) {
         if (W && W->type == FT_TYPE_NF4) {
             int64_t n = ft_numel(W), ne[2], one = 1, c256 = 256;
             const void *data[4]; int64_t len[4];
-            if (W->shape[1] % 2) { r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: NF4 weight '%s' has an odd row length (%lld)", path, W->name, (long long)W->shape[1]); break; }
+            if (W->shape[1] % 2) {                    /* [in/2, out] cannot hold it        */
+                r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: NF4 weight '%s' has an odd row length (%lld)", path, W->name, (long long)W->shape[1]);
+                break;
+            }
             ne[0] = W->shape[1] / 2; ne[1] = W->shape[0];
             if ((r = ft_gguf_add_tensor(w, W->name, FT_TYPE_I8, 2, ne, W->data)) != FT_OK) break;
             data[0] = W->nf4->qabsmax; len[0] = ft_nf4_blocks(n);
