@@ -53,6 +53,12 @@ if [ "$2" != "--no-compile" ]; then
         else
             echo "FAIL - neon kernels (aarch64 under qemu)"; sed 's/^/    /' "$tmp/log" | tail -20; fail=$((fail + 1))
         fi
+        if aarch64-linux-gnu-gcc -std=c99 $W -Werror -O2 -o "$tmp/tn" tests/test_nf4.c -lm -lpthread >"$tmp/log" 2>&1 &&
+           qemu-aarch64 -L /usr/aarch64-linux-gnu "$tmp/tn" >"$tmp/log" 2>&1 && grep -q "SIMD decoder: neon" "$tmp/log"; then
+            echo "ok - neon nf4 (aarch64 under qemu)"; pass=$((pass + 1))
+        else
+            echo "FAIL - neon nf4 (aarch64 under qemu)"; sed 's/^/    /' "$tmp/log" | tail -20; fail=$((fail + 1))
+        fi
     fi
     rm -rf "$tmp"
 fi

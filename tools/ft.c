@@ -1,4 +1,4 @@
-/* ft - the finetune.h command line: info, generate, train, eval, merge, export, logits (usage()
+/* ft - the finetune.h command line: info, generate, train, eval, merge, export, logits, quantize (usage()
    lists every option). Every failure prints the library's message (file, offset or line) and
    exits non-zero. An ADAPTER is a llama.cpp LoRA GGUF, finetune.h's own adapter GGUF or a PEFT
    directory. */
@@ -32,7 +32,8 @@ static int usage(void) {
         "           grpo/ppo: --reward number,length:N,rm:ADAPTER,regex:PATTERN [--group G] [--prompts P]\n"
         "           [--iterations K] [--temperature T] [--top-p P] [--epsilon E] [--epsilon-high E] [--kl-beta B]\n"
         "           [--kl-coef C] [--loss-type grpo|bnpo|dr_grpo|dapo] [--scale-rewards group|batch|none] [--max-new N]\n"
-        "  eval     -m MODEL.gguf [--lora ADAPTER] --data EVAL.jsonl [--eval-gen N] [--max-new N]\n"
+        "           [--quantize nf4] (the linear weights as NF4 at load: QLoRA's base; also for eval)\n"
+        "  eval     -m MODEL.gguf [--lora ADAPTER] --data EVAL.jsonl [--eval-gen N] [--max-new N] [--quantize nf4]\n"
         "  merge    -m MODEL.gguf [--adapter ADAPTER] [--type f16|f32|bf16|q8_0|q4_0|q4_1|base] [--embeddings]\n"
         "           -o OUT.gguf   a whole model with the adapter merged into its linear weights (default\n"
         "           f16; base: the base's own types; --embeddings: token_embd/output as --type too, else\n"
@@ -43,6 +44,8 @@ static int usage(void) {
         "           raw f32 logits (tokens x vocab, row-major) of every position; the ids go to stdout\n"
         "  merge    --base BASE.gguf --method linear|task|ties|dare_linear|dare_ties --input A:W[:D] --input B:W[:D]\n"
         "           [--type f16|...] -o OUT.gguf   several models or adapters into one (ft merge-models --help)\n"
+        "  quantize --type nf4 -m IN.gguf -o OUT.gguf [--output]   linear weights -> NF4 (QLoRA's, bitsandbytes'\n"
+        "           bytes); --output: the untied head too; everything else copied\n"
         "  ADAPTER: a llama.cpp LoRA GGUF (adapter.gguf), finetune.h's own adapter GGUF or a PEFT directory\n");
     return 2;
 }
@@ -179,7 +182,7 @@ static int cmd_info(int argc, char **argv) {
     printf("tensor types:");
     for (i = 0; i < FT_TYPE_COUNT; i++)
         if (counts[i]) printf(" %s x%lld (%.1f MiB)", ft_type_name((ft_type)i), (long long)counts[i], (double)bytes[i] / (1 << 20));
-    printf("\nparameters: %lld (%.1fM)\n", (long long)total, (double)total / 1e6);
+    printf("\ntensor elements: %lld (%.1fM)\n", (long long)total, (double)total / 1e6);
     ft_gguf_close(g);
     if (ft_model_load(&m, path, NULL) == FT_OK) {
         const ft_model_config *c = ft_model_config_get(m);
@@ -187,6 +190,11 @@ static int cmd_info(int argc, char **argv) {
                c->arch_name, (long long)c->n_layer, (long long)c->n_embd, (long long)c->n_head, (long long)c->n_head_kv,
                (long long)c->head_dim, (long long)c->n_ff, (long long)c->n_vocab, (long long)c->n_ctx_train,
                (double)c->rope_base, c->tied_embeddings ? ", tied embeddings" : "");
+        {
+            int64_t nw, b = ft_model_linear_bytes(m, &nw);
+            printf("weights: %lld parameters; linear weights %s, %.4f bytes each (%.1f MiB)\n", (long long)c->n_params,
+                   ft_type_name(ft_model_layer(m, 0)->wq->type), (double)b / (double)nw, (double)b / (1 << 20));
+        }
         ft_model_free(m);
     } else printf("model: not loadable here: %s\n", ft_last_error());
     return 0;
@@ -263,7 +271,7 @@ static int cmd_generate(int argc, char **argv) {
 
 /* ---- options shared by train and eval: --flags, or key = value lines of a --config file ------------- */
 typedef struct opts {
-    const char *model, *method, *objective, *data, *eval, *out, *lora, *schedule, *targets, *config;
+    const char *model, *method, *objective, *data, *eval, *out, *lora, *schedule, *targets, *config, *quantize;
     const char *placement, *act, *prompt_init, *prompt_text, *freeze, *general, *reward, *loss_type, *scale_rewards;
     double temperature, top_p, epsilon, epsilon_high, kl_beta, kl_coef;
     int64_t group, prompts, iterations;
@@ -293,7 +301,7 @@ static int opts_set(opts *o, const char *k, const char *v) {
 #define I(name, field) if (strcmp(k, name) == 0) { if (!v) return 0; o->field = strtoll(v, NULL, 10); return 1; }
 #define D(name, field) if (strcmp(k, name) == 0) { if (!v) return 0; o->field = strtod(v, NULL); return 1; }
     S("model", model) S("m", model) S("method", method) S("objective", objective) S("data", data) S("eval", eval)
-    S("out", out) S("o", out) S("lora", lora) S("schedule", schedule) S("targets", targets)
+    S("out", out) S("o", out) S("lora", lora) S("schedule", schedule) S("targets", targets) S("quantize", quantize)
     S("placement", placement) S("act", act) S("prompt-init", prompt_init) S("prompt-text", prompt_text) S("freeze", freeze) S("eval-general", general)
     S("reward", reward) S("loss-type", loss_type) S("scale-rewards", scale_rewards)
     D("temperature", temperature) D("top-p", top_p) D("epsilon", epsilon) D("epsilon-high", epsilon_high) D("kl-beta", kl_beta) D("kl-coef", kl_coef)
@@ -601,6 +609,16 @@ static ft_peft_method method_of(const char *s) {
            strcmp(s, "ia3") == 0 ? FT_PEFT_IA3 : strcmp(s, "full") == 0 ? FT_PEFT_FULL : FT_PEFT_LORA;
 }
 
+/* the model of -m, with --quantize nf4: every linear weight converted at load (QLoRA's base) */
+static int load_model(ft_model **m, const opts *o) {
+    ft_model_opts mo;
+    memset(&mo, 0, sizeof mo);
+    if (o->quantize && strcmp(o->quantize, "nf4") != 0) { fprintf(stderr, "ft: --quantize %s is not available (nf4 is)\n", o->quantize); return 0; }
+    if (o->quantize) mo.quantize = FT_TYPE_NF4;
+    if (ft_model_load(m, o->model, &mo) != FT_OK) { fail(o->model); return 0; }
+    return 1;
+}
+
 static int cmd_train(int argc, char **argv) {
     opts o; ft_model *m; ft_ctx *ctx; ft_ctx_opts co; ft_peft *p; ft_dataset *train, *ev = NULL;
     ft_data_opts dopt; ft_train_opts to; ft_train_state st; run rn; ft_peft_opts po; ft_dataset *gen = NULL; char path[2048]; FILE *f; ft_result r;
@@ -625,7 +643,7 @@ static int cmd_train(int argc, char **argv) {
     mkdir(o.out, 0755);
     snprintf(path, sizeof path, "%s/checkpoints", o.out); mkdir(path, 0755);
 #endif
-    if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("train");
+    if (!load_model(&m, &o)) return 1;
     if (!ft_model_tokenizer(m)) { fprintf(stderr, "ft train: %s has no tokenizer\n", o.model); return 1; }
     memset(&co, 0, sizeof co); co.n_threads = o.threads; co.seed = o.seed;
     if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("train");
@@ -769,7 +787,7 @@ static int cmd_eval(int argc, char **argv) {
     opts_default(&o); o.eval_gen = 0;
     if (!opts_parse(&o, argc, argv)) return 2;
     if (!o.model || !o.data) { fprintf(stderr, "ft eval: needs -m MODEL and --data FILE\n"); return 2; }
-    if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("eval");
+    if (!load_model(&m, &o)) return 1;
     if (o.lora) { ft_peft *p; if (ft_lora_attach_file(&p, m, o.lora) != FT_OK) return fail("eval --lora"); }
     memset(&co, 0, sizeof co); co.n_threads = o.threads;
     if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("eval");
@@ -907,9 +925,40 @@ static int cmd_logits(int argc, char **argv) {
     return 0;
 }
 
+/* ft quantize --type nf4 -m IN -o OUT: load with every linear weight converted, write it back */
+static int cmd_quantize(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *type = NULL; ft_model_opts mo; ft_model *m; int i;
+    int64_t b0, b1, n; double t0;
+    memset(&mo, 0, sizeof mo);
+    for (i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--output") == 0) mo.quantize_output = 1;
+        else if (i + 1 < argc && (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0)) in = argv[++i];
+        else if (i + 1 < argc && (strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0)) out = argv[++i];
+        else if (i + 1 < argc && strcmp(a, "--type") == 0) type = argv[++i];
+        else { fprintf(stderr, "ft quantize: unknown option %s\n", a); return usage(); }
+    }
+    if (!in || !out || !type) return usage();
+    if (strcmp(type, "nf4") != 0) { fprintf(stderr, "ft quantize: --type %s is not available (nf4 is)\n", type); return 2; }
+    if (ft_model_load(&m, in, NULL) != FT_OK) return fail("quantize");
+    b0 = ft_model_linear_bytes(m, &n);
+    ft_model_free(m);
+    mo.quantize = FT_TYPE_NF4;
+    t0 = ft_time_seconds();
+    if (ft_model_load(&m, in, &mo) != FT_OK) return fail("quantize");
+    b1 = ft_model_linear_bytes(m, NULL);
+    fprintf(stderr, "ft: %lld linear weights: %.4f -> %.4f bytes per weight (%.1f -> %.1f MiB), quantized in %.2f s\n", (long long)n,
+            (double)b0 / (double)n, (double)b1 / (double)n, (double)b0 / 1048576.0, (double)b1 / 1048576.0, ft_time_seconds() - t0);
+    if (ft_model_save_gguf(m, out) != FT_OK) { ft_model_free(m); return fail("quantize"); }
+    fprintf(stderr, "ft: wrote %s\n", out);
+    ft_model_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return usage();
     if (strcmp(argv[1], "merge-models") == 0) return cmd_merge_models(argc - 2, argv + 2);
+    if (strcmp(argv[1], "quantize") == 0) return cmd_quantize(argc - 2, argv + 2);
     if (strcmp(argv[1], "info") == 0) return cmd_info(argc - 2, argv + 2);
     if (strcmp(argv[1], "generate") == 0) return cmd_generate(argc - 2, argv + 2);
     if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 2, argv + 2);
