@@ -4,7 +4,9 @@ finetune.h. Prompt: a request to rewrite an ISO date as DD.MM.YYYY; chosen: the 
 answer; rejected: the kind of answer SmolLM2-135M-Instruct gives on its own (the date repeated
 in ISO form inside a sentence). Held-out dates never occur in training. Also writes
 dates_kto_train.jsonl: the same training pairs as unpaired feedback for KTO (each pair gives a
-desirable and an undesirable completion). Deterministic: python3 examples/data/make_prefs.py"""
+desirable and an undesirable completion), and dates_prompts.jsonl / dates_prompts_eval.jsonl:
+the same prompts as RL prompts ({"prompt", "answer"}) for PPO against the reward model.
+Deterministic: python3 examples/data/make_prefs.py"""
 import json, os, random
 
 TEMPLATES = ["Rewrite the date {d} in the format DD.MM.YYYY.", "Write {d} as DD.MM.YYYY.",
@@ -33,6 +35,11 @@ def main():
             p = json.loads(line)
             g.write(json.dumps({"prompt": p["prompt"], "completion": p["chosen"], "label": True}) + "\n")
             g.write(json.dumps({"prompt": p["prompt"], "completion": p["rejected"], "label": False}) + "\n")
+    for src, dst in (("dates_pref_train.jsonl", "dates_prompts.jsonl"), ("dates_pref_eval.jsonl", "dates_prompts_eval.jsonl")):
+        with open(os.path.join(here, src)) as f, open(os.path.join(here, dst), "w") as g:
+            for line in f:
+                p = json.loads(line)
+                g.write(json.dumps({"prompt": p["prompt"], "answer": p["chosen"]}) + "\n")
 
 if __name__ == "__main__":
     main()
