@@ -142,6 +142,21 @@
       converting is attach + save. ft_model_save_merged(model, "out.gguf", &(ft_save_opts){
       .type = FT_TYPE_F16}) writes a whole model with the adapter merged (every key, the
       tokenizer and all other tensors copied): it loads in llama.cpp with no adapter at all.
+      The other methods attach through one call, ft_peft_attach(&p, model, &(ft_peft_opts){
+      .method = FT_PEFT_...}), and share the switch-off, the params and the files:
+         FT_PEFT_LORA     .lora as above
+         FT_PEFT_ADAPTER  bottleneck adapters x + up(act(down(x))) on the attention and MLP
+                          outputs (Houlsby) or the MLP's only (Pfeiffer); identity at the start
+         FT_PEFT_PREFIX   learned keys/values (P per layer) seen by every query, optionally from
+                          a reparameterisation MLP; tokens sit at positions P.. as in transformers
+         FT_PEFT_PROMPT   P soft token embeddings before the input (random, vocabulary or text init)
+         FT_PEFT_IA3      ones-initialised scales of k, v outputs and down_proj's input
+         FT_PEFT_FULL     f32 master copies of every weight (a quantized base is dequantized)
+                          except .freeze patterns ("token_embd.*,blk.0.*") and masked layers
+      .reward_head adds a scalar head on the last hidden state (a reward model, or PPO's value
+      head). ft_peft_save_gguf / ft_peft_attach_gguf keep any method in finetune.h's own GGUF.
+      Gradient checkpointing (ft_ctx_set_checkpointing) recomputes each layer in backward with
+      bit-identical gradients, for every method, at ~1/8 of the activation memory.
 
    9. Data and training
       ft_dataset_load reads strict JSONL (text, instruction, chat, preference, KTO, prompt) through
@@ -151,9 +166,32 @@
       constant / linear / cosine schedules with warmup, LoRA+ rates, a NaN guard that never
       touches the weights, atomic checkpoints (ft_checkpoint_save) from which a run resumes bit
       for bit. ft_eval_loss and ft_eval_generate measure loss, perplexity and exact-match
-      accuracy; ft_svg_plot draws the curves.
+      accuracy; ft_svg_plot draws the curves. ft_dataset_mix mixes datasets by ratio (replay).
 
-   10. Tools: build/ft (info, generate, train, eval, merge, export, logits, quantize --type nf4),
+   10. Alignment and reinforcement learning (the definitions of TRL; tests/test_trl.c)
+      ft_train_opts.objective picks the loss over per-sequence log-probs of the policy (adapter
+      on) and the reference (the same model, adapter off; no second copy):
+         FT_OBJ_DPO / IPO / HINGE / ROBUST   ft_dpo_loss: sigmoid with label smoothing (cDPO as
+                                             TRL <= 0.23), IPO, hinge, robust
+         FT_OBJ_SIMPO, FT_OBJ_ORPO          reference-free: length-normalised margin gamma; odds
+                                             ratio with a stable log(1 - p) plus the chosen NLL
+         FT_OBJ_KTO                          ft_kto_loss on unpaired feedback: KL point from the
+                                             batch's mismatched prompt/completion pairs
+         FT_OBJ_RM                           Bradley-Terry on the reward head's scores (margin,
+                                             centering); ft_eval_reward: pairwise accuracy
+      ft_train_rl runs GRPO or PPO from prompt data: batched sampling with the KV cache
+      (ft_generate), rewards from ft_reward_term (ft_reward_number, ft_reward_regex with a small
+      regex engine, ft_reward_length, ft_reward_model for a reward-model adapter, or your own),
+      then GRPO (ft_grpo_advantages: group/batch/no scaling; ft_grpo_loss: clipped ratio with
+      epsilon and epsilon_high, k3 KL to the reference, grpo/bnpo/dr_grpo/dapo aggregation,
+      several passes with old log-probs) or PPO (ft_ppo_prepare: KL-penalised rewards, GAE,
+      whitening as TRL 1.9; ft_ppo_loss: clipped policy and value losses; the value head is the
+      adapter's scalar head). ft_eval_rl scores greedy completions.
+
+   11. Merging: ft_merge_models (linear, task arithmetic, TIES, DARE as mergekit 0.1.5 defines
+       them) over models and adapters, one tensor at a time, into a GGUF.
+
+   12. Tools: build/ft (info, generate, train, eval, merge, export, logits, quantize --type nf4),
        tools/fetch-model, tools/bench, tools/ref (reference scripts: fixtures, adapter_compat.py);
        see README.
        CUDA: every compute call goes through ft_gemm and the row kernels of the [kernels]
