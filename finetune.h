@@ -727,6 +727,10 @@ FT_API ft_tensor *ft_lora_B(ft_peft *p, int layer, int which);      /* (out, r) 
 FT_API ft_tensor *ft_lora_magnitude(ft_peft *p, int layer, int which);   /* DoRA (out) or NULL   */
 FT_API ft_result  ft_lora_merge(ft_peft *p);                /* W + sBA into owned f32 weights    */
 FT_API ft_result  ft_lora_unmerge(ft_peft *p);
+/* fold the attached method into the model for good and free it: LoRA/DoRA merged into owned f32
+   weights, a full fine-tune's weights kept. The model is then the new base (and reference) for
+   the next method: SFT, then an RLHF stage on top. */
+FT_API ft_result  ft_peft_bake(ft_peft *p);
 FT_API const char *ft_site_name(int which);                 /* "q_proj", ... as PEFT names them  */
 FT_API ft_tensor *ft_peft_reward_head(ft_peft *p);          /* (1, n_embd) or NULL               */
 
@@ -6748,6 +6752,9 @@ struct ft_model {
     float          *widened;                            /* f32 copies of non-f32 norm weights */
     char           *names; size_t names_len;            /* weight names, NUL-terminated        */
     ft_peft        *peft;                               /* attached method, or NULL           */
+    void           *baked[8]; int n_baked;              /* baked-in adapters: weight headers   */
+    float          *baked_data[8];                      /* ... and their f32 values (aligned)  */
+    ft_params      *baked_params[8]; int n_baked_params;
     ft_tokenizer   *tok;                                /* from the tokenizer.ggml.* keys      */
     char           *chat_template;                      /* tokenizer.chat_template, or NULL    */
 };
@@ -7128,6 +7135,7 @@ FT_API void ft_model_free(ft_model *m) {
     FT_FREE(m->w); FT_FREE(m->layers); FT_FREE(m->names); FT_FREE(m->nf4);
     ft_tokenizer_free(m->tok); FT_FREE(m->chat_template);
     ft__aligned_free(m->widened); ft__aligned_free(m->nf4_data);
+    { int i; for (i = 0; i < m->n_baked; i++) { FT_FREE(m->baked[i]); ft__aligned_free(m->baked_data[i]); } for (i = 0; i < m->n_baked_params; i++) ft_params_free(m->baked_params[i]); }
     FT_FREE(m);
 }
 FT_API const ft_model_config *ft_model_config_get(const ft_model *m) { return &m->c; }
@@ -7625,6 +7633,22 @@ FT_API ft_result ft_lora_unmerge(ft_peft *p) {
     for (s = 0; s < nsites; s++) *ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT)) = p->orig[s];
     FT_FREE(p->orig); FT_FREE(p->merged); ft__aligned_free(p->merged_data);
     p->orig = NULL; p->merged = NULL; p->merged_data = NULL;
+    return FT_OK;
+}
+FT_API ft_result ft_peft_bake(ft_peft *p) {
+    ft_model *m = p->m; ft_result r;
+    if (!m) return ft_set_error(FT_ERR_STATE, "bake: the model was freed");
+    if (m->n_baked == 8 || m->n_baked_params == 8) return ft_set_error(FT_ERR_STATE, "bake: at most 8 adapters can be baked into one model");
+    if (p->kind == FT_PEFT_LORA) {
+        if (!p->orig && (r = ft_lora_merge(p)) != FT_OK) return r;
+        m->baked[m->n_baked] = p->merged; m->baked_data[m->n_baked++] = p->merged_data;   /* the model owns them now */
+        FT_FREE(p->orig); p->orig = NULL; p->merged = NULL; p->merged_data = NULL;
+    } else if (p->kind == FT_PEFT_FULL) {
+        if (!p->enabled) ft_peft_set_enabled(p, 1);
+        m->baked_params[m->n_baked_params++] = p->P;                /* the headers point into it */
+        FT_FREE(p->full); p->full = NULL; p->P = NULL;
+    } else return ft_set_error(FT_ERR_UNSUPPORTED, "bake: a %s method has no weights to fold in", ft_peft_method_name(p->kind));
+    ft_peft_free(p);
     return FT_OK;
 }
 

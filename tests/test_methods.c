@@ -267,6 +267,31 @@ TEST(checkpointing_gives_the_same_gradients) {
     }
 }
 
+/* baking: the attached method becomes part of the model (same logits), and the next method
+   attaches on top with the baked model as its reference */
+TEST(bake_then_attach_again) {
+    int k;
+    for (k = 0; k < 2; k++) {
+        ft_model *m; ft_peft *p, *q; ft_peft_opts o; static float a[12 * TINY_V], b[12 * TINY_V], c[12 * TINY_V];
+        CHECK_OK(ft_model_load(&m, P32, NULL));
+        memset(&o, 0, sizeof o);
+        o.method = k ? FT_PEFT_FULL : FT_PEFT_LORA; o.lora.r = 4; o.lora.dora = 1; o.seed = 3;
+        CHECK_OK(ft_peft_attach(&p, m, &o));
+        nudge(ft_peft_params(p), 0.05f);
+        logits_of(m, a);
+        CHECK_OK(ft_peft_bake(p));
+        logits_of(m, b);
+        CHECK(maxdiff(a, b, 12 * TINY_V) < 2e-5, "%s baked: %.3g", k ? "full" : "DoRA", maxdiff(a, b, 12 * TINY_V));
+        memset(&o, 0, sizeof o); o.method = FT_PEFT_IA3;
+        CHECK_OK(ft_peft_attach(&q, m, &o));
+        nudge(ft_peft_params(q), 0.05f);
+        ft_peft_set_enabled(q, 0);
+        logits_of(m, c);
+        CHECK(maxdiff(b, c, 12 * TINY_V) == 0, "the reference of the next method is the baked model");
+        ft_peft_free(q); ft_model_free(m);
+    }
+}
+
 int main(void) {
     if (!tiny_model_write(P32, FT_TYPE_F32, 3) || !tiny_model_write(P16, FT_TYPE_F16, 3)) { printf("FAIL - cannot write the tiny models\n"); return 1; }
     ft_ctx_init(&CTX, NULL);
@@ -278,6 +303,7 @@ int main(void) {
     RUN(prompt_text_init);
     RUN(save_and_attach_gguf);
     RUN(checkpointing_gives_the_same_gradients);
+    RUN(bake_then_attach_again);
     ft_ctx_free(CTX);
     remove(P32); remove(P16);
     return ft_test_summary("test_methods");

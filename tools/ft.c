@@ -29,6 +29,7 @@ static int usage(void) {
         "           [--grad-checkpoint] (recompute each layer in backward: far less activation memory)\n"
         "           [--eval-split F] [--mix OTHER.jsonl:RATIO ...] (e.g. 0.1 of general text, against forgetting)\n"
         "           [--eval-general TEXT.jsonl] (its perplexity before and after: the forgetting check)\n"
+        "           [--init-adapter ADAPTER] (fold an earlier stage in first: sft, then rm / dpo / ppo on top)\n"
         "           grpo/ppo: --reward number,length:N,rm:ADAPTER,regex:PATTERN [--group G] [--prompts P]\n"
         "           [--iterations K] [--temperature T] [--top-p P] [--epsilon E] [--epsilon-high E] [--kl-beta B]\n"
         "           [--kl-coef C] [--loss-type grpo|bnpo|dr_grpo|dapo] [--scale-rewards group|batch|none] [--max-new N]\n"
@@ -272,7 +273,7 @@ static int cmd_generate(int argc, char **argv) {
 /* ---- options shared by train and eval: --flags, or key = value lines of a --config file ------------- */
 typedef struct opts {
     const char *model, *method, *objective, *data, *eval, *out, *lora, *schedule, *targets, *config, *quantize;
-    const char *placement, *act, *prompt_init, *prompt_text, *freeze, *general, *reward, *loss_type, *scale_rewards;
+    const char *placement, *act, *prompt_init, *prompt_text, *freeze, *general, *reward, *loss_type, *scale_rewards, *init_adapter;
     double temperature, top_p, epsilon, epsilon_high, kl_beta, kl_coef;
     int64_t group, prompts, iterations;
     int bottleneck, virtual_tokens, prefix_hidden, rslora;
@@ -303,7 +304,7 @@ static int opts_set(opts *o, const char *k, const char *v) {
     S("model", model) S("m", model) S("method", method) S("objective", objective) S("data", data) S("eval", eval)
     S("out", out) S("o", out) S("lora", lora) S("schedule", schedule) S("targets", targets) S("quantize", quantize)
     S("placement", placement) S("act", act) S("prompt-init", prompt_init) S("prompt-text", prompt_text) S("freeze", freeze) S("eval-general", general)
-    S("reward", reward) S("loss-type", loss_type) S("scale-rewards", scale_rewards)
+    S("reward", reward) S("loss-type", loss_type) S("scale-rewards", scale_rewards) S("init-adapter", init_adapter)
     D("temperature", temperature) D("top-p", top_p) D("epsilon", epsilon) D("epsilon-high", epsilon_high) D("kl-beta", kl_beta) D("kl-coef", kl_coef)
     I("group", group) I("prompts", prompts) I("iterations", iterations)
     I("bottleneck", bottleneck) I("virtual-tokens", virtual_tokens) I("prefix-hidden", prefix_hidden) I("rslora", rslora)
@@ -392,6 +393,7 @@ static void opts_write(const opts *o, FILE *f) {
                               (long long)o->iterations, o->temperature, o->top_p, o->epsilon, o->epsilon_high, o->kl_beta, o->kl_coef, o->loss_type, o->scale_rewards);
     if (o->prompt_text) fprintf(f, "prompt-text = %s\n", o->prompt_text);
     if (o->general) fprintf(f, "eval-general = %s\n", o->general);
+    if (o->init_adapter) fprintf(f, "init-adapter = %s\n", o->init_adapter);
     if (o->freeze) fprintf(f, "freeze = %s\n", o->freeze);
     fprintf(f, "beta = %g\ngamma = %g\nlabel-smoothing = %g\ndesirable-weight = %g\nundesirable-weight = %g\nrm-center = %g\n",
             o->beta, o->gamma, o->label_smoothing, o->desirable_weight, o->undesirable_weight, o->rm_center);
@@ -685,6 +687,11 @@ static int cmd_train(int argc, char **argv) {
     po.prompt_init = strcmp(o.prompt_init, "vocab") == 0 ? FT_PROMPT_VOCAB : strcmp(o.prompt_init, "text") == 0 ? FT_PROMPT_TEXT : FT_PROMPT_RANDOM;
     po.prompt_text = o.prompt_text; po.freeze = o.freeze; po.seed = o.seed;
     po.reward_head = is_obj(&o, "rm", "ppo", NULL);        /* rm: the reward head; ppo: the value head */
+    if (o.init_adapter) {      /* an earlier stage (SFT) folded in: the new base and reference */
+        ft_peft *p0;
+        if (ft_lora_attach_file(&p0, m, o.init_adapter) != FT_OK || ft_peft_bake(p0) != FT_OK) return fail("train --init-adapter");
+        fprintf(stderr, "ft: %s baked into the base\n", o.init_adapter);
+    }
     if (ft_peft_attach(&p, m, &po) != FT_OK) return fail("train");
     if (po.method == FT_PEFT_LORA) fprintf(stderr, "ft: %s r=%d alpha=%g on %s", o.method, o.rank, o.alpha, o.targets);
     else fprintf(stderr, "ft: %s", o.method);
