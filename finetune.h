@@ -700,7 +700,9 @@ FT_API ft_result ft_generate(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int64_t 
 enum { FT_SITE_Q = 0, FT_SITE_K, FT_SITE_V, FT_SITE_O, FT_SITE_GATE, FT_SITE_UP, FT_SITE_DOWN, FT_SITE_COUNT };
 enum { FT_TARGET_Q = 1, FT_TARGET_K = 2, FT_TARGET_V = 4, FT_TARGET_O = 8, FT_TARGET_GATE = 16,
        FT_TARGET_UP = 32, FT_TARGET_DOWN = 64, FT_TARGET_ATTN = 15, FT_TARGET_MLP = 112,
-       FT_TARGET_ALL_LINEAR = 127 };
+       FT_TARGET_ALL_LINEAR = 127,
+       FT_TARGET_EMBED = 128,       /* the token embedding (PEFT's lora_embedding_A/B)               */
+       FT_TARGET_HEAD = 256 };      /* the output head (lm_head)                                      */
 typedef struct ft_lora_opts {
     int      r;                     /* rank (default 8)                                          */
     float    alpha;                 /* scaling numerator (default r)                             */
@@ -6812,6 +6814,7 @@ static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tens
 static void ft__peft_detach(ft_peft *p);
 static ft_tensor *ft__peft_after(ft_ctx *ctx, ft_model *m, int64_t l, int place, ft_tensor *y);
 static ft_tensor *ft__prefix_table(ft_ctx *ctx, ft_peft *p);
+static ft_tensor *ft__peft_embed(ft_ctx *ctx, ft_model *m, const int32_t *ids, int64_t n);
 static int64_t ft__peft_tokens(const ft_peft *p, int kind, int only_enabled);   /* prefix / prompt length */
 static ft_tensor *ft__peft_prompt(ft_peft *p);
 
@@ -7185,7 +7188,7 @@ FT_API int64_t ft_kv_cache_len(const ft_kv_cache *c, int64_t seq) { return seq >
    PEFT method, if any, takes over */
 static ft_tensor *ft__linear(ft_ctx *ctx, ft_model *m, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which) {
     ft_tensor *y;
-    if (m->peft && l >= 0) return ft__peft_linear(ctx, m->peft, x, W, bias, l, which);
+    if (m->peft) return ft__peft_linear(ctx, m->peft, x, W, bias, l, which);          /* l < 0: the head */
     y = ft_matmul(ctx, x, W, 0, 1);                            /* x W^T: W is (out, in)        */
     return bias ? ft_add(ctx, y, bias) : y;
 }
@@ -7266,7 +7269,7 @@ static ft_tensor *ft__model_trunk(ft_ctx *ctx, ft_model *m, const int32_t *ids, 
     if (ctx->checkpointing && !kv && seg && !(la.ao.seg = ft__copy_ids(ctx, seg, B * T))) return NULL;   /* read again in backward */
     s3[0] = B; s3[1] = T0; s3[2] = C;
     s2[1] = C;
-    h = ft_reshape(ctx, ft_embedding(ctx, m->tok_embd, ids, B * T0), 3, s3);
+    h = ft_reshape(ctx, ft__peft_embed(ctx, m, ids, B * T0), 3, s3);
     if (NP) {                               /* (B, NP + T0, C): the soft prompt, then the tokens */
         ft_tensor *z = ft_tensor_3d(ctx, B, NP, C); int64_t s1[3];
         FT__IN(z);
@@ -7424,6 +7427,8 @@ struct ft_peft {
     float        *merged_data;
     ft_tensor   **orig;             /* the weight headers before merging                          */
     ft_tensor    *score;            /* reward head (1, n_embd), or NULL                           */
+    ft_tensor    *emb_A, *emb_B;    /* LoRA on the embedding: (V, r) rows gathered, (C, r)       */
+    ft_tensor    *head_A, *head_B;  /* LoRA on the head: (r, C), (V, r)                          */
     ft_peft_method kind;            /* LORA uses the fields above; the others these:              */
     ft_peft_opts  po;
     ft_tensor   **ad;               /* adapters: (layer * 2 + place) * 4 + {down W, b, up W, b}  */
@@ -7485,6 +7490,14 @@ FT_API ft_result ft_lora_attach(ft_peft **out, ft_model *m, const ft_lora_opts *
             if (!p->A[l * FT_SITE_COUNT + w] || !p->B[l * FT_SITE_COUNT + w] || (p->o.dora && !p->mag[l * FT_SITE_COUNT + w])) { ft_peft_free(p); return FT_ERR_NOMEM; }
         }
     }
+    if (p->o.targets & FT_TARGET_EMBED) {            /* PEFT's lora_embedding_A (r, V) is stored as its transpose */
+        int64_t sa[2], sb[2]; sa[0] = m->tok_embd->shape[0]; sa[1] = p->o.r; sb[0] = m->c.n_embd; sb[1] = p->o.r;
+        if (!(p->emb_A = ft_params_add(p->P, "embed_tokens.lora_embedding_A", 2, sa)) || !(p->emb_B = ft_params_add(p->P, "embed_tokens.lora_embedding_B", 2, sb))) { ft_peft_free(p); return FT_ERR_NOMEM; }
+    }
+    if (p->o.targets & FT_TARGET_HEAD) {
+        int64_t sa[2], sb[2]; sa[0] = p->o.r; sa[1] = m->c.n_embd; sb[0] = m->output->shape[0]; sb[1] = p->o.r;
+        if (!(p->head_A = ft_params_add(p->P, "lm_head.lora_A", 2, sa)) || !(p->head_B = ft_params_add(p->P, "lm_head.lora_B", 2, sb))) { ft_peft_free(p); return FT_ERR_NOMEM; }
+    }
     if (ft_params_count(p->P) == 0) { ft_peft_free(p); return ft_set_error(FT_ERR_INVALID, "lora: no layer matches the targets"); }
     if (p->o.reward_head) {
         int64_t sh[2]; sh[0] = 1; sh[1] = m->c.n_embd;
@@ -7512,6 +7525,16 @@ FT_API ft_result ft_lora_attach(ft_peft **out, ft_model *m, const ft_lora_opts *
                 }
                 FT_FREE(row);
             }
+        }
+        if (p->emb_A) {                               /* PEFT's embedding init: A = 0, B ~ N(0, 1) */
+            int64_t i;
+            memset(p->emb_A->data, 0, (size_t)ft_numel(p->emb_A) * sizeof(float));
+            for (i = 0; i < ft_numel(p->emb_B); i++) FT__F(p->emb_B)[i] = ft_rng_normal(&rng);
+        }
+        if (p->head_A) {                              /* a linear layer's: A kaiming-uniform, B = 0 */
+            int64_t i; float bound = 1.0f / sqrtf((float)p->head_A->shape[1]);
+            for (i = 0; i < ft_numel(p->head_A); i++) FT__F(p->head_A)[i] = bound * (2.0f * ft_rng_uniform(&rng) - 1.0f);
+            memset(p->head_B->data, 0, (size_t)ft_numel(p->head_B) * sizeof(float));
         }
         if (p->score) {                               /* as transformers: normal(0, 0.02) */
             int64_t i, n = ft_numel(p->score);
@@ -7571,6 +7594,14 @@ static ft_tensor *ft__ia3_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tenso
 static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which) {
     int64_t s = l * FT_SITE_COUNT + which;
     ft_tensor *y, *A, *B, *xa, *lora;
+    if (l < 0) {                                      /* the head: LoRA when targeted */
+        y = ft_matmul(ctx, x, W, 0, 1);
+        if (p->head_A && p->enabled) {
+            xa = p->o.dropout > 0 && ctx->grad_enabled ? ft_dropout(ctx, x, p->o.dropout) : x;
+            y = ft_add(ctx, y, ft_matmul(ctx, ft_scale(ctx, ft_matmul(ctx, xa, p->head_A, 0, 1), p->scale), p->head_B, 0, 1));
+        }
+        return bias ? ft_add(ctx, y, bias) : y;
+    }
     if (p->kind == FT_PEFT_IA3) return ft__ia3_linear(ctx, p, x, W, bias, s);
     y = ft_matmul(ctx, x, W, 0, 1);
     if (p->kind != FT_PEFT_LORA) return bias ? ft_add(ctx, y, bias) : y;
@@ -7604,6 +7635,7 @@ FT_API ft_result ft_lora_merge(ft_peft *p) {
     ft_model *m = p->m; int64_t s, nsites = m->c.n_layer * FT_SITE_COUNT, total = 0, off = 0;
     if (p->kind != FT_PEFT_LORA) return ft_set_error(FT_ERR_UNSUPPORTED, "merge: a %s method has no weights to merge into", ft_peft_method_name(p->kind));
     if (p->orig) return ft_set_error(FT_ERR_STATE, "lora merge: already merged");
+    if (p->emb_A || p->head_A) return ft_set_error(FT_ERR_UNSUPPORTED, "lora merge: LoRA on the embedding or the head is not merged (keep it as an adapter)");
     for (s = 0; s < nsites; s++) if (p->A[s]) total += ft_numel(*ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT)));
     p->orig = FT__CAST(ft_tensor **, FT_MALLOC((size_t)nsites * sizeof(ft_tensor *)));
     p->merged = FT__CAST(ft_tensor *, FT_MALLOC((size_t)nsites * sizeof(ft_tensor)));
@@ -7874,6 +7906,13 @@ static ft_tensor *ft__peft_after(ft_ctx *ctx, ft_model *m, int64_t l, int place,
     if (!a[0]) return y;
     d = ft__act(ctx, p->po.act, ft_add(ctx, ft_matmul(ctx, y, a[0], 0, 1), a[1]));
     return ft_add(ctx, y, ft_add(ctx, ft_matmul(ctx, d, a[2], 0, 1), a[3]));
+}
+
+/* token embeddings, plus s * A[ids] B^T with LoRA on the embedding (PEFT's Embedding LoRA) */
+static ft_tensor *ft__peft_embed(ft_ctx *ctx, ft_model *m, const int32_t *ids, int64_t n) {
+    ft_tensor *e = ft_embedding(ctx, m->tok_embd, ids, n); ft_peft *p = m->peft;
+    if (!p || !p->enabled || !p->emb_A) return e;
+    return ft_add(ctx, e, ft_matmul(ctx, ft_scale(ctx, ft_embedding(ctx, p->emb_A, ids, n), p->scale), p->emb_B, 0, 1));
 }
 
 /* prefix tuning: the (P, n_layer * 2 * kv_dim) table of keys and values, on the tape */
@@ -10144,6 +10183,7 @@ FT_API ft_result ft_lora_save_gguf(ft_peft *p, const char *path) {
     ft_gguf_writer *w; ft_result r; int64_t s, nsites; char name[128];
     if (!p->m) return ft_set_error(FT_ERR_STATE, "lora save: the model was freed");
     if (p->o.dora) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: llama.cpp adapters have no DoRA magnitude; merge the adapter or export to PEFT", path);
+    if (p->emb_A || p->head_A) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: LoRA on the embedding or the head goes in finetune.h's own adapter file (ft_peft_save_gguf)", path);
     nsites = p->m->c.n_layer * FT_SITE_COUNT;
     if ((r = ft_gguf_writer_init(&w)) != FT_OK) return r;
     ft_gguf_set_str(w, "general.type", "adapter");
@@ -10282,6 +10322,7 @@ FT_API ft_result ft_lora_save_peft(ft_peft *p, const char *dir, const char *base
     ft_model *m = p->m; int64_t s, nsites, n = 0, l; int k, all_layers = 1; ft_result r = FT_OK;
     ft__st_entry *e; float *perm = NULL, *pp; char path[1024], *names, *cfg; size_t total_perm = 0, cap;
     if (!m) return ft_set_error(FT_ERR_STATE, "peft save: the model was freed");
+    if (p->emb_A || p->head_A) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: LoRA on the embedding or the head is kept in finetune.h's own adapter file", dir);
     nsites = m->c.n_layer * FT_SITE_COUNT;
 #if !defined(_WIN32)
     mkdir(dir, 0755);

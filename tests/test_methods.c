@@ -1,6 +1,7 @@
 /* test_methods.c - the methods beside LoRA on the tiny model: bottleneck adapters (Houlsby,
    Pfeiffer), prefix tuning (with and without the reparameterisation MLP), prompt tuning (random,
-   vocabulary and text init), IA3 and full fine-tuning with freeze patterns. For each: the start
+   vocabulary and text init), IA3, full fine-tuning with freeze patterns, and LoRA on the token
+   embedding and the output head (PEFT's Embedding LoRA: A = 0, B ~ N(0, 1)). For each: the start
    point (identity where the method defines one), switching off gives the base model exactly,
    gradients of its parameters through the whole model by central differences, the KV-cache
    decode equals the full forward (positions and prefixes line up), and AdamW fits a sequence. */
@@ -58,6 +59,7 @@ static method methods(int k) {
     case 5: c.name = "prompt vocab"; c.o.method = FT_PEFT_PROMPT; c.o.n_virtual = 4; c.o.prompt_init = FT_PROMPT_VOCAB; break;
     case 6: c.name = "ia3"; c.o.method = FT_PEFT_IA3; c.identity = 1; break;
     case 7: c.name = "full"; c.o.method = FT_PEFT_FULL; c.identity = 1; break;
+    case 9: c.name = "lora embed+head"; c.o.method = FT_PEFT_LORA; c.o.lora.r = 4; c.o.lora.targets = FT_TARGET_ALL_LINEAR | FT_TARGET_EMBED | FT_TARGET_HEAD; c.identity = 1; break;
     case 8: c.name = "full f16 frozen"; c.o.method = FT_PEFT_FULL; c.o.freeze = "token_embd.*,blk.0.attn_*"; c.identity = 0; c.path = P16; break;
     default: c.name = NULL;
     }

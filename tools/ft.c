@@ -407,6 +407,9 @@ static unsigned parse_targets(const char *t) {
     if (strcmp(t, "all") == 0) return FT_TARGET_ALL_LINEAR;
     if (strcmp(t, "attn") == 0) return FT_TARGET_ATTN;
     if (strcmp(t, "mlp") == 0) return FT_TARGET_MLP;
+    if (strcmp(t, "all+embed+head") == 0) return FT_TARGET_ALL_LINEAR | FT_TARGET_EMBED | FT_TARGET_HEAD;
+    if (strstr(t, "embed_tokens")) m |= FT_TARGET_EMBED;
+    if (strstr(t, "lm_head")) m |= FT_TARGET_HEAD;
     while (*p) {
         int w;
         for (w = 0; w < FT_SITE_COUNT; w++) {
@@ -584,9 +587,9 @@ static int train_rl(ft_ctx *ctx, ft_model *m, ft_peft *p, const ft_dataset *trai
     fclose(rr.metrics);
     if (r != FT_OK) return fail("train");
     snprintf(path, sizeof path, "%s/adapter.gguf", o->out);
-    if (po->method == FT_PEFT_LORA && !po->lora.dora && !po->reward_head) { if (ft_lora_save_gguf(p, path) != FT_OK) return fail("train"); }
+    if (po->method == FT_PEFT_LORA && !po->lora.dora && !po->reward_head && !(po->lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD))) { if (ft_lora_save_gguf(p, path) != FT_OK) return fail("train"); }
     else if (ft_peft_save_gguf(p, path) != FT_OK) return fail("train");
-    if (po->method == FT_PEFT_LORA) {
+    if (po->method == FT_PEFT_LORA && !(po->lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD))) {
         snprintf(path, sizeof path, "%s/peft", o->out);
         if (ft_lora_save_peft(p, path, ft_model_config_get(m)->arch_name) != FT_OK) return fail("train");
     }
@@ -743,10 +746,10 @@ static int cmd_train(int argc, char **argv) {
     /* the adapter in both formats, the loss curve */
     snprintf(path, sizeof path, "%s/adapter.gguf", o.out);
     /* LoRA: llama.cpp's adapter format and PEFT's; the others (and DoRA, a reward head): finetune.h's own */
-    if (po.method == FT_PEFT_LORA && !po.lora.dora && !po.reward_head) { if (ft_lora_save_gguf(p, path) != FT_OK) return fail("train"); }
+    if (po.method == FT_PEFT_LORA && !po.lora.dora && !po.reward_head && !(po.lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD))) { if (ft_lora_save_gguf(p, path) != FT_OK) return fail("train"); }
     else if (ft_peft_save_gguf(p, path) != FT_OK) return fail("train");
     snprintf(path, sizeof path, "%s/peft", o.out);
-    { char nm[256]; if (po.method == FT_PEFT_LORA && ft_lora_save_peft(p, path, model_name(m, nm, sizeof nm)) != FT_OK) return fail("train"); }
+    { char nm[256]; if (po.method == FT_PEFT_LORA && !(po.lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD)) && ft_lora_save_peft(p, path, model_name(m, nm, sizeof nm)) != FT_OK) return fail("train"); }
     {
         ft_plot_series ser[2]; int ns = 1;
         ser[0].name = "train"; ser[0].x = rn.xs; ser[0].y = rn.ys; ser[0].n = rn.n;
