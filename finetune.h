@@ -967,7 +967,11 @@ typedef struct ft_ppo_opts {
     int   whiten_rewards;
     float gamma, lam;               /* GAE (1, 0.95)                                              */
     float cliprange, cliprange_value, vf_coef;   /* 0.2, 0.2, 0.1                                 */
+    float kl_target, kl_horizon;    /* adaptive kl_coef (Ziegler et al. 2019) when kl_target > 0  */
 } ft_ppo_opts;
+/* the adaptive KL controller: kl_coef *= 1 + clip(kl / target - 1, -0.2, 0.2) * n / horizon,
+   after a batch of n rollouts whose KL (summed over tokens, averaged over rollouts) was kl */
+FT_API float      ft_ppo_adapt_kl(float kl_coef, double kl, int64_t n, float target, float horizon);
 /* One batch of B responses of T tokens as TRL's PPO (v1.9) prepares it. In: seqlen (B) the index
    of each response's last token; logprobs, ref, values (B*T) of the rollout (overwritten with
    TRL's padding fills), scores (B). Out (B*T): kl, rewards, advantages (whitened), returns,
@@ -8938,6 +8942,13 @@ static void ft__masked_whiten(float *x, const unsigned char *skip, int64_t n, in
     for (i = 0; i < n; i++) x[i] = (float)((x[i] - m) * sd + (shift_mean ? 0 : m));
 }
 
+FT_API float ft_ppo_adapt_kl(float kl_coef, double kl, int64_t n, float target, float horizon) {
+    double e = kl / target - 1;
+    if (target <= 0 || horizon <= 0) return kl_coef;
+    e = e < -0.2 ? -0.2 : e > 0.2 ? 0.2 : e;
+    return (float)(kl_coef * (1 + e * (double)n / horizon));
+}
+
 FT_API void ft_ppo_prepare(ft_ppo_batch *b, const ft_ppo_opts *o, ft_rl_stats *st) {
     int64_t B = b->B, T = b->T, i, t; double kls = 0, ent = 0, nsr = 0, sc = 0;
     for (i = 0; i < B; i++) for (t = 0; t < T; t++) {
@@ -9857,6 +9868,7 @@ FT_API ft_result ft_train_rl(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_da
             for (i = 0; i < rb.n; i++) { seqlen[i] = FT__MAX(rb.gen_len[i], 1) - 1; sum += rb.reward[i]; }
             pb.seqlen = seqlen;
             ft_ppo_prepare(&pb, &o.ppo, &st);
+            o.ppo.kl_coef = ft_ppo_adapt_kl(o.ppo.kl_coef, st.kl, rb.n, o.ppo.kl_target, o.ppo.kl_horizon);   /* for the next batch */
             st.reward = sum / (double)rb.n;
             for (sum = 0, i = 0; i < rb.n; i++) sum += (rb.reward[i] - st.reward) * (rb.reward[i] - st.reward);
             st.reward_std = rb.n > 1 ? sqrt(sum / (double)(rb.n - 1)) : 0;

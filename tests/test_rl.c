@@ -81,6 +81,11 @@ static void run(ft_rl_algo algo) {
     CHECK(t.last >= 0.8 && t.last > t.first + 0.3, "sampled reward %.2f -> %.2f", t.first, t.last);
     ft_peft_free(p); ft_ctx_free(ctx); ft_model_free(m);
 }
+TEST(adaptive_kl) {          /* Ziegler et al.'s controller: the error is clipped to +-0.2 */
+    CHECK(fabsf(ft_ppo_adapt_kl(0.1f, 12.0, 512, 6.0f, 10000.0f) - 0.1f * (1 + 0.2f * 512 / 10000.0f)) < 1e-7f, "above the target: up, clipped");
+    CHECK(fabsf(ft_ppo_adapt_kl(0.1f, 5.7, 512, 6.0f, 10000.0f) - 0.1f * (1 - 0.05f * 512 / 10000.0f)) < 1e-7f, "slightly below: down");
+    CHECK(ft_ppo_adapt_kl(0.1f, 99.0, 512, 0.0f, 10000.0f) == 0.1f, "no target: fixed");
+}
 TEST(grpo_toy_task) { run(FT_RL_GRPO); }
 TEST(ppo_toy_task) { run(FT_RL_PPO); }
 
@@ -93,6 +98,7 @@ int main(void) {
         for (j = 0; j < 5; j++) PROMPTS[i][j] = (int32_t)((i * 7 + j * 13 + 1) % TINY_V);
         EX[i].ids = PROMPTS[i]; EX[i].n = EX[i].prompt_len = 3 + i % 3;
     }
+    RUN(adaptive_kl);
     RUN(grpo_toy_task);
     RUN(ppo_toy_task);
     remove(MODEL);

@@ -32,7 +32,7 @@ static int usage(void) {
         "           [--init-adapter ADAPTER] (fold an earlier stage in first: sft, then rm / dpo / ppo on top)\n"
         "           grpo/ppo: --reward number,length:N,rm:ADAPTER,regex:PATTERN [--group G] [--prompts P]\n"
         "           [--iterations K] [--temperature T] [--top-p P] [--epsilon E] [--epsilon-high E] [--kl-beta B]\n"
-        "           [--kl-coef C] [--loss-type grpo|bnpo|dr_grpo|dapo] [--scale-rewards group|batch|none] [--max-new N]\n"
+        "           [--kl-coef C] [--kl-target K (adaptive kl-coef)] [--loss-type grpo|bnpo|dr_grpo|dapo] [--scale-rewards group|batch|none] [--max-new N]\n"
         "           [--quantize nf4] (the linear weights as NF4 at load: QLoRA's base; also for eval)\n"
         "  eval     -m MODEL.gguf [--lora ADAPTER] --data EVAL.jsonl [--eval-gen N] [--max-new N] [--quantize nf4]\n"
         "  merge    -m MODEL.gguf [--adapter ADAPTER] [--type f16|f32|bf16|q8_0|q4_0|q4_1|base] [--embeddings]\n"
@@ -274,7 +274,7 @@ static int cmd_generate(int argc, char **argv) {
 typedef struct opts {
     const char *model, *method, *objective, *data, *eval, *out, *lora, *schedule, *targets, *config, *quantize;
     const char *placement, *act, *prompt_init, *prompt_text, *freeze, *general, *reward, *loss_type, *scale_rewards, *init_adapter;
-    double temperature, top_p, epsilon, epsilon_high, kl_beta, kl_coef;
+    double temperature, top_p, epsilon, epsilon_high, kl_beta, kl_coef, kl_target;
     int64_t group, prompts, iterations;
     int bottleneck, virtual_tokens, prefix_hidden, rslora;
     int64_t steps, batch, seq_len, warmup, eval_every, save_every, log_every, eval_gen, max_new;
@@ -305,7 +305,7 @@ static int opts_set(opts *o, const char *k, const char *v) {
     S("out", out) S("o", out) S("lora", lora) S("schedule", schedule) S("targets", targets) S("quantize", quantize)
     S("placement", placement) S("act", act) S("prompt-init", prompt_init) S("prompt-text", prompt_text) S("freeze", freeze) S("eval-general", general)
     S("reward", reward) S("loss-type", loss_type) S("scale-rewards", scale_rewards) S("init-adapter", init_adapter)
-    D("temperature", temperature) D("top-p", top_p) D("epsilon", epsilon) D("epsilon-high", epsilon_high) D("kl-beta", kl_beta) D("kl-coef", kl_coef)
+    D("temperature", temperature) D("top-p", top_p) D("epsilon", epsilon) D("epsilon-high", epsilon_high) D("kl-beta", kl_beta) D("kl-coef", kl_coef) D("kl-target", kl_target)
     I("group", group) I("prompts", prompts) I("iterations", iterations)
     I("bottleneck", bottleneck) I("virtual-tokens", virtual_tokens) I("prefix-hidden", prefix_hidden) I("rslora", rslora)
     I("steps", steps) I("batch", batch) I("seq-len", seq_len) I("warmup", warmup) I("eval-every", eval_every)
@@ -577,7 +577,7 @@ static int train_rl(ft_ctx *ctx, ft_model *m, ft_peft *p, const ft_dataset *trai
     ro.grpo.agg = strcmp(o->loss_type, "grpo") == 0 ? FT_GRPO_AGG_GRPO : strcmp(o->loss_type, "bnpo") == 0 ? FT_GRPO_AGG_BNPO :
                   strcmp(o->loss_type, "dr_grpo") == 0 ? FT_GRPO_AGG_DR_GRPO : FT_GRPO_AGG_DAPO;
     ro.scale = strcmp(o->scale_rewards, "batch") == 0 ? FT_ADV_BATCH : strcmp(o->scale_rewards, "none") == 0 ? FT_ADV_NONE : FT_ADV_GROUP;
-    ro.ppo.kl_coef = (float)o->kl_coef;
+    ro.ppo.kl_coef = (float)o->kl_coef; ro.ppo.kl_target = (float)o->kl_target; ro.ppo.kl_horizon = 10000.0f;
     ro.rewards = rw; ro.n_rewards = nr; ro.seed = o->seed;
     memset(&rr, 0, sizeof rr); rr.o = o; rr.tty = isatty(2);
     snprintf(path, sizeof path, "%s/metrics.jsonl", o->out);
