@@ -1285,6 +1285,13 @@ FT_API double ft_time_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#elif defined(__linux__) && !defined(FT_NO_THREADS)
+    /* strict C99 hides clock_gettime (and CLOCK_MONOTONIC = 1 on Linux); glibc's pthread.h still
+       declares struct timespec, and the function is in libc: wall time, not process CPU time */
+    extern int clock_gettime(int, struct timespec *);
+    struct timespec ts;
+    clock_gettime(1, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 #else
     return (double)clock() / CLOCKS_PER_SEC;
 #endif
