@@ -9899,7 +9899,7 @@ FT_API ft_result ft_train_rl(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_da
             if (!isfinite(gnorm)) { r = ft_set_error(FT_ERR_NUMERIC, "rl: step %lld: non-finite gradient; stopped before the update", (long long)step + 1); break; }
             if (o.max_grad_norm > 0 && gnorm > o.max_grad_norm) ft_params_scale_grad(P, (float)(o.max_grad_norm / (gnorm + 1e-6)));
             if ((r = ft_optim_step(opt, lr)) != FT_OK) break;
-            if (it == 0) {                                    /* metrics of the first pass */
+            {                                                 /* metrics of the last pass (the first has ratio 1) */
                 st.kl = o.algo == FT_RL_GRPO ? ls.kl : st.kl;
                 st.clip_low = ls.clip_low; st.clip_high = ls.clip_high; st.clip_region = ls.clip_region;
                 st.pg_loss = ls.pg_loss; st.vf_loss = ls.vf_loss; st.pg_clipfrac = ls.pg_clipfrac; st.vf_clipfrac = ls.vf_clipfrac;
