@@ -212,6 +212,7 @@
       [optim]      AdamW, SGD
       [train]      schedules, checkpoints, batches, the trainer, evaluation, plots
       [export]     safetensors, adapter files, merged models
+      [synth]      synthetic instruction data: ROUGE-L, Self-Instruct, Evol-Instruct
       [merge]      merging models and adapters: linear, task arithmetic, TIES, DARE (mergekit's)
 
    REVISION HISTORY
@@ -1101,6 +1102,91 @@ typedef void (*ft_eval_gen_fn)(void *user, int64_t i, const char *generated, con
 FT_API ft_result ft_eval_generate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int max_new, int64_t limit,
                                   ft_eval_gen *res, ft_eval_gen_fn on_item, void *user);
 
+
+/* ---- synthetic data: Self-Instruct and Evol-Instruct with the model as generator ------------------ */
+typedef enum ft_synth_method { FT_SYNTH_SELF_INSTRUCT = 0, FT_SYNTH_EVOL_INSTRUCT } ft_synth_method;
+typedef enum ft_synth_reason {      /* why a generated example was not kept                       */
+    FT_SYNTH_KEPT = 0,
+    FT_SYNTH_FORMAT,                /* no ASCII letter, or starts with punctuation / non-ASCII   */
+    FT_SYNTH_TOO_SHORT,             /* fewer than min_words words                                */
+    FT_SYNTH_TOO_LONG,              /* more than max_words words                                 */
+    FT_SYNTH_KEYWORD,               /* a blacklisted word ("image", "graph", ...): a text model
+                                       cannot do it                                              */
+    FT_SYNTH_COPIED,                /* evol: the rewriting prompt's own words ("rewritten task") */
+    FT_SYNTH_NO_NEW_INFO,           /* evol: ROUGE-L with the original >= evol_rouge             */
+    FT_SYNTH_DUPLICATE,             /* the same words as an instruction of the pool              */
+    FT_SYNTH_SIMILAR,               /* ROUGE-L with an instruction of the pool >= rouge          */
+    FT_SYNTH_BAD_ANSWER,            /* the answer is empty, has no letter or digit, is shorter
+                                       than min_answer_words, says "sorry" in < 80 words, or only
+                                       repeats the instruction (the same words)                   */
+    FT_SYNTH_REASON_COUNT
+} ft_synth_reason;
+typedef struct ft_synth_opts {
+    ft_synth_method method;
+    int64_t  n;                     /* examples wanted in the output file, counting those already
+                                       there (resume)                                            */
+    int      batch;                 /* prompts per ft_generate call (default 4)                   */
+    int      max_new;               /* tokens for a proposed / evolved instruction (default 64)   */
+    int      max_new_answer;        /* tokens for an answer (default 160)                         */
+    ft_sample_opts sample;          /* zero: greedy (ft synth: temperature 0.7, top-p 0.9)       */
+    uint64_t seed;                  /* few-shot picks, evolution operations, sampling             */
+    float    rouge;                 /* reject at ROUGE-L >= this against the pool (default 0.7)  */
+    float    evol_rouge;            /* evol: reject at ROUGE-L >= this against the original
+                                       (default 0.9)                                             */
+    int      min_words, max_words;  /* instruction length in words (defaults 3, 150)             */
+    int      min_answer_words;      /* default 1                                                  */
+    int      few_shot;              /* self-instruct: examples in the list (default 4)           */
+    int      few_shot_generated;    /* of which earlier outputs, once there are some (default 1) */
+    const char *const *blacklist; int n_blacklist;   /* NULL: image(s), picture(s), graph(s),
+                                       file(s), map(s), draw, plot, go to, video, audio, music,
+                                       flowchart, diagram                                       */
+    int64_t  max_generated;         /* stop after this many proposals (default 20 * missing + 20) */
+    ft_log_fn log; void *log_user;  /* progress after each batch (level 0), warnings (1)          */
+} ft_synth_opts;
+typedef struct ft_synth_stats {
+    int64_t generated;              /* instructions proposed in this run                          */
+    int64_t kept;                   /* examples written in this run                              */
+    int64_t resumed;                /* examples found in the output file at the start            */
+    int64_t rejected[FT_SYNTH_REASON_COUNT];   /* per reason (index FT_SYNTH_KEPT unused)        */
+    int64_t calls;                  /* ft_generate calls                                          */
+    int64_t evol_ops[6];            /* evol: kept examples per operation (ft_synth_evol_op_name) */
+    double  seconds;
+    int     stopped;                /* 1: max_generated reached before n                          */
+} ft_synth_stats;
+/* ROUGE-L F-measure of two texts as rouge_score 0.1.2 computes rougeL's fmeasure with its default
+   tokenizer (lowercase; every run of characters other than a-z, 0-9 separates tokens); 0 when
+   either has no token. Symmetric. */
+FT_API double ft_rouge_l(const char *a, const char *b);
+/* each user message (with the optional system message, through the model's chat template with the
+   generation prompt, then prefill[i] if prefill) continued by ft_generate in one batch of n, up to
+   max_new tokens, stopping at EOS or <|im_end|>. out[i]: the text (valid UTF-8, invalid bytes
+   dropped; free with ft_synth_texts_free); truncated[i] (optional): 1 when max_new ended it. */
+FT_API ft_result ft_synth_generate(ft_ctx *ctx, ft_model *m, int64_t n, const char *const *user,
+                                   const char *const *prefill, const char *system, int max_new,
+                                   const ft_sample_opts *s, ft_rng *rng, char **out, int *truncated);
+FT_API void      ft_synth_texts_free(char **t, int64_t n);       /* frees t[0..n-1], not t       */
+/* the items of a numbered list the model continued after "first." (its first line is item
+   `first`; then lines "N. ..." or "N) ..."; an unnumbered line ends the list; a truncated text
+   loses its last item). Items trimmed, surrounding quotes / ** removed; at most cap into out
+   (free with ft_synth_texts_free). Returns the count. */
+FT_API int       ft_synth_parse_list(const char *text, int first, int truncated, char **out, int cap);
+/* the instruction filters in order: format, length, keyword, then with an original (evol) copied
+   words and no new information, then duplicate and ROUGE-L against pool[0..n_pool-1] (entries
+   equal to the original skipped). *max_rouge (optional): the highest ROUGE-L seen. */
+FT_API ft_synth_reason ft_synth_check_instruction(const char *inst, const char *original,
+                                                  const char *const *pool, int64_t n_pool,
+                                                  const ft_synth_opts *o, double *max_rouge);
+FT_API ft_synth_reason ft_synth_check_answer(const char *answer, const char *instruction, const ft_synth_opts *o);
+/* the pipelines: seed tasks from seed_path (JSONL, "instruction" and optional "input"); examples
+   {"instruction", "input": "", "output"} (evol: also "evol": the operation) appended to out_path
+   one line at a time, flushed. An existing out_path is resumed: its lines count towards o->n and
+   its instructions join the pool. */
+FT_API ft_result ft_synth_self_instruct(ft_ctx *ctx, ft_model *m, const char *seed_path, const char *out_path,
+                                        const ft_synth_opts *o, ft_synth_stats *st);
+FT_API ft_result ft_synth_evol_instruct(ft_ctx *ctx, ft_model *m, const char *seed_path, const char *out_path,
+                                        const ft_synth_opts *o, ft_synth_stats *st);
+FT_API const char *ft_synth_reason_name(ft_synth_reason r);   /* "format", "too_short", ...     */
+FT_API const char *ft_synth_evol_op_name(int op);             /* "constraints", ..., "breadth"   */
 
 /* ---- merging models and adapters (mergekit's definitions) ---------------------------------------------- */
 typedef enum ft_merge_method {
@@ -10733,6 +10819,639 @@ FT_API ft_result ft_peft_attach_gguf(ft_peft **out, ft_model *m, const char *pat
     if (r != FT_OK) { ft_peft_free(*out); *out = NULL; return r; }
     if ((*out)->full) ft__full_install(*out, 1);                  /* headers carry the loaded values */
     return FT_OK;
+}
+
+/* ============================================================================================
+   [synth] synthetic instruction data with the model itself as the generator:
+   Self-Instruct (Wang et al., 2023) and Evol-Instruct (Xu et al., WizardLM, 2023)
+   ROUGE-L: rouge_score 0.1.2's rougeL fmeasure, default tokenizer (tokenize.py): lowercase (the
+     only non-ASCII characters whose lowercase is ASCII, U+0130 and U+212A, give "i" and "k"),
+     every run of characters other than a-z 0-9 separates; LCS of the token lists (_score_lcs):
+     P = lcs / |b|, R = lcs / |a|, F = 2PR / (P + R), 0 when either list is empty.
+   Self-Instruct: the assistant's reply starts as a numbered list of k tasks (seeds and earlier
+     outputs); the model continues with number k + 1; the parsed items go through the filters
+     (format, length, keyword, duplicate, ROUGE-L >= 0.7 against the pool), then the model
+     answers each; a kept pair is appended to the output and its instruction joins the pool.
+   Evol-Instruct: an instruction of the pool is rewritten with one of the in-depth operations
+     (constraints, deepen, concretize, reasoning, complicate input) or the in-breadth mutation;
+     elimination: the rewriting prompt's words copied, no new information (ROUGE-L with the
+     original >= evol_rouge), an answer that failed. Survivors join the pool and evolve again.
+   The prompts are this file's own wording.
+   ============================================================================================ */
+
+static int64_t ft__rouge_norm(const char *s, char *out) {     /* lowercase, non-alnum -> ' ' */
+    const unsigned char *p = (const unsigned char *)s; int64_t n = 0;
+    while (*p) {
+        unsigned c;
+        if (p[0] == 0xC4 && p[1] == 0xB0) { out[n++] = 'i'; out[n++] = ' '; p += 2; continue; }   /* İ -> i + U+0307 */
+        if (p[0] == 0xE2 && p[1] == 0x84 && p[2] == 0xAA) { out[n++] = 'k'; p += 3; continue; }     /* Kelvin sign -> k */
+        c = *p++;
+        if (c >= 'A' && c <= 'Z') c += 32;
+        out[n++] = (char)(((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) ? c : ' ');
+    }
+    out[n] = 0;
+    return n;
+}
+typedef struct ft__rtok { char *text; int64_t *off, *len, n; } ft__rtok;
+static int ft__rouge_tokens(ft__rtok *t, const char *s) {
+    int64_t L = (int64_t)strlen(s), i = 0;
+    t->text = FT__CAST(char *, FT_MALLOC((size_t)L + 2));
+    t->off = FT__CAST(int64_t *, FT_MALLOC(sizeof(int64_t) * (size_t)(L / 2 + 2)));
+    t->len = FT__CAST(int64_t *, FT_MALLOC(sizeof(int64_t) * (size_t)(L / 2 + 2)));
+    t->n = 0;
+    if (!t->text || !t->off || !t->len) return 0;
+    L = ft__rouge_norm(s, t->text);
+    while (i < L) {
+        int64_t a;
+        while (i < L && t->text[i] == ' ') i++;
+        if (i >= L) break;
+        a = i;
+        while (i < L && t->text[i] != ' ') i++;
+        t->off[t->n] = a; t->len[t->n] = i - a; t->n++;
+    }
+    return 1;
+}
+static void ft__rouge_free(ft__rtok *t) { FT_FREE(t->text); FT_FREE(t->off); FT_FREE(t->len); }
+static int ft__rtok_eq(const ft__rtok *a, int64_t i, const ft__rtok *b, int64_t j) {
+    return a->len[i] == b->len[j] && memcmp(a->text + a->off[i], b->text + b->off[j], (size_t)a->len[i]) == 0;
+}
+
+FT_API double ft_rouge_l(const char *a, const char *b) {
+    ft__rtok A, B; int64_t *prev = NULL, *cur = NULL, i, j, lcs; double r = 0;
+    if (!a || !b) return 0;
+    memset(&A, 0, sizeof A); memset(&B, 0, sizeof B);
+    if (!ft__rouge_tokens(&A, a) || !ft__rouge_tokens(&B, b) || A.n == 0 || B.n == 0) goto done;
+    prev = FT__CAST(int64_t *, FT_MALLOC(sizeof(int64_t) * (size_t)(B.n + 1)));
+    cur = FT__CAST(int64_t *, FT_MALLOC(sizeof(int64_t) * (size_t)(B.n + 1)));
+    if (!prev || !cur) goto done;
+    for (j = 0; j <= B.n; j++) prev[j] = 0;
+    for (i = 1; i <= A.n; i++) {                                /* _lcs_table, two rows at a time */
+        int64_t *t;
+        cur[0] = 0;
+        for (j = 1; j <= B.n; j++)
+            cur[j] = ft__rtok_eq(&A, i - 1, &B, j - 1) ? prev[j - 1] + 1 : FT__MAX(prev[j], cur[j - 1]);
+        t = prev; prev = cur; cur = t;
+    }
+    lcs = prev[B.n];
+    {
+        double p = (double)lcs / (double)B.n, rc = (double)lcs / (double)A.n;
+        r = p + rc > 0 ? 2 * p * rc / (p + rc) : 0.0;
+    }
+done:
+    FT_FREE(prev); FT_FREE(cur); ft__rouge_free(&A); ft__rouge_free(&B);
+    return r;
+}
+
+FT_API const char *ft_synth_reason_name(ft_synth_reason r) {
+    static const char *n[FT_SYNTH_REASON_COUNT] = {"kept", "format", "too_short", "too_long", "keyword", "copied",
+                                                    "no_new_info", "duplicate", "similar", "bad_answer"};
+    return (int)r >= 0 && (int)r < FT_SYNTH_REASON_COUNT ? n[r] : "?";
+}
+FT_API const char *ft_synth_evol_op_name(int op) {
+    static const char *n[6] = {"constraints", "deepen", "concretize", "reasoning", "complicate_input", "breadth"};
+    return op >= 0 && op < 6 ? n[op] : "?";
+}
+FT_API void ft_synth_texts_free(char **t, int64_t n) {
+    int64_t i;
+    if (!t) return;
+    for (i = 0; i < n; i++) { FT_FREE(t[i]); t[i] = NULL; }
+}
+
+static ft_synth_opts ft__synth_defaults(const ft_synth_opts *in) {
+    ft_synth_opts o;
+    if (in) o = *in; else memset(&o, 0, sizeof o);
+    if (o.batch < 1) o.batch = 4;
+    if (o.max_new < 1) o.max_new = 64;
+    if (o.max_new_answer < 1) o.max_new_answer = 160;
+    if (o.rouge <= 0) o.rouge = 0.7f;
+    if (o.evol_rouge <= 0) o.evol_rouge = 0.9f;
+    if (o.min_words < 1) o.min_words = 3;
+    if (o.max_words < 1) o.max_words = 150;
+    if (o.min_answer_words < 1) o.min_answer_words = 1;
+    if (o.few_shot < 1) o.few_shot = 4;
+    if (o.few_shot_generated == 0) o.few_shot_generated = 1;      /* < 0: none */
+    else if (o.few_shot_generated < 0) o.few_shot_generated = 0;
+    if (o.few_shot_generated > o.few_shot) o.few_shot_generated = o.few_shot;
+    return o;
+}
+
+static int64_t ft__count_words(const char *s) {               /* whitespace-separated, as str.split() */
+    int64_t n = 0; int in = 0;
+    for (; *s; s++) {
+        int sp = *s == ' ' || (*s >= '\t' && *s <= '\r');
+        if (!sp && !in) n++;
+        in = !sp;
+    }
+    return n;
+}
+static int ft__has_letter(const char *s) {
+    for (; *s; s++) if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')) return 1;
+    return 0;
+}
+static int ft__has_alnum(const char *s) {
+    for (; *s; s++) if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')) return 1;
+    return 0;
+}
+static int ft__contains_ci(const char *h, const char *needle) {  /* ASCII case-insensitive strstr */
+    size_t n = strlen(needle), i;
+    for (; *h; h++) {
+        for (i = 0; i < n; i++) {
+            int a = (unsigned char)h[i], b = (unsigned char)needle[i];
+            if (a >= 'A' && a <= 'Z') a += 32;
+            if (b >= 'A' && b <= 'Z') b += 32;
+            if (a != b) break;
+        }
+        if (i == n) return 1;
+    }
+    return 0;
+}
+/* a whole word or phrase of `w` in s: both normalised as ROUGE's tokens, joined by single spaces */
+static int ft__has_word(const char *s, const char *w) {
+    ft__rtok A, B; int64_t i, j; int hit = 0;
+    memset(&A, 0, sizeof A); memset(&B, 0, sizeof B);
+    if (!ft__rouge_tokens(&A, s) || !ft__rouge_tokens(&B, w) || B.n == 0) { ft__rouge_free(&A); ft__rouge_free(&B); return 0; }
+    for (i = 0; i + B.n <= A.n && !hit; i++) {
+        for (j = 0; j < B.n; j++) if (!ft__rtok_eq(&A, i + j, &B, j)) break;
+        hit = j == B.n;
+    }
+    ft__rouge_free(&A); ft__rouge_free(&B);
+    return hit;
+}
+
+static const char *ft__synth_blacklist[] = {"image", "images", "picture", "pictures", "graph", "graphs", "file", "files",
+                                            "map", "maps", "draw", "plot", "go to", "video", "audio", "music",
+                                            "flowchart", "diagram"};
+/* the words of the evolution prompts below; an evolution that repeats them is eliminated */
+static const char *ft__synth_copy_words[] = {"rewrite the task", "rewritten", "new version", "the task", "this task", "given task",
+                                             "original task", "new task", "reply with", "given prompt"};
+
+FT_API ft_synth_reason ft_synth_check_instruction(const char *inst, const char *original,
+                                                  const char *const *pool, int64_t n_pool,
+                                                  const ft_synth_opts *opts, double *max_rouge) {
+    ft_synth_opts o = ft__synth_defaults(opts);
+    const char *const *bl = o.blacklist ? o.blacklist : ft__synth_blacklist;
+    int nbl = o.blacklist ? o.n_blacklist : (int)(sizeof ft__synth_blacklist / sizeof *ft__synth_blacklist);
+    int64_t w, i; unsigned char c0; double best = 0;
+    if (max_rouge) *max_rouge = 0;
+    if (!inst) return FT_SYNTH_FORMAT;
+    c0 = (unsigned char)inst[0];
+    if (!ft__has_letter(inst) || !((c0 >= 'a' && c0 <= 'z') || (c0 >= 'A' && c0 <= 'Z') || (c0 >= '0' && c0 <= '9')))
+        return FT_SYNTH_FORMAT;
+    w = ft__count_words(inst);
+    if (w < o.min_words) return FT_SYNTH_TOO_SHORT;
+    if (w > o.max_words) return FT_SYNTH_TOO_LONG;
+    for (i = 0; i < nbl; i++) if (bl[i] && ft__has_word(inst, bl[i])) return FT_SYNTH_KEYWORD;
+    if (original) {
+        for (i = 0; i < (int64_t)(sizeof ft__synth_copy_words / sizeof *ft__synth_copy_words); i++)
+            if (ft__contains_ci(inst, ft__synth_copy_words[i])) return FT_SYNTH_COPIED;
+        if (ft_rouge_l(original, inst) >= o.evol_rouge) return FT_SYNTH_NO_NEW_INFO;
+    }
+    for (i = 0; i < n_pool; i++) {
+        double r;
+        if (!pool[i] || (original && strcmp(pool[i], original) == 0)) continue;
+        r = ft_rouge_l(pool[i], inst);
+        if (r > best) best = r;
+        if (r >= 1.0) { if (max_rouge) *max_rouge = r; return FT_SYNTH_DUPLICATE; }
+    }
+    if (max_rouge) *max_rouge = best;
+    return best >= o.rouge ? FT_SYNTH_SIMILAR : FT_SYNTH_KEPT;
+}
+
+FT_API ft_synth_reason ft_synth_check_answer(const char *answer, const char *instruction, const ft_synth_opts *opts) {
+    ft_synth_opts o = ft__synth_defaults(opts); int64_t w;
+    if (!answer || !ft__has_alnum(answer)) return FT_SYNTH_BAD_ANSWER;
+    w = ft__count_words(answer);
+    if (w < o.min_answer_words) return FT_SYNTH_BAD_ANSWER;
+    if (w < 80 && (ft__contains_ci(answer, "sorry") || ft__contains_ci(answer, "as an ai"))) return FT_SYNTH_BAD_ANSWER;
+    if (instruction && ft_rouge_l(instruction, answer) >= 1.0) return FT_SYNTH_BAD_ANSWER;     /* an echo */
+    return FT_SYNTH_KEPT;
+}
+
+/* s[0..n) trimmed, without surrounding quotes or markdown bold, as a new string */
+static char *ft__synth_clean(const char *s, size_t n) {
+    size_t a = 0, e = n; int again = 1;
+    while (again) {
+        again = 0;
+        while (a < e && (s[a] == ' ' || (s[a] >= '\t' && s[a] <= '\r'))) a++;
+        while (e > a && (s[e - 1] == ' ' || (s[e - 1] >= '\t' && s[e - 1] <= '\r'))) e--;
+        if (e - a >= 4 && s[a] == '*' && s[a + 1] == '*' && s[e - 1] == '*' && s[e - 2] == '*') { a += 2; e -= 2; again = 1; }
+        else if (e - a >= 2 && ((s[a] == '"' && s[e - 1] == '"') || (s[a] == '\'' && s[e - 1] == '\''))) { a++; e--; again = 1; }
+    }
+    return ft__strndup(s + a, e - a);
+}
+
+FT_API int ft_synth_parse_list(const char *text, int first, int truncated, char **out, int cap) {
+    const char *p = text; int n = 0, line_no = 0, ended = 0;
+    (void)first;
+    if (!text || !out || cap < 1) return 0;
+    while (*p) {
+        if (n == cap) { ended = 1; break; }
+        const char *e = strchr(p, '\n'), *q = p, *body;
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        while (q < p + len && (*q == ' ' || *q == '\t' || *q == '\r')) q++;
+        body = q;
+        if (q < p + len && *q >= '0' && *q <= '9') {                 /* "N." or "N)" starts an item */
+            const char *d = q;
+            while (d < p + len && *d >= '0' && *d <= '9') d++;
+            if (d < p + len && (*d == '.' || *d == ')')) body = d + 1;
+            else if (line_no > 0) { ended = 1; break; }
+        } else if (line_no > 0 && q < p + len) { ended = 1; break; } /* unnumbered text: the list ended */
+        if (body < p + len || line_no == 0) {
+            char *it = ft__synth_clean(body, (size_t)(p + len - body));
+            if (it && it[0]) out[n++] = it; else FT_FREE(it);
+        }
+        line_no++;
+        if (!e) break;
+        p = e + 1;
+    }
+    if (truncated && !ended && n > 0) { FT_FREE(out[n - 1]); out[--n] = NULL; }   /* cut off mid-item */
+    return n;
+}
+
+/* keep only valid UTF-8 (a truncated generation can end inside a character) */
+static void ft__utf8_sanitize(char *s) {
+    unsigned char *r = (unsigned char *)s, *w = (unsigned char *)s, *end = (unsigned char *)s + strlen(s);
+    while (r < end) {
+        int k = ft_utf8_len(r, end);
+        if (k <= 0) { r++; continue; }
+        if (k == 1 && *r < 0x20 && *r != '\n' && *r != '\t') { r++; continue; }   /* stray controls */
+        memmove(w, r, (size_t)k); w += k; r += k;
+    }
+    *w = 0;
+}
+
+FT_API ft_result ft_synth_generate(ft_ctx *ctx, ft_model *m, int64_t n, const char *const *user,
+                                   const char *const *prefill, const char *system, int max_new,
+                                   const ft_sample_opts *s, ft_rng *rng, char **out, int *truncated) {
+    const ft_tokenizer *tok = m ? ft_model_tokenizer(m) : NULL;
+    const char *tmpl = m ? ft_model_chat_template(m) : NULL;
+    int32_t **ids = NULL, *gen = NULL, stop[2]; int64_t *len = NULL, *glen = NULL, i, maxlen = 0; int ns = 0;
+    ft_kv_cache *kv = NULL; ft_gen_opts go; ft_result r = FT_OK; char *text = NULL;
+    if (!ctx || !m || n < 1 || !user || !out || max_new < 1) return ft_set_error(FT_ERR_INVALID, "ft_synth_generate: bad arguments");
+    if (!tok) return ft_set_error(FT_ERR_INVALID, "ft_synth_generate: the model has no tokenizer");
+    for (i = 0; i < n; i++) out[i] = NULL;
+    ids = FT__CAST(int32_t **, FT_MALLOC(sizeof(int32_t *) * (size_t)n));
+    len = FT__CAST(int64_t *, FT_MALLOC(sizeof(int64_t) * (size_t)n));
+    glen = FT__CAST(int64_t *, FT_MALLOC(sizeof(int64_t) * (size_t)n));
+    gen = FT__CAST(int32_t *, FT_MALLOC(sizeof(int32_t) * (size_t)n * (size_t)max_new));
+    if (!ids || !len || !glen || !gen) { r = ft_set_error(FT_ERR_NOMEM, "ft_synth_generate: out of memory"); goto done; }
+    for (i = 0; i < n; i++) ids[i] = NULL;
+    for (i = 0; i < n; i++) {                                       /* render, tokenize */
+        ft_chat_msg msg[2]; int nm = 0; int64_t L, P = prefill && prefill[i] ? (int64_t)strlen(prefill[i]) : 0, k;
+        if (system) { msg[nm].role = "system"; msg[nm].content = system; nm++; }
+        msg[nm].role = "user"; msg[nm].content = user[i] ? user[i] : ""; nm++;
+        L = ft_chat_apply(tmpl, msg, nm, 1, NULL, 0);
+        if (L < 0) { r = (ft_result)L; goto done; }
+        text = FT__CAST(char *, FT_MALLOC((size_t)(L + P + 1)));
+        if (!text) { r = ft_set_error(FT_ERR_NOMEM, "ft_synth_generate: out of memory"); goto done; }
+        ft_chat_apply(tmpl, msg, nm, 1, text, L + 1);
+        if (P) memcpy(text + L, prefill[i], (size_t)P);
+        text[L + P] = 0;
+        k = ft_tokenize(tok, text, L + P, NULL, 0, 1, 1);
+        if (k < 1) { r = k < 0 ? (ft_result)k : ft_set_error(FT_ERR_INVALID, "ft_synth_generate: prompt %lld has no tokens", (long long)i); goto done; }
+        ids[i] = FT__CAST(int32_t *, FT_MALLOC(sizeof(int32_t) * (size_t)k));
+        if (!ids[i]) { r = ft_set_error(FT_ERR_NOMEM, "ft_synth_generate: out of memory"); goto done; }
+        ft_tokenize(tok, text, L + P, ids[i], k, 1, 1);
+        len[i] = k; if (k > maxlen) maxlen = k;
+        FT_FREE(text); text = NULL;
+    }
+    if ((r = ft_kv_cache_init(&kv, m, n, maxlen + max_new)) != FT_OK) goto done;
+    memset(&go, 0, sizeof go);
+    go.max_new = max_new; if (s) go.sample = *s;
+    if (ft_tokenizer_eos(tok) >= 0) stop[ns++] = ft_tokenizer_eos(tok);
+    { int32_t im = ft_tokenizer_find(tok, "<|im_end|>"); if (im >= 0 && (ns == 0 || im != stop[0])) stop[ns++] = im; }
+    go.stop = stop; go.n_stop = ns;
+    if ((r = ft_generate(ctx, m, kv, n, (const int32_t *const *)ids, len, &go, rng, gen, glen, NULL)) != FT_OK) goto done;
+    for (i = 0; i < n; i++) {
+        const int32_t *g = gen + i * max_new; int64_t gl = glen[i], L; int stopped = 0, k;
+        for (k = 0; k < ns; k++) if (gl > 0 && g[gl - 1] == stop[k]) stopped = 1;
+        if (stopped) gl--;
+        if (truncated) truncated[i] = !stopped && glen[i] >= max_new;
+        L = gl > 0 ? ft_detokenize(tok, g, gl, NULL, 0, 0) : 0;
+        if (L < 0) { r = (ft_result)L; goto done; }
+        out[i] = FT__CAST(char *, FT_MALLOC((size_t)L + 1));
+        if (!out[i]) { r = ft_set_error(FT_ERR_NOMEM, "ft_synth_generate: out of memory"); goto done; }
+        if (gl > 0) ft_detokenize(tok, g, gl, out[i], L + 1, 0);
+        out[i][L] = 0;
+        ft__utf8_sanitize(out[i]);
+    }
+done:
+    if (r != FT_OK) ft_synth_texts_free(out, n);
+    if (ids) for (i = 0; i < n; i++) FT_FREE(ids[i]);
+    FT_FREE(ids); FT_FREE(len); FT_FREE(glen); FT_FREE(gen); FT_FREE(text);
+    ft_kv_cache_free(kv);
+    return r;
+}
+
+/* ---- the pipelines' shared state: the pool of instructions, the output file ---- */
+typedef struct ft__synth {
+    ft_synth_opts o; ft_synth_stats *st;
+    char **pool; int64_t n_pool, cap_pool, n_seed;
+    char **seed_input;              /* (n_seed) the seeds' inputs ("" if none)                    */
+    int64_t have;                   /* lines in the output                                        */
+    FILE *f; const char *out_path;
+    ft_rng rng; double t0;
+} ft__synth;
+
+static ft_result ft__synth_pool_add(ft__synth *S, const char *s) {
+    if (S->n_pool == S->cap_pool) {
+        int64_t c = S->cap_pool ? 2 * S->cap_pool : 64;
+        char **p = FT__CAST(char **, FT_REALLOC(S->pool, sizeof(char *) * (size_t)c));
+        if (!p) return ft_set_error(FT_ERR_NOMEM, "synth: out of memory");
+        S->pool = p; S->cap_pool = c;
+    }
+    if (!(S->pool[S->n_pool] = ft__strdup(s))) return ft_set_error(FT_ERR_NOMEM, "synth: out of memory");
+    S->n_pool++;
+    return FT_OK;
+}
+
+static void ft__synth_free(ft__synth *S) {
+    int64_t i;
+    for (i = 0; i < S->n_pool; i++) FT_FREE(S->pool[i]);
+    for (i = 0; i < S->n_seed && S->seed_input; i++) FT_FREE(S->seed_input[i]);
+    FT_FREE(S->pool); FT_FREE(S->seed_input);
+    if (S->f) fclose(S->f);
+}
+
+/* seeds, then the output file's instructions (resume), then the output opened for appending */
+static ft_result ft__synth_open(ft__synth *S, const char *seed_path, const char *out_path, const ft_synth_opts *o, ft_synth_stats *st) {
+    ft_jsonl *jl; ft_json_doc *d; ft_result r; FILE *f; int last = '\n';
+    memset(S, 0, sizeof *S);
+    S->o = ft__synth_defaults(o); S->st = st; S->out_path = out_path; S->t0 = ft_time_seconds();
+    memset(st, 0, sizeof *st);
+    if (!seed_path || !out_path) return ft_set_error(FT_ERR_INVALID, "synth: a seed file and an output file are needed");
+    if (S->o.n < 1) return ft_set_error(FT_ERR_INVALID, "synth: n = %lld examples requested", (long long)S->o.n);
+    if ((r = ft_jsonl_open(&jl, seed_path)) != FT_OK) return r;
+    for (;;) {
+        const char *ins, *inp; char **si;
+        if ((r = ft_jsonl_next(jl, &d)) != FT_OK) { ft_jsonl_close(jl); return r; }
+        if (!d) break;
+        ins = ft__jstr(ft_json_root(d), "instruction"); inp = ft__jstr(ft_json_root(d), "input");
+        if (!ins || !ins[0]) {
+            r = ft_set_error(FT_ERR_FORMAT, "%s:%lld: a seed task needs a non-empty string \"instruction\"", seed_path, (long long)ft_jsonl_line(jl));
+            ft_json_free(d); ft_jsonl_close(jl); return r;
+        }
+        if ((r = ft__synth_pool_add(S, ins)) != FT_OK) { ft_json_free(d); ft_jsonl_close(jl); return r; }
+        si = FT__CAST(char **, FT_REALLOC(S->seed_input, sizeof(char *) * (size_t)S->n_pool));
+        if (!si) { ft_json_free(d); ft_jsonl_close(jl); return ft_set_error(FT_ERR_NOMEM, "synth: out of memory"); }
+        S->seed_input = si; si[S->n_pool - 1] = ft__strdup(inp ? inp : "");
+        S->n_seed = S->n_pool;
+        ft_json_free(d);
+    }
+    ft_jsonl_close(jl);
+    if (S->n_seed == 0) return ft_set_error(FT_ERR_FORMAT, "%s: no seed tasks", seed_path);
+    if ((f = fopen(out_path, "rb")) != NULL) {                   /* resume */
+        long sz;
+        fseek(f, 0, SEEK_END); sz = ftell(f);
+        if (sz > 0) { fseek(f, sz - 1, SEEK_SET); last = fgetc(f); }
+        fclose(f);
+        if (sz > 0) {
+            if ((r = ft_jsonl_open(&jl, out_path)) != FT_OK) return r;
+            for (;;) {
+                const char *ins;
+                if ((r = ft_jsonl_next(jl, &d)) != FT_OK) { ft_jsonl_close(jl); return r; }
+                if (!d) break;
+                ins = ft__jstr(ft_json_root(d), "instruction");
+                if (!ins) {
+                    r = ft_set_error(FT_ERR_FORMAT, "%s:%lld: an output line without a string \"instruction\" (not this tool's file?)", out_path, (long long)ft_jsonl_line(jl));
+                    ft_json_free(d); ft_jsonl_close(jl); return r;
+                }
+                r = ft__synth_pool_add(S, ins);
+                ft_json_free(d);
+                if (r != FT_OK) { ft_jsonl_close(jl); return r; }
+                S->have++;
+            }
+            ft_jsonl_close(jl);
+        }
+    }
+    st->resumed = S->have;
+    if (!(S->f = fopen(out_path, "ab"))) return ft_set_error(FT_ERR_IO, "%s: cannot open for appending", out_path);
+    if (last != '\n') fputc('\n', S->f);                          /* a last line without its newline */
+    ft_rng_seed(&S->rng, S->o.seed ^ ((uint64_t)S->have * 0x9E3779B97F4A7C15ull));   /* a resumed run draws anew */
+    if (S->o.max_generated < 1) S->o.max_generated = 20 * (S->o.n - S->have) + 20;
+    return FT_OK;
+}
+
+static void ft__json_put(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') { fputc('\\', f); fputc(c, f); }
+        else if (c == '\n') fputs("\\n", f);
+        else if (c == '\t') fputs("\\t", f);
+        else if (c == '\r') fputs("\\r", f);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+static ft_result ft__synth_write(ft__synth *S, const char *ins, const char *out, const char *evol) {
+    fputs("{\"instruction\": ", S->f); ft__json_put(S->f, ins);
+    fputs(", \"input\": \"\", \"output\": ", S->f); ft__json_put(S->f, out);
+    if (evol) { fputs(", \"evol\": ", S->f); ft__json_put(S->f, evol); }
+    fputs("}\n", S->f);
+    if (fflush(S->f) != 0 || ferror(S->f)) return ft_set_error(FT_ERR_IO, "%s: write failed", S->out_path);
+    S->have++; S->st->kept++;
+    return FT_OK;
+}
+static void ft__synth_progress(ft__synth *S) {
+    char msg[512]; int k, n;
+    S->st->seconds = ft_time_seconds() - S->t0;
+    if (!S->o.log) return;
+    n = snprintf(msg, sizeof msg, "synth: %lld/%lld examples, generated %lld, kept %lld, %.0f s; rejected:",
+                 (long long)S->have, (long long)S->o.n, (long long)S->st->generated, (long long)S->st->kept, S->st->seconds);
+    for (k = 1; k < FT_SYNTH_REASON_COUNT && n > 0 && n < (int)sizeof msg; k++)
+        if (S->st->rejected[k]) n += snprintf(msg + n, sizeof msg - (size_t)n, " %s %lld", ft_synth_reason_name((ft_synth_reason)k), (long long)S->st->rejected[k]);
+    S->o.log(S->o.log_user, 0, msg);
+}
+
+/* answers cand[0..nc-1] in batches, writes the good ones (until o.n) */
+static ft_result ft__synth_answer(ft__synth *S, ft_ctx *ctx, ft_model *m, char **cand, const int *ops, int64_t nc) {
+    int64_t i0, i; ft_result r = FT_OK;
+    char **ans = FT__CAST(char **, FT_MALLOC(sizeof(char *) * (size_t)S->o.batch));
+    if (!ans) return ft_set_error(FT_ERR_NOMEM, "synth: out of memory");
+    for (i0 = 0; i0 < nc && S->have < S->o.n && r == FT_OK; i0 += S->o.batch) {
+        int64_t b = FT__MIN((int64_t)S->o.batch, nc - i0);
+        if ((r = ft_synth_generate(ctx, m, b, (const char *const *)cand + i0, NULL, NULL, S->o.max_new_answer,
+                                   &S->o.sample, &S->rng, ans, NULL)) != FT_OK) break;
+        S->st->calls++;
+        for (i = 0; i < b && r == FT_OK; i++) {
+            char *a = ft__synth_clean(ans[i], strlen(ans[i]));
+            if (S->have >= S->o.n) { FT_FREE(a); break; }
+            if (ft_synth_check_answer(a, cand[i0 + i], &S->o) != FT_SYNTH_KEPT) S->st->rejected[FT_SYNTH_BAD_ANSWER]++;
+            else {
+                r = ft__synth_write(S, cand[i0 + i], a, ops ? ft_synth_evol_op_name(ops[i0 + i]) : NULL);
+                if (ops && r == FT_OK) S->st->evol_ops[ops[i0 + i]]++;
+            }
+            FT_FREE(a);
+        }
+        ft_synth_texts_free(ans, b);
+    }
+    FT_FREE(ans);
+    return r;
+}
+
+static const char *ft__synth_list_task =
+    "Write a numbered list of short, varied tasks that someone could ask a helpful text assistant to do. "
+    "Each item is one self-contained instruction; the tasks differ in topic and kind (questions, writing, "
+    "rewriting, classifying, math, advice, explaining).";
+
+FT_API ft_result ft_synth_self_instruct(ft_ctx *ctx, ft_model *m, const char *seed_path, const char *out_path,
+                                        const ft_synth_opts *o, ft_synth_stats *st) {
+    ft__synth S; ft_result r; int64_t i, b;
+    char **user = NULL, **pre = NULL, **gen = NULL, **cand = NULL, *items[32]; int *trunc = NULL; int64_t *idx = NULL;
+    ft_synth_stats dummy;
+    if (!st) st = &dummy;
+    if ((r = ft__synth_open(&S, seed_path, out_path, o, st)) != FT_OK) { ft__synth_free(&S); return r; }
+    b = S.o.batch;
+    user = FT__CAST(char **, FT_MALLOC(sizeof(char *) * (size_t)b));
+    pre = FT__CAST(char **, FT_MALLOC(sizeof(char *) * (size_t)b));
+    gen = FT__CAST(char **, FT_MALLOC(sizeof(char *) * (size_t)b));
+    trunc = FT__CAST(int *, FT_MALLOC(sizeof(int) * (size_t)b));
+    cand = FT__CAST(char **, FT_MALLOC(sizeof(char *) * (size_t)(b * 32)));
+    if (!user || !pre || !gen || !trunc || !cand) { r = ft_set_error(FT_ERR_NOMEM, "synth: out of memory"); goto done; }
+    for (i = 0; i < b; i++) { pre[i] = NULL; user[i] = (char *)ft__synth_list_task; }
+    while (S.have < S.o.n && r == FT_OK) {
+        int64_t nc = 0, need = S.o.n - S.have, nb = FT__MIN(b, need), s, k;
+        if (st->generated >= S.o.max_generated) { st->stopped = 1; break; }
+        for (s = 0; s < nb; s++) {                               /* few-shot lists */
+            int64_t n_gen = S.n_pool - S.n_seed, kg = FT__MIN((int64_t)S.o.few_shot_generated, n_gen);
+            int64_t ks = FT__MIN((int64_t)S.o.few_shot - kg, S.n_seed), kk = ks + kg, len = 16, j;
+            char *p;
+            FT_FREE(idx);
+            idx = FT__CAST(int64_t *, FT_MALLOC(sizeof(int64_t) * (size_t)(kk + 1)));
+            if (!idx) { r = ft_set_error(FT_ERR_NOMEM, "synth: out of memory"); goto done; }
+            for (j = 0; j < ks; j++) {                             /* distinct seeds */
+                int64_t c, t;
+                do { c = (int64_t)(ft_rng_u64(&S.rng) % (uint64_t)S.n_seed); for (t = 0; t < j && idx[t] != c; t++) {} } while (t < j);
+                idx[j] = c;
+            }
+            for (j = 0; j < kg; j++) {                             /* distinct earlier outputs */
+                int64_t c, t;
+                do { c = S.n_seed + (int64_t)(ft_rng_u64(&S.rng) % (uint64_t)n_gen); for (t = ks; t < ks + j && idx[t] != c; t++) {} } while (t < ks + j);
+                idx[ks + j] = c;
+            }
+            for (j = 0; j < kk; j++) len += (int64_t)strlen(S.pool[idx[j]]) + 16;
+            FT_FREE(pre[s]);
+            if (!(p = pre[s] = FT__CAST(char *, FT_MALLOC((size_t)len)))) { r = ft_set_error(FT_ERR_NOMEM, "synth: out of memory"); goto done; }
+            p[0] = 0;
+            for (j = 0; j < kk; j++) {
+                const char *t = S.pool[idx[j]]; char *q = p + strlen(p); int64_t c;
+                q += sprintf(q, "%d. ", (int)(j + 1));
+                for (c = 0; t[c]; c++) *q++ = t[c] == '\n' ? ' ' : t[c];   /* one line per item */
+                *q++ = '\n'; *q = 0;
+            }
+            sprintf(p + strlen(p), "%d.", (int)(kk + 1));
+        }
+        if ((r = ft_synth_generate(ctx, m, nb, (const char *const *)user, (const char *const *)pre, NULL, S.o.max_new,
+                                   &S.o.sample, &S.rng, gen, trunc)) != FT_OK) break;
+        st->calls++;
+        for (s = 0; s < nb; s++) {
+            int kk = (int)FT__MIN((int64_t)S.o.few_shot, S.n_pool), ni = ft_synth_parse_list(gen[s], kk + 1, trunc[s], items, 32);
+            for (k = 0; k < ni; k++) {
+                ft_synth_reason why = FT_SYNTH_KEPT;
+                if (nc < need && r == FT_OK) {
+                    st->generated++;
+                    why = ft_synth_check_instruction(items[k], NULL, (const char *const *)S.pool, S.n_pool, &S.o, NULL);
+                    if (why != FT_SYNTH_KEPT) st->rejected[why]++;
+                    else if ((r = ft__synth_pool_add(&S, items[k])) == FT_OK) { cand[nc++] = items[k]; items[k] = NULL; }
+                }
+                FT_FREE(items[k]);
+            }
+        }
+        ft_synth_texts_free(gen, nb);
+        if (r == FT_OK && nc > 0) r = ft__synth_answer(&S, ctx, m, cand, NULL, nc);
+        ft_synth_texts_free(cand, nc);
+        ft__synth_progress(&S);
+    }
+done:
+    if (pre) ft_synth_texts_free(pre, b);
+    FT_FREE(user); FT_FREE(pre); FT_FREE(gen); FT_FREE(trunc); FT_FREE(cand); FT_FREE(idx);
+    st->seconds = ft_time_seconds() - S.t0;
+    ft__synth_free(&S);
+    return r;
+}
+
+/* the evolution prompts: in-depth operations 0..4, in-breadth 5 (this file's wording) */
+static const char *ft__evol_ops[6] = {
+    "Make the task a little harder by adding one more requirement or limit that the answer must respect.",
+    "Make the task ask about its topic in more depth: a question that goes further into the subject.",
+    "Make the task more specific: replace general words in it with concrete, particular ones.",
+    "Make the task need several explicit steps of thinking to answer, not just one simple step.",
+    "Add a small concrete input to the task (a short sentence, a list of numbers or a few words) that the answer must work on.",
+    NULL};
+static char *ft__evol_prompt(int op, const char *inst) {
+    static const char *depth_head = "Rewrite the task below into a new version that is more difficult but still clear and answerable by a person. ";
+    static const char *depth_tail = " Keep it to one or two sentences. Reply with the rewritten task only.\n\nTask: ";
+    static const char *breadth = "Take the task below as inspiration and write one brand-new task from the same field, on a rarer topic, "
+                                 "about as long and as difficult. Reply with the new task only.\n\nTask: ";
+    size_t n = strlen(depth_head) + strlen(depth_tail) + strlen(breadth) + 256 + strlen(inst);
+    char *p = FT__CAST(char *, FT_MALLOC(n));
+    if (!p) return NULL;
+    if (op == 5) snprintf(p, n, "%s%s", breadth, inst);
+    else snprintf(p, n, "%s%s%s%s", depth_head, ft__evol_ops[op], depth_tail, inst);
+    return p;
+}
+
+FT_API ft_result ft_synth_evol_instruct(ft_ctx *ctx, ft_model *m, const char *seed_path, const char *out_path,
+                                        const ft_synth_opts *o, ft_synth_stats *st) {
+    ft__synth S; ft_result r; int64_t i, b;
+    char **user = NULL, **gen = NULL, **cand = NULL, **orig = NULL; int *ops = NULL, *cops = NULL; const char **pre = NULL;
+    ft_synth_stats dummy;
+    if (!st) st = &dummy;
+    if ((r = ft__synth_open(&S, seed_path, out_path, o, st)) != FT_OK) { ft__synth_free(&S); return r; }
+    b = S.o.batch;
+    user = FT__CAST(char **, FT_MALLOC(sizeof(char *) * (size_t)b));
+    gen = FT__CAST(char **, FT_MALLOC(sizeof(char *) * (size_t)b));
+    cand = FT__CAST(char **, FT_MALLOC(sizeof(char *) * (size_t)b));
+    orig = FT__CAST(char **, FT_MALLOC(sizeof(char *) * (size_t)b));
+    ops = FT__CAST(int *, FT_MALLOC(sizeof(int) * (size_t)b));
+    cops = FT__CAST(int *, FT_MALLOC(sizeof(int) * (size_t)b));
+    pre = FT__CAST(const char **, FT_MALLOC(sizeof(char *) * (size_t)b));
+    if (!user || !gen || !cand || !orig || !ops || !cops || !pre) { r = ft_set_error(FT_ERR_NOMEM, "synth: out of memory"); goto done; }
+    for (i = 0; i < b; i++) user[i] = orig[i] = NULL;
+    while (S.have < S.o.n && r == FT_OK) {
+        int64_t nc = 0, need = S.o.n - S.have, nb = FT__MIN(b, need), s;
+        if (st->generated >= S.o.max_generated) { st->stopped = 1; break; }
+        for (s = 0; s < nb; s++) {                               /* an instruction and an operation each */
+            int64_t src = (int64_t)(ft_rng_u64(&S.rng) % (uint64_t)S.n_pool);
+            const char *in = src < S.n_seed ? S.seed_input[src] : "";
+            size_t L = strlen(S.pool[src]) + strlen(in) + 2;
+            ops[s] = (int)(ft_rng_u64(&S.rng) % 6);
+            FT_FREE(orig[s]);
+            if (!(orig[s] = FT__CAST(char *, FT_MALLOC(L)))) { r = ft_set_error(FT_ERR_NOMEM, "synth: out of memory"); goto done; }
+            if (in[0]) snprintf(orig[s], L, "%s\n%s", S.pool[src], in);
+            else snprintf(orig[s], L, "%s", S.pool[src]);
+            FT_FREE(user[s]);
+            if (!(user[s] = ft__evol_prompt(ops[s], orig[s]))) { r = ft_set_error(FT_ERR_NOMEM, "synth: out of memory"); goto done; }
+        }
+        for (s = 0; s < nb; s++) pre[s] = ops[s] == 5 ? "New task:" : "Rewritten task:";   /* the reply's start */
+        if ((r = ft_synth_generate(ctx, m, nb, (const char *const *)user, pre, NULL, S.o.max_new,
+                                   &S.o.sample, &S.rng, gen, NULL)) != FT_OK) break;
+        st->calls++;
+        for (s = 0; s < nb && r == FT_OK; s++) {
+            const char *g = gen[s], *e = strstr(g, "\n\n");           /* the first paragraph */
+            char *ev = ft__synth_clean(g, e ? (size_t)(e - g) : strlen(g));
+            ft_synth_reason why;
+            if (!ev) { r = ft_set_error(FT_ERR_NOMEM, "synth: out of memory"); break; }
+            st->generated++;
+            why = ft_synth_check_instruction(ev, orig[s], (const char *const *)S.pool, S.n_pool, &S.o, NULL);
+            if (why != FT_SYNTH_KEPT) { st->rejected[why]++; FT_FREE(ev); continue; }
+            if ((r = ft__synth_pool_add(&S, ev)) != FT_OK) { FT_FREE(ev); break; }
+            cand[nc] = ev; cops[nc] = ops[s]; nc++;
+        }
+        ft_synth_texts_free(gen, nb);
+        if (r == FT_OK && nc > 0) r = ft__synth_answer(&S, ctx, m, cand, cops, nc);
+        ft_synth_texts_free(cand, nc);
+        ft__synth_progress(&S);
+    }
+done:
+    if (user) ft_synth_texts_free(user, b);
+    if (orig) ft_synth_texts_free(orig, b);
+    FT_FREE(user); FT_FREE(gen); FT_FREE(cand); FT_FREE(orig); FT_FREE(ops); FT_FREE(cops); FT_FREE(pre);
+    st->seconds = ft_time_seconds() - S.t0;
+    ft__synth_free(&S);
+    return r;
 }
 
 /* ============================================================================================

@@ -47,6 +47,10 @@ static int usage(void) {
         "           [--type f16|...] -o OUT.gguf   several models or adapters into one (ft merge-models --help)\n"
         "  quantize --type nf4 -m IN.gguf -o OUT.gguf [--output]   linear weights -> NF4 (QLoRA's, bitsandbytes'\n"
         "           bytes); --output: the untied head too; everything else copied\n"
+        "  synth    --method self-instruct|evol-instruct -m MODEL.gguf --seed-tasks SEEDS.jsonl -n N -o OUT.jsonl\n"
+        "           [--batch B] [--max-new T] [--max-new-inst T] [--temperature T] [--top-p P] [--seed S]\n"
+        "           [--rouge 0.7] [--evol-rouge 0.9] [--few-shot K] [--min-words W] [--max-words W] [--threads N]\n"
+        "           synthetic instruction data from the model itself; OUT.jsonl is resumed when it exists\n"
         "  ADAPTER: a llama.cpp LoRA GGUF (adapter.gguf), finetune.h's own adapter GGUF or a PEFT directory\n");
     return 2;
 }
@@ -965,11 +969,71 @@ static int cmd_quantize(int argc, char **argv) {
     return 0;
 }
 
+/* ---- ft synth: Self-Instruct / Evol-Instruct datasets from the model itself ------------------------ */
+static void synth_log(void *user, int level, const char *msg) { (void)user; fprintf(stderr, "%s%s\n", level ? "warning: " : "", msg); }
+static int cmd_synth(int argc, char **argv) {
+    const char *model = NULL, *method = NULL, *seeds = NULL, *out = NULL; int threads = 0, i, k;
+    ft_synth_opts o; ft_synth_stats st; ft_ctx_opts co; ft_model *m; ft_ctx *ctx; ft_result r; int64_t rej = 0;
+    memset(&o, 0, sizeof o);
+    o.sample.temperature = 0.7f; o.sample.top_p = 0.9f; o.seed = 1; o.max_new_answer = 128;
+    for (i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) { fprintf(stderr, "ft synth: %s needs a value\n", a); return usage(); }
+        if (strcmp(a, "--method") == 0) method = v;
+        else if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) model = v;
+        else if (strcmp(a, "--seed-tasks") == 0) seeds = v;
+        else if (strcmp(a, "-n") == 0) o.n = strtoll(v, NULL, 10);
+        else if (strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0) out = v;
+        else if (strcmp(a, "--batch") == 0) o.batch = atoi(v);
+        else if (strcmp(a, "--max-new") == 0) o.max_new_answer = atoi(v);
+        else if (strcmp(a, "--max-new-inst") == 0) o.max_new = atoi(v);
+        else if (strcmp(a, "--temperature") == 0 || strcmp(a, "--temp") == 0) o.sample.temperature = (float)atof(v);
+        else if (strcmp(a, "--top-p") == 0) o.sample.top_p = (float)atof(v);
+        else if (strcmp(a, "--seed") == 0) o.seed = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--rouge") == 0) o.rouge = (float)atof(v);
+        else if (strcmp(a, "--evol-rouge") == 0) o.evol_rouge = (float)atof(v);
+        else if (strcmp(a, "--few-shot") == 0) o.few_shot = atoi(v);
+        else if (strcmp(a, "--min-words") == 0) o.min_words = atoi(v);
+        else if (strcmp(a, "--max-words") == 0) o.max_words = atoi(v);
+        else if (strcmp(a, "--threads") == 0) threads = atoi(v);
+        else { fprintf(stderr, "ft synth: unknown option %s\n", a); return usage(); }
+        i++;
+    }
+    if (!model || !method || !seeds || !out || o.n < 1) return usage();
+    if (strcmp(method, "self-instruct") == 0) o.method = FT_SYNTH_SELF_INSTRUCT;
+    else if (strcmp(method, "evol-instruct") == 0) o.method = FT_SYNTH_EVOL_INSTRUCT;
+    else { fprintf(stderr, "ft synth: --method %s (self-instruct or evol-instruct)\n", method); return 2; }
+    o.log = synth_log;
+    if (ft_model_load(&m, model, NULL) != FT_OK) return fail("synth");
+    memset(&co, 0, sizeof co); co.n_threads = threads;
+    if (ft_ctx_init(&ctx, &co) != FT_OK) { ft_model_free(m); return fail("synth"); }
+    r = o.method == FT_SYNTH_SELF_INSTRUCT ? ft_synth_self_instruct(ctx, m, seeds, out, &o, &st)
+                                           : ft_synth_evol_instruct(ctx, m, seeds, out, &o, &st);
+    ft_ctx_free(ctx); ft_model_free(m);
+    if (r != FT_OK) return fail("synth");
+    for (k = 1; k < FT_SYNTH_REASON_COUNT; k++) rej += st.rejected[k];
+    printf("%s: %s\n", method, out);
+    printf("  %-22s %8lld\n", "already in the file", (long long)st.resumed);
+    printf("  %-22s %8lld\n", "generated", (long long)st.generated);
+    printf("  %-22s %8lld\n", "kept", (long long)st.kept);
+    printf("  %-22s %8lld\n", "rejected", (long long)rej);
+    for (k = 1; k < FT_SYNTH_REASON_COUNT; k++)
+        if (st.rejected[k]) printf("    %-20s %8lld\n", ft_synth_reason_name((ft_synth_reason)k), (long long)st.rejected[k]);
+    if (o.method == FT_SYNTH_EVOL_INSTRUCT)
+        for (k = 0; k < 6; k++) if (st.evol_ops[k]) printf("  kept by %-14s %8lld\n", ft_synth_evol_op_name(k), (long long)st.evol_ops[k]);
+    printf("  %-22s %8lld\n", "generate calls", (long long)st.calls);
+    printf("  %-22s %8.1f s\n", "time", st.seconds);
+    if (st.stopped) fprintf(stderr, "ft synth: stopped after %lld proposals with %lld of %lld examples; run it again to continue (the file is resumed)\n",
+                            (long long)st.generated, (long long)(st.resumed + st.kept), (long long)o.n);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return usage();
     if (strcmp(argv[1], "merge-models") == 0) return cmd_merge_models(argc - 2, argv + 2);
     if (strcmp(argv[1], "quantize") == 0) return cmd_quantize(argc - 2, argv + 2);
     if (strcmp(argv[1], "info") == 0) return cmd_info(argc - 2, argv + 2);
+    if (strcmp(argv[1], "synth") == 0) return cmd_synth(argc - 2, argv + 2);
     if (strcmp(argv[1], "generate") == 0) return cmd_generate(argc - 2, argv + 2);
     if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 2, argv + 2);
     if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 2, argv + 2);
