@@ -221,5 +221,5 @@ int main(void) {
     RUN(self_instruct_runs);
     RUN(errors_name_file_and_line);
     ft_ctx_free(CTX); ft_model_free(M);
-    return ft_test_summary("test_synth.c");
+    return ft_test_summary("test_synth");
 }
