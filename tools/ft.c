@@ -20,7 +20,7 @@ static int usage(void) {
         "           [--bottleneck K] [--placement houlsby|pfeiffer] [--act relu|gelu|silu|tanh]\n"
         "           [--virtual-tokens P] [--prefix-hidden H] [--prompt-init random|vocab|text] [--prompt-text S]\n"
         "           [--freeze PATTERNS] (full: e.g. 'token_embd.*,blk.0.*')\n"
-        "           --objective sft|cpt|dpo|ipo|hinge|robust|simpo|orpo|kto|rm [--beta B] [--gamma G]\n"
+        "           --objective sft|cpt|dpo|ipo|hinge|robust|simpo|orpo|kto|rm|grpo|ppo [--beta B] [--gamma G]\n"
         "           [--label-smoothing E] [--desirable-weight W] [--undesirable-weight W] [--rm-center C]\n"
         "           [--eval EVAL.jsonl] [--steps N | --epochs E] [--lr X] [--batch B] [--grad-accum K]\n"
         "           [--seq-len T] [--rank R] [--alpha A] [--dropout P] [--targets all|attn|mlp|q_proj,v_proj,..]\n"
