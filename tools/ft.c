@@ -563,6 +563,7 @@ static int train_rl(ft_ctx *ctx, ft_model *m, ft_peft *p, const ft_dataset *trai
     int is_ppo = strcmp(o->objective, "ppo") == 0; ft_result r; float full = 1;
     memset(&rm, 0, sizeof rm);
     if ((nr = parse_rewards(o->reward, o->model, o->threads, rw, 8, &rm, &len_target)) <= 0) return 1;
+    { char cp[2048]; FILE *f; snprintf(cp, sizeof cp, "%s/config", o->out); if ((f = fopen(cp, "w"))) { opts_write(o, f); fclose(f); } }
     { int k; full = 0; for (k = 0; k < nr; k++) if (rw[k].fn != ft_reward_length) full += rw[k].weight; }
     if (ft_dataset_format(train) != FT_DATA_PROMPT) { fprintf(stderr, "ft: %s: RL needs prompt data ({\"prompt\", \"answer\"})\n", o->data); return 1; }
     if (ev) {
