@@ -166,7 +166,8 @@
       constant / linear / cosine schedules with warmup, LoRA+ rates, a NaN guard that never
       touches the weights, atomic checkpoints (ft_checkpoint_save) from which a run resumes bit
       for bit. ft_eval_loss and ft_eval_generate measure loss, perplexity and exact-match
-      accuracy; ft_svg_plot draws the curves. ft_dataset_mix mixes datasets by ratio (replay).
+      accuracy; ft_svg_plot draws the curves. ft_dataset_mix mixes datasets by ratio (replay);
+      ft_mix_ratios gives several tasks FLAN / T5 temperature-sampling rates (min(n_i, cap)^(1/T)).
 
    10. Alignment and reinforcement learning (the definitions of TRL; tests/test_trl.c)
       ft_train_opts.objective picks the loss over per-sequence log-probs of the policy (adapter
@@ -191,7 +192,7 @@
    11. Merging: ft_merge_models (linear, task arithmetic, TIES, DARE as mergekit 0.1.5 defines
        them) over models and adapters, one tensor at a time, into a GGUF.
 
-   12. Tools: build/ft (info, generate, train, eval, merge, export, logits, quantize --type nf4),
+   12. Tools: build/ft (info, generate, train, eval, merge, export, logits, quantize, synth, sweep),
        tools/fetch-model, tools/bench, tools/ref (reference scripts: fixtures, adapter_compat.py);
        see README.
        CUDA: every compute call goes through ft_gemm and the row kernels of the [kernels]
@@ -913,6 +914,8 @@ FT_API int64_t   ft_dataset_tokens(const ft_dataset *d);
 FT_API ft_result ft_dataset_split(ft_dataset *d, double frac, uint64_t seed, ft_dataset **eval);   /* held-out part */
 FT_API ft_result ft_dataset_mix(ft_dataset **out, ft_dataset *const *parts, const double *ratios, int n_parts,
                                 int64_t n_total, uint64_t seed);                 /* e.g. 10% general replay */
+FT_API ft_result ft_mix_ratios(const int64_t *sizes, int n, double temperature, double cap, double *out);
+                                /* FLAN / T5 temperature sampling: out[i] ~ min(n_i, cap)^(1/T), sums to 1 */
 
 
 /* ---- objectives: preference losses on per-sequence log-probs (TRL's definitions) ----------------- */
@@ -8702,6 +8705,23 @@ FT_API ft_result ft_dataset_mix(ft_dataset **out, ft_dataset *const *parts, cons
     FT_FREE(orders); FT_FREE(cursor);
     if (r != FT_OK) { ft_dataset_free(*out); *out = NULL; }
     return r;
+}
+
+/* multi-task mixing rates (T5 section 3.5.2, FLAN): r_i = m_i^(1/T) / sum_j m_j^(1/T) with
+   m_i = min(n_i, cap) (cap <= 0: no cap). T = 1 is examples-proportional mixing, larger T flattens
+   towards equal rates (T -> infinity), the cap keeps a huge task from drowning the small ones. */
+FT_API ft_result ft_mix_ratios(const int64_t *sizes, int n, double temperature, double cap, double *out) {
+    double sum = 0; int i;
+    if (n < 1 || !(temperature > 0) || !isfinite(temperature)) return ft_set_error(FT_ERR_INVALID, "mix ratios: %d tasks, temperature %g (> 0)", n, temperature);
+    for (i = 0; i < n; i++) {
+        double m = (double)sizes[i];
+        if (sizes[i] < 1) return ft_set_error(FT_ERR_INVALID, "mix ratios: task %d has %lld examples", i, (long long)sizes[i]);
+        if (cap > 0 && m > cap) m = cap;
+        out[i] = pow(m, 1.0 / temperature);
+        sum += out[i];
+    }
+    for (i = 0; i < n; i++) out[i] /= sum;
+    return FT_OK;
 }
 
 FT_API void ft_dataset_free(ft_dataset *d) {

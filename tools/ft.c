@@ -1,4 +1,4 @@
-/* ft - the finetune.h command line: info, generate, train, eval, merge, export, logits, quantize (usage()
+/* ft - the finetune.h command line: info, generate, train, eval, merge, export, logits, quantize, sweep (usage()
    lists every option). Every failure prints the library's message (file, offset or line) and
    exits non-zero. An ADAPTER is a llama.cpp LoRA GGUF, finetune.h's own adapter GGUF or a PEFT
    directory. */
@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>                    /* ft sweep runs each trial as a child `ft train` */
+#include <fcntl.h>
+#include <errno.h>
 
 static int usage(void) {
     fprintf(stderr,
@@ -30,10 +33,14 @@ static int usage(void) {
         "           [--eval-split F] [--mix OTHER.jsonl:RATIO ...] (e.g. 0.1 of general text, against forgetting)\n"
         "           [--eval-general TEXT.jsonl] (its perplexity before and after: the forgetting check)\n"
         "           [--init-adapter ADAPTER] (fold an earlier stage in first: sft, then rm / dpo / ppo on top)\n"
+        "           [--task FILE[:EVAL] ...] [--mix-temperature T] [--mix-cap K] several tasks mixed at rates\n"
+        "           min(n_i, K)^(1/T) (FLAN / T5), each task's EVAL reported separately; [--eval-before 0]\n"
         "           grpo/ppo: --reward number,length:N,rm:ADAPTER,regex:PATTERN [--group G] [--prompts P]\n"
         "           [--iterations K] [--temperature T] [--top-p P] [--epsilon E] [--epsilon-high E] [--kl-beta B]\n"
         "           [--kl-coef C] [--kl-target K (adaptive kl-coef)] [--loss-type grpo|bnpo|dr_grpo|dapo] [--scale-rewards group|batch|none] [--max-new N]\n"
         "           [--quantize nf4] (the linear weights as NF4 at load: QLoRA's base; also for eval)\n"
+        );
+    fprintf(stderr,                                   /* two strings: C99 promises only 4095 characters each */
         "  eval     -m MODEL.gguf [--lora ADAPTER] --data EVAL.jsonl [--eval-gen N] [--max-new N] [--quantize nf4]\n"
         "  merge    -m MODEL.gguf [--adapter ADAPTER] [--type f16|f32|bf16|q8_0|q4_0|q4_1|base] [--embeddings]\n"
         "           -o OUT.gguf   a whole model with the adapter merged into its linear weights (default\n"
@@ -51,6 +58,8 @@ static int usage(void) {
         "           [--batch B] [--max-new T] [--max-new-inst T] [--temperature T] [--top-p P] [--seed S]\n"
         "           [--rouge 0.7] [--evol-rouge 0.9] [--few-shot K] [--min-words W] [--max-words W] [--threads N]\n"
         "           synthetic instruction data from the model itself; OUT.jsonl is resumed when it exists\n"
+        "  sweep    -m MODEL.gguf --data TRAIN.jsonl --eval EVAL.jsonl --out DIR --grid lr=1e-4,3e-4 --grid rank=4,16\n"
+        "           [--random N --seed S] [ft train options]   a trial per combination (ft sweep --help)\n"
         "  ADAPTER: a llama.cpp LoRA GGUF (adapter.gguf), finetune.h's own adapter GGUF or a PEFT directory\n");
     return 2;
 }
@@ -286,6 +295,9 @@ typedef struct opts {
     double lr, alpha, dropout, max_grad_norm, weight_decay, lr_ratio_b, eval_split, beta, gamma, label_smoothing;
     double desirable_weight, undesirable_weight, rm_center;
     const char *mix[4]; double mix_ratio[4]; int n_mix;    /* --mix FILE:RATIO (replay)          */
+    const char *task[8], *task_eval[8]; int n_task;        /* --task FILE[:EVAL] (multi-task)     */
+    double mix_temperature, mix_cap;                       /* their rates: min(n, cap)^(1/T)      */
+    int eval_before;                                       /* 0: no "before" evaluation (sweeps)  */
     uint64_t seed;
     char *cfg_text;                                   /* storage behind values read from --config */
 } opts;
@@ -298,6 +310,7 @@ static void opts_default(opts *o) {
     o->steps = 0; o->epochs = 1; o->batch = 8; o->seq_len = 256; o->rank = 16; o->alpha = 32; o->lr = 2e-4;
     o->grad_accum = 1; o->warmup = 0; o->max_grad_norm = 1.0; o->seed = 1; o->eval_every = 0; o->save_every = 50;
     o->log_every = 10; o->eval_gen = 100; o->max_new = 32; o->skip_bad = 0;
+    o->mix_temperature = 1; o->eval_before = 1;
 }
 
 /* one key/value; returns 0 when the key is unknown or the value is missing */
@@ -319,6 +332,15 @@ static int opts_set(opts *o, const char *k, const char *v) {
     D("lr", lr) D("alpha", alpha) D("dropout", dropout) D("max-grad-norm", max_grad_norm) D("weight-decay", weight_decay)
     D("lora-plus", lr_ratio_b) D("eval-split", eval_split) D("beta", beta) D("gamma", gamma) D("label-smoothing", label_smoothing)
     D("desirable-weight", desirable_weight) D("undesirable-weight", undesirable_weight) D("rm-center", rm_center)
+    D("mix-temperature", mix_temperature) D("mix-cap", mix_cap) I("eval-before", eval_before)
+    if (strcmp(k, "task") == 0) {                     /* FILE[:EVAL_FILE], up to 8 */
+        char *c = v ? strrchr(v, ':') : NULL;
+        if (!v || !*v || o->n_task == 8) return 0;
+        o->task_eval[o->n_task] = c && c[1] ? c + 1 : NULL;
+        if (c) *c = 0;                                /* the training file ends at the colon */
+        o->task[o->n_task++] = v;
+        return 1;
+    }
     if (strcmp(k, "mix") == 0) {                      /* FILE:RATIO, up to 4 */
         const char *c = v ? strrchr(v, ':') : NULL;
         if (!c || o->n_mix == 4) return 0;
@@ -380,10 +402,13 @@ static int opts_parse(opts *o, int argc, char **argv) {
 
 static void opts_write(const opts *o, FILE *f) {
     fprintf(f, "# resolved configuration of this run (ft train --config FILE reads it back)\n");
-    fprintf(f, "model = %s\nmethod = %s\nobjective = %s\ndata = %s\n", o->model, o->method, o->objective, o->data);
+    fprintf(f, "model = %s\nmethod = %s\nobjective = %s\n", o->model, o->method, o->objective);
+    if (o->data) fprintf(f, "data = %s\n", o->data);
     if (o->eval) fprintf(f, "eval = %s\n", o->eval);
     { int i; for (i = 0; i < o->n_mix; i++) fprintf(f, "mix = %s:%g\n", o->mix[i], o->mix_ratio[i]); }
     if (o->eval_split > 0) fprintf(f, "eval-split = %g\n", o->eval_split);
+    { int i; for (i = 0; i < o->n_task; i++) fprintf(f, "task = %s%s%s\n", o->task[i], o->task_eval[i] ? ":" : "", o->task_eval[i] ? o->task_eval[i] : ""); }
+    if (o->n_task) fprintf(f, "mix-temperature = %g\nmix-cap = %g\n", o->mix_temperature, o->mix_cap);
     fprintf(f, "out = %s\nsteps = %lld\nepochs = %d\nbatch = %lld\ngrad-accum = %d\nseq-len = %lld\npack = %d\n", o->out,
             (long long)o->steps, o->epochs, (long long)o->batch, o->grad_accum, (long long)o->seq_len, o->pack);
     fprintf(f, "lr = %g\nschedule = %s\nwarmup = %lld\nmax-grad-norm = %g\nweight-decay = %g\nlora-plus = %g\n", o->lr, o->schedule,
@@ -629,13 +654,87 @@ static int load_model(ft_model **m, const opts *o) {
     return 1;
 }
 
+/* --task FILE[:EVAL] ...: the tasks' training sets (and --data, as one more task) mixed at FLAN / T5
+   temperature-sampling rates, min(n_i, cap)^(1/T) normalised (ft_mix_ratios), one pass over the
+   mixture as long as all the tasks together; each task's eval file loaded for its own table rows */
+static int load_tasks(ft_dataset **train, ft_dataset **tev, const opts *o, ft_model *m, const ft_data_opts *dopt) {
+    ft_dataset *parts[9], *mixed; int64_t sizes[9], total = 0; double rates[9]; int n = 0, i;
+    const ft_tokenizer *tok = ft_model_tokenizer(m); const char *tmpl = ft_model_chat_template(m);
+    if (*train) parts[n++] = *train;
+    for (i = 0; i < o->n_task; i++) {
+        if (ft_dataset_load(&parts[n], o->task[i], tok, tmpl, dopt) != FT_OK) return fail("train --task");
+        n++;
+        if (o->task_eval[i] && ft_dataset_load(&tev[i], o->task_eval[i], tok, tmpl, dopt) != FT_OK) return fail("train --task");
+    }
+    for (i = 0; i < n; i++) { sizes[i] = ft_dataset_size(parts[i]); total += sizes[i]; }
+    if (ft_mix_ratios(sizes, n, o->mix_temperature, o->mix_cap, rates) != FT_OK) return fail("train --mix-temperature");
+    for (i = 0; i < n; i++)
+        fprintf(stderr, "ft: task %s: %lld %s examples, sampling rate %.3f\n", i < n - o->n_task ? o->data : o->task[i - (n - o->n_task)],
+                (long long)sizes[i], ft_data_format_name(ft_dataset_format(parts[i])), rates[i]);
+    if (ft_dataset_mix(&mixed, parts, rates, n, total, o->seed) != FT_OK) {
+        fail("train --task");
+        for (i = 0; i < n; i++) fprintf(stderr, "ft:   part %d: %s\n", i, i < n - o->n_task ? o->data : o->task[i - (n - o->n_task)]);
+        return 1;
+    }
+    for (i = 0; i < n; i++) ft_dataset_free(parts[i]);
+    *train = mixed;
+    return 0;
+}
+
+/* the per-task table: each --task's eval file, before (adapter off) and after */
+static void print_tasks(const opts *o, const evres *t0, const evres *t1, int no_before) {
+    int i;
+    printf("\n| %-32s | %-18s | %-16s | %-14s |\n|%s|%s|%s|%s|\n", "task eval file", "loss", "perplexity", "exact match",
+           "----------------------------------", "--------------------", "------------------", "----------------");
+    for (i = 0; i < o->n_task; i++) {
+        char l[64], pp[64], em[64];
+        if (!o->task_eval[i]) continue;
+        if (no_before) {
+            snprintf(l, sizeof l, "%.4f", t1[i].loss); snprintf(pp, sizeof pp, "%.2f", exp(t1[i].loss));
+            snprintf(em, sizeof em, t1[i].gen.n ? "%.1f%%" : "-", 100 * t1[i].gen.exact_rate);
+        } else {
+            snprintf(l, sizeof l, "%.4f -> %.4f", t0[i].loss, t1[i].loss); snprintf(pp, sizeof pp, "%.2f -> %.2f", exp(t0[i].loss), exp(t1[i].loss));
+            snprintf(em, sizeof em, t1[i].gen.n ? "%.0f%% -> %.0f%%" : "-", 100 * t0[i].gen.exact_rate, 100 * t1[i].gen.exact_rate);
+        }
+        printf("| %-32s | %-18s | %-16s | %-14s |\n", o->task_eval[i], l, pp, em);
+    }
+}
+
+/* OUT/eval.json: the final evaluation (ft sweep reads it) */
+static void write_eval_json(const opts *o, const ft_dataset *ev, const evres *e0, const evres *e1, const evres *t0, const evres *t1, int no_before) {
+    char path[2048]; FILE *f; int i, first = 1;
+    snprintf(path, sizeof path, "%s/eval.json", o->out);
+    if (!(f = fopen(path, "w"))) { fprintf(stderr, "ft: %s: cannot write\n", path); return; }
+    fprintf(f, "{");
+    if (ev && ft_dataset_format(ev) != FT_DATA_PREFERENCE) {
+        fprintf(f, "\"eval_loss\": %.6f, \"eval_perplexity\": %.4f", e1->loss, exp(e1->loss));
+        if (e1->gen.n) fprintf(f, ", \"exact_match\": %.4f, \"contains\": %.4f, \"n_gen\": %lld", e1->gen.exact_rate, e1->gen.contains_rate, (long long)e1->gen.n);
+        if (!no_before) fprintf(f, ", \"before_eval_loss\": %.6f", e0->loss);
+        first = 0;
+    }
+    if (o->n_task) {
+        fprintf(f, "%s\"tasks\": [", first ? "" : ", ");
+        for (i = 0, first = 1; i < o->n_task; i++) {
+            if (!o->task_eval[i]) continue;
+            fprintf(f, "%s{\"eval\": \"%s\", \"eval_loss\": %.6f, \"exact_match\": %.4f", first ? "" : ", ", o->task_eval[i], t1[i].loss, t1[i].gen.exact_rate);
+            if (!no_before) fprintf(f, ", \"before_eval_loss\": %.6f, \"before_exact_match\": %.4f", t0[i].loss, t0[i].gen.exact_rate);
+            fprintf(f, "}");
+            first = 0;
+        }
+        fprintf(f, "]");
+    }
+    fprintf(f, "}\n");
+    fclose(f);
+}
+
 static int cmd_train(int argc, char **argv) {
     opts o; ft_model *m; ft_ctx *ctx; ft_ctx_opts co; ft_peft *p; ft_dataset *train, *ev = NULL;
     ft_data_opts dopt; ft_train_opts to; ft_train_state st; run rn; ft_peft_opts po; ft_dataset *gen = NULL; char path[2048]; FILE *f; ft_result r;
-    evres e0, e1; int have_ckpt = 0;
+    evres e0, e1, t0[8], t1[8]; int have_ckpt = 0, no_before, i; ft_dataset *tev[8] = {0};
     opts_default(&o);
     if (!opts_parse(&o, argc, argv)) return 2;
-    if (!o.model || !o.data || !o.out) { fprintf(stderr, "ft train: needs -m MODEL, --data FILE and --out DIR\n"); return 2; }
+    if (!o.model || (!o.data && !o.n_task) || !o.out) { fprintf(stderr, "ft train: needs -m MODEL, --data FILE (or --task FILE[:EVAL]) and --out DIR\n"); return 2; }
+    memset(&e0, 0, sizeof e0); memset(t0, 0, sizeof t0);
     {
         static const char *ms[] = {"lora", "qlora", "dora", "adapter", "prefix", "prompt", "ia3", "full"};
         int k, ok = 0;
@@ -661,9 +760,11 @@ static int cmd_train(int argc, char **argv) {
     memset(&dopt, 0, sizeof dopt);
     dopt.format = strcmp(o.objective, "cpt") == 0 ? FT_DATA_TEXT : FT_DATA_AUTO;
     dopt.max_len = o.seq_len; dopt.train_on_prompt = o.train_on_prompt; dopt.skip_bad = o.skip_bad;
-    if (ft_dataset_load(&train, o.data, ft_model_tokenizer(m), ft_model_chat_template(m), &dopt) != FT_OK) return fail("train");
+    train = NULL;
+    if (o.data && ft_dataset_load(&train, o.data, ft_model_tokenizer(m), ft_model_chat_template(m), &dopt) != FT_OK) return fail("train");
+    if (o.n_task && load_tasks(&train, tev, &o, m, &dopt)) return 1;
     if (o.eval && ft_dataset_load(&ev, o.eval, ft_model_tokenizer(m), ft_model_chat_template(m), &dopt) != FT_OK) return fail("train");
-    if (!o.eval && o.eval_split > 0 && ft_dataset_split(train, o.eval_split, o.seed, &ev) != FT_OK) return fail("train --eval-split");
+    if (!o.eval && o.eval_split > 0 && !o.n_task && ft_dataset_split(train, o.eval_split, o.seed, &ev) != FT_OK) return fail("train --eval-split");
     if (o.general) {                                   /* plain text: the forgetting check */
         ft_data_opts go = dopt; go.format = FT_DATA_TEXT;
         if (ft_dataset_load(&gen, o.general, ft_model_tokenizer(m), ft_model_chat_template(m), &go) != FT_OK) return fail("train --eval-general");
@@ -681,7 +782,7 @@ static int cmd_train(int argc, char **argv) {
         for (i = 0; i <= o.n_mix; i++) ft_dataset_free(parts[i]);
         train = mixed;
     }
-    fprintf(stderr, "ft: %s: %lld %s examples (%lld tokens%s)", o.data, (long long)ft_dataset_size(train), ft_data_format_name(ft_dataset_format(train)),
+    fprintf(stderr, "ft: %s: %lld %s examples (%lld tokens%s)", o.n_task ? "task mixture" : o.data, (long long)ft_dataset_size(train), ft_data_format_name(ft_dataset_format(train)),
             (long long)ft_dataset_tokens(train), ft_dataset_skipped(train) ? ", some lines skipped" : "");
     if (ev) fprintf(stderr, "; eval %lld examples", (long long)ft_dataset_size(ev));
     fprintf(stderr, "\n");
@@ -713,13 +814,22 @@ static int cmd_train(int argc, char **argv) {
     }
     snprintf(path, sizeof path, "%s/checkpoints/last.gguf", o.out);
     if (o.resume) { FILE *c = fopen(path, "rb"); have_ckpt = c != NULL; if (c) fclose(c); }
-    if (ev && !have_ckpt) {                 /* before: the base model (a reward model: its untrained head) */
+    no_before = have_ckpt || !o.eval_before;
+    if (ev && !no_before) {                 /* before: the base model (a reward model: its untrained head) */
         if (!po.reward_head) ft_peft_set_enabled(p, 0);
         if (evaluate(ctx, m, ev, gen, &o, &e0)) return 1;
         ft_peft_set_enabled(p, 1);
         if (ft_dataset_format(ev) == FT_DATA_PREFERENCE) fprintf(stderr, "ft: before: the base model's likelihood prefers the chosen answer in %.1f%% of pairs", 100 * e0.lik_acc);
         else fprintf(stderr, "ft: before: eval loss %.4f (ppl %.2f)", e0.loss, exp(e0.loss));
         if (e0.gen.n) fprintf(stderr, ", exact match %lld/%lld (%.1f%%)", (long long)e0.gen.exact, (long long)e0.gen.n, 100 * e0.gen.exact_rate);
+        fprintf(stderr, "\n");
+    }
+    for (i = 0; i < o.n_task && !no_before; i++) if (tev[i]) {     /* and each task's eval set */
+        if (!po.reward_head) ft_peft_set_enabled(p, 0);
+        if (evaluate(ctx, m, tev[i], NULL, &o, &t0[i])) return 1;
+        ft_peft_set_enabled(p, 1);
+        fprintf(stderr, "ft: before: %s: eval loss %.4f (ppl %.2f)", o.task_eval[i], t0[i].loss, exp(t0[i].loss));
+        if (t0[i].gen.n) fprintf(stderr, ", exact match %lld/%lld (%.1f%%)", (long long)t0[i].gen.exact, (long long)t0[i].gen.n, 100 * t0[i].gen.exact_rate);
         fprintf(stderr, "\n");
     }
     /* the resolved config, metrics */
@@ -768,9 +878,9 @@ static int cmd_train(int argc, char **argv) {
     if (ev) {
         const char *b = "-";
         if (evaluate(ctx, m, ev, gen, &o, &e1)) return 1;
-        if (have_ckpt) memset(&e0, 0, sizeof e0);       /* "before" belongs to the first part of the run */
+        if (no_before) memset(&e0, 0, sizeof e0);       /* "before" belongs to the first part of the run */
         printf("\n| %-26s | %10s | %10s |\n|%s|%s|%s|\n", o.eval ? o.eval : "held-out split", "before", "after", "----------------------------", "------------", "------------");
-#define ROW(name, fmt, v0, v1) do { if (have_ckpt) printf("| %-26s | %10s | " fmt " |\n", name, b, v1); \
+#define ROW(name, fmt, v0, v1) do { if (no_before) printf("| %-26s | %10s | " fmt " |\n", name, b, v1); \
                                     else printf("| %-26s | " fmt " | " fmt " |\n", name, v0, v1); } while (0)
         if (ft_dataset_format(ev) == FT_DATA_PREFERENCE) {
             ROW("likelihood prefers chosen", "%9.1f%%", 100 * e0.lik_acc, 100 * e1.lik_acc);
@@ -787,6 +897,10 @@ static int cmd_train(int argc, char **argv) {
         }
 #undef ROW
     }
+    for (i = 0; i < o.n_task; i++) if (tev[i] && evaluate(ctx, m, tev[i], NULL, &o, &t1[i])) return 1;
+    if (o.n_task) print_tasks(&o, t0, t1, no_before);
+    if (ev || o.n_task) write_eval_json(&o, ev, &e0, &e1, t0, t1, no_before);
+    for (i = 0; i < o.n_task; i++) ft_dataset_free(tev[i]);
     free(rn.xs); free(rn.ys); free(rn.ex); free(rn.ey); free(o.cfg_text);
     ft_dataset_free(train); ft_dataset_free(ev); ft_dataset_free(gen); ft_peft_free(p); ft_ctx_free(ctx); ft_model_free(m);
     return 0;
@@ -1029,8 +1143,367 @@ static int cmd_synth(int argc, char **argv) {
     return 0;
 }
 
+/* ---- ft sweep: a grid or random search, each trial a short `ft train` in DIR/trial_NNN -------------- */
+static const char *sweep_usage =
+    "usage: ft sweep -m MODEL --data TRAIN.jsonl --eval EVAL.jsonl --out DIR --grid KEY=V1,V2,.. [--grid ...]\n"
+    "           [--random N] [--seed S] [any ft train option: the base of every trial]\n"
+    "  KEY: any ft train option without its dashes (lr, rank, alpha, targets, batch, schedule, steps, ...);\n"
+    "  values are separated by ',' (by '/' for targets, whose own values hold commas:\n"
+    "  targets=all/attn/q_proj,v_proj). Without --random: every combination; --random N: N draws (a repeated draw runs once), a value LO..HI draws\n"
+    "  log-uniformly (lr=1e-4..3e-3). Each trial runs `ft train` with the base options, --out\n"
+    "  DIR/trial_NNN and its values, without the \"before\" evaluation. DIR/results.jsonl gets a line as\n"
+    "  each trial ends (a failure is recorded with its last log line); DIR/results.md (sorted by eval\n"
+    "  loss) and DIR/sweep.svg (eval loss against each swept key, one series per combination of the\n"
+    "  others) are rewritten after each trial. Rerun the same command to resume: trials with an \"ok\"\n"
+    "  line are skipped.\n";
+
+#define SWEEP_KEYS 8
+#define SWEEP_VALS 32
+typedef struct sweep_key { const char *key; char *val[SWEEP_VALS]; int n, range; } sweep_key;
+typedef struct sweep_row { char *line; double loss; } sweep_row;
+static const char *self_path = "ft";                  /* argv[0] of main: the binary trials run */
+
+/* "key": value of one results line (a string unquoted); 0 when absent */
+static int jget(const char *line, const char *key, char *out, size_t cap) {
+    char pat[128]; const char *p; size_t n = 0;
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    if (!(p = strstr(line, pat))) return 0;
+    p += strlen(pat);
+    if (*p == '"') { p++; while (*p && *p != '"' && n + 1 < cap) { if (*p == '\\' && p[1]) p++; out[n++] = *p++; } }
+    else while (*p && *p != ',' && *p != '}' && n + 1 < cap) out[n++] = *p++;
+    out[n] = 0;
+    return 1;
+}
+static double jnum(const char *line, const char *key) {
+    char b[64];
+    return jget(line, key, b, sizeof b) ? strtod(b, NULL) : NAN;
+}
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') fprintf(f, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20) fprintf(f, "\\u%04x", *s);
+        else fputc(*s, f);
+    }
+    fputc('"', f);
+}
+static int is_number(const char *s) {                /* and written as JSON writes numbers */
+    char *e; const char *c;
+    if (!*s) return 0;
+    strtod(s, &e);
+    if (*e || !((s[0] >= '0' && s[0] <= '9') || (s[0] == '-' && s[1] >= '0' && s[1] <= '9'))) return 0;
+    for (c = s; *c; c++) if (*c == '.' && !(c[1] >= '0' && c[1] <= '9')) return 0;
+    return 1;
+}
+static int is_flag_key(const char *k) {               /* opts_parse's flags: --KEY without a value */
+    return !strcmp(k, "resume") || !strcmp(k, "pack") || !strcmp(k, "train-on-prompt") || !strcmp(k, "skip-bad") ||
+           !strcmp(k, "rslora") || !strcmp(k, "grad-checkpoint");
+}
+static char *dup_str(const char *s) { size_t n = strlen(s) + 1; char *d = (char *)malloc(n); if (d) memcpy(d, s, n); return d; }
+
+/* the lines of results.jsonl, the last one per "params" */
+static int sweep_read(const char *path, sweep_row **rows) {
+    FILE *f = fopen(path, "r"); char buf[8192], pa[1024], pb[1024]; int n = 0, cap = 0, i;
+    *rows = NULL;
+    if (!f) return 0;
+    while (fgets(buf, sizeof buf, f)) {
+        if (!jget(buf, "params", pa, sizeof pa)) continue;
+        for (i = 0; i < n; i++) if (jget((*rows)[i].line, "params", pb, sizeof pb) && !strcmp(pa, pb)) break;
+        if (i == n) {
+            if (n == cap) { cap = cap ? 2 * cap : 64; *rows = (sweep_row *)realloc(*rows, (size_t)cap * sizeof(sweep_row)); }
+            n++;
+        } else free((*rows)[i].line);
+        (*rows)[i].line = dup_str(buf);
+        if (jget(buf, "status", pb, sizeof pb) && !strcmp(pb, "ok")) (*rows)[i].loss = jnum(buf, "eval_loss");
+        else (*rows)[i].loss = NAN;
+        if ((*rows)[i].loss != (*rows)[i].loss) (*rows)[i].loss = INFINITY;
+    }
+    fclose(f);
+    return n;
+}
+static int row_cmp(const void *a, const void *b) {
+    double x = ((const sweep_row *)a)->loss, y = ((const sweep_row *)b)->loss;
+    return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/* results.md (sorted by eval loss) and sweep.svg (a panel per key) from results.jsonl */
+static void sweep_report(const char *dir, const sweep_key *keys, int nk) {
+    char path[2048], v[256], st[64]; sweep_row *rows; int n, i, k, j; FILE *f;
+    snprintf(path, sizeof path, "%s/results.jsonl", dir);
+    n = sweep_read(path, &rows);
+    qsort(rows, (size_t)n, sizeof *rows, row_cmp);
+    snprintf(path, sizeof path, "%s/results.md", dir);
+    if ((f = fopen(path, "w"))) {
+        fprintf(f, "| trial |");
+        for (k = 0; k < nk; k++) fprintf(f, " %s |", keys[k].key);
+        fprintf(f, " eval loss | perplexity | exact match | train loss | seconds |\n|---:|");
+        for (k = 0; k < nk; k++) fprintf(f, "---|");
+        fprintf(f, "---:|---:|---:|---:|---:|\n");
+        for (i = 0; i < n; i++) {
+            const char *l = rows[i].line; double em = jnum(l, "exact_match");
+            jget(l, "trial", v, sizeof v); fprintf(f, "| %s |", v);
+            for (k = 0; k < nk; k++) { if (!jget(l, keys[k].key, v, sizeof v)) strcpy(v, "-"); fprintf(f, " %s |", v); }
+            if (!jget(l, "status", st, sizeof st) || strcmp(st, "ok")) { fprintf(f, " failed | | | | %.0f |\n", jnum(l, "seconds")); continue; }
+            fprintf(f, " %.4f | %.3f | ", rows[i].loss, exp(rows[i].loss));
+            if (em == em) fprintf(f, "%.1f%% (%g) |", 100 * em, jnum(l, "n_gen")); else fprintf(f, "- |");
+            fprintf(f, " %.4f | %.0f |\n", jnum(l, "train_loss"), jnum(l, "seconds"));
+        }
+        fclose(f);
+    }
+    /* one panel per key: x its value (log10 for lr, or a positive key spanning 30x; the index of the
+       value for a word), one series per combination of the other keys' values */
+    {
+        FILE *out; char panel[2048], line[4096]; int np = 0;
+        snprintf(path, sizeof path, "%s/sweep.svg", dir);
+        if (!(out = fopen(path, "w"))) { free(rows); return; }
+        fprintf(out, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"%d\">\n", 420 * nk);
+        for (k = 0; k < nk; k++) {
+            ft_plot_series ser[16]; char names[16][256]; double *xs = (double *)calloc(32 * (size_t)n + 1, sizeof(double));
+            int ns = 0, numeric = 1, logx; double lo = INFINITY, hi = -INFINITY; char xlabel[512], title[300];
+            for (j = 0; j < n; j++) if (jget(rows[j].line, keys[k].key, v, sizeof v)) {
+                if (!is_number(v)) numeric = 0; else { lo = fmin(lo, strtod(v, NULL)); hi = fmax(hi, strtod(v, NULL)); }
+            }
+            logx = numeric && lo > 0 && (!strcmp(keys[k].key, "lr") || hi >= 30 * lo);
+            if (logx) snprintf(xlabel, sizeof xlabel, "log10(%s)", keys[k].key);
+            else if (numeric) snprintf(xlabel, sizeof xlabel, "%s", keys[k].key);
+            else {
+                size_t len = (size_t)snprintf(xlabel, sizeof xlabel, "%s:", keys[k].key);
+                for (j = 0; j < keys[k].n && len < sizeof xlabel - 40; j++) len += (size_t)snprintf(xlabel + len, sizeof xlabel - len, " %d=%s", j, keys[k].val[j]);
+            }
+            /* series: the ok rows grouped by the other keys' values, points in x order */
+            for (j = 0; j < n; j++) {
+                char name[256] = "", *e; double x; int s, q, kk; int64_t p;
+                if (!isfinite(rows[j].loss) || !jget(rows[j].line, keys[k].key, v, sizeof v)) continue;
+                if (numeric) x = logx ? log10(strtod(v, NULL)) : strtod(v, NULL);
+                else { for (q = 0; q < keys[k].n && strcmp(keys[k].val[q], v); q++) {} x = q; }
+                for (kk = 0; kk < nk; kk++) if (kk != k) {
+                    char w[128]; size_t len = strlen(name);
+                    if (!jget(rows[j].line, keys[kk].key, w, sizeof w)) strcpy(w, "-");
+                    snprintf(name + len, sizeof name - len, "%s%s=%s", len ? " " : "", keys[kk].key, w);
+                }
+                if (!name[0]) strcpy(name, "eval loss");
+                for (e = name; *e; e++) if (*e == '<' || *e == '&' || *e == '>') *e = '_';
+                for (s = 0; s < ns && strcmp(names[s], name); s++) {}
+                if (s == 16) continue;
+                if (s == ns) { strcpy(names[ns], name); ser[ns].name = names[ns]; ser[ns].x = xs + 2 * (size_t)n * ns; ser[ns].y = xs + 2 * (size_t)n * ns + n; ser[ns].n = 0; ns++; }
+                {   /* insert in x order */
+                    double *sx = (double *)ser[s].x, *sy = (double *)ser[s].y;
+                    for (p = ser[s].n; p > 0 && sx[p - 1] > x; p--) { sx[p] = sx[p - 1]; sy[p] = sy[p - 1]; }
+                    sx[p] = x; sy[p] = rows[j].loss; ser[s].n++;
+                }
+            }
+            snprintf(panel, sizeof panel, "%s/sweep_%s.svg", dir, keys[k].key);
+            snprintf(title, sizeof title, "eval loss against %s", keys[k].key);
+            if (ft_svg_plot(panel, title, xlabel, "eval loss", ser, ns) == FT_OK) {
+                FILE *pf = fopen(panel, "r");
+                fprintf(out, "<g transform=\"translate(0 %d)\">\n", 420 * np++);
+                while (pf && fgets(line, sizeof line, pf)) fputs(line, out);
+                if (pf) fclose(pf);
+                fprintf(out, "</g>\n");
+            }
+            free(xs);
+        }
+        fprintf(out, "</svg>\n");
+        fclose(out);
+    }
+    for (i = 0; i < n; i++) free(rows[i].line);
+    free(rows);
+}
+
+/* one trial: `ft train` with the base options, --out TDIR, --eval-before 0 and the trial's values, its
+   output in TDIR/train.log; returns the exit status (or -1 when it could not start) */
+static int sweep_spawn(char **base, int nbase, const char *tdir, const sweep_key *keys, char **vals, int nk) {
+    char **av = (char **)malloc(sizeof(char *) * (size_t)(nbase + 2 * nk + 8)), flag[SWEEP_KEYS][80], log[2200];
+    int n = 0, i, status; pid_t pid;
+    av[n++] = (char *)self_path; av[n++] = (char *)"train";
+    for (i = 0; i < nbase; i++) av[n++] = base[i];
+    av[n++] = (char *)"--out"; av[n++] = (char *)tdir; av[n++] = (char *)"--eval-before"; av[n++] = (char *)"0";
+    for (i = 0; i < nk; i++) {
+        snprintf(flag[i], sizeof flag[i], "--%s", keys[i].key);
+        if (is_flag_key(keys[i].key)) { if (strcmp(vals[i], "0")) av[n++] = flag[i]; continue; }
+        av[n++] = flag[i]; av[n++] = vals[i];
+    }
+    av[n] = NULL;
+    snprintf(log, sizeof log, "%s/train.log", tdir);
+    fflush(stdout); fflush(stderr);
+    pid = fork();
+    if (pid < 0) { free(av); return -1; }
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) { dup2(fd, 1); dup2(fd, 2); close(fd); }
+        execv(self_path, av);
+        fprintf(stderr, "ft sweep: cannot run %s\n", self_path);
+        _exit(127);
+    }
+    free(av);
+    while (waitpid(pid, &status, 0) < 0) if (errno != EINTR) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+static int cmd_sweep(int argc, char **argv) {
+    sweep_key keys[SWEEP_KEYS]; int nk = 0, i, k, n_random = 0, nbase = 0, n_trials, done = 0, failed = 0, skipped = 0;
+    char **base = (char **)malloc(sizeof(char *) * (size_t)(argc + 1)), path[2048]; const char *dir = NULL;
+    uint64_t seed = 1; ft_rng rng; opts bo; sweep_row *rows; int nrows;
+    for (i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(sweep_usage, stdout); return 0; }
+        if ((!strcmp(a, "--grid") || !strcmp(a, "--random") || !strcmp(a, "--out") || !strcmp(a, "-o")) && i + 1 >= argc) {
+            fprintf(stderr, "ft sweep: %s needs a value\n", a); return 2;
+        }
+        if (!strcmp(a, "--out") || !strcmp(a, "-o")) dir = argv[++i];
+        else if (!strcmp(a, "--random")) n_random = atoi(argv[++i]);
+        else if (!strcmp(a, "--grid")) {
+            char *spec = argv[++i], *eq = strchr(spec, '='), *p, *sep;
+            if (!eq || eq == spec || !eq[1]) { fprintf(stderr, "ft sweep: --grid %s: expected KEY=V1,V2,...\n", spec); return 2; }
+            if (nk == SWEEP_KEYS) { fprintf(stderr, "ft sweep: at most %d swept keys\n", SWEEP_KEYS); return 2; }
+            *eq = 0; keys[nk].key = spec; keys[nk].n = 0; keys[nk].range = 0;
+            for (k = 0; k < nk; k++) if (!strcmp(keys[k].key, spec)) { fprintf(stderr, "ft sweep: --grid %s given twice\n", spec); return 2; }
+            sep = !strcmp(spec, "targets") || !strcmp(spec, "task") || !strcmp(spec, "mix") || !strcmp(spec, "freeze") || !strcmp(spec, "reward") ? "/" : ",";
+            for (p = eq + 1; p && *p; ) {
+                char *e = strpbrk(p, sep);
+                if (e) *e = 0;
+                if (keys[nk].n == SWEEP_VALS) { fprintf(stderr, "ft sweep: --grid %s: at most %d values\n", spec, SWEEP_VALS); return 2; }
+                keys[nk].val[keys[nk].n++] = p;
+                p = e ? e + 1 : NULL;
+            }
+            if (keys[nk].n == 1 && strstr(keys[nk].val[0], "..")) keys[nk].range = 1;
+            nk++;
+        } else {
+            if (!strcmp(a, "--seed") && i + 1 < argc) seed = strtoull(argv[i + 1], NULL, 10);
+            base[nbase++] = argv[i];
+        }
+    }
+    if (!dir || nk == 0) { fputs(sweep_usage, stderr); return 2; }
+    /* the base options and every value must be ones ft train takes (checked on copies: opts_set
+       cuts FILE:RATIO values in place) */
+    opts_default(&bo);
+    {
+        char **cp = (char **)malloc(sizeof(char *) * (size_t)(nbase + 1)); int ok;
+        for (i = 0; i < nbase; i++) cp[i] = dup_str(base[i]);
+        ok = opts_parse(&bo, nbase, cp);
+        if (!ok) { fprintf(stderr, "ft sweep: bad base options (ft train's)\n"); return 2; }
+        int sd = 0, se = 0;
+        for (k = 0; k < nk; k++) { sd |= !strcmp(keys[k].key, "data") || !strcmp(keys[k].key, "task"); se |= !strcmp(keys[k].key, "eval"); }
+        if (!bo.model || (!bo.data && !bo.n_task && !sd)) { fprintf(stderr, "ft sweep: needs -m MODEL and --data FILE\n"); return 2; }
+        if (!bo.eval && !(bo.eval_split > 0) && !se) { fprintf(stderr, "ft sweep: needs --eval FILE (or --eval-split F): trials are compared on eval loss\n"); return 2; }
+    }
+    for (k = 0; k < nk; k++) {
+        if (keys[k].range) {
+            double lo, hi; char *dots = strstr(keys[k].val[0], "..");
+            lo = strtod(keys[k].val[0], NULL); hi = strtod(dots + 2, NULL);
+            if (!n_random || !(lo > 0) || !(hi > lo)) { fprintf(stderr, "ft sweep: --grid %s=%s: a range LO..HI (0 < LO < HI) needs --random\n", keys[k].key, keys[k].val[0]); return 2; }
+            continue;
+        }
+        for (i = 0; i < keys[k].n; i++) {
+            opts t; char *v = dup_str(keys[k].val[i]);
+            opts_default(&t);
+            if (!strcmp(keys[k].key, "out") || !strcmp(keys[k].key, "config") || !opts_set(&t, keys[k].key, v)) {
+                fprintf(stderr, "ft sweep: --grid %s=%s: not an ft train option and value\n", keys[k].key, keys[k].val[i]); return 2;
+            }
+        }
+    }
+    if (!strcmp(self_path, "ft") || access(self_path, X_OK) != 0) {
+        static char exe[1024]; ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (len > 0) { exe[len] = 0; self_path = exe; }
+    }
+    {   /* DIR and its parents */
+        char d[2048]; char *c; struct stat sb;
+        snprintf(d, sizeof d, "%s", dir);
+        for (c = d + 1; *c; c++) if (*c == '/') { *c = 0; mkdir(d, 0755); *c = '/'; }
+        mkdir(d, 0755);
+        if (stat(d, &sb) != 0 || !S_ISDIR(sb.st_mode)) { fprintf(stderr, "ft sweep: %s: cannot create the directory\n", dir); return 1; }
+    }
+    n_trials = 1;
+    for (k = 0; k < nk; k++) n_trials *= keys[k].n;
+    if (n_random > 0) n_trials = n_random;
+    nrows = 0; rows = NULL;
+    ft_rng_seed(&rng, seed);
+    fprintf(stderr, "ft sweep: %d trials (%s) in %s\n", n_trials, n_random > 0 ? "random" : "grid", dir);
+    for (int t = 0; t < n_trials; t++) {
+        char *vals[SWEEP_KEYS], rnd[SWEEP_KEYS][32], params[1024] = "", tdir[2100], ep[2200], line[1024], st[16];
+        int idx = t, have = 0; size_t len = 0; double t0, secs; int rc; FILE *f;
+        for (k = nk - 1; k >= 0; k--) {              /* the grid: the last key varies fastest */
+            int q;
+            if (n_random > 0 && keys[k].range) {
+                double lo = strtod(keys[k].val[0], NULL), hi = strtod(strstr(keys[k].val[0], "..") + 2, NULL);
+                double x = exp(log(lo) + ft_rng_uniform(&rng) * (log(hi) - log(lo)));
+                const char *dd = strstr(keys[k].val[0], ".."), *c; int whole = !strpbrk(dd + 2, ".eE");
+                for (c = keys[k].val[0]; c < dd; c++) if (*c == '.' || *c == 'e' || *c == 'E') whole = 0;
+                if (whole) snprintf(rnd[k], sizeof rnd[k], "%.0f", x);             /* rank=4..64: whole numbers */
+                else snprintf(rnd[k], sizeof rnd[k], "%.3g", x);
+                vals[k] = rnd[k];
+                continue;
+            }
+            q = n_random > 0 ? (int)(ft_rng_uniform(&rng) * keys[k].n) % keys[k].n : idx % keys[k].n;
+            idx /= keys[k].n;
+            vals[k] = keys[k].val[q];
+        }
+        for (k = 0; k < nk; k++) len += (size_t)snprintf(params + len, sizeof params - len, "%s%s=%s", k ? " " : "", keys[k].key, vals[k]);
+        for (i = 0; i < nrows; i++) free(rows[i].line);
+        free(rows);
+        snprintf(path, sizeof path, "%s/results.jsonl", dir);
+        nrows = sweep_read(path, &rows);              /* again each time: a repeated random draw runs once */
+        for (i = 0; i < nrows; i++)
+            if (jget(rows[i].line, "params", line, sizeof line) && !strcmp(line, params) && jget(rows[i].line, "status", st, sizeof st) && !strcmp(st, "ok")) have = 1;
+        if (have) { fprintf(stderr, "ft sweep: trial %d/%d %s: done before, skipped\n", t + 1, n_trials, params); skipped++; continue; }
+        snprintf(tdir, sizeof tdir, "%s/trial_%03d", dir, t);
+        mkdir(tdir, 0755);
+        snprintf(ep, sizeof ep, "%s/eval.json", tdir); remove(ep);
+        fprintf(stderr, "ft sweep: trial %d/%d %s ... ", t + 1, n_trials, params);
+        t0 = ft_time_seconds();
+        rc = sweep_spawn(base, nbase, tdir, keys, vals, nk);
+        secs = ft_time_seconds() - t0;
+        line[0] = 0;
+        if (rc == 0 && (f = fopen(ep, "r"))) { if (!fgets(line, sizeof line, f)) line[0] = 0; fclose(f); }
+        snprintf(path, sizeof path, "%s/results.jsonl", dir);
+        if (!(f = fopen(path, "a"))) { fprintf(stderr, "ft sweep: %s: cannot write\n", path); return 1; }
+        fprintf(f, "{\"trial\": %d, \"params\": ", t); json_str(f, params);
+        for (k = 0; k < nk; k++) {
+            fprintf(f, ", "); json_str(f, keys[k].key); fprintf(f, ": ");
+            if (is_number(vals[k])) fprintf(f, "%s", vals[k]); else json_str(f, vals[k]);
+        }
+        if (rc == 0 && jnum(line, "eval_loss") == jnum(line, "eval_loss")) {
+            char ml[4096], last[4096] = ""; double em = jnum(line, "exact_match"), tl = NAN;
+            snprintf(ep, sizeof ep, "%s/metrics.jsonl", tdir);
+            FILE *mf;
+            if ((mf = fopen(ep, "r")) != NULL) { while (fgets(ml, sizeof ml, mf)) strcpy(last, ml); fclose(mf); tl = jnum(last, "loss"); }
+            fprintf(f, ", \"status\": \"ok\", \"eval_loss\": %.6f, \"eval_perplexity\": %.4f", jnum(line, "eval_loss"), exp(jnum(line, "eval_loss")));
+            if (em == em) fprintf(f, ", \"exact_match\": %.4f, \"contains\": %.4f, \"n_gen\": %.0f", em, jnum(line, "contains"), jnum(line, "n_gen"));
+            if (tl == tl) fprintf(f, ", \"train_loss\": %.6f", tl);
+            fprintf(stderr, "eval loss %.4f", jnum(line, "eval_loss"));
+            if (em == em) fprintf(stderr, ", exact match %.1f%%", 100 * em);
+            done++;
+        } else {                                      /* the trial's last log line says why */
+            char ll[1024] = "", last[1024] = ""; FILE *lf;
+            snprintf(ep, sizeof ep, "%s/train.log", tdir);
+            if ((lf = fopen(ep, "r")) != NULL) { while (fgets(ll, sizeof ll, lf)) if (ll[0] != '\n') strcpy(last, ll); fclose(lf); }
+            last[strcspn(last, "\r\n")] = 0;
+            fprintf(f, ", \"status\": \"failed\", \"exit\": %d, \"error\": ", rc); json_str(f, last);
+            fprintf(stderr, "FAILED (exit %d: %s; see %s)", rc, last, ep);
+            failed++;
+        }
+        fprintf(f, ", \"seconds\": %.1f}\n", secs);
+        fclose(f);
+        fprintf(stderr, " (%.0f s)\n", secs);
+        sweep_report(dir, keys, nk);
+    }
+    sweep_report(dir, keys, nk);
+    fprintf(stderr, "ft sweep: %d trials run, %d failed, %d skipped; wrote %s/{results.jsonl,results.md,sweep.svg}\n", done + failed, failed, skipped, dir);
+    snprintf(path, sizeof path, "%s/results.md", dir);
+    {
+        FILE *f = fopen(path, "r"); char l[2048];
+        while (f && fgets(l, sizeof l, f)) fputs(l, stdout);
+        if (f) fclose(f);
+    }
+    for (i = 0; i < nrows; i++) free(rows[i].line);
+    free(rows); free(base);
+    return failed && !done && !skipped ? 1 : 0;      /* a failed trial is recorded, not fatal */
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return usage();
+    self_path = argv[0];
+    if (strcmp(argv[1], "sweep") == 0) return cmd_sweep(argc - 2, argv + 2);
     if (strcmp(argv[1], "merge-models") == 0) return cmd_merge_models(argc - 2, argv + 2);
     if (strcmp(argv[1], "quantize") == 0) return cmd_quantize(argc - 2, argv + 2);
     if (strcmp(argv[1], "info") == 0) return cmd_info(argc - 2, argv + 2);
