@@ -154,7 +154,9 @@
          FT_PEFT_FULL     f32 master copies of every weight (a quantized base is dequantized)
                           except .freeze patterns ("token_embd.*,blk.0.*") and masked layers
       .reward_head adds a scalar head on the last hidden state (a reward model, or PPO's value
-      head). ft_peft_save_gguf / ft_peft_attach_gguf keep any method in finetune.h's own GGUF.
+      head). ft_peft_save_gguf / ft_peft_attach_gguf keep any method in finetune.h's own GGUF;
+      ft_peft_save_peft / ft_peft_attach_peft write and read PEFT's format for LoRA/DoRA, IA3,
+      prompt and prefix tuning (keys, shapes, config and HF's k order as PEFT 0.21 has them).
       Gradient checkpointing (ft_ctx_set_checkpointing) recomputes each layer in backward with
       bit-identical gradients, for every method, at ~1/8 of the activation memory.
 
@@ -840,7 +842,15 @@ FT_API ft_result ft_peft_attach_gguf(ft_peft **out, ft_model *m, const char *pat
 FT_API ft_result ft_lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
 FT_API ft_result ft_lora_load_peft(ft_peft *p, const char *dir);                      /* F32, F16 or BF16 tensors */
 FT_API ft_result ft_lora_attach_peft(ft_peft **out, ft_model *m, const char *dir);    /* r, alpha, rsLoRA, DoRA, layers from the dir */
-FT_API ft_result ft_lora_attach_file(ft_peft **out, ft_model *m, const char *path);   /* a PEFT dir, else an adapter GGUF */
+FT_API ft_result ft_lora_attach_file(ft_peft **out, ft_model *m, const char *path);   /* a PEFT dir (any type below), else an adapter GGUF */
+/* every method PEFT has, as PEFT 0.21 saves it (task_type CAUSAL_LM): LoRA / DoRA (ft_lora_save_peft),
+   IA3 (`...layers.{l}.self_attn.k_proj.ia3_l` [out, 1], `...mlp.down_proj.ia3_l` [1, in]),
+   prompt tuning (`prompt_embeddings` [P, n_embd]) and prefix tuning (`prompt_embeddings`
+   [P, n_layer * 2 * kv_dim], the MLP's output when it has one), with adapter_config.json; what
+   lives in k's output space (IA3 on q/k, the prefix keys) in Hugging Face's order. Bottleneck
+   adapters and full fine-tuning have no PEFT form: FT_ERR_UNSUPPORTED. A reward head is not written. */
+FT_API ft_result ft_peft_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
+FT_API ft_result ft_peft_attach_peft(ft_peft **out, ft_model *m, const char *dir);    /* LORA, IA3, PROMPT_TUNING, PREFIX_TUNING */
 /* A complete model GGUF with the attached adapter merged into the linear weights (W + sBA; DoRA:
    m / ||W + sBA|| per row): every metadata key and every other tensor (embeddings, norms, head)
    copied unchanged, general.file_type set to the new type. Without an adapter (or with it
@@ -10307,6 +10317,7 @@ static int64_t ft__site_permuted_heads(const ft_model *m, int which) {
 FT_API ft_result ft_lora_save_gguf(ft_peft *p, const char *path) {
     ft_gguf_writer *w; ft_result r; int64_t s, nsites; char name[128];
     if (!p->m) return ft_set_error(FT_ERR_STATE, "lora save: the model was freed");
+    if (p->kind != FT_PEFT_LORA) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: llama.cpp's adapters are LoRA; a %s adapter goes into finetune.h's own GGUF (ft_peft_save_gguf)", path, ft_peft_method_name(p->kind));
     if (p->o.dora) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: llama.cpp adapters have no DoRA magnitude; merge the adapter or export to PEFT", path);
     if (p->emb_A || p->head_A) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: LoRA on the embedding or the head goes in finetune.h's own adapter file (ft_peft_save_gguf)", path);
     nsites = p->m->c.n_layer * FT_SITE_COUNT;
@@ -10447,6 +10458,7 @@ FT_API ft_result ft_lora_save_peft(ft_peft *p, const char *dir, const char *base
     ft_model *m = p->m; int64_t s, nsites, n = 0, l; int k, all_layers = 1; ft_result r = FT_OK;
     ft__st_entry *e; float *perm = NULL, *pp; char path[1024], *names, *cfg; size_t total_perm = 0, cap;
     if (!m) return ft_set_error(FT_ERR_STATE, "peft save: the model was freed");
+    if (p->kind != FT_PEFT_LORA) return ft_peft_save_peft(p, dir, base_model_name);
     if (p->emb_A || p->head_A) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: LoRA on the embedding or the head is kept in finetune.h's own adapter file", dir);
     nsites = m->c.n_layer * FT_SITE_COUNT;
 #if !defined(_WIN32)
@@ -10581,7 +10593,7 @@ FT_API ft_result ft_lora_attach_peft(ft_peft **out, ft_model *m, const char *dir
 #define FT__CFG_FAIL(code, ...) do { r = ft_set_error(code, __VA_ARGS__); ft_json_free(doc); return r; } while (0)
     if (root->kind != FT_JSON_OBJECT) FT__CFG_FAIL(FT_ERR_FORMAT, "%s: not a JSON object", path);
     if ((v = ft_json_get(root, "peft_type")) && (v->kind != FT_JSON_STRING || strcmp(v->s, "LORA") != 0))
-        FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: peft_type %s (LORA is read)", path, v->kind == FT_JSON_STRING ? v->s : "?");
+        FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: peft_type %s (LORA is read here; ft_peft_attach_peft reads IA3, PROMPT_TUNING, PREFIX_TUNING too)", path, v->kind == FT_JSON_STRING ? v->s : "?");
     if ((v = ft_json_get(root, "lora_alpha")) && v->kind == FT_JSON_NUMBER) alpha = v->num;
     if ((v = ft_json_get(root, "use_rslora")) && v->kind == FT_JSON_BOOL) o.rslora = v->num != 0;
     if ((v = ft_json_get(root, "use_dora")) && v->kind == FT_JSON_BOOL) o.dora = v->num != 0;
@@ -10627,8 +10639,283 @@ FT_API ft_result ft_lora_attach_peft(ft_peft **out, ft_model *m, const char *dir
 FT_API ft_result ft_lora_attach_file(ft_peft **out, ft_model *m, const char *path) {
     char cfg[1024]; FILE *f;
     snprintf(cfg, sizeof cfg, "%s/adapter_config.json", path);
-    if ((f = fopen(cfg, "rb")) != NULL) { fclose(f); return ft_lora_attach_peft(out, m, path); }
+    if ((f = fopen(cfg, "rb")) != NULL) { fclose(f); return ft_peft_attach_peft(out, m, path); }
     return ft_peft_attach_gguf(out, m, path);          /* llama.cpp's LoRA, or finetune.h's own (any method) */
+}
+
+/* ---- PEFT's other methods: IA3, prompt tuning, prefix tuning ------------------------------------------
+   Files as PEFT 0.21's save_pretrained writes them for a CAUSAL_LM model (tuners/ia3/layer.py,
+   tuners/prefix_tuning/model.py, peft_model.py get_prompt, utils/other.py
+   _prepare_prompt_learning_config):
+   IA3     base_model.model.model.layers.{l}.{self_attn|mlp}.{site}.ia3_l, [out, 1] for a site that
+           scales its output, [1, in] for down_proj, PEFT's one feedforward module (its input scaled).
+           The output vectors of q_proj / k_proj carry the converter's row permutation: HF order.
+   PROMPT  prompt_embeddings [P, n_embd]; config token_dim = n_embd, num_attention_heads = n_head.
+   PREFIX  prompt_embeddings [P, n_layer * 2 * kv_dim]: row i, layer l's key at columns
+           [2l kv_dim, (2l+1) kv_dim) as (kv_heads, head_dim), its value next (get_prompt views it
+           (P, 2L, kv_heads, head_dim)). With the reparameterisation MLP PEFT saves the MLP's output
+           (and loads it, in inference mode, as a plain table): so do we, and reading back gives a
+           plain table. GQA: token_dim = kv_dim and num_attention_heads = n_head_kv, as PEFT writes.
+           Keys: HF scores rotate_half-rotated queries (pairs j, j + D/2) against them, we score our
+           queries (the converter's permuted rows, adjacent pairs) against ours: our key dim 2j is HF's
+           j and 2j+1 is HF's j + D/2 in every head -- k_proj's row permutation. Values: unchanged.
+   ------------------------------------------------------------------------------------------------------ */
+static ft_result ft__peft_read_config(const char *dir, ft_json_doc **doc) {
+    char path[1024]; unsigned char *text = NULL; size_t n = 0; FILE *f; long sz; ft_result r;
+    *doc = NULL;
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    if (!(f = fopen(path, "rb"))) return ft_set_error(FT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = FT__CAST(unsigned char *, FT_MALLOC((size_t)sz + 1))) != NULL)
+        n = fread(text, 1, (size_t)sz, f);
+    fclose(f);
+    if (!text) return ft_set_error(FT_ERR_IO, "%s: read failed", path);
+    r = ft_json_parse(doc, FT__CAST(const char *, text), n, path, 1);
+    FT_FREE(text);
+    if (r == FT_OK && ft_json_root(*doc)->kind != FT_JSON_OBJECT) { ft_json_free(*doc); *doc = NULL; r = ft_set_error(FT_ERR_FORMAT, "%s: not a JSON object", path); }
+    return r;
+}
+/* s as the inside of a JSON string (quotes, backslashes, control characters escaped), cut to fit cap */
+static void ft__json_escape(char *dst, size_t cap, const char *s) {
+    size_t n = 0;
+    for (; s && *s && n + 7 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') { dst[n++] = '\\'; dst[n++] = (char)ch; }
+        else if (ch < 0x20) n += (size_t)snprintf(dst + n, cap - n, "\\u%04x", ch);
+        else dst[n++] = (char)ch;
+    }
+    dst[n] = 0;
+}
+/* the prefix table (P, n_layer * 2 * kv_dim) between our key order and HF's (to_hf) */
+static void ft__prefix_permute(float *dst, const float *src, const ft_model *m, int64_t P, int to_hf) {
+    int64_t Dkv = m->c.n_head_kv * m->c.head_dim, W = m->c.n_layer * 2 * Dkv, heads = ft__site_permuted_heads(m, FT_SITE_K), i, l;
+    if (dst != src) memcpy(dst, src, (size_t)(P * W) * sizeof(float));
+    if (heads) for (i = 0; i < P; i++) for (l = 0; l < m->c.n_layer; l++)
+        ft__permute_rows(dst + i * W + 2 * l * Dkv, src + i * W + 2 * l * Dkv, heads, m->c.head_dim, 1, to_hf);
+}
+/* "...layers.{l}.{self_attn|mlp}.{site}.ia3_l" -> the site (and *l), or -1 */
+static int ft__ia3_key(const char *nm, long long *l) {
+    const char *at = strstr(nm, "layers."); int pre = 0, w; char want[64];
+    if (!at || sscanf(at, "layers.%lld.%n", l, &pre) != 1 || pre <= 0) return -1;
+    for (w = 0; w < FT_SITE_COUNT; w++) {
+        snprintf(want, sizeof want, "%s.%s.ia3_l", ft__hf_site_module(w), ft_site_name(w));
+        if (strcmp(at + pre, want) == 0) return w;
+    }
+    return -1;
+}
+
+FT_API ft_result ft_peft_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
+    ft_model *m = p->m; ft__st_entry *e = NULL; float *buf = NULL; char *names = NULL, *cfg = NULL, path[1024], base[512];
+    int64_t L, C, D, Dkv, P, s, l, n = 0, nbuf = 0; size_t len = 0, cap; ft_result r = FT_OK; unsigned t; const char *sep = "";
+    if (!m) return ft_set_error(FT_ERR_STATE, "peft save: the model was freed");
+    if (p->kind == FT_PEFT_LORA) return ft_lora_save_peft(p, dir, base_model_name);
+    if (p->kind != FT_PEFT_IA3 && p->kind != FT_PEFT_PROMPT && p->kind != FT_PEFT_PREFIX)
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: %s has no PEFT equivalent (PEFT has LoRA/DoRA, IA3, prompt and prefix tuning); save finetune.h's own adapter GGUF instead (ft_peft_save_gguf, ft export --format gguf)",
+                            dir, p->kind == FT_PEFT_ADAPTER ? "a bottleneck adapter (Houlsby / Pfeiffer)" : "full fine-tuning");
+    L = m->c.n_layer; C = m->c.n_embd; D = m->c.head_dim; Dkv = m->c.n_head_kv * D; P = p->po.n_virtual;
+    nbuf = p->kind == FT_PEFT_IA3 ? L * (m->c.n_head + m->c.n_head_kv) * D : p->kind == FT_PEFT_PREFIX ? P * L * 2 * Dkv : 1;
+    cap = 8192 + (size_t)L * 8;
+    e = FT__CAST(ft__st_entry *, FT_MALLOC((size_t)(L * FT_SITE_COUNT) * sizeof *e));
+    names = FT__CAST(char *, FT_MALLOC((size_t)(L * FT_SITE_COUNT) * 128));
+    buf = FT__CAST(float *, FT_MALLOC((size_t)nbuf * sizeof(float)));
+    cfg = FT__CAST(char *, FT_MALLOC(cap));
+    if (!e || !names || !buf || !cfg) { r = ft_set_error(FT_ERR_NOMEM, "peft save: out of memory"); goto done; }
+    ft__json_escape(base, sizeof base, base_model_name);
+#define FT__CFG(...) (len += (size_t)snprintf(cfg + len, len < cap ? cap - len : 0, __VA_ARGS__))
+    FT__CFG("{\n  \"peft_type\": \"%s\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"base_model_name_or_path\": \"%s\",\n  \"inference_mode\": true,\n  \"modules_to_save\": null,\n",
+            p->kind == FT_PEFT_IA3 ? "IA3" : p->kind == FT_PEFT_PROMPT ? "PROMPT_TUNING" : "PREFIX_TUNING", base);
+    if (p->kind == FT_PEFT_IA3) {
+        float *pp = buf; int all = 1, any_down = 0; unsigned sites = 0;
+        for (s = 0; s < L * FT_SITE_COUNT; s++) {
+            int which = (int)(s % FT_SITE_COUNT); ft_tensor *v = p->ia3[s]; int64_t heads = which == FT_SITE_DOWN ? 0 : ft__site_permuted_heads(m, which);
+            if (!v) continue;
+            e[n].name = names + n * 128;
+            snprintf(names + n * 128, 128, "base_model.model.model.layers.%d.%s.%s.ia3_l", (int)(s / FT_SITE_COUNT), ft__hf_site_module(which), ft_site_name(which));
+            e[n].ndim = 2;
+            e[n].shape[0] = which == FT_SITE_DOWN ? 1 : ft_numel(v);     /* PEFT: (1, in) feedforward, (out, 1) else */
+            e[n].shape[1] = which == FT_SITE_DOWN ? ft_numel(v) : 1;
+            e[n].data = FT__F(v);
+            if (heads) { ft__permute_rows(pp, FT__F(v), heads, D, 1, 1); e[n].data = pp; pp += ft_numel(v); }
+            sites |= 1u << which; any_down |= which == FT_SITE_DOWN;
+            n++;
+        }
+        for (l = 0; l < L; l++) {
+            int has = 0; for (t = 0; t < FT_SITE_COUNT; t++) has |= p->ia3[l * FT_SITE_COUNT + t] != NULL;
+            all &= has;
+        }
+        if (all) {
+            FT__CFG("  \"target_modules\": [");
+            for (t = 0; t < FT_SITE_COUNT; t++) if (sites & (1u << t)) { FT__CFG("%s\"%s\"", sep, ft_site_name((int)t)); sep = ", "; }
+            FT__CFG("],\n");
+        } else {                    /* IA3Config has no layers_to_transform: a regex over the module names */
+            FT__CFG("  \"target_modules\": \".*\\\\.layers\\\\.(");
+            for (l = 0; l < L; l++) {
+                int has = 0; for (t = 0; t < FT_SITE_COUNT; t++) has |= p->ia3[l * FT_SITE_COUNT + t] != NULL;
+                if (has) { FT__CFG("%s%d", sep, (int)l); sep = "|"; }
+            }
+            FT__CFG(")\\\\.(self_attn|mlp)\\\\.(");
+            sep = "";
+            for (t = 0; t < FT_SITE_COUNT; t++) if (sites & (1u << t)) { FT__CFG("%s%s", sep, ft_site_name((int)t)); sep = "|"; }
+            FT__CFG(")\",\n");
+        }
+        FT__CFG("  \"feedforward_modules\": [%s],\n  \"exclude_modules\": null,\n  \"fan_in_fan_out\": false,\n  \"init_ia3_weights\": true\n}\n", any_down ? "\"down_proj\"" : "");
+    } else if (p->kind == FT_PEFT_PROMPT) {
+        e[0].name = "prompt_embeddings"; e[0].ndim = 2; e[0].shape[0] = P; e[0].shape[1] = C; e[0].data = FT__F(p->prompt); n = 1;
+        /* the init matters only before training (PEFT ignores it in inference mode); its TEXT would
+           need a tokenizer repository to load, so a text init is written as RANDOM */
+        FT__CFG("  \"num_virtual_tokens\": %lld,\n  \"token_dim\": %lld,\n  \"num_transformer_submodules\": 1,\n  \"num_attention_heads\": %lld,\n  \"num_layers\": %lld,\n"
+                "  \"prompt_tuning_init\": \"%s\",\n  \"prompt_tuning_init_text\": null,\n  \"tokenizer_name_or_path\": null,\n  \"tokenizer_kwargs\": null\n}\n",
+                (long long)P, (long long)C, (long long)m->c.n_head, (long long)L, p->po.prompt_init == FT_PROMPT_VOCAB ? "SAMPLE_VOCAB" : "RANDOM");
+    } else {
+        ft_tensor *tab = p->pre[0]; ft_ctx *ctx = NULL;
+        if (p->pre[1]) {                                 /* the MLP's output, computed as the forward does */
+            ft_ctx_opts co; memset(&co, 0, sizeof co);
+            co.arena_bytes = (size_t)(P * (2 * p->po.prefix_hidden + 2 * L * 2 * Dkv)) * sizeof(float) + ((size_t)1 << 20);
+            if ((r = ft_ctx_init(&ctx, &co)) != FT_OK) goto done;
+            ft_ctx_set_grad(ctx, 0);
+            tab = ft__prefix_table(ctx, p);
+            if (!tab || tab->type != FT_TYPE_F32 || ft_numel(tab) != P * L * 2 * Dkv) {
+                r = ft_set_error(ft_ctx_status(ctx) != FT_OK ? ft_ctx_status(ctx) : FT_ERR_STATE, "%s: the prefix MLP: %s", dir, ft_last_error());
+                ft_ctx_free(ctx); goto done;
+            }
+        }
+        ft__prefix_permute(buf, FT__F(tab), m, P, 1);
+        ft_ctx_free(ctx);
+        e[0].name = "prompt_embeddings"; e[0].ndim = 2; e[0].shape[0] = P; e[0].shape[1] = L * 2 * Dkv; e[0].data = buf; n = 1;
+        FT__CFG("  \"num_virtual_tokens\": %lld,\n  \"token_dim\": %lld,\n  \"num_transformer_submodules\": 1,\n  \"num_attention_heads\": %lld,\n  \"num_layers\": %lld,\n"
+                "  \"encoder_hidden_size\": %lld,\n  \"prefix_projection\": %s,\n  \"init_weights\": null\n}\n",
+                (long long)P, (long long)Dkv, (long long)m->c.n_head_kv, (long long)L,
+                (long long)(p->pre[1] ? p->po.prefix_hidden : Dkv), p->pre[1] ? "true" : "false");
+    }
+#undef FT__CFG
+    if (len >= cap) { r = ft_set_error(FT_ERR_STATE, "peft save: adapter_config.json outgrew its %zu bytes", cap); goto done; }
+#if !defined(_WIN32)
+    mkdir(dir, 0755);
+#endif
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if ((r = ft__safetensors_write(path, e, (int)n)) == FT_OK) {
+        ft__afile a;
+        snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+        if ((r = ft__afile_open(&a, path)) == FT_OK) { ft__afile_write(&a, cfg, len); r = ft__afile_commit(&a); }
+    }
+done:
+    FT_FREE(e); FT_FREE(names); FT_FREE(buf); FT_FREE(cfg);
+    return r;
+}
+
+/* attach what a PEFT directory holds: LORA (ft_lora_attach_peft), IA3 (sites and layers from the
+   tensors), PROMPT_TUNING, PREFIX_TUNING (a plain table: an MLP's parameters are not in the file) */
+FT_API ft_result ft_peft_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
+    ft_json_doc *doc; const ft_json *root, *v; ft_result r; ft_peft_opts o; ft_safetensors *st = NULL; ft_peft *p = NULL;
+    char path[1024], cpath[1024]; float *tmp = NULL; int64_t i, L = m->c.n_layer, C = m->c.n_embd, Dkv = m->c.n_head_kv * m->c.head_dim;
+    *out = NULL;
+    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
+    root = ft_json_root(doc);
+    v = ft_json_get(root, "peft_type");
+    if (!v || (v->kind == FT_JSON_STRING && strcmp(v->s, "LORA") == 0)) { ft_json_free(doc); return ft_lora_attach_peft(out, m, dir); }
+    snprintf(cpath, sizeof cpath, "%s/adapter_config.json", dir);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    memset(&o, 0, sizeof o);
+#define FT__CFG_FAIL(code, ...) do { r = ft_set_error(code, __VA_ARGS__); ft_json_free(doc); return r; } while (0)
+    if (v->kind == FT_JSON_STRING && strcmp(v->s, "IA3") == 0) o.method = FT_PEFT_IA3;
+    else if (v->kind == FT_JSON_STRING && strcmp(v->s, "PROMPT_TUNING") == 0) o.method = FT_PEFT_PROMPT;
+    else if (v->kind == FT_JSON_STRING && strcmp(v->s, "PREFIX_TUNING") == 0) o.method = FT_PEFT_PREFIX;
+    else FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: peft_type %s (LORA, IA3, PROMPT_TUNING and PREFIX_TUNING are read)", cpath, v->kind == FT_JSON_STRING ? v->s : "?");
+    if (o.method == FT_PEFT_IA3) {
+        if ((v = ft_json_get(root, "fan_in_fan_out")) && v->kind == FT_JSON_BOOL && v->num != 0) FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: fan_in_fan_out is not supported", cpath);
+    } else {
+        if ((v = ft_json_get(root, "task_type")) && v->kind == FT_JSON_STRING && strcmp(v->s, "CAUSAL_LM") != 0)
+            FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: task_type %s (a decoder-only CAUSAL_LM prompt is read)", cpath, v->s);
+        if ((v = ft_json_get(root, "num_transformer_submodules")) && v->kind == FT_JSON_NUMBER && v->num != 1)
+            FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: num_transformer_submodules %g (1, a decoder-only model, is read)", cpath, v->num);
+        if ((v = ft_json_get(root, "num_layers")) && v->kind == FT_JSON_NUMBER && v->num != (double)L)
+            FT__CFG_FAIL(FT_ERR_SHAPE, "%s: num_layers %g, the model has %lld (wrong base model?)", cpath, v->num, (long long)L);
+        if (o.method == FT_PEFT_PREFIX) {
+            if ((v = ft_json_get(root, "token_dim")) && v->kind == FT_JSON_NUMBER && v->num != (double)Dkv)
+                FT__CFG_FAIL(FT_ERR_SHAPE, "%s: token_dim %g, the model's keys have %lld (n_head_kv x head_dim; wrong base model?)", cpath, v->num, (long long)Dkv);
+            if ((v = ft_json_get(root, "num_attention_heads")) && v->kind == FT_JSON_NUMBER && v->num != (double)m->c.n_head_kv)
+                FT__CFG_FAIL(FT_ERR_SHAPE, "%s: num_attention_heads %g, the model has %lld KV heads (wrong base model?)", cpath, v->num, (long long)m->c.n_head_kv);
+        } else if ((v = ft_json_get(root, "token_dim")) && v->kind == FT_JSON_NUMBER && v->num != (double)C)
+            FT__CFG_FAIL(FT_ERR_SHAPE, "%s: token_dim %g, the model's n_embd is %lld (wrong base model?)", cpath, v->num, (long long)C);
+        if ((v = ft_json_get(root, "num_virtual_tokens")) && v->kind == FT_JSON_NUMBER) o.n_virtual = (int)v->num;
+    }
+#undef FT__CFG_FAIL
+    ft_json_free(doc);
+    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
+    if (o.method == FT_PEFT_IA3) {                      /* which sites on which layers */
+        uint64_t *mask = FT__CAST(uint64_t *, FT_MALLOC((size_t)(L + 63) / 64 * sizeof(uint64_t))); int64_t seen = 0, filled = 0;
+        if (!mask) { ft_safetensors_close(st); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); }
+        memset(mask, 0, (size_t)(L + 63) / 64 * sizeof(uint64_t));
+        for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
+            const char *nm = ft_safetensors_name(st, i), *dt; long long l = -1; int w, nd; int64_t sh[8];
+            if (!nm || strcmp(nm, "__metadata__") == 0) continue;
+            if ((w = ft__ia3_key(nm, &l)) < 0) { r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: not an IA3 vector of a layer's q, k, v, o, gate, up or down projection", path, nm); break; }
+            if (l < 0 || l >= L) { r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s is for layer %lld, but the model has %lld layers (wrong base model?)", path, nm, l, (long long)L); break; }
+            ft_safetensors_get(st, nm, &dt, sh, &nd);
+            if (nd != 2 || (w == FT_SITE_DOWN ? sh[0] != 1 : sh[1] != 1)) {
+                r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has shape [%lld, %lld]: finetune.h's IA3 scales down_proj's input ([1, in], feedforward_modules) and the other sites' outputs ([out, 1])",
+                                 path, nm, (long long)sh[0], nd > 1 ? (long long)sh[1] : 0LL);
+                break;
+            }
+            o.ia3_targets |= 1u << w; mask[l / 64] |= (uint64_t)1 << (l % 64); seen++;
+        }
+        if (r == FT_OK && !seen) r = ft_set_error(FT_ERR_FORMAT, "%s: no IA3 vectors found", path);
+        if (r == FT_OK) {
+            int all = 1;
+            for (i = 0; i < L; i++) all &= (int)(mask[i / 64] >> (i % 64) & 1);
+            o.layer_mask = all ? NULL : mask;
+            if ((r = ft_peft_attach(&p, m, &o)) != FT_OK) r = ft_set_error(r, "%s: %s", path, ft_last_error());
+        }
+        FT_FREE(mask);
+        for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
+            const char *nm = ft_safetensors_name(st, i), *dt; long long l = -1; int w, nd; int64_t sh[8], heads; ft_tensor *t;
+            if (!nm || strcmp(nm, "__metadata__") == 0) continue;
+            w = ft__ia3_key(nm, &l);
+            t = p->ia3[l * FT_SITE_COUNT + w];
+            if (!t) { r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: finetune.h's IA3 puts the same sites on every layer it adapts, this file does not", path, nm); break; }
+            {
+                const void *d = ft_safetensors_get(st, nm, &dt, sh, &nd);
+                if (sh[0] * sh[1] != ft_numel(t)) { r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s has %lld values, the model needs %lld (wrong base model?)", path, nm, (long long)(sh[0] * sh[1]), (long long)ft_numel(t)); break; }
+                heads = w == FT_SITE_DOWN ? 0 : ft__site_permuted_heads(m, w);
+                if (!(tmp = FT__CAST(float *, FT_MALLOC((size_t)ft_numel(t) * sizeof(float))))) { r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); break; }
+                if (!ft__st_to_f32(d, dt, ft_numel(t), tmp)) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s (F32, F16, BF16 are read)", path, nm, dt);
+                else if (heads) ft__permute_rows(FT__F(t), tmp, heads, m->c.head_dim, 1, 0);
+                else memcpy(t->data, tmp, (size_t)ft_numel(t) * sizeof(float));
+                FT_FREE(tmp); tmp = NULL;
+                t->version++; filled++;
+            }
+        }
+        if (r == FT_OK && filled != ft_params_count(p->P))
+            r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: finetune.h's IA3 puts the same sites on every layer it adapts, this file does not", path);
+    } else {                                            /* prompt_embeddings: the soft prompt or the prefix table */
+        const char *dt; int nd; int64_t sh[8], W = o.method == FT_PEFT_PROMPT ? C : L * 2 * Dkv;
+        const void *d = ft_safetensors_get(st, "prompt_embeddings", &dt, sh, &nd);
+        for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
+            const char *nm = ft_safetensors_name(st, i);
+            if (nm && strcmp(nm, "__metadata__") != 0 && strcmp(nm, "prompt_embeddings") != 0)
+                r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: only prompt_embeddings is read (modules_to_save are not supported)", path, nm);
+        }
+        if (r == FT_OK && !d) r = ft_set_error(FT_ERR_FORMAT, "%s: no prompt_embeddings", path);
+        else if (r == FT_OK && (nd != 2 || sh[1] != W || sh[0] < 1 || (o.n_virtual && sh[0] != o.n_virtual)))
+            r = ft_set_error(FT_ERR_SHAPE, "%s: prompt_embeddings is [%lld, %lld], the model needs [%d, %lld] (%s; wrong base model?)", path, (long long)sh[0], nd > 1 ? (long long)sh[1] : 0LL,
+                             o.n_virtual ? o.n_virtual : (int)sh[0], (long long)W, o.method == FT_PEFT_PROMPT ? "num_virtual_tokens x n_embd" : "num_virtual_tokens x n_layer * 2 * n_head_kv * head_dim");
+        if (r == FT_OK) {
+            o.n_virtual = (int)sh[0];
+            if ((r = ft_peft_attach(&p, m, &o)) != FT_OK) r = ft_set_error(r, "%s: %s", path, ft_last_error());
+        }
+        if (r == FT_OK) {
+            ft_tensor *t = o.method == FT_PEFT_PROMPT ? p->prompt : p->pre[0];
+            if (!(tmp = FT__CAST(float *, FT_MALLOC((size_t)ft_numel(t) * sizeof(float))))) r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+            else if (!ft__st_to_f32(d, dt, ft_numel(t), tmp)) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: prompt_embeddings has dtype %s (F32, F16, BF16 are read)", path, dt);
+            else if (o.method == FT_PEFT_PREFIX) ft__prefix_permute(FT__F(t), tmp, m, sh[0], 0);
+            else memcpy(t->data, tmp, (size_t)ft_numel(t) * sizeof(float));
+            FT_FREE(tmp);
+            t->version++;
+        }
+    }
+    ft_safetensors_close(st);
+    if (r != FT_OK) { if (p) ft_peft_free(p); return r; }
+    *out = p;
+    return FT_OK;
 }
 
 /* ---- a whole model with the adapter merged ------------------------------------------------------------- */
@@ -10667,6 +10954,8 @@ FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_sa
     if (opts) o = *opts;
     if (!o.keep_type && !ft__merge_can_encode(o.type))
         return ft_set_error(FT_ERR_UNSUPPORTED, "%s: cannot write weights as %s (f32, f16, bf16, q8_0, q4_0, q4_1 can be written)", path, ft_type_name(o.type));
+    if (p && p->enabled && p->kind != FT_PEFT_LORA)
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: merging is implemented for LoRA / DoRA, not for a %s adapter (save it with ft_peft_save_gguf or ft_peft_save_peft)", path, ft_peft_method_name(p->kind));
     add = p && p->enabled && !p->orig;      /* merged in place already (ft_lora_merge): the weights hold it */
     emb = o.embeddings && !o.keep_type;
     /* what each site becomes; the bytes of every converted weight in one buffer */

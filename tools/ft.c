@@ -47,7 +47,8 @@ static int usage(void) {
         "           f16; base: the base's own types; --embeddings: token_embd/output as --type too, else\n"
         "           unchanged); without --adapter it re-types the base\n"
         "  export   --format peft|gguf -m MODEL.gguf --adapter ADAPTER -o OUT_DIR|OUT.gguf [--base-name NAME]\n"
-        "           an adapter in the other format (PEFT directory <-> llama.cpp LoRA GGUF)\n"
+        "           an adapter in the other format (PEFT directory <-> llama.cpp LoRA GGUF; PEFT also holds\n"
+        "           IA3, prompt and prefix tuning, which gguf writes as finetune.h's own adapter GGUF)\n"
         "  logits   -m MODEL.gguf [--adapter ADAPTER] (-p PROMPT [--chat] | --ids 1,2,3) -o OUT.f32 [--threads N]\n"
         "           raw f32 logits (tokens x vocab, row-major) of every position; the ids go to stdout\n"
         "  merge    --base BASE.gguf --method linear|task|ties|dare_linear|dare_ties --input A:W[:D] --input B:W[:D]\n"
@@ -454,6 +455,9 @@ static unsigned parse_targets(const char *t) {
 }
 
 /* PEFT's base_model_name_or_path: the GGUF's general.name, else its architecture */
+/* the methods PEFT has (ft_peft_save_peft writes them): LoRA/DoRA, IA3, prompt and prefix tuning */
+static int has_peft_format(ft_peft_method k) { return k == FT_PEFT_LORA || k == FT_PEFT_IA3 || k == FT_PEFT_PROMPT || k == FT_PEFT_PREFIX; }
+
 static const char *model_name(ft_model *m, char *buf, size_t cap) {
     ft_gguf_str name;
     if (ft_gguf_get_str(ft_model_gguf(m), "general.name", &name)) snprintf(buf, cap, "%.*s", (int)(name.n < cap - 1 ? name.n : cap - 1), name.s);
@@ -619,16 +623,18 @@ static int train_rl(ft_ctx *ctx, ft_model *m, ft_peft *p, const ft_dataset *trai
     snprintf(path, sizeof path, "%s/adapter.gguf", o->out);
     if (po->method == FT_PEFT_LORA && !po->lora.dora && !po->reward_head && !(po->lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD))) { if (ft_lora_save_gguf(p, path) != FT_OK) return fail("train"); }
     else if (ft_peft_save_gguf(p, path) != FT_OK) return fail("train");
-    if (po->method == FT_PEFT_LORA && !(po->lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD))) {
+    if (has_peft_format(po->method) && !(po->lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD))) {
+        char nm[256];
         snprintf(path, sizeof path, "%s/peft", o->out);
-        if (ft_lora_save_peft(p, path, ft_model_config_get(m)->arch_name) != FT_OK) return fail("train");
+        if (ft_peft_save_peft(p, path, model_name(m, nm, sizeof nm)) != FT_OK) return fail("train");
     }
     {
         ft_plot_series ser; ser.name = "reward"; ser.x = rr.xs; ser.y = rr.ys; ser.n = rr.n;
         snprintf(path, sizeof path, "%s/reward.svg", o->out);
         if (rr.n && ft_svg_plot(path, "mean reward of the sampled completions", "step", "reward", &ser, 1) != FT_OK) return fail("train");
     }
-    fprintf(stderr, "ft: %lld %s steps; wrote %s/{adapter.gguf,metrics.jsonl,reward.svg,config}\n", (long long)ro.steps, o->objective, o->out);
+    fprintf(stderr, "ft: %lld %s steps; wrote %s/{adapter.gguf,%smetrics.jsonl,reward.svg,config}\n", (long long)ro.steps, o->objective, o->out,
+            has_peft_format(po->method) ? "peft/," : "");
     if (ev) {
         if (ft_eval_rl(ctx, m, ev, (int)o->max_new, rw, nr, full, o->eval_gen, &r1, &s1) != FT_OK) return fail("eval");
         printf("\n| %-26s | %10s | %10s |\n|%s|%s|%s|\n", o->eval, "before", "after", "----------------------------", "------------", "------------");
@@ -864,7 +870,7 @@ static int cmd_train(int argc, char **argv) {
     if (po.method == FT_PEFT_LORA && !po.lora.dora && !po.reward_head && !(po.lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD))) { if (ft_lora_save_gguf(p, path) != FT_OK) return fail("train"); }
     else if (ft_peft_save_gguf(p, path) != FT_OK) return fail("train");
     snprintf(path, sizeof path, "%s/peft", o.out);
-    { char nm[256]; if (po.method == FT_PEFT_LORA && !(po.lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD)) && ft_lora_save_peft(p, path, model_name(m, nm, sizeof nm)) != FT_OK) return fail("train"); }
+    { char nm[256]; if (has_peft_format(po.method) && !(po.lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD)) && ft_peft_save_peft(p, path, model_name(m, nm, sizeof nm)) != FT_OK) return fail("train"); }
     {
         ft_plot_series ser[2]; int ns = 1;
         ser[0].name = "train"; ser[0].x = rn.xs; ser[0].y = rn.ys; ser[0].n = rn.n;
@@ -874,7 +880,7 @@ static int cmd_train(int argc, char **argv) {
     }
     fprintf(stderr, "ft: %lld steps, %.0f tokens", (long long)st.step, st.tokens);
     if (rn.s_last > rn.s_first) fprintf(stderr, ", %.2f s per step", (rn.t_last - rn.t_first) / (double)(rn.s_last - rn.s_first));
-    fprintf(stderr, "; wrote %s/{adapter.gguf,%smetrics.jsonl,loss.svg,config,checkpoints/}\n", o.out, po.method == FT_PEFT_LORA ? "peft/," : "");
+    fprintf(stderr, "; wrote %s/{adapter.gguf,%smetrics.jsonl,loss.svg,config,checkpoints/}\n", o.out, has_peft_format(po.method) ? "peft/," : "");
     if (ev) {
         const char *b = "-";
         if (evaluate(ctx, m, ev, gen, &o, &e1)) return 1;
@@ -959,6 +965,12 @@ static int io_parse(const char *cmd, io_opts *o, int argc, char **argv) {
 }
 static void describe_adapter(ft_peft *p) {
     const ft_lora_opts *lo = ft_lora_options(p);
+    if (ft_peft_kind(p) != FT_PEFT_LORA) {
+        fprintf(stderr, "%s", ft_peft_method_name(ft_peft_kind(p)));
+        if (ft_peft_virtual_tokens(p)) fprintf(stderr, " with %lld virtual tokens", (long long)ft_peft_virtual_tokens(p));
+        fprintf(stderr, ", %lld tensors, %lld values", (long long)ft_params_count(ft_peft_params(p)), (long long)ft_params_numel(ft_peft_params(p)));
+        return;
+    }
     fprintf(stderr, "%s r=%d scale %g%s, %lld tensors", lo->dora ? "DoRA" : "LoRA", lo->r, (double)ft_lora_scale(p),
             lo->rslora ? " (rsLoRA)" : "", (long long)ft_params_count(ft_peft_params(p)));
 }
@@ -998,10 +1010,12 @@ static int cmd_export(int argc, char **argv) {
     }
     if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("export");
     if (ft_lora_attach_file(&p, m, o.adapter) != FT_OK) return fail("export --adapter");
-    if (strcmp(o.format, "peft") == 0) { char nm[256]; r = ft_lora_save_peft(p, o.out, o.base_name ? o.base_name : model_name(m, nm, sizeof nm)); }
-    else r = ft_lora_save_gguf(p, o.out);
+    if (strcmp(o.format, "peft") == 0) { char nm[256]; r = ft_peft_save_peft(p, o.out, o.base_name ? o.base_name : model_name(m, nm, sizeof nm)); }
+    else if (ft_peft_kind(p) == FT_PEFT_LORA) r = ft_lora_save_gguf(p, o.out);
+    else r = ft_peft_save_gguf(p, o.out);              /* llama.cpp has LoRA only: finetune.h's own file */
     if (r != FT_OK) return fail("export");
-    fprintf(stderr, "ft: wrote %s (%s) from %s: ", o.out, strcmp(o.format, "peft") == 0 ? "PEFT adapter_model.safetensors + adapter_config.json" : "llama.cpp LoRA GGUF", o.adapter);
+    fprintf(stderr, "ft: wrote %s (%s) from %s: ", o.out, strcmp(o.format, "peft") == 0 ? "PEFT adapter_model.safetensors + adapter_config.json" :
+            ft_peft_kind(p) == FT_PEFT_LORA ? "llama.cpp LoRA GGUF" : "finetune.h adapter GGUF", o.adapter);
     describe_adapter(p); fprintf(stderr, "\n");
     ft_peft_free(p); ft_model_free(m);
     return 0;
