@@ -14,7 +14,7 @@ ifeq ($(ARCH),x86_64)
 TESTS   += $(BUILD)/test_kernels_avx2
 endif
 
-.PHONY: all test demo sanitize san-build bench examples clean
+.PHONY: all test demo sanitize san-build bench bench-train examples clean
 EXAMPLES = $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
 all: $(BUILD)/ft $(TESTS) $(BUILD)/bench $(EXAMPLES)
 examples: $(EXAMPLES)
@@ -67,6 +67,14 @@ bench: $(BUILD)/bench
 	@$(MODEL) env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BUILD)/bench
 	@$(MODEL) if $(PYTHON) -c "import llama_cpp" 2>/dev/null; then $(PYTHON) tools/bench_llamacpp.py "$$FT_MODEL" $$(nproc); \
 	  else echo "(pip install llama-cpp-python to compare with llama.cpp)"; fi
+
+# LoRA / QLoRA training steps of SmolLM2-135M, ours beside PyTorch + peft (PYTHON with torch, transformers,
+# peft, gguf, bitsandbytes), each configuration in its own process, interleaved; BENCH_THREADS=1,2
+BENCH_THREADS ?= 1,2
+BENCH_ARGS    ?=
+bench-train: $(BUILD)/bench
+	@$(MODEL) $(PYTHON) tools/bench_torch.py compare -m "$$FT_MODEL" --bench $(BUILD)/bench --threads $(BENCH_THREADS) \
+	    --jsonl $(BUILD)/bench_train.jsonl $(BENCH_ARGS)
 
 clean:
 	rm -rf build
