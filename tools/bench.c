@@ -416,18 +416,20 @@ static int bench_train(int argc, char **argv) {
     }
     fflush(stdout);
     if (o.profile) {                                  /* one more step, op by op */
-        prof pr; double t0, tfw, trep, tbw, topt, sf = 0, sb = 0; ft_tensor *loss; const ft_tensor *head = ft_model_output(m);
+        prof pr; size_t a_fwd, a_bwd; double t0, tfw, trep, tbw, topt, sf = 0, sb = 0; ft_tensor *loss; const ft_tensor *head = ft_model_output(m);
         memset(&pr, 0, sizeof pr);
         ft_ctx_reset(ctx);
         t0 = ft_time_seconds();
         loss = ft_cross_entropy(ctx, ft_model_forward(ctx, m, &b), tgt, -100);
         tfw = ft_time_seconds() - t0;
+        a_fwd = ft_ctx_arena_used(ctx);
         prof_forward(ctx, head, &pr);                 /* once to touch the scratch pages, then measured */
         memset(&pr, 0, sizeof pr);
         trep = prof_forward(ctx, head, &pr);
         t0 = ft_time_seconds();
         if (!loss || prof_backward(ctx, loss, head, &pr) != FT_OK) { fprintf(stderr, "bench train: %s\n", ft_last_error()); return 1; }
         tbw = ft_time_seconds() - t0;
+        a_bwd = ft_ctx_arena_used(ctx);
         t0 = ft_time_seconds();
         ft_optim_step(opt, o.lr); ft_params_zero_grad(P);
         topt = ft_time_seconds() - t0;
@@ -445,6 +447,8 @@ static int bench_train(int argc, char **argv) {
         printf("%-32s %9.1f %6.1f%% %9s | %9.1f %6.1f%%\n", "not on the tape / untimed", 1e3 * FT__MAX(tfw - sf, 0), 100 * FT__MAX(tfw - sf, 0) / (tfw + tbw + topt), "",
                1e3 * FT__MAX(tbw - sb, 0), 100 * FT__MAX(tbw - sb, 0) / (tfw + tbw + topt));
         printf("%-32s %9s %7s %9s | %9.1f %6.1f%%\n", "AdamW", "", "", "", 1e3 * topt, 100 * topt / (tfw + tbw + topt));
+        printf("arena: %.0f MiB after the forward (activations saved for backward, logits included), %.0f MiB after the backward "
+               "(+ activation gradients, none released before the step ends)\n", a_fwd / 1048576.0, a_bwd / 1048576.0);
         printf("(percentages of the whole step; the first layer's frozen matmuls, embedding and first norm run off the tape:\n"
                " nothing below them trains, so they are in 'not on the tape')\n");
         fflush(stdout);

@@ -5,6 +5,8 @@ PyTorch + peft on the same CPU, and the driver that runs both and prints the com
   run      one configuration in PyTorch (one process: its peak memory is its own):
            python tools/bench_torch.py run -m MODEL.gguf --method lora|qlora [--batch 4] [--seq 256]
                   [--rank 8] [--alpha 16] [--threads N] [--steps 5] [--warmup 2]
+  table    the table again from --jsonl files of compare runs (every round in them):
+           python tools/bench_torch.py table build/bench_train.jsonl
   compare  ours (build/bench train) and PyTorch, each configuration in its own process, the two
            interleaved (ours, torch, ours, torch, ... so that the load of a shared machine hits
            both alike), at each thread count; prints the table and appends the raw results to
@@ -249,7 +251,7 @@ def print_table(rows, a):
     for n, m, ours, tr in rows:
         ot, tt = med(ours, "tokens_per_s"), med(tr, "tokens_per_s")
         om, tm = med(ours, "peak_rss_mib"), med(tr, "peak_rss_mib")
-        peak = med(ours, "peak_gflops")
+        peak = max([r["peak_gflops"] for r in ours] or [0]) or None   # the best measured: others' load only lowers it
         fl = ours[0]["flops_per_step"] if ours else (tr[0]["flops_per_step"] if tr else None)
         name = {"lora": "LoRA (f32 base)", "qlora": "QLoRA (ours Q4_1, torch bnb NF4)"}.get(m, m)
         fmt = lambda v, f: (f % v) if v is not None else "-"
@@ -262,7 +264,8 @@ def print_table(rows, a):
             fmt(tc / oc if oc and tc else None, "%.2fx")))
     if rows and rows[0][2]:
         r = rows[0][2][0]
-        print("\nMFU = FLOPs per step / step time / the f32 FMA peak that bench measured at that thread count; FLOPs per step"
+        print("\nMFU = FLOPs per step / step time / the f32 FMA peak that bench measured at that thread count (the highest of its"
+              " runs); FLOPs per step"
               " = tokens x (4 N_mm - 2 N_in0 + 6 N_lora) + 3 x causal attention forward = %.4g here (see tools/bench.c)."
               % r["flops_per_step"])
         print("tok/s: wall clock, the median step. 'by CPU time': the ratio of CPU seconds per step (all threads), "
@@ -277,9 +280,31 @@ def print_table(rows, a):
                           (", FMA peak %.1f GFLOP/s" % r["peak_gflops"]) if "peak_gflops" in r else ""))
 
 
+def cmd_table(a):
+    """the table again from the RESULT lines of one or more compare runs (all rounds together)"""
+    recs = []
+    for path in a.files:
+        with open(path) as f:
+            recs += [json.loads(line) for line in f if line.strip()]
+    keys = []
+    for r in recs:
+        k = (r["threads"], r["method"], r["B"], r["T"], r["r"])
+        if k not in keys:
+            keys.append(k)
+    keys.sort(key=lambda k: (k[0], k[1]))
+    rows = [(k[0], k[1], [r for r in recs if (r["threads"], r["method"], r["B"], r["T"], r["r"]) == k and r["impl"] != "pytorch"],
+             [r for r in recs if (r["threads"], r["method"], r["B"], r["T"], r["r"]) == k and r["impl"] == "pytorch"]) for k in keys]
+    r0 = recs[0]
+    a.batch, a.seq, a.rank, a.alpha, a.steps, a.warmup = r0["B"], r0["T"], r0["r"], r0["alpha"], r0["steps"], r0["warmup"]
+    a.rounds = max(len(o) for _, _, o, _ in rows)
+    print_table(rows, a)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("table")
+    t.add_argument("files", nargs="+")
     for name in ("run", "compare"):
         p = sub.add_parser(name)
         p.add_argument("-m", "--model", required=True)
@@ -300,7 +325,7 @@ def main():
             p.add_argument("--rounds", type=int, default=1)
             p.add_argument("--jsonl", default=None)
     a = ap.parse_args()
-    cmd_run(a) if a.cmd == "run" else cmd_compare(a)
+    {"run": cmd_run, "compare": cmd_compare, "table": cmd_table}[a.cmd](a)
 
 
 if __name__ == "__main__":
