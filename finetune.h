@@ -221,7 +221,10 @@
    REVISION HISTORY
       0.1.0  core, GGUF and quants, llama family, tokenizer, generation, LoRA/DoRA, trainer;
              merged-model export, adapter conversion (GGUF <-> PEFT); NF4 with double
-             quantization as bitsandbytes stores it (QLoRA), quantize at load, NF4 GGUF
+             quantization as bitsandbytes stores it (QLoRA), quantize at load, NF4 GGUF;
+             bottleneck adapters, prefix / prompt tuning, IA3, full fine-tuning, LoRA on the
+             embedding and head, gradient checkpointing; robust DPO, KTO, reward models; GRPO
+             and PPO; model merging (TIES, DARE); Self-Instruct / Evol-Instruct; sweeps
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H
