@@ -5491,12 +5491,12 @@ FT_API ft_result ft_gguf_add_tensor(ft_gguf_writer *w, const char *name, ft_type
     return FT_OK;
 }
 
-FT_API ft_result ft_gguf_write(ft_gguf_writer *w, const char *path) {
-    ft__afile a; ft_result r; uint32_t u32; uint64_t u64, off = 0; int64_t i; int k;
+/* magic, version, counts, the key/values, the tensor infos (offsets from the writer's sizes),
+   padding to the alignment: returns the bytes written. The tensor data follows, each padded. */
+static size_t ft__gguf_write_header(ft__afile *a_, const ft_gguf_writer *w) {
     static const unsigned char zeros[64] = {0};
-    size_t pos = 0, al = w->alignment;
-    if ((r = ft__afile_open(&a, path)) != FT_OK) return r;
-#define FT__PUT(p, n) do { ft__afile_write(&a, p, n); pos += (n); } while (0)
+    uint32_t u32; uint64_t u64, off = 0; int64_t i; int k; size_t pos = 0, al = w->alignment;
+#define FT__PUT(p, n) do { ft__afile_write(a_, p, n); pos += (n); } while (0)
     u32 = 0x46554747u; FT__PUT(&u32, 4);
     u32 = 3; FT__PUT(&u32, 4);
     u64 = (uint64_t)w->n_t; FT__PUT(&u64, 8);
@@ -5515,6 +5515,17 @@ FT_API ft_result ft_gguf_write(ft_gguf_writer *w, const char *path) {
         off += (t->nbytes + al - 1) / al * al;
     }
     while (pos % al) FT__PUT(zeros, FT__MIN(al - pos % al, sizeof zeros));
+#undef FT__PUT
+    return pos;
+}
+
+FT_API ft_result ft_gguf_write(ft_gguf_writer *w, const char *path) {
+    ft__afile a; ft_result r; int64_t i;
+    static const unsigned char zeros[64] = {0};
+    size_t pos, al = w->alignment;
+    if ((r = ft__afile_open(&a, path)) != FT_OK) return r;
+    pos = ft__gguf_write_header(&a, w);
+#define FT__PUT(p, n) do { ft__afile_write(&a, p, n); pos += (n); } while (0)
     for (i = 0; i < w->n_t; i++) {
         FT__PUT(w->t[i].data, w->t[i].nbytes);
         while (pos % al) FT__PUT(zeros, FT__MIN(al - pos % al, sizeof zeros));
@@ -12272,27 +12283,7 @@ FT_API ft_result ft_merge_models(const char *out_path, const char *base_path, co
     if ((r = ft__afile_open(&a, out_path)) != FT_OK) goto done;
     afile_open = 1;
 #define FT__PUT(p, nb) do { ft__afile_write(&a, p, nb); pos += (nb); } while (0)
-    {
-        uint32_t u32; uint64_t u64, off = 0; size_t al = w->alignment; int k;
-        u32 = 0x46554747u; FT__PUT(&u32, 4);
-        u32 = 3; FT__PUT(&u32, 4);
-        u64 = (uint64_t)w->n_t; FT__PUT(&u64, 8);
-        u64 = (uint64_t)w->n_kv; FT__PUT(&u64, 8);
-        for (t = 0; t < w->n_kv; t++) {
-            u64 = strlen(w->kv[t].key); FT__PUT(&u64, 8); FT__PUT(w->kv[t].key, (size_t)u64);
-            FT__PUT(w->kv[t].val, w->kv[t].len);
-        }
-        for (t = 0; t < w->n_t; t++) {
-            ft__gguf_wt *wt_ = &w->t[t];
-            u64 = strlen(wt_->name); FT__PUT(&u64, 8); FT__PUT(wt_->name, (size_t)u64);
-            u32 = (uint32_t)wt_->n_dims; FT__PUT(&u32, 4);
-            for (k = 0; k < wt_->n_dims; k++) { u64 = (uint64_t)wt_->ne[k]; FT__PUT(&u64, 8); }
-            u32 = (uint32_t)wt_->type; FT__PUT(&u32, 4);
-            FT__PUT(&off, 8);
-            off += (wt_->nbytes + al - 1) / al * al;
-        }
-        while (pos % al) FT__PUT(zeros, FT__MIN(al - pos % al, sizeof zeros));
-    }
+    pos += ft__gguf_write_header(&a, w);               /* ft_gguf_write's layout */
     for (t = 0; t < nt; t++) {
         const ft_gguf_tensor *bt = ft_gguf_tensor_at(base, t); size_t al = w->alignment; int64_t numel = 1, j; int d;
         if (copy[t]) {
