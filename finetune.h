@@ -422,6 +422,7 @@ typedef enum ft_op {
     FT_OP_MINIMUM, FT_OP_MAXIMUM, FT_OP_WHERE, FT_OP_DROPOUT, FT_OP_CONCAT, FT_OP_SLICE,
     FT_OP_RESHAPE, FT_OP_LOG1MEXP,
     FT_OP_CHECKPOINT,               /* a segment recomputed in backward (gradient checkpointing) */
+    FT_OP_LORA_LINEAR,              /* x W^T + s (x A^T) B^T as one op                         */
     FT_OP_COUNT
 } ft_op;
 FT_API const char *ft_op_name(ft_op op);
@@ -430,6 +431,11 @@ FT_API const char *ft_op_name(ft_op op);
    (shared by every batch) or with the same batch dims as a. b may be F16/BF16 when it needs no
    gradient (frozen weights). */
 FT_API ft_tensor *ft_matmul(ft_ctx *ctx, ft_tensor *a, ft_tensor *b, int ta, int tb);
+/* A linear layer with a LoRA branch as one op: y = x W^T + scale (xd A^T) B^T, where x is
+   (..., in), W (out, in) of any storage type (f32 when it takes a gradient), A (r, in), B (out, r)
+   and xd the branch's input (x after dropout; NULL: x). It keeps only the (r, rows) low-rank
+   activations for the backward instead of x W^T, the branch and the sum. */
+FT_API ft_tensor *ft_lora_linear(ft_ctx *ctx, ft_tensor *x, ft_tensor *W, ft_tensor *A, ft_tensor *B, float scale, ft_tensor *xd);
 /* elementwise with NumPy broadcasting (shapes aligned at the last dim) */
 FT_API ft_tensor *ft_add(ft_ctx *ctx, ft_tensor *a, ft_tensor *b);
 FT_API ft_tensor *ft_sub(ft_ctx *ctx, ft_tensor *a, ft_tensor *b);
@@ -1974,6 +1980,16 @@ static float *ft__grad(ft_ctx *ctx, ft_tensor *t) {
     if (!t->grad) ft__fail(ctx, FT_ERR_NOMEM, "backward: arena out of memory for a gradient");
     return t->grad;
 }
+/* the same for a backward that is about to write a whole gradient: a buffer t does not have yet
+   (t not a view) is left unzeroed and *fresh = 1 tells the caller to store instead of add */
+static float *ft__grad_w(ft_ctx *ctx, ft_tensor *t, int *fresh) {
+    *fresh = 0;
+    if (t->grad || t->view_of) return ft__grad(ctx, t);
+    t->grad = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)ft_numel(t) * sizeof(float)));
+    if (!t->grad) ft__fail(ctx, FT_ERR_NOMEM, "backward: arena out of memory for a gradient");
+    *fresh = t->grad != NULL;
+    return t->grad;
+}
 
 /* ---- parameter blocks ------------------------------------------------------------------------ */
 struct ft_params {
@@ -3172,7 +3188,7 @@ FT_API const char *ft_op_name(ft_op op) {
         "rope", "attention", "softmax", "log_softmax", "silu", "gelu", "tanh", "relu", "sigmoid",
         "logsigmoid", "exp", "log", "swiglu", "embedding", "cross_entropy", "logprob", "clamp",
         "minimum", "maximum", "where", "dropout", "concat", "slice", "reshape", "log1mexp",
-        "checkpoint"
+        "checkpoint", "lora_linear"
     };
     return op >= 0 && op < FT_OP_COUNT ? names[op] : "?";
 }
@@ -3360,6 +3376,79 @@ static void ft__matmul_backward(ft_ctx *ctx, ft__node *nd) {
     }
 }
 
+/* ---- linear layer with a LoRA branch -----------------------------------------------------------------
+   N rows of x (in), W (out, in), A (r, in), B (out, r), xd (N, in) = x or x after dropout:
+     forward    y (N, out)  = x W^T  +  us^T B^T      us (r, N) = s A xd^T   (kept for backward)
+     backward   vt (r, N)   = s B^T G^T               G = dL/dy (N, out)
+                dA (r, in) += vt xd        dB (out, r) += (us G)^T       dW (out, in) += G^T x
+                dx (N, in) += G W          dxd (N, in) += vt^T A
+   The low-rank side is kept as (r, N): every GEMM on it has r as its M or K, never as a narrow N,
+   which the GEMM pads to its register tile. */
+typedef struct ft__lora_lin { ft_tensor *W, *xd; float *us; } ft__lora_lin;
+FT_API ft_tensor *ft_lora_linear(ft_ctx *ctx, ft_tensor *x, ft_tensor *W, ft_tensor *A, ft_tensor *B, float scale, ft_tensor *xd) {
+    int64_t in, out, r, N, shape[FT_MAX_DIMS]; int i; ft_tensor *y; ft__node *nd; float *us;
+    FT__IN(x); FT__IN(W); FT__IN(A); FT__IN(B);
+    if (!xd) xd = x;
+    FT__F32(ctx, x, "lora_linear"); FT__F32(ctx, A, "lora_linear"); FT__F32(ctx, B, "lora_linear"); FT__F32(ctx, xd, "lora_linear");
+    in = x->shape[x->ndim - 1]; N = ft_nrows(x);
+    if (W->ndim != 2 || A->ndim != 2 || B->ndim != 2 || W->shape[1] != in || A->shape[1] != in ||
+        B->shape[0] != W->shape[0] || B->shape[1] != A->shape[0] || !ft_same_shape(x, xd))
+        return ft__fail(ctx, FT_ERR_SHAPE, "lora_linear: x (..., in), W (out, in), A (r, in), B (out, r) and xd like x do not fit");
+    out = W->shape[0]; r = A->shape[0];
+    if (!ft__weight_decodable(W, in)) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "lora_linear: W of type %s", ft_type_name(W->type));
+    if (W->type != FT_TYPE_F32 && ft__wants(W)) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "lora_linear: a %s W cannot take a gradient", ft_type_name(W->type));
+    for (i = 0; i < x->ndim - 1; i++) shape[i] = x->shape[i];
+    shape[x->ndim - 1] = out;
+    y = ft__tensor_x(ctx, FT_TYPE_F32, x->ndim, shape, NULL, 0); FT__IN(y);
+    us = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(r * N) * sizeof(float)));
+    if (!us) return ft__fail(ctx, FT_ERR_NOMEM, "lora_linear: arena out of memory");
+    ft__matmul_wt(ctx, N, out, in, FT__F(x), W, FT__F(y));                               /* x W^T      */
+    ft_gemm(ctx, 0, 1, r, N, in, FT__F(A), in, FT__F(xd), in, us, N, 0);                /* A xd^T     */
+    ft__vec_scale(r * N, us, scale, us);
+    ft_gemm(ctx, 1, 1, N, out, r, us, N, FT__F(B), r, FT__F(y), out, 1);                 /* += us^T B^T */
+    if ((nd = ft__record_x(ctx, FT_OP_LORA_LINEAR, y, x, A, B, ft__wants(W) || (xd != x && ft__wants(xd)))) != NULL) {
+        ft__lora_lin *k = FT__CAST(ft__lora_lin *, ft__arena_alloc(ctx, sizeof *k));
+        if (!k) return ft__fail(ctx, FT_ERR_NOMEM, "lora_linear: arena out of memory");
+        k->W = W; k->xd = xd; k->us = us;
+        nd->extra = k; nd->f[0] = scale;
+    }
+    return y;
+}
+static void ft__lora_linear_backward(ft_ctx *ctx, ft__node *nd) {
+    const ft__lora_lin *k = FT__CAST(const ft__lora_lin *, nd->extra);
+    ft_tensor *x = nd->in[0], *A = nd->in[1], *B = nd->in[2], *W = k->W, *xd = k->xd;
+    int64_t in = A->shape[1], r = A->shape[0], out = B->shape[0], N = ft_nrows(x), o, j;
+    const float *G = nd->out->grad; float s = nd->f[0], *vt = NULL, *d;
+    if (ft__wants(A) || ft__wants(xd)) {                  /* vt (r, N) = s B^T G^T */
+        vt = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(r * N) * sizeof(float)));
+        if (!vt) { ft__fail(ctx, FT_ERR_NOMEM, "lora_linear backward: arena out of memory"); return; }
+        ft_gemm(ctx, 1, 1, r, N, out, FT__F(B), r, G, out, vt, N, 0);
+        ft__vec_scale(r * N, vt, s, vt);
+    }
+    if (ft__wants(x)) {                                   /* dx += G W */
+        if (!(d = ft__grad(ctx, x))) return;
+        ft__matmul_gw(ctx, N, out, in, G, W, d);
+    }
+    if (ft__wants(xd)) {                                  /* dxd += vt^T A */
+        if (!(d = ft__grad(ctx, xd))) return;
+        ft_gemm(ctx, 1, 0, N, in, r, vt, N, FT__F(A), in, d, in, 1);
+    }
+    if (ft__wants(A)) {                                   /* dA += vt xd */
+        if (!(d = ft__grad(ctx, A))) return;
+        ft_gemm(ctx, 0, 0, r, in, N, vt, N, FT__F(xd), in, d, in, 1);
+    }
+    if (ft__wants(B)) {                                   /* dB += (us G)^T, through (r, out) */
+        float *t = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(r * out) * sizeof(float)));
+        if (!t || !(d = ft__grad(ctx, B))) { if (!t) ft__fail(ctx, FT_ERR_NOMEM, "lora_linear backward: arena out of memory"); return; }
+        ft_gemm(ctx, 0, 0, r, out, N, k->us, N, G, out, t, out, 0);
+        for (o = 0; o < out; o++) for (j = 0; j < r; j++) d[o * r + j] += t[j * out + o];
+    }
+    if (ft__wants(W)) {                                   /* dW += G^T x */
+        if (!(d = ft__grad(ctx, W))) return;
+        ft_gemm(ctx, 1, 0, out, in, N, G, out, FT__F(x), in, d, in, 1);
+    }
+}
+
 /* ---- broadcasting binary ops -------------------------------------------------------------------- */
 typedef struct ft__bcast { int64_t n[4], sa[4], sb[4]; } ft__bcast;
 
@@ -3394,6 +3483,68 @@ static int ft__bcast_init(ft__bcast *bc, const ft_tensor *a, const ft_tensor *b,
         }                                                                                        \
     } } while (0)
 
+/* Same-shape element-wise work, split over the pool in chunks of FT__EW_CHUNK elements:
+     FT__EW_ADD    y = a + s b                    (add, sub forward)
+     FT__EW_ACC    y = s a  (fresh)  or  y += s a  (a gradient passed on)
+     FT__EW_SWIGLU y = silu(a) b                  (a gate, b up)
+     FT__EW_SWIGLU_BACK  with c = dy: y = dgate, y2 = dup, each stored (fresh) or added */
+enum { FT__EW_ADD, FT__EW_ACC, FT__EW_SWIGLU, FT__EW_SWIGLU_BACK };
+#define FT__EW_CHUNK 4096
+typedef struct ft__ew { int kind, fresh, fresh2; int64_t n; float s, *y, *y2; const float *a, *b, *c; } ft__ew;
+static void ft__ew_chunks(void *p, int64_t c0, int64_t c1) {
+    const ft__ew *e = FT__CAST(const ft__ew *, p);
+    int64_t lo = c0 * FT__EW_CHUNK, hi = FT__MIN(e->n, c1 * FT__EW_CHUNK), i = lo;
+    const float *a = e->a, *b = e->b, *c = e->c; float *y = e->y, *y2 = e->y2, s = e->s;
+    switch (e->kind) {
+    case FT__EW_ADD:
+#ifdef FT__W
+        for (; i + FT__W <= hi; i += FT__W) ft__vstore(y + i, ft__vfma(ft__vset1(s), ft__vload(b + i), ft__vload(a + i)));
+#endif
+        for (; i < hi; i++) y[i] = a[i] + s * b[i];
+        break;
+    case FT__EW_ACC:
+        if (e->fresh) { ft__vec_scale(hi - lo, y + lo, s, a + lo); break; }
+        ft__vec_axpy(hi - lo, s, a + lo, y + lo);
+        break;
+    case FT__EW_SWIGLU:
+        ft__vec_silu(hi - lo, y + lo, a + lo);
+#ifdef FT__W
+        for (; i + FT__W <= hi; i += FT__W) ft__vstore(y + i, ft__vmul(ft__vload(y + i), ft__vload(b + i)));
+#endif
+        for (; i < hi; i++) y[i] *= b[i];
+        break;
+    case FT__EW_SWIGLU_BACK:                  /* sig = 1 / (1 + e^-g): dg = dy u sig (1 + g (1 - sig)), du = dy g sig */
+#ifdef FT__W
+        for (; i + FT__W <= hi; i += FT__W) {
+            ft__vf g = ft__vload(a + i), u = ft__vload(b + i), dy = ft__vload(c + i), one = ft__vset1(1.0f);
+            ft__vf sg = ft__vdiv(one, ft__vadd(one, ft__vexp(ft__vsub(ft__vzero(), g))));
+            ft__vf dg = ft__vmul(ft__vmul(dy, u), ft__vmul(sg, ft__vfma(g, ft__vsub(one, sg), one)));
+            ft__vf du = ft__vmul(dy, ft__vmul(g, sg));
+            if (y) ft__vstore(y + i, e->fresh ? dg : ft__vadd(dg, ft__vload(y + i)));
+            if (y2) ft__vstore(y2 + i, e->fresh2 ? du : ft__vadd(du, ft__vload(y2 + i)));
+        }
+#endif
+        for (; i < hi; i++) {
+            float sg = 1.0f / (1.0f + expf(-a[i])), dg = c[i] * b[i] * (sg * (1.0f + a[i] * (1.0f - sg))), du = c[i] * (a[i] * sg);
+            if (y) y[i] = e->fresh ? dg : y[i] + dg;
+            if (y2) y2[i] = e->fresh2 ? du : y2[i] + du;
+        }
+        break;
+    default: break;
+    }
+}
+static void ft__ew_run(ft_ctx *ctx, ft__ew *e, double flops_per_elem) {
+    ft__parallel(ctx, (e->n + FT__EW_CHUNK - 1) / FT__EW_CHUNK, flops_per_elem * (double)e->n, ft__ew_chunks, e);
+}
+/* dst's gradient += s g (n elements), stored instead when dst has no buffer yet */
+static void ft__grad_acc(ft_ctx *ctx, ft_tensor *dst, const float *g, float s) {
+    ft__ew e;
+    memset(&e, 0, sizeof e);
+    if (!(e.y = ft__grad_w(ctx, dst, &e.fresh))) return;
+    e.kind = FT__EW_ACC; e.n = ft_numel(dst); e.a = g; e.s = s;
+    ft__ew_run(ctx, &e, 2.0);
+}
+
 static ft_tensor *ft__binary(ft_ctx *ctx, ft_op op, ft_tensor *a, ft_tensor *b) {
     ft__bcast bc; int64_t shape[4]; int nd; ft_tensor *y; ft__node *node;
     const float *A, *B; float *Y;
@@ -3404,7 +3555,12 @@ static ft_tensor *ft__binary(ft_ctx *ctx, ft_op op, ft_tensor *a, ft_tensor *b) 
     y = ft__tensor(ctx, FT_TYPE_F32, nd, shape, NULL);
     FT__IN(y);
     A = FT__F(a); B = FT__F(b); Y = FT__F(y);
-    switch (op) {
+    if ((op == FT_OP_ADD || op == FT_OP_SUB) && ft_same_shape(a, b)) {          /* the residual stream */
+        ft__ew e;
+        memset(&e, 0, sizeof e);
+        e.kind = FT__EW_ADD; e.n = ft_numel(y); e.y = Y; e.a = A; e.b = B; e.s = op == FT_OP_ADD ? 1.0f : -1.0f;
+        ft__ew_run(ctx, &e, 1.0);
+    } else switch (op) {
     case FT_OP_ADD:     FT__BCAST_LOOP(bc, Y[io] = A[ia] + B[ib];); break;
     case FT_OP_SUB:     FT__BCAST_LOOP(bc, Y[io] = A[ia] - B[ib];); break;
     case FT_OP_MUL:     FT__BCAST_LOOP(bc, Y[io] = A[ia] * B[ib];); break;
@@ -3425,7 +3581,13 @@ static void ft__binary_backward(ft_ctx *ctx, ft__node *nd) {
     ft__bcast bc = *FT__CAST(ft__bcast *, nd->extra);
     ft_tensor *a = nd->in[0], *b = nd->in[1];
     const float *A = FT__F(a), *B = FT__F(b), *G = nd->out->grad;
-    float *dA = ft__wants(a) ? ft__grad(ctx, a) : NULL, *dB = ft__wants(b) ? ft__grad(ctx, b) : NULL;
+    float *dA, *dB;
+    if ((nd->op == FT_OP_ADD || nd->op == FT_OP_SUB) && ft_same_shape(a, b)) {   /* the gradient passes on */
+        if (ft__wants(a)) ft__grad_acc(ctx, a, G, 1.0f);
+        if (ft__wants(b)) ft__grad_acc(ctx, b, G, nd->op == FT_OP_ADD ? 1.0f : -1.0f);
+        return;
+    }
+    dA = ft__wants(a) ? ft__grad(ctx, a) : NULL; dB = ft__wants(b) ? ft__grad(ctx, b) : NULL;
     switch (nd->op) {
     case FT_OP_ADD: FT__BCAST_LOOP(bc, if (dA) dA[ia] += G[io]; if (dB) dB[ib] += G[io];); break;
     case FT_OP_SUB: FT__BCAST_LOOP(bc, if (dA) dA[ia] += G[io]; if (dB) dB[ib] -= G[io];); break;
@@ -3774,25 +3936,23 @@ FT_API ft_tensor *ft_clamp(ft_ctx *ctx, ft_tensor *x, float lo, float hi) { retu
 
 /* ---- swiglu: y = silu(g) * u ------------------------------------------------------------------------------ */
 FT_API ft_tensor *ft_swiglu(ft_ctx *ctx, ft_tensor *g, ft_tensor *u) {
-    ft_tensor *y; int64_t i, n; const float *G, *U; float *Y;
+    ft_tensor *y; ft__ew e;
     FT__IN(g); FT__IN(u); FT__F32(ctx, g, "swiglu"); FT__F32(ctx, u, "swiglu");
     if (!ft_same_shape(g, u)) return ft__fail(ctx, FT_ERR_SHAPE, "swiglu: gate and up differ in shape");
     y = ft__like(ctx, g); FT__IN(y);
-    n = ft_numel(g); G = FT__F(g); U = FT__F(u); Y = FT__F(y);
-    ft__vec_silu(n, Y, G);
-    for (i = 0; i < n; i++) Y[i] *= U[i];
+    memset(&e, 0, sizeof e);
+    e.kind = FT__EW_SWIGLU; e.n = ft_numel(g); e.a = FT__F(g); e.b = FT__F(u); e.y = FT__F(y);
+    ft__ew_run(ctx, &e, 20.0);
     ft__record(ctx, FT_OP_SWIGLU, y, g, u, NULL);
     return y;
 }
 static void ft__swiglu_backward(ft_ctx *ctx, ft__node *nd) {
-    ft_tensor *g = nd->in[0], *u = nd->in[1]; int64_t i, n = ft_numel(g);
-    const float *G = FT__F(g), *U = FT__F(u), *dY = nd->out->grad;
-    float *dG = ft__wants(g) ? ft__grad(ctx, g) : NULL, *dU = ft__wants(u) ? ft__grad(ctx, u) : NULL;
-    for (i = 0; i < n; i++) {
-        float s = ft__sigmoidf(G[i]);
-        if (dG) dG[i] += dY[i] * U[i] * s * (1.0f + G[i] * (1.0f - s));
-        if (dU) dU[i] += dY[i] * G[i] * s;
-    }
+    ft_tensor *g = nd->in[0], *u = nd->in[1]; ft__ew e;
+    memset(&e, 0, sizeof e);
+    e.kind = FT__EW_SWIGLU_BACK; e.n = ft_numel(g); e.a = FT__F(g); e.b = FT__F(u); e.c = nd->out->grad;
+    if (ft__wants(g) && !(e.y = ft__grad_w(ctx, g, &e.fresh))) return;
+    if (ft__wants(u) && !(e.y2 = ft__grad_w(ctx, u, &e.fresh2))) return;
+    ft__ew_run(ctx, &e, 30.0);
 }
 
 /* ---- embedding ------------------------------------------------------------------------------------------------ */
@@ -4023,6 +4183,7 @@ static ft__backward_fn ft__backward_of(ft_op op) {
     case FT_OP_CONCAT: return ft__concat_backward;
     case FT_OP_SLICE: return ft__slice_backward;
     case FT_OP_CHECKPOINT: return ft__checkpoint_backward;
+    case FT_OP_LORA_LINEAR: return ft__lora_linear_backward;
     default: return NULL;
     }
 }
@@ -4107,6 +4268,9 @@ static int ft__segment_scan(ft_ctx *ctx, int lo, int hi, const ft_tensor *x, ft_
         if (nd->op == FT_OP_ATTENTION && nd->s0) {              /* prefix keys and values */
             ft_tensor **pre = FT__CAST(ft_tensor **, FT__CAST(void *, nd->s0));
             in[n++] = pre[0]; in[n++] = pre[1];
+        } else if (nd->op == FT_OP_LORA_LINEAR) {                /* the weight and the branch's input */
+            const ft__lora_lin *k = FT__CAST(const ft__lora_lin *, nd->extra);
+            in[n++] = k->W; if (k->xd != nd->in[0]) in[n++] = k->xd;
         } else if (nd->op == FT_OP_CHECKPOINT) {                 /* a nested segment's own */
             const ft__ckpt *inner = FT__CAST(const ft__ckpt *, nd->extra);
             for (k = 0; k < inner->n_ext && n < 3 + FT__CKPT_MAX_EXT; k++) in[n++] = inner->ext[k];
@@ -7717,24 +7881,17 @@ static ft_tensor *ft__dora_norm(ft_ctx *ctx, ft_tensor *W, ft_tensor *A, ft_tens
 static ft_tensor *ft__ia3_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t s);
 static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which) {
     int64_t s = l * FT_SITE_COUNT + which;
-    ft_tensor *y, *A, *B, *xa, *lora;
+    ft_tensor *y, *A, *B, *xd;
     if (l < 0) {                                      /* the head: LoRA when targeted */
-        y = ft_matmul(ctx, x, W, 0, 1);
-        if (p->head_A && p->enabled) {
-            xa = p->o.dropout > 0 && ctx->grad_enabled ? ft_dropout(ctx, x, p->o.dropout) : x;
-            y = ft_add(ctx, y, ft_matmul(ctx, ft_scale(ctx, ft_matmul(ctx, xa, p->head_A, 0, 1), p->scale), p->head_B, 0, 1));
-        }
-        return bias ? ft_add(ctx, y, bias) : y;
+        A = p->head_A && p->enabled ? p->head_A : NULL; B = p->head_B;
+    } else {
+        if (p->kind == FT_PEFT_IA3) return ft__ia3_linear(ctx, p, x, W, bias, s);
+        A = p->kind == FT_PEFT_LORA && p->enabled && !p->orig ? p->A[s] : NULL; B = A ? p->B[s] : NULL;
     }
-    if (p->kind == FT_PEFT_IA3) return ft__ia3_linear(ctx, p, x, W, bias, s);
-    y = ft_matmul(ctx, x, W, 0, 1);
-    if (p->kind != FT_PEFT_LORA) return bias ? ft_add(ctx, y, bias) : y;
-    A = p->A[s]; B = p->B[s];
-    if (!p->enabled || !A || p->orig) return bias ? ft_add(ctx, y, bias) : y;
-    xa = p->o.dropout > 0 && ctx->grad_enabled ? ft_dropout(ctx, x, p->o.dropout) : x;
-    lora = ft_matmul(ctx, ft_scale(ctx, ft_matmul(ctx, xa, A, 0, 1), p->scale), B, 0, 1);   /* scale the (N, r) side */
-    y = ft_add(ctx, y, lora);
-    if (p->mag[s]) {
+    if (!A) { y = ft_matmul(ctx, x, W, 0, 1); return bias ? ft_add(ctx, y, bias) : y; }
+    xd = p->o.dropout > 0 && ctx->grad_enabled ? ft_dropout(ctx, x, p->o.dropout) : NULL;
+    y = ft_lora_linear(ctx, x, W, A, B, p->scale, xd);                    /* x W^T + s (xd A^T) B^T */
+    if (l >= 0 && p->mag[s]) {
         ft_tensor *norm = ft__dora_norm(ctx, W, A, B, p->scale), *inv;
         int64_t i;
         FT__IN(norm);

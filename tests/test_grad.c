@@ -86,6 +86,19 @@ TEST(grad_matmul) {
     gradcheck("matmul batched, both transposed", b_mm11, 2, nd33, sbt, -1, 1, 1e-2, 2e-4, 2e-3);
 }
 
+/* x (2, 3, 5), W (4, 5), A (2, 5), B (4, 2); with a separate branch input xd (x after dropout) */
+static ft_tensor *b_lora(ft_ctx *c, ft_tensor **x) { return ft_lora_linear(c, x[0], x[1], x[2], x[3], 0.7f, NULL); }
+static ft_tensor *b_lora_xd(ft_ctx *c, ft_tensor **x) { return ft_lora_linear(c, x[0], x[1], x[2], x[3], -1.3f, x[4]); }
+/* the same inside a graph: the rows come from an op, so their gradients start empty */
+static ft_tensor *b_lora_inner(ft_ctx *c, ft_tensor **x) { return ft_lora_linear(c, ft_scale(c, x[0], 1.5f), x[1], x[2], x[3], 0.5f, NULL); }
+TEST(grad_lora_linear) {
+    int nd[5] = {3, 2, 2, 2, 3};
+    int64_t s[5][4] = {S(2, 3, 5), S(4, 5), S(2, 5), S(4, 2), S(2, 3, 5)};
+    gradcheck("lora_linear", b_lora, 4, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
+    gradcheck("lora_linear, dropout input", b_lora_xd, 5, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
+    gradcheck("lora_linear inside a graph", b_lora_inner, 4, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
+}
+
 static ft_tensor *b_add(ft_ctx *c, ft_tensor **x) { return ft_add(c, x[0], x[1]); }
 static ft_tensor *b_sub(ft_ctx *c, ft_tensor **x) { return ft_sub(c, x[0], x[1]); }
 static ft_tensor *b_mul(ft_ctx *c, ft_tensor **x) { return ft_mul(c, x[0], x[1]); }
@@ -295,6 +308,7 @@ int main(void) {
     ft_ctx_opts o; memset(&o, 0, sizeof o); o.n_threads = 2;
     if (ft_ctx_init(&C, &o) != FT_OK) { printf("ctx: %s\n", ft_last_error()); return 1; }
     RUN(grad_matmul);
+    RUN(grad_lora_linear);
     RUN(grad_binary_broadcast);
     RUN(grad_scale_sum_mean);
     RUN(grad_norms);

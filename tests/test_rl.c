@@ -70,13 +70,16 @@ static void run(ft_rl_algo algo) {
     memset(&o, 0, sizeof o); memset(&t, 0, sizeof t);
     o.algo = algo; o.steps = 60; o.prompts = 4; o.group = 4; o.max_new = 8; o.lr = 5e-3f; o.seed = 5;
     o.iterations = 2; o.grpo.beta = 0.04f; o.grpo.epsilon_high = 0.28f;
-    if (algo == FT_RL_PPO) { o.prompts = 16; o.iterations = 4; }   /* one completion per prompt: as many rollouts as GRPO */
+    /* PPO: one completion per prompt (as many rollouts as GRPO) and twice the steps: its critic
+       starts from nothing, and at 60 steps the result depends on the seed (greedy 0.66-1.00 over
+       seeds 1, 2, 3, 5, 7; at 120 steps 0.96-1.00 over those and 8, 9) */
+    if (algo == FT_RL_PPO) { o.prompts = 16; o.iterations = 4; o.steps = 120; }
     o.rewards = &rw; o.n_rewards = 1; o.on_step = on_step; o.user = &t;
     CHECK_OK(ft_train_rl(ctx, m, ft_peft_params(p), d, &o));
     CHECK_OK(ft_eval_rl(ctx, m, d, 8, &rw, 1, 1.0f, 0, &mean, &solved));
     printf("    %s: sampled reward %.2f (first 5 steps) -> %.2f (last 5 of %lld), kl %.3f; greedy %.2f -> %.2f, all-multiples %.0f%%\n",
            algo == FT_RL_GRPO ? "grpo" : "ppo ", t.first, t.last, (long long)t.n, t.kl, before, mean, 100 * solved);
-    CHECK(t.n == 60, "%lld steps", (long long)t.n);
+    CHECK(t.n == o.steps, "%lld steps", (long long)t.n);
     CHECK(mean >= 0.9, "greedy reward %.2f after training (optimum 1)", mean);
     CHECK(t.last >= 0.8 && t.last > t.first + 0.3, "sampled reward %.2f -> %.2f", t.first, t.last);
     ft_peft_free(p); ft_ctx_free(ctx); ft_model_free(m);

@@ -221,14 +221,15 @@ static void make_batch(int32_t *ids, int32_t *tgt, int64_t B, int64_t T, int64_t
 
 /* ---- a per-op profile of one step: the backward timed node by node (a copy of the library's
    backward loop), the forward by replaying each op recorded on the tape without gradient --------- */
-enum { P_MM_BASE, P_MM_HEAD, P_MM_LORA, P_ATTN, P_XENT, P_NORM, P_ROPE, P_SWIGLU, P_ADD, P_SCALE, P_OTHER, P_N };
-static const char *PNAME[P_N] = {"matmul frozen base W (q..down)", "matmul LM head", "matmul LoRA A/B", "attention", "cross-entropy",
+enum { P_MM_BASE, P_MM_HEAD, P_MM_LORA, P_LORA_LIN, P_ATTN, P_XENT, P_NORM, P_ROPE, P_SWIGLU, P_ADD, P_SCALE, P_OTHER, P_N };
+static const char *PNAME[P_N] = {"matmul frozen base W (q..down)", "matmul LM head", "matmul LoRA A/B", "linear + LoRA (W, A, B)", "attention", "cross-entropy",
                                  "rmsnorm", "rope", "swiglu", "add (residual, lora)", "scale", "other"};
 typedef struct prof { double fwd[P_N], bwd[P_N], ffl[P_N], bfl[P_N]; } prof;
 
 static int prof_cat(const ft__node *nd, const ft_tensor *head) {
     switch (nd->op) {
     case FT_OP_MATMUL: return nd->in[1] == head ? P_MM_HEAD : (nd->in[1]->flags & FT_TENSOR_PARAM) ? P_MM_LORA : P_MM_BASE;
+    case FT_OP_LORA_LINEAR: return P_LORA_LIN;
     case FT_OP_ATTENTION: return P_ATTN;
     case FT_OP_CROSS_ENTROPY: return P_XENT;
     case FT_OP_RMSNORM: return P_NORM;
@@ -238,6 +239,12 @@ static int prof_cat(const ft__node *nd, const ft_tensor *head) {
     case FT_OP_SCALE: return P_SCALE;
     default: return P_OTHER;
     }
+}
+/* x W^T + s (x A^T) B^T: rows x (in out + in r + r out) multiply-adds */
+static double lora_flops(const ft__node *nd) {
+    const ft__lora_lin *k = (const ft__lora_lin *)nd->extra; double rows = (double)ft_nrows(nd->in[0]);
+    double in = (double)nd->in[1]->shape[1], r = (double)nd->in[1]->shape[0], out = (double)k->W->shape[0];
+    return 2.0 * rows * (in * out + in * r + r * out);
 }
 static double mm_flops(const ft__node *nd) { return 2.0 * (double)(ft_numel(nd->in[0]) / nd->n[3]) * (double)nd->n[3] * (double)nd->out->shape[nd->out->ndim - 1]; }
 
@@ -251,6 +258,11 @@ static double prof_forward(ft_ctx *ctx, const ft_tensor *head, prof *P) {
         ctx->arena.used = used;
         switch (nd->op) {
         case FT_OP_MATMUL: ft_matmul(ctx, nd->in[0], nd->in[1], (int)nd->n[0], (int)nd->n[1]); P->ffl[c] += mm_flops(nd); break;
+        case FT_OP_LORA_LINEAR: {
+            const ft__lora_lin *k = (const ft__lora_lin *)nd->extra;
+            ft_lora_linear(ctx, nd->in[0], k->W, nd->in[1], nd->in[2], nd->f[0], k->xd);
+            P->ffl[c] += lora_flops(nd);
+            break; }
         case FT_OP_ATTENTION: {
             ft__attn a = *(ft__attn *)nd->extra;
             a.o = (float *)ft_arena_alloc(ctx, (size_t)(a.B * a.T * a.H * a.D) * sizeof(float));
@@ -285,6 +297,11 @@ static ft_result prof_backward(ft_ctx *ctx, ft_tensor *loss, const ft_tensor *he
         fn(ctx, nd);
         P->bwd[c] += ft_time_seconds() - t0;
         if (nd->op == FT_OP_MATMUL) P->bfl[c] += mm_flops(nd) * (ft__wants(nd->in[0]) + ft__wants(nd->in[1]));
+        if (nd->op == FT_OP_LORA_LINEAR) {       /* dx through W and the branch, dA, dB */
+            const ft__lora_lin *k = (const ft__lora_lin *)nd->extra; double rows = (double)ft_nrows(nd->in[0]);
+            double in = (double)nd->in[1]->shape[1], r = (double)nd->in[1]->shape[0], out = (double)k->W->shape[0];
+            P->bfl[c] += 2.0 * rows * ((ft__wants(nd->in[0]) ? in * out + r * in : 0) + out * r + r * in + r * out);
+        }
         if (nd->op == FT_OP_ATTENTION) { const ft__attn *a = (const ft__attn *)nd->extra; P->bfl[c] += 4.0 * (double)(a->B * a->H * a->D) * (double)a->T * (double)(a->T + 1); }
     }
     ctx->backward_done = 1;
