@@ -1323,6 +1323,12 @@ FT_API int         ft_merge_method_parse(const char *s, ft_merge_method *m);   /
 #endif
 #define FT__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define FT__MAX(a, b) ((a) > (b) ? (a) : (b))
+/* a hint to load the cache line at p (never faults, even past the end of an array) */
+#if defined(__GNUC__) || defined(__clang__)
+#define FT__PREFETCH(p) __builtin_prefetch(p)
+#else
+#define FT__PREFETCH(p) ((void)0)
+#endif
 #define FT__ALIGN 64
 
 /* thread-local storage for the error message: the one piece of per-thread state */
@@ -2954,6 +2960,108 @@ FT_API void ft_gemm_ref(int ta, int tb, int64_t M, int64_t N, int64_t K,
     ft__gemm_ref(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
 
+/* ---- skinny products (the low-rank side of LoRA) -----------------------------------------------
+   With r (the rank, 4..64) as the short side the GEMM would pack a big operand only to use each
+   packed element r times; these read the big operand once, in place:
+     ft__skinny_dot   Y (r, N) = s A X^T          A (r, K), X (N, K) row stride ldx: r dots per row
+     ft__skinny_acc   C (r, K) += V X             V (r, N), X (N, K) row stride ldx: r rank-1
+                      updates per row; C[k, c] at C + k cs_r + c cs_c (cs_r = 1: stored transposed)
+   Blocks of 8 of the r rows: 8 x 2 vector accumulators. Dots split the N rows over threads, the
+   updates split the K columns: each output is summed in one fixed order whatever the threads. */
+#define FT__SK_R 8
+typedef struct ft__skinny { int64_t r, N, K, ldx, cs_r, cs_c; const float *A, *X, *V; float *Y, *C; float s; } ft__skinny;
+static void ft__skinny_dot_rows(void *p, int64_t p0, int64_t p1) {     /* row pairs [p0, p1) */
+    const ft__skinny *j = FT__CAST(const ft__skinny *, p);
+    int64_t n, k0, k, c, K = j->K, n1 = FT__MIN(j->N, 2 * p1);
+    for (n = 2 * p0; n < n1; n += 2) {
+        int two = n + 1 < n1;
+        const float *x0 = j->X + n * j->ldx, *x1 = two ? x0 + j->ldx : x0;
+        for (k0 = 0; k0 < j->r; k0 += FT__SK_R) {
+            int64_t kn = FT__MIN(FT__SK_R, j->r - k0);
+            float s0[FT__SK_R], s1[FT__SK_R];
+            c = 0;
+#ifdef FT__W
+            {
+                ft__vf a0[FT__SK_R], a1[FT__SK_R];
+                for (k = 0; k < FT__SK_R; k++) { a0[k] = ft__vzero(); a1[k] = ft__vzero(); }
+                for (; c + FT__W <= K; c += FT__W) {
+                    ft__vf v0 = ft__vload(x0 + c), v1 = ft__vload(x1 + c);
+                    for (k = 0; k < kn; k++) {
+                        ft__vf w = ft__vload(j->A + (k0 + k) * K + c);
+                        a0[k] = ft__vfma(w, v0, a0[k]); a1[k] = ft__vfma(w, v1, a1[k]);
+                    }
+                }
+                for (k = 0; k < kn; k++) { s0[k] = ft__vhsum(a0[k]); s1[k] = ft__vhsum(a1[k]); }
+            }
+#else
+            for (k = 0; k < kn; k++) s0[k] = s1[k] = 0;
+#endif
+            for (k = 0; k < kn; k++) {
+                const float *w = j->A + (k0 + k) * K; int64_t i;
+                for (i = c; i < K; i++) { s0[k] += w[i] * x0[i]; s1[k] += w[i] * x1[i]; }
+                j->Y[(k0 + k) * j->N + n] = j->s * s0[k];
+                if (two) j->Y[(k0 + k) * j->N + n + 1] = j->s * s1[k];
+            }
+        }
+    }
+}
+#ifdef FT__W
+#define FT__SK_COLS (2 * FT__W)                 /* a column tile: two vectors */
+#else
+#define FT__SK_COLS 16
+#endif
+static void ft__skinny_acc_cols(void *p, int64_t t0, int64_t t1) {      /* column tiles [t0, t1) */
+    const ft__skinny *j = FT__CAST(const ft__skinny *, p);
+    int64_t t, n, k0, k, c;
+    for (t = t0; t < t1; t++) {
+        int64_t c0 = t * FT__SK_COLS, cn = FT__MIN(FT__SK_COLS, j->K - c0);
+        for (k0 = 0; k0 < j->r; k0 += FT__SK_R) {
+            int64_t kn = FT__MIN(FT__SK_R, j->r - k0);
+            float acc[FT__SK_R][FT__SK_COLS];
+#ifdef FT__W
+            if (cn == FT__SK_COLS) {
+                ft__vf a0[FT__SK_R], a1[FT__SK_R];
+                for (k = 0; k < FT__SK_R; k++) { a0[k] = ft__vzero(); a1[k] = ft__vzero(); }
+                for (n = 0; n < j->N; n++) {
+                    const float *x = j->X + n * j->ldx + c0;
+                    ft__vf v0 = ft__vload(x), v1 = ft__vload(x + FT__W);
+                    FT__PREFETCH(x + 16 * j->ldx); FT__PREFETCH(x + 16 * j->ldx + FT__SK_COLS - 1);   /* rows a page apart */
+                    for (k = 0; k < kn; k++) {
+                        ft__vf w = ft__vset1(j->V[(k0 + k) * j->N + n]);
+                        a0[k] = ft__vfma(w, v0, a0[k]); a1[k] = ft__vfma(w, v1, a1[k]);
+                    }
+                }
+                for (k = 0; k < kn; k++) { ft__vstore(acc[k], a0[k]); ft__vstore(acc[k] + FT__W, a1[k]); }
+            } else
+#endif
+            {
+                memset(acc, 0, sizeof acc);
+                for (n = 0; n < j->N; n++)
+                    for (k = 0; k < kn; k++) {
+                        float w = j->V[(k0 + k) * j->N + n];
+                        for (c = 0; c < cn; c++) acc[k][c] += w * j->X[n * j->ldx + c0 + c];
+                    }
+            }
+            for (k = 0; k < kn; k++)
+                for (c = 0; c < cn; c++) j->C[(k0 + k) * j->cs_r + (c0 + c) * j->cs_c] += acc[k][c];
+        }
+    }
+}
+static void ft__skinny_dot(ft_ctx *ctx, int64_t r, int64_t N, int64_t K, float s, const float *A,
+                           const float *X, int64_t ldx, float *Y) {
+    ft__skinny j;
+    memset(&j, 0, sizeof j);
+    j.r = r; j.N = N; j.K = K; j.s = s; j.A = A; j.X = X; j.ldx = ldx; j.Y = Y;
+    ft__parallel(ctx, (N + 1) / 2, 2.0 * (double)(r * N * K), ft__skinny_dot_rows, &j);
+}
+static void ft__skinny_acc(ft_ctx *ctx, int64_t r, int64_t N, int64_t K, const float *V, const float *X,
+                           int64_t ldx, float *C, int64_t cs_r, int64_t cs_c) {
+    ft__skinny j;
+    memset(&j, 0, sizeof j);
+    j.r = r; j.N = N; j.K = K; j.V = V; j.X = X; j.ldx = ldx; j.C = C; j.cs_r = cs_r; j.cs_c = cs_c;
+    ft__parallel(ctx, (K + FT__SK_COLS - 1) / FT__SK_COLS, 2.0 * (double)(r * N * K), ft__skinny_acc_cols, &j);
+}
+
 /* ---- row kernels ------------------------------------------------------------------------------
    Shapes: N rows of C channels unless stated. Backward kernels ACCUMULATE into d* buffers. */
 
@@ -3382,8 +3490,8 @@ static void ft__matmul_backward(ft_ctx *ctx, ft__node *nd) {
      backward   vt (r, N)   = s B^T G^T               G = dL/dy (N, out)
                 dA (r, in) += vt xd        dB (out, r) += (us G)^T       dW (out, in) += G^T x
                 dx (N, in) += G W          dxd (N, in) += vt^T A
-   The low-rank side is kept as (r, N): every GEMM on it has r as its M or K, never as a narrow N,
-   which the GEMM pads to its register tile. */
+   The low-rank side is kept as (r, N): the products with r as an outer side run on the skinny
+   kernels, those with r as the inner side (K = r) on the GEMM. */
 typedef struct ft__lora_lin { ft_tensor *W, *xd; float *us; } ft__lora_lin;
 FT_API ft_tensor *ft_lora_linear(ft_ctx *ctx, ft_tensor *x, ft_tensor *W, ft_tensor *A, ft_tensor *B, float scale, ft_tensor *xd) {
     int64_t in, out, r, N, shape[FT_MAX_DIMS]; int i; ft_tensor *y; ft__node *nd; float *us;
@@ -3403,8 +3511,7 @@ FT_API ft_tensor *ft_lora_linear(ft_ctx *ctx, ft_tensor *x, ft_tensor *W, ft_ten
     us = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(r * N) * sizeof(float)));
     if (!us) return ft__fail(ctx, FT_ERR_NOMEM, "lora_linear: arena out of memory");
     ft__matmul_wt(ctx, N, out, in, FT__F(x), W, FT__F(y));                               /* x W^T      */
-    ft_gemm(ctx, 0, 1, r, N, in, FT__F(A), in, FT__F(xd), in, us, N, 0);                /* A xd^T     */
-    ft__vec_scale(r * N, us, scale, us);
+    ft__skinny_dot(ctx, r, N, in, scale, FT__F(A), FT__F(xd), in, us);                   /* s A xd^T   */
     ft_gemm(ctx, 1, 1, N, out, r, us, N, FT__F(B), r, FT__F(y), out, 1);                 /* += us^T B^T */
     if ((nd = ft__record_x(ctx, FT_OP_LORA_LINEAR, y, x, A, B, ft__wants(W) || (xd != x && ft__wants(xd)))) != NULL) {
         ft__lora_lin *k = FT__CAST(ft__lora_lin *, ft__arena_alloc(ctx, sizeof *k));
@@ -3419,11 +3526,12 @@ static void ft__lora_linear_backward(ft_ctx *ctx, ft__node *nd) {
     ft_tensor *x = nd->in[0], *A = nd->in[1], *B = nd->in[2], *W = k->W, *xd = k->xd;
     int64_t in = A->shape[1], r = A->shape[0], out = B->shape[0], N = ft_nrows(x), o, j;
     const float *G = nd->out->grad; float s = nd->f[0], *vt = NULL, *d;
-    if (ft__wants(A) || ft__wants(xd)) {                  /* vt (r, N) = s B^T G^T */
+    if (ft__wants(A) || ft__wants(xd)) {                  /* vt (r, N) = s B^T G^T, through B^T (r, out) */
+        float *bt = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(r * out) * sizeof(float)));
         vt = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(r * N) * sizeof(float)));
-        if (!vt) { ft__fail(ctx, FT_ERR_NOMEM, "lora_linear backward: arena out of memory"); return; }
-        ft_gemm(ctx, 1, 1, r, N, out, FT__F(B), r, G, out, vt, N, 0);
-        ft__vec_scale(r * N, vt, s, vt);
+        if (!vt || !bt) { ft__fail(ctx, FT_ERR_NOMEM, "lora_linear backward: arena out of memory"); return; }
+        for (o = 0; o < out; o++) for (j = 0; j < r; j++) bt[j * out + o] = FT__F(B)[o * r + j];
+        ft__skinny_dot(ctx, r, N, out, s, bt, G, out, vt);
     }
     if (ft__wants(x)) {                                   /* dx += G W */
         if (!(d = ft__grad(ctx, x))) return;
@@ -3435,13 +3543,11 @@ static void ft__lora_linear_backward(ft_ctx *ctx, ft__node *nd) {
     }
     if (ft__wants(A)) {                                   /* dA += vt xd */
         if (!(d = ft__grad(ctx, A))) return;
-        ft_gemm(ctx, 0, 0, r, in, N, vt, N, FT__F(xd), in, d, in, 1);
+        ft__skinny_acc(ctx, r, N, in, vt, FT__F(xd), in, d, in, 1);
     }
-    if (ft__wants(B)) {                                   /* dB += (us G)^T, through (r, out) */
-        float *t = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(r * out) * sizeof(float)));
-        if (!t || !(d = ft__grad(ctx, B))) { if (!t) ft__fail(ctx, FT_ERR_NOMEM, "lora_linear backward: arena out of memory"); return; }
-        ft_gemm(ctx, 0, 0, r, out, N, k->us, N, G, out, t, out, 0);
-        for (o = 0; o < out; o++) for (j = 0; j < r; j++) d[o * r + j] += t[j * out + o];
+    if (ft__wants(B)) {                                   /* dB += (us G)^T */
+        if (!(d = ft__grad(ctx, B))) return;
+        ft__skinny_acc(ctx, r, N, out, k->us, G, out, d, 1, r);
     }
     if (ft__wants(W)) {                                   /* dW += G^T x */
         if (!(d = ft__grad(ctx, W))) return;
@@ -5079,11 +5185,6 @@ static void ft__nf4_block(const uint8_t *qs, float d, float *y) {
    reference. Streaming a big weight from memory (the GEMV of generation), the nibbles are
    prefetched 16 blocks ahead: measured 1.7x faster here, ahead of Q4_1 with its 21% more bytes
    (without it NF4's decode stalls longer than Q4_1's, whose row is a single stream). */
-#if defined(__GNUC__) || defined(__clang__)
-#define FT__PREFETCH(p) __builtin_prefetch(p)
-#else
-#define FT__PREFETCH(p) ((void)0)
-#endif
 static void ft__nf4_decode(const uint8_t *qs, const ft_nf4 *q, int64_t e0, int64_t n, float *y) {
     int64_t e = e0, end = e0 + n;
     while (e < end) {

@@ -100,6 +100,78 @@ TEST(gemm_matches_reference_any_shape) {
     ft_ctx_free(c1); ft_ctx_free(c2);
 }
 
+/* the skinny products of LoRA's low-rank side against the triple loop, 1 vs 2 threads identical:
+   Y (r, N) = s A X^T, then C (r, K) += V X stored both ways (C and C^T) */
+TEST(skinny_match_reference) {
+    ft_ctx *c[2]; ft_ctx_opts o; int si, t;
+    static const int64_t shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {8, 33, 65}, {11, 64, 577}, {16, 129, 100}, {5, 2, 1536}, {24, 300, 33}};
+    memset(&o, 0, sizeof o); o.n_threads = 1; ft_ctx_init(&c[0], &o);
+    o.n_threads = 2; ft_ctx_init(&c[1], &o);
+    for (si = 0; si < (int)(sizeof shapes / sizeof shapes[0]); si++) {
+        int64_t r = shapes[si][0], N = shapes[si][1], K = shapes[si][2], ldx = K + si % 3, i, j;
+        float *A = randv(r * K, -1, 1), *X = randv(N * ldx, -1, 1), *V = randv(r * N, -1, 1), *C0 = randv(r * K, -1, 1);
+        float *Y[2], *C[2], *CT[2], *Yr = (float *)malloc((size_t)(r * N) * 4), *Cr = (float *)malloc((size_t)(r * K) * 4);
+        double wy = 0, wc = 0, wt = 0;
+        for (t = 0; t < 2; t++) {
+            Y[t] = (float *)malloc((size_t)(r * N) * 4); C[t] = (float *)malloc((size_t)(r * K) * 4); CT[t] = (float *)malloc((size_t)(r * K) * 4);
+            memcpy(C[t], C0, (size_t)(r * K) * 4);
+            for (i = 0; i < r; i++) for (j = 0; j < K; j++) CT[t][j * r + i] = C0[i * K + j];
+            ft__skinny_dot(c[t], r, N, K, 0.5f, A, X, ldx, Y[t]);
+            ft__skinny_acc(c[t], r, N, K, V, X, ldx, C[t], K, 1);
+            ft__skinny_acc(c[t], r, N, K, V, X, ldx, CT[t], 1, r);
+        }
+        ft_gemm_ref(0, 1, r, N, K, A, K, X, ldx, Yr, N, 0);
+        memcpy(Cr, C0, (size_t)(r * K) * 4);
+        ft_gemm_ref(0, 0, r, K, N, V, N, X, ldx, Cr, K, 1);
+        for (i = 0; i < r * N; i++) wy = fmax(wy, fabs(Y[0][i] - 0.5 * Yr[i]) / (1e-5 * (double)(K + 1)));
+        for (i = 0; i < r; i++) for (j = 0; j < K; j++) {
+            wc = fmax(wc, fabs(C[0][i * K + j] - Cr[i * K + j]) / (1e-5 * (double)(N + 1)));
+            wt = fmax(wt, fabs(CT[0][j * r + i] - Cr[i * K + j]) / (1e-5 * (double)(N + 1)));
+        }
+        CHECK(wy <= 1 && wc <= 1 && wt <= 1, "skinny r=%lld N=%lld K=%lld: errors %g %g %g x tolerance", (long long)r, (long long)N, (long long)K, wy, wc, wt);
+        CHECK(memcmp(Y[0], Y[1], (size_t)(r * N) * 4) == 0 && memcmp(C[0], C[1], (size_t)(r * K) * 4) == 0 &&
+              memcmp(CT[0], CT[1], (size_t)(r * K) * 4) == 0, "skinny r=%lld N=%lld K=%lld: 1 vs 2 threads differ", (long long)r, (long long)N, (long long)K);
+        for (t = 0; t < 2; t++) { free(Y[t]); free(C[t]); free(CT[t]); }
+        free(A); free(X); free(V); free(C0); free(Yr); free(Cr);
+    }
+    ft_ctx_free(c[0]); ft_ctx_free(c[1]);
+}
+
+/* the pooled element-wise kernels (residual add, gradient pass-on, swiglu and its backward,
+   stored or added) against the scalar formulas in double */
+TEST(elementwise_kernels_match_reference) {
+    ft_ctx *ctx; ft_ctx_opts o; int li, fresh;
+    memset(&o, 0, sizeof o); o.n_threads = 2; ft_ctx_init(&ctx, &o);
+    for (li = 0; li < NLENS; li++) for (fresh = 0; fresh < 2; fresh++) {
+        int64_t n = LENS[li] * 3, i; ft__ew e;
+        float *a = randv(n, -6, 6), *b = randv(n, -2, 2), *g = randv(n, -1, 1), *y = randv(n, -1, 1), *y2 = randv(n, -1, 1);
+        float *y0 = (float *)malloc((size_t)(n + 1) * 4), *y20 = (float *)malloc((size_t)(n + 1) * 4);
+        double wa = 0, ws = 0, wb = 0;
+        memcpy(y0, y, (size_t)n * 4); memcpy(y20, y2, (size_t)n * 4);
+        memset(&e, 0, sizeof e); e.kind = FT__EW_ADD; e.n = n; e.a = a; e.b = b; e.s = -1; e.y = y;
+        ft__ew_run(ctx, &e, 1);
+        for (i = 0; i < n; i++) wa = fmax(wa, fabs(y[i] - ((double)a[i] - b[i])));
+        memcpy(y, y0, (size_t)n * 4);
+        memset(&e, 0, sizeof e); e.kind = FT__EW_ACC; e.n = n; e.a = a; e.s = 0.5f; e.y = y; e.fresh = fresh;
+        ft__ew_run(ctx, &e, 2);
+        for (i = 0; i < n; i++) wa = fmax(wa, fabs(y[i] - ((fresh ? 0 : (double)y0[i]) + 0.5 * a[i])) / 1e-6);
+        memset(&e, 0, sizeof e); e.kind = FT__EW_SWIGLU; e.n = n; e.a = a; e.b = b; e.y = y;
+        ft__ew_run(ctx, &e, 20);
+        for (i = 0; i < n; i++) ws = fmax(ws, fabs(y[i] - a[i] / (1 + exp(-(double)a[i])) * b[i]) / (1e-6 * (1 + fabs(y[i]))));
+        memcpy(y, y0, (size_t)n * 4);
+        memset(&e, 0, sizeof e); e.kind = FT__EW_SWIGLU_BACK; e.n = n; e.a = a; e.b = b; e.c = g; e.y = y; e.y2 = y2; e.fresh = fresh; e.fresh2 = !fresh;
+        ft__ew_run(ctx, &e, 30);
+        for (i = 0; i < n; i++) {
+            double sg = 1 / (1 + exp(-(double)a[i])), dg = g[i] * b[i] * sg * (1 + a[i] * (1 - sg)), du = g[i] * a[i] * sg;
+            wb = fmax(wb, fabs(y[i] - ((fresh ? 0 : y0[i]) + dg)) / (2e-6 * (1 + fabs(dg))));
+            wb = fmax(wb, fabs(y2[i] - ((!fresh ? 0 : y20[i]) + du)) / (2e-6 * (1 + fabs(du))));
+        }
+        CHECK(wa <= 1 && ws <= 1 && wb <= 1, "n=%lld fresh=%d: add %g, swiglu %g, swiglu back %g x tolerance", (long long)n, fresh, wa, ws, wb);
+        free(a); free(b); free(g); free(y); free(y2); free(y0); free(y20);
+    }
+    ft_ctx_free(ctx);
+}
+
 int main(void) {
     ft_rng_seed(&R, 5);
     RUN(simd_name);
@@ -107,5 +179,7 @@ int main(void) {
     RUN(vec_elementwise_match_reference);
     RUN(vector_exp_accuracy);
     RUN(gemm_matches_reference_any_shape);
+    RUN(skinny_match_reference);
+    RUN(elementwise_kernels_match_reference);
     return ft_test_summary("test_kernels");
 }
