@@ -3391,18 +3391,18 @@ static void ft__matmul_wt(ft_ctx *ctx, int64_t M, int64_t N, int64_t K, const fl
     src.ld = K; src.trans = 1; src.row = W->type == FT_TYPE_F32 ? NULL : ft__gemm_row_decode;
     ft__gemm_src(&ctx->pool, 0, M, N, K, A, K, &src, C, N, 0);
 }
-/* C (M, K) += G (M, N) W, W (N, K) of any type, decoded one K block of rows at a time */
-static void ft__matmul_gw(ft_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *G, const ft_tensor *W, float *C) {
+/* C (M, K) [+]= G (M, N) W, W (N, K) of any type, decoded one K block of rows at a time */
+static void ft__matmul_gw(ft_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *G, const ft_tensor *W, float *C, int accumulate) {
     int64_t kc = ft__gemm_kc(N), n0;
     ft__decode_job j;
-    if (W->type == FT_TYPE_F32) { ft__gemm(&ctx->pool, 0, 0, M, K, N, G, N, FT__F(W), K, C, K, 1); return; }
+    if (W->type == FT_TYPE_F32) { ft__gemm(&ctx->pool, 0, 0, M, K, N, G, N, FT__F(W), K, C, K, accumulate); return; }
     j.W = W; j.dst = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(kc * K) * sizeof(float)));
     if (!j.dst) { ft__fail(ctx, FT_ERR_NOMEM, "matmul backward: arena out of memory"); return; }
     for (n0 = 0; n0 < N; n0 += kc) {
         int64_t nb = FT__MIN(kc, N - n0);
         j.r0 = n0;
         ft__parallel(ctx, nb, 8.0 * (double)(nb * K), ft__decode_rows, &j);
-        ft__gemm(&ctx->pool, 0, 0, M, K, nb, G + n0, N, j.dst, K, C, K, 1);
+        ft__gemm(&ctx->pool, 0, 0, M, K, nb, G + n0, N, j.dst, K, C, K, accumulate || n0 > 0);
     }
 }
 
@@ -3458,7 +3458,7 @@ static void ft__matmul_backward(ft_ctx *ctx, ft__node *nd) {
         float *dA = ft__grad(ctx, a);
         if (!dA) return;
         if (b->type != FT_TYPE_F32)             /* dA += dC W, W decoded block by block       */
-            ft__matmul_gw(ctx, batch * M, N, K, dC, b, dA);
+            ft__matmul_gw(ctx, batch * M, N, K, dC, b, dA, 1);
         else if (!ta && shared)                 /* dA (batch*M, K) += dC op(B)^T              */
             ft_gemm(ctx, 0, !tb, batch * M, K, N, dC, N, B, ldb, dA, K, 1);
         else
@@ -3534,8 +3534,9 @@ static void ft__lora_linear_backward(ft_ctx *ctx, ft__node *nd) {
         ft__skinny_dot(ctx, r, N, out, s, bt, G, out, vt);
     }
     if (ft__wants(x)) {                                   /* dx += G W */
-        if (!(d = ft__grad(ctx, x))) return;
-        ft__matmul_gw(ctx, N, out, in, G, W, d);
+        int fresh;
+        if (!(d = ft__grad_w(ctx, x, &fresh))) return;
+        ft__matmul_gw(ctx, N, out, in, G, W, d, !fresh);
     }
     if (ft__wants(xd)) {                                  /* dxd += vt^T A */
         if (!(d = ft__grad(ctx, xd))) return;
@@ -3837,13 +3838,14 @@ FT_API ft_tensor *ft_rope(ft_ctx *ctx, ft_tensor *x, const int32_t *pos, int n_h
     return y;
 }
 static void ft__rope_backward(ft_ctx *ctx, ft__node *nd) {           /* dx += R(-theta) dy */
-    ft_tensor *x = nd->in[0]; ft__rope_job j; int64_t n = ft_numel(x), i;
-    float *dx = ft__grad(ctx, x), *tmp = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)n * sizeof(float)));
+    ft_tensor *x = nd->in[0]; ft__rope_job j; int64_t n = ft_numel(x); int fresh;
+    float *dx = ft__grad_w(ctx, x, &fresh), *tmp = dx;
+    if (dx && !fresh) tmp = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)n * sizeof(float)));
     if (!dx || !tmp) { ft__fail(ctx, FT_ERR_NOMEM, "rope backward: arena out of memory"); return; }
     j.y = tmp; j.x = nd->out->grad; j.pos = nd->ids; j.N = ft_nrows(x); j.n_head = (int)nd->n[0];
     j.D = x->shape[x->ndim - 1] / j.n_head; j.n_rot = (int)nd->n[1]; j.mode = (int)nd->n[2]; j.base = nd->f[0]; j.sign = -1.0f;
     ft__parallel(ctx, j.N, 6.0 * (double)n, ft__rope_task, &j);
-    for (i = 0; i < n; i++) dx[i] += tmp[i];
+    if (!fresh) ft__grad_acc(ctx, x, tmp, 1.0f);          /* a gradient it had already: add */
 }
 
 /* ---- attention ----------------------------------------------------------------------------------- */
