@@ -1741,6 +1741,9 @@ typedef struct ft__arena_mark { size_t used, extra_bytes; int n_extra; } ft__are
 
 typedef struct ft__node ft__node;
 
+/* RoPE's cos/sin table for the positions last used (see ft__rope_table) */
+typedef struct ft__rope_cache { float *cs; int32_t *pos; size_t cap, cap_pos; int64_t N; int n_rot; float base; } ft__rope_cache;
+
 struct ft_ctx {
     ft__pool  pool;
     ft__arena arena;
@@ -1752,6 +1755,7 @@ struct ft_ctx {
     ft_rng    rng;
     ft_log_fn log; void *log_user;
     size_t    mallocs;
+    ft__rope_cache rope;
 };
 
 static void *ft__arena_alloc(ft_ctx *ctx, size_t bytes) {
@@ -1861,6 +1865,7 @@ FT_API void ft_ctx_free(ft_ctx *ctx) {
     ft__aligned_free(ctx->arena.base);
     FT_FREE(ctx->arena.extra);
     FT_FREE(ctx->tape);
+    FT_FREE(ctx->rope.cs); FT_FREE(ctx->rope.pos);
     FT_FREE(ctx);
 }
 
@@ -3126,18 +3131,26 @@ static void ft__layernorm_backward(float *dx, float *dw, float *db, const float 
     }
 }
 
-/* RoPE on rows of n_head heads of D dims: x (N, n_head*D), pos (N). sign = +1 forward, -1 for
-   the backward (rotation by -theta). NORM pairs (2i, 2i+1); NEOX pairs (i, i + n_rot/2). */
-static void ft__rope_rows(float *y, const float *x, const int32_t *pos, int64_t N, int n_head,
-                          int64_t D, int n_rot, float base, int mode, float sign, int64_t lo, int64_t hi) {
+/* the angles: cs (N, n_rot/2, 2) = cos, sin of theta = pos[r] base^(-2i/n_rot), rows [lo, hi) */
+static void ft__rope_angles(float *cs, const int32_t *pos, int n_rot, float base, int64_t lo, int64_t hi) {
+    int64_t r, i;
+    for (r = lo; r < hi; r++)
+        for (i = 0; i < n_rot / 2; i++) {
+            float theta = (float)pos[r] * powf(base, -2.0f * (float)i / (float)n_rot);
+            cs[(r * (n_rot / 2) + i) * 2] = cosf(theta); cs[(r * (n_rot / 2) + i) * 2 + 1] = sinf(theta);
+        }
+}
+/* RoPE on rows of n_head heads of D dims: x (N, n_head*D), angles cs from ft__rope_angles.
+   sign = +1 forward, -1 for the backward (rotation by -theta). NORM pairs (2i, 2i+1); NEOX
+   pairs (i, i + n_rot/2). */
+static void ft__rope_rows(float *y, const float *x, const float *cs, int n_head,
+                          int64_t D, int n_rot, int mode, float sign, int64_t lo, int64_t hi) {
     int64_t r, h, i;
-    (void)N;
     for (r = lo; r < hi; r++) {
         const float *xr = x + r * n_head * D; float *yr = y + r * n_head * D;
         if (xr != yr) memcpy(yr, xr, (size_t)(n_head * D) * sizeof(float));
         for (i = 0; i < n_rot / 2; i++) {
-            float theta = (float)pos[r] * powf(base, -2.0f * (float)i / (float)n_rot);
-            float c = cosf(theta), s = sign * sinf(theta);
+            float c = cs[(r * (n_rot / 2) + i) * 2], s = sign * cs[(r * (n_rot / 2) + i) * 2 + 1];
             for (h = 0; h < n_head; h++) {
                 float *v = yr + h * D;
                 int64_t i0 = mode == FT_ROPE_NEOX ? i : 2 * i, i1 = mode == FT_ROPE_NEOX ? i + n_rot / 2 : 2 * i + 1;
@@ -3816,10 +3829,35 @@ FT_API ft_tensor *ft_rmsnorm(ft_ctx *ctx, ft_tensor *x, ft_tensor *w, float eps)
 FT_API ft_tensor *ft_layernorm(ft_ctx *ctx, ft_tensor *x, ft_tensor *w, ft_tensor *b, float eps) { return ft__norm(ctx, FT_OP_LAYERNORM, x, w, b, eps); }
 
 /* ---- rope ------------------------------------------------------------------------------------------ */
-typedef struct ft__rope_job { float *y; const float *x; const int32_t *pos; int64_t N, D; int n_head, n_rot, mode; float base, sign; } ft__rope_job;
+typedef struct ft__rope_job { float *y, *cs; const float *x; const int32_t *pos; int64_t N, D; int n_head, n_rot, mode; float base, sign; } ft__rope_job;
 static void ft__rope_task(void *p, int64_t lo, int64_t hi) {
     ft__rope_job *j = FT__CAST(ft__rope_job *, p);
-    ft__rope_rows(j->y, j->x, j->pos, j->N, j->n_head, j->D, j->n_rot, j->base, j->mode, j->sign, lo, hi);
+    ft__rope_rows(j->y, j->x, j->cs, j->n_head, j->D, j->n_rot, j->mode, j->sign, lo, hi);
+}
+static void ft__rope_angles_task(void *p, int64_t lo, int64_t hi) {
+    ft__rope_job *j = FT__CAST(ft__rope_job *, p);
+    ft__rope_angles(j->cs, j->pos, j->n_rot, j->base, lo, hi);
+}
+/* the angles for j->pos, kept in the context: every layer's q and k, forward and backward, use
+   the same positions, so the sines and cosines are computed once per step, not 4 x layers times */
+static int ft__rope_table(ft_ctx *ctx, ft__rope_job *j) {
+    ft__rope_cache *c = &ctx->rope;
+    size_t n = (size_t)(j->N * (j->n_rot / 2) * 2);
+    if (c->cs && c->N == j->N && c->n_rot == j->n_rot && c->base == j->base &&
+        memcmp(c->pos, j->pos, (size_t)j->N * sizeof(int32_t)) == 0) { j->cs = c->cs; return 1; }
+    if (c->cap < n || c->cap_pos < (size_t)j->N) {
+        FT_FREE(c->cs); FT_FREE(c->pos);
+        c->cs = FT__CAST(float *, FT_MALLOC(FT__MAX(n, 1) * sizeof(float)));
+        c->pos = FT__CAST(int32_t *, FT_MALLOC((size_t)j->N * sizeof(int32_t)));
+        c->cap = c->cs ? FT__MAX(n, 1) : 0; c->cap_pos = c->pos ? (size_t)j->N : 0; ctx->mallocs++;
+        if (!c->cs || !c->pos) { c->N = 0; ft__fail(ctx, FT_ERR_NOMEM, "rope: out of memory for the angle table"); return 0; }
+    }
+    c->N = 0;                                    /* invalid until filled */
+    j->cs = c->cs;
+    ft__parallel(ctx, j->N, 40.0 * (double)n, ft__rope_angles_task, j);
+    memcpy(c->pos, j->pos, (size_t)j->N * sizeof(int32_t));
+    c->N = j->N; c->n_rot = j->n_rot; c->base = j->base;
+    return 1;
 }
 FT_API ft_tensor *ft_rope(ft_ctx *ctx, ft_tensor *x, const int32_t *pos, int n_head, int n_rot, float base, int mode) {
     ft__rope_job j; ft_tensor *y; ft__node *nd; int64_t C;
@@ -3830,6 +3868,7 @@ FT_API ft_tensor *ft_rope(ft_ctx *ctx, ft_tensor *x, const int32_t *pos, int n_h
     y = ft__like(ctx, x); FT__IN(y);
     j.y = FT__F(y); j.x = FT__F(x); j.pos = pos; j.N = ft_nrows(x); j.D = C / n_head; j.n_head = n_head;
     j.n_rot = n_rot; j.mode = mode; j.base = base; j.sign = 1.0f;
+    if (!ft__rope_table(ctx, &j)) return NULL;
     ft__parallel(ctx, j.N, 6.0 * (double)ft_numel(x), ft__rope_task, &j);
     if ((nd = ft__record(ctx, FT_OP_ROPE, y, x, NULL, NULL)) != NULL) {
         nd->ids = ft__copy_ids(ctx, pos, j.N);
@@ -3844,6 +3883,7 @@ static void ft__rope_backward(ft_ctx *ctx, ft__node *nd) {           /* dx += R(
     if (!dx || !tmp) { ft__fail(ctx, FT_ERR_NOMEM, "rope backward: arena out of memory"); return; }
     j.y = tmp; j.x = nd->out->grad; j.pos = nd->ids; j.N = ft_nrows(x); j.n_head = (int)nd->n[0];
     j.D = x->shape[x->ndim - 1] / j.n_head; j.n_rot = (int)nd->n[1]; j.mode = (int)nd->n[2]; j.base = nd->f[0]; j.sign = -1.0f;
+    if (!ft__rope_table(ctx, &j)) return;
     ft__parallel(ctx, j.N, 6.0 * (double)n, ft__rope_task, &j);
     if (!fresh) ft__grad_acc(ctx, x, tmp, 1.0f);          /* a gradient it had already: add */
 }
