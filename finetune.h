@@ -1415,8 +1415,28 @@ FT_API double ft_time_seconds(void) {
    n-1 workers plus the caller. ft__pool_run(pool, fn, arg) calls fn(arg, ith, nth) once for every
    ith in [0, nth) and returns when all have finished. Work splits are static (ith decides the
    share), so a result depends only on nth, never on timing. Each thread owns a scratch buffer
-   (GEMM packing) that only grows. */
+   (GEMM packing) that only grows. A training step hands the pool a few thousand short jobs: an
+   idle worker (and the caller waiting for the others) first spins on the job counter for a few
+   tens of microseconds before it sleeps on the condition variable, so a job that follows soon
+   after the last one does not wait for a thread to be woken (GCC and Clang: atomic loads). */
 typedef void (*ft__task_fn)(void *arg, int ith, int nth);
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(FT_NO_THREADS)
+#define FT__SPIN 4000                           /* polls before sleeping (~30-60 us)            */
+#define FT__ATOMIC_LOAD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+#define FT__ATOMIC_STORE(x, v) __atomic_store_n(&(x), v, __ATOMIC_RELEASE)   /* (writers hold the lock) */
+#if defined(__x86_64__) || defined(__i386__)
+#define FT__RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define FT__RELAX() __asm__ __volatile__("yield")
+#else
+#define FT__RELAX() ((void)0)
+#endif
+#else
+#define FT__SPIN 0
+#define FT__ATOMIC_LOAD(x) (x)
+#define FT__ATOMIC_STORE(x, v) ((x) = (v))
+#define FT__RELAX() ((void)0)
+#endif
 
 typedef struct ft__pool {
     int n;                                  /* threads including the caller                  */
@@ -1445,7 +1465,8 @@ static void *ft__worker_main(void *p) {
     unsigned long seen = 0;
     FT_FREE(p);
     for (;;) {
-        ft__task_fn fn; void *arg; int nth;
+        ft__task_fn fn; void *arg; int nth, spin;
+        for (spin = 0; spin < FT__SPIN && FT__ATOMIC_LOAD(pool->gen) == seen && !FT__ATOMIC_LOAD(pool->quit); spin++) FT__RELAX();
         pthread_mutex_lock(&pool->mu);
         while (pool->gen == seen && !pool->quit) pthread_cond_wait(&pool->wake, &pool->mu);
         if (pool->quit) { pthread_mutex_unlock(&pool->mu); return NULL; }
@@ -1453,7 +1474,8 @@ static void *ft__worker_main(void *p) {
         pthread_mutex_unlock(&pool->mu);
         if (ith < nth) fn(arg, ith, nth);
         pthread_mutex_lock(&pool->mu);
-        if (--pool->pending == 0) pthread_cond_signal(&pool->done);
+        FT__ATOMIC_STORE(pool->pending, pool->pending - 1);
+        if (pool->pending == 0) pthread_cond_signal(&pool->done);
         pthread_mutex_unlock(&pool->mu);
     }
 }
@@ -1464,7 +1486,7 @@ static void ft__pool_stop(ft__pool *pool) {
 #if !defined(FT_NO_THREADS)
     if (pool->n > 1) {
         pthread_mutex_lock(&pool->mu);
-        pool->quit = 1;
+        FT__ATOMIC_STORE(pool->quit, 1);
         pthread_cond_broadcast(&pool->wake);
         pthread_mutex_unlock(&pool->mu);
         for (i = 1; i < pool->n; i++) pthread_join(pool->th[i], NULL);
@@ -1513,11 +1535,12 @@ static void ft__pool_run_n(ft__pool *pool, int nth, ft__task_fn fn, void *arg) {
 #if !defined(FT_NO_THREADS)
     pthread_mutex_lock(&pool->mu);
     pool->fn = fn; pool->arg = arg; pool->nth = nth;
-    pool->pending = pool->n - 1;
-    pool->gen++;
+    FT__ATOMIC_STORE(pool->pending, pool->n - 1);
+    FT__ATOMIC_STORE(pool->gen, pool->gen + 1);
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mu);
     fn(arg, 0, nth);
+    { int spin; for (spin = 0; spin < FT__SPIN && FT__ATOMIC_LOAD(pool->pending) > 0; spin++) FT__RELAX(); }
     pthread_mutex_lock(&pool->mu);
     while (pool->pending > 0) pthread_cond_wait(&pool->done, &pool->mu);
     pthread_mutex_unlock(&pool->mu);
