@@ -82,7 +82,12 @@
       causal grouped-query attention with optional prefix key/values and document segments,
       softmax, log_softmax, silu, gelu, tanh, relu, sigmoid, logsigmoid, exp, log, swiglu,
       embedding, cross_entropy (ignore index), logprob (per-token log p of a target), clamp,
-      minimum, maximum, where, dropout, concat, slice, reshape.
+      minimum, maximum, where, dropout, concat, slice, reshape, and lora_linear (x W^T plus a
+      LoRA branch s (xd A^T) B^T as one op: it keeps the (r, rows) low-rank activations instead of
+      three (rows, out) tensors, and its low-rank products run on skinny kernels).
+      A backward that is first to write a gradient buffer stores instead of zeroing and adding
+      (add, sub, swiglu, rope, the linear layer's input), and the residual add passes the
+      gradient on with one vector pass.
       Gradient checkpointing: ft_ctx_set_checkpointing(ctx, 1) makes the model run each decoder
       layer as a checkpointed segment (ft_checkpoint, usable for any segment whose output has its
       input's shape): the forward keeps only the layer's input and output and gives the layer's
@@ -95,7 +100,9 @@
       Each kernel has a scalar reference (always compiled: ft__*_ref) and SIMD versions for
       AVX-512, AVX2+FMA and NEON, picked at compile time (-march=native; FT_NO_SIMD forces the
       reference). A pthread pool per context splits work by output rows with static partitions:
-      results are deterministic for a given seed and thread count.
+      results are deterministic for a given seed and thread count. Idle workers spin briefly
+      (tens of microseconds) before sleeping, so the thousands of short jobs of a training step
+      are handed over in well under a microsecond each.
 
    6. GGUF and NF4
       ft_gguf_open maps a GGUF file read-only and checks every count, length, type and offset
