@@ -12,33 +12,7 @@
 
 static const char *P32 = "build/tiny_methods.gguf", *P16 = "build/tiny_methods16.gguf";
 static ft_ctx *CTX;
-static const int32_t IDS[12] = {1, 5, 63, 7, 7, 0, 22, 41, 9, 3, 3, 17};
 
-static float loss_of(ft_model *m, int grad) {
-    ft_batch b; ft_tensor *logits, *loss; int32_t tgt[12]; int i, old;
-    for (i = 0; i < 11; i++) tgt[i] = IDS[i + 1];
-    tgt[11] = -100;
-    memset(&b, 0, sizeof b); b.B = 1; b.T = 12; b.ids = IDS;
-    ft_ctx_reset(CTX);
-    old = ft_ctx_set_grad(CTX, grad);
-    logits = ft_model_forward(CTX, m, &b);
-    loss = ft_cross_entropy(CTX, logits, tgt, -100);
-    if (grad && ft_backward(CTX, loss) != FT_OK) printf("    backward: %s\n", ft_last_error());
-    ft_ctx_set_grad(CTX, old);
-    return loss ? ((float *)loss->data)[0] : NAN;
-}
-static void logits_of(ft_model *m, float *out) {
-    ft_batch b; ft_tensor *y;
-    memset(&b, 0, sizeof b); b.B = 1; b.T = 12; b.ids = IDS;
-    ft_ctx_reset(CTX);
-    y = ft_model_forward(CTX, m, &b);
-    if (y) memcpy(out, y->data, 12 * TINY_V * 4); else memset(out, 0, 12 * TINY_V * 4);
-}
-static double maxdiff(const float *a, const float *b, int n) {
-    double w = 0; int i;
-    for (i = 0; i < n; i++) w = fmax(w, fabs(a[i] - b[i]));
-    return w;
-}
 static void nudge(ft_params *P, float amp) {          /* move every parameter off its start */
     int i;
     for (i = 0; i < ft_params_count(P); i++) {
@@ -72,27 +46,27 @@ TEST(start_point_and_switch_off) {
     for (k = 0; methods(k).name; k++) {
         method c = methods(k); ft_model *m; ft_peft *p; static float base[12 * TINY_V], got[12 * TINY_V]; double d0, d1, d2;
         CHECK_OK(ft_model_load(&m, c.path, NULL));
-        logits_of(m, base);
+        tiny_logits(CTX, m, base);
         CHECK_OK(ft_peft_attach(&p, m, &c.o));
         if (!p) { ft_model_free(m); continue; }
         CHECK(ft_peft_kind(p) == c.o.method, "%s: kind", c.name);
-        logits_of(m, got); d0 = maxdiff(base, got, 12 * TINY_V);
+        tiny_logits(CTX, m, got); d0 = tiny_maxdiff(base, got, 12 * TINY_V);
         if (c.identity) CHECK(d0 == 0, "%s: the model starts unchanged (%.3g)", c.name, d0);
         else if (c.o.method != FT_PEFT_FULL) CHECK(d0 > 1e-4, "%s: the method changes the output from the start (%.3g)", c.name, d0);
         else CHECK(d0 < 1e-6, "%s: f32 master copies of f16 weights: %.3g", c.name, d0);
         nudge(ft_peft_params(p), 0.05f);
-        logits_of(m, got); d1 = maxdiff(base, got, 12 * TINY_V);
+        tiny_logits(CTX, m, got); d1 = tiny_maxdiff(base, got, 12 * TINY_V);
         CHECK(d1 > 1e-3, "%s: moved parameters change the output (%.3g)", c.name, d1);
         ft_peft_set_enabled(p, 0);
-        logits_of(m, got); d2 = maxdiff(base, got, 12 * TINY_V);
+        tiny_logits(CTX, m, got); d2 = tiny_maxdiff(base, got, 12 * TINY_V);
         CHECK(d2 == 0, "%s: switched off, exactly the base model (%.3g)", c.name, d2);
         ft_peft_set_enabled(p, 1);
-        logits_of(m, got);
-        CHECK(maxdiff(base, got, 12 * TINY_V) == d1, "%s: switched back on", c.name);
+        tiny_logits(CTX, m, got);
+        CHECK(tiny_maxdiff(base, got, 12 * TINY_V) == d1, "%s: switched back on", c.name);
         printf("    %-17s %6lld trainable, start diff %.2g\n", c.name, (long long)ft_params_numel(ft_peft_params(p)), d0);
         ft_peft_free(p);
-        logits_of(m, got);
-        CHECK(maxdiff(base, got, 12 * TINY_V) == 0, "%s: freed, the base model is back", c.name);
+        tiny_logits(CTX, m, got);
+        CHECK(tiny_maxdiff(base, got, 12 * TINY_V) == 0, "%s: freed, the base model is back", c.name);
         ft_model_free(m);
     }
 }
@@ -141,13 +115,13 @@ TEST(gradients_through_the_model) {
         P = ft_peft_params(p);
         nudge(P, c.o.method == FT_PEFT_FULL ? 0.01f : 0.1f);
         ft_params_zero_grad(P);
-        loss_of(m, 1);
+        tiny_loss(CTX, m, 1);
         for (i = 0; i < ft_params_count(P); i += c.o.method == FT_PEFT_FULL ? 2 : 1) {
             ft_tensor *t = ft_params_get(P, i); int64_t j, n = ft_numel(t);
             for (j = 0; j < n; j += n / (n > 200 ? 2 : 6) + 1) {
                 float *x = (float *)t->data + j, x0 = *x, eps = 1e-2f; double lp, lm, fd, an = t->grad[j], d;
-                *x = x0 + eps; lp = loss_of(m, 0);
-                *x = x0 - eps; lm = loss_of(m, 0);
+                *x = x0 + eps; lp = tiny_loss(CTX, m, 0);
+                *x = x0 - eps; lm = tiny_loss(CTX, m, 0);
                 *x = x0;
                 fd = (lp - lm) / (2 * eps);
                 d = fabs(an - fd) / (5e-4 + 5e-3 * fabs(fd));
@@ -168,12 +142,12 @@ TEST(cached_decode_matches_forward) {
         CHECK_OK(ft_model_load(&m, c.path, NULL));
         CHECK_OK(ft_peft_attach(&p, m, &c.o));
         nudge(ft_peft_params(p), 0.05f);
-        logits_of(m, full);
+        tiny_logits(CTX, m, full);
         CHECK_OK(ft_kv_cache_init(&kv, m, 1, 12));
         for (t = 0; t < 12; t += (t < 4 ? 4 : 1)) {          /* a 4-token prompt, then single tokens */
             int n = t < 4 ? 4 : 1, i; ft_tensor *y;
             ft_ctx_reset(CTX);
-            y = ft_model_decode(CTX, m, kv, 0, IDS + t, 1, n, 0);
+            y = ft_model_decode(CTX, m, kv, 0, TINY_IDS + t, 1, n, 0);
             CHECK(y != NULL, "%s: decode at %d: %s", c.name, t, ft_last_error());
             if (!y) break;
             for (i = 0; i < n * TINY_V; i++) worst = fmax(worst, fabs(((float *)y->data)[i] - full[t * TINY_V + i]));
@@ -191,14 +165,14 @@ TEST(adamw_fits_a_sequence) {
         CHECK_OK(ft_peft_attach(&p, m, &c.o));
         memset(&oo, 0, sizeof oo);
         CHECK_OK(ft_optim_init(&opt, ft_peft_params(p), &oo));
-        l0 = loss_of(m, 0);
+        l0 = tiny_loss(CTX, m, 0);
         for (s = 0; s < 40; s++) {
             ft_params_zero_grad(ft_peft_params(p));
-            loss_of(m, 1);
+            tiny_loss(CTX, m, 1);
             /* soft prompts and prefixes take large rates (0.3 in Lester et al.) */
             CHECK_OK(ft_optim_step(opt, c.o.method == FT_PEFT_FULL ? 3e-3f : c.o.method == FT_PEFT_PROMPT || c.o.method == FT_PEFT_PREFIX ? 0.1f : 1e-2f));
         }
-        l = loss_of(m, 0);
+        l = tiny_loss(CTX, m, 0);
         printf("    %-17s loss %.3f -> %.3f in 40 steps\n", c.name, l0, l);
         CHECK(l < 0.7f * l0, "%s: loss %.3f -> %.3f", c.name, l0, l);
         ft_optim_free(opt); ft_peft_free(p); ft_model_free(m);
@@ -231,14 +205,14 @@ TEST(save_and_attach_gguf) {
         c.o.reward_head = k == 0;
         CHECK_OK(ft_peft_attach(&p, m, &c.o));
         nudge(ft_peft_params(p), 0.05f);
-        logits_of(m, a);
+        tiny_logits(CTX, m, a);
         CHECK_OK(ft_peft_save_gguf(p, path));
         CHECK_OK(ft_model_load(&m2, c.path, NULL));
         CHECK_OK(ft_peft_attach_gguf(&q, m2, path));
         if (q) {
             CHECK(ft_peft_kind(q) == c.o.method && ft_params_numel(ft_peft_params(q)) == ft_params_numel(ft_peft_params(p)), "%s: kind and size", c.name);
-            logits_of(m2, b);
-            CHECK(maxdiff(a, b, 12 * TINY_V) == 0, "%s: logits after reload differ by %.3g", c.name, maxdiff(a, b, 12 * TINY_V));
+            tiny_logits(CTX, m2, b);
+            CHECK(tiny_maxdiff(a, b, 12 * TINY_V) == 0, "%s: logits after reload differ by %.3g", c.name, tiny_maxdiff(a, b, 12 * TINY_V));
             CHECK(k != 0 || ft_peft_reward_head(q) != NULL, "the reward head travels too");
             ft_peft_free(q);
         }
@@ -258,10 +232,10 @@ TEST(checkpointing_gives_the_same_gradients) {
         CHECK_OK(ft_peft_attach(&p, m, &c.o));
         P = ft_peft_params(p);
         nudge(P, 0.05f);
-        ft_params_zero_grad(P); l0 = loss_of(m, 1);
+        ft_params_zero_grad(P); l0 = tiny_loss(CTX, m, 1);
         for (i = 0; i < ft_params_count(P); i++) { ft_tensor *t = ft_params_get(P, i); if (n + ft_numel(t) <= 40000) memcpy(g0 + n, t->grad, (size_t)ft_numel(t) * 4); n += ft_numel(t); }
         ft_ctx_set_checkpointing(CTX, 1);
-        ft_params_zero_grad(P); l1 = loss_of(m, 1);
+        ft_params_zero_grad(P); l1 = tiny_loss(CTX, m, 1);
         ft_ctx_set_checkpointing(CTX, 0);
         for (n = 0, i = 0; i < ft_params_count(P); i++) { ft_tensor *t = ft_params_get(P, i); if (n + ft_numel(t) <= 40000) same &= memcmp(g0 + n, t->grad, (size_t)ft_numel(t) * 4) == 0; n += ft_numel(t); }
         CHECK(l0 == l1 && same, "%s: checkpointed loss %.9g vs %.9g, gradients %s", c.name, l1, l0, same ? "equal" : "differ");
@@ -280,16 +254,16 @@ TEST(bake_then_attach_again) {
         o.method = k ? FT_PEFT_FULL : FT_PEFT_LORA; o.lora.r = 4; o.lora.dora = 1; o.seed = 3;
         CHECK_OK(ft_peft_attach(&p, m, &o));
         nudge(ft_peft_params(p), 0.05f);
-        logits_of(m, a);
+        tiny_logits(CTX, m, a);
         CHECK_OK(ft_peft_bake(p));
-        logits_of(m, b);
-        CHECK(maxdiff(a, b, 12 * TINY_V) < 2e-5, "%s baked: %.3g", k ? "full" : "DoRA", maxdiff(a, b, 12 * TINY_V));
+        tiny_logits(CTX, m, b);
+        CHECK(tiny_maxdiff(a, b, 12 * TINY_V) < 2e-5, "%s baked: %.3g", k ? "full" : "DoRA", tiny_maxdiff(a, b, 12 * TINY_V));
         memset(&o, 0, sizeof o); o.method = FT_PEFT_IA3;
         CHECK_OK(ft_peft_attach(&q, m, &o));
         nudge(ft_peft_params(q), 0.05f);
         ft_peft_set_enabled(q, 0);
-        logits_of(m, c);
-        CHECK(maxdiff(b, c, 12 * TINY_V) == 0, "the reference of the next method is the baked model");
+        tiny_logits(CTX, m, c);
+        CHECK(tiny_maxdiff(b, c, 12 * TINY_V) == 0, "the reference of the next method is the baked model");
         ft_peft_free(q); ft_model_free(m);
     }
 }

@@ -8,46 +8,20 @@
 
 static const char *P32 = "build/tiny_peft.gguf";
 static ft_ctx *CTX;
-static const int32_t IDS[12] = {1, 5, 63, 7, 7, 0, 22, 41, 9, 3, 3, 17};
 
-static float loss_of(ft_model *m, int grad) {
-    ft_batch b; ft_tensor *logits, *loss; int32_t tgt[12]; int i, old;
-    for (i = 0; i < 11; i++) tgt[i] = IDS[i + 1];
-    tgt[11] = -100;
-    memset(&b, 0, sizeof b); b.B = 1; b.T = 12; b.ids = IDS;
-    ft_ctx_reset(CTX);
-    old = ft_ctx_set_grad(CTX, grad);
-    logits = ft_model_forward(CTX, m, &b);
-    loss = ft_cross_entropy(CTX, logits, tgt, -100);
-    if (grad && ft_backward(CTX, loss) != FT_OK) printf("    backward: %s\n", ft_last_error());
-    ft_ctx_set_grad(CTX, old);
-    return loss ? ((float *)loss->data)[0] : NAN;
-}
 
-static void logits_of(ft_model *m, float *out) {
-    ft_batch b; ft_tensor *y;
-    memset(&b, 0, sizeof b); b.B = 1; b.T = 12; b.ids = IDS;
-    ft_ctx_reset(CTX);
-    y = ft_model_forward(CTX, m, &b);
-    memcpy(out, y->data, 12 * TINY_V * 4);
-}
 
-static double maxdiff(const float *a, const float *b, int n) {
-    double w = 0; int i;
-    for (i = 0; i < n; i++) w = fmax(w, fabs(a[i] - b[i]));
-    return w;
-}
 
 TEST(lora_identity_at_init_and_switch_off) {
     ft_model *m; ft_peft *p; ft_lora_opts o; static float base[12 * TINY_V], lora[12 * TINY_V]; int64_t i;
     CHECK_OK(ft_model_load(&m, P32, NULL));
-    logits_of(m, base);
+    tiny_logits(CTX, m, base);
     memset(&o, 0, sizeof o); o.r = 4; o.alpha = 8;
     CHECK_OK(ft_lora_attach(&p, m, &o));
     CHECK(ft_params_numel(ft_peft_params(p)) == TINY_L * 4 * ((32 + 32) + (32 + 16) * 2 + (32 + 32) + (32 + 48) * 3), "trainable %lld", (long long)ft_params_numel(ft_peft_params(p)));
     CHECK(ft_lora_scale(p) == 2.0f, "alpha / r");
-    logits_of(m, lora);
-    CHECK(maxdiff(base, lora, 12 * TINY_V) == 0, "B = 0: the adapter starts as the identity");
+    tiny_logits(CTX, m, lora);
+    CHECK(tiny_maxdiff(base, lora, 12 * TINY_V) == 0, "B = 0: the adapter starts as the identity");
     {
         ft_tensor *A = ft_lora_A(p, 1, FT_SITE_Q);
         float bound = 1.0f / sqrtf(32.0f), mx = 0;
@@ -58,11 +32,11 @@ TEST(lora_identity_at_init_and_switch_off) {
         ft_tensor *t = ft_params_get(ft_peft_params(p), (int)i); int64_t j;
         for (j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] += 0.05f * sinf((float)(j + 7 * i));
     }
-    logits_of(m, lora);
-    CHECK(maxdiff(base, lora, 12 * TINY_V) > 1e-3, "a trained adapter changes the output");
+    tiny_logits(CTX, m, lora);
+    CHECK(tiny_maxdiff(base, lora, 12 * TINY_V) > 1e-3, "a trained adapter changes the output");
     ft_peft_set_enabled(p, 0);
-    logits_of(m, lora);
-    CHECK(maxdiff(base, lora, 12 * TINY_V) == 0, "switched off: exactly the base model");
+    tiny_logits(CTX, m, lora);
+    CHECK(tiny_maxdiff(base, lora, 12 * TINY_V) == 0, "switched off: exactly the base model");
     ft_peft_free(p);
     ft_model_free(m);
     o.rslora = 1; o.r = 16; o.alpha = 8;
@@ -84,7 +58,7 @@ static void gradcheck_adapter(int dora) {
         for (j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] += 0.1f * sinf((float)(3 * j + i));
     }
     ft_params_zero_grad(P);
-    loss_of(m, 1);
+    tiny_loss(CTX, m, 1);
     for (i = 0; i < ft_params_count(P); i += dora ? 1 : 3) {
         ft_tensor *t = ft_params_get(P, i); int64_t j, n = ft_numel(t);
         /* DoRA detaches ||W + sBA|| (as PEFT): the gradients of A and B are by design not those
@@ -92,8 +66,8 @@ static void gradcheck_adapter(int dora) {
         if (dora && !strstr(t->name, "magnitude")) continue;
         for (j = 0; j < n; j += n / 3 + 1) {
             float *x = (float *)t->data + j, x0 = *x, eps = 1e-2f; double lp, lm, fd, an = t->grad[j], d;
-            *x = x0 + eps; lp = loss_of(m, 0);
-            *x = x0 - eps; lm = loss_of(m, 0);
+            *x = x0 + eps; lp = tiny_loss(CTX, m, 0);
+            *x = x0 - eps; lm = tiny_loss(CTX, m, 0);
             *x = x0;
             fd = (lp - lm) / (2 * eps);
             d = fabs(an - fd) / (3e-4 + 3e-3 * fabs(fd));
@@ -118,13 +92,13 @@ TEST(merge_equals_adapter_forward) {
             ft_tensor *t = ft_params_get(ft_peft_params(p), i); int64_t j;
             for (j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] += 0.1f * cosf((float)(j + i));
         }
-        logits_of(m, a);
+        tiny_logits(CTX, m, a);
         CHECK_OK(ft_lora_merge(p));
-        logits_of(m, b);
-        CHECK(maxdiff(a, b, 12 * TINY_V) < 2e-5, "%s merged vs adapter: %.3g", dora ? "DoRA" : "LoRA", maxdiff(a, b, 12 * TINY_V));
+        tiny_logits(CTX, m, b);
+        CHECK(tiny_maxdiff(a, b, 12 * TINY_V) < 2e-5, "%s merged vs adapter: %.3g", dora ? "DoRA" : "LoRA", tiny_maxdiff(a, b, 12 * TINY_V));
         CHECK_OK(ft_lora_unmerge(p));
-        logits_of(m, c);
-        CHECK(maxdiff(a, c, 12 * TINY_V) == 0, "unmerge restores exactly");
+        tiny_logits(CTX, m, c);
+        CHECK(tiny_maxdiff(a, c, 12 * TINY_V) == 0, "unmerge restores exactly");
         ft_peft_free(p); ft_model_free(m);
     }
 }
@@ -136,13 +110,13 @@ TEST(adamw_fits_a_sequence_with_lora) {
     CHECK_OK(ft_lora_attach(&p, m, &o));
     memset(&oo, 0, sizeof oo);
     CHECK_OK(ft_optim_init(&opt, ft_peft_params(p), &oo));
-    l0 = loss_of(m, 0);
+    l0 = tiny_loss(CTX, m, 0);
     for (s = 0; s < 60; s++) {
         ft_params_zero_grad(ft_peft_params(p));
-        l = loss_of(m, 1);
+        l = tiny_loss(CTX, m, 1);
         CHECK_OK(ft_optim_step(opt, 1e-2f));
     }
-    l = loss_of(m, 0);
+    l = tiny_loss(CTX, m, 0);
     printf("    loss %.3f -> %.3f in 60 AdamW steps on LoRA r=8\n", l0, l);
     CHECK(l < 0.3f * l0, "loss %.3f -> %.3f", l0, l);
     {   /* a NaN gradient leaves every parameter as it was */
@@ -164,7 +138,7 @@ TEST(adapter_files_round_trip) {
             ft_tensor *t = ft_params_get(ft_peft_params(p), i); int64_t j;
             for (j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] += 0.1f * cosf((float)(j * 3 + i));
         }
-        logits_of(m, a);
+        tiny_logits(CTX, m, a);
         if (!dora) CHECK_OK(ft_lora_save_gguf(p, "build/tiny_adapter.gguf"));
         else CHECK(ft_lora_save_gguf(p, "build/tiny_adapter.gguf") == FT_ERR_UNSUPPORTED, "DoRA has no llama.cpp form");
         CHECK_OK(ft_lora_save_peft(p, "build/tiny_peft_dir", "tiny-test-llama"));
@@ -185,14 +159,14 @@ TEST(adapter_files_round_trip) {
         ft_peft_free(p);
         CHECK_OK(ft_lora_attach(&q, m, &o));
         CHECK_OK(ft_lora_load_peft(q, "build/tiny_peft_dir"));
-        logits_of(m, b);
-        CHECK(maxdiff(a, b, 12 * TINY_V) == 0, "PEFT round trip gives the same model");
+        tiny_logits(CTX, m, b);
+        CHECK(tiny_maxdiff(a, b, 12 * TINY_V) == 0, "PEFT round trip gives the same model");
         if (!dora) {
             ft_peft_free(q);
             CHECK_OK(ft_lora_attach(&q, m, &o));
             CHECK_OK(ft_lora_load_gguf(q, "build/tiny_adapter.gguf"));
-            logits_of(m, b);
-            CHECK(maxdiff(a, b, 12 * TINY_V) == 0, "llama.cpp GGUF round trip gives the same model");
+            tiny_logits(CTX, m, b);
+            CHECK(tiny_maxdiff(a, b, 12 * TINY_V) == 0, "llama.cpp GGUF round trip gives the same model");
         }
         ft_peft_free(q); ft_model_free(m);
     }

@@ -13,20 +13,7 @@
 
 static const char *P32 = "build/tiny_peft_export.gguf", *DIR_ = "build/tiny_peft_export_dir";
 static ft_ctx *CTX;
-static const int32_t IDS[12] = {1, 5, 63, 7, 7, 0, 22, 41, 9, 3, 3, 17};
 
-static void logits_of(ft_model *m, float *out) {
-    ft_batch b; ft_tensor *y;
-    memset(&b, 0, sizeof b); b.B = 1; b.T = 12; b.ids = IDS;
-    ft_ctx_reset(CTX);
-    y = ft_model_forward(CTX, m, &b);
-    if (y) memcpy(out, y->data, 12 * TINY_V * 4); else memset(out, 0, 12 * TINY_V * 4);
-}
-static double maxdiff(const float *a, const float *b, int n) {
-    double w = 0; int i;
-    for (i = 0; i < n; i++) w = fmax(w, fabs(a[i] - b[i]));
-    return w;
-}
 static void nudge(ft_params *P, float amp) {          /* move every parameter off its start */
     int i;
     for (i = 0; i < ft_params_count(P); i++) {
@@ -45,13 +32,13 @@ static int has(const char *text, const char *s) { return text && strstr(text, s)
 /* save, attach from the directory, compare the logits; returns the new adapter (model keeps it) */
 static ft_peft *round_trip(ft_model *m, ft_peft *p, const char *what) {
     static float before[12 * TINY_V], after[12 * TINY_V]; ft_peft *q = NULL; double d;
-    logits_of(m, before);
+    tiny_logits(CTX, m, before);
     CHECK_OK(ft_peft_save_peft(p, DIR_, "tiny-test-llama"));
     ft_peft_free(p);
     CHECK_OK(ft_lora_attach_file(&q, m, DIR_));
     if (!q) return NULL;
-    logits_of(m, after);
-    d = maxdiff(before, after, 12 * TINY_V);
+    tiny_logits(CTX, m, after);
+    d = tiny_maxdiff(before, after, 12 * TINY_V);
     CHECK(d == 0, "%s: logits after save + attach differ by %.3g", what, d);
     printf("    %-20s saved and attached again: max |diff| %.3g over %d logits\n", what, d, 12 * TINY_V);
     return q;

@@ -75,4 +75,32 @@ static int tiny_model_write_vocab(const char *path, ft_type wtype, uint64_t seed
     return ok;
 }
 static inline int tiny_model_write(const char *path, ft_type wtype, uint64_t seed) { return tiny_model_write_vocab(path, wtype, seed, NULL); }
+
+/* the 12 token ids the PEFT tests run the tiny model on, its logits and next-token loss there */
+static const int32_t TINY_IDS[12] = {1, 5, 63, 7, 7, 0, 22, 41, 9, 3, 3, 17};
+static inline void tiny_logits(ft_ctx *ctx, ft_model *m, float *out) {        /* out: 12 x TINY_V */
+    ft_batch b; ft_tensor *y;
+    memset(&b, 0, sizeof b); b.B = 1; b.T = 12; b.ids = TINY_IDS;
+    ft_ctx_reset(ctx);
+    y = ft_model_forward(ctx, m, &b);
+    if (y) memcpy(out, y->data, 12 * TINY_V * 4); else memset(out, 0, 12 * TINY_V * 4);
+}
+static inline float tiny_loss(ft_ctx *ctx, ft_model *m, int grad) {            /* grad: and its backward */
+    ft_batch b; ft_tensor *logits, *loss; int32_t tgt[12]; int i, old;
+    for (i = 0; i < 11; i++) tgt[i] = TINY_IDS[i + 1];
+    tgt[11] = -100;
+    memset(&b, 0, sizeof b); b.B = 1; b.T = 12; b.ids = TINY_IDS;
+    ft_ctx_reset(ctx);
+    old = ft_ctx_set_grad(ctx, grad);
+    logits = ft_model_forward(ctx, m, &b);
+    loss = ft_cross_entropy(ctx, logits, tgt, -100);
+    if (grad && ft_backward(ctx, loss) != FT_OK) printf("    backward: %s\n", ft_last_error());
+    ft_ctx_set_grad(ctx, old);
+    return loss ? ((float *)loss->data)[0] : NAN;
+}
+static inline double tiny_maxdiff(const float *a, const float *b, int n) {
+    double w = 0; int i;
+    for (i = 0; i < n; i++) w = fmax(w, fabs(a[i] - b[i]));
+    return w;
+}
 #endif
