@@ -2599,22 +2599,50 @@ static void ft__gemm_pack_rows(float *dst, int64_t width, const float *const *ro
 #endif
 }
 
-#if defined(FT__GEMM_AVX512) && defined(__cplusplus) && defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
-
 /* Copying pack: dst[k * width + j] = src[k * ld + j] for j < n; 0 for n <= j < width. dst is kc x width.
    Packs A (transposed, stored K x M) and B (stored K x N). */
 static void ft__gemm_pack_cols(float *dst, int64_t width, const float *src, int64_t ld, int64_t n,
                                int64_t kc) {
     int64_t k, j;
+#if defined(FT__GEMM_AVX512)
+    for (j = 0; j < width; j += 16) { /* 16 columns at a time: the valid ones loaded, zeros after */
+        int64_t jw = width - j < 16 ? width - j : 16, jn = n - j < 0 ? 0 : n - j < 16 ? n - j : 16;
+        __mmask16 smask = (__mmask16)((1u << jw) - 1), lmask = (__mmask16)((1u << jn) - 1);
+        for (k = 0; k < kc; k++)
+            _mm512_mask_storeu_ps(dst + k * width + j, smask, _mm512_maskz_loadu_ps(lmask, src + k * ld + j));
+    }
+#else
     for (k = 0; k < kc; k++) {
         const float *s = src + k * ld;
         float *d = dst + k * width;
         for (j = 0; j < n; j++) d[j] = s[j];
         for (; j < width; j++) d[j] = 0.0f;
     }
+#endif
 }
+
+/* Edge tile: C[0:mr, 0:nr] (row stride ldc) = tile[0:mr, 0:nr] (row stride NR) [+ C when accumulate] */
+static void ft__gemm_store_edge(float *C, int64_t ldc, const float *tile, int64_t mr, int64_t nr, int accumulate) {
+    int64_t i, j;
+#if defined(FT__GEMM_AVX512)
+    for (j = 0; j < nr; j += 16) {
+        __mmask16 mask = (__mmask16)((1u << (nr - j < 16 ? nr - j : 16)) - 1);
+        for (i = 0; i < mr; i++) {
+            __m512 t = _mm512_maskz_loadu_ps(mask, tile + i * FT__GEMM_NR + j);
+            if (accumulate) t = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, C + i * ldc + j), t);
+            _mm512_mask_storeu_ps(C + i * ldc + j, mask, t);
+        }
+    }
+#else
+    for (i = 0; i < mr; i++)
+        for (j = 0; j < nr; j++)
+            C[i * ldc + j] = accumulate ? C[i * ldc + j] + tile[i * FT__GEMM_NR + j] : tile[i * FT__GEMM_NR + j];
+#endif
+}
+
+#if defined(FT__GEMM_AVX512) && defined(__cplusplus) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 /* Ap = op(A)[m0 : m0+mc, k0 : k0+kc] as ceil(mc / MR) panels of kc x MR. */
 static void ft__gemm_pack_a(float *Ap, int transA, const float *A, int64_t lda, int64_t m0,
@@ -2845,7 +2873,7 @@ static void ft__gemm_block(const ft__gemm_job *job, int64_t m0, int64_t m1, int6
     float *Ap = Bp + KC * ncmax;      /* KC x mcmax */
     float *tile = Ap + KC * mcmax;    /* MR x NR, for edge tiles */
     float *tmp = tile + MR * NR;      /* NR x KC, decoded rows of B */
-    int64_t jc, pc, ic, jr, ir, i, j;
+    int64_t jc, pc, ic, jr, ir;
     for (jc = n0; jc < n1; jc += FT__GEMM_NC) {
         int64_t nc = ft__gemm_min64(FT__GEMM_NC, n1 - jc);
         for (pc = 0; pc < K; pc += KC) {
@@ -2866,10 +2894,7 @@ static void ft__gemm_block(const ft__gemm_job *job, int64_t m0, int64_t m1, int6
                             ft__gemm_kernel(kc, ap, bp, c, ldc, acc, stream && pc + kc == K);
                         } else { /* edge tile: full tile into `tile`, then the valid part */
                             ft__gemm_kernel(kc, ap, bp, tile, NR, 0, 0);
-                            for (i = 0; i < mr; i++)
-                                for (j = 0; j < nr; j++)
-                                    c[i * ldc + j] = acc ? c[i * ldc + j] + tile[i * NR + j]
-                                                         : tile[i * NR + j];
+                            ft__gemm_store_edge(c, ldc, tile, mr, nr, acc);
                         }
                     }
                 }
@@ -2879,6 +2904,23 @@ static void ft__gemm_block(const ft__gemm_job *job, int64_t m0, int64_t m1, int6
 #if defined(FT__GEMM_AVX512)
     if (stream) _mm_sfence(); /* order the non-temporal stores before the pool's join */
 #endif
+}
+
+/* C[m0:m1, n0:n1] of the job on thread ith, in that thread's pool scratch (sized here). */
+static void ft__gemm_run_block(const ft__gemm_job *job, int ith, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    int64_t mcmax = ft__gemm_min64(FT__GEMM_MC, ft__gemm_up(m1 - m0, FT__GEMM_MR));
+    int64_t ncmax = ft__gemm_min64(FT__GEMM_NC, ft__gemm_up(n1 - n0, FT__GEMM_NR));
+    size_t need = (size_t)(job->kc * (ncmax + mcmax) + FT__GEMM_MR * FT__GEMM_NR + (job->B->row ? FT__GEMM_NR * job->kc : 0));
+    void *own = NULL;
+    float *buf = ft__pool_scratch(job->pool, ith, need);
+    if (!buf) { /* no pool (or it could not grow): allocate for this call */
+        own = FT_MALLOC(need * sizeof(float) + 64);
+        FT_ASSERT(own != NULL);
+        if (!own) return;
+        buf = (float *)(((uintptr_t)own + 63) & ~(uintptr_t)63);
+    }
+    ft__gemm_block(job, m0, m1, n0, n1, buf);
+    if (own) FT_FREE(own);
 }
 
 /* Task for ft__pool_run: thread ith takes tiles [ntiles * ith / nth, ntiles * (ith+1) / nth). */
@@ -2896,21 +2938,39 @@ static void ft__gemm_task(void *arg, int ith, int nth) {
         m0 = t0 * MR;
         m1 = ft__gemm_min64(job->M, t1 * MR);
     }
-    {
-        int64_t mcmax = ft__gemm_min64(FT__GEMM_MC, ft__gemm_up(m1 - m0, MR));
-        int64_t ncmax = ft__gemm_min64(FT__GEMM_NC, ft__gemm_up(n1 - n0, NR));
-        size_t need = (size_t)(job->kc * (ncmax + mcmax) + MR * NR + (job->B->row ? NR * job->kc : 0));
-        void *own = NULL;
-        float *buf = ft__pool_scratch(job->pool, ith, need);
-        if (!buf) { /* no pool (or it could not grow): allocate for this call */
-            own = FT_MALLOC(need * sizeof(float) + 64);
-            FT_ASSERT(own != NULL);
-            if (!own) return;
-            buf = (float *)(((uintptr_t)own + 63) & ~(uintptr_t)63);
-        }
-        ft__gemm_block(job, m0, m1, n0, n1, buf);
-        if (own) FT_FREE(own);
+    ft__gemm_run_block(job, ith, m0, m1, n0, n1);
+}
+
+/* Fills job for C (M x N) = op(A) op(B) [+ C]. Returns 0 when there is nothing to multiply (M, N
+   or K empty; C was zeroed for K == 0 without accumulate). The thread split is left to the caller. */
+static int ft__gemm_job_init(ft__gemm_job *job, ft__pool *pool, int transA, int64_t M, int64_t N, int64_t K,
+                             const float *A, int64_t lda, const ft__gemm_bsrc *B, float *C, int64_t ldc,
+                             int accumulate) {
+    int64_t i, j;
+    if (M <= 0 || N <= 0) return 0;
+    if (K <= 0) { /* empty sum */
+        if (!accumulate)
+            for (i = 0; i < M; i++)
+                for (j = 0; j < N; j++) C[i * ldc + j] = 0.0f;
+        return 0;
     }
+    FT_ASSERT(B->trans || !B->row);
+    job->transA = transA;
+    job->M = M;
+    job->N = N;
+    job->K = K;
+    job->A = A;
+    job->lda = lda;
+    job->B = B;
+    job->C = C;
+    job->ldc = ldc;
+    job->accumulate = accumulate;
+    job->kc = ft__gemm_kc(K);
+    job->split_n = 0;
+    job->stream = M * N * (int64_t)sizeof(float) >= FT__GEMM_STREAM_MIN_BYTES && ldc % 16 == 0 &&
+                  (uintptr_t)C % 64 == 0;
+    job->pool = pool;
+    return 1;
 }
 
 /* C (M x N) = op(A) (M x K) * op(B) (K x N) [+ C], with B read through a ft__gemm_bsrc. */
@@ -2918,26 +2978,7 @@ static void ft__gemm_src(ft__pool *pool, int transA, int64_t M, int64_t N, int64
                          const float *A, int64_t lda, const ft__gemm_bsrc *B, float *C, int64_t ldc,
                          int accumulate) {
     ft__gemm_job job;
-    int64_t i, j;
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0) { /* empty sum */
-        if (!accumulate)
-            for (i = 0; i < M; i++)
-                for (j = 0; j < N; j++) C[i * ldc + j] = 0.0f;
-        return;
-    }
-    FT_ASSERT(B->trans || !B->row);
-    job.transA = transA;
-    job.M = M;
-    job.N = N;
-    job.K = K;
-    job.A = A;
-    job.lda = lda;
-    job.B = B;
-    job.C = C;
-    job.ldc = ldc;
-    job.accumulate = accumulate;
-    job.kc = ft__gemm_kc(K);
+    if (!ft__gemm_job_init(&job, pool, transA, M, N, K, A, lda, B, C, ldc, accumulate)) return;
     { /* split the dimension that gives the smallest share per thread (tiles are padded) */
         int64_t nth = ft__pool_size(pool), Tm = (M + FT__GEMM_MR - 1) / FT__GEMM_MR;
         int64_t Tn = (N + FT__GEMM_NR - 1) / FT__GEMM_NR;
@@ -2945,13 +2986,17 @@ static void ft__gemm_src(ft__pool *pool, int transA, int64_t M, int64_t N, int64
         int64_t wn = (Tn + nth - 1) / nth * FT__GEMM_NR * Tm * FT__GEMM_MR; /* split N */
         job.split_n = wn < wm || (wn == wm && Tn > Tm);
     }
-    job.stream = M * N * (int64_t)sizeof(float) >= FT__GEMM_STREAM_MIN_BYTES && ldc % 16 == 0 &&
-                 (uintptr_t)C % 64 == 0;
-    job.pool = pool;
     if (ft__pool_size(pool) > 1 && M * N * K >= FT__GEMM_MT_MIN_WORK)
         ft__pool_run(pool, ft__gemm_task, &job);
     else
         ft__gemm_task(&job, 0, 1);
+}
+
+static void ft__gemm_bsrc_f32(ft__gemm_bsrc *src, const float *B, int64_t ldb, int transB) {
+    src->data = B;
+    src->ld = ldb;
+    src->trans = transB;
+    src->row = NULL;
 }
 
 /* C (M x N) = op(A) (M x K) * op(B) (K x N) [+ C]; see the top of this section. */
@@ -2959,11 +3004,19 @@ static void ft__gemm(ft__pool *pool, int transA, int transB, int64_t M, int64_t 
                      const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc,
                      int accumulate) {
     ft__gemm_bsrc src;
-    src.data = B;
-    src.ld = ldb;
-    src.trans = transB;
-    src.row = NULL;
+    ft__gemm_bsrc_f32(&src, B, ldb, transB);
     ft__gemm_src(pool, transA, M, N, K, A, lda, &src, C, ldc, accumulate);
+}
+
+/* The same GEMM all on the calling thread, thread ith of a task that pool is running (its
+   scratch is free): for small products inside a pool task, which must not re-enter the pool. */
+static void ft__gemm_on_thread(ft__pool *pool, int ith, int transA, int transB, int64_t M, int64_t N, int64_t K,
+                               const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc,
+                               int accumulate) {
+    ft__gemm_bsrc src; ft__gemm_job job;
+    ft__gemm_bsrc_f32(&src, B, ldb, transB);
+    if (ft__gemm_job_init(&job, pool, transA, M, N, K, A, lda, &src, C, ldc, accumulate))
+        ft__gemm_run_block(&job, ith, 0, M, 0, N);
 }
 
 /* Reference: plain triple loop, summed in double. Same arguments as ft__gemm minus the pool. */
@@ -3196,89 +3249,191 @@ static void ft__rope_rows(float *y, const float *x, const float *cs, int n_head,
    q (B, T, H*D); k, v (B, Tk, Hkv*D); prefix pk, pv (P, Hkv*D) or NULL; out (B, T, H*D);
    lse (B, H, T) = log-sum-exp of each query's scaled scores (the backward recomputes the
    probabilities from it instead of storing (T, Tk) matrices). Query t of batch b sees every
-   prefix key, and key j when !causal || j <= q_offset + t, and seg[b,j] == seg[b,t] if seg. */
+   prefix key, and key j when !causal || j <= q_offset + t, and seg[b,j] == seg[b,t] if seg.
+   Query head h reads kv head g = h / rep, rep = H / Hkv (grouped-query attention, GQA).
+
+   Blocks. Instead of one dot product per (query, key), a block of queries goes through a few small
+   GEMMs (ft__gemm_on_thread): the positions [t0, t0 + n) of the rep heads that read kv head g,
+   R = rep * n rows stacked head after head (row i: head g * rep + i / n, position t0 + i % n), so
+   the keys and values packed for a GEMM serve all of them. When causal no row of the block sees a
+   key past kend = q_offset + t0 + n, so keys [kend, Tk) are skipped (about half of the work for
+   self-attention); inside [0, kend) the keys a row does not see get weight 0. With Kp, Vp the
+   prefix keys and values of kv head g, K, V its keys [0, kend), Q, O, dO the block's rows of q,
+   out and out's gradient (copied to R x D), and (R x (P + kend)) matrices as [prefix columns |
+   key columns], row by row:
+
+     forward                                     backward
+       S   = Qs Kp^T | Qs K^T,  Qs = scale Q       S as in the forward;  W = e^(S - lse)
+       E   = e^(S - max)                           dW  = dO Vp^T | dO V^T
+       lse = max + log(sum E)                      dS  = W * (dW - rowsum(dO * O))
+       O   = (E[:, prefix] Vp + E[:, keys] V)      dQ += scale (dS[:, prefix] Kp + dS[:, keys] K)
+             / sum E                               dK += dS[:, keys]^T Qs,   dV += W[:, keys]^T dO
+                                                   dKp, dVp likewise, into per-(b, g) partials
+
+   A forward block of fewer rows than the GEMM's register tile (decoding one token: R = rep) takes
+   dot products instead (ft__attn_mm): packing the keys would cost more than it saves.
+
+   Threads: the forward splits the blocks; the backward the (b, g) pairs, each owning dk, dv of kv
+   head g and dq of the heads that read it, so no two threads write the same memory. A block's
+   numbers depend neither on which thread computes it nor on how many there are. */
+#ifndef FT__ATTN_ROWS
+#define FT__ATTN_ROWS 96    /* rows of a block (rep heads x positions), unless rep is more:
+                               the (R x (P + kend)) blocks stay in L2                       */
+#endif
+#ifndef FT__ATTN_QB
+#define FT__ATTN_QB 64      /* positions of a block at most: a causal block computes the whole
+                               square of keys it ends with, half of it masked               */
+#endif
 typedef struct ft__attn {
     const float *q, *k, *v, *pk, *pv, *out, *lse, *dout;
     float *o, *l, *dq, *dk, *dv, *dpk, *dpv;      /* dpk, dpv: per-task partials (B*Hkv, P, D) */
-    float *scratch;                               /* per thread (P + Tk) floats                 */
+    float *scratch; int64_t scratch_n;            /* per thread scratch_n floats (ft__attn_run) */
     int64_t B, T, Tk, P, q_offset, D; int H, Hkv; float scale; int causal; const int32_t *seg;
     const int64_t *q_offsets;                     /* (B) or NULL                                */
+    ft__pool *pool;                               /* the pool running the task (GEMM scratch)   */
 } ft__attn;
 
 static int64_t ft__attn_qoff(const ft__attn *a, int64_t b) { return a->q_offsets ? a->q_offsets[b] : a->q_offset; }
-static int ft__attn_visible(const ft__attn *a, int64_t b, int64_t t, int64_t j) {
-    if (a->causal && j > ft__attn_qoff(a, b) + t) return 0;
-    if (a->seg && a->seg[b * a->T + j] != a->seg[b * a->T + t]) return 0;
-    return 1;
+static int64_t ft__attn_kend(const ft__attn *a, int64_t b, int64_t t) {   /* query t sees no key >= kend */
+    return a->causal ? FT__MAX(0, FT__MIN(a->Tk, ft__attn_qoff(a, b) + t + 1)) : a->Tk;
 }
-static int64_t ft__attn_kend(const ft__attn *a, int64_t b, int64_t t) {   /* keys [0, kend) to scan */
-    return a->causal ? FT__MIN(a->Tk, ft__attn_qoff(a, b) + t + 1) : a->Tk;
+/* positions per block */
+static int64_t ft__attn_qb(const ft__attn *a) { return FT__MAX(1, FT__MIN(FT__ATTN_QB, FT__ATTN_ROWS / (a->H / a->Hkv))); }
+/* Rows of score blocks are padded to a multiple of 16 floats, so that the vector passes over a row
+   run without scalar tails. */
+static int64_t ft__attn_pad(int64_t n) { return (n + 15) / 16 * 16; }
+
+/* x (R, D) = f * the block's rows of src (B, T, H*D): positions [t0, t0 + n) of the heads of kv head g */
+static void ft__attn_gather(const ft__attn *a, float *x, const float *src, float f, int64_t b, int64_t g, int64_t t0, int64_t n) {
+    int64_t rep = a->H / a->Hkv, i;
+    for (i = 0; i < rep * n; i++)
+        ft__vec_scale(a->D, x + i * a->D, f, src + ((b * a->T + t0 + i % n) * a->H + g * rep + i / n) * a->D);
 }
 
-/* tasks over (b, h) pairs */
+/* Row s (ls floats) of query t: its scaled scores, the P prefix keys then keys [0, kend) of the
+   block. Sets those of other segments and the padding [n, *nv) to -inf, n = P + (keys t may see),
+   *nv = ft__attn_pad(n) <= ls. Returns n. */
+static int64_t ft__attn_row_mask(const ft__attn *a, int64_t b, int64_t t, float *s, int64_t *nv) {
+    int64_t n = a->P + ft__attn_kend(a, b, t), j;
+    const int32_t *seg = a->seg ? a->seg + b * a->T : NULL;
+    if (seg) for (j = 0; j < n - a->P; j++) if (seg[j] != seg[t]) s[a->P + j] = -INFINITY;
+    *nv = ft__attn_pad(n);
+    for (j = n; j < *nv; j++) s[j] = -INFINITY;
+    return n;
+}
+/* then s = e^(s - shift) (shift = -inf: t sees nothing), exactly 0 for the keys t does not see,
+   up to ls; returns the sum */
+static float ft__attn_row_exp(const ft__attn *a, int64_t b, int64_t t, float *s, int64_t n, int64_t nv, int64_t ls,
+                              float shift) {
+    int64_t j; float sum;
+    if (shift == -INFINITY) n = nv = 0;
+    sum = ft__vec_exp(nv, s, s, shift);
+    if (a->seg) for (j = 0; j < n - a->P; j++) if (a->seg[b * a->T + j] != a->seg[b * a->T + t]) s[a->P + j] = 0.0f;
+    memset(s + n, 0, (size_t)(ls - n) * sizeof(float));
+    return sum;
+}
+/* ds = w * (ds - d) over n floats: dS from dW, the rows of the backward */
+static void ft__attn_row_ds(int64_t n, const float *w, float *ds, float d) {
+    int64_t j = 0;
+#ifdef FT__W
+    ft__vf vd = ft__vset1(d);
+    for (; j + FT__W <= n; j += FT__W) ft__vstore(ds + j, ft__vmul(ft__vload(w + j), ft__vsub(ft__vload(ds + j), vd)));
+#endif
+    for (; j < n; j++) ds[j] = w[j] * (ds[j] - d);
+}
+
+/* C (M x N) = A (M x K) op(B) [+ C] for the forward's blocks: a GEMM on this thread, or for a few
+   rows (decoding one token: R = rep) dot products and axpys, cheaper than packing the keys */
+static void ft__attn_mm(const ft__attn *a, int ith, int transB, int64_t M, int64_t N, int64_t K, const float *A,
+                        int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate) {
+    int64_t i, j;
+    if (M >= FT__GEMM_MR) { ft__gemm_on_thread(a->pool, ith, 0, transB, M, N, K, A, lda, B, ldb, C, ldc, accumulate); return; }
+    for (i = 0; i < M; i++) {
+        float *c = C + i * ldc;
+        if (transB) for (j = 0; j < N; j++) c[j] = (accumulate ? c[j] : 0.0f) + ft__vec_dot(K, A + i * lda, B + j * ldb);
+        else {
+            if (!accumulate) memset(c, 0, (size_t)N * sizeof(float));
+            for (j = 0; j < K; j++) ft__vec_axpy(N, A[i * lda + j], B + j * ldb, c);
+        }
+    }
+}
+
+/* tasks over the blocks: (b, g, positions [t0, t0 + qb)) */
 static void ft__attn_forward_task(void *p, int ith, int nth) {
     ft__attn *a = FT__CAST(ft__attn *, p);
-    int64_t lo, hi, bh, t, j, D = a->D, qs = a->H * D, ks = a->Hkv * D;
-    float *s = a->scratch + (size_t)ith * (size_t)(a->P + a->Tk);
-    ft__split(a->B * a->H, ith, nth, &lo, &hi);
-    for (bh = lo; bh < hi; bh++) {
-        int64_t b = bh / a->H, h = bh % a->H, g = h / (a->H / a->Hkv);
-        for (t = 0; t < a->T; t++) {
-            const float *qt = a->q + (b * a->T + t) * qs + h * D;
-            float *ot = a->o + (b * a->T + t) * qs + h * D, m = -INFINITY, l;
-            int64_t kend = ft__attn_kend(a, b, t);
-            for (j = 0; j < a->P; j++) s[j] = a->scale * ft__vec_dot(D, qt, a->pk + j * ks + g * D);
-            for (j = 0; j < kend; j++)
-                s[a->P + j] = ft__attn_visible(a, b, t, j)
-                    ? a->scale * ft__vec_dot(D, qt, a->k + (b * a->Tk + j) * ks + g * D) : -INFINITY;
-            m = ft__vec_max(a->P + kend, s);
-            memset(ot, 0, (size_t)D * sizeof(float));
-            if (m == -INFINITY) { a->l[bh * a->T + t] = -INFINITY; continue; }   /* sees nothing */
-            l = ft__vec_exp(a->P + kend, s, s, m);
-            for (j = 0; j < a->P; j++) ft__vec_axpy(D, s[j] / l, a->pv + j * ks + g * D, ot);
-            for (j = 0; j < kend; j++)
-                if (s[a->P + j] != 0.0f) ft__vec_axpy(D, s[a->P + j] / l, a->v + (b * a->Tk + j) * ks + g * D, ot);
-            a->l[bh * a->T + t] = m + logf(l);
+    int64_t D = a->D, P = a->P, ks = a->Hkv * D, rep = a->H / a->Hkv, qb = ft__attn_qb(a);
+    int64_t nb = (a->T + qb - 1) / qb, lo, hi, blk, i;
+    float *S = a->scratch + (size_t)ith * (size_t)a->scratch_n;          /* (R, ls)         */
+    float *X = S + rep * qb * ft__attn_pad(P + a->Tk);                   /* (R, D): Qs, O   */
+    float *inv = X + rep * qb * D;                                       /* (R): 1 / row sums */
+    ft__split(a->B * a->Hkv * nb, ith, nth, &lo, &hi);
+    for (blk = lo; blk < hi; blk++) {
+        int64_t b = blk / (a->Hkv * nb), g = blk / nb % a->Hkv, t0 = blk % nb * qb, n = FT__MIN(qb, a->T - t0), R = rep * n;
+        int64_t kend = ft__attn_kend(a, b, t0 + n - 1), ls = ft__attn_pad(P + kend);
+        const float *k = a->k + b * a->Tk * ks + g * D, *v = a->v + b * a->Tk * ks + g * D;
+        ft__attn_gather(a, X, a->q, a->scale, b, g, t0, n);
+        if (P) ft__attn_mm(a, ith, 1, R, P, D, X, D, a->pk + g * D, ks, S, ls, 0);
+        ft__attn_mm(a, ith, 1, R, kend, D, X, D, k, ks, S + P, ls, 0);
+        for (i = 0; i < R; i++) {               /* e^(s - max) rows, lse; normalized in O */
+            int64_t h = g * rep + i / n, t = t0 + i % n, nv, nr;
+            float *s = S + i * ls, m, sum;
+            nr = ft__attn_row_mask(a, b, t, s, &nv);
+            m = ft__vec_max(nv, s);
+            sum = ft__attn_row_exp(a, b, t, s, nr, nv, ls, m);
+            inv[i] = m == -INFINITY ? 0.0f : 1.0f / sum;
+            a->l[(b * a->H + h) * a->T + t] = m == -INFINITY ? m : m + logf(sum);
         }
+        if (P) ft__attn_mm(a, ith, 0, R, D, P, S, ls, a->pv + g * D, ks, X, D, 0);
+        ft__attn_mm(a, ith, 0, R, D, kend, S + P, ls, v, ks, X, D, P > 0);
+        for (i = 0; i < R; i++)
+            ft__vec_scale(D, a->o + ((b * a->T + t0 + i % n) * a->H + g * rep + i / n) * D, inv[i], X + i * D);
     }
 }
 
 /* tasks over (b, kv head) pairs: each owns dk, dv of its head and dq of the heads that share it */
 static void ft__attn_backward_task(void *p, int ith, int nth) {
     ft__attn *a = FT__CAST(ft__attn *, p);
-    int64_t lo, hi, bg, t, j, D = a->D, qs = a->H * D, ks = a->Hkv * D, rep = a->H / a->Hkv;
+    int64_t D = a->D, P = a->P, ks = a->Hkv * D, rep = a->H / a->Hkv, qb = ft__attn_qb(a), lo, hi, bg, t0, i;
+    int64_t mat = rep * qb * ft__attn_pad(P + a->Tk);
+    float *W = a->scratch + (size_t)ith * (size_t)a->scratch_n;          /* (R, ls)          */
+    float *dS = W + mat;                                                 /* (R, ls)          */
+    float *X = dS + mat, *Y = X + rep * qb * D, *Z = Y + rep * qb * D;   /* (R, D): Qs, dO, dQ */
     ft__split(a->B * a->Hkv, ith, nth, &lo, &hi);
-    (void)ith;
     for (bg = lo; bg < hi; bg++) {
-        int64_t b = bg / a->Hkv, g = bg % a->Hkv, h;
-        float *dpk = a->dpk ? a->dpk + bg * a->P * D : NULL, *dpv = a->dpv ? a->dpv + bg * a->P * D : NULL;
-        for (h = g * rep; h < (g + 1) * rep; h++)
-            for (t = 0; t < a->T; t++) {
-                int64_t row = (b * a->T + t) * qs + h * D, kend = ft__attn_kend(a, b, t);
-                const float *qt = a->q + row, *ot = a->out + row, *dot = a->dout + row;
-                float *dqt = a->dq ? a->dq + row : NULL;
-                float lse = a->lse[(b * a->H + h) * a->T + t], Dt;
-                if (lse == -INFINITY) continue;
-                Dt = ft__vec_dot(D, dot, ot);
-                for (j = -a->P; j < kend; j++) {     /* j < 0: prefix key P + j */
-                    const float *kj, *vj; float sc, pj, ds; float *dkj, *dvj;
-                    if (j < 0) {
-                        kj = a->pk + (a->P + j) * ks + g * D; vj = a->pv + (a->P + j) * ks + g * D;
-                        dkj = dpk ? dpk + (a->P + j) * D : NULL; dvj = dpv ? dpv + (a->P + j) * D : NULL;
-                    } else {
-                        if (!ft__attn_visible(a, b, t, j)) continue;
-                        kj = a->k + (b * a->Tk + j) * ks + g * D; vj = a->v + (b * a->Tk + j) * ks + g * D;
-                        dkj = a->dk ? a->dk + (b * a->Tk + j) * ks + g * D : NULL;
-                        dvj = a->dv ? a->dv + (b * a->Tk + j) * ks + g * D : NULL;
-                    }
-                    sc = a->scale * ft__vec_dot(D, qt, kj);
-                    pj = expf(sc - lse);
-                    ds = pj * (ft__vec_dot(D, dot, vj) - Dt) * a->scale;
-                    if (dqt) ft__vec_axpy(D, ds, kj, dqt);
-                    if (dkj) ft__vec_axpy(D, ds, qt, dkj);
-                    if (dvj) ft__vec_axpy(D, pj, dot, dvj);
-                }
+        int64_t b = bg / a->Hkv, g = bg % a->Hkv, kv = b * a->Tk * ks + g * D;
+        const float *k = a->k + kv, *v = a->v + kv;
+        float *dk = a->dk ? a->dk + kv : NULL, *dv = a->dv ? a->dv + kv : NULL;
+        float *dpk = a->dpk ? a->dpk + bg * P * D : NULL, *dpv = a->dpv ? a->dpv + bg * P * D : NULL;
+        for (t0 = 0; t0 < a->T; t0 += qb) {
+            int64_t n = FT__MIN(qb, a->T - t0), R = rep * n, kend = ft__attn_kend(a, b, t0 + n - 1), ls = ft__attn_pad(P + kend);
+            ft__attn_gather(a, X, a->q, a->scale, b, g, t0, n);
+            ft__attn_gather(a, Y, a->dout, 1.0f, b, g, t0, n);
+            if (P) {
+                ft__gemm_on_thread(a->pool, ith, 0, 1, R, P, D, X, D, a->pk + g * D, ks, W, ls, 0);
+                ft__gemm_on_thread(a->pool, ith, 0, 1, R, P, D, Y, D, a->pv + g * D, ks, dS, ls, 0);
             }
+            ft__gemm_on_thread(a->pool, ith, 0, 1, R, kend, D, X, D, k, ks, W + P, ls, 0);
+            ft__gemm_on_thread(a->pool, ith, 0, 1, R, kend, D, Y, D, v, ks, dS + P, ls, 0);
+            for (i = 0; i < R; i++) {               /* W, and dW -> dS in place (0 where W is) */
+                int64_t row = ((b * a->T + t0 + i % n) * a->H + g * rep + i / n) * D, nv, nr;
+                float *w = W + i * ls, *ds = dS + i * ls, lse = a->lse[(b * a->H + g * rep + i / n) * a->T + t0 + i % n];
+                nr = ft__attn_row_mask(a, b, t0 + i % n, w, &nv);
+                ft__attn_row_exp(a, b, t0 + i % n, w, nr, nv, ls, lse);
+                if (lse == -INFINITY) nr = 0;
+                else ft__attn_row_ds(nr, w, ds, ft__vec_dot(D, a->dout + row, a->out + row));
+                memset(ds + nr, 0, (size_t)(ls - nr) * sizeof(float));
+            }
+            if (a->dq) {
+                if (P) ft__gemm_on_thread(a->pool, ith, 0, 0, R, D, P, dS, ls, a->pk + g * D, ks, Z, D, 0);
+                ft__gemm_on_thread(a->pool, ith, 0, 0, R, D, kend, dS + P, ls, k, ks, Z, D, P > 0);
+                for (i = 0; i < R; i++)
+                    ft__vec_axpy(D, a->scale, Z + i * D, a->dq + ((b * a->T + t0 + i % n) * a->H + g * rep + i / n) * D);
+            }
+            if (dk) ft__gemm_on_thread(a->pool, ith, 1, 0, kend, D, R, dS + P, ls, X, D, dk, ks, 1);
+            if (dv) ft__gemm_on_thread(a->pool, ith, 1, 0, kend, D, R, W + P, ls, Y, D, dv, ks, 1);
+            if (dpk) ft__gemm_on_thread(a->pool, ith, 1, 0, P, D, R, dS, ls, X, D, dpk, D, 1);
+            if (dpv) ft__gemm_on_thread(a->pool, ith, 1, 0, P, D, R, W, ls, Y, D, dpv, D, 1);
+        }
     }
 }
 
@@ -3919,6 +4074,23 @@ static void ft__rope_backward(ft_ctx *ctx, ft__node *nd) {           /* dx += R(
 }
 
 /* ---- attention ----------------------------------------------------------------------------------- */
+/* Runs the forward (over the blocks) or the backward (over the (b, g) pairs) on the pool, with
+   per-thread scratch from the arena, given back after: the forward's S, Qs / O and 1 / row sums,
+   the backward's W, dS and Qs, dO, dQ. 0 when the arena is out of memory. */
+static int ft__attn_run(ft_ctx *ctx, ft__attn *a, int backward) {
+    ft__arena_mark mk = ft__arena_mark_get(ctx);
+    int64_t qb = ft__attn_qb(a), R = a->H / a->Hkv * qb;
+    int64_t n_tasks = backward ? a->B * a->Hkv : a->B * a->Hkv * ((a->T + qb - 1) / qb);
+    int nth = (int)FT__MAX(1, FT__MIN((int64_t)ft__pool_size(&ctx->pool), n_tasks));
+    a->scratch_n = ft__attn_pad(R * (backward ? 2 * ft__attn_pad(a->P + a->Tk) + 3 * a->D : ft__attn_pad(a->P + a->Tk) + a->D + 1));
+    a->scratch = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)nth * (size_t)a->scratch_n * sizeof(float)));
+    if (!a->scratch) { ft__fail(ctx, FT_ERR_NOMEM, "attention: arena out of memory"); return 0; }
+    a->pool = &ctx->pool;
+    ft__pool_run_n(&ctx->pool, nth, backward ? ft__attn_backward_task : ft__attn_forward_task, a);
+    ft__arena_rewind(ctx, &mk);
+    a->scratch = NULL; a->pool = NULL;
+    return 1;
+}
 FT_API ft_tensor *ft_attention(ft_ctx *ctx, ft_tensor *q, ft_tensor *k, ft_tensor *v, const ft_attn_opts *o) {
     ft__attn a; ft_tensor *y; ft__node *nd; int64_t P = 0;
     FT__IN(q); FT__IN(k); FT__IN(v);
@@ -3950,10 +4122,9 @@ FT_API ft_tensor *ft_attention(ft_ctx *ctx, ft_tensor *q, ft_tensor *k, ft_tenso
     a.pk = P ? FT__F(o->prefix_k) : NULL; a.pv = P ? FT__F(o->prefix_v) : NULL;
     a.o = FT__F(y);
     a.l = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(a.B * a.H * a.T) * sizeof(float)));
-    a.scratch = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)ft__pool_size(&ctx->pool) * (size_t)(P + a.Tk) * sizeof(float)));
-    if (!a.l || !a.scratch) return ft__fail(ctx, FT_ERR_NOMEM, "attention: arena out of memory");
+    if (!a.l) return ft__fail(ctx, FT_ERR_NOMEM, "attention: arena out of memory");
     if (o->seg) { a.seg = ft__copy_ids(ctx, o->seg, a.B * a.T); FT__IN(a.seg); }
-    ft__pool_run_n(&ctx->pool, (int)FT__MIN((int64_t)ft__pool_size(&ctx->pool), a.B * a.H), ft__attn_forward_task, &a);
+    if (!ft__attn_run(ctx, &a, 0)) return NULL;
     nd = ft__record_x(ctx, FT_OP_ATTENTION, y, q, k, v, P && (ft__wants(o->prefix_k) || ft__wants(o->prefix_v)));
     if (nd) {
         ft__attn *keep = FT__CAST(ft__attn *, ft__arena_alloc(ctx, sizeof a));
@@ -3976,8 +4147,7 @@ static void ft__attention_backward(ft_ctx *ctx, ft__node *nd) {
     n = a.B * a.Hkv * a.P * a.D;                 /* per-(b, kv head) partials for the prefix */
     a.dpk = a.P && ft__wants(pre[0]) ? FT__CAST(float *, ft__arena_zalloc(ctx, (size_t)FT__MAX(n, 1) * sizeof(float))) : NULL;
     a.dpv = a.P && ft__wants(pre[1]) ? FT__CAST(float *, ft__arena_zalloc(ctx, (size_t)FT__MAX(n, 1) * sizeof(float))) : NULL;
-    if (ctx->status != FT_OK) return;
-    ft__pool_run_n(&ctx->pool, (int)FT__MIN((int64_t)ft__pool_size(&ctx->pool), a.B * a.Hkv), ft__attn_backward_task, &a);
+    if (ctx->status != FT_OK || !ft__attn_run(ctx, &a, 1)) return;
     for (i = 0; i < 2; i++) {                    /* reduce the partials in a fixed order      */
         float *part = i ? a.dpv : a.dpk, *dst;
         int64_t bg, ks = a.Hkv * a.D;

@@ -1,5 +1,5 @@
-/* test_kernels.c - SIMD kernels against the scalar references, GEMM against the triple loop,
-   bit-identical results for 1 and 2 threads. Built twice by the Makefile: with the machine's
+/* test_kernels.c - SIMD kernels against the scalar references, GEMM and attention against plain
+   loops, bit-identical results for 1 and 2 threads. Built twice by the Makefile: with the machine's
    SIMD and with FT_NO_SIMD (where both sides are the reference). Tolerances: relative 1e-5 of
    the summed magnitudes for reductions, 2e-6 relative for exp. */
 #define FINETUNE_IMPLEMENTATION
@@ -172,6 +172,151 @@ TEST(elementwise_kernels_match_reference) {
     ft_ctx_free(ctx);
 }
 
+/* ---- attention against a plain double-precision reference ------------------------------------
+   Output, the saved log-sum-exp (from the tape node) and the gradients of L = sum(w * y) for q, k,
+   v and the prefix, over shapes that cut the query blocks unevenly, GQA (rep 1, 2, 8), prefix keys,
+   segments, no mask, KV-cache offsets per row, queries that see no key at all (a negative offset)
+   and a single query per row (decoding: blocks of a few rows skip the GEMMs); 1 and 2 threads must
+   agree bit for bit. */
+typedef struct attn_case {
+    const char *name; int64_t B, T, Tk, P, D; int H, Hkv, causal; const int64_t *qoffs; const int32_t *seg;
+} attn_case;
+
+/* y, lse, and the gradients of sum(w * y), in double, straight from the definition */
+static void attn_ref(const attn_case *c, const float *q, const float *k, const float *v, const float *pk, const float *pv,
+                     const float *w, double *y, double *lse, double *dq, double *dk, double *dv, double *dpk, double *dpv) {
+    int64_t D = c->D, qs = c->H * D, ks = c->Hkv * D, nk = c->P + c->Tk, b, t, j, d;
+    double scale = 1.0 / sqrt((double)D), *p = (double *)malloc((size_t)nk * sizeof(double)), *dp = (double *)malloc((size_t)nk * sizeof(double));
+    int h;
+    for (b = 0; b < c->B; b++) for (h = 0; h < c->H; h++) for (t = 0; t < c->T; t++) {
+        int64_t g = h / (c->H / c->Hkv), qo = c->qoffs ? c->qoffs[b] : 0;
+        const float *qt = q + (b * c->T + t) * qs + h * D, *wt = w + (b * c->T + t) * qs + h * D;
+        double m = -INFINITY, sum = 0, Dt = 0;
+        for (j = 0; j < nk; j++) {              /* j < P: prefix key j; else key j - P */
+            int64_t kj = j - c->P;
+            const float *kr = j < c->P ? pk + j * ks + g * D : k + (b * c->Tk + kj) * ks + g * D;
+            int vis = j < c->P || ((!c->causal || kj <= qo + t) && (!c->seg || c->seg[b * c->T + kj] == c->seg[b * c->T + t]));
+            p[j] = -INFINITY;
+            if (!vis) continue;
+            p[j] = 0;
+            for (d = 0; d < D; d++) p[j] += (double)qt[d] * kr[d];
+            p[j] *= scale;
+            if (p[j] > m) m = p[j];
+        }
+        lse[(b * c->H + h) * c->T + t] = m;
+        for (d = 0; d < D; d++) y[(b * c->T + t) * qs + h * D + d] = 0;
+        if (m == -INFINITY) continue;           /* sees nothing: y = 0, no gradient */
+        for (j = 0; j < nk; j++) { p[j] = exp(p[j] - m); sum += p[j]; }
+        lse[(b * c->H + h) * c->T + t] = m + log(sum);
+        for (j = 0; j < nk; j++) {
+            const float *vr = j < c->P ? pv + j * ks + g * D : v + (b * c->Tk + j - c->P) * ks + g * D;
+            p[j] /= sum; dp[j] = 0;
+            for (d = 0; d < D; d++) { y[(b * c->T + t) * qs + h * D + d] += p[j] * vr[d]; dp[j] += (double)wt[d] * vr[d]; }
+            Dt += p[j] * dp[j];
+        }
+        for (j = 0; j < nk; j++) {
+            int64_t kj = j - c->P;
+            const float *kr = j < c->P ? pk + j * ks + g * D : k + (b * c->Tk + kj) * ks + g * D;
+            double ds = p[j] * (dp[j] - Dt) * scale;
+            double *dkr = j < c->P ? dpk + j * ks + g * D : dk + (b * c->Tk + kj) * ks + g * D;
+            double *dvr = j < c->P ? dpv + j * ks + g * D : dv + (b * c->Tk + kj) * ks + g * D;
+            for (d = 0; d < D; d++) {
+                dq[(b * c->T + t) * qs + h * D + d] += ds * kr[d];
+                dkr[d] += ds * qt[d];
+                dvr[d] += p[j] * wt[d];
+            }
+        }
+    }
+    free(p); free(dp);
+}
+
+/* |x - ref| <= 1e-5 (|ref| + max |ref|) everywhere: relative to the element and to the tensor */
+static double attn_close(const char *what, const char *name, const float *x, const double *ref, int64_t n) {
+    double big = 0, worst = 0; int64_t i, at = 0;
+    for (i = 0; i < n; i++) if (fabs(ref[i]) > big) big = fabs(ref[i]);
+    for (i = 0; i < n; i++) {
+        double e = fabs((double)x[i] - ref[i]) / (1e-5 * (fabs(ref[i]) + big) + 1e-30);
+        if (!(e <= worst)) { worst = e; at = i; }
+    }
+    CHECK(worst <= 1, "%s %s: [%lld] %.8g vs %.8g (%.2f x tolerance)", name, what, (long long)at, x[at], ref[at], worst);
+    return worst;
+}
+
+static void attn_case_run(const attn_case *c) {
+    ft_ctx *ctx[2]; ft_ctx_opts o; ft_params *Pa; ft_tensor *in[5], *y; int th, i;
+    int64_t sq[3] = {c->B, c->T, c->H * c->D}, sk[3] = {c->B, c->Tk, c->Hkv * c->D}, sp[2] = {c->P, c->Hkv * c->D};
+    int64_t nq = c->B * c->T * c->H * c->D, nkv = c->B * c->Tk * c->Hkv * c->D, np = c->P * c->Hkv * c->D, nl = c->B * c->H * c->T;
+    int64_t n[5] = {nq, nkv, nkv, np, np};
+    float *w = randv(nq, -1, 1), *got[2][7];
+    double *ref[7];
+    memset(&o, 0, sizeof o);
+    ft_params_init(&Pa);
+    in[0] = ft_params_add(Pa, "q", 3, sq); in[1] = ft_params_add(Pa, "k", 3, sk); in[2] = ft_params_add(Pa, "v", 3, sk);
+    in[3] = c->P ? ft_params_add(Pa, "pk", 2, sp) : NULL; in[4] = c->P ? ft_params_add(Pa, "pv", 2, sp) : NULL;
+    ft_params_alloc(Pa);
+    for (i = 0; i < 5; i++) if (in[i]) { float *x = (float *)in[i]->data; int64_t j; for (j = 0; j < n[i]; j++) x[j] = -1.0f + 2.0f * ft_rng_uniform(&R); }
+    for (th = 0; th < 2; th++) {
+        ft_attn_opts ao; const ft__attn *an;
+        o.n_threads = th + 1; ft_ctx_init(&ctx[th], &o);
+        memset(&ao, 0, sizeof ao);
+        ao.n_head = c->H; ao.n_head_kv = c->Hkv; ao.causal = c->causal; ao.q_offsets = c->qoffs; ao.seg = c->seg;
+        ao.prefix_k = in[3]; ao.prefix_v = in[4];
+        ft_params_zero_grad(Pa);
+        y = ft_attention(ctx[th], in[0], in[1], in[2], &ao);
+        CHECK(y != NULL, "%s: %s", c->name, ft_last_error());
+        if (!y) return;
+        an = (const ft__attn *)ctx[th]->tape[ctx[th]->n_tape - 1].extra;
+        got[th][0] = (float *)malloc((size_t)nq * 4); memcpy(got[th][0], y->data, (size_t)nq * 4);
+        got[th][1] = (float *)malloc((size_t)nl * 4); memcpy(got[th][1], an->lse, (size_t)nl * 4);
+        CHECK_OK(ft_backward_from(ctx[th], y, w));
+        for (i = 0; i < 5; i++) {
+            got[th][2 + i] = (float *)malloc((size_t)(n[i] ? n[i] : 1) * 4);
+            if (n[i]) memcpy(got[th][2 + i], in[i]->grad, (size_t)n[i] * 4);
+        }
+    }
+    ref[0] = (double *)calloc((size_t)nq, sizeof(double)); ref[1] = (double *)calloc((size_t)nl, sizeof(double));
+    for (i = 0; i < 5; i++) ref[2 + i] = (double *)calloc((size_t)(n[i] ? n[i] : 1), sizeof(double));
+    attn_ref(c, (float *)in[0]->data, (float *)in[1]->data, (float *)in[2]->data, c->P ? (float *)in[3]->data : NULL,
+             c->P ? (float *)in[4]->data : NULL, w, ref[0], ref[1], ref[2], ref[3], ref[4], ref[5], ref[6]);
+    {
+        static const char *what[7] = {"y", "lse", "dq", "dk", "dv", "dprefix_k", "dprefix_v"};
+        int64_t len[7] = {nq, nl, nq, nkv, nkv, np, np}, j, inf_ok = 1, n_inf = 0;
+        double worst = 0;
+        for (j = 0; j < nl; j++)                /* lse: -inf exactly where the reference has it */
+            if ((ref[1][j] == -INFINITY) != (got[0][1][j] == -INFINITY)) inf_ok = 0;
+            else if (ref[1][j] == -INFINITY) { ref[1][j] = got[0][1][j] = 0; n_inf++; }
+        CHECK(inf_ok, "%s: lse = -inf where no key is seen", c->name);
+        for (i = 0; i < 7; i++) {
+            worst = fmax(worst, attn_close(what[i], c->name, got[0][i], ref[i], len[i]));
+            if (i == 1) for (j = 0; j < nl; j++) if (got[1][1][j] == -INFINITY) got[1][1][j] = 0;
+            CHECK(memcmp(got[0][i], got[1][i], (size_t)len[i] * 4) == 0, "%s %s: 1 and 2 threads differ", c->name, what[i]);
+        }
+        printf("    attention %-26s worst error / tolerance = %.3f%s\n", c->name, worst, n_inf ? " (some rows see no key)" : "");
+    }
+    for (th = 0; th < 2; th++) { for (i = 0; i < 7; i++) free(got[th][i]); ft_ctx_free(ctx[th]); }
+    for (i = 0; i < 7; i++) free(ref[i]);
+    free(w); ft_params_free(Pa);
+}
+
+TEST(attention_matches_reference) {
+    static int32_t seg[2 * 100];
+    static const int64_t kv_offs[2] = {30, 5}, neg_offs[2] = {-3, 0}, dec_offs[2] = {39, 20};
+    int64_t i;
+    attn_case cases[] = {
+        /* name                      B   T   Tk  P   D   H  Hkv causal qoffs     seg */
+        {"causal gqa",               2, 100, 100, 0, 16, 4, 2, 1,      NULL,     NULL},
+        {"causal prefix segments",   2, 100, 100, 3, 16, 4, 2, 1,      NULL,     seg},
+        {"full prefix, Tk != T",     2,  70,  37, 2,  8, 4, 2, 0,      NULL,     NULL},
+        {"kv cache offsets prefix",  2,  60,  90, 2, 16, 4, 2, 1,      kv_offs,  NULL},
+        {"rows that see nothing",    2,  50,  50, 0,  8, 4, 2, 1,      neg_offs, NULL},
+        {"mha (rep 1)",              1,  77,  77, 1, 24, 3, 3, 1,      NULL,     NULL},
+        {"mqa (rep 8) segments",     1,  45,  45, 0, 16, 8, 1, 1,      NULL,     seg},
+        {"decoding one token",       2,   1,  40, 2, 16, 4, 2, 1,      dec_offs, NULL},
+    };
+    for (i = 0; i < 2 * 100; i++) seg[i] = (int32_t)(i / 23 + (i % 7 == 3));      /* documents, and stray tokens */
+    for (i = 0; i < (int64_t)(sizeof cases / sizeof cases[0]); i++) attn_case_run(&cases[i]);
+}
+
 int main(void) {
     ft_rng_seed(&R, 5);
     RUN(simd_name);
@@ -181,5 +326,6 @@ int main(void) {
     RUN(gemm_matches_reference_any_shape);
     RUN(skinny_match_reference);
     RUN(elementwise_kernels_match_reference);
+    RUN(attention_matches_reference);
     return ft_test_summary("test_kernels");
 }

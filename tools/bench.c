@@ -268,7 +268,7 @@ static double prof_forward(ft_ctx *ctx, const ft_tensor *head, prof *P) {
             a.o = (float *)ft_arena_alloc(ctx, (size_t)(a.B * a.T * a.H * a.D) * sizeof(float));
             a.l = (float *)ft_arena_alloc(ctx, (size_t)(a.B * a.H * a.T) * sizeof(float));
             if (!a.o || !a.l) break;
-            ft__pool_run_n(&ctx->pool, (int)FT__MIN((int64_t)ft__pool_size(&ctx->pool), a.B * a.H), ft__attn_forward_task, &a);
+            ft__attn_run(ctx, &a, 0);
             P->ffl[c] += 2.0 * (double)(a.B * a.H * a.D) * (double)a.T * (double)(a.T + 1);
             break; }
         case FT_OP_CROSS_ENTROPY: ft_cross_entropy(ctx, nd->in[0], nd->ids, (int32_t)nd->n[0]); break;
