@@ -466,8 +466,8 @@ static int bench_train(int argc, char **argv) {
         printf("%-32s %9s %7s %9s | %9.1f %6.1f%%\n", "AdamW", "", "", "", 1e3 * topt, 100 * topt / (tfw + tbw + topt));
         printf("arena: %.0f MiB after the forward (activations saved for backward, logits included), %.0f MiB after the backward "
                "(+ activation gradients, none released before the step ends)\n", a_fwd / 1048576.0, a_bwd / 1048576.0);
-        printf("(percentages of the whole step; the first layer's frozen matmuls, embedding and first norm run off the tape:\n"
-               " nothing below them trains, so they are in 'not on the tape')\n");
+        printf("(percentages of the whole step; the embedding and the first norm run off the tape (nothing below them\n"
+               " trains), so they are in 'not on the tape', as are frozen matmuls of layers without LoRA)\n");
         fflush(stdout);
     }
     free(ids); free(tgt); free(tstep);
