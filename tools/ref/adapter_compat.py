@@ -138,12 +138,16 @@ def compare(x, ref):
     return rel, int((~mism).sum()), len(ar), ties, float(err.max())
 
 
-def report(label, xs, refs):
+def compare_ties(xs, refs):
+    return sum(compare(x, r)[3] for x, r in zip(xs, refs))
+
+
+def report(label, xs, refs, show_ties=True):
     rel, agree, n, ties, absmax = 0.0, 0, 0, 0, 0.0
     for x, r in zip(xs, refs):
         a, b, c, d, e = compare(x, r)
         rel, agree, n, ties, absmax = max(rel, a), agree + b, n + c, ties + d, max(absmax, e)
-    tie = " (%d near-ties)" % ties if ties else ""
+    tie = " (%d near-ties)" % ties if ties and show_ties else ""
     print("  %-58s max|diff|/range %.2e (max|diff| %.2e)  argmax %d/%d%s" % (label, rel, absmax, agree, n, tie))
     return rel, agree, n
 

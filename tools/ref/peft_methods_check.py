@@ -45,63 +45,19 @@ import argparse
 import copy
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import warnings
 
 os.environ.setdefault("TQDM_DISABLE", "1")      # transformers' GGUF loader draws a progress bar
 warnings.filterwarnings("ignore")
-import numpy as np
+
+from adapter_compat import compare_ties, ft_logits, report   # the same logits and comparisons (this folder)
 
 PROMPTS = [
     ("chat-date", None, "Rewrite the date 2021-11-07 as DD.MM.YYYY."),
     ("plain", "The lighthouse keeper climbed the spiral stairs every evening at dusk, carrying a lamp and a flask of tea.", None),
 ]
-
-
-def ft_logits(ft, model, ids, adapter=None, prompt=None, chat=False, threads=2):
-    with tempfile.NamedTemporaryFile(suffix=".f32", delete=False) as f:
-        out = f.name
-    cmd = [ft, "logits", "-m", model, "-o", out, "--threads", str(threads)]
-    if adapter:
-        cmd += ["--adapter", adapter]
-    if ids is not None:
-        cmd += ["--ids", ",".join(map(str, ids))]
-    else:
-        cmd += ["-p", prompt] + (["--chat"] if chat else [])
-    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    got = [int(x) for x in res.stdout.split("\n")[0].split()[1:]]
-    lg = np.fromfile(out, dtype=np.float32)
-    os.unlink(out)
-    return got, lg.reshape(len(got), -1)
-
-
-def compare(x, ref):
-    """max |x - ref| / range per position (worst), argmax agreement, near-ties among mismatches"""
-    rng = ref.max(axis=1) - ref.min(axis=1)
-    err = np.abs(x - ref).max(axis=1)
-    rel = float((err / rng).max())
-    ax, ar = x.argmax(axis=1), ref.argmax(axis=1)
-    srt = np.sort(ref, axis=1)
-    gap = srt[:, -1] - srt[:, -2]
-    mism = ax != ar
-    ties = int((mism & (gap <= 2 * err)).sum())
-    return rel, int((~mism).sum()), len(ar), ties, float(err.max())
-
-
-def compare_ties(xs, refs):
-    return sum(compare(x, r)[3] for x, r in zip(xs, refs))
-
-
-def report(label, xs, refs, show_ties=True):
-    rel, agree, n, ties, absmax = 0.0, 0, 0, 0, 0.0
-    for x, r in zip(xs, refs):
-        a, b, c, d, e = compare(x, r)
-        rel, agree, n, ties, absmax = max(rel, a), agree + b, n + c, ties + d, max(absmax, e)
-    tie = " (%d near-ties)" % ties if ties and show_ties else ""
-    print("  %-44s max|diff|/range %.2e (max|diff| %.2e)  argmax %d/%d%s" % (label, rel, absmax, agree, n, tie))
-    return rel, agree, n
 
 
 def main():
