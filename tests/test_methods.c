@@ -13,14 +13,6 @@
 static const char *P32 = "build/tiny_methods.gguf", *P16 = "build/tiny_methods16.gguf";
 static ft_ctx *CTX;
 
-static void nudge(ft_params *P, float amp) {          /* move every parameter off its start */
-    int i;
-    for (i = 0; i < ft_params_count(P); i++) {
-        ft_tensor *t = ft_params_get(P, i); int64_t j;
-        for (j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] += amp * sinf((float)(3 * j + 7 * i + 1));
-    }
-}
-
 typedef struct { const char *name; ft_peft_opts o; int identity; const char *path; } method;
 static method methods(int k) {
     method c; memset(&c, 0, sizeof c); c.path = P32;
@@ -54,7 +46,7 @@ TEST(start_point_and_switch_off) {
         if (c.identity) CHECK(d0 == 0, "%s: the model starts unchanged (%.3g)", c.name, d0);
         else if (c.o.method != FT_PEFT_FULL) CHECK(d0 > 1e-4, "%s: the method changes the output from the start (%.3g)", c.name, d0);
         else CHECK(d0 < 1e-6, "%s: f32 master copies of f16 weights: %.3g", c.name, d0);
-        nudge(ft_peft_params(p), 0.05f);
+        tiny_nudge(ft_peft_params(p), 0.05f);
         tiny_logits(CTX, m, got); d1 = tiny_maxdiff(base, got, 12 * TINY_V);
         CHECK(d1 > 1e-3, "%s: moved parameters change the output (%.3g)", c.name, d1);
         ft_peft_set_enabled(p, 0);
@@ -113,7 +105,7 @@ TEST(gradients_through_the_model) {
         CHECK_OK(ft_model_load(&m, c.path, NULL));
         CHECK_OK(ft_peft_attach(&p, m, &c.o));
         P = ft_peft_params(p);
-        nudge(P, c.o.method == FT_PEFT_FULL ? 0.01f : 0.1f);
+        tiny_nudge(P, c.o.method == FT_PEFT_FULL ? 0.01f : 0.1f);
         ft_params_zero_grad(P);
         tiny_loss(CTX, m, 1);
         for (i = 0; i < ft_params_count(P); i += c.o.method == FT_PEFT_FULL ? 2 : 1) {
@@ -141,7 +133,7 @@ TEST(cached_decode_matches_forward) {
         method c = methods(k); ft_model *m; ft_peft *p; ft_kv_cache *kv; static float full[12 * TINY_V]; double worst = 0; int t;
         CHECK_OK(ft_model_load(&m, c.path, NULL));
         CHECK_OK(ft_peft_attach(&p, m, &c.o));
-        nudge(ft_peft_params(p), 0.05f);
+        tiny_nudge(ft_peft_params(p), 0.05f);
         tiny_logits(CTX, m, full);
         CHECK_OK(ft_kv_cache_init(&kv, m, 1, 12));
         for (t = 0; t < 12; t += (t < 4 ? 4 : 1)) {          /* a 4-token prompt, then single tokens */
@@ -204,7 +196,7 @@ TEST(save_and_attach_gguf) {
         CHECK_OK(ft_model_load(&m, c.path, NULL));
         c.o.reward_head = k == 0;
         CHECK_OK(ft_peft_attach(&p, m, &c.o));
-        nudge(ft_peft_params(p), 0.05f);
+        tiny_nudge(ft_peft_params(p), 0.05f);
         tiny_logits(CTX, m, a);
         CHECK_OK(ft_peft_save_gguf(p, path));
         CHECK_OK(ft_model_load(&m2, c.path, NULL));
@@ -231,7 +223,7 @@ TEST(checkpointing_gives_the_same_gradients) {
         CHECK_OK(ft_model_load(&m, c.path, NULL));
         CHECK_OK(ft_peft_attach(&p, m, &c.o));
         P = ft_peft_params(p);
-        nudge(P, 0.05f);
+        tiny_nudge(P, 0.05f);
         ft_params_zero_grad(P); l0 = tiny_loss(CTX, m, 1);
         for (i = 0; i < ft_params_count(P); i++) { ft_tensor *t = ft_params_get(P, i); if (n + ft_numel(t) <= 40000) memcpy(g0 + n, t->grad, (size_t)ft_numel(t) * 4); n += ft_numel(t); }
         ft_ctx_set_checkpointing(CTX, 1);
@@ -253,14 +245,14 @@ TEST(bake_then_attach_again) {
         memset(&o, 0, sizeof o);
         o.method = k ? FT_PEFT_FULL : FT_PEFT_LORA; o.lora.r = 4; o.lora.dora = 1; o.seed = 3;
         CHECK_OK(ft_peft_attach(&p, m, &o));
-        nudge(ft_peft_params(p), 0.05f);
+        tiny_nudge(ft_peft_params(p), 0.05f);
         tiny_logits(CTX, m, a);
         CHECK_OK(ft_peft_bake(p));
         tiny_logits(CTX, m, b);
         CHECK(tiny_maxdiff(a, b, 12 * TINY_V) < 2e-5, "%s baked: %.3g", k ? "full" : "DoRA", tiny_maxdiff(a, b, 12 * TINY_V));
         memset(&o, 0, sizeof o); o.method = FT_PEFT_IA3;
         CHECK_OK(ft_peft_attach(&q, m, &o));
-        nudge(ft_peft_params(q), 0.05f);
+        tiny_nudge(ft_peft_params(q), 0.05f);
         ft_peft_set_enabled(q, 0);
         tiny_logits(CTX, m, c);
         CHECK(tiny_maxdiff(b, c, 12 * TINY_V) == 0, "the reference of the next method is the baked model");

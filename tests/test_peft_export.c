@@ -14,13 +14,6 @@
 static const char *P32 = "build/tiny_peft_export.gguf", *DIR_ = "build/tiny_peft_export_dir";
 static ft_ctx *CTX;
 
-static void nudge(ft_params *P, float amp) {          /* move every parameter off its start */
-    int i;
-    for (i = 0; i < ft_params_count(P); i++) {
-        ft_tensor *t = ft_params_get(P, i); int64_t j;
-        for (j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] += amp * sinf((float)(3 * j + 7 * i + 1));
-    }
-}
 /* HF index of our index k in a head-permuted vector (heads of D) */
 static int64_t hf_of(int64_t k) { int64_t h = k / TINY_D, j = k % TINY_D; return h * TINY_D + (j % 2 ? TINY_D / 2 + j / 2 : j / 2); }
 static char *config_text(void) {
@@ -52,7 +45,7 @@ TEST(ia3_round_trip_and_layout) {
     o.ia3_targets = FT_TARGET_Q | FT_TARGET_K | FT_TARGET_V | FT_TARGET_UP | FT_TARGET_DOWN;   /* q: permuted too; up: an output */
     CHECK_OK(ft_peft_attach(&p, m, &o));
     if (!p) { ft_model_free(m); return; }
-    nudge(ft_peft_params(p), 0.3f);
+    tiny_nudge(ft_peft_params(p), 0.3f);
     for (l = 0; l < TINY_L; l++) {
         memcpy(kvec[l], p->ia3[l * FT_SITE_COUNT + FT_SITE_K]->data, sizeof kvec[l]);
         memcpy(qvec[l], p->ia3[l * FT_SITE_COUNT + FT_SITE_Q]->data, sizeof qvec[l]);
@@ -97,7 +90,7 @@ TEST(ia3_round_trip_and_layout) {
         memset(&o, 0, sizeof o); o.method = FT_PEFT_IA3; o.layer_mask = &mask;
         CHECK_OK(ft_peft_attach(&p, m, &o));
         if (p) {
-            nudge(ft_peft_params(p), 0.3f);
+            tiny_nudge(ft_peft_params(p), 0.3f);
             q = round_trip(m, p, "ia3 layer 1 only");
             if (q) CHECK(ft_params_count(ft_peft_params(q)) == 3 && q->ia3[FT_SITE_K] == NULL && q->ia3[FT_SITE_COUNT + FT_SITE_K] != NULL, "ia3: only layer 1 attached");
             cfg = config_text();
@@ -116,7 +109,7 @@ TEST(prompt_round_trip) {
     memset(&o, 0, sizeof o); o.method = FT_PEFT_PROMPT; o.n_virtual = 5; o.seed = 9;     /* random init, as PEFT's default */
     CHECK_OK(ft_peft_attach(&p, m, &o));
     if (!p) { ft_model_free(m); return; }
-    nudge(ft_peft_params(p), 0.1f);
+    tiny_nudge(ft_peft_params(p), 0.1f);
     memcpy(emb, p->prompt->data, sizeof emb);
     q = round_trip(m, p, "prompt");
     if (q) CHECK(ft_peft_kind(q) == FT_PEFT_PROMPT && ft_peft_virtual_tokens(q) == 5, "prompt: kind and 5 virtual tokens");
@@ -145,7 +138,7 @@ TEST(prefix_round_trip_and_key_order) {
         memset(&o, 0, sizeof o); o.method = FT_PEFT_PREFIX; o.n_virtual = 3; o.prefix_hidden = mlp ? 12 : 0; o.seed = 4;
         CHECK_OK(ft_peft_attach(&p, m, &o));
         if (!p) { ft_model_free(m); continue; }
-        nudge(ft_peft_params(p), 0.1f);
+        tiny_nudge(ft_peft_params(p), 0.1f);
         ft_ctx_reset(CTX);
         { ft_tensor *t = ft__prefix_table(CTX, p); if (t) memcpy(tab, t->data, sizeof tab); }   /* our table, our key order */
         q = round_trip(m, p, what);
@@ -179,7 +172,7 @@ TEST(lora_still_goes_through_and_the_rest_is_refused) {
     CHECK_OK(ft_model_load(&m, P32, NULL));
     memset(&o, 0, sizeof o); o.method = FT_PEFT_LORA; o.lora.r = 4; o.lora.targets = FT_TARGET_Q | FT_TARGET_K;
     CHECK_OK(ft_peft_attach(&p, m, &o));
-    if (p) { nudge(ft_peft_params(p), 0.05f); q = round_trip(m, p, "lora"); if (q) ft_peft_free(q); }
+    if (p) { tiny_nudge(ft_peft_params(p), 0.05f); q = round_trip(m, p, "lora"); if (q) ft_peft_free(q); }
     memset(&o, 0, sizeof o); o.method = FT_PEFT_IA3;    /* LoRA-only writers refuse the others (they crashed) */
     CHECK_OK(ft_peft_attach(&p, m, &o));
     if (p) {

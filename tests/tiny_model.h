@@ -76,7 +76,8 @@ static int tiny_model_write_vocab(const char *path, ft_type wtype, uint64_t seed
 }
 static inline int tiny_model_write(const char *path, ft_type wtype, uint64_t seed) { return tiny_model_write_vocab(path, wtype, seed, NULL); }
 
-/* the 12 token ids the PEFT tests run the tiny model on, its logits and next-token loss there */
+/* the 12 token ids the PEFT tests run the tiny model on, its logits and next-token loss there,
+   and a fixed nudge of every parameter off its start value */
 static const int32_t TINY_IDS[12] = {1, 5, 63, 7, 7, 0, 22, 41, 9, 3, 3, 17};
 static inline void tiny_logits(ft_ctx *ctx, ft_model *m, float *out) {        /* out: 12 x TINY_V */
     ft_batch b; ft_tensor *y;
@@ -97,6 +98,13 @@ static inline float tiny_loss(ft_ctx *ctx, ft_model *m, int grad) {            /
     if (grad && ft_backward(ctx, loss) != FT_OK) printf("    backward: %s\n", ft_last_error());
     ft_ctx_set_grad(ctx, old);
     return loss ? ((float *)loss->data)[0] : NAN;
+}
+static inline void tiny_nudge(ft_params *P, float amp) {             /* move every parameter off its start */
+    int i;
+    for (i = 0; i < ft_params_count(P); i++) {
+        ft_tensor *t = ft_params_get(P, i); int64_t j;
+        for (j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] += amp * sinf((float)(3 * j + 7 * i + 1));
+    }
 }
 static inline double tiny_maxdiff(const float *a, const float *b, int n) {
     double w = 0; int i;
