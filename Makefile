@@ -6,46 +6,70 @@ LDLIBS   = -lm -lpthread
 BUILD   ?= build
 PYTHON  ?= python3
 SAN      = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+NPROC   := $(shell nproc 2>/dev/null || echo 2)
+MAKEFLAGS += -j$(NPROC)          # parallel by default; a -j on the command line wins
 
-TEST_SRC = $(wildcard tests/test_*.c)
-TESTS    = $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC)) $(BUILD)/test_kernels_ref $(BUILD)/test_grad_ref
+# The implementation is compiled once, into $(BUILD)/finetune.o, which the tools, the examples and
+# the tests link. The tests that reach into the implementation (ft__ functions) are one translation
+# unit, tests/whitebox.c, built three ways. The compile matrix (tests/compile.sh) builds the
+# single header in every other configuration, each once.
+WHITEBOX = kernels nf4 quant tokenizer model export peft_export peft_ref grad
+TEST_SRC = $(filter-out $(patsubst %,tests/test_%.c,$(WHITEBOX)),$(wildcard tests/test_*.c))
+TESTS    = $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC)) $(BUILD)/test_whitebox $(BUILD)/test_whitebox_ref
+MATRIX   = gcc_c99 gcc_c99_nosimd gcc_c11 gcc_c99_nothreads gcc_c99_static clang_c99 clang_c11_static_nosimd \
+           gxx_cxx11 gxx_cxx17_static clangxx_cxx11 neon
 ARCH    := $(shell uname -m)
 ifeq ($(ARCH),x86_64)
-TESTS   += $(BUILD)/test_kernels_avx2
+TESTS   += $(BUILD)/test_whitebox_avx2
 endif
-
-.PHONY: all test demo sanitize san-build bench bench-train examples clean
 EXAMPLES = $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
+LIB      = $(BUILD)/finetune.o
+
+.PHONY: all test demo sanitize san-build bench bench-train examples readme clean
 all: $(BUILD)/ft $(TESTS) $(BUILD)/bench $(EXAMPLES)
 examples: $(EXAMPLES)
 
-$(BUILD)/%: examples/%.c finetune.h | $(BUILD)
-	$(CC) $(WARN) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+$(BUILD) $(BUILD)/matrix:
+	mkdir -p $@
 
-$(BUILD):
-	mkdir -p $(BUILD)
+# the implementation; its warnings are kept in finetune.o.log (the compile matrix's gcc_c99 reads it)
+$(LIB): finetune.h | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -x c -DFINETUNE_IMPLEMENTATION -c -o $@ finetune.h 2> $@.log; \
+	    rc=$$?; cat $@.log >&2; exit $$rc
 
-$(BUILD)/test_%: tests/test_%.c finetune.h tests/ft_test.h | $(BUILD)
-	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/ft: tools/ft.c $(LIB) finetune.h
+	$(CC) $(WARN) $(CFLAGS) -o $@ tools/ft.c $(LIB) $(LDLIBS)
 
-# the same tests on the scalar reference kernels, and on AVX2 where the machine has more
-$(BUILD)/test_kernels_ref: tests/test_kernels.c finetune.h tests/ft_test.h | $(BUILD)
-	$(CC) $(WARN) $(CFLAGS) -DFT_NO_SIMD -o $@ $< $(LDLIBS)
-$(BUILD)/test_grad_ref: tests/test_grad.c finetune.h tests/ft_test.h | $(BUILD)
-	$(CC) $(WARN) $(CFLAGS) -DFT_NO_SIMD -o $@ $< $(LDLIBS)
-$(BUILD)/test_kernels_avx2: tests/test_kernels.c finetune.h tests/ft_test.h | $(BUILD)
-	$(CC) $(WARN) -O2 -g -mavx2 -mfma -mf16c -o $@ $< $(LDLIBS)
+$(BUILD)/%: examples/%.c $(LIB) finetune.h
+	$(CC) $(WARN) $(CFLAGS) -I. -o $@ $< $(LIB) $(LDLIBS)
 
-$(BUILD)/ft: tools/ft.c finetune.h | $(BUILD)
-	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/test_%: tests/test_%.c $(LIB) finetune.h tests/ft_test.h tests/tiny_model.h
+	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+WHITEBOX_DEPS = tests/whitebox.c $(patsubst %,tests/test_%.c,$(WHITEBOX)) finetune.h tests/ft_test.h tests/tiny_model.h | $(BUILD)
+$(BUILD)/test_whitebox: $(WHITEBOX_DEPS)
+	$(CC) $(WARN) $(CFLAGS) -o $@ tests/whitebox.c $(LDLIBS)
+# the scalar reference kernels (FT_NO_SIMD); the matrix's gcc_c99_nosimd reads its warnings
+$(BUILD)/test_whitebox_ref: $(WHITEBOX_DEPS)
+	$(CC) $(WARN) $(CFLAGS) -DFT_NO_SIMD -o $@ tests/whitebox.c $(LDLIBS) 2> $@.log; \
+	    rc=$$?; cat $@.log >&2; exit $$rc
+# the AVX2 kernels on a machine that has more
+$(BUILD)/test_whitebox_avx2: $(WHITEBOX_DEPS)
+	$(CC) $(WARN) -O2 -g -mavx2 -mfma -mf16c -DFT_WHITEBOX_KERNELS -o $@ tests/whitebox.c $(LDLIBS)
 
 $(BUILD)/bench: tools/bench.c finetune.h | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS) -ldl
 
+# one line per configuration: "ok - compile: NAME", "FAIL - ..." with the log, or "skip - ..."
+$(BUILD)/matrix/%.txt: tests/compile.sh finetune.h tests/compile_main.c tests/compile_impl.c tests/whitebox.c | $(BUILD)/matrix
+	@BUILD=$(BUILD) CC=$(CC) sh tests/compile.sh $* > $@
+$(BUILD)/matrix/gcc_c99.txt: $(LIB)
+$(BUILD)/matrix/gcc_c99_nosimd.txt: $(BUILD)/test_whitebox_ref
+
 # the real model (SmolLM2-135M-Instruct) comes from tools/fetch-model, cached after the first time
 MODEL = FT_MODEL=$$(tools/fetch-model || echo missing-model) && export FT_MODEL &&
 
-test: $(BUILD)/ft $(TESTS) $(EXAMPLES)
+test: $(BUILD)/ft $(TESTS) $(EXAMPLES) $(patsubst %,$(BUILD)/matrix/%.txt,$(MATRIX))
 	@$(MODEL) sh tests/run.sh $(BUILD)
 
 # the main job: a short QLoRA fine-tune of SmolLM2-135M-Instruct on a skill it lacks (rewriting
@@ -55,12 +79,16 @@ demo: $(BUILD)/ft
 	    --data examples/data/dates_train.jsonl --eval examples/data/dates_eval.jsonl \
 	    --steps 40 --batch 8 --lr 1e-3 --rank 8 --alpha 16 --eval-gen 50 --max-new 12 --out runs/demo
 
+# every ```sh block of README.md, run in a clean clone of this checkout with the step counts cut down
+readme: $(BUILD)/ft
+	@sh tests/readme.sh
+
 sanitize:
 	$(MAKE) --no-print-directory BUILD=build/san CFLAGS="$(SAN)" san-build
 	@$(MODEL) ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 sh tests/run.sh build/san --no-compile
 # the runs on SmolLM2's 49k vocabulary (pref, resume, llamacpp) take minutes under ASan: make test runs them
 SAN_SKIP = tests/test_pref.c tests/test_resume.c tests/test_llamacpp.c
-san-build: $(patsubst tests/%.c,$(BUILD)/%,$(filter-out $(SAN_SKIP),$(TEST_SRC))) $(BUILD)/test_kernels_ref
+san-build: $(patsubst tests/%.c,$(BUILD)/%,$(filter-out $(SAN_SKIP),$(TEST_SRC))) $(BUILD)/test_whitebox $(BUILD)/test_whitebox_ref $(BUILD)/ft
 
 # GEMM vs the FMA peak and OpenBLAS; the model's pp/tg speed vs llama.cpp (llama-cpp-python) when importable
 bench: $(BUILD)/bench

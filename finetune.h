@@ -539,6 +539,11 @@ FT_API void ft_gemm_ref(int ta, int tb, int64_t M, int64_t N, int64_t K,
                         float *C, int64_t ldc, int accumulate);
 FT_API const char *ft_simd_name(void);               /* "avx512", "avx2", "neon" or "scalar"   */
 FT_API double     ft_time_seconds(void);             /* monotonic clock                        */
+/* mkdir -p: every missing directory of `dir` (ft_mkdirs), or of the directory a file at `path`
+   will be written in (ft_mkdirs_parent). FT_ERR_IO names the directory that could not be made and
+   why (a file of that name, read-only, no space). Every writer of the library calls it. */
+FT_API ft_result  ft_mkdirs(const char *dir);
+FT_API ft_result  ft_mkdirs_parent(const char *path);
 
 
 /* ---- GGUF files ------------------------------------------------------------------------------ */
@@ -932,6 +937,10 @@ typedef struct ft_dataset ft_dataset;
 FT_API ft_result ft_dataset_load(ft_dataset **out, const char *path, const ft_tokenizer *tok,
                                  const char *chat_template, const ft_data_opts *o);
 FT_API void      ft_dataset_free(ft_dataset *d);
+/* a dataset of token ids made by the caller: ft_dataset_new, then ft_dataset_add copies each
+   example in (ids and n are needed; loss NULL: every token of the sequence is a target) */
+FT_API ft_result ft_dataset_new(ft_dataset **out, ft_data_format format);
+FT_API ft_result ft_dataset_add(ft_dataset *d, const ft_example *e);
 FT_API int64_t   ft_dataset_size(const ft_dataset *d);
 FT_API const ft_example *ft_dataset_get(const ft_dataset *d, int64_t i);
 FT_API ft_data_format ft_dataset_format(const ft_dataset *d);
@@ -1290,7 +1299,8 @@ FT_API int         ft_merge_method_parse(const char *s, ft_merge_method *m);   /
 /* ============================================================================================
    IMPLEMENTATION
    ============================================================================================ */
-#ifdef FINETUNE_IMPLEMENTATION
+#if defined(FINETUNE_IMPLEMENTATION) && !defined(FT__IMPLEMENTATION_DONE)
+#define FT__IMPLEMENTATION_DONE        /* once per translation unit, however often it is included */
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -5811,12 +5821,64 @@ FT_API int ft_gguf_get_str(const ft_gguf *g, const char *key, ft_gguf_str *out) 
     return 1;
 }
 
+/* ---- directories: mkdir -p, for a directory or for the file about to be written in it ---------- */
+#if defined(_WIN32)
+#include <direct.h>
+#define FT__MKDIR(d) _mkdir(d)
+#ifndef S_ISDIR
+#define S_ISDIR(m) (((m) & _S_IFMT) == _S_IFDIR)
+#endif
+#else
+#define FT__MKDIR(d) mkdir(d, 0755)
+#endif
+
+/* one level; a file of that name, a read-only place or a full disk is said with the path */
+static ft_result ft__mkdir_one(const char *dir) {
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) return FT_OK;
+        return ft_set_error(FT_ERR_IO, "%s: cannot create a directory there: it is a file (not a directory)", dir);
+    }
+    if (FT__MKDIR(dir) == 0 || (errno == EEXIST && stat(dir, &st) == 0 && S_ISDIR(st.st_mode))) return FT_OK;
+    return ft_set_error(FT_ERR_IO, "%s: cannot create the directory: %s", dir, strerror(errno));
+}
+
+FT_API ft_result ft_mkdirs(const char *dir) {
+    char buf[4096];
+    size_t n = strlen(dir), i;
+    if (n == 0) return FT_OK;
+    if (n >= sizeof buf) return ft_set_error(FT_ERR_INVALID, "%.60s...: a path of %zu bytes (at most %zu)", dir, n, sizeof buf - 1);
+    memcpy(buf, dir, n + 1);
+    for (i = 1; i <= n; i++) {                   /* each prefix that ends before a '/', then all */
+        ft_result r;
+        if ((buf[i] != '/' && buf[i] != 0) || buf[i - 1] == '/') continue;
+        buf[i] = 0;
+        r = ft__mkdir_one(buf);
+        buf[i] = dir[i];
+        if (r != FT_OK) return r;
+    }
+    return FT_OK;
+}
+
+FT_API ft_result ft_mkdirs_parent(const char *path) {
+    char buf[4096];
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    if (n == 0) return FT_OK;                    /* the current directory, or / */
+    if (n >= sizeof buf) return ft_set_error(FT_ERR_INVALID, "%.60s...: a path of %zu bytes (at most %zu)", path, n, sizeof buf - 1);
+    memcpy(buf, path, n);
+    buf[n] = 0;
+    return ft_mkdirs(buf);
+}
+
 /* ---- atomic file writes: write to PATH.tmp, flush, fsync, rename over PATH --------------------- */
 typedef struct ft__afile { int fd; char *tmp; const char *path; int failed; } ft__afile;
 
 static ft_result ft__afile_open(ft__afile *a, const char *path) {
     size_t n = strlen(path);
+    ft_result r = ft_mkdirs_parent(path);
     memset(a, 0, sizeof *a);
+    if (r != FT_OK) return r;
     a->path = path;
     a->tmp = FT__CAST(char *, FT_MALLOC(n + 5));
     if (!a->tmp) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
@@ -9172,6 +9234,26 @@ static ft_result ft__dataset_push(ft_dataset *d, const ft_example *e) {
     return FT_OK;
 }
 
+FT_API ft_result ft_dataset_new(ft_dataset **out, ft_data_format format) {
+    return ft__dataset_new(out, format, 16);
+}
+FT_API ft_result ft_dataset_add(ft_dataset *d, const ft_example *e) {
+    ft_example c = *e;
+    unsigned char *ones = NULL;
+    ft_result r;
+    if (!e->ids || e->n < 1 || (e->ids2 && e->n2 < 1)) return ft_set_error(FT_ERR_INVALID, "ft_dataset_add: an example needs ids and n >= 1");
+    if (!e->loss || (e->ids2 && !e->loss2)) {        /* no mask given: every token is a target */
+        ones = FT__CAST(unsigned char *, FT_MALLOC((size_t)FT__MAX(e->n, e->n2)));
+        if (!ones) return ft_set_error(FT_ERR_NOMEM, "ft_dataset_add: out of memory");
+        memset(ones, 1, (size_t)FT__MAX(e->n, e->n2));
+        if (!c.loss) c.loss = ones;
+        if (c.ids2 && !c.loss2) c.loss2 = ones;
+    }
+    r = ft__dataset_push(d, &c);
+    FT_FREE(ones);
+    return r;
+}
+
 /* a held-out split: a seeded random `frac` of the examples moves to *eval (at least one) */
 FT_API ft_result ft_dataset_split(ft_dataset *d, double frac, uint64_t seed, ft_dataset **eval) {
     int64_t n = d->n, k = (int64_t)(frac * (double)n + 0.5), i, j, *perm; ft_result r; unsigned char *take;
@@ -10977,9 +11059,6 @@ FT_API ft_result ft_lora_save_peft(ft_peft *p, const char *dir, const char *base
     if (p->kind != FT_PEFT_LORA) return ft_peft_save_peft(p, dir, base_model_name);
     if (p->emb_A || p->head_A) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: LoRA on the embedding or the head is kept in finetune.h's own adapter file", dir);
     nsites = m->c.n_layer * FT_SITE_COUNT;
-#if !defined(_WIN32)
-    mkdir(dir, 0755);
-#endif
     e = FT__CAST(ft__st_entry *, FT_MALLOC((size_t)nsites * 3 * sizeof *e));
     names = FT__CAST(char *, FT_MALLOC((size_t)nsites * 3 * 128));
     for (s = 0; s < nsites; s++)
@@ -11304,9 +11383,6 @@ FT_API ft_result ft_peft_save_peft(ft_peft *p, const char *dir, const char *base
     }
 #undef FT__CFG
     if (len >= cap) { r = ft_set_error(FT_ERR_STATE, "peft save: adapter_config.json outgrew its %zu bytes", cap); goto done; }
-#if !defined(_WIN32)
-    mkdir(dir, 0755);
-#endif
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     if ((r = ft__safetensors_write(path, e, (int)n)) == FT_OK) {
         ft__afile a;
@@ -12050,7 +12126,8 @@ static ft_result ft__synth_open(ft__synth *S, const char *seed_path, const char 
         }
     }
     st->resumed = S->have;
-    if (!(S->f = fopen(out_path, "ab"))) return ft_set_error(FT_ERR_IO, "%s: cannot open for appending", out_path);
+    if ((r = ft_mkdirs_parent(out_path)) != FT_OK) return r;
+    if (!(S->f = fopen(out_path, "ab"))) return ft_set_error(FT_ERR_IO, "%s: cannot open for appending: %s", out_path, strerror(errno));
     if (last != '\n') fputc('\n', S->f);                          /* a last line without its newline */
     ft_rng_seed(&S->rng, S->o.seed ^ ((uint64_t)S->have * 0x9E3779B97F4A7C15ull));   /* a resumed run draws anew */
     if (S->o.max_generated < 1) S->o.max_generated = 20 * (S->o.n - S->have) + 20;

@@ -1,7 +1,8 @@
-/* 00_autograd.c - the smallest training loop: fit a linear map with the tape autograd. */
+/* 00_autograd.c - the smallest training loop: fit a linear map with the tape autograd.
+   build: make examples (links build/finetune.o, the implementation compiled once), or as one file:
+   cc -O2 -march=native -I. -DFINETUNE_IMPLEMENTATION examples/00_autograd.c -o 00_autograd -lm -lpthread */
 #include <stdio.h>
-#define FINETUNE_IMPLEMENTATION          /* in exactly one .c file */
-#include "finetune.h"
+#include "finetune.h"   /* the implementation: build/finetune.o, or -DFINETUNE_IMPLEMENTATION (see below) */
 
 int main(void) {
     ft_ctx *ctx; ft_params *P; int step, i;

@@ -1,10 +1,11 @@
 /* 01_generate.c - load a GGUF model, chat with it: the prompt goes through the model's chat
    template, the reply is sampled token by token with a KV cache.
-   usage: build/01_generate MODEL.gguf ["your question"] */
+   usage: build/01_generate MODEL.gguf ["your question"]
+   build: make examples (links build/finetune.o, the implementation compiled once), or as one file:
+   cc -O2 -march=native -I. -DFINETUNE_IMPLEMENTATION examples/01_generate.c -o 01_generate -lm -lpthread */
 #include <stdio.h>
 #include <string.h>
-#define FINETUNE_IMPLEMENTATION
-#include "finetune.h"
+#include "finetune.h"   /* the implementation: build/finetune.o, or -DFINETUNE_IMPLEMENTATION (see below) */
 
 int main(int argc, char **argv) {
     ft_model *m; ft_ctx *ctx; ft_kv_cache *kv; ft_rng rng; ft_gen_opts go;

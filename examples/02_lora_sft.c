@@ -1,9 +1,10 @@
 /* 02_lora_sft.c - QLoRA supervised fine-tuning in a page: LoRA on the 4-bit base model, an
    instruction dataset, AdamW with a cosine schedule, the adapter saved for llama.cpp and PEFT.
-   usage: build/02_lora_sft MODEL.gguf train.jsonl */
+   usage: build/02_lora_sft MODEL.gguf train.jsonl
+   build: make examples (links build/finetune.o, the implementation compiled once), or as one file:
+   cc -O2 -march=native -I. -DFINETUNE_IMPLEMENTATION examples/02_lora_sft.c -o 02_lora_sft -lm -lpthread */
 #include <stdio.h>
-#define FINETUNE_IMPLEMENTATION
-#include "finetune.h"
+#include "finetune.h"   /* the implementation: build/finetune.o, or -DFINETUNE_IMPLEMENTATION (see below) */
 
 static int progress(void *user, const ft_step_info *s) {
     (void)user;

@@ -10,6 +10,15 @@
 #include <math.h>
 
 static int ft_test_passed, ft_test_failed, ft_test_cur_failed;
+static int ft_test_total_passed, ft_test_total_failed;     /* over the files of a unity build */
+
+/* FT_TEST_MAIN(test_x) { ... }: the file's main. Where several test files share one translation
+   unit (tests/whitebox.c defines FT_TEST_UNITY) it is test_x_main, which whitebox.c's main calls. */
+#ifdef FT_TEST_UNITY
+#define FT_TEST_MAIN(name) static int name##_main(void)
+#else
+#define FT_TEST_MAIN(name) int main(void)
+#endif
 
 #define TEST(name) static void name(void)
 #define CHECK(cond, ...) do {                                                          \
@@ -34,9 +43,15 @@ static void ft_test_run(const char *name, void (*fn)(void)) {
     fflush(stdout);
 }
 
+/* prints the file's line and starts the counts again for the next file of a unity build */
 static int ft_test_summary(const char *file) {
+    int failed = ft_test_failed;
     printf("# %s: %d passed, %d failed\n", file, ft_test_passed, ft_test_failed);
-    return ft_test_failed ? 1 : 0;
+    ft_test_total_passed += ft_test_passed;
+    ft_test_total_failed += ft_test_failed;
+    ft_test_passed = 0;
+    ft_test_failed = 0;
+    return failed ? 1 : 0;
 }
 
 /* a whole file, NUL-terminated, in memory (NULL if unreadable); *n its size */

@@ -4,7 +4,7 @@
    allocation is an overflow block; the arena's peak falls; in-place writes are still caught.
    With FT_MODEL and FT_CKPT_BENCH set: the peak and the step time on SmolLM2-135M-Instruct at B=4, T=256. */
 #define _POSIX_C_SOURCE 200809L     /* CLOCK_MONOTONIC under -std=c99: wall-clock step times */
-#define FINETUNE_IMPLEMENTATION
+#include <time.h>
 #include "../finetune.h"
 #include "ft_test.h"
 #include "tiny_model.h"

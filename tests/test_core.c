@@ -1,6 +1,5 @@
 /* test_core.c - errors, f16/bf16, RNG, arena, parameter blocks, tape pruning, in-place
    detection, determinism across runs and thread counts. */
-#define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 #include <pthread.h>

@@ -1,6 +1,5 @@
 /* test_data.c - the strict JSON / JSONL reader: values, escapes, UTF-8, and malformed lines
    reported with file:line:column. */
-#define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 

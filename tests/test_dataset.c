@@ -1,7 +1,6 @@
 /* test_dataset.c - JSONL datasets through SmolLM2's tokenizer and chat template: the ids equal
    tokenizing the whole rendered conversation, the loss covers exactly the assistant replies
    (with their end-of-turn marker), and malformed lines give file:line messages. */
-#define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 

@@ -17,9 +17,9 @@
 #include "ft_test.h"
 #include "tiny_model.h"
 
-static const char *TINY = "build/tiny_merge.gguf", *TINYQ = "build/tiny_merge_q41.gguf", *OUT = "build/tiny_merged.gguf";
+static const char *EX_TINY = "build/tiny_merge.gguf", *EX_TINYQ = "build/tiny_merge_q41.gguf", *EX_OUT = "build/tiny_merged.gguf";
 static ft_ctx *CTX;
-static const int32_t IDS[12] = {1, 5, 63, 7, 7, 0, 22, 41, 9, 3, 3, 17};
+static const int32_t EX_IDS[12] = {1, 5, 63, 7, 7, 0, 22, 41, 9, 3, 3, 17};
 
 static int64_t logits_of(ft_model *m, const int32_t *ids, int64_t T, float *out) {
     ft_batch b; ft_tensor *y; int old; int64_t V = ft_model_config_get(m)->n_vocab;
@@ -96,35 +96,35 @@ static double merge_round_trip(const char *base, int dora, ft_type type, int kee
     memset(&o, 0, sizeof o); o.r = 4; o.alpha = 8; o.dora = dora;
     CHECK_OK(ft_lora_attach(&p, m, &o));
     perturb(p, 0.1f);
-    logits_of(m, IDS, 12, a);
+    logits_of(m, EX_IDS, 12, a);
     memset(&mo, 0, sizeof mo); mo.type = type; mo.keep_type = keep;
-    CHECK_OK(ft_model_save_merged(m, OUT, &mo));
-    CHECK_OK(ft_model_load(&mm, OUT, NULL));
+    CHECK_OK(ft_model_save_merged(m, EX_OUT, &mo));
+    CHECK_OK(ft_model_load(&mm, EX_OUT, NULL));
     if (mm) {
         const ft_layer *L = ft_model_layer(mm, 1);
         /* ffn_down's rows of 48: F32 in the Q4_1 model, F16 when a 32-block type is asked for */
         ft_type down = keep && want_type == FT_TYPE_Q4_1 ? FT_TYPE_F32 : ft_type_block(want_type) == 32 ? FT_TYPE_F16 : want_type;
         CHECK(L->wq->type == want_type && L->w_down->type == down, "merged weights are %s, got %s", ft_type_name(want_type), ft_type_name(L->wq->type));
-        logits_of(mm, IDS, 12, b);
+        logits_of(mm, EX_IDS, 12, b);
         d = rel_range(b, a, 12, TINY_V, &same);
         CHECK(d <= tol, "%s %s: merged vs adapter: %.3g of the range (tolerance %g)", dora ? "DoRA" : "LoRA", keep ? "base type" : ft_type_name(type), d, tol);
         CHECK(same == 12 || tol > 1e-3, "argmax agrees at %lld/12", (long long)same);
         ft_model_free(mm);
     }
     ft_peft_free(p); ft_model_free(m);
-    check_copied(base, OUT, keep ? -1 : type == FT_TYPE_F32 ? 0 : type == FT_TYPE_F16 ? 1 : type == FT_TYPE_Q8_0 ? 7 : type == FT_TYPE_Q4_1 ? 3 : -1);
+    check_copied(base, EX_OUT, keep ? -1 : type == FT_TYPE_F32 ? 0 : type == FT_TYPE_F16 ? 1 : type == FT_TYPE_Q8_0 ? 7 : type == FT_TYPE_Q4_1 ? 3 : -1);
     return d;
 }
 
 TEST(merge_writes_a_model_equal_to_base_plus_adapter) {
     int dora;
     for (dora = 0; dora < 2; dora++) {
-        double f32 = merge_round_trip(TINY, dora, FT_TYPE_F32, 0, 1e-5, FT_TYPE_F32);
-        double f16 = merge_round_trip(TINY, dora, FT_TYPE_F16, 0, 2e-3, FT_TYPE_F16);
-        double q8 = merge_round_trip(TINY, dora, FT_TYPE_Q8_0, 0, 2e-2, FT_TYPE_Q8_0);
-        double keep = merge_round_trip(TINY, dora, FT_TYPE_F16, 1, 1e-5, FT_TYPE_F32);
-        double q41 = merge_round_trip(TINYQ, dora, FT_TYPE_F32, 1, 0.2, FT_TYPE_Q4_1);
-        double q41f = merge_round_trip(TINYQ, dora, FT_TYPE_F32, 0, 1e-5, FT_TYPE_F32);
+        double f32 = merge_round_trip(EX_TINY, dora, FT_TYPE_F32, 0, 1e-5, FT_TYPE_F32);
+        double f16 = merge_round_trip(EX_TINY, dora, FT_TYPE_F16, 0, 2e-3, FT_TYPE_F16);
+        double q8 = merge_round_trip(EX_TINY, dora, FT_TYPE_Q8_0, 0, 2e-2, FT_TYPE_Q8_0);
+        double keep = merge_round_trip(EX_TINY, dora, FT_TYPE_F16, 1, 1e-5, FT_TYPE_F32);
+        double q41 = merge_round_trip(EX_TINYQ, dora, FT_TYPE_F32, 1, 0.2, FT_TYPE_Q4_1);
+        double q41f = merge_round_trip(EX_TINYQ, dora, FT_TYPE_F32, 0, 1e-5, FT_TYPE_F32);
         printf("    %s merged, max |diff| / logit range: f32 %.2e, f16 %.2e, q8_0 %.2e, base type (f32) %.2e; Q4_1 base: q4_1 %.2e, f32 %.2e\n",
                dora ? "DoRA" : "LoRA", f32, f16, q8, keep, q41, q41f);
     }
@@ -133,32 +133,32 @@ TEST(merge_writes_a_model_equal_to_base_plus_adapter) {
 TEST(merge_without_adapter_retypes_and_after_ft_lora_merge_is_the_same) {
     static float a[12 * TINY_V], b[12 * TINY_V];
     ft_model *m, *mm; ft_peft *p; ft_lora_opts o; ft_save_opts mo; ft_gguf *g;
-    CHECK_OK(ft_model_load(&m, TINYQ, NULL));
-    logits_of(m, IDS, 12, a);
+    CHECK_OK(ft_model_load(&m, EX_TINYQ, NULL));
+    logits_of(m, EX_IDS, 12, a);
     memset(&mo, 0, sizeof mo); mo.type = FT_TYPE_F32; mo.embeddings = 1;
-    CHECK_OK(ft_model_save_merged(m, OUT, &mo));                 /* the Q4_1 base dequantized */
-    CHECK_OK(ft_gguf_open(&g, OUT));
+    CHECK_OK(ft_model_save_merged(m, EX_OUT, &mo));                 /* the Q4_1 base dequantized */
+    CHECK_OK(ft_gguf_open(&g, EX_OUT));
     CHECK(ft_gguf_find_tensor(g, "token_embd.weight")->type == FT_TYPE_F32 && ft_gguf_find_tensor(g, "blk.0.attn_q.weight")->type == FT_TYPE_F32, "--embeddings: token_embd f32 too");
     ft_gguf_close(g);
-    CHECK_OK(ft_model_load(&mm, OUT, NULL));
-    logits_of(mm, IDS, 12, b);
+    CHECK_OK(ft_model_load(&mm, EX_OUT, NULL));
+    logits_of(mm, EX_IDS, 12, b);
     CHECK(rel_range(b, a, 12, TINY_V, NULL) < 1e-5, "dequantized base: %.3g", rel_range(b, a, 12, TINY_V, NULL));
     ft_model_free(mm);
     /* an adapter already merged in place (ft_lora_merge) is written once, not twice */
     memset(&o, 0, sizeof o); o.r = 4; o.dora = 1;
     CHECK_OK(ft_lora_attach(&p, m, &o));
     perturb(p, 0.1f);
-    logits_of(m, IDS, 12, a);
+    logits_of(m, EX_IDS, 12, a);
     CHECK_OK(ft_lora_merge(p));
     mo.embeddings = 0;
-    CHECK_OK(ft_model_save_merged(m, OUT, &mo));
-    CHECK_OK(ft_model_load(&mm, OUT, NULL));
-    logits_of(mm, IDS, 12, b);
+    CHECK_OK(ft_model_save_merged(m, EX_OUT, &mo));
+    CHECK_OK(ft_model_load(&mm, EX_OUT, NULL));
+    logits_of(mm, EX_IDS, 12, b);
     CHECK(rel_range(b, a, 12, TINY_V, NULL) < 1e-5, "after ft_lora_merge: %.3g", rel_range(b, a, 12, TINY_V, NULL));
     ft_model_free(mm);
     mo.keep_type = 1;                                            /* and in the file's own type */
-    CHECK_OK(ft_model_save_merged(m, OUT, &mo));
-    CHECK_OK(ft_gguf_open(&g, OUT));
+    CHECK_OK(ft_model_save_merged(m, EX_OUT, &mo));
+    CHECK_OK(ft_gguf_open(&g, EX_OUT));
     CHECK(ft_gguf_find_tensor(g, "blk.1.ffn_up.weight")->type == FT_TYPE_Q4_1, "keep_type after ft_lora_merge: q4_1");
     ft_gguf_close(g);
     ft_peft_free(p); ft_model_free(m);
@@ -168,11 +168,11 @@ TEST(merge_without_adapter_retypes_and_after_ft_lora_merge_is_the_same) {
 TEST(export_round_trips) {
     static float a[12 * TINY_V], b[12 * TINY_V];
     ft_model *m; ft_peft *p, *q; ft_lora_opts o; uint64_t mask = 2;   /* layer 1 only */
-    CHECK_OK(ft_model_load(&m, TINY, NULL));
+    CHECK_OK(ft_model_load(&m, EX_TINY, NULL));
     memset(&o, 0, sizeof o); o.r = 3; o.alpha = 5; o.rslora = 1; o.targets = FT_TARGET_Q | FT_TARGET_K | FT_TARGET_UP; o.layer_mask = &mask;
     CHECK_OK(ft_lora_attach(&p, m, &o));
     perturb(p, 0.1f);
-    logits_of(m, IDS, 12, a);
+    logits_of(m, EX_IDS, 12, a);
     CHECK_OK(ft_lora_save_gguf(p, "build/tiny_rt.gguf"));
     ft_peft_free(p);
     /* GGUF -> PEFT */
@@ -180,7 +180,7 @@ TEST(export_round_trips) {
     if (!q) { ft_model_free(m); return; }
     CHECK(ft_lora_A(q, 0, FT_SITE_Q) == NULL && ft_lora_A(q, 1, FT_SITE_Q) && ft_lora_A(q, 1, FT_SITE_UP) && !ft_lora_A(q, 1, FT_SITE_V), "layers and sites from the file");
     CHECK(ft_lora_options(q)->r == 3 && fabsf(ft_lora_scale(q) - 5.0f / sqrtf(3.0f)) < 1e-6f, "rank 3, the rsLoRA scale: %g", (double)ft_lora_scale(q));
-    logits_of(m, IDS, 12, b);
+    logits_of(m, EX_IDS, 12, b);
     CHECK(rel_range(b, a, 12, TINY_V, NULL) == 0, "the GGUF adapter gives the same model");
     CHECK_OK(ft_lora_save_peft(q, "build/tiny_rt_peft", "tiny-test-llama"));
     ft_peft_free(q);
@@ -193,7 +193,7 @@ TEST(export_round_trips) {
     CHECK_OK(ft_lora_attach_file(&q, m, "build/tiny_rt_peft"));
     if (!q) { ft_model_free(m); return; }
     CHECK(fabsf(ft_lora_scale(q) - 5.0f / sqrtf(3.0f)) < 1e-6f, "scale kept through PEFT: %g", (double)ft_lora_scale(q));
-    logits_of(m, IDS, 12, b);
+    logits_of(m, EX_IDS, 12, b);
     CHECK(rel_range(b, a, 12, TINY_V, NULL) == 0, "the PEFT export gives the same model");
     CHECK_OK(ft_lora_save_gguf(q, "build/tiny_rt2.gguf"));
     ft_peft_free(q);
@@ -215,14 +215,14 @@ TEST(export_round_trips) {
     memset(&o, 0, sizeof o); o.r = 2; o.dora = 1; o.targets = FT_TARGET_V | FT_TARGET_DOWN;
     CHECK_OK(ft_lora_attach(&p, m, &o));
     perturb(p, 0.1f);
-    logits_of(m, IDS, 12, a);
+    logits_of(m, EX_IDS, 12, a);
     CHECK_OK(ft_lora_save_peft(p, "build/tiny_rt_dora", NULL));
     CHECK(ft_lora_save_gguf(p, "build/tiny_rt_dora.gguf") == FT_ERR_UNSUPPORTED && err_names("build/tiny_rt_dora.gguf"), "DoRA to GGUF: %s", ft_last_error());
     ft_peft_free(p);
     CHECK_OK(ft_lora_attach_file(&q, m, "build/tiny_rt_dora"));
     if (q) {
         CHECK(ft_lora_options(q)->dora && ft_lora_magnitude(q, 0, FT_SITE_V), "DoRA from adapter_config.json");
-        logits_of(m, IDS, 12, b);
+        logits_of(m, EX_IDS, 12, b);
         CHECK(rel_range(b, a, 12, TINY_V, NULL) == 0, "the DoRA PEFT directory gives the same model");
         ft_peft_free(q);
     }
@@ -245,7 +245,7 @@ static void write_adapter(const char *path, const char *arch, int layer, int64_t
 
 TEST(bad_inputs_name_the_file) {
     ft_model *m; ft_peft *p = NULL; ft_save_opts mo; ft_result r;
-    CHECK_OK(ft_model_load(&m, TINY, NULL));
+    CHECK_OK(ft_model_load(&m, EX_TINY, NULL));
     r = ft_lora_attach_file(&p, m, "build/no_such_adapter.gguf");
     CHECK(r == FT_ERR_IO && !p && err_names("build/no_such_adapter.gguf"), "missing file: %s", ft_last_error());
     r = ft_lora_attach_peft(&p, m, "build/no_such_dir");
@@ -259,8 +259,8 @@ TEST(bad_inputs_name_the_file) {
     write_adapter("build/bad_arch.gguf", "qwen2", 0, 32, 4, 32);
     r = ft_lora_attach_file(&p, m, "build/bad_arch.gguf");
     CHECK(r == FT_ERR_FORMAT && !p && err_names("build/bad_arch.gguf") && err_names("qwen2"), "other architecture: %s", ft_last_error());
-    r = ft_lora_attach_file(&p, m, TINY);                                  /* a model, not an adapter */
-    CHECK(r != FT_OK && !p && err_names(TINY), "a model as adapter: %s", ft_last_error());
+    r = ft_lora_attach_file(&p, m, EX_TINY);                                  /* a model, not an adapter */
+    CHECK(r != FT_OK && !p && err_names(EX_TINY), "a model as adapter: %s", ft_last_error());
     {   /* a PEFT directory whose B does not fit the model */
         ft__st_entry e[2]; static float buf[4096];
         FILE *f;
@@ -274,11 +274,20 @@ TEST(bad_inputs_name_the_file) {
         CHECK(r == FT_ERR_SHAPE && !p && err_names("build/bad_peft/adapter_model.safetensors") && err_names("q_proj.lora_B"), "PEFT shape: %s", ft_last_error());
     }
     memset(&mo, 0, sizeof mo); mo.type = FT_TYPE_F16;
-    r = ft_model_save_merged(m, "build/no_such_dir/merged.gguf", &mo);
-    CHECK(r == FT_ERR_IO && err_names("build/no_such_dir/merged.gguf"), "unwritable output: %s", ft_last_error());
+    {   /* a missing directory is made (mkdir -p); a file where a directory should be is named */
+        FILE *f = fopen("build/a_file", "w");
+        if (f) fclose(f);
+        r = ft_model_save_merged(m, "build/a_file/merged.gguf", &mo);
+        CHECK(r == FT_ERR_IO && err_names("build/a_file") && err_names("not a directory"), "unwritable output: %s", ft_last_error());
+        remove("build/new_dir/sub/merged.gguf");
+        CHECK_OK(ft_model_save_merged(m, "build/new_dir/sub/merged.gguf", &mo));
+        f = fopen("build/new_dir/sub/merged.gguf", "rb");
+        CHECK(f != NULL, "the merged model in a new directory");
+        if (f) fclose(f);
+    }
     mo.type = FT_TYPE_Q6_K;
-    r = ft_model_save_merged(m, OUT, &mo);
-    CHECK(r == FT_ERR_UNSUPPORTED && err_names(OUT) && err_names("q6_K"), "a type without an encoder: %s", ft_last_error());
+    r = ft_model_save_merged(m, EX_OUT, &mo);
+    CHECK(r == FT_ERR_UNSUPPORTED && err_names(EX_OUT) && err_names("q6_K"), "a type without an encoder: %s", ft_last_error());
     ft_model_free(m);
 }
 
@@ -339,18 +348,18 @@ static int write_q41(const char *src, const char *dst) {
     return ok;
 }
 
-int main(void) {
+FT_TEST_MAIN(test_export) {
     ft_ctx_opts o;
     memset(&o, 0, sizeof o); o.n_threads = 2;
-    if (!tiny_model_write(TINY, FT_TYPE_F32, 11)) { printf("cannot write the tiny model: %s\n", ft_last_error()); return 1; }
+    if (!tiny_model_write(EX_TINY, FT_TYPE_F32, 11)) { printf("cannot write the tiny model: %s\n", ft_last_error()); return 1; }
     ft_ctx_init(&CTX, &o);
-    if (!write_q41(TINY, TINYQ)) { printf("cannot write the Q4_1 tiny model: %s\n", ft_last_error()); return 1; }
+    if (!write_q41(EX_TINY, EX_TINYQ)) { printf("cannot write the Q4_1 tiny model: %s\n", ft_last_error()); return 1; }
     RUN(merge_writes_a_model_equal_to_base_plus_adapter);
     RUN(merge_without_adapter_retypes_and_after_ft_lora_merge_is_the_same);
     RUN(export_round_trips);
     RUN(bad_inputs_name_the_file);
     RUN(real_model_merge_round_trip);
     ft_ctx_free(CTX);
-    remove(TINY); remove(TINYQ); remove(OUT);
+    remove(EX_TINY); remove(EX_TINYQ); remove(EX_OUT);
     return ft_test_summary("test_export");
 }

@@ -1,7 +1,6 @@
 /* test_gguf.c - the GGUF writer and reader round trip, and a corrupt-file suite: every
    truncation, lying counts and lengths, bad types, absurd dimensions, offsets past the end,
    duplicates. Each must give FT_ERR_FORMAT with the file name and an offset, never a crash. */
-#define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 

@@ -211,8 +211,8 @@ TEST(grad_unary) {
 }
 
 static ft_tensor *b_swiglu(ft_ctx *c, ft_tensor **x) { return ft_swiglu(c, x[0], x[1]); }
-static const int32_t IDS[7] = {3, 0, 4, 3, 1, 4, 4};
-static ft_tensor *b_emb(ft_ctx *c, ft_tensor **x) { return ft_embedding(c, x[0], IDS, 7); }
+static const int32_t GRAD_IDS[7] = {3, 0, 4, 3, 1, 4, 4};
+static ft_tensor *b_emb(ft_ctx *c, ft_tensor **x) { return ft_embedding(c, x[0], GRAD_IDS, 7); }
 static const int32_t TGT[6] = {3, -100, 0, 10, 10, 7};
 static ft_tensor *b_xent(ft_ctx *c, ft_tensor **x) { return ft_cross_entropy(c, x[0], TGT, -100); }
 static ft_tensor *b_logprob(ft_ctx *c, ft_tensor **x) { return ft_logprob(c, x[0], TGT, -100); }
@@ -304,7 +304,7 @@ TEST(every_op_has_a_gradient_check) {
         CHECK(seen[op], "op %s has no finite-difference gradient check", ft_op_name((ft_op)op));
 }
 
-int main(void) {
+FT_TEST_MAIN(test_grad) {
     ft_ctx_opts o; memset(&o, 0, sizeof o); o.n_threads = 2;
     if (ft_ctx_init(&C, &o) != FT_OK) { printf("ctx: %s\n", ft_last_error()); return 1; }
     RUN(grad_matmul);

@@ -317,7 +317,7 @@ TEST(attention_matches_reference) {
     for (i = 0; i < (int64_t)(sizeof cases / sizeof cases[0]); i++) attn_case_run(&cases[i]);
 }
 
-int main(void) {
+FT_TEST_MAIN(test_kernels) {
     ft_rng_seed(&R, 5);
     RUN(simd_name);
     RUN(vec_reductions_match_reference);

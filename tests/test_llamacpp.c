@@ -13,7 +13,6 @@
             within 0.5%.
    Only the public API and the recorded token ids are used for the model; the tokenizer and the
    chat template are checked separately against the recorded ids and prompt text. */
-#define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 

@@ -3,7 +3,6 @@
    the tie rule at TIES's cut, DARE's drawn masks, and ft_merge_models on tiny models and LoRA
    adapters: every method reloads, every tensor equals the kernel applied by hand, linear (1, 0)
    gives input A back bit for bit, an adapter merges as ft_lora_merge folds it, errors name files. */
-#define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 #include "tiny_model.h"

@@ -5,7 +5,6 @@
    point (identity where the method defines one), switching off gives the base model exactly,
    gradients of its parameters through the whole model by central differences, the KV-cache
    decode equals the full forward (positions and prefixes line up), and AdamW fits a sequence. */
-#define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 #include "tiny_model.h"

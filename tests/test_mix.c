@@ -3,7 +3,6 @@
    mixture's composition (each example traced back to its task) matches the rates within sampling
    tolerance for T = 1 (examples-proportional), T = 2 and a cap. Three tiny instruction tasks read
    with SmolLM2's tokenizer (a tiny model that takes it, as test_pref.c). */
-#define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 #include "tiny_model.h"

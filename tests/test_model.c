@@ -238,7 +238,7 @@ TEST(load_errors_are_clear) {
     remove("build/bad_arch.gguf");
 }
 
-int main(void) {
+FT_TEST_MAIN(test_model) {
     ft_ctx_opts o; memset(&o, 0, sizeof o); o.n_threads = 2;
     if (!tiny_model_write(P32, FT_TYPE_F32, 1) || !tiny_model_write(P16, FT_TYPE_F16, 1)) { printf("cannot write the tiny model: %s\n", ft_last_error()); return 1; }
     ft_ctx_init(&CTX, &o);

@@ -489,7 +489,7 @@ TEST(real_model_nf4) {
     ft_ctx_free(ctx);
 }
 
-int main(void) {
+FT_TEST_MAIN(test_nf4) {
     RUN(dynamic_map_equals_bitsandbytes);
     RUN(torch_mean_equals_torch);
     RUN(quantize_bit_exact_with_bitsandbytes);

@@ -1,7 +1,6 @@
 /* test_peft.c - LoRA / DoRA on the tiny model: identity at init, gradients of A, B and the
    magnitude through the whole frozen model by central differences, merge == unmerged forward,
    switching off gives the base model, and a few AdamW steps that fit a sequence. */
-#define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 #include "tiny_model.h"

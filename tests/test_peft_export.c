@@ -11,7 +11,7 @@
 #include "ft_test.h"
 #include "tiny_model.h"
 
-static const char *P32 = "build/tiny_peft_export.gguf", *DIR_ = "build/tiny_peft_export_dir";
+static const char *PX_P32 = "build/tiny_peft_export.gguf", *DIR_ = "build/tiny_peft_export_dir";
 static ft_ctx *CTX;
 
 /* HF index of our index k in a head-permuted vector (heads of D) */
@@ -40,7 +40,7 @@ static ft_peft *round_trip(ft_model *m, ft_peft *p, const char *what) {
 TEST(ia3_round_trip_and_layout) {
     ft_model *m; ft_peft *p, *q; ft_peft_opts o; ft_safetensors *st; char path[256], name[160]; const char *dt; int64_t sh[8], k; int nd, l;
     static float kvec[TINY_L][TINY_HKV * TINY_D], qvec[TINY_L][TINY_H * TINY_D]; char *cfg;
-    CHECK_OK(ft_model_load(&m, P32, NULL));
+    CHECK_OK(ft_model_load(&m, PX_P32, NULL));
     memset(&o, 0, sizeof o); o.method = FT_PEFT_IA3; o.seed = 5;
     o.ia3_targets = FT_TARGET_Q | FT_TARGET_K | FT_TARGET_V | FT_TARGET_UP | FT_TARGET_DOWN;   /* q: permuted too; up: an output */
     CHECK_OK(ft_peft_attach(&p, m, &o));
@@ -105,7 +105,7 @@ TEST(ia3_round_trip_and_layout) {
 TEST(prompt_round_trip) {
     ft_model *m; ft_peft *p, *q; ft_peft_opts o; ft_safetensors *st; char path[256], *cfg; const char *dt; int64_t sh[8]; int nd;
     static float emb[5 * TINY_C];
-    CHECK_OK(ft_model_load(&m, P32, NULL));
+    CHECK_OK(ft_model_load(&m, PX_P32, NULL));
     memset(&o, 0, sizeof o); o.method = FT_PEFT_PROMPT; o.n_virtual = 5; o.seed = 9;     /* random init, as PEFT's default */
     CHECK_OK(ft_peft_attach(&p, m, &o));
     if (!p) { ft_model_free(m); return; }
@@ -134,7 +134,7 @@ TEST(prefix_round_trip_and_key_order) {
     for (mlp = 0; mlp < 2; mlp++) {
         ft_model *m; ft_peft *p, *q; ft_peft_opts o; ft_safetensors *st; char path[256], *cfg; const char *dt; int64_t sh[8], W = TINY_L * 2 * TINY_HKV * TINY_D, i, c; int nd;
         static float tab[3 * TINY_L * 2 * TINY_HKV * TINY_D]; const char *what = mlp ? "prefix mlp" : "prefix";
-        CHECK_OK(ft_model_load(&m, P32, NULL));
+        CHECK_OK(ft_model_load(&m, PX_P32, NULL));
         memset(&o, 0, sizeof o); o.method = FT_PEFT_PREFIX; o.n_virtual = 3; o.prefix_hidden = mlp ? 12 : 0; o.seed = 4;
         CHECK_OK(ft_peft_attach(&p, m, &o));
         if (!p) { ft_model_free(m); continue; }
@@ -169,7 +169,7 @@ TEST(prefix_round_trip_and_key_order) {
 
 TEST(lora_still_goes_through_and_the_rest_is_refused) {
     ft_model *m; ft_peft *p, *q = NULL; ft_peft_opts o; int k; ft_result r;
-    CHECK_OK(ft_model_load(&m, P32, NULL));
+    CHECK_OK(ft_model_load(&m, PX_P32, NULL));
     memset(&o, 0, sizeof o); o.method = FT_PEFT_LORA; o.lora.r = 4; o.lora.targets = FT_TARGET_Q | FT_TARGET_K;
     CHECK_OK(ft_peft_attach(&p, m, &o));
     if (p) { tiny_nudge(ft_peft_params(p), 0.05f); q = round_trip(m, p, "lora"); if (q) ft_peft_free(q); }
@@ -202,7 +202,7 @@ TEST(bad_directories) {
     };
     static const ft_result want[] = {FT_ERR_UNSUPPORTED, FT_ERR_SHAPE, FT_ERR_UNSUPPORTED};
     int i;
-    CHECK_OK(ft_model_load(&m, P32, NULL));
+    CHECK_OK(ft_model_load(&m, PX_P32, NULL));
     for (i = 0; i < 3; i++) {
         snprintf(path, sizeof path, "%s/adapter_config.json", DIR_);
         f = fopen(path, "wb"); if (f) { fputs(cfgs[i], f); fclose(f); }
@@ -213,9 +213,9 @@ TEST(bad_directories) {
     ft_model_free(m);
 }
 
-int main(void) {
+FT_TEST_MAIN(test_peft_export) {
     char path[256];
-    if (!tiny_model_write(P32, FT_TYPE_F32, 3)) { printf("FAIL - cannot write the tiny model\n"); return 1; }
+    if (!tiny_model_write(PX_P32, FT_TYPE_F32, 3)) { printf("FAIL - cannot write the tiny model\n"); return 1; }
     ft_ctx_init(&CTX, NULL);
     RUN(ia3_round_trip_and_layout);
     RUN(prompt_round_trip);
@@ -225,6 +225,6 @@ int main(void) {
     ft_ctx_free(CTX);
     snprintf(path, sizeof path, "%s/adapter_config.json", DIR_); remove(path);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", DIR_); remove(path);
-    remove(DIR_); remove(P32);
+    remove(DIR_); remove(PX_P32);
     return ft_test_summary("test_peft_export");
 }

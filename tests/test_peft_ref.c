@@ -20,11 +20,11 @@
 typedef struct { char name[16]; int n; float *v; } arr;
 typedef struct { char name[24]; int rslora, dora; double scale; arr a[MAXA]; int na; } fcase;
 
-static int IN, OUT, R, NB, NT; static double ALPHA;
+static int IN, REF_OUT, REF_R, NB, NT; static double ALPHA;
 static arr INPUTS[MAXA]; static int NIN;
 static fcase CASES[8]; static int NCASE;
 static ft_ctx *CTX;
-static const char *TINY = "build/tiny_peft_ref.gguf";
+static const char *REF_TINY = "build/tiny_peft_ref.gguf";
 
 /* "NAME N v1 .. vN" at *p; advances *p */
 static int read_arr(char **p, arr *a) {
@@ -43,7 +43,7 @@ static int load_fixture(void) {
         next = strchr(line, '\n');
         if (next) *next++ = 0;
         if (line[0] == '#' || !line[0]) continue;
-        if (!strncmp(line, "dims ", 5)) ok = sscanf(line + 5, "%d %d %d %lf %d %d", &IN, &OUT, &R, &ALPHA, &NB, &NT) == 6;
+        if (!strncmp(line, "dims ", 5)) ok = sscanf(line + 5, "%d %d %d %lf %d %d", &IN, &REF_OUT, &REF_R, &ALPHA, &NB, &NT) == 6;
         else if (!strncmp(line, "case ", 5) && NCASE < 8) {
             c = &CASES[NCASE++];
             ok = sscanf(line + 5, "%23s %d %d %lf", c->name, &c->rslora, &c->dora, &c->scale) == 4;
@@ -74,25 +74,25 @@ static double compare(const char *cs, const char *what, const float *got, const 
 
 TEST(peft_reference_cases) {
     int ci;
-    const arr *W = get(INPUTS, NIN, "W", OUT * IN), *bias = get(INPUTS, NIN, "bias", OUT), *A = get(INPUTS, NIN, "A", R * IN),
-              *B = get(INPUTS, NIN, "B", OUT * R), *X = get(INPUTS, NIN, "x", NB * NT * IN), *G = get(INPUTS, NIN, "G", NB * NT * OUT);
+    const arr *W = get(INPUTS, NIN, "W", REF_OUT * IN), *bias = get(INPUTS, NIN, "bias", REF_OUT), *A = get(INPUTS, NIN, "A", REF_R * IN),
+              *B = get(INPUTS, NIN, "B", REF_OUT * REF_R), *X = get(INPUTS, NIN, "x", NB * NT * IN), *G = get(INPUTS, NIN, "G", NB * NT * REF_OUT);
     if (!W || !bias || !A || !B || !X || !G) return;
-    CHECK(IN == TINY_F && OUT == TINY_C, "the fixture's layer is the tiny model's down_proj (%d -> %d)", TINY_F, TINY_C);
+    CHECK(IN == TINY_F && REF_OUT == TINY_C, "the fixture's layer is the tiny model's down_proj (%d -> %d)", TINY_F, TINY_C);
     for (ci = 0; ci < NCASE; ci++) {
         const fcase *c = &CASES[ci];
         ft_model *m; ft_peft *p; ft_lora_opts o; ft_params *XP; ft_tensor *x, *Wt, *bt, *y, *ta, *tb, *tm;
         int64_t sx[3], s = 0 * FT_SITE_COUNT + FT_SITE_DOWN, i; double worst = 0; float *merged;
-        CHECK_OK(ft_model_load(&m, TINY, NULL));
+        CHECK_OK(ft_model_load(&m, REF_TINY, NULL));
         memset(&o, 0, sizeof o);
-        o.r = R; o.alpha = (float)ALPHA; o.rslora = c->rslora; o.dora = c->dora; o.targets = FT_TARGET_DOWN;
+        o.r = REF_R; o.alpha = (float)ALPHA; o.rslora = c->rslora; o.dora = c->dora; o.targets = FT_TARGET_DOWN;
         CHECK_OK(ft_lora_attach(&p, m, &o));
         CHECK(fabs(ft_lora_scale(p) - c->scale) < 1e-6, "%s: scale %g, PEFT's scaling %g", c->name, (double)ft_lora_scale(p), c->scale);
         ta = ft_lora_A(p, 0, FT_SITE_DOWN); tb = ft_lora_B(p, 0, FT_SITE_DOWN); tm = ft_lora_magnitude(p, 0, FT_SITE_DOWN);
-        CHECK(ta && tb && ta->shape[0] == R && ta->shape[1] == IN && tb->shape[0] == OUT && tb->shape[1] == R, "%s: A (r, in), B (out, r)", c->name);
+        CHECK(ta && tb && ta->shape[0] == REF_R && ta->shape[1] == IN && tb->shape[0] == REF_OUT && tb->shape[1] == REF_R, "%s: A (r, in), B (out, r)", c->name);
         CHECK((tm != NULL) == c->dora, "%s: a magnitude iff DoRA", c->name);
         memcpy(ta->data, A->v, (size_t)A->n * 4);
         memcpy(tb->data, B->v, (size_t)B->n * 4);
-        if (tm) { const arr *mv = get(c->a, c->na, "m", OUT); if (mv) memcpy(tm->data, mv->v, (size_t)OUT * 4); }
+        if (tm) { const arr *mv = get(c->a, c->na, "m", REF_OUT); if (mv) memcpy(tm->data, mv->v, (size_t)REF_OUT * 4); }
         ft_params_zero_grad(ft_peft_params(p));
         /* x is a parameter of its own (so it gets a gradient); W and bias are frozen, in the arena */
         ft_params_init(&XP);
@@ -102,36 +102,36 @@ TEST(peft_reference_cases) {
         memcpy(x->data, X->v, (size_t)X->n * 4);
         ft_params_zero_grad(XP);
         ft_ctx_reset(CTX);
-        Wt = ft_tensor_2d(CTX, OUT, IN); bt = ft_tensor_1d(CTX, OUT);
-        memcpy(Wt->data, W->v, (size_t)W->n * 4); memcpy(bt->data, bias->v, (size_t)OUT * 4);
+        Wt = ft_tensor_2d(CTX, REF_OUT, IN); bt = ft_tensor_1d(CTX, REF_OUT);
+        memcpy(Wt->data, W->v, (size_t)W->n * 4); memcpy(bt->data, bias->v, (size_t)REF_OUT * 4);
         y = ft__peft_linear(CTX, p, x, Wt, bt, 0, FT_SITE_DOWN);
-        CHECK(y && ft_numel(y) == NB * NT * OUT, "%s: forward: %s", c->name, ft_last_error());
+        CHECK(y && ft_numel(y) == NB * NT * REF_OUT, "%s: forward: %s", c->name, ft_last_error());
         if (y) {
             CHECK_OK(ft_backward_from(CTX, y, G->v));
-            worst = fmax(worst, compare(c->name, "y", (const float *)y->data, get(c->a, c->na, "y", NB * NT * OUT)));
-            worst = fmax(worst, compare(c->name, "dA", ta->grad, get(c->a, c->na, "dA", R * IN)));
-            worst = fmax(worst, compare(c->name, "dB", tb->grad, get(c->a, c->na, "dB", OUT * R)));
+            worst = fmax(worst, compare(c->name, "y", (const float *)y->data, get(c->a, c->na, "y", NB * NT * REF_OUT)));
+            worst = fmax(worst, compare(c->name, "dA", ta->grad, get(c->a, c->na, "dA", REF_R * IN)));
+            worst = fmax(worst, compare(c->name, "dB", tb->grad, get(c->a, c->na, "dB", REF_OUT * REF_R)));
             worst = fmax(worst, compare(c->name, "dx", x->grad, get(c->a, c->na, "dx", NB * NT * IN)));
-            if (tm) worst = fmax(worst, compare(c->name, "dm", tm->grad, get(c->a, c->na, "dm", OUT)));
+            if (tm) worst = fmax(worst, compare(c->name, "dm", tm->grad, get(c->a, c->na, "dm", REF_OUT)));
         }
         /* the merged weight, row by row from the fixture's W */
         merged = (float *)malloc((size_t)W->n * 4);
         memcpy(merged, W->v, (size_t)W->n * 4);
-        for (i = 0; i < OUT; i++) ft__lora_merge_row(p, s, i, merged + i * IN, IN);
-        worst = fmax(worst, compare(c->name, "merged W", merged, get(c->a, c->na, "merged", OUT * IN)));
+        for (i = 0; i < REF_OUT; i++) ft__lora_merge_row(p, s, i, merged + i * IN, IN);
+        worst = fmax(worst, compare(c->name, "merged W", merged, get(c->a, c->na, "merged", REF_OUT * IN)));
         printf("    %-12s scale %.4g: y, dA, dB, dx%s, merged W: worst error / tolerance %.3f\n", c->name, c->scale, tm ? ", dm" : "", worst);
         free(merged);
         ft_params_free(XP); ft_peft_free(p); ft_model_free(m);
     }
 }
 
-int main(void) {
+FT_TEST_MAIN(test_peft_ref) {
     ft_ctx_opts o; memset(&o, 0, sizeof o); o.n_threads = 2;
     if (!load_fixture()) { printf("FAIL - %s is missing or malformed (tools/ref/peft_fixtures.py writes it)\n", FIXTURE); return 1; }
-    if (!tiny_model_write(TINY, FT_TYPE_F32, 3)) { printf("cannot write the tiny model: %s\n", ft_last_error()); return 1; }
+    if (!tiny_model_write(REF_TINY, FT_TYPE_F32, 3)) { printf("cannot write the tiny model: %s\n", ft_last_error()); return 1; }
     ft_ctx_init(&CTX, &o);
     RUN(peft_reference_cases);
     ft_ctx_free(CTX);
-    remove(TINY);
+    remove(REF_TINY);
     return ft_test_summary("test_peft_ref");
 }

@@ -3,7 +3,6 @@
    KTO (unpaired feedback) each move the policy towards the chosen answers (loss down, margin > 0
    on the training batch and on held-out pairs); a reward model (LoRA + a scalar head) ranks
    held-out pairs. */
-#define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 #include "tiny_model.h"

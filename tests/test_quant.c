@@ -82,7 +82,7 @@ TEST(quantized_matmul_equals_decoded) {
     ft_ctx_free(ctx); free(b);
 }
 
-int main(void) {
+FT_TEST_MAIN(test_quant) {
     RUN(dequantize_bit_exact_with_gguf);
     RUN(quantized_matmul_equals_decoded);
     return ft_test_summary("test_quant");

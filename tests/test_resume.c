@@ -2,7 +2,6 @@
    checkpoint gives the losses of the uninterrupted run, bit for bit. The model is tiny but has
    SmolLM2's tokenizer (from $FT_MODEL), so it trains on the demo's real instruction data with
    LoRA dropout (which draws from the RNG) and a cosine schedule. */
-#define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 #include "tiny_model.h"

@@ -2,15 +2,13 @@
    length), then a toy task with a known optimum on the tiny model (64 tokens): the reward is the
    fraction of completion tokens whose id is a multiple of 4 (0.25 by chance, 1 at best), which
    GRPO and PPO each drive close to the maximum in a bounded number of steps. */
-#define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 #include "tiny_model.h"
 
 static const char *MODEL = "build/tiny_rl.gguf";
 static int32_t PROMPTS[16][5];
-static ft_example EX[16];
-static struct ft_dataset DATA = {FT_DATA_PROMPT, EX, 16, 16, 0, 0, 0};  /* token ids straight in: the tiny model has no tokenizer */
+static ft_dataset *DATA;            /* token ids straight in (ft_dataset_add): the tiny model has no tokenizer */
 
 static ft_rollout ro(const char *text, const char *answer) { ft_rollout r; memset(&r, 0, sizeof r); r.text = text; r.answer = answer; return r; }
 
@@ -58,7 +56,7 @@ static int on_step(void *user, const ft_rl_step_info *s) {      /* means of the 
 }
 
 static void run(ft_rl_algo algo) {
-    ft_model *m; ft_peft *p; ft_ctx *ctx; ft_dataset *d = &DATA; ft_lora_opts lo; ft_rl_opts o; ft_ctx_opts co; trace t;
+    ft_model *m; ft_peft *p; ft_ctx *ctx; ft_dataset *d = DATA; ft_lora_opts lo; ft_rl_opts o; ft_ctx_opts co; trace t;
     ft_reward_term rw; double mean = 0, solved = 0, before = 0;
     CHECK_OK(ft_model_load(&m, MODEL, NULL));
     memset(&co, 0, sizeof co); co.n_threads = 2;
@@ -97,13 +95,19 @@ int main(void) {
     RUN(regex);
     RUN(reward_functions);
     if (!tiny_model_write(MODEL, FT_TYPE_F32, 21)) { printf("FAIL - cannot write %s\n", MODEL); return 1; }
+    if (ft_dataset_new(&DATA, FT_DATA_PROMPT) != FT_OK) { printf("FAIL - %s\n", ft_last_error()); return 1; }
     for (i = 0; i < 16; i++) {                 /* prompts of 3 to 5 arbitrary tokens */
+        ft_example e;
         for (j = 0; j < 5; j++) PROMPTS[i][j] = (int32_t)((i * 7 + j * 13 + 1) % TINY_V);
-        EX[i].ids = PROMPTS[i]; EX[i].n = EX[i].prompt_len = 3 + i % 3;
+        memset(&e, 0, sizeof e);
+        e.ids = PROMPTS[i];
+        e.n = e.prompt_len = 3 + i % 3;
+        if (ft_dataset_add(DATA, &e) != FT_OK) { printf("FAIL - %s\n", ft_last_error()); return 1; }
     }
     RUN(adaptive_kl);
     RUN(grpo_toy_task);
     RUN(ppo_toy_task);
+    ft_dataset_free(DATA);
     remove(MODEL);
     return ft_test_summary("test_rl");
 }

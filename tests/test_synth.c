@@ -2,7 +2,6 @@
    filters (each rejection reason), the numbered-list parser on model-like outputs, and the two
    pipelines on a tiny random model with SmolLM2's tokenizer: stats add up, output lines are valid
    JSONL, and a run resumes (3 lines, then to 5: 5 lines, the first 3 unchanged, no duplicates). */
-#define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 #include "tiny_model.h"

@@ -215,7 +215,7 @@ TEST(speed) {   /* not a timing test: prints the figure, checks the count */
     free(big); free(ids);
 }
 
-int main(void) {
+FT_TEST_MAIN(test_tokenizer) {
     ft_gguf *g; const char *path = getenv("FT_MODEL"); ft_gguf_str ts; char *tmpl = NULL; int rc;
     RUN(chat_templates);
     RUN(malformed_vocabularies);

@@ -1,6 +1,5 @@
 /* test_train.c - learning-rate schedules against Hugging Face's formulas, checkpoints that
    resume a run bit for bit, and the SVG plot. */
-#define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 #include "tiny_model.h"

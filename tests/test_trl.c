@@ -6,7 +6,6 @@
    reward model with margin and centering; GRPO advantages (group / batch / no scaling) and losses
    (grpo, bnpo, dr_grpo, dapo; beta 0 and 0.04; epsilon_high 0.2 and 0.28) with the clip metrics;
    PPO's rewards, GAE, whitening, losses and metrics (TRL 1.9's, k1 and k3 with whitened rewards). */
-#define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
 

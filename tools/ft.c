@@ -3,9 +3,11 @@
    exits non-zero. An ADAPTER is a llama.cpp LoRA GGUF, finetune.h's own adapter GGUF or a PEFT
    directory. */
 #define _POSIX_C_SOURCE 200809L          /* clock_gettime: wall-clock progress and ETA */
-#define FINETUNE_IMPLEMENTATION
-#include "../finetune.h"
+#include "../finetune.h"               /* the implementation: build/finetune.o */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>                    /* ft sweep runs each trial as a child `ft train` */
@@ -754,10 +756,8 @@ static int cmd_train(int argc, char **argv) {
         if (!ok) { fprintf(stderr, "ft train: unknown --objective %s (sft, cpt, dpo, ipo, hinge, robust, simpo, orpo, kto, rm, grpo, ppo)\n", o.objective); return 2; }
         if (is_obj(&o, "grpo", "ppo", NULL) && !o.reward) { fprintf(stderr, "ft train: --objective %s needs --reward (number, regex:PATTERN, length:N, rm:ADAPTER.gguf)\n", o.objective); return 2; }
     }
-#if !defined(_WIN32)
-    mkdir(o.out, 0755);
-    snprintf(path, sizeof path, "%s/checkpoints", o.out); mkdir(path, 0755);
-#endif
+    snprintf(path, sizeof path, "%s/checkpoints", o.out);
+    if (ft_mkdirs(path) != FT_OK) return fail("train --out");
     if (!load_model(&m, &o)) return 1;
     if (!ft_model_tokenizer(m)) { fprintf(stderr, "ft train: %s has no tokenizer\n", o.model); return 1; }
     memset(&co, 0, sizeof co); co.n_threads = o.threads; co.seed = o.seed;
@@ -1058,8 +1058,9 @@ static int cmd_logits(int argc, char **argv) {
     memset(&b, 0, sizeof b); b.B = 1; b.T = n; b.ids = ids;
     ft_ctx_set_grad(ctx, 0);
     if (!(y = ft_model_forward(ctx, m, &b))) return fail("logits");
+    if (ft_mkdirs_parent(o.out) != FT_OK) return fail("logits -o");
     if (!(f = fopen(o.out, "wb")) || fwrite(y->data, sizeof(float), (size_t)(n * V), f) != (size_t)(n * V) || fclose(f) != 0) {
-        fprintf(stderr, "ft logits: %s: cannot write\n", o.out); return 1;
+        fprintf(stderr, "ft logits: %s: cannot write: %s\n", o.out, strerror(errno)); return 1;
     }
     printf("ids:");
     for (i = 0; i < n; i++) printf(" %d", ids[i]);
@@ -1420,13 +1421,7 @@ static int cmd_sweep(int argc, char **argv) {
         static char exe[1024]; ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
         if (len > 0) { exe[len] = 0; self_path = exe; }
     }
-    {   /* DIR and its parents */
-        char d[2048]; char *c; struct stat sb;
-        snprintf(d, sizeof d, "%s", dir);
-        for (c = d + 1; *c; c++) if (*c == '/') { *c = 0; mkdir(d, 0755); *c = '/'; }
-        mkdir(d, 0755);
-        if (stat(d, &sb) != 0 || !S_ISDIR(sb.st_mode)) { fprintf(stderr, "ft sweep: %s: cannot create the directory\n", dir); return 1; }
-    }
+    if (ft_mkdirs(dir) != FT_OK) return fail("sweep --out");
     n_trials = 1;
     for (k = 0; k < nk; k++) n_trials *= keys[k].n;
     if (n_random > 0) n_trials = n_random;
@@ -1461,7 +1456,7 @@ static int cmd_sweep(int argc, char **argv) {
             if (jget(rows[i].line, "params", line, sizeof line) && !strcmp(line, params) && jget(rows[i].line, "status", st, sizeof st) && !strcmp(st, "ok")) have = 1;
         if (have) { fprintf(stderr, "ft sweep: trial %d/%d %s: done before, skipped\n", t + 1, n_trials, params); skipped++; continue; }
         snprintf(tdir, sizeof tdir, "%s/trial_%03d", dir, t);
-        mkdir(tdir, 0755);
+        if (ft_mkdirs(tdir) != FT_OK) return fail("sweep");
         snprintf(ep, sizeof ep, "%s/eval.json", tdir); remove(ep);
         fprintf(stderr, "ft sweep: trial %d/%d %s ... ", t + 1, n_trials, params);
         t0 = ft_time_seconds();
