@@ -1180,7 +1180,8 @@ typedef struct ft_synth_opts {
     const char *const *blacklist; int n_blacklist;   /* NULL: image(s), picture(s), graph(s),
                                        file(s), map(s), draw, plot, go to, video, audio, music,
                                        flowchart, diagram                                       */
-    int64_t  max_generated;         /* stop after this many proposals (default 20 * missing + 20) */
+    int64_t  max_generated;         /* stop after this many proposals, or generate calls (a model
+                                       that proposes nothing parseable) (default 20 * missing + 20) */
     ft_log_fn log; void *log_user;  /* progress after each batch (level 0), warnings (1)          */
 } ft_synth_opts;
 typedef struct ft_synth_stats {
@@ -12215,7 +12216,7 @@ FT_API ft_result ft_synth_self_instruct(ft_ctx *ctx, ft_model *m, const char *se
     for (i = 0; i < b; i++) { pre[i] = NULL; user[i] = (char *)ft__synth_list_task; }
     while (S.have < S.o.n && r == FT_OK) {
         int64_t nc = 0, need = S.o.n - S.have, nb = FT__MIN(b, need), s, k;
-        if (st->generated >= S.o.max_generated) { st->stopped = 1; break; }
+        if (st->generated >= S.o.max_generated || st->calls >= S.o.max_generated) { st->stopped = 1; break; }
         for (s = 0; s < nb; s++) {                               /* few-shot lists */
             int64_t n_gen = S.n_pool - S.n_seed, kg = FT__MIN((int64_t)S.o.few_shot_generated, n_gen);
             int64_t ks = FT__MIN((int64_t)S.o.few_shot - kg, S.n_seed), kk = ks + kg, len = 16, j;
@@ -12314,7 +12315,7 @@ FT_API ft_result ft_synth_evol_instruct(ft_ctx *ctx, ft_model *m, const char *se
     for (i = 0; i < b; i++) user[i] = orig[i] = NULL;
     while (S.have < S.o.n && r == FT_OK) {
         int64_t nc = 0, need = S.o.n - S.have, nb = FT__MIN(b, need), s;
-        if (st->generated >= S.o.max_generated) { st->stopped = 1; break; }
+        if (st->generated >= S.o.max_generated || st->calls >= S.o.max_generated) { st->stopped = 1; break; }
         for (s = 0; s < nb; s++) {                               /* an instruction and an operation each */
             int64_t src = (int64_t)(ft_rng_u64(&S.rng) % (uint64_t)S.n_pool);
             const char *in = src < S.n_seed ? S.seed_input[src] : "";

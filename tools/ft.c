@@ -1153,8 +1153,8 @@ static int cmd_synth(int argc, char **argv) {
         for (k = 0; k < 6; k++) if (st.evol_ops[k]) printf("  kept by %-14s %8lld\n", ft_synth_evol_op_name(k), (long long)st.evol_ops[k]);
     printf("  %-22s %8lld\n", "generate calls", (long long)st.calls);
     printf("  %-22s %8.1f s\n", "time", st.seconds);
-    if (st.stopped) fprintf(stderr, "ft synth: stopped after %lld proposals with %lld of %lld examples; run it again to continue (the file is resumed)\n",
-                            (long long)st.generated, (long long)(st.resumed + st.kept), (long long)o.n);
+    if (st.stopped) fprintf(stderr, "ft synth: stopped after %lld proposals in %lld generate calls with %lld of %lld examples; run it again "
+                            "to continue (the file is resumed)\n", (long long)st.generated, (long long)st.calls, (long long)(st.resumed + st.kept), (long long)o.n);
     return 0;
 }
 
