@@ -36,7 +36,8 @@ cut_down() {
 pass=0; fail=0; skip=0; i=1
 while [ -f "$tmp/block_$i.sh" ]; do
     line=$(cut -f1 "$tmp/block_$i.info"); why=$(cut -f2- "$tmp/block_$i.info")
-    first=$(grep -v '^[ \t]*#' "$tmp/block_$i.sh" | grep -v '^[ \t]*$' | head -n 1 | cut -c1-90)
+    first=$(grep -E '(^|[ ;])(build/|sh |make |python)' "$tmp/block_$i.sh" | grep -v '^[ \t]*#' | head -n 1 | cut -c1-90)
+    [ -n "$first" ] || first=$(grep -v '^[ \t]*#' "$tmp/block_$i.sh" | head -n 1 | cut -c1-90)
     label="README block $i (line $line): $first"
     if [ -n "$why" ]; then
         echo "skip - $label ($why)"; skip=$((skip + 1))

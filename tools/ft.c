@@ -718,6 +718,7 @@ static void write_eval_json(const opts *o, const ft_dataset *ev, const evres *e0
         fprintf(f, "\"eval_loss\": %.6f, \"eval_perplexity\": %.4f", e1->loss, exp(e1->loss));
         if (e1->gen.n) fprintf(f, ", \"exact_match\": %.4f, \"contains\": %.4f, \"n_gen\": %lld", e1->gen.exact_rate, e1->gen.contains_rate, (long long)e1->gen.n);
         if (!no_before) fprintf(f, ", \"before_eval_loss\": %.6f", e0->loss);
+        if (!no_before && e0->gen.n) fprintf(f, ", \"before_exact_match\": %.4f", e0->gen.exact_rate);
         first = 0;
     }
     if (o->n_task) {
