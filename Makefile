@@ -7,7 +7,9 @@ BUILD   ?= build
 PYTHON  ?= python3
 SAN      = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
+ifeq ($(MAKELEVEL),0)
 MAKEFLAGS += -j$(NPROC)          # parallel by default; a -j on the command line wins
+endif
 
 # The implementation is compiled once, into $(BUILD)/finetune.o, which the tools, the examples and
 # the tests link. The tests that reach into the implementation (ft__ functions) are one translation

@@ -1402,6 +1402,8 @@ static int cmd_sweep(int argc, char **argv) {
         for (k = 0; k < nk; k++) { sd |= !strcmp(keys[k].key, "data") || !strcmp(keys[k].key, "task"); se |= !strcmp(keys[k].key, "eval"); }
         if (!bo.model || (!bo.data && !bo.n_task && !sd)) { fprintf(stderr, "ft sweep: needs -m MODEL and --data FILE\n"); return 2; }
         if (!bo.eval && !(bo.eval_split > 0) && !se) { fprintf(stderr, "ft sweep: needs --eval FILE (or --eval-split F): trials are compared on eval loss\n"); return 2; }
+        for (i = 0; i < nbase; i++) free(cp[i]);
+        free(cp); free(bo.cfg_text);
     }
     for (k = 0; k < nk; k++) {
         if (keys[k].range) {
@@ -1416,6 +1418,7 @@ static int cmd_sweep(int argc, char **argv) {
             if (!strcmp(keys[k].key, "out") || !strcmp(keys[k].key, "config") || !opts_set(&t, keys[k].key, v)) {
                 fprintf(stderr, "ft sweep: --grid %s=%s: not an ft train option and value\n", keys[k].key, keys[k].val[i]); return 2;
             }
+            free(v);
         }
     }
     if (!strcmp(self_path, "ft") || access(self_path, X_OK) != 0) {
