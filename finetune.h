@@ -1,4 +1,4 @@
-/* finetune.h - v0.1.0 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
+/* finetune.h - v0.1.1 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
    https://github.com/ (vendor it: one file, C99, libc + libm + pthreads)
 
    Do this:
@@ -110,6 +110,9 @@
       Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL are decoded bit-exactly as the gguf
       package does, row by row inside the GEMM's packing (forward) and one K block at a time for
       the input gradient: no f32 copy of a model is made. ft_gguf_writer writes GGUF atomically.
+      Every file the library writes goes through one atomic writer (PATH.tmp, fsync, rename) that
+      first makes the missing directories of PATH (ft_mkdirs_parent, as mkdir -p); an error names
+      the path and the reason (a file in the way, read-only, no space).
       NF4 is QLoRA's storage, byte for byte as bitsandbytes 0.50 makes it on the CPU with
       quantize_4bit(x, blocksize=64, quant_type="nf4", compress_statistics=True): 4-bit indices
       into 16 NormalFloat values, an absmax per 64 weights, the absmax quantized again to 8 bits
@@ -170,7 +173,8 @@
    9. Data and training
       ft_dataset_load reads strict JSONL (text, instruction, chat, preference, KTO, prompt) through
       the chat template, with loss on assistant replies only; bad lines are reported as
-      file:line:column. ft_train runs SFT / continued pretraining: micro-batches (padded, or
+      file:line:column; ft_dataset_new + ft_dataset_add make a dataset of token ids you tokenized
+      yourself. ft_train runs SFT / continued pretraining: micro-batches (padded, or
       packed with per-document attention), gradient accumulation, clipping, AdamW or SGD,
       constant / linear / cosine schedules with warmup, LoRA+ rates, a NaN guard that never
       touches the weights, atomic checkpoints (ft_checkpoint_save) from which a run resumes bit
@@ -234,6 +238,9 @@
              and PPO; model merging (TIES, DARE); Self-Instruct / Evol-Instruct; sweeps;
              training speed: the LoRA linear as one op on skinny kernels, pooled element-wise
              kernels, attention on GEMM blocks, a spinning pool (1.2-1.3x PyTorch + peft on CPU)
+      0.1.1  every writer makes missing directories (ft_mkdirs); the implementation guards itself
+             against a second inclusion (a build may include it in one file with other tests);
+             ft_dataset_new / ft_dataset_add; ft_synth stops when the model proposes nothing
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H
@@ -807,14 +814,14 @@ FT_API int64_t    ft_peft_virtual_tokens(const ft_peft *p);  /* PREFIX / PROMPT:
 /* ---- optimizers ------------------------------------------------------------------------------------ */
 typedef enum ft_optim_kind { FT_OPTIM_ADAMW = 0, FT_OPTIM_SGD = 1 } ft_optim_kind;
 typedef struct ft_optim_opts {
-    ft_optim_kind kind;
-    float lr;                       /* default 1e-3 (the step's lr argument overrides)          */
+    ft_optim_kind kind;             /* the rate is ft_optim_step's argument                       */
     float beta1, beta2, eps;        /* AdamW: 0.9, 0.999, 1e-8                                   */
     float weight_decay;             /* decoupled (AdamW), L2 (SGD)                               */
     float momentum;                 /* SGD                                                       */
 } ft_optim_opts;
 typedef struct ft_optim ft_optim;
-FT_API ft_result ft_optim_init(ft_optim **out, ft_params *P, const ft_optim_opts *o);
+FT_API ft_optim_opts ft_optim_opts_default(void);          /* AdamW, its defaults              */
+FT_API ft_result ft_optim_init(ft_optim **out, ft_params *P, const ft_optim_opts *o);   /* NULL: defaults */
 FT_API void      ft_optim_free(ft_optim *o);
 FT_API ft_result ft_optim_step(ft_optim *o, float lr);      /* FT_ERR_NUMERIC: nothing changed   */
 FT_API void      ft_optim_set_lr_scale(ft_optim *o, const ft_tensor *t, float scale);   /* LoRA+ */
@@ -891,13 +898,14 @@ FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_sa
 
 
 /* ---- training utilities: schedules, checkpoints, plots ------------------------------------------------ */
-typedef enum ft_sched_kind { FT_SCHED_CONSTANT = 0, FT_SCHED_LINEAR, FT_SCHED_COSINE } ft_sched_kind;
+typedef enum ft_sched_kind { FT_SCHED_COSINE = 0, FT_SCHED_LINEAR, FT_SCHED_CONSTANT } ft_sched_kind;
 FT_API float ft_lr_at(ft_sched_kind kind, float lr, int64_t step, int64_t warmup, int64_t total, float min_ratio);
 typedef struct ft_train_state {
     int64_t  step;                  /* optimizer steps done                                       */
     int64_t  epoch, data_pos;       /* where the data order is                                    */
     uint64_t data_seed;             /* seed of the data order                                     */
     double   tokens;                /* tokens trained on                                          */
+    double   obj[4];                /* the objective's running state (PPO: its KL coefficient)    */
 } ft_train_state;
 /* every parameter, both moments, the RNG and the state; atomic (temporary file, fsync, rename) */
 FT_API ft_result ft_checkpoint_save(const char *path, const ft_params *P, const ft_optim *o, const ft_rng *rng, const ft_train_state *st);
@@ -955,18 +963,24 @@ FT_API ft_result ft_mix_ratios(const int64_t *sizes, int n, double temperature, 
                                 /* FLAN / T5 temperature sampling: out[i] ~ min(n_i, cap)^(1/T), sums to 1 */
 
 
-/* ---- objectives: preference losses on per-sequence log-probs (TRL's definitions) ----------------- */
-typedef enum ft_pref_kind { FT_PREF_SIGMOID = 0, FT_PREF_IPO, FT_PREF_HINGE, FT_PREF_ROBUST } ft_pref_kind;
+/* ---- losses over log-probabilities (TRL's definitions; the objective table below uses them) ------- */
 typedef struct ft_pref_stats {      /* as TRL logs them: rewards/chosen, rewards/rejected, ...     */
     double rewards_chosen, rewards_rejected, rewards_margins, rewards_accuracies;
     double logps_chosen, logps_rejected, log_odds_ratio, log_odds_chosen;
     double kl;                      /* KTO: the batch's detached KL reference point              */
 } ft_pref_stats;
-/* pc, pr: policy log-probs (B) of chosen / rejected; rc, rr: the reference's (or NULL) */
-FT_API ft_tensor *ft_dpo_loss(ft_ctx *ctx, ft_pref_kind kind, ft_tensor *pc, ft_tensor *pr, ft_tensor *rc, ft_tensor *rr,
-                              float beta, float label_smoothing, ft_pref_stats *st);
-FT_API ft_tensor *ft_simpo_loss(ft_ctx *ctx, ft_tensor *pc, ft_tensor *pr, float beta, float gamma, float label_smoothing, ft_pref_stats *st);
-FT_API ft_tensor *ft_orpo_loss(ft_ctx *ctx, ft_tensor *pc, ft_tensor *pr, ft_tensor *nll_chosen, float beta, ft_pref_stats *st);
+/* what a pairwise loss sees: (B) tensors of chosen and rejected log-probabilities */
+typedef struct ft_pair_logps {
+    ft_tensor *chosen, *rejected;           /* the policy's, on the tape: summed over the completion,
+                                               or its per-token mean for a length-averaged loss  */
+    ft_tensor *ref_chosen, *ref_rejected;   /* the reference's (the adapter off), the same way; NULL
+                                               for a loss without a reference                    */
+    ft_tensor *nll;                         /* (1): the policy's mean NLL of the chosen tokens    */
+    const int64_t *len_chosen, *len_rejected;   /* completion tokens of each (B)                 */
+} ft_pair_logps;
+typedef struct ft_train_opts ft_train_opts;
+/* a pairwise loss: the mean loss (1) on the tape; fills the metrics TRL logs */
+typedef ft_tensor *(*ft_pair_loss_fn)(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st);
 FT_API ft_tensor *ft_rm_loss(ft_ctx *ctx, ft_tensor *rc, ft_tensor *rr, const float *margin, float center_coef, ft_pref_stats *st);
 /* KTO on unpaired feedback: lp, rp policy / reference log-probs (B) of each completion, desirable[i]
    its label; klp, krp the same for mismatched prompt/completion pairs (the KL reference point;
@@ -1048,30 +1062,19 @@ FT_API int   ft_regex_search(const char *pattern, const char *text);   /* 1 matc
 typedef struct ft_rm_scorer { ft_model *model; ft_ctx *ctx; } ft_rm_scorer;
 FT_API float ft_reward_model(void *user, const ft_rollout *r);
 
-typedef enum ft_rl_algo { FT_RL_GRPO = 0, FT_RL_PPO } ft_rl_algo;
-typedef struct ft_rl_step_info {
-    int64_t step, steps; double loss, lr, grad_norm, elapsed_s, eta_s;
-    ft_rl_stats st;                 /* reward (mean), reward_std, kl, clip fractions, ...        */
-} ft_rl_step_info;
-typedef int (*ft_rl_step_fn)(void *user, const ft_rl_step_info *info);   /* non-zero: stop      */
+/* GRPO and PPO: how micro-batches of rollouts are made (ft_train_opts.rl). The policy is the
+   model with its adapter on, the reference the same model with it off. */
 typedef struct ft_rl_opts {
-    ft_rl_algo algo;
-    int64_t steps;                  /* rollout batches                                            */
-    int64_t prompts;                /* prompts per step (4)                                       */
+    int64_t prompts;                /* prompts per micro-batch (4)                                */
     int64_t group;                  /* GRPO: completions per prompt (4); PPO: 1                   */
     int     max_new;                /* completion length (64)                                     */
     ft_sample_opts sample;          /* temperature (1), top-p                                     */
-    int     iterations;             /* GRPO: updates per rollout batch (1); PPO: epochs (4)      */
-    float   lr; ft_sched_kind sched; int64_t warmup; ft_optim_opts optim; float max_grad_norm;
+    int     iterations;             /* optimizer steps on one rollout batch: GRPO's num_iterations
+                                       (1), PPO's epochs (4); checkpoints fall between batches   */
     ft_grpo_opts grpo; ft_adv_scale scale;
     ft_ppo_opts ppo;                /* PPO's value head: the adapter's scalar head (reward_head) */
     const ft_reward_term *rewards; int n_rewards;  /* reward = sum of weight * fn               */
-    uint64_t seed;
-    ft_rl_step_fn on_step; void *user;
 } ft_rl_opts;
-/* prompts: FT_DATA_PROMPT examples ({"prompt", "answer"}). The policy is the model with its
-   adapter on, the reference the same model with it off. */
-FT_API ft_result ft_train_rl(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_dataset *prompts, const ft_rl_opts *o);
 /* greedy completions of every prompt scored by the reward terms: mean reward, and the fraction
    of completions with the full reward (>= max_reward) */
 FT_API ft_result ft_eval_rl(ft_ctx *ctx, ft_model *m, const ft_dataset *prompts, int max_new, const ft_reward_term *rewards, int n_rewards,
@@ -1102,31 +1105,79 @@ typedef struct ft_step_info {
     double loss, lr, grad_norm, tokens, tokens_per_s, elapsed_s, eta_s;
     double eval_loss;               /* NaN when not evaluated at this step                        */
     ft_pref_stats pref;             /* preference objectives: rewards/chosen, ... (last micro-batch) */
+    ft_rl_stats rl;                 /* GRPO, PPO: reward, its spread, KL, clip fractions, ...     */
 } ft_step_info;
 typedef int (*ft_step_fn)(void *user, const ft_step_info *info);     /* non-zero: stop           */
-typedef enum ft_objective { FT_OBJ_SFT = 0, FT_OBJ_DPO, FT_OBJ_IPO, FT_OBJ_HINGE, FT_OBJ_SIMPO, FT_OBJ_ORPO,
-                            FT_OBJ_ROBUST, FT_OBJ_KTO, FT_OBJ_RM } ft_objective;
-typedef struct ft_train_opts {
-    ft_objective objective;         /* SFT / continued pretraining (cross-entropy), or a preference loss */
-    float   beta, gamma, label_smoothing;   /* preference losses (TRL defaults: beta 0.1)          */
+
+/* ---- objectives: one row each, one training loop for all of them ------------------------------------
+   A row says how a micro-batch is made (its kind and the examples it reads), whether it needs the
+   reference policy, its defaults and its loss; ft_train does the rest (schedule, accumulation,
+   clipping, the NaN guard, the optimizer, evaluation, callbacks, checkpoints, resume). */
+typedef enum ft_objective {
+    FT_OBJ_SFT = 0,                 /* cross-entropy on the answer tokens (instruction, chat)      */
+    FT_OBJ_CPT,                     /* cross-entropy on every token of plain text, packed rows    */
+    FT_OBJ_DPO,                     /* DPO and its loss_type family in TRL 1.16 (the same pairs,
+                                       the reference, another loss):                              */
+    FT_OBJ_IPO, FT_OBJ_HINGE, FT_OBJ_ROBUST, FT_OBJ_EXO_PAIR, FT_OBJ_NCA_PAIR, FT_OBJ_BCO_PAIR,
+    FT_OBJ_SPPO_HARD, FT_OBJ_AOT, FT_OBJ_AOT_UNPAIRED, FT_OBJ_APO_ZERO, FT_OBJ_APO_DOWN,
+    FT_OBJ_DISCOPOP, FT_OBJ_SIGMOID_NORM,
+    FT_OBJ_SIMPO, FT_OBJ_ORPO,      /* reference-free pairs                                        */
+    FT_OBJ_KTO,                     /* unpaired good / bad completions                             */
+    FT_OBJ_RM,                      /* a reward model: Bradley-Terry on a scalar head             */
+    FT_OBJ_GRPO, FT_OBJ_PPO,        /* reinforcement learning from sampled completions           */
+    FT_OBJ_COUNT
+} ft_objective;
+typedef enum ft_objective_kind {    /* how a micro-batch is made                                  */
+    FT_KIND_TOKENS = 0,             /* rows of examples, next-token cross-entropy                 */
+    FT_KIND_PAIRS,                  /* chosen and rejected rows; their log-probs -> pair_loss     */
+    FT_KIND_KTO,                    /* completions and mismatched ones (the KL point) -> KTO      */
+    FT_KIND_SCORES,                 /* chosen and rejected rows; the reward head's scores -> RM   */
+    FT_KIND_ROLLOUTS                /* prompts, sampled completions, rewards -> GRPO / PPO        */
+} ft_objective_kind;
+typedef struct ft_objective_def {
+    const char *name;               /* what --objective takes and the run's config records        */
+    ft_objective_kind kind;
+    ft_data_format data;            /* the examples it reads (FT_DATA_AUTO: instruction or chat)  */
+    int   reference;                /* needs the reference policy (the model with its adapter off) */
+    int   averaged;                 /* pairs: the per-token mean log-prob instead of the sum       */
+    float lr, beta, gamma, label_smoothing;   /* its defaults (0 where it has none)              */
+    ft_pair_loss_fn pair_loss;      /* FT_KIND_PAIRS: the loss; your own row may bring its own    */
+    const char *metrics;            /* what it logs to metrics.jsonl (TRL's names)                */
+    const char *about;              /* one line for usage texts                                   */
+} ft_objective_def;
+FT_API const ft_objective_def *ft_objective_get(ft_objective id);       /* NULL out of range     */
+FT_API int         ft_objective_parse(const char *name, ft_objective *out);  /* 1: known name      */
+FT_API const char *ft_objective_name(ft_objective id);
+
+struct ft_train_opts {
+    ft_objective objective;
+    const ft_objective_def *custom; /* your own row instead of the table's (e.g. a new pair loss) */
+    float   beta, gamma, label_smoothing;   /* the objective's (ft_objective_def's defaults)      */
+    float   tau;                    /* discopop: the modulation temperature (0.05)                */
     float   desirable_weight, undesirable_weight;   /* KTO (1, 1)                                 */
     float   rm_center;              /* reward model: center_rewards_coefficient (0: off)          */
     int64_t steps;                  /* optimizer steps (0: epochs over the data)                  */
     int     epochs;
     int64_t batch, seq_len;         /* examples per micro-batch (4), tokens per example (512)     */
     int     grad_accum;             /* micro-batches per step (1)                                 */
-    int     pack;                   /* pack examples into rows of seq_len (continued pretraining) */
-    float   lr;                     /* peak learning rate (2e-4)                                  */
+    int     pack;                   /* pack examples into rows of seq_len (cpt: on)               */
+    float   lr;                     /* peak learning rate (the objective's default)               */
     ft_sched_kind sched; int64_t warmup; float min_lr_ratio;
     ft_optim_opts optim;
-    float   max_grad_norm;          /* 0: no clipping                                             */
+    float   max_grad_norm;          /* 1 (0: no clipping)                                         */
     float   lr_scale_b;             /* LoRA+: rate multiplier of the B matrices (0: 1)            */
-    uint64_t seed;                  /* data order                                                  */
+    uint64_t seed;                  /* data order; RL: sampling too (1)                            */
     int     skip_nonfinite;         /* skip a step with a NaN/inf loss or gradient (else stop)    */
+    ft_rl_opts rl;                  /* GRPO, PPO                                                   */
     const ft_dataset *eval; int64_t eval_every;
     const char *checkpoint_path; int64_t save_every; const char *resume_from;
     ft_step_fn on_step; void *user;
-} ft_train_opts;
+};
+/* every option at its default for the objective: what a zero field means, written once; the
+   library and the command line both start from it */
+FT_API ft_train_opts ft_train_opts_default(ft_objective objective);
+/* the examples: instruction / chat / text data, preference pairs, KTO's labelled completions or
+   prompts ({"prompt", "answer"}), as the objective's row says */
 FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_dataset *train, const ft_train_opts *o, ft_train_state *state);
 FT_API ft_result ft_eval_loss(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int64_t batch, int64_t seq_len, double *mean_loss, int64_t *n_tokens);
 FT_API ft_result ft_eval_preference(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int64_t batch, int64_t seq_len, float beta,
@@ -9362,19 +9413,29 @@ struct ft_optim {
     int64_t t;                      /* steps taken                                              */
 };
 
+FT_API ft_optim_opts ft_optim_opts_default(void) {
+    ft_optim_opts o;
+    memset(&o, 0, sizeof o);
+    o.kind = FT_OPTIM_ADAMW;
+    o.beta1 = 0.9f;
+    o.beta2 = 0.999f;
+    o.eps = 1e-8f;
+    return o;
+}
+
 FT_API ft_result ft_optim_init(ft_optim **out, ft_params *P, const ft_optim_opts *opts) {
     ft_optim *o; int i;
+    ft_optim_opts d = ft_optim_opts_default();
     *out = NULL;
     if (!P->data) return ft_set_error(FT_ERR_STATE, "optimizer: the parameter block is not allocated");
     o = FT__CAST(ft_optim *, FT_MALLOC(sizeof *o));
     if (!o) return ft_set_error(FT_ERR_NOMEM, "optimizer: out of memory");
     memset(o, 0, sizeof *o);
     o->P = P;
-    if (opts) o->o = *opts;
-    if (o->o.lr <= 0) o->o.lr = 1e-3f;
-    if (o->o.beta1 <= 0) o->o.beta1 = 0.9f;
-    if (o->o.beta2 <= 0) o->o.beta2 = 0.999f;
-    if (o->o.eps <= 0) o->o.eps = 1e-8f;
+    o->o = opts ? *opts : d;
+    if (o->o.beta1 <= 0) o->o.beta1 = d.beta1;
+    if (o->o.beta2 <= 0) o->o.beta2 = d.beta2;
+    if (o->o.eps <= 0) o->o.eps = d.eps;
     o->m = FT__CAST(float *, ft__aligned_alloc((size_t)FT__MAX(P->total, 1) * sizeof(float) * 2));
     o->lr_scale = FT__CAST(float *, FT_MALLOC((size_t)FT__MAX(P->n, 1) * sizeof(float)));
     if (!o->m || !o->lr_scale) { ft_optim_free(o); return ft_set_error(FT_ERR_NOMEM, "optimizer: %lld moments", (long long)P->total); }
@@ -9439,15 +9500,29 @@ FT_API ft_result ft_optim_step(ft_optim *o, float lr) {
 
 
 /* ============================================================================================
-   [objectives] preference losses on per-sequence log-probabilities (TRL's definitions)
-   Inputs are (B) tensors: the policy's log-probs carry gradients, the reference's do not.
-   DPO family:  z = (pc - rc) - (pr - rr)
-                sigmoid  -(1-e) logsig(b z) - e logsig(-b z)      (e: label smoothing, cDPO)
-                ipo      (z - 1/(2b))^2                           (length-averaged log-probs)
-                hinge    relu(1 - b z)
-   SimPO:       -(1-e) logsig(b (pc - pr) - g) - e logsig(-(b (pc - pr) - g))  (averaged)
-   ORPO:        nll_chosen - b mean(logsig(log_odds)),  log_odds = (pc - pr) - (log1mexp(pc) - log1mexp(pr))
-   RM:          -logsig(rc - rr - margin) + c mean((rc + rr)^2)
+   [objectives] losses over log-probabilities, as TRL 1.16 defines them
+   A pairwise loss sees (B) log-probs of the chosen and rejected completions under the policy
+   (on the tape) and, for most, the reference (the adapter off). With the log-ratios
+   c = pc - rc, r = pr - rr (policy minus reference), z = c - r and beta b:
+      dpo          -(1-e) logsig(b z) - e logsig(-b z)    (e: label smoothing, cDPO; TRL 1.16's
+                                                            sigmoid is e = 0)
+      ipo          (z - 1/(2b))^2                         on per-token mean log-probs
+      hinge        relu(1 - b z)
+      robust       (-(1-e) logsig(b z) + e logsig(-b z)) / (1 - 2e)
+      exo_pair     sig(b z)(logsig(b z) - log(1-e)) + sig(-b z)(logsig(-b z) - log e)   (e 1e-3)
+      nca_pair     -logsig(b c) - logsig(-b c)/2 - logsig(-b r)/2
+      bco_pair     -logsig(b c) - logsig(-b r)
+      sppo_hard    (c - 1/(2b))^2 + (r + 1/(2b))^2
+      aot          -(1-e) logsig(b d) - e logsig(-b d),  d = sort(pc - pr) - sort(rc - rr)
+      aot_unpaired the same with d = sort(c) - sort(r)
+      apo_zero     1 - sig(b c) + sig(b r)
+      apo_down     sig(b c) + 1 - sig(b z)
+      discopop     -logsig(b z) (1 - m) + exp(-b z) m,  m = sig(b z / tau)   (tau 0.05)
+      sigmoid_norm -logsig(b z)                           on per-token mean log-probs
+      simpo        -(1-e) logsig(b (pc - pr) - g) - e logsig(-(b (pc - pr) - g))   (mean log-probs,
+                                                            no reference)
+      orpo         nll(chosen) - b mean(logsig(lo)),  lo = (pc - pr) - (log1mexp(pc) - log1mexp(pr))
+   and, for the other kinds, RM: -logsig(rc - rr - margin) + k mean((rc + rr)^2); KTO below.
    Each returns the mean loss (shape (1)) and fills the metrics TRL logs.
    ============================================================================================ */
 static ft_tensor *ft__const(ft_ctx *ctx, int64_t n, float v) {
@@ -9473,48 +9548,139 @@ static ft_tensor *ft__smoothed_logsig(ft_ctx *ctx, ft_tensor *x, float e) {
     ft_tensor *l = ft_scale(ctx, ft_logsigmoid(ctx, x), -(1.0f - e));
     return e > 0 ? ft_add(ctx, l, ft_scale(ctx, ft_logsigmoid(ctx, ft_scale(ctx, x, -1.0f)), -e)) : l;
 }
-FT_API ft_tensor *ft_dpo_loss(ft_ctx *ctx, ft_pref_kind kind, ft_tensor *pc, ft_tensor *pr, ft_tensor *rc, ft_tensor *rr,
-                              float beta, float label_smoothing, ft_pref_stats *st) {
-    ft_tensor *z, *l;
-    FT__IN(pc); FT__IN(pr);
-    z = ft_sub(ctx, pc, pr);
-    if (rc && rr) z = ft_sub(ctx, z, ft_sub(ctx, rc, rr));
-    FT__IN(z);
-    switch (kind) {
-    case FT_PREF_SIGMOID: l = ft__smoothed_logsig(ctx, ft_scale(ctx, z, beta), label_smoothing); break;
-    case FT_PREF_IPO: { ft_tensor *d = ft_sub(ctx, z, ft__const(ctx, ft_numel(z), 1.0f / (2.0f * beta))); l = ft_mul(ctx, d, d); break; }
-    case FT_PREF_HINGE: l = ft_relu(ctx, ft_sub(ctx, ft__const(ctx, ft_numel(z), 1.0f), ft_scale(ctx, z, beta))); break;
-    case FT_PREF_ROBUST: {          /* noise-robust DPO: (-(1-e) logsig(bz) + e logsig(-bz)) / (1-2e) */
-        ft_tensor *x = ft_scale(ctx, z, beta);
-        if (label_smoothing >= 0.5f) return ft__fail(ctx, FT_ERR_INVALID, "robust dpo: label smoothing %g must be below 0.5", (double)label_smoothing);
-        l = ft_add(ctx, ft_scale(ctx, ft_logsigmoid(ctx, x), -(1.0f - label_smoothing)), ft_scale(ctx, ft_logsigmoid(ctx, ft_scale(ctx, x, -1.0f)), label_smoothing));
-        l = ft_scale(ctx, l, 1.0f / (1.0f - 2.0f * label_smoothing));
-        break; }
-    default: return ft__fail(ctx, FT_ERR_INVALID, "dpo loss: kind %d", (int)kind);
+/* the log-ratios of a pair: c = pc - rc, r = pr - rr (pc, pr themselves without a reference) */
+static ft_tensor *ft__lr_chosen(ft_ctx *ctx, const ft_pair_logps *lp) { return lp->ref_chosen ? ft_sub(ctx, lp->chosen, lp->ref_chosen) : lp->chosen; }
+static ft_tensor *ft__lr_rejected(ft_ctx *ctx, const ft_pair_logps *lp) { return lp->ref_rejected ? ft_sub(ctx, lp->rejected, lp->ref_rejected) : lp->rejected; }
+/* b z with z = c - r, and the metrics every DPO-family loss logs */
+static ft_tensor *ft__pair_bz(ft_ctx *ctx, const ft_pair_logps *lp, float beta, ft_pref_stats *st) {
+    ft__pref_stats(st, lp->chosen, lp->rejected, lp->ref_chosen, lp->ref_rejected, beta);
+    return ft_scale(ctx, ft_sub(ctx, ft__lr_chosen(ctx, lp), ft__lr_rejected(ctx, lp)), beta);
+}
+/* x sorted ascending (B), on the tape: a gather of x's rows in sorted order (torch.sort's values) */
+static ft_tensor *ft__sorted(ft_ctx *ctx, ft_tensor *x) {
+    int64_t n, i, j, s2[2]; int32_t *idx;
+    FT__IN(x);
+    n = ft_numel(x);
+    idx = FT__CAST(int32_t *, ft__arena_alloc(ctx, (size_t)n * sizeof(int32_t)));
+    if (!idx) return ft__fail(ctx, FT_ERR_NOMEM, "sort: arena out of memory");
+    for (i = 0; i < n; i++) {                          /* insertion sort: B is a batch size */
+        int32_t k = (int32_t)i;
+        for (j = i; j > 0 && FT__F(x)[idx[j - 1]] > FT__F(x)[k]; j--) idx[j] = idx[j - 1];
+        idx[j] = k;
     }
-    ft__pref_stats(st, pc, pr, rc, rr, beta);
-    return ft_mean(ctx, l);
+    s2[0] = n; s2[1] = 1;
+    s2[0] = n;
+    return ft_reshape(ctx, ft_embedding(ctx, ft_reshape(ctx, x, 2, s2), idx, n), 1, s2);
 }
-FT_API ft_tensor *ft_simpo_loss(ft_ctx *ctx, ft_tensor *pc, ft_tensor *pr, float beta, float gamma, float label_smoothing, ft_pref_stats *st) {
+
+static ft_tensor *ft__loss_dpo(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
+    return ft_mean(ctx, ft__smoothed_logsig(ctx, ft__pair_bz(ctx, lp, o->beta, st), o->label_smoothing));
+}
+static ft_tensor *ft__loss_ipo(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
+    ft_tensor *z = ft_scale(ctx, ft__pair_bz(ctx, lp, o->beta, st), 1.0f / o->beta), *d;
+    FT__IN(z);
+    d = ft_sub(ctx, z, ft__const(ctx, ft_numel(z), 1.0f / (2.0f * o->beta)));
+    return ft_mean(ctx, ft_mul(ctx, d, d));
+}
+static ft_tensor *ft__loss_hinge(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
+    ft_tensor *bz = ft__pair_bz(ctx, lp, o->beta, st);
+    FT__IN(bz);
+    return ft_mean(ctx, ft_relu(ctx, ft_sub(ctx, ft__const(ctx, ft_numel(bz), 1.0f), bz)));
+}
+static ft_tensor *ft__loss_robust(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
+    float e = o->label_smoothing;
+    ft_tensor *x = ft__pair_bz(ctx, lp, o->beta, st), *l;
+    if (e >= 0.5f) return ft__fail(ctx, FT_ERR_INVALID, "robust dpo: label smoothing %g must be below 0.5", (double)e);
+    l = ft_add(ctx, ft_scale(ctx, ft_logsigmoid(ctx, x), -(1.0f - e)), ft_scale(ctx, ft_logsigmoid(ctx, ft_scale(ctx, x, -1.0f)), e));
+    return ft_mean(ctx, ft_scale(ctx, l, 1.0f / (1.0f - 2.0f * e)));
+}
+static ft_tensor *ft__loss_exo_pair(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
+    float e = o->label_smoothing;
+    ft_tensor *x = ft__pair_bz(ctx, lp, o->beta, st), *nx, *w, *l;
+    if (!(e > 0 && e < 1)) return ft__fail(ctx, FT_ERR_INVALID, "exo_pair: label smoothing %g must be in (0, 1) (the paper's 1e-3)", (double)e);
+    FT__IN(x);
+    nx = ft_scale(ctx, x, -1.0f);
+    w = ft_mul(ctx, ft_sigmoid(ctx, x), ft_sub(ctx, ft_logsigmoid(ctx, x), ft__const(ctx, 1, (float)log1p(-(double)e))));
+    l = ft_mul(ctx, ft_sigmoid(ctx, nx), ft_sub(ctx, ft_logsigmoid(ctx, nx), ft__const(ctx, 1, (float)log((double)e))));
+    return ft_mean(ctx, ft_add(ctx, w, l));
+}
+static ft_tensor *ft__loss_nca_pair(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
+    ft_tensor *c = ft_scale(ctx, ft__lr_chosen(ctx, lp), o->beta), *r = ft_scale(ctx, ft__lr_rejected(ctx, lp), o->beta), *l;
+    ft__pref_stats(st, lp->chosen, lp->rejected, lp->ref_chosen, lp->ref_rejected, o->beta);
+    l = ft_add(ctx, ft_logsigmoid(ctx, c), ft_scale(ctx, ft_add(ctx, ft_logsigmoid(ctx, ft_scale(ctx, c, -1.0f)),
+                                                              ft_logsigmoid(ctx, ft_scale(ctx, r, -1.0f))), 0.5f));
+    return ft_scale(ctx, ft_mean(ctx, l), -1.0f);
+}
+static ft_tensor *ft__loss_bco_pair(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
+    ft_tensor *c = ft_scale(ctx, ft__lr_chosen(ctx, lp), o->beta), *r = ft_scale(ctx, ft__lr_rejected(ctx, lp), o->beta);
+    ft__pref_stats(st, lp->chosen, lp->rejected, lp->ref_chosen, lp->ref_rejected, o->beta);
+    return ft_scale(ctx, ft_mean(ctx, ft_add(ctx, ft_logsigmoid(ctx, c), ft_logsigmoid(ctx, ft_scale(ctx, r, -1.0f)))), -1.0f);
+}
+static ft_tensor *ft__loss_sppo_hard(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
+    ft_tensor *c = ft__lr_chosen(ctx, lp), *r = ft__lr_rejected(ctx, lp), *a, *b;
+    float h = 0.5f / o->beta;
+    FT__IN(c); FT__IN(r);
+    ft__pref_stats(st, lp->chosen, lp->rejected, lp->ref_chosen, lp->ref_rejected, o->beta);
+    a = ft_sub(ctx, c, ft__const(ctx, 1, h));
+    b = ft_add(ctx, r, ft__const(ctx, 1, h));
+    return ft_mean(ctx, ft_add(ctx, ft_mul(ctx, a, a), ft_mul(ctx, b, b)));
+}
+static ft_tensor *ft__loss_aot(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
+    ft_tensor *d;
+    if (!lp->ref_chosen || !lp->ref_rejected) return ft__fail(ctx, FT_ERR_INVALID, "aot: needs the reference's log-probs");
+    ft__pref_stats(st, lp->chosen, lp->rejected, lp->ref_chosen, lp->ref_rejected, o->beta);
+    d = ft_sub(ctx, ft__sorted(ctx, ft_sub(ctx, lp->chosen, lp->rejected)), ft__sorted(ctx, ft_sub(ctx, lp->ref_chosen, lp->ref_rejected)));
+    return ft_mean(ctx, ft__smoothed_logsig(ctx, ft_scale(ctx, d, o->beta), o->label_smoothing));
+}
+static ft_tensor *ft__loss_aot_unpaired(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
+    ft_tensor *d;
+    ft__pref_stats(st, lp->chosen, lp->rejected, lp->ref_chosen, lp->ref_rejected, o->beta);
+    d = ft_sub(ctx, ft__sorted(ctx, ft__lr_chosen(ctx, lp)), ft__sorted(ctx, ft__lr_rejected(ctx, lp)));
+    return ft_mean(ctx, ft__smoothed_logsig(ctx, ft_scale(ctx, d, o->beta), o->label_smoothing));
+}
+static ft_tensor *ft__loss_apo_zero(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
+    ft_tensor *c = ft_scale(ctx, ft__lr_chosen(ctx, lp), o->beta), *r = ft_scale(ctx, ft__lr_rejected(ctx, lp), o->beta);
+    FT__IN(c);
+    ft__pref_stats(st, lp->chosen, lp->rejected, lp->ref_chosen, lp->ref_rejected, o->beta);
+    return ft_mean(ctx, ft_add(ctx, ft_sub(ctx, ft__const(ctx, ft_numel(c), 1.0f), ft_sigmoid(ctx, c)), ft_sigmoid(ctx, r)));
+}
+static ft_tensor *ft__loss_apo_down(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
+    ft_tensor *c = ft_scale(ctx, ft__lr_chosen(ctx, lp), o->beta), *bz = ft__pair_bz(ctx, lp, o->beta, st);
+    FT__IN(c);
+    return ft_mean(ctx, ft_add(ctx, ft_sigmoid(ctx, c), ft_sub(ctx, ft__const(ctx, ft_numel(c), 1.0f), ft_sigmoid(ctx, bz))));
+}
+static ft_tensor *ft__loss_discopop(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
+    ft_tensor *x = ft__pair_bz(ctx, lp, o->beta, st), *mod, *logistic, *expo;
+    FT__IN(x);
+    mod = ft_sigmoid(ctx, ft_scale(ctx, x, 1.0f / o->tau));
+    logistic = ft_scale(ctx, ft_logsigmoid(ctx, x), -1.0f);
+    expo = ft_exp(ctx, ft_scale(ctx, x, -1.0f));
+    return ft_mean(ctx, ft_add(ctx, ft_sub(ctx, logistic, ft_mul(ctx, logistic, mod)), ft_mul(ctx, expo, mod)));
+}
+static ft_tensor *ft__loss_sigmoid_norm(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
+    return ft_mean(ctx, ft_scale(ctx, ft_logsigmoid(ctx, ft__pair_bz(ctx, lp, o->beta, st)), -1.0f));
+}
+static ft_tensor *ft__loss_simpo(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
     ft_tensor *x;
-    FT__IN(pc); FT__IN(pr);
-    x = ft_sub(ctx, ft_scale(ctx, ft_sub(ctx, pc, pr), beta), ft__const(ctx, ft_numel(pc), gamma));
-    ft__pref_stats(st, pc, pr, NULL, NULL, beta);
-    return ft_mean(ctx, ft__smoothed_logsig(ctx, x, label_smoothing));
+    FT__IN(lp->chosen); FT__IN(lp->rejected);
+    x = ft_sub(ctx, ft_scale(ctx, ft_sub(ctx, lp->chosen, lp->rejected), o->beta), ft__const(ctx, ft_numel(lp->chosen), o->gamma));
+    ft__pref_stats(st, lp->chosen, lp->rejected, NULL, NULL, o->beta);
+    return ft_mean(ctx, ft__smoothed_logsig(ctx, x, o->label_smoothing));
 }
-FT_API ft_tensor *ft_orpo_loss(ft_ctx *ctx, ft_tensor *pc, ft_tensor *pr, ft_tensor *nll_chosen, float beta, ft_pref_stats *st) {
-    ft_tensor *lo, *ratio;
-    FT__IN(pc); FT__IN(pr); FT__IN(nll_chosen);
+static ft_tensor *ft__loss_orpo(ft_ctx *ctx, const ft_pair_logps *lp, const ft_train_opts *o, ft_pref_stats *st) {
+    ft_tensor *pc = lp->chosen, *pr = lp->rejected, *lo, *ratio;
+    FT__IN(pc); FT__IN(pr); FT__IN(lp->nll);
     lo = ft_sub(ctx, ft_sub(ctx, pc, pr), ft_sub(ctx, ft_log1mexp(ctx, pc), ft_log1mexp(ctx, pr)));
     ratio = ft_logsigmoid(ctx, lo);
-    ft__pref_stats(st, pc, pr, NULL, NULL, beta);
+    ft__pref_stats(st, pc, pr, NULL, NULL, o->beta);
     if (st && ratio && lo) {
         int64_t i, n = ft_numel(lo); double a = 0, b = 0;
         for (i = 0; i < n; i++) { a += FT__F(ratio)[i] / (double)n; b += FT__F(lo)[i] / (double)n; }
         st->log_odds_ratio = a; st->log_odds_chosen = b;
     }
-    return ft_sub(ctx, ft_mean(ctx, nll_chosen), ft_scale(ctx, ft_mean(ctx, ratio), beta));
+    return ft_sub(ctx, lp->nll, ft_scale(ctx, ft_mean(ctx, ratio), o->beta));
 }
+
 FT_API ft_tensor *ft_rm_loss(ft_ctx *ctx, ft_tensor *rc, ft_tensor *rr, const float *margin, float center_coef, ft_pref_stats *st) {
     ft_tensor *d, *l;
     FT__IN(rc); FT__IN(rr);
@@ -9780,6 +9946,10 @@ FT_API ft_result ft_checkpoint_save(const char *path, const ft_params *P, const 
     ft_gguf_set_int(w, "ft.data.pos", FT_GGUF_INT64, st->data_pos);
     ft_gguf_set_int(w, "ft.data.seed", FT_GGUF_UINT64, (int64_t)st->data_seed);
     ft_gguf_set_float(w, "ft.tokens", FT_GGUF_FLOAT64, st->tokens);
+    for (i = 0; i < 4; i++) {
+        snprintf(name, sizeof name, "ft.objective.%d", i);
+        ft_gguf_set_float(w, name, FT_GGUF_FLOAT64, st->obj[i]);
+    }
     if (rng) { ft_gguf_set_int(w, "ft.rng.0", FT_GGUF_UINT64, (int64_t)rng->s[0]); ft_gguf_set_int(w, "ft.rng.1", FT_GGUF_UINT64, (int64_t)rng->s[1]); }
     if (o) ft_gguf_set_int(w, "ft.optim.t", FT_GGUF_INT64, o->t);
     for (i = 0; i < P->n && r == FT_OK; i++) {
@@ -9825,6 +9995,11 @@ FT_API ft_result ft_checkpoint_load(const char *path, ft_params *P, ft_optim *o,
     if (ft_gguf_get_int(g, "ft.data.pos", &v)) st->data_pos = v;
     if (ft_gguf_get_int(g, "ft.data.seed", &v)) st->data_seed = (uint64_t)v;
     { double d; if (ft_gguf_get_float(g, "ft.tokens", &d)) st->tokens = d; }
+    for (i = 0; i < 4; i++) {
+        double d;
+        snprintf(name, sizeof name, "ft.objective.%d", i);
+        if (ft_gguf_get_float(g, name, &d)) st->obj[i] = d;
+    }
     if (rng && ft_gguf_get_int(g, "ft.rng.0", &v)) { rng->s[0] = (uint64_t)v; if (ft_gguf_get_int(g, "ft.rng.1", &v)) rng->s[1] = (uint64_t)v; }
     if (o && ft_gguf_get_int(g, "ft.optim.t", &v)) o->t = v;
     ft_gguf_close(g);
@@ -9991,54 +10166,6 @@ FT_API ft_result ft_eval_loss(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int
     return r;
 }
 
-/* one preference micro-batch: policy (and, for DPO-style losses, reference: the same model with
-   the adapter off) log-probs of chosen and rejected, the loss, its backward scaled by `scale` */
-static ft_result ft__pref_step(ft_ctx *ctx, ft_model *m, const ft_train_opts *o, const ft_batch_data *bd, float scale, double *loss, ft_pref_stats *st) {
-    ft_tensor *sum, *mean, *pc, *pr, *rc = NULL, *rr = NULL, *l = NULL; int64_t B = bd->B / 2, *cnt; ft_result r;
-    int averaged = o->objective == FT_OBJ_IPO || o->objective == FT_OBJ_SIMPO || o->objective == FT_OBJ_ORPO;
-    int dpo_like = o->objective == FT_OBJ_DPO || o->objective == FT_OBJ_IPO || o->objective == FT_OBJ_HINGE || o->objective == FT_OBJ_ROBUST;
-    if (o->objective == FT_OBJ_RM) {                  /* Bradley-Terry on the head's scores */
-        ft_tensor *rw;
-        if ((r = ft_sequence_rewards(ctx, m, bd, &rw)) != FT_OK) return r;
-        l = ft_rm_loss(ctx, ft_view_rows(ctx, rw, 0, B), ft_view_rows(ctx, rw, B, B), NULL, o->rm_center, st);
-        if (!l) return ft_set_error(ctx->status, "train: %s", ft_last_error());
-        *loss = FT__F(l)[0];
-        if (!isfinite(FT__F(l)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(l)[0]);
-        return ft_backward_from(ctx, l, &scale);
-    }
-    cnt = FT__CAST(int64_t *, ft__arena_alloc(ctx, (size_t)bd->B * sizeof(int64_t)));
-    if (!cnt) return ft_set_error(FT_ERR_NOMEM, "train: arena out of memory");
-    if ((r = ft_sequence_logps(ctx, m, bd, 0, &sum, &mean, cnt)) != FT_OK) return r;
-    pc = ft_view_rows(ctx, averaged ? mean : sum, 0, B); pr = ft_view_rows(ctx, averaged ? mean : sum, B, B);
-    if (dpo_like) {
-        ft_tensor *rs, *rm; int old = ft_ctx_set_grad(ctx, 0);
-        if (!m->peft) { ft_ctx_set_grad(ctx, old); return ft_set_error(FT_ERR_STATE, "train: DPO needs an adapter (the reference is the model with it off)"); }
-        ft_peft_set_enabled(m->peft, 0);
-        r = ft_sequence_logps(ctx, m, bd, 0, &rs, &rm, NULL);
-        ft_peft_set_enabled(m->peft, 1);
-        ft_ctx_set_grad(ctx, old);
-        if (r != FT_OK) return r;
-        rc = ft_view_rows(ctx, averaged ? rm : rs, 0, B); rr = ft_view_rows(ctx, averaged ? rm : rs, B, B);
-    }
-    switch (o->objective) {
-    case FT_OBJ_DPO:   l = ft_dpo_loss(ctx, FT_PREF_SIGMOID, pc, pr, rc, rr, o->beta, o->label_smoothing, st); break;
-    case FT_OBJ_IPO:   l = ft_dpo_loss(ctx, FT_PREF_IPO, pc, pr, rc, rr, o->beta, 0, st); break;
-    case FT_OBJ_HINGE: l = ft_dpo_loss(ctx, FT_PREF_HINGE, pc, pr, rc, rr, o->beta, 0, st); break;
-    case FT_OBJ_ROBUST: l = ft_dpo_loss(ctx, FT_PREF_ROBUST, pc, pr, rc, rr, o->beta, o->label_smoothing, st); break;
-    case FT_OBJ_SIMPO: l = ft_simpo_loss(ctx, pc, pr, o->beta, o->gamma, o->label_smoothing, st); break;
-    case FT_OBJ_ORPO: {                               /* NLL on the chosen tokens, token-weighted */
-        int64_t i, tot = 0;
-        for (i = 0; i < B; i++) tot += cnt[i];
-        l = ft_orpo_loss(ctx, pc, pr, ft_scale(ctx, ft_sum(ctx, ft_view_rows(ctx, sum, 0, B)), -1.0f / (float)FT__MAX(tot, 1)), o->beta, st);
-        break; }
-    default: return ft_set_error(FT_ERR_INVALID, "train: objective %d", (int)o->objective);
-    }
-    if (!l) return ft_set_error(ctx->status, "train: %s", ft_last_error());
-    *loss = FT__F(l)[0];
-    if (!isfinite(FT__F(l)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(l)[0]);
-    return ft_backward_from(ctx, l, &scale);
-}
-
 /* reward model: score = w . h at each row's last real token, picked by a one-hot mask */
 FT_API ft_result ft_sequence_rewards(ft_ctx *ctx, ft_model *m, const ft_batch_data *bd, ft_tensor **rewards) {
     ft_batch b; ft_tensor *h, *sc, *pick; int64_t s2[2], r;
@@ -10056,35 +10183,6 @@ FT_API ft_result ft_sequence_rewards(ft_ctx *ctx, ft_model *m, const ft_batch_da
     return *rewards ? FT_OK : ft_set_error(ctx->status, "rewards: %s", ft_last_error());
 }
 
-/* one KTO micro-batch (rows from ft_batch_build_kto): the policy's log-probs of the real pairs on
-   the tape; the mismatched pairs under the policy and everything under the reference (the
-   adapter off) without gradient */
-static ft_result ft__kto_step(ft_ctx *ctx, ft_model *m, const ft_train_opts *o, const ft_batch_data *bd, float scale, double *loss, ft_pref_stats *st) {
-    ft_batch_data half; ft_tensor *lp, *klp, *ref, *l; int64_t B = bd->B / 2, i; int old; ft_result r; int *lab;
-    if (!m->peft) return ft_set_error(FT_ERR_STATE, "train: KTO needs an adapter (the reference is the model with it off)");
-    lab = FT__CAST(int *, ft__arena_alloc(ctx, (size_t)B * sizeof(int)));
-    if (!lab) return ft_set_error(FT_ERR_NOMEM, "train: arena out of memory");
-    for (i = 0; i < B; i++) lab[i] = bd->label[i];
-    half = *bd; half.B = B;                                   /* rows 0..B-1: the real pairs */
-    if ((r = ft_sequence_logps(ctx, m, &half, 0, &lp, NULL, NULL)) != FT_OK) return r;
-    old = ft_ctx_set_grad(ctx, 0);
-    half.ids = bd->ids + B * bd->T; half.targets = bd->targets + B * bd->T;
-    r = ft_sequence_logps(ctx, m, &half, 0, &klp, NULL, NULL);
-    if (r == FT_OK) {
-        ft_peft_set_enabled(m->peft, 0);
-        r = ft_sequence_logps(ctx, m, bd, 0, &ref, NULL, NULL);
-        ft_peft_set_enabled(m->peft, 1);
-    }
-    ft_ctx_set_grad(ctx, old);
-    if (r != FT_OK) return r;
-    l = ft_kto_loss(ctx, lp, ft_view_rows(ctx, ref, 0, B), klp, ft_view_rows(ctx, ref, B, B), lab, o->beta,
-                    o->desirable_weight, o->undesirable_weight, st);
-    if (!l) return ft_set_error(ctx->status, "train: %s", ft_last_error());
-    *loss = FT__F(l)[0];
-    if (!isfinite(FT__F(l)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(l)[0]);
-    return ft_backward_from(ctx, l, &scale);
-}
-
 static void ft__shuffle(int64_t *a, int64_t n, uint64_t seed) {
     ft_rng r; int64_t i;
     ft_rng_seed(&r, seed);
@@ -10092,108 +10190,258 @@ static void ft__shuffle(int64_t *a, int64_t n, uint64_t seed) {
     for (i = n - 1; i > 0; i--) { int64_t j = (int64_t)(ft_rng_u64(&r) % (uint64_t)(i + 1)), t = a[i]; a[i] = a[j]; a[j] = t; }
 }
 
-/* ---- the SFT / continued-pretraining loop ------------------------------------------------------------
-   Each optimizer step: grad_accum micro-batches of `batch` examples (shuffled per epoch with the
-   seed), the loss of each scaled by 1/grad_accum, global-norm clipping, one AdamW/SGD step at the
-   scheduled rate. A non-finite loss or gradient stops the step (abort, or skip and go on).
-   Checkpoints hold everything to resume the same curve. */
-FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_dataset *train, const ft_train_opts *opts, ft_train_state *state) {
-    ft_train_opts o = *opts; ft_optim *opt = NULL; ft_batch_data bd; ft_result r = FT_OK; int64_t *order = NULL, n = ft_dataset_size(train);
-    ft_train_state st; double t_start = ft_time_seconds(), tok_window = 0, t_window = t_start; int64_t step_tokens, first_step;
-    if (o.batch <= 0) o.batch = 4;
-    if (o.seq_len <= 0) o.seq_len = 512;
-    if (o.grad_accum <= 0) o.grad_accum = 1;
-    if (o.steps <= 0) o.steps = (o.epochs > 0 ? o.epochs : 1) * ((n + o.batch * o.grad_accum - 1) / (o.batch * o.grad_accum));
-    if (o.lr <= 0) o.lr = 2e-4f;
-    if (o.beta <= 0) o.beta = o.objective == FT_OBJ_SIMPO ? 2.0f : 0.1f;
-    if (o.objective == FT_OBJ_SIMPO && o.gamma == 0) o.gamma = 0.5f;
-    if (o.desirable_weight <= 0) o.desirable_weight = 1.0f;
-    if (o.undesirable_weight <= 0) o.undesirable_weight = 1.0f;
-    if (o.objective != FT_OBJ_SFT && o.pack) return ft_set_error(FT_ERR_INVALID, "train: preference objectives do not pack");
-    memset(&bd, 0, sizeof bd);
-    memset(&st, 0, sizeof st);
-    st.data_seed = o.seed ? o.seed : 1;
-    if ((r = ft_optim_init(&opt, P, &o.optim)) != FT_OK) return r;
-    if (o.lr_scale_b != 0) {                          /* LoRA+: a larger rate for every B */
-        int i;
-        for (i = 0; i < P->n; i++) if (strstr(P->t[i]->name, "lora_B")) ft_optim_set_lr_scale(opt, P->t[i], o.lr_scale_b);
+/* ---- the objective table: one row per ft_objective, in the enum's order ------------------------------
+   A row: its name, how a micro-batch is made, the examples it reads, whether it needs the
+   reference, whether its pairs are compared by per-token means, its defaults (lr, beta, gamma,
+   label smoothing), its pairwise loss, what it logs. A new pairwise loss is one row here and one
+   function above; ft_train_opts.custom takes a row of your own. */
+#define FT__PAIR_METRICS "rewards/chosen,rewards/rejected,rewards/margins,rewards/accuracies,logps/chosen,logps/rejected"
+#define FT__RL_METRICS "reward,reward_std,kl,completion_length"
+#define FT__DPO_ROW(nm, avg, ls, fn, about) \
+    {nm, FT_KIND_PAIRS, FT_DATA_PREFERENCE, 1, avg, 5e-5f, 0.1f, 0, ls, fn, FT__PAIR_METRICS, about}
+static const ft_objective_def ft__objectives[] = {
+    {"sft", FT_KIND_TOKENS, FT_DATA_AUTO, 0, 0, 2e-4f, 0, 0, 0, NULL, "loss", "supervised fine-tuning: cross-entropy on the answer tokens"},
+    {"cpt", FT_KIND_TOKENS, FT_DATA_TEXT, 0, 0, 2e-4f, 0, 0, 0, NULL, "loss", "continued pretraining: cross-entropy on every token, packed rows"},
+    FT__DPO_ROW("dpo", 0, 0, ft__loss_dpo, "DPO: -logsig(b z); with label smoothing, cDPO"),
+    FT__DPO_ROW("ipo", 1, 0, ft__loss_ipo, "IPO: (z - 1/(2b))^2 on per-token mean log-probs"),
+    FT__DPO_ROW("hinge", 0, 0, ft__loss_hinge, "SLiC's hinge: relu(1 - b z)"),
+    FT__DPO_ROW("robust", 0, 0, ft__loss_robust, "robust DPO: unbiased under a label-noise rate (label smoothing)"),
+    FT__DPO_ROW("exo_pair", 0, 1e-3f, ft__loss_exo_pair, "EXO: reverse KL to the (1-e, e) preference"),
+    FT__DPO_ROW("nca_pair", 0, 0, ft__loss_nca_pair, "NCA: absolute likelihoods of chosen and rejected"),
+    FT__DPO_ROW("bco_pair", 0, 0, ft__loss_bco_pair, "BCO: a binary classifier of chosen against rejected"),
+    FT__DPO_ROW("sppo_hard", 0, 0, ft__loss_sppo_hard, "SPPO with hard labels: squared log-ratio targets +-1/(2b)"),
+    FT__DPO_ROW("aot", 0, 0, ft__loss_aot, "AOT: sorted policy margins against sorted reference margins"),
+    FT__DPO_ROW("aot_unpaired", 0, 0, ft__loss_aot_unpaired, "AOT unpaired: sorted chosen against sorted rejected log-ratios"),
+    FT__DPO_ROW("apo_zero", 0, 0, ft__loss_apo_zero, "APO-zero: chosen up, rejected down"),
+    FT__DPO_ROW("apo_down", 0, 0, ft__loss_apo_down, "APO-down: both down, rejected more"),
+    FT__DPO_ROW("discopop", 0, 0, ft__loss_discopop, "DiscoPOP: logistic and exponential blended by the margin"),
+    FT__DPO_ROW("sigmoid_norm", 1, 0, ft__loss_sigmoid_norm, "DPO on per-token mean log-probs"),
+    {"simpo", FT_KIND_PAIRS, FT_DATA_PREFERENCE, 0, 1, 5e-5f, 2.0f, 0.5f, 0, ft__loss_simpo, FT__PAIR_METRICS,
+     "SimPO: reference-free, per-token means with a margin gamma"},
+    {"orpo", FT_KIND_PAIRS, FT_DATA_PREFERENCE, 0, 1, 5e-5f, 0.1f, 0, 0, ft__loss_orpo, FT__PAIR_METRICS ",log_odds_ratio,log_odds_chosen",
+     "ORPO: the chosen NLL plus an odds-ratio term, no reference"},
+    {"kto", FT_KIND_KTO, FT_DATA_KTO, 1, 0, 5e-5f, 0.1f, 0, 0, NULL, FT__PAIR_METRICS ",kl", "KTO: unpaired desirable / undesirable completions"},
+    {"rm", FT_KIND_SCORES, FT_DATA_PREFERENCE, 0, 0, 5e-5f, 0, 0, 0, NULL, FT__PAIR_METRICS, "a reward model: Bradley-Terry on a scalar head"},
+    {"grpo", FT_KIND_ROLLOUTS, FT_DATA_PROMPT, 1, 0, 1e-5f, 0, 0, 0, NULL, FT__RL_METRICS ",clip_ratio/region_mean,frac_reward_zero_std",
+     "GRPO: group-normalised rewards of sampled completions, clipped ratio"},
+    {"ppo", FT_KIND_ROLLOUTS, FT_DATA_PROMPT, 1, 0, 1e-5f, 0, 0, 0, NULL, FT__RL_METRICS ",pg_loss,vf_loss,pg_clipfrac,objective/entropy,objective/rlhf_reward",
+     "PPO: a value head, GAE, clipped policy and value losses"},
+};
+typedef char ft__objectives_fit_the_enum[sizeof ft__objectives / sizeof ft__objectives[0] == FT_OBJ_COUNT ? 1 : -1];
+
+FT_API const ft_objective_def *ft_objective_get(ft_objective id) {
+    return (int)id >= 0 && id < FT_OBJ_COUNT ? &ft__objectives[id] : NULL;
+}
+FT_API const char *ft_objective_name(ft_objective id) {
+    return (int)id >= 0 && id < FT_OBJ_COUNT ? ft__objectives[id].name : "?";
+}
+FT_API int ft_objective_parse(const char *name, ft_objective *out) {
+    int i;
+    for (i = 0; i < FT_OBJ_COUNT; i++)
+        if (strcmp(name, ft__objectives[i].name) == 0) { *out = (ft_objective)i; return 1; }
+    if (strcmp(name, "sigmoid") == 0) { *out = FT_OBJ_DPO; return 1; }            /* TRL's loss_type names */
+    if (strcmp(name, "aot_pair") == 0) { *out = FT_OBJ_AOT_UNPAIRED; return 1; }  /* before TRL 1.x */
+    return 0;
+}
+
+FT_API ft_train_opts ft_train_opts_default(ft_objective objective) {
+    ft_train_opts o;
+    const ft_objective_def *d = ft_objective_get(objective);
+    memset(&o, 0, sizeof o);
+    if (!d) d = &ft__objectives[FT_OBJ_SFT];
+    o.objective = objective;
+    o.beta = d->beta; o.gamma = d->gamma; o.label_smoothing = d->label_smoothing; o.lr = d->lr;
+    o.tau = 0.05f; o.desirable_weight = 1.0f; o.undesirable_weight = 1.0f;
+    o.epochs = 1; o.batch = 4; o.seq_len = 512; o.grad_accum = 1;
+    o.pack = d->kind == FT_KIND_TOKENS && d->data == FT_DATA_TEXT;
+    o.sched = FT_SCHED_COSINE; o.max_grad_norm = 1.0f; o.seed = 1; o.save_every = 50;
+    o.optim = ft_optim_opts_default();
+    o.rl.prompts = 4; o.rl.group = objective == FT_OBJ_PPO ? 1 : 4; o.rl.max_new = 64;
+    o.rl.sample.temperature = 1.0f; o.rl.iterations = objective == FT_OBJ_PPO ? 4 : 1;
+    o.rl.grpo.epsilon = 0.2f; o.rl.grpo.agg = FT_GRPO_AGG_DAPO;
+    o.rl.ppo.kl_coef = 0.05f; o.rl.ppo.gamma = 1.0f; o.rl.ppo.lam = 0.95f; o.rl.ppo.cliprange = 0.2f;
+    o.rl.ppo.cliprange_value = 0.2f; o.rl.ppo.vf_coef = 0.1f; o.rl.ppo.kl_horizon = 10000.0f;
+    return o;
+}
+
+/* a zero field takes the default where zero is no choice (a rate, a count, a weight) */
+static void ft__train_fill(ft_train_opts *o, const ft_objective_def *d, int64_t n) {
+    ft_train_opts z = ft_train_opts_default(o->objective);
+    if (o->lr <= 0) o->lr = o->custom ? d->lr : z.lr;
+    if (o->beta <= 0) o->beta = d->beta > 0 ? d->beta : 0.1f;
+    if (o->gamma == 0) o->gamma = d->gamma;
+    if (o->label_smoothing == 0) o->label_smoothing = d->label_smoothing;
+    if (o->tau <= 0) o->tau = z.tau;
+    if (o->desirable_weight <= 0) o->desirable_weight = 1.0f;
+    if (o->undesirable_weight <= 0) o->undesirable_weight = 1.0f;
+    if (o->batch <= 0) o->batch = z.batch;
+    if (o->seq_len <= 0) o->seq_len = z.seq_len;
+    if (o->grad_accum <= 0) o->grad_accum = 1;
+    if (o->rl.prompts <= 0) o->rl.prompts = z.rl.prompts;
+    if (o->rl.group <= 0 || o->objective == FT_OBJ_PPO) o->rl.group = z.rl.group;
+    if (o->rl.max_new <= 0) o->rl.max_new = z.rl.max_new;
+    if (o->rl.iterations <= 0) o->rl.iterations = z.rl.iterations;
+    if (o->rl.sample.temperature <= 0) o->rl.sample.temperature = 1.0f;
+    if (o->rl.grpo.epsilon <= 0) o->rl.grpo.epsilon = 0.2f;
+    if (o->rl.grpo.max_completion_len <= 0) o->rl.grpo.max_completion_len = o->rl.max_new;
+    if (o->rl.ppo.kl_coef == 0) o->rl.ppo.kl_coef = z.rl.ppo.kl_coef;
+    if (o->rl.ppo.gamma <= 0) o->rl.ppo.gamma = 1.0f;
+    if (o->rl.ppo.lam <= 0) o->rl.ppo.lam = z.rl.ppo.lam;
+    if (o->rl.ppo.cliprange <= 0) o->rl.ppo.cliprange = z.rl.ppo.cliprange;
+    if (o->rl.ppo.cliprange_value <= 0) o->rl.ppo.cliprange_value = z.rl.ppo.cliprange_value;
+    if (o->rl.ppo.vf_coef <= 0) o->rl.ppo.vf_coef = z.rl.ppo.vf_coef;
+    if (o->rl.ppo.kl_horizon <= 0) o->rl.ppo.kl_horizon = z.rl.ppo.kl_horizon;
+    if (o->steps <= 0) {                              /* epochs over the data */
+        int64_t per_step = d->kind == FT_KIND_ROLLOUTS ? o->rl.prompts : o->batch;
+        per_step *= o->grad_accum;
+        o->steps = (o->epochs > 0 ? o->epochs : 1) * ((n + per_step - 1) / per_step);
     }
-    if (o.resume_from && (r = ft_checkpoint_load(o.resume_from, P, opt, &ctx->rng, &st)) != FT_OK) { ft_optim_free(opt); return r; }
-    first_step = st.step;
-    order = FT__CAST(int64_t *, FT_MALLOC((size_t)n * sizeof(int64_t)));
-    if (!order) { ft_optim_free(opt); return ft_set_error(FT_ERR_NOMEM, "train: out of memory"); }
-    ft__shuffle(order, n, st.data_seed + (uint64_t)st.epoch * 0x9e3779b97f4a7c15ull);
-    while (st.step < o.steps && r == FT_OK) {
-        double loss_sum = 0, gnorm; int a; float lr; int bad = 0; ft_pref_stats pst;
-        memset(&pst, 0, sizeof pst);
-        step_tokens = 0;
-        ft_params_zero_grad(P);
-        for (a = 0; a < o.grad_accum && r == FT_OK; a++) {
-            double l = 0; int64_t b, T = 1, j;
-            if (st.data_pos >= n) {                   /* next epoch, new order */
-                st.epoch++; st.data_pos = 0;
-                ft__shuffle(order, n, st.data_seed + (uint64_t)st.epoch * 0x9e3779b97f4a7c15ull);
-            }
-            b = FT__MIN(o.batch, n - st.data_pos);
-            if (o.objective == FT_OBJ_KTO) {          /* unpaired feedback, mismatched pairs for the KL point */
-                if ((r = ft_batch_build_kto(&bd, train, order + st.data_pos, b, o.seq_len, 0)) != FT_OK) break;
-                st.data_pos += b;
-                ft_ctx_reset(ctx);
-                r = ft__kto_step(ctx, m, &o, &bd, 1.0f / (float)o.grad_accum, &l, &pst);
-            } else if (o.objective != FT_OBJ_SFT) {   /* preference pairs */
-                for (j = 0; j < b; j++) { const ft_example *e = ft_dataset_get(train, order[st.data_pos + j]); T = FT__MAX(T, FT__MIN(FT__MAX(e->n, e->n2), o.seq_len)); }
-                if ((r = ft_batch_build_pairs(&bd, train, order + st.data_pos, b, T, 0)) != FT_OK) break;
-                st.data_pos += b;
-                ft_ctx_reset(ctx);
-                r = ft__pref_step(ctx, m, &o, &bd, 1.0f / (float)o.grad_accum, &l, &pst);
-            } else {
-            if (o.pack) T = o.seq_len;
-            else for (j = 0; j < b; j++) T = FT__MAX(T, FT__MIN(ft_dataset_get(train, order[st.data_pos + j])->n, o.seq_len));
-            if ((r = ft_batch_build(&bd, train, order + st.data_pos, n - st.data_pos, o.pack ? o.batch : b, T, o.pack, 0)) != FT_OK) break;
-            st.data_pos += bd.used;
-            ft_ctx_reset(ctx);
-            r = ft__batch_loss(ctx, m, &bd, o.pack, 1.0f / (float)o.grad_accum, 1, &l);
-            }
-            if (r == FT_ERR_NUMERIC) { bad = 1; r = FT_OK; break; }
-            loss_sum += l / o.grad_accum;
-            step_tokens += bd.n_tokens;
-        }
-        if (r != FT_OK) break;
-        gnorm = ft_params_grad_norm(P);
-        if (bad || !isfinite(gnorm)) {
-            char msg[1100];
-            snprintf(msg, sizeof msg, "train: step %lld: non-finite %s (%s)", (long long)st.step + 1, bad ? "loss" : "gradient", bad ? ft_last_error() : "norm");
-            if (!o.skip_nonfinite) { r = ft_set_error(FT_ERR_NUMERIC, "%s; stopped before the update (the weights are intact)", msg); break; }
-            ft_log_message(ctx, 1, "%s; step skipped", msg);
-            ft_params_zero_grad(P);
-            st.step++;
-            continue;
-        }
-        if (o.max_grad_norm > 0 && gnorm > o.max_grad_norm) ft_params_scale_grad(P, (float)(o.max_grad_norm / (gnorm + 1e-6)));
-        lr = ft_lr_at(o.sched, o.lr, st.step, o.warmup, o.steps, o.min_lr_ratio);
-        if ((r = ft_optim_step(opt, lr)) != FT_OK) break;
-        st.step++; st.tokens += (double)step_tokens; tok_window += (double)step_tokens;
-        {
-            ft_step_info info; double now = ft_time_seconds();
-            memset(&info, 0, sizeof info);
-            info.step = st.step; info.steps = o.steps; info.epoch = st.epoch; info.loss = loss_sum; info.lr = lr; info.grad_norm = gnorm;
-            info.tokens = st.tokens; info.tokens_per_s = tok_window / FT__MAX(now - t_window, 1e-9);
-            info.elapsed_s = now - t_start;
-            info.eta_s = info.elapsed_s / (double)FT__MAX(st.step - first_step, 1) * (double)(o.steps - st.step);
-            info.eval_loss = NAN; info.pref = pst;
-            if (o.eval && o.eval_every > 0 && (st.step % o.eval_every == 0 || st.step == o.steps))
-                if ((r = ft_eval_loss(ctx, m, o.eval, o.batch, o.seq_len, &info.eval_loss, NULL)) != FT_OK) break;
-            if (o.on_step && o.on_step(o.user, &info)) r = ft_set_error(FT_ERR_STATE, "train: stopped by the step callback at step %lld", (long long)st.step);
-            t_window = ft_time_seconds(); tok_window = 0;
-        }
-        if (r == FT_OK && o.checkpoint_path && o.save_every > 0 && (st.step % o.save_every == 0 || st.step == o.steps))
-            r = ft_checkpoint_save(o.checkpoint_path, P, opt, &ctx->rng, &st);
+}
+
+/* ---- the training loop's state, shared with the micro-batch makers --------------------------------- */
+typedef struct ft__rl_buf ft__rl_buf;
+typedef struct ft__trainer {
+    ft_ctx *ctx; ft_model *m; ft_params *P; const ft_dataset *data;
+    ft_train_opts o;                /* with its defaults filled in                                 */
+    const ft_objective_def *def;
+    ft_optim *opt;
+    ft_batch_data bd;
+    int64_t *order, n;              /* the data order of the current epoch                         */
+    ft_train_state st;
+    int64_t first_step;
+    double t_start, t_window, tok_window;
+    int64_t step_tokens;            /* this step's                                                 */
+    ft_pref_stats pref;             /* this step's (last micro-batch)                             */
+    ft_rl_stats rl;
+    ft__rl_buf *ro;                 /* rollouts: one batch per micro-batch slot, reused for
+                                       rl.iterations steps                                        */
+} ft__trainer;
+
+/* the next examples of the data order, `want` of them or as many as the epoch has left; a new
+   shuffled epoch when it has none left (exact: fewer than `want`) */
+static const int64_t *ft__take(ft__trainer *t, int64_t want, int exact, int64_t *got) {
+    if (t->st.data_pos >= t->n || (exact && t->st.data_pos + want > t->n)) {
+        t->st.epoch++;
+        t->st.data_pos = 0;
+        ft__shuffle(t->order, t->n, t->st.data_seed + (uint64_t)t->st.epoch * 0x9e3779b97f4a7c15ull);
     }
-    if (state) *state = st;
-    FT_FREE(order); ft_batch_data_free(&bd); ft_optim_free(opt);
+    *got = FT__MIN(want, t->n - t->st.data_pos);
+    return t->order + t->st.data_pos;
+}
+
+/* the loss (1) of a micro-batch: its value, the NaN guard, its backward scaled by 1/grad_accum */
+static ft_result ft__micro_backward(ft_ctx *ctx, ft_tensor *l, float scale, double *loss) {
+    if (!l) return ft_set_error(ctx->status ? ctx->status : FT_ERR_NOMEM, "train: %s", ft_last_error());
+    *loss = FT__F(l)[0];
+    if (!isfinite(FT__F(l)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(l)[0]);
+    return ft_backward_from(ctx, l, &scale);
+}
+
+/* rows of `batch` examples (or packed rows of seq_len), next-token cross-entropy */
+static ft_result ft__micro_tokens(ft__trainer *t, int slot, float scale, double *loss) {
+    int64_t b, T = 1, j;
+    const int64_t *ord = ft__take(t, t->o.batch, 0, &b);
+    ft_result r;
+    (void)slot;
+    if (t->o.pack) T = t->o.seq_len;
+    else for (j = 0; j < b; j++) T = FT__MAX(T, FT__MIN(ft_dataset_get(t->data, ord[j])->n, t->o.seq_len));
+    r = ft_batch_build(&t->bd, t->data, ord, t->n - t->st.data_pos, t->o.pack ? t->o.batch : b, T, t->o.pack, 0);
+    if (r != FT_OK) return r;
+    t->st.data_pos += t->bd.used;
+    t->step_tokens += t->bd.n_tokens;
+    ft_ctx_reset(t->ctx);
+    return ft__batch_loss(t->ctx, t->m, &t->bd, t->o.pack, scale, 1, loss);
+}
+
+/* the next preference pairs as rows: chosen 0..b-1, rejected b..2b-1 */
+static ft_result ft__pair_rows(ft__trainer *t, int64_t *b) {
+    int64_t T = 1, j;
+    const int64_t *ord = ft__take(t, t->o.batch, 0, b);
+    ft_result r;
+    for (j = 0; j < *b; j++) {
+        const ft_example *e = ft_dataset_get(t->data, ord[j]);
+        T = FT__MAX(T, FT__MIN(FT__MAX(e->n, e->n2), t->o.seq_len));
+    }
+    if ((r = ft_batch_build_pairs(&t->bd, t->data, ord, *b, T, 0)) != FT_OK) return r;
+    t->st.data_pos += *b;
+    t->step_tokens += t->bd.n_tokens;
+    ft_ctx_reset(t->ctx);
+    return FT_OK;
+}
+
+/* the reference's log-probs of the rows: the same model with the adapter off, no gradient */
+static ft_result ft__reference_logps(ft__trainer *t, const ft_batch_data *bd, ft_tensor **sum, ft_tensor **mean) {
+    ft_result r;
+    int old;
+    if (!t->m->peft) return ft_set_error(FT_ERR_STATE, "train: %s needs an adapter (the reference is the model with it off)", t->def->name);
+    old = ft_ctx_set_grad(t->ctx, 0);
+    ft_peft_set_enabled(t->m->peft, 0);
+    r = ft_sequence_logps(t->ctx, t->m, bd, 0, sum, mean, NULL);
+    ft_peft_set_enabled(t->m->peft, 1);
+    ft_ctx_set_grad(t->ctx, old);
     return r;
 }
 
+/* pairs: the policy's (and the reference's) log-probs of chosen and rejected -> the row's loss */
+static ft_result ft__micro_pairs(ft__trainer *t, int slot, float scale, double *loss) {
+    ft_ctx *ctx = t->ctx; ft_pair_logps lp; ft_tensor *sum, *mean, *rs, *rm, *l;
+    int64_t b, i, tot = 0, *cnt; ft_result r; int avg = t->def->averaged;
+    (void)slot;
+    if ((r = ft__pair_rows(t, &b)) != FT_OK) return r;
+    cnt = FT__CAST(int64_t *, ft__arena_alloc(ctx, (size_t)(2 * b) * sizeof(int64_t)));
+    if (!cnt) return ft_set_error(FT_ERR_NOMEM, "train: arena out of memory");
+    if ((r = ft_sequence_logps(ctx, t->m, &t->bd, 0, &sum, &mean, cnt)) != FT_OK) return r;
+    memset(&lp, 0, sizeof lp);
+    lp.chosen = ft_view_rows(ctx, avg ? mean : sum, 0, b);
+    lp.rejected = ft_view_rows(ctx, avg ? mean : sum, b, b);
+    lp.len_chosen = cnt;
+    lp.len_rejected = cnt + b;
+    for (i = 0; i < b; i++) tot += cnt[i];
+    lp.nll = ft_scale(ctx, ft_sum(ctx, ft_view_rows(ctx, sum, 0, b)), -1.0f / (float)FT__MAX(tot, 1));
+    if (t->def->reference) {
+        if ((r = ft__reference_logps(t, &t->bd, &rs, &rm)) != FT_OK) return r;
+        lp.ref_chosen = ft_view_rows(ctx, avg ? rm : rs, 0, b);
+        lp.ref_rejected = ft_view_rows(ctx, avg ? rm : rs, b, b);
+    }
+    l = t->def->pair_loss(ctx, &lp, &t->o, &t->pref);
+    return ft__micro_backward(ctx, l, scale, loss);
+}
+
+/* a reward model: Bradley-Terry on the head's scores of chosen and rejected */
+static ft_result ft__micro_scores(ft__trainer *t, int slot, float scale, double *loss) {
+    ft_tensor *rw, *l; int64_t b; ft_result r;
+    (void)slot;
+    if ((r = ft__pair_rows(t, &b)) != FT_OK) return r;
+    if ((r = ft_sequence_rewards(t->ctx, t->m, &t->bd, &rw)) != FT_OK) return r;
+    l = ft_rm_loss(t->ctx, ft_view_rows(t->ctx, rw, 0, b), ft_view_rows(t->ctx, rw, b, b), NULL, t->o.rm_center, &t->pref);
+    return ft__micro_backward(t->ctx, l, scale, loss);
+}
+
+/* KTO (rows from ft_batch_build_kto): the policy's log-probs of the real pairs on the tape; the
+   mismatched pairs under the policy and everything under the reference without gradient */
+static ft_result ft__micro_kto(ft__trainer *t, int slot, float scale, double *loss) {
+    ft_ctx *ctx = t->ctx; ft_batch_data half; ft_tensor *lp, *klp, *ref, *l; int64_t B, i; int old, *lab; ft_result r;
+    const int64_t *ord = ft__take(t, t->o.batch, 0, &B);
+    (void)slot;
+    if ((r = ft_batch_build_kto(&t->bd, t->data, ord, B, t->o.seq_len, 0)) != FT_OK) return r;
+    t->st.data_pos += B;
+    t->step_tokens += t->bd.n_tokens;
+    ft_ctx_reset(ctx);
+    lab = FT__CAST(int *, ft__arena_alloc(ctx, (size_t)B * sizeof(int)));
+    if (!lab) return ft_set_error(FT_ERR_NOMEM, "train: arena out of memory");
+    for (i = 0; i < B; i++) lab[i] = t->bd.label[i];
+    half = t->bd; half.B = B;                                 /* rows 0..B-1: the real pairs */
+    if ((r = ft_sequence_logps(ctx, t->m, &half, 0, &lp, NULL, NULL)) != FT_OK) return r;
+    old = ft_ctx_set_grad(ctx, 0);
+    half.ids = t->bd.ids + B * t->bd.T; half.targets = t->bd.targets + B * t->bd.T;
+    r = ft_sequence_logps(ctx, t->m, &half, 0, &klp, NULL, NULL);
+    ft_ctx_set_grad(ctx, old);
+    if (r == FT_OK) r = ft__reference_logps(t, &t->bd, &ref, NULL);
+    if (r != FT_OK) return r;
+    l = ft_kto_loss(ctx, lp, ft_view_rows(ctx, ref, 0, B), klp, ft_view_rows(ctx, ref, B, B), lab, t->o.beta,
+                    t->o.desirable_weight, t->o.undesirable_weight, &t->pref);
+    return ft__micro_backward(ctx, l, scale, loss);
+}
 /* held-out preference accuracy: the fraction of pairs where the chosen answer wins, and the mean
    margin. implicit 1: by DPO's (and KTO's) implicit reward, beta times the policy - reference
    log-ratio (the reference: the adapter off); 2: by beta times the policy's length-averaged
@@ -10520,117 +10768,214 @@ done:
     return r;
 }
 
-FT_API ft_result ft_train_rl(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_dataset *d, const ft_rl_opts *opts) {
-    ft_rl_opts o = *opts; ft_optim *opt = NULL; ft_result r = FT_OK; int64_t step, *order, n = ft_dataset_size(d), pos = 0, epoch = 0;
-    double t0 = ft_time_seconds();
-    if (!m->peft) return ft_set_error(FT_ERR_STATE, "rl: the policy needs an adapter (the reference is the model with it off)");
-    if (ft_dataset_format(d) != FT_DATA_PROMPT) return ft_set_error(FT_ERR_INVALID, "rl: the prompts must be prompt data ({\"prompt\", \"answer\"})");
-    if (o.n_rewards < 1 && o.algo == FT_RL_GRPO) return ft_set_error(FT_ERR_INVALID, "rl: no reward function");
-    if (o.prompts <= 0) o.prompts = 4;
-    if (o.group <= 0) o.group = o.algo == FT_RL_GRPO ? 4 : 1;
-    if (o.algo == FT_RL_PPO) o.group = 1;
-    if (o.max_new <= 0) o.max_new = 64;
-    if (o.iterations <= 0) o.iterations = o.algo == FT_RL_PPO ? 4 : 1;
-    if (o.lr <= 0) o.lr = 1e-5f;
-    if (o.sample.temperature <= 0) o.sample.temperature = 1.0f;
-    if (o.grpo.epsilon <= 0) o.grpo.epsilon = 0.2f;
-    if (o.grpo.max_completion_len <= 0) o.grpo.max_completion_len = o.max_new;
-    if (o.ppo.kl_coef == 0) o.ppo.kl_coef = 0.05f;
-    if (o.ppo.gamma <= 0) o.ppo.gamma = 1.0f;
-    if (o.ppo.lam <= 0) o.ppo.lam = 0.95f;
-    if (o.ppo.cliprange <= 0) o.ppo.cliprange = 0.2f;
-    if (o.ppo.cliprange_value <= 0) o.ppo.cliprange_value = 0.2f;
-    if (o.ppo.vf_coef <= 0) o.ppo.vf_coef = 0.1f;
-    if (n < 1) return ft_set_error(FT_ERR_INVALID, "rl: no prompts");
-    o.prompts = FT__MIN(o.prompts, n);
-    if ((r = ft_optim_init(&opt, P, &o.optim)) != FT_OK) return r;
-    order = FT__CAST(int64_t *, FT_MALLOC((size_t)n * sizeof(int64_t)));
-    if (!order) { ft_optim_free(opt); return ft_set_error(FT_ERR_NOMEM, "rl: out of memory"); }
-    ft__shuffle(order, n, o.seed ? o.seed : 1);
-    ft_rng_seed(&ctx->rng, o.seed ? o.seed : 1);
-    for (step = 0; step < o.steps && r == FT_OK; step++) {
-        ft__rl_batch rb; ft_rl_stats st; int it; double loss = 0, gnorm = 0; float lr; int64_t i, NT;
-        float *old = NULL, *ref = NULL; ft_ppo_batch pb; int64_t *seqlen = NULL;
-        memset(&rb, 0, sizeof rb); memset(&st, 0, sizeof st); memset(&pb, 0, sizeof pb);
-        if (pos + o.prompts > n) { pos = 0; epoch++; ft__shuffle(order, n, (o.seed ? o.seed : 1) + (uint64_t)epoch * 0x9e3779b97f4a7c15ull); }
-        if ((r = ft__rl_rollout(ctx, m, d, order + pos, o.prompts, &o, o.group, &rb, &st)) != FT_OK) { ft__rl_batch_free(&rb); break; }
-        pos += o.prompts;
-        NT = rb.n * rb.Tr;
-        old = FT__CAST(float *, FT_MALLOC((size_t)NT * 2 * sizeof(float)));
-        if (!old) { ft__rl_batch_free(&rb); r = ft_set_error(FT_ERR_NOMEM, "rl: out of memory"); break; }
-        ref = old + NT;
-        {   /* the rollout policy's and the reference's log-probs (and PPO's values), no gradient */
-            int g = ft_ctx_set_grad(ctx, 0); ft_tensor *lp, *val = NULL;
-            ft_ctx_reset(ctx);
-            r = ft__rl_logps(ctx, m, &rb, &lp, o.algo == FT_RL_PPO ? &val : NULL);
-            if (r == FT_OK) {
-                memcpy(old, lp->data, (size_t)NT * sizeof(float));
-                if (val) {
-                    pb.values = FT__CAST(float *, FT_MALLOC((size_t)NT * 5 * sizeof(float) + (size_t)NT * 2));
-                    seqlen = FT__CAST(int64_t *, FT_MALLOC((size_t)rb.n * sizeof(int64_t)));
-                    if (!pb.values || !seqlen) r = ft_set_error(FT_ERR_NOMEM, "rl: out of memory");
-                    else memcpy(pb.values, val->data, (size_t)NT * sizeof(float));
-                }
-            }
-            if (r == FT_OK && (o.algo == FT_RL_PPO || o.grpo.beta != 0)) {
-                ft_peft_set_enabled(m->peft, 0);
-                ft_ctx_reset(ctx);
-                r = ft__rl_logps(ctx, m, &rb, &lp, NULL);
-                ft_peft_set_enabled(m->peft, 1);
-                if (r == FT_OK) memcpy(ref, lp->data, (size_t)NT * sizeof(float));
-            }
-            ft_ctx_set_grad(ctx, g);
-        }
-        if (r == FT_OK && o.algo == FT_RL_GRPO) ft_grpo_advantages(rb.reward, o.prompts, o.group, o.scale, rb.adv, &st);
-        if (r == FT_OK && o.algo == FT_RL_PPO) {
-            double sum = 0;
-            pb.B = rb.n; pb.T = rb.Tr; pb.logprobs = old; pb.ref = ref; pb.scores = rb.reward;
-            pb.kl = pb.values + NT; pb.rewards = pb.kl + NT; pb.advantages = pb.rewards + NT; pb.returns = pb.advantages + NT;
-            pb.pad = FT__CAST(unsigned char *, pb.returns + NT); pb.pad_p1 = pb.pad + NT;
-            for (i = 0; i < rb.n; i++) { seqlen[i] = FT__MAX(rb.gen_len[i], 1) - 1; sum += rb.reward[i]; }
-            pb.seqlen = seqlen;
-            ft_ppo_prepare(&pb, &o.ppo, &st);
-            o.ppo.kl_coef = ft_ppo_adapt_kl(o.ppo.kl_coef, st.kl, rb.n, o.ppo.kl_target, o.ppo.kl_horizon);   /* for the next batch */
-            st.reward = sum / (double)rb.n;
-            for (sum = 0, i = 0; i < rb.n; i++) sum += (rb.reward[i] - st.reward) * (rb.reward[i] - st.reward);
-            st.reward_std = rb.n > 1 ? sqrt(sum / (double)(rb.n - 1)) : 0;
-        }
-        lr = ft_lr_at(o.sched, o.lr, step, o.warmup, o.steps, 0);
-        for (it = 0; it < o.iterations && r == FT_OK; it++) {         /* updates on this batch */
-            ft_tensor *lp, *val = NULL, *l; ft_rl_stats ls = st;
-            ft_params_zero_grad(P);
-            ft_ctx_reset(ctx);
-            if ((r = ft__rl_logps(ctx, m, &rb, &lp, o.algo == FT_RL_PPO ? &val : NULL)) != FT_OK) break;
-            if (o.algo == FT_RL_GRPO) {
-                ft_grpo_opts go = o.grpo;
-                if (go.agg == FT_GRPO_AGG_DAPO && go.num_items <= 0) { double s = 0; for (i = 0; i < NT; i++) s += rb.mask[i]; go.num_items = (int64_t)s; }
-                l = ft_grpo_loss(ctx, lp, o.iterations > 1 ? old : NULL, o.grpo.beta != 0 ? ref : NULL, rb.adv, rb.mask, &go, &ls);
-            } else l = ft_ppo_loss(ctx, lp, val, &pb, &o.ppo, &ls);
-            if (!l) { r = ft_set_error(ctx->status, "rl: %s", ft_last_error()); break; }
-            loss = FT__F(l)[0];
-            if (!isfinite(loss)) { r = ft_set_error(FT_ERR_NUMERIC, "rl: step %lld: the loss is %g; stopped before the update", (long long)step + 1, loss); break; }
-            if ((r = ft_backward(ctx, l)) != FT_OK) break;
-            gnorm = ft_params_grad_norm(P);
-            if (!isfinite(gnorm)) { r = ft_set_error(FT_ERR_NUMERIC, "rl: step %lld: non-finite gradient; stopped before the update", (long long)step + 1); break; }
-            if (o.max_grad_norm > 0 && gnorm > o.max_grad_norm) ft_params_scale_grad(P, (float)(o.max_grad_norm / (gnorm + 1e-6)));
-            if ((r = ft_optim_step(opt, lr)) != FT_OK) break;
-            {                                                 /* metrics of the last pass (the first has ratio 1) */
-                st.kl = o.algo == FT_RL_GRPO ? ls.kl : st.kl;
-                st.clip_low = ls.clip_low; st.clip_high = ls.clip_high; st.clip_region = ls.clip_region;
-                st.pg_loss = ls.pg_loss; st.vf_loss = ls.vf_loss; st.pg_clipfrac = ls.pg_clipfrac; st.vf_clipfrac = ls.vf_clipfrac;
-                st.approxkl = ls.approxkl; st.ratio_mean = ls.ratio_mean;
-            }
-        }
-        if (r == FT_OK && o.on_step) {
-            ft_rl_step_info info; double now = ft_time_seconds();
-            memset(&info, 0, sizeof info);
-            info.step = step + 1; info.steps = o.steps; info.loss = loss; info.lr = lr; info.grad_norm = gnorm; info.st = st;
-            info.elapsed_s = now - t0; info.eta_s = info.elapsed_s / (double)(step + 1) * (double)(o.steps - step - 1);
-            if (o.on_step(o.user, &info)) r = ft_set_error(FT_ERR_STATE, "rl: stopped by the step callback at step %lld", (long long)step + 1);
-        }
-        FT_FREE(old); FT_FREE(pb.values); FT_FREE(seqlen); ft__rl_batch_free(&rb);
+/* ---- GRPO and PPO micro-batches: a rollout batch per micro-batch slot, made every rl.iterations
+   steps and used by each of them (GRPO's num_iterations, PPO's epochs) ------------------------------ */
+struct ft__rl_buf {
+    ft__rl_batch rb;
+    float *old, *ref;               /* (n, Tr) the rollout policy's and the reference's log-probs  */
+    ft_ppo_batch pb;                /* PPO: values, KL, rewards, advantages, returns, masks        */
+    float *ppo_mem; int64_t *seqlen;
+    ft_rl_stats st;                 /* the rollout's: reward, its spread, length, KL, ...         */
+};
+static void ft__rl_buf_free(ft__rl_buf *b) {
+    ft__rl_batch_free(&b->rb);
+    FT_FREE(b->old); FT_FREE(b->ppo_mem); FT_FREE(b->seqlen);
+    memset(b, 0, sizeof *b);
+}
+
+/* the rollout policy's log-probs (and PPO's values) and the reference's, without gradient */
+static ft_result ft__rl_old_logps(ft__trainer *t, ft__rl_buf *b, int64_t NT) {
+    ft_ctx *ctx = t->ctx; ft_tensor *lp, *val = NULL; ft_result r; int ppo = t->o.objective == FT_OBJ_PPO;
+    int g = ft_ctx_set_grad(ctx, 0);
+    ft_ctx_reset(ctx);
+    r = ft__rl_logps(ctx, t->m, &b->rb, &lp, ppo ? &val : NULL);
+    if (r == FT_OK) memcpy(b->old, lp->data, (size_t)NT * sizeof(float));
+    if (r == FT_OK && ppo) memcpy(b->ppo_mem, val->data, (size_t)NT * sizeof(float));
+    if (r == FT_OK && (ppo || t->o.rl.grpo.beta != 0)) {
+        ft_peft_set_enabled(t->m->peft, 0);
+        ft_ctx_reset(ctx);
+        r = ft__rl_logps(ctx, t->m, &b->rb, &lp, NULL);
+        ft_peft_set_enabled(t->m->peft, 1);
+        if (r == FT_OK) memcpy(b->ref, lp->data, (size_t)NT * sizeof(float));
     }
-    FT_FREE(order); ft_optim_free(opt);
+    ft_ctx_set_grad(ctx, g);
+    return r;
+}
+
+/* PPO's batch (TRL 1.9): KL-penalised rewards at the current kl_coef (st.obj[0]), GAE, whitening;
+   then the adaptive controller moves kl_coef for the next batch */
+static void ft__rl_ppo_prepare(ft__trainer *t, ft__rl_buf *b, int64_t NT) {
+    ft_ppo_opts po = t->o.rl.ppo; int64_t i, n = b->rb.n; double sum = 0, var = 0;
+    b->pb.B = n; b->pb.T = b->rb.Tr; b->pb.logprobs = b->old; b->pb.ref = b->ref; b->pb.scores = b->rb.reward;
+    b->pb.values = b->ppo_mem; b->pb.kl = b->pb.values + NT; b->pb.rewards = b->pb.kl + NT;
+    b->pb.advantages = b->pb.rewards + NT; b->pb.returns = b->pb.advantages + NT;
+    b->pb.pad = FT__CAST(unsigned char *, b->pb.returns + NT); b->pb.pad_p1 = b->pb.pad + NT;
+    for (i = 0; i < n; i++) { b->seqlen[i] = FT__MAX(b->rb.gen_len[i], 1) - 1; sum += b->rb.reward[i]; }
+    b->pb.seqlen = b->seqlen;
+    po.kl_coef = (float)t->st.obj[0];
+    ft_ppo_prepare(&b->pb, &po, &b->st);
+    t->st.obj[0] = ft_ppo_adapt_kl(po.kl_coef, b->st.kl, n, po.kl_target, po.kl_horizon);
+    b->st.reward = sum / (double)n;
+    for (i = 0; i < n; i++) var += (b->rb.reward[i] - b->st.reward) * (b->rb.reward[i] - b->st.reward);
+    b->st.reward_std = n > 1 ? sqrt(var / (double)(n - 1)) : 0;
+}
+
+/* a new rollout batch in slot b: rl.prompts prompts (all from one epoch), rl.group completions
+   each, their rewards, the old and reference log-probs, then GRPO's advantages or PPO's batch */
+static ft_result ft__rl_make(ft__trainer *t, ft__rl_buf *b) {
+    int64_t got, NT; ft_result r; int ppo = t->o.objective == FT_OBJ_PPO;
+    const int64_t *ord = ft__take(t, t->o.rl.prompts, 1, &got);
+    ft__rl_buf_free(b);
+    r = ft__rl_rollout(t->ctx, t->m, t->data, ord, got, &t->o.rl, t->o.rl.group, &b->rb, &b->st);
+    t->st.data_pos += got;
+    if (r != FT_OK) return r;
+    NT = b->rb.n * b->rb.Tr;
+    b->old = FT__CAST(float *, FT_MALLOC((size_t)NT * 2 * sizeof(float)));
+    if (ppo) {
+        b->ppo_mem = FT__CAST(float *, FT_MALLOC((size_t)NT * 5 * sizeof(float) + (size_t)NT * 2));
+        b->seqlen = FT__CAST(int64_t *, FT_MALLOC((size_t)b->rb.n * sizeof(int64_t)));
+    }
+    if (!b->old || (ppo && (!b->ppo_mem || !b->seqlen))) return ft_set_error(FT_ERR_NOMEM, "rl: out of memory");
+    b->ref = b->old + NT;
+    if ((r = ft__rl_old_logps(t, b, NT)) != FT_OK) return r;
+    if (ppo) ft__rl_ppo_prepare(t, b, NT);
+    else ft_grpo_advantages(b->rb.reward, got, t->o.rl.group, t->o.rl.scale, b->rb.adv, &b->st);
+    t->step_tokens += NT;
+    return FT_OK;
+}
+
+/* GRPO / PPO: the loss of this slot's rollout batch under the current policy */
+static ft_result ft__micro_rollouts(ft__trainer *t, int slot, float scale, double *loss) {
+    ft_ctx *ctx = t->ctx; ft__rl_buf *b = &t->ro[slot]; ft_tensor *lp, *val = NULL, *l; ft_rl_stats ls;
+    int ppo = t->o.objective == FT_OBJ_PPO; ft_result r;
+    if (!t->m->peft) return ft_set_error(FT_ERR_STATE, "rl: the policy needs an adapter (the reference is the model with it off)");
+    if (t->st.step % t->o.rl.iterations == 0 && (r = ft__rl_make(t, b)) != FT_OK) return r;
+    ls = b->st;
+    ft_ctx_reset(ctx);
+    if ((r = ft__rl_logps(ctx, t->m, &b->rb, &lp, ppo ? &val : NULL)) != FT_OK) return r;
+    if (ppo) {
+        ft_ppo_opts po = t->o.rl.ppo;
+        l = ft_ppo_loss(ctx, lp, val, &b->pb, &po, &ls);
+    } else {
+        ft_grpo_opts go = t->o.rl.grpo; int64_t i, NT = b->rb.n * b->rb.Tr;
+        if (go.agg == FT_GRPO_AGG_DAPO && go.num_items <= 0) { double s = 0; for (i = 0; i < NT; i++) s += b->rb.mask[i]; go.num_items = (int64_t)s; }
+        l = ft_grpo_loss(ctx, lp, t->o.rl.iterations > 1 ? b->old : NULL, go.beta != 0 ? b->ref : NULL, b->rb.adv, b->rb.mask, &go, &ls);
+        if (go.beta == 0) ls.kl = 0;
+    }
+    t->rl = ls;
+    return ft__micro_backward(ctx, l, scale, loss);
+}
+
+/* ---- the training loop: every objective ----------------------------------------------------------
+   Each optimizer step: grad_accum micro-batches made by the objective's kind (each loss scaled by
+   1/grad_accum), global-norm clipping, one AdamW/SGD step at the scheduled rate. A non-finite loss
+   or gradient stops the step before the update (abort, or skip and go on). Checkpoints hold
+   everything to resume the same curve bit for bit: parameters, moments, the RNG, the data order's
+   position, the objective's state (PPO's KL coefficient); for GRPO and PPO they fall between
+   rollout batches. */
+typedef ft_result (*ft__micro_fn)(ft__trainer *t, int slot, float scale, double *loss);
+static const ft__micro_fn ft__micro[] = {ft__micro_tokens, ft__micro_pairs, ft__micro_kto, ft__micro_scores, ft__micro_rollouts};
+
+static int ft__data_fits(ft_data_format want, ft_data_format have) {
+    if (want == FT_DATA_AUTO) return have == FT_DATA_INSTRUCT || have == FT_DATA_CHAT || have == FT_DATA_TEXT;
+    if (want == FT_DATA_TEXT) return have == FT_DATA_TEXT || have == FT_DATA_INSTRUCT || have == FT_DATA_CHAT;
+    return want == have;
+}
+
+static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_params *P, const ft_dataset *data, const ft_train_opts *opts) {
+    ft_result r; int i;
+    memset(t, 0, sizeof *t);
+    t->ctx = ctx; t->m = m; t->P = P; t->data = data; t->o = *opts; t->n = ft_dataset_size(data);
+    t->def = opts->custom ? opts->custom : ft_objective_get(opts->objective);
+    if (!t->def) return ft_set_error(FT_ERR_INVALID, "train: objective %d", (int)opts->objective);
+    if (t->def->kind == FT_KIND_PAIRS && !t->def->pair_loss) return ft_set_error(FT_ERR_INVALID, "train: objective %s has no pair loss", t->def->name);
+    if (t->n < 1) return ft_set_error(FT_ERR_INVALID, "train: no examples");
+    if (!ft__data_fits(t->def->data, ft_dataset_format(data)))
+        return ft_set_error(FT_ERR_INVALID, "train: %s trains on %s data, not %s", t->def->name,
+                            ft_data_format_name(t->def->data == FT_DATA_AUTO ? FT_DATA_INSTRUCT : t->def->data), ft_data_format_name(ft_dataset_format(data)));
+    if (t->o.pack && t->def->kind != FT_KIND_TOKENS) return ft_set_error(FT_ERR_INVALID, "train: %s does not pack", t->def->name);
+    if (t->def->kind == FT_KIND_ROLLOUTS && t->o.rl.n_rewards < 1 && t->o.objective == FT_OBJ_GRPO) return ft_set_error(FT_ERR_INVALID, "rl: no reward function");
+    ft__train_fill(&t->o, t->def, t->n);
+    t->o.rl.prompts = FT__MIN(t->o.rl.prompts, t->n);
+    t->st.data_seed = t->o.seed ? t->o.seed : 1;
+    t->st.obj[0] = t->o.rl.ppo.kl_coef;
+    if ((r = ft_optim_init(&t->opt, P, &t->o.optim)) != FT_OK) return r;
+    if (t->o.lr_scale_b != 0)                         /* LoRA+: a larger rate for every B */
+        for (i = 0; i < P->n; i++) if (strstr(P->t[i]->name, "lora_B")) ft_optim_set_lr_scale(t->opt, P->t[i], t->o.lr_scale_b);
+    if (t->def->kind == FT_KIND_ROLLOUTS) {
+        t->ro = FT__CAST(ft__rl_buf *, FT_MALLOC((size_t)t->o.grad_accum * sizeof(ft__rl_buf)));
+        if (!t->ro) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");
+        memset(t->ro, 0, (size_t)t->o.grad_accum * sizeof(ft__rl_buf));
+        ft_rng_seed(&ctx->rng, t->st.data_seed);      /* sampling: the run's seed */
+    }
+    if (t->o.resume_from && (r = ft_checkpoint_load(t->o.resume_from, P, t->opt, &ctx->rng, &t->st)) != FT_OK) return r;
+    t->first_step = t->st.step;
+    t->order = FT__CAST(int64_t *, FT_MALLOC((size_t)t->n * sizeof(int64_t)));
+    if (!t->order) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");
+    ft__shuffle(t->order, t->n, t->st.data_seed + (uint64_t)t->st.epoch * 0x9e3779b97f4a7c15ull);
+    t->t_start = t->t_window = ft_time_seconds();
+    return FT_OK;
+}
+
+/* after the update: the callback (with an evaluation when due), then a checkpoint when due */
+static ft_result ft__train_report(ft__trainer *t, double loss, float lr, double gnorm) {
+    ft_step_info info; double now = ft_time_seconds(); ft_result r = FT_OK; int64_t s = t->st.step;
+    int boundary = t->def->kind != FT_KIND_ROLLOUTS || s % t->o.rl.iterations == 0;
+    memset(&info, 0, sizeof info);
+    info.step = s; info.steps = t->o.steps; info.epoch = t->st.epoch; info.loss = loss; info.lr = lr; info.grad_norm = gnorm;
+    info.tokens = t->st.tokens; info.tokens_per_s = t->tok_window / FT__MAX(now - t->t_window, 1e-9);
+    info.elapsed_s = now - t->t_start;
+    info.eta_s = info.elapsed_s / (double)FT__MAX(s - t->first_step, 1) * (double)(t->o.steps - s);
+    info.eval_loss = NAN; info.pref = t->pref; info.rl = t->rl;
+    if (t->o.eval && t->o.eval_every > 0 && t->def->kind != FT_KIND_ROLLOUTS && (s % t->o.eval_every == 0 || s == t->o.steps))
+        r = ft_eval_loss(t->ctx, t->m, t->o.eval, t->o.batch, t->o.seq_len, &info.eval_loss, NULL);
+    if (r == FT_OK && t->o.on_step && t->o.on_step(t->o.user, &info))
+        r = ft_set_error(FT_ERR_STATE, "train: stopped by the step callback at step %lld", (long long)s);
+    t->t_window = ft_time_seconds();
+    t->tok_window = 0;
+    if (r == FT_OK && boundary && t->o.checkpoint_path && t->o.save_every > 0 && (s % t->o.save_every == 0 || s == t->o.steps))
+        r = ft_checkpoint_save(t->o.checkpoint_path, t->P, t->opt, &t->ctx->rng, &t->st);
+    return r;
+}
+
+static ft_result ft__train_step(ft__trainer *t) {
+    double loss = 0, gnorm; float lr; int a, bad = 0; ft_result r = FT_OK;
+    memset(&t->pref, 0, sizeof t->pref);
+    t->step_tokens = 0;
+    ft_params_zero_grad(t->P);
+    for (a = 0; a < t->o.grad_accum && r == FT_OK; a++) {
+        double l = 0;
+        r = ft__micro[t->def->kind](t, a, 1.0f / (float)t->o.grad_accum, &l);
+        if (r == FT_ERR_NUMERIC) { bad = 1; r = FT_OK; break; }
+        loss += l / t->o.grad_accum;
+    }
+    if (r != FT_OK) return r;
+    gnorm = ft_params_grad_norm(t->P);
+    if (bad || !isfinite(gnorm)) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "train: step %lld: non-finite %s (%s)", (long long)t->st.step + 1, bad ? "loss" : "gradient", bad ? ft_last_error() : "norm");
+        if (!t->o.skip_nonfinite) return ft_set_error(FT_ERR_NUMERIC, "%s; stopped before the update (the weights are intact)", msg);
+        ft_log_message(t->ctx, 1, "%s; step skipped", msg);
+        ft_params_zero_grad(t->P);
+        t->st.step++;
+        return FT_OK;
+    }
+    if (t->o.max_grad_norm > 0 && gnorm > t->o.max_grad_norm) ft_params_scale_grad(t->P, (float)(t->o.max_grad_norm / (gnorm + 1e-6)));
+    lr = ft_lr_at(t->o.sched, t->o.lr, t->st.step, t->o.warmup, t->o.steps, t->o.min_lr_ratio);
+    if ((r = ft_optim_step(t->opt, lr)) != FT_OK) return r;
+    t->st.step++;
+    t->st.tokens += (double)t->step_tokens;
+    t->tok_window += (double)t->step_tokens;
+    return ft__train_report(t, loss, lr, gnorm);
+}
+
+FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_dataset *train, const ft_train_opts *opts, ft_train_state *state) {
+    ft__trainer t; ft_result r; int a;
+    r = ft__train_begin(&t, ctx, m, P, train, opts);
+    while (r == FT_OK && t.st.step < t.o.steps) r = ft__train_step(&t);
+    if (state) *state = t.st;
+    for (a = 0; t.ro && a < t.o.grad_accum; a++) ft__rl_buf_free(&t.ro[a]);
+    FT_FREE(t.ro); FT_FREE(t.order); ft_batch_data_free(&t.bd); ft_optim_free(t.opt);
     return r;
 }
 

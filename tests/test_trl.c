@@ -89,16 +89,31 @@ static void check_stat(const char *cs, const rec *r, const char *name, double go
     if (w) CHECK(close_to(got, w->v[0]), "%s %s: %.9g vs TRL %.9g", cs, name, got, w->v[0]);
 }
 
+/* a row of the objective table on the fixture's log-probs, with the fixture's beta, gamma, label
+   smoothing */
+static ft_tensor *pair_loss(ft_objective id, const rec *r, ft_pair_logps *lp, ft_pref_stats *st) {
+    ft_train_opts o = ft_train_opts_default(id);
+    o.beta = (float)r->beta; o.gamma = (float)r->gamma; o.label_smoothing = (float)r->ls;
+    return ft_objective_get(id)->pair_loss(C, lp, &o, st);
+}
+
+/* DPO and its loss_type family: the table's row for TRL's loss_type name */
 TEST(dpo_family) {
-    static const char *cases[] = {"dpo_sigmoid_b0.1", "dpo_cdpo_ls0.1_legacy", "dpo_ipo_b0.1", "dpo_hinge_b0.1", "dpo_robust_ls0.1"};
+    static const char *cases[] = {"dpo_sigmoid_b0.1", "dpo_cdpo_ls0.1_legacy", "dpo_ipo_b0.1", "dpo_hinge_b0.1", "dpo_robust_ls0.1",
+                                  "dpo_exo_pair", "dpo_nca_pair", "dpo_bco_pair", "dpo_sppo_hard", "dpo_aot", "dpo_aot_unpaired",
+                                  "dpo_apo_zero", "dpo_apo_down", "dpo_discopop", "dpo_sigmoid_norm"};
     int c;
-    for (c = 0; c < 5; c++) {
-        const rec *r = find(cases[c]); ft_params *P; ft_tensor *pc, *pr, *rc, *rr, *loss; ft_pref_stats st;
-        int ipo = !strcmp(r ? r->loss_type : "", "ipo");
+    for (c = 0; c < (int)(sizeof cases / sizeof cases[0]); c++) {
+        const rec *r = find(cases[c]); ft_params *P; ft_tensor *pc, *pr, *rc, *rr, *loss; ft_pref_stats st; ft_pair_logps lp;
+        ft_objective id = FT_OBJ_COUNT; int avg;
         const vec *lc = NULL, *lr = NULL;
         CHECK(r != NULL, "fixture case %s", cases[c]);
         if (!r) continue;
-        if (ipo) { lc = get(r->in, r->nin, "chosen_len"); lr = get(r->in, r->nin, "rejected_len"); }   /* IPO averages */
+        if (!strcmp(r->loss_type, "cdpo_legacy_sigmoid")) id = FT_OBJ_DPO;      /* cDPO: dpo with label smoothing */
+        else CHECK(ft_objective_parse(r->loss_type, &id), "%s: loss_type %s is a row of the table", cases[c], r->loss_type);
+        if (id == FT_OBJ_COUNT) continue;
+        avg = ft_objective_get(id)->averaged;
+        if (avg) { lc = get(r->in, r->nin, "chosen_len"); lr = get(r->in, r->nin, "rejected_len"); }   /* per-token means */
         ft_params_init(&P);
         pc = param(P, "pc", get(r->in, r->nin, "chosen_logps"), lc); pr = param(P, "pr", get(r->in, r->nin, "rejected_logps"), lr);
         rc = param(P, "rc", get(r->in, r->nin, "ref_chosen_logps"), lc); rr = param(P, "rr", get(r->in, r->nin, "ref_rejected_logps"), lr);
@@ -107,15 +122,15 @@ TEST(dpo_family) {
         fill(rc, get(r->in, r->nin, "ref_chosen_logps"), lc); fill(rr, get(r->in, r->nin, "ref_rejected_logps"), lr);
         rc->flags &= ~(uint32_t)FT_TENSOR_REQUIRES_GRAD; rr->flags &= ~(uint32_t)FT_TENSOR_REQUIRES_GRAD;
         ft_ctx_reset(C);
-        loss = ft_dpo_loss(C, ipo ? FT_PREF_IPO : !strcmp(r->loss_type, "hinge") ? FT_PREF_HINGE :
-                           !strcmp(r->loss_type, "robust") ? FT_PREF_ROBUST : FT_PREF_SIGMOID,
-                           pc, pr, rc, rr, (float)r->beta, (float)r->ls, &st);
+        memset(&lp, 0, sizeof lp);
+        lp.chosen = pc; lp.rejected = pr; lp.ref_chosen = rc; lp.ref_rejected = rr;
+        loss = pair_loss(id, r, &lp, &st);
         CHECK_OK(ft_backward(C, loss));
         check_stat(cases[c], r, "loss", ((float *)loss->data)[0]);
-        /* d loss / d sum = d loss / d mean / len for IPO */
+        /* d loss / d sum = d loss / d mean / len where the row averages */
         check_vec(cases[c], "grad chosen", pc->grad, get(r->grad, r->ngrad, "chosen_logps"), lc);
         check_vec(cases[c], "grad rejected", pr->grad, get(r->grad, r->ngrad, "rejected_logps"), lr);
-        if (!ipo) {            /* TRL's IPO metrics use the summed log-ratios */
+        if (!avg) {            /* TRL's metrics use the summed log-ratios */
             check_stat(cases[c], r, "rewards/chosen", st.rewards_chosen); check_stat(cases[c], r, "rewards/rejected", st.rewards_rejected);
             check_stat(cases[c], r, "rewards/margins", st.rewards_margins); check_stat(cases[c], r, "rewards/accuracies", st.rewards_accuracies);
             check_stat(cases[c], r, "logps/chosen", st.logps_chosen); check_stat(cases[c], r, "logps/rejected", st.logps_rejected);
@@ -128,7 +143,7 @@ TEST(simpo_and_orpo) {
     static const char *cases[] = {"simpo_b2_g0.5", "simpo_b0.1_g0.5_pure", "orpo_b0.1"};
     int c;
     for (c = 0; c < 3; c++) {
-        const rec *r = find(cases[c]); ft_params *P; ft_tensor *pc, *pr, *nll, *loss; ft_pref_stats st;
+        const rec *r = find(cases[c]); ft_params *P; ft_tensor *pc, *pr, *nll, *loss; ft_pref_stats st; ft_pair_logps lp;
         int orpo = c == 2;
         CHECK(r != NULL, "fixture case %s", cases[c]);
         if (!r) continue;
@@ -138,7 +153,9 @@ TEST(simpo_and_orpo) {
         ft_params_alloc(P);
         fill(pc, get(r->in, r->nin, "chosen_logps_avg"), NULL); fill(pr, get(r->in, r->nin, "rejected_logps_avg"), NULL); fill(nll, get(r->in, r->nin, "nll"), NULL);
         ft_ctx_reset(C);
-        loss = orpo ? ft_orpo_loss(C, pc, pr, nll, (float)r->beta, &st) : ft_simpo_loss(C, pc, pr, (float)r->beta, (float)r->gamma, (float)r->ls, &st);
+        memset(&lp, 0, sizeof lp);
+        lp.chosen = pc; lp.rejected = pr; lp.nll = nll;
+        loss = pair_loss(orpo ? FT_OBJ_ORPO : FT_OBJ_SIMPO, r, &lp, &st);
         CHECK_OK(ft_backward(C, loss));
         check_stat(cases[c], r, "loss", ((float *)loss->data)[0]);
         check_vec(cases[c], "grad chosen", pc->grad, get(r->grad, r->ngrad, "chosen_logps_avg"), NULL);

@@ -540,22 +540,23 @@ static int evaluate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, const ft_data
 
 /* ---- ft train --objective grpo|ppo: prompts in, rewards from verifiable checks or a reward model --- */
 typedef struct rl_run { const opts *o; FILE *metrics; int tty; double *xs, *ys; int64_t n, cap; } rl_run;
-static int rl_on_step(void *user, const ft_rl_step_info *s) {
+static int rl_on_step(void *user, const ft_step_info *s) {
     rl_run *r = (rl_run *)user;
+    const ft_rl_stats *q = &s->rl;
     if (r->n == r->cap) {
         r->cap = r->cap ? 2 * r->cap : 256;
         r->xs = (double *)realloc(r->xs, (size_t)r->cap * sizeof(double)); r->ys = (double *)realloc(r->ys, (size_t)r->cap * sizeof(double));
     }
-    r->xs[r->n] = (double)s->step; r->ys[r->n++] = s->st.reward;
+    r->xs[r->n] = (double)s->step; r->ys[r->n++] = q->reward;
     fprintf(r->metrics, "{\"step\": %lld, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, \"reward\": %.6f, \"reward_std\": %.6f, "
             "\"kl\": %.6f, \"completion_length\": %.3f, \"clip_ratio/region_mean\": %.5f, \"frac_reward_zero_std\": %.4f, "
             "\"pg_loss\": %.6f, \"vf_loss\": %.6f, \"pg_clipfrac\": %.5f, \"objective/entropy\": %.4f, \"objective/rlhf_reward\": %.6f}\n",
-            (long long)s->step, s->loss, s->lr, s->grad_norm, s->st.reward, s->st.reward_std, s->st.kl, s->st.completion_len, s->st.clip_region,
-            s->st.frac_reward_zero_std, s->st.pg_loss, s->st.vf_loss, s->st.pg_clipfrac, s->st.entropy, s->st.rlhf_reward);
+            (long long)s->step, s->loss, s->lr, s->grad_norm, q->reward, q->reward_std, q->kl, q->completion_len, q->clip_region,
+            q->frac_reward_zero_std, q->pg_loss, q->vf_loss, q->pg_clipfrac, q->entropy, q->rlhf_reward);
     fflush(r->metrics);
     if (r->tty || s->step % r->o->log_every == 0 || s->step == s->steps)
         fprintf(stderr, "%sstep %lld/%lld  reward %.3f (std %.3f)  kl %.4f  len %.1f  loss %.4f  ETA %dm%02ds%s", r->tty ? "\r" : "", (long long)s->step,
-                (long long)s->steps, s->st.reward, s->st.reward_std, s->st.kl, s->st.completion_len, s->loss, (int)(s->eta_s / 60), (int)s->eta_s % 60,
+                (long long)s->steps, q->reward, q->reward_std, q->kl, q->completion_len, s->loss, (int)(s->eta_s / 60), (int)s->eta_s % 60,
                 r->tty && s->step != s->steps ? "   " : "\n");
     return 0;
 }
@@ -590,7 +591,7 @@ static int parse_rewards(const char *spec, const char *model_path, int threads, 
 }
 
 static int train_rl(ft_ctx *ctx, ft_model *m, ft_peft *p, const ft_dataset *train, const ft_dataset *ev, const opts *o, const ft_peft_opts *po) {
-    ft_reward_term rw[8]; ft_rm_scorer rm; int nr, len_target = 0; ft_rl_opts ro; rl_run rr; char path[2048]; double r0 = 0, s0 = 0, r1 = 0, s1 = 0;
+    ft_reward_term rw[8]; ft_rm_scorer rm; int nr, len_target = 0; ft_train_opts to; rl_run rr; char path[2048]; double r0 = 0, s0 = 0, r1 = 0, s1 = 0;
     int is_ppo = strcmp(o->objective, "ppo") == 0; ft_result r; float full = 1;
     memset(&rm, 0, sizeof rm);
     if ((nr = parse_rewards(o->reward, o->model, o->threads, rw, 8, &rm, &len_target)) <= 0) return 1;
@@ -603,23 +604,24 @@ static int train_rl(ft_ctx *ctx, ft_model *m, ft_peft *p, const ft_dataset *trai
         ft_peft_set_enabled(p, 1);
         fprintf(stderr, "ft: before: mean reward %.3f, full reward on %.1f%% of %s\n", r0, 100 * s0, o->eval);
     }
-    memset(&ro, 0, sizeof ro);
-    ro.algo = is_ppo ? FT_RL_PPO : FT_RL_GRPO; ro.steps = o->steps ? o->steps : 50; ro.prompts = o->prompts ? o->prompts : 4;
-    ro.group = o->group ? o->group : 4; ro.max_new = (int)o->max_new; ro.iterations = (int)o->iterations;
-    ro.sample.temperature = (float)o->temperature; ro.sample.top_p = (float)o->top_p;
-    ro.lr = (float)o->lr; ro.sched = strcmp(o->schedule, "linear") == 0 ? FT_SCHED_LINEAR : strcmp(o->schedule, "cosine") == 0 ? FT_SCHED_COSINE : FT_SCHED_CONSTANT;
-    ro.warmup = o->warmup; ro.optim.weight_decay = (float)o->weight_decay; ro.max_grad_norm = (float)o->max_grad_norm;
-    ro.grpo.beta = (float)o->kl_beta; ro.grpo.epsilon = (float)o->epsilon; ro.grpo.epsilon_high = (float)o->epsilon_high;
-    ro.grpo.agg = strcmp(o->loss_type, "grpo") == 0 ? FT_GRPO_AGG_GRPO : strcmp(o->loss_type, "bnpo") == 0 ? FT_GRPO_AGG_BNPO :
+    to = ft_train_opts_default(is_ppo ? FT_OBJ_PPO : FT_OBJ_GRPO);
+    to.steps = o->steps ? o->steps : 50; to.rl.prompts = o->prompts ? o->prompts : 4;
+    to.rl.group = o->group ? o->group : 4; to.rl.max_new = (int)o->max_new; to.rl.iterations = (int)o->iterations;
+    to.rl.sample.temperature = (float)o->temperature; to.rl.sample.top_p = (float)o->top_p;
+    to.lr = (float)o->lr; to.sched = strcmp(o->schedule, "linear") == 0 ? FT_SCHED_LINEAR : strcmp(o->schedule, "cosine") == 0 ? FT_SCHED_COSINE : FT_SCHED_CONSTANT;
+    to.warmup = o->warmup; to.optim.weight_decay = (float)o->weight_decay; to.max_grad_norm = (float)o->max_grad_norm;
+    to.grad_accum = o->grad_accum; to.lr_scale_b = (float)o->lr_ratio_b;
+    to.rl.grpo.beta = (float)o->kl_beta; to.rl.grpo.epsilon = (float)o->epsilon; to.rl.grpo.epsilon_high = (float)o->epsilon_high;
+    to.rl.grpo.agg = strcmp(o->loss_type, "grpo") == 0 ? FT_GRPO_AGG_GRPO : strcmp(o->loss_type, "bnpo") == 0 ? FT_GRPO_AGG_BNPO :
                   strcmp(o->loss_type, "dr_grpo") == 0 ? FT_GRPO_AGG_DR_GRPO : FT_GRPO_AGG_DAPO;
-    ro.scale = strcmp(o->scale_rewards, "batch") == 0 ? FT_ADV_BATCH : strcmp(o->scale_rewards, "none") == 0 ? FT_ADV_NONE : FT_ADV_GROUP;
-    ro.ppo.kl_coef = (float)o->kl_coef; ro.ppo.kl_target = (float)o->kl_target; ro.ppo.kl_horizon = 10000.0f;
-    ro.rewards = rw; ro.n_rewards = nr; ro.seed = o->seed;
+    to.rl.scale = strcmp(o->scale_rewards, "batch") == 0 ? FT_ADV_BATCH : strcmp(o->scale_rewards, "none") == 0 ? FT_ADV_NONE : FT_ADV_GROUP;
+    to.rl.ppo.kl_coef = (float)o->kl_coef; to.rl.ppo.kl_target = (float)o->kl_target; to.rl.ppo.kl_horizon = 10000.0f;
+    to.rl.rewards = rw; to.rl.n_rewards = nr; to.seed = o->seed;
     memset(&rr, 0, sizeof rr); rr.o = o; rr.tty = isatty(2);
     snprintf(path, sizeof path, "%s/metrics.jsonl", o->out);
     if (!(rr.metrics = fopen(path, "w"))) { fprintf(stderr, "ft: %s: cannot write\n", path); return 1; }
-    ro.on_step = rl_on_step; ro.user = &rr;
-    r = ft_train_rl(ctx, m, ft_peft_params(p), train, &ro);
+    to.on_step = rl_on_step; to.user = &rr;
+    r = ft_train(ctx, m, ft_peft_params(p), train, &to, NULL);
     fclose(rr.metrics);
     if (r != FT_OK) return fail("train");
     snprintf(path, sizeof path, "%s/adapter.gguf", o->out);
@@ -635,7 +637,7 @@ static int train_rl(ft_ctx *ctx, ft_model *m, ft_peft *p, const ft_dataset *trai
         snprintf(path, sizeof path, "%s/reward.svg", o->out);
         if (rr.n && ft_svg_plot(path, "mean reward of the sampled completions", "step", "reward", &ser, 1) != FT_OK) return fail("train");
     }
-    fprintf(stderr, "ft: %lld %s steps; wrote %s/{adapter.gguf,%smetrics.jsonl,reward.svg,config}\n", (long long)ro.steps, o->objective, o->out,
+    fprintf(stderr, "ft: %lld %s steps; wrote %s/{adapter.gguf,%smetrics.jsonl,reward.svg,config}\n", (long long)to.steps, o->objective, o->out,
             has_peft_format(po->method) ? "peft/," : "");
     if (ev) {
         if (ft_eval_rl(ctx, m, ev, (int)o->max_new, rw, nr, full, o->eval_gen, &r1, &s1) != FT_OK) return fail("eval");
@@ -751,10 +753,8 @@ static int cmd_train(int argc, char **argv) {
         if (!ok) { fprintf(stderr, "ft train: unknown --method %s (lora, qlora, dora, adapter, prefix, prompt, ia3, full)\n", o.method); return 2; }
     }
     {
-        static const char *objs[] = {"sft", "cpt", "dpo", "ipo", "hinge", "robust", "simpo", "orpo", "kto", "rm", "grpo", "ppo"};
-        int k, ok = 0;
-        for (k = 0; k < 12; k++) ok |= strcmp(o.objective, objs[k]) == 0;
-        if (!ok) { fprintf(stderr, "ft train: unknown --objective %s (sft, cpt, dpo, ipo, hinge, robust, simpo, orpo, kto, rm, grpo, ppo)\n", o.objective); return 2; }
+        ft_objective k;
+        if (!ft_objective_parse(o.objective, &k)) { fprintf(stderr, "ft train: unknown --objective %s\n", o.objective); return 2; }
         if (is_obj(&o, "grpo", "ppo", NULL) && !o.reward) { fprintf(stderr, "ft train: --objective %s needs --reward (number, regex:PATTERN, length:N, rm:ADAPTER.gguf)\n", o.objective); return 2; }
     }
     snprintf(path, sizeof path, "%s/checkpoints", o.out);
@@ -855,10 +855,8 @@ static int cmd_train(int argc, char **argv) {
     to.seed = o.seed; to.eval = ev; to.eval_every = ev ? (o.eval_every ? o.eval_every : 0) : 0;
     to.checkpoint_path = path; to.save_every = o.save_every; to.resume_from = have_ckpt ? path : NULL;
     to.on_step = on_step; to.user = &rn;
-    to.objective = strcmp(o.objective, "dpo") == 0 ? FT_OBJ_DPO : strcmp(o.objective, "ipo") == 0 ? FT_OBJ_IPO :
-                   strcmp(o.objective, "hinge") == 0 ? FT_OBJ_HINGE : strcmp(o.objective, "simpo") == 0 ? FT_OBJ_SIMPO :
-                   strcmp(o.objective, "orpo") == 0 ? FT_OBJ_ORPO : strcmp(o.objective, "robust") == 0 ? FT_OBJ_ROBUST :
-                   strcmp(o.objective, "kto") == 0 ? FT_OBJ_KTO : strcmp(o.objective, "rm") == 0 ? FT_OBJ_RM : FT_OBJ_SFT;
+    if (!ft_objective_parse(o.objective, &to.objective)) to.objective = FT_OBJ_SFT;
+    if (to.objective == FT_OBJ_CPT) to.objective = FT_OBJ_SFT;      /* packing and plain text set above */
     to.beta = (float)o.beta; to.gamma = (float)o.gamma; to.label_smoothing = (float)o.label_smoothing;
     to.desirable_weight = (float)o.desirable_weight; to.undesirable_weight = (float)o.undesirable_weight; to.rm_center = (float)o.rm_center;
     if (have_ckpt) fprintf(stderr, "ft: resuming from %s\n", path);

@@ -223,7 +223,7 @@ def run_dpo(name, loss_type, beta=0.1, label_smoothing=0.0, seed=107, notes=()):
     stub = base_stub(
         beta=beta, loss_types=[loss_type], loss_weights=[1.0], label_smoothing=label_smoothing,
         f_divergence_type="reverse_kl", f_alpha_divergence_coef=0.5, ld_alpha=None, use_weighting=False,
-        precompute_ref_logps=True, ref_model=None, args=types.SimpleNamespace(gradient_checkpointing_kwargs=None),
+        precompute_ref_logps=True, ref_model=None, args=types.SimpleNamespace(gradient_checkpointing_kwargs=None, discopop_tau=0.05),
     )
     model = DPOModel(torch.cat([c, r]), T - 1)
     loss = DPOTrainer._compute_loss(stub, model, inputs, False)
@@ -250,6 +250,17 @@ run_dpo("dpo_ipo_b0.1", "ipo",
         notes=["inputs are SUMMED logps; TRL divides (logp-ref) of each side by its completion token count (clamp min 1): ((rho_c/len_c - rho_r/len_r) - 1/(2b))^2",
                "rewards/* metrics use the UN-averaged beta*rho"])
 run_dpo("dpo_hinge_b0.1", "hinge")
+# the rest of TRL 1.16's loss_type family, each one row of finetune.h's objective table
+run_dpo("dpo_exo_pair", "exo_pair", label_smoothing=1e-3, notes=["EXO needs label_smoothing > 0; the paper's 1e-3"])
+run_dpo("dpo_nca_pair", "nca_pair")
+run_dpo("dpo_bco_pair", "bco_pair", notes=["TRL 1.16's bco_pair has no running mean (stateless)"])
+run_dpo("dpo_sppo_hard", "sppo_hard")
+run_dpo("dpo_aot", "aot", notes=["sorts the batch: the gradient follows the permutation"])
+run_dpo("dpo_aot_unpaired", "aot_unpaired")
+run_dpo("dpo_apo_zero", "apo_zero")
+run_dpo("dpo_apo_down", "apo_down")
+run_dpo("dpo_discopop", "discopop", notes=["discopop_tau 0.05 (DPOConfig's default)"])
+run_dpo("dpo_sigmoid_norm", "sigmoid_norm", notes=["per-token means of the log-ratios, as ipo"])
 
 
 # cDPO (conservative DPO): label-smoothed sigmoid. It was DPO loss_type='sigmoid' with label_smoothing in
