@@ -145,12 +145,14 @@
       gives the base model (the reference policy) without a second copy; ft_lora_merge folds
       W + sBA into owned f32 weights. Forward, gradients and merge equal PEFT's own
       (tests/test_peft_ref.c).
-      Files: ft_lora_save_gguf / ft_lora_save_peft write llama.cpp's LoRA GGUF (llama-cli
-      --lora) and PEFT's adapter_model.safetensors + adapter_config.json (PeftModel.
-      from_pretrained; Q/K rows back in HF order); ft_lora_attach_file(&p, model, path) reads
-      either (a directory is PEFT), taking rank, alpha, rsLoRA/DoRA, sites and layers from it, so
-      converting is attach + save. ft_model_save_merged(model, "out.gguf", &(ft_save_opts){
-      .type = FT_TYPE_F16}) writes a whole model with the adapter merged (every key, the
+      Files: ft_peft_save(p, path, format, base_name) writes llama.cpp's LoRA GGUF (llama-cli
+      --lora), a PEFT directory (adapter_model.safetensors + adapter_config.json for PeftModel.
+      from_pretrained; Q/K rows back in HF order) or finetune.h's own GGUF (every method);
+      FT_FORMAT_AUTO picks llama.cpp's where it can hold the adapter. ft_peft_can_save says which
+      format holds which adapter, and why not: the policy lives there, once. ft_peft_load(&p,
+      model, path) reads any of the three (a directory is PEFT), taking the method, rank, alpha,
+      rsLoRA/DoRA, sites and layers from it, so converting is load + save.
+      ft_model_save_merged(model, "out.gguf", &(ft_save_opts){.type = FT_TYPE_F16}) writes a whole model with the adapter merged (every key, the
       tokenizer and all other tensors copied): it loads in llama.cpp with no adapter at all.
       The other methods attach through one call, ft_peft_attach(&p, model, &(ft_peft_opts){
       .method = FT_PEFT_...}), and share the switch-off, the params and the files:
@@ -164,9 +166,8 @@
          FT_PEFT_FULL     f32 master copies of every weight (a quantized base is dequantized)
                           except .freeze patterns ("token_embd.*,blk.0.*") and masked layers
       .reward_head adds a scalar head on the last hidden state (a reward model, or PPO's value
-      head). ft_peft_save_gguf / ft_peft_attach_gguf keep any method in finetune.h's own GGUF;
-      ft_peft_save_peft / ft_peft_attach_peft write and read PEFT's format for LoRA/DoRA, IA3,
-      prompt and prefix tuning (keys, shapes, config and HF's k order as PEFT 0.21 has them).
+      head). PEFT's format holds LoRA/DoRA, IA3, prompt and prefix tuning (keys, shapes, config
+      and HF's k order as PEFT 0.21 has them); finetune.h's own GGUF holds every method.
       Gradient checkpointing (ft_ctx_set_checkpointing) recomputes each layer in backward with
       bit-identical gradients, for every method, at ~1/8 of the activation memory.
 
@@ -863,24 +864,25 @@ FT_API void      ft_safetensors_close(ft_safetensors *s);
 FT_API int64_t   ft_safetensors_count(const ft_safetensors *s);
 FT_API const char *ft_safetensors_name(const ft_safetensors *s, int64_t i);
 FT_API const void *ft_safetensors_get(const ft_safetensors *s, const char *name, const char **dtype, int64_t *shape, int *ndim);
-/* LoRA adapters: llama.cpp's GGUF (llama-cli --lora FILE) and PEFT's directory layout */
-FT_API ft_result ft_lora_save_gguf(ft_peft *p, const char *path);
-FT_API ft_result ft_lora_load_gguf(ft_peft *p, const char *path);
-FT_API ft_result ft_lora_attach_gguf(ft_peft **out, ft_model *m, const char *path);   /* rank, targets, layers from the file */
-FT_API ft_result ft_peft_save_gguf(ft_peft *p, const char *path);          /* any method, finetune.h's own file */
-FT_API ft_result ft_peft_attach_gguf(ft_peft **out, ft_model *m, const char *path);  /* that, or a llama.cpp LoRA */
-FT_API ft_result ft_lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
-FT_API ft_result ft_lora_load_peft(ft_peft *p, const char *dir);                      /* F32, F16 or BF16 tensors */
-FT_API ft_result ft_lora_attach_peft(ft_peft **out, ft_model *m, const char *dir);    /* r, alpha, rsLoRA, DoRA, layers from the dir */
-FT_API ft_result ft_lora_attach_file(ft_peft **out, ft_model *m, const char *path);   /* a PEFT dir (any type below), else an adapter GGUF */
-/* every method PEFT has, as PEFT 0.21 saves it (task_type CAUSAL_LM): LoRA / DoRA (ft_lora_save_peft),
-   IA3 (`...layers.{l}.self_attn.k_proj.ia3_l` [out, 1], `...mlp.down_proj.ia3_l` [1, in]),
-   prompt tuning (`prompt_embeddings` [P, n_embd]) and prefix tuning (`prompt_embeddings`
-   [P, n_layer * 2 * kv_dim], the MLP's output when it has one), with adapter_config.json; what
-   lives in k's output space (IA3 on q/k, the prefix keys) in Hugging Face's order. Bottleneck
-   adapters and full fine-tuning have no PEFT form: FT_ERR_UNSUPPORTED. A reward head is not written. */
-FT_API ft_result ft_peft_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
-FT_API ft_result ft_peft_attach_peft(ft_peft **out, ft_model *m, const char *dir);    /* LORA, IA3, PROMPT_TUNING, PREFIX_TUNING */
+/* ---- adapter files: one save, one load; which format can hold which adapter is decided here ----
+   FT_FORMAT_LLAMACPP  llama.cpp's LoRA GGUF (llama-cli --lora FILE): LoRA / rsLoRA on the linear
+                       layers (no DoRA, no LoRA on the embedding or head, no reward head)
+   FT_FORMAT_PEFT      a PEFT directory (adapter_model.safetensors + adapter_config.json, PEFT 0.21,
+                       task_type CAUSAL_LM): LoRA / DoRA, IA3 (`...k_proj.ia3_l` [out, 1],
+                       `...down_proj.ia3_l` [1, in]), prompt tuning (`prompt_embeddings` [P, n_embd])
+                       and prefix tuning (`prompt_embeddings` [P, n_layer * 2 * kv_dim], the MLP's
+                       output when it has one); what lives in k's output space in Hugging Face's
+                       order. No bottleneck adapters, full fine-tuning or reward heads.
+   FT_FORMAT_FINETUNE  finetune.h's own GGUF ("adapter.type" = "finetune"): every method, the head
+   FT_FORMAT_AUTO      saving: llama.cpp's where it can hold the adapter, else finetune.h's own */
+typedef enum ft_adapter_format { FT_FORMAT_AUTO = 0, FT_FORMAT_LLAMACPP, FT_FORMAT_PEFT, FT_FORMAT_FINETUNE } ft_adapter_format;
+/* FT_OK when `format` can hold the adapter, else FT_ERR_UNSUPPORTED saying why */
+FT_API ft_result ft_peft_can_save(const ft_peft *p, ft_adapter_format format);
+/* base_model_name: PEFT's base_model_name_or_path (NULL: the GGUF's general.name) */
+FT_API ft_result ft_peft_save(ft_peft *p, const char *path, ft_adapter_format format, const char *base_model_name);
+/* attach the adapter at `path`: a PEFT directory, llama.cpp's LoRA GGUF or finetune.h's own; its
+   method, rank, alpha, sites and layers come from the file */
+FT_API ft_result ft_peft_load(ft_peft **out, ft_model *m, const char *path);
 /* A complete model GGUF with the attached adapter merged into the linear weights (W + sBA; DoRA:
    m / ||W + sBA|| per row): every metadata key and every other tensor (embeddings, norms, head)
    copied unchanged, general.file_type set to the new type. Without an adapter (or with it
@@ -11133,6 +11135,13 @@ FT_API ft_result ft_svg_plot(const char *path, const char *title, const char *xl
    Merged models: the base GGUF rewritten with W + sBA (DoRA: m / ||W + sBA|| per row) in the
    linear weights, encoded row by row with the [quant] section's ggml-exact encoders.
    ============================================================================================ */
+/* the adapter writers and readers behind ft_peft_save / ft_peft_load, in the order they follow */
+static ft_result ft__lora_save_gguf(ft_peft *p, const char *path);
+static ft_result ft__lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
+static ft_result ft__peft_save_dir(ft_peft *p, const char *dir, const char *base_model_name);
+static ft_result ft__peft_attach_dir(ft_peft **out, ft_model *m, const char *dir);
+static ft_result ft__own_save(ft_peft *p, const char *path);
+static ft_result ft__gguf_attach(ft_peft **out, ft_model *m, const char *path);
 
 /* ---- safetensors reader ------------------------------------------------------------------------- */
 struct ft_safetensors {
@@ -11258,12 +11267,8 @@ static int64_t ft__site_permuted_heads(const ft_model *m, int which) {
 }
 
 /* ---- llama.cpp LoRA adapter GGUF -------------------------------------------------------------------- */
-FT_API ft_result ft_lora_save_gguf(ft_peft *p, const char *path) {
+static ft_result ft__lora_save_gguf(ft_peft *p, const char *path) {
     ft_gguf_writer *w; ft_result r; int64_t s, nsites; char name[128];
-    if (!p->m) return ft_set_error(FT_ERR_STATE, "lora save: the model was freed");
-    if (p->kind != FT_PEFT_LORA) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: llama.cpp's adapters are LoRA; a %s adapter goes into finetune.h's own GGUF (ft_peft_save_gguf)", path, ft_peft_method_name(p->kind));
-    if (p->o.dora) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: llama.cpp adapters have no DoRA magnitude; merge the adapter or export to PEFT", path);
-    if (p->emb_A || p->head_A) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: LoRA on the embedding or the head goes in finetune.h's own adapter file (ft_peft_save_gguf)", path);
     nsites = p->m->c.n_layer * FT_SITE_COUNT;
     if ((r = ft_gguf_writer_init(&w)) != FT_OK) return r;
     ft_gguf_set_str(w, "general.type", "adapter");
@@ -11322,10 +11327,10 @@ static ft_result ft__adapter_scan_attach(ft__adapter_scan *sc, ft_peft **out, ft
     return r;
 }
 
-/* read A and B back from a llama.cpp adapter (or one written by ft_lora_save_gguf) into an
+/* read A and B back from a llama.cpp adapter (or one ft_peft_save wrote) into an
    attached adapter of the same rank and targets. The scale becomes adapter.lora.alpha / r, or
    1 without that key, as llama.cpp applies it. */
-FT_API ft_result ft_lora_load_gguf(ft_peft *p, const char *path) {
+static ft_result ft__lora_read_gguf(ft_peft *p, const char *path) {
     ft_gguf *g; ft_result r; int64_t s, nsites; char name[128]; ft_gguf_str st; double alpha;
     if (!p->m) return ft_set_error(FT_ERR_STATE, "%s: the adapter's model was freed", path);
     if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
@@ -11362,7 +11367,7 @@ FT_API ft_result ft_lora_load_gguf(ft_peft *p, const char *path) {
 }
 
 /* attach an adapter read from a llama.cpp LoRA GGUF: rank, targets and layers from its tensors */
-FT_API ft_result ft_lora_attach_gguf(ft_peft **out, ft_model *m, const char *path) {
+static ft_result ft__lora_attach_gguf(ft_peft **out, ft_model *m, const char *path) {
     ft_gguf *g; ft_result r = FT_OK; ft_lora_opts o; ft__adapter_scan sc; int64_t i; int w; char name[256];
     *out = NULL;
     if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
@@ -11393,17 +11398,14 @@ FT_API ft_result ft_lora_attach_gguf(ft_peft **out, ft_model *m, const char *pat
     ft_gguf_close(g);
     if (r != FT_OK) { FT_FREE(sc.mask); return r; }
     if ((r = ft__adapter_scan_attach(&sc, out, m, &o, path)) != FT_OK) return r;
-    if ((r = ft_lora_load_gguf(*out, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
+    if ((r = ft__lora_read_gguf(*out, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
     return r;
 }
 
 /* ---- PEFT: adapter_model.safetensors + adapter_config.json -------------------------------------------- */
-FT_API ft_result ft_lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
+static ft_result ft__lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
     ft_model *m = p->m; int64_t s, nsites, n = 0, l; int k, all_layers = 1; ft_result r = FT_OK;
     ft__st_entry *e; float *perm = NULL, *pp; char path[1024], *names, *cfg; size_t total_perm = 0, cap;
-    if (!m) return ft_set_error(FT_ERR_STATE, "peft save: the model was freed");
-    if (p->kind != FT_PEFT_LORA) return ft_peft_save_peft(p, dir, base_model_name);
-    if (p->emb_A || p->head_A) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: LoRA on the embedding or the head is kept in finetune.h's own adapter file", dir);
     nsites = m->c.n_layer * FT_SITE_COUNT;
     e = FT__CAST(ft__st_entry *, FT_MALLOC((size_t)nsites * 3 * sizeof *e));
     names = FT__CAST(char *, FT_MALLOC((size_t)nsites * 3 * 128));
@@ -11482,7 +11484,7 @@ static int ft__st_to_f32(const void *d, const char *dtype, int64_t n, float *dst
     return 0;
 }
 
-FT_API ft_result ft_lora_load_peft(ft_peft *p, const char *dir) {
+static ft_result ft__lora_read_peft(ft_peft *p, const char *dir) {
     ft_safetensors *st; ft_result r = FT_OK; char path[1024], name[160]; int64_t s, nsites, maxn = 1; int k; float *tmp;
     if (!p->m) return ft_set_error(FT_ERR_STATE, "%s: the adapter's model was freed", dir);
     nsites = p->m->c.n_layer * FT_SITE_COUNT;
@@ -11516,7 +11518,7 @@ FT_API ft_result ft_lora_load_peft(ft_peft *p, const char *dir) {
 
 /* attach an adapter from a PEFT directory: alpha, rsLoRA, DoRA from adapter_config.json; rank,
    targets and layers from the tensors in adapter_model.safetensors */
-FT_API ft_result ft_lora_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
+static ft_result ft__lora_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
     char path[1024]; unsigned char *text = NULL; size_t n = 0; FILE *f; long sz; ft_json_doc *doc = NULL; const ft_json *root, *v;
     ft_lora_opts o; ft__adapter_scan sc; ft_safetensors *st; ft_result r; int64_t i; double alpha = 0;
     *out = NULL;
@@ -11534,7 +11536,7 @@ FT_API ft_result ft_lora_attach_peft(ft_peft **out, ft_model *m, const char *dir
 #define FT__CFG_FAIL(code, ...) do { r = ft_set_error(code, __VA_ARGS__); ft_json_free(doc); return r; } while (0)
     if (root->kind != FT_JSON_OBJECT) FT__CFG_FAIL(FT_ERR_FORMAT, "%s: not a JSON object", path);
     if ((v = ft_json_get(root, "peft_type")) && (v->kind != FT_JSON_STRING || strcmp(v->s, "LORA") != 0))
-        FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: peft_type %s (LORA is read here; ft_peft_attach_peft reads IA3, PROMPT_TUNING, PREFIX_TUNING too)", path, v->kind == FT_JSON_STRING ? v->s : "?");
+        FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: peft_type %s (LORA is read here; ft__peft_attach_dir reads IA3, PROMPT_TUNING, PREFIX_TUNING too)", path, v->kind == FT_JSON_STRING ? v->s : "?");
     if ((v = ft_json_get(root, "lora_alpha")) && v->kind == FT_JSON_NUMBER) alpha = v->num;
     if ((v = ft_json_get(root, "use_rslora")) && v->kind == FT_JSON_BOOL) o.rslora = v->num != 0;
     if ((v = ft_json_get(root, "use_dora")) && v->kind == FT_JSON_BOOL) o.dora = v->num != 0;
@@ -11572,16 +11574,8 @@ FT_API ft_result ft_lora_attach_peft(ft_peft **out, ft_model *m, const char *dir
     if (o.r && sc.r && o.r != sc.r) { FT_FREE(sc.mask); return ft_set_error(FT_ERR_FORMAT, "%s: the tensors have rank %d, adapter_config.json says r = %d", path, sc.r, o.r); }
     o.alpha = alpha > 0 ? (float)alpha : 0.0f;
     if ((r = ft__adapter_scan_attach(&sc, out, m, &o, path)) != FT_OK) return r;
-    if ((r = ft_lora_load_peft(*out, dir)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
+    if ((r = ft__lora_read_peft(*out, dir)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
     return r;
-}
-
-/* a PEFT directory (it has adapter_config.json), a llama.cpp LoRA GGUF or finetune.h's own adapter GGUF */
-FT_API ft_result ft_lora_attach_file(ft_peft **out, ft_model *m, const char *path) {
-    char cfg[1024]; FILE *f;
-    snprintf(cfg, sizeof cfg, "%s/adapter_config.json", path);
-    if ((f = fopen(cfg, "rb")) != NULL) { fclose(f); return ft_peft_attach_peft(out, m, path); }
-    return ft_peft_attach_gguf(out, m, path);          /* llama.cpp's LoRA, or finetune.h's own (any method) */
 }
 
 /* ---- PEFT's other methods: IA3, prompt tuning, prefix tuning ------------------------------------------
@@ -11644,14 +11638,9 @@ static int ft__ia3_key(const char *nm, long long *l) {
     return -1;
 }
 
-FT_API ft_result ft_peft_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
+static ft_result ft__peft_save_dir(ft_peft *p, const char *dir, const char *base_model_name) {
     ft_model *m = p->m; ft__st_entry *e = NULL; float *buf = NULL; char *names = NULL, *cfg = NULL, path[1024], base[512];
     int64_t L, C, D, Dkv, P, s, l, n = 0, nbuf = 0; size_t len = 0, cap; ft_result r = FT_OK; unsigned t; const char *sep = "";
-    if (!m) return ft_set_error(FT_ERR_STATE, "peft save: the model was freed");
-    if (p->kind == FT_PEFT_LORA) return ft_lora_save_peft(p, dir, base_model_name);
-    if (p->kind != FT_PEFT_IA3 && p->kind != FT_PEFT_PROMPT && p->kind != FT_PEFT_PREFIX)
-        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: %s has no PEFT equivalent (PEFT has LoRA/DoRA, IA3, prompt and prefix tuning); save finetune.h's own adapter GGUF instead (ft_peft_save_gguf, ft export --format gguf)",
-                            dir, p->kind == FT_PEFT_ADAPTER ? "a bottleneck adapter (Houlsby / Pfeiffer)" : "full fine-tuning");
     L = m->c.n_layer; C = m->c.n_embd; D = m->c.head_dim; Dkv = m->c.n_head_kv * D; P = p->po.n_virtual;
     nbuf = p->kind == FT_PEFT_IA3 ? L * (m->c.n_head + m->c.n_head_kv) * D : p->kind == FT_PEFT_PREFIX ? P * L * 2 * Dkv : 1;
     cap = 8192 + (size_t)L * 8;
@@ -11740,16 +11729,16 @@ done:
     return r;
 }
 
-/* attach what a PEFT directory holds: LORA (ft_lora_attach_peft), IA3 (sites and layers from the
+/* attach what a PEFT directory holds: LORA (ft__lora_attach_peft), IA3 (sites and layers from the
    tensors), PROMPT_TUNING, PREFIX_TUNING (a plain table: an MLP's parameters are not in the file) */
-FT_API ft_result ft_peft_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
+static ft_result ft__peft_attach_dir(ft_peft **out, ft_model *m, const char *dir) {
     ft_json_doc *doc; const ft_json *root, *v; ft_result r; ft_peft_opts o; ft_safetensors *st = NULL; ft_peft *p = NULL;
     char path[1024], cpath[1024]; float *tmp = NULL; int64_t i, L = m->c.n_layer, C = m->c.n_embd, Dkv = m->c.n_head_kv * m->c.head_dim;
     *out = NULL;
     if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
     root = ft_json_root(doc);
     v = ft_json_get(root, "peft_type");
-    if (!v || (v->kind == FT_JSON_STRING && strcmp(v->s, "LORA") == 0)) { ft_json_free(doc); return ft_lora_attach_peft(out, m, dir); }
+    if (!v || (v->kind == FT_JSON_STRING && strcmp(v->s, "LORA") == 0)) { ft_json_free(doc); return ft__lora_attach_peft(out, m, dir); }
     snprintf(cpath, sizeof cpath, "%s/adapter_config.json", dir);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     memset(&o, 0, sizeof o);
@@ -11893,7 +11882,7 @@ FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_sa
     if (!o.keep_type && !ft__merge_can_encode(o.type))
         return ft_set_error(FT_ERR_UNSUPPORTED, "%s: cannot write weights as %s (f32, f16, bf16, q8_0, q4_0, q4_1 can be written)", path, ft_type_name(o.type));
     if (p && p->enabled && p->kind != FT_PEFT_LORA)
-        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: merging is implemented for LoRA / DoRA, not for a %s adapter (save it with ft_peft_save_gguf or ft_peft_save_peft)", path, ft_peft_method_name(p->kind));
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: merging is implemented for LoRA / DoRA, not for a %s adapter (save it with ft_peft_save)", path, ft_peft_method_name(p->kind));
     add = p && p->enabled && !p->orig;      /* merged in place already (ft_lora_merge): the weights hold it */
     emb = o.embeddings && !o.keep_type;
     /* what each site becomes; the bytes of every converted weight in one buffer */
@@ -11976,9 +11965,8 @@ done:
 /* ---- every method in one file of finetune.h's own: "adapter.type" = "finetune", the options as
    finetune.peft.* keys, each parameter as an F32 tensor under its own name. (LoRA keeps llama.cpp's
    format, above; this file also holds DoRA and the reward head.) ------------------------------- */
-FT_API ft_result ft_peft_save_gguf(ft_peft *p, const char *path) {
+static ft_result ft__own_save(ft_peft *p, const char *path) {
     ft_gguf_writer *w; ft_result r; int i;
-    if (!p->m) return ft_set_error(FT_ERR_STATE, "peft save: the model was freed");
     if ((r = ft_gguf_writer_init(&w)) != FT_OK) return r;
     ft_gguf_set_str(w, "general.type", "adapter");
     ft_gguf_set_str(w, "general.architecture", p->m->c.arch_name);
@@ -12010,12 +11998,12 @@ FT_API ft_result ft_peft_save_gguf(ft_peft *p, const char *path) {
 
 /* attach the method a file describes: finetune.h's own (any method) or a llama.cpp LoRA adapter.
    A full fine-tune's file holds only the trained weights (what is frozen stays the base's). */
-FT_API ft_result ft_peft_attach_gguf(ft_peft **out, ft_model *m, const char *path) {
+static ft_result ft__gguf_attach(ft_peft **out, ft_model *m, const char *path) {
     ft_gguf *g; ft_result r; ft_gguf_str st; ft_peft_opts o; int64_t v, i, k; int found = 0;
     *out = NULL;
     if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
     if (!ft_gguf_get_str(g, "adapter.type", &st)) { ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: not an adapter (no adapter.type)", path); }
-    if (st.n == 4 && memcmp(st.s, "lora", 4) == 0) { ft_gguf_close(g); return ft_lora_attach_gguf(out, m, path); }
+    if (st.n == 4 && memcmp(st.s, "lora", 4) == 0) { ft_gguf_close(g); return ft__lora_attach_gguf(out, m, path); }
     if (st.n != 8 || memcmp(st.s, "finetune", 8) != 0 || !ft_gguf_get_str(g, "finetune.peft.method", &st)) {
         ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: adapter.type is neither lora nor finetune", path);
     }
@@ -12066,6 +12054,60 @@ FT_API ft_result ft_peft_attach_gguf(ft_peft **out, ft_model *m, const char *pat
     if (r != FT_OK) { ft_peft_free(*out); *out = NULL; return r; }
     if ((*out)->full) ft__full_install(*out, 1);                  /* headers carry the loaded values */
     return FT_OK;
+}
+
+/* ---- one save, one load: the format policy ------------------------------------------------------- */
+FT_API ft_result ft_peft_can_save(const ft_peft *p, ft_adapter_format f) {
+    int lora = p->kind == FT_PEFT_LORA, edge = p->emb_A || p->head_A;
+    switch (f) {
+    case FT_FORMAT_AUTO:
+    case FT_FORMAT_FINETUNE:
+        return FT_OK;
+    case FT_FORMAT_LLAMACPP:
+        if (!lora) return ft_set_error(FT_ERR_UNSUPPORTED, "llama.cpp's adapters are LoRA; a %s adapter goes into finetune.h's own GGUF", ft_peft_method_name(p->kind));
+        if (p->o.dora) return ft_set_error(FT_ERR_UNSUPPORTED, "llama.cpp's LoRA GGUF has no DoRA magnitudes: finetune.h's own GGUF or a PEFT directory");
+        if (edge) return ft_set_error(FT_ERR_UNSUPPORTED, "llama.cpp's LoRA GGUF holds the linear layers only, not LoRA on the embedding or the head");
+        break;
+    case FT_FORMAT_PEFT:
+        if (!lora && p->kind != FT_PEFT_IA3 && p->kind != FT_PEFT_PROMPT && p->kind != FT_PEFT_PREFIX)
+            return ft_set_error(FT_ERR_UNSUPPORTED, "PEFT has no %s", p->kind == FT_PEFT_ADAPTER ? "bottleneck adapters (Houlsby / Pfeiffer)" : "full fine-tuning form");
+        if (edge) return ft_set_error(FT_ERR_UNSUPPORTED, "LoRA on the embedding or the head is kept in finetune.h's own GGUF");
+        break;
+    default:
+        return ft_set_error(FT_ERR_INVALID, "adapter format %d", (int)f);
+    }
+    if (p->score) return ft_set_error(FT_ERR_UNSUPPORTED, "the reward / value head has no place in a %s adapter: finetune.h's own GGUF keeps it",
+                                      f == FT_FORMAT_PEFT ? "PEFT (causal LM)" : "llama.cpp");
+    return FT_OK;
+}
+
+FT_API ft_result ft_peft_save(ft_peft *p, const char *path, ft_adapter_format f, const char *base_model_name) {
+    char name[256];
+    ft_gguf_str gn;
+    ft_result r;
+    if (!p->m) return ft_set_error(FT_ERR_STATE, "%s: the adapter's model was freed", path);
+    if (f == FT_FORMAT_AUTO) f = ft_peft_can_save(p, FT_FORMAT_LLAMACPP) == FT_OK ? FT_FORMAT_LLAMACPP : FT_FORMAT_FINETUNE;
+    if ((r = ft_peft_can_save(p, f)) != FT_OK) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", ft_last_error());
+        return ft_set_error(r, "%s: %s", path, why);
+    }
+    if (f == FT_FORMAT_LLAMACPP) return ft__lora_save_gguf(p, path);
+    if (f == FT_FORMAT_FINETUNE) return ft__own_save(p, path);
+    if (!base_model_name) {                          /* PEFT's base_model_name_or_path */
+        if (ft_gguf_get_str(p->m->g, "general.name", &gn)) snprintf(name, sizeof name, "%.*s", (int)FT__MIN(gn.n, sizeof name - 1), gn.s);
+        else snprintf(name, sizeof name, "%s", p->m->c.arch_name);
+        base_model_name = name;
+    }
+    return p->kind == FT_PEFT_LORA ? ft__lora_save_peft(p, path, base_model_name) : ft__peft_save_dir(p, path, base_model_name);
+}
+
+/* a PEFT directory (it has adapter_config.json), a llama.cpp LoRA GGUF or finetune.h's own adapter GGUF */
+FT_API ft_result ft_peft_load(ft_peft **out, ft_model *m, const char *path) {
+    struct stat st;
+    *out = NULL;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return ft__peft_attach_dir(out, m, path);
+    return ft__gguf_attach(out, m, path);          /* llama.cpp's LoRA, or finetune.h's own (any method) */
 }
 
 /* ============================================================================================

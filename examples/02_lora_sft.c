@@ -23,8 +23,8 @@ int main(int argc, char **argv) {
         { fprintf(stderr, "%s\n", ft_last_error()); return 1; }   /* names file:line:column */
     to.steps = 20; to.batch = 8; to.lr = 1e-3f; to.on_step = progress;
     if (ft_train(ctx, m, ft_peft_params(lora), data, &to, NULL) != FT_OK) { fprintf(stderr, "%s\n", ft_last_error()); return 1; }
-    if (ft_lora_save_gguf(lora, "adapter.gguf") != FT_OK ||                  /* llama-cli --lora adapter.gguf */
-        ft_lora_save_peft(lora, "peft", "HuggingFaceTB/SmolLM2-135M-Instruct") != FT_OK) { fprintf(stderr, "%s\n", ft_last_error()); return 1; }
+    if (ft_peft_save(lora, "adapter.gguf", FT_FORMAT_LLAMACPP, NULL) != FT_OK ||                  /* llama-cli --lora adapter.gguf */
+        ft_peft_save(lora, "peft", FT_FORMAT_PEFT, "HuggingFaceTB/SmolLM2-135M-Instruct") != FT_OK) { fprintf(stderr, "%s\n", ft_last_error()); return 1; }
     ft_dataset_free(data); ft_peft_free(lora); ft_ctx_free(ctx); ft_model_free(m);
     return 0;
 }

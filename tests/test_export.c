@@ -173,16 +173,16 @@ TEST(export_round_trips) {
     CHECK_OK(ft_lora_attach(&p, m, &o));
     perturb(p, 0.1f);
     logits_of(m, EX_IDS, 12, a);
-    CHECK_OK(ft_lora_save_gguf(p, "build/tiny_rt.gguf"));
+    CHECK_OK(ft_peft_save(p, "build/tiny_rt.gguf", FT_FORMAT_LLAMACPP, NULL));
     ft_peft_free(p);
     /* GGUF -> PEFT */
-    CHECK_OK(ft_lora_attach_file(&q, m, "build/tiny_rt.gguf"));
+    CHECK_OK(ft_peft_load(&q, m, "build/tiny_rt.gguf"));
     if (!q) { ft_model_free(m); return; }
     CHECK(ft_lora_A(q, 0, FT_SITE_Q) == NULL && ft_lora_A(q, 1, FT_SITE_Q) && ft_lora_A(q, 1, FT_SITE_UP) && !ft_lora_A(q, 1, FT_SITE_V), "layers and sites from the file");
     CHECK(ft_lora_options(q)->r == 3 && fabsf(ft_lora_scale(q) - 5.0f / sqrtf(3.0f)) < 1e-6f, "rank 3, the rsLoRA scale: %g", (double)ft_lora_scale(q));
     logits_of(m, EX_IDS, 12, b);
     CHECK(rel_range(b, a, 12, TINY_V, NULL) == 0, "the GGUF adapter gives the same model");
-    CHECK_OK(ft_lora_save_peft(q, "build/tiny_rt_peft", "tiny-test-llama"));
+    CHECK_OK(ft_peft_save(q, "build/tiny_rt_peft", FT_FORMAT_PEFT, "tiny-test-llama"));
     ft_peft_free(q);
     {
         size_t n; char *cfg = (char *)ft_test_slurp("build/tiny_rt_peft/adapter_config.json", &n);
@@ -190,12 +190,12 @@ TEST(export_round_trips) {
         free(cfg);
     }
     /* PEFT -> GGUF */
-    CHECK_OK(ft_lora_attach_file(&q, m, "build/tiny_rt_peft"));
+    CHECK_OK(ft_peft_load(&q, m, "build/tiny_rt_peft"));
     if (!q) { ft_model_free(m); return; }
     CHECK(fabsf(ft_lora_scale(q) - 5.0f / sqrtf(3.0f)) < 1e-6f, "scale kept through PEFT: %g", (double)ft_lora_scale(q));
     logits_of(m, EX_IDS, 12, b);
     CHECK(rel_range(b, a, 12, TINY_V, NULL) == 0, "the PEFT export gives the same model");
-    CHECK_OK(ft_lora_save_gguf(q, "build/tiny_rt2.gguf"));
+    CHECK_OK(ft_peft_save(q, "build/tiny_rt2.gguf", FT_FORMAT_LLAMACPP, NULL));
     ft_peft_free(q);
     {
         ft_gguf *g1, *g2; int64_t i;
@@ -216,10 +216,10 @@ TEST(export_round_trips) {
     CHECK_OK(ft_lora_attach(&p, m, &o));
     perturb(p, 0.1f);
     logits_of(m, EX_IDS, 12, a);
-    CHECK_OK(ft_lora_save_peft(p, "build/tiny_rt_dora", NULL));
-    CHECK(ft_lora_save_gguf(p, "build/tiny_rt_dora.gguf") == FT_ERR_UNSUPPORTED && err_names("build/tiny_rt_dora.gguf"), "DoRA to GGUF: %s", ft_last_error());
+    CHECK_OK(ft_peft_save(p, "build/tiny_rt_dora", FT_FORMAT_PEFT, NULL));
+    CHECK(ft_peft_save(p, "build/tiny_rt_dora.gguf", FT_FORMAT_LLAMACPP, NULL) == FT_ERR_UNSUPPORTED && err_names("build/tiny_rt_dora.gguf"), "DoRA to GGUF: %s", ft_last_error());
     ft_peft_free(p);
-    CHECK_OK(ft_lora_attach_file(&q, m, "build/tiny_rt_dora"));
+    CHECK_OK(ft_peft_load(&q, m, "build/tiny_rt_dora"));
     if (q) {
         CHECK(ft_lora_options(q)->dora && ft_lora_magnitude(q, 0, FT_SITE_V), "DoRA from adapter_config.json");
         logits_of(m, EX_IDS, 12, b);
@@ -246,20 +246,24 @@ static void write_adapter(const char *path, const char *arch, int layer, int64_t
 TEST(bad_inputs_name_the_file) {
     ft_model *m; ft_peft *p = NULL; ft_save_opts mo; ft_result r;
     CHECK_OK(ft_model_load(&m, EX_TINY, NULL));
-    r = ft_lora_attach_file(&p, m, "build/no_such_adapter.gguf");
+    r = ft_peft_load(&p, m, "build/no_such_adapter.gguf");
     CHECK(r == FT_ERR_IO && !p && err_names("build/no_such_adapter.gguf"), "missing file: %s", ft_last_error());
-    r = ft_lora_attach_peft(&p, m, "build/no_such_dir");
-    CHECK(r == FT_ERR_IO && !p && err_names("build/no_such_dir/adapter_config.json"), "missing PEFT dir: %s", ft_last_error());
+    r = ft_peft_load(&p, m, "build/no_such_dir");
+    CHECK(r == FT_ERR_IO && !p && err_names("build/no_such_dir"), "missing adapter: %s", ft_last_error());
+    if (system("mkdir -p build/empty_dir") == 0) {
+        r = ft_peft_load(&p, m, "build/empty_dir");
+        CHECK(r == FT_ERR_IO && !p && err_names("build/empty_dir/adapter_config.json"), "a directory without a PEFT config: %s", ft_last_error());
+    }
     write_adapter("build/bad_shape.gguf", "llama", 0, 16, 4, 32);           /* in 16, the model's q has 32 */
-    r = ft_lora_attach_file(&p, m, "build/bad_shape.gguf");
+    r = ft_peft_load(&p, m, "build/bad_shape.gguf");
     CHECK(r == FT_ERR_SHAPE && !p && err_names("build/bad_shape.gguf") && err_names("blk.0.attn_q.weight.lora_a"), "wrong shape: %s", ft_last_error());
     write_adapter("build/bad_layer.gguf", "llama", 7, 32, 4, 32);           /* the model has 2 layers */
-    r = ft_lora_attach_file(&p, m, "build/bad_layer.gguf");
+    r = ft_peft_load(&p, m, "build/bad_layer.gguf");
     CHECK(r == FT_ERR_SHAPE && !p && err_names("build/bad_layer.gguf") && err_names("layer 7"), "layer out of range: %s", ft_last_error());
     write_adapter("build/bad_arch.gguf", "qwen2", 0, 32, 4, 32);
-    r = ft_lora_attach_file(&p, m, "build/bad_arch.gguf");
+    r = ft_peft_load(&p, m, "build/bad_arch.gguf");
     CHECK(r == FT_ERR_FORMAT && !p && err_names("build/bad_arch.gguf") && err_names("qwen2"), "other architecture: %s", ft_last_error());
-    r = ft_lora_attach_file(&p, m, EX_TINY);                                  /* a model, not an adapter */
+    r = ft_peft_load(&p, m, EX_TINY);                                  /* a model, not an adapter */
     CHECK(r != FT_OK && !p && err_names(EX_TINY), "a model as adapter: %s", ft_last_error());
     {   /* a PEFT directory whose B does not fit the model */
         ft__st_entry e[2]; static float buf[4096];
@@ -270,7 +274,7 @@ TEST(bad_inputs_name_the_file) {
         CHECK_OK(ft__safetensors_write("build/bad_peft/adapter_model.safetensors", e, 2));
         f = fopen("build/bad_peft/adapter_config.json", "w");
         if (f) { fputs("{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"target_modules\": [\"q_proj\"]}\n", f); fclose(f); }
-        r = ft_lora_attach_file(&p, m, "build/bad_peft");
+        r = ft_peft_load(&p, m, "build/bad_peft");
         CHECK(r == FT_ERR_SHAPE && !p && err_names("build/bad_peft/adapter_model.safetensors") && err_names("q_proj.lora_B"), "PEFT shape: %s", ft_last_error());
     }
     memset(&mo, 0, sizeof mo); mo.type = FT_TYPE_F16;

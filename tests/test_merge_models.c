@@ -266,8 +266,8 @@ TEST(lora_adapters) {
         ft_tensor *t = ft_params_get(ft_peft_params(p), i);
         for (j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] = 0.2f * ft_rng_normal(&r);
     }
-    CHECK_OK(ft_lora_save_gguf(p, LA));
-    CHECK_OK(ft_peft_save_gguf(p, LF));
+    CHECK_OK(ft_peft_save(p, LA, FT_FORMAT_LLAMACPP, NULL));
+    CHECK_OK(ft_peft_save(p, LF, FT_FORMAT_FINETUNE, NULL));
     CHECK_OK(ft_lora_merge(p));
     n = ft_numel(ft_model_layer(m, 1)->wq);
     merged_q = (float *)malloc((size_t)n * 4); memcpy(merged_q, ft_model_layer(m, 1)->wq->data, (size_t)n * 4);
@@ -300,7 +300,7 @@ TEST(lora_adapters) {
             ft_tensor *t = ft_params_get(ft_peft_params(p2), i);
             for (j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] = 0.2f * ft_rng_normal(&r);
         }
-        CHECK_OK(ft_lora_save_gguf(p2, LB));
+        CHECK_OK(ft_peft_save(p2, LB, FT_FORMAT_LLAMACPP, NULL));
         CHECK_OK(ft_lora_merge(p2));
         q1 = (float *)malloc((size_t)n * 4); memcpy(q1, ft_model_layer(m2, 1)->wq->data, (size_t)n * 4);
         ft_peft_free(p2); ft_model_free(m2);
@@ -348,7 +348,7 @@ TEST(full_finetune_input) {
         for (j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] += 0.01f * (float)(j % 7);
         if (!strcmp(t->name, "blk.1.ffn_up.weight")) { n = ft_numel(t); want = (float *)malloc((size_t)n * 4); memcpy(want, t->data, (size_t)n * 4); }
     }
-    CHECK_OK(ft_peft_save_gguf(p, LFULL));
+    CHECK_OK(ft_peft_save(p, LFULL, FT_FORMAT_FINETUNE, NULL));
     ft_peft_free(p); ft_model_free(m);
     memset(&o, 0, sizeof o);
     in[0].path = LFULL; in[0].weight = 1; in[0].density = 0;

@@ -197,9 +197,9 @@ TEST(save_and_attach_gguf) {
         CHECK_OK(ft_peft_attach(&p, m, &c.o));
         tiny_nudge(ft_peft_params(p), 0.05f);
         tiny_logits(CTX, m, a);
-        CHECK_OK(ft_peft_save_gguf(p, path));
+        CHECK_OK(ft_peft_save(p, path, FT_FORMAT_FINETUNE, NULL));
         CHECK_OK(ft_model_load(&m2, c.path, NULL));
-        CHECK_OK(ft_peft_attach_gguf(&q, m2, path));
+        CHECK_OK(ft_peft_load(&q, m2, path));
         if (q) {
             CHECK(ft_peft_kind(q) == c.o.method && ft_params_numel(ft_peft_params(q)) == ft_params_numel(ft_peft_params(p)), "%s: kind and size", c.name);
             tiny_logits(CTX, m2, b);

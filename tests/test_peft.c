@@ -138,9 +138,9 @@ TEST(adapter_files_round_trip) {
             for (j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] += 0.1f * cosf((float)(j * 3 + i));
         }
         tiny_logits(CTX, m, a);
-        if (!dora) CHECK_OK(ft_lora_save_gguf(p, "build/tiny_adapter.gguf"));
-        else CHECK(ft_lora_save_gguf(p, "build/tiny_adapter.gguf") == FT_ERR_UNSUPPORTED, "DoRA has no llama.cpp form");
-        CHECK_OK(ft_lora_save_peft(p, "build/tiny_peft_dir", "tiny-test-llama"));
+        if (!dora) CHECK_OK(ft_peft_save(p, "build/tiny_adapter.gguf", FT_FORMAT_LLAMACPP, NULL));
+        else CHECK(ft_peft_save(p, "build/tiny_adapter.gguf", FT_FORMAT_LLAMACPP, NULL) == FT_ERR_UNSUPPORTED, "DoRA has no llama.cpp form");
+        CHECK_OK(ft_peft_save(p, "build/tiny_peft_dir", FT_FORMAT_PEFT, "tiny-test-llama"));
         {   /* PEFT layout: HF row j of a q_proj B is GGUF row 2j (j < D/2), row j + D/2 is 2j+1 */
             ft_safetensors *st; const char *dt; int64_t sh[8]; int nd; const float *hb;
             ft_tensor *B = ft_lora_B(p, 1, FT_SITE_Q);
@@ -156,14 +156,12 @@ TEST(adapter_files_round_trip) {
             ft_safetensors_close(st);
         }
         ft_peft_free(p);
-        CHECK_OK(ft_lora_attach(&q, m, &o));
-        CHECK_OK(ft_lora_load_peft(q, "build/tiny_peft_dir"));
+        CHECK_OK(ft_peft_load(&q, m, "build/tiny_peft_dir"));
         tiny_logits(CTX, m, b);
         CHECK(tiny_maxdiff(a, b, 12 * TINY_V) == 0, "PEFT round trip gives the same model");
         if (!dora) {
             ft_peft_free(q);
-            CHECK_OK(ft_lora_attach(&q, m, &o));
-            CHECK_OK(ft_lora_load_gguf(q, "build/tiny_adapter.gguf"));
+            CHECK_OK(ft_peft_load(&q, m, "build/tiny_adapter.gguf"));
             tiny_logits(CTX, m, b);
             CHECK(tiny_maxdiff(a, b, 12 * TINY_V) == 0, "llama.cpp GGUF round trip gives the same model");
         }

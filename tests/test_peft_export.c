@@ -26,9 +26,9 @@ static int has(const char *text, const char *s) { return text && strstr(text, s)
 static ft_peft *round_trip(ft_model *m, ft_peft *p, const char *what) {
     static float before[12 * TINY_V], after[12 * TINY_V]; ft_peft *q = NULL; double d;
     tiny_logits(CTX, m, before);
-    CHECK_OK(ft_peft_save_peft(p, DIR_, "tiny-test-llama"));
+    CHECK_OK(ft_peft_save(p, DIR_, FT_FORMAT_PEFT, "tiny-test-llama"));
     ft_peft_free(p);
-    CHECK_OK(ft_lora_attach_file(&q, m, DIR_));
+    CHECK_OK(ft_peft_load(&q, m, DIR_));
     if (!q) return NULL;
     tiny_logits(CTX, m, after);
     d = tiny_maxdiff(before, after, 12 * TINY_V);
@@ -176,7 +176,7 @@ TEST(lora_still_goes_through_and_the_rest_is_refused) {
     memset(&o, 0, sizeof o); o.method = FT_PEFT_IA3;    /* LoRA-only writers refuse the others (they crashed) */
     CHECK_OK(ft_peft_attach(&p, m, &o));
     if (p) {
-        r = ft_lora_save_gguf(p, "build/tiny_peft_export_refused.gguf");
+        r = ft_peft_save(p, "build/tiny_peft_export_refused.gguf", FT_FORMAT_LLAMACPP, NULL);
         CHECK(r == FT_ERR_UNSUPPORTED, "ia3 into llama.cpp's LoRA GGUF: %s (%s)", ft_result_string(r), ft_last_error());
         r = ft_model_save_merged(m, "build/tiny_peft_export_refused.gguf", NULL);
         CHECK(r == FT_ERR_UNSUPPORTED, "ia3 merged: %s (%s)", ft_result_string(r), ft_last_error());
@@ -186,8 +186,8 @@ TEST(lora_still_goes_through_and_the_rest_is_refused) {
         memset(&o, 0, sizeof o); o.method = k ? FT_PEFT_FULL : FT_PEFT_ADAPTER; o.bottleneck = 4;
         CHECK_OK(ft_peft_attach(&p, m, &o));
         if (!p) continue;
-        r = ft_peft_save_peft(p, "build/tiny_peft_export_refused", NULL);
-        CHECK(r == FT_ERR_UNSUPPORTED && strstr(ft_last_error(), "no PEFT equivalent"), "%s: %s (%s)", ft_peft_method_name(o.method), ft_result_string(r), ft_last_error());
+        r = ft_peft_save(p, "build/tiny_peft_export_refused", FT_FORMAT_PEFT, NULL);
+        CHECK(r == FT_ERR_UNSUPPORTED && strstr(ft_last_error(), "PEFT has no"), "%s: %s (%s)", ft_peft_method_name(o.method), ft_result_string(r), ft_last_error());
         ft_peft_free(p);
     }
     ft_model_free(m);
@@ -206,7 +206,7 @@ TEST(bad_directories) {
     for (i = 0; i < 3; i++) {
         snprintf(path, sizeof path, "%s/adapter_config.json", DIR_);
         f = fopen(path, "wb"); if (f) { fputs(cfgs[i], f); fclose(f); }
-        r = ft_lora_attach_file(&p, m, DIR_);
+        r = ft_peft_load(&p, m, DIR_);
         CHECK(r == want[i] && p == NULL, "config %d: %s (%s)", i, ft_result_string(r), ft_last_error());
         printf("    refused: %s\n", ft_last_error());
     }

@@ -368,7 +368,7 @@ static int bench_train(int argc, char **argv) {
     /* LoRA B starts at zero (PEFT's init): give it small values so every gradient is a real one */
     for (i = 0; i < ft_params_count(P); i++)
         if (strstr(ft_params_get(P, i)->name, "lora_B")) ft_params_init_normal(P, ft_params_get(P, i), 0.0f, 1e-3f, ctx);
-    memset(&oo, 0, sizeof oo); oo.kind = FT_OPTIM_ADAMW; oo.lr = o.lr; oo.weight_decay = 0;
+    oo = ft_optim_opts_default(); oo.weight_decay = 0;
     if (ft_optim_init(&opt, P, &oo) != FT_OK) { fprintf(stderr, "bench train: %s\n", ft_last_error()); return 1; }
     t_load = ft_time_seconds() - t_load;
     mem_mib(&hwm0, &rss0);                      /* the steps' own peak from here (weights included) */

@@ -244,7 +244,7 @@ static int cmd_generate(int argc, char **argv) {
     if (!model || !prompt || n < 1) return usage();
     if (ft_model_load(&m, model, NULL) != FT_OK) return fail("generate");
     if (!(tok = ft_model_tokenizer(m))) { fprintf(stderr, "ft generate: %s has no tokenizer\n", model); return 1; }
-    if (lora) { ft_peft *p; if (ft_lora_attach_file(&p, m, lora) != FT_OK) return fail("generate --lora"); }
+    if (lora) { ft_peft *p; if (ft_peft_load(&p, m, lora) != FT_OK) return fail("generate --lora"); }
     memset(&co, 0, sizeof co); co.n_threads = threads;
     if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("generate");
     text = (char *)malloc(strlen(prompt) + 65536);
@@ -579,7 +579,7 @@ static int parse_rewards(const char *spec, const char *model_path, int threads, 
         else if (strncmp(item, "length:", 7) == 0) { *len_target = atoi(item + 7); t[n].fn = ft_reward_length; t[n].user = len_target; }
         else if (strncmp(item, "rm:", 3) == 0) {
             ft_peft *rp; ft_ctx_opts co;
-            if (ft_model_load(&rm->model, model_path, NULL) != FT_OK || ft_peft_attach_gguf(&rp, rm->model, item + 3) != FT_OK) return -fail("train --reward rm:");
+            if (ft_model_load(&rm->model, model_path, NULL) != FT_OK || ft_peft_load(&rp, rm->model, item + 3) != FT_OK) return -fail("train --reward rm:");
             if (!ft_peft_reward_head(rp)) { fprintf(stderr, "ft: %s has no reward head (train it with --objective rm)\n", item + 3); return -1; }
             memset(&co, 0, sizeof co); co.n_threads = threads;
             if (ft_ctx_init(&rm->ctx, &co) != FT_OK) return -fail("train");
@@ -625,12 +625,12 @@ static int train_rl(ft_ctx *ctx, ft_model *m, ft_peft *p, const ft_dataset *trai
     fclose(rr.metrics);
     if (r != FT_OK) return fail("train");
     snprintf(path, sizeof path, "%s/adapter.gguf", o->out);
-    if (po->method == FT_PEFT_LORA && !po->lora.dora && !po->reward_head && !(po->lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD))) { if (ft_lora_save_gguf(p, path) != FT_OK) return fail("train"); }
-    else if (ft_peft_save_gguf(p, path) != FT_OK) return fail("train");
+    if (po->method == FT_PEFT_LORA && !po->lora.dora && !po->reward_head && !(po->lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD))) { if (ft_peft_save(p, path, FT_FORMAT_LLAMACPP, NULL) != FT_OK) return fail("train"); }
+    else if (ft_peft_save(p, path, FT_FORMAT_FINETUNE, NULL) != FT_OK) return fail("train");
     if (has_peft_format(po->method) && !(po->lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD))) {
         char nm[256];
         snprintf(path, sizeof path, "%s/peft", o->out);
-        if (ft_peft_save_peft(p, path, model_name(m, nm, sizeof nm)) != FT_OK) return fail("train");
+        if (ft_peft_save(p, path, FT_FORMAT_PEFT, model_name(m, nm, sizeof nm)) != FT_OK) return fail("train");
     }
     {
         ft_plot_series ser; ser.name = "reward"; ser.x = rr.xs; ser.y = rr.ys; ser.n = rr.n;
@@ -805,7 +805,7 @@ static int cmd_train(int argc, char **argv) {
     po.reward_head = is_obj(&o, "rm", "ppo", NULL);        /* rm: the reward head; ppo: the value head */
     if (o.init_adapter) {      /* an earlier stage (SFT) folded in: the new base and reference */
         ft_peft *p0;
-        if (ft_lora_attach_file(&p0, m, o.init_adapter) != FT_OK || ft_peft_bake(p0) != FT_OK) return fail("train --init-adapter");
+        if (ft_peft_load(&p0, m, o.init_adapter) != FT_OK || ft_peft_bake(p0) != FT_OK) return fail("train --init-adapter");
         fprintf(stderr, "ft: %s baked into the base\n", o.init_adapter);
     }
     if (ft_peft_attach(&p, m, &po) != FT_OK) return fail("train");
@@ -866,10 +866,10 @@ static int cmd_train(int argc, char **argv) {
     /* the adapter in both formats, the loss curve */
     snprintf(path, sizeof path, "%s/adapter.gguf", o.out);
     /* LoRA: llama.cpp's adapter format and PEFT's; the others (and DoRA, a reward head): finetune.h's own */
-    if (po.method == FT_PEFT_LORA && !po.lora.dora && !po.reward_head && !(po.lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD))) { if (ft_lora_save_gguf(p, path) != FT_OK) return fail("train"); }
-    else if (ft_peft_save_gguf(p, path) != FT_OK) return fail("train");
+    if (po.method == FT_PEFT_LORA && !po.lora.dora && !po.reward_head && !(po.lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD))) { if (ft_peft_save(p, path, FT_FORMAT_LLAMACPP, NULL) != FT_OK) return fail("train"); }
+    else if (ft_peft_save(p, path, FT_FORMAT_FINETUNE, NULL) != FT_OK) return fail("train");
     snprintf(path, sizeof path, "%s/peft", o.out);
-    { char nm[256]; if (has_peft_format(po.method) && !(po.lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD)) && ft_peft_save_peft(p, path, model_name(m, nm, sizeof nm)) != FT_OK) return fail("train"); }
+    { char nm[256]; if (has_peft_format(po.method) && !(po.lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD)) && ft_peft_save(p, path, FT_FORMAT_PEFT, model_name(m, nm, sizeof nm)) != FT_OK) return fail("train"); }
     {
         ft_plot_series ser[2]; int ns = 1;
         ser[0].name = "train"; ser[0].x = rn.xs; ser[0].y = rn.ys; ser[0].n = rn.n;
@@ -922,7 +922,7 @@ static int cmd_eval(int argc, char **argv) {
     if (!opts_parse(&o, argc, argv)) return 2;
     if (!o.model || !o.data) { fprintf(stderr, "ft eval: needs -m MODEL and --data FILE\n"); return 2; }
     if (!load_model(&m, &o)) return 1;
-    if (o.lora) { ft_peft *p; if (ft_lora_attach_file(&p, m, o.lora) != FT_OK) return fail("eval --lora"); }
+    if (o.lora) { ft_peft *p; if (ft_peft_load(&p, m, o.lora) != FT_OK) return fail("eval --lora"); }
     memset(&co, 0, sizeof co); co.n_threads = o.threads;
     if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("eval");
     memset(&dopt, 0, sizeof dopt); dopt.max_len = o.seq_len;
@@ -990,7 +990,7 @@ static int cmd_merge(int argc, char **argv) {
     else if (strcmp(t, "q4_1") == 0) mo.type = FT_TYPE_Q4_1;
     else { fprintf(stderr, "ft merge: --type %s is not one of f16, f32, bf16, q8_0, q4_0, q4_1, base\n", t); return 2; }
     if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("merge");
-    if (o.adapter && ft_lora_attach_file(&p, m, o.adapter) != FT_OK) return fail("merge --adapter");
+    if (o.adapter && ft_peft_load(&p, m, o.adapter) != FT_OK) return fail("merge --adapter");
     if (ft_model_save_merged(m, o.out, &mo) != FT_OK) return fail("merge");
     fprintf(stderr, "ft: wrote %s: %s", o.out, o.model);
     if (p) { fprintf(stderr, " + %s (", o.adapter); describe_adapter(p); fprintf(stderr, ")"); }
@@ -1008,10 +1008,10 @@ static int cmd_export(int argc, char **argv) {
         fprintf(stderr, "ft export: needs --format peft|gguf, -m MODEL, --adapter ADAPTER and -o OUT\n"); return 2;
     }
     if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("export");
-    if (ft_lora_attach_file(&p, m, o.adapter) != FT_OK) return fail("export --adapter");
-    if (strcmp(o.format, "peft") == 0) { char nm[256]; r = ft_peft_save_peft(p, o.out, o.base_name ? o.base_name : model_name(m, nm, sizeof nm)); }
-    else if (ft_peft_kind(p) == FT_PEFT_LORA) r = ft_lora_save_gguf(p, o.out);
-    else r = ft_peft_save_gguf(p, o.out);              /* llama.cpp has LoRA only: finetune.h's own file */
+    if (ft_peft_load(&p, m, o.adapter) != FT_OK) return fail("export --adapter");
+    if (strcmp(o.format, "peft") == 0) { char nm[256]; r = ft_peft_save(p, o.out, FT_FORMAT_PEFT, o.base_name ? o.base_name : model_name(m, nm, sizeof nm)); }
+    else if (ft_peft_kind(p) == FT_PEFT_LORA) r = ft_peft_save(p, o.out, FT_FORMAT_LLAMACPP, NULL);
+    else r = ft_peft_save(p, o.out, FT_FORMAT_FINETUNE, NULL);              /* llama.cpp has LoRA only: finetune.h's own file */
     if (r != FT_OK) return fail("export");
     fprintf(stderr, "ft: wrote %s (%s) from %s: ", o.out, strcmp(o.format, "peft") == 0 ? "PEFT adapter_model.safetensors + adapter_config.json" :
             ft_peft_kind(p) == FT_PEFT_LORA ? "llama.cpp LoRA GGUF" : "finetune.h adapter GGUF", o.adapter);
@@ -1026,7 +1026,7 @@ static int cmd_logits(int argc, char **argv) {
     if (!io_parse("logits", &o, argc, argv)) return 2;
     if (!o.model || !o.out || !o.prompt == !o.ids) { fprintf(stderr, "ft logits: needs -m MODEL, -o OUT and one of -p PROMPT or --ids LIST\n"); return 2; }
     if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("logits");
-    if (o.adapter && ft_lora_attach_file(&p, m, o.adapter) != FT_OK) return fail("logits --adapter");
+    if (o.adapter && ft_peft_load(&p, m, o.adapter) != FT_OK) return fail("logits --adapter");
     V = ft_model_config_get(m)->n_vocab;
     if (o.ids) {
         const char *c = o.ids; char *e;
