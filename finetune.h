@@ -285,6 +285,30 @@ FT_API ft_result   ft_set_error(ft_result r, const char *fmt, ...)
 #endif
     ;                                                   /* sets the message, returns r       */
 
+/* ---- names of the enums: what the command line, configs and logs call each value ------------- */
+typedef enum ft_enum {
+    FT_ENUM_TYPE = 0,               /* ft_type: "f32", "q4_1", "nf4", ...                         */
+    FT_ENUM_OBJECTIVE,              /* ft_objective: "sft", "dpo", ... (the objective table)      */
+    FT_ENUM_PEFT_METHOD,            /* ft_peft_method: "lora", "adapter", ...                      */
+    FT_ENUM_SCHED,                  /* ft_sched_kind: "cosine", "linear", "constant"              */
+    FT_ENUM_OPTIM,                  /* ft_optim_kind: "adamw", "sgd"                               */
+    FT_ENUM_ACT,                    /* ft_act: "relu", "gelu", "silu", "tanh"                      */
+    FT_ENUM_ADAPTER_PLACE,          /* ft_adapter_place: "houlsby", "pfeiffer"                     */
+    FT_ENUM_PROMPT_INIT,            /* ft_prompt_init: "random", "vocab", "text"                   */
+    FT_ENUM_GRPO_AGG,               /* ft_grpo_agg: "grpo", "bnpo", "dr_grpo", "dapo"              */
+    FT_ENUM_ADV_SCALE,              /* ft_adv_scale: "group", "batch", "none"                      */
+    FT_ENUM_DATA_FORMAT,            /* ft_data_format: "auto", "text", "instruct", ...             */
+    FT_ENUM_ADAPTER_FORMAT,         /* ft_adapter_format: "auto", "llamacpp", "peft", "finetune"   */
+    FT_ENUM_MERGE_METHOD,           /* ft_merge_method: "linear", "task", "ties", ...              */
+    FT_ENUM_MERGE_SIGN,             /* ft_merge_sign: "sum", "count"                               */
+    FT_ENUM_MERGE_RESCALE,          /* ft_merge_rescale: "default", "none", "l1", "density"        */
+    FT_ENUM_SYNTH_METHOD,           /* ft_synth_method: "self-instruct", "evol-instruct"          */
+    FT_ENUM_COUNT
+} ft_enum;
+FT_API int         ft_enum_count(ft_enum e);                    /* its values are 0 .. count-1      */
+FT_API const char *ft_enum_name(ft_enum e, int value);          /* NULL: no such value               */
+FT_API int         ft_enum_parse(ft_enum e, const char *name, int *value);   /* 1: a known name     */
+
 /* ---- storage types (ids equal to GGML's, so GGUF types map one to one) ----------------------- */
 typedef enum ft_type {
     FT_TYPE_F32 = 0,  FT_TYPE_F16 = 1,
@@ -382,6 +406,7 @@ typedef struct ft_ctx_opts {
     void     *log_user;
 } ft_ctx_opts;
 
+FT_API ft_ctx_opts ft_ctx_opts_default(void);    /* every CPU ($FT_THREADS), seed 0x5eed, 64 MiB arena */
 FT_API ft_result ft_ctx_init(ft_ctx **out, const ft_ctx_opts *opts);   /* opts may be NULL      */
 FT_API void      ft_ctx_free(ft_ctx *ctx);
 FT_API void      ft_ctx_reset(ft_ctx *ctx);        /* start of a step: empty tape and arena        */
@@ -752,6 +777,7 @@ typedef struct ft_lora_opts {
                                        reward model, PEFT's SEQ_CLS "score" module)               */
 } ft_lora_opts;
 typedef struct ft_peft ft_peft;
+FT_API ft_lora_opts ft_lora_opts_default(void);           /* r 8, alpha 8, all linear layers   */
 FT_API ft_result  ft_lora_attach(ft_peft **out, ft_model *m, const ft_lora_opts *o);
 FT_API void       ft_peft_free(ft_peft *p);                 /* detaches from the model          */
 FT_API ft_params *ft_peft_params(ft_peft *p);               /* the trainable parameters          */
@@ -806,6 +832,8 @@ typedef struct ft_peft_opts {
     uint64_t seed;
     int      reward_head;           /* plus a scalar reward head (any method)                     */
 } ft_peft_opts;
+/* the method's defaults: LoRA's, bottleneck 64 (relu, Houlsby), 20 virtual tokens, IA3 on k, v, down */
+FT_API ft_peft_opts ft_peft_opts_default(ft_peft_method method);
 FT_API ft_result ft_peft_attach(ft_peft **out, ft_model *m, const ft_peft_opts *o);
 FT_API ft_peft_method ft_peft_kind(const ft_peft *p);
 FT_API const char *ft_peft_method_name(ft_peft_method k);    /* "lora", "adapter", ...            */
@@ -896,7 +924,8 @@ typedef struct ft_save_opts {
     int     embeddings;             /* also token_embd / output as `type` (default: unchanged), e.g.
                                        an all-F32 file for an exact comparison with llama.cpp      */
 } ft_save_opts;
-FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_save_opts *o);
+FT_API ft_save_opts ft_save_opts_default(void);          /* F16 linear weights, the rest as stored */
+FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_save_opts *o);   /* NULL: F32 */
 
 
 /* ---- training utilities: schedules, checkpoints, plots ------------------------------------------------ */
@@ -1275,6 +1304,8 @@ FT_API ft_synth_reason ft_synth_check_answer(const char *answer, const char *ins
    {"instruction", "input": "", "output"} (evol: also "evol": the operation) appended to out_path
    one line at a time, flushed. An existing out_path is resumed: its lines count towards o->n and
    its instructions join the pool. */
+/* temperature 0.7, top-p 0.9, batch 4, 64 / 160 new tokens, ROUGE-L 0.7 (evol 0.9), 3-150 words */
+FT_API ft_synth_opts ft_synth_opts_default(ft_synth_method method);
 FT_API ft_result ft_synth_self_instruct(ft_ctx *ctx, ft_model *m, const char *seed_path, const char *out_path,
                                         const ft_synth_opts *o, ft_synth_stats *st);
 FT_API ft_result ft_synth_evol_instruct(ft_ctx *ctx, ft_model *m, const char *seed_path, const char *out_path,
@@ -1317,6 +1348,8 @@ typedef struct ft_merge_opts {
    TIES's and DARE's fraction kept. keep[k]: DARE's masks (n bytes each, non-zero keeps) or NULL to
    draw them from rng (keep with probability density; input 0's n draws first, then input 1's, ...;
    rng NULL: seeded with o->seed). out may alias base. */
+/* the method's defaults as mergekit 0.1.5 has them (normalize, rescale resolved), lambda 1, F32 */
+FT_API ft_merge_opts ft_merge_opts_default(ft_merge_method method);
 FT_API ft_result ft_merge_tensor(float *out, const float *base, const float *const *x, int k, int64_t n,
                                  const double *weights, const double *densities,
                                  const unsigned char *const *keep, ft_rng *rng, const ft_merge_opts *o);
@@ -1928,16 +1961,25 @@ FT_API void ft_log_message(ft_ctx *ctx, int level, const char *fmt, ...) {
     else if (level > 0) fprintf(stderr, "finetune: %s\n", msg);
 }
 
+FT_API ft_ctx_opts ft_ctx_opts_default(void) {
+    ft_ctx_opts o;
+    memset(&o, 0, sizeof o);
+    o.n_threads = ft__env_threads();
+    o.seed = 0x5eed;
+    o.arena_bytes = (size_t)64 << 20;
+    return o;
+}
+
 FT_API ft_result ft_ctx_init(ft_ctx **out, const ft_ctx_opts *opts) {
     ft_ctx *ctx;
-    ft_ctx_opts o;
+    ft_ctx_opts o, d = ft_ctx_opts_default();
     ft_result r;
     FT_ASSERT(out);
     *out = NULL;
-    if (opts) o = *opts; else memset(&o, 0, sizeof o);
-    if (o.n_threads <= 0) o.n_threads = ft__env_threads();
-    if (o.arena_bytes == 0) o.arena_bytes = (size_t)64 << 20;
-    if (o.seed == 0) o.seed = 0x5eed;
+    o = opts ? *opts : d;
+    if (o.n_threads <= 0) o.n_threads = d.n_threads;
+    if (o.arena_bytes == 0) o.arena_bytes = d.arena_bytes;
+    if (o.seed == 0) o.seed = d.seed;
     ctx = FT__CAST(ft_ctx *, FT_MALLOC(sizeof *ctx));
     if (!ctx) return ft_set_error(FT_ERR_NOMEM, "ft_ctx_init: out of memory");
     memset(ctx, 0, sizeof *ctx);
@@ -8203,8 +8245,18 @@ FT_API const char *ft_site_name(int which) {
     return which >= 0 && which < FT_SITE_COUNT ? n[which] : "?";
 }
 
+FT_API ft_lora_opts ft_lora_opts_default(void) {
+    ft_lora_opts o;
+    memset(&o, 0, sizeof o);
+    o.r = 8;
+    o.alpha = 8.0f;
+    o.targets = FT_TARGET_ALL_LINEAR;
+    return o;
+}
+
 FT_API ft_result ft_lora_attach(ft_peft **out, ft_model *m, const ft_lora_opts *opts) {
     ft_peft *p; ft_result r; int64_t l, nsites = m->c.n_layer * FT_SITE_COUNT; int w; char name[128];
+    ft_lora_opts d = ft_lora_opts_default();
     *out = NULL;
     if (m->peft) return ft_set_error(FT_ERR_STATE, "lora: the model already has an adapter attached");
     if (opts->dropout < 0 || opts->dropout >= 1) return ft_set_error(FT_ERR_INVALID, "lora: dropout %g outside [0, 1)", (double)opts->dropout);
@@ -8212,9 +8264,9 @@ FT_API ft_result ft_lora_attach(ft_peft **out, ft_model *m, const ft_lora_opts *
     if (!p) return ft_set_error(FT_ERR_NOMEM, "lora: out of memory");
     memset(p, 0, sizeof *p);
     p->m = m; p->o = *opts; p->enabled = 1;
-    if (p->o.r <= 0) p->o.r = 8;
-    if (p->o.alpha <= 0) p->o.alpha = (float)p->o.r;
-    if (!p->o.targets) p->o.targets = FT_TARGET_ALL_LINEAR;
+    if (p->o.r <= 0) p->o.r = d.r;
+    if (p->o.alpha <= 0) p->o.alpha = (float)p->o.r;         /* PEFT: alpha = r unless given */
+    if (!p->o.targets) p->o.targets = d.targets;
     p->scale = p->o.rslora ? p->o.alpha / sqrtf((float)p->o.r) : p->o.alpha / (float)p->o.r;
     p->A = FT__CAST(ft_tensor **, FT_MALLOC((size_t)nsites * 3 * sizeof(ft_tensor *)));
     if (!p->A) { FT_FREE(p); return ft_set_error(FT_ERR_NOMEM, "lora: out of memory"); }
@@ -8482,8 +8534,22 @@ static void ft__full_install(ft_peft *p, int on) {
     for (i = 0; i < p->m->n_w; i++) if (p->full[i]) p->m->w[i] = on ? *p->full[i] : p->full_orig[i];
 }
 
+FT_API ft_peft_opts ft_peft_opts_default(ft_peft_method method) {
+    ft_peft_opts o;
+    memset(&o, 0, sizeof o);
+    o.method = method;
+    o.lora = ft_lora_opts_default();
+    o.bottleneck = 64;
+    o.placement = FT_ADAPTER_HOULSBY;
+    o.act = FT_ACT_RELU;
+    o.n_virtual = 20;
+    o.prompt_init = FT_PROMPT_RANDOM;
+    o.ia3_targets = FT_TARGET_K | FT_TARGET_V | FT_TARGET_DOWN;
+    return o;
+}
+
 FT_API ft_result ft_peft_attach(ft_peft **out, ft_model *m, const ft_peft_opts *opts) {
-    ft_peft *p; ft_peft_opts o = *opts; ft_result r; int64_t l, L = m->c.n_layer, C = m->c.n_embd, Dkv = m->c.n_head_kv * m->c.head_dim;
+    ft_peft *p; ft_peft_opts o = *opts, d = ft_peft_opts_default(opts->method); ft_result r; int64_t l, L = m->c.n_layer, C = m->c.n_embd, Dkv = m->c.n_head_kv * m->c.head_dim;
     int w; char name[160]; ft_rng rng;
     *out = NULL;
     if (o.method == FT_PEFT_LORA) {
@@ -8506,7 +8572,7 @@ FT_API ft_result ft_peft_attach(ft_peft **out, ft_model *m, const ft_peft_opts *
     switch (o.method) {
     case FT_PEFT_ADAPTER: {
         int pl;
-        if (p->po.bottleneck <= 0) p->po.bottleneck = 64;
+        if (p->po.bottleneck <= 0) p->po.bottleneck = d.bottleneck;
         p->ad = FT__CAST(ft_tensor **, FT_MALLOC((size_t)(L * 8) * sizeof(ft_tensor *)));
         if (!p->ad) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "peft: out of memory"); }
         memset(p->ad, 0, (size_t)(L * 8) * sizeof(ft_tensor *));
@@ -8520,7 +8586,7 @@ FT_API ft_result ft_peft_attach(ft_peft **out, ft_model *m, const ft_peft_opts *
         }
         break; }
     case FT_PEFT_PREFIX:
-        if (p->po.n_virtual <= 0) p->po.n_virtual = 20;
+        if (p->po.n_virtual <= 0) p->po.n_virtual = d.n_virtual;
         if (p->po.prefix_hidden > 0) {
             FT__ADD(p->pre[0], "prefix.embedding", 2, p->po.n_virtual, Dkv);
             FT__ADD(p->pre[1], "prefix.mlp.0.weight", 2, p->po.prefix_hidden, Dkv);
@@ -8530,12 +8596,12 @@ FT_API ft_result ft_peft_attach(ft_peft **out, ft_model *m, const ft_peft_opts *
         } else FT__ADD(p->pre[0], "prefix.embedding", 2, p->po.n_virtual, L * 2 * Dkv);
         break;
     case FT_PEFT_PROMPT:
-        if (p->po.n_virtual <= 0) p->po.n_virtual = 20;
+        if (p->po.n_virtual <= 0) p->po.n_virtual = d.n_virtual;
         FT__ADD(p->prompt, "prompt.embedding", 2, p->po.n_virtual, C);
         break;
     case FT_PEFT_IA3: {
         int64_t nsites = L * FT_SITE_COUNT;
-        if (!p->po.ia3_targets) p->po.ia3_targets = FT_TARGET_K | FT_TARGET_V | FT_TARGET_DOWN;
+        if (!p->po.ia3_targets) p->po.ia3_targets = d.ia3_targets;
         p->ia3 = FT__CAST(ft_tensor **, FT_MALLOC((size_t)nsites * sizeof(ft_tensor *)));
         if (!p->ia3) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "peft: out of memory"); }
         memset(p->ia3, 0, (size_t)nsites * sizeof(ft_tensor *));
@@ -8620,8 +8686,8 @@ FT_API ft_result ft_peft_attach(ft_peft **out, ft_model *m, const ft_peft_opts *
 }
 FT_API ft_peft_method ft_peft_kind(const ft_peft *p) { return p->kind; }
 FT_API const char *ft_peft_method_name(ft_peft_method k) {
-    static const char *n[] = {"lora", "adapter", "prefix", "prompt", "ia3", "full"};
-    return (int)k >= 0 && k <= FT_PEFT_FULL ? n[k] : "?";
+    const char *n = ft_enum_name(FT_ENUM_PEFT_METHOD, (int)k);
+    return n ? n : "?";
 }
 FT_API int64_t ft_peft_virtual_tokens(const ft_peft *p) {
     return p && (p->kind == FT_PEFT_PREFIX || p->kind == FT_PEFT_PROMPT) ? p->po.n_virtual : 0;
@@ -9054,8 +9120,8 @@ static const char *ft__jstr(const ft_json *o, const char *key) {
 }
 
 FT_API const char *ft_data_format_name(ft_data_format f) {
-    static const char *n[] = {"auto", "text", "instruct", "chat", "preference", "kto", "prompt"};
-    return (int)f >= 0 && (int)f < 7 ? n[f] : "?";
+    const char *n = ft_enum_name(FT_ENUM_DATA_FORMAT, (int)f);
+    return n ? n : "?";
 }
 static ft_data_format ft__detect_format(const ft_json *o) {
     if (ft_json_get(o, "chosen") && ft_json_get(o, "rejected")) return FT_DATA_PREFERENCE;
@@ -10238,12 +10304,12 @@ FT_API const char *ft_objective_name(ft_objective id) {
     return (int)id >= 0 && id < FT_OBJ_COUNT ? ft__objectives[id].name : "?";
 }
 FT_API int ft_objective_parse(const char *name, ft_objective *out) {
-    int i;
-    for (i = 0; i < FT_OBJ_COUNT; i++)
-        if (strcmp(name, ft__objectives[i].name) == 0) { *out = (ft_objective)i; return 1; }
-    if (strcmp(name, "sigmoid") == 0) { *out = FT_OBJ_DPO; return 1; }            /* TRL's loss_type names */
-    if (strcmp(name, "aot_pair") == 0) { *out = FT_OBJ_AOT_UNPAIRED; return 1; }  /* before TRL 1.x */
-    return 0;
+    int v;
+    if (strcmp(name, "sigmoid") == 0) name = "dpo";             /* TRL's loss_type name        */
+    if (strcmp(name, "aot_pair") == 0) name = "aot_unpaired";   /* its name before TRL 1.x     */
+    if (!ft_enum_parse(FT_ENUM_OBJECTIVE, name, &v)) return 0;
+    *out = (ft_objective)v;
+    return 1;
 }
 
 FT_API ft_train_opts ft_train_opts_default(ft_objective objective) {
@@ -11872,6 +11938,13 @@ static int64_t ft__merge_file_type(ft_type t) {     /* llama.cpp's general.file_
     }
 }
 
+FT_API ft_save_opts ft_save_opts_default(void) {
+    ft_save_opts o;
+    memset(&o, 0, sizeof o);
+    o.type = FT_TYPE_F16;                            /* what llama.cpp users load; 0 would be F32 */
+    return o;
+}
+
 FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_save_opts *opts) {
     ft_gguf *g = m->g; ft_gguf_writer *w = NULL; ft_peft *p = m->peft; ft_result r = FT_OK;
     ft_save_opts o; int64_t i, l, nsites = m->c.n_layer * FT_SITE_COUNT, maxin = 1; size_t total = 0, off = 0;
@@ -12206,18 +12279,38 @@ FT_API void ft_synth_texts_free(char **t, int64_t n) {
     for (i = 0; i < n; i++) { FT_FREE(t[i]); t[i] = NULL; }
 }
 
-static ft_synth_opts ft__synth_defaults(const ft_synth_opts *in) {
+FT_API ft_synth_opts ft_synth_opts_default(ft_synth_method method) {
     ft_synth_opts o;
-    if (in) o = *in; else memset(&o, 0, sizeof o);
-    if (o.batch < 1) o.batch = 4;
-    if (o.max_new < 1) o.max_new = 64;
-    if (o.max_new_answer < 1) o.max_new_answer = 160;
-    if (o.rouge <= 0) o.rouge = 0.7f;
-    if (o.evol_rouge <= 0) o.evol_rouge = 0.9f;
-    if (o.min_words < 1) o.min_words = 3;
-    if (o.max_words < 1) o.max_words = 150;
-    if (o.min_answer_words < 1) o.min_answer_words = 1;
-    if (o.few_shot < 1) o.few_shot = 4;
+    memset(&o, 0, sizeof o);
+    o.method = method;
+    o.batch = 4;
+    o.max_new = 64;
+    o.max_new_answer = 160;
+    o.sample.temperature = 0.7f;
+    o.sample.top_p = 0.9f;
+    o.seed = 1;
+    o.rouge = 0.7f;
+    o.evol_rouge = 0.9f;
+    o.min_words = 3;
+    o.max_words = 150;
+    o.min_answer_words = 1;
+    o.few_shot = 4;
+    o.few_shot_generated = 1;
+    return o;
+}
+/* a zero field takes its default (the sampling options are taken as given: 0 is greedy) */
+static ft_synth_opts ft__synth_defaults(const ft_synth_opts *in) {
+    ft_synth_opts o, d = ft_synth_opts_default(in ? in->method : FT_SYNTH_SELF_INSTRUCT);
+    if (in) o = *in; else o = d;
+    if (o.batch < 1) o.batch = d.batch;
+    if (o.max_new < 1) o.max_new = d.max_new;
+    if (o.max_new_answer < 1) o.max_new_answer = d.max_new_answer;
+    if (o.rouge <= 0) o.rouge = d.rouge;
+    if (o.evol_rouge <= 0) o.evol_rouge = d.evol_rouge;
+    if (o.min_words < 1) o.min_words = d.min_words;
+    if (o.max_words < 1) o.max_words = d.max_words;
+    if (o.min_answer_words < 1) o.min_answer_words = d.min_answer_words;
+    if (o.few_shot < 1) o.few_shot = d.few_shot;
     if (o.few_shot_generated == 0) o.few_shot_generated = 1;      /* < 0: none */
     else if (o.few_shot_generated < 0) o.few_shot_generated = 0;
     if (o.few_shot_generated > o.few_shot) o.few_shot_generated = o.few_shot;
@@ -12770,15 +12863,15 @@ done:
    the largest tensor whatever the model's size.
    ============================================================================================ */
 FT_API const char *ft_merge_method_name(ft_merge_method m) {
-    static const char *names[] = {"linear", "task", "ties", "dare_linear", "dare_ties"};
-    return (int)m >= 0 && (int)m <= (int)FT_MERGE_DARE_TIES ? names[m] : "?";
+    const char *n = ft_enum_name(FT_ENUM_MERGE_METHOD, (int)m);
+    return n ? n : "?";
 }
 FT_API int ft_merge_method_parse(const char *s, ft_merge_method *m) {
-    int i;
-    for (i = 0; i <= (int)FT_MERGE_DARE_TIES; i++)
-        if (strcmp(s, ft_merge_method_name((ft_merge_method)i)) == 0) { *m = (ft_merge_method)i; return 1; }
-    if (strcmp(s, "task_arithmetic") == 0) { *m = FT_MERGE_TASK; return 1; }
-    return 0;
+    int v;
+    if (strcmp(s, "task_arithmetic") == 0) s = "task";          /* mergekit's name */
+    if (!ft_enum_parse(FT_ENUM_MERGE_METHOD, s, &v)) return 0;
+    *m = (ft_merge_method)v;
+    return 1;
 }
 
 /* the options with the method's defaults filled in */
@@ -12786,6 +12879,18 @@ typedef struct ft__merge_cfg {
     ft_merge_method method; ft_merge_rescale rescale; ft_merge_sign sign;
     int normalize, consensus, random, sparse; float lambda;
 } ft__merge_cfg;
+FT_API ft_merge_opts ft_merge_opts_default(ft_merge_method method) {
+    ft_merge_opts o;
+    int random = method == FT_MERGE_DARE_LINEAR || method == FT_MERGE_DARE_TIES;
+    memset(&o, 0, sizeof o);
+    o.method = method;
+    o.normalize = method == FT_MERGE_LINEAR || method == FT_MERGE_TIES ? 1 : -1;
+    o.rescale = random ? FT_MERGE_RESCALE_L1 : FT_MERGE_RESCALE_NONE;
+    o.lambda = 1.0f;
+    o.type = FT_TYPE_F32;
+    return o;
+}
+
 static ft_result ft__merge_cfg_init(ft__merge_cfg *c, const ft_merge_opts *o) {
     memset(c, 0, sizeof *c);
     if ((int)o->method < 0 || (int)o->method > (int)FT_MERGE_DARE_TIES) return ft_set_error(FT_ERR_INVALID, "merge: unknown method %d", (int)o->method);
@@ -12795,9 +12900,12 @@ static ft_result ft__merge_cfg_init(ft__merge_cfg *c, const ft_merge_opts *o) {
     c->consensus = o->method == FT_MERGE_TIES || o->method == FT_MERGE_DARE_TIES;
     c->random = o->method == FT_MERGE_DARE_LINEAR || o->method == FT_MERGE_DARE_TIES;
     c->sparse = o->method == FT_MERGE_TIES || c->random;
-    c->normalize = o->normalize ? o->normalize > 0 : o->method == FT_MERGE_LINEAR || o->method == FT_MERGE_TIES;
-    c->rescale = o->rescale ? o->rescale : c->random ? FT_MERGE_RESCALE_L1 : FT_MERGE_RESCALE_NONE;
-    c->lambda = o->lambda != 0 ? o->lambda : 1.0f;
+    {
+        ft_merge_opts d = ft_merge_opts_default(o->method);      /* a zero field: the method's default */
+        c->normalize = (o->normalize ? o->normalize : d.normalize) > 0;
+        c->rescale = o->rescale ? o->rescale : d.rescale;
+        c->lambda = o->lambda != 0 ? o->lambda : d.lambda;
+    }
     return FT_OK;
 }
 
@@ -13316,6 +13424,57 @@ done:
     ft_gguf_writer_free(w);
     FT_FREE(copy); FT_FREE(otype); FT_FREE(wt); FT_FREE(src); FT_FREE(xp); FT_FREE(mem); FT_FREE(enc);
     return r;
+}
+
+/* ============================================================================================
+   [names] every enum's names, in one place (the command line's choices, configs, logs)
+   ============================================================================================ */
+static const char *const ft__names_sched[] = {"cosine", "linear", "constant"};
+static const char *const ft__names_optim[] = {"adamw", "sgd"};
+static const char *const ft__names_peft[] = {"lora", "adapter", "prefix", "prompt", "ia3", "full"};
+static const char *const ft__names_act[] = {"relu", "gelu", "silu", "tanh"};
+static const char *const ft__names_place[] = {"houlsby", "pfeiffer"};
+static const char *const ft__names_prompt_init[] = {"random", "vocab", "text"};
+static const char *const ft__names_agg[] = {"grpo", "bnpo", "dr_grpo", "dapo"};
+static const char *const ft__names_adv[] = {"group", "batch", "none"};
+static const char *const ft__names_data[] = {"auto", "text", "instruct", "chat", "preference", "kto", "prompt"};
+static const char *const ft__names_format[] = {"auto", "llamacpp", "peft", "finetune"};
+static const char *const ft__names_merge[] = {"linear", "task", "ties", "dare_linear", "dare_ties"};
+static const char *const ft__names_sign[] = {"sum", "count"};
+static const char *const ft__names_rescale[] = {"default", "none", "l1", "density"};
+static const char *const ft__names_synth[] = {"self-instruct", "evol-instruct"};
+typedef struct ft__enum_names { const char *const *names; int n; } ft__enum_names;
+#define FT__NAMES(a) {a, (int)(sizeof a / sizeof a[0])}
+static const ft__enum_names ft__enums[FT_ENUM_COUNT] = {
+    {NULL, FT_TYPE_NF4 + 1}, {NULL, FT_OBJ_COUNT}, FT__NAMES(ft__names_peft), FT__NAMES(ft__names_sched),
+    FT__NAMES(ft__names_optim), FT__NAMES(ft__names_act), FT__NAMES(ft__names_place), FT__NAMES(ft__names_prompt_init),
+    FT__NAMES(ft__names_agg), FT__NAMES(ft__names_adv), FT__NAMES(ft__names_data), FT__NAMES(ft__names_format),
+    FT__NAMES(ft__names_merge), FT__NAMES(ft__names_sign), FT__NAMES(ft__names_rescale), FT__NAMES(ft__names_synth),
+};
+#undef FT__NAMES
+/* each table as long as its enum */
+typedef char ft__names_fit[(sizeof ft__names_peft / sizeof ft__names_peft[0] == FT_PEFT_FULL + 1 &&
+                            sizeof ft__names_sched / sizeof ft__names_sched[0] == FT_SCHED_CONSTANT + 1 &&
+                            sizeof ft__names_agg / sizeof ft__names_agg[0] == FT_GRPO_AGG_DAPO + 1 &&
+                            sizeof ft__names_data / sizeof ft__names_data[0] == FT_DATA_PROMPT + 1 &&
+                            sizeof ft__names_merge / sizeof ft__names_merge[0] == FT_MERGE_DARE_TIES + 1) ? 1 : -1];
+
+FT_API int ft_enum_count(ft_enum e) { return (int)e >= 0 && e < FT_ENUM_COUNT ? ft__enums[e].n : 0; }
+FT_API const char *ft_enum_name(ft_enum e, int v) {
+    const char *n;
+    if ((int)e < 0 || e >= FT_ENUM_COUNT || v < 0 || v >= ft__enums[e].n) return NULL;
+    if (e == FT_ENUM_OBJECTIVE) return ft__objectives[v].name;
+    if (e != FT_ENUM_TYPE) return ft__enums[e].names[v];
+    n = ft_type_name((ft_type)v);                    /* the storage types GGUF has */
+    return strcmp(n, "?") ? n : NULL;
+}
+FT_API int ft_enum_parse(ft_enum e, const char *name, int *value) {
+    int v, n = ft_enum_count(e);
+    for (v = 0; v < n; v++) {
+        const char *k = ft_enum_name(e, v);
+        if (k && strcmp(k, name) == 0) { *value = v; return 1; }
+    }
+    return 0;
 }
 
 #endif /* FINETUNE_IMPLEMENTATION */

@@ -96,6 +96,31 @@ TEST(packing_keeps_documents_apart) {
     ft_model_free(m);
 }
 
+/* every enum's names round-trip, and every row of the objective table is whole */
+TEST(names_and_the_objective_table) {
+    int e, v, n = 0;
+    for (e = 0; e < FT_ENUM_COUNT; e++)
+        for (v = 0; v < ft_enum_count((ft_enum)e); v++) {
+            const char *name = ft_enum_name((ft_enum)e, v); int back = -1;
+            if (!name) continue;
+            CHECK(ft_enum_parse((ft_enum)e, name, &back) && back == v, "enum %d value %d (%s) parses back to %d", e, v, name, back);
+            n++;
+        }
+    CHECK(n > 80 && !ft_enum_name(FT_ENUM_SCHED, 3) && !ft_enum_parse(FT_ENUM_SCHED, "Cosine", &v), "%d names; out of range and unknown names refused", n);
+    for (v = 0; v < FT_OBJ_COUNT; v++) {
+        const ft_objective_def *d = ft_objective_get((ft_objective)v); ft_objective back; ft_train_opts o = ft_train_opts_default((ft_objective)v);
+        CHECK(d && d->name && d->about && d->metrics, "row %d is filled", v);
+        if (!d) continue;
+        CHECK(ft_objective_parse(d->name, &back) && back == (ft_objective)v, "%s parses back", d->name);
+        CHECK((d->kind == FT_KIND_PAIRS) == (d->pair_loss != NULL), "%s: a pair loss exactly when it compares pairs", d->name);
+        CHECK(o.objective == (ft_objective)v && o.lr > 0 && o.lr == d->lr && o.beta == d->beta && o.batch > 0 && o.grad_accum == 1,
+              "%s: its defaults (lr %g, beta %g)", d->name, (double)o.lr, (double)o.beta);
+    }
+    CHECK(!ft_objective_get(FT_OBJ_COUNT) && ft_train_opts_default(FT_OBJ_CPT).pack && !ft_train_opts_default(FT_OBJ_SFT).pack, "cpt packs, sft not");
+    CHECK(ft_train_opts_default(FT_OBJ_SIMPO).beta == 2.0f && ft_train_opts_default(FT_OBJ_SIMPO).gamma == 0.5f, "SimPO's beta 2, gamma 0.5 (TRL)");
+    CHECK(ft_train_opts_default(FT_OBJ_PPO).rl.group == 1 && ft_train_opts_default(FT_OBJ_PPO).rl.iterations == 4, "PPO: 1 completion per prompt, 4 epochs");
+}
+
 TEST(svg_plot) {
     double x[5] = {0, 1, 2, 3, 4}, y1[5] = {3, 2.5, 2.1, 1.9, 1.8}, y2[3] = {3.1, 2.4, 2.2}, x2[3] = {0, 2, 4};
     ft_plot_series s[2]; FILE *f; static char buf[65536]; size_t n;
@@ -114,6 +139,7 @@ int main(void) {
     RUN(schedules);
     RUN(resume_is_bit_identical);
     RUN(packing_keeps_documents_apart);
+    RUN(names_and_the_objective_table);
     RUN(svg_plot);
     ft_ctx_free(CTX);
     return ft_test_summary("test_train");
