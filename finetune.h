@@ -142,7 +142,7 @@
       detached norm) on any subset of q, k, v, o, gate, up, down and any layers; on a quantized
       base it is QLoRA (the paper's NF4 base: ft_model_opts.quantize = FT_TYPE_NF4).
       ft_peft_params(p) are the trainable tensors; ft_peft_set_enabled(p, 0)
-      gives the base model (the reference policy) without a second copy; ft_lora_merge folds
+      gives the base model (the reference policy) without a second copy; ft_peft_merge folds
       W + sBA into owned f32 weights. Forward, gradients and merge equal PEFT's own
       (tests/test_peft_ref.c).
       Files: ft_peft_save(p, path, format, base_name) writes llama.cpp's LoRA GGUF (llama-cli
@@ -788,8 +788,9 @@ FT_API const ft_lora_opts *ft_lora_options(const ft_peft *p);
 FT_API ft_tensor *ft_lora_A(ft_peft *p, int layer, int which);      /* (r, in) or NULL           */
 FT_API ft_tensor *ft_lora_B(ft_peft *p, int layer, int which);      /* (out, r) or NULL          */
 FT_API ft_tensor *ft_lora_magnitude(ft_peft *p, int layer, int which);   /* DoRA (out) or NULL   */
-FT_API ft_result  ft_lora_merge(ft_peft *p);                /* W + sBA into owned f32 weights    */
-FT_API ft_result  ft_lora_unmerge(ft_peft *p);
+FT_API ft_result  ft_peft_merge(ft_peft *p);                /* W + dW into owned f32 weights (LoRA,
+                                                              DoRA, LoHa)                        */
+FT_API ft_result  ft_peft_unmerge(ft_peft *p);
 /* fold the attached method into the model for good and free it: LoRA/DoRA merged into owned f32
    weights, a full fine-tune's weights kept. The model is then the new base (and reference) for
    the next method: SFT, then an RLHF stage on top. */
@@ -804,8 +805,11 @@ typedef enum ft_peft_method {
     FT_PEFT_PREFIX,     /* prefix tuning: learned keys and values in front of every layer's attention */
     FT_PEFT_PROMPT,     /* prompt tuning: learned soft tokens in front of the input                   */
     FT_PEFT_IA3,        /* IA3: learned scaling of k, v and the MLP's inner activations               */
-    FT_PEFT_FULL        /* full fine-tuning: f32 master copies of the weights (a quantized base is
+    FT_PEFT_FULL,       /* full fine-tuning: f32 master copies of the weights (a quantized base is
                            dequantized), minus the frozen ones                                       */
+    FT_PEFT_LOHA,       /* LoHa: a low-rank Hadamard product as the weight update (.lora's r, alpha,
+                           targets, layers)                                                          */
+    FT_PEFT_COUNT
 } ft_peft_method;
 typedef enum ft_adapter_place { FT_ADAPTER_HOULSBY = 0,   /* after attention and after the MLP   */
                                 FT_ADAPTER_PFEIFFER       /* after the MLP only                    */
@@ -7604,10 +7608,10 @@ FT_API ft_result ft_tokenizer_from_gguf(ft_tokenizer **out, const ft_gguf *g) {
 static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which);
 static void ft__peft_detach(ft_peft *p);
 static ft_tensor *ft__peft_after(ft_ctx *ctx, ft_model *m, int64_t l, int place, ft_tensor *y);
-static ft_tensor *ft__prefix_table(ft_ctx *ctx, ft_peft *p);
 static ft_tensor *ft__peft_embed(ft_ctx *ctx, ft_model *m, const int32_t *ids, int64_t n);
-static int64_t ft__peft_tokens(const ft_peft *p, int kind, int only_enabled);   /* prefix / prompt length */
-static ft_tensor *ft__peft_prompt(ft_peft *p);
+static int64_t ft__peft_tokens(const ft_peft *p, int prefix, int only_enabled);   /* prefix / prompt length */
+static ft_tensor *ft__peft_prefix(ft_ctx *ctx, ft_peft *p);
+static ft_tensor *ft__peft_prompt(ft_ctx *ctx, ft_peft *p);
 
 static ft_result ft__model_key_int(const ft_model *m, const char *suffix, int64_t *out, int required, int64_t def) {
     char key[128];
@@ -7953,7 +7957,7 @@ FT_API ft_result ft_kv_cache_init(ft_kv_cache **out, const ft_model *m, int64_t 
     c = FT__CAST(ft_kv_cache *, FT_MALLOC(sizeof *c));
     if (!c) return ft_set_error(FT_ERR_NOMEM, "kv cache: out of memory");
     memset(c, 0, sizeof *c);
-    n_ctx += ft__peft_tokens(m->peft, FT_PEFT_PROMPT, 0);        /* room for a soft prompt */
+    n_ctx += ft__peft_tokens(m->peft, 0, 0);                      /* room for a soft prompt */
     c->n_seq = n_seq; c->n_ctx = n_ctx; c->n_layer = m->c.n_layer; c->kv_dim = m->c.n_head_kv * m->c.head_dim;
     n = (size_t)(c->n_layer * n_seq * n_ctx * c->kv_dim);
     c->k = FT__CAST(float *, ft__aligned_alloc(n * sizeof(float)));
@@ -8030,8 +8034,8 @@ static ft_tensor *ft__model_trunk(ft_ctx *ctx, ft_model *m, const int32_t *ids, 
     ft__layer_args la;
     ft_tensor *h, *ptab = NULL;
     if (B < 1 || T < 1) return ft__fail(ctx, FT_ERR_INVALID, "model: batch %lld x %lld", (long long)B, (long long)T);
-    PP = ft__peft_tokens(m->peft, FT_PEFT_PREFIX, 1);      /* positions start after a prefix */
-    if ((NP = ft__peft_tokens(m->peft, FT_PEFT_PROMPT, 1)) > 0) {              /* soft tokens go first */
+    PP = ft__peft_tokens(m->peft, 1, 1);                   /* positions start after a prefix */
+    if ((NP = ft__peft_tokens(m->peft, 0, 1)) > 0) {                            /* soft tokens go first */
         if (seg) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "model: prompt tuning does not take packed sequences");
         if (kv) {                                 /* only in front of fresh cache rows */
             int fresh = kv->len[row0] == 0;
@@ -8066,9 +8070,9 @@ static ft_tensor *ft__model_trunk(ft_ctx *ctx, ft_model *m, const int32_t *ids, 
         FT__IN(z);
         memset(z->data, 0, (size_t)(B * NP * C) * sizeof(float));
         s1[0] = 1; s1[1] = NP; s1[2] = C;
-        h = ft_concat(ctx, ft_add(ctx, z, ft_reshape(ctx, ft__peft_prompt(m->peft), 3, s1)), h, 1);
+        h = ft_concat(ctx, ft_add(ctx, z, ft_reshape(ctx, ft__peft_prompt(ctx, m->peft), 3, s1)), h, 1);
     }
-    if (PP) ptab = ft__prefix_table(ctx, m->peft);
+    if (PP) ptab = ft__peft_prefix(ctx, m->peft);
     for (l = 0; l < c->n_layer; l++) {
         la.l = l;
         if (ptab) {                         /* this layer's learned prefix keys and values */
@@ -8197,38 +8201,69 @@ FT_API ft_result ft_generate(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int64_t 
 
 
 /* ============================================================================================
-   [peft] parameter-efficient methods, as hooks the one forward consults
-   LoRA (PEFT's layout and init):  y = x W^T + s * (drop(x) A^T) B^T,  A (r, in), B (out, r),
-     A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a = sqrt(5)), B = 0,
-     s = alpha / r, or alpha / sqrt(r) with rsLoRA.
-   DoRA: y = (m / ||W + s B A||_row) * (x W^T + s * lora(x)), the norm detached (no gradient),
-     the magnitude m initialised to ||W||_row.
+   [peft] parameter-efficient methods behind one interface, as hooks the one forward consults:
+   LoRA / rsLoRA / DoRA, LoHa, bottleneck adapters, prefix and prompt tuning, IA3, full fine-tuning.
    Switching the adapter off (ft_peft_set_enabled) gives the base model: the reference policy of
    DPO, KTO, PPO and GRPO without a second copy of the weights.
    ============================================================================================ */
 
+struct ft__peft_impl;
 struct ft_peft {
     ft_model     *m;
-    ft_lora_opts  o;
-    float         scale;
+    const struct ft__peft_impl *impl;   /* the method: its row of ft__peft_impls (below)          */
+    ft_peft_method kind;
+    ft_peft_opts  po;               /* the options it was attached with, defaults filled in       */
+    ft_lora_opts  o;                /* LoRA, LoHa: po.lora                                         */
     ft_params    *P;
-    ft_tensor   **A, **B, **mag;    /* per site (layer * FT_SITE_COUNT + which), NULL if none   */
     int           enabled;
-    ft_tensor    *merged;           /* merged copies of the weights (f32, owned), per site       */
+    ft_tensor    *score;            /* reward / value head (1, n_embd), or NULL (any method)      */
+    /* LoRA / DoRA */
+    float         scale;            /* alpha / r, or alpha / sqrt(r) (rsLoRA); LoHa: alpha / r     */
+    ft_tensor   **A, **B, **mag;    /* per site (layer * FT_SITE_COUNT + which), NULL if none     */
+    ft_tensor    *emb_A, *emb_B;    /* LoRA on the embedding: (V, r) rows gathered, (C, r)         */
+    ft_tensor    *head_A, *head_B;  /* LoRA on the head: (r, C), (V, r)                            */
+    /* merged into the weights (LoRA, DoRA, LoHa: ft_peft_merge) */
+    ft_tensor    *merged;           /* merged copies of the weights (f32, owned), per site         */
     float        *merged_data;
-    ft_tensor   **orig;             /* the weight headers before merging                          */
-    ft_tensor    *score;            /* reward head (1, n_embd), or NULL                           */
-    ft_tensor    *emb_A, *emb_B;    /* LoRA on the embedding: (V, r) rows gathered, (C, r)       */
-    ft_tensor    *head_A, *head_B;  /* LoRA on the head: (r, C), (V, r)                          */
-    ft_peft_method kind;            /* LORA uses the fields above; the others these:              */
-    ft_peft_opts  po;
-    ft_tensor   **ad;               /* adapters: (layer * 2 + place) * 4 + {down W, b, up W, b}  */
-    ft_tensor    *pre[5];           /* prefix: table or embedding, then W1, b1, W2, b2           */
-    ft_tensor    *prompt;           /* prompt tuning: (P, n_embd)                                 */
-    ft_tensor   **ia3;              /* IA3: per site, (out) or (in) for down_proj                */
-    ft_tensor   **full;             /* full: per model weight, its parameter or NULL (frozen)    */
-    ft_tensor    *full_orig;        /* full: the model's original weight headers                 */
+    ft_tensor   **orig;             /* the weight headers before merging                            */
+    /* the other methods */
+    ft_tensor   **ad;               /* adapters: (layer * 2 + place) * 4 + {down W, b, up W, b}    */
+    ft_tensor    *pre[5];           /* prefix: table or embedding, then W1, b1, W2, b2             */
+    ft_tensor    *prompt;           /* prompt tuning: (P, n_embd)                                   */
+    ft_tensor   **ia3;              /* IA3: per site, (out) or (in) for down_proj                  */
+    ft_tensor   **full;             /* full: per model weight, its parameter or NULL (frozen)      */
+    ft_tensor    *full_orig;        /* full: the model's original weight headers                   */
+    ft_tensor   **hada;             /* LoHa: per site, w1_a (out, r), w1_b (r, in), w2_a, w2_b     */
 };
+
+/* ---- the PEFT interface: what a method is to the rest of the library ---------------------------------
+   A method adds its parameters to p->P (add), gives them their first values (init), and the one
+   forward consults its hooks (NULL: not used): linear (a linear layer; l < 0 is the output head),
+   after (a sublayer's output before the residual add), embed (token embeddings), prefix (keys and
+   values every query sees), prompt (soft tokens before the input). A method that changes weights
+   (delta, merge_row) can be merged into them (ft_peft_merge) and baked; enable and detach are for
+   methods that point the model's weights elsewhere (full fine-tuning). PEFT's file format, where
+   PEFT has the method: its peft_type and its writer and reader ([export]). finetune.h's own GGUF
+   holds every method by parameter names and options. */
+typedef struct ft__peft_impl {
+    ft_peft_method method;
+    ft_result (*add)(ft_peft *p);
+    ft_result (*init)(ft_peft *p, ft_rng *rng);
+    ft_tensor *(*linear)(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which);
+    ft_tensor *(*after)(ft_ctx *ctx, ft_peft *p, int64_t l, int place, ft_tensor *y);
+    ft_tensor *(*embed)(ft_ctx *ctx, ft_peft *p, ft_tensor *e, const int32_t *ids, int64_t n);
+    ft_tensor *(*prefix)(ft_ctx *ctx, ft_peft *p);            /* (P, n_layer * 2 * kv_dim)            */
+    ft_tensor *(*prompt)(ft_ctx *ctx, ft_peft *p);            /* (P, n_embd)                          */
+    int       (*delta)(const ft_peft *p, int64_t s);          /* site s changes its weight            */
+    void      (*merge_row)(const ft_peft *p, int64_t s, int64_t o, float *row, int64_t in);
+    void      (*enable)(ft_peft *p, int on);
+    ft_result (*bake)(ft_peft *p);                            /* NULL: merge (when it has a delta)    */
+    void      (*detach)(ft_peft *p);
+    const char *peft_type;                                    /* adapter_config.json's; NULL: none    */
+    ft_result (*save_peft)(ft_peft *p, const char *dir, const char *base_model_name);
+    ft_result (*load_peft)(ft_peft **out, ft_model *m, const char *dir);
+} ft__peft_impl;
+static const ft__peft_impl *ft__peft_impl_of(ft_peft_method k);
 
 static ft_tensor **ft__site_weight(ft_model *m, int64_t l, int which) {
     ft_layer *L = &m->layers[l];
@@ -8244,7 +8279,40 @@ FT_API const char *ft_site_name(int which) {
     static const char *n[FT_SITE_COUNT] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
     return which >= 0 && which < FT_SITE_COUNT ? n[which] : "?";
 }
+static int ft__layer_on(const uint64_t *mask, int64_t l) { return !mask || (mask[l / 64] >> (l % 64) & 1); }
+static void ft__init_kaiming(ft_tensor *t, int64_t fan_in, ft_rng *rng) {   /* torch's Linear / LoRA A */
+    float b = 1.0f / sqrtf((float)fan_in); int64_t i, n = ft_numel(t);
+    for (i = 0; i < n; i++) FT__F(t)[i] = b * (2.0f * ft_rng_uniform(rng) - 1.0f);
+}
+static void ft__init_normal(ft_tensor *t, float std, ft_rng *rng) {
+    int64_t i, n = ft_numel(t);
+    for (i = 0; i < n; i++) FT__F(t)[i] = std * ft_rng_normal(rng);
+}
+static void ft__init_const(ft_tensor *t, float v) { int64_t i, n = ft_numel(t); for (i = 0; i < n; i++) FT__F(t)[i] = v; }
+/* a parameter of the method's, or FT_ERR_NOMEM */
+static ft_result ft__peft_param(ft_peft *p, ft_tensor **dst, const char *name, int ndim, int64_t s0, int64_t s1) {
+    int64_t sh[2];
+    sh[0] = s0;
+    sh[1] = s1;
+    *dst = ft_params_add(p->P, name, ndim, sh);
+    return *dst ? FT_OK : ft_set_error(FT_ERR_NOMEM, "peft: out of memory (%s)", name);
+}
+/* a zeroed array of n tensor pointers owned by the method */
+static ft_result ft__peft_slots(ft_tensor ***dst, int64_t n) {
+    *dst = FT__CAST(ft_tensor **, FT_MALLOC((size_t)FT__MAX(n, 1) * sizeof(ft_tensor *)));
+    if (!*dst) return ft_set_error(FT_ERR_NOMEM, "peft: out of memory");
+    memset(*dst, 0, (size_t)FT__MAX(n, 1) * sizeof(ft_tensor *));
+    return FT_OK;
+}
 
+/* ============================================================================================
+   LoRA (PEFT's layout and init):  y = x W^T + s * (drop(x) A^T) B^T,  A (r, in), B (out, r),
+     A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a = sqrt(5)), B = 0,
+     s = alpha / r, or alpha / sqrt(r) with rsLoRA. On the embedding (PEFT's Embedding LoRA):
+     e + s A[ids] B^T with A = 0, B ~ N(0, 1); on the head as on any linear layer.
+   DoRA: y = (m / ||W + s B A||_row) * (x W^T + s * lora(x)), the norm detached (no gradient),
+     the magnitude m initialised to ||W||_row.
+   ============================================================================================ */
 FT_API ft_lora_opts ft_lora_opts_default(void) {
     ft_lora_opts o;
     memset(&o, 0, sizeof o);
@@ -8254,127 +8322,71 @@ FT_API ft_lora_opts ft_lora_opts_default(void) {
     return o;
 }
 
-FT_API ft_result ft_lora_attach(ft_peft **out, ft_model *m, const ft_lora_opts *opts) {
-    ft_peft *p; ft_result r; int64_t l, nsites = m->c.n_layer * FT_SITE_COUNT; int w; char name[128];
-    ft_lora_opts d = ft_lora_opts_default();
-    *out = NULL;
-    if (m->peft) return ft_set_error(FT_ERR_STATE, "lora: the model already has an adapter attached");
-    if (opts->dropout < 0 || opts->dropout >= 1) return ft_set_error(FT_ERR_INVALID, "lora: dropout %g outside [0, 1)", (double)opts->dropout);
-    p = FT__CAST(ft_peft *, FT_MALLOC(sizeof *p));
-    if (!p) return ft_set_error(FT_ERR_NOMEM, "lora: out of memory");
-    memset(p, 0, sizeof *p);
-    p->m = m; p->o = *opts; p->enabled = 1;
-    if (p->o.r <= 0) p->o.r = d.r;
-    if (p->o.alpha <= 0) p->o.alpha = (float)p->o.r;         /* PEFT: alpha = r unless given */
-    if (!p->o.targets) p->o.targets = d.targets;
+static ft_result ft__lora_add_site(ft_peft *p, int64_t l, int w) {
+    ft_tensor *W = *ft__site_weight(p->m, l, w);
+    int64_t s = l * FT_SITE_COUNT + w;
+    char name[128];
+    ft_result r;
+    snprintf(name, sizeof name, "layers.%d.%s.lora_A", (int)l, ft_site_name(w));
+    if ((r = ft__peft_param(p, &p->A[s], name, 2, p->o.r, W->shape[1])) != FT_OK) return r;
+    snprintf(name, sizeof name, "layers.%d.%s.lora_B", (int)l, ft_site_name(w));
+    if ((r = ft__peft_param(p, &p->B[s], name, 2, W->shape[0], p->o.r)) != FT_OK) return r;
+    if (!p->o.dora) return FT_OK;
+    snprintf(name, sizeof name, "layers.%d.%s.lora_magnitude_vector", (int)l, ft_site_name(w));
+    return ft__peft_param(p, &p->mag[s], name, 1, W->shape[0], 1);
+}
+static ft_result ft__lora_add(ft_peft *p) {
+    ft_model *m = p->m; int64_t l, nsites = m->c.n_layer * FT_SITE_COUNT; int w; ft_result r;
+    if (p->o.dropout < 0 || p->o.dropout >= 1) return ft_set_error(FT_ERR_INVALID, "lora: dropout %g outside [0, 1)", (double)p->o.dropout);
     p->scale = p->o.rslora ? p->o.alpha / sqrtf((float)p->o.r) : p->o.alpha / (float)p->o.r;
-    p->A = FT__CAST(ft_tensor **, FT_MALLOC((size_t)nsites * 3 * sizeof(ft_tensor *)));
-    if (!p->A) { FT_FREE(p); return ft_set_error(FT_ERR_NOMEM, "lora: out of memory"); }
-    memset(p->A, 0, (size_t)nsites * 3 * sizeof(ft_tensor *));
-    p->B = p->A + nsites; p->mag = p->B + nsites;
-    if ((r = ft_params_init(&p->P)) != FT_OK) { ft_peft_free(p); return r; }
+    if ((r = ft__peft_slots(&p->A, nsites * 3)) != FT_OK) return r;
+    p->B = p->A + nsites;
+    p->mag = p->B + nsites;
     for (l = 0; l < m->c.n_layer; l++) {
-        if (p->o.layer_mask && !(p->o.layer_mask[l / 64] >> (l % 64) & 1)) continue;
-        for (w = 0; w < FT_SITE_COUNT; w++) {
-            ft_tensor *W = *ft__site_weight(m, l, w);
-            int64_t sa[2], sb[2], sm[1];
-            if (!(p->o.targets & (1u << w))) continue;
-            sa[0] = p->o.r; sa[1] = W->shape[1]; sb[0] = W->shape[0]; sb[1] = p->o.r; sm[0] = W->shape[0];
-            snprintf(name, sizeof name, "layers.%d.%s.lora_A", (int)l, ft_site_name(w));
-            p->A[l * FT_SITE_COUNT + w] = ft_params_add(p->P, name, 2, sa);
-            snprintf(name, sizeof name, "layers.%d.%s.lora_B", (int)l, ft_site_name(w));
-            p->B[l * FT_SITE_COUNT + w] = ft_params_add(p->P, name, 2, sb);
-            if (p->o.dora) {
-                snprintf(name, sizeof name, "layers.%d.%s.lora_magnitude_vector", (int)l, ft_site_name(w));
-                p->mag[l * FT_SITE_COUNT + w] = ft_params_add(p->P, name, 1, sm);
-            }
-            if (!p->A[l * FT_SITE_COUNT + w] || !p->B[l * FT_SITE_COUNT + w] || (p->o.dora && !p->mag[l * FT_SITE_COUNT + w])) { ft_peft_free(p); return FT_ERR_NOMEM; }
-        }
+        if (!ft__layer_on(p->o.layer_mask, l)) continue;
+        for (w = 0; w < FT_SITE_COUNT; w++)
+            if ((p->o.targets & (1u << w)) && (r = ft__lora_add_site(p, l, w)) != FT_OK) return r;
     }
     if (p->o.targets & FT_TARGET_EMBED) {            /* PEFT's lora_embedding_A (r, V) is stored as its transpose */
-        int64_t sa[2], sb[2]; sa[0] = m->tok_embd->shape[0]; sa[1] = p->o.r; sb[0] = m->c.n_embd; sb[1] = p->o.r;
-        if (!(p->emb_A = ft_params_add(p->P, "embed_tokens.lora_embedding_A", 2, sa)) || !(p->emb_B = ft_params_add(p->P, "embed_tokens.lora_embedding_B", 2, sb))) { ft_peft_free(p); return FT_ERR_NOMEM; }
+        if ((r = ft__peft_param(p, &p->emb_A, "embed_tokens.lora_embedding_A", 2, m->tok_embd->shape[0], p->o.r)) != FT_OK) return r;
+        if ((r = ft__peft_param(p, &p->emb_B, "embed_tokens.lora_embedding_B", 2, m->c.n_embd, p->o.r)) != FT_OK) return r;
     }
     if (p->o.targets & FT_TARGET_HEAD) {
-        int64_t sa[2], sb[2]; sa[0] = p->o.r; sa[1] = m->c.n_embd; sb[0] = m->output->shape[0]; sb[1] = p->o.r;
-        if (!(p->head_A = ft_params_add(p->P, "lm_head.lora_A", 2, sa)) || !(p->head_B = ft_params_add(p->P, "lm_head.lora_B", 2, sb))) { ft_peft_free(p); return FT_ERR_NOMEM; }
+        if ((r = ft__peft_param(p, &p->head_A, "lm_head.lora_A", 2, p->o.r, m->c.n_embd)) != FT_OK) return r;
+        if ((r = ft__peft_param(p, &p->head_B, "lm_head.lora_B", 2, m->output->shape[0], p->o.r)) != FT_OK) return r;
     }
-    if (ft_params_count(p->P) == 0) { ft_peft_free(p); return ft_set_error(FT_ERR_INVALID, "lora: no layer matches the targets"); }
-    if (p->o.reward_head) {
-        int64_t sh[2]; sh[0] = 1; sh[1] = m->c.n_embd;
-        if (!(p->score = ft_params_add(p->P, "score.weight", 2, sh))) { ft_peft_free(p); return FT_ERR_NOMEM; }
+    return ft_params_count(p->P) ? FT_OK : ft_set_error(FT_ERR_INVALID, "lora: no layer matches the targets");
+}
+/* DoRA's magnitude: the row norms of W */
+static ft_result ft__dora_init(ft_peft *p, int64_t s) {
+    ft_tensor *W = *ft__site_weight(p->m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT));
+    int64_t o, in = W->shape[1];
+    float *row = FT__CAST(float *, FT_MALLOC((size_t)in * sizeof(float)));
+    if (!row) return ft_set_error(FT_ERR_NOMEM, "dora: out of memory");
+    for (o = 0; o < W->shape[0]; o++) {
+        ft__weight_row(W, o, 0, in, row);
+        FT__F(p->mag[s])[o] = sqrtf(ft__vec_dot(in, row, row));
     }
-    if ((r = ft_params_alloc(p->P)) != FT_OK) { ft_peft_free(p); return r; }
-    {   /* PEFT's init: A kaiming-uniform, B zero; DoRA's magnitude = row norms of W */
-        ft_rng rng; int64_t s;
-        ft_rng_seed(&rng, p->o.seed ? p->o.seed : 0x10ea);
-        for (s = 0; s < nsites; s++) {
-            ft_tensor *A = p->A[s];
-            if (!A) continue;
-            {
-                float bound = 1.0f / sqrtf((float)A->shape[1]); int64_t i, n = ft_numel(A);
-                for (i = 0; i < n; i++) FT__F(A)[i] = bound * (2.0f * ft_rng_uniform(&rng) - 1.0f);
-            }
-            if (p->mag[s]) {
-                ft_tensor *W = *ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT));
-                int64_t o, in = W->shape[1];
-                float *row = FT__CAST(float *, FT_MALLOC((size_t)in * sizeof(float)));
-                if (!row) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "dora: out of memory"); }
-                for (o = 0; o < W->shape[0]; o++) {
-                    ft__weight_row(W, o, 0, in, row);
-                    FT__F(p->mag[s])[o] = sqrtf(ft__vec_dot(in, row, row));
-                }
-                FT_FREE(row);
-            }
-        }
-        if (p->emb_A) {                               /* PEFT's embedding init: A = 0, B ~ N(0, 1) */
-            int64_t i;
-            memset(p->emb_A->data, 0, (size_t)ft_numel(p->emb_A) * sizeof(float));
-            for (i = 0; i < ft_numel(p->emb_B); i++) FT__F(p->emb_B)[i] = ft_rng_normal(&rng);
-        }
-        if (p->head_A) {                              /* a linear layer's: A kaiming-uniform, B = 0 */
-            int64_t i; float bound = 1.0f / sqrtf((float)p->head_A->shape[1]);
-            for (i = 0; i < ft_numel(p->head_A); i++) FT__F(p->head_A)[i] = bound * (2.0f * ft_rng_uniform(&rng) - 1.0f);
-            memset(p->head_B->data, 0, (size_t)ft_numel(p->head_B) * sizeof(float));
-        }
-        if (p->score) {                               /* as transformers: normal(0, 0.02) */
-            int64_t i, n = ft_numel(p->score);
-            for (i = 0; i < n; i++) FT__F(p->score)[i] = 0.02f * ft_rng_normal(&rng);
-        }
-    }
-    p->o.layer_mask = NULL;         /* the caller's array: not kept */
-    m->peft = p;
-    *out = p;
+    FT_FREE(row);
     return FT_OK;
 }
-
-/* undo a merge and forget the model (called by ft_peft_free and ft_model_free) */
-static void ft__full_install(ft_peft *p, int on);
-static void ft__peft_detach(ft_peft *p) {
-    if (!p->m) return;
-    if (p->orig) ft_lora_unmerge(p);
-    if (p->full) ft__full_install(p, 0);
-    if (p->m->peft == p) p->m->peft = NULL;
-    p->m = NULL;
+static ft_result ft__lora_init(ft_peft *p, ft_rng *rng) {
+    int64_t s, nsites = p->m->c.n_layer * FT_SITE_COUNT; ft_result r;
+    for (s = 0; s < nsites; s++) {                    /* PEFT's init: A kaiming-uniform, B zero */
+        if (!p->A[s]) continue;
+        ft__init_kaiming(p->A[s], p->A[s]->shape[1], rng);
+        if (p->mag[s] && (r = ft__dora_init(p, s)) != FT_OK) return r;
+    }
+    if (p->emb_A) {                                   /* PEFT's embedding init: A = 0, B ~ N(0, 1) */
+        ft__init_const(p->emb_A, 0.0f);
+        ft__init_normal(p->emb_B, 1.0f, rng);
+    }
+    if (p->head_A) {                                  /* a linear layer's: A kaiming-uniform, B = 0 */
+        ft__init_kaiming(p->head_A, p->head_A->shape[1], rng);
+        ft__init_const(p->head_B, 0.0f);
+    }
+    return FT_OK;
 }
-FT_API void ft_peft_free(ft_peft *p) {
-    if (!p) return;
-    ft__peft_detach(p);
-    ft_params_free(p->P);
-    FT_FREE(p->A); FT_FREE(p->ad); FT_FREE(p->ia3); FT_FREE(p->full); FT_FREE(p->full_orig);
-    FT_FREE(p);
-}
-FT_API ft_params *ft_peft_params(ft_peft *p) { return p->P; }
-FT_API void ft_peft_set_enabled(ft_peft *p, int on) {
-    if (p->full && p->m && (on != 0) != p->enabled) ft__full_install(p, on != 0);
-    p->enabled = on != 0;
-}
-FT_API int ft_peft_enabled(const ft_peft *p) { return p->enabled; }
-FT_API float ft_lora_scale(const ft_peft *p) { return p->scale; }
-FT_API const ft_lora_opts *ft_lora_options(const ft_peft *p) { return &p->o; }
-FT_API ft_tensor *ft_lora_A(ft_peft *p, int layer, int which) { return p->A ? p->A[(int64_t)layer * FT_SITE_COUNT + which] : NULL; }
-FT_API ft_tensor *ft_lora_B(ft_peft *p, int layer, int which) { return p->A ? p->B[(int64_t)layer * FT_SITE_COUNT + which] : NULL; }
-FT_API ft_tensor *ft_lora_magnitude(ft_peft *p, int layer, int which) { return p->A ? p->mag[(int64_t)layer * FT_SITE_COUNT + which] : NULL; }
 
 /* ||W + s B A|| per output row, without gradient: (out) in the arena */
 static ft_tensor *ft__dora_norm(ft_ctx *ctx, ft_tensor *W, ft_tensor *A, ft_tensor *B, float s) {
@@ -8389,19 +8401,15 @@ static ft_tensor *ft__dora_norm(ft_ctx *ctx, ft_tensor *W, ft_tensor *A, ft_tens
     }
     return n;
 }
-
-/* the linear layer of site (l, which) with whatever the attached method adds */
-static ft_tensor *ft__ia3_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t s);
-static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which) {
+/* x W^T + b, the plain linear layer */
+static ft_tensor *ft__plain_linear(ft_ctx *ctx, ft_tensor *x, ft_tensor *W, ft_tensor *bias) {
+    ft_tensor *y = ft_matmul(ctx, x, W, 0, 1);
+    return bias ? ft_add(ctx, y, bias) : y;
+}
+static ft_tensor *ft__lora_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which) {
     int64_t s = l * FT_SITE_COUNT + which;
-    ft_tensor *y, *A, *B, *xd;
-    if (l < 0) {                                      /* the head: LoRA when targeted */
-        A = p->head_A && p->enabled ? p->head_A : NULL; B = p->head_B;
-    } else {
-        if (p->kind == FT_PEFT_IA3) return ft__ia3_linear(ctx, p, x, W, bias, s);
-        A = p->kind == FT_PEFT_LORA && p->enabled && !p->orig ? p->A[s] : NULL; B = A ? p->B[s] : NULL;
-    }
-    if (!A) { y = ft_matmul(ctx, x, W, 0, 1); return bias ? ft_add(ctx, y, bias) : y; }
+    ft_tensor *y, *A = l < 0 ? p->head_A : p->orig ? NULL : p->A[s], *B = l < 0 ? p->head_B : A ? p->B[s] : NULL, *xd;
+    if (!A) return ft__plain_linear(ctx, x, W, bias);
     xd = p->o.dropout > 0 && ctx->grad_enabled ? ft_dropout(ctx, x, p->o.dropout) : NULL;
     y = ft_lora_linear(ctx, x, W, A, B, p->scale, xd);                    /* x W^T + s (xd A^T) B^T */
     if (l >= 0 && p->mag[s]) {
@@ -8414,7 +8422,12 @@ static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tens
     }
     return bias ? ft_add(ctx, y, bias) : y;
 }
-
+/* token embeddings e plus s * A[ids] B^T (PEFT's Embedding LoRA) */
+static ft_tensor *ft__lora_embed(ft_ctx *ctx, ft_peft *p, ft_tensor *e, const int32_t *ids, int64_t n) {
+    if (!p->emb_A) return e;
+    return ft_add(ctx, e, ft_matmul(ctx, ft_scale(ctx, ft_embedding(ctx, p->emb_A, ids, n), p->scale), p->emb_B, 0, 1));
+}
+static int ft__lora_delta(const ft_peft *p, int64_t s) { return p->A[s] != NULL; }
 /* row o of the merged weight of site s, in place over the decoded base row (in floats):
    row += s * B[o, :] A  (DoRA: then row *= m[o] / ||row||, PEFT's merge) */
 static void ft__lora_merge_row(const ft_peft *p, int64_t s, int64_t o, float *row, int64_t in) {
@@ -8423,76 +8436,257 @@ static void ft__lora_merge_row(const ft_peft *p, int64_t s, int64_t o, float *ro
     if (p->mag[s]) ft__vec_scale(in, row, FT__F(p->mag[s])[o] / sqrtf(ft__vec_dot(in, row, row)), row);
 }
 
-/* W' = W + s B A into owned f32 weights (DoRA: m / ||W'|| * W'); the forward then uses W'
-   alone. The mapped base stays untouched, so unmerge just restores the original headers. */
-FT_API ft_result ft_lora_merge(ft_peft *p) {
+/* ============================================================================================
+   LoHa (Hyeon-Woo et al. 2022, FedPara; PEFT's LoHaConfig on linear layers): a low-rank
+   Hadamard product as the weight update,
+     y = x W^T + x dW^T,   dW = s (w1_a w1_b) * (w2_a w2_b)   (elementwise), s = alpha / r,
+   w1_a, w2_a (out, r), w1_b, w2_b (r, in); PEFT's init: w1_a, w1_b, w2_a kaiming-uniform
+   (bound 1/sqrt(fan_in)), w2_b = 0, so the model starts unchanged. Rank r gives dW a rank up to
+   r^2 for the parameters of a rank-2r LoRA. dW is made whole each forward, as PEFT makes it.
+   ============================================================================================ */
+static ft_result ft__loha_add(ft_peft *p) {
+    ft_model *m = p->m; int64_t l, nsites = m->c.n_layer * FT_SITE_COUNT; int w, k; ft_result r;
+    static const char *part[4] = {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"};
+    if (p->o.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD)) return ft_set_error(FT_ERR_UNSUPPORTED, "loha: the linear layers of the blocks only");
+    p->scale = p->o.alpha / (float)p->o.r;
+    if ((r = ft__peft_slots(&p->hada, nsites * 4)) != FT_OK) return r;
+    for (l = 0; l < m->c.n_layer; l++) for (w = 0; w < FT_SITE_COUNT; w++) {
+        ft_tensor *W = *ft__site_weight(m, l, w);
+        if (!ft__layer_on(p->o.layer_mask, l) || !(p->o.targets & (1u << w))) continue;
+        for (k = 0; k < 4; k++) {
+            char name[128];
+            int64_t rows = k % 2 ? p->o.r : W->shape[0], cols = k % 2 ? W->shape[1] : p->o.r;
+            snprintf(name, sizeof name, "layers.%d.%s.%s", (int)l, ft_site_name(w), part[k]);
+            if ((r = ft__peft_param(p, &p->hada[(l * FT_SITE_COUNT + w) * 4 + k], name, 2, rows, cols)) != FT_OK) return r;
+        }
+    }
+    return ft_params_count(p->P) ? FT_OK : ft_set_error(FT_ERR_INVALID, "loha: no layer matches the targets");
+}
+static ft_result ft__loha_init(ft_peft *p, ft_rng *rng) {
+    int64_t s, nsites = p->m->c.n_layer * FT_SITE_COUNT;
+    for (s = 0; s < nsites; s++) {
+        ft_tensor **h = p->hada + s * 4;
+        if (!h[0]) continue;
+        ft__init_kaiming(h[0], h[0]->shape[1], rng);
+        ft__init_kaiming(h[1], h[1]->shape[1], rng);
+        ft__init_kaiming(h[2], h[2]->shape[1], rng);
+        ft__init_const(h[3], 0.0f);
+    }
+    return FT_OK;
+}
+static ft_tensor *ft__loha_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which) {
+    ft_tensor **h = l < 0 || p->orig ? NULL : p->hada + (l * FT_SITE_COUNT + which) * 4, *dW, *y;
+    if (!h || !h[0]) return ft__plain_linear(ctx, x, W, bias);
+    dW = ft_scale(ctx, ft_mul(ctx, ft_matmul(ctx, h[0], h[1], 0, 0), ft_matmul(ctx, h[2], h[3], 0, 0)), p->scale);
+    y = ft_add(ctx, ft_matmul(ctx, x, W, 0, 1), ft_matmul(ctx, x, dW, 0, 1));
+    return bias ? ft_add(ctx, y, bias) : y;
+}
+static int ft__loha_delta(const ft_peft *p, int64_t s) { return p->hada[s * 4] != NULL; }
+/* row o of W + dW: row += s (w1_a[o, :] w1_b) * (w2_a[o, :] w2_b) */
+static void ft__loha_merge_row(const ft_peft *p, int64_t s, int64_t o, float *row, int64_t in) {
+    ft_tensor *const *h = p->hada + s * 4;
+    int64_t r = h[0]->shape[1], k, j;
+    for (j = 0; j < in; j++) {
+        double a = 0, b = 0;
+        for (k = 0; k < r; k++) {
+            a += (double)FT__F(h[0])[o * r + k] * FT__F(h[1])[k * in + j];
+            b += (double)FT__F(h[2])[o * r + k] * FT__F(h[3])[k * in + j];
+        }
+        row[j] += p->scale * (float)(a * b);
+    }
+}
+
+/* ---- merging a weight delta into the weights (LoRA, DoRA, LoHa) ----------------------------------------
+   W' = W + dW into owned f32 weights (DoRA: m / ||W'|| * W'); the forward then uses W' alone. The
+   mapped base stays untouched, so unmerge just restores the original headers. */
+FT_API ft_result ft_peft_merge(ft_peft *p) {
     ft_model *m = p->m; int64_t s, nsites = m->c.n_layer * FT_SITE_COUNT, total = 0, off = 0;
-    if (p->kind != FT_PEFT_LORA) return ft_set_error(FT_ERR_UNSUPPORTED, "merge: a %s method has no weights to merge into", ft_peft_method_name(p->kind));
-    if (p->orig) return ft_set_error(FT_ERR_STATE, "lora merge: already merged");
-    if (p->emb_A || p->head_A) return ft_set_error(FT_ERR_UNSUPPORTED, "lora merge: LoRA on the embedding or the head is not merged (keep it as an adapter)");
-    for (s = 0; s < nsites; s++) if (p->A[s]) total += ft_numel(*ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT)));
+    if (!p->impl->merge_row) return ft_set_error(FT_ERR_UNSUPPORTED, "merge: a %s method has no weights to merge into", ft_peft_method_name(p->kind));
+    if (p->orig) return ft_set_error(FT_ERR_STATE, "merge: already merged");
+    if (p->emb_A || p->head_A) return ft_set_error(FT_ERR_UNSUPPORTED, "merge: LoRA on the embedding or the head is not merged (keep it as an adapter)");
+    for (s = 0; s < nsites; s++) if (p->impl->delta(p, s)) total += ft_numel(*ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT)));
     p->orig = FT__CAST(ft_tensor **, FT_MALLOC((size_t)nsites * sizeof(ft_tensor *)));
     p->merged = FT__CAST(ft_tensor *, FT_MALLOC((size_t)nsites * sizeof(ft_tensor)));
     p->merged_data = FT__CAST(float *, ft__aligned_alloc((size_t)FT__MAX(total, 1) * sizeof(float)));
     if (!p->orig || !p->merged || !p->merged_data) {
         FT_FREE(p->orig); FT_FREE(p->merged); ft__aligned_free(p->merged_data); p->orig = NULL; p->merged = NULL; p->merged_data = NULL;
-        return ft_set_error(FT_ERR_NOMEM, "lora merge: %lld floats", (long long)total);
+        return ft_set_error(FT_ERR_NOMEM, "merge: %lld floats", (long long)total);
     }
     for (s = 0; s < nsites; s++) {
         ft_tensor **slot = ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT)), *W = *slot, *M = &p->merged[s];
         int64_t o, out = W->shape[0], in = W->shape[1];
         p->orig[s] = W;
-        if (!p->A[s]) continue;
+        if (!p->impl->delta(p, s)) continue;
         *M = *W; M->type = FT_TYPE_F32; M->data = p->merged_data + off; M->grad = NULL; M->nf4 = NULL; off += out * in;
         for (o = 0; o < out; o++) {
             float *row = FT__F(M) + o * in;
             ft__weight_row(W, o, 0, in, row);
-            ft__lora_merge_row(p, s, o, row, in);
+            p->impl->merge_row(p, s, o, row, in);
         }
         *slot = M;
     }
     return FT_OK;
 }
-FT_API ft_result ft_lora_unmerge(ft_peft *p) {
+FT_API ft_result ft_peft_unmerge(ft_peft *p) {
     ft_model *m = p->m; int64_t s, nsites = m->c.n_layer * FT_SITE_COUNT;
-    if (!p->orig) return ft_set_error(FT_ERR_STATE, "lora unmerge: not merged");
+    if (!p->orig) return ft_set_error(FT_ERR_STATE, "unmerge: not merged");
     for (s = 0; s < nsites; s++) *ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT)) = p->orig[s];
     FT_FREE(p->orig); FT_FREE(p->merged); ft__aligned_free(p->merged_data);
     p->orig = NULL; p->merged = NULL; p->merged_data = NULL;
     return FT_OK;
 }
-FT_API ft_result ft_peft_bake(ft_peft *p) {
+/* the merged weights become the model's for good */
+static ft_result ft__merge_bake(ft_peft *p) {
     ft_model *m = p->m; ft_result r;
-    if (!m) return ft_set_error(FT_ERR_STATE, "bake: the model was freed");
-    if (m->n_baked == 8 || m->n_baked_params == 8) return ft_set_error(FT_ERR_STATE, "bake: at most 8 adapters can be baked into one model");
-    if (p->kind == FT_PEFT_LORA) {
-        if (!p->orig && (r = ft_lora_merge(p)) != FT_OK) return r;
-        m->baked[m->n_baked] = p->merged; m->baked_data[m->n_baked++] = p->merged_data;   /* the model owns them now */
-        FT_FREE(p->orig); p->orig = NULL; p->merged = NULL; p->merged_data = NULL;
-    } else if (p->kind == FT_PEFT_FULL) {
-        if (!p->enabled) ft_peft_set_enabled(p, 1);
-        m->baked_params[m->n_baked_params++] = p->P;                /* the headers point into it */
-        FT_FREE(p->full); p->full = NULL; p->P = NULL;
-    } else return ft_set_error(FT_ERR_UNSUPPORTED, "bake: a %s method has no weights to fold in", ft_peft_method_name(p->kind));
-    ft_peft_free(p);
+    if (!p->orig && (r = ft_peft_merge(p)) != FT_OK) return r;
+    m->baked[m->n_baked] = p->merged;
+    m->baked_data[m->n_baked++] = p->merged_data;    /* the model owns them now */
+    FT_FREE(p->orig);
+    p->orig = NULL; p->merged = NULL; p->merged_data = NULL;
     return FT_OK;
 }
+static void ft__merge_detach(ft_peft *p) { if (p->orig) ft_peft_unmerge(p); }
 
-/* ---- the other methods -----------------------------------------------------------------------------
+/* ============================================================================================
    Bottleneck adapters (Houlsby et al. 2019; Pfeiffer et al. 2020): on a sublayer's output y, before
      the residual add, y + up(act(down(y))); down (k, C) kaiming-uniform, up (C, k) and both biases
      zero, so the model starts unchanged. Houlsby: after attention and after the MLP; Pfeiffer:
      after the MLP only.
+   ============================================================================================ */
+static ft_result ft__adapter_add(ft_peft *p) {
+    int64_t l, L = p->m->c.n_layer, C = p->m->c.n_embd; int pl; ft_result r;
+    static const char *part[4] = {"down.weight", "down.bias", "up.weight", "up.bias"};
+    if ((r = ft__peft_slots(&p->ad, L * 8)) != FT_OK) return r;
+    for (l = 0; l < L; l++) for (pl = 0; pl < 2; pl++) {
+        ft_tensor **a = p->ad + (l * 2 + pl) * 4; int k;
+        if (!ft__layer_on(p->po.layer_mask, l) || (pl == 0 && p->po.placement == FT_ADAPTER_PFEIFFER)) continue;
+        for (k = 0; k < 4; k++) {
+            char name[160];
+            int64_t rows = k < 2 ? p->po.bottleneck : C, cols = k % 2 ? 1 : k < 2 ? C : p->po.bottleneck;
+            snprintf(name, sizeof name, "layers.%d.adapter_%s.%s", (int)l, pl ? "mlp" : "attn", part[k]);
+            if ((r = ft__peft_param(p, &a[k], name, k % 2 ? 1 : 2, rows, cols)) != FT_OK) return r;
+        }
+    }
+    return FT_OK;
+}
+static ft_result ft__adapter_init(ft_peft *p, ft_rng *rng) {
+    int64_t l, L = p->m->c.n_layer;
+    for (l = 0; l < L * 2; l++) if (p->ad[l * 4]) {
+        ft__init_kaiming(p->ad[l * 4], p->m->c.n_embd, rng);
+        ft__init_const(p->ad[l * 4 + 1], 0);
+        ft__init_const(p->ad[l * 4 + 2], 0);
+        ft__init_const(p->ad[l * 4 + 3], 0);
+    }
+    return FT_OK;
+}
+static ft_tensor *ft__act(ft_ctx *ctx, ft_act a, ft_tensor *x) {
+    switch (a) {
+    case FT_ACT_GELU: return ft_gelu(ctx, x);
+    case FT_ACT_SILU: return ft_silu(ctx, x);
+    case FT_ACT_TANH: return ft_tanh(ctx, x);
+    default: return ft_relu(ctx, x);
+    }
+}
+/* a sublayer's output y (place 0: attention, 1: MLP) through the layer's bottleneck adapter */
+static ft_tensor *ft__adapter_after(ft_ctx *ctx, ft_peft *p, int64_t l, int place, ft_tensor *y) {
+    ft_tensor **a = p->ad + (l * 2 + place) * 4, *d;
+    if (!a[0]) return y;
+    d = ft__act(ctx, p->po.act, ft_add(ctx, ft_matmul(ctx, y, a[0], 0, 1), a[1]));
+    return ft_add(ctx, y, ft_add(ctx, ft_matmul(ctx, d, a[2], 0, 1), a[3]));
+}
+
+/* ============================================================================================
    Prefix tuning (Li & Liang 2021, PEFT's layout): a table (P, n_layer * 2 * kv_dim) whose slices
      are every layer's extra keys and values (layer l: columns 2l and 2l+1 of kv_dim each), seen by
      every query; with reparameterisation the table is W2 tanh(W1 E + b1) + b2 from an embedding
      E (P, kv_dim). As in transformers with a P-token cache, the real tokens sit at positions P, P+1..
    Prompt tuning (Lester et al. 2021): P soft token embeddings (P, C) in front of every sequence at
      positions 0..P-1; the hidden states of the real tokens come out.
+   ============================================================================================ */
+static ft_result ft__prefix_add(ft_peft *p) {
+    int64_t L = p->m->c.n_layer, Dkv = p->m->c.n_head_kv * p->m->c.head_dim, P = p->po.n_virtual, H = p->po.prefix_hidden;
+    ft_result r = FT_OK;
+    if (H <= 0) return ft__peft_param(p, &p->pre[0], "prefix.embedding", 2, P, L * 2 * Dkv);
+    if (r == FT_OK) r = ft__peft_param(p, &p->pre[0], "prefix.embedding", 2, P, Dkv);
+    if (r == FT_OK) r = ft__peft_param(p, &p->pre[1], "prefix.mlp.0.weight", 2, H, Dkv);
+    if (r == FT_OK) r = ft__peft_param(p, &p->pre[2], "prefix.mlp.0.bias", 1, H, 1);
+    if (r == FT_OK) r = ft__peft_param(p, &p->pre[3], "prefix.mlp.2.weight", 2, L * 2 * Dkv, H);
+    if (r == FT_OK) r = ft__peft_param(p, &p->pre[4], "prefix.mlp.2.bias", 1, L * 2 * Dkv, 1);
+    return r;
+}
+static ft_result ft__prefix_init(ft_peft *p, ft_rng *rng) {      /* as PEFT: N(0, 1) embedding, torch Linear init */
+    int64_t Dkv = p->m->c.n_head_kv * p->m->c.head_dim;
+    ft__init_normal(p->pre[0], 1.0f, rng);
+    if (!p->pre[1]) return FT_OK;
+    ft__init_kaiming(p->pre[1], Dkv, rng);
+    ft__init_kaiming(p->pre[2], Dkv, rng);
+    ft__init_kaiming(p->pre[3], p->po.prefix_hidden, rng);
+    ft__init_kaiming(p->pre[4], p->po.prefix_hidden, rng);
+    return FT_OK;
+}
+/* the (P, n_layer * 2 * kv_dim) table of keys and values, on the tape */
+static ft_tensor *ft__prefix_table(ft_ctx *ctx, ft_peft *p) {
+    if (!p->pre[1]) return p->pre[0];
+    return ft_add(ctx, ft_matmul(ctx, ft_tanh(ctx, ft_add(ctx, ft_matmul(ctx, p->pre[0], p->pre[1], 0, 1), p->pre[2])), p->pre[3], 0, 1), p->pre[4]);
+}
+static ft_result ft__prompt_add(ft_peft *p) {
+    return ft__peft_param(p, &p->prompt, "prompt.embedding", 2, p->po.n_virtual, p->m->c.n_embd);
+}
+/* random N(0, 1) (PEFT's default), or the embeddings of random vocabulary tokens or of a text's
+   tokens, repeated to fill as PEFT does */
+static ft_result ft__prompt_init(ft_peft *p, ft_rng *rng) {
+    ft_model *m = p->m; int64_t P = p->po.n_virtual, i, V = m->tok_embd->shape[0], n = 0; int32_t *ids;
+    if (p->po.prompt_init == FT_PROMPT_RANDOM) { ft__init_normal(p->prompt, 1.0f, rng); return FT_OK; }
+    ids = FT__CAST(int32_t *, FT_MALLOC((size_t)(P + 4096) * sizeof(int32_t)));
+    if (!ids) return ft_set_error(FT_ERR_NOMEM, "peft: out of memory");
+    if (p->po.prompt_init == FT_PROMPT_TEXT) {
+        const char *text = p->po.prompt_text;
+        if (!text || !m->tok) { FT_FREE(ids); return ft_set_error(FT_ERR_INVALID, "prompt tuning: text init needs a text and the model's tokenizer"); }
+        n = ft_tokenize(m->tok, text, (int64_t)strlen(text), ids, 4096, 0, 0);
+        if (n <= 0) { FT_FREE(ids); return ft_set_error(FT_ERR_INVALID, "prompt tuning: the init text gives no tokens"); }
+        n = FT__MIN(n, 4096);
+        for (i = n; i < P; i++) ids[i] = ids[i % n];
+    } else for (i = 0; i < P; i++) ids[i] = (int32_t)(ft_rng_u64(rng) % (uint64_t)V);
+    for (i = 0; i < P; i++) ft__weight_row(m->tok_embd, ids[i], 0, m->c.n_embd, FT__F(p->prompt) + i * m->c.n_embd);
+    FT_FREE(ids);
+    return FT_OK;
+}
+static ft_tensor *ft__prompt_table(ft_ctx *ctx, ft_peft *p) { (void)ctx; return p->prompt; }
+
+/* ============================================================================================
    IA3 (Liu et al. 2022): a vector l, initialised to ones, scales k_proj's and v_proj's outputs and
-     down_proj's input (PEFT's feed-forward rule).
+     down_proj's input (PEFT's feed-forward rule): y = (x W^T + b) * l, or (x * l) W^T + b.
+   ============================================================================================ */
+static ft_result ft__ia3_add(ft_peft *p) {
+    ft_model *m = p->m; int64_t l, L = m->c.n_layer; int w; ft_result r;
+    if ((r = ft__peft_slots(&p->ia3, L * FT_SITE_COUNT)) != FT_OK) return r;
+    for (l = 0; l < L; l++) for (w = 0; w < FT_SITE_COUNT; w++) {
+        ft_tensor *W = *ft__site_weight(m, l, w);
+        char name[160];
+        if (!ft__layer_on(p->po.layer_mask, l) || !(p->po.ia3_targets & (1u << w))) continue;
+        snprintf(name, sizeof name, "layers.%d.%s.ia3_l", (int)l, ft_site_name(w));
+        if ((r = ft__peft_param(p, &p->ia3[l * FT_SITE_COUNT + w], name, 1, w == FT_SITE_DOWN ? W->shape[1] : W->shape[0], 1)) != FT_OK) return r;
+    }
+    return FT_OK;
+}
+static ft_result ft__ia3_init(ft_peft *p, ft_rng *rng) {
+    int64_t s, n = p->m->c.n_layer * FT_SITE_COUNT;
+    (void)rng;
+    for (s = 0; s < n; s++) if (p->ia3[s]) ft__init_const(p->ia3[s], 1.0f);
+    return FT_OK;
+}
+static ft_tensor *ft__ia3_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which) {
+    ft_tensor *v = l < 0 ? NULL : p->ia3[l * FT_SITE_COUNT + which], *y;
+    if (v && which == FT_SITE_DOWN) x = ft_mul(ctx, x, v);
+    y = ft__plain_linear(ctx, x, W, bias);
+    return v && which != FT_SITE_DOWN ? ft_mul(ctx, y, v) : y;
+}
+
+/* ============================================================================================
    Full fine-tuning: f32 master copies of the weights as parameters; the model's weight headers
-     point at them while enabled and at the mapped originals when disabled (the reference). */
+     point at them while enabled and at the mapped originals when disabled (the reference). Weights
+     matching a .freeze pattern ('*' any run of characters) or outside .layer_mask stay frozen.
+   ============================================================================================ */
 static int ft__glob(const char *pat, const char *pe, const char *s) {      /* '*' only */
     for (; pat < pe; pat++, s++) {
         if (*pat == '*') { do { if (ft__glob(pat + 1, pe, s)) return 1; } while (*s++); return 0; }
@@ -8509,29 +8703,78 @@ static int ft__pattern_match(const char *list, const char *name) {        /* com
     }
     return 0;
 }
-static int ft__layer_on(const uint64_t *mask, int64_t l) { return !mask || (mask[l / 64] >> (l % 64) & 1); }
-static ft_tensor *ft__act(ft_ctx *ctx, ft_act a, ft_tensor *x) {
-    switch (a) {
-    case FT_ACT_GELU: return ft_gelu(ctx, x);
-    case FT_ACT_SILU: return ft_silu(ctx, x);
-    case FT_ACT_TANH: return ft_tanh(ctx, x);
-    default: return ft_relu(ctx, x);
-    }
-}
-static void ft__init_kaiming(ft_tensor *t, int64_t fan_in, ft_rng *rng) {
-    float b = 1.0f / sqrtf((float)fan_in); int64_t i, n = ft_numel(t);
-    for (i = 0; i < n; i++) FT__F(t)[i] = b * (2.0f * ft_rng_uniform(rng) - 1.0f);
-}
-static void ft__init_normal(ft_tensor *t, float std, ft_rng *rng) {
-    int64_t i, n = ft_numel(t);
-    for (i = 0; i < n; i++) FT__F(t)[i] = std * ft_rng_normal(rng);
-}
-static void ft__init_const(ft_tensor *t, float v) { int64_t i, n = ft_numel(t); for (i = 0; i < n; i++) FT__F(t)[i] = v; }
-
-/* full fine-tuning: point the model's headers at the parameters (on) or the originals (off) */
+/* point the model's headers at the parameters (on) or the originals (off) */
 static void ft__full_install(ft_peft *p, int on) {
     int64_t i;
+    if (!p->full) return;
     for (i = 0; i < p->m->n_w; i++) if (p->full[i]) p->m->w[i] = on ? *p->full[i] : p->full_orig[i];
+}
+static ft_result ft__full_add(ft_peft *p) {
+    ft_model *m = p->m; int64_t i; ft_result r;
+    if ((r = ft__peft_slots(&p->full, m->n_w)) != FT_OK) return r;
+    p->full_orig = FT__CAST(ft_tensor *, FT_MALLOC((size_t)FT__MAX(m->n_w, 1) * sizeof(ft_tensor)));
+    if (!p->full_orig) return ft_set_error(FT_ERR_NOMEM, "peft: out of memory");
+    for (i = 0; i < m->n_w; i++) {
+        const char *nm = m->w[i].name; int lay = -1;
+        p->full_orig[i] = m->w[i];
+        if (!nm || ft__pattern_match(p->po.freeze, nm) || !ft__weight_decodable(&m->w[i], m->w[i].shape[m->w[i].ndim - 1])) continue;
+        if (sscanf(nm, "blk.%d.", &lay) == 1 && !ft__layer_on(p->po.layer_mask, lay)) continue;
+        if (!(p->full[i] = ft_params_add(p->P, nm, m->w[i].ndim, m->w[i].shape))) return ft_set_error(FT_ERR_NOMEM, "peft: out of memory");
+    }
+    p->po.freeze = NULL;                              /* the caller's string: not kept */
+    return FT_OK;
+}
+static ft_result ft__full_init(ft_peft *p, ft_rng *rng) {
+    ft_model *m = p->m; int64_t i, rr;
+    (void)rng;
+    for (i = 0; i < m->n_w; i++) if (p->full[i]) {
+        ft_tensor *t = p->full[i]; int64_t in = t->shape[t->ndim - 1], rows = ft_numel(t) / in;
+        for (rr = 0; rr < rows; rr++) ft__weight_row(&m->w[i], rr, 0, in, FT__F(t) + rr * in);   /* any storage: f32 master copy */
+    }
+    ft__full_install(p, 1);
+    return FT_OK;
+}
+static ft_result ft__full_bake(ft_peft *p) {
+    ft_model *m = p->m;
+    if (!p->enabled) ft_peft_set_enabled(p, 1);
+    m->baked_params[m->n_baked_params++] = p->P;                /* the headers point into it */
+    FT_FREE(p->full);
+    p->full = NULL;
+    p->P = NULL;
+    return FT_OK;
+}
+static void ft__full_detach(ft_peft *p) { ft__full_install(p, 0); }
+
+/* ============================================================================================
+   The methods, one row each (in ft_peft_method's order), and what every method shares: attach,
+   the switch to the base model, bake, free, and the hooks the model's forward calls.
+   ============================================================================================ */
+/* PEFT's files of each method ([export]) */
+static ft_result ft__lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
+static ft_result ft__lora_attach_peft(ft_peft **out, ft_model *m, const char *dir);
+static ft_result ft__loha_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
+static ft_result ft__loha_attach_peft(ft_peft **out, ft_model *m, const char *dir);
+static ft_result ft__peft_dir_save(ft_peft *p, const char *dir, const char *base_model_name);
+static ft_result ft__peft_dir_attach(ft_peft **out, ft_model *m, const char *dir);
+static const ft__peft_impl ft__peft_impls[] = {
+    {FT_PEFT_LORA, ft__lora_add, ft__lora_init, ft__lora_linear, NULL, ft__lora_embed, NULL, NULL,
+     ft__lora_delta, ft__lora_merge_row, NULL, ft__merge_bake, ft__merge_detach, "LORA", ft__lora_save_peft, ft__lora_attach_peft},
+    {FT_PEFT_ADAPTER, ft__adapter_add, ft__adapter_init, NULL, ft__adapter_after, NULL, NULL, NULL,
+     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+    {FT_PEFT_PREFIX, ft__prefix_add, ft__prefix_init, NULL, NULL, NULL, ft__prefix_table, NULL,
+     NULL, NULL, NULL, NULL, NULL, "PREFIX_TUNING", ft__peft_dir_save, ft__peft_dir_attach},
+    {FT_PEFT_PROMPT, ft__prompt_add, ft__prompt_init, NULL, NULL, NULL, NULL, ft__prompt_table,
+     NULL, NULL, NULL, NULL, NULL, "PROMPT_TUNING", ft__peft_dir_save, ft__peft_dir_attach},
+    {FT_PEFT_IA3, ft__ia3_add, ft__ia3_init, ft__ia3_linear, NULL, NULL, NULL, NULL,
+     NULL, NULL, NULL, NULL, NULL, "IA3", ft__peft_dir_save, ft__peft_dir_attach},
+    {FT_PEFT_FULL, ft__full_add, ft__full_init, NULL, NULL, NULL, NULL, NULL,
+     NULL, NULL, ft__full_install, ft__full_bake, ft__full_detach, NULL, NULL, NULL},
+    {FT_PEFT_LOHA, ft__loha_add, ft__loha_init, ft__loha_linear, NULL, NULL, NULL, NULL,
+     ft__loha_delta, ft__loha_merge_row, NULL, ft__merge_bake, ft__merge_detach, "LOHA", ft__loha_save_peft, ft__loha_attach_peft},
+};
+typedef char ft__peft_impls_fit_the_enum[sizeof ft__peft_impls / sizeof ft__peft_impls[0] == FT_PEFT_COUNT ? 1 : -1];
+static const ft__peft_impl *ft__peft_impl_of(ft_peft_method k) {
+    return (int)k >= 0 && k < FT_PEFT_COUNT ? &ft__peft_impls[k] : NULL;
 }
 
 FT_API ft_peft_opts ft_peft_opts_default(ft_peft_method method) {
@@ -8548,186 +8791,129 @@ FT_API ft_peft_opts ft_peft_opts_default(ft_peft_method method) {
     return o;
 }
 
+/* the options with every zero field at its default; LoRA's live in .lora (and p->o) */
+static void ft__peft_fill(ft_peft *p, const ft_peft_opts *opts) {
+    ft_peft_opts d = ft_peft_opts_default(opts->method);
+    p->po = *opts;
+    if (p->po.lora.r <= 0) p->po.lora.r = d.lora.r;
+    if (p->po.lora.alpha <= 0) p->po.lora.alpha = (float)p->po.lora.r;       /* PEFT: alpha = r unless given */
+    if (!p->po.lora.targets) p->po.lora.targets = d.lora.targets;
+    if (!p->po.lora.layer_mask) p->po.lora.layer_mask = opts->layer_mask;
+    if (!p->po.layer_mask) p->po.layer_mask = p->po.lora.layer_mask;
+    if (!p->po.lora.seed) p->po.lora.seed = opts->seed;
+    if (p->po.lora.reward_head) p->po.reward_head = 1;
+    if (p->po.bottleneck <= 0) p->po.bottleneck = d.bottleneck;
+    if (p->po.n_virtual <= 0) p->po.n_virtual = d.n_virtual;
+    if (!p->po.ia3_targets) p->po.ia3_targets = d.ia3_targets;
+    p->o = p->po.lora;
+    p->o.reward_head = p->po.reward_head;
+}
+
 FT_API ft_result ft_peft_attach(ft_peft **out, ft_model *m, const ft_peft_opts *opts) {
-    ft_peft *p; ft_peft_opts o = *opts, d = ft_peft_opts_default(opts->method); ft_result r; int64_t l, L = m->c.n_layer, C = m->c.n_embd, Dkv = m->c.n_head_kv * m->c.head_dim;
-    int w; char name[160]; ft_rng rng;
+    const ft__peft_impl *impl = ft__peft_impl_of(opts->method);
+    ft_peft *p; ft_result r; ft_rng rng;
     *out = NULL;
-    if (o.method == FT_PEFT_LORA) {
-        ft_lora_opts lo = o.lora;
-        if (o.reward_head) lo.reward_head = 1;
-        if (!lo.layer_mask) lo.layer_mask = o.layer_mask;
-        if (!lo.seed) lo.seed = o.seed;
-        return ft_lora_attach(out, m, &lo);
-    }
     if (m->peft) return ft_set_error(FT_ERR_STATE, "peft: the model already has a method attached");
-    if ((int)o.method < 0 || o.method > FT_PEFT_FULL) return ft_set_error(FT_ERR_INVALID, "peft: unknown method %d", (int)o.method);
+    if (!impl) return ft_set_error(FT_ERR_INVALID, "peft: unknown method %d", (int)opts->method);
     p = FT__CAST(ft_peft *, FT_MALLOC(sizeof *p));
     if (!p) return ft_set_error(FT_ERR_NOMEM, "peft: out of memory");
     memset(p, 0, sizeof *p);
-    p->m = m; p->kind = o.method; p->enabled = 1; p->po = o;
-    p->o.seed = o.seed; p->o.layer_mask = o.layer_mask;
-    if ((r = ft_params_init(&p->P)) != FT_OK) { FT_FREE(p); return r; }
-#define FT__ADD(dst, nm, nd, s0, s1) do { int64_t sh_[2]; sh_[0] = (s0); sh_[1] = (s1); \
-        if (!((dst) = ft_params_add(p->P, (nm), (nd), sh_))) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "peft: out of memory"); } } while (0)
-    switch (o.method) {
-    case FT_PEFT_ADAPTER: {
-        int pl;
-        if (p->po.bottleneck <= 0) p->po.bottleneck = d.bottleneck;
-        p->ad = FT__CAST(ft_tensor **, FT_MALLOC((size_t)(L * 8) * sizeof(ft_tensor *)));
-        if (!p->ad) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "peft: out of memory"); }
-        memset(p->ad, 0, (size_t)(L * 8) * sizeof(ft_tensor *));
-        for (l = 0; l < L; l++) for (pl = 0; pl < 2; pl++) {
-            ft_tensor **a = p->ad + (l * 2 + pl) * 4; const char *where = pl ? "mlp" : "attn";
-            if (!ft__layer_on(o.layer_mask, l) || (pl == 0 && o.placement == FT_ADAPTER_PFEIFFER)) continue;
-            snprintf(name, sizeof name, "layers.%d.adapter_%s.down.weight", (int)l, where); FT__ADD(a[0], name, 2, p->po.bottleneck, C);
-            snprintf(name, sizeof name, "layers.%d.adapter_%s.down.bias", (int)l, where);   FT__ADD(a[1], name, 1, p->po.bottleneck, 1);
-            snprintf(name, sizeof name, "layers.%d.adapter_%s.up.weight", (int)l, where);   FT__ADD(a[2], name, 2, C, p->po.bottleneck);
-            snprintf(name, sizeof name, "layers.%d.adapter_%s.up.bias", (int)l, where);     FT__ADD(a[3], name, 1, C, 1);
-        }
-        break; }
-    case FT_PEFT_PREFIX:
-        if (p->po.n_virtual <= 0) p->po.n_virtual = d.n_virtual;
-        if (p->po.prefix_hidden > 0) {
-            FT__ADD(p->pre[0], "prefix.embedding", 2, p->po.n_virtual, Dkv);
-            FT__ADD(p->pre[1], "prefix.mlp.0.weight", 2, p->po.prefix_hidden, Dkv);
-            FT__ADD(p->pre[2], "prefix.mlp.0.bias", 1, p->po.prefix_hidden, 1);
-            FT__ADD(p->pre[3], "prefix.mlp.2.weight", 2, L * 2 * Dkv, p->po.prefix_hidden);
-            FT__ADD(p->pre[4], "prefix.mlp.2.bias", 1, L * 2 * Dkv, 1);
-        } else FT__ADD(p->pre[0], "prefix.embedding", 2, p->po.n_virtual, L * 2 * Dkv);
-        break;
-    case FT_PEFT_PROMPT:
-        if (p->po.n_virtual <= 0) p->po.n_virtual = d.n_virtual;
-        FT__ADD(p->prompt, "prompt.embedding", 2, p->po.n_virtual, C);
-        break;
-    case FT_PEFT_IA3: {
-        int64_t nsites = L * FT_SITE_COUNT;
-        if (!p->po.ia3_targets) p->po.ia3_targets = d.ia3_targets;
-        p->ia3 = FT__CAST(ft_tensor **, FT_MALLOC((size_t)nsites * sizeof(ft_tensor *)));
-        if (!p->ia3) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "peft: out of memory"); }
-        memset(p->ia3, 0, (size_t)nsites * sizeof(ft_tensor *));
-        for (l = 0; l < L; l++) for (w = 0; w < FT_SITE_COUNT; w++) {
-            ft_tensor *W = *ft__site_weight(m, l, w);
-            if (!ft__layer_on(o.layer_mask, l) || !(p->po.ia3_targets & (1u << w))) continue;
-            snprintf(name, sizeof name, "layers.%d.%s.ia3_l", (int)l, ft_site_name(w));
-            FT__ADD(p->ia3[l * FT_SITE_COUNT + w], name, 1, w == FT_SITE_DOWN ? W->shape[1] : W->shape[0], 1);
-        }
-        break; }
-    case FT_PEFT_FULL: {
-        int64_t i;
-        p->full = FT__CAST(ft_tensor **, FT_MALLOC((size_t)m->n_w * sizeof(ft_tensor *)));
-        p->full_orig = FT__CAST(ft_tensor *, FT_MALLOC((size_t)m->n_w * sizeof(ft_tensor)));
-        if (!p->full || !p->full_orig) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "peft: out of memory"); }
-        memset(p->full, 0, (size_t)m->n_w * sizeof(ft_tensor *));
-        for (i = 0; i < m->n_w; i++) {
-            const char *nm = m->w[i].name; int lay = -1;
-            p->full_orig[i] = m->w[i];
-            if (!nm || ft__pattern_match(o.freeze, nm) || !ft__weight_decodable(&m->w[i], m->w[i].shape[m->w[i].ndim - 1])) continue;
-            if (sscanf(nm, "blk.%d.", &lay) == 1 && !ft__layer_on(o.layer_mask, lay)) continue;
-            if (!(p->full[i] = ft_params_add(p->P, nm, m->w[i].ndim, m->w[i].shape))) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "peft: out of memory"); }
-        }
-        break; }
-    default: break;
-    }
-#undef FT__ADD
-    if (o.reward_head) {
-        int64_t sh[2]; sh[0] = 1; sh[1] = C;
-        if (!(p->score = ft_params_add(p->P, "score.weight", 2, sh))) { ft_peft_free(p); return FT_ERR_NOMEM; }
-    }
-    if (ft_params_count(p->P) == 0) { ft_peft_free(p); return ft_set_error(FT_ERR_INVALID, "peft: %s has nothing to train (layers, targets or freeze patterns exclude everything)", ft_peft_method_name(o.method)); }
-    if ((r = ft_params_alloc(p->P)) != FT_OK) { ft_peft_free(p); return r; }
-    ft_rng_seed(&rng, o.seed ? o.seed : 0x10ea);
-    switch (o.method) {                                  /* initial values */
-    case FT_PEFT_ADAPTER:
-        for (l = 0; l < L * 2; l++) if (p->ad[l * 4]) {
-            ft__init_kaiming(p->ad[l * 4], C, &rng); ft__init_const(p->ad[l * 4 + 1], 0);
-            ft__init_const(p->ad[l * 4 + 2], 0); ft__init_const(p->ad[l * 4 + 3], 0);
-        }
-        break;
-    case FT_PEFT_PREFIX:                                 /* as PEFT: N(0, 1) embedding, torch Linear init */
-        ft__init_normal(p->pre[0], 1.0f, &rng);
-        if (p->pre[1]) {
-            ft__init_kaiming(p->pre[1], Dkv, &rng); ft__init_kaiming(p->pre[2], Dkv, &rng);
-            ft__init_kaiming(p->pre[3], p->po.prefix_hidden, &rng); ft__init_kaiming(p->pre[4], p->po.prefix_hidden, &rng);
-        }
-        break;
-    case FT_PEFT_PROMPT: {
-        int64_t P = p->po.n_virtual, i, V = m->tok_embd->shape[0], n = 0; int32_t *ids;
-        if (o.prompt_init == FT_PROMPT_RANDOM) { ft__init_normal(p->prompt, 1.0f, &rng); break; }
-        ids = FT__CAST(int32_t *, FT_MALLOC((size_t)(P + 4096) * sizeof(int32_t)));
-        if (!ids) { ft_peft_free(p); return ft_set_error(FT_ERR_NOMEM, "peft: out of memory"); }
-        if (o.prompt_init == FT_PROMPT_TEXT) {
-            if (!o.prompt_text || !m->tok) { FT_FREE(ids); ft_peft_free(p); return ft_set_error(FT_ERR_INVALID, "prompt tuning: text init needs a text and the model's tokenizer"); }
-            n = ft_tokenize(m->tok, o.prompt_text, (int64_t)strlen(o.prompt_text), ids, 4096, 0, 0);
-            if (n <= 0) { FT_FREE(ids); ft_peft_free(p); return ft_set_error(FT_ERR_INVALID, "prompt tuning: the init text gives no tokens"); }
-            n = FT__MIN(n, 4096);
-            for (i = n; i < P; i++) ids[i] = ids[i % n];     /* repeated to fill, as PEFT does */
-        } else for (i = 0; i < P; i++) ids[i] = (int32_t)(ft_rng_u64(&rng) % (uint64_t)V);
-        for (i = 0; i < P; i++)
-            ft__weight_row(m->tok_embd, ids[i], 0, C, FT__F(p->prompt) + i * C);
-        FT_FREE(ids);
-        break; }
-    case FT_PEFT_IA3:
-        for (l = 0; l < L * FT_SITE_COUNT; l++) if (p->ia3[l]) ft__init_const(p->ia3[l], 1.0f);
-        break;
-    case FT_PEFT_FULL: {
-        int64_t i, rr;
-        for (i = 0; i < m->n_w; i++) if (p->full[i]) {
-            ft_tensor *t = p->full[i]; int64_t in = t->shape[t->ndim - 1], rows = ft_numel(t) / in;
-            for (rr = 0; rr < rows; rr++) ft__weight_row(&m->w[i], rr, 0, in, FT__F(t) + rr * in);   /* any storage: f32 master copy */
-        }
-        ft__full_install(p, 1);
-        break; }
-    default: break;
-    }
-    if (p->score) ft__init_normal(p->score, 0.02f, &rng);
+    p->m = m; p->impl = impl; p->kind = opts->method; p->enabled = 1;
+    ft__peft_fill(p, opts);
+    if ((r = ft_params_init(&p->P)) == FT_OK) r = impl->add(p);
+    if (r == FT_OK && p->po.reward_head) r = ft__peft_param(p, &p->score, "score.weight", 2, 1, m->c.n_embd);
+    if (r == FT_OK && ft_params_count(p->P) == 0)
+        r = ft_set_error(FT_ERR_INVALID, "peft: %s has nothing to train (layers, targets or freeze patterns exclude everything)", ft_peft_method_name(p->kind));
+    if (r == FT_OK) r = ft_params_alloc(p->P);
+    ft_rng_seed(&rng, p->o.seed ? p->o.seed : 0x10ea);
+    if (r == FT_OK) r = impl->init(p, &rng);
+    if (r != FT_OK) { ft_peft_free(p); return r; }
+    if (p->score) ft__init_normal(p->score, 0.02f, &rng);     /* as transformers: N(0, 0.02) */
+    p->o.layer_mask = NULL;                           /* the caller's arrays: not kept */
+    p->po.layer_mask = NULL;
+    p->po.lora.layer_mask = NULL;
+    p->po.prompt_text = NULL;
     m->peft = p;
     *out = p;
     return FT_OK;
 }
+FT_API ft_result ft_lora_attach(ft_peft **out, ft_model *m, const ft_lora_opts *opts) {
+    ft_peft_opts o = ft_peft_opts_default(FT_PEFT_LORA);
+    o.lora = *opts;
+    return ft_peft_attach(out, m, &o);
+}
+
+/* undo what the method did to the model and forget it (ft_peft_free, ft_model_free) */
+static void ft__peft_detach(ft_peft *p) {
+    if (!p->m) return;
+    if (p->impl->detach) p->impl->detach(p);
+    if (p->m->peft == p) p->m->peft = NULL;
+    p->m = NULL;
+}
+FT_API void ft_peft_free(ft_peft *p) {
+    if (!p) return;
+    ft__peft_detach(p);
+    ft_params_free(p->P);
+    FT_FREE(p->A); FT_FREE(p->ad); FT_FREE(p->ia3); FT_FREE(p->full); FT_FREE(p->full_orig); FT_FREE(p->hada);
+    FT_FREE(p);
+}
+FT_API ft_result ft_peft_bake(ft_peft *p) {
+    ft_model *m = p->m; ft_result r;
+    if (!m) return ft_set_error(FT_ERR_STATE, "bake: the model was freed");
+    if (m->n_baked == 8 || m->n_baked_params == 8) return ft_set_error(FT_ERR_STATE, "bake: at most 8 adapters can be baked into one model");
+    if (!p->impl->bake) return ft_set_error(FT_ERR_UNSUPPORTED, "bake: a %s method has no weights to fold in", ft_peft_method_name(p->kind));
+    if ((r = p->impl->bake(p)) != FT_OK) return r;
+    ft_peft_free(p);
+    return FT_OK;
+}
+FT_API ft_params *ft_peft_params(ft_peft *p) { return p->P; }
+FT_API void ft_peft_set_enabled(ft_peft *p, int on) {
+    if (p->impl->enable && p->m && (on != 0) != p->enabled) p->impl->enable(p, on != 0);
+    p->enabled = on != 0;
+}
+FT_API int ft_peft_enabled(const ft_peft *p) { return p->enabled; }
+FT_API float ft_lora_scale(const ft_peft *p) { return p->scale; }
+FT_API const ft_lora_opts *ft_lora_options(const ft_peft *p) { return &p->o; }
+FT_API ft_tensor *ft_lora_A(ft_peft *p, int layer, int which) { return p->A ? p->A[(int64_t)layer * FT_SITE_COUNT + which] : NULL; }
+FT_API ft_tensor *ft_lora_B(ft_peft *p, int layer, int which) { return p->A ? p->B[(int64_t)layer * FT_SITE_COUNT + which] : NULL; }
+FT_API ft_tensor *ft_lora_magnitude(ft_peft *p, int layer, int which) { return p->A ? p->mag[(int64_t)layer * FT_SITE_COUNT + which] : NULL; }
 FT_API ft_peft_method ft_peft_kind(const ft_peft *p) { return p->kind; }
 FT_API const char *ft_peft_method_name(ft_peft_method k) {
     const char *n = ft_enum_name(FT_ENUM_PEFT_METHOD, (int)k);
     return n ? n : "?";
 }
 FT_API int64_t ft_peft_virtual_tokens(const ft_peft *p) {
-    return p && (p->kind == FT_PEFT_PREFIX || p->kind == FT_PEFT_PROMPT) ? p->po.n_virtual : 0;
-}
-static int64_t ft__peft_tokens(const ft_peft *p, int kind, int only_enabled) {
-    return p && (int)p->kind == kind && (p->enabled || !only_enabled) ? p->po.n_virtual : 0;
-}
-static ft_tensor *ft__peft_prompt(ft_peft *p) { return p->prompt; }
-
-/* IA3 on a linear layer: y = (x W^T + b) * l, or (x * l) W^T + b for down_proj */
-static ft_tensor *ft__ia3_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t s) {
-    ft_tensor *y, *v = p->enabled ? p->ia3[s] : NULL;
-    if (v && s % FT_SITE_COUNT == FT_SITE_DOWN) x = ft_mul(ctx, x, v);
-    y = ft_matmul(ctx, x, W, 0, 1);
-    if (bias) y = ft_add(ctx, y, bias);
-    return v && s % FT_SITE_COUNT != FT_SITE_DOWN ? ft_mul(ctx, y, v) : y;
+    return p && (p->impl->prefix || p->impl->prompt) ? p->po.n_virtual : 0;
 }
 
-/* a sublayer's output y (place 0: attention, 1: MLP) through the layer's bottleneck adapter */
+/* ---- the hooks the model's forward calls (no method, or switched off: the base model) ---------------- */
+static int ft__peft_on(const ft_peft *p) { return p && p->enabled; }
+/* layer l has a site with a weight delta (LoRA, LoHa) */
+static int ft__layer_has_site(const ft_peft *p, int64_t l) {
+    int w;
+    for (w = 0; w < FT_SITE_COUNT; w++) if (p->impl->delta && p->impl->delta(p, l * FT_SITE_COUNT + w)) return 1;
+    return 0;
+}
+static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which) {
+    if (!ft__peft_on(p) || !p->impl->linear) return ft__plain_linear(ctx, x, W, bias);
+    return p->impl->linear(ctx, p, x, W, bias, l, which);
+}
 static ft_tensor *ft__peft_after(ft_ctx *ctx, ft_model *m, int64_t l, int place, ft_tensor *y) {
-    ft_peft *p = m->peft; ft_tensor **a, *d;
-    if (!p || !p->enabled || p->kind != FT_PEFT_ADAPTER || !y) return y;
-    a = p->ad + (l * 2 + place) * 4;
-    if (!a[0]) return y;
-    d = ft__act(ctx, p->po.act, ft_add(ctx, ft_matmul(ctx, y, a[0], 0, 1), a[1]));
-    return ft_add(ctx, y, ft_add(ctx, ft_matmul(ctx, d, a[2], 0, 1), a[3]));
+    ft_peft *p = m->peft;
+    return ft__peft_on(p) && p->impl->after && y ? p->impl->after(ctx, p, l, place, y) : y;
 }
-
-/* token embeddings, plus s * A[ids] B^T with LoRA on the embedding (PEFT's Embedding LoRA) */
 static ft_tensor *ft__peft_embed(ft_ctx *ctx, ft_model *m, const int32_t *ids, int64_t n) {
-    ft_tensor *e = ft_embedding(ctx, m->tok_embd, ids, n); ft_peft *p = m->peft;
-    if (!p || !p->enabled || !p->emb_A) return e;
-    return ft_add(ctx, e, ft_matmul(ctx, ft_scale(ctx, ft_embedding(ctx, p->emb_A, ids, n), p->scale), p->emb_B, 0, 1));
+    ft_tensor *e = ft_embedding(ctx, m->tok_embd, ids, n);
+    ft_peft *p = m->peft;
+    return ft__peft_on(p) && p->impl->embed && e ? p->impl->embed(ctx, p, e, ids, n) : e;
 }
-
-/* prefix tuning: the (P, n_layer * 2 * kv_dim) table of keys and values, on the tape */
-static ft_tensor *ft__prefix_table(ft_ctx *ctx, ft_peft *p) {
-    if (!p->pre[1]) return p->pre[0];
-    return ft_add(ctx, ft_matmul(ctx, ft_tanh(ctx, ft_add(ctx, ft_matmul(ctx, p->pre[0], p->pre[1], 0, 1), p->pre[2])), p->pre[3], 0, 1), p->pre[4]);
+/* virtual tokens of a prefix (prefix: 1) or a soft prompt (0); only_enabled 0: even when off */
+static int64_t ft__peft_tokens(const ft_peft *p, int prefix, int only_enabled) {
+    if (!p || (only_enabled && !p->enabled)) return 0;
+    return (prefix ? p->impl->prefix != NULL : p->impl->prompt != NULL) ? p->po.n_virtual : 0;
 }
+static ft_tensor *ft__peft_prefix(ft_ctx *ctx, ft_peft *p) { return p->impl->prefix(ctx, p); }
+static ft_tensor *ft__peft_prompt(ft_ctx *ctx, ft_peft *p) { return p->impl->prompt(ctx, p); }
 
 
 /* ============================================================================================
@@ -11204,8 +11390,9 @@ FT_API ft_result ft_svg_plot(const char *path, const char *title, const char *xl
 /* the adapter writers and readers behind ft_peft_save / ft_peft_load, in the order they follow */
 static ft_result ft__lora_save_gguf(ft_peft *p, const char *path);
 static ft_result ft__lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
-static ft_result ft__peft_save_dir(ft_peft *p, const char *dir, const char *base_model_name);
 static ft_result ft__peft_attach_dir(ft_peft **out, ft_model *m, const char *dir);
+static ft_result ft__peft_read_config(const char *dir, ft_json_doc **doc);
+static size_t ft__peft_cfg_sites(const ft_peft *p, char *cfg, size_t cap, size_t len);
 static ft_result ft__own_save(ft_peft *p, const char *path);
 static ft_result ft__gguf_attach(ft_peft **out, ft_model *m, const char *path);
 
@@ -11382,15 +11569,21 @@ static ft_result ft__adapter_scan_add(ft__adapter_scan *sc, const char *path, co
     sc->r = (int)r; sc->targets |= 1u << which; sc->mask[l / 64] |= (uint64_t)1 << (l % 64); sc->n_seen++;
     return FT_OK;
 }
-/* attach with the scanned rank, targets and layers (the layer mask is NULL when all are there) */
-static ft_result ft__adapter_scan_attach(ft__adapter_scan *sc, ft_peft **out, ft_model *m, ft_lora_opts *o, const char *path) {
+/* attach the method (LoRA or LoHa) with the scanned rank, targets and layers (the layer mask is
+   NULL when all are there) */
+static ft_result ft__adapter_scan_attach(ft__adapter_scan *sc, ft_peft **out, ft_model *m, ft_peft_opts *o, const char *path) {
     int64_t l; int all = 1; ft_result r;
-    if (!sc->n_seen) { FT_FREE(sc->mask); return ft_set_error(FT_ERR_FORMAT, "%s: no LoRA tensors found", path); }
+    if (!sc->n_seen) { FT_FREE(sc->mask); return ft_set_error(FT_ERR_FORMAT, "%s: no %s tensors found", path, ft_peft_method_name(o->method)); }
     for (l = 0; l < sc->n_layer; l++) all &= (int)(sc->mask[l / 64] >> (l % 64) & 1);
-    o->r = sc->r; o->targets = sc->targets; o->layer_mask = all ? NULL : sc->mask;
-    r = ft_lora_attach(out, m, o);
+    o->lora.r = sc->r; o->lora.targets = sc->targets; o->lora.layer_mask = all ? NULL : sc->mask;
+    r = ft_peft_attach(out, m, o);
     FT_FREE(sc->mask);
     return r;
+}
+static ft_result ft__adapter_scan_attach_lora(ft__adapter_scan *sc, ft_peft **out, ft_model *m, const ft_lora_opts *lo, const char *path) {
+    ft_peft_opts o = ft_peft_opts_default(FT_PEFT_LORA);
+    o.lora = *lo;
+    return ft__adapter_scan_attach(sc, out, m, &o, path);
 }
 
 /* read A and B back from a llama.cpp adapter (or one ft_peft_save wrote) into an
@@ -11463,14 +11656,14 @@ static ft_result ft__lora_attach_gguf(ft_peft **out, ft_model *m, const char *pa
     }
     ft_gguf_close(g);
     if (r != FT_OK) { FT_FREE(sc.mask); return r; }
-    if ((r = ft__adapter_scan_attach(&sc, out, m, &o, path)) != FT_OK) return r;
+    if ((r = ft__adapter_scan_attach_lora(&sc, out, m, &o, path)) != FT_OK) return r;
     if ((r = ft__lora_read_gguf(*out, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
     return r;
 }
 
 /* ---- PEFT: adapter_model.safetensors + adapter_config.json -------------------------------------------- */
 static ft_result ft__lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
-    ft_model *m = p->m; int64_t s, nsites, n = 0, l; int k, all_layers = 1; ft_result r = FT_OK;
+    ft_model *m = p->m; int64_t s, nsites, n = 0, l; int k; ft_result r = FT_OK;
     ft__st_entry *e; float *perm = NULL, *pp; char path[1024], *names, *cfg; size_t total_perm = 0, cap;
     nsites = m->c.n_layer * FT_SITE_COUNT;
     e = FT__CAST(ft__st_entry *, FT_MALLOC((size_t)nsites * 3 * sizeof *e));
@@ -11504,32 +11697,15 @@ static ft_result ft__lora_save_peft(ft_peft *p, const char *dir, const char *bas
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     r = ft__safetensors_write(path, e, (int)n);
     if (r == FT_OK) {
-        ft__afile a; size_t len; unsigned t; const char *sep = "";
+        ft__afile a; size_t len;
         /* lora_alpha from the scale in use (a llama.cpp adapter read back has only alpha / r) */
         double alpha = p->o.rslora ? (double)p->scale * sqrt((double)p->o.r) : (double)p->scale * p->o.r;
         len = (size_t)snprintf(cfg, cap, "{\n  \"peft_type\": \"LORA\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"base_model_name_or_path\": \"%s\",\n"
                        "  \"r\": %d,\n  \"lora_alpha\": %.9g,\n  \"lora_dropout\": %g,\n  \"use_rslora\": %s,\n  \"use_dora\": %s,\n"
-                       "  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n  \"inference_mode\": true,\n  \"init_lora_weights\": true,\n  \"target_modules\": [",
+                       "  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n  \"inference_mode\": true,\n  \"init_lora_weights\": true",
                        base_model_name ? base_model_name : "", p->o.r, alpha, (double)p->o.dropout,
                        p->o.rslora ? "true" : "false", p->o.dora ? "true" : "false");
-        for (t = 0; t < FT_SITE_COUNT; t++)
-            if (p->o.targets & (1u << t)) { len += (size_t)snprintf(cfg + len, cap - len, "%s\"%s\"", sep, ft_site_name((int)t)); sep = ", "; }
-        len += (size_t)snprintf(cfg + len, cap - len, "]");
-        for (l = 0; l < m->c.n_layer; l++) {              /* a subset of layers: PEFT's layers_to_transform */
-            int has = 0;
-            for (k = 0; k < FT_SITE_COUNT; k++) has |= p->A[l * FT_SITE_COUNT + k] != NULL;
-            all_layers &= has;
-        }
-        if (!all_layers) {
-            sep = "";
-            len += (size_t)snprintf(cfg + len, cap - len, ",\n  \"layers_to_transform\": [");
-            for (l = 0; l < m->c.n_layer; l++) {
-                int has = 0;
-                for (k = 0; k < FT_SITE_COUNT; k++) has |= p->A[l * FT_SITE_COUNT + k] != NULL;
-                if (has) { len += (size_t)snprintf(cfg + len, cap - len, "%s%d", sep, (int)l); sep = ", "; }
-            }
-            len += (size_t)snprintf(cfg + len, cap - len, "]");
-        }
+        len = ft__peft_cfg_sites(p, cfg, cap, len);
         len += (size_t)snprintf(cfg + len, cap - len, "\n}\n");
         snprintf(path, sizeof path, "%s/adapter_config.json", dir);
         if ((r = ft__afile_open(&a, path)) == FT_OK) { ft__afile_write(&a, cfg, len); r = ft__afile_commit(&a); }
@@ -11602,7 +11778,7 @@ static ft_result ft__lora_attach_peft(ft_peft **out, ft_model *m, const char *di
 #define FT__CFG_FAIL(code, ...) do { r = ft_set_error(code, __VA_ARGS__); ft_json_free(doc); return r; } while (0)
     if (root->kind != FT_JSON_OBJECT) FT__CFG_FAIL(FT_ERR_FORMAT, "%s: not a JSON object", path);
     if ((v = ft_json_get(root, "peft_type")) && (v->kind != FT_JSON_STRING || strcmp(v->s, "LORA") != 0))
-        FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: peft_type %s (LORA is read here; ft__peft_attach_dir reads IA3, PROMPT_TUNING, PREFIX_TUNING too)", path, v->kind == FT_JSON_STRING ? v->s : "?");
+        FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: peft_type %s (LORA is read here)", path, v->kind == FT_JSON_STRING ? v->s : "?");
     if ((v = ft_json_get(root, "lora_alpha")) && v->kind == FT_JSON_NUMBER) alpha = v->num;
     if ((v = ft_json_get(root, "use_rslora")) && v->kind == FT_JSON_BOOL) o.rslora = v->num != 0;
     if ((v = ft_json_get(root, "use_dora")) && v->kind == FT_JSON_BOOL) o.dora = v->num != 0;
@@ -11639,8 +11815,137 @@ static ft_result ft__lora_attach_peft(ft_peft **out, ft_model *m, const char *di
     if (r != FT_OK) { FT_FREE(sc.mask); return r; }
     if (o.r && sc.r && o.r != sc.r) { FT_FREE(sc.mask); return ft_set_error(FT_ERR_FORMAT, "%s: the tensors have rank %d, adapter_config.json says r = %d", path, sc.r, o.r); }
     o.alpha = alpha > 0 ? (float)alpha : 0.0f;
-    if ((r = ft__adapter_scan_attach(&sc, out, m, &o, path)) != FT_OK) return r;
+    if ((r = ft__adapter_scan_attach_lora(&sc, out, m, &o, path)) != FT_OK) return r;
     if ((r = ft__lora_read_peft(*out, dir)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
+    return r;
+}
+
+/* ---- PEFT's LoHa: base_model.model.model.layers.{l}.{self_attn|mlp}.{site}.hada_w{1,2}_{a,b}, [out, r]
+   and [r, in] as ours; the output-side factors (w1_a, w2_a) of q_proj and k_proj carry the
+   converter's row permutation, so they go back to Hugging Face's order (a row permutation of
+   both permutes the rows of dW = (w1_a w1_b) * (w2_a w2_b) the same way). adapter_config.json:
+   peft_type LOHA, r, alpha, target_modules, layers_to_transform for a subset of layers ----------------- */
+static const char *const ft__hada_names[4] = {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"};
+
+/* ,\n  "target_modules": [...] (and layers_to_transform when not every layer has a site) */
+static size_t ft__peft_cfg_sites(const ft_peft *p, char *cfg, size_t cap, size_t len) {
+    int64_t l; int t, all = 1; const char *sep = "";
+    len += (size_t)snprintf(cfg + len, cap - len, ",\n  \"target_modules\": [");
+    for (t = 0; t < FT_SITE_COUNT; t++)
+        if (p->o.targets & (1u << t)) { len += (size_t)snprintf(cfg + len, cap - len, "%s\"%s\"", sep, ft_site_name(t)); sep = ", "; }
+    len += (size_t)snprintf(cfg + len, cap - len, "]");
+    for (l = 0; l < p->m->c.n_layer; l++) all &= ft__layer_has_site(p, l);
+    if (all) return len;
+    len += (size_t)snprintf(cfg + len, cap - len, ",\n  \"layers_to_transform\": [");
+    for (sep = "", l = 0; l < p->m->c.n_layer; l++)
+        if (ft__layer_has_site(p, l)) { len += (size_t)snprintf(cfg + len, cap - len, "%s%d", sep, (int)l); sep = ", "; }
+    return len + (size_t)snprintf(cfg + len, cap - len, "]");
+}
+
+static ft_result ft__loha_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
+    ft_model *m = p->m; int64_t s, nsites = m->c.n_layer * FT_SITE_COUNT, n = 0, total = 0; int k;
+    ft__st_entry *e; float *perm, *pp; char path[1024], *names, *cfg; size_t len, cap = 4096 + (size_t)m->c.n_layer * 8; ft_result r;
+    for (s = 0; s < nsites; s++)
+        if (p->hada[s * 4] && ft__site_permuted_heads(m, (int)(s % FT_SITE_COUNT))) total += 2 * ft_numel(p->hada[s * 4]);
+    e = FT__CAST(ft__st_entry *, FT_MALLOC((size_t)nsites * 4 * sizeof *e));
+    names = FT__CAST(char *, FT_MALLOC((size_t)nsites * 4 * 128));
+    perm = FT__CAST(float *, FT_MALLOC((size_t)FT__MAX(total, 1) * sizeof(float)));
+    cfg = FT__CAST(char *, FT_MALLOC(cap));
+    if (!e || !names || !perm || !cfg) { FT_FREE(e); FT_FREE(names); FT_FREE(perm); FT_FREE(cfg); return ft_set_error(FT_ERR_NOMEM, "peft save: out of memory"); }
+    for (pp = perm, s = 0; s < nsites; s++) {
+        int which = (int)(s % FT_SITE_COUNT); int64_t heads = ft__site_permuted_heads(m, which);
+        for (k = 0; p->hada[s * 4] && k < 4; k++) {
+            ft_tensor *t = p->hada[s * 4 + k]; char *nm = names + n * 128;
+            snprintf(nm, 128, "base_model.model.model.layers.%d.%s.%s.%s", (int)(s / FT_SITE_COUNT), ft__hf_site_module(which), ft_site_name(which), ft__hada_names[k]);
+            e[n].name = nm; e[n].ndim = 2; e[n].shape[0] = t->shape[0]; e[n].shape[1] = t->shape[1]; e[n].data = FT__F(t);
+            if (k % 2 == 0 && heads) {                     /* output rows back to HF order */
+                ft__permute_rows(pp, FT__F(t), heads, m->c.head_dim, t->shape[1], 1);
+                e[n].data = pp;
+                pp += ft_numel(t);
+            }
+            n++;
+        }
+    }
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    r = ft__safetensors_write(path, e, (int)n);
+    len = (size_t)snprintf(cfg, cap, "{\n  \"peft_type\": \"LOHA\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"base_model_name_or_path\": \"%s\",\n"
+                           "  \"r\": %d,\n  \"alpha\": %.9g,\n  \"rank_dropout\": 0.0,\n  \"module_dropout\": 0.0,\n  \"init_weights\": true,\n"
+                           "  \"use_effective_conv2d\": false,\n  \"inference_mode\": true", base_model_name ? base_model_name : "", p->o.r, (double)p->o.alpha);
+    len = ft__peft_cfg_sites(p, cfg, cap, len);
+    len += (size_t)snprintf(cfg + len, cap - len, "\n}\n");
+    if (r == FT_OK) {
+        ft__afile a;
+        snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+        if ((r = ft__afile_open(&a, path)) == FT_OK) { ft__afile_write(&a, cfg, len); r = ft__afile_commit(&a); }
+    }
+    FT_FREE(e); FT_FREE(names); FT_FREE(perm); FT_FREE(cfg);
+    return r;
+}
+
+/* the layer / site of "...layers.{l}.{module}.{site}.{part}", and which of `parts` it is; -1: none */
+static int ft__peft_site_key(const char *nm, const char *const *parts, int nparts, long long *l, int *part) {
+    const char *at = nm ? strstr(nm, "layers.") : NULL; int pre = 0, w, k;
+    if (!at || sscanf(at, "layers.%lld.%n", l, &pre) != 1 || pre <= 0) return -1;
+    for (w = 0; w < FT_SITE_COUNT; w++)
+        for (k = 0; k < nparts; k++) {
+            char want[96];
+            snprintf(want, sizeof want, "%s.%s.%s", ft__hf_site_module(w), ft_site_name(w), parts[k]);
+            if (strcmp(at + pre, want) == 0) { *part = k; return w; }
+        }
+    return -1;
+}
+
+/* read every hada_* tensor into the attached LoHa adapter (HF row order undone) */
+static ft_result ft__loha_read(ft_peft *p, ft_safetensors *st, const char *path) {
+    int64_t i; ft_result r = FT_OK;
+    for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
+        const char *nm = ft_safetensors_name(st, i), *dt; long long l; int k, w, nd; int64_t shape[8], heads; const void *d; ft_tensor *t; float *tmp;
+        if (!nm || strcmp(nm, "__metadata__") == 0) continue;
+        w = ft__peft_site_key(nm, ft__hada_names, 4, &l, &k);
+        t = w >= 0 && l >= 0 && l < p->m->c.n_layer ? p->hada[(l * FT_SITE_COUNT + w) * 4 + k] : NULL;
+        d = ft_safetensors_get(st, nm, &dt, shape, &nd);
+        if (!t || nd != 2 || shape[0] != t->shape[0] || shape[1] != t->shape[1])
+            return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s: %s", path, nm, t ? "has a shape the model does not fit (wrong base model?)" : "not a LoHa tensor of the attached sites");
+        if (!(tmp = FT__CAST(float *, FT_MALLOC((size_t)ft_numel(t) * sizeof(float))))) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+        if (!ft__st_to_f32(d, dt, ft_numel(t), tmp)) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s (F32, F16, BF16 are read)", path, nm, dt);
+        heads = ft__site_permuted_heads(p->m, w);
+        if (r == FT_OK && k % 2 == 0 && heads) ft__permute_rows(FT__F(t), tmp, heads, p->m->c.head_dim, t->shape[1], 0);
+        else if (r == FT_OK) memcpy(t->data, tmp, (size_t)ft_numel(t) * sizeof(float));
+        t->version++;
+        FT_FREE(tmp);
+    }
+    return r;
+}
+
+/* attach a PEFT LoHa directory: alpha from adapter_config.json; rank, targets and layers from the
+   tensors (hada_w1_a gives the rank) */
+static ft_result ft__loha_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
+    ft_json_doc *doc; const ft_json *root, *v; ft_peft_opts o = ft_peft_opts_default(FT_PEFT_LOHA); ft__adapter_scan sc;
+    ft_safetensors *st; ft_result r; int64_t i; char path[1024];
+    *out = NULL;
+    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
+    root = ft_json_root(doc);
+    o.lora.alpha = (v = ft_json_get(root, "alpha")) && v->kind == FT_JSON_NUMBER && v->num > 0 && v->num < 1e6 ? (float)v->num : 0.0f;
+    if (((v = ft_json_get(root, "rank_dropout")) && v->kind == FT_JSON_NUMBER && v->num != 0) ||
+        ((v = ft_json_get(root, "module_dropout")) && v->kind == FT_JSON_NUMBER && v->num != 0) ||
+        ((v = ft_json_get(root, "rank_pattern")) && v->kind == FT_JSON_OBJECT && v->n) || ((v = ft_json_get(root, "alpha_pattern")) && v->kind == FT_JSON_OBJECT && v->n))
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s/adapter_config.json: rank / module dropout and per-module ranks or alphas are not supported", dir);
+    ft_json_free(doc);
+    if (r != FT_OK) return r;
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
+    if ((r = ft__adapter_scan_init(&sc, m)) != FT_OK) { ft_safetensors_close(st); return r; }
+    for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
+        const char *nm = ft_safetensors_name(st, i), *dt; long long l; int k, w, nd; int64_t shape[8];
+        if (!nm || strcmp(nm, "__metadata__") == 0) continue;
+        if ((w = ft__peft_site_key(nm, ft__hada_names, 4, &l, &k)) < 0) { r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: not a LoHa tensor of a layer's q, k, v, o, gate, up or down projection", path, nm); break; }
+        ft_safetensors_get(st, nm, &dt, shape, &nd);
+        if (k == 0) r = ft__adapter_scan_add(&sc, path, nm, (int64_t)l, w, nd == 2 ? shape[1] : 0);
+    }
+    if (r == FT_OK) r = ft__adapter_scan_attach(&sc, out, m, &o, path);
+    else FT_FREE(sc.mask);
+    if (r == FT_OK && (r = ft__loha_read(*out, st, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
+    ft_safetensors_close(st);
     return r;
 }
 
@@ -11704,7 +12009,7 @@ static int ft__ia3_key(const char *nm, long long *l) {
     return -1;
 }
 
-static ft_result ft__peft_save_dir(ft_peft *p, const char *dir, const char *base_model_name) {
+static ft_result ft__peft_dir_save(ft_peft *p, const char *dir, const char *base_model_name) {
     ft_model *m = p->m; ft__st_entry *e = NULL; float *buf = NULL; char *names = NULL, *cfg = NULL, path[1024], base[512];
     int64_t L, C, D, Dkv, P, s, l, n = 0, nbuf = 0; size_t len = 0, cap; ft_result r = FT_OK; unsigned t; const char *sep = "";
     L = m->c.n_layer; C = m->c.n_embd; D = m->c.head_dim; Dkv = m->c.n_head_kv * D; P = p->po.n_virtual;
@@ -11797,14 +12102,13 @@ done:
 
 /* attach what a PEFT directory holds: LORA (ft__lora_attach_peft), IA3 (sites and layers from the
    tensors), PROMPT_TUNING, PREFIX_TUNING (a plain table: an MLP's parameters are not in the file) */
-static ft_result ft__peft_attach_dir(ft_peft **out, ft_model *m, const char *dir) {
+static ft_result ft__peft_dir_attach(ft_peft **out, ft_model *m, const char *dir) {
     ft_json_doc *doc; const ft_json *root, *v; ft_result r; ft_peft_opts o; ft_safetensors *st = NULL; ft_peft *p = NULL;
     char path[1024], cpath[1024]; float *tmp = NULL; int64_t i, L = m->c.n_layer, C = m->c.n_embd, Dkv = m->c.n_head_kv * m->c.head_dim;
     *out = NULL;
     if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
     root = ft_json_root(doc);
     v = ft_json_get(root, "peft_type");
-    if (!v || (v->kind == FT_JSON_STRING && strcmp(v->s, "LORA") == 0)) { ft_json_free(doc); return ft__lora_attach_peft(out, m, dir); }
     snprintf(cpath, sizeof cpath, "%s/adapter_config.json", dir);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     memset(&o, 0, sizeof o);
@@ -11954,15 +12258,15 @@ FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_sa
     if (opts) o = *opts;
     if (!o.keep_type && !ft__merge_can_encode(o.type))
         return ft_set_error(FT_ERR_UNSUPPORTED, "%s: cannot write weights as %s (f32, f16, bf16, q8_0, q4_0, q4_1 can be written)", path, ft_type_name(o.type));
-    if (p && p->enabled && p->kind != FT_PEFT_LORA)
-        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: merging is implemented for LoRA / DoRA, not for a %s adapter (save it with ft_peft_save)", path, ft_peft_method_name(p->kind));
-    add = p && p->enabled && !p->orig;      /* merged in place already (ft_lora_merge): the weights hold it */
+    if (p && p->enabled && !p->impl->merge_row)
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: a %s adapter does not change the weights, so there is nothing to merge (save it with ft_peft_save)", path, ft_peft_method_name(p->kind));
+    add = p && p->enabled && !p->orig;      /* merged in place already (ft_peft_merge): the weights hold it */
     emb = o.embeddings && !o.keep_type;
     /* what each site becomes; the bytes of every converted weight in one buffer */
     for (i = 0; i < nsites; i++) {
         ft_tensor *W = *ft__site_weight(m, i / FT_SITE_COUNT, (int)(i % FT_SITE_COUNT));
-        int has = add && p->A[i] != NULL; ft_type t = o.keep_type ? W->type : o.type;
-        if (o.keep_type && p && p->orig && p->orig[i] != W) t = p->orig[i]->type;   /* ft_lora_merge'd: the file's type */
+        int has = add && p->impl->delta(p, i); ft_type t = o.keep_type ? W->type : o.type;
+        if (o.keep_type && p && p->orig && p->orig[i] != W) t = p->orig[i]->type;   /* ft_peft_merge'd: the file's type */
         if (o.keep_type && !has && !(p && p->orig && p->orig[i] != W)) continue;    /* copied unchanged */
         snprintf(name, sizeof name, "blk.%d.%s.weight", (int)(i / FT_SITE_COUNT), ft__gguf_site_name((int)(i % FT_SITE_COUNT)));
         if (!ft__merge_can_encode(t))
@@ -11997,7 +12301,7 @@ FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_sa
             }
         if (s >= 0) {
             ft_tensor *W = *ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT));
-            int has = add && p->A[s] != NULL, premerged = p && p->orig && p->orig[s] != W;
+            int has = add && p->impl->delta(p, s), premerged = p && p->orig && p->orig[s] != W;
             ft_type t = o.keep_type ? (premerged ? p->orig[s]->type : W->type) : ft__merge_fit(o.type, W->shape[1]);
             if (o.keep_type && !has && !premerged) s = -1;                  /* unchanged bytes */
             else {
@@ -12006,7 +12310,7 @@ FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_sa
                 unsigned char *dst = buf + off;
                 for (k = 0; k < out; k++) {
                     ft__weight_row(W, k, 0, in, row);
-                    if (has) ft__lora_merge_row(p, s, k, row, in);
+                    if (has) p->impl->merge_row(p, s, k, row, in);
                     ft__merge_encode_row(t, row, dst + (size_t)k * ob, in);
                 }
                 off += ob * (size_t)out;
@@ -12045,7 +12349,7 @@ static ft_result ft__own_save(ft_peft *p, const char *path) {
     ft_gguf_set_str(w, "general.architecture", p->m->c.arch_name);
     ft_gguf_set_str(w, "adapter.type", "finetune");
     ft_gguf_set_str(w, "finetune.peft.method", ft_peft_method_name(p->kind));
-    if (p->kind == FT_PEFT_LORA) {
+    if (p->kind == FT_PEFT_LORA || p->kind == FT_PEFT_LOHA) {        /* rank, alpha, sites */
         ft_gguf_set_int(w, "finetune.peft.lora.r", FT_GGUF_INT32, p->o.r);
         ft_gguf_set_float(w, "finetune.peft.lora.alpha", FT_GGUF_FLOAT32, p->o.alpha);
         ft_gguf_set_int(w, "finetune.peft.lora.targets", FT_GGUF_UINT32, p->o.targets);
@@ -12081,7 +12385,7 @@ static ft_result ft__gguf_attach(ft_peft **out, ft_model *m, const char *path) {
         ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: adapter.type is neither lora nor finetune", path);
     }
     memset(&o, 0, sizeof o);
-    for (k = 0; k <= FT_PEFT_FULL; k++) {
+    for (k = 0; k < FT_PEFT_COUNT; k++) {
         const char *nm = ft_peft_method_name((ft_peft_method)k);
         if (st.n == strlen(nm) && memcmp(st.s, nm, st.n) == 0) { o.method = (ft_peft_method)k; found = 1; }
     }
@@ -12129,6 +12433,21 @@ static ft_result ft__gguf_attach(ft_peft **out, ft_model *m, const char *path) {
     return FT_OK;
 }
 
+/* a PEFT directory: the method whose peft_type adapter_config.json names (none: LORA) reads it */
+static ft_result ft__peft_attach_dir(ft_peft **out, ft_model *m, const char *dir) {
+    ft_json_doc *doc; const ft_json *v; ft_result r; int k; char type[64] = "LORA";
+    *out = NULL;
+    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
+    v = ft_json_get(ft_json_root(doc), "peft_type");
+    if (v && v->kind == FT_JSON_STRING) snprintf(type, sizeof type, "%s", v->s);
+    ft_json_free(doc);
+    for (k = 0; k < FT_PEFT_COUNT; k++) {
+        const ft__peft_impl *impl = ft__peft_impl_of((ft_peft_method)k);
+        if (impl->peft_type && strcmp(impl->peft_type, type) == 0) return impl->load_peft(out, m, dir);
+    }
+    return ft_set_error(FT_ERR_UNSUPPORTED, "%s/adapter_config.json: peft_type %s (LORA, LOHA, IA3, PROMPT_TUNING and PREFIX_TUNING are read)", dir, type);
+}
+
 /* ---- one save, one load: the format policy ------------------------------------------------------- */
 FT_API ft_result ft_peft_can_save(const ft_peft *p, ft_adapter_format f) {
     int lora = p->kind == FT_PEFT_LORA, edge = p->emb_A || p->head_A;
@@ -12142,7 +12461,7 @@ FT_API ft_result ft_peft_can_save(const ft_peft *p, ft_adapter_format f) {
         if (edge) return ft_set_error(FT_ERR_UNSUPPORTED, "llama.cpp's LoRA GGUF holds the linear layers only, not LoRA on the embedding or the head");
         break;
     case FT_FORMAT_PEFT:
-        if (!lora && p->kind != FT_PEFT_IA3 && p->kind != FT_PEFT_PROMPT && p->kind != FT_PEFT_PREFIX)
+        if (!p->impl->save_peft)
             return ft_set_error(FT_ERR_UNSUPPORTED, "PEFT has no %s", p->kind == FT_PEFT_ADAPTER ? "bottleneck adapters (Houlsby / Pfeiffer)" : "full fine-tuning form");
         if (edge) return ft_set_error(FT_ERR_UNSUPPORTED, "LoRA on the embedding or the head is kept in finetune.h's own GGUF");
         break;
@@ -12172,7 +12491,7 @@ FT_API ft_result ft_peft_save(ft_peft *p, const char *path, ft_adapter_format f,
         else snprintf(name, sizeof name, "%s", p->m->c.arch_name);
         base_model_name = name;
     }
-    return p->kind == FT_PEFT_LORA ? ft__lora_save_peft(p, path, base_model_name) : ft__peft_save_dir(p, path, base_model_name);
+    return p->impl->save_peft(p, path, base_model_name);
 }
 
 /* a PEFT directory (it has adapter_config.json), a llama.cpp LoRA GGUF or finetune.h's own adapter GGUF */
@@ -13121,7 +13440,7 @@ static ft_result ft__merge_open_src(ft__merge_src *s, const char *path, const ft
     else if (ft__merge_str_is(st, "lora")) {
         int64_t rank = 8; double alpha = 0; int rs = 0;
         if (ft_gguf_get_int(s->g, "finetune.peft.lora.dora", &v) && v)
-            return ft_set_error(FT_ERR_UNSUPPORTED, "%s: a DoRA adapter is not a sum W + s B A; merge it into its base (ft_lora_merge) first", path);
+            return ft_set_error(FT_ERR_UNSUPPORTED, "%s: a DoRA adapter is not a sum W + s B A; merge it into its base (ft_peft_merge) first", path);
         if (ft_gguf_get_int(s->g, "finetune.peft.lora.r", &v) && v > 0) rank = v;
         if (ft_gguf_get_float(s->g, "finetune.peft.lora.alpha", &a)) alpha = a;
         if (ft_gguf_get_int(s->g, "finetune.peft.lora.rslora", &v)) rs = v != 0;
@@ -13181,7 +13500,7 @@ static int ft__merge_same_shape(const ft_gguf_tensor *a, const ft_gguf_tensor *b
 }
 static int ft__merge_decodable(ft_type t) { return ft__type(t) && ft__type(t)->to_f32 != NULL; }
 
-/* x (out, in) += s B A with A (r, in), B (out, r) given as GGUF tensors: ft_lora_merge's order */
+/* x (out, in) += s B A with A (r, in), B (out, r) given as GGUF tensors: ft_peft_merge's order */
 static ft_result ft__merge_add_lora(float *x, const ft_gguf_tensor *A, const ft_gguf_tensor *B, float s) {
     int64_t in = A->ne[0], r = A->ne[1], out = B->ne[1], o, k;
     float *a = FT__CAST(float *, FT_MALLOC((size_t)(r * in + out * r) * sizeof(float))), *b;
@@ -13431,7 +13750,7 @@ done:
    ============================================================================================ */
 static const char *const ft__names_sched[] = {"cosine", "linear", "constant"};
 static const char *const ft__names_optim[] = {"adamw", "sgd"};
-static const char *const ft__names_peft[] = {"lora", "adapter", "prefix", "prompt", "ia3", "full"};
+static const char *const ft__names_peft[] = {"lora", "adapter", "prefix", "prompt", "ia3", "full", "loha"};
 static const char *const ft__names_act[] = {"relu", "gelu", "silu", "tanh"};
 static const char *const ft__names_place[] = {"houlsby", "pfeiffer"};
 static const char *const ft__names_prompt_init[] = {"random", "vocab", "text"};
@@ -13453,7 +13772,7 @@ static const ft__enum_names ft__enums[FT_ENUM_COUNT] = {
 };
 #undef FT__NAMES
 /* each table as long as its enum */
-typedef char ft__names_fit[(sizeof ft__names_peft / sizeof ft__names_peft[0] == FT_PEFT_FULL + 1 &&
+typedef char ft__names_fit[(sizeof ft__names_peft / sizeof ft__names_peft[0] == FT_PEFT_COUNT &&
                             sizeof ft__names_sched / sizeof ft__names_sched[0] == FT_SCHED_CONSTANT + 1 &&
                             sizeof ft__names_agg / sizeof ft__names_agg[0] == FT_GRPO_AGG_DAPO + 1 &&
                             sizeof ft__names_data / sizeof ft__names_data[0] == FT_DATA_PROMPT + 1 &&

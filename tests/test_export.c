@@ -149,7 +149,7 @@ TEST(merge_without_adapter_retypes_and_after_ft_lora_merge_is_the_same) {
     CHECK_OK(ft_lora_attach(&p, m, &o));
     perturb(p, 0.1f);
     logits_of(m, EX_IDS, 12, a);
-    CHECK_OK(ft_lora_merge(p));
+    CHECK_OK(ft_peft_merge(p));
     mo.embeddings = 0;
     CHECK_OK(ft_model_save_merged(m, EX_OUT, &mo));
     CHECK_OK(ft_model_load(&mm, EX_OUT, NULL));

@@ -268,7 +268,7 @@ TEST(lora_adapters) {
     }
     CHECK_OK(ft_peft_save(p, LA, FT_FORMAT_LLAMACPP, NULL));
     CHECK_OK(ft_peft_save(p, LF, FT_FORMAT_FINETUNE, NULL));
-    CHECK_OK(ft_lora_merge(p));
+    CHECK_OK(ft_peft_merge(p));
     n = ft_numel(ft_model_layer(m, 1)->wq);
     merged_q = (float *)malloc((size_t)n * 4); memcpy(merged_q, ft_model_layer(m, 1)->wq->data, (size_t)n * 4);
     merged_dn = (float *)malloc((size_t)ft_numel(ft_model_layer(m, 0)->w_down) * 4);
@@ -301,7 +301,7 @@ TEST(lora_adapters) {
             for (j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] = 0.2f * ft_rng_normal(&r);
         }
         CHECK_OK(ft_peft_save(p2, LB, FT_FORMAT_LLAMACPP, NULL));
-        CHECK_OK(ft_lora_merge(p2));
+        CHECK_OK(ft_peft_merge(p2));
         q1 = (float *)malloc((size_t)n * 4); memcpy(q1, ft_model_layer(m2, 1)->wq->data, (size_t)n * 4);
         ft_peft_free(p2); ft_model_free(m2);
         in[0].path = LA; in[1].path = LB; in[1].weight = 1; in[1].density = 0;

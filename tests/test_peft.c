@@ -92,10 +92,10 @@ TEST(merge_equals_adapter_forward) {
             for (j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] += 0.1f * cosf((float)(j + i));
         }
         tiny_logits(CTX, m, a);
-        CHECK_OK(ft_lora_merge(p));
+        CHECK_OK(ft_peft_merge(p));
         tiny_logits(CTX, m, b);
         CHECK(tiny_maxdiff(a, b, 12 * TINY_V) < 2e-5, "%s merged vs adapter: %.3g", dora ? "DoRA" : "LoRA", tiny_maxdiff(a, b, 12 * TINY_V));
-        CHECK_OK(ft_lora_unmerge(p));
+        CHECK_OK(ft_peft_unmerge(p));
         tiny_logits(CTX, m, c);
         CHECK(tiny_maxdiff(a, c, 12 * TINY_V) == 0, "unmerge restores exactly");
         ft_peft_free(p); ft_model_free(m);
