@@ -26,6 +26,7 @@ static method methods(int k) {
     case 7: c.name = "full"; c.o.method = FT_PEFT_FULL; c.identity = 1; break;
     case 9: c.name = "lora embed+head"; c.o.method = FT_PEFT_LORA; c.o.lora.r = 4; c.o.lora.targets = FT_TARGET_ALL_LINEAR | FT_TARGET_EMBED | FT_TARGET_HEAD; c.identity = 1; break;
     case 8: c.name = "full f16 frozen"; c.o.method = FT_PEFT_FULL; c.o.freeze = "token_embd.*,blk.0.attn_*"; c.identity = 0; c.path = P16; break;
+    case 10: c.name = "loha"; c.o.method = FT_PEFT_LOHA; c.o.lora.r = 3; c.o.lora.alpha = 6; c.identity = 1; break;
     default: c.name = NULL;
     }
     c.o.seed = 11;

@@ -167,6 +167,42 @@ TEST(prefix_round_trip_and_key_order) {
     }
 }
 
+/* LoHa: our PEFT files read back give the same model; keys, shapes, HF's row order of the output
+   factors of q/k, and the config PEFT's LoHaConfig reads */
+TEST(loha_round_trip_and_layout) {
+    ft_model *m; ft_peft *p, *q; ft_peft_opts o; ft_safetensors *st; char path[256]; const char *dt; int64_t sh[8], k; int nd;
+    static float w1a[TINY_HKV * TINY_D * 3]; char *cfg;
+    CHECK_OK(ft_model_load(&m, PX_P32, NULL));
+    o = ft_peft_opts_default(FT_PEFT_LOHA);
+    o.lora.r = 3; o.lora.alpha = 5; o.seed = 5; o.lora.targets = FT_TARGET_K | FT_TARGET_V | FT_TARGET_DOWN;
+    CHECK_OK(ft_peft_attach(&p, m, &o));
+    if (!p) { ft_model_free(m); return; }
+    tiny_nudge(ft_peft_params(p), 0.3f);
+    memcpy(w1a, p->hada[(1 * FT_SITE_COUNT + FT_SITE_K) * 4]->data, sizeof w1a);
+    q = round_trip(m, p, "loha");
+    if (q) CHECK(ft_peft_kind(q) == FT_PEFT_LOHA && ft_params_count(ft_peft_params(q)) == TINY_L * 3 * 4 && fabsf(q->scale - 5.0f / 3) < 1e-6f,
+                 "loha: kind, 3 sites x %d layers x 4 factors, scale alpha / r", TINY_L);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", DIR_);
+    CHECK_OK(ft_safetensors_open(&st, path));
+    if (st) {
+        const float *f;
+        CHECK(ft_safetensors_count(st) == 1 + TINY_L * 3 * 4, "loha: %lld entries", (long long)ft_safetensors_count(st));
+        f = (const float *)ft_safetensors_get(st, "base_model.model.model.layers.0.mlp.down_proj.hada_w1_b", &dt, sh, &nd);
+        CHECK(f && !strcmp(dt, "F32") && nd == 2 && sh[0] == 3 && sh[1] == TINY_F, "loha: w1_b [r, in]");
+        f = (const float *)ft_safetensors_get(st, "base_model.model.model.layers.1.self_attn.k_proj.hada_w1_a", &dt, sh, &nd);
+        CHECK(f && nd == 2 && sh[0] == TINY_HKV * TINY_D && sh[1] == 3, "loha: w1_a [out, r]");
+        for (k = 0; f && k < TINY_HKV * TINY_D; k++)
+            if (memcmp(f + hf_of(k) * 3, w1a + k * 3, 3 * sizeof(float))) break;
+        CHECK(f && k == TINY_HKV * TINY_D, "loha: k_proj's w1_a rows in HF's order (row %lld)", (long long)k);
+        ft_safetensors_close(st);
+    }
+    cfg = config_text();
+    CHECK(has(cfg, "\"peft_type\": \"LOHA\"") && has(cfg, "\"r\": 3") && has(cfg, "\"alpha\": 5") &&
+          has(cfg, "\"target_modules\": [\"k_proj\", \"v_proj\", \"down_proj\"]"), "loha config:\n%s", cfg ? cfg : "(none)");
+    free(cfg);
+    ft_peft_free(q); ft_model_free(m);
+}
+
 TEST(lora_still_goes_through_and_the_rest_is_refused) {
     ft_model *m; ft_peft *p, *q = NULL; ft_peft_opts o; int k; ft_result r;
     CHECK_OK(ft_model_load(&m, PX_P32, NULL));
@@ -220,6 +256,7 @@ FT_TEST_MAIN(test_peft_export) {
     RUN(ia3_round_trip_and_layout);
     RUN(prompt_round_trip);
     RUN(prefix_round_trip_and_key_order);
+    RUN(loha_round_trip_and_layout);
     RUN(lora_still_goes_through_and_the_rest_is_refused);
     RUN(bad_directories);
     ft_ctx_free(CTX);

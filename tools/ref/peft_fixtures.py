@@ -141,5 +141,54 @@ def main():
     print("wrote %s (%d cases)" % (os.path.normpath(OUT_PATH), len(results)), file=sys.stderr)
 
 
+# ---- LoHa: the same layer under LoHaConfig, tests/fixtures/peft_loha.txt -------------------------------
+# Format as above with one case: in w1a (OUT*R), w1b (R*IN), w2a (OUT*R), w2b (R*IN) (the trained values,
+# w2b nonzero so dW matters); out y, dw1a, dw1b, dw2a, dw2b, dx, merged (W + dW of merge_and_unload()).
+LOHA_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "peft_loha.txt")
+
+
+def loha_main():
+    from peft import LoHaConfig
+    t = inputs()
+    g = torch.Generator().manual_seed(20261206)
+    u = lambda *s: torch.rand(*s, generator=g, dtype=torch.float64) * 2 - 1
+    h = {"w1a": f32(u(OUT, R) / math.sqrt(R)), "w1b": f32(u(R, IN) / math.sqrt(IN)),
+         "w2a": f32(u(OUT, R) / math.sqrt(R)), "w2b": f32(u(R, IN) * 0.2)}
+    torch.manual_seed(0)
+    model = get_peft_model(Tiny(), LoHaConfig(r=R, alpha=ALPHA, target_modules=["proj"])).to(torch.float64)
+    model.eval()
+    layer = model.base_model.model.proj
+    scale = layer.scaling["default"]
+    with torch.no_grad():
+        layer.base_layer.weight.copy_(t["W"])
+        layer.base_layer.bias.copy_(t["bias"])
+        for k, name in (("w1a", "hada_w1_a"), ("w1b", "hada_w1_b"), ("w2a", "hada_w2_a"), ("w2b", "hada_w2_b")):
+            getattr(layer, name)["default"].copy_(h[k])
+    x = t["x"].clone().requires_grad_(True)
+    y = model(x)
+    y.backward(t["G"])
+    out = {"y": y.detach(), "dw1a": layer.hada_w1_a["default"].grad, "dw1b": layer.hada_w1_b["default"].grad,
+           "dw2a": layer.hada_w2_a["default"].grad, "dw2b": layer.hada_w2_b["default"].grad, "dx": x.grad}
+    out["merged"] = model.merge_and_unload().proj.weight.detach().clone()
+    dW = scale * (h["w1a"] @ h["w1b"]) * (h["w2a"] @ h["w2b"])         # the math by hand, a guard
+    assert torch.allclose(t["x"] @ (t["W"] + dW).T + t["bias"], out["y"], atol=1e-12)
+    assert torch.allclose(t["W"] + dW, out["merged"], atol=1e-12)
+    lines = ["# peft_loha.txt: written by tools/ref/peft_fixtures.py with peft %s, torch %s" % (peft.__version__, torch.__version__.split("+")[0]),
+             "# one nn.Linear(%d, %d, bias) under LoHaConfig(r=%d, alpha=%g); y = model(x), y.backward(G) in float64" % (IN, OUT, R, ALPHA),
+             "dims %d %d %d %g %d %d" % (IN, OUT, R, ALPHA, NB, NT)]
+    for k in ("W", "bias", "x", "G"):
+        lines.append("in %s %d %s" % (k, t[k].numel(), fmt(t[k])))
+    for k in ("w1a", "w1b", "w2a", "w2b"):
+        lines.append("in %s %d %s" % (k, h[k].numel(), fmt(h[k])))
+    lines.append("case loha 0 0 %.17g" % scale)
+    for k in ("y", "dw1a", "dw1b", "dw2a", "dw2b", "dx", "merged"):
+        lines.append("out %s %d %s" % (k, out[k].numel(), fmt(out[k])))
+    lines.append("end")
+    with open(LOHA_PATH, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("wrote %s" % os.path.normpath(LOHA_PATH), file=sys.stderr)
+
+
 if __name__ == "__main__":
     main()
+    loha_main()

@@ -1,21 +1,21 @@
 #!/usr/bin/env python3
-"""Do the IA3, prompt-tuning and prefix-tuning adapters that `ft` writes in PEFT's format mean the
+"""Do the IA3, prompt-tuning, prefix-tuning and LoHa adapters that `ft` writes in PEFT's format mean the
 same thing to PEFT itself? Trains nothing. Run by hand (not by CI), from the repository root,
 after `make build/ft`:
 
     M="$(tools/fetch-model)"
-    for k in ia3 prompt prefix; do
+    for k in ia3 prompt prefix loha; do
         build/ft train -m "$M" --method $k --objective sft --data examples/data/dates_train.jsonl \\
             --steps 3 --batch 2 --lr 1e-2 --out /tmp/pm_$k
     done
-    /work/venv/bin/python tools/ref/peft_methods_check.py "$M" /tmp/pm_ia3 /tmp/pm_prompt /tmp/pm_prefix
+    /work/venv/bin/python tools/ref/peft_methods_check.py "$M" /tmp/pm_ia3 /tmp/pm_prompt /tmp/pm_prefix /tmp/pm_loha
 
 (3 steps at lr 1e-2 so the parameters have moved off their start; add --prefix-hidden 64 for a
 prefix with the reparameterisation MLP.) Each argument is a run directory of `ft train`
 (adapter.gguf: finetune.h's own adapter GGUF; peft/: PEFT's directory, written by train, or by
 `build/ft export --format peft -m MODEL --adapter RUN/adapter.gguf -o DIR`), or a PEFT directory
 alone. Then the other way round: IA3, prompt and prefix adapters (with and without the projection
-MLP) that PEFT makes itself (get_peft_model, random values, save_pretrained), read by
+MLP) and LoHa on every linear layer that PEFT makes itself (get_peft_model, random values, save_pretrained), read by
 `ft logits --adapter DIR` and compared with PEFT's logits (--skip-made skips this; with no run
 directories only this part runs). Needs numpy, torch, transformers, peft, gguf. About a minute
 or two on 2 cores, most of it transformers dequantizing the GGUF once.
@@ -123,18 +123,21 @@ def main():
         fails += not ok
     if not a.skip_made:
         print("adapters made by PEFT itself (get_peft_model + save_pretrained, random values), read by ft:")
-        from peft import IA3Config, PrefixTuningConfig, PromptTuningConfig, get_peft_model
+        from peft import IA3Config, LoHaConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
         torch.manual_seed(0)
         made = [("IA3", IA3Config(task_type="CAUSAL_LM")),
                 ("PROMPT_TUNING", PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=8)),
                 ("PREFIX_TUNING", PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=8)),
                 ("PREFIX_TUNING + MLP", PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=8,
-                                                                 prefix_projection=True, encoder_hidden_size=64))]
+                                                                 prefix_projection=True, encoder_hidden_size=64)),
+                ("LOHA", LoHaConfig(r=8, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))]
         for kind, pc in made:
             model = get_peft_model(copy.deepcopy(base), pc)
             for n, p in model.named_parameters():
                 if "ia3_l" in n:                    # PEFT starts IA3 at ones: move it
                     p.data = 1 + 0.3 * torch.randn_like(p)
+                if "hada_w2_b" in n:                # and LoHa with w2_b = 0: give it a delta
+                    p.data = 0.05 * torch.randn_like(p)
             model.eval()
             P = pc.num_virtual_tokens if kind == "PROMPT_TUNING" else 0
             with torch.no_grad():
