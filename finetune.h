@@ -809,6 +809,7 @@ typedef enum ft_peft_method {
                            dequantized), minus the frozen ones                                       */
     FT_PEFT_LOHA,       /* LoHa: a low-rank Hadamard product as the weight update (.lora's r, alpha,
                            targets, layers)                                                          */
+    FT_PEFT_CUSTOM,     /* your own method: ft_peft_attach_custom with an ft_peft_method_def         */
     FT_PEFT_COUNT
 } ft_peft_method;
 typedef enum ft_adapter_place { FT_ADAPTER_HOULSBY = 0,   /* after attention and after the MLP   */
@@ -839,6 +840,25 @@ typedef struct ft_peft_opts {
 /* the method's defaults: LoRA's, bottleneck 64 (relu, Houlsby), 20 virtual tokens, IA3 on k, v, down */
 FT_API ft_peft_opts ft_peft_opts_default(ft_peft_method method);
 FT_API ft_result ft_peft_attach(ft_peft **out, ft_model *m, const ft_peft_opts *o);
+/* Your own method through the same interface the built-in ones implement: add its parameters to
+   P (ft_params_add; names are yours), give them their first values, and the hooks the forward
+   consults (NULL: not used): linear (every linear layer: layer, which = FT_SITE_*; layer < 0 is the
+   output head; return x W^T + bias with your change) and after (a sublayer's output y before the
+   residual add: place 0 attention, 1 MLP). user is passed to every hook. It trains, switches off,
+   checkpoints and saves in finetune.h's own GGUF like the others; to load that file, attach the
+   method again and read its values with ft_peft_read. */
+typedef struct ft_peft_method_def {
+    const char *name;
+    ft_result (*add)(ft_peft *p, ft_params *P, void *user);
+    ft_result (*init)(ft_peft *p, ft_rng *rng, void *user);
+    ft_tensor *(*linear)(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int layer, int which, void *user);
+    ft_tensor *(*after)(ft_ctx *ctx, ft_peft *p, int layer, int place, ft_tensor *y, void *user);
+    void *user;
+} ft_peft_method_def;
+FT_API ft_result ft_peft_attach_custom(ft_peft **out, ft_model *m, const ft_peft_method_def *def, uint64_t seed);
+FT_API ft_model *ft_peft_model(ft_peft *p);                 /* the model it is attached to        */
+/* the values of an attached adapter from finetune.h's own GGUF (every parameter by name) */
+FT_API ft_result ft_peft_read(ft_peft *p, const char *path);
 FT_API ft_peft_method ft_peft_kind(const ft_peft *p);
 FT_API const char *ft_peft_method_name(ft_peft_method k);    /* "lora", "adapter", ...            */
 FT_API int64_t    ft_peft_virtual_tokens(const ft_peft *p);  /* PREFIX / PROMPT: P, else 0        */
@@ -1478,11 +1498,14 @@ FT_API const char *ft_result_string(ft_result r) {
 
 FT_API const char *ft_last_error(void) { return ft__errbuf; }
 
+/* formatted into a buffer of its own first: a message may quote the last one (ft_last_error()) */
 FT_API ft_result ft_set_error(ft_result r, const char *fmt, ...) {
+    char msg[sizeof ft__errbuf];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(ft__errbuf, sizeof ft__errbuf, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(ft__errbuf, msg, sizeof msg);
     return r;
 }
 
@@ -8234,6 +8257,7 @@ struct ft_peft {
     ft_tensor   **full;             /* full: per model weight, its parameter or NULL (frozen)      */
     ft_tensor    *full_orig;        /* full: the model's original weight headers                   */
     ft_tensor   **hada;             /* LoHa: per site, w1_a (out, r), w1_b (r, in), w2_a, w2_b     */
+    const ft_peft_method_def *custom;   /* your own method's hooks                                  */
 };
 
 /* ---- the PEFT interface: what a method is to the rest of the library ---------------------------------
@@ -8746,6 +8770,24 @@ static ft_result ft__full_bake(ft_peft *p) {
 static void ft__full_detach(ft_peft *p) { ft__full_install(p, 0); }
 
 /* ============================================================================================
+   Your own method (ft_peft_attach_custom): its row forwards to the hooks it brings.
+   ============================================================================================ */
+static ft_result ft__custom_add(ft_peft *p) {
+    if (!p->custom->add) return ft_set_error(FT_ERR_INVALID, "peft %s: no add hook", p->custom->name ? p->custom->name : "?");
+    return p->custom->add(p, p->P, p->custom->user);
+}
+static ft_result ft__custom_init(ft_peft *p, ft_rng *rng) {
+    return p->custom->init ? p->custom->init(p, rng, p->custom->user) : FT_OK;
+}
+static ft_tensor *ft__custom_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which) {
+    if (!p->custom->linear) return ft__plain_linear(ctx, x, W, bias);
+    return p->custom->linear(ctx, p, x, W, bias, (int)l, which, p->custom->user);
+}
+static ft_tensor *ft__custom_after(ft_ctx *ctx, ft_peft *p, int64_t l, int place, ft_tensor *y) {
+    return p->custom->after ? p->custom->after(ctx, p, (int)l, place, y, p->custom->user) : y;
+}
+
+/* ============================================================================================
    The methods, one row each (in ft_peft_method's order), and what every method shares: attach,
    the switch to the base model, bake, free, and the hooks the model's forward calls.
    ============================================================================================ */
@@ -8771,6 +8813,8 @@ static const ft__peft_impl ft__peft_impls[] = {
      NULL, NULL, ft__full_install, ft__full_bake, ft__full_detach, NULL, NULL, NULL},
     {FT_PEFT_LOHA, ft__loha_add, ft__loha_init, ft__loha_linear, NULL, NULL, NULL, NULL,
      ft__loha_delta, ft__loha_merge_row, NULL, ft__merge_bake, ft__merge_detach, "LOHA", ft__loha_save_peft, ft__loha_attach_peft},
+    {FT_PEFT_CUSTOM, ft__custom_add, ft__custom_init, ft__custom_linear, ft__custom_after, NULL, NULL, NULL,
+     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
 };
 typedef char ft__peft_impls_fit_the_enum[sizeof ft__peft_impls / sizeof ft__peft_impls[0] == FT_PEFT_COUNT ? 1 : -1];
 static const ft__peft_impl *ft__peft_impl_of(ft_peft_method k) {
@@ -8809,16 +8853,17 @@ static void ft__peft_fill(ft_peft *p, const ft_peft_opts *opts) {
     p->o.reward_head = p->po.reward_head;
 }
 
-FT_API ft_result ft_peft_attach(ft_peft **out, ft_model *m, const ft_peft_opts *opts) {
+static ft_result ft__peft_attach(ft_peft **out, ft_model *m, const ft_peft_opts *opts, const ft_peft_method_def *custom) {
     const ft__peft_impl *impl = ft__peft_impl_of(opts->method);
     ft_peft *p; ft_result r; ft_rng rng;
     *out = NULL;
     if (m->peft) return ft_set_error(FT_ERR_STATE, "peft: the model already has a method attached");
     if (!impl) return ft_set_error(FT_ERR_INVALID, "peft: unknown method %d", (int)opts->method);
+    if ((opts->method == FT_PEFT_CUSTOM) != (custom != NULL)) return ft_set_error(FT_ERR_INVALID, "peft: a custom method attaches with ft_peft_attach_custom");
     p = FT__CAST(ft_peft *, FT_MALLOC(sizeof *p));
     if (!p) return ft_set_error(FT_ERR_NOMEM, "peft: out of memory");
     memset(p, 0, sizeof *p);
-    p->m = m; p->impl = impl; p->kind = opts->method; p->enabled = 1;
+    p->m = m; p->impl = impl; p->kind = opts->method; p->enabled = 1; p->custom = custom;
     ft__peft_fill(p, opts);
     if ((r = ft_params_init(&p->P)) == FT_OK) r = impl->add(p);
     if (r == FT_OK && p->po.reward_head) r = ft__peft_param(p, &p->score, "score.weight", 2, 1, m->c.n_embd);
@@ -8837,6 +8882,15 @@ FT_API ft_result ft_peft_attach(ft_peft **out, ft_model *m, const ft_peft_opts *
     *out = p;
     return FT_OK;
 }
+FT_API ft_result ft_peft_attach(ft_peft **out, ft_model *m, const ft_peft_opts *opts) {
+    return ft__peft_attach(out, m, opts, NULL);
+}
+FT_API ft_result ft_peft_attach_custom(ft_peft **out, ft_model *m, const ft_peft_method_def *def, uint64_t seed) {
+    ft_peft_opts o = ft_peft_opts_default(FT_PEFT_CUSTOM);
+    o.seed = seed;
+    return ft__peft_attach(out, m, &o, def);
+}
+FT_API ft_model *ft_peft_model(ft_peft *p) { return p->m; }
 FT_API ft_result ft_lora_attach(ft_peft **out, ft_model *m, const ft_lora_opts *opts) {
     ft_peft_opts o = ft_peft_opts_default(FT_PEFT_LORA);
     o.lora = *opts;
@@ -12349,6 +12403,7 @@ static ft_result ft__own_save(ft_peft *p, const char *path) {
     ft_gguf_set_str(w, "general.architecture", p->m->c.arch_name);
     ft_gguf_set_str(w, "adapter.type", "finetune");
     ft_gguf_set_str(w, "finetune.peft.method", ft_peft_method_name(p->kind));
+    if (p->custom) ft_gguf_set_str(w, "finetune.peft.custom", p->custom->name ? p->custom->name : "");
     if (p->kind == FT_PEFT_LORA || p->kind == FT_PEFT_LOHA) {        /* rank, alpha, sites */
         ft_gguf_set_int(w, "finetune.peft.lora.r", FT_GGUF_INT32, p->o.r);
         ft_gguf_set_float(w, "finetune.peft.lora.alpha", FT_GGUF_FLOAT32, p->o.alpha);
@@ -12390,6 +12445,10 @@ static ft_result ft__gguf_attach(ft_peft **out, ft_model *m, const char *path) {
         if (st.n == strlen(nm) && memcmp(st.s, nm, st.n) == 0) { o.method = (ft_peft_method)k; found = 1; }
     }
     if (!found) { ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: unknown method '%.*s'", path, (int)FT__MIN(st.n, 40), st.s); }
+    if (o.method == FT_PEFT_CUSTOM) {
+        ft_gguf_close(g);
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: a custom method's adapter: attach the method (ft_peft_attach_custom), then ft_peft_read", path);
+    }
 #define FT__KV(key, dst, cast) if (ft_gguf_get_int(g, key, &v)) dst = (cast)v
     FT__KV("finetune.peft.lora.r", o.lora.r, int);
     FT__KV("finetune.peft.lora.targets", o.lora.targets, unsigned);
@@ -12419,18 +12478,25 @@ static ft_result ft__gguf_attach(ft_peft **out, ft_model *m, const char *path) {
         r = ft_peft_attach(out, m, &o);
         FT_FREE(list);
     } else r = ft_peft_attach(out, m, &o);
-    if (r != FT_OK) { ft_gguf_close(g); return ft_set_error(r, "%s: %s", path, ft_last_error()); }
-    for (i = 0; i < ft_params_count((*out)->P) && r == FT_OK; i++) {
-        ft_tensor *t = ft_params_get((*out)->P, i); const ft_gguf_tensor *gt = ft_gguf_find_tensor(g, t->name); int d, ok;
+    ft_gguf_close(g);
+    if (r != FT_OK) return ft_set_error(r, "%s: %s", path, ft_last_error());
+    if ((r = ft_peft_read(*out, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
+    return r;
+}
+
+FT_API ft_result ft_peft_read(ft_peft *p, const char *path) {
+    ft_gguf *g; ft_result r; int64_t i;
+    if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
+    for (i = 0; i < ft_params_count(p->P) && r == FT_OK; i++) {
+        ft_tensor *t = ft_params_get(p->P, i); const ft_gguf_tensor *gt = ft_gguf_find_tensor(g, t->name); int d, ok;
         ok = gt && gt->type == FT_TYPE_F32 && gt->n_dims == t->ndim;
         for (d = 0; ok && d < t->ndim; d++) ok = gt->ne[d] == t->shape[t->ndim - 1 - d];
         if (!ok) r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s is %s", path, t->name, gt ? "of another type or shape than the model needs" : "missing");
         else { memcpy(t->data, gt->data, (size_t)ft_numel(t) * sizeof(float)); t->version++; }
     }
     ft_gguf_close(g);
-    if (r != FT_OK) { ft_peft_free(*out); *out = NULL; return r; }
-    if ((*out)->full) ft__full_install(*out, 1);                  /* headers carry the loaded values */
-    return FT_OK;
+    if (r == FT_OK && p->full && p->enabled) ft__full_install(p, 1);     /* headers carry the loaded values */
+    return r;
 }
 
 /* a PEFT directory: the method whose peft_type adapter_config.json names (none: LORA) reads it */
@@ -12462,7 +12528,8 @@ FT_API ft_result ft_peft_can_save(const ft_peft *p, ft_adapter_format f) {
         break;
     case FT_FORMAT_PEFT:
         if (!p->impl->save_peft)
-            return ft_set_error(FT_ERR_UNSUPPORTED, "PEFT has no %s", p->kind == FT_PEFT_ADAPTER ? "bottleneck adapters (Houlsby / Pfeiffer)" : "full fine-tuning form");
+            return ft_set_error(FT_ERR_UNSUPPORTED, "PEFT has no %s", p->kind == FT_PEFT_ADAPTER ? "bottleneck adapters (Houlsby / Pfeiffer)" :
+                                p->kind == FT_PEFT_FULL ? "full fine-tuning form" : "form of a method of your own");
         if (edge) return ft_set_error(FT_ERR_UNSUPPORTED, "LoRA on the embedding or the head is kept in finetune.h's own GGUF");
         break;
     default:
@@ -12479,11 +12546,7 @@ FT_API ft_result ft_peft_save(ft_peft *p, const char *path, ft_adapter_format f,
     ft_result r;
     if (!p->m) return ft_set_error(FT_ERR_STATE, "%s: the adapter's model was freed", path);
     if (f == FT_FORMAT_AUTO) f = ft_peft_can_save(p, FT_FORMAT_LLAMACPP) == FT_OK ? FT_FORMAT_LLAMACPP : FT_FORMAT_FINETUNE;
-    if ((r = ft_peft_can_save(p, f)) != FT_OK) {
-        char why[1024];
-        snprintf(why, sizeof why, "%s", ft_last_error());
-        return ft_set_error(r, "%s: %s", path, why);
-    }
+    if ((r = ft_peft_can_save(p, f)) != FT_OK) return ft_set_error(r, "%s: %s", path, ft_last_error());
     if (f == FT_FORMAT_LLAMACPP) return ft__lora_save_gguf(p, path);
     if (f == FT_FORMAT_FINETUNE) return ft__own_save(p, path);
     if (!base_model_name) {                          /* PEFT's base_model_name_or_path */
@@ -13750,7 +13813,7 @@ done:
    ============================================================================================ */
 static const char *const ft__names_sched[] = {"cosine", "linear", "constant"};
 static const char *const ft__names_optim[] = {"adamw", "sgd"};
-static const char *const ft__names_peft[] = {"lora", "adapter", "prefix", "prompt", "ia3", "full", "loha"};
+static const char *const ft__names_peft[] = {"lora", "adapter", "prefix", "prompt", "ia3", "full", "loha", "custom"};
 static const char *const ft__names_act[] = {"relu", "gelu", "silu", "tanh"};
 static const char *const ft__names_place[] = {"houlsby", "pfeiffer"};
 static const char *const ft__names_prompt_init[] = {"random", "vocab", "text"};

@@ -16,6 +16,8 @@ TEST(result_strings) {
     CHECK(strcmp(ft_result_string(FT_ERR_FORMAT), "malformed input") == 0, "FORMAT");
     CHECK(ft_set_error(FT_ERR_IO, "file %s offset %d", "x.gguf", 42) == FT_ERR_IO, "returns r");
     CHECK(strcmp(ft_last_error(), "file x.gguf offset 42") == 0, "message: %s", ft_last_error());
+    ft_set_error(FT_ERR_IO, "%s: %s", "adapter.gguf", ft_last_error());      /* a message quoting the last one */
+    CHECK(strcmp(ft_last_error(), "adapter.gguf: file x.gguf offset 42") == 0, "prefixed message: %s", ft_last_error());
 }
 
 static void *other_thread(void *p) {

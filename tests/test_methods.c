@@ -235,6 +235,66 @@ TEST(checkpointing_gives_the_same_gradients) {
     }
 }
 
+/* a method of the caller's own through the PEFT interface: a learned scale of each layer's MLP
+   output (ones at the start), from the `after` hook */
+static ft_tensor *VSCALE[8];
+static ft_result vscale_add(ft_peft *p, ft_params *P, void *user) {
+    int l; int64_t sh[1]; char name[64];
+    (void)user;
+    sh[0] = TINY_C;
+    for (l = 0; l < ft_model_config_get(ft_peft_model(p))->n_layer && l < 8; l++) {
+        snprintf(name, sizeof name, "layers.%d.mlp_scale", l);
+        if (!(VSCALE[l] = ft_params_add(P, name, 1, sh))) return FT_ERR_NOMEM;
+    }
+    return FT_OK;
+}
+static ft_result vscale_init(ft_peft *p, ft_rng *rng, void *user) {
+    int l, i;
+    (void)rng; (void)user;
+    for (l = 0; l < ft_model_config_get(ft_peft_model(p))->n_layer && l < 8; l++)
+        for (i = 0; i < TINY_C; i++) ((float *)VSCALE[l]->data)[i] = 1.0f;
+    return FT_OK;
+}
+static ft_tensor *vscale_after(ft_ctx *ctx, ft_peft *p, int layer, int place, ft_tensor *y, void *user) {
+    (void)p; (void)user;
+    return place == 1 ? ft_mul(ctx, y, VSCALE[layer]) : y;
+}
+TEST(custom_method_through_the_interface) {
+    static float base[12 * TINY_V], a[12 * TINY_V], b[12 * TINY_V];
+    ft_peft_method_def def; ft_model *m; ft_peft *p, *q = NULL; double d;
+    memset(&def, 0, sizeof def);
+    def.name = "vscale"; def.add = vscale_add; def.init = vscale_init; def.after = vscale_after;
+    CHECK_OK(ft_model_load(&m, P32, NULL));
+    if (!m) return;
+    tiny_logits(CTX, m, base);
+    CHECK_OK(ft_peft_attach_custom(&p, m, &def, 3));
+    if (!p) { ft_model_free(m); return; }
+    CHECK(ft_peft_kind(p) == FT_PEFT_CUSTOM && ft_params_count(ft_peft_params(p)) == TINY_L, "custom: %lld parameters", (long long)ft_params_count(ft_peft_params(p)));
+    tiny_logits(CTX, m, a);
+    CHECK(tiny_maxdiff(base, a, 12 * TINY_V) == 0, "custom: ones at the start leave the model as it was");
+    tiny_nudge(ft_peft_params(p), 0.3f);
+    tiny_logits(CTX, m, a);
+    d = tiny_maxdiff(base, a, 12 * TINY_V);
+    CHECK(d > 1e-3, "custom: its parameters change the model (%.3g)", d);
+    ft_peft_set_enabled(p, 0);
+    tiny_logits(CTX, m, b);
+    CHECK(tiny_maxdiff(base, b, 12 * TINY_V) == 0, "custom: switched off, the base model");
+    ft_peft_set_enabled(p, 1);
+    CHECK_OK(ft_peft_save(p, "build/tiny_custom.gguf", FT_FORMAT_AUTO, NULL));
+    CHECK(ft_peft_save(p, "build/tiny_custom_peft", FT_FORMAT_PEFT, NULL) == FT_ERR_UNSUPPORTED, "custom: no PEFT form");
+    ft_peft_free(p);
+    CHECK(ft_peft_load(&q, m, "build/tiny_custom.gguf") == FT_ERR_UNSUPPORTED && !q && strstr(ft_last_error(), "ft_peft_attach_custom"),
+          "custom: loading says how: %s", ft_last_error());
+    CHECK_OK(ft_peft_attach_custom(&q, m, &def, 3));
+    if (q) {
+        CHECK_OK(ft_peft_read(q, "build/tiny_custom.gguf"));
+        tiny_logits(CTX, m, b);
+        CHECK(tiny_maxdiff(a, b, 12 * TINY_V) == 0, "custom: attached again and read, the same model");
+        ft_peft_free(q);
+    }
+    ft_model_free(m);
+}
+
 /* baking: the attached method becomes part of the model (same logits), and the next method
    attaches on top with the baked model as its reference */
 TEST(bake_then_attach_again) {
@@ -272,6 +332,7 @@ int main(void) {
     RUN(save_and_attach_gguf);
     RUN(checkpointing_gives_the_same_gradients);
     RUN(bake_then_attach_again);
+    RUN(custom_method_through_the_interface);
     ft_ctx_free(CTX);
     remove(P32); remove(P16);
     return ft_test_summary("test_methods");
