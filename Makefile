@@ -18,8 +18,8 @@ endif
 WHITEBOX = kernels nf4 quant tokenizer model export peft_export peft_ref grad
 TEST_SRC = $(filter-out $(patsubst %,tests/test_%.c,$(WHITEBOX)),$(wildcard tests/test_*.c))
 TESTS    = $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC)) $(BUILD)/test_whitebox $(BUILD)/test_whitebox_ref
-MATRIX   = gcc_c99 gcc_c99_nosimd gcc_c11 gcc_c99_nothreads gcc_c99_static clang_c99 clang_c11_static_nosimd \
-           gxx_cxx11 gxx_cxx17_static clangxx_cxx11 neon
+MATRIX   = gcc_c99 gcc_c99_nosimd gcc_c11 gcc_c99_nothreads gcc_c99_static gcc_c99_no_rl gcc_c99_no_synth gcc_c99_no_merge \
+           clang_c99 clang_c11_static_nosimd gxx_cxx11 gxx_cxx17_static clangxx_cxx11 neon
 ARCH    := $(shell uname -m)
 ifeq ($(ARCH),x86_64)
 TESTS   += $(BUILD)/test_whitebox_avx2

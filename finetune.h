@@ -20,6 +20,10 @@
       FT_FREE(p)             /
       FT_ASSERT(x)           assertion for programmer errors only (default: assert from <assert.h>)
       FT_MAX_THREADS         upper bound of the thread pool (default 64)
+      FT_NO_RL               leave out GRPO / PPO: rollouts, rewards, the regex engine (the
+                             objectives stay in the table and say they are compiled out)
+      FT_NO_SYNTH            leave out Self-Instruct / Evol-Instruct (ft_synth_*)
+      FT_NO_MERGE            leave out model merging (ft_merge_models, ft_merge_tensor)
 
    ENVIRONMENT
 
@@ -3623,15 +3627,16 @@ struct ft__node {
     void      *extra;           /* op-specific (attention options)                            */
 };
 
+static const char *const ft__op_names[] = {
+    "none", "matmul", "add", "sub", "mul", "scale", "sum", "mean", "rmsnorm", "layernorm",
+    "rope", "attention", "softmax", "log_softmax", "silu", "gelu", "tanh", "relu", "sigmoid",
+    "logsigmoid", "exp", "log", "swiglu", "embedding", "cross_entropy", "logprob", "clamp",
+    "minimum", "maximum", "where", "dropout", "concat", "slice", "reshape", "log1mexp",
+    "checkpoint", "lora_linear"
+};
+typedef char ft__op_names_fit_the_enum[sizeof ft__op_names / sizeof ft__op_names[0] == FT_OP_COUNT ? 1 : -1];
 FT_API const char *ft_op_name(ft_op op) {
-    static const char *names[FT_OP_COUNT] = {
-        "none", "matmul", "add", "sub", "mul", "scale", "sum", "mean", "rmsnorm", "layernorm",
-        "rope", "attention", "softmax", "log_softmax", "silu", "gelu", "tanh", "relu", "sigmoid",
-        "logsigmoid", "exp", "log", "swiglu", "embedding", "cross_entropy", "logprob", "clamp",
-        "minimum", "maximum", "where", "dropout", "concat", "slice", "reshape", "log1mexp",
-        "checkpoint", "lora_linear"
-    };
-    return op >= 0 && op < FT_OP_COUNT ? names[op] : "?";
+    return op >= 0 && op < FT_OP_COUNT ? ft__op_names[op] : "?";
 }
 
 static int ft__wants(const ft_tensor *t) { return t && (t->flags & FT_TENSOR_REQUIRES_GRAD); }
@@ -10045,188 +10050,6 @@ FT_API ft_tensor *ft_kto_loss(ft_ctx *ctx, ft_tensor *lp, ft_tensor *rp, ft_tens
 }
 
 /* ============================================================================================
-   reinforcement learning: GRPO (Shao et al. 2024) and PPO (Ouyang et al. 2022) losses, as TRL
-   computes them (GRPO: trl 1.16 GRPOTrainer; PPO: trl 1.9 experimental PPOTrainer)
-   ============================================================================================ */
-FT_API void ft_grpo_advantages(const float *rewards, int64_t n_prompts, int64_t G, ft_adv_scale scale, float *adv, ft_rl_stats *st) {
-    int64_t p, i, n = n_prompts * G, zero = 0; double all_m = 0, all_v = 0;
-    for (i = 0; i < n; i++) all_m += rewards[i] / (double)n;
-    for (i = 0; i < n; i++) all_v += (rewards[i] - all_m) * (rewards[i] - all_m);
-    all_v = n > 1 ? sqrt(all_v / (double)(n - 1)) : 0;
-    for (p = 0; p < n_prompts; p++) {
-        const float *r = rewards + p * G; double m = 0, v = 0, sd;
-        for (i = 0; i < G; i++) m += r[i] / (double)G;
-        for (i = 0; i < G; i++) v += (r[i] - m) * (r[i] - m);
-        sd = G > 1 ? sqrt(v / (double)(G - 1)) : 0;
-        zero += sd == 0;
-        for (i = 0; i < G; i++) {
-            double a = r[i] - m;
-            if (scale == FT_ADV_GROUP) a /= sd + 1e-4;
-            else if (scale == FT_ADV_BATCH) a /= all_v + 1e-4;
-            adv[p * G + i] = (float)a;
-        }
-    }
-    if (scale == FT_ADV_BATCH) zero = all_v == 0 ? n_prompts : 0;     /* the std in use is the batch's */
-    if (st) { st->reward = all_m; st->reward_std = all_v; st->frac_reward_zero_std = n_prompts ? (double)zero / (double)n_prompts : 0; }
-}
-
-static ft_tensor *ft__const_from(ft_ctx *ctx, const ft_tensor *like, const float *v) {
-    ft_tensor *t = ft__tensor(ctx, FT_TYPE_F32, like->ndim, like->shape, NULL);
-    if (t) memcpy(t->data, v, (size_t)ft_numel(t) * sizeof(float));
-    return t;
-}
-
-FT_API ft_tensor *ft_grpo_loss(ft_ctx *ctx, ft_tensor *lp, const float *old, const float *ref, const float *adv,
-                               const float *mask, const ft_grpo_opts *o, ft_rl_stats *st) {
-    int64_t B, T, b, t; ft_tensor *oldt, *At, *Mt, *c, *l, *lm; float *a; double msum = 0;
-    float eh = o->epsilon_high > 0 ? o->epsilon_high : o->epsilon;
-    FT__IN(lp);
-    if (lp->ndim != 2) return ft__fail(ctx, FT_ERR_SHAPE, "grpo loss: log-probs must be (B, T)");
-    B = lp->shape[0]; T = lp->shape[1];
-    oldt = ft__const_from(ctx, lp, old ? old : FT__F(lp));
-    At = ft__const_from(ctx, lp, mask); Mt = ft__const_from(ctx, lp, mask);
-    FT__IN(oldt); FT__IN(At); FT__IN(Mt);
-    for (a = FT__F(At), b = 0; b < B; b++) for (t = 0; t < T; t++) a[b * T + t] = adv[b];
-    for (b = 0; b < B * T; b++) msum += mask[b];
-    c = ft_exp(ctx, ft_sub(ctx, lp, oldt));                               /* importance ratio */
-    l = ft_scale(ctx, ft_minimum(ctx, ft_mul(ctx, c, At), ft_mul(ctx, ft_clamp(ctx, c, 1.0f - o->epsilon, 1.0f + eh), At)), -1.0f);
-    if (o->beta != 0 && ref) {                          /* k3: exp(ref - lp) - (ref - lp) - 1 */
-        ft_tensor *d = ft_sub(ctx, ft__const_from(ctx, lp, ref), lp);
-        l = ft_add(ctx, l, ft_scale(ctx, ft_sub(ctx, ft_sub(ctx, ft_exp(ctx, d), d), ft__const(ctx, 1, 1.0f)), o->beta));
-    }
-    lm = ft_mul(ctx, l, Mt);
-    FT__IN(lm);
-    if (st) {                                           /* TRL's metrics from the values */
-        double lo = 0, hi = 0, kl = 0, lo_min = 1e30, hi_max = -1e30;
-        for (b = 0; b < B; b++) {
-            double sl = 0, sh = 0, sm = 0;
-            for (t = 0; t < T; t++) {
-                int64_t i = b * T + t; double ci = FT__F(c)[i], m = mask[i];
-                sl += m * (ci < 1.0 - o->epsilon && adv[b] < 0); sh += m * (ci > 1.0 + eh && adv[b] > 0); sm += m;
-                if (o->beta != 0 && ref) { double d = (double)ref[i] - FT__F(lp)[i]; kl += m * (exp(d) - d - 1); }
-            }
-            lo += sl; hi += sh;
-            lo_min = FT__MIN(lo_min, sl / FT__MAX(sm, 1)); hi_max = FT__MAX(hi_max, sh / FT__MAX(sm, 1));
-        }
-        msum = FT__MAX(msum, 1);
-        st->clip_low = lo / msum; st->clip_high = hi / msum; st->clip_region = (lo + hi) / msum;
-        st->clip_low_min = lo_min; st->clip_high_max = hi_max; st->kl = kl / msum;
-    }
-    switch (o->agg) {
-    case FT_GRPO_AGG_GRPO: {                        /* mean over sequences of their token mean */
-        ft_tensor *inv = ft_tensor_1d(ctx, B);
-        FT__IN(inv);
-        for (b = 0; b < B; b++) { double s = 0; for (t = 0; t < T; t++) s += mask[b * T + t]; FT__F(inv)[b] = 1.0f / (float)FT__MAX(s, 1.0); }
-        return ft_mean(ctx, ft_mul(ctx, ft_sum_rows(ctx, lm), inv)); }
-    case FT_GRPO_AGG_BNPO: { double s = 0; for (b = 0; b < B * T; b++) s += mask[b]; return ft_scale(ctx, ft_sum(ctx, lm), 1.0f / (float)FT__MAX(s, 1.0)); }
-    case FT_GRPO_AGG_DR_GRPO: return ft_scale(ctx, ft_sum(ctx, lm), 1.0f / (float)(B * FT__MAX(o->max_completion_len, 1)));
-    case FT_GRPO_AGG_DAPO: return ft_scale(ctx, ft_sum(ctx, lm), 1.0f / (float)FT__MAX(o->num_items, 1));
-    default: return ft__fail(ctx, FT_ERR_INVALID, "grpo loss: aggregation %d", (int)o->agg);
-    }
-}
-
-/* masked mean and (Bessel) variance, then (x - mean) / sqrt(var + 1e-8), as TRL's masked_whiten */
-static void ft__masked_whiten(float *x, const unsigned char *skip, int64_t n, int shift_mean) {
-    int64_t i; double m = 0, v = 0, k = 0, sd;
-    for (i = 0; i < n; i++) if (!skip[i]) { m += x[i]; k++; }
-    if (k == 0) return;
-    m /= k;
-    for (i = 0; i < n; i++) if (!skip[i]) v += (x[i] - m) * (x[i] - m);
-    v /= k;
-    if (k > 1) v *= k / (k - 1);
-    sd = 1.0 / sqrt(v + 1e-8);
-    for (i = 0; i < n; i++) x[i] = (float)((x[i] - m) * sd + (shift_mean ? 0 : m));
-}
-
-FT_API float ft_ppo_adapt_kl(float kl_coef, double kl, int64_t n, float target, float horizon) {
-    double e = kl / target - 1;
-    if (target <= 0 || horizon <= 0) return kl_coef;
-    e = e < -0.2 ? -0.2 : e > 0.2 ? 0.2 : e;
-    return (float)(kl_coef * (1 + e * (double)n / horizon));
-}
-
-FT_API void ft_ppo_prepare(ft_ppo_batch *b, const ft_ppo_opts *o, ft_rl_stats *st) {
-    int64_t B = b->B, T = b->T, i, t; double kls = 0, ent = 0, nsr = 0, sc = 0;
-    for (i = 0; i < B; i++) for (t = 0; t < T; t++) {
-        int64_t k = i * T + t;
-        b->pad[k] = t > b->seqlen[i]; b->pad_p1[k] = t > b->seqlen[i] + 1;
-        if (b->pad[k]) { b->logprobs[k] = 1.0f; b->ref[k] = 1.0f; }       /* INVALID_LOGPROB */
-        if (b->pad_p1[k]) b->values[k] = 0.0f;
-    }
-    for (i = 0; i < B; i++) {
-        int64_t end = b->seqlen[i] + 1 < T ? b->seqlen[i] + 1 : b->seqlen[i];
-        for (t = 0; t < T; t++) {
-            int64_t k = i * T + t; double lr = (double)b->ref[k] - b->logprobs[k];
-            b->kl[k] = (float)(o->kl_k3 ? exp(lr) - 1 - lr : -lr);
-            b->rewards[k] = -o->kl_coef * b->kl[k];
-            kls += b->kl[k]; ent -= b->logprobs[k]; nsr += b->rewards[k];
-        }
-        b->rewards[i * T + end] += b->scores[i];
-        sc += b->scores[i];
-    }
-    if (o->whiten_rewards) {
-        ft__masked_whiten(b->rewards, b->pad_p1, B * T, 0);
-        for (i = 0; i < B * T; i++) if (b->pad_p1[i]) b->rewards[i] = 0;
-    }
-    for (i = 0; i < B; i++) {                                  /* GAE over all T positions */
-        double last = 0;
-        for (t = T - 1; t >= 0; t--) {
-            int64_t k = i * T + t; double next = t + 1 < T ? b->values[k + 1] : 0.0;
-            double delta = b->rewards[k] + o->gamma * next - b->values[k];
-            last = delta + o->gamma * o->lam * last;
-            b->advantages[k] = (float)last; b->returns[k] = (float)(last + b->values[k]);
-        }
-    }
-    ft__masked_whiten(b->advantages, b->pad, B * T, 1);
-    for (i = 0; i < B * T; i++) if (b->pad[i]) b->advantages[i] = 0;
-    if (st) {
-        st->kl = kls / (double)B; st->entropy = ent / (double)B; st->non_score_reward = nsr / (double)B;
-        st->scores = sc / (double)B; st->rlhf_reward = st->scores + st->non_score_reward;
-    }
-}
-
-FT_API ft_tensor *ft_ppo_loss(ft_ctx *ctx, ft_tensor *new_lp, ft_tensor *vpred, const ft_ppo_batch *b, const ft_ppo_opts *o, ft_rl_stats *st) {
-    int64_t i, n = b->B * b->T; double np = 0, np1 = 0;
-    ft_tensor *keep, *keep1, *old, *A, *V, *R, *diff, *ratio, *pg, *vp, *v1, *v2, *vf, *loss;
-    float *k, *k1;
-    FT__IN(new_lp); FT__IN(vpred);
-    if (ft_numel(new_lp) != n || ft_numel(vpred) != n) return ft__fail(ctx, FT_ERR_SHAPE, "ppo loss: expected (%lld, %lld) log-probs and values", (long long)b->B, (long long)b->T);
-    keep = ft__const_from(ctx, new_lp, b->logprobs); keep1 = ft__const_from(ctx, new_lp, b->logprobs);
-    old = ft__const_from(ctx, new_lp, b->logprobs); A = ft__const_from(ctx, new_lp, b->advantages);
-    V = ft__const_from(ctx, new_lp, b->values); R = ft__const_from(ctx, new_lp, b->returns);
-    FT__IN(keep); FT__IN(keep1); FT__IN(old); FT__IN(A); FT__IN(V); FT__IN(R);
-    for (k = FT__F(keep), k1 = FT__F(keep1), i = 0; i < n; i++) { k[i] = !b->pad[i]; k1[i] = !b->pad_p1[i]; np += k[i]; np1 += k1[i]; }
-    /* new log-probs := old (both the 1.0 fill) at padding: the ratio is 1 there, its gradient 0 */
-    diff = ft_mul(ctx, ft_sub(ctx, new_lp, old), keep);
-    ratio = ft_exp(ctx, diff);
-    pg = ft_maximum(ctx, ft_mul(ctx, ft_scale(ctx, A, -1.0f), ratio),
-                    ft_mul(ctx, ft_scale(ctx, A, -1.0f), ft_clamp(ctx, ratio, 1.0f - o->cliprange, 1.0f + o->cliprange)));
-    pg = ft_scale(ctx, ft_sum(ctx, ft_mul(ctx, pg, keep)), 1.0f / (float)FT__MAX(np, 1));
-    vp = ft_mul(ctx, vpred, keep1);                                   /* vpred := 0 at pad_p1 */
-    v1 = ft_sub(ctx, vp, R);
-    v2 = ft_sub(ctx, ft_minimum(ctx, ft_maximum(ctx, vp, ft_add(ctx, V, ft__const(ctx, 1, -o->cliprange_value))),
-                                ft_add(ctx, V, ft__const(ctx, 1, o->cliprange_value))), R);
-    vf = ft_maximum(ctx, ft_mul(ctx, v1, v1), ft_mul(ctx, v2, v2));
-    vf = ft_scale(ctx, ft_sum(ctx, ft_mul(ctx, vf, keep1)), 0.5f / (float)FT__MAX(np1, 1));
-    loss = ft_add(ctx, pg, ft_scale(ctx, vf, o->vf_coef));
-    FT__IN(loss);
-    if (st) {
-        double pgc = 0, vfc = 0, ak = 0, rm = 0;
-        for (i = 0; i < n; i++) {
-            double d = FT__F(diff)[i], r = FT__F(ratio)[i], a = b->advantages[i], rc = FT__MIN(FT__MAX(r, 1.0 - o->cliprange), 1.0 + o->cliprange);
-            double v = FT__F(vp)[i], vc = FT__MIN(FT__MAX(v, (double)b->values[i] - o->cliprange_value), (double)b->values[i] + o->cliprange_value);
-            double e1 = (v - b->returns[i]) * (v - b->returns[i]), e2 = (vc - b->returns[i]) * (vc - b->returns[i]);
-            if (!b->pad[i]) pgc += -a * rc > -a * r;
-            if (!b->pad_p1[i]) vfc += e2 > e1;
-            ak += 0.5 * d * d / (double)n; rm += r / (double)n;
-        }
-        st->pg_loss = FT__F(pg)[0]; st->vf_loss = FT__F(vf)[0];
-        st->pg_clipfrac = pgc / FT__MAX(np, 1); st->vf_clipfrac = vfc / FT__MAX(np1, 1); st->approxkl = ak; st->ratio_mean = rm;
-    }
-    return loss;
-}
-
-/* ============================================================================================
    [train] learning-rate schedules, checkpoints, plots
    ============================================================================================ */
 
@@ -10817,6 +10640,192 @@ FT_API ft_result ft_eval_reward(ft_ctx *ctx, ft_model *m, const ft_dataset *d, i
     return r;
 }
 
+/* ============================================================================================
+   [rl] reinforcement learning from sampled completions (FT_NO_RL compiles it out): GRPO (Shao
+   et al. 2024) and PPO (Ouyang et al. 2022) losses as TRL computes them (GRPO: trl 1.16
+   GRPOTrainer; PPO: trl 1.9 experimental PPOTrainer), verifiable rewards with a small regex
+   engine, rollouts with the KV cache, the rollout micro-batches of the training loop, and the
+   greedy evaluation of a reward.
+   ============================================================================================ */
+#ifndef FT_NO_RL
+FT_API void ft_grpo_advantages(const float *rewards, int64_t n_prompts, int64_t G, ft_adv_scale scale, float *adv, ft_rl_stats *st) {
+    int64_t p, i, n = n_prompts * G, zero = 0; double all_m = 0, all_v = 0;
+    for (i = 0; i < n; i++) all_m += rewards[i] / (double)n;
+    for (i = 0; i < n; i++) all_v += (rewards[i] - all_m) * (rewards[i] - all_m);
+    all_v = n > 1 ? sqrt(all_v / (double)(n - 1)) : 0;
+    for (p = 0; p < n_prompts; p++) {
+        const float *r = rewards + p * G; double m = 0, v = 0, sd;
+        for (i = 0; i < G; i++) m += r[i] / (double)G;
+        for (i = 0; i < G; i++) v += (r[i] - m) * (r[i] - m);
+        sd = G > 1 ? sqrt(v / (double)(G - 1)) : 0;
+        zero += sd == 0;
+        for (i = 0; i < G; i++) {
+            double a = r[i] - m;
+            if (scale == FT_ADV_GROUP) a /= sd + 1e-4;
+            else if (scale == FT_ADV_BATCH) a /= all_v + 1e-4;
+            adv[p * G + i] = (float)a;
+        }
+    }
+    if (scale == FT_ADV_BATCH) zero = all_v == 0 ? n_prompts : 0;     /* the std in use is the batch's */
+    if (st) { st->reward = all_m; st->reward_std = all_v; st->frac_reward_zero_std = n_prompts ? (double)zero / (double)n_prompts : 0; }
+}
+
+static ft_tensor *ft__const_from(ft_ctx *ctx, const ft_tensor *like, const float *v) {
+    ft_tensor *t = ft__tensor(ctx, FT_TYPE_F32, like->ndim, like->shape, NULL);
+    if (t) memcpy(t->data, v, (size_t)ft_numel(t) * sizeof(float));
+    return t;
+}
+
+FT_API ft_tensor *ft_grpo_loss(ft_ctx *ctx, ft_tensor *lp, const float *old, const float *ref, const float *adv,
+                               const float *mask, const ft_grpo_opts *o, ft_rl_stats *st) {
+    int64_t B, T, b, t; ft_tensor *oldt, *At, *Mt, *c, *l, *lm; float *a; double msum = 0;
+    float eh = o->epsilon_high > 0 ? o->epsilon_high : o->epsilon;
+    FT__IN(lp);
+    if (lp->ndim != 2) return ft__fail(ctx, FT_ERR_SHAPE, "grpo loss: log-probs must be (B, T)");
+    B = lp->shape[0]; T = lp->shape[1];
+    oldt = ft__const_from(ctx, lp, old ? old : FT__F(lp));
+    At = ft__const_from(ctx, lp, mask); Mt = ft__const_from(ctx, lp, mask);
+    FT__IN(oldt); FT__IN(At); FT__IN(Mt);
+    for (a = FT__F(At), b = 0; b < B; b++) for (t = 0; t < T; t++) a[b * T + t] = adv[b];
+    for (b = 0; b < B * T; b++) msum += mask[b];
+    c = ft_exp(ctx, ft_sub(ctx, lp, oldt));                               /* importance ratio */
+    l = ft_scale(ctx, ft_minimum(ctx, ft_mul(ctx, c, At), ft_mul(ctx, ft_clamp(ctx, c, 1.0f - o->epsilon, 1.0f + eh), At)), -1.0f);
+    if (o->beta != 0 && ref) {                          /* k3: exp(ref - lp) - (ref - lp) - 1 */
+        ft_tensor *d = ft_sub(ctx, ft__const_from(ctx, lp, ref), lp);
+        l = ft_add(ctx, l, ft_scale(ctx, ft_sub(ctx, ft_sub(ctx, ft_exp(ctx, d), d), ft__const(ctx, 1, 1.0f)), o->beta));
+    }
+    lm = ft_mul(ctx, l, Mt);
+    FT__IN(lm);
+    if (st) {                                           /* TRL's metrics from the values */
+        double lo = 0, hi = 0, kl = 0, lo_min = 1e30, hi_max = -1e30;
+        for (b = 0; b < B; b++) {
+            double sl = 0, sh = 0, sm = 0;
+            for (t = 0; t < T; t++) {
+                int64_t i = b * T + t; double ci = FT__F(c)[i], m = mask[i];
+                sl += m * (ci < 1.0 - o->epsilon && adv[b] < 0); sh += m * (ci > 1.0 + eh && adv[b] > 0); sm += m;
+                if (o->beta != 0 && ref) { double d = (double)ref[i] - FT__F(lp)[i]; kl += m * (exp(d) - d - 1); }
+            }
+            lo += sl; hi += sh;
+            lo_min = FT__MIN(lo_min, sl / FT__MAX(sm, 1)); hi_max = FT__MAX(hi_max, sh / FT__MAX(sm, 1));
+        }
+        msum = FT__MAX(msum, 1);
+        st->clip_low = lo / msum; st->clip_high = hi / msum; st->clip_region = (lo + hi) / msum;
+        st->clip_low_min = lo_min; st->clip_high_max = hi_max; st->kl = kl / msum;
+    }
+    switch (o->agg) {
+    case FT_GRPO_AGG_GRPO: {                        /* mean over sequences of their token mean */
+        ft_tensor *inv = ft_tensor_1d(ctx, B);
+        FT__IN(inv);
+        for (b = 0; b < B; b++) { double s = 0; for (t = 0; t < T; t++) s += mask[b * T + t]; FT__F(inv)[b] = 1.0f / (float)FT__MAX(s, 1.0); }
+        return ft_mean(ctx, ft_mul(ctx, ft_sum_rows(ctx, lm), inv)); }
+    case FT_GRPO_AGG_BNPO: { double s = 0; for (b = 0; b < B * T; b++) s += mask[b]; return ft_scale(ctx, ft_sum(ctx, lm), 1.0f / (float)FT__MAX(s, 1.0)); }
+    case FT_GRPO_AGG_DR_GRPO: return ft_scale(ctx, ft_sum(ctx, lm), 1.0f / (float)(B * FT__MAX(o->max_completion_len, 1)));
+    case FT_GRPO_AGG_DAPO: return ft_scale(ctx, ft_sum(ctx, lm), 1.0f / (float)FT__MAX(o->num_items, 1));
+    default: return ft__fail(ctx, FT_ERR_INVALID, "grpo loss: aggregation %d", (int)o->agg);
+    }
+}
+
+/* masked mean and (Bessel) variance, then (x - mean) / sqrt(var + 1e-8), as TRL's masked_whiten */
+static void ft__masked_whiten(float *x, const unsigned char *skip, int64_t n, int shift_mean) {
+    int64_t i; double m = 0, v = 0, k = 0, sd;
+    for (i = 0; i < n; i++) if (!skip[i]) { m += x[i]; k++; }
+    if (k == 0) return;
+    m /= k;
+    for (i = 0; i < n; i++) if (!skip[i]) v += (x[i] - m) * (x[i] - m);
+    v /= k;
+    if (k > 1) v *= k / (k - 1);
+    sd = 1.0 / sqrt(v + 1e-8);
+    for (i = 0; i < n; i++) x[i] = (float)((x[i] - m) * sd + (shift_mean ? 0 : m));
+}
+
+FT_API float ft_ppo_adapt_kl(float kl_coef, double kl, int64_t n, float target, float horizon) {
+    double e = kl / target - 1;
+    if (target <= 0 || horizon <= 0) return kl_coef;
+    e = e < -0.2 ? -0.2 : e > 0.2 ? 0.2 : e;
+    return (float)(kl_coef * (1 + e * (double)n / horizon));
+}
+
+FT_API void ft_ppo_prepare(ft_ppo_batch *b, const ft_ppo_opts *o, ft_rl_stats *st) {
+    int64_t B = b->B, T = b->T, i, t; double kls = 0, ent = 0, nsr = 0, sc = 0;
+    for (i = 0; i < B; i++) for (t = 0; t < T; t++) {
+        int64_t k = i * T + t;
+        b->pad[k] = t > b->seqlen[i]; b->pad_p1[k] = t > b->seqlen[i] + 1;
+        if (b->pad[k]) { b->logprobs[k] = 1.0f; b->ref[k] = 1.0f; }       /* INVALID_LOGPROB */
+        if (b->pad_p1[k]) b->values[k] = 0.0f;
+    }
+    for (i = 0; i < B; i++) {
+        int64_t end = b->seqlen[i] + 1 < T ? b->seqlen[i] + 1 : b->seqlen[i];
+        for (t = 0; t < T; t++) {
+            int64_t k = i * T + t; double lr = (double)b->ref[k] - b->logprobs[k];
+            b->kl[k] = (float)(o->kl_k3 ? exp(lr) - 1 - lr : -lr);
+            b->rewards[k] = -o->kl_coef * b->kl[k];
+            kls += b->kl[k]; ent -= b->logprobs[k]; nsr += b->rewards[k];
+        }
+        b->rewards[i * T + end] += b->scores[i];
+        sc += b->scores[i];
+    }
+    if (o->whiten_rewards) {
+        ft__masked_whiten(b->rewards, b->pad_p1, B * T, 0);
+        for (i = 0; i < B * T; i++) if (b->pad_p1[i]) b->rewards[i] = 0;
+    }
+    for (i = 0; i < B; i++) {                                  /* GAE over all T positions */
+        double last = 0;
+        for (t = T - 1; t >= 0; t--) {
+            int64_t k = i * T + t; double next = t + 1 < T ? b->values[k + 1] : 0.0;
+            double delta = b->rewards[k] + o->gamma * next - b->values[k];
+            last = delta + o->gamma * o->lam * last;
+            b->advantages[k] = (float)last; b->returns[k] = (float)(last + b->values[k]);
+        }
+    }
+    ft__masked_whiten(b->advantages, b->pad, B * T, 1);
+    for (i = 0; i < B * T; i++) if (b->pad[i]) b->advantages[i] = 0;
+    if (st) {
+        st->kl = kls / (double)B; st->entropy = ent / (double)B; st->non_score_reward = nsr / (double)B;
+        st->scores = sc / (double)B; st->rlhf_reward = st->scores + st->non_score_reward;
+    }
+}
+
+FT_API ft_tensor *ft_ppo_loss(ft_ctx *ctx, ft_tensor *new_lp, ft_tensor *vpred, const ft_ppo_batch *b, const ft_ppo_opts *o, ft_rl_stats *st) {
+    int64_t i, n = b->B * b->T; double np = 0, np1 = 0;
+    ft_tensor *keep, *keep1, *old, *A, *V, *R, *diff, *ratio, *pg, *vp, *v1, *v2, *vf, *loss;
+    float *k, *k1;
+    FT__IN(new_lp); FT__IN(vpred);
+    if (ft_numel(new_lp) != n || ft_numel(vpred) != n) return ft__fail(ctx, FT_ERR_SHAPE, "ppo loss: expected (%lld, %lld) log-probs and values", (long long)b->B, (long long)b->T);
+    keep = ft__const_from(ctx, new_lp, b->logprobs); keep1 = ft__const_from(ctx, new_lp, b->logprobs);
+    old = ft__const_from(ctx, new_lp, b->logprobs); A = ft__const_from(ctx, new_lp, b->advantages);
+    V = ft__const_from(ctx, new_lp, b->values); R = ft__const_from(ctx, new_lp, b->returns);
+    FT__IN(keep); FT__IN(keep1); FT__IN(old); FT__IN(A); FT__IN(V); FT__IN(R);
+    for (k = FT__F(keep), k1 = FT__F(keep1), i = 0; i < n; i++) { k[i] = !b->pad[i]; k1[i] = !b->pad_p1[i]; np += k[i]; np1 += k1[i]; }
+    /* new log-probs := old (both the 1.0 fill) at padding: the ratio is 1 there, its gradient 0 */
+    diff = ft_mul(ctx, ft_sub(ctx, new_lp, old), keep);
+    ratio = ft_exp(ctx, diff);
+    pg = ft_maximum(ctx, ft_mul(ctx, ft_scale(ctx, A, -1.0f), ratio),
+                    ft_mul(ctx, ft_scale(ctx, A, -1.0f), ft_clamp(ctx, ratio, 1.0f - o->cliprange, 1.0f + o->cliprange)));
+    pg = ft_scale(ctx, ft_sum(ctx, ft_mul(ctx, pg, keep)), 1.0f / (float)FT__MAX(np, 1));
+    vp = ft_mul(ctx, vpred, keep1);                                   /* vpred := 0 at pad_p1 */
+    v1 = ft_sub(ctx, vp, R);
+    v2 = ft_sub(ctx, ft_minimum(ctx, ft_maximum(ctx, vp, ft_add(ctx, V, ft__const(ctx, 1, -o->cliprange_value))),
+                                ft_add(ctx, V, ft__const(ctx, 1, o->cliprange_value))), R);
+    vf = ft_maximum(ctx, ft_mul(ctx, v1, v1), ft_mul(ctx, v2, v2));
+    vf = ft_scale(ctx, ft_sum(ctx, ft_mul(ctx, vf, keep1)), 0.5f / (float)FT__MAX(np1, 1));
+    loss = ft_add(ctx, pg, ft_scale(ctx, vf, o->vf_coef));
+    FT__IN(loss);
+    if (st) {
+        double pgc = 0, vfc = 0, ak = 0, rm = 0;
+        for (i = 0; i < n; i++) {
+            double d = FT__F(diff)[i], r = FT__F(ratio)[i], a = b->advantages[i], rc = FT__MIN(FT__MAX(r, 1.0 - o->cliprange), 1.0 + o->cliprange);
+            double v = FT__F(vp)[i], vc = FT__MIN(FT__MAX(v, (double)b->values[i] - o->cliprange_value), (double)b->values[i] + o->cliprange_value);
+            double e1 = (v - b->returns[i]) * (v - b->returns[i]), e2 = (vc - b->returns[i]) * (vc - b->returns[i]);
+            if (!b->pad[i]) pgc += -a * rc > -a * r;
+            if (!b->pad_p1[i]) vfc += e2 > e1;
+            ak += 0.5 * d * d / (double)n; rm += r / (double)n;
+        }
+        st->pg_loss = FT__F(pg)[0]; st->vf_loss = FT__F(vf)[0];
+        st->pg_clipfrac = pgc / FT__MAX(np, 1); st->vf_clipfrac = vfc / FT__MAX(np1, 1); st->approxkl = ak; st->ratio_mean = rm;
+    }
+    return loss;
+}
+
 /* ---- a small regular-expression matcher for reward functions ---------------------------------------
    Parsed into nodes, matched by backtracking with continuations: literals, escapes, . [] [^] with
    ranges, \d \w \s \D \W \S, ( | ), * + ? {m} {m,} {m,n} (greedy) and ^ $. Bytes, not code points. */
@@ -11174,6 +11183,40 @@ static ft_result ft__micro_rollouts(ft__trainer *t, int slot, float scale, doubl
     return ft__micro_backward(ctx, l, scale, loss);
 }
 
+FT_API ft_result ft_eval_rl(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int max_new, const ft_reward_term *rewards, int n_rewards,
+                            float max_reward, int64_t limit, double *mean_reward, double *solved) {
+    int64_t i, n = ft_dataset_size(d), *order, done = 0; double sum = 0, full = 0; ft_result r = FT_OK; ft_rl_opts o;
+    if (limit > 0 && limit < n) n = limit;
+    order = FT__CAST(int64_t *, FT_MALLOC((size_t)FT__MAX(n, 1) * sizeof(int64_t)));
+    if (!order) return ft_set_error(FT_ERR_NOMEM, "rl eval: out of memory");
+    for (i = 0; i < n; i++) order[i] = i;
+    memset(&o, 0, sizeof o);
+    o.max_new = max_new > 0 ? max_new : 64; o.rewards = rewards; o.n_rewards = n_rewards;   /* greedy: temperature 0 */
+    while (done < n && r == FT_OK) {
+        ft__rl_batch rb; int64_t b = FT__MIN(8, n - done);
+        memset(&rb, 0, sizeof rb);
+        r = ft__rl_rollout(ctx, m, d, order + done, b, &o, 1, &rb, NULL);
+        for (i = 0; r == FT_OK && i < b; i++) { sum += rb.reward[i]; full += rb.reward[i] >= max_reward; }
+        ft__rl_batch_free(&rb);
+        done += b;
+    }
+    FT_FREE(order);
+    *mean_reward = n ? sum / (double)n : 0; if (solved) *solved = n ? full / (double)n : 0;
+    return r;
+}
+
+#else  /* FT_NO_RL */
+struct ft__rl_buf { int unused; };
+static void ft__rl_buf_free(ft__rl_buf *b) { (void)b; }
+static ft_result ft__micro_rollouts(ft__trainer *t, int slot, float scale, double *loss) {
+    (void)t; (void)slot; (void)scale; (void)loss;
+    return ft_set_error(FT_ERR_UNSUPPORTED, "train: GRPO and PPO are compiled out (FT_NO_RL)");
+}
+#endif /* FT_NO_RL */
+
+/* ============================================================================================
+   [loop] the training loop of every objective; generation-based evaluation; SVG plots
+   ============================================================================================ */
 /* ---- the training loop: every objective ----------------------------------------------------------
    Each optimizer step: grad_accum micro-batches made by the objective's kind (each loss scaled by
    1/grad_accum), global-norm clipping, one AdamW/SGD step at the scheduled rate. A non-finite loss
@@ -11284,28 +11327,6 @@ FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_datas
     if (state) *state = t.st;
     for (a = 0; t.ro && a < t.o.grad_accum; a++) ft__rl_buf_free(&t.ro[a]);
     FT_FREE(t.ro); FT_FREE(t.order); ft_batch_data_free(&t.bd); ft_optim_free(t.opt);
-    return r;
-}
-
-FT_API ft_result ft_eval_rl(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int max_new, const ft_reward_term *rewards, int n_rewards,
-                            float max_reward, int64_t limit, double *mean_reward, double *solved) {
-    int64_t i, n = ft_dataset_size(d), *order, done = 0; double sum = 0, full = 0; ft_result r = FT_OK; ft_rl_opts o;
-    if (limit > 0 && limit < n) n = limit;
-    order = FT__CAST(int64_t *, FT_MALLOC((size_t)FT__MAX(n, 1) * sizeof(int64_t)));
-    if (!order) return ft_set_error(FT_ERR_NOMEM, "rl eval: out of memory");
-    for (i = 0; i < n; i++) order[i] = i;
-    memset(&o, 0, sizeof o);
-    o.max_new = max_new > 0 ? max_new : 64; o.rewards = rewards; o.n_rewards = n_rewards;   /* greedy: temperature 0 */
-    while (done < n && r == FT_OK) {
-        ft__rl_batch rb; int64_t b = FT__MIN(8, n - done);
-        memset(&rb, 0, sizeof rb);
-        r = ft__rl_rollout(ctx, m, d, order + done, b, &o, 1, &rb, NULL);
-        for (i = 0; r == FT_OK && i < b; i++) { sum += rb.reward[i]; full += rb.reward[i] >= max_reward; }
-        ft__rl_batch_free(&rb);
-        done += b;
-    }
-    FT_FREE(order);
-    *mean_reward = n ? sum / (double)n : 0; if (solved) *solved = n ? full / (double)n : 0;
     return r;
 }
 
@@ -12582,6 +12603,7 @@ FT_API ft_result ft_peft_load(ft_peft **out, ft_model *m, const char *path) {
      original >= evol_rouge), an answer that failed. Survivors join the pool and evolve again.
    The prompts are this file's own wording.
    ============================================================================================ */
+#ifndef FT_NO_SYNTH
 
 static int64_t ft__rouge_norm(const char *s, char *out) {     /* lowercase, non-alnum -> ' ' */
     const unsigned char *p = (const unsigned char *)s; int64_t n = 0;
@@ -13219,6 +13241,8 @@ done:
     return r;
 }
 
+#endif /* FT_NO_SYNTH */
+
 /* ============================================================================================
    [merge] merging models and adapters, with mergekit's definitions (mergekit 0.1.5, PyPI:
    merge_methods/linear.py, merge_methods/generalized_task_arithmetic.py, sparsify.py)
@@ -13244,6 +13268,7 @@ done:
    tensor is read, merged, encoded and written before the next, so memory is a few copies of
    the largest tensor whatever the model's size.
    ============================================================================================ */
+#ifndef FT_NO_MERGE
 FT_API const char *ft_merge_method_name(ft_merge_method m) {
     const char *n = ft_enum_name(FT_ENUM_MERGE_METHOD, (int)m);
     return n ? n : "?";
@@ -13807,6 +13832,8 @@ done:
     FT_FREE(copy); FT_FREE(otype); FT_FREE(wt); FT_FREE(src); FT_FREE(xp); FT_FREE(mem); FT_FREE(enc);
     return r;
 }
+
+#endif /* FT_NO_MERGE */
 
 /* ============================================================================================
    [names] every enum's names, in one place (the command line's choices, configs, logs)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # tests/compile.sh NAME: one configuration of the compile matrix. The single header must compile
-# without a warning as C99, C11 and C++, with gcc and clang, with FT_STATIC, FT_NO_SIMD and
-# FT_NO_THREADS, and the program must run. Prints one line, "ok - compile: ...", "FAIL - compile:
+# without a warning as C99, C11 and C++, with gcc and clang, with FT_STATIC, FT_NO_SIMD,
+# FT_NO_THREADS and each part compiled out (FT_NO_RL, FT_NO_SYNTH, FT_NO_MERGE), and the program
+# must run. Prints one line, "ok - compile: ...", "FAIL - compile:
 # ..." followed by the compiler's messages, or "skip - compile: ... (why)"; tests/run.sh counts
 # them. gcc_c99 and gcc_c99_nosimd are the builds make does anyway ($BUILD/finetune.o and
 # $BUILD/test_whitebox_ref): their logs are read instead of compiling the same thing again.
@@ -45,6 +46,9 @@ gcc_c99_nosimd)          built "${CC:-cc} c99 FT_NO_SIMD ($B/test_whitebox_ref)"
 gcc_c11)                 check "gcc c11"               gcc -std=c11 -Wall -Wextra -Wpedantic -O2 -march=native ;;
 gcc_c99_nothreads)       check "gcc c99 FT_NO_THREADS" gcc $W -O2 -DFT_NO_THREADS ;;
 gcc_c99_static)          check "gcc c99 FT_STATIC"     gcc $W -O2 -DFT_STATIC -march=native ;;
+gcc_c99_no_rl)           check "gcc c99 FT_NO_RL"      gcc $W -O2 -DFT_NO_RL ;;
+gcc_c99_no_synth)        check "gcc c99 FT_NO_SYNTH"   gcc $W -O2 -DFT_NO_SYNTH ;;
+gcc_c99_no_merge)        check "gcc c99 FT_NO_MERGE"   gcc $W -O2 -DFT_NO_MERGE ;;
 clang_c99)               check "clang c99"             clang $W -O2 -march=native ;;
 clang_c11_static_nosimd) check "clang c11 FT_STATIC FT_NO_SIMD" clang -std=c11 -Wall -Wextra -Wpedantic -O2 -DFT_STATIC -DFT_NO_SIMD ;;
 gxx_cxx11)               check "g++ c++11"             g++ -x c++ -std=c++11 -Wall -Wextra -Wpedantic -O2 -march=native ;;
