@@ -1,4 +1,4 @@
-/* finetune.h - v0.1.1 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
+/* finetune.h - v0.2.0 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
    https://github.com/ (vendor it: one file, C99, libc + libm + pthreads)
 
    Do this:
@@ -156,10 +156,14 @@
       format holds which adapter, and why not: the policy lives there, once. ft_peft_load(&p,
       model, path) reads any of the three (a directory is PEFT), taking the method, rank, alpha,
       rsLoRA/DoRA, sites and layers from it, so converting is load + save.
-      ft_model_save_merged(model, "out.gguf", &(ft_save_opts){.type = FT_TYPE_F16}) writes a whole model with the adapter merged (every key, the
-      tokenizer and all other tensors copied): it loads in llama.cpp with no adapter at all.
-      The other methods attach through one call, ft_peft_attach(&p, model, &(ft_peft_opts){
-      .method = FT_PEFT_...}), and share the switch-off, the params and the files:
+      ft_model_save_merged(model, "out.gguf", &(ft_save_opts){.type = FT_TYPE_F16}) writes a
+      whole model with the adapter merged (every key, the tokenizer and all other tensors
+      copied): it loads in llama.cpp with no adapter at all.
+      Every method is a row of one interface (add its parameters, init them, the hooks the one
+      forward consults: linear, after a sublayer, embeddings, prefix, soft prompt; merge, bake,
+      PEFT's files) and attaches through one call, ft_peft_attach(&p, model,
+      &(ft_peft_opts){.method = FT_PEFT_...}) (ft_peft_opts_default(method) has its defaults);
+      all share the switch-off, the params and the files:
          FT_PEFT_LORA     .lora as above
          FT_PEFT_ADAPTER  bottleneck adapters x + up(act(down(x))) on the attention and MLP
                           outputs (Houlsby) or the MLP's only (Pfeiffer); identity at the start
@@ -169,8 +173,13 @@
          FT_PEFT_IA3      ones-initialised scales of k, v outputs and down_proj's input
          FT_PEFT_FULL     f32 master copies of every weight (a quantized base is dequantized)
                           except .freeze patterns ("token_embd.*,blk.0.*") and masked layers
+         FT_PEFT_LOHA     LoHa: dW = (alpha/r) (w1_a w1_b) * (w2_a w2_b), .lora's r, alpha,
+                          targets; equal to PEFT's LoHa (tests/test_peft_ref.c), mergeable
+      A method of your own implements the same hooks: ft_peft_attach_custom(&p, model, &def,
+      seed) with an ft_peft_method_def (add, init, linear, after), then everything above works
+      for it; its values go to finetune.h's own GGUF and come back with ft_peft_read.
       .reward_head adds a scalar head on the last hidden state (a reward model, or PPO's value
-      head). PEFT's format holds LoRA/DoRA, IA3, prompt and prefix tuning (keys, shapes, config
+      head). PEFT's format holds LoRA/DoRA, LoHa, IA3, prompt and prefix tuning (keys, shapes, config
       and HF's k order as PEFT 0.21 has them); finetune.h's own GGUF holds every method.
       Gradient checkpointing (ft_ctx_set_checkpointing) recomputes each layer in backward with
       bit-identical gradients, for every method, at ~1/8 of the activation memory.
@@ -179,33 +188,50 @@
       ft_dataset_load reads strict JSONL (text, instruction, chat, preference, KTO, prompt) through
       the chat template, with loss on assistant replies only; bad lines are reported as
       file:line:column; ft_dataset_new + ft_dataset_add make a dataset of token ids you tokenized
-      yourself. ft_train runs SFT / continued pretraining: micro-batches (padded, or
-      packed with per-document attention), gradient accumulation, clipping, AdamW or SGD,
+      yourself. ft_train trains any objective (section 10); for SFT and continued pretraining:
+      micro-batches (padded, or packed with per-document attention), gradient accumulation,
+      clipping, AdamW or SGD,
       constant / linear / cosine schedules with warmup, LoRA+ rates, a NaN guard that never
       touches the weights, atomic checkpoints (ft_checkpoint_save) from which a run resumes bit
       for bit. ft_eval_loss and ft_eval_generate measure loss, perplexity and exact-match
       accuracy; ft_svg_plot draws the curves. ft_dataset_mix mixes datasets by ratio (replay);
       ft_mix_ratios gives several tasks FLAN / T5 temperature-sampling rates (min(n_i, cap)^(1/T)).
 
-   10. Alignment and reinforcement learning (the definitions of TRL; tests/test_trl.c)
-      ft_train_opts.objective picks the loss over per-sequence log-probs of the policy (adapter
-      on) and the reference (the same model, adapter off; no second copy):
-         FT_OBJ_DPO / IPO / HINGE / ROBUST   ft_dpo_loss: sigmoid with label smoothing (cDPO as
-                                             TRL <= 0.23), IPO, hinge, robust
-         FT_OBJ_SIMPO, FT_OBJ_ORPO          reference-free: length-normalised margin gamma; odds
-                                             ratio with a stable log(1 - p) plus the chosen NLL
-         FT_OBJ_KTO                          ft_kto_loss on unpaired feedback: KL point from the
-                                             batch's mismatched prompt/completion pairs
-         FT_OBJ_RM                           Bradley-Terry on the reward head's scores (margin,
-                                             centering); ft_eval_reward: pairwise accuracy
-      ft_train_rl runs GRPO or PPO from prompt data: batched sampling with the KV cache
-      (ft_generate), rewards from ft_reward_term (ft_reward_number, ft_reward_regex with a small
-      regex engine, ft_reward_length, ft_reward_model for a reward-model adapter, or your own),
-      then GRPO (ft_grpo_advantages: group/batch/no scaling; ft_grpo_loss: clipped ratio with
-      epsilon and epsilon_high, k3 KL to the reference, grpo/bnpo/dr_grpo/dapo aggregation,
-      several passes with old log-probs) or PPO (ft_ppo_prepare: KL-penalised rewards, GAE,
-      whitening as TRL 1.9; ft_ppo_loss: clipped policy and value losses; the value head is the
-      adapter's scalar head). ft_eval_rl scores greedy completions.
+   10. Objectives: one table, one training loop (the definitions of TRL; tests/test_trl.c)
+      Every objective is a row of one table (ft_objective_get(id): its name, how a micro-batch is
+      made, the data it reads, whether it needs the reference, per-token means or sums, its
+      defaults, its pair loss, what it logs); ft_train runs them all with one loop that owns the
+      schedule, accumulation, clipping, the NaN guard, the optimizer, evaluation, callbacks and
+      checkpoints that resume bit for bit, GRPO and PPO included. Start from
+      ft_train_opts_default(objective): every default in one place, the CLI's too.
+         FT_OBJ_SFT, FT_OBJ_CPT        cross-entropy on the answers / on packed plain text
+         FT_OBJ_DPO and its family     over the log-ratios c = policy - reference of chosen and
+                                       rejected (the reference: the model with its adapter off):
+                                       dpo (cDPO with label smoothing), ipo, hinge, robust,
+                                       exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired,
+                                       apo_zero, apo_down, discopop, sigmoid_norm (TRL 1.16's
+                                       loss_type values; the formulas sit in [objectives])
+         FT_OBJ_SIMPO, FT_OBJ_ORPO     reference-free: length-normalised margin gamma; odds ratio
+                                       with a stable log(1 - p) plus the chosen NLL
+         FT_OBJ_KTO                    ft_kto_loss on unpaired feedback: KL point from the batch's
+                                       mismatched prompt/completion pairs
+         FT_OBJ_RM                     Bradley-Terry on the reward head's scores (margin,
+                                       centering); ft_eval_reward: pairwise accuracy
+         FT_OBJ_GRPO, FT_OBJ_PPO       from prompt data (ft_train_opts.rl): batched sampling with
+                                       the KV cache, rewards from ft_reward_term
+                                       (ft_reward_number, ft_reward_regex, ft_reward_length,
+                                       ft_reward_model, or your own), then GRPO
+                                       (ft_grpo_advantages; ft_grpo_loss: clipped ratio, k3 KL,
+                                       grpo/bnpo/dr_grpo/dapo aggregation) or PPO
+                                       (ft_ppo_prepare: KL-penalised rewards, GAE, whitening as
+                                       TRL 1.9; ft_ppo_loss; the value head is the adapter's
+                                       scalar head). A rollout batch per micro-batch serves
+                                       rl.iterations optimizer steps; checkpoints fall between
+                                       batches and hold the adaptive KL coefficient.
+      A loss of your own is a row of your own: copy a row, give it a name and an ft_pair_loss_fn
+      over ft_pair_logps, and pass it as ft_train_opts.custom (examples/06_custom_objective.c).
+      ft_eval_rl scores greedy completions. Every enum's names (what the command line and the
+      configs say) come from one registry: ft_enum_name / ft_enum_parse / ft_enum_count.
 
    11. Merging: ft_merge_models (linear, task arithmetic, TIES, DARE as mergekit 0.1.5 defines
        them) over models and adapters, one tensor at a time, into a GGUF.
@@ -220,19 +246,27 @@
       [platform]   allocator, errors, timing, thread pool
       [memory]     storage types, f16/bf16, RNG, arena, tensors, parameter blocks
       [kernels]    SIMD vector primitives, GEMM, row kernels (norms, softmax, rope, attention)
-      [autograd]   tape, ops (forward + backward), backward pass
+      [autograd]   tape, ops (forward + backward), backward pass, gradient checkpointing
       [quant]      GGML block formats, NF4 (bitsandbytes) with double quantization
-      [gguf]       GGUF reader and writer, atomic files
+      [gguf]       GGUF reader and writer, directories, atomic files
       [tokenizer]  BPE / SentencePiece, pre-tokenizers, chat templates
       [model]      llama family, NF4 in GGUF, KV cache, sampling, generation
-      [peft]       LoRA, DoRA, merge; adapters, prefix, prompt tuning, IA3, full fine-tuning
+      [peft]       the PEFT interface and its methods: LoRA / DoRA, LoHa, merging a weight delta,
+                   bottleneck adapters, prefix and prompt tuning, IA3, full fine-tuning, your own
       [data]       strict JSON / JSONL
-      [dataset]    JSONL -> token ids with loss masks
+      [dataset]    JSONL -> token ids with loss masks, mixing
       [optim]      AdamW, SGD
-      [train]      schedules, checkpoints, batches, the trainer, evaluation, plots
-      [export]     safetensors, adapter files, merged models
-      [synth]      synthetic instruction data: ROUGE-L, Self-Instruct, Evol-Instruct
-      [merge]      merging models and adapters: linear, task arithmetic, TIES, DARE (mergekit's)
+      [objectives] losses over log-probabilities: the DPO family, SimPO, ORPO, RM, KTO
+      [train]      schedules, checkpoints, batches, sequence log-probs, evaluation of losses and
+                   preferences, the objective table, the micro-batches made from data
+      [rl]         GRPO and PPO losses, rewards and a regex engine, rollouts, rollout micro-batches
+                   (FT_NO_RL)
+      [loop]       the training loop of every objective, generation-based evaluation, SVG plots
+      [export]     safetensors, adapter files (llama.cpp, PEFT, finetune.h's own; the format
+                   policy), merged models
+      [synth]      synthetic instruction data: ROUGE-L, Self-Instruct, Evol-Instruct (FT_NO_SYNTH)
+      [merge]      merging models and adapters: linear, task arithmetic, TIES, DARE (FT_NO_MERGE)
+      [names]      every enum's names
 
    REVISION HISTORY
       0.1.0  core, GGUF and quants, llama family, tokenizer, generation, LoRA/DoRA, trainer;
@@ -246,6 +280,12 @@
       0.1.1  every writer makes missing directories (ft_mkdirs); the implementation guards itself
              against a second inclusion (a build may include it in one file with other tests);
              ft_dataset_new / ft_dataset_add; ft_synth stops when the model proposes nothing
+      0.2.0  seams: one training loop for every objective over an objective table (GRPO and PPO
+             gain accumulation, LoRA+ and bit-identical resume; ft_train_rl folded in); TRL's
+             exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down,
+             discopop, sigmoid_norm; PEFT methods behind one interface, LoHa, methods of your
+             own; one adapter save / load with the format policy; *_opts_default(); every enum's
+             names in one registry; FT_NO_RL, FT_NO_SYNTH, FT_NO_MERGE
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H
