@@ -329,30 +329,6 @@ FT_API ft_result   ft_set_error(ft_result r, const char *fmt, ...)
 #endif
     ;                                                   /* sets the message, returns r       */
 
-/* ---- names of the enums: what the command line, configs and logs call each value ------------- */
-typedef enum ft_enum {
-    FT_ENUM_TYPE = 0,               /* ft_type: "f32", "q4_1", "nf4", ...                         */
-    FT_ENUM_OBJECTIVE,              /* ft_objective: "sft", "dpo", ... (the objective table)      */
-    FT_ENUM_PEFT_METHOD,            /* ft_peft_method: "lora", "adapter", ...                      */
-    FT_ENUM_SCHED,                  /* ft_sched_kind: "cosine", "linear", "constant"              */
-    FT_ENUM_OPTIM,                  /* ft_optim_kind: "adamw", "sgd"                               */
-    FT_ENUM_ACT,                    /* ft_act: "relu", "gelu", "silu", "tanh"                      */
-    FT_ENUM_ADAPTER_PLACE,          /* ft_adapter_place: "houlsby", "pfeiffer"                     */
-    FT_ENUM_PROMPT_INIT,            /* ft_prompt_init: "random", "vocab", "text"                   */
-    FT_ENUM_GRPO_AGG,               /* ft_grpo_agg: "grpo", "bnpo", "dr_grpo", "dapo"              */
-    FT_ENUM_ADV_SCALE,              /* ft_adv_scale: "group", "batch", "none"                      */
-    FT_ENUM_DATA_FORMAT,            /* ft_data_format: "auto", "text", "instruct", ...             */
-    FT_ENUM_ADAPTER_FORMAT,         /* ft_adapter_format: "auto", "llamacpp", "peft", "finetune"   */
-    FT_ENUM_MERGE_METHOD,           /* ft_merge_method: "linear", "task", "ties", ...              */
-    FT_ENUM_MERGE_SIGN,             /* ft_merge_sign: "sum", "count"                               */
-    FT_ENUM_MERGE_RESCALE,          /* ft_merge_rescale: "default", "none", "l1", "density"        */
-    FT_ENUM_SYNTH_METHOD,           /* ft_synth_method: "self-instruct", "evol-instruct"          */
-    FT_ENUM_COUNT
-} ft_enum;
-FT_API int         ft_enum_count(ft_enum e);                    /* its values are 0 .. count-1      */
-FT_API const char *ft_enum_name(ft_enum e, int value);          /* NULL: no such value               */
-FT_API int         ft_enum_parse(ft_enum e, const char *name, int *value);   /* 1: a known name     */
-
 /* ---- storage types (ids equal to GGML's, so GGUF types map one to one) ----------------------- */
 typedef enum ft_type {
     FT_TYPE_F32 = 0,  FT_TYPE_F16 = 1,
@@ -498,6 +474,18 @@ FT_API int64_t    ft_params_numel(const ft_params *p);
 FT_API void       ft_params_init_uniform(ft_params *p, ft_tensor *t, float lo, float hi, ft_ctx *ctx);
 FT_API void       ft_params_init_normal(ft_params *p, ft_tensor *t, float mean, float std, ft_ctx *ctx);
 
+/* ---- kernels (public so tools/bench and tests can reach them) ------------------------------- */
+/* C (M, N) [+]= op(A) op(B): A (M, K) or (K, M) with ta, B (K, N) or (N, K) with tb; row strides
+   lda, ldb, ldc. Runs on the context's thread pool. */
+FT_API void ft_gemm(ft_ctx *ctx, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                    const float *A, int64_t lda, const float *B, int64_t ldb,
+                    float *C, int64_t ldc, int accumulate);
+FT_API void ft_gemm_ref(int ta, int tb, int64_t M, int64_t N, int64_t K,
+                        const float *A, int64_t lda, const float *B, int64_t ldb,
+                        float *C, int64_t ldc, int accumulate);
+FT_API const char *ft_simd_name(void);               /* "avx512", "avx2", "neon" or "scalar"   */
+FT_API double     ft_time_seconds(void);             /* monotonic clock                        */
+
 /* ---- ops (autograd) ------------------------------------------------------------------------ */
 typedef enum ft_op {
     FT_OP_NONE = 0,
@@ -605,24 +593,6 @@ FT_API ft_result  ft_backward_from(ft_ctx *ctx, ft_tensor *y, const float *dy);
 FT_API int        ft_tape_length(const ft_ctx *ctx);
 FT_API ft_op      ft_tape_op(const ft_ctx *ctx, int i);
 
-/* ---- kernels (public so tools/bench and tests can reach them) ------------------------------- */
-/* C (M, N) [+]= op(A) op(B): A (M, K) or (K, M) with ta, B (K, N) or (N, K) with tb; row strides
-   lda, ldb, ldc. Runs on the context's thread pool. */
-FT_API void ft_gemm(ft_ctx *ctx, int ta, int tb, int64_t M, int64_t N, int64_t K,
-                    const float *A, int64_t lda, const float *B, int64_t ldb,
-                    float *C, int64_t ldc, int accumulate);
-FT_API void ft_gemm_ref(int ta, int tb, int64_t M, int64_t N, int64_t K,
-                        const float *A, int64_t lda, const float *B, int64_t ldb,
-                        float *C, int64_t ldc, int accumulate);
-FT_API const char *ft_simd_name(void);               /* "avx512", "avx2", "neon" or "scalar"   */
-FT_API double     ft_time_seconds(void);             /* monotonic clock                        */
-/* mkdir -p: every missing directory of `dir` (ft_mkdirs), or of the directory a file at `path`
-   will be written in (ft_mkdirs_parent). FT_ERR_IO names the directory that could not be made and
-   why (a file of that name, read-only, no space). Every writer of the library calls it. */
-FT_API ft_result  ft_mkdirs(const char *dir);
-FT_API ft_result  ft_mkdirs_parent(const char *path);
-
-
 /* ---- GGUF files ------------------------------------------------------------------------------ */
 typedef enum ft_gguf_type {
     FT_GGUF_UINT8 = 0, FT_GGUF_INT8, FT_GGUF_UINT16, FT_GGUF_INT16, FT_GGUF_UINT32, FT_GGUF_INT32,
@@ -679,7 +649,11 @@ FT_API ft_result ft_gguf_copy_kv(ft_gguf_writer *w, const ft_gguf_kv *kv);
 FT_API ft_result ft_gguf_add_tensor(ft_gguf_writer *w, const char *name, ft_type type, int n_dims,
                                     const int64_t *ne, const void *data);  /* referenced until write */
 FT_API ft_result ft_gguf_write(ft_gguf_writer *w, const char *path);   /* atomic: tmp, fsync, rename */
-
+/* mkdir -p: every missing directory of `dir` (ft_mkdirs), or of the directory a file at `path`
+   will be written in (ft_mkdirs_parent). FT_ERR_IO names the directory that could not be made and
+   why (a file of that name, read-only, no space). Every writer of the library calls it. */
+FT_API ft_result  ft_mkdirs(const char *dir);
+FT_API ft_result  ft_mkdirs_parent(const char *path);
 
 /* ---- tokenizer (from GGUF metadata) and chat templates ------------------------------------------ */
 typedef enum ft_tokenizer_kind {
@@ -780,7 +754,6 @@ FT_API int64_t    ft_kv_cache_len(const ft_kv_cache *c, int64_t seq);
 FT_API ft_tensor *ft_model_decode(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int64_t row0,
                                   const int32_t *ids, int64_t B, int64_t T, int last_only);
 
-
 /* ---- sampling and generation ------------------------------------------------------------------ */
 typedef struct ft_sample_opts {
     float temperature;              /* 0: greedy                                                 */
@@ -798,7 +771,6 @@ FT_API int32_t   ft_sample(ft_ctx *ctx, const float *logits, int64_t V, const ft
 FT_API ft_result ft_generate(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int64_t n,
                              const int32_t *const *prompts, const int64_t *prompt_len,
                              const ft_gen_opts *o, ft_rng *rng, int32_t *out, int64_t *out_len, float *out_logp);
-
 
 /* ---- PEFT: parameter-efficient methods ------------------------------------------------------------ */
 enum { FT_SITE_Q = 0, FT_SITE_K, FT_SITE_V, FT_SITE_O, FT_SITE_GATE, FT_SITE_UP, FT_SITE_DOWN, FT_SITE_COUNT };
@@ -907,26 +879,6 @@ FT_API ft_peft_method ft_peft_kind(const ft_peft *p);
 FT_API const char *ft_peft_method_name(ft_peft_method k);    /* "lora", "adapter", ...            */
 FT_API int64_t    ft_peft_virtual_tokens(const ft_peft *p);  /* PREFIX / PROMPT: P, else 0        */
 
-
-/* ---- optimizers ------------------------------------------------------------------------------------ */
-typedef enum ft_optim_kind { FT_OPTIM_ADAMW = 0, FT_OPTIM_SGD = 1 } ft_optim_kind;
-typedef struct ft_optim_opts {
-    ft_optim_kind kind;             /* the rate is ft_optim_step's argument                       */
-    float beta1, beta2, eps;        /* AdamW: 0.9, 0.999, 1e-8                                   */
-    float weight_decay;             /* decoupled (AdamW), L2 (SGD)                               */
-    float momentum;                 /* SGD                                                       */
-} ft_optim_opts;
-typedef struct ft_optim ft_optim;
-FT_API ft_optim_opts ft_optim_opts_default(void);          /* AdamW, its defaults              */
-FT_API ft_result ft_optim_init(ft_optim **out, ft_params *P, const ft_optim_opts *o);   /* NULL: defaults */
-FT_API void      ft_optim_free(ft_optim *o);
-FT_API ft_result ft_optim_step(ft_optim *o, float lr);      /* FT_ERR_NUMERIC: nothing changed   */
-FT_API void      ft_optim_set_lr_scale(ft_optim *o, const ft_tensor *t, float scale);   /* LoRA+ */
-FT_API int64_t   ft_optim_steps(const ft_optim *o);
-FT_API double    ft_params_grad_norm(const ft_params *P);
-FT_API void      ft_params_scale_grad(ft_params *P, float k);
-
-
 /* ---- data: strict JSON / JSONL ---------------------------------------------------------------------- */
 typedef enum ft_json_kind { FT_JSON_NULL, FT_JSON_BOOL, FT_JSON_NUMBER, FT_JSON_STRING, FT_JSON_ARRAY, FT_JSON_OBJECT } ft_json_kind;
 typedef struct ft_json {
@@ -951,68 +903,6 @@ FT_API ft_result ft_jsonl_next(ft_jsonl *f, ft_json_doc **doc);            /* *d
 FT_API int64_t   ft_jsonl_line(const ft_jsonl *f);
 FT_API const char *ft_jsonl_path(const ft_jsonl *f);
 FT_API void      ft_jsonl_close(ft_jsonl *f);
-
-
-/* ---- export: safetensors and adapter files ------------------------------------------------------------ */
-typedef struct ft_safetensors ft_safetensors;
-FT_API ft_result ft_safetensors_open(ft_safetensors **out, const char *path);     /* bounds-checked */
-FT_API void      ft_safetensors_close(ft_safetensors *s);
-FT_API int64_t   ft_safetensors_count(const ft_safetensors *s);
-FT_API const char *ft_safetensors_name(const ft_safetensors *s, int64_t i);
-FT_API const void *ft_safetensors_get(const ft_safetensors *s, const char *name, const char **dtype, int64_t *shape, int *ndim);
-/* ---- adapter files: one save, one load; which format can hold which adapter is decided here ----
-   FT_FORMAT_LLAMACPP  llama.cpp's LoRA GGUF (llama-cli --lora FILE): LoRA / rsLoRA on the linear
-                       layers (no DoRA, no LoRA on the embedding or head, no reward head)
-   FT_FORMAT_PEFT      a PEFT directory (adapter_model.safetensors + adapter_config.json, PEFT 0.21,
-                       task_type CAUSAL_LM): LoRA / DoRA, IA3 (`...k_proj.ia3_l` [out, 1],
-                       `...down_proj.ia3_l` [1, in]), prompt tuning (`prompt_embeddings` [P, n_embd])
-                       and prefix tuning (`prompt_embeddings` [P, n_layer * 2 * kv_dim], the MLP's
-                       output when it has one); what lives in k's output space in Hugging Face's
-                       order. No bottleneck adapters, full fine-tuning or reward heads.
-   FT_FORMAT_FINETUNE  finetune.h's own GGUF ("adapter.type" = "finetune"): every method, the head
-   FT_FORMAT_AUTO      saving: llama.cpp's where it can hold the adapter, else finetune.h's own */
-typedef enum ft_adapter_format { FT_FORMAT_AUTO = 0, FT_FORMAT_LLAMACPP, FT_FORMAT_PEFT, FT_FORMAT_FINETUNE } ft_adapter_format;
-/* FT_OK when `format` can hold the adapter, else FT_ERR_UNSUPPORTED saying why */
-FT_API ft_result ft_peft_can_save(const ft_peft *p, ft_adapter_format format);
-/* base_model_name: PEFT's base_model_name_or_path (NULL: the GGUF's general.name) */
-FT_API ft_result ft_peft_save(ft_peft *p, const char *path, ft_adapter_format format, const char *base_model_name);
-/* attach the adapter at `path`: a PEFT directory, llama.cpp's LoRA GGUF or finetune.h's own; its
-   method, rank, alpha, sites and layers come from the file */
-FT_API ft_result ft_peft_load(ft_peft **out, ft_model *m, const char *path);
-/* A complete model GGUF with the attached adapter merged into the linear weights (W + sBA; DoRA:
-   m / ||W + sBA|| per row): every metadata key and every other tensor (embeddings, norms, head)
-   copied unchanged, general.file_type set to the new type. Without an adapter (or with it
-   switched off) it just re-types the base, e.g. a Q4_1 model dequantized to F32. Atomic. */
-typedef struct ft_save_opts {
-    ft_type type;                   /* every layer's q,k,v,o,gate,up,down weight as: F32 (0), F16,
-                                       BF16, Q8_0, Q4_0 or Q4_1 (ggml's own rounding); rows that
-                                       are not a multiple of 32 fall back to F16, as llama-quantize */
-    int     keep_type;              /* instead: each merged weight in its base type (one of those);
-                                       weights without an adapter keep their bytes                 */
-    int     embeddings;             /* also token_embd / output as `type` (default: unchanged), e.g.
-                                       an all-F32 file for an exact comparison with llama.cpp      */
-} ft_save_opts;
-FT_API ft_save_opts ft_save_opts_default(void);          /* F16 linear weights, the rest as stored */
-FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_save_opts *o);   /* NULL: F32 */
-
-
-/* ---- training utilities: schedules, checkpoints, plots ------------------------------------------------ */
-typedef enum ft_sched_kind { FT_SCHED_COSINE = 0, FT_SCHED_LINEAR, FT_SCHED_CONSTANT } ft_sched_kind;
-FT_API float ft_lr_at(ft_sched_kind kind, float lr, int64_t step, int64_t warmup, int64_t total, float min_ratio);
-typedef struct ft_train_state {
-    int64_t  step;                  /* optimizer steps done                                       */
-    int64_t  epoch, data_pos;       /* where the data order is                                    */
-    uint64_t data_seed;             /* seed of the data order                                     */
-    double   tokens;                /* tokens trained on                                          */
-    double   obj[4];                /* the objective's running state (PPO: its KL coefficient)    */
-} ft_train_state;
-/* every parameter, both moments, the RNG and the state; atomic (temporary file, fsync, rename) */
-FT_API ft_result ft_checkpoint_save(const char *path, const ft_params *P, const ft_optim *o, const ft_rng *rng, const ft_train_state *st);
-FT_API ft_result ft_checkpoint_load(const char *path, ft_params *P, ft_optim *o, ft_rng *rng, ft_train_state *st);
-typedef struct ft_plot_series { const char *name; const double *x, *y; int64_t n; } ft_plot_series;
-FT_API ft_result ft_svg_plot(const char *path, const char *title, const char *xlabel, const char *ylabel,
-                             const ft_plot_series *s, int n_series);
-
 
 /* ---- datasets: JSONL -> token ids with a loss mask --------------------------------------------------- */
 typedef enum ft_data_format {
@@ -1061,6 +951,23 @@ FT_API ft_result ft_dataset_mix(ft_dataset **out, ft_dataset *const *parts, cons
 FT_API ft_result ft_mix_ratios(const int64_t *sizes, int n, double temperature, double cap, double *out);
                                 /* FLAN / T5 temperature sampling: out[i] ~ min(n_i, cap)^(1/T), sums to 1 */
 
+/* ---- optimizers ------------------------------------------------------------------------------------ */
+typedef enum ft_optim_kind { FT_OPTIM_ADAMW = 0, FT_OPTIM_SGD = 1 } ft_optim_kind;
+typedef struct ft_optim_opts {
+    ft_optim_kind kind;             /* the rate is ft_optim_step's argument                       */
+    float beta1, beta2, eps;        /* AdamW: 0.9, 0.999, 1e-8                                   */
+    float weight_decay;             /* decoupled (AdamW), L2 (SGD)                               */
+    float momentum;                 /* SGD                                                       */
+} ft_optim_opts;
+typedef struct ft_optim ft_optim;
+FT_API ft_optim_opts ft_optim_opts_default(void);          /* AdamW, its defaults              */
+FT_API ft_result ft_optim_init(ft_optim **out, ft_params *P, const ft_optim_opts *o);   /* NULL: defaults */
+FT_API void      ft_optim_free(ft_optim *o);
+FT_API ft_result ft_optim_step(ft_optim *o, float lr);      /* FT_ERR_NUMERIC: nothing changed   */
+FT_API void      ft_optim_set_lr_scale(ft_optim *o, const ft_tensor *t, float scale);   /* LoRA+ */
+FT_API int64_t   ft_optim_steps(const ft_optim *o);
+FT_API double    ft_params_grad_norm(const ft_params *P);
+FT_API void      ft_params_scale_grad(ft_params *P, float k);
 
 /* ---- losses over log-probabilities (TRL's definitions; the objective table below uses them) ------- */
 typedef struct ft_pref_stats {      /* as TRL logs them: rewards/chosen, rewards/rejected, ...     */
@@ -1139,7 +1046,7 @@ FT_API void       ft_ppo_prepare(ft_ppo_batch *b, const ft_ppo_opts *o, ft_rl_st
 /* new_lp, vpred (B, T) on the tape: clipped policy loss + vf_coef * clipped value loss */
 FT_API ft_tensor *ft_ppo_loss(ft_ctx *ctx, ft_tensor *new_lp, ft_tensor *vpred, const ft_ppo_batch *b, const ft_ppo_opts *o, ft_rl_stats *st);
 
-/* ---- rollouts, rewards and the RL trainer (GRPO, PPO) ---------------------------------------------- */
+/* ---- rollouts and rewards (GRPO, PPO) --------------------------------------------------------------- */
 typedef struct ft_rollout {         /* what a reward function sees                                  */
     const int32_t *prompt; int64_t prompt_len;  /* prompt token ids (chat template applied)     */
     const int32_t *ids; int64_t len;            /* the sampled completion (stop token included) */
@@ -1179,7 +1086,24 @@ typedef struct ft_rl_opts {
 FT_API ft_result ft_eval_rl(ft_ctx *ctx, ft_model *m, const ft_dataset *prompts, int max_new, const ft_reward_term *rewards, int n_rewards,
                             float max_reward, int64_t limit, double *mean_reward, double *solved);
 
-/* ---- the trainer (SFT, continued pretraining) ----------------------------------------------------------- */
+/* ---- training utilities: schedules, checkpoints, plots ------------------------------------------------ */
+typedef enum ft_sched_kind { FT_SCHED_COSINE = 0, FT_SCHED_LINEAR, FT_SCHED_CONSTANT } ft_sched_kind;
+FT_API float ft_lr_at(ft_sched_kind kind, float lr, int64_t step, int64_t warmup, int64_t total, float min_ratio);
+typedef struct ft_train_state {
+    int64_t  step;                  /* optimizer steps done                                       */
+    int64_t  epoch, data_pos;       /* where the data order is                                    */
+    uint64_t data_seed;             /* seed of the data order                                     */
+    double   tokens;                /* tokens trained on                                          */
+    double   obj[4];                /* the objective's running state (PPO: its KL coefficient)    */
+} ft_train_state;
+/* every parameter, both moments, the RNG and the state; atomic (temporary file, fsync, rename) */
+FT_API ft_result ft_checkpoint_save(const char *path, const ft_params *P, const ft_optim *o, const ft_rng *rng, const ft_train_state *st);
+FT_API ft_result ft_checkpoint_load(const char *path, ft_params *P, ft_optim *o, ft_rng *rng, ft_train_state *st);
+typedef struct ft_plot_series { const char *name; const double *x, *y; int64_t n; } ft_plot_series;
+FT_API ft_result ft_svg_plot(const char *path, const char *title, const char *xlabel, const char *ylabel,
+                             const ft_plot_series *s, int n_series);
+
+/* ---- batches and sequence log-probs, evaluation -------------------------------------------------------- */
 typedef struct ft_batch_data {
     int32_t *ids, *targets, *pos, *seg;     /* (B*T) each; targets -100 where there is no loss      */
     int64_t B, T, cap;
@@ -1292,6 +1216,48 @@ typedef void (*ft_eval_gen_fn)(void *user, int64_t i, const char *generated, con
 FT_API ft_result ft_eval_generate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int max_new, int64_t limit,
                                   ft_eval_gen *res, ft_eval_gen_fn on_item, void *user);
 
+/* ---- export: safetensors and adapter files ------------------------------------------------------------ */
+typedef struct ft_safetensors ft_safetensors;
+FT_API ft_result ft_safetensors_open(ft_safetensors **out, const char *path);     /* bounds-checked */
+FT_API void      ft_safetensors_close(ft_safetensors *s);
+FT_API int64_t   ft_safetensors_count(const ft_safetensors *s);
+FT_API const char *ft_safetensors_name(const ft_safetensors *s, int64_t i);
+FT_API const void *ft_safetensors_get(const ft_safetensors *s, const char *name, const char **dtype, int64_t *shape, int *ndim);
+
+/* ---- adapter files: one save, one load; which format can hold which adapter is decided here ----
+   FT_FORMAT_LLAMACPP  llama.cpp's LoRA GGUF (llama-cli --lora FILE): LoRA / rsLoRA on the linear
+                       layers (no DoRA, no LoRA on the embedding or head, no reward head)
+   FT_FORMAT_PEFT      a PEFT directory (adapter_model.safetensors + adapter_config.json, PEFT 0.21,
+                       task_type CAUSAL_LM): LoRA / DoRA, IA3 (`...k_proj.ia3_l` [out, 1],
+                       `...down_proj.ia3_l` [1, in]), prompt tuning (`prompt_embeddings` [P, n_embd])
+                       and prefix tuning (`prompt_embeddings` [P, n_layer * 2 * kv_dim], the MLP's
+                       output when it has one); what lives in k's output space in Hugging Face's
+                       order. No bottleneck adapters, full fine-tuning or reward heads.
+   FT_FORMAT_FINETUNE  finetune.h's own GGUF ("adapter.type" = "finetune"): every method, the head
+   FT_FORMAT_AUTO      saving: llama.cpp's where it can hold the adapter, else finetune.h's own */
+typedef enum ft_adapter_format { FT_FORMAT_AUTO = 0, FT_FORMAT_LLAMACPP, FT_FORMAT_PEFT, FT_FORMAT_FINETUNE } ft_adapter_format;
+/* FT_OK when `format` can hold the adapter, else FT_ERR_UNSUPPORTED saying why */
+FT_API ft_result ft_peft_can_save(const ft_peft *p, ft_adapter_format format);
+/* base_model_name: PEFT's base_model_name_or_path (NULL: the GGUF's general.name) */
+FT_API ft_result ft_peft_save(ft_peft *p, const char *path, ft_adapter_format format, const char *base_model_name);
+/* attach the adapter at `path`: a PEFT directory, llama.cpp's LoRA GGUF or finetune.h's own; its
+   method, rank, alpha, sites and layers come from the file */
+FT_API ft_result ft_peft_load(ft_peft **out, ft_model *m, const char *path);
+/* A complete model GGUF with the attached adapter merged into the linear weights (W + sBA; DoRA:
+   m / ||W + sBA|| per row): every metadata key and every other tensor (embeddings, norms, head)
+   copied unchanged, general.file_type set to the new type. Without an adapter (or with it
+   switched off) it just re-types the base, e.g. a Q4_1 model dequantized to F32. Atomic. */
+typedef struct ft_save_opts {
+    ft_type type;                   /* every layer's q,k,v,o,gate,up,down weight as: F32 (0), F16,
+                                       BF16, Q8_0, Q4_0 or Q4_1 (ggml's own rounding); rows that
+                                       are not a multiple of 32 fall back to F16, as llama-quantize */
+    int     keep_type;              /* instead: each merged weight in its base type (one of those);
+                                       weights without an adapter keep their bytes                 */
+    int     embeddings;             /* also token_embd / output as `type` (default: unchanged), e.g.
+                                       an all-F32 file for an exact comparison with llama.cpp      */
+} ft_save_opts;
+FT_API ft_save_opts ft_save_opts_default(void);          /* F16 linear weights, the rest as stored */
+FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_save_opts *o);   /* NULL: F32 */
 
 /* ---- synthetic data: Self-Instruct and Evol-Instruct with the model as generator ------------------ */
 typedef enum ft_synth_method { FT_SYNTH_SELF_INSTRUCT = 0, FT_SYNTH_EVOL_INSTRUCT } ft_synth_method;
@@ -1445,6 +1411,29 @@ FT_API ft_result ft_merge_models(const char *out_path, const char *base_path, co
 FT_API const char *ft_merge_method_name(ft_merge_method m);      /* "linear", "task", "ties", ...          */
 FT_API int         ft_merge_method_parse(const char *s, ft_merge_method *m);   /* 1: known name            */
 
+/* ---- names of the enums: what the command line, configs and logs call each value ------------- */
+typedef enum ft_enum {
+    FT_ENUM_TYPE = 0,               /* ft_type: "f32", "q4_1", "nf4", ...                         */
+    FT_ENUM_OBJECTIVE,              /* ft_objective: "sft", "dpo", ... (the objective table)      */
+    FT_ENUM_PEFT_METHOD,            /* ft_peft_method: "lora", "adapter", ...                      */
+    FT_ENUM_SCHED,                  /* ft_sched_kind: "cosine", "linear", "constant"              */
+    FT_ENUM_OPTIM,                  /* ft_optim_kind: "adamw", "sgd"                               */
+    FT_ENUM_ACT,                    /* ft_act: "relu", "gelu", "silu", "tanh"                      */
+    FT_ENUM_ADAPTER_PLACE,          /* ft_adapter_place: "houlsby", "pfeiffer"                     */
+    FT_ENUM_PROMPT_INIT,            /* ft_prompt_init: "random", "vocab", "text"                   */
+    FT_ENUM_GRPO_AGG,               /* ft_grpo_agg: "grpo", "bnpo", "dr_grpo", "dapo"              */
+    FT_ENUM_ADV_SCALE,              /* ft_adv_scale: "group", "batch", "none"                      */
+    FT_ENUM_DATA_FORMAT,            /* ft_data_format: "auto", "text", "instruct", ...             */
+    FT_ENUM_ADAPTER_FORMAT,         /* ft_adapter_format: "auto", "llamacpp", "peft", "finetune"   */
+    FT_ENUM_MERGE_METHOD,           /* ft_merge_method: "linear", "task", "ties", ...              */
+    FT_ENUM_MERGE_SIGN,             /* ft_merge_sign: "sum", "count"                               */
+    FT_ENUM_MERGE_RESCALE,          /* ft_merge_rescale: "default", "none", "l1", "density"        */
+    FT_ENUM_SYNTH_METHOD,           /* ft_synth_method: "self-instruct", "evol-instruct"          */
+    FT_ENUM_COUNT
+} ft_enum;
+FT_API int         ft_enum_count(ft_enum e);                    /* its values are 0 .. count-1      */
+FT_API const char *ft_enum_name(ft_enum e, int value);          /* NULL: no such value               */
+FT_API int         ft_enum_parse(ft_enum e, const char *name, int *value);   /* 1: a known name     */
 
 #ifdef __cplusplus
 }
