@@ -13637,228 +13637,269 @@ static void ft__merge_abort(ft__afile *a) {
     FT_FREE(a->tmp); a->tmp = NULL;
 }
 
-FT_API ft_result ft_merge_models(const char *out_path, const char *base_path, const ft_merge_input *in, int n,
-                                 const ft_merge_opts *opts, ft_merge_stats *st) {
-    ft_merge_opts o; ft__merge_cfg c; ft_result r; ft_gguf *base = NULL; ft__merge_src *src = NULL;
-    ft_gguf_writer *w = NULL; ft__afile a; int i, afile_open = 0, linear_models;
-    int64_t t, nt, maxn = 0, merged = 0, copied = 0; size_t maxbytes = 0, pos = 0;
-    unsigned char *copy = NULL; ft_type *otype = NULL;
-    double *wt = NULL, *dn = NULL; float wsum = 0;
-    float *mem = NULL, *bbuf, *xbuf, *obuf, **xp = NULL; void *enc = NULL;
-    char name[512], sh0[96], sh1[96];
-    static const unsigned char zeros[64] = {0};
+/* the state of one ft_merge_models call, shared by its phases */
+typedef struct ft__merge_job {
+    const char *base_path; const ft_merge_input *in; int n;
+    ft_merge_opts o; ft__merge_cfg c;
+    int linear_models;              /* linear over whole models: sum w x, no deltas               */
+    ft_gguf *base; ft__merge_src *src; ft_gguf_writer *w;
+    int64_t nt, maxn; size_t maxbytes;
+    unsigned char *copy; ft_type *otype;   /* per base tensor: copied as stored, or merged as otype */
+    double *wt, *dn; float wsum;
+    float *mem, *bbuf, *obuf, **xp; void *enc;
+    int64_t merged, copied; size_t pos;
+} ft__merge_job;
 
-    if (opts) o = *opts; else memset(&o, 0, sizeof o);
-    if (st) memset(st, 0, sizeof *st);
-    if ((r = ft__merge_cfg_init(&c, &o)) != FT_OK) return r;
-    if (n < 1) return ft_set_error(FT_ERR_INVALID, "merge: no inputs");
-    if (o.type != FT_TYPE_F32 && o.type != FT_TYPE_F16 && o.type != FT_TYPE_BF16 && o.type != FT_TYPE_Q8_0 &&
-        o.type != FT_TYPE_Q4_0 && o.type != FT_TYPE_Q4_1)
-        return ft_set_error(FT_ERR_UNSUPPORTED, "merge: cannot write %s (f32, f16, bf16, q8_0, q4_0, q4_1)", ft_type_name(o.type));
-    linear_models = c.method == FT_MERGE_LINEAR && !o.lora_deltas;
-    wt = FT__CAST(double *, FT_MALLOC(2 * (size_t)n * sizeof(double)));
-    src = FT__CAST(ft__merge_src *, FT_MALLOC((size_t)n * sizeof *src));
-    xp = FT__CAST(float **, FT_MALLOC((size_t)n * sizeof(float *)));
-    if (!wt || !src || !xp) { r = ft_set_error(FT_ERR_NOMEM, "merge: out of memory"); goto done; }
-    memset(src, 0, (size_t)n * sizeof *src);
-    dn = wt + n;
-    for (i = 0; i < n; i++) {
-        if (!in[i].path) { r = ft_set_error(FT_ERR_INVALID, "merge: input %d has no path", i + 1); goto done; }
-        if (!(in[i].weight == in[i].weight) || fabs(in[i].weight) > 1e30 || !(in[i].density >= 0) || in[i].density > 1e30) {
-            r = ft_set_error(FT_ERR_INVALID, "%s: weight %g / density %g out of range", in[i].path, in[i].weight, in[i].density); goto done;
-        }
-        wt[i] = in[i].weight; dn[i] = in[i].density > 0 ? in[i].density : 1.0;
-        wsum += (float)in[i].weight;
-    }
-    if (linear_models && c.normalize && wsum == 0) { r = ft_set_error(FT_ERR_INVALID, "merge: linear with normalize, but the weights sum to 0"); goto done; }
-    if ((r = ft_gguf_open(&base, base_path)) != FT_OK) goto done;
-    {
-        ft_gguf_str bt;
-        if (ft_gguf_get_str(base, "adapter.type", &bt)) { r = ft_set_error(FT_ERR_INVALID, "%s: the base is an adapter, not a model", base_path); goto done; }
-    }
-    for (i = 0; i < n; i++) if ((r = ft__merge_open_src(&src[i], in[i].path, base, &o)) != FT_OK) goto done;
-    nt = ft_gguf_n_tensors(base);
-    copy = FT__CAST(unsigned char *, FT_MALLOC((size_t)FT__MAX(nt, 1)));
-    otype = FT__CAST(ft_type *, FT_MALLOC((size_t)FT__MAX(nt, 1) * sizeof(ft_type)));
-    if (!copy || !otype || (r = ft_gguf_writer_init(&w)) != FT_OK) { if (r == FT_OK) r = ft_set_error(FT_ERR_NOMEM, "merge: out of memory"); goto done; }
+static void ft__merge_job_free(ft__merge_job *j) {
+    int i;
+    if (j->src) for (i = 0; i < j->n; i++) ft_gguf_close(j->src[i].g);
+    ft_gguf_close(j->base);
+    ft_gguf_writer_free(j->w);
+    FT_FREE(j->copy); FT_FREE(j->otype); FT_FREE(j->wt); FT_FREE(j->src); FT_FREE(j->xp); FT_FREE(j->mem); FT_FREE(j->enc);
+}
 
-    /* pass 1: check every input against the base, decide per tensor: copy or merge, and its type */
-    for (t = 0; t < nt; t++) {
-        const ft_gguf_tensor *bt = ft_gguf_tensor_at(base, t); int same = 1, ok = 1; int64_t numel = 1; int d;
-        if (bt->name.n >= sizeof name) { r = ft_set_error(FT_ERR_FORMAT, "%s: a tensor name of %llu bytes", base_path, (unsigned long long)bt->name.n); goto done; }
-        memcpy(name, bt->name.s, bt->name.n); name[bt->name.n] = 0;
-        for (d = 0; d < bt->n_dims; d++) numel *= bt->ne[d];
-        ok = ft__merge_decodable(bt->type);
-        for (i = 0; i < n; i++) {
-            ft__merge_src *s = &src[i];
-            if (s->kind == FT__MSRC_MODEL || s->kind == FT__MSRC_FULL) {
-                const ft_gguf_tensor *xt = ft_gguf_find_tensor(s->g, name);
-                if (!xt) {
-                    if (s->kind == FT__MSRC_FULL) continue;
-                    r = ft_set_error(FT_ERR_SHAPE, "tensor %s: in %s but not in %s", name, base_path, s->path); goto done;
-                }
-                s->n_used++;
-                if (!ft__merge_same_shape(bt, xt)) {
-                    ft__merge_shape_str(bt, sh0, sizeof sh0); ft__merge_shape_str(xt, sh1, sizeof sh1);
-                    r = ft_set_error(FT_ERR_SHAPE, "tensor %s: %s in %s but %s in %s", name, sh0, base_path, sh1, s->path); goto done;
-                }
-                if (xt->type != bt->type || xt->nbytes != bt->nbytes || memcmp(xt->data, bt->data, bt->nbytes) != 0) same = 0;
-                ok = ok && ft__merge_decodable(xt->type);
-            } else {
-                const ft_gguf_tensor *A, *B;
-                ft__merge_lora_pair(s, name, &A, &B);
-                if (!A && !B) continue;
-                if (!A || !B) { r = ft_set_error(FT_ERR_FORMAT, "%s: tensor %s has a LoRA %s matrix but no %s", s->path, name, A ? "A" : "B", A ? "B" : "A"); goto done; }
-                s->n_used += 2;
-                if (bt->n_dims != 2 || A->n_dims != 2 || B->n_dims != 2 || A->ne[0] != bt->ne[0] || B->ne[1] != bt->ne[1] || A->ne[1] != B->ne[0] ||
-                    !ft__merge_decodable(A->type) || !ft__merge_decodable(B->type)) {
-                    ft__merge_shape_str(bt, sh0, sizeof sh0); ft__merge_shape_str(A, sh1, sizeof sh1);
-                    r = ft_set_error(FT_ERR_SHAPE, "tensor %s: %s in %s, but its LoRA A is %s and B [%lld, %lld] in %s (need A [in, r], B [r, out])",
-                                     name, sh0, base_path, sh1, (long long)B->ne[0], (long long)B->ne[1], s->path);
-                    goto done;
-                }
-                same = 0;
-            }
-        }
-        if (same && linear_models && !c.normalize && wsum != 1.0f) same = 0;     /* sum w x != x */
-        copy[t] = (unsigned char)same;
-        if (same) otype[t] = bt->type;
-        else {
-            if (!ok) { r = ft_set_error(FT_ERR_UNSUPPORTED, "tensor %s: %s cannot be merged (it differs between the inputs)", name, ft_type_name(bt->type)); goto done; }
-            otype[t] = bt->n_dims == 1 ? FT_TYPE_F32 : o.type;
-            if (bt->ne[0] % ft_type_block(otype[t]) != 0) otype[t] = FT_TYPE_F16;
-            maxn = FT__MAX(maxn, numel);
-            maxbytes = FT__MAX(maxbytes, ft_type_row_bytes(otype[t], bt->ne[0]) * (size_t)(numel / bt->ne[0]));
-        }
+/* the options, the weights and densities, the base and every input opened */
+static ft_result ft__merge_inputs(ft__merge_job *j) {
+    ft_result r; int i; ft_gguf_str bt; ft_type t = j->o.type;
+    if ((r = ft__merge_cfg_init(&j->c, &j->o)) != FT_OK) return r;
+    if (j->n < 1) return ft_set_error(FT_ERR_INVALID, "merge: no inputs");
+    if (t != FT_TYPE_F32 && t != FT_TYPE_F16 && t != FT_TYPE_BF16 && t != FT_TYPE_Q8_0 && t != FT_TYPE_Q4_0 && t != FT_TYPE_Q4_1)
+        return ft_set_error(FT_ERR_UNSUPPORTED, "merge: cannot write %s (f32, f16, bf16, q8_0, q4_0, q4_1)", ft_type_name(t));
+    j->linear_models = j->c.method == FT_MERGE_LINEAR && !j->o.lora_deltas;
+    j->wt = FT__CAST(double *, FT_MALLOC(2 * (size_t)j->n * sizeof(double)));
+    j->src = FT__CAST(ft__merge_src *, FT_MALLOC((size_t)j->n * sizeof *j->src));
+    j->xp = FT__CAST(float **, FT_MALLOC((size_t)j->n * sizeof(float *)));
+    if (!j->wt || !j->src || !j->xp) return ft_set_error(FT_ERR_NOMEM, "merge: out of memory");
+    memset(j->src, 0, (size_t)j->n * sizeof *j->src);
+    j->dn = j->wt + j->n;
+    for (i = 0; i < j->n; i++) {
+        const ft_merge_input *x = &j->in[i];
+        if (!x->path) return ft_set_error(FT_ERR_INVALID, "merge: input %d has no path", i + 1);
+        if (!(x->weight == x->weight) || fabs(x->weight) > 1e30 || !(x->density >= 0) || x->density > 1e30)
+            return ft_set_error(FT_ERR_INVALID, "%s: weight %g / density %g out of range", x->path, x->weight, x->density);
+        j->wt[i] = x->weight;
+        j->dn[i] = x->density > 0 ? x->density : 1.0;
+        j->wsum += (float)x->weight;
     }
-    for (i = 0; i < n; i++) {          /* every tensor of an input found its place */
-        ft__merge_src *s = &src[i]; int64_t j;
-        if (s->n_used == s->n_need) continue;
-        for (j = 0; j < ft_gguf_n_tensors(s->g); j++) {
-            const ft_gguf_tensor *xt = ft_gguf_tensor_at(s->g, j); char target[320];
-            if (s->kind == FT__MSRC_MODEL || s->kind == FT__MSRC_FULL) {
-                if (xt->name.n >= sizeof target) continue;
-                memcpy(target, xt->name.s, xt->name.n); target[xt->name.n] = 0;
-            } else {
-                if (!ft__merge_ends(xt->name, s->kind == FT__MSRC_LORA_CPP ? ".lora_a" : ".lora_A") &&
-                    !ft__merge_ends(xt->name, s->kind == FT__MSRC_LORA_CPP ? ".lora_b" : ".lora_B")) continue;
-                ft__merge_lora_target(s, xt->name, target, sizeof target);
-            }
-            if (!ft_gguf_find_tensor(base, target)) {
-                r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %.*s has no counterpart %s in the base %s", s->path, (int)FT__MIN(xt->name.n, 200), xt->name.s,
-                                 target[0] ? target : "(unknown name)", base_path);
-                goto done;
-            }
-        }
-        r = ft_set_error(FT_ERR_FORMAT, "%s: %lld of its tensors match the base %s, %lld expected", s->path, (long long)s->n_used, base_path, (long long)s->n_need);
-        goto done;
-    }
+    if (j->linear_models && j->c.normalize && j->wsum == 0) return ft_set_error(FT_ERR_INVALID, "merge: linear with normalize, but the weights sum to 0");
+    if ((r = ft_gguf_open(&j->base, j->base_path)) != FT_OK) return r;
+    if (ft_gguf_get_str(j->base, "adapter.type", &bt)) return ft_set_error(FT_ERR_INVALID, "%s: the base is an adapter, not a model", j->base_path);
+    for (i = 0; i < j->n; i++) if ((r = ft__merge_open_src(&j->src[i], j->in[i].path, j->base, &j->o)) != FT_OK) return r;
+    j->nt = ft_gguf_n_tensors(j->base);
+    j->copy = FT__CAST(unsigned char *, FT_MALLOC((size_t)FT__MAX(j->nt, 1)));
+    j->otype = FT__CAST(ft_type *, FT_MALLOC((size_t)FT__MAX(j->nt, 1) * sizeof(ft_type)));
+    if (!j->copy || !j->otype) return ft_set_error(FT_ERR_NOMEM, "merge: out of memory");
+    return ft_gguf_writer_init(&j->w);
+}
 
-    /* the header: the base's metadata, what was merged, and the tensors' types and shapes */
-    for (t = 0; t < ft_gguf_n_kv(base) && r == FT_OK; t++) r = ft_gguf_copy_kv(w, ft_gguf_kv_at(base, t));
-    if (r == FT_OK && ft_gguf_find(base, "general.file_type")) {
-        int64_t ft = o.type == FT_TYPE_F16 ? 1 : o.type == FT_TYPE_Q4_0 ? 2 : o.type == FT_TYPE_Q4_1 ? 3 : o.type == FT_TYPE_Q8_0 ? 7 :
-                     o.type == FT_TYPE_BF16 ? 32 : 0;
-        r = ft_gguf_set_int(w, "general.file_type", FT_GGUF_UINT32, ft);
-    }
-    if (r == FT_OK) r = ft_gguf_set_str(w, "finetune.merge.method", ft_merge_method_name(c.method));
-    if (r == FT_OK) {
-        ft_gguf_str *srcs = FT__CAST(ft_gguf_str *, FT_MALLOC((size_t)n * sizeof *srcs));
-        char *txt = FT__CAST(char *, FT_MALLOC((size_t)n * 320));
-        if (!srcs || !txt) r = ft_set_error(FT_ERR_NOMEM, "merge: out of memory");
-        for (i = 0; i < n && r == FT_OK; i++) {
-            const char *bn = strrchr(in[i].path, '/');
-            int len = snprintf(txt + (size_t)i * 320, 320, "%s:%g:%g", bn ? bn + 1 : in[i].path, wt[i], dn[i]);
-            srcs[i].s = txt + (size_t)i * 320; srcs[i].n = (uint64_t)FT__MIN(len, 319);
+/* input i against base tensor bt (named name): the same shape, decodable; *same: its bytes equal */
+static ft_result ft__merge_check_src(ft__merge_job *j, ft__merge_src *s, const ft_gguf_tensor *bt, const char *name, int *same, int *ok) {
+    char sh0[96], sh1[96];
+    const ft_gguf_tensor *xt, *A, *B;
+    if (s->kind == FT__MSRC_MODEL || s->kind == FT__MSRC_FULL) {
+        if (!(xt = ft_gguf_find_tensor(s->g, name)))
+            return s->kind == FT__MSRC_FULL ? FT_OK : ft_set_error(FT_ERR_SHAPE, "tensor %s: in %s but not in %s", name, j->base_path, s->path);
+        s->n_used++;
+        if (!ft__merge_same_shape(bt, xt)) {
+            ft__merge_shape_str(bt, sh0, sizeof sh0); ft__merge_shape_str(xt, sh1, sizeof sh1);
+            return ft_set_error(FT_ERR_SHAPE, "tensor %s: %s in %s but %s in %s", name, sh0, j->base_path, sh1, s->path);
         }
-        if (r == FT_OK) r = ft_gguf_set_str_array(w, "finetune.merge.sources", srcs, (uint64_t)n);
-        FT_FREE(srcs); FT_FREE(txt);
+        if (xt->type != bt->type || xt->nbytes != bt->nbytes || memcmp(xt->data, bt->data, bt->nbytes) != 0) *same = 0;
+        *ok = *ok && ft__merge_decodable(xt->type);
+        return FT_OK;
     }
-    for (t = 0; t < nt && r == FT_OK; t++) {
-        const ft_gguf_tensor *bt = ft_gguf_tensor_at(base, t);
-        memcpy(name, bt->name.s, bt->name.n); name[bt->name.n] = 0;
-        r = ft_gguf_add_tensor(w, name, otype[t], bt->n_dims, bt->ne, copy[t] ? bt->data : NULL);
+    ft__merge_lora_pair(s, name, &A, &B);
+    if (!A && !B) return FT_OK;
+    if (!A || !B) return ft_set_error(FT_ERR_FORMAT, "%s: tensor %s has a LoRA %s matrix but no %s", s->path, name, A ? "A" : "B", A ? "B" : "A");
+    s->n_used += 2;
+    if (bt->n_dims != 2 || A->n_dims != 2 || B->n_dims != 2 || A->ne[0] != bt->ne[0] || B->ne[1] != bt->ne[1] || A->ne[1] != B->ne[0] ||
+        !ft__merge_decodable(A->type) || !ft__merge_decodable(B->type)) {
+        ft__merge_shape_str(bt, sh0, sizeof sh0); ft__merge_shape_str(A, sh1, sizeof sh1);
+        return ft_set_error(FT_ERR_SHAPE, "tensor %s: %s in %s, but its LoRA A is %s and B [%lld, %lld] in %s (need A [in, r], B [r, out])",
+                            name, sh0, j->base_path, sh1, (long long)B->ne[0], (long long)B->ne[1], s->path);
     }
-    if (r != FT_OK) goto done;
+    *same = 0;
+    return FT_OK;
+}
 
-    /* buffers for the largest merged tensor: the base, the n inputs, the result, its encoding */
-    if (maxn > 0) {
-        mem = FT__CAST(float *, FT_MALLOC(((size_t)n + 2) * (size_t)maxn * sizeof(float)));
-        enc = FT_MALLOC(FT__MAX(maxbytes, 1));
-        if (!mem || !enc) { r = ft_set_error(FT_ERR_NOMEM, "merge: out of memory (%d x %lld floats)", n + 2, (long long)maxn); goto done; }
-    }
-    bbuf = mem; obuf = mem ? mem + maxn : NULL; xbuf = mem ? mem + 2 * maxn : NULL;
-    for (i = 0; i < n; i++) xp[i] = xbuf ? xbuf + (size_t)i * (size_t)maxn : NULL;
+/* pass 1, tensor t of the base: every input checked against it; copied as stored or merged, as
+   which type */
+static ft_result ft__merge_plan(ft__merge_job *j, int64_t t) {
+    const ft_gguf_tensor *bt = ft_gguf_tensor_at(j->base, t); int same = 1, ok, i, d; int64_t numel = 1; ft_result r;
+    char name[512];
+    if (bt->name.n >= sizeof name) return ft_set_error(FT_ERR_FORMAT, "%s: a tensor name of %llu bytes", j->base_path, (unsigned long long)bt->name.n);
+    memcpy(name, bt->name.s, bt->name.n); name[bt->name.n] = 0;
+    for (d = 0; d < bt->n_dims; d++) numel *= bt->ne[d];
+    ok = ft__merge_decodable(bt->type);
+    for (i = 0; i < j->n; i++) if ((r = ft__merge_check_src(j, &j->src[i], bt, name, &same, &ok)) != FT_OK) return r;
+    if (same && j->linear_models && !j->c.normalize && j->wsum != 1.0f) same = 0;     /* sum w x != x */
+    j->copy[t] = (unsigned char)same;
+    j->otype[t] = bt->type;
+    if (same) return FT_OK;
+    if (!ok) return ft_set_error(FT_ERR_UNSUPPORTED, "tensor %s: %s cannot be merged (it differs between the inputs)", name, ft_type_name(bt->type));
+    j->otype[t] = bt->n_dims == 1 ? FT_TYPE_F32 : j->o.type;
+    if (bt->ne[0] % ft_type_block(j->otype[t]) != 0) j->otype[t] = FT_TYPE_F16;
+    j->maxn = FT__MAX(j->maxn, numel);
+    j->maxbytes = FT__MAX(j->maxbytes, ft_type_row_bytes(j->otype[t], bt->ne[0]) * (size_t)(numel / bt->ne[0]));
+    return FT_OK;
+}
 
-    /* pass 2: write, one tensor at a time (ft_gguf_write's layout) */
-    if ((r = ft__afile_open(&a, out_path)) != FT_OK) goto done;
-    afile_open = 1;
-#define FT__PUT(p, nb) do { ft__afile_write(&a, p, nb); pos += (nb); } while (0)
-    pos += ft__gguf_write_header(&a, w);               /* ft_gguf_write's layout */
-    for (t = 0; t < nt; t++) {
-        const ft_gguf_tensor *bt = ft_gguf_tensor_at(base, t); size_t al = w->alignment; int64_t numel = 1, j; int d;
-        if (copy[t]) {
-            FT__PUT(bt->data, bt->nbytes);
-            copied++;
+/* every tensor of an input found its place in the base (else: which one did not) */
+static ft_result ft__merge_all_used(ft__merge_job *j, const ft__merge_src *s) {
+    int64_t k; char target[320];
+    if (s->n_used == s->n_need) return FT_OK;
+    for (k = 0; k < ft_gguf_n_tensors(s->g); k++) {
+        const ft_gguf_tensor *xt = ft_gguf_tensor_at(s->g, k);
+        if (s->kind == FT__MSRC_MODEL || s->kind == FT__MSRC_FULL) {
+            if (xt->name.n >= sizeof target) continue;
+            memcpy(target, xt->name.s, xt->name.n); target[xt->name.n] = 0;
         } else {
-            ft_rng rng;
+            if (!ft__merge_ends(xt->name, s->kind == FT__MSRC_LORA_CPP ? ".lora_a" : ".lora_A") &&
+                !ft__merge_ends(xt->name, s->kind == FT__MSRC_LORA_CPP ? ".lora_b" : ".lora_B")) continue;
+            ft__merge_lora_target(s, xt->name, target, sizeof target);
+        }
+        if (!ft_gguf_find_tensor(j->base, target))
+            return ft_set_error(FT_ERR_SHAPE, "%s: tensor %.*s has no counterpart %s in the base %s", s->path, (int)FT__MIN(xt->name.n, 200), xt->name.s,
+                                target[0] ? target : "(unknown name)", j->base_path);
+    }
+    return ft_set_error(FT_ERR_FORMAT, "%s: %lld of its tensors match the base %s, %lld expected", s->path, (long long)s->n_used, j->base_path, (long long)s->n_need);
+}
+
+/* the header: the base's metadata, what was merged from what, every tensor's type and shape */
+static ft_result ft__merge_header(ft__merge_job *j) {
+    ft_result r = FT_OK; int64_t t; int i; ft_type ot = j->o.type;
+    ft_gguf_str *srcs = FT__CAST(ft_gguf_str *, FT_MALLOC((size_t)j->n * sizeof *srcs));
+    char *txt = FT__CAST(char *, FT_MALLOC((size_t)j->n * 320)), name[512];
+    for (t = 0; t < ft_gguf_n_kv(j->base) && r == FT_OK; t++) r = ft_gguf_copy_kv(j->w, ft_gguf_kv_at(j->base, t));
+    if (r == FT_OK && ft_gguf_find(j->base, "general.file_type"))
+        r = ft_gguf_set_int(j->w, "general.file_type", FT_GGUF_UINT32, ot == FT_TYPE_F16 ? 1 : ot == FT_TYPE_Q4_0 ? 2 : ot == FT_TYPE_Q4_1 ? 3 :
+                                                                       ot == FT_TYPE_Q8_0 ? 7 : ot == FT_TYPE_BF16 ? 32 : 0);
+    if (r == FT_OK) r = ft_gguf_set_str(j->w, "finetune.merge.method", ft_merge_method_name(j->c.method));
+    if (r == FT_OK && (!srcs || !txt)) r = ft_set_error(FT_ERR_NOMEM, "merge: out of memory");
+    for (i = 0; i < j->n && r == FT_OK; i++) {
+        const char *bn = strrchr(j->in[i].path, '/');
+        int len = snprintf(txt + (size_t)i * 320, 320, "%s:%g:%g", bn ? bn + 1 : j->in[i].path, j->wt[i], j->dn[i]);
+        srcs[i].s = txt + (size_t)i * 320;
+        srcs[i].n = (uint64_t)FT__MIN(len, 319);
+    }
+    if (r == FT_OK) r = ft_gguf_set_str_array(j->w, "finetune.merge.sources", srcs, (uint64_t)j->n);
+    FT_FREE(srcs); FT_FREE(txt);
+    for (t = 0; t < j->nt && r == FT_OK; t++) {
+        const ft_gguf_tensor *bt = ft_gguf_tensor_at(j->base, t);
+        memcpy(name, bt->name.s, bt->name.n); name[bt->name.n] = 0;
+        r = ft_gguf_add_tensor(j->w, name, j->otype[t], bt->n_dims, bt->ne, j->copy[t] ? bt->data : NULL);
+    }
+    return r;
+}
+
+/* buffers for the largest merged tensor: the base, the n inputs, the result, its encoding */
+static ft_result ft__merge_buffers(ft__merge_job *j) {
+    int i;
+    if (j->maxn == 0) return FT_OK;
+    j->mem = FT__CAST(float *, FT_MALLOC(((size_t)j->n + 2) * (size_t)j->maxn * sizeof(float)));
+    j->enc = FT_MALLOC(FT__MAX(j->maxbytes, 1));
+    if (!j->mem || !j->enc) return ft_set_error(FT_ERR_NOMEM, "merge: out of memory (%d x %lld floats)", j->n + 2, (long long)j->maxn);
+    j->bbuf = j->mem;
+    j->obuf = j->mem + j->maxn;
+    for (i = 0; i < j->n; i++) j->xp[i] = j->mem + (2 + (size_t)i) * (size_t)j->maxn;
+    return FT_OK;
+}
+
+/* input i's version of the tensor into xp[i]: the model's tensor, or the base with the LoRA delta
+   added; as a delta from the base unless linear merges whole models */
+static ft_result ft__merge_load(ft__merge_job *j, int i, const char *name, int64_t numel) {
+    ft__merge_src *s = &j->src[i]; float *x = j->xp[i]; int64_t k; ft_result r = FT_OK;
+    const ft_gguf_tensor *xt, *A, *B;
+    if (s->kind == FT__MSRC_MODEL || s->kind == FT__MSRC_FULL) {
+        if ((xt = ft_gguf_find_tensor(s->g, name)) != NULL) ft__type(xt->type)->to_f32(xt->data, x, numel);
+        else memcpy(x, j->bbuf, (size_t)numel * sizeof(float));
+        if (!j->linear_models) for (k = 0; k < numel; k++) x[k] -= j->bbuf[k];
+        return FT_OK;
+    }
+    ft__merge_lora_pair(s, name, &A, &B);
+    if (j->o.lora_deltas) memset(x, 0, (size_t)numel * sizeof(float));
+    else memcpy(x, j->bbuf, (size_t)numel * sizeof(float));
+    if (A) r = ft__merge_add_lora(x, A, B, s->kind == FT__MSRC_LORA_FT ? s->scale : s->alpha != 0 ? (float)s->alpha / (float)A->ne[1] : 1.0f);
+    if (!j->o.lora_deltas && !j->linear_models) for (k = 0; k < numel; k++) x[k] -= j->bbuf[k];   /* merged into the base first */
+    return r;
+}
+
+/* the merged tensor t into obuf */
+static ft_result ft__merge_one(ft__merge_job *j, const ft_gguf_tensor *bt, const char *name, int64_t numel) {
+    ft_result r = FT_OK; int i; int64_t k; ft_rng rng;
+    ft__type(bt->type)->to_f32(bt->data, j->bbuf, numel);
+    for (i = 0; i < j->n && r == FT_OK; i++) r = ft__merge_load(j, i, name, numel);
+    if (r != FT_OK) return r;
+    if (j->linear_models) return ft_merge_tensor(j->obuf, NULL, FT__CAST(const float *const *, j->xp), j->n, numel, j->wt, j->dn, NULL, NULL, &j->o);
+    ft_rng_seed(&rng, j->o.seed ^ ft__merge_fnv1a(name, strlen(name)));
+    r = ft_merge_deltas(j->obuf, j->xp, j->n, numel, j->wt, j->dn, NULL, &rng, &j->o);
+    for (k = 0; k < numel; k++) j->obuf[k] = j->bbuf[k] + j->obuf[k];
+    return r;
+}
+
+/* obuf encoded as `type` into the file */
+static ft_result ft__merge_put(ft__merge_job *j, ft__afile *a, ft_type type, int64_t numel) {
+    uint16_t *h = FT__CAST(uint16_t *, j->enc); int64_t k; size_t nb;
+    switch (type) {
+    case FT_TYPE_F32: ft__afile_write(a, j->obuf, (size_t)numel * sizeof(float)); j->pos += (size_t)numel * sizeof(float); return FT_OK;
+    case FT_TYPE_F16: for (k = 0; k < numel; k++) h[k] = ft_fp32_to_fp16(j->obuf[k]); break;
+    case FT_TYPE_BF16: for (k = 0; k < numel; k++) h[k] = ft_fp32_to_bf16(j->obuf[k]); break;
+    case FT_TYPE_Q8_0: ft__quant_q8_0(j->obuf, j->enc, numel); break;
+    case FT_TYPE_Q4_0: ft__quant_q4_0(j->obuf, j->enc, numel); break;
+    case FT_TYPE_Q4_1: ft__quant_q4_1(j->obuf, j->enc, numel); break;
+    default: return ft_set_error(FT_ERR_UNSUPPORTED, "merge: cannot write %s", ft_type_name(type));
+    }
+    nb = ft_type_row_bytes(type, numel);
+    ft__afile_write(a, j->enc, nb);
+    j->pos += nb;
+    return FT_OK;
+}
+
+/* pass 2: the file, one tensor at a time (ft_gguf_write's layout) */
+static ft_result ft__merge_write(ft__merge_job *j, const char *out_path) {
+    static const unsigned char zeros[64] = {0};
+    ft__afile a; ft_result r; int64_t t; char name[512];
+    if ((r = ft__afile_open(&a, out_path)) != FT_OK) return r;
+    j->pos += ft__gguf_write_header(&a, j->w);
+    for (t = 0; t < j->nt && r == FT_OK; t++) {
+        const ft_gguf_tensor *bt = ft_gguf_tensor_at(j->base, t); size_t al = j->w->alignment; int64_t numel = 1; int d;
+        if (j->copy[t]) {
+            ft__afile_write(&a, bt->data, bt->nbytes);
+            j->pos += bt->nbytes;
+            j->copied++;
+        } else {
             memcpy(name, bt->name.s, bt->name.n); name[bt->name.n] = 0;
             for (d = 0; d < bt->n_dims; d++) numel *= bt->ne[d];
-            ft__type(bt->type)->to_f32(bt->data, bbuf, numel);
-            for (i = 0; i < n && r == FT_OK; i++) {
-                ft__merge_src *s = &src[i]; float *x = xp[i];
-                if (s->kind == FT__MSRC_MODEL || s->kind == FT__MSRC_FULL) {
-                    const ft_gguf_tensor *xt = ft_gguf_find_tensor(s->g, name);
-                    if (xt) ft__type(xt->type)->to_f32(xt->data, x, numel);
-                    else memcpy(x, bbuf, (size_t)numel * sizeof(float));
-                    if (!linear_models) for (j = 0; j < numel; j++) x[j] -= bbuf[j];
-                } else {
-                    const ft_gguf_tensor *A, *B;
-                    ft__merge_lora_pair(s, name, &A, &B);
-                    if (o.lora_deltas) memset(x, 0, (size_t)numel * sizeof(float));
-                    else memcpy(x, bbuf, (size_t)numel * sizeof(float));
-                    if (A) {
-                        float sc = s->kind == FT__MSRC_LORA_FT ? s->scale : s->alpha != 0 ? (float)s->alpha / (float)A->ne[1] : 1.0f;
-                        r = ft__merge_add_lora(x, A, B, sc);
-                    }
-                    if (!o.lora_deltas && !linear_models) for (j = 0; j < numel; j++) x[j] -= bbuf[j];   /* merged into the base first */
-                }
-            }
-            if (r != FT_OK) break;
-            if (linear_models) r = ft_merge_tensor(obuf, NULL, FT__CAST(const float *const *, xp), n, numel, wt, dn, NULL, NULL, &o);
-            else {
-                ft_rng_seed(&rng, o.seed ^ ft__merge_fnv1a(name, strlen(name)));
-                r = ft_merge_deltas(obuf, xp, n, numel, wt, dn, NULL, &rng, &o);
-                for (j = 0; j < numel; j++) obuf[j] = bbuf[j] + obuf[j];
-            }
-            if (r != FT_OK) { r = ft_set_error(r, "tensor %s: %s", name, ft_last_error()); break; }
-            switch (otype[t]) {
-            case FT_TYPE_F32: FT__PUT(obuf, (size_t)numel * sizeof(float)); break;
-            case FT_TYPE_F16: for (j = 0; j < numel; j++) FT__CAST(uint16_t *, enc)[j] = ft_fp32_to_fp16(obuf[j]); FT__PUT(enc, (size_t)numel * 2); break;
-            case FT_TYPE_BF16: for (j = 0; j < numel; j++) FT__CAST(uint16_t *, enc)[j] = ft_fp32_to_bf16(obuf[j]); FT__PUT(enc, (size_t)numel * 2); break;
-            case FT_TYPE_Q8_0: ft__quant_q8_0(obuf, enc, numel); FT__PUT(enc, ft_type_row_bytes(FT_TYPE_Q8_0, numel)); break;
-            case FT_TYPE_Q4_0: ft__quant_q4_0(obuf, enc, numel); FT__PUT(enc, ft_type_row_bytes(FT_TYPE_Q4_0, numel)); break;
-            case FT_TYPE_Q4_1: ft__quant_q4_1(obuf, enc, numel); FT__PUT(enc, ft_type_row_bytes(FT_TYPE_Q4_1, numel)); break;
-            default: r = ft_set_error(FT_ERR_UNSUPPORTED, "merge: cannot write %s", ft_type_name(otype[t])); break;
-            }
-            if (r != FT_OK) break;
-            merged++;
-            ft__merge_log(&o, 0, "merged %s (%s, %s)", name, ft_merge_method_name(c.method), ft_type_name(otype[t]));
+            if ((r = ft__merge_one(j, bt, name, numel)) != FT_OK) { r = ft_set_error(r, "tensor %s: %s", name, ft_last_error()); break; }
+            if ((r = ft__merge_put(j, &a, j->otype[t], numel)) != FT_OK) break;
+            j->merged++;
+            ft__merge_log(&j->o, 0, "merged %s (%s, %s)", name, ft_merge_method_name(j->c.method), ft_type_name(j->otype[t]));
         }
-        while (pos % al) FT__PUT(zeros, FT__MIN(al - pos % al, sizeof zeros));
+        while (j->pos % al) {
+            size_t k = FT__MIN(al - j->pos % al, sizeof zeros);
+            ft__afile_write(&a, zeros, k);
+            j->pos += k;
+        }
     }
-#undef FT__PUT
-    afile_open = 0;
-    if (r != FT_OK) ft__merge_abort(&a);
-    else r = ft__afile_commit(&a);
-    if (r == FT_OK && st) { st->merged = merged; st->copied = copied; st->bytes = (uint64_t)pos; }
+    if (r != FT_OK) { ft__merge_abort(&a); return r; }
+    return ft__afile_commit(&a);
+}
 
-done:
-    if (afile_open) ft__merge_abort(&a);
-    if (src) for (i = 0; i < n; i++) ft_gguf_close(src[i].g);
-    ft_gguf_close(base);
-    ft_gguf_writer_free(w);
-    FT_FREE(copy); FT_FREE(otype); FT_FREE(wt); FT_FREE(src); FT_FREE(xp); FT_FREE(mem); FT_FREE(enc);
+FT_API ft_result ft_merge_models(const char *out_path, const char *base_path, const ft_merge_input *in, int n,
+                                 const ft_merge_opts *opts, ft_merge_stats *st) {
+    ft__merge_job j; ft_result r; int64_t t; int i;
+    memset(&j, 0, sizeof j);
+    j.base_path = base_path; j.in = in; j.n = n;
+    if (opts) j.o = *opts;
+    if (st) memset(st, 0, sizeof *st);
+    r = ft__merge_inputs(&j);
+    for (t = 0; r == FT_OK && t < j.nt; t++) r = ft__merge_plan(&j, t);              /* pass 1 */
+    for (i = 0; r == FT_OK && i < n; i++) r = ft__merge_all_used(&j, &j.src[i]);
+    if (r == FT_OK) r = ft__merge_header(&j);
+    if (r == FT_OK) r = ft__merge_buffers(&j);
+    if (r == FT_OK) r = ft__merge_write(&j, out_path);                               /* pass 2 */
+    if (r == FT_OK && st) { st->merged = j.merged; st->copied = j.copied; st->bytes = (uint64_t)j.pos; }
+    ft__merge_job_free(&j);
     return r;
 }
 
