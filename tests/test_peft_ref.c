@@ -38,10 +38,17 @@ static int read_arr(char **p, arr *a) {
     for (k = 0; k < a->n; k++) { char *e; a->v[k] = (float)strtod(*p, &e); if (e == *p) return 0; *p = e; }
     return 1;
 }
-static int load_fixture(const char *path) {
-    size_t n; char *buf = (char *)ft_test_slurp(path, &n), *line, *next; fcase *c = NULL; int ok = 1;
+/* the arrays of the fixture read last */
+static void free_fixture(void) {
+    int i, k;
+    for (i = 0; i < NIN; i++) { free(INPUTS[i].v); INPUTS[i].v = NULL; }
+    for (i = 0; i < NCASE; i++) for (k = 0; k < CASES[i].na; k++) { free(CASES[i].a[k].v); CASES[i].a[k].v = NULL; }
     NIN = 0;
     NCASE = 0;
+}
+static int load_fixture(const char *path) {
+    size_t n; char *buf = (char *)ft_test_slurp(path, &n), *line, *next; fcase *c = NULL; int ok = 1;
+    free_fixture();
     if (!buf) return 0;
     for (line = buf; line && *line && ok; line = next) {
         char *p;
@@ -189,6 +196,7 @@ FT_TEST_MAIN(test_peft_ref) {
     ft_ctx_init(&CTX, &o);
     RUN(peft_reference_cases);
     RUN(peft_loha_reference);
+    free_fixture();
     ft_ctx_free(CTX);
     remove(REF_TINY);
     return ft_test_summary("test_peft_ref");
