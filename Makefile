@@ -90,7 +90,8 @@ sanitize:
 	@$(MODEL) ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 sh tests/run.sh build/san --no-compile
 # the runs on SmolLM2's 49k vocabulary (pref, resume, llamacpp) take minutes under ASan: make test runs them
 SAN_SKIP = tests/test_pref.c tests/test_resume.c tests/test_llamacpp.c
-san-build: $(patsubst tests/%.c,$(BUILD)/%,$(filter-out $(SAN_SKIP),$(TEST_SRC))) $(BUILD)/test_whitebox $(BUILD)/test_whitebox_ref $(BUILD)/ft
+san-build: $(patsubst tests/%.c,$(BUILD)/%,$(filter-out $(SAN_SKIP),$(TEST_SRC))) $(BUILD)/test_whitebox $(BUILD)/test_whitebox_ref $(BUILD)/ft \
+           $(EXAMPLES)
 
 # GEMM vs the FMA peak and OpenBLAS; the model's pp/tg speed vs llama.cpp (llama-cpp-python) when importable
 bench: $(BUILD)/bench
