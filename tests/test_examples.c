@@ -150,6 +150,17 @@ TEST(custom_objective_06) {
     CHECK(last < first, "the loss falls: %g -> %g", first, last);
 }
 
+/* a method of your own: trains, and its file reads back only through the method (ft_peft_read) */
+TEST(custom_peft_07) {
+    float first = 0, last = 0;
+    int rc = ex_run("FT_STEPS=3", "07_custom_peft", "tiny.gguf");
+    const char *at = strstr(LOGTEXT, "lowrank_o_proj: loss ");
+    int got = at ? sscanf(at, "lowrank_o_proj: loss %f -> %f", &first, &last) : 0;
+    CHECK(rc == 0 && said("lowrank_o_proj: ") && said("trainable parameters") && said("step 3/3") && got == 2 && said("wrote adapter_custom.gguf"),
+          "exit %d: %s", rc, LOGTEXT);
+    CHECK(last < first, "the loss falls: %g -> %g", first, last);
+}
+
 static int exists(const char *path) {
     FILE *f = fopen(path, "rb");
     if (f) fclose(f);
@@ -167,7 +178,7 @@ static int find_bin(void) {
 
 FT_TEST_MAIN(test_examples) {
     const char *vocab = getenv("FT_MODEL");
-    const char *names[] = {"00_autograd", "01_generate", "02_lora_sft", "03_dpo", "04_grpo", "05_merge", "06_custom_objective"};
+    const char *names[] = {"00_autograd", "01_generate", "02_lora_sft", "03_dpo", "04_grpo", "05_merge", "06_custom_objective", "07_custom_peft"};
     char path[2048];
     int i;
     if (!vocab || !exists(vocab)) {
@@ -190,13 +201,14 @@ FT_TEST_MAIN(test_examples) {
     RUN(merge_05);
     RUN(bad_arguments);
     if (EX_SANITIZED) {
-        printf("    under the sanitizers: 00, 01, 05 and bad arguments only (make test runs 02, 03, 04, 06)\n");
+        printf("    under the sanitizers: 00, 01, 05 and bad arguments only (make test runs 02, 03, 04, 06, 07)\n");
     } else {
         RUN(lora_sft_02);
         RUN(dpo_03);
         RUN(grpo_04);
         RUN(merge_05_of_02_and_03);
         RUN(custom_objective_06);
+        RUN(custom_peft_07);
     }
     free(BIN);
     return ft_test_summary("test_examples");
