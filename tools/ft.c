@@ -63,7 +63,9 @@ typedef struct ft_cli {
 /* the C types behind enum and flag rows: an enum value is written as an int */
 typedef char ft_enums_are_ints[sizeof(ft_sched_kind) == sizeof(int) && sizeof(ft_type) == sizeof(int) ? 1 : -1];
 
-typedef enum ft_opt_kind { FT_OPT_STR, FT_OPT_INT, FT_OPT_REAL, FT_OPT_FLAG, FT_OPT_ENUM, FT_OPT_LIST, FT_OPT_CONFIG } ft_opt_kind;
+typedef enum ft_opt_kind {
+    FT_OPT_STR, FT_OPT_INT, FT_OPT_REAL, FT_OPT_FLAG, FT_OPT_ENUM, FT_OPT_LIST, FT_OPT_CONFIG
+} ft_opt_kind;
 typedef struct ft_opt {
     const char *name;                   /* --name; the key of --config files and of a run's config     */
     char alias;                         /* -m, -o, -p, -n, -v; 0: none                                */
@@ -92,18 +94,21 @@ static int ft_only_nf4(int v);
 static int ft_only_writable(int v);
 
 #define FT_AT(F) .at = offsetof(ft_cli, F), .size = sizeof(((ft_cli *)0)->F)
-#define O_STR(N, A, F, K, C, M, H) {.name = N, .alias = A, .kind = FT_OPT_STR, FT_AT(F), .check = K, .cmds = C, .meta = M, .help = H}
+#define O_STR(N, A, F, K, C, M, H) \
+    {.name = N, .alias = A, .kind = FT_OPT_STR, FT_AT(F), .check = K, .cmds = C, .meta = M, .help = H}
 #define O_STRC(N, F, D, K, C, M, H) \
     {.name = N, .kind = FT_OPT_STR, FT_AT(F), .def = D, .check = K, .commas = 1, .cmds = C, .meta = M, .help = H}
 #define O_INT(N, A, F, D, R, C, M, H) \
     {.name = N, .alias = A, .kind = FT_OPT_INT, FT_AT(F), .def = D, .range = R, .cmds = C, .meta = M, .help = H}
-#define O_REAL(N, F, D, R, C, M, H) {.name = N, .kind = FT_OPT_REAL, FT_AT(F), .def = D, .range = R, .cmds = C, .meta = M, .help = H}
+#define O_REAL(N, F, D, R, C, M, H) \
+    {.name = N, .kind = FT_OPT_REAL, FT_AT(F), .def = D, .range = R, .cmds = C, .meta = M, .help = H}
 #define O_FLAG(N, A, F, C, H) {.name = N, .alias = A, .kind = FT_OPT_FLAG, FT_AT(F), .cmds = C, .meta = "", .help = H}
 #define O_ENUM(N, F, D, E, X, Y, C, H) \
     {.name = N, .kind = FT_OPT_ENUM, FT_AT(F), .def = D, .names = E, .extra = X, .only = Y, .cmds = C, .meta = "NAME", .help = H}
 #define O_SEL(N, F, D, E, X, C, H) \
     {.name = N, .kind = FT_OPT_ENUM, FT_AT(F), .def = D, .names = E, .extra = X, .first = 1, .cmds = C, .meta = "NAME", .help = H}
-#define O_LIST(N, F, R, K, C, M, H) {.name = N, .kind = FT_OPT_LIST, FT_AT(F), .range = R, .check = K, .cmds = C, .meta = M, .help = H}
+#define O_LIST(N, F, R, K, C, M, H) \
+    {.name = N, .kind = FT_OPT_LIST, FT_AT(F), .range = R, .check = K, .cmds = C, .meta = M, .help = H}
 #define INF FT_C_INFO
 #define GEN FT_C_GENERATE
 #define TRN (FT_C_TRAIN | FT_C_SWEEP)
@@ -126,7 +131,7 @@ static const ft_opt ft_opts[] = {
     O_STR("lora", 0, adapter, NULL, GEN | EVL, "ADAPTER", "apply this adapter"),
     O_STR("adapter", 0, adapter, NULL, MRG | EXP | LOG, "ADAPTER", "the adapter (merge: without it the base is re-typed)"),
     O_STR("base", 0, base, NULL, MMS, "BASE.gguf", "the model the inputs were fine-tuned from"),
-    O_LIST("input", input, "[0, 64]", ft_check_input, MMS, "A.gguf[:W[:D]]", "a model or LoRA adapter, weight W, density D (1, 1)"),
+    O_LIST("input", input, "[0, 64]", ft_check_input, MMS, "A.gguf[:W[:D]]", "a model or LoRA adapter, weight, density"),
     O_STR("seed-tasks", 0, seed_tasks, NULL, SYN, "SEEDS.jsonl", "seed tasks: \"instruction\" (and \"input\")"),
     O_STR("prompt", 'p', prompt, NULL, GEN | LOG, "PROMPT", "the prompt"),
     O_STR("ids", 0, ids, ft_check_ids, LOG, "1,2,3", "token ids instead of --prompt"),
@@ -139,7 +144,7 @@ static const ft_opt ft_opts[] = {
     O_REAL("dropout", peft.lora.dropout, LIB, "[0, 1)", TRN, "P", "LoRA dropout"),
     O_STRC("targets", targets, "all", ft_check_targets, TRN, "LAYERS", "all, attn, mlp, all+embed+head or q_proj,v_proj,..."),
     O_INT("bottleneck", 0, peft.bottleneck, LIB, "[1, 65536]", TRN, "K", "adapter: inner size"),
-    O_ENUM("placement", peft.placement, LIB, FT_ENUM_ADAPTER_PLACE, NULL, NULL, TRN, "adapter: after attention and MLP, or the MLP"),
+    O_ENUM("placement", peft.placement, LIB, FT_ENUM_ADAPTER_PLACE, NULL, NULL, TRN, "adapter: where"),
     O_ENUM("act", peft.act, LIB, FT_ENUM_ACT, NULL, NULL, TRN, "adapter: nonlinearity"),
     O_INT("virtual-tokens", 0, peft.n_virtual, LIB, "[1, 4096]", TRN, "P", "prefix / prompt tuning: virtual tokens"),
     O_INT("prefix-hidden", 0, peft.prefix_hidden, LIB, "[0, 65536]", TRN, "H", "prefix: reparameterisation MLP size (0: none)"),
@@ -147,7 +152,7 @@ static const ft_opt ft_opts[] = {
     O_STR("prompt-text", 0, peft.prompt_text, NULL, TRN, "TEXT", "prompt tuning: the text of --prompt-init text"),
     O_STRC("freeze", peft.freeze, NULL, NULL, TRN, "PATTERNS", "full: weights kept frozen ('token_embd.*,blk.0.*')"),
     O_STR("init-adapter", 0, init_adapter, NULL, TRN, "ADAPTER", "fold an earlier stage in first (sft, then rm / dpo / ppo)"),
-    O_ENUM("quantize", quantize, "none", FT_ENUM_TYPE, "none", ft_only_nf4, TRN | EVL, "nf4: the linear weights as NF4 at load (QLoRA)"),
+    O_ENUM("quantize", quantize, "none", FT_ENUM_TYPE, "none", ft_only_nf4, TRN | EVL, "nf4: linear weights as NF4 (QLoRA)"),
     O_FLAG("grad-checkpoint", 0, grad_checkpoint, TRN, "recompute each layer in backward: far less activation memory"),
     /* the objective */
     O_SEL("objective", objective, "sft", FT_ENUM_OBJECTIVE, NULL, TRN, "the loss (see below)"),
@@ -181,7 +186,7 @@ static const ft_opt ft_opts[] = {
     O_REAL("weight-decay", train.optim.weight_decay, LIB, "[0, 10]", TRN, "D", "AdamW's decoupled weight decay"),
     O_REAL("lora-plus", train.lr_scale_b, LIB, "[0, 10000]", TRN, "RATIO", "LoRA+: the rate of every B times RATIO (0: off)"),
     O_INT("seed", 0, train.seed, LIB, "[0, 1e18]", TRN, "S", "data order, initialisation, dropout, sampling"),
-    O_INT("threads", 0, ctx.n_threads, LIB, "[0, 1024]", GEN | TRN | EVL | LOG | SYN, "N", "threads (0: $FT_THREADS or every CPU)"),
+    O_INT("threads", 0, ctx.n_threads, LIB, "[0, 1024]", GEN | TRN | EVL | LOG | SYN, "N", "threads (0: every CPU)"),
     O_INT("save-every", 0, train.save_every, LIB, "[0, 1e9]", TRN, "N", "checkpoint every N steps (0: never)"),
     O_FLAG("resume", 0, resume, TRN, "continue from OUT/checkpoints/last.gguf"),
     O_INT("log-every", 0, log_every, "10", "[1, 1e9]", TRN, "N", "a progress line every N steps"),
@@ -215,7 +220,7 @@ static const ft_opt ft_opts[] = {
     O_REAL("top-p", gen.sample.top_p, "0", "[0, 1]", GEN, "P", "nucleus sampling (0: off)"),
     O_INT("seed", 0, gen_seed, "1", "[0, 1e18]", GEN, "S", "sampling seed"),
     /* ft merge, ft merge-models, ft export, ft quantize */
-    O_ENUM("type", save.type, LIB, FT_ENUM_TYPE, "base", ft_only_writable, MRG, "the merged linear weights' type (base: the base's types)"),
+    O_ENUM("type", save.type, LIB, FT_ENUM_TYPE, "base", ft_only_writable, MRG, "merged weights' type (base: as in the base)"),
     O_FLAG("embeddings", 0, save.embeddings, MRG, "token_embd / output as --type too"),
     O_SEL("method", merge_method, "linear", FT_ENUM_MERGE_METHOD, NULL, MMS, "how the inputs are merged (mergekit's)"),
     O_FLAG("normalize", 0, normalize, MMS, "divide by the sum of the weights (--normalize=0: do not)"),
@@ -226,7 +231,7 @@ static const ft_opt ft_opts[] = {
     O_REAL("lambda", merge.lambda, LIB, "(0, 1000]", MMS, "L", "scale of the merged delta"),
     O_FLAG("lora-deltas", 0, merge.lora_deltas, MMS, "merge LoRA deltas s B A themselves, not the adapted models"),
     O_FLAG("verbose", 'v', verbose, MMS, "a line per tensor"),
-    O_ENUM("format", format, NULL, FT_ENUM_ADAPTER_FORMAT, "gguf", NULL, EXP, "peft; gguf: llama.cpp's where it holds it, else finetune.h's"),
+    O_ENUM("format", format, NULL, FT_ENUM_ADAPTER_FORMAT, "gguf", NULL, EXP, "gguf: llama.cpp's if it fits, else finetune.h's"),
     O_STR("base-name", 0, base_name, NULL, EXP, "NAME", "PEFT's base_model_name_or_path (default: general.name)"),
     O_ENUM("type", type, "nf4", FT_ENUM_TYPE, NULL, ft_only_nf4, QNT, "linear weights -> NF4 (QLoRA's, bitsandbytes' bytes)"),
     O_FLAG("output", 0, output, QNT, "the untied output head too"),
@@ -635,7 +640,7 @@ static int ft_config_read(ft_cli *c, ft_sets *s, const char *path) {
         *eq = 0;
         key = ft_trim(p);
         o = ft_opt_find(key, 0, c->bit);
-        if (!o || o->kind == FT_OPT_CONFIG) return ft_bad(c, "%s:%d: unknown key '%s' (ft %s --help lists them)", path, line, key, c->name);
+        if (!o || o->kind == FT_OPT_CONFIG) return ft_bad(c, "%s:%d: unknown key '%s'", path, line, key);
         if (!ft_sets_add(s, o, ft_trim(eq + 1), path, line)) return 0;
     }
     return 1;
@@ -736,7 +741,7 @@ static void ft_help_row(const ft_cli *c, const ft_opt *o) {
     else snprintf(flag, sizeof flag, "    --%s %s", o->name, o->meta);
     len = (size_t)snprintf(text, sizeof text, "%s", o->help);
     if (o->kind == FT_OPT_INT || o->kind == FT_OPT_REAL) len += (size_t)snprintf(text + len, sizeof text - len, "; %s", o->range);
-    if (o->kind == FT_OPT_ENUM) len += (size_t)snprintf(text + len, sizeof text - len, ": %s", ft_enum_names(o, names, sizeof names));
+    if (o->kind == FT_OPT_ENUM) len += (size_t)snprintf(text + len, sizeof text - len, ": %s", ft_enum_names(o, names, 1536));
     if (o->kind == FT_OPT_LIST) len += (size_t)snprintf(text + len, sizeof text - len, " (repeatable)");
     if (shown && len < sizeof text) snprintf(text + len, sizeof text - len, "; default %s", d);
     printf("  %-32s ", flag);
@@ -772,7 +777,8 @@ static int ft_help(const ft_cmd *k, const ft_cli *c) {
         int shown = c->bit == FT_C_SWEEP ? (o->cmds & FT_C_TRAIN) == 0 || !strcmp(o->name, "out") : (o->cmds & c->bit) != 0;
         if (shown) ft_help_row(c, o);
     }
-    if (c->bit == FT_C_SWEEP) printf("  and every ft train option (ft train --help): the base of every trial\n%s", ft_sweep_about);
+    if (c->bit == FT_C_SWEEP) printf("  and every ft train option (ft train --help): the base of every trial\n");
+    if (c->bit == FT_C_SWEEP) printf("%s", ft_sweep_about);
     if (c->bit == FT_C_TRAIN) ft_help_objectives();
     return 0;
 }
@@ -813,7 +819,8 @@ static int ft_only_nf4(int v) {
 
 /* the types merged weights can be written as (ft_model_save_merged, ft_merge_models) */
 static int ft_only_writable(int v) {
-    return v == FT_TYPE_F32 || v == FT_TYPE_F16 || v == FT_TYPE_BF16 || v == FT_TYPE_Q8_0 || v == FT_TYPE_Q4_0 || v == FT_TYPE_Q4_1;
+    return v == FT_TYPE_F32 || v == FT_TYPE_F16 || v == FT_TYPE_BF16 || v == FT_TYPE_Q8_0 || v == FT_TYPE_Q4_0 ||
+           v == FT_TYPE_Q4_1;
 }
 
 /* one layer of --targets: q_proj (or q), ..., embed_tokens, lm_head; 0: not one */
@@ -1070,7 +1077,7 @@ static void ft_info_file(ft_gguf *g, int all) {
     }
     printf("tensor types:");
     for (i = 0; i < FT_TYPE_COUNT; i++)
-        if (counts[i]) printf(" %s x%lld (%.1f MiB)", ft_type_name((ft_type)i), (long long)counts[i], (double)bytes[i] / (1 << 20));
+        if (counts[i]) printf(" %s x%lld (%.1f MiB)", ft_type_name((ft_type)i), (long long)counts[i], bytes[i] / 1048576.0);
     printf("\ntensor elements: %lld (%.1fM)\n", (long long)total, (double)total / 1e6);
 }
 
@@ -1107,7 +1114,8 @@ static int ft_cmd_info(ft_cli *c) {
 
 static int ft_generate_print(const ft_cli *c, ft_ctx *ctx, ft_model *m, const int32_t *ids, int64_t n) {
     const ft_tokenizer *tok = ft_model_tokenizer(m);
-    int32_t stop[2], im_end = ft_tokenizer_find(tok, "<|im_end|>"), *out = (int32_t *)malloc(sizeof(int32_t) * (size_t)c->gen.max_new);
+    int32_t stop[2], im_end = ft_tokenizer_find(tok, "<|im_end|>");
+    int32_t *out = (int32_t *)malloc(sizeof(int32_t) * (size_t)c->gen.max_new);
     int64_t out_len = 0, len, cap = c->gen.max_new * 64 + 64;
     char *text = (char *)malloc((size_t)cap);
     ft_gen_opts go = c->gen;
@@ -1120,8 +1128,8 @@ static int ft_generate_print(const ft_cli *c, ft_ctx *ctx, ft_model *m, const in
     if (ft_tokenizer_eos(tok) >= 0) stop[go.n_stop++] = ft_tokenizer_eos(tok);
     if (im_end >= 0 && (!go.n_stop || im_end != stop[0])) stop[go.n_stop++] = im_end;
     ft_rng_seed(&rng, (uint64_t)c->gen_seed);
-    if (ft_kv_cache_init(&kv, m, 1, n + go.max_new) != FT_OK || ft_generate(ctx, m, kv, 1, &ids, &n, &go, &rng, out, &out_len, NULL) != FT_OK)
-        rc = ft_fail(c);
+    if (ft_kv_cache_init(&kv, m, 1, n + go.max_new) != FT_OK) rc = ft_fail(c);
+    if (!rc && ft_generate(ctx, m, kv, 1, &ids, &n, &go, &rng, out, &out_len, NULL) != FT_OK) rc = ft_fail(c);
     t1 = ft_time_seconds() - t0;
     len = rc ? -1 : ft_detokenize(tok, out, out_len, text, cap, 0);
     if (len >= 0) printf("%.*s\n", (int)len, text);
@@ -1227,6 +1235,7 @@ static int ft_load(ft_run *r, ft_dataset **d, const char *path, const ft_data_op
 static int ft_train_mix(ft_run *r, const ft_data_opts *o) {
     ft_dataset *parts[5] = {0}, *mixed;
     double ratios[5], rest = 1;
+    int64_t total;
     int i, n = r->c->mix.n, rc = 0;
     ft_data_opts mo = *o;
     mo.format = FT_DATA_AUTO;
@@ -1241,8 +1250,8 @@ static int ft_train_mix(ft_run *r, const ft_data_opts *o) {
     }
     ratios[0] = rest;
     if (!rc && rest <= 0) rc = ft_err(r->c, "--mix: the ratios sum to %g: they must leave a share of --data", 1 - rest);
-    if (!rc && ft_dataset_mix(&mixed, parts, ratios, n + 1, (int64_t)((double)ft_dataset_size(r->train) / (rest > 0.05 ? rest : 0.05)),
-                              r->c->train.seed) != FT_OK) rc = ft_fail(r->c);
+    total = (int64_t)((double)ft_dataset_size(r->train) / (rest > 0.05 ? rest : 0.05));
+    if (!rc && ft_dataset_mix(&mixed, parts, ratios, n + 1, total, r->c->train.seed) != FT_OK) rc = ft_fail(r->c);
     for (i = 1; i <= n; i++) ft_dataset_free(parts[i]);
     if (rc) return rc;
     ft_dataset_free(r->train);
@@ -1299,18 +1308,20 @@ static int ft_train_data(ft_run *r) {
     if (c->data && ft_load(r, &r->train, c->data, &o)) return 1;
     if (c->task.n && ft_train_tasks(r, &o)) return 1;
     if (c->eval && ft_load(r, &r->ev, c->eval, &o)) return 1;
-    if (!c->eval && c->eval_split > 0 && !c->task.n && ft_dataset_split(r->train, c->eval_split, c->train.seed, &r->ev) != FT_OK) return ft_fail(c);
+    if (!c->eval && c->eval_split > 0 && !c->task.n && ft_dataset_split(r->train, c->eval_split, c->train.seed, &r->ev) != FT_OK)
+        return ft_fail(c);
     if (c->general && ft_load(r, &r->general, c->general, &text)) return 1;
     if (c->mix.n && ft_train_mix(r, &o)) return 1;
-    fprintf(stderr, "ft: %s: %lld %s examples (%lld tokens%s)", c->task.n ? "task mixture" : c->data, (long long)ft_dataset_size(r->train),
-            ft_data_format_name(ft_dataset_format(r->train)), (long long)ft_dataset_tokens(r->train),
-            ft_dataset_skipped(r->train) ? ", some lines skipped" : "");
+    fprintf(stderr, "ft: %s: %lld %s examples (%lld tokens%s)", c->task.n ? "task mixture" : c->data,
+            (long long)ft_dataset_size(r->train), ft_data_format_name(ft_dataset_format(r->train)),
+            (long long)ft_dataset_tokens(r->train), ft_dataset_skipped(r->train) ? ", some lines skipped" : "");
     if (r->ev) fprintf(stderr, "; eval %lld examples", (long long)ft_dataset_size(r->ev));
     fprintf(stderr, "\n");
     n = ft_dataset_size(r->train);
     for (i = 0; i < n && !ft_is_rl(r); i++) if (ft_has_targets(ft_dataset_get(r->train, i))) return 0;
-    if (n && !ft_is_rl(r)) return ft_err(c, "no training example keeps a target token within --seq-len %lld: nothing to learn from "
-                                         "(raise --seq-len)", (long long)c->train.seq_len);
+    if (n && !ft_is_rl(r))
+        return ft_err(c, "no training example keeps a target token within --seq-len %lld: nothing to learn (raise --seq-len)",
+                      (long long)c->train.seq_len);
     return 0;
 }
 
@@ -1332,9 +1343,9 @@ static int ft_train_adapter(ft_run *r) {
     }
     if (ft_peft_attach(&r->p, r->m, &po) != FT_OK) return ft_fail(c);
     n = ft_params_numel(ft_peft_params(r->p));
-    if (po.method == FT_PEFT_LORA) fprintf(stderr, "ft: %s r=%d alpha=%g on %s", ft_value(c, "method"), po.lora.r, (double)po.lora.alpha, c->targets);
-    else fprintf(stderr, "ft: %s", ft_value(c, "method"));
-    fprintf(stderr, ": %lld trainable parameters (%.2f%% of %lld)\n", (long long)n, 100.0 * (double)n / (double)total, (long long)total);
+    fprintf(stderr, "ft: %s", ft_value(c, "method"));
+    if (po.method == FT_PEFT_LORA) fprintf(stderr, " r=%d alpha=%g on %s", po.lora.r, (double)po.lora.alpha, c->targets);
+    fprintf(stderr, ": %lld trainable parameters (%.2f%% of %lld)\n", (long long)n, 100.0 * n / (double)total, (long long)total);
     return 0;
 }
 
@@ -1372,8 +1383,8 @@ static int ft_train_rewards(ft_run *r) {
 static int ft_train_setup(ft_run *r) {
     ft_cli *c = r->c;
     ft_ctx_opts co = c->ctx;
-    if (!c->model || (!c->data && !c->task.n) || !c->out) return ft_missing(c, "-m MODEL.gguf, --data FILE (or --task FILE[:EVAL]) and --out DIR");
-    if (ft_is_rl(r) && !c->reward) return ft_missing(c, "--reward (number, length:N, rm:ADAPTER, regex:PATTERN) for its rollouts");
+    if (!c->model || (!c->data && !c->task.n) || !c->out) return ft_missing(c, "-m MODEL.gguf, --data FILE and --out DIR");
+    if (ft_is_rl(r) && !c->reward) return ft_missing(c, "--reward (number, length:N, rm:ADAPTER, regex:PATTERN)");
     if (ft_mkdirs(ft_out(r, "checkpoints")) != FT_OK) return ft_fail(c);
     if (ft_model_open(c, &r->m)) return 1;
     if (!ft_model_tokenizer(r->m)) return ft_err(c, "%s has no tokenizer", c->model);
@@ -1390,14 +1401,12 @@ static int ft_train_setup(ft_run *r) {
 static int ft_eval_pairs(ft_run *r, const ft_dataset *d, ft_evres *e) {
     const ft_train_opts *t = &r->c->train;
     float beta = t->beta > 0 ? t->beta : 0.1f;
-    if (ft_eval_preference(r->ctx, r->m, d, t->batch, t->seq_len, 1.0f, 0, &e->lik_acc, &e->rew_margin) != FT_OK) return ft_fail(r->c);
-    if (r->def->kind == FT_KIND_SCORES) {
-        if (ft_eval_reward(r->ctx, r->m, d, t->batch, t->seq_len, &e->rew_acc, &e->rew_margin) != FT_OK) return ft_fail(r->c);
-        return 0;
-    }
-    if (ft_eval_preference(r->ctx, r->m, d, t->batch, t->seq_len, beta, r->def->reference ? 1 : 2, &e->rew_acc, &e->rew_margin) != FT_OK)
-        return ft_fail(r->c);
-    return 0;
+    int implicit = r->def->reference ? 1 : 2;                 /* reference-free: the length-averaged likelihood */
+    int64_t b = t->batch, T = t->seq_len;
+    ft_result res = ft_eval_preference(r->ctx, r->m, d, b, T, 1.0f, 0, &e->lik_acc, &e->rew_margin);
+    if (res == FT_OK && r->def->kind == FT_KIND_SCORES) res = ft_eval_reward(r->ctx, r->m, d, b, T, &e->rew_acc, &e->rew_margin);
+    else if (res == FT_OK) res = ft_eval_preference(r->ctx, r->m, d, b, T, beta, implicit, &e->rew_acc, &e->rew_margin);
+    return res == FT_OK ? 0 : ft_fail(r->c);
 }
 
 /* the model as it is now (adapter on or off) on an eval set (and the general text) */
@@ -1406,11 +1415,9 @@ static int ft_evaluate(ft_run *r, const ft_dataset *d, const ft_dataset *general
     const ft_train_opts *t = &c->train;
     memset(e, 0, sizeof *e);
     if (general && ft_eval_loss(r->ctx, r->m, general, t->batch, t->seq_len, &e->general, NULL) != FT_OK) return ft_fail(c);
-    if (ft_is_rl(r)) {
-        if (ft_eval_rl(r->ctx, r->m, d, t->rl.max_new, r->rw, r->n_rw, r->full_reward, c->eval_gen, &e->reward, &e->solved) != FT_OK)
-            return ft_fail(c);
-        return 0;
-    }
+    if (ft_is_rl(r) && ft_eval_rl(r->ctx, r->m, d, t->rl.max_new, r->rw, r->n_rw, r->full_reward, c->eval_gen, &e->reward,
+                                  &e->solved) != FT_OK) return ft_fail(c);
+    if (ft_is_rl(r)) return 0;
     if (ft_dataset_format(d) == FT_DATA_PREFERENCE) return ft_eval_pairs(r, d, e);
     if (ft_eval_loss(r->ctx, r->m, d, t->batch, t->seq_len, &e->loss, NULL) != FT_OK) return ft_fail(c);
     if (c->eval_gen > 0 && ft_dataset_format(d) != FT_DATA_TEXT &&
@@ -1428,11 +1435,13 @@ static int ft_evaluate_before(ft_run *r, const ft_dataset *d, const ft_dataset *
 }
 
 static void ft_say_before(ft_run *r, const char *name, const ft_dataset *d, const ft_evres *e) {
-    if (ft_is_rl(r)) fprintf(stderr, "ft: before: mean reward %.3f, full reward on %.1f%% of %s", e->reward, 100 * e->solved, name);
+    if (ft_is_rl(r)) fprintf(stderr, "ft: before: mean reward %.3f, full reward on %.1f%% of %s", e->reward, 100 * e->solved,
+                             name);
     else if (ft_dataset_format(d) == FT_DATA_PREFERENCE)
         fprintf(stderr, "ft: before: the base model's likelihood prefers the chosen answer in %.1f%% of pairs", 100 * e->lik_acc);
     else fprintf(stderr, "ft: before: %s: eval loss %.4f (ppl %.2f)", name, e->loss, exp(e->loss));
-    if (e->gen.n) fprintf(stderr, ", exact match %lld/%lld (%.1f%%)", (long long)e->gen.exact, (long long)e->gen.n, 100 * e->gen.exact_rate);
+    if (e->gen.n) fprintf(stderr, ", exact match %lld/%lld (%.1f%%)", (long long)e->gen.exact, (long long)e->gen.n,
+                          100 * e->gen.exact_rate);
     fprintf(stderr, "\n");
 }
 
@@ -1473,22 +1482,25 @@ static void ft_curve_add(ft_run *r, double step, double y, double eval) {
 
 static void ft_metrics_tokens(FILE *f, const ft_step_info *s) {
     const ft_pref_stats *p = &s->pref;
-    fprintf(f, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, "
-            "\"tokens\": %.0f", (long long)s->step, (long long)s->epoch, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->tokens);
-    if (s->eval_loss == s->eval_loss) fprintf(f, ", \"eval_loss\": %.6f, \"eval_perplexity\": %.4f", s->eval_loss, exp(s->eval_loss));
+    fprintf(f, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, "
+            "\"tokens_per_s\": %.1f, \"tokens\": %.0f", (long long)s->step, (long long)s->epoch, s->loss, s->lr, s->grad_norm,
+            s->tokens_per_s, s->tokens);
+    if (s->eval_loss == s->eval_loss) fprintf(f, ", \"eval_loss\": %.6f, \"eval_perplexity\": %.4f", s->eval_loss,
+                                              exp(s->eval_loss));
     if (p->rewards_accuracies > 0 || p->rewards_margins != 0)
-        fprintf(f, ", \"rewards/chosen\": %.6f, \"rewards/rejected\": %.6f, \"rewards/margins\": %.6f, \"rewards/accuracies\": %.4f, "
-                "\"logps/chosen\": %.4f, \"logps/rejected\": %.4f", p->rewards_chosen, p->rewards_rejected, p->rewards_margins,
-                p->rewards_accuracies, p->logps_chosen, p->logps_rejected);
+        fprintf(f, ", \"rewards/chosen\": %.6f, \"rewards/rejected\": %.6f, \"rewards/margins\": %.6f, "
+                "\"rewards/accuracies\": %.4f, \"logps/chosen\": %.4f, \"logps/rejected\": %.4f", p->rewards_chosen,
+                p->rewards_rejected, p->rewards_margins, p->rewards_accuracies, p->logps_chosen, p->logps_rejected);
     if (p->kl != 0) fprintf(f, ", \"kl\": %.6f", p->kl);
     fprintf(f, "}\n");
 }
 
 static void ft_metrics_rl(FILE *f, const ft_step_info *s) {
     const ft_rl_stats *q = &s->rl;
-    fprintf(f, "{\"step\": %lld, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, \"reward\": %.6f, \"reward_std\": %.6f, "
-            "\"kl\": %.6f, \"completion_length\": %.3f, \"clip_ratio/region_mean\": %.5f, \"frac_reward_zero_std\": %.4f, "
-            "\"pg_loss\": %.6f, \"vf_loss\": %.6f, \"pg_clipfrac\": %.5f, \"objective/entropy\": %.4f, \"objective/rlhf_reward\": %.6f}\n",
+    fprintf(f, "{\"step\": %lld, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, \"reward\": %.6f, "
+            "\"reward_std\": %.6f, \"kl\": %.6f, \"completion_length\": %.3f, \"clip_ratio/region_mean\": %.5f, "
+            "\"frac_reward_zero_std\": %.4f, \"pg_loss\": %.6f, \"vf_loss\": %.6f, \"pg_clipfrac\": %.5f, "
+            "\"objective/entropy\": %.4f, \"objective/rlhf_reward\": %.6f}\n",
             (long long)s->step, s->loss, s->lr, s->grad_norm, q->reward, q->reward_std, q->kl, q->completion_len, q->clip_region,
             q->frac_reward_zero_std, q->pg_loss, q->vf_loss, q->pg_clipfrac, q->entropy, q->rlhf_reward);
 }
@@ -1497,8 +1509,8 @@ static void ft_progress(const ft_run *r, const ft_step_info *s) {
     int evaluated = s->eval_loss == s->eval_loss, last = s->step == s->steps;
     if (!r->tty && s->step % r->c->log_every != 0 && !last && !evaluated) return;
     fprintf(stderr, "%sstep %lld/%lld", r->tty ? "\r" : "", (long long)s->step, (long long)s->steps);
-    if (ft_is_rl(r)) fprintf(stderr, "  reward %.3f (std %.3f)  kl %.4f  len %.1f  loss %.4f", s->rl.reward, s->rl.reward_std, s->rl.kl,
-                             s->rl.completion_len, s->loss);
+    if (ft_is_rl(r)) fprintf(stderr, "  reward %.3f (std %.3f)  kl %.4f  len %.1f  loss %.4f", s->rl.reward, s->rl.reward_std,
+                             s->rl.kl, s->rl.completion_len, s->loss);
     else fprintf(stderr, "  loss %.4f  lr %.2e  grad %.2f  %.0f tok/s", s->loss, s->lr, s->grad_norm, s->tokens_per_s);
     fprintf(stderr, "  ETA %dm%02ds", (int)(s->eta_s / 60), (int)s->eta_s % 60);
     if (evaluated) fprintf(stderr, "  eval %.4f (ppl %.2f)", s->eval_loss, exp(s->eval_loss));
@@ -1583,7 +1595,8 @@ static int ft_train_run(ft_run *r) {
 static int ft_train_save(ft_run *r) {
     ft_cli *c = r->c;
     ft_plot_series s[2];
-    const char *curve = ft_is_rl(r) ? "reward.svg" : "loss.svg";
+    const char *curve = ft_is_rl(r) ? "reward.svg" : "loss.svg", *path = ft_out(r, curve);
+    const char *ylabel = r->def->kind == FT_KIND_TOKENS ? "cross-entropy" : r->def->name;
     if (ft_peft_save(r->p, ft_out(r, "adapter.gguf"), FT_FORMAT_AUTO, NULL) != FT_OK) return ft_fail(c);
     r->wrote_peft = ft_peft_can_save(r->p, FT_FORMAT_PEFT) == FT_OK;
     if (r->wrote_peft && ft_peft_save(r->p, ft_out(r, "peft"), FT_FORMAT_PEFT, NULL) != FT_OK) return ft_fail(c);
@@ -1595,13 +1608,13 @@ static int ft_train_save(ft_run *r) {
     s[1].x = r->ex;
     s[1].y = r->ey;
     s[1].n = r->ne;
-    if (ft_is_rl(r) && r->n && ft_svg_plot(ft_out(r, curve), "mean reward of the sampled completions", "step", "reward", s, 1) != FT_OK)
+    if (ft_is_rl(r) && r->n && ft_svg_plot(path, "mean reward of the sampled completions", "step", "reward", s, 1) != FT_OK)
         return ft_fail(c);
-    if (!ft_is_rl(r) && r->n && ft_svg_plot(ft_out(r, curve), "loss", "step", r->def->kind == FT_KIND_TOKENS ? "cross-entropy" : r->def->name,
-                                          s, r->ne ? 2 : 1) != FT_OK) return ft_fail(c);
+    if (!ft_is_rl(r) && r->n && ft_svg_plot(path, "loss", "step", ylabel, s, r->ne ? 2 : 1) != FT_OK) return ft_fail(c);
     fprintf(stderr, "ft: %lld steps, %.0f tokens", (long long)r->st.step, r->st.tokens);
     if (r->s_last > r->s_first) fprintf(stderr, ", %.2f s per step", (r->t_last - r->t_first) / (double)(r->s_last - r->s_first));
-    fprintf(stderr, "; wrote %s/{adapter.gguf,%smetrics.jsonl,%s,config,checkpoints/}\n", c->out, r->wrote_peft ? "peft/," : "", curve);
+    fprintf(stderr, "; wrote %s/{adapter.gguf,%smetrics.jsonl,%s,config,checkpoints/}\n", c->out, r->wrote_peft ? "peft/," : "",
+            curve);
     return 0;
 }
 
@@ -1615,18 +1628,17 @@ static void ft_row(const char *name, const char *fmt, double v0, double v1, int 
 
 static void ft_table(const ft_run *r) {
     const ft_evres *e0 = &r->e0, *e1 = &r->e1;
-    int nb = r->no_before;
+    int nb = r->no_before, head = r->def->kind == FT_KIND_SCORES;
     printf("\n| %-26s | %10s | %10s |\n|%s|%s|%s|\n", r->c->eval ? r->c->eval : "held-out split", "before", "after",
            "----------------------------", "------------", "------------");
     if (ft_is_rl(r)) {
         ft_row("mean reward (greedy)", "%.4f", e0->reward, e1->reward, nb);
         ft_row("full reward (greedy)", "%.1f%%", 100 * e0->solved, 100 * e1->solved, nb);
     } else if (ft_dataset_format(r->ev) == FT_DATA_PREFERENCE) {
-        const char *acc = r->def->kind == FT_KIND_SCORES ? "reward model accuracy" : r->def->reference ? "implicit reward accuracy"
-                                                                                                     : "avg log-prob reward acc";
+        const char *acc = r->def->reference ? "implicit reward accuracy" : "avg log-prob reward acc";
         ft_row("likelihood prefers chosen", "%.1f%%", 100 * e0->lik_acc, 100 * e1->lik_acc, nb);
-        ft_row(acc, "%.1f%%", 100 * e0->rew_acc, 100 * e1->rew_acc, nb);
-        ft_row(r->def->kind == FT_KIND_SCORES ? "reward model margin" : "reward margin", "%.4f", e0->rew_margin, e1->rew_margin, nb);
+        ft_row(head ? "reward model accuracy" : acc, "%.1f%%", 100 * e0->rew_acc, 100 * e1->rew_acc, nb);
+        ft_row(head ? "reward model margin" : "reward margin", "%.4f", e0->rew_margin, e1->rew_margin, nb);
     } else {
         ft_row("eval loss", "%.4f", e0->loss, e1->loss, nb);
         ft_row("eval perplexity", "%.2f", exp(e0->loss), exp(e1->loss), nb);
@@ -1650,7 +1662,8 @@ static void ft_task_table(const ft_run *r) {
         if (r->no_before) snprintf(pp, sizeof pp, "%.2f", exp(b->loss));
         else snprintf(pp, sizeof pp, "%.2f -> %.2f", exp(a->loss), exp(b->loss));
         if (b->gen.n && r->no_before) snprintf(em, sizeof em, "%.1f%%", 100 * b->gen.exact_rate);
-        if (b->gen.n && !r->no_before) snprintf(em, sizeof em, "%.0f%% -> %.0f%%", 100 * a->gen.exact_rate, 100 * b->gen.exact_rate);
+        if (b->gen.n && !r->no_before) snprintf(em, sizeof em, "%.0f%% -> %.0f%%", 100 * a->gen.exact_rate,
+                                                100 * b->gen.exact_rate);
         printf("| %-32s | %-18s | %-16s | %-14s |\n", strrchr(r->c->task.v[i], ':') + 1, l, pp, em);
     }
 }
@@ -1665,20 +1678,22 @@ static void ft_eval_json(const ft_run *r) {
     fprintf(f, "{");
     if (r->ev && ft_is_rl(r)) fprintf(f, "\"mean_reward\": %.6f, \"full_reward\": %.4f", e1->reward, e1->solved);
     if (r->ev && !ft_is_rl(r) && ft_dataset_format(r->ev) == FT_DATA_PREFERENCE)
-        fprintf(f, "\"likelihood_accuracy\": %.4f, \"reward_accuracy\": %.4f, \"reward_margin\": %.6f", e1->lik_acc, e1->rew_acc, e1->rew_margin);
+        fprintf(f, "\"likelihood_accuracy\": %.4f, \"reward_accuracy\": %.4f, \"reward_margin\": %.6f", e1->lik_acc, e1->rew_acc,
+                e1->rew_margin);
     if (r->ev && !ft_is_rl(r) && ft_dataset_format(r->ev) != FT_DATA_PREFERENCE) {
         fprintf(f, "\"eval_loss\": %.6f, \"eval_perplexity\": %.4f", e1->loss, exp(e1->loss));
-        if (e1->gen.n) fprintf(f, ", \"exact_match\": %.4f, \"contains\": %.4f, \"n_gen\": %lld", e1->gen.exact_rate, e1->gen.contains_rate,
-                               (long long)e1->gen.n);
+        if (e1->gen.n) fprintf(f, ", \"exact_match\": %.4f, \"contains\": %.4f, \"n_gen\": %lld", e1->gen.exact_rate,
+                               e1->gen.contains_rate, (long long)e1->gen.n);
         if (!r->no_before) fprintf(f, ", \"before_eval_loss\": %.6f", e0->loss);
         if (!r->no_before && e0->gen.n) fprintf(f, ", \"before_exact_match\": %.4f", e0->gen.exact_rate);
     }
     if (r->c->task.n) fprintf(f, "%s\"tasks\": [", r->ev ? ", " : "");
     for (i = 0; i < r->c->task.n; i++) {
         if (!r->tev[i]) continue;
-        fprintf(f, "%s{\"eval\": \"%s\", \"eval_loss\": %.6f, \"exact_match\": %.4f", sep, strrchr(r->c->task.v[i], ':') + 1, r->t1[i].loss,
-                r->t1[i].gen.exact_rate);
-        if (!r->no_before) fprintf(f, ", \"before_eval_loss\": %.6f, \"before_exact_match\": %.4f", r->t0[i].loss, r->t0[i].gen.exact_rate);
+        fprintf(f, "%s{\"eval\": \"%s\", \"eval_loss\": %.6f, \"exact_match\": %.4f", sep, strrchr(r->c->task.v[i], ':') + 1,
+                r->t1[i].loss, r->t1[i].gen.exact_rate);
+        if (!r->no_before) fprintf(f, ", \"before_eval_loss\": %.6f, \"before_exact_match\": %.4f", r->t0[i].loss,
+                                   r->t0[i].gen.exact_rate);
         fprintf(f, "}");
         sep = ", ";
     }
@@ -1733,8 +1748,9 @@ static int ft_eval_run(ft_cli *c, ft_ctx *ctx, ft_model *m) {
     if (!rc) printf("%s: %lld examples, loss %.4f, perplexity %.3f\n", c->data, (long long)ft_dataset_size(d), loss, exp(loss));
     if (!rc && ft_dataset_format(d) != FT_DATA_TEXT) {
         if (ft_eval_generate(ctx, m, d, c->train.rl.max_new, c->eval_gen, &acc, ft_print_item, NULL) != FT_OK) rc = ft_fail(c);
-        if (!rc) printf("accuracy: exact match %lld/%lld (%.1f%%), contains %lld/%lld (%.1f%%)\n", (long long)acc.exact, (long long)acc.n,
-                        100 * acc.exact_rate, (long long)acc.contains, (long long)acc.n, 100 * acc.contains_rate);
+        if (!rc) printf("accuracy: exact match %lld/%lld (%.1f%%), contains %lld/%lld (%.1f%%)\n", (long long)acc.exact,
+                        (long long)acc.n, 100 * acc.exact_rate, (long long)acc.contains, (long long)acc.n,
+                        100 * acc.contains_rate);
     }
     ft_dataset_free(d);
     return rc;
@@ -1803,8 +1819,8 @@ static int ft_cmd_merge_models(ft_cli *c) {
     o.log = ft_merge_log;
     o.log_user = &c->verbose;
     if (ft_merge_models(c->out, c->base, in, n, &o, &st) != FT_OK) rc = ft_fail(c);
-    if (!rc) printf("%s: %s of %d input%s over %s: %lld tensors merged, %lld copied, %.1f MiB\n", c->out, ft_value(c, "method"), n,
-                    n == 1 ? "" : "s", c->base, (long long)st.merged, (long long)st.copied, (double)st.bytes / (1 << 20));
+    if (!rc) printf("%s: %s of %d input%s over %s: %lld tensors merged, %lld copied, %.1f MiB\n", c->out, ft_value(c, "method"),
+                    n, n == 1 ? "" : "s", c->base, (long long)st.merged, (long long)st.copied, (double)st.bytes / (1 << 20));
     for (i = 0; i < n; i++) free(paths[i]);
     return rc;
 }
@@ -1817,10 +1833,12 @@ static int ft_cmd_export(ft_cli *c) {
     ft_adapter_format f = (ft_adapter_format)c->format;
     const char *what;
     int rc;
-    if (!c->model || !c->adapter || !c->out || c->format < 0) return ft_missing(c, "--format peft|gguf, -m MODEL.gguf, --adapter ADAPTER and -o OUT");
+    if (!c->model || !c->adapter || !c->out || c->format < 0)
+        return ft_missing(c, "--format peft|gguf, -m MODEL.gguf, --adapter ADAPTER and -o OUT");
     if (c->format >= ft_enum_count(FT_ENUM_ADAPTER_FORMAT)) f = FT_FORMAT_AUTO;              /* gguf */
     rc = ft_open_all(c, &m, &p, NULL);
-    if (!rc && f == FT_FORMAT_AUTO) f = ft_peft_can_save(p, FT_FORMAT_LLAMACPP) == FT_OK ? FT_FORMAT_LLAMACPP : FT_FORMAT_FINETUNE;
+    if (!rc && f == FT_FORMAT_AUTO) f = ft_peft_can_save(p, FT_FORMAT_LLAMACPP) == FT_OK ? FT_FORMAT_LLAMACPP
+                                                                                          : FT_FORMAT_FINETUNE;
     if (!rc && ft_peft_can_save(p, f) != FT_OK) rc = ft_fail(c);
     if (!rc && ft_peft_save(p, c->out, f, c->base_name) != FT_OK) rc = ft_fail(c);
     what = f == FT_FORMAT_PEFT ? "PEFT adapter_model.safetensors + adapter_config.json" :
@@ -1880,7 +1898,7 @@ static int ft_cmd_logits(ft_cli *c) {
     int32_t *ids = NULL;
     int64_t n = 0;
     int rc;
-    if (!c->model || !c->out || !c->prompt == !c->ids) return ft_missing(c, "-m MODEL.gguf, -o OUT and one of -p PROMPT or --ids LIST");
+    if (!c->model || !c->out || !c->prompt == !c->ids) return ft_missing(c, "-m MODEL.gguf, -o OUT and -p PROMPT or --ids LIST");
     rc = ft_open_all(c, &m, &p, &ctx);
     if (!rc) ids = c->ids ? ft_ids_parse(c, ft_model_config_get(m)->n_vocab, &n) : ft_prompt_ids(c, m, &n);
     if (!rc && !ids) rc = 1;
@@ -1907,8 +1925,8 @@ static int ft_cmd_quantize(ft_cli *c) {
     t0 = ft_time_seconds();
     if (ft_model_load(&m, c->model, &mo) != FT_OK) return ft_fail(c);
     b1 = ft_model_linear_bytes(m, NULL);
-    fprintf(stderr, "ft: %lld linear weights: %.4f -> %.4f bytes per weight (%.1f -> %.1f MiB), quantized in %.2f s\n", (long long)n,
-            (double)b0 / (double)n, (double)b1 / (double)n, (double)b0 / 1048576.0, (double)b1 / 1048576.0, ft_time_seconds() - t0);
+    fprintf(stderr, "ft: %lld linear weights: %.4f -> %.4f bytes per weight (%.1f -> %.1f MiB), quantized in %.2f s\n",
+            (long long)n, (double)b0 / n, (double)b1 / n, b0 / 1048576.0, b1 / 1048576.0, ft_time_seconds() - t0);
     if (ft_model_save_gguf(m, c->out) != FT_OK) {
         ft_model_free(m);
         return ft_fail(c);
@@ -1940,8 +1958,8 @@ static void ft_synth_report(const ft_cli *c, const ft_synth_stats *st) {
         if (st->evol_ops[k]) printf("  kept by %-14s %8lld\n", ft_synth_evol_op_name(k), (long long)st->evol_ops[k]);
     printf("  %-22s %8lld\n", "generate calls", (long long)st->calls);
     printf("  %-22s %8.1f s\n", "time", st->seconds);
-    if (st->stopped) fprintf(stderr, "ft synth: stopped after %lld proposals in %lld generate calls with %lld of %lld examples; run it again "
-                             "to continue (the file is resumed)\n", (long long)st->generated, (long long)st->calls,
+    if (st->stopped) fprintf(stderr, "ft synth: stopped after %lld proposals in %lld generate calls with %lld of %lld examples; "
+                             "run it again to continue (the file is resumed)\n", (long long)st->generated, (long long)st->calls,
                              (long long)(st->resumed + st->kept), (long long)c->synth.n);
 }
 
@@ -2170,7 +2188,8 @@ static void ft_sweep_ok(ft_sweep *s, FILE *f, const char *tdir, const ft_json_do
     tl = ft_jnum(m, "loss");
     ft_json_free(m);
     fprintf(f, ", \"status\": \"ok\", \"eval_loss\": %.6f, \"eval_perplexity\": %.4f", loss, exp(loss));
-    if (em == em) fprintf(f, ", \"exact_match\": %.4f, \"contains\": %.4f, \"n_gen\": %.0f", em, ft_jnum(ev, "contains"), ft_jnum(ev, "n_gen"));
+    if (em == em) fprintf(f, ", \"exact_match\": %.4f, \"contains\": %.4f, \"n_gen\": %.0f", em, ft_jnum(ev, "contains"),
+                          ft_jnum(ev, "n_gen"));
     if (tl == tl) fprintf(f, ", \"train_loss\": %.6f", tl);
     fprintf(stderr, "eval loss %.4f", loss);
     if (em == em) fprintf(stderr, ", exact match %.1f%%", 100 * em);
@@ -2196,7 +2215,8 @@ static int ft_sweep_record(ft_sweep *s, int t, const char *tdir, const char *par
     int k;
     snprintf(path, sizeof path, "%s/eval.json", tdir);
     if (rc == 0) ev = ft_json_file(path);
-    if (!(f = fopen(ft_sweep_path(s, "results.jsonl"), "a"))) return ft_err(s->c, "%s: cannot write: %s", ft_sweep_path(s, "results.jsonl"), strerror(errno));
+    if (!(f = fopen(ft_sweep_path(s, "results.jsonl"), "a")))
+        return ft_err(s->c, "%s: cannot write: %s", ft_sweep_path(s, "results.jsonl"), strerror(errno));
     fprintf(f, "{\"trial\": %d, \"params\": ", t);
     ft_json_str(f, params);
     for (k = 0; k < s->nk; k++) {
@@ -2253,25 +2273,12 @@ static int ft_row_cmp(const void *a, const void *b) {
     return x < y ? -1 : x > y ? 1 : 0;
 }
 
-/* key k's value in a results line, as written in its "params" ("lr=3e-3 rank=4"); "-" when absent */
-static const char *ft_param(const ft_sweep *s, const ft_json_doc *d, int k, char *buf, size_t cap) {
-    const char *p = ft_jstr(d, "params"), *start, *end;
-    char pat[80];
-    int j;
-    snprintf(pat, sizeof pat, "%s=", s->k[k].key);
-    start = p ? strstr(p, pat) : NULL;
-    while (start && start != p && start[-1] != ' ') start = strstr(start + 1, pat);
-    if (!start) return "-";
-    start += strlen(pat);
-    end = start + strlen(start);
-    for (j = 0; j < s->nk; j++) {
-        const char *e;
-        snprintf(pat, sizeof pat, " %s=", s->k[j].key);
-        e = strstr(start, pat);
-        if (e && e < end) end = e;
-    }
-    snprintf(buf, cap, "%.*s", (int)(end - start), start);
-    return buf;
+/* key k's value in a results line as text: a string as it is, a number as %g; "-" when absent */
+static const char *ft_jval(const ft_sweep *s, const ft_json_doc *d, int k, char *buf, size_t cap) {
+    const ft_json *v = ft_json_get(ft_json_root(d), s->k[k].key);
+    if (v && v->kind == FT_JSON_STRING) return v->s;
+    if (v && v->kind == FT_JSON_NUMBER) snprintf(buf, cap, "%g", v->num);
+    return v && v->kind == FT_JSON_NUMBER ? buf : "-";
 }
 
 static void ft_sweep_md(const ft_sweep *s) {
@@ -2288,7 +2295,7 @@ static void ft_sweep_md(const ft_sweep *s) {
         const ft_trial *r = &s->rows[i];
         double em = ft_jnum(r->doc, "exact_match");
         fprintf(f, "| %.0f |", ft_jnum(r->doc, "trial"));
-        for (k = 0; k < s->nk; k++) fprintf(f, " %s |", ft_param(s, r->doc, k, v, sizeof v));
+        for (k = 0; k < s->nk; k++) fprintf(f, " %s |", ft_jval(s, r->doc, k, v, sizeof v));
         if (!isfinite(r->loss)) fprintf(f, " failed | | | | %.0f |\n", ft_jnum(r->doc, "seconds"));
         if (!isfinite(r->loss)) continue;
         fprintf(f, " %.4f | %.3f | ", r->loss, exp(r->loss));
@@ -2302,50 +2309,57 @@ static void ft_sweep_md(const ft_sweep *s) {
 /* key k's x axis: 2 log10 (lr, or a positive key spanning 30x), 1 its value, 0 a word's index */
 static int ft_sweep_axis(const ft_sweep *s, int k, char *xlabel, size_t cap) {
     double lo = INFINITY, hi = -INFINITY;
-    char v[256];
     int j, numeric = 1, logx;
     size_t len;
     for (j = 0; j < s->nrows; j++) {
-        const char *t = ft_param(s, s->rows[j].doc, k, v, sizeof v);
-        if (!strcmp(t, "-")) continue;
-        if (!ft_is_json_number(t)) numeric = 0;
-        lo = fmin(lo, strtod(t, NULL));
-        hi = fmax(hi, strtod(t, NULL));
+        const ft_json *v = ft_json_get(ft_json_root(s->rows[j].doc), s->k[k].key);
+        if (v && v->kind != FT_JSON_NUMBER) numeric = 0;
+        if (v && v->kind == FT_JSON_NUMBER) lo = fmin(lo, v->num);
+        if (v && v->kind == FT_JSON_NUMBER) hi = fmax(hi, v->num);
     }
     logx = numeric && lo > 0 && (!strcmp(s->k[k].key, "lr") || hi >= 30 * lo);
     if (numeric) snprintf(xlabel, cap, logx ? "log10(%s)" : "%s", s->k[k].key);
     if (numeric) return logx ? 2 : 1;
     len = (size_t)snprintf(xlabel, cap, "%s:", s->k[k].key);
-    for (j = 0; j < s->k[k].n && len + 40 < cap; j++) len += (size_t)snprintf(xlabel + len, cap - len, " %d=%s", j, s->k[k].val[j]);
+    for (j = 0; j < s->k[k].n && len + 40 < cap; j++)
+        len += (size_t)snprintf(xlabel + len, cap - len, " %d=%s", j, s->k[k].val[j]);
     return 0;
 }
 
-/* row j's point on key k's panel, in the series of the other keys' values (16 at most), in x order */
-static void ft_sweep_point(const ft_sweep *s, int k, int j, int axis, ft_plot_series *ser, char names[][256], int *ns, double *xs) {
-    char v[256], w[128], name[256] = "", *e;
-    const char *t = ft_param(s, s->rows[j].doc, k, v, sizeof v);
-    double x = axis == 2 ? log10(strtod(t, NULL)) : strtod(t, NULL), *sx, *sy;
-    int q, kk, i;
-    int64_t p;
-    if (!isfinite(s->rows[j].loss) || !strcmp(t, "-")) return;
-    for (q = 0; !axis && q < s->k[k].n && strcmp(s->k[k].val[q], t); q++) {}
-    if (!axis) x = q;
+/* the series of row j on key k's panel: the other keys' values (16 series at most; -1 beyond) */
+static int ft_sweep_series(const ft_sweep *s, int k, int j, ft_plot_series *ser, char names[][256], int *ns, double *xs) {
+    char w[128], name[256] = "", *e;
+    int kk, i;
     for (kk = 0; kk < s->nk; kk++) {
         size_t len = strlen(name);
-        if (kk != k) snprintf(name + len, sizeof name - len, "%s%s=%s", len ? " " : "", s->k[kk].key, ft_param(s, s->rows[j].doc, kk, w, sizeof w));
+        const char *v = ft_jval(s, s->rows[j].doc, kk, w, sizeof w);
+        if (kk != k) snprintf(name + len, sizeof name - len, "%s%s=%s", len ? " " : "", s->k[kk].key, v);
     }
     if (!name[0]) snprintf(name, sizeof name, "eval loss");
     for (e = name; *e; e++) if (*e == '<' || *e == '&' || *e == '>') *e = '_';
     for (i = 0; i < *ns && strcmp(names[i], name); i++) {}
-    if (i == 16) return;
-    if (i == *ns) {
-        snprintf(names[i], 256, "%s", name);
-        ser[i].name = names[i];
-        ser[i].x = xs + 2 * (size_t)s->nrows * (size_t)i;
-        ser[i].y = ser[i].x + s->nrows;
-        ser[i].n = 0;
-        (*ns)++;
-    }
+    if (i == 16) return -1;
+    if (i < *ns) return i;
+    snprintf(names[i], 256, "%s", name);
+    ser[i].name = names[i];
+    ser[i].x = xs + 2 * (size_t)s->nrows * (size_t)i;
+    ser[i].y = ser[i].x + s->nrows;
+    ser[i].n = 0;
+    (*ns)++;
+    return i;
+}
+
+/* row j's point on key k's panel, into its series in x order */
+static void ft_sweep_point(const ft_sweep *s, int k, int j, int axis, ft_plot_series *ser, char names[][256], int *ns,
+                           double *xs) {
+    const ft_json *v = ft_json_get(ft_json_root(s->rows[j].doc), s->k[k].key);
+    double x = v && v->kind == FT_JSON_NUMBER ? v->num : 0, *sx, *sy;
+    int i, q = 0;
+    int64_t p;
+    if (!isfinite(s->rows[j].loss) || !v) return;
+    while (!axis && q < s->k[k].n && v->kind == FT_JSON_STRING && strcmp(s->k[k].val[q], v->s)) q++;
+    x = axis == 2 ? log10(x) : axis == 1 ? x : q;
+    if ((i = ft_sweep_series(s, k, j, ser, names, ns, xs)) < 0) return;
     sx = (double *)ser[i].x;
     sy = (double *)ser[i].y;
     for (p = ser[i].n; p > 0 && sx[p - 1] > x; p--) {
@@ -2473,14 +2487,16 @@ static int ft_cmd_sweep(ft_cli *c) {
 
 static const ft_cmd ft_cmds[] = {
     {"info", FT_C_INFO, ft_cmd_info, "MODEL.gguf [--all]", "metadata, tensor types, parameter count"},
-    {"generate", FT_C_GENERATE, ft_cmd_generate, "-m MODEL.gguf -p PROMPT [options]", "sample a continuation (greedy at --temp 0)"},
+    {"generate", FT_C_GENERATE, ft_cmd_generate, "-m MODEL.gguf -p PROMPT [options]",
+     "sample a continuation (greedy at --temp 0)"},
     {"train", FT_C_TRAIN, ft_cmd_train, "-m MODEL.gguf --data TRAIN.jsonl --out DIR [options]",
-     "fine-tune: LoRA, QLoRA, DoRA, adapters, prefix / prompt tuning, IA3, full; SFT, CPT, DPO & co, KTO, RM, GRPO, PPO"},
+     "fine-tune with any PEFT method and objective (SFT, CPT, DPO & co, KTO, RM, GRPO, PPO)"},
     {"eval", FT_C_EVAL, ft_cmd_eval, "-m MODEL.gguf [--lora ADAPTER] --data EVAL.jsonl [options]",
      "loss, perplexity and exact match of greedy answers"},
     {"merge", FT_C_MERGE, ft_cmd_merge, "-m MODEL.gguf [--adapter ADAPTER] [--type TYPE] [--embeddings] -o OUT.gguf",
-     "a whole model with the adapter merged into its linear weights (F16; without --adapter: the base re-typed)"},
-    {"merge-models", FT_C_MERGE_MODELS, ft_cmd_merge_models, "--base BASE.gguf --method NAME --input A.gguf[:W[:D]] ... -o OUT.gguf",
+     "a whole model with the adapter merged into its linear weights (F16 by default)"},
+    {"merge-models", FT_C_MERGE_MODELS, ft_cmd_merge_models,
+     "--base BASE.gguf --method NAME --input A.gguf[:W[:D]] ... -o OUT.gguf",
      "several models or adapters merged over their base (also: ft merge --method ...)"},
     {"export", FT_C_EXPORT, ft_cmd_export, "--format peft|gguf -m MODEL.gguf --adapter ADAPTER -o OUT_DIR|OUT.gguf",
      "an adapter in another format (PEFT directory, llama.cpp LoRA GGUF or finetune.h's own)"},
@@ -2490,7 +2506,8 @@ static const ft_cmd ft_cmds[] = {
      "linear weights -> NF4 (QLoRA's, bitsandbytes' bytes); everything else copied"},
     {"synth", FT_C_SYNTH, ft_cmd_synth, "--method NAME -m MODEL.gguf --seed-tasks SEEDS.jsonl -n N -o OUT.jsonl [options]",
      "synthetic instruction data from the model itself; OUT.jsonl is resumed when it exists"},
-    {"sweep", FT_C_SWEEP, ft_cmd_sweep, "-m MODEL.gguf --data TRAIN.jsonl --eval EVAL.jsonl --out DIR --grid KEY=V1,V2 ... [options]",
+    {"sweep", FT_C_SWEEP, ft_cmd_sweep,
+     "-m MODEL.gguf --data TRAIN.jsonl --eval EVAL.jsonl --out DIR --grid KEY=V1,V2 ... [options]",
      "a short ft train per combination of the grid (or --random N draws)"},
 };
 #define FT_NCMDS ((int)(sizeof ft_cmds / sizeof ft_cmds[0]))
@@ -2498,7 +2515,7 @@ static const ft_cmd ft_cmds[] = {
 static int ft_usage(FILE *f, int rc) {
     int i;
     fprintf(f, "usage: ft COMMAND [options]        ft COMMAND --help: its options, their defaults and ranges\n");
-    for (i = 0; i < FT_NCMDS; i++) fprintf(f, "  %-12s %s\n  %-12s   %s\n", ft_cmds[i].name, ft_cmds[i].synopsis, "", ft_cmds[i].about);
+    for (i = 0; i < FT_NCMDS; i++) fprintf(f, "  %-12s %s\n%17s%s\n", ft_cmds[i].name, ft_cmds[i].synopsis, "", ft_cmds[i].about);
     fprintf(f, "  ADAPTER: a llama.cpp LoRA GGUF (adapter.gguf), finetune.h's own adapter GGUF or a PEFT directory\n");
     fprintf(f, "  --config FILE: options as `name = value` lines (a run's DIR/config reads back)\n");
     return rc;
@@ -2508,10 +2525,9 @@ static int ft_usage(FILE *f, int rc) {
 static const ft_cmd *ft_cmd_find(const char *name, int argc, char **argv) {
     int i;
     for (i = 0; i < argc && !strcmp(name, "merge"); i++) {
-        const char *a = argv[i];
-        size_t n = strcspn(a, "=");
-        if ((n == 6 && !strncmp(a, "--base", n)) || (n == 8 && !strncmp(a, "--method", n)) || (n == 7 && !strncmp(a, "--input", n)))
-            name = "merge-models";
+        char flag[16];
+        snprintf(flag, sizeof flag, "%.*s", (int)strcspn(argv[i], "="), argv[i]);
+        if (!strcmp(flag, "--base") || !strcmp(flag, "--method") || !strcmp(flag, "--input")) name = "merge-models";
     }
     for (i = 0; i < FT_NCMDS; i++) if (!strcmp(ft_cmds[i].name, name)) return &ft_cmds[i];
     return NULL;
