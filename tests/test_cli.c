@@ -2,7 +2,10 @@
    tokenizer: every command that writes a file or a directory creates the missing parents of its
    output (as mkdir -p), and where it cannot, it fails with a message that names the path and the
    reason: a file where a directory should be, a read-only place, a full disk (the last two on
-   tmpfs mounts where this process may mount them: root, as in CI). */
+   tmpfs mounts where this process may mount them: root, as in CI). And the option table: bad
+   values refused with exit 2, usage texts, --config files and the run's config read back, the
+   library's defaults per objective, --resume's metrics, paths checked before loading, --seq-len
+   cuts, GRPO through ft_train, the library's adapter-format policy. */
 #define _POSIX_C_SOURCE 200809L        /* WEXITSTATUS */
 #include "../finetune.h"
 #include "ft_test.h"
@@ -29,10 +32,12 @@ static int exists(const char *path) { FILE *f = fopen(path, "rb"); if (f) fclose
 static int said(const char *what) { return strstr(LOGTEXT, what) != NULL; }
 
 /* each command with its output at OUT ("%s" in the arguments): a directory (train, sweep, export
-   --format peft) or a file; what must exist after it ran, relative to OUT ("" for OUT itself) */
+   --format peft) or a file; what must exist after it ran, relative to OUT ("" for OUT itself).
+   train's --rank 16 makes its adapter (which merge and export read) outgrow the full disk's 48 KiB */
 typedef struct cmd { const char *name, *args; int dir; const char *made; } cmd;
 static const cmd CMDS[] = {
-    {"train", "train -m build/cli_tiny.gguf --data build/cli_data.jsonl --steps 1 --batch 2 --rank 16 --eval-before 0 --threads 1 --out %s",
+    {"train", "train -m build/cli_tiny.gguf --data build/cli_data.jsonl --steps 1 --batch 2 --rank 16 --eval-before 0 "
+     "--threads 1 --out %s",
      1, "/checkpoints/last.gguf"},
     {"sweep", "sweep -m build/cli_tiny.gguf --data build/cli_data.jsonl --eval build/cli_data.jsonl --steps 1 --batch 2 "
      "--eval-gen 0 --threads 1 --grid lr=1e-3 --out %s", 1, "/results.jsonl"},
@@ -126,6 +131,7 @@ static char *slurp(const char *path) {
 }
 
 #define TRAIN "train -m build/cli_tiny.gguf --data build/cli_data.jsonl --threads 1 --eval-before 0 "
+#define SWEEP "-m build/cli_tiny.gguf --data build/cli_data.jsonl --eval build/cli_data.jsonl "
 
 /* a value that does not parse completely, is not finite or is out of range is refused before
    anything runs: exit 2 and a message naming the option, the value and what it must be (--log-every
@@ -167,11 +173,13 @@ TEST(bad_values_are_refused) {
     i = ft_run_as("generate -m build/cli_tiny.gguf -p hi -n 0", 1);
     CHECK(i == 2 && said("ft generate: --n 0: must be an integer in [1, 1e6]"), "generate -n 0: exit %d: %s", i, LOGTEXT);
     i = ft_run_as("merge-models --base build/cli_tiny.gguf --input build/cli_tiny.gguf:1:2 -o build/cli_bad.gguf", 1);
-    CHECK(i == 2 && said("--input build/cli_tiny.gguf:1:2: must be PATH[:WEIGHT[:DENSITY]]"), "merge-models density 2: exit %d: %s", i, LOGTEXT);
-    i = ft_run_as("sweep -m build/cli_tiny.gguf --data build/cli_data.jsonl --eval build/cli_data.jsonl --grid lr=1e-3,abc --out build/cli_bad", 1);
+    CHECK(i == 2 && said("--input build/cli_tiny.gguf:1:2: must be PATH[:WEIGHT[:DENSITY]]"), "merge-models: exit %d: %s", i,
+          LOGTEXT);
+    i = ft_run_as("sweep " SWEEP "--grid lr=1e-3,abc --out build/cli_bad", 1);
     CHECK(i == 2 && said("--lr abc: must be a finite number in (0, 10]"), "sweep --grid lr=1e-3,abc: exit %d: %s", i, LOGTEXT);
-    i = ft_run_as("sweep -m build/cli_tiny.gguf --data build/cli_data.jsonl --eval build/cli_data.jsonl --grid nope=1 --out build/cli_bad", 1);
-    CHECK(i == 2 && said("--grid nope=1: must be KEY=V1,V2,... with KEY an option of ft train"), "sweep --grid nope=1: exit %d: %s", i, LOGTEXT);
+    i = ft_run_as("sweep " SWEEP "--grid nope=1 --out build/cli_bad", 1);
+    CHECK(i == 2 && said("--grid nope=1: must be KEY=V1,V2,... with KEY an option of ft train"), "sweep --grid nope=1: %d: %s", i,
+          LOGTEXT);
 }
 
 /* ft alone lists the commands; ft CMD --help lists its options from the table, with the defaults
@@ -180,12 +188,14 @@ TEST(usage_from_the_table) {
     int rc = ft_run_as("", 1);
     CHECK(rc == 2 && said("usage: ft COMMAND") && said("  sweep ") && said("  merge-models "), "ft: exit %d: %s", rc, LOGTEXT);
     rc = ft_run_as("train --help", 0);
-    CHECK(rc == 0 && said("--rank R") && said("[1, 4096]; default 8") && said("--schedule NAME") && said("cosine, linear, constant")
-          && said("  simpo ") && said("--lr X"), "train --help: exit %d: %s", rc, LOGTEXT);
+    CHECK(rc == 0 && said("--rank R") && said("[1, 4096]; default 8") && said("--schedule NAME") &&
+          said("cosine, linear, constant") && said("  simpo ") && said("--lr X"), "train --help: exit %d: %s", rc, LOGTEXT);
     rc = ft_run_as("train --objective simpo --help", 0);
-    CHECK(rc == 0 && said("default 2\n") && said("target margin; [0, 100]; default 0.5"), "train --objective simpo --help: %s", LOGTEXT);
+    CHECK(rc == 0 && said("default 2\n") && said("target margin; [0, 100]; default 0.5"), "train --objective simpo --help: %s",
+          LOGTEXT);
     rc = ft_run_as("merge-models --help", 0);
-    CHECK(rc == 0 && said("--input A.gguf[:W[:D]]") && said("dare_linear") && said("f32, f16, q4_0, q4_1, q8_0, bf16;"), "merge-models --help: %s", LOGTEXT);
+    CHECK(rc == 0 && said("--input A.gguf[:W[:D]]") && said("dare_linear") && said("f32, f16, q4_0, q4_1, q8_0, bf16;"),
+          "merge-models --help: %s", LOGTEXT);
     rc = ft_run_as("sweep --help", 0);
     CHECK(rc == 0 && said("--grid KEY=V1,V2") && said("every ft train option"), "sweep --help: %s", LOGTEXT);
 }
@@ -207,13 +217,15 @@ TEST(config_files) {
     CHECK(rc == 0, "train --config RUN/config: exit %d: %s", rc, LOGTEXT);
     {
         char *a = strstr(first, "\nout = "), *b = strstr(slurp("build/cli_cfg_run2/config"), "\nout = ");
-        CHECK(a && b && !strcmp(strchr(a + 1, '\n'), strchr(b + 1, '\n')), "the run's config did not read back the same:\n%s", slurp("build/cli_cfg_run2/config"));
+        CHECK(a && b && !strcmp(strchr(a + 1, '\n'), strchr(b + 1, '\n')), "the run's config did not read back the same:\n%s",
+              slurp("build/cli_cfg_run2/config"));
     }
     f = fopen("build/cli_cfg_bad", "w");
     if (f) fprintf(f, "steps = 1\n\nrank = zero\n");
     if (f) fclose(f);
     rc = ft_run_as(TRAIN "--config build/cli_cfg_bad --out build/cli_bad", 1);
-    CHECK(rc == 2 && said("build/cli_cfg_bad:3: rank = zero: must be an integer in [1, 4096]"), "bad config value: exit %d: %s", rc, LOGTEXT);
+    CHECK(rc == 2 && said("build/cli_cfg_bad:3: rank = zero: must be an integer in [1, 4096]"), "bad config value: exit %d: %s",
+          rc, LOGTEXT);
     f = fopen("build/cli_cfg_bad", "w");
     if (f) fprintf(f, "steps = 1\nrnak = 4\n");
     if (f) fclose(f);
@@ -223,8 +235,8 @@ TEST(config_files) {
 
 /* the library's defaults follow the objective: simpo records beta 2, gamma 0.5 and its rate */
 TEST(objective_defaults) {
-    int rc = ft_run_as("train -m build/cli_tiny.gguf --data build/cli_pref.jsonl --objective simpo --steps 1 --batch 2 --threads 1 "
-                       "--eval-before 0 --out build/cli_simpo", 0);
+    int rc = ft_run_as("train -m build/cli_tiny.gguf --data build/cli_pref.jsonl --objective simpo --steps 1 --batch 2 "
+                       "--threads 1 --eval-before 0 --out build/cli_simpo", 0);
     const char *cfg = slurp("build/cli_simpo/config");
     CHECK(rc == 0 && strstr(cfg, "\nbeta = 2\n") && strstr(cfg, "\ngamma = 0.5\n") && strstr(cfg, "\nlr = 5e-05\n"),
           "simpo: exit %d: %s\n%s", rc, LOGTEXT, cfg);
@@ -233,16 +245,16 @@ TEST(objective_defaults) {
 /* after --resume, metrics.jsonl keeps the lines up to the checkpoint's step once */
 TEST(resume_keeps_metrics_once) {
     FILE *f;
+    const char *m;
     int rc = ft_run_as(TRAIN "--steps 2 --batch 2 --out build/cli_resume", 0);
     CHECK(rc == 0, "train --steps 2: exit %d: %s", rc, LOGTEXT);
     f = fopen("build/cli_resume/metrics.jsonl", "a");       /* a step logged after the checkpoint, then a crash */
     if (f) fprintf(f, "{\"step\": 3, \"epoch\": 0, \"loss\": 99.0}\n");
     if (f) fclose(f);
     rc = ft_run_as(TRAIN "--steps 4 --batch 2 --resume --out build/cli_resume", 0);
-    slurp("build/cli_resume/metrics.jsonl");
-    CHECK(rc == 0 && said("resuming from") && count(slurp("build/cli_resume/metrics.jsonl"), "\"step\": ") == 4 &&
-          count(slurp("build/cli_resume/metrics.jsonl"), "\"step\": 3,") == 1 && !strstr(slurp("build/cli_resume/metrics.jsonl"), "99.0"),
-          "resume: exit %d: %s\nmetrics:\n%s", rc, LOGTEXT, slurp("build/cli_resume/metrics.jsonl"));
+    m = slurp("build/cli_resume/metrics.jsonl");
+    CHECK(rc == 0 && said("resuming from") && count(m, "\"step\": ") == 4 && count(m, "\"step\": 3,") == 1 && !strstr(m, "99.0"),
+          "resume: exit %d: %s\nmetrics:\n%s", rc, LOGTEXT, m);
 }
 
 /* paths are checked before the model loads; --seq-len cuts are counted; nothing to learn is refused */
@@ -268,9 +280,10 @@ TEST(rl_and_formats) {
     rc = ft_run_as(TRAIN "--method adapter --bottleneck 4 --steps 1 --batch 2 --out build/cli_adapter", 0);
     CHECK(rc == 0 && exists("build/cli_adapter/adapter.gguf") && !exists("build/cli_adapter/peft/adapter_config.json"),
           "--method adapter: exit %d: %s", rc, LOGTEXT);
-    rc = ft_run_as("export --format peft -m build/cli_tiny.gguf --adapter build/cli_adapter/adapter.gguf -o build/cli_adapter_peft", 1);
-    CHECK(rc == 1 && said("ft export: ") && !exists("build/cli_adapter_peft/adapter_config.json"), "export of adapters to PEFT: exit %d: %s", rc, LOGTEXT);
-    rc = ft_run_as("export --format gguf -m build/cli_tiny.gguf --adapter build/cli_adapter/adapter.gguf -o build/cli_adapter2.gguf", 0);
+    rc = ft_run_as("export --format peft -m build/cli_tiny.gguf --adapter build/cli_adapter/adapter.gguf -o build/cli_peft", 1);
+    CHECK(rc == 1 && said("ft export: ") && !exists("build/cli_peft/adapter_config.json"), "export to PEFT: exit %d: %s", rc,
+          LOGTEXT);
+    rc = ft_run_as("export --format gguf -m build/cli_tiny.gguf --adapter build/cli_adapter/adapter.gguf -o build/cli.gguf", 0);
     CHECK(rc == 0 && said("finetune.h adapter GGUF"), "export --format gguf of adapters: exit %d: %s", rc, LOGTEXT);
     rc = ft_run_as("merge --base build/cli_tiny.gguf --method task --input build/cli_tiny.gguf:0.5 -o build/cli_task.gguf", 0);
     CHECK(rc == 0 && said("task of 1 input"), "merge --method task: exit %d: %s", rc, LOGTEXT);
