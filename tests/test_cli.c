@@ -2,7 +2,10 @@
    tokenizer: every command that writes a file or a directory creates the missing parents of its
    output (as mkdir -p), and where it cannot, it fails with a message that names the path and the
    reason: a file where a directory should be, a read-only place, a full disk (the last two on
-   tmpfs mounts where this process may mount them: root, as in CI). */
+   tmpfs mounts where this process may mount them: root, as in CI). And the option table: bad
+   values refused with exit 2, usage texts, --config files and the run's config read back, the
+   library's defaults per objective, --resume's metrics, paths checked before loading, --seq-len
+   cuts, GRPO through ft_train, the library's adapter-format policy. */
 #define _POSIX_C_SOURCE 200809L        /* WEXITSTATUS */
 #include "../finetune.h"
 #include "ft_test.h"
@@ -29,10 +32,12 @@ static int exists(const char *path) { FILE *f = fopen(path, "rb"); if (f) fclose
 static int said(const char *what) { return strstr(LOGTEXT, what) != NULL; }
 
 /* each command with its output at OUT ("%s" in the arguments): a directory (train, sweep, export
-   --format peft) or a file; what must exist after it ran, relative to OUT ("" for OUT itself) */
+   --format peft) or a file; what must exist after it ran, relative to OUT ("" for OUT itself).
+   train's --rank 16 makes its adapter (which merge and export read) outgrow the full disk's 48 KiB */
 typedef struct cmd { const char *name, *args; int dir; const char *made; } cmd;
 static const cmd CMDS[] = {
-    {"train", "train -m build/cli_tiny.gguf --data build/cli_data.jsonl --steps 1 --batch 2 --eval-before 0 --threads 1 --out %s",
+    {"train", "train -m build/cli_tiny.gguf --data build/cli_data.jsonl --steps 1 --batch 2 --rank 16 --eval-before 0 "
+     "--threads 1 --out %s",
      1, "/checkpoints/last.gguf"},
     {"sweep", "sweep -m build/cli_tiny.gguf --data build/cli_data.jsonl --eval build/cli_data.jsonl --steps 1 --batch 2 "
      "--eval-gen 0 --threads 1 --grid lr=1e-3 --out %s", 1, "/results.jsonl"},
@@ -102,6 +107,188 @@ TEST(read_only_and_full_disk) {
     if (full && system("umount build/cli_full") != 0) printf("    (umount build/cli_full failed)\n");
 }
 
+
+/* how often `what` occurs in text */
+static int count(const char *text, const char *what) {
+    int n = 0;
+    const char *p = text;
+    while ((p = strstr(p, what)) != NULL) {
+        n++;
+        p += strlen(what);
+    }
+    return n;
+}
+
+static char *slurp(const char *path) {
+    static char buf[65536];
+    size_t n = 0;
+    FILE *f = fopen(path, "rb");
+    buf[0] = 0;
+    if (f) n = fread(buf, 1, sizeof buf - 1, f);
+    if (f) fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+#define TRAIN "train -m build/cli_tiny.gguf --data build/cli_data.jsonl --threads 1 --eval-before 0 "
+#define SWEEP "-m build/cli_tiny.gguf --data build/cli_data.jsonl --eval build/cli_data.jsonl "
+
+/* a value that does not parse completely, is not finite or is out of range is refused before
+   anything runs: exit 2 and a message naming the option, the value and what it must be (--log-every
+   0 died of SIGFPE; --lr nan trained an all-NaN adapter; the others fell back to defaults) */
+TEST(bad_values_are_refused) {
+    static const char *cases[][2] = {
+        {"--log-every 0", "--log-every 0: must be an integer in [1, 1e9]"},
+        {"--lr nan", "--lr nan: must be a finite number in (0, 10]"},
+        {"--lr inf", "--lr inf: must be a finite number in (0, 10]"},
+        {"--lr -1", "--lr -1: must be a finite number in (0, 10]"},
+        {"--lr 1e-4x", "--lr 1e-4x: must be a finite number"},
+        {"--rank 0", "--rank 0: must be an integer in [1, 4096]"},
+        {"--rank abc", "--rank abc: must be an integer in [1, 4096]"},
+        {"--rank 8.5", "--rank 8.5: must be an integer"},
+        {"--batch 0", "--batch 0: must be an integer in [1, 65536]"},
+        {"--steps -5", "--steps -5: must be an integer in [0, 1e9]"},
+        {"--epochs 0", "--epochs 0: must be an integer in [1, 1e6]"},
+        {"--dropout 1", "--dropout 1: must be a finite number in [0, 1)"},
+        {"--schedule cosin", "--schedule cosin: must be one of cosine, linear, constant"},
+        {"--objective dpoo", "--objective dpoo: must be one of sft, cpt, dpo,"},
+        {"--method loraa", "--method loraa: must be one of lora, adapter, prefix, prompt, ia3, full, qlora, dora"},
+        {"--quantize q4_0", "--quantize q4_0: must be one of nf4, none"},
+        {"--targets q_proj,nope", "--targets q_proj,nope: must be all, attn, mlp"},
+        {"--pack=2", "--pack 2: must be 0 or 1"},
+        {"--mix other.jsonl", "--mix other.jsonl: must be FILE:RATIO"},
+        {"--reward numbr", "--reward numbr: must be"},
+        {"--frobnicate 1", "unknown option --frobnicate"},
+        {"--lr", "--lr needs a value"},
+    };
+    int i;
+    for (i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
+        char args[512];
+        int rc;
+        snprintf(args, sizeof args, TRAIN "--steps 1 --out build/cli_bad %s", cases[i][0]);
+        rc = ft_run_as(args, 1);
+        CHECK(rc == 2 && said(cases[i][1]) && said("ft train: "), "ft train %s: exit %d: %s", cases[i][0], rc, LOGTEXT);
+    }
+    CHECK(!exists("build/cli_bad/config"), "a refused run wrote build/cli_bad/config");
+    i = ft_run_as("generate -m build/cli_tiny.gguf -p hi -n 0", 1);
+    CHECK(i == 2 && said("ft generate: --n 0: must be an integer in [1, 1e6]"), "generate -n 0: exit %d: %s", i, LOGTEXT);
+    i = ft_run_as("merge-models --base build/cli_tiny.gguf --input build/cli_tiny.gguf:1:2 -o build/cli_bad.gguf", 1);
+    CHECK(i == 2 && said("--input build/cli_tiny.gguf:1:2: must be PATH[:WEIGHT[:DENSITY]]"), "merge-models: exit %d: %s", i,
+          LOGTEXT);
+    i = ft_run_as("sweep " SWEEP "--grid lr=1e-3,abc --out build/cli_bad", 1);
+    CHECK(i == 2 && said("--lr abc: must be a finite number in (0, 10]"), "sweep --grid lr=1e-3,abc: exit %d: %s", i, LOGTEXT);
+    i = ft_run_as("sweep " SWEEP "--grid nope=1 --out build/cli_bad", 1);
+    CHECK(i == 2 && said("--grid nope=1: must be KEY=V1,V2,... with KEY an option of ft train"), "sweep --grid nope=1: %d: %s", i,
+          LOGTEXT);
+}
+
+/* ft alone lists the commands; ft CMD --help lists its options from the table, with the defaults
+   of the objective given (the library's: simpo's beta 2, gamma 0.5) */
+TEST(usage_from_the_table) {
+    int rc = ft_run_as("", 1);
+    CHECK(rc == 2 && said("usage: ft COMMAND") && said("  sweep ") && said("  merge-models "), "ft: exit %d: %s", rc, LOGTEXT);
+    rc = ft_run_as("train --help", 0);
+    CHECK(rc == 0 && said("--rank R") && said("[1, 4096]; default 8") && said("--schedule NAME") &&
+          said("cosine, linear, constant") && said("  simpo ") && said("--lr X"), "train --help: exit %d: %s", rc, LOGTEXT);
+    rc = ft_run_as("train --objective simpo --help", 0);
+    CHECK(rc == 0 && said("default 2\n") && said("target margin; [0, 100]; default 0.5"), "train --objective simpo --help: %s",
+          LOGTEXT);
+    rc = ft_run_as("merge-models --help", 0);
+    CHECK(rc == 0 && said("--input A.gguf[:W[:D]]") && said("dare_linear") && said("f32, f16, q4_0, q4_1, q8_0, bf16;"),
+          "merge-models --help: %s", LOGTEXT);
+    rc = ft_run_as("sweep --help", 0);
+    CHECK(rc == 0 && said("--grid KEY=V1,V2") && said("every ft train option"), "sweep --help: %s", LOGTEXT);
+}
+
+/* --config FILE: key = value lines; errors name FILE:LINE and the key; options after it override it;
+   the run's config holds every option as it ran and reads back into the same config */
+TEST(config_files) {
+    FILE *f = fopen("build/cli_cfg", "w");
+    char first[8192];
+    int rc;
+    if (f) fprintf(f, "# a comment\n\nrank = 4\nsteps = 1\nbatch = 2\nlr = 0.001\n");
+    if (f) fclose(f);
+    rc = ft_run_as(TRAIN "--config build/cli_cfg --rank 2 --out build/cli_cfg_run", 0);
+    snprintf(first, sizeof first, "%s", slurp("build/cli_cfg_run/config"));
+    CHECK(rc == 0 && strstr(first, "\nrank = 2\n") && strstr(first, "\nlr = 0.001\n") && strstr(first, "\nsteps = 1\n") &&
+          strstr(first, "\nalpha = 8\n") && strstr(first, "\nobjective = sft\n") && strstr(first, "\nschedule = cosine\n"),
+          "train --config: exit %d: %s\nconfig:\n%s", rc, LOGTEXT, first);
+    rc = ft_run_as("train --config build/cli_cfg_run/config --out build/cli_cfg_run2", 0);
+    CHECK(rc == 0, "train --config RUN/config: exit %d: %s", rc, LOGTEXT);
+    {
+        char *a = strstr(first, "\nout = "), *b = strstr(slurp("build/cli_cfg_run2/config"), "\nout = ");
+        CHECK(a && b && !strcmp(strchr(a + 1, '\n'), strchr(b + 1, '\n')), "the run's config did not read back the same:\n%s",
+              slurp("build/cli_cfg_run2/config"));
+    }
+    f = fopen("build/cli_cfg_bad", "w");
+    if (f) fprintf(f, "steps = 1\n\nrank = zero\n");
+    if (f) fclose(f);
+    rc = ft_run_as(TRAIN "--config build/cli_cfg_bad --out build/cli_bad", 1);
+    CHECK(rc == 2 && said("build/cli_cfg_bad:3: rank = zero: must be an integer in [1, 4096]"), "bad config value: exit %d: %s",
+          rc, LOGTEXT);
+    f = fopen("build/cli_cfg_bad", "w");
+    if (f) fprintf(f, "steps = 1\nrnak = 4\n");
+    if (f) fclose(f);
+    rc = ft_run_as(TRAIN "--config build/cli_cfg_bad --out build/cli_bad", 1);
+    CHECK(rc == 2 && said("build/cli_cfg_bad:2: unknown key 'rnak'"), "unknown config key: exit %d: %s", rc, LOGTEXT);
+}
+
+/* the library's defaults follow the objective: simpo records beta 2, gamma 0.5 and its rate */
+TEST(objective_defaults) {
+    int rc = ft_run_as("train -m build/cli_tiny.gguf --data build/cli_pref.jsonl --objective simpo --steps 1 --batch 2 "
+                       "--threads 1 --eval-before 0 --out build/cli_simpo", 0);
+    const char *cfg = slurp("build/cli_simpo/config");
+    CHECK(rc == 0 && strstr(cfg, "\nbeta = 2\n") && strstr(cfg, "\ngamma = 0.5\n") && strstr(cfg, "\nlr = 5e-05\n"),
+          "simpo: exit %d: %s\n%s", rc, LOGTEXT, cfg);
+}
+
+/* after --resume, metrics.jsonl keeps the lines up to the checkpoint's step once */
+TEST(resume_keeps_metrics_once) {
+    FILE *f;
+    const char *m;
+    int rc = ft_run_as(TRAIN "--steps 2 --batch 2 --out build/cli_resume", 0);
+    CHECK(rc == 0, "train --steps 2: exit %d: %s", rc, LOGTEXT);
+    f = fopen("build/cli_resume/metrics.jsonl", "a");       /* a step logged after the checkpoint, then a crash */
+    if (f) fprintf(f, "{\"step\": 3, \"epoch\": 0, \"loss\": 99.0}\n");
+    if (f) fclose(f);
+    rc = ft_run_as(TRAIN "--steps 4 --batch 2 --resume --out build/cli_resume", 0);
+    m = slurp("build/cli_resume/metrics.jsonl");
+    CHECK(rc == 0 && said("resuming from") && count(m, "\"step\": ") == 4 && count(m, "\"step\": 3,") == 1 && !strstr(m, "99.0"),
+          "resume: exit %d: %s\nmetrics:\n%s", rc, LOGTEXT, m);
+}
+
+/* paths are checked before the model loads; --seq-len cuts are counted; nothing to learn is refused */
+TEST(paths_and_truncation) {
+    int rc = ft_run_as("train -m build --data build/cli_data.jsonl --steps 1 --out build/cli_dir_model", 1);
+    CHECK(rc == 1 && said("build: is a directory"), "a directory as the model: exit %d: %s", rc, LOGTEXT);
+    rc = ft_run_as("train -m build/no_such.gguf --data build/cli_data.jsonl --steps 1 --out build/cli_file/run", 1);
+    CHECK(rc == 1 && said("build/cli_file") && said("not a directory"), "--out under a file: exit %d: %s", rc, LOGTEXT);
+    rc = ft_run_as("train -m build/no_such.gguf --data build/cli_data.jsonl --steps 1 --out build/cli_nomodel", 1);
+    CHECK(rc == 1 && said("build/no_such.gguf: No such file"), "a missing model: exit %d: %s", rc, LOGTEXT);
+    rc = ft_run_as(TRAIN "--steps 1 --seq-len 8 --out build/cli_short", 1);
+    CHECK(rc == 1 && said("6 of 6 examples cut to --seq-len 8") && said("no training example keeps a target token"),
+          "--seq-len 8: exit %d: %s", rc, LOGTEXT);
+}
+
+/* one ft_train for GRPO too: checkpoints, the reward curve; an adapter PEFT cannot hold gets no peft/
+   and ft export --format peft says why */
+TEST(rl_and_formats) {
+    int rc = ft_run_as("train -m build/cli_tiny.gguf --data build/cli_prompts.jsonl --objective grpo --reward number --steps 1 "
+                       "--prompts 2 --group 2 --max-new 4 --grad-accum 2 --threads 1 --out build/cli_grpo", 0);
+    CHECK(rc == 0 && exists("build/cli_grpo/checkpoints/last.gguf") && exists("build/cli_grpo/reward.svg") &&
+          strstr(slurp("build/cli_grpo/metrics.jsonl"), "\"reward\": "), "grpo: exit %d: %s", rc, LOGTEXT);
+    rc = ft_run_as(TRAIN "--method adapter --bottleneck 4 --steps 1 --batch 2 --out build/cli_adapter", 0);
+    CHECK(rc == 0 && exists("build/cli_adapter/adapter.gguf") && !exists("build/cli_adapter/peft/adapter_config.json"),
+          "--method adapter: exit %d: %s", rc, LOGTEXT);
+    rc = ft_run_as("export --format peft -m build/cli_tiny.gguf --adapter build/cli_adapter/adapter.gguf -o build/cli_peft", 1);
+    CHECK(rc == 1 && said("ft export: ") && !exists("build/cli_peft/adapter_config.json"), "export to PEFT: exit %d: %s", rc,
+          LOGTEXT);
+    rc = ft_run_as("export --format gguf -m build/cli_tiny.gguf --adapter build/cli_adapter/adapter.gguf -o build/cli.gguf", 0);
+    CHECK(rc == 0 && said("finetune.h adapter GGUF"), "export --format gguf of adapters: exit %d: %s", rc, LOGTEXT);
+    rc = ft_run_as("merge --base build/cli_tiny.gguf --method task --input build/cli_tiny.gguf:0.5 -o build/cli_task.gguf", 0);
+    CHECK(rc == 0 && said("task of 1 input"), "merge --method task: exit %d: %s", rc, LOGTEXT);
+}
+
 FT_TEST_MAIN(test_cli) {
     const char *vocab = getenv("FT_MODEL");
     FILE *f; int i;
@@ -114,8 +301,21 @@ FT_TEST_MAIN(test_cli) {
     if (!(f = fopen(DATA, "w"))) { printf("FAIL - cannot write %s\n", DATA); return 1; }
     for (i = 0; i < 6; i++) fprintf(f, "{\"instruction\": \"Say %d.\", \"input\": \"\", \"output\": \"%d\"}\n", i, i);
     fclose(f);
+    if (!(f = fopen("build/cli_pref.jsonl", "w"))) { printf("FAIL - cannot write build/cli_pref.jsonl\n"); return 1; }
+    for (i = 0; i < 4; i++) fprintf(f, "{\"prompt\": \"Say %d.\", \"chosen\": \"%d\", \"rejected\": \"It is %d.\"}\n", i, i, i);
+    fclose(f);
+    if (!(f = fopen("build/cli_prompts.jsonl", "w"))) { printf("FAIL - cannot write build/cli_prompts.jsonl\n"); return 1; }
+    for (i = 0; i < 4; i++) fprintf(f, "{\"prompt\": \"What is %d + 1?\", \"answer\": \"%d\"}\n", i, i + 1);
+    fclose(f);
     RUN(outputs_in_new_directories);
     RUN(a_file_in_the_way_is_named);
     RUN(read_only_and_full_disk);
+    RUN(bad_values_are_refused);
+    RUN(usage_from_the_table);
+    RUN(config_files);
+    RUN(objective_defaults);
+    RUN(resume_keeps_metrics_once);
+    RUN(paths_and_truncation);
+    RUN(rl_and_formats);
     return ft_test_summary("test_cli");
 }

@@ -1,1198 +1,2044 @@
-/* ft - the finetune.h command line: info, generate, train, eval, merge, export, logits, quantize, sweep (usage()
-   lists every option). Every failure prints the library's message (file, offset or line) and
-   exits non-zero. An ADAPTER is a llama.cpp LoRA GGUF, finetune.h's own adapter GGUF or a PEFT
-   directory. */
-#define _POSIX_C_SOURCE 200809L          /* clock_gettime: wall-clock progress and ETA */
-#include "../finetune.h"               /* the implementation: build/finetune.o */
+/* ft - the finetune.h command line: info, generate, train, eval, merge, merge-models, export, logits,
+   quantize, synth, sweep.
+
+   Every option is one row of ft_opts: its name (--name, the key of a --config file and of a run's
+   config), short alias, type, place in ft_cli, default (as text, or the library's own
+   *_opts_default() for the objective and method chosen), range or names, the commands that take it
+   and its help. Parsing, validation, the usage texts and the run's config all come from that table.
+   Bad input exits 2 with a message naming the option; a failure exits 1 with the library's message
+   (file, offset or line). An ADAPTER is a llama.cpp LoRA GGUF, finetune.h's own adapter GGUF or a
+   PEFT directory. */
+#define _POSIX_C_SOURCE 200809L          /* getline, fork, waitpid, readlink */
+#include "../finetune.h"                 /* the implementation: build/finetune.o */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
+#include <stdarg.h>
 #include <math.h>
+#include <errno.h>
 #include <unistd.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>                    /* ft sweep runs each trial as a child `ft train` */
-#include <fcntl.h>
-#include <errno.h>
 
-static int usage(void) {
-    fprintf(stderr,
-        "usage: ft <command> [options]\n"
-        "  info     MODEL.gguf [--all]                 metadata, tensor types, parameter count\n"
-        "  generate -m MODEL.gguf -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] [--seed S]\n"
-        "           [--chat] [--lora ADAPTER] [--threads N]   sample a continuation (greedy when T = 0)\n"
-        "  train    -m MODEL.gguf --data TRAIN.jsonl --out DIR\n"
-        "           --method lora|qlora|dora|adapter|prefix|prompt|ia3|full [--rank R] [--alpha A] [--rslora]\n"
-        "           [--bottleneck K] [--placement houlsby|pfeiffer] [--act relu|gelu|silu|tanh]\n"
-        "           [--virtual-tokens P] [--prefix-hidden H] [--prompt-init random|vocab|text] [--prompt-text S]\n"
-        "           [--freeze PATTERNS] (full: e.g. 'token_embd.*,blk.0.*')\n"
-        "           --objective sft|cpt|dpo|ipo|hinge|robust|simpo|orpo|kto|rm|grpo|ppo [--beta B] [--gamma G]\n"
-        "           [--label-smoothing E] [--desirable-weight W] [--undesirable-weight W] [--rm-center C]\n"
-        "           [--eval EVAL.jsonl] [--steps N | --epochs E] [--lr X] [--batch B] [--grad-accum K]\n"
-        "           [--seq-len T] [--rank R] [--alpha A] [--dropout P] [--targets all|attn|mlp|q_proj,v_proj,..]\n"
-        "           [--schedule cosine|linear|constant] [--warmup W] [--max-grad-norm G] [--weight-decay D]\n"
-        "           [--lora-plus RATIO] [--pack] [--seed S] [--threads N] [--config FILE] [--resume]\n"
-        "           [--grad-checkpoint] (recompute each layer in backward: far less activation memory)\n"
-        "           [--eval-split F] [--mix OTHER.jsonl:RATIO ...] (e.g. 0.1 of general text, against forgetting)\n"
-        "           [--eval-general TEXT.jsonl] (its perplexity before and after: the forgetting check)\n"
-        "           [--init-adapter ADAPTER] (fold an earlier stage in first: sft, then rm / dpo / ppo on top)\n"
-        "           [--task FILE[:EVAL] ...] [--mix-temperature T] [--mix-cap K] several tasks mixed at rates\n"
-        "           min(n_i, K)^(1/T) (FLAN / T5), each task's EVAL reported separately; [--eval-before 0]\n"
-        "           grpo/ppo: --reward number,length:N,rm:ADAPTER,regex:PATTERN [--group G] [--prompts P]\n"
-        "           [--iterations K] [--temperature T] [--top-p P] [--epsilon E] [--epsilon-high E] [--kl-beta B]\n"
-        "           [--kl-coef C] [--kl-target K (adaptive kl-coef)] [--loss-type grpo|bnpo|dr_grpo|dapo] [--scale-rewards group|batch|none] [--max-new N]\n"
-        "           [--quantize nf4] (the linear weights as NF4 at load: QLoRA's base; also for eval)\n"
-        );
-    fprintf(stderr,                                   /* two strings: C99 promises only 4095 characters each */
-        "  eval     -m MODEL.gguf [--lora ADAPTER] --data EVAL.jsonl [--eval-gen N] [--max-new N] [--quantize nf4]\n"
-        "  merge    -m MODEL.gguf [--adapter ADAPTER] [--type f16|f32|bf16|q8_0|q4_0|q4_1|base] [--embeddings]\n"
-        "           -o OUT.gguf   a whole model with the adapter merged into its linear weights (default\n"
-        "           f16; base: the base's own types; --embeddings: token_embd/output as --type too, else\n"
-        "           unchanged); without --adapter it re-types the base\n"
-        "  export   --format peft|gguf -m MODEL.gguf --adapter ADAPTER -o OUT_DIR|OUT.gguf [--base-name NAME]\n"
-        "           an adapter in the other format (PEFT directory <-> llama.cpp LoRA GGUF; PEFT also holds\n"
-        "           IA3, prompt and prefix tuning, which gguf writes as finetune.h's own adapter GGUF)\n"
-        "  logits   -m MODEL.gguf [--adapter ADAPTER] (-p PROMPT [--chat] | --ids 1,2,3) -o OUT.f32 [--threads N]\n"
-        "           raw f32 logits (tokens x vocab, row-major) of every position; the ids go to stdout\n"
-        "  merge    --base BASE.gguf --method linear|task|ties|dare_linear|dare_ties --input A:W[:D] --input B:W[:D]\n"
-        "           [--type f16|...] -o OUT.gguf   several models or adapters into one (ft merge-models --help)\n"
-        "  quantize --type nf4 -m IN.gguf -o OUT.gguf [--output]   linear weights -> NF4 (QLoRA's, bitsandbytes'\n"
-        "           bytes); --output: the untied head too; everything else copied\n"
-        "  synth    --method self-instruct|evol-instruct -m MODEL.gguf --seed-tasks SEEDS.jsonl -n N -o OUT.jsonl\n"
-        "           [--batch B] [--max-new T] [--max-new-inst T] [--temperature T] [--top-p P] [--seed S]\n"
-        "           [--rouge 0.7] [--evol-rouge 0.9] [--few-shot K] [--min-words W] [--max-words W] [--threads N]\n"
-        "           synthetic instruction data from the model itself; OUT.jsonl is resumed when it exists\n"
-        "  sweep    -m MODEL.gguf --data TRAIN.jsonl --eval EVAL.jsonl --out DIR --grid lr=1e-4,3e-4 --grid rank=4,16\n"
-        "           [--random N --seed S] [ft train options]   a trial per combination (ft sweep --help)\n"
-        "  ADAPTER: a llama.cpp LoRA GGUF (adapter.gguf), finetune.h's own adapter GGUF or a PEFT directory\n");
-    return 2;
+/* ==== the options: one table ==================================================================== */
+
+/* the commands, as the bits of an option's command mask */
+enum {
+    FT_C_INFO = 1 << 0, FT_C_GENERATE = 1 << 1, FT_C_TRAIN = 1 << 2, FT_C_EVAL = 1 << 3,
+    FT_C_MERGE = 1 << 4, FT_C_MERGE_MODELS = 1 << 5, FT_C_EXPORT = 1 << 6, FT_C_LOGITS = 1 << 7,
+    FT_C_QUANTIZE = 1 << 8, FT_C_SYNTH = 1 << 9, FT_C_SWEEP = 1 << 10, FT_C_ALL = (1 << 11) - 1
+};
+
+#define FT_LIST_MAX 64
+typedef struct ft_list { int n, from_file; const char *v[FT_LIST_MAX]; } ft_list;
+
+/* every command's options: the library's option structs, and the command line's own */
+typedef struct ft_cli {
+    const char *model, *out, *data, *eval, *adapter, *init_adapter, *general, *base, *seed_tasks;
+    const char *base_name, *prompt, *ids, *targets, *reward, *config;
+    ft_list mix, task, input, grid;
+    int objective, method, merge_method, synth_method;  /* chosen first: the library's defaults follow */
+    ft_train_opts train;
+    ft_peft_opts peft;
+    ft_ctx_opts ctx;
+    ft_data_opts data_opts;
+    ft_gen_opts gen;
+    ft_synth_opts synth;
+    ft_merge_opts merge;
+    ft_save_opts save;
+    int quantize, type, format, output, all, chat, verbose, normalize, resume, grad_checkpoint;
+    int64_t log_every, eval_gen, eval_before, random, gen_seed;
+    double eval_split, mix_temperature, mix_cap;
+    const char *name;                   /* the command ("train") and its FT_C_* bit */
+    unsigned bit;
+    int help;                           /* --help was given */
+    int argc;                           /* its arguments (ft sweep passes them on to the trials) */
+    char **argv;
+    char *texts[8];                     /* the --config files' text, which values point into */
+    int n_texts;
+} ft_cli;
+
+/* the C types behind enum and flag rows: an enum value is written as an int */
+typedef char ft_enums_are_ints[sizeof(ft_sched_kind) == sizeof(int) && sizeof(ft_type) == sizeof(int) ? 1 : -1];
+
+typedef enum ft_opt_kind {
+    FT_OPT_STR, FT_OPT_INT, FT_OPT_REAL, FT_OPT_FLAG, FT_OPT_ENUM, FT_OPT_LIST, FT_OPT_CONFIG
+} ft_opt_kind;
+typedef struct ft_opt {
+    const char *name;                   /* --name; the key of --config files and of a run's config     */
+    char alias;                         /* -m, -o, -p, -n, -v; 0: none                                */
+    ft_opt_kind kind;
+    size_t at, size;                    /* where in ft_cli, and its bytes (int / int64_t, float / double) */
+    const char *def;                    /* the default as text; NULL: the library's (or none)         */
+    const char *range;                  /* INT, REAL: "[1, 4096]", "(0, 10]"; LIST: "[0, 8]" items     */
+    int names;                          /* ENUM: the library's registry of its names (an ft_enum)      */
+    const char *extra;                  /* ENUM: names of the command line's own, after the registry's */
+    int (*only)(int value);             /* ENUM: which of the registry's values it takes (NULL: all)  */
+    const char *(*check)(const char *v);   /* STR, LIST items: NULL when fine, else what it must be   */
+    int first;                          /* set before the library's defaults, which depend on it      */
+    int commas;                         /* its values hold commas: ft sweep's grid splits them at '/' */
+    unsigned cmds;                      /* the FT_C_* bits of the commands that take it                */
+    const char *meta, *help;
+} ft_opt;
+
+static const char *ft_check_targets(const char *v);
+static const char *ft_check_reward(const char *v);
+static const char *ft_check_mix(const char *v);
+static const char *ft_check_task(const char *v);
+static const char *ft_check_input(const char *v);
+static const char *ft_check_grid(const char *v);
+static const char *ft_check_ids(const char *v);
+static int ft_only_nf4(int v);
+static int ft_only_writable(int v);
+
+#define FT_AT(F) .at = offsetof(ft_cli, F), .size = sizeof(((ft_cli *)0)->F)
+#define O_STR(N, A, F, K, C, M, H) \
+    {.name = N, .alias = A, .kind = FT_OPT_STR, FT_AT(F), .check = K, .cmds = C, .meta = M, .help = H}
+#define O_STRC(N, F, D, K, C, M, H) \
+    {.name = N, .kind = FT_OPT_STR, FT_AT(F), .def = D, .check = K, .commas = 1, .cmds = C, .meta = M, .help = H}
+#define O_INT(N, A, F, D, R, C, M, H) \
+    {.name = N, .alias = A, .kind = FT_OPT_INT, FT_AT(F), .def = D, .range = R, .cmds = C, .meta = M, .help = H}
+#define O_REAL(N, F, D, R, C, M, H) \
+    {.name = N, .kind = FT_OPT_REAL, FT_AT(F), .def = D, .range = R, .cmds = C, .meta = M, .help = H}
+#define O_FLAG(N, A, F, C, H) {.name = N, .alias = A, .kind = FT_OPT_FLAG, FT_AT(F), .cmds = C, .meta = "", .help = H}
+#define O_ENUM(N, F, D, E, X, Y, C, H) \
+    {.name = N, .kind = FT_OPT_ENUM, FT_AT(F), .def = D, .names = E, .extra = X, .only = Y, .cmds = C, .meta = "NAME", .help = H}
+#define O_SEL(N, F, D, E, X, C, H) \
+    {.name = N, .kind = FT_OPT_ENUM, FT_AT(F), .def = D, .names = E, .extra = X, .first = 1, .cmds = C, .meta = "NAME", .help = H}
+#define O_LIST(N, F, R, K, C, M, H) \
+    {.name = N, .kind = FT_OPT_LIST, FT_AT(F), .range = R, .check = K, .cmds = C, .meta = M, .help = H}
+#define INF FT_C_INFO
+#define GEN FT_C_GENERATE
+#define TRN (FT_C_TRAIN | FT_C_SWEEP)
+#define EVL FT_C_EVAL
+#define MRG FT_C_MERGE
+#define MMS FT_C_MERGE_MODELS
+#define EXP FT_C_EXPORT
+#define LOG FT_C_LOGITS
+#define QNT FT_C_QUANTIZE
+#define SYN FT_C_SYNTH
+#define SWP FT_C_SWEEP
+#define LIB NULL                        /* the default is the library's *_opts_default() */
+static const ft_opt ft_opts[] = {
+    /* files */
+    O_STR("model", 'm', model, NULL, INF | GEN | TRN | EVL | MRG | EXP | LOG | QNT | SYN, "MODEL.gguf", "the model"),
+    O_STR("data", 0, data, NULL, TRN | EVL, "FILE.jsonl", "the examples (train: training data)"),
+    O_STR("eval", 0, eval, NULL, TRN, "EVAL.jsonl", "held-out examples, evaluated before and after training"),
+    O_STR("out", 'o', out, NULL, TRN, "DIR", "the run's directory (sweep: the sweep's)"),
+    O_STR("out", 'o', out, NULL, MRG | MMS | EXP | LOG | QNT | SYN, "OUT", "the output file (export --format peft: a directory)"),
+    O_STR("lora", 0, adapter, NULL, GEN | EVL, "ADAPTER", "apply this adapter"),
+    O_STR("adapter", 0, adapter, NULL, MRG | EXP | LOG, "ADAPTER", "the adapter (merge: without it the base is re-typed)"),
+    O_STR("base", 0, base, NULL, MMS, "BASE.gguf", "the model the inputs were fine-tuned from"),
+    O_LIST("input", input, "[0, 64]", ft_check_input, MMS, "A.gguf[:W[:D]]", "a model or LoRA adapter, weight, density"),
+    O_STR("seed-tasks", 0, seed_tasks, NULL, SYN, "SEEDS.jsonl", "seed tasks: \"instruction\" (and \"input\")"),
+    O_STR("prompt", 'p', prompt, NULL, GEN | LOG, "PROMPT", "the prompt"),
+    O_STR("ids", 0, ids, ft_check_ids, LOG, "1,2,3", "token ids instead of --prompt"),
+    O_FLAG("chat", 0, chat, GEN | LOG, "the prompt as a user message through the model's chat template"),
+    /* the method */
+    O_SEL("method", method, "lora", FT_ENUM_PEFT_METHOD, "qlora,dora", TRN, "PEFT method (qlora: lora; dora: DoRA)"),
+    O_INT("rank", 0, peft.lora.r, LIB, "[1, 4096]", TRN, "R", "LoRA rank"),
+    O_REAL("alpha", peft.lora.alpha, LIB, "(0, 1e6]", TRN, "A", "LoRA scale alpha / rank"),
+    O_FLAG("rslora", 0, peft.lora.rslora, TRN, "rsLoRA: scale alpha / sqrt(rank)"),
+    O_REAL("dropout", peft.lora.dropout, LIB, "[0, 1)", TRN, "P", "LoRA dropout"),
+    O_STRC("targets", targets, "all", ft_check_targets, TRN, "LAYERS", "all, attn, mlp, all+embed+head or q_proj,v_proj,..."),
+    O_INT("bottleneck", 0, peft.bottleneck, LIB, "[1, 65536]", TRN, "K", "adapter: inner size"),
+    O_ENUM("placement", peft.placement, LIB, FT_ENUM_ADAPTER_PLACE, NULL, NULL, TRN, "adapter: where"),
+    O_ENUM("act", peft.act, LIB, FT_ENUM_ACT, NULL, NULL, TRN, "adapter: nonlinearity"),
+    O_INT("virtual-tokens", 0, peft.n_virtual, LIB, "[1, 4096]", TRN, "P", "prefix / prompt tuning: virtual tokens"),
+    O_INT("prefix-hidden", 0, peft.prefix_hidden, LIB, "[0, 65536]", TRN, "H", "prefix: reparameterisation MLP size (0: none)"),
+    O_ENUM("prompt-init", peft.prompt_init, LIB, FT_ENUM_PROMPT_INIT, NULL, NULL, TRN, "prompt tuning: initialisation"),
+    O_STR("prompt-text", 0, peft.prompt_text, NULL, TRN, "TEXT", "prompt tuning: the text of --prompt-init text"),
+    O_STRC("freeze", peft.freeze, NULL, NULL, TRN, "PATTERNS", "full: weights kept frozen ('token_embd.*,blk.0.*')"),
+    O_STR("init-adapter", 0, init_adapter, NULL, TRN, "ADAPTER", "fold an earlier stage in first (sft, then rm / dpo / ppo)"),
+    O_ENUM("quantize", quantize, "none", FT_ENUM_TYPE, "none", ft_only_nf4, TRN | EVL, "nf4: linear weights as NF4 (QLoRA)"),
+    O_FLAG("grad-checkpoint", 0, grad_checkpoint, TRN, "recompute each layer in backward: far less activation memory"),
+    /* the objective */
+    O_SEL("objective", objective, "sft", FT_ENUM_OBJECTIVE, NULL, TRN, "the loss (see below)"),
+    O_REAL("beta", train.beta, LIB, "[0, 1000]", TRN, "B", "preference / KTO beta (0: the objective's)"),
+    O_REAL("gamma", train.gamma, LIB, "[0, 100]", TRN, "G", "SimPO: target margin"),
+    O_REAL("label-smoothing", train.label_smoothing, LIB, "[0, 1)", TRN, "E", "DPO family: label noise (cDPO, robust, exo_pair)"),
+    O_REAL("tau", train.tau, LIB, "(0, 100]", TRN, "T", "discopop: modulation temperature"),
+    O_REAL("desirable-weight", train.desirable_weight, LIB, "(0, 1000]", TRN, "W", "KTO: weight of desirable completions"),
+    O_REAL("undesirable-weight", train.undesirable_weight, LIB, "(0, 1000]", TRN, "W", "KTO: weight of undesirable ones"),
+    O_REAL("rm-center", train.rm_center, LIB, "[0, 1000]", TRN, "C", "reward model: center_rewards_coefficient"),
+    /* the data */
+    O_INT("seq-len", 0, train.seq_len, LIB, "[1, 1048576]", TRN | EVL, "T", "tokens per example (longer ones are cut)"),
+    O_FLAG("pack", 0, train.pack, TRN, "pack examples into rows of --seq-len (cpt: on; --pack=0 turns it off)"),
+    O_FLAG("train-on-prompt", 0, data_opts.train_on_prompt, TRN, "the loss covers the prompt tokens too"),
+    O_FLAG("skip-bad", 0, data_opts.skip_bad, TRN, "skip malformed lines instead of failing"),
+    O_REAL("eval-split", eval_split, "0", "[0, 1)", TRN, "F", "hold out this fraction of --data as the eval set"),
+    O_LIST("mix", mix, "[0, 4]", ft_check_mix, TRN, "FILE:RATIO", "replay: this share of other data (against forgetting)"),
+    O_STR("eval-general", 0, general, NULL, TRN, "TEXT.jsonl", "its perplexity before and after: the forgetting check"),
+    O_LIST("task", task, "[0, 8]", ft_check_task, TRN, "FILE[:EVAL]", "tasks mixed at rates min(n, cap)^(1/T) (FLAN / T5)"),
+    O_REAL("mix-temperature", mix_temperature, "1", "(0, 1000]", TRN, "T", "--task rates: the temperature"),
+    O_REAL("mix-cap", mix_cap, "0", "[0, 1e12]", TRN, "K", "--task rates: examples cap (0: none)"),
+    /* the optimization */
+    O_INT("steps", 0, train.steps, LIB, "[0, 1e9]", TRN, "N", "optimizer steps (0: --epochs over the data)"),
+    O_INT("epochs", 0, train.epochs, LIB, "[1, 1e6]", TRN, "E", "passes over the data when --steps is 0"),
+    O_INT("batch", 0, train.batch, LIB, "[1, 65536]", TRN | EVL, "B", "examples per micro-batch"),
+    O_INT("grad-accum", 0, train.grad_accum, LIB, "[1, 65536]", TRN, "K", "micro-batches per step"),
+    O_REAL("lr", train.lr, LIB, "(0, 10]", TRN, "X", "peak learning rate (default: the objective's)"),
+    O_ENUM("schedule", train.sched, LIB, FT_ENUM_SCHED, NULL, NULL, TRN, "learning-rate schedule"),
+    O_INT("warmup", 0, train.warmup, LIB, "[0, 1e9]", TRN, "W", "warmup steps"),
+    O_REAL("max-grad-norm", train.max_grad_norm, LIB, "[0, 1e6]", TRN, "G", "gradient clipping (0: none)"),
+    O_REAL("weight-decay", train.optim.weight_decay, LIB, "[0, 10]", TRN, "D", "AdamW's decoupled weight decay"),
+    O_REAL("lora-plus", train.lr_scale_b, LIB, "[0, 10000]", TRN, "RATIO", "LoRA+: the rate of every B times RATIO (0: off)"),
+    O_INT("seed", 0, train.seed, LIB, "[0, 1e18]", TRN, "S", "data order, initialisation, dropout, sampling"),
+    O_INT("threads", 0, ctx.n_threads, LIB, "[0, 1024]", GEN | TRN | EVL | LOG | SYN, "N", "threads (0: every CPU)"),
+    O_INT("save-every", 0, train.save_every, LIB, "[0, 1e9]", TRN, "N", "checkpoint every N steps (0: never)"),
+    O_FLAG("resume", 0, resume, TRN, "continue from OUT/checkpoints/last.gguf"),
+    O_INT("log-every", 0, log_every, "10", "[1, 1e9]", TRN, "N", "a progress line every N steps"),
+    /* the evaluation */
+    O_INT("eval-every", 0, train.eval_every, LIB, "[0, 1e9]", TRN, "N", "eval loss every N steps (0: at the end only)"),
+    O_INT("eval-gen", 0, eval_gen, "100", "[0, 1e9]", TRN, "N", "exact match of greedy answers to the first N eval examples"),
+    O_INT("eval-gen", 0, eval_gen, "0", "[0, 1e9]", EVL, "N", "exact match of greedy answers to the first N (0: all)"),
+    O_INT("eval-before", 0, eval_before, "1", "[0, 1]", TRN, "0|1", "0: no evaluation before training (sweeps)"),
+    O_INT("max-new", 0, train.rl.max_new, LIB, "[1, 65536]", TRN | EVL, "N", "tokens of a generated answer (RL: a completion)"),
+    /* reinforcement learning */
+    O_STRC("reward", reward, NULL, ft_check_reward, TRN, "TERMS", "grpo/ppo: number, length:N, rm:ADAPTER, regex:RE; each *W"),
+    O_INT("prompts", 0, train.rl.prompts, LIB, "[1, 65536]", TRN, "P", "RL: prompts per micro-batch"),
+    O_INT("group", 0, train.rl.group, LIB, "[1, 1024]", TRN, "G", "grpo: completions per prompt"),
+    O_INT("iterations", 0, train.rl.iterations, LIB, "[1, 1000]", TRN, "K", "RL: optimizer steps per rollout batch"),
+    O_REAL("temperature", train.rl.sample.temperature, LIB, "(0, 100]", TRN, "T", "RL: sampling temperature"),
+    O_REAL("top-p", train.rl.sample.top_p, LIB, "[0, 1]", TRN, "P", "RL: nucleus sampling (0: off)"),
+    O_REAL("epsilon", train.rl.grpo.epsilon, LIB, "(0, 10]", TRN, "E", "grpo: ratio clip"),
+    O_REAL("epsilon-high", train.rl.grpo.epsilon_high, LIB, "[0, 10]", TRN, "E", "grpo: upper ratio clip (0: --epsilon)"),
+    O_REAL("kl-beta", train.rl.grpo.beta, LIB, "[0, 1000]", TRN, "B", "grpo: KL to the reference (0: none)"),
+    O_ENUM("loss-type", train.rl.grpo.agg, LIB, FT_ENUM_GRPO_AGG, NULL, NULL, TRN, "grpo: loss aggregation"),
+    O_ENUM("scale-rewards", train.rl.scale, LIB, FT_ENUM_ADV_SCALE, NULL, NULL, TRN, "grpo: advantage scaling"),
+    O_REAL("kl-coef", train.rl.ppo.kl_coef, LIB, "[0, 1000]", TRN, "C", "ppo: per-token KL penalty"),
+    O_REAL("kl-target", train.rl.ppo.kl_target, LIB, "[0, 1000]", TRN, "K", "ppo: adapt kl-coef towards this KL (0: fixed)"),
+    /* ft sweep */
+    O_LIST("grid", grid, "[0, 8]", ft_check_grid, SWP, "KEY=V1,V2", "a swept ft train option and its values"),
+    O_INT("random", 0, random, "0", "[0, 1e6]", SWP, "N", "N random draws from the grid instead of all of it"),
+    /* ft generate */
+    O_INT("n", 'n', gen.max_new, "64", "[1, 1e6]", GEN, "N", "tokens to generate"),
+    O_REAL("temp", gen.sample.temperature, "0", "[0, 100]", GEN, "T", "temperature (0: greedy)"),
+    O_INT("top-k", 0, gen.sample.top_k, "0", "[0, 1e6]", GEN, "K", "top-k sampling (0: off)"),
+    O_REAL("top-p", gen.sample.top_p, "0", "[0, 1]", GEN, "P", "nucleus sampling (0: off)"),
+    O_INT("seed", 0, gen_seed, "1", "[0, 1e18]", GEN, "S", "sampling seed"),
+    /* ft merge, ft merge-models, ft export, ft quantize */
+    O_ENUM("type", save.type, LIB, FT_ENUM_TYPE, "base", ft_only_writable, MRG, "merged weights' type (base: as in the base)"),
+    O_FLAG("embeddings", 0, save.embeddings, MRG, "token_embd / output as --type too"),
+    O_SEL("method", merge_method, "linear", FT_ENUM_MERGE_METHOD, NULL, MMS, "how the inputs are merged (mergekit's)"),
+    O_FLAG("normalize", 0, normalize, MMS, "divide by the sum of the weights (--normalize=0: do not)"),
+    O_ENUM("type", merge.type, LIB, FT_ENUM_TYPE, NULL, ft_only_writable, MMS, "the merged 2-D weights' type"),
+    O_INT("seed", 0, merge.seed, LIB, "[0, 1e18]", MMS, "S", "DARE's random masks"),
+    O_ENUM("rescale", merge.rescale, LIB, FT_ENUM_MERGE_RESCALE, NULL, NULL, MMS, "DARE's rescaling of the kept entries"),
+    O_ENUM("sign", merge.sign, LIB, FT_ENUM_MERGE_SIGN, NULL, NULL, MMS, "TIES's sign election"),
+    O_REAL("lambda", merge.lambda, LIB, "(0, 1000]", MMS, "L", "scale of the merged delta"),
+    O_FLAG("lora-deltas", 0, merge.lora_deltas, MMS, "merge LoRA deltas s B A themselves, not the adapted models"),
+    O_FLAG("verbose", 'v', verbose, MMS, "a line per tensor"),
+    O_ENUM("format", format, NULL, FT_ENUM_ADAPTER_FORMAT, "gguf", NULL, EXP, "gguf: llama.cpp's if it fits, else finetune.h's"),
+    O_STR("base-name", 0, base_name, NULL, EXP, "NAME", "PEFT's base_model_name_or_path (default: general.name)"),
+    O_ENUM("type", type, "nf4", FT_ENUM_TYPE, NULL, ft_only_nf4, QNT, "linear weights -> NF4 (QLoRA's, bitsandbytes' bytes)"),
+    O_FLAG("output", 0, output, QNT, "the untied output head too"),
+    /* ft synth */
+    O_SEL("method", synth_method, NULL, FT_ENUM_SYNTH_METHOD, NULL, SYN, "Self-Instruct or Evol-Instruct"),
+    O_INT("n", 'n', synth.n, LIB, "[1, 1e9]", SYN, "N", "examples wanted in OUT (resumed when it exists)"),
+    O_INT("batch", 0, synth.batch, LIB, "[1, 1024]", SYN, "B", "prompts per generate call"),
+    O_INT("max-new", 0, synth.max_new_answer, LIB, "[1, 65536]", SYN, "T", "tokens of an answer"),
+    O_INT("max-new-inst", 0, synth.max_new, LIB, "[1, 65536]", SYN, "T", "tokens of a proposed instruction"),
+    O_REAL("temperature", synth.sample.temperature, LIB, "[0, 100]", SYN, "T", "sampling temperature"),
+    O_REAL("top-p", synth.sample.top_p, LIB, "[0, 1]", SYN, "P", "nucleus sampling (0: off)"),
+    O_INT("seed", 0, synth.seed, LIB, "[0, 1e18]", SYN, "S", "few-shot picks, evolutions, sampling"),
+    O_REAL("rouge", synth.rouge, LIB, "(0, 1]", SYN, "R", "reject at ROUGE-L >= R with the pool"),
+    O_REAL("evol-rouge", synth.evol_rouge, LIB, "(0, 1]", SYN, "R", "evol: reject at ROUGE-L >= R with the original"),
+    O_INT("few-shot", 0, synth.few_shot, LIB, "[1, 64]", SYN, "K", "self-instruct: examples in the list"),
+    O_INT("min-words", 0, synth.min_words, LIB, "[1, 100000]", SYN, "W", "shortest instruction"),
+    O_INT("max-words", 0, synth.max_words, LIB, "[1, 100000]", SYN, "W", "longest instruction"),
+    /* ft info, and every command */
+    O_FLAG("all", 0, all, INF, "every key and tensor"),
+    {.name = "config", .kind = FT_OPT_CONFIG, FT_AT(config), .cmds = FT_C_ALL, .meta = "FILE",
+     .help = "`name = value` lines (# comments); options after it override it"},
+};
+#undef O_STR
+#undef O_STRC
+#undef O_INT
+#undef O_REAL
+#undef O_FLAG
+#undef O_ENUM
+#undef O_SEL
+#undef O_LIST
+#undef INF
+#undef GEN
+#undef TRN
+#undef EVL
+#undef MRG
+#undef MMS
+#undef EXP
+#undef LOG
+#undef QNT
+#undef SYN
+#undef SWP
+#undef LIB
+#define FT_NOPTS ((int)(sizeof ft_opts / sizeof ft_opts[0]))
+
+/* a command: its name, bit, synopsis and one line about it (the table is at the end) */
+typedef struct ft_cmd {
+    const char *name;
+    unsigned bit;
+    int (*run)(ft_cli *c);
+    const char *synopsis, *about;
+} ft_cmd;
+
+/* ==== values: parse, check, print =============================================================== */
+
+static char *ft_at(const ft_cli *c, const ft_opt *o) {
+    return (char *)c + o->at;
 }
 
-static int fail(const char *what) {
-    fprintf(stderr, "ft: %s: %s\n", what, ft_last_error());
-    return 1;
-}
-
-/* ---- ft merge-models -------------------------------------------------------------------------
-   (the integrator routes `ft merge --method ...` here) */
-static const char *merge_models_usage =
-    "usage: ft merge-models --base BASE.gguf --method linear|task|ties|dare_linear|dare_ties\n"
-    "           --input A.gguf[:WEIGHT[:DENSITY]] --input B.gguf[:WEIGHT[:DENSITY]] ... -o OUT.gguf\n"
-    "           [--normalize 0|1] [--type f32|f16|bf16|q8_0|q4_0|q4_1] [--seed S] [--rescale none|l1|density]\n"
-    "           [--sign sum|count] [--lambda L] [--lora-deltas] [--verbose]\n"
-    "  An input is a model GGUF of the base's architecture and shapes, or a LoRA adapter GGUF (merged into\n"
-    "  the base first; --lora-deltas: merge the deltas s*B*A themselves). WEIGHT defaults to 1, DENSITY\n"
-    "  (TIES, DARE: fraction kept) to 1. Defaults as mergekit: normalize on for linear and ties, DARE\n"
-    "  rescales to the L1 norm. Merged 2-D weights are written as --type (f32), norms as f32.\n";
-
-static void merge_log(void *user, int level, const char *msg) {
-    int verbose = *(int *)user;
-    if (level > 0) fprintf(stderr, "ft: warning: %s\n", msg);
-    else if (verbose) printf("  %s\n", msg);
-}
-
-/* "PATH[:WEIGHT[:DENSITY]]": the numbers are taken from the end, so a path may hold ':' */
-static int parse_merge_input(char *spec, ft_merge_input *in) {
-    double v[2]; int nv = 0; char *colon, *end;
-    in->path = spec; in->weight = 1; in->density = 0;
-    while (nv < 2 && (colon = strrchr(spec, ':')) != NULL && colon[1]) {
-        double x = strtod(colon + 1, &end);
-        if (*end) break;
-        v[nv++] = x; *colon = 0;
+static int64_t ft_get_int(const ft_cli *c, const ft_opt *o) {
+    int x;
+    int64_t y;
+    if (o->size == sizeof x) {
+        memcpy(&x, ft_at(c, o), sizeof x);
+        return x;
     }
-    if (nv == 1) in->weight = v[0];
-    if (nv == 2) { in->weight = v[1]; in->density = v[0]; }
-    return spec[0] != 0 && in->density >= 0 && in->density <= 1;
+    memcpy(&y, ft_at(c, o), sizeof y);
+    return y;
 }
 
-static int cmd_merge_models(int argc, char **argv) {
-    ft_merge_input in[64]; ft_merge_opts o; ft_merge_stats st; int n = 0, i, verbose = 0;
-    const char *base = NULL, *out = NULL;
-    memset(&o, 0, sizeof o);
-#define NEXT() (i + 1 < argc ? argv[++i] : (fprintf(stderr, "ft merge-models: %s needs a value\n", argv[i]), (char *)NULL))
-    for (i = 0; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--lora-deltas")) { o.lora_deltas = 1; continue; }
-        if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) { verbose = 1; continue; }
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(merge_models_usage, stdout); return 0; }
-        if (!(v = NEXT())) return 2;
-        if (!strcmp(a, "--base")) base = v;
-        else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--method")) {
-            if (!ft_merge_method_parse(v, &o.method)) { fprintf(stderr, "ft merge-models: unknown method '%s'\n", v); return 2; }
-        } else if (!strcmp(a, "--input")) {
-            if (n == 64) { fprintf(stderr, "ft merge-models: at most 64 inputs\n"); return 2; }
-            char spec[1024];
-            snprintf(spec, sizeof spec, "%s", v);
-            if (!parse_merge_input(argv[i], &in[n])) { fprintf(stderr, "ft merge-models: bad --input '%s' (PATH[:WEIGHT[:DENSITY]], density in [0, 1])\n", spec); return 2; }
-            n++;
-        } else if (!strcmp(a, "--normalize")) o.normalize = atoi(v) ? 1 : -1;
-        else if (!strcmp(a, "--seed")) o.seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--lambda")) o.lambda = (float)atof(v);
-        else if (!strcmp(a, "--sign")) {
-            if (!strcmp(v, "sum")) o.sign = FT_MERGE_SIGN_SUM;
-            else if (!strcmp(v, "count")) o.sign = FT_MERGE_SIGN_COUNT;
-            else { fprintf(stderr, "ft merge-models: --sign sum|count\n"); return 2; }
-        } else if (!strcmp(a, "--rescale")) {
-            if (!strcmp(v, "none")) o.rescale = FT_MERGE_RESCALE_NONE;
-            else if (!strcmp(v, "l1")) o.rescale = FT_MERGE_RESCALE_L1;
-            else if (!strcmp(v, "density")) o.rescale = FT_MERGE_RESCALE_DENSITY;
-            else { fprintf(stderr, "ft merge-models: --rescale none|l1|density\n"); return 2; }
-        } else if (!strcmp(a, "--type")) {
-            if (!strcmp(v, "f32")) o.type = FT_TYPE_F32;
-            else if (!strcmp(v, "f16")) o.type = FT_TYPE_F16;
-            else if (!strcmp(v, "bf16")) o.type = FT_TYPE_BF16;
-            else if (!strcmp(v, "q8_0")) o.type = FT_TYPE_Q8_0;
-            else if (!strcmp(v, "q4_0")) o.type = FT_TYPE_Q4_0;
-            else if (!strcmp(v, "q4_1")) o.type = FT_TYPE_Q4_1;
-            else { fprintf(stderr, "ft merge-models: --type f32|f16|bf16|q8_0|q4_0|q4_1\n"); return 2; }
-        } else { fprintf(stderr, "ft merge-models: unknown option '%s'\n%s", a, merge_models_usage); return 2; }
+static void ft_put_int(ft_cli *c, const ft_opt *o, int64_t v) {
+    int x = (int)v;
+    if (o->size == sizeof x) memcpy(ft_at(c, o), &x, sizeof x);
+    else memcpy(ft_at(c, o), &v, sizeof v);
+}
+
+static double ft_get_real(const ft_cli *c, const ft_opt *o) {
+    float x;
+    double y;
+    if (o->size == sizeof x) {
+        memcpy(&x, ft_at(c, o), sizeof x);
+        return x;
     }
-#undef NEXT
-    if (!base || !out || n == 0) { fputs(merge_models_usage, stderr); return 2; }
-    o.log = merge_log; o.log_user = &verbose;
-    if (ft_merge_models(out, base, in, n, &o, &st) != FT_OK) return fail("merge-models");
-    printf("%s: %s of %d input%s over %s: %lld tensors merged, %lld copied, %.1f MiB\n", out, ft_merge_method_name(o.method), n,
-           n == 1 ? "" : "s", base, (long long)st.merged, (long long)st.copied, (double)st.bytes / (1 << 20));
+    memcpy(&y, ft_at(c, o), sizeof y);
+    return y;
+}
+
+static void ft_put_real(ft_cli *c, const ft_opt *o, double v) {
+    float x = (float)v;
+    if (o->size == sizeof x) memcpy(ft_at(c, o), &x, sizeof x);
+    else memcpy(ft_at(c, o), &v, sizeof v);
+}
+
+/* "[1, 4096]", "(0, 10]", "[0, inf)": does v lie in it? */
+static int ft_in_range(double v, const char *range) {
+    char *e;
+    double lo = strtod(range + 1, &e);
+    double hi = strtod(e + 1, &e);
+    int above = range[0] == '(' ? v > lo : v >= lo;
+    int below = *e == ')' ? v < hi : v <= hi;
+    return above && below;
+}
+
+/* the shortest text that reads back as the same float (or double) */
+static const char *ft_real_text(char *buf, size_t cap, double v, int is_float) {
+    int p;
+    for (p = 6; p < 17; p++) {
+        double back;
+        snprintf(buf, cap, "%.*g", p, v);
+        back = strtod(buf, NULL);
+        if (is_float ? (float)back == (float)v : back == v) return buf;
+    }
+    snprintf(buf, cap, "%.17g", v);
+    return buf;
+}
+
+/* an enum row's names: the registry's (0 .. count-1), then its extra ones */
+static int ft_enum_total(const ft_opt *o) {
+    const char *x = o->extra;
+    int n = ft_enum_count((ft_enum)o->names);
+    while (x) {
+        n++;
+        x = strchr(x, ',');
+        if (x) x++;
+    }
+    return n;
+}
+
+static const char *ft_enum_label(const ft_opt *o, int v, char *buf, size_t cap) {
+    int k, n = ft_enum_count((ft_enum)o->names);
+    const char *x = o->extra;
+    if (v >= 0 && v < n) return ft_enum_name((ft_enum)o->names, v);
+    if (v < n || v >= ft_enum_total(o)) return NULL;
+    for (k = n; k < v; k++) x = strchr(x, ',') + 1;
+    snprintf(buf, cap, "%.*s", (int)strcspn(x, ","), x);
+    return buf;
+}
+
+static int ft_enum_allowed(const ft_opt *o, int v) {
+    return v >= ft_enum_count((ft_enum)o->names) || !o->only || o->only(v);
+}
+
+static int ft_enum_value(const ft_opt *o, const char *name, int *out) {
+    char buf[64];
+    int v, n = ft_enum_total(o);
+    ft_objective obj;
+    if (o->names == FT_ENUM_OBJECTIVE && ft_objective_parse(name, &obj)) {   /* TRL's aliases too */
+        *out = (int)obj;
+        return 1;
+    }
+    for (v = 0; v < n; v++) {
+        const char *k = ft_enum_label(o, v, buf, sizeof buf);
+        if (k && strcmp(k, name) == 0 && ft_enum_allowed(o, v)) {
+            *out = v;
+            return 1;
+        }
+    }
     return 0;
 }
 
-/* ---- ft info --------------------------------------------------------------------------------- */
-static void print_value(const ft_gguf_kv *kv) {
-    if (kv->type == FT_GGUF_STRING) {
-        uint64_t n = kv->strs[0].n, i;
-        putchar('"');
-        for (i = 0; i < n && i < 120; i++) { char ch = kv->strs[0].s[i]; if (ch == '\n') fputs("\\n", stdout); else putchar(ch); }
-        printf(n > 120 ? "...\" (%llu bytes)" : "\"", (unsigned long long)n);
-    } else if (kv->type == FT_GGUF_ARRAY) {
-        printf("[%llu x %s]", (unsigned long long)kv->n,
-               kv->arr_type == FT_GGUF_STRING ? "string" : kv->arr_type == FT_GGUF_FLOAT32 ? "f32" : "int");
-    } else if (kv->type == FT_GGUF_FLOAT32 || kv->type == FT_GGUF_FLOAT64) printf("%g", ft_gguf_kv_float(kv, 0));
-    else printf("%lld", (long long)ft_gguf_kv_int(kv, 0));
+/* "a, b, c": the names an enum row takes */
+static const char *ft_enum_names(const ft_opt *o, char *out, size_t cap) {
+    char buf[64];
+    size_t len = 0;
+    int v, n = ft_enum_total(o);
+    out[0] = 0;
+    for (v = 0; v < n && len + 70 < cap; v++) {
+        const char *k = ft_enum_label(o, v, buf, sizeof buf);
+        if (k && ft_enum_allowed(o, v)) len += (size_t)snprintf(out + len, cap - len, "%s%s", len ? ", " : "", k);
+    }
+    return out;
 }
 
-static int cmd_info(int argc, char **argv) {
-    ft_gguf *g; ft_model *m; int64_t i, counts[FT_TYPE_COUNT] = {0}, bytes[FT_TYPE_COUNT] = {0}, total = 0;
-    int all = 0; const char *path = NULL;
-    for (i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--all") == 0) all = 1;
-        else if (!path) path = argv[i];
-        else return usage();
+static char ft_why[2048];                     /* what a refused value must be */
+
+static const char *ft_set_int(ft_cli *c, const ft_opt *o, const char *v) {
+    char *end;
+    long long x;
+    errno = 0;
+    x = strtoll(v, &end, 10);
+    if (end == v || *end || errno || !ft_in_range((double)x, o->range)) {
+        snprintf(ft_why, sizeof ft_why, "must be an integer in %s", o->range);
+        return ft_why;
     }
-    if (!path) return usage();
-    if (ft_gguf_open(&g, path) != FT_OK) return fail("info");
-    printf("file: %s (GGUF v%u, %lld tensors, %lld metadata keys)\n", path, ft_gguf_version(g),
-           (long long)ft_gguf_n_tensors(g), (long long)ft_gguf_n_kv(g));
+    ft_put_int(c, o, x);
+    return NULL;
+}
+
+static const char *ft_set_real(ft_cli *c, const ft_opt *o, const char *v) {
+    char *end;
+    double x = strtod(v, &end);
+    if (end == v || *end || !isfinite(x) || !ft_in_range(x, o->range)) {
+        snprintf(ft_why, sizeof ft_why, "must be a finite number in %s", o->range);
+        return ft_why;
+    }
+    ft_put_real(c, o, x);
+    return NULL;
+}
+
+static const char *ft_set_flag(ft_cli *c, const ft_opt *o, const char *v) {
+    if (strcmp(v, "0") && strcmp(v, "1")) return "must be 0 or 1";
+    ft_put_int(c, o, v[0] - '0');
+    return NULL;
+}
+
+static const char *ft_set_enum(ft_cli *c, const ft_opt *o, const char *v) {
+    char names[1536];
+    int x;
+    if (!ft_enum_value(o, v, &x)) {
+        snprintf(ft_why, sizeof ft_why, "must be one of %s", ft_enum_names(o, names, sizeof names));
+        return ft_why;
+    }
+    ft_put_int(c, o, x);
+    return NULL;
+}
+
+static const char *ft_set_str(ft_cli *c, const ft_opt *o, const char *v) {
+    const char *why = o->check ? o->check(v) : NULL;
+    if (!why) memcpy(ft_at(c, o), &v, sizeof v);
+    return why;
+}
+
+/* a list takes items from one source: items given on the command line replace a --config file's */
+static const char *ft_set_list(ft_cli *c, const ft_opt *o, const char *v, int from_file) {
+    ft_list *l = (ft_list *)ft_at(c, o);
+    const char *why = o->check ? o->check(v) : NULL;
+    if (why) return why;
+    if (l->n && l->from_file != from_file) l->n = 0;
+    l->from_file = from_file;
+    if (!ft_in_range(l->n + 1, o->range)) {
+        snprintf(ft_why, sizeof ft_why, "more than %g of them", strtod(strchr(o->range, ',') + 1, NULL));
+        return ft_why;
+    }
+    l->v[l->n++] = v;
+    return NULL;
+}
+
+/* v into row o; NULL, or what v must be */
+static const char *ft_opt_set(ft_cli *c, const ft_opt *o, const char *v, int from_file) {
+    switch (o->kind) {
+    case FT_OPT_INT: return ft_set_int(c, o, v);
+    case FT_OPT_REAL: return ft_set_real(c, o, v);
+    case FT_OPT_FLAG: return ft_set_flag(c, o, v);
+    case FT_OPT_ENUM: return ft_set_enum(c, o, v);
+    case FT_OPT_LIST: return ft_set_list(c, o, v, from_file);
+    default: return ft_set_str(c, o, v);
+    }
+}
+
+/* row o's value as text (in buf), or NULL when it has none */
+static const char *ft_opt_text(const ft_cli *c, const ft_opt *o, char *buf, size_t cap) {
+    const char *s;
+    switch (o->kind) {
+    case FT_OPT_STR:
+        memcpy(&s, ft_at(c, o), sizeof s);
+        return s;
+    case FT_OPT_INT:
+    case FT_OPT_FLAG:
+        snprintf(buf, cap, "%lld", (long long)ft_get_int(c, o));
+        return buf;
+    case FT_OPT_REAL: return ft_real_text(buf, cap, ft_get_real(c, o), o->size == sizeof(float));
+    case FT_OPT_ENUM: return ft_enum_label(o, (int)ft_get_int(c, o), buf, cap);
+    default: return NULL;
+    }
+}
+
+/* the row of --name (or of -alias when name is NULL) for the command; NULL when it has none */
+static const ft_opt *ft_opt_find(const char *name, char alias, unsigned bit) {
+    int i;
+    for (i = 0; i < FT_NOPTS; i++) {
+        const ft_opt *o = &ft_opts[i];
+        int match = name ? strcmp(o->name, name) == 0 : o->alias == alias;
+        if (match && (o->cmds & bit)) return o;
+    }
+    return NULL;
+}
+
+/* the text of the option `name` of c's command (a static buffer) */
+static const char *ft_value(const ft_cli *c, const char *name) {
+    static char buf[128];
+    const ft_opt *o = ft_opt_find(name, 0, c->bit);
+    const char *t = o ? ft_opt_text(c, o, buf, sizeof buf) : NULL;
+    return t ? t : "";
+}
+
+/* ==== errors ===================================================================================== */
+
+static void ft_say(const ft_cli *c, const char *fmt, va_list ap) {
+    fprintf(stderr, "ft %s: ", c->name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+/* "ft CMD: what went wrong": 1 */
+static int ft_err(const ft_cli *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    ft_say(c, fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+/* the same, for the parser: 0 */
+static int ft_bad(const ft_cli *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    ft_say(c, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+/* the library's message */
+static int ft_fail(const ft_cli *c) {
+    return ft_err(c, "%s", ft_last_error());
+}
+
+/* a required option is missing: exit status 2 */
+static int ft_missing(const ft_cli *c, const char *what) {
+    ft_err(c, "needs %s (ft %s --help lists the options)", what, c->name);
+    return 2;
+}
+
+/* ==== the command line and --config files ======================================================= */
+
+typedef struct ft_set { const ft_opt *o; const char *v, *file; int line; } ft_set;
+typedef struct ft_sets { ft_set *s; int n, cap; } ft_sets;
+
+static int ft_sets_add(ft_sets *s, const ft_opt *o, const char *v, const char *file, int line) {
+    if (s->n == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 64;
+        ft_set *t = (ft_set *)realloc(s->s, (size_t)cap * sizeof *t);
+        if (!t) return 0;
+        s->s = t;
+        s->cap = cap;
+    }
+    s->s[s->n].o = o;
+    s->s[s->n].v = v;
+    s->s[s->n].file = file;
+    s->s[s->n].line = line;
+    s->n++;
+    return 1;
+}
+
+/* argv[*i] as an option of c's command: its row and value (*i moves past them). 1, -1 for --help,
+   0 with the reason printed */
+static int ft_arg_next(const ft_cli *c, int argc, char **argv, int *i, const ft_opt **o, const char **v) {
+    char name[64];
+    const char *a = argv[(*i)++], *eq;
+    *v = NULL;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) return -1;
+    if (a[0] != '-' || !a[1]) {                         /* ft info MODEL.gguf */
+        *o = c->bit == FT_C_INFO ? ft_opt_find("model", 0, c->bit) : NULL;
+        *v = a;
+        if (!*o) ft_err(c, "unexpected argument '%s' (options start with --)", a);
+        return *o != NULL;
+    }
+    eq = a[1] == '-' ? strchr(a, '=') : NULL;
+    snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - a - 2) : (int)strlen(a + 2), a + 2);
+    *o = a[1] == '-' ? ft_opt_find(name, 0, c->bit) : a[2] ? NULL : ft_opt_find(NULL, a[1], c->bit);
+    if (!*o) return ft_bad(c, "unknown option %s (ft %s --help lists the options)", a, c->name);
+    if (eq) *v = eq + 1;
+    else if ((*o)->kind == FT_OPT_FLAG) *v = "1";
+    else if (*i < argc) *v = argv[(*i)++];
+    if (!*v) ft_err(c, "%s needs a value", a);
+    return *v != NULL;
+}
+
+static char *ft_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long n;
+    if (!f) return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) buf = (char *)malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    if (buf) buf[n] = 0;
+    if (buf && len) *len = (size_t)n;
+    fclose(f);
+    return buf;
+}
+
+static char *ft_trim(char *s) {
+    char *e = s + strlen(s);
+    while (*s == ' ' || *s == '\t') s++;
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r')) *--e = 0;
+    return s;
+}
+
+/* `key = value` lines (# comments) of a --config file, as if given at its place on the command line */
+static int ft_config_read(ft_cli *c, ft_sets *s, const char *path) {
+    char *text, *p, *next;
+    int line = 0;
+    if (c->n_texts == 8) return ft_bad(c, "at most 8 --config files");
+    if (!(text = ft_read_file(path, NULL))) return ft_bad(c, "%s: cannot read: %s", path, strerror(errno));
+    c->texts[c->n_texts++] = text;
+    for (p = text; p; p = next) {
+        char *eq, *key;
+        const ft_opt *o;
+        next = strchr(p, '\n');
+        if (next) *next++ = 0;
+        line++;
+        p = ft_trim(p);
+        if (!*p || *p == '#') continue;
+        if (!(eq = strchr(p, '='))) return ft_bad(c, "%s:%d: expected `name = value`", path, line);
+        *eq = 0;
+        key = ft_trim(p);
+        o = ft_opt_find(key, 0, c->bit);
+        if (!o || o->kind == FT_OPT_CONFIG) return ft_bad(c, "%s:%d: unknown key '%s'", path, line, key);
+        if (!ft_sets_add(s, o, ft_trim(eq + 1), path, line)) return 0;
+    }
+    return 1;
+}
+
+static int ft_apply(ft_cli *c, const ft_set *s) {
+    const char *why = ft_opt_set(c, s->o, s->v, s->file != NULL);
+    if (!why) return 1;
+    if (s->file) return ft_bad(c, "%s:%d: %s = %s: %s", s->file, s->line, s->o->name, s->v, why);
+    return ft_bad(c, "--%s %s: %s", s->o->name, s->v, why);
+}
+
+/* the library's defaults for the objective and the methods chosen, then the table's own */
+static void ft_cli_defaults(ft_cli *c) {
+    int i, n = ft_enum_count(FT_ENUM_PEFT_METHOD);
+    c->train = ft_train_opts_default((ft_objective)c->objective);
+    c->peft = ft_peft_opts_default((ft_peft_method)(c->method < n ? c->method : FT_PEFT_LORA));
+    c->ctx = ft_ctx_opts_default();
+    c->synth = ft_synth_opts_default((ft_synth_method)(c->synth_method > 0 ? c->synth_method : 0));
+    c->merge = ft_merge_opts_default((ft_merge_method)(c->merge_method > 0 ? c->merge_method : 0));
+    c->save = ft_save_opts_default();
+    c->normalize = c->merge.normalize > 0;
+    c->format = -1;
+    for (i = 0; i < FT_NOPTS; i++) {
+        const ft_opt *o = &ft_opts[i];
+        if ((o->cmds & c->bit) && o->def && !o->first) ft_opt_set(c, o, o->def, 0);
+    }
+}
+
+/* the rows that choose the library's defaults first, then the defaults, then the rest in order */
+static int ft_cli_apply(ft_cli *c, const ft_sets *s) {
+    int i;
+    for (i = 0; i < FT_NOPTS; i++) {
+        const ft_opt *o = &ft_opts[i];
+        if (o->first && (o->cmds & c->bit)) ft_put_int(c, o, -1);
+        if (o->first && (o->cmds & c->bit) && o->def) ft_opt_set(c, o, o->def, 0);
+    }
+    for (i = 0; i < s->n; i++) if (s->s[i].o->first && !ft_apply(c, &s->s[i])) return 0;
+    ft_cli_defaults(c);
+    for (i = 0; i < s->n; i++) if (!s->s[i].o->first && !ft_apply(c, &s->s[i])) return 0;
+    return 1;
+}
+
+/* argv (after the command's name) into c: 1, or 0 with the reason printed */
+static int ft_cli_parse(ft_cli *c, const char *name, unsigned bit, int argc, char **argv) {
+    ft_sets s;
+    int i = 0, ok = 1;
+    memset(c, 0, sizeof *c);
+    memset(&s, 0, sizeof s);
+    c->name = name;
+    c->bit = bit;
+    c->argc = argc;
+    c->argv = argv;
+    while (ok && i < argc) {
+        const ft_opt *o;
+        const char *v;
+        int r = ft_arg_next(c, argc, argv, &i, &o, &v);
+        if (r < 0) c->help = 1;
+        else if (r == 0) ok = 0;
+        else if (o->kind == FT_OPT_CONFIG) ok = ft_config_read(c, &s, v);
+        else ok = ft_sets_add(&s, o, v, NULL, 0);
+    }
+    if (ok) ok = ft_cli_apply(c, &s);
+    free(s.s);
+    return ok;
+}
+
+static void ft_cli_free(ft_cli *c) {
+    int i;
+    for (i = 0; i < c->n_texts; i++) free(c->texts[i]);
+    c->n_texts = 0;
+}
+
+/* ==== usage texts, from the tables ============================================================== */
+
+/* words of text after `indent` spaces, wrapped before 110 columns */
+static void ft_wrap(FILE *f, const char *text, int indent) {
+    int col = indent, first = 1;
+    while (*text) {
+        size_t n = strcspn(text, " ");
+        if (col + (int)n >= 110 && !first) fprintf(f, "\n%*s", indent, "");
+        if (col + (int)n >= 110 && !first) col = indent;
+        else if (!first) col += fprintf(f, " ");
+        col += fprintf(f, "%.*s", (int)n, text);
+        first = 0;
+        text += n + (text[n] == ' ');
+    }
+    fputc('\n', f);
+}
+
+static void ft_help_row(const ft_cli *c, const ft_opt *o) {
+    char flag[96], text[1024], buf[128], names[1536];
+    const char *d = ft_opt_text(c, o, buf, sizeof buf);
+    size_t len;
+    int shown = d && (o->kind == FT_OPT_STR || o->kind == FT_OPT_ENUM || (o->kind == FT_OPT_FLAG && d[0] == '1') ||
+                      ((o->kind == FT_OPT_INT || o->kind == FT_OPT_REAL) && ft_in_range(strtod(d, NULL), o->range)));
+    if (o->alias) snprintf(flag, sizeof flag, "-%c, --%s %s", o->alias, o->name, o->meta);
+    else snprintf(flag, sizeof flag, "    --%s %s", o->name, o->meta);
+    len = (size_t)snprintf(text, sizeof text, "%s", o->help);
+    if (o->kind == FT_OPT_INT || o->kind == FT_OPT_REAL) len += (size_t)snprintf(text + len, sizeof text - len, "; %s", o->range);
+    if (o->kind == FT_OPT_ENUM) len += (size_t)snprintf(text + len, sizeof text - len, ": %s", ft_enum_names(o, names, 1536));
+    if (o->kind == FT_OPT_LIST) len += (size_t)snprintf(text + len, sizeof text - len, " (repeatable)");
+    if (shown && len < sizeof text) snprintf(text + len, sizeof text - len, "; default %s", d);
+    printf("  %-32s ", flag);
+    ft_wrap(stdout, text, 37);
+}
+
+static void ft_help_objectives(void) {
+    int v;
+    printf("objectives (--objective; each sets the data it reads and the defaults of lr, beta, gamma):\n");
+    for (v = 0; v < FT_OBJ_COUNT; v++) {
+        const ft_objective_def *d = ft_objective_get((ft_objective)v);
+        printf("  %-14s %s\n", d->name, d->about);
+    }
+}
+
+static const char *ft_sweep_about =
+    "  KEY: any ft train option (lr, rank, alpha, targets, batch, schedule, steps, data, ...); values are\n"
+    "  separated by ',' (by '/' for targets, freeze and reward, whose own values hold commas:\n"
+    "  targets=all/attn/q_proj,v_proj). Without --random: every combination; --random N: N draws (a\n"
+    "  repeated draw runs once); a value LO..HI draws log-uniformly (lr=1e-4..3e-3). Each trial runs\n"
+    "  `ft train` with the base options, --out DIR/trial_NNN, --eval-before 0 and its values.\n"
+    "  DIR/results.jsonl gets a line as each trial ends (a failure with its last log line); DIR/results.md\n"
+    "  (sorted by eval loss) and DIR/sweep.svg (eval loss against each key) are rewritten after each.\n"
+    "  Rerun the same command to resume: trials with an \"ok\" line are skipped.\n";
+
+/* ft CMD --help: the command's options with their defaults (for the objective and method given) */
+static int ft_help(const ft_cmd *k, const ft_cli *c) {
+    int i;
+    printf("usage: ft %s %s\n  %s\n", k->name, k->synopsis, k->about);
+    printf("options (--name VALUE, --name=VALUE, or `name = VALUE` lines of a --config FILE):\n");
+    for (i = 0; i < FT_NOPTS; i++) {
+        const ft_opt *o = &ft_opts[i];
+        int shown = c->bit == FT_C_SWEEP ? (o->cmds & FT_C_TRAIN) == 0 || !strcmp(o->name, "out") : (o->cmds & c->bit) != 0;
+        if (shown) ft_help_row(c, o);
+    }
+    if (c->bit == FT_C_SWEEP) printf("  and every ft train option (ft train --help): the base of every trial\n");
+    if (c->bit == FT_C_SWEEP) printf("%s", ft_sweep_about);
+    if (c->bit == FT_C_TRAIN) ft_help_objectives();
+    return 0;
+}
+
+/* ==== the run's config: every option of the command as it ran =================================== */
+
+static void ft_config_line(FILE *f, const ft_cli *c, const ft_opt *o) {
+    char buf[128];
+    const char *t;
+    int k;
+    if (o->kind == FT_OPT_CONFIG) return;
+    if (o->kind == FT_OPT_LIST) {
+        const ft_list *l = (const ft_list *)ft_at(c, o);
+        for (k = 0; k < l->n; k++) fprintf(f, "%s = %s\n", o->name, l->v[k]);
+        if (!l->n) fprintf(f, "# %s =\n", o->name);
+        return;
+    }
+    t = ft_opt_text(c, o, buf, sizeof buf);
+    if (t) fprintf(f, "%s = %s\n", o->name, t);
+    else fprintf(f, "# %s =\n", o->name);
+}
+
+static int ft_config_write(const ft_cli *c, const char *path) {
+    FILE *f = fopen(path, "w");
+    int i;
+    if (!f) return ft_err(c, "%s: cannot write: %s", path, strerror(errno));
+    fprintf(f, "# ft %s: every option of the run as it ran (ft %s --config %s reads it back)\n", c->name, c->name, path);
+    for (i = 0; i < FT_NOPTS; i++) if (ft_opts[i].cmds & c->bit) ft_config_line(f, c, &ft_opts[i]);
+    if (fclose(f) != 0) return ft_err(c, "%s: cannot write: %s", path, strerror(errno));
+    return 0;
+}
+
+/* ==== checks of string values ==================================================================== */
+
+static int ft_only_nf4(int v) {
+    return v == FT_TYPE_NF4;
+}
+
+/* the types merged weights can be written as (ft_model_save_merged, ft_merge_models) */
+static int ft_only_writable(int v) {
+    return v == FT_TYPE_F32 || v == FT_TYPE_F16 || v == FT_TYPE_BF16 || v == FT_TYPE_Q8_0 || v == FT_TYPE_Q4_0 ||
+           v == FT_TYPE_Q4_1;
+}
+
+/* one layer of --targets: q_proj (or q), ..., embed_tokens, lm_head; 0: not one */
+static unsigned ft_target_bit(const char *s, size_t n) {
+    int w;
+    if (n == 12 && !strncmp(s, "embed_tokens", n)) return FT_TARGET_EMBED;
+    if (n == 7 && !strncmp(s, "lm_head", n)) return FT_TARGET_HEAD;
+    for (w = 0; w < FT_SITE_COUNT; w++) {
+        const char *site = ft_site_name(w);
+        int whole = strlen(site) == n || strcspn(site, "_") == n || n == 1;
+        if (n && whole && !strncmp(s, site, n)) return 1u << w;
+    }
+    return 0;
+}
+
+/* --targets: all, attn, mlp, all+embed+head, or a comma list of layers; 0: not valid */
+static unsigned ft_targets_mask(const char *t) {
+    unsigned m = 0;
+    if (!strcmp(t, "all")) return FT_TARGET_ALL_LINEAR;
+    if (!strcmp(t, "attn")) return FT_TARGET_ATTN;
+    if (!strcmp(t, "mlp")) return FT_TARGET_MLP;
+    if (!strcmp(t, "all+embed+head")) return FT_TARGET_ALL_LINEAR | FT_TARGET_EMBED | FT_TARGET_HEAD;
+    while (*t) {
+        size_t n = strcspn(t, ",");
+        unsigned b = ft_target_bit(t, n);
+        if (!b) return 0;
+        m |= b;
+        t += n + (t[n] == ',');
+    }
+    return m;
+}
+
+static const char *ft_check_targets(const char *v) {
+    size_t len;
+    int w;
+    if (ft_targets_mask(v)) return NULL;
+    len = (size_t)snprintf(ft_why, sizeof ft_why, "must be all, attn, mlp, all+embed+head or a comma list of");
+    for (w = 0; w < FT_SITE_COUNT; w++) len += (size_t)snprintf(ft_why + len, sizeof ft_why - len, " %s,", ft_site_name(w));
+    snprintf(ft_why + len, sizeof ft_why - len, " embed_tokens, lm_head (or q, k, v, ...)");
+    return ft_why;
+}
+
+/* a reward term: 'n' number, 'l' length:N, 'r' rm:ADAPTER, 'x' regex:PATTERN; each *WEIGHT */
+typedef struct ft_term { char kind; float weight; int n; char arg[1024]; } ft_term;
+
+static int ft_term_parse(const char **p, ft_term *t) {
+    const char *s = *p, *end = s + strcspn(s, ","), *star = end;
+    char *e;
+    size_t len;
+    t->weight = 1;
+    t->n = 0;
+    if (!strncmp(s, "regex:", 6)) {                 /* the rest of the list: it may hold commas and stars */
+        t->kind = 'x';
+        *p = s + strlen(s);
+        snprintf(t->arg, sizeof t->arg, "%s", s + 6);
+        return t->arg[0] && ft_regex_search(t->arg, "") >= 0;
+    }
+    *p = *end ? end + 1 : end;
+    while (star > s && star[-1] != '*') star--;
+    if (star > s) {
+        t->weight = (float)strtod(star, &e);
+        if (e != end || e == star || !isfinite(t->weight)) return 0;
+        star--;
+    } else star = end;
+    len = (size_t)(star - s);
+    t->kind = len == 6 && !strncmp(s, "number", 6) ? 'n' : !strncmp(s, "length:", 7) ? 'l' : !strncmp(s, "rm:", 3) ? 'r' : 0;
+    if (t->kind == 'l') t->n = (int)strtol(s + 7, &e, 10);
+    if (t->kind == 'l' && (e != star || t->n < 1)) return 0;
+    if (t->kind == 'r') snprintf(t->arg, sizeof t->arg, "%.*s", (int)(len - 3), s + 3);
+    return t->kind && (t->kind != 'r' || t->arg[0]);
+}
+
+/* "number,length:200*0.1,rm:ADAPTER,regex:PATTERN": the count of terms, 0 when malformed */
+static int ft_terms_parse(const char *spec, ft_term *t, int cap) {
+    int n = 0;
+    while (*spec && n < cap)
+        if (!ft_term_parse(&spec, &t[n++])) return 0;
+    return *spec ? 0 : n;
+}
+
+static const char *ft_check_reward(const char *v) {
+    static ft_term t[8];
+    if (ft_terms_parse(v, t, 8)) return NULL;
+    return "must be up to 8 terms number, length:N, rm:ADAPTER, regex:PATTERN (the last), each optionally *WEIGHT";
+}
+
+/* "FILE:NUMBER": the number after the last colon; 0 when there is none */
+static int ft_split_number(const char *v, size_t *file_len, double *x) {
+    const char *c = strrchr(v, ':');
+    char *e;
+    if (!c || c == v) return 0;
+    *x = strtod(c + 1, &e);
+    *file_len = (size_t)(c - v);
+    return e != c + 1 && !*e && isfinite(*x);
+}
+
+static const char *ft_check_mix(const char *v) {
+    size_t n;
+    double r;
+    if (ft_split_number(v, &n, &r) && r > 0 && r < 1) return NULL;
+    return "must be FILE:RATIO with RATIO in (0, 1)";
+}
+
+static const char *ft_check_task(const char *v) {
+    return v[0] && v[0] != ':' ? NULL : "must be FILE or FILE:EVAL_FILE";
+}
+
+/* "PATH[:WEIGHT[:DENSITY]]": the numbers are taken from the end, so a path may hold ':' */
+static int ft_input_parse(const char *v, char *path, size_t cap, double *weight, double *density) {
+    double x[2];
+    int n = 0;
+    size_t len = strlen(v);
+    *weight = 1;
+    *density = 0;
+    snprintf(path, cap, "%s", v);
+    while (n < 2 && ft_split_number(path, &len, &x[n])) {
+        path[len] = 0;
+        n++;
+    }
+    if (n == 1) *weight = x[0];
+    if (n == 2) *weight = x[1];
+    if (n == 2) *density = x[0];
+    return path[0] && *density >= 0 && *density <= 1 && strlen(v) < cap;
+}
+
+static const char *ft_check_input(const char *v) {
+    char path[2048];
+    double w, d;
+    return ft_input_parse(v, path, sizeof path, &w, &d) ? NULL : "must be PATH[:WEIGHT[:DENSITY]] with DENSITY in [0, 1]";
+}
+
+static const char *ft_check_ids(const char *v) {
+    const char *p = v;
+    while (*p) {
+        char *e;
+        long x = strtol(p, &e, 10);
+        if (e == p || x < 0 || (*e && *e != ',')) return "must be token ids 1,2,3";
+        p = *e ? e + 1 : e;
+    }
+    return *v ? NULL : "must be token ids 1,2,3";
+}
+
+/* KEY=V1,V2,...: KEY an option of ft train (the values are checked by ft sweep) */
+static const char *ft_check_grid(const char *v) {
+    char key[64];
+    const char *eq = strchr(v, '=');
+    const ft_opt *o;
+    if (!eq || eq == v || !eq[1] || eq - v >= (long)sizeof key) return "must be KEY=V1,V2,...";
+    snprintf(key, sizeof key, "%.*s", (int)(eq - v), v);
+    o = ft_opt_find(key, 0, FT_C_TRAIN);
+    if (!o || o->kind == FT_OPT_CONFIG || !strcmp(key, "out")) return "must be KEY=V1,V2,... with KEY an option of ft train";
+    return NULL;
+}
+
+/* ==== shared by the commands ===================================================================== */
+
+/* the model of --model, checked before it is loaded; --quantize nf4: its linear weights as NF4 */
+static int ft_model_open(const ft_cli *c, ft_model **m) {
+    struct stat st;
+    ft_model_opts mo;
+    if (stat(c->model, &st) != 0) return ft_err(c, "%s: %s", c->model, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return ft_err(c, "%s: is a directory, not a GGUF model", c->model);
+    memset(&mo, 0, sizeof mo);
+    if (c->quantize == FT_TYPE_NF4) mo.quantize = FT_TYPE_NF4;
+    if (ft_model_load(m, c->model, &mo) != FT_OK) return ft_fail(c);
+    return 0;
+}
+
+/* the model with the adapter of --lora / --adapter (when given) and a context */
+static int ft_open_all(const ft_cli *c, ft_model **m, ft_peft **p, ft_ctx **ctx) {
+    if (ft_model_open(c, m)) return 1;
+    if (c->adapter && ft_peft_load(p, *m, c->adapter) != FT_OK) return ft_fail(c);
+    if (ctx && ft_ctx_init(ctx, &c->ctx) != FT_OK) return ft_fail(c);
+    return 0;
+}
+
+static void ft_close_all(ft_model *m, ft_peft *p, ft_ctx *ctx) {
+    ft_ctx_free(ctx);
+    ft_peft_free(p);
+    ft_model_free(m);
+}
+
+/* --prompt's token ids (through the chat template with --chat); NULL when there are none (said) */
+static int32_t *ft_prompt_ids(const ft_cli *c, ft_model *m, int64_t *n) {
+    const ft_tokenizer *tok = ft_model_tokenizer(m);
+    size_t cap = strlen(c->prompt) + 65536;
+    char *text = (char *)malloc(cap);
+    int32_t *ids = NULL;
+    ft_chat_msg msg;
+    msg.role = "user";
+    msg.content = c->prompt;
+    *n = 0;
+    if (!tok) ft_err(c, "%s has no tokenizer (logits: use --ids)", c->model);
+    else if (c->chat && ft_chat_apply(ft_model_chat_template(m), &msg, 1, 1, text, (int64_t)cap) < 0) ft_fail(c);
+    else {
+        if (!c->chat) snprintf(text, cap, "%s", c->prompt);
+        *n = ft_tokenize(tok, text, -1, NULL, 0, 1, 1);
+        ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)(*n > 0 ? *n : 1));
+        ft_tokenize(tok, text, -1, ids, *n, 1, 1);
+    }
+    free(text);
+    if (ids && *n < 1) ft_err(c, "the prompt has no tokens");
+    if (*n < 1) free(ids);
+    return *n < 1 ? NULL : ids;
+}
+
+static void ft_describe_adapter(ft_peft *p) {
+    const ft_lora_opts *lo = ft_lora_options(p);
+    ft_params *P = ft_peft_params(p);
+    if (ft_peft_kind(p) == FT_PEFT_LORA) {
+        fprintf(stderr, "%s r=%d scale %g%s, %d tensors", lo->dora ? "DoRA" : "LoRA", lo->r, (double)ft_lora_scale(p),
+                lo->rslora ? " (rsLoRA)" : "", ft_params_count(P));
+        return;
+    }
+    fprintf(stderr, "%s", ft_peft_method_name(ft_peft_kind(p)));
+    if (ft_peft_virtual_tokens(p)) fprintf(stderr, " with %lld virtual tokens", (long long)ft_peft_virtual_tokens(p));
+    fprintf(stderr, ", %d tensors, %lld values", ft_params_count(P), (long long)ft_params_numel(P));
+}
+
+/* ==== ft info ==================================================================================== */
+
+static void ft_print_kv(const ft_gguf_kv *kv) {
+    uint64_t i, n = kv->type == FT_GGUF_STRING ? kv->strs[0].n : 0;
+    if (kv->type == FT_GGUF_ARRAY) {
+        const char *t = kv->arr_type == FT_GGUF_STRING ? "string" : kv->arr_type == FT_GGUF_FLOAT32 ? "f32" : "int";
+        printf("[%llu x %s]", (unsigned long long)kv->n, t);
+    } else if (kv->type == FT_GGUF_FLOAT32 || kv->type == FT_GGUF_FLOAT64) printf("%g", ft_gguf_kv_float(kv, 0));
+    else if (kv->type != FT_GGUF_STRING) printf("%lld", (long long)ft_gguf_kv_int(kv, 0));
+    if (kv->type != FT_GGUF_STRING) return;
+    putchar('"');
+    for (i = 0; i < n && i < 120; i++) {
+        if (kv->strs[0].s[i] == '\n') fputs("\\n", stdout);
+        else putchar(kv->strs[0].s[i]);
+    }
+    printf(n > 120 ? "...\" (%llu bytes)" : "\"", (unsigned long long)n);
+}
+
+static void ft_info_file(ft_gguf *g, int all) {
+    int64_t i, counts[FT_TYPE_COUNT] = {0}, bytes[FT_TYPE_COUNT] = {0}, total = 0;
     for (i = 0; i < ft_gguf_n_kv(g); i++) {
         const ft_gguf_kv *kv = ft_gguf_kv_at(g, i);
         if (!all && kv->type == FT_GGUF_ARRAY) continue;
         printf("  %-44.*s ", (int)kv->key.n, kv->key.s);
-        print_value(kv);
+        ft_print_kv(kv);
         putchar('\n');
     }
     for (i = 0; i < ft_gguf_n_tensors(g); i++) {
         const ft_gguf_tensor *t = ft_gguf_tensor_at(g, i);
-        int64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
-        counts[t->type]++; bytes[t->type] += (int64_t)t->nbytes; total += n;
+        counts[t->type]++;
+        bytes[t->type] += (int64_t)t->nbytes;
+        total += t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
         if (all) printf("  tensor %-36.*s %-6s [%lld, %lld, %lld, %lld]\n", (int)t->name.n, t->name.s, ft_type_name(t->type),
                         (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3]);
     }
     printf("tensor types:");
     for (i = 0; i < FT_TYPE_COUNT; i++)
-        if (counts[i]) printf(" %s x%lld (%.1f MiB)", ft_type_name((ft_type)i), (long long)counts[i], (double)bytes[i] / (1 << 20));
+        if (counts[i]) printf(" %s x%lld (%.1f MiB)", ft_type_name((ft_type)i), (long long)counts[i], bytes[i] / 1048576.0);
     printf("\ntensor elements: %lld (%.1fM)\n", (long long)total, (double)total / 1e6);
+}
+
+static void ft_info_model(ft_model *m) {
+    const ft_model_config *c = ft_model_config_get(m);
+    int64_t nw, b = ft_model_linear_bytes(m, &nw);
+    printf("model: %s, %lld layers, embd %lld, heads %lld (kv %lld, dim %lld), ffn %lld, vocab %lld, ctx %lld, rope base %g%s\n",
+           c->arch_name, (long long)c->n_layer, (long long)c->n_embd, (long long)c->n_head, (long long)c->n_head_kv,
+           (long long)c->head_dim, (long long)c->n_ff, (long long)c->n_vocab, (long long)c->n_ctx_train,
+           (double)c->rope_base, c->tied_embeddings ? ", tied embeddings" : "");
+    printf("weights: %lld parameters; linear weights %s, %.4f bytes each (%.1f MiB)\n", (long long)c->n_params,
+           ft_type_name(ft_model_layer(m, 0)->wq->type), (double)b / (double)nw, (double)b / (1 << 20));
+}
+
+static int ft_cmd_info(ft_cli *c) {
+    ft_gguf *g;
+    ft_model *m;
+    if (!c->model) return ft_missing(c, "MODEL.gguf");
+    if (ft_gguf_open(&g, c->model) != FT_OK) return ft_fail(c);
+    printf("file: %s (GGUF v%u, %lld tensors, %lld metadata keys)\n", c->model, ft_gguf_version(g),
+           (long long)ft_gguf_n_tensors(g), (long long)ft_gguf_n_kv(g));
+    ft_info_file(g, c->all);
     ft_gguf_close(g);
-    if (ft_model_load(&m, path, NULL) == FT_OK) {
-        const ft_model_config *c = ft_model_config_get(m);
-        printf("model: %s, %lld layers, embd %lld, heads %lld (kv %lld, dim %lld), ffn %lld, vocab %lld, ctx %lld, rope base %g%s\n",
-               c->arch_name, (long long)c->n_layer, (long long)c->n_embd, (long long)c->n_head, (long long)c->n_head_kv,
-               (long long)c->head_dim, (long long)c->n_ff, (long long)c->n_vocab, (long long)c->n_ctx_train,
-               (double)c->rope_base, c->tied_embeddings ? ", tied embeddings" : "");
-        {
-            int64_t nw, b = ft_model_linear_bytes(m, &nw);
-            printf("weights: %lld parameters; linear weights %s, %.4f bytes each (%.1f MiB)\n", (long long)c->n_params,
-                   ft_type_name(ft_model_layer(m, 0)->wq->type), (double)b / (double)nw, (double)b / (1 << 20));
-        }
-        ft_model_free(m);
-    } else printf("model: not loadable here: %s\n", ft_last_error());
-    return 0;
-}
-
-
-/* ---- ft generate ------------------------------------------------------------------------------ */
-static int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *lora = NULL; int n = 64, chat = 0, threads = 0, i;
-    ft_gen_opts go; ft_ctx_opts co; uint64_t seed = 1;
-    ft_model *m; ft_ctx *ctx; ft_kv_cache *kv; ft_rng rng; const ft_tokenizer *tok;
-    int32_t *ids, *out; int64_t n_ids, out_len; char *text; const int32_t *prompts[1]; double t0, t1, t2;
-    memset(&go, 0, sizeof go);
-    for (i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--chat") == 0) { chat = 1; continue; }
-        if (!v) { fprintf(stderr, "ft generate: %s needs a value\n", a); return 2; }
-        if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) model = v;
-        else if (strcmp(a, "-p") == 0 || strcmp(a, "--prompt") == 0) prompt = v;
-        else if (strcmp(a, "-n") == 0) n = atoi(v);
-        else if (strcmp(a, "--temp") == 0) go.sample.temperature = (float)atof(v);
-        else if (strcmp(a, "--top-k") == 0) go.sample.top_k = atoi(v);
-        else if (strcmp(a, "--top-p") == 0) go.sample.top_p = (float)atof(v);
-        else if (strcmp(a, "--seed") == 0) seed = strtoull(v, NULL, 10);
-        else if (strcmp(a, "--threads") == 0) threads = atoi(v);
-        else if (strcmp(a, "--lora") == 0) lora = v;
-        else { fprintf(stderr, "ft generate: unknown option %s\n", a); return usage(); }
-        i++;
-    }
-    if (!model || !prompt || n < 1) return usage();
-    if (ft_model_load(&m, model, NULL) != FT_OK) return fail("generate");
-    if (!(tok = ft_model_tokenizer(m))) { fprintf(stderr, "ft generate: %s has no tokenizer\n", model); return 1; }
-    if (lora) { ft_peft *p; if (ft_peft_load(&p, m, lora) != FT_OK) return fail("generate --lora"); }
-    memset(&co, 0, sizeof co); co.n_threads = threads;
-    if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("generate");
-    text = (char *)malloc(strlen(prompt) + 65536);
-    if (chat) {
-        ft_chat_msg msg; int64_t len;
-        msg.role = "user"; msg.content = prompt;
-        len = ft_chat_apply(ft_model_chat_template(m), &msg, 1, 1, text, (int64_t)strlen(prompt) + 65536);
-        if (len < 0) return fail("generate --chat");
-    } else strcpy(text, prompt);
-    n_ids = ft_tokenize(tok, text, -1, NULL, 0, 1, 1);
-    ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)(n_ids > 0 ? n_ids : 1));
-    out = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
-    ft_tokenize(tok, text, -1, ids, n_ids, 1, 1);
-    if (n_ids < 1) { fprintf(stderr, "ft generate: the prompt has no tokens\n"); return 1; }
-    if (ft_kv_cache_init(&kv, m, 1, n_ids + n) != FT_OK) return fail("generate");
-    go.max_new = n;
-    {
-        int32_t stop[2]; int ns = 0;
-        if (ft_tokenizer_eos(tok) >= 0) stop[ns++] = ft_tokenizer_eos(tok);
-        if (ft_tokenizer_find(tok, "<|im_end|>") >= 0 && ft_tokenizer_find(tok, "<|im_end|>") != stop[0]) stop[ns++] = ft_tokenizer_find(tok, "<|im_end|>");
-        go.stop = stop; go.n_stop = ns;
-        ft_rng_seed(&rng, seed);
-        prompts[0] = ids;
-        t0 = ft_time_seconds();
-        if (ft_generate(ctx, m, kv, 1, prompts, &n_ids, &go, &rng, out, &out_len, NULL) != FT_OK) return fail("generate");
-        t2 = ft_time_seconds();
-    }
-    {
-        int64_t len = ft_detokenize(tok, out, out_len, text, (int64_t)strlen(prompt) + 65536, 0);
-        if (len >= 0) fwrite(text, 1, (size_t)len, stdout);
-        printf("\n");
-    }
-    t1 = t2 - t0;
-    fprintf(stderr, "ft: %lld prompt tokens, %lld generated in %.2f s (%.1f tokens/s overall)\n",
-            (long long)n_ids, (long long)out_len, t1, (double)out_len / t1);
-    free(text); free(ids); free(out);
-    ft_kv_cache_free(kv); ft_ctx_free(ctx); ft_model_free(m);
-    return 0;
-}
-
-
-/* ---- options shared by train and eval: --flags, or key = value lines of a --config file ------------- */
-typedef struct opts {
-    const char *model, *method, *objective, *data, *eval, *out, *lora, *schedule, *targets, *config, *quantize;
-    const char *placement, *act, *prompt_init, *prompt_text, *freeze, *general, *reward, *loss_type, *scale_rewards, *init_adapter;
-    double temperature, top_p, epsilon, epsilon_high, kl_beta, kl_coef, kl_target;
-    int64_t group, prompts, iterations;
-    int bottleneck, virtual_tokens, prefix_hidden, rslora;
-    int64_t steps, batch, seq_len, warmup, eval_every, save_every, log_every, eval_gen, max_new;
-    int epochs, rank, grad_accum, threads, resume, pack, train_on_prompt, skip_bad, grad_checkpoint;
-    double lr, alpha, dropout, max_grad_norm, weight_decay, lr_ratio_b, eval_split, beta, gamma, label_smoothing;
-    double desirable_weight, undesirable_weight, rm_center;
-    const char *mix[4]; double mix_ratio[4]; int n_mix;    /* --mix FILE:RATIO (replay)          */
-    const char *task[8], *task_eval[8]; int n_task;        /* --task FILE[:EVAL] (multi-task)     */
-    double mix_temperature, mix_cap;                       /* their rates: min(n, cap)^(1/T)      */
-    int eval_before;                                       /* 0: no "before" evaluation (sweeps)  */
-    uint64_t seed;
-    char *cfg_text;                                   /* storage behind values read from --config */
-} opts;
-
-static void opts_default(opts *o) {
-    memset(o, 0, sizeof *o);
-    o->method = "lora"; o->objective = "sft"; o->schedule = "cosine"; o->targets = "all";
-    o->placement = "houlsby"; o->act = "relu"; o->prompt_init = "random"; o->bottleneck = 64; o->virtual_tokens = 20;
-    o->temperature = 1.0; o->epsilon = 0.2; o->loss_type = "dapo"; o->scale_rewards = "group"; o->kl_coef = 0.05;
-    o->steps = 0; o->epochs = 1; o->batch = 8; o->seq_len = 256; o->rank = 16; o->alpha = 32; o->lr = 2e-4;
-    o->grad_accum = 1; o->warmup = 0; o->max_grad_norm = 1.0; o->seed = 1; o->eval_every = 0; o->save_every = 50;
-    o->log_every = 10; o->eval_gen = 100; o->max_new = 32; o->skip_bad = 0;
-    o->mix_temperature = 1; o->eval_before = 1;
-}
-
-/* one key/value; returns 0 when the key is unknown or the value is missing */
-static int opts_set(opts *o, const char *k, const char *v) {
-#define S(name, field) if (strcmp(k, name) == 0) { o->field = v; return v != NULL; }
-#define I(name, field) if (strcmp(k, name) == 0) { if (!v) return 0; o->field = strtoll(v, NULL, 10); return 1; }
-#define D(name, field) if (strcmp(k, name) == 0) { if (!v) return 0; o->field = strtod(v, NULL); return 1; }
-    S("model", model) S("m", model) S("method", method) S("objective", objective) S("data", data) S("eval", eval)
-    S("out", out) S("o", out) S("lora", lora) S("schedule", schedule) S("targets", targets) S("quantize", quantize)
-    S("placement", placement) S("act", act) S("prompt-init", prompt_init) S("prompt-text", prompt_text) S("freeze", freeze) S("eval-general", general)
-    S("reward", reward) S("loss-type", loss_type) S("scale-rewards", scale_rewards) S("init-adapter", init_adapter)
-    D("temperature", temperature) D("top-p", top_p) D("epsilon", epsilon) D("epsilon-high", epsilon_high) D("kl-beta", kl_beta) D("kl-coef", kl_coef) D("kl-target", kl_target)
-    I("group", group) I("prompts", prompts) I("iterations", iterations)
-    I("bottleneck", bottleneck) I("virtual-tokens", virtual_tokens) I("prefix-hidden", prefix_hidden) I("rslora", rslora)
-    I("steps", steps) I("batch", batch) I("seq-len", seq_len) I("warmup", warmup) I("eval-every", eval_every)
-    I("save-every", save_every) I("log-every", log_every) I("eval-gen", eval_gen) I("max-new", max_new)
-    I("epochs", epochs) I("rank", rank) I("grad-accum", grad_accum) I("threads", threads) I("pack", pack)
-    I("train-on-prompt", train_on_prompt) I("skip-bad", skip_bad) I("grad-checkpoint", grad_checkpoint)
-    D("lr", lr) D("alpha", alpha) D("dropout", dropout) D("max-grad-norm", max_grad_norm) D("weight-decay", weight_decay)
-    D("lora-plus", lr_ratio_b) D("eval-split", eval_split) D("beta", beta) D("gamma", gamma) D("label-smoothing", label_smoothing)
-    D("desirable-weight", desirable_weight) D("undesirable-weight", undesirable_weight) D("rm-center", rm_center)
-    D("mix-temperature", mix_temperature) D("mix-cap", mix_cap) I("eval-before", eval_before)
-    if (strcmp(k, "task") == 0) {                     /* FILE[:EVAL_FILE], up to 8 */
-        char *c = v ? strrchr(v, ':') : NULL;
-        if (!v || !*v || o->n_task == 8) return 0;
-        o->task_eval[o->n_task] = c && c[1] ? c + 1 : NULL;
-        if (c) *c = 0;                                /* the training file ends at the colon */
-        o->task[o->n_task++] = v;
-        return 1;
-    }
-    if (strcmp(k, "mix") == 0) {                      /* FILE:RATIO, up to 4 */
-        const char *c = v ? strrchr(v, ':') : NULL;
-        if (!c || o->n_mix == 4) return 0;
-        o->mix_ratio[o->n_mix] = strtod(c + 1, NULL);
-        o->mix[o->n_mix] = v;
-        ((char *)c)[0] = 0;                           /* the file name ends at the colon */
-        o->n_mix++;
-        return 1;
-    }
-    if (strcmp(k, "seed") == 0) { if (!v) return 0; o->seed = strtoull(v, NULL, 10); return 1; }
-    if (strcmp(k, "resume") == 0) { o->resume = !v || strcmp(v, "0") != 0; return 1; }
-#undef S
-#undef I
-#undef D
-    return 0;
-}
-
-static int opts_config_file(opts *o, const char *path) {
-    FILE *f = fopen(path, "rb"); long n; char *p, *line; int lineno = 0;
-    if (!f) { fprintf(stderr, "ft: %s: cannot open\n", path); return 0; }
-    fseek(f, 0, SEEK_END); n = ftell(f); fseek(f, 0, SEEK_SET);
-    o->cfg_text = (char *)malloc((size_t)n + 1);
-    if (fread(o->cfg_text, 1, (size_t)n, f) != (size_t)n) { fclose(f); return 0; }
-    fclose(f); o->cfg_text[n] = 0;
-    for (p = o->cfg_text; p && *p; ) {
-        char *nl = strchr(p, '\n'), *eq, *k, *v, *e;
-        line = p; if (nl) *nl = 0; p = nl ? nl + 1 : NULL; lineno++;
-        while (*line == ' ' || *line == '\t') line++;
-        if (!*line || *line == '#') continue;
-        eq = strchr(line, '=');
-        if (!eq) { fprintf(stderr, "ft: %s:%d: expected key = value\n", path, lineno); return 0; }
-        *eq = 0; k = line; v = eq + 1;
-        for (e = eq - 1; e >= k && (*e == ' ' || *e == '\t'); e--) *e = 0;
-        while (*v == ' ' || *v == '\t') v++;
-        for (e = v + strlen(v) - 1; e >= v && (*e == ' ' || *e == '\t' || *e == '\r'); e--) *e = 0;
-        if (!opts_set(o, k, v)) { fprintf(stderr, "ft: %s:%d: unknown key '%s'\n", path, lineno, k); return 0; }
-    }
-    return 1;
-}
-
-/* --config first (flags after it override), then the flags */
-static int opts_parse(opts *o, int argc, char **argv) {
-    int i;
-    for (i = 0; i + 1 < argc; i++) if (strcmp(argv[i], "--config") == 0 && !opts_config_file(o, argv[i + 1])) return 0;
-    for (i = 0; i < argc; i++) {
-        const char *a = argv[i], *k = a[0] == '-' ? a + (a[1] == '-' ? 2 : 1) : NULL;
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!k) { fprintf(stderr, "ft: unexpected argument '%s'\n", a); return 0; }
-        if (strcmp(k, "config") == 0) { i++; continue; }
-        if (strcmp(k, "resume") == 0 || strcmp(k, "pack") == 0 || strcmp(k, "train-on-prompt") == 0 || strcmp(k, "skip-bad") == 0 ||
-            strcmp(k, "rslora") == 0 || strcmp(k, "grad-checkpoint") == 0) {
-            opts_set(o, k, "1"); continue;
-        }
-        if (!opts_set(o, k, v)) { fprintf(stderr, "ft: unknown option or missing value: %s\n", a); return 0; }
-        i++;
-    }
-    return 1;
-}
-
-static void opts_write(const opts *o, FILE *f) {
-    fprintf(f, "# resolved configuration of this run (ft train --config FILE reads it back)\n");
-    fprintf(f, "model = %s\nmethod = %s\nobjective = %s\n", o->model, o->method, o->objective);
-    if (o->data) fprintf(f, "data = %s\n", o->data);
-    if (o->eval) fprintf(f, "eval = %s\n", o->eval);
-    { int i; for (i = 0; i < o->n_mix; i++) fprintf(f, "mix = %s:%g\n", o->mix[i], o->mix_ratio[i]); }
-    if (o->eval_split > 0) fprintf(f, "eval-split = %g\n", o->eval_split);
-    { int i; for (i = 0; i < o->n_task; i++) fprintf(f, "task = %s%s%s\n", o->task[i], o->task_eval[i] ? ":" : "", o->task_eval[i] ? o->task_eval[i] : ""); }
-    if (o->n_task) fprintf(f, "mix-temperature = %g\nmix-cap = %g\n", o->mix_temperature, o->mix_cap);
-    fprintf(f, "out = %s\nsteps = %lld\nepochs = %d\nbatch = %lld\ngrad-accum = %d\nseq-len = %lld\npack = %d\n", o->out,
-            (long long)o->steps, o->epochs, (long long)o->batch, o->grad_accum, (long long)o->seq_len, o->pack);
-    fprintf(f, "lr = %g\nschedule = %s\nwarmup = %lld\nmax-grad-norm = %g\nweight-decay = %g\nlora-plus = %g\n", o->lr, o->schedule,
-            (long long)o->warmup, o->max_grad_norm, o->weight_decay, o->lr_ratio_b);
-    fprintf(f, "rank = %d\nalpha = %g\ndropout = %g\ntargets = %s\nseed = %llu\nthreads = %d\n", o->rank, o->alpha, o->dropout,
-            o->targets, (unsigned long long)o->seed, o->threads);
-    fprintf(f, "rslora = %d\nbottleneck = %d\nplacement = %s\nact = %s\nvirtual-tokens = %d\nprefix-hidden = %d\nprompt-init = %s\n",
-            o->rslora, o->bottleneck, o->placement, o->act, o->virtual_tokens, o->prefix_hidden, o->prompt_init);
-    if (o->reward) fprintf(f, "reward = %s\ngroup = %lld\nprompts = %lld\niterations = %lld\ntemperature = %g\ntop-p = %g\nepsilon = %g\nepsilon-high = %g\n"
-                              "kl-beta = %g\nkl-coef = %g\nloss-type = %s\nscale-rewards = %s\n", o->reward, (long long)o->group, (long long)o->prompts,
-                              (long long)o->iterations, o->temperature, o->top_p, o->epsilon, o->epsilon_high, o->kl_beta, o->kl_coef, o->loss_type, o->scale_rewards);
-    if (o->prompt_text) fprintf(f, "prompt-text = %s\n", o->prompt_text);
-    if (o->general) fprintf(f, "eval-general = %s\n", o->general);
-    if (o->init_adapter) fprintf(f, "init-adapter = %s\n", o->init_adapter);
-    if (o->freeze) fprintf(f, "freeze = %s\n", o->freeze);
-    fprintf(f, "beta = %g\ngamma = %g\nlabel-smoothing = %g\ndesirable-weight = %g\nundesirable-weight = %g\nrm-center = %g\n",
-            o->beta, o->gamma, o->label_smoothing, o->desirable_weight, o->undesirable_weight, o->rm_center);
-    fprintf(f, "eval-every = %lld\nsave-every = %lld\neval-gen = %lld\nmax-new = %lld\ntrain-on-prompt = %d\nskip-bad = %d\n",
-            (long long)o->eval_every, (long long)o->save_every, (long long)o->eval_gen, (long long)o->max_new, o->train_on_prompt, o->skip_bad);
-    fprintf(f, "grad-checkpoint = %d\n", o->grad_checkpoint);
-}
-
-static unsigned parse_targets(const char *t) {
-    unsigned m = 0; const char *p = t;
-    if (strcmp(t, "all") == 0) return FT_TARGET_ALL_LINEAR;
-    if (strcmp(t, "attn") == 0) return FT_TARGET_ATTN;
-    if (strcmp(t, "mlp") == 0) return FT_TARGET_MLP;
-    if (strcmp(t, "all+embed+head") == 0) return FT_TARGET_ALL_LINEAR | FT_TARGET_EMBED | FT_TARGET_HEAD;
-    if (strstr(t, "embed_tokens")) m |= FT_TARGET_EMBED;
-    if (strstr(t, "lm_head")) m |= FT_TARGET_HEAD;
-    while (*p) {
-        int w;
-        for (w = 0; w < FT_SITE_COUNT; w++) {
-            size_t n = strlen(ft_site_name(w));
-            if (strncmp(p, ft_site_name(w), n) == 0 || (strncmp(p, ft_site_name(w), 1) == 0 && (p[1] == ',' || !p[1]) && w != FT_SITE_GATE))
-                { m |= 1u << w; break; }
-        }
-        p = strchr(p, ',');
-        if (!p) break;
-        p++;
-    }
-    return m;
-}
-
-/* PEFT's base_model_name_or_path: the GGUF's general.name, else its architecture */
-/* the methods PEFT has (ft_peft_save_peft writes them): LoRA/DoRA, IA3, prompt and prefix tuning */
-static int has_peft_format(ft_peft_method k) { return k == FT_PEFT_LORA || k == FT_PEFT_IA3 || k == FT_PEFT_PROMPT || k == FT_PEFT_PREFIX; }
-
-static const char *model_name(ft_model *m, char *buf, size_t cap) {
-    ft_gguf_str name;
-    if (ft_gguf_get_str(ft_model_gguf(m), "general.name", &name)) snprintf(buf, cap, "%.*s", (int)(name.n < cap - 1 ? name.n : cap - 1), name.s);
-    else snprintf(buf, cap, "%s", ft_model_config_get(m)->arch_name);
-    return buf;
-}
-
-/* ---- progress, metrics, plots -------------------------------------------------------------------- */
-typedef struct run { opts *o; FILE *metrics; int tty; double *xs, *ys, *ex, *ey; int64_t n, ne, cap; double t_first, t_last; int64_t s_first, s_last; } run;
-
-static int on_step(void *user, const ft_step_info *s) {
-    run *r = (run *)user;
-    if (r->n == r->cap) {
-        r->cap = r->cap ? 2 * r->cap : 256;
-        r->xs = (double *)realloc(r->xs, (size_t)r->cap * sizeof(double)); r->ys = (double *)realloc(r->ys, (size_t)r->cap * sizeof(double));
-        r->ex = (double *)realloc(r->ex, (size_t)r->cap * sizeof(double)); r->ey = (double *)realloc(r->ey, (size_t)r->cap * sizeof(double));
-    }
-    r->xs[r->n] = (double)s->step; r->ys[r->n++] = s->loss;
-    if (r->n == 1) { r->t_first = s->elapsed_s; r->s_first = s->step; }      /* step time after the first step */
-    r->t_last = s->elapsed_s; r->s_last = s->step;
-    if (s->eval_loss == s->eval_loss) { r->ex[r->ne] = (double)s->step; r->ey[r->ne++] = s->eval_loss; }
-    fprintf(r->metrics, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"tokens\": %.0f",
-            (long long)s->step, (long long)s->epoch, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->tokens);
-    if (s->eval_loss == s->eval_loss) fprintf(r->metrics, ", \"eval_loss\": %.6f, \"eval_perplexity\": %.4f", s->eval_loss, exp(s->eval_loss));
-    if (s->pref.rewards_accuracies > 0 || s->pref.rewards_margins != 0)
-        fprintf(r->metrics, ", \"rewards/chosen\": %.6f, \"rewards/rejected\": %.6f, \"rewards/margins\": %.6f, \"rewards/accuracies\": %.4f, \"logps/chosen\": %.4f, \"logps/rejected\": %.4f",
-                s->pref.rewards_chosen, s->pref.rewards_rejected, s->pref.rewards_margins, s->pref.rewards_accuracies, s->pref.logps_chosen, s->pref.logps_rejected);
-    if (s->pref.kl != 0) fprintf(r->metrics, ", \"kl\": %.6f", s->pref.kl);
-    fprintf(r->metrics, "}\n");
-    fflush(r->metrics);
-    if (r->tty || s->step % r->o->log_every == 0 || s->step == s->steps || s->eval_loss == s->eval_loss) {
-        fprintf(stderr, "%sstep %lld/%lld  loss %.4f  lr %.2e  grad %.2f  %.0f tok/s  ETA %dm%02ds", r->tty ? "\r" : "",
-                (long long)s->step, (long long)s->steps, s->loss, s->lr, s->grad_norm, s->tokens_per_s, (int)(s->eta_s / 60), (int)s->eta_s % 60);
-        if (s->eval_loss == s->eval_loss) fprintf(stderr, "  eval %.4f (ppl %.2f)", s->eval_loss, exp(s->eval_loss));
-        fprintf(stderr, r->tty && s->eval_loss != s->eval_loss && s->step != s->steps ? "   " : "\n");
-    }
-    return 0;
-}
-
-/* what the run reports before and after */
-typedef struct evres {
-    double loss; ft_eval_gen gen;                  /* SFT data: eval loss, generation accuracy    */
-    double lik_acc;                                /* preference data: the likelihood prefers chosen */
-    double general;                                /* loss on --eval-general text (forgetting)    */
-    double rew_acc, rew_margin;                    /* the objective's reward: implicit (vs the
-                                                      reference), length-averaged likelihood
-                                                      (SimPO, ORPO), or the reward head (rm)      */
-    const char *rew_name;
-} evres;
-
-static int is_obj(const opts *o, const char *a, const char *b, const char *c) {
-    return strcmp(o->objective, a) == 0 || (b && strcmp(o->objective, b) == 0) || (c && strcmp(o->objective, c) == 0);
-}
-
-/* the model as it is now (adapter on or off) on the eval data (and the general text) */
-static int evaluate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, const ft_dataset *gen, const opts *o, evres *e) {
-    memset(e, 0, sizeof *e);
-    if (gen && ft_eval_loss(ctx, m, gen, o->batch, o->seq_len, &e->general, NULL) != FT_OK) return fail("eval --eval-general");
-    if (ft_dataset_format(d) == FT_DATA_PREFERENCE) {
-        double mg; float beta = o->beta > 0 ? (float)o->beta : is_obj(o, "simpo", NULL, NULL) ? 2.0f : 0.1f;
-        if (ft_eval_preference(ctx, m, d, o->batch, o->seq_len, 1.0f, 0, &e->lik_acc, &mg) != FT_OK) return fail("eval");
-        if (is_obj(o, "rm", NULL, NULL)) {
-            e->rew_name = "reward model accuracy";
-            if (ft_eval_reward(ctx, m, d, o->batch, o->seq_len, &e->rew_acc, &e->rew_margin) != FT_OK) return fail("eval");
-        } else if (is_obj(o, "simpo", "orpo", NULL)) {
-            e->rew_name = "avg log-prob reward acc";
-            if (ft_eval_preference(ctx, m, d, o->batch, o->seq_len, beta, 2, &e->rew_acc, &e->rew_margin) != FT_OK) return fail("eval");
-        } else {
-            e->rew_name = "implicit reward accuracy";
-            if (ft_eval_preference(ctx, m, d, o->batch, o->seq_len, beta, 1, &e->rew_acc, &e->rew_margin) != FT_OK) return fail("eval");
-        }
+    if (ft_model_load(&m, c->model, NULL) != FT_OK) {
+        printf("model: not loadable here: %s\n", ft_last_error());
         return 0;
     }
-    if (ft_eval_loss(ctx, m, d, o->batch, o->seq_len, &e->loss, NULL) != FT_OK) return fail("eval");
-    if (o->eval_gen > 0 && ft_dataset_format(d) != FT_DATA_TEXT && ft_eval_generate(ctx, m, d, (int)o->max_new, o->eval_gen, &e->gen, NULL, NULL) != FT_OK) return fail("eval");
+    ft_info_model(m);
+    ft_model_free(m);
     return 0;
 }
 
-/* ---- ft train --objective grpo|ppo: prompts in, rewards from verifiable checks or a reward model --- */
-typedef struct rl_run { const opts *o; FILE *metrics; int tty; double *xs, *ys; int64_t n, cap; } rl_run;
-static int rl_on_step(void *user, const ft_step_info *s) {
-    rl_run *r = (rl_run *)user;
-    const ft_rl_stats *q = &s->rl;
+/* ==== ft generate ================================================================================ */
+
+static int ft_generate_print(const ft_cli *c, ft_ctx *ctx, ft_model *m, const int32_t *ids, int64_t n) {
+    const ft_tokenizer *tok = ft_model_tokenizer(m);
+    int32_t stop[2], im_end = ft_tokenizer_find(tok, "<|im_end|>");
+    int32_t *out = (int32_t *)malloc(sizeof(int32_t) * (size_t)c->gen.max_new);
+    int64_t out_len = 0, len, cap = c->gen.max_new * 64 + 64;
+    char *text = (char *)malloc((size_t)cap);
+    ft_gen_opts go = c->gen;
+    ft_kv_cache *kv = NULL;
+    ft_rng rng;
+    double t0 = ft_time_seconds(), t1;
+    int rc = 0;
+    go.stop = stop;
+    go.n_stop = 0;
+    if (ft_tokenizer_eos(tok) >= 0) stop[go.n_stop++] = ft_tokenizer_eos(tok);
+    if (im_end >= 0 && (!go.n_stop || im_end != stop[0])) stop[go.n_stop++] = im_end;
+    ft_rng_seed(&rng, (uint64_t)c->gen_seed);
+    if (ft_kv_cache_init(&kv, m, 1, n + go.max_new) != FT_OK) rc = ft_fail(c);
+    if (!rc && ft_generate(ctx, m, kv, 1, &ids, &n, &go, &rng, out, &out_len, NULL) != FT_OK) rc = ft_fail(c);
+    t1 = ft_time_seconds() - t0;
+    len = rc ? -1 : ft_detokenize(tok, out, out_len, text, cap, 0);
+    if (len >= 0) printf("%.*s\n", (int)len, text);
+    if (!rc) fprintf(stderr, "ft: %lld prompt tokens, %lld generated in %.2f s (%.1f tokens/s overall)\n",
+                     (long long)n, (long long)out_len, t1, (double)out_len / t1);
+    ft_kv_cache_free(kv);
+    free(text);
+    free(out);
+    return rc;
+}
+
+static int ft_cmd_generate(ft_cli *c) {
+    ft_model *m = NULL;
+    ft_peft *p = NULL;
+    ft_ctx *ctx = NULL;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    int rc;
+    if (!c->model || !c->prompt) return ft_missing(c, "-m MODEL.gguf and -p PROMPT");
+    rc = ft_open_all(c, &m, &p, &ctx);
+    if (!rc && !(ids = ft_prompt_ids(c, m, &n))) rc = 1;
+    if (!rc) rc = ft_generate_print(c, ctx, m, ids, n);
+    free(ids);
+    ft_close_all(m, p, ctx);
+    return rc;
+}
+
+/* ==== ft train =================================================================================== */
+
+/* what a run measures before and after training */
+typedef struct ft_evres {
+    double loss;                        /* eval loss (token data)                                    */
+    ft_eval_gen gen;                    /* exact match of greedy answers                              */
+    double general;                     /* loss on --eval-general text (forgetting)                   */
+    double lik_acc;                     /* preference data: the likelihood prefers the chosen answer  */
+    double rew_acc, rew_margin;         /* the objective's reward: implicit (vs the reference),
+                                           length-averaged likelihood (reference-free), or the head  */
+    double reward, solved;              /* RL: mean reward of greedy answers, share with full reward  */
+} ft_evres;
+
+typedef struct ft_run {
+    ft_cli *c;
+    const ft_objective_def *def;
+    ft_model *m;
+    ft_ctx *ctx;
+    ft_peft *p;
+    ft_dataset *train, *ev, *general, *tev[8];
+    ft_reward_term rw[8];
+    int n_rw, len_target[8];
+    float full_reward;                  /* the sum of the weights of the terms other than length      */
+    ft_rm_scorer rm;
+    ft_peft *rm_peft;
+    FILE *metrics;
+    int tty, resumed, no_before, wrote_peft;
+    double *x, *y, *ex, *ey;            /* the curves: loss (RL: reward) and eval loss by step      */
+    int64_t n, ne, cap;
+    double t_first, t_last;             /* elapsed seconds at the first and last step of this run   */
+    int64_t s_first, s_last;
+    ft_train_state st;
+    ft_evres e0, e1, t0[8], t1[8];
+    char ckpt[2048];
+} ft_run;
+
+static void ft_run_free(ft_run *r) {
+    int i;
+    for (i = 0; i < 8; i++) ft_dataset_free(r->tev[i]);
+    ft_dataset_free(r->train);
+    ft_dataset_free(r->ev);
+    ft_dataset_free(r->general);
+    ft_close_all(r->m, r->p, r->ctx);
+    ft_close_all(r->rm.model, r->rm_peft, r->rm.ctx);
+    if (r->metrics) fclose(r->metrics);
+    free(r->x);
+    free(r->y);
+    free(r->ex);
+    free(r->ey);
+}
+
+static int ft_is_rl(const ft_run *r) {
+    return r->def->kind == FT_KIND_ROLLOUTS;
+}
+
+/* OUT/NAME */
+static const char *ft_out(const ft_run *r, const char *name) {
+    static char path[4][2048];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(path[k], sizeof path[k], "%s/%s", r->c->out, name);
+    return path[k];
+}
+
+/* ---- the data ---- */
+
+static int ft_load(ft_run *r, ft_dataset **d, const char *path, const ft_data_opts *o) {
+    if (ft_dataset_load(d, path, ft_model_tokenizer(r->m), ft_model_chat_template(r->m), o) != FT_OK) return ft_fail(r->c);
+    if (ft_dataset_truncated(*d))
+        fprintf(stderr, "ft: %s: %lld of %lld examples cut to --seq-len %lld tokens\n", path, (long long)ft_dataset_truncated(*d),
+                (long long)ft_dataset_size(*d), (long long)o->max_len);
+    return 0;
+}
+
+/* --mix FILE:RATIO ...: the main data keeps 1 - sum(ratios) */
+static int ft_train_mix(ft_run *r, const ft_data_opts *o) {
+    ft_dataset *parts[5] = {0}, *mixed;
+    double ratios[5], rest = 1;
+    int64_t total;
+    int i, n = r->c->mix.n, rc = 0;
+    ft_data_opts mo = *o;
+    mo.format = FT_DATA_AUTO;
+    parts[0] = r->train;
+    for (i = 0; i < n && !rc; i++) {
+        char path[2048];
+        size_t len;
+        ft_split_number(r->c->mix.v[i], &len, &ratios[i + 1]);
+        snprintf(path, sizeof path, "%.*s", (int)len, r->c->mix.v[i]);
+        rest -= ratios[i + 1];
+        rc = ft_load(r, &parts[i + 1], path, &mo);
+    }
+    ratios[0] = rest;
+    if (!rc && rest <= 0) rc = ft_err(r->c, "--mix: the ratios sum to %g: they must leave a share of --data", 1 - rest);
+    total = (int64_t)((double)ft_dataset_size(r->train) / (rest > 0.05 ? rest : 0.05));
+    if (!rc && ft_dataset_mix(&mixed, parts, ratios, n + 1, total, r->c->train.seed) != FT_OK) rc = ft_fail(r->c);
+    for (i = 1; i <= n; i++) ft_dataset_free(parts[i]);
+    if (rc) return rc;
+    ft_dataset_free(r->train);
+    r->train = mixed;
+    return 0;
+}
+
+/* --task FILE[:EVAL] ...: the tasks (and --data, one more) mixed at FLAN / T5 rates min(n_i, cap)^(1/T),
+   one pass over the mixture as long as all of them; each EVAL file loaded for its own table rows */
+static int ft_train_tasks(ft_run *r, const ft_data_opts *o) {
+    ft_cli *c = r->c;
+    ft_dataset *parts[9] = {0}, *mixed = NULL;
+    const char *names[9];
+    int64_t sizes[9], total = 0;
+    double rates[9];
+    int n = 0, i, rc = 0;
+    if (r->train) names[n] = c->data;
+    if (r->train) parts[n++] = r->train;
+    for (i = 0; i < c->task.n && !rc; i++) {
+        char path[2048];
+        const char *colon = strrchr(c->task.v[i], ':');
+        snprintf(path, sizeof path, "%.*s", colon ? (int)(colon - c->task.v[i]) : (int)strlen(c->task.v[i]), c->task.v[i]);
+        names[n] = c->task.v[i];
+        rc = ft_load(r, &parts[n++], path, o);
+        if (!rc && colon && colon[1]) rc = ft_load(r, &r->tev[i], colon + 1, o);
+    }
+    for (i = 0; i < n && !rc; i++) total += sizes[i] = ft_dataset_size(parts[i]);
+    if (!rc && ft_mix_ratios(sizes, n, c->mix_temperature, c->mix_cap, rates) != FT_OK) rc = ft_fail(c);
+    for (i = 0; i < n && !rc; i++)
+        fprintf(stderr, "ft: task %s: %lld %s examples, sampling rate %.3f\n", names[i], (long long)sizes[i],
+                ft_data_format_name(ft_dataset_format(parts[i])), rates[i]);
+    if (!rc && ft_dataset_mix(&mixed, parts, rates, n, total, c->train.seed) != FT_OK) rc = ft_fail(c);
+    for (i = 0; i < n; i++) ft_dataset_free(parts[i]);
+    r->train = mixed;
+    return rc;
+}
+
+static int ft_has_targets(const ft_example *e) {
+    int64_t t;
+    if (!e->loss) return e->n > 0;
+    for (t = 0; t < e->n; t++) if (e->loss[t]) return 1;
+    return 0;
+}
+
+/* the training set (--data, --task, --mix), the eval sets (--eval or --eval-split, --eval-general) */
+static int ft_train_data(ft_run *r) {
+    ft_cli *c = r->c;
+    ft_data_opts o = c->data_opts, text;
+    int64_t i, n;
+    o.format = r->def->data == FT_DATA_TEXT ? FT_DATA_TEXT : FT_DATA_AUTO;
+    o.max_len = c->train.seq_len;
+    text = o;
+    text.format = FT_DATA_TEXT;
+    if (c->data && ft_load(r, &r->train, c->data, &o)) return 1;
+    if (c->task.n && ft_train_tasks(r, &o)) return 1;
+    if (c->eval && ft_load(r, &r->ev, c->eval, &o)) return 1;
+    if (!c->eval && c->eval_split > 0 && !c->task.n && ft_dataset_split(r->train, c->eval_split, c->train.seed, &r->ev) != FT_OK)
+        return ft_fail(c);
+    if (c->general && ft_load(r, &r->general, c->general, &text)) return 1;
+    if (c->mix.n && ft_train_mix(r, &o)) return 1;
+    fprintf(stderr, "ft: %s: %lld %s examples (%lld tokens%s)", c->task.n ? "task mixture" : c->data,
+            (long long)ft_dataset_size(r->train), ft_data_format_name(ft_dataset_format(r->train)),
+            (long long)ft_dataset_tokens(r->train), ft_dataset_skipped(r->train) ? ", some lines skipped" : "");
+    if (r->ev) fprintf(stderr, "; eval %lld examples", (long long)ft_dataset_size(r->ev));
+    fprintf(stderr, "\n");
+    n = ft_dataset_size(r->train);
+    for (i = 0; i < n && !ft_is_rl(r); i++) if (ft_has_targets(ft_dataset_get(r->train, i))) return 0;
+    if (n && !ft_is_rl(r))
+        return ft_err(c, "no training example keeps a target token within --seq-len %lld: nothing to learn (raise --seq-len)",
+                      (long long)c->train.seq_len);
+    return 0;
+}
+
+/* ---- the adapter and the rewards ---- */
+
+static int ft_train_adapter(ft_run *r) {
+    ft_cli *c = r->c;
+    ft_peft_opts po = c->peft;
+    int extra = c->method - ft_enum_count(FT_ENUM_PEFT_METHOD);
+    int64_t n, total = ft_model_config_get(r->m)->n_params;
+    po.lora.dora = extra == 1;                             /* the method's extra names: qlora, dora */
+    po.lora.targets = ft_targets_mask(c->targets);
+    po.seed = c->train.seed;
+    po.reward_head = r->def->kind == FT_KIND_SCORES || c->objective == FT_OBJ_PPO;   /* rm: the reward; ppo: the value */
+    if (c->init_adapter) {             /* an earlier stage folded in: the new base and reference */
+        ft_peft *p0;
+        if (ft_peft_load(&p0, r->m, c->init_adapter) != FT_OK || ft_peft_bake(p0) != FT_OK) return ft_fail(c);
+        fprintf(stderr, "ft: %s baked into the base\n", c->init_adapter);
+    }
+    if (ft_peft_attach(&r->p, r->m, &po) != FT_OK) return ft_fail(c);
+    n = ft_params_numel(ft_peft_params(r->p));
+    fprintf(stderr, "ft: %s", ft_value(c, "method"));
+    if (po.method == FT_PEFT_LORA) fprintf(stderr, " r=%d alpha=%g on %s", po.lora.r, (double)po.lora.alpha, c->targets);
+    fprintf(stderr, ": %lld trainable parameters (%.2f%% of %lld)\n", (long long)n, 100.0 * n / (double)total, (long long)total);
+    return 0;
+}
+
+/* rm:ADAPTER: the base model again with the reward model's adapter, and a context of its own */
+static int ft_train_rm(ft_run *r, const ft_term *t, ft_reward_term *w) {
+    if (r->rm.model) return ft_err(r->c, "--reward: one rm: term at most");
+    if (ft_model_load(&r->rm.model, r->c->model, NULL) != FT_OK) return ft_fail(r->c);
+    if (ft_peft_load(&r->rm_peft, r->rm.model, t->arg) != FT_OK) return ft_fail(r->c);
+    if (!ft_peft_reward_head(r->rm_peft)) return ft_err(r->c, "%s has no reward head (train it with --objective rm)", t->arg);
+    if (ft_ctx_init(&r->rm.ctx, &r->c->ctx) != FT_OK) return ft_fail(r->c);
+    w->fn = ft_reward_model;
+    w->user = &r->rm;
+    return 0;
+}
+
+static int ft_train_rewards(ft_run *r) {
+    static ft_term t[8];
+    int i, n = ft_terms_parse(r->c->reward, t, 8);
+    for (i = 0; i < n; i++) {
+        ft_reward_term *w = &r->rw[i];
+        w->weight = t[i].weight;
+        w->user = NULL;
+        w->fn = t[i].kind == 'n' ? ft_reward_number : t[i].kind == 'x' ? ft_reward_regex : ft_reward_length;
+        if (t[i].kind == 'x') w->user = t[i].arg;
+        if (t[i].kind == 'l') w->user = &r->len_target[i];
+        r->len_target[i] = t[i].n;
+        if (t[i].kind == 'r' && ft_train_rm(r, &t[i], w)) return 1;
+        if (t[i].kind != 'l') r->full_reward += w->weight;
+    }
+    r->n_rw = n;
+    return 0;
+}
+
+/* the checks that need no model, the model, the context, the data, the adapter, the rewards */
+static int ft_train_setup(ft_run *r) {
+    ft_cli *c = r->c;
+    ft_ctx_opts co = c->ctx;
+    if (!c->model || (!c->data && !c->task.n) || !c->out) return ft_missing(c, "-m MODEL.gguf, --data FILE and --out DIR");
+    if (ft_is_rl(r) && !c->reward) return ft_missing(c, "--reward (number, length:N, rm:ADAPTER, regex:PATTERN)");
+    if (ft_mkdirs(ft_out(r, "checkpoints")) != FT_OK) return ft_fail(c);
+    if (ft_model_open(c, &r->m)) return 1;
+    if (!ft_model_tokenizer(r->m)) return ft_err(c, "%s has no tokenizer", c->model);
+    co.seed = c->train.seed;
+    if (ft_ctx_init(&r->ctx, &co) != FT_OK) return ft_fail(c);
+    ft_ctx_set_checkpointing(r->ctx, c->grad_checkpoint);
+    if (ft_train_data(r) || ft_train_adapter(r)) return 1;
+    if (ft_is_rl(r) && ft_train_rewards(r)) return 1;
+    return 0;
+}
+
+/* ---- evaluation ---- */
+
+static int ft_eval_pairs(ft_run *r, const ft_dataset *d, ft_evres *e) {
+    const ft_train_opts *t = &r->c->train;
+    float beta = t->beta > 0 ? t->beta : 0.1f;
+    int implicit = r->def->reference ? 1 : 2;                 /* reference-free: the length-averaged likelihood */
+    int64_t b = t->batch, T = t->seq_len;
+    ft_result res = ft_eval_preference(r->ctx, r->m, d, b, T, 1.0f, 0, &e->lik_acc, &e->rew_margin);
+    if (res == FT_OK && r->def->kind == FT_KIND_SCORES) res = ft_eval_reward(r->ctx, r->m, d, b, T, &e->rew_acc, &e->rew_margin);
+    else if (res == FT_OK) res = ft_eval_preference(r->ctx, r->m, d, b, T, beta, implicit, &e->rew_acc, &e->rew_margin);
+    return res == FT_OK ? 0 : ft_fail(r->c);
+}
+
+/* the model as it is now (adapter on or off) on an eval set (and the general text) */
+static int ft_evaluate(ft_run *r, const ft_dataset *d, const ft_dataset *general, ft_evres *e) {
+    ft_cli *c = r->c;
+    const ft_train_opts *t = &c->train;
+    memset(e, 0, sizeof *e);
+    if (general && ft_eval_loss(r->ctx, r->m, general, t->batch, t->seq_len, &e->general, NULL) != FT_OK) return ft_fail(c);
+    if (ft_is_rl(r) && ft_eval_rl(r->ctx, r->m, d, t->rl.max_new, r->rw, r->n_rw, r->full_reward, c->eval_gen, &e->reward,
+                                  &e->solved) != FT_OK) return ft_fail(c);
+    if (ft_is_rl(r)) return 0;
+    if (ft_dataset_format(d) == FT_DATA_PREFERENCE) return ft_eval_pairs(r, d, e);
+    if (ft_eval_loss(r->ctx, r->m, d, t->batch, t->seq_len, &e->loss, NULL) != FT_OK) return ft_fail(c);
+    if (c->eval_gen > 0 && ft_dataset_format(d) != FT_DATA_TEXT &&
+        ft_eval_generate(r->ctx, r->m, d, t->rl.max_new, c->eval_gen, &e->gen, NULL, NULL) != FT_OK) return ft_fail(c);
+    return 0;
+}
+
+/* the base model (a reward model: its untrained head) on an eval set */
+static int ft_evaluate_before(ft_run *r, const ft_dataset *d, const ft_dataset *general, ft_evres *e) {
+    int rc;
+    if (r->def->kind != FT_KIND_SCORES) ft_peft_set_enabled(r->p, 0);
+    rc = ft_evaluate(r, d, general, e);
+    ft_peft_set_enabled(r->p, 1);
+    return rc;
+}
+
+static void ft_say_before(ft_run *r, const char *name, const ft_dataset *d, const ft_evres *e) {
+    if (ft_is_rl(r)) fprintf(stderr, "ft: before: mean reward %.3f, full reward on %.1f%% of %s", e->reward, 100 * e->solved,
+                             name);
+    else if (ft_dataset_format(d) == FT_DATA_PREFERENCE)
+        fprintf(stderr, "ft: before: the base model's likelihood prefers the chosen answer in %.1f%% of pairs", 100 * e->lik_acc);
+    else fprintf(stderr, "ft: before: %s: eval loss %.4f (ppl %.2f)", name, e->loss, exp(e->loss));
+    if (e->gen.n) fprintf(stderr, ", exact match %lld/%lld (%.1f%%)", (long long)e->gen.exact, (long long)e->gen.n,
+                          100 * e->gen.exact_rate);
+    fprintf(stderr, "\n");
+}
+
+static int ft_train_before(ft_run *r) {
+    ft_cli *c = r->c;
+    FILE *f;
+    int i;
+    snprintf(r->ckpt, sizeof r->ckpt, "%s", ft_out(r, "checkpoints/last.gguf"));
+    f = c->resume ? fopen(r->ckpt, "rb") : NULL;
+    r->resumed = f != NULL;
+    if (f) fclose(f);
+    r->no_before = r->resumed || !c->eval_before;
+    if (r->ev && !r->no_before && ft_evaluate_before(r, r->ev, r->general, &r->e0)) return 1;
+    if (r->ev && !r->no_before) ft_say_before(r, c->eval ? c->eval : "the held-out split", r->ev, &r->e0);
+    for (i = 0; i < c->task.n && !r->no_before; i++) {
+        if (!r->tev[i]) continue;
+        if (ft_evaluate_before(r, r->tev[i], NULL, &r->t0[i])) return 1;
+        ft_say_before(r, strrchr(c->task.v[i], ':') + 1, r->tev[i], &r->t0[i]);
+    }
+    return 0;
+}
+
+/* ---- the training: metrics, progress, the curves ---- */
+
+static void ft_curve_add(ft_run *r, double step, double y, double eval) {
     if (r->n == r->cap) {
         r->cap = r->cap ? 2 * r->cap : 256;
-        r->xs = (double *)realloc(r->xs, (size_t)r->cap * sizeof(double)); r->ys = (double *)realloc(r->ys, (size_t)r->cap * sizeof(double));
+        r->x = (double *)realloc(r->x, (size_t)r->cap * sizeof(double));
+        r->y = (double *)realloc(r->y, (size_t)r->cap * sizeof(double));
+        r->ex = (double *)realloc(r->ex, (size_t)r->cap * sizeof(double));
+        r->ey = (double *)realloc(r->ey, (size_t)r->cap * sizeof(double));
     }
-    r->xs[r->n] = (double)s->step; r->ys[r->n++] = q->reward;
-    fprintf(r->metrics, "{\"step\": %lld, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, \"reward\": %.6f, \"reward_std\": %.6f, "
-            "\"kl\": %.6f, \"completion_length\": %.3f, \"clip_ratio/region_mean\": %.5f, \"frac_reward_zero_std\": %.4f, "
-            "\"pg_loss\": %.6f, \"vf_loss\": %.6f, \"pg_clipfrac\": %.5f, \"objective/entropy\": %.4f, \"objective/rlhf_reward\": %.6f}\n",
+    r->x[r->n] = step;
+    r->y[r->n++] = y;
+    if (eval == eval) r->ex[r->ne] = step;
+    if (eval == eval) r->ey[r->ne++] = eval;
+}
+
+static void ft_metrics_tokens(FILE *f, const ft_step_info *s) {
+    const ft_pref_stats *p = &s->pref;
+    fprintf(f, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, "
+            "\"tokens_per_s\": %.1f, \"tokens\": %.0f", (long long)s->step, (long long)s->epoch, s->loss, s->lr, s->grad_norm,
+            s->tokens_per_s, s->tokens);
+    if (s->eval_loss == s->eval_loss) fprintf(f, ", \"eval_loss\": %.6f, \"eval_perplexity\": %.4f", s->eval_loss,
+                                              exp(s->eval_loss));
+    if (p->rewards_accuracies > 0 || p->rewards_margins != 0)
+        fprintf(f, ", \"rewards/chosen\": %.6f, \"rewards/rejected\": %.6f, \"rewards/margins\": %.6f, "
+                "\"rewards/accuracies\": %.4f, \"logps/chosen\": %.4f, \"logps/rejected\": %.4f", p->rewards_chosen,
+                p->rewards_rejected, p->rewards_margins, p->rewards_accuracies, p->logps_chosen, p->logps_rejected);
+    if (p->kl != 0) fprintf(f, ", \"kl\": %.6f", p->kl);
+    fprintf(f, "}\n");
+}
+
+static void ft_metrics_rl(FILE *f, const ft_step_info *s) {
+    const ft_rl_stats *q = &s->rl;
+    fprintf(f, "{\"step\": %lld, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, \"reward\": %.6f, "
+            "\"reward_std\": %.6f, \"kl\": %.6f, \"completion_length\": %.3f, \"clip_ratio/region_mean\": %.5f, "
+            "\"frac_reward_zero_std\": %.4f, \"pg_loss\": %.6f, \"vf_loss\": %.6f, \"pg_clipfrac\": %.5f, "
+            "\"objective/entropy\": %.4f, \"objective/rlhf_reward\": %.6f}\n",
             (long long)s->step, s->loss, s->lr, s->grad_norm, q->reward, q->reward_std, q->kl, q->completion_len, q->clip_region,
             q->frac_reward_zero_std, q->pg_loss, q->vf_loss, q->pg_clipfrac, q->entropy, q->rlhf_reward);
+}
+
+static void ft_progress(const ft_run *r, const ft_step_info *s) {
+    int evaluated = s->eval_loss == s->eval_loss, last = s->step == s->steps;
+    if (!r->tty && s->step % r->c->log_every != 0 && !last && !evaluated) return;
+    fprintf(stderr, "%sstep %lld/%lld", r->tty ? "\r" : "", (long long)s->step, (long long)s->steps);
+    if (ft_is_rl(r)) fprintf(stderr, "  reward %.3f (std %.3f)  kl %.4f  len %.1f  loss %.4f", s->rl.reward, s->rl.reward_std,
+                             s->rl.kl, s->rl.completion_len, s->loss);
+    else fprintf(stderr, "  loss %.4f  lr %.2e  grad %.2f  %.0f tok/s", s->loss, s->lr, s->grad_norm, s->tokens_per_s);
+    fprintf(stderr, "  ETA %dm%02ds", (int)(s->eta_s / 60), (int)s->eta_s % 60);
+    if (evaluated) fprintf(stderr, "  eval %.4f (ppl %.2f)", s->eval_loss, exp(s->eval_loss));
+    fprintf(stderr, r->tty && !evaluated && !last ? "   " : "\n");
+}
+
+static int ft_on_step(void *user, const ft_step_info *s) {
+    ft_run *r = (ft_run *)user;
+    ft_curve_add(r, (double)s->step, ft_is_rl(r) ? s->rl.reward : s->loss, s->eval_loss);
+    if (ft_is_rl(r)) ft_metrics_rl(r->metrics, s);
+    else ft_metrics_tokens(r->metrics, s);
     fflush(r->metrics);
-    if (r->tty || s->step % r->o->log_every == 0 || s->step == s->steps)
-        fprintf(stderr, "%sstep %lld/%lld  reward %.3f (std %.3f)  kl %.4f  len %.1f  loss %.4f  ETA %dm%02ds%s", r->tty ? "\r" : "", (long long)s->step,
-                (long long)s->steps, q->reward, q->reward_std, q->kl, q->completion_len, s->loss, (int)(s->eta_s / 60), (int)s->eta_s % 60,
-                r->tty && s->step != s->steps ? "   " : "\n");
+    if (!r->s_first) r->t_first = s->elapsed_s;          /* the time per step leaves the first step out */
+    if (!r->s_first) r->s_first = s->step;
+    r->t_last = s->elapsed_s;
+    r->s_last = s->step;
+    ft_progress(r, s);
     return 0;
 }
 
-/* --reward number,length:N,rm:ADAPTER.gguf,regex:PATTERN: terms, each optionally *WEIGHT (e.g.
-   number*1,length:200*0.1); a regex takes the rest of the list (it may hold commas and stars) */
-static int parse_rewards(const char *spec, const char *model_path, int threads, ft_reward_term *t, int cap, ft_rm_scorer *rm, int *len_target) {
-    char item[1024]; const char *p = spec; int n = 0;
-    while (*p && n < cap) {
-        const char *e = strncmp(p, "regex:", 6) == 0 ? p + strlen(p) : strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p); char *star; float w = 1;
-        if (len >= sizeof item) { fprintf(stderr, "ft: --reward item too long\n"); return -1; }
-        memcpy(item, p, len); item[len] = 0;
-        p += len; if (*p == ',') p++;
-        t[n].weight = 1; t[n].user = NULL;
-        if (strncmp(item, "regex:", 6) == 0) { t[n].fn = ft_reward_regex; t[n].user = (void *)(spec + (p - spec) - len + 6); n++; continue; }
-        if ((star = strrchr(item, '*'))) { w = (float)strtod(star + 1, NULL); *star = 0; }
-        t[n].weight = w;
-        if (strcmp(item, "number") == 0) t[n].fn = ft_reward_number;
-        else if (strncmp(item, "length:", 7) == 0) { *len_target = atoi(item + 7); t[n].fn = ft_reward_length; t[n].user = len_target; }
-        else if (strncmp(item, "rm:", 3) == 0) {
-            ft_peft *rp; ft_ctx_opts co;
-            if (ft_model_load(&rm->model, model_path, NULL) != FT_OK || ft_peft_load(&rp, rm->model, item + 3) != FT_OK) return -fail("train --reward rm:");
-            if (!ft_peft_reward_head(rp)) { fprintf(stderr, "ft: %s has no reward head (train it with --objective rm)\n", item + 3); return -1; }
-            memset(&co, 0, sizeof co); co.n_threads = threads;
-            if (ft_ctx_init(&rm->ctx, &co) != FT_OK) return -fail("train");
-            t[n].fn = ft_reward_model; t[n].user = rm;
-        } else { fprintf(stderr, "ft: unknown reward '%s' (number, length:N, rm:ADAPTER.gguf, regex:PATTERN)\n", item); return -1; }
-        n++;
-    }
-    return n;
+static int64_t ft_ckpt_step(const char *path) {
+    ft_gguf *g;
+    int64_t v = 0;
+    if (ft_gguf_open(&g, path) != FT_OK) return 0;
+    if (!ft_gguf_get_int(g, "ft.step", &v)) v = 0;
+    ft_gguf_close(g);
+    return v;
 }
 
-static int train_rl(ft_ctx *ctx, ft_model *m, ft_peft *p, const ft_dataset *train, const ft_dataset *ev, const opts *o, const ft_peft_opts *po) {
-    ft_reward_term rw[8]; ft_rm_scorer rm; int nr, len_target = 0; ft_train_opts to; rl_run rr; char path[2048]; double r0 = 0, s0 = 0, r1 = 0, s1 = 0;
-    int is_ppo = strcmp(o->objective, "ppo") == 0; ft_result r; float full = 1;
-    memset(&rm, 0, sizeof rm);
-    if ((nr = parse_rewards(o->reward, o->model, o->threads, rw, 8, &rm, &len_target)) <= 0) return 1;
-    { char cp[2048]; FILE *f; snprintf(cp, sizeof cp, "%s/config", o->out); if ((f = fopen(cp, "w"))) { opts_write(o, f); fclose(f); } }
-    { int k; full = 0; for (k = 0; k < nr; k++) if (rw[k].fn != ft_reward_length) full += rw[k].weight; }
-    if (ft_dataset_format(train) != FT_DATA_PROMPT) { fprintf(stderr, "ft: %s: RL needs prompt data ({\"prompt\", \"answer\"})\n", o->data); return 1; }
-    if (ev) {
-        ft_peft_set_enabled(p, 0);
-        if (ft_eval_rl(ctx, m, ev, (int)o->max_new, rw, nr, full, o->eval_gen, &r0, &s0) != FT_OK) return fail("eval");
-        ft_peft_set_enabled(p, 1);
-        fprintf(stderr, "ft: before: mean reward %.3f, full reward on %.1f%% of %s\n", r0, 100 * s0, o->eval);
+/* after --resume: metrics.jsonl without the lines logged after the checkpoint (they run again) */
+static int ft_metrics_trim(ft_run *r, const char *path) {
+    int64_t step = ft_ckpt_step(r->ckpt);
+    char tmp[2100], *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    FILE *in = fopen(path, "r"), *out;
+    if (!in) return 0;
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (!(out = fopen(tmp, "w"))) fclose(in);
+    if (!out) return ft_err(r->c, "%s: cannot write: %s", tmp, strerror(errno));
+    while ((len = getline(&line, &cap, in)) > 0) {
+        ft_json_doc *d;
+        const ft_json *s, *y, *e;
+        if (ft_json_parse(&d, line, (size_t)len, path, 0) != FT_OK) continue;
+        s = ft_json_get(ft_json_root(d), "step");
+        y = ft_json_get(ft_json_root(d), ft_is_rl(r) ? "reward" : "loss");
+        e = ft_json_get(ft_json_root(d), "eval_loss");
+        if (s && s->kind == FT_JSON_NUMBER && s->num <= (double)step && y) fputs(line, out);
+        if (s && s->kind == FT_JSON_NUMBER && s->num <= (double)step && y) ft_curve_add(r, s->num, y->num, e ? e->num : NAN);
+        ft_json_free(d);
     }
-    to = ft_train_opts_default(is_ppo ? FT_OBJ_PPO : FT_OBJ_GRPO);
-    to.steps = o->steps ? o->steps : 50; to.rl.prompts = o->prompts ? o->prompts : 4;
-    to.rl.group = o->group ? o->group : 4; to.rl.max_new = (int)o->max_new; to.rl.iterations = (int)o->iterations;
-    to.rl.sample.temperature = (float)o->temperature; to.rl.sample.top_p = (float)o->top_p;
-    to.lr = (float)o->lr; to.sched = strcmp(o->schedule, "linear") == 0 ? FT_SCHED_LINEAR : strcmp(o->schedule, "cosine") == 0 ? FT_SCHED_COSINE : FT_SCHED_CONSTANT;
-    to.warmup = o->warmup; to.optim.weight_decay = (float)o->weight_decay; to.max_grad_norm = (float)o->max_grad_norm;
-    to.grad_accum = o->grad_accum; to.lr_scale_b = (float)o->lr_ratio_b;
-    to.rl.grpo.beta = (float)o->kl_beta; to.rl.grpo.epsilon = (float)o->epsilon; to.rl.grpo.epsilon_high = (float)o->epsilon_high;
-    to.rl.grpo.agg = strcmp(o->loss_type, "grpo") == 0 ? FT_GRPO_AGG_GRPO : strcmp(o->loss_type, "bnpo") == 0 ? FT_GRPO_AGG_BNPO :
-                  strcmp(o->loss_type, "dr_grpo") == 0 ? FT_GRPO_AGG_DR_GRPO : FT_GRPO_AGG_DAPO;
-    to.rl.scale = strcmp(o->scale_rewards, "batch") == 0 ? FT_ADV_BATCH : strcmp(o->scale_rewards, "none") == 0 ? FT_ADV_NONE : FT_ADV_GROUP;
-    to.rl.ppo.kl_coef = (float)o->kl_coef; to.rl.ppo.kl_target = (float)o->kl_target; to.rl.ppo.kl_horizon = 10000.0f;
-    to.rl.rewards = rw; to.rl.n_rewards = nr; to.seed = o->seed;
-    memset(&rr, 0, sizeof rr); rr.o = o; rr.tty = isatty(2);
-    snprintf(path, sizeof path, "%s/metrics.jsonl", o->out);
-    if (!(rr.metrics = fopen(path, "w"))) { fprintf(stderr, "ft: %s: cannot write\n", path); return 1; }
-    to.on_step = rl_on_step; to.user = &rr;
-    r = ft_train(ctx, m, ft_peft_params(p), train, &to, NULL);
-    fclose(rr.metrics);
-    if (r != FT_OK) return fail("train");
-    snprintf(path, sizeof path, "%s/adapter.gguf", o->out);
-    if (po->method == FT_PEFT_LORA && !po->lora.dora && !po->reward_head && !(po->lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD))) { if (ft_peft_save(p, path, FT_FORMAT_LLAMACPP, NULL) != FT_OK) return fail("train"); }
-    else if (ft_peft_save(p, path, FT_FORMAT_FINETUNE, NULL) != FT_OK) return fail("train");
-    if (has_peft_format(po->method) && !(po->lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD))) {
-        char nm[256];
-        snprintf(path, sizeof path, "%s/peft", o->out);
-        if (ft_peft_save(p, path, FT_FORMAT_PEFT, model_name(m, nm, sizeof nm)) != FT_OK) return fail("train");
-    }
-    {
-        ft_plot_series ser; ser.name = "reward"; ser.x = rr.xs; ser.y = rr.ys; ser.n = rr.n;
-        snprintf(path, sizeof path, "%s/reward.svg", o->out);
-        if (rr.n && ft_svg_plot(path, "mean reward of the sampled completions", "step", "reward", &ser, 1) != FT_OK) return fail("train");
-    }
-    fprintf(stderr, "ft: %lld %s steps; wrote %s/{adapter.gguf,%smetrics.jsonl,reward.svg,config}\n", (long long)to.steps, o->objective, o->out,
-            has_peft_format(po->method) ? "peft/," : "");
-    if (ev) {
-        if (ft_eval_rl(ctx, m, ev, (int)o->max_new, rw, nr, full, o->eval_gen, &r1, &s1) != FT_OK) return fail("eval");
-        printf("\n| %-26s | %10s | %10s |\n|%s|%s|%s|\n", o->eval, "before", "after", "----------------------------", "------------", "------------");
-        printf("| %-26s | %10.4f | %10.4f |\n| %-26s | %9.1f%% | %9.1f%% |\n", "mean reward (greedy)", r0, r1, "full reward (greedy)", 100 * s0, 100 * s1);
-    }
-    free(rr.xs); free(rr.ys);
-    if (rm.model) { ft_ctx_free(rm.ctx); ft_model_free(rm.model); }
+    free(line);
+    fclose(in);
+    if (fclose(out) != 0 || rename(tmp, path) != 0) return ft_err(r->c, "%s: cannot write: %s", path, strerror(errno));
     return 0;
 }
 
-static ft_peft_method method_of(const char *s) {
-    return strcmp(s, "adapter") == 0 ? FT_PEFT_ADAPTER : strcmp(s, "prefix") == 0 ? FT_PEFT_PREFIX : strcmp(s, "prompt") == 0 ? FT_PEFT_PROMPT :
-           strcmp(s, "ia3") == 0 ? FT_PEFT_IA3 : strcmp(s, "full") == 0 ? FT_PEFT_FULL : FT_PEFT_LORA;
-}
-
-/* the model of -m, with --quantize nf4: every linear weight converted at load (QLoRA's base) */
-static int load_model(ft_model **m, const opts *o) {
-    ft_model_opts mo;
-    memset(&mo, 0, sizeof mo);
-    if (o->quantize && strcmp(o->quantize, "nf4") != 0) { fprintf(stderr, "ft: --quantize %s is not available (nf4 is)\n", o->quantize); return 0; }
-    if (o->quantize) mo.quantize = FT_TYPE_NF4;
-    if (ft_model_load(m, o->model, &mo) != FT_OK) { fail(o->model); return 0; }
-    return 1;
-}
-
-/* --task FILE[:EVAL] ...: the tasks' training sets (and --data, as one more task) mixed at FLAN / T5
-   temperature-sampling rates, min(n_i, cap)^(1/T) normalised (ft_mix_ratios), one pass over the
-   mixture as long as all the tasks together; each task's eval file loaded for its own table rows */
-static int load_tasks(ft_dataset **train, ft_dataset **tev, const opts *o, ft_model *m, const ft_data_opts *dopt) {
-    ft_dataset *parts[9], *mixed; int64_t sizes[9], total = 0; double rates[9]; int n = 0, i;
-    const ft_tokenizer *tok = ft_model_tokenizer(m); const char *tmpl = ft_model_chat_template(m);
-    if (*train) parts[n++] = *train;
-    for (i = 0; i < o->n_task; i++) {
-        if (ft_dataset_load(&parts[n], o->task[i], tok, tmpl, dopt) != FT_OK) return fail("train --task");
-        n++;
-        if (o->task_eval[i] && ft_dataset_load(&tev[i], o->task_eval[i], tok, tmpl, dopt) != FT_OK) return fail("train --task");
-    }
-    for (i = 0; i < n; i++) { sizes[i] = ft_dataset_size(parts[i]); total += sizes[i]; }
-    if (ft_mix_ratios(sizes, n, o->mix_temperature, o->mix_cap, rates) != FT_OK) return fail("train --mix-temperature");
-    for (i = 0; i < n; i++)
-        fprintf(stderr, "ft: task %s: %lld %s examples, sampling rate %.3f\n", i < n - o->n_task ? o->data : o->task[i - (n - o->n_task)],
-                (long long)sizes[i], ft_data_format_name(ft_dataset_format(parts[i])), rates[i]);
-    if (ft_dataset_mix(&mixed, parts, rates, n, total, o->seed) != FT_OK) {
-        fail("train --task");
-        for (i = 0; i < n; i++) fprintf(stderr, "ft:   part %d: %s\n", i, i < n - o->n_task ? o->data : o->task[i - (n - o->n_task)]);
-        return 1;
-    }
-    for (i = 0; i < n; i++) ft_dataset_free(parts[i]);
-    *train = mixed;
+static int ft_train_run(ft_run *r) {
+    ft_cli *c = r->c;
+    ft_train_opts to = c->train;
+    const char *path = ft_out(r, "metrics.jsonl");
+    if (ft_config_write(c, ft_out(r, "config"))) return 1;
+    if (r->resumed && ft_metrics_trim(r, path)) return 1;
+    if (!(r->metrics = fopen(path, r->resumed ? "a" : "w"))) return ft_err(c, "%s: cannot write: %s", path, strerror(errno));
+    r->tty = isatty(2);
+    to.eval = ft_is_rl(r) ? NULL : r->ev;
+    to.checkpoint_path = r->ckpt;
+    to.resume_from = r->resumed ? r->ckpt : NULL;
+    to.rl.rewards = r->rw;
+    to.rl.n_rewards = r->n_rw;
+    to.on_step = ft_on_step;
+    to.user = r;
+    if (r->resumed) fprintf(stderr, "ft: resuming from %s\n", r->ckpt);
+    if (ft_train(r->ctx, r->m, ft_peft_params(r->p), r->train, &to, &r->st) != FT_OK) return ft_fail(c);
+    fclose(r->metrics);
+    r->metrics = NULL;
     return 0;
 }
 
-/* the per-task table: each --task's eval file, before (adapter off) and after */
-static void print_tasks(const opts *o, const evres *t0, const evres *t1, int no_before) {
+/* ---- the adapter in both formats, the curve, the tables ---- */
+
+static int ft_train_save(ft_run *r) {
+    ft_cli *c = r->c;
+    ft_plot_series s[2];
+    const char *curve = ft_is_rl(r) ? "reward.svg" : "loss.svg", *path = ft_out(r, curve);
+    const char *ylabel = r->def->kind == FT_KIND_TOKENS ? "cross-entropy" : r->def->name;
+    if (ft_peft_save(r->p, ft_out(r, "adapter.gguf"), FT_FORMAT_AUTO, NULL) != FT_OK) return ft_fail(c);
+    r->wrote_peft = ft_peft_can_save(r->p, FT_FORMAT_PEFT) == FT_OK;
+    if (r->wrote_peft && ft_peft_save(r->p, ft_out(r, "peft"), FT_FORMAT_PEFT, NULL) != FT_OK) return ft_fail(c);
+    s[0].name = ft_is_rl(r) ? "reward" : "train";
+    s[0].x = r->x;
+    s[0].y = r->y;
+    s[0].n = r->n;
+    s[1].name = "eval";
+    s[1].x = r->ex;
+    s[1].y = r->ey;
+    s[1].n = r->ne;
+    if (ft_is_rl(r) && r->n && ft_svg_plot(path, "mean reward of the sampled completions", "step", "reward", s, 1) != FT_OK)
+        return ft_fail(c);
+    if (!ft_is_rl(r) && r->n && ft_svg_plot(path, "loss", "step", ylabel, s, r->ne ? 2 : 1) != FT_OK) return ft_fail(c);
+    fprintf(stderr, "ft: %lld steps, %.0f tokens", (long long)r->st.step, r->st.tokens);
+    if (r->s_last > r->s_first) fprintf(stderr, ", %.2f s per step", (r->t_last - r->t_first) / (double)(r->s_last - r->s_first));
+    fprintf(stderr, "; wrote %s/{adapter.gguf,%smetrics.jsonl,%s,config,checkpoints/}\n", c->out, r->wrote_peft ? "peft/," : "",
+            curve);
+    return 0;
+}
+
+/* a row of the before / after table: fmt is one number's format */
+static void ft_row(const char *name, const char *fmt, double v0, double v1, int no_before) {
+    char a[32] = "-", b[32];
+    if (!no_before) snprintf(a, sizeof a, fmt, v0);
+    snprintf(b, sizeof b, fmt, v1);
+    printf("| %-26s | %10s | %10s |\n", name, a, b);
+}
+
+static void ft_table(const ft_run *r) {
+    const ft_evres *e0 = &r->e0, *e1 = &r->e1;
+    int nb = r->no_before, head = r->def->kind == FT_KIND_SCORES;
+    printf("\n| %-26s | %10s | %10s |\n|%s|%s|%s|\n", r->c->eval ? r->c->eval : "held-out split", "before", "after",
+           "----------------------------", "------------", "------------");
+    if (ft_is_rl(r)) {
+        ft_row("mean reward (greedy)", "%.4f", e0->reward, e1->reward, nb);
+        ft_row("full reward (greedy)", "%.1f%%", 100 * e0->solved, 100 * e1->solved, nb);
+    } else if (ft_dataset_format(r->ev) == FT_DATA_PREFERENCE) {
+        const char *acc = r->def->reference ? "implicit reward accuracy" : "avg log-prob reward acc";
+        ft_row("likelihood prefers chosen", "%.1f%%", 100 * e0->lik_acc, 100 * e1->lik_acc, nb);
+        ft_row(head ? "reward model accuracy" : acc, "%.1f%%", 100 * e0->rew_acc, 100 * e1->rew_acc, nb);
+        ft_row(head ? "reward model margin" : "reward margin", "%.4f", e0->rew_margin, e1->rew_margin, nb);
+    } else {
+        ft_row("eval loss", "%.4f", e0->loss, e1->loss, nb);
+        ft_row("eval perplexity", "%.2f", exp(e0->loss), exp(e1->loss), nb);
+        if (r->general) ft_row("general text perplexity", "%.2f", exp(e0->general), exp(e1->general), nb);
+        if (e1->gen.n) ft_row("exact match", "%.1f%%", 100 * e0->gen.exact_rate, 100 * e1->gen.exact_rate, nb);
+        if (e1->gen.n) ft_row("contains the answer", "%.1f%%", 100 * e0->gen.contains_rate, 100 * e1->gen.contains_rate, nb);
+    }
+}
+
+/* each --task's eval file, before and after */
+static void ft_task_table(const ft_run *r) {
     int i;
     printf("\n| %-32s | %-18s | %-16s | %-14s |\n|%s|%s|%s|%s|\n", "task eval file", "loss", "perplexity", "exact match",
            "----------------------------------", "--------------------", "------------------", "----------------");
-    for (i = 0; i < o->n_task; i++) {
-        char l[64], pp[64], em[64];
-        if (!o->task_eval[i]) continue;
-        if (no_before) {
-            snprintf(l, sizeof l, "%.4f", t1[i].loss); snprintf(pp, sizeof pp, "%.2f", exp(t1[i].loss));
-            snprintf(em, sizeof em, t1[i].gen.n ? "%.1f%%" : "-", 100 * t1[i].gen.exact_rate);
-        } else {
-            snprintf(l, sizeof l, "%.4f -> %.4f", t0[i].loss, t1[i].loss); snprintf(pp, sizeof pp, "%.2f -> %.2f", exp(t0[i].loss), exp(t1[i].loss));
-            snprintf(em, sizeof em, t1[i].gen.n ? "%.0f%% -> %.0f%%" : "-", 100 * t0[i].gen.exact_rate, 100 * t1[i].gen.exact_rate);
-        }
-        printf("| %-32s | %-18s | %-16s | %-14s |\n", o->task_eval[i], l, pp, em);
+    for (i = 0; i < r->c->task.n; i++) {
+        const ft_evres *a = &r->t0[i], *b = &r->t1[i];
+        char l[64], pp[64], em[64] = "-";
+        if (!r->tev[i]) continue;
+        if (r->no_before) snprintf(l, sizeof l, "%.4f", b->loss);
+        else snprintf(l, sizeof l, "%.4f -> %.4f", a->loss, b->loss);
+        if (r->no_before) snprintf(pp, sizeof pp, "%.2f", exp(b->loss));
+        else snprintf(pp, sizeof pp, "%.2f -> %.2f", exp(a->loss), exp(b->loss));
+        if (b->gen.n && r->no_before) snprintf(em, sizeof em, "%.1f%%", 100 * b->gen.exact_rate);
+        if (b->gen.n && !r->no_before) snprintf(em, sizeof em, "%.0f%% -> %.0f%%", 100 * a->gen.exact_rate,
+                                                100 * b->gen.exact_rate);
+        printf("| %-32s | %-18s | %-16s | %-14s |\n", strrchr(r->c->task.v[i], ':') + 1, l, pp, em);
     }
 }
 
 /* OUT/eval.json: the final evaluation (ft sweep reads it) */
-static void write_eval_json(const opts *o, const ft_dataset *ev, const evres *e0, const evres *e1, const evres *t0, const evres *t1, int no_before) {
-    char path[2048]; FILE *f; int i, first = 1;
-    snprintf(path, sizeof path, "%s/eval.json", o->out);
-    if (!(f = fopen(path, "w"))) { fprintf(stderr, "ft: %s: cannot write\n", path); return; }
+static void ft_eval_json(const ft_run *r) {
+    const ft_evres *e0 = &r->e0, *e1 = &r->e1;
+    FILE *f = fopen(ft_out(r, "eval.json"), "w");
+    const char *sep = "";
+    int i;
+    if (!f) return;
     fprintf(f, "{");
-    if (ev && ft_dataset_format(ev) != FT_DATA_PREFERENCE) {
+    if (r->ev && ft_is_rl(r)) fprintf(f, "\"mean_reward\": %.6f, \"full_reward\": %.4f", e1->reward, e1->solved);
+    if (r->ev && !ft_is_rl(r) && ft_dataset_format(r->ev) == FT_DATA_PREFERENCE)
+        fprintf(f, "\"likelihood_accuracy\": %.4f, \"reward_accuracy\": %.4f, \"reward_margin\": %.6f", e1->lik_acc, e1->rew_acc,
+                e1->rew_margin);
+    if (r->ev && !ft_is_rl(r) && ft_dataset_format(r->ev) != FT_DATA_PREFERENCE) {
         fprintf(f, "\"eval_loss\": %.6f, \"eval_perplexity\": %.4f", e1->loss, exp(e1->loss));
-        if (e1->gen.n) fprintf(f, ", \"exact_match\": %.4f, \"contains\": %.4f, \"n_gen\": %lld", e1->gen.exact_rate, e1->gen.contains_rate, (long long)e1->gen.n);
-        if (!no_before) fprintf(f, ", \"before_eval_loss\": %.6f", e0->loss);
-        if (!no_before && e0->gen.n) fprintf(f, ", \"before_exact_match\": %.4f", e0->gen.exact_rate);
-        first = 0;
+        if (e1->gen.n) fprintf(f, ", \"exact_match\": %.4f, \"contains\": %.4f, \"n_gen\": %lld", e1->gen.exact_rate,
+                               e1->gen.contains_rate, (long long)e1->gen.n);
+        if (!r->no_before) fprintf(f, ", \"before_eval_loss\": %.6f", e0->loss);
+        if (!r->no_before && e0->gen.n) fprintf(f, ", \"before_exact_match\": %.4f", e0->gen.exact_rate);
     }
-    if (o->n_task) {
-        fprintf(f, "%s\"tasks\": [", first ? "" : ", ");
-        for (i = 0, first = 1; i < o->n_task; i++) {
-            if (!o->task_eval[i]) continue;
-            fprintf(f, "%s{\"eval\": \"%s\", \"eval_loss\": %.6f, \"exact_match\": %.4f", first ? "" : ", ", o->task_eval[i], t1[i].loss, t1[i].gen.exact_rate);
-            if (!no_before) fprintf(f, ", \"before_eval_loss\": %.6f, \"before_exact_match\": %.4f", t0[i].loss, t0[i].gen.exact_rate);
-            fprintf(f, "}");
-            first = 0;
-        }
-        fprintf(f, "]");
+    if (r->c->task.n) fprintf(f, "%s\"tasks\": [", r->ev ? ", " : "");
+    for (i = 0; i < r->c->task.n; i++) {
+        if (!r->tev[i]) continue;
+        fprintf(f, "%s{\"eval\": \"%s\", \"eval_loss\": %.6f, \"exact_match\": %.4f", sep, strrchr(r->c->task.v[i], ':') + 1,
+                r->t1[i].loss, r->t1[i].gen.exact_rate);
+        if (!r->no_before) fprintf(f, ", \"before_eval_loss\": %.6f, \"before_exact_match\": %.4f", r->t0[i].loss,
+                                   r->t0[i].gen.exact_rate);
+        fprintf(f, "}");
+        sep = ", ";
     }
-    fprintf(f, "}\n");
+    fprintf(f, "%s}\n", r->c->task.n ? "]" : "");
     fclose(f);
 }
 
-static int cmd_train(int argc, char **argv) {
-    opts o; ft_model *m; ft_ctx *ctx; ft_ctx_opts co; ft_peft *p; ft_dataset *train, *ev = NULL;
-    ft_data_opts dopt; ft_train_opts to; ft_train_state st; run rn; ft_peft_opts po; ft_dataset *gen = NULL; char path[2048]; FILE *f; ft_result r;
-    evres e0, e1, t0[8], t1[8]; int have_ckpt = 0, no_before, i; ft_dataset *tev[8] = {0};
-    opts_default(&o);
-    if (!opts_parse(&o, argc, argv)) return 2;
-    if (!o.model || (!o.data && !o.n_task) || !o.out) { fprintf(stderr, "ft train: needs -m MODEL, --data FILE (or --task FILE[:EVAL]) and --out DIR\n"); return 2; }
-    memset(&e0, 0, sizeof e0); memset(t0, 0, sizeof t0);
-    {
-        static const char *ms[] = {"lora", "qlora", "dora", "adapter", "prefix", "prompt", "ia3", "full"};
-        int k, ok = 0;
-        for (k = 0; k < 8; k++) ok |= strcmp(o.method, ms[k]) == 0;
-        if (!ok) { fprintf(stderr, "ft train: unknown --method %s (lora, qlora, dora, adapter, prefix, prompt, ia3, full)\n", o.method); return 2; }
-    }
-    {
-        ft_objective k;
-        if (!ft_objective_parse(o.objective, &k)) { fprintf(stderr, "ft train: unknown --objective %s\n", o.objective); return 2; }
-        if (is_obj(&o, "grpo", "ppo", NULL) && !o.reward) { fprintf(stderr, "ft train: --objective %s needs --reward (number, regex:PATTERN, length:N, rm:ADAPTER.gguf)\n", o.objective); return 2; }
-    }
-    snprintf(path, sizeof path, "%s/checkpoints", o.out);
-    if (ft_mkdirs(path) != FT_OK) return fail("train --out");
-    if (!load_model(&m, &o)) return 1;
-    if (!ft_model_tokenizer(m)) { fprintf(stderr, "ft train: %s has no tokenizer\n", o.model); return 1; }
-    memset(&co, 0, sizeof co); co.n_threads = o.threads; co.seed = o.seed;
-    if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("train");
-    ft_ctx_set_checkpointing(ctx, o.grad_checkpoint);
-    memset(&dopt, 0, sizeof dopt);
-    dopt.format = strcmp(o.objective, "cpt") == 0 ? FT_DATA_TEXT : FT_DATA_AUTO;
-    dopt.max_len = o.seq_len; dopt.train_on_prompt = o.train_on_prompt; dopt.skip_bad = o.skip_bad;
-    train = NULL;
-    if (o.data && ft_dataset_load(&train, o.data, ft_model_tokenizer(m), ft_model_chat_template(m), &dopt) != FT_OK) return fail("train");
-    if (o.n_task && load_tasks(&train, tev, &o, m, &dopt)) return 1;
-    if (o.eval && ft_dataset_load(&ev, o.eval, ft_model_tokenizer(m), ft_model_chat_template(m), &dopt) != FT_OK) return fail("train");
-    if (!o.eval && o.eval_split > 0 && !o.n_task && ft_dataset_split(train, o.eval_split, o.seed, &ev) != FT_OK) return fail("train --eval-split");
-    if (o.general) {                                   /* plain text: the forgetting check */
-        ft_data_opts go = dopt; go.format = FT_DATA_TEXT;
-        if (ft_dataset_load(&gen, o.general, ft_model_tokenizer(m), ft_model_chat_template(m), &go) != FT_OK) return fail("train --eval-general");
-    }
-    if (o.n_mix) {                                     /* the main data keeps 1 - sum(ratios) */
-        ft_dataset *parts[5], *mixed; double ratios[5], rest = 1; int i;
-        ft_data_opts mo = dopt; mo.format = FT_DATA_AUTO;
-        parts[0] = train;
-        for (i = 0; i < o.n_mix; i++) {
-            if (ft_dataset_load(&parts[i + 1], o.mix[i], ft_model_tokenizer(m), ft_model_chat_template(m), &mo) != FT_OK) return fail("train --mix");
-            ratios[i + 1] = o.mix_ratio[i]; rest -= o.mix_ratio[i];
-        }
-        ratios[0] = rest;
-        if (ft_dataset_mix(&mixed, parts, ratios, o.n_mix + 1, (int64_t)((double)ft_dataset_size(train) / (rest > 0.05 ? rest : 0.05)), o.seed) != FT_OK) return fail("train --mix");
-        for (i = 0; i <= o.n_mix; i++) ft_dataset_free(parts[i]);
-        train = mixed;
-    }
-    fprintf(stderr, "ft: %s: %lld %s examples (%lld tokens%s)", o.n_task ? "task mixture" : o.data, (long long)ft_dataset_size(train), ft_data_format_name(ft_dataset_format(train)),
-            (long long)ft_dataset_tokens(train), ft_dataset_skipped(train) ? ", some lines skipped" : "");
-    if (ev) fprintf(stderr, "; eval %lld examples", (long long)ft_dataset_size(ev));
-    fprintf(stderr, "\n");
-    memset(&po, 0, sizeof po);
-    po.method = method_of(o.method);
-    po.lora.r = o.rank; po.lora.alpha = (float)o.alpha; po.lora.dropout = (float)o.dropout; po.lora.dora = strcmp(o.method, "dora") == 0;
-    po.lora.targets = parse_targets(o.targets); po.lora.rslora = o.rslora;
-    po.bottleneck = o.bottleneck; po.placement = strcmp(o.placement, "pfeiffer") == 0 ? FT_ADAPTER_PFEIFFER : FT_ADAPTER_HOULSBY;
-    po.act = strcmp(o.act, "gelu") == 0 ? FT_ACT_GELU : strcmp(o.act, "silu") == 0 ? FT_ACT_SILU : strcmp(o.act, "tanh") == 0 ? FT_ACT_TANH : FT_ACT_RELU;
-    po.n_virtual = o.virtual_tokens; po.prefix_hidden = o.prefix_hidden;
-    po.prompt_init = strcmp(o.prompt_init, "vocab") == 0 ? FT_PROMPT_VOCAB : strcmp(o.prompt_init, "text") == 0 ? FT_PROMPT_TEXT : FT_PROMPT_RANDOM;
-    po.prompt_text = o.prompt_text; po.freeze = o.freeze; po.seed = o.seed;
-    po.reward_head = is_obj(&o, "rm", "ppo", NULL);        /* rm: the reward head; ppo: the value head */
-    if (o.init_adapter) {      /* an earlier stage (SFT) folded in: the new base and reference */
-        ft_peft *p0;
-        if (ft_peft_load(&p0, m, o.init_adapter) != FT_OK || ft_peft_bake(p0) != FT_OK) return fail("train --init-adapter");
-        fprintf(stderr, "ft: %s baked into the base\n", o.init_adapter);
-    }
-    if (ft_peft_attach(&p, m, &po) != FT_OK) return fail("train");
-    if (po.method == FT_PEFT_LORA) fprintf(stderr, "ft: %s r=%d alpha=%g on %s", o.method, o.rank, o.alpha, o.targets);
-    else fprintf(stderr, "ft: %s", o.method);
-    fprintf(stderr, ": %lld trainable parameters (%.2f%% of %lld)\n",
-            (long long)ft_params_numel(ft_peft_params(p)), 100.0 * (double)ft_params_numel(ft_peft_params(p)) / (double)ft_model_config_get(m)->n_params,
-            (long long)ft_model_config_get(m)->n_params);
-    if (is_obj(&o, "grpo", "ppo", NULL)) {
-        int rc = train_rl(ctx, m, p, train, ev, &o, &po);
-        ft_dataset_free(train); ft_dataset_free(ev); ft_peft_free(p); ft_ctx_free(ctx); ft_model_free(m); free(o.cfg_text);
-        return rc;
-    }
-    snprintf(path, sizeof path, "%s/checkpoints/last.gguf", o.out);
-    if (o.resume) { FILE *c = fopen(path, "rb"); have_ckpt = c != NULL; if (c) fclose(c); }
-    no_before = have_ckpt || !o.eval_before;
-    if (ev && !no_before) {                 /* before: the base model (a reward model: its untrained head) */
-        if (!po.reward_head) ft_peft_set_enabled(p, 0);
-        if (evaluate(ctx, m, ev, gen, &o, &e0)) return 1;
-        ft_peft_set_enabled(p, 1);
-        if (ft_dataset_format(ev) == FT_DATA_PREFERENCE) fprintf(stderr, "ft: before: the base model's likelihood prefers the chosen answer in %.1f%% of pairs", 100 * e0.lik_acc);
-        else fprintf(stderr, "ft: before: eval loss %.4f (ppl %.2f)", e0.loss, exp(e0.loss));
-        if (e0.gen.n) fprintf(stderr, ", exact match %lld/%lld (%.1f%%)", (long long)e0.gen.exact, (long long)e0.gen.n, 100 * e0.gen.exact_rate);
-        fprintf(stderr, "\n");
-    }
-    for (i = 0; i < o.n_task && !no_before; i++) if (tev[i]) {     /* and each task's eval set */
-        if (!po.reward_head) ft_peft_set_enabled(p, 0);
-        if (evaluate(ctx, m, tev[i], NULL, &o, &t0[i])) return 1;
-        ft_peft_set_enabled(p, 1);
-        fprintf(stderr, "ft: before: %s: eval loss %.4f (ppl %.2f)", o.task_eval[i], t0[i].loss, exp(t0[i].loss));
-        if (t0[i].gen.n) fprintf(stderr, ", exact match %lld/%lld (%.1f%%)", (long long)t0[i].gen.exact, (long long)t0[i].gen.n, 100 * t0[i].gen.exact_rate);
-        fprintf(stderr, "\n");
-    }
-    /* the resolved config, metrics */
-    { char cp[2048]; snprintf(cp, sizeof cp, "%s/config", o.out); if ((f = fopen(cp, "w"))) { opts_write(&o, f); fclose(f); } }
-    memset(&rn, 0, sizeof rn); rn.o = &o; rn.tty = isatty(2);
-    {
-        char mp[2048]; snprintf(mp, sizeof mp, "%s/metrics.jsonl", o.out);
-        rn.metrics = fopen(mp, have_ckpt ? "a" : "w");
-        if (!rn.metrics) { fprintf(stderr, "ft: %s: cannot write\n", mp); return 1; }
-    }
-    memset(&to, 0, sizeof to);
-    to.steps = o.steps; to.epochs = o.epochs; to.batch = o.batch; to.seq_len = o.seq_len; to.grad_accum = o.grad_accum;
-    to.pack = o.pack || strcmp(o.objective, "cpt") == 0; to.lr = (float)o.lr; to.warmup = o.warmup;
-    to.sched = strcmp(o.schedule, "constant") == 0 ? FT_SCHED_CONSTANT : strcmp(o.schedule, "linear") == 0 ? FT_SCHED_LINEAR : FT_SCHED_COSINE;
-    to.optim.weight_decay = (float)o.weight_decay; to.max_grad_norm = (float)o.max_grad_norm; to.lr_scale_b = (float)o.lr_ratio_b;
-    to.seed = o.seed; to.eval = ev; to.eval_every = ev ? (o.eval_every ? o.eval_every : 0) : 0;
-    to.checkpoint_path = path; to.save_every = o.save_every; to.resume_from = have_ckpt ? path : NULL;
-    to.on_step = on_step; to.user = &rn;
-    if (!ft_objective_parse(o.objective, &to.objective)) to.objective = FT_OBJ_SFT;
-    if (to.objective == FT_OBJ_CPT) to.objective = FT_OBJ_SFT;      /* packing and plain text set above */
-    to.beta = (float)o.beta; to.gamma = (float)o.gamma; to.label_smoothing = (float)o.label_smoothing;
-    to.desirable_weight = (float)o.desirable_weight; to.undesirable_weight = (float)o.undesirable_weight; to.rm_center = (float)o.rm_center;
-    if (have_ckpt) fprintf(stderr, "ft: resuming from %s\n", path);
-    r = ft_train(ctx, m, ft_peft_params(p), train, &to, &st);
-    fclose(rn.metrics);
-    if (r != FT_OK) return fail("train");
-    /* the adapter in both formats, the loss curve */
-    snprintf(path, sizeof path, "%s/adapter.gguf", o.out);
-    /* LoRA: llama.cpp's adapter format and PEFT's; the others (and DoRA, a reward head): finetune.h's own */
-    if (po.method == FT_PEFT_LORA && !po.lora.dora && !po.reward_head && !(po.lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD))) { if (ft_peft_save(p, path, FT_FORMAT_LLAMACPP, NULL) != FT_OK) return fail("train"); }
-    else if (ft_peft_save(p, path, FT_FORMAT_FINETUNE, NULL) != FT_OK) return fail("train");
-    snprintf(path, sizeof path, "%s/peft", o.out);
-    { char nm[256]; if (has_peft_format(po.method) && !(po.lora.targets & (FT_TARGET_EMBED | FT_TARGET_HEAD)) && ft_peft_save(p, path, FT_FORMAT_PEFT, model_name(m, nm, sizeof nm)) != FT_OK) return fail("train"); }
-    {
-        ft_plot_series ser[2]; int ns = 1;
-        ser[0].name = "train"; ser[0].x = rn.xs; ser[0].y = rn.ys; ser[0].n = rn.n;
-        if (rn.ne) { ser[1].name = "eval"; ser[1].x = rn.ex; ser[1].y = rn.ey; ser[1].n = rn.ne; ns = 2; }
-        snprintf(path, sizeof path, "%s/loss.svg", o.out);
-        if (rn.n && ft_svg_plot(path, "loss", "step", is_obj(&o, "sft", "cpt", NULL) ? "cross-entropy" : o.objective, ser, ns) != FT_OK) return fail("train");
-    }
-    fprintf(stderr, "ft: %lld steps, %.0f tokens", (long long)st.step, st.tokens);
-    if (rn.s_last > rn.s_first) fprintf(stderr, ", %.2f s per step", (rn.t_last - rn.t_first) / (double)(rn.s_last - rn.s_first));
-    fprintf(stderr, "; wrote %s/{adapter.gguf,%smetrics.jsonl,loss.svg,config,checkpoints/}\n", o.out, has_peft_format(po.method) ? "peft/," : "");
-    if (ev) {
-        const char *b = "-";
-        if (evaluate(ctx, m, ev, gen, &o, &e1)) return 1;
-        if (no_before) memset(&e0, 0, sizeof e0);       /* "before" belongs to the first part of the run */
-        printf("\n| %-26s | %10s | %10s |\n|%s|%s|%s|\n", o.eval ? o.eval : "held-out split", "before", "after", "----------------------------", "------------", "------------");
-#define ROW(name, fmt, v0, v1) do { if (no_before) printf("| %-26s | %10s | " fmt " |\n", name, b, v1); \
-                                    else printf("| %-26s | " fmt " | " fmt " |\n", name, v0, v1); } while (0)
-        if (ft_dataset_format(ev) == FT_DATA_PREFERENCE) {
-            ROW("likelihood prefers chosen", "%9.1f%%", 100 * e0.lik_acc, 100 * e1.lik_acc);
-            ROW(e1.rew_name, "%9.1f%%", 100 * e0.rew_acc, 100 * e1.rew_acc);
-            ROW(strcmp(o.objective, "rm") ? "reward margin" : "reward model margin", "%10.4f", e0.rew_margin, e1.rew_margin);
-        } else {
-            ROW("eval loss", "%10.4f", e0.loss, e1.loss);
-            ROW("eval perplexity", "%10.2f", exp(e0.loss), exp(e1.loss));
-            if (gen) ROW("general text perplexity", "%10.2f", exp(e0.general), exp(e1.general));
-            if (e1.gen.n) {
-                ROW("exact match", "%9.1f%%", 100 * e0.gen.exact_rate, 100 * e1.gen.exact_rate);
-                ROW("contains the answer", "%9.1f%%", 100 * e0.gen.contains_rate, 100 * e1.gen.contains_rate);
-            }
-        }
-#undef ROW
-    }
-    for (i = 0; i < o.n_task; i++) if (tev[i] && evaluate(ctx, m, tev[i], NULL, &o, &t1[i])) return 1;
-    if (o.n_task) print_tasks(&o, t0, t1, no_before);
-    if (ev || o.n_task) write_eval_json(&o, ev, &e0, &e1, t0, t1, no_before);
-    for (i = 0; i < o.n_task; i++) ft_dataset_free(tev[i]);
-    free(rn.xs); free(rn.ys); free(rn.ex); free(rn.ey); free(o.cfg_text);
-    ft_dataset_free(train); ft_dataset_free(ev); ft_dataset_free(gen); ft_peft_free(p); ft_ctx_free(ctx); ft_model_free(m);
-    return 0;
-}
-
-static void print_item(void *user, int64_t i, const char *gen, const char *ref) {
-    int *verbose = (int *)user;
-    if (*verbose) printf("%4lld %s  got: %s   want: %s\n", (long long)i, strcmp(gen, ref) == 0 ? "ok  " : "MISS", gen, ref);
-}
-
-static int cmd_eval(int argc, char **argv) {
-    opts o; ft_model *m; ft_ctx *ctx; ft_ctx_opts co; ft_dataset *d; ft_data_opts dopt; double loss; ft_eval_gen acc; int verbose = 1;
-    opts_default(&o); o.eval_gen = 0;
-    if (!opts_parse(&o, argc, argv)) return 2;
-    if (!o.model || !o.data) { fprintf(stderr, "ft eval: needs -m MODEL and --data FILE\n"); return 2; }
-    if (!load_model(&m, &o)) return 1;
-    if (o.lora) { ft_peft *p; if (ft_peft_load(&p, m, o.lora) != FT_OK) return fail("eval --lora"); }
-    memset(&co, 0, sizeof co); co.n_threads = o.threads;
-    if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("eval");
-    memset(&dopt, 0, sizeof dopt); dopt.max_len = o.seq_len;
-    if (ft_dataset_load(&d, o.data, ft_model_tokenizer(m), ft_model_chat_template(m), &dopt) != FT_OK) return fail("eval");
-    if (ft_eval_loss(ctx, m, d, o.batch, o.seq_len, &loss, NULL) != FT_OK) return fail("eval");
-    printf("%s: %lld examples, loss %.4f, perplexity %.3f\n", o.data, (long long)ft_dataset_size(d), loss, exp(loss));
-    if (ft_dataset_format(d) != FT_DATA_TEXT) {
-        if (ft_eval_generate(ctx, m, d, (int)o.max_new, o.eval_gen, &acc, print_item, &verbose) != FT_OK) return fail("eval");
-        printf("accuracy: exact match %lld/%lld (%.1f%%), contains %lld/%lld (%.1f%%)\n", (long long)acc.exact, (long long)acc.n,
-               100 * acc.exact_rate, (long long)acc.contains, (long long)acc.n, 100 * acc.contains_rate);
-    }
-    ft_dataset_free(d); ft_ctx_free(ctx); ft_model_free(m);
-    return 0;
-}
-
-/* ---- merge, export, logits: -m MODEL --adapter ADAPTER -o OUT and a few more ------------------------- */
-typedef struct io_opts { const char *model, *adapter, *out, *type, *format, *prompt, *ids, *base_name; int chat, threads, embeddings; } io_opts;
-static int io_parse(const char *cmd, io_opts *o, int argc, char **argv) {
+static int ft_train_after(ft_run *r) {
     int i;
-    memset(o, 0, sizeof *o);
-    for (i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--chat") == 0) { o->chat = 1; continue; }
-        if (strcmp(a, "--embeddings") == 0) { o->embeddings = 1; continue; }
-        if (!v) { fprintf(stderr, "ft %s: %s needs a value\n", cmd, a); return 0; }
-        if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) o->model = v;
-        else if (strcmp(a, "--adapter") == 0 || strcmp(a, "--lora") == 0) o->adapter = v;
-        else if (strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0) o->out = v;
-        else if (strcmp(a, "--type") == 0) o->type = v;
-        else if (strcmp(a, "--format") == 0) o->format = v;
-        else if (strcmp(a, "-p") == 0 || strcmp(a, "--prompt") == 0) o->prompt = v;
-        else if (strcmp(a, "--ids") == 0) o->ids = v;
-        else if (strcmp(a, "--base-name") == 0) o->base_name = v;
-        else if (strcmp(a, "--threads") == 0) o->threads = atoi(v);
-        else { fprintf(stderr, "ft %s: unknown option %s\n", cmd, a); return 0; }
-        i++;
-    }
-    return 1;
-}
-static void describe_adapter(ft_peft *p) {
-    const ft_lora_opts *lo = ft_lora_options(p);
-    if (ft_peft_kind(p) != FT_PEFT_LORA) {
-        fprintf(stderr, "%s", ft_peft_method_name(ft_peft_kind(p)));
-        if (ft_peft_virtual_tokens(p)) fprintf(stderr, " with %lld virtual tokens", (long long)ft_peft_virtual_tokens(p));
-        fprintf(stderr, ", %lld tensors, %lld values", (long long)ft_params_count(ft_peft_params(p)), (long long)ft_params_numel(ft_peft_params(p)));
-        return;
-    }
-    fprintf(stderr, "%s r=%d scale %g%s, %lld tensors", lo->dora ? "DoRA" : "LoRA", lo->r, (double)ft_lora_scale(p),
-            lo->rslora ? " (rsLoRA)" : "", (long long)ft_params_count(ft_peft_params(p)));
+    if (r->ev && ft_evaluate(r, r->ev, r->general, &r->e1)) return 1;
+    if (r->no_before) memset(&r->e0, 0, sizeof r->e0);      /* "before" belongs to the first part of the run */
+    if (r->ev) ft_table(r);
+    for (i = 0; i < r->c->task.n; i++) if (r->tev[i] && ft_evaluate(r, r->tev[i], NULL, &r->t1[i])) return 1;
+    if (r->c->task.n) ft_task_table(r);
+    if (r->ev || r->c->task.n) ft_eval_json(r);
+    return 0;
 }
 
-static int cmd_merge(int argc, char **argv) {
-    io_opts o; ft_model *m; ft_peft *p = NULL; ft_save_opts mo; const char *t; FILE *f;
-    if (!io_parse("merge", &o, argc, argv)) return 2;
-    if (!o.model || !o.out) { fprintf(stderr, "ft merge: needs -m MODEL and -o OUT.gguf\n"); return 2; }
-    memset(&mo, 0, sizeof mo);
-    mo.embeddings = o.embeddings;
-    t = o.type ? o.type : "f16";
-    if (strcmp(t, "base") == 0) mo.keep_type = 1;
-    else if (strcmp(t, "f32") == 0) mo.type = FT_TYPE_F32;
-    else if (strcmp(t, "f16") == 0) mo.type = FT_TYPE_F16;
-    else if (strcmp(t, "bf16") == 0) mo.type = FT_TYPE_BF16;
-    else if (strcmp(t, "q8_0") == 0) mo.type = FT_TYPE_Q8_0;
-    else if (strcmp(t, "q4_0") == 0) mo.type = FT_TYPE_Q4_0;
-    else if (strcmp(t, "q4_1") == 0) mo.type = FT_TYPE_Q4_1;
-    else { fprintf(stderr, "ft merge: --type %s is not one of f16, f32, bf16, q8_0, q4_0, q4_1, base\n", t); return 2; }
-    if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("merge");
-    if (o.adapter && ft_peft_load(&p, m, o.adapter) != FT_OK) return fail("merge --adapter");
-    if (ft_model_save_merged(m, o.out, &mo) != FT_OK) return fail("merge");
-    fprintf(stderr, "ft: wrote %s: %s", o.out, o.model);
-    if (p) { fprintf(stderr, " + %s (", o.adapter); describe_adapter(p); fprintf(stderr, ")"); }
-    fprintf(stderr, ", linear weights as %s", t);
-    if ((f = fopen(o.out, "rb"))) { fseek(f, 0, SEEK_END); fprintf(stderr, ", %.1f MiB", (double)ftell(f) / (1 << 20)); fclose(f); }
+static int ft_cmd_train(ft_cli *c) {
+    ft_run r;
+    int rc;
+    memset(&r, 0, sizeof r);
+    r.c = c;
+    r.def = ft_objective_get((ft_objective)c->objective);
+    rc = ft_train_setup(&r);
+    if (!rc) rc = ft_train_before(&r);
+    if (!rc) rc = ft_train_run(&r);
+    if (!rc) rc = ft_train_save(&r);
+    if (!rc) rc = ft_train_after(&r);
+    ft_run_free(&r);
+    return rc;
+}
+
+/* ==== ft eval ==================================================================================== */
+
+static void ft_print_item(void *user, int64_t i, const char *gen, const char *ref) {
+    (void)user;
+    printf("%4lld %s  got: %s   want: %s\n", (long long)i, strcmp(gen, ref) == 0 ? "ok  " : "MISS", gen, ref);
+}
+
+static int ft_eval_run(ft_cli *c, ft_ctx *ctx, ft_model *m) {
+    ft_data_opts o = c->data_opts;
+    ft_dataset *d = NULL;
+    ft_eval_gen acc;
+    double loss;
+    int rc = 0;
+    o.max_len = c->train.seq_len;
+    if (ft_dataset_load(&d, c->data, ft_model_tokenizer(m), ft_model_chat_template(m), &o) != FT_OK) return ft_fail(c);
+    if (ft_dataset_truncated(d)) fprintf(stderr, "ft: %s: %lld of %lld examples cut to --seq-len %lld tokens\n", c->data,
+                                         (long long)ft_dataset_truncated(d), (long long)ft_dataset_size(d), (long long)o.max_len);
+    if (ft_eval_loss(ctx, m, d, c->train.batch, c->train.seq_len, &loss, NULL) != FT_OK) rc = ft_fail(c);
+    if (!rc) printf("%s: %lld examples, loss %.4f, perplexity %.3f\n", c->data, (long long)ft_dataset_size(d), loss, exp(loss));
+    if (!rc && ft_dataset_format(d) != FT_DATA_TEXT) {
+        if (ft_eval_generate(ctx, m, d, c->train.rl.max_new, c->eval_gen, &acc, ft_print_item, NULL) != FT_OK) rc = ft_fail(c);
+        if (!rc) printf("accuracy: exact match %lld/%lld (%.1f%%), contains %lld/%lld (%.1f%%)\n", (long long)acc.exact,
+                        (long long)acc.n, 100 * acc.exact_rate, (long long)acc.contains, (long long)acc.n,
+                        100 * acc.contains_rate);
+    }
+    ft_dataset_free(d);
+    return rc;
+}
+
+static int ft_cmd_eval(ft_cli *c) {
+    ft_model *m = NULL;
+    ft_peft *p = NULL;
+    ft_ctx *ctx = NULL;
+    int rc;
+    if (!c->model || !c->data) return ft_missing(c, "-m MODEL.gguf and --data FILE");
+    rc = ft_open_all(c, &m, &p, &ctx);
+    if (!rc) rc = ft_eval_run(c, ctx, m);
+    ft_close_all(m, p, ctx);
+    return rc;
+}
+
+/* ==== ft merge: one adapter into a whole model =================================================== */
+
+static void ft_say_written(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f && fseek(f, 0, SEEK_END) == 0) fprintf(stderr, ", %.1f MiB", (double)ftell(f) / (1 << 20));
+    if (f) fclose(f);
     fprintf(stderr, "\n");
-    ft_peft_free(p); ft_model_free(m);
-    return 0;
 }
 
-static int cmd_export(int argc, char **argv) {
-    io_opts o; ft_model *m; ft_peft *p; ft_result r;
-    if (!io_parse("export", &o, argc, argv)) return 2;
-    if (!o.model || !o.adapter || !o.out || !o.format || (strcmp(o.format, "peft") && strcmp(o.format, "gguf"))) {
-        fprintf(stderr, "ft export: needs --format peft|gguf, -m MODEL, --adapter ADAPTER and -o OUT\n"); return 2;
+static int ft_cmd_merge(ft_cli *c) {
+    ft_model *m = NULL;
+    ft_peft *p = NULL;
+    ft_save_opts so = c->save;
+    int rc;
+    if (!c->model || !c->out) return ft_missing(c, "-m MODEL.gguf and -o OUT.gguf");
+    so.keep_type = (int)c->save.type >= ft_enum_count(FT_ENUM_TYPE);     /* --type base */
+    if (so.keep_type) so.type = ft_save_opts_default().type;
+    rc = ft_open_all(c, &m, &p, NULL);
+    if (!rc && ft_model_save_merged(m, c->out, &so) != FT_OK) rc = ft_fail(c);
+    if (!rc) fprintf(stderr, "ft: wrote %s: %s", c->out, c->model);
+    if (!rc && p) fprintf(stderr, " + %s (", c->adapter);
+    if (!rc && p) ft_describe_adapter(p);
+    if (!rc) fprintf(stderr, "%s, linear weights as %s", p ? ")" : "", ft_value(c, "type"));
+    if (!rc) ft_say_written(c->out);
+    ft_close_all(m, p, NULL);
+    return rc;
+}
+
+/* ==== ft merge-models (and ft merge --method ...): several models or adapters into one =========== */
+
+static void ft_merge_log(void *user, int level, const char *msg) {
+    if (level > 0) fprintf(stderr, "ft: warning: %s\n", msg);
+    else if (*(int *)user) printf("  %s\n", msg);
+}
+
+static int ft_cmd_merge_models(ft_cli *c) {
+    ft_merge_input in[FT_LIST_MAX];
+    char *paths[FT_LIST_MAX];
+    ft_merge_opts o = c->merge;
+    ft_merge_stats st;
+    int i, n = c->input.n, rc = 0;
+    if (!c->base || !c->out || !n) return ft_missing(c, "--base BASE.gguf, --input A.gguf[:W[:D]] (one or more) and -o OUT.gguf");
+    for (i = 0; i < n; i++) {
+        paths[i] = (char *)malloc(strlen(c->input.v[i]) + 1);
+        ft_input_parse(c->input.v[i], paths[i], strlen(c->input.v[i]) + 1, &in[i].weight, &in[i].density);
+        in[i].path = paths[i];
     }
-    if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("export");
-    if (ft_peft_load(&p, m, o.adapter) != FT_OK) return fail("export --adapter");
-    if (strcmp(o.format, "peft") == 0) { char nm[256]; r = ft_peft_save(p, o.out, FT_FORMAT_PEFT, o.base_name ? o.base_name : model_name(m, nm, sizeof nm)); }
-    else if (ft_peft_kind(p) == FT_PEFT_LORA) r = ft_peft_save(p, o.out, FT_FORMAT_LLAMACPP, NULL);
-    else r = ft_peft_save(p, o.out, FT_FORMAT_FINETUNE, NULL);              /* llama.cpp has LoRA only: finetune.h's own file */
-    if (r != FT_OK) return fail("export");
-    fprintf(stderr, "ft: wrote %s (%s) from %s: ", o.out, strcmp(o.format, "peft") == 0 ? "PEFT adapter_model.safetensors + adapter_config.json" :
-            ft_peft_kind(p) == FT_PEFT_LORA ? "llama.cpp LoRA GGUF" : "finetune.h adapter GGUF", o.adapter);
-    describe_adapter(p); fprintf(stderr, "\n");
-    ft_peft_free(p); ft_model_free(m);
-    return 0;
+    o.normalize = c->normalize ? 1 : -1;
+    o.log = ft_merge_log;
+    o.log_user = &c->verbose;
+    if (ft_merge_models(c->out, c->base, in, n, &o, &st) != FT_OK) rc = ft_fail(c);
+    if (!rc) printf("%s: %s of %d input%s over %s: %lld tensors merged, %lld copied, %.1f MiB\n", c->out, ft_value(c, "method"),
+                    n, n == 1 ? "" : "s", c->base, (long long)st.merged, (long long)st.copied, (double)st.bytes / (1 << 20));
+    for (i = 0; i < n; i++) free(paths[i]);
+    return rc;
 }
 
-static int cmd_logits(int argc, char **argv) {
-    io_opts o; ft_model *m; ft_peft *p = NULL; ft_ctx *ctx; ft_ctx_opts co; ft_batch b; ft_tensor *y;
-    int32_t *ids = NULL; int64_t n = 0, i, V; FILE *f;
-    if (!io_parse("logits", &o, argc, argv)) return 2;
-    if (!o.model || !o.out || !o.prompt == !o.ids) { fprintf(stderr, "ft logits: needs -m MODEL, -o OUT and one of -p PROMPT or --ids LIST\n"); return 2; }
-    if (ft_model_load(&m, o.model, NULL) != FT_OK) return fail("logits");
-    if (o.adapter && ft_peft_load(&p, m, o.adapter) != FT_OK) return fail("logits --adapter");
-    V = ft_model_config_get(m)->n_vocab;
-    if (o.ids) {
-        const char *c = o.ids; char *e;
-        ids = (int32_t *)malloc(strlen(o.ids) * sizeof(int32_t) + 4);
-        while (*c) {
-            long v = strtol(c, &e, 10);
-            if (e == c || v < 0 || v >= V) { fprintf(stderr, "ft logits: --ids: bad id at '%s' (0..%lld)\n", c, (long long)V - 1); return 2; }
-            ids[n++] = (int32_t)v;
-            c = *e == ',' ? e + 1 : e;
-            if (*e && *e != ',') { fprintf(stderr, "ft logits: --ids: expected a comma at '%s'\n", e); return 2; }
+/* ==== ft export: an adapter in another format ==================================================== */
+
+static int ft_cmd_export(ft_cli *c) {
+    ft_model *m = NULL;
+    ft_peft *p = NULL;
+    ft_adapter_format f = (ft_adapter_format)c->format;
+    const char *what;
+    int rc;
+    if (!c->model || !c->adapter || !c->out || c->format < 0)
+        return ft_missing(c, "--format peft|gguf, -m MODEL.gguf, --adapter ADAPTER and -o OUT");
+    if (c->format >= ft_enum_count(FT_ENUM_ADAPTER_FORMAT)) f = FT_FORMAT_AUTO;              /* gguf */
+    rc = ft_open_all(c, &m, &p, NULL);
+    if (!rc && f == FT_FORMAT_AUTO) f = ft_peft_can_save(p, FT_FORMAT_LLAMACPP) == FT_OK ? FT_FORMAT_LLAMACPP
+                                                                                          : FT_FORMAT_FINETUNE;
+    if (!rc && ft_peft_can_save(p, f) != FT_OK) rc = ft_fail(c);
+    if (!rc && ft_peft_save(p, c->out, f, c->base_name) != FT_OK) rc = ft_fail(c);
+    what = f == FT_FORMAT_PEFT ? "PEFT adapter_model.safetensors + adapter_config.json" :
+           f == FT_FORMAT_LLAMACPP ? "llama.cpp LoRA GGUF" : "finetune.h adapter GGUF";
+    if (!rc) fprintf(stderr, "ft: wrote %s (%s) from %s: ", c->out, what, c->adapter);
+    if (!rc) ft_describe_adapter(p);
+    if (!rc) fprintf(stderr, "\n");
+    ft_close_all(m, p, NULL);
+    return rc;
+}
+
+/* ==== ft logits: raw f32 logits of every position ================================================ */
+
+static int32_t *ft_ids_parse(const ft_cli *c, int64_t V, int64_t *n) {
+    int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * (strlen(c->ids) + 1));
+    const char *p = c->ids;
+    char *e;
+    *n = 0;
+    while (*p) {
+        long v = strtol(p, &e, 10);
+        if (v >= V) {
+            ft_err(c, "--ids: %ld is not a token id of the model (0..%lld)", v, (long long)V - 1);
+            free(ids);
+            return NULL;
         }
-    } else {
-        const ft_tokenizer *tok = ft_model_tokenizer(m); char *text; size_t cap = strlen(o.prompt) + 65536;
-        if (!tok) { fprintf(stderr, "ft logits: %s has no tokenizer: use --ids\n", o.model); return 1; }
-        text = (char *)malloc(cap);
-        if (o.chat) {
-            ft_chat_msg msg; msg.role = "user"; msg.content = o.prompt;
-            if (ft_chat_apply(ft_model_chat_template(m), &msg, 1, 1, text, (int64_t)cap) < 0) return fail("logits --chat");
-        } else strcpy(text, o.prompt);
-        n = ft_tokenize(tok, text, -1, NULL, 0, 1, 1);
-        ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
-        ft_tokenize(tok, text, -1, ids, n, 1, 1);
-        free(text);
+        ids[(*n)++] = (int32_t)v;
+        p = *e ? e + 1 : e;
     }
-    if (n < 1) { fprintf(stderr, "ft logits: no tokens\n"); return 1; }
-    memset(&co, 0, sizeof co); co.n_threads = o.threads;
-    if (ft_ctx_init(&ctx, &co) != FT_OK) return fail("logits");
-    memset(&b, 0, sizeof b); b.B = 1; b.T = n; b.ids = ids;
+    return ids;
+}
+
+static int ft_logits_write(const ft_cli *c, ft_ctx *ctx, ft_model *m, int32_t *ids, int64_t n) {
+    int64_t i, V = ft_model_config_get(m)->n_vocab;
+    ft_batch b;
+    ft_tensor *y;
+    FILE *f;
+    memset(&b, 0, sizeof b);
+    b.B = 1;
+    b.T = n;
+    b.ids = ids;
     ft_ctx_set_grad(ctx, 0);
-    if (!(y = ft_model_forward(ctx, m, &b))) return fail("logits");
-    if (ft_mkdirs_parent(o.out) != FT_OK) return fail("logits -o");
-    if (!(f = fopen(o.out, "wb")) || fwrite(y->data, sizeof(float), (size_t)(n * V), f) != (size_t)(n * V) || fclose(f) != 0) {
-        fprintf(stderr, "ft logits: %s: cannot write: %s\n", o.out, strerror(errno)); return 1;
-    }
+    if (!(y = ft_model_forward(ctx, m, &b))) return ft_fail(c);
+    if (ft_mkdirs_parent(c->out) != FT_OK) return ft_fail(c);
+    f = fopen(c->out, "wb");
+    if (!f || fwrite(y->data, sizeof(float), (size_t)(n * V), f) != (size_t)(n * V) || fclose(f) != 0)
+        return ft_err(c, "%s: cannot write: %s", c->out, strerror(errno));
     printf("ids:");
     for (i = 0; i < n; i++) printf(" %d", ids[i]);
-    printf("\nlogits: %lld x %lld f32 -> %s\n", (long long)n, (long long)V, o.out);
-    free(ids); ft_ctx_free(ctx); ft_peft_free(p); ft_model_free(m);
+    printf("\nlogits: %lld x %lld f32 -> %s\n", (long long)n, (long long)V, c->out);
     return 0;
 }
 
-/* ft quantize --type nf4 -m IN -o OUT: load with every linear weight converted, write it back */
-static int cmd_quantize(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *type = NULL; ft_model_opts mo; ft_model *m; int i;
-    int64_t b0, b1, n; double t0;
-    memset(&mo, 0, sizeof mo);
-    for (i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--output") == 0) mo.quantize_output = 1;
-        else if (i + 1 < argc && (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0)) in = argv[++i];
-        else if (i + 1 < argc && (strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0)) out = argv[++i];
-        else if (i + 1 < argc && strcmp(a, "--type") == 0) type = argv[++i];
-        else { fprintf(stderr, "ft quantize: unknown option %s\n", a); return usage(); }
-    }
-    if (!in || !out || !type) return usage();
-    if (strcmp(type, "nf4") != 0) { fprintf(stderr, "ft quantize: --type %s is not available (nf4 is)\n", type); return 2; }
-    if (ft_model_load(&m, in, NULL) != FT_OK) return fail("quantize");
+static int ft_cmd_logits(ft_cli *c) {
+    ft_model *m = NULL;
+    ft_peft *p = NULL;
+    ft_ctx *ctx = NULL;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    int rc;
+    if (!c->model || !c->out || !c->prompt == !c->ids) return ft_missing(c, "-m MODEL.gguf, -o OUT and -p PROMPT or --ids LIST");
+    rc = ft_open_all(c, &m, &p, &ctx);
+    if (!rc) ids = c->ids ? ft_ids_parse(c, ft_model_config_get(m)->n_vocab, &n) : ft_prompt_ids(c, m, &n);
+    if (!rc && !ids) rc = 1;
+    if (!rc) rc = ft_logits_write(c, ctx, m, ids, n);
+    free(ids);
+    ft_close_all(m, p, ctx);
+    return rc;
+}
+
+/* ==== ft quantize: linear weights as NF4, written back ========================================== */
+
+static int ft_cmd_quantize(ft_cli *c) {
+    ft_model_opts mo;
+    ft_model *m;
+    int64_t b0, b1, n;
+    double t0;
+    if (!c->model || !c->out) return ft_missing(c, "-m IN.gguf and -o OUT.gguf");
+    if (ft_model_open(c, &m)) return 1;
     b0 = ft_model_linear_bytes(m, &n);
     ft_model_free(m);
+    memset(&mo, 0, sizeof mo);
     mo.quantize = FT_TYPE_NF4;
+    mo.quantize_output = c->output;
     t0 = ft_time_seconds();
-    if (ft_model_load(&m, in, &mo) != FT_OK) return fail("quantize");
+    if (ft_model_load(&m, c->model, &mo) != FT_OK) return ft_fail(c);
     b1 = ft_model_linear_bytes(m, NULL);
-    fprintf(stderr, "ft: %lld linear weights: %.4f -> %.4f bytes per weight (%.1f -> %.1f MiB), quantized in %.2f s\n", (long long)n,
-            (double)b0 / (double)n, (double)b1 / (double)n, (double)b0 / 1048576.0, (double)b1 / 1048576.0, ft_time_seconds() - t0);
-    if (ft_model_save_gguf(m, out) != FT_OK) { ft_model_free(m); return fail("quantize"); }
-    fprintf(stderr, "ft: wrote %s\n", out);
+    fprintf(stderr, "ft: %lld linear weights: %.4f -> %.4f bytes per weight (%.1f -> %.1f MiB), quantized in %.2f s\n",
+            (long long)n, (double)b0 / n, (double)b1 / n, b0 / 1048576.0, b1 / 1048576.0, ft_time_seconds() - t0);
+    if (ft_model_save_gguf(m, c->out) != FT_OK) {
+        ft_model_free(m);
+        return ft_fail(c);
+    }
+    fprintf(stderr, "ft: wrote %s\n", c->out);
     ft_model_free(m);
     return 0;
 }
 
-/* ---- ft synth: Self-Instruct / Evol-Instruct datasets from the model itself ------------------------ */
-static void synth_log(void *user, int level, const char *msg) { (void)user; fprintf(stderr, "%s%s\n", level ? "warning: " : "", msg); }
-static int cmd_synth(int argc, char **argv) {
-    const char *model = NULL, *method = NULL, *seeds = NULL, *out = NULL; int threads = 0, i, k;
-    ft_synth_opts o; ft_synth_stats st; ft_ctx_opts co; ft_model *m; ft_ctx *ctx; ft_result r; int64_t rej = 0;
-    memset(&o, 0, sizeof o);
-    o.sample.temperature = 0.7f; o.sample.top_p = 0.9f; o.seed = 1; o.max_new_answer = 128;
-    for (i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) { fprintf(stderr, "ft synth: %s needs a value\n", a); return usage(); }
-        if (strcmp(a, "--method") == 0) method = v;
-        else if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) model = v;
-        else if (strcmp(a, "--seed-tasks") == 0) seeds = v;
-        else if (strcmp(a, "-n") == 0) o.n = strtoll(v, NULL, 10);
-        else if (strcmp(a, "-o") == 0 || strcmp(a, "--out") == 0) out = v;
-        else if (strcmp(a, "--batch") == 0) o.batch = atoi(v);
-        else if (strcmp(a, "--max-new") == 0) o.max_new_answer = atoi(v);
-        else if (strcmp(a, "--max-new-inst") == 0) o.max_new = atoi(v);
-        else if (strcmp(a, "--temperature") == 0 || strcmp(a, "--temp") == 0) o.sample.temperature = (float)atof(v);
-        else if (strcmp(a, "--top-p") == 0) o.sample.top_p = (float)atof(v);
-        else if (strcmp(a, "--seed") == 0) o.seed = strtoull(v, NULL, 10);
-        else if (strcmp(a, "--rouge") == 0) o.rouge = (float)atof(v);
-        else if (strcmp(a, "--evol-rouge") == 0) o.evol_rouge = (float)atof(v);
-        else if (strcmp(a, "--few-shot") == 0) o.few_shot = atoi(v);
-        else if (strcmp(a, "--min-words") == 0) o.min_words = atoi(v);
-        else if (strcmp(a, "--max-words") == 0) o.max_words = atoi(v);
-        else if (strcmp(a, "--threads") == 0) threads = atoi(v);
-        else { fprintf(stderr, "ft synth: unknown option %s\n", a); return usage(); }
-        i++;
-    }
-    if (!model || !method || !seeds || !out || o.n < 1) return usage();
-    if (strcmp(method, "self-instruct") == 0) o.method = FT_SYNTH_SELF_INSTRUCT;
-    else if (strcmp(method, "evol-instruct") == 0) o.method = FT_SYNTH_EVOL_INSTRUCT;
-    else { fprintf(stderr, "ft synth: --method %s (self-instruct or evol-instruct)\n", method); return 2; }
-    o.log = synth_log;
-    if (ft_model_load(&m, model, NULL) != FT_OK) return fail("synth");
-    memset(&co, 0, sizeof co); co.n_threads = threads;
-    if (ft_ctx_init(&ctx, &co) != FT_OK) { ft_model_free(m); return fail("synth"); }
-    r = o.method == FT_SYNTH_SELF_INSTRUCT ? ft_synth_self_instruct(ctx, m, seeds, out, &o, &st)
-                                           : ft_synth_evol_instruct(ctx, m, seeds, out, &o, &st);
-    ft_ctx_free(ctx); ft_model_free(m);
-    if (r != FT_OK) return fail("synth");
-    for (k = 1; k < FT_SYNTH_REASON_COUNT; k++) rej += st.rejected[k];
-    printf("%s: %s\n", method, out);
-    printf("  %-22s %8lld\n", "already in the file", (long long)st.resumed);
-    printf("  %-22s %8lld\n", "generated", (long long)st.generated);
-    printf("  %-22s %8lld\n", "kept", (long long)st.kept);
-    printf("  %-22s %8lld\n", "rejected", (long long)rej);
+/* ==== ft synth: Self-Instruct / Evol-Instruct data from the model itself ======================== */
+
+static void ft_synth_log(void *user, int level, const char *msg) {
+    (void)user;
+    fprintf(stderr, "%s%s\n", level ? "warning: " : "", msg);
+}
+
+static void ft_synth_report(const ft_cli *c, const ft_synth_stats *st) {
+    int64_t rejected = 0;
+    int k;
+    for (k = 1; k < FT_SYNTH_REASON_COUNT; k++) rejected += st->rejected[k];
+    printf("%s: %s\n", ft_value(c, "method"), c->out);
+    printf("  %-22s %8lld\n", "already in the file", (long long)st->resumed);
+    printf("  %-22s %8lld\n", "generated", (long long)st->generated);
+    printf("  %-22s %8lld\n", "kept", (long long)st->kept);
+    printf("  %-22s %8lld\n", "rejected", (long long)rejected);
     for (k = 1; k < FT_SYNTH_REASON_COUNT; k++)
-        if (st.rejected[k]) printf("    %-20s %8lld\n", ft_synth_reason_name((ft_synth_reason)k), (long long)st.rejected[k]);
-    if (o.method == FT_SYNTH_EVOL_INSTRUCT)
-        for (k = 0; k < 6; k++) if (st.evol_ops[k]) printf("  kept by %-14s %8lld\n", ft_synth_evol_op_name(k), (long long)st.evol_ops[k]);
-    printf("  %-22s %8lld\n", "generate calls", (long long)st.calls);
-    printf("  %-22s %8.1f s\n", "time", st.seconds);
-    if (st.stopped) fprintf(stderr, "ft synth: stopped after %lld proposals in %lld generate calls with %lld of %lld examples; run it again "
-                            "to continue (the file is resumed)\n", (long long)st.generated, (long long)st.calls, (long long)(st.resumed + st.kept), (long long)o.n);
-    return 0;
+        if (st->rejected[k]) printf("    %-20s %8lld\n", ft_synth_reason_name((ft_synth_reason)k), (long long)st->rejected[k]);
+    for (k = 0; k < 6 && c->synth.method == FT_SYNTH_EVOL_INSTRUCT; k++)
+        if (st->evol_ops[k]) printf("  kept by %-14s %8lld\n", ft_synth_evol_op_name(k), (long long)st->evol_ops[k]);
+    printf("  %-22s %8lld\n", "generate calls", (long long)st->calls);
+    printf("  %-22s %8.1f s\n", "time", st->seconds);
+    if (st->stopped) fprintf(stderr, "ft synth: stopped after %lld proposals in %lld generate calls with %lld of %lld examples; "
+                             "run it again to continue (the file is resumed)\n", (long long)st->generated, (long long)st->calls,
+                             (long long)(st->resumed + st->kept), (long long)c->synth.n);
 }
 
-/* ---- ft sweep: a grid or random search, each trial a short `ft train` in DIR/trial_NNN -------------- */
-static const char *sweep_usage =
-    "usage: ft sweep -m MODEL --data TRAIN.jsonl --eval EVAL.jsonl --out DIR --grid KEY=V1,V2,.. [--grid ...]\n"
-    "           [--random N] [--seed S] [any ft train option: the base of every trial]\n"
-    "  KEY: any ft train option without its dashes (lr, rank, alpha, targets, batch, schedule, steps, ...);\n"
-    "  values are separated by ',' (by '/' for targets, whose own values hold commas:\n"
-    "  targets=all/attn/q_proj,v_proj). Without --random: every combination; --random N: N draws (a repeated draw runs once), a value LO..HI draws\n"
-    "  log-uniformly (lr=1e-4..3e-3). Each trial runs `ft train` with the base options, --out\n"
-    "  DIR/trial_NNN and its values, without the \"before\" evaluation. DIR/results.jsonl gets a line as\n"
-    "  each trial ends (a failure is recorded with its last log line); DIR/results.md (sorted by eval\n"
-    "  loss) and DIR/sweep.svg (eval loss against each swept key, one series per combination of the\n"
-    "  others) are rewritten after each trial. Rerun the same command to resume: trials with an \"ok\"\n"
-    "  line are skipped.\n";
-
-#define SWEEP_KEYS 8
-#define SWEEP_VALS 32
-typedef struct sweep_key { const char *key; char *val[SWEEP_VALS]; int n, range; } sweep_key;
-typedef struct sweep_row { char *line; double loss; } sweep_row;
-static const char *self_path = "ft";                  /* argv[0] of main: the binary trials run */
-
-/* "key": value of one results line (a string unquoted); 0 when absent */
-static int jget(const char *line, const char *key, char *out, size_t cap) {
-    char pat[128]; const char *p; size_t n = 0;
-    snprintf(pat, sizeof pat, "\"%s\": ", key);
-    if (!(p = strstr(line, pat))) return 0;
-    p += strlen(pat);
-    if (*p == '"') { p++; while (*p && *p != '"' && n + 1 < cap) { if (*p == '\\' && p[1]) p++; out[n++] = *p++; } }
-    else while (*p && *p != ',' && *p != '}' && n + 1 < cap) out[n++] = *p++;
-    out[n] = 0;
-    return 1;
+static int ft_cmd_synth(ft_cli *c) {
+    ft_model *m = NULL;
+    ft_ctx *ctx = NULL;
+    ft_synth_opts o = c->synth;
+    ft_synth_stats st;
+    ft_result r = FT_OK;
+    int rc;
+    if (!c->model || c->synth_method < 0 || !c->seed_tasks || !c->out || o.n < 1)
+        return ft_missing(c, "--method NAME, -m MODEL.gguf, --seed-tasks SEEDS.jsonl, -n N and -o OUT.jsonl");
+    o.log = ft_synth_log;
+    rc = ft_open_all(c, &m, NULL, &ctx);
+    if (!rc && o.method == FT_SYNTH_SELF_INSTRUCT) r = ft_synth_self_instruct(ctx, m, c->seed_tasks, c->out, &o, &st);
+    if (!rc && o.method == FT_SYNTH_EVOL_INSTRUCT) r = ft_synth_evol_instruct(ctx, m, c->seed_tasks, c->out, &o, &st);
+    if (!rc && r != FT_OK) rc = ft_fail(c);
+    if (!rc) ft_synth_report(c, &st);
+    ft_close_all(m, NULL, ctx);
+    return rc;
 }
-static double jnum(const char *line, const char *key) {
-    char b[64];
-    return jget(line, key, b, sizeof b) ? strtod(b, NULL) : NAN;
+
+/* ==== ft sweep: a grid or random search, each trial a short `ft train` in DIR/trial_NNN ========== */
+
+#define FT_SWEEP_VALS 32
+typedef struct ft_key { const ft_opt *o; char *spec; const char *key; char *val[FT_SWEEP_VALS]; int n, range; } ft_key;
+typedef struct ft_trial { ft_json_doc *doc; double loss; } ft_trial;
+typedef struct ft_sweep {
+    ft_cli *c;
+    ft_key k[8];
+    int nk, n_trials, done, failed, skipped;
+    char **base;                        /* the trials' options: sweep's without --grid, --random, --out */
+    int nbase;
+    ft_rng rng;
+    ft_trial *rows;                       /* results.jsonl: the last line of each "params" */
+    int nrows;
+} ft_sweep;
+
+static const char *ft_self = "ft";       /* the binary the trials run (main's argv[0]) */
+
+static const char *ft_sweep_path(const ft_sweep *s, const char *name) {
+    static char path[2][2048];
+    static int k;
+    k = !k;
+    snprintf(path[k], sizeof path[k], "%s/%s", s->c->out, name);
+    return path[k];
 }
-static void json_str(FILE *f, const char *s) {
+
+static const char *ft_jstr(const ft_json_doc *d, const char *key) {
+    const ft_json *v = d ? ft_json_get(ft_json_root(d), key) : NULL;
+    return v && v->kind == FT_JSON_STRING ? v->s : NULL;
+}
+
+static double ft_jnum(const ft_json_doc *d, const char *key) {
+    const ft_json *v = d ? ft_json_get(ft_json_root(d), key) : NULL;
+    return v && v->kind == FT_JSON_NUMBER ? v->num : NAN;
+}
+
+static ft_json_doc *ft_json_text(const char *text, size_t len, const char *name) {
+    ft_json_doc *d;
+    return ft_json_parse(&d, text, len, name, 1) == FT_OK ? d : NULL;
+}
+
+static ft_json_doc *ft_json_file(const char *path) {
+    size_t len;
+    char *text = ft_read_file(path, &len);
+    ft_json_doc *d = text ? ft_json_text(text, len, path) : NULL;
+    free(text);
+    return d;
+}
+
+static int ft_is_json_number(const char *v) {
+    ft_json_doc *d = ft_json_text(v, strlen(v), "value");
+    int number = d && ft_json_root(d)->kind == FT_JSON_NUMBER;
+    ft_json_free(d);
+    return number;
+}
+
+static void ft_json_str(FILE *f, const char *s) {
     fputc('"', f);
     for (; *s; s++) {
         if (*s == '"' || *s == '\\') fprintf(f, "\\%c", *s);
@@ -1201,333 +2047,504 @@ static void json_str(FILE *f, const char *s) {
     }
     fputc('"', f);
 }
-static int is_number(const char *s) {                /* and written as JSON writes numbers */
-    char *e; const char *c;
-    if (!*s) return 0;
-    strtod(s, &e);
-    if (*e || !((s[0] >= '0' && s[0] <= '9') || (s[0] == '-' && s[1] >= '0' && s[1] <= '9'))) return 0;
-    for (c = s; *c; c++) if (*c == '.' && !(c[1] >= '0' && c[1] <= '9')) return 0;
-    return 1;
-}
-static int is_flag_key(const char *k) {               /* opts_parse's flags: --KEY without a value */
-    return !strcmp(k, "resume") || !strcmp(k, "pack") || !strcmp(k, "train-on-prompt") || !strcmp(k, "skip-bad") ||
-           !strcmp(k, "rslora") || !strcmp(k, "grad-checkpoint");
-}
-static char *dup_str(const char *s) { size_t n = strlen(s) + 1; char *d = (char *)malloc(n); if (d) memcpy(d, s, n); return d; }
 
-/* the lines of results.jsonl, the last one per "params" */
-static int sweep_read(const char *path, sweep_row **rows) {
-    FILE *f = fopen(path, "r"); char buf[8192], pa[1024], pb[1024]; int n = 0, cap = 0, i;
-    *rows = NULL;
-    if (!f) return 0;
-    while (fgets(buf, sizeof buf, f)) {
-        if (!jget(buf, "params", pa, sizeof pa)) continue;
-        for (i = 0; i < n; i++) if (jget((*rows)[i].line, "params", pb, sizeof pb) && !strcmp(pa, pb)) break;
-        if (i == n) {
-            if (n == cap) { cap = cap ? 2 * cap : 64; *rows = (sweep_row *)realloc(*rows, (size_t)cap * sizeof(sweep_row)); }
-            n++;
-        } else free((*rows)[i].line);
-        (*rows)[i].line = dup_str(buf);
-        if (jget(buf, "status", pb, sizeof pb) && !strcmp(pb, "ok")) (*rows)[i].loss = jnum(buf, "eval_loss");
-        else (*rows)[i].loss = NAN;
-        if ((*rows)[i].loss != (*rows)[i].loss) (*rows)[i].loss = INFINITY;
-    }
-    fclose(f);
-    return n;
-}
-static int row_cmp(const void *a, const void *b) {
-    double x = ((const sweep_row *)a)->loss, y = ((const sweep_row *)b)->loss;
-    return x < y ? -1 : x > y ? 1 : 0;
+/* --- the keys and the base --- */
+
+static int ft_sweep_value_ok(const ft_sweep *s, const ft_key *k, const char *v) {
+    char arg[1100], *argv[1];
+    ft_cli t;
+    int ok;
+    snprintf(arg, sizeof arg, "--%s=%s", k->key, v);
+    argv[0] = arg;
+    ok = ft_cli_parse(&t, s->c->name, FT_C_TRAIN, 1, argv);
+    ft_cli_free(&t);
+    return ok;
 }
 
-/* results.md (sorted by eval loss) and sweep.svg (a panel per key) from results.jsonl */
-static void sweep_report(const char *dir, const sweep_key *keys, int nk) {
-    char path[2048], v[256], st[64]; sweep_row *rows; int n, i, k, j; FILE *f;
-    snprintf(path, sizeof path, "%s/results.jsonl", dir);
-    n = sweep_read(path, &rows);
-    qsort(rows, (size_t)n, sizeof *rows, row_cmp);
-    snprintf(path, sizeof path, "%s/results.md", dir);
-    if ((f = fopen(path, "w"))) {
-        fprintf(f, "| trial |");
-        for (k = 0; k < nk; k++) fprintf(f, " %s |", keys[k].key);
-        fprintf(f, " eval loss | perplexity | exact match | train loss | seconds |\n|---:|");
-        for (k = 0; k < nk; k++) fprintf(f, "---|");
-        fprintf(f, "---:|---:|---:|---:|---:|\n");
-        for (i = 0; i < n; i++) {
-            const char *l = rows[i].line; double em = jnum(l, "exact_match");
-            jget(l, "trial", v, sizeof v); fprintf(f, "| %s |", v);
-            for (k = 0; k < nk; k++) { if (!jget(l, keys[k].key, v, sizeof v)) strcpy(v, "-"); fprintf(f, " %s |", v); }
-            if (!jget(l, "status", st, sizeof st) || strcmp(st, "ok")) { fprintf(f, " failed | | | | %.0f |\n", jnum(l, "seconds")); continue; }
-            fprintf(f, " %.4f | %.3f | ", rows[i].loss, exp(rows[i].loss));
-            if (em == em) fprintf(f, "%.1f%% (%g) |", 100 * em, jnum(l, "n_gen")); else fprintf(f, "- |");
-            fprintf(f, " %.4f | %.0f |\n", jnum(l, "train_loss"), jnum(l, "seconds"));
-        }
-        fclose(f);
+/* --grid KEY=V1,V2,...: values split at ',' (at '/' where they hold commas); a lone LO..HI is a range */
+static int ft_sweep_key(ft_sweep *s, const char *spec) {
+    ft_key *k = &s->k[s->nk++];
+    char *p, lo[64], *dots;
+    int i;
+    k->spec = strdup(spec);
+    p = strchr(k->spec, '=');
+    *p++ = 0;
+    k->key = k->spec;
+    k->o = ft_opt_find(k->key, 0, FT_C_TRAIN);
+    for (i = 0; i < s->nk - 1; i++) if (!strcmp(s->k[i].key, k->key)) return ft_err(s->c, "--grid %s given twice", k->key);
+    for (; p && k->n < FT_SWEEP_VALS; k->n++) {
+        k->val[k->n] = p;
+        p = strchr(p, k->o->commas ? '/' : ',');
+        if (p) *p++ = 0;
     }
-    /* one panel per key: x its value (log10 for lr, or a positive key spanning 30x; the index of the
-       value for a word), one series per combination of the other keys' values */
-    {
-        FILE *out; char panel[2048], line[4096]; int np = 0;
-        snprintf(path, sizeof path, "%s/sweep.svg", dir);
-        if (!(out = fopen(path, "w"))) { free(rows); return; }
-        fprintf(out, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"%d\">\n", 420 * nk);
-        for (k = 0; k < nk; k++) {
-            ft_plot_series ser[16]; char names[16][256]; double *xs = (double *)calloc(32 * (size_t)n + 1, sizeof(double));
-            int ns = 0, numeric = 1, logx; double lo = INFINITY, hi = -INFINITY; char xlabel[512], title[300];
-            for (j = 0; j < n; j++) if (jget(rows[j].line, keys[k].key, v, sizeof v)) {
-                if (!is_number(v)) numeric = 0; else { lo = fmin(lo, strtod(v, NULL)); hi = fmax(hi, strtod(v, NULL)); }
-            }
-            logx = numeric && lo > 0 && (!strcmp(keys[k].key, "lr") || hi >= 30 * lo);
-            if (logx) snprintf(xlabel, sizeof xlabel, "log10(%s)", keys[k].key);
-            else if (numeric) snprintf(xlabel, sizeof xlabel, "%s", keys[k].key);
-            else {
-                size_t len = (size_t)snprintf(xlabel, sizeof xlabel, "%s:", keys[k].key);
-                for (j = 0; j < keys[k].n && len < sizeof xlabel - 40; j++) len += (size_t)snprintf(xlabel + len, sizeof xlabel - len, " %d=%s", j, keys[k].val[j]);
-            }
-            /* series: the ok rows grouped by the other keys' values, points in x order */
-            for (j = 0; j < n; j++) {
-                char name[256] = "", *e; double x; int s, q, kk; int64_t p;
-                if (!isfinite(rows[j].loss) || !jget(rows[j].line, keys[k].key, v, sizeof v)) continue;
-                if (numeric) x = logx ? log10(strtod(v, NULL)) : strtod(v, NULL);
-                else { for (q = 0; q < keys[k].n && strcmp(keys[k].val[q], v); q++) {} x = q; }
-                for (kk = 0; kk < nk; kk++) if (kk != k) {
-                    char w[128]; size_t len = strlen(name);
-                    if (!jget(rows[j].line, keys[kk].key, w, sizeof w)) strcpy(w, "-");
-                    snprintf(name + len, sizeof name - len, "%s%s=%s", len ? " " : "", keys[kk].key, w);
-                }
-                if (!name[0]) strcpy(name, "eval loss");
-                for (e = name; *e; e++) if (*e == '<' || *e == '&' || *e == '>') *e = '_';
-                for (s = 0; s < ns && strcmp(names[s], name); s++) {}
-                if (s == 16) continue;
-                if (s == ns) { strcpy(names[ns], name); ser[ns].name = names[ns]; ser[ns].x = xs + 2 * (size_t)n * ns; ser[ns].y = xs + 2 * (size_t)n * ns + n; ser[ns].n = 0; ns++; }
-                {   /* insert in x order */
-                    double *sx = (double *)ser[s].x, *sy = (double *)ser[s].y;
-                    for (p = ser[s].n; p > 0 && sx[p - 1] > x; p--) { sx[p] = sx[p - 1]; sy[p] = sy[p - 1]; }
-                    sx[p] = x; sy[p] = rows[j].loss; ser[s].n++;
-                }
-            }
-            snprintf(panel, sizeof panel, "%s/sweep_%s.svg", dir, keys[k].key);
-            snprintf(title, sizeof title, "eval loss against %s", keys[k].key);
-            if (ft_svg_plot(panel, title, xlabel, "eval loss", ser, ns) == FT_OK) {
-                FILE *pf = fopen(panel, "r");
-                fprintf(out, "<g transform=\"translate(0 %d)\">\n", 420 * np++);
-                while (pf && fgets(line, sizeof line, pf)) fputs(line, out);
-                if (pf) fclose(pf);
-                fprintf(out, "</g>\n");
-            }
-            free(xs);
-        }
-        fprintf(out, "</svg>\n");
-        fclose(out);
-    }
-    for (i = 0; i < n; i++) free(rows[i].line);
-    free(rows);
+    if (p) return ft_err(s->c, "--grid %s: at most %d values", k->key, FT_SWEEP_VALS);
+    dots = strstr(k->val[0], "..");
+    k->range = k->n == 1 && dots;
+    for (i = 0; i < k->n && !k->range; i++) if (!ft_sweep_value_ok(s, k, k->val[i])) return 1;
+    if (!k->range) return 0;
+    snprintf(lo, sizeof lo, "%.*s", (int)(dots - k->val[0]), k->val[0]);
+    if (!s->c->random || !(strtod(lo, NULL) > 0) || !(strtod(dots + 2, NULL) > strtod(lo, NULL)))
+        return ft_err(s->c, "--grid %s=%s: a range LO..HI (0 < LO < HI) needs --random", k->key, k->val[0]);
+    return !ft_sweep_value_ok(s, k, lo) || !ft_sweep_value_ok(s, k, dots + 2);
 }
 
-/* one trial: `ft train` with the base options, --out TDIR, --eval-before 0 and the trial's values, its
-   output in TDIR/train.log; returns the exit status (or -1 when it could not start) */
-static int sweep_spawn(char **base, int nbase, const char *tdir, const sweep_key *keys, char **vals, int nk) {
-    char **av = (char **)malloc(sizeof(char *) * (size_t)(nbase + 2 * nk + 8)), flag[SWEEP_KEYS][80], log[2200];
-    int n = 0, i, status; pid_t pid;
-    av[n++] = (char *)self_path; av[n++] = (char *)"train";
-    for (i = 0; i < nbase; i++) av[n++] = base[i];
-    av[n++] = (char *)"--out"; av[n++] = (char *)tdir; av[n++] = (char *)"--eval-before"; av[n++] = (char *)"0";
-    for (i = 0; i < nk; i++) {
-        snprintf(flag[i], sizeof flag[i], "--%s", keys[i].key);
-        if (is_flag_key(keys[i].key)) { if (strcmp(vals[i], "0")) av[n++] = flag[i]; continue; }
-        av[n++] = flag[i]; av[n++] = vals[i];
+static int ft_sweep_has(const ft_sweep *s, const char *key) {
+    int k;
+    for (k = 0; k < s->nk; k++) if (!strcmp(s->k[k].key, key)) return 1;
+    return 0;
+}
+
+/* the trials' base: sweep's arguments without its own options (--grid, --random) and --out */
+static void ft_sweep_base(ft_sweep *s) {
+    ft_cli *c = s->c;
+    int i = 0;
+    s->base = (char **)malloc(sizeof(char *) * (size_t)(c->argc + 1));
+    while (i < c->argc) {
+        int start = i;
+        const ft_opt *o;
+        const char *v;
+        ft_arg_next(c, c->argc, c->argv, &i, &o, &v);
+        if (!(o->cmds & FT_C_TRAIN) || o->at == offsetof(ft_cli, out)) continue;
+        while (start < i) s->base[s->nbase++] = c->argv[start++];
     }
+}
+
+/* --- one trial --- */
+
+static const char *ft_sweep_draw(ft_sweep *s, const ft_key *k, char *buf, size_t cap) {
+    const char *dots = strstr(k->val[0], "..");
+    double lo = strtod(k->val[0], NULL), hi = strtod(dots + 2, NULL);
+    double x = exp(log(lo) + ft_rng_uniform(&s->rng) * (log(hi) - log(lo)));
+    int whole = strcspn(k->val[0], ".eE") == (size_t)(dots - k->val[0]) && !strpbrk(dots + 2, ".eE");
+    if (whole) snprintf(buf, cap, "%.0f", x);               /* rank=4..64: whole numbers */
+    else snprintf(buf, cap, "%.3g", x);
+    return buf;
+}
+
+/* trial t's values: a random draw, or the grid's t-th combination (the last key varies fastest) */
+static void ft_sweep_values(ft_sweep *s, int t, const char **vals, char rnd[][32]) {
+    int k;
+    for (k = s->nk - 1; k >= 0; k--) {
+        const ft_key *key = &s->k[k];
+        int q = t % key->n;
+        if (s->c->random > 0 && key->range) vals[k] = ft_sweep_draw(s, key, rnd[k], 32);
+        if (s->c->random > 0 && key->range) continue;
+        if (s->c->random > 0) q = (int)(ft_rng_uniform(&s->rng) * (float)key->n) % key->n;
+        t /= key->n;
+        vals[k] = key->val[q];
+    }
+}
+
+/* `ft train` with the base, --out TDIR, --eval-before 0 and the values, its output in TDIR/train.log;
+   the exit status (-1: it could not start) */
+static int ft_sweep_spawn(const ft_sweep *s, const char *tdir, const char **vals) {
+    char **av = (char **)malloc(sizeof(char *) * (size_t)(s->nbase + s->nk + 8)), arg[8][1100], log[2200];
+    int n = 0, i, status;
+    pid_t pid;
+    av[n++] = (char *)ft_self;
+    av[n++] = (char *)"train";
+    for (i = 0; i < s->nbase; i++) av[n++] = s->base[i];
+    av[n++] = (char *)"--out";
+    av[n++] = (char *)tdir;
+    av[n++] = (char *)"--eval-before=0";
+    for (i = 0; i < s->nk; i++) snprintf(arg[i], sizeof arg[i], "--%s=%s", s->k[i].key, vals[i]);
+    for (i = 0; i < s->nk; i++) av[n++] = arg[i];
     av[n] = NULL;
     snprintf(log, sizeof log, "%s/train.log", tdir);
-    fflush(stdout); fflush(stderr);
+    fflush(stdout);
+    fflush(stderr);
     pid = fork();
-    if (pid < 0) { free(av); return -1; }
     if (pid == 0) {
         int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) { dup2(fd, 1); dup2(fd, 2); close(fd); }
-        execv(self_path, av);
-        fprintf(stderr, "ft sweep: cannot run %s\n", self_path);
+        if (fd >= 0 && (dup2(fd, 1) < 0 || dup2(fd, 2) < 0 || close(fd) < 0)) _exit(127);
+        execv(ft_self, av);
+        fprintf(stderr, "ft sweep: cannot run %s: %s\n", ft_self, strerror(errno));
         _exit(127);
     }
     free(av);
-    while (waitpid(pid, &status, 0) < 0) if (errno != EINTR) return -1;
+    if (pid < 0) return -1;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
-static int cmd_sweep(int argc, char **argv) {
-    sweep_key keys[SWEEP_KEYS]; int nk = 0, i, k, n_random = 0, nbase = 0, n_trials, done = 0, failed = 0, skipped = 0;
-    char **base = (char **)malloc(sizeof(char *) * (size_t)(argc + 1)), path[2048]; const char *dir = NULL;
-    uint64_t seed = 1; ft_rng rng; opts bo; sweep_row *rows; int nrows;
-    for (i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(sweep_usage, stdout); return 0; }
-        if ((!strcmp(a, "--grid") || !strcmp(a, "--random") || !strcmp(a, "--out") || !strcmp(a, "-o")) && i + 1 >= argc) {
-            fprintf(stderr, "ft sweep: %s needs a value\n", a); return 2;
-        }
-        if (!strcmp(a, "--out") || !strcmp(a, "-o")) dir = argv[++i];
-        else if (!strcmp(a, "--random")) n_random = atoi(argv[++i]);
-        else if (!strcmp(a, "--grid")) {
-            char *spec = argv[++i], *eq = strchr(spec, '='), *p, *sep;
-            if (!eq || eq == spec || !eq[1]) { fprintf(stderr, "ft sweep: --grid %s: expected KEY=V1,V2,...\n", spec); return 2; }
-            if (nk == SWEEP_KEYS) { fprintf(stderr, "ft sweep: at most %d swept keys\n", SWEEP_KEYS); return 2; }
-            *eq = 0; keys[nk].key = spec; keys[nk].n = 0; keys[nk].range = 0;
-            for (k = 0; k < nk; k++) if (!strcmp(keys[k].key, spec)) { fprintf(stderr, "ft sweep: --grid %s given twice\n", spec); return 2; }
-            sep = !strcmp(spec, "targets") || !strcmp(spec, "task") || !strcmp(spec, "mix") || !strcmp(spec, "freeze") || !strcmp(spec, "reward") ? "/" : ",";
-            for (p = eq + 1; p && *p; ) {
-                char *e = strpbrk(p, sep);
-                if (e) *e = 0;
-                if (keys[nk].n == SWEEP_VALS) { fprintf(stderr, "ft sweep: --grid %s: at most %d values\n", spec, SWEEP_VALS); return 2; }
-                keys[nk].val[keys[nk].n++] = p;
-                p = e ? e + 1 : NULL;
-            }
-            if (keys[nk].n == 1 && strstr(keys[nk].val[0], "..")) keys[nk].range = 1;
-            nk++;
-        } else {
-            if (!strcmp(a, "--seed") && i + 1 < argc) seed = strtoull(argv[i + 1], NULL, 10);
-            base[nbase++] = argv[i];
-        }
+/* the last line of a file (not blank), without its newline */
+static void ft_last_line(const char *path, char *out, size_t cap) {
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    out[0] = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (line[0] != '\n') snprintf(out, cap, "%.*s", (int)strcspn(line, "\r\n"), line);
+    if (f) fclose(f);
+}
+
+static void ft_sweep_ok(ft_sweep *s, FILE *f, const char *tdir, const ft_json_doc *ev) {
+    char path[2200], last[4096];
+    double loss = ft_jnum(ev, "eval_loss"), em = ft_jnum(ev, "exact_match"), tl;
+    ft_json_doc *m;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", tdir);
+    ft_last_line(path, last, sizeof last);
+    m = ft_json_text(last, strlen(last), path);
+    tl = ft_jnum(m, "loss");
+    ft_json_free(m);
+    fprintf(f, ", \"status\": \"ok\", \"eval_loss\": %.6f, \"eval_perplexity\": %.4f", loss, exp(loss));
+    if (em == em) fprintf(f, ", \"exact_match\": %.4f, \"contains\": %.4f, \"n_gen\": %.0f", em, ft_jnum(ev, "contains"),
+                          ft_jnum(ev, "n_gen"));
+    if (tl == tl) fprintf(f, ", \"train_loss\": %.6f", tl);
+    fprintf(stderr, "eval loss %.4f", loss);
+    if (em == em) fprintf(stderr, ", exact match %.1f%%", 100 * em);
+    s->done++;
+}
+
+/* a failed trial is recorded with the last line of its log, which says why */
+static void ft_sweep_failed(ft_sweep *s, FILE *f, const char *tdir, int rc) {
+    char path[2200], last[1024];
+    snprintf(path, sizeof path, "%s/train.log", tdir);
+    ft_last_line(path, last, sizeof last);
+    fprintf(f, ", \"status\": \"failed\", \"exit\": %d, \"error\": ", rc);
+    ft_json_str(f, last);
+    fprintf(stderr, "FAILED (exit %d: %s; see %s)", rc, last, path);
+    s->failed++;
+}
+
+/* the trial's line of results.jsonl */
+static int ft_sweep_record(ft_sweep *s, int t, const char *tdir, const char *params, const char **vals, int rc, double secs) {
+    char path[2200];
+    ft_json_doc *ev = NULL;
+    FILE *f;
+    int k;
+    snprintf(path, sizeof path, "%s/eval.json", tdir);
+    if (rc == 0) ev = ft_json_file(path);
+    if (!(f = fopen(ft_sweep_path(s, "results.jsonl"), "a")))
+        return ft_err(s->c, "%s: cannot write: %s", ft_sweep_path(s, "results.jsonl"), strerror(errno));
+    fprintf(f, "{\"trial\": %d, \"params\": ", t);
+    ft_json_str(f, params);
+    for (k = 0; k < s->nk; k++) {
+        fprintf(f, ", ");
+        ft_json_str(f, s->k[k].key);
+        fprintf(f, ": ");
+        if (ft_is_json_number(vals[k])) fputs(vals[k], f);
+        else ft_json_str(f, vals[k]);
     }
-    if (!dir || nk == 0) { fputs(sweep_usage, stderr); return 2; }
-    /* the base options and every value must be ones ft train takes (checked on copies: opts_set
-       cuts FILE:RATIO values in place) */
-    opts_default(&bo);
-    {
-        char **cp = (char **)malloc(sizeof(char *) * (size_t)(nbase + 1)); int ok;
-        for (i = 0; i < nbase; i++) cp[i] = dup_str(base[i]);
-        ok = opts_parse(&bo, nbase, cp);
-        if (!ok) { fprintf(stderr, "ft sweep: bad base options (ft train's)\n"); return 2; }
-        int sd = 0, se = 0;
-        for (k = 0; k < nk; k++) { sd |= !strcmp(keys[k].key, "data") || !strcmp(keys[k].key, "task"); se |= !strcmp(keys[k].key, "eval"); }
-        if (!bo.model || (!bo.data && !bo.n_task && !sd)) { fprintf(stderr, "ft sweep: needs -m MODEL and --data FILE\n"); return 2; }
-        if (!bo.eval && !(bo.eval_split > 0) && !se) { fprintf(stderr, "ft sweep: needs --eval FILE (or --eval-split F): trials are compared on eval loss\n"); return 2; }
-        for (i = 0; i < nbase; i++) free(cp[i]);
-        free(cp); free(bo.cfg_text);
+    if (ft_jnum(ev, "eval_loss") == ft_jnum(ev, "eval_loss")) ft_sweep_ok(s, f, tdir, ev);
+    else ft_sweep_failed(s, f, tdir, rc);
+    fprintf(f, ", \"seconds\": %.1f}\n", secs);
+    ft_json_free(ev);
+    if (fclose(f) != 0) return ft_err(s->c, "%s: cannot write: %s", ft_sweep_path(s, "results.jsonl"), strerror(errno));
+    return 0;
+}
+
+/* --- results.jsonl, results.md, sweep.svg --- */
+
+static void ft_sweep_rows_free(ft_sweep *s) {
+    int i;
+    for (i = 0; i < s->nrows; i++) ft_json_free(s->rows[i].doc);
+    free(s->rows);
+    s->rows = NULL;
+    s->nrows = 0;
+}
+
+static void ft_sweep_read(ft_sweep *s) {
+    const char *path = ft_sweep_path(s, "results.jsonl");
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    ft_sweep_rows_free(s);
+    while (f && (len = getline(&line, &cap, f)) > 0) {
+        ft_json_doc *d = ft_json_text(line, (size_t)len, path);
+        const char *params = ft_jstr(d, "params"), *status = ft_jstr(d, "status");
+        int i;
+        if (!params) ft_json_free(d);
+        if (!params) continue;
+        for (i = 0; i < s->nrows && strcmp(ft_jstr(s->rows[i].doc, "params"), params); i++) {}
+        if (i == s->nrows) s->rows = (ft_trial *)realloc(s->rows, (size_t)(++s->nrows) * sizeof *s->rows);
+        else ft_json_free(s->rows[i].doc);
+        s->rows[i].doc = d;
+        s->rows[i].loss = status && !strcmp(status, "ok") ? ft_jnum(d, "eval_loss") : NAN;
+        if (!isfinite(s->rows[i].loss)) s->rows[i].loss = INFINITY;
     }
-    for (k = 0; k < nk; k++) {
-        if (keys[k].range) {
-            double lo, hi; char *dots = strstr(keys[k].val[0], "..");
-            lo = strtod(keys[k].val[0], NULL); hi = strtod(dots + 2, NULL);
-            if (!n_random || !(lo > 0) || !(hi > lo)) { fprintf(stderr, "ft sweep: --grid %s=%s: a range LO..HI (0 < LO < HI) needs --random\n", keys[k].key, keys[k].val[0]); return 2; }
-            continue;
-        }
-        for (i = 0; i < keys[k].n; i++) {
-            opts t; char *v = dup_str(keys[k].val[i]);
-            opts_default(&t);
-            if (!strcmp(keys[k].key, "out") || !strcmp(keys[k].key, "config") || !opts_set(&t, keys[k].key, v)) {
-                fprintf(stderr, "ft sweep: --grid %s=%s: not an ft train option and value\n", keys[k].key, keys[k].val[i]); return 2;
-            }
-            free(v);
-        }
+    free(line);
+    if (f) fclose(f);
+}
+
+static int ft_row_cmp(const void *a, const void *b) {
+    double x = ((const ft_trial *)a)->loss, y = ((const ft_trial *)b)->loss;
+    return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/* key k's value in a results line as text: a string as it is, a number as %g; "-" when absent */
+static const char *ft_jval(const ft_sweep *s, const ft_json_doc *d, int k, char *buf, size_t cap) {
+    const ft_json *v = ft_json_get(ft_json_root(d), s->k[k].key);
+    if (v && v->kind == FT_JSON_STRING) return v->s;
+    if (v && v->kind == FT_JSON_NUMBER) snprintf(buf, cap, "%g", v->num);
+    return v && v->kind == FT_JSON_NUMBER ? buf : "-";
+}
+
+static void ft_sweep_md(const ft_sweep *s) {
+    FILE *f = fopen(ft_sweep_path(s, "results.md"), "w");
+    char v[256];
+    int i, k;
+    if (!f) return;
+    fprintf(f, "| trial |");
+    for (k = 0; k < s->nk; k++) fprintf(f, " %s |", s->k[k].key);
+    fprintf(f, " eval loss | perplexity | exact match | train loss | seconds |\n|---:|");
+    for (k = 0; k < s->nk; k++) fprintf(f, "---|");
+    fprintf(f, "---:|---:|---:|---:|---:|\n");
+    for (i = 0; i < s->nrows; i++) {
+        const ft_trial *r = &s->rows[i];
+        double em = ft_jnum(r->doc, "exact_match");
+        fprintf(f, "| %.0f |", ft_jnum(r->doc, "trial"));
+        for (k = 0; k < s->nk; k++) fprintf(f, " %s |", ft_jval(s, r->doc, k, v, sizeof v));
+        if (!isfinite(r->loss)) fprintf(f, " failed | | | | %.0f |\n", ft_jnum(r->doc, "seconds"));
+        if (!isfinite(r->loss)) continue;
+        fprintf(f, " %.4f | %.3f | ", r->loss, exp(r->loss));
+        if (em == em) fprintf(f, "%.1f%% (%g) |", 100 * em, ft_jnum(r->doc, "n_gen"));
+        else fprintf(f, "- |");
+        fprintf(f, " %.4f | %.0f |\n", ft_jnum(r->doc, "train_loss"), ft_jnum(r->doc, "seconds"));
     }
-    if (!strcmp(self_path, "ft") || access(self_path, X_OK) != 0) {
-        static char exe[1024]; ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        if (len > 0) { exe[len] = 0; self_path = exe; }
+    fclose(f);
+}
+
+/* key k's x axis: 2 log10 (lr, or a positive key spanning 30x), 1 its value, 0 a word's index */
+static int ft_sweep_axis(const ft_sweep *s, int k, char *xlabel, size_t cap) {
+    double lo = INFINITY, hi = -INFINITY;
+    int j, numeric = 1, logx;
+    size_t len;
+    for (j = 0; j < s->nrows; j++) {
+        const ft_json *v = ft_json_get(ft_json_root(s->rows[j].doc), s->k[k].key);
+        if (v && v->kind != FT_JSON_NUMBER) numeric = 0;
+        if (v && v->kind == FT_JSON_NUMBER) lo = fmin(lo, v->num);
+        if (v && v->kind == FT_JSON_NUMBER) hi = fmax(hi, v->num);
     }
-    if (ft_mkdirs(dir) != FT_OK) return fail("sweep --out");
-    n_trials = 1;
-    for (k = 0; k < nk; k++) n_trials *= keys[k].n;
-    if (n_random > 0) n_trials = n_random;
-    nrows = 0; rows = NULL;
-    ft_rng_seed(&rng, seed);
-    fprintf(stderr, "ft sweep: %d trials (%s) in %s\n", n_trials, n_random > 0 ? "random" : "grid", dir);
-    for (int t = 0; t < n_trials; t++) {
-        char *vals[SWEEP_KEYS], rnd[SWEEP_KEYS][32], params[1024] = "", tdir[2100], ep[2200], line[1024], st[16];
-        int idx = t, have = 0; size_t len = 0; double t0, secs; int rc; FILE *f;
-        for (k = nk - 1; k >= 0; k--) {              /* the grid: the last key varies fastest */
-            int q;
-            if (n_random > 0 && keys[k].range) {
-                double lo = strtod(keys[k].val[0], NULL), hi = strtod(strstr(keys[k].val[0], "..") + 2, NULL);
-                double x = exp(log(lo) + ft_rng_uniform(&rng) * (log(hi) - log(lo)));
-                const char *dd = strstr(keys[k].val[0], ".."), *c; int whole = !strpbrk(dd + 2, ".eE");
-                for (c = keys[k].val[0]; c < dd; c++) if (*c == '.' || *c == 'e' || *c == 'E') whole = 0;
-                if (whole) snprintf(rnd[k], sizeof rnd[k], "%.0f", x);             /* rank=4..64: whole numbers */
-                else snprintf(rnd[k], sizeof rnd[k], "%.3g", x);
-                vals[k] = rnd[k];
-                continue;
-            }
-            q = n_random > 0 ? (int)(ft_rng_uniform(&rng) * keys[k].n) % keys[k].n : idx % keys[k].n;
-            idx /= keys[k].n;
-            vals[k] = keys[k].val[q];
-        }
-        for (k = 0; k < nk; k++) len += (size_t)snprintf(params + len, sizeof params - len, "%s%s=%s", k ? " " : "", keys[k].key, vals[k]);
-        for (i = 0; i < nrows; i++) free(rows[i].line);
-        free(rows);
-        snprintf(path, sizeof path, "%s/results.jsonl", dir);
-        nrows = sweep_read(path, &rows);              /* again each time: a repeated random draw runs once */
-        for (i = 0; i < nrows; i++)
-            if (jget(rows[i].line, "params", line, sizeof line) && !strcmp(line, params) && jget(rows[i].line, "status", st, sizeof st) && !strcmp(st, "ok")) have = 1;
-        if (have) { fprintf(stderr, "ft sweep: trial %d/%d %s: done before, skipped\n", t + 1, n_trials, params); skipped++; continue; }
-        snprintf(tdir, sizeof tdir, "%s/trial_%03d", dir, t);
-        if (ft_mkdirs(tdir) != FT_OK) return fail("sweep");
-        snprintf(ep, sizeof ep, "%s/eval.json", tdir); remove(ep);
-        fprintf(stderr, "ft sweep: trial %d/%d %s ... ", t + 1, n_trials, params);
-        t0 = ft_time_seconds();
-        rc = sweep_spawn(base, nbase, tdir, keys, vals, nk);
-        secs = ft_time_seconds() - t0;
-        line[0] = 0;
-        if (rc == 0 && (f = fopen(ep, "r"))) { if (!fgets(line, sizeof line, f)) line[0] = 0; fclose(f); }
-        snprintf(path, sizeof path, "%s/results.jsonl", dir);
-        if (!(f = fopen(path, "a"))) { fprintf(stderr, "ft sweep: %s: cannot write\n", path); return 1; }
-        fprintf(f, "{\"trial\": %d, \"params\": ", t); json_str(f, params);
-        for (k = 0; k < nk; k++) {
-            fprintf(f, ", "); json_str(f, keys[k].key); fprintf(f, ": ");
-            if (is_number(vals[k])) fprintf(f, "%s", vals[k]); else json_str(f, vals[k]);
-        }
-        if (rc == 0 && jnum(line, "eval_loss") == jnum(line, "eval_loss")) {
-            char ml[4096], last[4096] = ""; double em = jnum(line, "exact_match"), tl = NAN;
-            snprintf(ep, sizeof ep, "%s/metrics.jsonl", tdir);
-            FILE *mf;
-            if ((mf = fopen(ep, "r")) != NULL) { while (fgets(ml, sizeof ml, mf)) strcpy(last, ml); fclose(mf); tl = jnum(last, "loss"); }
-            fprintf(f, ", \"status\": \"ok\", \"eval_loss\": %.6f, \"eval_perplexity\": %.4f", jnum(line, "eval_loss"), exp(jnum(line, "eval_loss")));
-            if (em == em) fprintf(f, ", \"exact_match\": %.4f, \"contains\": %.4f, \"n_gen\": %.0f", em, jnum(line, "contains"), jnum(line, "n_gen"));
-            if (tl == tl) fprintf(f, ", \"train_loss\": %.6f", tl);
-            fprintf(stderr, "eval loss %.4f", jnum(line, "eval_loss"));
-            if (em == em) fprintf(stderr, ", exact match %.1f%%", 100 * em);
-            done++;
-        } else {                                      /* the trial's last log line says why */
-            char ll[1024] = "", last[1024] = ""; FILE *lf;
-            snprintf(ep, sizeof ep, "%s/train.log", tdir);
-            if ((lf = fopen(ep, "r")) != NULL) { while (fgets(ll, sizeof ll, lf)) if (ll[0] != '\n') strcpy(last, ll); fclose(lf); }
-            last[strcspn(last, "\r\n")] = 0;
-            fprintf(f, ", \"status\": \"failed\", \"exit\": %d, \"error\": ", rc); json_str(f, last);
-            fprintf(stderr, "FAILED (exit %d: %s; see %s)", rc, last, ep);
-            failed++;
-        }
-        fprintf(f, ", \"seconds\": %.1f}\n", secs);
-        fclose(f);
-        fprintf(stderr, " (%.0f s)\n", secs);
-        sweep_report(dir, keys, nk);
+    logx = numeric && lo > 0 && (!strcmp(s->k[k].key, "lr") || hi >= 30 * lo);
+    if (numeric) snprintf(xlabel, cap, logx ? "log10(%s)" : "%s", s->k[k].key);
+    if (numeric) return logx ? 2 : 1;
+    len = (size_t)snprintf(xlabel, cap, "%s:", s->k[k].key);
+    for (j = 0; j < s->k[k].n && len + 40 < cap; j++)
+        len += (size_t)snprintf(xlabel + len, cap - len, " %d=%s", j, s->k[k].val[j]);
+    return 0;
+}
+
+/* the series of row j on key k's panel: the other keys' values (16 series at most; -1 beyond) */
+static int ft_sweep_series(const ft_sweep *s, int k, int j, ft_plot_series *ser, char names[][256], int *ns, double *xs) {
+    char w[128], name[256] = "", *e;
+    int kk, i;
+    for (kk = 0; kk < s->nk; kk++) {
+        size_t len = strlen(name);
+        const char *v = ft_jval(s, s->rows[j].doc, kk, w, sizeof w);
+        if (kk != k) snprintf(name + len, sizeof name - len, "%s%s=%s", len ? " " : "", s->k[kk].key, v);
     }
-    sweep_report(dir, keys, nk);
-    fprintf(stderr, "ft sweep: %d trials run, %d failed, %d skipped; wrote %s/{results.jsonl,results.md,sweep.svg}\n", done + failed, failed, skipped, dir);
-    snprintf(path, sizeof path, "%s/results.md", dir);
-    {
-        FILE *f = fopen(path, "r"); char l[2048];
-        while (f && fgets(l, sizeof l, f)) fputs(l, stdout);
-        if (f) fclose(f);
+    if (!name[0]) snprintf(name, sizeof name, "eval loss");
+    for (e = name; *e; e++) if (*e == '<' || *e == '&' || *e == '>') *e = '_';
+    for (i = 0; i < *ns && strcmp(names[i], name); i++) {}
+    if (i == 16) return -1;
+    if (i < *ns) return i;
+    snprintf(names[i], 256, "%s", name);
+    ser[i].name = names[i];
+    ser[i].x = xs + 2 * (size_t)s->nrows * (size_t)i;
+    ser[i].y = ser[i].x + s->nrows;
+    ser[i].n = 0;
+    (*ns)++;
+    return i;
+}
+
+/* row j's point on key k's panel, into its series in x order */
+static void ft_sweep_point(const ft_sweep *s, int k, int j, int axis, ft_plot_series *ser, char names[][256], int *ns,
+                           double *xs) {
+    const ft_json *v = ft_json_get(ft_json_root(s->rows[j].doc), s->k[k].key);
+    double x = v && v->kind == FT_JSON_NUMBER ? v->num : 0, *sx, *sy;
+    int i, q = 0;
+    int64_t p;
+    if (!isfinite(s->rows[j].loss) || !v) return;
+    while (!axis && q < s->k[k].n && v->kind == FT_JSON_STRING && strcmp(s->k[k].val[q], v->s)) q++;
+    x = axis == 2 ? log10(x) : axis == 1 ? x : q;
+    if ((i = ft_sweep_series(s, k, j, ser, names, ns, xs)) < 0) return;
+    sx = (double *)ser[i].x;
+    sy = (double *)ser[i].y;
+    for (p = ser[i].n; p > 0 && sx[p - 1] > x; p--) {
+        sx[p] = sx[p - 1];
+        sy[p] = sy[p - 1];
     }
-    for (i = 0; i < nrows; i++) free(rows[i].line);
-    free(rows); free(base);
-    return failed && !done && !skipped ? 1 : 0;      /* a failed trial is recorded, not fatal */
+    sx[p] = x;
+    sy[p] = s->rows[j].loss;
+    ser[i].n++;
+}
+
+/* key k's panel: DIR/sweep_KEY.svg, copied into out; 1 when drawn */
+static int ft_sweep_panel(const ft_sweep *s, int k, FILE *out, int np) {
+    ft_plot_series ser[16];
+    char names[16][256], xlabel[512], title[300], panel[2200], line[4096];
+    double *xs = (double *)calloc(32 * (size_t)s->nrows + 1, sizeof(double));
+    int ns = 0, j, axis = ft_sweep_axis(s, k, xlabel, sizeof xlabel), drawn;
+    FILE *pf;
+    for (j = 0; j < s->nrows; j++) ft_sweep_point(s, k, j, axis, ser, names, &ns, xs);
+    snprintf(panel, sizeof panel, "%s/sweep_%s.svg", s->c->out, s->k[k].key);
+    snprintf(title, sizeof title, "eval loss against %s", s->k[k].key);
+    drawn = ft_svg_plot(panel, title, xlabel, "eval loss", ser, ns) == FT_OK;
+    pf = drawn ? fopen(panel, "r") : NULL;
+    if (drawn) fprintf(out, "<g transform=\"translate(0 %d)\">\n", 420 * np);
+    while (pf && fgets(line, sizeof line, pf)) fputs(line, out);
+    if (pf) fclose(pf);
+    if (drawn) fprintf(out, "</g>\n");
+    free(xs);
+    return drawn;
+}
+
+/* results.md (sorted by eval loss) and sweep.svg (a panel per key) from results.jsonl */
+static void ft_sweep_report(ft_sweep *s) {
+    FILE *out;
+    int k, np = 0;
+    ft_sweep_read(s);
+    qsort(s->rows, (size_t)s->nrows, sizeof *s->rows, ft_row_cmp);
+    ft_sweep_md(s);
+    if (!(out = fopen(ft_sweep_path(s, "sweep.svg"), "w"))) return;
+    fprintf(out, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"%d\">\n", 420 * s->nk);
+    for (k = 0; k < s->nk; k++) np += ft_sweep_panel(s, k, out, np);
+    fprintf(out, "</svg>\n");
+    fclose(out);
+}
+
+/* --- the sweep --- */
+
+static int ft_sweep_trial(ft_sweep *s, int t) {
+    const char *vals[8];
+    char rnd[8][32], params[1024] = "", tdir[2100], path[2200];
+    size_t len = 0;
+    int i, k, rc;
+    double t0, secs;
+    ft_sweep_values(s, t, vals, rnd);
+    for (k = 0; k < s->nk && len < sizeof params; k++)
+        len += (size_t)snprintf(params + len, sizeof params - len, "%s%s=%s", k ? " " : "", s->k[k].key, vals[k]);
+    ft_sweep_read(s);                          /* again each time: a repeated random draw runs once */
+    for (i = 0; i < s->nrows; i++) {
+        const char *status = ft_jstr(s->rows[i].doc, "status");
+        if (strcmp(ft_jstr(s->rows[i].doc, "params"), params) || !status || strcmp(status, "ok")) continue;
+        fprintf(stderr, "ft sweep: trial %d/%d %s: done before, skipped\n", t + 1, s->n_trials, params);
+        s->skipped++;
+        return 0;
+    }
+    snprintf(tdir, sizeof tdir, "%s/trial_%03d", s->c->out, t);
+    if (ft_mkdirs(tdir) != FT_OK) return ft_fail(s->c);
+    snprintf(path, sizeof path, "%s/eval.json", tdir);
+    remove(path);
+    fprintf(stderr, "ft sweep: trial %d/%d %s ... ", t + 1, s->n_trials, params);
+    t0 = ft_time_seconds();
+    rc = ft_sweep_spawn(s, tdir, vals);
+    secs = ft_time_seconds() - t0;
+    if (ft_sweep_record(s, t, tdir, params, vals, rc, secs)) return 1;
+    fprintf(stderr, " (%.0f s)\n", secs);
+    ft_sweep_report(s);
+    return 0;
+}
+
+static int ft_sweep_setup(ft_sweep *s) {
+    ft_cli *c = s->c;
+    int k;
+    static char exe[1024];
+    ssize_t len;
+    if (!c->model || !c->out || !c->grid.n) return ft_missing(c, "-m MODEL.gguf, --out DIR and --grid KEY=V1,V2,...");
+    for (k = 0; k < c->grid.n; k++) if (ft_sweep_key(s, c->grid.v[k])) return 2;
+    if (!c->data && !c->task.n && !ft_sweep_has(s, "data") && !ft_sweep_has(s, "task")) return ft_missing(c, "--data FILE");
+    if (!c->eval && !(c->eval_split > 0) && !ft_sweep_has(s, "eval"))
+        return ft_missing(c, "--eval FILE (or --eval-split F): the trials are compared on eval loss");
+    ft_sweep_base(s);
+    len = strchr(ft_self, '/') && access(ft_self, X_OK) == 0 ? 0 : readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) exe[len] = 0;
+    if (len > 0) ft_self = exe;
+    if (ft_mkdirs(c->out) != FT_OK) return ft_fail(c);
+    s->n_trials = 1;
+    for (k = 0; k < s->nk; k++) s->n_trials *= s->k[k].n;
+    if (c->random > 0) s->n_trials = (int)c->random;
+    ft_rng_seed(&s->rng, c->train.seed);
+    return 0;
+}
+
+static int ft_cmd_sweep(ft_cli *c) {
+    ft_sweep s;
+    char line[2048];
+    FILE *f;
+    int t, k, rc;
+    memset(&s, 0, sizeof s);
+    s.c = c;
+    rc = ft_sweep_setup(&s);
+    if (!rc) fprintf(stderr, "ft sweep: %d trials (%s) in %s\n", s.n_trials, c->random > 0 ? "random" : "grid", c->out);
+    for (t = 0; !rc && t < s.n_trials; t++) rc = ft_sweep_trial(&s, t);
+    if (!rc) ft_sweep_report(&s);
+    if (!rc) fprintf(stderr, "ft sweep: %d trials run, %d failed, %d skipped; wrote %s/{results.jsonl,results.md,sweep.svg}\n",
+                     s.done + s.failed, s.failed, s.skipped, c->out);
+    f = rc ? NULL : fopen(ft_sweep_path(&s, "results.md"), "r");
+    while (f && fgets(line, sizeof line, f)) fputs(line, stdout);
+    if (f) fclose(f);
+    if (!rc && s.failed && !s.done && !s.skipped) rc = 1;      /* a failed trial is recorded, not fatal */
+    ft_sweep_rows_free(&s);
+    for (k = 0; k < s.nk; k++) free(s.k[k].spec);
+    free(s.base);
+    return rc;
+}
+
+/* ==== main ======================================================================================= */
+
+static const ft_cmd ft_cmds[] = {
+    {"info", FT_C_INFO, ft_cmd_info, "MODEL.gguf [--all]", "metadata, tensor types, parameter count"},
+    {"generate", FT_C_GENERATE, ft_cmd_generate, "-m MODEL.gguf -p PROMPT [options]",
+     "sample a continuation (greedy at --temp 0)"},
+    {"train", FT_C_TRAIN, ft_cmd_train, "-m MODEL.gguf --data TRAIN.jsonl --out DIR [options]",
+     "fine-tune with any PEFT method and objective (SFT, CPT, DPO & co, KTO, RM, GRPO, PPO)"},
+    {"eval", FT_C_EVAL, ft_cmd_eval, "-m MODEL.gguf [--lora ADAPTER] --data EVAL.jsonl [options]",
+     "loss, perplexity and exact match of greedy answers"},
+    {"merge", FT_C_MERGE, ft_cmd_merge, "-m MODEL.gguf [--adapter ADAPTER] [--type TYPE] [--embeddings] -o OUT.gguf",
+     "a whole model with the adapter merged into its linear weights (F16 by default)"},
+    {"merge-models", FT_C_MERGE_MODELS, ft_cmd_merge_models,
+     "--base BASE.gguf --method NAME --input A.gguf[:W[:D]] ... -o OUT.gguf",
+     "several models or adapters merged over their base (also: ft merge --method ...)"},
+    {"export", FT_C_EXPORT, ft_cmd_export, "--format peft|gguf -m MODEL.gguf --adapter ADAPTER -o OUT_DIR|OUT.gguf",
+     "an adapter in another format (PEFT directory, llama.cpp LoRA GGUF or finetune.h's own)"},
+    {"logits", FT_C_LOGITS, ft_cmd_logits, "-m MODEL.gguf [--adapter ADAPTER] (-p PROMPT [--chat] | --ids 1,2,3) -o OUT.f32",
+     "raw f32 logits (tokens x vocab, row-major) of every position; the ids go to stdout"},
+    {"quantize", FT_C_QUANTIZE, ft_cmd_quantize, "--type nf4 -m IN.gguf -o OUT.gguf [--output]",
+     "linear weights -> NF4 (QLoRA's, bitsandbytes' bytes); everything else copied"},
+    {"synth", FT_C_SYNTH, ft_cmd_synth, "--method NAME -m MODEL.gguf --seed-tasks SEEDS.jsonl -n N -o OUT.jsonl [options]",
+     "synthetic instruction data from the model itself; OUT.jsonl is resumed when it exists"},
+    {"sweep", FT_C_SWEEP, ft_cmd_sweep,
+     "-m MODEL.gguf --data TRAIN.jsonl --eval EVAL.jsonl --out DIR --grid KEY=V1,V2 ... [options]",
+     "a short ft train per combination of the grid (or --random N draws)"},
+};
+#define FT_NCMDS ((int)(sizeof ft_cmds / sizeof ft_cmds[0]))
+
+static int ft_usage(FILE *f, int rc) {
+    int i;
+    fprintf(f, "usage: ft COMMAND [options]        ft COMMAND --help: its options, their defaults and ranges\n");
+    for (i = 0; i < FT_NCMDS; i++) fprintf(f, "  %-12s %s\n%17s%s\n", ft_cmds[i].name, ft_cmds[i].synopsis, "", ft_cmds[i].about);
+    fprintf(f, "  ADAPTER: a llama.cpp LoRA GGUF (adapter.gguf), finetune.h's own adapter GGUF or a PEFT directory\n");
+    fprintf(f, "  --config FILE: options as `name = value` lines (a run's DIR/config reads back)\n");
+    return rc;
+}
+
+/* the command of argv[1]; ft merge with --base, --method or --input is merge-models */
+static const ft_cmd *ft_cmd_find(const char *name, int argc, char **argv) {
+    int i;
+    for (i = 0; i < argc && !strcmp(name, "merge"); i++) {
+        char flag[16];
+        snprintf(flag, sizeof flag, "%.*s", (int)strcspn(argv[i], "="), argv[i]);
+        if (!strcmp(flag, "--base") || !strcmp(flag, "--method") || !strcmp(flag, "--input")) name = "merge-models";
+    }
+    for (i = 0; i < FT_NCMDS; i++) if (!strcmp(ft_cmds[i].name, name)) return &ft_cmds[i];
+    return NULL;
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) return usage();
-    self_path = argv[0];
-    if (strcmp(argv[1], "sweep") == 0) return cmd_sweep(argc - 2, argv + 2);
-    if (strcmp(argv[1], "merge-models") == 0) return cmd_merge_models(argc - 2, argv + 2);
-    if (strcmp(argv[1], "quantize") == 0) return cmd_quantize(argc - 2, argv + 2);
-    if (strcmp(argv[1], "info") == 0) return cmd_info(argc - 2, argv + 2);
-    if (strcmp(argv[1], "synth") == 0) return cmd_synth(argc - 2, argv + 2);
-    if (strcmp(argv[1], "generate") == 0) return cmd_generate(argc - 2, argv + 2);
-    if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 2, argv + 2);
-    if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 2, argv + 2);
-    if (strcmp(argv[1], "merge") == 0) {             /* --base/--method/--input: several models or adapters */
-        int i;
-        for (i = 2; i < argc; i++) if (strcmp(argv[i], "--base") == 0 || strcmp(argv[i], "--method") == 0 || strcmp(argv[i], "--input") == 0) return cmd_merge_models(argc - 2, argv + 2);
-        return cmd_merge(argc - 2, argv + 2);
+    const ft_cmd *k;
+    ft_cli c;
+    int rc = 2;
+    if (argc < 2) return ft_usage(stderr, 2);
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) return ft_usage(stdout, 0);
+    ft_self = argv[0];
+    if (!(k = ft_cmd_find(argv[1], argc - 2, argv + 2))) {
+        fprintf(stderr, "ft: unknown command '%s'\n", argv[1]);
+        return ft_usage(stderr, 2);
     }
-    if (strcmp(argv[1], "export") == 0) return cmd_export(argc - 2, argv + 2);
-    if (strcmp(argv[1], "logits") == 0) return cmd_logits(argc - 2, argv + 2);
-    return usage();
+    if (ft_cli_parse(&c, k->name, k->bit, argc - 2, argv + 2)) rc = c.help ? ft_help(k, &c) : k->run(&c);
+    ft_cli_free(&c);
+    return rc;
 }
