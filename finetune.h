@@ -1167,6 +1167,8 @@ typedef struct ft_objective_def {
     ft_pair_loss_fn pair_loss;      /* FT_KIND_PAIRS: the loss; your own row may bring its own    */
     const char *metrics;            /* what it logs to metrics.jsonl (TRL's names)                */
     const char *about;              /* one line for usage texts                                   */
+    int   scalar_head;              /* the adapter carries a scalar head (ft_peft_opts.reward_head):
+                                       rm's reward, PPO's value                                   */
 } ft_objective_def;
 FT_API const ft_objective_def *ft_objective_get(ft_objective id);       /* NULL out of range     */
 FT_API int         ft_objective_parse(const char *name, ft_objective *out);  /* 1: known name      */
@@ -1195,6 +1197,8 @@ struct ft_train_opts {
     const ft_dataset *eval; int64_t eval_every;
     const char *checkpoint_path; int64_t save_every; const char *resume_from;
     ft_step_fn on_step; void *user;
+    int     from_default;           /* set by ft_train_opts_default: then a zero gamma, label
+                                       smoothing or kl_coef is taken as zero, not as the default  */
 };
 /* every option at its default for the objective: what a zero field means, written once; the
    library and the command line both start from it */
@@ -1257,6 +1261,7 @@ typedef struct ft_save_opts {
                                        an all-F32 file for an exact comparison with llama.cpp      */
 } ft_save_opts;
 FT_API ft_save_opts ft_save_opts_default(void);          /* F16 linear weights, the rest as stored */
+FT_API int ft_save_type_ok(ft_type t);                    /* 1: merged weights can be written as t */
 FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_save_opts *o);   /* NULL: F32 */
 
 /* ---- synthetic data: Self-Instruct and Evol-Instruct with the model as generator ------------------ */
@@ -10358,10 +10363,10 @@ static void ft__shuffle(int64_t *a, int64_t n, uint64_t seed) {
 #define FT__PAIR_METRICS "rewards/chosen,rewards/rejected,rewards/margins,rewards/accuracies,logps/chosen,logps/rejected"
 #define FT__RL_METRICS "reward,reward_std,kl,completion_length"
 #define FT__DPO_ROW(nm, avg, ls, fn, about) \
-    {nm, FT_KIND_PAIRS, FT_DATA_PREFERENCE, 1, avg, 5e-5f, 0.1f, 0, ls, fn, FT__PAIR_METRICS, about}
+    {nm, FT_KIND_PAIRS, FT_DATA_PREFERENCE, 1, avg, 5e-5f, 0.1f, 0, ls, fn, FT__PAIR_METRICS, about, 0}
 static const ft_objective_def ft__objectives[] = {
-    {"sft", FT_KIND_TOKENS, FT_DATA_AUTO, 0, 0, 2e-4f, 0, 0, 0, NULL, "loss", "supervised fine-tuning: cross-entropy on the answer tokens"},
-    {"cpt", FT_KIND_TOKENS, FT_DATA_TEXT, 0, 0, 2e-4f, 0, 0, 0, NULL, "loss", "continued pretraining: cross-entropy on every token, packed rows"},
+    {"sft", FT_KIND_TOKENS, FT_DATA_AUTO, 0, 0, 2e-4f, 0, 0, 0, NULL, "loss", "supervised fine-tuning: cross-entropy on the answer tokens", 0},
+    {"cpt", FT_KIND_TOKENS, FT_DATA_TEXT, 0, 0, 2e-4f, 0, 0, 0, NULL, "loss", "continued pretraining: cross-entropy on every token, packed rows", 0},
     FT__DPO_ROW("dpo", 0, 0, ft__loss_dpo, "DPO: -logsig(b z); with label smoothing, cDPO"),
     FT__DPO_ROW("ipo", 1, 0, ft__loss_ipo, "IPO: (z - 1/(2b))^2 on per-token mean log-probs"),
     FT__DPO_ROW("hinge", 0, 0, ft__loss_hinge, "SLiC's hinge: relu(1 - b z)"),
@@ -10377,15 +10382,15 @@ static const ft_objective_def ft__objectives[] = {
     FT__DPO_ROW("discopop", 0, 0, ft__loss_discopop, "DiscoPOP: logistic and exponential blended by the margin"),
     FT__DPO_ROW("sigmoid_norm", 1, 0, ft__loss_sigmoid_norm, "DPO on per-token mean log-probs"),
     {"simpo", FT_KIND_PAIRS, FT_DATA_PREFERENCE, 0, 1, 5e-5f, 2.0f, 0.5f, 0, ft__loss_simpo, FT__PAIR_METRICS,
-     "SimPO: reference-free, per-token means with a margin gamma"},
+     "SimPO: reference-free, per-token means with a margin gamma", 0},
     {"orpo", FT_KIND_PAIRS, FT_DATA_PREFERENCE, 0, 1, 5e-5f, 0.1f, 0, 0, ft__loss_orpo, FT__PAIR_METRICS ",log_odds_ratio,log_odds_chosen",
-     "ORPO: the chosen NLL plus an odds-ratio term, no reference"},
-    {"kto", FT_KIND_KTO, FT_DATA_KTO, 1, 0, 5e-5f, 0.1f, 0, 0, NULL, FT__PAIR_METRICS ",kl", "KTO: unpaired desirable / undesirable completions"},
-    {"rm", FT_KIND_SCORES, FT_DATA_PREFERENCE, 0, 0, 5e-5f, 0, 0, 0, NULL, FT__PAIR_METRICS, "a reward model: Bradley-Terry on a scalar head"},
+     "ORPO: the chosen NLL plus an odds-ratio term, no reference", 0},
+    {"kto", FT_KIND_KTO, FT_DATA_KTO, 1, 0, 5e-5f, 0.1f, 0, 0, NULL, FT__PAIR_METRICS ",kl", "KTO: unpaired desirable / undesirable completions", 0},
+    {"rm", FT_KIND_SCORES, FT_DATA_PREFERENCE, 0, 0, 5e-5f, 0, 0, 0, NULL, FT__PAIR_METRICS, "a reward model: Bradley-Terry on a scalar head", 1},
     {"grpo", FT_KIND_ROLLOUTS, FT_DATA_PROMPT, 1, 0, 1e-5f, 0, 0, 0, NULL, FT__RL_METRICS ",clip_ratio/region_mean,frac_reward_zero_std",
-     "GRPO: group-normalised rewards of sampled completions, clipped ratio"},
+     "GRPO: group-normalised rewards of sampled completions, clipped ratio", 0},
     {"ppo", FT_KIND_ROLLOUTS, FT_DATA_PROMPT, 1, 0, 1e-5f, 0, 0, 0, NULL, FT__RL_METRICS ",pg_loss,vf_loss,pg_clipfrac,objective/entropy,objective/rlhf_reward",
-     "PPO: a value head, GAE, clipped policy and value losses"},
+     "PPO: a value head, GAE, clipped policy and value losses", 1},
 };
 typedef char ft__objectives_fit_the_enum[sizeof ft__objectives / sizeof ft__objectives[0] == FT_OBJ_COUNT ? 1 : -1];
 
@@ -10421,16 +10426,19 @@ FT_API ft_train_opts ft_train_opts_default(ft_objective objective) {
     o.rl.grpo.epsilon = 0.2f; o.rl.grpo.agg = FT_GRPO_AGG_DAPO;
     o.rl.ppo.kl_coef = 0.05f; o.rl.ppo.gamma = 1.0f; o.rl.ppo.lam = 0.95f; o.rl.ppo.cliprange = 0.2f;
     o.rl.ppo.cliprange_value = 0.2f; o.rl.ppo.vf_coef = 0.1f; o.rl.ppo.kl_horizon = 10000.0f;
+    o.from_default = 1;
     return o;
 }
 
-/* a zero field takes the default where zero is no choice (a rate, a count, a weight) */
+/* a zero field takes the default where zero is no choice (a rate, a count, a weight); where it is
+   one (gamma, label smoothing, kl_coef) only in options that did not start from the defaults */
 static void ft__train_fill(ft_train_opts *o, const ft_objective_def *d, int64_t n) {
     ft_train_opts z = ft_train_opts_default(o->objective);
+    int zero_is_default = !o->from_default;
     if (o->lr <= 0) o->lr = o->custom ? d->lr : z.lr;
     if (o->beta <= 0) o->beta = d->beta > 0 ? d->beta : 0.1f;
-    if (o->gamma == 0) o->gamma = d->gamma;
-    if (o->label_smoothing == 0) o->label_smoothing = d->label_smoothing;
+    if (o->gamma == 0 && zero_is_default) o->gamma = d->gamma;
+    if (o->label_smoothing == 0 && zero_is_default) o->label_smoothing = d->label_smoothing;
     if (o->tau <= 0) o->tau = z.tau;
     if (o->desirable_weight <= 0) o->desirable_weight = 1.0f;
     if (o->undesirable_weight <= 0) o->undesirable_weight = 1.0f;
@@ -10444,7 +10452,7 @@ static void ft__train_fill(ft_train_opts *o, const ft_objective_def *d, int64_t 
     if (o->rl.sample.temperature <= 0) o->rl.sample.temperature = 1.0f;
     if (o->rl.grpo.epsilon <= 0) o->rl.grpo.epsilon = 0.2f;
     if (o->rl.grpo.max_completion_len <= 0) o->rl.grpo.max_completion_len = o->rl.max_new;
-    if (o->rl.ppo.kl_coef == 0) o->rl.ppo.kl_coef = z.rl.ppo.kl_coef;
+    if (o->rl.ppo.kl_coef == 0 && zero_is_default) o->rl.ppo.kl_coef = z.rl.ppo.kl_coef;
     if (o->rl.ppo.gamma <= 0) o->rl.ppo.gamma = 1.0f;
     if (o->rl.ppo.lam <= 0) o->rl.ppo.lam = z.rl.ppo.lam;
     if (o->rl.ppo.cliprange <= 0) o->rl.ppo.cliprange = z.rl.ppo.cliprange;
@@ -12320,7 +12328,7 @@ static ft_result ft__peft_dir_attach(ft_peft **out, ft_model *m, const char *dir
 }
 
 /* ---- a whole model with the adapter merged ------------------------------------------------------------- */
-static int ft__merge_can_encode(ft_type t) {
+FT_API int ft_save_type_ok(ft_type t) {
     return t == FT_TYPE_F32 || t == FT_TYPE_F16 || t == FT_TYPE_BF16 || t == FT_TYPE_Q8_0 || t == FT_TYPE_Q4_0 || t == FT_TYPE_Q4_1;
 }
 /* one f32 row of n elements into type t (n a multiple of the block) */
@@ -12360,7 +12368,7 @@ FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_sa
     char name[128];
     memset(&o, 0, sizeof o);
     if (opts) o = *opts;
-    if (!o.keep_type && !ft__merge_can_encode(o.type))
+    if (!o.keep_type && !ft_save_type_ok(o.type))
         return ft_set_error(FT_ERR_UNSUPPORTED, "%s: cannot write weights as %s (f32, f16, bf16, q8_0, q4_0, q4_1 can be written)", path, ft_type_name(o.type));
     if (p && p->enabled && !p->impl->merge_row)
         return ft_set_error(FT_ERR_UNSUPPORTED, "%s: a %s adapter does not change the weights, so there is nothing to merge (save it with ft_peft_save)", path, ft_peft_method_name(p->kind));
@@ -12373,7 +12381,7 @@ FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_sa
         if (o.keep_type && p && p->orig && p->orig[i] != W) t = p->orig[i]->type;   /* ft_peft_merge'd: the file's type */
         if (o.keep_type && !has && !(p && p->orig && p->orig[i] != W)) continue;    /* copied unchanged */
         snprintf(name, sizeof name, "blk.%d.%s.weight", (int)(i / FT_SITE_COUNT), ft__gguf_site_name((int)(i % FT_SITE_COUNT)));
-        if (!ft__merge_can_encode(t))
+        if (!ft_save_type_ok(t))
             return ft_set_error(FT_ERR_UNSUPPORTED, "%s: %s is %s in the base, which cannot be written here; choose f32, f16, bf16, q8_0, q4_0 or q4_1",
                                 path, name, ft_type_name(t));
         t = ft__merge_fit(t, W->shape[1]);

@@ -55,6 +55,29 @@ TEST(robust) { run(FT_OBJ_ROBUST, "robust"); }
 TEST(kto) { run(FT_OBJ_KTO, "kto"); }
 TEST(reward_model) { run(FT_OBJ_RM, "rm"); }
 
+/* a zero SimPO gamma is zero in options from ft_train_opts_default, and the default (0.5) in
+   zeroed ones: the first step's loss tells which ran */
+static double simpo_first_loss(int from_default, float gamma) {
+    ft_model *m; ft_peft *p; ft_ctx *ctx; ft_dataset *d; ft_lora_opts lo = ft_lora_opts_default(); ft_train_opts to; trace t;
+    CHECK_OK(ft_model_load(&m, MODEL, NULL));
+    ft_ctx_init(&ctx, NULL);
+    ft_lora_attach(&p, m, &lo);
+    CHECK_OK(ft_dataset_load(&d, DATA, ft_model_tokenizer(m), ft_model_chat_template(m), NULL));
+    if (from_default) to = ft_train_opts_default(FT_OBJ_SIMPO);
+    else { memset(&to, 0, sizeof to); to.objective = FT_OBJ_SIMPO; }
+    memset(&t, 0, sizeof t);
+    to.gamma = gamma; to.steps = 1; to.batch = 4; to.on_step = on_step; to.user = &t;
+    CHECK_OK(ft_train(ctx, m, ft_peft_params(p), d, &to, NULL));
+    ft_dataset_free(d); ft_peft_free(p); ft_ctx_free(ctx); ft_model_free(m);
+    return t.first;
+}
+TEST(zero_is_a_choice) {
+    double zero = simpo_first_loss(1, 0.0f), unset = simpo_first_loss(0, 0.0f), half = simpo_first_loss(1, 0.5f);
+    printf("    simpo first loss: gamma 0 %.6f, unset %.6f, gamma 0.5 %.6f\n", zero, unset, half);
+    CHECK(unset == half, "a zeroed option takes SimPO's gamma 0.5: %.6f vs %.6f", unset, half);
+    CHECK(zero < half - 1e-3, "gamma 0 from the defaults runs with no margin: %.6f vs %.6f", zero, half);
+}
+
 /* KTO's batch: row B+i is prompt i followed by completion i-1 (mod B), loss on that completion */
 TEST(kto_batch) {
     ft_model *m; ft_dataset *d; ft_batch_data bd; int64_t order[3] = {0, 1, 2}, B = 3, i, t;
@@ -98,6 +121,7 @@ int main(void) {
         fprintf(f, "{\"prompt\": \"Tell me a color, please (%d).\", \"chosen\": \"The color is %s.\", \"rejected\": \"I would rather not say.\"}\n", i, colors[(i * 3) % 8]);
     fclose(f);
     RUN(dpo);
+    RUN(zero_is_a_choice);
     RUN(ipo);
     RUN(hinge);
     RUN(simpo);

@@ -113,6 +113,7 @@ TEST(names_and_the_objective_table) {
         if (!d) continue;
         CHECK(ft_objective_parse(d->name, &back) && back == (ft_objective)v, "%s parses back", d->name);
         CHECK((d->kind == FT_KIND_PAIRS) == (d->pair_loss != NULL), "%s: a pair loss exactly when it compares pairs", d->name);
+        CHECK(d->scalar_head == (v == FT_OBJ_RM || v == FT_OBJ_PPO), "%s: a scalar head for rm's reward and PPO's value only", d->name);
         CHECK(o.objective == (ft_objective)v && o.lr > 0 && o.lr == d->lr && o.beta == d->beta && o.batch > 0 && o.grad_accum == 1,
               "%s: its defaults (lr %g, beta %g)", d->name, (double)o.lr, (double)o.beta);
     }

@@ -92,6 +92,7 @@ static const char *ft_check_grid(const char *v);
 static const char *ft_check_ids(const char *v);
 static int ft_only_nf4(int v);
 static int ft_only_writable(int v);
+static int ft_only_builtin(int v);
 
 #define FT_AT(F) .at = offsetof(ft_cli, F), .size = sizeof(((ft_cli *)0)->F)
 #define O_STR(N, A, F, K, C, M, H) \
@@ -137,7 +138,9 @@ static const ft_opt ft_opts[] = {
     O_STR("ids", 0, ids, ft_check_ids, LOG, "1,2,3", "token ids instead of --prompt"),
     O_FLAG("chat", 0, chat, GEN | LOG, "the prompt as a user message through the model's chat template"),
     /* the method */
-    O_SEL("method", method, "lora", FT_ENUM_PEFT_METHOD, "qlora,dora", TRN, "PEFT method (qlora: lora; dora: DoRA)"),
+    {.name = "method", .kind = FT_OPT_ENUM, FT_AT(method), .def = "lora", .names = FT_ENUM_PEFT_METHOD, .extra = "qlora,dora",
+     .only = ft_only_builtin, .first = 1, .cmds = TRN, .meta = "NAME",
+     .help = "PEFT method (qlora: LoRA on the quantized base, as loaded or with --quantize nf4; dora: DoRA)"},
     O_INT("rank", 0, peft.lora.r, LIB, "[1, 4096]", TRN, "R", "LoRA rank"),
     O_REAL("alpha", peft.lora.alpha, LIB, "(0, 1e6]", TRN, "A", "LoRA scale alpha / rank"),
     O_FLAG("rslora", 0, peft.lora.rslora, TRN, "rsLoRA: scale alpha / sqrt(rank)"),
@@ -817,10 +820,14 @@ static int ft_only_nf4(int v) {
     return v == FT_TYPE_NF4;
 }
 
+/* the PEFT methods the command line can attach (a method of your own needs its hooks in C) */
+static int ft_only_builtin(int v) {
+    return v != FT_PEFT_CUSTOM;
+}
+
 /* the types merged weights can be written as (ft_model_save_merged, ft_merge_models) */
 static int ft_only_writable(int v) {
-    return v == FT_TYPE_F32 || v == FT_TYPE_F16 || v == FT_TYPE_BF16 || v == FT_TYPE_Q8_0 || v == FT_TYPE_Q4_0 ||
-           v == FT_TYPE_Q4_1;
+    return ft_save_type_ok((ft_type)v);
 }
 
 /* one layer of --targets: q_proj (or q), ..., embed_tokens, lm_head; 0: not one */
@@ -1335,7 +1342,7 @@ static int ft_train_adapter(ft_run *r) {
     po.lora.dora = extra == 1;                             /* the method's extra names: qlora, dora */
     po.lora.targets = ft_targets_mask(c->targets);
     po.seed = c->train.seed;
-    po.reward_head = r->def->kind == FT_KIND_SCORES || c->objective == FT_OBJ_PPO;   /* rm: the reward; ppo: the value */
+    po.reward_head = r->def->scalar_head;                  /* rm: the reward; ppo: the value */
     if (c->init_adapter) {             /* an earlier stage folded in: the new base and reference */
         ft_peft *p0;
         if (ft_peft_load(&p0, r->m, c->init_adapter) != FT_OK || ft_peft_bake(p0) != FT_OK) return ft_fail(c);
