@@ -8835,19 +8835,23 @@ static ft_result ft__lora_save_peft(ft_peft *p, const char *dir, const char *bas
 static ft_result ft__lora_attach_peft(ft_peft **out, ft_model *m, const char *dir);
 static ft_result ft__loha_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
 static ft_result ft__loha_attach_peft(ft_peft **out, ft_model *m, const char *dir);
-static ft_result ft__peft_dir_save(ft_peft *p, const char *dir, const char *base_model_name);
-static ft_result ft__peft_dir_attach(ft_peft **out, ft_model *m, const char *dir);
+static ft_result ft__prefix_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
+static ft_result ft__prefix_attach_peft(ft_peft **out, ft_model *m, const char *dir);
+static ft_result ft__prompt_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
+static ft_result ft__prompt_attach_peft(ft_peft **out, ft_model *m, const char *dir);
+static ft_result ft__ia3_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
+static ft_result ft__ia3_attach_peft(ft_peft **out, ft_model *m, const char *dir);
 static const ft__peft_impl ft__peft_impls[] = {
     {FT_PEFT_LORA, ft__lora_add, ft__lora_init, ft__lora_linear, NULL, ft__lora_embed, NULL, NULL,
      ft__lora_delta, ft__lora_merge_row, NULL, ft__merge_bake, ft__merge_detach, "LORA", ft__lora_save_peft, ft__lora_attach_peft},
     {FT_PEFT_ADAPTER, ft__adapter_add, ft__adapter_init, NULL, ft__adapter_after, NULL, NULL, NULL,
      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     {FT_PEFT_PREFIX, ft__prefix_add, ft__prefix_init, NULL, NULL, NULL, ft__prefix_table, NULL,
-     NULL, NULL, NULL, NULL, NULL, "PREFIX_TUNING", ft__peft_dir_save, ft__peft_dir_attach},
+     NULL, NULL, NULL, NULL, NULL, "PREFIX_TUNING", ft__prefix_save_peft, ft__prefix_attach_peft},
     {FT_PEFT_PROMPT, ft__prompt_add, ft__prompt_init, NULL, NULL, NULL, NULL, ft__prompt_table,
-     NULL, NULL, NULL, NULL, NULL, "PROMPT_TUNING", ft__peft_dir_save, ft__peft_dir_attach},
+     NULL, NULL, NULL, NULL, NULL, "PROMPT_TUNING", ft__prompt_save_peft, ft__prompt_attach_peft},
     {FT_PEFT_IA3, ft__ia3_add, ft__ia3_init, ft__ia3_linear, NULL, NULL, NULL, NULL,
-     NULL, NULL, NULL, NULL, NULL, "IA3", ft__peft_dir_save, ft__peft_dir_attach},
+     NULL, NULL, NULL, NULL, NULL, "IA3", ft__ia3_save_peft, ft__ia3_attach_peft},
     {FT_PEFT_FULL, ft__full_add, ft__full_init, NULL, NULL, NULL, NULL, NULL,
      NULL, NULL, ft__full_install, ft__full_bake, ft__full_detach, NULL, NULL, NULL},
     {FT_PEFT_LOHA, ft__loha_add, ft__loha_init, ft__loha_linear, NULL, NULL, NULL, NULL,
@@ -11504,7 +11508,6 @@ static ft_result ft__lora_save_gguf(ft_peft *p, const char *path);
 static ft_result ft__lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
 static ft_result ft__peft_attach_dir(ft_peft **out, ft_model *m, const char *dir);
 static ft_result ft__peft_read_config(const char *dir, ft_json_doc **doc);
-static size_t ft__peft_cfg_sites(const ft_peft *p, char *cfg, size_t cap, size_t len);
 static ft_result ft__own_save(ft_peft *p, const char *path);
 static ft_result ft__gguf_attach(ft_peft **out, ft_model *m, const char *path);
 
@@ -11681,13 +11684,14 @@ static ft_result ft__adapter_scan_add(ft__adapter_scan *sc, const char *path, co
     sc->r = (int)r; sc->targets |= 1u << which; sc->mask[l / 64] |= (uint64_t)1 << (l % 64); sc->n_seen++;
     return FT_OK;
 }
-/* attach the method (LoRA or LoHa) with the scanned rank, targets and layers (the layer mask is
+/* attach the method (LoRA, LoHa, IA3) with the scanned rank, targets and layers (the layer mask is
    NULL when all are there) */
 static ft_result ft__adapter_scan_attach(ft__adapter_scan *sc, ft_peft **out, ft_model *m, ft_peft_opts *o, const char *path) {
     int64_t l; int all = 1; ft_result r;
     if (!sc->n_seen) { FT_FREE(sc->mask); return ft_set_error(FT_ERR_FORMAT, "%s: no %s tensors found", path, ft_peft_method_name(o->method)); }
     for (l = 0; l < sc->n_layer; l++) all &= (int)(sc->mask[l / 64] >> (l % 64) & 1);
     o->lora.r = sc->r; o->lora.targets = sc->targets; o->lora.layer_mask = all ? NULL : sc->mask;
+    o->ia3_targets = sc->targets;                  /* (IA3's sites; its layers come from lora.layer_mask) */
     r = ft_peft_attach(out, m, o);
     FT_FREE(sc->mask);
     return r;
@@ -11773,56 +11777,138 @@ static ft_result ft__lora_attach_gguf(ft_peft **out, ft_model *m, const char *pa
     return r;
 }
 
-/* ---- PEFT: adapter_model.safetensors + adapter_config.json -------------------------------------------- */
-static ft_result ft__lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
-    ft_model *m = p->m; int64_t s, nsites, n = 0, l; int k; ft_result r = FT_OK;
-    ft__st_entry *e; float *perm = NULL, *pp; char path[1024], *names, *cfg; size_t total_perm = 0, cap;
-    nsites = m->c.n_layer * FT_SITE_COUNT;
-    e = FT__CAST(ft__st_entry *, FT_MALLOC((size_t)nsites * 3 * sizeof *e));
-    names = FT__CAST(char *, FT_MALLOC((size_t)nsites * 3 * 128));
-    for (s = 0; s < nsites; s++)
-        if (p->A[s] && ft__site_permuted_heads(m, (int)(s % FT_SITE_COUNT))) total_perm += (size_t)(ft_numel(p->B[s]) + (p->mag[s] ? ft_numel(p->mag[s]) : 0));
-    perm = FT__CAST(float *, FT_MALLOC(FT__MAX(total_perm, 1) * sizeof(float)));
-    cap = 4096 + (size_t)m->c.n_layer * 8;
-    cfg = FT__CAST(char *, FT_MALLOC(cap));
-    if (!e || !names || !perm || !cfg) { FT_FREE(e); FT_FREE(names); FT_FREE(perm); FT_FREE(cfg); return ft_set_error(FT_ERR_NOMEM, "peft save: out of memory"); }
-    pp = perm;
-    for (s = 0; s < nsites; s++) {
-        int which = (int)(s % FT_SITE_COUNT); int64_t heads = ft__site_permuted_heads(m, which);
-        l = s / FT_SITE_COUNT;
-        if (!p->A[s]) continue;
-        for (k = 0; k < 3; k++) {
-            ft_tensor *t = k == 0 ? p->A[s] : k == 1 ? p->B[s] : p->mag[s];
-            char *nm = names + n * 128;
-            if (!t) continue;
-            snprintf(nm, 128, "base_model.model.model.layers.%d.%s.%s.%s", (int)l, ft__hf_site_module(which), ft_site_name(which),
-                     k == 0 ? "lora_A.weight" : k == 1 ? "lora_B.weight" : "lora_magnitude_vector");
-            e[n].name = nm; e[n].ndim = t->ndim; e[n].shape[0] = t->shape[0]; e[n].shape[1] = t->shape[1];
-            e[n].data = FT__F(t);
-            if (k > 0 && heads) {                         /* output rows back to HF order */
-                ft__permute_rows(pp, FT__F(t), heads, m->c.head_dim, k == 1 ? t->shape[1] : 1, 1);
-                e[n].data = pp; pp += ft_numel(t);
-            }
-            n++;
-        }
+/* ---- PEFT: adapter_model.safetensors + adapter_config.json -------------------------------------------
+   Every method writes through one builder (ft__peft_out: the tensors, rows put back into Hugging
+   Face's order, the config's text) and reads a tensor through one reader (ft__peft_in_tensor); a
+   method brings its tensor names and its config keys. A site's tensor is named
+   base_model.model.model.layers.{l}.{self_attn|mlp}.{q_proj|...}.{part}; the rows of q_proj and
+   k_proj outputs carry the converter's permutation (ft__permute_rows). */
+typedef struct ft__peft_out {
+    ft__st_entry *e;                /* adapter_model.safetensors' tensors, in order                */
+    char    *names;                 /* 128 bytes per entry                                          */
+    float   *scratch;               /* the rows put back into Hugging Face's order                  */
+    int64_t  n, cap_e, used, cap_f;
+    char    *cfg;                   /* adapter_config.json                                          */
+    size_t   len, cap;
+} ft__peft_out;
+
+static void ft__peft_out_free(ft__peft_out *o) {
+    FT_FREE(o->e);
+    FT_FREE(o->names);
+    FT_FREE(o->scratch);
+    FT_FREE(o->cfg);
+    memset(o, 0, sizeof *o);
+}
+/* more of the config (len counts what did not fit: ft__peft_out_write refuses it) */
+static void ft__peft_out_cfg(ft__peft_out *o, const char *fmt, ...) {
+    va_list ap;
+    int k;
+    va_start(ap, fmt);
+    k = vsnprintf(o->cfg + FT__MIN(o->len, o->cap), o->len < o->cap ? o->cap - o->len : 0, fmt, ap);
+    va_end(ap);
+    if (k > 0) o->len += (size_t)k;
+}
+/* s as the inside of a JSON string (quotes, backslashes, control characters escaped), cut to fit cap */
+static void ft__json_escape(char *dst, size_t cap, const char *s) {
+    size_t n = 0;
+    for (; s && *s && n + 7 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') { dst[n++] = '\\'; dst[n++] = (char)ch; }
+        else if (ch < 0x20) n += (size_t)snprintf(dst + n, cap - n, "\\u%04x", ch);
+        else dst[n++] = (char)ch;
+    }
+    dst[n] = 0;
+}
+/* room for p's trainable tensors (the files hold at most those, plus `extra` floats computed
+   from them) and the keys every PEFT config opens with */
+static ft_result ft__peft_out_init(ft__peft_out *o, const ft_peft *p, const char *peft_type, const char *base, int64_t extra) {
+    char esc[512];
+    memset(o, 0, sizeof *o);
+    o->cap_e = ft_params_count(p->P) + 1;
+    o->cap_f = ft_params_numel(p->P) + extra + 1;
+    o->cap = 8192 + (size_t)p->m->c.n_layer * 8;
+    o->e = FT__CAST(ft__st_entry *, FT_MALLOC((size_t)o->cap_e * sizeof *o->e));
+    o->names = FT__CAST(char *, FT_MALLOC((size_t)o->cap_e * 128));
+    o->scratch = FT__CAST(float *, FT_MALLOC((size_t)o->cap_f * sizeof(float)));
+    o->cfg = FT__CAST(char *, FT_MALLOC(o->cap));
+    if (!o->e || !o->names || !o->scratch || !o->cfg) { ft__peft_out_free(o); return ft_set_error(FT_ERR_NOMEM, "peft save: out of memory"); }
+    ft__json_escape(esc, sizeof esc, base);
+    ft__peft_out_cfg(o, "{\n  \"peft_type\": \"%s\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"base_model_name_or_path\": \"%s\",\n"
+                     "  \"inference_mode\": true,\n  \"modules_to_save\": null", peft_type, esc);
+    return FT_OK;
+}
+/* n floats of scratch (NULL when the upper bound of ft__peft_out_init was wrong) */
+static float *ft__peft_out_scratch(ft__peft_out *o, int64_t n) {
+    float *at = o->scratch + o->used;
+    if (o->used + n > o->cap_f) return NULL;
+    o->used += n;
+    return at;
+}
+/* tensor `name`, [d0] (d1 = 0) or [d0, d1], from data (kept until the write) */
+static void ft__peft_out_tensor(ft__peft_out *o, const char *name, int64_t d0, int64_t d1, const float *data) {
+    ft__st_entry *e = o->e + o->n;
+    if (o->n >= o->cap_e || !data) { o->n = o->cap_e + 1; return; }     /* refused at the write */
+    snprintf(o->names + o->n * 128, 128, "%s", name);
+    e->name = o->names + o->n * 128;
+    e->ndim = d1 ? 2 : 1;
+    e->shape[0] = d0;
+    e->shape[1] = d1;
+    e->data = data;
+    o->n++;
+}
+static void ft__peft_site_name(char *dst, size_t cap, int64_t s, const char *part) {
+    int which = (int)(s % FT_SITE_COUNT);
+    snprintf(dst, cap, "base_model.model.model.layers.%d.%s.%s.%s", (int)(s / FT_SITE_COUNT), ft__hf_site_module(which), ft_site_name(which), part);
+}
+/* site s's tensor `part`, [d0] or [d0, d1]; out_rows: its d0 rows are the site's outputs (into
+   Hugging Face's order for q_proj and k_proj) */
+static void ft__peft_out_site(ft__peft_out *o, const ft_model *m, int64_t s, const char *part, const ft_tensor *t, int64_t d0, int64_t d1, int out_rows) {
+    int64_t heads = out_rows ? ft__site_permuted_heads(m, (int)(s % FT_SITE_COUNT)) : 0;
+    const float *data = FT__F(t);
+    char name[128];
+    if (heads) {
+        float *hf = ft__peft_out_scratch(o, ft_numel(t));
+        if (hf) ft__permute_rows(hf, data, heads, m->c.head_dim, d1 ? d1 : 1, 1);
+        data = hf;
+    }
+    ft__peft_site_name(name, sizeof name, s, part);
+    ft__peft_out_tensor(o, name, d0, d1, data);
+}
+/* ,\n  "target_modules": [...] (and layers_to_transform when not every layer has a site) */
+static void ft__peft_out_sites(ft__peft_out *o, const ft_peft *p) {
+    int64_t l;
+    int t, all = 1;
+    const char *sep = "";
+    ft__peft_out_cfg(o, ",\n  \"target_modules\": [");
+    for (t = 0; t < FT_SITE_COUNT; t++)
+        if (p->o.targets & (1u << t)) { ft__peft_out_cfg(o, "%s\"%s\"", sep, ft_site_name(t)); sep = ", "; }
+    ft__peft_out_cfg(o, "]");
+    for (l = 0; l < p->m->c.n_layer; l++) all &= ft__layer_has_site(p, l);
+    if (all) return;
+    ft__peft_out_cfg(o, ",\n  \"layers_to_transform\": [");
+    for (sep = "", l = 0; l < p->m->c.n_layer; l++)
+        if (ft__layer_has_site(p, l)) { ft__peft_out_cfg(o, "%s%d", sep, (int)l); sep = ", "; }
+    ft__peft_out_cfg(o, "]");
+}
+/* close the config; adapter_model.safetensors, then adapter_config.json (each atomic) */
+static ft_result ft__peft_out_write(ft__peft_out *o, const char *dir) {
+    char path[1024];
+    ft__afile a;
+    ft_result r;
+    ft__peft_out_cfg(o, "\n}\n");
+    if (o->len >= o->cap || o->n > o->cap_e) {
+        r = ft_set_error(FT_ERR_STATE, "%s: the adapter outgrew its buffers (%zu bytes of config, %lld tensors)", dir, o->len, (long long)o->n);
+        ft__peft_out_free(o);
+        return r;
     }
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    r = ft__safetensors_write(path, e, (int)n);
-    if (r == FT_OK) {
-        ft__afile a; size_t len;
-        /* lora_alpha from the scale in use (a llama.cpp adapter read back has only alpha / r) */
-        double alpha = p->o.rslora ? (double)p->scale * sqrt((double)p->o.r) : (double)p->scale * p->o.r;
-        len = (size_t)snprintf(cfg, cap, "{\n  \"peft_type\": \"LORA\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"base_model_name_or_path\": \"%s\",\n"
-                       "  \"r\": %d,\n  \"lora_alpha\": %.9g,\n  \"lora_dropout\": %g,\n  \"use_rslora\": %s,\n  \"use_dora\": %s,\n"
-                       "  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n  \"inference_mode\": true,\n  \"init_lora_weights\": true",
-                       base_model_name ? base_model_name : "", p->o.r, alpha, (double)p->o.dropout,
-                       p->o.rslora ? "true" : "false", p->o.dora ? "true" : "false");
-        len = ft__peft_cfg_sites(p, cfg, cap, len);
-        len += (size_t)snprintf(cfg + len, cap - len, "\n}\n");
-        snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-        if ((r = ft__afile_open(&a, path)) == FT_OK) { ft__afile_write(&a, cfg, len); r = ft__afile_commit(&a); }
+    r = ft__safetensors_write(path, o->e, (int)o->n);
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    if (r == FT_OK && (r = ft__afile_open(&a, path)) == FT_OK) {
+        ft__afile_write(&a, o->cfg, o->len);
+        r = ft__afile_commit(&a);
     }
-    FT_FREE(e); FT_FREE(names); FT_FREE(perm); FT_FREE(cfg);
+    ft__peft_out_free(o);
     return r;
 }
 
@@ -11837,163 +11923,26 @@ static int ft__st_to_f32(const void *d, const char *dtype, int64_t n, float *dst
     }
     return 0;
 }
-
-static ft_result ft__lora_read_peft(ft_peft *p, const char *dir) {
-    ft_safetensors *st; ft_result r = FT_OK; char path[1024], name[160]; int64_t s, nsites, maxn = 1; int k; float *tmp;
-    if (!p->m) return ft_set_error(FT_ERR_STATE, "%s: the adapter's model was freed", dir);
-    nsites = p->m->c.n_layer * FT_SITE_COUNT;
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
-    for (s = 0; s < nsites; s++) if (p->B[s]) maxn = FT__MAX(maxn, FT__MAX(ft_numel(p->B[s]), ft_numel(p->A[s])));
-    if (!(tmp = FT__CAST(float *, FT_MALLOC((size_t)maxn * sizeof(float))))) { ft_safetensors_close(st); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); }
-    for (s = 0; s < nsites && r == FT_OK; s++) {
-        int which = (int)(s % FT_SITE_COUNT); int64_t heads = ft__site_permuted_heads(p->m, which);
-        for (k = 0; k < 3 && r == FT_OK; k++) {
-            ft_tensor *t = k == 0 ? p->A[s] : k == 1 ? p->B[s] : p->mag[s];
-            const char *dt; int64_t shape[8]; int nd; const void *d;
-            snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.%s.%s", (int)(s / FT_SITE_COUNT), ft__hf_site_module(which), ft_site_name(which),
-                     k == 0 ? "lora_A.weight" : k == 1 ? "lora_B.weight" : "lora_magnitude_vector");
-            d = ft_safetensors_get(st, name, &dt, shape, &nd);
-            if (!t && !d) continue;
-            if (!t || !d || nd != t->ndim || shape[0] != t->shape[0] || (nd > 1 && shape[1] != t->shape[1])) {
-                r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s: %s", path, name, !t ? "has no place in the attached adapter (targets or rank differ)" : !d ? "is missing" : "has a shape the model does not fit (wrong base model?)");
-                break;
-            }
-            if (!ft__st_to_f32(d, dt, ft_numel(t), tmp)) { r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s (F32, F16, BF16 are read)", path, name, dt); break; }
-            if (k > 0 && heads) ft__permute_rows(FT__F(t), tmp, heads, p->m->c.head_dim, k == 1 ? t->shape[1] : 1, 0);
-            else memcpy(t->data, tmp, (size_t)ft_numel(t) * sizeof(float));
-            t->version++;
-        }
-    }
+/* tensor nm of st into t: as many values as t has, F32 / F16 / BF16; with heads, its rows (cols
+   wide) out of Hugging Face's order */
+static ft_result ft__peft_in_tensor(ft_tensor *t, const ft_safetensors *st, const char *path, const char *nm, const ft_model *m, int64_t heads, int64_t cols) {
+    const char *dt;
+    int64_t sh[8], k, n = 1;
+    int nd = 0, ok;
+    const void *d = ft_safetensors_get(st, nm, &dt, sh, &nd);
+    float *tmp;
+    if (!d) return ft_set_error(FT_ERR_FORMAT, "%s: tensor %s is missing", path, nm);
+    for (k = 0; k < nd; k++) n *= sh[k];
+    if (n != ft_numel(t)) return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s has %lld values, the model needs %lld (wrong base model?)", path, nm, (long long)n, (long long)ft_numel(t));
+    if (!(tmp = FT__CAST(float *, FT_MALLOC((size_t)n * sizeof(float))))) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+    ok = ft__st_to_f32(d, dt, n, tmp);
+    if (ok && heads) ft__permute_rows(FT__F(t), tmp, heads, m->c.head_dim, cols, 0);
+    else if (ok) memcpy(t->data, tmp, (size_t)n * sizeof(float));
     FT_FREE(tmp);
-    ft_safetensors_close(st);
-    return r;
+    if (!ok) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s (F32, F16, BF16 are read)", path, nm, dt);
+    t->version++;
+    return FT_OK;
 }
-
-/* attach an adapter from a PEFT directory: alpha, rsLoRA, DoRA from adapter_config.json; rank,
-   targets and layers from the tensors in adapter_model.safetensors */
-static ft_result ft__lora_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
-    char path[1024]; unsigned char *text = NULL; size_t n = 0; FILE *f; long sz; ft_json_doc *doc = NULL; const ft_json *root, *v;
-    ft_lora_opts o; ft__adapter_scan sc; ft_safetensors *st; ft_result r; int64_t i; double alpha = 0;
-    *out = NULL;
-    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    if (!(f = fopen(path, "rb"))) return ft_set_error(FT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = FT__CAST(unsigned char *, FT_MALLOC((size_t)sz + 1))) != NULL)
-        n = fread(text, 1, (size_t)sz, f);
-    fclose(f);
-    if (!text) return ft_set_error(FT_ERR_IO, "%s: read failed", path);
-    r = ft_json_parse(&doc, FT__CAST(const char *, text), n, path, 1);
-    FT_FREE(text);
-    if (r != FT_OK) return r;
-    root = ft_json_root(doc);
-    memset(&o, 0, sizeof o);
-#define FT__CFG_FAIL(code, ...) do { r = ft_set_error(code, __VA_ARGS__); ft_json_free(doc); return r; } while (0)
-    if (root->kind != FT_JSON_OBJECT) FT__CFG_FAIL(FT_ERR_FORMAT, "%s: not a JSON object", path);
-    if ((v = ft_json_get(root, "peft_type")) && (v->kind != FT_JSON_STRING || strcmp(v->s, "LORA") != 0))
-        FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: peft_type %s (LORA is read here)", path, v->kind == FT_JSON_STRING ? v->s : "?");
-    if ((v = ft_json_get(root, "lora_alpha")) && v->kind == FT_JSON_NUMBER) alpha = v->num;
-    if ((v = ft_json_get(root, "use_rslora")) && v->kind == FT_JSON_BOOL) o.rslora = v->num != 0;
-    if ((v = ft_json_get(root, "use_dora")) && v->kind == FT_JSON_BOOL) o.dora = v->num != 0;
-    if ((v = ft_json_get(root, "fan_in_fan_out")) && v->kind == FT_JSON_BOOL && v->num != 0) FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: fan_in_fan_out is not supported", path);
-    if ((v = ft_json_get(root, "lora_bias")) && v->kind == FT_JSON_BOOL && v->num != 0) FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: lora_bias is not supported", path);
-    if ((v = ft_json_get(root, "bias")) && v->kind == FT_JSON_STRING && strcmp(v->s, "none") != 0) FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: bias \"%s\" is not supported (\"none\" is)", path, v->s);
-    if (((v = ft_json_get(root, "rank_pattern")) && v->kind == FT_JSON_OBJECT && v->n) || ((v = ft_json_get(root, "alpha_pattern")) && v->kind == FT_JSON_OBJECT && v->n))
-        FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: rank_pattern / alpha_pattern (a rank or alpha per module) is not supported", path);
-    if ((v = ft_json_get(root, "r")) && v->kind == FT_JSON_NUMBER) o.r = (int)v->num;
-    ft_json_free(doc);
-#undef FT__CFG_FAIL
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
-    if ((r = ft__adapter_scan_init(&sc, m)) != FT_OK) { ft_safetensors_close(st); return r; }
-    for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
-        const char *nm = ft_safetensors_name(st, i), *at = nm ? strstr(nm, "layers.") : NULL; long long l = -1; int pre = 0, w, used = 0;
-        if (!nm || strcmp(nm, "__metadata__") == 0) continue;
-        if (at && sscanf(at, "layers.%lld.%n", &l, &pre) == 1 && pre > 0)
-            for (w = 0; w < FT_SITE_COUNT && !used; w++) {
-                char want[96]; const char *sfx[3] = {"lora_A.weight", "lora_B.weight", "lora_magnitude_vector"}; int k;
-                for (k = 0; k < 3 && !used; k++) {
-                    snprintf(want, sizeof want, "%s.%s.%s", ft__hf_site_module(w), ft_site_name(w), sfx[k]);
-                    if (strcmp(at + pre, want) == 0) {
-                        int64_t shape[8]; int nd; const char *dt;
-                        used = 1;
-                        ft_safetensors_get(st, nm, &dt, shape, &nd);
-                        if (k == 0) r = ft__adapter_scan_add(&sc, path, nm, (int64_t)l, w, nd == 2 ? shape[0] : 0);
-                    }
-                }
-            }
-        if (!used && r == FT_OK) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: not a LoRA tensor of a layer's q, k, v, o, gate, up or down projection", path, nm);
-    }
-    ft_safetensors_close(st);
-    if (r != FT_OK) { FT_FREE(sc.mask); return r; }
-    if (o.r && sc.r && o.r != sc.r) { FT_FREE(sc.mask); return ft_set_error(FT_ERR_FORMAT, "%s: the tensors have rank %d, adapter_config.json says r = %d", path, sc.r, o.r); }
-    o.alpha = alpha > 0 ? (float)alpha : 0.0f;
-    if ((r = ft__adapter_scan_attach_lora(&sc, out, m, &o, path)) != FT_OK) return r;
-    if ((r = ft__lora_read_peft(*out, dir)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
-    return r;
-}
-
-/* ---- PEFT's LoHa: base_model.model.model.layers.{l}.{self_attn|mlp}.{site}.hada_w{1,2}_{a,b}, [out, r]
-   and [r, in] as ours; the output-side factors (w1_a, w2_a) of q_proj and k_proj carry the
-   converter's row permutation, so they go back to Hugging Face's order (a row permutation of
-   both permutes the rows of dW = (w1_a w1_b) * (w2_a w2_b) the same way). adapter_config.json:
-   peft_type LOHA, r, alpha, target_modules, layers_to_transform for a subset of layers ----------------- */
-static const char *const ft__hada_names[4] = {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"};
-
-/* ,\n  "target_modules": [...] (and layers_to_transform when not every layer has a site) */
-static size_t ft__peft_cfg_sites(const ft_peft *p, char *cfg, size_t cap, size_t len) {
-    int64_t l; int t, all = 1; const char *sep = "";
-    len += (size_t)snprintf(cfg + len, cap - len, ",\n  \"target_modules\": [");
-    for (t = 0; t < FT_SITE_COUNT; t++)
-        if (p->o.targets & (1u << t)) { len += (size_t)snprintf(cfg + len, cap - len, "%s\"%s\"", sep, ft_site_name(t)); sep = ", "; }
-    len += (size_t)snprintf(cfg + len, cap - len, "]");
-    for (l = 0; l < p->m->c.n_layer; l++) all &= ft__layer_has_site(p, l);
-    if (all) return len;
-    len += (size_t)snprintf(cfg + len, cap - len, ",\n  \"layers_to_transform\": [");
-    for (sep = "", l = 0; l < p->m->c.n_layer; l++)
-        if (ft__layer_has_site(p, l)) { len += (size_t)snprintf(cfg + len, cap - len, "%s%d", sep, (int)l); sep = ", "; }
-    return len + (size_t)snprintf(cfg + len, cap - len, "]");
-}
-
-static ft_result ft__loha_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
-    ft_model *m = p->m; int64_t s, nsites = m->c.n_layer * FT_SITE_COUNT, n = 0, total = 0; int k;
-    ft__st_entry *e; float *perm, *pp; char path[1024], *names, *cfg; size_t len, cap = 4096 + (size_t)m->c.n_layer * 8; ft_result r;
-    for (s = 0; s < nsites; s++)
-        if (p->hada[s * 4] && ft__site_permuted_heads(m, (int)(s % FT_SITE_COUNT))) total += 2 * ft_numel(p->hada[s * 4]);
-    e = FT__CAST(ft__st_entry *, FT_MALLOC((size_t)nsites * 4 * sizeof *e));
-    names = FT__CAST(char *, FT_MALLOC((size_t)nsites * 4 * 128));
-    perm = FT__CAST(float *, FT_MALLOC((size_t)FT__MAX(total, 1) * sizeof(float)));
-    cfg = FT__CAST(char *, FT_MALLOC(cap));
-    if (!e || !names || !perm || !cfg) { FT_FREE(e); FT_FREE(names); FT_FREE(perm); FT_FREE(cfg); return ft_set_error(FT_ERR_NOMEM, "peft save: out of memory"); }
-    for (pp = perm, s = 0; s < nsites; s++) {
-        int which = (int)(s % FT_SITE_COUNT); int64_t heads = ft__site_permuted_heads(m, which);
-        for (k = 0; p->hada[s * 4] && k < 4; k++) {
-            ft_tensor *t = p->hada[s * 4 + k]; char *nm = names + n * 128;
-            snprintf(nm, 128, "base_model.model.model.layers.%d.%s.%s.%s", (int)(s / FT_SITE_COUNT), ft__hf_site_module(which), ft_site_name(which), ft__hada_names[k]);
-            e[n].name = nm; e[n].ndim = 2; e[n].shape[0] = t->shape[0]; e[n].shape[1] = t->shape[1]; e[n].data = FT__F(t);
-            if (k % 2 == 0 && heads) {                     /* output rows back to HF order */
-                ft__permute_rows(pp, FT__F(t), heads, m->c.head_dim, t->shape[1], 1);
-                e[n].data = pp;
-                pp += ft_numel(t);
-            }
-            n++;
-        }
-    }
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    r = ft__safetensors_write(path, e, (int)n);
-    len = (size_t)snprintf(cfg, cap, "{\n  \"peft_type\": \"LOHA\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"base_model_name_or_path\": \"%s\",\n"
-                           "  \"r\": %d,\n  \"alpha\": %.9g,\n  \"rank_dropout\": 0.0,\n  \"module_dropout\": 0.0,\n  \"init_weights\": true,\n"
-                           "  \"use_effective_conv2d\": false,\n  \"inference_mode\": true", base_model_name ? base_model_name : "", p->o.r, (double)p->o.alpha);
-    len = ft__peft_cfg_sites(p, cfg, cap, len);
-    len += (size_t)snprintf(cfg + len, cap - len, "\n}\n");
-    if (r == FT_OK) {
-        ft__afile a;
-        snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-        if ((r = ft__afile_open(&a, path)) == FT_OK) { ft__afile_write(&a, cfg, len); r = ft__afile_commit(&a); }
-    }
-    FT_FREE(e); FT_FREE(names); FT_FREE(perm); FT_FREE(cfg);
-    return r;
-}
-
 /* the layer / site of "...layers.{l}.{module}.{site}.{part}", and which of `parts` it is; -1: none */
 static int ft__peft_site_key(const char *nm, const char *const *parts, int nparts, long long *l, int *part) {
     const char *at = nm ? strstr(nm, "layers.") : NULL; int pre = 0, w, k;
@@ -12006,78 +11955,6 @@ static int ft__peft_site_key(const char *nm, const char *const *parts, int npart
         }
     return -1;
 }
-
-/* read every hada_* tensor into the attached LoHa adapter (HF row order undone) */
-static ft_result ft__loha_read(ft_peft *p, ft_safetensors *st, const char *path) {
-    int64_t i; ft_result r = FT_OK;
-    for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
-        const char *nm = ft_safetensors_name(st, i), *dt; long long l; int k, w, nd; int64_t shape[8], heads; const void *d; ft_tensor *t; float *tmp;
-        if (!nm || strcmp(nm, "__metadata__") == 0) continue;
-        w = ft__peft_site_key(nm, ft__hada_names, 4, &l, &k);
-        t = w >= 0 && l >= 0 && l < p->m->c.n_layer ? p->hada[(l * FT_SITE_COUNT + w) * 4 + k] : NULL;
-        d = ft_safetensors_get(st, nm, &dt, shape, &nd);
-        if (!t || nd != 2 || shape[0] != t->shape[0] || shape[1] != t->shape[1])
-            return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s: %s", path, nm, t ? "has a shape the model does not fit (wrong base model?)" : "not a LoHa tensor of the attached sites");
-        if (!(tmp = FT__CAST(float *, FT_MALLOC((size_t)ft_numel(t) * sizeof(float))))) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
-        if (!ft__st_to_f32(d, dt, ft_numel(t), tmp)) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s (F32, F16, BF16 are read)", path, nm, dt);
-        heads = ft__site_permuted_heads(p->m, w);
-        if (r == FT_OK && k % 2 == 0 && heads) ft__permute_rows(FT__F(t), tmp, heads, p->m->c.head_dim, t->shape[1], 0);
-        else if (r == FT_OK) memcpy(t->data, tmp, (size_t)ft_numel(t) * sizeof(float));
-        t->version++;
-        FT_FREE(tmp);
-    }
-    return r;
-}
-
-/* attach a PEFT LoHa directory: alpha from adapter_config.json; rank, targets and layers from the
-   tensors (hada_w1_a gives the rank) */
-static ft_result ft__loha_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
-    ft_json_doc *doc; const ft_json *root, *v; ft_peft_opts o = ft_peft_opts_default(FT_PEFT_LOHA); ft__adapter_scan sc;
-    ft_safetensors *st; ft_result r; int64_t i; char path[1024];
-    *out = NULL;
-    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
-    root = ft_json_root(doc);
-    o.lora.alpha = (v = ft_json_get(root, "alpha")) && v->kind == FT_JSON_NUMBER && v->num > 0 && v->num < 1e6 ? (float)v->num : 0.0f;
-    if (((v = ft_json_get(root, "rank_dropout")) && v->kind == FT_JSON_NUMBER && v->num != 0) ||
-        ((v = ft_json_get(root, "module_dropout")) && v->kind == FT_JSON_NUMBER && v->num != 0) ||
-        ((v = ft_json_get(root, "rank_pattern")) && v->kind == FT_JSON_OBJECT && v->n) || ((v = ft_json_get(root, "alpha_pattern")) && v->kind == FT_JSON_OBJECT && v->n))
-        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s/adapter_config.json: rank / module dropout and per-module ranks or alphas are not supported", dir);
-    ft_json_free(doc);
-    if (r != FT_OK) return r;
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
-    if ((r = ft__adapter_scan_init(&sc, m)) != FT_OK) { ft_safetensors_close(st); return r; }
-    for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
-        const char *nm = ft_safetensors_name(st, i), *dt; long long l; int k, w, nd; int64_t shape[8];
-        if (!nm || strcmp(nm, "__metadata__") == 0) continue;
-        if ((w = ft__peft_site_key(nm, ft__hada_names, 4, &l, &k)) < 0) { r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: not a LoHa tensor of a layer's q, k, v, o, gate, up or down projection", path, nm); break; }
-        ft_safetensors_get(st, nm, &dt, shape, &nd);
-        if (k == 0) r = ft__adapter_scan_add(&sc, path, nm, (int64_t)l, w, nd == 2 ? shape[1] : 0);
-    }
-    if (r == FT_OK) r = ft__adapter_scan_attach(&sc, out, m, &o, path);
-    else FT_FREE(sc.mask);
-    if (r == FT_OK && (r = ft__loha_read(*out, st, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
-    ft_safetensors_close(st);
-    return r;
-}
-
-/* ---- PEFT's other methods: IA3, prompt tuning, prefix tuning ------------------------------------------
-   Files as PEFT 0.21's save_pretrained writes them for a CAUSAL_LM model (tuners/ia3/layer.py,
-   tuners/prefix_tuning/model.py, peft_model.py get_prompt, utils/other.py
-   _prepare_prompt_learning_config):
-   IA3     base_model.model.model.layers.{l}.{self_attn|mlp}.{site}.ia3_l, [out, 1] for a site that
-           scales its output, [1, in] for down_proj, PEFT's one feedforward module (its input scaled).
-           The output vectors of q_proj / k_proj carry the converter's row permutation: HF order.
-   PROMPT  prompt_embeddings [P, n_embd]; config token_dim = n_embd, num_attention_heads = n_head.
-   PREFIX  prompt_embeddings [P, n_layer * 2 * kv_dim]: row i, layer l's key at columns
-           [2l kv_dim, (2l+1) kv_dim) as (kv_heads, head_dim), its value next (get_prompt views it
-           (P, 2L, kv_heads, head_dim)). With the reparameterisation MLP PEFT saves the MLP's output
-           (and loads it, in inference mode, as a plain table): so do we, and reading back gives a
-           plain table. GQA: token_dim = kv_dim and num_attention_heads = n_head_kv, as PEFT writes.
-           Keys: HF scores rotate_half-rotated queries (pairs j, j + D/2) against them, we score our
-           queries (the converter's permuted rows, adjacent pairs) against ours: our key dim 2j is HF's
-           j and 2j+1 is HF's j + D/2 in every head -- k_proj's row permutation. Values: unchanged.
-   ------------------------------------------------------------------------------------------------------ */
 static ft_result ft__peft_read_config(const char *dir, ft_json_doc **doc) {
     char path[1024]; unsigned char *text = NULL; size_t n = 0; FILE *f; long sz; ft_result r;
     *doc = NULL;
@@ -12092,240 +11969,424 @@ static ft_result ft__peft_read_config(const char *dir, ft_json_doc **doc) {
     if (r == FT_OK && ft_json_root(*doc)->kind != FT_JSON_OBJECT) { ft_json_free(*doc); *doc = NULL; r = ft_set_error(FT_ERR_FORMAT, "%s: not a JSON object", path); }
     return r;
 }
-/* s as the inside of a JSON string (quotes, backslashes, control characters escaped), cut to fit cap */
-static void ft__json_escape(char *dst, size_t cap, const char *s) {
-    size_t n = 0;
-    for (; s && *s && n + 7 < cap; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') { dst[n++] = '\\'; dst[n++] = (char)ch; }
-        else if (ch < 0x20) n += (size_t)snprintf(dst + n, cap - n, "\\u%04x", ch);
-        else dst[n++] = (char)ch;
+/* the sites and layers of a file's tensors `parts[0]` (the first factor: its rank from dimension
+   rank_dim, or none when rank_dim < 0), then the method attached with them; every tensor must be
+   one of `parts` */
+static ft_result ft__peft_scan_attach(ft_peft **out, ft_model *m, ft_peft_opts *o, ft_safetensors *st, const char *path,
+                                      const char *const *parts, int nparts, int rank_dim) {
+    ft__adapter_scan sc;
+    ft_result r;
+    int64_t i;
+    if ((r = ft__adapter_scan_init(&sc, m)) != FT_OK) return r;
+    for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
+        const char *nm = ft_safetensors_name(st, i), *dt;
+        long long l = -1;
+        int k, w, nd = 0;
+        int64_t shape[8];
+        if (!nm || strcmp(nm, "__metadata__") == 0) continue;
+        if ((w = ft__peft_site_key(nm, parts, nparts, &l, &k)) < 0) {
+            r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: not a %s tensor of a layer's q, k, v, o, gate, up or down projection", path, nm, ft__peft_impl_of(o->method)->peft_type);
+            break;
+        }
+        ft_safetensors_get(st, nm, &dt, shape, &nd);
+        if (k == 0) r = ft__adapter_scan_add(&sc, path, nm, (int64_t)l, w, rank_dim < 0 ? 1 : nd == 2 ? shape[rank_dim] : 0);
     }
-    dst[n] = 0;
-}
-/* the prefix table (P, n_layer * 2 * kv_dim) between our key order and HF's (to_hf) */
-static void ft__prefix_permute(float *dst, const float *src, const ft_model *m, int64_t P, int to_hf) {
-    int64_t Dkv = m->c.n_head_kv * m->c.head_dim, W = m->c.n_layer * 2 * Dkv, heads = ft__site_permuted_heads(m, FT_SITE_K), i, l;
-    if (dst != src) memcpy(dst, src, (size_t)(P * W) * sizeof(float));
-    if (heads) for (i = 0; i < P; i++) for (l = 0; l < m->c.n_layer; l++)
-        ft__permute_rows(dst + i * W + 2 * l * Dkv, src + i * W + 2 * l * Dkv, heads, m->c.head_dim, 1, to_hf);
-}
-/* "...layers.{l}.{self_attn|mlp}.{site}.ia3_l" -> the site (and *l), or -1 */
-static int ft__ia3_key(const char *nm, long long *l) {
-    const char *at = strstr(nm, "layers."); int pre = 0, w; char want[64];
-    if (!at || sscanf(at, "layers.%lld.%n", l, &pre) != 1 || pre <= 0) return -1;
-    for (w = 0; w < FT_SITE_COUNT; w++) {
-        snprintf(want, sizeof want, "%s.%s.ia3_l", ft__hf_site_module(w), ft_site_name(w));
-        if (strcmp(at + pre, want) == 0) return w;
-    }
-    return -1;
+    if (r != FT_OK) { FT_FREE(sc.mask); return r; }
+    return ft__adapter_scan_attach(&sc, out, m, o, path);
 }
 
-static ft_result ft__peft_dir_save(ft_peft *p, const char *dir, const char *base_model_name) {
-    ft_model *m = p->m; ft__st_entry *e = NULL; float *buf = NULL; char *names = NULL, *cfg = NULL, path[1024], base[512];
-    int64_t L, C, D, Dkv, P, s, l, n = 0, nbuf = 0; size_t len = 0, cap; ft_result r = FT_OK; unsigned t; const char *sep = "";
-    L = m->c.n_layer; C = m->c.n_embd; D = m->c.head_dim; Dkv = m->c.n_head_kv * D; P = p->po.n_virtual;
-    nbuf = p->kind == FT_PEFT_IA3 ? L * (m->c.n_head + m->c.n_head_kv) * D : p->kind == FT_PEFT_PREFIX ? P * L * 2 * Dkv : 1;
-    cap = 8192 + (size_t)L * 8;
-    e = FT__CAST(ft__st_entry *, FT_MALLOC((size_t)(L * FT_SITE_COUNT) * sizeof *e));
-    names = FT__CAST(char *, FT_MALLOC((size_t)(L * FT_SITE_COUNT) * 128));
-    buf = FT__CAST(float *, FT_MALLOC((size_t)nbuf * sizeof(float)));
-    cfg = FT__CAST(char *, FT_MALLOC(cap));
-    if (!e || !names || !buf || !cfg) { r = ft_set_error(FT_ERR_NOMEM, "peft save: out of memory"); goto done; }
-    ft__json_escape(base, sizeof base, base_model_name);
-#define FT__CFG(...) (len += (size_t)snprintf(cfg + len, len < cap ? cap - len : 0, __VA_ARGS__))
-    FT__CFG("{\n  \"peft_type\": \"%s\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"base_model_name_or_path\": \"%s\",\n  \"inference_mode\": true,\n  \"modules_to_save\": null,\n",
-            p->kind == FT_PEFT_IA3 ? "IA3" : p->kind == FT_PEFT_PROMPT ? "PROMPT_TUNING" : "PREFIX_TUNING", base);
-    if (p->kind == FT_PEFT_IA3) {
-        float *pp = buf; int all = 1, any_down = 0; unsigned sites = 0;
-        for (s = 0; s < L * FT_SITE_COUNT; s++) {
-            int which = (int)(s % FT_SITE_COUNT); ft_tensor *v = p->ia3[s]; int64_t heads = which == FT_SITE_DOWN ? 0 : ft__site_permuted_heads(m, which);
-            if (!v) continue;
-            e[n].name = names + n * 128;
-            snprintf(names + n * 128, 128, "base_model.model.model.layers.%d.%s.%s.ia3_l", (int)(s / FT_SITE_COUNT), ft__hf_site_module(which), ft_site_name(which));
-            e[n].ndim = 2;
-            e[n].shape[0] = which == FT_SITE_DOWN ? 1 : ft_numel(v);     /* PEFT: (1, in) feedforward, (out, 1) else */
-            e[n].shape[1] = which == FT_SITE_DOWN ? ft_numel(v) : 1;
-            e[n].data = FT__F(v);
-            if (heads) { ft__permute_rows(pp, FT__F(v), heads, D, 1, 1); e[n].data = pp; pp += ft_numel(v); }
-            sites |= 1u << which; any_down |= which == FT_SITE_DOWN;
-            n++;
-        }
-        for (l = 0; l < L; l++) {
-            int has = 0; for (t = 0; t < FT_SITE_COUNT; t++) has |= p->ia3[l * FT_SITE_COUNT + t] != NULL;
-            all &= has;
-        }
-        if (all) {
-            FT__CFG("  \"target_modules\": [");
-            for (t = 0; t < FT_SITE_COUNT; t++) if (sites & (1u << t)) { FT__CFG("%s\"%s\"", sep, ft_site_name((int)t)); sep = ", "; }
-            FT__CFG("],\n");
-        } else {                    /* IA3Config has no layers_to_transform: a regex over the module names */
-            FT__CFG("  \"target_modules\": \".*\\\\.layers\\\\.(");
-            for (l = 0; l < L; l++) {
-                int has = 0; for (t = 0; t < FT_SITE_COUNT; t++) has |= p->ia3[l * FT_SITE_COUNT + t] != NULL;
-                if (has) { FT__CFG("%s%d", sep, (int)l); sep = "|"; }
-            }
-            FT__CFG(")\\\\.(self_attn|mlp)\\\\.(");
-            sep = "";
-            for (t = 0; t < FT_SITE_COUNT; t++) if (sites & (1u << t)) { FT__CFG("%s%s", sep, ft_site_name((int)t)); sep = "|"; }
-            FT__CFG(")\",\n");
-        }
-        FT__CFG("  \"feedforward_modules\": [%s],\n  \"exclude_modules\": null,\n  \"fan_in_fan_out\": false,\n  \"init_ia3_weights\": true\n}\n", any_down ? "\"down_proj\"" : "");
-    } else if (p->kind == FT_PEFT_PROMPT) {
-        e[0].name = "prompt_embeddings"; e[0].ndim = 2; e[0].shape[0] = P; e[0].shape[1] = C; e[0].data = FT__F(p->prompt); n = 1;
-        /* the init matters only before training (PEFT ignores it in inference mode); its TEXT would
-           need a tokenizer repository to load, so a text init is written as RANDOM */
-        FT__CFG("  \"num_virtual_tokens\": %lld,\n  \"token_dim\": %lld,\n  \"num_transformer_submodules\": 1,\n  \"num_attention_heads\": %lld,\n  \"num_layers\": %lld,\n"
-                "  \"prompt_tuning_init\": \"%s\",\n  \"prompt_tuning_init_text\": null,\n  \"tokenizer_name_or_path\": null,\n  \"tokenizer_kwargs\": null\n}\n",
-                (long long)P, (long long)C, (long long)m->c.n_head, (long long)L, p->po.prompt_init == FT_PROMPT_VOCAB ? "SAMPLE_VOCAB" : "RANDOM");
-    } else {
-        ft_tensor *tab = p->pre[0]; ft_ctx *ctx = NULL;
-        if (p->pre[1]) {                                 /* the MLP's output, computed as the forward does */
-            ft_ctx_opts co; memset(&co, 0, sizeof co);
-            co.arena_bytes = (size_t)(P * (2 * p->po.prefix_hidden + 2 * L * 2 * Dkv)) * sizeof(float) + ((size_t)1 << 20);
-            if ((r = ft_ctx_init(&ctx, &co)) != FT_OK) goto done;
-            ft_ctx_set_grad(ctx, 0);
-            tab = ft__prefix_table(ctx, p);
-            if (!tab || tab->type != FT_TYPE_F32 || ft_numel(tab) != P * L * 2 * Dkv) {
-                r = ft_set_error(ft_ctx_status(ctx) != FT_OK ? ft_ctx_status(ctx) : FT_ERR_STATE, "%s: the prefix MLP: %s", dir, ft_last_error());
-                ft_ctx_free(ctx); goto done;
-            }
-        }
-        ft__prefix_permute(buf, FT__F(tab), m, P, 1);
-        ft_ctx_free(ctx);
-        e[0].name = "prompt_embeddings"; e[0].ndim = 2; e[0].shape[0] = P; e[0].shape[1] = L * 2 * Dkv; e[0].data = buf; n = 1;
-        FT__CFG("  \"num_virtual_tokens\": %lld,\n  \"token_dim\": %lld,\n  \"num_transformer_submodules\": 1,\n  \"num_attention_heads\": %lld,\n  \"num_layers\": %lld,\n"
-                "  \"encoder_hidden_size\": %lld,\n  \"prefix_projection\": %s,\n  \"init_weights\": null\n}\n",
-                (long long)P, (long long)Dkv, (long long)m->c.n_head_kv, (long long)L,
-                (long long)(p->pre[1] ? p->po.prefix_hidden : Dkv), p->pre[1] ? "true" : "false");
+/* ---- PEFT's LoRA: lora_A.weight [r, in], lora_B.weight [out, r], DoRA's lora_magnitude_vector [out];
+   adapter_config.json: r, lora_alpha, use_rslora, use_dora, target_modules, layers_to_transform ---- */
+static const char *const ft__lora_parts[3] = {"lora_A.weight", "lora_B.weight", "lora_magnitude_vector"};
+
+static ft_result ft__lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
+    ft__peft_out o;
+    int64_t s;
+    ft_result r;
+    /* lora_alpha from the scale in use (a llama.cpp adapter read back has only alpha / r) */
+    double alpha = p->o.rslora ? (double)p->scale * sqrt((double)p->o.r) : (double)p->scale * p->o.r;
+    if ((r = ft__peft_out_init(&o, p, "LORA", base_model_name, 0)) != FT_OK) return r;
+    for (s = 0; s < p->m->c.n_layer * FT_SITE_COUNT; s++) {
+        if (!p->A[s]) continue;
+        ft__peft_out_site(&o, p->m, s, ft__lora_parts[0], p->A[s], p->A[s]->shape[0], p->A[s]->shape[1], 0);
+        ft__peft_out_site(&o, p->m, s, ft__lora_parts[1], p->B[s], p->B[s]->shape[0], p->B[s]->shape[1], 1);
+        if (p->mag[s]) ft__peft_out_site(&o, p->m, s, ft__lora_parts[2], p->mag[s], p->mag[s]->shape[0], 0, 1);
     }
-#undef FT__CFG
-    if (len >= cap) { r = ft_set_error(FT_ERR_STATE, "peft save: adapter_config.json outgrew its %zu bytes", cap); goto done; }
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    if ((r = ft__safetensors_write(path, e, (int)n)) == FT_OK) {
-        ft__afile a;
-        snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-        if ((r = ft__afile_open(&a, path)) == FT_OK) { ft__afile_write(&a, cfg, len); r = ft__afile_commit(&a); }
-    }
-done:
-    FT_FREE(e); FT_FREE(names); FT_FREE(buf); FT_FREE(cfg);
-    return r;
+    ft__peft_out_cfg(&o, ",\n  \"r\": %d,\n  \"lora_alpha\": %.9g,\n  \"lora_dropout\": %g,\n  \"use_rslora\": %s,\n  \"use_dora\": %s,\n"
+                     "  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n  \"init_lora_weights\": true",
+                     p->o.r, alpha, (double)p->o.dropout, p->o.rslora ? "true" : "false", p->o.dora ? "true" : "false");
+    ft__peft_out_sites(&o, p);
+    return ft__peft_out_write(&o, dir);
 }
 
-/* attach what a PEFT directory holds: LORA (ft__lora_attach_peft), IA3 (sites and layers from the
-   tensors), PROMPT_TUNING, PREFIX_TUNING (a plain table: an MLP's parameters are not in the file) */
-static ft_result ft__peft_dir_attach(ft_peft **out, ft_model *m, const char *dir) {
-    ft_json_doc *doc; const ft_json *root, *v; ft_result r; ft_peft_opts o; ft_safetensors *st = NULL; ft_peft *p = NULL;
-    char path[1024], cpath[1024]; float *tmp = NULL; int64_t i, L = m->c.n_layer, C = m->c.n_embd, Dkv = m->c.n_head_kv * m->c.head_dim;
-    *out = NULL;
-    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
-    root = ft_json_root(doc);
-    v = ft_json_get(root, "peft_type");
-    snprintf(cpath, sizeof cpath, "%s/adapter_config.json", dir);
+static ft_result ft__lora_read_peft(ft_peft *p, const char *dir) {
+    ft_safetensors *st; ft_result r = FT_OK; char path[1024], name[160]; int64_t s; int k;
+    if (!p->m) return ft_set_error(FT_ERR_STATE, "%s: the adapter's model was freed", dir);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    memset(&o, 0, sizeof o);
-#define FT__CFG_FAIL(code, ...) do { r = ft_set_error(code, __VA_ARGS__); ft_json_free(doc); return r; } while (0)
-    if (v->kind == FT_JSON_STRING && strcmp(v->s, "IA3") == 0) o.method = FT_PEFT_IA3;
-    else if (v->kind == FT_JSON_STRING && strcmp(v->s, "PROMPT_TUNING") == 0) o.method = FT_PEFT_PROMPT;
-    else if (v->kind == FT_JSON_STRING && strcmp(v->s, "PREFIX_TUNING") == 0) o.method = FT_PEFT_PREFIX;
-    else FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: peft_type %s (LORA, IA3, PROMPT_TUNING and PREFIX_TUNING are read)", cpath, v->kind == FT_JSON_STRING ? v->s : "?");
-    if (o.method == FT_PEFT_IA3) {
-        if ((v = ft_json_get(root, "fan_in_fan_out")) && v->kind == FT_JSON_BOOL && v->num != 0) FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: fan_in_fan_out is not supported", cpath);
-    } else {
-        if ((v = ft_json_get(root, "task_type")) && v->kind == FT_JSON_STRING && strcmp(v->s, "CAUSAL_LM") != 0)
-            FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: task_type %s (a decoder-only CAUSAL_LM prompt is read)", cpath, v->s);
-        if ((v = ft_json_get(root, "num_transformer_submodules")) && v->kind == FT_JSON_NUMBER && v->num != 1)
-            FT__CFG_FAIL(FT_ERR_UNSUPPORTED, "%s: num_transformer_submodules %g (1, a decoder-only model, is read)", cpath, v->num);
-        if ((v = ft_json_get(root, "num_layers")) && v->kind == FT_JSON_NUMBER && v->num != (double)L)
-            FT__CFG_FAIL(FT_ERR_SHAPE, "%s: num_layers %g, the model has %lld (wrong base model?)", cpath, v->num, (long long)L);
-        if (o.method == FT_PEFT_PREFIX) {
-            if ((v = ft_json_get(root, "token_dim")) && v->kind == FT_JSON_NUMBER && v->num != (double)Dkv)
-                FT__CFG_FAIL(FT_ERR_SHAPE, "%s: token_dim %g, the model's keys have %lld (n_head_kv x head_dim; wrong base model?)", cpath, v->num, (long long)Dkv);
-            if ((v = ft_json_get(root, "num_attention_heads")) && v->kind == FT_JSON_NUMBER && v->num != (double)m->c.n_head_kv)
-                FT__CFG_FAIL(FT_ERR_SHAPE, "%s: num_attention_heads %g, the model has %lld KV heads (wrong base model?)", cpath, v->num, (long long)m->c.n_head_kv);
-        } else if ((v = ft_json_get(root, "token_dim")) && v->kind == FT_JSON_NUMBER && v->num != (double)C)
-            FT__CFG_FAIL(FT_ERR_SHAPE, "%s: token_dim %g, the model's n_embd is %lld (wrong base model?)", cpath, v->num, (long long)C);
-        if ((v = ft_json_get(root, "num_virtual_tokens")) && v->kind == FT_JSON_NUMBER) o.n_virtual = (int)v->num;
-    }
-#undef FT__CFG_FAIL
-    ft_json_free(doc);
     if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
-    if (o.method == FT_PEFT_IA3) {                      /* which sites on which layers */
-        uint64_t *mask = FT__CAST(uint64_t *, FT_MALLOC((size_t)(L + 63) / 64 * sizeof(uint64_t))); int64_t seen = 0, filled = 0;
-        if (!mask) { ft_safetensors_close(st); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); }
-        memset(mask, 0, (size_t)(L + 63) / 64 * sizeof(uint64_t));
-        for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
-            const char *nm = ft_safetensors_name(st, i), *dt; long long l = -1; int w, nd; int64_t sh[8];
-            if (!nm || strcmp(nm, "__metadata__") == 0) continue;
-            if ((w = ft__ia3_key(nm, &l)) < 0) { r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: not an IA3 vector of a layer's q, k, v, o, gate, up or down projection", path, nm); break; }
-            if (l < 0 || l >= L) { r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s is for layer %lld, but the model has %lld layers (wrong base model?)", path, nm, l, (long long)L); break; }
-            ft_safetensors_get(st, nm, &dt, sh, &nd);
-            if (nd != 2 || (w == FT_SITE_DOWN ? sh[0] != 1 : sh[1] != 1)) {
-                r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has shape [%lld, %lld]: finetune.h's IA3 scales down_proj's input ([1, in], feedforward_modules) and the other sites' outputs ([out, 1])",
-                                 path, nm, (long long)sh[0], nd > 1 ? (long long)sh[1] : 0LL);
-                break;
-            }
-            o.ia3_targets |= 1u << w; mask[l / 64] |= (uint64_t)1 << (l % 64); seen++;
-        }
-        if (r == FT_OK && !seen) r = ft_set_error(FT_ERR_FORMAT, "%s: no IA3 vectors found", path);
-        if (r == FT_OK) {
-            int all = 1;
-            for (i = 0; i < L; i++) all &= (int)(mask[i / 64] >> (i % 64) & 1);
-            o.layer_mask = all ? NULL : mask;
-            if ((r = ft_peft_attach(&p, m, &o)) != FT_OK) r = ft_set_error(r, "%s: %s", path, ft_last_error());
-        }
-        FT_FREE(mask);
-        for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
-            const char *nm = ft_safetensors_name(st, i), *dt; long long l = -1; int w, nd; int64_t sh[8], heads; ft_tensor *t;
-            if (!nm || strcmp(nm, "__metadata__") == 0) continue;
-            w = ft__ia3_key(nm, &l);
-            t = p->ia3[l * FT_SITE_COUNT + w];
-            if (!t) { r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: finetune.h's IA3 puts the same sites on every layer it adapts, this file does not", path, nm); break; }
-            {
-                const void *d = ft_safetensors_get(st, nm, &dt, sh, &nd);
-                if (sh[0] * sh[1] != ft_numel(t)) { r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s has %lld values, the model needs %lld (wrong base model?)", path, nm, (long long)(sh[0] * sh[1]), (long long)ft_numel(t)); break; }
-                heads = w == FT_SITE_DOWN ? 0 : ft__site_permuted_heads(m, w);
-                if (!(tmp = FT__CAST(float *, FT_MALLOC((size_t)ft_numel(t) * sizeof(float))))) { r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); break; }
-                if (!ft__st_to_f32(d, dt, ft_numel(t), tmp)) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s (F32, F16, BF16 are read)", path, nm, dt);
-                else if (heads) ft__permute_rows(FT__F(t), tmp, heads, m->c.head_dim, 1, 0);
-                else memcpy(t->data, tmp, (size_t)ft_numel(t) * sizeof(float));
-                FT_FREE(tmp); tmp = NULL;
-                t->version++; filled++;
-            }
-        }
-        if (r == FT_OK && filled != ft_params_count(p->P))
-            r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: finetune.h's IA3 puts the same sites on every layer it adapts, this file does not", path);
-    } else {                                            /* prompt_embeddings: the soft prompt or the prefix table */
-        const char *dt; int nd; int64_t sh[8], W = o.method == FT_PEFT_PROMPT ? C : L * 2 * Dkv;
-        const void *d = ft_safetensors_get(st, "prompt_embeddings", &dt, sh, &nd);
-        for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
-            const char *nm = ft_safetensors_name(st, i);
-            if (nm && strcmp(nm, "__metadata__") != 0 && strcmp(nm, "prompt_embeddings") != 0)
-                r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: only prompt_embeddings is read (modules_to_save are not supported)", path, nm);
-        }
-        if (r == FT_OK && !d) r = ft_set_error(FT_ERR_FORMAT, "%s: no prompt_embeddings", path);
-        else if (r == FT_OK && (nd != 2 || sh[1] != W || sh[0] < 1 || (o.n_virtual && sh[0] != o.n_virtual)))
-            r = ft_set_error(FT_ERR_SHAPE, "%s: prompt_embeddings is [%lld, %lld], the model needs [%d, %lld] (%s; wrong base model?)", path, (long long)sh[0], nd > 1 ? (long long)sh[1] : 0LL,
-                             o.n_virtual ? o.n_virtual : (int)sh[0], (long long)W, o.method == FT_PEFT_PROMPT ? "num_virtual_tokens x n_embd" : "num_virtual_tokens x n_layer * 2 * n_head_kv * head_dim");
-        if (r == FT_OK) {
-            o.n_virtual = (int)sh[0];
-            if ((r = ft_peft_attach(&p, m, &o)) != FT_OK) r = ft_set_error(r, "%s: %s", path, ft_last_error());
-        }
-        if (r == FT_OK) {
-            ft_tensor *t = o.method == FT_PEFT_PROMPT ? p->prompt : p->pre[0];
-            if (!(tmp = FT__CAST(float *, FT_MALLOC((size_t)ft_numel(t) * sizeof(float))))) r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
-            else if (!ft__st_to_f32(d, dt, ft_numel(t), tmp)) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: prompt_embeddings has dtype %s (F32, F16, BF16 are read)", path, dt);
-            else if (o.method == FT_PEFT_PREFIX) ft__prefix_permute(FT__F(t), tmp, m, sh[0], 0);
-            else memcpy(t->data, tmp, (size_t)ft_numel(t) * sizeof(float));
-            FT_FREE(tmp);
-            t->version++;
+    for (s = 0; s < p->m->c.n_layer * FT_SITE_COUNT && r == FT_OK; s++) {
+        int64_t heads = ft__site_permuted_heads(p->m, (int)(s % FT_SITE_COUNT));
+        for (k = 0; k < 3 && r == FT_OK; k++) {
+            ft_tensor *t = k == 0 ? p->A[s] : k == 1 ? p->B[s] : p->mag[s];
+            const char *dt; int64_t shape[8]; int nd; const void *d;
+            ft__peft_site_name(name, sizeof name, s, ft__lora_parts[k]);
+            d = ft_safetensors_get(st, name, &dt, shape, &nd);
+            if (!t && !d) continue;
+            if (!t || !d || nd != t->ndim || shape[0] != t->shape[0] || (nd > 1 && shape[1] != t->shape[1]))
+                r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s: %s", path, name, !t ? "has no place in the attached adapter (targets or rank differ)" : !d ? "is missing" : "has a shape the model does not fit (wrong base model?)");
+            else r = ft__peft_in_tensor(t, st, path, name, p->m, k > 0 ? heads : 0, k == 1 ? t->shape[1] : 1);
         }
     }
     ft_safetensors_close(st);
-    if (r != FT_OK) { if (p) ft_peft_free(p); return r; }
-    *out = p;
+    return r;
+}
+
+/* attach an adapter from a PEFT directory: alpha, rsLoRA, DoRA from adapter_config.json; rank,
+   targets and layers from the tensors in adapter_model.safetensors */
+static ft_result ft__lora_config(ft_lora_opts *o, const char *dir) {
+    ft_json_doc *doc; const ft_json *root, *v; ft_result r; char path[1024];
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
+    root = ft_json_root(doc);
+    if ((v = ft_json_get(root, "peft_type")) && (v->kind != FT_JSON_STRING || strcmp(v->s, "LORA") != 0))
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: peft_type %s (LORA is read here)", path, v->kind == FT_JSON_STRING ? v->s : "?");
+    else if ((v = ft_json_get(root, "fan_in_fan_out")) && v->kind == FT_JSON_BOOL && v->num != 0)
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: fan_in_fan_out is not supported", path);
+    else if ((v = ft_json_get(root, "lora_bias")) && v->kind == FT_JSON_BOOL && v->num != 0)
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: lora_bias is not supported", path);
+    else if ((v = ft_json_get(root, "bias")) && v->kind == FT_JSON_STRING && strcmp(v->s, "none") != 0)
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: bias \"%s\" is not supported (\"none\" is)", path, v->s);
+    else if (((v = ft_json_get(root, "rank_pattern")) && v->kind == FT_JSON_OBJECT && v->n) || ((v = ft_json_get(root, "alpha_pattern")) && v->kind == FT_JSON_OBJECT && v->n))
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: rank_pattern / alpha_pattern (a rank or alpha per module) is not supported", path);
+    if ((v = ft_json_get(root, "lora_alpha")) && v->kind == FT_JSON_NUMBER && v->num > 0) o->alpha = (float)v->num;
+    if ((v = ft_json_get(root, "use_rslora")) && v->kind == FT_JSON_BOOL) o->rslora = v->num != 0;
+    if ((v = ft_json_get(root, "use_dora")) && v->kind == FT_JSON_BOOL) o->dora = v->num != 0;
+    if ((v = ft_json_get(root, "r")) && v->kind == FT_JSON_NUMBER) o->r = (int)v->num;
+    ft_json_free(doc);
+    return r;
+}
+static ft_result ft__lora_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
+    ft_peft_opts o = ft_peft_opts_default(FT_PEFT_LORA);
+    ft_safetensors *st;
+    ft_result r;
+    int r_config;
+    char path[1024];
+    *out = NULL;
+    memset(&o.lora, 0, sizeof o.lora);
+    if ((r = ft__lora_config(&o.lora, dir)) != FT_OK) return r;
+    r_config = o.lora.r;
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
+    r = ft__peft_scan_attach(out, m, &o, st, path, ft__lora_parts, 3, 0);
+    ft_safetensors_close(st);
+    if (r == FT_OK && r_config && (*out)->o.r != r_config)
+        r = ft_set_error(FT_ERR_FORMAT, "%s: the tensors have rank %d, adapter_config.json says r = %d", path, (*out)->o.r, r_config);
+    if (r == FT_OK) r = ft__lora_read_peft(*out, dir);
+    if (r != FT_OK && *out) { ft_peft_free(*out); *out = NULL; }
+    return r;
+}
+
+/* ---- PEFT's LoHa: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b, [out, r] and [r, in] as ours; the
+   output-side factors (w1_a, w2_a) of q_proj and k_proj carry the converter's row permutation (a
+   row permutation of both permutes the rows of dW = (w1_a w1_b) * (w2_a w2_b) the same way).
+   adapter_config.json: peft_type LOHA, r, alpha, target_modules, layers_to_transform ------------- */
+static const char *const ft__hada_names[4] = {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"};
+
+static ft_result ft__loha_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
+    ft__peft_out o;
+    int64_t s;
+    int k;
+    ft_result r;
+    if ((r = ft__peft_out_init(&o, p, "LOHA", base_model_name, 0)) != FT_OK) return r;
+    for (s = 0; s < p->m->c.n_layer * FT_SITE_COUNT; s++)
+        for (k = 0; p->hada[s * 4] && k < 4; k++) {
+            ft_tensor *t = p->hada[s * 4 + k];
+            ft__peft_out_site(&o, p->m, s, ft__hada_names[k], t, t->shape[0], t->shape[1], k % 2 == 0);
+        }
+    ft__peft_out_cfg(&o, ",\n  \"r\": %d,\n  \"alpha\": %.9g,\n  \"rank_dropout\": 0.0,\n  \"module_dropout\": 0.0,\n  \"init_weights\": true,\n"
+                     "  \"use_effective_conv2d\": false", p->o.r, (double)p->o.alpha);
+    ft__peft_out_sites(&o, p);
+    return ft__peft_out_write(&o, dir);
+}
+
+/* read every hada_* tensor into the attached LoHa adapter (HF row order undone) */
+static ft_result ft__loha_read(ft_peft *p, ft_safetensors *st, const char *path) {
+    int64_t i;
+    ft_result r = FT_OK;
+    for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
+        const char *nm = ft_safetensors_name(st, i), *dt;
+        long long l;
+        int k, w, nd;
+        int64_t shape[8];
+        ft_tensor *t;
+        if (!nm || strcmp(nm, "__metadata__") == 0) continue;
+        w = ft__peft_site_key(nm, ft__hada_names, 4, &l, &k);
+        t = w >= 0 && l >= 0 && l < p->m->c.n_layer ? p->hada[(l * FT_SITE_COUNT + w) * 4 + k] : NULL;
+        ft_safetensors_get(st, nm, &dt, shape, &nd);
+        if (!t || nd != 2 || shape[0] != t->shape[0] || shape[1] != t->shape[1])
+            r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s: %s", path, nm, t ? "has a shape the model does not fit (wrong base model?)" : "not a LoHa tensor of the attached sites");
+        else r = ft__peft_in_tensor(t, st, path, nm, p->m, k % 2 == 0 ? ft__site_permuted_heads(p->m, w) : 0, t->shape[1]);
+    }
+    return r;
+}
+
+/* attach a PEFT LoHa directory: alpha from adapter_config.json; rank, targets and layers from the
+   tensors (hada_w1_a gives the rank) */
+static ft_result ft__loha_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
+    ft_json_doc *doc; const ft_json *root, *v; ft_peft_opts o = ft_peft_opts_default(FT_PEFT_LOHA);
+    ft_safetensors *st; ft_result r; char path[1024];
+    *out = NULL;
+    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
+    root = ft_json_root(doc);
+    o.lora.alpha = (v = ft_json_get(root, "alpha")) && v->kind == FT_JSON_NUMBER && v->num > 0 && v->num < 1e6 ? (float)v->num : 0.0f;
+    if (((v = ft_json_get(root, "rank_dropout")) && v->kind == FT_JSON_NUMBER && v->num != 0) ||
+        ((v = ft_json_get(root, "module_dropout")) && v->kind == FT_JSON_NUMBER && v->num != 0) ||
+        ((v = ft_json_get(root, "rank_pattern")) && v->kind == FT_JSON_OBJECT && v->n) || ((v = ft_json_get(root, "alpha_pattern")) && v->kind == FT_JSON_OBJECT && v->n))
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s/adapter_config.json: rank / module dropout and per-module ranks or alphas are not supported", dir);
+    ft_json_free(doc);
+    if (r != FT_OK) return r;
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
+    r = ft__peft_scan_attach(out, m, &o, st, path, ft__hada_names, 4, 1);
+    if (r == FT_OK && (r = ft__loha_read(*out, st, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
+    ft_safetensors_close(st);
+    return r;
+}
+
+/* ---- PEFT's IA3: ia3_l, [out, 1] for a site that scales its output, [1, in] for down_proj, PEFT's
+   one feedforward module (its input scaled); the output vectors of q_proj / k_proj in HF order.
+   IA3Config has no layers_to_transform: a subset of layers is a regex over the module names ------ */
+static const char *const ft__ia3_part[1] = {"ia3_l"};
+
+static int ft__ia3_layer_on(const ft_peft *p, int64_t l) {
+    int w;
+    for (w = 0; w < FT_SITE_COUNT; w++) if (p->ia3[l * FT_SITE_COUNT + w]) return 1;
+    return 0;
+}
+/* target_modules: the sites' names, or a regex when some layers have none */
+static void ft__ia3_cfg_targets(ft__peft_out *o, const ft_peft *p, unsigned sites) {
+    int64_t l;
+    int t, all = 1;
+    const char *sep = "";
+    for (l = 0; l < p->m->c.n_layer; l++) all &= ft__ia3_layer_on(p, l);
+    if (all) {
+        ft__peft_out_cfg(o, ",\n  \"target_modules\": [");
+        for (t = 0; t < FT_SITE_COUNT; t++) if (sites & (1u << t)) { ft__peft_out_cfg(o, "%s\"%s\"", sep, ft_site_name(t)); sep = ", "; }
+        ft__peft_out_cfg(o, "]");
+        return;
+    }
+    ft__peft_out_cfg(o, ",\n  \"target_modules\": \".*\\\\.layers\\\\.(");
+    for (l = 0; l < p->m->c.n_layer; l++) if (ft__ia3_layer_on(p, l)) { ft__peft_out_cfg(o, "%s%d", sep, (int)l); sep = "|"; }
+    ft__peft_out_cfg(o, ")\\\\.(self_attn|mlp)\\\\.(");
+    for (sep = "", t = 0; t < FT_SITE_COUNT; t++) if (sites & (1u << t)) { ft__peft_out_cfg(o, "%s%s", sep, ft_site_name(t)); sep = "|"; }
+    ft__peft_out_cfg(o, ")\"");
+}
+static ft_result ft__ia3_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
+    ft__peft_out o;
+    int64_t s;
+    unsigned sites = 0;
+    ft_result r;
+    if ((r = ft__peft_out_init(&o, p, "IA3", base_model_name, 0)) != FT_OK) return r;
+    for (s = 0; s < p->m->c.n_layer * FT_SITE_COUNT; s++) {
+        ft_tensor *v = p->ia3[s];
+        int down = s % FT_SITE_COUNT == FT_SITE_DOWN;
+        if (!v) continue;
+        ft__peft_out_site(&o, p->m, s, ft__ia3_part[0], v, down ? 1 : ft_numel(v), down ? ft_numel(v) : 1, !down);
+        sites |= 1u << (s % FT_SITE_COUNT);
+    }
+    ft__ia3_cfg_targets(&o, p, sites);
+    ft__peft_out_cfg(&o, ",\n  \"feedforward_modules\": [%s],\n  \"exclude_modules\": null,\n  \"fan_in_fan_out\": false,\n  \"init_ia3_weights\": true",
+                     sites & (1u << FT_SITE_DOWN) ? "\"down_proj\"" : "");
+    return ft__peft_out_write(&o, dir);
+}
+
+/* every vector of the file into the attached IA3, each of the shape PEFT gives its site */
+static ft_result ft__ia3_read(ft_peft *p, ft_safetensors *st, const char *path) {
+    int64_t i, filled = 0;
+    ft_result r = FT_OK;
+    for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
+        const char *nm = ft_safetensors_name(st, i), *dt;
+        long long l = -1;
+        int k, w, nd = 0;
+        int64_t sh[8];
+        ft_tensor *t;
+        if (!nm || strcmp(nm, "__metadata__") == 0) continue;
+        w = ft__peft_site_key(nm, ft__ia3_part, 1, &l, &k);
+        t = p->ia3[l * FT_SITE_COUNT + w];
+        ft_safetensors_get(st, nm, &dt, sh, &nd);
+        if (nd != 2 || (w == FT_SITE_DOWN ? sh[0] != 1 : sh[1] != 1))
+            r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has shape [%lld, %lld]: finetune.h's IA3 scales down_proj's input ([1, in], feedforward_modules) and the other sites' outputs ([out, 1])",
+                             path, nm, (long long)sh[0], nd > 1 ? (long long)sh[1] : 0LL);
+        else if (!t) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: finetune.h's IA3 puts the same sites on every layer it adapts, this file does not", path, nm);
+        else r = ft__peft_in_tensor(t, st, path, nm, p->m, w == FT_SITE_DOWN ? 0 : ft__site_permuted_heads(p->m, w), 1);
+        filled++;
+    }
+    if (r == FT_OK && filled != ft_params_count(p->P))
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: finetune.h's IA3 puts the same sites on every layer it adapts, this file does not", path);
+    return r;
+}
+/* attach a PEFT IA3 directory: sites and layers from the tensors */
+static ft_result ft__ia3_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
+    ft_json_doc *doc; const ft_json *v; ft_peft_opts o; ft_safetensors *st; ft_result r; char path[1024];
+    *out = NULL;
+    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
+    if ((v = ft_json_get(ft_json_root(doc), "fan_in_fan_out")) && v->kind == FT_JSON_BOOL && v->num != 0)
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s/adapter_config.json: fan_in_fan_out is not supported", dir);
+    ft_json_free(doc);
+    if (r != FT_OK) return r;
+    memset(&o, 0, sizeof o);
+    o.method = FT_PEFT_IA3;
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
+    r = ft__peft_scan_attach(out, m, &o, st, path, ft__ia3_part, 1, -1);
+    if (r == FT_OK && (r = ft__ia3_read(*out, st, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
+    ft_safetensors_close(st);
+    return r;
+}
+
+/* ---- PEFT's prompt and prefix tuning: one table, prompt_embeddings, for a CAUSAL_LM model
+   (tuners/prefix_tuning/model.py, peft_model.py get_prompt, utils/other.py
+   _prepare_prompt_learning_config):
+   PROMPT  [P, n_embd]; config token_dim = n_embd, num_attention_heads = n_head.
+   PREFIX  [P, n_layer * 2 * kv_dim]: row i, layer l's key at columns [2l kv_dim, (2l+1) kv_dim)
+           as (kv_heads, head_dim), its value next (get_prompt views it (P, 2L, kv_heads,
+           head_dim)). With the reparameterisation MLP PEFT saves the MLP's output (and loads
+           it, in inference mode, as a plain table): so do we, and reading back gives a plain
+           table. GQA: token_dim = kv_dim and num_attention_heads = n_head_kv, as PEFT writes.
+           Keys: HF scores rotate_half-rotated queries (pairs j, j + D/2) against them, we score
+           our queries (the converter's permuted rows, adjacent pairs) against ours: our key dim
+           2j is HF's j and 2j+1 is HF's j + D/2 in every head -- k_proj's row permutation.
+           Values: unchanged.
+   ------------------------------------------------------------------------------------------------ */
+/* the prefix table (P, n_layer * 2 * kv_dim) between our key order and HF's (to_hf); dst != src */
+static void ft__prefix_permute(float *dst, const float *src, const ft_model *m, int64_t P, int to_hf) {
+    int64_t Dkv = m->c.n_head_kv * m->c.head_dim, W = m->c.n_layer * 2 * Dkv, heads = ft__site_permuted_heads(m, FT_SITE_K), i, l;
+    memcpy(dst, src, (size_t)(P * W) * sizeof(float));
+    if (heads) for (i = 0; i < P; i++) for (l = 0; l < m->c.n_layer; l++)
+        ft__permute_rows(dst + i * W + 2 * l * Dkv, src + i * W + 2 * l * Dkv, heads, m->c.head_dim, 1, to_hf);
+}
+/* the table's width: n_embd (prompt) or n_layer * 2 * kv_dim (prefix) */
+static int64_t ft__prompt_width(const ft_model *m, ft_peft_method method) {
+    return method == FT_PEFT_PROMPT ? m->c.n_embd : m->c.n_layer * 2 * m->c.n_head_kv * m->c.head_dim;
+}
+static ft_result ft__prompt_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
+    ft__peft_out o;
+    ft_result r;
+    const ft_model *m = p->m;
+    if ((r = ft__peft_out_init(&o, p, "PROMPT_TUNING", base_model_name, 0)) != FT_OK) return r;
+    ft__peft_out_tensor(&o, "prompt_embeddings", p->po.n_virtual, m->c.n_embd, FT__F(p->prompt));
+    /* the init matters only before training (PEFT ignores it in inference mode); its TEXT would
+       need a tokenizer repository to load, so a text init is written as RANDOM */
+    ft__peft_out_cfg(&o, ",\n  \"num_virtual_tokens\": %d,\n  \"token_dim\": %lld,\n  \"num_transformer_submodules\": 1,\n  \"num_attention_heads\": %lld,\n"
+                     "  \"num_layers\": %lld,\n  \"prompt_tuning_init\": \"%s\",\n  \"prompt_tuning_init_text\": null,\n  \"tokenizer_name_or_path\": null,\n"
+                     "  \"tokenizer_kwargs\": null", p->po.n_virtual, (long long)m->c.n_embd, (long long)m->c.n_head, (long long)m->c.n_layer,
+                     p->po.prompt_init == FT_PROMPT_VOCAB ? "SAMPLE_VOCAB" : "RANDOM");
+    return ft__peft_out_write(&o, dir);
+}
+/* the prefix table in HF's order: the MLP's output (computed as the forward does) or the table */
+static ft_result ft__prefix_table_hf(ft_peft *p, float *dst) {
+    ft_tensor *tab = p->pre[0];
+    ft_ctx *ctx = NULL;
+    ft_ctx_opts co = ft_ctx_opts_default();
+    int64_t P = p->po.n_virtual, W = ft__prompt_width(p->m, FT_PEFT_PREFIX);
+    ft_result r = FT_OK;
+    if (p->pre[1]) {
+        co.arena_bytes = (size_t)(P * (2 * p->po.prefix_hidden + 2 * W)) * sizeof(float) + ((size_t)1 << 20);
+        if ((r = ft_ctx_init(&ctx, &co)) != FT_OK) return r;
+        ft_ctx_set_grad(ctx, 0);
+        tab = ft__prefix_table(ctx, p);
+        if (!tab || tab->type != FT_TYPE_F32 || ft_numel(tab) != P * W)
+            r = ft_set_error(ft_ctx_status(ctx) != FT_OK ? ft_ctx_status(ctx) : FT_ERR_STATE, "the prefix MLP: %s", ft_last_error());
+    }
+    if (r == FT_OK) ft__prefix_permute(dst, FT__F(tab), p->m, P, 1);
+    ft_ctx_free(ctx);
+    return r;
+}
+static ft_result ft__prefix_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
+    ft__peft_out o;
+    ft_result r;
+    const ft_model *m = p->m;
+    int64_t P = p->po.n_virtual, W = ft__prompt_width(m, FT_PEFT_PREFIX);
+    float *hf;
+    if ((r = ft__peft_out_init(&o, p, "PREFIX_TUNING", base_model_name, P * W)) != FT_OK) return r;
+    hf = ft__peft_out_scratch(&o, P * W);
+    if (hf && (r = ft__prefix_table_hf(p, hf)) != FT_OK) { ft__peft_out_free(&o); return ft_set_error(r, "%s: %s", dir, ft_last_error()); }
+    ft__peft_out_tensor(&o, "prompt_embeddings", P, W, hf);
+    ft__peft_out_cfg(&o, ",\n  \"num_virtual_tokens\": %lld,\n  \"token_dim\": %lld,\n  \"num_transformer_submodules\": 1,\n  \"num_attention_heads\": %lld,\n"
+                     "  \"num_layers\": %lld,\n  \"encoder_hidden_size\": %lld,\n  \"prefix_projection\": %s,\n  \"init_weights\": null",
+                     (long long)P, (long long)(m->c.n_head_kv * m->c.head_dim), (long long)m->c.n_head_kv, (long long)m->c.n_layer,
+                     (long long)(p->pre[1] ? p->po.prefix_hidden : m->c.n_head_kv * m->c.head_dim), p->pre[1] ? "true" : "false");
+    return ft__peft_out_write(&o, dir);
+}
+
+/* a prompt-learning config for this model (a decoder-only CAUSAL_LM, its layers, the table's
+   token_dim and heads); num_virtual_tokens into o->n_virtual (0: not given) */
+static ft_result ft__prompt_config(ft_peft_opts *o, const ft_model *m, const char *dir) {
+    ft_json_doc *doc; const ft_json *root, *v; ft_result r; char cpath[1024];
+    int prefix = o->method == FT_PEFT_PREFIX;
+    int64_t dim = prefix ? m->c.n_head_kv * m->c.head_dim : m->c.n_embd;
+    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
+    root = ft_json_root(doc);
+    snprintf(cpath, sizeof cpath, "%s/adapter_config.json", dir);
+    if ((v = ft_json_get(root, "task_type")) && v->kind == FT_JSON_STRING && strcmp(v->s, "CAUSAL_LM") != 0)
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: task_type %s (a decoder-only CAUSAL_LM prompt is read)", cpath, v->s);
+    else if ((v = ft_json_get(root, "num_transformer_submodules")) && v->kind == FT_JSON_NUMBER && v->num != 1)
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: num_transformer_submodules %g (1, a decoder-only model, is read)", cpath, v->num);
+    else if ((v = ft_json_get(root, "num_layers")) && v->kind == FT_JSON_NUMBER && v->num != (double)m->c.n_layer)
+        r = ft_set_error(FT_ERR_SHAPE, "%s: num_layers %g, the model has %lld (wrong base model?)", cpath, v->num, (long long)m->c.n_layer);
+    else if ((v = ft_json_get(root, "token_dim")) && v->kind == FT_JSON_NUMBER && v->num != (double)dim)
+        r = ft_set_error(FT_ERR_SHAPE, "%s: token_dim %g, the model's %s %lld (%swrong base model?)", cpath, v->num,
+                         prefix ? "keys have" : "n_embd is", (long long)dim, prefix ? "n_head_kv x head_dim; " : "");
+    else if (prefix && (v = ft_json_get(root, "num_attention_heads")) && v->kind == FT_JSON_NUMBER && v->num != (double)m->c.n_head_kv)
+        r = ft_set_error(FT_ERR_SHAPE, "%s: num_attention_heads %g, the model has %lld KV heads (wrong base model?)", cpath, v->num, (long long)m->c.n_head_kv);
+    o->n_virtual = (v = ft_json_get(root, "num_virtual_tokens")) && v->kind == FT_JSON_NUMBER ? (int)v->num : 0;
+    ft_json_free(doc);
+    return r;
+}
+/* the file holds prompt_embeddings alone, [P, width] (P as the config says, when it says) */
+static ft_result ft__prompt_check_file(const ft_safetensors *st, const char *path, const ft_peft_opts *o, int64_t W, int64_t *P) {
+    const char *dt; int nd = 0; int64_t i, sh[8];
+    const void *d = ft_safetensors_get(st, "prompt_embeddings", &dt, sh, &nd);
+    for (i = 0; i < ft_safetensors_count(st); i++) {
+        const char *nm = ft_safetensors_name(st, i);
+        if (nm && strcmp(nm, "__metadata__") != 0 && strcmp(nm, "prompt_embeddings") != 0)
+            return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: only prompt_embeddings is read (modules_to_save are not supported)", path, nm);
+    }
+    if (!d) return ft_set_error(FT_ERR_FORMAT, "%s: no prompt_embeddings", path);
+    if (nd != 2 || sh[1] != W || sh[0] < 1 || (o->n_virtual && sh[0] != o->n_virtual))
+        return ft_set_error(FT_ERR_SHAPE, "%s: prompt_embeddings is [%lld, %lld], the model needs [%d, %lld] (%s; wrong base model?)", path, (long long)sh[0], nd > 1 ? (long long)sh[1] : 0LL,
+                            o->n_virtual ? o->n_virtual : (int)sh[0], (long long)W, o->method == FT_PEFT_PROMPT ? "num_virtual_tokens x n_embd" : "num_virtual_tokens x n_layer * 2 * n_head_kv * head_dim");
+    *P = sh[0];
     return FT_OK;
 }
+/* attach a PEFT prompt or prefix directory: the table (a prefix as a plain table: an MLP's
+   parameters are not in the file) */
+static ft_result ft__prompt_table_attach(ft_peft **out, ft_model *m, const char *dir, ft_peft_method method) {
+    ft_peft_opts o; ft_safetensors *st; ft_result r; char path[1024]; int64_t P = 0, W = ft__prompt_width(m, method);
+    ft_tensor *t;
+    float *ours;
+    *out = NULL;
+    memset(&o, 0, sizeof o);
+    o.method = method;
+    if ((r = ft__prompt_config(&o, m, dir)) != FT_OK) return r;
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
+    if ((r = ft__prompt_check_file(st, path, &o, W, &P)) == FT_OK) {
+        o.n_virtual = (int)P;
+        if ((r = ft_peft_attach(out, m, &o)) != FT_OK) r = ft_set_error(r, "%s: %s", path, ft_last_error());
+    }
+    t = r == FT_OK ? (method == FT_PEFT_PROMPT ? (*out)->prompt : (*out)->pre[0]) : NULL;
+    if (t) r = ft__peft_in_tensor(t, st, path, "prompt_embeddings", m, 0, 1);
+    if (t && r == FT_OK && method == FT_PEFT_PREFIX) {       /* the keys out of HF's order */
+        if (!(ours = FT__CAST(float *, FT_MALLOC((size_t)(P * W) * sizeof(float))))) r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+        else { ft__prefix_permute(ours, FT__F(t), m, P, 0); memcpy(t->data, ours, (size_t)(P * W) * sizeof(float)); FT_FREE(ours); }
+    }
+    ft_safetensors_close(st);
+    if (r != FT_OK && *out) { ft_peft_free(*out); *out = NULL; }
+    return r;
+}
+static ft_result ft__prompt_attach_peft(ft_peft **out, ft_model *m, const char *dir) { return ft__prompt_table_attach(out, m, dir, FT_PEFT_PROMPT); }
+static ft_result ft__prefix_attach_peft(ft_peft **out, ft_model *m, const char *dir) { return ft__prompt_table_attach(out, m, dir, FT_PEFT_PREFIX); }
 
 /* ---- a whole model with the adapter merged ------------------------------------------------------------- */
 FT_API int ft_save_type_ok(ft_type t) {

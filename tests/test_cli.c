@@ -152,7 +152,7 @@ TEST(bad_values_are_refused) {
         {"--dropout 1", "--dropout 1: must be a finite number in [0, 1)"},
         {"--schedule cosin", "--schedule cosin: must be one of cosine, linear, constant"},
         {"--objective dpoo", "--objective dpoo: must be one of sft, cpt, dpo,"},
-        {"--method loraa", "--method loraa: must be one of lora, adapter, prefix, prompt, ia3, full, qlora, dora"},
+        {"--method loraa", "--method loraa: must be one of lora, adapter, prefix, prompt, ia3, full, loha, qlora, dora"},
         {"--quantize q4_0", "--quantize q4_0: must be one of nf4, none"},
         {"--targets q_proj,nope", "--targets q_proj,nope: must be all, attn, mlp"},
         {"--pack=2", "--pack 2: must be 0 or 1"},
