@@ -248,11 +248,12 @@
       [kernels]    SIMD vector primitives, GEMM, row kernels (norms, softmax, rope, attention)
       [autograd]   tape, ops (forward + backward), backward pass, gradient checkpointing
       [quant]      GGML block formats, NF4 (bitsandbytes) with double quantization
-      [gguf]       GGUF reader and writer, directories, atomic files
+      [gguf]       GGUF reader and writer, directories, atomic files, safetensors
       [tokenizer]  BPE / SentencePiece, pre-tokenizers, chat templates
       [model]      llama family, NF4 in GGUF, KV cache, sampling, generation
-      [peft]       the PEFT interface and its methods: LoRA / DoRA, LoHa, merging a weight delta,
-                   bottleneck adapters, prefix and prompt tuning, IA3, full fine-tuning, your own
+      [peft]       the PEFT interface, what adapter files share, and the methods, each with its
+                   llama.cpp / PEFT files: LoRA / DoRA, LoHa, merging a weight delta, bottleneck
+                   adapters, prefix and prompt tuning, IA3, full fine-tuning, your own
       [data]       strict JSON / JSONL
       [dataset]    JSONL -> token ids with loss masks, mixing
       [optim]      AdamW, SGD
@@ -262,8 +263,8 @@
       [rl]         GRPO and PPO losses, rewards and a regex engine, rollouts, rollout micro-batches
                    (FT_NO_RL)
       [loop]       the training loop of every objective, generation-based evaluation, SVG plots
-      [export]     safetensors, adapter files (llama.cpp, PEFT, finetune.h's own; the format
-                   policy), merged models
+      [export]     finetune.h's own adapter file (every method), the format policy, merged
+                   models
       [synth]      synthetic instruction data: ROUGE-L, Self-Instruct, Evol-Instruct (FT_NO_SYNTH)
       [merge]      merging models and adapters: linear, task arithmetic, TIES, DARE (FT_NO_MERGE)
       [names]      every enum's names
@@ -5651,6 +5652,9 @@ static int ft__weight_decodable(const ft_tensor *W, int64_t K) {
    Layout: u32 "GGUF", u32 version, u64 n_tensors, u64 n_kv; n_kv x (string key, u32 type,
    value); n_tensors x (string name, u32 n_dims, u64 ne[n_dims], u32 type, u64 offset); zero
    padding to general.alignment (default 32); tensor data. Strings are u64 length + bytes.
+   safetensors (Hugging Face's PEFT adapters; bounds-checked reader, f32 writer): u64 N
+   (little-endian), N bytes of JSON {"name": {"dtype", "shape", "data_offsets": [begin, end]},
+   "__metadata__": {...}}, padded with spaces to 8 bytes; then the data.
    ============================================================================================ */
 #include <errno.h>
 #if !defined(_WIN32)
@@ -6268,6 +6272,107 @@ FT_API ft_result ft_gguf_write(ft_gguf_writer *w, const char *path) {
 }
 
 
+
+/* ---- safetensors reader ------------------------------------------------------------------------- */
+struct ft_safetensors {
+    char *path; unsigned char *buf; size_t size, data_off;
+    ft_json_doc *hdr;
+};
+FT_API void ft_safetensors_close(ft_safetensors *s) {
+    if (!s) return;
+    ft_json_free(s->hdr); FT_FREE(s->buf); FT_FREE(s->path); FT_FREE(s);
+}
+FT_API ft_result ft_safetensors_open(ft_safetensors **out, const char *path) {
+    ft_safetensors *s; FILE *f; long n; uint64_t hn; int64_t i; ft_result r; const ft_json *root;
+    *out = NULL;
+    if (!(f = fopen(path, "rb"))) return ft_set_error(FT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    s = FT__CAST(ft_safetensors *, FT_MALLOC(sizeof *s));
+    if (!s) { fclose(f); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); }
+    memset(s, 0, sizeof *s);
+    s->path = ft__strndup(path, strlen(path));
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) n = -1;
+    s->size = n < 0 ? 0 : (size_t)n;
+    s->buf = FT__CAST(unsigned char *, FT_MALLOC(s->size + 1));
+    if (n < 0 || !s->buf || !s->path || fread(s->buf, 1, s->size, f) != s->size) { fclose(f); ft_safetensors_close(s); return ft_set_error(FT_ERR_IO, "%s: read failed", path); }
+    fclose(f);
+    if (s->size < 8) { size_t sz = s->size; ft_safetensors_close(s); return ft_set_error(FT_ERR_FORMAT, "%s: offset 0: %zu bytes, too short for a header length", path, sz); }
+    memcpy(&hn, s->buf, 8);
+    if (hn > s->size - 8 || hn > ((uint64_t)100 << 20)) { ft_safetensors_close(s); return ft_set_error(FT_ERR_FORMAT, "%s: offset 0: header length %llu exceeds the file", path, (unsigned long long)hn); }
+    s->data_off = 8 + (size_t)hn;
+    if ((r = ft_json_parse(&s->hdr, FT__CAST(const char *, s->buf + 8), (size_t)hn, path, 1)) != FT_OK) { ft_safetensors_close(s); return r; }
+    root = ft_json_root(s->hdr);
+    if (root->kind != FT_JSON_OBJECT) { ft_safetensors_close(s); return ft_set_error(FT_ERR_FORMAT, "%s: offset 8: the header is not a JSON object", path); }
+    for (i = 0; i < root->n; i++) {                 /* validate every entry once */
+        const ft_json *k = ft_json_key_at(root, i), *v = ft_json_value_at(root, i);
+        const ft_json *dt = ft_json_get(v, "dtype"), *sh = ft_json_get(v, "shape"), *off = ft_json_get(v, "data_offsets");
+        double nel = 1, es; int64_t j;
+        if (strcmp(k->s, "__metadata__") == 0) continue;
+        if (!dt || dt->kind != FT_JSON_STRING || !sh || sh->kind != FT_JSON_ARRAY || sh->n > 8 || !off || off->kind != FT_JSON_ARRAY || off->n != 2) {
+            ft_result e_ = ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s': needs dtype, shape and data_offsets", path, k->s);
+            ft_safetensors_close(s); return e_;
+        }
+        es = strcmp(dt->s, "F32") == 0 || strcmp(dt->s, "I32") == 0 ? 4 : strcmp(dt->s, "F16") == 0 || strcmp(dt->s, "BF16") == 0 ? 2 :
+             strcmp(dt->s, "F64") == 0 || strcmp(dt->s, "I64") == 0 ? 8 : strcmp(dt->s, "U8") == 0 || strcmp(dt->s, "I8") == 0 || strcmp(dt->s, "BOOL") == 0 ? 1 : 0;
+        for (j = 0; j < sh->n; j++) {
+            double d = ft_json_at(sh, j)->num;
+            if (ft_json_at(sh, j)->kind != FT_JSON_NUMBER || d < 0 || d != floor(d) || d > 1e12) { es = -1; break; }
+            nel *= d;
+        }
+        if (es <= 0 || ft_json_at(off, 0)->num < 0 || ft_json_at(off, 1)->num < ft_json_at(off, 0)->num ||
+            ft_json_at(off, 1)->num > (double)(s->size - s->data_off) || ft_json_at(off, 1)->num - ft_json_at(off, 0)->num != nel * es) {
+            ft_result e_ = ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s': dtype, shape and data_offsets [%.0f, %.0f] disagree or run past the %zu data bytes",
+                                        path, k->s, ft_json_at(off, 0)->num, ft_json_at(off, 1)->num, s->size - s->data_off);
+            ft_safetensors_close(s);
+            return e_;
+        }
+    }
+    *out = s;
+    return FT_OK;
+}
+/* a tensor's dtype, shape and bytes (NULL if absent) */
+FT_API const void *ft_safetensors_get(const ft_safetensors *s, const char *name, const char **dtype, int64_t *shape, int *ndim) {
+    const ft_json *v = ft_json_get(ft_json_root(s->hdr), name), *sh; int64_t j;
+    if (!v || strcmp(name, "__metadata__") == 0) return NULL;
+    sh = ft_json_get(v, "shape");
+    if (dtype) *dtype = ft_json_get(v, "dtype")->s;
+    if (ndim) *ndim = (int)sh->n;
+    if (shape) for (j = 0; j < sh->n; j++) shape[j] = (int64_t)ft_json_at(sh, j)->num;
+    return s->buf + s->data_off + (size_t)ft_json_at(ft_json_get(v, "data_offsets"), 0)->num;
+}
+FT_API int64_t ft_safetensors_count(const ft_safetensors *s) { return ft_json_root(s->hdr)->n; }
+FT_API const char *ft_safetensors_name(const ft_safetensors *s, int64_t i) {
+    const ft_json *k = ft_json_key_at(ft_json_root(s->hdr), i);
+    return k ? k->s : NULL;
+}
+
+/* ---- safetensors writer: f32 tensors, names in the given order ----------------------------------- */
+typedef struct ft__st_entry { const char *name; const float *data; int ndim; int64_t shape[4]; } ft__st_entry;
+static ft_result ft__safetensors_write(const char *path, const ft__st_entry *e, int n) {
+    ft__afile a; ft_result r; char *hdr; size_t cap = 256, len = 0; uint64_t off = 0, hn; int i, k;
+    for (i = 0; i < n; i++) cap += strlen(e[i].name) + 128;
+    if (!(hdr = FT__CAST(char *, FT_MALLOC(cap)))) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+    len += (size_t)snprintf(hdr + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (i = 0; i < n; i++) {
+        uint64_t nel = 1;
+        len += (size_t)snprintf(hdr + len, cap - len, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", e[i].name);
+        for (k = 0; k < e[i].ndim; k++) { len += (size_t)snprintf(hdr + len, cap - len, k ? ",%lld" : "%lld", (long long)e[i].shape[k]); nel *= (uint64_t)e[i].shape[k]; }
+        len += (size_t)snprintf(hdr + len, cap - len, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + nel * 4));
+        off += nel * 4;
+    }
+    len += (size_t)snprintf(hdr + len, cap - len, "}");
+    while (len % 8) hdr[len++] = ' ';
+    hn = len;
+    if ((r = ft__afile_open(&a, path)) != FT_OK) { FT_FREE(hdr); return r; }
+    ft__afile_write(&a, &hn, 8);
+    ft__afile_write(&a, hdr, len);
+    for (i = 0; i < n; i++) {
+        uint64_t nel = 1;
+        for (k = 0; k < e[i].ndim; k++) nel *= (uint64_t)e[i].shape[k];
+        ft__afile_write(&a, e[i].data, (size_t)nel * 4);
+    }
+    FT_FREE(hdr);
+    return ft__afile_commit(&a);
+}
 
 /* ============================================================================================
    [tokenizer] byte-level BPE ("gpt2") and SentencePiece BPE ("llama") giving the same ids as
@@ -8306,8 +8411,8 @@ struct ft_peft {
    values every query sees), prompt (soft tokens before the input). A method that changes weights
    (delta, merge_row) can be merged into them (ft_peft_merge) and baked; enable and detach are for
    methods that point the model's weights elsewhere (full fine-tuning). PEFT's file format, where
-   PEFT has the method: its peft_type and its writer and reader ([export]). finetune.h's own GGUF
-   holds every method by parameter names and options. */
+   PEFT has the method: its peft_type and its writer and reader (after the method's code).
+   finetune.h's own GGUF ([export]) holds every method by parameter names and options. */
 typedef struct ft__peft_impl {
     ft_peft_method method;
     ft_result (*add)(ft_peft *p);
@@ -8366,6 +8471,297 @@ static ft_result ft__peft_slots(ft_tensor ***dst, int64_t n) {
     if (!*dst) return ft_set_error(FT_ERR_NOMEM, "peft: out of memory");
     memset(*dst, 0, (size_t)FT__MAX(n, 1) * sizeof(ft_tensor *));
     return FT_OK;
+}
+
+/* ============================================================================================
+   Adapter files: what every method's files share. llama.cpp's LoRA GGUF (general.type
+   "adapter", adapter.type "lora", adapter.lora.alpha; "<weight>.lora_a" ne [in, r],
+   "<weight>.lora_b" ne [r, out]) and PEFT's adapter_model.safetensors + adapter_config.json
+   (Hugging Face names; the Q/K rows that the GGUF converter permuted are put back: GGUF row 2j =
+   HF row j, row 2j+1 = HF row j + D/2). Each method's own files follow its code; finetune.h's
+   own GGUF (every method) and the format policy are in [export].
+   ============================================================================================ */
+static int ft__layer_has_site(const ft_peft *p, int64_t l);
+/* ---- the Q/K row permutation between GGUF and Hugging Face ------------------------------------------ */
+/* rows (n_head * D, cols): to_hf = 1: HF[h*D + j] = G[h*D + 2j], HF[h*D + D/2 + j] = G[h*D + 2j + 1] */
+static void ft__permute_rows(float *dst, const float *src, int64_t n_head, int64_t D, int64_t cols, int to_hf) {
+    int64_t h, j;
+    for (h = 0; h < n_head; h++)
+        for (j = 0; j < D / 2; j++) {
+            const float *g0 = src + (h * D + (to_hf ? 2 * j : j)) * cols, *g1 = src + (h * D + (to_hf ? 2 * j + 1 : j + D / 2)) * cols;
+            memcpy(dst + (h * D + (to_hf ? j : 2 * j)) * cols, g0, (size_t)cols * sizeof(float));
+            memcpy(dst + (h * D + (to_hf ? j + D / 2 : 2 * j + 1)) * cols, g1, (size_t)cols * sizeof(float));
+        }
+}
+static const char *ft__gguf_site_name(int which) {
+    static const char *n[FT_SITE_COUNT] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    return n[which];
+}
+static const char *ft__hf_site_module(int which) { return which <= FT_SITE_O ? "self_attn" : "mlp"; }
+/* does this site's output dimension carry the converter's Q/K permutation? (heads, or 0) */
+static int64_t ft__site_permuted_heads(const ft_model *m, int which) {
+    if (m->c.rope_type != FT_ROPE_NORM) return 0;
+    return which == FT_SITE_Q ? m->c.n_head : which == FT_SITE_K ? m->c.n_head_kv : 0;
+}
+
+/* ---- which layers and sites an adapter file covers ---------------------------------------------------- */
+typedef struct ft__adapter_scan {
+    unsigned targets;               /* FT_TARGET_* bits seen                                     */
+    int      r;                     /* the rank (every site the same)                             */
+    uint64_t *mask;                 /* bit per layer that has a site                              */
+    int64_t  n_layer, n_seen;
+} ft__adapter_scan;
+static ft_result ft__adapter_scan_init(ft__adapter_scan *sc, const ft_model *m) {
+    memset(sc, 0, sizeof *sc);
+    sc->n_layer = m->c.n_layer;
+    sc->mask = FT__CAST(uint64_t *, FT_MALLOC((size_t)(m->c.n_layer + 63) / 64 * sizeof(uint64_t)));
+    if (!sc->mask) return ft_set_error(FT_ERR_NOMEM, "adapter: out of memory");
+    memset(sc->mask, 0, (size_t)(m->c.n_layer + 63) / 64 * sizeof(uint64_t));
+    return FT_OK;
+}
+/* one A matrix of layer l, site which, rank r, found in tensor `name` of `path` */
+static ft_result ft__adapter_scan_add(ft__adapter_scan *sc, const char *path, const char *name, int64_t l, int which, int64_t r) {
+    if (l < 0 || l >= sc->n_layer)
+        return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s is for layer %lld, but the model has %lld layers (wrong base model?)", path, name, (long long)l, (long long)sc->n_layer);
+    if (r < 1 || r > 65536 || (sc->r && r != sc->r))
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has rank %lld where others have %d (one rank for every site is supported)", path, name, (long long)r, sc->r);
+    sc->r = (int)r; sc->targets |= 1u << which; sc->mask[l / 64] |= (uint64_t)1 << (l % 64); sc->n_seen++;
+    return FT_OK;
+}
+/* attach the method (LoRA, LoHa, IA3) with the scanned rank, targets and layers (the layer mask is
+   NULL when all are there) */
+static ft_result ft__adapter_scan_attach(ft__adapter_scan *sc, ft_peft **out, ft_model *m, ft_peft_opts *o, const char *path) {
+    int64_t l; int all = 1; ft_result r;
+    if (!sc->n_seen) { FT_FREE(sc->mask); return ft_set_error(FT_ERR_FORMAT, "%s: no %s tensors found", path, ft_peft_method_name(o->method)); }
+    for (l = 0; l < sc->n_layer; l++) all &= (int)(sc->mask[l / 64] >> (l % 64) & 1);
+    o->lora.r = sc->r; o->lora.targets = sc->targets; o->lora.layer_mask = all ? NULL : sc->mask;
+    o->ia3_targets = sc->targets;                  /* (IA3's sites; its layers come from lora.layer_mask) */
+    r = ft_peft_attach(out, m, o);
+    FT_FREE(sc->mask);
+    return r;
+}
+static ft_result ft__adapter_scan_attach_lora(ft__adapter_scan *sc, ft_peft **out, ft_model *m, const ft_lora_opts *lo, const char *path) {
+    ft_peft_opts o = ft_peft_opts_default(FT_PEFT_LORA);
+    o.lora = *lo;
+    return ft__adapter_scan_attach(sc, out, m, &o, path);
+}
+
+/* ---- PEFT: adapter_model.safetensors + adapter_config.json -------------------------------------------
+   Every method writes through one builder (ft__peft_out: the tensors, rows put back into Hugging
+   Face's order, the config's text) and reads a tensor through one reader (ft__peft_in_tensor); a
+   method brings its tensor names and its config keys. A site's tensor is named
+   base_model.model.model.layers.{l}.{self_attn|mlp}.{q_proj|...}.{part}; the rows of q_proj and
+   k_proj outputs carry the converter's permutation (ft__permute_rows). */
+typedef struct ft__peft_out {
+    ft__st_entry *e;                /* adapter_model.safetensors' tensors, in order                */
+    char    *names;                 /* 128 bytes per entry                                          */
+    float   *scratch;               /* the rows put back into Hugging Face's order                  */
+    int64_t  n, cap_e, used, cap_f;
+    char    *cfg;                   /* adapter_config.json                                          */
+    size_t   len, cap;
+} ft__peft_out;
+
+static void ft__peft_out_free(ft__peft_out *o) {
+    FT_FREE(o->e);
+    FT_FREE(o->names);
+    FT_FREE(o->scratch);
+    FT_FREE(o->cfg);
+    memset(o, 0, sizeof *o);
+}
+/* more of the config (len counts what did not fit: ft__peft_out_write refuses it) */
+static void ft__peft_out_cfg(ft__peft_out *o, const char *fmt, ...) {
+    va_list ap;
+    int k;
+    va_start(ap, fmt);
+    k = vsnprintf(o->cfg + FT__MIN(o->len, o->cap), o->len < o->cap ? o->cap - o->len : 0, fmt, ap);
+    va_end(ap);
+    if (k > 0) o->len += (size_t)k;
+}
+/* s as the inside of a JSON string (quotes, backslashes, control characters escaped), cut to fit cap */
+static void ft__json_escape(char *dst, size_t cap, const char *s) {
+    size_t n = 0;
+    for (; s && *s && n + 7 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') { dst[n++] = '\\'; dst[n++] = (char)ch; }
+        else if (ch < 0x20) n += (size_t)snprintf(dst + n, cap - n, "\\u%04x", ch);
+        else dst[n++] = (char)ch;
+    }
+    dst[n] = 0;
+}
+/* room for p's trainable tensors (the files hold at most those, plus `extra` floats computed
+   from them) and the keys every PEFT config opens with */
+static ft_result ft__peft_out_init(ft__peft_out *o, const ft_peft *p, const char *peft_type, const char *base, int64_t extra) {
+    char esc[512];
+    memset(o, 0, sizeof *o);
+    o->cap_e = ft_params_count(p->P) + 1;
+    o->cap_f = ft_params_numel(p->P) + extra + 1;
+    o->cap = 8192 + (size_t)p->m->c.n_layer * 8;
+    o->e = FT__CAST(ft__st_entry *, FT_MALLOC((size_t)o->cap_e * sizeof *o->e));
+    o->names = FT__CAST(char *, FT_MALLOC((size_t)o->cap_e * 128));
+    o->scratch = FT__CAST(float *, FT_MALLOC((size_t)o->cap_f * sizeof(float)));
+    o->cfg = FT__CAST(char *, FT_MALLOC(o->cap));
+    if (!o->e || !o->names || !o->scratch || !o->cfg) { ft__peft_out_free(o); return ft_set_error(FT_ERR_NOMEM, "peft save: out of memory"); }
+    ft__json_escape(esc, sizeof esc, base);
+    ft__peft_out_cfg(o, "{\n  \"peft_type\": \"%s\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"base_model_name_or_path\": \"%s\",\n"
+                     "  \"inference_mode\": true,\n  \"modules_to_save\": null", peft_type, esc);
+    return FT_OK;
+}
+/* n floats of scratch (NULL when the upper bound of ft__peft_out_init was wrong) */
+static float *ft__peft_out_scratch(ft__peft_out *o, int64_t n) {
+    float *at = o->scratch + o->used;
+    if (o->used + n > o->cap_f) return NULL;
+    o->used += n;
+    return at;
+}
+/* tensor `name`, [d0] (d1 = 0) or [d0, d1], from data (kept until the write) */
+static void ft__peft_out_tensor(ft__peft_out *o, const char *name, int64_t d0, int64_t d1, const float *data) {
+    ft__st_entry *e = o->e + o->n;
+    if (o->n >= o->cap_e || !data) { o->n = o->cap_e + 1; return; }     /* refused at the write */
+    snprintf(o->names + o->n * 128, 128, "%s", name);
+    e->name = o->names + o->n * 128;
+    e->ndim = d1 ? 2 : 1;
+    e->shape[0] = d0;
+    e->shape[1] = d1;
+    e->data = data;
+    o->n++;
+}
+static void ft__peft_site_name(char *dst, size_t cap, int64_t s, const char *part) {
+    int which = (int)(s % FT_SITE_COUNT);
+    snprintf(dst, cap, "base_model.model.model.layers.%d.%s.%s.%s", (int)(s / FT_SITE_COUNT), ft__hf_site_module(which), ft_site_name(which), part);
+}
+/* site s's tensor `part`, [d0] or [d0, d1]; out_rows: its d0 rows are the site's outputs (into
+   Hugging Face's order for q_proj and k_proj) */
+static void ft__peft_out_site(ft__peft_out *o, const ft_model *m, int64_t s, const char *part, const ft_tensor *t, int64_t d0, int64_t d1, int out_rows) {
+    int64_t heads = out_rows ? ft__site_permuted_heads(m, (int)(s % FT_SITE_COUNT)) : 0;
+    const float *data = FT__F(t);
+    char name[128];
+    if (heads) {
+        float *hf = ft__peft_out_scratch(o, ft_numel(t));
+        if (hf) ft__permute_rows(hf, data, heads, m->c.head_dim, d1 ? d1 : 1, 1);
+        data = hf;
+    }
+    ft__peft_site_name(name, sizeof name, s, part);
+    ft__peft_out_tensor(o, name, d0, d1, data);
+}
+/* ,\n  "target_modules": [...] (and layers_to_transform when not every layer has a site) */
+static void ft__peft_out_sites(ft__peft_out *o, const ft_peft *p) {
+    int64_t l;
+    int t, all = 1;
+    const char *sep = "";
+    ft__peft_out_cfg(o, ",\n  \"target_modules\": [");
+    for (t = 0; t < FT_SITE_COUNT; t++)
+        if (p->o.targets & (1u << t)) { ft__peft_out_cfg(o, "%s\"%s\"", sep, ft_site_name(t)); sep = ", "; }
+    ft__peft_out_cfg(o, "]");
+    for (l = 0; l < p->m->c.n_layer; l++) all &= ft__layer_has_site(p, l);
+    if (all) return;
+    ft__peft_out_cfg(o, ",\n  \"layers_to_transform\": [");
+    for (sep = "", l = 0; l < p->m->c.n_layer; l++)
+        if (ft__layer_has_site(p, l)) { ft__peft_out_cfg(o, "%s%d", sep, (int)l); sep = ", "; }
+    ft__peft_out_cfg(o, "]");
+}
+/* close the config; adapter_model.safetensors, then adapter_config.json (each atomic) */
+static ft_result ft__peft_out_write(ft__peft_out *o, const char *dir) {
+    char path[1024];
+    ft__afile a;
+    ft_result r;
+    ft__peft_out_cfg(o, "\n}\n");
+    if (o->len >= o->cap || o->n > o->cap_e) {
+        r = ft_set_error(FT_ERR_STATE, "%s: the adapter outgrew its buffers (%zu bytes of config, %lld tensors)", dir, o->len, (long long)o->n);
+        ft__peft_out_free(o);
+        return r;
+    }
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    r = ft__safetensors_write(path, o->e, (int)o->n);
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    if (r == FT_OK && (r = ft__afile_open(&a, path)) == FT_OK) {
+        ft__afile_write(&a, o->cfg, o->len);
+        r = ft__afile_commit(&a);
+    }
+    ft__peft_out_free(o);
+    return r;
+}
+
+/* a safetensors entry as f32 (F32, F16, BF16); 0 for other dtypes */
+static int ft__st_to_f32(const void *d, const char *dtype, int64_t n, float *dst) {
+    int64_t i; const unsigned char *b = FT__CAST(const unsigned char *, d);
+    if (strcmp(dtype, "F32") == 0) { memcpy(dst, d, (size_t)n * sizeof(float)); return 1; }
+    if (strcmp(dtype, "F16") == 0 || strcmp(dtype, "BF16") == 0) {
+        int bf = dtype[0] == 'B';
+        for (i = 0; i < n; i++) { uint16_t h; memcpy(&h, b + 2 * i, 2); dst[i] = bf ? ft_bf16_to_fp32(h) : ft_fp16_to_fp32(h); }
+        return 1;
+    }
+    return 0;
+}
+/* tensor nm of st into t: as many values as t has, F32 / F16 / BF16; with heads, its rows (cols
+   wide) out of Hugging Face's order */
+static ft_result ft__peft_in_tensor(ft_tensor *t, const ft_safetensors *st, const char *path, const char *nm, const ft_model *m, int64_t heads, int64_t cols) {
+    const char *dt;
+    int64_t sh[8], k, n = 1;
+    int nd = 0, ok;
+    const void *d = ft_safetensors_get(st, nm, &dt, sh, &nd);
+    float *tmp;
+    if (!d) return ft_set_error(FT_ERR_FORMAT, "%s: tensor %s is missing", path, nm);
+    for (k = 0; k < nd; k++) n *= sh[k];
+    if (n != ft_numel(t)) return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s has %lld values, the model needs %lld (wrong base model?)", path, nm, (long long)n, (long long)ft_numel(t));
+    if (!(tmp = FT__CAST(float *, FT_MALLOC((size_t)n * sizeof(float))))) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+    ok = ft__st_to_f32(d, dt, n, tmp);
+    if (ok && heads) ft__permute_rows(FT__F(t), tmp, heads, m->c.head_dim, cols, 0);
+    else if (ok) memcpy(t->data, tmp, (size_t)n * sizeof(float));
+    FT_FREE(tmp);
+    if (!ok) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s (F32, F16, BF16 are read)", path, nm, dt);
+    t->version++;
+    return FT_OK;
+}
+/* the layer / site of "...layers.{l}.{module}.{site}.{part}", and which of `parts` it is; -1: none */
+static int ft__peft_site_key(const char *nm, const char *const *parts, int nparts, long long *l, int *part) {
+    const char *at = nm ? strstr(nm, "layers.") : NULL; int pre = 0, w, k;
+    if (!at || sscanf(at, "layers.%lld.%n", l, &pre) != 1 || pre <= 0) return -1;
+    for (w = 0; w < FT_SITE_COUNT; w++)
+        for (k = 0; k < nparts; k++) {
+            char want[96];
+            snprintf(want, sizeof want, "%s.%s.%s", ft__hf_site_module(w), ft_site_name(w), parts[k]);
+            if (strcmp(at + pre, want) == 0) { *part = k; return w; }
+        }
+    return -1;
+}
+static ft_result ft__peft_read_config(const char *dir, ft_json_doc **doc) {
+    char path[1024]; unsigned char *text = NULL; size_t n = 0; FILE *f; long sz; ft_result r;
+    *doc = NULL;
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    if (!(f = fopen(path, "rb"))) return ft_set_error(FT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = FT__CAST(unsigned char *, FT_MALLOC((size_t)sz + 1))) != NULL)
+        n = fread(text, 1, (size_t)sz, f);
+    fclose(f);
+    if (!text) return ft_set_error(FT_ERR_IO, "%s: read failed", path);
+    r = ft_json_parse(doc, FT__CAST(const char *, text), n, path, 1);
+    FT_FREE(text);
+    if (r == FT_OK && ft_json_root(*doc)->kind != FT_JSON_OBJECT) { ft_json_free(*doc); *doc = NULL; r = ft_set_error(FT_ERR_FORMAT, "%s: not a JSON object", path); }
+    return r;
+}
+/* the sites and layers of a file's tensors `parts[0]` (the first factor: its rank from dimension
+   rank_dim, or none when rank_dim < 0), then the method attached with them; every tensor must be
+   one of `parts` */
+static ft_result ft__peft_scan_attach(ft_peft **out, ft_model *m, ft_peft_opts *o, ft_safetensors *st, const char *path,
+                                      const char *const *parts, int nparts, int rank_dim) {
+    ft__adapter_scan sc;
+    ft_result r;
+    int64_t i;
+    if ((r = ft__adapter_scan_init(&sc, m)) != FT_OK) return r;
+    for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
+        const char *nm = ft_safetensors_name(st, i), *dt;
+        long long l = -1;
+        int k, w, nd = 0;
+        int64_t shape[8];
+        if (!nm || strcmp(nm, "__metadata__") == 0) continue;
+        if ((w = ft__peft_site_key(nm, parts, nparts, &l, &k)) < 0) {
+            r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: not a %s tensor of a layer's q, k, v, o, gate, up or down projection", path, nm, ft__peft_impl_of(o->method)->peft_type);
+            break;
+        }
+        ft_safetensors_get(st, nm, &dt, shape, &nd);
+        if (k == 0) r = ft__adapter_scan_add(&sc, path, nm, (int64_t)l, w, rank_dim < 0 ? 1 : nd == 2 ? shape[rank_dim] : 0);
+    }
+    if (r != FT_OK) { FT_FREE(sc.mask); return r; }
+    return ft__adapter_scan_attach(&sc, out, m, o, path);
 }
 
 /* ============================================================================================
@@ -8499,6 +8895,198 @@ static void ft__lora_merge_row(const ft_peft *p, int64_t s, int64_t o, float *ro
     if (p->mag[s]) ft__vec_scale(in, row, FT__F(p->mag[s])[o] / sqrtf(ft__vec_dot(in, row, row)), row);
 }
 
+/* ---- llama.cpp LoRA adapter GGUF -------------------------------------------------------------------- */
+static ft_result ft__lora_save_gguf(ft_peft *p, const char *path) {
+    ft_gguf_writer *w; ft_result r; int64_t s, nsites; char name[128];
+    nsites = p->m->c.n_layer * FT_SITE_COUNT;
+    if ((r = ft_gguf_writer_init(&w)) != FT_OK) return r;
+    ft_gguf_set_str(w, "general.type", "adapter");
+    ft_gguf_set_str(w, "general.architecture", p->m->c.arch_name);
+    ft_gguf_set_str(w, "adapter.type", "lora");
+    /* llama.cpp scales by alpha / r; with rsLoRA store the alpha that gives the same scale */
+    ft_gguf_set_float(w, "adapter.lora.alpha", FT_GGUF_FLOAT32, (double)(p->scale * (float)p->o.r));
+    ft_gguf_set_int(w, "adapter.lora.r", FT_GGUF_UINT32, p->o.r);
+    for (s = 0; s < nsites && r == FT_OK; s++) {
+        int64_t ne[2];
+        if (!p->A[s]) continue;
+        snprintf(name, sizeof name, "blk.%d.%s.weight.lora_a", (int)(s / FT_SITE_COUNT), ft__gguf_site_name((int)(s % FT_SITE_COUNT)));
+        ne[0] = p->A[s]->shape[1]; ne[1] = p->A[s]->shape[0];
+        r = ft_gguf_add_tensor(w, name, FT_TYPE_F32, 2, ne, p->A[s]->data);
+        snprintf(name, sizeof name, "blk.%d.%s.weight.lora_b", (int)(s / FT_SITE_COUNT), ft__gguf_site_name((int)(s % FT_SITE_COUNT)));
+        ne[0] = p->B[s]->shape[1]; ne[1] = p->B[s]->shape[0];
+        if (r == FT_OK) r = ft_gguf_add_tensor(w, name, FT_TYPE_F32, 2, ne, p->B[s]->data);
+    }
+    if (r == FT_OK) r = ft_gguf_write(w, path);
+    ft_gguf_writer_free(w);
+    return r;
+}
+
+/* read A and B back from a llama.cpp adapter (or one ft_peft_save wrote) into an
+   attached adapter of the same rank and targets. The scale becomes adapter.lora.alpha / r, or
+   1 without that key, as llama.cpp applies it. */
+static ft_result ft__lora_read_gguf(ft_peft *p, const char *path) {
+    ft_gguf *g; ft_result r; int64_t s, nsites; char name[128]; ft_gguf_str st; double alpha;
+    if (!p->m) return ft_set_error(FT_ERR_STATE, "%s: the adapter's model was freed", path);
+    if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
+    if (!ft_gguf_get_str(g, "adapter.type", &st) || st.n != 4 || memcmp(st.s, "lora", 4) != 0) {
+        ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: not a LoRA adapter (adapter.type)", path);
+    }
+    if (ft_gguf_get_str(g, "general.architecture", &st) && (st.n != strlen(p->m->c.arch_name) || memcmp(st.s, p->m->c.arch_name, (size_t)st.n) != 0)) {
+        r = ft_set_error(FT_ERR_FORMAT, "%s: an adapter for '%.*s', but the model is '%s'", path, (int)FT__MIN(st.n, 40), st.s, p->m->c.arch_name);
+        ft_gguf_close(g); return r;
+    }
+    nsites = p->m->c.n_layer * FT_SITE_COUNT;
+    for (s = 0; s < nsites; s++) {
+        int k;
+        for (k = 0; k < 2; k++) {
+            ft_tensor *t = k ? p->B[s] : p->A[s]; const ft_gguf_tensor *gt;
+            snprintf(name, sizeof name, "blk.%d.%s.weight.lora_%c", (int)(s / FT_SITE_COUNT), ft__gguf_site_name((int)(s % FT_SITE_COUNT)), k ? 'b' : 'a');
+            gt = ft_gguf_find_tensor(g, name);
+            if (!t && !gt) continue;
+            if (!t || !gt) { ft_gguf_close(g); return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s %s", path, name, t ? "is missing" : "has no place in the attached adapter (targets or rank differ)"); }
+            if (gt->n_dims != 2 || gt->ne[0] != t->shape[1] || gt->ne[1] != t->shape[0] || !ft__type(gt->type)->to_f32) {
+                r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s is [%lld, %lld] %s, the model needs [%lld, %lld] (wrong base model?)", path, name,
+                    (long long)gt->ne[0], (long long)gt->ne[1], ft_type_name(gt->type), (long long)t->shape[1], (long long)t->shape[0]);
+                ft_gguf_close(g);                   /* after the message: gt lives in g */
+                return r;
+            }
+            ft__type(gt->type)->to_f32(gt->data, FT__F(t), ft_numel(t));
+            t->version++;
+        }
+    }
+    p->scale = ft_gguf_get_float(g, "adapter.lora.alpha", &alpha) && alpha != 0 ? (float)alpha / (float)p->o.r : 1.0f;
+    p->o.alpha = p->o.rslora ? p->scale * sqrtf((float)p->o.r) : p->scale * (float)p->o.r;
+    ft_gguf_close(g);
+    return FT_OK;
+}
+
+/* attach an adapter read from a llama.cpp LoRA GGUF: rank, targets and layers from its tensors */
+static ft_result ft__lora_attach_gguf(ft_peft **out, ft_model *m, const char *path) {
+    ft_gguf *g; ft_result r = FT_OK; ft_lora_opts o; ft__adapter_scan sc; int64_t i; int w; char name[256];
+    *out = NULL;
+    if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
+    {
+        ft_gguf_str st;
+        if (!ft_gguf_get_str(g, "adapter.type", &st) || st.n != 4 || memcmp(st.s, "lora", 4) != 0) {
+            ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: not a LoRA adapter (no adapter.type \"lora\"; a PEFT directory has adapter_config.json)", path);
+        }
+    }
+    if ((r = ft__adapter_scan_init(&sc, m)) != FT_OK) { ft_gguf_close(g); return r; }
+    memset(&o, 0, sizeof o);
+    for (i = 0; i < ft_gguf_n_tensors(g) && r == FT_OK; i++) {
+        const ft_gguf_tensor *t = ft_gguf_tensor_at(g, i); size_t n = (size_t)FT__MIN(t->name.n, sizeof name - 1); long long l = -1; int used = 0;
+        memcpy(name, t->name.s, n); name[n] = 0;
+        if (n > 12 && strcmp(name + n - 12, "_norm.weight") == 0) continue;      /* llama.cpp skips these too */
+        if (n < 8 || (strcmp(name + n - 7, ".lora_a") != 0 && strcmp(name + n - 7, ".lora_b") != 0)) {
+            r = ft_set_error(FT_ERR_FORMAT, "%s: tensor %s is not a LoRA tensor (<weight>.lora_a / .lora_b)", path, name); break;
+        }
+        if (strcmp(name + n - 7, ".lora_b") == 0) continue;
+        for (w = 0; w < FT_SITE_COUNT && !used; w++) {
+            char want[64]; int pre = 0;
+            snprintf(want, sizeof want, ".%s.weight.lora_a", ft__gguf_site_name(w));
+            if (sscanf(name, "blk.%lld%n", &l, &pre) == 1 && pre > 0 && strcmp(name + pre, want) == 0) used = 1;
+            if (used) r = ft__adapter_scan_add(&sc, path, name, (int64_t)l, w, t->ne[1]);
+        }
+        if (!used && r == FT_OK) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: LoRA on this weight is not supported (the layers' q, k, v, o, gate, up, down are)", path, name);
+    }
+    ft_gguf_close(g);
+    if (r != FT_OK) { FT_FREE(sc.mask); return r; }
+    if ((r = ft__adapter_scan_attach_lora(&sc, out, m, &o, path)) != FT_OK) return r;
+    if ((r = ft__lora_read_gguf(*out, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
+    return r;
+}
+
+/* ---- PEFT's LoRA: lora_A.weight [r, in], lora_B.weight [out, r], DoRA's lora_magnitude_vector [out];
+   adapter_config.json: r, lora_alpha, use_rslora, use_dora, target_modules, layers_to_transform ---- */
+static const char *const ft__lora_parts[3] = {"lora_A.weight", "lora_B.weight", "lora_magnitude_vector"};
+
+static ft_result ft__lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
+    ft__peft_out o;
+    int64_t s;
+    ft_result r;
+    /* lora_alpha from the scale in use (a llama.cpp adapter read back has only alpha / r) */
+    double alpha = p->o.rslora ? (double)p->scale * sqrt((double)p->o.r) : (double)p->scale * p->o.r;
+    if ((r = ft__peft_out_init(&o, p, "LORA", base_model_name, 0)) != FT_OK) return r;
+    for (s = 0; s < p->m->c.n_layer * FT_SITE_COUNT; s++) {
+        if (!p->A[s]) continue;
+        ft__peft_out_site(&o, p->m, s, ft__lora_parts[0], p->A[s], p->A[s]->shape[0], p->A[s]->shape[1], 0);
+        ft__peft_out_site(&o, p->m, s, ft__lora_parts[1], p->B[s], p->B[s]->shape[0], p->B[s]->shape[1], 1);
+        if (p->mag[s]) ft__peft_out_site(&o, p->m, s, ft__lora_parts[2], p->mag[s], p->mag[s]->shape[0], 0, 1);
+    }
+    ft__peft_out_cfg(&o, ",\n  \"r\": %d,\n  \"lora_alpha\": %.9g,\n  \"lora_dropout\": %g,\n  \"use_rslora\": %s,\n  \"use_dora\": %s,\n"
+                     "  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n  \"init_lora_weights\": true",
+                     p->o.r, alpha, (double)p->o.dropout, p->o.rslora ? "true" : "false", p->o.dora ? "true" : "false");
+    ft__peft_out_sites(&o, p);
+    return ft__peft_out_write(&o, dir);
+}
+
+static ft_result ft__lora_read_peft(ft_peft *p, const char *dir) {
+    ft_safetensors *st; ft_result r = FT_OK; char path[1024], name[160]; int64_t s; int k;
+    if (!p->m) return ft_set_error(FT_ERR_STATE, "%s: the adapter's model was freed", dir);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
+    for (s = 0; s < p->m->c.n_layer * FT_SITE_COUNT && r == FT_OK; s++) {
+        int64_t heads = ft__site_permuted_heads(p->m, (int)(s % FT_SITE_COUNT));
+        for (k = 0; k < 3 && r == FT_OK; k++) {
+            ft_tensor *t = k == 0 ? p->A[s] : k == 1 ? p->B[s] : p->mag[s];
+            const char *dt; int64_t shape[8]; int nd; const void *d;
+            ft__peft_site_name(name, sizeof name, s, ft__lora_parts[k]);
+            d = ft_safetensors_get(st, name, &dt, shape, &nd);
+            if (!t && !d) continue;
+            if (!t || !d || nd != t->ndim || shape[0] != t->shape[0] || (nd > 1 && shape[1] != t->shape[1]))
+                r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s: %s", path, name, !t ? "has no place in the attached adapter (targets or rank differ)" : !d ? "is missing" : "has a shape the model does not fit (wrong base model?)");
+            else r = ft__peft_in_tensor(t, st, path, name, p->m, k > 0 ? heads : 0, k == 1 ? t->shape[1] : 1);
+        }
+    }
+    ft_safetensors_close(st);
+    return r;
+}
+
+/* attach an adapter from a PEFT directory: alpha, rsLoRA, DoRA from adapter_config.json; rank,
+   targets and layers from the tensors in adapter_model.safetensors */
+static ft_result ft__lora_config(ft_lora_opts *o, const char *dir) {
+    ft_json_doc *doc; const ft_json *root, *v; ft_result r; char path[1024];
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
+    root = ft_json_root(doc);
+    if ((v = ft_json_get(root, "peft_type")) && (v->kind != FT_JSON_STRING || strcmp(v->s, "LORA") != 0))
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: peft_type %s (LORA is read here)", path, v->kind == FT_JSON_STRING ? v->s : "?");
+    else if ((v = ft_json_get(root, "fan_in_fan_out")) && v->kind == FT_JSON_BOOL && v->num != 0)
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: fan_in_fan_out is not supported", path);
+    else if ((v = ft_json_get(root, "lora_bias")) && v->kind == FT_JSON_BOOL && v->num != 0)
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: lora_bias is not supported", path);
+    else if ((v = ft_json_get(root, "bias")) && v->kind == FT_JSON_STRING && strcmp(v->s, "none") != 0)
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: bias \"%s\" is not supported (\"none\" is)", path, v->s);
+    else if (((v = ft_json_get(root, "rank_pattern")) && v->kind == FT_JSON_OBJECT && v->n) || ((v = ft_json_get(root, "alpha_pattern")) && v->kind == FT_JSON_OBJECT && v->n))
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: rank_pattern / alpha_pattern (a rank or alpha per module) is not supported", path);
+    if ((v = ft_json_get(root, "lora_alpha")) && v->kind == FT_JSON_NUMBER && v->num > 0) o->alpha = (float)v->num;
+    if ((v = ft_json_get(root, "use_rslora")) && v->kind == FT_JSON_BOOL) o->rslora = v->num != 0;
+    if ((v = ft_json_get(root, "use_dora")) && v->kind == FT_JSON_BOOL) o->dora = v->num != 0;
+    if ((v = ft_json_get(root, "r")) && v->kind == FT_JSON_NUMBER) o->r = (int)v->num;
+    ft_json_free(doc);
+    return r;
+}
+static ft_result ft__lora_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
+    ft_peft_opts o = ft_peft_opts_default(FT_PEFT_LORA);
+    ft_safetensors *st;
+    ft_result r;
+    int r_config;
+    char path[1024];
+    *out = NULL;
+    memset(&o.lora, 0, sizeof o.lora);
+    if ((r = ft__lora_config(&o.lora, dir)) != FT_OK) return r;
+    r_config = o.lora.r;
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
+    r = ft__peft_scan_attach(out, m, &o, st, path, ft__lora_parts, 3, 0);
+    ft_safetensors_close(st);
+    if (r == FT_OK && r_config && (*out)->o.r != r_config)
+        r = ft_set_error(FT_ERR_FORMAT, "%s: the tensors have rank %d, adapter_config.json says r = %d", path, (*out)->o.r, r_config);
+    if (r == FT_OK) r = ft__lora_read_peft(*out, dir);
+    if (r != FT_OK && *out) { ft_peft_free(*out); *out = NULL; }
+    return r;
+}
+
 /* ============================================================================================
    LoHa (Hyeon-Woo et al. 2022, FedPara; PEFT's LoHaConfig on linear layers): a low-rank
    Hadamard product as the weight update,
@@ -8557,6 +9145,73 @@ static void ft__loha_merge_row(const ft_peft *p, int64_t s, int64_t o, float *ro
         }
         row[j] += p->scale * (float)(a * b);
     }
+}
+
+/* ---- PEFT's LoHa: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b, [out, r] and [r, in] as ours; the
+   output-side factors (w1_a, w2_a) of q_proj and k_proj carry the converter's row permutation (a
+   row permutation of both permutes the rows of dW = (w1_a w1_b) * (w2_a w2_b) the same way).
+   adapter_config.json: peft_type LOHA, r, alpha, target_modules, layers_to_transform ------------- */
+static const char *const ft__hada_names[4] = {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"};
+
+static ft_result ft__loha_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
+    ft__peft_out o;
+    int64_t s;
+    int k;
+    ft_result r;
+    if ((r = ft__peft_out_init(&o, p, "LOHA", base_model_name, 0)) != FT_OK) return r;
+    for (s = 0; s < p->m->c.n_layer * FT_SITE_COUNT; s++)
+        for (k = 0; p->hada[s * 4] && k < 4; k++) {
+            ft_tensor *t = p->hada[s * 4 + k];
+            ft__peft_out_site(&o, p->m, s, ft__hada_names[k], t, t->shape[0], t->shape[1], k % 2 == 0);
+        }
+    ft__peft_out_cfg(&o, ",\n  \"r\": %d,\n  \"alpha\": %.9g,\n  \"rank_dropout\": 0.0,\n  \"module_dropout\": 0.0,\n  \"init_weights\": true,\n"
+                     "  \"use_effective_conv2d\": false", p->o.r, (double)p->o.alpha);
+    ft__peft_out_sites(&o, p);
+    return ft__peft_out_write(&o, dir);
+}
+
+/* read every hada_* tensor into the attached LoHa adapter (HF row order undone) */
+static ft_result ft__loha_read(ft_peft *p, ft_safetensors *st, const char *path) {
+    int64_t i;
+    ft_result r = FT_OK;
+    for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
+        const char *nm = ft_safetensors_name(st, i), *dt;
+        long long l;
+        int k, w, nd;
+        int64_t shape[8];
+        ft_tensor *t;
+        if (!nm || strcmp(nm, "__metadata__") == 0) continue;
+        w = ft__peft_site_key(nm, ft__hada_names, 4, &l, &k);
+        t = w >= 0 && l >= 0 && l < p->m->c.n_layer ? p->hada[(l * FT_SITE_COUNT + w) * 4 + k] : NULL;
+        ft_safetensors_get(st, nm, &dt, shape, &nd);
+        if (!t || nd != 2 || shape[0] != t->shape[0] || shape[1] != t->shape[1])
+            r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s: %s", path, nm, t ? "has a shape the model does not fit (wrong base model?)" : "not a LoHa tensor of the attached sites");
+        else r = ft__peft_in_tensor(t, st, path, nm, p->m, k % 2 == 0 ? ft__site_permuted_heads(p->m, w) : 0, t->shape[1]);
+    }
+    return r;
+}
+
+/* attach a PEFT LoHa directory: alpha from adapter_config.json; rank, targets and layers from the
+   tensors (hada_w1_a gives the rank) */
+static ft_result ft__loha_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
+    ft_json_doc *doc; const ft_json *root, *v; ft_peft_opts o = ft_peft_opts_default(FT_PEFT_LOHA);
+    ft_safetensors *st; ft_result r; char path[1024];
+    *out = NULL;
+    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
+    root = ft_json_root(doc);
+    o.lora.alpha = (v = ft_json_get(root, "alpha")) && v->kind == FT_JSON_NUMBER && v->num > 0 && v->num < 1e6 ? (float)v->num : 0.0f;
+    if (((v = ft_json_get(root, "rank_dropout")) && v->kind == FT_JSON_NUMBER && v->num != 0) ||
+        ((v = ft_json_get(root, "module_dropout")) && v->kind == FT_JSON_NUMBER && v->num != 0) ||
+        ((v = ft_json_get(root, "rank_pattern")) && v->kind == FT_JSON_OBJECT && v->n) || ((v = ft_json_get(root, "alpha_pattern")) && v->kind == FT_JSON_OBJECT && v->n))
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s/adapter_config.json: rank / module dropout and per-module ranks or alphas are not supported", dir);
+    ft_json_free(doc);
+    if (r != FT_OK) return r;
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
+    r = ft__peft_scan_attach(out, m, &o, st, path, ft__hada_names, 4, 1);
+    if (r == FT_OK && (r = ft__loha_read(*out, st, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
+    ft_safetensors_close(st);
+    return r;
 }
 
 /* ---- merging a weight delta into the weights (LoRA, DoRA, LoHa) ----------------------------------------
@@ -8716,6 +9371,150 @@ static ft_result ft__prompt_init(ft_peft *p, ft_rng *rng) {
 }
 static ft_tensor *ft__prompt_table(ft_ctx *ctx, ft_peft *p) { (void)ctx; return p->prompt; }
 
+/* ---- PEFT's prompt and prefix tuning: one table, prompt_embeddings, for a CAUSAL_LM model
+   (tuners/prefix_tuning/model.py, peft_model.py get_prompt, utils/other.py
+   _prepare_prompt_learning_config):
+   PROMPT  [P, n_embd]; config token_dim = n_embd, num_attention_heads = n_head.
+   PREFIX  [P, n_layer * 2 * kv_dim]: row i, layer l's key at columns [2l kv_dim, (2l+1) kv_dim)
+           as (kv_heads, head_dim), its value next (get_prompt views it (P, 2L, kv_heads,
+           head_dim)). With the reparameterisation MLP PEFT saves the MLP's output (and loads
+           it, in inference mode, as a plain table): so do we, and reading back gives a plain
+           table. GQA: token_dim = kv_dim and num_attention_heads = n_head_kv, as PEFT writes.
+           Keys: HF scores rotate_half-rotated queries (pairs j, j + D/2) against them, we score
+           our queries (the converter's permuted rows, adjacent pairs) against ours: our key dim
+           2j is HF's j and 2j+1 is HF's j + D/2 in every head -- k_proj's row permutation.
+           Values: unchanged.
+   ------------------------------------------------------------------------------------------------ */
+/* the prefix table (P, n_layer * 2 * kv_dim) between our key order and HF's (to_hf); dst != src */
+static void ft__prefix_permute(float *dst, const float *src, const ft_model *m, int64_t P, int to_hf) {
+    int64_t Dkv = m->c.n_head_kv * m->c.head_dim, W = m->c.n_layer * 2 * Dkv, heads = ft__site_permuted_heads(m, FT_SITE_K), i, l;
+    memcpy(dst, src, (size_t)(P * W) * sizeof(float));
+    if (heads) for (i = 0; i < P; i++) for (l = 0; l < m->c.n_layer; l++)
+        ft__permute_rows(dst + i * W + 2 * l * Dkv, src + i * W + 2 * l * Dkv, heads, m->c.head_dim, 1, to_hf);
+}
+/* the table's width: n_embd (prompt) or n_layer * 2 * kv_dim (prefix) */
+static int64_t ft__prompt_width(const ft_model *m, ft_peft_method method) {
+    return method == FT_PEFT_PROMPT ? m->c.n_embd : m->c.n_layer * 2 * m->c.n_head_kv * m->c.head_dim;
+}
+static ft_result ft__prompt_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
+    ft__peft_out o;
+    ft_result r;
+    const ft_model *m = p->m;
+    if ((r = ft__peft_out_init(&o, p, "PROMPT_TUNING", base_model_name, 0)) != FT_OK) return r;
+    ft__peft_out_tensor(&o, "prompt_embeddings", p->po.n_virtual, m->c.n_embd, FT__F(p->prompt));
+    /* the init matters only before training (PEFT ignores it in inference mode); its TEXT would
+       need a tokenizer repository to load, so a text init is written as RANDOM */
+    ft__peft_out_cfg(&o, ",\n  \"num_virtual_tokens\": %d,\n  \"token_dim\": %lld,\n  \"num_transformer_submodules\": 1,\n  \"num_attention_heads\": %lld,\n"
+                     "  \"num_layers\": %lld,\n  \"prompt_tuning_init\": \"%s\",\n  \"prompt_tuning_init_text\": null,\n  \"tokenizer_name_or_path\": null,\n"
+                     "  \"tokenizer_kwargs\": null", p->po.n_virtual, (long long)m->c.n_embd, (long long)m->c.n_head, (long long)m->c.n_layer,
+                     p->po.prompt_init == FT_PROMPT_VOCAB ? "SAMPLE_VOCAB" : "RANDOM");
+    return ft__peft_out_write(&o, dir);
+}
+/* the prefix table in HF's order: the MLP's output (computed as the forward does) or the table */
+static ft_result ft__prefix_table_hf(ft_peft *p, float *dst) {
+    ft_tensor *tab = p->pre[0];
+    ft_ctx *ctx = NULL;
+    ft_ctx_opts co = ft_ctx_opts_default();
+    int64_t P = p->po.n_virtual, W = ft__prompt_width(p->m, FT_PEFT_PREFIX);
+    ft_result r = FT_OK;
+    if (p->pre[1]) {
+        co.arena_bytes = (size_t)(P * (2 * p->po.prefix_hidden + 2 * W)) * sizeof(float) + ((size_t)1 << 20);
+        if ((r = ft_ctx_init(&ctx, &co)) != FT_OK) return r;
+        ft_ctx_set_grad(ctx, 0);
+        tab = ft__prefix_table(ctx, p);
+        if (!tab || tab->type != FT_TYPE_F32 || ft_numel(tab) != P * W)
+            r = ft_set_error(ft_ctx_status(ctx) != FT_OK ? ft_ctx_status(ctx) : FT_ERR_STATE, "the prefix MLP: %s", ft_last_error());
+    }
+    if (r == FT_OK) ft__prefix_permute(dst, FT__F(tab), p->m, P, 1);
+    ft_ctx_free(ctx);
+    return r;
+}
+static ft_result ft__prefix_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
+    ft__peft_out o;
+    ft_result r;
+    const ft_model *m = p->m;
+    int64_t P = p->po.n_virtual, W = ft__prompt_width(m, FT_PEFT_PREFIX);
+    float *hf;
+    if ((r = ft__peft_out_init(&o, p, "PREFIX_TUNING", base_model_name, P * W)) != FT_OK) return r;
+    hf = ft__peft_out_scratch(&o, P * W);
+    if (hf && (r = ft__prefix_table_hf(p, hf)) != FT_OK) { ft__peft_out_free(&o); return ft_set_error(r, "%s: %s", dir, ft_last_error()); }
+    ft__peft_out_tensor(&o, "prompt_embeddings", P, W, hf);
+    ft__peft_out_cfg(&o, ",\n  \"num_virtual_tokens\": %lld,\n  \"token_dim\": %lld,\n  \"num_transformer_submodules\": 1,\n  \"num_attention_heads\": %lld,\n"
+                     "  \"num_layers\": %lld,\n  \"encoder_hidden_size\": %lld,\n  \"prefix_projection\": %s,\n  \"init_weights\": null",
+                     (long long)P, (long long)(m->c.n_head_kv * m->c.head_dim), (long long)m->c.n_head_kv, (long long)m->c.n_layer,
+                     (long long)(p->pre[1] ? p->po.prefix_hidden : m->c.n_head_kv * m->c.head_dim), p->pre[1] ? "true" : "false");
+    return ft__peft_out_write(&o, dir);
+}
+
+/* a prompt-learning config for this model (a decoder-only CAUSAL_LM, its layers, the table's
+   token_dim and heads); num_virtual_tokens into o->n_virtual (0: not given) */
+static ft_result ft__prompt_config(ft_peft_opts *o, const ft_model *m, const char *dir) {
+    ft_json_doc *doc; const ft_json *root, *v; ft_result r; char cpath[1024];
+    int prefix = o->method == FT_PEFT_PREFIX;
+    int64_t dim = prefix ? m->c.n_head_kv * m->c.head_dim : m->c.n_embd;
+    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
+    root = ft_json_root(doc);
+    snprintf(cpath, sizeof cpath, "%s/adapter_config.json", dir);
+    if ((v = ft_json_get(root, "task_type")) && v->kind == FT_JSON_STRING && strcmp(v->s, "CAUSAL_LM") != 0)
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: task_type %s (a decoder-only CAUSAL_LM prompt is read)", cpath, v->s);
+    else if ((v = ft_json_get(root, "num_transformer_submodules")) && v->kind == FT_JSON_NUMBER && v->num != 1)
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: num_transformer_submodules %g (1, a decoder-only model, is read)", cpath, v->num);
+    else if ((v = ft_json_get(root, "num_layers")) && v->kind == FT_JSON_NUMBER && v->num != (double)m->c.n_layer)
+        r = ft_set_error(FT_ERR_SHAPE, "%s: num_layers %g, the model has %lld (wrong base model?)", cpath, v->num, (long long)m->c.n_layer);
+    else if ((v = ft_json_get(root, "token_dim")) && v->kind == FT_JSON_NUMBER && v->num != (double)dim)
+        r = ft_set_error(FT_ERR_SHAPE, "%s: token_dim %g, the model's %s %lld (%swrong base model?)", cpath, v->num,
+                         prefix ? "keys have" : "n_embd is", (long long)dim, prefix ? "n_head_kv x head_dim; " : "");
+    else if (prefix && (v = ft_json_get(root, "num_attention_heads")) && v->kind == FT_JSON_NUMBER && v->num != (double)m->c.n_head_kv)
+        r = ft_set_error(FT_ERR_SHAPE, "%s: num_attention_heads %g, the model has %lld KV heads (wrong base model?)", cpath, v->num, (long long)m->c.n_head_kv);
+    o->n_virtual = (v = ft_json_get(root, "num_virtual_tokens")) && v->kind == FT_JSON_NUMBER ? (int)v->num : 0;
+    ft_json_free(doc);
+    return r;
+}
+/* the file holds prompt_embeddings alone, [P, width] (P as the config says, when it says) */
+static ft_result ft__prompt_check_file(const ft_safetensors *st, const char *path, const ft_peft_opts *o, int64_t W, int64_t *P) {
+    const char *dt; int nd = 0; int64_t i, sh[8];
+    const void *d = ft_safetensors_get(st, "prompt_embeddings", &dt, sh, &nd);
+    for (i = 0; i < ft_safetensors_count(st); i++) {
+        const char *nm = ft_safetensors_name(st, i);
+        if (nm && strcmp(nm, "__metadata__") != 0 && strcmp(nm, "prompt_embeddings") != 0)
+            return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: only prompt_embeddings is read (modules_to_save are not supported)", path, nm);
+    }
+    if (!d) return ft_set_error(FT_ERR_FORMAT, "%s: no prompt_embeddings", path);
+    if (nd != 2 || sh[1] != W || sh[0] < 1 || (o->n_virtual && sh[0] != o->n_virtual))
+        return ft_set_error(FT_ERR_SHAPE, "%s: prompt_embeddings is [%lld, %lld], the model needs [%d, %lld] (%s; wrong base model?)", path, (long long)sh[0], nd > 1 ? (long long)sh[1] : 0LL,
+                            o->n_virtual ? o->n_virtual : (int)sh[0], (long long)W, o->method == FT_PEFT_PROMPT ? "num_virtual_tokens x n_embd" : "num_virtual_tokens x n_layer * 2 * n_head_kv * head_dim");
+    *P = sh[0];
+    return FT_OK;
+}
+/* attach a PEFT prompt or prefix directory: the table (a prefix as a plain table: an MLP's
+   parameters are not in the file) */
+static ft_result ft__prompt_table_attach(ft_peft **out, ft_model *m, const char *dir, ft_peft_method method) {
+    ft_peft_opts o; ft_safetensors *st; ft_result r; char path[1024]; int64_t P = 0, W = ft__prompt_width(m, method);
+    ft_tensor *t;
+    float *ours;
+    *out = NULL;
+    memset(&o, 0, sizeof o);
+    o.method = method;
+    if ((r = ft__prompt_config(&o, m, dir)) != FT_OK) return r;
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
+    if ((r = ft__prompt_check_file(st, path, &o, W, &P)) == FT_OK) {
+        o.n_virtual = (int)P;
+        if ((r = ft_peft_attach(out, m, &o)) != FT_OK) r = ft_set_error(r, "%s: %s", path, ft_last_error());
+    }
+    t = r == FT_OK ? (method == FT_PEFT_PROMPT ? (*out)->prompt : (*out)->pre[0]) : NULL;
+    if (t) r = ft__peft_in_tensor(t, st, path, "prompt_embeddings", m, 0, 1);
+    if (t && r == FT_OK && method == FT_PEFT_PREFIX) {       /* the keys out of HF's order */
+        if (!(ours = FT__CAST(float *, FT_MALLOC((size_t)(P * W) * sizeof(float))))) r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+        else { ft__prefix_permute(ours, FT__F(t), m, P, 0); memcpy(t->data, ours, (size_t)(P * W) * sizeof(float)); FT_FREE(ours); }
+    }
+    ft_safetensors_close(st);
+    if (r != FT_OK && *out) { ft_peft_free(*out); *out = NULL; }
+    return r;
+}
+static ft_result ft__prompt_attach_peft(ft_peft **out, ft_model *m, const char *dir) { return ft__prompt_table_attach(out, m, dir, FT_PEFT_PROMPT); }
+static ft_result ft__prefix_attach_peft(ft_peft **out, ft_model *m, const char *dir) { return ft__prompt_table_attach(out, m, dir, FT_PEFT_PREFIX); }
+
 /* ============================================================================================
    IA3 (Liu et al. 2022): a vector l, initialised to ones, scales k_proj's and v_proj's outputs and
      down_proj's input (PEFT's feed-forward rule): y = (x W^T + b) * l, or (x * l) W^T + b.
@@ -8743,6 +9542,97 @@ static ft_tensor *ft__ia3_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tenso
     if (v && which == FT_SITE_DOWN) x = ft_mul(ctx, x, v);
     y = ft__plain_linear(ctx, x, W, bias);
     return v && which != FT_SITE_DOWN ? ft_mul(ctx, y, v) : y;
+}
+
+/* ---- PEFT's IA3: ia3_l, [out, 1] for a site that scales its output, [1, in] for down_proj, PEFT's
+   one feedforward module (its input scaled); the output vectors of q_proj / k_proj in HF order.
+   IA3Config has no layers_to_transform: a subset of layers is a regex over the module names ------ */
+static const char *const ft__ia3_part[1] = {"ia3_l"};
+
+static int ft__ia3_layer_on(const ft_peft *p, int64_t l) {
+    int w;
+    for (w = 0; w < FT_SITE_COUNT; w++) if (p->ia3[l * FT_SITE_COUNT + w]) return 1;
+    return 0;
+}
+/* target_modules: the sites' names, or a regex when some layers have none */
+static void ft__ia3_cfg_targets(ft__peft_out *o, const ft_peft *p, unsigned sites) {
+    int64_t l;
+    int t, all = 1;
+    const char *sep = "";
+    for (l = 0; l < p->m->c.n_layer; l++) all &= ft__ia3_layer_on(p, l);
+    if (all) {
+        ft__peft_out_cfg(o, ",\n  \"target_modules\": [");
+        for (t = 0; t < FT_SITE_COUNT; t++) if (sites & (1u << t)) { ft__peft_out_cfg(o, "%s\"%s\"", sep, ft_site_name(t)); sep = ", "; }
+        ft__peft_out_cfg(o, "]");
+        return;
+    }
+    ft__peft_out_cfg(o, ",\n  \"target_modules\": \".*\\\\.layers\\\\.(");
+    for (l = 0; l < p->m->c.n_layer; l++) if (ft__ia3_layer_on(p, l)) { ft__peft_out_cfg(o, "%s%d", sep, (int)l); sep = "|"; }
+    ft__peft_out_cfg(o, ")\\\\.(self_attn|mlp)\\\\.(");
+    for (sep = "", t = 0; t < FT_SITE_COUNT; t++) if (sites & (1u << t)) { ft__peft_out_cfg(o, "%s%s", sep, ft_site_name(t)); sep = "|"; }
+    ft__peft_out_cfg(o, ")\"");
+}
+static ft_result ft__ia3_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
+    ft__peft_out o;
+    int64_t s;
+    unsigned sites = 0;
+    ft_result r;
+    if ((r = ft__peft_out_init(&o, p, "IA3", base_model_name, 0)) != FT_OK) return r;
+    for (s = 0; s < p->m->c.n_layer * FT_SITE_COUNT; s++) {
+        ft_tensor *v = p->ia3[s];
+        int down = s % FT_SITE_COUNT == FT_SITE_DOWN;
+        if (!v) continue;
+        ft__peft_out_site(&o, p->m, s, ft__ia3_part[0], v, down ? 1 : ft_numel(v), down ? ft_numel(v) : 1, !down);
+        sites |= 1u << (s % FT_SITE_COUNT);
+    }
+    ft__ia3_cfg_targets(&o, p, sites);
+    ft__peft_out_cfg(&o, ",\n  \"feedforward_modules\": [%s],\n  \"exclude_modules\": null,\n  \"fan_in_fan_out\": false,\n  \"init_ia3_weights\": true",
+                     sites & (1u << FT_SITE_DOWN) ? "\"down_proj\"" : "");
+    return ft__peft_out_write(&o, dir);
+}
+
+/* every vector of the file into the attached IA3, each of the shape PEFT gives its site */
+static ft_result ft__ia3_read(ft_peft *p, ft_safetensors *st, const char *path) {
+    int64_t i, filled = 0;
+    ft_result r = FT_OK;
+    for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
+        const char *nm = ft_safetensors_name(st, i), *dt;
+        long long l = -1;
+        int k, w, nd = 0;
+        int64_t sh[8];
+        ft_tensor *t;
+        if (!nm || strcmp(nm, "__metadata__") == 0) continue;
+        w = ft__peft_site_key(nm, ft__ia3_part, 1, &l, &k);
+        t = p->ia3[l * FT_SITE_COUNT + w];
+        ft_safetensors_get(st, nm, &dt, sh, &nd);
+        if (nd != 2 || (w == FT_SITE_DOWN ? sh[0] != 1 : sh[1] != 1))
+            r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has shape [%lld, %lld]: finetune.h's IA3 scales down_proj's input ([1, in], feedforward_modules) and the other sites' outputs ([out, 1])",
+                             path, nm, (long long)sh[0], nd > 1 ? (long long)sh[1] : 0LL);
+        else if (!t) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: finetune.h's IA3 puts the same sites on every layer it adapts, this file does not", path, nm);
+        else r = ft__peft_in_tensor(t, st, path, nm, p->m, w == FT_SITE_DOWN ? 0 : ft__site_permuted_heads(p->m, w), 1);
+        filled++;
+    }
+    if (r == FT_OK && filled != ft_params_count(p->P))
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: finetune.h's IA3 puts the same sites on every layer it adapts, this file does not", path);
+    return r;
+}
+/* attach a PEFT IA3 directory: sites and layers from the tensors */
+static ft_result ft__ia3_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
+    ft_json_doc *doc; const ft_json *v; ft_peft_opts o; ft_safetensors *st; ft_result r; char path[1024];
+    *out = NULL;
+    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
+    if ((v = ft_json_get(ft_json_root(doc), "fan_in_fan_out")) && v->kind == FT_JSON_BOOL && v->num != 0)
+        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s/adapter_config.json: fan_in_fan_out is not supported", dir);
+    ft_json_free(doc);
+    if (r != FT_OK) return r;
+    memset(&o, 0, sizeof o);
+    o.method = FT_PEFT_IA3;
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
+    r = ft__peft_scan_attach(out, m, &o, st, path, ft__ia3_part, 1, -1);
+    if (r == FT_OK && (r = ft__ia3_read(*out, st, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
+    ft_safetensors_close(st);
+    return r;
 }
 
 /* ============================================================================================
@@ -8830,17 +9720,6 @@ static ft_tensor *ft__custom_after(ft_ctx *ctx, ft_peft *p, int64_t l, int place
    The methods, one row each (in ft_peft_method's order), and what every method shares: attach,
    the switch to the base model, bake, free, and the hooks the model's forward calls.
    ============================================================================================ */
-/* PEFT's files of each method ([export]) */
-static ft_result ft__lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
-static ft_result ft__lora_attach_peft(ft_peft **out, ft_model *m, const char *dir);
-static ft_result ft__loha_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
-static ft_result ft__loha_attach_peft(ft_peft **out, ft_model *m, const char *dir);
-static ft_result ft__prefix_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
-static ft_result ft__prefix_attach_peft(ft_peft **out, ft_model *m, const char *dir);
-static ft_result ft__prompt_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
-static ft_result ft__prompt_attach_peft(ft_peft **out, ft_model *m, const char *dir);
-static ft_result ft__ia3_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
-static ft_result ft__ia3_attach_peft(ft_peft **out, ft_model *m, const char *dir);
 static const ft__peft_impl ft__peft_impls[] = {
     {FT_PEFT_LORA, ft__lora_add, ft__lora_init, ft__lora_linear, NULL, ft__lora_embed, NULL, NULL,
      ft__lora_delta, ft__lora_merge_row, NULL, ft__merge_bake, ft__merge_detach, "LORA", ft__lora_save_peft, ft__lora_attach_peft},
@@ -11493,900 +12372,15 @@ FT_API ft_result ft_svg_plot(const char *path, const char *title, const char *xl
 }
 
 /* ============================================================================================
-   [export] safetensors (bounds-checked reader, writer), adapter files and merged models
-   safetensors: u64 N (little-endian), N bytes of JSON {"name": {"dtype", "shape", "data_offsets":
-   [begin, end]}, "__metadata__": {...}}, padded with spaces to 8 bytes; then the data.
-   Adapters: llama.cpp's LoRA GGUF (general.type "adapter", adapter.type "lora",
-   adapter.lora.alpha; "<weight>.lora_a" ne [in, r], "<weight>.lora_b" ne [r, out]) and PEFT's
-   adapter_model.safetensors + adapter_config.json (Hugging Face names; the Q/K rows that the
-   GGUF converter permuted are put back: GGUF row 2j = HF row j, row 2j+1 = HF row j + D/2).
-   Merged models: the base GGUF rewritten with W + sBA (DoRA: m / ||W + sBA|| per row) in the
+   [export] finetune.h's own adapter GGUF (every method), the format policy behind ft_peft_save /
+   ft_peft_load (each method's llama.cpp and PEFT files are in [peft], beside its code), and
+   merged models: the base GGUF rewritten with W + sBA (DoRA: m / ||W + sBA|| per row) in the
    linear weights, encoded row by row with the [quant] section's ggml-exact encoders.
    ============================================================================================ */
-/* the adapter writers and readers behind ft_peft_save / ft_peft_load, in the order they follow */
-static ft_result ft__lora_save_gguf(ft_peft *p, const char *path);
-static ft_result ft__lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name);
+/* the readers and writers behind ft_peft_save / ft_peft_load, in the order they follow */
 static ft_result ft__peft_attach_dir(ft_peft **out, ft_model *m, const char *dir);
-static ft_result ft__peft_read_config(const char *dir, ft_json_doc **doc);
 static ft_result ft__own_save(ft_peft *p, const char *path);
 static ft_result ft__gguf_attach(ft_peft **out, ft_model *m, const char *path);
-
-/* ---- safetensors reader ------------------------------------------------------------------------- */
-struct ft_safetensors {
-    char *path; unsigned char *buf; size_t size, data_off;
-    ft_json_doc *hdr;
-};
-FT_API void ft_safetensors_close(ft_safetensors *s) {
-    if (!s) return;
-    ft_json_free(s->hdr); FT_FREE(s->buf); FT_FREE(s->path); FT_FREE(s);
-}
-FT_API ft_result ft_safetensors_open(ft_safetensors **out, const char *path) {
-    ft_safetensors *s; FILE *f; long n; uint64_t hn; int64_t i; ft_result r; const ft_json *root;
-    *out = NULL;
-    if (!(f = fopen(path, "rb"))) return ft_set_error(FT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    s = FT__CAST(ft_safetensors *, FT_MALLOC(sizeof *s));
-    if (!s) { fclose(f); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); }
-    memset(s, 0, sizeof *s);
-    s->path = ft__strndup(path, strlen(path));
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) n = -1;
-    s->size = n < 0 ? 0 : (size_t)n;
-    s->buf = FT__CAST(unsigned char *, FT_MALLOC(s->size + 1));
-    if (n < 0 || !s->buf || !s->path || fread(s->buf, 1, s->size, f) != s->size) { fclose(f); ft_safetensors_close(s); return ft_set_error(FT_ERR_IO, "%s: read failed", path); }
-    fclose(f);
-    if (s->size < 8) { size_t sz = s->size; ft_safetensors_close(s); return ft_set_error(FT_ERR_FORMAT, "%s: offset 0: %zu bytes, too short for a header length", path, sz); }
-    memcpy(&hn, s->buf, 8);
-    if (hn > s->size - 8 || hn > ((uint64_t)100 << 20)) { ft_safetensors_close(s); return ft_set_error(FT_ERR_FORMAT, "%s: offset 0: header length %llu exceeds the file", path, (unsigned long long)hn); }
-    s->data_off = 8 + (size_t)hn;
-    if ((r = ft_json_parse(&s->hdr, FT__CAST(const char *, s->buf + 8), (size_t)hn, path, 1)) != FT_OK) { ft_safetensors_close(s); return r; }
-    root = ft_json_root(s->hdr);
-    if (root->kind != FT_JSON_OBJECT) { ft_safetensors_close(s); return ft_set_error(FT_ERR_FORMAT, "%s: offset 8: the header is not a JSON object", path); }
-    for (i = 0; i < root->n; i++) {                 /* validate every entry once */
-        const ft_json *k = ft_json_key_at(root, i), *v = ft_json_value_at(root, i);
-        const ft_json *dt = ft_json_get(v, "dtype"), *sh = ft_json_get(v, "shape"), *off = ft_json_get(v, "data_offsets");
-        double nel = 1, es; int64_t j;
-        if (strcmp(k->s, "__metadata__") == 0) continue;
-        if (!dt || dt->kind != FT_JSON_STRING || !sh || sh->kind != FT_JSON_ARRAY || sh->n > 8 || !off || off->kind != FT_JSON_ARRAY || off->n != 2) {
-            ft_result e_ = ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s': needs dtype, shape and data_offsets", path, k->s);
-            ft_safetensors_close(s); return e_;
-        }
-        es = strcmp(dt->s, "F32") == 0 || strcmp(dt->s, "I32") == 0 ? 4 : strcmp(dt->s, "F16") == 0 || strcmp(dt->s, "BF16") == 0 ? 2 :
-             strcmp(dt->s, "F64") == 0 || strcmp(dt->s, "I64") == 0 ? 8 : strcmp(dt->s, "U8") == 0 || strcmp(dt->s, "I8") == 0 || strcmp(dt->s, "BOOL") == 0 ? 1 : 0;
-        for (j = 0; j < sh->n; j++) {
-            double d = ft_json_at(sh, j)->num;
-            if (ft_json_at(sh, j)->kind != FT_JSON_NUMBER || d < 0 || d != floor(d) || d > 1e12) { es = -1; break; }
-            nel *= d;
-        }
-        if (es <= 0 || ft_json_at(off, 0)->num < 0 || ft_json_at(off, 1)->num < ft_json_at(off, 0)->num ||
-            ft_json_at(off, 1)->num > (double)(s->size - s->data_off) || ft_json_at(off, 1)->num - ft_json_at(off, 0)->num != nel * es) {
-            ft_result e_ = ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s': dtype, shape and data_offsets [%.0f, %.0f] disagree or run past the %zu data bytes",
-                                        path, k->s, ft_json_at(off, 0)->num, ft_json_at(off, 1)->num, s->size - s->data_off);
-            ft_safetensors_close(s);
-            return e_;
-        }
-    }
-    *out = s;
-    return FT_OK;
-}
-/* a tensor's dtype, shape and bytes (NULL if absent) */
-FT_API const void *ft_safetensors_get(const ft_safetensors *s, const char *name, const char **dtype, int64_t *shape, int *ndim) {
-    const ft_json *v = ft_json_get(ft_json_root(s->hdr), name), *sh; int64_t j;
-    if (!v || strcmp(name, "__metadata__") == 0) return NULL;
-    sh = ft_json_get(v, "shape");
-    if (dtype) *dtype = ft_json_get(v, "dtype")->s;
-    if (ndim) *ndim = (int)sh->n;
-    if (shape) for (j = 0; j < sh->n; j++) shape[j] = (int64_t)ft_json_at(sh, j)->num;
-    return s->buf + s->data_off + (size_t)ft_json_at(ft_json_get(v, "data_offsets"), 0)->num;
-}
-FT_API int64_t ft_safetensors_count(const ft_safetensors *s) { return ft_json_root(s->hdr)->n; }
-FT_API const char *ft_safetensors_name(const ft_safetensors *s, int64_t i) {
-    const ft_json *k = ft_json_key_at(ft_json_root(s->hdr), i);
-    return k ? k->s : NULL;
-}
-
-/* ---- safetensors writer: f32 tensors, names in the given order ----------------------------------- */
-typedef struct ft__st_entry { const char *name; const float *data; int ndim; int64_t shape[4]; } ft__st_entry;
-static ft_result ft__safetensors_write(const char *path, const ft__st_entry *e, int n) {
-    ft__afile a; ft_result r; char *hdr; size_t cap = 256, len = 0; uint64_t off = 0, hn; int i, k;
-    for (i = 0; i < n; i++) cap += strlen(e[i].name) + 128;
-    if (!(hdr = FT__CAST(char *, FT_MALLOC(cap)))) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
-    len += (size_t)snprintf(hdr + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
-    for (i = 0; i < n; i++) {
-        uint64_t nel = 1;
-        len += (size_t)snprintf(hdr + len, cap - len, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", e[i].name);
-        for (k = 0; k < e[i].ndim; k++) { len += (size_t)snprintf(hdr + len, cap - len, k ? ",%lld" : "%lld", (long long)e[i].shape[k]); nel *= (uint64_t)e[i].shape[k]; }
-        len += (size_t)snprintf(hdr + len, cap - len, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + nel * 4));
-        off += nel * 4;
-    }
-    len += (size_t)snprintf(hdr + len, cap - len, "}");
-    while (len % 8) hdr[len++] = ' ';
-    hn = len;
-    if ((r = ft__afile_open(&a, path)) != FT_OK) { FT_FREE(hdr); return r; }
-    ft__afile_write(&a, &hn, 8);
-    ft__afile_write(&a, hdr, len);
-    for (i = 0; i < n; i++) {
-        uint64_t nel = 1;
-        for (k = 0; k < e[i].ndim; k++) nel *= (uint64_t)e[i].shape[k];
-        ft__afile_write(&a, e[i].data, (size_t)nel * 4);
-    }
-    FT_FREE(hdr);
-    return ft__afile_commit(&a);
-}
-
-/* ---- the Q/K row permutation between GGUF and Hugging Face ------------------------------------------ */
-/* rows (n_head * D, cols): to_hf = 1: HF[h*D + j] = G[h*D + 2j], HF[h*D + D/2 + j] = G[h*D + 2j + 1] */
-static void ft__permute_rows(float *dst, const float *src, int64_t n_head, int64_t D, int64_t cols, int to_hf) {
-    int64_t h, j;
-    for (h = 0; h < n_head; h++)
-        for (j = 0; j < D / 2; j++) {
-            const float *g0 = src + (h * D + (to_hf ? 2 * j : j)) * cols, *g1 = src + (h * D + (to_hf ? 2 * j + 1 : j + D / 2)) * cols;
-            memcpy(dst + (h * D + (to_hf ? j : 2 * j)) * cols, g0, (size_t)cols * sizeof(float));
-            memcpy(dst + (h * D + (to_hf ? j + D / 2 : 2 * j + 1)) * cols, g1, (size_t)cols * sizeof(float));
-        }
-}
-static const char *ft__gguf_site_name(int which) {
-    static const char *n[FT_SITE_COUNT] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
-    return n[which];
-}
-static const char *ft__hf_site_module(int which) { return which <= FT_SITE_O ? "self_attn" : "mlp"; }
-/* does this site's output dimension carry the converter's Q/K permutation? (heads, or 0) */
-static int64_t ft__site_permuted_heads(const ft_model *m, int which) {
-    if (m->c.rope_type != FT_ROPE_NORM) return 0;
-    return which == FT_SITE_Q ? m->c.n_head : which == FT_SITE_K ? m->c.n_head_kv : 0;
-}
-
-/* ---- llama.cpp LoRA adapter GGUF -------------------------------------------------------------------- */
-static ft_result ft__lora_save_gguf(ft_peft *p, const char *path) {
-    ft_gguf_writer *w; ft_result r; int64_t s, nsites; char name[128];
-    nsites = p->m->c.n_layer * FT_SITE_COUNT;
-    if ((r = ft_gguf_writer_init(&w)) != FT_OK) return r;
-    ft_gguf_set_str(w, "general.type", "adapter");
-    ft_gguf_set_str(w, "general.architecture", p->m->c.arch_name);
-    ft_gguf_set_str(w, "adapter.type", "lora");
-    /* llama.cpp scales by alpha / r; with rsLoRA store the alpha that gives the same scale */
-    ft_gguf_set_float(w, "adapter.lora.alpha", FT_GGUF_FLOAT32, (double)(p->scale * (float)p->o.r));
-    ft_gguf_set_int(w, "adapter.lora.r", FT_GGUF_UINT32, p->o.r);
-    for (s = 0; s < nsites && r == FT_OK; s++) {
-        int64_t ne[2];
-        if (!p->A[s]) continue;
-        snprintf(name, sizeof name, "blk.%d.%s.weight.lora_a", (int)(s / FT_SITE_COUNT), ft__gguf_site_name((int)(s % FT_SITE_COUNT)));
-        ne[0] = p->A[s]->shape[1]; ne[1] = p->A[s]->shape[0];
-        r = ft_gguf_add_tensor(w, name, FT_TYPE_F32, 2, ne, p->A[s]->data);
-        snprintf(name, sizeof name, "blk.%d.%s.weight.lora_b", (int)(s / FT_SITE_COUNT), ft__gguf_site_name((int)(s % FT_SITE_COUNT)));
-        ne[0] = p->B[s]->shape[1]; ne[1] = p->B[s]->shape[0];
-        if (r == FT_OK) r = ft_gguf_add_tensor(w, name, FT_TYPE_F32, 2, ne, p->B[s]->data);
-    }
-    if (r == FT_OK) r = ft_gguf_write(w, path);
-    ft_gguf_writer_free(w);
-    return r;
-}
-
-/* ---- which layers and sites an adapter file covers ---------------------------------------------------- */
-typedef struct ft__adapter_scan {
-    unsigned targets;               /* FT_TARGET_* bits seen                                     */
-    int      r;                     /* the rank (every site the same)                             */
-    uint64_t *mask;                 /* bit per layer that has a site                              */
-    int64_t  n_layer, n_seen;
-} ft__adapter_scan;
-static ft_result ft__adapter_scan_init(ft__adapter_scan *sc, const ft_model *m) {
-    memset(sc, 0, sizeof *sc);
-    sc->n_layer = m->c.n_layer;
-    sc->mask = FT__CAST(uint64_t *, FT_MALLOC((size_t)(m->c.n_layer + 63) / 64 * sizeof(uint64_t)));
-    if (!sc->mask) return ft_set_error(FT_ERR_NOMEM, "adapter: out of memory");
-    memset(sc->mask, 0, (size_t)(m->c.n_layer + 63) / 64 * sizeof(uint64_t));
-    return FT_OK;
-}
-/* one A matrix of layer l, site which, rank r, found in tensor `name` of `path` */
-static ft_result ft__adapter_scan_add(ft__adapter_scan *sc, const char *path, const char *name, int64_t l, int which, int64_t r) {
-    if (l < 0 || l >= sc->n_layer)
-        return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s is for layer %lld, but the model has %lld layers (wrong base model?)", path, name, (long long)l, (long long)sc->n_layer);
-    if (r < 1 || r > 65536 || (sc->r && r != sc->r))
-        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has rank %lld where others have %d (one rank for every site is supported)", path, name, (long long)r, sc->r);
-    sc->r = (int)r; sc->targets |= 1u << which; sc->mask[l / 64] |= (uint64_t)1 << (l % 64); sc->n_seen++;
-    return FT_OK;
-}
-/* attach the method (LoRA, LoHa, IA3) with the scanned rank, targets and layers (the layer mask is
-   NULL when all are there) */
-static ft_result ft__adapter_scan_attach(ft__adapter_scan *sc, ft_peft **out, ft_model *m, ft_peft_opts *o, const char *path) {
-    int64_t l; int all = 1; ft_result r;
-    if (!sc->n_seen) { FT_FREE(sc->mask); return ft_set_error(FT_ERR_FORMAT, "%s: no %s tensors found", path, ft_peft_method_name(o->method)); }
-    for (l = 0; l < sc->n_layer; l++) all &= (int)(sc->mask[l / 64] >> (l % 64) & 1);
-    o->lora.r = sc->r; o->lora.targets = sc->targets; o->lora.layer_mask = all ? NULL : sc->mask;
-    o->ia3_targets = sc->targets;                  /* (IA3's sites; its layers come from lora.layer_mask) */
-    r = ft_peft_attach(out, m, o);
-    FT_FREE(sc->mask);
-    return r;
-}
-static ft_result ft__adapter_scan_attach_lora(ft__adapter_scan *sc, ft_peft **out, ft_model *m, const ft_lora_opts *lo, const char *path) {
-    ft_peft_opts o = ft_peft_opts_default(FT_PEFT_LORA);
-    o.lora = *lo;
-    return ft__adapter_scan_attach(sc, out, m, &o, path);
-}
-
-/* read A and B back from a llama.cpp adapter (or one ft_peft_save wrote) into an
-   attached adapter of the same rank and targets. The scale becomes adapter.lora.alpha / r, or
-   1 without that key, as llama.cpp applies it. */
-static ft_result ft__lora_read_gguf(ft_peft *p, const char *path) {
-    ft_gguf *g; ft_result r; int64_t s, nsites; char name[128]; ft_gguf_str st; double alpha;
-    if (!p->m) return ft_set_error(FT_ERR_STATE, "%s: the adapter's model was freed", path);
-    if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
-    if (!ft_gguf_get_str(g, "adapter.type", &st) || st.n != 4 || memcmp(st.s, "lora", 4) != 0) {
-        ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: not a LoRA adapter (adapter.type)", path);
-    }
-    if (ft_gguf_get_str(g, "general.architecture", &st) && (st.n != strlen(p->m->c.arch_name) || memcmp(st.s, p->m->c.arch_name, (size_t)st.n) != 0)) {
-        r = ft_set_error(FT_ERR_FORMAT, "%s: an adapter for '%.*s', but the model is '%s'", path, (int)FT__MIN(st.n, 40), st.s, p->m->c.arch_name);
-        ft_gguf_close(g); return r;
-    }
-    nsites = p->m->c.n_layer * FT_SITE_COUNT;
-    for (s = 0; s < nsites; s++) {
-        int k;
-        for (k = 0; k < 2; k++) {
-            ft_tensor *t = k ? p->B[s] : p->A[s]; const ft_gguf_tensor *gt;
-            snprintf(name, sizeof name, "blk.%d.%s.weight.lora_%c", (int)(s / FT_SITE_COUNT), ft__gguf_site_name((int)(s % FT_SITE_COUNT)), k ? 'b' : 'a');
-            gt = ft_gguf_find_tensor(g, name);
-            if (!t && !gt) continue;
-            if (!t || !gt) { ft_gguf_close(g); return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s %s", path, name, t ? "is missing" : "has no place in the attached adapter (targets or rank differ)"); }
-            if (gt->n_dims != 2 || gt->ne[0] != t->shape[1] || gt->ne[1] != t->shape[0] || !ft__type(gt->type)->to_f32) {
-                r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s is [%lld, %lld] %s, the model needs [%lld, %lld] (wrong base model?)", path, name,
-                    (long long)gt->ne[0], (long long)gt->ne[1], ft_type_name(gt->type), (long long)t->shape[1], (long long)t->shape[0]);
-                ft_gguf_close(g);                   /* after the message: gt lives in g */
-                return r;
-            }
-            ft__type(gt->type)->to_f32(gt->data, FT__F(t), ft_numel(t));
-            t->version++;
-        }
-    }
-    p->scale = ft_gguf_get_float(g, "adapter.lora.alpha", &alpha) && alpha != 0 ? (float)alpha / (float)p->o.r : 1.0f;
-    p->o.alpha = p->o.rslora ? p->scale * sqrtf((float)p->o.r) : p->scale * (float)p->o.r;
-    ft_gguf_close(g);
-    return FT_OK;
-}
-
-/* attach an adapter read from a llama.cpp LoRA GGUF: rank, targets and layers from its tensors */
-static ft_result ft__lora_attach_gguf(ft_peft **out, ft_model *m, const char *path) {
-    ft_gguf *g; ft_result r = FT_OK; ft_lora_opts o; ft__adapter_scan sc; int64_t i; int w; char name[256];
-    *out = NULL;
-    if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
-    {
-        ft_gguf_str st;
-        if (!ft_gguf_get_str(g, "adapter.type", &st) || st.n != 4 || memcmp(st.s, "lora", 4) != 0) {
-            ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: not a LoRA adapter (no adapter.type \"lora\"; a PEFT directory has adapter_config.json)", path);
-        }
-    }
-    if ((r = ft__adapter_scan_init(&sc, m)) != FT_OK) { ft_gguf_close(g); return r; }
-    memset(&o, 0, sizeof o);
-    for (i = 0; i < ft_gguf_n_tensors(g) && r == FT_OK; i++) {
-        const ft_gguf_tensor *t = ft_gguf_tensor_at(g, i); size_t n = (size_t)FT__MIN(t->name.n, sizeof name - 1); long long l = -1; int used = 0;
-        memcpy(name, t->name.s, n); name[n] = 0;
-        if (n > 12 && strcmp(name + n - 12, "_norm.weight") == 0) continue;      /* llama.cpp skips these too */
-        if (n < 8 || (strcmp(name + n - 7, ".lora_a") != 0 && strcmp(name + n - 7, ".lora_b") != 0)) {
-            r = ft_set_error(FT_ERR_FORMAT, "%s: tensor %s is not a LoRA tensor (<weight>.lora_a / .lora_b)", path, name); break;
-        }
-        if (strcmp(name + n - 7, ".lora_b") == 0) continue;
-        for (w = 0; w < FT_SITE_COUNT && !used; w++) {
-            char want[64]; int pre = 0;
-            snprintf(want, sizeof want, ".%s.weight.lora_a", ft__gguf_site_name(w));
-            if (sscanf(name, "blk.%lld%n", &l, &pre) == 1 && pre > 0 && strcmp(name + pre, want) == 0) used = 1;
-            if (used) r = ft__adapter_scan_add(&sc, path, name, (int64_t)l, w, t->ne[1]);
-        }
-        if (!used && r == FT_OK) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: LoRA on this weight is not supported (the layers' q, k, v, o, gate, up, down are)", path, name);
-    }
-    ft_gguf_close(g);
-    if (r != FT_OK) { FT_FREE(sc.mask); return r; }
-    if ((r = ft__adapter_scan_attach_lora(&sc, out, m, &o, path)) != FT_OK) return r;
-    if ((r = ft__lora_read_gguf(*out, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
-    return r;
-}
-
-/* ---- PEFT: adapter_model.safetensors + adapter_config.json -------------------------------------------
-   Every method writes through one builder (ft__peft_out: the tensors, rows put back into Hugging
-   Face's order, the config's text) and reads a tensor through one reader (ft__peft_in_tensor); a
-   method brings its tensor names and its config keys. A site's tensor is named
-   base_model.model.model.layers.{l}.{self_attn|mlp}.{q_proj|...}.{part}; the rows of q_proj and
-   k_proj outputs carry the converter's permutation (ft__permute_rows). */
-typedef struct ft__peft_out {
-    ft__st_entry *e;                /* adapter_model.safetensors' tensors, in order                */
-    char    *names;                 /* 128 bytes per entry                                          */
-    float   *scratch;               /* the rows put back into Hugging Face's order                  */
-    int64_t  n, cap_e, used, cap_f;
-    char    *cfg;                   /* adapter_config.json                                          */
-    size_t   len, cap;
-} ft__peft_out;
-
-static void ft__peft_out_free(ft__peft_out *o) {
-    FT_FREE(o->e);
-    FT_FREE(o->names);
-    FT_FREE(o->scratch);
-    FT_FREE(o->cfg);
-    memset(o, 0, sizeof *o);
-}
-/* more of the config (len counts what did not fit: ft__peft_out_write refuses it) */
-static void ft__peft_out_cfg(ft__peft_out *o, const char *fmt, ...) {
-    va_list ap;
-    int k;
-    va_start(ap, fmt);
-    k = vsnprintf(o->cfg + FT__MIN(o->len, o->cap), o->len < o->cap ? o->cap - o->len : 0, fmt, ap);
-    va_end(ap);
-    if (k > 0) o->len += (size_t)k;
-}
-/* s as the inside of a JSON string (quotes, backslashes, control characters escaped), cut to fit cap */
-static void ft__json_escape(char *dst, size_t cap, const char *s) {
-    size_t n = 0;
-    for (; s && *s && n + 7 < cap; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') { dst[n++] = '\\'; dst[n++] = (char)ch; }
-        else if (ch < 0x20) n += (size_t)snprintf(dst + n, cap - n, "\\u%04x", ch);
-        else dst[n++] = (char)ch;
-    }
-    dst[n] = 0;
-}
-/* room for p's trainable tensors (the files hold at most those, plus `extra` floats computed
-   from them) and the keys every PEFT config opens with */
-static ft_result ft__peft_out_init(ft__peft_out *o, const ft_peft *p, const char *peft_type, const char *base, int64_t extra) {
-    char esc[512];
-    memset(o, 0, sizeof *o);
-    o->cap_e = ft_params_count(p->P) + 1;
-    o->cap_f = ft_params_numel(p->P) + extra + 1;
-    o->cap = 8192 + (size_t)p->m->c.n_layer * 8;
-    o->e = FT__CAST(ft__st_entry *, FT_MALLOC((size_t)o->cap_e * sizeof *o->e));
-    o->names = FT__CAST(char *, FT_MALLOC((size_t)o->cap_e * 128));
-    o->scratch = FT__CAST(float *, FT_MALLOC((size_t)o->cap_f * sizeof(float)));
-    o->cfg = FT__CAST(char *, FT_MALLOC(o->cap));
-    if (!o->e || !o->names || !o->scratch || !o->cfg) { ft__peft_out_free(o); return ft_set_error(FT_ERR_NOMEM, "peft save: out of memory"); }
-    ft__json_escape(esc, sizeof esc, base);
-    ft__peft_out_cfg(o, "{\n  \"peft_type\": \"%s\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"base_model_name_or_path\": \"%s\",\n"
-                     "  \"inference_mode\": true,\n  \"modules_to_save\": null", peft_type, esc);
-    return FT_OK;
-}
-/* n floats of scratch (NULL when the upper bound of ft__peft_out_init was wrong) */
-static float *ft__peft_out_scratch(ft__peft_out *o, int64_t n) {
-    float *at = o->scratch + o->used;
-    if (o->used + n > o->cap_f) return NULL;
-    o->used += n;
-    return at;
-}
-/* tensor `name`, [d0] (d1 = 0) or [d0, d1], from data (kept until the write) */
-static void ft__peft_out_tensor(ft__peft_out *o, const char *name, int64_t d0, int64_t d1, const float *data) {
-    ft__st_entry *e = o->e + o->n;
-    if (o->n >= o->cap_e || !data) { o->n = o->cap_e + 1; return; }     /* refused at the write */
-    snprintf(o->names + o->n * 128, 128, "%s", name);
-    e->name = o->names + o->n * 128;
-    e->ndim = d1 ? 2 : 1;
-    e->shape[0] = d0;
-    e->shape[1] = d1;
-    e->data = data;
-    o->n++;
-}
-static void ft__peft_site_name(char *dst, size_t cap, int64_t s, const char *part) {
-    int which = (int)(s % FT_SITE_COUNT);
-    snprintf(dst, cap, "base_model.model.model.layers.%d.%s.%s.%s", (int)(s / FT_SITE_COUNT), ft__hf_site_module(which), ft_site_name(which), part);
-}
-/* site s's tensor `part`, [d0] or [d0, d1]; out_rows: its d0 rows are the site's outputs (into
-   Hugging Face's order for q_proj and k_proj) */
-static void ft__peft_out_site(ft__peft_out *o, const ft_model *m, int64_t s, const char *part, const ft_tensor *t, int64_t d0, int64_t d1, int out_rows) {
-    int64_t heads = out_rows ? ft__site_permuted_heads(m, (int)(s % FT_SITE_COUNT)) : 0;
-    const float *data = FT__F(t);
-    char name[128];
-    if (heads) {
-        float *hf = ft__peft_out_scratch(o, ft_numel(t));
-        if (hf) ft__permute_rows(hf, data, heads, m->c.head_dim, d1 ? d1 : 1, 1);
-        data = hf;
-    }
-    ft__peft_site_name(name, sizeof name, s, part);
-    ft__peft_out_tensor(o, name, d0, d1, data);
-}
-/* ,\n  "target_modules": [...] (and layers_to_transform when not every layer has a site) */
-static void ft__peft_out_sites(ft__peft_out *o, const ft_peft *p) {
-    int64_t l;
-    int t, all = 1;
-    const char *sep = "";
-    ft__peft_out_cfg(o, ",\n  \"target_modules\": [");
-    for (t = 0; t < FT_SITE_COUNT; t++)
-        if (p->o.targets & (1u << t)) { ft__peft_out_cfg(o, "%s\"%s\"", sep, ft_site_name(t)); sep = ", "; }
-    ft__peft_out_cfg(o, "]");
-    for (l = 0; l < p->m->c.n_layer; l++) all &= ft__layer_has_site(p, l);
-    if (all) return;
-    ft__peft_out_cfg(o, ",\n  \"layers_to_transform\": [");
-    for (sep = "", l = 0; l < p->m->c.n_layer; l++)
-        if (ft__layer_has_site(p, l)) { ft__peft_out_cfg(o, "%s%d", sep, (int)l); sep = ", "; }
-    ft__peft_out_cfg(o, "]");
-}
-/* close the config; adapter_model.safetensors, then adapter_config.json (each atomic) */
-static ft_result ft__peft_out_write(ft__peft_out *o, const char *dir) {
-    char path[1024];
-    ft__afile a;
-    ft_result r;
-    ft__peft_out_cfg(o, "\n}\n");
-    if (o->len >= o->cap || o->n > o->cap_e) {
-        r = ft_set_error(FT_ERR_STATE, "%s: the adapter outgrew its buffers (%zu bytes of config, %lld tensors)", dir, o->len, (long long)o->n);
-        ft__peft_out_free(o);
-        return r;
-    }
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    r = ft__safetensors_write(path, o->e, (int)o->n);
-    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    if (r == FT_OK && (r = ft__afile_open(&a, path)) == FT_OK) {
-        ft__afile_write(&a, o->cfg, o->len);
-        r = ft__afile_commit(&a);
-    }
-    ft__peft_out_free(o);
-    return r;
-}
-
-/* a safetensors entry as f32 (F32, F16, BF16); 0 for other dtypes */
-static int ft__st_to_f32(const void *d, const char *dtype, int64_t n, float *dst) {
-    int64_t i; const unsigned char *b = FT__CAST(const unsigned char *, d);
-    if (strcmp(dtype, "F32") == 0) { memcpy(dst, d, (size_t)n * sizeof(float)); return 1; }
-    if (strcmp(dtype, "F16") == 0 || strcmp(dtype, "BF16") == 0) {
-        int bf = dtype[0] == 'B';
-        for (i = 0; i < n; i++) { uint16_t h; memcpy(&h, b + 2 * i, 2); dst[i] = bf ? ft_bf16_to_fp32(h) : ft_fp16_to_fp32(h); }
-        return 1;
-    }
-    return 0;
-}
-/* tensor nm of st into t: as many values as t has, F32 / F16 / BF16; with heads, its rows (cols
-   wide) out of Hugging Face's order */
-static ft_result ft__peft_in_tensor(ft_tensor *t, const ft_safetensors *st, const char *path, const char *nm, const ft_model *m, int64_t heads, int64_t cols) {
-    const char *dt;
-    int64_t sh[8], k, n = 1;
-    int nd = 0, ok;
-    const void *d = ft_safetensors_get(st, nm, &dt, sh, &nd);
-    float *tmp;
-    if (!d) return ft_set_error(FT_ERR_FORMAT, "%s: tensor %s is missing", path, nm);
-    for (k = 0; k < nd; k++) n *= sh[k];
-    if (n != ft_numel(t)) return ft_set_error(FT_ERR_SHAPE, "%s: tensor %s has %lld values, the model needs %lld (wrong base model?)", path, nm, (long long)n, (long long)ft_numel(t));
-    if (!(tmp = FT__CAST(float *, FT_MALLOC((size_t)n * sizeof(float))))) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
-    ok = ft__st_to_f32(d, dt, n, tmp);
-    if (ok && heads) ft__permute_rows(FT__F(t), tmp, heads, m->c.head_dim, cols, 0);
-    else if (ok) memcpy(t->data, tmp, (size_t)n * sizeof(float));
-    FT_FREE(tmp);
-    if (!ok) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s (F32, F16, BF16 are read)", path, nm, dt);
-    t->version++;
-    return FT_OK;
-}
-/* the layer / site of "...layers.{l}.{module}.{site}.{part}", and which of `parts` it is; -1: none */
-static int ft__peft_site_key(const char *nm, const char *const *parts, int nparts, long long *l, int *part) {
-    const char *at = nm ? strstr(nm, "layers.") : NULL; int pre = 0, w, k;
-    if (!at || sscanf(at, "layers.%lld.%n", l, &pre) != 1 || pre <= 0) return -1;
-    for (w = 0; w < FT_SITE_COUNT; w++)
-        for (k = 0; k < nparts; k++) {
-            char want[96];
-            snprintf(want, sizeof want, "%s.%s.%s", ft__hf_site_module(w), ft_site_name(w), parts[k]);
-            if (strcmp(at + pre, want) == 0) { *part = k; return w; }
-        }
-    return -1;
-}
-static ft_result ft__peft_read_config(const char *dir, ft_json_doc **doc) {
-    char path[1024]; unsigned char *text = NULL; size_t n = 0; FILE *f; long sz; ft_result r;
-    *doc = NULL;
-    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    if (!(f = fopen(path, "rb"))) return ft_set_error(FT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = FT__CAST(unsigned char *, FT_MALLOC((size_t)sz + 1))) != NULL)
-        n = fread(text, 1, (size_t)sz, f);
-    fclose(f);
-    if (!text) return ft_set_error(FT_ERR_IO, "%s: read failed", path);
-    r = ft_json_parse(doc, FT__CAST(const char *, text), n, path, 1);
-    FT_FREE(text);
-    if (r == FT_OK && ft_json_root(*doc)->kind != FT_JSON_OBJECT) { ft_json_free(*doc); *doc = NULL; r = ft_set_error(FT_ERR_FORMAT, "%s: not a JSON object", path); }
-    return r;
-}
-/* the sites and layers of a file's tensors `parts[0]` (the first factor: its rank from dimension
-   rank_dim, or none when rank_dim < 0), then the method attached with them; every tensor must be
-   one of `parts` */
-static ft_result ft__peft_scan_attach(ft_peft **out, ft_model *m, ft_peft_opts *o, ft_safetensors *st, const char *path,
-                                      const char *const *parts, int nparts, int rank_dim) {
-    ft__adapter_scan sc;
-    ft_result r;
-    int64_t i;
-    if ((r = ft__adapter_scan_init(&sc, m)) != FT_OK) return r;
-    for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
-        const char *nm = ft_safetensors_name(st, i), *dt;
-        long long l = -1;
-        int k, w, nd = 0;
-        int64_t shape[8];
-        if (!nm || strcmp(nm, "__metadata__") == 0) continue;
-        if ((w = ft__peft_site_key(nm, parts, nparts, &l, &k)) < 0) {
-            r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: not a %s tensor of a layer's q, k, v, o, gate, up or down projection", path, nm, ft__peft_impl_of(o->method)->peft_type);
-            break;
-        }
-        ft_safetensors_get(st, nm, &dt, shape, &nd);
-        if (k == 0) r = ft__adapter_scan_add(&sc, path, nm, (int64_t)l, w, rank_dim < 0 ? 1 : nd == 2 ? shape[rank_dim] : 0);
-    }
-    if (r != FT_OK) { FT_FREE(sc.mask); return r; }
-    return ft__adapter_scan_attach(&sc, out, m, o, path);
-}
-
-/* ---- PEFT's LoRA: lora_A.weight [r, in], lora_B.weight [out, r], DoRA's lora_magnitude_vector [out];
-   adapter_config.json: r, lora_alpha, use_rslora, use_dora, target_modules, layers_to_transform ---- */
-static const char *const ft__lora_parts[3] = {"lora_A.weight", "lora_B.weight", "lora_magnitude_vector"};
-
-static ft_result ft__lora_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
-    ft__peft_out o;
-    int64_t s;
-    ft_result r;
-    /* lora_alpha from the scale in use (a llama.cpp adapter read back has only alpha / r) */
-    double alpha = p->o.rslora ? (double)p->scale * sqrt((double)p->o.r) : (double)p->scale * p->o.r;
-    if ((r = ft__peft_out_init(&o, p, "LORA", base_model_name, 0)) != FT_OK) return r;
-    for (s = 0; s < p->m->c.n_layer * FT_SITE_COUNT; s++) {
-        if (!p->A[s]) continue;
-        ft__peft_out_site(&o, p->m, s, ft__lora_parts[0], p->A[s], p->A[s]->shape[0], p->A[s]->shape[1], 0);
-        ft__peft_out_site(&o, p->m, s, ft__lora_parts[1], p->B[s], p->B[s]->shape[0], p->B[s]->shape[1], 1);
-        if (p->mag[s]) ft__peft_out_site(&o, p->m, s, ft__lora_parts[2], p->mag[s], p->mag[s]->shape[0], 0, 1);
-    }
-    ft__peft_out_cfg(&o, ",\n  \"r\": %d,\n  \"lora_alpha\": %.9g,\n  \"lora_dropout\": %g,\n  \"use_rslora\": %s,\n  \"use_dora\": %s,\n"
-                     "  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n  \"init_lora_weights\": true",
-                     p->o.r, alpha, (double)p->o.dropout, p->o.rslora ? "true" : "false", p->o.dora ? "true" : "false");
-    ft__peft_out_sites(&o, p);
-    return ft__peft_out_write(&o, dir);
-}
-
-static ft_result ft__lora_read_peft(ft_peft *p, const char *dir) {
-    ft_safetensors *st; ft_result r = FT_OK; char path[1024], name[160]; int64_t s; int k;
-    if (!p->m) return ft_set_error(FT_ERR_STATE, "%s: the adapter's model was freed", dir);
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
-    for (s = 0; s < p->m->c.n_layer * FT_SITE_COUNT && r == FT_OK; s++) {
-        int64_t heads = ft__site_permuted_heads(p->m, (int)(s % FT_SITE_COUNT));
-        for (k = 0; k < 3 && r == FT_OK; k++) {
-            ft_tensor *t = k == 0 ? p->A[s] : k == 1 ? p->B[s] : p->mag[s];
-            const char *dt; int64_t shape[8]; int nd; const void *d;
-            ft__peft_site_name(name, sizeof name, s, ft__lora_parts[k]);
-            d = ft_safetensors_get(st, name, &dt, shape, &nd);
-            if (!t && !d) continue;
-            if (!t || !d || nd != t->ndim || shape[0] != t->shape[0] || (nd > 1 && shape[1] != t->shape[1]))
-                r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s: %s", path, name, !t ? "has no place in the attached adapter (targets or rank differ)" : !d ? "is missing" : "has a shape the model does not fit (wrong base model?)");
-            else r = ft__peft_in_tensor(t, st, path, name, p->m, k > 0 ? heads : 0, k == 1 ? t->shape[1] : 1);
-        }
-    }
-    ft_safetensors_close(st);
-    return r;
-}
-
-/* attach an adapter from a PEFT directory: alpha, rsLoRA, DoRA from adapter_config.json; rank,
-   targets and layers from the tensors in adapter_model.safetensors */
-static ft_result ft__lora_config(ft_lora_opts *o, const char *dir) {
-    ft_json_doc *doc; const ft_json *root, *v; ft_result r; char path[1024];
-    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
-    root = ft_json_root(doc);
-    if ((v = ft_json_get(root, "peft_type")) && (v->kind != FT_JSON_STRING || strcmp(v->s, "LORA") != 0))
-        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: peft_type %s (LORA is read here)", path, v->kind == FT_JSON_STRING ? v->s : "?");
-    else if ((v = ft_json_get(root, "fan_in_fan_out")) && v->kind == FT_JSON_BOOL && v->num != 0)
-        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: fan_in_fan_out is not supported", path);
-    else if ((v = ft_json_get(root, "lora_bias")) && v->kind == FT_JSON_BOOL && v->num != 0)
-        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: lora_bias is not supported", path);
-    else if ((v = ft_json_get(root, "bias")) && v->kind == FT_JSON_STRING && strcmp(v->s, "none") != 0)
-        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: bias \"%s\" is not supported (\"none\" is)", path, v->s);
-    else if (((v = ft_json_get(root, "rank_pattern")) && v->kind == FT_JSON_OBJECT && v->n) || ((v = ft_json_get(root, "alpha_pattern")) && v->kind == FT_JSON_OBJECT && v->n))
-        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: rank_pattern / alpha_pattern (a rank or alpha per module) is not supported", path);
-    if ((v = ft_json_get(root, "lora_alpha")) && v->kind == FT_JSON_NUMBER && v->num > 0) o->alpha = (float)v->num;
-    if ((v = ft_json_get(root, "use_rslora")) && v->kind == FT_JSON_BOOL) o->rslora = v->num != 0;
-    if ((v = ft_json_get(root, "use_dora")) && v->kind == FT_JSON_BOOL) o->dora = v->num != 0;
-    if ((v = ft_json_get(root, "r")) && v->kind == FT_JSON_NUMBER) o->r = (int)v->num;
-    ft_json_free(doc);
-    return r;
-}
-static ft_result ft__lora_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
-    ft_peft_opts o = ft_peft_opts_default(FT_PEFT_LORA);
-    ft_safetensors *st;
-    ft_result r;
-    int r_config;
-    char path[1024];
-    *out = NULL;
-    memset(&o.lora, 0, sizeof o.lora);
-    if ((r = ft__lora_config(&o.lora, dir)) != FT_OK) return r;
-    r_config = o.lora.r;
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
-    r = ft__peft_scan_attach(out, m, &o, st, path, ft__lora_parts, 3, 0);
-    ft_safetensors_close(st);
-    if (r == FT_OK && r_config && (*out)->o.r != r_config)
-        r = ft_set_error(FT_ERR_FORMAT, "%s: the tensors have rank %d, adapter_config.json says r = %d", path, (*out)->o.r, r_config);
-    if (r == FT_OK) r = ft__lora_read_peft(*out, dir);
-    if (r != FT_OK && *out) { ft_peft_free(*out); *out = NULL; }
-    return r;
-}
-
-/* ---- PEFT's LoHa: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b, [out, r] and [r, in] as ours; the
-   output-side factors (w1_a, w2_a) of q_proj and k_proj carry the converter's row permutation (a
-   row permutation of both permutes the rows of dW = (w1_a w1_b) * (w2_a w2_b) the same way).
-   adapter_config.json: peft_type LOHA, r, alpha, target_modules, layers_to_transform ------------- */
-static const char *const ft__hada_names[4] = {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"};
-
-static ft_result ft__loha_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
-    ft__peft_out o;
-    int64_t s;
-    int k;
-    ft_result r;
-    if ((r = ft__peft_out_init(&o, p, "LOHA", base_model_name, 0)) != FT_OK) return r;
-    for (s = 0; s < p->m->c.n_layer * FT_SITE_COUNT; s++)
-        for (k = 0; p->hada[s * 4] && k < 4; k++) {
-            ft_tensor *t = p->hada[s * 4 + k];
-            ft__peft_out_site(&o, p->m, s, ft__hada_names[k], t, t->shape[0], t->shape[1], k % 2 == 0);
-        }
-    ft__peft_out_cfg(&o, ",\n  \"r\": %d,\n  \"alpha\": %.9g,\n  \"rank_dropout\": 0.0,\n  \"module_dropout\": 0.0,\n  \"init_weights\": true,\n"
-                     "  \"use_effective_conv2d\": false", p->o.r, (double)p->o.alpha);
-    ft__peft_out_sites(&o, p);
-    return ft__peft_out_write(&o, dir);
-}
-
-/* read every hada_* tensor into the attached LoHa adapter (HF row order undone) */
-static ft_result ft__loha_read(ft_peft *p, ft_safetensors *st, const char *path) {
-    int64_t i;
-    ft_result r = FT_OK;
-    for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
-        const char *nm = ft_safetensors_name(st, i), *dt;
-        long long l;
-        int k, w, nd;
-        int64_t shape[8];
-        ft_tensor *t;
-        if (!nm || strcmp(nm, "__metadata__") == 0) continue;
-        w = ft__peft_site_key(nm, ft__hada_names, 4, &l, &k);
-        t = w >= 0 && l >= 0 && l < p->m->c.n_layer ? p->hada[(l * FT_SITE_COUNT + w) * 4 + k] : NULL;
-        ft_safetensors_get(st, nm, &dt, shape, &nd);
-        if (!t || nd != 2 || shape[0] != t->shape[0] || shape[1] != t->shape[1])
-            r = ft_set_error(FT_ERR_SHAPE, "%s: tensor %s: %s", path, nm, t ? "has a shape the model does not fit (wrong base model?)" : "not a LoHa tensor of the attached sites");
-        else r = ft__peft_in_tensor(t, st, path, nm, p->m, k % 2 == 0 ? ft__site_permuted_heads(p->m, w) : 0, t->shape[1]);
-    }
-    return r;
-}
-
-/* attach a PEFT LoHa directory: alpha from adapter_config.json; rank, targets and layers from the
-   tensors (hada_w1_a gives the rank) */
-static ft_result ft__loha_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
-    ft_json_doc *doc; const ft_json *root, *v; ft_peft_opts o = ft_peft_opts_default(FT_PEFT_LOHA);
-    ft_safetensors *st; ft_result r; char path[1024];
-    *out = NULL;
-    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
-    root = ft_json_root(doc);
-    o.lora.alpha = (v = ft_json_get(root, "alpha")) && v->kind == FT_JSON_NUMBER && v->num > 0 && v->num < 1e6 ? (float)v->num : 0.0f;
-    if (((v = ft_json_get(root, "rank_dropout")) && v->kind == FT_JSON_NUMBER && v->num != 0) ||
-        ((v = ft_json_get(root, "module_dropout")) && v->kind == FT_JSON_NUMBER && v->num != 0) ||
-        ((v = ft_json_get(root, "rank_pattern")) && v->kind == FT_JSON_OBJECT && v->n) || ((v = ft_json_get(root, "alpha_pattern")) && v->kind == FT_JSON_OBJECT && v->n))
-        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s/adapter_config.json: rank / module dropout and per-module ranks or alphas are not supported", dir);
-    ft_json_free(doc);
-    if (r != FT_OK) return r;
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
-    r = ft__peft_scan_attach(out, m, &o, st, path, ft__hada_names, 4, 1);
-    if (r == FT_OK && (r = ft__loha_read(*out, st, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
-    ft_safetensors_close(st);
-    return r;
-}
-
-/* ---- PEFT's IA3: ia3_l, [out, 1] for a site that scales its output, [1, in] for down_proj, PEFT's
-   one feedforward module (its input scaled); the output vectors of q_proj / k_proj in HF order.
-   IA3Config has no layers_to_transform: a subset of layers is a regex over the module names ------ */
-static const char *const ft__ia3_part[1] = {"ia3_l"};
-
-static int ft__ia3_layer_on(const ft_peft *p, int64_t l) {
-    int w;
-    for (w = 0; w < FT_SITE_COUNT; w++) if (p->ia3[l * FT_SITE_COUNT + w]) return 1;
-    return 0;
-}
-/* target_modules: the sites' names, or a regex when some layers have none */
-static void ft__ia3_cfg_targets(ft__peft_out *o, const ft_peft *p, unsigned sites) {
-    int64_t l;
-    int t, all = 1;
-    const char *sep = "";
-    for (l = 0; l < p->m->c.n_layer; l++) all &= ft__ia3_layer_on(p, l);
-    if (all) {
-        ft__peft_out_cfg(o, ",\n  \"target_modules\": [");
-        for (t = 0; t < FT_SITE_COUNT; t++) if (sites & (1u << t)) { ft__peft_out_cfg(o, "%s\"%s\"", sep, ft_site_name(t)); sep = ", "; }
-        ft__peft_out_cfg(o, "]");
-        return;
-    }
-    ft__peft_out_cfg(o, ",\n  \"target_modules\": \".*\\\\.layers\\\\.(");
-    for (l = 0; l < p->m->c.n_layer; l++) if (ft__ia3_layer_on(p, l)) { ft__peft_out_cfg(o, "%s%d", sep, (int)l); sep = "|"; }
-    ft__peft_out_cfg(o, ")\\\\.(self_attn|mlp)\\\\.(");
-    for (sep = "", t = 0; t < FT_SITE_COUNT; t++) if (sites & (1u << t)) { ft__peft_out_cfg(o, "%s%s", sep, ft_site_name(t)); sep = "|"; }
-    ft__peft_out_cfg(o, ")\"");
-}
-static ft_result ft__ia3_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
-    ft__peft_out o;
-    int64_t s;
-    unsigned sites = 0;
-    ft_result r;
-    if ((r = ft__peft_out_init(&o, p, "IA3", base_model_name, 0)) != FT_OK) return r;
-    for (s = 0; s < p->m->c.n_layer * FT_SITE_COUNT; s++) {
-        ft_tensor *v = p->ia3[s];
-        int down = s % FT_SITE_COUNT == FT_SITE_DOWN;
-        if (!v) continue;
-        ft__peft_out_site(&o, p->m, s, ft__ia3_part[0], v, down ? 1 : ft_numel(v), down ? ft_numel(v) : 1, !down);
-        sites |= 1u << (s % FT_SITE_COUNT);
-    }
-    ft__ia3_cfg_targets(&o, p, sites);
-    ft__peft_out_cfg(&o, ",\n  \"feedforward_modules\": [%s],\n  \"exclude_modules\": null,\n  \"fan_in_fan_out\": false,\n  \"init_ia3_weights\": true",
-                     sites & (1u << FT_SITE_DOWN) ? "\"down_proj\"" : "");
-    return ft__peft_out_write(&o, dir);
-}
-
-/* every vector of the file into the attached IA3, each of the shape PEFT gives its site */
-static ft_result ft__ia3_read(ft_peft *p, ft_safetensors *st, const char *path) {
-    int64_t i, filled = 0;
-    ft_result r = FT_OK;
-    for (i = 0; i < ft_safetensors_count(st) && r == FT_OK; i++) {
-        const char *nm = ft_safetensors_name(st, i), *dt;
-        long long l = -1;
-        int k, w, nd = 0;
-        int64_t sh[8];
-        ft_tensor *t;
-        if (!nm || strcmp(nm, "__metadata__") == 0) continue;
-        w = ft__peft_site_key(nm, ft__ia3_part, 1, &l, &k);
-        t = p->ia3[l * FT_SITE_COUNT + w];
-        ft_safetensors_get(st, nm, &dt, sh, &nd);
-        if (nd != 2 || (w == FT_SITE_DOWN ? sh[0] != 1 : sh[1] != 1))
-            r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has shape [%lld, %lld]: finetune.h's IA3 scales down_proj's input ([1, in], feedforward_modules) and the other sites' outputs ([out, 1])",
-                             path, nm, (long long)sh[0], nd > 1 ? (long long)sh[1] : 0LL);
-        else if (!t) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: finetune.h's IA3 puts the same sites on every layer it adapts, this file does not", path, nm);
-        else r = ft__peft_in_tensor(t, st, path, nm, p->m, w == FT_SITE_DOWN ? 0 : ft__site_permuted_heads(p->m, w), 1);
-        filled++;
-    }
-    if (r == FT_OK && filled != ft_params_count(p->P))
-        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: finetune.h's IA3 puts the same sites on every layer it adapts, this file does not", path);
-    return r;
-}
-/* attach a PEFT IA3 directory: sites and layers from the tensors */
-static ft_result ft__ia3_attach_peft(ft_peft **out, ft_model *m, const char *dir) {
-    ft_json_doc *doc; const ft_json *v; ft_peft_opts o; ft_safetensors *st; ft_result r; char path[1024];
-    *out = NULL;
-    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
-    if ((v = ft_json_get(ft_json_root(doc), "fan_in_fan_out")) && v->kind == FT_JSON_BOOL && v->num != 0)
-        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s/adapter_config.json: fan_in_fan_out is not supported", dir);
-    ft_json_free(doc);
-    if (r != FT_OK) return r;
-    memset(&o, 0, sizeof o);
-    o.method = FT_PEFT_IA3;
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
-    r = ft__peft_scan_attach(out, m, &o, st, path, ft__ia3_part, 1, -1);
-    if (r == FT_OK && (r = ft__ia3_read(*out, st, path)) != FT_OK) { ft_peft_free(*out); *out = NULL; }
-    ft_safetensors_close(st);
-    return r;
-}
-
-/* ---- PEFT's prompt and prefix tuning: one table, prompt_embeddings, for a CAUSAL_LM model
-   (tuners/prefix_tuning/model.py, peft_model.py get_prompt, utils/other.py
-   _prepare_prompt_learning_config):
-   PROMPT  [P, n_embd]; config token_dim = n_embd, num_attention_heads = n_head.
-   PREFIX  [P, n_layer * 2 * kv_dim]: row i, layer l's key at columns [2l kv_dim, (2l+1) kv_dim)
-           as (kv_heads, head_dim), its value next (get_prompt views it (P, 2L, kv_heads,
-           head_dim)). With the reparameterisation MLP PEFT saves the MLP's output (and loads
-           it, in inference mode, as a plain table): so do we, and reading back gives a plain
-           table. GQA: token_dim = kv_dim and num_attention_heads = n_head_kv, as PEFT writes.
-           Keys: HF scores rotate_half-rotated queries (pairs j, j + D/2) against them, we score
-           our queries (the converter's permuted rows, adjacent pairs) against ours: our key dim
-           2j is HF's j and 2j+1 is HF's j + D/2 in every head -- k_proj's row permutation.
-           Values: unchanged.
-   ------------------------------------------------------------------------------------------------ */
-/* the prefix table (P, n_layer * 2 * kv_dim) between our key order and HF's (to_hf); dst != src */
-static void ft__prefix_permute(float *dst, const float *src, const ft_model *m, int64_t P, int to_hf) {
-    int64_t Dkv = m->c.n_head_kv * m->c.head_dim, W = m->c.n_layer * 2 * Dkv, heads = ft__site_permuted_heads(m, FT_SITE_K), i, l;
-    memcpy(dst, src, (size_t)(P * W) * sizeof(float));
-    if (heads) for (i = 0; i < P; i++) for (l = 0; l < m->c.n_layer; l++)
-        ft__permute_rows(dst + i * W + 2 * l * Dkv, src + i * W + 2 * l * Dkv, heads, m->c.head_dim, 1, to_hf);
-}
-/* the table's width: n_embd (prompt) or n_layer * 2 * kv_dim (prefix) */
-static int64_t ft__prompt_width(const ft_model *m, ft_peft_method method) {
-    return method == FT_PEFT_PROMPT ? m->c.n_embd : m->c.n_layer * 2 * m->c.n_head_kv * m->c.head_dim;
-}
-static ft_result ft__prompt_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
-    ft__peft_out o;
-    ft_result r;
-    const ft_model *m = p->m;
-    if ((r = ft__peft_out_init(&o, p, "PROMPT_TUNING", base_model_name, 0)) != FT_OK) return r;
-    ft__peft_out_tensor(&o, "prompt_embeddings", p->po.n_virtual, m->c.n_embd, FT__F(p->prompt));
-    /* the init matters only before training (PEFT ignores it in inference mode); its TEXT would
-       need a tokenizer repository to load, so a text init is written as RANDOM */
-    ft__peft_out_cfg(&o, ",\n  \"num_virtual_tokens\": %d,\n  \"token_dim\": %lld,\n  \"num_transformer_submodules\": 1,\n  \"num_attention_heads\": %lld,\n"
-                     "  \"num_layers\": %lld,\n  \"prompt_tuning_init\": \"%s\",\n  \"prompt_tuning_init_text\": null,\n  \"tokenizer_name_or_path\": null,\n"
-                     "  \"tokenizer_kwargs\": null", p->po.n_virtual, (long long)m->c.n_embd, (long long)m->c.n_head, (long long)m->c.n_layer,
-                     p->po.prompt_init == FT_PROMPT_VOCAB ? "SAMPLE_VOCAB" : "RANDOM");
-    return ft__peft_out_write(&o, dir);
-}
-/* the prefix table in HF's order: the MLP's output (computed as the forward does) or the table */
-static ft_result ft__prefix_table_hf(ft_peft *p, float *dst) {
-    ft_tensor *tab = p->pre[0];
-    ft_ctx *ctx = NULL;
-    ft_ctx_opts co = ft_ctx_opts_default();
-    int64_t P = p->po.n_virtual, W = ft__prompt_width(p->m, FT_PEFT_PREFIX);
-    ft_result r = FT_OK;
-    if (p->pre[1]) {
-        co.arena_bytes = (size_t)(P * (2 * p->po.prefix_hidden + 2 * W)) * sizeof(float) + ((size_t)1 << 20);
-        if ((r = ft_ctx_init(&ctx, &co)) != FT_OK) return r;
-        ft_ctx_set_grad(ctx, 0);
-        tab = ft__prefix_table(ctx, p);
-        if (!tab || tab->type != FT_TYPE_F32 || ft_numel(tab) != P * W)
-            r = ft_set_error(ft_ctx_status(ctx) != FT_OK ? ft_ctx_status(ctx) : FT_ERR_STATE, "the prefix MLP: %s", ft_last_error());
-    }
-    if (r == FT_OK) ft__prefix_permute(dst, FT__F(tab), p->m, P, 1);
-    ft_ctx_free(ctx);
-    return r;
-}
-static ft_result ft__prefix_save_peft(ft_peft *p, const char *dir, const char *base_model_name) {
-    ft__peft_out o;
-    ft_result r;
-    const ft_model *m = p->m;
-    int64_t P = p->po.n_virtual, W = ft__prompt_width(m, FT_PEFT_PREFIX);
-    float *hf;
-    if ((r = ft__peft_out_init(&o, p, "PREFIX_TUNING", base_model_name, P * W)) != FT_OK) return r;
-    hf = ft__peft_out_scratch(&o, P * W);
-    if (hf && (r = ft__prefix_table_hf(p, hf)) != FT_OK) { ft__peft_out_free(&o); return ft_set_error(r, "%s: %s", dir, ft_last_error()); }
-    ft__peft_out_tensor(&o, "prompt_embeddings", P, W, hf);
-    ft__peft_out_cfg(&o, ",\n  \"num_virtual_tokens\": %lld,\n  \"token_dim\": %lld,\n  \"num_transformer_submodules\": 1,\n  \"num_attention_heads\": %lld,\n"
-                     "  \"num_layers\": %lld,\n  \"encoder_hidden_size\": %lld,\n  \"prefix_projection\": %s,\n  \"init_weights\": null",
-                     (long long)P, (long long)(m->c.n_head_kv * m->c.head_dim), (long long)m->c.n_head_kv, (long long)m->c.n_layer,
-                     (long long)(p->pre[1] ? p->po.prefix_hidden : m->c.n_head_kv * m->c.head_dim), p->pre[1] ? "true" : "false");
-    return ft__peft_out_write(&o, dir);
-}
-
-/* a prompt-learning config for this model (a decoder-only CAUSAL_LM, its layers, the table's
-   token_dim and heads); num_virtual_tokens into o->n_virtual (0: not given) */
-static ft_result ft__prompt_config(ft_peft_opts *o, const ft_model *m, const char *dir) {
-    ft_json_doc *doc; const ft_json *root, *v; ft_result r; char cpath[1024];
-    int prefix = o->method == FT_PEFT_PREFIX;
-    int64_t dim = prefix ? m->c.n_head_kv * m->c.head_dim : m->c.n_embd;
-    if ((r = ft__peft_read_config(dir, &doc)) != FT_OK) return r;
-    root = ft_json_root(doc);
-    snprintf(cpath, sizeof cpath, "%s/adapter_config.json", dir);
-    if ((v = ft_json_get(root, "task_type")) && v->kind == FT_JSON_STRING && strcmp(v->s, "CAUSAL_LM") != 0)
-        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: task_type %s (a decoder-only CAUSAL_LM prompt is read)", cpath, v->s);
-    else if ((v = ft_json_get(root, "num_transformer_submodules")) && v->kind == FT_JSON_NUMBER && v->num != 1)
-        r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: num_transformer_submodules %g (1, a decoder-only model, is read)", cpath, v->num);
-    else if ((v = ft_json_get(root, "num_layers")) && v->kind == FT_JSON_NUMBER && v->num != (double)m->c.n_layer)
-        r = ft_set_error(FT_ERR_SHAPE, "%s: num_layers %g, the model has %lld (wrong base model?)", cpath, v->num, (long long)m->c.n_layer);
-    else if ((v = ft_json_get(root, "token_dim")) && v->kind == FT_JSON_NUMBER && v->num != (double)dim)
-        r = ft_set_error(FT_ERR_SHAPE, "%s: token_dim %g, the model's %s %lld (%swrong base model?)", cpath, v->num,
-                         prefix ? "keys have" : "n_embd is", (long long)dim, prefix ? "n_head_kv x head_dim; " : "");
-    else if (prefix && (v = ft_json_get(root, "num_attention_heads")) && v->kind == FT_JSON_NUMBER && v->num != (double)m->c.n_head_kv)
-        r = ft_set_error(FT_ERR_SHAPE, "%s: num_attention_heads %g, the model has %lld KV heads (wrong base model?)", cpath, v->num, (long long)m->c.n_head_kv);
-    o->n_virtual = (v = ft_json_get(root, "num_virtual_tokens")) && v->kind == FT_JSON_NUMBER ? (int)v->num : 0;
-    ft_json_free(doc);
-    return r;
-}
-/* the file holds prompt_embeddings alone, [P, width] (P as the config says, when it says) */
-static ft_result ft__prompt_check_file(const ft_safetensors *st, const char *path, const ft_peft_opts *o, int64_t W, int64_t *P) {
-    const char *dt; int nd = 0; int64_t i, sh[8];
-    const void *d = ft_safetensors_get(st, "prompt_embeddings", &dt, sh, &nd);
-    for (i = 0; i < ft_safetensors_count(st); i++) {
-        const char *nm = ft_safetensors_name(st, i);
-        if (nm && strcmp(nm, "__metadata__") != 0 && strcmp(nm, "prompt_embeddings") != 0)
-            return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s: only prompt_embeddings is read (modules_to_save are not supported)", path, nm);
-    }
-    if (!d) return ft_set_error(FT_ERR_FORMAT, "%s: no prompt_embeddings", path);
-    if (nd != 2 || sh[1] != W || sh[0] < 1 || (o->n_virtual && sh[0] != o->n_virtual))
-        return ft_set_error(FT_ERR_SHAPE, "%s: prompt_embeddings is [%lld, %lld], the model needs [%d, %lld] (%s; wrong base model?)", path, (long long)sh[0], nd > 1 ? (long long)sh[1] : 0LL,
-                            o->n_virtual ? o->n_virtual : (int)sh[0], (long long)W, o->method == FT_PEFT_PROMPT ? "num_virtual_tokens x n_embd" : "num_virtual_tokens x n_layer * 2 * n_head_kv * head_dim");
-    *P = sh[0];
-    return FT_OK;
-}
-/* attach a PEFT prompt or prefix directory: the table (a prefix as a plain table: an MLP's
-   parameters are not in the file) */
-static ft_result ft__prompt_table_attach(ft_peft **out, ft_model *m, const char *dir, ft_peft_method method) {
-    ft_peft_opts o; ft_safetensors *st; ft_result r; char path[1024]; int64_t P = 0, W = ft__prompt_width(m, method);
-    ft_tensor *t;
-    float *ours;
-    *out = NULL;
-    memset(&o, 0, sizeof o);
-    o.method = method;
-    if ((r = ft__prompt_config(&o, m, dir)) != FT_OK) return r;
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    if ((r = ft_safetensors_open(&st, path)) != FT_OK) return r;
-    if ((r = ft__prompt_check_file(st, path, &o, W, &P)) == FT_OK) {
-        o.n_virtual = (int)P;
-        if ((r = ft_peft_attach(out, m, &o)) != FT_OK) r = ft_set_error(r, "%s: %s", path, ft_last_error());
-    }
-    t = r == FT_OK ? (method == FT_PEFT_PROMPT ? (*out)->prompt : (*out)->pre[0]) : NULL;
-    if (t) r = ft__peft_in_tensor(t, st, path, "prompt_embeddings", m, 0, 1);
-    if (t && r == FT_OK && method == FT_PEFT_PREFIX) {       /* the keys out of HF's order */
-        if (!(ours = FT__CAST(float *, FT_MALLOC((size_t)(P * W) * sizeof(float))))) r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
-        else { ft__prefix_permute(ours, FT__F(t), m, P, 0); memcpy(t->data, ours, (size_t)(P * W) * sizeof(float)); FT_FREE(ours); }
-    }
-    ft_safetensors_close(st);
-    if (r != FT_OK && *out) { ft_peft_free(*out); *out = NULL; }
-    return r;
-}
-static ft_result ft__prompt_attach_peft(ft_peft **out, ft_model *m, const char *dir) { return ft__prompt_table_attach(out, m, dir, FT_PEFT_PROMPT); }
-static ft_result ft__prefix_attach_peft(ft_peft **out, ft_model *m, const char *dir) { return ft__prompt_table_attach(out, m, dir, FT_PEFT_PREFIX); }
 
 /* ---- a whole model with the adapter merged ------------------------------------------------------------- */
 FT_API int ft_save_type_ok(ft_type t) {

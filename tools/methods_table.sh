@@ -27,6 +27,7 @@ run "LoRA r=16, all linear (F16 base)"    "$F16" --method lora --rank 16 --alpha
 run "QLoRA r=16 (NF4 base)"                "$F16" --method qlora --quantize nf4 --rank 16 --alpha 32
 run "LoRA r=16 on the Q4_1 GGUF"           "$M" --method lora --rank 16 --alpha 32
 run "DoRA r=16 (Q4_1 GGUF)"                "$M" --method dora --rank 16 --alpha 32
+run "LoHa r=8 (Q4_1 GGUF)"                "$M" --method loha --rank 8 --alpha 8
 run "LoRA r=16 + grad checkpointing"       "$M" --method lora --rank 16 --alpha 32 --grad-checkpoint
 run "IA3 (k, v, down)"                     "$M" --method ia3
 run "adapters (Houlsby, 64)"               "$M" --method adapter --bottleneck 64

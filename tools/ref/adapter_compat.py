@@ -169,6 +169,7 @@ def main():
     ap.add_argument("--peft", help="the PEFT directory (default RUN/peft)")
     ap.add_argument("--ft", default="build/ft")
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--skip-llama", action="store_true", help="no llama.cpp part (without llama-cpp-python)")
     a = ap.parse_args()
     gg = a.gguf or os.path.join(a.run, "adapter.gguf")
     pd = a.peft or os.path.join(a.run, "peft")
@@ -200,9 +201,13 @@ def main():
         ours_m16e = [ft_logits(a.ft, m16e, i)[1] for i in ids]
         report("ours on merged_f16.gguf (F16 rounding of the weights)", ours_m16, ours)
 
-        print("llama.cpp (llama-cpp-python):")
-        report("(b1) base_f32.gguf alone vs our base", llama_logits(b32, ids, None, True), ours_base)
-        if gg:
+        if a.skip_llama:
+            ids_llama = []
+        else:
+            print("llama.cpp (llama-cpp-python):")
+            report("(b1) base_f32.gguf alone vs our base", llama_logits(b32, ids, None, True), ours_base)
+            ids_llama = ids
+        if gg and ids_llama:
             report("(b1) base_f32.gguf + lora_path=adapter.gguf, F32 KV", llama_logits(b32, ids, gg, True), ours)
             lq_lora = llama_logits(a.base, ids, gg)
             lq_base = llama_logits(a.base, ids)
@@ -210,13 +215,14 @@ def main():
             report("(b2) its Q4_1 base alone vs our base (its quantization noise)", lq_base, ours_base)
             effect("(b2) adapter effect (lora - base): llama.cpp vs ours",
                    [x - y for x, y in zip(lq_lora, lq_base)], [x - y for x, y in zip(ours, ours_base)])
-        report("(d1) merged_f32.gguf, F32 KV", llama_logits(m32, ids, None, True), ours)
-        lm16 = llama_logits(m16, ids, None, True)
-        report("(d2) merged_f16.gguf (token_embd stays Q8_0), F32 KV", lm16, ours)
-        report("(d2)   the same file vs ours on that file", lm16, ours_m16)
-        lm16e = llama_logits(m16e, ids, None, True)
-        report("(d2') merged_f16 --embeddings (all F16) vs ours on that file", lm16e, ours_m16e)
-        report("(d2') merged_f16 --embeddings (all F16) vs ours (base + adapter)", lm16e, ours)
+        if ids_llama:
+            report("(d1) merged_f32.gguf, F32 KV", llama_logits(m32, ids, None, True), ours)
+            lm16 = llama_logits(m16, ids, None, True)
+            report("(d2) merged_f16.gguf (token_embd stays Q8_0), F32 KV", lm16, ours)
+            report("(d2)   the same file vs ours on that file", lm16, ours_m16)
+            lm16e = llama_logits(m16e, ids, None, True)
+            report("(d2') merged_f16 --embeddings (all F16) vs ours on that file", lm16e, ours_m16e)
+            report("(d2') merged_f16 --embeddings (all F16) vs ours (base + adapter)", lm16e, ours)
 
     if not a.skip_hf:
         print("transformers + peft:")
