@@ -26,6 +26,45 @@ TEST(regex) {
         CHECK(ft_regex_search(c[i].pat, c[i].text) == c[i].want, "/%s/ on \"%s\": want %d", c[i].pat, c[i].text, c[i].want);
     CHECK(ft_regex_search("(ab", "ab") < 0 && strstr(ft_last_error(), "(ab"), "a bad pattern is an error: %s", ft_last_error());
     CHECK(ft_regex_search("a{3,1}", "aaa") < 0, "a reversed count is an error");
+    CHECK(ft_regex_search("a{1001}", "a") < 0 && ft_regex_search("(a{1000}){1000}", "a") < 0 && strstr(ft_last_error(), "instructions"),
+          "counts over 1000, or a program over the limit, are errors: %s", ft_last_error());
+    CHECK(ft_regex_search("a$", "a\n") == 1 && ft_regex_search("a$", "a\n\n") == 0, "$ before a final newline, as Python's re");
+}
+/* the outside test's cases (issue 20): answers that backtracking took seconds over or got wrong.
+   A backtracking engine does not finish these (2^60 paths); the Pike VM is linear in the text. */
+TEST(regex_hard) {
+    static char buf[200001];
+    memset(buf, 'a', 60); buf[60] = 'c'; buf[61] = 0;
+    CHECK(ft_regex_search("(a|a)*b", buf) == 0 && ft_regex_search("(a|a)*c", buf) == 1, "(a|a)*b on 60 a's and a c");
+    memset(buf, 'x', 60); buf[60] = 0;
+    CHECK(ft_regex_search("((.)+)+d", buf) == 0 && ft_regex_search("^((.)+)+$", buf) == 1, "((.)+)+d on 60 x's");
+    memset(buf, 'a', 200000); buf[200000] = 0;
+    CHECK(ft_regex_search("^a*$", buf) == 1, "^a*$ on 200,000 a's (the old depth limit said no at 1,996)");
+    CHECK(ft_regex_search("^(a*)*$", buf) == 1 && ft_regex_search("^(a?){0,1000}b", buf) == 0, "empty loops and long counts");
+    buf[199999] = 'b';
+    CHECK(ft_regex_search("a{100}b$", buf) == 1 && ft_regex_search("^a*c", buf) == 0, "a count near the end");
+}
+/* Python's re.search on the same bytes (tools/ref/regex_fixtures.py): every answer equal */
+TEST(regex_python) {
+    size_t n; char *text = (char *)ft_test_slurp("tests/fixtures/regex.jsonl", &n), *line, *end;
+    long lines = 0, texts = 0, wrong = 0;
+    CHECK(text != NULL, "tests/fixtures/regex.jsonl missing");
+    if (!text) return;
+    for (line = text; *line; line = end + (*end != 0)) {
+        ft_json_doc *d; const ft_json *r, *t, *m; int64_t i;
+        end = strchr(line, '\n');
+        if (!end) end = line + strlen(line);
+        if (ft_json_parse(&d, line, (size_t)(end - line), "regex.jsonl", lines + 1) != FT_OK) { CHECK(0, "%s", ft_last_error()); break; }
+        r = ft_json_root(d); t = ft_json_get(r, "t"); m = ft_json_get(r, "m");
+        for (i = 0; i < t->n; i++, texts++) {
+            int got = ft_regex_search(ft_json_get(r, "p")->s, ft_json_at(t, i)->s), want = (int)ft_json_at(m, i)->num;
+            if (got != want && wrong++ < 5) CHECK(0, "line %ld: /%s/ on \"%s\": %d, Python %d", lines + 1, ft_json_get(r, "p")->s, ft_json_at(t, i)->s, got, want);
+        }
+        ft_json_free(d);
+        lines++;
+    }
+    CHECK(lines >= 300 && wrong == 0, "%ld patterns, %ld texts: %ld answers differ from Python's re", lines, texts, wrong);
+    free(text);
 }
 
 TEST(reward_functions) {
@@ -96,6 +135,8 @@ TEST(ppo_toy_task) { run(FT_OBJ_PPO); }
 int main(void) {
     int i, j;
     RUN(regex);
+    RUN(regex_hard);
+    RUN(regex_python);
     RUN(reward_functions);
     if (!tiny_model_write(MODEL, FT_TYPE_F32, 21)) { printf("FAIL - cannot write %s\n", MODEL); return 1; }
     if (ft_dataset_new(&DATA, FT_DATA_PROMPT) != FT_OK) { printf("FAIL - %s\n", ft_last_error()); return 1; }

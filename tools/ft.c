@@ -1230,11 +1230,20 @@ static const char *ft_out(const ft_run *r, const char *name) {
 
 /* ---- the data ---- */
 
+/* how many examples --seq-len cut, and how many of them kept no target token */
+static void ft_report_cut(const char *path, const ft_dataset *d, int64_t seq_len) {
+    int64_t none;
+    if (!ft_dataset_truncated(d)) return;
+    none = ft_dataset_without_targets(d, seq_len);
+    fprintf(stderr, "ft: %s: %lld of %lld examples cut to --seq-len %lld tokens", path, (long long)ft_dataset_truncated(d),
+            (long long)ft_dataset_size(d), (long long)seq_len);
+    if (none) fprintf(stderr, "; %lld keep no target token", (long long)none);
+    fprintf(stderr, "\n");
+}
+
 static int ft_load(ft_run *r, ft_dataset **d, const char *path, const ft_data_opts *o) {
     if (ft_dataset_load(d, path, ft_model_tokenizer(r->m), ft_model_chat_template(r->m), o) != FT_OK) return ft_fail(r->c);
-    if (ft_dataset_truncated(*d))
-        fprintf(stderr, "ft: %s: %lld of %lld examples cut to --seq-len %lld tokens\n", path, (long long)ft_dataset_truncated(*d),
-                (long long)ft_dataset_size(*d), (long long)o->max_len);
+    ft_report_cut(path, *d, o->max_len);
     return 0;
 }
 
@@ -1296,18 +1305,11 @@ static int ft_train_tasks(ft_run *r, const ft_data_opts *o) {
     return rc;
 }
 
-static int ft_has_targets(const ft_example *e) {
-    int64_t t;
-    if (!e->loss) return e->n > 0;
-    for (t = 0; t < e->n; t++) if (e->loss[t]) return 1;
-    return 0;
-}
-
 /* the training set (--data, --task, --mix), the eval sets (--eval or --eval-split, --eval-general) */
 static int ft_train_data(ft_run *r) {
     ft_cli *c = r->c;
     ft_data_opts o = c->data_opts, text;
-    int64_t i, n;
+    int64_t n;
     o.format = r->def->data == FT_DATA_TEXT ? FT_DATA_TEXT : FT_DATA_AUTO;
     o.max_len = c->train.seq_len;
     text = o;
@@ -1325,8 +1327,7 @@ static int ft_train_data(ft_run *r) {
     if (r->ev) fprintf(stderr, "; eval %lld examples", (long long)ft_dataset_size(r->ev));
     fprintf(stderr, "\n");
     n = ft_dataset_size(r->train);
-    for (i = 0; i < n && !ft_is_rl(r); i++) if (ft_has_targets(ft_dataset_get(r->train, i))) return 0;
-    if (n && !ft_is_rl(r))
+    if (n && r->def->kind != FT_KIND_SCORES && ft_dataset_without_targets(r->train, c->train.seq_len) == n)
         return ft_err(c, "no training example keeps a target token within --seq-len %lld: nothing to learn (raise --seq-len)",
                       (long long)c->train.seq_len);
     return 0;
@@ -1749,8 +1750,7 @@ static int ft_eval_run(ft_cli *c, ft_ctx *ctx, ft_model *m) {
     int rc = 0;
     o.max_len = c->train.seq_len;
     if (ft_dataset_load(&d, c->data, ft_model_tokenizer(m), ft_model_chat_template(m), &o) != FT_OK) return ft_fail(c);
-    if (ft_dataset_truncated(d)) fprintf(stderr, "ft: %s: %lld of %lld examples cut to --seq-len %lld tokens\n", c->data,
-                                         (long long)ft_dataset_truncated(d), (long long)ft_dataset_size(d), (long long)o.max_len);
+    ft_report_cut(c->data, d, o.max_len);
     if (ft_eval_loss(ctx, m, d, c->train.batch, c->train.seq_len, &loss, NULL) != FT_OK) rc = ft_fail(c);
     if (!rc) printf("%s: %lld examples, loss %.4f, perplexity %.3f\n", c->data, (long long)ft_dataset_size(d), loss, exp(loss));
     if (!rc && ft_dataset_format(d) != FT_DATA_TEXT) {
