@@ -109,3 +109,31 @@ bench-train: $(BUILD)/bench
 
 clean:
 	rm -rf build
+
+# ---- fuzzing: libFuzzer harnesses of every parser of untrusted bytes (tests/fuzz/fuzz_*.c), each
+# built with clang's -fsanitize=fuzzer,address,undefined. make fuzz: each for FUZZ_TIME seconds on a
+# working copy of its seeds ($(BUILD)/fuzz/corpus/<target>), one line per target, non-zero on any
+# finding (tests/fuzz/run.sh); make fuzz-smoke: the same for 10 s each (CI); make fuzz-seeds:
+# regenerate the committed seeds tests/fuzz/corpus/ (tests/fuzz/make_seeds.c).
+FUZZ_TARGETS = gguf safetensors json dataset tokenizer chat regex peft checkpoint model
+FUZZ_CC     ?= clang
+FUZZ_FLAGS   = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_TIME   ?= 60
+FUZZ_BINS    = $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-seeds
+
+$(BUILD)/fuzz:
+	mkdir -p $@
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h tests/tiny_model.h finetune.h | $(BUILD)/fuzz
+	$(FUZZ_CC) $(WARN) $(FUZZ_FLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/fuzz/make_seeds: tests/fuzz/make_seeds.c tests/fuzz/fuzz_common.h tests/tiny_model.h finetune.h | $(BUILD)/fuzz
+	$(CC) $(WARN) -O1 -g -o $@ $< $(LDLIBS)
+
+fuzz-build: $(FUZZ_BINS)
+fuzz: $(FUZZ_BINS)
+	@BUILD=$(BUILD) FUZZ_TIME=$(FUZZ_TIME) sh tests/fuzz/run.sh $(FUZZ_TARGETS)
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=10
+fuzz-seeds: $(BUILD)/fuzz/make_seeds
+	rm -rf tests/fuzz/corpus
+	$(BUILD)/fuzz/make_seeds tests/fuzz/corpus

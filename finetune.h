@@ -287,6 +287,12 @@
              discopop, sigmoid_norm; PEFT methods behind one interface, LoHa, methods of your
              own; one adapter save / load with the format policy; *_opts_default(); every enum's
              names in one registry; FT_NO_RL, FT_NO_SYNTH, FT_NO_MERGE
+      0.2.1  hard inputs: the reward regex is a Pike VM (linear time, $ as Python's re);
+             non-finite values refused where they enter (options, JSON numbers, token scores,
+             adapters read and written, checkpoints, base weights: ft_gguf_check_finite);
+             adapter_config.json numbers range-checked; ft_dataset_without_targets (a seq_len
+             that leaves nothing to learn is refused); ft_safetensors_open_memory; fuzz
+             harnesses for every parser (tests/fuzz)
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H
@@ -5758,8 +5764,90 @@ static int ft__gguf_skip_value(ft__rd *r, uint32_t type, int depth, uint64_t *n_
     return ft__rd_bytes(r, NULL, ft__gguf_scalar_size[type], "scalar value");
 }
 
+/* pass 2 over the metadata (validated by pass 1): key i indexed, duplicates refused */
+static ft_result ft__gguf_index_kv(ft_gguf *g, ft__rd *r, uint64_t i, uint64_t *si) {
+    ft_gguf_kv *kv = &g->kv[i]; int64_t j; uint64_t k;
+    memset(kv, 0, sizeof *kv);
+    ft__rd_str(r, &kv->key, "metadata key");
+    for (j = 0; j < (int64_t)i; j++)
+        if (g->kv[j].key.n == kv->key.n && memcmp(g->kv[j].key.s, kv->key.s, (size_t)kv->key.n) == 0) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "duplicate metadata key '%.*s'", (int)FT__MIN(kv->key.n, 100), kv->key.s);
+            return ft__rd_fail(r, msg), r->err;
+        }
+    kv->type = (ft_gguf_type)ft__rd_u32(r, "value type");
+    kv->n = 1;
+    kv->arr_type = kv->type;
+    if (kv->type == FT_GGUF_ARRAY) {
+        kv->arr_type = (ft_gguf_type)ft__rd_u32(r, "array element type");
+        kv->n = ft__rd_u64(r, "array length");
+    }
+    kv->data = r->p + r->off;
+    if (kv->arr_type == FT_GGUF_STRING) {
+        kv->strs = g->strs + *si;
+        for (k = 0; k < kv->n; k++) ft__rd_str(r, &g->strs[(*si)++], "string");
+    } else if (kv->arr_type == FT_GGUF_ARRAY) {      /* nested arrays: kept as raw bytes     */
+        for (k = 0; k < kv->n; k++) {
+            uint64_t dummy = 0;
+            ft__gguf_skip_value(r, FT_GGUF_ARRAY, 1, &dummy);
+            *si += dummy;                            /* their strings are counted, not indexed */
+        }
+    } else ft__rd_bytes(r, NULL, (size_t)kv->n * ft__gguf_scalar_size[kv->arr_type], "value");
+    return r->err;
+}
+/* tensor info i: name, 1..4 dimensions of sane size, a known type whose block divides the row,
+   an aligned offset, a name not seen before */
+static ft_result ft__gguf_tensor_info(ft_gguf *g, ft__rd *r, uint64_t i) {
+    ft_gguf_tensor *t = &g->t[i]; uint32_t nd, k, type; int64_t nel = 1, j; char what[160];
+    size_t info_off = r->off;
+    memset(t, 0, sizeof *t);
+    if (!ft__rd_str(r, &t->name, "tensor name")) return r->err;
+    snprintf(what, sizeof what, "tensor '%.*s'", (int)FT__MIN(t->name.n, 64), t->name.s);
+    nd = ft__rd_u32(r, "tensor dimension count");
+    if (r->err == FT_OK && (nd < 1 || nd > 4)) { r->off -= 4; strcat(what, ": n_dims not in 1..4"); return ft__rd_fail(r, what), r->err; }
+    t->n_dims = (int)nd;
+    for (k = 0; k < 4; k++) t->ne[k] = 1;
+    for (k = 0; k < nd && r->err == FT_OK; k++) {
+        uint64_t ne = ft__rd_u64(r, "tensor dimension");
+        if (r->err == FT_OK && (ne > ((uint64_t)1 << 40) || (ne && (uint64_t)nel > ((uint64_t)1 << 42) / ne))) {
+            r->off -= 8; strcat(what, ": absurd dimension"); return ft__rd_fail(r, what), r->err;
+        }
+        t->ne[k] = (int64_t)ne; nel *= (int64_t)ne;
+    }
+    type = ft__rd_u32(r, "tensor type");
+    t->offset = ft__rd_u64(r, "tensor data offset");
+    if (r->err != FT_OK) return r->err;
+    t->type = (ft_type)type;
+    if (!ft__type(t->type)) { r->off -= 12; strcat(what, ": unknown tensor type"); return ft__rd_fail(r, what), r->err; }
+    if (t->ne[0] % ft__type(t->type)->block) { r->off = info_off; strcat(what, ": row length not a multiple of the type's block"); return ft__rd_fail(r, what), r->err; }
+    t->nbytes = t->ne[0] == 0 ? 0 : ft_type_row_bytes(t->type, t->ne[0]) * (size_t)(nel / t->ne[0]);
+    if (t->offset % g->alignment) { r->off -= 8; strcat(what, ": data offset not aligned"); return ft__rd_fail(r, what), r->err; }
+    for (j = 0; j < (int64_t)i; j++)
+        if (g->t[j].name.n == t->name.n && memcmp(g->t[j].name.s, t->name.s, (size_t)t->name.n) == 0) {
+            r->off = info_off; strcat(what, ": duplicate tensor name"); return ft__rd_fail(r, what), r->err;
+        }
+    return FT_OK;
+}
+/* the data section after the infos, padded to the alignment; every tensor's bytes inside the file */
+static ft_result ft__gguf_place_tensors(ft_gguf *g, ft__rd *r) {
+    int64_t i;
+    g->data_off = (r->off + g->alignment - 1) / g->alignment * g->alignment;
+    if (g->data_off > g->size) { r->off = g->size; ft__rd_fail(r, "the tensor data section is missing (truncated file)"); return r->err; }
+    for (i = 0; i < g->n_t; i++) {
+        ft_gguf_tensor *t = &g->t[i];
+        if (t->offset > g->size - g->data_off || t->nbytes > g->size - g->data_off - t->offset) {
+            char msg[200];
+            r->off = g->data_off + (size_t)FT__MIN(t->offset, (uint64_t)(g->size - g->data_off));
+            snprintf(msg, sizeof msg, "tensor '%.*s': data [%llu, +%zu) runs past the end of the file (%zu bytes of data)",
+                     (int)FT__MIN(t->name.n, 64), t->name.s, (unsigned long long)t->offset, t->nbytes, g->size - g->data_off);
+            return ft__rd_fail(r, msg), r->err;
+        }
+        t->data = g->base + g->data_off + t->offset;
+    }
+    return FT_OK;
+}
 static ft_result ft__gguf_parse(ft_gguf *g) {
-    ft__rd r; uint64_t n_t, n_kv, i, n_strs = 0, si = 0; size_t kv_start;
+    ft__rd r; uint64_t n_t, n_kv, i, n_strs = 0, si = 0; size_t kv_start; int64_t a;
     uint32_t magic;
     memset(&r, 0, sizeof r);
     r.p = g->base; r.size = g->size; r.path = g->path;
@@ -5771,8 +5859,7 @@ static ft_result ft__gguf_parse(ft_gguf *g) {
     n_kv = ft__rd_u64(&r, "metadata count");
     if (r.err != FT_OK) return r.err;
     if (n_t > g->size / 32 || n_kv > g->size / 13) { r.off -= 16; ft__rd_fail(&r, "tensor or metadata count larger than the file allows"); return r.err; }
-    /* pass 1: validate the metadata, count strings */
-    kv_start = r.off;
+    kv_start = r.off;                                /* pass 1: validate the metadata, count strings */
     for (i = 0; i < n_kv; i++) {
         ft_gguf_str key;
         if (!ft__rd_str(&r, &key, "metadata key")) return r.err;
@@ -5782,97 +5869,19 @@ static ft_result ft__gguf_parse(ft_gguf *g) {
     g->strs = FT__CAST(ft_gguf_str *, FT_MALLOC((size_t)FT__MAX(n_strs, 1) * sizeof(ft_gguf_str)));
     g->t = FT__CAST(ft_gguf_tensor *, FT_MALLOC((size_t)FT__MAX(n_t, 1) * sizeof(ft_gguf_tensor)));
     if (!g->kv || !g->strs || !g->t) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory for the metadata index", g->path);
-    /* pass 2: index the metadata (already validated) */
     r.off = kv_start;
-    for (i = 0; i < n_kv; i++) {
-        ft_gguf_kv *kv = &g->kv[i]; int64_t j;
-        memset(kv, 0, sizeof *kv);
-        ft__rd_str(&r, &kv->key, "metadata key");
-        for (j = 0; j < (int64_t)i; j++)
-            if (g->kv[j].key.n == kv->key.n && memcmp(g->kv[j].key.s, kv->key.s, (size_t)kv->key.n) == 0) {
-                char msg[200];
-                snprintf(msg, sizeof msg, "duplicate metadata key '%.*s'", (int)FT__MIN(kv->key.n, 100), kv->key.s);
-                return ft__rd_fail(&r, msg), r.err;
-            }
-        kv->type = (ft_gguf_type)ft__rd_u32(&r, "value type");
-        kv->n = 1;
-        if (kv->type == FT_GGUF_ARRAY) {
-            kv->arr_type = (ft_gguf_type)ft__rd_u32(&r, "array element type");
-            kv->n = ft__rd_u64(&r, "array length");
-        } else kv->arr_type = kv->type;
-        kv->data = r.p + r.off;
-        if (kv->arr_type == FT_GGUF_STRING) {
-            uint64_t k;
-            kv->strs = g->strs + si;
-            for (k = 0; k < kv->n; k++) ft__rd_str(&r, &g->strs[si++], "string");
-        } else if (kv->arr_type == FT_GGUF_ARRAY) {
-            uint64_t k;                              /* nested arrays: kept as raw bytes     */
-            for (k = 0; k < kv->n; k++) {
-                uint64_t dummy = 0;
-                ft__gguf_skip_value(&r, FT_GGUF_ARRAY, 1, &dummy);
-                si += dummy;                         /* their strings are counted, not indexed */
-            }
-        } else ft__rd_bytes(&r, NULL, (size_t)kv->n * ft__gguf_scalar_size[kv->arr_type], "value");
-    }
+    for (i = 0; i < n_kv; i++)
+        if (ft__gguf_index_kv(g, &r, i, &si) != FT_OK) return r.err;
     g->n_kv = (int64_t)n_kv;
-    {
-        int64_t a;
-        g->alignment = 32;
-        if (ft_gguf_get_int(g, "general.alignment", &a)) {
-            if (a < 1 || a > 65536 || (a & (a - 1))) return ft__rd_fail(&r, "general.alignment is not a power of two in [1, 65536]"), r.err;
-            g->alignment = (size_t)a;
-        }
+    g->alignment = 32;
+    if (ft_gguf_get_int(g, "general.alignment", &a)) {
+        if (a < 1 || a > 65536 || (a & (a - 1))) return ft__rd_fail(&r, "general.alignment is not a power of two in [1, 65536]"), r.err;
+        g->alignment = (size_t)a;
     }
-    /* tensor infos */
-    for (i = 0; i < n_t; i++) {
-        ft_gguf_tensor *t = &g->t[i]; uint32_t nd, k, type; int64_t nel = 1; char what[160];
-        size_t info_off = r.off;
-        memset(t, 0, sizeof *t);
-        if (!ft__rd_str(&r, &t->name, "tensor name")) return r.err;
-        snprintf(what, sizeof what, "tensor '%.*s'", (int)FT__MIN(t->name.n, 64), t->name.s);
-        nd = ft__rd_u32(&r, "tensor dimension count");
-        if (r.err == FT_OK && (nd < 1 || nd > 4)) { r.off -= 4; strcat(what, ": n_dims not in 1..4"); return ft__rd_fail(&r, what), r.err; }
-        t->n_dims = (int)nd;
-        for (k = 0; k < 4; k++) t->ne[k] = 1;
-        for (k = 0; k < nd && r.err == FT_OK; k++) {
-            uint64_t ne = ft__rd_u64(&r, "tensor dimension");
-            if (r.err == FT_OK && (ne > ((uint64_t)1 << 40) || (ne && (uint64_t)nel > ((uint64_t)1 << 42) / ne))) {
-                r.off -= 8; strcat(what, ": absurd dimension"); return ft__rd_fail(&r, what), r.err;
-            }
-            t->ne[k] = (int64_t)ne; nel *= (int64_t)ne;
-        }
-        type = ft__rd_u32(&r, "tensor type");
-        t->offset = ft__rd_u64(&r, "tensor data offset");
-        if (r.err != FT_OK) return r.err;
-        t->type = (ft_type)type;
-        if (!ft__type(t->type)) { r.off -= 12; strcat(what, ": unknown tensor type"); return ft__rd_fail(&r, what), r.err; }
-        if (t->ne[0] % ft__type(t->type)->block) { r.off = info_off; strcat(what, ": row length not a multiple of the type's block"); return ft__rd_fail(&r, what), r.err; }
-        t->nbytes = ft_type_row_bytes(t->type, t->ne[0]) * (size_t)(nel / FT__MAX(t->ne[0], 1));
-        if (t->ne[0] == 0) t->nbytes = 0;
-        if (t->offset % g->alignment) { r.off -= 8; strcat(what, ": data offset not aligned"); return ft__rd_fail(&r, what), r.err; }
-        {
-            int64_t j;
-            for (j = 0; j < (int64_t)i; j++)
-                if (g->t[j].name.n == t->name.n && memcmp(g->t[j].name.s, t->name.s, (size_t)t->name.n) == 0) {
-                    r.off = info_off; strcat(what, ": duplicate tensor name"); return ft__rd_fail(&r, what), r.err;
-                }
-        }
-    }
+    for (i = 0; i < n_t; i++)
+        if (ft__gguf_tensor_info(g, &r, i) != FT_OK) return r.err;
     g->n_t = (int64_t)n_t;
-    g->data_off = (r.off + g->alignment - 1) / g->alignment * g->alignment;
-    if (g->data_off > g->size) { r.off = g->size; ft__rd_fail(&r, "the tensor data section is missing (truncated file)"); return r.err; }
-    for (i = 0; i < n_t; i++) {
-        ft_gguf_tensor *t = &g->t[i];
-        if (t->offset > g->size - g->data_off || t->nbytes > g->size - g->data_off - t->offset) {
-            char msg[200];
-            r.off = g->data_off + (size_t)FT__MIN(t->offset, (uint64_t)(g->size - g->data_off));
-            snprintf(msg, sizeof msg, "tensor '%.*s': data [%llu, +%zu) runs past the end of the file (%zu bytes of data)",
-                     (int)FT__MIN(t->name.n, 64), t->name.s, (unsigned long long)t->offset, t->nbytes, g->size - g->data_off);
-            return ft__rd_fail(&r, msg), r.err;
-        }
-        t->data = g->base + g->data_off + t->offset;
-    }
-    return FT_OK;
+    return ft__gguf_place_tensors(g, &r);
 }
 
 static ft_result ft__gguf_new(ft_gguf **out, const char *name) {
@@ -6932,55 +6941,14 @@ static size_t ft__make_piece(const ft_tokenizer *t, int32_t id, char *dst) {
     return 0;                                                 /* unused / undefined: nothing */
 }
 
-/* tokens[i] has tok_len[i] bytes (tok_len NULL: NUL-terminated); types NULL: all normal; scores
-   may be NULL; merges "left right" (gpt2 only; merge_len NULL: NUL-terminated); bos/eos/unk/pad
-   an id or -1; add_bos, add_eos, add_space_prefix: 0/1, or -1 for the model's default (the GGUF
-   has no such key). Fails with FT_ERR_FORMAT on malformed vocabularies: duplicate token texts,
-   merges without a space, merges of texts that are not tokens or whose result is not a token. */
-static FT__MAYBE_UNUSED ft_result ft__tokenizer_init(ft_tokenizer **out, ft_tokenizer_kind kind, const char *pre,
-        int64_t n_vocab, const char *const *tokens, const uint64_t *tok_len, const int32_t *types,
-        const float *scores, int64_t n_merges, const char *const *merges, const uint64_t *merge_len,
-        int32_t bos, int32_t eos, int32_t unk, int32_t pad, int add_bos, int add_eos, int add_space_prefix) {
-    ft_tokenizer *t;
-    uint64_t total = 0, cap, i, pbytes = 0;
-    int64_t k;
+/* the token texts (an empty text becomes "[EMPTY_<id>]" as llama.cpp renames it), types, scores
+   and the text -> id hash; a text twice is an error (llama.cpp asserts on it too) */
+static ft_result ft__tok_texts(ft_tokenizer *t, const char *const *tokens, const uint64_t *tok_len, const int32_t *types, const float *scores) {
+    uint64_t total = 0, cap; int64_t k, n_vocab = t->n_vocab;
     char emptyname[32];
-    if (!out) return ft_set_error(FT_ERR_INVALID, "tokenizer: no output pointer");
-    *out = NULL;
-    if (kind != FT_TOKENIZER_BPE_GPT2 && kind != FT_TOKENIZER_SPM)
-        return ft_set_error(FT_ERR_UNSUPPORTED, "tokenizer: model kind %d is not gpt2 or llama", (int)kind);
-    if (n_vocab < 1 || n_vocab >= INT32_MAX || !tokens)
-        return ft_set_error(FT_ERR_FORMAT, "tokenizer: vocabulary of %lld tokens", (long long)n_vocab);
-    if (n_merges < 0 || (n_merges > 0 && !merges))
-        return ft_set_error(FT_ERR_FORMAT, "tokenizer: %lld merges", (long long)n_merges);
-    {
-        const int32_t sp[4] = {bos, eos, unk, pad};
-        static const char *const nm[4] = {"bos", "eos", "unknown", "padding"};
-        int j;
-        for (j = 0; j < 4; j++)
-            if (sp[j] < -1 || sp[j] >= n_vocab)
-                return ft_set_error(FT_ERR_FORMAT, "tokenizer: %s token id %d outside the vocabulary of %lld", nm[j], (int)sp[j], (long long)n_vocab);
-    }
-    t = FT__CAST(ft_tokenizer *, FT_MALLOC(sizeof *t));
-    if (!t) return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory");
-    memset(t, 0, sizeof *t);
-    t->kind = kind;
-    t->n_vocab = n_vocab;
-    t->bos = bos; t->eos = eos; t->unk = unk; t->pad = pad;
-    if (kind == FT_TOKENIZER_BPE_GPT2) {
-        t->pre = ft__pre_from_name(pre, &t->ignore_merges, &t->clean_spaces);
-        t->add_bos = add_bos >= 0 ? add_bos : t->ignore_merges;   /* the llama3 names set add_bos */
-        t->add_space_prefix = add_space_prefix > 0;
-    } else {                                   /* SentencePiece defaults of llama.cpp          */
-        t->pre = FT__PRE_DEFAULT; t->clean_spaces = 0;
-        t->add_bos = add_bos >= 0 ? add_bos : 1;
-        t->add_space_prefix = add_space_prefix >= 0 ? add_space_prefix : 1;
-    }
-    t->add_eos = add_eos > 0;
-    /* token texts; an empty text becomes "[EMPTY_<id>]" as llama.cpp renames it */
     for (k = 0; k < n_vocab; k++) {
         uint64_t n = tok_len ? tok_len[k] : (tokens[k] ? strlen(tokens[k]) : 0);
-        if ((n && !tokens[k]) || n >= INT32_MAX) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_FORMAT, "tokenizer: token %lld has no text or %llu bytes", (long long)k, (unsigned long long)n); }
+        if ((n && !tokens[k]) || n >= INT32_MAX) return ft_set_error(FT_ERR_FORMAT, "tokenizer: token %lld has no text or %llu bytes", (long long)k, (unsigned long long)n);
         total += n ? n : (uint64_t)snprintf(emptyname, sizeof emptyname, "[EMPTY_%lld]", (long long)k);
     }
     t->text = FT__CAST(char *, FT_MALLOC(total + 1));
@@ -6989,7 +6957,7 @@ static FT__MAYBE_UNUSED ft_result ft__tokenizer_init(ft_tokenizer **out, ft_toke
     t->score = FT__CAST(float *, FT_MALLOC((size_t)n_vocab * sizeof(float)));
     for (cap = 16; cap < (uint64_t)n_vocab * 2; cap <<= 1) {}
     t->tok_slot = FT__CAST(int32_t *, FT_MALLOC((size_t)cap * sizeof(int32_t)));
-    if (!t->text || !t->off || !t->type || !t->score || !t->tok_slot) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory"); }
+    if (!t->text || !t->off || !t->type || !t->score || !t->tok_slot) return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory");
     t->tok_mask = cap - 1;
     memset(t->tok_slot, 0xFF, (size_t)cap * sizeof(int32_t));
     for (k = 0, total = 0; k < n_vocab; k++) {
@@ -7004,93 +6972,157 @@ static FT__MAYBE_UNUSED ft_result ft__tokenizer_init(ft_tokenizer **out, ft_toke
         for (h = ft__fnv1a(t->text + t->off[k], (size_t)n, FT__FNV_BASIS) & t->tok_mask;; h = (h + 1) & t->tok_mask) {
             int32_t o = t->tok_slot[h];
             if (o < 0) { t->tok_slot[h] = (int32_t)k; break; }
-            if (t->off[o + 1] - t->off[o] == n && memcmp(t->text + t->off[o], t->text + t->off[k], (size_t)n) == 0) {
-                /* llama.cpp asserts on this too (id_to_token.size() == token_to_id.size()) */
-                ft_result r = ft_set_error(FT_ERR_FORMAT, "tokenizer: token %lld has the same text as token %d", (long long)k, (int)o);
-                ft_tokenizer_free(t);
-                return r;
-            }
+            if (t->off[o + 1] - t->off[o] == n && memcmp(t->text + t->off[o], t->text + t->off[k], (size_t)n) == 0)
+                return ft_set_error(FT_ERR_FORMAT, "tokenizer: token %lld has the same text as token %d", (long long)k, (int)o);
         }
     }
-    /* merges "a b" -> rank i; the first of duplicates wins (llama.cpp's map emplace) */
-    if (kind == FT_TOKENIZER_BPE_GPT2 && n_merges > 0) {
-        for (cap = 16; cap < (uint64_t)n_merges * 2; cap <<= 1) {}
-        t->mkey = FT__CAST(uint64_t *, FT_MALLOC((size_t)cap * sizeof(uint64_t)));
-        t->mrank = FT__CAST(int32_t *, FT_MALLOC((size_t)cap * sizeof(int32_t)));
-        t->mres = FT__CAST(int32_t *, FT_MALLOC((size_t)cap * sizeof(int32_t)));
-        if (!t->mkey || !t->mrank || !t->mres || n_merges >= INT32_MAX) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory for %lld merges", (long long)n_merges); }
-        t->mmask = cap - 1;
-        memset(t->mkey, 0xFF, (size_t)cap * sizeof(uint64_t));
-        for (k = 0; k < n_merges; k++) {
-            const char *m = merges[k];
-            size_t n = m ? (merge_len ? (size_t)merge_len[k] : strlen(m)) : 0, sp;
-            int32_t a, b, res;
-            uint64_t slot;
-            char *cat;
-            for (sp = 1; sp < n && m[sp] != ' '; sp++) {}
-            if (sp >= n) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_FORMAT, "tokenizer: merge %lld (\"%.*s\") is not \"left right\"", (long long)k, (int)FT__MIN(n, 64), m ? m : ""); }
-            a = ft__tok_lookup(t, m, sp);
-            b = ft__tok_lookup(t, m + sp + 1, n - sp - 1);
-            cat = FT__CAST(char *, FT_MALLOC(n));
-            if (!cat) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory"); }
-            memcpy(cat, m, sp); memcpy(cat + sp, m + sp + 1, n - sp - 1);
-            res = ft__tok_lookup(t, cat, n - 1);
-            FT_FREE(cat);
-            if (a < 0 || b < 0 || res < 0) {
-                ft_result r = ft_set_error(FT_ERR_FORMAT, "tokenizer: merge %lld (\"%.*s\"): %s is not a token", (long long)k, (int)FT__MIN(n, 64), m,
-                                           a < 0 ? "the left part" : b < 0 ? "the right part" : "the merged text");
-                ft_tokenizer_free(t);
-                return r;
-            }
-            slot = ft__merge_slot(t, ((uint64_t)(uint32_t)a << 32) | (uint32_t)b);
-            if (t->mkey[slot] != ~(uint64_t)0) continue;
-            t->mkey[slot] = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-            t->mrank[slot] = (int32_t)k;
-            t->mres[slot] = res;
-        }
+    return FT_OK;
+}
+/* one merge "a b" -> rank k; the first of duplicates wins (llama.cpp's map emplace) */
+static ft_result ft__tok_merge(ft_tokenizer *t, int64_t k, const char *m, size_t n) {
+    size_t sp; int32_t a, b, res; uint64_t slot; char *cat;
+    for (sp = 1; sp < n && m[sp] != ' '; sp++) {}
+    if (sp >= n) return ft_set_error(FT_ERR_FORMAT, "tokenizer: merge %lld (\"%.*s\") is not \"left right\"", (long long)k, (int)FT__MIN(n, 64), m ? m : "");
+    a = ft__tok_lookup(t, m, sp);
+    b = ft__tok_lookup(t, m + sp + 1, n - sp - 1);
+    cat = FT__CAST(char *, FT_MALLOC(n));
+    if (!cat) return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory");
+    memcpy(cat, m, sp);
+    memcpy(cat + sp, m + sp + 1, n - sp - 1);
+    res = ft__tok_lookup(t, cat, n - 1);
+    FT_FREE(cat);
+    if (a < 0 || b < 0 || res < 0)
+        return ft_set_error(FT_ERR_FORMAT, "tokenizer: merge %lld (\"%.*s\"): %s is not a token", (long long)k, (int)FT__MIN(n, 64), m,
+                            a < 0 ? "the left part" : b < 0 ? "the right part" : "the merged text");
+    slot = ft__merge_slot(t, ((uint64_t)(uint32_t)a << 32) | (uint32_t)b);
+    if (t->mkey[slot] != ~(uint64_t)0) return FT_OK;
+    t->mkey[slot] = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+    t->mrank[slot] = (int32_t)k;
+    t->mres[slot] = res;
+    return FT_OK;
+}
+static ft_result ft__tok_merges(ft_tokenizer *t, int64_t n_merges, const char *const *merges, const uint64_t *merge_len) {
+    uint64_t cap; int64_t k; ft_result r = FT_OK;
+    for (cap = 16; cap < (uint64_t)n_merges * 2; cap <<= 1) {}
+    t->mkey = FT__CAST(uint64_t *, FT_MALLOC((size_t)cap * sizeof(uint64_t)));
+    t->mrank = FT__CAST(int32_t *, FT_MALLOC((size_t)cap * sizeof(int32_t)));
+    t->mres = FT__CAST(int32_t *, FT_MALLOC((size_t)cap * sizeof(int32_t)));
+    if (!t->mkey || !t->mrank || !t->mres || n_merges >= INT32_MAX) return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory for %lld merges", (long long)n_merges);
+    t->mmask = cap - 1;
+    memset(t->mkey, 0xFF, (size_t)cap * sizeof(uint64_t));
+    for (k = 0; k < n_merges && r == FT_OK; k++) {
+        const char *m = merges[k];
+        r = ft__tok_merge(t, k, m, m ? (merge_len ? (size_t)merge_len[k] : strlen(m)) : 0);
     }
-    /* byte tokens: gpt2 maps byte b to its byte char; llama looks for "<0xXX>", then the byte
-       itself, then falls back to the unknown token (where llama.cpp would throw) */
+    return r;
+}
+/* byte tokens: gpt2 maps byte b to its byte char; llama looks for "<0xXX>", then the byte itself,
+   then falls back to the unknown token (where llama.cpp would throw) */
+static void ft__tok_bytes(ft_tokenizer *t) {
+    static const char hx[] = "0123456789ABCDEF";
+    int i;
     for (i = 0; i < 256; i++) {
-        unsigned char u[4];
-        if (kind == FT_TOKENIZER_BPE_GPT2) {
+        unsigned char u[4]; char b6[6];
+        if (t->kind == FT_TOKENIZER_BPE_GPT2) {
             int m = ft__utf8_put(u, ft__byte_cp((unsigned)i));
             t->byte_tok[i] = ft__tok_lookup(t, u, (size_t)m);
-        } else {
-            static const char hx[] = "0123456789ABCDEF";
-            char b6[6];
-            b6[0] = '<'; b6[1] = '0'; b6[2] = 'x'; b6[3] = hx[i >> 4]; b6[4] = hx[i & 15]; b6[5] = '>';
-            t->byte_tok[i] = ft__tok_lookup(t, b6, 6);
-            if (t->byte_tok[i] < 0) { u[0] = (unsigned char)i; t->byte_tok[i] = ft__tok_lookup(t, u, 1); }
-            if (t->byte_tok[i] < 0) t->byte_tok[i] = unk;
+            continue;
         }
+        b6[0] = '<'; b6[1] = '0'; b6[2] = 'x'; b6[3] = hx[i >> 4]; b6[4] = hx[i & 15]; b6[5] = '>';
+        t->byte_tok[i] = ft__tok_lookup(t, b6, 6);
+        u[0] = (unsigned char)i;
+        if (t->byte_tok[i] < 0) t->byte_tok[i] = ft__tok_lookup(t, u, 1);
+        if (t->byte_tok[i] < 0) t->byte_tok[i] = t->unk;
     }
-    /* special tokens for the partition step */
-    for (k = 0; k < n_vocab; k++)
-        if (t->type[k] == FT__TT_CONTROL || t->type[k] == FT__TT_USER || t->type[k] == FT__TT_UNKNOWN) t->n_special++;
+}
+/* the special tokens for the partition step, longest text first as llama.cpp sorts them; ties
+   by id (llama.cpp's std::sort leaves their order unspecified). Keys (~length << 32 | id) sort
+   with a context-free qsort. */
+static ft_result ft__tok_specials(ft_tokenizer *t) {
+    int64_t k; uint64_t *key;
+#define FT__IS_SPECIAL(ty) ((ty) == FT__TT_CONTROL || (ty) == FT__TT_USER || (ty) == FT__TT_UNKNOWN)
+    for (k = 0; k < t->n_vocab; k++) t->n_special += FT__IS_SPECIAL(t->type[k]);
     t->special = FT__CAST(int32_t *, FT_MALLOC((size_t)FT__MAX(t->n_special, 1) * sizeof(int32_t)));
-    t->piece_off = FT__CAST(uint64_t *, FT_MALLOC(((size_t)n_vocab + 1) * sizeof(uint64_t)));
-    if (!t->special || !t->piece_off) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory"); }
-    for (k = 0, t->n_special = 0; k < n_vocab; k++)
-        if (t->type[k] == FT__TT_CONTROL || t->type[k] == FT__TT_USER || t->type[k] == FT__TT_UNKNOWN) t->special[t->n_special++] = (int32_t)k;
-    {   /* longest text first, as llama.cpp sorts them; ties by id (llama.cpp's std::sort leaves
-           their order unspecified). Keys (~length << 32 | id) sort with a context-free qsort. */
-        uint64_t *key = FT__CAST(uint64_t *, FT_MALLOC((size_t)FT__MAX(t->n_special, 1) * sizeof(uint64_t)));
-        if (!key) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory"); }
-        for (k = 0; k < t->n_special; k++) {
-            int32_t id = t->special[k];
-            key[k] = ((uint64_t)(0xFFFFFFFFu - (uint32_t)(t->off[id + 1] - t->off[id])) << 32) | (uint32_t)id;
-        }
-        qsort(key, (size_t)t->n_special, sizeof(uint64_t), ft__cmp_u64);
-        for (k = 0; k < t->n_special; k++) t->special[k] = (int32_t)(key[k] & 0xFFFFFFFFu);
-        FT_FREE(key);
+    key = FT__CAST(uint64_t *, FT_MALLOC((size_t)FT__MAX(t->n_special, 1) * sizeof(uint64_t)));
+    if (!t->special || !key) { FT_FREE(key); return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory"); }
+    for (k = 0, t->n_special = 0; k < t->n_vocab; k++)
+        if (FT__IS_SPECIAL(t->type[k])) t->special[t->n_special++] = (int32_t)k;
+#undef FT__IS_SPECIAL
+    for (k = 0; k < t->n_special; k++) {
+        int32_t id = t->special[k];
+        key[k] = ((uint64_t)(0xFFFFFFFFu - (uint32_t)(t->off[id + 1] - t->off[id])) << 32) | (uint32_t)id;
     }
-    /* decoded pieces, computed once (llama.cpp's cache_token_to_piece) */
-    for (k = 0; k < n_vocab; k++) { t->piece_off[k] = pbytes; pbytes += ft__make_piece(t, (int32_t)k, NULL); }
-    t->piece_off[n_vocab] = pbytes;
+    qsort(key, (size_t)t->n_special, sizeof(uint64_t), ft__cmp_u64);
+    for (k = 0; k < t->n_special; k++) t->special[k] = (int32_t)(key[k] & 0xFFFFFFFFu);
+    FT_FREE(key);
+    return FT_OK;
+}
+/* decoded pieces, computed once (llama.cpp's cache_token_to_piece) */
+static ft_result ft__tok_pieces(ft_tokenizer *t) {
+    uint64_t pbytes = 0; int64_t k;
+    t->piece_off = FT__CAST(uint64_t *, FT_MALLOC(((size_t)t->n_vocab + 1) * sizeof(uint64_t)));
+    if (!t->piece_off) return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory");
+    for (k = 0; k < t->n_vocab; k++) {
+        t->piece_off[k] = pbytes;
+        pbytes += ft__make_piece(t, (int32_t)k, NULL);
+    }
+    t->piece_off[t->n_vocab] = pbytes;
     t->piece = FT__CAST(char *, FT_MALLOC((size_t)pbytes + 1));
-    if (!t->piece) { ft_tokenizer_free(t); return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory"); }
-    for (k = 0; k < n_vocab; k++) ft__make_piece(t, (int32_t)k, t->piece + t->piece_off[k]);
+    if (!t->piece) return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory");
+    for (k = 0; k < t->n_vocab; k++) ft__make_piece(t, (int32_t)k, t->piece + t->piece_off[k]);
+    return FT_OK;
+}
+/* the model's defaults for what the GGUF leaves out (-1) */
+static void ft__tok_flags(ft_tokenizer *t, const char *pre, int add_bos, int add_eos, int add_space_prefix) {
+    if (t->kind == FT_TOKENIZER_BPE_GPT2) {
+        t->pre = ft__pre_from_name(pre, &t->ignore_merges, &t->clean_spaces);
+        t->add_bos = add_bos >= 0 ? add_bos : t->ignore_merges;   /* the llama3 names set add_bos */
+        t->add_space_prefix = add_space_prefix > 0;
+    } else {                                   /* SentencePiece defaults of llama.cpp          */
+        t->pre = FT__PRE_DEFAULT;
+        t->clean_spaces = 0;
+        t->add_bos = add_bos >= 0 ? add_bos : 1;
+        t->add_space_prefix = add_space_prefix >= 0 ? add_space_prefix : 1;
+    }
+    t->add_eos = add_eos > 0;
+}
+
+/* tokens[i] has tok_len[i] bytes (tok_len NULL: NUL-terminated); types NULL: all normal; scores
+   may be NULL; merges "left right" (gpt2 only; merge_len NULL: NUL-terminated); bos/eos/unk/pad
+   an id or -1; add_bos, add_eos, add_space_prefix: 0/1, or -1 for the model's default (the GGUF
+   has no such key). Fails with FT_ERR_FORMAT on malformed vocabularies: duplicate token texts,
+   merges without a space, merges of texts that are not tokens or whose result is not a token. */
+static FT__MAYBE_UNUSED ft_result ft__tokenizer_init(ft_tokenizer **out, ft_tokenizer_kind kind, const char *pre,
+        int64_t n_vocab, const char *const *tokens, const uint64_t *tok_len, const int32_t *types,
+        const float *scores, int64_t n_merges, const char *const *merges, const uint64_t *merge_len,
+        int32_t bos, int32_t eos, int32_t unk, int32_t pad, int add_bos, int add_eos, int add_space_prefix) {
+    static const char *const nm[4] = {"bos", "eos", "unknown", "padding"};
+    const int32_t sp[4] = {bos, eos, unk, pad};
+    ft_tokenizer *t; ft_result r; int j;
+    if (!out) return ft_set_error(FT_ERR_INVALID, "tokenizer: no output pointer");
+    *out = NULL;
+    if (kind != FT_TOKENIZER_BPE_GPT2 && kind != FT_TOKENIZER_SPM)
+        return ft_set_error(FT_ERR_UNSUPPORTED, "tokenizer: model kind %d is not gpt2 or llama", (int)kind);
+    if (n_vocab < 1 || n_vocab >= INT32_MAX || !tokens)
+        return ft_set_error(FT_ERR_FORMAT, "tokenizer: vocabulary of %lld tokens", (long long)n_vocab);
+    if (n_merges < 0 || (n_merges > 0 && !merges))
+        return ft_set_error(FT_ERR_FORMAT, "tokenizer: %lld merges", (long long)n_merges);
+    for (j = 0; j < 4; j++)
+        if (sp[j] < -1 || sp[j] >= n_vocab)
+            return ft_set_error(FT_ERR_FORMAT, "tokenizer: %s token id %d outside the vocabulary of %lld", nm[j], (int)sp[j], (long long)n_vocab);
+    t = FT__CAST(ft_tokenizer *, FT_MALLOC(sizeof *t));
+    if (!t) return ft_set_error(FT_ERR_NOMEM, "tokenizer: out of memory");
+    memset(t, 0, sizeof *t);
+    t->kind = kind;
+    t->n_vocab = n_vocab;
+    t->bos = bos; t->eos = eos; t->unk = unk; t->pad = pad;
+    ft__tok_flags(t, pre, add_bos, add_eos, add_space_prefix);
+    r = ft__tok_texts(t, tokens, tok_len, types, scores);
+    if (r == FT_OK && kind == FT_TOKENIZER_BPE_GPT2 && n_merges > 0) r = ft__tok_merges(t, n_merges, merges, merge_len);
+    if (r == FT_OK) ft__tok_bytes(t);
+    if (r == FT_OK) r = ft__tok_specials(t);
+    if (r == FT_OK) r = ft__tok_pieces(t);
+    if (r != FT_OK) { ft_tokenizer_free(t); return r; }
     *out = t;
     return FT_OK;
 }
@@ -8057,108 +8089,116 @@ static ft_result ft__model_bind(ft_model *m, ft_tensor **dst, const char *name, 
     return FT_OK;
 }
 
+/* the architecture and its sizes from the metadata (<arch>.* keys), checked for consistency */
+static ft_result ft__model_config(ft_model *m, const char *path) {
+    ft_model_config *c = &m->c; ft_gguf_str arch = {NULL, 0}, st; const ft_gguf_tensor *te; int64_t v; char key[128];
+#define FT__TRY(x) do { ft_result r_ = (x); if (r_ != FT_OK) return r_; } while (0)
+    if (!ft_gguf_get_str(m->g, "general.architecture", &arch) || arch.n >= sizeof c->arch_name)
+        return ft_set_error(FT_ERR_FORMAT, "%s: missing general.architecture", path);
+    memcpy(c->arch_name, arch.s, (size_t)arch.n); c->arch_name[arch.n] = 0;
+    if (strcmp(c->arch_name, "llama") == 0)        { c->arch = FT_ARCH_LLAMA;   c->rope_type = FT_ROPE_NORM; }
+    else if (strcmp(c->arch_name, "mistral") == 0) { c->arch = FT_ARCH_MISTRAL; c->rope_type = FT_ROPE_NORM; }
+    else if (strcmp(c->arch_name, "qwen2") == 0)   { c->arch = FT_ARCH_QWEN2;   c->rope_type = FT_ROPE_NEOX; }
+    else return ft_set_error(FT_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (llama, mistral, qwen2 are)", path, c->arch_name);
+    FT__TRY(ft__model_key_int(m, "embedding_length", &c->n_embd, 1, 0));
+    FT__TRY(ft__model_key_int(m, "block_count", &c->n_layer, 1, 0));
+    if (c->n_layer > ft_gguf_n_tensors(m->g))            /* checked before allocating per layer */
+        return ft_set_error(FT_ERR_FORMAT, "%s: block_count %lld, but the file holds %lld tensors", path, (long long)c->n_layer, (long long)ft_gguf_n_tensors(m->g));
+    FT__TRY(ft__model_key_int(m, "feed_forward_length", &c->n_ff, 1, 0));
+    FT__TRY(ft__model_key_int(m, "attention.head_count", &c->n_head, 1, 0));
+    FT__TRY(ft__model_key_int(m, "attention.head_count_kv", &c->n_head_kv, 0, c->n_head));
+    FT__TRY(ft__model_key_int(m, "context_length", &c->n_ctx_train, 0, 2048));
+    if (c->n_head < 1 || c->n_head_kv < 1 || c->n_head % c->n_head_kv || c->n_embd < 1 || c->n_layer < 1 || c->n_ff < 1)
+        return ft_set_error(FT_ERR_FORMAT, "%s: inconsistent sizes (embd %lld, heads %lld/%lld, layers %lld)", path,
+                            (long long)c->n_embd, (long long)c->n_head, (long long)c->n_head_kv, (long long)c->n_layer);
+    FT__TRY(ft__model_key_int(m, "attention.key_length", &c->head_dim, 0, c->n_embd / c->n_head));
+    FT__TRY(ft__model_key_int(m, "rope.dimension_count", &c->n_rot, 0, c->head_dim));
+    if (c->head_dim < 2 || c->n_rot > c->head_dim || c->n_rot % 2)
+        return ft_set_error(FT_ERR_FORMAT, "%s: head dim %lld, rope dims %lld do not fit", path, (long long)c->head_dim, (long long)c->n_rot);
+    c->rope_base = ft__model_key_float(m, "rope.freq_base", 10000.0f);
+    c->rms_eps = ft__model_key_float(m, "attention.layer_norm_rms_epsilon", 1e-5f);
+    snprintf(key, sizeof key, "%s.rope.scaling.type", c->arch_name);
+    if ((ft_gguf_get_str(m->g, key, &st) && !(st.n == 4 && memcmp(st.s, "none", 4) == 0)) || ft_gguf_find_tensor(m->g, "rope_freqs.weight"))
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: RoPE scaling (%s) is not supported yet", path, ft_gguf_find_tensor(m->g, "rope_freqs.weight") ? "rope_freqs" : "rope.scaling.type");
+    te = ft_gguf_find_tensor(m->g, "token_embd.weight");
+    if (!te || te->n_dims != 2) return ft_set_error(FT_ERR_FORMAT, "%s: missing tensor 'token_embd.weight'", path);
+    c->n_vocab = te->ne[1];
+    if (ft__model_key_int(m, "vocab_size", &v, 0, c->n_vocab) == FT_OK && v != c->n_vocab)
+        return ft_set_error(FT_ERR_FORMAT, "%s: vocab_size %lld but token_embd has %lld rows", path, (long long)v, (long long)c->n_vocab);
+    return FT_OK;
+}
+/* every weight bound to its slot with its shape checked (qwen2: the q/k/v biases too) */
+static ft_result ft__model_weights(ft_model *m, const char *path) {
+    ft_model_config *c = &m->c; int64_t v, i; char name[96];
+    int64_t C = c->n_embd, Dq = c->n_head * c->head_dim, Dkv = c->n_head_kv * c->head_dim, F = c->n_ff;
+    int bias = c->arch == FT_ARCH_QWEN2;
+    m->w = FT__CAST(ft_tensor *, FT_MALLOC((size_t)(c->n_layer * 12 + 3) * sizeof(ft_tensor)));
+    m->layers = FT__CAST(ft_layer *, FT_MALLOC((size_t)c->n_layer * sizeof(ft_layer)));
+    m->nf4 = FT__CAST(ft_nf4 *, FT_MALLOC((size_t)(c->n_layer * 12 + 3) * sizeof(ft_nf4)));
+    for (v = 0, i = 0; i < ft_gguf_n_tensors(m->g); i++) v += (int64_t)ft_gguf_tensor_at(m->g, i)->name.n + 1;
+    m->names = FT__CAST(char *, FT_MALLOC((size_t)v + 1));
+    if (!m->w || !m->layers || !m->names || !m->nf4) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+    memset(m->layers, 0, (size_t)c->n_layer * sizeof(ft_layer));
+    FT__TRY(ft__model_bind(m, &m->tok_embd, "token_embd.weight", C, c->n_vocab, 1));
+    FT__TRY(ft__model_bind(m, &m->output_norm, "output_norm.weight", C, 0, 1));
+    FT__TRY(ft__model_bind(m, &m->output, "output.weight", C, c->n_vocab, 0));
+    c->tied_embeddings = m->output == NULL;
+    if (!m->output) m->output = m->tok_embd;
+    for (i = 0; i < c->n_layer; i++) {
+        ft_layer *L = &m->layers[i];
+#define FT__BIND(field, nm, ne0, ne1, req) do { snprintf(name, sizeof name, "blk.%d." nm, (int)i); \
+                                              FT__TRY(ft__model_bind(m, &L->field, name, ne0, ne1, req)); } while (0)
+        FT__BIND(attn_norm, "attn_norm.weight", C, 0, 1);
+        FT__BIND(wq, "attn_q.weight", C, Dq, 1);
+        FT__BIND(wk, "attn_k.weight", C, Dkv, 1);
+        FT__BIND(wv, "attn_v.weight", C, Dkv, 1);
+        FT__BIND(wo, "attn_output.weight", Dq, C, 1);
+        FT__BIND(bq, "attn_q.bias", Dq, 0, bias);
+        FT__BIND(bk, "attn_k.bias", Dkv, 0, bias);
+        FT__BIND(bv, "attn_v.bias", Dkv, 0, bias);
+        FT__BIND(ffn_norm, "ffn_norm.weight", C, 0, 1);
+        FT__BIND(w_gate, "ffn_gate.weight", C, F, 1);
+        FT__BIND(w_up, "ffn_up.weight", C, F, 1);
+        FT__BIND(w_down, "ffn_down.weight", F, C, 1);
+#undef FT__BIND
+    }
+#undef FT__TRY
+    return FT_OK;
+}
+/* 1-D weights (norms, biases) are used as f32 by the ops: any other type widened once */
+static ft_result ft__model_widen(ft_model *m, const char *path) {
+    int64_t i, n_norm = 0; float *p;
+    for (i = 0; i < m->n_w; i++) if (m->w[i].ndim == 1 && m->w[i].type != FT_TYPE_F32) n_norm += m->w[i].shape[0];
+    if (!n_norm) return FT_OK;
+    p = m->widened = FT__CAST(float *, ft__aligned_alloc((size_t)n_norm * sizeof(float)));
+    if (!p) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+    for (i = 0; i < m->n_w; i++)
+        if (m->w[i].ndim == 1 && m->w[i].type != FT_TYPE_F32) {
+            ft__type(m->w[i].type)->to_f32(m->w[i].data, p, m->w[i].shape[0]);
+            m->w[i].data = p;
+            m->w[i].type = FT_TYPE_F32;
+            p += m->w[i].shape[0];
+        }
+    return FT_OK;
+}
 FT_API ft_result ft_model_load(ft_model **out, const char *path, const ft_model_opts *opts) {
-    ft_model *m; ft_result r; ft_gguf_str arch = {NULL, 0}; int64_t v, i, n_norm = 0; char name[96];
-    ft_model_config *c;
+    ft_model *m; ft_result r; int64_t i; ft_gguf_str tmpl;
     *out = NULL;
     if (opts && opts->quantize != FT_TYPE_F32 && opts->quantize != FT_TYPE_NF4)
         return ft_set_error(FT_ERR_UNSUPPORTED, "%s: quantizing at load to %s is not supported (nf4 is)", path, ft_type_name(opts->quantize));
     m = FT__CAST(ft_model *, FT_MALLOC(sizeof *m));
     if (!m) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
     memset(m, 0, sizeof *m);
-    c = &m->c;
     if ((r = ft_gguf_open(&m->g, path)) != FT_OK) { FT_FREE(m); return r; }
-#define FT__TRY(x) do { if ((r = (x)) != FT_OK) { ft_model_free(m); return r; } } while (0)
-    if (!ft_gguf_get_str(m->g, "general.architecture", &arch) || arch.n >= sizeof c->arch_name)
-        FT__TRY(ft_set_error(FT_ERR_FORMAT, "%s: missing general.architecture", path));
-    memcpy(c->arch_name, arch.s, (size_t)arch.n); c->arch_name[arch.n] = 0;
-    if (strcmp(c->arch_name, "llama") == 0)        { c->arch = FT_ARCH_LLAMA;   c->rope_type = FT_ROPE_NORM; }
-    else if (strcmp(c->arch_name, "mistral") == 0) { c->arch = FT_ARCH_MISTRAL; c->rope_type = FT_ROPE_NORM; }
-    else if (strcmp(c->arch_name, "qwen2") == 0)   { c->arch = FT_ARCH_QWEN2;   c->rope_type = FT_ROPE_NEOX; }
-    else FT__TRY(ft_set_error(FT_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (llama, mistral, qwen2 are)", path, c->arch_name));
-    FT__TRY(ft__model_key_int(m, "embedding_length", &c->n_embd, 1, 0));
-    FT__TRY(ft__model_key_int(m, "block_count", &c->n_layer, 1, 0));
-    FT__TRY(ft__model_key_int(m, "feed_forward_length", &c->n_ff, 1, 0));
-    FT__TRY(ft__model_key_int(m, "attention.head_count", &c->n_head, 1, 0));
-    FT__TRY(ft__model_key_int(m, "attention.head_count_kv", &c->n_head_kv, 0, c->n_head));
-    FT__TRY(ft__model_key_int(m, "context_length", &c->n_ctx_train, 0, 2048));
-    if (c->n_head < 1 || c->n_head_kv < 1 || c->n_head % c->n_head_kv || c->n_embd < 1 || c->n_layer < 1 || c->n_ff < 1)
-        FT__TRY(ft_set_error(FT_ERR_FORMAT, "%s: inconsistent sizes (embd %lld, heads %lld/%lld, layers %lld)", path,
-                             (long long)c->n_embd, (long long)c->n_head, (long long)c->n_head_kv, (long long)c->n_layer));
-    FT__TRY(ft__model_key_int(m, "attention.key_length", &c->head_dim, 0, c->n_embd / c->n_head));
-    FT__TRY(ft__model_key_int(m, "rope.dimension_count", &c->n_rot, 0, c->head_dim));
-    if (c->head_dim < 2 || c->n_rot > c->head_dim || c->n_rot % 2)
-        FT__TRY(ft_set_error(FT_ERR_FORMAT, "%s: head dim %lld, rope dims %lld do not fit", path, (long long)c->head_dim, (long long)c->n_rot));
-    c->rope_base = ft__model_key_float(m, "rope.freq_base", 10000.0f);
-    c->rms_eps = ft__model_key_float(m, "attention.layer_norm_rms_epsilon", 1e-5f);
-    {
-        ft_gguf_str st; char key[128];
-        snprintf(key, sizeof key, "%s.rope.scaling.type", c->arch_name);
-        if ((ft_gguf_get_str(m->g, key, &st) && !(st.n == 4 && memcmp(st.s, "none", 4) == 0)) || ft_gguf_find_tensor(m->g, "rope_freqs.weight"))
-            FT__TRY(ft_set_error(FT_ERR_UNSUPPORTED, "%s: RoPE scaling (%s) is not supported yet", path, ft_gguf_find_tensor(m->g, "rope_freqs.weight") ? "rope_freqs" : "rope.scaling.type"));
-    }
-    {
-        const ft_gguf_tensor *te = ft_gguf_find_tensor(m->g, "token_embd.weight");
-        if (!te || te->n_dims != 2) FT__TRY(ft_set_error(FT_ERR_FORMAT, "%s: missing tensor 'token_embd.weight'", path));
-        c->n_vocab = te->ne[1];
-        if (ft__model_key_int(m, "vocab_size", &v, 0, c->n_vocab) == FT_OK && v != c->n_vocab)
-            FT__TRY(ft_set_error(FT_ERR_FORMAT, "%s: vocab_size %lld but token_embd has %lld rows", path, (long long)v, (long long)c->n_vocab));
-    }
-    /* weights */
-    m->w = FT__CAST(ft_tensor *, FT_MALLOC((size_t)(c->n_layer * 12 + 3) * sizeof(ft_tensor)));
-    m->layers = FT__CAST(ft_layer *, FT_MALLOC((size_t)c->n_layer * sizeof(ft_layer)));
-    m->nf4 = FT__CAST(ft_nf4 *, FT_MALLOC((size_t)(c->n_layer * 12 + 3) * sizeof(ft_nf4)));
-    for (v = 0, i = 0; i < ft_gguf_n_tensors(m->g); i++) v += (int64_t)ft_gguf_tensor_at(m->g, i)->name.n + 1;
-    m->names = FT__CAST(char *, FT_MALLOC((size_t)v + 1));
-    if (!m->w || !m->layers || !m->names || !m->nf4) FT__TRY(ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path));
-    memset(m->layers, 0, (size_t)c->n_layer * sizeof(ft_layer));
-    {
-        int64_t C = c->n_embd, Dq = c->n_head * c->head_dim, Dkv = c->n_head_kv * c->head_dim, F = c->n_ff;
-        int bias = c->arch == FT_ARCH_QWEN2;
-        FT__TRY(ft__model_bind(m, &m->tok_embd, "token_embd.weight", C, c->n_vocab, 1));
-        FT__TRY(ft__model_bind(m, &m->output_norm, "output_norm.weight", C, 0, 1));
-        FT__TRY(ft__model_bind(m, &m->output, "output.weight", C, c->n_vocab, 0));
-        c->tied_embeddings = m->output == NULL;
-        if (!m->output) m->output = m->tok_embd;
-        for (i = 0; i < c->n_layer; i++) {
-            ft_layer *L = &m->layers[i];
-#define FT__BIND(field, nm, ne0, ne1, req) do { snprintf(name, sizeof name, "blk.%d." nm, (int)i); \
-                                              FT__TRY(ft__model_bind(m, &L->field, name, ne0, ne1, req)); } while (0)
-            FT__BIND(attn_norm, "attn_norm.weight", C, 0, 1);
-            FT__BIND(wq, "attn_q.weight", C, Dq, 1);
-            FT__BIND(wk, "attn_k.weight", C, Dkv, 1);
-            FT__BIND(wv, "attn_v.weight", C, Dkv, 1);
-            FT__BIND(wo, "attn_output.weight", Dq, C, 1);
-            FT__BIND(bq, "attn_q.bias", Dq, 0, bias);
-            FT__BIND(bk, "attn_k.bias", Dkv, 0, bias);
-            FT__BIND(bv, "attn_v.bias", Dkv, 0, bias);
-            FT__BIND(ffn_norm, "ffn_norm.weight", C, 0, 1);
-            FT__BIND(w_gate, "ffn_gate.weight", C, F, 1);
-            FT__BIND(w_up, "ffn_up.weight", C, F, 1);
-            FT__BIND(w_down, "ffn_down.weight", F, C, 1);
-#undef FT__BIND
-        }
-    }
-    /* 1-D weights (norms, biases) are used as f32 by the ops: widen any other type once */
-    for (i = 0; i < m->n_w; i++) if (m->w[i].ndim == 1 && m->w[i].type != FT_TYPE_F32) n_norm += m->w[i].shape[0];
-    if (n_norm) {
-        float *p = m->widened = FT__CAST(float *, ft__aligned_alloc((size_t)n_norm * sizeof(float)));
-        if (!p) FT__TRY(ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path));
-        for (i = 0; i < m->n_w; i++)
-            if (m->w[i].ndim == 1 && m->w[i].type != FT_TYPE_F32) {
-                ft__type(m->w[i].type)->to_f32(m->w[i].data, p, m->w[i].shape[0]);
-                m->w[i].data = p; m->w[i].type = FT_TYPE_F32; p += m->w[i].shape[0];
-            }
-    }
-    for (i = 0; i < m->n_w; i++) c->n_params += ft_numel(&m->w[i]);
-    if (opts && opts->quantize == FT_TYPE_NF4) FT__TRY(ft__model_quantize_nf4(m, opts->quantize_output));
-    {
-        ft_gguf_str tmpl;
-        if (ft_gguf_get_str(m->g, "tokenizer.chat_template", &tmpl) && !(m->chat_template = ft__strndup(tmpl.s, (size_t)tmpl.n)))
-            FT__TRY(ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path));
-    }
-    FT__TRY(ft_tokenizer_from_gguf(&m->tok, m->g));
-#undef FT__TRY
+    r = ft__model_config(m, path);
+    if (r == FT_OK) r = ft__model_weights(m, path);
+    if (r == FT_OK) r = ft__model_widen(m, path);
+    for (i = 0; r == FT_OK && i < m->n_w; i++) m->c.n_params += ft_numel(&m->w[i]);
+    if (r == FT_OK && opts && opts->quantize == FT_TYPE_NF4) r = ft__model_quantize_nf4(m, opts->quantize_output);
+    if (r == FT_OK && ft_gguf_get_str(m->g, "tokenizer.chat_template", &tmpl) && !(m->chat_template = ft__strndup(tmpl.s, (size_t)tmpl.n)))
+        r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+    if (r == FT_OK) r = ft_tokenizer_from_gguf(&m->tok, m->g);
+    if (r != FT_OK) { ft_model_free(m); return r; }
     *out = m;
     return FT_OK;
 }
@@ -10077,8 +10117,9 @@ static int ft__jstring(ft__jp *j, int64_t node) {
                 if (j->end - j->p < 5) return ft__jfail(j, "short \\u escape");
                 for (k = 1; k <= 4; k++) {
                     unsigned ch = j->p[k];
-                    v = v * 16 + (ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : 99);
-                    if (v > 0xffff) return ft__jfail(j, "bad hex digit in \\u escape");
+                    unsigned d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : 16;
+                    if (d > 15) return ft__jfail(j, "bad hex digit in \\u escape");
+                    v = v * 16 + d;
                 }
                 j->p += 5;
                 if (cp) {                                     /* second half of a pair */
@@ -10410,98 +10451,109 @@ static void ft__example_free(ft_example *e) {
     FT_FREE(e->ids); FT_FREE(e->loss); FT_FREE(e->ids2); FT_FREE(e->loss2); FT_FREE(e->answer);
 }
 
+/* the formats, one function each: a JSON object (checked to be one) into the token buffer(s) */
+static ft_result ft__ex_text(ft__buf *b, const ft_json *o, const ft_tokenizer *tok, const char *where) {
+    const char *t = ft__jstr(o, "text"); char piece[64]; int64_t k; ft_result r;
+    if (!t) return ft_set_error(FT_ERR_FORMAT, "%s: \"text\" must be a string", where);
+    if (!*t) return ft_set_error(FT_ERR_FORMAT, "%s: \"text\" is empty", where);
+    r = ft__buf_push(b, tok, t, -1, 1, 1);
+    if (r != FT_OK || ft_tokenizer_eos(tok) < 0) return r;
+    k = ft_token_to_piece(tok, ft_tokenizer_eos(tok), piece, sizeof piece - 1, 1);   /* documents end with EOS */
+    return k > 0 && k < (int64_t)sizeof piece ? ft__buf_push(b, tok, piece, k, 1, 0) : FT_OK;
+}
+static ft_result ft__ex_instruct(ft__buf *b, const ft_json *o, const ft_tokenizer *tok, const char *tmpl, const ft_data_opts *opt, const char *where) {
+    const char *ins = ft__jstr(o, "instruction"), *inp = ft__jstr(o, "input"), *out = ft__jstr(o, "output");
+    const ft_json *iv = ft_json_get(o, "input");
+    ft_chat_msg msgs[3]; int nm = 0; char *user; size_t n; ft_result r;
+    if (!ins || !out || (iv && iv->kind != FT_JSON_STRING && iv->kind != FT_JSON_NULL))
+        return ft_set_error(FT_ERR_FORMAT, "%s: \"instruction\" and \"output\" (and \"input\", if given) must be strings", where);
+    if (!*out) return ft_set_error(FT_ERR_FORMAT, "%s: \"output\" is empty", where);
+    n = strlen(ins) + (inp ? strlen(inp) : 0) + 3;
+    if (!(user = FT__CAST(char *, FT_MALLOC(n)))) return ft_set_error(FT_ERR_NOMEM, "dataset: out of memory");
+    snprintf(user, n, "%s%s%s", ins, inp && *inp ? "\n\n" : "", inp && *inp ? inp : "");
+    if (opt->system) { msgs[nm].role = "system"; msgs[nm++].content = opt->system; }
+    msgs[nm].role = "user"; msgs[nm++].content = user;
+    msgs[nm].role = "assistant"; msgs[nm++].content = out;
+    r = ft__render_chat(b, tok, tmpl, msgs, nm, opt->train_on_prompt, 0, where);
+    FT_FREE(user);
+    return r;
+}
+static ft_result ft__ex_chat(ft__buf *b, const ft_json *o, const ft_tokenizer *tok, const char *tmpl, const ft_data_opts *opt, const char *where) {
+    ft_chat_msg msgs[64]; int nm = 0, i, any = 0; ft_result r;
+    if ((r = ft__messages(ft_json_get(o, "messages"), msgs, 64, &nm, where)) != FT_OK) return r;
+    for (i = 0; i < nm; i++) any |= strcmp(msgs[i].role, "assistant") == 0;
+    if (!any) return ft_set_error(FT_ERR_FORMAT, "%s: no assistant message to learn from", where);
+    return ft__render_chat(b, tok, tmpl, msgs, nm, opt->train_on_prompt, 0, where);
+}
+/* a completion after the rendered prompt msgs: its text and the end-of-turn marker the template
+   puts after assistant turns (what the answered conversation adds to the generation prompt) */
+static ft_result ft__ex_completion(ft__buf *b, const ft_tokenizer *tok, const char *tmpl, const ft_chat_msg *msgs, int nm, const char *c, const char *where) {
+    ft_chat_msg full[65]; int64_t lp, lf; char *pb = NULL, *fb = NULL; ft_result r;
+    memcpy(full, msgs, (size_t)nm * sizeof *msgs);
+    full[nm].role = "assistant";
+    full[nm].content = c;
+    lp = ft_chat_apply(tmpl, msgs, nm, 1, NULL, 0);
+    lf = ft_chat_apply(tmpl, full, nm + 1, 0, NULL, 0);
+    pb = FT__CAST(char *, FT_MALLOC((size_t)FT__MAX(lp, 0) + 1));
+    fb = FT__CAST(char *, FT_MALLOC((size_t)FT__MAX(lf, 0) + 1));
+    if (lp < 0 || lf < 0 || !pb || !fb) r = ft_set_error(FT_ERR_FORMAT, "%s: chat template failed", where);
+    else {
+        ft_chat_apply(tmpl, msgs, nm, 1, pb, lp + 1);
+        ft_chat_apply(tmpl, full, nm + 1, 0, fb, lf + 1);
+        if (lf < lp || memcmp(pb, fb, (size_t)lp) != 0) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: the template's generation prompt is not a prefix of the answered conversation", where);
+        else r = ft__buf_push(b, tok, fb + lp, lf - lp, 1, 0);
+    }
+    FT_FREE(pb); FT_FREE(fb);
+    return r;
+}
+/* prompt data: the reference answer, a string or a number */
+static ft_result ft__ex_answer(ft_example *e, const ft_json *o, const char *where) {
+    const ft_json *a = ft_json_get(o, "answer"); char num[64];
+    if (!a) return FT_OK;
+    if (a->kind != FT_JSON_STRING && a->kind != FT_JSON_NUMBER) return ft_set_error(FT_ERR_FORMAT, "%s: \"answer\" must be a string or a number", where);
+    if (a->kind == FT_JSON_NUMBER) snprintf(num, sizeof num, "%.17g", a->num);
+    if (!(e->answer = ft__strdup(a->kind == FT_JSON_STRING ? a->s : num))) return ft_set_error(FT_ERR_NOMEM, "dataset: out of memory");
+    return FT_OK;
+}
+/* preference, KTO and prompt data: the prompt (with the generation prompt) into b; the
+   completions (chosen into b, rejected into b2 after the prompt again; KTO's one) with loss */
+static ft_result ft__ex_prompted(ft_data_format f, ft__buf *b, ft__buf *b2, const ft_json *o, const ft_tokenizer *tok, const char *tmpl, const char *where, ft_example *e) {
+    ft_chat_msg msgs[64]; int nm = 0, k; ft_result r; const ft_json *lv;
+    if (ft__messages(ft_json_get(o, "prompt"), msgs, 64, &nm, where) != FT_OK) return ft_set_error(FT_ERR_FORMAT, "%s: \"prompt\" must be a string or a list of messages", where);
+    if ((r = ft__render_chat(b, tok, tmpl, msgs, nm, 0, 1, where)) != FT_OK) return r;
+    e->prompt_len = b->n;
+    if (f == FT_DATA_PROMPT) return ft__ex_answer(e, o, where);
+    for (k = 0; k < (f == FT_DATA_PREFERENCE ? 2 : 1) && r == FT_OK; k++) {
+        const char *key = f == FT_DATA_KTO ? "completion" : k ? "rejected" : "chosen";
+        const ft_json *cv = ft_json_get(o, key);
+        const char *c = cv && cv->kind == FT_JSON_STRING ? cv->s : NULL;
+        if (cv && cv->kind == FT_JSON_ARRAY && cv->n == 1) c = ft__jstr(ft_json_at(cv, 0), "content");   /* [{"role": "assistant", ...}] */
+        if (!c || !*c) return ft_set_error(FT_ERR_FORMAT, "%s: \"%s\" must be a non-empty string", where, key);
+        if (k) {                                      /* the rejected sequence repeats the prompt */
+            memcpy(b2, b, sizeof *b);
+            b2->cap = 0; b2->ids = NULL; b2->loss = NULL; b2->n = 0;
+            if ((r = ft__render_chat(b2, tok, tmpl, msgs, nm, 0, 1, where)) != FT_OK) return r;
+        }
+        r = ft__ex_completion(k ? b2 : b, tok, tmpl, msgs, nm, c, where);
+    }
+    if (r != FT_OK || f != FT_DATA_KTO) return r;
+    lv = ft_json_get(o, "label");
+    if (!lv || lv->kind != FT_JSON_BOOL) return ft_set_error(FT_ERR_FORMAT, "%s: \"label\" must be true or false", where);
+    e->label = (int)lv->num;
+    return FT_OK;
+}
 /* one JSON line -> one example */
 static ft_result ft__make_example(ft_dataset *d, const ft_json *o, const ft_tokenizer *tok, const char *tmpl,
                                   const ft_data_opts *opt, const char *where, ft_example *e) {
-    ft__buf b, b2; ft_result r = FT_OK; ft_chat_msg msgs[64]; int nm = 0;
+    ft__buf b, b2; ft_result r;
     memset(&b, 0, sizeof b); memset(&b2, 0, sizeof b2); memset(e, 0, sizeof *e);
     if (o->kind != FT_JSON_OBJECT) return ft_set_error(FT_ERR_FORMAT, "%s: a line must be a JSON object", where);
     switch (d->format) {
-    case FT_DATA_TEXT: {
-        const char *t = ft__jstr(o, "text");
-        if (!t) return ft_set_error(FT_ERR_FORMAT, "%s: \"text\" must be a string", where);
-        if (!*t) return ft_set_error(FT_ERR_FORMAT, "%s: \"text\" is empty", where);
-        r = ft__buf_push(&b, tok, t, -1, 1, 1);
-        if (r == FT_OK && ft_tokenizer_eos(tok) >= 0) {      /* documents end with EOS */
-            char piece[64]; int64_t k = ft_token_to_piece(tok, ft_tokenizer_eos(tok), piece, sizeof piece - 1, 1);
-            if (k > 0 && k < (int64_t)sizeof piece) r = ft__buf_push(&b, tok, piece, k, 1, 0);
-        }
-        break; }
-    case FT_DATA_INSTRUCT: {
-        const char *ins = ft__jstr(o, "instruction"), *inp = ft__jstr(o, "input"), *out = ft__jstr(o, "output");
-        const ft_json *iv = ft_json_get(o, "input");
-        char *user; size_t n;
-        if (!ins || !out || (iv && iv->kind != FT_JSON_STRING && iv->kind != FT_JSON_NULL))
-            return ft_set_error(FT_ERR_FORMAT, "%s: \"instruction\" and \"output\" (and \"input\", if given) must be strings", where);
-        if (!*out) return ft_set_error(FT_ERR_FORMAT, "%s: \"output\" is empty", where);
-        n = strlen(ins) + (inp ? strlen(inp) : 0) + 3;
-        if (!(user = FT__CAST(char *, FT_MALLOC(n)))) return ft_set_error(FT_ERR_NOMEM, "dataset: out of memory");
-        snprintf(user, n, "%s%s%s", ins, inp && *inp ? "\n\n" : "", inp && *inp ? inp : "");
-        if (opt->system) { msgs[nm].role = "system"; msgs[nm++].content = opt->system; }
-        msgs[nm].role = "user"; msgs[nm++].content = user;
-        msgs[nm].role = "assistant"; msgs[nm++].content = out;
-        r = ft__render_chat(&b, tok, tmpl, msgs, nm, opt->train_on_prompt, 0, where);
-        FT_FREE(user);
-        break; }
-    case FT_DATA_CHAT: {
-        int i, any = 0;
-        if ((r = ft__messages(ft_json_get(o, "messages"), msgs, 64, &nm, where)) != FT_OK) return r;
-        for (i = 0; i < nm; i++) any |= strcmp(msgs[i].role, "assistant") == 0;
-        if (!any) return ft_set_error(FT_ERR_FORMAT, "%s: no assistant message to learn from", where);
-        r = ft__render_chat(&b, tok, tmpl, msgs, nm, opt->train_on_prompt, 0, where);
-        break; }
-    case FT_DATA_PREFERENCE: case FT_DATA_KTO: case FT_DATA_PROMPT: {
-        /* prompt -> ids (with the generation prompt), completions -> ids2 / ids with loss */
-        const ft_json *pv = ft_json_get(o, "prompt");
-        if ((r = ft__messages(pv, msgs, 64, &nm, where)) != FT_OK) return ft_set_error(FT_ERR_FORMAT, "%s: \"prompt\" must be a string or a list of messages", where);
-        if ((r = ft__render_chat(&b, tok, tmpl, msgs, nm, 0, 1, where)) != FT_OK) break;
-        e->prompt_len = b.n;
-        if (d->format == FT_DATA_PROMPT) {
-            const ft_json *a = ft_json_get(o, "answer");
-            if (a && a->kind != FT_JSON_STRING && a->kind != FT_JSON_NUMBER) { r = ft_set_error(FT_ERR_FORMAT, "%s: \"answer\" must be a string or a number", where); break; }
-            if (a) {
-                char num[64];
-                if (a->kind == FT_JSON_NUMBER) snprintf(num, sizeof num, "%.17g", a->num);
-                if (!(e->answer = ft__strdup(a->kind == FT_JSON_STRING ? a->s : num))) r = ft_set_error(FT_ERR_NOMEM, "dataset: out of memory");
-            }
-            break;
-        } else {
-            int k;
-            for (k = 0; k < (d->format == FT_DATA_PREFERENCE ? 2 : 1) && r == FT_OK; k++) {
-                ft__buf *bb = k ? &b2 : &b;
-                const char *key = d->format == FT_DATA_KTO ? "completion" : k ? "rejected" : "chosen";
-                const ft_json *cv = ft_json_get(o, key);
-                const char *c = cv && cv->kind == FT_JSON_STRING ? cv->s : NULL;
-                if (cv && cv->kind == FT_JSON_ARRAY && cv->n == 1) c = ft__jstr(ft_json_at(cv, 0), "content");   /* [{"role": "assistant", ...}] */
-                if (!c || !*c) { r = ft_set_error(FT_ERR_FORMAT, "%s: \"%s\" must be a non-empty string", where, key); break; }
-                if (k) {                              /* the rejected sequence repeats the prompt */
-                    memcpy(bb, &b, sizeof b); bb->cap = 0; bb->ids = NULL; bb->loss = NULL; bb->n = 0;
-                    if ((r = ft__render_chat(bb, tok, tmpl, msgs, nm, 0, 1, where)) != FT_OK) break;
-                }
-                {   /* completion + the end-of-turn marker the template puts after assistant turns */
-                    ft_chat_msg full[65]; int64_t lp, lf; char *pb = NULL, *fb = NULL;
-                    memcpy(full, msgs, (size_t)nm * sizeof *msgs);
-                    full[nm].role = "assistant"; full[nm].content = c;
-                    lp = ft_chat_apply(tmpl, msgs, nm, 1, NULL, 0); lf = ft_chat_apply(tmpl, full, nm + 1, 0, NULL, 0);
-                    pb = FT__CAST(char *, FT_MALLOC((size_t)FT__MAX(lp, 0) + 1)); fb = FT__CAST(char *, FT_MALLOC((size_t)FT__MAX(lf, 0) + 1));
-                    if (lp < 0 || lf < 0 || !pb || !fb) r = ft_set_error(FT_ERR_FORMAT, "%s: chat template failed", where);
-                    else {
-                        ft_chat_apply(tmpl, msgs, nm, 1, pb, lp + 1); ft_chat_apply(tmpl, full, nm + 1, 0, fb, lf + 1);
-                        if (lf < lp || memcmp(pb, fb, (size_t)lp) != 0) r = ft_set_error(FT_ERR_UNSUPPORTED, "%s: the template's generation prompt is not a prefix of the answered conversation", where);
-                        else r = ft__buf_push(bb, tok, fb + lp, lf - lp, 1, 0);
-                    }
-                    FT_FREE(pb); FT_FREE(fb);
-                }
-            }
-            if (r == FT_OK && d->format == FT_DATA_KTO) {
-                const ft_json *lv = ft_json_get(o, "label");
-                if (!lv || lv->kind != FT_JSON_BOOL) r = ft_set_error(FT_ERR_FORMAT, "%s: \"label\" must be true or false", where);
-                else e->label = (int)lv->num;
-            }
-        }
-        break; }
-    default:
-        r = ft_set_error(FT_ERR_FORMAT, "%s: unknown data format", where);
+    case FT_DATA_TEXT: r = ft__ex_text(&b, o, tok, where); break;
+    case FT_DATA_INSTRUCT: r = ft__ex_instruct(&b, o, tok, tmpl, opt, where); break;
+    case FT_DATA_CHAT: r = ft__ex_chat(&b, o, tok, tmpl, opt, where); break;
+    case FT_DATA_PREFERENCE: case FT_DATA_KTO: case FT_DATA_PROMPT: r = ft__ex_prompted(d->format, &b, &b2, o, tok, tmpl, where, e); break;
+    default: r = ft_set_error(FT_ERR_FORMAT, "%s: unknown data format", where);
     }
     if (r != FT_OK) { FT_FREE(b.ids); FT_FREE(b.loss); FT_FREE(b2.ids); FT_FREE(b2.loss); ft__example_free(e); return r; }
     e->ids = b.ids; e->loss = b.loss; e->n = b.n;
@@ -12781,6 +12833,22 @@ static ft_result ft__own_save(ft_peft *p, const char *path) {
     return r;
 }
 
+/* the sizes in an own-format file's metadata (rank, bottleneck, virtual tokens, the prefix MLP's
+   width) are dimensions of tensors it holds: checked before anything is allocated from them */
+static ft_result ft__own_check_sizes(const ft_gguf *g, const ft_peft_opts *o) {
+    const struct { const char *key; int64_t v; } sz[] = {
+        {"lora.r", o->lora.r}, {"bottleneck", o->bottleneck}, {"n_virtual", o->n_virtual}, {"prefix_hidden", o->prefix_hidden},
+    };
+    size_t k; int64_t i; int d, found;
+    if (!(fabsf(o->lora.alpha) <= FLT_MAX)) return ft_set_error(FT_ERR_NUMERIC, "%s: finetune.peft.lora.alpha is not finite", ft_gguf_path(g));
+    for (k = 0; k < sizeof sz / sizeof sz[0]; k++) {
+        if (sz[k].v == 0) continue;
+        for (i = 0, found = 0; i < ft_gguf_n_tensors(g) && !found && sz[k].v > 0; i++)
+            for (d = 0; d < ft_gguf_tensor_at(g, i)->n_dims; d++) found |= ft_gguf_tensor_at(g, i)->ne[d] == sz[k].v;
+        if (!found) return ft_set_error(FT_ERR_FORMAT, "%s: finetune.peft.%s is %lld, a dimension of none of its tensors", ft_gguf_path(g), sz[k].key, (long long)sz[k].v);
+    }
+    return FT_OK;
+}
 /* attach the method a file describes: finetune.h's own (any method) or a llama.cpp LoRA adapter.
    A full fine-tune's file holds only the trained weights (what is frozen stays the base's). */
 static ft_result ft__gguf_attach(ft_peft **out, ft_model *m, const char *path) {
@@ -12797,7 +12865,11 @@ static ft_result ft__gguf_attach(ft_peft **out, ft_model *m, const char *path) {
         const char *nm = ft_peft_method_name((ft_peft_method)k);
         if (st.n == strlen(nm) && memcmp(st.s, nm, st.n) == 0) { o.method = (ft_peft_method)k; found = 1; }
     }
-    if (!found) { ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: unknown method '%.*s'", path, (int)FT__MIN(st.n, 40), st.s); }
+    if (!found) {                                    /* st points into g: the message first */
+        r = ft_set_error(FT_ERR_FORMAT, "%s: unknown method '%.*s'", path, (int)FT__MIN(st.n, 40), st.s);
+        ft_gguf_close(g);
+        return r;
+    }
     if (o.method == FT_PEFT_CUSTOM) {
         ft_gguf_close(g);
         return ft_set_error(FT_ERR_UNSUPPORTED, "%s: a custom method's adapter: attach the method (ft_peft_attach_custom), then ft_peft_read", path);
@@ -12816,6 +12888,7 @@ static ft_result ft__gguf_attach(ft_peft **out, ft_model *m, const char *path) {
     FT__KV("finetune.peft.reward_head", o.reward_head, int);
 #undef FT__KV
     { double a; if (ft_gguf_get_float(g, "finetune.peft.lora.alpha", &a)) o.lora.alpha = (float)a; }
+    if ((r = ft__own_check_sizes(g, &o)) != FT_OK) { ft_gguf_close(g); return r; }
     if (o.method == FT_PEFT_FULL) {
         /* train exactly what the file holds: freeze every weight it does not name */
         size_t cap = 0, at = 0; char *list;

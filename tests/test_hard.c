@@ -81,6 +81,7 @@ TEST(json_range) {
     const char *big = "{\"a\": 1e999}", *ok = "{\"a\": 1e308, \"b\": -1e-400}";
     CHECK(ft_json_parse(&d, big, strlen(big), "x.jsonl", 7) == FT_ERR_FORMAT && said("x.jsonl") && said("7") && said("out of range"),
           "1e999: %s", ft_last_error());
+    CHECK(ft_json_parse(&d, "\"\\u000g\"", 8, "x.jsonl", 1) == FT_ERR_FORMAT && said("hex digit"), "a \\u escape with a bad last digit: %s", ft_last_error());
     CHECK_OK(ft_json_parse(&d, ok, strlen(ok), "x.jsonl", 1));
     CHECK(d && ft_json_get(ft_json_root(d), "a")->num == 1e308, "1e308 is read");
     ft_json_free(d);
@@ -133,6 +134,41 @@ TEST(adapter_values) {
     }
     CHECK(!save_lora(m, "build/hard_lora_nan", NAN) && said("not written") && said("nan"), "a NaN adapter is not written: %s", ft_last_error());
     ft_model_free(m);
+}
+
+/* what the fuzzers found (tests/fuzz/regress): an own-format adapter naming an unknown method
+   (its message read the unmapped file), and one whose prefix_hidden of 2^24 made the loader
+   allocate 5 GB; a model whose block_count of 2^24 made it allocate 19 GB before any tensor */
+static void own_adapter(const char *path, const char *method, int64_t prefix_hidden) {
+    ft_gguf_writer *w; float x[8] = {0}; int64_t ne[2] = {8, 1};
+    ft_gguf_writer_init(&w);
+    ft_gguf_set_str(w, "general.type", "adapter");
+    ft_gguf_set_str(w, "adapter.type", "finetune");
+    ft_gguf_set_str(w, "finetune.peft.method", method);
+    ft_gguf_set_int(w, "finetune.peft.n_virtual", FT_GGUF_INT32, 8);
+    ft_gguf_set_int(w, "finetune.peft.prefix_hidden", FT_GGUF_INT32, prefix_hidden);
+    ft_gguf_add_tensor(w, "prefix.table", FT_TYPE_F32, 2, ne, x);
+    CHECK_OK(ft_gguf_write(w, path));
+    ft_gguf_writer_free(w);
+}
+TEST(fuzz_findings) {
+    ft_model *m; ft_peft *p = NULL; ft_gguf_writer *w; int64_t ne[1] = {4}; float x[4] = {0};
+    CHECK_OK(ft_model_load(&m, MODEL, NULL));
+    own_adapter("build/hard_own.gguf", "no-such-method", 0);
+    CHECK(ft_peft_load(&p, m, "build/hard_own.gguf") == FT_ERR_FORMAT && said("unknown method 'no-such-method'"), "unknown method: %s", ft_last_error());
+    own_adapter("build/hard_own.gguf", "prefix", 16777216);
+    CHECK(ft_peft_load(&p, m, "build/hard_own.gguf") == FT_ERR_FORMAT && said("prefix_hidden is 16777216"), "prefix_hidden 2^24: %s", ft_last_error());
+    ft_model_free(m);
+    ft_gguf_writer_init(&w);
+    ft_gguf_set_str(w, "general.architecture", "llama");
+    ft_gguf_set_int(w, "llama.block_count", FT_GGUF_UINT32, 16777216);
+    ft_gguf_set_int(w, "llama.embedding_length", FT_GGUF_UINT32, 4);
+    ft_gguf_set_int(w, "llama.feed_forward_length", FT_GGUF_UINT32, 4);
+    ft_gguf_set_int(w, "llama.attention.head_count", FT_GGUF_UINT32, 2);
+    ft_gguf_add_tensor(w, "token_embd.weight", FT_TYPE_F32, 1, ne, x);
+    CHECK_OK(ft_gguf_write(w, "build/hard_layers.gguf"));
+    ft_gguf_writer_free(w);
+    CHECK(ft_model_load(&m, "build/hard_layers.gguf", NULL) == FT_ERR_FORMAT && said("block_count 16777216"), "block_count 2^24: %s", ft_last_error());
 }
 
 /* a short LoRA SFT run of the tiny model on given examples */
@@ -214,6 +250,7 @@ int main(void) {
     RUN(float_metadata);
     RUN(json_range);
     RUN(adapter_values);
+    RUN(fuzz_findings);
     RUN(no_target_left);
     RUN(options);
     RUN(damaged_checkpoint);
