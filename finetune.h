@@ -12708,93 +12708,124 @@ FT_API ft_save_opts ft_save_opts_default(void) {
     return o;
 }
 
-FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_save_opts *opts) {
-    ft_gguf *g = m->g; ft_gguf_writer *w = NULL; ft_peft *p = m->peft; ft_result r = FT_OK;
-    ft_save_opts o; int64_t i, l, nsites = m->c.n_layer * FT_SITE_COUNT, maxin = 1; size_t total = 0, off = 0;
-    unsigned char *buf = NULL; float *row = NULL; int which, add, emb;
-    char name[128];
-    memset(&o, 0, sizeof o);
-    if (opts) o = *opts;
-    if (!o.keep_type && !ft_save_type_ok(o.type))
-        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: cannot write weights as %s (f32, f16, bf16, q8_0, q4_0, q4_1 can be written)", path, ft_type_name(o.type));
-    if (p && p->enabled && !p->impl->merge_row)
-        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: a %s adapter does not change the weights, so there is nothing to merge (save it with ft_peft_save)", path, ft_peft_method_name(p->kind));
-    add = p && p->enabled && !p->orig;      /* merged in place already (ft_peft_merge): the weights hold it */
-    emb = o.embeddings && !o.keep_type;
-    /* what each site becomes; the bytes of every converted weight in one buffer */
-    for (i = 0; i < nsites; i++) {
-        ft_tensor *W = *ft__site_weight(m, i / FT_SITE_COUNT, (int)(i % FT_SITE_COUNT));
-        int has = add && p->impl->delta(p, i); ft_type t = o.keep_type ? W->type : o.type;
-        if (o.keep_type && p && p->orig && p->orig[i] != W) t = p->orig[i]->type;   /* ft_peft_merge'd: the file's type */
-        if (o.keep_type && !has && !(p && p->orig && p->orig[i] != W)) continue;    /* copied unchanged */
+/* a merged model being written: the options, whether the adapter's delta is added here (add) or
+   sits in the weights already (ft_peft_merge), the buffer of converted weights and a row of f32 */
+typedef struct ft__merged {
+    ft_model *m; ft_peft *p; ft_save_opts o; int add, emb;
+    unsigned char *buf; size_t off; float *row;
+} ft__merged;
+
+static int ft__merged_is_embedding(const ft_gguf_tensor *gt) {
+    return gt->n_dims == 2 && ((gt->name.n == 17 && memcmp(gt->name.s, "token_embd.weight", 17) == 0) ||
+                               (gt->name.n == 13 && memcmp(gt->name.s, "output.weight", 13) == 0));
+}
+/* site s: the type it is written as, or FT_TYPE_COUNT when its bytes are copied unchanged */
+static ft_type ft__merged_site_type(const ft__merged *x, int64_t s) {
+    ft_tensor *W = *ft__site_weight(x->m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT));
+    int has = x->add && x->p->impl->delta(x->p, s), premerged = x->p && x->p->orig && x->p->orig[s] != W;
+    if (x->o.keep_type && !has && !premerged) return FT_TYPE_COUNT;
+    return x->o.keep_type ? (premerged ? x->p->orig[s]->type : W->type) : x->o.type;
+}
+/* the bytes every converted weight needs (one buffer) and the longest row; errors for types that
+   cannot be written or decoded */
+static ft_result ft__merged_plan(const ft__merged *x, const char *path, size_t *total, int64_t *maxin) {
+    const ft_gguf *g = x->m->g; int64_t i; char name[128];
+    for (i = 0; i < x->m->c.n_layer * FT_SITE_COUNT; i++) {
+        ft_tensor *W = *ft__site_weight(x->m, i / FT_SITE_COUNT, (int)(i % FT_SITE_COUNT));
+        ft_type t = ft__merged_site_type(x, i);
+        if (t == FT_TYPE_COUNT) continue;
         snprintf(name, sizeof name, "blk.%d.%s.weight", (int)(i / FT_SITE_COUNT), ft__gguf_site_name((int)(i % FT_SITE_COUNT)));
         if (!ft_save_type_ok(t))
             return ft_set_error(FT_ERR_UNSUPPORTED, "%s: %s is %s in the base, which cannot be written here; choose f32, f16, bf16, q8_0, q4_0 or q4_1",
                                 path, name, ft_type_name(t));
-        t = ft__merge_fit(t, W->shape[1]);
-        total += ft_type_row_bytes(t, W->shape[1]) * (size_t)W->shape[0];
-        maxin = FT__MAX(maxin, W->shape[1]);
+        *total += ft_type_row_bytes(ft__merge_fit(t, W->shape[1]), W->shape[1]) * (size_t)W->shape[0];
+        *maxin = FT__MAX(*maxin, W->shape[1]);
     }
-    for (i = 0; emb && i < ft_gguf_n_tensors(g); i++) {      /* the embedding and head as well */
+    for (i = 0; x->emb && i < ft_gguf_n_tensors(g); i++) {      /* the embedding and head as well */
         const ft_gguf_tensor *gt = ft_gguf_tensor_at(g, i);
-        if (gt->n_dims != 2 || !((gt->name.n == 17 && memcmp(gt->name.s, "token_embd.weight", 17) == 0) || (gt->name.n == 13 && memcmp(gt->name.s, "output.weight", 13) == 0))) continue;
+        if (!ft__merged_is_embedding(gt)) continue;
         if (!ft__type(gt->type)->to_f32)
             return ft_set_error(FT_ERR_UNSUPPORTED, "%s: %.*s is %s, which this build cannot decode", path, (int)gt->name.n, gt->name.s, ft_type_name(gt->type));
-        total += ft_type_row_bytes(ft__merge_fit(o.type, gt->ne[0]), gt->ne[0]) * (size_t)gt->ne[1];
-        maxin = FT__MAX(maxin, gt->ne[0]);
+        *total += ft_type_row_bytes(ft__merge_fit(x->o.type, gt->ne[0]), gt->ne[0]) * (size_t)gt->ne[1];
+        *maxin = FT__MAX(*maxin, gt->ne[0]);
     }
-    buf = FT__CAST(unsigned char *, ft__aligned_alloc(FT__MAX(total, 1)));
-    row = FT__CAST(float *, FT_MALLOC((size_t)maxin * sizeof(float)));
-    if (!buf || !row) { r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory for %zu MiB of merged weights", path, total >> 20); goto done; }
-    if ((r = ft_gguf_writer_init(&w)) != FT_OK) goto done;
+    return FT_OK;
+}
+/* the site of a weight name ("blk.L.<site>.weight"), or -1 */
+static int64_t ft__merged_site_of(const ft_model *m, const char *tn) {
+    int64_t l; int which; char name[128];
+    for (l = 0; l < m->c.n_layer; l++)
+        for (which = 0; which < FT_SITE_COUNT; which++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", (int)l, ft__gguf_site_name(which));
+            if (strcmp(tn, name) == 0) return l * FT_SITE_COUNT + which;
+        }
+    return -1;
+}
+/* site s, each row decoded, its delta added when the adapter has one there, encoded as t */
+static ft_result ft__merged_site(ft__merged *x, ft_gguf_writer *w, const char *tn, int64_t s, ft_type t) {
+    ft_tensor *W = *ft__site_weight(x->m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT));
+    int has = x->add && x->p->impl->delta(x->p, s);
+    int64_t out = W->shape[0], in = W->shape[1], k, ne[2];
+    size_t ob;
+    unsigned char *dst = x->buf + x->off;
+    t = ft__merge_fit(t, in);
+    ob = ft_type_row_bytes(t, in);
+    for (k = 0; k < out; k++) {
+        ft__weight_row(W, k, 0, in, x->row);
+        if (has) x->p->impl->merge_row(x->p, s, k, x->row, in);
+        ft__merge_encode_row(t, x->row, dst + (size_t)k * ob, in);
+    }
+    x->off += ob * (size_t)out;
+    ne[0] = in;
+    ne[1] = out;
+    return ft_gguf_add_tensor(w, tn, t, 2, ne, dst);
+}
+/* the embedding or head, converted to the chosen type */
+static ft_result ft__merged_embedding(ft__merged *x, ft_gguf_writer *w, const char *tn, const ft_gguf_tensor *gt) {
+    ft_type t = ft__merge_fit(x->o.type, gt->ne[0]);
+    size_t rb = ft_type_row_bytes(gt->type, gt->ne[0]), ob = ft_type_row_bytes(t, gt->ne[0]);
+    unsigned char *dst = x->buf + x->off;
+    int64_t k;
+    for (k = 0; k < gt->ne[1]; k++) {
+        ft__type(gt->type)->to_f32(FT__CAST(const unsigned char *, gt->data) + (size_t)k * rb, x->row, gt->ne[0]);
+        ft__merge_encode_row(t, x->row, dst + (size_t)k * ob, gt->ne[0]);
+    }
+    x->off += ob * (size_t)gt->ne[1];
+    return ft_gguf_add_tensor(w, tn, t, 2, gt->ne, dst);
+}
+FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_save_opts *opts) {
+    ft_gguf *g = m->g; ft_gguf_writer *w = NULL; ft_result r; ft__merged x; int64_t i, maxin = 1; size_t total = 0;
+    memset(&x, 0, sizeof x);
+    x.m = m; x.p = m->peft;
+    if (opts) x.o = *opts;
+    if (!x.o.keep_type && !ft_save_type_ok(x.o.type))
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: cannot write weights as %s (f32, f16, bf16, q8_0, q4_0, q4_1 can be written)", path, ft_type_name(x.o.type));
+    if (x.p && x.p->enabled && !x.p->impl->merge_row)
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: a %s adapter does not change the weights, so there is nothing to merge (save it with ft_peft_save)", path, ft_peft_method_name(x.p->kind));
+    x.add = x.p && x.p->enabled && !x.p->orig;      /* merged in place already (ft_peft_merge): the weights hold it */
+    x.emb = x.o.embeddings && !x.o.keep_type;
+    if ((r = ft__merged_plan(&x, path, &total, &maxin)) != FT_OK) return r;
+    x.buf = FT__CAST(unsigned char *, ft__aligned_alloc(FT__MAX(total, 1)));
+    x.row = FT__CAST(float *, FT_MALLOC((size_t)maxin * sizeof(float)));
+    if (!x.buf || !x.row) r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory for %zu MiB of merged weights", path, total >> 20);
+    if (r == FT_OK) r = ft_gguf_writer_init(&w);
     for (i = 0; i < ft_gguf_n_kv(g) && r == FT_OK; i++) r = ft_gguf_copy_kv(w, ft_gguf_kv_at(g, i));
-    if (r == FT_OK && !o.keep_type) r = ft_gguf_set_int(w, "general.file_type", FT_GGUF_UINT32, ft__merge_file_type(o.type));
+    if (r == FT_OK && !x.o.keep_type) r = ft_gguf_set_int(w, "general.file_type", FT_GGUF_UINT32, ft__merge_file_type(x.o.type));
     for (i = 0; i < ft_gguf_n_tensors(g) && r == FT_OK; i++) {
-        const ft_gguf_tensor *gt = ft_gguf_tensor_at(g, i); int64_t s = -1, ne[2], k;
+        const ft_gguf_tensor *gt = ft_gguf_tensor_at(g, i);
         char tn[128]; size_t n = (size_t)FT__MIN(gt->name.n, sizeof tn - 1);
+        int64_t s;
+        ft_type t = FT_TYPE_COUNT;
         memcpy(tn, gt->name.s, n); tn[n] = 0;
-        for (l = 0; l < m->c.n_layer && s < 0; l++)
-            for (which = 0; which < FT_SITE_COUNT && s < 0; which++) {
-                snprintf(name, sizeof name, "blk.%d.%s.weight", (int)l, ft__gguf_site_name(which));
-                if (strcmp(tn, name) == 0) s = l * FT_SITE_COUNT + which;
-            }
-        if (s >= 0) {
-            ft_tensor *W = *ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT));
-            int has = add && p->impl->delta(p, s), premerged = p && p->orig && p->orig[s] != W;
-            ft_type t = o.keep_type ? (premerged ? p->orig[s]->type : W->type) : ft__merge_fit(o.type, W->shape[1]);
-            if (o.keep_type && !has && !premerged) s = -1;                  /* unchanged bytes */
-            else {
-                int64_t out = W->shape[0], in = W->shape[1];
-                size_t ob = ft_type_row_bytes(t, in);
-                unsigned char *dst = buf + off;
-                for (k = 0; k < out; k++) {
-                    ft__weight_row(W, k, 0, in, row);
-                    if (has) p->impl->merge_row(p, s, k, row, in);
-                    ft__merge_encode_row(t, row, dst + (size_t)k * ob, in);
-                }
-                off += ob * (size_t)out;
-                ne[0] = in; ne[1] = out;
-                r = ft_gguf_add_tensor(w, tn, t, 2, ne, dst);
-            }
-        }
-        if (s < 0 && r == FT_OK && emb && gt->n_dims == 2 && (strcmp(tn, "token_embd.weight") == 0 || strcmp(tn, "output.weight") == 0)) {
-            ft_type t = ft__merge_fit(o.type, gt->ne[0]);
-            size_t rb = ft_type_row_bytes(gt->type, gt->ne[0]), ob = ft_type_row_bytes(t, gt->ne[0]);
-            unsigned char *dst = buf + off;
-            for (k = 0; k < gt->ne[1]; k++) {
-                ft__type(gt->type)->to_f32(FT__CAST(const unsigned char *, gt->data) + (size_t)k * rb, row, gt->ne[0]);
-                ft__merge_encode_row(t, row, dst + (size_t)k * ob, gt->ne[0]);
-            }
-            off += ob * (size_t)gt->ne[1];
-            r = ft_gguf_add_tensor(w, tn, t, 2, gt->ne, dst);
-            s = 0;
-        }
-        if (s < 0 && r == FT_OK) r = ft_gguf_add_tensor(w, tn, gt->type, gt->n_dims, gt->ne, gt->data);
+        s = ft__merged_site_of(m, tn);
+        if (s >= 0) t = ft__merged_site_type(&x, s);
+        if (t != FT_TYPE_COUNT) r = ft__merged_site(&x, w, tn, s, t);
+        else if (x.emb && ft__merged_is_embedding(gt)) r = ft__merged_embedding(&x, w, tn, gt);
+        else r = ft_gguf_add_tensor(w, tn, gt->type, gt->n_dims, gt->ne, gt->data);     /* unchanged bytes */
     }
     if (r == FT_OK) r = ft_gguf_write(w, path);
-done:
     ft_gguf_writer_free(w);
-    ft__aligned_free(buf); FT_FREE(row);
+    ft__aligned_free(x.buf); FT_FREE(x.row);
     return r;
 }
 
@@ -12836,13 +12867,15 @@ static ft_result ft__own_save(ft_peft *p, const char *path) {
 /* the sizes in an own-format file's metadata (rank, bottleneck, virtual tokens, the prefix MLP's
    width) are dimensions of tensors it holds: checked before anything is allocated from them */
 static ft_result ft__own_check_sizes(const ft_gguf *g, const ft_peft_opts *o) {
-    const struct { const char *key; int64_t v; } sz[] = {
-        {"lora.r", o->lora.r}, {"bottleneck", o->bottleneck}, {"n_virtual", o->n_virtual}, {"prefix_hidden", o->prefix_hidden},
+    ft_peft_method f = o->method;
+    const struct { const char *key; int64_t v; int used; } sz[] = {    /* (the file keeps every option) */
+        {"lora.r", o->lora.r, f == FT_PEFT_LORA || f == FT_PEFT_LOHA}, {"bottleneck", o->bottleneck, f == FT_PEFT_ADAPTER},
+        {"n_virtual", o->n_virtual, f == FT_PEFT_PROMPT || f == FT_PEFT_PREFIX}, {"prefix_hidden", o->prefix_hidden, f == FT_PEFT_PREFIX},
     };
     size_t k; int64_t i; int d, found;
     if (!(fabsf(o->lora.alpha) <= FLT_MAX)) return ft_set_error(FT_ERR_NUMERIC, "%s: finetune.peft.lora.alpha is not finite", ft_gguf_path(g));
     for (k = 0; k < sizeof sz / sizeof sz[0]; k++) {
-        if (sz[k].v == 0) continue;
+        if (sz[k].v == 0 || !sz[k].used) continue;
         for (i = 0, found = 0; i < ft_gguf_n_tensors(g) && !found && sz[k].v > 0; i++)
             for (d = 0; d < ft_gguf_tensor_at(g, i)->n_dims; d++) found |= ft_gguf_tensor_at(g, i)->ne[d] == sz[k].v;
         if (!found) return ft_set_error(FT_ERR_FORMAT, "%s: finetune.peft.%s is %lld, a dimension of none of its tensors", ft_gguf_path(g), sz[k].key, (long long)sz[k].v);
