@@ -5522,6 +5522,10 @@ FT_API ft_result ft_quantize_nf4(const float *x, int64_t n, uint8_t *packed, uin
     if (n & 1) packed[n >> 1] = (uint8_t)(packed[n >> 1] | 7);    /* the pad: s = 0 -> index 7 */
     /* double quantization of the absmax */
     *offset = ft__torch_mean(absmax, nb);
+    if (!(*offset <= FLT_MAX)) {                     /* weights near FLT_MAX: the mean overflows */
+        FT_FREE(absmax);
+        return ft_set_error(FT_ERR_NUMERIC, "nf4: the block scales' mean overflows (weights too large for f32 arithmetic)");
+    }
     ft_nf4_dynamic_map(code);
     for (j = 0; j < 255; j++) mid8[j] = 0.5f * (code[j] + code[j + 1]);
     for (b = 0; b < nb2; b++) {
@@ -5534,7 +5538,7 @@ FT_API ft_result ft_quantize_nf4(const float *x, int64_t n, uint8_t *packed, uin
         for (i = a0; i < a1; i++) {
             float t = absmax[i] * inv, h, g; int li;
             FT__ROUNDED(t);
-            t = t < -1.0f ? -1.0f : t > 1.0f ? 1.0f : t;
+            t = t < -1.0f ? -1.0f : t > 1.0f ? 1.0f : t == t ? t : 0.0f;   /* 0 * inf (a subnormal a2): 0 */
             h = (t + 1.0f) * 0.5f;
             li = (int)fmaf(h, 65535.0f, 0.5f);                      /* 0 .. 65535             */
             g = -1.0f + (2.0f * (float)li) / 65535.0f;

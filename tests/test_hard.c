@@ -3,8 +3,9 @@
    (saturated, NaN 0); a finite score per token; a size query of ft_detokenize with no buffer;
    JSON numbers past the double range; adapter_config.json numbers out of range; NaN in an adapter
    file, in a checkpoint (0xFF bytes), in the base model's weights and in the options; --seq-len
-   that leaves no target token. The regex engine's cases are in test_rl.c, the command line's
-   (--log-every 0, --lr nan, ranges, resume's metrics, paths) in test_cli.c. */
+   that leaves no target token; what the fuzzers found (tests/fuzz/regress). The regex engine's
+   cases are in test_rl.c, the command line's (--log-every 0, --lr nan, ranges, resume's metrics,
+   paths) in test_cli.c. */
 #include "../finetune.h"
 #include "ft_test.h"
 #include "tiny_model.h"
@@ -171,6 +172,20 @@ TEST(fuzz_findings) {
     CHECK(ft_model_load(&m, "build/hard_layers.gguf", NULL) == FT_ERR_FORMAT && said("block_count 16777216"), "block_count 2^24: %s", ft_last_error());
 }
 
+/* NF4 at load of a model with extreme (finite) weights, as the model fuzzer found: the block
+   scales' mean overflowing (two blocks of 3e38) is an error; subnormal scales whose spread
+   inverts to infinity give codes, not a NaN converted to an integer (undefined) */
+TEST(nf4_extremes) {
+    static float x[192]; uint8_t packed[96], qa[3]; float a2[1], off;
+    int i;
+    for (i = 0; i < 128; i++) x[i] = 3e38f;
+    CHECK(ft_quantize_nf4(x, 128, packed, qa, a2, &off) == FT_ERR_NUMERIC && said("overflows"), "3e38: %s", ft_last_error());
+    memset(x, 0, sizeof x);
+    x[64] = 2e-40f;
+    x[128] = 1e-40f;
+    CHECK_OK(ft_quantize_nf4(x, 192, packed, qa, a2, &off));
+}
+
 /* a short LoRA SFT run of the tiny model on given examples */
 static ft_result train(const char *model, ft_dataset *d, int64_t steps, int64_t seq_len, float lr, const char *save, const char *resume) {
     ft_model *m; ft_peft *p; ft_ctx *ctx; ft_lora_opts lo; ft_train_opts to; ft_ctx_opts co; ft_result r;
@@ -251,6 +266,7 @@ int main(void) {
     RUN(json_range);
     RUN(adapter_values);
     RUN(fuzz_findings);
+    RUN(nf4_extremes);
     RUN(no_target_left);
     RUN(options);
     RUN(damaged_checkpoint);
