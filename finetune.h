@@ -134,10 +134,15 @@
       entries of the 8-bit map one ulp apart (the map travels in the file, so decoding is exact).
 
    7. Models, tokenizer, generation
-      ft_model_load builds llama / mistral / qwen2 from the metadata (tied or separate head, GQA,
-      the converter's Q/K layout with FT_ROPE_NORM, qwen2's biases and FT_ROPE_NEOX) and the
-      tokenizer (byte-level BPE with the pre-tokenizer the file names, or SentencePiece), whose
-      ids equal llama.cpp's. ft_chat_apply renders ChatML, llama2, llama3, zephyr templates.
+      ft_model_load builds llama (Llama 2 / 3.x with RoPE scaling: llama3 frequency factors,
+      linear, YaRN; Mixtral's experts), mistral, qwen2, qwen3, gemma3 (sliding-window layers),
+      phi3, qwen3moe and olmoe from the metadata - each architecture a row of differences in
+      one table - and the tokenizer (byte-level BPE with the pre-tokenizer the file names, or
+      SentencePiece with byte fallback), whose ids equal llama.cpp's. ft_chat_apply renders
+      ChatML, llama2, llama3, zephyr, gemma and phi3 templates. Mixture-of-experts layers route
+      each token to its top-k experts (tokens grouped by expert); ft_model_router_loss gives
+      the load-balancing loss (transformers' load_balancing_loss_func) and the router z-loss,
+      which ft_train adds (router_aux_coef, router_z_coef).
       ft_model_forward is on the tape (training); ft_model_decode + ft_kv_cache + ft_sample /
       ft_generate do batched generation (greedy, temperature, top-k, top-p, stop ids).
 
@@ -250,7 +255,8 @@
       [quant]      GGML block formats, NF4 (bitsandbytes) with double quantization
       [gguf]       GGUF reader and writer, directories, atomic files, safetensors
       [tokenizer]  BPE / SentencePiece, pre-tokenizers, chat templates
-      [model]      llama family, NF4 in GGUF, KV cache, sampling, generation
+      [model]      the architectures (a table of differences), mixture of experts and router
+                   losses, NF4 in GGUF, KV cache, sampling, generation
       [peft]       the PEFT interface, what adapter files share, and the methods, each with its
                    llama.cpp / PEFT files: LoRA / DoRA, LoHa, merging a weight delta, bottleneck
                    adapters, prefix and prompt tuning, IA3, full fine-tuning, your own
@@ -293,6 +299,10 @@
              adapter_config.json numbers range-checked; ft_dataset_without_targets (a seq_len
              that leaves nothing to learn is refused); ft_safetensors_open_memory; fuzz
              harnesses for every parser (tests/fuzz)
+      0.3.0  the models people fine-tune: qwen3, gemma3, phi3, RoPE scaling (llama3, linear,
+             YaRN: ft_rope_ext), sliding-window attention, mixture of experts (qwen3moe, olmoe,
+             mixtral) with router losses; ft_gelu_tanh, ft_moe_combine; gemma / phi3 chat
+             formats; ft_tokenizer_stop_ids
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H
@@ -504,6 +514,9 @@ typedef enum ft_op {
     FT_OP_RESHAPE, FT_OP_LOG1MEXP,
     FT_OP_CHECKPOINT,               /* a segment recomputed in backward (gradient checkpointing) */
     FT_OP_LORA_LINEAR,              /* x W^T + s (x A^T) B^T as one op                         */
+    FT_OP_GELU_TANH,
+    FT_OP_MOE_COMBINE,              /* the weighted sum of each token's expert outputs          */
+    FT_OP_LINEAR_XENT,              /* the head and cross-entropy / log-probs, chunk by chunk   */
     FT_OP_COUNT
 } ft_op;
 FT_API const char *ft_op_name(ft_op op);
@@ -537,6 +550,26 @@ enum { FT_ROPE_NORM = 0,    /* rotate adjacent pairs (x[2i], x[2i+1]): llama.cpp
    theta_i = pos * base^(-2i / n_rot), the first n_rot dims of each head rotated              */
 FT_API ft_tensor *ft_rope(ft_ctx *ctx, ft_tensor *x, const int32_t *pos, int n_head, int n_rot,
                           float base, int mode);
+/* RoPE with the context-extension schemes, as llama.cpp's ggml_rope_ext applies them. For pair i:
+     te = pos * base^(-2i / n_rot) / freq_factors[i]     (the extrapolated angle)
+     ti = freq_scale * te                                  (the interpolated angle; linear scaling)
+     theta = ti (1 - mix_i) + te mix_i,  mix_i = ext_factor * (1 - clamp((i - lo) / (hi - lo), 0, 1))
+   where [lo, hi] is YaRN's correction range of dims (from beta_fast, beta_slow, n_ctx_orig), and
+   each rotation is scaled by attn_factor (times 1 + 0.1 ln(1 / freq_scale) when ext_factor != 0).
+   llama3: freq_factors from the rope_freqs tensor; linear: freq_scale = 1 / factor; YaRN:
+   freq_scale = 1 / factor, ext_factor 1. Zeros mean the defaults: freq_scale 1, attn_factor 1,
+   beta_fast 32, beta_slow 1.                                                                  */
+typedef struct ft_rope_opts {
+    int n_rot, mode;                /* rotated dims per head (even), FT_ROPE_NORM or _NEOX       */
+    float base;                     /* rope.freq_base                                            */
+    float freq_scale;               /* 1 / the scaling factor (linear, YaRN); 0: 1               */
+    const float *freq_factors;      /* (n_rot / 2) divisors of the frequencies, or NULL          */
+    float ext_factor;               /* YaRN's blend of extrapolation: 1 for YaRN, 0 off          */
+    float attn_factor;              /* every rotation times this; 0: 1                           */
+    float beta_fast, beta_slow;     /* YaRN's correction range; 0: 32, 1                         */
+    int64_t n_ctx_orig;             /* YaRN: the context the model was trained at                */
+} ft_rope_opts;
+FT_API ft_tensor *ft_rope_ext(ft_ctx *ctx, ft_tensor *x, const int32_t *pos, int n_head, const ft_rope_opts *o);
 
 typedef struct ft_attn_opts {
     int n_head, n_head_kv;          /* query heads, key/value heads (n_head % n_head_kv == 0)   */
@@ -546,6 +579,8 @@ typedef struct ft_attn_opts {
     const int64_t *q_offsets;       /* optional (B): a q_offset per sequence (overrides)       */
     const int32_t *seg;             /* optional (B, T) document ids: attend within a document  */
     ft_tensor *prefix_k, *prefix_v; /* optional (P, n_head_kv * D), seen by every query       */
+    int64_t window;                 /* sliding window: query i (q_offset + t) sees keys j with
+                                       i - j < window only (gemma3's local layers); 0: all      */
 } ft_attn_opts;
 /* q (B, T, H*D), k and v (B, Tk, Hkv*D) -> (B, T, H*D); softmax(q k^T * scale + mask) v      */
 FT_API ft_tensor *ft_attention(ft_ctx *ctx, ft_tensor *q, ft_tensor *k, ft_tensor *v,
@@ -555,6 +590,8 @@ FT_API ft_tensor *ft_softmax(ft_ctx *ctx, ft_tensor *x);          /* over the la
 FT_API ft_tensor *ft_log_softmax(ft_ctx *ctx, ft_tensor *x);
 FT_API ft_tensor *ft_silu(ft_ctx *ctx, ft_tensor *x);             /* x * sigmoid(x)            */
 FT_API ft_tensor *ft_gelu(ft_ctx *ctx, ft_tensor *x);             /* x * Phi(x), exact (erf)  */
+/* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): PyTorch's gelu(approximate="tanh"), gemma's  */
+FT_API ft_tensor *ft_gelu_tanh(ft_ctx *ctx, ft_tensor *x);
 FT_API ft_tensor *ft_tanh(ft_ctx *ctx, ft_tensor *x);
 FT_API ft_tensor *ft_relu(ft_ctx *ctx, ft_tensor *x);
 FT_API ft_tensor *ft_sigmoid(ft_ctx *ctx, ft_tensor *x);
@@ -565,6 +602,20 @@ FT_API ft_tensor *ft_log1mexp(ft_ctx *ctx, ft_tensor *x);         /* log(1 - e^x
 FT_API ft_tensor *ft_swiglu(ft_ctx *ctx, ft_tensor *gate, ft_tensor *up);   /* silu(g) * u    */
 /* table (V, C) f32/f16/bf16, ids[n] -> (n, C) */
 FT_API ft_tensor *ft_embedding(ft_ctx *ctx, ft_tensor *table, const int32_t *ids, int64_t n);
+/* the head and the loss in one: logits = h W^T (soft-capped as cap tanh(z / cap) when cap > 0)
+   made, used and dropped chunk by chunk of rows - and made again in backward - so the (N, V)
+   logits never exist at once (a 262k vocabulary is 1 GiB of them per 1,024 tokens).
+   per_token 0: the mean cross-entropy (1) over the targets != ignore, as ft_cross_entropy;
+   1: each row's log p(target) (N), 0 where ignored, as ft_logprob. h (N, C) f32; W (V, C) any
+   type a matmul takes (a gradient for W only when it is f32).                                  */
+FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *W, const int32_t *targets,
+                                          int32_t ignore_index, float softcap, int per_token);
+/* mixture of experts: out (N, C), out[n] = sum_j w[n, j] ys[sel[n k + j]][row[n k + j]] - each
+   token's k expert outputs weighted by its routing weights w (N, k). ys: n_exp tensors (n_e, C),
+   the outputs of each expert for the tokens routed to it (NULL where none was); sel, row (N k):
+   the expert of slot j of token n and the token's row in that expert's output.               */
+FT_API ft_tensor *ft_moe_combine(ft_ctx *ctx, ft_tensor *const *ys, int n_exp, const int32_t *sel,
+                                 const int32_t *row, ft_tensor *w);
 /* mean over rows with target != ignore of -log softmax(logits)[target]; logits (N, V) -> (1) */
 FT_API ft_tensor *ft_cross_entropy(ft_ctx *ctx, ft_tensor *logits, const int32_t *targets,
                                    int32_t ignore_index);
@@ -692,6 +743,10 @@ FT_API int32_t ft_tokenizer_eos(const ft_tokenizer *t);
 FT_API int32_t ft_tokenizer_pad(const ft_tokenizer *t);
 FT_API int64_t ft_tokenizer_n_vocab(const ft_tokenizer *t);
 FT_API int32_t ft_tokenizer_find(const ft_tokenizer *t, const char *text);  /* exact token text */
+/* the ids that end generation: eos and the end-of-turn tokens of the chat formats present
+   (<|im_end|>, <|eot_id|>, <end_of_turn>, <|end|>), each once; at most FT_MAX_STOP. Returns the count. */
+enum { FT_MAX_STOP = 5 };
+FT_API int ft_tokenizer_stop_ids(const ft_tokenizer *t, int32_t *stop);
 /* chat templates: the template is recognised by substrings as llama.cpp's
    llm_chat_detect_template does (or named: "chatml", "llama2", "llama2-sys", "llama2-sys-bos",
    "llama2-sys-strip", "llama3", "zephyr"; NULL means "chatml"), and rendered as
@@ -704,17 +759,41 @@ FT_API int64_t ft_chat_apply(const char *template_src, const ft_chat_msg *msgs, 
                              int add_generation_prompt, char *buf, int64_t cap);
 
 /* ---- models: the llama family from GGUF ----------------------------------------------------------- */
-typedef enum ft_arch { FT_ARCH_LLAMA = 1, FT_ARCH_MISTRAL, FT_ARCH_QWEN2 } ft_arch;
+typedef enum ft_arch { FT_ARCH_LLAMA = 1, FT_ARCH_MISTRAL, FT_ARCH_QWEN2, FT_ARCH_QWEN3, FT_ARCH_GEMMA3,
+                      FT_ARCH_PHI3, FT_ARCH_QWEN3MOE, FT_ARCH_OLMOE } ft_arch;
 typedef struct ft_model_config {
     ft_arch arch; char arch_name[32];
     int64_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_rot;
     int64_t n_params;               /* elements of every weight (tied embeddings once)           */
     float   rope_base, rms_eps;
-    int     rope_type;              /* FT_ROPE_NORM (llama, mistral) or FT_ROPE_NEOX (qwen2)     */
+    int     rope_type;              /* FT_ROPE_NORM (llama, mistral) or FT_ROPE_NEOX (the rest)  */
     int     tied_embeddings;        /* no output.weight: the head is token_embd                  */
+    /* the architecture's differences from llama (its row of the [model] section's table)       */
+    int     qkv_bias;               /* q, k, v biases (qwen2)                                    */
+    int     qk_norm;                /* RMSNorm of q and k before RoPE: 1 per head (qwen3, gemma3),
+                                       2 over the whole projection (olmoe)                      */
+    int     post_norms;             /* RMSNorm of the attention and FFN outputs too (gemma3)     */
+    int     ffn_gelu;               /* GeGLU with tanh GELU instead of SwiGLU (gemma3)           */
+    int     fused;                  /* attn_qkv and a double ffn_up in the file (phi3)           */
+    float   embd_scale;             /* token embeddings times this: sqrt(n_embd) (gemma3), 1     */
+    float   attn_scale;             /* scores q.k times this: 1 / sqrt(head_dim) (but gemma3 27B) */
+    float   logit_softcap;          /* logits = cap tanh(logits / cap) when > 0                  */
+    int64_t swa_window;             /* sliding-window layers see this many keys; 0: none         */
+    int64_t n_swa_layers;           /* how many layers slide (ft_model_layer_swa says which)     */
+    float   rope_base_swa;          /* their RoPE base (gemma3: 10000)                           */
+    char    rope_scaling[16];       /* "none", "linear", "yarn", "llama3" (a rope_freqs tensor)  */
+    ft_rope_opts rope;              /* the other layers' RoPE, scaling included                  */
+    /* mixture of experts (expert_count > 0): layers with a router (ffn_gate_inp) send each token
+       to its n_expert_used most probable experts (softmax of the router logits)               */
+    int64_t n_expert, n_expert_used, n_ff_exp;
+    int     moe_norm;               /* the k weights renormalised to sum 1 (mixtral, qwen3moe)   */
 } ft_model_config;
-typedef struct ft_layer {           /* weights (out, in) in the file's types; biases qwen2 only  */
+typedef struct ft_layer {           /* weights (out, in) in the file's types; NULL when absent   */
     ft_tensor *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *ffn_norm, *w_gate, *w_up, *w_down;
+    ft_tensor *q_norm, *k_norm;     /* (head_dim): qwen3, gemma3                                 */
+    ft_tensor *post_attn_norm, *post_ffn_norm;   /* (n_embd): gemma3                             */
+    ft_tensor *router;              /* (n_expert, n_embd), NULL in a dense layer                 */
+    ft_tensor **gate_exps, **up_exps, **down_exps;   /* n_expert views of the 3-D expert tensors  */
 } ft_layer;
 typedef struct ft_model ft_model;
 typedef struct ft_model_opts {
@@ -736,6 +815,23 @@ FT_API void       ft_model_free(ft_model *m);
 FT_API const ft_model_config *ft_model_config_get(const ft_model *m);
 FT_API ft_gguf   *ft_model_gguf(ft_model *m);
 FT_API ft_layer  *ft_model_layer(ft_model *m, int i);
+FT_API int        ft_model_layer_swa(const ft_model *m, int i);    /* 1: layer i has a sliding window */
+/* the experts the last forward chose in MoE layer i: (n_tokens, n_expert_used) ids, each token's
+   in descending router probability; NULL for a dense layer or before any forward */
+FT_API const int32_t *ft_model_moe_choices(const ft_model *m, int i, int64_t *n_tokens);
+/* Router losses over n layers' router logits (N, E) each, on the tape.
+   ft_moe_aux_loss: the load-balancing loss of transformers' load_balancing_loss_func (no attention
+     mask): E * sum_e f_e P_e, f_e = the share of the n N top-k choices that went to expert e
+     (constant), P_e = the mean router probability of e over the n N tokens. Minimal (1) when
+     the load is uniform.
+   ft_moe_z_loss: ST-MoE's router z-loss, the mean over the n N tokens of logsumexp(logits)^2.
+   ft_model_router_loss: aux_coef * aux + z_coef * z over the MoE layers of the model's last
+     forward whose logits are on the tape (NULL with FT_OK-status when there are none); *aux,
+     *z (optional) their values. load (optional, n_layer x n_expert): each layer's share of
+     the choices per expert. */
+FT_API ft_tensor *ft_moe_aux_loss(ft_ctx *ctx, ft_tensor *const *logits, int n, int k);
+FT_API ft_tensor *ft_moe_z_loss(ft_ctx *ctx, ft_tensor *const *logits, int n);
+FT_API ft_tensor *ft_model_router_loss(ft_ctx *ctx, ft_model *m, float aux_coef, float z_coef, float *aux, float *z, float *load);
 FT_API ft_tensor *ft_model_tok_embd(ft_model *m);
 FT_API ft_tensor *ft_model_output(ft_model *m);
 FT_API const ft_tokenizer *ft_model_tokenizer(const ft_model *m);   /* NULL: no vocabulary in the file */
@@ -753,6 +849,11 @@ FT_API ft_result  ft_model_save_gguf(const ft_model *m, const char *path);
 /* on the tape when grad mode is on: logits (B*T, V), or the final normed hidden (B*T, C) */
 FT_API ft_tensor *ft_model_forward(ft_ctx *ctx, ft_model *m, const ft_batch *b);
 FT_API ft_tensor *ft_model_hidden(ft_ctx *ctx, ft_model *m, const ft_batch *b);
+/* the head and the loss of targets (B*T) from final hidden states h (B*T, C), on the tape: the
+   mean cross-entropy (per_token 0) or each position's log p(target) (1; 0 where ignored, -100).
+   The head's logits are made chunk by chunk (ft_linear_cross_entropy) unless the attached method
+   changes the head (LoRA on it, full fine-tuning, methods of your own): then whole. */
+FT_API ft_tensor *ft_model_loss(ft_ctx *ctx, ft_model *m, ft_tensor *h, const int32_t *targets, int per_token);
 /* generation: a KV cache of n_seq sequences of up to n_ctx tokens */
 FT_API ft_result  ft_kv_cache_init(ft_kv_cache **out, const ft_model *m, int64_t n_seq, int64_t n_ctx);
 FT_API void       ft_kv_cache_free(ft_kv_cache *c);
@@ -1140,6 +1241,10 @@ typedef struct ft_step_info {
     double eval_loss;               /* NaN when not evaluated at this step                        */
     ft_pref_stats pref;             /* preference objectives: rewards/chosen, ... (last micro-batch) */
     ft_rl_stats rl;                 /* GRPO, PPO: reward, its spread, KL, clip fractions, ...     */
+    double moe_aux, moe_z;          /* mixture of experts: the router losses (last micro-batch)   */
+    const float *moe_load;          /* (n_layer, n_expert) each layer's share of the choices per
+                                       expert (last micro-batch), or NULL for a dense model        */
+    int64_t moe_layers, moe_experts;
 } ft_step_info;
 typedef int (*ft_step_fn)(void *user, const ft_step_info *info);     /* non-zero: stop           */
 
@@ -1210,6 +1315,9 @@ struct ft_train_opts {
     ft_step_fn on_step; void *user;
     int     from_default;           /* set by ft_train_opts_default: then a zero gamma, label
                                        smoothing or kl_coef is taken as zero, not as the default  */
+    float   router_aux_coef;        /* MoE: load-balancing loss weight; < 0: the architecture's
+                                       (0.001 mixtral, qwen3moe; 0.01 olmoe), 0: off             */
+    float   router_z_coef;          /* MoE: router z-loss weight (0: off)                          */
 };
 /* every option at its default for the objective: what a zero field means, written once; the
    library and the command line both start from it */
@@ -1947,8 +2055,12 @@ typedef struct ft__arena_mark { size_t used, extra_bytes; int n_extra; } ft__are
 
 typedef struct ft__node ft__node;
 
-/* RoPE's cos/sin table for the positions last used (see ft__rope_table) */
-typedef struct ft__rope_cache { float *cs; int32_t *pos; size_t cap, cap_pos; int64_t N; int n_rot; float base; } ft__rope_cache;
+/* RoPE's cos/sin table for positions and options used lately (see ft__rope_table); two of them,
+   as a model whose layers alternate two bases (gemma3's local and global) uses two */
+typedef struct ft__rope_cache {
+    float *cs; int32_t *pos; float *ff; size_t cap, cap_pos, cap_ff; int64_t N;
+    ft_rope_opts o; unsigned long used;     /* o.freq_factors points at ff when set */
+} ft__rope_cache;
 
 struct ft_ctx {
     ft__pool  pool;
@@ -1961,7 +2073,7 @@ struct ft_ctx {
     ft_rng    rng;
     ft_log_fn log; void *log_user;
     size_t    mallocs;
-    ft__rope_cache rope;
+    ft__rope_cache rope[2]; unsigned long rope_clock;
 };
 
 static void *ft__arena_alloc(ft_ctx *ctx, size_t bytes) {
@@ -2080,7 +2192,7 @@ FT_API void ft_ctx_free(ft_ctx *ctx) {
     ft__aligned_free(ctx->arena.base);
     FT_FREE(ctx->arena.extra);
     FT_FREE(ctx->tape);
-    FT_FREE(ctx->rope.cs); FT_FREE(ctx->rope.pos);
+    { int i; for (i = 0; i < 2; i++) { FT_FREE(ctx->rope[i].cs); FT_FREE(ctx->rope[i].pos); FT_FREE(ctx->rope[i].ff); } }
     FT_FREE(ctx);
 }
 
@@ -3414,13 +3526,36 @@ static void ft__layernorm_backward(float *dx, float *dw, float *db, const float 
     }
 }
 
-/* the angles: cs (N, n_rot/2, 2) = cos, sin of theta = pos[r] base^(-2i/n_rot), rows [lo, hi) */
-static void ft__rope_angles(float *cs, const int32_t *pos, int n_rot, float base, int64_t lo, int64_t hi) {
-    int64_t r, i;
+/* YaRN's correction range [lo, hi] of pair indices (ggml_rope_yarn_corr_dims): the pair whose
+   wavelength fits n_ctx_orig / beta times, rounded outwards and clamped to the dims */
+static void ft__rope_yarn_range(const ft_rope_opts *o, float range[2]) {
+    const float two_pi = 6.28318530718f;
+    float lo = (float)o->n_rot * logf((float)o->n_ctx_orig / (o->beta_fast * two_pi)) / (2.0f * logf(o->base));
+    float hi = (float)o->n_rot * logf((float)o->n_ctx_orig / (o->beta_slow * two_pi)) / (2.0f * logf(o->base));
+    range[0] = FT__MAX(0.0f, floorf(lo));
+    range[1] = FT__MIN((float)(o->n_rot - 1), ceilf(hi));
+}
+/* the angles (ft_rope_ext's formula; o has its defaults filled in): cs (N, n_rot/2, 2) =
+   attn_factor cos, attn_factor sin of theta, rows [lo, hi) */
+static void ft__rope_angles(float *cs, const int32_t *pos, const ft_rope_opts *o, int64_t lo, int64_t hi) {
+    int64_t r, i, n2 = o->n_rot / 2;
+    float range[2] = {0.0f, 0.0f}, mscale = o->attn_factor;
+    if (o->ext_factor != 0.0f) {
+        ft__rope_yarn_range(o, range);
+        mscale *= 1.0f + 0.1f * logf(1.0f / o->freq_scale);
+    }
     for (r = lo; r < hi; r++)
-        for (i = 0; i < n_rot / 2; i++) {
-            float theta = (float)pos[r] * powf(base, -2.0f * (float)i / (float)n_rot);
-            cs[(r * (n_rot / 2) + i) * 2] = cosf(theta); cs[(r * (n_rot / 2) + i) * 2 + 1] = sinf(theta);
+        for (i = 0; i < n2; i++) {
+            float te = (float)pos[r] * powf(o->base, -2.0f * (float)i / (float)o->n_rot), theta;
+            if (o->freq_factors) te /= o->freq_factors[i];
+            theta = o->freq_scale * te;
+            if (o->ext_factor != 0.0f) {
+                float y = ((float)i - range[0]) / FT__MAX(0.001f, range[1] - range[0]);
+                float mix = (1.0f - FT__MIN(1.0f, FT__MAX(0.0f, y))) * o->ext_factor;
+                theta = theta * (1.0f - mix) + te * mix;
+            }
+            cs[(r * n2 + i) * 2] = cosf(theta) * mscale;
+            cs[(r * n2 + i) * 2 + 1] = sinf(theta) * mscale;
         }
 }
 /* RoPE on rows of n_head heads of D dims: x (N, n_head*D), angles cs from ft__rope_angles.
@@ -3490,12 +3625,16 @@ typedef struct ft__attn {
     float *scratch; int64_t scratch_n;            /* per thread scratch_n floats (ft__attn_run) */
     int64_t B, T, Tk, P, q_offset, D; int H, Hkv; float scale; int causal; const int32_t *seg;
     const int64_t *q_offsets;                     /* (B) or NULL                                */
+    int64_t window;                               /* sliding window, 0: none                    */
     ft__pool *pool;                               /* the pool running the task (GEMM scratch)   */
 } ft__attn;
 
 static int64_t ft__attn_qoff(const ft__attn *a, int64_t b) { return a->q_offsets ? a->q_offsets[b] : a->q_offset; }
 static int64_t ft__attn_kend(const ft__attn *a, int64_t b, int64_t t) {   /* query t sees no key >= kend */
     return a->causal ? FT__MAX(0, FT__MIN(a->Tk, ft__attn_qoff(a, b) + t + 1)) : a->Tk;
+}
+static int64_t ft__attn_kbeg(const ft__attn *a, int64_t b, int64_t t) {   /* ... nor key < kbeg (window) */
+    return a->window > 0 ? FT__MAX(0, ft__attn_qoff(a, b) + t - a->window + 1) : 0;
 }
 /* positions per block */
 static int64_t ft__attn_qb(const ft__attn *a) { return FT__MAX(1, FT__MIN(FT__ATTN_QB, FT__ATTN_ROWS / (a->H / a->Hkv))); }
@@ -3511,12 +3650,13 @@ static void ft__attn_gather(const ft__attn *a, float *x, const float *src, float
 }
 
 /* Row s (ls floats) of query t: its scaled scores, the P prefix keys then keys [0, kend) of the
-   block. Sets those of other segments and the padding [n, *nv) to -inf, n = P + (keys t may see),
-   *nv = ft__attn_pad(n) <= ls. Returns n. */
+   block. Sets those of other segments, those before the window and the padding [n, *nv) to -inf,
+   n = P + (keys t may see), *nv = ft__attn_pad(n) <= ls. Returns n. */
 static int64_t ft__attn_row_mask(const ft__attn *a, int64_t b, int64_t t, float *s, int64_t *nv) {
-    int64_t n = a->P + ft__attn_kend(a, b, t), j;
+    int64_t n = a->P + ft__attn_kend(a, b, t), j, kbeg = FT__MIN(ft__attn_kbeg(a, b, t), n - a->P);
     const int32_t *seg = a->seg ? a->seg + b * a->T : NULL;
     if (seg) for (j = 0; j < n - a->P; j++) if (seg[j] != seg[t]) s[a->P + j] = -INFINITY;
+    for (j = 0; j < kbeg; j++) s[a->P + j] = -INFINITY;
     *nv = ft__attn_pad(n);
     for (j = n; j < *nv; j++) s[j] = -INFINITY;
     return n;
@@ -3529,6 +3669,7 @@ static float ft__attn_row_exp(const ft__attn *a, int64_t b, int64_t t, float *s,
     if (shift == -INFINITY) n = nv = 0;
     sum = ft__vec_exp(nv, s, s, shift);
     if (a->seg) for (j = 0; j < n - a->P; j++) if (a->seg[b * a->T + j] != a->seg[b * a->T + t]) s[a->P + j] = 0.0f;
+    if (n > a->P) memset(s + a->P, 0, (size_t)FT__MIN(ft__attn_kbeg(a, b, t), n - a->P) * sizeof(float));
     memset(s + n, 0, (size_t)(ls - n) * sizeof(float));
     return sum;
 }
@@ -3693,7 +3834,7 @@ static const char *const ft__op_names[] = {
     "rope", "attention", "softmax", "log_softmax", "silu", "gelu", "tanh", "relu", "sigmoid",
     "logsigmoid", "exp", "log", "swiglu", "embedding", "cross_entropy", "logprob", "clamp",
     "minimum", "maximum", "where", "dropout", "concat", "slice", "reshape", "log1mexp",
-    "checkpoint", "lora_linear"
+    "checkpoint", "lora_linear", "gelu_tanh", "moe_combine", "linear_xent"
 };
 typedef char ft__op_names_fit_the_enum[sizeof ft__op_names / sizeof ft__op_names[0] == FT_OP_COUNT ? 1 : -1];
 FT_API const char *ft_op_name(ft_op op) {
@@ -4215,52 +4356,94 @@ FT_API ft_tensor *ft_rmsnorm(ft_ctx *ctx, ft_tensor *x, ft_tensor *w, float eps)
 FT_API ft_tensor *ft_layernorm(ft_ctx *ctx, ft_tensor *x, ft_tensor *w, ft_tensor *b, float eps) { return ft__norm(ctx, FT_OP_LAYERNORM, x, w, b, eps); }
 
 /* ---- rope ------------------------------------------------------------------------------------------ */
-typedef struct ft__rope_job { float *y, *cs; const float *x; const int32_t *pos; int64_t N, D; int n_head, n_rot, mode; float base, sign; } ft__rope_job;
+typedef struct ft__rope_job { float *y, *cs; const float *x; const int32_t *pos; int64_t N, D; int n_head; float sign; ft_rope_opts o; } ft__rope_job;
 static void ft__rope_task(void *p, int64_t lo, int64_t hi) {
     ft__rope_job *j = FT__CAST(ft__rope_job *, p);
-    ft__rope_rows(j->y, j->x, j->cs, j->n_head, j->D, j->n_rot, j->mode, j->sign, lo, hi);
+    ft__rope_rows(j->y, j->x, j->cs, j->n_head, j->D, j->o.n_rot, j->o.mode, j->sign, lo, hi);
 }
 static void ft__rope_angles_task(void *p, int64_t lo, int64_t hi) {
     ft__rope_job *j = FT__CAST(ft__rope_job *, p);
-    ft__rope_angles(j->cs, j->pos, j->n_rot, j->base, lo, hi);
+    ft__rope_angles(j->cs, j->pos, &j->o, lo, hi);
 }
-/* the angles for j->pos, kept in the context: every layer's q and k, forward and backward, use
-   the same positions, so the sines and cosines are computed once per step, not 4 x layers times */
+/* the options with their defaults filled in */
+static ft_rope_opts ft__rope_defaults(const ft_rope_opts *in) {
+    ft_rope_opts o = *in;
+    if (o.freq_scale == 0.0f) o.freq_scale = 1.0f;
+    if (o.attn_factor == 0.0f) o.attn_factor = 1.0f;
+    if (o.beta_fast == 0.0f) o.beta_fast = 32.0f;
+    if (o.beta_slow == 0.0f) o.beta_slow = 1.0f;
+    return o;
+}
+static int ft__rope_same(const ft__rope_cache *c, const ft__rope_job *j) {
+    const ft_rope_opts *a = &c->o, *b = &j->o;
+    if (!c->cs || c->N != j->N || a->n_rot != b->n_rot || a->base != b->base || a->freq_scale != b->freq_scale ||
+        a->ext_factor != b->ext_factor || a->attn_factor != b->attn_factor || a->beta_fast != b->beta_fast ||
+        a->beta_slow != b->beta_slow || a->n_ctx_orig != b->n_ctx_orig || !a->freq_factors != !b->freq_factors)
+        return 0;
+    if (b->freq_factors && memcmp(a->freq_factors, b->freq_factors, (size_t)(b->n_rot / 2) * sizeof(float))) return 0;
+    return memcmp(c->pos, j->pos, (size_t)j->N * sizeof(int32_t)) == 0;
+}
+/* the angles for j->pos and j->o, kept in the context: every layer's q and k, forward and
+   backward, use the same positions, so the sines and cosines are computed once per step (per
+   option set), not 4 x layers times */
 static int ft__rope_table(ft_ctx *ctx, ft__rope_job *j) {
-    ft__rope_cache *c = &ctx->rope;
-    size_t n = (size_t)(j->N * (j->n_rot / 2) * 2);
-    if (c->cs && c->N == j->N && c->n_rot == j->n_rot && c->base == j->base &&
-        memcmp(c->pos, j->pos, (size_t)j->N * sizeof(int32_t)) == 0) { j->cs = c->cs; return 1; }
-    if (c->cap < n || c->cap_pos < (size_t)j->N) {
-        FT_FREE(c->cs); FT_FREE(c->pos);
+    ft__rope_cache *c = &ctx->rope[0];
+    size_t n = (size_t)(j->N * (j->o.n_rot / 2) * 2), nf = (size_t)(j->o.n_rot / 2);
+    int k;
+    for (k = 0; k < 2; k++)
+        if (ft__rope_same(&ctx->rope[k], j)) { j->cs = ctx->rope[k].cs; ctx->rope[k].used = ++ctx->rope_clock; return 1; }
+    if (ctx->rope[1].used < c->used) c = &ctx->rope[1];             /* the least recently used */
+    if (c->cap < n || c->cap_pos < (size_t)j->N || (j->o.freq_factors && c->cap_ff < nf)) {
+        FT_FREE(c->cs); FT_FREE(c->pos); FT_FREE(c->ff);
         c->cs = FT__CAST(float *, FT_MALLOC(FT__MAX(n, 1) * sizeof(float)));
         c->pos = FT__CAST(int32_t *, FT_MALLOC((size_t)j->N * sizeof(int32_t)));
-        c->cap = c->cs ? FT__MAX(n, 1) : 0; c->cap_pos = c->pos ? (size_t)j->N : 0; ctx->mallocs++;
-        if (!c->cs || !c->pos) { c->N = 0; ft__fail(ctx, FT_ERR_NOMEM, "rope: out of memory for the angle table"); return 0; }
+        c->ff = FT__CAST(float *, FT_MALLOC(FT__MAX(nf, 1) * sizeof(float)));
+        c->cap = c->cs ? FT__MAX(n, 1) : 0; c->cap_pos = c->pos ? (size_t)j->N : 0; c->cap_ff = c->ff ? FT__MAX(nf, 1) : 0;
+        ctx->mallocs++;
+        if (!c->cs || !c->pos || !c->ff) { c->N = 0; ft__fail(ctx, FT_ERR_NOMEM, "rope: out of memory for the angle table"); return 0; }
     }
     c->N = 0;                                    /* invalid until filled */
     j->cs = c->cs;
     ft__parallel(ctx, j->N, 40.0 * (double)n, ft__rope_angles_task, j);
     memcpy(c->pos, j->pos, (size_t)j->N * sizeof(int32_t));
-    c->N = j->N; c->n_rot = j->n_rot; c->base = j->base;
+    c->o = j->o;
+    if (j->o.freq_factors) { memcpy(c->ff, j->o.freq_factors, nf * sizeof(float)); c->o.freq_factors = c->ff; }
+    c->N = j->N; c->used = ++ctx->rope_clock;
     return 1;
 }
-FT_API ft_tensor *ft_rope(ft_ctx *ctx, ft_tensor *x, const int32_t *pos, int n_head, int n_rot, float base, int mode) {
-    ft__rope_job j; ft_tensor *y; ft__node *nd; int64_t C;
+FT_API ft_tensor *ft_rope_ext(ft_ctx *ctx, ft_tensor *x, const int32_t *pos, int n_head, const ft_rope_opts *opts) {
+    ft__rope_job j; ft_tensor *y; ft__node *nd; int64_t C; ft_rope_opts *keep;
     FT__IN(x); FT__F32(ctx, x, "rope");
     C = x->shape[x->ndim - 1];
-    if (n_head < 1 || C % n_head || n_rot < 0 || n_rot % 2 || n_rot > C / n_head || (mode != FT_ROPE_NORM && mode != FT_ROPE_NEOX))
-        return ft__fail(ctx, FT_ERR_SHAPE, "rope: %lld channels, %d heads, n_rot %d, mode %d do not fit", (long long)C, n_head, n_rot, mode);
+    j.o = ft__rope_defaults(opts);
+    if (n_head < 1 || C % n_head || j.o.n_rot < 0 || j.o.n_rot % 2 || j.o.n_rot > C / n_head || (j.o.mode != FT_ROPE_NORM && j.o.mode != FT_ROPE_NEOX))
+        return ft__fail(ctx, FT_ERR_SHAPE, "rope: %lld channels, %d heads, n_rot %d, mode %d do not fit", (long long)C, n_head, j.o.n_rot, j.o.mode);
+    if (!(j.o.base > 0.0f) || !(j.o.freq_scale > 0.0f) || (j.o.ext_factor != 0.0f && j.o.n_ctx_orig < 1))
+        return ft__fail(ctx, FT_ERR_INVALID, "rope: base %g, freq_scale %g, n_ctx_orig %lld", j.o.base, j.o.freq_scale, (long long)j.o.n_ctx_orig);
     y = ft__like(ctx, x); FT__IN(y);
-    j.y = FT__F(y); j.x = FT__F(x); j.pos = pos; j.N = ft_nrows(x); j.D = C / n_head; j.n_head = n_head;
-    j.n_rot = n_rot; j.mode = mode; j.base = base; j.sign = 1.0f;
+    j.y = FT__F(y); j.x = FT__F(x); j.pos = pos; j.N = ft_nrows(x); j.D = C / n_head; j.n_head = n_head; j.sign = 1.0f;
     if (!ft__rope_table(ctx, &j)) return NULL;
     ft__parallel(ctx, j.N, 6.0 * (double)ft_numel(x), ft__rope_task, &j);
     if ((nd = ft__record(ctx, FT_OP_ROPE, y, x, NULL, NULL)) != NULL) {
         nd->ids = ft__copy_ids(ctx, pos, j.N);
-        nd->n[0] = n_head; nd->n[1] = n_rot; nd->n[2] = mode; nd->f[0] = base;
+        nd->n[0] = n_head; nd->n[1] = j.o.n_rot; nd->n[2] = j.o.mode; nd->f[0] = j.o.base;
+        keep = FT__CAST(ft_rope_opts *, ft__arena_alloc(ctx, sizeof *keep + (size_t)(j.o.n_rot / 2) * sizeof(float)));
+        if (!keep) return ft__fail(ctx, FT_ERR_NOMEM, "rope: arena out of memory");
+        *keep = j.o;
+        if (j.o.freq_factors) {             /* the factors travel with the node */
+            float *ff = FT__CAST(float *, keep + 1);
+            memcpy(ff, j.o.freq_factors, (size_t)(j.o.n_rot / 2) * sizeof(float));
+            keep->freq_factors = ff;
+        }
+        nd->extra = keep;
     }
     return y;
+}
+FT_API ft_tensor *ft_rope(ft_ctx *ctx, ft_tensor *x, const int32_t *pos, int n_head, int n_rot, float base, int mode) {
+    ft_rope_opts o;
+    memset(&o, 0, sizeof o);
+    o.n_rot = n_rot; o.mode = mode; o.base = base;
+    return ft_rope_ext(ctx, x, pos, n_head, &o);
 }
 static void ft__rope_backward(ft_ctx *ctx, ft__node *nd) {           /* dx += R(-theta) dy */
     ft_tensor *x = nd->in[0]; ft__rope_job j; int64_t n = ft_numel(x); int fresh;
@@ -4268,7 +4451,8 @@ static void ft__rope_backward(ft_ctx *ctx, ft__node *nd) {           /* dx += R(
     if (dx && !fresh) tmp = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)n * sizeof(float)));
     if (!dx || !tmp) { ft__fail(ctx, FT_ERR_NOMEM, "rope backward: arena out of memory"); return; }
     j.y = tmp; j.x = nd->out->grad; j.pos = nd->ids; j.N = ft_nrows(x); j.n_head = (int)nd->n[0];
-    j.D = x->shape[x->ndim - 1] / j.n_head; j.n_rot = (int)nd->n[1]; j.mode = (int)nd->n[2]; j.base = nd->f[0]; j.sign = -1.0f;
+    j.o = *FT__CAST(const ft_rope_opts *, nd->extra);
+    j.D = x->shape[x->ndim - 1] / j.n_head; j.sign = -1.0f;
     if (!ft__rope_table(ctx, &j)) return;
     ft__parallel(ctx, j.N, 6.0 * (double)n, ft__rope_task, &j);
     if (!fresh) ft__grad_acc(ctx, x, tmp, 1.0f);          /* a gradient it had already: add */
@@ -4311,7 +4495,7 @@ FT_API ft_tensor *ft_attention(ft_ctx *ctx, ft_tensor *q, ft_tensor *k, ft_tenso
     y = ft__like(ctx, q); FT__IN(y);
     memset(&a, 0, sizeof a);
     a.B = q->shape[0]; a.T = q->shape[1]; a.Tk = k->shape[1]; a.P = P; a.H = o->n_head; a.Hkv = o->n_head_kv;
-    a.D = q->shape[2] / o->n_head; a.q_offset = o->q_offset; a.causal = o->causal;
+    a.D = q->shape[2] / o->n_head; a.q_offset = o->q_offset; a.causal = o->causal; a.window = FT__MAX(o->window, 0);
     if (o->q_offsets) {                     /* copied: the caller's array may not outlive the op */
         int64_t *qo = FT__CAST(int64_t *, ft__arena_alloc(ctx, (size_t)a.B * sizeof(int64_t)));
         if (!qo) return ft__fail(ctx, FT_ERR_NOMEM, "attention: arena out of memory");
@@ -4423,6 +4607,7 @@ static void ft__unary_fwd(void *p, int64_t lo, int64_t hi) {
     case FT_OP_SILU: ft__vec_silu(hi - lo, y + lo, x + lo); break;
     case FT_OP_EXP:  for (i = lo; i < hi; i++) y[i] = expf(x[i]); break;
     case FT_OP_GELU: for (i = lo; i < hi; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f)); break;
+    case FT_OP_GELU_TANH: for (i = lo; i < hi; i++) y[i] = 0.5f * x[i] * (1.0f + tanhf(0.79788456080286536f * (x[i] + 0.044715f * x[i] * x[i] * x[i]))); break;
     case FT_OP_TANH: for (i = lo; i < hi; i++) y[i] = tanhf(x[i]); break;
     case FT_OP_RELU: for (i = lo; i < hi; i++) y[i] = x[i] > 0 ? x[i] : 0.0f; break;
     case FT_OP_SIGMOID: for (i = lo; i < hi; i++) y[i] = ft__sigmoidf(x[i]); break;
@@ -4445,6 +4630,11 @@ static void ft__unary_bwd(void *p, int64_t lo, int64_t hi) {
         case FT_OP_SILU: { float s = ft__sigmoidf(x[i]); d = s * (1.0f + x[i] * (1.0f - s)); break; }
         case FT_OP_EXP:  d = y[i]; break;
         case FT_OP_GELU: d = 0.5f * (1.0f + erff(x[i] * 0.70710678118654752f)) + x[i] * 0.39894228040143268f * expf(-0.5f * x[i] * x[i]); break;
+        case FT_OP_GELU_TANH: {
+            float t = tanhf(0.79788456080286536f * (x[i] + 0.044715f * x[i] * x[i] * x[i]));
+            d = 0.5f * (1.0f + t) + 0.5f * x[i] * (1.0f - t * t) * 0.79788456080286536f * (1.0f + 0.134145f * x[i] * x[i]);
+            break;
+        }
         case FT_OP_TANH: d = 1.0f - y[i] * y[i]; break;
         case FT_OP_RELU: d = x[i] > 0 ? 1.0f : 0.0f; break;
         case FT_OP_SIGMOID: d = y[i] * (1.0f - y[i]); break;
@@ -4474,6 +4664,7 @@ static void ft__unary_backward(ft_ctx *ctx, ft__node *nd) {
 }
 FT_API ft_tensor *ft_silu(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_SILU, x, 0, 0); }
 FT_API ft_tensor *ft_gelu(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_GELU, x, 0, 0); }
+FT_API ft_tensor *ft_gelu_tanh(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_GELU_TANH, x, 0, 0); }
 FT_API ft_tensor *ft_tanh(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_TANH, x, 0, 0); }
 FT_API ft_tensor *ft_relu(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_RELU, x, 0, 0); }
 FT_API ft_tensor *ft_sigmoid(ft_ctx *ctx, ft_tensor *x) { return ft__unary(ctx, FT_OP_SIGMOID, x, 0, 0); }
@@ -4527,6 +4718,57 @@ static void ft__embedding_backward(ft_ctx *ctx, ft__node *nd) {     /* scatter-a
     for (i = 0; i < n; i++) ft__vec_axpy(C, 1.0f, nd->out->grad + i * C, dT + (int64_t)nd->ids[i] * C);
 }
 
+/* ---- mixture-of-experts combine ------------------------------------------------------------------ */
+typedef struct ft__moe_comb { ft_tensor **ys; int n_exp; int32_t *sel, *row; } ft__moe_comb;
+FT_API ft_tensor *ft_moe_combine(ft_ctx *ctx, ft_tensor *const *ys, int n_exp, const int32_t *sel, const int32_t *row, ft_tensor *w) {
+    int64_t N, k, C = -1, n, j; int e, any = 0; ft_tensor *y; ft__node *nd; ft__moe_comb *keep;
+    FT__IN(w); FT__F32(ctx, w, "moe_combine");
+    if (w->ndim != 2 || n_exp < 1) return ft__fail(ctx, FT_ERR_SHAPE, "moe_combine: w must be (N, k)");
+    N = w->shape[0]; k = w->shape[1];
+    for (e = 0; e < n_exp; e++) {
+        if (!ys[e]) continue;
+        if (ys[e]->ndim != 2 || ys[e]->type != FT_TYPE_F32 || (C >= 0 && ys[e]->shape[1] != C))
+            return ft__fail(ctx, FT_ERR_SHAPE, "moe_combine: expert %d's output is not (n, C) f32", e);
+        C = ys[e]->shape[1]; any |= ft__wants(ys[e]);
+    }
+    for (n = 0; n < N * k; n++)
+        if (sel[n] < 0 || sel[n] >= n_exp || !ys[sel[n]] || row[n] < 0 || row[n] >= ys[sel[n]]->shape[0])
+            return ft__fail(ctx, FT_ERR_INVALID, "moe_combine: slot %lld names expert %d row %d, which is not there", (long long)n, (int)sel[n], (int)row[n]);
+    if (C < 0) return ft__fail(ctx, FT_ERR_SHAPE, "moe_combine: no expert output");
+    y = ft_tensor_2d(ctx, N, C); FT__IN(y);
+    memset(y->data, 0, (size_t)(N * C) * sizeof(float));
+    for (n = 0; n < N; n++)
+        for (j = 0; j < k; j++)
+            ft__vec_axpy(C, FT__F(w)[n * k + j], FT__F(ys[sel[n * k + j]]) + (int64_t)row[n * k + j] * C, FT__F(y) + n * C);
+    if ((nd = ft__record_x(ctx, FT_OP_MOE_COMBINE, y, w, NULL, NULL, any)) != NULL) {
+        keep = FT__CAST(ft__moe_comb *, ft__arena_alloc(ctx, sizeof *keep));
+        if (!keep || !(keep->ys = FT__CAST(ft_tensor **, ft__arena_alloc(ctx, (size_t)n_exp * sizeof(ft_tensor *)))))
+            return ft__fail(ctx, FT_ERR_NOMEM, "moe_combine: arena out of memory");
+        memcpy(keep->ys, ys, (size_t)n_exp * sizeof(ft_tensor *));
+        keep->n_exp = n_exp;
+        keep->sel = ft__copy_ids(ctx, sel, N * k); keep->row = ft__copy_ids(ctx, row, N * k);
+        if (!keep->sel || !keep->row) return NULL;
+        nd->extra = keep;
+    }
+    return y;
+}
+/* dys[e][row] += w[n, j] dy[n];  dw[n, j] += ys[e][row] . dy[n] */
+static void ft__moe_combine_backward(ft_ctx *ctx, ft__node *nd) {
+    const ft__moe_comb *mc = FT__CAST(const ft__moe_comb *, nd->extra);
+    ft_tensor *w = nd->in[0]; int64_t N = w->shape[0], k = w->shape[1], C = nd->out->shape[1], n;
+    const float *dy = nd->out->grad; float *dw = ft__wants(w) ? ft__grad(ctx, w) : NULL;
+    for (n = 0; n < N * k; n++) {
+        ft_tensor *ye = mc->ys[mc->sel[n]];
+        const float *yr = FT__F(ye) + (int64_t)mc->row[n] * C, *g = dy + n / k * C;
+        if (dw) dw[n] += ft__vec_dot(C, yr, g);
+        if (ft__wants(ye)) {
+            float *dye = ft__grad(ctx, ye);
+            if (!dye) return;
+            ft__vec_axpy(C, FT__F(w)[n], g, dye + (int64_t)mc->row[n] * C);
+        }
+    }
+}
+
 /* ---- cross-entropy and per-token log-probs -------------------------------------------------------------------- */
 static ft_tensor *ft__xent_op(ft_ctx *ctx, ft_op op, ft_tensor *logits, const int32_t *tgt, int32_t ignore) {
     ft__xent e; ft_tensor *y; ft__node *nd; int64_t N, V, i, nvalid = 0; double loss = 0;
@@ -4567,6 +4809,78 @@ static void ft__xent_backward(ft_ctx *ctx, ft__node *nd) {
 }
 FT_API ft_tensor *ft_cross_entropy(ft_ctx *ctx, ft_tensor *logits, const int32_t *targets, int32_t ignore_index) { return ft__xent_op(ctx, FT_OP_CROSS_ENTROPY, logits, targets, ignore_index); }
 FT_API ft_tensor *ft_logprob(ft_ctx *ctx, ft_tensor *logits, const int32_t *targets, int32_t ignore_index) { return ft__xent_op(ctx, FT_OP_LOGPROB, logits, targets, ignore_index); }
+
+/* ---- the head and cross-entropy, chunked (ft_linear_cross_entropy) ---------------------------- */
+static int64_t ft__lxent_rows(int64_t V) { return FT__MAX(1, FT__MIN(256, ((int64_t)4 << 20) / FT__MAX(V, 1))); }  /* <= 16 MiB */
+/* z (n, V) = the capped logits of rows h (n, C) */
+static void ft__lxent_logits(ft_ctx *ctx, const float *h, int64_t n, const ft_tensor *W, float cap, float *z) {
+    int64_t C = W->shape[1], V = W->shape[0], i;
+    if (W->type == FT_TYPE_F32) ft_gemm(ctx, 0, 1, n, V, C, h, C, FT__F(W), C, z, V, 0);
+    else ft__matmul_wt(ctx, n, V, C, h, W, z);
+    if (cap > 0.0f) for (i = 0; i < n * V; i++) z[i] = cap * tanhf(z[i] / cap);
+}
+FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *W, const int32_t *tgt, int32_t ignore, float cap, int per_token) {
+    int64_t N, C, V, R, r0, i, nvalid = 0; ft_tensor *y; ft__node *nd; ft__xent e; float *z; double loss = 0;
+    ft__arena_mark mk;
+    FT__IN(h); FT__IN(W); FT__F32(ctx, h, "linear_xent");
+    if (h->ndim != 2 || W->ndim != 2 || h->shape[1] != W->shape[1]) return ft__fail(ctx, FT_ERR_SHAPE, "linear_xent: h (N, C) and W (V, C) do not fit");
+    if (W->type != FT_TYPE_F32 && (ft__wants(W) || !ft__weight_decodable(W, W->shape[1]))) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "linear_xent: a %s head cannot be used here", ft_type_name(W->type));
+    N = h->shape[0]; C = h->shape[1]; V = W->shape[0]; R = ft__lxent_rows(V);
+    for (i = 0; i < N; i++)
+        if (tgt[i] != ignore && (tgt[i] < 0 || tgt[i] >= V)) return ft__fail(ctx, FT_ERR_INVALID, "linear_xent: target %d at row %lld is outside [0, %lld)", (int)tgt[i], (long long)i, (long long)V);
+    y = per_token ? ft_tensor_1d(ctx, N) : ft_tensor_1d(ctx, 1); FT__IN(y);
+    memset(&e, 0, sizeof e);
+    e.ignore = ignore; e.V = V;
+    e.lse = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
+    mk = ft__arena_mark_get(ctx);
+    z = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
+    if (!e.lse || !z) return ft__fail(ctx, FT_ERR_NOMEM, "linear_xent: arena out of memory");
+    for (r0 = 0; r0 < N; r0 += R) {
+        int64_t n = FT__MIN(R, N - r0);
+        ft__lxent_logits(ctx, FT__F(h) + r0 * C, n, W, cap, z);
+        e.x = z; e.tgt = tgt + r0; e.lse = e.lse + r0;
+        ft__parallel(ctx, n, 4.0 * (double)n * (double)V, ft__xent_forward_rows, &e);
+        for (i = 0; i < n; i++) {
+            float lp = tgt[r0 + i] == ignore ? 0.0f : z[i * V + tgt[r0 + i]] - e.lse[i];
+            if (tgt[r0 + i] != ignore) { nvalid++; loss -= lp; }
+            if (per_token) FT__F(y)[r0 + i] = lp;
+        }
+        e.lse -= r0;
+    }
+    ft__arena_rewind(ctx, &mk);
+    if (!per_token) FT__F(y)[0] = nvalid ? (float)(loss / (double)nvalid) : 0.0f;
+    if ((nd = ft__record(ctx, FT_OP_LINEAR_XENT, y, h, W, NULL)) != NULL) {
+        nd->ids = ft__copy_ids(ctx, tgt, N); nd->s0 = e.lse; nd->n[0] = ignore; nd->n[1] = nvalid; nd->n[2] = per_token; nd->f[0] = cap;
+    }
+    return y;
+}
+/* chunk by chunk: the logits again, dz = g (onehot - softmax) (times the cap's 1 - (z/cap)^2),
+   dh += dz W, dW += dz^T h */
+static void ft__lxent_backward(ft_ctx *ctx, ft__node *nd) {
+    ft_tensor *h = nd->in[0], *W = nd->in[1]; ft__xent e; ft__arena_mark mk;
+    int64_t N = h->shape[0], C = h->shape[1], V = W->shape[0], R = ft__lxent_rows(V), r0, i; float cap = nd->f[0];
+    float *dh = ft__wants(h) ? ft__grad(ctx, h) : NULL, *dW = ft__wants(W) ? ft__grad(ctx, W) : NULL, *z, *dz, *g;
+    mk = ft__arena_mark_get(ctx);
+    z = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
+    dz = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
+    g = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
+    if (!z || !dz || !g || (ft__wants(h) && !dh) || (ft__wants(W) && !dW)) { ft__fail(ctx, FT_ERR_NOMEM, "linear_xent backward: arena out of memory"); return; }
+    for (i = 0; i < N; i++)     /* d loss / d logp_i: -1/n for the mean loss, dy_i for log-probs */
+        g[i] = !nd->n[2] ? (nd->n[1] ? -nd->out->grad[0] / (float)nd->n[1] : 0.0f) : nd->out->grad[i];
+    memset(&e, 0, sizeof e);
+    e.ignore = (int32_t)nd->n[0]; e.V = V;
+    for (r0 = 0; r0 < N; r0 += R) {
+        int64_t n = FT__MIN(R, N - r0);
+        ft__lxent_logits(ctx, FT__F(h) + r0 * C, n, W, cap, z);
+        memset(dz, 0, (size_t)(n * V) * sizeof(float));
+        e.x = z; e.tgt = nd->ids + r0; e.lse = nd->s0 + r0; e.dx = dz; e.g = g + r0;
+        ft__parallel(ctx, n, 4.0 * (double)n * (double)V, ft__xent_backward_rows, &e);
+        if (cap > 0.0f) for (i = 0; i < n * V; i++) dz[i] *= 1.0f - (z[i] / cap) * (z[i] / cap);
+        if (dh) ft__matmul_gw(ctx, n, V, C, dz, W, dh + r0 * C, 1);
+        if (dW) ft_gemm(ctx, 1, 0, V, C, n, dz, V, FT__F(h) + r0 * C, C, dW, C, 1);
+    }
+    ft__arena_rewind(ctx, &mk);
+}
 
 /* ---- where, dropout ------------------------------------------------------------------------------------------- */
 FT_API ft_tensor *ft_where(ft_ctx *ctx, ft_tensor *cond, ft_tensor *a, ft_tensor *b) {
@@ -4723,7 +5037,7 @@ static ft__backward_fn ft__backward_of(ft_op op) {
     case FT_OP_ATTENTION: return ft__attention_backward;
     case FT_OP_SOFTMAX: case FT_OP_LOG_SOFTMAX: return ft__softmax_backward;
     case FT_OP_SILU: case FT_OP_GELU: case FT_OP_TANH: case FT_OP_RELU: case FT_OP_SIGMOID:
-    case FT_OP_LOGSIGMOID: case FT_OP_EXP: case FT_OP_LOG: case FT_OP_CLAMP: case FT_OP_LOG1MEXP: return ft__unary_backward;
+    case FT_OP_LOGSIGMOID: case FT_OP_EXP: case FT_OP_LOG: case FT_OP_CLAMP: case FT_OP_LOG1MEXP: case FT_OP_GELU_TANH: return ft__unary_backward;
     case FT_OP_SWIGLU: return ft__swiglu_backward;
     case FT_OP_EMBEDDING: return ft__embedding_backward;
     case FT_OP_CROSS_ENTROPY: case FT_OP_LOGPROB: return ft__xent_backward;
@@ -4733,6 +5047,8 @@ static ft__backward_fn ft__backward_of(ft_op op) {
     case FT_OP_SLICE: return ft__slice_backward;
     case FT_OP_CHECKPOINT: return ft__checkpoint_backward;
     case FT_OP_LORA_LINEAR: return ft__lora_linear_backward;
+    case FT_OP_MOE_COMBINE: return ft__moe_combine_backward;
+    case FT_OP_LINEAR_XENT: return ft__lxent_backward;
     default: return NULL;
     }
 }
@@ -7133,6 +7449,18 @@ static FT__MAYBE_UNUSED ft_result ft__tokenizer_init(ft_tokenizer **out, ft_toke
 
 FT_API int32_t ft_tokenizer_bos(const ft_tokenizer *t) { return t ? t->bos : -1; }
 FT_API int32_t ft_tokenizer_eos(const ft_tokenizer *t) { return t ? t->eos : -1; }
+FT_API int ft_tokenizer_stop_ids(const ft_tokenizer *t, int32_t *stop) {
+    static const char *const turn_end[4] = {"<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"};
+    int n = 0, i, k;
+    if (!t) return 0;
+    if (t->eos >= 0) stop[n++] = t->eos;
+    for (i = 0; i < 4; i++) {
+        int32_t id = ft_tokenizer_find(t, turn_end[i]);
+        for (k = 0; k < n && id >= 0; k++) if (stop[k] == id) id = -1;
+        if (id >= 0) stop[n++] = id;
+    }
+    return n;
+}
 FT_API int32_t ft_tokenizer_pad(const ft_tokenizer *t) { return t ? t->pad : -1; }
 FT_API int64_t ft_tokenizer_n_vocab(const ft_tokenizer *t) { return t ? t->n_vocab : 0; }
 FT_API int32_t ft_tokenizer_find(const ft_tokenizer *t, const char *text) {
@@ -7657,7 +7985,8 @@ FT_API int64_t ft_detokenize(const ft_tokenizer *t, const int32_t *ids, int64_t 
 
 /* ---- chat templates: llama.cpp's llm_chat_detect_template / llm_chat_apply_template -------- */
 enum { FT__CHAT_UNKNOWN, FT__CHAT_OTHER, FT__CHAT_CHATML, FT__CHAT_LLAMA2, FT__CHAT_LLAMA2_SYS,
-       FT__CHAT_LLAMA2_SYS_BOS, FT__CHAT_LLAMA2_SYS_STRIP, FT__CHAT_LLAMA3, FT__CHAT_ZEPHYR };
+       FT__CHAT_LLAMA2_SYS_BOS, FT__CHAT_LLAMA2_SYS_STRIP, FT__CHAT_LLAMA3, FT__CHAT_ZEPHYR, FT__CHAT_GEMMA,
+       FT__CHAT_PHI3 };
 
 /* the order of the tests is llama.cpp's: a template that llama.cpp takes for another format
    (phi-4, SmolVLM, mistral, phi-3, ...) is FT__CHAT_OTHER here, not a wrong guess */
@@ -7665,7 +7994,7 @@ static int ft__chat_detect(const char *tm, const char **other) {
     static const struct { const char *name; int kind; } named[] = {
         {"chatml", FT__CHAT_CHATML}, {"llama2", FT__CHAT_LLAMA2}, {"llama2-sys", FT__CHAT_LLAMA2_SYS},
         {"llama2-sys-bos", FT__CHAT_LLAMA2_SYS_BOS}, {"llama2-sys-strip", FT__CHAT_LLAMA2_SYS_STRIP},
-        {"llama3", FT__CHAT_LLAMA3}, {"zephyr", FT__CHAT_ZEPHYR}};
+        {"llama3", FT__CHAT_LLAMA3}, {"zephyr", FT__CHAT_ZEPHYR}, {"gemma", FT__CHAT_GEMMA}, {"phi3", FT__CHAT_PHI3}};
     size_t i;
 #define FT__HAS(s) (strstr(tm, s) != NULL)
     *other = "";
@@ -7682,13 +8011,13 @@ static int ft__chat_detect(const char *tm, const char **other) {
         if (FT__HAS("<<SYS>>")) return FT__CHAT_LLAMA2_SYS;
         return FT__CHAT_LLAMA2;
     }
-    if (FT__HAS("<|assistant|>") && FT__HAS("<|end|>")) { *other = "phi3"; return FT__CHAT_OTHER; }
+    if (FT__HAS("<|assistant|>") && FT__HAS("<|end|>")) return FT__CHAT_PHI3;
     if (FT__HAS("[gMASK]<sop>")) { *other = "chatglm4"; return FT__CHAT_OTHER; }
     if (FT__HAS("<|assistant|>") && FT__HAS("<|user|>")) { *other = "falcon3/glmedge/exaone-moe"; return FT__CHAT_OTHER; }
     if (FT__HAS("<|{{ item['role'] }}|>") && FT__HAS("<|begin_of_image|>")) { *other = "glmedge"; return FT__CHAT_OTHER; }
     if (FT__HAS("<|user|>") && FT__HAS("<|endoftext|>")) return FT__CHAT_ZEPHYR;
     if (FT__HAS("bos_token + message['role']")) { *other = "monarch"; return FT__CHAT_OTHER; }
-    if (FT__HAS("<start_of_turn>")) { *other = "gemma"; return FT__CHAT_OTHER; }
+    if (FT__HAS("<start_of_turn>")) return FT__CHAT_GEMMA;
     if (FT__HAS("'\\n\\nAssistant: ' + eos_token")) { *other = "orion"; return FT__CHAT_OTHER; }
     if (FT__HAS("GPT4 Correct ")) { *other = "openchat"; return FT__CHAT_OTHER; }
     if (FT__HAS("USER: ") && FT__HAS("ASSISTANT: ")) { *other = "vicuna"; return FT__CHAT_OTHER; }
@@ -7743,6 +8072,25 @@ static int ft__chatml_default_system(const char *tm, ft__sbuf *b) {
     return 0;
 }
 
+/* gemma's turns: "assistant" is "model", system messages (trimmed) go in front of the next user
+   turn, every content trimmed */
+static void ft__chat_gemma(ft__sbuf *b, const ft_chat_msg *msgs, int n, int add_generation_prompt) {
+    int i, sys_from = -1, sys_to = -1, k;
+    for (i = 0; i < n; i++) {
+        const char *role = msgs[i].role;
+        if (!strcmp(role, "system")) { if (sys_from < 0) sys_from = i; sys_to = i + 1; continue; }
+        if (!strcmp(role, "assistant")) role = "model";
+        ft__sb_str(b, "<start_of_turn>"); ft__sb_str(b, role); ft__sb_str(b, "\n");
+        if (sys_from >= 0 && strcmp(role, "model") != 0) {
+            for (k = sys_from; k < sys_to; k++) if (!strcmp(msgs[k].role, "system")) ft__sb_trim(b, msgs[k].content);
+            ft__sb_str(b, "\n\n");
+            sys_from = sys_to = -1;
+        }
+        ft__sb_trim(b, msgs[i].content); ft__sb_str(b, "<end_of_turn>\n");
+    }
+    if (add_generation_prompt) ft__sb_str(b, "<start_of_turn>model\n");
+}
+
 FT_API int64_t ft_chat_apply(const char *template_src, const ft_chat_msg *msgs, int n, int add_generation_prompt, char *buf, int64_t cap) {
     const char *tm = template_src ? template_src : "chatml", *other;
     ft__sbuf b;
@@ -7766,6 +8114,14 @@ FT_API int64_t ft_chat_apply(const char *template_src, const ft_chat_msg *msgs, 
             ft__sb_trim(&b, msgs[i].content); ft__sb_str(&b, "<|eot_id|>");
         }
         if (add_generation_prompt) ft__sb_str(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    } else if (kind == FT__CHAT_GEMMA) {
+        ft__chat_gemma(&b, msgs, n, add_generation_prompt);
+    } else if (kind == FT__CHAT_PHI3) {
+        for (i = 0; i < n; i++) {
+            ft__sb_str(&b, "<|"); ft__sb_str(&b, msgs[i].role); ft__sb_str(&b, "|>\n");
+            ft__sb_str(&b, msgs[i].content); ft__sb_str(&b, "<|end|>\n");
+        }
+        if (add_generation_prompt) ft__sb_str(&b, "<|assistant|>\n");
     } else if (kind == FT__CHAT_ZEPHYR) {
         for (i = 0; i < n; i++) {
             ft__sb_str(&b, "<|"); ft__sb_str(&b, msgs[i].role); ft__sb_str(&b, "|>\n");
@@ -7795,14 +8151,23 @@ FT_API int64_t ft_chat_apply(const char *template_src, const ft_chat_msg *msgs, 
 }
 
 /* ============================================================================================
-   [model] the llama family (llama, mistral, qwen2) built from GGUF metadata
+   [model] decoder-only transformers built from GGUF metadata: llama (llama 2/3, mistral, and
+   mixtral's experts), qwen2, qwen3, gemma3, phi3, qwen3moe, olmoe - one forward, and a table
+   with a row of differences per architecture
    Weights stay in the file's own types, mapped read-only; the forward is made of the autograd
    ops, so the same code computes training losses, reference log-probs and generation.
-   Per layer:  h += Wo attn(rope(Wq n), rope(Wk n), Wv n)   with n = rmsnorm(h) * attn_norm
-               h += Wdown (silu(Wgate n) * Wup n)           with n = rmsnorm(h) * ffn_norm
+   Per layer:  h += post(Wo attn(rope(qn(Wq n)), rope(kn(Wk n)), Wv n))   n = rmsnorm(h) attn_norm
+               h += post(Wdown (act(Wgate n) * Wup n))                    n = rmsnorm(h) ffn_norm
+   where the row decides: qn, kn the q/k RMSNorm (per head: qwen3, gemma3; whole: olmoe), post an
+   RMSNorm of each sublayer's output (gemma3), act silu or tanh-GELU (gemma3); the embeddings
+   times sqrt(n_embd) (gemma3); fused qkv / gate-up tensors bound as row views (phi3). RoPE:
+   its scaling (llama3 frequency factors, linear, YaRN) from the metadata; sliding-window layers
+   (gemma3: 5 of every 6, window attention.sliding_window, their own RoPE base). A layer with a
+   router (ffn_gate_inp) is a mixture of experts: the FFN becomes the top-k experts' SwiGLU
+   outputs weighted by the router's softmax (see ft__model_moe).
    GGUF stores a weight with ne = [in, out]: row-major (out, in), PyTorch's layout; the
    converter permuted the Q/K rows so that RoPE rotates adjacent pairs (FT_ROPE_NORM) for llama
-   and mistral; qwen2 keeps HF's order and rotates halves (FT_ROPE_NEOX).
+   and mistral; the others keep HF's order and rotate halves (FT_ROPE_NEOX).
    ============================================================================================ */
 
 struct ft_model {
@@ -7823,6 +8188,13 @@ struct ft_model {
     ft_tokenizer   *tok;                                /* from the tokenizer.ggml.* keys      */
     char           *chat_template;                      /* tokenizer.chat_template, or NULL    */
     int             file_finite;                        /* ft_gguf_check_finite passed (once)  */
+    unsigned char  *swa;                                /* (n_layer) 1: a sliding-window layer */
+    ft_tensor      *rope_freqs;                         /* llama3's frequency factors, or NULL */
+    ft_tensor      *experts;                            /* the experts' 2-D views (l, e, 3)    */
+    ft_tensor     **expert_ptrs;                        /* the layers' gate/up/down arrays      */
+    ft_nf4         *expert_nf4;                         /* their NF4 states (quantize at load)  */
+    int32_t        *moe_sel; int64_t moe_n, moe_cap;    /* last forward: (n_layer, moe_n, k)    */
+    ft_tensor     **moe_logits;                         /* ... its router logits per layer     */
 };
 
 /* the tokenizer from tokenizer.ggml.* (as llama.cpp reads them): *out NULL and FT_OK when the
@@ -7965,29 +8337,37 @@ static size_t ft__up64(size_t x) { return (x + 63) & ~(size_t)63; }
 static size_t ft__nf4_bytes(int64_t n) {      /* packed, codes, scales: each 64-byte aligned  */
     return ft__up64((size_t)(n + 1) / 2) + ft__up64((size_t)ft_nf4_blocks(n)) + ft__up64((size_t)ft_nf4_blocks2(n) * 4);
 }
-/* the i-th weight to quantize: 7 per layer, then the untied head when `head` (NULL past the end) */
+/* the i-th weight to quantize, i < ft__quant_count: 7 per layer, the untied head when `head`,
+   then every expert's gate, up, down; NULL where there is none (a layer with experts has no
+   dense FFN) */
+static int64_t ft__quant_count(const ft_model *m) { return 7 * m->c.n_layer + 1 + 3 * m->c.n_layer * m->c.n_expert; }
 static ft_tensor *ft__quant_target(ft_model *m, int64_t i, int head) {
     if (i < 7 * m->c.n_layer) return *ft__layer_linear(&m->layers[i / 7], (int)(i % 7));
-    return i == 7 * m->c.n_layer && head && !m->c.tied_embeddings ? m->output : NULL;
+    if (i == 7 * m->c.n_layer) return head && !m->c.tied_embeddings ? m->output : NULL;
+    return m->expert_ptrs ? m->expert_ptrs[i - 7 * m->c.n_layer - 1] : NULL;
+}
+/* the NF4 state slot of a model weight (experts have their own array) */
+static ft_nf4 *ft__nf4_slot(ft_model *m, const ft_tensor *W) {
+    return W >= m->w && W < m->w + m->n_w ? &m->nf4[W - m->w] : &m->expert_nf4[W - m->experts];
 }
 /* every linear weight (and the untied head when `head`) that is not NF4 yet -> NF4, all in one
    owned block: each decoded to f32 whole (one scratch buffer, the size of the largest), then
    quantized */
 static ft_result ft__model_quantize_nf4(ft_model *m, int head) {
     int64_t i, maxn = 0; size_t total = 0, off = 0; float *tmp; ft_result r = FT_OK; ft_tensor *W;
-    for (i = 0; (W = ft__quant_target(m, i, head)) != NULL; i++)
-        if (W->type != FT_TYPE_NF4) { total += ft__nf4_bytes(ft_numel(W)); maxn = FT__MAX(maxn, ft_numel(W)); }
+    for (i = 0; i < ft__quant_count(m); i++)
+        if ((W = ft__quant_target(m, i, head)) != NULL && W->type != FT_TYPE_NF4) { total += ft__nf4_bytes(ft_numel(W)); maxn = FT__MAX(maxn, ft_numel(W)); }
     if (!total) return FT_OK;
     m->nf4_data = FT__CAST(unsigned char *, ft__aligned_alloc(total));
     tmp = FT__CAST(float *, ft__aligned_alloc((size_t)maxn * sizeof(float)));
     if (!m->nf4_data || !tmp) { ft__aligned_free(tmp); return ft_set_error(FT_ERR_NOMEM, "nf4: out of memory (%zu MiB)", total >> 20); }
     ft_nf4_dynamic_map(m->nf4_code);
-    for (i = 0; (W = ft__quant_target(m, i, head)) != NULL && r == FT_OK; i++) {
-        ft_nf4 *st = &m->nf4[W - m->w];
-        int64_t n = ft_numel(W), o;
-        uint8_t *p = m->nf4_data + off, *qa = p + ft__up64((size_t)(n + 1) / 2);
-        float *a2 = FT__CAST(float *, FT__CAST(void *, qa + ft__up64((size_t)ft_nf4_blocks(n))));
-        if (W->type == FT_TYPE_NF4) continue;
+    for (i = 0; i < ft__quant_count(m) && r == FT_OK; i++) {
+        ft_nf4 *st; int64_t n, o; uint8_t *p, *qa; float *a2;
+        if (!(W = ft__quant_target(m, i, head)) || W->type == FT_TYPE_NF4) continue;
+        st = ft__nf4_slot(m, W); n = ft_numel(W);
+        p = m->nf4_data + off; qa = p + ft__up64((size_t)(n + 1) / 2);
+        a2 = FT__CAST(float *, FT__CAST(void *, qa + ft__up64((size_t)ft_nf4_blocks(n))));
         for (o = 0; o < W->shape[0]; o++) ft__weight_row(W, o, 0, W->shape[1], tmp + o * W->shape[1]);
         if ((r = ft_quantize_nf4(tmp, n, p, qa, a2, &st->offset)) != FT_OK) { r = ft_set_error(r, "%s: %s", W->name, ft_last_error()); break; }
         st->qabsmax = qa; st->absmax2 = a2; st->code = m->nf4_code;
@@ -7999,15 +8379,16 @@ static ft_result ft__model_quantize_nf4(ft_model *m, int head) {
 }
 
 FT_API int64_t ft_model_linear_bytes(const ft_model *m, int64_t *n_weights) {
-    int64_t l, bytes = 0, nw = 0; int k;
-    for (l = 0; l < m->c.n_layer; l++)
-        for (k = 0; k < 7; k++) {
-            const ft_tensor *W = *ft__layer_linear(&m->layers[l], k);
-            int64_t n = ft_numel(W);
-            nw += n;
-            if (W->type == FT_TYPE_NF4) bytes += (n + 1) / 2 + ft_nf4_blocks(n) + 4 * ft_nf4_blocks2(n) + 4;
-            else bytes += (int64_t)ft_type_row_bytes(W->type, W->shape[1]) * W->shape[0];
-        }
+    int64_t i, bytes = 0, nw = 0;
+    for (i = 0; i < ft__quant_count(m); i++) {      /* the blocks' linear weights and experts */
+        const ft_tensor *W = ft__quant_target(FT__CAST(ft_model *, m), i, 0);
+        int64_t n;
+        if (!W) continue;
+        n = ft_numel(W);
+        nw += n;
+        if (W->type == FT_TYPE_NF4) bytes += (n + 1) / 2 + ft_nf4_blocks(n) + 4 * ft_nf4_blocks2(n) + 4;
+        else bytes += (int64_t)ft_type_row_bytes(W->type, W->shape[1]) * W->shape[0];
+    }
     if (n_weights) *n_weights = nw;
     return bytes;
 }
@@ -8094,17 +8475,87 @@ static ft_result ft__model_bind(ft_model *m, ft_tensor **dst, const char *name, 
     return FT_OK;
 }
 
+/* ---- the architectures: each a row of differences from llama -----------------------------------
+   Everything else (the metadata keys, the tensor names, the forward) is shared. */
+typedef struct ft__arch_row {
+    const char *name; ft_arch arch; int rope_type;
+    unsigned char qkv_bias, qk_norm, post_norms, gelu, embd_scale, fused, swa_pattern, moe_norm;
+    float router_aux;               /* the load-balancing loss weight of its Hugging Face config */
+} ft__arch_row;
+static const ft__arch_row ft__archs[] = {
+    /* name       arch              RoPE          qkv bias  q/k norm  post norms  GeGLU  embd x sqrt(C)  fused  SWA pattern  MoE renorm  aux loss */
+    {"llama",    FT_ARCH_LLAMA,    FT_ROPE_NORM, 0,        0,        0,          0,     0,               0,     0,           1, 0.001f},
+    {"mistral",  FT_ARCH_MISTRAL,  FT_ROPE_NORM, 0,        0,        0,          0,     0,               0,     0,           1, 0.001f},
+    {"qwen2",    FT_ARCH_QWEN2,    FT_ROPE_NEOX, 1,        0,        0,          0,     0,               0,     0,           0, 0.001f},
+    {"qwen3",    FT_ARCH_QWEN3,    FT_ROPE_NEOX, 0,        1,        0,          0,     0,               0,     0,           0, 0.001f},
+    {"gemma3",   FT_ARCH_GEMMA3,   FT_ROPE_NEOX, 0,        1,        1,          1,     1,               0,     6,           0, 0.001f},
+    {"phi3",     FT_ARCH_PHI3,     FT_ROPE_NEOX, 0,        0,        0,          0,     0,               1,     0,           0, 0.001f},
+    {"qwen3moe", FT_ARCH_QWEN3MOE, FT_ROPE_NEOX, 0,        1,        0,          0,     0,               0,     0,           1, 0.001f},
+    {"olmoe",    FT_ARCH_OLMOE,    FT_ROPE_NEOX, 0,        2,        0,          0,     0,               0,     0,           0, 0.01f},
+};
+/* the SWA pattern: 5 of every 6 layers slide (l % 6 < 5) unless the file says otherwise, either
+   as a pattern n or as one flag per layer (attention.sliding_window_pattern, as llama.cpp) */
+static ft_result ft__model_swa(ft_model *m, const char *path, int pattern) {
+    ft_model_config *c = &m->c; const ft_gguf_kv *kv; char key[128]; int64_t l, v;
+    m->swa = FT__CAST(unsigned char *, FT_MALLOC((size_t)c->n_layer));
+    if (!m->swa) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+    memset(m->swa, 0, (size_t)c->n_layer);
+    if (ft__model_key_int(m, "attention.sliding_window", &c->swa_window, 0, 0) != FT_OK || !c->swa_window || !pattern) { c->swa_window = 0; return FT_OK; }
+    snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", c->arch_name);
+    kv = ft_gguf_find(m->g, key);
+    if (kv && kv->type == FT_GGUF_ARRAY) {
+        if ((int64_t)kv->n != c->n_layer) return ft_set_error(FT_ERR_FORMAT, "%s: %s has %llu flags for %lld layers", path, key, (unsigned long long)kv->n, (long long)c->n_layer);
+        for (l = 0; l < c->n_layer; l++) m->swa[l] = ft_gguf_kv_int(kv, (uint64_t)l) != 0;
+    } else {
+        if (ft_gguf_get_int(m->g, key, &v)) pattern = (int)FT__MIN(FT__MAX(v, 0), 1 << 20);
+        for (l = 0; l < c->n_layer; l++) m->swa[l] = pattern == 0 || l % pattern < pattern - 1;
+    }
+    for (l = 0; l < c->n_layer; l++) c->n_swa_layers += m->swa[l];
+    c->rope_base_swa = ft__model_key_float(m, "rope.freq_base_swa", 10000.0f);
+    return FT_OK;
+}
+/* RoPE's scaling from rope.scaling.* (linear, yarn; llama.cpp's defaults) or a rope_freqs tensor */
+static ft_result ft__model_rope(ft_model *m, const char *path) {
+    ft_model_config *c = &m->c; ft_gguf_str st; char key[128]; float factor; int64_t v;
+    memset(&c->rope, 0, sizeof c->rope);
+    c->rope.n_rot = (int)c->n_rot; c->rope.mode = c->rope_type; c->rope.base = c->rope_base;
+    snprintf(c->rope_scaling, sizeof c->rope_scaling, "none");
+    snprintf(key, sizeof key, "%s.rope.scaling.type", c->arch_name);
+    if (ft_gguf_get_str(m->g, key, &st) && !(st.n == 4 && memcmp(st.s, "none", 4) == 0)) {
+        int lin = st.n == 6 && memcmp(st.s, "linear", 6) == 0, yarn = st.n == 4 && memcmp(st.s, "yarn", 4) == 0;
+        if (!lin && !yarn) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: %s = '%.*s' is not supported (linear, yarn are)", path, key, (int)FT__MIN(st.n, 32), st.s);
+        factor = ft__model_key_float(m, "rope.scaling.factor", 0.0f);
+        if (!(factor >= 1.0f) || factor > 1e6f) return ft_set_error(FT_ERR_FORMAT, "%s: %s.rope.scaling.factor = %g (needs >= 1)", path, c->arch_name, factor);
+        c->rope.freq_scale = 1.0f / factor;
+        snprintf(c->rope_scaling, sizeof c->rope_scaling, "%s", lin ? "linear" : "yarn");
+        if (yarn) {
+            if (ft__model_key_int(m, "rope.scaling.original_context_length", &v, 0, c->n_ctx_train) != FT_OK || v < 1) return ft_set_error(FT_ERR_FORMAT, "%s: YaRN needs an original context length", path);
+            c->rope.n_ctx_orig = v;
+            c->rope.ext_factor = 1.0f;
+            c->rope.attn_factor = ft__model_key_float(m, "rope.scaling.attn_factor", 1.0f);
+        }
+    }
+    if (m->rope_freqs) {
+        int64_t i;
+        if (m->rope_freqs->shape[0] != c->n_rot / 2) return ft_set_error(FT_ERR_SHAPE, "%s: rope_freqs has %lld factors for %lld rotated dims", path, (long long)m->rope_freqs->shape[0], (long long)c->n_rot);
+        for (i = 0; i < c->n_rot / 2; i++)
+            if (!(FT__F(m->rope_freqs)[i] > 0.0f) || !(FT__F(m->rope_freqs)[i] < 1e30f)) return ft_set_error(FT_ERR_FORMAT, "%s: rope_freqs[%lld] = %g", path, (long long)i, FT__F(m->rope_freqs)[i]);
+        c->rope.freq_factors = FT__F(m->rope_freqs);
+        if (!strcmp(c->rope_scaling, "none")) snprintf(c->rope_scaling, sizeof c->rope_scaling, "llama3");
+    }
+    return FT_OK;
+}
 /* the architecture and its sizes from the metadata (<arch>.* keys), checked for consistency */
 static ft_result ft__model_config(ft_model *m, const char *path) {
-    ft_model_config *c = &m->c; ft_gguf_str arch = {NULL, 0}, st; const ft_gguf_tensor *te; int64_t v; char key[128];
+    ft_model_config *c = &m->c; ft_gguf_str arch = {NULL, 0}; const ft_gguf_tensor *te; const ft__arch_row *row = NULL; int64_t v; size_t i;
 #define FT__TRY(x) do { ft_result r_ = (x); if (r_ != FT_OK) return r_; } while (0)
     if (!ft_gguf_get_str(m->g, "general.architecture", &arch) || arch.n >= sizeof c->arch_name)
         return ft_set_error(FT_ERR_FORMAT, "%s: missing general.architecture", path);
     memcpy(c->arch_name, arch.s, (size_t)arch.n); c->arch_name[arch.n] = 0;
-    if (strcmp(c->arch_name, "llama") == 0)        { c->arch = FT_ARCH_LLAMA;   c->rope_type = FT_ROPE_NORM; }
-    else if (strcmp(c->arch_name, "mistral") == 0) { c->arch = FT_ARCH_MISTRAL; c->rope_type = FT_ROPE_NORM; }
-    else if (strcmp(c->arch_name, "qwen2") == 0)   { c->arch = FT_ARCH_QWEN2;   c->rope_type = FT_ROPE_NEOX; }
-    else return ft_set_error(FT_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (llama, mistral, qwen2 are)", path, c->arch_name);
+    for (i = 0; i < sizeof ft__archs / sizeof ft__archs[0]; i++) if (!strcmp(c->arch_name, ft__archs[i].name)) row = &ft__archs[i];
+    if (!row) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (llama, mistral, qwen2, qwen3, gemma3, phi3, qwen3moe, olmoe are)", path, c->arch_name);
+    c->arch = row->arch; c->rope_type = row->rope_type; c->qkv_bias = row->qkv_bias; c->qk_norm = row->qk_norm;
+    c->post_norms = row->post_norms; c->ffn_gelu = row->gelu; c->fused = row->fused; c->moe_norm = row->moe_norm;
     FT__TRY(ft__model_key_int(m, "embedding_length", &c->n_embd, 1, 0));
     FT__TRY(ft__model_key_int(m, "block_count", &c->n_layer, 1, 0));
     if (c->n_layer > ft_gguf_n_tensors(m->g))            /* checked before allocating per layer */
@@ -8117,14 +8568,22 @@ static ft_result ft__model_config(ft_model *m, const char *path) {
         return ft_set_error(FT_ERR_FORMAT, "%s: inconsistent sizes (embd %lld, heads %lld/%lld, layers %lld)", path,
                             (long long)c->n_embd, (long long)c->n_head, (long long)c->n_head_kv, (long long)c->n_layer);
     FT__TRY(ft__model_key_int(m, "attention.key_length", &c->head_dim, 0, c->n_embd / c->n_head));
+    FT__TRY(ft__model_key_int(m, "attention.value_length", &v, 0, c->head_dim));
     FT__TRY(ft__model_key_int(m, "rope.dimension_count", &c->n_rot, 0, c->head_dim));
-    if (c->head_dim < 2 || c->n_rot > c->head_dim || c->n_rot % 2)
-        return ft_set_error(FT_ERR_FORMAT, "%s: head dim %lld, rope dims %lld do not fit", path, (long long)c->head_dim, (long long)c->n_rot);
+    if (c->head_dim < 2 || c->n_rot > c->head_dim || c->n_rot % 2 || v != c->head_dim)
+        return ft_set_error(FT_ERR_FORMAT, "%s: head dim %lld (values %lld), rope dims %lld do not fit", path, (long long)c->head_dim, (long long)v, (long long)c->n_rot);
     c->rope_base = ft__model_key_float(m, "rope.freq_base", 10000.0f);
     c->rms_eps = ft__model_key_float(m, "attention.layer_norm_rms_epsilon", 1e-5f);
-    snprintf(key, sizeof key, "%s.rope.scaling.type", c->arch_name);
-    if ((ft_gguf_get_str(m->g, key, &st) && !(st.n == 4 && memcmp(st.s, "none", 4) == 0)) || ft_gguf_find_tensor(m->g, "rope_freqs.weight"))
-        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: RoPE scaling (%s) is not supported yet", path, ft_gguf_find_tensor(m->g, "rope_freqs.weight") ? "rope_freqs" : "rope.scaling.type");
+    c->embd_scale = row->embd_scale ? sqrtf((float)c->n_embd) : 1.0f;
+    /* gemma_pytorch's query_pre_attn_scalar: n_embd / n_head for the 27B (62 layers), as llama.cpp */
+    c->attn_scale = 1.0f / sqrtf((float)(c->arch == FT_ARCH_GEMMA3 && c->n_layer == 62 ? c->n_embd / c->n_head : c->head_dim));
+    c->logit_softcap = ft__model_key_float(m, "final_logit_softcapping", 0.0f);
+    FT__TRY(ft__model_swa(m, path, row->swa_pattern));
+    FT__TRY(ft__model_key_int(m, "expert_count", &c->n_expert, 0, 0));
+    FT__TRY(ft__model_key_int(m, "expert_used_count", &c->n_expert_used, 0, 0));
+    FT__TRY(ft__model_key_int(m, "expert_feed_forward_length", &c->n_ff_exp, 0, c->n_ff));
+    if (c->n_expert && (c->n_expert_used < 1 || c->n_expert_used > c->n_expert || c->n_expert > 4096 || c->fused))
+        return ft_set_error(FT_ERR_FORMAT, "%s: %lld experts, %lld used per token", path, (long long)c->n_expert, (long long)c->n_expert_used);
     te = ft_gguf_find_tensor(m->g, "token_embd.weight");
     if (!te || te->n_dims != 2) return ft_set_error(FT_ERR_FORMAT, "%s: missing tensor 'token_embd.weight'", path);
     c->n_vocab = te->ne[1];
@@ -8132,21 +8591,95 @@ static ft_result ft__model_config(ft_model *m, const char *path) {
         return ft_set_error(FT_ERR_FORMAT, "%s: vocab_size %lld but token_embd has %lld rows", path, (long long)v, (long long)c->n_vocab);
     return FT_OK;
 }
-/* every weight bound to its slot with its shape checked (qwen2: the q/k/v biases too) */
+/* a fused weight (phi3's attn_qkv [C, Dq + 2 Dkv], ffn_up [C, 2F]) as n weights over its row
+   ranges, named <base>.<part>: views of the file's rows (each row whole blocks), no copy */
+static ft_result ft__model_bind_split(ft_model *m, const char *name, int64_t ne0, int n, const int64_t *rows,
+                                      const char *const *parts, ft_tensor ***dst) {
+    const ft_gguf_tensor *gt = ft_gguf_find_tensor(m->g, name);
+    int64_t total = 0, r0 = 0; int i; size_t row_bytes;
+    for (i = 0; i < n; i++) total += rows[i];
+    if (!gt) return ft_set_error(FT_ERR_FORMAT, "%s: missing tensor '%s'", ft_gguf_path(m->g), name);
+    if (ft__gguf_is_nf4(m->g, gt)) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: '%s' is fused and NF4; load the original file with --quantize nf4", ft_gguf_path(m->g), name);
+    if (gt->n_dims != 2 || gt->ne[0] != ne0 || gt->ne[1] != total)
+        return ft_set_error(FT_ERR_SHAPE, "%s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]", ft_gguf_path(m->g), name,
+                            (long long)gt->ne[0], (long long)(gt->n_dims > 1 ? gt->ne[1] : 0), (long long)ne0, (long long)total);
+    if (!ft__type(gt->type)->to_f32)
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor '%s' has type %s, which this build cannot compute with", ft_gguf_path(m->g), name, ft_type_name(gt->type));
+    row_bytes = ft_type_row_bytes(gt->type, ne0);
+    for (i = 0; i < n; i++) {
+        ft_tensor *t = &m->w[m->n_w++];
+        int k = snprintf(m->names + m->names_len, 96, "%.*s.%s", (int)FT__MIN(gt->name.n, 64), gt->name.s, parts[i]);
+        memset(t, 0, sizeof *t);
+        t->type = gt->type;
+        t->name = m->names + m->names_len;
+        m->names_len += (size_t)k + 1;
+        t->data = FT__CAST(void *, FT__CAST(const unsigned char *, gt->data) + (size_t)r0 * row_bytes);
+        t->ndim = 2; t->shape[0] = rows[i]; t->shape[1] = ne0; t->shape[2] = t->shape[3] = 1;
+        *dst[i] = t;
+        r0 += rows[i];
+    }
+    return FT_OK;
+}
+/* a layer's experts: the 3-D tensors ffn_{gate,up,down}_exps [ne0, ne1, E] as E 2-D views
+   (ne1, ne0) each, named <tensor>.<e>; and the router ffn_gate_inp [C, E] */
+static ft_result ft__model_experts(ft_model *m, int64_t l) {
+    static const char *const nm[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
+    ft_model_config *c = &m->c; ft_layer *L = &m->layers[l]; int64_t E = c->n_expert, C = c->n_embd, F = c->n_ff_exp, e;
+    char name[96]; int k; ft_result r;
+    snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.weight", (int)l);
+    if ((r = ft__model_bind(m, &L->router, name, C, E, 0)) != FT_OK || !L->router) return r;
+    L->gate_exps = m->expert_ptrs + l * 3 * E; L->up_exps = L->gate_exps + E; L->down_exps = L->up_exps + E;
+    for (k = 0; k < 3; k++) {
+        int64_t ne0 = k == 2 ? F : C, ne1 = k == 2 ? C : F; size_t bytes;
+        const ft_gguf_tensor *gt;
+        snprintf(name, sizeof name, "blk.%d.%s.weight", (int)l, nm[k]);
+        if (!(gt = ft_gguf_find_tensor(m->g, name))) return ft_set_error(FT_ERR_FORMAT, "%s: missing tensor '%s'", ft_gguf_path(m->g), name);
+        if (gt->n_dims != 3 || gt->ne[0] != ne0 || gt->ne[1] != ne1 || gt->ne[2] != E)
+            return ft_set_error(FT_ERR_SHAPE, "%s: tensor '%s' has %d dims [%lld, %lld, %lld], expected [%lld, %lld, %lld]", ft_gguf_path(m->g), name, (int)gt->n_dims,
+                                (long long)gt->ne[0], (long long)(gt->n_dims > 1 ? gt->ne[1] : 0), (long long)(gt->n_dims > 2 ? gt->ne[2] : 0), (long long)ne0, (long long)ne1, (long long)E);
+        if (ft__gguf_is_nf4(m->g, gt) || !ft__type(gt->type)->to_f32)
+            return ft_set_error(FT_ERR_UNSUPPORTED, "%s: expert tensor '%s' has type %s, which this build cannot compute with", ft_gguf_path(m->g), name, ft_type_name(gt->type));
+        bytes = ft_type_row_bytes(gt->type, ne0) * (size_t)ne1;
+        for (e = 0; e < E; e++) {
+            ft_tensor *t = &m->experts[(l * 3 + k) * E + e];
+            memset(t, 0, sizeof *t);
+            t->type = gt->type;
+            t->data = FT__CAST(void *, FT__CAST(const unsigned char *, gt->data) + (size_t)e * bytes);
+            t->ndim = 2; t->shape[0] = ne1; t->shape[1] = ne0; t->shape[2] = t->shape[3] = 1;
+            t->name = m->names + m->names_len;
+            m->names_len += (size_t)snprintf(m->names + m->names_len, 96, "%s.%d", name, (int)e) + 1;
+            m->expert_ptrs[(l * 3 + k) * E + e] = t;
+        }
+    }
+    return FT_OK;
+}
+/* every weight bound to its slot with its shape checked (the architecture's extras too) */
 static ft_result ft__model_weights(ft_model *m, const char *path) {
     ft_model_config *c = &m->c; int64_t v, i; char name[96];
-    int64_t C = c->n_embd, Dq = c->n_head * c->head_dim, Dkv = c->n_head_kv * c->head_dim, F = c->n_ff;
-    int bias = c->arch == FT_ARCH_QWEN2;
-    m->w = FT__CAST(ft_tensor *, FT_MALLOC((size_t)(c->n_layer * 12 + 3) * sizeof(ft_tensor)));
+    int64_t C = c->n_embd, Dq = c->n_head * c->head_dim, Dkv = c->n_head_kv * c->head_dim, F = c->n_ff, D = c->head_dim;
+    int bias = c->qkv_bias, qkn = c->qk_norm != 0, post = c->post_norms, dense;
+    int64_t Dqn = c->qk_norm == 2 ? Dq : D, Dkn = c->qk_norm == 2 ? Dkv : D;     /* q/k norm widths */
+    m->w = FT__CAST(ft_tensor *, FT_MALLOC((size_t)(c->n_layer * 16 + 4) * sizeof(ft_tensor)));
     m->layers = FT__CAST(ft_layer *, FT_MALLOC((size_t)c->n_layer * sizeof(ft_layer)));
-    m->nf4 = FT__CAST(ft_nf4 *, FT_MALLOC((size_t)(c->n_layer * 12 + 3) * sizeof(ft_nf4)));
+    m->nf4 = FT__CAST(ft_nf4 *, FT_MALLOC((size_t)(c->n_layer * 16 + 4) * sizeof(ft_nf4)));
     for (v = 0, i = 0; i < ft_gguf_n_tensors(m->g); i++) v += (int64_t)ft_gguf_tensor_at(m->g, i)->name.n + 1;
+    v += (c->fused ? c->n_layer * 5 * 96 : 0) + c->n_layer * 3 * c->n_expert * 96;     /* the views' names */
     m->names = FT__CAST(char *, FT_MALLOC((size_t)v + 1));
+    if (c->n_expert) {
+        m->experts = FT__CAST(ft_tensor *, FT_MALLOC((size_t)(c->n_layer * 3 * c->n_expert) * sizeof(ft_tensor)));
+        m->expert_ptrs = FT__CAST(ft_tensor **, FT_MALLOC((size_t)(c->n_layer * 3 * c->n_expert) * sizeof(ft_tensor *)));
+        m->moe_logits = FT__CAST(ft_tensor **, FT_MALLOC((size_t)c->n_layer * sizeof(ft_tensor *)));
+        m->expert_nf4 = FT__CAST(ft_nf4 *, FT_MALLOC((size_t)(c->n_layer * 3 * c->n_expert) * sizeof(ft_nf4)));
+        if (!m->experts || !m->expert_ptrs || !m->moe_logits || !m->expert_nf4) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+        memset(m->expert_ptrs, 0, (size_t)(c->n_layer * 3 * c->n_expert) * sizeof(ft_tensor *));
+    }
     if (!m->w || !m->layers || !m->names || !m->nf4) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
     memset(m->layers, 0, (size_t)c->n_layer * sizeof(ft_layer));
+    memset(m->nf4, 0, (size_t)(c->n_layer * 16 + 4) * sizeof(ft_nf4));
     FT__TRY(ft__model_bind(m, &m->tok_embd, "token_embd.weight", C, c->n_vocab, 1));
     FT__TRY(ft__model_bind(m, &m->output_norm, "output_norm.weight", C, 0, 1));
     FT__TRY(ft__model_bind(m, &m->output, "output.weight", C, c->n_vocab, 0));
+    FT__TRY(ft__model_bind(m, &m->rope_freqs, "rope_freqs.weight", c->n_rot / 2, 0, 0));
     c->tied_embeddings = m->output == NULL;
     if (!m->output) m->output = m->tok_embd;
     for (i = 0; i < c->n_layer; i++) {
@@ -8154,17 +8687,34 @@ static ft_result ft__model_weights(ft_model *m, const char *path) {
 #define FT__BIND(field, nm, ne0, ne1, req) do { snprintf(name, sizeof name, "blk.%d." nm, (int)i); \
                                               FT__TRY(ft__model_bind(m, &L->field, name, ne0, ne1, req)); } while (0)
         FT__BIND(attn_norm, "attn_norm.weight", C, 0, 1);
-        FT__BIND(wq, "attn_q.weight", C, Dq, 1);
-        FT__BIND(wk, "attn_k.weight", C, Dkv, 1);
-        FT__BIND(wv, "attn_v.weight", C, Dkv, 1);
+        if (c->n_expert) FT__TRY(ft__model_experts(m, i));
+        dense = !L->router;
+        if (c->fused) {
+            static const char *const qkv[3] = {"q", "k", "v"}, *const gu[2] = {"gate", "up"};
+            int64_t rq[3], rg[2]; ft_tensor **dq[3], **dg[2];
+            rq[0] = Dq; rq[1] = rq[2] = Dkv; rg[0] = rg[1] = F;
+            dq[0] = &L->wq; dq[1] = &L->wk; dq[2] = &L->wv; dg[0] = &L->w_gate; dg[1] = &L->w_up;
+            snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", (int)i);
+            FT__TRY(ft__model_bind_split(m, name, C, 3, rq, qkv, dq));
+            snprintf(name, sizeof name, "blk.%d.ffn_up.weight", (int)i);
+            FT__TRY(ft__model_bind_split(m, name, C, 2, rg, gu, dg));
+        } else {
+            FT__BIND(wq, "attn_q.weight", C, Dq, 1);
+            FT__BIND(wk, "attn_k.weight", C, Dkv, 1);
+            FT__BIND(wv, "attn_v.weight", C, Dkv, 1);
+            FT__BIND(w_gate, "ffn_gate.weight", C, F, dense);
+            FT__BIND(w_up, "ffn_up.weight", C, F, dense);
+        }
         FT__BIND(wo, "attn_output.weight", Dq, C, 1);
         FT__BIND(bq, "attn_q.bias", Dq, 0, bias);
         FT__BIND(bk, "attn_k.bias", Dkv, 0, bias);
         FT__BIND(bv, "attn_v.bias", Dkv, 0, bias);
+        FT__BIND(q_norm, "attn_q_norm.weight", Dqn, 0, qkn);
+        FT__BIND(k_norm, "attn_k_norm.weight", Dkn, 0, qkn);
+        FT__BIND(post_attn_norm, "post_attention_norm.weight", C, 0, post);
         FT__BIND(ffn_norm, "ffn_norm.weight", C, 0, 1);
-        FT__BIND(w_gate, "ffn_gate.weight", C, F, 1);
-        FT__BIND(w_up, "ffn_up.weight", C, F, 1);
-        FT__BIND(w_down, "ffn_down.weight", F, C, 1);
+        FT__BIND(post_ffn_norm, "post_ffw_norm.weight", C, 0, post);
+        FT__BIND(w_down, "ffn_down.weight", F, C, dense);
 #undef FT__BIND
     }
 #undef FT__TRY
@@ -8198,9 +8748,14 @@ FT_API ft_result ft_model_load(ft_model **out, const char *path, const ft_model_
     r = ft__model_config(m, path);
     if (r == FT_OK) r = ft__model_weights(m, path);
     if (r == FT_OK) r = ft__model_widen(m, path);
+    if (r == FT_OK) r = ft__model_rope(m, path);
     for (i = 0; r == FT_OK && i < m->n_w; i++) m->c.n_params += ft_numel(&m->w[i]);
+    for (i = 0; r == FT_OK && m->experts && i < m->c.n_layer * 3 * m->c.n_expert; i++) m->c.n_params += m->expert_ptrs[i] ? ft_numel(m->expert_ptrs[i]) : 0;
     if (r == FT_OK && opts && opts->quantize == FT_TYPE_NF4) r = ft__model_quantize_nf4(m, opts->quantize_output);
     if (r == FT_OK && ft_gguf_get_str(m->g, "tokenizer.chat_template", &tmpl) && !(m->chat_template = ft__strndup(tmpl.s, (size_t)tmpl.n)))
+        r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+    if (r == FT_OK && !m->chat_template && (m->c.arch == FT_ARCH_GEMMA3 || m->c.arch == FT_ARCH_PHI3) &&
+        !(m->chat_template = ft__strndup(m->c.arch == FT_ARCH_GEMMA3 ? "gemma" : "phi3", 5)))   /* the family's turns */
         r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
     if (r == FT_OK) r = ft_tokenizer_from_gguf(&m->tok, m->g);
     if (r != FT_OK) { ft_model_free(m); return r; }
@@ -8212,7 +8767,8 @@ FT_API void ft_model_free(ft_model *m) {
     if (!m) return;
     if (m->peft) ft__peft_detach(m->peft);
     ft_gguf_close(m->g);
-    FT_FREE(m->w); FT_FREE(m->layers); FT_FREE(m->names); FT_FREE(m->nf4);
+    FT_FREE(m->w); FT_FREE(m->layers); FT_FREE(m->names); FT_FREE(m->nf4); FT_FREE(m->swa);
+    FT_FREE(m->experts); FT_FREE(m->expert_ptrs); FT_FREE(m->moe_sel); FT_FREE(m->moe_logits); FT_FREE(m->expert_nf4);
     ft_tokenizer_free(m->tok); FT_FREE(m->chat_template);
     ft__aligned_free(m->widened); ft__aligned_free(m->nf4_data);
     { int i; for (i = 0; i < m->n_baked; i++) { FT_FREE(m->baked[i]); ft__aligned_free(m->baked_data[i]); } for (i = 0; i < m->n_baked_params; i++) ft_params_free(m->baked_params[i]); }
@@ -8221,6 +8777,12 @@ FT_API void ft_model_free(ft_model *m) {
 FT_API const ft_model_config *ft_model_config_get(const ft_model *m) { return &m->c; }
 FT_API ft_gguf *ft_model_gguf(ft_model *m) { return m->g; }
 FT_API ft_layer *ft_model_layer(ft_model *m, int i) { return i >= 0 && i < m->c.n_layer ? &m->layers[i] : NULL; }
+FT_API int ft_model_layer_swa(const ft_model *m, int i) { return i >= 0 && i < m->c.n_layer && m->swa ? m->swa[i] : 0; }
+FT_API const int32_t *ft_model_moe_choices(const ft_model *m, int i, int64_t *n_tokens) {
+    if (i < 0 || i >= m->c.n_layer || !m->layers[i].router || !m->moe_sel) return NULL;
+    if (n_tokens) *n_tokens = m->moe_n;
+    return m->moe_sel + (int64_t)i * m->moe_n * m->c.n_expert_used;
+}
 FT_API ft_tensor *ft_model_tok_embd(ft_model *m) { return m->tok_embd; }
 FT_API ft_tensor *ft_model_output(ft_model *m) { return m->output; }
 FT_API const ft_tokenizer *ft_model_tokenizer(const ft_model *m) { return m->tok; }
@@ -8277,14 +8839,177 @@ typedef struct ft__layer_args {
     ft_kv_cache *kv;
     ft_attn_opts ao;
 } ft__layer_args;
+/* q or k of a layer: the projection, the per-head RMSNorm (qwen3, gemma3), RoPE */
+static ft_tensor *ft__model_qk(ft_ctx *ctx, ft_model *m, ft_tensor *n, ft_tensor *W, ft_tensor *bias, ft_tensor *norm,
+                               int64_t l, int site, int heads, const int32_t *p, const ft_rope_opts *ro) {
+    ft_tensor *x = ft__linear(ctx, m, n, W, bias, l, site);
+    if (norm && x) {                        /* over each head's D dims (or all): (rows * heads, D) */
+        int64_t s2[2], shape[4]; int d;
+        for (d = 0; d < x->ndim; d++) shape[d] = x->shape[d];
+        s2[0] = ft_numel(x) / norm->shape[0]; s2[1] = norm->shape[0];
+        x = ft_reshape(ctx, ft_rmsnorm(ctx, ft_reshape(ctx, x, 2, s2), norm, m->c.rms_eps), x->ndim, shape);
+    }
+    return ft_rope_ext(ctx, x, p, heads, ro);
+}
+/* the FFN's activation: SwiGLU, or GeGLU with tanh GELU (gemma3) */
+static ft_tensor *ft__model_glu(ft_ctx *ctx, const ft_model *m, ft_tensor *gate, ft_tensor *up) {
+    return m->c.ffn_gelu ? ft_mul(ctx, ft_gelu_tanh(ctx, gate), up) : ft_swiglu(ctx, gate, up);
+}
+/* each token's top k experts by router logit (descending; the lower id on a tie) into sel
+   (N, k), and its row in its expert's batch into row; cnt (E) tokens per expert */
+static void ft__moe_route(const float *logits, int64_t N, int64_t E, int64_t k, int32_t *sel, int32_t *row, int32_t *cnt) {
+    int64_t n, j, e;
+    memset(cnt, 0, (size_t)E * sizeof(int32_t));
+    for (n = 0; n < N; n++)
+        for (j = 0; j < k; j++) {
+            int32_t best = -1;
+            for (e = 0; e < E; e++) {
+                int64_t q; int taken = 0;
+                for (q = 0; q < j; q++) taken |= sel[n * k + q] == e;
+                if (!taken && (best < 0 || logits[n * E + e] > logits[n * E + best])) best = (int32_t)e;
+            }
+            sel[n * k + j] = best;
+            row[n * k + j] = cnt[best]++;
+        }
+}
+/* the routing weights (N, k): softmax over all E, taken at the chosen experts, or (moe_norm)
+   renormalised over the k - the same as a softmax over the k chosen logits */
+static ft_tensor *ft__moe_weights(ft_ctx *ctx, const ft_model *m, ft_tensor *logits, const int32_t *sel, int64_t N) {
+    int64_t E = m->c.n_expert, k = m->c.n_expert_used, i, s1[2], s2[2];
+    int32_t *idx = FT__CAST(int32_t *, ft__arena_alloc(ctx, (size_t)(N * k) * sizeof(int32_t)));
+    ft_tensor *src = m->c.moe_norm ? logits : ft_softmax(ctx, logits), *g;
+    if (!idx) return ft__fail(ctx, FT_ERR_NOMEM, "moe: arena out of memory");
+    for (i = 0; i < N * k; i++) idx[i] = (int32_t)(i / k * E + sel[i]);
+    s1[0] = N * E; s1[1] = 1; s2[0] = N; s2[1] = k;
+    g = ft_reshape(ctx, ft_embedding(ctx, ft_reshape(ctx, src, 2, s1), idx, N * k), 2, s2);
+    return m->c.moe_norm ? ft_softmax(ctx, g) : g;
+}
+/* keep the layer's choices and router logits for ft_model_moe_choices and the router losses */
+static int ft__moe_keep(ft_ctx *ctx, ft_model *m, int64_t l, int64_t N, const int32_t *sel, ft_tensor *logits) {
+    int64_t k = m->c.n_expert_used, need = m->c.n_layer * N * k;
+    if (m->moe_n != N || m->moe_cap < need) {
+        if (m->moe_cap < need) {
+            int32_t *p = FT__CAST(int32_t *, FT_REALLOC(m->moe_sel, (size_t)need * sizeof(int32_t)));
+            if (!p) { ft__fail(ctx, FT_ERR_NOMEM, "moe: out of memory"); return 0; }
+            m->moe_sel = p; m->moe_cap = need;
+        }
+        m->moe_n = N;
+        memset(m->moe_logits, 0, (size_t)m->c.n_layer * sizeof(ft_tensor *));
+    }
+    memcpy(m->moe_sel + l * N * k, sel, (size_t)(N * k) * sizeof(int32_t));
+    m->moe_logits[l] = logits;
+    return 1;
+}
+/* the mixture-of-experts FFN on h (B, T, C): the router picks each token's k experts, the tokens
+   are grouped by expert (each expert runs once, on its tokens: compute scales with k, not E),
+   and the k SwiGLU outputs are summed with the routing weights */
+static ft_tensor *ft__model_moe(ft_ctx *ctx, ft_model *m, int64_t l, ft_tensor *h) {
+    const ft_model_config *c = &m->c; ft_layer *L = &m->layers[l];
+    int64_t C = c->n_embd, E = c->n_expert, k = c->n_expert_used, N = ft_numel(h) / C, i, e, s2[2];
+    int32_t *sel, *row, *cnt, *off, *tok;
+    ft_tensor *x, *logits, *w, **ys;
+    s2[0] = N; s2[1] = C;
+    x = ft_reshape(ctx, h, 2, s2);
+    logits = ft_matmul(ctx, x, L->router, 0, 1);                             /* (N, E) */
+    sel = FT__CAST(int32_t *, ft__arena_alloc(ctx, (size_t)(4 * N * k + 2 * E + 1) * sizeof(int32_t)));
+    ys = FT__CAST(ft_tensor **, ft__arena_alloc(ctx, (size_t)E * sizeof(ft_tensor *)));
+    if (!logits || !sel || !ys) return ft__fail(ctx, FT_ERR_NOMEM, "moe: arena out of memory");
+    row = sel + N * k; tok = row + N * k; cnt = tok + N * k; off = cnt + E;
+    ft__moe_route(FT__F(logits), N, E, k, sel, row, cnt);
+    for (off[0] = 0, e = 0; e < E; e++) off[e + 1] = off[e] + cnt[e];
+    for (i = 0; i < N * k; i++) tok[off[sel[i]] + row[i]] = (int32_t)(i / k);
+    if (!ft__moe_keep(ctx, m, l, N, sel, logits) || !(w = ft__moe_weights(ctx, m, logits, sel, N))) return NULL;
+    for (e = 0; e < E; e++) {
+        ft_tensor *xe;
+        ys[e] = NULL;
+        if (!cnt[e]) continue;
+        xe = ft_embedding(ctx, x, tok + off[e], cnt[e]);                        /* (n_e, C) */
+        ys[e] = ft_matmul(ctx, ft__model_glu(ctx, m, ft_matmul(ctx, xe, L->gate_exps[e], 0, 1), ft_matmul(ctx, xe, L->up_exps[e], 0, 1)),
+                          L->down_exps[e], 0, 1);
+        FT__IN(ys[e]);
+    }
+    return ft_reshape(ctx, ft_moe_combine(ctx, ys, (int)E, sel, row, w), h->ndim, h->shape);
+}
+FT_API ft_tensor *ft_moe_aux_loss(ft_ctx *ctx, ft_tensor *const *logits, int n, int k) {
+    int64_t N, E, l, e; int32_t *sel, *row, *cnt; ft_tensor *f, *acc = NULL;
+    double total = 0;
+    if (n < 1 || !logits[0] || logits[0]->ndim != 2) return ft__fail(ctx, FT_ERR_SHAPE, "moe aux loss: no (N, E) logits");
+    N = logits[0]->shape[0]; E = logits[0]->shape[1];
+    if (k < 1 || k > E) return ft__fail(ctx, FT_ERR_INVALID, "moe aux loss: top-%d of %lld experts", k, (long long)E);
+    f = ft_tensor_2d(ctx, 1, E);
+    sel = FT__CAST(int32_t *, ft__arena_alloc(ctx, (size_t)(2 * N * k + 2 * E) * sizeof(int32_t)));
+    if (!f || !sel) return ft__fail(ctx, FT_ERR_NOMEM, "moe aux loss: arena out of memory");
+    row = sel + N * k; cnt = row + N * k;
+    memset(f->data, 0, (size_t)E * sizeof(float));
+    for (l = 0; l < n; l++) {               /* f: the choices per expert, all layers together */
+        FT__IN(logits[l]);
+        if (logits[l]->ndim != 2 || logits[l]->shape[0] != N || logits[l]->shape[1] != E) return ft__fail(ctx, FT_ERR_SHAPE, "moe aux loss: layer %lld's logits are not (%lld, %lld)", (long long)l, (long long)N, (long long)E);
+        ft__moe_route(FT__F(logits[l]), N, E, k, sel, row, cnt);
+        for (e = 0; e < E; e++) FT__F(f)[e] += (float)cnt[e];
+    }
+    total = (double)n * (double)N;
+    for (e = 0; e < E; e++) FT__F(f)[e] = (float)(FT__F(f)[e] / total);
+    for (l = 0; l < n; l++) {               /* E / (n N) sum_l sum_{t,e} p[t, e] f[e] */
+        ft_tensor *s = ft_sum(ctx, ft_mul(ctx, ft_softmax(ctx, logits[l]), f));
+        acc = acc ? ft_add(ctx, acc, s) : s;
+    }
+    return ft_scale(ctx, acc, (float)((double)E / total));
+}
+FT_API ft_tensor *ft_moe_z_loss(ft_ctx *ctx, ft_tensor *const *logits, int n) {
+    ft_tensor *acc = NULL; int l; int64_t N = 0;
+    for (l = 0; l < n; l++) {               /* logsumexp = x0 - log_softmax(x)0, stable */
+        ft_tensor *lse, *x = logits[l];
+        FT__IN(x);
+        if (x->ndim != 2) return ft__fail(ctx, FT_ERR_SHAPE, "moe z loss: logits must be (N, E)");
+        lse = ft_slice(ctx, ft_sub(ctx, x, ft_log_softmax(ctx, x)), 1, 0, 1);
+        lse = ft_sum(ctx, ft_mul(ctx, lse, lse));
+        acc = acc ? ft_add(ctx, acc, lse) : lse;
+        N += x->shape[0];
+    }
+    if (!acc) return ft__fail(ctx, FT_ERR_SHAPE, "moe z loss: no logits");
+    return ft_scale(ctx, acc, 1.0f / (float)N);
+}
+FT_API ft_tensor *ft_model_router_loss(ft_ctx *ctx, ft_model *m, float aux_coef, float z_coef, float *aux, float *z, float *load) {
+    ft_tensor **lg, *loss = NULL, *t; int n = 0; int64_t l, e, i, k = m->c.n_expert_used, E = m->c.n_expert;
+    if (!m->c.n_expert || !m->moe_logits) return NULL;
+    lg = FT__CAST(ft_tensor **, ft__arena_alloc(ctx, (size_t)m->c.n_layer * sizeof(ft_tensor *)));
+    if (!lg) return ft__fail(ctx, FT_ERR_NOMEM, "router loss: arena out of memory");
+    for (l = 0; l < m->c.n_layer; l++) {
+        if (!m->layers[l].router || !m->moe_logits[l]) continue;
+        if (ft__wants(m->moe_logits[l])) lg[n++] = m->moe_logits[l];
+        if (load) {                         /* the layer's share of the choices per expert */
+            const int32_t *s = m->moe_sel + l * m->moe_n * k;
+            for (e = 0; e < E; e++) load[l * E + e] = 0.0f;
+            for (i = 0; i < m->moe_n * k; i++) load[l * E + s[i]] += 1.0f / (float)(m->moe_n * k);
+        }
+    }
+    if (!n) return NULL;
+    if (aux_coef != 0.0f || aux) {
+        t = ft_moe_aux_loss(ctx, lg, n, (int)k); FT__IN(t);
+        if (aux) *aux = FT__F(t)[0];
+        if (aux_coef != 0.0f) loss = ft_scale(ctx, t, aux_coef);
+    }
+    if (z_coef != 0.0f || z) {
+        t = ft_moe_z_loss(ctx, lg, n); FT__IN(t);
+        if (z) *z = FT__F(t)[0];
+        if (z_coef != 0.0f) loss = loss ? ft_add(ctx, loss, ft_scale(ctx, t, z_coef)) : ft_scale(ctx, t, z_coef);
+    }
+    return loss;
+}
 static ft_tensor *ft__model_layer(ft_ctx *ctx, void *user, ft_tensor *h) {
     const ft__layer_args *A = FT__CAST(const ft__layer_args *, user);
     ft_model *m = A->m; const ft_model_config *c = &m->c; ft_layer *L = &m->layers[A->l];
     ft_kv_cache *kv = A->kv; const int32_t *p = A->p; const int64_t *qoff = A->qoff;
     int64_t l = A->l, B = A->B, T = A->T, row0 = A->row0, Dkv = c->n_head_kv * c->head_dim, b, skv[3];
     ft_tensor *n = ft_rmsnorm(ctx, h, L->attn_norm, c->rms_eps), *q, *k, *v, *a;
-    q = ft_rope(ctx, ft__linear(ctx, m, n, L->wq, L->bq, l, FT_SITE_Q), p, (int)c->n_head, (int)c->n_rot, c->rope_base, c->rope_type);
-    k = ft_rope(ctx, ft__linear(ctx, m, n, L->wk, L->bk, l, FT_SITE_K), p, (int)c->n_head_kv, (int)c->n_rot, c->rope_base, c->rope_type);
+    ft_rope_opts ro = c->rope;
+    ft_attn_opts ao = A->ao;
+    if (m->swa[l]) {                        /* a sliding-window layer: its own base, no scaling */
+        ro.base = c->rope_base_swa; ro.freq_scale = 1.0f; ro.freq_factors = NULL;
+        ao.window = c->swa_window;
+    }
+    q = ft__model_qk(ctx, m, n, L->wq, L->bq, L->q_norm, l, FT_SITE_Q, (int)c->n_head, p, &ro);
+    k = ft__model_qk(ctx, m, n, L->wk, L->bk, L->k_norm, l, FT_SITE_K, (int)c->n_head_kv, p, &ro);
     v = ft__linear(ctx, m, n, L->wv, L->bv, l, FT_SITE_V);
     if (kv && k && v) {                 /* append to the cache; attend over all of it */
         float *K = kv->k + (l * kv->n_seq + row0) * kv->n_ctx * Dkv, *V = kv->v + (l * kv->n_seq + row0) * kv->n_ctx * Dkv;
@@ -8296,11 +9021,17 @@ static ft_tensor *ft__model_layer(ft_ctx *ctx, void *user, ft_tensor *h) {
         k = ft__tensor(ctx, FT_TYPE_F32, 3, skv, K);
         v = ft__tensor(ctx, FT_TYPE_F32, 3, skv, V);
     }
-    a = ft_attention(ctx, q, k, v, &A->ao);
-    h = ft_add(ctx, h, ft__peft_after(ctx, m, l, 0, ft__linear(ctx, m, a, L->wo, NULL, l, FT_SITE_O)));
+    a = ft__peft_after(ctx, m, l, 0, ft__linear(ctx, m, ft_attention(ctx, q, k, v, &ao), L->wo, NULL, l, FT_SITE_O));
+    if (L->post_attn_norm) a = ft_rmsnorm(ctx, a, L->post_attn_norm, c->rms_eps);
+    h = ft_add(ctx, h, a);
     n = ft_rmsnorm(ctx, h, L->ffn_norm, c->rms_eps);
-    a = ft_swiglu(ctx, ft__linear(ctx, m, n, L->w_gate, NULL, l, FT_SITE_GATE), ft__linear(ctx, m, n, L->w_up, NULL, l, FT_SITE_UP));
-    return ft_add(ctx, h, ft__peft_after(ctx, m, l, 1, ft__linear(ctx, m, a, L->w_down, NULL, l, FT_SITE_DOWN)));
+    if (L->router) a = ft__peft_after(ctx, m, l, 1, ft__model_moe(ctx, m, l, n));
+    else {
+        a = ft__model_glu(ctx, m, ft__linear(ctx, m, n, L->w_gate, NULL, l, FT_SITE_GATE), ft__linear(ctx, m, n, L->w_up, NULL, l, FT_SITE_UP));
+        a = ft__peft_after(ctx, m, l, 1, ft__linear(ctx, m, a, L->w_down, NULL, l, FT_SITE_DOWN));
+    }
+    if (L->post_ffn_norm) a = ft_rmsnorm(ctx, a, L->post_ffn_norm, c->rms_eps);
+    return ft_add(ctx, h, a);
 }
 
 /* the decoder stack on token ids (B, T): returns the final normed hidden states (B*T, C).
@@ -8343,10 +9074,12 @@ static ft_tensor *ft__model_trunk(ft_ctx *ctx, ft_model *m, const int32_t *ids, 
     memset(&la, 0, sizeof la);
     la.m = m; la.B = B; la.T = T; la.row0 = row0; la.p = p; la.qoff = qoff; la.kv = kv;
     la.ao.n_head = (int)c->n_head; la.ao.n_head_kv = (int)c->n_head_kv; la.ao.causal = 1; la.ao.seg = seg; la.ao.q_offsets = qoff;
+    la.ao.scale = c->attn_scale;
     if (ctx->checkpointing && !kv && seg && !(la.ao.seg = ft__copy_ids(ctx, seg, B * T))) return NULL;   /* read again in backward */
     s3[0] = B; s3[1] = T0; s3[2] = C;
     s2[1] = C;
     h = ft_reshape(ctx, ft__peft_embed(ctx, m, ids, B * T0), 3, s3);
+    if (c->embd_scale != 1.0f) h = ft_scale(ctx, h, c->embd_scale);        /* gemma: sqrt(n_embd) */
     if (NP) {                               /* (B, NP + T0, C): the soft prompt, then the tokens */
         ft_tensor *z = ft_tensor_3d(ctx, B, NP, C); int64_t s1[3];
         FT__IN(z);
@@ -8373,8 +9106,20 @@ static ft_tensor *ft__model_trunk(ft_ctx *ctx, ft_model *m, const int32_t *ids, 
 FT_API ft_tensor *ft_model_hidden(ft_ctx *ctx, ft_model *m, const ft_batch *bt) {
     return ft__model_trunk(ctx, m, bt->ids, bt->B, bt->T, bt->pos, bt->seg, NULL, 0);
 }
+/* the head on final hidden states (N, C) -> logits (N, V), soft-capped where the model says */
+static ft_tensor *ft__model_head(ft_ctx *ctx, ft_model *m, ft_tensor *h) {
+    ft_tensor *y = ft__linear(ctx, m, h, m->output, NULL, -1, 0);
+    float cap = m->c.logit_softcap;
+    return cap > 0.0f ? ft_scale(ctx, ft_tanh(ctx, ft_scale(ctx, y, 1.0f / cap)), cap) : y;
+}
 FT_API ft_tensor *ft_model_forward(ft_ctx *ctx, ft_model *m, const ft_batch *bt) {
-    return ft__linear(ctx, m, ft_model_hidden(ctx, m, bt), m->output, NULL, -1, 0);
+    return ft__model_head(ctx, m, ft_model_hidden(ctx, m, bt));
+}
+static int ft__peft_head_plain(const ft_peft *p);
+FT_API ft_tensor *ft_model_loss(ft_ctx *ctx, ft_model *m, ft_tensor *h, const int32_t *targets, int per_token) {
+    if (!m->peft || ft__peft_head_plain(m->peft))        /* the head as it is in the file */
+        return ft_linear_cross_entropy(ctx, h, m->output, targets, -100, m->c.logit_softcap, per_token);
+    return per_token ? ft_logprob(ctx, ft__model_head(ctx, m, h), targets, -100) : ft_cross_entropy(ctx, ft__model_head(ctx, m, h), targets, -100);
 }
 
 /* T new tokens for each of B sequences in cache rows [row0, row0 + B), no gradients. Returns
@@ -8388,7 +9133,7 @@ FT_API ft_tensor *ft_model_decode(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int
         s3[0] = B; s3[1] = T; s3[2] = m->c.n_embd; s2[0] = B; s2[1] = m->c.n_embd;
         h = ft_reshape(ctx, ft_slice(ctx, ft_reshape(ctx, h, 3, s3), 1, T - 1, 1), 2, s2);
     }
-    if (h) y = ft__linear(ctx, m, h, m->output, NULL, -1, 0);
+    if (h) y = ft__model_head(ctx, m, h);
     ft_ctx_set_grad(ctx, old);
     return y;
 }
@@ -8928,8 +9673,8 @@ static ft_result ft__lora_add(ft_peft *p) {
     p->mag = p->B + nsites;
     for (l = 0; l < m->c.n_layer; l++) {
         if (!ft__layer_on(p->o.layer_mask, l)) continue;
-        for (w = 0; w < FT_SITE_COUNT; w++)
-            if ((p->o.targets & (1u << w)) && (r = ft__lora_add_site(p, l, w)) != FT_OK) return r;
+        for (w = 0; w < FT_SITE_COUNT; w++)             /* (a mixture of experts has no dense FFN) */
+            if ((p->o.targets & (1u << w)) && *ft__site_weight(m, l, w) && (r = ft__lora_add_site(p, l, w)) != FT_OK) return r;
     }
     if (p->o.targets & FT_TARGET_EMBED) {            /* PEFT's lora_embedding_A (r, V) is stored as its transpose */
         if ((r = ft__peft_param(p, &p->emb_A, "embed_tokens.lora_embedding_A", 2, m->tok_embd->shape[0], p->o.r)) != FT_OK) return r;
@@ -9232,7 +9977,7 @@ static ft_result ft__loha_add(ft_peft *p) {
     if ((r = ft__peft_slots(&p->hada, nsites * 4)) != FT_OK) return r;
     for (l = 0; l < m->c.n_layer; l++) for (w = 0; w < FT_SITE_COUNT; w++) {
         ft_tensor *W = *ft__site_weight(m, l, w);
-        if (!ft__layer_on(p->o.layer_mask, l) || !(p->o.targets & (1u << w))) continue;
+        if (!W || !ft__layer_on(p->o.layer_mask, l) || !(p->o.targets & (1u << w))) continue;
         for (k = 0; k < 4; k++) {
             char name[128];
             int64_t rows = k % 2 ? p->o.r : W->shape[0], cols = k % 2 ? W->shape[1] : p->o.r;
@@ -9363,9 +10108,10 @@ FT_API ft_result ft_peft_merge(ft_peft *p) {
     }
     for (s = 0; s < nsites; s++) {
         ft_tensor **slot = ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT)), *W = *slot, *M = &p->merged[s];
-        int64_t o, out = W->shape[0], in = W->shape[1];
+        int64_t o, out, in;
         p->orig[s] = W;
-        if (!p->impl->delta(p, s)) continue;
+        if (!W || !p->impl->delta(p, s)) continue;
+        out = W->shape[0]; in = W->shape[1];
         *M = *W; M->type = FT_TYPE_F32; M->data = p->merged_data + off; M->grad = NULL; M->nf4 = NULL; off += out * in;
         for (o = 0; o < out; o++) {
             float *row = FT__F(M) + o * in;
@@ -9658,7 +10404,7 @@ static ft_result ft__ia3_add(ft_peft *p) {
     for (l = 0; l < L; l++) for (w = 0; w < FT_SITE_COUNT; w++) {
         ft_tensor *W = *ft__site_weight(m, l, w);
         char name[160];
-        if (!ft__layer_on(p->po.layer_mask, l) || !(p->po.ia3_targets & (1u << w))) continue;
+        if (!W || !ft__layer_on(p->po.layer_mask, l) || !(p->po.ia3_targets & (1u << w))) continue;
         snprintf(name, sizeof name, "layers.%d.%s.ia3_l", (int)l, ft_site_name(w));
         if ((r = ft__peft_param(p, &p->ia3[l * FT_SITE_COUNT + w], name, 1, w == FT_SITE_DOWN ? W->shape[1] : W->shape[0], 1)) != FT_OK) return r;
     }
@@ -10006,6 +10752,13 @@ static int ft__layer_has_site(const ft_peft *p, int64_t l) {
 static ft_tensor *ft__peft_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which) {
     if (!ft__peft_on(p) || !p->impl->linear) return ft__plain_linear(ctx, x, W, bias);
     return p->impl->linear(ctx, p, x, W, bias, l, which);
+}
+/* does the head compute plain x W^T with the model's own W? (the built-in methods that leave it:
+   all but LoRA on the head and full fine-tuning; a method of your own is not assumed to) */
+static int ft__peft_head_plain(const ft_peft *p) {
+    if (!ft__peft_on(p) || !p->impl->linear) return 1;
+    return (p->kind == FT_PEFT_LORA || p->kind == FT_PEFT_LOHA || p->kind == FT_PEFT_IA3 || p->kind == FT_PEFT_ADAPTER ||
+            p->kind == FT_PEFT_PREFIX || p->kind == FT_PEFT_PROMPT) && !p->head_A;
 }
 static ft_tensor *ft__peft_after(ft_ctx *ctx, ft_model *m, int64_t l, int place, ft_tensor *y) {
     ft_peft *p = m->peft;
@@ -11350,7 +12103,7 @@ FT_API ft_result ft_sequence_logps(ft_ctx *ctx, ft_model *m, const ft_batch_data
     memset(&b, 0, sizeof b);
     b.B = bd->B; b.T = bd->T; b.ids = bd->ids;
     if (packed) { b.pos = bd->pos; b.seg = bd->seg; }
-    lp = ft_logprob(ctx, ft_model_forward(ctx, m, &b), bd->targets, -100);    /* (B*T), 0 off-target */
+    lp = ft_model_loss(ctx, m, ft_model_hidden(ctx, m, &b), bd->targets, 1);  /* (B*T), 0 off-target */
     s2[0] = bd->B; s2[1] = bd->T;
     *sum = ft_sum_rows(ctx, ft_reshape(ctx, lp, 2, s2));
     inv = ft_tensor_1d(ctx, bd->B);
@@ -11365,18 +12118,19 @@ FT_API ft_result ft_sequence_logps(ft_ctx *ctx, ft_model *m, const ft_batch_data
     return FT_OK;
 }
 
-/* mean cross-entropy of a batch (forward only, or with backward scaled by `scale`) */
-static ft_result ft__batch_loss(ft_ctx *ctx, ft_model *m, const ft_batch_data *bd, int pack, float scale, int backward, double *loss) {
-    ft_batch b; ft_tensor *y;
+/* mean cross-entropy of a batch, on the tape */
+static ft_tensor *ft__batch_xent(ft_ctx *ctx, ft_model *m, const ft_batch_data *bd, int pack) {
+    ft_batch b;
     memset(&b, 0, sizeof b);
     b.B = bd->B; b.T = bd->T; b.ids = bd->ids;
     if (pack) { b.pos = bd->pos; b.seg = bd->seg; }
-    y = ft_cross_entropy(ctx, ft_model_forward(ctx, m, &b), bd->targets, -100);
-    if (!y) return ft_set_error(ctx->status, "train: %s", ft_last_error());
+    return ft_model_loss(ctx, m, ft_model_hidden(ctx, m, &b), bd->targets, 0);
+}
+static ft_result ft__batch_loss(ft_ctx *ctx, ft_model *m, const ft_batch_data *bd, int pack, double *loss) {
+    ft_tensor *y = ft__batch_xent(ctx, m, bd, pack);
+    if (!y) return ft_set_error(ctx->status, "eval: %s", ft_last_error());
     *loss = FT__F(y)[0];
-    if (!backward) return FT_OK;
-    if (!isfinite(FT__F(y)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(y)[0]);
-    return ft_backward_from(ctx, y, &scale);
+    return FT_OK;
 }
 
 /* token-weighted mean loss over a whole dataset (no gradient) */
@@ -11392,7 +12146,7 @@ FT_API ft_result ft_eval_loss(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int
         for (j = 0; j < b; j++) T = FT__MAX(T, FT__MIN(ft_dataset_get(d, order[i + j])->n, seq_len));
         if ((r = ft_batch_build(&bd, d, order + i, b, b, T, 0, 0)) != FT_OK) break;
         ft_ctx_reset(ctx);
-        if (bd.n_targets && (r = ft__batch_loss(ctx, m, &bd, 0, 1, 0, &l)) == FT_OK) { sum += l * (double)bd.n_targets; cnt += bd.n_targets; }
+        if (bd.n_targets && (r = ft__batch_loss(ctx, m, &bd, 0, &l)) == FT_OK) { sum += l * (double)bd.n_targets; cnt += bd.n_targets; }
         i += bd.used;
     }
     ft_ctx_set_grad(ctx, old);
@@ -11496,6 +12250,7 @@ FT_API ft_train_opts ft_train_opts_default(ft_objective objective) {
     o.rl.grpo.epsilon = 0.2f; o.rl.grpo.agg = FT_GRPO_AGG_DAPO;
     o.rl.ppo.kl_coef = 0.05f; o.rl.ppo.gamma = 1.0f; o.rl.ppo.lam = 0.95f; o.rl.ppo.cliprange = 0.2f;
     o.rl.ppo.cliprange_value = 0.2f; o.rl.ppo.vf_coef = 0.1f; o.rl.ppo.kl_horizon = 10000.0f;
+    o.router_aux_coef = -1.0f;
     o.from_default = 1;
     return o;
 }
@@ -11553,6 +12308,7 @@ typedef struct ft__trainer {
     ft_rl_stats rl;
     ft__rl_buf *ro;                 /* rollouts: one batch per micro-batch slot, reused for
                                        rl.iterations steps                                        */
+    float moe_aux, moe_z, *moe_load; /* the router losses and load of the last micro-batch         */
 } ft__trainer;
 
 /* the next examples of the data order, `want` of them or as many as the epoch has left; a new
@@ -11567,8 +12323,15 @@ static const int64_t *ft__take(ft__trainer *t, int64_t want, int exact, int64_t 
     return t->order + t->st.data_pos;
 }
 
-/* the loss (1) of a micro-batch: its value, the NaN guard, its backward scaled by 1/grad_accum */
-static ft_result ft__micro_backward(ft_ctx *ctx, ft_tensor *l, float scale, double *loss) {
+/* the loss (1) of a micro-batch: its value (the router losses of a mixture of experts added), the
+   NaN guard, its backward scaled by 1/grad_accum */
+static ft_result ft__micro_backward(ft__trainer *t, ft_tensor *l, float scale, double *loss) {
+    ft_ctx *ctx = t->ctx;
+    if (l && t->m && t->m->c.n_expert) {
+        ft_tensor *rl = ft_model_router_loss(ctx, t->m, t->o.router_aux_coef, t->o.router_z_coef, &t->moe_aux, &t->moe_z, t->moe_load);
+        if (rl) l = ft_add(ctx, l, rl);
+        else if (ctx->status != FT_OK) l = NULL;
+    }
     if (!l) return ft_set_error(ctx->status ? ctx->status : FT_ERR_NOMEM, "train: %s", ft_last_error());
     *loss = FT__F(l)[0];
     if (!isfinite(FT__F(l)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(l)[0]);
@@ -11588,7 +12351,7 @@ static ft_result ft__micro_tokens(ft__trainer *t, int slot, float scale, double 
     t->st.data_pos += t->bd.used;
     t->step_tokens += t->bd.n_tokens;
     ft_ctx_reset(t->ctx);
-    return ft__batch_loss(t->ctx, t->m, &t->bd, t->o.pack, scale, 1, loss);
+    return ft__micro_backward(t, ft__batch_xent(t->ctx, t->m, &t->bd, t->o.pack), scale, loss);
 }
 
 /* the next preference pairs as rows: chosen 0..b-1, rejected b..2b-1 */
@@ -11642,7 +12405,7 @@ static ft_result ft__micro_pairs(ft__trainer *t, int slot, float scale, double *
         lp.ref_rejected = ft_view_rows(ctx, avg ? rm : rs, b, b);
     }
     l = t->def->pair_loss(ctx, &lp, &t->o, &t->pref);
-    return ft__micro_backward(ctx, l, scale, loss);
+    return ft__micro_backward(t, l, scale, loss);
 }
 
 /* a reward model: Bradley-Terry on the head's scores of chosen and rejected */
@@ -11652,7 +12415,7 @@ static ft_result ft__micro_scores(ft__trainer *t, int slot, float scale, double 
     if ((r = ft__pair_rows(t, &b)) != FT_OK) return r;
     if ((r = ft_sequence_rewards(t->ctx, t->m, &t->bd, &rw)) != FT_OK) return r;
     l = ft_rm_loss(t->ctx, ft_view_rows(t->ctx, rw, 0, b), ft_view_rows(t->ctx, rw, b, b), NULL, t->o.rm_center, &t->pref);
-    return ft__micro_backward(t->ctx, l, scale, loss);
+    return ft__micro_backward(t, l, scale, loss);
 }
 
 /* KTO (rows from ft_batch_build_kto): the policy's log-probs of the real pairs on the tape; the
@@ -11678,7 +12441,7 @@ static ft_result ft__micro_kto(ft__trainer *t, int slot, float scale, double *lo
     if (r != FT_OK) return r;
     l = ft_kto_loss(ctx, lp, ft_view_rows(ctx, ref, 0, B), klp, ft_view_rows(ctx, ref, B, B), lab, t->o.beta,
                     t->o.desirable_weight, t->o.undesirable_weight, &t->pref);
-    return ft__micro_backward(ctx, l, scale, loss);
+    return ft__micro_backward(t, l, scale, loss);
 }
 /* held-out preference accuracy: the fraction of pairs where the chosen answer wins, and the mean
    margin. implicit 1: by DPO's (and KTO's) implicit reward, beta times the policy - reference
@@ -12211,7 +12974,7 @@ static ft_result ft__rl_logps(ft_ctx *ctx, ft_model *m, const ft__rl_batch *rb, 
     memset(&b, 0, sizeof b);
     b.B = rb->n; b.T = rb->P + rb->Tr; b.ids = rb->bd.ids; b.pos = rb->bd.pos; b.seg = rb->bd.seg;
     h = ft_model_hidden(ctx, m, &b);
-    l = ft_logprob(ctx, ft__linear(ctx, m, h, m->output, NULL, -1, 0), rb->bd.targets, -100);
+    l = ft_model_loss(ctx, m, h, rb->bd.targets, 1);
     s2[0] = rb->n; s2[1] = b.T;
     *lp = ft_slice(ctx, ft_reshape(ctx, l, 2, s2), 1, rb->P - 1, rb->Tr);
     if (val) {
@@ -12225,7 +12988,7 @@ static ft_result ft__rl_logps(ft_ctx *ctx, ft_model *m, const ft__rl_batch *rb, 
 static ft_result ft__rl_rollout(ft_ctx *ctx, ft_model *m, const ft_dataset *d, const int64_t *order, int64_t n_prompts,
                                 const ft_rl_opts *o, int64_t G, ft__rl_batch *rb, ft_rl_stats *st) {
     int64_t i, t, n = n_prompts * G, P = 1, Tr = o->max_new, T; ft_result r; ft_kv_cache *kv = NULL;
-    const int32_t **pr = NULL; int64_t *pl = NULL; ft_gen_opts go; int32_t stop[2]; char *text = NULL; size_t cap = 65536; double len = 0;
+    const int32_t **pr = NULL; int64_t *pl = NULL; ft_gen_opts go; int32_t stop[FT_MAX_STOP]; char *text = NULL; size_t cap = 65536; double len = 0;
     for (i = 0; i < n_prompts; i++) P = FT__MAX(P, ft_dataset_get(d, order[i])->prompt_len);
     T = P + Tr; rb->n = n; rb->P = P; rb->Tr = Tr;
     rb->gen = FT__CAST(int32_t *, FT_MALLOC((size_t)(n * Tr) * sizeof(int32_t)));
@@ -12238,9 +13001,7 @@ static ft_result ft__rl_rollout(ft_ctx *ctx, ft_model *m, const ft_dataset *d, c
     rb->adv = rb->reward + n; rb->mask = rb->adv + n;
     for (i = 0; i < n; i++) { const ft_example *e = ft_dataset_get(d, order[i / G]); pr[i] = e->ids; pl[i] = e->prompt_len; }
     memset(&go, 0, sizeof go);
-    go.max_new = o->max_new; go.sample = o->sample; go.n_stop = 0;
-    if (m->tok && ft_tokenizer_eos(m->tok) >= 0) stop[go.n_stop++] = ft_tokenizer_eos(m->tok);
-    if (m->tok && ft_tokenizer_find(m->tok, "<|im_end|>") >= 0 && (!go.n_stop || stop[0] != ft_tokenizer_find(m->tok, "<|im_end|>"))) stop[go.n_stop++] = ft_tokenizer_find(m->tok, "<|im_end|>");
+    go.max_new = o->max_new; go.sample = o->sample; go.n_stop = ft_tokenizer_stop_ids(m->tok, stop);
     go.stop = stop;
     if ((r = ft_kv_cache_init(&kv, m, n, T)) != FT_OK) goto done;
     if ((r = ft_generate(ctx, m, kv, n, pr, pl, &go, &ctx->rng, rb->gen, rb->gen_len, NULL)) != FT_OK) goto done;
@@ -12370,7 +13131,7 @@ static ft_result ft__micro_rollouts(ft__trainer *t, int slot, float scale, doubl
         if (go.beta == 0) ls.kl = 0;
     }
     t->rl = ls;
-    return ft__micro_backward(ctx, l, scale, loss);
+    return ft__micro_backward(t, l, scale, loss);
 }
 
 FT_API ft_result ft_eval_rl(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int max_new, const ft_reward_term *rewards, int n_rewards,
@@ -12474,6 +13235,16 @@ static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_pa
         memset(t->ro, 0, (size_t)t->o.grad_accum * sizeof(ft__rl_buf));
         ft_rng_seed(&ctx->rng, t->st.data_seed);      /* sampling: the run's seed */
     }
+    if (m && m->c.n_expert) {               /* a mixture of experts: its router losses */
+        size_t i2;
+        for (i2 = 0; t->o.router_aux_coef < 0 && i2 < sizeof ft__archs / sizeof ft__archs[0]; i2++)
+            if (ft__archs[i2].arch == m->c.arch) t->o.router_aux_coef = ft__archs[i2].router_aux;
+        if ((t->o.router_aux_coef > 0 || t->o.router_z_coef > 0) && ctx->checkpointing)
+            return ft_set_error(FT_ERR_UNSUPPORTED, "train: the router losses need the router logits kept (no gradient checkpointing), or --router-aux-coef 0");
+        t->moe_load = FT__CAST(float *, FT_MALLOC((size_t)(m->c.n_layer * m->c.n_expert) * sizeof(float)));
+        if (!t->moe_load) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");
+        memset(t->moe_load, 0, (size_t)(m->c.n_layer * m->c.n_expert) * sizeof(float));
+    }
     if (t->o.resume_from && (r = ft_checkpoint_load(t->o.resume_from, P, t->opt, &ctx->rng, &t->st)) != FT_OK) return r;
     if ((r = ft__params_finite(P, "train: a trainable parameter")) != FT_OK) return r;
     if (m && !m->file_finite && (r = ft_gguf_check_finite(m->g)) != FT_OK) return r;   /* the file, once per model: ~0.3 s for 135M */
@@ -12496,6 +13267,10 @@ static ft_result ft__train_report(ft__trainer *t, double loss, float lr, double 
     info.elapsed_s = now - t->t_start;
     info.eta_s = info.elapsed_s / (double)FT__MAX(s - t->first_step, 1) * (double)(t->o.steps - s);
     info.eval_loss = NAN; info.pref = t->pref; info.rl = t->rl;
+    if (t->moe_load) {
+        info.moe_aux = t->moe_aux; info.moe_z = t->moe_z; info.moe_load = t->moe_load;
+        info.moe_layers = t->m->c.n_layer; info.moe_experts = t->m->c.n_expert;
+    }
     if (t->o.eval && t->o.eval_every > 0 && t->def->kind != FT_KIND_ROLLOUTS && (s % t->o.eval_every == 0 || s == t->o.steps))
         r = ft_eval_loss(t->ctx, t->m, t->o.eval, t->o.batch, t->o.seq_len, &info.eval_loss, NULL);
     if (r == FT_OK && t->o.on_step && t->o.on_step(t->o.user, &info))
@@ -12544,7 +13319,7 @@ FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_datas
     while (r == FT_OK && t.st.step < t.o.steps) r = ft__train_step(&t);
     if (state) *state = t.st;
     for (a = 0; t.ro && a < t.o.grad_accum; a++) ft__rl_buf_free(&t.ro[a]);
-    FT_FREE(t.ro); FT_FREE(t.order); ft_batch_data_free(&t.bd); ft_optim_free(t.opt);
+    FT_FREE(t.ro); FT_FREE(t.order); FT_FREE(t.moe_load); ft_batch_data_free(&t.bd); ft_optim_free(t.opt);
     return r;
 }
 
@@ -12561,14 +13336,13 @@ FT_API ft_result ft_eval_generate(ft_ctx *ctx, ft_model *m, const ft_dataset *d,
                                   ft_eval_gen *res, ft_eval_gen_fn on_item, void *user) {
     const ft_tokenizer *tok = m->tok; ft_kv_cache *kv = NULL; ft_result r = FT_OK;
     int64_t i, n = ft_dataset_size(d), maxp = 0, s;
-    int32_t stop[2], *out = NULL; int n_stop = 0;
+    int32_t stop[FT_MAX_STOP], *out = NULL; int n_stop = 0;
     enum { G = 8 };
     char *gen = NULL, *ref = NULL; size_t cap = 65536;
     memset(res, 0, sizeof *res);
     if (!tok) return ft_set_error(FT_ERR_STATE, "eval: the model has no tokenizer");
     if (limit > 0 && limit < n) n = limit;
-    if (ft_tokenizer_eos(tok) >= 0) stop[n_stop++] = ft_tokenizer_eos(tok);
-    if (ft_tokenizer_find(tok, "<|im_end|>") >= 0 && (!n_stop || stop[0] != ft_tokenizer_find(tok, "<|im_end|>"))) stop[n_stop++] = ft_tokenizer_find(tok, "<|im_end|>");
+    n_stop = ft_tokenizer_stop_ids(tok, stop);
     for (i = 0; i < n; i++) {
         const ft_example *e = ft_dataset_get(d, i); int64_t p = e->prompt_len;
         if (!p) while (p < e->n && !e->loss[p]) p++;
@@ -12729,6 +13503,7 @@ static int ft__merged_is_embedding(const ft_gguf_tensor *gt) {
 static ft_type ft__merged_site_type(const ft__merged *x, int64_t s) {
     ft_tensor *W = *ft__site_weight(x->m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT));
     int has = x->add && x->p->impl->delta(x->p, s), premerged = x->p && x->p->orig && x->p->orig[s] != W;
+    if (!W) return FT_TYPE_COUNT;                   /* no such weight (a mixture of experts' FFN) */
     if (x->o.keep_type && !has && !premerged) return FT_TYPE_COUNT;
     return x->o.keep_type ? (premerged ? x->p->orig[s]->type : W->type) : x->o.type;
 }
@@ -12810,6 +13585,8 @@ FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_sa
         return ft_set_error(FT_ERR_UNSUPPORTED, "%s: a %s adapter does not change the weights, so there is nothing to merge (save it with ft_peft_save)", path, ft_peft_method_name(x.p->kind));
     x.add = x.p && x.p->enabled && !x.p->orig;      /* merged in place already (ft_peft_merge): the weights hold it */
     x.emb = x.o.embeddings && !x.o.keep_type;
+    if (m->c.fused && (x.add || (x.p && x.p->orig) || !x.o.keep_type))
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: writing %s's fused attn_qkv / ffn_up tensors is not supported yet (keep the adapter separate)", path, m->c.arch_name);
     if ((r = ft__merged_plan(&x, path, &total, &maxin)) != FT_OK) return r;
     x.buf = FT__CAST(unsigned char *, ft__aligned_alloc(FT__MAX(total, 1)));
     x.row = FT__CAST(float *, FT_MALLOC((size_t)maxin * sizeof(float)));
@@ -13000,6 +13777,9 @@ FT_API ft_result ft_peft_can_save(const ft_peft *p, ft_adapter_format f) {
     default:
         return ft_set_error(FT_ERR_INVALID, "adapter format %d", (int)f);
     }
+    if (p->m->c.fused)          /* their q, k, v (gate, up) live in one tensor there: attn_qkv, qkv_proj */
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s's fused qkv / gate_up layers in a %s adapter are not supported yet: finetune.h's own GGUF keeps it",
+                            p->m->c.arch_name, f == FT_FORMAT_PEFT ? "PEFT" : "llama.cpp");
     if (p->score) return ft_set_error(FT_ERR_UNSUPPORTED, "the reward / value head has no place in a %s adapter: finetune.h's own GGUF keeps it",
                                       f == FT_FORMAT_PEFT ? "PEFT (causal LM)" : "llama.cpp");
     return FT_OK;
@@ -13326,7 +14106,7 @@ FT_API ft_result ft_synth_generate(ft_ctx *ctx, ft_model *m, int64_t n, const ch
                                    const ft_sample_opts *s, ft_rng *rng, char **out, int *truncated) {
     const ft_tokenizer *tok = m ? ft_model_tokenizer(m) : NULL;
     const char *tmpl = m ? ft_model_chat_template(m) : NULL;
-    int32_t **ids = NULL, *gen = NULL, stop[2]; int64_t *len = NULL, *glen = NULL, i, maxlen = 0; int ns = 0;
+    int32_t **ids = NULL, *gen = NULL, stop[FT_MAX_STOP]; int64_t *len = NULL, *glen = NULL, i, maxlen = 0; int ns = 0;
     ft_kv_cache *kv = NULL; ft_gen_opts go; ft_result r = FT_OK; char *text = NULL;
     if (!ctx || !m || n < 1 || !user || !out || max_new < 1) return ft_set_error(FT_ERR_INVALID, "ft_synth_generate: bad arguments");
     if (!tok) return ft_set_error(FT_ERR_INVALID, "ft_synth_generate: the model has no tokenizer");
@@ -13359,8 +14139,7 @@ FT_API ft_result ft_synth_generate(ft_ctx *ctx, ft_model *m, int64_t n, const ch
     if ((r = ft_kv_cache_init(&kv, m, n, maxlen + max_new)) != FT_OK) goto done;
     memset(&go, 0, sizeof go);
     go.max_new = max_new; if (s) go.sample = *s;
-    if (ft_tokenizer_eos(tok) >= 0) stop[ns++] = ft_tokenizer_eos(tok);
-    { int32_t im = ft_tokenizer_find(tok, "<|im_end|>"); if (im >= 0 && (ns == 0 || im != stop[0])) stop[ns++] = im; }
+    ns = ft_tokenizer_stop_ids(tok, stop);
     go.stop = stop; go.n_stop = ns;
     if ((r = ft_generate(ctx, m, kv, n, (const int32_t *const *)ids, len, &go, rng, gen, glen, NULL)) != FT_OK) goto done;
     for (i = 0; i < n; i++) {

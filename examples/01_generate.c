@@ -10,7 +10,7 @@
 
 int main(int argc, char **argv) {
     ft_model *m; ft_ctx *ctx; ft_kv_cache *kv; ft_rng rng; ft_gen_opts go;
-    ft_chat_msg msg; char text[4096]; int32_t ids[1024], out[256], stop[2]; int64_t n, out_len;
+    ft_chat_msg msg; char text[4096]; int32_t ids[1024], out[256], stop[FT_MAX_STOP]; int64_t n, out_len;
     const int32_t *prompts[1];
     int max_new = argc > 3 ? atoi(argv[3]) : 256;
     if (argc < 2 || max_new < 1 || max_new > 256) { fprintf(stderr, "usage: %s MODEL.gguf [question [max_new <= 256]]\n", argv[0]); return 2; }
@@ -31,9 +31,7 @@ int main(int argc, char **argv) {
     }
     memset(&go, 0, sizeof go);
     go.max_new = max_new; go.sample.temperature = 0.7f; go.sample.top_p = 0.9f;
-    stop[0] = ft_tokenizer_eos(ft_model_tokenizer(m));
-    stop[1] = ft_tokenizer_find(ft_model_tokenizer(m), "<|im_end|>");
-    go.stop = stop; go.n_stop = 2;
+    go.stop = stop; go.n_stop = ft_tokenizer_stop_ids(ft_model_tokenizer(m), stop);
     ft_rng_seed(&rng, 42);
     prompts[0] = ids;
     if (ft_generate(ctx, m, kv, 1, prompts, &n, &go, &rng, out, &out_len, NULL) != FT_OK) {

@@ -149,10 +149,24 @@ TEST(grad_norms) {
 static const int32_t POS[12] = {0, 1, 2, 3, 7, 11, 19, 2, 5, 40, 41, 3};
 static ft_tensor *b_rope_norm(ft_ctx *c, ft_tensor **x) { return ft_rope(c, x[0], POS, 2, 6, 10000.0f, FT_ROPE_NORM); }
 static ft_tensor *b_rope_neox(ft_ctx *c, ft_tensor **x) { return ft_rope(c, x[0], POS, 2, 4, 500.0f, FT_ROPE_NEOX); }
+/* the scaling schemes: llama3-style frequency factors with linear scaling, and YaRN */
+static const float FF[3] = {1.0f, 2.5f, 8.0f};
+static ft_tensor *b_rope_factors(ft_ctx *c, ft_tensor **x) {
+    ft_rope_opts o; memset(&o, 0, sizeof o);
+    o.n_rot = 6; o.mode = FT_ROPE_NEOX; o.base = 10000.0f; o.freq_factors = FF; o.freq_scale = 0.5f;
+    return ft_rope_ext(c, x[0], POS, 2, &o);
+}
+static ft_tensor *b_rope_yarn(ft_ctx *c, ft_tensor **x) {
+    ft_rope_opts o; memset(&o, 0, sizeof o);
+    o.n_rot = 6; o.mode = FT_ROPE_NORM; o.base = 10000.0f; o.freq_scale = 0.25f; o.ext_factor = 1.0f; o.n_ctx_orig = 16; o.attn_factor = 1.1f;
+    return ft_rope_ext(c, x[0], POS, 2, &o);
+}
 TEST(grad_rope) {
     int nd[1] = {3}; int64_t s[1][4] = {S(2, 5, 12)};
     gradcheck("rope norm", b_rope_norm, 1, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
     gradcheck("rope neox (partial)", b_rope_neox, 1, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
+    gradcheck("rope freq factors + linear", b_rope_factors, 1, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
+    gradcheck("rope yarn", b_rope_yarn, 1, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
 }
 
 static const int32_t SEG[10] = {0, 0, 1, 1, 1, 0, 1, 1, 2, 2};
@@ -167,6 +181,16 @@ static ft_tensor *b_attn_cp(ft_ctx *c, ft_tensor **x) { return attn(c, x, 1, 1, 
 static ft_tensor *b_attn_full(ft_ctx *c, ft_tensor **x) { return attn(c, x, 0, 1, NULL, 0); }
 static ft_tensor *b_attn_seg(ft_ctx *c, ft_tensor **x) { return attn(c, x, 1, 0, SEG, 0); }
 static ft_tensor *b_attn_kv(ft_ctx *c, ft_tensor **x) { return attn(c, x, 1, 1, NULL, 4); }
+static ft_tensor *b_attn_window(ft_ctx *c, ft_tensor **x) {        /* sliding window of 2, a cache offset */
+    ft_attn_opts o; memset(&o, 0, sizeof o);
+    o.n_head = 4; o.n_head_kv = 2; o.causal = 1; o.q_offset = 4; o.window = 2; o.prefix_k = x[3]; o.prefix_v = x[4];
+    return ft_attention(c, x[0], x[1], x[2], &o);
+}
+static ft_tensor *b_attn_window_seg(ft_ctx *c, ft_tensor **x) {
+    ft_attn_opts o; memset(&o, 0, sizeof o);
+    o.n_head = 4; o.n_head_kv = 2; o.causal = 1; o.window = 3; o.seg = SEG;
+    return ft_attention(c, x[0], x[1], x[2], &o);
+}
 TEST(grad_attention) {
     int nd[5] = {3, 3, 3, 2, 2};
     int64_t s[5][4] = {S(2, 5, 24), S(2, 5, 12), S(2, 5, 12), S(3, 12), S(3, 12)};
@@ -176,6 +200,8 @@ TEST(grad_attention) {
     gradcheck("attention full + prefix", b_attn_full, 5, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
     gradcheck("attention segments", b_attn_seg, 3, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
     gradcheck("attention kv offset + prefix", b_attn_kv, 5, nd, skv, -1, 1, 1e-2, 2e-4, 2e-3);
+    gradcheck("attention sliding window + kv offset + prefix", b_attn_window, 5, nd, skv, -1, 1, 1e-2, 2e-4, 2e-3);
+    gradcheck("attention sliding window + segments", b_attn_window_seg, 3, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
 }
 
 static ft_tensor *b_softmax(ft_ctx *c, ft_tensor **x) { return ft_softmax(c, x[0]); }
@@ -188,6 +214,7 @@ TEST(grad_softmax) {
 
 static ft_tensor *b_silu(ft_ctx *c, ft_tensor **x) { return ft_silu(c, x[0]); }
 static ft_tensor *b_gelu(ft_ctx *c, ft_tensor **x) { return ft_gelu(c, x[0]); }
+static ft_tensor *b_gelu_tanh(ft_ctx *c, ft_tensor **x) { return ft_gelu_tanh(c, x[0]); }
 static ft_tensor *b_tanh(ft_ctx *c, ft_tensor **x) { return ft_tanh(c, x[0]); }
 static ft_tensor *b_relu(ft_ctx *c, ft_tensor **x) { return ft_relu(c, x[0]); }
 static ft_tensor *b_sigm(ft_ctx *c, ft_tensor **x) { return ft_sigmoid(c, x[0]); }
@@ -200,6 +227,7 @@ TEST(grad_unary) {
     int nd[1] = {2}; int64_t s[1][4] = {S(3, 29)};
     gradcheck("silu", b_silu, 1, nd, s, -4, 4, 1e-2, 2e-4, 2e-3);
     gradcheck("gelu", b_gelu, 1, nd, s, -4, 4, 1e-2, 2e-4, 2e-3);
+    gradcheck("gelu_tanh", b_gelu_tanh, 1, nd, s, -4, 4, 1e-2, 2e-4, 2e-3);
     gradcheck("tanh", b_tanh, 1, nd, s, -3, 3, 1e-2, 2e-4, 2e-3);
     gradcheck("relu", b_relu, 1, nd, s, -3, 3, 1e-3, 2e-4, 2e-3);
     gradcheck("sigmoid", b_sigm, 1, nd, s, -6, 6, 1e-2, 2e-4, 2e-3);
@@ -238,6 +266,29 @@ static ft_tensor *b_reshape(ft_ctx *c, ft_tensor **x) {
     ft_tensor *r = ft_reshape(c, ft_tanh(c, x[0]), 2, s);
     ft_tensor *v = ft_view_rows(c, x[0], 1, 2);
     return ft_add(c, ft_mul(c, r, r), ft_sum(c, ft_exp(c, v)));
+}
+/* three experts, three tokens, two slots each: expert 0 has tokens 0, 1; expert 1 tokens 0, 2;
+   expert 2 tokens 1, 2 */
+static ft_tensor *b_moe(ft_ctx *c, ft_tensor **x) {
+    static const int32_t sel[6] = {0, 1, 0, 2, 1, 2}, row[6] = {0, 0, 1, 0, 1, 1};
+    ft_tensor *ys[3];
+    ys[0] = x[0]; ys[1] = ft_tanh(c, x[1]); ys[2] = x[2];
+    return ft_moe_combine(c, ys, 3, sel, row, ft_softmax(c, x[3]));
+}
+/* the head + cross-entropy in chunks: the mean loss, soft-capped, and per-token log-probs */
+static const int32_t LXT[5] = {2, -100, 4, 0, 1};
+static ft_tensor *b_lxent(ft_ctx *c, ft_tensor **x) { return ft_linear_cross_entropy(c, x[0], x[1], LXT, -100, 0.0f, 0); }
+static ft_tensor *b_lxent_cap(ft_ctx *c, ft_tensor **x) { return ft_linear_cross_entropy(c, x[0], x[1], LXT, -100, 1.5f, 0); }
+static ft_tensor *b_lxent_tok(ft_ctx *c, ft_tensor **x) { return ft_mul(c, ft_linear_cross_entropy(c, x[0], x[1], LXT, -100, 0.0f, 1), x[2]); }
+TEST(grad_linear_cross_entropy) {
+    int nd[3] = {2, 2, 1}; int64_t s[3][4] = {S(5, 6), S(7, 6), S(5)};
+    gradcheck("linear_xent", b_lxent, 2, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
+    gradcheck("linear_xent soft-capped", b_lxent_cap, 2, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
+    gradcheck("linear_xent per token", b_lxent_tok, 3, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
+}
+TEST(grad_moe_combine) {
+    int nd[4] = {2, 2, 2, 2}; int64_t s[4][4] = {S(2, 5), S(2, 5), S(2, 5), S(3, 2)};
+    gradcheck("moe_combine", b_moe, 4, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
 }
 TEST(grad_select_and_shape) {
     int nd[2] = {2, 2};
@@ -318,6 +369,8 @@ FT_TEST_MAIN(test_grad) {
     RUN(grad_unary);
     RUN(grad_swiglu_embedding_losses);
     RUN(grad_select_and_shape);
+    RUN(grad_moe_combine);
+    RUN(grad_linear_cross_entropy);
     RUN(grad_llama_block);
     RUN(grad_checkpoint);
     RUN(every_op_has_a_gradient_check);

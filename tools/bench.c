@@ -273,7 +273,7 @@ static double prof_forward(ft_ctx *ctx, const ft_tensor *head, prof *P) {
             break; }
         case FT_OP_CROSS_ENTROPY: ft_cross_entropy(ctx, nd->in[0], nd->ids, (int32_t)nd->n[0]); break;
         case FT_OP_RMSNORM: ft_rmsnorm(ctx, nd->in[0], nd->in[1], nd->f[0]); break;
-        case FT_OP_ROPE: ft_rope(ctx, nd->in[0], nd->ids, (int)nd->n[0], (int)nd->n[1], nd->f[0], (int)nd->n[2]); break;
+        case FT_OP_ROPE: ft_rope_ext(ctx, nd->in[0], nd->ids, (int)nd->n[0], FT__CAST(const ft_rope_opts *, nd->extra)); break;
         case FT_OP_SWIGLU: ft_swiglu(ctx, nd->in[0], nd->in[1]); break;
         case FT_OP_ADD: ft_add(ctx, nd->in[0], nd->in[1]); break;
         case FT_OP_SCALE: ft_scale(ctx, nd->in[0], nd->f[0]); break;

@@ -186,6 +186,8 @@ static const ft_opt ft_opts[] = {
     O_ENUM("schedule", train.sched, LIB, FT_ENUM_SCHED, NULL, NULL, TRN, "learning-rate schedule"),
     O_INT("warmup", 0, train.warmup, LIB, "[0, 1e9]", TRN, "W", "warmup steps"),
     O_REAL("max-grad-norm", train.max_grad_norm, LIB, "[0, 1e6]", TRN, "G", "gradient clipping (0: none)"),
+    O_REAL("router-aux-coef", train.router_aux_coef, LIB, "[-1, 100]", TRN, "C", "MoE: load-balancing loss weight (-1: the architecture's, 0: off)"),
+    O_REAL("router-z-coef", train.router_z_coef, LIB, "[0, 100]", TRN, "C", "MoE: router z-loss weight (0: off)"),
     O_REAL("weight-decay", train.optim.weight_decay, LIB, "[0, 10]", TRN, "D", "AdamW's decoupled weight decay"),
     O_REAL("lora-plus", train.lr_scale_b, LIB, "[0, 10000]", TRN, "RATIO", "LoRA+: the rate of every B times RATIO (0: off)"),
     O_INT("seed", 0, train.seed, LIB, "[0, 1e18]", TRN, "S", "data order, initialisation, dropout, sampling"),
@@ -1097,6 +1099,19 @@ static void ft_info_model(ft_model *m) {
            (double)c->rope_base, c->tied_embeddings ? ", tied embeddings" : "");
     printf("weights: %lld parameters; linear weights %s, %.4f bytes each (%.1f MiB)\n", (long long)c->n_params,
            ft_type_name(ft_model_layer(m, 0)->wq->type), (double)b / (double)nw, (double)b / (1 << 20));
+    printf("architecture:%s%s%s%s%s%s", c->qkv_bias ? " q/k/v biases," : "", c->qk_norm == 1 ? " q/k RMSNorm per head," : c->qk_norm == 2 ? " q/k RMSNorm," : "",
+           c->post_norms ? " post-attention and post-FFN norms," : "", c->ffn_gelu ? " GeGLU (tanh GELU)," : " SwiGLU,",
+           c->embd_scale != 1.0f ? " embeddings x sqrt(n_embd)," : "", c->fused ? " fused qkv and gate-up," : "");
+    printf(" RoPE %s (%s", c->rope_type == FT_ROPE_NEOX ? "neox" : "norm", c->rope_scaling);
+    if (!strcmp(c->rope_scaling, "linear") || !strcmp(c->rope_scaling, "yarn")) printf(", factor %g", 1.0 / c->rope.freq_scale);
+    if (!strcmp(c->rope_scaling, "yarn")) printf(", original context %lld", (long long)c->rope.n_ctx_orig);
+    printf(")");
+    if (c->swa_window) printf(", sliding window %lld on %lld of %lld layers (RoPE base %g there)", (long long)c->swa_window, (long long)c->n_swa_layers, (long long)c->n_layer, (double)c->rope_base_swa);
+    if (c->logit_softcap > 0) printf(", logits soft-capped at %g", (double)c->logit_softcap);
+    printf("\n");
+    if (c->n_expert)
+        printf("experts: %lld per MoE layer, %lld used per token%s, expert FFN %lld\n", (long long)c->n_expert, (long long)c->n_expert_used,
+               c->moe_norm ? " (weights renormalised)" : "", (long long)c->n_ff_exp);
 }
 
 static int ft_cmd_info(ft_cli *c) {
@@ -1121,7 +1136,7 @@ static int ft_cmd_info(ft_cli *c) {
 
 static int ft_generate_print(const ft_cli *c, ft_ctx *ctx, ft_model *m, const int32_t *ids, int64_t n) {
     const ft_tokenizer *tok = ft_model_tokenizer(m);
-    int32_t stop[2], im_end = ft_tokenizer_find(tok, "<|im_end|>");
+    int32_t stop[FT_MAX_STOP];
     int32_t *out = (int32_t *)malloc(sizeof(int32_t) * (size_t)c->gen.max_new);
     int64_t out_len = 0, len, cap = c->gen.max_new * 64 + 64;
     char *text = (char *)malloc((size_t)cap);
@@ -1131,9 +1146,7 @@ static int ft_generate_print(const ft_cli *c, ft_ctx *ctx, ft_model *m, const in
     double t0 = ft_time_seconds(), t1;
     int rc = 0;
     go.stop = stop;
-    go.n_stop = 0;
-    if (ft_tokenizer_eos(tok) >= 0) stop[go.n_stop++] = ft_tokenizer_eos(tok);
-    if (im_end >= 0 && (!go.n_stop || im_end != stop[0])) stop[go.n_stop++] = im_end;
+    go.n_stop = ft_tokenizer_stop_ids(tok, stop);
     ft_rng_seed(&rng, (uint64_t)c->gen_seed);
     if (ft_kv_cache_init(&kv, m, 1, n + go.max_new) != FT_OK) rc = ft_fail(c);
     if (!rc && ft_generate(ctx, m, kv, 1, &ids, &n, &go, &rng, out, &out_len, NULL) != FT_OK) rc = ft_fail(c);
@@ -1488,6 +1501,19 @@ static void ft_curve_add(ft_run *r, double step, double y, double eval) {
     if (eval == eval) r->ey[r->ne++] = eval;
 }
 
+/* a mixture of experts: the router losses and each layer's share of the choices per expert */
+static void ft_metrics_moe(FILE *f, const ft_step_info *s) {
+    int64_t l, e;
+    if (!s->moe_load) return;
+    fprintf(f, ", \"aux_loss\": %.6f, \"z_loss\": %.6f, \"expert_load\": [", s->moe_aux, s->moe_z);
+    for (l = 0; l < s->moe_layers; l++) {
+        fprintf(f, "%s[", l ? ", " : "");
+        for (e = 0; e < s->moe_experts; e++) fprintf(f, "%s%.4f", e ? ", " : "", s->moe_load[l * s->moe_experts + e]);
+        fprintf(f, "]");
+    }
+    fprintf(f, "]");
+}
+
 static void ft_metrics_tokens(FILE *f, const ft_step_info *s) {
     const ft_pref_stats *p = &s->pref;
     fprintf(f, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, "
@@ -1500,6 +1526,7 @@ static void ft_metrics_tokens(FILE *f, const ft_step_info *s) {
                 "\"rewards/accuracies\": %.4f, \"logps/chosen\": %.4f, \"logps/rejected\": %.4f", p->rewards_chosen,
                 p->rewards_rejected, p->rewards_margins, p->rewards_accuracies, p->logps_chosen, p->logps_rejected);
     if (p->kl != 0) fprintf(f, ", \"kl\": %.6f", p->kl);
+    ft_metrics_moe(f, s);
     fprintf(f, "}\n");
 }
 
@@ -1508,9 +1535,11 @@ static void ft_metrics_rl(FILE *f, const ft_step_info *s) {
     fprintf(f, "{\"step\": %lld, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6f, \"reward\": %.6f, "
             "\"reward_std\": %.6f, \"kl\": %.6f, \"completion_length\": %.3f, \"clip_ratio/region_mean\": %.5f, "
             "\"frac_reward_zero_std\": %.4f, \"pg_loss\": %.6f, \"vf_loss\": %.6f, \"pg_clipfrac\": %.5f, "
-            "\"objective/entropy\": %.4f, \"objective/rlhf_reward\": %.6f}\n",
+            "\"objective/entropy\": %.4f, \"objective/rlhf_reward\": %.6f",
             (long long)s->step, s->loss, s->lr, s->grad_norm, q->reward, q->reward_std, q->kl, q->completion_len, q->clip_region,
             q->frac_reward_zero_std, q->pg_loss, q->vf_loss, q->pg_clipfrac, q->entropy, q->rlhf_reward);
+    ft_metrics_moe(f, s);
+    fprintf(f, "}\n");
 }
 
 static void ft_progress(const ft_run *r, const ft_step_info *s) {
