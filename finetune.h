@@ -901,6 +901,8 @@ typedef struct ft_lora_opts {
     uint64_t seed;                  /* init of A                                                  */
     int      reward_head;           /* also a trainable scalar head on the last hidden state (a
                                        reward model, PEFT's SEQ_CLS "score" module)               */
+    int      train_router;          /* mixture of experts: train the routers too (copies of them,
+                                       in full); otherwise they stay frozen                       */
 } ft_lora_opts;
 typedef struct ft_peft ft_peft;
 FT_API ft_lora_opts ft_lora_opts_default(void);           /* r 8, alpha 8, all linear layers   */
@@ -8855,6 +8857,12 @@ static ft_tensor *ft__model_qk(ft_ctx *ctx, ft_model *m, ft_tensor *n, ft_tensor
 static ft_tensor *ft__model_glu(ft_ctx *ctx, const ft_model *m, ft_tensor *gate, ft_tensor *up) {
     return m->c.ffn_gelu ? ft_mul(ctx, ft_gelu_tanh(ctx, gate), up) : ft_swiglu(ctx, gate, up);
 }
+static ft_tensor *ft__peft_expert(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, int64_t l, int64_t e, int k);
+static ft_tensor *ft__peft_router(ft_model *m, int64_t l);
+/* x W^T for expert e's gate / up / down (k = 0, 1, 2) of layer l; the attached method may change it */
+static ft_tensor *ft__expert_linear(ft_ctx *ctx, ft_model *m, ft_tensor *x, ft_tensor *W, int64_t l, int64_t e, int k) {
+    return m->peft ? ft__peft_expert(ctx, m->peft, x, W, l, e, k) : ft_matmul(ctx, x, W, 0, 1);
+}
 /* each token's top k experts by router logit (descending; the lower id on a tie) into sel
    (N, k), and its row in its expert's batch into row; cnt (E) tokens per expert */
 static void ft__moe_route(const float *logits, int64_t N, int64_t E, int64_t k, int32_t *sel, int32_t *row, int32_t *cnt) {
@@ -8910,7 +8918,7 @@ static ft_tensor *ft__model_moe(ft_ctx *ctx, ft_model *m, int64_t l, ft_tensor *
     ft_tensor *x, *logits, *w, **ys;
     s2[0] = N; s2[1] = C;
     x = ft_reshape(ctx, h, 2, s2);
-    logits = ft_matmul(ctx, x, L->router, 0, 1);                             /* (N, E) */
+    logits = ft_matmul(ctx, x, ft__peft_router(m, l), 0, 1);                 /* (N, E) */
     sel = FT__CAST(int32_t *, ft__arena_alloc(ctx, (size_t)(4 * N * k + 2 * E + 1) * sizeof(int32_t)));
     ys = FT__CAST(ft_tensor **, ft__arena_alloc(ctx, (size_t)E * sizeof(ft_tensor *)));
     if (!logits || !sel || !ys) return ft__fail(ctx, FT_ERR_NOMEM, "moe: arena out of memory");
@@ -8924,8 +8932,8 @@ static ft_tensor *ft__model_moe(ft_ctx *ctx, ft_model *m, int64_t l, ft_tensor *
         ys[e] = NULL;
         if (!cnt[e]) continue;
         xe = ft_embedding(ctx, x, tok + off[e], cnt[e]);                        /* (n_e, C) */
-        ys[e] = ft_matmul(ctx, ft__model_glu(ctx, m, ft_matmul(ctx, xe, L->gate_exps[e], 0, 1), ft_matmul(ctx, xe, L->up_exps[e], 0, 1)),
-                          L->down_exps[e], 0, 1);
+        ys[e] = ft__expert_linear(ctx, m, ft__model_glu(ctx, m, ft__expert_linear(ctx, m, xe, L->gate_exps[e], l, e, 0),
+                                                        ft__expert_linear(ctx, m, xe, L->up_exps[e], l, e, 1)), L->down_exps[e], l, e, 2);
         FT__IN(ys[e]);
     }
     return ft_reshape(ctx, ft_moe_combine(ctx, ys, (int)E, sel, row, w), h->ndim, h->shape);
@@ -9262,6 +9270,9 @@ struct ft_peft {
     ft_tensor    *full_orig;        /* full: the model's original weight headers                   */
     ft_tensor   **hada;             /* LoHa: per site, w1_a (out, r), w1_b (r, in), w2_a, w2_b     */
     const ft_peft_method_def *custom;   /* your own method's hooks                                  */
+    ft_tensor   **expA, **expB;     /* LoRA on experts: per ((layer * n_expert + e) * 3 + gate /
+                                       up / down), NULL where none                                */
+    ft_tensor   **router;           /* trained routers (n_expert, n_embd) per layer, or NULL      */
 };
 
 /* ---- the PEFT interface: what a method is to the rest of the library ---------------------------------
@@ -9290,6 +9301,8 @@ typedef struct ft__peft_impl {
     const char *peft_type;                                    /* adapter_config.json's; NULL: none    */
     ft_result (*save_peft)(ft_peft *p, const char *dir, const char *base_model_name);
     ft_result (*load_peft)(ft_peft **out, ft_model *m, const char *dir);
+    /* expert e's gate / up / down (k = 0, 1, 2) of MoE layer l; NULL: the experts stay as they are */
+    ft_tensor *(*expert)(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, int64_t l, int64_t e, int k);
 } ft__peft_impl;
 static const ft__peft_impl *ft__peft_impl_of(ft_peft_method k);
 
@@ -9664,6 +9677,43 @@ static ft_result ft__lora_add_site(ft_peft *p, int64_t l, int w) {
     snprintf(name, sizeof name, "layers.%d.%s.lora_magnitude_vector", (int)l, ft_site_name(w));
     return ft__peft_param(p, &p->mag[s], name, 1, W->shape[0], 1);
 }
+/* LoRA on the experts of every MoE layer (gate, up, down as the targets say): each expert its own
+   A (r, in) and B (out, r), which see only the tokens routed to that expert */
+static ft_result ft__lora_add_experts(ft_peft *p) {
+    static const int site[3] = {FT_SITE_GATE, FT_SITE_UP, FT_SITE_DOWN};
+    ft_model *m = p->m; int64_t l, e, E = m->c.n_expert, n = m->c.n_layer * E * 3; int k; ft_result r;
+    if (!(p->o.targets & ((1u << FT_SITE_GATE) | (1u << FT_SITE_UP) | (1u << FT_SITE_DOWN)))) return FT_OK;
+    if ((r = ft__peft_slots(&p->expA, 2 * n)) != FT_OK) return r;
+    p->expB = p->expA + n;
+    for (l = 0; l < m->c.n_layer; l++) {
+        ft_layer *L = &m->layers[l];
+        if (!L->router || !ft__layer_on(p->o.layer_mask, l)) continue;
+        if (p->o.dora) return ft_set_error(FT_ERR_UNSUPPORTED, "dora: not on experts (target the attention only, or plain LoRA)");
+        for (e = 0; e < E; e++) for (k = 0; k < 3; k++) {
+            ft_tensor *W = (k == 0 ? L->gate_exps : k == 1 ? L->up_exps : L->down_exps)[e];
+            int64_t i = (l * E + e) * 3 + k; char name[128];
+            if (!(p->o.targets & (1u << site[k]))) continue;
+            snprintf(name, sizeof name, "layers.%d.experts.%d.%s.lora_A", (int)l, (int)e, ft_site_name(site[k]));
+            if ((r = ft__peft_param(p, &p->expA[i], name, 2, p->o.r, W->shape[1])) != FT_OK) return r;
+            snprintf(name, sizeof name, "layers.%d.experts.%d.%s.lora_B", (int)l, (int)e, ft_site_name(site[k]));
+            if ((r = ft__peft_param(p, &p->expB[i], name, 2, W->shape[0], p->o.r)) != FT_OK) return r;
+        }
+    }
+    return FT_OK;
+}
+/* trained routers: a full f32 copy of each MoE layer's router, started from the model's */
+static ft_result ft__lora_add_routers(ft_peft *p) {
+    ft_model *m = p->m; int64_t l, n = 0; ft_result r; char name[64];
+    if (!m->c.n_expert) return ft_set_error(FT_ERR_INVALID, "lora: --train-router, but %s has no experts", m->c.arch_name);
+    if ((r = ft__peft_slots(&p->router, m->c.n_layer)) != FT_OK) return r;
+    for (l = 0; l < m->c.n_layer; l++) {
+        if (!m->layers[l].router || !ft__layer_on(p->o.layer_mask, l)) continue;
+        snprintf(name, sizeof name, "layers.%d.router.weight", (int)l);
+        if ((r = ft__peft_param(p, &p->router[l], name, 2, m->c.n_expert, m->c.n_embd)) != FT_OK) return r;
+        n++;
+    }
+    return n ? FT_OK : ft_set_error(FT_ERR_INVALID, "lora: no MoE layer to train the router of");
+}
 static ft_result ft__lora_add(ft_peft *p) {
     ft_model *m = p->m; int64_t l, nsites = m->c.n_layer * FT_SITE_COUNT; int w; ft_result r;
     if (p->o.dropout < 0 || p->o.dropout >= 1) return ft_set_error(FT_ERR_INVALID, "lora: dropout %g outside [0, 1)", (double)p->o.dropout);
@@ -9676,6 +9726,8 @@ static ft_result ft__lora_add(ft_peft *p) {
         for (w = 0; w < FT_SITE_COUNT; w++)             /* (a mixture of experts has no dense FFN) */
             if ((p->o.targets & (1u << w)) && *ft__site_weight(m, l, w) && (r = ft__lora_add_site(p, l, w)) != FT_OK) return r;
     }
+    if (m->c.n_expert && (r = ft__lora_add_experts(p)) != FT_OK) return r;
+    if (p->o.train_router && (r = ft__lora_add_routers(p)) != FT_OK) return r;
     if (p->o.targets & FT_TARGET_EMBED) {            /* PEFT's lora_embedding_A (r, V) is stored as its transpose */
         if ((r = ft__peft_param(p, &p->emb_A, "embed_tokens.lora_embedding_A", 2, m->tok_embd->shape[0], p->o.r)) != FT_OK) return r;
         if ((r = ft__peft_param(p, &p->emb_B, "embed_tokens.lora_embedding_B", 2, m->c.n_embd, p->o.r)) != FT_OK) return r;
@@ -9706,6 +9758,13 @@ static ft_result ft__lora_init(ft_peft *p, ft_rng *rng) {
         ft__init_kaiming(p->A[s], p->A[s]->shape[1], rng);
         if (p->mag[s] && (r = ft__dora_init(p, s)) != FT_OK) return r;
     }
+    for (s = 0; p->expA && s < p->m->c.n_layer * p->m->c.n_expert * 3; s++)     /* experts: as a linear layer */
+        if (p->expA[s]) ft__init_kaiming(p->expA[s], p->expA[s]->shape[1], rng);
+    for (s = 0; p->router && s < p->m->c.n_layer; s++)                           /* routers: the model's */
+        if (p->router[s]) {
+            int64_t e;
+            for (e = 0; e < p->m->c.n_expert; e++) ft__weight_row(p->m->layers[s].router, e, 0, p->m->c.n_embd, FT__F(p->router[s]) + e * p->m->c.n_embd);
+        }
     if (p->emb_A) {                                   /* PEFT's embedding init: A = 0, B ~ N(0, 1) */
         ft__init_const(p->emb_A, 0.0f);
         ft__init_normal(p->emb_B, 1.0f, rng);
@@ -9734,6 +9793,13 @@ static ft_tensor *ft__dora_norm(ft_ctx *ctx, ft_tensor *W, ft_tensor *A, ft_tens
 static ft_tensor *ft__plain_linear(ft_ctx *ctx, ft_tensor *x, ft_tensor *W, ft_tensor *bias) {
     ft_tensor *y = ft_matmul(ctx, x, W, 0, 1);
     return bias ? ft_add(ctx, y, bias) : y;
+}
+static ft_tensor *ft__lora_expert(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, int64_t l, int64_t e, int k) {
+    int64_t i = (l * p->m->c.n_expert + e) * 3 + k;
+    ft_tensor *A = p->expA && !p->orig ? p->expA[i] : NULL, *xd;
+    if (!A) return ft_matmul(ctx, x, W, 0, 1);
+    xd = p->o.dropout > 0 && ctx->grad_enabled ? ft_dropout(ctx, x, p->o.dropout) : NULL;
+    return ft_lora_linear(ctx, x, W, A, p->expB[i], p->scale, xd);
 }
 static ft_tensor *ft__lora_linear(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, ft_tensor *bias, int64_t l, int which) {
     int64_t s = l * FT_SITE_COUNT + which;
@@ -10098,6 +10164,7 @@ FT_API ft_result ft_peft_merge(ft_peft *p) {
     if (!p->impl->merge_row) return ft_set_error(FT_ERR_UNSUPPORTED, "merge: a %s method has no weights to merge into", ft_peft_method_name(p->kind));
     if (p->orig) return ft_set_error(FT_ERR_STATE, "merge: already merged");
     if (p->emb_A || p->head_A) return ft_set_error(FT_ERR_UNSUPPORTED, "merge: LoRA on the embedding or the head is not merged (keep it as an adapter)");
+    if (p->expA || p->router) return ft_set_error(FT_ERR_UNSUPPORTED, "merge: LoRA on experts and trained routers are not merged yet (keep it as an adapter)");
     for (s = 0; s < nsites; s++) if (p->impl->delta(p, s)) total += ft_numel(*ft__site_weight(m, s / FT_SITE_COUNT, (int)(s % FT_SITE_COUNT)));
     p->orig = FT__CAST(ft_tensor **, FT_MALLOC((size_t)nsites * sizeof(ft_tensor *)));
     p->merged = FT__CAST(ft_tensor *, FT_MALLOC((size_t)nsites * sizeof(ft_tensor)));
@@ -10601,21 +10668,22 @@ static ft_tensor *ft__custom_after(ft_ctx *ctx, ft_peft *p, int64_t l, int place
    ============================================================================================ */
 static const ft__peft_impl ft__peft_impls[] = {
     {FT_PEFT_LORA, ft__lora_add, ft__lora_init, ft__lora_linear, NULL, ft__lora_embed, NULL, NULL,
-     ft__lora_delta, ft__lora_merge_row, NULL, ft__merge_bake, ft__merge_detach, "LORA", ft__lora_save_peft, ft__lora_attach_peft},
+     ft__lora_delta, ft__lora_merge_row, NULL, ft__merge_bake, ft__merge_detach, "LORA", ft__lora_save_peft, ft__lora_attach_peft,
+     ft__lora_expert},
     {FT_PEFT_ADAPTER, ft__adapter_add, ft__adapter_init, NULL, ft__adapter_after, NULL, NULL, NULL,
-     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     {FT_PEFT_PREFIX, ft__prefix_add, ft__prefix_init, NULL, NULL, NULL, ft__prefix_table, NULL,
-     NULL, NULL, NULL, NULL, NULL, "PREFIX_TUNING", ft__prefix_save_peft, ft__prefix_attach_peft},
+     NULL, NULL, NULL, NULL, NULL, "PREFIX_TUNING", ft__prefix_save_peft, ft__prefix_attach_peft, NULL},
     {FT_PEFT_PROMPT, ft__prompt_add, ft__prompt_init, NULL, NULL, NULL, NULL, ft__prompt_table,
-     NULL, NULL, NULL, NULL, NULL, "PROMPT_TUNING", ft__prompt_save_peft, ft__prompt_attach_peft},
+     NULL, NULL, NULL, NULL, NULL, "PROMPT_TUNING", ft__prompt_save_peft, ft__prompt_attach_peft, NULL},
     {FT_PEFT_IA3, ft__ia3_add, ft__ia3_init, ft__ia3_linear, NULL, NULL, NULL, NULL,
-     NULL, NULL, NULL, NULL, NULL, "IA3", ft__ia3_save_peft, ft__ia3_attach_peft},
+     NULL, NULL, NULL, NULL, NULL, "IA3", ft__ia3_save_peft, ft__ia3_attach_peft, NULL},
     {FT_PEFT_FULL, ft__full_add, ft__full_init, NULL, NULL, NULL, NULL, NULL,
-     NULL, NULL, ft__full_install, ft__full_bake, ft__full_detach, NULL, NULL, NULL},
+     NULL, NULL, ft__full_install, ft__full_bake, ft__full_detach, NULL, NULL, NULL, NULL},
     {FT_PEFT_LOHA, ft__loha_add, ft__loha_init, ft__loha_linear, NULL, NULL, NULL, NULL,
-     ft__loha_delta, ft__loha_merge_row, NULL, ft__merge_bake, ft__merge_detach, "LOHA", ft__loha_save_peft, ft__loha_attach_peft},
+     ft__loha_delta, ft__loha_merge_row, NULL, ft__merge_bake, ft__merge_detach, "LOHA", ft__loha_save_peft, ft__loha_attach_peft, NULL},
     {FT_PEFT_CUSTOM, ft__custom_add, ft__custom_init, ft__custom_linear, ft__custom_after, NULL, NULL, NULL,
-     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
 };
 typedef char ft__peft_impls_fit_the_enum[sizeof ft__peft_impls / sizeof ft__peft_impls[0] == FT_PEFT_COUNT ? 1 : -1];
 static const ft__peft_impl *ft__peft_impl_of(ft_peft_method k) {
@@ -10709,7 +10777,7 @@ FT_API void ft_peft_free(ft_peft *p) {
     if (!p) return;
     ft__peft_detach(p);
     ft_params_free(p->P);
-    FT_FREE(p->A); FT_FREE(p->ad); FT_FREE(p->ia3); FT_FREE(p->full); FT_FREE(p->full_orig); FT_FREE(p->hada);
+    FT_FREE(p->A); FT_FREE(p->ad); FT_FREE(p->ia3); FT_FREE(p->full); FT_FREE(p->full_orig); FT_FREE(p->hada); FT_FREE(p->expA); FT_FREE(p->router);
     FT_FREE(p);
 }
 FT_API ft_result ft_peft_bake(ft_peft *p) {
@@ -10759,6 +10827,14 @@ static int ft__peft_head_plain(const ft_peft *p) {
     if (!ft__peft_on(p) || !p->impl->linear) return 1;
     return (p->kind == FT_PEFT_LORA || p->kind == FT_PEFT_LOHA || p->kind == FT_PEFT_IA3 || p->kind == FT_PEFT_ADAPTER ||
             p->kind == FT_PEFT_PREFIX || p->kind == FT_PEFT_PROMPT) && !p->head_A;
+}
+/* layer l's router: the attached method's trained copy, or the model's */
+static ft_tensor *ft__peft_router(ft_model *m, int64_t l) {
+    ft_peft *p = m->peft;
+    return ft__peft_on(p) && p->router && p->router[l] ? p->router[l] : m->layers[l].router;
+}
+static ft_tensor *ft__peft_expert(ft_ctx *ctx, ft_peft *p, ft_tensor *x, ft_tensor *W, int64_t l, int64_t e, int k) {
+    return ft__peft_on(p) && p->impl->expert ? p->impl->expert(ctx, p, x, W, l, e, k) : ft_matmul(ctx, x, W, 0, 1);
 }
 static ft_tensor *ft__peft_after(ft_ctx *ctx, ft_model *m, int64_t l, int place, ft_tensor *y) {
     ft_peft *p = m->peft;
@@ -13583,6 +13659,7 @@ FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_sa
         return ft_set_error(FT_ERR_UNSUPPORTED, "%s: cannot write weights as %s (f32, f16, bf16, q8_0, q4_0, q4_1 can be written)", path, ft_type_name(x.o.type));
     if (x.p && x.p->enabled && !x.p->impl->merge_row)
         return ft_set_error(FT_ERR_UNSUPPORTED, "%s: a %s adapter does not change the weights, so there is nothing to merge (save it with ft_peft_save)", path, ft_peft_method_name(x.p->kind));
+    if (x.p && x.p->enabled && (x.p->expA || x.p->router)) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: LoRA on experts and trained routers are not merged yet (keep them as an adapter)", path);
     x.add = x.p && x.p->enabled && !x.p->orig;      /* merged in place already (ft_peft_merge): the weights hold it */
     x.emb = x.o.embeddings && !x.o.keep_type;
     if (m->c.fused && (x.add || (x.p && x.p->orig) || !x.o.keep_type))
@@ -13629,6 +13706,7 @@ static ft_result ft__own_save(ft_peft *p, const char *path) {
         ft_gguf_set_int(w, "finetune.peft.lora.targets", FT_GGUF_UINT32, p->o.targets);
         ft_gguf_set_int(w, "finetune.peft.lora.rslora", FT_GGUF_INT32, p->o.rslora);
         ft_gguf_set_int(w, "finetune.peft.lora.dora", FT_GGUF_INT32, p->o.dora);
+        ft_gguf_set_int(w, "finetune.peft.lora.train_router", FT_GGUF_INT32, p->o.train_router);
     }
     ft_gguf_set_int(w, "finetune.peft.bottleneck", FT_GGUF_INT32, p->po.bottleneck);
     ft_gguf_set_int(w, "finetune.peft.placement", FT_GGUF_INT32, (int)p->po.placement);
@@ -13695,6 +13773,7 @@ static ft_result ft__gguf_attach(ft_peft **out, ft_model *m, const char *path) {
     FT__KV("finetune.peft.lora.targets", o.lora.targets, unsigned);
     FT__KV("finetune.peft.lora.rslora", o.lora.rslora, int);
     FT__KV("finetune.peft.lora.dora", o.lora.dora, int);
+    FT__KV("finetune.peft.lora.train_router", o.lora.train_router, int);
     FT__KV("finetune.peft.bottleneck", o.bottleneck, int);
     FT__KV("finetune.peft.placement", o.placement, ft_adapter_place);
     FT__KV("finetune.peft.act", o.act, ft_act);
@@ -13777,6 +13856,7 @@ FT_API ft_result ft_peft_can_save(const ft_peft *p, ft_adapter_format f) {
     default:
         return ft_set_error(FT_ERR_INVALID, "adapter format %d", (int)f);
     }
+    if (p->expA || p->router) return ft_set_error(FT_ERR_UNSUPPORTED, "LoRA on experts and trained routers in a %s adapter are not supported yet: finetune.h's own GGUF keeps them", f == FT_FORMAT_PEFT ? "PEFT" : "llama.cpp");
     if (p->m->c.fused)          /* their q, k, v (gate, up) live in one tensor there: attn_qkv, qkv_proj */
         return ft_set_error(FT_ERR_UNSUPPORTED, "%s's fused qkv / gate_up layers in a %s adapter are not supported yet: finetune.h's own GGUF keeps it",
                             p->m->c.arch_name, f == FT_FORMAT_PEFT ? "PEFT" : "llama.cpp");

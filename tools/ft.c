@@ -144,6 +144,7 @@ static const ft_opt ft_opts[] = {
     O_INT("rank", 0, peft.lora.r, LIB, "[1, 4096]", TRN, "R", "LoRA rank"),
     O_REAL("alpha", peft.lora.alpha, LIB, "(0, 1e6]", TRN, "A", "LoRA scale alpha / rank"),
     O_FLAG("rslora", 0, peft.lora.rslora, TRN, "rsLoRA: scale alpha / sqrt(rank)"),
+    O_FLAG("train-router", 0, peft.lora.train_router, TRN, "MoE: train the routers too (else frozen)"),
     O_REAL("dropout", peft.lora.dropout, LIB, "[0, 1)", TRN, "P", "LoRA dropout"),
     O_STRC("targets", targets, "all", ft_check_targets, TRN, "LAYERS", "all, attn, mlp, all+embed+head or q_proj,v_proj,..."),
     O_INT("bottleneck", 0, peft.bottleneck, LIB, "[1, 65536]", TRN, "K", "adapter: inner size"),
