@@ -8656,24 +8656,62 @@ static ft_result ft__model_experts(ft_model *m, int64_t l) {
     return FT_OK;
 }
 /* every weight bound to its slot with its shape checked (the architecture's extras too) */
-static ft_result ft__model_weights(ft_model *m, const char *path) {
-    ft_model_config *c = &m->c; int64_t v, i; char name[96];
+/* layer l's weights (the architecture's extras; phi3's fused ones as views; experts) */
+static ft_result ft__model_layer_weights(ft_model *m, int64_t l) {
+    ft_model_config *c = &m->c; ft_layer *L = &m->layers[l]; char name[96];
     int64_t C = c->n_embd, Dq = c->n_head * c->head_dim, Dkv = c->n_head_kv * c->head_dim, F = c->n_ff, D = c->head_dim;
     int bias = c->qkv_bias, qkn = c->qk_norm != 0, post = c->post_norms, dense;
     int64_t Dqn = c->qk_norm == 2 ? Dq : D, Dkn = c->qk_norm == 2 ? Dkv : D;     /* q/k norm widths */
+#define FT__BIND(field, nm, ne0, ne1, req) do { snprintf(name, sizeof name, "blk.%d." nm, (int)l); \
+                                          FT__TRY(ft__model_bind(m, &L->field, name, ne0, ne1, req)); } while (0)
+    FT__BIND(attn_norm, "attn_norm.weight", C, 0, 1);
+    if (c->n_expert) FT__TRY(ft__model_experts(m, l));
+    dense = !L->router;
+    if (c->fused) {
+        static const char *const qkv[3] = {"q", "k", "v"}, *const gu[2] = {"gate", "up"};
+        int64_t rq[3], rg[2]; ft_tensor **dq[3], **dg[2];
+        rq[0] = Dq; rq[1] = rq[2] = Dkv; rg[0] = rg[1] = F;
+        dq[0] = &L->wq; dq[1] = &L->wk; dq[2] = &L->wv; dg[0] = &L->w_gate; dg[1] = &L->w_up;
+        snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", (int)l);
+        FT__TRY(ft__model_bind_split(m, name, C, 3, rq, qkv, dq));
+        snprintf(name, sizeof name, "blk.%d.ffn_up.weight", (int)l);
+        FT__TRY(ft__model_bind_split(m, name, C, 2, rg, gu, dg));
+    } else {
+        FT__BIND(wq, "attn_q.weight", C, Dq, 1);
+        FT__BIND(wk, "attn_k.weight", C, Dkv, 1);
+        FT__BIND(wv, "attn_v.weight", C, Dkv, 1);
+        FT__BIND(w_gate, "ffn_gate.weight", C, F, dense);
+        FT__BIND(w_up, "ffn_up.weight", C, F, dense);
+    }
+    FT__BIND(wo, "attn_output.weight", Dq, C, 1);
+    FT__BIND(bq, "attn_q.bias", Dq, 0, bias);
+    FT__BIND(bk, "attn_k.bias", Dkv, 0, bias);
+    FT__BIND(bv, "attn_v.bias", Dkv, 0, bias);
+    FT__BIND(q_norm, "attn_q_norm.weight", Dqn, 0, qkn);
+    FT__BIND(k_norm, "attn_k_norm.weight", Dkn, 0, qkn);
+    FT__BIND(post_attn_norm, "post_attention_norm.weight", C, 0, post);
+    FT__BIND(ffn_norm, "ffn_norm.weight", C, 0, 1);
+    FT__BIND(post_ffn_norm, "post_ffw_norm.weight", C, 0, post);
+    FT__BIND(w_down, "ffn_down.weight", F, C, dense);
+#undef FT__BIND
+    return FT_OK;
+}
+/* every weight bound to its slot with its shape checked */
+static ft_result ft__model_weights(ft_model *m, const char *path) {
+    ft_model_config *c = &m->c; int64_t v, i, C = c->n_embd, nx = c->n_layer * 3 * c->n_expert;
     m->w = FT__CAST(ft_tensor *, FT_MALLOC((size_t)(c->n_layer * 16 + 4) * sizeof(ft_tensor)));
     m->layers = FT__CAST(ft_layer *, FT_MALLOC((size_t)c->n_layer * sizeof(ft_layer)));
     m->nf4 = FT__CAST(ft_nf4 *, FT_MALLOC((size_t)(c->n_layer * 16 + 4) * sizeof(ft_nf4)));
     for (v = 0, i = 0; i < ft_gguf_n_tensors(m->g); i++) v += (int64_t)ft_gguf_tensor_at(m->g, i)->name.n + 1;
-    v += (c->fused ? c->n_layer * 5 * 96 : 0) + c->n_layer * 3 * c->n_expert * 96;     /* the views' names */
+    v += (c->fused ? c->n_layer * 5 * 96 : 0) + nx * 96;                   /* the views' names */
     m->names = FT__CAST(char *, FT_MALLOC((size_t)v + 1));
     if (c->n_expert) {
-        m->experts = FT__CAST(ft_tensor *, FT_MALLOC((size_t)(c->n_layer * 3 * c->n_expert) * sizeof(ft_tensor)));
-        m->expert_ptrs = FT__CAST(ft_tensor **, FT_MALLOC((size_t)(c->n_layer * 3 * c->n_expert) * sizeof(ft_tensor *)));
+        m->experts = FT__CAST(ft_tensor *, FT_MALLOC((size_t)nx * sizeof(ft_tensor)));
+        m->expert_ptrs = FT__CAST(ft_tensor **, FT_MALLOC((size_t)nx * sizeof(ft_tensor *)));
         m->moe_logits = FT__CAST(ft_tensor **, FT_MALLOC((size_t)c->n_layer * sizeof(ft_tensor *)));
-        m->expert_nf4 = FT__CAST(ft_nf4 *, FT_MALLOC((size_t)(c->n_layer * 3 * c->n_expert) * sizeof(ft_nf4)));
+        m->expert_nf4 = FT__CAST(ft_nf4 *, FT_MALLOC((size_t)nx * sizeof(ft_nf4)));
         if (!m->experts || !m->expert_ptrs || !m->moe_logits || !m->expert_nf4) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
-        memset(m->expert_ptrs, 0, (size_t)(c->n_layer * 3 * c->n_expert) * sizeof(ft_tensor *));
+        memset(m->expert_ptrs, 0, (size_t)nx * sizeof(ft_tensor *));
     }
     if (!m->w || !m->layers || !m->names || !m->nf4) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
     memset(m->layers, 0, (size_t)c->n_layer * sizeof(ft_layer));
@@ -8684,41 +8722,7 @@ static ft_result ft__model_weights(ft_model *m, const char *path) {
     FT__TRY(ft__model_bind(m, &m->rope_freqs, "rope_freqs.weight", c->n_rot / 2, 0, 0));
     c->tied_embeddings = m->output == NULL;
     if (!m->output) m->output = m->tok_embd;
-    for (i = 0; i < c->n_layer; i++) {
-        ft_layer *L = &m->layers[i];
-#define FT__BIND(field, nm, ne0, ne1, req) do { snprintf(name, sizeof name, "blk.%d." nm, (int)i); \
-                                              FT__TRY(ft__model_bind(m, &L->field, name, ne0, ne1, req)); } while (0)
-        FT__BIND(attn_norm, "attn_norm.weight", C, 0, 1);
-        if (c->n_expert) FT__TRY(ft__model_experts(m, i));
-        dense = !L->router;
-        if (c->fused) {
-            static const char *const qkv[3] = {"q", "k", "v"}, *const gu[2] = {"gate", "up"};
-            int64_t rq[3], rg[2]; ft_tensor **dq[3], **dg[2];
-            rq[0] = Dq; rq[1] = rq[2] = Dkv; rg[0] = rg[1] = F;
-            dq[0] = &L->wq; dq[1] = &L->wk; dq[2] = &L->wv; dg[0] = &L->w_gate; dg[1] = &L->w_up;
-            snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", (int)i);
-            FT__TRY(ft__model_bind_split(m, name, C, 3, rq, qkv, dq));
-            snprintf(name, sizeof name, "blk.%d.ffn_up.weight", (int)i);
-            FT__TRY(ft__model_bind_split(m, name, C, 2, rg, gu, dg));
-        } else {
-            FT__BIND(wq, "attn_q.weight", C, Dq, 1);
-            FT__BIND(wk, "attn_k.weight", C, Dkv, 1);
-            FT__BIND(wv, "attn_v.weight", C, Dkv, 1);
-            FT__BIND(w_gate, "ffn_gate.weight", C, F, dense);
-            FT__BIND(w_up, "ffn_up.weight", C, F, dense);
-        }
-        FT__BIND(wo, "attn_output.weight", Dq, C, 1);
-        FT__BIND(bq, "attn_q.bias", Dq, 0, bias);
-        FT__BIND(bk, "attn_k.bias", Dkv, 0, bias);
-        FT__BIND(bv, "attn_v.bias", Dkv, 0, bias);
-        FT__BIND(q_norm, "attn_q_norm.weight", Dqn, 0, qkn);
-        FT__BIND(k_norm, "attn_k_norm.weight", Dkn, 0, qkn);
-        FT__BIND(post_attn_norm, "post_attention_norm.weight", C, 0, post);
-        FT__BIND(ffn_norm, "ffn_norm.weight", C, 0, 1);
-        FT__BIND(post_ffn_norm, "post_ffw_norm.weight", C, 0, post);
-        FT__BIND(w_down, "ffn_down.weight", F, C, dense);
-#undef FT__BIND
-    }
+    for (i = 0; i < c->n_layer; i++) FT__TRY(ft__model_layer_weights(m, i));
 #undef FT__TRY
     return FT_OK;
 }

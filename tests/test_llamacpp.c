@@ -1,23 +1,58 @@
-/* test_llamacpp.c - SmolLM2-135M-Instruct (the Q4_1 GGUF) against llama.cpp on the same file.
-   The fixture tests/fixtures/llamacpp_smollm2.bin comes from tools/ref/llamacpp_fixtures.py (its
-   docstring has the format) and holds two llama.cpp references:
-     "f32"  llama.cpp on the Q4_1 weights dequantized exactly to F32, F32 KV cache: the same
+/* test_llamacpp.c - real models against llama.cpp on the same file: SmolLM2-135M-Instruct (the
+   Q4_1 GGUF, $FT_MODEL) and Gemma 3 270M (the pretrained Q4_K_M GGUF with Q5_0 / Q4_K / Q6_K / Q8_0
+   tensors, $FT_MODEL_GEMMA3; make test does not set it: without it, or without the file, the Gemma
+   part is skipped with a line saying so). The fixtures tests/fixtures/llamacpp_smollm2.bin and
+   llamacpp_gemma3.bin come from tools/ref/llamacpp_fixtures.py (its docstring has the format) and
+   each holds two llama.cpp references:
+     "f32"  llama.cpp on the quantized weights dequantized exactly to F32, F32 KV cache: the same
             arithmetic as ours (weights dequantized, f32 activations). Asserted tightly: logits
-            within 1e-2 of the logit range (measured: far below), the same argmax everywhere,
-            identical 64-token greedy continuations, perplexity within 0.5%.
-     "q4_1" llama.cpp on the Q4_1 file as it runs it: its quantized matmuls round the
-            activations to 8 bits (Q8_1 blocks) and its KV cache is F16. Its own f32 run differs
-            from it by up to 4.4% of the logit range (see the fixture script's summary), so here
-            the bound is 6% of the range; argmax and greedy may differ only at near-ties (the
-            top-2 gap of llama.cpp below the error measured at that position); perplexity
-            within 0.5%.
+            within 1e-2 of the logit range, the same argmax everywhere, identical 64-token greedy
+            continuations, perplexity within 0.5% (SmolLM2) / 0.1% (Gemma 3), every per-token NLL
+            of the perplexity text within 1e-2 / 2e-2.
+            Measured: SmolLM2 3.5e-6 of the range, NLL 3e-5, ppl +0.000%. Gemma 3 1.2e-3 of the range
+            (chat pos 2), NLL 4.5e-3, ppl -0.002%: llama.cpp's CPU GELU is a table lookup in fp16
+            (GGML_GELU_FP16 in ggml-cpu/vec.h, input and output rounded to fp16), so its "f32"
+            is not exact for Gemma's GeGLU; against an f64 numpy forward of the same weights ours
+            is within 4.4e-6 of the range and llama.cpp's within 1.2e-3, and the f64 forward with
+            the fp16 GELU has llama.cpp's perplexity to 5 digits. Gemma's perplexity text is 546
+            tokens: without the 512-token sliding window of its local layers the NLLs past
+            position 512 move by up to 1.1 and the perplexity by 0.24%, which both bounds catch.
+     "q4_1" / "q4_k_m"  llama.cpp on the quantized file as it runs it: its quantized matmuls round
+            the activations to 8 bits (Q8_1 / Q8_0 / Q8_K blocks) and its KV cache is F16. Its
+            own f32 run differs from it by up to 4.4% of the logit range for SmolLM2 and 14.4% for
+            Gemma 3 (at chat pos 2, where all logits are negative; 3.9% elsewhere; see the fixture
+            script's summary), so the bounds are 6% and 20% of the range (about 1.4x that); argmax and
+            greedy may differ only at near-ties (the top-2 gap of llama.cpp below the error measured
+            at that position; a greedy difference must start at a gap below 0.25); perplexity
+            within 0.5% (SmolLM2: measured -0.38%) and 1.5% (Gemma 3: measured -0.94%, llama.cpp's
+            own q4_k_m vs f32 -0.95%). This reference depends on how llama.cpp was built (the
+            CPU kernels it picks): SmolLM2's fixture made again with the build that made Gemma's
+            moves its q4_1 logits by up to 1.3 and its perplexity to 12.925 (from 12.987), and its
+            chat continuation's first token then differs from ours at a top-2 gap of 0.35, past
+            the 0.25 above; the committed fixture is the older build's.
    Only the public API and the recorded token ids are used for the model; the tokenizer and the
-   chat template are checked separately against the recorded ids and prompt text. */
+   chat template are checked separately against the recorded ids and prompt text (Gemma 3's file
+   has no template: the loader names llama.cpp's built-in "gemma" format, checked here). */
 #include "../finetune.h"
 #include "ft_test.h"
 
-#define FIXTURE "tests/fixtures/llamacpp_smollm2.bin"
 enum { MAXP = 8, MAXR = 2 };
+
+/* one model: its fixture and the bounds the header comment explains */
+typedef struct {
+    const char *tag;          /* prefix of the test names ("" for SmolLM2, "gemma3: ") */
+    const char *fixture;
+    const char *chat;         /* NULL: the file's own chat template; else the llama.cpp built-in
+                                 name the loader must give the model (the file has none)     */
+    double rel_f32, rel_q;    /* max |logit diff| / logit range vs "f32" and vs the quantized run */
+    double gap_q;             /* greedy vs the quantized run: a difference starts at a top-2 gap below this */
+    double ppl_f32, ppl_q;    /* relative perplexity difference */
+    double nll_f32;           /* max |per-token NLL diff| vs "f32" */
+} model_spec;
+
+static const model_spec SMOLLM2 = {"", "tests/fixtures/llamacpp_smollm2.bin", NULL, 1e-2, 0.06, 0.25, 0.005, 0.005, 1e-2};
+static const model_spec GEMMA3 = {"gemma3: ", "tests/fixtures/llamacpp_gemma3.bin", "gemma", 1e-2, 0.2, 0.25, 1e-3, 0.015, 2e-2};
+static const model_spec *S;
 
 typedef struct { int32_t argmax; float max, range, gap; const float *sub; } pos_rec;
 typedef struct {
@@ -46,8 +81,23 @@ static char *take_str(void) {
 /* arrays are 4-byte aligned in the file only by luck: copy them out */
 static void *take_copy(size_t n) { const void *p = take(n); void *d = p ? malloc(n ? n : 1) : NULL; if (d) memcpy(d, p, n); return d; }
 
-static int load_fixture(void) {
-    FILE *f = fopen(FIXTURE, "rb"); long n; int k, r, t;
+static void free_fixture(void) {
+    int k, r, t;
+    for (k = 0; k < MAXP; k++) {
+        free(P[k].text); free(P[k].ids);
+        for (r = 0; r < MAXR; r++) {
+            if (P[k].pos[r]) for (t = 0; t < P[k].n; t++) free((void *)P[k].pos[r][t].sub);
+            free(P[k].pos[r]); free((void *)P[k].gtok[r]); free((void *)P[k].ggap[r]);
+        }
+    }
+    for (r = 0; r < MAXR; r++) free((void *)TNLL[r]);
+    free(FIX); free((void *)SUB); free(TEXT); free(TIDS);
+    memset(P, 0, sizeof P); memset(TNLL, 0, sizeof TNLL); memset(PPL, 0, sizeof PPL);
+    FIX = NULL; SUB = NULL; TEXT = NULL; TIDS = NULL; FIXN = OFF = 0; BAD = 0; NV = NSUB = NP = NR = NG = TN = 0;
+}
+
+static int load_fixture(const char *path) {
+    FILE *f = fopen(path, "rb"); long n; int k, r, t;
     if (!f) return 0;
     fseek(f, 0, SEEK_END); n = ftell(f); fseek(f, 0, SEEK_SET);
     FIX = (unsigned char *)malloc((size_t)n); FIXN = fread(FIX, 1, (size_t)n, f); fclose(f);
@@ -63,7 +113,7 @@ static int load_fixture(void) {
         snprintf(p->name, sizeof p->name, "%s", s); free(s);
         p->text = take_str(); p->n = take_i32(); p->ids = (int32_t *)take_copy((size_t)p->n * 4); p->greedy = take_i32();
         for (r = 0; r < NR && !BAD; r++) {
-            p->pos[r] = (pos_rec *)calloc((size_t)p->n, sizeof(pos_rec));
+            p->pos[r] = (pos_rec *)calloc((size_t)(p->n > 0 ? p->n : 1), sizeof(pos_rec));
             for (t = 0; t < p->n && !BAD; t++) {
                 pos_rec *q = &p->pos[r][t]; const float *h;
                 q->argmax = take_i32(); h = (const float *)take_copy(12);
@@ -101,10 +151,15 @@ TEST(tokenizer_gives_llamacpp_ids) {
 
 TEST(chat_template_renders_the_prompt) {
     const prompt_rec *p = find_prompt("chat"); ft_chat_msg msg = {"user", "What is the capital of France?"};
+    const char *tmpl = ft_model_chat_template(M);
     char buf[1024]; int64_t n;
     CHECK(p != NULL, "no chat prompt in the fixture");
     if (!p) return;
-    n = ft_chat_apply(ft_model_chat_template(M), &msg, 1, 1, buf, sizeof buf);
+    if (S->chat) {      /* no template in the file: the loader names llama.cpp's built-in format */
+        CHECK(tmpl && strcmp(tmpl, S->chat) == 0, "ft_model_chat_template: %s, want \"%s\"", tmpl ? tmpl : "NULL", S->chat);
+        tmpl = S->chat;
+    }
+    n = ft_chat_apply(tmpl, &msg, 1, 1, buf, sizeof buf);
     CHECK(n > 0 && n < (int64_t)sizeof buf && strcmp(buf, p->text) == 0, "rendered:\n%s\nwant:\n%s", n > 0 ? buf : ft_last_error(), p->text);
 }
 
@@ -152,10 +207,10 @@ TEST(logits_match) {
         printf("    vs llama.cpp %-4s: max |logit diff| %.2e = %.2e of the logit range (at %s); argmax agrees at %d of %d, %d near-ties\n",
                RNAME[r], worst_abs[r], worst_rel[r], where[r], agree[r], total, excused[r]);
     /* ref 1: llama.cpp computing in f32 what we compute */
-    CHECK(worst_rel[1] < 1e-2, "vs %s: %.5f of the range", RNAME[1], worst_rel[1]);
+    CHECK(worst_rel[1] < S->rel_f32, "vs %s: %.5f of the range", RNAME[1], worst_rel[1]);
     CHECK(agree[1] + excused[1] == total, "vs %s: argmax differs at %d positions that are no near-ties", RNAME[1], total - agree[1] - excused[1]);
     /* ref 0: llama.cpp's 8-bit activations */
-    CHECK(worst_rel[0] < 0.06, "vs %s: %.5f of the range", RNAME[0], worst_rel[0]);
+    CHECK(worst_rel[0] < S->rel_q, "vs %s: %.5f of the range", RNAME[0], worst_rel[0]);
     CHECK(agree[0] + excused[0] == total, "vs %s: argmax differs at %d positions that are no near-ties", RNAME[0], total - agree[0] - excused[0]);
 }
 
@@ -176,9 +231,9 @@ TEST(greedy_continuations) {
             if (same < NG) printf(" (first difference: %d vs %d, llama.cpp's top-2 gap there %.4f)", out[same], p->gtok[r][same], p->ggap[r][same]);
             printf("\n");
             if (r == 1) CHECK(same == NG, "%s vs %s: differs at token %d", p->name, RNAME[r], same);
-            /* against 8-bit activations: a difference must start at one of its near-ties (gap
-               below the 6% of range bound the logits test accepts, i.e. a few tenths of a logit) */
-            else CHECK(same == NG || p->ggap[r][same] < 0.25, "%s vs %s: differs at token %d where its top-2 gap is %.4f",
+            /* against 8-bit activations: a difference must start at one of its near-ties (a gap
+               of at most a few tenths of a logit, well inside the error the logits test accepts) */
+            else CHECK(same == NG || p->ggap[r][same] < S->gap_q, "%s vs %s: differs at token %d where its top-2 gap is %.4f",
                        p->name, RNAME[r], same, p->ggap[r][same]);
         }
         ft_kv_cache_free(kv);
@@ -205,9 +260,10 @@ TEST(perplexity) {
     ppl = exp(nll / (double)(TN - 1));
     printf("    %d tokens in one forward: %.2f s\n", TN, t0);
     printf("    max |per-token NLL diff| vs llama.cpp %s: %.5f\n", RNAME[1], worst);
+    CHECK(worst < S->nll_f32, "per-token NLL vs %s: %.5f", RNAME[1], worst);
     for (r = 0; r < NR; r++) {
         printf("    perplexity %.5f, llama.cpp %-4s %.5f (%+.3f%%)\n", ppl, RNAME[r], PPL[r], 100 * (ppl - PPL[r]) / PPL[r]);
-        CHECK(fabs(ppl - PPL[r]) / PPL[r] < 0.005, "vs %s: ppl %.5f vs %.5f", RNAME[r], ppl, PPL[r]);
+        CHECK(fabs(ppl - PPL[r]) / PPL[r] < (r == 1 ? S->ppl_f32 : S->ppl_q), "vs %s: ppl %.5f vs %.5f", RNAME[r], ppl, PPL[r]);
     }
     /* the library's own loss agrees with the double log-softmax above */
     {
@@ -220,18 +276,37 @@ TEST(perplexity) {
     }
 }
 
-int main(void) {
-    const char *path = getenv("FT_MODEL");
-    if (!path) { printf("FAIL - FT_MODEL is not set (the SmolLM2-135M-Instruct Q4_1 GGUF: tools/fetch-model)\n"); return 1; }
-    if (!load_fixture()) { printf("FAIL - %s is missing or malformed (tools/ref/llamacpp_fixtures.py)\n", FIXTURE); return 1; }
-    if (ft_model_load(&M, path, NULL) != FT_OK) { printf("FAIL - loading %s: %s\n", path, ft_last_error()); return 1; }
-    if (ft_ctx_init(&C, NULL) != FT_OK) { printf("FAIL - ft_ctx_init: %s\n", ft_last_error()); return 1; }
+/* the five tests on one model; a model that cannot be set up is one failure */
+static void run_named(const char *name, void (*fn)(void)) {
+    char full[96];
+    snprintf(full, sizeof full, "%s%s", S->tag, name);
+    ft_test_run(full, fn);
+}
+#define RUN_M(name) run_named(#name, name)
+
+static void run_model(const model_spec *spec, const char *path) {
+    S = spec;
+    if (!load_fixture(spec->fixture)) { printf("FAIL - %s%s is missing or malformed (tools/ref/llamacpp_fixtures.py)\n", S->tag, spec->fixture); ft_test_failed++; free_fixture(); return; }
+    if (ft_model_load(&M, path, NULL) != FT_OK) { printf("FAIL - %sloading %s: %s\n", S->tag, path, ft_last_error()); ft_test_failed++; free_fixture(); return; }
+    if (ft_ctx_init(&C, NULL) != FT_OK) { printf("FAIL - %sft_ctx_init: %s\n", S->tag, ft_last_error()); ft_test_failed++; ft_model_free(M); M = NULL; free_fixture(); return; }
     ft_ctx_set_grad(C, 0);
-    RUN(tokenizer_gives_llamacpp_ids);
-    RUN(chat_template_renders_the_prompt);
-    RUN(logits_match);
-    RUN(greedy_continuations);
-    RUN(perplexity);
-    ft_ctx_free(C); ft_model_free(M);
+    RUN_M(tokenizer_gives_llamacpp_ids);
+    RUN_M(chat_template_renders_the_prompt);
+    RUN_M(logits_match);
+    RUN_M(greedy_continuations);
+    RUN_M(perplexity);
+    ft_ctx_free(C); ft_model_free(M); C = NULL; M = NULL;
+    free_fixture();
+}
+
+int main(void) {
+    const char *path = getenv("FT_MODEL"), *gemma = getenv("FT_MODEL_GEMMA3");
+    FILE *f;
+    if (!path) { printf("FAIL - FT_MODEL is not set (the SmolLM2-135M-Instruct Q4_1 GGUF: tools/fetch-model)\n"); return 1; }
+    run_model(&SMOLLM2, path);
+    /* Gemma 3 270M: only where FT_MODEL_GEMMA3 names the file (make test does not fetch it) */
+    if (!gemma || !*gemma) printf("    skipped: the Gemma 3 270M part: FT_MODEL_GEMMA3 is not set (tools/fetch-model gemma3 gets the file and prints its path)\n");
+    else if (!(f = fopen(gemma, "rb"))) printf("    skipped: the Gemma 3 270M part: FT_MODEL_GEMMA3=%s cannot be read (tools/fetch-model gemma3 gets the file and prints its path)\n", gemma);
+    else { fclose(f); run_model(&GEMMA3, gemma); }
     return ft_test_summary("test_llamacpp");
 }

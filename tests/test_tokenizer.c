@@ -2,7 +2,13 @@
    llama.cpp's ids for a corpus of varied strings (tests/fixtures/tokenizer_smollm2.txt, written
    by tools/ref/tokenizer_fixtures.py with llama-cpp-python), Hugging Face's chat rendering,
    buffer limits, malformed vocabularies, and SentencePiece on a vocabulary worked by hand.
-   The model path comes from $FT_MODEL (the Makefile sets it from tools/fetch-model). */
+   The model path comes from $FT_MODEL (the Makefile sets it from tools/fetch-model).
+   Gemma 3 270M's SentencePiece tokenizer (262,144 pieces, add_bos_token true) against llama.cpp
+   only (tests/fixtures/tokenizer_gemma3.txt, from the same script): the ids of ~200 strings
+   (more scripts, emoji, whitespace runs, code, its control and user-defined tokens written in the
+   text, byte fallback, invalid UTF-8), the text llama.cpp's detokenize gives back, and its
+   built-in "gemma" chat format; from $FT_MODEL_GEMMA3 (tools/fetch-model gemma3), skipped with a
+   line saying so when that is not set or the file is missing. */
 #define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
@@ -215,6 +221,95 @@ TEST(speed) {   /* not a timing test: prints the figure, checks the count */
     free(big); free(ids);
 }
 
+/* Gemma 3: llama.cpp's tokenize(add_bos = the model's flag, special = true), its detokenize
+   (remove_special: the added BOS off; unparse_special) of those ids, and llama_chat_apply_template
+   with the built-in "gemma" name */
+static ft_tokenizer *TG;
+
+TEST(gemma3_llama_cpp_ids_and_text) {
+    ft_tokenizer *t = TG; const char *fixture = "tests/fixtures/tokenizer_gemma3.txt";
+    size_t n; unsigned char *b = ft_test_slurp(fixture, &n);
+    char *line;
+    unsigned char *str = (unsigned char *)malloc(65536), *want = (unsigned char *)malloc(65536);
+    char *back = (char *)malloc(65536);
+    int slen = 0, n_str = 0, n_match = 0, n_det = 0, n_det_ok = 0, n_rt = 0, n_chat = 0;
+    int32_t ids[4096], ref[4096]; int64_t got = 0; long nref = 0;
+    CHECK(b != NULL, "cannot read %s", fixture);
+    if (!b) { free(str); free(want); free(back); return; }
+    for (line = strtok((char *)b, "\n"); line; line = strtok(NULL, "\n")) {
+        if (line[0] == 'S' && line[1] == ' ') { slen = unhex(line + 2, str); n_str++; continue; }
+        if (line[0] == 'L' && line[1] == ' ') {
+            char *q = line + 2; long i; int ok;
+            nref = strtol(q, &q, 10);
+            for (i = 0; i < nref && i < 4096; i++) ref[i] = (int32_t)strtol(q, &q, 10);
+            got = ft_tokenize(t, (const char *)str, slen, ids, 4096, 1, 1);
+            ok = got == nref && nref <= 4096 && memcmp(ids, ref, (size_t)nref * 4) == 0;
+            n_match += ok;
+            if (!ok) {
+                printf("    MISMATCH \"%.*s\" (%d bytes)\n      llama.cpp %ld:", slen, str, slen, nref);
+                for (i = 0; i < nref && i < 4096; i++) printf(" %d", ref[i]);
+                printf("\n      ft        %lld:", (long long)got);
+                for (i = 0; i < got && i < 4096; i++) printf(" %d", ids[i]);
+                printf("\n");
+            }
+            CHECK(ok, "ids of fixture string %d", n_str);
+            continue;
+        }
+        if (line[0] == 'D' && line[1] == ' ') {   /* the llama.cpp ids back to text, its BOS left out */
+            int wl = unhex(line + 2, want), skip = nref > 0 && ref[0] == ft_tokenizer_bos(t) ? 1 : 0;
+            int64_t m = ft_detokenize(t, ref + skip, nref - skip, back, 65536, 1);
+            int ok = m == wl && memcmp(back, want, (size_t)wl) == 0;
+            n_det++; n_det_ok += ok; n_rt += wl == slen && memcmp(want, str, (size_t)slen) == 0;
+            if (!ok) printf("    DETOKENIZE \"%.*s\": llama.cpp gives %d bytes \"%.*s\", ft %lld \"%.*s\"\n", slen, str, wl, wl, want,
+                            (long long)m, (int)(m > 0 ? m : 0), back);
+            CHECK(ok, "detokenized text of fixture string %d", n_str);
+            continue;
+        }
+        if (line[0] == 'G' && line[1] == 'L') {   /* llama.cpp's built-in "gemma" chat format */
+            int gen = line[2] == 'G', el = unhex(line + (gen ? 4 : 3), want);
+            ft_chat_msg msgs[4] = {{"system", "  Be brief. "}, {"user", " Hi there! "}, {"assistant", "Hello! How can I help?\n"},
+                                   {"user", "What is 2+2?"}};
+            int64_t m = ft_chat_apply("gemma", msgs, 4, gen, back, 65536);
+            n_chat++;
+            CHECK(m == el && memcmp(back, want, (size_t)el) == 0, "\"gemma\" chat (gen %d) differs from llama.cpp: %lld vs %d bytes\n%.*s",
+                  gen, (long long)m, el, (int)(m > 0 ? m : 0), back);
+        }
+    }
+    printf("    Gemma 3: %d of %d strings give llama.cpp's ids exactly; %d of %d detokenize as llama.cpp does (%d of them round-trip to the string); %d chat renderings\n",
+           n_match, n_str, n_det_ok, n_det, n_rt, n_chat);
+    CHECK(n_str > 150 && n_match == n_str && n_det == n_str && n_det_ok == n_det && n_chat == 2, "fixture strings");
+    free(b); free(str); free(want); free(back);
+}
+
+TEST(gemma3_api) {
+    ft_tokenizer *t = TG; int32_t stop[FT_MAX_STOP], ids[16]; int k, ns, has_eos = 0, has_eot = 0; int64_t n;
+    CHECK(ft_tokenizer_bos(t) == 2 && ft_tokenizer_eos(t) == 1 && ft_tokenizer_pad(t) == 0 && ft_tokenizer_n_vocab(t) == 262144,
+          "bos %d eos %d pad %d n_vocab %lld", ft_tokenizer_bos(t), ft_tokenizer_eos(t), ft_tokenizer_pad(t), (long long)ft_tokenizer_n_vocab(t));
+    CHECK(ft_tokenizer_find(t, "<start_of_turn>") == 105 && ft_tokenizer_find(t, "<end_of_turn>") == 106, "turn tokens");
+    ns = ft_tokenizer_stop_ids(t, stop);
+    for (k = 0; k < ns; k++) { has_eos |= stop[k] == 1; has_eot |= stop[k] == 106; }
+    CHECK(has_eos && has_eot, "stop ids: %d of them, <eos> %d, <end_of_turn> %d", ns, has_eos, has_eot);
+    n = ft_tokenize(t, "hi", -1, ids, 16, 1, 1);       /* add_bos_token: BOS first */
+    CHECK(n >= 2 && ids[0] == 2, "add_bos: %lld ids, first %d", (long long)n, n > 0 ? ids[0] : -1);
+    n = ft_tokenize(t, "<start_of_turn>", -1, ids, 16, 0, 0);   /* parse_special off: text */
+    CHECK(n > 1, "<start_of_turn> as text: %lld ids", (long long)n);
+}
+
+static void run_gemma3(void) {
+    const char *path = getenv("FT_MODEL_GEMMA3"); FILE *f; ft_gguf *g = NULL;
+    if (!path || !*path) { printf("    skipped: the Gemma 3 tokenizer: FT_MODEL_GEMMA3 is not set (tools/fetch-model gemma3 gets the model and prints its path)\n"); return; }
+    if (!(f = fopen(path, "rb"))) { printf("    skipped: the Gemma 3 tokenizer: FT_MODEL_GEMMA3=%s is missing (tools/fetch-model gemma3 gets it)\n", path); return; }
+    fclose(f);
+    if (ft_gguf_open(&g, path) != FT_OK || ft_tokenizer_from_gguf(&TG, g) != FT_OK) {
+        printf("FAIL - gemma3 tokenizer from %s: %s\n", path, ft_last_error()); ft_test_failed++;
+    } else {
+        RUN(gemma3_api);
+        RUN(gemma3_llama_cpp_ids_and_text);
+    }
+    ft_tokenizer_free(TG); TG = NULL;
+    if (g) ft_gguf_close(g);
+}
+
 FT_TEST_MAIN(test_tokenizer) {
     ft_gguf *g; const char *path = getenv("FT_MODEL"); ft_gguf_str ts; char *tmpl = NULL; int rc;
     RUN(chat_templates);
@@ -230,6 +325,7 @@ FT_TEST_MAIN(test_tokenizer) {
         RUN(speed);
     }
     ft_tokenizer_free(T); free(tmpl); ft_gguf_close(g);
+    run_gemma3();
     rc = ft_test_summary("test_tokenizer");
     return rc || !T;
 }
