@@ -8,7 +8,11 @@
    (more scripts, emoji, whitespace runs, code, its control and user-defined tokens written in the
    text, byte fallback, invalid UTF-8), the text llama.cpp's detokenize gives back, and its
    built-in "gemma" chat format; from $FT_MODEL_GEMMA3 (tools/fetch-model gemma3), skipped with a
-   line saying so when that is not set or the file is missing. */
+   line saying so when that is not set or the file is missing.
+   The byte-level BPE pre-tokenizers of other models (Llama 3's "llama-bpe", Qwen2/Qwen3's "qwen2",
+   gpt2, the four-pass default, ...): SmolLM2's vocabulary under each tokenizer.ggml.pre name that
+   finetune.h knows, against llama.cpp (tests/fixtures/tokenizer_pre.txt, from
+   tools/ref/pretokenizer_fixtures.py); also from $FT_MODEL, skipped with a line when it is unset. */
 #define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
@@ -310,11 +314,195 @@ static void run_gemma3(void) {
     if (g) ft_gguf_close(g);
 }
 
+/* ---- pre-tokenizers: llama.cpp's ids under every tokenizer.ggml.pre name ft knows -------------
+   tests/fixtures/tokenizer_pre.txt (tools/ref/pretokenizer_fixtures.py) holds llama.cpp's ids for
+   475 strings with SmolLM2's vocabulary under 47 pre names (llama3 with and without ignore_merges,
+   qwen2, gpt2, smollm, default), plus tokens and merges added to the vocabulary (multi-digit
+   tokens, since SmolLM2 has none and would hide how each regex groups digits; tokens without
+   merges, which only ignore_merges takes whole). The variant GGUFs are not committed: this test
+   writes each one from $FT_MODEL with the GGUF writer (every key/value copied, the extra tokens
+   and merges appended, tokenizer.ggml.pre replaced) and reads its tokenizer back. */
+static const char *pre_line_end(const char *p, const char *end) {
+    const char *q = (const char *)memchr(p, '\n', (size_t)(end - p));
+    return q ? q : end;
+}
+static int pre_unhex(const char *h, const char *e, unsigned char *out) {   /* the hex in [h, e) */
+    int n = 0;
+    if (h < e && *h == '-') return 0;
+    for (; h + 1 < e; h += 2) { unsigned x; if (sscanf(h, "%2x", &x) != 1) break; out[n++] = (unsigned char)x; }
+    return n;
+}
+static void pre_print_str(const unsigned char *s, int n) {                 /* C-escaped, on one line */
+    int i;
+    printf("\"");
+    for (i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c == '\n') printf("\\n"); else if (c == '\r') printf("\\r"); else if (c == '\t') printf("\\t");
+        else if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20 || c == 0x7F) printf("\\x%02x", c);
+        else putchar(c);
+    }
+    printf("\" (%d bytes", n);
+    for (i = 0; i < n && n <= 96; i++) printf("%s%02x", i ? " " : ": ", s[i]);
+    printf(")");
+}
+/* "i,j,k" in [p, e): does it list idx? *after: past the list */
+static int pre_lists(const char *p, const char *e, long idx, const char **after) {
+    int hit = 0;
+    for (;;) {
+        char *q; long v = strtol(p, &q, 10);
+        if (q == p) break;
+        hit |= v == idx;
+        p = q;
+        if (p < e && *p == ',') p++; else break;
+    }
+    *after = p;
+    return hit;
+}
+
+/* FT_MODEL's key/values, the fixture's extra tokens (T lines) and merges (M lines) appended */
+static ft_result pre_writer(ft_gguf_writer **out, const ft_gguf *g, const char *fx, const char *fend) {
+    const ft_gguf_kv *tk = ft_gguf_find(g, "tokenizer.ggml.tokens"), *ty = ft_gguf_find(g, "tokenizer.ggml.token_type"),
+                     *mg = ft_gguf_find(g, "tokenizer.ggml.merges"), *vs = ft_gguf_find(g, "llama.vocab_size");
+    ft_gguf_writer *w = NULL; ft_result r; int64_t i, nt = 0, nm = 0, nextra_t = 0, nextra_m = 0;
+    ft_gguf_str *toks = NULL, *merges = NULL; int32_t *types = NULL; unsigned char *xbuf = NULL; size_t xoff = 0;
+    const char *p, *e;
+    *out = NULL;
+    if (!tk || !ty || !mg || tk->arr_type != FT_GGUF_STRING || mg->arr_type != FT_GGUF_STRING)
+        return ft_set_error(FT_ERR_FORMAT, "FT_MODEL has no gpt2 tokens, token types and merges");
+    for (p = fx; p < fend; p = e + 1) {
+        e = pre_line_end(p, fend);
+        nextra_t += p[0] == 'T' && p[1] == ' ';
+        nextra_m += p[0] == 'M' && p[1] == ' ';
+    }
+    toks = (ft_gguf_str *)malloc(sizeof *toks * (size_t)(tk->n + (uint64_t)nextra_t));
+    merges = (ft_gguf_str *)malloc(sizeof *merges * (size_t)(mg->n + (uint64_t)nextra_m));
+    types = (int32_t *)malloc(sizeof *types * (size_t)(tk->n + (uint64_t)nextra_t));
+    xbuf = (unsigned char *)malloc((size_t)(fend - fx) / 2 + 1);
+    if (!toks || !merges || !types || !xbuf) { r = ft_set_error(FT_ERR_NOMEM, "out of memory"); goto done; }
+    for (i = 0; i < (int64_t)tk->n; i++) { toks[nt] = tk->strs[i]; types[nt++] = (int32_t)ft_gguf_kv_int(ty, (uint64_t)i); }
+    for (i = 0; i < (int64_t)mg->n; i++) merges[nm++] = mg->strs[i];
+    for (p = fx; p < fend; p = e + 1) {
+        int k;
+        e = pre_line_end(p, fend);
+        if ((p[0] != 'T' && p[0] != 'M') || p[1] != ' ') continue;
+        k = pre_unhex(p + 2, e, xbuf + xoff);
+        if (p[0] == 'T') { toks[nt].s = (const char *)xbuf + xoff; toks[nt].n = (uint64_t)k; types[nt++] = 1; }
+        else { merges[nm].s = (const char *)xbuf + xoff; merges[nm++].n = (uint64_t)k; }
+        xoff += (size_t)k;
+    }
+    if ((r = ft_gguf_writer_init(&w)) != FT_OK) goto done;
+    for (i = 0; i < ft_gguf_n_kv(g) && r == FT_OK; i++) r = ft_gguf_copy_kv(w, ft_gguf_kv_at(g, i));
+    if (r == FT_OK) r = ft_gguf_set_str_array(w, "tokenizer.ggml.tokens", toks, (uint64_t)nt);
+    if (r == FT_OK) r = ft_gguf_set_array(w, "tokenizer.ggml.token_type", FT_GGUF_INT32, types, (uint64_t)nt);
+    if (r == FT_OK) r = ft_gguf_set_str_array(w, "tokenizer.ggml.merges", merges, (uint64_t)nm);
+    if (r == FT_OK && vs) r = ft_gguf_set_int(w, "llama.vocab_size", vs->type, nt);
+done:
+    /* the writer copied every value: the arrays can go (xbuf too) */
+    free(toks); free(merges); free(types); free(xbuf);
+    if (r != FT_OK) { ft_gguf_writer_free(w); return r; }
+    *out = w;
+    return FT_OK;
+}
+
+static const char *PRE_MODEL;
+#if defined(_WIN32)
+#define PRE_PID ((long)_getpid())
+#include <process.h>
+#else
+#define PRE_PID ((long)getpid())     /* whitebox and whitebox_ref run at once: one file each */
+#endif
+
+TEST(pretokenizers_llama_cpp_ids) {
+    const char *fixture = "tests/fixtures/tokenizer_pre.txt";
+    size_t fn; char *fx = (char *)ft_test_slurp(fixture, &fn), *fend;
+    const char *p, *e, *tmpdir = getenv("TMPDIR");
+    char tmp[512];
+    ft_gguf *g = NULL; ft_gguf_writer *w = NULL;
+    unsigned char *str = (unsigned char *)malloc(65536);
+    int32_t *ids = (int32_t *)malloc(sizeof(int32_t) * 65536), *ref = (int32_t *)malloc(sizeof(int32_t) * 65536);
+    int n_names = 0, n_names_ok = 0, n_fam = 0; long total_lines = 0, total_ok = 0;
+    CHECK(fx != NULL, "cannot read %s", fixture);
+    if (!fx || !str || !ids || !ref) goto out;
+    fend = fx + fn;
+    if (ft_gguf_open(&g, PRE_MODEL) != FT_OK || pre_writer(&w, g, fx, fend) != FT_OK) { CHECK(0, "variant vocabulary: %s", ft_last_error()); goto out; }
+    snprintf(tmp, sizeof tmp, "%s/ft_test_pre_%ld.gguf", tmpdir && *tmpdir ? tmpdir : "/tmp", PRE_PID);
+    for (p = fx; p < fend; p = e + 1) {                   /* one pass per pre name (N lines) */
+        const char *q, *e2; char name[64]; long idx; ft_gguf *gv = NULL; ft_tokenizer *t = NULL;
+        int slen = 0, n_str = 0, n_i = 0, n_j = 0, ok_i = 0, ok_j = 0, printed = 0;
+        e = pre_line_end(p, fend);
+        if (p[0] == 'R' && p[1] == ' ') { printf("    llama.cpp refuses one name finetune.h takes: %.*s\n", (int)(e - p - 2), p + 2); continue; }
+        if (p[0] != 'N' || p[1] != ' ') continue;
+        idx = strtol(p + 2, (char **)&q, 10);
+        while (q < e && *q == ' ') q++;
+        snprintf(name, sizeof name, "%.*s", (int)(e - q), q);
+        n_names++;
+        if (ft_gguf_set_str(w, "tokenizer.ggml.pre", name) != FT_OK || ft_gguf_write(w, tmp) != FT_OK ||
+            ft_gguf_open(&gv, tmp) != FT_OK || ft_tokenizer_from_gguf(&t, gv) != FT_OK || !t) {
+            CHECK(0, "pre \"%s\": %s", name, ft_last_error());
+            if (gv) ft_gguf_close(gv);
+            remove(tmp);
+            continue;
+        }
+        for (q = fx; q < fend; q = e2 + 1) {
+            const char *r0; long want_n, i; int special, ok; int64_t got;
+            e2 = pre_line_end(q, fend);
+            if (q[0] == 'S' && q[1] == ' ') { slen = pre_unhex(q + 2, e2, str); n_str++; continue; }
+            if ((q[0] != 'I' && q[0] != 'J') || q[1] != ' ' || !pre_lists(q + 2, e2, idx, &r0)) continue;
+            special = q[0] == 'J';
+            want_n = strtol(r0, (char **)&r0, 10);
+            for (i = 0; i < want_n && i < 65536; i++) ref[i] = (int32_t)strtol(r0, (char **)&r0, 10);
+            got = ft_tokenize(t, (const char *)str, slen, ids, 65536, 0, special);
+            ok = got == want_n && want_n <= 65536 && memcmp(ids, ref, sizeof(int32_t) * (size_t)want_n) == 0;
+            if (special) { n_j++; ok_j += ok; } else { n_i++; ok_i += ok; }
+            if (!ok && printed++ < 20) {
+                printf("    MISMATCH pre \"%s\" (special=%d): ", name, special);
+                pre_print_str(str, slen);
+                printf("\n      llama.cpp %ld:", want_n);
+                for (i = 0; i < want_n && i < 65536; i++) printf(" %d", ref[i]);
+                printf("\n      ft        %lld:", (long long)got);
+                for (i = 0; i < got && i < 65536; i++) printf(" %d", ids[i]);
+                printf("\n");
+            }
+        }
+        CHECK(n_i == n_str && ok_i == n_i && ok_j == n_j && n_str > 400, "pre \"%s\": %d of %d strings (%d listed) and %d of %d with special=true give llama.cpp's ids",
+              name, ok_i, n_str, n_i, ok_j, n_j);
+        n_names_ok += n_i == n_str && ok_i == n_i && ok_j == n_j;
+        total_lines += n_i + n_j; total_ok += ok_i + ok_j;
+        if (!strcmp(name, "llama-bpe") || !strcmp(name, "dbrx") || !strcmp(name, "qwen2") || !strcmp(name, "gpt-2") ||
+            !strcmp(name, "smollm") || !strcmp(name, "default")) {
+            printf("    %-10s %d of %d strings, %d of %d with special=true: llama.cpp's ids\n", name, ok_i, n_str, ok_j, n_j);
+            n_fam++;
+        }
+        if (!strcmp(name, "llama-bpe")) {       /* llama.cpp aborts on U+110000 (F4 90 80 80): ft reads U+FFFD */
+            int64_t m = ft_tokenize(t, "\xf4\x90\x80\x80", 4, ids, 64, 0, 0);
+            CHECK(m > 0, "F4 90 80 80: %lld ids", (long long)m);
+        }
+        ft_tokenizer_free(t); ft_gguf_close(gv); remove(tmp);
+    }
+    printf("    %d of %d pre-tokenizer names (%d families printed above) give llama.cpp's ids on every string: %ld of %ld id lists\n",
+           n_names_ok, n_names, n_fam, total_ok, total_lines);
+    CHECK(n_names >= 40 && n_names_ok == n_names && n_fam == 6, "pre-tokenizer names");
+out:
+    ft_gguf_writer_free(w); if (g) ft_gguf_close(g);
+    free(fx); free(str); free(ids); free(ref);
+}
+
+static void run_pretokenizers(void) {
+    const char *path = getenv("FT_MODEL"); FILE *f;
+    if (!path || !*path) { printf("    skipped: the pre-tokenizer variants: FT_MODEL is not set (tools/fetch-model prints SmolLM2's path)\n"); return; }
+    if (!(f = fopen(path, "rb"))) { printf("    skipped: the pre-tokenizer variants: FT_MODEL=%s is missing (tools/fetch-model gets it)\n", path); return; }
+    fclose(f);
+    PRE_MODEL = path;
+    RUN(pretokenizers_llama_cpp_ids);
+}
+
 FT_TEST_MAIN(test_tokenizer) {
     ft_gguf *g; const char *path = getenv("FT_MODEL"); ft_gguf_str ts; char *tmpl = NULL; int rc;
     RUN(chat_templates);
     RUN(malformed_vocabularies);
     RUN(sentencepiece_by_hand);
+    run_pretokenizers();
     if (!path || ft_gguf_open(&g, path) != FT_OK) { printf("FAIL - model: set FT_MODEL to SmolLM2-135M-Instruct (tools/fetch-model): %s\n", ft_last_error()); return 1; }
     CHECK_OK(ft_tokenizer_from_gguf(&T, g));
     if (ft_gguf_get_str(g, "tokenizer.chat_template", &ts)) { tmpl = (char *)malloc(ts.n + 1); memcpy(tmpl, ts.s, ts.n); tmpl[ts.n] = 0; }
