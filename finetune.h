@@ -8192,6 +8192,7 @@ struct ft_model {
     int             file_finite;                        /* ft_gguf_check_finite passed (once)  */
     unsigned char  *swa;                                /* (n_layer) 1: a sliding-window layer */
     ft_tensor      *rope_freqs;                         /* llama3's frequency factors, or NULL */
+    ft_tensor      *rope_long, *rope_short;             /* phi3's LongRoPE factors, or NULL     */
     ft_tensor      *experts;                            /* the experts' 2-D views (l, e, 3)    */
     ft_tensor     **expert_ptrs;                        /* the layers' gate/up/down arrays      */
     ft_nf4         *expert_nf4;                         /* their NF4 states (quantize at load)  */
@@ -8516,11 +8517,24 @@ static ft_result ft__model_swa(ft_model *m, const char *path, int pattern) {
     c->rope_base_swa = ft__model_key_float(m, "rope.freq_base_swa", 10000.0f);
     return FT_OK;
 }
-/* RoPE's scaling from rope.scaling.* (linear, yarn; llama.cpp's defaults) or a rope_freqs tensor */
+/* frequency factors (n_rot / 2), each > 0 and finite */
+static ft_result ft__model_factors(const ft_model *m, const ft_tensor *t, const char *path) {
+    int64_t i;
+    if (t->shape[0] != m->c.n_rot / 2) return ft_set_error(FT_ERR_SHAPE, "%s: %s has %lld factors for %lld rotated dims", path, t->name, (long long)t->shape[0], (long long)m->c.n_rot);
+    for (i = 0; i < m->c.n_rot / 2; i++)
+        if (!(FT__F(t)[i] > 0.0f) || !(FT__F(t)[i] < 1e30f)) return ft_set_error(FT_ERR_FORMAT, "%s: %s[%lld] = %g", path, t->name, (long long)i, FT__F(t)[i]);
+    return FT_OK;
+}
+/* RoPE's scaling from rope.scaling.* (linear, yarn; llama.cpp's defaults), a rope_freqs tensor
+   (llama3) or LongRoPE's short and long factors (phi3: the long ones once a forward's positions
+   pass the original context, as transformers picks them); rope.scaling.attn_factor scales every
+   rotation, as llama.cpp applies it */
 static ft_result ft__model_rope(ft_model *m, const char *path) {
-    ft_model_config *c = &m->c; ft_gguf_str st; char key[128]; float factor; int64_t v;
+    ft_model_config *c = &m->c; ft_gguf_str st; char key[128]; float factor; int64_t v; ft_result r;
     memset(&c->rope, 0, sizeof c->rope);
     c->rope.n_rot = (int)c->n_rot; c->rope.mode = c->rope_type; c->rope.base = c->rope_base;
+    c->rope.attn_factor = ft__model_key_float(m, "rope.scaling.attn_factor", 1.0f);
+    if (!(c->rope.attn_factor > 0.0f) || !(c->rope.attn_factor < 1e6f)) return ft_set_error(FT_ERR_FORMAT, "%s: rope.scaling.attn_factor = %g", path, c->rope.attn_factor);
     snprintf(c->rope_scaling, sizeof c->rope_scaling, "none");
     snprintf(key, sizeof key, "%s.rope.scaling.type", c->arch_name);
     if (ft_gguf_get_str(m->g, key, &st) && !(st.n == 4 && memcmp(st.s, "none", 4) == 0)) {
@@ -8534,16 +8548,19 @@ static ft_result ft__model_rope(ft_model *m, const char *path) {
             if (ft__model_key_int(m, "rope.scaling.original_context_length", &v, 0, c->n_ctx_train) != FT_OK || v < 1) return ft_set_error(FT_ERR_FORMAT, "%s: YaRN needs an original context length", path);
             c->rope.n_ctx_orig = v;
             c->rope.ext_factor = 1.0f;
-            c->rope.attn_factor = ft__model_key_float(m, "rope.scaling.attn_factor", 1.0f);
         }
     }
     if (m->rope_freqs) {
-        int64_t i;
-        if (m->rope_freqs->shape[0] != c->n_rot / 2) return ft_set_error(FT_ERR_SHAPE, "%s: rope_freqs has %lld factors for %lld rotated dims", path, (long long)m->rope_freqs->shape[0], (long long)c->n_rot);
-        for (i = 0; i < c->n_rot / 2; i++)
-            if (!(FT__F(m->rope_freqs)[i] > 0.0f) || !(FT__F(m->rope_freqs)[i] < 1e30f)) return ft_set_error(FT_ERR_FORMAT, "%s: rope_freqs[%lld] = %g", path, (long long)i, FT__F(m->rope_freqs)[i]);
+        if ((r = ft__model_factors(m, m->rope_freqs, path)) != FT_OK) return r;
         c->rope.freq_factors = FT__F(m->rope_freqs);
         if (!strcmp(c->rope_scaling, "none")) snprintf(c->rope_scaling, sizeof c->rope_scaling, "llama3");
+    } else if (m->rope_short || m->rope_long) {
+        if (!m->rope_short || !m->rope_long) return ft_set_error(FT_ERR_FORMAT, "%s: LongRoPE needs both rope_factors_short and rope_factors_long", path);
+        if ((r = ft__model_factors(m, m->rope_short, path)) != FT_OK || (r = ft__model_factors(m, m->rope_long, path)) != FT_OK) return r;
+        if (ft__model_key_int(m, "rope.scaling.original_context_length", &v, 0, c->n_ctx_train) != FT_OK || v < 1) return ft_set_error(FT_ERR_FORMAT, "%s: LongRoPE needs an original context length", path);
+        c->rope.n_ctx_orig = v;
+        c->rope.freq_factors = FT__F(m->rope_short);
+        snprintf(c->rope_scaling, sizeof c->rope_scaling, "longrope");
     }
     return FT_OK;
 }
@@ -8720,6 +8737,8 @@ static ft_result ft__model_weights(ft_model *m, const char *path) {
     FT__TRY(ft__model_bind(m, &m->output_norm, "output_norm.weight", C, 0, 1));
     FT__TRY(ft__model_bind(m, &m->output, "output.weight", C, c->n_vocab, 0));
     FT__TRY(ft__model_bind(m, &m->rope_freqs, "rope_freqs.weight", c->n_rot / 2, 0, 0));
+    FT__TRY(ft__model_bind(m, &m->rope_long, "rope_factors_long.weight", c->n_rot / 2, 0, 0));
+    FT__TRY(ft__model_bind(m, &m->rope_short, "rope_factors_short.weight", c->n_rot / 2, 0, 0));
     c->tied_embeddings = m->output == NULL;
     if (!m->output) m->output = m->tok_embd;
     for (i = 0; i < c->n_layer; i++) FT__TRY(ft__model_layer_weights(m, i));
@@ -8844,6 +8863,7 @@ typedef struct ft__layer_args {
     const int32_t *p; const int64_t *qoff;  /* positions (B*T); cache offsets (B) with kv     */
     ft_kv_cache *kv;
     ft_attn_opts ao;
+    int rope_long;                          /* LongRoPE: this forward reaches past the original context */
 } ft__layer_args;
 /* q or k of a layer: the projection, the per-head RMSNorm (qwen3, gemma3), RoPE */
 static ft_tensor *ft__model_qk(ft_ctx *ctx, ft_model *m, ft_tensor *n, ft_tensor *W, ft_tensor *bias, ft_tensor *norm,
@@ -9016,6 +9036,7 @@ static ft_tensor *ft__model_layer(ft_ctx *ctx, void *user, ft_tensor *h) {
     ft_tensor *n = ft_rmsnorm(ctx, h, L->attn_norm, c->rms_eps), *q, *k, *v, *a;
     ft_rope_opts ro = c->rope;
     ft_attn_opts ao = A->ao;
+    if (A->rope_long) ro.freq_factors = FT__F(m->rope_long);
     if (m->swa[l]) {                        /* a sliding-window layer: its own base, no scaling */
         ro.base = c->rope_base_swa; ro.freq_scale = 1.0f; ro.freq_factors = NULL;
         ao.window = c->swa_window;
@@ -9087,6 +9108,7 @@ static ft_tensor *ft__model_trunk(ft_ctx *ctx, ft_model *m, const int32_t *ids, 
     la.m = m; la.B = B; la.T = T; la.row0 = row0; la.p = p; la.qoff = qoff; la.kv = kv;
     la.ao.n_head = (int)c->n_head; la.ao.n_head_kv = (int)c->n_head_kv; la.ao.causal = 1; la.ao.seg = seg; la.ao.q_offsets = qoff;
     la.ao.scale = c->attn_scale;
+    for (b = 0; m->rope_long && b < B * T; b++) la.rope_long |= p[b] + 1 > c->rope.n_ctx_orig;   /* transformers' choice */
     if (ctx->checkpointing && !kv && seg && !(la.ao.seg = ft__copy_ids(ctx, seg, B * T))) return NULL;   /* read again in backward */
     s3[0] = B; s3[1] = T0; s3[2] = C;
     s2[1] = C;

@@ -138,6 +138,7 @@ TEST(llama_yarn_rope_scaling) { check_arch("llama_yarn", "llama"); }
 TEST(qwen3_qk_norm_head_dim) { check_arch("qwen3", "qwen3"); }
 TEST(gemma3_norms_geglu_sliding_window) { check_arch("gemma3", "gemma3"); }
 TEST(phi3_fused_qkv_gate_up) { check_arch("phi3", "phi3"); }
+TEST(phi3_longrope_short_factors) { check_arch("phi3_longrope", "phi3"); }
 TEST(qwen3moe_experts) { check_arch("qwen3moe", "qwen3moe"); }
 TEST(mixtral_experts) { check_arch("mixtral", "llama"); }
 TEST(olmoe_experts) { check_arch("olmoe", "olmoe"); }
@@ -325,6 +326,7 @@ FT_TEST_MAIN(test_arch) {
     RUN(qwen3_qk_norm_head_dim);
     RUN(gemma3_norms_geglu_sliding_window);
     RUN(phi3_fused_qkv_gate_up);
+    RUN(phi3_longrope_short_factors);
     RUN(qwen3moe_experts);
     RUN(mixtral_experts);
     RUN(olmoe_experts);

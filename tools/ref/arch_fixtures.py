@@ -41,6 +41,13 @@ The models (NAME = fixture file stem; HF class; the converter's general.architec
                 sqrt(hidden) in both implementations.                   -> gemma3
   phi3          Phi3ForCausalLM (fused qkv_proj and gate_up_proj), no rope scaling, sliding_window
                 None (the converter writes attention.sliding_window 0).  -> phi3
+  phi3_longrope the same with LongRoPE (Phi-3.5-mini's scheme): short and long factors, original
+                context 32 of 128 (attention factor sqrt(1 + ln 4 / ln 32), written by the
+                converter as rope.scaling.attn_factor). Every sequence here is shorter than 32,
+                so transformers uses the short factors, and so does finetune.h (the long ones
+                once a forward's positions pass the original context, as transformers picks
+                them). No llama.cpp reference: llama.cpp picks by its context size, not the
+                sequence, and its context (256 at least) is past 32, so it uses the long ones.
   qwen3moe      Qwen3MoeForCausalLM: 4 experts, top-2, norm_topk_prob True, moe_intermediate_size
                 32, decoder_sparse_step 1, mlp_only_layers [].          -> qwen3moe
   mixtral       MixtralForCausalLM: 4 experts, top-2 (always renormalised), expert ffn 32.
@@ -232,6 +239,12 @@ def model_specs():
             dict(gemma_norm=True, seed=7, emb_std=GEMMA3_EMB_STD)),
         ("phi3", T.Phi3Config, _common(rope_scaling=None, sliding_window=None,
                                        original_max_position_embeddings=64), {}),
+        ("phi3_longrope", T.Phi3Config, _common(
+            sliding_window=None, max_position_embeddings=128, original_max_position_embeddings=32,
+            rope_scaling={"rope_type": "longrope",
+                          "short_factor": [1.0, 1.1, 1.3, 1.7, 2.2, 3.0, 4.1, 5.5],
+                          "long_factor": [1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 13.0, 20.0]}),
+            dict(no_lcpp=True)),
         ("qwen3moe", T.Qwen3MoeConfig, _common(
             num_experts=4, num_experts_per_tok=2, norm_topk_prob=True, moe_intermediate_size=32,
             decoder_sparse_step=1, mlp_only_layers=[]), dict(moe=True, seed=2)),
@@ -513,7 +526,7 @@ def main():
                 print(f"    smallest router-logit gap: at the top-{k} cut {float((s[:, k - 1] - s[:, k]).min()):.3g}, "
                       f"in the order {float(np.diff(-s[:, :k], axis=-1).min()):.3g}")
         lc = None
-        if HAVE_LCPP:
+        if HAVE_LCPP and not opt.get("no_lcpp"):
             lc = lcpp_reference(gguf_path, ids)
             err = float(np.abs(hf_logits - lc[0]).max()) / rng
             am = int((hf_logits.argmax(-1) == lc[0].argmax(-1)).sum())
