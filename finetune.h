@@ -82,11 +82,14 @@
       a tensor that the tape saved (ft_tensor_mark_modified, the ft_*_inplace ops) bumps its
       version; backward then stops with FT_ERR_INPLACE instead of using stale values.
       Op set: matmul (both transposes, batched), add/sub/mul (broadcasting), scale, sum/mean
-      (all or last dim), rmsnorm, layernorm, rope (normal = adjacent pairs, neox = halves),
-      causal grouped-query attention with optional prefix key/values and document segments,
-      softmax, log_softmax, silu, gelu, tanh, relu, sigmoid, logsigmoid, exp, log, swiglu,
+      (all or last dim), rmsnorm, layernorm, rope (normal = adjacent pairs, neox = halves;
+      ft_rope_ext: frequency factors, linear and YaRN scaling), causal grouped-query attention
+      with optional prefix key/values, document segments and a sliding window, softmax,
+      log_softmax, silu, gelu, gelu_tanh, tanh, relu, sigmoid, logsigmoid, exp, log, swiglu,
       embedding, cross_entropy (ignore index), logprob (per-token log p of a target), clamp,
-      minimum, maximum, where, dropout, concat, slice, reshape, and lora_linear (x W^T plus a
+      minimum, maximum, where, dropout, concat, slice, reshape, moe_combine (each token's expert
+      outputs weighted), linear_cross_entropy (the head and the loss chunk by chunk: the logits
+      never whole), and lora_linear (x W^T plus a
       LoRA branch s (xd A^T) B^T as one op: it keeps the (r, rows) low-rank activations instead of
       three (rows, out) tensors, and its low-rank products run on skinny kernels).
       A backward that is first to write a gradient buffer stores instead of zeroing and adding
