@@ -34,6 +34,9 @@ for t in "$@"; do
     if [ -d "tests/fuzz/regress/$t" ]; then     # what earlier runs found (fixed): seeds too
         cp tests/fuzz/regress/"$t"/* "$work"/ 2>/dev/null
     fi
+    if [ "$t" = model ]; then                   # every architecture's tiny model (tests/test_arch.c)
+        cp tests/fixtures/arch/*.gguf "$work"/ 2>/dev/null
+    fi
     # the regex engine runs in time linear in the text: an input it takes over 2 s on is a finding
     timeout=10
     [ "$t" = regex ] && timeout=2
