@@ -829,9 +829,10 @@ FT_API const int32_t *ft_model_moe_choices(const ft_model *m, int i, int64_t *n_
      the load is uniform.
    ft_moe_z_loss: ST-MoE's router z-loss, the mean over the n N tokens of logsumexp(logits)^2.
    ft_model_router_loss: aux_coef * aux + z_coef * z over the MoE layers of the model's last
-     forward whose logits are on the tape (NULL with FT_OK-status when there are none); *aux,
-     *z (optional) their values. load (optional, n_layer x n_expert): each layer's share of
-     the choices per expert. */
+     forward with gradients on ctx since its last reset (a later forward without gradients, a
+     reference model, does not count); NULL with FT_OK status when there is none. *aux, *z
+     (optional) their values; load (optional, n_layer x n_expert): each layer's share of that
+     forward's choices per expert. */
 FT_API ft_tensor *ft_moe_aux_loss(ft_ctx *ctx, ft_tensor *const *logits, int n, int k);
 FT_API ft_tensor *ft_moe_z_loss(ft_ctx *ctx, ft_tensor *const *logits, int n);
 FT_API ft_tensor *ft_model_router_loss(ft_ctx *ctx, ft_model *m, float aux_coef, float z_coef, float *aux, float *z, float *load);
@@ -2079,6 +2080,7 @@ struct ft_ctx {
     ft_log_fn log; void *log_user;
     size_t    mallocs;
     ft__rope_cache rope[2]; unsigned long rope_clock;
+    unsigned long resets;           /* ft_ctx_reset calls: what the tape's tensors belong to     */
 };
 
 static void *ft__arena_alloc(ft_ctx *ctx, size_t bytes) {
@@ -2203,6 +2205,7 @@ FT_API void ft_ctx_free(ft_ctx *ctx) {
 
 FT_API void ft_ctx_reset(ft_ctx *ctx) {
     ft__arena_reset(ctx);
+    ctx->resets++;
     ctx->n_tape = 0;
     ctx->backward_done = 0;
     ctx->status = FT_OK;
@@ -4800,15 +4803,19 @@ static ft_tensor *ft__xent_op(ft_ctx *ctx, ft_op op, ft_tensor *logits, const in
     }
     return y;
 }
+/* g (N) = d loss / d logp_i: -dy/n for the mean loss (n = the node's count of targets), dy_i for log-probs */
+static void ft__xent_upstream(const ft__node *nd, int mean, int64_t N, float *g) {
+    int64_t i;
+    for (i = 0; i < N; i++) g[i] = mean ? (nd->n[1] ? -nd->out->grad[0] / (float)nd->n[1] : 0.0f) : nd->out->grad[i];
+}
 static void ft__xent_backward(ft_ctx *ctx, ft__node *nd) {
-    ft_tensor *x = nd->in[0]; ft__xent e; int64_t N = x->shape[0], i;
+    ft_tensor *x = nd->in[0]; ft__xent e; int64_t N = x->shape[0];
     float *g = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
     memset(&e, 0, sizeof e);
     e.x = FT__F(x); e.tgt = nd->ids; e.ignore = (int32_t)nd->n[0]; e.V = x->shape[1]; e.lse = nd->s0;
     e.dx = ft__grad(ctx, x);
     if (!g || !e.dx) { ft__fail(ctx, FT_ERR_NOMEM, "cross-entropy backward: arena out of memory"); return; }
-    for (i = 0; i < N; i++)     /* d loss / d logp_i: -1/n for the mean loss, dy_i for log-probs */
-        g[i] = nd->op == FT_OP_CROSS_ENTROPY ? (nd->n[1] ? -nd->out->grad[0] / (float)nd->n[1] : 0.0f) : nd->out->grad[i];
+    ft__xent_upstream(nd, nd->op == FT_OP_CROSS_ENTROPY, N, g);
     e.g = g;
     ft__parallel(ctx, N, 4.0 * (double)N * (double)e.V, ft__xent_backward_rows, &e);
 }
@@ -4825,7 +4832,7 @@ static void ft__lxent_logits(ft_ctx *ctx, const float *h, int64_t n, const ft_te
     if (cap > 0.0f) for (i = 0; i < n * V; i++) z[i] = cap * tanhf(z[i] / cap);
 }
 FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *W, const int32_t *tgt, int32_t ignore, float cap, int per_token) {
-    int64_t N, C, V, R, r0, i, nvalid = 0; ft_tensor *y; ft__node *nd; ft__xent e; float *z; double loss = 0;
+    int64_t N, C, V, R, r0, i, nvalid = 0; ft_tensor *y; ft__node *nd; ft__xent e; float *z, *lse; double loss = 0;
     ft__arena_mark mk;
     FT__IN(h); FT__IN(W); FT__F32(ctx, h, "linear_xent");
     if (h->ndim != 2 || W->ndim != 2 || h->shape[1] != W->shape[1]) return ft__fail(ctx, FT_ERR_SHAPE, "linear_xent: h (N, C) and W (V, C) do not fit");
@@ -4836,26 +4843,25 @@ FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *
     y = per_token ? ft_tensor_1d(ctx, N) : ft_tensor_1d(ctx, 1); FT__IN(y);
     memset(&e, 0, sizeof e);
     e.ignore = ignore; e.V = V;
-    e.lse = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
+    lse = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
     mk = ft__arena_mark_get(ctx);
     z = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
-    if (!e.lse || !z) return ft__fail(ctx, FT_ERR_NOMEM, "linear_xent: arena out of memory");
+    if (!lse || !z) return ft__fail(ctx, FT_ERR_NOMEM, "linear_xent: arena out of memory");
     for (r0 = 0; r0 < N; r0 += R) {
         int64_t n = FT__MIN(R, N - r0);
         ft__lxent_logits(ctx, FT__F(h) + r0 * C, n, W, cap, z);
-        e.x = z; e.tgt = tgt + r0; e.lse = e.lse + r0;
+        e.x = z; e.tgt = tgt + r0; e.lse = lse + r0;
         ft__parallel(ctx, n, 4.0 * (double)n * (double)V, ft__xent_forward_rows, &e);
         for (i = 0; i < n; i++) {
-            float lp = tgt[r0 + i] == ignore ? 0.0f : z[i * V + tgt[r0 + i]] - e.lse[i];
+            float lp = tgt[r0 + i] == ignore ? 0.0f : z[i * V + tgt[r0 + i]] - lse[r0 + i];
             if (tgt[r0 + i] != ignore) { nvalid++; loss -= lp; }
             if (per_token) FT__F(y)[r0 + i] = lp;
         }
-        e.lse -= r0;
     }
     ft__arena_rewind(ctx, &mk);
     if (!per_token) FT__F(y)[0] = nvalid ? (float)(loss / (double)nvalid) : 0.0f;
     if ((nd = ft__record(ctx, FT_OP_LINEAR_XENT, y, h, W, NULL)) != NULL) {
-        nd->ids = ft__copy_ids(ctx, tgt, N); nd->s0 = e.lse; nd->n[0] = ignore; nd->n[1] = nvalid; nd->n[2] = per_token; nd->f[0] = cap;
+        nd->ids = ft__copy_ids(ctx, tgt, N); nd->s0 = lse; nd->n[0] = ignore; nd->n[1] = nvalid; nd->n[2] = per_token; nd->f[0] = cap;
     }
     return y;
 }
@@ -4870,8 +4876,7 @@ static void ft__lxent_backward(ft_ctx *ctx, ft__node *nd) {
     dz = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
     g = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
     if (!z || !dz || !g || (ft__wants(h) && !dh) || (ft__wants(W) && !dW)) { ft__fail(ctx, FT_ERR_NOMEM, "linear_xent backward: arena out of memory"); return; }
-    for (i = 0; i < N; i++)     /* d loss / d logp_i: -1/n for the mean loss, dy_i for log-probs */
-        g[i] = !nd->n[2] ? (nd->n[1] ? -nd->out->grad[0] / (float)nd->n[1] : 0.0f) : nd->out->grad[i];
+    ft__xent_upstream(nd, !nd->n[2], N, g);
     memset(&e, 0, sizeof e);
     e.ignore = (int32_t)nd->n[0]; e.V = V;
     for (r0 = 0; r0 < N; r0 += R) {
@@ -8200,7 +8205,9 @@ struct ft_model {
     ft_tensor     **expert_ptrs;                        /* the layers' gate/up/down arrays      */
     ft_nf4         *expert_nf4;                         /* their NF4 states (quantize at load)  */
     int32_t        *moe_sel; int64_t moe_n, moe_cap;    /* last forward: (n_layer, moe_n, k)    */
-    ft_tensor     **moe_logits;                         /* ... its router logits per layer     */
+    ft_tensor     **moe_logits;                         /* the router logits per layer of the
+                                                           last forward with gradients ...    */
+    const ft_ctx   *moe_ctx; unsigned long moe_reset;   /* ... on this context's tape          */
 };
 
 /* the tokenizer from tokenizer.ggml.* (as llama.cpp reads them): *out NULL and FT_OK when the
@@ -8613,6 +8620,15 @@ static ft_result ft__model_config(ft_model *m, const char *path) {
         return ft_set_error(FT_ERR_FORMAT, "%s: vocab_size %lld but token_embd has %lld rows", path, (long long)v, (long long)c->n_vocab);
     return FT_OK;
 }
+/* t = rows (rows, cols) of file tensor gt from byte off on, named <gt's name>.<suffix> */
+static void ft__model_view(ft_model *m, ft_tensor *t, const ft_gguf_tensor *gt, size_t off, int64_t rows, int64_t cols, const char *suffix) {
+    memset(t, 0, sizeof *t);
+    t->type = gt->type;
+    t->name = m->names + m->names_len;
+    m->names_len += (size_t)snprintf(m->names + m->names_len, 96, "%.*s.%s", (int)FT__MIN(gt->name.n, 64), gt->name.s, suffix) + 1;
+    t->data = FT__CAST(void *, FT__CAST(const unsigned char *, gt->data) + off);
+    t->ndim = 2; t->shape[0] = rows; t->shape[1] = cols; t->shape[2] = t->shape[3] = 1;
+}
 /* a fused weight (phi3's attn_qkv [C, Dq + 2 Dkv], ffn_up [C, 2F]) as n weights over its row
    ranges, named <base>.<part>: views of the file's rows (each row whole blocks), no copy */
 static ft_result ft__model_bind_split(ft_model *m, const char *name, int64_t ne0, int n, const int64_t *rows,
@@ -8629,15 +8645,8 @@ static ft_result ft__model_bind_split(ft_model *m, const char *name, int64_t ne0
         return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor '%s' has type %s, which this build cannot compute with", ft_gguf_path(m->g), name, ft_type_name(gt->type));
     row_bytes = ft_type_row_bytes(gt->type, ne0);
     for (i = 0; i < n; i++) {
-        ft_tensor *t = &m->w[m->n_w++];
-        int k = snprintf(m->names + m->names_len, 96, "%.*s.%s", (int)FT__MIN(gt->name.n, 64), gt->name.s, parts[i]);
-        memset(t, 0, sizeof *t);
-        t->type = gt->type;
-        t->name = m->names + m->names_len;
-        m->names_len += (size_t)k + 1;
-        t->data = FT__CAST(void *, FT__CAST(const unsigned char *, gt->data) + (size_t)r0 * row_bytes);
-        t->ndim = 2; t->shape[0] = rows[i]; t->shape[1] = ne0; t->shape[2] = t->shape[3] = 1;
-        *dst[i] = t;
+        *dst[i] = &m->w[m->n_w++];
+        ft__model_view(m, *dst[i], gt, (size_t)r0 * row_bytes, rows[i], ne0, parts[i]);
         r0 += rows[i];
     }
     return FT_OK;
@@ -8663,14 +8672,10 @@ static ft_result ft__model_experts(ft_model *m, int64_t l) {
             return ft_set_error(FT_ERR_UNSUPPORTED, "%s: expert tensor '%s' has type %s, which this build cannot compute with", ft_gguf_path(m->g), name, ft_type_name(gt->type));
         bytes = ft_type_row_bytes(gt->type, ne0) * (size_t)ne1;
         for (e = 0; e < E; e++) {
-            ft_tensor *t = &m->experts[(l * 3 + k) * E + e];
-            memset(t, 0, sizeof *t);
-            t->type = gt->type;
-            t->data = FT__CAST(void *, FT__CAST(const unsigned char *, gt->data) + (size_t)e * bytes);
-            t->ndim = 2; t->shape[0] = ne1; t->shape[1] = ne0; t->shape[2] = t->shape[3] = 1;
-            t->name = m->names + m->names_len;
-            m->names_len += (size_t)snprintf(m->names + m->names_len, 96, "%s.%d", name, (int)e) + 1;
-            m->expert_ptrs[(l * 3 + k) * E + e] = t;
+            char idx[24];
+            snprintf(idx, sizeof idx, "%d", (int)e);
+            m->expert_ptrs[(l * 3 + k) * E + e] = &m->experts[(l * 3 + k) * E + e];
+            ft__model_view(m, &m->experts[(l * 3 + k) * E + e], gt, (size_t)e * bytes, ne1, ne0, idx);
         }
     }
     return FT_OK;
@@ -8919,19 +8924,23 @@ static ft_tensor *ft__moe_weights(ft_ctx *ctx, const ft_model *m, ft_tensor *log
     g = ft_reshape(ctx, ft_embedding(ctx, ft_reshape(ctx, src, 2, s1), idx, N * k), 2, s2);
     return m->c.moe_norm ? ft_softmax(ctx, g) : g;
 }
-/* keep the layer's choices and router logits for ft_model_moe_choices and the router losses */
+/* keep the layer's choices (ft_model_moe_choices) and, from a forward with gradients, its router
+   logits (the router losses): a later forward without them (a reference model) leaves those be,
+   and they count only while the tape they are on lives (the same context, no reset since) */
 static int ft__moe_keep(ft_ctx *ctx, ft_model *m, int64_t l, int64_t N, const int32_t *sel, ft_tensor *logits) {
     int64_t k = m->c.n_expert_used, need = m->c.n_layer * N * k;
-    if (m->moe_n != N || m->moe_cap < need) {
-        if (m->moe_cap < need) {
-            int32_t *p = FT__CAST(int32_t *, FT_REALLOC(m->moe_sel, (size_t)need * sizeof(int32_t)));
-            if (!p) { ft__fail(ctx, FT_ERR_NOMEM, "moe: out of memory"); return 0; }
-            m->moe_sel = p; m->moe_cap = need;
-        }
-        m->moe_n = N;
-        memset(m->moe_logits, 0, (size_t)m->c.n_layer * sizeof(ft_tensor *));
+    if (m->moe_cap < need) {
+        int32_t *p = FT__CAST(int32_t *, FT_REALLOC(m->moe_sel, (size_t)need * sizeof(int32_t)));
+        if (!p) { ft__fail(ctx, FT_ERR_NOMEM, "moe: out of memory"); return 0; }
+        m->moe_sel = p; m->moe_cap = need;
     }
+    m->moe_n = N;
     memcpy(m->moe_sel + l * N * k, sel, (size_t)(N * k) * sizeof(int32_t));
+    if (!ft__wants(logits)) return 1;
+    if (m->moe_ctx != ctx || m->moe_reset != ctx->resets) {       /* a new tape: forget the old */
+        memset(m->moe_logits, 0, (size_t)m->c.n_layer * sizeof(ft_tensor *));
+        m->moe_ctx = ctx; m->moe_reset = ctx->resets;
+    }
     m->moe_logits[l] = logits;
     return 1;
 }
@@ -9005,17 +9014,19 @@ FT_API ft_tensor *ft_moe_z_loss(ft_ctx *ctx, ft_tensor *const *logits, int n) {
     return ft_scale(ctx, acc, 1.0f / (float)N);
 }
 FT_API ft_tensor *ft_model_router_loss(ft_ctx *ctx, ft_model *m, float aux_coef, float z_coef, float *aux, float *z, float *load) {
-    ft_tensor **lg, *loss = NULL, *t; int n = 0; int64_t l, e, i, k = m->c.n_expert_used, E = m->c.n_expert;
-    if (!m->c.n_expert || !m->moe_logits) return NULL;
+    ft_tensor **lg, *loss = NULL, *t; int n = 0; int64_t l, e, k = m->c.n_expert_used, E = m->c.n_expert;
+    if (!m->c.n_expert || !m->moe_logits || m->moe_ctx != ctx || m->moe_reset != ctx->resets) return NULL;
     lg = FT__CAST(ft_tensor **, ft__arena_alloc(ctx, (size_t)m->c.n_layer * sizeof(ft_tensor *)));
     if (!lg) return ft__fail(ctx, FT_ERR_NOMEM, "router loss: arena out of memory");
     for (l = 0; l < m->c.n_layer; l++) {
         if (!m->layers[l].router || !m->moe_logits[l]) continue;
-        if (ft__wants(m->moe_logits[l])) lg[n++] = m->moe_logits[l];
+        lg[n++] = m->moe_logits[l];
         if (load) {                         /* the layer's share of the choices per expert */
-            const int32_t *s = m->moe_sel + l * m->moe_n * k;
-            for (e = 0; e < E; e++) load[l * E + e] = 0.0f;
-            for (i = 0; i < m->moe_n * k; i++) load[l * E + s[i]] += 1.0f / (float)(m->moe_n * k);
+            int64_t N = m->moe_logits[l]->shape[0];
+            int32_t *sel = FT__CAST(int32_t *, ft__arena_alloc(ctx, (size_t)(2 * N * k + E) * sizeof(int32_t)));
+            if (!sel) return ft__fail(ctx, FT_ERR_NOMEM, "router loss: arena out of memory");
+            ft__moe_route(FT__F(m->moe_logits[l]), N, E, k, sel, sel + N * k, sel + 2 * N * k);
+            for (e = 0; e < E; e++) load[l * E + e] = (float)sel[2 * N * k + e] / (float)(N * k);
         }
     }
     if (!n) return NULL;

@@ -287,6 +287,28 @@ static void moe_gradcheck(const char *name) {
     remove("moe_adapter.gguf");
     ft_peft_free(p); ft_model_free(m); free_fixture(&fx);
 }
+/* the router losses come from the last forward with gradients: a reference forward without them
+   (DPO, KTO) after it leaves them be, and a reset context has none */
+TEST(router_loss_survives_a_reference_forward) {
+    ft_model *m = NULL; ft_peft *p = NULL; ft_peft_opts po = ft_peft_opts_default(FT_PEFT_LORA);
+    static const int32_t ids[8] = {5, 9, 33, 70, 2, 41, 8, 200}; ft_batch b; float aux = 0, aux2 = 0; int old;
+    CHECK_OK(ft_model_load(&m, "tests/fixtures/arch/qwen3moe.gguf", NULL));
+    if (m) CHECK_OK(ft_peft_attach(&p, m, &po));
+    if (!p) { ft_model_free(m); return; }
+    memset(&b, 0, sizeof b); b.B = 1; b.T = 8; b.ids = ids;
+    ft_ctx_reset(C);
+    CHECK(ft_model_forward(C, m, &b) != NULL, "forward: %s", ft_last_error());
+    CHECK(ft_model_router_loss(C, m, 0.01f, 0.0f, &aux, NULL, NULL) != NULL, "router loss after the forward");
+    old = ft_ctx_set_grad(C, 0);
+    ft_peft_set_enabled(p, 0);
+    CHECK(ft_model_forward(C, m, &b) != NULL, "reference forward: %s", ft_last_error());
+    ft_peft_set_enabled(p, 1);
+    ft_ctx_set_grad(C, old);
+    CHECK(ft_model_router_loss(C, m, 0.01f, 0.0f, &aux2, NULL, NULL) != NULL && aux2 == aux, "after the reference forward: %g vs %g", aux2, aux);
+    ft_ctx_reset(C);
+    CHECK(ft_model_router_loss(C, m, 0.01f, 0.0f, NULL, NULL, NULL) == NULL && ft_ctx_status(C) == FT_OK, "a reset context has no router logits");
+    ft_peft_free(p); ft_model_free(m);
+}
 TEST(moe_lora_gradient_with_router_losses) { moe_gradcheck("qwen3moe"); moe_gradcheck("olmoe"); }
 
 /* the chat formats gemma and phi3, as llama.cpp's llm_chat_apply_template writes them */
@@ -333,6 +355,7 @@ FT_TEST_MAIN(test_arch) {
     RUN(config_particulars);
     RUN(router_losses_equal_transformers);
     RUN(moe_lora_gradient_with_router_losses);
+    RUN(router_loss_survives_a_reference_forward);
     RUN(chat_gemma_phi3);
     RUN(unsupported_fails_clearly);
     ft_ctx_free(C);
