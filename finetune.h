@@ -747,8 +747,9 @@ FT_API int32_t ft_tokenizer_pad(const ft_tokenizer *t);
 FT_API int64_t ft_tokenizer_n_vocab(const ft_tokenizer *t);
 FT_API int32_t ft_tokenizer_find(const ft_tokenizer *t, const char *text);  /* exact token text */
 /* the ids that end generation: eos and the end-of-turn tokens of the chat formats present
-   (<|im_end|>, <|eot_id|>, <end_of_turn>, <|end|>), each once; at most FT_MAX_STOP. Returns the count. */
-enum { FT_MAX_STOP = 5 };
+   (<|im_end|>, <|eot_id|>, <end_of_turn>, <|end|>) and those of the key finetune.stop_token_ids (a
+   Hugging Face directory's generation_config.json), each once; at most FT_MAX_STOP. Returns the count. */
+enum { FT_MAX_STOP = 13 };
 FT_API int ft_tokenizer_stop_ids(const ft_tokenizer *t, int32_t *stop);
 /* chat templates: the template is recognised by substrings as llama.cpp's
    llm_chat_detect_template does (or named: "chatml", "llama2", "llama2-sys", "llama2-sys-bos",
@@ -6029,6 +6030,9 @@ struct ft_gguf {
     ft_gguf_kv *kv; int64_t n_kv;
     ft_gguf_tensor *t; int64_t n_t;
     ft_gguf_str *strs;                          /* storage behind every kv's strs             */
+    int external;                               /* tensor data lives elsewhere (a [hf] model)  */
+    struct ft__gguf_kept { void *p; ft_safetensors *st; } *kept;   /* what it holds for them  */
+    int64_t n_kept, cap_kept;
 };
 
 static const size_t ft__gguf_scalar_size[FT_GGUF_TYPE_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
@@ -6211,7 +6215,7 @@ static ft_result ft__gguf_parse(ft_gguf *g) {
     for (i = 0; i < n_t; i++)
         if (ft__gguf_tensor_info(g, &r, i) != FT_OK) return r.err;
     g->n_t = (int64_t)n_t;
-    return ft__gguf_place_tensors(g, &r);
+    return g->external ? FT_OK : ft__gguf_place_tensors(g, &r);
 }
 
 static ft_result ft__gguf_new(ft_gguf **out, const char *name) {
@@ -6227,9 +6231,17 @@ static ft_result ft__gguf_new(ft_gguf **out, const char *name) {
     return FT_OK;
 }
 
+static ft_result ft__gguf_open_hf(ft_gguf **out, const char *dir);
+/* a GGUF file, or a Hugging Face model directory read as one ([hf]) */
 FT_API ft_result ft_gguf_open(ft_gguf **out, const char *path) {
     ft_gguf *g; ft_result r;
     *out = NULL;
+#if !defined(_WIN32)
+    {
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return ft__gguf_open_hf(out, path);
+    }
+#endif
     if ((r = ft__gguf_new(&g, path)) != FT_OK) return r;
 #if !defined(_WIN32)
     {
@@ -6270,13 +6282,35 @@ FT_API ft_result ft_gguf_open_memory(ft_gguf **out, const void *data, size_t siz
 }
 
 FT_API void ft_gguf_close(ft_gguf *g) {
+    int64_t i;
     if (!g) return;
 #if !defined(_WIN32)
     if (g->mapped == 1 && g->base) munmap(FT__CAST(void *, g->base), g->size);
 #endif
     if (g->mapped == 0) FT_FREE(FT__CAST(void *, g->base));
-    FT_FREE(g->kv); FT_FREE(g->strs); FT_FREE(g->t); FT_FREE(g->path);
+    for (i = 0; i < g->n_kept; i++) {
+        if (g->kept[i].st) ft_safetensors_close(g->kept[i].st);
+        else ft__aligned_free(g->kept[i].p);
+    }
+    FT_FREE(g->kept); FT_FREE(g->kv); FT_FREE(g->strs); FT_FREE(g->t); FT_FREE(g->path);
     FT_FREE(g);
+}
+/* memory (bytes, 64-byte aligned) or a safetensors file that g keeps until it is closed: the
+   memory, or st; NULL when out of memory */
+static void *ft__gguf_keep(ft_gguf *g, size_t bytes, ft_safetensors *st) {
+    void *p;
+    if (g->n_kept == g->cap_kept) {
+        int64_t nc = g->cap_kept ? 2 * g->cap_kept : 64;
+        struct ft__gguf_kept *k = FT__CAST(struct ft__gguf_kept *, FT_REALLOC(g->kept, (size_t)nc * sizeof *k));
+        if (!k) return NULL;
+        g->kept = k; g->cap_kept = nc;
+    }
+    p = st ? FT__CAST(void *, st) : ft__aligned_alloc(FT__MAX(bytes, 1));
+    if (!p) return NULL;
+    g->kept[g->n_kept].p = st ? NULL : p;
+    g->kept[g->n_kept].st = st;
+    g->n_kept++;
+    return p;
 }
 
 FT_API const char *ft_gguf_path(const ft_gguf *g) { return g->path; }
@@ -6421,7 +6455,10 @@ FT_API ft_result ft_mkdirs_parent(const char *path) {
 }
 
 /* ---- atomic file writes: write to PATH.tmp, flush, fsync, rename over PATH --------------------- */
-typedef struct ft__afile { int fd; char *tmp; const char *path; int failed; } ft__afile;
+typedef struct ft__afile {
+    int fd; char *tmp; const char *path; int failed;
+    int in_mem; unsigned char *mem; size_t mem_n, mem_cap;   /* in_mem: bytes gathered in mem */
+} ft__afile;
 
 static ft_result ft__afile_open(ft__afile *a, const char *path) {
     size_t n = strlen(path);
@@ -6442,6 +6479,17 @@ static ft_result ft__afile_open(ft__afile *a, const char *path) {
 }
 static void ft__afile_write(ft__afile *a, const void *p, size_t n) {
     const char *c = FT__CAST(const char *, p);
+    if (a->in_mem && !a->failed) {
+        if (a->mem_n + n > a->mem_cap) {
+            size_t nc = FT__MAX(2 * a->mem_cap, a->mem_n + n + 4096);
+            unsigned char *m = FT__CAST(unsigned char *, FT_REALLOC(a->mem, nc));
+            if (!m) { a->failed = 1; return; }
+            a->mem = m; a->mem_cap = nc;
+        }
+        memcpy(a->mem + a->mem_n, p, n);
+        a->mem_n += n;
+        return;
+    }
     while (!a->failed && n > 0) {
         long k = (long)write(a->fd, c, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
         if (k <= 0) { if (k < 0 && errno == EINTR) continue; a->failed = 1; break; }
@@ -6639,6 +6687,20 @@ static size_t ft__gguf_write_header(ft__afile *a_, const ft_gguf_writer *w) {
     return pos;
 }
 
+/* g from the writer's keys and tensor infos (the header made in memory and parsed as a file's
+   is), its tensors' data where the writer's point: no tensor is copied */
+static ft_result ft__gguf_adopt(ft_gguf *g, const ft_gguf_writer *w) {
+    ft__afile a; int64_t i; ft_result r;
+    memset(&a, 0, sizeof a);
+    a.in_mem = 1; a.fd = -1;
+    ft__gguf_write_header(&a, w);
+    if (a.failed) { FT_FREE(a.mem); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", g->path); }
+    g->base = a.mem; g->size = a.mem_n; g->mapped = 0; g->external = 1;
+    if ((r = ft__gguf_parse(g)) != FT_OK) return r;
+    for (i = 0; i < g->n_t; i++) g->t[i].data = w->t[i].data;
+    return FT_OK;
+}
+
 FT_API ft_result ft_gguf_write(ft_gguf_writer *w, const char *path) {
     ft__afile a; ft_result r; int64_t i;
     static const unsigned char zeros[64] = {0};
@@ -6659,11 +6721,17 @@ FT_API ft_result ft_gguf_write(ft_gguf_writer *w, const char *path) {
 /* ---- safetensors reader ------------------------------------------------------------------------- */
 struct ft_safetensors {
     char *path; unsigned char *buf; size_t size, data_off;
+    int mapped;                     /* buf is the file mapped read-only                         */
     ft_json_doc *hdr;
 };
 FT_API void ft_safetensors_close(ft_safetensors *s) {
     if (!s) return;
-    ft_json_free(s->hdr); FT_FREE(s->buf); FT_FREE(s->path); FT_FREE(s);
+#if !defined(_WIN32)
+    if (s->mapped) munmap(s->buf, s->size);
+    else
+#endif
+    FT_FREE(s->buf);
+    ft_json_free(s->hdr); FT_FREE(s->path); FT_FREE(s);
 }
 /* one tensor entry: a known dtype, a shape of whole numbers, integral data_offsets inside the data
    whose span is the shape's bytes */
@@ -6728,6 +6796,20 @@ FT_API ft_result ft_safetensors_open(ft_safetensors **out, const char *path) {
     s->path = ft__strndup(path, strlen(path));
     if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) n = -1;
     s->size = n < 0 ? 0 : (size_t)n;
+#if !defined(_WIN32)
+    if (n > 0 && s->path) {                      /* mapped: a model's weights are used in place */
+        int fd = open(path, O_RDONLY);
+        void *p = fd < 0 ? MAP_FAILED : mmap(NULL, s->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (fd >= 0) close(fd);
+        if (p != MAP_FAILED) {
+            fclose(f);
+            s->buf = FT__CAST(unsigned char *, p); s->mapped = 1;
+            if ((r = ft__safetensors_parse(s)) != FT_OK) { ft_safetensors_close(s); return r; }
+            *out = s;
+            return FT_OK;
+        }
+    }
+#endif
     s->buf = FT__CAST(unsigned char *, FT_MALLOC(s->size + 1));
     if (n < 0 || !s->buf || !s->path || fread(s->buf, 1, s->size, f) != s->size) { fclose(f); ft_safetensors_close(s); return ft_set_error(FT_ERR_IO, "%s: read failed", path); }
     fclose(f);
@@ -6779,6 +6861,675 @@ static ft_result ft__safetensors_write(const char *path, const ft__st_entry *e, 
     FT_FREE(hdr);
     return ft__afile_commit(&a);
 }
+
+/* ============================================================================================
+   [hf] Hugging Face model directories, read as the GGUF that llama.cpp's converter
+   (convert_hf_to_gguf.py) makes of them, so everything that takes a model path takes either:
+     config.json                      -> general.architecture and the <arch>.* keys
+     model.safetensors, or the shards
+     of model.safetensors.index.json  -> the tensors under GGUF names (blk.N.attn_q.weight, ...)
+     tokenizer.json (+ tokenizer_config.json, chat_template.jinja, generation_config.json)
+                                      -> the tokenizer.ggml.* keys, the chat template, stop ids
+   F32, F16 and BF16 weights stay in the mapped files. What the converter changes is changed the
+   same way, in copies: llama's Q/K rows permuted to adjacent RoPE pairs (in their own type),
+   gemma3's RMSNorm weights stored as 1 + w (f32), each layer's experts stacked into one tensor
+   (in their own type), llama3's frequency factors and phi3's LongRoPE factors made from the
+   config. The result is an ordinary ft_gguf whose tensors point into the mappings (it keeps
+   them and the copies until ft_gguf_close).
+   ============================================================================================ */
+/* GGUF's token types (tokenizer.ggml.token_type) */
+enum { FT__TT_NORMAL = 1, FT__TT_UNKNOWN = 2, FT__TT_CONTROL = 3, FT__TT_USER = 4,
+       FT__TT_UNUSED = 5, FT__TT_BYTE = 6 };
+#define FT__HF_TRY(x) do { ft_result r_ = (x); if (r_ != FT_OK) return r_; } while (0)
+typedef struct ft__hf_arch {
+    const char *cls, *arch;         /* config.json's architectures[0]; general.architecture    */
+    unsigned char permute_qk;       /* the converter permutes q/k rows (adjacent-pair RoPE)     */
+    unsigned char gemma;            /* norms stored as 1 + w; sandwich norms; per-type RoPE      */
+} ft__hf_arch;
+static const ft__hf_arch ft__hf_archs[] = {
+    {"LlamaForCausalLM", "llama", 1, 0},     {"MistralForCausalLM", "llama", 1, 0},
+    {"MixtralForCausalLM", "llama", 1, 0},   {"Qwen2ForCausalLM", "qwen2", 0, 0},
+    {"Qwen3ForCausalLM", "qwen3", 0, 0},     {"Gemma3ForCausalLM", "gemma3", 0, 1},
+    {"Phi3ForCausalLM", "phi3", 0, 0},       {"Qwen3MoeForCausalLM", "qwen3moe", 0, 0},
+    {"OlmoeForCausalLM", "olmoe", 0, 0},
+};
+/* a layer's tensor: Hugging Face's name after "model.layers.N." -> GGUF's after "blk.N.";
+   only: 0 every architecture, 1 gemma only, 2 all but gemma */
+static const struct { const char *hf, *gguf; int only; } ft__hf_layer_names[] = {
+    {"input_layernorm.weight", "attn_norm.weight", 0},
+    {"self_attn.q_proj.weight", "attn_q.weight", 0},            {"self_attn.q_proj.bias", "attn_q.bias", 0},
+    {"self_attn.k_proj.weight", "attn_k.weight", 0},            {"self_attn.k_proj.bias", "attn_k.bias", 0},
+    {"self_attn.v_proj.weight", "attn_v.weight", 0},            {"self_attn.v_proj.bias", "attn_v.bias", 0},
+    {"self_attn.o_proj.weight", "attn_output.weight", 0},       {"self_attn.qkv_proj.weight", "attn_qkv.weight", 0},
+    {"self_attn.q_norm.weight", "attn_q_norm.weight", 0},       {"self_attn.k_norm.weight", "attn_k_norm.weight", 0},
+    {"post_attention_layernorm.weight", "ffn_norm.weight", 2},  {"post_attention_layernorm.weight", "post_attention_norm.weight", 1},
+    {"pre_feedforward_layernorm.weight", "ffn_norm.weight", 1}, {"post_feedforward_layernorm.weight", "post_ffw_norm.weight", 1},
+    {"mlp.gate_proj.weight", "ffn_gate.weight", 0},             {"mlp.up_proj.weight", "ffn_up.weight", 0},
+    {"mlp.down_proj.weight", "ffn_down.weight", 0},             {"mlp.gate_up_proj.weight", "ffn_up.weight", 0},
+    {"mlp.gate.weight", "ffn_gate_inp.weight", 0},              {"block_sparse_moe.gate.weight", "ffn_gate_inp.weight", 0},
+};
+/* an expert's tensor: "<prefix>.<e>.<part>.weight" -> slot k of ffn_{gate,up,down}_exps */
+static const struct { const char *prefix, *part; int k; } ft__hf_expert_names[] = {
+    {"mlp.experts", "gate_proj", 0}, {"mlp.experts", "up_proj", 1}, {"mlp.experts", "down_proj", 2},
+    {"block_sparse_moe.experts", "w1", 0}, {"block_sparse_moe.experts", "w3", 1}, {"block_sparse_moe.experts", "w2", 2},
+};
+
+typedef struct ft__hf {
+    const char *dir;
+    ft_json_doc *cfg_doc, *tok_doc, *tcfg_doc, *gen_doc;
+    const ft_json *cfg, *rope;      /* config.json; its RoPE parameters (rope_parameters / rope_scaling) */
+    const ft__hf_arch *a;
+    ft_gguf_writer *w;
+    ft_gguf *g;                     /* holds the mappings and copies (ft__gguf_keep)           */
+    int64_t n_layer, n_head, n_head_kv, head_dim, n_expert;
+    const void **experts;           /* (n_layer, 3, n_expert) pointers to each expert's weight  */
+    int64_t exp_shape[3][2]; ft_type exp_type[3];
+    char key[160];
+} ft__hf;
+
+/* a JSON file of the directory: FT_OK with *doc NULL when it is absent and not required */
+static ft_result ft__json_file(const char *path, ft_json_doc **doc, int required) {
+    unsigned char *text = NULL; size_t n = 0; FILE *f; long sz; ft_result r;
+    *doc = NULL;
+    if (!(f = fopen(path, "rb"))) return required || errno != ENOENT ? ft_set_error(FT_ERR_IO, "%s: cannot open: %s", path, strerror(errno)) : FT_OK;
+    if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = FT__CAST(unsigned char *, FT_MALLOC((size_t)sz + 1))) != NULL)
+        n = fread(text, 1, (size_t)sz, f);
+    fclose(f);
+    if (!text) return ft_set_error(FT_ERR_IO, "%s: read failed", path);
+    r = ft_json_parse(doc, FT__CAST(const char *, text), n, path, 1);
+    FT_FREE(text);
+    if (r == FT_OK && ft_json_root(*doc)->kind != FT_JSON_OBJECT) { ft_json_free(*doc); *doc = NULL; r = ft_set_error(FT_ERR_FORMAT, "%s: not a JSON object", path); }
+    return r;
+}
+static const ft_json *ft__json_value(const ft_json *obj, const char *key) {   /* absent or null: NULL */
+    const ft_json *v = obj ? ft_json_get(obj, key) : NULL;
+    return v && v->kind != FT_JSON_NULL ? v : NULL;
+}
+/* a number of obj (file `file`) in [lo, hi], whole if `whole`: *out; absent: def, or an error
+   when required */
+static ft_result ft__hf_num(const ft__hf *h, const ft_json *obj, const char *file, const char *key, double lo, double hi, int whole, int required, double def, double *out) {
+    const ft_json *v = ft__json_value(obj, key);
+    *out = def;
+    if (!v) return required ? ft_set_error(FT_ERR_FORMAT, "%s/%s: \"%s\" is missing", h->dir, file, key) : FT_OK;
+    if (v->kind != FT_JSON_NUMBER || !(v->num >= lo && v->num <= hi) || (whole && v->num != floor(v->num)))
+        return ft_set_error(FT_ERR_FORMAT, "%s/%s: \"%s\" must be a%s number in [%g, %g]", h->dir, file, key, whole ? " whole" : "", lo, hi);
+    *out = v->num;
+    return FT_OK;
+}
+static ft_result ft__hf_key(ft__hf *h, const char *suffix, ft_gguf_type type, double v) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", h->a->arch, suffix);
+    return type == FT_GGUF_FLOAT32 ? ft_gguf_set_float(h->w, key, type, v) : ft_gguf_set_int(h->w, key, type, (int64_t)v);
+}
+/* config.json's number `ck` (whole, in [lo, hi]) as <arch>.<suffix>: required, or skipped when absent */
+static ft_result ft__hf_cfg_int(ft__hf *h, const char *ck, const char *suffix, double lo, double hi, int required, int64_t *out) {
+    double v; ft_result r = ft__hf_num(h, h->cfg, "config.json", ck, lo, hi, 1, required, -1, &v);
+    if (out) *out = (int64_t)v;
+    if (r != FT_OK || v < 0 || !suffix) return r;
+    return ft__hf_key(h, suffix, FT_GGUF_UINT32, v);
+}
+/* f32 storage that the GGUF keeps until it is closed */
+static float *ft__hf_floats(ft__hf *h, int64_t n) {
+    float *p = FT__CAST(float *, ft__gguf_keep(h->g, (size_t)n * sizeof(float), NULL));
+    if (!p) ft_set_error(FT_ERR_NOMEM, "%s: out of memory", h->dir);
+    return p;
+}
+/* llama3's frequency factors as the converter computes them (rope_freqs.weight, n_rot / 2) */
+static ft_result ft__hf_llama3_freqs(ft__hf *h, double base, int64_t n_rot) {
+    double factor, lo, hi, orig; int64_t i, ne = n_rot / 2; float *f;
+    FT__HF_TRY(ft__hf_num(h, h->rope, "config.json", "factor", 1, 1e6, 0, 0, 8.0, &factor));
+    FT__HF_TRY(ft__hf_num(h, h->rope, "config.json", "low_freq_factor", 1e-6, 1e6, 0, 0, 1.0, &lo));
+    FT__HF_TRY(ft__hf_num(h, h->rope, "config.json", "high_freq_factor", 1e-6, 1e6, 0, 0, 4.0, &hi));
+    FT__HF_TRY(ft__hf_num(h, h->rope, "config.json", "original_max_position_embeddings", 1, 1e9, 1, 0, 8192, &orig));
+    if (!(hi > lo)) return ft_set_error(FT_ERR_FORMAT, "%s/config.json: llama3 RoPE needs high_freq_factor > low_freq_factor", h->dir);
+    if (!(f = ft__hf_floats(h, ne))) return FT_ERR_NOMEM;
+    for (i = 0; i < ne; i++) {
+        float freq = (float)(1.0 / pow(base, (double)(2 * i) / (double)n_rot));
+        double wavelen = 2.0 * 3.14159265358979323846 / freq;
+        if (wavelen < orig / hi) f[i] = 1.0f;
+        else if (wavelen > orig / lo) f[i] = (float)factor;
+        else {
+            double smooth = (orig / wavelen - lo) / (hi - lo);
+            f[i] = (float)(1.0 / ((1.0 - smooth) / factor + smooth));
+        }
+    }
+    return ft_gguf_add_tensor(h->w, "rope_freqs.weight", FT_TYPE_F32, 1, &ne, f);
+}
+/* phi3's LongRoPE: short and long factors (tensors), the original context and the attention factor */
+static ft_result ft__hf_longrope(ft__hf *h, int64_t n_rot) {
+    static const char *const key[2] = {"short_factor", "long_factor"}, *const name[2] = {"rope_factors_short.weight", "rope_factors_long.weight"};
+    double orig, ctx, af; int64_t ne = n_rot / 2, i; int k;
+    FT__HF_TRY(ft__hf_num(h, h->rope, "config.json", "original_max_position_embeddings", 1, 1e9, 1, 0, 0, &orig));
+    if (orig <= 0) FT__HF_TRY(ft__hf_num(h, h->cfg, "config.json", "original_max_position_embeddings", 1, 1e9, 1, 1, 0, &orig));
+    FT__HF_TRY(ft__hf_num(h, h->cfg, "config.json", "max_position_embeddings", 1, 1e9, 1, 1, 0, &ctx));
+    for (k = 0; k < 2; k++) {
+        const ft_json *a = ft__json_value(h->rope, key[k]); float *f;
+        if (!a || a->kind != FT_JSON_ARRAY || a->n != ne) return ft_set_error(FT_ERR_FORMAT, "%s/config.json: LongRoPE's \"%s\" must be %lld numbers", h->dir, key[k], (long long)ne);
+        if (!(f = ft__hf_floats(h, ne))) return FT_ERR_NOMEM;
+        for (i = 0; i < ne; i++) {
+            if (ft_json_at(a, i)->kind != FT_JSON_NUMBER) return ft_set_error(FT_ERR_FORMAT, "%s/config.json: \"%s\"[%lld] is not a number", h->dir, key[k], (long long)i);
+            f[i] = (float)ft_json_at(a, i)->num;
+        }
+        FT__HF_TRY(ft_gguf_add_tensor(h->w, name[k], FT_TYPE_F32, 1, &ne, f));
+    }
+    af = ctx > orig ? sqrt(1.0 + log(ctx / orig) / log(orig)) : 1.0;
+    FT__HF_TRY(ft__hf_num(h, h->rope, "config.json", "attention_factor", 1e-6, 1e6, 0, 0, af, &af));
+    FT__HF_TRY(ft__hf_key(h, "rope.scaling.attn_factor", FT_GGUF_FLOAT32, af));
+    return ft__hf_key(h, "rope.scaling.original_context_length", FT_GGUF_UINT32, orig);
+}
+/* RoPE: base, rotated dims, scaling (none, linear, yarn, llama3, longrope) */
+static ft_result ft__hf_rope(ft__hf *h) {
+    const ft_json *t; double base, prf, factor, orig; int64_t n_rot; char type[32] = "default";
+    h->rope = ft__json_value(h->cfg, "rope_parameters");
+    if (!h->rope) h->rope = ft__json_value(h->cfg, "rope_scaling");
+    if (h->a->gemma && h->rope && ft__json_value(h->rope, "full_attention")) {     /* per layer type */
+        double swa;
+        FT__HF_TRY(ft__hf_num(h, ft__json_value(h->rope, "sliding_attention"), "config.json", "rope_theta", 1e-6, 1e12, 0, 0, 10000.0, &swa));
+        FT__HF_TRY(ft__hf_key(h, "rope.freq_base_swa", FT_GGUF_FLOAT32, swa));
+        h->rope = ft__json_value(h->rope, "full_attention");
+    } else if (h->a->gemma) {
+        double swa;
+        FT__HF_TRY(ft__hf_num(h, h->cfg, "config.json", "rope_local_base_freq", 1e-6, 1e12, 0, 0, 10000.0, &swa));
+        FT__HF_TRY(ft__hf_key(h, "rope.freq_base_swa", FT_GGUF_FLOAT32, swa));
+    }
+    if (h->rope && h->rope->kind != FT_JSON_OBJECT) return ft_set_error(FT_ERR_FORMAT, "%s/config.json: \"rope_parameters\" / \"rope_scaling\" is not an object", h->dir);
+    FT__HF_TRY(ft__hf_num(h, h->rope, "config.json", "rope_theta", 1e-6, 1e12, 0, 0, 0, &base));
+    if (base <= 0) FT__HF_TRY(ft__hf_num(h, h->cfg, "config.json", "rope_theta", 1e-6, 1e12, 0, 0, 10000.0, &base));
+    FT__HF_TRY(ft__hf_key(h, "rope.freq_base", FT_GGUF_FLOAT32, base));
+    FT__HF_TRY(ft__hf_num(h, h->rope, "config.json", "partial_rotary_factor", 1e-6, 1, 0, 0, 0, &prf));
+    if (prf <= 0) FT__HF_TRY(ft__hf_num(h, h->cfg, "config.json", "partial_rotary_factor", 1e-6, 1, 0, 0, 1.0, &prf));
+    n_rot = (int64_t)((double)h->head_dim * prf);
+    if (n_rot != h->head_dim) FT__HF_TRY(ft__hf_key(h, "rope.dimension_count", FT_GGUF_UINT32, (double)n_rot));
+    if ((t = ft__json_value(h->rope, "rope_type")) || (t = ft__json_value(h->rope, "type"))) {
+        if (t->kind != FT_JSON_STRING) return ft_set_error(FT_ERR_FORMAT, "%s/config.json: \"rope_type\" is not a string", h->dir);
+        snprintf(type, sizeof type, "%s", t->s);
+    }
+    if (!strcmp(type, "default")) return FT_OK;
+    if (!strcmp(type, "llama3")) return ft__hf_llama3_freqs(h, base, n_rot);
+    if (!strcmp(type, "longrope") || !strcmp(type, "su")) return ft__hf_longrope(h, n_rot);
+    if (strcmp(type, "linear") && strcmp(type, "yarn"))
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s/config.json: rope_type \"%s\" is not supported (default, linear, yarn, llama3, longrope are)", h->dir, type);
+    FT__HF_TRY(ft__hf_num(h, h->rope, "config.json", "factor", 1, 1e6, 0, 1, 1, &factor));
+    snprintf(h->key, sizeof h->key, "%s.rope.scaling.type", h->a->arch);
+    FT__HF_TRY(ft_gguf_set_str(h->w, h->key, type));
+    FT__HF_TRY(ft__hf_key(h, "rope.scaling.factor", FT_GGUF_FLOAT32, factor));
+    if (!strcmp(type, "linear")) return FT_OK;
+    FT__HF_TRY(ft__hf_num(h, h->rope, "config.json", "original_max_position_embeddings", 1, 1e9, 1, 0, 0, &orig));
+    if (orig <= 0) FT__HF_TRY(ft__hf_num(h, h->cfg, "config.json", "original_max_position_embeddings", 1, 1e9, 1, 1, 0, &orig));
+    return ft__hf_key(h, "rope.scaling.original_context_length", FT_GGUF_UINT32, orig);
+}
+/* gemma3's sliding window: the window and which layers slide (layer_types, or a pattern) */
+static ft_result ft__hf_swa(ft__hf *h) {
+    const ft_json *lt = ft__json_value(h->cfg, "layer_types"); int64_t l, win; double pat;
+    FT__HF_TRY(ft__hf_cfg_int(h, "sliding_window", "attention.sliding_window", 0, 1e9, 0, &win));
+    if (win <= 0) return FT_OK;
+    snprintf(h->key, sizeof h->key, "%s.attention.sliding_window_pattern", h->a->arch);
+    if (lt) {
+        unsigned char *flags = FT__CAST(unsigned char *, FT_MALLOC((size_t)h->n_layer)); ft_result r;
+        if (lt->kind != FT_JSON_ARRAY || lt->n != h->n_layer) { FT_FREE(flags); return ft_set_error(FT_ERR_FORMAT, "%s/config.json: \"layer_types\" must list %lld layers", h->dir, (long long)h->n_layer); }
+        if (!flags) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", h->dir);
+        for (l = 0; l < h->n_layer; l++) flags[l] = ft_json_at(lt, l)->kind == FT_JSON_STRING && !strcmp(ft_json_at(lt, l)->s, "sliding_attention");
+        r = ft_gguf_set_array(h->w, h->key, FT_GGUF_BOOL, flags, (uint64_t)h->n_layer);
+        FT_FREE(flags);
+        return r;
+    }
+    FT__HF_TRY(ft__hf_num(h, h->cfg, "config.json", "sliding_window_pattern", 1, 1e6, 1, 0, 0, &pat));
+    if (pat <= 0) FT__HF_TRY(ft__hf_num(h, h->cfg, "config.json", "_sliding_window_pattern", 1, 1e6, 1, 0, 6, &pat));
+    return ft_gguf_set_int(h->w, h->key, FT_GGUF_UINT32, (int64_t)pat);
+}
+/* the architecture and its sizes */
+static ft_result ft__hf_config(ft__hf *h) {
+    const ft_json *arr = ft__json_value(h->cfg, "architectures"); const char *cls = NULL, *base; size_t i;
+    int64_t C, v; double eps, cap;
+    if (arr && arr->kind == FT_JSON_ARRAY && arr->n > 0 && ft_json_at(arr, 0)->kind == FT_JSON_STRING) cls = ft_json_at(arr, 0)->s;
+    for (i = 0; cls && i < sizeof ft__hf_archs / sizeof ft__hf_archs[0]; i++) if (!strcmp(cls, ft__hf_archs[i].cls)) h->a = &ft__hf_archs[i];
+    if (!h->a) return ft_set_error(FT_ERR_UNSUPPORTED, "%s/config.json: \"architectures\" [\"%s\"] is not supported (Llama, Mistral, Mixtral, Qwen2, Qwen3, Gemma3, Phi3, Qwen3Moe, Olmoe ...ForCausalLM are)", h->dir, cls ? cls : "?");
+    base = strrchr(h->dir, '/');
+    FT__HF_TRY(ft_gguf_set_str(h->w, "general.architecture", h->a->arch));
+    FT__HF_TRY(ft_gguf_set_str(h->w, "general.name", base && base[1] ? base + 1 : h->dir));
+    FT__HF_TRY(ft__hf_cfg_int(h, "num_hidden_layers", "block_count", 1, 65536, 1, &h->n_layer));
+    FT__HF_TRY(ft__hf_cfg_int(h, "hidden_size", "embedding_length", 1, 1 << 20, 1, &C));
+    FT__HF_TRY(ft__hf_cfg_int(h, "intermediate_size", "feed_forward_length", 1, 1 << 24, 1, NULL));
+    FT__HF_TRY(ft__hf_cfg_int(h, "num_attention_heads", "attention.head_count", 1, 65536, 1, &h->n_head));
+    FT__HF_TRY(ft__hf_cfg_int(h, "num_key_value_heads", "attention.head_count_kv", 1, 65536, 0, &h->n_head_kv));
+    FT__HF_TRY(ft__hf_cfg_int(h, "head_dim", NULL, 1, 65536, 0, &h->head_dim));
+    if (h->n_head_kv < 0) h->n_head_kv = h->n_head;
+    if (h->head_dim < 0) h->head_dim = C / h->n_head;
+    FT__HF_TRY(ft__hf_key(h, "attention.key_length", FT_GGUF_UINT32, (double)h->head_dim));
+    FT__HF_TRY(ft__hf_key(h, "attention.value_length", FT_GGUF_UINT32, (double)h->head_dim));
+    FT__HF_TRY(ft__hf_cfg_int(h, "max_position_embeddings", "context_length", 1, 1e9, 0, NULL));
+    FT__HF_TRY(ft__hf_cfg_int(h, "vocab_size", "vocab_size", 1, 1 << 30, 0, NULL));
+    FT__HF_TRY(ft__hf_num(h, h->cfg, "config.json", "rms_norm_eps", 0, 1, 0, 0, 1e-6, &eps));
+    FT__HF_TRY(ft__hf_key(h, "attention.layer_norm_rms_epsilon", FT_GGUF_FLOAT32, eps));
+    FT__HF_TRY(ft__hf_cfg_int(h, "num_local_experts", "expert_count", 1, 4096, 0, &h->n_expert));
+    if (h->n_expert < 0) FT__HF_TRY(ft__hf_cfg_int(h, "num_experts", "expert_count", 1, 4096, 0, &h->n_expert));
+    if (h->n_expert > 0) FT__HF_TRY(ft__hf_cfg_int(h, "num_experts_per_tok", "expert_used_count", 1, 4096, 1, NULL));
+    FT__HF_TRY(ft__hf_cfg_int(h, "moe_intermediate_size", "expert_feed_forward_length", 1, 1 << 24, 0, &v));
+    FT__HF_TRY(ft__hf_num(h, h->cfg, "config.json", "final_logit_softcapping", 1e-6, 1e6, 0, 0, 0, &cap));
+    if (cap > 0) FT__HF_TRY(ft__hf_key(h, "final_logit_softcapping", FT_GGUF_FLOAT32, cap));
+    if (h->a->gemma) FT__HF_TRY(ft__hf_swa(h));
+    return ft__hf_rope(h);
+}
+
+/* ---- the tensors ---------------------------------------------------------------------------------- */
+/* rows (n_head * D) of row_bytes each: to_hf = 1: HF[h*D + j] = G[h*D + 2j], HF[h*D + D/2 + j] =
+   G[h*D + 2j + 1] (the converter's permute undone); to_hf = 0: the converter's permute */
+static void ft__permute_row_bytes(void *dst, const void *src, int64_t n_head, int64_t D, size_t row_bytes, int to_hf) {
+    int64_t h, j; int s;
+    for (h = 0; h < n_head; h++)
+        for (j = 0; j < D / 2; j++)
+            for (s = 0; s < 2; s++) {
+                int64_t g = h * D + 2 * j + s, hf = h * D + s * (D / 2) + j;
+                memcpy(FT__CAST(char *, dst) + (size_t)(to_hf ? hf : g) * row_bytes,
+                       FT__CAST(const char *, src) + (size_t)(to_hf ? g : hf) * row_bytes, row_bytes);
+            }
+}
+static int ft__hf_dtype(const char *dt) {
+    return !strcmp(dt, "F32") ? FT_TYPE_F32 : !strcmp(dt, "F16") ? FT_TYPE_F16 : !strcmp(dt, "BF16") ? FT_TYPE_BF16 : -1;
+}
+/* layer tensor `rest` of layer l: an expert's weight (kept for stacking: *gname empty) or a
+   name from the table */
+static ft_result ft__hf_layer_name(ft__hf *h, const char *file, const char *name, const char *rest, int64_t l,
+                                   const void *data, ft_type type, const int64_t *shape, char *gname) {
+    size_t i, pl; long long e; int n;
+    for (i = 0; i < sizeof ft__hf_expert_names / sizeof ft__hf_expert_names[0]; i++) {
+        pl = strlen(ft__hf_expert_names[i].prefix);
+        if (strncmp(rest, ft__hf_expert_names[i].prefix, pl) || rest[pl] != '.' || sscanf(rest + pl + 1, "%lld.%n", &e, &n) != 1) continue;
+        if (strncmp(rest + pl + 1 + n, ft__hf_expert_names[i].part, strlen(ft__hf_expert_names[i].part)) ||
+            strcmp(rest + pl + 1 + n + strlen(ft__hf_expert_names[i].part), ".weight")) continue;
+        {
+            int k = ft__hf_expert_names[i].k;
+            if (e < 0 || e >= h->n_expert) return ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s': expert %lld of %lld (num_local_experts / num_experts in config.json)", file, name, e, (long long)h->n_expert);
+            if (h->experts[(l * 3 + k) * h->n_expert + e]) return ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s' appears twice", file, name);
+            if (h->exp_type[k] == (ft_type)-1) { h->exp_type[k] = type; h->exp_shape[k][0] = shape[0]; h->exp_shape[k][1] = shape[1]; }
+            if (type != h->exp_type[k] || shape[0] != h->exp_shape[k][0] || shape[1] != h->exp_shape[k][1])
+                return ft_set_error(FT_ERR_SHAPE, "%s: tensor '%s': experts of one kind must share a shape and a dtype", file, name);
+            h->experts[(l * 3 + k) * h->n_expert + e] = data;
+            gname[0] = 0;
+            return FT_OK;
+        }
+    }
+    for (i = 0; i < sizeof ft__hf_layer_names / sizeof ft__hf_layer_names[0]; i++)
+        if (!strcmp(rest, ft__hf_layer_names[i].hf) && ft__hf_layer_names[i].only != (h->a->gemma ? 2 : 1)) {
+            snprintf(gname, 128, "blk.%lld.%s", (long long)l, ft__hf_layer_names[i].gguf);
+            return FT_OK;
+        }
+    return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor '%s' is not one finetune.h reads for %s", file, name, h->a->cls);
+}
+/* the converter's changes, in copies: q/k rows permuted (llama), norms + 1 (gemma) */
+static ft_result ft__hf_transform(ft__hf *h, const char *file, const char *gname, const void **data, ft_type *type, int nd, const int64_t *ne) {
+    size_t len = strlen(gname); int q = strstr(gname, ".attn_q.") != NULL, k = strstr(gname, ".attn_k.") != NULL;
+    if (h->a->permute_qk && (q || k)) {
+        int64_t heads = q ? h->n_head : h->n_head_kv, rows = nd == 2 ? ne[1] : ne[0];
+        size_t row_bytes = nd == 2 ? ft_type_row_bytes(*type, ne[0]) : ft_type_row_bytes(*type, 1);
+        void *p;
+        if (rows != heads * h->head_dim || h->head_dim % 2) return ft_set_error(FT_ERR_SHAPE, "%s: %s has %lld rows, not %lld heads x %lld", file, gname, (long long)rows, (long long)heads, (long long)h->head_dim);
+        if (!(p = ft__gguf_keep(h->g, (size_t)rows * row_bytes, NULL))) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", h->dir);
+        ft__permute_row_bytes(p, *data, heads, h->head_dim, row_bytes, 0);
+        *data = p;
+    }
+    if (h->a->gemma && len > 11 && !strcmp(gname + len - 11, "norm.weight")) {
+        float *f; int64_t i;
+        if (nd != 1 || !(f = ft__hf_floats(h, ne[0]))) return nd != 1 ? ft_set_error(FT_ERR_SHAPE, "%s: %s is not a vector", file, gname) : FT_ERR_NOMEM;
+        ft__type(*type)->to_f32(*data, f, ne[0]);
+        for (i = 0; i < ne[0]; i++) f[i] += 1.0f;
+        *data = f; *type = FT_TYPE_F32;
+    }
+    return FT_OK;
+}
+/* one tensor of a safetensors file, under its GGUF name */
+static ft_result ft__hf_tensor(ft__hf *h, const ft_safetensors *st, const char *file, const char *name, int tied) {
+    const char *dt; int64_t shape[8], ne[4] = {1, 1, 1, 1}; int nd = 0, k, type; long long l; int n = 0;
+    char gname[128]; const void *data = ft_safetensors_get(st, name, &dt, shape, &nd);
+    ft_type ty;
+    if (strstr(name, "rotary_emb.")) return FT_OK;                 /* buffers, not weights        */
+    if ((type = ft__hf_dtype(dt)) < 0) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16, BF16 are read)", file, name, dt);
+    if (nd < 1 || nd > 2) return ft_set_error(FT_ERR_SHAPE, "%s: tensor '%s' has %d dimensions (1 or 2 expected)", file, name, nd);
+    ty = (ft_type)type;
+    for (k = 0; k < nd; k++) ne[k] = shape[nd - 1 - k];
+    if (!strcmp(name, "model.embed_tokens.weight")) snprintf(gname, sizeof gname, "token_embd.weight");
+    else if (!strcmp(name, "model.norm.weight")) snprintf(gname, sizeof gname, "output_norm.weight");
+    else if (!strcmp(name, "lm_head.weight")) { if (tied) return FT_OK; snprintf(gname, sizeof gname, "output.weight"); }
+    else if (sscanf(name, "model.layers.%lld.%n", &l, &n) == 1 && n > 0) {
+        if (l < 0 || l >= h->n_layer) return ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s' is for layer %lld of %lld", file, name, l, (long long)h->n_layer);
+        FT__HF_TRY(ft__hf_layer_name(h, file, name, name + n, l, data, ty, shape, gname));
+        if (!gname[0]) return FT_OK;                               /* an expert: stacked later    */
+    } else return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor '%s' is not one finetune.h reads for %s", file, name, h->a->cls);
+    FT__HF_TRY(ft__hf_transform(h, file, gname, &data, &ty, nd, ne));
+    return ft_gguf_add_tensor(h->w, gname, ty, nd, ne, data);
+}
+/* each layer's experts stacked into blk.N.ffn_{gate,up,down}_exps [cols, rows, E] (copies) */
+static ft_result ft__hf_stack_experts(ft__hf *h) {
+    static const char *const nm[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
+    int64_t l, e, E = h->n_expert; int k;
+    for (l = 0; E > 0 && l < h->n_layer; l++)
+        for (k = 0; k < 3; k++) {
+            int64_t ne[3]; size_t bytes; char *p; char name[96];
+            int any = 0;
+            for (e = 0; e < E; e++) any |= h->experts[(l * 3 + k) * E + e] != NULL;
+            if (!any) continue;                                   /* a dense layer              */
+            for (e = 0; e < E; e++)
+                if (!h->experts[(l * 3 + k) * E + e]) return ft_set_error(FT_ERR_FORMAT, "%s: layer %lld has no %s weight for expert %lld", h->dir, (long long)l, nm[k], (long long)e);
+            ne[0] = h->exp_shape[k][1]; ne[1] = h->exp_shape[k][0]; ne[2] = E;
+            bytes = ft_type_row_bytes(h->exp_type[k], ne[0]) * (size_t)ne[1];
+            if (!(p = FT__CAST(char *, ft__gguf_keep(h->g, bytes * (size_t)E, NULL)))) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", h->dir);
+            for (e = 0; e < E; e++) memcpy(p + (size_t)e * bytes, h->experts[(l * 3 + k) * E + e], bytes);
+            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, nm[k]);
+            FT__HF_TRY(ft_gguf_add_tensor(h->w, name, h->exp_type[k], 3, ne, p));
+        }
+    return FT_OK;
+}
+/* model.safetensors, or every shard named by model.safetensors.index.json's weight_map */
+static ft_result ft__hf_weights(ft__hf *h) {
+    char path[1200]; ft_json_doc *idx = NULL; const ft_json *wm = NULL; int64_t i, j, n_files = 1; ft_result r = FT_OK;
+    const ft_json *tie = ft__json_value(h->cfg, "tie_word_embeddings");
+    int tied = tie ? tie->kind == FT_JSON_BOOL && tie->num != 0 : h->a->gemma;
+    if (h->n_expert > 0) {
+        h->experts = FT__CAST(const void **, FT_MALLOC((size_t)(h->n_layer * 3 * h->n_expert) * sizeof(void *)));
+        if (!h->experts) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", h->dir);
+        memset(h->experts, 0, (size_t)(h->n_layer * 3 * h->n_expert) * sizeof(void *));
+    }
+    h->exp_type[0] = h->exp_type[1] = h->exp_type[2] = (ft_type)-1;
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", h->dir);
+    FT__HF_TRY(ft__json_file(path, &idx, 0));
+    if (idx) {
+        wm = ft__json_value(ft_json_root(idx), "weight_map");
+        if (!wm || wm->kind != FT_JSON_OBJECT || wm->n < 1) { ft_json_free(idx); return ft_set_error(FT_ERR_FORMAT, "%s: \"weight_map\" is missing or empty", path); }
+        n_files = wm->n;
+    }
+    for (i = 0; i < n_files && r == FT_OK; i++) {
+        ft_safetensors *st; const ft_json *f = wm ? ft_json_value_at(wm, i) : NULL; int seen = 0;
+        if (wm && f->kind != FT_JSON_STRING) { r = ft_set_error(FT_ERR_FORMAT, "%s/model.safetensors.index.json: weight_map[\"%s\"] is not a file name", h->dir, ft_json_key_at(wm, i)->s); break; }
+        for (j = 0; wm && j < i; j++) seen |= !strcmp(ft_json_value_at(wm, j)->s, f->s);
+        if (seen) continue;                                       /* each shard once            */
+        if (wm && (strchr(f->s, '/') || !strcmp(f->s, ".."))) { r = ft_set_error(FT_ERR_FORMAT, "%s/model.safetensors.index.json: shard \"%s\" is not a file of the directory", h->dir, f->s); break; }
+        snprintf(path, sizeof path, "%s/%s", h->dir, wm ? f->s : "model.safetensors");
+        if ((r = ft_safetensors_open(&st, path)) != FT_OK) break;
+        if (!ft__gguf_keep(h->g, 0, st)) { ft_safetensors_close(st); r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); break; }
+        for (j = 0; j < ft_safetensors_count(st) && r == FT_OK; j++) {
+            const char *nm = ft_safetensors_name(st, j);
+            if (nm && strcmp(nm, "__metadata__")) r = ft__hf_tensor(h, st, path, nm, tied);
+        }
+    }
+    ft_json_free(idx);
+    if (r == FT_OK) r = ft__hf_stack_experts(h);
+    return r;
+}
+
+/* ---- the tokenizer: tokenizer.json's BPE model as tokenizer.ggml.* ------------------------------------ */
+typedef struct ft__hf_vocab {
+    int64_t n;                      /* tokens (the largest id + 1, or config.json's vocab_size)  */
+    ft_gguf_str *tok; int32_t *type; float *score;
+    char *pad;                      /* "[PAD<id>]" texts of ids no entry names                  */
+} ft__hf_vocab;
+static const char *ft__hf_token_text(const ft_json *v) {       /* "text" or {"content": "text"}  */
+    if (v && v->kind == FT_JSON_OBJECT) v = ft__json_value(v, "content");
+    return v && v->kind == FT_JSON_STRING ? v->s : NULL;
+}
+static int64_t ft__hf_token_id(const ft_json *tj, const char *text) {
+    const ft_json *model = ft__json_value(tj, "model"), *add = ft__json_value(tj, "added_tokens"), *v; int64_t i;
+    if (!text) return -1;
+    for (i = 0; add && add->kind == FT_JSON_ARRAY && i < add->n; i++) {
+        const ft_json *c = ft__json_value(ft_json_at(add, i), "content"), *id = ft__json_value(ft_json_at(add, i), "id");
+        if (c && c->kind == FT_JSON_STRING && id && id->kind == FT_JSON_NUMBER && !strcmp(c->s, text)) return (int64_t)id->num;
+    }
+    v = ft__json_value(ft__json_value(model, "vocab"), text);
+    return v && v->kind == FT_JSON_NUMBER ? (int64_t)v->num : -1;
+}
+/* the vocabulary: model.vocab and added_tokens by id (control when special, user-defined
+   otherwise, as the converter types them), <0xXX> byte tokens, gaps padded */
+static ft_result ft__hf_vocab_make(ft__hf *h, const ft_json *tj, int spm, ft__hf_vocab *v) {
+    const ft_json *model = ft__json_value(tj, "model"), *vocab = ft__json_value(model, "vocab"), *add = ft__json_value(tj, "added_tokens");
+    int64_t i, id, cfg_n = -1; double d;
+    if (!vocab || vocab->kind != FT_JSON_OBJECT) return ft_set_error(FT_ERR_FORMAT, "%s/tokenizer.json: \"model.vocab\" is not an object", h->dir);
+    if (add && add->kind != FT_JSON_ARRAY) return ft_set_error(FT_ERR_FORMAT, "%s/tokenizer.json: \"added_tokens\" is not an array", h->dir);
+    for (i = 0, v->n = 0; i < vocab->n; i++) {
+        const ft_json *x = ft_json_value_at(vocab, i);
+        if (x->kind != FT_JSON_NUMBER || x->num < 0 || x->num >= (1 << 30) || x->num != floor(x->num))
+            return ft_set_error(FT_ERR_FORMAT, "%s/tokenizer.json: model.vocab[\"%s\"] is not a token id", h->dir, ft_json_key_at(vocab, i)->s);
+        v->n = FT__MAX(v->n, (int64_t)x->num + 1);
+    }
+    for (i = 0; add && i < add->n; i++) {
+        const ft_json *x = ft__json_value(ft_json_at(add, i), "id");
+        if (!x || x->kind != FT_JSON_NUMBER || x->num < 0 || x->num >= (1 << 30) || !ft__hf_token_text(ft_json_at(add, i)))
+            return ft_set_error(FT_ERR_FORMAT, "%s/tokenizer.json: added_tokens[%lld] needs an id and a content", h->dir, (long long)i);
+        v->n = FT__MAX(v->n, (int64_t)x->num + 1);
+    }
+    if (ft__hf_num(h, h->cfg, "config.json", "vocab_size", 1, 1 << 30, 1, 0, -1, &d) == FT_OK) cfg_n = (int64_t)d;
+    v->n = FT__MAX(v->n, cfg_n);                              /* embedding rows past the tokenizer */
+    v->tok = FT__CAST(ft_gguf_str *, FT_MALLOC((size_t)v->n * sizeof(ft_gguf_str)));
+    v->type = FT__CAST(int32_t *, FT_MALLOC((size_t)v->n * sizeof(int32_t)));
+    v->score = FT__CAST(float *, FT_MALLOC((size_t)v->n * sizeof(float)));
+    v->pad = FT__CAST(char *, FT_MALLOC((size_t)v->n * 20));
+    if (!v->tok || !v->type || !v->score || !v->pad) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", h->dir);
+    for (id = 0; id < v->n; id++) {
+        v->tok[id].s = v->pad + id * 20;
+        v->tok[id].n = (uint64_t)snprintf(v->pad + id * 20, 20, "[PAD%lld]", (long long)id);
+        v->type[id] = FT__TT_UNUSED; v->score[id] = -1e30f;          /* below every merge's */
+    }
+    for (i = 0; i < vocab->n; i++) {
+        const ft_json *k = ft_json_key_at(vocab, i); id = (int64_t)ft_json_value_at(vocab, i)->num;
+        v->tok[id].s = k->s; v->tok[id].n = (uint64_t)k->len;
+        v->type[id] = spm && k->len == 6 && !strncmp(k->s, "<0x", 3) && k->s[5] == '>' ? FT__TT_BYTE : FT__TT_NORMAL;
+    }
+    for (i = 0; add && i < add->n; i++) {
+        const ft_json *a = ft_json_at(add, i), *sp = ft__json_value(a, "special"); const char *c = ft__hf_token_text(a);
+        id = (int64_t)ft__json_value(a, "id")->num;
+        v->tok[id].s = c; v->tok[id].n = strlen(c);
+        v->type[id] = sp && sp->num != 0 ? FT__TT_CONTROL : FT__TT_USER;
+    }
+    id = ft__hf_token_id(tj, ft__hf_token_text(ft__json_value(model, "unk_token")));
+    if (id >= 0 && id < v->n) v->type[id] = FT__TT_UNKNOWN;
+    return FT_OK;
+}
+/* model.merges ("a b" strings, or [a, b] pairs) as "a b" strings; for SentencePiece, each merge
+   result's score is minus its rank (the merge order), as llama.cpp's scores order them */
+static ft_result ft__hf_merges(ft__hf *h, const ft_json *tj, int spm, ft__hf_vocab *v) {
+    const ft_json *mg = ft__json_value(ft__json_value(tj, "model"), "merges"), *vocab = ft__json_value(ft__json_value(tj, "model"), "vocab");
+    ft_gguf_str *ms; char *buf = NULL, *p; size_t total = 0; int64_t i; ft_result r;
+    if (!mg) return FT_OK;
+    if (mg->kind != FT_JSON_ARRAY) return ft_set_error(FT_ERR_FORMAT, "%s/tokenizer.json: \"model.merges\" is not an array", h->dir);
+    for (i = 0; i < mg->n; i++) {
+        const ft_json *m = ft_json_at(mg, i);
+        if (m->kind == FT_JSON_STRING) total += (size_t)m->len + 1;
+        else if (m->kind == FT_JSON_ARRAY && m->n == 2 && ft_json_at(m, 0)->kind == FT_JSON_STRING && ft_json_at(m, 1)->kind == FT_JSON_STRING)
+            total += (size_t)(ft_json_at(m, 0)->len + ft_json_at(m, 1)->len) + 2;
+        else return ft_set_error(FT_ERR_FORMAT, "%s/tokenizer.json: model.merges[%lld] is not \"a b\" or [a, b]", h->dir, (long long)i);
+    }
+    ms = FT__CAST(ft_gguf_str *, FT_MALLOC((size_t)FT__MAX(mg->n, 1) * sizeof *ms));
+    buf = FT__CAST(char *, FT_MALLOC(total + 1));
+    if (!ms || !buf) { FT_FREE(ms); FT_FREE(buf); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", h->dir); }
+    for (p = buf, i = 0; i < mg->n; i++) {
+        const ft_json *m = ft_json_at(mg, i); const ft_json *res;
+        ms[i].s = p;
+        if (m->kind == FT_JSON_STRING) { memcpy(p, m->s, (size_t)m->len); p += m->len; }
+        else {
+            memcpy(p, ft_json_at(m, 0)->s, (size_t)ft_json_at(m, 0)->len); p += ft_json_at(m, 0)->len;
+            *p++ = ' ';
+            memcpy(p, ft_json_at(m, 1)->s, (size_t)ft_json_at(m, 1)->len); p += ft_json_at(m, 1)->len;
+        }
+        ms[i].n = (uint64_t)(p - ms[i].s);
+        *p++ = 0;
+        if (spm) {                                  /* the result: the pair without its space */
+            char *sp = strchr(FT__CAST(char *, ms[i].s), ' ');
+            if (sp) {
+                memmove(sp, sp + 1, strlen(sp + 1) + 1);
+                res = ft__json_value(vocab, ms[i].s);
+                if (res && res->kind == FT_JSON_NUMBER && res->num < (double)v->n && v->score[(int64_t)res->num] == -1e30f) v->score[(int64_t)res->num] = -(float)(i + 1);
+                memmove(sp + 1, sp, strlen(sp) + 1); *sp = ' ';
+            }
+        }
+    }
+    r = spm ? FT_OK : ft_gguf_set_str_array(h->w, "tokenizer.ggml.merges", ms, (uint64_t)mg->n);
+    FT_FREE(ms); FT_FREE(buf);
+    return r;
+}
+/* the pre-tokenizer's llama.cpp name, from tokenizer.json's pre_tokenizer: ByteLevel alone
+   (gpt2), Digits + ByteLevel (smollm), or a Split by llama3's or qwen2's regex + ByteLevel */
+static const char *ft__hf_pre(const ft__hf *h, const ft_json *tj) {
+    static const char llama3[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    static const char qwen2[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    const ft_json *pt = ft__json_value(tj, "pre_tokenizer"), *seq, *im = ft__json_value(ft__json_value(tj, "model"), "ignore_merges");
+    int64_t i; int bytelevel = 0, digits = 0, other = 0; const char *regex = NULL;
+    (void)h;
+    if (!pt) return NULL;
+    seq = ft__json_value(pt, "pretokenizers");
+    for (i = 0; i < (seq && seq->kind == FT_JSON_ARRAY ? seq->n : 1); i++) {
+        const ft_json *p = seq ? ft_json_at(seq, i) : pt, *ty = ft__json_value(p, "type");
+        const char *t = ty && ty->kind == FT_JSON_STRING ? ty->s : "";
+        if (!strcmp(t, "Sequence")) continue;
+        if (!strcmp(t, "ByteLevel")) bytelevel = 1;
+        else if (!strcmp(t, "Digits")) { const ft_json *ind = ft__json_value(p, "individual_digits"); digits = ind && ind->num != 0; other |= !digits; }
+        else if (!strcmp(t, "Split")) { const ft_json *re = ft__json_value(ft__json_value(p, "pattern"), "Regex"); regex = re && re->kind == FT_JSON_STRING ? re->s : ""; }
+        else other = 1;
+    }
+    if (!bytelevel || other) return NULL;
+    if (!regex) return digits ? "smollm" : "gpt2";
+    if (digits) return NULL;
+    if (!strcmp(regex, llama3)) return im && im->num != 0 ? "llama-bpe" : "dbrx";
+    if (!strcmp(regex, qwen2)) return "qwen2";
+    return NULL;
+}
+/* SentencePiece-style (byte fallback): is a space prefix added (Prepend "▁" in the normalizer, or
+   a Metaspace pre-tokenizer that prepends)? */
+static int ft__hf_space_prefix(const ft_json *tj) {
+    const ft_json *parts[2]; int k; int64_t i;
+    parts[0] = ft__json_value(tj, "normalizer"); parts[1] = ft__json_value(tj, "pre_tokenizer");
+    for (k = 0; k < 2; k++) {
+        const ft_json *seq = ft__json_value(parts[k], "normalizers");
+        if (!seq) seq = ft__json_value(parts[k], "pretokenizers");
+        for (i = 0; parts[k] && i < (seq && seq->kind == FT_JSON_ARRAY ? seq->n : 1); i++) {
+            const ft_json *p = seq ? ft_json_at(seq, i) : parts[k], *ty = ft__json_value(p, "type"), *ps = ft__json_value(p, "prepend_scheme");
+            if (ty && ty->kind == FT_JSON_STRING && !strcmp(ty->s, "Prepend")) return 1;
+            if (ty && ty->kind == FT_JSON_STRING && !strcmp(ty->s, "Metaspace") && !(ps && ps->kind == FT_JSON_STRING && !strcmp(ps->s, "never"))) return 1;
+        }
+    }
+    return 0;
+}
+/* bos / eos / unk / pad: tokenizer_config.json's *_token texts, else config.json's *_token_id */
+static ft_result ft__hf_special_ids(ft__hf *h, const ft_json *tj, const ft__hf_vocab *v) {
+    static const char *const nm[4] = {"bos", "eos", "unk", "pad"};
+    static const char *const key[4] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id"};
+    const ft_json *tc = h->tcfg_doc ? ft_json_root(h->tcfg_doc) : NULL; int k;
+    for (k = 0; k < 4; k++) {
+        char ck[32]; int64_t id; double d;
+        snprintf(ck, sizeof ck, "%s_token", nm[k]);
+        id = ft__hf_token_id(tj, ft__hf_token_text(ft__json_value(tc, ck)));
+        if (id < 0 && k != 2) {
+            snprintf(ck, sizeof ck, "%s_token_id", nm[k]);
+            if (ft__json_value(h->cfg, ck) && ft__json_value(h->cfg, ck)->kind == FT_JSON_ARRAY) d = ft_json_at(ft__json_value(h->cfg, ck), 0)->num;
+            else FT__HF_TRY(ft__hf_num(h, h->cfg, "config.json", ck, 0, 1 << 30, 1, 0, -1, &d));
+            id = (int64_t)d;
+        }
+        if (id >= 0 && id < v->n) FT__HF_TRY(ft_gguf_set_int(h->w, key[k], FT_GGUF_UINT32, id));
+    }
+    return FT_OK;
+}
+/* add_bos_token / add_eos_token (tokenizer_config.json, else the post-processor's template) */
+static ft_result ft__hf_add_flags(ft__hf *h, const ft_json *tj) {
+    const ft_json *tc = h->tcfg_doc ? ft_json_root(h->tcfg_doc) : NULL, *b = ft__json_value(tc, "add_bos_token"), *e = ft__json_value(tc, "add_eos_token");
+    const ft_json *pp = ft__json_value(tj, "post_processor"), *ty = ft__json_value(pp, "type"), *single = ft__json_value(pp, "single");
+    if (!b && ty && ty->kind == FT_JSON_STRING && !strcmp(ty->s, "TemplateProcessing") && single && single->kind == FT_JSON_ARRAY && single->n > 0)
+        FT__HF_TRY(ft_gguf_set_int(h->w, "tokenizer.ggml.add_bos_token", FT_GGUF_BOOL, ft__json_value(ft_json_at(single, 0), "SpecialToken") != NULL));
+    if (b && b->kind == FT_JSON_BOOL) FT__HF_TRY(ft_gguf_set_int(h->w, "tokenizer.ggml.add_bos_token", FT_GGUF_BOOL, b->num != 0));
+    if (e && e->kind == FT_JSON_BOOL) FT__HF_TRY(ft_gguf_set_int(h->w, "tokenizer.ggml.add_eos_token", FT_GGUF_BOOL, e->num != 0));
+    return FT_OK;
+}
+/* the chat template (tokenizer_config.json's chat_template, or chat_template.jinja) and the stop
+   ids of generation_config.json's eos_token_id */
+static ft_result ft__hf_chat(ft__hf *h) {
+    const ft_json *tc = h->tcfg_doc ? ft_json_root(h->tcfg_doc) : NULL, *ct = ft__json_value(tc, "chat_template"), *eos;
+    char path[1200]; int64_t i;
+    if (ct && ct->kind == FT_JSON_ARRAY) {                         /* [{name, template}]: the default */
+        const ft_json *list = ct;
+        for (i = 0, ct = NULL; i < list->n; i++) {
+            const ft_json *x = ft_json_at(list, i), *n = ft__json_value(x, "name");
+            if (n && n->kind == FT_JSON_STRING && !strcmp(n->s, "default")) ct = ft__json_value(x, "template");
+        }
+    }
+    if (ct && ct->kind == FT_JSON_STRING) FT__HF_TRY(ft_gguf_set_str(h->w, "tokenizer.chat_template", ct->s));
+    else {
+        FILE *f; long n; char *text;
+        snprintf(path, sizeof path, "%s/chat_template.jinja", h->dir);
+        if ((f = fopen(path, "rb")) != NULL) {
+            ft_result r = FT_OK;
+            if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 || !(text = FT__CAST(char *, FT_MALLOC((size_t)n + 1))))
+                r = ft_set_error(FT_ERR_IO, "%s: read failed", path);
+            else {
+                text[fread(text, 1, (size_t)n, f)] = 0;
+                r = ft_gguf_set_str(h->w, "tokenizer.chat_template", text);
+                FT_FREE(text);
+            }
+            fclose(f);
+            if (r != FT_OK) return r;
+        }
+    }
+    eos = h->gen_doc ? ft__json_value(ft_json_root(h->gen_doc), "eos_token_id") : NULL;
+    if (eos && eos->kind == FT_JSON_ARRAY && eos->n > 0 && eos->n <= 8) {
+        int32_t ids[8];
+        for (i = 0; i < eos->n; i++) {
+            if (ft_json_at(eos, i)->kind != FT_JSON_NUMBER || ft_json_at(eos, i)->num < 0) return ft_set_error(FT_ERR_FORMAT, "%s/generation_config.json: eos_token_id[%lld] is not a token id", h->dir, (long long)i);
+            ids[i] = (int32_t)ft_json_at(eos, i)->num;
+        }
+        FT__HF_TRY(ft_gguf_set_array(h->w, "finetune.stop_token_ids", FT_GGUF_INT32, ids, (uint64_t)eos->n));
+    }
+    return FT_OK;
+}
+/* tokenizer.json -> the tokenizer.ggml.* keys (no tokenizer.json: a model without a vocabulary) */
+static ft_result ft__hf_tokenizer(ft__hf *h) {
+    const ft_json *tj, *model, *ty, *bf; ft__hf_vocab v; const char *pre = NULL; int spm; ft_result r;
+    if (!h->tok_doc) return FT_OK;
+    tj = ft_json_root(h->tok_doc);
+    model = ft__json_value(tj, "model");
+    ty = ft__json_value(model, "type");
+    if (!ty || ty->kind != FT_JSON_STRING || strcmp(ty->s, "BPE"))
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s/tokenizer.json: model.type \"%s\" is not supported (BPE is)", h->dir, ty && ty->kind == FT_JSON_STRING ? ty->s : "?");
+    bf = ft__json_value(model, "byte_fallback");
+    spm = bf && bf->num != 0;
+    if (!spm && !(pre = ft__hf_pre(h, tj)))
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s/tokenizer.json: \"pre_tokenizer\" is none finetune.h knows (ByteLevel; Digits + ByteLevel; a Split by llama3's or qwen2's regex + ByteLevel)", h->dir);
+    memset(&v, 0, sizeof v);
+    r = ft__hf_vocab_make(h, tj, spm, &v);
+    if (r == FT_OK) r = ft_gguf_set_str(h->w, "tokenizer.ggml.model", spm ? "llama" : "gpt2");
+    if (r == FT_OK && pre) r = ft_gguf_set_str(h->w, "tokenizer.ggml.pre", pre);
+    if (r == FT_OK) r = ft__hf_merges(h, tj, spm, &v);
+    if (r == FT_OK) r = ft_gguf_set_str_array(h->w, "tokenizer.ggml.tokens", v.tok, (uint64_t)v.n);
+    if (r == FT_OK) r = ft_gguf_set_array(h->w, "tokenizer.ggml.token_type", FT_GGUF_INT32, v.type, (uint64_t)v.n);
+    if (r == FT_OK && spm) r = ft_gguf_set_array(h->w, "tokenizer.ggml.scores", FT_GGUF_FLOAT32, v.score, (uint64_t)v.n);
+    if (r == FT_OK && spm) r = ft_gguf_set_int(h->w, "tokenizer.ggml.add_space_prefix", FT_GGUF_BOOL, ft__hf_space_prefix(tj));
+    if (r == FT_OK) r = ft__hf_special_ids(h, tj, &v);
+    if (r == FT_OK) r = ft__hf_add_flags(h, tj);
+    if (r == FT_OK) r = ft__hf_chat(h);
+    FT_FREE(v.tok); FT_FREE(v.type); FT_FREE(v.score); FT_FREE(v.pad);
+    return r;
+}
+
+/* a Hugging Face model directory as a GGUF (see the section's head) */
+static ft_result ft__gguf_open_hf(ft_gguf **out, const char *dir) {
+    static const char *const files[4] = {"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"};
+    ft__hf h; ft_json_doc **docs[4]; char path[1200]; int k; ft_result r;
+    *out = NULL;
+    memset(&h, 0, sizeof h);
+    h.dir = dir;
+    docs[0] = &h.cfg_doc; docs[1] = &h.tok_doc; docs[2] = &h.tcfg_doc; docs[3] = &h.gen_doc;
+    for (k = 0, r = FT_OK; k < 4 && r == FT_OK; k++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[k]);
+        r = ft__json_file(path, docs[k], k == 0);
+    }
+    if (r == FT_OK) { h.cfg = ft_json_root(h.cfg_doc); r = ft_gguf_writer_init(&h.w); }
+    if (r == FT_OK) r = ft__gguf_new(&h.g, dir);
+    if (r == FT_OK) r = ft__hf_config(&h);
+    if (r == FT_OK) r = ft__hf_weights(&h);
+    if (r == FT_OK) r = ft__hf_tokenizer(&h);
+    if (r == FT_OK) r = ft__gguf_adopt(h.g, h.w);
+    for (k = 0; k < 4; k++) ft_json_free(*docs[k]);
+    ft_gguf_writer_free(h.w);
+    FT_FREE(h.experts);
+    if (r != FT_OK) { ft_gguf_close(h.g); return r; }
+    *out = h.g;
+    return FT_OK;
+}
+#undef FT__HF_TRY
 
 /* ============================================================================================
    [tokenizer] byte-level BPE ("gpt2") and SentencePiece BPE ("llama") giving the same ids as
@@ -7124,8 +7875,6 @@ static int ft__cp_byte(uint32_t cp) {                     /* the inverse; -1: no
 
 /* ---- the tokenizer ------------------------------------------------------------------------- */
 enum { FT__PRE_DEFAULT, FT__PRE_GPT2, FT__PRE_SMOLLM, FT__PRE_LLAMA3, FT__PRE_QWEN2 };
-enum { FT__TT_NORMAL = 1, FT__TT_UNKNOWN = 2, FT__TT_CONTROL = 3, FT__TT_USER = 4,
-       FT__TT_UNUSED = 5, FT__TT_BYTE = 6 };
 
 struct ft_tokenizer {
     ft_tokenizer_kind kind;
@@ -7144,6 +7893,7 @@ struct ft_tokenizer {
     uint64_t *mkey; int32_t *mrank, *mres; uint64_t mmask;  /* (left, right) -> rank, result */
     int32_t byte_tok[256];          /* gpt2: token of each byte char; llama: <0xXX> fallback   */
     int32_t *special; int64_t n_special;   /* control/user/unknown ids, longest text first    */
+    int32_t stops[8]; int n_stops;  /* finetune.stop_token_ids (a [hf] generation_config.json's) */
 };
 
 static uint64_t ft__fnv1a(const void *p, size_t n, uint64_t h) {
@@ -7464,8 +8214,8 @@ FT_API int ft_tokenizer_stop_ids(const ft_tokenizer *t, int32_t *stop) {
     int n = 0, i, k;
     if (!t) return 0;
     if (t->eos >= 0) stop[n++] = t->eos;
-    for (i = 0; i < 4; i++) {
-        int32_t id = ft_tokenizer_find(t, turn_end[i]);
+    for (i = 0; i < 4 + t->n_stops; i++) {
+        int32_t id = i < 4 ? ft_tokenizer_find(t, turn_end[i]) : t->stops[i - 4];
         for (k = 0; k < n && id >= 0; k++) if (stop[k] == id) id = -1;
         if (id >= 0) stop[n++] = id;
     }
@@ -8213,7 +8963,7 @@ struct ft_model {
 /* the tokenizer from tokenizer.ggml.* (as llama.cpp reads them): *out NULL and FT_OK when the
    file has no vocabulary */
 FT_API ft_result ft_tokenizer_from_gguf(ft_tokenizer **out, const ft_gguf *g) {
-    ft_gguf_str s; const ft_gguf_kv *tk, *ty, *sc, *mg;
+    ft_gguf_str s; const ft_gguf_kv *tk, *ty, *sc, *mg, *st;
     ft_tokenizer_kind kind; char pre[64] = ""; ft_result r; int64_t i, v;
     const char **tokens = NULL, **merges = NULL; uint64_t *tl = NULL, *ml = NULL; int32_t *types = NULL; float *scores = NULL;
     int32_t ids[4] = {-1, -1, -1, -1}; int flags[3] = {-1, -1, -1};
@@ -8259,6 +9009,11 @@ FT_API ft_result ft_tokenizer_from_gguf(ft_tokenizer **out, const ft_gguf *g) {
         r = ft__tokenizer_init(out, kind, pre, (int64_t)tk->n, tokens, tl, types, scores, mg ? (int64_t)mg->n : 0, merges, ml,
                                ids[0], ids[1], ids[2], ids[3], flags[0], flags[1], flags[2]);
         if (r != FT_OK) r = ft_set_error(r, "%s: %s", ft_gguf_path(g), ft_last_error());
+        else if ((st = ft_gguf_find(g, "finetune.stop_token_ids")) != NULL && st->type == FT_GGUF_ARRAY)
+            for (i = 0; i < (int64_t)st->n && (*out)->n_stops < 8; i++) {
+                v = ft_gguf_kv_int(st, (uint64_t)i);
+                if (v >= 0 && v < (int64_t)tk->n) (*out)->stops[(*out)->n_stops++] = (int32_t)v;
+            }
     }
     FT_FREE(tokens); FT_FREE(tl); FT_FREE(types); FT_FREE(scores); FT_FREE(merges); FT_FREE(ml);
     return r;

@@ -324,6 +324,62 @@ TEST(chat_gemma_phi3) {
     CHECK(n > 0 && !strcmp(out, "<|system|>\n Be brief. <|end|>\n<|user|>\n Hi \n<|end|>\n<|assistant|>\nHello.<|end|>\n<|assistant|>\n"), "phi3: %s", out);
 }
 
+/* ---- Hugging Face directories ([hf]) --------------------------------------------------------------
+   tests/fixtures/hf/<name> is the same transformers model as tests/fixtures/arch/<name>.gguf, as
+   save_pretrained wrote it (tools/ref/arch_fixtures.py --hf-out). Read as a directory, it must give
+   llama.cpp's converter's file: every tensor of the GGUF under the same name, type and shape
+   with the same values (the permuted Q/K rows, gemma's 1 + w norms, the stacked experts; the
+   RoPE factors computed from the config within 1e-6), and the same logits as the GGUF and as
+   transformers. */
+static void check_hf(const char *name) {
+    char path[256]; ft_gguf *ref = NULL, *hf = NULL; ft_model *m = NULL; fixture fx; int64_t i, same = 0;
+    snprintf(path, sizeof path, "tests/fixtures/arch/%s.gguf", name);
+    CHECK_OK(ft_gguf_open(&ref, path));
+    snprintf(path, sizeof path, "tests/fixtures/hf/%s", name);
+    CHECK_OK(ft_gguf_open(&hf, path));
+    for (i = 0; ref && hf && i < ft_gguf_n_tensors(ref); i++) {
+        const ft_gguf_tensor *a = ft_gguf_tensor_at(ref, i), *b; char nm[128]; int64_t j, n = (int64_t)(a->nbytes / 4); double d = 0;
+        snprintf(nm, sizeof nm, "%.*s", (int)a->name.n, a->name.s);
+        b = ft_gguf_find_tensor(hf, nm);
+        CHECK(b != NULL, "%s: no tensor %s", name, nm);
+        if (!b) continue;
+        CHECK(b->type == a->type && b->n_dims == a->n_dims && !memcmp(a->ne, b->ne, sizeof a->ne) && a->nbytes == b->nbytes,
+              "%s: %s: type %d/%d, ne %lld %lld %lld / %lld %lld %lld", name, nm, (int)b->type, (int)a->type,
+              (long long)b->ne[0], (long long)b->ne[1], (long long)b->ne[2], (long long)a->ne[0], (long long)a->ne[1], (long long)a->ne[2]);
+        if (b->type != a->type || a->nbytes != b->nbytes || a->type != FT_TYPE_F32) continue;
+        for (j = 0; j < n; j++) d = fmax(d, fabs(((const float *)a->data)[j] - ((const float *)b->data)[j]) / fmax(1.0, fabs(((const float *)a->data)[j])));
+        CHECK(d <= (strstr(nm, "rope_") ? 1e-6 : 0.0), "%s: %s differs by %.3g", name, nm, d);
+        same += d == 0;
+    }
+    if (ref && hf) CHECK(ft_gguf_n_tensors(hf) == ft_gguf_n_tensors(ref), "%s: %lld tensors, the converter's file %lld", name, (long long)ft_gguf_n_tensors(hf), (long long)ft_gguf_n_tensors(ref));
+    ft_gguf_close(ref); ft_gguf_close(hf);
+    if (!load_fixture(name, &fx)) { CHECK(0, "%s: fixture", name); free_fixture(&fx); return; }
+    CHECK_OK(ft_model_load(&m, path, NULL));
+    if (m) {
+        ft_model *g = NULL; ft_batch b; ft_tensor *y, *z = NULL;
+        CHECK_OK(ft_model_load(&g, (snprintf(path, sizeof path, "tests/fixtures/arch/%s.gguf", name), path), NULL));
+        memset(&b, 0, sizeof b); b.B = 1; b.T = fx.n; b.ids = fx.ids;
+        ft_ctx_reset(C);
+        y = ft_model_forward(C, m, &b);
+        if (g) z = ft_model_forward(C, g, &b);
+        CHECK(y && z, "%s: forward: %s", name, ft_last_error());
+        if (y && z) {
+            double dg = rel_diff((const float *)y->data, (const float *)z->data, (int64_t)fx.n * fx.V), dh = rel_diff((const float *)y->data, fx.hf, (int64_t)fx.n * fx.V);
+            printf("    %-13s HF directory: %lld tensors identical to the converter's, |ft(dir) - ft(gguf)| / range %.2e, |ft(dir) - transformers| / range %.2e\n", name, (long long)same, dg, dh);
+            CHECK(dg < 1e-6, "%s: directory vs GGUF logits %.3g", name, dg);
+            CHECK(dh < 1e-4, "%s: directory vs transformers logits %.3g", name, dh);
+        }
+        ft_model_free(g);
+        ft_model_free(m);
+    }
+    free_fixture(&fx);
+}
+TEST(hf_directories_read_as_the_converter_writes) {
+    static const char *const names[] = {"llama3", "llama_linear", "llama_yarn", "qwen3", "gemma3", "phi3", "phi3_longrope", "qwen3moe", "mixtral", "olmoe"};
+    size_t i;
+    for (i = 0; i < sizeof names / sizeof names[0]; i++) check_hf(names[i]);
+}
+
 /* architectures and layers that are not there yet fail by name */
 TEST(unsupported_fails_clearly) {
     ft_model *m = NULL; ft_gguf_writer *w = NULL; ft_result r;
@@ -358,6 +414,7 @@ FT_TEST_MAIN(test_arch) {
     RUN(router_loss_survives_a_reference_forward);
     RUN(chat_gemma_phi3);
     RUN(unsupported_fails_clearly);
+    RUN(hf_directories_read_as_the_converter_writes);
     ft_ctx_free(C);
     return ft_test_summary("test_arch");
 }

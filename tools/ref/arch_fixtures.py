@@ -164,6 +164,7 @@ NORM_STD = 0.2
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 OUT_DIR = os.path.join(ROOT, "tests", "fixtures", "arch")
+HF_DIR = os.path.join(ROOT, "tests", "fixtures", "hf")
 
 
 def parse_args():
@@ -171,6 +172,9 @@ def parse_args():
     ap.add_argument("--llama-cpp", required=True,
                     help="llama-cpp-python 0.3.36's vendor/llama.cpp (convert_hf_to_gguf.py, gguf-py)")
     ap.add_argument("--only", default="", help="comma-separated fixture names (default: all)")
+    ap.add_argument("--hf-out", action="store_true",
+                    help="also keep each Hugging Face directory (as save_pretrained wrote it, with its "
+                         "tokenizer.json) in tests/fixtures/hf/<name>, for tests/test_hf.c")
     return ap.parse_args()
 
 
@@ -510,6 +514,11 @@ def main():
             model.save_pretrained(mdir, safe_serialization=True)
             write_tokenizer(mdir)
             hf_arch, conv_cls = convert(mdir, gguf_path, name)
+            if ARGS.hf_out:
+                import shutil
+                dst = os.path.join(HF_DIR, name)
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(mdir, dst)
         print(f"  {hf_arch} -> converter class {conv_cls}; {os.path.getsize(gguf_path)} bytes")
         arch = describe_gguf(gguf_path)
         check_layout(model, gguf_path, arch, kw, opt)
