@@ -69,9 +69,11 @@ $(BUILD)/matrix/gcc_c99.txt: $(LIB)
 $(BUILD)/matrix/gcc_c99_nosimd.txt: $(BUILD)/test_whitebox_ref
 
 # the real model (SmolLM2-135M-Instruct) comes from tools/fetch-model, cached after the first time;
-# the second (Gemma 3 270M) is used when `tools/fetch-model gemma3` has cached it
+# the second (Gemma 3 270M) is used when `tools/fetch-model gemma3` has cached it, SmolLM2 as a
+# Hugging Face directory when tools/ref/hf_smollm2.py has written it
 MODEL = FT_MODEL=$$(tools/fetch-model || echo missing-model) && export FT_MODEL && \
-        FT_MODEL_GEMMA3=$$(FT_NO_DOWNLOAD=1 tools/fetch-model gemma3 2>/dev/null || true) && export FT_MODEL_GEMMA3 &&
+        FT_MODEL_GEMMA3=$$(FT_NO_DOWNLOAD=1 tools/fetch-model gemma3 2>/dev/null || true) && export FT_MODEL_GEMMA3 && \
+        FT_MODEL_HF=$${FT_MODEL_HF:-$$HOME/.cache/finetune/hf/SmolLM2-135M-Instruct} && export FT_MODEL_HF &&
 
 test: $(BUILD)/ft $(TESTS) $(EXAMPLES) $(patsubst %,$(BUILD)/matrix/%.txt,$(MATRIX))
 	@$(MODEL) sh tests/run.sh $(BUILD)

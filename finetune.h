@@ -7514,7 +7514,8 @@ static ft_result ft__gguf_open_hf(ft_gguf **out, const char *dir) {
     docs[0] = &h.cfg_doc; docs[1] = &h.tok_doc; docs[2] = &h.tcfg_doc; docs[3] = &h.gen_doc;
     for (k = 0, r = FT_OK; k < 4 && r == FT_OK; k++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[k]);
-        r = ft__json_file(path, docs[k], k == 0);
+        r = ft__json_file(path, docs[k], 0);
+        if (k == 0 && r == FT_OK && !h.cfg_doc) r = ft_set_error(FT_ERR_IO, "%s: a directory without config.json: neither a GGUF file nor a Hugging Face model", dir);
     }
     if (r == FT_OK) { h.cfg = ft_json_root(h.cfg_doc); r = ft_gguf_writer_init(&h.w); }
     if (r == FT_OK) r = ft__gguf_new(&h.g, dir);

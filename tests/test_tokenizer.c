@@ -497,6 +497,83 @@ static void run_pretokenizers(void) {
     RUN(pretokenizers_llama_cpp_ids);
 }
 
+/* SmolLM2-135M-Instruct as a Hugging Face directory written by transformers (tools/ref/hf_smollm2.py,
+   $FT_MODEL_HF; skipped with a line when it is not there): its tokenizer.json gives Hugging Face's
+   ids (the H lines of tests/fixtures/tokenizer_smollm2.txt: every string valid UTF-8 for it),
+   its chat template renders as the GGUF's, its stop ids are the GGUF's; its weights (the Q4_1
+   file dequantized by transformers) give ft's logits on the GGUF within 1e-5 of the range
+   and transformers' own numbers on the directory (tests/fixtures/hf_smollm2.txt) within 1e-4. */
+static void hf_smollm2(const char *dir, const char *gguf) {
+    ft_model *md = NULL, *mg = NULL; ft_ctx *ctx = NULL; size_t n; char *b, *line;
+    unsigned char *str = (unsigned char *)malloc(65536); int slen = 0, n_str = 0, n_h = 0, n_hf = 0, n_gg = 0;
+    int32_t a[4096], c[4096], sd[FT_MAX_STOP], sg[FT_MAX_STOP]; int nsd, nsg, i;
+    CHECK_OK(ft_model_load(&md, dir, NULL));
+    CHECK_OK(ft_model_load(&mg, gguf, NULL));
+    b = (char *)ft_test_slurp("tests/fixtures/tokenizer_smollm2.txt", &n);
+    if (!md || !mg || !b || !str) { ft_model_free(md); ft_model_free(mg); free(b); free(str); return; }
+    for (line = strtok(b, "\n"); line; line = strtok(NULL, "\n")) {
+        if (line[0] == 'S' && line[1] == ' ') { slen = unhex(line + 2, str); n_str++; continue; }
+        if (line[0] == 'H' && line[1] == ' ') {
+            int64_t k = ft_tokenize(ft_model_tokenizer(md), (const char *)str, slen, a, 4096, 0, 1), kg = ft_tokenize(ft_model_tokenizer(mg), (const char *)str, slen, c, 4096, 0, 1);
+            char *q = line + 2; long want = strtol(q, &q, 10), j; int ok = k == want;
+            n_h++;
+            for (j = 0; ok && j < want; j++) ok = a[j] == (int32_t)strtol(q, &q, 10);
+            n_hf += ok; n_gg += k == kg && !memcmp(a, c, (size_t)k * sizeof(int32_t));
+            CHECK(ok, "string %d \"%.*s\": the directory's ids differ from Hugging Face's (%lld ids, want %ld; GGUF tokenizer %lld)", n_str, slen < 60 ? slen : 60, str, (long long)k, want, (long long)kg);
+        }
+    }
+    printf("    HF directory: %d of %d corpus strings give Hugging Face's ids; %d the GGUF tokenizer's (which follows llama.cpp where the two differ)\n", n_hf, n_h, n_gg);
+    CHECK(n_h > 60 && n_hf == n_h, "corpus");
+    {
+        ft_chat_msg msgs[2] = {{"user", "Hi there!"}, {"assistant", "Hello! How can I help?"}};
+        char o1[4096], o2[4096]; int64_t l1 = ft_chat_apply(ft_model_chat_template(md), msgs, 2, 1, o1, sizeof o1), l2 = ft_chat_apply(ft_model_chat_template(mg), msgs, 2, 1, o2, sizeof o2);
+        CHECK(l1 > 0 && l1 == l2 && !memcmp(o1, o2, (size_t)l1), "chat: %lld vs %lld bytes", (long long)l1, (long long)l2);
+    }
+    nsd = ft_tokenizer_stop_ids(ft_model_tokenizer(md), sd); nsg = ft_tokenizer_stop_ids(ft_model_tokenizer(mg), sg);
+    CHECK(nsd == nsg && !memcmp(sd, sg, (size_t)nsd * sizeof(int32_t)), "stop ids: %d vs %d", nsd, nsg);
+    free(b);
+    b = (char *)ft_test_slurp("tests/fixtures/hf_smollm2.txt", &n);
+    CHECK(b != NULL, "tests/fixtures/hf_smollm2.txt is missing");
+    if (b && ft_ctx_init(&ctx, NULL) == FT_OK) {
+        char *p = strstr(b, "ids "); int T = p ? (int)strtol(p + 4, &p, 10) : 0; ft_batch bt; ft_tensor *yd, *yg; int64_t V = ft_model_config_get(md)->n_vocab;
+        for (i = 0; i < T && i < 4096; i++) a[i] = (int32_t)strtol(p, &p, 10);
+        memset(&bt, 0, sizeof bt); bt.B = 1; bt.T = T; bt.ids = a;
+        yd = ft_model_forward(ctx, md, &bt);
+        yg = ft_model_forward(ctx, mg, &bt);
+        CHECK(T > 8 && yd && yg, "forward: %s", ft_last_error());
+        if (T > 8 && yd && yg) {
+            const float *fd = (const float *)yd->data, *fg = (const float *)yg->data; double dg = 0, dh = 0, lo = 1e30, hi = -1e30; int64_t k, am = 0;
+            for (k = 0; k < T * V; k++) { dg = fmax(dg, fabs(fd[k] - fg[k])); lo = fmin(lo, fg[k]); hi = fmax(hi, fg[k]); }
+            for (i = 0; i < T; i++) {
+                int pos, arg; double mx, lse, l0, l1, l2, s = 0, m = -1e30; int64_t best = 0;
+                p = strstr(p, "pos ");
+                if (!p || sscanf(p, "pos %d %d %lf %lf %lf %lf %lf", &pos, &arg, &mx, &lse, &l0, &l1, &l2) != 7) break;
+                p += 4;
+                for (k = 0; k < V; k++) { if (fd[i * V + k] > m) { m = fd[i * V + k]; best = k; } }
+                for (k = 0; k < V; k++) s += exp(fd[i * V + k] - m);
+                am += best == arg;
+                dh = fmax(dh, fmax(fabs(m - mx), fabs(m + log(s) - lse)));
+                dh = fmax(dh, fmax(fabs(fd[i * V] - l0), fmax(fabs(fd[i * V + 1000] - l1), fabs(fd[i * V + 30000] - l2))));
+            }
+            printf("    HF directory: logits vs ft on the GGUF %.2e of the range; vs transformers (max, logsumexp, 3 logits per position) %.2e; argmax %lld/%d\n", dg / (hi - lo), dh / (hi - lo), (long long)am, T);
+            CHECK(dg / (hi - lo) < 1e-5 && dh / (hi - lo) < 1e-4 && am == T, "logits");
+        }
+        ft_ctx_free(ctx);
+    }
+    free(b); free(str);
+    ft_model_free(md); ft_model_free(mg);
+}
+static const char *HF_DIR, *HF_GGUF;
+TEST(hf_directory_smollm2) { hf_smollm2(HF_DIR, HF_GGUF); }
+static void run_hf_smollm2(void) {
+    char path[1024]; FILE *f;
+    HF_DIR = getenv("FT_MODEL_HF"); HF_GGUF = getenv("FT_MODEL");
+    snprintf(path, sizeof path, "%s/config.json", HF_DIR ? HF_DIR : "");
+    if (!HF_DIR || !*HF_DIR || !HF_GGUF || !(f = fopen(path, "rb"))) { printf("    skipped: SmolLM2 as a Hugging Face directory: FT_MODEL_HF is not one (tools/ref/hf_smollm2.py writes it)\n"); return; }
+    fclose(f);
+    RUN(hf_directory_smollm2);
+}
+
 FT_TEST_MAIN(test_tokenizer) {
     ft_gguf *g; const char *path = getenv("FT_MODEL"); ft_gguf_str ts; char *tmpl = NULL; int rc;
     RUN(chat_templates);
@@ -514,6 +591,7 @@ FT_TEST_MAIN(test_tokenizer) {
     }
     ft_tokenizer_free(T); free(tmpl); ft_gguf_close(g);
     run_gemma3();
+    run_hf_smollm2();
     rc = ft_test_summary("test_tokenizer");
     return rc || !T;
 }

@@ -987,12 +987,12 @@ static const char *ft_check_grid(const char *v) {
 
 /* ==== shared by the commands ===================================================================== */
 
-/* the model of --model, checked before it is loaded; --quantize nf4: its linear weights as NF4 */
+/* the model of --model (a GGUF file or a Hugging Face directory), checked before it is loaded;
+   --quantize nf4: its linear weights as NF4 */
 static int ft_model_open(const ft_cli *c, ft_model **m) {
     struct stat st;
     ft_model_opts mo;
     if (stat(c->model, &st) != 0) return ft_err(c, "%s: %s", c->model, strerror(errno));
-    if (S_ISDIR(st.st_mode)) return ft_err(c, "%s: is a directory, not a GGUF model", c->model);
     memset(&mo, 0, sizeof mo);
     if (c->quantize == FT_TYPE_NF4) mo.quantize = FT_TYPE_NF4;
     if (ft_model_load(m, c->model, &mo) != FT_OK) return ft_fail(c);
