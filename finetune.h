@@ -1345,6 +1345,17 @@ typedef void (*ft_eval_gen_fn)(void *user, int64_t i, const char *generated, con
 /* greedy generation on each example's prompt vs its reference answer (limit 0: all) */
 FT_API ft_result ft_eval_generate(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int max_new, int64_t limit,
                                   ft_eval_gen *res, ft_eval_gen_fn on_item, void *user);
+/* multiple-choice evaluation scored as lm-evaluation-harness scores it: JSONL items
+   {"context", "choices": [...], "gold"} (or ARC's {"question", "choices": {"text", "label"},
+   "answerKey"}, PIQA's {"goal", "sol1", "sol2", "label"}); each choice's summed log-probability
+   after the context (ft_mc_item gives them after ft_eval_mc), acc and acc_norm (per character) */
+typedef struct ft_mc_set ft_mc_set;
+typedef struct ft_eval_mc_result { int64_t n; double acc, acc_norm; } ft_eval_mc_result;
+FT_API ft_result ft_mc_load(ft_mc_set **out, const char *path);
+FT_API void      ft_mc_free(ft_mc_set *s);
+FT_API int64_t   ft_mc_size(const ft_mc_set *s);
+FT_API const double *ft_mc_item(const ft_mc_set *s, int64_t i, int *n_choices, int *gold);
+FT_API ft_result ft_eval_mc(ft_ctx *ctx, ft_model *m, ft_mc_set *s, int64_t seq_len, ft_eval_mc_result *res);
 
 /* ---- export: safetensors and adapter files ------------------------------------------------------------ */
 typedef struct ft_safetensors ft_safetensors;
@@ -13024,6 +13035,170 @@ FT_API ft_result ft_eval_loss(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int
     ft_ctx_set_grad(ctx, old);
     FT_FREE(order); ft_batch_data_free(&bd);
     *mean_loss = cnt ? sum / (double)cnt : 0; if (n_tokens) *n_tokens = cnt;
+    return r;
+}
+
+/* ---- multiple-choice evaluation, scored as lm-evaluation-harness scores it -------------------------
+   An item is a context and its choices; each choice is the continuation " " + choice (lm-eval's
+   target_delimiter), its score the summed log-probability of the continuation's tokens after the
+   context. Tokens as lm-eval's HFLM makes them: the context's trailing whitespace moves to the
+   continuation, context + continuation is tokenized whole (with the tokenizer's own BOS rule, as
+   add_special_tokens does) and the continuation is what follows the context's own tokens; an empty
+   context is the BOS (else EOS) token; inputs longer than seq_len + 1 lose tokens on the left.
+   acc: the best-scored choice is the gold one; acc_norm: the best score per character of the
+   choice (len() of the Python string: code points) is. */
+struct ft_mc_set {
+    int64_t n, cap;
+    struct ft__mc_item { char *context; char **choices; int n_choices, gold; double *ll; } *it;
+    char *path;
+};
+FT_API void ft_mc_free(ft_mc_set *s) {
+    int64_t i; int k;
+    if (!s) return;
+    for (i = 0; i < s->n; i++) {
+        for (k = 0; k < s->it[i].n_choices; k++) FT_FREE(s->it[i].choices[k]);
+        FT_FREE(s->it[i].choices); FT_FREE(s->it[i].context); FT_FREE(s->it[i].ll);
+    }
+    FT_FREE(s->it); FT_FREE(s->path); FT_FREE(s);
+}
+FT_API int64_t ft_mc_size(const ft_mc_set *s) { return s ? s->n : 0; }
+FT_API const double *ft_mc_item(const ft_mc_set *s, int64_t i, int *n_choices, int *gold) {
+    if (!s || i < 0 || i >= s->n) return NULL;
+    if (n_choices) *n_choices = s->it[i].n_choices;
+    if (gold) *gold = s->it[i].gold;
+    return s->it[i].ll;
+}
+static char *ft__cat3(const char *a, const char *b, const char *c) {
+    size_t na = strlen(a), nb = strlen(b), nc = strlen(c); char *d = FT__CAST(char *, FT_MALLOC(na + nb + nc + 1));
+    if (d) { memcpy(d, a, na); memcpy(d + na, b, nb); memcpy(d + na + nb, c, nc); d[na + nb + nc] = 0; }
+    return d;
+}
+/* one JSONL line in one of the layouts: {"context", "choices": [...], "gold"}; ARC's {"question",
+   "choices": {"text": [...], "label": [...]}, "answerKey"}; PIQA's {"goal", "sol1", "sol2",
+   "label"} (both as lm-eval's tasks render them: "Question: ...\nAnswer:") */
+static ft_result ft__mc_item(struct ft__mc_item *it, const ft_json *o, const char *where) {
+    const ft_json *ctx = ft__json_value(o, "context"), *ch = ft__json_value(o, "choices"), *g = ft__json_value(o, "gold"), *txt = NULL;
+    const ft_json *q = ft__json_value(o, "question"), *goal = ft__json_value(o, "goal"); int64_t k; double gold = -1;
+    memset(it, 0, sizeof *it);
+    if (ctx && ctx->kind == FT_JSON_STRING && ch && ch->kind == FT_JSON_ARRAY) {
+        txt = ch;
+        it->context = ft__strndup(ctx->s, (size_t)ctx->len);
+        gold = g && g->kind == FT_JSON_NUMBER ? g->num : -1;
+    } else if (q && q->kind == FT_JSON_STRING && ch && ch->kind == FT_JSON_OBJECT) {
+        const ft_json *lab = ft__json_value(ch, "label"), *key = ft__json_value(o, "answerKey");
+        txt = ft__json_value(ch, "text");
+        it->context = ft__cat3("Question: ", q->s, "\nAnswer:");
+        for (k = 0; lab && lab->kind == FT_JSON_ARRAY && key && key->kind == FT_JSON_STRING && k < lab->n; k++)
+            if (ft_json_at(lab, k)->kind == FT_JSON_STRING && !strcmp(ft_json_at(lab, k)->s, key->s)) gold = (double)k;
+    } else if (goal && goal->kind == FT_JSON_STRING) {
+        const ft_json *s1 = ft__json_value(o, "sol1"), *s2 = ft__json_value(o, "sol2"), *lab = ft__json_value(o, "label");
+        if (!s1 || !s2 || s1->kind != FT_JSON_STRING || s2->kind != FT_JSON_STRING) return ft_set_error(FT_ERR_FORMAT, "%s: PIQA layout needs \"sol1\" and \"sol2\" strings", where);
+        it->context = ft__cat3("Question: ", goal->s, "\nAnswer:");
+        it->n_choices = 2;
+        it->choices = FT__CAST(char **, FT_MALLOC(2 * sizeof(char *)));
+        if (it->choices) { it->choices[0] = ft__strndup(s1->s, (size_t)s1->len); it->choices[1] = ft__strndup(s2->s, (size_t)s2->len); }
+        gold = lab && lab->kind == FT_JSON_NUMBER ? lab->num : -1;
+    } else return ft_set_error(FT_ERR_FORMAT, "%s: not a multiple-choice item ({\"context\", \"choices\", \"gold\"}, ARC's {\"question\", \"choices\", \"answerKey\"} or PIQA's {\"goal\", \"sol1\", \"sol2\", \"label\"})", where);
+    if (txt) {
+        if (txt->kind != FT_JSON_ARRAY || txt->n < 1 || txt->n > 64) return ft_set_error(FT_ERR_FORMAT, "%s: \"choices\" must list 1 to 64 strings", where);
+        it->n_choices = (int)txt->n;
+        it->choices = FT__CAST(char **, FT_MALLOC((size_t)txt->n * sizeof(char *)));
+        for (k = 0; it->choices && k < txt->n; k++) {
+            const ft_json *c = ft_json_at(txt, k);
+            if (c->kind != FT_JSON_STRING) { it->n_choices = (int)k; return ft_set_error(FT_ERR_FORMAT, "%s: choice %lld is not a string", where, (long long)k); }
+            it->choices[k] = ft__strndup(c->s, (size_t)c->len);
+        }
+    }
+    it->ll = FT__CAST(double *, FT_MALLOC((size_t)FT__MAX(it->n_choices, 1) * sizeof(double)));
+    if (!it->context || !it->choices || !it->ll) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", where);
+    for (k = 0; k < it->n_choices; k++) { if (!it->choices[k]) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", where); it->ll[k] = 0; }
+    if (!(gold >= 0 && gold < it->n_choices && gold == floor(gold))) return ft_set_error(FT_ERR_FORMAT, "%s: the gold answer is missing or not one of the %d choices", where, it->n_choices);
+    it->gold = (int)gold;
+    return FT_OK;
+}
+FT_API ft_result ft_mc_load(ft_mc_set **out, const char *path) {
+    ft_jsonl *f; ft_json_doc *doc = NULL; ft_mc_set *s; ft_result r; char where[1100];
+    *out = NULL;
+    if ((r = ft_jsonl_open(&f, path)) != FT_OK) return r;
+    s = FT__CAST(ft_mc_set *, FT_MALLOC(sizeof *s));
+    if (!s) { ft_jsonl_close(f); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); }
+    memset(s, 0, sizeof *s);
+    s->path = ft__strndup(path, strlen(path));
+    while ((r = ft_jsonl_next(f, &doc)) == FT_OK && doc) {
+        if (s->n == s->cap) {
+            int64_t nc = s->cap ? 2 * s->cap : 64;
+            struct ft__mc_item *ni = FT__CAST(struct ft__mc_item *, FT_REALLOC(s->it, (size_t)nc * sizeof *ni));
+            if (!ni) { r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); break; }
+            s->it = ni; s->cap = nc;
+        }
+        snprintf(where, sizeof where, "%s:%lld", path, (long long)ft_jsonl_line(f));
+        r = ft__mc_item(&s->it[s->n++], ft_json_root(doc), where);
+        ft_json_free(doc); doc = NULL;
+        if (r != FT_OK) break;
+    }
+    ft_json_free(doc);
+    ft_jsonl_close(f);
+    if (r == FT_OK && !s->n) r = ft_set_error(FT_ERR_FORMAT, "%s: no items", path);
+    if (r != FT_OK) { ft_mc_free(s); return r; }
+    *out = s;
+    return FT_OK;
+}
+/* the context's and the whole sequence's tokens of one choice, as lm-eval's _encode_pair:
+   *n_ctx of the *n tokens in ids (cap) are the context's */
+static ft_result ft__mc_encode(const ft_tokenizer *t, const char *context, const char *choice, int32_t *ids, int64_t cap, int64_t *n, int64_t *n_ctx) {
+    size_t lc = strlen(context), sp = 0; char *whole = ft__cat3(context, " ", choice);
+    if (!whole) return ft_set_error(FT_ERR_NOMEM, "mc: out of memory");
+    while (sp < lc && strchr(" \t\n\r\v\f", context[lc - 1 - sp])) sp++;     /* to the continuation */
+    if (lc - sp == 0) {                                   /* no context: the BOS (or EOS) token  */
+        ids[0] = ft_tokenizer_bos(t) >= 0 ? ft_tokenizer_bos(t) : ft_tokenizer_eos(t);
+        *n_ctx = 1;
+        *n = 1 + ft_tokenize(t, whole, -1, ids + 1, cap - 1, 0, 1);
+    } else {
+        *n_ctx = ft_tokenize(t, context, (int64_t)(lc - sp), NULL, 0, 1, 1);
+        *n = ft_tokenize(t, whole, -1, ids, cap, 1, 1);
+    }
+    FT_FREE(whole);
+    if (*n > cap || *n_ctx < 0 || *n < 0) return ft_set_error(FT_ERR_INVALID, "mc: an item of more than %lld tokens", (long long)cap);
+    return FT_OK;
+}
+/* every item's choices scored (ft_mc_item has them after), acc and acc_norm over the set */
+FT_API ft_result ft_eval_mc(ft_ctx *ctx, ft_model *m, ft_mc_set *s, int64_t seq_len, ft_eval_mc_result *res) {
+    const ft_tokenizer *t = ft_model_tokenizer(m); int64_t i, cap = 1 << 16; int k, old; ft_result r = FT_OK;
+    int32_t *ids = FT__CAST(int32_t *, FT_MALLOC((size_t)cap * sizeof(int32_t))), *in = NULL, *tg = NULL;
+    memset(res, 0, sizeof *res);
+    if (!t) { FT_FREE(ids); return ft_set_error(FT_ERR_STATE, "mc: the model has no tokenizer"); }
+    if (seq_len < 1) seq_len = m->c.n_ctx_train;
+    in = FT__CAST(int32_t *, FT_MALLOC((size_t)cap * sizeof(int32_t)));
+    tg = FT__CAST(int32_t *, FT_MALLOC((size_t)cap * sizeof(int32_t)));
+    if (!ids || !in || !tg) { FT_FREE(ids); FT_FREE(in); FT_FREE(tg); return ft_set_error(FT_ERR_NOMEM, "mc: out of memory"); }
+    old = ft_ctx_set_grad(ctx, 0);
+    for (i = 0; i < s->n && r == FT_OK; i++) {
+        struct ft__mc_item *it = &s->it[i]; int best = 0, best_norm = 0; double bn = -HUGE_VAL;
+        for (k = 0; k < it->n_choices && r == FT_OK; k++) {
+            int64_t n = 0, n_ctx = 0, j, off, T; ft_batch b; ft_tensor *h, *lp; double sum = 0; uint32_t cp; size_t pos = 0, nch = 0;
+            if ((r = ft__mc_encode(t, it->context, it->choices[k], ids, cap, &n, &n_ctx)) != FT_OK) break;
+            off = FT__MAX(n - (seq_len + 1), 0);                /* left truncation                 */
+            T = n - off - 1;
+            if (T < 1 || n <= n_ctx) { r = ft_set_error(FT_ERR_INVALID, "%s: item %lld, choice %d: no continuation tokens", s->path, (long long)i, k); break; }
+            for (j = 0; j < T; j++) { in[j] = ids[off + j]; tg[j] = off + j + 1 >= n_ctx ? ids[off + j + 1] : -100; }
+            ft_ctx_reset(ctx);
+            memset(&b, 0, sizeof b); b.B = 1; b.T = T; b.ids = in;
+            h = ft_model_hidden(ctx, m, &b);
+            lp = h ? ft_model_loss(ctx, m, h, tg, 1) : NULL;
+            if (!lp) { r = ft_set_error(ctx->status ? ctx->status : FT_ERR_NOMEM, "mc: %s", ft_last_error()); break; }
+            for (j = 0; j < T; j++) sum += FT__F(lp)[j];
+            it->ll[k] = sum;
+            while (pos < strlen(it->choices[k])) { cp = ft__utf8_next(FT__CAST(const unsigned char *, it->choices[k]), strlen(it->choices[k]), &pos); (void)cp; nch++; }
+            if (sum > it->ll[best]) best = k;
+            if (sum / (double)FT__MAX(nch, 1) > bn) { bn = sum / (double)FT__MAX(nch, 1); best_norm = k; }
+        }
+        res->acc += best == it->gold;
+        res->acc_norm += best_norm == it->gold;
+        res->n++;
+    }
+    ft_ctx_set_grad(ctx, old);
+    FT_FREE(ids); FT_FREE(in); FT_FREE(tg);
+    if (res->n) { res->acc /= (double)res->n; res->acc_norm /= (double)res->n; }
     return r;
 }
 

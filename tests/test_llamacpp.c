@@ -276,6 +276,61 @@ TEST(perplexity) {
     }
 }
 
+/* multiple choice as lm-evaluation-harness 0.4.13 scores it (tests/fixtures/mc_items.jsonl and
+   mc_lmeval.txt from tools/ref/mc_fixtures.py: lm_eval's "hf" model on SmolLM2 saved by
+   transformers in float32, whose logits equal ft's on this GGUF bit for bit, tests/test_tokenizer.c):
+   each choice's log-likelihood within 1e-4, acc and acc_norm identical; ARC's and PIQA's layouts
+   score as the same items written as {"context", "choices", "gold"} */
+TEST(mc_scores_equal_lm_eval) {
+    ft_mc_set *s = NULL, *l = NULL; ft_eval_mc_result res, rl; size_t n; char *b = (char *)ft_test_slurp("tests/fixtures/mc_lmeval.txt", &n), *p;
+    double acc = -1, accn = -1, worst = 0; int items = 0, i, k, nc, gold, same = 1;
+    FILE *f;
+    CHECK(b != NULL, "tests/fixtures/mc_lmeval.txt is missing (tools/ref/mc_fixtures.py)");
+    CHECK_OK(ft_mc_load(&s, "tests/fixtures/mc_items.jsonl"));
+    if (!b || !s) { free(b); ft_mc_free(s); return; }
+    CHECK_OK(ft_eval_mc(C, M, s, 0, &res));
+    p = strstr(b, "acc ");
+    if (p) sscanf(p, "acc %lf acc_norm %lf n %d", &acc, &accn, &items);
+    CHECK(items == ft_mc_size(s) && items >= 50, "%d items in the fixture, %lld loaded", items, (long long)ft_mc_size(s));
+    for (i = 0; i < items && (p = strstr(p + 1, "item ")) != NULL; i++) {
+        int id, g, m; const double *ll = ft_mc_item(s, i, &nc, &gold);
+        if (sscanf(p, "item %d %d %d%n", &id, &g, &m, &k) != 3 || !ll || m != nc || g != gold || id != i) { same = 0; break; }
+        p += k;
+        for (k = 0; k < m; k++) { double want = strtod(p, &p); worst = fmax(worst, fabs(ll[k] - want)); }
+    }
+    printf("    %d items: acc %.4f (lm_eval %.4f), acc_norm %.4f (lm_eval %.4f); max |log-likelihood - lm_eval's| %.2e\n", items, res.acc, acc, res.acc_norm, accn, worst);
+    CHECK(same && i == items, "the items' layout differs from the fixture's");
+    CHECK(fabs(res.acc - acc) < 1e-9 && fabs(res.acc_norm - accn) < 1e-9 && worst < 1e-4, "scores");
+    /* the same two items in ARC's and PIQA's layouts */
+    if ((f = fopen("mc_layouts.jsonl", "wb")) != NULL) {
+        fputs("{\"context\": \"Question: Which is a color?\\nAnswer:\", \"choices\": [\"blue\", \"chair\"], \"gold\": 0}\n"
+              "{\"question\": \"Which is a color?\", \"choices\": {\"text\": [\"blue\", \"chair\"], \"label\": [\"A\", \"B\"]}, \"answerKey\": \"A\"}\n"
+              "{\"context\": \"Question: Boil water\\nAnswer:\", \"choices\": [\"heat it in a pot\", \"freeze it\"], \"gold\": 0}\n"
+              "{\"goal\": \"Boil water\", \"sol1\": \"heat it in a pot\", \"sol2\": \"freeze it\", \"label\": 0}\n", f);
+        fclose(f);
+    }
+    CHECK_OK(ft_mc_load(&l, "mc_layouts.jsonl"));
+    if (l) {
+        CHECK_OK(ft_eval_mc(C, M, l, 0, &rl));
+        for (i = 0; i < 4; i += 2) {
+            const double *a = ft_mc_item(l, i, &nc, NULL), *c = ft_mc_item(l, i + 1, NULL, NULL);
+            CHECK(a && c && a[0] == c[0] && a[1] == c[1], "layout of item %d", i + 1);
+        }
+    }
+    ft_mc_free(l); ft_mc_free(s); free(b);
+    remove("mc_layouts.jsonl");
+}
+/* bad items fail naming the file and line */
+TEST(mc_bad_items) {
+    ft_mc_set *s = NULL; FILE *f = fopen("mc_bad.jsonl", "wb");
+    if (f) { fputs("{\"context\": \"a\", \"choices\": [\"x\", \"y\"], \"gold\": 0}\n{\"context\": \"a\", \"choices\": [\"x\", \"y\"], \"gold\": 2}\n", f); fclose(f); }
+    CHECK(ft_mc_load(&s, "mc_bad.jsonl") == FT_ERR_FORMAT && strstr(ft_last_error(), "mc_bad.jsonl:2") && strstr(ft_last_error(), "gold"), "%s", ft_last_error());
+    if ((f = fopen("mc_bad.jsonl", "wb")) != NULL) { fputs("{\"text\": \"not an item\"}\n", f); fclose(f); }
+    CHECK(ft_mc_load(&s, "mc_bad.jsonl") == FT_ERR_FORMAT && strstr(ft_last_error(), "mc_bad.jsonl:1"), "%s", ft_last_error());
+    CHECK(s == NULL, "no set on failure");
+    remove("mc_bad.jsonl");
+}
+
 /* the five tests on one model; a model that cannot be set up is one failure */
 static void run_named(const char *name, void (*fn)(void)) {
     char full[96];
@@ -295,6 +350,7 @@ static void run_model(const model_spec *spec, const char *path) {
     RUN_M(logits_match);
     RUN_M(greedy_continuations);
     RUN_M(perplexity);
+    if (spec == &SMOLLM2) { RUN_M(mc_scores_equal_lm_eval); RUN_M(mc_bad_items); }
     ft_ctx_free(C); ft_model_free(M); C = NULL; M = NULL;
     free_fixture();
 }
