@@ -1,4 +1,4 @@
-/* finetune.h - v0.2.0 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
+/* finetune.h - v0.3.1 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
    https://github.com/ (vendor it: one file, C99, libc + libm + pthreads)
 
    Do this:
@@ -117,6 +117,11 @@
       Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL are decoded bit-exactly as the gguf
       package does, row by row inside the GEMM's packing (forward) and one K block at a time for
       the input gradient: no f32 copy of a model is made. ft_gguf_writer writes GGUF atomically.
+      A Hugging Face model directory opens wherever a GGUF does (ft_gguf_open, ft_model_load):
+      config.json, model.safetensors or its shards (F32/F16/BF16 mapped in place),
+      tokenizer.json, tokenizer_config.json / chat_template.jinja, generation_config.json, read
+      as the GGUF llama.cpp's convert_hf_to_gguf.py makes of them (its Q/K permutation, gemma's
+      1 + w norms, stacked experts, RoPE factors: in copies), so everything else sees a GGUF.
       Every file the library writes goes through one atomic writer (PATH.tmp, fsync, rename) that
       first makes the missing directories of PATH (ft_mkdirs_parent, as mkdir -p); an error names
       the path and the reason (a file in the way, read-only, no space).
@@ -202,7 +207,9 @@
       constant / linear / cosine schedules with warmup, LoRA+ rates, a NaN guard that never
       touches the weights, atomic checkpoints (ft_checkpoint_save) from which a run resumes bit
       for bit. ft_eval_loss and ft_eval_generate measure loss, perplexity and exact-match
-      accuracy; ft_svg_plot draws the curves. ft_dataset_mix mixes datasets by ratio (replay);
+      accuracy; ft_eval_mc scores multiple-choice items (ft_mc_load) as lm-evaluation-harness
+      does (each choice's log-likelihood after the context; acc, acc_norm); ft_svg_plot draws
+      the curves. ft_dataset_mix mixes datasets by ratio (replay);
       ft_mix_ratios gives several tasks FLAN / T5 temperature-sampling rates (min(n_i, cap)^(1/T)).
 
    10. Objectives: one table, one training loop (the definitions of TRL; tests/test_trl.c)
@@ -257,6 +264,7 @@
       [autograd]   tape, ops (forward + backward), backward pass, gradient checkpointing
       [quant]      GGML block formats, NF4 (bitsandbytes) with double quantization
       [gguf]       GGUF reader and writer, directories, atomic files, safetensors
+      [hf]         Hugging Face model directories read as the GGUF the converter makes of them
       [tokenizer]  BPE / SentencePiece, pre-tokenizers, chat templates
       [model]      the architectures (a table of differences), mixture of experts and router
                    losses, NF4 in GGUF, KV cache, sampling, generation
@@ -306,6 +314,9 @@
              YaRN: ft_rope_ext), sliding-window attention, mixture of experts (qwen3moe, olmoe,
              mixtral) with router losses; ft_gelu_tanh, ft_moe_combine; gemma / phi3 chat
              formats; ft_tokenizer_stop_ids
+      0.3.1  Hugging Face model directories read wherever a GGUF is ([hf]: config.json,
+             safetensors shards mapped, tokenizer.json, chat template, generation config);
+             multiple-choice evaluation as lm-evaluation-harness (ft_mc_load, ft_eval_mc)
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H
@@ -10405,18 +10416,9 @@ static int ft__peft_site_key(const char *nm, const char *const *parts, int npart
     return -1;
 }
 static ft_result ft__peft_read_config(const char *dir, ft_json_doc **doc) {
-    char path[1024]; unsigned char *text = NULL; size_t n = 0; FILE *f; long sz; ft_result r;
-    *doc = NULL;
+    char path[1024];
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    if (!(f = fopen(path, "rb"))) return ft_set_error(FT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = FT__CAST(unsigned char *, FT_MALLOC((size_t)sz + 1))) != NULL)
-        n = fread(text, 1, (size_t)sz, f);
-    fclose(f);
-    if (!text) return ft_set_error(FT_ERR_IO, "%s: read failed", path);
-    r = ft_json_parse(doc, FT__CAST(const char *, text), n, path, 1);
-    FT_FREE(text);
-    if (r == FT_OK && ft_json_root(*doc)->kind != FT_JSON_OBJECT) { ft_json_free(*doc); *doc = NULL; r = ft_set_error(FT_ERR_FORMAT, "%s: not a JSON object", path); }
-    return r;
+    return ft__json_file(path, doc, 1);
 }
 /* a number of adapter_config.json in [lo, hi] (whole if `whole`): FT_OK with *out set, or left as
    it is when the key is absent or null; an error naming the file, the key and the range otherwise */

@@ -260,7 +260,7 @@ TEST(resume_keeps_metrics_once) {
 /* paths are checked before the model loads; --seq-len cuts are counted; nothing to learn is refused */
 TEST(paths_and_truncation) {
     int rc = ft_run_as("train -m build --data build/cli_data.jsonl --steps 1 --out build/cli_dir_model", 1);
-    CHECK(rc == 1 && said("build: is a directory"), "a directory as the model: exit %d: %s", rc, LOGTEXT);
+    CHECK(rc == 1 && said("build: a directory without config.json"), "a directory as the model: exit %d: %s", rc, LOGTEXT);
     rc = ft_run_as("train -m build/no_such.gguf --data build/cli_data.jsonl --steps 1 --out build/cli_file/run", 1);
     CHECK(rc == 1 && said("build/cli_file") && said("not a directory"), "--out under a file: exit %d: %s", rc, LOGTEXT);
     rc = ft_run_as("train -m build/no_such.gguf --data build/cli_data.jsonl --steps 1 --out build/cli_nomodel", 1);
@@ -268,6 +268,22 @@ TEST(paths_and_truncation) {
     rc = ft_run_as(TRAIN "--steps 1 --seq-len 8 --out build/cli_short", 1);
     CHECK(rc == 1 && said("6 of 6 examples cut to --seq-len 8") && said("no training example keeps a target token"),
           "--seq-len 8: exit %d: %s", rc, LOGTEXT);
+}
+
+/* ft eval --mc, and multiple-choice items as --eval-general (acc and acc_norm before and after) */
+TEST(multiple_choice) {
+    FILE *f = fopen("build/cli_mc.jsonl", "wb"); int rc; size_t n; char *j;
+    if (f) { fputs("{\"context\": \"The sky is\", \"choices\": [\"blue\", \"loud\"], \"gold\": 0}\n"
+                   "{\"goal\": \"Open a jar\", \"sol1\": \"twist the lid\", \"sol2\": \"sing to it\", \"label\": 0}\n", f); fclose(f); }
+    rc = ft_run_as("eval -m build/cli_tiny.gguf --mc build/cli_mc.jsonl --threads 1", 0);
+    CHECK(rc == 0 && said("build/cli_mc.jsonl: 2 items, acc ") && said("acc_norm"), "eval --mc: exit %d: %s", rc, LOGTEXT);
+    rc = ft_run_as("eval -m build/cli_tiny.gguf --mc build/cli_data.jsonl --threads 1", 1);
+    CHECK(rc == 1 && said("build/cli_data.jsonl:1") && said("not a multiple-choice item"), "eval --mc on other data: exit %d: %s", rc, LOGTEXT);
+    rc = ft_run_as(TRAIN "--steps 1 --eval build/cli_data.jsonl --eval-gen 0 --eval-general build/cli_mc.jsonl --eval-before 1 --out build/cli_mc_run", 0);
+    CHECK(rc == 0 && said("general acc (multiple choice)") && said("general acc_norm"), "train --eval-general MC: exit %d: %s", rc, LOGTEXT);
+    j = (char *)ft_test_slurp("build/cli_mc_run/eval.json", &n);
+    CHECK(j && strstr(j, "\"general_acc\"") && strstr(j, "\"before_general_acc_norm\""), "eval.json: %s", j ? j : "(missing)");
+    free(j);
 }
 
 /* one ft_train for GRPO too: checkpoints, the reward curve; an adapter PEFT cannot hold gets no peft/
@@ -316,6 +332,7 @@ FT_TEST_MAIN(test_cli) {
     RUN(objective_defaults);
     RUN(resume_keeps_metrics_once);
     RUN(paths_and_truncation);
+    RUN(multiple_choice);
     RUN(rl_and_formats);
     return ft_test_summary("test_cli");
 }

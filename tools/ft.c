@@ -36,7 +36,7 @@ typedef struct ft_list { int n, from_file; const char *v[FT_LIST_MAX]; } ft_list
 
 /* every command's options: the library's option structs, and the command line's own */
 typedef struct ft_cli {
-    const char *model, *out, *data, *eval, *adapter, *init_adapter, *general, *base, *seed_tasks;
+    const char *model, *out, *data, *eval, *adapter, *init_adapter, *general, *base, *seed_tasks, *mc;
     const char *base_name, *prompt, *ids, *targets, *reward, *config;
     ft_list mix, task, input, grid;
     int objective, method, merge_method, synth_method;  /* chosen first: the library's defaults follow */
@@ -174,7 +174,8 @@ static const ft_opt ft_opts[] = {
     O_FLAG("skip-bad", 0, data_opts.skip_bad, TRN, "skip malformed lines instead of failing"),
     O_REAL("eval-split", eval_split, "0", "[0, 1)", TRN, "F", "hold out this fraction of --data as the eval set"),
     O_LIST("mix", mix, "[0, 4]", ft_check_mix, TRN, "FILE:RATIO", "replay: this share of other data (against forgetting)"),
-    O_STR("eval-general", 0, general, NULL, TRN, "TEXT.jsonl", "its perplexity before and after: the forgetting check"),
+    O_STR("eval-general", 0, general, NULL, TRN, "FILE.jsonl", "text (its perplexity) or multiple-choice items (acc, acc_norm as lm-eval), before and after: the forgetting check"),
+    O_STR("mc", 0, mc, NULL, EVL, "MC.jsonl", "multiple-choice items ({context, choices, gold}, ARC, PIQA) scored as lm-evaluation-harness: acc, acc_norm"),
     O_LIST("task", task, "[0, 8]", ft_check_task, TRN, "FILE[:EVAL]", "tasks mixed at rates min(n, cap)^(1/T) (FLAN / T5)"),
     O_REAL("mix-temperature", mix_temperature, "1", "(0, 1000]", TRN, "T", "--task rates: the temperature"),
     O_REAL("mix-cap", mix_cap, "0", "[0, 1e12]", TRN, "K", "--task rates: examples cap (0: none)"),
@@ -1185,6 +1186,7 @@ typedef struct ft_evres {
     double loss;                        /* eval loss (token data)                                    */
     ft_eval_gen gen;                    /* exact match of greedy answers                              */
     double general;                     /* loss on --eval-general text (forgetting)                   */
+    ft_eval_mc_result mc;               /* ... or its multiple-choice items' acc and acc_norm          */
     double lik_acc;                     /* preference data: the likelihood prefers the chosen answer  */
     double rew_acc, rew_margin;         /* the objective's reward: implicit (vs the reference),
                                            length-averaged likelihood (reference-free), or the head  */
@@ -1198,6 +1200,7 @@ typedef struct ft_run {
     ft_ctx *ctx;
     ft_peft *p;
     ft_dataset *train, *ev, *general, *tev[8];
+    ft_mc_set *general_mc;              /* --eval-general as multiple-choice items                     */
     ft_reward_term rw[8];
     int n_rw, len_target[8];
     float full_reward;                  /* the sum of the weights of the terms other than length      */
@@ -1220,6 +1223,7 @@ static void ft_run_free(ft_run *r) {
     ft_dataset_free(r->train);
     ft_dataset_free(r->ev);
     ft_dataset_free(r->general);
+    ft_mc_free(r->general_mc);
     ft_close_all(r->m, r->p, r->ctx);
     ft_close_all(r->rm.model, r->rm_peft, r->rm.ctx);
     if (r->metrics) fclose(r->metrics);
@@ -1319,6 +1323,14 @@ static int ft_train_tasks(ft_run *r, const ft_data_opts *o) {
     return rc;
 }
 
+/* is the file multiple-choice items (its first line has "choices", or PIQA's "sol1")? */
+static int ft_is_mc_file(const char *path) {
+    char line[65536]; FILE *f = fopen(path, "rb"); int mc = 0;
+    if (f && fgets(line, sizeof line, f)) mc = strstr(line, "\"choices\"") != NULL || strstr(line, "\"sol1\"") != NULL;
+    if (f) fclose(f);
+    return mc;
+}
+
 /* the training set (--data, --task, --mix), the eval sets (--eval or --eval-split, --eval-general) */
 static int ft_train_data(ft_run *r) {
     ft_cli *c = r->c;
@@ -1333,7 +1345,8 @@ static int ft_train_data(ft_run *r) {
     if (c->eval && ft_load(r, &r->ev, c->eval, &o)) return 1;
     if (!c->eval && c->eval_split > 0 && !c->task.n && ft_dataset_split(r->train, c->eval_split, c->train.seed, &r->ev) != FT_OK)
         return ft_fail(c);
-    if (c->general && ft_load(r, &r->general, c->general, &text)) return 1;
+    if (c->general && ft_is_mc_file(c->general) && ft_mc_load(&r->general_mc, c->general) != FT_OK) return ft_fail(c);
+    if (c->general && !r->general_mc && ft_load(r, &r->general, c->general, &text)) return 1;
     if (c->mix.n && ft_train_mix(r, &o)) return 1;
     fprintf(stderr, "ft: %s: %lld %s examples (%lld tokens%s)", c->task.n ? "task mixture" : c->data,
             (long long)ft_dataset_size(r->train), ft_data_format_name(ft_dataset_format(r->train)),
@@ -1432,11 +1445,12 @@ static int ft_eval_pairs(ft_run *r, const ft_dataset *d, ft_evres *e) {
 }
 
 /* the model as it is now (adapter on or off) on an eval set (and the general text) */
-static int ft_evaluate(ft_run *r, const ft_dataset *d, const ft_dataset *general, ft_evres *e) {
+static int ft_evaluate(ft_run *r, const ft_dataset *d, int general, ft_evres *e) {
     ft_cli *c = r->c;
     const ft_train_opts *t = &c->train;
     memset(e, 0, sizeof *e);
-    if (general && ft_eval_loss(r->ctx, r->m, general, t->batch, t->seq_len, &e->general, NULL) != FT_OK) return ft_fail(c);
+    if (general && r->general && ft_eval_loss(r->ctx, r->m, r->general, t->batch, t->seq_len, &e->general, NULL) != FT_OK) return ft_fail(c);
+    if (general && r->general_mc && ft_eval_mc(r->ctx, r->m, r->general_mc, t->seq_len, &e->mc) != FT_OK) return ft_fail(c);
     if (ft_is_rl(r) && ft_eval_rl(r->ctx, r->m, d, t->rl.max_new, r->rw, r->n_rw, r->full_reward, c->eval_gen, &e->reward,
                                   &e->solved) != FT_OK) return ft_fail(c);
     if (ft_is_rl(r)) return 0;
@@ -1448,7 +1462,7 @@ static int ft_evaluate(ft_run *r, const ft_dataset *d, const ft_dataset *general
 }
 
 /* the base model (a reward model: its untrained head) on an eval set */
-static int ft_evaluate_before(ft_run *r, const ft_dataset *d, const ft_dataset *general, ft_evres *e) {
+static int ft_evaluate_before(ft_run *r, const ft_dataset *d, int general, ft_evres *e) {
     int rc;
     if (r->def->kind != FT_KIND_SCORES) ft_peft_set_enabled(r->p, 0);
     rc = ft_evaluate(r, d, general, e);
@@ -1476,11 +1490,11 @@ static int ft_train_before(ft_run *r) {
     r->resumed = f != NULL;
     if (f) fclose(f);
     r->no_before = r->resumed || !c->eval_before;
-    if (r->ev && !r->no_before && ft_evaluate_before(r, r->ev, r->general, &r->e0)) return 1;
+    if (r->ev && !r->no_before && ft_evaluate_before(r, r->ev, 1, &r->e0)) return 1;
     if (r->ev && !r->no_before) ft_say_before(r, c->eval ? c->eval : "the held-out split", r->ev, &r->e0);
     for (i = 0; i < c->task.n && !r->no_before; i++) {
         if (!r->tev[i]) continue;
-        if (ft_evaluate_before(r, r->tev[i], NULL, &r->t0[i])) return 1;
+        if (ft_evaluate_before(r, r->tev[i], 0, &r->t0[i])) return 1;
         ft_say_before(r, strrchr(c->task.v[i], ':') + 1, r->tev[i], &r->t0[i]);
     }
     return 0;
@@ -1681,6 +1695,8 @@ static void ft_table(const ft_run *r) {
         ft_row("eval loss", "%.4f", e0->loss, e1->loss, nb);
         ft_row("eval perplexity", "%.2f", exp(e0->loss), exp(e1->loss), nb);
         if (r->general) ft_row("general text perplexity", "%.2f", exp(e0->general), exp(e1->general), nb);
+        if (r->general_mc) ft_row("general acc (multiple choice)", "%.1f%%", 100 * e0->mc.acc, 100 * e1->mc.acc, nb);
+        if (r->general_mc) ft_row("general acc_norm", "%.1f%%", 100 * e0->mc.acc_norm, 100 * e1->mc.acc_norm, nb);
         if (e1->gen.n) ft_row("exact match", "%.1f%%", 100 * e0->gen.exact_rate, 100 * e1->gen.exact_rate, nb);
         if (e1->gen.n) ft_row("contains the answer", "%.1f%%", 100 * e0->gen.contains_rate, 100 * e1->gen.contains_rate, nb);
     }
@@ -1724,6 +1740,8 @@ static void ft_eval_json(const ft_run *r) {
                                e1->gen.contains_rate, (long long)e1->gen.n);
         if (!r->no_before) fprintf(f, ", \"before_eval_loss\": %.6f", e0->loss);
         if (!r->no_before && e0->gen.n) fprintf(f, ", \"before_exact_match\": %.4f", e0->gen.exact_rate);
+        if (r->general_mc) fprintf(f, ", \"general_acc\": %.4f, \"general_acc_norm\": %.4f", e1->mc.acc, e1->mc.acc_norm);
+        if (r->general_mc && !r->no_before) fprintf(f, ", \"before_general_acc\": %.4f, \"before_general_acc_norm\": %.4f", e0->mc.acc, e0->mc.acc_norm);
     }
     if (r->c->task.n) fprintf(f, "%s\"tasks\": [", r->ev ? ", " : "");
     for (i = 0; i < r->c->task.n; i++) {
@@ -1741,10 +1759,10 @@ static void ft_eval_json(const ft_run *r) {
 
 static int ft_train_after(ft_run *r) {
     int i;
-    if (r->ev && ft_evaluate(r, r->ev, r->general, &r->e1)) return 1;
+    if (r->ev && ft_evaluate(r, r->ev, 1, &r->e1)) return 1;
     if (r->no_before) memset(&r->e0, 0, sizeof r->e0);      /* "before" belongs to the first part of the run */
     if (r->ev) ft_table(r);
-    for (i = 0; i < r->c->task.n; i++) if (r->tev[i] && ft_evaluate(r, r->tev[i], NULL, &r->t1[i])) return 1;
+    for (i = 0; i < r->c->task.n; i++) if (r->tev[i] && ft_evaluate(r, r->tev[i], 0, &r->t1[i])) return 1;
     if (r->c->task.n) ft_task_table(r);
     if (r->ev || r->c->task.n) ft_eval_json(r);
     return 0;
@@ -1772,12 +1790,26 @@ static void ft_print_item(void *user, int64_t i, const char *gen, const char *re
     printf("%4lld %s  got: %s   want: %s\n", (long long)i, strcmp(gen, ref) == 0 ? "ok  " : "MISS", gen, ref);
 }
 
+/* --mc: every item's choices scored, acc and acc_norm */
+static int ft_eval_mc_run(ft_cli *c, ft_ctx *ctx, ft_model *m) {
+    ft_mc_set *s = NULL;
+    ft_eval_mc_result res;
+    int rc = 0;
+    if (ft_mc_load(&s, c->mc) != FT_OK) return ft_fail(c);
+    if (ft_eval_mc(ctx, m, s, c->train.seq_len, &res) != FT_OK) rc = ft_fail(c);
+    if (!rc) printf("%s: %lld items, acc %.4f, acc_norm %.4f (log-likelihood of each choice, as lm-evaluation-harness)\n", c->mc,
+                    (long long)res.n, res.acc, res.acc_norm);
+    ft_mc_free(s);
+    return rc;
+}
+
 static int ft_eval_run(ft_cli *c, ft_ctx *ctx, ft_model *m) {
     ft_data_opts o = c->data_opts;
     ft_dataset *d = NULL;
     ft_eval_gen acc;
     double loss;
     int rc = 0;
+    if (!c->data) return ft_eval_mc_run(c, ctx, m);
     o.max_len = c->train.seq_len;
     if (ft_dataset_load(&d, c->data, ft_model_tokenizer(m), ft_model_chat_template(m), &o) != FT_OK) return ft_fail(c);
     ft_report_cut(c->data, d, o.max_len);
@@ -1798,9 +1830,10 @@ static int ft_cmd_eval(ft_cli *c) {
     ft_peft *p = NULL;
     ft_ctx *ctx = NULL;
     int rc;
-    if (!c->model || !c->data) return ft_missing(c, "-m MODEL.gguf and --data FILE");
+    if (!c->model || (!c->data && !c->mc)) return ft_missing(c, "-m MODEL.gguf and --data FILE or --mc FILE");
     rc = ft_open_all(c, &m, &p, &ctx);
     if (!rc) rc = ft_eval_run(c, ctx, m);
+    if (!rc && c->data && c->mc) rc = ft_eval_mc_run(c, ctx, m);
     ft_close_all(m, p, ctx);
     return rc;
 }
@@ -2528,8 +2561,8 @@ static const ft_cmd ft_cmds[] = {
      "sample a continuation (greedy at --temp 0)"},
     {"train", FT_C_TRAIN, ft_cmd_train, "-m MODEL.gguf --data TRAIN.jsonl --out DIR [options]",
      "fine-tune with any PEFT method and objective (SFT, CPT, DPO & co, KTO, RM, GRPO, PPO)"},
-    {"eval", FT_C_EVAL, ft_cmd_eval, "-m MODEL.gguf [--lora ADAPTER] --data EVAL.jsonl [options]",
-     "loss, perplexity and exact match of greedy answers"},
+    {"eval", FT_C_EVAL, ft_cmd_eval, "-m MODEL.gguf [--lora ADAPTER] (--data EVAL.jsonl | --mc MC.jsonl) [options]",
+     "loss, perplexity and exact match of greedy answers; multiple choice as lm-evaluation-harness (acc, acc_norm)"},
     {"merge", FT_C_MERGE, ft_cmd_merge, "-m MODEL.gguf [--adapter ADAPTER] [--type TYPE] [--embeddings] -o OUT.gguf",
      "a whole model with the adapter merged into its linear weights (F16 by default)"},
     {"merge-models", FT_C_MERGE_MODELS, ft_cmd_merge_models,
