@@ -6043,6 +6043,7 @@ static int ft__weight_decodable(const ft_tensor *W, int64_t K) {
 #include <unistd.h>
 #endif
 
+typedef struct ft__gguf_kept { void *p; ft_safetensors *st; } ft__gguf_kept;   /* memory or a mapping */
 struct ft_gguf {
     char *path;
     const unsigned char *base; size_t size;     /* the whole file                             */
@@ -6053,7 +6054,7 @@ struct ft_gguf {
     ft_gguf_tensor *t; int64_t n_t;
     ft_gguf_str *strs;                          /* storage behind every kv's strs             */
     int external;                               /* tensor data lives elsewhere (a [hf] model)  */
-    struct ft__gguf_kept { void *p; ft_safetensors *st; } *kept;   /* what it holds for them  */
+    ft__gguf_kept *kept;                        /* what it holds for them                      */
     int64_t n_kept, cap_kept;
 };
 
@@ -6323,7 +6324,7 @@ static void *ft__gguf_keep(ft_gguf *g, size_t bytes, ft_safetensors *st) {
     void *p;
     if (g->n_kept == g->cap_kept) {
         int64_t nc = g->cap_kept ? 2 * g->cap_kept : 64;
-        struct ft__gguf_kept *k = FT__CAST(struct ft__gguf_kept *, FT_REALLOC(g->kept, (size_t)nc * sizeof *k));
+        ft__gguf_kept *k = FT__CAST(ft__gguf_kept *, FT_REALLOC(g->kept, (size_t)nc * sizeof *k));
         if (!k) return NULL;
         g->kept = k; g->cap_kept = nc;
     }
@@ -13049,9 +13050,10 @@ FT_API ft_result ft_eval_loss(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int
    context is the BOS (else EOS) token; inputs longer than seq_len + 1 lose tokens on the left.
    acc: the best-scored choice is the gold one; acc_norm: the best score per character of the
    choice (len() of the Python string: code points) is. */
+typedef struct ft__mc_item { char *context; char **choices; int n_choices, gold; double *ll; } ft__mc_item;
 struct ft_mc_set {
     int64_t n, cap;
-    struct ft__mc_item { char *context; char **choices; int n_choices, gold; double *ll; } *it;
+    ft__mc_item *it;
     char *path;
 };
 FT_API void ft_mc_free(ft_mc_set *s) {
@@ -13078,7 +13080,7 @@ static char *ft__cat3(const char *a, const char *b, const char *c) {
 /* one JSONL line in one of the layouts: {"context", "choices": [...], "gold"}; ARC's {"question",
    "choices": {"text": [...], "label": [...]}, "answerKey"}; PIQA's {"goal", "sol1", "sol2",
    "label"} (both as lm-eval's tasks render them: "Question: ...\nAnswer:") */
-static ft_result ft__mc_item(struct ft__mc_item *it, const ft_json *o, const char *where) {
+static ft_result ft__mc_parse(ft__mc_item *it, const ft_json *o, const char *where) {
     const ft_json *ctx = ft__json_value(o, "context"), *ch = ft__json_value(o, "choices"), *g = ft__json_value(o, "gold"), *txt = NULL;
     const ft_json *q = ft__json_value(o, "question"), *goal = ft__json_value(o, "goal"); int64_t k; double gold = -1;
     memset(it, 0, sizeof *it);
@@ -13129,12 +13131,12 @@ FT_API ft_result ft_mc_load(ft_mc_set **out, const char *path) {
     while ((r = ft_jsonl_next(f, &doc)) == FT_OK && doc) {
         if (s->n == s->cap) {
             int64_t nc = s->cap ? 2 * s->cap : 64;
-            struct ft__mc_item *ni = FT__CAST(struct ft__mc_item *, FT_REALLOC(s->it, (size_t)nc * sizeof *ni));
+            ft__mc_item *ni = FT__CAST(ft__mc_item *, FT_REALLOC(s->it, (size_t)nc * sizeof *ni));
             if (!ni) { r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path); break; }
             s->it = ni; s->cap = nc;
         }
         snprintf(where, sizeof where, "%s:%lld", path, (long long)ft_jsonl_line(f));
-        r = ft__mc_item(&s->it[s->n++], ft_json_root(doc), where);
+        r = ft__mc_parse(&s->it[s->n++], ft_json_root(doc), where);
         ft_json_free(doc); doc = NULL;
         if (r != FT_OK) break;
     }
@@ -13175,7 +13177,7 @@ FT_API ft_result ft_eval_mc(ft_ctx *ctx, ft_model *m, ft_mc_set *s, int64_t seq_
     if (!ids || !in || !tg) { FT_FREE(ids); FT_FREE(in); FT_FREE(tg); return ft_set_error(FT_ERR_NOMEM, "mc: out of memory"); }
     old = ft_ctx_set_grad(ctx, 0);
     for (i = 0; i < s->n && r == FT_OK; i++) {
-        struct ft__mc_item *it = &s->it[i]; int best = 0, best_norm = 0; double bn = -HUGE_VAL;
+        ft__mc_item *it = &s->it[i]; int best = 0, best_norm = 0; double bn = -HUGE_VAL;
         for (k = 0; k < it->n_choices && r == FT_OK; k++) {
             int64_t n = 0, n_ctx = 0, j, off, T; ft_batch b; ft_tensor *h, *lp; double sum = 0; uint32_t cp; size_t pos = 0, nch = 0;
             if ((r = ft__mc_encode(t, it->context, it->choices[k], ids, cap, &n, &n_ctx)) != FT_OK) break;
