@@ -1412,6 +1412,12 @@ typedef struct ft_save_opts {
 FT_API ft_save_opts ft_save_opts_default(void);          /* F16 linear weights, the rest as stored */
 FT_API int ft_save_type_ok(ft_type t);                    /* 1: merged weights can be written as t */
 FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_save_opts *o);   /* NULL: F32 */
+/* Hugging Face directories ([hf] in reverse): config.json, model.safetensors (F32/F16/BF16),
+   tokenizer.json (byte-level BPE), tokenizer_config.json, generation_config.json, as transformers
+   loads them (dtype FT_TYPE_COUNT: F32, BF16 or F16, whichever loses nothing); ft_model_save_hf
+   merges the attached adapter first (o->type the weights' type; o->keep_type: the lossless one) */
+FT_API ft_result ft_gguf_save_hf(const ft_gguf *g, const char *dir, ft_type dtype);
+FT_API ft_result ft_model_save_hf(ft_model *m, const char *dir, const ft_save_opts *o);
 
 /* ---- synthetic data: Self-Instruct and Evol-Instruct with the model as generator ------------------ */
 typedef enum ft_synth_method { FT_SYNTH_SELF_INSTRUCT = 0, FT_SYNTH_EVOL_INSTRUCT } ft_synth_method;
@@ -6856,8 +6862,10 @@ FT_API const char *ft_safetensors_name(const ft_safetensors *s, int64_t i) {
     return k ? k->s : NULL;
 }
 
-/* ---- safetensors writer: f32 tensors, names in the given order ----------------------------------- */
-typedef struct ft__st_entry { const char *name; const float *data; int ndim; int64_t shape[4]; } ft__st_entry;
+/* ---- safetensors writer: F32 / F16 / BF16 tensors, names in the given order ------------------------ */
+typedef struct ft__st_entry { const char *name; const void *data; int ndim; int64_t shape[4]; ft_type type; } ft__st_entry;  /* type 0: F32 */
+static const char *ft__st_dtype(ft_type t) { return t == FT_TYPE_F16 ? "F16" : t == FT_TYPE_BF16 ? "BF16" : "F32"; }
+static size_t ft__st_esize(ft_type t) { return t == FT_TYPE_F16 || t == FT_TYPE_BF16 ? 2 : 4; }
 static ft_result ft__safetensors_write(const char *path, const ft__st_entry *e, int n) {
     ft__afile a; ft_result r; char *hdr; size_t cap = 256, len = 0; uint64_t off = 0, hn; int i, k;
     for (i = 0; i < n; i++) cap += strlen(e[i].name) + 128;
@@ -6865,10 +6873,10 @@ static ft_result ft__safetensors_write(const char *path, const ft__st_entry *e, 
     len += (size_t)snprintf(hdr + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
     for (i = 0; i < n; i++) {
         uint64_t nel = 1;
-        len += (size_t)snprintf(hdr + len, cap - len, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", e[i].name);
+        len += (size_t)snprintf(hdr + len, cap - len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", e[i].name, ft__st_dtype(e[i].type));
         for (k = 0; k < e[i].ndim; k++) { len += (size_t)snprintf(hdr + len, cap - len, k ? ",%lld" : "%lld", (long long)e[i].shape[k]); nel *= (uint64_t)e[i].shape[k]; }
-        len += (size_t)snprintf(hdr + len, cap - len, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + nel * 4));
-        off += nel * 4;
+        len += (size_t)snprintf(hdr + len, cap - len, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + nel * ft__st_esize(e[i].type)));
+        off += nel * ft__st_esize(e[i].type);
     }
     len += (size_t)snprintf(hdr + len, cap - len, "}");
     while (len % 8) hdr[len++] = ' ';
@@ -6879,7 +6887,7 @@ static ft_result ft__safetensors_write(const char *path, const ft__st_entry *e, 
     for (i = 0; i < n; i++) {
         uint64_t nel = 1;
         for (k = 0; k < e[i].ndim; k++) nel *= (uint64_t)e[i].shape[k];
-        ft__afile_write(&a, e[i].data, (size_t)nel * 4);
+        ft__afile_write(&a, e[i].data, (size_t)nel * ft__st_esize(e[i].type));
     }
     FT_FREE(hdr);
     return ft__afile_commit(&a);
@@ -6906,15 +6914,16 @@ enum { FT__TT_NORMAL = 1, FT__TT_UNKNOWN = 2, FT__TT_CONTROL = 3, FT__TT_USER = 
 #define FT__HF_TRY(x) do { ft_result r_ = (x); if (r_ != FT_OK) return r_; } while (0)
 typedef struct ft__hf_arch {
     const char *cls, *arch;         /* config.json's architectures[0]; general.architecture    */
+    const char *model_type;         /* config.json's model_type (written by ft_gguf_save_hf)   */
     unsigned char permute_qk;       /* the converter permutes q/k rows (adjacent-pair RoPE)     */
     unsigned char gemma;            /* norms stored as 1 + w; sandwich norms; per-type RoPE      */
 } ft__hf_arch;
 static const ft__hf_arch ft__hf_archs[] = {
-    {"LlamaForCausalLM", "llama", 1, 0},     {"MistralForCausalLM", "llama", 1, 0},
-    {"MixtralForCausalLM", "llama", 1, 0},   {"Qwen2ForCausalLM", "qwen2", 0, 0},
-    {"Qwen3ForCausalLM", "qwen3", 0, 0},     {"Gemma3ForCausalLM", "gemma3", 0, 1},
-    {"Phi3ForCausalLM", "phi3", 0, 0},       {"Qwen3MoeForCausalLM", "qwen3moe", 0, 0},
-    {"OlmoeForCausalLM", "olmoe", 0, 0},
+    {"LlamaForCausalLM", "llama", "llama", 1, 0},       {"MistralForCausalLM", "llama", "mistral", 1, 0},
+    {"MixtralForCausalLM", "llama", "mixtral", 1, 0},   {"Qwen2ForCausalLM", "qwen2", "qwen2", 0, 0},
+    {"Qwen3ForCausalLM", "qwen3", "qwen3", 0, 0},       {"Gemma3ForCausalLM", "gemma3", "gemma3_text", 0, 1},
+    {"Phi3ForCausalLM", "phi3", "phi3", 0, 0},          {"Qwen3MoeForCausalLM", "qwen3moe", "qwen3_moe", 0, 0},
+    {"OlmoeForCausalLM", "olmoe", "olmoe", 0, 0},
 };
 /* a layer's tensor: Hugging Face's name after "model.layers.N." -> GGUF's after "blk.N.";
    only: 0 every architecture, 1 gemma only, 2 all but gemma */
@@ -10315,6 +10324,7 @@ static void ft__peft_out_tensor(ft__peft_out *o, const char *name, int64_t d0, i
     e->shape[0] = d0;
     e->shape[1] = d1;
     e->data = data;
+    e->type = FT_TYPE_F32;
     o->n++;
 }
 static void ft__peft_site_name(char *dst, size_t cap, int64_t s, const char *part) {
@@ -14625,9 +14635,12 @@ static ft_result ft__merged_embedding(ft__merged *x, ft_gguf_writer *w, const ch
     x->off += ob * (size_t)gt->ne[1];
     return ft_gguf_add_tensor(w, tn, t, 2, gt->ne, dst);
 }
-FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_save_opts *opts) {
+/* the merged model as a GGUF writer (its converted weights in x->buf, which the caller frees with
+   x->row): what ft_model_save_merged writes and ft_model_save_hf converts */
+static ft_result ft__merged_build(ft_model *m, const char *path, const ft_save_opts *opts, ft__merged *xp, ft_gguf_writer **wp) {
     ft_gguf *g = m->g; ft_gguf_writer *w = NULL; ft_result r; ft__merged x; int64_t i, maxin = 1; size_t total = 0;
     memset(&x, 0, sizeof x);
+    *wp = NULL;
     x.m = m; x.p = m->peft;
     if (opts) x.o = *opts;
     if (!x.o.keep_type && !ft_save_type_ok(x.o.type))
@@ -14658,11 +14671,446 @@ FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_sa
         else if (x.emb && ft__merged_is_embedding(gt)) r = ft__merged_embedding(&x, w, tn, gt);
         else r = ft_gguf_add_tensor(w, tn, gt->type, gt->n_dims, gt->ne, gt->data);     /* unchanged bytes */
     }
+    *xp = x;
+    *wp = w;
+    return r;
+}
+FT_API ft_result ft_model_save_merged(ft_model *m, const char *path, const ft_save_opts *opts) {
+    ft__merged x; ft_gguf_writer *w = NULL; ft_result r;
+    memset(&x, 0, sizeof x);
+    r = ft__merged_build(m, path, opts, &x, &w);
     if (r == FT_OK) r = ft_gguf_write(w, path);
     ft_gguf_writer_free(w);
     ft__aligned_free(x.buf); FT_FREE(x.row);
     return r;
 }
+static ft_type ft__hf_lossless(const ft_gguf *g);
+/* a Hugging Face directory of the model with its adapter merged (the base alone when none is on),
+   weights as o->type: f32, f16 or bf16 */
+FT_API ft_result ft_model_save_hf(ft_model *m, const char *dir, const ft_save_opts *opts) {
+    ft_save_opts so; ft__merged x; ft_gguf_writer *w = NULL; ft_gguf *g = NULL; ft_result r;
+    memset(&so, 0, sizeof so);
+    if (opts) so = *opts;
+    if (so.keep_type) so.type = FT_TYPE_COUNT;
+    if (!m->peft || !m->peft->enabled) return ft_gguf_save_hf(m->g, dir, so.type);
+    if (so.type == FT_TYPE_COUNT) so.type = ft__hf_lossless(m->g);
+    if (so.type != FT_TYPE_F32 && so.type != FT_TYPE_F16 && so.type != FT_TYPE_BF16)
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: Hugging Face weights are written as f32, f16 or bf16, not %s", dir, ft_type_name(so.type));
+    so.keep_type = 0; so.embeddings = 0;
+    memset(&x, 0, sizeof x);
+    r = ft__merged_build(m, dir, &so, &x, &w);
+    if (r == FT_OK) r = ft__gguf_new(&g, ft_gguf_path(m->g));
+    if (r == FT_OK) r = ft__gguf_adopt(g, w);
+    if (r == FT_OK) r = ft_gguf_save_hf(g, dir, so.type);
+    ft_gguf_close(g);
+    ft_gguf_writer_free(w);
+    ft__aligned_free(x.buf); FT_FREE(x.row);
+    return r;
+}
+
+#define FT__HF_TRY(x) do { ft_result r_ = (x); if (r_ != FT_OK) return r_; } while (0)
+/* ---- Hugging Face directories written: [hf] in reverse -------------------------------------------
+   ft_gguf_save_hf writes what transformers' save_pretrained writes for a GGUF of a supported
+   architecture (a file, a directory read by [hf], or a merged model made in memory):
+   config.json, model.safetensors (F32, F16 or BF16), tokenizer.json, tokenizer_config.json and
+   generation_config.json. What the converter changed is changed back: Q/K rows to rotate-halves
+   order (llama), norms to w (gemma stores 1 + w), experts one tensor each, RoPE factors back into
+   the config (llama3's parameters recovered from rope_freqs, LongRoPE's lists). */
+typedef struct ft__jw { char *b; size_t n, cap; int oom; } ft__jw;       /* a growing JSON text */
+static void ft__jw_put(ft__jw *w, const char *s, size_t n) {
+    if (w->oom) return;
+    if (w->n + n + 1 > w->cap) {
+        size_t nc = FT__MAX(2 * w->cap, w->n + n + 4096); char *b = FT__CAST(char *, FT_REALLOC(w->b, nc));
+        if (!b) { w->oom = 1; return; }
+        w->b = b; w->cap = nc;
+    }
+    memcpy(w->b + w->n, s, n);
+    w->n += n;
+    w->b[w->n] = 0;
+}
+static void ft__jw_fmt(ft__jw *w, const char *fmt, ...) {
+    char buf[1024]; va_list ap; int k;
+    va_start(ap, fmt);
+    k = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (k > 0) ft__jw_put(w, buf, (size_t)FT__MIN(k, (int)sizeof buf - 1));
+}
+static void ft__jw_str(ft__jw *w, const char *s, size_t n) {             /* "s", escaped          */
+    size_t i, a = 0; char e[8];
+    ft__jw_put(w, "\"", 1);
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c != '"' && c != '\\' && c >= 0x20) continue;
+        ft__jw_put(w, s + a, i - a);
+        if (c == '"' || c == '\\') { e[0] = '\\'; e[1] = (char)c; ft__jw_put(w, e, 2); }
+        else ft__jw_put(w, e, (size_t)snprintf(e, sizeof e, "\\u%04x", c));
+        a = i + 1;
+    }
+    ft__jw_put(w, s + a, n - a);
+    ft__jw_put(w, "\"", 1);
+}
+static ft_result ft__jw_save(ft__jw *w, const char *dir, const char *file) {     /* atomic; frees */
+    char path[1200]; ft__afile a; ft_result r;
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    if (w->oom) r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory", path);
+    else if ((r = ft__afile_open(&a, path)) == FT_OK) { ft__afile_write(&a, w->b, w->n); r = ft__afile_commit(&a); }
+    FT_FREE(w->b);
+    memset(w, 0, sizeof *w);
+    return r;
+}
+static int64_t ft__kv_int(const ft_gguf *g, const char *arch, const char *suffix, int64_t def) {
+    char key[160]; int64_t v;
+    snprintf(key, sizeof key, "%s%s%s", arch, *arch ? "." : "", suffix);
+    return ft_gguf_get_int(g, key, &v) ? v : def;
+}
+static double ft__kv_float(const ft_gguf *g, const char *arch, const char *suffix, double def) {
+    char key[160]; double v;
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    return ft_gguf_get_float(g, key, &v) ? v : def;
+}
+/* the [hf] row of g's architecture (Mixtral for llama with experts), or NULL */
+static const ft__hf_arch *ft__hf_arch_of(const ft_gguf *g, char *arch, size_t cap) {
+    ft_gguf_str a; size_t i;
+    if (!ft_gguf_get_str(g, "general.architecture", &a)) return NULL;
+    snprintf(arch, cap, "%.*s", (int)FT__MIN(a.n, 60), a.s);
+    if (!strcmp(arch, "mistral")) return &ft__hf_archs[1];
+    if (!strcmp(arch, "llama") && ft__kv_int(g, arch, "expert_count", 0) > 0) return &ft__hf_archs[2];
+    for (i = 0; i < sizeof ft__hf_archs / sizeof ft__hf_archs[0]; i++) if (!strcmp(ft__hf_archs[i].arch, arch)) return &ft__hf_archs[i];
+    return NULL;
+}
+/* llama3's rope_scaling from the rope_freqs it made: the factor is the largest divisor; low 1,
+   high 4 and the original context a power of two, as every Llama 3.x has them, checked by
+   recomputing every divisor */
+static int ft__hf_llama3_params(const float *f, int64_t n, double base, double *factor, double *orig) {
+    int64_t i, k; double fac = 1;
+    for (i = 0; i < n; i++) fac = FT__MAX(fac, (double)f[i]);
+    for (k = 4; k <= 24; k++) {
+        double o = (double)((int64_t)1 << k); int ok = 1;
+        for (i = 0; i < n && ok; i++) {
+            double freq = (float)(1.0 / pow(base, (double)(2 * i) / (double)(2 * n))), wl = 2.0 * 3.14159265358979323846 / freq, want;
+            if (wl < o / 4.0) want = 1.0;
+            else if (wl > o) want = fac;
+            else { double sm = (o / wl - 1.0) / 3.0; want = 1.0 / ((1.0 - sm) / fac + sm); }
+            ok = fabs(want - f[i]) <= 1e-5 * FT__MAX(1.0, fabs(want));
+        }
+        if (ok) { *factor = fac; *orig = o; return 1; }
+    }
+    return 0;
+}
+/* a float list [a, b, ...] of an F32 tensor of g */
+static void ft__jw_floats(ft__jw *w, const ft_gguf_tensor *t) {
+    int64_t i;
+    ft__jw_put(w, "[", 1);
+    for (i = 0; i < t->ne[0]; i++) ft__jw_fmt(w, i ? ", %.9g" : "%.9g", (double)FT__CAST(const float *, t->data)[i]);
+    ft__jw_put(w, "]", 1);
+}
+/* "rope_theta" and "rope_scaling" (gemma: "rope_parameters" per layer type) */
+static ft_result ft__hf_save_rope(ft__jw *w, const ft_gguf *g, const ft__hf_arch *a, const char *arch, int64_t n_rot, const char *dir) {
+    double base = ft__kv_float(g, arch, "rope.freq_base", 10000.0), factor, orig;
+    const ft_gguf_tensor *rf = ft_gguf_find_tensor(g, "rope_freqs.weight"), *rs = ft_gguf_find_tensor(g, "rope_factors_short.weight"), *rl = ft_gguf_find_tensor(g, "rope_factors_long.weight");
+    char key[160]; ft_gguf_str st; int has_type;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    has_type = ft_gguf_get_str(g, key, &st) && !(st.n == 4 && !memcmp(st.s, "none", 4));
+    ft__jw_fmt(w, ",\n  \"rope_theta\": %.9g", base);
+    if (a->gemma) {
+        double swa = ft__kv_float(g, arch, "rope.freq_base_swa", 10000.0);
+        ft__jw_fmt(w, ",\n  \"rope_local_base_freq\": %.9g", swa);
+        ft__jw_fmt(w, ",\n  \"rope_parameters\": {\"full_attention\": {\"rope_type\": \"%s\", \"rope_theta\": %.9g", has_type ? "linear" : "default", base);
+        if (has_type) ft__jw_fmt(w, ", \"factor\": %.9g", ft__kv_float(g, arch, "rope.scaling.factor", 1.0));
+        ft__jw_fmt(w, "}, \"sliding_attention\": {\"rope_type\": \"default\", \"rope_theta\": %.9g}}", swa);
+        return FT_OK;
+    }
+    if (rf && rf->type == FT_TYPE_F32) {
+        if (!ft__hf_llama3_params(FT__CAST(const float *, rf->data), rf->ne[0], base, &factor, &orig))
+            return ft_set_error(FT_ERR_UNSUPPORTED, "%s: rope_freqs.weight is not what any llama3 rope_scaling (low 1, high 4) gives", dir);
+        ft__jw_fmt(w, ",\n  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %.9g, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": %.0f}", factor, orig);
+    } else if (rs && rl && rs->type == FT_TYPE_F32 && rl->type == FT_TYPE_F32) {
+        orig = (double)ft__kv_int(g, arch, "rope.scaling.original_context_length", 4096);
+        ft__jw_fmt(w, ",\n  \"original_max_position_embeddings\": %.0f,\n  \"rope_scaling\": {\"rope_type\": \"longrope\", \"short_factor\": ", orig);
+        ft__jw_floats(w, rs);
+        ft__jw_put(w, ", \"long_factor\": ", 16);
+        ft__jw_floats(w, rl);
+        ft__jw_fmt(w, ", \"original_max_position_embeddings\": %.0f}", orig);
+    } else if (has_type) {
+        int yarn = st.n == 4 && !memcmp(st.s, "yarn", 4);
+        ft__jw_fmt(w, ",\n  \"rope_scaling\": {\"rope_type\": \"%s\", \"factor\": %.9g", yarn ? "yarn" : "linear", ft__kv_float(g, arch, "rope.scaling.factor", 1.0));
+        if (yarn) ft__jw_fmt(w, ", \"original_max_position_embeddings\": %lld", (long long)ft__kv_int(g, arch, "rope.scaling.original_context_length", 4096));
+        ft__jw_put(w, "}", 1);
+    }
+    (void)n_rot;
+    return FT_OK;
+}
+/* config.json */
+static ft_result ft__hf_save_config(const ft_gguf *g, const ft__hf_arch *a, const char *arch, int tied, ft_type dtype, const char *dir) {
+    ft__jw w; ft_result r;
+    int64_t C = ft__kv_int(g, arch, "embedding_length", 0), H = ft__kv_int(g, arch, "attention.head_count", 1), L = ft__kv_int(g, arch, "block_count", 0);
+    int64_t D = ft__kv_int(g, arch, "attention.key_length", C / FT__MAX(H, 1)), rot = ft__kv_int(g, arch, "rope.dimension_count", D), E = ft__kv_int(g, arch, "expert_count", 0);
+    int64_t bos = ft__kv_int(g, "", "tokenizer.ggml.bos_token_id", -1), eos = ft__kv_int(g, "", "tokenizer.ggml.eos_token_id", -1), l;
+    int64_t pad = ft__kv_int(g, "", "tokenizer.ggml.padding_token_id", -1);
+    const ft_gguf_tensor *te = ft_gguf_find_tensor(g, "token_embd.weight");
+    const char *dt = dtype == FT_TYPE_F16 ? "float16" : dtype == FT_TYPE_BF16 ? "bfloat16" : "float32";
+    double cap = ft__kv_float(g, arch, "final_logit_softcapping", 0);
+    memset(&w, 0, sizeof w);
+    ft__jw_fmt(&w, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\"", a->cls, a->model_type);
+    ft__jw_fmt(&w, ",\n  \"hidden_size\": %lld,\n  \"intermediate_size\": %lld,\n  \"num_hidden_layers\": %lld", (long long)C, (long long)ft__kv_int(g, arch, "feed_forward_length", 0), (long long)L);
+    ft__jw_fmt(&w, ",\n  \"num_attention_heads\": %lld,\n  \"num_key_value_heads\": %lld,\n  \"head_dim\": %lld", (long long)H, (long long)ft__kv_int(g, arch, "attention.head_count_kv", H), (long long)D);
+    ft__jw_fmt(&w, ",\n  \"max_position_embeddings\": %lld,\n  \"rms_norm_eps\": %.9g", (long long)ft__kv_int(g, arch, "context_length", 2048), ft__kv_float(g, arch, "attention.layer_norm_rms_epsilon", 1e-5));
+    ft__jw_fmt(&w, ",\n  \"vocab_size\": %lld,\n  \"tie_word_embeddings\": %s,\n  \"dtype\": \"%s\",\n  \"torch_dtype\": \"%s\"", (long long)(te ? te->ne[1] : 0), tied ? "true" : "false", dt, dt);
+    if (bos >= 0) ft__jw_fmt(&w, ",\n  \"bos_token_id\": %lld", (long long)bos);
+    if (eos >= 0) ft__jw_fmt(&w, ",\n  \"eos_token_id\": %lld", (long long)eos);
+    if (pad >= 0) ft__jw_fmt(&w, ",\n  \"pad_token_id\": %lld", (long long)pad);
+    else ft__jw_fmt(&w, ",\n  \"pad_token_id\": null");          /* not the class's default (phi3: 32000) */
+    ft__jw_fmt(&w, a->gemma ? ",\n  \"hidden_activation\": \"gelu_pytorch_tanh\"" : ",\n  \"hidden_act\": \"silu\"");
+    if (!strcmp(arch, "qwen2")) ft__jw_fmt(&w, ",\n  \"attention_bias\": true");
+    if (rot != D) ft__jw_fmt(&w, ",\n  \"partial_rotary_factor\": %.9g", (double)rot / (double)D);
+    if (E > 0) {
+        ft__jw_fmt(&w, ",\n  \"%s\": %lld,\n  \"num_experts_per_tok\": %lld", strcmp(arch, "olmoe") ? "num_local_experts" : "num_experts", (long long)E, (long long)ft__kv_int(g, arch, "expert_used_count", 2));
+        if (!strcmp(arch, "qwen3moe")) ft__jw_fmt(&w, ",\n  \"num_experts\": %lld,\n  \"moe_intermediate_size\": %lld,\n  \"norm_topk_prob\": true,\n  \"decoder_sparse_step\": 1,\n  \"mlp_only_layers\": []",
+                                                  (long long)E, (long long)ft__kv_int(g, arch, "expert_feed_forward_length", 0));
+        if (!strcmp(arch, "olmoe")) ft__jw_fmt(&w, ",\n  \"norm_topk_prob\": false");
+    }
+    if (a->gemma) {
+        int64_t win = ft__kv_int(g, arch, "attention.sliding_window", 0), pat = ft__kv_int(g, arch, "attention.sliding_window_pattern", 6);
+        ft__jw_fmt(&w, ",\n  \"query_pre_attn_scalar\": %lld,\n  \"attn_logit_softcapping\": null,\n  \"final_logit_softcapping\": ", (long long)(L == 62 ? C / H : D));
+        ft__jw_fmt(&w, cap > 0 ? "%.9g" : "null", cap);
+        ft__jw_fmt(&w, ",\n  \"sliding_window\": %lld,\n  \"layer_types\": [", (long long)win);
+        for (l = 0; l < L; l++) {
+            char key[160]; const ft_gguf_kv *kv; int slide = pat > 0 && l % pat < pat - 1;
+            snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", arch);
+            if ((kv = ft_gguf_find(g, key)) != NULL && kv->type == FT_GGUF_ARRAY && (int64_t)kv->n == L) slide = ft_gguf_kv_int(kv, (uint64_t)l) != 0;
+            ft__jw_fmt(&w, "%s\"%s\"", l ? ", " : "", slide && win > 0 ? "sliding_attention" : "full_attention");
+        }
+        ft__jw_put(&w, "]", 1);
+    } else if (cap > 0) ft__jw_fmt(&w, ",\n  \"final_logit_softcapping\": %.9g", cap);
+    if ((r = ft__hf_save_rope(&w, g, a, arch, rot, dir)) != FT_OK) { FT_FREE(w.b); return r; }
+    ft__jw_put(&w, "\n}\n", 3);
+    return ft__jw_save(&w, dir, "config.json");
+}
+/* a layer tensor's Hugging Face name (after "model.layers.N."), or NULL */
+static const char *ft__hf_layer_hf(const ft__hf_arch *a, const char *arch, const char *rest) {
+    size_t i;
+    if (!strcmp(rest, "ffn_up.weight") && !strcmp(arch, "phi3")) return "mlp.gate_up_proj.weight";
+    if (!strcmp(rest, "ffn_gate_inp.weight") && a == &ft__hf_archs[2]) return "block_sparse_moe.gate.weight";
+    for (i = 0; i < sizeof ft__hf_layer_names / sizeof ft__hf_layer_names[0]; i++)
+        if (!strcmp(rest, ft__hf_layer_names[i].gguf) && ft__hf_layer_names[i].only != (a->gemma ? 2 : 1)) return ft__hf_layer_names[i].hf;
+    return NULL;
+}
+typedef struct ft__hf_out {
+    ft__st_entry *e; int n, cap;
+    char *names;                    /* 160 bytes per entry                                       */
+    unsigned char *buf; size_t off, size;
+    float *row;
+} ft__hf_out;
+/* tensor gt's rows r0.. (n rows of ne0) as dtype at the next place of the buffer: decoded, gemma's
+   norms less 1, q/k rows put back (heads > 0); one entry named `name` of shape (rows, ne0) */
+static ft_result ft__hf_out_add(ft__hf_out *o, const char *name, const ft_gguf_tensor *gt, int64_t r0, int64_t rows, int ndim,
+                                ft_type dtype, int minus1, int64_t heads, int64_t D) {
+    int64_t ne0 = gt->ne[0], k, j; size_t rb = ft_type_row_bytes(gt->type, ne0), ob = ft__st_esize(dtype) * (size_t)ne0;
+    unsigned char *dst = o->buf + o->off;
+    ft__st_entry *e = &o->e[o->n];
+    if (o->n >= o->cap || o->off + ob * (size_t)rows > o->size) return ft_set_error(FT_ERR_STATE, "hf: %s: more than planned", name);
+    for (k = 0; k < rows; k++) {
+        ft__type(gt->type)->to_f32(FT__CAST(const unsigned char *, gt->data) + (size_t)(r0 + k) * rb, o->row, ne0);
+        for (j = 0; minus1 && j < ne0; j++) o->row[j] -= 1.0f;
+        ft__merge_encode_row(dtype, o->row, dst + (size_t)k * ob, ne0);
+    }
+    if (heads > 0) {                                          /* the converter's permute undone */
+        unsigned char *tmp = FT__CAST(unsigned char *, FT_MALLOC(ob * (size_t)rows));
+        if (!tmp) return ft_set_error(FT_ERR_NOMEM, "hf: out of memory");
+        memcpy(tmp, dst, ob * (size_t)rows);
+        ft__permute_row_bytes(dst, tmp, heads, D, ndim == 2 ? ob : ft__st_esize(dtype), 1);
+        FT_FREE(tmp);
+    }
+    snprintf(o->names + (size_t)o->n * 160, 160, "%s", name);
+    e->name = o->names + (size_t)o->n * 160;
+    e->data = dst; e->type = dtype; e->ndim = ndim;
+    e->shape[0] = ndim == 2 ? rows : ne0 * rows; e->shape[1] = ne0;
+    o->off += ob * (size_t)rows;
+    o->n++;
+    return FT_OK;
+}
+/* one GGUF tensor as its Hugging Face tensor(s) */
+static ft_result ft__hf_out_tensor(ft__hf_out *o, const ft_gguf *g, const ft_gguf_tensor *gt, const ft__hf_arch *a, const char *arch, ft_type dtype) {
+    char tn[128], name[160]; const char *hf = NULL; long long l = -1; int n = 0, q, k;
+    int64_t D = ft__kv_int(g, arch, "attention.key_length", ft__kv_int(g, arch, "embedding_length", 0) / FT__MAX(ft__kv_int(g, arch, "attention.head_count", 1), 1));
+    snprintf(tn, sizeof tn, "%.*s", (int)FT__MIN(gt->name.n, 120), gt->name.s);
+    if (!strncmp(tn, "rope_", 5) || strstr(tn, ".nf4_")) return FT_OK;         /* in the config   */
+    if (!ft__type(gt->type) || !ft__type(gt->type)->to_f32 || ft__gguf_is_nf4(g, gt))
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s is %s, which cannot be written here (load the model and save it merged)", ft_gguf_path(g), tn, ft__gguf_is_nf4(g, gt) ? "NF4" : ft_type_name(gt->type));
+    if (!strcmp(tn, "token_embd.weight")) hf = "model.embed_tokens.weight";
+    else if (!strcmp(tn, "output_norm.weight")) hf = "model.norm.weight";
+    else if (!strcmp(tn, "output.weight")) hf = "lm_head.weight";
+    else if (sscanf(tn, "blk.%lld.%n", &l, &n) == 1 && n > 0) {
+        const char *rest = tn + n; static const char *const ex[3] = {"ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"};
+        static const char *const part[2][3] = {{"gate_proj", "up_proj", "down_proj"}, {"w1", "w3", "w2"}};
+        for (k = 0; k < 3; k++)
+            if (!strcmp(rest, ex[k])) {                             /* one tensor per expert       */
+                int mix = a == &ft__hf_archs[2]; int64_t e;
+                for (e = 0; e < gt->ne[2]; e++) {
+                    snprintf(name, sizeof name, "model.layers.%lld.%s.%lld.%s.weight", l, mix ? "block_sparse_moe.experts" : "mlp.experts", (long long)e, part[mix][k]);
+                    FT__HF_TRY(ft__hf_out_add(o, name, gt, e * gt->ne[1], gt->ne[1], 2, dtype, 0, 0, 0));
+                }
+                return FT_OK;
+            }
+        if (!(hf = ft__hf_layer_hf(a, arch, rest))) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has no Hugging Face name for %s", ft_gguf_path(g), tn, a->cls);
+        snprintf(name, sizeof name, "model.layers.%lld.%s", l, hf);
+        hf = name;
+    } else return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor %s has no Hugging Face name for %s", ft_gguf_path(g), tn, a->cls);
+    q = strstr(tn, ".attn_q.") != NULL; k = strstr(tn, ".attn_k.") != NULL;
+    return ft__hf_out_add(o, hf, gt, 0, gt->n_dims >= 2 ? gt->ne[1] : 1, gt->n_dims >= 2 ? 2 : 1, dtype,
+                          a->gemma && strstr(tn, "norm.weight") != NULL, a->permute_qk && (q || k) ? ft__kv_int(g, arch, q ? "attention.head_count" : "attention.head_count_kv", 1) : 0, D);
+}
+/* model.safetensors: every tensor of g; *tied when g has no output.weight */
+static ft_result ft__hf_save_tensors(const ft_gguf *g, const ft__hf_arch *a, const char *arch, ft_type dtype, const char *dir, int *tied) {
+    ft__hf_out o; int64_t i, maxne = 1; ft_result r = FT_OK; char path[1200];
+    memset(&o, 0, sizeof o);
+    for (i = 0; i < ft_gguf_n_tensors(g); i++) {
+        const ft_gguf_tensor *gt = ft_gguf_tensor_at(g, i);
+        int64_t nel = gt->ne[0] * gt->ne[1] * gt->ne[2] * gt->ne[3];
+        o.cap += gt->n_dims == 3 ? (int)gt->ne[2] : 1;
+        o.size += (size_t)nel * ft__st_esize(dtype);
+        maxne = FT__MAX(maxne, gt->ne[0]);
+    }
+    *tied = ft_gguf_find_tensor(g, "output.weight") == NULL;
+    o.e = FT__CAST(ft__st_entry *, FT_MALLOC((size_t)FT__MAX(o.cap, 1) * sizeof *o.e));
+    o.names = FT__CAST(char *, FT_MALLOC((size_t)FT__MAX(o.cap, 1) * 160));
+    o.buf = FT__CAST(unsigned char *, ft__aligned_alloc(FT__MAX(o.size, 1)));
+    o.row = FT__CAST(float *, FT_MALLOC((size_t)maxne * sizeof(float)));
+    if (!o.e || !o.names || !o.buf || !o.row) r = ft_set_error(FT_ERR_NOMEM, "%s: out of memory for %zu MiB of weights", dir, o.size >> 20);
+    for (i = 0; i < ft_gguf_n_tensors(g) && r == FT_OK; i++) r = ft__hf_out_tensor(&o, g, ft_gguf_tensor_at(g, i), a, arch, dtype);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (r == FT_OK) r = ft__safetensors_write(path, o.e, o.n);
+    FT_FREE(o.e); FT_FREE(o.names); ft__aligned_free(o.buf); FT_FREE(o.row);
+    return r;
+}
+/* tokenizer.json's pre_tokenizer for a byte-level BPE pre-tokenizer name (llama.cpp's "default"
+   set has no Hugging Face form: GPT-2's ByteLevel stands for it) */
+static void ft__hf_save_pre(ft__jw *w, const char *pre) {
+    static const char bl[] = "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": %s}";
+    static const char llama3[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    static const char qwen2[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    int ign, clean, k = ft__pre_from_name(pre, &ign, &clean);
+    if (k == FT__PRE_LLAMA3 || k == FT__PRE_QWEN2) {
+        ft__jw_fmt(w, "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": ");
+        ft__jw_str(w, k == FT__PRE_LLAMA3 ? llama3 : qwen2, strlen(k == FT__PRE_LLAMA3 ? llama3 : qwen2));
+        ft__jw_fmt(w, "}, \"behavior\": \"Isolated\", \"invert\": false}, ");
+        ft__jw_fmt(w, bl, "false");
+        ft__jw_put(w, "]}", 2);
+    } else if (k == FT__PRE_SMOLLM) {
+        ft__jw_fmt(w, "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Digits\", \"individual_digits\": true}, ");
+        ft__jw_fmt(w, bl, "true");
+        ft__jw_put(w, "]}", 2);
+    } else ft__jw_fmt(w, bl, "true");
+}
+/* tokenizer.json (byte-level BPE) from the tokenizer.ggml.* keys */
+static ft_result ft__hf_save_tokenizer_json(const ft_gguf *g, const ft_tokenizer *t, const char *dir) {
+    const ft_gguf_kv *tk = ft_gguf_find(g, "tokenizer.ggml.tokens"), *mg = ft_gguf_find(g, "tokenizer.ggml.merges");
+    ft_gguf_str pre = {"", 0}; char pname[64]; ft__jw w; int64_t i; int first = 1, ign, clean;
+    memset(&w, 0, sizeof w);
+    ft_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
+    snprintf(pname, sizeof pname, "%.*s", (int)FT__MIN(pre.n, 60), pre.s);
+    ft__pre_from_name(pname, &ign, &clean);
+    ft__jw_fmt(&w, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [");
+    for (i = 0; i < (int64_t)tk->n; i++) {
+        int ty = t->type[i];
+        if (ty != FT__TT_CONTROL && ty != FT__TT_USER && ty != FT__TT_UNKNOWN) continue;
+        ft__jw_fmt(&w, "%s\n    {\"id\": %lld, \"content\": ", first ? "" : ",", (long long)i);
+        ft__jw_str(&w, tk->strs[i].s, (size_t)tk->strs[i].n);
+        ft__jw_fmt(&w, ", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": %s, \"special\": %s}", ty == FT__TT_USER ? "true" : "false", ty == FT__TT_USER ? "false" : "true");
+        first = 0;
+    }
+    ft__jw_fmt(&w, "\n  ],\n  \"normalizer\": null,\n  \"pre_tokenizer\": ");
+    ft__hf_save_pre(&w, pname);
+    if (t->add_bos && t->bos >= 0) {
+        ft__jw_fmt(&w, ",\n  \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": ");
+        ft__jw_str(&w, tk->strs[t->bos].s, (size_t)tk->strs[t->bos].n);
+        ft__jw_fmt(&w, ", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}], \"pair\": [{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"B\", \"type_id\": 1}}], \"special_tokens\": {");
+        ft__jw_str(&w, tk->strs[t->bos].s, (size_t)tk->strs[t->bos].n);
+        ft__jw_fmt(&w, ": {\"id\": ");
+        ft__jw_str(&w, tk->strs[t->bos].s, (size_t)tk->strs[t->bos].n);
+        ft__jw_fmt(&w, ", \"ids\": [%d], \"tokens\": [", (int)t->bos);
+        ft__jw_str(&w, tk->strs[t->bos].s, (size_t)tk->strs[t->bos].n);
+        ft__jw_put(&w, "]}}}", 4);
+    } else ft__jw_fmt(&w, ",\n  \"post_processor\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": false, \"use_regex\": true}");
+    ft__jw_fmt(&w, ",\n  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, \"use_regex\": true}");
+    ft__jw_fmt(&w, ",\n  \"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": null, \"continuing_subword_prefix\": null, \"end_of_word_suffix\": null, \"fuse_unk\": false, \"byte_fallback\": false, \"ignore_merges\": %s,\n    \"vocab\": {", ign ? "true" : "false");
+    for (i = 0; i < (int64_t)tk->n; i++) {
+        ft__jw_fmt(&w, i ? ", " : "");
+        ft__jw_str(&w, tk->strs[i].s, (size_t)tk->strs[i].n);
+        ft__jw_fmt(&w, ": %lld", (long long)i);
+    }
+    ft__jw_fmt(&w, "},\n    \"merges\": [");
+    for (i = 0; mg && mg->type == FT_GGUF_ARRAY && mg->arr_type == FT_GGUF_STRING && i < (int64_t)mg->n; i++) {
+        ft__jw_fmt(&w, i ? ", " : "");
+        ft__jw_str(&w, mg->strs[i].s, (size_t)mg->strs[i].n);
+    }
+    ft__jw_fmt(&w, "]\n  }\n}\n");
+    return ft__jw_save(&w, dir, "tokenizer.json");
+}
+/* tokenizer_config.json (the special tokens' texts, add_bos, the chat template) and
+   generation_config.json (bos, the stop ids) */
+static ft_result ft__hf_save_tokenizer(const ft_gguf *g, const char *arch, const char *dir) {
+    static const char *const nm[4] = {"bos_token", "eos_token", "unk_token", "pad_token"};
+    ft_tokenizer *t = NULL; ft__jw w; ft_result r; ft_gguf_str mdl, tmpl; int32_t stop[FT_MAX_STOP]; int k, n;
+    if ((r = ft_tokenizer_from_gguf(&t, g)) != FT_OK || !t) return r;
+    if (!ft_gguf_get_str(g, "tokenizer.ggml.model", &mdl) || mdl.n != 4 || memcmp(mdl.s, "gpt2", 4)) {
+        ft_tokenizer_free(t);
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: writing a SentencePiece tokenizer as tokenizer.json is not supported yet (byte-level BPE is)", ft_gguf_path(g));
+    }
+    r = ft__hf_save_tokenizer_json(g, t, dir);
+    memset(&w, 0, sizeof w);
+    ft__jw_fmt(&w, "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n  \"clean_up_tokenization_spaces\": %s,\n  \"model_max_length\": %lld,\n  \"add_bos_token\": %s,\n  \"add_eos_token\": %s",
+               t->clean_spaces ? "true" : "false", (long long)ft__kv_int(g, arch, "context_length", 2048), t->add_bos ? "true" : "false", t->add_eos ? "true" : "false");
+    for (k = 0; k < 4; k++) {
+        int32_t id = k == 0 ? t->bos : k == 1 ? t->eos : k == 2 ? t->unk : t->pad;
+        if (id < 0) continue;
+        ft__jw_fmt(&w, ",\n  \"%s\": ", nm[k]);
+        ft__jw_str(&w, t->text + t->off[id], (size_t)(t->off[id + 1] - t->off[id]));
+    }
+    if (ft_gguf_get_str(g, "tokenizer.chat_template", &tmpl) && tmpl.n > 16) {   /* a template, not a format's name */
+        ft__jw_fmt(&w, ",\n  \"chat_template\": ");
+        ft__jw_str(&w, tmpl.s, (size_t)tmpl.n);
+    }
+    ft__jw_put(&w, "\n}\n", 3);
+    if (r == FT_OK) r = ft__jw_save(&w, dir, "tokenizer_config.json");
+    else FT_FREE(w.b);
+    memset(&w, 0, sizeof w);
+    n = ft_tokenizer_stop_ids(t, stop);
+    ft__jw_fmt(&w, "{\n  \"_from_model_config\": false");
+    if (t->bos >= 0) ft__jw_fmt(&w, ",\n  \"bos_token_id\": %d", (int)t->bos);
+    ft__jw_fmt(&w, ",\n  \"eos_token_id\": [");
+    for (k = 0; k < n; k++) ft__jw_fmt(&w, k ? ", %d" : "%d", (int)stop[k]);
+    ft__jw_fmt(&w, "]\n}\n");
+    if (r == FT_OK) r = ft__jw_save(&w, dir, "generation_config.json");
+    else FT_FREE(w.b);
+    ft_tokenizer_free(t);
+    return r;
+}
+/* the type that loses nothing of g's matrices: F32 if one is F32 or quantized, else BF16 if one
+   is BF16, else F16 */
+static ft_type ft__hf_lossless(const ft_gguf *g) {
+    int64_t i; int bf = 0, f16 = 0, other = 0;
+    for (i = 0; i < ft_gguf_n_tensors(g); i++) {
+        const ft_gguf_tensor *t = ft_gguf_tensor_at(g, i);
+        if (t->n_dims < 2) continue;
+        if (t->type == FT_TYPE_BF16) bf = 1; else if (t->type == FT_TYPE_F16) f16 = 1; else other = 1;
+    }
+    return other || (bf && f16) ? FT_TYPE_F32 : bf ? FT_TYPE_BF16 : FT_TYPE_F16;
+}
+/* a GGUF of a supported architecture as a Hugging Face directory, weights as dtype (FT_TYPE_COUNT:
+   the lossless one) */
+FT_API ft_result ft_gguf_save_hf(const ft_gguf *g, const char *dir, ft_type dtype) {
+    char arch[64]; const ft__hf_arch *a = ft__hf_arch_of(g, arch, sizeof arch); int tied = 0; ft_result r;
+    if (dtype == FT_TYPE_COUNT) dtype = ft__hf_lossless(g);
+    if (!a) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: architecture '%s' has no Hugging Face form here", ft_gguf_path(g), arch);
+    if (dtype != FT_TYPE_F32 && dtype != FT_TYPE_F16 && dtype != FT_TYPE_BF16)
+        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: Hugging Face weights are written as f32, f16 or bf16, not %s", dir, ft_type_name(dtype));
+    if ((r = ft_mkdirs(dir)) != FT_OK) return r;
+    if ((r = ft__hf_save_tensors(g, a, arch, dtype, dir, &tied)) != FT_OK) return r;
+    if ((r = ft__hf_save_config(g, a, arch, tied, dtype, dir)) != FT_OK) return r;
+    return ft__hf_save_tokenizer(g, arch, dir);
+}
+#undef FT__HF_TRY
 
 /* ---- every method in one file of finetune.h's own: "adapter.type" = "finetune", the options as
    finetune.peft.* keys, each parameter as an F32 tensor under its own name. (LoRA keeps llama.cpp's

@@ -380,6 +380,38 @@ TEST(hf_directories_read_as_the_converter_writes) {
     for (i = 0; i < sizeof names / sizeof names[0]; i++) check_hf(names[i]);
 }
 
+/* the way back: each tiny model's GGUF written as a Hugging Face directory (F32) and read again
+   gives the converter's tensors unchanged (bit for bit; RoPE factors as the config recomputes
+   them, within 1e-6) and the same logits; transformers loads these directories
+   (tools/ref/hf_export_check.py) */
+TEST(hf_written_and_read_back) {
+    static const char *const names[] = {"llama3", "llama_linear", "llama_yarn", "qwen3", "gemma3", "phi3", "phi3_longrope", "qwen3moe", "mixtral", "olmoe"};
+    size_t k;
+    for (k = 0; k < sizeof names / sizeof names[0]; k++) {
+        char path[256], dir[256]; ft_gguf *ref = NULL, *back = NULL; int64_t i, same = 0;
+        snprintf(path, sizeof path, "tests/fixtures/arch/%s.gguf", names[k]);
+        snprintf(dir, sizeof dir, "build/hf_out/%s", names[k]);
+        CHECK_OK(ft_gguf_open(&ref, path));
+        if (ref) CHECK_OK(ft_gguf_save_hf(ref, dir, FT_TYPE_F32));
+        CHECK_OK(ft_gguf_open(&back, dir));
+        for (i = 0; ref && back && i < ft_gguf_n_tensors(ref); i++) {
+            const ft_gguf_tensor *a = ft_gguf_tensor_at(ref, i), *b; char nm[128]; int64_t j; double d = 0;
+            snprintf(nm, sizeof nm, "%.*s", (int)a->name.n, a->name.s);
+            b = ft_gguf_find_tensor(back, nm);
+            CHECK(b && b->type == a->type && a->nbytes == b->nbytes && !memcmp(a->ne, b->ne, sizeof a->ne), "%s: %s", names[k], nm);
+            if (!b || a->nbytes != b->nbytes) continue;
+            for (j = 0; j < (int64_t)(a->nbytes / 4); j++) d = fmax(d, fabs(((const float *)a->data)[j] - ((const float *)b->data)[j]));
+            CHECK(d <= (strstr(nm, "rope_") ? 1e-6 : 0.0), "%s: %s differs by %.3g", names[k], nm, d);
+            same += d == 0;
+        }
+        if (ref && back) {
+            CHECK(ft_gguf_n_tensors(back) == ft_gguf_n_tensors(ref), "%s: %lld tensors back, %lld", names[k], (long long)ft_gguf_n_tensors(back), (long long)ft_gguf_n_tensors(ref));
+            printf("    %-13s GGUF -> Hugging Face -> GGUF: %lld of %lld tensors bit-identical\n", names[k], (long long)same, (long long)ft_gguf_n_tensors(ref));
+        }
+        ft_gguf_close(ref); ft_gguf_close(back);
+    }
+}
+
 /* architectures and layers that are not there yet fail by name */
 TEST(unsupported_fails_clearly) {
     ft_model *m = NULL; ft_gguf_writer *w = NULL; ft_result r;
@@ -415,6 +447,7 @@ FT_TEST_MAIN(test_arch) {
     RUN(chat_gemma_phi3);
     RUN(unsupported_fails_clearly);
     RUN(hf_directories_read_as_the_converter_writes);
+    RUN(hf_written_and_read_back);
     ft_ctx_free(C);
     return ft_test_summary("test_arch");
 }

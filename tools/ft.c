@@ -28,7 +28,7 @@
 enum {
     FT_C_INFO = 1 << 0, FT_C_GENERATE = 1 << 1, FT_C_TRAIN = 1 << 2, FT_C_EVAL = 1 << 3,
     FT_C_MERGE = 1 << 4, FT_C_MERGE_MODELS = 1 << 5, FT_C_EXPORT = 1 << 6, FT_C_LOGITS = 1 << 7,
-    FT_C_QUANTIZE = 1 << 8, FT_C_SYNTH = 1 << 9, FT_C_SWEEP = 1 << 10, FT_C_ALL = (1 << 11) - 1
+    FT_C_QUANTIZE = 1 << 8, FT_C_SYNTH = 1 << 9, FT_C_SWEEP = 1 << 10, FT_C_CONVERT = 1 << 11, FT_C_ALL = (1 << 12) - 1
 };
 
 #define FT_LIST_MAX 64
@@ -121,14 +121,15 @@ static int ft_only_builtin(int v);
 #define QNT FT_C_QUANTIZE
 #define SYN FT_C_SYNTH
 #define SWP FT_C_SWEEP
+#define CNV FT_C_CONVERT
 #define LIB NULL                        /* the default is the library's *_opts_default() */
 static const ft_opt ft_opts[] = {
     /* files */
-    O_STR("model", 'm', model, NULL, INF | GEN | TRN | EVL | MRG | EXP | LOG | QNT | SYN, "MODEL.gguf", "the model"),
+    O_STR("model", 'm', model, NULL, INF | GEN | TRN | EVL | MRG | EXP | LOG | QNT | SYN | CNV, "MODEL.gguf", "the model (a GGUF file or a Hugging Face directory)"),
     O_STR("data", 0, data, NULL, TRN | EVL, "FILE.jsonl", "the examples (train: training data)"),
     O_STR("eval", 0, eval, NULL, TRN, "EVAL.jsonl", "held-out examples, evaluated before and after training"),
     O_STR("out", 'o', out, NULL, TRN, "DIR", "the run's directory (sweep: the sweep's)"),
-    O_STR("out", 'o', out, NULL, MRG | MMS | EXP | LOG | QNT | SYN, "OUT", "the output file (export --format peft: a directory)"),
+    O_STR("out", 'o', out, NULL, MRG | MMS | EXP | LOG | QNT | SYN | CNV, "OUT", "the output file (export --format peft|hf, convert to Hugging Face: a directory)"),
     O_STR("lora", 0, adapter, NULL, GEN | EVL, "ADAPTER", "apply this adapter"),
     O_STR("adapter", 0, adapter, NULL, MRG | EXP | LOG, "ADAPTER", "the adapter (merge: without it the base is re-typed)"),
     O_STR("base", 0, base, NULL, MMS, "BASE.gguf", "the model the inputs were fine-tuned from"),
@@ -227,7 +228,7 @@ static const ft_opt ft_opts[] = {
     O_REAL("top-p", gen.sample.top_p, "0", "[0, 1]", GEN, "P", "nucleus sampling (0: off)"),
     O_INT("seed", 0, gen_seed, "1", "[0, 1e18]", GEN, "S", "sampling seed"),
     /* ft merge, ft merge-models, ft export, ft quantize */
-    O_ENUM("type", save.type, LIB, FT_ENUM_TYPE, "base", ft_only_writable, MRG, "merged weights' type (base: as in the base)"),
+    O_ENUM("type", save.type, LIB, FT_ENUM_TYPE, "base", ft_only_writable, MRG | EXP | CNV, "weights' type (base: as in the base; a Hugging Face directory: f32, f16 or bf16, base the lossless one)"),
     O_FLAG("embeddings", 0, save.embeddings, MRG, "token_embd / output as --type too"),
     O_SEL("method", merge_method, "linear", FT_ENUM_MERGE_METHOD, NULL, MMS, "how the inputs are merged (mergekit's)"),
     O_FLAG("normalize", 0, normalize, MMS, "divide by the sum of the weights (--normalize=0: do not)"),
@@ -238,7 +239,7 @@ static const ft_opt ft_opts[] = {
     O_REAL("lambda", merge.lambda, LIB, "(0, 1000]", MMS, "L", "scale of the merged delta"),
     O_FLAG("lora-deltas", 0, merge.lora_deltas, MMS, "merge LoRA deltas s B A themselves, not the adapted models"),
     O_FLAG("verbose", 'v', verbose, MMS, "a line per tensor"),
-    O_ENUM("format", format, NULL, FT_ENUM_ADAPTER_FORMAT, "gguf", NULL, EXP, "gguf: llama.cpp's if it fits, else finetune.h's"),
+    O_ENUM("format", format, NULL, FT_ENUM_ADAPTER_FORMAT, "gguf,hf", NULL, EXP, "gguf: llama.cpp's if it fits, else finetune.h's; hf: the model with the adapter merged, as a Hugging Face directory"),
     O_STR("base-name", 0, base_name, NULL, EXP, "NAME", "PEFT's base_model_name_or_path (default: general.name)"),
     O_ENUM("type", type, "nf4", FT_ENUM_TYPE, NULL, ft_only_nf4, QNT, "linear weights -> NF4 (QLoRA's, bitsandbytes' bytes)"),
     O_FLAG("output", 0, output, QNT, "the untied output head too"),
@@ -280,6 +281,7 @@ static const ft_opt ft_opts[] = {
 #undef QNT
 #undef SYN
 #undef SWP
+#undef CNV
 #undef LIB
 #define FT_NOPTS ((int)(sizeof ft_opts / sizeof ft_opts[0]))
 
@@ -1897,12 +1899,29 @@ static int ft_cmd_merge_models(ft_cli *c) {
 
 /* ==== ft export: an adapter in another format ==================================================== */
 
+/* --format hf: the model, its adapter merged when there is one, as a Hugging Face directory */
+static int ft_export_hf(ft_cli *c) {
+    ft_model *m = NULL;
+    ft_peft *p = NULL;
+    ft_save_opts so = c->save;
+    int rc;
+    if (!c->model || !c->out) return ft_missing(c, "--format hf, -m MODEL and -o OUT_DIR");
+    so.keep_type = (int)c->save.type >= ft_enum_count(FT_ENUM_TYPE);        /* --type base */
+    rc = ft_open_all(c, &m, &p, NULL);
+    if (!rc && ft_model_save_hf(m, c->out, &so) != FT_OK) rc = ft_fail(c);
+    if (!rc) fprintf(stderr, "ft: wrote %s (a Hugging Face directory, weights %s) from %s%s%s\n", c->out, ft_value(c, "type"), c->model,
+                     p ? " + " : "", p ? c->adapter : "");
+    ft_close_all(m, p, NULL);
+    return rc;
+}
+
 static int ft_cmd_export(ft_cli *c) {
     ft_model *m = NULL;
     ft_peft *p = NULL;
     ft_adapter_format f = (ft_adapter_format)c->format;
     const char *what;
     int rc;
+    if (c->format == ft_enum_count(FT_ENUM_ADAPTER_FORMAT) + 1) return ft_export_hf(c);
     if (!c->model || !c->adapter || !c->out || c->format < 0)
         return ft_missing(c, "--format peft|gguf, -m MODEL.gguf, --adapter ADAPTER and -o OUT");
     if (c->format >= ft_enum_count(FT_ENUM_ADAPTER_FORMAT)) f = FT_FORMAT_AUTO;              /* gguf */
@@ -1917,6 +1936,34 @@ static int ft_cmd_export(ft_cli *c) {
     if (!rc) ft_describe_adapter(p);
     if (!rc) fprintf(stderr, "\n");
     ft_close_all(m, p, NULL);
+    return rc;
+}
+
+/* ==== ft convert: a model between GGUF and a Hugging Face directory ============================== */
+
+/* OUT.gguf: every key and tensor as read (a directory: as llama.cpp's converter would write it);
+   otherwise a Hugging Face directory (--type f32|f16|bf16, base: whichever loses nothing) */
+static int ft_cmd_convert(ft_cli *c) {
+    ft_gguf *g = NULL;
+    ft_gguf_writer *w = NULL;
+    size_t n = c->out ? strlen(c->out) : 0;
+    int64_t i;
+    int rc = 0, to_gguf = n > 5 && !strcmp(c->out + n - 5, ".gguf");
+    if (!c->model || !c->out) return ft_missing(c, "-m IN (a GGUF file or a Hugging Face directory) and -o OUT (OUT.gguf or a directory)");
+    if (ft_gguf_open(&g, c->model) != FT_OK) return ft_fail(c);
+    if (!to_gguf && ft_gguf_save_hf(g, c->out, (int)c->save.type >= ft_enum_count(FT_ENUM_TYPE) ? FT_TYPE_COUNT : c->save.type) != FT_OK) rc = ft_fail(c);
+    if (to_gguf && ft_gguf_writer_init(&w) != FT_OK) rc = ft_fail(c);
+    for (i = 0; to_gguf && !rc && i < ft_gguf_n_kv(g); i++) if (ft_gguf_copy_kv(w, ft_gguf_kv_at(g, i)) != FT_OK) rc = ft_fail(c);
+    for (i = 0; to_gguf && !rc && i < ft_gguf_n_tensors(g); i++) {
+        const ft_gguf_tensor *t = ft_gguf_tensor_at(g, i);
+        char name[256];
+        snprintf(name, sizeof name, "%.*s", (int)(t->name.n < 250 ? t->name.n : 250), t->name.s);
+        if (ft_gguf_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data) != FT_OK) rc = ft_fail(c);
+    }
+    if (to_gguf && !rc && ft_gguf_write(w, c->out) != FT_OK) rc = ft_fail(c);
+    if (!rc) fprintf(stderr, "ft: wrote %s (%s) from %s\n", c->out, to_gguf ? "GGUF" : "a Hugging Face directory", c->model);
+    ft_gguf_writer_free(w);
+    ft_gguf_close(g);
     return rc;
 }
 
@@ -2568,8 +2615,10 @@ static const ft_cmd ft_cmds[] = {
     {"merge-models", FT_C_MERGE_MODELS, ft_cmd_merge_models,
      "--base BASE.gguf --method NAME --input A.gguf[:W[:D]] ... -o OUT.gguf",
      "several models or adapters merged over their base (also: ft merge --method ...)"},
-    {"export", FT_C_EXPORT, ft_cmd_export, "--format peft|gguf -m MODEL.gguf --adapter ADAPTER -o OUT_DIR|OUT.gguf",
-     "an adapter in another format (PEFT directory, llama.cpp LoRA GGUF or finetune.h's own)"},
+    {"convert", FT_C_CONVERT, ft_cmd_convert, "-m IN.gguf|IN_DIR -o OUT.gguf|OUT_DIR [--type f32|f16|bf16|base]",
+     "a model between GGUF and a Hugging Face directory (config.json, safetensors, tokenizer.json)"},
+    {"export", FT_C_EXPORT, ft_cmd_export, "--format peft|gguf|hf -m MODEL.gguf --adapter ADAPTER -o OUT_DIR|OUT.gguf",
+     "an adapter in another format (PEFT directory, llama.cpp LoRA GGUF or finetune.h's own); hf: merged, a Hugging Face model"},
     {"logits", FT_C_LOGITS, ft_cmd_logits, "-m MODEL.gguf [--adapter ADAPTER] (-p PROMPT [--chat] | --ids 1,2,3) -o OUT.f32",
      "raw f32 logits (tokens x vocab, row-major) of every position; the ids go to stdout"},
     {"quantize", FT_C_QUANTIZE, ft_cmd_quantize, "--type nf4 -m IN.gguf -o OUT.gguf [--output]",
