@@ -15002,10 +15002,56 @@ static void ft__hf_save_pre(ft__jw *w, const char *pre) {
         ft__jw_put(w, "]}", 2);
     } else ft__jw_fmt(w, bl, "true");
 }
-/* tokenizer.json (byte-level BPE) from the tokenizer.ggml.* keys */
+/* SentencePiece's merges as Hugging Face's converter extracts them (SentencePieceExtractor): every
+   split of a normal piece into two normal pieces, by the piece's score (best first), then the
+   piece's id, then the parts' */
+typedef struct ft__spm_merge { float score; int32_t res, a, b; } ft__spm_merge;
+static int ft__spm_merge_cmp(const void *x, const void *y) {
+    const ft__spm_merge *p = FT__CAST(const ft__spm_merge *, x), *q = FT__CAST(const ft__spm_merge *, y);
+    if (p->score != q->score) return p->score > q->score ? -1 : 1;
+    if (p->res != q->res) return p->res < q->res ? -1 : 1;
+    if (p->a != q->a) return p->a < q->a ? -1 : 1;
+    return p->b < q->b ? -1 : p->b > q->b;
+}
+static ft_result ft__hf_spm_merges(const ft_tokenizer *t, ft__spm_merge **out, int64_t *n) {
+    int64_t id, cap = 1024; size_t k, len; ft__spm_merge *m = FT__CAST(ft__spm_merge *, FT_MALLOC((size_t)cap * sizeof *m));
+    *n = 0;
+    for (id = 0; m && id < t->n_vocab; id++) {
+        const char *s = t->text + t->off[id];
+        len = (size_t)(t->off[id + 1] - t->off[id]);
+        if (t->type[id] != FT__TT_NORMAL) continue;
+        for (k = 1; m && k < len; k++) {
+            int32_t a, b;
+            if ((s[k] & 0xC0) == 0x80) continue;                   /* code point boundaries only */
+            a = ft__tok_lookup(t, s, (size_t)k); b = ft__tok_lookup(t, s + k, len - k);
+            if (a < 0 || b < 0 || t->type[a] != FT__TT_NORMAL || t->type[b] != FT__TT_NORMAL) continue;
+            if (*n == cap) { ft__spm_merge *nm = FT__CAST(ft__spm_merge *, FT_REALLOC(m, (size_t)(cap *= 2) * sizeof *m)); if (!nm) { FT_FREE(m); m = NULL; break; } m = nm; }
+            m[*n].score = t->score[id]; m[*n].res = (int32_t)id; m[*n].a = a; m[*n].b = b;
+            (*n)++;
+        }
+    }
+    if (!m) return ft_set_error(FT_ERR_NOMEM, "tokenizer.json: out of memory");
+    qsort(m, (size_t)*n, sizeof *m, ft__spm_merge_cmp);
+    *out = m;
+    return FT_OK;
+}
+/* the parts of tokenizer.json that differ: SentencePiece (byte fallback, "▁" for spaces, a space
+   prefix) or byte-level BPE */
+static void ft__hf_save_tok_parts(ft__jw *w, const ft_tokenizer *t, const char *pname) {
+    if (t->kind == FT_TOKENIZER_SPM) {
+        ft__jw_fmt(w, "\n  \"normalizer\": %s{\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\xe2\x96\x81\"}%s,\n  \"pre_tokenizer\": null",
+                   t->add_space_prefix ? "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": \"\xe2\x96\x81\"}, " : "", t->add_space_prefix ? "]}" : "");
+        return;
+    }
+    ft__jw_fmt(w, "\n  \"normalizer\": null,\n  \"pre_tokenizer\": ");
+    ft__hf_save_pre(w, pname);
+}
+/* tokenizer.json from the tokenizer.ggml.* keys */
 static ft_result ft__hf_save_tokenizer_json(const ft_gguf *g, const ft_tokenizer *t, const char *dir) {
     const ft_gguf_kv *tk = ft_gguf_find(g, "tokenizer.ggml.tokens"), *mg = ft_gguf_find(g, "tokenizer.ggml.merges");
-    ft_gguf_str pre = {"", 0}; char pname[64]; ft__jw w; int64_t i; int first = 1, ign, clean;
+    ft_gguf_str pre = {"", 0}; char pname[64]; ft__jw w; int64_t i, n_sm = 0; int first = 1, ign, clean, spm = t->kind == FT_TOKENIZER_SPM;
+    ft__spm_merge *sm = NULL; ft_result r;
+    if (spm && (r = ft__hf_spm_merges(t, &sm, &n_sm)) != FT_OK) return r;
     memset(&w, 0, sizeof w);
     ft_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
     snprintf(pname, sizeof pname, "%.*s", (int)FT__MIN(pre.n, 60), pre.s);
@@ -15019,8 +15065,8 @@ static ft_result ft__hf_save_tokenizer_json(const ft_gguf *g, const ft_tokenizer
         ft__jw_fmt(&w, ", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": %s, \"special\": %s}", ty == FT__TT_USER ? "true" : "false", ty == FT__TT_USER ? "false" : "true");
         first = 0;
     }
-    ft__jw_fmt(&w, "\n  ],\n  \"normalizer\": null,\n  \"pre_tokenizer\": ");
-    ft__hf_save_pre(&w, pname);
+    ft__jw_fmt(&w, "\n  ],");
+    ft__hf_save_tok_parts(&w, t, pname);
     if (t->add_bos && t->bos >= 0) {
         ft__jw_fmt(&w, ",\n  \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": ");
         ft__jw_str(&w, tk->strs[t->bos].s, (size_t)tk->strs[t->bos].n);
@@ -15032,18 +15078,32 @@ static ft_result ft__hf_save_tokenizer_json(const ft_gguf *g, const ft_tokenizer
         ft__jw_str(&w, tk->strs[t->bos].s, (size_t)tk->strs[t->bos].n);
         ft__jw_put(&w, "]}}}", 4);
     } else ft__jw_fmt(&w, ",\n  \"post_processor\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": false, \"use_regex\": true}");
-    ft__jw_fmt(&w, ",\n  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, \"use_regex\": true}");
-    ft__jw_fmt(&w, ",\n  \"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": null, \"continuing_subword_prefix\": null, \"end_of_word_suffix\": null, \"fuse_unk\": false, \"byte_fallback\": false, \"ignore_merges\": %s,\n    \"vocab\": {", ign ? "true" : "false");
+    if (spm) ft__jw_fmt(&w, ",\n  \"decoder\": {\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Replace\", \"pattern\": {\"String\": \"\xe2\x96\x81\"}, \"content\": \" \"}, "
+                        "{\"type\": \"ByteFallback\"}, {\"type\": \"Fuse\"}%s]}", t->add_space_prefix ? ", {\"type\": \"Strip\", \"content\": \" \", \"start\": 1, \"stop\": 0}" : "");
+    else ft__jw_fmt(&w, ",\n  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, \"use_regex\": true}");
+    ft__jw_fmt(&w, ",\n  \"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": ");
+    if (spm && t->unk >= 0) ft__jw_str(&w, tk->strs[t->unk].s, (size_t)tk->strs[t->unk].n);
+    else ft__jw_put(&w, "null", 4);
+    ft__jw_fmt(&w, ", \"continuing_subword_prefix\": null, \"end_of_word_suffix\": null, \"fuse_unk\": %s, \"byte_fallback\": %s, \"ignore_merges\": %s,\n    \"vocab\": {",
+               spm ? "true" : "false", spm ? "true" : "false", ign && !spm ? "true" : "false");
     for (i = 0; i < (int64_t)tk->n; i++) {
         ft__jw_fmt(&w, i ? ", " : "");
         ft__jw_str(&w, tk->strs[i].s, (size_t)tk->strs[i].n);
         ft__jw_fmt(&w, ": %lld", (long long)i);
     }
     ft__jw_fmt(&w, "},\n    \"merges\": [");
-    for (i = 0; mg && mg->type == FT_GGUF_ARRAY && mg->arr_type == FT_GGUF_STRING && i < (int64_t)mg->n; i++) {
+    for (i = 0; !spm && mg && mg->type == FT_GGUF_ARRAY && mg->arr_type == FT_GGUF_STRING && i < (int64_t)mg->n; i++) {
         ft__jw_fmt(&w, i ? ", " : "");
         ft__jw_str(&w, mg->strs[i].s, (size_t)mg->strs[i].n);
     }
+    for (i = 0; i < n_sm; i++) {                                   /* "a b" of SentencePiece's */
+        ft__jw_fmt(&w, i ? ", [" : "[");
+        ft__jw_str(&w, tk->strs[sm[i].a].s, (size_t)tk->strs[sm[i].a].n);
+        ft__jw_put(&w, ", ", 2);
+        ft__jw_str(&w, tk->strs[sm[i].b].s, (size_t)tk->strs[sm[i].b].n);
+        ft__jw_put(&w, "]", 1);
+    }
+    FT_FREE(sm);
     ft__jw_fmt(&w, "]\n  }\n}\n");
     return ft__jw_save(&w, dir, "tokenizer.json");
 }
@@ -15053,10 +15113,7 @@ static ft_result ft__hf_save_tokenizer(const ft_gguf *g, const char *arch, const
     static const char *const nm[4] = {"bos_token", "eos_token", "unk_token", "pad_token"};
     ft_tokenizer *t = NULL; ft__jw w; ft_result r; ft_gguf_str mdl, tmpl; int32_t stop[FT_MAX_STOP]; int k, n;
     if ((r = ft_tokenizer_from_gguf(&t, g)) != FT_OK || !t) return r;
-    if (!ft_gguf_get_str(g, "tokenizer.ggml.model", &mdl) || mdl.n != 4 || memcmp(mdl.s, "gpt2", 4)) {
-        ft_tokenizer_free(t);
-        return ft_set_error(FT_ERR_UNSUPPORTED, "%s: writing a SentencePiece tokenizer as tokenizer.json is not supported yet (byte-level BPE is)", ft_gguf_path(g));
-    }
+    (void)mdl;
     r = ft__hf_save_tokenizer_json(g, t, dir);
     memset(&w, 0, sizeof w);
     ft__jw_fmt(&w, "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n  \"clean_up_tokenization_spaces\": %s,\n  \"model_max_length\": %lld,\n  \"add_bos_token\": %s,\n  \"add_eos_token\": %s",

@@ -412,6 +412,64 @@ TEST(hf_written_and_read_back) {
     }
 }
 
+/* a Hugging Face directory that is not right fails naming the file and the key or tensor */
+static void put_file(const char *path, const char *text) { FILE *f = fopen(path, "wb"); if (f) { fputs(text, f); fclose(f); } }
+static void expect_hf_error(const char *what, const char *want1, const char *want2) {
+    ft_gguf *g = NULL; ft_result r = ft_gguf_open(&g, "build/hf_bad");
+    CHECK(r != FT_OK && strstr(ft_last_error(), want1) && strstr(ft_last_error(), want2), "%s: %s", what, ft_last_error());
+    ft_gguf_close(g);
+}
+TEST(hf_bad_directories) {
+    const char *cfg = "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 96, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2}";
+    FILE *f; char *st; size_t n;
+    CHECK_OK(ft_mkdirs("build/hf_bad"));
+    remove("build/hf_bad/config.json");
+    expect_hf_error("no config.json", "build/hf_bad", "without config.json");
+    put_file("build/hf_bad/config.json", "{\"architectures\": [\"FalconForCausalLM\"]}");
+    expect_hf_error("an architecture", "build/hf_bad/config.json", "FalconForCausalLM");
+    put_file("build/hf_bad/config.json", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64}");
+    expect_hf_error("a missing key", "build/hf_bad/config.json", "num_hidden_layers");
+    put_file("build/hf_bad/config.json", "{\"architectures\": [\"LlamaForCausalLM\"], \"num_hidden_layers\": -3}");
+    expect_hf_error("a bad number", "build/hf_bad/config.json", "num_hidden_layers");
+    put_file("build/hf_bad/config.json", "{\"architectures\": [\"LlamaForCausalLM\"], ");
+    expect_hf_error("broken JSON", "build/hf_bad/config.json", "1:");
+    put_file("build/hf_bad/config.json", cfg);
+    remove("build/hf_bad/model.safetensors");
+    expect_hf_error("no weights", "build/hf_bad/model.safetensors", "cannot open");
+    /* the weights of a real fixture, under a tensor name no architecture has */
+    st = (char *)ft_test_slurp("tests/fixtures/hf/llama3/model.safetensors", &n);
+    if (st) {
+        char *p = NULL; size_t k;
+        for (k = 8; k + 17 <= n && !p; k++) if (!memcmp(st + k, "model.norm.weight", 17)) p = st + k;   /* in the JSON header */
+        if (p) memcpy(p, "model.xorm.weight", 17);
+        if ((f = fopen("build/hf_bad/model.safetensors", "wb")) != NULL) { fwrite(st, 1, n, f); fclose(f); }
+        expect_hf_error("an unknown tensor", "build/hf_bad/model.safetensors", "model.xorm.weight");
+        if (p) memcpy(p, "model.norm.weight", 17);                   /* the right weights again */
+        if ((f = fopen("build/hf_bad/model.safetensors", "wb")) != NULL) { fwrite(st, 1, n, f); fclose(f); }
+        free(st);
+    }
+    put_file("build/hf_bad/model.safetensors.index.json", "{\"weight_map\": {\"a\": \"../elsewhere.safetensors\"}}");
+    expect_hf_error("a shard outside", "model.safetensors.index.json", "../elsewhere.safetensors");
+    put_file("build/hf_bad/model.safetensors.index.json", "{\"weight_map\": {\"a\": \"missing-00001.safetensors\"}}");
+    expect_hf_error("a missing shard", "build/hf_bad/missing-00001.safetensors", "cannot open");
+    remove("build/hf_bad/model.safetensors.index.json");
+    put_file("build/hf_bad/config.json", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 96, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2}}");
+    expect_hf_error("a RoPE type", "build/hf_bad/config.json", "dynamic");
+    put_file("build/hf_bad/config.json", cfg);
+    put_file("build/hf_bad/tokenizer.json", "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}");
+    expect_hf_error("a tokenizer model", "build/hf_bad/tokenizer.json", "WordPiece");
+    put_file("build/hf_bad/tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"pre_tokenizer\": {\"type\": \"Whitespace\"}}");
+    expect_hf_error("a pre-tokenizer", "build/hf_bad/tokenizer.json", "pre_tokenizer");
+    put_file("build/hf_bad/tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [3]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}");
+    expect_hf_error("a merge", "build/hf_bad/tokenizer.json", "merges[0]");
+    remove("build/hf_bad/tokenizer.json");
+    {   /* and with the right files it opens */
+        ft_gguf *g = NULL;
+        CHECK_OK(ft_gguf_open(&g, "build/hf_bad"));
+        ft_gguf_close(g);
+    }
+}
+
 /* architectures and layers that are not there yet fail by name */
 TEST(unsupported_fails_clearly) {
     ft_model *m = NULL; ft_gguf_writer *w = NULL; ft_result r;
@@ -448,6 +506,7 @@ FT_TEST_MAIN(test_arch) {
     RUN(unsupported_fails_clearly);
     RUN(hf_directories_read_as_the_converter_writes);
     RUN(hf_written_and_read_back);
+    RUN(hf_bad_directories);
     ft_ctx_free(C);
     return ft_test_summary("test_arch");
 }

@@ -299,6 +299,38 @@ TEST(gemma3_api) {
     CHECK(n > 1, "<start_of_turn> as text: %lld ids", (long long)n);
 }
 
+/* the tokenizer written as tokenizer.json (+ tokenizer_config.json, a config.json and an empty
+   model.safetensors: ft_gguf_save_hf's files without the weights) and read back as a Hugging
+   Face directory gives the GGUF tokenizer's ids on every string of the fixture (S lines) */
+static ft_gguf *RT_G; static ft_tokenizer *RT_T; static const char *RT_FIX, *RT_ARCH;
+static void tokenizer_json_round_trip(void) {
+    char dir[128], path[160]; ft_gguf *back = NULL; ft_tokenizer *t2 = NULL; size_t n; char *b, *line;
+    unsigned char *str = (unsigned char *)malloc(65536); int32_t *a = (int32_t *)malloc(4096 * 4), *c = (int32_t *)malloc(4096 * 4);
+    int slen, n_str = 0, same = 0; const ft__hf_arch *row = NULL; size_t i;
+    snprintf(dir, sizeof dir, "build/tokjson_%s", RT_ARCH);
+    for (i = 0; i < sizeof ft__hf_archs / sizeof ft__hf_archs[0] && !row; i++) if (!strcmp(ft__hf_archs[i].arch, RT_ARCH)) row = &ft__hf_archs[i];
+    CHECK_OK(ft_mkdirs(dir));
+    CHECK_OK(ft__hf_save_tokenizer(RT_G, RT_ARCH, dir));
+    if (row) CHECK_OK(ft__hf_save_config(RT_G, row, RT_ARCH, 1, FT_TYPE_F32, dir));
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK_OK(ft__safetensors_write(path, NULL, 0));
+    CHECK_OK(ft_gguf_open(&back, dir));
+    if (back) CHECK_OK(ft_tokenizer_from_gguf(&t2, back));
+    b = (char *)ft_test_slurp(RT_FIX, &n);
+    for (line = b ? strtok(b, "\n") : NULL; t2 && line; line = strtok(NULL, "\n")) {
+        int64_t k1, k2;
+        if (line[0] != 'S' || line[1] != ' ') continue;
+        slen = unhex(line + 2, str);
+        k1 = ft_tokenize(RT_T, (const char *)str, slen, a, 4096, 1, 1);
+        k2 = ft_tokenize(t2, (const char *)str, slen, c, 4096, 1, 1);
+        n_str++;
+        same += k1 == k2 && !memcmp(a, c, (size_t)k1 * 4);
+    }
+    printf("    %s written as tokenizer.json and read back: %d of %d strings give the GGUF tokenizer's ids\n", RT_ARCH, same, n_str);
+    CHECK(n_str > 60 && same == n_str, "%d of %d", same, n_str);
+    ft_tokenizer_free(t2); ft_gguf_close(back); free(b); free(str); free(a); free(c);
+}
+
 static void run_gemma3(void) {
     const char *path = getenv("FT_MODEL_GEMMA3"); FILE *f; ft_gguf *g = NULL;
     if (!path || !*path) { printf("    skipped: the Gemma 3 tokenizer: FT_MODEL_GEMMA3 is not set (tools/fetch-model gemma3 gets the model and prints its path)\n"); return; }
@@ -309,6 +341,8 @@ static void run_gemma3(void) {
     } else {
         RUN(gemma3_api);
         RUN(gemma3_llama_cpp_ids_and_text);
+        RT_G = g; RT_T = TG; RT_FIX = "tests/fixtures/tokenizer_gemma3.txt"; RT_ARCH = "gemma3";
+        RUN(tokenizer_json_round_trip);
     }
     ft_tokenizer_free(TG); TG = NULL;
     if (g) ft_gguf_close(g);
@@ -588,6 +622,8 @@ FT_TEST_MAIN(test_tokenizer) {
         RUN(api_and_buffer_limits);
         RUN(llama_cpp_ids_for_the_corpus);
         RUN(speed);
+        RT_G = g; RT_T = T; RT_FIX = "tests/fixtures/tokenizer_smollm2.txt"; RT_ARCH = "llama";
+        RUN(tokenizer_json_round_trip);
     }
     ft_tokenizer_free(T); free(tmpl); ft_gguf_close(g);
     run_gemma3();

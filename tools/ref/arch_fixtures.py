@@ -174,7 +174,8 @@ def parse_args():
     ap.add_argument("--only", default="", help="comma-separated fixture names (default: all)")
     ap.add_argument("--hf-out", action="store_true",
                     help="also keep each Hugging Face directory (as save_pretrained wrote it, with its "
-                         "tokenizer.json) in tests/fixtures/hf/<name>, for tests/test_hf.c")
+                         "tokenizer.json; mixtral's in shards of 150 KB) in tests/fixtures/hf/<name>, for "
+                         "tests/test_arch.c")
     return ap.parse_args()
 
 
@@ -518,7 +519,12 @@ def main():
                 import shutil
                 dst = os.path.join(HF_DIR, name)
                 shutil.rmtree(dst, ignore_errors=True)
-                shutil.copytree(mdir, dst)
+                if name == "mixtral":          # sharded, as big checkpoints are: model.safetensors.index.json
+                    os.makedirs(dst)
+                    model.save_pretrained(dst, safe_serialization=True, max_shard_size="150KB")
+                    shutil.copy(os.path.join(mdir, "tokenizer.json"), dst)
+                else:
+                    shutil.copytree(mdir, dst)
         print(f"  {hf_arch} -> converter class {conv_cls}; {os.path.getsize(gguf_path)} bytes")
         arch = describe_gguf(gguf_path)
         check_layout(model, gguf_path, arch, kw, opt)

@@ -12,7 +12,11 @@ CI; the numbers go to the README's "Hugging Face checkpoints"):
      against finetune.h's;
   3. a LoRA that ft trains on SmolLM2 (r 8, all linear layers, 20 steps of the date data, over
      the Q4_1 base), `ft export --format hf --type f32`: transformers' logits on the merged
-     directory against `ft logits --adapter`.
+     directory against `ft logits --adapter`;
+  4. Gemma 3 270M (Q4_K_M GGUF, when ~/.cache/finetune/gemma-3-270m-q4_k_m.gguf is there),
+     `ft convert --type bf16`: its SentencePiece tokenizer as tokenizer.json in transformers
+     against llama.cpp's ids (tests/fixtures/tokenizer_gemma3.txt, L lines, add_bos), and
+     transformers' logits on the directory against ft's on the same directory.
 
     /work/venv/bin/python tools/ref/hf_export_check.py [GGUF]     (~3 minutes; builds nothing:
                                                                    run `make build/ft` first)"""
@@ -28,6 +32,7 @@ import transformers
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 FT = os.path.join(ROOT, "build", "ft")
 GGUF = sys.argv[1] if len(sys.argv) > 1 else os.path.expanduser("~/.cache/finetune/SmolLM2-135M-Instruct.Q4_1.gguf")
+GEMMA = os.path.expanduser("~/.cache/finetune/gemma-3-270m-q4_k_m.gguf")
 NAMES = ["llama3", "llama_linear", "llama_yarn", "qwen3", "gemma3", "phi3", "phi3_longrope", "qwen3moe", "mixtral", "olmoe"]
 TEXT = "The quick brown fox jumps over the lazy dog. In 2024, finetune.h trained SmolLM2 on 1,234 examples."
 torch.set_num_threads(2)
@@ -129,6 +134,30 @@ def main():
         fa, f0 = ft_logits(GGUF, ids, ad), ft_logits(GGUF, ids)
         print(f"  LoRA (20 steps) ft export --format hf -> transformers: |logits - ft's with the adapter| / range {rel(lg, fa):.2e} "
               f"(the adapter moves them {rel(fa, f0):.2e}), argmax {int((lg.argmax(-1) == fa.argmax(-1)).sum())}/{len(ids)}")
+        # 4. Gemma 3: a SentencePiece tokenizer
+        if os.path.exists(GEMMA):
+            d = os.path.join(tmp, "gemma3")
+            ft("convert", "-m", GEMMA, "-o", d, "--type", "bf16")
+            tok = transformers.AutoTokenizer.from_pretrained(d)
+            s, same, total = None, 0, 0
+            for ln in open(os.path.join(ROOT, "tests", "fixtures", "tokenizer_gemma3.txt"), "rb").read().split(b"\n"):
+                if ln.startswith(b"S "):
+                    s = b"" if ln[2:] == b"-" else bytes.fromhex(ln[2:].decode())
+                elif ln.startswith(b"L "):
+                    try:
+                        txt = s.decode("utf-8")
+                    except UnicodeDecodeError:
+                        continue
+                    same += tok(txt)["input_ids"] == [int(x) for x in ln[2:].split()[1:]]; total += 1
+            print(f"  Gemma 3 tokenizer.json written by ft (SentencePiece as BPE with byte fallback), in transformers: "
+                  f"{same}/{total} valid-UTF-8 strings give llama.cpp's ids")
+            m = load(d)
+            gids = tok(TEXT)["input_ids"]
+            with torch.no_grad():
+                lg = m(torch.tensor([gids])).logits[0].double().numpy()
+            fl = ft_logits(d, gids)
+            print(f"  Gemma 3 ft convert --type bf16 -> transformers: |logits - ft's on the directory| / range {rel(lg, fl):.2e}, "
+                  f"argmax {int((lg.argmax(-1) == fl.argmax(-1)).sum())}/{len(gids)}")
 
 
 if __name__ == "__main__":
