@@ -122,6 +122,8 @@
       tokenizer.json, tokenizer_config.json / chat_template.jinja, generation_config.json, read
       as the GGUF llama.cpp's convert_hf_to_gguf.py makes of them (its Q/K permutation, gemma's
       1 + w norms, stacked experts, RoPE factors: in copies), so everything else sees a GGUF.
+      ft_gguf_save_hf / ft_model_save_hf (merged adapter) write such a directory back, as
+      save_pretrained would (F32/F16/BF16; tokenizer.json from either tokenizer kind).
       Every file the library writes goes through one atomic writer (PATH.tmp, fsync, rename) that
       first makes the missing directories of PATH (ft_mkdirs_parent, as mkdir -p); an error names
       the path and the reason (a file in the way, read-only, no space).
@@ -316,7 +318,8 @@
              formats; ft_tokenizer_stop_ids
       0.3.1  Hugging Face model directories read wherever a GGUF is ([hf]: config.json,
              safetensors shards mapped, tokenizer.json, chat template, generation config);
-             multiple-choice evaluation as lm-evaluation-harness (ft_mc_load, ft_eval_mc)
+             multiple-choice evaluation as lm-evaluation-harness (ft_mc_load, ft_eval_mc);
+             Hugging Face directories written (ft_gguf_save_hf, ft_model_save_hf)
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H

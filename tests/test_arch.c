@@ -420,54 +420,48 @@ static void expect_hf_error(const char *what, const char *want1, const char *wan
     ft_gguf_close(g);
 }
 TEST(hf_bad_directories) {
+    /* (file, its text, the error names: where, what); config.json's right text comes back after each */
+    static const char *const cases[][4] = {
+        {"config.json", "{\"architectures\": [\"FalconForCausalLM\"]}", "build/hf_bad/config.json", "FalconForCausalLM"},
+        {"config.json", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64}", "build/hf_bad/config.json", "num_hidden_layers"},
+        {"config.json", "{\"architectures\": [\"LlamaForCausalLM\"], \"num_hidden_layers\": -3}", "build/hf_bad/config.json", "num_hidden_layers"},
+        {"config.json", "{\"architectures\": [\"LlamaForCausalLM\"], ", "build/hf_bad/config.json", "1:"},
+        {"config.json", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 96, \"num_hidden_layers\": 2, "
+                        "\"num_attention_heads\": 4, \"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2}}", "build/hf_bad/config.json", "dynamic"},
+        {"model.safetensors.index.json", "{\"weight_map\": {\"a\": \"../elsewhere.safetensors\"}}", "model.safetensors.index.json", "../elsewhere.safetensors"},
+        {"model.safetensors.index.json", "{\"weight_map\": {\"a\": \"missing-00001.safetensors\"}}", "build/hf_bad/missing-00001.safetensors", "cannot open"},
+        {"tokenizer.json", "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}", "build/hf_bad/tokenizer.json", "WordPiece"},
+        {"tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"pre_tokenizer\": {\"type\": \"Whitespace\"}}", "build/hf_bad/tokenizer.json", "pre_tokenizer"},
+        {"tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [3]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}", "build/hf_bad/tokenizer.json", "merges[0]"},
+    };
     const char *cfg = "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 96, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2}";
-    FILE *f; char *st; size_t n;
+    FILE *f; char *st, path[128], *p = NULL; size_t n, k; ft_gguf *g = NULL;
     CHECK_OK(ft_mkdirs("build/hf_bad"));
     remove("build/hf_bad/config.json");
     expect_hf_error("no config.json", "build/hf_bad", "without config.json");
-    put_file("build/hf_bad/config.json", "{\"architectures\": [\"FalconForCausalLM\"]}");
-    expect_hf_error("an architecture", "build/hf_bad/config.json", "FalconForCausalLM");
-    put_file("build/hf_bad/config.json", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64}");
-    expect_hf_error("a missing key", "build/hf_bad/config.json", "num_hidden_layers");
-    put_file("build/hf_bad/config.json", "{\"architectures\": [\"LlamaForCausalLM\"], \"num_hidden_layers\": -3}");
-    expect_hf_error("a bad number", "build/hf_bad/config.json", "num_hidden_layers");
-    put_file("build/hf_bad/config.json", "{\"architectures\": [\"LlamaForCausalLM\"], ");
-    expect_hf_error("broken JSON", "build/hf_bad/config.json", "1:");
     put_file("build/hf_bad/config.json", cfg);
     remove("build/hf_bad/model.safetensors");
     expect_hf_error("no weights", "build/hf_bad/model.safetensors", "cannot open");
-    /* the weights of a real fixture, under a tensor name no architecture has */
+    /* the weights of a real fixture: under a tensor name no architecture has, then as they are */
     st = (char *)ft_test_slurp("tests/fixtures/hf/llama3/model.safetensors", &n);
-    if (st) {
-        char *p = NULL; size_t k;
-        for (k = 8; k + 17 <= n && !p; k++) if (!memcmp(st + k, "model.norm.weight", 17)) p = st + k;   /* in the JSON header */
-        if (p) memcpy(p, "model.xorm.weight", 17);
-        if ((f = fopen("build/hf_bad/model.safetensors", "wb")) != NULL) { fwrite(st, 1, n, f); fclose(f); }
-        expect_hf_error("an unknown tensor", "build/hf_bad/model.safetensors", "model.xorm.weight");
-        if (p) memcpy(p, "model.norm.weight", 17);                   /* the right weights again */
-        if ((f = fopen("build/hf_bad/model.safetensors", "wb")) != NULL) { fwrite(st, 1, n, f); fclose(f); }
-        free(st);
+    for (k = 8; st && k + 17 <= n && !p; k++) if (!memcmp(st + k, "model.norm.weight", 17)) p = st + k;   /* in the JSON header */
+    CHECK(p != NULL, "the llama3 fixture's weights");
+    if (!p) { free(st); return; }
+    memcpy(p, "model.xorm.weight", 17);
+    if ((f = fopen("build/hf_bad/model.safetensors", "wb")) != NULL) { fwrite(st, 1, n, f); fclose(f); }
+    expect_hf_error("an unknown tensor", "build/hf_bad/model.safetensors", "model.xorm.weight");
+    memcpy(p, "model.norm.weight", 17);
+    if ((f = fopen("build/hf_bad/model.safetensors", "wb")) != NULL) { fwrite(st, 1, n, f); fclose(f); }
+    free(st);
+    for (k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        snprintf(path, sizeof path, "build/hf_bad/%s", cases[k][0]);
+        put_file(path, cases[k][1]);
+        expect_hf_error(cases[k][1], cases[k][2], cases[k][3]);
+        remove(path);
+        put_file("build/hf_bad/config.json", cfg);
     }
-    put_file("build/hf_bad/model.safetensors.index.json", "{\"weight_map\": {\"a\": \"../elsewhere.safetensors\"}}");
-    expect_hf_error("a shard outside", "model.safetensors.index.json", "../elsewhere.safetensors");
-    put_file("build/hf_bad/model.safetensors.index.json", "{\"weight_map\": {\"a\": \"missing-00001.safetensors\"}}");
-    expect_hf_error("a missing shard", "build/hf_bad/missing-00001.safetensors", "cannot open");
-    remove("build/hf_bad/model.safetensors.index.json");
-    put_file("build/hf_bad/config.json", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 96, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2}}");
-    expect_hf_error("a RoPE type", "build/hf_bad/config.json", "dynamic");
-    put_file("build/hf_bad/config.json", cfg);
-    put_file("build/hf_bad/tokenizer.json", "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}");
-    expect_hf_error("a tokenizer model", "build/hf_bad/tokenizer.json", "WordPiece");
-    put_file("build/hf_bad/tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"pre_tokenizer\": {\"type\": \"Whitespace\"}}");
-    expect_hf_error("a pre-tokenizer", "build/hf_bad/tokenizer.json", "pre_tokenizer");
-    put_file("build/hf_bad/tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [3]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}");
-    expect_hf_error("a merge", "build/hf_bad/tokenizer.json", "merges[0]");
-    remove("build/hf_bad/tokenizer.json");
-    {   /* and with the right files it opens */
-        ft_gguf *g = NULL;
-        CHECK_OK(ft_gguf_open(&g, "build/hf_bad"));
-        ft_gguf_close(g);
-    }
+    CHECK_OK(ft_gguf_open(&g, "build/hf_bad"));                 /* with the right files it opens */
+    ft_gguf_close(g);
 }
 
 /* architectures and layers that are not there yet fail by name */
