@@ -119,7 +119,7 @@ clean:
 # working copy of its seeds ($(BUILD)/fuzz/corpus/<target>), one line per target, non-zero on any
 # finding (tests/fuzz/run.sh); make fuzz-smoke: the same for 10 s each (CI); make fuzz-seeds:
 # regenerate the committed seeds tests/fuzz/corpus/ (tests/fuzz/make_seeds.c).
-FUZZ_TARGETS = gguf safetensors json dataset tokenizer chat regex peft checkpoint model
+FUZZ_TARGETS = gguf safetensors json dataset tokenizer chat regex peft checkpoint model hf
 FUZZ_CC     ?= clang
 FUZZ_FLAGS   = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_TIME   ?= 60

@@ -14,7 +14,7 @@
 static const char *OUT = "tests/fuzz/corpus";
 static long corpus_bytes[16];
 static const char *const TARGETS[] = {"gguf", "safetensors", "json", "dataset", "tokenizer", "chat", "regex",
-                                      "peft", "checkpoint", "model", NULL};
+                                      "peft", "checkpoint", "model", "hf", NULL};
 
 static int target_index(const char *target) {
     int i;
@@ -434,6 +434,31 @@ static void seeds_checkpoint(ft_model *m) {
     }
 }
 
+/* hf: each tiny model's config.json and tokenizer.json (tests/fixtures/hf), in fuzz_hf.c's layout,
+   its weights the harness's own copy of that model's (byte 0 = k); the first also written back */
+static void seeds_hf(void) {
+    static const char *const names[9] = {"llama3", "llama_linear", "llama_yarn", "qwen3", "gemma3", "phi3", "phi3_longrope", "qwen3moe", "olmoe"};
+    char path[256], name[64];
+    int k;
+    for (k = 0; k < 9; k++) {
+        size_t nc, nt;
+        unsigned char *c, *t, *b;
+        snprintf(path, sizeof path, "tests/fixtures/hf/%s/config.json", names[k]);
+        FT_FUZZ_MUST((c = ft_fuzz_slurp(path, &nc)) != NULL && nc < 65536);
+        snprintf(path, sizeof path, "tests/fixtures/hf/%s/tokenizer.json", names[k]);
+        FT_FUZZ_MUST((t = ft_fuzz_slurp(path, &nt)) != NULL && nt < 65536);
+        FT_FUZZ_MUST((b = (unsigned char *)malloc(5 + nc + nt)) != NULL);
+        b[0] = (unsigned char)(k | (k == 0 ? 0x40 : 0));
+        b[1] = (unsigned char)(nc & 255); b[2] = (unsigned char)(nc >> 8);
+        memcpy(b + 3, c, nc);
+        b[3 + nc] = (unsigned char)(nt & 255); b[4 + nc] = (unsigned char)(nt >> 8);
+        memcpy(b + 5 + nc, t, nt);
+        snprintf(name, sizeof name, "%s", names[k]);
+        seed("hf", name, b, 5 + nc + nt);
+        free(b); free(c); free(t);
+    }
+}
+
 int main(int argc, char **argv) {
     ft_model *m;
     int i, bad = 0;
@@ -446,6 +471,7 @@ int main(int argc, char **argv) {
     seeds_adapters(m);
     seeds_checkpoint(m);
     ft_model_free(m);
+    seeds_hf();
     for (i = 0; TARGETS[i]; i++) {
         printf("%-12s %6ld bytes\n", TARGETS[i], corpus_bytes[i]);
         if (corpus_bytes[i] >= 65536) {
