@@ -6671,7 +6671,7 @@ FT_API ft_result ft_gguf_copy_kv(ft_gguf_writer *w, const ft_gguf_kv *kv) {
    ft_gguf_write */
 FT_API ft_result ft_gguf_add_tensor(ft_gguf_writer *w, const char *name, ft_type type, int n_dims, const int64_t *ne, const void *data) {
     ft__gguf_wt *t; int64_t k, nel = 1;
-    if (!ft__type(type) || n_dims < 1 || n_dims > 4 || ne[0] % ft__type(type)->block)
+    if (!ft__type(type) || n_dims < 1 || n_dims > 4 || ne[0] < 1 || ne[0] % ft__type(type)->block)
         return ft_set_error(FT_ERR_INVALID, "gguf writer: tensor '%s': bad type or shape", name);
     for (k = 0; k < w->n_t; k++)
         if (strcmp(w->t[k].name, name) == 0) return ft_set_error(FT_ERR_INVALID, "gguf writer: tensor '%s' added twice", name);
@@ -7165,15 +7165,17 @@ static int ft__hf_dtype(const char *dt) {
 /* layer tensor `rest` of layer l: an expert's weight (kept for stacking: *gname empty) or a
    name from the table */
 static ft_result ft__hf_layer_name(ft__hf *h, const char *file, const char *name, const char *rest, int64_t l,
-                                   const void *data, ft_type type, const int64_t *shape, char *gname) {
+                                   const void *data, ft_type type, const int64_t *shape, int nd, char *gname) {
     size_t i, pl; long long e; int n;
     for (i = 0; i < sizeof ft__hf_expert_names / sizeof ft__hf_expert_names[0]; i++) {
         pl = strlen(ft__hf_expert_names[i].prefix);
-        if (strncmp(rest, ft__hf_expert_names[i].prefix, pl) || rest[pl] != '.' || sscanf(rest + pl + 1, "%lld.%n", &e, &n) != 1) continue;
+        n = 0;
+        if (strncmp(rest, ft__hf_expert_names[i].prefix, pl) || rest[pl] != '.' || sscanf(rest + pl + 1, "%lld.%n", &e, &n) != 1 || n <= 0) continue;
         if (strncmp(rest + pl + 1 + n, ft__hf_expert_names[i].part, strlen(ft__hf_expert_names[i].part)) ||
             strcmp(rest + pl + 1 + n + strlen(ft__hf_expert_names[i].part), ".weight")) continue;
         {
             int k = ft__hf_expert_names[i].k;
+            if (nd != 2) return ft_set_error(FT_ERR_SHAPE, "%s: tensor '%s': an expert's weight has %d dimensions, not 2", file, name, nd);
             if (e < 0 || e >= h->n_expert) return ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s': expert %lld of %lld (num_local_experts / num_experts in config.json)", file, name, e, (long long)h->n_expert);
             if (h->experts[(l * 3 + k) * h->n_expert + e]) return ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s' appears twice", file, name);
             if (h->exp_type[k] == (ft_type)-1) { h->exp_type[k] = type; h->exp_shape[k][0] = shape[0]; h->exp_shape[k][1] = shape[1]; }
@@ -7221,13 +7223,16 @@ static ft_result ft__hf_tensor(ft__hf *h, const ft_safetensors *st, const char *
     if ((type = ft__hf_dtype(dt)) < 0) return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16, BF16 are read)", file, name, dt);
     if (nd < 1 || nd > 2) return ft_set_error(FT_ERR_SHAPE, "%s: tensor '%s' has %d dimensions (1 or 2 expected)", file, name, nd);
     ty = (ft_type)type;
-    for (k = 0; k < nd; k++) ne[k] = shape[nd - 1 - k];
+    for (k = 0; k < nd; k++) {
+        ne[k] = shape[nd - 1 - k];
+        if (ne[k] < 1) return ft_set_error(FT_ERR_SHAPE, "%s: tensor '%s' has an empty dimension", file, name);
+    }
     if (!strcmp(name, "model.embed_tokens.weight")) snprintf(gname, sizeof gname, "token_embd.weight");
     else if (!strcmp(name, "model.norm.weight")) snprintf(gname, sizeof gname, "output_norm.weight");
     else if (!strcmp(name, "lm_head.weight")) { if (tied) return FT_OK; snprintf(gname, sizeof gname, "output.weight"); }
     else if (sscanf(name, "model.layers.%lld.%n", &l, &n) == 1 && n > 0) {
         if (l < 0 || l >= h->n_layer) return ft_set_error(FT_ERR_FORMAT, "%s: tensor '%s' is for layer %lld of %lld", file, name, l, (long long)h->n_layer);
-        FT__HF_TRY(ft__hf_layer_name(h, file, name, name + n, l, data, ty, shape, gname));
+        FT__HF_TRY(ft__hf_layer_name(h, file, name, name + n, l, data, ty, shape, nd, gname));
         if (!gname[0]) return FT_OK;                               /* an expert: stacked later    */
     } else return ft_set_error(FT_ERR_UNSUPPORTED, "%s: tensor '%s' is not one finetune.h reads for %s", file, name, h->a->cls);
     FT__HF_TRY(ft__hf_transform(h, file, gname, &data, &ty, nd, ne));
@@ -7259,6 +7264,8 @@ static ft_result ft__hf_weights(ft__hf *h) {
     char path[1200]; ft_json_doc *idx = NULL; const ft_json *wm = NULL; int64_t i, j, n_files = 1; ft_result r = FT_OK;
     const ft_json *tie = ft__json_value(h->cfg, "tie_word_embeddings");
     int tied = tie ? tie->kind == FT_JSON_BOOL && tie->num != 0 : h->a->gemma;
+    if (h->n_expert > 0 && h->n_layer * h->n_expert > ((int64_t)1 << 20))
+        return ft_set_error(FT_ERR_FORMAT, "%s/config.json: %lld layers of %lld experts is more than this reader takes", h->dir, (long long)h->n_layer, (long long)h->n_expert);
     if (h->n_expert > 0) {
         h->experts = FT__CAST(const void **, FT_MALLOC((size_t)(h->n_layer * 3 * h->n_expert) * sizeof(void *)));
         if (!h->experts) return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", h->dir);
@@ -7311,8 +7318,17 @@ static int64_t ft__hf_token_id(const ft_json *tj, const char *text) {
     v = ft__json_value(ft__json_value(model, "vocab"), text);
     return v && v->kind == FT_JSON_NUMBER ? (int64_t)v->num : -1;
 }
-/* the vocabulary: model.vocab and added_tokens by id (control when special, user-defined
-   otherwise, as the converter types them), <0xXX> byte tokens, gaps padded */
+/* an added token that is not marked special but that the converter makes a control token anyway
+   (its does_token_look_special) */
+static int ft__hf_looks_special(const char *s) {
+    size_t n = strlen(s);
+    if (!strcmp(s, "<pad>") || !strcmp(s, "<mask>") || !strcmp(s, "<2mass>") || !strcmp(s, "[@BOS@]")) return 1;
+    if (n >= 4 && !strncmp(s, "<|", 2) && !strcmp(s + n - 2, "|>")) return 1;
+    if (n >= 8 && !strncmp(s, "<\xef\xbd\x9c", 4) && !strcmp(s + n - 4, "\xef\xbd\x9c>")) return 1;    /* <｜ ... ｜> */
+    return n >= 8 && !strncmp(s, "<unused", 7) && s[n - 1] == '>';
+}
+/* the vocabulary: model.vocab and added_tokens by id (control when special or when it looks so,
+   user-defined otherwise, as the converter types them), <0xXX> byte tokens, gaps padded */
 static ft_result ft__hf_vocab_make(ft__hf *h, const ft_json *tj, int spm, ft__hf_vocab *v) {
     const ft_json *model = ft__json_value(tj, "model"), *vocab = ft__json_value(model, "vocab"), *add = ft__json_value(tj, "added_tokens");
     int64_t i, id, cfg_n = -1; double d;
@@ -7332,6 +7348,9 @@ static ft_result ft__hf_vocab_make(ft__hf *h, const ft_json *tj, int spm, ft__hf
     }
     if (ft__hf_num(h, h->cfg, "config.json", "vocab_size", 1, 1 << 30, 1, 0, -1, &d) == FT_OK) cfg_n = (int64_t)d;
     v->n = FT__MAX(v->n, cfg_n);                              /* embedding rows past the tokenizer */
+    if (v->n > 2 * (vocab->n + (add ? add->n : 0)) + 65536)     /* ids far past the entries: a broken file */
+        return ft_set_error(FT_ERR_FORMAT, "%s/tokenizer.json: token ids (or config.json's vocab_size) up to %lld for %lld entries", h->dir, (long long)v->n,
+                            (long long)(vocab->n + (add ? add->n : 0)));
     v->tok = FT__CAST(ft_gguf_str *, FT_MALLOC((size_t)v->n * sizeof(ft_gguf_str)));
     v->type = FT__CAST(int32_t *, FT_MALLOC((size_t)v->n * sizeof(int32_t)));
     v->score = FT__CAST(float *, FT_MALLOC((size_t)v->n * sizeof(float)));
@@ -7351,7 +7370,7 @@ static ft_result ft__hf_vocab_make(ft__hf *h, const ft_json *tj, int spm, ft__hf
         const ft_json *a = ft_json_at(add, i), *sp = ft__json_value(a, "special"); const char *c = ft__hf_token_text(a);
         id = (int64_t)ft__json_value(a, "id")->num;
         v->tok[id].s = c; v->tok[id].n = strlen(c);
-        v->type[id] = sp && sp->num != 0 ? FT__TT_CONTROL : FT__TT_USER;
+        v->type[id] = (sp && sp->num != 0) || ft__hf_looks_special(c) ? FT__TT_CONTROL : FT__TT_USER;
     }
     id = ft__hf_token_id(tj, ft__hf_token_text(ft__json_value(model, "unk_token")));
     if (id >= 0 && id < v->n) v->type[id] = FT__TT_UNKNOWN;
@@ -7452,8 +7471,11 @@ static ft_result ft__hf_special_ids(ft__hf *h, const ft_json *tj, const ft__hf_v
         id = ft__hf_token_id(tj, ft__hf_token_text(ft__json_value(tc, ck)));
         if (id < 0 && k != 2) {
             snprintf(ck, sizeof ck, "%s_token_id", nm[k]);
-            if (ft__json_value(h->cfg, ck) && ft__json_value(h->cfg, ck)->kind == FT_JSON_ARRAY) d = ft_json_at(ft__json_value(h->cfg, ck), 0)->num;
-            else FT__HF_TRY(ft__hf_num(h, h->cfg, "config.json", ck, 0, 1 << 30, 1, 0, -1, &d));
+            const ft_json *a = ft__json_value(h->cfg, ck);
+            if (a && a->kind == FT_JSON_ARRAY) {                  /* a list: its first id        */
+                d = a->n > 0 && ft_json_at(a, 0)->kind == FT_JSON_NUMBER ? ft_json_at(a, 0)->num : -1;
+                if (!(d >= -1 && d <= (double)(1 << 30)) || d != floor(d)) return ft_set_error(FT_ERR_FORMAT, "%s/config.json: \"%s\"[0] is not a token id", h->dir, ck);
+            } else FT__HF_TRY(ft__hf_num(h, h->cfg, "config.json", ck, 0, 1 << 30, 1, 0, -1, &d));
             id = (int64_t)d;
         }
         if (id >= 0 && id < v->n) FT__HF_TRY(ft_gguf_set_int(h->w, key[k], FT_GGUF_UINT32, id));
@@ -7503,7 +7525,8 @@ static ft_result ft__hf_chat(ft__hf *h) {
     if (eos && eos->kind == FT_JSON_ARRAY && eos->n > 0 && eos->n <= 8) {
         int32_t ids[8];
         for (i = 0; i < eos->n; i++) {
-            if (ft_json_at(eos, i)->kind != FT_JSON_NUMBER || ft_json_at(eos, i)->num < 0) return ft_set_error(FT_ERR_FORMAT, "%s/generation_config.json: eos_token_id[%lld] is not a token id", h->dir, (long long)i);
+            const ft_json *x = ft_json_at(eos, i);
+            if (x->kind != FT_JSON_NUMBER || !(x->num >= 0 && x->num < (double)(1 << 30)) || x->num != floor(x->num)) return ft_set_error(FT_ERR_FORMAT, "%s/generation_config.json: eos_token_id[%lld] is not a token id", h->dir, (long long)i);
             ids[i] = (int32_t)ft_json_at(eos, i)->num;
         }
         FT__HF_TRY(ft_gguf_set_array(h->w, "finetune.stop_token_ids", FT_GGUF_INT32, ids, (uint64_t)eos->n));
@@ -13104,6 +13127,7 @@ static ft_result ft__mc_parse(ft__mc_item *it, const ft_json *o, const char *whe
     } else if (q && q->kind == FT_JSON_STRING && ch && ch->kind == FT_JSON_OBJECT) {
         const ft_json *lab = ft__json_value(ch, "label"), *key = ft__json_value(o, "answerKey");
         txt = ft__json_value(ch, "text");
+        if (!txt) return ft_set_error(FT_ERR_FORMAT, "%s: ARC layout needs \"choices\": {\"text\": [...], \"label\": [...]}", where);
         it->context = ft__cat3("Question: ", q->s, "\nAnswer:");
         for (k = 0; lab && lab->kind == FT_JSON_ARRAY && key && key->kind == FT_JSON_STRING && k < lab->n; k++)
             if (ft_json_at(lab, k)->kind == FT_JSON_STRING && !strcmp(ft_json_at(lab, k)->s, key->s)) gold = (double)k;
@@ -13162,17 +13186,28 @@ FT_API ft_result ft_mc_load(ft_mc_set **out, const char *path) {
 }
 /* the context's and the whole sequence's tokens of one choice, as lm-eval's _encode_pair:
    *n_ctx of the *n tokens in ids (cap) are the context's */
+static int ft__py_space(uint32_t c) {                      /* Python's str.isspace */
+    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
 static ft_result ft__mc_encode(const ft_tokenizer *t, const char *context, const char *choice, int32_t *ids, int64_t cap, int64_t *n, int64_t *n_ctx) {
-    size_t lc = strlen(context), sp = 0; char *whole = ft__cat3(context, " ", choice);
+    size_t lc = strlen(context), end = 0, sp, i = 0; char *whole = ft__cat3(context, " ", choice), pre[256];
+    int32_t first = ft_tokenizer_bos(t) >= 0 ? ft_tokenizer_bos(t) : ft_tokenizer_eos(t);
+    int64_t np = first >= 0 ? ft_token_to_piece(t, first, pre, sizeof pre - 1, 1) : 0;
+    int bos = !(np > 0 && np < (int64_t)sizeof pre && !strncmp(context, pre, (size_t)np));   /* has_bos_prefix */
     if (!whole) return ft_set_error(FT_ERR_NOMEM, "mc: out of memory");
-    while (sp < lc && strchr(" \t\n\r\v\f", context[lc - 1 - sp])) sp++;     /* to the continuation */
-    if (lc - sp == 0) {                                   /* no context: the BOS (or EOS) token  */
+    while (i < lc) {                                      /* end: where the trailing whitespace starts */
+        uint32_t c = ft__utf8_next(FT__CAST(const unsigned char *, context), lc, &i);
+        if (!ft__py_space(c)) end = i;
+    }
+    sp = lc - end;                                        /* its bytes, moved to the continuation */
+    if (lc == 0) {                                        /* no context: the BOS (or EOS) token  */
         ids[0] = ft_tokenizer_bos(t) >= 0 ? ft_tokenizer_bos(t) : ft_tokenizer_eos(t);
         *n_ctx = 1;
         *n = 1 + ft_tokenize(t, whole, -1, ids + 1, cap - 1, 0, 1);
     } else {
-        *n_ctx = ft_tokenize(t, context, (int64_t)(lc - sp), NULL, 0, 1, 1);
-        *n = ft_tokenize(t, whole, -1, ids, cap, 1, 1);
+        *n_ctx = ft_tokenize(t, context, (int64_t)(lc - sp), NULL, 0, bos, 1);
+        *n = ft_tokenize(t, whole, -1, ids, cap, bos, 1);
     }
     FT_FREE(whole);
     if (*n > cap || *n_ctx < 0 || *n < 0) return ft_set_error(FT_ERR_INVALID, "mc: an item of more than %lld tokens", (long long)cap);
@@ -14766,10 +14801,10 @@ static int64_t ft__kv_int(const ft_gguf *g, const char *arch, const char *suffix
     snprintf(key, sizeof key, "%s%s%s", arch, *arch ? "." : "", suffix);
     return ft_gguf_get_int(g, key, &v) ? v : def;
 }
-static double ft__kv_float(const ft_gguf *g, const char *arch, const char *suffix, double def) {
+static double ft__kv_float(const ft_gguf *g, const char *arch, const char *suffix, double def) {   /* finite */
     char key[160]; double v;
     snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    return ft_gguf_get_float(g, key, &v) ? v : def;
+    return ft_gguf_get_float(g, key, &v) && fabs(v) <= DBL_MAX ? v : def;
 }
 /* the [hf] row of g's architecture (Mixtral for llama with experts), or NULL */
 static const ft__hf_arch *ft__hf_arch_of(const ft_gguf *g, char *arch, size_t cap) {
@@ -14912,6 +14947,8 @@ static ft_result ft__hf_out_add(ft__hf_out *o, const char *name, const ft_gguf_t
     unsigned char *dst = o->buf + o->off;
     ft__st_entry *e = &o->e[o->n];
     if (o->n >= o->cap || o->off + ob * (size_t)rows > o->size) return ft_set_error(FT_ERR_STATE, "hf: %s: more than planned", name);
+    if (heads > 0 && ((ndim == 2 ? rows : ne0 * rows) != heads * D || D < 2 || D % 2))
+        return ft_set_error(FT_ERR_SHAPE, "hf: %s has %lld rows, not %lld heads x %lld (the metadata's)", name, (long long)(ndim == 2 ? rows : ne0 * rows), (long long)heads, (long long)D);
     for (k = 0; k < rows; k++) {
         ft__type(gt->type)->to_f32(FT__CAST(const unsigned char *, gt->data) + (size_t)(r0 + k) * rb, o->row, ne0);
         for (j = 0; minus1 && j < ne0; j++) o->row[j] -= 1.0f;
@@ -15166,6 +15203,11 @@ FT_API ft_result ft_gguf_save_hf(const ft_gguf *g, const char *dir, ft_type dtyp
     if (dtype != FT_TYPE_F32 && dtype != FT_TYPE_F16 && dtype != FT_TYPE_BF16)
         return ft_set_error(FT_ERR_UNSUPPORTED, "%s: Hugging Face weights are written as f32, f16 or bf16, not %s", dir, ft_type_name(dtype));
     if ((r = ft_mkdirs(dir)) != FT_OK) return r;
+    {                                     /* what an earlier model in dir had and this one may not */
+        static const char *const stale[5] = {"model.safetensors.index.json", "chat_template.jinja", "tokenizer.json", "tokenizer_config.json", "generation_config.json"};
+        char path[1200]; int k;
+        for (k = 0; k < 5; k++) { snprintf(path, sizeof path, "%s/%s", dir, stale[k]); remove(path); }
+    }
     if ((r = ft__hf_save_tensors(g, a, arch, dtype, dir, &tied)) != FT_OK) return r;
     if ((r = ft__hf_save_config(g, a, arch, tied, dtype, dir)) != FT_OK) return r;
     return ft__hf_save_tokenizer(g, arch, dir);

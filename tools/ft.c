@@ -228,7 +228,8 @@ static const ft_opt ft_opts[] = {
     O_REAL("top-p", gen.sample.top_p, "0", "[0, 1]", GEN, "P", "nucleus sampling (0: off)"),
     O_INT("seed", 0, gen_seed, "1", "[0, 1e18]", GEN, "S", "sampling seed"),
     /* ft merge, ft merge-models, ft export, ft quantize */
-    O_ENUM("type", save.type, LIB, FT_ENUM_TYPE, "base", ft_only_writable, MRG | EXP | CNV, "weights' type (base: as in the base; a Hugging Face directory: f32, f16 or bf16, base the lossless one)"),
+    O_ENUM("type", save.type, LIB, FT_ENUM_TYPE, "base", ft_only_writable, MRG | EXP, "weights' type (base: as in the base; export --format hf: f32, f16 or bf16, base the one that loses nothing)"),
+    O_ENUM("type", save.type, "base", FT_ENUM_TYPE, "base", ft_only_writable, CNV, "a Hugging Face directory's weights: f32, f16, bf16, or base: the one that loses nothing"),
     O_FLAG("embeddings", 0, save.embeddings, MRG, "token_embd / output as --type too"),
     O_SEL("method", merge_method, "linear", FT_ENUM_MERGE_METHOD, NULL, MMS, "how the inputs are merged (mergekit's)"),
     O_FLAG("normalize", 0, normalize, MMS, "divide by the sum of the weights (--normalize=0: do not)"),
@@ -1452,7 +1453,7 @@ static int ft_evaluate(ft_run *r, const ft_dataset *d, int general, ft_evres *e)
     const ft_train_opts *t = &c->train;
     memset(e, 0, sizeof *e);
     if (general && r->general && ft_eval_loss(r->ctx, r->m, r->general, t->batch, t->seq_len, &e->general, NULL) != FT_OK) return ft_fail(c);
-    if (general && r->general_mc && ft_eval_mc(r->ctx, r->m, r->general_mc, t->seq_len, &e->mc) != FT_OK) return ft_fail(c);
+    if (general && r->general_mc && ft_eval_mc(r->ctx, r->m, r->general_mc, 0, &e->mc) != FT_OK) return ft_fail(c);
     if (ft_is_rl(r) && ft_eval_rl(r->ctx, r->m, d, t->rl.max_new, r->rw, r->n_rw, r->full_reward, c->eval_gen, &e->reward,
                                   &e->solved) != FT_OK) return ft_fail(c);
     if (ft_is_rl(r)) return 0;
@@ -1798,7 +1799,7 @@ static int ft_eval_mc_run(ft_cli *c, ft_ctx *ctx, ft_model *m) {
     ft_eval_mc_result res;
     int rc = 0;
     if (ft_mc_load(&s, c->mc) != FT_OK) return ft_fail(c);
-    if (ft_eval_mc(ctx, m, s, c->train.seq_len, &res) != FT_OK) rc = ft_fail(c);
+    if (ft_eval_mc(ctx, m, s, 0, &res) != FT_OK) rc = ft_fail(c);          /* the model's context, as lm-eval */
     if (!rc) printf("%s: %lld items, acc %.4f, acc_norm %.4f (log-likelihood of each choice, as lm-evaluation-harness)\n", c->mc,
                     (long long)res.n, res.acc, res.acc_norm);
     ft_mc_free(s);
