@@ -6962,16 +6962,23 @@ typedef struct ft__hf {
     char key[160];
 } ft__hf;
 
+/* a whole file, NUL-terminated, in *text (n bytes): FT_OK with *text NULL when it is absent and
+   not required */
+static ft_result ft__read_text(const char *path, char **text, size_t *n, int required) {
+    FILE *f; long sz;
+    *text = NULL; *n = 0;
+    if (!(f = fopen(path, "rb"))) return required || errno != ENOENT ? ft_set_error(FT_ERR_IO, "%s: cannot open: %s", path, strerror(errno)) : FT_OK;
+    if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 && (*text = FT__CAST(char *, FT_MALLOC((size_t)sz + 1))) != NULL)
+        (*text)[*n = fread(*text, 1, (size_t)sz, f)] = 0;
+    fclose(f);
+    return *text ? FT_OK : ft_set_error(FT_ERR_IO, "%s: read failed", path);
+}
 /* a JSON file of the directory: FT_OK with *doc NULL when it is absent and not required */
 static ft_result ft__json_file(const char *path, ft_json_doc **doc, int required) {
-    unsigned char *text = NULL; size_t n = 0; FILE *f; long sz; ft_result r;
+    char *text; size_t n; ft_result r;
     *doc = NULL;
-    if (!(f = fopen(path, "rb"))) return required || errno != ENOENT ? ft_set_error(FT_ERR_IO, "%s: cannot open: %s", path, strerror(errno)) : FT_OK;
-    if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = FT__CAST(unsigned char *, FT_MALLOC((size_t)sz + 1))) != NULL)
-        n = fread(text, 1, (size_t)sz, f);
-    fclose(f);
-    if (!text) return ft_set_error(FT_ERR_IO, "%s: read failed", path);
-    r = ft_json_parse(doc, FT__CAST(const char *, text), n, path, 1);
+    if ((r = ft__read_text(path, &text, &n, required)) != FT_OK || !text) return r;
+    r = ft_json_parse(doc, text, n, path, 1);
     FT_FREE(text);
     if (r == FT_OK && ft_json_root(*doc)->kind != FT_JSON_OBJECT) { ft_json_free(*doc); *doc = NULL; r = ft_set_error(FT_ERR_FORMAT, "%s: not a JSON object", path); }
     return r;
@@ -7420,12 +7427,11 @@ static ft_result ft__hf_merges(ft__hf *h, const ft_json *tj, int spm, ft__hf_voc
 }
 /* the pre-tokenizer's llama.cpp name, from tokenizer.json's pre_tokenizer: ByteLevel alone
    (gpt2), Digits + ByteLevel (smollm), or a Split by llama3's or qwen2's regex + ByteLevel */
-static const char *ft__hf_pre(const ft__hf *h, const ft_json *tj) {
+static const char *ft__hf_pre(const ft_json *tj) {
     static const char llama3[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
     static const char qwen2[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
     const ft_json *pt = ft__json_value(tj, "pre_tokenizer"), *seq, *im = ft__json_value(ft__json_value(tj, "model"), "ignore_merges");
     int64_t i; int bytelevel = 0, digits = 0, other = 0; const char *regex = NULL;
-    (void)h;
     if (!pt) return NULL;
     seq = ft__json_value(pt, "pretokenizers");
     for (i = 0; i < (seq && seq->kind == FT_JSON_ARRAY ? seq->n : 1); i++) {
@@ -7506,20 +7512,12 @@ static ft_result ft__hf_chat(ft__hf *h) {
     }
     if (ct && ct->kind == FT_JSON_STRING) FT__HF_TRY(ft_gguf_set_str(h->w, "tokenizer.chat_template", ct->s));
     else {
-        FILE *f; long n; char *text;
+        char *text; size_t n; ft_result r;
         snprintf(path, sizeof path, "%s/chat_template.jinja", h->dir);
-        if ((f = fopen(path, "rb")) != NULL) {
-            ft_result r = FT_OK;
-            if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 || !(text = FT__CAST(char *, FT_MALLOC((size_t)n + 1))))
-                r = ft_set_error(FT_ERR_IO, "%s: read failed", path);
-            else {
-                text[fread(text, 1, (size_t)n, f)] = 0;
-                r = ft_gguf_set_str(h->w, "tokenizer.chat_template", text);
-                FT_FREE(text);
-            }
-            fclose(f);
-            if (r != FT_OK) return r;
-        }
+        if ((r = ft__read_text(path, &text, &n, 0)) != FT_OK) return r;
+        r = text ? ft_gguf_set_str(h->w, "tokenizer.chat_template", text) : FT_OK;
+        FT_FREE(text);
+        if (r != FT_OK) return r;
     }
     eos = h->gen_doc ? ft__json_value(ft_json_root(h->gen_doc), "eos_token_id") : NULL;
     if (eos && eos->kind == FT_JSON_ARRAY && eos->n > 0 && eos->n <= 8) {
@@ -7544,7 +7542,7 @@ static ft_result ft__hf_tokenizer(ft__hf *h) {
         return ft_set_error(FT_ERR_UNSUPPORTED, "%s/tokenizer.json: model.type \"%s\" is not supported (BPE is)", h->dir, ty && ty->kind == FT_JSON_STRING ? ty->s : "?");
     bf = ft__json_value(model, "byte_fallback");
     spm = bf && bf->num != 0;
-    if (!spm && !(pre = ft__hf_pre(h, tj)))
+    if (!spm && !(pre = ft__hf_pre(tj)))
         return ft_set_error(FT_ERR_UNSUPPORTED, "%s/tokenizer.json: \"pre_tokenizer\" is none finetune.h knows (ByteLevel; Digits + ByteLevel; a Split by llama3's or qwen2's regex + ByteLevel)", h->dir);
     memset(&v, 0, sizeof v);
     r = ft__hf_vocab_make(h, tj, spm, &v);
@@ -13227,7 +13225,7 @@ FT_API ft_result ft_eval_mc(ft_ctx *ctx, ft_model *m, ft_mc_set *s, int64_t seq_
     for (i = 0; i < s->n && r == FT_OK; i++) {
         ft__mc_item *it = &s->it[i]; int best = 0, best_norm = 0; double bn = -HUGE_VAL;
         for (k = 0; k < it->n_choices && r == FT_OK; k++) {
-            int64_t n = 0, n_ctx = 0, j, off, T; ft_batch b; ft_tensor *h, *lp; double sum = 0; uint32_t cp; size_t pos = 0, nch = 0;
+            int64_t n = 0, n_ctx = 0, j, off, T; ft_batch b; ft_tensor *h, *lp; double sum = 0; size_t pos = 0, nch = 0, len = strlen(it->choices[k]);
             if ((r = ft__mc_encode(t, it->context, it->choices[k], ids, cap, &n, &n_ctx)) != FT_OK) break;
             off = FT__MAX(n - (seq_len + 1), 0);                /* left truncation                 */
             T = n - off - 1;
@@ -13240,7 +13238,7 @@ FT_API ft_result ft_eval_mc(ft_ctx *ctx, ft_model *m, ft_mc_set *s, int64_t seq_
             if (!lp) { r = ft_set_error(ctx->status ? ctx->status : FT_ERR_NOMEM, "mc: %s", ft_last_error()); break; }
             for (j = 0; j < T; j++) sum += FT__F(lp)[j];
             it->ll[k] = sum;
-            while (pos < strlen(it->choices[k])) { cp = ft__utf8_next(FT__CAST(const unsigned char *, it->choices[k]), strlen(it->choices[k]), &pos); (void)cp; nch++; }
+            for (; pos < len; nch++) ft__utf8_next(FT__CAST(const unsigned char *, it->choices[k]), len, &pos);   /* code points */
             if (sum > it->ll[best]) best = k;
             if (sum / (double)FT__MAX(nch, 1) > bn) { bn = sum / (double)FT__MAX(nch, 1); best_norm = k; }
         }
@@ -14843,7 +14841,7 @@ static void ft__jw_floats(ft__jw *w, const ft_gguf_tensor *t) {
     ft__jw_put(w, "]", 1);
 }
 /* "rope_theta" and "rope_scaling" (gemma: "rope_parameters" per layer type) */
-static ft_result ft__hf_save_rope(ft__jw *w, const ft_gguf *g, const ft__hf_arch *a, const char *arch, int64_t n_rot, const char *dir) {
+static ft_result ft__hf_save_rope(ft__jw *w, const ft_gguf *g, const ft__hf_arch *a, const char *arch, const char *dir) {
     double base = ft__kv_float(g, arch, "rope.freq_base", 10000.0), factor, orig;
     const ft_gguf_tensor *rf = ft_gguf_find_tensor(g, "rope_freqs.weight"), *rs = ft_gguf_find_tensor(g, "rope_factors_short.weight"), *rl = ft_gguf_find_tensor(g, "rope_factors_long.weight");
     char key[160]; ft_gguf_str st; int has_type;
@@ -14875,7 +14873,6 @@ static ft_result ft__hf_save_rope(ft__jw *w, const ft_gguf *g, const ft__hf_arch
         if (yarn) ft__jw_fmt(w, ", \"original_max_position_embeddings\": %lld", (long long)ft__kv_int(g, arch, "rope.scaling.original_context_length", 4096));
         ft__jw_put(w, "}", 1);
     }
-    (void)n_rot;
     return FT_OK;
 }
 /* config.json */
@@ -14920,7 +14917,7 @@ static ft_result ft__hf_save_config(const ft_gguf *g, const ft__hf_arch *a, cons
         }
         ft__jw_put(&w, "]", 1);
     } else if (cap > 0) ft__jw_fmt(&w, ",\n  \"final_logit_softcapping\": %.9g", cap);
-    if ((r = ft__hf_save_rope(&w, g, a, arch, rot, dir)) != FT_OK) { FT_FREE(w.b); return r; }
+    if ((r = ft__hf_save_rope(&w, g, a, arch, dir)) != FT_OK) { FT_FREE(w.b); return r; }
     ft__jw_put(&w, "\n}\n", 3);
     return ft__jw_save(&w, dir, "config.json");
 }
@@ -15151,9 +15148,8 @@ static ft_result ft__hf_save_tokenizer_json(const ft_gguf *g, const ft_tokenizer
    generation_config.json (bos, the stop ids) */
 static ft_result ft__hf_save_tokenizer(const ft_gguf *g, const char *arch, const char *dir) {
     static const char *const nm[4] = {"bos_token", "eos_token", "unk_token", "pad_token"};
-    ft_tokenizer *t = NULL; ft__jw w; ft_result r; ft_gguf_str mdl, tmpl; int32_t stop[FT_MAX_STOP]; int k, n;
+    ft_tokenizer *t = NULL; ft__jw w; ft_result r; ft_gguf_str tmpl; int32_t stop[FT_MAX_STOP]; int k, n;
     if ((r = ft_tokenizer_from_gguf(&t, g)) != FT_OK || !t) return r;
-    (void)mdl;
     r = ft__hf_save_tokenizer_json(g, t, dir);
     memset(&w, 0, sizeof w);
     ft__jw_fmt(&w, "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n  \"clean_up_tokenization_spaces\": %s,\n  \"model_max_length\": %lld,\n  \"add_bos_token\": %s,\n  \"add_eos_token\": %s",
