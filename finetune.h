@@ -1099,6 +1099,10 @@ FT_API void      ft_optim_free(ft_optim *o);
 FT_API ft_result ft_optim_step(ft_optim *o, float lr);      /* FT_ERR_NUMERIC: nothing changed   */
 FT_API void      ft_optim_set_lr_scale(ft_optim *o, const ft_tensor *t, float scale);   /* LoRA+ */
 FT_API int64_t   ft_optim_steps(const ft_optim *o);
+/* ZeRO-1: keep moments for the floats [lo, hi) of the parameter block only and update only those
+   (before the first step; the moments start at zero); ft_optim_step then reads gradients and
+   writes parameters in that range alone */
+FT_API ft_result ft_optim_shard(ft_optim *o, int64_t lo, int64_t hi);
 FT_API double    ft_params_grad_norm(const ft_params *P);
 FT_API void      ft_params_scale_grad(ft_params *P, float k);
 
@@ -1219,6 +1223,26 @@ typedef struct ft_rl_opts {
 FT_API ft_result ft_eval_rl(ft_ctx *ctx, ft_model *m, const ft_dataset *prompts, int max_new, const ft_reward_term *rewards, int n_rewards,
                             float max_reward, int64_t limit, double *mean_reward, double *solved);
 
+/* ---- collectives: data parallelism over several processes ------------------------------------------
+   The caller brings the transport (MPI in tools/ft_mpi.c, NCCL between GPUs); the library stays
+   libc-only. Every function is collective: each rank of the group calls it with the same n, in the
+   same order, and it returns when this rank's part is done. A shard of n floats: ft_shard_range. */
+typedef struct ft_collective {
+    int   rank, size;               /* this process's rank, the number of ranks                    */
+    void *user;
+    /* x[0..n) = the sum over ranks of x[0..n), in place; type FT_TYPE_F32 or FT_TYPE_F64 */
+    ft_result (*all_reduce)(void *user, void *x, int64_t n, ft_type type);
+    /* x[lo..hi) = the sum over ranks of x[lo..hi), [lo, hi) = this rank's shard of n (the rest of
+       x is left undefined) */
+    ft_result (*reduce_scatter)(void *user, float *x, int64_t n);
+    /* every rank's shard of x[0..n) to every rank */
+    ft_result (*all_gather)(void *user, float *x, int64_t n);
+    /* root's bytes to every rank */
+    ft_result (*broadcast)(void *user, void *x, int64_t bytes, int root);
+} ft_collective;
+/* the shard of n items that rank r of `size` holds: [r*ceil(n/size), min(n, (r+1)*ceil(n/size))) */
+FT_API void ft_shard_range(int64_t n, int rank, int size, int64_t *lo, int64_t *hi);
+
 /* ---- training utilities: schedules, checkpoints, plots ------------------------------------------------ */
 typedef enum ft_sched_kind { FT_SCHED_COSINE = 0, FT_SCHED_LINEAR, FT_SCHED_CONSTANT } ft_sched_kind;
 FT_API float ft_lr_at(ft_sched_kind kind, float lr, int64_t step, int64_t warmup, int64_t total, float min_ratio);
@@ -1266,6 +1290,8 @@ typedef struct ft_step_info {
     const float *moe_load;          /* (n_layer, n_expert) each layer's share of the choices per
                                        expert (last micro-batch), or NULL for a dense model        */
     int64_t moe_layers, moe_experts;
+    int     ranks;                  /* data-parallel ranks (1 without ft_train_opts.comm)          */
+    double  comm_s;                 /* seconds of this step spent in collectives                   */
 } ft_step_info;
 typedef int (*ft_step_fn)(void *user, const ft_step_info *info);     /* non-zero: stop           */
 
@@ -1339,6 +1365,14 @@ struct ft_train_opts {
     float   router_aux_coef;        /* MoE: load-balancing loss weight; < 0: the architecture's
                                        (0.001 mixtral, qwen3moe; 0.01 olmoe), 0: off             */
     float   router_z_coef;          /* MoE: router z-loss weight (0: off)                          */
+    const ft_collective *comm;      /* data parallelism: every rank runs ft_train with the same
+                                       model, data and options; a step is batch x grad_accum x
+                                       size examples, micro-batch k of the one global order on rank
+                                       k % size; gradients summed; rank 0 alone calls on_step,
+                                       evaluates and writes checkpoints (NULL: one process)       */
+    int     zero1;                  /* with comm: ZeRO-1, gradients reduce-scattered, each rank's
+                                       optimizer state and update for its shard of the parameters
+                                       only, then the parameters all-gathered                      */
 };
 /* every option at its default for the objective: what a zero field means, written once; the
    library and the command line both start from it */
@@ -12476,6 +12510,7 @@ struct ft_optim {
     float *m, *v;                   /* moments, laid out like the parameter block              */
     float *lr_scale;                /* per parameter tensor (LoRA+: a larger rate for B)        */
     int64_t t;                      /* steps taken                                              */
+    int64_t lo, hi;                 /* the floats of the block it updates; m, v hold hi - lo     */
 };
 
 FT_API ft_optim_opts ft_optim_opts_default(void) {
@@ -12507,7 +12542,18 @@ FT_API ft_result ft_optim_init(ft_optim **out, ft_params *P, const ft_optim_opts
     o->v = o->m + P->total;
     memset(o->m, 0, (size_t)P->total * 2 * sizeof(float));
     for (i = 0; i < P->n; i++) o->lr_scale[i] = 1.0f;
+    o->hi = P->total;
     *out = o;
+    return FT_OK;
+}
+FT_API ft_result ft_optim_shard(ft_optim *o, int64_t lo, int64_t hi) {
+    float *m;
+    if (lo < 0 || hi < lo || hi > o->P->total) return ft_set_error(FT_ERR_INVALID, "optimizer: shard [%lld, %lld) of %lld floats", (long long)lo, (long long)hi, (long long)o->P->total);
+    m = FT__CAST(float *, ft__aligned_alloc((size_t)FT__MAX(hi - lo, 1) * sizeof(float) * 2));
+    if (!m) return ft_set_error(FT_ERR_NOMEM, "optimizer: %lld moments", (long long)(hi - lo));
+    memset(m, 0, (size_t)(hi - lo) * 2 * sizeof(float));
+    ft__aligned_free(o->m);
+    o->m = m; o->v = m + (hi - lo); o->lo = lo; o->hi = hi;
     return FT_OK;
 }
 FT_API void ft_optim_free(ft_optim *o) {
@@ -12531,7 +12577,7 @@ FT_API void ft_params_scale_grad(ft_params *P, float k) { ft__vec_scale(P->total
 FT_API ft_result ft_optim_step(ft_optim *o, float lr) {
     ft_params *P = o->P; int i; int64_t j;
     double b1t, b2t;
-    for (j = 0; j < P->total; j++)
+    for (j = o->lo; j < o->hi; j++)
         if (!isfinite(P->grad[j])) {
             for (i = 0; i < P->n && !(P->t[i]->grad <= P->grad + j && P->grad + j < P->t[i]->grad + ft_numel(P->t[i])); i++) {}
             return ft_set_error(FT_ERR_NUMERIC, "optimizer: gradient of %s is %g; no parameter was changed",
@@ -12541,9 +12587,10 @@ FT_API ft_result ft_optim_step(ft_optim *o, float lr) {
     b1t = 1.0 - pow(o->o.beta1, (double)o->t); b2t = 1.0 - pow(o->o.beta2, (double)o->t);
     for (i = 0; i < P->n; i++) {
         ft_tensor *t = P->t[i];
-        float *p = FT__F(t), *g = t->grad, *m = o->m + (t->grad - P->grad), *v = o->v + (t->grad - P->grad);
-        float a = lr * o->lr_scale[i], wd = o->o.weight_decay; int64_t n = ft_numel(t);
-        if (!(t->flags & FT_TENSOR_REQUIRES_GRAD)) continue;
+        int64_t off = t->grad - P->grad, a0 = FT__MAX(o->lo - off, 0), a1 = FT__MIN(o->hi - off, ft_numel(t));
+        float *p = FT__F(t) + a0, *g = t->grad + a0, *m = o->m + (off + a0 - o->lo), *v = o->v + (off + a0 - o->lo);
+        float a = lr * o->lr_scale[i], wd = o->o.weight_decay; int64_t n = a1 - a0;
+        if (!(t->flags & FT_TENSOR_REQUIRES_GRAD) || n <= 0) continue;
         if (o->o.kind == FT_OPTIM_SGD) {
             for (j = 0; j < n; j++) {
                 m[j] = o->o.momentum * m[j] + g[j];
@@ -12821,6 +12868,7 @@ FT_API float ft_lr_at(ft_sched_kind kind, float lr, int64_t step, int64_t warmup
    written atomically; loading checks every name and shape ---------------------------------------- */
 FT_API ft_result ft_checkpoint_save(const char *path, const ft_params *P, const ft_optim *o, const ft_rng *rng, const ft_train_state *st) {
     ft_gguf_writer *w; ft_result r; int i, k; char name[300];
+    if (o && (o->lo != 0 || o->hi != P->total)) return ft_set_error(FT_ERR_STATE, "%s: the optimizer holds a shard (ZeRO-1): gather its moments first", path);
     if ((r = ft_gguf_writer_init(&w)) != FT_OK) return r;
     ft_gguf_set_str(w, "general.type", "finetune.checkpoint");
     ft_gguf_set_int(w, "ft.checkpoint.version", FT_GGUF_UINT32, 1);
@@ -12879,6 +12927,7 @@ static ft_result ft__checkpoint_state_check(const ft_gguf *g) {
 }
 FT_API ft_result ft_checkpoint_load(const char *path, ft_params *P, ft_optim *o, ft_rng *rng, ft_train_state *st) {
     ft_gguf *g; ft_result r; int i, k; int64_t v; char name[300]; ft_gguf_str type;
+    if (o && (o->lo != 0 || o->hi != P->total)) return ft_set_error(FT_ERR_STATE, "%s: the optimizer holds a shard (ZeRO-1): load into a whole one", path);
     if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
     if (!ft_gguf_get_str(g, "general.type", &type) || type.n != 19 || memcmp(type.s, "finetune.checkpoint", 19) != 0) {
         ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: not a finetune.h checkpoint", path);
@@ -13383,7 +13432,7 @@ static void ft__train_fill(ft_train_opts *o, const ft_objective_def *d, int64_t 
     if (o->rl.ppo.kl_horizon <= 0) o->rl.ppo.kl_horizon = z.rl.ppo.kl_horizon;
     if (o->steps <= 0) {                              /* epochs over the data */
         int64_t per_step = d->kind == FT_KIND_ROLLOUTS ? o->rl.prompts : o->batch;
-        per_step *= o->grad_accum;
+        per_step *= o->grad_accum * (o->comm ? o->comm->size : 1);
         o->steps = (o->epochs > 0 ? o->epochs : 1) * ((n + per_step - 1) / per_step);
     }
 }
@@ -13406,6 +13455,11 @@ typedef struct ft__trainer {
     ft__rl_buf *ro;                 /* rollouts: one batch per micro-batch slot, reused for
                                        rl.iterations steps                                        */
     float moe_aux, moe_z, *moe_load; /* the router losses and load of the last micro-batch         */
+    const ft_collective *cc;        /* data parallelism: the group (NULL: this process alone)      */
+    int rank, size;
+    int64_t lo, hi;                 /* this rank's shard of the parameter block                    */
+    int64_t ckpt_every;             /* rank 0's save_every when it has a checkpoint path, else 0  */
+    double comm_s;                  /* this step's seconds in collectives                          */
 } ft__trainer;
 
 /* the next examples of the data order, `want` of them or as many as the epoch has left; a new
@@ -14302,10 +14356,109 @@ static ft_result ft__train_check_opts(const ft_train_opts *o) {
     if (o->lr < 0) return ft_set_error(FT_ERR_INVALID, "train: option lr is %g (>= 0)", (double)o->lr);
     return FT_OK;
 }
+/* ---- data parallelism: the group's collectives as the loop calls them ---------------------------------
+   Every rank walks the same global data order and the same micro-batch slots; it computes the slots
+   k with k % size == rank and only moves past the examples of the others. Each slot's RNG is seeded
+   from (seed, step, k), so dropout and sampling do not depend on which rank runs it. */
+enum { FT__CC_SUM, FT__CC_SCATTER, FT__CC_GATHER, FT__CC_BCAST };
+static ft_result ft__cc(ft__trainer *t, int op, void *x, int64_t n, ft_type type, int root, const char *what) {
+    const ft_collective *c = t->cc; double t0 = ft_time_seconds(); ft_result r;
+    if (op == FT__CC_SUM) r = c->all_reduce(c->user, x, n, type);
+    else if (op == FT__CC_SCATTER) r = c->reduce_scatter(c->user, FT__CAST(float *, x), n);
+    else if (op == FT__CC_GATHER) r = c->all_gather(c->user, FT__CAST(float *, x), n);
+    else r = c->broadcast(c->user, x, n, root);
+    t->comm_s += ft_time_seconds() - t0;
+    if (r != FT_OK) return ft_set_error(r, "train: rank %d of %d: %s at step %lld: %s", t->rank, c->size, what, (long long)t->st.step + 1, ft_last_error());
+    return FT_OK;
+}
+/* rank 0's result r, on every rank: the others stop when rank 0 does */
+static ft_result ft__train_status(ft__trainer *t, ft_result r) {
+    int v = (int)r; ft_result c;
+    if (t->size == 1) return r;
+    if ((c = ft__cc(t, FT__CC_BCAST, &v, sizeof v, FT_TYPE_I32, 0, "rank 0's status")) != FT_OK) return c;
+    if (t->rank == 0 || v == FT_OK) return r;
+    return ft_set_error((ft_result)v, "train: rank 0 stopped at step %lld (%s; its message says why)", (long long)t->st.step, ft_result_string((ft_result)v));
+}
+/* the options that shape a step, the data and the parameters must be the same on every rank;
+   rank 0's checkpoint settings are the run's */
+static ft_result ft__train_agree(ft__trainer *t) {
+    static const char *names[] = {"steps", "grad_accum", "batch", "seq_len", "pack", "zero1", "seed", "examples", "parameter floats", "objective"};
+    int64_t mine[10], root[12]; double bad = 0; ft_result r, c; int i = 0;
+    mine[0] = t->o.steps; mine[1] = t->o.grad_accum; mine[2] = t->o.batch; mine[3] = t->o.seq_len; mine[4] = t->o.pack;
+    mine[5] = t->o.zero1; mine[6] = (int64_t)t->o.seed; mine[7] = t->n; mine[8] = t->P->total; mine[9] = (int64_t)t->def->kind;
+    memcpy(root, mine, sizeof mine);
+    root[10] = t->o.save_every; root[11] = t->o.checkpoint_path != NULL;
+    if ((r = ft__cc(t, FT__CC_BCAST, root, sizeof root, FT_TYPE_I64, 0, "rank 0's options")) != FT_OK) return r;
+    while (i < 10 && root[i] == mine[i]) i++;
+    if (i < 10) bad = 1;
+    if (bad) r = ft_set_error(FT_ERR_INVALID, "train: rank %d's %s is %lld, rank 0's %lld (every rank runs the same options and data)", t->rank, names[i],
+                              (long long)mine[i], (long long)root[i]);
+    t->ckpt_every = root[11] ? root[10] : 0;
+    if ((c = ft__cc(t, FT__CC_SUM, &bad, 1, FT_TYPE_F64, 0, "comparing the options")) != FT_OK) return c;
+    if (r != FT_OK || bad == 0) return r;
+    return ft_set_error(FT_ERR_INVALID, "train: the ranks' options or data differ from rank 0's (another rank's message says which)");
+}
+/* every rank starts from rank 0's parameters; resuming, from the checkpoint that rank 0 reads
+   (into a whole optimizer, of which a ZeRO-1 rank keeps its shard) */
+static ft_result ft__train_share(ft__trainer *t) {
+    ft_params *P = t->P; ft_optim *full = t->opt; ft_result r = FT_OK; int i, resumed = t->o.resume_from != NULL;
+    if (t->size > 1 && (r = ft__train_agree(t)) != FT_OK) return r;
+    resumed = resumed && t->rank == 0;
+    if (t->size > 1 && (r = ft__cc(t, FT__CC_BCAST, &resumed, sizeof resumed, FT_TYPE_I32, 0, "resuming")) != FT_OK) return r;
+    if (resumed && (t->opt->lo != 0 || t->opt->hi != P->total)) r = ft_optim_init(&full, P, &t->o.optim);
+    if (r == FT_OK && resumed && t->rank == 0) r = ft_checkpoint_load(t->o.resume_from, P, full, &t->ctx->rng, &t->st);
+    r = ft__train_status(t, r);
+    if (r == FT_OK && t->size > 1) r = ft__cc(t, FT__CC_BCAST, P->data, P->total * (int64_t)sizeof(float), FT_TYPE_F32, 0, "rank 0's parameters");
+    if (r == FT_OK && t->size > 1 && resumed) r = ft__cc(t, FT__CC_BCAST, &t->st, sizeof t->st, FT_TYPE_I8, 0, "the run's state");
+    if (r == FT_OK && t->size > 1 && resumed) r = ft__cc(t, FT__CC_BCAST, &full->t, sizeof full->t, FT_TYPE_I64, 0, "the optimizer's step");
+    if (r == FT_OK && t->size > 1 && resumed) r = ft__cc(t, FT__CC_BCAST, full->m, 2 * P->total * (int64_t)sizeof(float), FT_TYPE_F32, 0, "the moments");
+    if (r == FT_OK && full != t->opt) {
+        memcpy(t->opt->m, full->m + t->opt->lo, (size_t)(t->opt->hi - t->opt->lo) * sizeof(float));
+        memcpy(t->opt->v, full->v + t->opt->lo, (size_t)(t->opt->hi - t->opt->lo) * sizeof(float));
+        t->opt->t = full->t;
+    }
+    if (full != t->opt) ft_optim_free(full);
+    for (i = 0; i < P->n; i++) P->t[i]->version++;
+    return r;
+}
+/* a checkpoint (rank 0 writes it); a ZeRO-1 group first gathers the moments into a whole optimizer */
+static ft_result ft__train_save(ft__trainer *t) {
+    ft_params *P = t->P; ft_optim *full = t->opt; ft_result r = FT_OK;
+    if (t->opt->lo != 0 || t->opt->hi != P->total) {
+        if ((r = ft_optim_init(&full, P, &t->o.optim)) != FT_OK) return r;
+        memcpy(full->m + t->opt->lo, t->opt->m, (size_t)(t->opt->hi - t->opt->lo) * sizeof(float));
+        memcpy(full->v + t->opt->lo, t->opt->v, (size_t)(t->opt->hi - t->opt->lo) * sizeof(float));
+        full->t = t->opt->t;
+        r = ft__cc(t, FT__CC_GATHER, full->m, P->total, FT_TYPE_F32, 0, "gathering the first moments");
+        if (r == FT_OK) r = ft__cc(t, FT__CC_GATHER, full->v, P->total, FT_TYPE_F32, 0, "gathering the second moments");
+    }
+    if (r == FT_OK && t->rank == 0) r = ft_checkpoint_save(t->o.checkpoint_path, P, full, &t->ctx->rng, &t->st);
+    if (full != t->opt) ft_optim_free(full);
+    return r;
+}
+/* the group: checked, this rank's shard of the parameter block, ZeRO-1's optimizer shard */
+static ft_result ft__train_group(ft__trainer *t) {
+    const ft_collective *c = t->o.comm;
+    t->size = 1;
+    t->ckpt_every = t->o.checkpoint_path ? t->o.save_every : 0;
+    if (c && (c->size < 1 || c->rank < 0 || c->rank >= c->size || !c->all_reduce || !c->reduce_scatter || !c->all_gather || !c->broadcast))
+        return ft_set_error(FT_ERR_INVALID, "train: comm: rank %d of %d, or a collective missing", c->rank, c->size);
+    if (c) { t->cc = c; t->rank = c->rank; t->size = c->size; }
+    ft_shard_range(t->P->total, t->rank, t->size, &t->lo, &t->hi);
+    if (t->o.zero1 && t->size > 1) return ft_optim_shard(t->opt, t->lo, t->hi);
+    return FT_OK;
+}
+
+FT_API void ft_shard_range(int64_t n, int rank, int size, int64_t *lo, int64_t *hi) {
+    int64_t per = size > 0 ? (n + size - 1) / size : n;
+    *lo = FT__MIN((int64_t)rank * per, n);
+    *hi = FT__MIN(*lo + per, n);
+}
+
 static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_params *P, const ft_dataset *data, const ft_train_opts *opts) {
     ft_result r; int i;
     memset(t, 0, sizeof *t);
-    t->ctx = ctx; t->m = m; t->P = P; t->data = data; t->o = *opts; t->n = ft_dataset_size(data);
+    t->ctx = ctx; t->m = m; t->P = P; t->data = data; t->o = *opts; t->n = ft_dataset_size(data); t->size = 1;
     t->def = opts->custom ? opts->custom : ft_objective_get(opts->objective);
     if (!t->def) return ft_set_error(FT_ERR_INVALID, "train: objective %d", (int)opts->objective);
     if (t->def->kind == FT_KIND_PAIRS && !t->def->pair_loss) return ft_set_error(FT_ERR_INVALID, "train: objective %s has no pair loss", t->def->name);
@@ -14326,11 +14479,11 @@ static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_pa
     if ((r = ft_optim_init(&t->opt, P, &t->o.optim)) != FT_OK) return r;
     if (t->o.lr_scale_b != 0)                         /* LoRA+: a larger rate for every B */
         for (i = 0; i < P->n; i++) if (strstr(P->t[i]->name, "lora_B")) ft_optim_set_lr_scale(t->opt, P->t[i], t->o.lr_scale_b);
+    if ((r = ft__train_group(t)) != FT_OK) return r;
     if (t->def->kind == FT_KIND_ROLLOUTS) {
         t->ro = FT__CAST(ft__rl_buf *, FT_MALLOC((size_t)t->o.grad_accum * sizeof(ft__rl_buf)));
         if (!t->ro) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");
         memset(t->ro, 0, (size_t)t->o.grad_accum * sizeof(ft__rl_buf));
-        ft_rng_seed(&ctx->rng, t->st.data_seed);      /* sampling: the run's seed */
     }
     if (m && m->c.n_expert) {               /* a mixture of experts: its router losses */
         size_t i2;
@@ -14342,7 +14495,7 @@ static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_pa
         if (!t->moe_load) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");
         memset(t->moe_load, 0, (size_t)(m->c.n_layer * m->c.n_expert) * sizeof(float));
     }
-    if (t->o.resume_from && (r = ft_checkpoint_load(t->o.resume_from, P, t->opt, &ctx->rng, &t->st)) != FT_OK) return r;
+    if ((r = ft__train_share(t)) != FT_OK) return r;
     if ((r = ft__params_finite(P, "train: a trainable parameter")) != FT_OK) return r;
     if (m && !m->file_finite && (r = ft_gguf_check_finite(m->g)) != FT_OK) return r;   /* the file, once per model: ~0.3 s for 135M */
     if (m) m->file_finite = 1;
@@ -14354,7 +14507,8 @@ static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_pa
     return FT_OK;
 }
 
-/* after the update: the callback (with an evaluation when due), then a checkpoint when due */
+/* after the update: on rank 0, the callback (with an evaluation when due); then a checkpoint when
+   due; every rank stops when rank 0 does */
 static ft_result ft__train_report(ft__trainer *t, double loss, float lr, double gnorm) {
     ft_step_info info; double now = ft_time_seconds(); ft_result r = FT_OK; int64_t s = t->st.step;
     int boundary = t->def->kind != FT_KIND_ROLLOUTS || s % t->o.rl.iterations == 0;
@@ -14363,35 +14517,104 @@ static ft_result ft__train_report(ft__trainer *t, double loss, float lr, double 
     info.tokens = t->st.tokens; info.tokens_per_s = t->tok_window / FT__MAX(now - t->t_window, 1e-9);
     info.elapsed_s = now - t->t_start;
     info.eta_s = info.elapsed_s / (double)FT__MAX(s - t->first_step, 1) * (double)(t->o.steps - s);
-    info.eval_loss = NAN; info.pref = t->pref; info.rl = t->rl;
+    info.eval_loss = NAN; info.pref = t->pref; info.rl = t->rl; info.ranks = t->size; info.comm_s = t->comm_s;
     if (t->moe_load) {
         info.moe_aux = t->moe_aux; info.moe_z = t->moe_z; info.moe_load = t->moe_load;
         info.moe_layers = t->m->c.n_layer; info.moe_experts = t->m->c.n_expert;
     }
-    if (t->o.eval && t->o.eval_every > 0 && t->def->kind != FT_KIND_ROLLOUTS && (s % t->o.eval_every == 0 || s == t->o.steps))
+    if (t->rank == 0 && t->o.eval && t->o.eval_every > 0 && t->def->kind != FT_KIND_ROLLOUTS && (s % t->o.eval_every == 0 || s == t->o.steps))
         r = ft_eval_loss(t->ctx, t->m, t->o.eval, t->o.batch, t->o.seq_len, &info.eval_loss, NULL);
-    if (r == FT_OK && t->o.on_step && t->o.on_step(t->o.user, &info))
+    if (r == FT_OK && t->rank == 0 && t->o.on_step && t->o.on_step(t->o.user, &info))
         r = ft_set_error(FT_ERR_STATE, "train: stopped by the step callback at step %lld", (long long)s);
+    r = ft__train_status(t, r);
     t->t_window = ft_time_seconds();
     t->tok_window = 0;
-    if (r == FT_OK && boundary && t->o.checkpoint_path && t->o.save_every > 0 && (s % t->o.save_every == 0 || s == t->o.steps))
-        r = ft_checkpoint_save(t->o.checkpoint_path, t->P, t->opt, &t->ctx->rng, &t->st);
+    if (r == FT_OK && boundary && t->ckpt_every > 0 && (s % t->ckpt_every == 0 || s == t->o.steps)) r = ft__train_status(t, ft__train_save(t));
     return r;
 }
 
+/* another rank's micro-batch: the data order moves past the examples it takes */
+static ft_result ft__micro_skip(ft__trainer *t) {
+    int64_t got; const int64_t *ord; ft_result r;
+    if (t->def->kind == FT_KIND_ROLLOUTS) {
+        if (t->st.step % t->o.rl.iterations != 0) return FT_OK;
+        ft__take(t, t->o.rl.prompts, 1, &got);
+    } else if (t->def->kind == FT_KIND_TOKENS && t->o.pack) {
+        ord = ft__take(t, t->o.batch, 0, &got);
+        if ((r = ft_batch_build(&t->bd, t->data, ord, t->n - t->st.data_pos, t->o.batch, t->o.seq_len, 1, 0)) != FT_OK) return r;
+        got = t->bd.used;
+    } else {
+        ft__take(t, t->o.batch, 0, &got);
+    }
+    t->st.data_pos += got;
+    return FT_OK;
+}
+
+/* the step's loss and tokens over the group, and whether any rank met a non-finite loss or an
+   error; the statistics of the last micro-batch come from the rank that made it */
+static ft_result ft__train_sync(ft__trainer *t, double *loss, int *bad, ft_result r) {
+    double v[4]; int owner = (int)(((int64_t)t->o.grad_accum * t->size - 1) % t->size); ft_result c = FT_OK;
+    if (t->size == 1) return r;
+    v[0] = *loss; v[1] = (double)t->step_tokens; v[2] = *bad; v[3] = r != FT_OK;
+    if ((c = ft__cc(t, FT__CC_SUM, v, 4, FT_TYPE_F64, 0, "the step's loss")) != FT_OK || r != FT_OK) return c != FT_OK ? c : r;
+    if (v[3] > 0) return ft_set_error(FT_ERR_STATE, "train: step %lld: another rank stopped with an error (its message says which)", (long long)t->st.step + 1);
+    if (v[2] > 0 && !*bad) ft_set_error(FT_ERR_NUMERIC, "the loss is not finite on another rank");
+    *loss = v[0]; t->step_tokens = (int64_t)v[1]; *bad = v[2] > 0;
+    c = ft__cc(t, FT__CC_BCAST, &t->pref, sizeof t->pref, FT_TYPE_I8, owner, "the step's statistics");
+    if (c == FT_OK) c = ft__cc(t, FT__CC_BCAST, &t->rl, sizeof t->rl, FT_TYPE_I8, owner, "the step's statistics");
+    if (c == FT_OK) c = ft__cc(t, FT__CC_BCAST, t->st.obj, sizeof t->st.obj, FT_TYPE_I8, owner, "the objective's state");
+    if (c == FT_OK && t->moe_load) {
+        float z[2]; z[0] = t->moe_aux; z[1] = t->moe_z;
+        c = ft__cc(t, FT__CC_BCAST, z, sizeof z, FT_TYPE_I8, owner, "the router losses");
+        t->moe_aux = z[0]; t->moe_z = z[1];
+        if (c == FT_OK) c = ft__cc(t, FT__CC_BCAST, t->moe_load, t->m->c.n_layer * t->m->c.n_expert * (int64_t)sizeof(float), FT_TYPE_I8, owner, "the router load");
+    }
+    return c;
+}
+
+/* the gradients summed over the group (ZeRO-1: this rank's shard only) and their global norm,
+   summed shard by shard so that both ways give the same bits */
+static ft_result ft__train_grads(ft__trainer *t, double *gnorm) {
+    double s = 0; int64_t i; ft_result r; float *g = t->P->grad;
+    if (t->size == 1) { *gnorm = ft_params_grad_norm(t->P); return FT_OK; }
+    r = ft__cc(t, t->o.zero1 ? FT__CC_SCATTER : FT__CC_SUM, g, t->P->total, FT_TYPE_F32, 0, "summing the gradients");
+    for (i = t->lo; i < t->hi; i++) s += (double)g[i] * (double)g[i];
+    if (r == FT_OK) r = ft__cc(t, FT__CC_SUM, &s, 1, FT_TYPE_F64, 0, "the gradient norm");
+    *gnorm = sqrt(s);
+    return r;
+}
+/* the optimizer step; ZeRO-1: on this rank's shard, then every rank's shard to all */
+static ft_result ft__train_update(ft__trainer *t, float lr) {
+    ft_result r = ft_optim_step(t->opt, lr); int i;
+    if (r != FT_OK || !t->o.zero1 || t->size == 1) return r;
+    r = ft__cc(t, FT__CC_GATHER, t->P->data, t->P->total, FT_TYPE_F32, 0, "gathering the parameters");
+    for (i = 0; i < t->P->n; i++) t->P->t[i]->version++;
+    return r;
+}
+
+/* one optimizer step over the global batch: grad_accum x size micro-batch slots, each loss scaled
+   by 1 / (grad_accum x size) */
 static ft_result ft__train_step(ft__trainer *t) {
-    double loss = 0, gnorm; float lr; int a, bad = 0; ft_result r = FT_OK;
+    double loss = 0, gnorm = 0; float lr; int bad = 0; ft_result r = FT_OK;
+    int64_t k, slots = (int64_t)t->o.grad_accum * t->size;
     memset(&t->pref, 0, sizeof t->pref);
     t->step_tokens = 0;
+    t->comm_s = 0;
     ft_params_zero_grad(t->P);
-    for (a = 0; a < t->o.grad_accum && r == FT_OK; a++) {
+    for (k = 0; k < slots; k++) {
         double l = 0;
-        r = ft__micro[t->def->kind](t, a, 1.0f / (float)t->o.grad_accum, &l);
-        if (r == FT_ERR_NUMERIC) { bad = 1; r = FT_OK; break; }
-        loss += l / t->o.grad_accum;
+        if (r != FT_OK || bad || k % t->size != t->rank) {
+            ft_result s = ft__micro_skip(t);
+            if (r == FT_OK) r = s;
+            continue;
+        }
+        ft_rng_seed(&t->ctx->rng, t->st.data_seed * 0x9e3779b97f4a7c15ull + (uint64_t)t->st.step * 0x100000001b3ull + (uint64_t)k);
+        r = ft__micro[t->def->kind](t, (int)(k / t->size), 1.0f / (float)slots, &l);
+        if (r == FT_ERR_NUMERIC) { bad = 1; r = FT_OK; }
+        loss += l / (double)slots;
     }
-    if (r != FT_OK) return r;
-    gnorm = ft_params_grad_norm(t->P);
+    if ((r = ft__train_sync(t, &loss, &bad, r)) != FT_OK) return r;
+    if (!bad && (r = ft__train_grads(t, &gnorm)) != FT_OK) return r;
     if (bad || !isfinite(gnorm)) {
         char msg[1100];
         snprintf(msg, sizeof msg, "train: step %lld: non-finite %s (%s)", (long long)t->st.step + 1, bad ? "loss" : "gradient", bad ? ft_last_error() : "norm");
@@ -14403,7 +14626,7 @@ static ft_result ft__train_step(ft__trainer *t) {
     }
     if (t->o.max_grad_norm > 0 && gnorm > t->o.max_grad_norm) ft_params_scale_grad(t->P, (float)(t->o.max_grad_norm / (gnorm + 1e-6)));
     lr = ft_lr_at(t->o.sched, t->o.lr, t->st.step, t->o.warmup, t->o.steps, t->o.min_lr_ratio);
-    if ((r = ft_optim_step(t->opt, lr)) != FT_OK) return r;
+    if ((r = ft__train_update(t, lr)) != FT_OK) return r;
     t->st.step++;
     t->st.tokens += (double)t->step_tokens;
     t->tok_window += (double)t->step_tokens;
