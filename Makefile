@@ -27,7 +27,7 @@ endif
 EXAMPLES = $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
 LIB      = $(BUILD)/finetune.o
 
-.PHONY: all test demo sanitize san-build bench bench-train examples readme clean
+.PHONY: all test demo sanitize san-build bench bench-train examples readme clean mpi
 all: $(BUILD)/ft $(TESTS) $(BUILD)/bench $(EXAMPLES)
 examples: $(EXAMPLES)
 
@@ -41,6 +41,15 @@ $(LIB): finetune.h | $(BUILD)
 
 $(BUILD)/ft: tools/ft.c $(LIB) finetune.h
 	$(CC) $(WARN) $(CFLAGS) -o $@ tools/ft.c $(LIB) $(LDLIBS)
+
+# data-parallel training over MPI (tools/ft_mpi.c): mpirun -np N build/ft-mpi train ...; built by
+# make test too when mpicc is there (.ci/run installs Debian's OpenMPI), for tests/test_mpi.c
+MPICC   ?= mpicc
+HAVE_MPI := $(shell command -v $(MPICC) 2>/dev/null)
+MPI_BIN  = $(if $(HAVE_MPI),$(BUILD)/ft-mpi)
+mpi: $(BUILD)/ft-mpi
+$(BUILD)/ft-mpi: tools/ft_mpi.c tools/ft.c $(LIB) finetune.h
+	OMPI_CC=$(CC) $(MPICC) $(WARN) $(CFLAGS) -o $@ tools/ft_mpi.c $(LIB) $(LDLIBS)
 
 $(BUILD)/%: examples/%.c $(LIB) finetune.h
 	$(CC) $(WARN) $(CFLAGS) -I. -o $@ $< $(LIB) $(LDLIBS)
@@ -75,7 +84,7 @@ MODEL = FT_MODEL=$$(tools/fetch-model || echo missing-model) && export FT_MODEL 
         FT_MODEL_GEMMA3=$$(FT_NO_DOWNLOAD=1 tools/fetch-model gemma3 2>/dev/null || true) && export FT_MODEL_GEMMA3 && \
         FT_MODEL_HF=$${FT_MODEL_HF:-$$HOME/.cache/finetune/hf/SmolLM2-135M-Instruct} && export FT_MODEL_HF &&
 
-test: $(BUILD)/ft $(TESTS) $(EXAMPLES) $(patsubst %,$(BUILD)/matrix/%.txt,$(MATRIX))
+test: $(BUILD)/ft $(MPI_BIN) $(TESTS) $(EXAMPLES) $(patsubst %,$(BUILD)/matrix/%.txt,$(MATRIX))
 	@$(MODEL) sh tests/run.sh $(BUILD)
 
 # the main job: a short QLoRA fine-tune of SmolLM2-135M-Instruct on a skill it lacks (rewriting
@@ -92,8 +101,8 @@ readme: $(BUILD)/ft
 sanitize:
 	$(MAKE) --no-print-directory BUILD=build/san CFLAGS="$(SAN)" san-build
 	@$(MODEL) ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 sh tests/run.sh build/san --no-compile
-# the runs on SmolLM2's 49k vocabulary (pref, resume, llamacpp) take minutes under ASan: make test runs them
-SAN_SKIP = tests/test_pref.c tests/test_resume.c tests/test_llamacpp.c
+# the runs on SmolLM2's 49k vocabulary (pref, resume, llamacpp, dist, mpi) take minutes under ASan: make test runs them
+SAN_SKIP = tests/test_pref.c tests/test_resume.c tests/test_llamacpp.c tests/test_dist.c tests/test_mpi.c
 san-build: $(patsubst tests/%.c,$(BUILD)/%,$(filter-out $(SAN_SKIP),$(TEST_SRC))) $(BUILD)/test_whitebox $(BUILD)/test_whitebox_ref $(BUILD)/ft \
            $(EXAMPLES)
 

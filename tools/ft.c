@@ -22,6 +22,18 @@
 #include <sys/stat.h>
 #include <sys/wait.h>                    /* ft sweep runs each trial as a child `ft train` */
 
+/* data parallelism: the group when build/ft-mpi runs this under mpirun (tools/ft_mpi.c), else NULL;
+   rank 0 writes the run directory, prints and evaluates, the other ranks train */
+static const ft_collective *ft_comm;
+static int ft_rank(void) { return ft_comm ? ft_comm->rank : 0; }
+/* where the training's notes go: stderr on rank 0, nowhere on the others (errors go to stderr) */
+static FILE *ft_note(void) {
+    static FILE *null;
+    if (ft_rank() == 0) return stderr;
+    if (!null) null = fopen("/dev/null", "w");
+    return null ? null : stderr;
+}
+
 /* ==== the options: one table ==================================================================== */
 
 /* the commands, as the bits of an option's command mask */
@@ -197,6 +209,7 @@ static const ft_opt ft_opts[] = {
     O_INT("threads", 0, ctx.n_threads, LIB, "[0, 1024]", GEN | TRN | EVL | LOG | SYN, "N", "threads (0: every CPU)"),
     O_INT("save-every", 0, train.save_every, LIB, "[0, 1e9]", TRN, "N", "checkpoint every N steps (0: never)"),
     O_FLAG("resume", 0, resume, TRN, "continue from OUT/checkpoints/last.gguf"),
+    O_FLAG("zero1", 0, train.zero1, TRN, "ft-mpi: ZeRO-1, each rank keeps the optimizer state of its shard of the parameters"),
     O_INT("log-every", 0, log_every, "10", "[1, 1e9]", TRN, "N", "a progress line every N steps"),
     /* the evaluation */
     O_INT("eval-every", 0, train.eval_every, LIB, "[0, 1e9]", TRN, "N", "eval loss every N steps (0: at the end only)"),
@@ -1256,10 +1269,10 @@ static void ft_report_cut(const char *path, const ft_dataset *d, int64_t seq_len
     int64_t none;
     if (!ft_dataset_truncated(d)) return;
     none = ft_dataset_without_targets(d, seq_len);
-    fprintf(stderr, "ft: %s: %lld of %lld examples cut to --seq-len %lld tokens", path, (long long)ft_dataset_truncated(d),
+    fprintf(ft_note(), "ft: %s: %lld of %lld examples cut to --seq-len %lld tokens", path, (long long)ft_dataset_truncated(d),
             (long long)ft_dataset_size(d), (long long)seq_len);
-    if (none) fprintf(stderr, "; %lld keep no target token", (long long)none);
-    fprintf(stderr, "\n");
+    if (none) fprintf(ft_note(), "; %lld keep no target token", (long long)none);
+    fprintf(ft_note(), "\n");
 }
 
 static int ft_load(ft_run *r, ft_dataset **d, const char *path, const ft_data_opts *o) {
@@ -1318,7 +1331,7 @@ static int ft_train_tasks(ft_run *r, const ft_data_opts *o) {
     for (i = 0; i < n && !rc; i++) total += sizes[i] = ft_dataset_size(parts[i]);
     if (!rc && ft_mix_ratios(sizes, n, c->mix_temperature, c->mix_cap, rates) != FT_OK) rc = ft_fail(c);
     for (i = 0; i < n && !rc; i++)
-        fprintf(stderr, "ft: task %s: %lld %s examples, sampling rate %.3f\n", names[i], (long long)sizes[i],
+        fprintf(ft_note(), "ft: task %s: %lld %s examples, sampling rate %.3f\n", names[i], (long long)sizes[i],
                 ft_data_format_name(ft_dataset_format(parts[i])), rates[i]);
     if (!rc && ft_dataset_mix(&mixed, parts, rates, n, total, c->train.seed) != FT_OK) rc = ft_fail(c);
     for (i = 0; i < n; i++) ft_dataset_free(parts[i]);
@@ -1351,11 +1364,11 @@ static int ft_train_data(ft_run *r) {
     if (c->general && ft_is_mc_file(c->general) && ft_mc_load(&r->general_mc, c->general) != FT_OK) return ft_fail(c);
     if (c->general && !r->general_mc && ft_load(r, &r->general, c->general, &text)) return 1;
     if (c->mix.n && ft_train_mix(r, &o)) return 1;
-    fprintf(stderr, "ft: %s: %lld %s examples (%lld tokens%s)", c->task.n ? "task mixture" : c->data,
+    fprintf(ft_note(), "ft: %s: %lld %s examples (%lld tokens%s)", c->task.n ? "task mixture" : c->data,
             (long long)ft_dataset_size(r->train), ft_data_format_name(ft_dataset_format(r->train)),
             (long long)ft_dataset_tokens(r->train), ft_dataset_skipped(r->train) ? ", some lines skipped" : "");
-    if (r->ev) fprintf(stderr, "; eval %lld examples", (long long)ft_dataset_size(r->ev));
-    fprintf(stderr, "\n");
+    if (r->ev) fprintf(ft_note(), "; eval %lld examples", (long long)ft_dataset_size(r->ev));
+    fprintf(ft_note(), "\n");
     n = ft_dataset_size(r->train);
     if (n && r->def->kind != FT_KIND_SCORES && ft_dataset_without_targets(r->train, c->train.seq_len) == n)
         return ft_err(c, "no training example keeps a target token within --seq-len %lld: nothing to learn (raise --seq-len)",
@@ -1377,13 +1390,13 @@ static int ft_train_adapter(ft_run *r) {
     if (c->init_adapter) {             /* an earlier stage folded in: the new base and reference */
         ft_peft *p0;
         if (ft_peft_load(&p0, r->m, c->init_adapter) != FT_OK || ft_peft_bake(p0) != FT_OK) return ft_fail(c);
-        fprintf(stderr, "ft: %s baked into the base\n", c->init_adapter);
+        fprintf(ft_note(), "ft: %s baked into the base\n", c->init_adapter);
     }
     if (ft_peft_attach(&r->p, r->m, &po) != FT_OK) return ft_fail(c);
     n = ft_params_numel(ft_peft_params(r->p));
-    fprintf(stderr, "ft: %s", ft_value(c, "method"));
-    if (po.method == FT_PEFT_LORA) fprintf(stderr, " r=%d alpha=%g on %s", po.lora.r, (double)po.lora.alpha, c->targets);
-    fprintf(stderr, ": %lld trainable parameters (%.2f%% of %lld)\n", (long long)n, 100.0 * n / (double)total, (long long)total);
+    fprintf(ft_note(), "ft: %s", ft_value(c, "method"));
+    if (po.method == FT_PEFT_LORA) fprintf(ft_note(), " r=%d alpha=%g on %s", po.lora.r, (double)po.lora.alpha, c->targets);
+    fprintf(ft_note(), ": %lld trainable parameters (%.2f%% of %lld)\n", (long long)n, 100.0 * n / (double)total, (long long)total);
     return 0;
 }
 
@@ -1423,7 +1436,7 @@ static int ft_train_setup(ft_run *r) {
     ft_ctx_opts co = c->ctx;
     if (!c->model || (!c->data && !c->task.n) || !c->out) return ft_missing(c, "-m MODEL.gguf, --data FILE and --out DIR");
     if (ft_is_rl(r) && !c->reward) return ft_missing(c, "--reward (number, length:N, rm:ADAPTER, regex:PATTERN)");
-    if (ft_mkdirs(ft_out(r, "checkpoints")) != FT_OK) return ft_fail(c);
+    if (ft_rank() == 0 && ft_mkdirs(ft_out(r, "checkpoints")) != FT_OK) return ft_fail(c);
     if (ft_model_open(c, &r->m)) return 1;
     if (!ft_model_tokenizer(r->m)) return ft_err(c, "%s has no tokenizer", c->model);
     co.seed = c->train.seed;
@@ -1492,7 +1505,7 @@ static int ft_train_before(ft_run *r) {
     f = c->resume ? fopen(r->ckpt, "rb") : NULL;
     r->resumed = f != NULL;
     if (f) fclose(f);
-    r->no_before = r->resumed || !c->eval_before;
+    r->no_before = r->resumed || !c->eval_before || ft_rank() != 0;
     if (r->ev && !r->no_before && ft_evaluate_before(r, r->ev, 1, &r->e0)) return 1;
     if (r->ev && !r->no_before) ft_say_before(r, c->eval ? c->eval : "the held-out split", r->ev, &r->e0);
     for (i = 0; i < c->task.n && !r->no_before; i++) {
@@ -1519,9 +1532,11 @@ static void ft_curve_add(ft_run *r, double step, double y, double eval) {
     if (eval == eval) r->ey[r->ne++] = eval;
 }
 
-/* a mixture of experts: the router losses and each layer's share of the choices per expert */
-static void ft_metrics_moe(FILE *f, const ft_step_info *s) {
+/* what every metrics line ends with: the data-parallel ranks and the step's seconds in collectives;
+   a mixture of experts' router losses and each layer's share of the choices per expert */
+static void ft_metrics_tail(FILE *f, const ft_step_info *s) {
     int64_t l, e;
+    if (s->ranks > 1) fprintf(f, ", \"ranks\": %d, \"comm_s\": %.4f", s->ranks, s->comm_s);
     if (!s->moe_load) return;
     fprintf(f, ", \"aux_loss\": %.6f, \"z_loss\": %.6f, \"expert_load\": [", s->moe_aux, s->moe_z);
     for (l = 0; l < s->moe_layers; l++) {
@@ -1544,7 +1559,7 @@ static void ft_metrics_tokens(FILE *f, const ft_step_info *s) {
                 "\"rewards/accuracies\": %.4f, \"logps/chosen\": %.4f, \"logps/rejected\": %.4f", p->rewards_chosen,
                 p->rewards_rejected, p->rewards_margins, p->rewards_accuracies, p->logps_chosen, p->logps_rejected);
     if (p->kl != 0) fprintf(f, ", \"kl\": %.6f", p->kl);
-    ft_metrics_moe(f, s);
+    ft_metrics_tail(f, s);
     fprintf(f, "}\n");
 }
 
@@ -1556,7 +1571,7 @@ static void ft_metrics_rl(FILE *f, const ft_step_info *s) {
             "\"objective/entropy\": %.4f, \"objective/rlhf_reward\": %.6f",
             (long long)s->step, s->loss, s->lr, s->grad_norm, q->reward, q->reward_std, q->kl, q->completion_len, q->clip_region,
             q->frac_reward_zero_std, q->pg_loss, q->vf_loss, q->pg_clipfrac, q->entropy, q->rlhf_reward);
-    ft_metrics_moe(f, s);
+    ft_metrics_tail(f, s);
     fprintf(f, "}\n");
 }
 
@@ -1627,10 +1642,11 @@ static int ft_train_run(ft_run *r) {
     ft_cli *c = r->c;
     ft_train_opts to = c->train;
     const char *path = ft_out(r, "metrics.jsonl");
-    if (ft_config_write(c, ft_out(r, "config"))) return 1;
-    if (r->resumed && ft_metrics_trim(r, path)) return 1;
-    if (!(r->metrics = fopen(path, r->resumed ? "a" : "w"))) return ft_err(c, "%s: cannot write: %s", path, strerror(errno));
+    if (ft_rank() == 0 && ft_config_write(c, ft_out(r, "config"))) return 1;
+    if (ft_rank() == 0 && r->resumed && ft_metrics_trim(r, path)) return 1;
+    if (ft_rank() == 0 && !(r->metrics = fopen(path, r->resumed ? "a" : "w"))) return ft_err(c, "%s: cannot write: %s", path, strerror(errno));
     r->tty = isatty(2);
+    to.comm = ft_comm;
     to.eval = ft_is_rl(r) ? NULL : r->ev;
     to.checkpoint_path = r->ckpt;
     to.resume_from = r->resumed ? r->ckpt : NULL;
@@ -1638,9 +1654,9 @@ static int ft_train_run(ft_run *r) {
     to.rl.n_rewards = r->n_rw;
     to.on_step = ft_on_step;
     to.user = r;
-    if (r->resumed) fprintf(stderr, "ft: resuming from %s\n", r->ckpt);
+    if (r->resumed && ft_rank() == 0) fprintf(stderr, "ft: resuming from %s\n", r->ckpt);
     if (ft_train(r->ctx, r->m, ft_peft_params(r->p), r->train, &to, &r->st) != FT_OK) return ft_fail(c);
-    fclose(r->metrics);
+    if (r->metrics) fclose(r->metrics);
     r->metrics = NULL;
     return 0;
 }
@@ -1780,8 +1796,8 @@ static int ft_cmd_train(ft_cli *c) {
     rc = ft_train_setup(&r);
     if (!rc) rc = ft_train_before(&r);
     if (!rc) rc = ft_train_run(&r);
-    if (!rc) rc = ft_train_save(&r);
-    if (!rc) rc = ft_train_after(&r);
+    if (!rc && ft_rank() == 0) rc = ft_train_save(&r);
+    if (!rc && ft_rank() == 0) rc = ft_train_after(&r);
     ft_run_free(&r);
     return rc;
 }
@@ -2653,7 +2669,10 @@ static const ft_cmd *ft_cmd_find(const char *name, int argc, char **argv) {
     return NULL;
 }
 
-int main(int argc, char **argv) {
+#ifndef FT_CLI_MAIN
+#define FT_CLI_MAIN main                 /* tools/ft_mpi.c renames it and brings its own main */
+#endif
+int FT_CLI_MAIN(int argc, char **argv) {
     const ft_cmd *k;
     ft_cli c;
     int rc = 2;
