@@ -1,4 +1,4 @@
-/* finetune.h - v0.3.1 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
+/* finetune.h - v0.3.2 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
    https://github.com/ (vendor it: one file, C99, libc + libm + pthreads)
 
    Do this:
@@ -213,6 +213,17 @@
       does (each choice's log-likelihood after the context; acc, acc_norm); ft_svg_plot draws
       the curves. ft_dataset_mix mixes datasets by ratio (replay);
       ft_mix_ratios gives several tasks FLAN / T5 temperature-sampling rates (min(n_i, cap)^(1/T)).
+      Data parallelism: ft_train_opts.comm is a group of processes (ft_collective: all-reduce,
+      reduce-scatter, all-gather and broadcast, supplied by the caller: MPI in tools/ft_mpi.c).
+      Every rank calls ft_train with the same model, data and options; a step is batch x
+      grad_accum x size examples of one global data order (independent of the number of ranks),
+      micro-batch k on rank k % size with its RNG seeded from (seed, step, k); the gradients are
+      summed, so N ranks equal one process with N times the accumulation, bit for bit on the
+      tests. Rank 0 alone calls on_step, evaluates and writes checkpoints, which hold the whole
+      state (resume on any number of ranks: rank 0 reads, then broadcasts); when rank 0 stops, the
+      others stop at the same step. .zero1: ZeRO-1 (gradients reduce-scattered, each rank's AdamW
+      moments and update for its ft_shard_range of the parameter block, parameters all-gathered;
+      ft_optim_shard), the same bits as plain data parallelism.
 
    10. Objectives: one table, one training loop (the definitions of TRL; tests/test_trl.c)
       Every objective is a row of one table (ft_objective_get(id): its name, how a micro-batch is
@@ -254,6 +265,7 @@
        them) over models and adapters, one tensor at a time, into a GGUF.
 
    12. Tools: build/ft (info, generate, train, eval, merge, export, logits, quantize, synth, sweep),
+       build/ft-mpi (make mpi: mpirun -np N build/ft-mpi train ..., data parallelism over MPI),
        tools/fetch-model, tools/bench, tools/ref (reference scripts: fixtures, adapter_compat.py);
        see README.
        CUDA: every compute call goes through ft_gemm and the row kernels of the [kernels]
@@ -281,7 +293,8 @@
                    preferences, the objective table, the micro-batches made from data
       [rl]         GRPO and PPO losses, rewards and a regex engine, rollouts, rollout micro-batches
                    (FT_NO_RL)
-      [loop]       the training loop of every objective, generation-based evaluation, SVG plots
+      [loop]       the training loop of every objective (data-parallel over the caller's
+                   collectives, ZeRO-1), generation-based evaluation, SVG plots
       [export]     finetune.h's own adapter file (every method), the format policy, merged
                    models
       [synth]      synthetic instruction data: ROUGE-L, Self-Instruct, Evol-Instruct (FT_NO_SYNTH)
@@ -320,6 +333,9 @@
              safetensors shards mapped, tokenizer.json, chat template, generation config);
              multiple-choice evaluation as lm-evaluation-harness (ft_mc_load, ft_eval_mc);
              Hugging Face directories written (ft_gguf_save_hf, ft_model_save_hf)
+      0.3.2  data parallelism: ft_collective on ft_train_opts.comm (one global data order, rank 0
+             reports and checkpoints, resume on any number of ranks), ZeRO-1 (ft_optim_shard,
+             ft_shard_range); build/ft-mpi over MPI
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H
@@ -7417,11 +7433,38 @@ static ft_result ft__hf_vocab_make(ft__hf *h, const ft_json *tj, int spm, ft__hf
     if (id >= 0 && id < v->n) v->type[id] = FT__TT_UNKNOWN;
     return FT_OK;
 }
-/* model.merges ("a b" strings, or [a, b] pairs) as "a b" strings; for SentencePiece, each merge
-   result's score is minus its rank (the merge order), as llama.cpp's scores order them */
+/* the vocabulary sorted by text, for the merges' lookups (a 262k vocabulary has 500k merges) */
+typedef struct ft__hf_entry { const char *s; size_t n; int64_t id; } ft__hf_entry;
+static int ft__hf_entry_cmp(const void *a, const void *b) {
+    const ft__hf_entry *x = FT__CAST(const ft__hf_entry *, a), *y = FT__CAST(const ft__hf_entry *, b);
+    int c = memcmp(x->s, y->s, FT__MIN(x->n, y->n));
+    return c ? c : (x->n > y->n) - (x->n < y->n);
+}
+static ft__hf_entry *ft__hf_sorted(const ft_json *vocab) {
+    ft__hf_entry *e = FT__CAST(ft__hf_entry *, FT_MALLOC((size_t)FT__MAX(vocab->n, 1) * sizeof *e));
+    int64_t i;
+    for (i = 0; e && i < vocab->n; i++) {
+        e[i].s = ft_json_key_at(vocab, i)->s; e[i].n = (size_t)ft_json_key_at(vocab, i)->len;
+        e[i].id = (int64_t)ft_json_value_at(vocab, i)->num;
+    }
+    if (e) qsort(e, (size_t)vocab->n, sizeof *e, ft__hf_entry_cmp);
+    return e;
+}
+/* SentencePiece: the merge result's score is minus the merge's rank, as llama.cpp's scores order them */
+static void ft__hf_merge_score(const ft__hf_entry *sorted, int64_t n_sorted, char *merge, int64_t rank, ft__hf_vocab *v) {
+    char *sp = strchr(merge, ' ');
+    ft__hf_entry key; const ft__hf_entry *hit;
+    if (!sp) return;
+    memmove(sp, sp + 1, strlen(sp + 1) + 1);                    /* the pair without its space */
+    key.s = merge; key.n = strlen(merge); key.id = 0;
+    hit = FT__CAST(const ft__hf_entry *, bsearch(&key, sorted, (size_t)n_sorted, sizeof key, ft__hf_entry_cmp));
+    if (hit && hit->id >= 0 && hit->id < v->n && v->score[hit->id] == -1e30f) v->score[hit->id] = -(float)(rank + 1);
+    memmove(sp + 1, sp, strlen(sp) + 1); *sp = ' ';
+}
+/* model.merges ("a b" strings, or [a, b] pairs) as "a b" strings; for SentencePiece, the scores */
 static ft_result ft__hf_merges(ft__hf *h, const ft_json *tj, int spm, ft__hf_vocab *v) {
     const ft_json *mg = ft__json_value(ft__json_value(tj, "model"), "merges"), *vocab = ft__json_value(ft__json_value(tj, "model"), "vocab");
-    ft_gguf_str *ms; char *buf = NULL, *p; size_t total = 0; int64_t i; ft_result r;
+    ft_gguf_str *ms; char *buf = NULL, *p; size_t total = 0; int64_t i; ft_result r; ft__hf_entry *sorted = NULL;
     if (!mg) return FT_OK;
     if (mg->kind != FT_JSON_ARRAY) return ft_set_error(FT_ERR_FORMAT, "%s/tokenizer.json: \"model.merges\" is not an array", h->dir);
     for (i = 0; i < mg->n; i++) {
@@ -7433,9 +7476,10 @@ static ft_result ft__hf_merges(ft__hf *h, const ft_json *tj, int spm, ft__hf_voc
     }
     ms = FT__CAST(ft_gguf_str *, FT_MALLOC((size_t)FT__MAX(mg->n, 1) * sizeof *ms));
     buf = FT__CAST(char *, FT_MALLOC(total + 1));
-    if (!ms || !buf) { FT_FREE(ms); FT_FREE(buf); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", h->dir); }
+    if (spm && vocab) sorted = ft__hf_sorted(vocab);
+    if (!ms || !buf || (spm && vocab && !sorted)) { FT_FREE(ms); FT_FREE(buf); FT_FREE(sorted); return ft_set_error(FT_ERR_NOMEM, "%s: out of memory", h->dir); }
     for (p = buf, i = 0; i < mg->n; i++) {
-        const ft_json *m = ft_json_at(mg, i); const ft_json *res;
+        const ft_json *m = ft_json_at(mg, i);
         ms[i].s = p;
         if (m->kind == FT_JSON_STRING) { memcpy(p, m->s, (size_t)m->len); p += m->len; }
         else {
@@ -7445,18 +7489,10 @@ static ft_result ft__hf_merges(ft__hf *h, const ft_json *tj, int spm, ft__hf_voc
         }
         ms[i].n = (uint64_t)(p - ms[i].s);
         *p++ = 0;
-        if (spm) {                                  /* the result: the pair without its space */
-            char *sp = strchr(FT__CAST(char *, ms[i].s), ' ');
-            if (sp) {
-                memmove(sp, sp + 1, strlen(sp + 1) + 1);
-                res = ft__json_value(vocab, ms[i].s);
-                if (res && res->kind == FT_JSON_NUMBER && res->num < (double)v->n && v->score[(int64_t)res->num] == -1e30f) v->score[(int64_t)res->num] = -(float)(i + 1);
-                memmove(sp + 1, sp, strlen(sp) + 1); *sp = ' ';
-            }
-        }
+        if (sorted) ft__hf_merge_score(sorted, vocab->n, FT__CAST(char *, ms[i].s), i, v);
     }
     r = spm ? FT_OK : ft_gguf_set_str_array(h->w, "tokenizer.ggml.merges", ms, (uint64_t)mg->n);
-    FT_FREE(ms); FT_FREE(buf);
+    FT_FREE(ms); FT_FREE(buf); FT_FREE(sorted);
     return r;
 }
 /* the pre-tokenizer's llama.cpp name, from tokenizer.json's pre_tokenizer: ByteLevel alone
@@ -14321,7 +14357,8 @@ static ft_result ft__micro_rollouts(ft__trainer *t, int slot, float scale, doubl
    ============================================================================================ */
 /* ---- the training loop: every objective ----------------------------------------------------------
    Each optimizer step: grad_accum micro-batches made by the objective's kind (each loss scaled by
-   1/grad_accum), global-norm clipping, one AdamW/SGD step at the scheduled rate. A non-finite loss
+   1/grad_accum; with a group of N ranks, grad_accum x N slots over the ranks and the gradients
+   summed), global-norm clipping, one AdamW/SGD step at the scheduled rate. A non-finite loss
    or gradient stops the step before the update (abort, or skip and go on). Checkpoints hold
    everything to resume the same curve bit for bit: parameters, moments, the RNG, the data order's
    position, the objective's state (PPO's KL coefficient); for GRPO and PPO they fall between
