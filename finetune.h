@@ -13496,6 +13496,8 @@ typedef struct ft__trainer {
     int64_t lo, hi;                 /* this rank's shard of the parameter block                    */
     int64_t ckpt_every;             /* rank 0's save_every when it has a checkpoint path, else 0  */
     double comm_s;                  /* this step's seconds in collectives                          */
+    int64_t slot;                   /* the micro-batch slot of the step being made                */
+    double *ppo_kl;                 /* PPO: (KL, rollouts) of each slot's batch of this step       */
 } ft__trainer;
 
 /* the next examples of the data order, `want` of them or as many as the epoch has left; a new
@@ -14257,8 +14259,8 @@ static ft_result ft__rl_old_logps(ft__trainer *t, ft__rl_buf *b, int64_t NT) {
     return r;
 }
 
-/* PPO's batch (TRL 1.9): KL-penalised rewards at the current kl_coef (st.obj[0]), GAE, whitening;
-   then the adaptive controller moves kl_coef for the next batch */
+/* PPO's batch (TRL 1.9): KL-penalised rewards at the step's kl_coef (st.obj[0]), GAE, whitening;
+   its KL is kept for the adaptive controller (ft__rl_adapt_kl, after the step) */
 static void ft__rl_ppo_prepare(ft__trainer *t, ft__rl_buf *b, int64_t NT) {
     ft_ppo_opts po = t->o.rl.ppo; int64_t i, n = b->rb.n; double sum = 0, var = 0;
     b->pb.B = n; b->pb.T = b->rb.Tr; b->pb.logprobs = b->old; b->pb.ref = b->ref; b->pb.scores = b->rb.reward;
@@ -14269,7 +14271,8 @@ static void ft__rl_ppo_prepare(ft__trainer *t, ft__rl_buf *b, int64_t NT) {
     b->pb.seqlen = b->seqlen;
     po.kl_coef = (float)t->st.obj[0];
     ft_ppo_prepare(&b->pb, &po, &b->st);
-    t->st.obj[0] = ft_ppo_adapt_kl(po.kl_coef, b->st.kl, n, po.kl_target, po.kl_horizon);
+    t->ppo_kl[2 * t->slot] = b->st.kl;
+    t->ppo_kl[2 * t->slot + 1] = (double)n;
     b->st.reward = sum / (double)n;
     for (i = 0; i < n; i++) var += (b->rb.reward[i] - b->st.reward) * (b->rb.reward[i] - b->st.reward);
     b->st.reward_std = n > 1 ? sqrt(var / (double)(n - 1)) : 0;
@@ -14297,6 +14300,18 @@ static ft_result ft__rl_make(ft__trainer *t, ft__rl_buf *b) {
     else ft_grpo_advantages(b->rb.reward, got, t->o.rl.group, t->o.rl.scale, b->rb.adv, &b->st);
     t->step_tokens += NT;
     return FT_OK;
+}
+
+/* PPO's adaptive KL coefficient after a step that made rollouts: every batch of the step was
+   prepared with the coefficient of the step's start (so no batch waits for another, on this rank or
+   another); then the controller moves it once per batch, in slot order (ppo_kl: every slot's KL
+   and size, summed over the ranks) */
+static void ft__rl_adapt_kl(ft__trainer *t) {
+    int64_t k, slots = (int64_t)t->o.grad_accum * t->size;
+    for (k = 0; k < slots; k++)
+        if (t->ppo_kl[2 * k + 1] > 0)
+            t->st.obj[0] = ft_ppo_adapt_kl((float)t->st.obj[0], t->ppo_kl[2 * k], (int64_t)t->ppo_kl[2 * k + 1], t->o.rl.ppo.kl_target, t->o.rl.ppo.kl_horizon);
+    memset(t->ppo_kl, 0, (size_t)slots * 2 * sizeof(double));
 }
 
 /* GRPO / PPO: the loss of this slot's rollout batch under the current policy */
@@ -14345,6 +14360,7 @@ FT_API ft_result ft_eval_rl(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int m
 
 #else  /* FT_NO_RL */
 struct ft__rl_buf { int unused; };
+static void ft__rl_adapt_kl(ft__trainer *t) { (void)t; }
 static void ft__rl_buf_free(ft__rl_buf *b) { (void)b; }
 static ft_result ft__micro_rollouts(ft__trainer *t, int slot, float scale, double *loss) {
     (void)t; (void)slot; (void)scale; (void)loss;
@@ -14521,6 +14537,9 @@ static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_pa
         t->ro = FT__CAST(ft__rl_buf *, FT_MALLOC((size_t)t->o.grad_accum * sizeof(ft__rl_buf)));
         if (!t->ro) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");
         memset(t->ro, 0, (size_t)t->o.grad_accum * sizeof(ft__rl_buf));
+        t->ppo_kl = FT__CAST(double *, FT_MALLOC((size_t)t->o.grad_accum * (size_t)t->size * 2 * sizeof(double)));
+        if (!t->ppo_kl) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");
+        memset(t->ppo_kl, 0, (size_t)t->o.grad_accum * (size_t)t->size * 2 * sizeof(double));
     }
     if (m && m->c.n_expert) {               /* a mixture of experts: its router losses */
         size_t i2;
@@ -14599,7 +14618,7 @@ static ft_result ft__train_sync(ft__trainer *t, double *loss, int *bad, ft_resul
     *loss = v[0]; t->step_tokens = (int64_t)v[1]; *bad = v[2] > 0;
     c = ft__cc(t, FT__CC_BCAST, &t->pref, sizeof t->pref, FT_TYPE_I8, owner, "the step's statistics");
     if (c == FT_OK) c = ft__cc(t, FT__CC_BCAST, &t->rl, sizeof t->rl, FT_TYPE_I8, owner, "the step's statistics");
-    if (c == FT_OK) c = ft__cc(t, FT__CC_BCAST, t->st.obj, sizeof t->st.obj, FT_TYPE_I8, owner, "the objective's state");
+    if (c == FT_OK && t->ppo_kl) c = ft__cc(t, FT__CC_SUM, t->ppo_kl, t->o.grad_accum * (int64_t)t->size * 2, FT_TYPE_F64, 0, "PPO's KL");
     if (c == FT_OK && t->moe_load) {
         float z[2]; z[0] = t->moe_aux; z[1] = t->moe_z;
         c = ft__cc(t, FT__CC_BCAST, z, sizeof z, FT_TYPE_I8, owner, "the router losses");
@@ -14646,11 +14665,13 @@ static ft_result ft__train_step(ft__trainer *t) {
             continue;
         }
         ft_rng_seed(&t->ctx->rng, t->st.data_seed * 0x9e3779b97f4a7c15ull + (uint64_t)t->st.step * 0x100000001b3ull + (uint64_t)k);
+        t->slot = k;
         r = ft__micro[t->def->kind](t, (int)(k / t->size), 1.0f / (float)slots, &l);
         if (r == FT_ERR_NUMERIC) { bad = 1; r = FT_OK; }
         loss += l / (double)slots;
     }
     if ((r = ft__train_sync(t, &loss, &bad, r)) != FT_OK) return r;
+    if (t->ppo_kl && t->o.objective == FT_OBJ_PPO) ft__rl_adapt_kl(t);
     if (!bad && (r = ft__train_grads(t, &gnorm)) != FT_OK) return r;
     if (bad || !isfinite(gnorm)) {
         char msg[1100];
@@ -14676,7 +14697,7 @@ FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_datas
     while (r == FT_OK && t.st.step < t.o.steps) r = ft__train_step(&t);
     if (state) *state = t.st;
     for (a = 0; t.ro && a < t.o.grad_accum; a++) ft__rl_buf_free(&t.ro[a]);
-    FT_FREE(t.ro); FT_FREE(t.order); FT_FREE(t.moe_load); ft_batch_data_free(&t.bd); ft_optim_free(t.opt);
+    FT_FREE(t.ro); FT_FREE(t.ppo_kl); FT_FREE(t.order); FT_FREE(t.moe_load); ft_batch_data_free(&t.bd); ft_optim_free(t.opt);
     return r;
 }
 

@@ -3,7 +3,8 @@
    2-rank MPI_Allreduce takes them). On a tiny model with SmolLM2's tokenizer (from $FT_MODEL),
    trained on the project's data:
    - 2 ranks x batch 2 give, step by step over 20 steps, the losses of one process with batch 2 x
-     2 micro-batches (the same global batch) for SFT (LoRA dropout on), DPO and GRPO (sampling);
+     2 micro-batches (the same global batch) for SFT (LoRA dropout on), DPO and GRPO (sampling),
+     and over 8 steps for packed CPT, KTO and PPO (adaptive KL);
    - ZeRO-1 gives the same bits as plain data parallelism;
    - a run checkpointed on 2 ranks (ZeRO-1) resumes on 1, and one checkpointed on 1 resumes on 2
      (ZeRO-1), continuing the uninterrupted curve;
@@ -96,12 +97,13 @@ static int on_step(void *user, const ft_step_info *s) {
 static void *run_job(void *arg) {
     job *j = (job *)arg; ft_model *m; ft_peft *p; ft_ctx *ctx; ft_dataset *d; ft_lora_opts lo; ft_train_opts to; ft_ctx_opts co;
     ft_data_opts dopt; ft_reward_term rw; ft_params *P; int i;
-    int rl = j->obj == FT_OBJ_GRPO, pref = j->obj == FT_OBJ_DPO;
-    const char *data = rl ? "examples/data/arith_train.jsonl" : pref ? "examples/data/dates_pref_train.jsonl" : "examples/data/dates_train.jsonl";
+    int rl = j->obj == FT_OBJ_GRPO || j->obj == FT_OBJ_PPO, pref = j->obj == FT_OBJ_DPO;
+    const char *data = rl ? "examples/data/arith_train.jsonl" : pref ? "examples/data/dates_pref_train.jsonl" :
+                       j->obj == FT_OBJ_KTO ? "examples/data/dates_kto_train.jsonl" : j->obj == FT_OBJ_CPT ? "examples/data/general_train.jsonl" : "examples/data/dates_train.jsonl";
     if ((j->res = ft_model_load(&m, MODEL, NULL)) != FT_OK) { snprintf(j->err, sizeof j->err, "%s", ft_last_error()); return NULL; }
     memset(&co, 0, sizeof co); co.n_threads = 1; co.seed = 7;
     ft_ctx_init(&ctx, &co);
-    memset(&lo, 0, sizeof lo); lo.r = 4; lo.alpha = 8; lo.dropout = j->obj == FT_OBJ_SFT ? 0.1f : 0.0f;
+    memset(&lo, 0, sizeof lo); lo.r = 4; lo.alpha = 8; lo.dropout = j->obj == FT_OBJ_SFT ? 0.1f : 0.0f; lo.reward_head = j->obj == FT_OBJ_PPO;
     ft_lora_attach(&p, m, &lo);
     memset(&dopt, 0, sizeof dopt); dopt.max_len = 96;
     j->res = ft_dataset_load(&d, data, ft_model_tokenizer(m), ft_model_chat_template(m), &dopt);
@@ -112,6 +114,7 @@ static void *run_job(void *arg) {
         if (rl) {
             rw.fn = even_ids; rw.user = NULL; rw.weight = 1;
             to.rl.rewards = &rw; to.rl.n_rewards = 1; to.rl.prompts = 2; to.rl.group = 3; to.rl.max_new = 6; to.rl.grpo.beta = 0.04f;
+            if (j->obj == FT_OBJ_PPO) { to.rl.group = 1; to.rl.iterations = 2; to.rl.ppo.kl_target = 0.5f; }
         }
         if (j->save) { to.checkpoint_path = CKPT; to.save_every = 5; }
         if (j->resume) to.resume_from = CKPT;
@@ -159,10 +162,10 @@ static job make_job(ft_objective obj, int accum) {
 }
 static void free_jobs(job *jobs, int n) { int i; for (i = 0; i < n; i++) free(jobs[i].params); }
 
-/* the largest |a - b| / max(|b|, 1e-3) over steps from..STEPS */
-static double curve_diff(const job *a, const job *b, int from) {
+/* the largest |a - b| / max(|b|, 1e-3) over steps from..to */
+static double curve_diff(const job *a, const job *b, int from, int to) {
     double worst = 0; int s;
-    for (s = from; s <= STEPS; s++) {
+    for (s = from; s <= to; s++) {
         double d = fabs(a->loss[s] - b->loss[s]) / fmax(fabs(b->loss[s]), 1e-3);
         if (!(d <= worst)) worst = d;
     }
@@ -170,31 +173,39 @@ static double curve_diff(const job *a, const job *b, int from) {
 }
 
 /* 2 ranks x 1 micro-batch of 2 vs 1 process x 2 micro-batches of 2: the same 4 examples a step */
-static void two_ranks_equal_one(ft_objective obj, double tol) {
+static void two_ranks_equal_one(ft_objective obj, double tol, int steps) {
     job one = make_job(obj, 2), two[2], z[2];
     const char *name = ft_objective_name(obj);
     double d; int s, same = 1;
     two[0] = make_job(obj, 1);
     z[0] = make_job(obj, 1); z[0].zero1 = 1;
+    one.steps_delta = two[0].steps_delta = z[0].steps_delta = steps - STEPS;
     run_job(&one);
     run_group(two, 2, 1);
     run_group(z, 2, 1);
     CHECK(one.res == FT_OK && two[0].res == FT_OK && two[1].res == FT_OK && z[0].res == FT_OK && z[1].res == FT_OK,
           "%s: runs ok (%s | %s | %s)", name, one.err, two[0].err, two[1].err);
-    d = curve_diff(&two[0], &one, 1);
+    d = curve_diff(&two[0], &one, 1, steps);
     CHECK(d <= tol, "%s: 2 ranks vs 1 process: losses differ by %.3g (relative) > %.1g", name, d, tol);
-    for (s = 1; s <= STEPS; s++) same &= memcmp(&z[0].loss[s], &two[0].loss[s], sizeof(double)) == 0;
+    for (s = 1; s <= steps; s++) same &= memcmp(&z[0].loss[s], &two[0].loss[s], sizeof(double)) == 0;
     CHECK(same, "%s: ZeRO-1 losses are the same bits as plain data parallelism", name);
     CHECK(two[0].n_params == two[1].n_params && memcmp(two[0].params, two[1].params, (size_t)two[0].n_params * 4) == 0, "%s: both ranks hold the same parameters", name);
     CHECK(z[0].n_params == two[0].n_params && memcmp(z[0].params, two[0].params, (size_t)z[0].n_params * 4) == 0 &&
           memcmp(z[1].params, two[0].params, (size_t)z[0].n_params * 4) == 0, "%s: ZeRO-1's parameters are the same bits on both ranks", name);
     printf("    %-4s 1 process: loss %.4f -> %.4f over %d steps; 2 ranks: largest relative difference %.2g (tolerance %.0g); ZeRO-1 identical; comm %.3f s\n",
-           name, one.loss[1], one.loss[STEPS], STEPS, d, tol, two[0].comm_s);
+           name, one.loss[1], one.loss[steps], steps, d, tol, two[0].comm_s);
     free_jobs(&one, 1); free_jobs(two, 2); free_jobs(z, 2);
 }
-TEST(sft_two_ranks_equal_one_process) { two_ranks_equal_one(FT_OBJ_SFT, 1e-4); }
-TEST(dpo_two_ranks_equal_one_process) { two_ranks_equal_one(FT_OBJ_DPO, 1e-4); }
-TEST(grpo_two_ranks_equal_one_process) { two_ranks_equal_one(FT_OBJ_GRPO, 1e-3); }
+TEST(sft_two_ranks_equal_one_process) { two_ranks_equal_one(FT_OBJ_SFT, 1e-4, STEPS); }
+TEST(dpo_two_ranks_equal_one_process) { two_ranks_equal_one(FT_OBJ_DPO, 1e-4, STEPS); }
+TEST(grpo_two_ranks_equal_one_process) { two_ranks_equal_one(FT_OBJ_GRPO, 1e-3, STEPS); }
+/* the other kinds of micro-batch, shorter: packed rows (the skipped slots are packed to find where
+   they end), KTO's mismatched pairs, PPO's value head and adaptive KL coefficient */
+TEST(cpt_kto_ppo_two_ranks_equal_one_process) {
+    two_ranks_equal_one(FT_OBJ_CPT, 1e-4, 8);
+    two_ranks_equal_one(FT_OBJ_KTO, 1e-4, 8);
+    two_ranks_equal_one(FT_OBJ_PPO, 1e-3, 8);
+}
 
 /* checkpointed at step 10 on `ranks_a`, resumed on `ranks_b`: the uninterrupted curve goes on */
 static void resume_across(int ranks_a, int ranks_b) {
@@ -210,7 +221,7 @@ static void resume_across(int ranks_a, int ranks_b) {
     if (ranks_b > 1) run_group(b, ranks_b, 1); else run_job(&b[0]);
     CHECK(b[0].res == FT_OK, "resumed: %s", b[0].err);
     memcpy(b[0].loss, a[0].loss, 11 * sizeof(double));
-    d = curve_diff(&b[0], &one, 11);
+    d = curve_diff(&b[0], &one, 11, STEPS);
     CHECK(d <= 1e-4, "%d -> %d ranks: steps 11..%d differ from the uninterrupted run by %.3g", ranks_a, ranks_b, STEPS, d);
     printf("    checkpointed on %d rank%s%s at step 10, resumed on %d%s: steps 11..%d within %.2g of the uninterrupted run\n", ranks_a, ranks_a > 1 ? "s" : "",
            ranks_a > 1 ? " (ZeRO-1)" : "", ranks_b, ranks_b > 1 ? " (ZeRO-1)" : "", STEPS, d);
@@ -252,6 +263,7 @@ int main(void) {
     RUN(sft_two_ranks_equal_one_process);
     RUN(dpo_two_ranks_equal_one_process);
     RUN(grpo_two_ranks_equal_one_process);
+    RUN(cpt_kto_ppo_two_ranks_equal_one_process);
     RUN(resume_two_ranks_on_one);
     RUN(resume_one_rank_on_two);
     RUN(ranks_that_disagree_stop_with_a_message);
