@@ -27,7 +27,7 @@ endif
 EXAMPLES = $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
 LIB      = $(BUILD)/finetune.o
 
-.PHONY: all test demo sanitize san-build bench bench-train examples readme clean mpi
+.PHONY: all test demo sanitize san-build bench bench-train bench-mpi examples readme clean mpi
 all: $(BUILD)/ft $(TESTS) $(BUILD)/bench $(EXAMPLES)
 examples: $(EXAMPLES)
 
@@ -119,6 +119,12 @@ BENCH_ARGS    ?=
 bench-train: $(BUILD)/bench
 	@$(MODEL) $(PYTHON) tools/bench_torch.py compare -m "$$FT_MODEL" --bench $(BUILD)/bench --threads $(BENCH_THREADS) \
 	    --jsonl $(BUILD)/bench_train.jsonl $(BENCH_ARGS)
+
+# data parallelism on this machine: 1 process x 2 threads vs 2 ranks x 1 thread (and ZeRO-1), the
+# same global batch; full fine-tuning's peak RSS per rank with and without ZeRO-1 (tools/bench_mpi.sh)
+bench-mpi: $(BUILD)/ft $(BUILD)/ft-mpi
+	@$(MODEL) BUILD=$(BUILD) sh tools/bench_mpi.sh "$$FT_MODEL" $(BENCH_ROUNDS)
+BENCH_ROUNDS ?= 3
 
 clean:
 	rm -rf build

@@ -12559,8 +12559,9 @@ FT_API ft_optim_opts ft_optim_opts_default(void) {
     return o;
 }
 
-FT_API ft_result ft_optim_init(ft_optim **out, ft_params *P, const ft_optim_opts *opts) {
-    ft_optim *o; int i;
+/* an optimizer whose moments cover the floats [lo, hi) of the block (allocated for those only) */
+static ft_result ft__optim_new(ft_optim **out, ft_params *P, const ft_optim_opts *opts, int64_t lo, int64_t hi) {
+    ft_optim *o; int i; ft_result r;
     ft_optim_opts d = ft_optim_opts_default();
     *out = NULL;
     if (!P->data) return ft_set_error(FT_ERR_STATE, "optimizer: the parameter block is not allocated");
@@ -12572,16 +12573,14 @@ FT_API ft_result ft_optim_init(ft_optim **out, ft_params *P, const ft_optim_opts
     if (o->o.beta1 <= 0) o->o.beta1 = d.beta1;
     if (o->o.beta2 <= 0) o->o.beta2 = d.beta2;
     if (o->o.eps <= 0) o->o.eps = d.eps;
-    o->m = FT__CAST(float *, ft__aligned_alloc((size_t)FT__MAX(P->total, 1) * sizeof(float) * 2));
     o->lr_scale = FT__CAST(float *, FT_MALLOC((size_t)FT__MAX(P->n, 1) * sizeof(float)));
-    if (!o->m || !o->lr_scale) { ft_optim_free(o); return ft_set_error(FT_ERR_NOMEM, "optimizer: %lld moments", (long long)P->total); }
-    o->v = o->m + P->total;
-    memset(o->m, 0, (size_t)P->total * 2 * sizeof(float));
+    if (!o->lr_scale) { ft_optim_free(o); return ft_set_error(FT_ERR_NOMEM, "optimizer: out of memory"); }
     for (i = 0; i < P->n; i++) o->lr_scale[i] = 1.0f;
-    o->hi = P->total;
+    if ((r = ft_optim_shard(o, lo, hi)) != FT_OK) { ft_optim_free(o); return r; }
     *out = o;
     return FT_OK;
 }
+FT_API ft_result ft_optim_init(ft_optim **out, ft_params *P, const ft_optim_opts *opts) { return ft__optim_new(out, P, opts, 0, P->total); }
 FT_API ft_result ft_optim_shard(ft_optim *o, int64_t lo, int64_t hi) {
     float *m;
     if (lo < 0 || hi < lo || hi > o->P->total) return ft_set_error(FT_ERR_INVALID, "optimizer: shard [%lld, %lld) of %lld floats", (long long)lo, (long long)hi, (long long)o->P->total);
@@ -14489,7 +14488,7 @@ static ft_result ft__train_save(ft__trainer *t) {
     if (full != t->opt) ft_optim_free(full);
     return r;
 }
-/* the group: checked, this rank's shard of the parameter block, ZeRO-1's optimizer shard */
+/* the group: checked, and this rank's shard of the parameter block */
 static ft_result ft__train_group(ft__trainer *t) {
     const ft_collective *c = t->o.comm;
     t->size = 1;
@@ -14498,7 +14497,6 @@ static ft_result ft__train_group(ft__trainer *t) {
         return ft_set_error(FT_ERR_INVALID, "train: comm: rank %d of %d, or a collective missing", c->rank, c->size);
     if (c) { t->cc = c; t->rank = c->rank; t->size = c->size; }
     ft_shard_range(t->P->total, t->rank, t->size, &t->lo, &t->hi);
-    if (t->o.zero1 && t->size > 1) return ft_optim_shard(t->opt, t->lo, t->hi);
     return FT_OK;
 }
 
@@ -14529,10 +14527,12 @@ static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_pa
     t->o.rl.prompts = FT__MIN(t->o.rl.prompts, t->n);
     t->st.data_seed = t->o.seed ? t->o.seed : 1;
     t->st.obj[0] = t->o.rl.ppo.kl_coef;
-    if ((r = ft_optim_init(&t->opt, P, &t->o.optim)) != FT_OK) return r;
+    if ((r = ft__train_group(t)) != FT_OK) return r;
+    if (t->o.zero1 && t->size > 1) r = ft__optim_new(&t->opt, P, &t->o.optim, t->lo, t->hi);   /* ZeRO-1: the shard's moments only */
+    else r = ft_optim_init(&t->opt, P, &t->o.optim);
+    if (r != FT_OK) return r;
     if (t->o.lr_scale_b != 0)                         /* LoRA+: a larger rate for every B */
         for (i = 0; i < P->n; i++) if (strstr(P->t[i]->name, "lora_B")) ft_optim_set_lr_scale(t->opt, P->t[i], t->o.lr_scale_b);
-    if ((r = ft__train_group(t)) != FT_OK) return r;
     if (t->def->kind == FT_KIND_ROLLOUTS) {
         t->ro = FT__CAST(ft__rl_buf *, FT_MALLOC((size_t)t->o.grad_accum * sizeof(ft__rl_buf)));
         if (!t->ro) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");

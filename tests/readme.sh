@@ -11,6 +11,8 @@
 # FT_README_KEEP=1 keeps the clone (its path is printed).
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
+# mpirun (the data-parallel block) as root in CI's container, without ptrace-based shared memory
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
 readme=${1:-$root/README.md}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/readme.XXXXXX")
 [ "${FT_README_KEEP:-0}" = 1 ] && echo "readme: the clone is $tmp/clone" || trap 'rm -rf "$tmp"' EXIT

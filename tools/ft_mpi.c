@@ -15,7 +15,6 @@
    from its last checkpoint with --resume, on the same or another number of ranks. */
 #define _POSIX_C_SOURCE 200809L          /* as tools/ft.c: getline, fork, waitpid, readlink */
 #include <mpi.h>
-#include <limits.h>
 #define FT_CLI_MAIN ft_cli_main
 #include "ft.c"
 
@@ -28,8 +27,11 @@ static ft_result ftm_check(int rc, const char *what) {
     return ft_set_error(FT_ERR_IO, "MPI %s: %.*s", what, len, msg);
 }
 
-/* MPI counts are ints: big buffers go in pieces */
-enum { FTM_CHUNK = 1 << 28 };
+/* big buffers go in pieces of 16M values: MPI counts are ints, and an in-place reduction makes
+   a temporary copy of what it is given (a whole gradient block would cost its size again) */
+#ifndef FTM_CHUNK
+#define FTM_CHUNK (1 << 24)
+#endif
 
 static ft_result ftm_all_reduce(void *user, void *x, int64_t n, ft_type type) {
     MPI_Datatype dt = type == FT_TYPE_F64 ? MPI_DOUBLE : MPI_FLOAT;
@@ -44,41 +46,54 @@ static ft_result ftm_all_reduce(void *user, void *x, int64_t n, ft_type type) {
     return FT_OK;
 }
 
-/* every rank's shard of n floats as MPI's counts and displacements */
-static ft_result ftm_shards(int64_t n, int **counts, int **displs) {
-    int size, r;
+/* the piece [c0, c1) of n floats as MPI's counts and displacements (from c0): each rank's part of
+   its shard that falls in the piece; returns this rank's rank */
+static int ftm_piece(int64_t n, int64_t c0, int64_t c1, int *counts, int *displs) {
+    int size, rank, r;
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    if (n > INT_MAX) return ft_set_error(FT_ERR_UNSUPPORTED, "MPI: %lld floats in one shard exchange (at most %d)", (long long)n, INT_MAX);
-    *counts = (int *)malloc((size_t)size * 2 * sizeof(int));
-    if (!*counts) return ft_set_error(FT_ERR_NOMEM, "MPI: out of memory");
-    *displs = *counts + size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     for (r = 0; r < size; r++) {
         int64_t lo, hi;
         ft_shard_range(n, r, size, &lo, &hi);
-        (*counts)[r] = (int)(hi - lo);
-        (*displs)[r] = (int)lo;
+        lo = lo > c0 ? lo : c0;
+        hi = hi < c1 ? hi : c1;
+        counts[r] = hi > lo ? (int)(hi - lo) : 0;
+        displs[r] = hi > lo ? (int)(lo - c0) : 0;
     }
-    return FT_OK;
+    return rank;
 }
 
+/* the sum of every rank's x, this rank's shard of it in place, piece by piece */
 static ft_result ftm_reduce_scatter(void *user, float *x, int64_t n) {
-    int *counts, *displs, rank, rc;
-    ft_result r = ftm_shards(n, &counts, &displs);
+    int size, rc = MPI_SUCCESS, *counts, *displs, me;
+    int64_t c0;
     (void)user;
-    if (r != FT_OK) return r;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    rc = MPI_Reduce_scatter(MPI_IN_PLACE, x, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-    if (rc == MPI_SUCCESS) memmove(x + displs[rank], x, (size_t)counts[rank] * sizeof(float));   /* in place: the result is at x */
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (!(counts = (int *)malloc((size_t)size * 2 * sizeof(int)))) return ft_set_error(FT_ERR_NOMEM, "MPI: out of memory");
+    displs = counts + size;
+    for (c0 = 0; c0 < n && rc == MPI_SUCCESS; c0 += FTM_CHUNK) {
+        int64_t c1 = n - c0 < FTM_CHUNK ? n : c0 + FTM_CHUNK;
+        me = ftm_piece(n, c0, c1, counts, displs);
+        rc = MPI_Reduce_scatter(MPI_IN_PLACE, x + c0, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        if (rc == MPI_SUCCESS && counts[me]) memmove(x + c0 + displs[me], x + c0, (size_t)counts[me] * sizeof(float));   /* in place: at the start */
+    }
     free(counts);
     return ftm_check(rc, "reduce-scatter");
 }
 
+/* every rank's shard of x to every rank, piece by piece */
 static ft_result ftm_all_gather(void *user, float *x, int64_t n) {
-    int *counts, *displs, rc;
-    ft_result r = ftm_shards(n, &counts, &displs);
+    int size, rc = MPI_SUCCESS, *counts, *displs;
+    int64_t c0;
     (void)user;
-    if (r != FT_OK) return r;
-    rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (!(counts = (int *)malloc((size_t)size * 2 * sizeof(int)))) return ft_set_error(FT_ERR_NOMEM, "MPI: out of memory");
+    displs = counts + size;
+    for (c0 = 0; c0 < n && rc == MPI_SUCCESS; c0 += FTM_CHUNK) {
+        int64_t c1 = n - c0 < FTM_CHUNK ? n : c0 + FTM_CHUNK;
+        ftm_piece(n, c0, c1, counts, displs);
+        rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x + c0, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
+    }
     free(counts);
     return ftm_check(rc, "all-gather");
 }
@@ -86,8 +101,8 @@ static ft_result ftm_all_gather(void *user, float *x, int64_t n) {
 static ft_result ftm_broadcast(void *user, void *x, int64_t bytes, int root) {
     int64_t off;
     (void)user;
-    for (off = 0; off < bytes; off += FTM_CHUNK) {
-        int cnt = (int)(bytes - off < FTM_CHUNK ? bytes - off : FTM_CHUNK);
+    for (off = 0; off < bytes; off += 4 * (int64_t)FTM_CHUNK) {
+        int cnt = (int)(bytes - off < 4 * (int64_t)FTM_CHUNK ? bytes - off : 4 * (int64_t)FTM_CHUNK);
         int rc = MPI_Bcast((char *)x + off, cnt, MPI_BYTE, root, MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS) return ftm_check(rc, "broadcast");
     }
