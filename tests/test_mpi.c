@@ -1,9 +1,10 @@
 /* test_mpi.c - data-parallel training over MPI, as a user runs it: `mpirun -np 2 build/ft-mpi train`
    on this machine (loopback), beside `build/ft train` in one process with the same global batch
    (--batch 2 --grad-accum 2 vs 2 ranks x --batch 2). On a tiny model with SmolLM2's tokenizer
-   ($FT_MODEL), the demo's data, LoRA with dropout:
-   - the 2-rank run logs the one-process run's losses at every one of 20 steps, and writes the same
-     adapter; --zero1 the same again;
+   ($FT_MODEL), the project's data, LoRA:
+   - SFT (the demo's data, dropout 0.1), DPO (the date preferences) and GRPO (arithmetic prompts,
+     sampled completions, a regex reward): the 2-rank run logs the one-process run's losses at
+     every one of 20 steps, and writes the same adapter; --zero1 the same again;
    - a rank killed with SIGKILL in the middle of a run ends the job within seconds with mpirun's
      message; `--resume` on 2 ranks continues from the last checkpoint on the uninterrupted curve.
    Needs $FT_MPI_BIN (make test builds build/ft-mpi when mpicc is there; .ci/run installs OpenMPI):
@@ -26,11 +27,16 @@ enum { STEPS = 20, LONG_STEPS = 60, MAXS = 64 };
 static const char *MPIRUN = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
                             "OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun -np 2";
 
-/* the common options of every run: 1 thread a rank, LoRA with dropout, checkpoints every 5 steps */
-static void train_args(char *buf, size_t cap, const char *out, int steps, int accum, const char *extra) {
-    snprintf(buf, cap, "train -m %s --method lora --rank 4 --alpha 8 --dropout 0.1 --objective sft "
-             "--data examples/data/dates_train.jsonl --seq-len 96 --steps %d --batch 2 --grad-accum %d --lr 3e-3 --warmup 2 "
-             "--seed 11 --threads 1 --eval-before 0 --eval-gen 0 --save-every 5 --out %s %s", MODEL, steps, accum, out, extra);
+/* the objectives, their data and options */
+static const struct { const char *name, *args; } OBJ[] = {
+    {"sft", "--objective sft --dropout 0.1 --data examples/data/dates_train.jsonl"},
+    {"dpo", "--objective dpo --data examples/data/dates_pref_train.jsonl"},
+    {"grpo", "--objective grpo --data examples/data/arith_train.jsonl --reward regex:e --prompts 2 --group 3 --max-new 6 --kl-beta 0.04"},
+};
+/* the common options of every run: 1 thread a rank, LoRA, checkpoints every 5 steps */
+static void train_args(char *buf, size_t cap, int obj, const char *out, int steps, int accum, const char *extra) {
+    snprintf(buf, cap, "train -m %s --method lora --rank 4 --alpha 8 %s --seq-len 96 --steps %d --batch 2 --grad-accum %d --lr 3e-3 --warmup 2 "
+             "--seed 11 --threads 1 --eval-before 0 --eval-gen 0 --save-every 5 --out %s %s", MODEL, OBJ[obj].args, steps, accum, out, extra);
 }
 static int sh(const char *fmt, ...) {
     char cmd[4096]; va_list ap; int rc;
@@ -55,27 +61,35 @@ static int read_losses(const char *out, double *loss, int *ranks) {
     fclose(f);
     return n;
 }
-static int same_file(const char *a, const char *b) { return sh("cmp -s %s %s", a, b) == 0; }
 
-TEST(two_ranks_log_the_losses_of_one_process) {
-    char args[2048]; double one[MAXS], two[MAXS], z[MAXS]; int s, ranks = 0, same = 1, samez = 1;
-    train_args(args, sizeof args, "build/mpi_one", STEPS, 2, "");
-    CHECK(sh("%s %s > build/mpi_one.log 2>&1", ft_bin, args) == 0, "one process trains (build/mpi_one.log)");
-    train_args(args, sizeof args, "build/mpi_two", STEPS, 1, "");
-    CHECK(sh("%s %s %s > build/mpi_two.log 2>&1", MPIRUN, mpi_bin, args) == 0, "2 ranks train (build/mpi_two.log)");
-    train_args(args, sizeof args, "build/mpi_zero", STEPS, 1, "--zero1");
-    CHECK(sh("%s %s %s > build/mpi_zero.log 2>&1", MPIRUN, mpi_bin, args) == 0, "2 ranks with ZeRO-1 train");
-    CHECK(read_losses("build/mpi_one", one, NULL) == STEPS && read_losses("build/mpi_two", two, &ranks) == STEPS &&
-          read_losses("build/mpi_zero", z, NULL) == STEPS, "every run logs %d steps", STEPS);
+static void two_ranks_log_the_losses_of_one_process(int obj) {
+    char args[2048], one_dir[64], two_dir[64], z_dir[64]; double one[MAXS], two[MAXS], z[MAXS]; int s, ranks = 0, same = 1, samez = 1;
+    const char *name = OBJ[obj].name;
+    snprintf(one_dir, sizeof one_dir, "build/mpi_one_%s", name);
+    snprintf(two_dir, sizeof two_dir, "build/mpi_two_%s", name);
+    snprintf(z_dir, sizeof z_dir, "build/mpi_zero_%s", name);
+    train_args(args, sizeof args, obj, one_dir, STEPS, 2, "");
+    CHECK(sh("%s %s > %s.log 2>&1", ft_bin, args, one_dir) == 0, "%s: one process trains (%s.log)", name, one_dir);
+    train_args(args, sizeof args, obj, two_dir, STEPS, 1, "");
+    CHECK(sh("%s %s %s > %s.log 2>&1", MPIRUN, mpi_bin, args, two_dir) == 0, "%s: 2 ranks train (%s.log)", name, two_dir);
+    train_args(args, sizeof args, obj, z_dir, STEPS, 1, "--zero1");
+    CHECK(sh("%s %s %s > %s.log 2>&1", MPIRUN, mpi_bin, args, z_dir) == 0, "%s: 2 ranks with ZeRO-1 train", name);
+    CHECK(read_losses(one_dir, one, NULL) == STEPS && read_losses(two_dir, two, &ranks) == STEPS && read_losses(z_dir, z, NULL) == STEPS,
+          "%s: every run logs %d steps", name, STEPS);
     for (s = 1; s <= STEPS; s++) { same &= one[s] == two[s]; samez &= z[s] == two[s]; }
-    CHECK(ranks == 2, "the 2-rank run logs its ranks (%d)", ranks);
-    CHECK(same, "2 ranks log the one-process losses at every step (as written, 6 decimals)");
-    CHECK(samez, "ZeRO-1 logs the same losses");
-    CHECK(same_file("build/mpi_one/adapter.gguf", "build/mpi_two/adapter.gguf"), "2 ranks write the one-process adapter, byte for byte");
-    CHECK(same_file("build/mpi_two/adapter.gguf", "build/mpi_zero/adapter.gguf"), "so does ZeRO-1");
-    printf("    loss %.6f -> %.6f over %d steps: equal in every step for 1 process x 2 micro-batches, 2 ranks, 2 ranks + ZeRO-1; adapters identical\n",
-           one[1], one[STEPS], STEPS);
+    CHECK(ranks == 2, "%s: the 2-rank run logs its ranks (%d)", name, ranks);
+    CHECK(same, "%s: 2 ranks log the one-process losses at every step (as written, 6 decimals)", name);
+    CHECK(samez, "%s: ZeRO-1 logs the same losses", name);
+    snprintf(args, sizeof args, "%s/adapter.gguf %s/adapter.gguf", one_dir, two_dir);
+    CHECK(sh("cmp -s %s", args) == 0, "%s: 2 ranks write the one-process adapter, byte for byte", name);
+    snprintf(args, sizeof args, "%s/adapter.gguf %s/adapter.gguf", two_dir, z_dir);
+    CHECK(sh("cmp -s %s", args) == 0, "%s: so does ZeRO-1", name);
+    printf("    %-4s loss %.6f -> %.6f over %d steps: equal in every step for 1 process x 2 micro-batches, 2 ranks, 2 ranks + ZeRO-1; adapters identical\n",
+           name, one[1], one[STEPS], STEPS);
 }
+TEST(sft_on_two_ranks_logs_the_losses_of_one_process) { two_ranks_log_the_losses_of_one_process(0); }
+TEST(dpo_on_two_ranks_logs_the_losses_of_one_process) { two_ranks_log_the_losses_of_one_process(1); }
+TEST(grpo_on_two_ranks_logs_the_losses_of_one_process) { two_ranks_log_the_losses_of_one_process(2); }
 
 /* the pid of rank `rank` of the job writing to `out` (its environment and command line), or 0 */
 static pid_t find_rank(int rank, const char *out) {
@@ -106,11 +120,11 @@ static double now_s(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t
 TEST(a_killed_rank_ends_the_job_and_the_run_resumes) {
     char args[2048], log[8192] = ""; double one[MAXS], part[MAXS], res[MAXS], t0, t_kill = 0, waited; int s, status = 0, worst_step = 0;
     pid_t job, victim = 0; FILE *f; double worst = 0; size_t n;
-    train_args(args, sizeof args, "build/mpi_long1", LONG_STEPS, 2, "");
+    train_args(args, sizeof args, 0, "build/mpi_long1", LONG_STEPS, 2, "");
     CHECK(sh("%s %s > build/mpi_long1.log 2>&1", ft_bin, args) == 0, "one process trains %d steps", LONG_STEPS);
     read_losses("build/mpi_long1", one, NULL);
     sh("rm -rf build/mpi_kill");
-    train_args(args, sizeof args, "build/mpi_kill", LONG_STEPS, 1, "");
+    train_args(args, sizeof args, 0, "build/mpi_kill", LONG_STEPS, 1, "");
     fflush(stdout);
     if ((job = fork()) == 0) {
         char cmd[4096];
@@ -138,7 +152,7 @@ TEST(a_killed_rank_ends_the_job_and_the_run_resumes) {
         printf("    rank 1 (pid %d) killed at step %d: the job ended %.2f s later, exit status %d; mpirun: \"%s\"\n", (int)victim, k, waited,
                WIFEXITED(status) ? WEXITSTATUS(status) : -1, strstr(log, "noticed") ? "...noticed that process rank 1 ... exited on signal 9 (Killed)" : "?");
     }
-    train_args(args, sizeof args, "build/mpi_kill", LONG_STEPS, 1, "--resume");
+    train_args(args, sizeof args, 0, "build/mpi_kill", LONG_STEPS, 1, "--resume");
     CHECK(sh("%s %s %s > build/mpi_resume.log 2>&1", MPIRUN, mpi_bin, args) == 0, "--resume on 2 ranks finishes the run (build/mpi_resume.log)");
     CHECK(read_losses("build/mpi_kill", res, NULL) == LONG_STEPS, "metrics.jsonl holds each of the %d steps once", LONG_STEPS);
     for (s = 1; s <= LONG_STEPS; s++) {
@@ -164,7 +178,9 @@ int main(void) {
         return ft_test_summary("test_mpi");
     }
     if (!ft_bin || !src || !tiny_model_write_vocab(MODEL, FT_TYPE_F32, 5, src)) { printf("FAIL - needs FT_BIN and FT_MODEL: %s\n", ft_last_error()); return 1; }
-    RUN(two_ranks_log_the_losses_of_one_process);
+    RUN(sft_on_two_ranks_logs_the_losses_of_one_process);
+    RUN(dpo_on_two_ranks_logs_the_losses_of_one_process);
+    RUN(grpo_on_two_ranks_logs_the_losses_of_one_process);
     RUN(a_killed_rank_ends_the_job_and_the_run_resumes);
     RUN(other_commands_run_on_one_rank_only);
     remove(MODEL);

@@ -63,40 +63,29 @@ static int ftm_piece(int64_t n, int64_t c0, int64_t c1, int *counts, int *displs
     return rank;
 }
 
-/* the sum of every rank's x, this rank's shard of it in place, piece by piece */
-static ft_result ftm_reduce_scatter(void *user, float *x, int64_t n) {
+/* over ft_shard_range's shards of x[0..n), piece by piece: the sum of every rank's x, this rank's
+   shard of it in place (reduce-scatter), or every rank's shard to every rank (all-gather) */
+static ft_result ftm_shards(float *x, int64_t n, int gather) {
     int size, rc = MPI_SUCCESS, *counts, *displs, me;
     int64_t c0;
-    (void)user;
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     if (!(counts = (int *)malloc((size_t)size * 2 * sizeof(int)))) return ft_set_error(FT_ERR_NOMEM, "MPI: out of memory");
     displs = counts + size;
     for (c0 = 0; c0 < n && rc == MPI_SUCCESS; c0 += FTM_CHUNK) {
         int64_t c1 = n - c0 < FTM_CHUNK ? n : c0 + FTM_CHUNK;
         me = ftm_piece(n, c0, c1, counts, displs);
+        if (gather) {
+            rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x + c0, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
+            continue;
+        }
         rc = MPI_Reduce_scatter(MPI_IN_PLACE, x + c0, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
         if (rc == MPI_SUCCESS && counts[me]) memmove(x + c0 + displs[me], x + c0, (size_t)counts[me] * sizeof(float));   /* in place: at the start */
     }
     free(counts);
-    return ftm_check(rc, "reduce-scatter");
+    return ftm_check(rc, gather ? "all-gather" : "reduce-scatter");
 }
-
-/* every rank's shard of x to every rank, piece by piece */
-static ft_result ftm_all_gather(void *user, float *x, int64_t n) {
-    int size, rc = MPI_SUCCESS, *counts, *displs;
-    int64_t c0;
-    (void)user;
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    if (!(counts = (int *)malloc((size_t)size * 2 * sizeof(int)))) return ft_set_error(FT_ERR_NOMEM, "MPI: out of memory");
-    displs = counts + size;
-    for (c0 = 0; c0 < n && rc == MPI_SUCCESS; c0 += FTM_CHUNK) {
-        int64_t c1 = n - c0 < FTM_CHUNK ? n : c0 + FTM_CHUNK;
-        ftm_piece(n, c0, c1, counts, displs);
-        rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x + c0, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
-    }
-    free(counts);
-    return ftm_check(rc, "all-gather");
-}
+static ft_result ftm_reduce_scatter(void *user, float *x, int64_t n) { (void)user; return ftm_shards(x, n, 0); }
+static ft_result ftm_all_gather(void *user, float *x, int64_t n) { (void)user; return ftm_shards(x, n, 1); }
 
 static ft_result ftm_broadcast(void *user, void *x, int64_t bytes, int root) {
     int64_t off;
