@@ -1240,9 +1240,12 @@ FT_API ft_result ft_eval_rl(ft_ctx *ctx, ft_model *m, const ft_dataset *prompts,
                             float max_reward, int64_t limit, double *mean_reward, double *solved);
 
 /* ---- collectives: data parallelism over several processes ------------------------------------------
-   The caller brings the transport (MPI in tools/ft_mpi.c, NCCL between GPUs); the library stays
-   libc-only. Every function is collective: each rank of the group calls it with the same n, in the
-   same order, and it returns when this rank's part is done. A shard of n floats: ft_shard_range. */
+   The caller brings the transport (MPI in tools/ft_mpi.c; NCCL between GPUs would be another); the
+   library stays libc-only. Every function is collective: each rank of the group calls it with the
+   same n, in the same order, and it returns when this rank's part is done. A shard of n floats:
+   ft_shard_range. A rank whose ft_train fails alone (before the first collective, or in its own
+   files) leaves the others waiting in the next collective: end the group then (ft-mpi calls
+   MPI_Abort); failures inside the loop stop every rank at the same step. */
 typedef struct ft_collective {
     int   rank, size;               /* this process's rank, the number of ranks                    */
     void *user;
