@@ -12594,6 +12594,14 @@ FT_API ft_result ft_optim_shard(ft_optim *o, int64_t lo, int64_t hi) {
     o->m = m; o->v = m + (hi - lo); o->lo = lo; o->hi = hi;
     return FT_OK;
 }
+/* 1 when the optimizer holds a shard of the block, not all of it */
+static int ft__optim_sharded(const ft_optim *o) { return o->lo != 0 || o->hi != o->P->total; }
+/* a shard's moments and step count into a whole optimizer (into_whole), or back */
+static void ft__optim_copy_shard(ft_optim *shard, ft_optim *whole, int into_whole) {
+    size_t bytes = (size_t)(shard->hi - shard->lo) * sizeof(float);
+    if (into_whole) { memcpy(whole->m + shard->lo, shard->m, bytes); memcpy(whole->v + shard->lo, shard->v, bytes); whole->t = shard->t; }
+    else { memcpy(shard->m, whole->m + shard->lo, bytes); memcpy(shard->v, whole->v + shard->lo, bytes); shard->t = whole->t; }
+}
 FT_API void ft_optim_free(ft_optim *o) {
     if (!o) return;
     ft__aligned_free(o->m); FT_FREE(o->lr_scale); FT_FREE(o);
@@ -12906,7 +12914,7 @@ FT_API float ft_lr_at(ft_sched_kind kind, float lr, int64_t step, int64_t warmup
    written atomically; loading checks every name and shape ---------------------------------------- */
 FT_API ft_result ft_checkpoint_save(const char *path, const ft_params *P, const ft_optim *o, const ft_rng *rng, const ft_train_state *st) {
     ft_gguf_writer *w; ft_result r; int i, k; char name[300];
-    if (o && (o->lo != 0 || o->hi != P->total)) return ft_set_error(FT_ERR_STATE, "%s: the optimizer holds a shard (ZeRO-1): gather its moments first", path);
+    if (o && ft__optim_sharded(o)) return ft_set_error(FT_ERR_STATE, "%s: the optimizer holds a shard (ZeRO-1): gather its moments first", path);
     if ((r = ft_gguf_writer_init(&w)) != FT_OK) return r;
     ft_gguf_set_str(w, "general.type", "finetune.checkpoint");
     ft_gguf_set_int(w, "ft.checkpoint.version", FT_GGUF_UINT32, 1);
@@ -12965,7 +12973,7 @@ static ft_result ft__checkpoint_state_check(const ft_gguf *g) {
 }
 FT_API ft_result ft_checkpoint_load(const char *path, ft_params *P, ft_optim *o, ft_rng *rng, ft_train_state *st) {
     ft_gguf *g; ft_result r; int i, k; int64_t v; char name[300]; ft_gguf_str type;
-    if (o && (o->lo != 0 || o->hi != P->total)) return ft_set_error(FT_ERR_STATE, "%s: the optimizer holds a shard (ZeRO-1): load into a whole one", path);
+    if (o && ft__optim_sharded(o)) return ft_set_error(FT_ERR_STATE, "%s: the optimizer holds a shard (ZeRO-1): load into a whole one", path);
     if ((r = ft_gguf_open(&g, path)) != FT_OK) return r;
     if (!ft_gguf_get_str(g, "general.type", &type) || type.n != 19 || memcmp(type.s, "finetune.checkpoint", 19) != 0) {
         ft_gguf_close(g); return ft_set_error(FT_ERR_FORMAT, "%s: not a finetune.h checkpoint", path);
@@ -14460,18 +14468,14 @@ static ft_result ft__train_share(ft__trainer *t) {
     if (t->size > 1 && (r = ft__train_agree(t)) != FT_OK) return r;
     resumed = resumed && t->rank == 0;
     if (t->size > 1 && (r = ft__cc(t, FT__CC_BCAST, &resumed, sizeof resumed, FT_TYPE_I32, 0, "resuming")) != FT_OK) return r;
-    if (resumed && (t->opt->lo != 0 || t->opt->hi != P->total)) r = ft_optim_init(&full, P, &t->o.optim);
+    if (resumed && ft__optim_sharded(t->opt)) r = ft_optim_init(&full, P, &t->o.optim);
     if (r == FT_OK && resumed && t->rank == 0) r = ft_checkpoint_load(t->o.resume_from, P, full, &t->ctx->rng, &t->st);
     r = ft__train_status(t, r);
     if (r == FT_OK && t->size > 1) r = ft__cc(t, FT__CC_BCAST, P->data, P->total * (int64_t)sizeof(float), FT_TYPE_F32, 0, "rank 0's parameters");
     if (r == FT_OK && t->size > 1 && resumed) r = ft__cc(t, FT__CC_BCAST, &t->st, sizeof t->st, FT_TYPE_I8, 0, "the run's state");
     if (r == FT_OK && t->size > 1 && resumed) r = ft__cc(t, FT__CC_BCAST, &full->t, sizeof full->t, FT_TYPE_I64, 0, "the optimizer's step");
     if (r == FT_OK && t->size > 1 && resumed) r = ft__cc(t, FT__CC_BCAST, full->m, 2 * P->total * (int64_t)sizeof(float), FT_TYPE_F32, 0, "the moments");
-    if (r == FT_OK && full != t->opt) {
-        memcpy(t->opt->m, full->m + t->opt->lo, (size_t)(t->opt->hi - t->opt->lo) * sizeof(float));
-        memcpy(t->opt->v, full->v + t->opt->lo, (size_t)(t->opt->hi - t->opt->lo) * sizeof(float));
-        t->opt->t = full->t;
-    }
+    if (r == FT_OK && full != t->opt) ft__optim_copy_shard(t->opt, full, 0);
     if (full != t->opt) ft_optim_free(full);
     for (i = 0; i < P->n; i++) P->t[i]->version++;
     return r;
@@ -14479,11 +14483,9 @@ static ft_result ft__train_share(ft__trainer *t) {
 /* a checkpoint (rank 0 writes it); a ZeRO-1 group first gathers the moments into a whole optimizer */
 static ft_result ft__train_save(ft__trainer *t) {
     ft_params *P = t->P; ft_optim *full = t->opt; ft_result r = FT_OK;
-    if (t->opt->lo != 0 || t->opt->hi != P->total) {
+    if (ft__optim_sharded(t->opt)) {
         if ((r = ft_optim_init(&full, P, &t->o.optim)) != FT_OK) return r;
-        memcpy(full->m + t->opt->lo, t->opt->m, (size_t)(t->opt->hi - t->opt->lo) * sizeof(float));
-        memcpy(full->v + t->opt->lo, t->opt->v, (size_t)(t->opt->hi - t->opt->lo) * sizeof(float));
-        full->t = t->opt->t;
+        ft__optim_copy_shard(t->opt, full, 1);
         r = ft__cc(t, FT__CC_GATHER, full->m, P->total, FT_TYPE_F32, 0, "gathering the first moments");
         if (r == FT_OK) r = ft__cc(t, FT__CC_GATHER, full->v, P->total, FT_TYPE_F32, 0, "gathering the second moments");
     }

@@ -1642,9 +1642,11 @@ static int ft_train_run(ft_run *r) {
     ft_cli *c = r->c;
     ft_train_opts to = c->train;
     const char *path = ft_out(r, "metrics.jsonl");
-    if (ft_rank() == 0 && ft_config_write(c, ft_out(r, "config"))) return 1;
-    if (ft_rank() == 0 && r->resumed && ft_metrics_trim(r, path)) return 1;
-    if (ft_rank() == 0 && !(r->metrics = fopen(path, r->resumed ? "a" : "w"))) return ft_err(c, "%s: cannot write: %s", path, strerror(errno));
+    if (ft_rank() == 0) {                               /* the run directory: rank 0's alone */
+        if (ft_config_write(c, ft_out(r, "config"))) return 1;
+        if (r->resumed && ft_metrics_trim(r, path)) return 1;
+        if (!(r->metrics = fopen(path, r->resumed ? "a" : "w"))) return ft_err(c, "%s: cannot write: %s", path, strerror(errno));
+    }
     r->tty = isatty(2);
     to.comm = ft_comm;
     to.eval = ft_is_rl(r) ? NULL : r->ev;
@@ -1654,7 +1656,7 @@ static int ft_train_run(ft_run *r) {
     to.rl.n_rewards = r->n_rw;
     to.on_step = ft_on_step;
     to.user = r;
-    if (r->resumed && ft_rank() == 0) fprintf(stderr, "ft: resuming from %s\n", r->ckpt);
+    if (r->resumed) fprintf(ft_note(), "ft: resuming from %s\n", r->ckpt);
     if (ft_train(r->ctx, r->m, ft_peft_params(r->p), r->train, &to, &r->st) != FT_OK) return ft_fail(c);
     if (r->metrics) fclose(r->metrics);
     r->metrics = NULL;

@@ -110,7 +110,7 @@ int main(int argc, char **argv) {
     cc.reduce_scatter = ftm_reduce_scatter;
     cc.all_gather = ftm_all_gather;
     cc.broadcast = ftm_broadcast;
-    if (cc.size > 1 && (argc < 2 || strcmp(argv[1], "train") != 0) && !(argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))) {
+    if (cc.size > 1 && (argc < 2 || strcmp(argv[1], "train") != 0)) {
         if (cc.rank == 0) fprintf(stderr, "ft-mpi: only `train` runs on several ranks (this is %d); run the others with build/ft\n", cc.size);
         MPI_Finalize();
         return 2;
