@@ -442,7 +442,9 @@ FT_API float    ft_rng_normal(ft_rng *r);                     /* N(0, 1), Box-Mu
 enum {
     FT_TENSOR_REQUIRES_GRAD = 1u << 0,   /* backward accumulates into ->grad                   */
     FT_TENSOR_PARAM         = 1u << 1,   /* lives in an ft_params block                         */
-    FT_TENSOR_NO_TAPE       = 1u << 2    /* made while grad mode was off                        */
+    FT_TENSOR_NO_TAPE       = 1u << 2,   /* made while grad mode was off                        */
+    FT_TENSOR_RETAIN_GRAD   = 1u << 3    /* an op's output whose ->grad backward keeps (set it
+                                            before ft_backward; else it is given back once used) */
 };
 
 typedef struct ft_tensor {
@@ -2134,6 +2136,7 @@ FT_API float ft_rng_normal(ft_rng *r) {
    training loop allocates nothing. A mark taken with ft__arena_mark_get can be rewound to
    (LIFO): everything allocated after it is given back, overflow blocks included (gradient
    checkpointing drops a segment's intermediates this way). */
+typedef struct ft__spare { float *p; int64_t n; } ft__spare;
 typedef struct ft__arena {
     unsigned char *base;
     size_t cap, used;
@@ -2141,6 +2144,7 @@ typedef struct ft__arena {
     void **extra; int n_extra, cap_extra;   /* overflow blocks live now                      */
     size_t extra_bytes;                     /* their bytes                                   */
     int overflowed;                         /* an overflow block was needed this step        */
+    ft__spare *spare; int n_spare, cap_spare;   /* gradient buffers given back (ft__grad_release) */
 } ft__arena;
 typedef struct ft__arena_mark { size_t used, extra_bytes; int n_extra; } ft__arena_mark;
 
@@ -2200,8 +2204,17 @@ static ft__arena_mark ft__arena_mark_get(const ft_ctx *ctx) {
     return mk;
 }
 /* give back everything allocated since mk (the peak keeps what it saw) */
+static int ft__arena_after(const ft__arena *a, const void *p, const ft__arena_mark *mk) {
+    const unsigned char *q = FT__CAST(const unsigned char *, p); int j;
+    if (a->base && q >= a->base && q < a->base + a->cap) return q >= a->base + mk->used;
+    for (j = mk->n_extra; j < a->n_extra; j++) if (a->extra[j] == p) return 1;
+    return 0;
+}
 static void ft__arena_rewind(ft_ctx *ctx, const ft__arena_mark *mk) {
     ft__arena *a = &ctx->arena;
+    int i;
+    for (i = a->n_spare - 1; i >= 0; i--)     /* spare gradients inside what is given back */
+        if (ft__arena_after(a, a->spare[i].p, mk)) a->spare[i] = a->spare[--a->n_spare];
     while (a->n_extra > mk->n_extra) ft__aligned_free(a->extra[--a->n_extra]);
     a->extra_bytes = mk->extra_bytes;
     a->used = mk->used;
@@ -2211,7 +2224,7 @@ static void ft__arena_reset(ft_ctx *ctx) {
     ft__arena *a = &ctx->arena;
     int i;
     for (i = 0; i < a->n_extra; i++) ft__aligned_free(a->extra[i]);
-    a->n_extra = 0; a->extra_bytes = 0;
+    a->n_extra = 0; a->extra_bytes = 0; a->n_spare = 0;
     if (a->overflowed) {                    /* grow the main block to the high-water mark    */
         size_t want = a->peak;
         want += want / 2;                   /* head room: steps differ in size (padding)     */
@@ -2283,6 +2296,7 @@ FT_API void ft_ctx_free(ft_ctx *ctx) {
     ft__arena_reset(ctx);
     ft__aligned_free(ctx->arena.base);
     FT_FREE(ctx->arena.extra);
+    FT_FREE(ctx->arena.spare);
     FT_FREE(ctx->tape);
     { int i; for (i = 0; i < 2; i++) { FT_FREE(ctx->rope[i].cs); FT_FREE(ctx->rope[i].pos); FT_FREE(ctx->rope[i].ff); } }
     FT_FREE(ctx);
@@ -2398,8 +2412,46 @@ FT_API ft_tensor *ft_tensor_4d(ft_ctx *ctx, int64_t n0, int64_t n1, int64_t n2, 
 
 #define FT__F(t) FT__CAST(float *, (t)->data)
 
-/* the gradient buffer of t, allocated (zeroed, in the arena) on first use; a view's gradient is
-   the matching slice of its owner's */
+/* Gradient buffers are given back as soon as they are used up. An op's output gets its gradient
+   when the first of its consumers runs backward and is done with it when its own op has run
+   backward (ft__grad_release): the buffer goes on the arena's spare list and the next gradient
+   of the same size takes it. The backward's peak is then the forward's activations plus a few
+   layers' gradients, not twice the activations. Kept: parameters' and leaves' gradients, views
+   (slices of their owner's), outputs recorded by more than one op, and FT_TENSOR_RETAIN_GRAD. */
+#define FT__GRAD_OWN   (1u << 16)            /* ->grad came from ft__grad_buf for this tensor   */
+#define FT__GRAD_SHARE (1u << 17)            /* the output of more than one tape node           */
+static float *ft__grad_buf(ft_ctx *ctx, ft_tensor *t, int zero) {
+    ft__arena *a = &ctx->arena;
+    int64_t n = ft_numel(t);
+    int i;
+    float *g = NULL;
+    for (i = a->n_spare - 1; i >= 0 && !g; i--)
+        if (a->spare[i].n == n) { g = a->spare[i].p; a->spare[i] = a->spare[--a->n_spare]; }
+    if (!g) g = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)n * sizeof(float)));
+    if (!g) { ft__fail(ctx, FT_ERR_NOMEM, "backward: arena out of memory for a gradient"); return NULL; }
+    if (zero) memset(g, 0, (size_t)n * sizeof(float));
+    t->grad = g;
+    t->flags |= FT__GRAD_OWN;
+    return g;
+}
+static void ft__grad_release(ft_ctx *ctx, ft_tensor *t) {
+    ft__arena *a = &ctx->arena;
+    if (!(t->flags & FT__GRAD_OWN) || (t->flags & (FT__GRAD_SHARE | FT_TENSOR_RETAIN_GRAD | FT_TENSOR_PARAM))) return;
+    if (a->n_spare == a->cap_spare) {
+        int nc = a->cap_spare ? 2 * a->cap_spare : 64;
+        ft__spare *ns = FT__CAST(ft__spare *, FT_REALLOC(a->spare, (size_t)nc * sizeof *ns));
+        if (!ns) return;                      /* kept: it only costs memory                     */
+        a->spare = ns; a->cap_spare = nc; ctx->mallocs++;
+    }
+    a->spare[a->n_spare].p = t->grad;
+    a->spare[a->n_spare].n = ft_numel(t);
+    a->n_spare++;
+    t->grad = NULL;
+    t->flags &= ~(uint32_t)FT__GRAD_OWN;
+}
+
+/* the gradient buffer of t, allocated (zeroed) on first use; a view's gradient is the matching
+   slice of its owner's */
 static float *ft__grad(ft_ctx *ctx, ft_tensor *t) {
     if (t->grad) return t->grad;
     if (t->view_of) {
@@ -2407,18 +2459,14 @@ static float *ft__grad(ft_ctx *ctx, ft_tensor *t) {
         if (g) t->grad = g + t->view_offset;
         return t->grad;
     }
-    t->grad = FT__CAST(float *, ft__arena_zalloc(ctx, (size_t)ft_numel(t) * sizeof(float)));
-    if (!t->grad) ft__fail(ctx, FT_ERR_NOMEM, "backward: arena out of memory for a gradient");
-    return t->grad;
+    return ft__grad_buf(ctx, t, 1);
 }
 /* the same for a backward that is about to write a whole gradient: a buffer t does not have yet
    (t not a view) is left unzeroed and *fresh = 1 tells the caller to store instead of add */
 static float *ft__grad_w(ft_ctx *ctx, ft_tensor *t, int *fresh) {
     *fresh = 0;
     if (t->grad || t->view_of) return ft__grad(ctx, t);
-    t->grad = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)ft_numel(t) * sizeof(float)));
-    if (!t->grad) ft__fail(ctx, FT_ERR_NOMEM, "backward: arena out of memory for a gradient");
-    *fresh = t->grad != NULL;
+    *fresh = ft__grad_buf(ctx, t, 0) != NULL;
     return t->grad;
 }
 
@@ -3955,6 +4003,7 @@ static ft__node *ft__record_x(ft_ctx *ctx, ft_op op, ft_tensor *out, ft_tensor *
     nd->op = op; nd->out = out; nd->in[0] = a; nd->in[1] = b; nd->in[2] = c;
     nd->ver[0] = ft__version(a); nd->ver[1] = ft__version(b); nd->ver[2] = ft__version(c);
     nd->ver[3] = ft__version(out);
+    if (out->flags & FT_TENSOR_REQUIRES_GRAD) out->flags |= FT__GRAD_SHARE;
     out->flags |= FT_TENSOR_REQUIRES_GRAD;
     out->flags &= ~(uint32_t)FT_TENSOR_NO_TAPE;
     return nd;
@@ -4907,8 +4956,14 @@ static void ft__xent_backward(ft_ctx *ctx, ft__node *nd) {
 FT_API ft_tensor *ft_cross_entropy(ft_ctx *ctx, ft_tensor *logits, const int32_t *targets, int32_t ignore_index) { return ft__xent_op(ctx, FT_OP_CROSS_ENTROPY, logits, targets, ignore_index); }
 FT_API ft_tensor *ft_logprob(ft_ctx *ctx, ft_tensor *logits, const int32_t *targets, int32_t ignore_index) { return ft__xent_op(ctx, FT_OP_LOGPROB, logits, targets, ignore_index); }
 
-/* ---- the head and cross-entropy, chunked (ft_linear_cross_entropy) ---------------------------- */
-static int64_t ft__lxent_rows(int64_t V) { return FT__MAX(1, FT__MIN(256, ((int64_t)4 << 20) / FT__MAX(V, 1))); }  /* <= 16 MiB */
+/* ---- the head and cross-entropy, chunked (ft_linear_cross_entropy) ----------------------------
+   The logits of R rows at a time (<= 16 MiB) are made, used and dropped. When h needs a gradient
+   and W does not (a frozen head: every PEFT method), the forward also turns each chunk into the
+   gradient of log p(target) with respect to h, u (N, C) = (onehot - softmax) W (times the cap's
+   1 - (z/cap)^2), which backward only scales by each row's upstream gradient: the logits are
+   made once per step, as Liger-Kernel's fused linear cross-entropy does. A trainable head (full
+   fine-tuning, LoRA on the head) makes them again in backward for dW. */
+static int64_t ft__lxent_rows(int64_t V) { return FT__MAX(1, FT__MIN(256, ((int64_t)12 << 20) / FT__MAX(V, 1))); }
 /* z (n, V) = the capped logits of rows h (n, C) */
 static void ft__lxent_logits(ft_ctx *ctx, const float *h, int64_t n, const ft_tensor *W, float cap, float *z) {
     int64_t C = W->shape[1], V = W->shape[0], i;
@@ -4916,8 +4971,16 @@ static void ft__lxent_logits(ft_ctx *ctx, const float *h, int64_t n, const ft_te
     else ft__matmul_wt(ctx, n, V, C, h, W, z);
     if (cap > 0.0f) for (i = 0; i < n * V; i++) z[i] = cap * tanhf(z[i] / cap);
 }
+/* dz (n, V) = g_i (onehot - softmax(z_i)) (times the cap's factor) of a chunk whose lse is known */
+static void ft__lxent_dz(ft_ctx *ctx, ft__xent *e, int64_t n, float cap, const float *z, float *dz) {
+    int64_t i, V = e->V;
+    memset(dz, 0, (size_t)(n * V) * sizeof(float));
+    e->x = z; e->dx = dz;
+    ft__parallel(ctx, n, 4.0 * (double)n * (double)V, ft__xent_backward_rows, e);
+    if (cap > 0.0f) for (i = 0; i < n * V; i++) dz[i] *= 1.0f - (z[i] / cap) * (z[i] / cap);
+}
 FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *W, const int32_t *tgt, int32_t ignore, float cap, int per_token) {
-    int64_t N, C, V, R, r0, i, nvalid = 0; ft_tensor *y; ft__node *nd; ft__xent e; float *z, *lse; double loss = 0;
+    int64_t N, C, V, R, r0, i, nvalid = 0; ft_tensor *y; ft__node *nd; ft__xent e; float *z, *dz = NULL, *lse, *u = NULL, *ones = NULL; double loss = 0;
     ft__arena_mark mk;
     FT__IN(h); FT__IN(W); FT__F32(ctx, h, "linear_xent");
     if (h->ndim != 2 || W->ndim != 2 || h->shape[1] != W->shape[1]) return ft__fail(ctx, FT_ERR_SHAPE, "linear_xent: h (N, C) and W (V, C) do not fit");
@@ -4929,9 +4992,15 @@ FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *
     memset(&e, 0, sizeof e);
     e.ignore = ignore; e.V = V;
     lse = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
+    if (ctx->grad_enabled && ft__wants(h) && !ft__wants(W)) u = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(N * C) * sizeof(float)));
     mk = ft__arena_mark_get(ctx);
     z = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
-    if (!lse || !z) return ft__fail(ctx, FT_ERR_NOMEM, "linear_xent: arena out of memory");
+    if (u) {
+        dz = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
+        ones = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)R * sizeof(float)));
+        if (ones) for (i = 0; i < R; i++) ones[i] = 1.0f;
+    }
+    if (!lse || !z || (ctx->grad_enabled && ft__wants(h) && !ft__wants(W) && (!u || !dz || !ones))) return ft__fail(ctx, FT_ERR_NOMEM, "linear_xent: arena out of memory");
     for (r0 = 0; r0 < N; r0 += R) {
         int64_t n = FT__MIN(R, N - r0);
         ft__lxent_logits(ctx, FT__F(h) + r0 * C, n, W, cap, z);
@@ -4942,35 +5011,44 @@ FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *
             if (tgt[r0 + i] != ignore) { nvalid++; loss -= lp; }
             if (per_token) FT__F(y)[r0 + i] = lp;
         }
+        if (u) {                                              /* u = d log p(target) / d h */
+            e.g = ones;
+            ft__lxent_dz(ctx, &e, n, cap, z, dz);
+            ft__matmul_gw(ctx, n, V, C, dz, W, u + r0 * C, 0);
+        }
     }
     ft__arena_rewind(ctx, &mk);
     if (!per_token) FT__F(y)[0] = nvalid ? (float)(loss / (double)nvalid) : 0.0f;
     if ((nd = ft__record(ctx, FT_OP_LINEAR_XENT, y, h, W, NULL)) != NULL) {
-        nd->ids = ft__copy_ids(ctx, tgt, N); nd->s0 = lse; nd->n[0] = ignore; nd->n[1] = nvalid; nd->n[2] = per_token; nd->f[0] = cap;
+        nd->ids = ft__copy_ids(ctx, tgt, N); nd->s0 = lse; nd->s1 = u; nd->n[0] = ignore; nd->n[1] = nvalid; nd->n[2] = per_token; nd->f[0] = cap;
     }
     return y;
 }
-/* chunk by chunk: the logits again, dz = g (onehot - softmax) (times the cap's 1 - (z/cap)^2),
-   dh += dz W, dW += dz^T h */
+/* dh += g_i u_i when the forward made u; else chunk by chunk: the logits again, dz, dh += dz W,
+   dW += dz^T h */
 static void ft__lxent_backward(ft_ctx *ctx, ft__node *nd) {
     ft_tensor *h = nd->in[0], *W = nd->in[1]; ft__xent e; ft__arena_mark mk;
     int64_t N = h->shape[0], C = h->shape[1], V = W->shape[0], R = ft__lxent_rows(V), r0, i; float cap = nd->f[0];
     float *dh = ft__wants(h) ? ft__grad(ctx, h) : NULL, *dW = ft__wants(W) ? ft__grad(ctx, W) : NULL, *z, *dz, *g;
     mk = ft__arena_mark_get(ctx);
+    g = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
+    if (!g || (ft__wants(h) && !dh) || (ft__wants(W) && !dW)) { ft__fail(ctx, FT_ERR_NOMEM, "linear_xent backward: arena out of memory"); return; }
+    ft__xent_upstream(nd, !nd->n[2], N, g);
+    if (nd->s1) {
+        for (i = 0; i < N; i++) if (g[i] != 0.0f && nd->ids[i] != (int32_t)nd->n[0]) ft__vec_axpy(C, g[i], nd->s1 + i * C, dh + i * C);
+        ft__arena_rewind(ctx, &mk);
+        return;
+    }
     z = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
     dz = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
-    g = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
-    if (!z || !dz || !g || (ft__wants(h) && !dh) || (ft__wants(W) && !dW)) { ft__fail(ctx, FT_ERR_NOMEM, "linear_xent backward: arena out of memory"); return; }
-    ft__xent_upstream(nd, !nd->n[2], N, g);
+    if (!z || !dz) { ft__fail(ctx, FT_ERR_NOMEM, "linear_xent backward: arena out of memory"); return; }
     memset(&e, 0, sizeof e);
     e.ignore = (int32_t)nd->n[0]; e.V = V;
     for (r0 = 0; r0 < N; r0 += R) {
         int64_t n = FT__MIN(R, N - r0);
         ft__lxent_logits(ctx, FT__F(h) + r0 * C, n, W, cap, z);
-        memset(dz, 0, (size_t)(n * V) * sizeof(float));
-        e.x = z; e.tgt = nd->ids + r0; e.lse = nd->s0 + r0; e.dx = dz; e.g = g + r0;
-        ft__parallel(ctx, n, 4.0 * (double)n * (double)V, ft__xent_backward_rows, &e);
-        if (cap > 0.0f) for (i = 0; i < n * V; i++) dz[i] *= 1.0f - (z[i] / cap) * (z[i] / cap);
+        e.tgt = nd->ids + r0; e.lse = nd->s0 + r0; e.g = g + r0;
+        ft__lxent_dz(ctx, &e, n, cap, z, dz);
         if (dh) ft__matmul_gw(ctx, n, V, C, dz, W, dh + r0 * C, 1);
         if (dW) ft_gemm(ctx, 1, 0, V, C, n, dz, V, FT__F(h) + r0 * C, C, dW, C, 1);
     }
@@ -5162,6 +5240,7 @@ static ft_result ft__backward_range(ft_ctx *ctx, int lo, int hi) {
         if (ft__version(nd->out) != nd->ver[3])
             return ft_set_error(FT_ERR_INPLACE, "backward: the output of %s was modified in place", ft_op_name(nd->op));
         if (ft__backward_of(nd->op)) ft__backward_of(nd->op)(ctx, nd);
+        ft__grad_release(ctx, ctx->tape[i].out);                /* nd moves if the tape grew */
     }
     return ctx->status;
 }

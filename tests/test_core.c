@@ -151,6 +151,40 @@ TEST(frozen_branches_are_pruned) {
     ft_params_free(P); ft_ctx_free(c);
 }
 
+/* an op's output gives its gradient back once its own op has run backward: a 64-op chain's
+   backward stays within a few gradients of its forward, with the same gradient bits as when
+   every intermediate keeps its gradient (FT_TENSOR_RETAIN_GRAD) */
+TEST(gradients_are_given_back_once_used) {
+    enum { N = 1024, C = 256, DEPTH = 32 };
+    ft_ctx *c = new_ctx(2); float *g[2]; size_t fwd = 0, peak = 0; int run, k, i;
+    for (run = 0; run < 2; run++) {
+        ft_tensor *x, *h, *mid = NULL, *loss;
+        ft_ctx_reset(c);
+        x = ft_tensor_2d(c, N, C);
+        for (i = 0; i < N * C; i++) ((float *)x->data)[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+        x->flags |= FT_TENSOR_REQUIRES_GRAD;
+        h = x;
+        for (k = 0; k < DEPTH; k++) {
+            h = ft_tanh(c, ft_scale(c, h, 1.1f));
+            if (run == 1 || k == DEPTH / 2) h->flags |= FT_TENSOR_RETAIN_GRAD;
+            if (k == DEPTH / 2) mid = h;
+        }
+        loss = ft_sum(c, h);
+        if (run == 0) fwd = ft_ctx_arena_peak(c);
+        CHECK_OK(ft_backward(c, loss));
+        if (run == 0) peak = ft_ctx_arena_peak(c);
+        CHECK(mid && mid->grad != NULL, "run %d: the retained gradient is gone", run);
+        CHECK(run == 1 || h->grad == NULL, "an unretained gradient was kept");
+        g[run] = (float *)malloc((size_t)N * C * sizeof(float));
+        memcpy(g[run], x->grad, (size_t)N * C * sizeof(float));
+    }
+    printf("    forward %.1f MiB, backward peak %.1f MiB (+%.1f; all %d gradients would be %.1f)\n", fwd / 1048576.0, peak / 1048576.0,
+           (peak - fwd) / 1048576.0, 2 * DEPTH + 1, (2.0 * DEPTH + 1) * N * C * 4 / 1048576.0);
+    CHECK(peak - fwd <= (size_t)5 * N * C * sizeof(float), "backward peak %zu bytes above the forward's %zu", peak - fwd, fwd);
+    CHECK(memcmp(g[0], g[1], (size_t)N * C * sizeof(float)) == 0, "the input gradient depends on retaining");
+    free(g[0]); free(g[1]); ft_ctx_free(c);
+}
+
 TEST(inplace_after_save_is_an_error) {
     ft_ctx *c = new_ctx(1); ft_tensor *W, *b; ft_params *P = make_params(c, &W, &b);
     ft_tensor *y, *e, *loss; ft_result r;
@@ -250,6 +284,7 @@ int main(void) {
     RUN(params_in_one_block);
     RUN(arena_no_malloc_in_steady_state);
     RUN(frozen_branches_are_pruned);
+    RUN(gradients_are_given_back_once_used);
     RUN(inplace_after_save_is_an_error);
     RUN(shape_errors_propagate);
     RUN(nonfinite_loss_is_refused);

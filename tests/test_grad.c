@@ -280,11 +280,24 @@ static const int32_t LXT[5] = {2, -100, 4, 0, 1};
 static ft_tensor *b_lxent(ft_ctx *c, ft_tensor **x) { return ft_linear_cross_entropy(c, x[0], x[1], LXT, -100, 0.0f, 0); }
 static ft_tensor *b_lxent_cap(ft_ctx *c, ft_tensor **x) { return ft_linear_cross_entropy(c, x[0], x[1], LXT, -100, 1.5f, 0); }
 static ft_tensor *b_lxent_tok(ft_ctx *c, ft_tensor **x) { return ft_mul(c, ft_linear_cross_entropy(c, x[0], x[1], LXT, -100, 0.0f, 1), x[2]); }
+/* a frozen head (7, 6), as every PEFT method has: the forward makes h's gradient, backward scales it */
+static ft_tensor *frozen_head(ft_ctx *c) {
+    ft_tensor *W = ft_tensor_2d(c, 7, 6); int i;
+    if (W) for (i = 0; i < 42; i++) ((float *)W->data)[i] = (float)((i * 29) % 17) / 8.0f - 1.0f;
+    return W;
+}
+static ft_tensor *b_lxent_fz(ft_ctx *c, ft_tensor **x) { return ft_linear_cross_entropy(c, x[0], frozen_head(c), LXT, -100, 0.0f, 0); }
+static ft_tensor *b_lxent_fz_cap(ft_ctx *c, ft_tensor **x) { return ft_linear_cross_entropy(c, x[0], frozen_head(c), LXT, -100, 1.5f, 0); }
+static ft_tensor *b_lxent_fz_tok(ft_ctx *c, ft_tensor **x) { return ft_mul(c, ft_linear_cross_entropy(c, x[0], frozen_head(c), LXT, -100, 0.0f, 1), x[1]); }
 TEST(grad_linear_cross_entropy) {
     int nd[3] = {2, 2, 1}; int64_t s[3][4] = {S(5, 6), S(7, 6), S(5)};
+    int ndf[2] = {2, 1}; int64_t sf[2][4] = {S(5, 6), S(5)};
     gradcheck("linear_xent", b_lxent, 2, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
     gradcheck("linear_xent soft-capped", b_lxent_cap, 2, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
     gradcheck("linear_xent per token", b_lxent_tok, 3, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
+    gradcheck("linear_xent frozen head", b_lxent_fz, 1, ndf, sf, -1, 1, 1e-2, 2e-4, 2e-3);
+    gradcheck("linear_xent frozen head, capped", b_lxent_fz_cap, 1, ndf, sf, -1, 1, 1e-2, 2e-4, 2e-3);
+    gradcheck("linear_xent frozen head, per token", b_lxent_fz_tok, 2, ndf, sf, -1, 1, 1e-2, 2e-4, 2e-3);
 }
 TEST(grad_moe_combine) {
     int nd[4] = {2, 2, 2, 2}; int64_t s[4][4] = {S(2, 5), S(2, 5), S(2, 5), S(3, 2)};

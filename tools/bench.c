@@ -221,8 +221,9 @@ static void make_batch(int32_t *ids, int32_t *tgt, int64_t B, int64_t T, int64_t
 
 /* ---- a per-op profile of one step: the backward timed node by node (a copy of the library's
    backward loop), the forward by replaying each op recorded on the tape without gradient --------- */
-enum { P_MM_BASE, P_MM_HEAD, P_MM_LORA, P_LORA_LIN, P_ATTN, P_XENT, P_NORM, P_ROPE, P_SWIGLU, P_ADD, P_SCALE, P_OTHER, P_N };
-static const char *PNAME[P_N] = {"matmul frozen base W (q..down)", "matmul LM head", "matmul LoRA A/B", "linear + LoRA (W, A, B)", "attention", "cross-entropy",
+enum { P_MM_BASE, P_MM_HEAD, P_MM_LORA, P_LORA_LIN, P_ATTN, P_LXENT, P_XENT, P_NORM, P_ROPE, P_SWIGLU, P_ADD, P_SCALE, P_OTHER, P_N };
+static const char *PNAME[P_N] = {"matmul frozen base W (q..down)", "matmul LM head", "matmul LoRA A/B", "linear + LoRA (W, A, B)", "attention",
+                                 "LM head + cross-entropy, chunked", "cross-entropy",
                                  "rmsnorm", "rope", "swiglu", "add (residual, lora)", "scale", "other"};
 typedef struct prof { double fwd[P_N], bwd[P_N], ffl[P_N], bfl[P_N]; } prof;
 
@@ -232,6 +233,7 @@ static int prof_cat(const ft__node *nd, const ft_tensor *head) {
     case FT_OP_LORA_LINEAR: return P_LORA_LIN;
     case FT_OP_ATTENTION: return P_ATTN;
     case FT_OP_CROSS_ENTROPY: return P_XENT;
+    case FT_OP_LINEAR_XENT: return P_LXENT;
     case FT_OP_RMSNORM: return P_NORM;
     case FT_OP_ROPE: return P_ROPE;
     case FT_OP_SWIGLU: return P_SWIGLU;
@@ -272,6 +274,14 @@ static double prof_forward(ft_ctx *ctx, const ft_tensor *head, prof *P) {
             P->ffl[c] += 2.0 * (double)(a.B * a.H * a.D) * (double)a.T * (double)(a.T + 1);
             break; }
         case FT_OP_CROSS_ENTROPY: ft_cross_entropy(ctx, nd->in[0], nd->ids, (int32_t)nd->n[0]); break;
+        case FT_OP_LINEAR_XENT: {                          /* with h's gradient made in the forward (nd->s1) */
+            int k = ctx->n_tape;
+            ft_ctx_set_grad(ctx, nd->s1 != NULL);
+            ft_linear_cross_entropy(ctx, nd->in[0], nd->in[1], nd->ids, (int32_t)nd->n[0], nd->f[0], (int)nd->n[2]);
+            ft_ctx_set_grad(ctx, 0);
+            ctx->n_tape = k;
+            P->ffl[c] += 2.0 * (double)ft_numel(nd->in[0]) * (double)nd->in[1]->shape[0] * (nd->s1 ? 2 : 1);
+            break; }
         case FT_OP_RMSNORM: ft_rmsnorm(ctx, nd->in[0], nd->in[1], nd->f[0]); break;
         case FT_OP_ROPE: ft_rope_ext(ctx, nd->in[0], nd->ids, (int)nd->n[0], FT__CAST(const ft_rope_opts *, nd->extra)); break;
         case FT_OP_SWIGLU: ft_swiglu(ctx, nd->in[0], nd->in[1]); break;
@@ -295,6 +305,7 @@ static ft_result prof_backward(ft_ctx *ctx, ft_tensor *loss, const ft_tensor *he
         if (!nd->out->grad || !fn) continue;
         c = prof_cat(nd, head); t0 = ft_time_seconds();
         fn(ctx, nd);
+        ft__grad_release(ctx, ctx->tape[i].out);
         P->bwd[c] += ft_time_seconds() - t0;
         if (nd->op == FT_OP_MATMUL) P->bfl[c] += mm_flops(nd) * (ft__wants(nd->in[0]) + ft__wants(nd->in[1]));
         if (nd->op == FT_OP_LORA_LINEAR) {       /* dx through W and the branch, dA, dB */
@@ -302,6 +313,8 @@ static ft_result prof_backward(ft_ctx *ctx, ft_tensor *loss, const ft_tensor *he
             double in = (double)nd->in[1]->shape[1], r = (double)nd->in[1]->shape[0], out = (double)k->W->shape[0];
             P->bfl[c] += 2.0 * rows * ((ft__wants(nd->in[0]) ? in * out + r * in : 0) + out * r + r * in + r * out);
         }
+        if (nd->op == FT_OP_LINEAR_XENT && !nd->s1)   /* the logits again, dh, dW */
+            P->bfl[c] += 2.0 * (double)ft_numel(nd->in[0]) * (double)nd->in[1]->shape[0] * (1 + ft__wants(nd->in[0]) + ft__wants(nd->in[1]));
         if (nd->op == FT_OP_ATTENTION) { const ft__attn *a = (const ft__attn *)nd->extra; P->bfl[c] += 4.0 * (double)(a->B * a->H * a->D) * (double)a->T * (double)(a->T + 1); }
     }
     ctx->backward_done = 1;
@@ -324,7 +337,7 @@ static int bench_train(int argc, char **argv) {
     train_cfg o; ft_ctx *ctx; ft_ctx_opts co; ft_model *m; ft_peft *p; ft_lora_opts lo; ft_optim *opt; ft_optim_opts oo;
     const ft_model_config *c; ft_batch b; int32_t *ids, *tgt; float *owned = NULL; ft_params *P;
     double peak, t_load, hwm0, hwm1, rss0, hwm, rss, *tstep, *tf, *tb, *to, med, mean = 0, loss0 = 0, loss1 = 0;
-    double n_mm = 0, n_in0, n_lora, flops, attn, cpu = 0; int i, l, reset; const char *wtype;
+    double n_mm = 0, n_in0, n_lora, flops, attn, cpu = 0, faults = 0, sys = 0, arena = 0; int i, l, reset; const char *wtype;
     memset(&o, 0, sizeof o);
     o.method = "qlora"; o.B = 4; o.T = 256; o.r = 8; o.alpha = 16; o.steps = 5; o.warmup = 2; o.lr = 1e-4f;
     o.model = getenv("FT_MODEL");
@@ -392,9 +405,10 @@ static int bench_train(int argc, char **argv) {
     printf("bench train: %s (%s base weights), B=%lld T=%lld r=%d alpha=%g, %d thread%s, %d warm-up + %d timed steps\n", o.method, wtype,
            (long long)o.B, (long long)o.T, o.r, (double)o.alpha, o.threads, o.threads > 1 ? "s" : "", o.warmup, o.steps);
     for (i = -o.warmup; i < o.steps; i++) {
-        double c0 = cpu_seconds(), t0 = ft_time_seconds(), t1, t2, t3; ft_tensor *loss;
+        double c0 = cpu_seconds(), t0 = ft_time_seconds(), t1, t2, t3; ft_tensor *loss; struct rusage u0, u1;
+        getrusage(RUSAGE_SELF, &u0);
         ft_ctx_reset(ctx);
-        loss = ft_cross_entropy(ctx, ft_model_forward(ctx, m, &b), tgt, -100);
+        loss = ft_model_loss(ctx, m, ft_model_hidden(ctx, m, &b), tgt, 0);   /* as ft_train computes it */
         t1 = ft_time_seconds();
         if (!loss || ft_backward(ctx, loss) != FT_OK) { fprintf(stderr, "bench train: %s\n", ft_last_error()); return 1; }
         t2 = ft_time_seconds();
@@ -403,11 +417,17 @@ static int bench_train(int argc, char **argv) {
         t3 = ft_time_seconds();
         if (i == -o.warmup) loss0 = FT__F(loss)[0];
         loss1 = FT__F(loss)[0];
-        if (i >= 0) { tstep[i] = t3 - t0; tf[i] = t1 - t0; tb[i] = t2 - t1; to[i] = t3 - t2; mean += t3 - t0; cpu += cpu_seconds() - c0; }
+        getrusage(RUSAGE_SELF, &u1);
+        if (i >= 0) {
+            tstep[i] = t3 - t0; tf[i] = t1 - t0; tb[i] = t2 - t1; to[i] = t3 - t2; mean += t3 - t0; cpu += cpu_seconds() - c0;
+            faults += (double)(u1.ru_minflt - u0.ru_minflt);
+            sys += (double)(u1.ru_stime.tv_sec - u0.ru_stime.tv_sec) + 1e-6 * (double)(u1.ru_stime.tv_usec - u0.ru_stime.tv_usec);
+            arena = FT__MAX(arena, (double)ft_ctx_arena_peak(ctx) / 1048576.0);
+        }
         fprintf(stderr, "  %s %d: %.3f s (forward %.3f, backward %.3f, AdamW %.4f), loss %.4f\n", i < 0 ? "warm-up" : "step", i < 0 ? i + o.warmup + 1 : i + 1,
                 t3 - t0, t1 - t0, t2 - t1, t3 - t2, (double)FT__F(loss)[0]);
     }
-    mean /= o.steps; cpu /= o.steps;
+    mean /= o.steps; cpu /= o.steps; faults /= o.steps; sys /= o.steps;
     mem_mib(&hwm, &rss);
     {
         double *s = (double *)malloc((size_t)o.steps * sizeof(double)), mf = 0, mb = 0, mo = 0;
@@ -419,6 +439,8 @@ static int bench_train(int argc, char **argv) {
                "           CPU time %.3f s per step (all threads: %.2f cores busy)\n", med, s[0], s[o.steps - 1], mean, mf, mb, mo, cpu, cpu / mean);
         printf("tokens/s: %.1f   peak RSS of the steps: %.0f MiB (%.0f MiB before the first step; %.0f MiB peak while loading)%s\n",
                (double)(o.B * o.T) / med, hwm, rss0, hwm0, reset ? "" : " (VmHWM could not be reset: the peak is the whole process's)");
+        printf("arena peak %.0f MiB; per step: %.0f minor page faults, %.3f s of system time (%.1f%% of the CPU time)\n",
+               arena, faults, sys, 100 * sys / cpu);
         printf("FLOPs/step: %.4g = tokens x (4 N_mm - 2 N_in0 + 6 N_lora) + 3 x attention fwd  (N_mm %.4gM, N_in0 %.4gM, N_lora %.4gM, attention fwd %.4g)\n",
                flops, n_mm / 1e6, n_in0 / 1e6, n_lora / 1e6, attn);
         printf("achieved %.1f GFLOP/s, FMA peak at %d thread%s %.1f GFLOP/s: MFU %.1f%%   (loss %.4f -> %.4f)\n", flops / med / 1e9,
@@ -426,9 +448,11 @@ static int bench_train(int argc, char **argv) {
         printf("RESULT {\"impl\": \"finetune.h\", \"method\": \"%s\", \"weights\": \"%s\", \"B\": %lld, \"T\": %lld, \"r\": %d, \"alpha\": %g, \"threads\": %d, "
                "\"steps\": %d, \"warmup\": %d, \"step_s\": %.5f, \"step_min_s\": %.5f, \"step_mean_s\": %.5f, \"cpu_s\": %.5f, \"fwd_s\": %.5f, \"bwd_s\": %.5f, \"opt_s\": %.5f, "
                "\"tokens_per_s\": %.3f, \"peak_rss_mib\": %.1f, \"rss_loaded_mib\": %.1f, \"load_peak_rss_mib\": %.1f, \"load_s\": %.3f, \"flops_per_step\": %.6g, "
-               "\"peak_gflops\": %.3f, \"mfu\": %.5f, \"trainable\": %.0f, \"loss_first\": %.5f, \"loss_last\": %.5f, \"loadavg\": %.2f}\n",
+               "\"peak_gflops\": %.3f, \"mfu\": %.5f, \"trainable\": %.0f, \"loss_first\": %.5f, \"loss_last\": %.5f, \"loadavg\": %.2f, "
+               "\"arena_peak_mib\": %.1f, \"minor_faults\": %.0f, \"sys_s\": %.4f}\n",
                o.method, wtype, (long long)o.B, (long long)o.T, o.r, (double)o.alpha, o.threads, o.steps, o.warmup, med, s[0], mean, cpu, mf, mb, mo,
-               (double)(o.B * o.T) / med, hwm, rss0, hwm0, t_load, flops, peak, flops / med / 1e9 / peak, n_lora, loss0, loss1, loadavg());
+               (double)(o.B * o.T) / med, hwm, rss0, hwm0, t_load, flops, peak, flops / med / 1e9 / peak, n_lora, loss0, loss1, loadavg(),
+               arena, faults, sys);
         free(s);
     }
     fflush(stdout);
@@ -437,7 +461,7 @@ static int bench_train(int argc, char **argv) {
         memset(&pr, 0, sizeof pr);
         ft_ctx_reset(ctx);
         t0 = ft_time_seconds();
-        loss = ft_cross_entropy(ctx, ft_model_forward(ctx, m, &b), tgt, -100);
+        loss = ft_model_loss(ctx, m, ft_model_hidden(ctx, m, &b), tgt, 0);   /* as ft_train computes it */
         tfw = ft_time_seconds() - t0;
         a_fwd = ft_ctx_arena_used(ctx);
         prof_forward(ctx, head, &pr);                 /* once to touch the scratch pages, then measured */
@@ -446,7 +470,7 @@ static int bench_train(int argc, char **argv) {
         t0 = ft_time_seconds();
         if (!loss || prof_backward(ctx, loss, head, &pr) != FT_OK) { fprintf(stderr, "bench train: %s\n", ft_last_error()); return 1; }
         tbw = ft_time_seconds() - t0;
-        a_bwd = ft_ctx_arena_used(ctx);
+        a_bwd = ft_ctx_arena_peak(ctx);
         t0 = ft_time_seconds();
         ft_optim_step(opt, o.lr); ft_params_zero_grad(P);
         topt = ft_time_seconds() - t0;
@@ -464,8 +488,8 @@ static int bench_train(int argc, char **argv) {
         printf("%-32s %9.1f %6.1f%% %9s | %9.1f %6.1f%%\n", "not on the tape / untimed", 1e3 * FT__MAX(tfw - sf, 0), 100 * FT__MAX(tfw - sf, 0) / (tfw + tbw + topt), "",
                1e3 * FT__MAX(tbw - sb, 0), 100 * FT__MAX(tbw - sb, 0) / (tfw + tbw + topt));
         printf("%-32s %9s %7s %9s | %9.1f %6.1f%%\n", "AdamW", "", "", "", 1e3 * topt, 100 * topt / (tfw + tbw + topt));
-        printf("arena: %.0f MiB after the forward (activations saved for backward, logits included), %.0f MiB after the backward "
-               "(+ activation gradients, none released before the step ends)\n", a_fwd / 1048576.0, a_bwd / 1048576.0);
+        printf("arena: %.0f MiB after the forward (activations saved for backward), peak %.0f MiB in the backward "
+               "(+ the activation gradients live at once)\n", a_fwd / 1048576.0, a_bwd / 1048576.0);
         printf("(percentages of the whole step; the embedding and the first norm run off the tape (nothing below them\n"
                " trains), so they are in 'not on the tape', as are frozen matmuls of layers without LoRA)\n");
         fflush(stdout);
