@@ -2131,22 +2131,29 @@ FT_API float ft_rng_normal(ft_rng *r) {
 }
 
 /* ---- the per-step arena -----------------------------------------------------------------------
-   A bump allocator over one block. What does not fit goes to overflow blocks; the next reset
-   frees them and regrows the main block to the high-water mark, so from the second step on a
-   training loop allocates nothing. A mark taken with ft__arena_mark_get can be rewound to
-   (LIFO): everything allocated after it is given back, overflow blocks included (gradient
-   checkpointing drops a segment's intermediates this way). */
+   A bump allocator over one block. What does not fit goes to overflow chunks of at least
+   FT__ARENA_CHUNK bytes (bump-allocated in turn, and big enough that malloc maps them and gives
+   them back to the system when freed); the next reset frees them and regrows the main block to
+   the high-water mark, so from the second step on a training loop allocates nothing and its
+   pages stay mapped. A mark taken with ft__arena_mark_get can be rewound to (LIFO): everything
+   allocated after it is given back, chunks included (gradient checkpointing drops a segment's
+   intermediates this way). */
+#define FT__ARENA_CHUNK ((size_t)64 << 20)
 typedef struct ft__spare { float *p; int64_t n; } ft__spare;
+typedef struct ft__chunk { unsigned char *p; size_t cap, used; } ft__chunk;
 typedef struct ft__arena {
     unsigned char *base;
     size_t cap, used;
-    size_t peak;                            /* most bytes live at once this step (main + overflow) */
-    void **extra; int n_extra, cap_extra;   /* overflow blocks live now                      */
-    size_t extra_bytes;                     /* their bytes                                   */
-    int overflowed;                         /* an overflow block was needed this step        */
+    size_t peak;                            /* most bytes live at once this step (main + chunks) */
+    ft__chunk *extra; int n_extra, cap_extra;   /* overflow chunks live now; the last one takes */
+    size_t extra_bytes;                     /* bytes used in them                            */
+    int overflowed;                         /* a chunk was needed this step                  */
     ft__spare *spare; int n_spare, cap_spare;   /* gradient buffers given back (ft__grad_release) */
 } ft__arena;
-typedef struct ft__arena_mark { size_t used, extra_bytes; int n_extra; } ft__arena_mark;
+typedef struct ft__arena_mark {
+    size_t used, extra_bytes, last_used; int n_extra;
+    ft__spare *spare; int n_spare;          /* the spare list as it was (a copy in the arena)  */
+} ft__arena_mark;
 
 typedef struct ft__node ft__node;
 
@@ -2172,58 +2179,76 @@ struct ft_ctx {
     unsigned long resets;           /* ft_ctx_reset calls: what the tape's tensors belong to     */
 };
 
+#define FT__ALIGN_UP(n) (((n) + FT__ALIGN - 1) & ~(size_t)(FT__ALIGN - 1))
+/* a new overflow chunk of at least `bytes` */
+static ft__chunk *ft__arena_chunk(ft_ctx *ctx, size_t bytes) {
+    ft__arena *a = &ctx->arena;
+    ft__chunk *c;
+    if (a->n_extra == a->cap_extra) {
+        int nc = a->cap_extra ? 2 * a->cap_extra : 16;
+        ft__chunk *ne = FT__CAST(ft__chunk *, FT_REALLOC(a->extra, (size_t)nc * sizeof *ne));
+        if (!ne) return NULL;
+        a->extra = ne; a->cap_extra = nc; ctx->mallocs++;
+    }
+    c = &a->extra[a->n_extra];
+    c->cap = FT__MAX(bytes, FT__ARENA_CHUNK);
+    c->used = 0;
+    if (!(c->p = FT__CAST(unsigned char *, ft__aligned_alloc(c->cap)))) return NULL;
+    ctx->mallocs++;
+    a->n_extra++;
+    a->overflowed = 1;
+    return c;
+}
 static void *ft__arena_alloc(ft_ctx *ctx, size_t bytes) {
     ft__arena *a = &ctx->arena;
-    size_t off = (a->used + FT__ALIGN - 1) & ~(size_t)(FT__ALIGN - 1);
-    void *p;
+    size_t off = FT__ALIGN_UP(a->used);
+    ft__chunk *c;
     if (bytes == 0) bytes = 1;
     if (a->base && off <= a->cap && bytes <= a->cap - off) {
         a->used = off + bytes;
         if (a->used + a->extra_bytes > a->peak) a->peak = a->used + a->extra_bytes;
         return a->base + off;
     }
-    if (a->n_extra == a->cap_extra) {
-        int nc = a->cap_extra ? 2 * a->cap_extra : 16;
-        void **ne = FT__CAST(void **, FT_REALLOC(a->extra, (size_t)nc * sizeof(void *)));
-        if (!ne) return NULL;
-        a->extra = ne; a->cap_extra = nc; ctx->mallocs++;
+    c = a->n_extra ? &a->extra[a->n_extra - 1] : NULL;
+    off = c ? FT__ALIGN_UP(c->used) : 0;
+    if (!c || off > c->cap || bytes > c->cap - off) {
+        if (!(c = ft__arena_chunk(ctx, bytes))) return NULL;
+        off = 0;
     }
-    p = ft__aligned_alloc(bytes);
-    if (!p) return NULL;
-    ctx->mallocs++;
-    a->extra[a->n_extra++] = p;
-    a->extra_bytes += bytes + FT__ALIGN;
-    a->overflowed = 1;
+    a->extra_bytes += off + bytes - c->used;
+    c->used = off + bytes;
     if (a->used + a->extra_bytes > a->peak) a->peak = a->used + a->extra_bytes;
-    return p;
+    return c->p + off;
 }
 
-static ft__arena_mark ft__arena_mark_get(const ft_ctx *ctx) {
+/* a mark copies the spare list: a rewind gives back what was allocated after it and puts the
+   list back as it was (buffers taken from it since are free again, those added since are gone) */
+static ft__arena_mark ft__arena_mark_get(ft_ctx *ctx) {
+    ft__arena *a = &ctx->arena;
     ft__arena_mark mk;
-    mk.used = ctx->arena.used; mk.extra_bytes = ctx->arena.extra_bytes; mk.n_extra = ctx->arena.n_extra;
+    mk.n_spare = a->n_spare;
+    mk.spare = a->n_spare ? FT__CAST(ft__spare *, ft__arena_alloc(ctx, (size_t)a->n_spare * sizeof(ft__spare))) : NULL;
+    if (mk.spare) memcpy(mk.spare, a->spare, (size_t)a->n_spare * sizeof(ft__spare));
+    else mk.n_spare = 0;                    /* no room: the spares are forgotten (memory only) */
+    mk.used = a->used; mk.extra_bytes = a->extra_bytes; mk.n_extra = a->n_extra;
+    mk.last_used = a->n_extra ? a->extra[a->n_extra - 1].used : 0;
     return mk;
 }
 /* give back everything allocated since mk (the peak keeps what it saw) */
-static int ft__arena_after(const ft__arena *a, const void *p, const ft__arena_mark *mk) {
-    const unsigned char *q = FT__CAST(const unsigned char *, p); int j;
-    if (a->base && q >= a->base && q < a->base + a->cap) return q >= a->base + mk->used;
-    for (j = mk->n_extra; j < a->n_extra; j++) if (a->extra[j] == p) return 1;
-    return 0;
-}
 static void ft__arena_rewind(ft_ctx *ctx, const ft__arena_mark *mk) {
     ft__arena *a = &ctx->arena;
-    int i;
-    for (i = a->n_spare - 1; i >= 0; i--)     /* spare gradients inside what is given back */
-        if (ft__arena_after(a, a->spare[i].p, mk)) a->spare[i] = a->spare[--a->n_spare];
-    while (a->n_extra > mk->n_extra) ft__aligned_free(a->extra[--a->n_extra]);
+    while (a->n_extra > mk->n_extra) ft__aligned_free(a->extra[--a->n_extra].p);
+    if (a->n_extra) a->extra[a->n_extra - 1].used = mk->last_used;
     a->extra_bytes = mk->extra_bytes;
     a->used = mk->used;
+    if (mk->n_spare) memcpy(a->spare, mk->spare, (size_t)mk->n_spare * sizeof(ft__spare));
+    a->n_spare = mk->n_spare;
 }
 
 static void ft__arena_reset(ft_ctx *ctx) {
     ft__arena *a = &ctx->arena;
     int i;
-    for (i = 0; i < a->n_extra; i++) ft__aligned_free(a->extra[i]);
+    for (i = 0; i < a->n_extra; i++) ft__aligned_free(a->extra[i].p);
     a->n_extra = 0; a->extra_bytes = 0; a->n_spare = 0;
     if (a->overflowed) {                    /* grow the main block to the high-water mark    */
         size_t want = a->peak;
@@ -2368,6 +2393,42 @@ static int ft__valid_shape(int ndim, const int64_t *shape) {
     return 1;
 }
 
+/* Gradient buffers are given back as soon as they are used up. An op's output gets its gradient
+   when the first of its consumers runs backward and is done with it when its own op has run
+   backward (ft__grad_release): the buffer goes on the arena's spare list and the next gradient
+   of the same size takes it. The backward's peak is then the forward's activations plus a few
+   layers' gradients, not twice the activations. Kept: parameters' and leaves' gradients, views
+   (slices of their owner's), outputs recorded by more than one op, and FT_TENSOR_RETAIN_GRAD. */
+#define FT__GRAD_OWN   (1u << 16)            /* ->grad came from ft__grad_buf for this tensor   */
+#define FT__GRAD_SHARE (1u << 17)            /* the output of more than one tape node           */
+#define FT__DATA_OWN   (1u << 18)            /* ->data is this step's arena (or a spare), f32   */
+#define FT__DATA_GONE  (1u << 19)            /* ->data given back in the forward (ft__done)     */
+/* a spare buffer of exactly n floats, or NULL */
+static float *ft__spare_take(ft_ctx *ctx, int64_t n) {
+    ft__arena *a = &ctx->arena;
+    int i;
+    for (i = a->n_spare - 1; i >= 0; i--)
+        if (a->spare[i].n == n) {
+            float *p = a->spare[i].p;
+            a->spare[i] = a->spare[--a->n_spare];
+            return p;
+        }
+    return NULL;
+}
+/* p (n floats of this step's arena) is free until the next reset or rewind; 0 if not kept */
+static int ft__spare_give(ft_ctx *ctx, float *p, int64_t n) {
+    ft__arena *a = &ctx->arena;
+    if (a->n_spare == a->cap_spare) {
+        int nc = a->cap_spare ? 2 * a->cap_spare : 64;
+        ft__spare *ns = FT__CAST(ft__spare *, FT_REALLOC(a->spare, (size_t)nc * sizeof *ns));
+        if (!ns) return 0;                    /* not reused: it only costs memory              */
+        a->spare = ns; a->cap_spare = nc; ctx->mallocs++;
+    }
+    a->spare[a->n_spare].p = p;
+    a->spare[a->n_spare].n = n;
+    a->n_spare++;
+    return 1;
+}
 /* a tensor header in the arena; data is allocated (zeroed) unless `data` is given */
 static ft_tensor *ft__tensor_x(ft_ctx *ctx, ft_type type, int ndim, const int64_t *shape, void *data, int zero);
 static ft_tensor *ft__tensor(ft_ctx *ctx, ft_type type, int ndim, const int64_t *shape, void *data) {
@@ -2386,8 +2447,10 @@ static ft_tensor *ft__tensor_x(ft_ctx *ctx, ft_type type, int ndim, const int64_
     if (data) t->data = data;
     else {
         size_t bytes = ft_type_row_bytes(type, t->shape[ndim - 1]) * (size_t)ft_nrows(t);
-        t->data = zero ? ft__arena_zalloc(ctx, bytes) : ft__arena_alloc(ctx, bytes);
+        if (type == FT_TYPE_F32 && (t->data = ft__spare_take(ctx, ft_numel(t))) != NULL) { if (zero) memset(t->data, 0, bytes); }
+        else t->data = zero ? ft__arena_zalloc(ctx, bytes) : ft__arena_alloc(ctx, bytes);
         if (!t->data) return ft__fail(ctx, FT_ERR_NOMEM, "tensor: arena out of memory (%zu bytes)", bytes);
+        if (type == FT_TYPE_F32) t->flags |= FT__DATA_OWN;
     }
     return t;
 }
@@ -2412,21 +2475,9 @@ FT_API ft_tensor *ft_tensor_4d(ft_ctx *ctx, int64_t n0, int64_t n1, int64_t n2, 
 
 #define FT__F(t) FT__CAST(float *, (t)->data)
 
-/* Gradient buffers are given back as soon as they are used up. An op's output gets its gradient
-   when the first of its consumers runs backward and is done with it when its own op has run
-   backward (ft__grad_release): the buffer goes on the arena's spare list and the next gradient
-   of the same size takes it. The backward's peak is then the forward's activations plus a few
-   layers' gradients, not twice the activations. Kept: parameters' and leaves' gradients, views
-   (slices of their owner's), outputs recorded by more than one op, and FT_TENSOR_RETAIN_GRAD. */
-#define FT__GRAD_OWN   (1u << 16)            /* ->grad came from ft__grad_buf for this tensor   */
-#define FT__GRAD_SHARE (1u << 17)            /* the output of more than one tape node           */
 static float *ft__grad_buf(ft_ctx *ctx, ft_tensor *t, int zero) {
-    ft__arena *a = &ctx->arena;
     int64_t n = ft_numel(t);
-    int i;
-    float *g = NULL;
-    for (i = a->n_spare - 1; i >= 0 && !g; i--)
-        if (a->spare[i].n == n) { g = a->spare[i].p; a->spare[i] = a->spare[--a->n_spare]; }
+    float *g = ft__spare_take(ctx, n);
     if (!g) g = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)n * sizeof(float)));
     if (!g) { ft__fail(ctx, FT_ERR_NOMEM, "backward: arena out of memory for a gradient"); return NULL; }
     if (zero) memset(g, 0, (size_t)n * sizeof(float));
@@ -2435,17 +2486,8 @@ static float *ft__grad_buf(ft_ctx *ctx, ft_tensor *t, int zero) {
     return g;
 }
 static void ft__grad_release(ft_ctx *ctx, ft_tensor *t) {
-    ft__arena *a = &ctx->arena;
     if (!(t->flags & FT__GRAD_OWN) || (t->flags & (FT__GRAD_SHARE | FT_TENSOR_RETAIN_GRAD | FT_TENSOR_PARAM))) return;
-    if (a->n_spare == a->cap_spare) {
-        int nc = a->cap_spare ? 2 * a->cap_spare : 64;
-        ft__spare *ns = FT__CAST(ft__spare *, FT_REALLOC(a->spare, (size_t)nc * sizeof *ns));
-        if (!ns) return;                      /* kept: it only costs memory                     */
-        a->spare = ns; a->cap_spare = nc; ctx->mallocs++;
-    }
-    a->spare[a->n_spare].p = t->grad;
-    a->spare[a->n_spare].n = ft_numel(t);
-    a->n_spare++;
+    if (!ft__spare_give(ctx, t->grad, ft_numel(t))) return;
     t->grad = NULL;
     t->flags &= ~(uint32_t)FT__GRAD_OWN;
 }
@@ -5226,6 +5268,7 @@ static ft__backward_fn ft__backward_of(ft_op op) {
     }
 }
 
+static int ft__bwd_reads(ft_op op, int k);
 /* nodes [lo, hi) in reverse. Re-entrant: a node's backward may append nodes past hi and run
    this on them (a checkpoint's recomputation), so a node is found by its index each time. */
 static ft_result ft__backward_range(ft_ctx *ctx, int lo, int hi) {
@@ -5239,6 +5282,9 @@ static ft_result ft__backward_range(ft_ctx *ctx, int lo, int hi) {
                                     k, ft_op_name(nd->op), nd->in[k]->name ? nd->in[k]->name : "unnamed");
         if (ft__version(nd->out) != nd->ver[3])
             return ft_set_error(FT_ERR_INPLACE, "backward: the output of %s was modified in place", ft_op_name(nd->op));
+        for (k = 0; k < 4; k++)                                 /* a bug of ft__done's callers */
+            if ((k < 3 ? nd->in[k] : nd->out) && ((k < 3 ? nd->in[k] : nd->out)->flags & FT__DATA_GONE) && ft__bwd_reads(nd->op, k))
+                return ft_set_error(FT_ERR_STATE, "backward: %s reads a tensor given back in the forward", ft_op_name(nd->op));
         if (ft__backward_of(nd->op)) ft__backward_of(nd->op)(ctx, nd);
         ft__grad_release(ctx, ctx->tape[i].out);                /* nd moves if the tape grew */
     }
@@ -5386,6 +5432,52 @@ static void ft__checkpoint_backward(ft_ctx *ctx, ft__node *nd) {
     ft__arena_rewind(ctx, &mk);
 }
 
+
+/* ---- data given back in the forward ---------------------------------------------------------
+   ft__done(ctx, t): the forward reads t no more. Unless a recorded backward reads t's data (as
+   an input or as its output, a view of it, or an extra such as LoRA's branch input), t's data
+   goes on the spare list and the next tensor or gradient of its size takes it: a layer's q and k
+   before RoPE and the outputs added to the residual stream are not kept for backward. Without
+   the tape (no gradients) nothing reads it again. */
+/* does op's backward read the data of input k (0..2) or of its output (3)? */
+static int ft__bwd_reads(ft_op op, int k) {
+    switch (op) {
+    case FT_OP_ADD: case FT_OP_SUB: case FT_OP_SCALE: case FT_OP_ROPE: return 0;
+    case FT_OP_MATMUL: case FT_OP_MUL: case FT_OP_LORA_LINEAR: return k < 3;
+    default: return 1;
+    }
+}
+static int ft__is(const ft_tensor *a, const ft_tensor *t) { return a && (a == t || a->view_of == t); }
+/* may nd's backward read t's data? */
+static int ft__node_reads(const ft__node *nd, const ft_tensor *t) {
+    int k;
+    if (nd->out == t || nd->out->view_of == t) return nd->out == t ? ft__bwd_reads(nd->op, 3) : 1;
+    for (k = 0; k < 3; k++) if (ft__is(nd->in[k], t) && (nd->in[k] != t || ft__bwd_reads(nd->op, k))) return 1;
+    if (nd->op == FT_OP_LORA_LINEAR) return ft__is(FT__CAST(const ft__lora_lin *, nd->extra)->xd, t);
+    if (nd->op == FT_OP_ATTENTION && nd->s0) {
+        ft_tensor **pre = FT__CAST(ft_tensor **, FT__CAST(void *, nd->s0));
+        return ft__is(pre[0], t) || ft__is(pre[1], t);
+    }
+    if (nd->op == FT_OP_CHECKPOINT) {
+        const ft__ckpt *ck = FT__CAST(const ft__ckpt *, nd->extra);
+        for (k = 0; k < ck->n_ext; k++) if (ft__is(ck->ext[k], t)) return 1;
+    }
+    if (nd->op == FT_OP_MOE_COMBINE) {
+        const ft__moe_comb *mc = FT__CAST(const ft__moe_comb *, nd->extra);
+        for (k = 0; k < mc->n_exp; k++) if (ft__is(mc->ys[k], t)) return 1;
+    }
+    return 0;
+}
+static void ft__done(ft_ctx *ctx, ft_tensor *t) {
+    int i;
+    if (!t || t->view_of || (t->flags & (FT__DATA_GONE | FT__GRAD_SHARE | FT_TENSOR_PARAM)) || !(t->flags & FT__DATA_OWN)) return;
+    for (i = ctx->n_tape - 1; i >= 0; i--) {
+        if (ft__node_reads(&ctx->tape[i], t)) return;
+        if (ctx->tape[i].out == t) break;                 /* nothing before its own node reads it */
+    }
+    if (!ft__spare_give(ctx, FT__F(t), ft_numel(t))) return;
+    t->flags |= FT__DATA_GONE;
+}
 
 /* ============================================================================================
    [quant] GGML block formats: decode a row to f32 (every format a GGUF model ships in) and
@@ -9840,14 +9932,16 @@ typedef struct ft__layer_args {
 /* q or k of a layer: the projection, the per-head RMSNorm (qwen3, gemma3), RoPE */
 static ft_tensor *ft__model_qk(ft_ctx *ctx, ft_model *m, ft_tensor *n, ft_tensor *W, ft_tensor *bias, ft_tensor *norm,
                                int64_t l, int site, int heads, const int32_t *p, const ft_rope_opts *ro) {
-    ft_tensor *x = ft__linear(ctx, m, n, W, bias, l, site);
+    ft_tensor *x = ft__linear(ctx, m, n, W, bias, l, site), *y;
     if (norm && x) {                        /* over each head's D dims (or all): (rows * heads, D) */
         int64_t s2[2], shape[4]; int d;
         for (d = 0; d < x->ndim; d++) shape[d] = x->shape[d];
         s2[0] = ft_numel(x) / norm->shape[0]; s2[1] = norm->shape[0];
         x = ft_reshape(ctx, ft_rmsnorm(ctx, ft_reshape(ctx, x, 2, s2), norm, m->c.rms_eps), x->ndim, shape);
     }
-    return ft_rope_ext(ctx, x, p, heads, ro);
+    y = ft_rope_ext(ctx, x, p, heads, ro);
+    ft__done(ctx, x);                       /* RoPE's backward does not read it */
+    return y;
 }
 /* the FFN's activation: SwiGLU, or GeGLU with tanh GELU (gemma3) */
 static ft_tensor *ft__model_glu(ft_ctx *ctx, const ft_model *m, ft_tensor *gate, ft_tensor *up) {
@@ -10035,6 +10129,7 @@ static ft_tensor *ft__model_layer(ft_ctx *ctx, void *user, ft_tensor *h) {
     a = ft__peft_after(ctx, m, l, 0, ft__linear(ctx, m, ft_attention(ctx, q, k, v, &ao), L->wo, NULL, l, FT_SITE_O));
     if (L->post_attn_norm) a = ft_rmsnorm(ctx, a, L->post_attn_norm, c->rms_eps);
     h = ft_add(ctx, h, a);
+    ft__done(ctx, a);                       /* what is added to the residual stream: not kept */
     n = ft_rmsnorm(ctx, h, L->ffn_norm, c->rms_eps);
     if (L->router) a = ft__peft_after(ctx, m, l, 1, ft__model_moe(ctx, m, l, n));
     else {
@@ -10042,7 +10137,9 @@ static ft_tensor *ft__model_layer(ft_ctx *ctx, void *user, ft_tensor *h) {
         a = ft__peft_after(ctx, m, l, 1, ft__linear(ctx, m, a, L->w_down, NULL, l, FT_SITE_DOWN));
     }
     if (L->post_ffn_norm) a = ft_rmsnorm(ctx, a, L->post_ffn_norm, c->rms_eps);
-    return ft_add(ctx, h, a);
+    h = ft_add(ctx, h, a);
+    ft__done(ctx, a);
+    return h;
 }
 
 /* the decoder stack on token ids (B, T): returns the final normed hidden states (B*T, C).
