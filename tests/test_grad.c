@@ -362,6 +362,47 @@ TEST(grad_checkpoint) {
     gradcheck("checkpoint (nested, outside input)", b_ckpt, 3, nd, s, -1, 1, 1e-2, 2e-4, 2e-3);
 }
 
+/* ft__done gives a forward output back only when no recorded backward reads it; a given-back
+   buffer serves the next tensor of its size; the gradients do not change; backward refuses a
+   node that reads a given-back tensor */
+TEST(forward_outputs_given_back) {
+    ft_params *P; ft_tensor *x, *W, *a, *b, *t, *z, *loss; float *g0; int run;
+    int64_t sx[2] = {8, 6}, sw[2] = {5, 6};
+    ft_params_init(&P);
+    x = ft_params_add(P, "x", 2, sx); W = ft_params_add(P, "W", 2, sw);
+    ft_params_alloc(P);
+    ft_rng_seed(ft_ctx_rng(C), 7);
+    ft_params_init_uniform(P, x, -1, 1, C); ft_params_init_uniform(P, W, -1, 1, C);
+    g0 = (float *)malloc(48 * sizeof(float));
+    for (run = 0; run < 2; run++) {
+        ft_params_zero_grad(P);
+        ft_ctx_reset(C);
+        a = ft_matmul(C, x, W, 0, 1);                    /* (8, 5): matmul's backward reads x, W only */
+        b = ft_scale(C, a, 2.0f);                        /* scale reads nothing */
+        t = ft_tanh(C, b);                               /* tanh's backward reads its output */
+        if (run) {
+            ft__done(C, a);
+            ft__done(C, t);
+            CHECK((a->flags & FT__DATA_GONE) && !(t->flags & FT__DATA_GONE), "a given back, tanh's output kept");
+            z = ft_tensor_2d(C, 8, 5);
+            CHECK(z && z->data == a->data, "the next (8, 5) tensor takes a's buffer");
+            ft__done(C, x);                               /* a parameter: never */
+            CHECK(!(x->flags & FT__DATA_GONE), "a parameter was given back");
+        }
+        loss = ft_sum(C, ft_mul(C, t, t));
+        CHECK_OK(ft_backward(C, loss));
+        if (!run) memcpy(g0, x->grad, 48 * sizeof(float));
+        else CHECK(memcmp(g0, x->grad, 48 * sizeof(float)) == 0, "giving a back changed the gradient");
+    }
+    ft_ctx_reset(C);                                     /* a given-back input that backward reads */
+    a = ft_matmul(C, x, W, 0, 1);
+    t = ft_tanh(C, a);
+    loss = ft_sum(C, t);
+    t->flags |= FT__DATA_GONE;
+    CHECK(ft_backward(C, loss) == FT_ERR_STATE, "backward read a given-back tensor: %s", ft_last_error());
+    free(g0); ft_params_free(P);
+}
+
 TEST(every_op_has_a_gradient_check) {
     int op;
     for (op = 1; op < FT_OP_COUNT; op++)
@@ -386,6 +427,7 @@ FT_TEST_MAIN(test_grad) {
     RUN(grad_linear_cross_entropy);
     RUN(grad_llama_block);
     RUN(grad_checkpoint);
+    RUN(forward_outputs_given_back);
     RUN(every_op_has_a_gradient_check);
     ft_ctx_free(C);
     return ft_test_summary("test_grad");

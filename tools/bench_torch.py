@@ -4,7 +4,7 @@ PyTorch + peft on the same CPU, and the driver that runs both and prints the com
 
   run      one configuration in PyTorch (one process: its peak memory is its own):
            python tools/bench_torch.py run -m MODEL.gguf --method lora|qlora [--batch 4] [--seq 256]
-                  [--rank 8] [--alpha 16] [--threads N] [--steps 5] [--warmup 2]
+                  [--rank 8] [--alpha 16] [--threads N] [--steps 5] [--warmup 2] [--autocast bf16]
   table    the table again from --jsonl files of compare runs (every round in them):
            python tools/bench_torch.py table build/bench_train.jsonl
   compare  ours (build/bench train) and PyTorch, each configuration in its own process, the two
@@ -12,7 +12,7 @@ PyTorch + peft on the same CPU, and the driver that runs both and prints the com
            both alike), at each thread count; prints the table and appends the raw results to
            --jsonl:
            python tools/bench_torch.py compare -m MODEL.gguf [--bench build/bench] [--threads 1,2]
-                  [--methods lora,qlora] [--rounds 1] [same sizes as run]
+                  [--methods lora,qlora] [--peers f32,bf16] [--rounds 1] [same sizes as run]
 
 The model is Hugging Face's form of the same GGUF file: AutoModelForCausalLM.from_pretrained(dir,
 gguf_file=name, dtype=float32) dequantizes it to f32. "lora": peft LoRA on that f32 model.
@@ -22,7 +22,9 @@ same weights (written once to build/hf-<model>-f32/). LoRA: the same r, alpha, a
 layers, no dropout, lora_B drawn from N(0, 1e-3) as `bench train` does (PEFT's zero init would
 make every step but the first identical in cost anyway). AdamW (lr 1e-4, no weight decay) on the
 LoRA parameters. The batch is the same B x T ids as ours (the same 64-bit LCG), the loss the mean
-cross-entropy of each next token. Peak memory is VmHWM reset after loading (clear_refs), i.e. the
+cross-entropy of each next token. The bf16 peer (--autocast bf16) runs the forward and the loss
+under torch.autocast("cpu", dtype=torch.bfloat16), the LoRA parameters and AdamW in f32 (the usual
+mixed-precision recipe; its QLoRA computes in bf16: bnb_4bit_compute_dtype=bfloat16). Peak memory is VmHWM reset after loading (clear_refs), i.e. the
 peak of the training steps, the weights included."""
 import argparse
 import json
@@ -115,7 +117,8 @@ def cmd_run(a):
     else:
         from transformers import BitsAndBytesConfig
         import bitsandbytes
-        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+        cdt = torch.bfloat16 if a.autocast == "bf16" else torch.float32
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=cdt)
         model = AutoModelForCausalLM.from_pretrained(hf_f32_dir(a.model), quantization_config=q, device_map="cpu",
                                                      dtype=torch.float32)
         weights = "nf4 (bitsandbytes %s, CPU)" % bitsandbytes.__version__
@@ -140,14 +143,17 @@ def cmd_run(a):
     hwm_load, _ = mem_mib()
     reset = reset_peak()
     _, rss_loaded = mem_mib()
-    print("bench_torch: %s, %s base weights, B=%d T=%d r=%d alpha=%g, %d threads, %d warm-up + %d timed steps"
-          % (a.method, weights, a.batch, a.seq, a.rank, a.alpha, a.threads, a.warmup, a.steps), flush=True)
+    import contextlib
+    cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.autocast == "bf16" else contextlib.nullcontext
+    print("bench_torch: %s, %s base weights, B=%d T=%d r=%d alpha=%g, %d threads, %d warm-up + %d timed steps, autocast %s"
+          % (a.method, weights, a.batch, a.seq, a.rank, a.alpha, a.threads, a.warmup, a.steps, a.autocast), flush=True)
     times, tf, tb, to, cpu, losses = [], [], [], [], [], []
     for i in range(-a.warmup, a.steps):
         c0 = time.process_time()
         t0 = time.perf_counter()
-        logits = model(input_ids=ids).logits
-        loss = Fn.cross_entropy(logits.view(-1, V), tgt, ignore_index=-100)
+        with cast():
+            logits = model(input_ids=ids).logits
+            loss = Fn.cross_entropy(logits.view(-1, V), tgt, ignore_index=-100)
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
@@ -173,7 +179,7 @@ def cmd_run(a):
     print("tokens/s: %.1f   peak RSS of the steps: %.0f MiB (%.0f MiB before the first step; %.0f MiB peak while loading)"
           % (tok / med, hwm, rss_loaded, hwm_load))
     print("achieved %.1f GFLOP/s by the count of bench train (%.4g FLOPs/step)" % (flops / med / 1e9, flops))
-    res = dict(impl="pytorch", method=a.method, weights=weights, B=a.batch, T=a.seq, r=a.rank, alpha=a.alpha,
+    res = dict(impl="pytorch", autocast=a.autocast, method=a.method, weights=weights, B=a.batch, T=a.seq, r=a.rank, alpha=a.alpha,
                threads=a.threads, steps=a.steps, warmup=a.warmup, step_s=med, step_min_s=min(times),
                step_mean_s=statistics.mean(times), cpu_s=statistics.mean(cpu), fwd_s=statistics.mean(tf), bwd_s=statistics.mean(tb),
                opt_s=statistics.mean(to), tokens_per_s=tok / med, peak_rss_mib=hwm if reset else None,
@@ -185,8 +191,9 @@ def cmd_run(a):
     if a.profile:                                   # one more step under torch.profiler, by op
         from torch.profiler import profile, ProfilerActivity
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            logits = model(input_ids=ids).logits
-            loss = Fn.cross_entropy(logits.view(-1, V), tgt, ignore_index=-100)
+            with cast():
+                logits = model(input_ids=ids).logits
+                loss = Fn.cross_entropy(logits.view(-1, V), tgt, ignore_index=-100)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -209,32 +216,43 @@ def run_one(cmd, env):
     return res
 
 
+def peer(r):
+    """who made a RESULT: ours, torch (f32) or torch-bf16 (autocast)"""
+    if r["impl"] != "pytorch":
+        return "ours"
+    return "torch-bf16" if r.get("autocast") == "bf16" else "torch"
+
+
+WHO = ["ours", "torch", "torch-bf16"]
+
+
 def cmd_compare(a):
     here = os.path.dirname(os.path.abspath(__file__))
     bench = a.bench or os.path.join(here, "..", "build", "bench")
     threads = [int(t) for t in a.threads.split(",")]
     methods = a.methods.split(",")
+    peers = ["ours"] + [{"f32": "torch", "bf16": "torch-bf16"}[p] for p in a.peers.split(",") if p]
     sizes = ["--batch", str(a.batch), "--seq", str(a.seq), "--rank", str(a.rank), "--alpha", str(a.alpha),
              "--steps", str(a.steps), "--warmup", str(a.warmup)]
     rows = []
     for n in threads:
         env = dict(os.environ, OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n), FT_THREADS=str(n))
         for m in methods:
-            ours, torch_ = [], []
-            for k in range(a.rounds):                  # interleaved; the order alternates by round
-                order = ["ours", "torch"] if k % 2 == 0 else ["torch", "ours"]
-                for who in order:
+            got = {w: [] for w in WHO}
+            for k in range(a.rounds):                  # interleaved; the order turns by round
+                for who in peers[k % len(peers):] + peers[:k % len(peers)]:
                     if who == "ours":
-                        r = run_one([bench, "train", "-m", a.model, "--method", m, "--threads", str(n)] + sizes, env)
-                        if r: ours.append(r)
+                        cmd = [bench, "train", "-m", a.model, "--method", m, "--threads", str(n)] + sizes
                     else:
-                        r = run_one([sys.executable, os.path.abspath(__file__), "run", "-m", a.model, "--method", m,
-                                     "--threads", str(n)] + sizes, env)
-                        if r: torch_.append(r)
-                    if r and a.jsonl:
-                        with open(a.jsonl, "a") as f:
-                            f.write(json.dumps(r) + "\n")
-            rows.append((n, m, ours, torch_))
+                        cmd = [sys.executable, os.path.abspath(__file__), "run", "-m", a.model, "--method", m, "--threads", str(n),
+                               "--autocast", "bf16" if who == "torch-bf16" else "none"] + sizes
+                    r = run_one(cmd, env)
+                    if r:
+                        got[who].append(r)
+                        if a.jsonl:
+                            with open(a.jsonl, "a") as f:
+                                f.write(json.dumps(r) + "\n")
+            rows.append((n, m, got))
     print_table(rows, a)
 
 
@@ -243,39 +261,41 @@ def print_table(rows, a):
         v = [r[key] for r in rs if r.get(key) is not None]
         return statistics.median(v) if v else None
 
+    def fmt(v, f):
+        return (f % v) if v is not None else "-"
+
     print("\nLoRA / QLoRA training steps, SmolLM2-135M-Instruct, B=%d T=%d r=%d alpha=%g, all linear layers, AdamW; "
           "median step of %d after %d warm-up, %d round(s) each" % (a.batch, a.seq, a.rank, a.alpha, a.steps, a.warmup, a.rounds))
-    print("| config | threads | ours tok/s | torch tok/s | ours / torch | ours RSS | torch RSS | MFU ours | MFU torch "
-          "| ours / torch by CPU time |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for n, m, ours, tr in rows:
-        ot, tt = med(ours, "tokens_per_s"), med(tr, "tokens_per_s")
-        om, tm = med(ours, "peak_rss_mib"), med(tr, "peak_rss_mib")
+    print("| config | threads | ours tok/s | torch f32 tok/s | ours / f32 | torch bf16 tok/s | ours / bf16 | ours RSS "
+          "| torch f32 RSS | torch bf16 RSS | MFU ours | ours / f32 by CPU time |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for n, m, got in rows:
+        ours, tr, tb = got["ours"], got["torch"], got["torch-bf16"]
+        ot, tt, bt = med(ours, "tokens_per_s"), med(tr, "tokens_per_s"), med(tb, "tokens_per_s")
         peak = max([r["peak_gflops"] for r in ours] or [0]) or None   # the best measured: others' load only lowers it
-        fl = ours[0]["flops_per_step"] if ours else (tr[0]["flops_per_step"] if tr else None)
+        fl = ours[0]["flops_per_step"] if ours else None
         name = {"lora": "LoRA (f32 base)", "qlora": "QLoRA (ours Q4_1, torch bnb NF4)"}.get(m, m)
-        fmt = lambda v, f: (f % v) if v is not None else "-"
-        mfu_o = fl * ot / (a.batch * a.seq) / 1e9 / peak if (ot and peak) else None
-        mfu_t = fl * tt / (a.batch * a.seq) / 1e9 / peak if (tt and peak) else None
+        mfu_o = fl * ot / (a.batch * a.seq) / 1e9 / peak if (ot and peak and fl) else None
         oc, tc = med(ours, "cpu_s"), med(tr, "cpu_s")
-        print("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        print("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             name, n, fmt(ot, "%.1f"), fmt(tt, "%.1f"), fmt(ot / tt if ot and tt else None, "%.2fx"),
-            fmt(om, "%.0f MiB"), fmt(tm, "%.0f MiB"), fmt(mfu_o and 100 * mfu_o, "%.1f%%"), fmt(mfu_t and 100 * mfu_t, "%.1f%%"),
-            fmt(tc / oc if oc and tc else None, "%.2fx")))
-    if rows and rows[0][2]:
-        r = rows[0][2][0]
+            fmt(bt, "%.1f"), fmt(ot / bt if ot and bt else None, "%.2fx"),
+            fmt(med(ours, "peak_rss_mib"), "%.0f MiB"), fmt(med(tr, "peak_rss_mib"), "%.0f MiB"), fmt(med(tb, "peak_rss_mib"), "%.0f MiB"),
+            fmt(mfu_o and 100 * mfu_o, "%.1f%%"), fmt(tc / oc if oc and tc else None, "%.2fx")))
+    if rows and rows[0][2]["ours"]:
+        r = rows[0][2]["ours"][0]
         print("\nMFU = FLOPs per step / step time / the f32 FMA peak that bench measured at that thread count (the highest of its"
               " runs); FLOPs per step"
               " = tokens x (4 N_mm - 2 N_in0 + 6 N_lora) + 3 x causal attention forward = %.4g here (see tools/bench.c)."
               % r["flops_per_step"])
         print("tok/s: wall clock, the median step. 'by CPU time': the ratio of CPU seconds per step (all threads), "
               "less sensitive to other processes on the cores; at 2 threads it also charges OpenMP's spin-waiting to torch.")
-    for n, m, ours, tr in rows:
-        for rs in (ours, tr):
-            for r in rs:
+    for n, m, got in rows:
+        for who in WHO:
+            for r in got[who]:
                 print("  %-10s %-5s %d thr: step %.2f s (fwd %.2f, bwd %.2f, AdamW %.3f), CPU %.2f s/step, loss %.3f -> %.3f, "
                       "load avg %.1f%s" % (
-                          r["impl"], r["method"], r["threads"], r["step_s"], r["fwd_s"], r["bwd_s"], r["opt_s"], r["cpu_s"],
+                          who, r["method"], r["threads"], r["step_s"], r["fwd_s"], r["bwd_s"], r["opt_s"], r["cpu_s"],
                           r["loss_first"], r["loss_last"], r.get("loadavg", -1),
                           (", FMA peak %.1f GFLOP/s" % r["peak_gflops"]) if "peak_gflops" in r else ""))
 
@@ -292,11 +312,11 @@ def cmd_table(a):
         if k not in keys:
             keys.append(k)
     keys.sort(key=lambda k: (k[0], k[1]))
-    rows = [(k[0], k[1], [r for r in recs if (r["threads"], r["method"], r["B"], r["T"], r["r"]) == k and r["impl"] != "pytorch"],
-             [r for r in recs if (r["threads"], r["method"], r["B"], r["T"], r["r"]) == k and r["impl"] == "pytorch"]) for k in keys]
+    rows = [(k[0], k[1], {w: [r for r in recs if (r["threads"], r["method"], r["B"], r["T"], r["r"]) == k and peer(r) == w] for w in WHO})
+            for k in keys]
     r0 = recs[0]
     a.batch, a.seq, a.rank, a.alpha, a.steps, a.warmup = r0["B"], r0["T"], r0["r"], r0["alpha"], r0["steps"], r0["warmup"]
-    a.rounds = max(len(o) for _, _, o, _ in rows)
+    a.rounds = max(len(got["ours"]) for _, _, got in rows)
     print_table(rows, a)
 
 
@@ -318,10 +338,12 @@ def main():
             p.add_argument("--method", choices=["lora", "qlora"], default="lora")
             p.add_argument("--threads", type=int, default=os.cpu_count())
             p.add_argument("--profile", action="store_true")
+            p.add_argument("--autocast", choices=["none", "bf16"], default="none")
         else:
             p.add_argument("--bench", default=None)
             p.add_argument("--threads", default="1,2")
             p.add_argument("--methods", default="lora,qlora")
+            p.add_argument("--peers", default="f32,bf16")
             p.add_argument("--rounds", type=int, default=1)
             p.add_argument("--jsonl", default=None)
     a = ap.parse_args()
