@@ -2460,8 +2460,9 @@ static ft_tensor *ft__tensor_x(ft_ctx *ctx, ft_type type, int ndim, const int64_
     if (data) t->data = data;
     else {
         size_t bytes = ft_type_row_bytes(type, t->shape[ndim - 1]) * (size_t)ft_nrows(t);
-        if (type == FT_TYPE_F32 && (t->data = ft__spare_take(ctx, ft_numel(t))) != NULL) { if (zero) memset(t->data, 0, bytes); }
-        else t->data = zero ? ft__arena_zalloc(ctx, bytes) : ft__arena_alloc(ctx, bytes);
+        t->data = type == FT_TYPE_F32 ? ft__spare_take(ctx, ft_numel(t)) : NULL;     /* a buffer given back */
+        if (t->data && zero) memset(t->data, 0, bytes);
+        if (!t->data) t->data = zero ? ft__arena_zalloc(ctx, bytes) : ft__arena_alloc(ctx, bytes);
         if (!t->data) return ft__fail(ctx, FT_ERR_NOMEM, "tensor: arena out of memory (%zu bytes)", bytes);
         if (type == FT_TYPE_F32) t->flags |= FT__DATA_OWN;
     }
@@ -5012,7 +5013,7 @@ FT_API ft_tensor *ft_cross_entropy(ft_ctx *ctx, ft_tensor *logits, const int32_t
 FT_API ft_tensor *ft_logprob(ft_ctx *ctx, ft_tensor *logits, const int32_t *targets, int32_t ignore_index) { return ft__xent_op(ctx, FT_OP_LOGPROB, logits, targets, ignore_index); }
 
 /* ---- the head and cross-entropy, chunked (ft_linear_cross_entropy) ----------------------------
-   The logits of R rows at a time (<= 16 MiB) are made, used and dropped. When h needs a gradient
+   The logits of R rows at a time (<= 48 MiB) are made, used and dropped. When h needs a gradient
    and W does not (a frozen head: every PEFT method), the forward also turns each chunk into the
    gradient of log p(target) with respect to h, u (N, C) = (onehot - softmax) W (times the cap's
    1 - (z/cap)^2), which backward only scales by each row's upstream gradient: the logits are
@@ -5036,7 +5037,7 @@ static void ft__lxent_dz(ft_ctx *ctx, ft__xent *e, int64_t n, float cap, const f
 }
 FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *W, const int32_t *tgt, int32_t ignore, float cap, int per_token) {
     int64_t N, C, V, R, r0, i, nvalid = 0; ft_tensor *y; ft__node *nd; ft__xent e; float *z, *dz = NULL, *lse, *u = NULL, *ones = NULL; double loss = 0;
-    ft__arena_mark mk;
+    ft__arena_mark mk; int fuse;
     FT__IN(h); FT__IN(W); FT__F32(ctx, h, "linear_xent");
     if (h->ndim != 2 || W->ndim != 2 || h->shape[1] != W->shape[1]) return ft__fail(ctx, FT_ERR_SHAPE, "linear_xent: h (N, C) and W (V, C) do not fit");
     if (W->type != FT_TYPE_F32 && (ft__wants(W) || !ft__weight_decodable(W, W->shape[1]))) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "linear_xent: a %s head cannot be used here", ft_type_name(W->type));
@@ -5047,15 +5048,16 @@ FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *
     memset(&e, 0, sizeof e);
     e.ignore = ignore; e.V = V;
     lse = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
-    if (ctx->grad_enabled && ft__wants(h) && !ft__wants(W)) u = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(N * C) * sizeof(float)));
+    fuse = ctx->grad_enabled && ft__wants(h) && !ft__wants(W);      /* make h's gradient here */
+    if (fuse) u = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(N * C) * sizeof(float)));
     mk = ft__arena_mark_get(ctx);
     z = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
-    if (u) {
+    if (fuse) {
         dz = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
         ones = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)R * sizeof(float)));
         if (ones) for (i = 0; i < R; i++) ones[i] = 1.0f;
     }
-    if (!lse || !z || (ctx->grad_enabled && ft__wants(h) && !ft__wants(W) && (!u || !dz || !ones))) return ft__fail(ctx, FT_ERR_NOMEM, "linear_xent: arena out of memory");
+    if (!lse || !z || (fuse && (!u || !dz || !ones))) return ft__fail(ctx, FT_ERR_NOMEM, "linear_xent: arena out of memory");
     for (r0 = 0; r0 < N; r0 += R) {
         int64_t n = FT__MIN(R, N - r0);
         ft__lxent_logits(ctx, FT__F(h) + r0 * C, n, W, cap, z);
@@ -5295,9 +5297,11 @@ static ft_result ft__backward_range(ft_ctx *ctx, int lo, int hi) {
                                     k, ft_op_name(nd->op), nd->in[k]->name ? nd->in[k]->name : "unnamed");
         if (ft__version(nd->out) != nd->ver[3])
             return ft_set_error(FT_ERR_INPLACE, "backward: the output of %s was modified in place", ft_op_name(nd->op));
-        for (k = 0; k < 4; k++)                                 /* a bug of ft__done's callers */
-            if ((k < 3 ? nd->in[k] : nd->out) && ((k < 3 ? nd->in[k] : nd->out)->flags & FT__DATA_GONE) && ft__bwd_reads(nd->op, k))
+        for (k = 0; k < 4; k++) {                               /* a bug of ft__done's callers */
+            const ft_tensor *x = k < 3 ? nd->in[k] : nd->out;
+            if (x && (x->flags & FT__DATA_GONE) && ft__bwd_reads(nd->op, k))
                 return ft_set_error(FT_ERR_STATE, "backward: %s reads a tensor given back in the forward", ft_op_name(nd->op));
+        }
         if (ft__backward_of(nd->op)) ft__backward_of(nd->op)(ctx, nd);
         ft__grad_release(ctx, ctx->tape[i].out);                /* nd moves if the tape grew */
     }
@@ -5353,6 +5357,26 @@ typedef struct ft__ckpt {
     ft_tensor *ext[FT__CKPT_MAX_EXT]; int n_ext;   /* outside tensors needing a gradient buffer  */
 } ft__ckpt;
 
+/* the j-th tensor nd's backward reads besides in[0..2], NULL past the last: prefix keys and
+   values, the LoRA weight and its branch's input, a nested segment's outside tensors, the expert
+   outputs of a combine */
+static ft_tensor *ft__node_extra(const ft__node *nd, int j) {
+    if (nd->op == FT_OP_ATTENTION && nd->s0) return j < 2 ? FT__CAST(ft_tensor **, FT__CAST(void *, nd->s0))[j] : NULL;
+    if (nd->op == FT_OP_LORA_LINEAR) {
+        const ft__lora_lin *k = FT__CAST(const ft__lora_lin *, nd->extra);
+        return j == 0 ? k->W : (j == 1 && k->xd != nd->in[0] ? k->xd : NULL);
+    }
+    if (nd->op == FT_OP_CHECKPOINT) {
+        const ft__ckpt *ck = FT__CAST(const ft__ckpt *, nd->extra);
+        return j < ck->n_ext ? ck->ext[j] : NULL;
+    }
+    if (nd->op == FT_OP_MOE_COMBINE) {
+        const ft__moe_comb *mc = FT__CAST(const ft__moe_comb *, nd->extra);
+        return j < mc->n_exp ? mc->ys[j] : NULL;
+    }
+    return NULL;
+}
+
 /* the sub-tape [lo, hi) run on x: the sum of its inputs' versions into ck->versions, and the
    inputs from outside it (not x) that need a gradient and have no buffer yet into ck->ext;
    returns 0 when there are more than FT__CKPT_MAX_EXT of those */
@@ -5361,21 +5385,9 @@ static int ft__segment_scan(ft_ctx *ctx, int lo, int hi, const ft_tensor *x, ft_
     ck->versions = 0; ck->n_ext = 0;
     for (i = lo; i < hi; i++) {
         ft__node *nd = &ctx->tape[i];
-        ft_tensor *in[3 + FT__CKPT_MAX_EXT]; int n = 3;
-        in[0] = nd->in[0]; in[1] = nd->in[1]; in[2] = nd->in[2];
-        if (nd->op == FT_OP_ATTENTION && nd->s0) {              /* prefix keys and values */
-            ft_tensor **pre = FT__CAST(ft_tensor **, FT__CAST(void *, nd->s0));
-            in[n++] = pre[0]; in[n++] = pre[1];
-        } else if (nd->op == FT_OP_LORA_LINEAR) {                /* the weight and the branch's input */
-            const ft__lora_lin *k = FT__CAST(const ft__lora_lin *, nd->extra);
-            in[n++] = k->W; if (k->xd != nd->in[0]) in[n++] = k->xd;
-        } else if (nd->op == FT_OP_CHECKPOINT) {                 /* a nested segment's own */
-            const ft__ckpt *inner = FT__CAST(const ft__ckpt *, nd->extra);
-            for (k = 0; k < inner->n_ext && n < 3 + FT__CKPT_MAX_EXT; k++) in[n++] = inner->ext[k];
-            ck->versions += inner->versions;
-        }
-        for (k = 0; k < n; k++) {
-            ft_tensor *t = in[k]; int seen = 0;
+        if (nd->op == FT_OP_CHECKPOINT) ck->versions += FT__CAST(const ft__ckpt *, nd->extra)->versions;
+        for (k = 0; k < 3 || ft__node_extra(nd, k - 3); k++) {
+            ft_tensor *t = k < 3 ? nd->in[k] : ft__node_extra(nd, k - 3); int seen = 0;
             if (!t) continue;
             ck->versions += ft__version(t);
             if (t == x || !ft__wants(t) || t->grad) continue;
@@ -5463,22 +5475,12 @@ static int ft__bwd_reads(ft_op op, int k) {
 static int ft__is(const ft_tensor *a, const ft_tensor *t) { return a && (a == t || a->view_of == t); }
 /* may nd's backward read t's data? */
 static int ft__node_reads(const ft__node *nd, const ft_tensor *t) {
+    const ft_tensor *x;
     int k;
-    if (nd->out == t || nd->out->view_of == t) return nd->out == t ? ft__bwd_reads(nd->op, 3) : 1;
+    if (nd->out == t) return ft__bwd_reads(nd->op, 3);
+    if (nd->out->view_of == t) return 1;
     for (k = 0; k < 3; k++) if (ft__is(nd->in[k], t) && (nd->in[k] != t || ft__bwd_reads(nd->op, k))) return 1;
-    if (nd->op == FT_OP_LORA_LINEAR) return ft__is(FT__CAST(const ft__lora_lin *, nd->extra)->xd, t);
-    if (nd->op == FT_OP_ATTENTION && nd->s0) {
-        ft_tensor **pre = FT__CAST(ft_tensor **, FT__CAST(void *, nd->s0));
-        return ft__is(pre[0], t) || ft__is(pre[1], t);
-    }
-    if (nd->op == FT_OP_CHECKPOINT) {
-        const ft__ckpt *ck = FT__CAST(const ft__ckpt *, nd->extra);
-        for (k = 0; k < ck->n_ext; k++) if (ft__is(ck->ext[k], t)) return 1;
-    }
-    if (nd->op == FT_OP_MOE_COMBINE) {
-        const ft__moe_comb *mc = FT__CAST(const ft__moe_comb *, nd->extra);
-        for (k = 0; k < mc->n_exp; k++) if (ft__is(mc->ys[k], t)) return 1;
-    }
+    for (k = 0; (x = ft__node_extra(nd, k)) != NULL; k++) if (ft__is(x, t)) return 1;
     return 0;
 }
 static void ft__done(ft_ctx *ctx, ft_tensor *t) {
