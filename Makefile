@@ -17,9 +17,9 @@ endif
 # single header in every other configuration, each once.
 WHITEBOX = kernels nf4 quant tokenizer model export peft_export peft_ref grad
 TEST_SRC = $(filter-out $(patsubst %,tests/test_%.c,$(WHITEBOX)),$(wildcard tests/test_*.c))
-TESTS    = $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC)) $(BUILD)/test_whitebox $(BUILD)/test_whitebox_ref
+TESTS    = $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRC)) $(BUILD)/test_whitebox $(BUILD)/test_whitebox_ref $(BUILD)/test_cuda_emu
 MATRIX   = gcc_c99 gcc_c99_nosimd gcc_c11 gcc_c99_nothreads gcc_c99_static gcc_c99_no_rl gcc_c99_no_synth gcc_c99_no_merge \
-           clang_c99 clang_c11_static_nosimd gxx_cxx11 gxx_cxx17_static clangxx_cxx11 neon
+           clang_c99 clang_c11_static_nosimd gxx_cxx11 gxx_cxx17_static clangxx_cxx11 neon nvcc
 ARCH    := $(shell uname -m)
 ifeq ($(ARCH),x86_64)
 TESTS   += $(BUILD)/test_whitebox_avx2
@@ -27,7 +27,7 @@ endif
 EXAMPLES = $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
 LIB      = $(BUILD)/finetune.o
 
-.PHONY: all test demo sanitize san-build bench bench-train bench-mpi examples readme clean mpi
+.PHONY: all test demo sanitize san-build bench bench-train bench-mpi examples readme clean mpi cuda test-cuda
 all: $(BUILD)/ft $(TESTS) $(BUILD)/bench $(EXAMPLES)
 examples: $(EXAMPLES)
 
@@ -68,11 +68,30 @@ $(BUILD)/test_whitebox_ref: $(WHITEBOX_DEPS)
 $(BUILD)/test_whitebox_avx2: $(WHITEBOX_DEPS)
 	$(CC) $(WARN) -O2 -g -mavx2 -mfma -mf16c -DFT_WHITEBOX_KERNELS -o $@ tests/whitebox.c $(LDLIBS)
 
+# The GPU companion, finetune_cuda.cu (CUDA Runtime only). `make cuda`: nvcc, warnings as errors,
+# for sm_80 and sm_90 plus PTX. `make test-cuda`: tests/test_cuda.cc on the GPU. `make test` runs
+# the same tests on the CPU, the kernels compiled through tests/cuda_emu.h ($(BUILD)/test_cuda_emu),
+# and the compile matrix's nvcc line builds and links the GPU test without running it.
+NVCC      ?= nvcc
+CXX       ?= g++
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+NVCCFLAGS ?= -O3 -std=c++17 -Werror all-warnings -Xcompiler -Wall,-Wextra $(CUDA_ARCH)
+cuda: $(BUILD)/finetune_cuda.o
+$(BUILD)/finetune_cuda.o: finetune_cuda.cu finetune.h | $(BUILD)
+	$(NVCC) $(NVCCFLAGS) -I. -c -o $@ finetune_cuda.cu
+$(BUILD)/gpu/test_cuda: tests/test_cuda.cc $(BUILD)/finetune_cuda.o tests/ft_test.h
+	mkdir -p $(BUILD)/gpu
+	$(NVCC) -O2 -std=c++17 -I. -o $@ tests/test_cuda.cc $(BUILD)/finetune_cuda.o -lpthread
+test-cuda: $(BUILD)/gpu/test_cuda
+	$(BUILD)/gpu/test_cuda
+$(BUILD)/test_cuda_emu: tests/test_cuda.cc finetune_cuda.cu tests/cuda_emu.h finetune.h tests/ft_test.h | $(BUILD)
+	$(CXX) -std=c++17 -Wall -Wextra -Wpedantic -Werror -O1 -g -DFT_CUDA_EMU -o $@ tests/test_cuda.cc -lm -lpthread
+
 $(BUILD)/bench: tools/bench.c finetune.h | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS) -ldl
 
 # one line per configuration: "ok - compile: NAME", "FAIL - ..." with the log, or "skip - ..."
-$(BUILD)/matrix/%.txt: tests/compile.sh finetune.h tests/compile_main.c tests/compile_impl.c tests/whitebox.c | $(BUILD)/matrix
+$(BUILD)/matrix/%.txt: tests/compile.sh finetune.h tests/compile_main.c tests/compile_impl.c tests/whitebox.c finetune_cuda.cu tests/test_cuda.cc | $(BUILD)/matrix
 	@BUILD=$(BUILD) CC=$(CC) sh tests/compile.sh $* > $@
 $(BUILD)/matrix/gcc_c99.txt: $(LIB)
 $(BUILD)/matrix/gcc_c99_nosimd.txt: $(BUILD)/test_whitebox_ref

@@ -1,0 +1,606 @@
+/* finetune_cuda.cu - the GPU companion of finetune.h: its kernels on one NVIDIA GPU (CUDA Runtime
+   only: no cuBLAS, no cuDNN). MIT / public domain, as finetune.h.
+
+   BUILD
+      make cuda          nvcc -O3 for sm_80 and sm_90 plus PTX, warnings as errors:
+                         build/finetune_cuda.o, which a program links with finetune.o and -lcudart
+      make test-cuda     the same tests as below, on the GPU (tests/test_cuda.cc linked with it)
+      make test          includes build/test_cuda_emu: every kernel here compiled for the CPU through
+                         tests/cuda_emu.h (thread blocks as fibers with barriers, warp shuffles and
+                         the mma fragment layouts emulated) and compared with finetune.h's ops
+   The header stays libc-only: it neither includes nor needs this file.
+
+   WHAT IS HERE (this revision)
+   Kernels with a C API over device pointers; finetune.h's tensors, tape and trainers do not run
+   on the GPU through them yet (the device on ft_ctx_opts and tensors that know where they live
+   come next, and will call these):
+      ft_cuda_weight_upload     a frozen weight in its compact form (F32, F16, BF16, Q4_0, Q4_1,
+                                Q8_0, NF4 with its double-quantized state): bytes as in the file
+      ft_cuda_gemm              C (M, N) (+)= alpha A B^T for any two operands, each dense f32
+                                (strided: either transpose) or a compact weight (decoded inside
+                                the tile): y = x W^T, dx = dy W, dW = dy^T x, LoRA's products.
+                                BF16 tensor-core tiles (mma.sync m16n8k16), f32 accumulators.
+      ft_cuda_rmsnorm_forward / _backward, ft_cuda_rope_angles / ft_cuda_rope,
+      ft_cuda_swiglu_forward / _backward, ft_cuda_xent_rows (log-sum-exp, and the gradient of
+      log p(target)), ft_cuda_adamw (finetune.h's AdamW, refusing a non-finite gradient).
+   Determinism: no kernel here uses atomics; every sum has a fixed order (a GPU run repeats bit
+   for bit). Backward kernels ACCUMULATE (+=) into gradients, as finetune.h's do.
+
+   KERNEL SHAPES
+      GEMM tile: 64 x 64 outputs per block of 128 threads (4 warps, each 32 x 32 = 2 x 4 mma
+      tiles of 16 x 8), K in steps of 32: both operands decoded to bf16 in shared memory, then
+      fragments read in the PTX layout (see tests/cuda_emu.h) and multiplied by mma.sync.
+      Row kernels: one block of 256 threads per row, reductions by warp shuffles and one
+      shared-memory pass. Column sums (RMSNorm's dw): one thread per column, rows in order. */
+#ifndef FINETUNE_CUDA_CU
+#define FINETUNE_CUDA_CU
+#include <stddef.h>
+#include <stdint.h>
+#include "finetune.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* a frozen weight (rows, cols) row-major, in device memory, in its compact form: rows of
+   ft_type_row_bytes(type, cols) bytes; NF4: the packed nibbles of the whole tensor and its state */
+typedef struct ft_cuda_weight {
+    ft_type type;
+    int64_t rows, cols;
+    void *data;
+    uint8_t *qabsmax;               /* NF4 only: (ceil(n/64)) codes                              */
+    float *absmax2;                 /* NF4 only: (ceil(n/64/256)) second-level scales            */
+    float *code;                    /* NF4 only: (256) the dynamic map                           */
+    float offset;                   /* NF4 only                                                  */
+} ft_cuda_weight;
+
+/* an operand of ft_cuda_gemm: element (i, k) of a dense f32 matrix at p[i * si + k * sk], or of
+   a weight w (i, k), or w (k, i) when trans */
+typedef struct ft_cuda_operand {
+    const float *p;
+    int64_t si, sk;
+    const ft_cuda_weight *w;
+    int trans;
+} ft_cuda_operand;
+
+FT_API ft_result ft_cuda_init(int device);
+FT_API ft_result ft_cuda_malloc(void **p, size_t bytes);
+FT_API void      ft_cuda_free(void *p);
+FT_API ft_result ft_cuda_upload(void *dst, const void *src, size_t bytes);
+FT_API ft_result ft_cuda_download(void *dst, const void *src, size_t bytes);
+FT_API ft_result ft_cuda_memset(void *dst, int value, size_t bytes);
+FT_API ft_result ft_cuda_sync(void);
+
+FT_API ft_result ft_cuda_weight_upload(ft_cuda_weight *w, const ft_tensor *t);   /* 2-D t */
+FT_API void      ft_cuda_weight_free(ft_cuda_weight *w);
+
+/* C (M, N), row stride ldc: C = alpha sum_k A(i, k) B(j, k)  (+ C when accumulate) */
+FT_API ft_result ft_cuda_gemm(float *C, int64_t ldc, ft_cuda_operand A, ft_cuda_operand B,
+                              int64_t M, int64_t N, int64_t K, float alpha, int accumulate);
+FT_API ft_cuda_operand ft_cuda_dense(const float *p, int64_t si, int64_t sk);
+FT_API ft_cuda_operand ft_cuda_weight_op(const ft_cuda_weight *w, int trans);
+
+/* x (N, C), w (C) or NULL -> y (N, C), rstd (N) */
+FT_API ft_result ft_cuda_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
+                                         int64_t N, int64_t C, float eps);
+/* dx (N, C) += ..., dw (C) += sum_rows dy x rstd; either may be NULL */
+FT_API ft_result ft_cuda_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
+                                          const float *w, const float *rstd, int64_t N, int64_t C);
+/* cs (N, n_rot/2, 2) = attn_factor (cos, sin) of each position's angles (ft_rope_ext's formula);
+   freq_factors: o->freq_factors copied to the device, or NULL */
+FT_API ft_result ft_cuda_rope_angles(float *cs, const int32_t *pos, int64_t N, const ft_rope_opts *o,
+                                     const float *freq_factors);
+/* y (N, n_head*D) = x rotated by cs (sign +1), or by -theta (sign -1: the backward); y may be x */
+FT_API ft_result ft_cuda_rope(float *y, const float *x, const float *cs, int64_t N, int n_head,
+                              int64_t D, int n_rot, int mode, float sign);
+FT_API ft_result ft_cuda_swiglu_forward(float *y, const float *g, const float *u, int64_t n);
+/* dg += dy u sig (1 + g (1 - sig)), du += dy g sig; either may be NULL */
+FT_API ft_result ft_cuda_swiglu_backward(float *dg, float *du, const float *dy, const float *g,
+                                         const float *u, int64_t n);
+/* logits (N, V), tgt (N) -> lse (N) (0 where tgt == ignore); when dx: dx (N, V) += g[i] (onehot - softmax) */
+FT_API ft_result ft_cuda_xent_rows(float *lse, float *dx, const float *logits, const int32_t *tgt,
+                                   const float *g, int64_t N, int64_t V, int32_t ignore);
+/* finetune.h's AdamW over n floats (step t >= 1, the bias corrections from it): FT_ERR_NUMERIC
+   and nothing changed when a gradient is not finite */
+FT_API ft_result ft_cuda_adamw(float *p, const float *g, float *m, float *v, int64_t n, float lr,
+                               const ft_optim_opts *o, int64_t t);
+
+#ifdef __cplusplus
+}
+#endif
+
+#ifndef FT_CUDA_API_ONLY
+/* =============================================================================================
+   IMPLEMENTATION
+   ============================================================================================= */
+#ifndef FT_CUDA_EMU
+#include <cuda_runtime.h>
+#define FT_CU_LAUNCH(kernel, grid, block, ...) kernel<<<grid, block>>>(__VA_ARGS__)
+#else
+#define FT_CU_LAUNCH(kernel, grid, block, ...) ft_emu_launch(grid, block, [&] { kernel(__VA_ARGS__); })
+#endif
+#include <math.h>
+
+#define FT_CU_ROW_THREADS 256
+#define FT_CU_EW_THREADS  256
+#define FT_CU_BM 64                 /* GEMM block tile: rows of C                                */
+#define FT_CU_BN 64                 /*                  columns of C                             */
+#define FT_CU_BK 32                 /*                  K per step                               */
+#define FT_CU_PAD 8                 /* shared rows padded against bank conflicts                 */
+
+static ft_result ft__cu_check(const char *what) {
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return ft_set_error(FT_ERR_UNSUPPORTED, "cuda: %s: %s", what, cudaGetErrorString(e));
+    return FT_OK;
+}
+static unsigned ft__cu_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
+
+/* ---- memory ------------------------------------------------------------------------------------ */
+FT_API ft_result ft_cuda_init(int device) {
+    if (cudaSetDevice(device) != cudaSuccess) return ft_set_error(FT_ERR_UNSUPPORTED, "cuda: no device %d", device);
+    return FT_OK;
+}
+FT_API ft_result ft_cuda_malloc(void **p, size_t bytes) {
+    if (cudaMalloc(p, bytes ? bytes : 1) != cudaSuccess) {
+        *p = NULL;
+        return ft_set_error(FT_ERR_NOMEM, "cuda: could not allocate %zu bytes of device memory", bytes);
+    }
+    return FT_OK;
+}
+FT_API void ft_cuda_free(void *p) { if (p) cudaFree(p); }
+FT_API ft_result ft_cuda_upload(void *dst, const void *src, size_t bytes) {
+    if (cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess) return ft__cu_check("upload");
+    return FT_OK;
+}
+FT_API ft_result ft_cuda_download(void *dst, const void *src, size_t bytes) {
+    if (cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost) != cudaSuccess) return ft__cu_check("download");
+    return FT_OK;
+}
+FT_API ft_result ft_cuda_memset(void *dst, int value, size_t bytes) {
+    if (cudaMemset(dst, value, bytes) != cudaSuccess) return ft__cu_check("memset");
+    return FT_OK;
+}
+FT_API ft_result ft_cuda_sync(void) {
+    if (cudaDeviceSynchronize() != cudaSuccess) return ft__cu_check("synchronize");
+    return FT_OK;
+}
+
+/* ---- weights, uploaded in their compact form ------------------------------------------------------ */
+static int ft__cu_type_ok(ft_type t) {
+    return t == FT_TYPE_F32 || t == FT_TYPE_F16 || t == FT_TYPE_BF16 || t == FT_TYPE_Q4_0 || t == FT_TYPE_Q4_1 ||
+           t == FT_TYPE_Q8_0 || t == FT_TYPE_NF4;
+}
+static ft_result ft__cu_copy_new(void **dst, const void *src, size_t bytes) {
+    ft_result r = ft_cuda_malloc(dst, bytes);
+    if (r != FT_OK) return r;
+    return ft_cuda_upload(*dst, src, bytes);
+}
+static ft_result ft__cu_upload_nf4(ft_cuda_weight *w, const ft_tensor *t) {
+    int64_t n = w->rows * w->cols;
+    ft_result r = ft__cu_copy_new(&w->data, t->data, (size_t)((n + 1) / 2));
+    if (r == FT_OK) r = ft__cu_copy_new((void **)&w->qabsmax, t->nf4->qabsmax, (size_t)ft_nf4_blocks(n));
+    if (r == FT_OK) r = ft__cu_copy_new((void **)&w->absmax2, t->nf4->absmax2, (size_t)ft_nf4_blocks2(n) * sizeof(float));
+    if (r == FT_OK) r = ft__cu_copy_new((void **)&w->code, t->nf4->code, 256 * sizeof(float));
+    w->offset = t->nf4->offset;
+    return r;
+}
+FT_API ft_result ft_cuda_weight_upload(ft_cuda_weight *w, const ft_tensor *t) {
+    ft_result r;
+    memset(w, 0, sizeof *w);
+    if (t->ndim != 2) return ft_set_error(FT_ERR_SHAPE, "cuda: weight %s is not 2-D", t->name ? t->name : "?");
+    if (!ft__cu_type_ok(t->type) || (t->type == FT_TYPE_NF4 && !t->nf4))
+        return ft_set_error(FT_ERR_UNSUPPORTED, "cuda: weight %s: type %s has no GPU decoder yet", t->name ? t->name : "?", ft_type_name(t->type));
+    w->type = t->type;
+    w->rows = t->shape[0];
+    w->cols = t->shape[1];
+    if (t->type == FT_TYPE_NF4) r = ft__cu_upload_nf4(w, t);
+    else r = ft__cu_copy_new(&w->data, t->data, ft_type_row_bytes(t->type, w->cols) * (size_t)w->rows);
+    if (r != FT_OK) ft_cuda_weight_free(w);
+    return r;
+}
+FT_API void ft_cuda_weight_free(ft_cuda_weight *w) {
+    ft_cuda_free(w->data);
+    ft_cuda_free(w->qabsmax);
+    ft_cuda_free(w->absmax2);
+    ft_cuda_free(w->code);
+    memset(w, 0, sizeof *w);
+}
+
+/* ---- decoding one element of a compact weight (the layouts of REFERENCE.md / finetune.h) ----------- */
+__constant__ float ft__cu_nf4[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+
+__device__ __forceinline__ float ft__cu_f16(const uint8_t *p) {       /* IEEE half, little-endian */
+    uint32_t h = (uint32_t)p[0] | ((uint32_t)p[1] << 8), e = (h >> 10) & 31, m = h & 1023;
+    float f = e == 0 ? ldexpf((float)m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexpf((float)(m | 1024), (int)e - 25);
+    return (h & 0x8000) ? -f : f;
+}
+__device__ __forceinline__ float ft__cu_bf16(uint32_t bits) {
+    union { uint32_t u; float f; } c;
+    c.u = bits << 16;
+    return c.f;
+}
+/* f32 -> bf16, round to nearest even (NaN stays NaN) */
+__device__ __forceinline__ uint32_t ft__cu_to_bf16(float f) {
+    union { uint32_t u; float f; } c;
+    c.f = f;
+    if ((c.u & 0x7fffffffu) > 0x7f800000u) return (c.u >> 16) | 0x40;
+    return (c.u + 0x7fffu + ((c.u >> 16) & 1)) >> 16;
+}
+/* nibble j (0..31) of a 32-weight block of 16 bytes: the low nibbles are weights 0..15 */
+__device__ __forceinline__ int ft__cu_nib32(const uint8_t *qs, int j) { return j < 16 ? qs[j] & 15 : qs[j - 16] >> 4; }
+
+__device__ __forceinline__ float ft__cu_nf4_at(const ft_cuda_weight &w, int64_t e) {
+    int64_t b = e / 64;
+    uint8_t byte = ((const uint8_t *)w.data)[e / 2];
+    float absmax = __fadd_rn(__fmul_rn(w.code[w.qabsmax[b]], w.absmax2[b / 256]), w.offset);
+    return __fmul_rn(ft__cu_nf4[(e & 1) ? byte & 15 : byte >> 4], absmax);
+}
+__device__ float ft__cu_weight_at(const ft_cuda_weight &w, int64_t r, int64_t c) {
+    const uint8_t *row = (const uint8_t *)w.data;
+    switch (w.type) {
+    case FT_TYPE_F32: return ((const float *)w.data)[r * w.cols + c];
+    case FT_TYPE_F16: return ft__cu_f16(row + (r * w.cols + c) * 2);
+    case FT_TYPE_BF16: return ft__cu_bf16(((const uint16_t *)w.data)[r * w.cols + c]);
+    case FT_TYPE_Q8_0: {
+        const uint8_t *b = row + r * (w.cols / 32 * 34) + c / 32 * 34;
+        return __fmul_rn(ft__cu_f16(b), (float)(int8_t)b[2 + c % 32]);
+    }
+    case FT_TYPE_Q4_0: {
+        const uint8_t *b = row + r * (w.cols / 32 * 18) + c / 32 * 18;
+        return __fmul_rn((float)(ft__cu_nib32(b + 2, (int)(c % 32)) - 8), ft__cu_f16(b));
+    }
+    case FT_TYPE_Q4_1: {
+        const uint8_t *b = row + r * (w.cols / 32 * 20) + c / 32 * 20;
+        return __fadd_rn(__fmul_rn((float)ft__cu_nib32(b + 4, (int)(c % 32)), ft__cu_f16(b)), ft__cu_f16(b + 2));
+    }
+    case FT_TYPE_NF4: return ft__cu_nf4_at(w, r * w.cols + c);
+    default: return 0.0f;
+    }
+}
+
+/* ---- GEMM: C (M, N) (+)= alpha A B^T on bf16 tensor cores ---------------------------------------- */
+struct ft__cu_op {                  /* an operand as the kernel reads it                         */
+    const float *p;
+    int64_t si, sk;
+    ft_cuda_weight w;
+    int is_w, trans;
+};
+__device__ __forceinline__ float ft__cu_op_at(const ft__cu_op &o, int64_t i, int64_t k) {
+    if (!o.is_w) return o.p[i * o.si + k * o.sk];
+    return o.trans ? ft__cu_weight_at(o.w, k, i) : ft__cu_weight_at(o.w, i, k);
+}
+__device__ __forceinline__ void ft__cu_mma(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+#ifdef FT_CUDA_EMU
+    ft_emu_mma_bf16(d, a, b);
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+/* rows [i0, i0 + rows) x K [k0, k0 + 32) of an operand -> tile (rows, BK + PAD) bf16, zeros outside */
+__device__ void ft__cu_load_tile(uint16_t (*tile)[FT_CU_BK + FT_CU_PAD], int rows, const ft__cu_op &o,
+                                 int64_t i0, int64_t n_i, int64_t k0, int64_t K) {
+    int e;
+    for (e = threadIdx.x; e < rows * FT_CU_BK; e += blockDim.x) {
+        int i = e / FT_CU_BK, k = e % FT_CU_BK;
+        float v = (i0 + i < n_i && k0 + k < K) ? ft__cu_op_at(o, i0 + i, k0 + k) : 0.0f;
+        tile[i][k] = (uint16_t)ft__cu_to_bf16(v);
+    }
+}
+__device__ __forceinline__ uint32_t ft__cu_pair(const uint16_t *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 16); }
+
+__global__ void __launch_bounds__(128) ft__cu_gemm_kernel(float *C, int64_t ldc, ft__cu_op A, ft__cu_op B, int64_t M,
+                                                          int64_t N, int64_t K, float alpha, int accumulate) {
+    __shared__ uint16_t As[FT_CU_BM][FT_CU_BK + FT_CU_PAD];
+    __shared__ uint16_t Bs[FT_CU_BN][FT_CU_BK + FT_CU_PAD];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    int wm = warp / 2 * 32, wn = warp % 2 * 32, mi, ni, kk, i;
+    int64_t m0 = (int64_t)blockIdx.y * FT_CU_BM, n0 = (int64_t)blockIdx.x * FT_CU_BN, k0;
+    float d[2][4][4];
+    for (mi = 0; mi < 2; mi++) for (ni = 0; ni < 4; ni++) for (i = 0; i < 4; i++) d[mi][ni][i] = 0.0f;
+    for (k0 = 0; k0 < K; k0 += FT_CU_BK) {
+        ft__cu_load_tile(As, FT_CU_BM, A, m0, M, k0, K);
+        ft__cu_load_tile(Bs, FT_CU_BN, B, n0, N, k0, K);
+        __syncthreads();
+        for (kk = 0; kk < FT_CU_BK; kk += 16) {
+            uint32_t a[2][4], b[4][2];
+            int c = kk + 2 * t;
+            for (mi = 0; mi < 2; mi++) {
+                int r = wm + mi * 16 + g;
+                a[mi][0] = ft__cu_pair(&As[r][c]);
+                a[mi][1] = ft__cu_pair(&As[r + 8][c]);
+                a[mi][2] = ft__cu_pair(&As[r][c + 8]);
+                a[mi][3] = ft__cu_pair(&As[r + 8][c + 8]);
+            }
+            for (ni = 0; ni < 4; ni++) {
+                int n = wn + ni * 8 + g;
+                b[ni][0] = ft__cu_pair(&Bs[n][c]);
+                b[ni][1] = ft__cu_pair(&Bs[n][c + 8]);
+            }
+            for (mi = 0; mi < 2; mi++)
+                for (ni = 0; ni < 4; ni++) ft__cu_mma(d[mi][ni], a[mi], b[ni]);
+        }
+        __syncthreads();
+    }
+    for (mi = 0; mi < 2; mi++)
+        for (ni = 0; ni < 4; ni++)
+            for (i = 0; i < 4; i++) {
+                int64_t r = m0 + wm + mi * 16 + g + 8 * (i / 2), c = n0 + wn + ni * 8 + 2 * t + i % 2;
+                if (r < M && c < N) C[r * ldc + c] = alpha * d[mi][ni][i] + (accumulate ? C[r * ldc + c] : 0.0f);
+            }
+}
+FT_API ft_cuda_operand ft_cuda_dense(const float *p, int64_t si, int64_t sk) {
+    ft_cuda_operand o;
+    memset(&o, 0, sizeof o);
+    o.p = p;
+    o.si = si;
+    o.sk = sk;
+    return o;
+}
+FT_API ft_cuda_operand ft_cuda_weight_op(const ft_cuda_weight *w, int trans) {
+    ft_cuda_operand o;
+    memset(&o, 0, sizeof o);
+    o.w = w;
+    o.trans = trans;
+    return o;
+}
+/* the operand as the kernel takes it (by value), checking that a weight has the extent asked for */
+static ft_result ft__cu_op_make(ft__cu_op *k, const ft_cuda_operand *o, int64_t n_i, int64_t K, const char *name) {
+    memset(k, 0, sizeof *k);
+    if (!o->w) {
+        if (!o->p) return ft_set_error(FT_ERR_INVALID, "cuda gemm: operand %s has no data", name);
+        k->p = o->p;
+        k->si = o->si;
+        k->sk = o->sk;
+        return FT_OK;
+    }
+    if ((o->trans ? o->w->cols : o->w->rows) != n_i || (o->trans ? o->w->rows : o->w->cols) != K)
+        return ft_set_error(FT_ERR_SHAPE, "cuda gemm: weight %s is (%lld, %lld), the product needs %lld x %lld%s", name,
+                            (long long)o->w->rows, (long long)o->w->cols, (long long)n_i, (long long)K, o->trans ? " transposed" : "");
+    k->w = *o->w;
+    k->is_w = 1;
+    k->trans = o->trans;
+    return FT_OK;
+}
+FT_API ft_result ft_cuda_gemm(float *C, int64_t ldc, ft_cuda_operand A, ft_cuda_operand B, int64_t M, int64_t N,
+                              int64_t K, float alpha, int accumulate) {
+    ft__cu_op a, b;
+    ft_result r;
+    if (M <= 0 || N <= 0 || K < 0 || ldc < N) return ft_set_error(FT_ERR_SHAPE, "cuda gemm: M %lld, N %lld, K %lld, ldc %lld", (long long)M, (long long)N, (long long)K, (long long)ldc);
+    if ((r = ft__cu_op_make(&a, &A, M, K, "A")) != FT_OK || (r = ft__cu_op_make(&b, &B, N, K, "B")) != FT_OK) return r;
+    dim3 grid(ft__cu_blocks(N, FT_CU_BN), ft__cu_blocks(M, FT_CU_BM)), block(128);
+    FT_CU_LAUNCH(ft__cu_gemm_kernel, grid, block, C, ldc, a, b, M, N, K, alpha, accumulate);
+    return ft__cu_check("gemm");
+}
+
+/* ---- block reductions ------------------------------------------------------------------------------- */
+/* the sum (max = 0) or maximum (max = 1) of v over the block; sh: 33 floats of shared memory */
+__device__ float ft__cu_block_reduce(float v, int max, float *sh) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = (blockDim.x + 31) / 32, o;
+    for (o = 16; o > 0; o /= 2) {
+        float w = __shfl_xor_sync(0xffffffffu, v, o);
+        v = max ? fmaxf(v, w) : v + w;
+    }
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < nw ? sh[lane] : (max ? -INFINITY : 0.0f);
+        for (o = 16; o > 0; o /= 2) {
+            float w = __shfl_xor_sync(0xffffffffu, v, o);
+            v = max ? fmaxf(v, w) : v + w;
+        }
+        if (lane == 0) sh[32] = v;
+    }
+    __syncthreads();
+    v = sh[32];
+    __syncthreads();
+    return v;
+}
+
+/* ---- RMSNorm ------------------------------------------------------------------------------------------ */
+__global__ void ft__cu_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int64_t C, float eps) {
+    __shared__ float sh[33];
+    const float *xr = x + blockIdx.x * C;
+    float *yr = y + blockIdx.x * C, ss = 0.0f, r;
+    int64_t j;
+    for (j = threadIdx.x; j < C; j += blockDim.x) ss += xr[j] * xr[j];
+    ss = ft__cu_block_reduce(ss, 0, sh);
+    r = 1.0f / sqrtf(ss / (float)C + eps);
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+    for (j = threadIdx.x; j < C; j += blockDim.x) yr[j] = w ? xr[j] * r * w[j] : r * xr[j];
+}
+__global__ void ft__cu_rmsnorm_bwd_dx(float *dx, const float *dy, const float *x, const float *w, const float *rstd, int64_t C) {
+    __shared__ float sh[33];
+    const float *xr = x + blockIdx.x * C, *dyr = dy + blockIdx.x * C;
+    float *dxr = dx + blockIdx.x * C, r = rstd[blockIdx.x], c = 0.0f;
+    int64_t j;
+    for (j = threadIdx.x; j < C; j += blockDim.x) c += dyr[j] * (w ? w[j] : 1.0f) * xr[j];
+    c = ft__cu_block_reduce(c, 0, sh) * (r * r / (float)C);
+    for (j = threadIdx.x; j < C; j += blockDim.x) dxr[j] += r * (dyr[j] * (w ? w[j] : 1.0f) - xr[j] * c);
+}
+/* dw (C) += sum over rows in order of dy x rstd: one thread per column */
+__global__ void ft__cu_rmsnorm_bwd_dw(float *dw, const float *dy, const float *x, const float *rstd, int64_t N, int64_t C) {
+    int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, i;
+    float s = 0.0f;
+    if (j >= C) return;
+    for (i = 0; i < N; i++) s += dy[i * C + j] * x[i * C + j] * rstd[i];
+    dw[j] += s;
+}
+FT_API ft_result ft_cuda_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int64_t N, int64_t C, float eps) {
+    if (N <= 0 || C <= 0) return ft_set_error(FT_ERR_SHAPE, "cuda rmsnorm: %lld rows of %lld", (long long)N, (long long)C);
+    FT_CU_LAUNCH(ft__cu_rmsnorm_fwd, dim3((unsigned)N), dim3(FT_CU_ROW_THREADS), y, rstd, x, w, C, eps);
+    return ft__cu_check("rmsnorm forward");
+}
+FT_API ft_result ft_cuda_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                                          const float *rstd, int64_t N, int64_t C) {
+    if (N <= 0 || C <= 0) return ft_set_error(FT_ERR_SHAPE, "cuda rmsnorm: %lld rows of %lld", (long long)N, (long long)C);
+    if (dx) FT_CU_LAUNCH(ft__cu_rmsnorm_bwd_dx, dim3((unsigned)N), dim3(FT_CU_ROW_THREADS), dx, dy, x, w, rstd, C);
+    if (dw) FT_CU_LAUNCH(ft__cu_rmsnorm_bwd_dw, dim3(ft__cu_blocks(C, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), dw, dy, x, rstd, N, C);
+    return ft__cu_check("rmsnorm backward");
+}
+
+/* ---- RoPE --------------------------------------------------------------------------------------------- */
+struct ft__cu_rope {                /* ft_rope_opts with its defaults and YaRN's range resolved  */
+    int n_rot;
+    float base, freq_scale, ext_factor, mscale, lo, hi;
+    const float *ff;
+};
+/* cs (N, n2, 2): one thread per (row, pair) */
+__global__ void ft__cu_rope_angles(float *cs, const int32_t *pos, int64_t N, ft__cu_rope o) {
+    int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, n2 = o.n_rot / 2, r = e / n2, i = e % n2;
+    float te, theta;
+    if (r >= N) return;
+    te = (float)pos[r] * powf(o.base, -2.0f * (float)i / (float)o.n_rot);
+    if (o.ff) te /= o.ff[i];
+    theta = o.freq_scale * te;
+    if (o.ext_factor != 0.0f) {
+        float y = ((float)i - o.lo) / fmaxf(0.001f, o.hi - o.lo);
+        float mix = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * o.ext_factor;
+        theta = theta * (1.0f - mix) + te * mix;
+    }
+    cs[e * 2] = cosf(theta) * o.mscale;
+    cs[e * 2 + 1] = sinf(theta) * o.mscale;
+}
+FT_API ft_result ft_cuda_rope_angles(float *cs, const int32_t *pos, int64_t N, const ft_rope_opts *in, const float *freq_factors) {
+    ft__cu_rope o;
+    const float two_pi = 6.28318530718f;
+    if (N <= 0 || in->n_rot <= 0 || in->n_rot % 2) return ft_set_error(FT_ERR_SHAPE, "cuda rope: %lld rows, n_rot %d", (long long)N, in->n_rot);
+    o.n_rot = in->n_rot;
+    o.base = in->base;
+    o.freq_scale = in->freq_scale == 0.0f ? 1.0f : in->freq_scale;
+    o.ext_factor = in->ext_factor;
+    o.mscale = in->attn_factor == 0.0f ? 1.0f : in->attn_factor;
+    o.ff = freq_factors;
+    o.lo = o.hi = 0.0f;
+    if (o.ext_factor != 0.0f) {     /* YaRN's correction range, as finetune.h's ft__rope_yarn_range */
+        float bf = in->beta_fast == 0.0f ? 32.0f : in->beta_fast, bs = in->beta_slow == 0.0f ? 1.0f : in->beta_slow;
+        float lo = (float)o.n_rot * logf((float)in->n_ctx_orig / (bf * two_pi)) / (2.0f * logf(o.base));
+        float hi = (float)o.n_rot * logf((float)in->n_ctx_orig / (bs * two_pi)) / (2.0f * logf(o.base));
+        o.lo = fmaxf(0.0f, floorf(lo));
+        o.hi = fminf((float)(o.n_rot - 1), ceilf(hi));
+        o.mscale *= 1.0f + 0.1f * logf(1.0f / o.freq_scale);
+    }
+    FT_CU_LAUNCH(ft__cu_rope_angles, dim3(ft__cu_blocks(N * (o.n_rot / 2), FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), cs, pos, N, o);
+    return ft__cu_check("rope angles");
+}
+/* one thread per (row, head, pair); the dims past n_rot are copied (when y != x) */
+__global__ void ft__cu_rope_rows(float *y, const float *x, const float *cs, int64_t N, int n_head, int64_t D, int n_rot,
+                                 int mode, float sign) {
+    int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, per = D - n_rot / 2, r = e / (n_head * per);
+    int64_t h = e / per % n_head, i = e % per, base = r * n_head * D + h * D;
+    if (r >= N) return;
+    if (i >= n_rot / 2) {           /* an unrotated dim: n_rot + (i - n_rot/2) */
+        int64_t k = n_rot + i - n_rot / 2;
+        y[base + k] = x[base + k];
+        return;
+    }
+    float c = cs[(r * (n_rot / 2) + i) * 2], s = sign * cs[(r * (n_rot / 2) + i) * 2 + 1];
+    int64_t i0 = mode == FT_ROPE_NEOX ? i : 2 * i, i1 = mode == FT_ROPE_NEOX ? i + n_rot / 2 : 2 * i + 1;
+    float x0 = x[base + i0], x1 = x[base + i1];
+    y[base + i0] = x0 * c - x1 * s;
+    y[base + i1] = x0 * s + x1 * c;
+}
+FT_API ft_result ft_cuda_rope(float *y, const float *x, const float *cs, int64_t N, int n_head, int64_t D, int n_rot,
+                              int mode, float sign) {
+    int64_t n;
+    if (N <= 0 || n_head <= 0 || n_rot <= 0 || n_rot % 2 || n_rot > D)
+        return ft_set_error(FT_ERR_SHAPE, "cuda rope: %lld rows of %d heads of %lld dims, n_rot %d", (long long)N, n_head, (long long)D, n_rot);
+    n = N * n_head * (D - n_rot / 2);
+    FT_CU_LAUNCH(ft__cu_rope_rows, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), y, x, cs, N, n_head, D, n_rot, mode, sign);
+    return ft__cu_check("rope");
+}
+
+/* ---- SwiGLU -------------------------------------------------------------------------------------------- */
+__global__ void ft__cu_swiglu_fwd(float *y, const float *g, const float *u, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+__global__ void ft__cu_swiglu_bwd(float *dg, float *du, const float *dy, const float *g, const float *u, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    float sg;
+    if (i >= n) return;
+    sg = 1.0f / (1.0f + expf(-g[i]));
+    if (dg) dg[i] += dy[i] * u[i] * (sg * (g[i] * (1.0f - sg) + 1.0f));
+    if (du) du[i] += dy[i] * (g[i] * sg);
+}
+FT_API ft_result ft_cuda_swiglu_forward(float *y, const float *g, const float *u, int64_t n) {
+    if (n <= 0) return FT_OK;
+    FT_CU_LAUNCH(ft__cu_swiglu_fwd, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), y, g, u, n);
+    return ft__cu_check("swiglu forward");
+}
+FT_API ft_result ft_cuda_swiglu_backward(float *dg, float *du, const float *dy, const float *g, const float *u, int64_t n) {
+    if (n <= 0) return FT_OK;
+    FT_CU_LAUNCH(ft__cu_swiglu_bwd, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), dg, du, dy, g, u, n);
+    return ft__cu_check("swiglu backward");
+}
+
+/* ---- cross-entropy rows ---------------------------------------------------------------------------------- */
+__global__ void ft__cu_xent(float *lse, float *dx, const float *x, const int32_t *tgt, const float *g, int64_t V, int32_t ignore) {
+    __shared__ float sh[33];
+    const float *xr = x + blockIdx.x * V;
+    float m = -INFINITY, s = 0.0f, l, gi;
+    int64_t j;
+    if (tgt[blockIdx.x] == ignore) {            /* the whole block leaves: no barrier is skipped */
+        if (threadIdx.x == 0) lse[blockIdx.x] = 0.0f;
+        return;
+    }
+    for (j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, xr[j]);
+    m = ft__cu_block_reduce(m, 1, sh);
+    for (j = threadIdx.x; j < V; j += blockDim.x) s += expf(xr[j] - m);
+    l = m + logf(ft__cu_block_reduce(s, 0, sh));
+    if (threadIdx.x == 0) lse[blockIdx.x] = l;
+    if (!dx || (gi = g[blockIdx.x]) == 0.0f) return;
+    for (j = threadIdx.x; j < V; j += blockDim.x)
+        dx[blockIdx.x * V + j] += -gi * expf(xr[j] - l) + (j == tgt[blockIdx.x] ? gi : 0.0f);
+}
+FT_API ft_result ft_cuda_xent_rows(float *lse, float *dx, const float *logits, const int32_t *tgt, const float *g,
+                                   int64_t N, int64_t V, int32_t ignore) {
+    if (N <= 0 || V <= 0) return ft_set_error(FT_ERR_SHAPE, "cuda cross-entropy: %lld rows of %lld", (long long)N, (long long)V);
+    if (dx && !g) return ft_set_error(FT_ERR_INVALID, "cuda cross-entropy: a gradient needs the upstream g");
+    FT_CU_LAUNCH(ft__cu_xent, dim3((unsigned)N), dim3(FT_CU_ROW_THREADS), lse, dx, logits, tgt, g, V, ignore);
+    return ft__cu_check("cross-entropy");
+}
+
+/* ---- AdamW ------------------------------------------------------------------------------------------------ */
+__global__ void ft__cu_nonfinite(int *flag, const float *g, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n && !isfinite(g[i])) *flag = 1;   /* every writer writes the same value */
+}
+__global__ void ft__cu_adamw(float *p, const float *g, float *m, float *v, int64_t n, float a, float wd, float b1,
+                             float b2, float eps, float c1, float c2) {
+    int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    p[j] -= a * wd * p[j];
+    m[j] = b1 * m[j] + (1.0f - b1) * g[j];
+    v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
+    p[j] -= a * (m[j] * c1) / (sqrtf(v[j] * c2) + eps);
+}
+FT_API ft_result ft_cuda_adamw(float *p, const float *g, float *m, float *v, int64_t n, float lr, const ft_optim_opts *o, int64_t t) {
+    int *flag = NULL, bad = 0;
+    ft_result r;
+    ft_optim_opts d = ft_optim_opts_default();
+    float b1 = o && o->beta1 > 0 ? o->beta1 : d.beta1, b2 = o && o->beta2 > 0 ? o->beta2 : d.beta2;
+    float eps = o && o->eps > 0 ? o->eps : d.eps, wd = o ? o->weight_decay : 0.0f;
+    if (n <= 0) return FT_OK;
+    if (t < 1) return ft_set_error(FT_ERR_INVALID, "cuda adamw: step %lld (the first is 1)", (long long)t);
+    if ((r = ft_cuda_malloc((void **)&flag, sizeof *flag)) != FT_OK) return r;
+    r = ft_cuda_memset(flag, 0, sizeof *flag);
+    if (r == FT_OK) FT_CU_LAUNCH(ft__cu_nonfinite, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), flag, g, n);
+    if (r == FT_OK) r = ft_cuda_download(&bad, flag, sizeof bad);
+    ft_cuda_free(flag);
+    if (r != FT_OK) return r;
+    if (bad) return ft_set_error(FT_ERR_NUMERIC, "cuda adamw: a gradient is not finite; no parameter was changed");
+    {
+        float c1 = (float)(1.0 / (1.0 - pow(b1, (double)t))), c2 = (float)(1.0 / (1.0 - pow(b2, (double)t)));
+        FT_CU_LAUNCH(ft__cu_adamw, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), p, g, m, v, n, lr, wd, b1, b2, eps, c1, c2);
+    }
+    return ft__cu_check("adamw");
+}
+
+#endif /* FT_CUDA_API_ONLY */
+#endif /* FINETUNE_CUDA_CU */

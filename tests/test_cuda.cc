@@ -1,0 +1,388 @@
+/* tests/test_cuda.cc - finetune_cuda.cu's kernels against finetune.h's CPU kernels.
+   One source, two builds:
+     build/test_cuda_emu  (make test)       -DFT_CUDA_EMU: the kernels compiled for the CPU through
+                                            tests/cuda_emu.h, run as thread blocks of fibers
+     build/test_cuda      (make test-cuda)  the kernels from build/finetune_cuda.o on the GPU
+   Tolerances: the GEMM multiplies bf16 roundings of both operands, so |C - ref| <= 2^-8
+   sum_k |a_k b_k| (each product off by at most two bf16 roundings, 2^-9 each) plus the f32
+   sums' error; where one operand is one-hot, the result is the other operand's bf16 rounding,
+   exactly. The row kernels compute what the CPU's do in another order: 1e-5 relative. */
+#ifdef FT_CUDA_EMU
+#include "cuda_emu.h"
+#endif
+#define FINETUNE_IMPLEMENTATION
+#include "../finetune.h"
+#ifndef FT_CUDA_EMU
+#define FT_CUDA_API_ONLY
+#endif
+#include "../finetune_cuda.cu"
+#include "ft_test.h"
+#include <vector>
+
+typedef std::vector<float> vecf;
+
+static uint64_t rng_state = 12345;
+static float frand(void) {                  /* uniform in [-1, 1) */
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng_state >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+static vecf randv(size_t n, float scale) {
+    vecf v(n);
+    for (size_t i = 0; i < n; i++) v[i] = scale * frand();
+    return v;
+}
+/* a device copy of n values of T (freed by dfree) */
+template <class T> static T *dev(const T *h, size_t n) {
+    void *p = NULL;
+    if (ft_cuda_malloc(&p, n * sizeof(T) + 1) != FT_OK) return NULL;
+    if (h) ft_cuda_upload(p, h, n * sizeof(T));
+    else ft_cuda_memset(p, 0, n * sizeof(T));
+    return (T *)p;
+}
+static vecf host(const float *d, size_t n) {
+    vecf v(n);
+    ft_cuda_download(v.data(), d, n * sizeof(float));
+    return v;
+}
+static float bf16_round(float x) { return ft_bf16_to_fp32(ft_fp32_to_bf16(x)); }
+
+/* ---- a weight of each type: its bytes, and its values decoded by finetune.h ---------------------- */
+struct weight {
+    ft_type type;
+    int64_t rows, cols;
+    std::vector<uint8_t> bytes, qabsmax;
+    vecf absmax2, code, dec;        /* dec: (rows, cols) as finetune.h decodes it              */
+    ft_nf4 nf4;
+    ft_tensor t;
+};
+static void weight_encode(weight *w, const float *x) {
+    int64_t r, n = w->rows * w->cols, rb = (int64_t)ft_type_row_bytes(w->type, w->cols);
+    w->bytes.resize(w->type == FT_TYPE_NF4 ? (size_t)(n + 1) / 2 : (size_t)(rb * w->rows));
+    for (r = 0; r < w->rows && w->type != FT_TYPE_NF4; r++) {
+        uint8_t *row = w->bytes.data() + r * rb;
+        const float *xr = x + r * w->cols;
+        int64_t j;
+        switch (w->type) {
+        case FT_TYPE_F32: memcpy(row, xr, (size_t)w->cols * 4); break;
+        case FT_TYPE_F16: for (j = 0; j < w->cols; j++) ((uint16_t *)row)[j] = ft_fp32_to_fp16(xr[j]); break;
+        case FT_TYPE_BF16: for (j = 0; j < w->cols; j++) ((uint16_t *)row)[j] = ft_fp32_to_bf16(xr[j]); break;
+        case FT_TYPE_Q4_0: ft__quant_q4_0(xr, row, w->cols); break;
+        case FT_TYPE_Q4_1: ft__quant_q4_1(xr, row, w->cols); break;
+        case FT_TYPE_Q8_0: ft__quant_q8_0(xr, row, w->cols); break;
+        default: break;
+        }
+    }
+    if (w->type == FT_TYPE_NF4) {
+        w->qabsmax.resize((size_t)ft_nf4_blocks(n));
+        w->absmax2.resize((size_t)ft_nf4_blocks2(n));
+        w->code.resize(256);
+        ft_nf4_dynamic_map(w->code.data());
+        ft_quantize_nf4(x, n, w->bytes.data(), w->qabsmax.data(), w->absmax2.data(), &w->nf4.offset);
+        w->nf4.qabsmax = w->qabsmax.data();
+        w->nf4.absmax2 = w->absmax2.data();
+        w->nf4.code = w->code.data();
+    }
+}
+static void weight_decode(weight *w) {
+    int64_t r, j, n = w->rows * w->cols, rb = (int64_t)ft_type_row_bytes(w->type, w->cols);
+    w->dec.resize((size_t)n);
+    if (w->type == FT_TYPE_NF4) { ft_dequantize_nf4(w->bytes.data(), &w->nf4, 0, n, w->dec.data()); return; }
+    for (r = 0; r < w->rows; r++) {
+        const uint8_t *row = w->bytes.data() + r * rb;
+        float *y = w->dec.data() + r * w->cols;
+        switch (w->type) {
+        case FT_TYPE_F32: memcpy(y, row, (size_t)w->cols * 4); break;
+        case FT_TYPE_F16: for (j = 0; j < w->cols; j++) y[j] = ft_fp16_to_fp32(((const uint16_t *)row)[j]); break;
+        case FT_TYPE_BF16: for (j = 0; j < w->cols; j++) y[j] = ft_bf16_to_fp32(((const uint16_t *)row)[j]); break;
+        case FT_TYPE_Q4_0: ft__dequant_q4_0_ref(row, y, w->cols); break;
+        case FT_TYPE_Q4_1: ft__dequant_q4_1_ref(row, y, w->cols); break;
+        case FT_TYPE_Q8_0: ft__dequant_q8_0_ref(row, y, w->cols); break;
+        default: break;
+        }
+    }
+}
+static void weight_make(weight *w, ft_type type, int64_t rows, int64_t cols) {
+    vecf x = randv((size_t)(rows * cols), 0.5f);
+    w->type = type;
+    w->rows = rows;
+    w->cols = cols;
+    weight_encode(w, x.data());
+    weight_decode(w);
+    memset(&w->t, 0, sizeof w->t);
+    w->t.type = type;
+    w->t.ndim = 2;
+    w->t.shape[0] = rows;
+    w->t.shape[1] = cols;
+    w->t.data = w->bytes.data();
+    w->t.nf4 = type == FT_TYPE_NF4 ? &w->nf4 : NULL;
+    w->t.name = ft_type_name(type);
+}
+
+static const ft_type gemm_types[] = {FT_TYPE_F32, FT_TYPE_F16, FT_TYPE_BF16, FT_TYPE_Q4_0, FT_TYPE_Q4_1, FT_TYPE_Q8_0, FT_TYPE_NF4};
+
+/* C (M, N) = sum_k A(i, k) B(j, k) in double, and the bound sum_k |A B| */
+static void ref_gemm(const float *A, int64_t asi, int64_t ask, const float *B, int64_t bsi, int64_t bsk,
+                     int64_t M, int64_t N, int64_t K, std::vector<double> *c, std::vector<double> *bound) {
+    int64_t i, j, k;
+    c->assign((size_t)(M * N), 0.0);
+    bound->assign((size_t)(M * N), 0.0);
+    for (i = 0; i < M; i++)
+        for (j = 0; j < N; j++) {
+            double s = 0, b = 0;
+            for (k = 0; k < K; k++) {
+                double p = (double)A[i * asi + k * ask] * (double)B[j * bsi + k * bsk];
+                s += p;
+                b += fabs(p);
+            }
+            (*c)[(size_t)(i * N + j)] = s;
+            (*bound)[(size_t)(i * N + j)] = b;
+        }
+}
+/* the worst |got - ref| / (2^-8 bound + 1e-6): <= 1 passes */
+static double gemm_err(const vecf &got, const std::vector<double> &c, const std::vector<double> &bound) {
+    double w = 0;
+    for (size_t i = 0; i < got.size(); i++) {
+        double e = fabs((double)got[i] - c[i]) / (bound[i] / 256.0 + 1e-6);
+        if (!(e <= w)) w = e;
+    }
+    return w;
+}
+
+/* one-hot rows pick out single weights: y = x W^T with x = I gives W^T in bf16, bit for bit */
+TEST(gemm_decodes_every_weight_type_exactly) {
+    for (ft_type type : gemm_types) {
+        weight w;
+        ft_cuda_weight dw;
+        int64_t O = 40, K = 128, i, o, bad = 0;
+        weight_make(&w, type, O, K);
+        vecf eye((size_t)(K * K), 0.0f);
+        for (i = 0; i < K; i++) eye[(size_t)(i * K + i)] = 1.0f;
+        CHECK_OK(ft_cuda_weight_upload(&dw, &w.t));
+        float *x = dev(eye.data(), eye.size()), *y = dev<float>(NULL, (size_t)(K * O));
+        CHECK_OK(ft_cuda_gemm(y, O, ft_cuda_dense(x, K, 1), ft_cuda_weight_op(&dw, 0), K, O, K, 1.0f, 0));
+        vecf got = host(y, (size_t)(K * O));
+        for (i = 0; i < K; i++)
+            for (o = 0; o < O; o++) bad += got[(size_t)(i * O + o)] != bf16_round(w.dec[(size_t)(o * K + i)]);
+        CHECK(bad == 0, "%s: %lld of %lld weights decoded differently", ft_type_name(type), (long long)bad, (long long)(O * K));
+        ft_cuda_free(x);
+        ft_cuda_free(y);
+        ft_cuda_weight_free(&dw);
+    }
+}
+
+/* the linear layer's three products on every weight type, ragged shapes (no multiple of a tile) */
+TEST(gemm_linear_forward_and_input_gradient) {
+    for (ft_type type : gemm_types) {
+        weight w;
+        ft_cuda_weight dw;
+        int64_t N = 70, O = 96, K = 160;
+        std::vector<double> c, bound;
+        weight_make(&w, type, O, K);
+        vecf x = randv((size_t)(N * K), 1.0f), dy = randv((size_t)(N * O), 1.0f);
+        CHECK_OK(ft_cuda_weight_upload(&dw, &w.t));
+        float *dx_ = dev(x.data(), x.size()), *ddy = dev(dy.data(), dy.size());
+        float *y = dev<float>(NULL, (size_t)(N * O)), *dxo = dev<float>(NULL, (size_t)(N * K));
+        CHECK_OK(ft_cuda_gemm(y, O, ft_cuda_dense(dx_, K, 1), ft_cuda_weight_op(&dw, 0), N, O, K, 1.0f, 0));
+        ref_gemm(x.data(), K, 1, w.dec.data(), K, 1, N, O, K, &c, &bound);
+        double e = gemm_err(host(y, (size_t)(N * O)), c, bound);
+        CHECK(e <= 1.0, "%s: y = x W^T off by %.3g of the bf16 bound", ft_type_name(type), e);
+        /* dx (N, K) = dy (N, O) W (O, K): B(j, k) = W[k][j] */
+        CHECK_OK(ft_cuda_gemm(dxo, K, ft_cuda_dense(ddy, O, 1), ft_cuda_weight_op(&dw, 1), N, K, O, 1.0f, 0));
+        ref_gemm(dy.data(), O, 1, w.dec.data(), 1, K, N, K, O, &c, &bound);
+        e = gemm_err(host(dxo, (size_t)(N * K)), c, bound);
+        CHECK(e <= 1.0, "%s: dx = dy W off by %.3g of the bf16 bound", ft_type_name(type), e);
+        ft_cuda_free(dx_);
+        ft_cuda_free(ddy);
+        ft_cuda_free(y);
+        ft_cuda_free(dxo);
+        ft_cuda_weight_free(&dw);
+    }
+}
+
+/* dW (O, K) += alpha dy^T x: both operands dense and transposed, accumulating into C */
+TEST(gemm_weight_gradient_accumulates) {
+    int64_t N = 83, O = 72, K = 136;
+    std::vector<double> c, bound;
+    vecf x = randv((size_t)(N * K), 1.0f), dy = randv((size_t)(N * O), 1.0f), c0 = randv((size_t)(O * K), 1.0f);
+    float *dx_ = dev(x.data(), x.size()), *ddy = dev(dy.data(), dy.size()), *dc = dev(c0.data(), c0.size());
+    CHECK_OK(ft_cuda_gemm(dc, K, ft_cuda_dense(ddy, 1, O), ft_cuda_dense(dx_, 1, K), O, K, N, 0.5f, 1));
+    ref_gemm(dy.data(), 1, O, x.data(), 1, K, O, K, N, &c, &bound);
+    for (size_t i = 0; i < c.size(); i++) {
+        c[i] = 0.5 * c[i] + c0[i];
+        bound[i] = 0.5 * bound[i] + 256.0 * 1e-7 * fabs(c0[i]);
+    }
+    double e = gemm_err(host(dc, c0.size()), c, bound);
+    CHECK(e <= 1.0, "dW += 0.5 dy^T x off by %.3g of the bf16 bound", e);
+    /* a weight of the wrong extent is refused with the shapes */
+    weight w;
+    ft_cuda_weight dw;
+    weight_make(&w, FT_TYPE_Q8_0, 32, 64);
+    CHECK_OK(ft_cuda_weight_upload(&dw, &w.t));
+    CHECK(ft_cuda_gemm(dc, K, ft_cuda_dense(dx_, K, 1), ft_cuda_weight_op(&dw, 0), N, 32, K, 1.0f, 0) == FT_ERR_SHAPE, "shape");
+    CHECK(strstr(ft_last_error(), "(32, 64)") != NULL, "%s", ft_last_error());
+    ft_cuda_weight_free(&dw);
+    ft_cuda_free(dx_);
+    ft_cuda_free(ddy);
+    ft_cuda_free(dc);
+}
+
+TEST(rmsnorm_forward_and_backward) {
+    int64_t N = 5, C = 576;
+    vecf x = randv((size_t)(N * C), 2.0f), w = randv((size_t)C, 1.0f), dy = randv((size_t)(N * C), 1.0f);
+    vecf y((size_t)(N * C)), rstd((size_t)N), dx((size_t)(N * C), 0.1f), dwv((size_t)C, 0.2f);
+    long worst;
+    ft__rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), N, C, 1e-5f);
+    ft__rmsnorm_backward(dx.data(), dwv.data(), dy.data(), x.data(), w.data(), rstd.data(), N, C);
+    vecf dx0((size_t)(N * C), 0.1f), dw0((size_t)C, 0.2f);
+    float *gx = dev(x.data(), x.size()), *gw = dev(w.data(), w.size()), *gdy = dev(dy.data(), dy.size());
+    float *gy = dev<float>(NULL, y.size()), *gr = dev<float>(NULL, (size_t)N), *gdx = dev(dx0.data(), dx0.size()), *gdw = dev(dw0.data(), dw0.size());
+    CHECK_OK(ft_cuda_rmsnorm_forward(gy, gr, gx, gw, N, C, 1e-5f));
+    CHECK_OK(ft_cuda_rmsnorm_backward(gdx, gdw, gdy, gx, gw, gr, N, C));
+    CHECK(ft_test_close(host(gy, y.size()).data(), y.data(), (long)y.size(), 1e-6, 1e-5, &worst) <= 1, "y at %ld", worst);
+    CHECK(ft_test_close(host(gr, (size_t)N).data(), rstd.data(), N, 1e-7, 1e-5, &worst) <= 1, "rstd at %ld", worst);
+    CHECK(ft_test_close(host(gdx, dx.size()).data(), dx.data(), (long)dx.size(), 1e-5, 1e-4, &worst) <= 1, "dx at %ld", worst);
+    CHECK(ft_test_close(host(gdw, dwv.size()).data(), dwv.data(), (long)dwv.size(), 1e-5, 1e-4, &worst) <= 1, "dw at %ld", worst);
+    for (float *p : {gx, gw, gdy, gy, gr, gdx, gdw}) ft_cuda_free(p);
+}
+
+/* llama3-style frequency factors and YaRN, both pair layouts, n_rot < D, in place and back */
+TEST(rope_angles_and_rotation) {
+    int64_t N = 7, D = 16;
+    int n_head = 3, n_rot = 12, mode;
+    std::vector<int32_t> pos = {0, 1, 2, 5, 100, 4000, 77};
+    vecf ff = {1.0f, 1.5f, 2.0f, 4.0f, 8.0f, 8.0f};
+    ft_rope_opts o;
+    memset(&o, 0, sizeof o);
+    o.n_rot = n_rot;
+    o.base = 10000.0f;
+    o.freq_scale = 0.25f;
+    o.ext_factor = 1.0f;
+    o.n_ctx_orig = 2048;
+    o.freq_factors = ff.data();
+    ft_rope_opts od = ft__rope_defaults(&o);
+    vecf cs((size_t)(N * n_rot)), x = randv((size_t)(N * n_head * D), 1.0f), y(x.size());
+    long worst;
+    ft__rope_angles(cs.data(), pos.data(), &od, 0, N);
+    int32_t *gpos = dev(pos.data(), pos.size());
+    float *gff = dev(ff.data(), ff.size()), *gcs = dev<float>(NULL, cs.size()), *gx = dev(x.data(), x.size()), *gy = dev<float>(NULL, x.size());
+    CHECK_OK(ft_cuda_rope_angles(gcs, gpos, N, &o, gff));
+    CHECK(ft_test_close(host(gcs, cs.size()).data(), cs.data(), (long)cs.size(), 2e-4, 1e-4, &worst) <= 1, "angles at %ld", worst);
+    ft_cuda_upload(gcs, cs.data(), cs.size() * sizeof(float));     /* the rotation from the same angles */
+    for (mode = 0; mode <= FT_ROPE_NEOX; mode += FT_ROPE_NEOX) {
+        ft__rope_rows(y.data(), x.data(), cs.data(), n_head, D, n_rot, mode, 1.0f, 0, N);
+        CHECK_OK(ft_cuda_rope(gy, gx, gcs, N, n_head, D, n_rot, mode, 1.0f));
+        CHECK(ft_test_close(host(gy, y.size()).data(), y.data(), (long)y.size(), 1e-6, 1e-6, &worst) <= 1, "mode %d at %ld", mode, worst);
+        CHECK_OK(ft_cuda_rope(gy, gy, gcs, N, n_head, D, n_rot, mode, -1.0f));   /* in place, the backward's rotation */
+        ft__rope_rows(y.data(), y.data(), cs.data(), n_head, D, n_rot, mode, -1.0f, 0, N);
+        CHECK(ft_test_close(host(gy, y.size()).data(), y.data(), (long)y.size(), 1e-6, 1e-6, &worst) <= 1, "backward, mode %d at %ld", mode, worst);
+    }
+    ft_cuda_free(gpos);
+    for (float *p : {gff, gcs, gx, gy}) ft_cuda_free(p);
+}
+
+/* forward and backward of the tape's ft_swiglu */
+TEST(swiglu_forward_and_backward) {
+    int64_t n = 1000;
+    ft_ctx *ctx;
+    long worst;
+    CHECK_OK(ft_ctx_init(&ctx, NULL));
+    ft_tensor *g = ft_tensor_1d(ctx, n), *u = ft_tensor_1d(ctx, n), *dy = ft_tensor_1d(ctx, n);
+    vecf gv = randv((size_t)n, 4.0f), uv = randv((size_t)n, 1.0f), dyv = randv((size_t)n, 1.0f);
+    memcpy(g->data, gv.data(), (size_t)n * 4);
+    memcpy(u->data, uv.data(), (size_t)n * 4);
+    memcpy(dy->data, dyv.data(), (size_t)n * 4);
+    g->flags |= FT_TENSOR_REQUIRES_GRAD;
+    u->flags |= FT_TENSOR_REQUIRES_GRAD;
+    ft_tensor *y = ft_swiglu(ctx, g, u);
+    CHECK_OK(ft_backward(ctx, ft_sum(ctx, ft_mul(ctx, y, dy))));
+    float *gg = dev(gv.data(), (size_t)n), *gu = dev(uv.data(), (size_t)n), *gdy = dev(dyv.data(), (size_t)n);
+    float *gy = dev<float>(NULL, (size_t)n), *gdg = dev<float>(NULL, (size_t)n), *gdu = dev<float>(NULL, (size_t)n);
+    CHECK_OK(ft_cuda_swiglu_forward(gy, gg, gu, n));
+    CHECK_OK(ft_cuda_swiglu_backward(gdg, gdu, gdy, gg, gu, n));
+    CHECK(ft_test_close(host(gy, (size_t)n).data(), (const float *)y->data, n, 1e-6, 1e-5, &worst) <= 1, "y at %ld", worst);
+    CHECK(ft_test_close(host(gdg, (size_t)n).data(), g->grad, n, 1e-6, 1e-5, &worst) <= 1, "dg at %ld", worst);
+    CHECK(ft_test_close(host(gdu, (size_t)n).data(), u->grad, n, 1e-6, 1e-5, &worst) <= 1, "du at %ld", worst);
+    for (float *p : {gg, gu, gdy, gy, gdg, gdu}) ft_cuda_free(p);
+    ft_ctx_free(ctx);
+}
+
+/* log-sum-exp and the gradient of log p(target), an ignored row among them: on a 49,152-wide row
+   (the sums of 49,152 terms in two orders differ by ~1e-6 relative), and on a 100-wide one (where
+   one term left out would show) */
+static void xent_case(int64_t V, const std::vector<int32_t> &tgt, double lse_rtol) {
+    int64_t N = (int64_t)tgt.size();
+    vecf x = randv((size_t)(N * V), 8.0f), g = randv((size_t)N, 1.0f), lse((size_t)N), dx((size_t)(N * V), 0.01f);
+    long worst;
+    ft__xent e;
+    g[(size_t)N - 1] = 0.0f;
+    memset(&e, 0, sizeof e);
+    e.x = x.data(); e.tgt = tgt.data(); e.ignore = -100; e.V = V; e.lse = lse.data(); e.dx = dx.data(); e.g = g.data();
+    ft__xent_forward_rows(&e, 0, N);
+    ft__xent_backward_rows(&e, 0, N);
+    vecf dx0((size_t)(N * V), 0.01f);
+    int32_t *gt = dev(tgt.data(), tgt.size());
+    float *gx = dev(x.data(), x.size()), *gg = dev(g.data(), g.size()), *gl = dev<float>(NULL, (size_t)N), *gdx = dev(dx0.data(), dx0.size());
+    CHECK_OK(ft_cuda_xent_rows(gl, gdx, gx, gt, gg, N, V, -100));
+    CHECK(ft_test_close(host(gl, (size_t)N).data(), lse.data(), N, 1e-7, lse_rtol, &worst) <= 1, "V %lld: lse at %ld", (long long)V, worst);
+    CHECK(ft_test_close(host(gdx, dx.size()).data(), dx.data(), (long)dx.size(), 1e-7, 1e-5, &worst) <= 1, "V %lld: dx at %ld", (long long)V, worst);
+    ft_cuda_free(gt);
+    for (float *p : {gx, gg, gl, gdx}) ft_cuda_free(p);
+}
+TEST(cross_entropy_rows) {
+    xent_case(49152, {3, -100, 49151, 17}, 1e-5);
+    xent_case(100, {0, 99, -100, 42, 7}, 1e-6);
+}
+
+/* three steps of finetune.h's ft_optim_step beside the kernel's; a NaN gradient changes nothing */
+TEST(adamw_steps_and_refuses_nan) {
+    ft_params *P;
+    ft_optim *opt;
+    ft_optim_opts oo = ft_optim_opts_default();
+    int64_t n = 3000, t;
+    long worst;
+    oo.weight_decay = 0.1f;
+    CHECK_OK(ft_params_init(&P));
+    int64_t shape[1] = {n};
+    ft_tensor *w = ft_params_add(P, "w", 1, shape);
+    CHECK_OK(ft_params_alloc(P));
+    vecf p0 = randv((size_t)n, 1.0f), zeros((size_t)n, 0.0f);
+    memcpy(w->data, p0.data(), (size_t)n * 4);
+    CHECK_OK(ft_optim_init(&opt, P, &oo));
+    float *gp = dev(p0.data(), (size_t)n), *gg = dev<float>(NULL, (size_t)n), *gm = dev<float>(NULL, (size_t)n), *gv = dev<float>(NULL, (size_t)n);
+    for (t = 1; t <= 3; t++) {
+        vecf grad = randv((size_t)n, 0.1f);
+        memcpy(w->grad, grad.data(), (size_t)n * 4);
+        CHECK_OK(ft_optim_step(opt, 1e-2f));
+        ft_cuda_upload(gg, grad.data(), (size_t)n * 4);
+        CHECK_OK(ft_cuda_adamw(gp, gg, gm, gv, n, 1e-2f, &oo, t));
+    }
+    CHECK(ft_test_close(host(gp, (size_t)n).data(), (const float *)w->data, n, 1e-7, 1e-6, &worst) <= 1, "p at %ld", worst);
+    vecf before = host(gp, (size_t)n), bad((size_t)n, 0.0f);
+    bad[1234] = NAN;
+    ft_cuda_upload(gg, bad.data(), (size_t)n * 4);
+    CHECK(ft_cuda_adamw(gp, gg, gm, gv, n, 1e-2f, &oo, 4) == FT_ERR_NUMERIC, "a NaN gradient is refused");
+    CHECK(memcmp(host(gp, (size_t)n).data(), before.data(), (size_t)n * 4) == 0, "and nothing changed");
+    for (float *p : {gp, gg, gm, gv}) ft_cuda_free(p);
+    ft_optim_free(opt);
+    ft_params_free(P);
+}
+
+int main(void) {
+    if (ft_cuda_init(0) != FT_OK) {
+        printf("FAIL - cuda init: %s\n", ft_last_error());
+        return 1;
+    }
+    RUN(gemm_decodes_every_weight_type_exactly);
+    RUN(gemm_linear_forward_and_input_gradient);
+    RUN(gemm_weight_gradient_accumulates);
+    RUN(rmsnorm_forward_and_backward);
+    RUN(rope_angles_and_rotation);
+    RUN(swiglu_forward_and_backward);
+    RUN(cross_entropy_rows);
+    RUN(adamw_steps_and_refuses_nan);
+#ifdef FT_CUDA_EMU
+    return ft_test_summary("test_cuda_emu");
+#else
+    return ft_test_summary("test_cuda");
+#endif
+}
