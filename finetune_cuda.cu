@@ -100,6 +100,29 @@ FT_API ft_result ft_cuda_swiglu_backward(float *dg, float *du, const float *dy, 
 /* logits (N, V), tgt (N) -> lse (N) (0 where tgt == ignore); when dx: dx (N, V) += g[i] (onehot - softmax) */
 FT_API ft_result ft_cuda_xent_rows(float *lse, float *dx, const float *logits, const int32_t *tgt,
                                    const float *g, int64_t N, int64_t V, int32_t ignore);
+/* attention over device tensors, finetune.h's ft_attention: q (B, T, H*D); k, v (B, Tk, Hkv*D);
+   prefix keys/values pk, pv (P, Hkv*D) or NULL (P = 0); out (B, T, H*D); lse (B, H, T), the
+   log-sum-exp of each query's scaled scores (-inf where a query sees nothing). Query t of batch
+   b sees every prefix key, and key j when kbeg <= j < kend (causal: kend = q_offset + t + 1;
+   window: kbeg = q_offset + t - window + 1) and, with seg (B, T), seg[b, j] == seg[b, t]. */
+typedef struct ft_cuda_attn {
+    int64_t B, T, Tk, P, D;         /* D <= FT_CUDA_ATTN_DMAX                                    */
+    int H, Hkv;
+    float scale;                    /* 0: 1/sqrt(D)                                              */
+    int causal;
+    int64_t q_offset;
+    const int64_t *q_offsets;       /* device (B) or NULL: a q_offset per sequence               */
+    const int32_t *seg;             /* device (B, T) or NULL                                     */
+    int64_t window;                 /* 0: none                                                   */
+} ft_cuda_attn;
+#define FT_CUDA_ATTN_DMAX 256
+FT_API ft_result ft_cuda_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                                           const float *pk, const float *pv, const ft_cuda_attn *a);
+/* dq, dk, dv (and dpk, dpv, summed over the batch, when the prefix has them) += the gradients of
+   sum(out * dout); any of them may be NULL */
+FT_API ft_result ft_cuda_attention_backward(float *dq, float *dk, float *dv, float *dpk, float *dpv, const float *dout,
+                                            const float *q, const float *k, const float *v, const float *pk,
+                                            const float *pv, const float *out, const float *lse, const ft_cuda_attn *a);
 /* finetune.h's AdamW over n floats (step t >= 1, the bias corrections from it): FT_ERR_NUMERIC
    and nothing changed when a gradient is not finite */
 FT_API ft_result ft_cuda_adamw(float *p, const float *g, float *m, float *v, int64_t n, float lr,
@@ -116,7 +139,9 @@ FT_API ft_result ft_cuda_adamw(float *p, const float *g, float *m, float *v, int
 #ifndef FT_CUDA_EMU
 #include <cuda_runtime.h>
 #define FT_CU_LAUNCH(kernel, grid, block, ...) kernel<<<grid, block>>>(__VA_ARGS__)
+#define FT_CU_UNROLL _Pragma("unroll")   /* fixed-count loops over register arrays: kept in registers */
 #else
+#define FT_CU_UNROLL
 #define FT_CU_LAUNCH(kernel, grid, block, ...) ft_emu_launch(grid, block, [&] { kernel(__VA_ARGS__); })
 #endif
 #include <math.h>
@@ -302,34 +327,34 @@ __global__ void __launch_bounds__(128) ft__cu_gemm_kernel(float *C, int64_t ldc,
     int wm = warp / 2 * 32, wn = warp % 2 * 32, mi, ni, kk, i;
     int64_t m0 = (int64_t)blockIdx.y * FT_CU_BM, n0 = (int64_t)blockIdx.x * FT_CU_BN, k0;
     float d[2][4][4];
-    for (mi = 0; mi < 2; mi++) for (ni = 0; ni < 4; ni++) for (i = 0; i < 4; i++) d[mi][ni][i] = 0.0f;
+    FT_CU_UNROLL for (mi = 0; mi < 2; mi++) FT_CU_UNROLL for (ni = 0; ni < 4; ni++) FT_CU_UNROLL for (i = 0; i < 4; i++) d[mi][ni][i] = 0.0f;
     for (k0 = 0; k0 < K; k0 += FT_CU_BK) {
         ft__cu_load_tile(As, FT_CU_BM, A, m0, M, k0, K);
         ft__cu_load_tile(Bs, FT_CU_BN, B, n0, N, k0, K);
         __syncthreads();
-        for (kk = 0; kk < FT_CU_BK; kk += 16) {
+        FT_CU_UNROLL for (kk = 0; kk < FT_CU_BK; kk += 16) {
             uint32_t a[2][4], b[4][2];
             int c = kk + 2 * t;
-            for (mi = 0; mi < 2; mi++) {
+            FT_CU_UNROLL for (mi = 0; mi < 2; mi++) {
                 int r = wm + mi * 16 + g;
                 a[mi][0] = ft__cu_pair(&As[r][c]);
                 a[mi][1] = ft__cu_pair(&As[r + 8][c]);
                 a[mi][2] = ft__cu_pair(&As[r][c + 8]);
                 a[mi][3] = ft__cu_pair(&As[r + 8][c + 8]);
             }
-            for (ni = 0; ni < 4; ni++) {
+            FT_CU_UNROLL for (ni = 0; ni < 4; ni++) {
                 int n = wn + ni * 8 + g;
                 b[ni][0] = ft__cu_pair(&Bs[n][c]);
                 b[ni][1] = ft__cu_pair(&Bs[n][c + 8]);
             }
-            for (mi = 0; mi < 2; mi++)
-                for (ni = 0; ni < 4; ni++) ft__cu_mma(d[mi][ni], a[mi], b[ni]);
+            FT_CU_UNROLL for (mi = 0; mi < 2; mi++)
+                FT_CU_UNROLL for (ni = 0; ni < 4; ni++) ft__cu_mma(d[mi][ni], a[mi], b[ni]);
         }
         __syncthreads();
     }
-    for (mi = 0; mi < 2; mi++)
-        for (ni = 0; ni < 4; ni++)
-            for (i = 0; i < 4; i++) {
+    FT_CU_UNROLL for (mi = 0; mi < 2; mi++)
+        FT_CU_UNROLL for (ni = 0; ni < 4; ni++)
+            FT_CU_UNROLL for (i = 0; i < 4; i++) {
                 int64_t r = m0 + wm + mi * 16 + g + 8 * (i / 2), c = n0 + wn + ni * 8 + 2 * t + i % 2;
                 if (r < M && c < N) C[r * ldc + c] = alpha * d[mi][ni][i] + (accumulate ? C[r * ldc + c] : 0.0f);
             }
@@ -564,6 +589,260 @@ FT_API ft_result ft_cuda_xent_rows(float *lse, float *dx, const float *logits, c
     if (dx && !g) return ft_set_error(FT_ERR_INVALID, "cuda cross-entropy: a gradient needs the upstream g");
     FT_CU_LAUNCH(ft__cu_xent, dim3((unsigned)N), dim3(FT_CU_ROW_THREADS), lse, dx, logits, tgt, g, V, ignore);
     return ft__cu_check("cross-entropy");
+}
+
+/* ---- attention --------------------------------------------------------------------------------------
+   Flash attention in f32, one warp per query row (forward, dQ) or key row (dK, dV), four rows a
+   block; keys (or queries) go through shared memory 16 at a time, the prefix keys first, then the
+   keys, skipping tiles no row of the block sees. Scores: two lanes per key (even and odd dims),
+   added by one shuffle; the row's running max and sum (online softmax) by shuffles within each
+   half-warp; lane l owns dims l, l + 32, ... of the row's accumulators. The backward recomputes
+   the probabilities from lse, as the CPU's does:
+      forward   m, l = running max, sum of e^(s - m);  O = sum_j e^(s_j - m) V_j / l;  lse = m + log l
+      backward  p = e^(s - lse);  dp = dO . V_j;  ds = p (dp - delta),  delta = rowsum(dO * O)
+                dQ += scale sum_j ds K_j;   dK_j += scale sum_i ds Q_i;   dV_j += sum_i p dO_i
+   No atomics: dQ rows belong to one warp; dK, dV rows to one warp, which loops over the queries
+   of every head of its group (and, for a prefix key, over the batch). */
+#define FT_CU_ATT_KT 16             /* keys (queries) per shared tile                            */
+#define FT_CU_ATT_WARPS 4           /* rows per block                                            */
+struct ft__cu_attn {
+    ft_cuda_attn o;
+    const float *q, *k, *v, *pk, *pv, *dout, *lse, *delta;
+};
+__device__ __forceinline__ int64_t ft__cu_qoff(const ft_cuda_attn &a, int64_t b) { return a.q_offsets ? a.q_offsets[b] : a.q_offset; }
+/* 1 when query t of batch b sees key u (u < P: prefix key u; else key u - P) */
+__device__ int ft__cu_sees(const ft_cuda_attn &a, int64_t b, int64_t t, int64_t u) {
+    int64_t j = u - a.P, qo = ft__cu_qoff(a, b);
+    if (u < a.P) return 1;
+    if (j >= a.Tk || (a.causal && j > qo + t) || (a.window > 0 && j < qo + t - a.window + 1)) return 0;
+    return !a.seg || a.seg[b * a.T + j] == a.seg[b * a.T + t];
+}
+__device__ __forceinline__ const float *ft__cu_key_row(const float *pkv, const float *kv, const ft_cuda_attn &a, int64_t b, int64_t g, int64_t u) {
+    return u < a.P ? pkv + (u * a.Hkv + g) * a.D : kv + ((b * a.Tk + u - a.P) * a.Hkv + g) * a.D;
+}
+/* rows [u0, u0 + 16) of the keys and values of (b, g) -> Ks, Vs (zeros past nu) */
+__device__ void ft__cu_load_kv(float (*Ks)[FT_CUDA_ATTN_DMAX], float (*Vs)[FT_CUDA_ATTN_DMAX], const ft__cu_attn &A,
+                               int64_t b, int64_t g, int64_t u0, int64_t nu) {
+    int e;
+    for (e = threadIdx.x; e < FT_CU_ATT_KT * A.o.D; e += blockDim.x) {
+        int r = e / (int)A.o.D, d = e % (int)A.o.D;
+        int64_t u = u0 + r;
+        Ks[r][d] = u < nu ? ft__cu_key_row(A.pk, A.k, A.o, b, g, u)[d] : 0.0f;
+        Vs[r][d] = u < nu ? ft__cu_key_row(A.pv, A.v, A.o, b, g, u)[d] : 0.0f;
+    }
+}
+/* the dot product of x and y (D floats) split over the two lanes of each of 16 rows */
+__device__ __forceinline__ float ft__cu_half_dot(const float *x, const float *y, int64_t D, int half) {
+    float s = 0.0f;
+    int64_t d;
+    for (d = half; d < D; d += 2) s += x[d] * y[d];
+    return s + __shfl_xor_sync(0xffffffffu, s, 16);
+}
+__device__ __forceinline__ float ft__cu_half_reduce(float v, int max) {
+    int o;
+    for (o = 8; o > 0; o /= 2) {
+        float w = __shfl_xor_sync(0xffffffffu, v, o);
+        v = max ? fmaxf(v, w) : v + w;
+    }
+    return v;
+}
+/* the keys [0, nu) the block's queries [t0, t1] may see, and the first key tile worth loading */
+__device__ void ft__cu_key_range(const ft_cuda_attn &a, int64_t b, int64_t t0, int64_t t1, int64_t *nu, int64_t *ubeg) {
+    int64_t qo = ft__cu_qoff(a, b), kend = a.Tk, kbeg = 0;
+    if (a.causal && qo + t1 + 1 < kend) kend = qo + t1 + 1;
+    if (a.window > 0 && qo + t0 - a.window + 1 > 0) kbeg = qo + t0 - a.window + 1;
+    *nu = a.P + (kend > 0 ? kend : 0);
+    *ubeg = a.P + kbeg;
+}
+__global__ void __launch_bounds__(128) ft__cu_attn_fwd(float *out, float *lse, ft__cu_attn A) {
+    __shared__ float Ks[FT_CU_ATT_KT][FT_CUDA_ATTN_DMAX], Vs[FT_CU_ATT_KT][FT_CUDA_ATTN_DMAX];
+    __shared__ float Qs[FT_CU_ATT_WARPS][FT_CUDA_ATTN_DMAX], Ps[FT_CU_ATT_WARPS][FT_CU_ATT_KT];
+    const ft_cuda_attn &a = A.o;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane % FT_CU_ATT_KT, half = lane / FT_CU_ATT_KT, i;
+    int64_t b = blockIdx.z, h = blockIdx.y, g = h / (a.H / a.Hkv), t0 = (int64_t)blockIdx.x * FT_CU_ATT_WARPS;
+    int64_t t = t0 + warp, t1 = t0 + FT_CU_ATT_WARPS - 1 < a.T ? t0 + FT_CU_ATT_WARPS - 1 : a.T - 1, nu, ubeg, u0, d;
+    int live = t < a.T;
+    float m = -INFINITY, l = 0.0f, acc[FT_CUDA_ATTN_DMAX / 32];
+    FT_CU_UNROLL for (i = 0; i < FT_CUDA_ATTN_DMAX / 32; i++) acc[i] = 0.0f;
+    for (d = lane; d < a.D; d += 32) Qs[warp][d] = live ? a.scale * A.q[((b * a.T + t) * a.H + h) * a.D + d] : 0.0f;
+    ft__cu_key_range(a, b, t0, t1, &nu, &ubeg);
+    for (u0 = 0; u0 < nu; u0 += FT_CU_ATT_KT) {
+        if (u0 >= a.P && u0 + FT_CU_ATT_KT <= ubeg) continue;      /* the same for the whole block */
+        __syncthreads();
+        ft__cu_load_kv(Ks, Vs, A, b, g, u0, nu);
+        __syncthreads();
+        float s = ft__cu_half_dot(Qs[warp], Ks[r], a.D, half);
+        int vis = live && u0 + r < nu && ft__cu_sees(a, b, t, u0 + r);
+        float mnew = fmaxf(m, ft__cu_half_reduce(vis ? s : -INFINITY, 1));
+        float p = vis ? expf(s - mnew) : 0.0f, corr = m == -INFINITY ? 0.0f : expf(m - mnew);
+        l = l * corr + ft__cu_half_reduce(p, 0);
+        m = mnew;
+        if (half == 0) Ps[warp][r] = p;
+        __syncwarp();
+        FT_CU_UNROLL for (i = 0; i < FT_CUDA_ATTN_DMAX / 32; i++) if ((d = lane + 32 * i) < a.D) {
+            float sum = 0.0f;
+            int j;
+            for (j = 0; j < FT_CU_ATT_KT; j++) sum += Ps[warp][j] * Vs[j][d];
+            acc[i] = acc[i] * corr + sum;
+        }
+        __syncwarp();
+    }
+    if (!live) return;
+    FT_CU_UNROLL for (i = 0; i < FT_CUDA_ATTN_DMAX / 32; i++) if ((d = lane + 32 * i) < a.D) out[((b * a.T + t) * a.H + h) * a.D + d] = l > 0.0f ? acc[i] / l : 0.0f;
+    if (lane == 0) lse[(b * a.H + h) * a.T + t] = l > 0.0f ? m + logf(l) : -INFINITY;
+}
+/* delta (B, H, T) = rowsum(dout * out): one warp per row */
+__global__ void ft__cu_attn_delta(float *delta, const float *dout, const float *out, ft_cuda_attn a) {
+    int64_t row = (int64_t)blockIdx.x * FT_CU_ATT_WARPS + threadIdx.x / 32, d;
+    int lane = threadIdx.x % 32, o;
+    float s = 0.0f;
+    if (row >= a.B * a.T * a.H) return;     /* the whole warp leaves: no shuffle is left waiting */
+    for (d = lane; d < a.D; d += 32) s += dout[row * a.D + d] * out[row * a.D + d];
+    for (o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) {
+        int64_t h = row % a.H, t = row / a.H % a.T, b = row / a.H / a.T;
+        delta[(b * a.H + h) * a.T + t] = s;
+    }
+}
+/* dQ: the forward's walk over the keys, with p from lse */
+__global__ void __launch_bounds__(128) ft__cu_attn_dq(float *dq, ft__cu_attn A) {
+    __shared__ float Ks[FT_CU_ATT_KT][FT_CUDA_ATTN_DMAX], Vs[FT_CU_ATT_KT][FT_CUDA_ATTN_DMAX];
+    __shared__ float Qs[FT_CU_ATT_WARPS][FT_CUDA_ATTN_DMAX], Gs[FT_CU_ATT_WARPS][FT_CUDA_ATTN_DMAX];
+    __shared__ float Ds[FT_CU_ATT_WARPS][FT_CU_ATT_KT];
+    const ft_cuda_attn &a = A.o;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane % FT_CU_ATT_KT, half = lane / FT_CU_ATT_KT, i;
+    int64_t b = blockIdx.z, h = blockIdx.y, g = h / (a.H / a.Hkv), t0 = (int64_t)blockIdx.x * FT_CU_ATT_WARPS;
+    int64_t t = t0 + warp, t1 = t0 + FT_CU_ATT_WARPS - 1 < a.T ? t0 + FT_CU_ATT_WARPS - 1 : a.T - 1, nu, ubeg, u0, d;
+    int live = t < a.T;
+    int64_t row = ((b * a.T + t) * a.H + h) * a.D, st = (b * a.H + h) * a.T + t;
+    float lse = live ? A.lse[st] : -INFINITY, delta = live ? A.delta[st] : 0.0f, acc[FT_CUDA_ATTN_DMAX / 32];
+    FT_CU_UNROLL for (i = 0; i < FT_CUDA_ATTN_DMAX / 32; i++) acc[i] = 0.0f;
+    for (d = lane; d < a.D; d += 32) {
+        Qs[warp][d] = live ? a.scale * A.q[row + d] : 0.0f;
+        Gs[warp][d] = live ? A.dout[row + d] : 0.0f;
+    }
+    ft__cu_key_range(a, b, t0, t1, &nu, &ubeg);
+    for (u0 = 0; u0 < nu; u0 += FT_CU_ATT_KT) {
+        if (u0 >= a.P && u0 + FT_CU_ATT_KT <= ubeg) continue;
+        __syncthreads();
+        ft__cu_load_kv(Ks, Vs, A, b, g, u0, nu);
+        __syncthreads();
+        float s = ft__cu_half_dot(Qs[warp], Ks[r], a.D, half), dp = ft__cu_half_dot(Gs[warp], Vs[r], a.D, half);
+        int vis = live && lse != -INFINITY && u0 + r < nu && ft__cu_sees(a, b, t, u0 + r);
+        if (half == 0) Ds[warp][r] = vis ? expf(s - lse) * (dp - delta) : 0.0f;
+        __syncwarp();
+        FT_CU_UNROLL for (i = 0; i < FT_CUDA_ATTN_DMAX / 32; i++) if ((d = lane + 32 * i) < a.D) {
+            int j;
+            for (j = 0; j < FT_CU_ATT_KT; j++) acc[i] += Ds[warp][j] * Ks[j][d];
+        }
+        __syncwarp();
+    }
+    if (!live) return;
+    FT_CU_UNROLL for (i = 0; i < FT_CUDA_ATTN_DMAX / 32; i++) if ((d = lane + 32 * i) < a.D) dq[row + d] += a.scale * acc[i];
+}
+/* dK, dV: one warp per key row u of kv head g (blockIdx.y); keys of batch blockIdx.z, or, for the
+   prefix (prefix = 1), prefix keys summed over every batch */
+__global__ void __launch_bounds__(128) ft__cu_attn_dkv(float *dk, float *dv, ft__cu_attn A, int prefix) {
+    __shared__ float Qt[FT_CU_ATT_KT][FT_CUDA_ATTN_DMAX], Gt[FT_CU_ATT_KT][FT_CUDA_ATTN_DMAX];
+    __shared__ float Kw[FT_CU_ATT_WARPS][FT_CUDA_ATTN_DMAX], Vw[FT_CU_ATT_WARPS][FT_CUDA_ATTN_DMAX];
+    __shared__ float Lt[FT_CU_ATT_KT], Dt[FT_CU_ATT_KT], Ps[FT_CU_ATT_WARPS][FT_CU_ATT_KT], Ss[FT_CU_ATT_WARPS][FT_CU_ATT_KT];
+    const ft_cuda_attn &a = A.o;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane % FT_CU_ATT_KT, half = lane / FT_CU_ATT_KT, i, e;
+    int64_t g = blockIdx.y, rep = a.H / a.Hkv, n_u = prefix ? a.P : a.Tk, j0 = (int64_t)blockIdx.x * FT_CU_ATT_WARPS;
+    int64_t j = j0 + warp, u = prefix ? j : a.P + j, bb, b_end = prefix ? a.B : (int64_t)blockIdx.z + 1, hh, t0, d;
+    int live = j < n_u;
+    float ak[FT_CUDA_ATTN_DMAX / 32], av[FT_CUDA_ATTN_DMAX / 32];
+    FT_CU_UNROLL for (i = 0; i < FT_CUDA_ATTN_DMAX / 32; i++) ak[i] = av[i] = 0.0f;
+    for (bb = prefix ? 0 : blockIdx.z; bb < b_end; bb++) {
+        int64_t qo = ft__cu_qoff(a, bb);
+        __syncthreads();
+        for (d = lane; d < a.D; d += 32) {
+            Kw[warp][d] = live ? ft__cu_key_row(A.pk, A.k, a, bb, g, u)[d] : 0.0f;
+            Vw[warp][d] = live ? ft__cu_key_row(A.pv, A.v, a, bb, g, u)[d] : 0.0f;
+        }
+        for (hh = g * rep; hh < (g + 1) * rep; hh++)
+            for (t0 = 0; t0 < a.T; t0 += FT_CU_ATT_KT) {
+                /* no query of the tile sees a key of the block: before them (causal), or past the window */
+                if (!prefix && a.causal && qo + t0 + FT_CU_ATT_KT - 1 < j0) continue;
+                if (!prefix && a.window > 0 && qo + t0 - a.window + 1 > j0 + FT_CU_ATT_WARPS - 1) continue;
+                __syncthreads();
+                for (e = threadIdx.x; e < FT_CU_ATT_KT * a.D; e += blockDim.x) {
+                    int q = e / (int)a.D, dd = e % (int)a.D;
+                    int64_t row = ((bb * a.T + t0 + q) * a.H + hh) * a.D + dd;
+                    Qt[q][dd] = t0 + q < a.T ? a.scale * A.q[row] : 0.0f;
+                    Gt[q][dd] = t0 + q < a.T ? A.dout[row] : 0.0f;
+                }
+                if (threadIdx.x < FT_CU_ATT_KT) {
+                    int64_t st = (bb * a.H + hh) * a.T + t0 + threadIdx.x;
+                    Lt[threadIdx.x] = t0 + threadIdx.x < a.T ? A.lse[st] : -INFINITY;
+                    Dt[threadIdx.x] = t0 + threadIdx.x < a.T ? A.delta[st] : 0.0f;
+                }
+                __syncthreads();
+                float s = ft__cu_half_dot(Qt[r], Kw[warp], a.D, half), dp = ft__cu_half_dot(Gt[r], Vw[warp], a.D, half);
+                int vis = live && t0 + r < a.T && Lt[r] != -INFINITY && ft__cu_sees(a, bb, t0 + r, u);
+                float p = vis ? expf(s - Lt[r]) : 0.0f;
+                if (half == 0) {
+                    Ps[warp][r] = p;
+                    Ss[warp][r] = p * (dp - Dt[r]);
+                }
+                __syncwarp();
+                FT_CU_UNROLL for (i = 0; i < FT_CUDA_ATTN_DMAX / 32; i++) if ((d = lane + 32 * i) < a.D) {
+                    int q;
+                    for (q = 0; q < FT_CU_ATT_KT; q++) {
+                        av[i] += Ps[warp][q] * Gt[q][d];
+                        ak[i] += Ss[warp][q] * Qt[q][d];
+                    }
+                }
+                __syncwarp();
+            }
+    }
+    if (!live) return;
+    FT_CU_UNROLL for (i = 0; i < FT_CUDA_ATTN_DMAX / 32; i++) if ((d = lane + 32 * i) < a.D) {
+        int64_t row = prefix ? (j * a.Hkv + g) * a.D + d : (((int64_t)blockIdx.z * a.Tk + j) * a.Hkv + g) * a.D + d;
+        if (dk) dk[row] += ak[i];
+        if (dv) dv[row] += av[i];
+    }
+}
+static ft_result ft__cu_attn_check(const ft_cuda_attn *a, const float *pk, const float *pv, ft__cu_attn *A) {
+    if (a->B <= 0 || a->T <= 0 || a->Tk < 0 || a->P < 0 || a->D <= 0 || a->D > FT_CUDA_ATTN_DMAX || a->H <= 0 ||
+        a->Hkv <= 0 || a->H % a->Hkv || (a->P > 0 && (!pk || !pv)) || (a->seg && a->Tk != a->T))
+        return ft_set_error(FT_ERR_SHAPE, "cuda attention: B %lld, T %lld, Tk %lld, P %lld, D %lld (at most %d), H %d, Hkv %d%s",
+                            (long long)a->B, (long long)a->T, (long long)a->Tk, (long long)a->P, (long long)a->D,
+                            FT_CUDA_ATTN_DMAX, a->H, a->Hkv, a->seg && a->Tk != a->T ? ", documents need Tk == T" : "");
+    memset(A, 0, sizeof *A);
+    A->o = *a;
+    if (A->o.scale == 0.0f) A->o.scale = 1.0f / sqrtf((float)a->D);
+    return FT_OK;
+}
+FT_API ft_result ft_cuda_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                                           const float *pk, const float *pv, const ft_cuda_attn *a) {
+    ft__cu_attn A;
+    ft_result r = ft__cu_attn_check(a, pk, pv, &A);
+    if (r != FT_OK) return r;
+    A.q = q; A.k = k; A.v = v; A.pk = pk; A.pv = pv;
+    dim3 grid(ft__cu_blocks(a->T, FT_CU_ATT_WARPS), (unsigned)a->H, (unsigned)a->B);
+    FT_CU_LAUNCH(ft__cu_attn_fwd, grid, dim3(32 * FT_CU_ATT_WARPS), out, lse, A);
+    return ft__cu_check("attention forward");
+}
+FT_API ft_result ft_cuda_attention_backward(float *dq, float *dk, float *dv, float *dpk, float *dpv, const float *dout,
+                                            const float *q, const float *k, const float *v, const float *pk,
+                                            const float *pv, const float *out, const float *lse, const ft_cuda_attn *a) {
+    ft__cu_attn A;
+    float *delta = NULL;
+    int64_t rows = a->B * a->T * a->H;
+    ft_result r = ft__cu_attn_check(a, pk, pv, &A);
+    if (r != FT_OK || (r = ft_cuda_malloc((void **)&delta, (size_t)rows * sizeof(float))) != FT_OK) return r;
+    A.q = q; A.k = k; A.v = v; A.pk = pk; A.pv = pv; A.dout = dout; A.lse = lse; A.delta = delta;
+    dim3 block(32 * FT_CU_ATT_WARPS), grid_q(ft__cu_blocks(a->T, FT_CU_ATT_WARPS), (unsigned)a->H, (unsigned)a->B);
+    FT_CU_LAUNCH(ft__cu_attn_delta, dim3(ft__cu_blocks(rows, FT_CU_ATT_WARPS)), block, delta, dout, out, A.o);
+    if (dq) FT_CU_LAUNCH(ft__cu_attn_dq, grid_q, block, dq, A);
+    if ((dk || dv) && a->Tk > 0)
+        FT_CU_LAUNCH(ft__cu_attn_dkv, dim3(ft__cu_blocks(a->Tk, FT_CU_ATT_WARPS), (unsigned)a->Hkv, (unsigned)a->B), block, dk, dv, A, 0);
+    if ((dpk || dpv) && a->P > 0)
+        FT_CU_LAUNCH(ft__cu_attn_dkv, dim3(ft__cu_blocks(a->P, FT_CU_ATT_WARPS), (unsigned)a->Hkv, 1), block, dpk, dpv, A, 1);
+    r = ft__cu_check("attention backward");
+    ft_cuda_free(delta);
+    return r;
 }
 
 /* ---- AdamW ------------------------------------------------------------------------------------------------ */

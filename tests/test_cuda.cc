@@ -333,6 +333,81 @@ TEST(cross_entropy_rows) {
     xent_case(100, {0, 99, -100, 42, 7}, 1e-6);
 }
 
+/* ft_attention on the tape (forward, then backward of sum(out * R)) beside the kernels */
+struct attn_case {
+    int64_t B, T, Tk, P, D;
+    int H, Hkv, causal;
+    int64_t q_offset, window;
+    int segments;
+};
+static ft_tensor *rand_tensor(ft_ctx *ctx, int64_t n0, int64_t n1, int64_t n2, float scale) {
+    ft_tensor *x = n2 ? ft_tensor_3d(ctx, n0, n1, n2) : ft_tensor_2d(ctx, n0, n1);
+    vecf v = randv((size_t)ft_numel(x), scale);
+    memcpy(x->data, v.data(), v.size() * 4);
+    x->flags |= FT_TENSOR_REQUIRES_GRAD;
+    return x;
+}
+static void attn_compare(const char *what, ft_tensor *cpu, const float *gpu, int use_grad, double atol, double rtol) {
+    size_t n = (size_t)ft_numel(cpu);
+    long worst = -1;
+    vecf got = host(gpu, n);
+    const float *want = use_grad ? cpu->grad : (const float *)cpu->data;
+    CHECK(want && ft_test_close(got.data(), want, (long)n, atol, rtol, &worst) <= 1, "%s at %ld: %g vs %g", what, worst,
+          worst >= 0 ? got[(size_t)worst] : 0.0, worst >= 0 && want ? want[worst] : 0.0);
+}
+static void attn_case_run(const attn_case &c) {
+    ft_ctx *ctx;
+    CHECK_OK(ft_ctx_init(&ctx, NULL));
+    ft_tensor *q = rand_tensor(ctx, c.B, c.T, c.H * c.D, 1.0f), *k = rand_tensor(ctx, c.B, c.Tk, c.Hkv * c.D, 1.0f);
+    ft_tensor *v = rand_tensor(ctx, c.B, c.Tk, c.Hkv * c.D, 1.0f), *R = rand_tensor(ctx, c.B, c.T, c.H * c.D, 1.0f);
+    ft_tensor *pk = c.P ? rand_tensor(ctx, c.P, c.Hkv * c.D, 0, 1.0f) : NULL, *pv = c.P ? rand_tensor(ctx, c.P, c.Hkv * c.D, 0, 1.0f) : NULL;
+    std::vector<int32_t> seg((size_t)(c.B * c.T));
+    for (size_t i = 0; i < seg.size(); i++) seg[i] = (int32_t)((i % (size_t)c.T) / 5);   /* documents of 5 tokens */
+    R->flags &= ~(uint32_t)FT_TENSOR_REQUIRES_GRAD;
+    ft_attn_opts o;
+    memset(&o, 0, sizeof o);
+    o.n_head = c.H; o.n_head_kv = c.Hkv; o.causal = c.causal; o.q_offset = c.q_offset; o.window = c.window;
+    o.prefix_k = pk; o.prefix_v = pv; o.seg = c.segments ? seg.data() : NULL;
+    ft_tensor *out = ft_attention(ctx, q, k, v, &o);
+    CHECK(out != NULL, "cpu attention: %s", ft_last_error());
+    if (!out) { ft_ctx_free(ctx); return; }
+    CHECK_OK(ft_backward(ctx, ft_sum(ctx, ft_mul(ctx, out, R))));
+    ft_cuda_attn a;
+    memset(&a, 0, sizeof a);
+    a.B = c.B; a.T = c.T; a.Tk = c.Tk; a.P = c.P; a.D = c.D; a.H = c.H; a.Hkv = c.Hkv; a.causal = c.causal;
+    a.q_offset = c.q_offset; a.window = c.window;
+    int32_t *gseg = dev(seg.data(), seg.size());
+    a.seg = c.segments ? gseg : NULL;
+    size_t nq = (size_t)ft_numel(q), nk = (size_t)ft_numel(k), np = c.P ? (size_t)ft_numel(pk) : 1;
+    float *gq = dev((const float *)q->data, nq), *gk = dev((const float *)k->data, nk), *gv = dev((const float *)v->data, nk);
+    float *gpk = c.P ? dev((const float *)pk->data, np) : NULL, *gpv = c.P ? dev((const float *)pv->data, np) : NULL;
+    float *gR = dev((const float *)R->data, nq), *gout = dev<float>(NULL, nq), *glse = dev<float>(NULL, (size_t)(c.B * c.H * c.T));
+    float *gdq = dev<float>(NULL, nq), *gdk = dev<float>(NULL, nk), *gdv = dev<float>(NULL, nk);
+    float *gdpk = dev<float>(NULL, np), *gdpv = dev<float>(NULL, np);
+    CHECK_OK(ft_cuda_attention_forward(gout, glse, gq, gk, gv, gpk, gpv, &a));
+    CHECK_OK(ft_cuda_attention_backward(gdq, gdk, gdv, c.P ? gdpk : NULL, c.P ? gdpv : NULL, gR, gq, gk, gv, gpk, gpv, gout, glse, &a));
+    attn_compare("out", out, gout, 0, 1e-5, 1e-4);
+    attn_compare("dq", q, gdq, 1, 1e-5, 1e-4);
+    attn_compare("dk", k, gdk, 1, 1e-5, 1e-4);
+    attn_compare("dv", v, gdv, 1, 1e-5, 1e-4);
+    if (c.P) attn_compare("dpk", pk, gdpk, 1, 1e-5, 1e-4);
+    if (c.P) attn_compare("dpv", pv, gdpv, 1, 1e-5, 1e-4);
+    ft_cuda_free(gseg);
+    for (float *p : {gq, gk, gv, gpk, gpv, gR, gout, glse, gdq, gdk, gdv, gdpk, gdpv}) ft_cuda_free(p);
+    ft_ctx_free(ctx);
+}
+/* causal GQA with a head dim no multiple of 32; a prefix with documents, not causal; a KV cache
+   with a sliding window; gemma3's 256-dim heads */
+TEST(attention_forward_and_backward) {
+    const attn_case cases[] = {
+        {2, 37, 37, 0, 40, 4, 2, 1, 0, 0, 0},
+        {2, 23, 23, 3, 16, 2, 1, 0, 0, 0, 1},
+        {1, 9, 20, 2, 8, 3, 3, 1, 11, 6, 0},
+        {1, 18, 18, 0, 256, 2, 1, 1, 0, 0, 1},
+    };
+    for (const attn_case &c : cases) attn_case_run(c);
+}
+
 /* three steps of finetune.h's ft_optim_step beside the kernel's; a NaN gradient changes nothing */
 TEST(adamw_steps_and_refuses_nan) {
     ft_params *P;
@@ -379,6 +454,7 @@ int main(void) {
     RUN(rope_angles_and_rotation);
     RUN(swiglu_forward_and_backward);
     RUN(cross_entropy_rows);
+    RUN(attention_forward_and_backward);
     RUN(adamw_steps_and_refuses_nan);
 #ifdef FT_CUDA_EMU
     return ft_test_summary("test_cuda_emu");
