@@ -100,6 +100,22 @@ FT_API ft_result ft_cuda_swiglu_backward(float *dg, float *du, const float *dy, 
 /* logits (N, V), tgt (N) -> lse (N) (0 where tgt == ignore); when dx: dx (N, V) += g[i] (onehot - softmax) */
 FT_API ft_result ft_cuda_xent_rows(float *lse, float *dx, const float *logits, const int32_t *tgt,
                                    const float *g, int64_t N, int64_t V, int32_t ignore);
+/* the head and the loss, chunk by chunk of rows (a frozen head: every PEFT method): logits = h W^T
+   (soft-capped as cap tanh(z / cap) when cap > 0) for up to work_rows rows at a time in work
+   (work_rows x V floats), then lse (N), logp (N) = log p(target) (0 for ignored rows) and, when U
+   is not NULL, U (N, C) = (onehot - softmax) dz/dlogit W: the gradient of logp with respect to h,
+   which the backward only scales by each row's upstream gradient (ft_cuda_rows_axpy). */
+FT_API ft_result ft_cuda_linear_xent(float *lse, float *logp, float *U, const float *h, const ft_cuda_weight *W,
+                                     const int32_t *tgt, int64_t N, int32_t ignore, float softcap, float *work,
+                                     int64_t work_rows);
+/* y (N, C) += g[i] x[i, :]: a row's upstream gradient times its saved gradient */
+FT_API ft_result ft_cuda_rows_axpy(float *y, const float *g, const float *x, int64_t N, int64_t C);
+/* y (n, C) = rows ids of a weight (V, C) of any type the GEMM decodes: the embedding (ids < V) */
+FT_API ft_result ft_cuda_embedding(float *y, const ft_cuda_weight *W, const int32_t *ids, int64_t n);
+/* elementwise over n floats: y = a + b, y = a * b, y += s x */
+FT_API ft_result ft_cuda_add(float *y, const float *a, const float *b, int64_t n);
+FT_API ft_result ft_cuda_mul(float *y, const float *a, const float *b, int64_t n);
+FT_API ft_result ft_cuda_axpy(float *y, float s, const float *x, int64_t n);
 /* attention over device tensors, finetune.h's ft_attention: q (B, T, H*D); k, v (B, Tk, Hkv*D);
    prefix keys/values pk, pv (P, Hkv*D) or NULL (P = 0); out (B, T, H*D); lse (B, H, T), the
    log-sum-exp of each query's scaled scores (-inf where a query sees nothing). Query t of batch
@@ -565,23 +581,54 @@ FT_API ft_result ft_cuda_swiglu_backward(float *dg, float *du, const float *dy, 
 }
 
 /* ---- cross-entropy rows ---------------------------------------------------------------------------------- */
+/* log sum_j e^(x_j) of a row of V, by the whole block */
+__device__ float ft__cu_row_lse(const float *xr, int64_t V, float *sh) {
+    float m = -INFINITY, s = 0.0f;
+    int64_t j;
+    for (j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, xr[j]);
+    m = ft__cu_block_reduce(m, 1, sh);
+    for (j = threadIdx.x; j < V; j += blockDim.x) s += expf(xr[j] - m);
+    return m + logf(ft__cu_block_reduce(s, 0, sh));
+}
 __global__ void ft__cu_xent(float *lse, float *dx, const float *x, const int32_t *tgt, const float *g, int64_t V, int32_t ignore) {
     __shared__ float sh[33];
     const float *xr = x + blockIdx.x * V;
-    float m = -INFINITY, s = 0.0f, l, gi;
+    float l, gi;
     int64_t j;
     if (tgt[blockIdx.x] == ignore) {            /* the whole block leaves: no barrier is skipped */
         if (threadIdx.x == 0) lse[blockIdx.x] = 0.0f;
         return;
     }
-    for (j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, xr[j]);
-    m = ft__cu_block_reduce(m, 1, sh);
-    for (j = threadIdx.x; j < V; j += blockDim.x) s += expf(xr[j] - m);
-    l = m + logf(ft__cu_block_reduce(s, 0, sh));
+    l = ft__cu_row_lse(xr, V, sh);
     if (threadIdx.x == 0) lse[blockIdx.x] = l;
     if (!dx || (gi = g[blockIdx.x]) == 0.0f) return;
     for (j = threadIdx.x; j < V; j += blockDim.x)
         dx[blockIdx.x * V + j] += -gi * expf(xr[j] - l) + (j == tgt[blockIdx.x] ? gi : 0.0f);
+}
+/* a chunk's logits z (n, V), soft-capped first when cap > 0, in place -> (onehot - softmax) dz/dx;
+   lse, logp of its rows (0 and a zero row where the target is ignore) */
+__global__ void ft__cu_xent_dz(float *z, float *lse, float *logp, const int32_t *tgt, int64_t V, int32_t ignore, float cap) {
+    __shared__ float sh[33];
+    float *zr = z + blockIdx.x * V, l;
+    int32_t t = tgt[blockIdx.x];
+    int64_t j;
+    if (t == ignore) {
+        for (j = threadIdx.x; j < V; j += blockDim.x) zr[j] = 0.0f;
+        if (threadIdx.x == 0) lse[blockIdx.x] = logp[blockIdx.x] = 0.0f;
+        return;
+    }
+    if (cap > 0.0f) for (j = threadIdx.x; j < V; j += blockDim.x) zr[j] = cap * tanhf(zr[j] / cap);
+    __syncthreads();
+    l = ft__cu_row_lse(zr, V, sh);
+    if (threadIdx.x == 0) {
+        lse[blockIdx.x] = l;
+        logp[blockIdx.x] = zr[t] - l;
+    }
+    __syncthreads();                            /* zr[t] read before it is overwritten */
+    for (j = threadIdx.x; j < V; j += blockDim.x) {
+        float d = (j == t ? 1.0f : 0.0f) - expf(zr[j] - l);
+        zr[j] = cap > 0.0f ? d * (1.0f - (zr[j] / cap) * (zr[j] / cap)) : d;
+    }
 }
 FT_API ft_result ft_cuda_xent_rows(float *lse, float *dx, const float *logits, const int32_t *tgt, const float *g,
                                    int64_t N, int64_t V, int32_t ignore) {
@@ -589,6 +636,61 @@ FT_API ft_result ft_cuda_xent_rows(float *lse, float *dx, const float *logits, c
     if (dx && !g) return ft_set_error(FT_ERR_INVALID, "cuda cross-entropy: a gradient needs the upstream g");
     FT_CU_LAUNCH(ft__cu_xent, dim3((unsigned)N), dim3(FT_CU_ROW_THREADS), lse, dx, logits, tgt, g, V, ignore);
     return ft__cu_check("cross-entropy");
+}
+
+/* ---- the head and the loss, chunked ------------------------------------------------------------------- */
+FT_API ft_result ft_cuda_linear_xent(float *lse, float *logp, float *U, const float *h, const ft_cuda_weight *W,
+                                     const int32_t *tgt, int64_t N, int32_t ignore, float softcap, float *work,
+                                     int64_t work_rows) {
+    int64_t i0, C = W->cols, V = W->rows;
+    ft_result r = FT_OK;
+    if (N <= 0 || work_rows <= 0) return ft_set_error(FT_ERR_SHAPE, "cuda linear cross-entropy: %lld rows, chunks of %lld", (long long)N, (long long)work_rows);
+    for (i0 = 0; i0 < N && r == FT_OK; i0 += work_rows) {
+        int64_t n = N - i0 < work_rows ? N - i0 : work_rows;
+        r = ft_cuda_gemm(work, V, ft_cuda_dense(h + i0 * C, C, 1), ft_cuda_weight_op(W, 0), n, V, C, 1.0f, 0);
+        if (r != FT_OK) break;
+        FT_CU_LAUNCH(ft__cu_xent_dz, dim3((unsigned)n), dim3(FT_CU_ROW_THREADS), work, lse + i0, logp + i0, tgt + i0, V, ignore, softcap);
+        if ((r = ft__cu_check("linear cross-entropy")) != FT_OK || !U) continue;
+        r = ft_cuda_gemm(U + i0 * C, C, ft_cuda_dense(work, V, 1), ft_cuda_weight_op(W, 1), n, C, V, 1.0f, 0);
+    }
+    return r;
+}
+
+/* ---- elementwise, rows, embedding ------------------------------------------------------------------------- */
+enum { FT__CU_ADD, FT__CU_MUL, FT__CU_AXPY };
+__global__ void ft__cu_ew(int kind, float *y, const float *a, const float *b, float s, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    if (kind == FT__CU_ADD) y[i] = a[i] + b[i];
+    else if (kind == FT__CU_MUL) y[i] = a[i] * b[i];
+    else y[i] += s * a[i];
+}
+static ft_result ft__cu_ew_run(int kind, float *y, const float *a, const float *b, float s, int64_t n) {
+    if (n <= 0) return FT_OK;
+    FT_CU_LAUNCH(ft__cu_ew, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), kind, y, a, b, s, n);
+    return ft__cu_check("elementwise");
+}
+FT_API ft_result ft_cuda_add(float *y, const float *a, const float *b, int64_t n) { return ft__cu_ew_run(FT__CU_ADD, y, a, b, 0.0f, n); }
+FT_API ft_result ft_cuda_mul(float *y, const float *a, const float *b, int64_t n) { return ft__cu_ew_run(FT__CU_MUL, y, a, b, 0.0f, n); }
+FT_API ft_result ft_cuda_axpy(float *y, float s, const float *x, int64_t n) { return ft__cu_ew_run(FT__CU_AXPY, y, x, NULL, s, n); }
+
+__global__ void ft__cu_rows_axpy(float *y, const float *g, const float *x, int64_t N, int64_t C) {
+    int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e < N * C) y[e] += g[e / C] * x[e];
+}
+FT_API ft_result ft_cuda_rows_axpy(float *y, const float *g, const float *x, int64_t N, int64_t C) {
+    if (N <= 0 || C <= 0) return FT_OK;
+    FT_CU_LAUNCH(ft__cu_rows_axpy, dim3(ft__cu_blocks(N * C, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), y, g, x, N, C);
+    return ft__cu_check("rows axpy");
+}
+__global__ void ft__cu_embedding(float *y, ft_cuda_weight w, const int32_t *ids, int64_t n) {
+    int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, i = e / w.cols;
+    if (i < n) y[e] = ft__cu_weight_at(w, ids[i], e % w.cols);
+}
+FT_API ft_result ft_cuda_embedding(float *y, const ft_cuda_weight *W, const int32_t *ids, int64_t n) {
+    if (n <= 0) return FT_OK;
+    FT_CU_LAUNCH(ft__cu_embedding, dim3(ft__cu_blocks(n * W->cols, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), y, *W, ids, n);
+    return ft__cu_check("embedding");
 }
 
 /* ---- attention --------------------------------------------------------------------------------------

@@ -333,6 +333,141 @@ TEST(cross_entropy_rows) {
     xent_case(100, {0, 99, -100, 42, 7}, 1e-6);
 }
 
+/* values a bf16 holds exactly: the GEMM's products of them are exact, only the sums' order differs */
+static vecf randv_bf16(size_t n, float scale) {
+    vecf v = randv(n, scale);
+    for (float &x : v) x = bf16_round(x);
+    return v;
+}
+static ft_tensor *tensor_of(ft_ctx *ctx, const vecf &v, int64_t rows, int64_t cols, int grad) {
+    ft_tensor *x = ft_tensor_2d(ctx, rows, cols);
+    memcpy(x->data, v.data(), v.size() * 4);
+    if (grad) x->flags |= FT_TENSOR_REQUIRES_GRAD;
+    return x;
+}
+/* ft_linear_cross_entropy (per token, frozen head) on the tape beside the chunked kernel: log p
+   and h's gradient; chunks of 16 rows over 50; plain and soft-capped */
+TEST(linear_cross_entropy_chunked) {
+    int64_t N = 50, C = 64, V = 300;
+    std::vector<int32_t> tgt((size_t)N);
+    for (size_t i = 0; i < tgt.size(); i++) tgt[i] = (int32_t)((i * 37) % (size_t)V);
+    tgt[7] = -100;
+    for (float cap : {0.0f, 3.0f}) {
+        ft_ctx *ctx;
+        long worst;
+        CHECK_OK(ft_ctx_init(&ctx, NULL));
+        vecf hv = randv_bf16((size_t)(N * C), 1.0f), wv = randv_bf16((size_t)(V * C), 0.5f), gv = randv((size_t)N, 1.0f);
+        ft_tensor *h = tensor_of(ctx, hv, N, C, 1), *W = tensor_of(ctx, wv, V, C, 0), *g = tensor_of(ctx, gv, 1, N, 0);
+        ft_tensor *lp = ft_linear_cross_entropy(ctx, h, W, tgt.data(), -100, cap, 1);
+        CHECK_OK(ft_backward(ctx, ft_sum(ctx, ft_mul(ctx, lp, g))));
+        weight w;
+        ft_cuda_weight dw;
+        memset(&w.t, 0, sizeof w.t);
+        w.t.type = FT_TYPE_F32; w.t.ndim = 2; w.t.shape[0] = V; w.t.shape[1] = C; w.t.data = wv.data();
+        CHECK_OK(ft_cuda_weight_upload(&dw, &w.t));
+        int32_t *gt = dev(tgt.data(), tgt.size());
+        float *gh = dev(hv.data(), hv.size()), *gg = dev(gv.data(), gv.size()), *glse = dev<float>(NULL, (size_t)N);
+        float *glp = dev<float>(NULL, (size_t)N), *gU = dev<float>(NULL, hv.size()), *gdh = dev<float>(NULL, hv.size());
+        float *work = dev<float>(NULL, (size_t)(16 * V));
+        CHECK_OK(ft_cuda_linear_xent(glse, glp, gU, gh, &dw, gt, N, -100, cap, work, 16));
+        CHECK_OK(ft_cuda_rows_axpy(gdh, gg, gU, N, C));
+        CHECK(ft_test_close(host(glp, (size_t)N).data(), (const float *)lp->data, N, 1e-5, 1e-5, &worst) <= 1, "cap %g: log p at %ld", cap, worst);
+        vecf dh = host(gdh, hv.size());
+        double big = 0, err = 0;
+        for (size_t i = 0; i < dh.size(); i++) {
+            big = fmax(big, fabs((double)h->grad[i]));
+            err = fmax(err, fabs((double)dh[i] - (double)h->grad[i]));
+        }
+        CHECK(err <= 0.01 * big, "cap %g: dh off by %g, largest %g", cap, err, big);   /* dz rounds to bf16 in dz W */
+        ft_cuda_free(gt);
+        for (float *p : {gh, gg, glse, glp, gU, gdh, work}) ft_cuda_free(p);
+        ft_cuda_weight_free(&dw);
+        ft_ctx_free(ctx);
+    }
+}
+
+/* a LoRA layer's products composed of GEMMs, beside ft_lora_linear on the tape (Q4_1 base, r 8):
+   y = x W^T + s (x A^T) B^T; dx, dA, dB of sum(y * R). xa rounds to bf16 inside the second GEMM:
+   compared within 1% of each tensor's largest value */
+TEST(lora_products_on_the_gemm) {
+    int64_t N = 45, in = 96, out = 64, r = 8;
+    float s = 2.0f;
+    ft_ctx *ctx;
+    weight w;
+    ft_cuda_weight dw;
+    CHECK_OK(ft_ctx_init(&ctx, NULL));
+    weight_make(&w, FT_TYPE_Q4_1, out, in);
+    vecf xv = randv_bf16((size_t)(N * in), 1.0f), av = randv_bf16((size_t)(r * in), 0.3f), bv = randv_bf16((size_t)(out * r), 0.3f);
+    vecf rv = randv((size_t)(N * out), 1.0f);
+    ft_tensor *x = tensor_of(ctx, xv, N, in, 1), *A = tensor_of(ctx, av, r, in, 1), *B = tensor_of(ctx, bv, out, r, 1);
+    ft_tensor *R = tensor_of(ctx, rv, N, out, 0);
+    ft_tensor *y = ft_lora_linear(ctx, x, &w.t, A, B, s, NULL);
+    CHECK_OK(ft_backward(ctx, ft_sum(ctx, ft_mul(ctx, y, R))));
+    CHECK_OK(ft_cuda_weight_upload(&dw, &w.t));
+    float *gx = dev(xv.data(), xv.size()), *gA = dev(av.data(), av.size()), *gB = dev(bv.data(), bv.size()), *gR = dev(rv.data(), rv.size());
+    float *gxa = dev<float>(NULL, (size_t)(N * r)), *gy = dev<float>(NULL, (size_t)(N * out)), *gdxa = dev<float>(NULL, (size_t)(N * r));
+    float *gdx = dev<float>(NULL, xv.size()), *gdA = dev<float>(NULL, av.size()), *gdB = dev<float>(NULL, bv.size());
+    CHECK_OK(ft_cuda_gemm(gxa, r, ft_cuda_dense(gx, in, 1), ft_cuda_dense(gA, in, 1), N, r, in, 1.0f, 0));           /* xa = x A^T */
+    CHECK_OK(ft_cuda_gemm(gy, out, ft_cuda_dense(gx, in, 1), ft_cuda_weight_op(&dw, 0), N, out, in, 1.0f, 0));       /* y = x W^T */
+    CHECK_OK(ft_cuda_gemm(gy, out, ft_cuda_dense(gxa, r, 1), ft_cuda_dense(gB, r, 1), N, out, r, s, 1));             /* + s xa B^T */
+    CHECK_OK(ft_cuda_gemm(gdB, r, ft_cuda_dense(gR, 1, out), ft_cuda_dense(gxa, 1, r), out, r, N, s, 1));            /* dB += s R^T xa */
+    CHECK_OK(ft_cuda_gemm(gdxa, r, ft_cuda_dense(gR, out, 1), ft_cuda_dense(gB, 1, r), N, r, out, s, 0));            /* dxa = s R B */
+    CHECK_OK(ft_cuda_gemm(gdA, in, ft_cuda_dense(gdxa, 1, r), ft_cuda_dense(gx, 1, in), r, in, N, 1.0f, 1));         /* dA += dxa^T x */
+    CHECK_OK(ft_cuda_gemm(gdx, in, ft_cuda_dense(gR, out, 1), ft_cuda_weight_op(&dw, 1), N, in, out, 1.0f, 1));      /* dx += R W */
+    CHECK_OK(ft_cuda_gemm(gdx, in, ft_cuda_dense(gdxa, r, 1), ft_cuda_dense(gA, 1, in), N, in, r, 1.0f, 1));         /*    + dxa A */
+    struct { const char *name; float *gpu; const float *cpu; size_t n; } cmp[] = {
+        {"y", gy, (const float *)y->data, (size_t)(N * out)}, {"dx", gdx, x->grad, xv.size()},
+        {"dA", gdA, A->grad, av.size()}, {"dB", gdB, B->grad, bv.size()}};
+    for (auto &c : cmp) {
+        vecf got = host(c.gpu, c.n);
+        double big = 0, err = 0;
+        for (size_t i = 0; i < c.n; i++) {
+            big = fmax(big, fabs((double)c.cpu[i]));
+            err = fmax(err, fabs((double)got[i] - (double)c.cpu[i]));
+        }
+        CHECK(err <= 0.01 * big, "%s: off by %g, largest %g", c.name, err, big);
+    }
+    for (float *p : {gx, gA, gB, gR, gxa, gy, gdxa, gdx, gdA, gdB}) ft_cuda_free(p);
+    ft_cuda_weight_free(&dw);
+    ft_ctx_free(ctx);
+}
+
+/* rows of a compact table, decoded as finetune.h decodes them (bit for bit); add, mul, axpy */
+TEST(embedding_and_elementwise) {
+    const ft_type types[] = {FT_TYPE_Q8_0, FT_TYPE_Q4_1, FT_TYPE_NF4, FT_TYPE_F16};
+    std::vector<int32_t> ids = {5, 0, 99, 5, 42, 17};
+    ft_ctx *ctx;
+    CHECK_OK(ft_ctx_init(&ctx, NULL));
+    for (ft_type type : types) {
+        weight w;
+        ft_cuda_weight dw;
+        weight_make(&w, type, 100, 64);
+        ft_tensor *y = ft_embedding(ctx, &w.t, ids.data(), (int64_t)ids.size());
+        CHECK_OK(ft_cuda_weight_upload(&dw, &w.t));
+        int32_t *gids = dev(ids.data(), ids.size());
+        float *gy = dev<float>(NULL, ids.size() * 64);
+        CHECK_OK(ft_cuda_embedding(gy, &dw, gids, (int64_t)ids.size()));
+        CHECK(y && memcmp(host(gy, ids.size() * 64).data(), y->data, ids.size() * 64 * 4) == 0, "%s rows differ", ft_type_name(type));
+        ft_cuda_free(gids);
+        ft_cuda_free(gy);
+        ft_cuda_weight_free(&dw);
+    }
+    int64_t n = 777;
+    vecf a = randv((size_t)n, 1.0f), b = randv((size_t)n, 1.0f), want((size_t)n);
+    float *ga = dev(a.data(), (size_t)n), *gb = dev(b.data(), (size_t)n), *gy = dev<float>(NULL, (size_t)n);
+    CHECK_OK(ft_cuda_add(gy, ga, gb, n));
+    for (size_t i = 0; i < want.size(); i++) want[i] = a[i] + b[i];
+    CHECK(memcmp(host(gy, (size_t)n).data(), want.data(), want.size() * 4) == 0, "add");
+    CHECK_OK(ft_cuda_mul(gy, ga, gb, n));
+    for (size_t i = 0; i < want.size(); i++) want[i] = a[i] * b[i];
+    CHECK(memcmp(host(gy, (size_t)n).data(), want.data(), want.size() * 4) == 0, "mul");
+    CHECK_OK(ft_cuda_axpy(gy, 0.5f, ga, n));
+    for (size_t i = 0; i < want.size(); i++) want[i] += 0.5f * a[i];
+    CHECK(memcmp(host(gy, (size_t)n).data(), want.data(), want.size() * 4) == 0, "axpy");
+    for (float *p : {ga, gb, gy}) ft_cuda_free(p);
+    ft_ctx_free(ctx);
+}
+
 /* ft_attention on the tape (forward, then backward of sum(out * R)) beside the kernels */
 struct attn_case {
     int64_t B, T, Tk, P, D;
@@ -454,6 +589,9 @@ int main(void) {
     RUN(rope_angles_and_rotation);
     RUN(swiglu_forward_and_backward);
     RUN(cross_entropy_rows);
+    RUN(linear_cross_entropy_chunked);
+    RUN(lora_products_on_the_gemm);
+    RUN(embedding_and_elementwise);
     RUN(attention_forward_and_backward);
     RUN(adamw_steps_and_refuses_nan);
 #ifdef FT_CUDA_EMU
