@@ -27,7 +27,7 @@ endif
 EXAMPLES = $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
 LIB      = $(BUILD)/finetune.o
 
-.PHONY: all test demo sanitize san-build bench bench-train bench-mpi examples readme clean mpi cuda test-cuda
+.PHONY: all test demo sanitize san-build bench bench-train bench-mpi examples readme clean mpi cuda test-cuda bench-cuda
 all: $(BUILD)/ft $(TESTS) $(BUILD)/bench $(EXAMPLES)
 examples: $(EXAMPLES)
 
@@ -84,6 +84,12 @@ $(BUILD)/gpu/test_cuda: tests/test_cuda.cc $(BUILD)/finetune_cuda.o tests/ft_tes
 	$(NVCC) -O2 -std=c++17 -I. -o $@ tests/test_cuda.cc $(BUILD)/finetune_cuda.o -lpthread
 test-cuda: $(BUILD)/gpu/test_cuda
 	$(BUILD)/gpu/test_cuda
+# GEMM and attention speed on the GPU (tools/bench_cuda.cc); tools/cuda_check.sh runs tests and this
+bench-cuda: $(BUILD)/gpu/bench_cuda
+	$(BUILD)/gpu/bench_cuda
+$(BUILD)/gpu/bench_cuda: tools/bench_cuda.cc $(BUILD)/finetune_cuda.o
+	mkdir -p $(BUILD)/gpu
+	$(NVCC) -O2 -std=c++17 -I. -o $@ tools/bench_cuda.cc $(BUILD)/finetune_cuda.o -lpthread
 $(BUILD)/test_cuda_emu: tests/test_cuda.cc finetune_cuda.cu tests/cuda_emu.h finetune.h tests/ft_test.h | $(BUILD)
 	$(CXX) -std=c++17 -Wall -Wextra -Wpedantic -Werror -O1 -g -DFT_CUDA_EMU -o $@ tests/test_cuda.cc -lm -lpthread
 
@@ -91,7 +97,7 @@ $(BUILD)/bench: tools/bench.c finetune.h | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS) -ldl
 
 # one line per configuration: "ok - compile: NAME", "FAIL - ..." with the log, or "skip - ..."
-$(BUILD)/matrix/%.txt: tests/compile.sh finetune.h tests/compile_main.c tests/compile_impl.c tests/whitebox.c finetune_cuda.cu tests/test_cuda.cc | $(BUILD)/matrix
+$(BUILD)/matrix/%.txt: tests/compile.sh finetune.h tests/compile_main.c tests/compile_impl.c tests/whitebox.c finetune_cuda.cu tests/test_cuda.cc tools/bench_cuda.cc | $(BUILD)/matrix
 	@BUILD=$(BUILD) CC=$(CC) sh tests/compile.sh $* > $@
 $(BUILD)/matrix/gcc_c99.txt: $(LIB)
 $(BUILD)/matrix/gcc_c99_nosimd.txt: $(BUILD)/test_whitebox_ref

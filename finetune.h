@@ -1,4 +1,4 @@
-/* finetune.h - v0.3.3 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
+/* finetune.h - v0.4.0 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
    https://github.com/ (vendor it: one file, C99, libc + libm + pthreads)
 
    Do this:
@@ -119,6 +119,13 @@
       results are deterministic for a given seed and thread count. Idle workers spin briefly
       (tens of microseconds) before sleeping, so the thousands of short jobs of a training step
       are handed over in well under a microsecond each.
+
+      Devices: ft_ctx_opts.device takes a kernel table (ft_device: memory, a GEMM over compact
+      weights, the row kernels, attention, the fused head); finetune_cuda.cu's ft_cuda_device()
+      is NVIDIA's. Ops whose inputs carry FT_TENSOR_DEVICE run there, outputs and gradients in a
+      device arena; ft_tensor_to_device / ft_tensor_read / ft_device_weight are the copies. The
+      ops of a decoder block and its loss have device versions so far (see "a device" above
+      ft_tensor_to_device); others refuse device tensors by name (FT_ERR_UNSUPPORTED).
 
    6. GGUF and NF4
       ft_gguf_open maps a GGUF file read-only and checks every count, length, type and offset
@@ -277,14 +284,15 @@
        build/ft-mpi (make mpi: mpirun -np N build/ft-mpi train ..., data parallelism over MPI),
        tools/fetch-model, tools/bench, tools/ref (reference scripts: fixtures, adapter_compat.py);
        see README.
-       CUDA: every compute call goes through ft_gemm and the row kernels of the [kernels]
-       section; finetune_cuda.cu will implement that seam.
+       CUDA: finetune_cuda.cu fills the device kernel table (section 5, "Devices"); make cuda,
+       make test-cuda, make bench-cuda, tools/cuda_check.sh.
 
    IMPLEMENTATION SECTIONS (in data-flow order)
       [platform]   allocator, errors, timing, thread pool
       [memory]     storage types, f16/bf16, RNG, arena, tensors, parameter blocks
       [kernels]    SIMD vector primitives, GEMM, row kernels (norms, softmax, rope, attention)
       [autograd]   tape, ops (forward + backward), backward pass, gradient checkpointing
+      [device]     an accelerator's kernel table: the device arena, copies, the ops on a device
       [quant]      GGML block formats, NF4 (bitsandbytes) with double quantization
       [gguf]       GGUF reader and writer, directories, atomic files, safetensors
       [hf]         Hugging Face model directories read as the GGUF the converter makes of them
@@ -349,6 +357,9 @@
              outputs no backward reads given back (ft__done), a frozen head's cross-entropy
              makes h's gradient in the forward, arena overflow in mapped 64 MiB chunks: a
              LoRA step of 4 x 256 tokens on SmolLM2 peaks at 1.3 GiB instead of 4.1
+      0.4.0  devices: ft_ctx_opts.device (a kernel table, ft_device), FT_TENSOR_DEVICE, the
+             device arena, ft_tensor_to_device / ft_tensor_read / ft_device_weight, and the ops
+             of a decoder block and its loss on a device; finetune_cuda.cu fills the table
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H
@@ -456,8 +467,10 @@ enum {
     FT_TENSOR_REQUIRES_GRAD = 1u << 0,   /* backward accumulates into ->grad                   */
     FT_TENSOR_PARAM         = 1u << 1,   /* lives in an ft_params block                         */
     FT_TENSOR_NO_TAPE       = 1u << 2,   /* made while grad mode was off                        */
-    FT_TENSOR_RETAIN_GRAD   = 1u << 3    /* an op's output whose ->grad backward keeps (set it
+    FT_TENSOR_RETAIN_GRAD   = 1u << 3,   /* an op's output whose ->grad backward keeps (set it
                                             before ft_backward; else it is given back once used) */
+    FT_TENSOR_DEVICE        = 1u << 4    /* ->data and ->grad are in the context's device's
+                                            memory (see "a device" below): never read them here */
 };
 
 typedef struct ft_tensor {
@@ -482,6 +495,7 @@ FT_API void    ft_tensor_mark_modified(ft_tensor *t);         /* call after writ
 
 /* ---- context: thread pool, arena, tape, RNG ------------------------------------------------ */
 typedef struct ft_ctx ft_ctx;
+typedef struct ft_device ft_device;   /* an accelerator's kernels: see "a device" below     */
 typedef void (*ft_log_fn)(void *user, int level, const char *msg);   /* level 0 info, 1 warn   */
 typedef struct ft_ctx_opts {
     int       n_threads;            /* 0: $FT_THREADS or the number of online CPUs              */
@@ -489,6 +503,7 @@ typedef struct ft_ctx_opts {
     size_t    arena_bytes;          /* initial arena size (0: 64 MiB); it grows once if needed */
     ft_log_fn log;                  /* optional log callback (default: stderr for warnings)    */
     void     *log_user;
+    const struct ft_device *device; /* NULL: the CPU; else the ops' outputs live on this device  */
 } ft_ctx_opts;
 
 FT_API ft_ctx_opts ft_ctx_opts_default(void);    /* every CPU ($FT_THREADS), seed 0x5eed, 64 MiB arena */
@@ -651,8 +666,10 @@ FT_API ft_tensor *ft_swiglu(ft_ctx *ctx, ft_tensor *gate, ft_tensor *up);   /* s
 /* table (V, C) f32/f16/bf16, ids[n] -> (n, C) */
 FT_API ft_tensor *ft_embedding(ft_ctx *ctx, ft_tensor *table, const int32_t *ids, int64_t n);
 /* the head and the loss in one: logits = h W^T (soft-capped as cap tanh(z / cap) when cap > 0)
-   made, used and dropped chunk by chunk of rows - and made again in backward - so the (N, V)
-   logits never exist at once (a 262k vocabulary is 1 GiB of them per 1,024 tokens).
+   made, used and dropped chunk by chunk of rows, so the (N, V) logits never exist at once (a
+   262k vocabulary is 1 GiB of them per 1,024 tokens). With a frozen head the forward also makes
+   h's gradient (the logits are made once per step); a trainable head makes them again in
+   backward.
    per_token 0: the mean cross-entropy (1) over the targets != ignore, as ft_cross_entropy;
    1: each row's log p(target) (N), 0 where ignored, as ft_logprob. h (N, C) f32; W (V, C) any
    type a matmul takes (a gradient for W only when it is f32).                                  */
@@ -685,6 +702,94 @@ FT_API ft_tensor *ft_view_rows(ft_ctx *ctx, ft_tensor *x, int64_t row0, int64_t 
 /* in-place (never differentiated through: they bump the version) */
 FT_API void       ft_scale_inplace(ft_tensor *x, float s);
 FT_API void       ft_add_inplace(ft_tensor *x, const ft_tensor *y);   /* same shape            */
+
+/* ---- a device: an accelerator's memory and kernels --------------------------------------------
+   finetune_cuda.cu fills one for an NVIDIA GPU (ft_cuda_device()). A context made with
+   ft_ctx_opts.device keeps the outputs and gradients of its ops in the device's memory (a
+   second arena, emptied by ft_ctx_reset) and runs those ops on the device's kernels; the tape
+   and ft_backward are the same. What lives where is explicit: ft_tensor_to_device copies a host
+   tensor in (a leaf: set FT_TENSOR_REQUIRES_GRAD on it as on any), ft_tensor_read copies data
+   or a gradient out, ft_device_weight uploads a frozen weight once, in its compact form, to
+   outlive steps. Device tensors carry FT_TENSOR_DEVICE: their ->data and ->grad are device
+   pointers, never read on the host. An op given device tensors that has no device kernel yet
+   fails with FT_ERR_UNSUPPORTED and its name; so far: matmul (b 2-D, a not transposed; b f32
+   or a frozen device weight of F32/F16/BF16/Q4_0/Q4_1/Q8_0/NF4), lora_linear, add and mul (same
+   shapes), sum, mean, rmsnorm (with a weight), rope and rope_ext, attention, swiglu,
+   linear_cross_entropy (frozen head), embedding (frozen table), reshape and view_rows.
+   The kernels take device pointers; backward kernels ACCUMULATE (+=). */
+typedef struct ft_device_operand {    /* element (i, k) of a gemm operand: p[i si + k sk], or of a
+                                         device weight: w (i, k), or w (k, i) when trans        */
+    const float *p;
+    int64_t si, sk;
+    const ft_tensor *w;
+    int trans;
+} ft_device_operand;
+typedef struct ft_device_attn {       /* ft_attention's shapes and mask, its arrays on the device */
+    int64_t B, T, Tk, P, D;
+    int H, Hkv;
+    float scale;                      /* resolved: never 0                                       */
+    int causal;
+    int64_t q_offset;
+    const int64_t *q_offsets;         /* (B) or NULL                                             */
+    const int32_t *seg;               /* (B, T) or NULL                                          */
+    int64_t window;
+} ft_device_attn;
+struct ft_device {
+    const char *name;
+    ft_result (*alloc)(void **p, size_t bytes);
+    void      (*release)(void *p);
+    ft_result (*upload)(void *dst, const void *src, size_t bytes);
+    ft_result (*download)(void *dst, const void *src, size_t bytes);
+    ft_result (*zero)(void *dst, size_t bytes);
+    /* C (M, N), row stride ldc: C = alpha sum_k A(i, k) B(j, k) (+ C when accumulate) */
+    ft_result (*gemm)(float *C, int64_t ldc, ft_device_operand A, ft_device_operand B, int64_t M,
+                      int64_t N, int64_t K, float alpha, int accumulate);
+    /* elementwise over n: y = a + b (kind 0), y = a * b (1), y += a * b (2); y += s x */
+    ft_result (*binary)(int kind, float *y, const float *a, const float *b, int64_t n);
+    ft_result (*axpy)(float *y, float s, const float *x, int64_t n);
+    /* y[0] = s * sum x;  y[i] += s * x[0] for i < n (a scalar's gradient spread) */
+    ft_result (*sum)(float *y, const float *x, int64_t n, float s);
+    ft_result (*spread)(float *y, int64_t n, const float *x, float s);
+    /* y (N, C) += g[i] x[i, :] */
+    ft_result (*rows_axpy)(float *y, const float *g, const float *x, int64_t N, int64_t C);
+    ft_result (*rmsnorm_forward)(float *y, float *rstd, const float *x, const float *w, int64_t N,
+                                 int64_t C, float eps);
+    ft_result (*rmsnorm_backward)(float *dx, float *dw, const float *dy, const float *x,
+                                  const float *w, const float *rstd, int64_t N, int64_t C);
+    /* cs (N, n_rot/2, 2) from positions (ft_rope_ext's formula; freq_factors on the device);
+       y = x rotated by cs (sign 1) or back (sign -1) */
+    ft_result (*rope_angles)(float *cs, const int32_t *pos, int64_t N, const ft_rope_opts *o,
+                             const float *freq_factors);
+    ft_result (*rope)(float *y, const float *x, const float *cs, int64_t N, int n_head, int64_t D,
+                      int n_rot, int mode, float sign);
+    ft_result (*swiglu_forward)(float *y, const float *g, const float *u, int64_t n);
+    ft_result (*swiglu_backward)(float *dg, float *du, const float *dy, const float *g,
+                                 const float *u, int64_t n);
+    /* out, lse (B, H, T); the backward's gradients (any may be NULL) += */
+    ft_result (*attention_forward)(float *out, float *lse, const float *q, const float *k,
+                                   const float *v, const float *pk, const float *pv,
+                                   const ft_device_attn *a);
+    ft_result (*attention_backward)(float *dq, float *dk, float *dv, float *dpk, float *dpv,
+                                    const float *dout, const float *q, const float *k,
+                                    const float *v, const float *pk, const float *pv,
+                                    const float *out, const float *lse, const ft_device_attn *a);
+    /* the head and the loss chunk by chunk (work: work_rows x V floats): lse, logp (N) and, if
+       U, U (N, C) = the gradient of logp with respect to h */
+    ft_result (*linear_xent)(float *lse, float *logp, float *U, const float *h, const ft_tensor *W,
+                             const int32_t *tgt, int64_t N, int32_t ignore, float softcap,
+                             float *work, int64_t work_rows);
+    ft_result (*embedding)(float *y, const ft_tensor *W, const int32_t *ids, int64_t n);
+};
+FT_API const ft_device *ft_ctx_device(const ft_ctx *ctx);              /* NULL: the CPU       */
+/* a device copy of host tensor x (f32) in this step's device arena: a leaf of x's shape */
+FT_API ft_tensor *ft_tensor_to_device(ft_ctx *ctx, const ft_tensor *x);
+/* x's data (grad 0) or gradient (grad 1), ft_numel(x) floats, into dst on the host; x on the
+   device or the host */
+FT_API ft_result  ft_tensor_read(ft_ctx *ctx, const ft_tensor *x, int grad, float *dst);
+/* a frozen 2-D weight uploaded in its compact form (NF4 with its state), outliving steps;
+   ft_device_weight_free gives it back */
+FT_API ft_result  ft_device_weight(const ft_device *dev, const ft_tensor *w, ft_tensor **out);
+FT_API void       ft_device_weight_free(const ft_device *dev, ft_tensor *w);
 
 /* Gradient checkpointing of any segment: y = fn(ctx, user, x), y of x's shape, as one tape node.
    fn's intermediates are given back as soon as it returns and recomputed in backward, with the
@@ -2163,6 +2268,13 @@ typedef struct ft__arena {
     int overflowed;                         /* a chunk was needed this step                  */
     ft__spare *spare; int n_spare, cap_spare;   /* gradient buffers given back (ft__grad_release) */
 } ft__arena;
+/* the device arena ([device]): a main block and overflow blocks of device memory */
+typedef struct ft__dev_block { unsigned char *p; size_t cap, used; } ft__dev_block;
+typedef struct ft__dev_arena {
+    unsigned char *base;
+    size_t cap, used, peak, extra_bytes;
+    ft__dev_block *extra; int n_extra, cap_extra;
+} ft__dev_arena;
 typedef struct ft__arena_mark {
     size_t used, extra_bytes, last_used; int n_extra;
     ft__spare *spare; int n_spare;          /* the spare list as it was (a copy in the arena)  */
@@ -2190,6 +2302,8 @@ struct ft_ctx {
     size_t    mallocs;
     ft__rope_cache rope[2]; unsigned long rope_clock;
     unsigned long resets;           /* ft_ctx_reset calls: what the tape's tensors belong to     */
+    const ft_device *dev;           /* ft_ctx_opts.device, or NULL                               */
+    ft__dev_arena darena;           /* the ops' outputs and gradients on it ([device])           */
 };
 
 #define FT__ALIGN_UP(n) (((n) + FT__ALIGN - 1) & ~(size_t)(FT__ALIGN - 1))
@@ -2302,6 +2416,8 @@ FT_API ft_ctx_opts ft_ctx_opts_default(void) {
     return o;
 }
 
+static void ft__dev_reset(ft_ctx *ctx);         /* [device]: the device arena's twins of the above */
+static void ft__dev_free_all(ft_ctx *ctx);
 FT_API ft_result ft_ctx_init(ft_ctx **out, const ft_ctx_opts *opts) {
     ft_ctx *ctx;
     ft_ctx_opts o, d = ft_ctx_opts_default();
@@ -2317,6 +2433,7 @@ FT_API ft_result ft_ctx_init(ft_ctx **out, const ft_ctx_opts *opts) {
     memset(ctx, 0, sizeof *ctx);
     ctx->grad_enabled = 1;
     ctx->log = o.log; ctx->log_user = o.log_user;
+    ctx->dev = o.device;
     ft_rng_seed(&ctx->rng, o.seed);
     ctx->pool.mallocs = &ctx->mallocs;
     ctx->arena.base = FT__CAST(unsigned char *, ft__aligned_alloc(o.arena_bytes));
@@ -2332,6 +2449,7 @@ FT_API void ft_ctx_free(ft_ctx *ctx) {
     if (!ctx) return;
     ft__pool_stop(&ctx->pool);
     ft__arena_reset(ctx);
+    ft__dev_free_all(ctx);
     ft__aligned_free(ctx->arena.base);
     FT_FREE(ctx->arena.extra);
     FT_FREE(ctx->arena.spare);
@@ -2342,6 +2460,7 @@ FT_API void ft_ctx_free(ft_ctx *ctx) {
 
 FT_API void ft_ctx_reset(ft_ctx *ctx) {
     ft__arena_reset(ctx);
+    ft__dev_reset(ctx);
     ctx->resets++;
     ctx->n_tape = 0;
     ctx->backward_done = 0;
@@ -2489,9 +2608,12 @@ FT_API ft_tensor *ft_tensor_4d(ft_ctx *ctx, int64_t n0, int64_t n1, int64_t n2, 
 
 #define FT__F(t) FT__CAST(float *, (t)->data)
 
+static float *ft__dev_grad_buf(ft_ctx *ctx, ft_tensor *t);      /* [device]: zeroed, on the device */
 static float *ft__grad_buf(ft_ctx *ctx, ft_tensor *t, int zero) {
     int64_t n = ft_numel(t);
-    float *g = ft__spare_take(ctx, n);
+    float *g;
+    if (t->flags & FT_TENSOR_DEVICE) return ft__dev_grad_buf(ctx, t);
+    g = ft__spare_take(ctx, n);
     if (!g) g = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)n * sizeof(float)));
     if (!g) { ft__fail(ctx, FT_ERR_NOMEM, "backward: arena out of memory for a gradient"); return NULL; }
     if (zero) memset(g, 0, (size_t)n * sizeof(float));
@@ -2500,7 +2622,7 @@ static float *ft__grad_buf(ft_ctx *ctx, ft_tensor *t, int zero) {
     return g;
 }
 static void ft__grad_release(ft_ctx *ctx, ft_tensor *t) {
-    if (!(t->flags & FT__GRAD_OWN) || (t->flags & (FT__GRAD_SHARE | FT_TENSOR_RETAIN_GRAD | FT_TENSOR_PARAM))) return;
+    if (!(t->flags & FT__GRAD_OWN) || (t->flags & (FT__GRAD_SHARE | FT_TENSOR_RETAIN_GRAD | FT_TENSOR_PARAM | FT_TENSOR_DEVICE))) return;
     if (!ft__spare_give(ctx, t->grad, ft_numel(t))) return;
     t->grad = NULL;
     t->flags &= ~(uint32_t)FT__GRAD_OWN;
@@ -4078,9 +4200,31 @@ static int32_t *ft__copy_ids(ft_ctx *ctx, const int32_t *ids, int64_t n) {
 /* an output of x's shape, not zeroed: every op that uses it writes all of it */
 static ft_tensor *ft__like(ft_ctx *ctx, const ft_tensor *x) { return ft__tensor_x(ctx, FT_TYPE_F32, x->ndim, x->shape, NULL, 0); }
 
+/* the ops' device versions ([device], below): an op whose input lives on a device runs there,
+   or fails (ft__dev_refuse) where the device has no kernel for it yet */
+static int ft__dev_is(const ft_tensor *t);
+static ft_tensor *ft__dev_refuse(ft_ctx *ctx, const char *op);
+static ft_tensor *ft__dev_matmul(ft_ctx *ctx, ft_tensor *a, ft_tensor *b, int ta, int tb);
+static ft_tensor *ft__dev_lora_linear(ft_ctx *ctx, ft_tensor *x, ft_tensor *W, ft_tensor *A, ft_tensor *B, float s, ft_tensor *xd);
+static ft_tensor *ft__dev_binary(ft_ctx *ctx, ft_op op, ft_tensor *a, ft_tensor *b);
+static ft_tensor *ft__dev_reduce(ft_ctx *ctx, ft_op op, ft_tensor *a, int rows);
+static ft_tensor *ft__dev_rmsnorm(ft_ctx *ctx, ft_tensor *x, ft_tensor *w, float eps);
+static ft_tensor *ft__dev_rope(ft_ctx *ctx, ft_tensor *x, const int32_t *pos, int n_head, const ft_rope_opts *opts);
+static ft_tensor *ft__dev_swiglu(ft_ctx *ctx, ft_tensor *g, ft_tensor *u);
+static ft_tensor *ft__dev_attention(ft_ctx *ctx, ft_tensor *q, ft_tensor *k, ft_tensor *v, const ft_attn_opts *o);
+static ft_tensor *ft__dev_lxent(ft_ctx *ctx, ft_tensor *h, ft_tensor *W, const int32_t *tgt, int32_t ignore, float cap, int per_token);
+static ft_tensor *ft__dev_embedding(ft_ctx *ctx, ft_tensor *table, const int32_t *ids, int64_t n);
+typedef void (*ft__dev_backward_fn)(ft_ctx *ctx, struct ft__node *nd);
+static ft__dev_backward_fn ft__dev_backward_of(ft_op op);
+static void *ft__dev_copy(ft_ctx *ctx, const void *src, size_t bytes);
+
 #define FT__IN(x) do { if (!(x)) return NULL; } while (0)
-#define FT__F32(ctx, x, opname) do { if ((x)->type != FT_TYPE_F32) \
-    return ft__fail(ctx, FT_ERR_UNSUPPORTED, "%s: input must be f32 (is %s)", opname, ft_type_name((x)->type)); } while (0)
+/* an f32 host input (an op with device kernels has gone to them before it checks this) */
+#define FT__F32(ctx, x, opname) do {                                                                              \
+        if ((x)->type != FT_TYPE_F32)                                                                             \
+            return ft__fail(ctx, FT_ERR_UNSUPPORTED, "%s: input must be f32 (is %s)", opname, ft_type_name((x)->type)); \
+        if ((x)->flags & FT_TENSOR_DEVICE) return ft__dev_refuse(ctx, opname);                                    \
+    } while (0)
 
 /* ---- matmul --------------------------------------------------------------------------------- */
 /* Weights in any storage type (f16, bf16, the GGML quants) are never widened whole: the GEMM
@@ -4149,6 +4293,7 @@ FT_API ft_tensor *ft_matmul(ft_ctx *ctx, ft_tensor *a, ft_tensor *b, int ta, int
     int64_t M, K, N, Kb, batch, i, shape[FT_MAX_DIMS];
     ft_tensor *y; const float *bd; ft__node *nd;
     FT__IN(a); FT__IN(b);
+    if (ft__dev_is(a) || ft__dev_is(b)) return ft__dev_matmul(ctx, a, b, ta, tb);
     FT__F32(ctx, a, "matmul");
     if (a->ndim < 2 || b->ndim < 2) return ft__fail(ctx, FT_ERR_SHAPE, "matmul: inputs need 2+ dims (%d, %d)", a->ndim, b->ndim);
     M = a->shape[a->ndim - (ta ? 1 : 2)]; K = a->shape[a->ndim - (ta ? 2 : 1)];
@@ -4234,6 +4379,7 @@ typedef struct ft__lora_lin { ft_tensor *W, *xd; float *us; } ft__lora_lin;
 FT_API ft_tensor *ft_lora_linear(ft_ctx *ctx, ft_tensor *x, ft_tensor *W, ft_tensor *A, ft_tensor *B, float scale, ft_tensor *xd) {
     int64_t in, out, r, N, shape[FT_MAX_DIMS]; int i; ft_tensor *y; ft__node *nd; float *us;
     FT__IN(x); FT__IN(W); FT__IN(A); FT__IN(B);
+    if (ft__dev_is(x) || ft__dev_is(A)) return ft__dev_lora_linear(ctx, x, W, A, B, scale, xd);
     if (!xd) xd = x;
     FT__F32(ctx, x, "lora_linear"); FT__F32(ctx, A, "lora_linear"); FT__F32(ctx, B, "lora_linear"); FT__F32(ctx, xd, "lora_linear");
     in = x->shape[x->ndim - 1]; N = ft_nrows(x);
@@ -4394,6 +4540,7 @@ static ft_tensor *ft__binary(ft_ctx *ctx, ft_op op, ft_tensor *a, ft_tensor *b) 
     ft__bcast bc; int64_t shape[4]; int nd; ft_tensor *y; ft__node *node;
     const float *A, *B; float *Y;
     FT__IN(a); FT__IN(b);
+    if (ft__dev_is(a) || ft__dev_is(b)) return ft__dev_binary(ctx, op, a, b);
     FT__F32(ctx, a, ft_op_name(op)); FT__F32(ctx, b, ft_op_name(op));
     if (!ft__bcast_init(&bc, a, b, shape, &nd))
         return ft__fail(ctx, FT_ERR_SHAPE, "%s: shapes do not broadcast", ft_op_name(op));
@@ -4472,7 +4619,9 @@ static void ft__scale_backward(ft_ctx *ctx, ft__node *nd) {
 /* op SUM or MEAN, over everything (rows = 0) or over the last dim (rows = 1) */
 static ft_tensor *ft__reduce(ft_ctx *ctx, ft_op op, ft_tensor *a, int rows) {
     int64_t shape[FT_MAX_DIMS], C, R, i; int nd_out; ft_tensor *y; ft__node *nd;
-    FT__IN(a); FT__F32(ctx, a, ft_op_name(op));
+    FT__IN(a);
+    if (ft__dev_is(a)) return ft__dev_reduce(ctx, op, a, rows);
+    FT__F32(ctx, a, ft_op_name(op));
     C = rows ? a->shape[a->ndim - 1] : ft_numel(a);
     R = ft_numel(a) / C;
     if (rows && a->ndim > 1) { nd_out = a->ndim - 1; for (i = 0; i < nd_out; i++) shape[i] = a->shape[i]; }
@@ -4519,7 +4668,9 @@ static void ft__layernorm_bwd_rows(void *p, int64_t lo, int64_t hi) {
 
 static ft_tensor *ft__norm(ft_ctx *ctx, ft_op op, ft_tensor *x, ft_tensor *w, ft_tensor *b, float eps) {
     ft__norm_job j; ft_tensor *y; ft__node *nd; int64_t N, C;
-    FT__IN(x); FT__F32(ctx, x, ft_op_name(op));
+    FT__IN(x);
+    if (ft__dev_is(x) && op == FT_OP_RMSNORM && !b) return ft__dev_rmsnorm(ctx, x, w, eps);
+    FT__F32(ctx, x, ft_op_name(op));
     C = x->shape[x->ndim - 1]; N = ft_nrows(x);
     if ((w && (ft_numel(w) != C || w->type != FT_TYPE_F32)) || (b && (ft_numel(b) != C || b->type != FT_TYPE_F32)))
         return ft__fail(ctx, FT_ERR_SHAPE, "%s: weight and bias must be f32 of %lld elements", ft_op_name(op), (long long)C);
@@ -4611,7 +4762,9 @@ static int ft__rope_table(ft_ctx *ctx, ft__rope_job *j) {
 }
 FT_API ft_tensor *ft_rope_ext(ft_ctx *ctx, ft_tensor *x, const int32_t *pos, int n_head, const ft_rope_opts *opts) {
     ft__rope_job j; ft_tensor *y; ft__node *nd; int64_t C; ft_rope_opts *keep;
-    FT__IN(x); FT__F32(ctx, x, "rope");
+    FT__IN(x);
+    if (ft__dev_is(x)) return ft__dev_rope(ctx, x, pos, n_head, opts);
+    FT__F32(ctx, x, "rope");
     C = x->shape[x->ndim - 1];
     j.o = ft__rope_defaults(opts);
     if (n_head < 1 || C % n_head || j.o.n_rot < 0 || j.o.n_rot % 2 || j.o.n_rot > C / n_head || (j.o.mode != FT_ROPE_NORM && j.o.mode != FT_ROPE_NEOX))
@@ -4677,6 +4830,7 @@ static int ft__attn_run(ft_ctx *ctx, ft__attn *a, int backward) {
 FT_API ft_tensor *ft_attention(ft_ctx *ctx, ft_tensor *q, ft_tensor *k, ft_tensor *v, const ft_attn_opts *o) {
     ft__attn a; ft_tensor *y; ft__node *nd; int64_t P = 0;
     FT__IN(q); FT__IN(k); FT__IN(v);
+    if (ft__dev_is(q) || ft__dev_is(k) || ft__dev_is(v)) return ft__dev_attention(ctx, q, k, v, o);
     FT__F32(ctx, q, "attention"); FT__F32(ctx, k, "attention"); FT__F32(ctx, v, "attention");
     if (q->ndim != 3 || k->ndim != 3 || !ft_same_shape(k, v) || o->n_head < 1 || o->n_head_kv < 1 ||
         o->n_head % o->n_head_kv || q->shape[2] % o->n_head || q->shape[0] != k->shape[0] ||
@@ -4875,7 +5029,9 @@ FT_API ft_tensor *ft_clamp(ft_ctx *ctx, ft_tensor *x, float lo, float hi) { retu
 /* ---- swiglu: y = silu(g) * u ------------------------------------------------------------------------------ */
 FT_API ft_tensor *ft_swiglu(ft_ctx *ctx, ft_tensor *g, ft_tensor *u) {
     ft_tensor *y; ft__ew e;
-    FT__IN(g); FT__IN(u); FT__F32(ctx, g, "swiglu"); FT__F32(ctx, u, "swiglu");
+    FT__IN(g); FT__IN(u);
+    if (ft__dev_is(g) || ft__dev_is(u)) return ft__dev_swiglu(ctx, g, u);
+    FT__F32(ctx, g, "swiglu"); FT__F32(ctx, u, "swiglu");
     if (!ft_same_shape(g, u)) return ft__fail(ctx, FT_ERR_SHAPE, "swiglu: gate and up differ in shape");
     y = ft__like(ctx, g); FT__IN(y);
     memset(&e, 0, sizeof e);
@@ -4897,6 +5053,7 @@ static void ft__swiglu_backward(ft_ctx *ctx, ft__node *nd) {
 FT_API ft_tensor *ft_embedding(ft_ctx *ctx, ft_tensor *table, const int32_t *ids, int64_t n) {
     ft_tensor *y; ft__node *nd; int64_t i, V, C;
     FT__IN(table);
+    if (ft__dev_is(table)) return ft__dev_embedding(ctx, table, ids, n);
     if (table->ndim != 2) return ft__fail(ctx, FT_ERR_SHAPE, "embedding: table must be (V, C)");
     V = table->shape[0]; C = table->shape[1];
     if (!ft__weight_decodable(table, C)) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "embedding: table of type %s", ft_type_name(table->type));
@@ -5038,7 +5195,9 @@ static void ft__lxent_dz(ft_ctx *ctx, ft__xent *e, int64_t n, float cap, const f
 FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *W, const int32_t *tgt, int32_t ignore, float cap, int per_token) {
     int64_t N, C, V, R, r0, i, nvalid = 0; ft_tensor *y; ft__node *nd; ft__xent e; float *z, *dz = NULL, *lse, *u = NULL, *ones = NULL; double loss = 0;
     ft__arena_mark mk; int fuse;
-    FT__IN(h); FT__IN(W); FT__F32(ctx, h, "linear_xent");
+    FT__IN(h); FT__IN(W);
+    if (ft__dev_is(h) || ft__dev_is(W)) return ft__dev_lxent(ctx, h, W, tgt, ignore, cap, per_token);
+    FT__F32(ctx, h, "linear_xent");
     if (h->ndim != 2 || W->ndim != 2 || h->shape[1] != W->shape[1]) return ft__fail(ctx, FT_ERR_SHAPE, "linear_xent: h (N, C) and W (V, C) do not fit");
     if (W->type != FT_TYPE_F32 && (ft__wants(W) || !ft__weight_decodable(W, W->shape[1]))) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "linear_xent: a %s head cannot be used here", ft_type_name(W->type));
     N = h->shape[0]; C = h->shape[1]; V = W->shape[0]; R = ft__lxent_rows(V);
@@ -5220,6 +5379,7 @@ static ft_tensor *ft__view(ft_ctx *ctx, ft_tensor *x, int ndim, const int64_t *s
     y = ft__tensor(ctx, x->type, ndim, shape, FT__CAST(unsigned char *, x->data) + (size_t)offset * esz);
     FT__IN(y);
     y->view_of = owner; y->view_offset = (x->view_of ? x->view_offset : 0) + offset;
+    y->flags |= x->flags & FT_TENSOR_DEVICE;
     if (x->grad) y->grad = x->grad + offset;
     ft__record(ctx, FT_OP_RESHAPE, y, x, NULL, NULL);    /* backward: nothing (shared gradient) */
     return y;
@@ -5302,7 +5462,9 @@ static ft_result ft__backward_range(ft_ctx *ctx, int lo, int hi) {
             if (x && (x->flags & FT__DATA_GONE) && ft__bwd_reads(nd->op, k))
                 return ft_set_error(FT_ERR_STATE, "backward: %s reads a tensor given back in the forward", ft_op_name(nd->op));
         }
-        if (ft__backward_of(nd->op)) ft__backward_of(nd->op)(ctx, nd);
+        if (ft__dev_is(nd->out)) {                              /* an op that ran on the device */
+            if (ft__dev_backward_of(nd->op)) ft__dev_backward_of(nd->op)(ctx, nd);
+        } else if (ft__backward_of(nd->op)) ft__backward_of(nd->op)(ctx, nd);
         ft__grad_release(ctx, ctx->tape[i].out);                /* nd moves if the tape grew */
     }
     return ctx->status;
@@ -5321,13 +5483,19 @@ FT_API ft_result ft_backward_from(ft_ctx *ctx, ft_tensor *y, const float *dy) {
     if (ctx->backward_done) return ft_set_error(FT_ERR_STATE, "backward: already ran on this tape; call ft_ctx_reset first");
     if (!ft__wants(y)) return ft_set_error(FT_ERR_STATE, "backward: the tensor does not depend on anything that requires a gradient");
     if (!(g = ft__grad(ctx, y))) return ctx->status;
-    ft__vec_axpy(ft_numel(y), 1.0f, dy, g);
+    if (ft__dev_is(y)) {                    /* the seed travels to the device */
+        const float *d = FT__CAST(const float *, ft__dev_copy(ctx, dy, (size_t)ft_numel(y) * sizeof(float)));
+        ft_result r = d ? ctx->dev->axpy(g, 1.0f, d, ft_numel(y)) : ctx->status;
+        if (r != FT_OK) return r;
+    } else ft__vec_axpy(ft_numel(y), 1.0f, dy, g);
     return ft__run_backward(ctx);
 }
 FT_API ft_result ft_backward(ft_ctx *ctx, ft_tensor *loss) {
-    float one = 1.0f;
+    float one = 1.0f, l = 0.0f;
+    ft_result r;
     if (loss && ft_numel(loss) != 1) return ft_set_error(FT_ERR_SHAPE, "backward: the loss must have one element (has %lld)", (long long)ft_numel(loss));
-    if (loss && !isfinite(FT__F(loss)[0])) return ft_set_error(FT_ERR_NUMERIC, "backward: the loss is %g", (double)FT__F(loss)[0]);
+    if (loss && (r = ft_tensor_read(ctx, loss, 0, &l)) != FT_OK) return r;
+    if (loss && !isfinite(l)) return ft_set_error(FT_ERR_NUMERIC, "backward: the loss is %g", (double)l);
     return ft_backward_from(ctx, loss, &one);
 }
 FT_API int ft_tape_length(const ft_ctx *ctx) { return ctx->n_tape; }
@@ -5492,6 +5660,559 @@ static void ft__done(ft_ctx *ctx, ft_tensor *t) {
     }
     if (!ft__spare_give(ctx, FT__F(t), ft_numel(t))) return;
     t->flags |= FT__DATA_GONE;
+}
+
+/* ============================================================================================
+   [device] the ops on a device's kernels
+   A context made with ft_ctx_opts.device runs an op on the device when its inputs live there
+   (FT_TENSOR_DEVICE): the op's version below makes its output in the device arena, calls the
+   device's kernel and records the same tape node as on the CPU, with what its backward needs
+   (on the device too); ft__dev_backward_of gives the backward that runs the device's kernels.
+   The tape, the gradients' bookkeeping and ft_backward are the CPU's. Host arrays an op takes
+   (positions, targets, documents) are copied into the device arena with the op.
+   The device arena is the host arena's twin: a main block plus overflow blocks, the main block
+   regrown to the step's high-water mark at the next reset (one allocation per step after the
+   first). Device gradients are always zeroed, then accumulated into. */
+#define FT__DEV_ALIGN 256
+#define FT__DEV_BLOCK ((size_t)64 << 20)
+
+static ft_tensor *ft__dev_fail(ft_ctx *ctx, ft_result r) {
+    if (ctx->status == FT_OK) ctx->status = r;      /* the device's message is ft_last_error's */
+    return NULL;
+}
+static size_t ft__dev_align(size_t n) { return (n + FT__DEV_ALIGN - 1) / FT__DEV_ALIGN * FT__DEV_ALIGN; }
+/* a new overflow block of at least bytes (and of FT__DEV_BLOCK) */
+static ft__dev_block *ft__dev_block_new(ft_ctx *ctx, size_t bytes) {
+    ft__dev_arena *a = &ctx->darena;
+    ft__dev_block *c;
+    void *p = NULL;
+    ft_result r;
+    if (a->n_extra == a->cap_extra) {
+        int nc = a->cap_extra ? 2 * a->cap_extra : 16;
+        ft__dev_block *ne = FT__CAST(ft__dev_block *, FT_REALLOC(a->extra, (size_t)nc * sizeof *ne));
+        if (!ne) { ft__fail(ctx, FT_ERR_NOMEM, "device arena: out of host memory"); return NULL; }
+        a->extra = ne;
+        a->cap_extra = nc;
+    }
+    c = &a->extra[a->n_extra];
+    c->cap = FT__MAX(bytes, FT__DEV_BLOCK);
+    c->used = 0;
+    if ((r = ctx->dev->alloc(&p, c->cap)) != FT_OK) { ft__dev_fail(ctx, r); return NULL; }
+    c->p = FT__CAST(unsigned char *, p);
+    a->n_extra++;
+    return c;
+}
+static void *ft__dev_alloc(ft_ctx *ctx, size_t bytes) {
+    ft__dev_arena *a = &ctx->darena;
+    size_t off = ft__dev_align(a->used);
+    ft__dev_block *c;
+    if (a->base && off + bytes <= a->cap) {
+        a->used = off + bytes;
+        a->peak = FT__MAX(a->peak, a->used + a->extra_bytes);
+        return a->base + off;
+    }
+    c = a->n_extra ? &a->extra[a->n_extra - 1] : NULL;   /* what does not fit: overflow blocks */
+    off = c ? ft__dev_align(c->used) : 0;
+    if (!c || off + bytes > c->cap) {
+        if (!(c = ft__dev_block_new(ctx, bytes))) return NULL;
+        off = 0;
+    }
+    a->extra_bytes += off + bytes - c->used;
+    c->used = off + bytes;
+    a->peak = FT__MAX(a->peak, a->used + a->extra_bytes);
+    return c->p + off;
+}
+static void ft__dev_reset(ft_ctx *ctx) {
+    ft__dev_arena *a = &ctx->darena;
+    int i;
+    void *p = NULL;
+    if (!ctx->dev) return;
+    for (i = 0; i < a->n_extra; i++) ctx->dev->release(a->extra[i].p);
+    if (a->n_extra || !a->base) {                   /* regrow the main block to the high-water mark */
+        size_t want = FT__MAX(a->peak + a->peak / 2, FT__DEV_BLOCK);
+        if (a->base) ctx->dev->release(a->base);
+        a->base = NULL;
+        a->cap = 0;
+        if (ctx->dev->alloc(&p, want) == FT_OK) { a->base = FT__CAST(unsigned char *, p); a->cap = want; }
+    }
+    a->n_extra = 0;
+    a->extra_bytes = 0;
+    a->used = 0;
+    a->peak = 0;
+}
+static void ft__dev_free_all(ft_ctx *ctx) {
+    ft__dev_arena *a = &ctx->darena;
+    int i;
+    if (!ctx->dev) return;
+    for (i = 0; i < a->n_extra; i++) ctx->dev->release(a->extra[i].p);
+    if (a->base) ctx->dev->release(a->base);
+    FT_FREE(a->extra);
+}
+
+static int ft__dev_is(const ft_tensor *t) { return t && (t->flags & FT_TENSOR_DEVICE); }
+static ft_tensor *ft__dev_refuse(ft_ctx *ctx, const char *op) {
+    return ft__fail(ctx, FT_ERR_UNSUPPORTED, "%s: no kernel on the device (%s) yet; run it on host tensors",
+                    op, ctx->dev ? ctx->dev->name : "none");
+}
+/* 1 when every given tensor is on the context's device; else the op fails, naming what is not */
+static int ft__dev_all(ft_ctx *ctx, const char *op, const ft_tensor *a, const ft_tensor *b, const ft_tensor *c) {
+    const ft_tensor *x[3];
+    int i;
+    x[0] = a; x[1] = b; x[2] = c;
+    if (!ctx->dev) { ft__fail(ctx, FT_ERR_STATE, "%s: a device tensor in a context without a device", op); return 0; }
+    for (i = 0; i < 3; i++)
+        if (x[i] && !ft__dev_is(x[i])) {
+            ft__fail(ctx, FT_ERR_INVALID, "%s: input %d (%s) is on the host; upload it (ft_tensor_to_device, ft_device_weight)",
+                     op, i, x[i]->name ? x[i]->name : "unnamed");
+            return 0;
+        }
+    return 1;
+}
+/* an f32 output on the device (not zeroed) */
+static ft_tensor *ft__dev_tensor(ft_ctx *ctx, int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    int i;
+    void *p;
+    ft_tensor *t;
+    for (i = 0; i < ndim; i++) n *= shape[i];
+    if (!(p = ft__dev_alloc(ctx, (size_t)n * sizeof(float)))) return NULL;
+    if (!(t = ft__tensor_x(ctx, FT_TYPE_F32, ndim, shape, p, 0))) return NULL;
+    t->flags |= FT_TENSOR_DEVICE;
+    return t;
+}
+static float *ft__dev_floats(ft_ctx *ctx, int64_t n) { return FT__CAST(float *, ft__dev_alloc(ctx, (size_t)n * sizeof(float))); }
+/* t's gradient, zeroed, in the device arena */
+static float *ft__dev_grad_buf(ft_ctx *ctx, ft_tensor *t) {
+    float *g = ft__dev_floats(ctx, ft_numel(t));
+    ft_result r;
+    if (!g) return NULL;
+    if ((r = ctx->dev->zero(g, (size_t)ft_numel(t) * sizeof(float))) != FT_OK) { ft__dev_fail(ctx, r); return NULL; }
+    t->grad = g;
+    t->flags |= FT__GRAD_OWN;
+    return g;
+}
+/* a device copy of bytes of host memory (NULL stays NULL) */
+static void *ft__dev_copy(ft_ctx *ctx, const void *src, size_t bytes) {
+    void *p;
+    ft_result r;
+    if (!src) return NULL;
+    if (!(p = ft__dev_alloc(ctx, bytes))) return NULL;
+    if ((r = ctx->dev->upload(p, src, bytes)) != FT_OK) { ft__dev_fail(ctx, r); return NULL; }
+    return p;
+}
+#define FT__DEV(ctx, call) do { ft_result r_ = (call); if (r_ != FT_OK) return ft__dev_fail((ctx), r_); } while (0)
+#define FT__DEV_B(ctx, call) do { ft_result r_ = (call); if (r_ != FT_OK) { ft__dev_fail((ctx), r_); return; } } while (0)
+
+FT_API const ft_device *ft_ctx_device(const ft_ctx *ctx) { return ctx->dev; }
+FT_API ft_tensor *ft_tensor_to_device(ft_ctx *ctx, const ft_tensor *x) {
+    ft_tensor *y;
+    FT__IN(x);
+    if (!ctx->dev) return ft__fail(ctx, FT_ERR_STATE, "to_device: the context has no device (ft_ctx_opts.device)");
+    if (x->type != FT_TYPE_F32 || ft__dev_is(x)) return ft__fail(ctx, FT_ERR_INVALID, "to_device: an f32 host tensor is copied");
+    if (!(y = ft__dev_tensor(ctx, x->ndim, x->shape))) return NULL;
+    FT__DEV(ctx, ctx->dev->upload(y->data, x->data, (size_t)ft_numel(x) * sizeof(float)));
+    y->name = x->name;
+    return y;
+}
+FT_API ft_result ft_tensor_read(ft_ctx *ctx, const ft_tensor *x, int grad, float *dst) {
+    const void *src = grad ? (const void *)x->grad : x->data;
+    size_t bytes = (size_t)ft_numel(x) * sizeof(float);
+    if (x->type != FT_TYPE_F32 || !src) return ft_set_error(FT_ERR_INVALID, "tensor_read: %s has no f32 %s", x->name ? x->name : "tensor", grad ? "gradient" : "data");
+    if (!ft__dev_is(x)) { memcpy(dst, src, bytes); return FT_OK; }
+    if (!ctx->dev) return ft_set_error(FT_ERR_STATE, "tensor_read: a device tensor in a context without a device");
+    return ctx->dev->download(dst, src, bytes);
+}
+
+/* ---- frozen weights on the device ------------------------------------------------------------------ */
+typedef struct ft__dev_weight { ft_tensor t; ft_nf4 nf4; } ft__dev_weight;   /* one host block */
+static ft_result ft__dev_put(const ft_device *dev, void **dst, const void *src, size_t bytes) {
+    ft_result r = dev->alloc(dst, bytes ? bytes : 1);
+    return r == FT_OK ? dev->upload(*dst, src, bytes) : r;
+}
+FT_API ft_result ft_device_weight(const ft_device *dev, const ft_tensor *w, ft_tensor **out) {
+    ft__dev_weight *d;
+    ft_result r;
+    int64_t n = ft_numel(w);
+    void *p = NULL;
+    *out = NULL;
+    if (w->ndim != 2 || ft__dev_is(w) || (w->type == FT_TYPE_NF4 && !w->nf4))
+        return ft_set_error(FT_ERR_INVALID, "device weight: %s must be a 2-D host weight", w->name ? w->name : "unnamed");
+    if (!(d = FT__CAST(ft__dev_weight *, FT_MALLOC(sizeof *d)))) return ft_set_error(FT_ERR_NOMEM, "device weight: out of memory");
+    memset(d, 0, sizeof *d);
+    d->t = *w;
+    d->t.grad = NULL;
+    d->t.view_of = NULL;
+    d->t.data = NULL;
+    d->t.flags = FT_TENSOR_DEVICE;
+    *out = &d->t;                               /* ft_device_weight_free gives back a partial one */
+    if (w->type != FT_TYPE_NF4) {
+        r = ft__dev_put(dev, &p, w->data, ft_type_row_bytes(w->type, w->shape[1]) * (size_t)w->shape[0]);
+        d->t.data = p;
+        return r;
+    }
+    d->t.nf4 = &d->nf4;
+    d->nf4.offset = w->nf4->offset;
+    if ((r = ft__dev_put(dev, &p, w->data, (size_t)((n + 1) / 2))) != FT_OK) return r;
+    d->t.data = p;
+    if ((r = ft__dev_put(dev, &p, w->nf4->qabsmax, (size_t)ft_nf4_blocks(n))) != FT_OK) return r;
+    d->nf4.qabsmax = FT__CAST(const uint8_t *, p);
+    if ((r = ft__dev_put(dev, &p, w->nf4->absmax2, (size_t)ft_nf4_blocks2(n) * sizeof(float))) != FT_OK) return r;
+    d->nf4.absmax2 = FT__CAST(const float *, p);
+    if ((r = ft__dev_put(dev, &p, w->nf4->code, 256 * sizeof(float))) != FT_OK) return r;
+    d->nf4.code = FT__CAST(const float *, p);
+    return FT_OK;
+}
+FT_API void ft_device_weight_free(const ft_device *dev, ft_tensor *w) {
+    ft__dev_weight *d = FT__CAST(ft__dev_weight *, FT__CAST(void *, w));
+    if (!w) return;
+    if (w->data) dev->release(w->data);
+    if (w->nf4) {
+        if (d->nf4.qabsmax) dev->release(FT__CAST(void *, d->nf4.qabsmax));
+        if (d->nf4.absmax2) dev->release(FT__CAST(void *, d->nf4.absmax2));
+        if (d->nf4.code) dev->release(FT__CAST(void *, d->nf4.code));
+    }
+    FT_FREE(d);
+}
+
+/* ---- matmul: y = a op(b), a (..., K) folded into rows ------------------------------------------------ */
+/* op(b) as the gemm's B (j, k) = op(b)[k][j], or its transpose (B^T (k, j)) when flip */
+static ft_device_operand ft__dev_bop(const ft_tensor *b, int tb, int flip) {
+    ft_device_operand o;
+    int64_t K = b->shape[tb ? 1 : 0], N = b->shape[tb ? 0 : 1];
+    memset(&o, 0, sizeof o);
+    if (b->type != FT_TYPE_F32) { o.w = b; o.trans = tb ? flip : !flip; return o; }
+    o.p = FT__F(b);
+    o.si = tb ? K : 1;
+    o.sk = tb ? 1 : N;
+    if (flip) { int64_t t = o.si; o.si = o.sk; o.sk = t; }
+    return o;
+}
+static ft_device_operand ft__dev_dense(const float *p, int64_t si, int64_t sk) {
+    ft_device_operand o;
+    memset(&o, 0, sizeof o);
+    o.p = p; o.si = si; o.sk = sk;
+    return o;
+}
+static ft_tensor *ft__dev_matmul(ft_ctx *ctx, ft_tensor *a, ft_tensor *b, int ta, int tb) {
+    int64_t K, N, rows, shape[FT_MAX_DIMS];
+    int i;
+    ft_tensor *y;
+    ft__node *nd;
+    if (!ft__dev_all(ctx, "matmul", a, b, NULL)) return NULL;
+    if (ta || b->ndim != 2 || a->type != FT_TYPE_F32) return ft__dev_refuse(ctx, "matmul with a transposed a or a batched b");
+    if (b->type != FT_TYPE_F32 && (!tb || ft__wants(b))) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "matmul: a %s b is a frozen weight used as x W^T", ft_type_name(b->type));
+    K = a->shape[a->ndim - 1];
+    N = b->shape[tb ? 0 : 1];
+    if (b->shape[tb ? 1 : 0] != K) return ft__fail(ctx, FT_ERR_SHAPE, "matmul: inner dims differ (%lld vs %lld)", (long long)K, (long long)b->shape[tb ? 1 : 0]);
+    rows = ft_numel(a) / K;
+    for (i = 0; i < a->ndim; i++) shape[i] = a->shape[i];
+    shape[a->ndim - 1] = N;
+    if (!(y = ft__dev_tensor(ctx, a->ndim, shape))) return NULL;
+    FT__DEV(ctx, ctx->dev->gemm(FT__F(y), N, ft__dev_dense(FT__F(a), K, 1), ft__dev_bop(b, tb, 0), rows, N, K, 1.0f, 0));
+    if ((nd = ft__record(ctx, FT_OP_MATMUL, y, a, b, NULL)) != NULL) { nd->n[1] = tb; nd->n[2] = rows; nd->n[3] = K; }
+    return y;
+}
+/* dA (rows, K) += dC op(b)^T;  dB += dC^T A (tb) or A^T dC */
+static void ft__dev_matmul_backward(ft_ctx *ctx, ft__node *nd) {
+    ft_tensor *a = nd->in[0], *b = nd->in[1];
+    int tb = (int)nd->n[1];
+    int64_t rows = nd->n[2], K = nd->n[3], N = b->shape[tb ? 0 : 1];
+    const float *dC = nd->out->grad;
+    float *d;
+    if (ft__wants(a)) {
+        if (!(d = ft__grad(ctx, a))) return;
+        FT__DEV_B(ctx, ctx->dev->gemm(d, K, ft__dev_dense(dC, N, 1), ft__dev_bop(b, tb, 1), rows, K, N, 1.0f, 1));
+    }
+    if (ft__wants(b)) {
+        if (!(d = ft__grad(ctx, b))) return;
+        if (tb) FT__DEV_B(ctx, ctx->dev->gemm(d, K, ft__dev_dense(dC, 1, N), ft__dev_dense(FT__F(a), 1, K), N, K, rows, 1.0f, 1));
+        else    FT__DEV_B(ctx, ctx->dev->gemm(d, N, ft__dev_dense(FT__F(a), 1, K), ft__dev_dense(dC, 1, N), K, N, rows, 1.0f, 1));
+    }
+}
+
+/* ---- lora_linear: y = x W^T + s (xd A^T) B^T, xa = xd A^T (N, r) kept --------------------------------- */
+static ft_tensor *ft__dev_lora_linear(ft_ctx *ctx, ft_tensor *x, ft_tensor *W, ft_tensor *A, ft_tensor *B, float s, ft_tensor *xd) {
+    int64_t in, out, r, N, shape[FT_MAX_DIMS];
+    int i;
+    ft_tensor *y;
+    ft__node *nd;
+    float *xa;
+    if (!xd) xd = x;
+    if (!ft__dev_all(ctx, "lora_linear", x, W, A) || !ft__dev_all(ctx, "lora_linear", B, xd, NULL)) return NULL;
+    in = A->shape[1]; r = A->shape[0]; out = B->shape[0];
+    if (W->ndim != 2 || W->shape[0] != out || W->shape[1] != in || B->shape[1] != r || x->shape[x->ndim - 1] != in || !ft_same_shape(x, xd) || ft__wants(W))
+        return ft__fail(ctx, FT_ERR_SHAPE, "lora_linear: x (N, in), W (out, in) frozen, A (r, in), B (out, r) do not fit");
+    N = ft_nrows(x);
+    for (i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
+    shape[x->ndim - 1] = out;
+    if (!(y = ft__dev_tensor(ctx, x->ndim, shape)) || !(xa = ft__dev_floats(ctx, N * r))) return NULL;
+    FT__DEV(ctx, ctx->dev->gemm(xa, r, ft__dev_dense(FT__F(xd), in, 1), ft__dev_dense(FT__F(A), in, 1), N, r, in, 1.0f, 0));
+    FT__DEV(ctx, ctx->dev->gemm(FT__F(y), out, ft__dev_dense(FT__F(x), in, 1), ft__dev_bop(W, 1, 0), N, out, in, 1.0f, 0));
+    FT__DEV(ctx, ctx->dev->gemm(FT__F(y), out, ft__dev_dense(xa, r, 1), ft__dev_dense(FT__F(B), r, 1), N, out, r, s, 1));
+    if ((nd = ft__record_x(ctx, FT_OP_LORA_LINEAR, y, x, A, B, ft__wants(xd))) != NULL) {
+        ft__lora_lin *k = FT__CAST(ft__lora_lin *, ft__arena_alloc(ctx, sizeof *k));
+        if (!k) return ft__fail(ctx, FT_ERR_NOMEM, "lora_linear: arena out of memory");
+        k->W = W; k->xd = xd; k->us = xa;
+        nd->extra = k; nd->f[0] = s;
+    }
+    return y;
+}
+/* dxa (N, r) = s G B;  dB += s G^T xa;  dA += dxa^T xd;  dx += G W;  dxd += dxa A */
+static void ft__dev_lora_linear_backward(ft_ctx *ctx, ft__node *nd) {
+    const ft__lora_lin *k = FT__CAST(const ft__lora_lin *, nd->extra);
+    ft_tensor *x = nd->in[0], *A = nd->in[1], *B = nd->in[2], *xd = k->xd;
+    int64_t in = A->shape[1], r = A->shape[0], out = B->shape[0], N = ft_nrows(x);
+    const float *G = nd->out->grad;
+    float s = nd->f[0], *dxa = NULL, *d;
+    if (ft__wants(A) || ft__wants(xd)) {
+        if (!(dxa = ft__dev_floats(ctx, N * r))) return;
+        FT__DEV_B(ctx, ctx->dev->gemm(dxa, r, ft__dev_dense(G, out, 1), ft__dev_dense(FT__F(B), 1, r), N, r, out, s, 0));
+    }
+    if (ft__wants(B)) {
+        if (!(d = ft__grad(ctx, B))) return;
+        FT__DEV_B(ctx, ctx->dev->gemm(d, r, ft__dev_dense(G, 1, out), ft__dev_dense(k->us, 1, r), out, r, N, s, 1));
+    }
+    if (ft__wants(A)) {
+        if (!(d = ft__grad(ctx, A))) return;
+        FT__DEV_B(ctx, ctx->dev->gemm(d, in, ft__dev_dense(dxa, 1, r), ft__dev_dense(FT__F(xd), 1, in), r, in, N, 1.0f, 1));
+    }
+    if (ft__wants(x)) {
+        if (!(d = ft__grad(ctx, x))) return;
+        FT__DEV_B(ctx, ctx->dev->gemm(d, in, ft__dev_dense(G, out, 1), ft__dev_bop(k->W, 1, 1), N, in, out, 1.0f, 1));
+    }
+    if (ft__wants(xd)) {
+        if (!(d = ft__grad(ctx, xd))) return;
+        FT__DEV_B(ctx, ctx->dev->gemm(d, in, ft__dev_dense(dxa, r, 1), ft__dev_dense(FT__F(A), 1, in), N, in, r, 1.0f, 1));
+    }
+}
+
+/* ---- add, mul (same shapes); sum, mean ------------------------------------------------------------------ */
+static ft_tensor *ft__dev_binary(ft_ctx *ctx, ft_op op, ft_tensor *a, ft_tensor *b) {
+    ft_tensor *y;
+    if (!ft__dev_all(ctx, ft_op_name(op), a, b, NULL)) return NULL;
+    if ((op != FT_OP_ADD && op != FT_OP_MUL) || !ft_same_shape(a, b) || a->type != FT_TYPE_F32 || b->type != FT_TYPE_F32)
+        return ft__dev_refuse(ctx, op == FT_OP_ADD || op == FT_OP_MUL ? "add/mul with broadcasting" : ft_op_name(op));
+    if (!(y = ft__dev_tensor(ctx, a->ndim, a->shape))) return NULL;
+    FT__DEV(ctx, ctx->dev->binary(op == FT_OP_ADD ? 0 : 1, FT__F(y), FT__F(a), FT__F(b), ft_numel(a)));
+    ft__record(ctx, op, y, a, b, NULL);
+    return y;
+}
+static void ft__dev_binary_backward(ft_ctx *ctx, ft__node *nd) {
+    ft_tensor *a = nd->in[0], *b = nd->in[1];
+    const float *g = nd->out->grad;
+    int64_t n = ft_numel(a);
+    float *d;
+    if (ft__wants(a)) {
+        if (!(d = ft__grad(ctx, a))) return;
+        if (nd->op == FT_OP_ADD) FT__DEV_B(ctx, ctx->dev->axpy(d, 1.0f, g, n));
+        else FT__DEV_B(ctx, ctx->dev->binary(2, d, g, FT__F(b), n));
+    }
+    if (ft__wants(b)) {
+        if (!(d = ft__grad(ctx, b))) return;
+        if (nd->op == FT_OP_ADD) FT__DEV_B(ctx, ctx->dev->axpy(d, 1.0f, g, n));
+        else FT__DEV_B(ctx, ctx->dev->binary(2, d, g, FT__F(a), n));
+    }
+}
+static ft_tensor *ft__dev_reduce(ft_ctx *ctx, ft_op op, ft_tensor *a, int rows) {
+    int64_t one = 1;
+    ft_tensor *y;
+    ft__node *nd;
+    if (!ft__dev_all(ctx, ft_op_name(op), a, NULL, NULL)) return NULL;
+    if (rows) return ft__dev_refuse(ctx, op == FT_OP_SUM ? "sum_rows" : "mean_rows");
+    if (!(y = ft__dev_tensor(ctx, 1, &one))) return NULL;
+    FT__DEV(ctx, ctx->dev->sum(FT__F(y), FT__F(a), ft_numel(a), op == FT_OP_MEAN ? 1.0f / (float)ft_numel(a) : 1.0f));
+    if ((nd = ft__record(ctx, op, y, a, NULL, NULL)) != NULL) nd->f[0] = op == FT_OP_MEAN ? 1.0f / (float)ft_numel(a) : 1.0f;
+    return y;
+}
+static void ft__dev_reduce_backward(ft_ctx *ctx, ft__node *nd) {
+    float *d = ft__grad(ctx, nd->in[0]);
+    if (d) FT__DEV_B(ctx, ctx->dev->spread(d, ft_numel(nd->in[0]), nd->out->grad, nd->f[0]));
+}
+
+/* ---- rmsnorm, rope, swiglu -------------------------------------------------------------------------------- */
+static ft_tensor *ft__dev_rmsnorm(ft_ctx *ctx, ft_tensor *x, ft_tensor *w, float eps) {
+    int64_t C = x->shape[x->ndim - 1], N = ft_nrows(x);
+    ft_tensor *y;
+    ft__node *nd;
+    float *rstd;
+    if (!ft__dev_all(ctx, "rmsnorm", x, w, NULL)) return NULL;
+    if (w && (ft_numel(w) != C || w->type != FT_TYPE_F32)) return ft__fail(ctx, FT_ERR_SHAPE, "rmsnorm: the weight must be f32 (C)");
+    if (!(y = ft__dev_tensor(ctx, x->ndim, x->shape)) || !(rstd = ft__dev_floats(ctx, N))) return NULL;
+    FT__DEV(ctx, ctx->dev->rmsnorm_forward(FT__F(y), rstd, FT__F(x), w ? FT__F(w) : NULL, N, C, eps));
+    if ((nd = ft__record(ctx, FT_OP_RMSNORM, y, x, w, NULL)) != NULL) { nd->s0 = rstd; nd->f[0] = eps; }
+    return y;
+}
+static void ft__dev_rmsnorm_backward(ft_ctx *ctx, ft__node *nd) {
+    ft_tensor *x = nd->in[0], *w = nd->in[1];
+    float *dx = NULL, *dw = NULL;
+    if (ft__wants(x) && !(dx = ft__grad(ctx, x))) return;
+    if (ft__wants(w) && !(dw = ft__grad(ctx, w))) return;
+    FT__DEV_B(ctx, ctx->dev->rmsnorm_backward(dx, dw, nd->out->grad, FT__F(x), w ? FT__F(w) : NULL, nd->s0, ft_nrows(x), x->shape[x->ndim - 1]));
+}
+static ft_tensor *ft__dev_rope(ft_ctx *ctx, ft_tensor *x, const int32_t *pos, int n_head, const ft_rope_opts *opts) {
+    ft_rope_opts o = ft__rope_defaults(opts);
+    int64_t C = x->shape[x->ndim - 1], N = ft_nrows(x);
+    ft_tensor *y;
+    ft__node *nd;
+    float *cs, *ff = NULL;
+    int32_t *p;
+    if (!ft__dev_all(ctx, "rope", x, NULL, NULL)) return NULL;
+    if (n_head < 1 || C % n_head || o.n_rot < 2 || o.n_rot % 2 || o.n_rot > C / n_head || (o.mode != FT_ROPE_NORM && o.mode != FT_ROPE_NEOX))
+        return ft__fail(ctx, FT_ERR_SHAPE, "rope: %lld channels, %d heads, n_rot %d, mode %d do not fit", (long long)C, n_head, o.n_rot, o.mode);
+    if (!(y = ft__dev_tensor(ctx, x->ndim, x->shape)) || !(cs = ft__dev_floats(ctx, N * o.n_rot))) return NULL;
+    if (!(p = FT__CAST(int32_t *, ft__dev_copy(ctx, pos, (size_t)N * sizeof(int32_t))))) return NULL;
+    if (o.freq_factors && !(ff = FT__CAST(float *, ft__dev_copy(ctx, o.freq_factors, (size_t)(o.n_rot / 2) * sizeof(float))))) return NULL;
+    FT__DEV(ctx, ctx->dev->rope_angles(cs, p, N, &o, ff));
+    FT__DEV(ctx, ctx->dev->rope(FT__F(y), FT__F(x), cs, N, n_head, C / n_head, o.n_rot, o.mode, 1.0f));
+    if ((nd = ft__record(ctx, FT_OP_ROPE, y, x, NULL, NULL)) != NULL) {
+        nd->s0 = cs; nd->n[0] = n_head; nd->n[1] = o.n_rot; nd->n[2] = o.mode;
+    }
+    return y;
+}
+/* dx += R(-theta) dy, through a scratch buffer */
+static void ft__dev_rope_backward(ft_ctx *ctx, ft__node *nd) {
+    ft_tensor *x = nd->in[0];
+    int64_t n = ft_numel(x), C = x->shape[x->ndim - 1];
+    int n_head = (int)nd->n[0];
+    float *t = ft__dev_floats(ctx, n), *dx = ft__grad(ctx, x);
+    if (!t || !dx) return;
+    FT__DEV_B(ctx, ctx->dev->rope(t, nd->out->grad, nd->s0, ft_nrows(x), n_head, C / n_head, (int)nd->n[1], (int)nd->n[2], -1.0f));
+    FT__DEV_B(ctx, ctx->dev->axpy(dx, 1.0f, t, n));
+}
+static ft_tensor *ft__dev_swiglu(ft_ctx *ctx, ft_tensor *g, ft_tensor *u) {
+    ft_tensor *y;
+    if (!ft__dev_all(ctx, "swiglu", g, u, NULL)) return NULL;
+    if (!ft_same_shape(g, u)) return ft__fail(ctx, FT_ERR_SHAPE, "swiglu: gate and up differ in shape");
+    if (!(y = ft__dev_tensor(ctx, g->ndim, g->shape))) return NULL;
+    FT__DEV(ctx, ctx->dev->swiglu_forward(FT__F(y), FT__F(g), FT__F(u), ft_numel(g)));
+    ft__record(ctx, FT_OP_SWIGLU, y, g, u, NULL);
+    return y;
+}
+static void ft__dev_swiglu_backward(ft_ctx *ctx, ft__node *nd) {
+    ft_tensor *g = nd->in[0], *u = nd->in[1];
+    float *dg = NULL, *du = NULL;
+    if (ft__wants(g) && !(dg = ft__grad(ctx, g))) return;
+    if (ft__wants(u) && !(du = ft__grad(ctx, u))) return;
+    FT__DEV_B(ctx, ctx->dev->swiglu_backward(dg, du, nd->out->grad, FT__F(g), FT__F(u), ft_numel(g)));
+}
+
+/* ---- attention ------------------------------------------------------------------------------------------- */
+typedef struct ft__dev_attn { ft_device_attn a; float *lse; } ft__dev_attn;
+static ft_tensor *ft__dev_attention(ft_ctx *ctx, ft_tensor *q, ft_tensor *k, ft_tensor *v, const ft_attn_opts *o) {
+    ft__dev_attn *keep;
+    ft_device_attn a;
+    ft_tensor *y, **pre;
+    ft__node *nd;
+    const float *pk = NULL, *pv = NULL;
+    if (!ft__dev_all(ctx, "attention", q, k, v) || !ft__dev_all(ctx, "attention", o->prefix_k, o->prefix_v, NULL)) return NULL;
+    if (q->ndim != 3 || k->ndim != 3 || !ft_same_shape(k, v) || o->n_head < 1 || o->n_head_kv < 1 || o->n_head % o->n_head_kv ||
+        q->shape[2] % o->n_head || q->shape[0] != k->shape[0] || k->shape[2] != q->shape[2] / o->n_head * o->n_head_kv ||
+        (o->seg && (k->shape[1] != q->shape[1] || o->q_offset || o->q_offsets)) || !o->prefix_k != !o->prefix_v)
+        return ft__fail(ctx, FT_ERR_SHAPE, "attention: q (B,T,H*D), k and v (B,Tk,Hkv*D) with %d/%d heads do not fit", o->n_head, o->n_head_kv);
+    memset(&a, 0, sizeof a);
+    a.B = q->shape[0]; a.T = q->shape[1]; a.Tk = k->shape[1]; a.H = o->n_head; a.Hkv = o->n_head_kv;
+    a.D = q->shape[2] / o->n_head; a.causal = o->causal; a.q_offset = o->q_offset; a.window = FT__MAX(o->window, 0);
+    a.scale = o->scale != 0.0f ? o->scale : 1.0f / sqrtf((float)a.D);
+    if (o->prefix_k) { a.P = o->prefix_k->shape[0]; pk = FT__F(o->prefix_k); pv = FT__F(o->prefix_v); }
+    if (o->seg && !(a.seg = FT__CAST(const int32_t *, ft__dev_copy(ctx, o->seg, (size_t)(a.B * a.T) * sizeof(int32_t))))) return NULL;
+    if (o->q_offsets && !(a.q_offsets = FT__CAST(const int64_t *, ft__dev_copy(ctx, o->q_offsets, (size_t)a.B * sizeof(int64_t))))) return NULL;
+    keep = FT__CAST(ft__dev_attn *, ft__arena_alloc(ctx, sizeof *keep));
+    pre = FT__CAST(ft_tensor **, ft__arena_alloc(ctx, 2 * sizeof(ft_tensor *)));
+    if (!keep || !pre) return ft__fail(ctx, FT_ERR_NOMEM, "attention: arena out of memory");
+    if (!(y = ft__dev_tensor(ctx, 3, q->shape)) || !(keep->lse = ft__dev_floats(ctx, a.B * a.H * a.T))) return NULL;
+    FT__DEV(ctx, ctx->dev->attention_forward(FT__F(y), keep->lse, FT__F(q), FT__F(k), FT__F(v), pk, pv, &a));
+    keep->a = a;
+    pre[0] = o->prefix_k; pre[1] = o->prefix_v;
+    nd = ft__record_x(ctx, FT_OP_ATTENTION, y, q, k, v, a.P && (ft__wants(o->prefix_k) || ft__wants(o->prefix_v)));
+    if (nd) { nd->extra = keep; nd->s0 = FT__CAST(float *, FT__CAST(void *, pre)); }
+    return y;
+}
+static void ft__dev_attention_backward(ft_ctx *ctx, ft__node *nd) {
+    const ft__dev_attn *keep = FT__CAST(const ft__dev_attn *, nd->extra);
+    ft_tensor **pre = FT__CAST(ft_tensor **, FT__CAST(void *, nd->s0)), *x[5];
+    float *d[5];
+    int i;
+    x[0] = nd->in[0]; x[1] = nd->in[1]; x[2] = nd->in[2]; x[3] = pre[0]; x[4] = pre[1];
+    for (i = 0; i < 5; i++) {
+        d[i] = NULL;
+        if (ft__wants(x[i]) && !(d[i] = ft__grad(ctx, x[i]))) return;
+    }
+    FT__DEV_B(ctx, ctx->dev->attention_backward(d[0], d[1], d[2], d[3], d[4], nd->out->grad, FT__F(x[0]), FT__F(x[1]), FT__F(x[2]),
+                                               x[3] ? FT__F(x[3]) : NULL, x[4] ? FT__F(x[4]) : NULL, FT__F(nd->out), keep->lse, &keep->a));
+}
+
+/* ---- the head and the loss: a frozen head, chunks of up to 48 MiB of logits ------------------------------------- */
+static ft_tensor *ft__dev_lxent(ft_ctx *ctx, ft_tensor *h, ft_tensor *W, const int32_t *tgt, int32_t ignore, float cap, int per_token) {
+    int64_t N = ft_nrows(h), C = h->shape[h->ndim - 1], V = W->shape[0], rows, count = 0, i, one = 1;
+    float *lse, *logp, *U = NULL, *work;
+    int32_t *t;
+    ft_tensor *y;
+    ft__node *nd;
+    if (!ft__dev_all(ctx, "linear_cross_entropy", h, W, NULL)) return NULL;
+    if (W->ndim != 2 || W->shape[1] != C || ft__wants(W)) return ft__dev_refuse(ctx, "linear_cross_entropy with a trainable head");
+    for (i = 0; i < N; i++) count += tgt[i] != ignore;
+    rows = FT__MAX(1, FT__MIN(N, ((int64_t)48 << 20) / (V * (int64_t)sizeof(float))));
+    lse = ft__dev_floats(ctx, N); logp = ft__dev_floats(ctx, N); work = ft__dev_floats(ctx, rows * V);
+    t = FT__CAST(int32_t *, ft__dev_copy(ctx, tgt, (size_t)N * sizeof(int32_t)));
+    if (ft__wants(h) && ctx->grad_enabled) U = ft__dev_floats(ctx, N * C);
+    if (!lse || !logp || !work || !t || (ft__wants(h) && ctx->grad_enabled && !U)) return NULL;
+    FT__DEV(ctx, ctx->dev->linear_xent(lse, logp, U, FT__F(h), W, t, N, ignore, cap, work, rows));
+    if (per_token) {                                /* y is logp itself */
+        if (!(y = ft__tensor_x(ctx, FT_TYPE_F32, 1, &N, logp, 0))) return NULL;
+        y->flags |= FT_TENSOR_DEVICE;
+    } else {
+        if (!(y = ft__dev_tensor(ctx, 1, &one))) return NULL;
+        FT__DEV(ctx, ctx->dev->sum(FT__F(y), logp, N, count ? -1.0f / (float)count : 0.0f));
+    }
+    if ((nd = ft__record(ctx, FT_OP_LINEAR_XENT, y, h, W, NULL)) != NULL) {
+        nd->s1 = U; nd->n[0] = per_token; nd->f[0] = count ? -1.0f / (float)count : 0.0f;
+    }
+    return y;
+}
+/* dh += g_i U_i: per token g = dy, for the mean g_i = -dy[0] / count */
+static void ft__dev_lxent_backward(ft_ctx *ctx, ft__node *nd) {
+    ft_tensor *h = nd->in[0];
+    int64_t N = ft_nrows(h), C = h->shape[h->ndim - 1];
+    const float *g = nd->out->grad;
+    float *dh = ft__grad(ctx, h), *gv;
+    if (!dh) return;
+    if (!nd->n[0]) {
+        if (!(gv = ft__dev_floats(ctx, N))) return;
+        FT__DEV_B(ctx, ctx->dev->zero(gv, (size_t)N * sizeof(float)));
+        FT__DEV_B(ctx, ctx->dev->spread(gv, N, g, nd->f[0]));
+        g = gv;
+    }
+    FT__DEV_B(ctx, ctx->dev->rows_axpy(dh, g, nd->s1, N, C));
+}
+
+/* ---- embedding: rows of a frozen device table --------------------------------------------------------------- */
+static ft_tensor *ft__dev_embedding(ft_ctx *ctx, ft_tensor *table, const int32_t *ids, int64_t n) {
+    int64_t shape[2], i;
+    ft_tensor *y;
+    int32_t *d;
+    if (!ft__dev_all(ctx, "embedding", table, NULL, NULL)) return NULL;
+    if (table->ndim != 2 || ft__wants(table)) return ft__dev_refuse(ctx, "embedding of a trainable table");
+    for (i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= table->shape[0]) return ft__fail(ctx, FT_ERR_INVALID, "embedding: id %d at %lld outside the %lld rows", ids[i], (long long)i, (long long)table->shape[0]);
+    shape[0] = n; shape[1] = table->shape[1];
+    if (!(y = ft__dev_tensor(ctx, 2, shape)) || !(d = FT__CAST(int32_t *, ft__dev_copy(ctx, ids, (size_t)n * sizeof(int32_t))))) return NULL;
+    FT__DEV(ctx, ctx->dev->embedding(FT__F(y), table, d, n));
+    return y;
+}
+
+static ft__dev_backward_fn ft__dev_backward_of(ft_op op) {
+    switch (op) {
+    case FT_OP_MATMUL: return ft__dev_matmul_backward;
+    case FT_OP_LORA_LINEAR: return ft__dev_lora_linear_backward;
+    case FT_OP_ADD: case FT_OP_MUL: return ft__dev_binary_backward;
+    case FT_OP_SUM: case FT_OP_MEAN: return ft__dev_reduce_backward;
+    case FT_OP_RMSNORM: return ft__dev_rmsnorm_backward;
+    case FT_OP_ROPE: return ft__dev_rope_backward;
+    case FT_OP_SWIGLU: return ft__dev_swiglu_backward;
+    case FT_OP_ATTENTION: return ft__dev_attention_backward;
+    case FT_OP_LINEAR_XENT: return ft__dev_lxent_backward;
+    default: return NULL;
+    }
 }
 
 /* ============================================================================================

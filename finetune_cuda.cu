@@ -3,26 +3,36 @@
 
    BUILD
       make cuda          nvcc -O3 for sm_80 and sm_90 plus PTX, warnings as errors:
-                         build/finetune_cuda.o, which a program links with finetune.o and -lcudart
-      make test-cuda     the same tests as below, on the GPU (tests/test_cuda.cc linked with it)
-      make test          includes build/test_cuda_emu: every kernel here compiled for the CPU through
-                         tests/cuda_emu.h (thread blocks as fibers with barriers, warp shuffles and
-                         the mma fragment layouts emulated) and compared with finetune.h's ops
+                         build/finetune_cuda.o, which a program links with finetune.o (nvcc links
+                         the CUDA runtime)
+      make test-cuda     tests/test_cuda.cc on the GPU
+      make test          includes build/test_cuda_emu: the same tests, every kernel here compiled
+                         for the CPU through tests/cuda_emu.h (thread blocks as fibers with
+                         barriers, warp shuffles and the mma fragment layouts emulated; device
+                         memory unreadable from the host outside copies and launches)
    The header stays libc-only: it neither includes nor needs this file.
 
-   WHAT IS HERE (this revision)
-   Kernels with a C API over device pointers; finetune.h's tensors, tape and trainers do not run
-   on the GPU through them yet (the device on ft_ctx_opts and tensors that know where they live
-   come next, and will call these):
-      ft_cuda_weight_upload     a frozen weight in its compact form (F32, F16, BF16, Q4_0, Q4_1,
-                                Q8_0, NF4 with its double-quantized state): bytes as in the file
-      ft_cuda_gemm              C (M, N) (+)= alpha A B^T for any two operands, each dense f32
-                                (strided: either transpose) or a compact weight (decoded inside
-                                the tile): y = x W^T, dx = dy W, dW = dy^T x, LoRA's products.
-                                BF16 tensor-core tiles (mma.sync m16n8k16), f32 accumulators.
-      ft_cuda_rmsnorm_forward / _backward, ft_cuda_rope_angles / ft_cuda_rope,
-      ft_cuda_swiglu_forward / _backward, ft_cuda_xent_rows (log-sum-exp, and the gradient of
-      log p(target)), ft_cuda_adamw (finetune.h's AdamW, refusing a non-finite gradient).
+   USE
+      ft_ctx_opts o = ft_ctx_opts_default();
+      o.device = ft_cuda_device();                 // the ops of this context run on the GPU
+      ft_ctx_init(&ctx, &o);
+      ft_device_weight(o.device, W, &Wd);          // a frozen weight, uploaded as it is (NF4, Q4_1...)
+      x = ft_tensor_to_device(ctx, x_host);        // activations: explicit copies in and out
+      y = ft_matmul(ctx, x, Wd, 0, 1); ...; ft_backward(ctx, loss); ft_tensor_read(ctx, x, 1, dx);
+   finetune.h's "a device" section lists the ops that have device kernels so far; the model,
+   the trainers and the optimizer's parameter blocks do not run on it yet.
+
+   WHAT IS HERE: ft_cuda_device() fills finetune.h's kernel table (ft_device) with:
+      gemm          C (M, N) (+)= alpha A B^T for any two operands, each dense f32 (strided:
+                    either transpose) or a frozen weight (F32, F16, BF16, Q4_0, Q4_1, Q8_0, NF4
+                    with its double-quantized state) decoded inside the tile: y = x W^T, dx = dy W,
+                    dW = dy^T x, LoRA's products. BF16 tensor cores (mma.sync m16n8k16), f32
+                    accumulators.
+      rmsnorm, rope (angles with frequency factors and YaRN), swiglu, flash attention (causal,
+      GQA, prefix keys/values, documents, sliding window, a KV cache's offsets), the head and
+      the loss chunked (lse, log p and the frozen head's gradient with respect to h), the
+      embedding, elementwise and reductions; and, outside the table so far, cross-entropy rows
+      and AdamW (finetune.h's, refusing a non-finite gradient).
    Determinism: no kernel here uses atomics; every sum has a fixed order (a GPU run repeats bit
    for bit). Backward kernels ACCUMULATE (+=) into gradients, as finetune.h's do.
 
@@ -31,114 +41,66 @@
       tiles of 16 x 8), K in steps of 32: both operands decoded to bf16 in shared memory, then
       fragments read in the PTX layout (see tests/cuda_emu.h) and multiplied by mma.sync.
       Row kernels: one block of 256 threads per row, reductions by warp shuffles and one
-      shared-memory pass. Column sums (RMSNorm's dw): one thread per column, rows in order. */
+      shared-memory pass. Column sums (RMSNorm's dw): one thread per column, rows in order.
+      Attention: one warp per query (key) row, keys (queries) 16 at a time in shared memory. */
 #ifndef FINETUNE_CUDA_CU
 #define FINETUNE_CUDA_CU
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include "finetune.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* a frozen weight (rows, cols) row-major, in device memory, in its compact form: rows of
-   ft_type_row_bytes(type, cols) bytes; NF4: the packed nibbles of the whole tensor and its state */
-typedef struct ft_cuda_weight {
-    ft_type type;
-    int64_t rows, cols;
-    void *data;
-    uint8_t *qabsmax;               /* NF4 only: (ceil(n/64)) codes                              */
-    float *absmax2;                 /* NF4 only: (ceil(n/64/256)) second-level scales            */
-    float *code;                    /* NF4 only: (256) the dynamic map                           */
-    float offset;                   /* NF4 only                                                  */
-} ft_cuda_weight;
-
-/* an operand of ft_cuda_gemm: element (i, k) of a dense f32 matrix at p[i * si + k * sk], or of
-   a weight w (i, k), or w (k, i) when trans */
-typedef struct ft_cuda_operand {
-    const float *p;
-    int64_t si, sk;
-    const ft_cuda_weight *w;
-    int trans;
-} ft_cuda_operand;
-
+/* the kernel table of this GPU (device 0 unless ft_cuda_init chose another) */
+FT_API const ft_device *ft_cuda_device(void);
 FT_API ft_result ft_cuda_init(int device);
 FT_API ft_result ft_cuda_malloc(void **p, size_t bytes);
 FT_API void      ft_cuda_free(void *p);
 FT_API ft_result ft_cuda_upload(void *dst, const void *src, size_t bytes);
 FT_API ft_result ft_cuda_download(void *dst, const void *src, size_t bytes);
-FT_API ft_result ft_cuda_memset(void *dst, int value, size_t bytes);
+FT_API ft_result ft_cuda_zero(void *dst, size_t bytes);
 FT_API ft_result ft_cuda_sync(void);
 
-FT_API ft_result ft_cuda_weight_upload(ft_cuda_weight *w, const ft_tensor *t);   /* 2-D t */
-FT_API void      ft_cuda_weight_free(ft_cuda_weight *w);
-
-/* C (M, N), row stride ldc: C = alpha sum_k A(i, k) B(j, k)  (+ C when accumulate) */
-FT_API ft_result ft_cuda_gemm(float *C, int64_t ldc, ft_cuda_operand A, ft_cuda_operand B,
+/* the table's kernels (ft_device's comments say what each does); device pointers throughout,
+   weights made by ft_device_weight */
+FT_API ft_result ft_cuda_gemm(float *C, int64_t ldc, ft_device_operand A, ft_device_operand B,
                               int64_t M, int64_t N, int64_t K, float alpha, int accumulate);
-FT_API ft_cuda_operand ft_cuda_dense(const float *p, int64_t si, int64_t sk);
-FT_API ft_cuda_operand ft_cuda_weight_op(const ft_cuda_weight *w, int trans);
-
-/* x (N, C), w (C) or NULL -> y (N, C), rstd (N) */
+FT_API ft_device_operand ft_cuda_dense(const float *p, int64_t si, int64_t sk);
+FT_API ft_device_operand ft_cuda_weight_op(const ft_tensor *w, int trans);
+FT_API ft_result ft_cuda_binary(int kind, float *y, const float *a, const float *b, int64_t n);
+FT_API ft_result ft_cuda_axpy(float *y, float s, const float *x, int64_t n);
+FT_API ft_result ft_cuda_sum(float *y, const float *x, int64_t n, float s);
+FT_API ft_result ft_cuda_spread(float *y, int64_t n, const float *x, float s);
+FT_API ft_result ft_cuda_rows_axpy(float *y, const float *g, const float *x, int64_t N, int64_t C);
 FT_API ft_result ft_cuda_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
                                          int64_t N, int64_t C, float eps);
-/* dx (N, C) += ..., dw (C) += sum_rows dy x rstd; either may be NULL */
 FT_API ft_result ft_cuda_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
                                           const float *w, const float *rstd, int64_t N, int64_t C);
-/* cs (N, n_rot/2, 2) = attn_factor (cos, sin) of each position's angles (ft_rope_ext's formula);
-   freq_factors: o->freq_factors copied to the device, or NULL */
 FT_API ft_result ft_cuda_rope_angles(float *cs, const int32_t *pos, int64_t N, const ft_rope_opts *o,
                                      const float *freq_factors);
-/* y (N, n_head*D) = x rotated by cs (sign +1), or by -theta (sign -1: the backward); y may be x */
 FT_API ft_result ft_cuda_rope(float *y, const float *x, const float *cs, int64_t N, int n_head,
                               int64_t D, int n_rot, int mode, float sign);
 FT_API ft_result ft_cuda_swiglu_forward(float *y, const float *g, const float *u, int64_t n);
-/* dg += dy u sig (1 + g (1 - sig)), du += dy g sig; either may be NULL */
 FT_API ft_result ft_cuda_swiglu_backward(float *dg, float *du, const float *dy, const float *g,
                                          const float *u, int64_t n);
-/* logits (N, V), tgt (N) -> lse (N) (0 where tgt == ignore); when dx: dx (N, V) += g[i] (onehot - softmax) */
-FT_API ft_result ft_cuda_xent_rows(float *lse, float *dx, const float *logits, const int32_t *tgt,
-                                   const float *g, int64_t N, int64_t V, int32_t ignore);
-/* the head and the loss, chunk by chunk of rows (a frozen head: every PEFT method): logits = h W^T
-   (soft-capped as cap tanh(z / cap) when cap > 0) for up to work_rows rows at a time in work
-   (work_rows x V floats), then lse (N), logp (N) = log p(target) (0 for ignored rows) and, when U
-   is not NULL, U (N, C) = (onehot - softmax) dz/dlogit W: the gradient of logp with respect to h,
-   which the backward only scales by each row's upstream gradient (ft_cuda_rows_axpy). */
-FT_API ft_result ft_cuda_linear_xent(float *lse, float *logp, float *U, const float *h, const ft_cuda_weight *W,
-                                     const int32_t *tgt, int64_t N, int32_t ignore, float softcap, float *work,
-                                     int64_t work_rows);
-/* y (N, C) += g[i] x[i, :]: a row's upstream gradient times its saved gradient */
-FT_API ft_result ft_cuda_rows_axpy(float *y, const float *g, const float *x, int64_t N, int64_t C);
-/* y (n, C) = rows ids of a weight (V, C) of any type the GEMM decodes: the embedding (ids < V) */
-FT_API ft_result ft_cuda_embedding(float *y, const ft_cuda_weight *W, const int32_t *ids, int64_t n);
-/* elementwise over n floats: y = a + b, y = a * b, y += s x */
-FT_API ft_result ft_cuda_add(float *y, const float *a, const float *b, int64_t n);
-FT_API ft_result ft_cuda_mul(float *y, const float *a, const float *b, int64_t n);
-FT_API ft_result ft_cuda_axpy(float *y, float s, const float *x, int64_t n);
-/* attention over device tensors, finetune.h's ft_attention: q (B, T, H*D); k, v (B, Tk, Hkv*D);
-   prefix keys/values pk, pv (P, Hkv*D) or NULL (P = 0); out (B, T, H*D); lse (B, H, T), the
-   log-sum-exp of each query's scaled scores (-inf where a query sees nothing). Query t of batch
-   b sees every prefix key, and key j when kbeg <= j < kend (causal: kend = q_offset + t + 1;
-   window: kbeg = q_offset + t - window + 1) and, with seg (B, T), seg[b, j] == seg[b, t]. */
-typedef struct ft_cuda_attn {
-    int64_t B, T, Tk, P, D;         /* D <= FT_CUDA_ATTN_DMAX                                    */
-    int H, Hkv;
-    float scale;                    /* 0: 1/sqrt(D)                                              */
-    int causal;
-    int64_t q_offset;
-    const int64_t *q_offsets;       /* device (B) or NULL: a q_offset per sequence               */
-    const int32_t *seg;             /* device (B, T) or NULL                                     */
-    int64_t window;                 /* 0: none                                                   */
-} ft_cuda_attn;
-#define FT_CUDA_ATTN_DMAX 256
+#define FT_CUDA_ATTN_DMAX 256       /* head dims up to this                                      */
 FT_API ft_result ft_cuda_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
-                                           const float *pk, const float *pv, const ft_cuda_attn *a);
-/* dq, dk, dv (and dpk, dpv, summed over the batch, when the prefix has them) += the gradients of
-   sum(out * dout); any of them may be NULL */
+                                           const float *pk, const float *pv, const ft_device_attn *a);
 FT_API ft_result ft_cuda_attention_backward(float *dq, float *dk, float *dv, float *dpk, float *dpv, const float *dout,
                                             const float *q, const float *k, const float *v, const float *pk,
-                                            const float *pv, const float *out, const float *lse, const ft_cuda_attn *a);
+                                            const float *pv, const float *out, const float *lse, const ft_device_attn *a);
+FT_API ft_result ft_cuda_linear_xent(float *lse, float *logp, float *U, const float *h, const ft_tensor *W,
+                                     const int32_t *tgt, int64_t N, int32_t ignore, float softcap, float *work,
+                                     int64_t work_rows);
+FT_API ft_result ft_cuda_embedding(float *y, const ft_tensor *W, const int32_t *ids, int64_t n);
+
+/* outside the table so far: logits (N, V), tgt (N) -> lse (N) (0 where tgt == ignore); when dx:
+   dx (N, V) += g[i] (onehot - softmax) */
+FT_API ft_result ft_cuda_xent_rows(float *lse, float *dx, const float *logits, const int32_t *tgt,
+                                   const float *g, int64_t N, int64_t V, int32_t ignore);
 /* finetune.h's AdamW over n floats (step t >= 1, the bias corrections from it): FT_ERR_NUMERIC
    and nothing changed when a gradient is not finite */
 FT_API ft_result ft_cuda_adamw(float *p, const float *g, float *m, float *v, int64_t n, float lr,
@@ -197,8 +159,8 @@ FT_API ft_result ft_cuda_download(void *dst, const void *src, size_t bytes) {
     if (cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost) != cudaSuccess) return ft__cu_check("download");
     return FT_OK;
 }
-FT_API ft_result ft_cuda_memset(void *dst, int value, size_t bytes) {
-    if (cudaMemset(dst, value, bytes) != cudaSuccess) return ft__cu_check("memset");
+FT_API ft_result ft_cuda_zero(void *dst, size_t bytes) {
+    if (cudaMemset(dst, 0, bytes) != cudaSuccess) return ft__cu_check("memset");
     return FT_OK;
 }
 FT_API ft_result ft_cuda_sync(void) {
@@ -206,45 +168,34 @@ FT_API ft_result ft_cuda_sync(void) {
     return FT_OK;
 }
 
-/* ---- weights, uploaded in their compact form ------------------------------------------------------ */
-static int ft__cu_type_ok(ft_type t) {
-    return t == FT_TYPE_F32 || t == FT_TYPE_F16 || t == FT_TYPE_BF16 || t == FT_TYPE_Q4_0 || t == FT_TYPE_Q4_1 ||
-           t == FT_TYPE_Q8_0 || t == FT_TYPE_NF4;
-}
-static ft_result ft__cu_copy_new(void **dst, const void *src, size_t bytes) {
-    ft_result r = ft_cuda_malloc(dst, bytes);
-    if (r != FT_OK) return r;
-    return ft_cuda_upload(*dst, src, bytes);
-}
-static ft_result ft__cu_upload_nf4(ft_cuda_weight *w, const ft_tensor *t) {
-    int64_t n = w->rows * w->cols;
-    ft_result r = ft__cu_copy_new(&w->data, t->data, (size_t)((n + 1) / 2));
-    if (r == FT_OK) r = ft__cu_copy_new((void **)&w->qabsmax, t->nf4->qabsmax, (size_t)ft_nf4_blocks(n));
-    if (r == FT_OK) r = ft__cu_copy_new((void **)&w->absmax2, t->nf4->absmax2, (size_t)ft_nf4_blocks2(n) * sizeof(float));
-    if (r == FT_OK) r = ft__cu_copy_new((void **)&w->code, t->nf4->code, 256 * sizeof(float));
-    w->offset = t->nf4->offset;
-    return r;
-}
-FT_API ft_result ft_cuda_weight_upload(ft_cuda_weight *w, const ft_tensor *t) {
-    ft_result r;
+/* ---- frozen weights: the kernels' by-value form of a device weight (ft_device_weight) -------------- */
+typedef struct ft__cu_weight {
+    ft_type type;
+    int64_t rows, cols;
+    const void *data;
+    const uint8_t *qabsmax;         /* NF4 only: the state, on the device                        */
+    const float *absmax2, *code;
+    float offset;
+} ft__cu_weight;
+static ft_result ft__cu_weight_of(const ft_tensor *t, ft__cu_weight *w) {
+    ft_type ty = t->type;
     memset(w, 0, sizeof *w);
-    if (t->ndim != 2) return ft_set_error(FT_ERR_SHAPE, "cuda: weight %s is not 2-D", t->name ? t->name : "?");
-    if (!ft__cu_type_ok(t->type) || (t->type == FT_TYPE_NF4 && !t->nf4))
-        return ft_set_error(FT_ERR_UNSUPPORTED, "cuda: weight %s: type %s has no GPU decoder yet", t->name ? t->name : "?", ft_type_name(t->type));
-    w->type = t->type;
+    if (t->ndim != 2 || !(t->flags & FT_TENSOR_DEVICE))
+        return ft_set_error(FT_ERR_INVALID, "cuda: weight %s is not a 2-D device weight (ft_device_weight)", t->name ? t->name : "?");
+    if (ty != FT_TYPE_F32 && ty != FT_TYPE_F16 && ty != FT_TYPE_BF16 && ty != FT_TYPE_Q4_0 && ty != FT_TYPE_Q4_1 &&
+        ty != FT_TYPE_Q8_0 && (ty != FT_TYPE_NF4 || !t->nf4))
+        return ft_set_error(FT_ERR_UNSUPPORTED, "cuda: weight %s: type %s has no GPU decoder yet", t->name ? t->name : "?", ft_type_name(ty));
+    w->type = ty;
     w->rows = t->shape[0];
     w->cols = t->shape[1];
-    if (t->type == FT_TYPE_NF4) r = ft__cu_upload_nf4(w, t);
-    else r = ft__cu_copy_new(&w->data, t->data, ft_type_row_bytes(t->type, w->cols) * (size_t)w->rows);
-    if (r != FT_OK) ft_cuda_weight_free(w);
-    return r;
-}
-FT_API void ft_cuda_weight_free(ft_cuda_weight *w) {
-    ft_cuda_free(w->data);
-    ft_cuda_free(w->qabsmax);
-    ft_cuda_free(w->absmax2);
-    ft_cuda_free(w->code);
-    memset(w, 0, sizeof *w);
+    w->data = t->data;
+    if (ty == FT_TYPE_NF4) {
+        w->qabsmax = t->nf4->qabsmax;
+        w->absmax2 = t->nf4->absmax2;
+        w->code = t->nf4->code;
+        w->offset = t->nf4->offset;
+    }
+    return FT_OK;
 }
 
 /* ---- decoding one element of a compact weight (the layouts of REFERENCE.md / finetune.h) ----------- */
@@ -274,13 +225,13 @@ __device__ __forceinline__ uint32_t ft__cu_to_bf16(float f) {
 /* nibble j (0..31) of a 32-weight block of 16 bytes: the low nibbles are weights 0..15 */
 __device__ __forceinline__ int ft__cu_nib32(const uint8_t *qs, int j) { return j < 16 ? qs[j] & 15 : qs[j - 16] >> 4; }
 
-__device__ __forceinline__ float ft__cu_nf4_at(const ft_cuda_weight &w, int64_t e) {
+__device__ __forceinline__ float ft__cu_nf4_at(const ft__cu_weight &w, int64_t e) {
     int64_t b = e / 64;
     uint8_t byte = ((const uint8_t *)w.data)[e / 2];
     float absmax = __fadd_rn(__fmul_rn(w.code[w.qabsmax[b]], w.absmax2[b / 256]), w.offset);
     return __fmul_rn(ft__cu_nf4[(e & 1) ? byte & 15 : byte >> 4], absmax);
 }
-__device__ float ft__cu_weight_at(const ft_cuda_weight &w, int64_t r, int64_t c) {
+__device__ float ft__cu_weight_at(const ft__cu_weight &w, int64_t r, int64_t c) {
     const uint8_t *row = (const uint8_t *)w.data;
     switch (w.type) {
     case FT_TYPE_F32: return ((const float *)w.data)[r * w.cols + c];
@@ -307,7 +258,7 @@ __device__ float ft__cu_weight_at(const ft_cuda_weight &w, int64_t r, int64_t c)
 struct ft__cu_op {                  /* an operand as the kernel reads it                         */
     const float *p;
     int64_t si, sk;
-    ft_cuda_weight w;
+    ft__cu_weight w;
     int is_w, trans;
 };
 __device__ __forceinline__ float ft__cu_op_at(const ft__cu_op &o, int64_t i, int64_t k) {
@@ -375,23 +326,24 @@ __global__ void __launch_bounds__(128) ft__cu_gemm_kernel(float *C, int64_t ldc,
                 if (r < M && c < N) C[r * ldc + c] = alpha * d[mi][ni][i] + (accumulate ? C[r * ldc + c] : 0.0f);
             }
 }
-FT_API ft_cuda_operand ft_cuda_dense(const float *p, int64_t si, int64_t sk) {
-    ft_cuda_operand o;
+FT_API ft_device_operand ft_cuda_dense(const float *p, int64_t si, int64_t sk) {
+    ft_device_operand o;
     memset(&o, 0, sizeof o);
     o.p = p;
     o.si = si;
     o.sk = sk;
     return o;
 }
-FT_API ft_cuda_operand ft_cuda_weight_op(const ft_cuda_weight *w, int trans) {
-    ft_cuda_operand o;
+FT_API ft_device_operand ft_cuda_weight_op(const ft_tensor *w, int trans) {
+    ft_device_operand o;
     memset(&o, 0, sizeof o);
     o.w = w;
     o.trans = trans;
     return o;
 }
 /* the operand as the kernel takes it (by value), checking that a weight has the extent asked for */
-static ft_result ft__cu_op_make(ft__cu_op *k, const ft_cuda_operand *o, int64_t n_i, int64_t K, const char *name) {
+static ft_result ft__cu_op_make(ft__cu_op *k, const ft_device_operand *o, int64_t n_i, int64_t K, const char *name) {
+    ft_result r;
     memset(k, 0, sizeof *k);
     if (!o->w) {
         if (!o->p) return ft_set_error(FT_ERR_INVALID, "cuda gemm: operand %s has no data", name);
@@ -400,15 +352,15 @@ static ft_result ft__cu_op_make(ft__cu_op *k, const ft_cuda_operand *o, int64_t 
         k->sk = o->sk;
         return FT_OK;
     }
-    if ((o->trans ? o->w->cols : o->w->rows) != n_i || (o->trans ? o->w->rows : o->w->cols) != K)
+    if ((r = ft__cu_weight_of(o->w, &k->w)) != FT_OK) return r;
+    if ((o->trans ? k->w.cols : k->w.rows) != n_i || (o->trans ? k->w.rows : k->w.cols) != K)
         return ft_set_error(FT_ERR_SHAPE, "cuda gemm: weight %s is (%lld, %lld), the product needs %lld x %lld%s", name,
-                            (long long)o->w->rows, (long long)o->w->cols, (long long)n_i, (long long)K, o->trans ? " transposed" : "");
-    k->w = *o->w;
+                            (long long)k->w.rows, (long long)k->w.cols, (long long)n_i, (long long)K, o->trans ? " transposed" : "");
     k->is_w = 1;
     k->trans = o->trans;
     return FT_OK;
 }
-FT_API ft_result ft_cuda_gemm(float *C, int64_t ldc, ft_cuda_operand A, ft_cuda_operand B, int64_t M, int64_t N,
+FT_API ft_result ft_cuda_gemm(float *C, int64_t ldc, ft_device_operand A, ft_device_operand B, int64_t M, int64_t N,
                               int64_t K, float alpha, int accumulate) {
     ft__cu_op a, b;
     ft_result r;
@@ -639,10 +591,10 @@ FT_API ft_result ft_cuda_xent_rows(float *lse, float *dx, const float *logits, c
 }
 
 /* ---- the head and the loss, chunked ------------------------------------------------------------------- */
-FT_API ft_result ft_cuda_linear_xent(float *lse, float *logp, float *U, const float *h, const ft_cuda_weight *W,
+FT_API ft_result ft_cuda_linear_xent(float *lse, float *logp, float *U, const float *h, const ft_tensor *W,
                                      const int32_t *tgt, int64_t N, int32_t ignore, float softcap, float *work,
                                      int64_t work_rows) {
-    int64_t i0, C = W->cols, V = W->rows;
+    int64_t i0, C = W->shape[1], V = W->shape[0];
     ft_result r = FT_OK;
     if (N <= 0 || work_rows <= 0) return ft_set_error(FT_ERR_SHAPE, "cuda linear cross-entropy: %lld rows, chunks of %lld", (long long)N, (long long)work_rows);
     for (i0 = 0; i0 < N && r == FT_OK; i0 += work_rows) {
@@ -656,13 +608,14 @@ FT_API ft_result ft_cuda_linear_xent(float *lse, float *logp, float *U, const fl
     return r;
 }
 
-/* ---- elementwise, rows, embedding ------------------------------------------------------------------------- */
-enum { FT__CU_ADD, FT__CU_MUL, FT__CU_AXPY };
+/* ---- elementwise, reductions, rows, embedding -------------------------------------------------------- */
+enum { FT__CU_ADD, FT__CU_MUL, FT__CU_MUL_ADD, FT__CU_AXPY };
 __global__ void ft__cu_ew(int kind, float *y, const float *a, const float *b, float s, int64_t n) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     if (kind == FT__CU_ADD) y[i] = a[i] + b[i];
     else if (kind == FT__CU_MUL) y[i] = a[i] * b[i];
+    else if (kind == FT__CU_MUL_ADD) y[i] += a[i] * b[i];
     else y[i] += s * a[i];
 }
 static ft_result ft__cu_ew_run(int kind, float *y, const float *a, const float *b, float s, int64_t n) {
@@ -670,9 +623,34 @@ static ft_result ft__cu_ew_run(int kind, float *y, const float *a, const float *
     FT_CU_LAUNCH(ft__cu_ew, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), kind, y, a, b, s, n);
     return ft__cu_check("elementwise");
 }
-FT_API ft_result ft_cuda_add(float *y, const float *a, const float *b, int64_t n) { return ft__cu_ew_run(FT__CU_ADD, y, a, b, 0.0f, n); }
-FT_API ft_result ft_cuda_mul(float *y, const float *a, const float *b, int64_t n) { return ft__cu_ew_run(FT__CU_MUL, y, a, b, 0.0f, n); }
+/* kind 0: y = a + b, 1: y = a * b, 2: y += a * b (ft_device's binary) */
+FT_API ft_result ft_cuda_binary(int kind, float *y, const float *a, const float *b, int64_t n) {
+    if (kind < 0 || kind > 2) return ft_set_error(FT_ERR_INVALID, "cuda binary: kind %d", kind);
+    return ft__cu_ew_run(kind, y, a, b, 0.0f, n);
+}
 FT_API ft_result ft_cuda_axpy(float *y, float s, const float *x, int64_t n) { return ft__cu_ew_run(FT__CU_AXPY, y, x, NULL, s, n); }
+/* y[0] = s * sum x: one block, each thread a strided partial sum, then the block's reduction */
+__global__ void ft__cu_sum(float *y, const float *x, int64_t n, float s) {
+    __shared__ float sh[33];
+    float acc = 0.0f;
+    int64_t i;
+    for (i = threadIdx.x; i < n; i += blockDim.x) acc += x[i];
+    acc = ft__cu_block_reduce(acc, 0, sh);
+    if (threadIdx.x == 0) y[0] = s * acc;
+}
+FT_API ft_result ft_cuda_sum(float *y, const float *x, int64_t n, float s) {
+    FT_CU_LAUNCH(ft__cu_sum, dim3(1), dim3(FT_CU_ROW_THREADS), y, x, n, s);
+    return ft__cu_check("sum");
+}
+__global__ void ft__cu_spread(float *y, int64_t n, const float *x, float s) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] += s * x[0];
+}
+FT_API ft_result ft_cuda_spread(float *y, int64_t n, const float *x, float s) {
+    if (n <= 0) return FT_OK;
+    FT_CU_LAUNCH(ft__cu_spread, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), y, n, x, s);
+    return ft__cu_check("spread");
+}
 
 __global__ void ft__cu_rows_axpy(float *y, const float *g, const float *x, int64_t N, int64_t C) {
     int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -683,13 +661,15 @@ FT_API ft_result ft_cuda_rows_axpy(float *y, const float *g, const float *x, int
     FT_CU_LAUNCH(ft__cu_rows_axpy, dim3(ft__cu_blocks(N * C, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), y, g, x, N, C);
     return ft__cu_check("rows axpy");
 }
-__global__ void ft__cu_embedding(float *y, ft_cuda_weight w, const int32_t *ids, int64_t n) {
+__global__ void ft__cu_embedding(float *y, ft__cu_weight w, const int32_t *ids, int64_t n) {
     int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, i = e / w.cols;
     if (i < n) y[e] = ft__cu_weight_at(w, ids[i], e % w.cols);
 }
-FT_API ft_result ft_cuda_embedding(float *y, const ft_cuda_weight *W, const int32_t *ids, int64_t n) {
-    if (n <= 0) return FT_OK;
-    FT_CU_LAUNCH(ft__cu_embedding, dim3(ft__cu_blocks(n * W->cols, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), y, *W, ids, n);
+FT_API ft_result ft_cuda_embedding(float *y, const ft_tensor *W, const int32_t *ids, int64_t n) {
+    ft__cu_weight w;
+    ft_result r = ft__cu_weight_of(W, &w);
+    if (r != FT_OK || n <= 0) return r;
+    FT_CU_LAUNCH(ft__cu_embedding, dim3(ft__cu_blocks(n * w.cols, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), y, w, ids, n);
     return ft__cu_check("embedding");
 }
 
@@ -708,18 +688,18 @@ FT_API ft_result ft_cuda_embedding(float *y, const ft_cuda_weight *W, const int3
 #define FT_CU_ATT_KT 16             /* keys (queries) per shared tile                            */
 #define FT_CU_ATT_WARPS 4           /* rows per block                                            */
 struct ft__cu_attn {
-    ft_cuda_attn o;
+    ft_device_attn o;
     const float *q, *k, *v, *pk, *pv, *dout, *lse, *delta;
 };
-__device__ __forceinline__ int64_t ft__cu_qoff(const ft_cuda_attn &a, int64_t b) { return a.q_offsets ? a.q_offsets[b] : a.q_offset; }
+__device__ __forceinline__ int64_t ft__cu_qoff(const ft_device_attn &a, int64_t b) { return a.q_offsets ? a.q_offsets[b] : a.q_offset; }
 /* 1 when query t of batch b sees key u (u < P: prefix key u; else key u - P) */
-__device__ int ft__cu_sees(const ft_cuda_attn &a, int64_t b, int64_t t, int64_t u) {
+__device__ int ft__cu_sees(const ft_device_attn &a, int64_t b, int64_t t, int64_t u) {
     int64_t j = u - a.P, qo = ft__cu_qoff(a, b);
     if (u < a.P) return 1;
     if (j >= a.Tk || (a.causal && j > qo + t) || (a.window > 0 && j < qo + t - a.window + 1)) return 0;
     return !a.seg || a.seg[b * a.T + j] == a.seg[b * a.T + t];
 }
-__device__ __forceinline__ const float *ft__cu_key_row(const float *pkv, const float *kv, const ft_cuda_attn &a, int64_t b, int64_t g, int64_t u) {
+__device__ __forceinline__ const float *ft__cu_key_row(const float *pkv, const float *kv, const ft_device_attn &a, int64_t b, int64_t g, int64_t u) {
     return u < a.P ? pkv + (u * a.Hkv + g) * a.D : kv + ((b * a.Tk + u - a.P) * a.Hkv + g) * a.D;
 }
 /* rows [u0, u0 + 16) of the keys and values of (b, g) -> Ks, Vs (zeros past nu) */
@@ -749,7 +729,7 @@ __device__ __forceinline__ float ft__cu_half_reduce(float v, int max) {
     return v;
 }
 /* the keys [0, nu) the block's queries [t0, t1] may see, and the first key tile worth loading */
-__device__ void ft__cu_key_range(const ft_cuda_attn &a, int64_t b, int64_t t0, int64_t t1, int64_t *nu, int64_t *ubeg) {
+__device__ void ft__cu_key_range(const ft_device_attn &a, int64_t b, int64_t t0, int64_t t1, int64_t *nu, int64_t *ubeg) {
     int64_t qo = ft__cu_qoff(a, b), kend = a.Tk, kbeg = 0;
     if (a.causal && qo + t1 + 1 < kend) kend = qo + t1 + 1;
     if (a.window > 0 && qo + t0 - a.window + 1 > 0) kbeg = qo + t0 - a.window + 1;
@@ -759,7 +739,7 @@ __device__ void ft__cu_key_range(const ft_cuda_attn &a, int64_t b, int64_t t0, i
 __global__ void __launch_bounds__(128) ft__cu_attn_fwd(float *out, float *lse, ft__cu_attn A) {
     __shared__ float Ks[FT_CU_ATT_KT][FT_CUDA_ATTN_DMAX], Vs[FT_CU_ATT_KT][FT_CUDA_ATTN_DMAX];
     __shared__ float Qs[FT_CU_ATT_WARPS][FT_CUDA_ATTN_DMAX], Ps[FT_CU_ATT_WARPS][FT_CU_ATT_KT];
-    const ft_cuda_attn &a = A.o;
+    const ft_device_attn &a = A.o;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane % FT_CU_ATT_KT, half = lane / FT_CU_ATT_KT, i;
     int64_t b = blockIdx.z, h = blockIdx.y, g = h / (a.H / a.Hkv), t0 = (int64_t)blockIdx.x * FT_CU_ATT_WARPS;
     int64_t t = t0 + warp, t1 = t0 + FT_CU_ATT_WARPS - 1 < a.T ? t0 + FT_CU_ATT_WARPS - 1 : a.T - 1, nu, ubeg, u0, d;
@@ -794,7 +774,7 @@ __global__ void __launch_bounds__(128) ft__cu_attn_fwd(float *out, float *lse, f
     if (lane == 0) lse[(b * a.H + h) * a.T + t] = l > 0.0f ? m + logf(l) : -INFINITY;
 }
 /* delta (B, H, T) = rowsum(dout * out): one warp per row */
-__global__ void ft__cu_attn_delta(float *delta, const float *dout, const float *out, ft_cuda_attn a) {
+__global__ void ft__cu_attn_delta(float *delta, const float *dout, const float *out, ft_device_attn a) {
     int64_t row = (int64_t)blockIdx.x * FT_CU_ATT_WARPS + threadIdx.x / 32, d;
     int lane = threadIdx.x % 32, o;
     float s = 0.0f;
@@ -811,7 +791,7 @@ __global__ void __launch_bounds__(128) ft__cu_attn_dq(float *dq, ft__cu_attn A) 
     __shared__ float Ks[FT_CU_ATT_KT][FT_CUDA_ATTN_DMAX], Vs[FT_CU_ATT_KT][FT_CUDA_ATTN_DMAX];
     __shared__ float Qs[FT_CU_ATT_WARPS][FT_CUDA_ATTN_DMAX], Gs[FT_CU_ATT_WARPS][FT_CUDA_ATTN_DMAX];
     __shared__ float Ds[FT_CU_ATT_WARPS][FT_CU_ATT_KT];
-    const ft_cuda_attn &a = A.o;
+    const ft_device_attn &a = A.o;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane % FT_CU_ATT_KT, half = lane / FT_CU_ATT_KT, i;
     int64_t b = blockIdx.z, h = blockIdx.y, g = h / (a.H / a.Hkv), t0 = (int64_t)blockIdx.x * FT_CU_ATT_WARPS;
     int64_t t = t0 + warp, t1 = t0 + FT_CU_ATT_WARPS - 1 < a.T ? t0 + FT_CU_ATT_WARPS - 1 : a.T - 1, nu, ubeg, u0, d;
@@ -848,7 +828,7 @@ __global__ void __launch_bounds__(128) ft__cu_attn_dkv(float *dk, float *dv, ft_
     __shared__ float Qt[FT_CU_ATT_KT][FT_CUDA_ATTN_DMAX], Gt[FT_CU_ATT_KT][FT_CUDA_ATTN_DMAX];
     __shared__ float Kw[FT_CU_ATT_WARPS][FT_CUDA_ATTN_DMAX], Vw[FT_CU_ATT_WARPS][FT_CUDA_ATTN_DMAX];
     __shared__ float Lt[FT_CU_ATT_KT], Dt[FT_CU_ATT_KT], Ps[FT_CU_ATT_WARPS][FT_CU_ATT_KT], Ss[FT_CU_ATT_WARPS][FT_CU_ATT_KT];
-    const ft_cuda_attn &a = A.o;
+    const ft_device_attn &a = A.o;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane % FT_CU_ATT_KT, half = lane / FT_CU_ATT_KT, i, e;
     int64_t g = blockIdx.y, rep = a.H / a.Hkv, n_u = prefix ? a.P : a.Tk, j0 = (int64_t)blockIdx.x * FT_CU_ATT_WARPS;
     int64_t j = j0 + warp, u = prefix ? j : a.P + j, bb, b_end = prefix ? a.B : (int64_t)blockIdx.z + 1, hh, t0, d;
@@ -905,7 +885,7 @@ __global__ void __launch_bounds__(128) ft__cu_attn_dkv(float *dk, float *dv, ft_
         if (dv) dv[row] += av[i];
     }
 }
-static ft_result ft__cu_attn_check(const ft_cuda_attn *a, const float *pk, const float *pv, ft__cu_attn *A) {
+static ft_result ft__cu_attn_check(const ft_device_attn *a, const float *pk, const float *pv, ft__cu_attn *A) {
     if (a->B <= 0 || a->T <= 0 || a->Tk < 0 || a->P < 0 || a->D <= 0 || a->D > FT_CUDA_ATTN_DMAX || a->H <= 0 ||
         a->Hkv <= 0 || a->H % a->Hkv || (a->P > 0 && (!pk || !pv)) || (a->seg && a->Tk != a->T))
         return ft_set_error(FT_ERR_SHAPE, "cuda attention: B %lld, T %lld, Tk %lld, P %lld, D %lld (at most %d), H %d, Hkv %d%s",
@@ -917,7 +897,7 @@ static ft_result ft__cu_attn_check(const ft_cuda_attn *a, const float *pk, const
     return FT_OK;
 }
 FT_API ft_result ft_cuda_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
-                                           const float *pk, const float *pv, const ft_cuda_attn *a) {
+                                           const float *pk, const float *pv, const ft_device_attn *a) {
     ft__cu_attn A;
     ft_result r = ft__cu_attn_check(a, pk, pv, &A);
     if (r != FT_OK) return r;
@@ -928,7 +908,7 @@ FT_API ft_result ft_cuda_attention_forward(float *out, float *lse, const float *
 }
 FT_API ft_result ft_cuda_attention_backward(float *dq, float *dk, float *dv, float *dpk, float *dpv, const float *dout,
                                             const float *q, const float *k, const float *v, const float *pk,
-                                            const float *pv, const float *out, const float *lse, const ft_cuda_attn *a) {
+                                            const float *pv, const float *out, const float *lse, const ft_device_attn *a) {
     ft__cu_attn A;
     float *delta = NULL;
     int64_t rows = a->B * a->T * a->H;
@@ -970,7 +950,7 @@ FT_API ft_result ft_cuda_adamw(float *p, const float *g, float *m, float *v, int
     if (n <= 0) return FT_OK;
     if (t < 1) return ft_set_error(FT_ERR_INVALID, "cuda adamw: step %lld (the first is 1)", (long long)t);
     if ((r = ft_cuda_malloc((void **)&flag, sizeof *flag)) != FT_OK) return r;
-    r = ft_cuda_memset(flag, 0, sizeof *flag);
+    r = ft_cuda_zero(flag, sizeof *flag);
     if (r == FT_OK) FT_CU_LAUNCH(ft__cu_nonfinite, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), flag, g, n);
     if (r == FT_OK) r = ft_cuda_download(&bad, flag, sizeof bad);
     ft_cuda_free(flag);
@@ -981,6 +961,36 @@ FT_API ft_result ft_cuda_adamw(float *p, const float *g, float *m, float *v, int
         FT_CU_LAUNCH(ft__cu_adamw, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), p, g, m, v, n, lr, wd, b1, b2, eps, c1, c2);
     }
     return ft__cu_check("adamw");
+}
+
+/* ---- the kernel table --------------------------------------------------------------------------------------- */
+FT_API const ft_device *ft_cuda_device(void) {
+    static ft_device d;
+    if (!d.name) {
+        d.alloc = ft_cuda_malloc;
+        d.release = ft_cuda_free;
+        d.upload = ft_cuda_upload;
+        d.download = ft_cuda_download;
+        d.zero = ft_cuda_zero;
+        d.gemm = ft_cuda_gemm;
+        d.binary = ft_cuda_binary;
+        d.axpy = ft_cuda_axpy;
+        d.sum = ft_cuda_sum;
+        d.spread = ft_cuda_spread;
+        d.rows_axpy = ft_cuda_rows_axpy;
+        d.rmsnorm_forward = ft_cuda_rmsnorm_forward;
+        d.rmsnorm_backward = ft_cuda_rmsnorm_backward;
+        d.rope_angles = ft_cuda_rope_angles;
+        d.rope = ft_cuda_rope;
+        d.swiglu_forward = ft_cuda_swiglu_forward;
+        d.swiglu_backward = ft_cuda_swiglu_backward;
+        d.attention_forward = ft_cuda_attention_forward;
+        d.attention_backward = ft_cuda_attention_backward;
+        d.linear_xent = ft_cuda_linear_xent;
+        d.embedding = ft_cuda_embedding;
+        d.name = "cuda";
+    }
+    return &d;
 }
 
 #endif /* FT_CUDA_API_ONLY */

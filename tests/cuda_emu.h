@@ -14,13 +14,18 @@
    - the warp-level matrix multiply mma.sync.m16n8k16 (bf16 inputs, f32 accumulators) takes each
      lane's fragments in the layout the PTX ISA specifies (see ft_emu_mma_bf16), gathers the
      16x16 A and 16x8 B tiles from all 32 lanes and gives each lane its four outputs;
-   - the CUDA Runtime calls the file makes are host memory: device pointers are host pointers,
-     copies are memcpy, streams do nothing, launches finish before they return.
+   - the CUDA Runtime calls the file makes are on host memory: device pointers are host pointers,
+     copies are memcpy, launches finish before they return. But device memory is as unreadable
+     from the host as a GPU's: cudaMalloc maps pages that stay PROT_NONE except while a kernel
+     runs or a copy or memset is made, so host code that touches device memory (an op that
+     forgot its device path) dies with SIGSEGV here as it would on a GPU.
    Numerics: the products of bf16 values are exact in f32; the emulated mma sums them in k order
    (a GPU's order is unspecified), so tests compare with tolerances, never bit for bit. */
 #ifndef FT_CUDA_EMU_H
 #define FT_CUDA_EMU_H
 #include <ucontext.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -220,6 +225,12 @@ static void ft_emu_run_block(void) {
         }
     }
 }
+/* ---- device memory: pages the host may touch only inside launches, copies and memsets ------------------ */
+struct ft_emu_alloc { void *p; size_t bytes; };
+static std::vector<ft_emu_alloc> ft_emu_allocs;
+static void ft_emu_protect(int open) {
+    for (const ft_emu_alloc &a : ft_emu_allocs) mprotect(a.p, a.bytes, open ? PROT_READ | PROT_WRITE : PROT_NONE);
+}
 static void ft_emu_launch(dim3 grid, dim3 block, const std::function<void()> &kernel) {
     int n = (int)(block.x * block.y * block.z), i;
     unsigned x, y, z;
@@ -236,12 +247,14 @@ static void ft_emu_launch(dim3 grid, dim3 block, const std::function<void()> &ke
     ft_emu_b.gdim = grid;
     ft_emu_b.kernel = &kernel;
     for (i = 0; i < n; i++) ft_emu_b.th[i].tid = dim3(i % block.x, i / block.x % block.y, i / (block.x * block.y));
+    ft_emu_protect(1);
     for (z = 0; z < grid.z; z++)
         for (y = 0; y < grid.y; y++)
             for (x = 0; x < grid.x; x++) {
                 ft_emu_b.bid = dim3(x, y, z);
                 ft_emu_run_block();
             }
+    ft_emu_protect(0);
 }
 
 /* ---- the CUDA Runtime calls finetune_cuda.cu makes, on host memory --------------------------------------- */
@@ -249,10 +262,38 @@ typedef int cudaError_t;
 typedef void *cudaStream_t;
 enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
 enum cudaMemcpyKind { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice, cudaMemcpyDefault };
-static inline cudaError_t cudaMalloc(void **p, size_t n) { *p = malloc(n ? n : 1); return *p ? cudaSuccess : cudaErrorMemoryAllocation; }
-static inline cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
-static inline cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k) { (void)k; if (n) memmove(d, s, n); return cudaSuccess; }
-static inline cudaError_t cudaMemset(void *d, int v, size_t n) { memset(d, v, n); return cudaSuccess; }
+static inline cudaError_t cudaMalloc(void **p, size_t n) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = (n + page - 1) / page * page;
+    void *m = mmap(NULL, bytes ? bytes : page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    *p = NULL;
+    if (m == MAP_FAILED) return cudaErrorMemoryAllocation;
+    ft_emu_alloc a = {m, bytes ? bytes : page};
+    ft_emu_allocs.push_back(a);
+    *p = m;
+    return cudaSuccess;
+}
+static inline cudaError_t cudaFree(void *p) {
+    for (size_t i = 0; i < ft_emu_allocs.size(); i++)
+        if (ft_emu_allocs[i].p == p) {
+            munmap(p, ft_emu_allocs[i].bytes);
+            ft_emu_allocs.erase(ft_emu_allocs.begin() + (long)i);
+            return cudaSuccess;
+        }
+    return p ? cudaErrorMemoryAllocation : cudaSuccess;
+}
+static inline cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k) {
+    (void)k;
+    ft_emu_protect(1);
+    if (n) memmove(d, s, n);
+    ft_emu_protect(0);
+    return cudaSuccess;
+}
+static inline cudaError_t cudaMemset(void *d, int v, size_t n) {
+    ft_emu_protect(1);
+    memset(d, v, n);
+    ft_emu_protect(0);
+    return cudaSuccess;
+}
 static inline cudaError_t cudaSetDevice(int d) { (void)d; return cudaSuccess; }
 static inline cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
 static inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }

@@ -36,7 +36,7 @@ template <class T> static T *dev(const T *h, size_t n) {
     void *p = NULL;
     if (ft_cuda_malloc(&p, n * sizeof(T) + 1) != FT_OK) return NULL;
     if (h) ft_cuda_upload(p, h, n * sizeof(T));
-    else ft_cuda_memset(p, 0, n * sizeof(T));
+    else ft_cuda_zero(p, n * sizeof(T));
     return (T *)p;
 }
 static vecf host(const float *d, size_t n) {
@@ -152,21 +152,21 @@ static double gemm_err(const vecf &got, const std::vector<double> &c, const std:
 TEST(gemm_decodes_every_weight_type_exactly) {
     for (ft_type type : gemm_types) {
         weight w;
-        ft_cuda_weight dw;
+        ft_tensor *dw = NULL;
         int64_t O = 40, K = 128, i, o, bad = 0;
         weight_make(&w, type, O, K);
         vecf eye((size_t)(K * K), 0.0f);
         for (i = 0; i < K; i++) eye[(size_t)(i * K + i)] = 1.0f;
-        CHECK_OK(ft_cuda_weight_upload(&dw, &w.t));
+        CHECK_OK(ft_device_weight(ft_cuda_device(), &w.t, &dw));
         float *x = dev(eye.data(), eye.size()), *y = dev<float>(NULL, (size_t)(K * O));
-        CHECK_OK(ft_cuda_gemm(y, O, ft_cuda_dense(x, K, 1), ft_cuda_weight_op(&dw, 0), K, O, K, 1.0f, 0));
+        CHECK_OK(ft_cuda_gemm(y, O, ft_cuda_dense(x, K, 1), ft_cuda_weight_op(dw, 0), K, O, K, 1.0f, 0));
         vecf got = host(y, (size_t)(K * O));
         for (i = 0; i < K; i++)
             for (o = 0; o < O; o++) bad += got[(size_t)(i * O + o)] != bf16_round(w.dec[(size_t)(o * K + i)]);
         CHECK(bad == 0, "%s: %lld of %lld weights decoded differently", ft_type_name(type), (long long)bad, (long long)(O * K));
         ft_cuda_free(x);
         ft_cuda_free(y);
-        ft_cuda_weight_free(&dw);
+        ft_device_weight_free(ft_cuda_device(), dw);
     }
 }
 
@@ -174,20 +174,20 @@ TEST(gemm_decodes_every_weight_type_exactly) {
 TEST(gemm_linear_forward_and_input_gradient) {
     for (ft_type type : gemm_types) {
         weight w;
-        ft_cuda_weight dw;
+        ft_tensor *dw = NULL;
         int64_t N = 70, O = 96, K = 160;
         std::vector<double> c, bound;
         weight_make(&w, type, O, K);
         vecf x = randv((size_t)(N * K), 1.0f), dy = randv((size_t)(N * O), 1.0f);
-        CHECK_OK(ft_cuda_weight_upload(&dw, &w.t));
+        CHECK_OK(ft_device_weight(ft_cuda_device(), &w.t, &dw));
         float *dx_ = dev(x.data(), x.size()), *ddy = dev(dy.data(), dy.size());
         float *y = dev<float>(NULL, (size_t)(N * O)), *dxo = dev<float>(NULL, (size_t)(N * K));
-        CHECK_OK(ft_cuda_gemm(y, O, ft_cuda_dense(dx_, K, 1), ft_cuda_weight_op(&dw, 0), N, O, K, 1.0f, 0));
+        CHECK_OK(ft_cuda_gemm(y, O, ft_cuda_dense(dx_, K, 1), ft_cuda_weight_op(dw, 0), N, O, K, 1.0f, 0));
         ref_gemm(x.data(), K, 1, w.dec.data(), K, 1, N, O, K, &c, &bound);
         double e = gemm_err(host(y, (size_t)(N * O)), c, bound);
         CHECK(e <= 1.0, "%s: y = x W^T off by %.3g of the bf16 bound", ft_type_name(type), e);
         /* dx (N, K) = dy (N, O) W (O, K): B(j, k) = W[k][j] */
-        CHECK_OK(ft_cuda_gemm(dxo, K, ft_cuda_dense(ddy, O, 1), ft_cuda_weight_op(&dw, 1), N, K, O, 1.0f, 0));
+        CHECK_OK(ft_cuda_gemm(dxo, K, ft_cuda_dense(ddy, O, 1), ft_cuda_weight_op(dw, 1), N, K, O, 1.0f, 0));
         ref_gemm(dy.data(), O, 1, w.dec.data(), 1, K, N, K, O, &c, &bound);
         e = gemm_err(host(dxo, (size_t)(N * K)), c, bound);
         CHECK(e <= 1.0, "%s: dx = dy W off by %.3g of the bf16 bound", ft_type_name(type), e);
@@ -195,7 +195,7 @@ TEST(gemm_linear_forward_and_input_gradient) {
         ft_cuda_free(ddy);
         ft_cuda_free(y);
         ft_cuda_free(dxo);
-        ft_cuda_weight_free(&dw);
+        ft_device_weight_free(ft_cuda_device(), dw);
     }
 }
 
@@ -215,12 +215,12 @@ TEST(gemm_weight_gradient_accumulates) {
     CHECK(e <= 1.0, "dW += 0.5 dy^T x off by %.3g of the bf16 bound", e);
     /* a weight of the wrong extent is refused with the shapes */
     weight w;
-    ft_cuda_weight dw;
+    ft_tensor *dw = NULL;
     weight_make(&w, FT_TYPE_Q8_0, 32, 64);
-    CHECK_OK(ft_cuda_weight_upload(&dw, &w.t));
-    CHECK(ft_cuda_gemm(dc, K, ft_cuda_dense(dx_, K, 1), ft_cuda_weight_op(&dw, 0), N, 32, K, 1.0f, 0) == FT_ERR_SHAPE, "shape");
+    CHECK_OK(ft_device_weight(ft_cuda_device(), &w.t, &dw));
+    CHECK(ft_cuda_gemm(dc, K, ft_cuda_dense(dx_, K, 1), ft_cuda_weight_op(dw, 0), N, 32, K, 1.0f, 0) == FT_ERR_SHAPE, "shape");
     CHECK(strstr(ft_last_error(), "(32, 64)") != NULL, "%s", ft_last_error());
-    ft_cuda_weight_free(&dw);
+    ft_device_weight_free(ft_cuda_device(), dw);
     ft_cuda_free(dx_);
     ft_cuda_free(ddy);
     ft_cuda_free(dc);
@@ -361,15 +361,15 @@ TEST(linear_cross_entropy_chunked) {
         ft_tensor *lp = ft_linear_cross_entropy(ctx, h, W, tgt.data(), -100, cap, 1);
         CHECK_OK(ft_backward(ctx, ft_sum(ctx, ft_mul(ctx, lp, g))));
         weight w;
-        ft_cuda_weight dw;
+        ft_tensor *dw = NULL;
         memset(&w.t, 0, sizeof w.t);
         w.t.type = FT_TYPE_F32; w.t.ndim = 2; w.t.shape[0] = V; w.t.shape[1] = C; w.t.data = wv.data();
-        CHECK_OK(ft_cuda_weight_upload(&dw, &w.t));
+        CHECK_OK(ft_device_weight(ft_cuda_device(), &w.t, &dw));
         int32_t *gt = dev(tgt.data(), tgt.size());
         float *gh = dev(hv.data(), hv.size()), *gg = dev(gv.data(), gv.size()), *glse = dev<float>(NULL, (size_t)N);
         float *glp = dev<float>(NULL, (size_t)N), *gU = dev<float>(NULL, hv.size()), *gdh = dev<float>(NULL, hv.size());
         float *work = dev<float>(NULL, (size_t)(16 * V));
-        CHECK_OK(ft_cuda_linear_xent(glse, glp, gU, gh, &dw, gt, N, -100, cap, work, 16));
+        CHECK_OK(ft_cuda_linear_xent(glse, glp, gU, gh, dw, gt, N, -100, cap, work, 16));
         CHECK_OK(ft_cuda_rows_axpy(gdh, gg, gU, N, C));
         CHECK(ft_test_close(host(glp, (size_t)N).data(), (const float *)lp->data, N, 1e-5, 1e-5, &worst) <= 1, "cap %g: log p at %ld", cap, worst);
         vecf dh = host(gdh, hv.size());
@@ -381,7 +381,7 @@ TEST(linear_cross_entropy_chunked) {
         CHECK(err <= 0.01 * big, "cap %g: dh off by %g, largest %g", cap, err, big);   /* dz rounds to bf16 in dz W */
         ft_cuda_free(gt);
         for (float *p : {gh, gg, glse, glp, gU, gdh, work}) ft_cuda_free(p);
-        ft_cuda_weight_free(&dw);
+        ft_device_weight_free(ft_cuda_device(), dw);
         ft_ctx_free(ctx);
     }
 }
@@ -394,7 +394,7 @@ TEST(lora_products_on_the_gemm) {
     float s = 2.0f;
     ft_ctx *ctx;
     weight w;
-    ft_cuda_weight dw;
+    ft_tensor *dw = NULL;
     CHECK_OK(ft_ctx_init(&ctx, NULL));
     weight_make(&w, FT_TYPE_Q4_1, out, in);
     vecf xv = randv_bf16((size_t)(N * in), 1.0f), av = randv_bf16((size_t)(r * in), 0.3f), bv = randv_bf16((size_t)(out * r), 0.3f);
@@ -403,17 +403,17 @@ TEST(lora_products_on_the_gemm) {
     ft_tensor *R = tensor_of(ctx, rv, N, out, 0);
     ft_tensor *y = ft_lora_linear(ctx, x, &w.t, A, B, s, NULL);
     CHECK_OK(ft_backward(ctx, ft_sum(ctx, ft_mul(ctx, y, R))));
-    CHECK_OK(ft_cuda_weight_upload(&dw, &w.t));
+    CHECK_OK(ft_device_weight(ft_cuda_device(), &w.t, &dw));
     float *gx = dev(xv.data(), xv.size()), *gA = dev(av.data(), av.size()), *gB = dev(bv.data(), bv.size()), *gR = dev(rv.data(), rv.size());
     float *gxa = dev<float>(NULL, (size_t)(N * r)), *gy = dev<float>(NULL, (size_t)(N * out)), *gdxa = dev<float>(NULL, (size_t)(N * r));
     float *gdx = dev<float>(NULL, xv.size()), *gdA = dev<float>(NULL, av.size()), *gdB = dev<float>(NULL, bv.size());
     CHECK_OK(ft_cuda_gemm(gxa, r, ft_cuda_dense(gx, in, 1), ft_cuda_dense(gA, in, 1), N, r, in, 1.0f, 0));           /* xa = x A^T */
-    CHECK_OK(ft_cuda_gemm(gy, out, ft_cuda_dense(gx, in, 1), ft_cuda_weight_op(&dw, 0), N, out, in, 1.0f, 0));       /* y = x W^T */
+    CHECK_OK(ft_cuda_gemm(gy, out, ft_cuda_dense(gx, in, 1), ft_cuda_weight_op(dw, 0), N, out, in, 1.0f, 0));       /* y = x W^T */
     CHECK_OK(ft_cuda_gemm(gy, out, ft_cuda_dense(gxa, r, 1), ft_cuda_dense(gB, r, 1), N, out, r, s, 1));             /* + s xa B^T */
     CHECK_OK(ft_cuda_gemm(gdB, r, ft_cuda_dense(gR, 1, out), ft_cuda_dense(gxa, 1, r), out, r, N, s, 1));            /* dB += s R^T xa */
     CHECK_OK(ft_cuda_gemm(gdxa, r, ft_cuda_dense(gR, out, 1), ft_cuda_dense(gB, 1, r), N, r, out, s, 0));            /* dxa = s R B */
     CHECK_OK(ft_cuda_gemm(gdA, in, ft_cuda_dense(gdxa, 1, r), ft_cuda_dense(gx, 1, in), r, in, N, 1.0f, 1));         /* dA += dxa^T x */
-    CHECK_OK(ft_cuda_gemm(gdx, in, ft_cuda_dense(gR, out, 1), ft_cuda_weight_op(&dw, 1), N, in, out, 1.0f, 1));      /* dx += R W */
+    CHECK_OK(ft_cuda_gemm(gdx, in, ft_cuda_dense(gR, out, 1), ft_cuda_weight_op(dw, 1), N, in, out, 1.0f, 1));      /* dx += R W */
     CHECK_OK(ft_cuda_gemm(gdx, in, ft_cuda_dense(gdxa, r, 1), ft_cuda_dense(gA, 1, in), N, in, r, 1.0f, 1));         /*    + dxa A */
     struct { const char *name; float *gpu; const float *cpu; size_t n; } cmp[] = {
         {"y", gy, (const float *)y->data, (size_t)(N * out)}, {"dx", gdx, x->grad, xv.size()},
@@ -428,7 +428,7 @@ TEST(lora_products_on_the_gemm) {
         CHECK(err <= 0.01 * big, "%s: off by %g, largest %g", c.name, err, big);
     }
     for (float *p : {gx, gA, gB, gR, gxa, gy, gdxa, gdx, gdA, gdB}) ft_cuda_free(p);
-    ft_cuda_weight_free(&dw);
+    ft_device_weight_free(ft_cuda_device(), dw);
     ft_ctx_free(ctx);
 }
 
@@ -440,25 +440,25 @@ TEST(embedding_and_elementwise) {
     CHECK_OK(ft_ctx_init(&ctx, NULL));
     for (ft_type type : types) {
         weight w;
-        ft_cuda_weight dw;
+        ft_tensor *dw = NULL;
         weight_make(&w, type, 100, 64);
         ft_tensor *y = ft_embedding(ctx, &w.t, ids.data(), (int64_t)ids.size());
-        CHECK_OK(ft_cuda_weight_upload(&dw, &w.t));
+        CHECK_OK(ft_device_weight(ft_cuda_device(), &w.t, &dw));
         int32_t *gids = dev(ids.data(), ids.size());
         float *gy = dev<float>(NULL, ids.size() * 64);
-        CHECK_OK(ft_cuda_embedding(gy, &dw, gids, (int64_t)ids.size()));
+        CHECK_OK(ft_cuda_embedding(gy, dw, gids, (int64_t)ids.size()));
         CHECK(y && memcmp(host(gy, ids.size() * 64).data(), y->data, ids.size() * 64 * 4) == 0, "%s rows differ", ft_type_name(type));
         ft_cuda_free(gids);
         ft_cuda_free(gy);
-        ft_cuda_weight_free(&dw);
+        ft_device_weight_free(ft_cuda_device(), dw);
     }
     int64_t n = 777;
     vecf a = randv((size_t)n, 1.0f), b = randv((size_t)n, 1.0f), want((size_t)n);
     float *ga = dev(a.data(), (size_t)n), *gb = dev(b.data(), (size_t)n), *gy = dev<float>(NULL, (size_t)n);
-    CHECK_OK(ft_cuda_add(gy, ga, gb, n));
+    CHECK_OK(ft_cuda_binary(0, gy, ga, gb, n));
     for (size_t i = 0; i < want.size(); i++) want[i] = a[i] + b[i];
     CHECK(memcmp(host(gy, (size_t)n).data(), want.data(), want.size() * 4) == 0, "add");
-    CHECK_OK(ft_cuda_mul(gy, ga, gb, n));
+    CHECK_OK(ft_cuda_binary(1, gy, ga, gb, n));
     for (size_t i = 0; i < want.size(); i++) want[i] = a[i] * b[i];
     CHECK(memcmp(host(gy, (size_t)n).data(), want.data(), want.size() * 4) == 0, "mul");
     CHECK_OK(ft_cuda_axpy(gy, 0.5f, ga, n));
@@ -507,7 +507,7 @@ static void attn_case_run(const attn_case &c) {
     CHECK(out != NULL, "cpu attention: %s", ft_last_error());
     if (!out) { ft_ctx_free(ctx); return; }
     CHECK_OK(ft_backward(ctx, ft_sum(ctx, ft_mul(ctx, out, R))));
-    ft_cuda_attn a;
+    ft_device_attn a;
     memset(&a, 0, sizeof a);
     a.B = c.B; a.T = c.T; a.Tk = c.Tk; a.P = c.P; a.D = c.D; a.H = c.H; a.Hkv = c.Hkv; a.causal = c.causal;
     a.q_offset = c.q_offset; a.window = c.window;
@@ -541,6 +541,110 @@ TEST(attention_forward_and_backward) {
         {1, 18, 18, 0, 256, 2, 1, 1, 0, 0, 1},
     };
     for (const attn_case &c : cases) attn_case_run(c);
+}
+
+/* ---- the tape on the device -------------------------------------------------------------------------
+   A decoder block and the loss, written once against finetune.h's ops, run on a CPU context and
+   on a context whose device is this GPU (the weights uploaded in their compact forms, the rest
+   copied in): the loss and every gradient agree within the bf16 GEMMs' error (3% of each
+   tensor's largest value; a wrong index or a missing term is off by its whole size). In the
+   emulation the device memory is unreadable from the host: an op running on the CPU by mistake
+   would crash here. */
+struct block_w {
+    weight wq, wk, wv, wo, wd, head;          /* frozen: Q4_1, NF4, Q8_0, F16, BF16, Q8_0 */
+    ft_tensor *x, *n1, *n2, *Aq, *Bq, *Wg, *Wu, *M;   /* f32 host tensors; M: no gradient */
+};
+struct block_t { ft_tensor *x, *n1, *n2, *Aq, *Bq, *Wg, *Wu, *M, *wq, *wk, *wv, *wo, *wd, *head; };
+enum { BB = 2, BT = 12, BC = 64, BH = 4, BHKV = 2, BF = 96, BV = 200, BR = 4 };
+static ft_tensor *block_loss(ft_ctx *ctx, const block_t &w, const std::vector<int32_t> &pos, const std::vector<int32_t> &tgt) {
+    int64_t s3[3] = {BB, BT, BC}, s2[2] = {BB * BT, BC};
+    ft_rope_opts ro;
+    ft_attn_opts ao;
+    memset(&ro, 0, sizeof ro);
+    ro.n_rot = BC / BH; ro.base = 10000.0f; ro.mode = FT_ROPE_NEOX;
+    memset(&ao, 0, sizeof ao);
+    ao.n_head = BH; ao.n_head_kv = BHKV; ao.causal = 1;
+    ft_tensor *n = ft_rmsnorm(ctx, w.x, w.n1, 1e-5f);
+    ft_tensor *q = ft_rope_ext(ctx, ft_lora_linear(ctx, n, w.wq, w.Aq, w.Bq, 2.0f, NULL), pos.data(), BH, &ro);
+    ft_tensor *k = ft_rope_ext(ctx, ft_matmul(ctx, n, w.wk, 0, 1), pos.data(), BHKV, &ro);
+    ft_tensor *v = ft_matmul(ctx, n, w.wv, 0, 1);
+    ft_tensor *h = ft_add(ctx, w.x, ft_matmul(ctx, ft_attention(ctx, q, k, v, &ao), w.wo, 0, 1));
+    n = ft_rmsnorm(ctx, h, w.n2, 1e-5f);
+    h = ft_add(ctx, h, ft_matmul(ctx, ft_swiglu(ctx, ft_matmul(ctx, n, w.Wg, 0, 1), ft_matmul(ctx, n, w.Wu, 0, 1)), w.wd, 0, 1));
+    h = ft_mul(ctx, h, w.M);
+    ft_tensor *l = ft_linear_cross_entropy(ctx, ft_reshape(ctx, h, 2, s2), w.head, tgt.data(), -100, 0.0f, 0);
+    (void)s3;
+    return ft_add(ctx, l, ft_mean(ctx, h));
+}
+static ft_tensor *host_leaf(ft_ctx *ctx, int ndim, const int64_t *shape, float scale, int grad) {
+    ft_tensor *x = ft_tensor_new(ctx, FT_TYPE_F32, ndim, shape);
+    vecf v = randv((size_t)ft_numel(x), scale);
+    memcpy(x->data, v.data(), v.size() * 4);
+    if (grad) x->flags |= FT_TENSOR_REQUIRES_GRAD;
+    return x;
+}
+static ft_tensor *dev_leaf(ft_ctx *ctx, ft_tensor *h) {
+    ft_tensor *d = ft_tensor_to_device(ctx, h);
+    if (d) d->flags |= h->flags & FT_TENSOR_REQUIRES_GRAD;
+    return d;
+}
+TEST(a_decoder_block_on_the_device_equals_the_cpu) {
+    ft_ctx *cpu, *gpu;
+    ft_ctx_opts o = ft_ctx_opts_default();
+    block_w W;
+    block_t hc, dc;
+    std::vector<int32_t> pos(BB * BT), tgt(BB * BT);
+    int64_t s3[3] = {BB, BT, BC}, sc[1] = {BC}, sa[2] = {BR, BC}, sb[2] = {BC, BR}, sg[2] = {BF, BC};
+    for (int i = 0; i < BB * BT; i++) { pos[(size_t)i] = i % BT; tgt[(size_t)i] = (i * 53) % BV; }
+    tgt[5] = -100;
+    o.device = ft_cuda_device();
+    CHECK_OK(ft_ctx_init(&cpu, NULL));
+    CHECK_OK(ft_ctx_init(&gpu, &o));
+    weight_make(&W.wq, FT_TYPE_Q4_1, BC, BC); weight_make(&W.wk, FT_TYPE_NF4, BC / 2, BC);
+    weight_make(&W.wv, FT_TYPE_Q8_0, BC / 2, BC); weight_make(&W.wo, FT_TYPE_F16, BC, BC);
+    weight_make(&W.wd, FT_TYPE_BF16, BC, BF); weight_make(&W.head, FT_TYPE_Q8_0, BV, BC);
+    W.x = host_leaf(cpu, 3, s3, 1.0f, 1); W.n1 = host_leaf(cpu, 1, sc, 1.0f, 1); W.n2 = host_leaf(cpu, 1, sc, 1.0f, 1);
+    W.Aq = host_leaf(cpu, 2, sa, 0.2f, 1); W.Bq = host_leaf(cpu, 2, sb, 0.2f, 1);
+    W.Wg = host_leaf(cpu, 2, sg, 0.2f, 1); W.Wu = host_leaf(cpu, 2, sg, 0.2f, 1); W.M = host_leaf(cpu, 3, s3, 1.0f, 0);
+    hc = block_t{W.x, W.n1, W.n2, W.Aq, W.Bq, W.Wg, W.Wu, W.M, &W.wq.t, &W.wk.t, &W.wv.t, &W.wo.t, &W.wd.t, &W.head.t};
+    dc = block_t{dev_leaf(gpu, W.x), dev_leaf(gpu, W.n1), dev_leaf(gpu, W.n2), dev_leaf(gpu, W.Aq), dev_leaf(gpu, W.Bq),
+                 dev_leaf(gpu, W.Wg), dev_leaf(gpu, W.Wu), dev_leaf(gpu, W.M), NULL, NULL, NULL, NULL, NULL, NULL};
+    const ft_device *d = o.device;
+    CHECK_OK(ft_device_weight(d, &W.wq.t, &dc.wq)); CHECK_OK(ft_device_weight(d, &W.wk.t, &dc.wk));
+    CHECK_OK(ft_device_weight(d, &W.wv.t, &dc.wv)); CHECK_OK(ft_device_weight(d, &W.wo.t, &dc.wo));
+    CHECK_OK(ft_device_weight(d, &W.wd.t, &dc.wd)); CHECK_OK(ft_device_weight(d, &W.head.t, &dc.head));
+    ft_tensor *lc = block_loss(cpu, hc, pos, tgt), *lg = block_loss(gpu, dc, pos, tgt);
+    CHECK(lc && lg, "forward: %s", ft_last_error());
+    if (!lc || !lg) return;
+    CHECK(ft__dev_is(lg) && !ft__dev_is(lc), "the loss lives where its context computes");
+    CHECK_OK(ft_backward(cpu, lc));
+    CHECK_OK(ft_backward(gpu, lg));
+    float l_cpu = 0, l_gpu = 0;
+    CHECK_OK(ft_tensor_read(cpu, lc, 0, &l_cpu));
+    CHECK_OK(ft_tensor_read(gpu, lg, 0, &l_gpu));
+    CHECK(fabs(l_cpu - l_gpu) <= 0.01 * fabs(l_cpu), "loss %g on the CPU, %g on the device", l_cpu, l_gpu);
+    struct { const char *name; ft_tensor *c, *g; } cmp[] = {{"x", hc.x, dc.x}, {"norm 1", hc.n1, dc.n1}, {"norm 2", hc.n2, dc.n2},
+        {"lora A", hc.Aq, dc.Aq}, {"lora B", hc.Bq, dc.Bq}, {"gate", hc.Wg, dc.Wg}, {"up", hc.Wu, dc.Wu}};
+    for (auto &c : cmp) {
+        vecf got((size_t)ft_numel(c.c));
+        CHECK_OK(ft_tensor_read(gpu, c.g, 1, got.data()));
+        double big = 0, err = 0;
+        for (size_t i = 0; i < got.size(); i++) {
+            big = fmax(big, fabs((double)c.c->grad[i]));
+            err = fmax(err, fabs((double)got[i] - (double)c.c->grad[i]));
+        }
+        CHECK(big > 0 && err <= 0.03 * big, "gradient of %s: off by %g, largest %g (%.2g%%)", c.name, err, big, 100 * err / big);
+    }
+    /* an op with no device kernel names itself; a host input to a device op is refused */
+    ft_ctx_reset(gpu);
+    ft_tensor *xd = dev_leaf(gpu, W.x);
+    CHECK(ft_softmax(gpu, xd) == NULL && ft_ctx_status(gpu) == FT_ERR_UNSUPPORTED && strstr(ft_last_error(), "softmax"), "%s", ft_last_error());
+    ft_ctx_reset(gpu);
+    xd = dev_leaf(gpu, W.x);
+    CHECK(ft_add(gpu, xd, W.M) == NULL && ft_ctx_status(gpu) == FT_ERR_INVALID && strstr(ft_last_error(), "host"), "%s", ft_last_error());
+    for (ft_tensor *w : {dc.wq, dc.wk, dc.wv, dc.wo, dc.wd, dc.head}) ft_device_weight_free(d, w);
+    ft_ctx_free(cpu);
+    ft_ctx_free(gpu);
 }
 
 /* three steps of finetune.h's ft_optim_step beside the kernel's; a NaN gradient changes nothing */
@@ -593,6 +697,7 @@ int main(void) {
     RUN(lora_products_on_the_gemm);
     RUN(embedding_and_elementwise);
     RUN(attention_forward_and_backward);
+    RUN(a_decoder_block_on_the_device_equals_the_cpu);
     RUN(adamw_steps_and_refuses_nan);
 #ifdef FT_CUDA_EMU
     return ft_test_summary("test_cuda_emu");
