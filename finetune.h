@@ -779,6 +779,12 @@ struct ft_device {
                              const int32_t *tgt, int64_t N, int32_t ignore, float softcap,
                              float *work, int64_t work_rows);
     ft_result (*embedding)(float *y, const ft_tensor *W, const int32_t *ids, int64_t n);
+    /* *finite = 1 when every x[0..n) is finite, else 0 */
+    ft_result (*finite)(const float *x, int64_t n, int *finite);
+    /* AdamW over n floats as ft_optim_step updates them: p -= a wd p; m = b1 m + (1 - b1) g;
+       v = b2 v + (1 - b2) g^2; p -= a (m c1) / (sqrt(v c2) + eps) */
+    ft_result (*adamw)(float *p, const float *g, float *m, float *v, int64_t n, float a, float wd,
+                       float b1, float b2, float eps, float c1, float c2);
 };
 FT_API const ft_device *ft_ctx_device(const ft_ctx *ctx);              /* NULL: the CPU       */
 /* a device copy of host tensor x (f32) in this step's device arena: a leaf of x's shape */
@@ -790,6 +796,11 @@ FT_API ft_result  ft_tensor_read(ft_ctx *ctx, const ft_tensor *x, int grad, floa
    ft_device_weight_free gives it back */
 FT_API ft_result  ft_device_weight(const ft_device *dev, const ft_tensor *w, ft_tensor **out);
 FT_API void       ft_device_weight_free(const ft_device *dev, ft_tensor *w);
+/* a parameter block's data and gradients moved to the device (the values copied; the tensors
+   then point there): forward and backward on a context with that device, ft_params_zero_grad,
+   ft_optim_step (AdamW over the whole block, its moments on the device), ft_tensor_read.
+   Gradient norms, SGD, ZeRO shards and checkpoints of a device block are not built yet. */
+FT_API ft_result  ft_params_to_device(ft_params *P, const ft_device *dev);
 
 /* Gradient checkpointing of any segment: y = fn(ctx, user, x), y of x's shape, as one tape node.
    fn's intermediates are given back as soon as it returns and recomputed in backward, with the
@@ -966,6 +977,12 @@ typedef struct ft_kv_cache ft_kv_cache;
 
 FT_API ft_result  ft_model_load(ft_model **out, const char *path, const ft_model_opts *opts);
 FT_API void       ft_model_free(ft_model *m);
+/* every weight of the model moved to a device in its storage form (NF4 with its state), for
+   contexts with that device: ft_model_hidden / ft_model_loss then run there (attach PEFT
+   methods first, and move their ft_peft_params with ft_params_to_device). One way: what reads
+   weights on the host (saving, merging, generation on the CPU) needs a model loaded again.
+   Mixture-of-experts models are refused (no device kernels for their routing yet). */
+FT_API ft_result  ft_model_to_device(ft_model *m, const ft_device *dev);
 FT_API const ft_model_config *ft_model_config_get(const ft_model *m);
 FT_API ft_gguf   *ft_model_gguf(ft_model *m);
 FT_API ft_layer  *ft_model_layer(ft_model *m, int i);
@@ -2653,6 +2670,8 @@ struct ft_params {
     ft_tensor **t; int n, cap;
     float *data, *grad;              /* one block each, 64-byte aligned per tensor            */
     int64_t total;                   /* floats in each block, padding included               */
+    const ft_device *dev;            /* ft_params_to_device: the blocks there ([device])      */
+    float *dev_data, *dev_grad;
 };
 
 FT_API ft_result ft_params_init(ft_params **out) {
@@ -2669,6 +2688,8 @@ FT_API void ft_params_free(ft_params *p) {
     for (i = 0; i < p->n; i++) { FT_FREE(FT__CAST(void *, p->t[i]->name)); FT_FREE(p->t[i]); }
     FT_FREE(p->t);
     ft__aligned_free(p->data); ft__aligned_free(p->grad);
+    if (p->dev && p->dev_data) p->dev->release(p->dev_data);
+    if (p->dev && p->dev_grad) p->dev->release(p->dev_grad);
     FT_FREE(p);
 }
 /* the index of the first NaN or infinity of x[0..n), or -1 */
@@ -2724,7 +2745,10 @@ FT_API ft_result ft_params_alloc(ft_params *p) {
     }
     return FT_OK;
 }
-FT_API void ft_params_zero_grad(ft_params *p) { if (p->grad) memset(p->grad, 0, (size_t)p->total * sizeof(float)); }
+FT_API void ft_params_zero_grad(ft_params *p) {
+    if (p->dev) p->dev->zero(p->dev_grad, (size_t)FT__MAX(p->total, 1) * sizeof(float));
+    else if (p->grad) memset(p->grad, 0, (size_t)p->total * sizeof(float));
+}
 FT_API int ft_params_count(const ft_params *p) { return p->n; }
 FT_API ft_tensor *ft_params_get(ft_params *p, int i) { return i >= 0 && i < p->n ? p->t[i] : NULL; }
 FT_API ft_tensor *ft_params_find(ft_params *p, const char *name) {
@@ -5872,6 +5896,31 @@ FT_API void ft_device_weight_free(const ft_device *dev, ft_tensor *w) {
         if (d->nf4.code) dev->release(FT__CAST(void *, d->nf4.code));
     }
     FT_FREE(d);
+}
+
+/* ---- parameter blocks on the device ----------------------------------------------------------------- */
+FT_API ft_result ft_params_to_device(ft_params *P, const ft_device *dev) {
+    size_t bytes = (size_t)FT__MAX(P->total, 1) * sizeof(float);
+    void *d = NULL, *g = NULL;
+    ft_result r;
+    int i;
+    if (P->dev) return P->dev == dev ? FT_OK : ft_set_error(FT_ERR_STATE, "params to device: already on %s", P->dev->name);
+    if (!P->data) return ft_set_error(FT_ERR_STATE, "params to device: the block is not allocated");
+    if ((r = ft__dev_put(dev, &d, P->data, bytes)) != FT_OK || (r = dev->alloc(&g, bytes)) != FT_OK || (r = dev->zero(g, bytes)) != FT_OK) {
+        if (d) dev->release(d);
+        if (g) dev->release(g);
+        return r;
+    }
+    P->dev = dev;
+    P->dev_data = FT__CAST(float *, d);
+    P->dev_grad = FT__CAST(float *, g);
+    for (i = 0; i < P->n; i++) {
+        ft_tensor *t = P->t[i];
+        t->data = P->dev_data + (FT__F(t) - P->data);
+        t->grad = P->dev_grad + (t->grad - P->grad);
+        t->flags |= FT_TENSOR_DEVICE;
+    }
+    return FT_OK;
 }
 
 /* ---- matmul: y = a op(b), a (..., K) folded into rows ------------------------------------------------ */
@@ -9995,6 +10044,8 @@ struct ft_model {
     ft_tensor     **moe_logits;                         /* the router logits per layer of the
                                                            last forward with gradients ...    */
     const ft_ctx   *moe_ctx; unsigned long moe_reset;   /* ... on this context's tape          */
+    const ft_device *dev;                               /* ft_model_to_device: the weights there */
+    void          **dev_mem; int64_t n_dev_mem;         /* its allocations                     */
 };
 
 /* the tokenizer from tokenizer.ggml.* (as llama.cpp reads them): *out NULL and FT_OK when the
@@ -10589,8 +10640,11 @@ FT_API ft_result ft_model_load(ft_model **out, const char *path, const ft_model_
 }
 
 FT_API void ft_model_free(ft_model *m) {
+    int64_t i;
     if (!m) return;
     if (m->peft) ft__peft_detach(m->peft);
+    for (i = 0; i < m->n_dev_mem; i++) m->dev->release(m->dev_mem[i]);
+    FT_FREE(m->dev_mem);
     ft_gguf_close(m->g);
     FT_FREE(m->w); FT_FREE(m->layers); FT_FREE(m->names); FT_FREE(m->nf4); FT_FREE(m->swa);
     FT_FREE(m->experts); FT_FREE(m->expert_ptrs); FT_FREE(m->moe_sel); FT_FREE(m->moe_logits); FT_FREE(m->expert_nf4);
@@ -10598,6 +10652,63 @@ FT_API void ft_model_free(ft_model *m) {
     ft__aligned_free(m->widened); ft__aligned_free(m->nf4_data);
     { int i; for (i = 0; i < m->n_baked; i++) { FT_FREE(m->baked[i]); ft__aligned_free(m->baked_data[i]); } for (i = 0; i < m->n_baked_params; i++) ft_params_free(m->baked_params[i]); }
     FT_FREE(m);
+}
+
+/* ---- the weights on a device ---------------------------------------------------------------------
+   Every weight but the RoPE factors (which the host reads) is copied in its storage form; an
+   NF4 weight's state too. The copies are made first and the tensors pointed at them only when
+   all are made, so a failure leaves the model on the host. */
+static ft_result ft__model_dev_put(ft_model *m, const ft_device *dev, void **p, const void *src, size_t bytes) {
+    ft_result r = ft__dev_put(dev, p, src, bytes);
+    if (*p) m->dev_mem[m->n_dev_mem++] = *p;
+    return r;
+}
+/* the device copies of weight i: its data in d[0], NF4's qabsmax, absmax2, code in d[1..3] */
+static ft_result ft__model_dev_weight(ft_model *m, const ft_device *dev, int64_t i, void *d[4]) {
+    ft_tensor *t = &m->w[i];
+    int64_t n = ft_numel(t);
+    ft_result r;
+    if (t->type != FT_TYPE_NF4)
+        return ft__model_dev_put(m, dev, &d[0], t->data, ft_type_row_bytes(t->type, t->shape[t->ndim - 1]) * (size_t)ft_nrows(t));
+    if ((r = ft__model_dev_put(m, dev, &d[0], t->data, (size_t)((n + 1) / 2))) != FT_OK) return r;
+    if ((r = ft__model_dev_put(m, dev, &d[1], t->nf4->qabsmax, (size_t)ft_nf4_blocks(n))) != FT_OK) return r;
+    if ((r = ft__model_dev_put(m, dev, &d[2], t->nf4->absmax2, (size_t)ft_nf4_blocks2(n) * sizeof(float))) != FT_OK) return r;
+    return ft__model_dev_put(m, dev, &d[3], t->nf4->code, 256 * sizeof(float));
+}
+FT_API ft_result ft_model_to_device(ft_model *m, const ft_device *dev) {
+    void **d;
+    int64_t i;
+    ft_result r = FT_OK;
+    if (m->dev) return m->dev == dev ? FT_OK : ft_set_error(FT_ERR_STATE, "model to device: already on %s", m->dev->name);
+    if (m->c.n_expert > 0) return ft_set_error(FT_ERR_UNSUPPORTED, "model to device: mixture-of-experts layers have no device kernels yet");
+    m->dev = dev;
+    m->dev_mem = FT__CAST(void **, FT_MALLOC((size_t)FT__MAX(4 * m->n_w, 1) * sizeof(void *)));
+    d = FT__CAST(void **, FT_MALLOC((size_t)FT__MAX(4 * m->n_w, 1) * sizeof(void *)));
+    if (!m->dev_mem || !d) r = ft_set_error(FT_ERR_NOMEM, "model to device: out of memory");
+    else memset(d, 0, (size_t)(4 * m->n_w) * sizeof(void *));
+    for (i = 0; r == FT_OK && i < m->n_w; i++)
+        if (&m->w[i] != m->rope_freqs && &m->w[i] != m->rope_long && &m->w[i] != m->rope_short) r = ft__model_dev_weight(m, dev, i, d + 4 * i);
+    for (i = 0; r == FT_OK && i < m->n_w; i++) {
+        ft_tensor *t = &m->w[i];
+        ft_nf4 *q = t->type == FT_TYPE_NF4 ? FT__CAST(ft_nf4 *, t->nf4) : NULL;
+        if (!d[4 * i]) continue;
+        t->data = d[4 * i];
+        t->flags |= FT_TENSOR_DEVICE;
+        if (q) {
+            q->qabsmax = FT__CAST(const uint8_t *, d[4 * i + 1]);
+            q->absmax2 = FT__CAST(const float *, d[4 * i + 2]);
+            q->code = FT__CAST(const float *, d[4 * i + 3]);
+        }
+    }
+    if (r != FT_OK) {                       /* nothing was pointed at the copies: give them back */
+        for (i = 0; m->dev_mem && i < m->n_dev_mem; i++) dev->release(m->dev_mem[i]);
+        FT_FREE(m->dev_mem);
+        m->dev_mem = NULL;
+        m->n_dev_mem = 0;
+        m->dev = NULL;
+    }
+    FT_FREE(d);
+    return r;
 }
 FT_API const ft_model_config *ft_model_config_get(const ft_model *m) { return &m->c; }
 FT_API ft_gguf *ft_model_gguf(ft_model *m) { return m->g; }
@@ -13462,6 +13573,7 @@ struct ft_optim {
     float *lr_scale;                /* per parameter tensor (LoRA+: a larger rate for B)        */
     int64_t t;                      /* steps taken                                              */
     int64_t lo, hi;                 /* the floats of the block it updates; m, v hold hi - lo     */
+    float *dev_mv;                  /* a device block's moments (2 x total), on the device       */
 };
 
 FT_API ft_optim_opts ft_optim_opts_default(void) {
@@ -13516,6 +13628,7 @@ static void ft__optim_copy_shard(ft_optim *shard, ft_optim *whole, int into_whol
 }
 FT_API void ft_optim_free(ft_optim *o) {
     if (!o) return;
+    if (o->dev_mv) o->P->dev->release(o->dev_mv);
     ft__aligned_free(o->m); FT_FREE(o->lr_scale); FT_FREE(o);
 }
 FT_API void ft_optim_set_lr_scale(ft_optim *o, const ft_tensor *t, float scale) {
@@ -13526,15 +13639,52 @@ FT_API int64_t ft_optim_steps(const ft_optim *o) { return o->t; }
 
 /* global L2 norm of every gradient in the block (in double, in a fixed order) */
 FT_API double ft_params_grad_norm(const ft_params *P) {
+    FT_ASSERT(!P->dev);                     /* a device block has no host gradients ([device]) */
     double s = 0; int64_t i;
     for (i = 0; i < P->total; i++) s += (double)P->grad[i] * (double)P->grad[i];
     return sqrt(s);
 }
-FT_API void ft_params_scale_grad(ft_params *P, float k) { ft__vec_scale(P->total, P->grad, k, P->grad); }
+FT_API void ft_params_scale_grad(ft_params *P, float k) {
+    FT_ASSERT(!P->dev);
+    ft__vec_scale(P->total, P->grad, k, P->grad);
+}
 
+/* AdamW on a device block ([device]): the gradients checked first, as on the host, then each
+   tensor's update with its rate */
+static ft_result ft__optim_step_dev(ft_optim *o, float lr) {
+    ft_params *P = o->P;
+    const ft_device *dev = P->dev;
+    size_t bytes = (size_t)FT__MAX(P->total, 1) * 2 * sizeof(float);
+    int i, finite = 0;
+    void *mv = NULL;
+    ft_result r;
+    float c1, c2;
+    if (o->o.kind != FT_OPTIM_ADAMW || ft__optim_sharded(o)) return ft_set_error(FT_ERR_UNSUPPORTED, "optimizer: on a device, AdamW over a whole block only");
+    if (!o->dev_mv) {
+        if ((r = dev->alloc(&mv, bytes)) != FT_OK) return r;
+        o->dev_mv = FT__CAST(float *, mv);
+        if ((r = dev->zero(mv, bytes)) != FT_OK) return r;
+    }
+    if ((r = dev->finite(P->dev_grad, P->total, &finite)) != FT_OK) return r;
+    if (!finite) return ft_set_error(FT_ERR_NUMERIC, "optimizer: a gradient is not finite; no parameter was changed");
+    o->t++;
+    c1 = (float)(1.0 / (1.0 - pow(o->o.beta1, (double)o->t)));
+    c2 = (float)(1.0 / (1.0 - pow(o->o.beta2, (double)o->t)));
+    for (i = 0; i < P->n; i++) {
+        ft_tensor *t = P->t[i];
+        int64_t off = t->grad - P->dev_grad;
+        if (!(t->flags & FT_TENSOR_REQUIRES_GRAD)) continue;
+        r = dev->adamw(FT__F(t), t->grad, o->dev_mv + off, o->dev_mv + P->total + off, ft_numel(t), lr * o->lr_scale[i],
+                       o->o.weight_decay, o->o.beta1, o->o.beta2, o->o.eps, c1, c2);
+        if (r != FT_OK) return r;
+        t->version++;
+    }
+    return FT_OK;
+}
 FT_API ft_result ft_optim_step(ft_optim *o, float lr) {
     ft_params *P = o->P; int i; int64_t j;
     double b1t, b2t;
+    if (P->dev) return ft__optim_step_dev(o, lr);
     for (j = o->lo; j < o->hi; j++)
         if (!isfinite(P->grad[j])) {
             for (i = 0; i < P->n && !(P->t[i]->grad <= P->grad + j && P->grad + j < P->t[i]->grad + ft_numel(P->t[i])); i++) {}

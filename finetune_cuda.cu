@@ -31,8 +31,9 @@
       rmsnorm, rope (angles with frequency factors and YaRN), swiglu, flash attention (causal,
       GQA, prefix keys/values, documents, sliding window, a KV cache's offsets), the head and
       the loss chunked (lse, log p and the frozen head's gradient with respect to h), the
-      embedding, elementwise and reductions; and, outside the table so far, cross-entropy rows
-      and AdamW (finetune.h's, refusing a non-finite gradient).
+      embedding, elementwise and reductions, AdamW (finetune.h's update; ft_optim_step refuses a
+      non-finite gradient before it changes anything); and, outside the table so far,
+      cross-entropy rows.
    Determinism: no kernel here uses atomics; every sum has a fixed order (a GPU run repeats bit
    for bit). Backward kernels ACCUMULATE (+=) into gradients, as finetune.h's do.
 
@@ -101,10 +102,9 @@ FT_API ft_result ft_cuda_embedding(float *y, const ft_tensor *W, const int32_t *
    dx (N, V) += g[i] (onehot - softmax) */
 FT_API ft_result ft_cuda_xent_rows(float *lse, float *dx, const float *logits, const int32_t *tgt,
                                    const float *g, int64_t N, int64_t V, int32_t ignore);
-/* finetune.h's AdamW over n floats (step t >= 1, the bias corrections from it): FT_ERR_NUMERIC
-   and nothing changed when a gradient is not finite */
-FT_API ft_result ft_cuda_adamw(float *p, const float *g, float *m, float *v, int64_t n, float lr,
-                               const ft_optim_opts *o, int64_t t);
+FT_API ft_result ft_cuda_finite(const float *x, int64_t n, int *finite);
+FT_API ft_result ft_cuda_adamw(float *p, const float *g, float *m, float *v, int64_t n, float a, float wd, float b1,
+                               float b2, float eps, float c1, float c2);
 
 #ifdef __cplusplus
 }
@@ -941,25 +941,23 @@ __global__ void ft__cu_adamw(float *p, const float *g, float *m, float *v, int64
     v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
     p[j] -= a * (m[j] * c1) / (sqrtf(v[j] * c2) + eps);
 }
-FT_API ft_result ft_cuda_adamw(float *p, const float *g, float *m, float *v, int64_t n, float lr, const ft_optim_opts *o, int64_t t) {
+FT_API ft_result ft_cuda_finite(const float *x, int64_t n, int *finite) {
     int *flag = NULL, bad = 0;
     ft_result r;
-    ft_optim_opts d = ft_optim_opts_default();
-    float b1 = o && o->beta1 > 0 ? o->beta1 : d.beta1, b2 = o && o->beta2 > 0 ? o->beta2 : d.beta2;
-    float eps = o && o->eps > 0 ? o->eps : d.eps, wd = o ? o->weight_decay : 0.0f;
+    *finite = 1;
     if (n <= 0) return FT_OK;
-    if (t < 1) return ft_set_error(FT_ERR_INVALID, "cuda adamw: step %lld (the first is 1)", (long long)t);
     if ((r = ft_cuda_malloc((void **)&flag, sizeof *flag)) != FT_OK) return r;
     r = ft_cuda_zero(flag, sizeof *flag);
-    if (r == FT_OK) FT_CU_LAUNCH(ft__cu_nonfinite, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), flag, g, n);
+    if (r == FT_OK) FT_CU_LAUNCH(ft__cu_nonfinite, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), flag, x, n);
     if (r == FT_OK) r = ft_cuda_download(&bad, flag, sizeof bad);
     ft_cuda_free(flag);
-    if (r != FT_OK) return r;
-    if (bad) return ft_set_error(FT_ERR_NUMERIC, "cuda adamw: a gradient is not finite; no parameter was changed");
-    {
-        float c1 = (float)(1.0 / (1.0 - pow(b1, (double)t))), c2 = (float)(1.0 / (1.0 - pow(b2, (double)t)));
-        FT_CU_LAUNCH(ft__cu_adamw, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), p, g, m, v, n, lr, wd, b1, b2, eps, c1, c2);
-    }
+    *finite = !bad;
+    return r;
+}
+FT_API ft_result ft_cuda_adamw(float *p, const float *g, float *m, float *v, int64_t n, float a, float wd, float b1,
+                               float b2, float eps, float c1, float c2) {
+    if (n <= 0) return FT_OK;
+    FT_CU_LAUNCH(ft__cu_adamw, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), p, g, m, v, n, a, wd, b1, b2, eps, c1, c2);
     return ft__cu_check("adamw");
 }
 
@@ -988,6 +986,8 @@ FT_API const ft_device *ft_cuda_device(void) {
         d.attention_backward = ft_cuda_attention_backward;
         d.linear_xent = ft_cuda_linear_xent;
         d.embedding = ft_cuda_embedding;
+        d.finite = ft_cuda_finite;
+        d.adamw = ft_cuda_adamw;
         d.name = "cuda";
     }
     return &d;

@@ -51,8 +51,8 @@ static int tiny_model_write_vocab(const char *path, ft_type wtype, uint64_t seed
     ft_gguf_set_float(w, "llama.attention.layer_norm_rms_epsilon", FT_GGUF_FLOAT32, 1e-5);
 #define TINY_ADD(nm, type, n0, n1, scale, off) do {                                            \
         int64_t ne_[2]; ne_[0] = n0; ne_[1] = n1;                                               \
-        bufs[nb] = tiny_fill(type, (int64_t)(n0) * (n1 ? n1 : 1), scale, &r, off);             \
-        ft_gguf_add_tensor(w, nm, type, n1 ? 2 : 1, ne_, bufs[nb]); nb++;                       \
+        bufs[nb] = tiny_fill(type, (int64_t)(n0) * ((n1) != 0 ? (n1) : 1), scale, &r, off);      \
+        ft_gguf_add_tensor(w, nm, type, (n1) != 0 ? 2 : 1, ne_, bufs[nb]); nb++;                \
     } while (0)
     TINY_ADD("token_embd.weight", wtype, TINY_C, V, 1.0f, 0.0f);
     TINY_ADD("output_norm.weight", FT_TYPE_F32, TINY_C, 0, 0.2f, 1.0f);
