@@ -779,8 +779,11 @@ struct ft_device {
                              const int32_t *tgt, int64_t N, int32_t ignore, float softcap,
                              float *work, int64_t work_rows);
     ft_result (*embedding)(float *y, const ft_tensor *W, const int32_t *ids, int64_t n);
-    /* *finite = 1 when every x[0..n) is finite, else 0 */
+    /* *finite = 1 when every x[0..n) is finite, else 0;  *out = sum x^2 (in double), on the host;
+       y *= s */
     ft_result (*finite)(const float *x, int64_t n, int *finite);
+    ft_result (*sumsq)(double *out, const float *x, int64_t n);
+    ft_result (*scale)(float *y, float s, int64_t n);
     /* AdamW over n floats as ft_optim_step updates them: p -= a wd p; m = b1 m + (1 - b1) g;
        v = b2 v + (1 - b2) g^2; p -= a (m c1) / (sqrt(v c2) + eps) */
     ft_result (*adamw)(float *p, const float *g, float *m, float *v, int64_t n, float a, float wd,
@@ -798,8 +801,10 @@ FT_API ft_result  ft_device_weight(const ft_device *dev, const ft_tensor *w, ft_
 FT_API void       ft_device_weight_free(const ft_device *dev, ft_tensor *w);
 /* a parameter block's data and gradients moved to the device (the values copied; the tensors
    then point there): forward and backward on a context with that device, ft_params_zero_grad,
-   ft_optim_step (AdamW over the whole block, its moments on the device), ft_tensor_read.
-   Gradient norms, SGD, ZeRO shards and checkpoints of a device block are not built yet. */
+   ft_params_grad_norm and ft_params_scale_grad, ft_optim_step (AdamW over the whole block, its
+   moments on the device), ft_tensor_read, and ft_train of the token objectives (SFT, CPT) on
+   one process. SGD, ZeRO shards, checkpoints and the other objectives with a device block are
+   refused (FT_ERR_UNSUPPORTED) until they are built. */
 FT_API ft_result  ft_params_to_device(ft_params *P, const ft_device *dev);
 
 /* Gradient checkpointing of any segment: y = fn(ctx, user, x), y of x's shape, as one tape node.
@@ -2701,7 +2706,12 @@ static int64_t ft__nonfinite(const float *x, int64_t n) {
 }
 /* every value of a parameter block finite, or FT_ERR_NUMERIC naming `what`, the tensor and the index */
 static ft_result ft__params_finite(const ft_params *P, const char *what) {
-    int i; int64_t j;
+    int i, finite = 1; int64_t j;
+    ft_result r;
+    if (P && P->dev) {                      /* [device]: one check of the whole block */
+        if ((r = P->dev->finite(P->dev_data, P->total, &finite)) != FT_OK) return r;
+        return finite ? FT_OK : ft_set_error(FT_ERR_NUMERIC, "%s: a value on the device is not finite", what);
+    }
     for (i = 0; P && i < P->n; i++)
         if ((j = ft__nonfinite(FT__CAST(const float *, P->t[i]->data), ft_numel(P->t[i]))) >= 0)
             return ft_set_error(FT_ERR_NUMERIC, "%s: %s[%lld] is %g", what, P->t[i]->name, (long long)j, (double)FT__CAST(const float *, P->t[i]->data)[j]);
@@ -13639,14 +13649,17 @@ FT_API int64_t ft_optim_steps(const ft_optim *o) { return o->t; }
 
 /* global L2 norm of every gradient in the block (in double, in a fixed order) */
 FT_API double ft_params_grad_norm(const ft_params *P) {
-    FT_ASSERT(!P->dev);                     /* a device block has no host gradients ([device]) */
+    if (P->dev) {                           /* [device]: summed there, in double */
+        double s = 0;
+        return P->dev->sumsq(&s, P->dev_grad, P->total) == FT_OK ? sqrt(s) : NAN;
+    }
     double s = 0; int64_t i;
     for (i = 0; i < P->total; i++) s += (double)P->grad[i] * (double)P->grad[i];
     return sqrt(s);
 }
 FT_API void ft_params_scale_grad(ft_params *P, float k) {
-    FT_ASSERT(!P->dev);
-    ft__vec_scale(P->total, P->grad, k, P->grad);
+    if (P->dev) P->dev->scale(P->dev_grad, k, P->total);
+    else ft__vec_scale(P->total, P->grad, k, P->grad);
 }
 
 /* AdamW on a device block ([device]): the gradients checked first, as on the host, then each
@@ -14205,8 +14218,11 @@ static ft_tensor *ft__batch_xent(ft_ctx *ctx, ft_model *m, const ft_batch_data *
 }
 static ft_result ft__batch_loss(ft_ctx *ctx, ft_model *m, const ft_batch_data *bd, int pack, double *loss) {
     ft_tensor *y = ft__batch_xent(ctx, m, bd, pack);
+    float v = 0.0f;
+    ft_result r;
     if (!y) return ft_set_error(ctx->status, "eval: %s", ft_last_error());
-    *loss = FT__F(y)[0];
+    if ((r = ft_tensor_read(ctx, y, 0, &v)) != FT_OK) return r;
+    *loss = v;
     return FT_OK;
 }
 
@@ -14593,9 +14609,12 @@ static ft_result ft__micro_backward(ft__trainer *t, ft_tensor *l, float scale, d
         if (rl) l = ft_add(ctx, l, rl);
         else if (ctx->status != FT_OK) l = NULL;
     }
+    float v = 0.0f;
+    ft_result r;
     if (!l) return ft_set_error(ctx->status ? ctx->status : FT_ERR_NOMEM, "train: %s", ft_last_error());
-    *loss = FT__F(l)[0];
-    if (!isfinite(FT__F(l)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(l)[0]);
+    if ((r = ft_tensor_read(ctx, l, 0, &v)) != FT_OK) return r;          /* the loss may be on a device */
+    *loss = v;
+    if (!isfinite(v)) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)v);
     return ft_backward_from(ctx, l, &scale);
 }
 
@@ -15622,6 +15641,8 @@ static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_pa
     if ((r = ft__params_finite(P, "train: a trainable parameter")) != FT_OK) return r;
     if (m && !m->file_finite && (r = ft_gguf_check_finite(m->g)) != FT_OK) return r;   /* the file, once per model: ~0.3 s for 135M */
     if (m) m->file_finite = 1;
+    if (P->dev && (t->size > 1 || t->ckpt_every > 0 || t->def->kind != FT_KIND_TOKENS))   /* [device] so far */
+        return ft_set_error(FT_ERR_UNSUPPORTED, "train: with the parameters on a device (%s), one process, no checkpoints and the token objectives (SFT, CPT) only, so far", P->dev->name);
     t->first_step = t->st.step;
     t->order = FT__CAST(int64_t *, FT_MALLOC((size_t)t->n * sizeof(int64_t)));
     if (!t->order) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");

@@ -103,6 +103,8 @@ FT_API ft_result ft_cuda_embedding(float *y, const ft_tensor *W, const int32_t *
 FT_API ft_result ft_cuda_xent_rows(float *lse, float *dx, const float *logits, const int32_t *tgt,
                                    const float *g, int64_t N, int64_t V, int32_t ignore);
 FT_API ft_result ft_cuda_finite(const float *x, int64_t n, int *finite);
+FT_API ft_result ft_cuda_sumsq(double *out, const float *x, int64_t n);
+FT_API ft_result ft_cuda_scale(float *y, float s, int64_t n);
 FT_API ft_result ft_cuda_adamw(float *p, const float *g, float *m, float *v, int64_t n, float a, float wd, float b1,
                                float b2, float eps, float c1, float c2);
 
@@ -609,14 +611,15 @@ FT_API ft_result ft_cuda_linear_xent(float *lse, float *logp, float *U, const fl
 }
 
 /* ---- elementwise, reductions, rows, embedding -------------------------------------------------------- */
-enum { FT__CU_ADD, FT__CU_MUL, FT__CU_MUL_ADD, FT__CU_AXPY };
+enum { FT__CU_ADD, FT__CU_MUL, FT__CU_MUL_ADD, FT__CU_AXPY, FT__CU_SCALE };
 __global__ void ft__cu_ew(int kind, float *y, const float *a, const float *b, float s, int64_t n) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     if (kind == FT__CU_ADD) y[i] = a[i] + b[i];
     else if (kind == FT__CU_MUL) y[i] = a[i] * b[i];
     else if (kind == FT__CU_MUL_ADD) y[i] += a[i] * b[i];
-    else y[i] += s * a[i];
+    else if (kind == FT__CU_AXPY) y[i] += s * a[i];
+    else y[i] *= s;
 }
 static ft_result ft__cu_ew_run(int kind, float *y, const float *a, const float *b, float s, int64_t n) {
     if (n <= 0) return FT_OK;
@@ -629,6 +632,7 @@ FT_API ft_result ft_cuda_binary(int kind, float *y, const float *a, const float 
     return ft__cu_ew_run(kind, y, a, b, 0.0f, n);
 }
 FT_API ft_result ft_cuda_axpy(float *y, float s, const float *x, int64_t n) { return ft__cu_ew_run(FT__CU_AXPY, y, x, NULL, s, n); }
+FT_API ft_result ft_cuda_scale(float *y, float s, int64_t n) { return ft__cu_ew_run(FT__CU_SCALE, y, NULL, NULL, s, n); }
 /* y[0] = s * sum x: one block, each thread a strided partial sum, then the block's reduction */
 __global__ void ft__cu_sum(float *y, const float *x, int64_t n, float s) {
     __shared__ float sh[33];
@@ -641,6 +645,34 @@ __global__ void ft__cu_sum(float *y, const float *x, int64_t n, float s) {
 FT_API ft_result ft_cuda_sum(float *y, const float *x, int64_t n, float s) {
     FT_CU_LAUNCH(ft__cu_sum, dim3(1), dim3(FT_CU_ROW_THREADS), y, x, n, s);
     return ft__cu_check("sum");
+}
+/* out[0] = sum x^2 in double: one block, strided partial sums, shuffles and one shared pass */
+__global__ void ft__cu_sumsq(double *out, const float *x, int64_t n) {
+    __shared__ double sh[32];
+    double acc = 0.0;
+    int64_t i;
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, o;
+    for (i = threadIdx.x; i < n; i += blockDim.x) acc += (double)x[i] * (double)x[i];
+    for (o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) sh[warp] = acc;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double s = 0.0;
+        for (o = 0; o < (int)(blockDim.x / 32); o++) s += sh[o];
+        out[0] = s;
+    }
+}
+FT_API ft_result ft_cuda_sumsq(double *out, const float *x, int64_t n) {
+    double *d = NULL;
+    ft_result r;
+    *out = 0.0;
+    if (n <= 0) return FT_OK;
+    if ((r = ft_cuda_malloc((void **)&d, sizeof *d)) != FT_OK) return r;
+    FT_CU_LAUNCH(ft__cu_sumsq, dim3(1), dim3(FT_CU_ROW_THREADS), d, x, n);
+    r = ft__cu_check("sum of squares");
+    if (r == FT_OK) r = ft_cuda_download(out, d, sizeof *d);
+    ft_cuda_free(d);
+    return r;
 }
 __global__ void ft__cu_spread(float *y, int64_t n, const float *x, float s) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -987,6 +1019,8 @@ FT_API const ft_device *ft_cuda_device(void) {
         d.linear_xent = ft_cuda_linear_xent;
         d.embedding = ft_cuda_embedding;
         d.finite = ft_cuda_finite;
+        d.sumsq = ft_cuda_sumsq;
+        d.scale = ft_cuda_scale;
         d.adamw = ft_cuda_adamw;
         d.name = "cuda";
     }

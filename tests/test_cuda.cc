@@ -761,6 +761,65 @@ TEST(a_qlora_step_on_the_device_equals_the_cpu) {
     ft_model_free(mg);
 }
 
+/* ft_train itself, SFT on token data with gradient clipping (the norm summed on the device), the
+   same QLoRA setup on the CPU and on the device: the loss and gradient norm of every step agree */
+struct step_log { double loss[8], gnorm[8]; int n; };
+static int log_step(void *user, const ft_step_info *info) {
+    step_log *s = (step_log *)user;
+    if (s->n < 8) { s->loss[s->n] = info->loss; s->gnorm[s->n] = info->grad_norm; s->n++; }
+    return 0;
+}
+TEST(ft_train_on_the_device_tracks_the_cpu) {
+    const char *path = "build/cuda_tiny.gguf";
+    const ft_device *d = ft_cuda_device();
+    ft_dataset *data = NULL;
+    step_log logs[2];
+    memset(logs, 0, sizeof logs);
+    CHECK(tiny_model_write(path, FT_TYPE_F32, 11), "cannot write %s", path);
+    CHECK_OK(ft_dataset_new(&data, FT_DATA_INSTRUCT));
+    for (int e = 0; e < 8; e++) {
+        int32_t ids[12];
+        unsigned char loss[12];
+        ft_example ex;
+        for (int j = 0; j < 12; j++) { ids[j] = (int32_t)((e * 7 + j * 5) % TINY_V); loss[j] = j >= 6; }
+        memset(&ex, 0, sizeof ex);
+        ex.ids = ids; ex.loss = loss; ex.n = 12;
+        CHECK_OK(ft_dataset_add(data, &ex));
+    }
+    for (int dev = 0; dev < 2; dev++) {
+        ft_model *m = NULL;
+        ft_peft *p = NULL;
+        ft_ctx *ctx = NULL;
+        ft_model_opts mo;
+        ft_ctx_opts co = ft_ctx_opts_default();
+        ft_lora_opts lo = ft_lora_opts_default();
+        ft_train_opts to = ft_train_opts_default(FT_OBJ_SFT);
+        memset(&mo, 0, sizeof mo);
+        mo.quantize = FT_TYPE_NF4;
+        lo.r = 4;
+        co.device = dev ? d : NULL;
+        CHECK_OK(ft_model_load(&m, path, &mo));
+        CHECK_OK(ft_lora_attach(&p, m, &lo));
+        CHECK_OK(ft_ctx_init(&ctx, &co));
+        if (dev) {
+            CHECK_OK(ft_model_to_device(m, d));
+            CHECK_OK(ft_params_to_device(ft_peft_params(p), d));
+        }
+        to.steps = 5; to.batch = 2; to.seq_len = 16; to.lr = 2e-2f; to.max_grad_norm = 0.5f;
+        to.on_step = log_step; to.user = &logs[dev];
+        CHECK_OK(ft_train(ctx, m, ft_peft_params(p), data, &to, NULL));
+        ft_ctx_free(ctx);
+        ft_model_free(m);
+    }
+    CHECK(logs[0].n == 5 && logs[1].n == 5, "steps logged: %d, %d", logs[0].n, logs[1].n);
+    for (int s = 0; s < logs[0].n && s < logs[1].n; s++) {
+        CHECK(fabs(logs[0].loss[s] - logs[1].loss[s]) <= 0.01 * fabs(logs[0].loss[s]), "step %d: loss %g on the CPU, %g on the device", s + 1, logs[0].loss[s], logs[1].loss[s]);
+        CHECK(fabs(logs[0].gnorm[s] - logs[1].gnorm[s]) <= 0.05 * logs[0].gnorm[s], "step %d: gradient norm %g on the CPU, %g on the device", s + 1, logs[0].gnorm[s], logs[1].gnorm[s]);
+        printf("# ft_train step %d: loss %.5f / %.5f, gradient norm %.4f / %.4f (CPU / device)\n", s + 1, logs[0].loss[s], logs[1].loss[s], logs[0].gnorm[s], logs[1].gnorm[s]);
+    }
+    ft_dataset_free(data);
+}
+
 /* AdamW with weight decay and a LoRA+ rate scale on a device block beside the host's, three
    steps of the same gradients: the same update, to f32 rounding */
 TEST(adamw_on_a_device_block) {
@@ -831,6 +890,7 @@ int main(void) {
     RUN(attention_forward_and_backward);
     RUN(a_decoder_block_on_the_device_equals_the_cpu);
     RUN(a_qlora_step_on_the_device_equals_the_cpu);
+    RUN(ft_train_on_the_device_tracks_the_cpu);
     RUN(adamw_on_a_device_block);
 #ifdef FT_CUDA_EMU
     return ft_test_summary("test_cuda_emu");
