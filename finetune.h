@@ -803,8 +803,9 @@ FT_API void       ft_device_weight_free(const ft_device *dev, ft_tensor *w);
    then point there): forward and backward on a context with that device, ft_params_zero_grad,
    ft_params_grad_norm and ft_params_scale_grad, ft_optim_step (AdamW over the whole block, its
    moments on the device), ft_tensor_read, and ft_train of the token objectives (SFT, CPT) on
-   one process. SGD, ZeRO shards, checkpoints and the other objectives with a device block are
-   refused (FT_ERR_UNSUPPORTED) until they are built. */
+   one process, with its checkpoints and resume (through the host blocks). SGD, ZeRO shards,
+   several ranks and the other objectives with a device block are refused (FT_ERR_UNSUPPORTED)
+   until they are built. */
 FT_API ft_result  ft_params_to_device(ft_params *P, const ft_device *dev);
 
 /* Gradient checkpointing of any segment: y = fn(ctx, user, x), y of x's shape, as one tape node.
@@ -13662,22 +13663,27 @@ FT_API void ft_params_scale_grad(ft_params *P, float k) {
     else ft__vec_scale(P->total, P->grad, k, P->grad);
 }
 
+/* a device block's moments, m then v (2 x total floats), zeroed when first made ([device]) */
+static ft_result ft__optim_dev_moments(ft_optim *o) {
+    const ft_device *dev = o->P->dev;
+    size_t bytes = (size_t)FT__MAX(o->P->total, 1) * 2 * sizeof(float);
+    void *mv = NULL;
+    ft_result r;
+    if (o->dev_mv) return FT_OK;
+    if ((r = dev->alloc(&mv, bytes)) != FT_OK) return r;
+    o->dev_mv = FT__CAST(float *, mv);
+    return dev->zero(mv, bytes);
+}
 /* AdamW on a device block ([device]): the gradients checked first, as on the host, then each
    tensor's update with its rate */
 static ft_result ft__optim_step_dev(ft_optim *o, float lr) {
     ft_params *P = o->P;
     const ft_device *dev = P->dev;
-    size_t bytes = (size_t)FT__MAX(P->total, 1) * 2 * sizeof(float);
     int i, finite = 0;
-    void *mv = NULL;
     ft_result r;
     float c1, c2;
     if (o->o.kind != FT_OPTIM_ADAMW || ft__optim_sharded(o)) return ft_set_error(FT_ERR_UNSUPPORTED, "optimizer: on a device, AdamW over a whole block only");
-    if (!o->dev_mv) {
-        if ((r = dev->alloc(&mv, bytes)) != FT_OK) return r;
-        o->dev_mv = FT__CAST(float *, mv);
-        if ((r = dev->zero(mv, bytes)) != FT_OK) return r;
-    }
+    if ((r = ft__optim_dev_moments(o)) != FT_OK) return r;
     if ((r = dev->finite(P->dev_grad, P->total, &finite)) != FT_OK) return r;
     if (!finite) return ft_set_error(FT_ERR_NUMERIC, "optimizer: a gradient is not finite; no parameter was changed");
     o->t++;
@@ -13693,6 +13699,36 @@ static ft_result ft__optim_step_dev(ft_optim *o, float lr) {
         t->version++;
     }
     return FT_OK;
+}
+/* A device block's checkpoint goes through its host blocks ([device]): to_host copies the
+   parameters and the optimizer's moments down and points the tensors at the host copies; back
+   (to_host 0) points them at the device again, first copying the host values up when push (a
+   checkpoint was loaded into them). */
+static ft_result ft__params_on_host(ft_params *P, ft_optim *o, int to_host, int push) {
+    const ft_device *dev = P->dev;
+    size_t bytes = (size_t)P->total * sizeof(float);
+    ft_result r = FT_OK;
+    int i;
+    if (to_host) {
+        r = dev->download(P->data, P->dev_data, bytes);
+        if (r == FT_OK && o && o->dev_mv) r = dev->download(o->m, o->dev_mv, bytes);
+        if (r == FT_OK && o && o->dev_mv) r = dev->download(o->v, o->dev_mv + P->total, bytes);
+    } else if (push) {
+        r = dev->upload(P->dev_data, P->data, bytes);
+        if (r == FT_OK && o) r = ft__optim_dev_moments(o);
+        if (r == FT_OK && o) r = dev->upload(o->dev_mv, o->m, bytes);
+        if (r == FT_OK && o) r = dev->upload(o->dev_mv + P->total, o->v, bytes);
+    }
+    for (i = 0; i < P->n; i++) {
+        ft_tensor *t = P->t[i];
+        int on_dev = (t->flags & FT_TENSOR_DEVICE) != 0;
+        int64_t off = FT__F(t) - (on_dev ? P->dev_data : P->data), goff = t->grad - (on_dev ? P->dev_grad : P->grad);
+        t->data = (to_host ? P->data : P->dev_data) + off;
+        t->grad = (to_host ? P->grad : P->dev_grad) + goff;
+        if (to_host) t->flags &= ~(uint32_t)FT_TENSOR_DEVICE;
+        else t->flags |= FT_TENSOR_DEVICE;
+    }
+    return r;
 }
 FT_API ft_result ft_optim_step(ft_optim *o, float lr) {
     ft_params *P = o->P; int i; int64_t j;
@@ -15550,7 +15586,12 @@ static ft_result ft__train_share(ft__trainer *t) {
     resumed = resumed && t->rank == 0;
     if (t->size > 1 && (r = ft__cc(t, FT__CC_BCAST, &resumed, sizeof resumed, FT_TYPE_I32, 0, "resuming")) != FT_OK) return r;
     if (resumed && ft__optim_sharded(t->opt)) r = ft_optim_init(&full, P, &t->o.optim);
+    if (r == FT_OK && resumed && t->rank == 0 && P->dev) r = ft__params_on_host(P, full, 1, 0);   /* [device] */
     if (r == FT_OK && resumed && t->rank == 0) r = ft_checkpoint_load(t->o.resume_from, P, full, &t->ctx->rng, &t->st);
+    if (resumed && t->rank == 0 && P->dev) {
+        ft_result back = ft__params_on_host(P, full, 0, r == FT_OK);
+        if (r == FT_OK) r = back;
+    }
     r = ft__train_status(t, r);
     if (r == FT_OK && t->size > 1) r = ft__cc(t, FT__CC_BCAST, P->data, P->total * (int64_t)sizeof(float), FT_TYPE_F32, 0, "rank 0's parameters");
     if (r == FT_OK && t->size > 1 && resumed) r = ft__cc(t, FT__CC_BCAST, &t->st, sizeof t->st, FT_TYPE_I8, 0, "the run's state");
@@ -15570,7 +15611,12 @@ static ft_result ft__train_save(ft__trainer *t) {
         r = ft__cc(t, FT__CC_GATHER, full->m, P->total, FT_TYPE_F32, 0, "gathering the first moments");
         if (r == FT_OK) r = ft__cc(t, FT__CC_GATHER, full->v, P->total, FT_TYPE_F32, 0, "gathering the second moments");
     }
+    if (r == FT_OK && t->rank == 0 && P->dev) r = ft__params_on_host(P, full, 1, 0);    /* [device] */
     if (r == FT_OK && t->rank == 0) r = ft_checkpoint_save(t->o.checkpoint_path, P, full, &t->ctx->rng, &t->st);
+    if (t->rank == 0 && P->dev) {
+        ft_result back = ft__params_on_host(P, full, 0, 0);
+        if (r == FT_OK) r = back;
+    }
     if (full != t->opt) ft_optim_free(full);
     return r;
 }
@@ -15641,8 +15687,8 @@ static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_pa
     if ((r = ft__params_finite(P, "train: a trainable parameter")) != FT_OK) return r;
     if (m && !m->file_finite && (r = ft_gguf_check_finite(m->g)) != FT_OK) return r;   /* the file, once per model: ~0.3 s for 135M */
     if (m) m->file_finite = 1;
-    if (P->dev && (t->size > 1 || t->ckpt_every > 0 || t->def->kind != FT_KIND_TOKENS))   /* [device] so far */
-        return ft_set_error(FT_ERR_UNSUPPORTED, "train: with the parameters on a device (%s), one process, no checkpoints and the token objectives (SFT, CPT) only, so far", P->dev->name);
+    if (P->dev && (t->size > 1 || t->def->kind != FT_KIND_TOKENS))   /* [device] so far */
+        return ft_set_error(FT_ERR_UNSUPPORTED, "train: with the parameters on a device (%s), one process and the token objectives (SFT, CPT) only, so far", P->dev->name);
     t->first_step = t->st.step;
     t->order = FT__CAST(int64_t *, FT_MALLOC((size_t)t->n * sizeof(int64_t)));
     if (!t->order) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");

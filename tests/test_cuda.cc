@@ -762,20 +762,54 @@ TEST(a_qlora_step_on_the_device_equals_the_cpu) {
 }
 
 /* ft_train itself, SFT on token data with gradient clipping (the norm summed on the device), the
-   same QLoRA setup on the CPU and on the device: the loss and gradient norm of every step agree */
-struct step_log { double loss[8], gnorm[8]; int n; };
+   same QLoRA setup on the CPU and on the device: the loss and gradient norm of every step agree;
+   on the device, a run stopped at step 4 after its checkpoint at step 3, resumed to step 5, gives
+   the straight run's losses bit for bit */
+struct step_log { double loss[8], gnorm[8]; int64_t step[8]; int n; };
 static int log_step(void *user, const ft_step_info *info) {
     step_log *s = (step_log *)user;
-    if (s->n < 8) { s->loss[s->n] = info->loss; s->gnorm[s->n] = info->grad_norm; s->n++; }
+    if (s->n < 8) { s->loss[s->n] = info->loss; s->gnorm[s->n] = info->grad_norm; s->step[s->n] = info->step; s->n++; }
     return 0;
 }
+/* 5 steps (checkpoints every 3 to ckpt), or, with stop, stopped by the callback at that step */
+static void train_tiny(const ft_dataset *data, const ft_device *dev, int64_t stop, const char *ckpt, const char *resume, step_log *log) {
+    ft_model *m = NULL;
+    ft_peft *p = NULL;
+    ft_ctx *ctx = NULL;
+    ft_model_opts mo;
+    ft_ctx_opts co = ft_ctx_opts_default();
+    ft_lora_opts lo = ft_lora_opts_default();
+    ft_train_opts to = ft_train_opts_default(FT_OBJ_SFT);
+    memset(&mo, 0, sizeof mo);
+    mo.quantize = FT_TYPE_NF4;
+    lo.r = 4;
+    co.device = dev;
+    CHECK_OK(ft_model_load(&m, "build/cuda_tiny.gguf", &mo));
+    CHECK_OK(ft_lora_attach(&p, m, &lo));
+    CHECK_OK(ft_ctx_init(&ctx, &co));
+    if (dev) {
+        CHECK_OK(ft_model_to_device(m, dev));
+        CHECK_OK(ft_params_to_device(ft_peft_params(p), dev));
+    }
+    to.steps = 5; to.batch = 2; to.seq_len = 16; to.lr = 2e-2f; to.max_grad_norm = 0.5f;
+    to.on_step = log_step; to.user = log;
+    to.checkpoint_path = ckpt; to.save_every = 3; to.resume_from = resume;
+    if (stop) {                             /* a callback that says stop */
+        to.on_step = [](void *u, const ft_step_info *i) { return (int)(i->step >= *(int64_t *)u); };
+        to.user = &stop;
+    }
+    ft_train_state st;
+    ft_result r = ft_train(ctx, m, ft_peft_params(p), data, &to, &st);
+    CHECK(r == FT_OK || (stop && r == FT_ERR_STATE), "train: %s", ft_last_error());
+    ft_ctx_free(ctx);
+    ft_model_free(m);
+}
 TEST(ft_train_on_the_device_tracks_the_cpu) {
-    const char *path = "build/cuda_tiny.gguf";
     const ft_device *d = ft_cuda_device();
     ft_dataset *data = NULL;
-    step_log logs[2];
+    step_log logs[3];
     memset(logs, 0, sizeof logs);
-    CHECK(tiny_model_write(path, FT_TYPE_F32, 11), "cannot write %s", path);
+    CHECK(tiny_model_write("build/cuda_tiny.gguf", FT_TYPE_F32, 11), "cannot write the tiny model");
     CHECK_OK(ft_dataset_new(&data, FT_DATA_INSTRUCT));
     for (int e = 0; e < 8; e++) {
         int32_t ids[12];
@@ -786,37 +820,20 @@ TEST(ft_train_on_the_device_tracks_the_cpu) {
         ex.ids = ids; ex.loss = loss; ex.n = 12;
         CHECK_OK(ft_dataset_add(data, &ex));
     }
-    for (int dev = 0; dev < 2; dev++) {
-        ft_model *m = NULL;
-        ft_peft *p = NULL;
-        ft_ctx *ctx = NULL;
-        ft_model_opts mo;
-        ft_ctx_opts co = ft_ctx_opts_default();
-        ft_lora_opts lo = ft_lora_opts_default();
-        ft_train_opts to = ft_train_opts_default(FT_OBJ_SFT);
-        memset(&mo, 0, sizeof mo);
-        mo.quantize = FT_TYPE_NF4;
-        lo.r = 4;
-        co.device = dev ? d : NULL;
-        CHECK_OK(ft_model_load(&m, path, &mo));
-        CHECK_OK(ft_lora_attach(&p, m, &lo));
-        CHECK_OK(ft_ctx_init(&ctx, &co));
-        if (dev) {
-            CHECK_OK(ft_model_to_device(m, d));
-            CHECK_OK(ft_params_to_device(ft_peft_params(p), d));
-        }
-        to.steps = 5; to.batch = 2; to.seq_len = 16; to.lr = 2e-2f; to.max_grad_norm = 0.5f;
-        to.on_step = log_step; to.user = &logs[dev];
-        CHECK_OK(ft_train(ctx, m, ft_peft_params(p), data, &to, NULL));
-        ft_ctx_free(ctx);
-        ft_model_free(m);
-    }
+    train_tiny(data, NULL, 0, NULL, NULL, &logs[0]);
+    train_tiny(data, d, 0, NULL, NULL, &logs[1]);
     CHECK(logs[0].n == 5 && logs[1].n == 5, "steps logged: %d, %d", logs[0].n, logs[1].n);
     for (int s = 0; s < logs[0].n && s < logs[1].n; s++) {
         CHECK(fabs(logs[0].loss[s] - logs[1].loss[s]) <= 0.01 * fabs(logs[0].loss[s]), "step %d: loss %g on the CPU, %g on the device", s + 1, logs[0].loss[s], logs[1].loss[s]);
         CHECK(fabs(logs[0].gnorm[s] - logs[1].gnorm[s]) <= 0.05 * logs[0].gnorm[s], "step %d: gradient norm %g on the CPU, %g on the device", s + 1, logs[0].gnorm[s], logs[1].gnorm[s]);
         printf("# ft_train step %d: loss %.5f / %.5f, gradient norm %.4f / %.4f (CPU / device)\n", s + 1, logs[0].loss[s], logs[1].loss[s], logs[0].gnorm[s], logs[1].gnorm[s]);
     }
+    remove("build/cuda_ckpt.gguf");
+    train_tiny(data, d, 4, "build/cuda_ckpt.gguf", NULL, NULL);          /* checkpoint at 3, stopped at 4 */
+    train_tiny(data, d, 0, "build/cuda_ckpt.gguf", "build/cuda_ckpt.gguf", &logs[2]);
+    CHECK(logs[2].n == 2 && logs[2].step[0] == 4 && logs[2].step[1] == 5, "resumed steps: %d logged", logs[2].n);
+    for (int s = 0; s < 2 && logs[2].n == 2; s++)
+        CHECK(logs[2].loss[s] == logs[1].loss[3 + s], "resumed step %d: loss %.9g, straight %.9g", s + 4, logs[2].loss[s], logs[1].loss[3 + s]);
     ft_dataset_free(data);
 }
 
