@@ -27,7 +27,7 @@ endif
 EXAMPLES = $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
 LIB      = $(BUILD)/finetune.o
 
-.PHONY: all test demo sanitize san-build bench bench-train bench-mpi examples readme clean mpi cuda test-cuda bench-cuda
+.PHONY: all test demo sanitize san-build bench bench-train bench-mpi examples readme clean mpi cuda test-cuda bench-cuda ft-cuda
 all: $(BUILD)/ft $(TESTS) $(BUILD)/bench $(EXAMPLES)
 examples: $(EXAMPLES)
 
@@ -90,8 +90,18 @@ bench-cuda: $(BUILD)/gpu/bench_cuda
 $(BUILD)/gpu/bench_cuda: tools/bench_cuda.cc $(BUILD)/finetune_cuda.o
 	mkdir -p $(BUILD)/gpu
 	$(NVCC) -O2 -std=c++17 -I. -o $@ tools/bench_cuda.cc $(BUILD)/finetune_cuda.o -lpthread
-$(BUILD)/test_cuda_emu: tests/test_cuda.cc finetune_cuda.cu tests/cuda_emu.h finetune.h tests/ft_test.h | $(BUILD)
+$(BUILD)/test_cuda_emu: tests/test_cuda.cc finetune_cuda.cu tests/cuda_emu.h finetune.h tests/ft_test.h tests/tiny_model.h | $(BUILD)
 	$(CXX) -std=c++17 -Wall -Wextra -Wpedantic -Werror -O1 -g -DFT_CUDA_EMU -o $@ tests/test_cuda.cc -lm -lpthread
+# the command line with --device cuda: build/ft-cuda on a GPU; build/ft-cuda-emu, the same program with
+# the kernels run on the CPU through tests/cuda_emu.h, for tests/test_cli.c
+ft-cuda: $(BUILD)/ft-cuda
+$(BUILD)/ft-cuda: tools/ft.c $(LIB) $(BUILD)/finetune_cuda.o finetune.h
+	$(CC) $(WARN) $(CFLAGS) -DFT_WITH_CUDA -I. -c -o $(BUILD)/ft-cuda.o tools/ft.c
+	$(NVCC) -o $@ $(BUILD)/ft-cuda.o $(LIB) $(BUILD)/finetune_cuda.o -lm -lpthread
+$(BUILD)/ft-cuda-emu: tools/ft.c $(LIB) finetune_cuda.cu tests/cuda_emu.h finetune.h | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -DFT_WITH_CUDA -I. -c -o $(BUILD)/ft-cuda-emu.o tools/ft.c
+	$(CXX) -std=c++17 -Wall -Wextra -Werror -O1 -DFT_CUDA_EMU -include tests/cuda_emu.h -x c++ -I. -c -o $(BUILD)/cuda-emu.o finetune_cuda.cu
+	$(CXX) -o $@ $(BUILD)/ft-cuda-emu.o $(LIB) $(BUILD)/cuda-emu.o -lm -lpthread
 
 $(BUILD)/bench: tools/bench.c finetune.h | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS) -ldl
@@ -109,7 +119,7 @@ MODEL = FT_MODEL=$$(tools/fetch-model || echo missing-model) && export FT_MODEL 
         FT_MODEL_GEMMA3=$$(FT_NO_DOWNLOAD=1 tools/fetch-model gemma3 2>/dev/null || true) && export FT_MODEL_GEMMA3 && \
         FT_MODEL_HF=$${FT_MODEL_HF:-$$HOME/.cache/finetune/hf/SmolLM2-135M-Instruct} && export FT_MODEL_HF &&
 
-test: $(BUILD)/ft $(MPI_BIN) $(TESTS) $(EXAMPLES) $(patsubst %,$(BUILD)/matrix/%.txt,$(MATRIX))
+test: $(BUILD)/ft $(BUILD)/ft-cuda-emu $(MPI_BIN) $(TESTS) $(EXAMPLES) $(patsubst %,$(BUILD)/matrix/%.txt,$(MATRIX))
 	@$(MODEL) sh tests/run.sh $(BUILD)
 
 # the main job: a short QLoRA fine-tune of SmolLM2-135M-Instruct on a skill it lacks (rewriting

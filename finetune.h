@@ -807,6 +807,9 @@ FT_API void       ft_device_weight_free(const ft_device *dev, ft_tensor *w);
    several ranks and the other objectives with a device block are refused (FT_ERR_UNSUPPORTED)
    until they are built. */
 FT_API ft_result  ft_params_to_device(ft_params *P, const ft_device *dev);
+/* and back: the values copied down into the host block, the device blocks given back (an
+   optimizer made over the block keeps its device moments until it is freed) */
+FT_API ft_result  ft_params_to_host(ft_params *P);
 
 /* Gradient checkpointing of any segment: y = fn(ctx, user, x), y of x's shape, as one tape node.
    fn's intermediates are given back as soon as it returns and recomputed in backward, with the
@@ -987,8 +990,10 @@ FT_API void       ft_model_free(ft_model *m);
    contexts with that device: ft_model_hidden / ft_model_loss then run there (attach PEFT
    methods first, and move their ft_peft_params with ft_params_to_device). One way: what reads
    weights on the host (saving, merging, generation on the CPU) needs a model loaded again.
-   Mixture-of-experts models are refused (no device kernels for their routing yet). */
+   Mixture-of-experts models are refused (no device kernels for their routing yet).
+   ft_model_to_host points the weights at their host storage again and gives the copies back. */
 FT_API ft_result  ft_model_to_device(ft_model *m, const ft_device *dev);
+FT_API void       ft_model_to_host(ft_model *m);
 FT_API const ft_model_config *ft_model_config_get(const ft_model *m);
 FT_API ft_gguf   *ft_model_gguf(ft_model *m);
 FT_API ft_layer  *ft_model_layer(ft_model *m, int i);
@@ -5934,6 +5939,26 @@ FT_API ft_result ft_params_to_device(ft_params *P, const ft_device *dev) {
     return FT_OK;
 }
 
+FT_API ft_result ft_params_to_host(ft_params *P) {
+    ft_result r;
+    int i;
+    if (!P->dev) return FT_OK;
+    if ((r = P->dev->download(P->data, P->dev_data, (size_t)P->total * sizeof(float))) != FT_OK) return r;
+    for (i = 0; i < P->n; i++) {
+        ft_tensor *t = P->t[i];
+        t->data = P->data + (FT__F(t) - P->dev_data);
+        t->grad = P->grad + (t->grad - P->dev_grad);
+        t->flags &= ~(uint32_t)FT_TENSOR_DEVICE;
+        t->version++;
+    }
+    memset(P->grad, 0, (size_t)P->total * sizeof(float));
+    P->dev->release(P->dev_data);
+    P->dev->release(P->dev_grad);
+    P->dev = NULL;
+    P->dev_data = P->dev_grad = NULL;
+    return FT_OK;
+}
+
 /* ---- matmul: y = a op(b), a (..., K) folded into rows ------------------------------------------------ */
 /* op(b) as the gemm's B (j, k) = op(b)[k][j], or its transpose (B^T (k, j)) when flip */
 static ft_device_operand ft__dev_bop(const ft_tensor *b, int tb, int flip) {
@@ -10057,6 +10082,8 @@ struct ft_model {
     const ft_ctx   *moe_ctx; unsigned long moe_reset;   /* ... on this context's tape          */
     const ft_device *dev;                               /* ft_model_to_device: the weights there */
     void          **dev_mem; int64_t n_dev_mem;         /* its allocations                     */
+    void          **host_data;                          /* (n_w) each weight's host storage,   */
+    ft_nf4         *host_nf4;                           /* and its NF4 state, while on a device */
 };
 
 /* the tokenizer from tokenizer.ggml.* (as llama.cpp reads them): *out NULL and FT_OK when the
@@ -10651,11 +10678,9 @@ FT_API ft_result ft_model_load(ft_model **out, const char *path, const ft_model_
 }
 
 FT_API void ft_model_free(ft_model *m) {
-    int64_t i;
     if (!m) return;
     if (m->peft) ft__peft_detach(m->peft);
-    for (i = 0; i < m->n_dev_mem; i++) m->dev->release(m->dev_mem[i]);
-    FT_FREE(m->dev_mem);
+    ft_model_to_host(m);
     ft_gguf_close(m->g);
     FT_FREE(m->w); FT_FREE(m->layers); FT_FREE(m->names); FT_FREE(m->nf4); FT_FREE(m->swa);
     FT_FREE(m->experts); FT_FREE(m->expert_ptrs); FT_FREE(m->moe_sel); FT_FREE(m->moe_logits); FT_FREE(m->expert_nf4);
@@ -10694,14 +10719,18 @@ FT_API ft_result ft_model_to_device(ft_model *m, const ft_device *dev) {
     if (m->c.n_expert > 0) return ft_set_error(FT_ERR_UNSUPPORTED, "model to device: mixture-of-experts layers have no device kernels yet");
     m->dev = dev;
     m->dev_mem = FT__CAST(void **, FT_MALLOC((size_t)FT__MAX(4 * m->n_w, 1) * sizeof(void *)));
+    m->host_data = FT__CAST(void **, FT_MALLOC((size_t)FT__MAX(m->n_w, 1) * sizeof(void *)));
+    m->host_nf4 = FT__CAST(ft_nf4 *, FT_MALLOC((size_t)FT__MAX(m->n_w, 1) * sizeof(ft_nf4)));
     d = FT__CAST(void **, FT_MALLOC((size_t)FT__MAX(4 * m->n_w, 1) * sizeof(void *)));
-    if (!m->dev_mem || !d) r = ft_set_error(FT_ERR_NOMEM, "model to device: out of memory");
+    if (!m->dev_mem || !m->host_data || !m->host_nf4 || !d) r = ft_set_error(FT_ERR_NOMEM, "model to device: out of memory");
     else memset(d, 0, (size_t)(4 * m->n_w) * sizeof(void *));
     for (i = 0; r == FT_OK && i < m->n_w; i++)
         if (&m->w[i] != m->rope_freqs && &m->w[i] != m->rope_long && &m->w[i] != m->rope_short) r = ft__model_dev_weight(m, dev, i, d + 4 * i);
     for (i = 0; r == FT_OK && i < m->n_w; i++) {
         ft_tensor *t = &m->w[i];
         ft_nf4 *q = t->type == FT_TYPE_NF4 ? FT__CAST(ft_nf4 *, t->nf4) : NULL;
+        m->host_data[i] = t->data;
+        if (q) m->host_nf4[i] = *q;
         if (!d[4 * i]) continue;
         t->data = d[4 * i];
         t->flags |= FT_TENSOR_DEVICE;
@@ -10711,15 +10740,29 @@ FT_API ft_result ft_model_to_device(ft_model *m, const ft_device *dev) {
             q->code = FT__CAST(const float *, d[4 * i + 3]);
         }
     }
-    if (r != FT_OK) {                       /* nothing was pointed at the copies: give them back */
-        for (i = 0; m->dev_mem && i < m->n_dev_mem; i++) dev->release(m->dev_mem[i]);
-        FT_FREE(m->dev_mem);
-        m->dev_mem = NULL;
-        m->n_dev_mem = 0;
-        m->dev = NULL;
-    }
+    if (r != FT_OK) ft_model_to_host(m);    /* nothing was pointed at the copies: given back */
     FT_FREE(d);
     return r;
+}
+FT_API void ft_model_to_host(ft_model *m) {
+    int64_t i;
+    if (!m->dev) return;
+    for (i = 0; m->host_data && m->host_nf4 && i < m->n_w; i++) {
+        ft_tensor *t = &m->w[i];
+        if (!(t->flags & FT_TENSOR_DEVICE)) continue;
+        t->data = m->host_data[i];
+        t->flags &= ~(uint32_t)FT_TENSOR_DEVICE;
+        if (t->type == FT_TYPE_NF4) *FT__CAST(ft_nf4 *, t->nf4) = m->host_nf4[i];
+    }
+    for (i = 0; m->dev_mem && i < m->n_dev_mem; i++) m->dev->release(m->dev_mem[i]);
+    FT_FREE(m->dev_mem);
+    FT_FREE(m->host_data);
+    FT_FREE(m->host_nf4);
+    m->dev_mem = NULL;
+    m->host_data = NULL;
+    m->host_nf4 = NULL;
+    m->n_dev_mem = 0;
+    m->dev = NULL;
 }
 FT_API const ft_model_config *ft_model_config_get(const ft_model *m) { return &m->c; }
 FT_API ft_gguf *ft_model_gguf(ft_model *m) { return m->g; }
@@ -13585,6 +13628,7 @@ struct ft_optim {
     int64_t t;                      /* steps taken                                              */
     int64_t lo, hi;                 /* the floats of the block it updates; m, v hold hi - lo     */
     float *dev_mv;                  /* a device block's moments (2 x total), on the device       */
+    const ft_device *dev;           /* ... and that device                                       */
 };
 
 FT_API ft_optim_opts ft_optim_opts_default(void) {
@@ -13639,7 +13683,7 @@ static void ft__optim_copy_shard(ft_optim *shard, ft_optim *whole, int into_whol
 }
 FT_API void ft_optim_free(ft_optim *o) {
     if (!o) return;
-    if (o->dev_mv) o->P->dev->release(o->dev_mv);
+    if (o->dev_mv) o->dev->release(o->dev_mv);
     ft__aligned_free(o->m); FT_FREE(o->lr_scale); FT_FREE(o);
 }
 FT_API void ft_optim_set_lr_scale(ft_optim *o, const ft_tensor *t, float scale) {
@@ -13672,6 +13716,7 @@ static ft_result ft__optim_dev_moments(ft_optim *o) {
     if (o->dev_mv) return FT_OK;
     if ((r = dev->alloc(&mv, bytes)) != FT_OK) return r;
     o->dev_mv = FT__CAST(float *, mv);
+    o->dev = dev;
     return dev->zero(mv, bytes);
 }
 /* AdamW on a device block ([device]): the gradients checked first, as on the host, then each

@@ -3,8 +3,10 @@
    (g++ -std=c++17): what is CUDA C++ in the kernels is plain C++ here.
 
    The execution model, as the CUDA programming guide states it:
-   - a launch runs its thread blocks one after another; a block's threads are fibers (ucontext)
-     on the calling thread, resumed round-robin by a scheduler;
+   - a launch runs its thread blocks one after another; a block's threads are fibers on the
+     calling thread, resumed round-robin by a scheduler. A fiber gets its stack once (makecontext)
+     and runs block after block; switches are _setjmp/_longjmp, which save no signal mask (no
+     system call: swapcontext's made the emulation slower by half);
    - a fiber runs until it reaches a barrier: __syncthreads waits for every thread of its block,
      warp collectives (__shfl_*_sync, __syncwarp, the mma) for the 32 lanes of its warp. A round
      in which no fiber arrives at a barrier, passes one or ends is a deadlock: it is reported and
@@ -23,6 +25,10 @@
    (a GPU's order is unspecified), so tests compare with tolerances, never bit for bit. */
 #ifndef FT_CUDA_EMU_H
 #define FT_CUDA_EMU_H
+#ifdef _FORTIFY_SOURCE              /* its longjmp check refuses the jumps between fiber stacks */
+#undef _FORTIFY_SOURCE
+#endif
+#include <setjmp.h>
 #include <ucontext.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -51,9 +57,10 @@ struct dim3 {
 enum { FT_EMU_STACK = 256 * 1024, FT_EMU_MAX_THREADS = 1024 };
 
 struct ft_emu_fiber {
-    ucontext_t uc;
+    ucontext_t uc;                  /* its first start only                                      */
+    jmp_buf env;                    /* where it waits                                            */
     dim3 tid;
-    int done;
+    int done, started;
     char *stack;
 };
 struct ft_emu_barrier {             /* a count of arrivals and a generation, bumped on release   */
@@ -66,7 +73,7 @@ struct ft_emu_warp {                /* one warp's barrier and the lanes' slots f
 };
 struct ft_emu_block {
     std::vector<ft_emu_fiber> th;
-    ucontext_t sched;
+    jmp_buf sched;
     int cur, n;
     dim3 bid, bdim, gdim;
     ft_emu_barrier bar;
@@ -86,7 +93,7 @@ static int ft_emu_linear_tid(void) {
     return (int)(t.x + ft_emu_b.bdim.x * (t.y + ft_emu_b.bdim.y * t.z));
 }
 static void ft_emu_yield(void) {
-    swapcontext(&ft_emu_b.th[ft_emu_b.cur].uc, &ft_emu_b.sched);
+    if (!_setjmp(ft_emu_b.th[ft_emu_b.cur].env)) _longjmp(ft_emu_b.sched, 1);
 }
 /* wait until `parties` threads have arrived at bar */
 static void ft_emu_wait(ft_emu_barrier *bar, unsigned parties) {
@@ -185,10 +192,14 @@ static inline float __fadd_rn(float a, float b) { return a + b; }
 template <class T> static inline T __ldg(const T *p) { return *p; }
 
 /* ---- launch: blocks in order, threads as fibers ---------------------------------------------------------- */
+/* a fiber: the kernel for each block it is given, then back to the scheduler */
 static void ft_emu_entry(void) {
-    (*ft_emu_b.kernel)();
-    ft_emu_b.th[ft_emu_b.cur].done = 1;
-    ft_emu_b.events++;
+    for (;;) {
+        (*ft_emu_b.kernel)();
+        ft_emu_b.th[ft_emu_b.cur].done = 1;
+        ft_emu_b.events++;
+        ft_emu_yield();
+    }
 }
 static int ft_emu_left(void) {
     int i, left = 0;
@@ -196,25 +207,29 @@ static int ft_emu_left(void) {
     return left;
 }
 /* one round: every unfinished thread runs until its next barrier or its end */
+static void ft_emu_resume(ft_emu_fiber *f) {
+    ucontext_t here;
+    if (_setjmp(ft_emu_b.sched)) return;
+    if (f->started) _longjmp(f->env, 1);
+    f->started = 1;                     /* its first run: onto its own stack */
+    getcontext(&f->uc);
+    f->uc.uc_stack.ss_sp = f->stack;
+    f->uc.uc_stack.ss_size = FT_EMU_STACK;
+    f->uc.uc_link = NULL;
+    makecontext(&f->uc, ft_emu_entry, 0);
+    swapcontext(&here, &f->uc);
+}
 static void ft_emu_round(void) {
     int i;
     for (i = 0; i < ft_emu_b.n; i++) {
         if (ft_emu_b.th[i].done) continue;
         ft_emu_b.cur = i;
-        swapcontext(&ft_emu_b.sched, &ft_emu_b.th[i].uc);
+        ft_emu_resume(&ft_emu_b.th[i]);
     }
 }
 static void ft_emu_run_block(void) {
     int i;
-    for (i = 0; i < ft_emu_b.n; i++) {
-        ft_emu_fiber *f = &ft_emu_b.th[i];
-        f->done = 0;
-        getcontext(&f->uc);
-        f->uc.uc_stack.ss_sp = f->stack;
-        f->uc.uc_stack.ss_size = FT_EMU_STACK;
-        f->uc.uc_link = &ft_emu_b.sched;
-        makecontext(&f->uc, ft_emu_entry, 0);
-    }
+    for (i = 0; i < ft_emu_b.n; i++) ft_emu_b.th[i].done = 0;
     while (ft_emu_left() > 0) {
         unsigned long before = ft_emu_b.events;
         ft_emu_round();
@@ -225,11 +240,18 @@ static void ft_emu_run_block(void) {
         }
     }
 }
-/* ---- device memory: pages the host may touch only inside launches, copies and memsets ------------------ */
+/* ---- device memory: pages the host may touch only inside launches, copies and memsets ------------------
+   One reserved region (address space only, 64 GiB), bump-allocated in whole pages, so that opening
+   and closing it is one mprotect call. A freed allocation's pages go back to the system
+   (MADV_DONTNEED); its addresses are not reused (the last one's are). */
 struct ft_emu_alloc { void *p; size_t bytes; };
 static std::vector<ft_emu_alloc> ft_emu_allocs;
+static unsigned char *ft_emu_region;
+static size_t ft_emu_used, ft_emu_cap = (size_t)64 << 30;
+static int ft_emu_guard = -1;           /* FT_CUDA_EMU_GUARD=0 turns the protection off */
 static void ft_emu_protect(int open) {
-    for (const ft_emu_alloc &a : ft_emu_allocs) mprotect(a.p, a.bytes, open ? PROT_READ | PROT_WRITE : PROT_NONE);
+    if (ft_emu_guard < 0) ft_emu_guard = !getenv("FT_CUDA_EMU_GUARD") || atoi(getenv("FT_CUDA_EMU_GUARD")) != 0;
+    if (ft_emu_used && ft_emu_guard) mprotect(ft_emu_region, ft_emu_used, open ? PROT_READ | PROT_WRITE : PROT_NONE);
 }
 static void ft_emu_launch(dim3 grid, dim3 block, const std::function<void()> &kernel) {
     int n = (int)(block.x * block.y * block.z), i;
@@ -264,18 +286,28 @@ enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
 enum cudaMemcpyKind { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice, cudaMemcpyDefault };
 static inline cudaError_t cudaMalloc(void **p, size_t n) {
     size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = (n + page - 1) / page * page;
-    void *m = mmap(NULL, bytes ? bytes : page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     *p = NULL;
-    if (m == MAP_FAILED) return cudaErrorMemoryAllocation;
-    ft_emu_alloc a = {m, bytes ? bytes : page};
+    if (!ft_emu_region) {
+        void *m = mmap(NULL, ft_emu_cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        ft_emu_protect(0);              /* reads the switch; nothing is allocated yet */
+        if (m == MAP_FAILED) return cudaErrorMemoryAllocation;
+        ft_emu_region = (unsigned char *)m;
+    }
+    if (bytes == 0) bytes = page;
+    if (bytes > ft_emu_cap - ft_emu_used) return cudaErrorMemoryAllocation;
+    ft_emu_alloc a = {ft_emu_region + ft_emu_used, bytes};
     ft_emu_allocs.push_back(a);
-    *p = m;
+    ft_emu_used += bytes;
+    if (ft_emu_guard) mprotect(a.p, bytes, PROT_NONE);
+    *p = a.p;
     return cudaSuccess;
 }
 static inline cudaError_t cudaFree(void *p) {
     for (size_t i = 0; i < ft_emu_allocs.size(); i++)
         if (ft_emu_allocs[i].p == p) {
-            munmap(p, ft_emu_allocs[i].bytes);
+            unsigned char *e = (unsigned char *)p + ft_emu_allocs[i].bytes;
+            madvise(p, ft_emu_allocs[i].bytes, MADV_DONTNEED);
+            if (e == ft_emu_region + ft_emu_used) ft_emu_used -= ft_emu_allocs[i].bytes;
             ft_emu_allocs.erase(ft_emu_allocs.begin() + (long)i);
             return cudaSuccess;
         }

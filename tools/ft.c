@@ -10,6 +10,10 @@
    PEFT directory. */
 #define _POSIX_C_SOURCE 200809L          /* getline, fork, waitpid, readlink */
 #include "../finetune.h"                 /* the implementation: build/finetune.o */
+#ifdef FT_WITH_CUDA                      /* build/ft-cuda (make ft-cuda): --device cuda */
+#define FT_CUDA_API_ONLY
+#include "../finetune_cuda.cu"
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +53,7 @@ typedef struct ft_list { int n, from_file; const char *v[FT_LIST_MAX]; } ft_list
 /* every command's options: the library's option structs, and the command line's own */
 typedef struct ft_cli {
     const char *model, *out, *data, *eval, *adapter, *init_adapter, *general, *base, *seed_tasks, *mc;
-    const char *base_name, *prompt, *ids, *targets, *reward, *config;
+    const char *base_name, *prompt, *ids, *targets, *reward, *config, *device;
     ft_list mix, task, input, grid;
     int objective, method, merge_method, synth_method;  /* chosen first: the library's defaults follow */
     ft_train_opts train;
@@ -102,6 +106,7 @@ static const char *ft_check_task(const char *v);
 static const char *ft_check_input(const char *v);
 static const char *ft_check_grid(const char *v);
 static const char *ft_check_ids(const char *v);
+static const char *ft_check_device(const char *v);
 static int ft_only_nf4(int v);
 static int ft_only_writable(int v);
 static int ft_only_builtin(int v);
@@ -171,6 +176,8 @@ static const ft_opt ft_opts[] = {
     O_STR("init-adapter", 0, init_adapter, NULL, TRN, "ADAPTER", "fold an earlier stage in first (sft, then rm / dpo / ppo)"),
     O_ENUM("quantize", quantize, "none", FT_ENUM_TYPE, "none", ft_only_nf4, TRN | EVL, "nf4: linear weights as NF4 (QLoRA)"),
     O_FLAG("grad-checkpoint", 0, grad_checkpoint, TRN, "recompute each layer in backward: far less activation memory"),
+    O_STR("device", 0, device, ft_check_device, TRN, "cpu|cuda",
+          "where the training steps run: cuda puts the model, the adapter and AdamW on the GPU (build/ft-cuda, make ft-cuda; SFT and CPT)"),
     /* the objective */
     O_SEL("objective", objective, "sft", FT_ENUM_OBJECTIVE, NULL, TRN, "the loss (see below)"),
     O_REAL("beta", train.beta, LIB, "[0, 1000]", TRN, "B", "preference / KTO beta (0: the objective's)"),
@@ -979,6 +986,9 @@ static const char *ft_check_input(const char *v) {
     return ft_input_parse(v, path, sizeof path, &w, &d) ? NULL : "must be PATH[:WEIGHT[:DENSITY]] with DENSITY in [0, 1]";
 }
 
+static const char *ft_check_device(const char *v) {
+    return strcmp(v, "cpu") == 0 || strcmp(v, "cuda") == 0 ? NULL : "must be cpu or cuda";
+}
 static const char *ft_check_ids(const char *v) {
     const char *p = v;
     while (*p) {
@@ -1638,6 +1648,43 @@ static int ft_metrics_trim(ft_run *r, const char *path) {
     return 0;
 }
 
+/* --device: the device's kernel table, or NULL for the CPU (1: an error, reported) */
+static int ft_cli_device(ft_cli *c, const ft_device **dev) {
+    *dev = NULL;
+    if (!c->device || strcmp(c->device, "cpu") == 0) return 0;
+#ifdef FT_WITH_CUDA
+    if (ft_cuda_init(0) != FT_OK) return ft_fail(c);
+    *dev = ft_cuda_device();
+    return 0;
+#else
+    return ft_err(c, "--device %s: this build runs on the CPU only; build/ft-cuda (make ft-cuda) runs on an NVIDIA GPU", c->device);
+#endif
+}
+/* ft_train, on the device when --device asks: the model and the adapter moved there for the
+   steps (with a context of their own) and back for what follows (saving, evaluation) */
+static int ft_train_steps(ft_run *r, const ft_train_opts *to) {
+    ft_cli *c = r->c;
+    const ft_device *dev;
+    ft_ctx *ctx = r->ctx;
+    ft_ctx_opts co = c->ctx;
+    ft_params *P = ft_peft_params(r->p);
+    ft_result res = FT_OK;
+    if (ft_cli_device(c, &dev)) return 1;
+    co.seed = c->train.seed;
+    co.device = dev;
+    if (dev && ft_ctx_init(&ctx, &co) != FT_OK) return ft_fail(c);
+    if (dev && ((res = ft_model_to_device(r->m, dev)) == FT_OK)) res = ft_params_to_device(P, dev);
+    if (dev && res == FT_OK) fprintf(ft_note(), "ft: training on the %s device\n", dev->name);
+    if (res == FT_OK) res = ft_train(ctx, r->m, P, r->train, to, &r->st);
+    if (dev) {
+        ft_result back = ft_params_to_host(P);
+        ft_model_to_host(r->m);
+        ft_ctx_free(ctx);
+        if (res == FT_OK) res = back;
+    }
+    return res == FT_OK ? 0 : ft_fail(c);
+}
+
 static int ft_train_run(ft_run *r) {
     ft_cli *c = r->c;
     ft_train_opts to = c->train;
@@ -1657,7 +1704,7 @@ static int ft_train_run(ft_run *r) {
     to.on_step = ft_on_step;
     to.user = r;
     if (r->resumed) fprintf(ft_note(), "ft: resuming from %s\n", r->ckpt);
-    if (ft_train(r->ctx, r->m, ft_peft_params(r->p), r->train, &to, &r->st) != FT_OK) return ft_fail(c);
+    if (ft_train_steps(r, &to)) return 1;
     if (r->metrics) fclose(r->metrics);
     r->metrics = NULL;
     return 0;
