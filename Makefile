@@ -110,6 +110,7 @@ $(BUILD)/bench: tools/bench.c finetune.h | $(BUILD)
 $(BUILD)/matrix/%.txt: tests/compile.sh finetune.h tests/compile_main.c tests/compile_impl.c tests/whitebox.c finetune_cuda.cu tests/test_cuda.cc tools/bench_cuda.cc | $(BUILD)/matrix
 	@BUILD=$(BUILD) CC=$(CC) sh tests/compile.sh $* > $@
 $(BUILD)/matrix/gcc_c99.txt: $(LIB)
+$(BUILD)/matrix/nvcc.txt: $(LIB)
 $(BUILD)/matrix/gcc_c99_nosimd.txt: $(BUILD)/test_whitebox_ref
 
 # the real model (SmolLM2-135M-Instruct) comes from tools/fetch-model, cached after the first time;

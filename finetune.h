@@ -121,10 +121,12 @@
       are handed over in well under a microsecond each.
 
       Devices: ft_ctx_opts.device takes a kernel table (ft_device: memory, a GEMM over compact
-      weights, the row kernels, attention, the fused head); finetune_cuda.cu's ft_cuda_device()
-      is NVIDIA's. Ops whose inputs carry FT_TENSOR_DEVICE run there, outputs and gradients in a
-      device arena; ft_tensor_to_device / ft_tensor_read / ft_device_weight are the copies. The
-      ops of a decoder block and its loss have device versions so far (see "a device" above
+      weights, the row kernels, attention, the fused head, AdamW); finetune_cuda.cu's
+      ft_cuda_device() is NVIDIA's. Ops whose inputs carry FT_TENSOR_DEVICE run there, outputs
+      and gradients in a device arena; ft_tensor_to_device / ft_tensor_read / ft_device_weight
+      are the copies, ft_model_to_device / ft_params_to_device (and _to_host) move a model and
+      an adapter, after which ft_train's token objectives run on the device unchanged. The ops
+      of a decoder block and its loss have device versions so far (see "a device" above
       ft_tensor_to_device); others refuse device tensors by name (FT_ERR_UNSUPPORTED).
 
    6. GGUF and NF4
@@ -358,8 +360,10 @@
              makes h's gradient in the forward, arena overflow in mapped 64 MiB chunks: a
              LoRA step of 4 x 256 tokens on SmolLM2 peaks at 1.3 GiB instead of 4.1
       0.4.0  devices: ft_ctx_opts.device (a kernel table, ft_device), FT_TENSOR_DEVICE, the
-             device arena, ft_tensor_to_device / ft_tensor_read / ft_device_weight, and the ops
-             of a decoder block and its loss on a device; finetune_cuda.cu fills the table
+             device arena, ft_tensor_to_device / ft_tensor_read / ft_device_weight, the ops of
+             a decoder block and its loss on a device, ft_model_to_device / ft_params_to_device
+             and back, AdamW, clipping and ft_train's SFT / CPT (checkpoints included) on a
+             device; finetune_cuda.cu fills the table for NVIDIA GPUs
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H

@@ -64,15 +64,18 @@ neon)   # the NEON kernels and NF4 decoder: tests/whitebox.c cross-compiled for 
     else say FAIL "$label" "$tmp/log"
     fi ;;
 nvcc)   # the GPU companion: no warning for sm_80, sm_90 and PTX, the tensor-core mma in its PTX, and
-        # the GPU test and benchmark compile and link with it; nothing runs (no GPU here)
-    label="nvcc finetune_cuda.cu (sm_80, sm_90, PTX), tests/test_cuda.cc and tools/bench_cuda.cc linked"
+        # the GPU test, the benchmark and the command line (build/ft-cuda) link with it; nothing runs
+        # (no GPU here)
+    label="nvcc finetune_cuda.cu (sm_80, sm_90, PTX); tests/test_cuda.cc, tools/bench_cuda.cc and build/ft-cuda linked"
     arch="-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90"
     if ! command -v nvcc >/dev/null 2>&1; then say skip "$label (no nvcc here)"
     elif nvcc -O3 -std=c++17 -Werror all-warnings -Xcompiler -Wall,-Wextra $arch -I. -c -o "$tmp/cu.o" finetune_cuda.cu >"$tmp/log" 2>&1 &&
          nvcc -std=c++17 -arch=compute_80 -I. -ptx -o "$tmp/cu.ptx" finetune_cuda.cu >>"$tmp/log" 2>&1 &&
          grep -q "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" "$tmp/cu.ptx" &&
          nvcc -O1 -std=c++17 -Werror all-warnings -I. -o "$tmp/test_cuda" tests/test_cuda.cc "$tmp/cu.o" -lpthread >>"$tmp/log" 2>&1 &&
-         nvcc -O1 -std=c++17 -Werror all-warnings -I. -o "$tmp/bench_cuda" tools/bench_cuda.cc "$tmp/cu.o" -lpthread >>"$tmp/log" 2>&1; then say ok "$label"
+         nvcc -O1 -std=c++17 -Werror all-warnings -I. -o "$tmp/bench_cuda" tools/bench_cuda.cc "$tmp/cu.o" -lpthread >>"$tmp/log" 2>&1 &&
+         ${CC:-cc} $W -Werror -O1 -DFT_WITH_CUDA -I. -c -o "$tmp/ft.o" tools/ft.c >>"$tmp/log" 2>&1 &&
+         nvcc -o "$tmp/ft-cuda" "$tmp/ft.o" "$B/finetune.o" "$tmp/cu.o" -lm -lpthread >>"$tmp/log" 2>&1; then say ok "$label"
     else say FAIL "$label" "$tmp/log"
     fi ;;
 *)  echo "FAIL - compile: unknown configuration $name" ;;
