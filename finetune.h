@@ -717,7 +717,8 @@ FT_API void       ft_add_inplace(ft_tensor *x, const ft_tensor *y);   /* same sh
    outlive steps. Device tensors carry FT_TENSOR_DEVICE: their ->data and ->grad are device
    pointers, never read on the host. An op given device tensors that has no device kernel yet
    fails with FT_ERR_UNSUPPORTED and its name; so far: matmul (b 2-D, a not transposed; b f32
-   or a frozen device weight of F32/F16/BF16/Q4_0/Q4_1/Q8_0/NF4), lora_linear, add and mul (same
+   or a frozen device weight: F32, F16, BF16, the GGML blocks but the IQ types (Q4_0 ... Q6_K,
+   IQ4_NL) and NF4), lora_linear, add and mul (same
    shapes), sum, mean, rmsnorm (with a weight), rope and rope_ext, attention, swiglu,
    linear_cross_entropy (frozen head), embedding (frozen table), reshape and view_rows.
    The kernels take device pointers; backward kernels ACCUMULATE (+=). */

@@ -24,8 +24,9 @@
 
    WHAT IS HERE: ft_cuda_device() fills finetune.h's kernel table (ft_device) with:
       gemm          C (M, N) (+)= alpha A B^T for any two operands, each dense f32 (strided:
-                    either transpose) or a frozen weight (F32, F16, BF16, Q4_0, Q4_1, Q8_0, NF4
-                    with its double-quantized state) decoded inside the tile: y = x W^T, dx = dy W,
+                    either transpose) or a frozen weight (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1,
+                    Q8_0, IQ4_NL, Q2_K..Q6_K, NF4 with its double-quantized state) decoded inside
+                    the tile, bit for bit as finetune.h decodes it: y = x W^T, dx = dy W,
                     dW = dy^T x, LoRA's products. BF16 tensor cores (mma.sync m16n8k16), f32
                     accumulators.
       rmsnorm, rope (angles with frequency factors and YaRN), swiglu, flash attention (causal,
@@ -185,7 +186,8 @@ static ft_result ft__cu_weight_of(const ft_tensor *t, ft__cu_weight *w) {
     if (t->ndim != 2 || !(t->flags & FT_TENSOR_DEVICE))
         return ft_set_error(FT_ERR_INVALID, "cuda: weight %s is not a 2-D device weight (ft_device_weight)", t->name ? t->name : "?");
     if (ty != FT_TYPE_F32 && ty != FT_TYPE_F16 && ty != FT_TYPE_BF16 && ty != FT_TYPE_Q4_0 && ty != FT_TYPE_Q4_1 &&
-        ty != FT_TYPE_Q8_0 && (ty != FT_TYPE_NF4 || !t->nf4))
+        ty != FT_TYPE_Q5_0 && ty != FT_TYPE_Q5_1 && ty != FT_TYPE_Q8_0 && ty != FT_TYPE_IQ4_NL && ty != FT_TYPE_Q2_K &&
+        ty != FT_TYPE_Q3_K && ty != FT_TYPE_Q4_K && ty != FT_TYPE_Q5_K && ty != FT_TYPE_Q6_K && (ty != FT_TYPE_NF4 || !t->nf4))
         return ft_set_error(FT_ERR_UNSUPPORTED, "cuda: weight %s: type %s has no GPU decoder yet", t->name ? t->name : "?", ft_type_name(ty));
     w->type = ty;
     w->rows = t->shape[0];
@@ -233,25 +235,89 @@ __device__ __forceinline__ float ft__cu_nf4_at(const ft__cu_weight &w, int64_t e
     float absmax = __fadd_rn(__fmul_rn(w.code[w.qabsmax[b]], w.absmax2[b / 256]), w.offset);
     return __fmul_rn(ft__cu_nf4[(e & 1) ? byte & 15 : byte >> 4], absmax);
 }
+/* The GGML blocks, one element e of a block b at a time, as finetune.h's [quant] references
+   decode them (the same f32 products; every product is exact, so the order of the final add is
+   the only rounding). K formats: 256 elements in 16 or 8 sub-blocks. */
+__constant__ int8_t ft__cu_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+__device__ __forceinline__ uint32_t ft__cu_le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+/* Q5_0 / Q5_1: the fifth bit of element e is bit e of qh (a little-endian u32) */
+__device__ __forceinline__ int ft__cu_q5(const uint8_t *qh, const uint8_t *qs, int e) {
+    return ft__cu_nib32(qs, e) | (int)((ft__cu_le32(qh) >> e) & 1) << 4;
+}
+/* Q2_K (84 B: scales, qs, d, dmin) and Q3_K (110 B: hmask, qs, scales, d): sub-block k = 8 h + s
+   of 16, two low bits from qs[32 h + 16 (s & 1) + l] >> 2 (s >> 1) */
+__device__ float ft__cu_q2_k(const uint8_t *b, int e) {
+    int h = e / 128, s = e % 128 / 16, l = e % 16, k = 8 * h + s;
+    int q = b[16 + 32 * h + 16 * (s & 1) + l] >> (2 * (s >> 1)) & 3;
+    float dl = __fmul_rn(ft__cu_f16(b + 80), (float)(b[k] & 15)), ml = __fmul_rn(ft__cu_f16(b + 82), (float)(b[k] >> 4));
+    return __fsub_rn(__fmul_rn(dl, (float)q), ml);
+}
+__device__ float ft__cu_q3_k(const uint8_t *b, int e) {
+    const uint8_t *sc = b + 96;
+    int h = e / 128, s = e % 128 / 16, l = e % 16, k = 8 * h + s;
+    int q = b[32 + 32 * h + 16 * (s & 1) + l] >> (2 * (s >> 1)) & 3, hm = b[16 * (s & 1) + l] >> (4 * h + (s >> 1)) & 1;
+    int lo = k < 8 ? sc[k] & 15 : sc[k - 8] >> 4, hi = sc[8 + (k & 3)] >> (2 * (k >> 2)) & 3;
+    float dl = __fmul_rn(ft__cu_f16(b + 108), (float)((lo | hi << 4) - 32));
+    return __fmul_rn(dl, (float)(q - (hm ? 0 : 4)));
+}
+/* Q4_K (144 B: d, dmin, scales, qs) and Q5_K (176 B: ..., qh, qs): sub-block j of 32 */
+__device__ float ft__cu_q45_k(const uint8_t *b, int e, int five) {
+    const uint8_t *sc = b + 4, *qs = b + (five ? 48 : 16);
+    int j = e / 32, l = e % 32, mn, scl;
+    int q = qs[32 * (j >> 1) + l] >> (4 * (j & 1)) & 15;
+    if (five) q |= (b[16 + l] >> j & 1) << 4;
+    if (j < 4) { scl = sc[j] & 63; mn = sc[j + 4] & 63; }
+    else { scl = (sc[j + 4] & 15) | (sc[j - 4] >> 6) << 4; mn = (sc[j + 4] >> 4) | (sc[j] >> 6) << 4; }
+    return __fsub_rn(__fmul_rn(__fmul_rn(ft__cu_f16(b), (float)scl), (float)q), __fmul_rn(ft__cu_f16(b + 2), (float)mn));
+}
+/* Q6_K (210 B: ql, qh, int8 scales, d): half h, group g of 32 */
+__device__ float ft__cu_q6_k(const uint8_t *b, int e) {
+    int h = e / 128, g = e % 128 / 32, l = e % 32;
+    int q = ((b[64 * h + 32 * (g & 1) + l] >> (4 * (g >> 1)) & 15) | (b[128 + 32 * h + l] >> (2 * g) & 3) << 4) - 32;
+    return __fmul_rn(__fmul_rn(ft__cu_f16(b + 208), (float)(int8_t)b[192 + 8 * h + 2 * g + (l >> 4)]), (float)q);
+}
+/* elements and bytes of a block of type t (1 and the element's bytes for F32 / F16 / BF16) */
+__device__ __forceinline__ void ft__cu_block_geom(ft_type t, int *elems, int *bytes) {
+    switch (t) {
+    case FT_TYPE_Q4_0: case FT_TYPE_IQ4_NL: *elems = 32; *bytes = 18; return;
+    case FT_TYPE_Q4_1: *elems = 32; *bytes = 20; return;
+    case FT_TYPE_Q5_0: *elems = 32; *bytes = 22; return;
+    case FT_TYPE_Q5_1: *elems = 32; *bytes = 24; return;
+    case FT_TYPE_Q8_0: *elems = 32; *bytes = 34; return;
+    case FT_TYPE_Q2_K: *elems = 256; *bytes = 84; return;
+    case FT_TYPE_Q3_K: *elems = 256; *bytes = 110; return;
+    case FT_TYPE_Q4_K: *elems = 256; *bytes = 144; return;
+    case FT_TYPE_Q5_K: *elems = 256; *bytes = 176; return;
+    case FT_TYPE_Q6_K: *elems = 256; *bytes = 210; return;
+    case FT_TYPE_F32: *elems = 1; *bytes = 4; return;
+    default: *elems = 1; *bytes = 2; return;
+    }
+}
+/* element (r, c) of a weight, decoded to f32 */
 __device__ float ft__cu_weight_at(const ft__cu_weight &w, int64_t r, int64_t c) {
-    const uint8_t *row = (const uint8_t *)w.data;
+    int elems, bytes, e;
+    const uint8_t *b;
+    if (w.type == FT_TYPE_NF4) return ft__cu_nf4_at(w, r * w.cols + c);
+    ft__cu_block_geom(w.type, &elems, &bytes);
+    b = (const uint8_t *)w.data + (r * (w.cols / elems) + c / elems) * bytes;
+    e = (int)(c % elems);
     switch (w.type) {
-    case FT_TYPE_F32: return ((const float *)w.data)[r * w.cols + c];
-    case FT_TYPE_F16: return ft__cu_f16(row + (r * w.cols + c) * 2);
-    case FT_TYPE_BF16: return ft__cu_bf16(((const uint16_t *)w.data)[r * w.cols + c]);
-    case FT_TYPE_Q8_0: {
-        const uint8_t *b = row + r * (w.cols / 32 * 34) + c / 32 * 34;
-        return __fmul_rn(ft__cu_f16(b), (float)(int8_t)b[2 + c % 32]);
-    }
-    case FT_TYPE_Q4_0: {
-        const uint8_t *b = row + r * (w.cols / 32 * 18) + c / 32 * 18;
-        return __fmul_rn((float)(ft__cu_nib32(b + 2, (int)(c % 32)) - 8), ft__cu_f16(b));
-    }
-    case FT_TYPE_Q4_1: {
-        const uint8_t *b = row + r * (w.cols / 32 * 20) + c / 32 * 20;
-        return __fadd_rn(__fmul_rn((float)ft__cu_nib32(b + 4, (int)(c % 32)), ft__cu_f16(b)), ft__cu_f16(b + 2));
-    }
-    case FT_TYPE_NF4: return ft__cu_nf4_at(w, r * w.cols + c);
+    case FT_TYPE_F32: return *(const float *)b;
+    case FT_TYPE_F16: return ft__cu_f16(b);
+    case FT_TYPE_BF16: return ft__cu_bf16((uint32_t)b[0] | (uint32_t)b[1] << 8);
+    case FT_TYPE_Q8_0: return __fmul_rn((float)(int8_t)b[2 + e], ft__cu_f16(b));
+    case FT_TYPE_Q4_0: return __fmul_rn((float)(ft__cu_nib32(b + 2, e) - 8), ft__cu_f16(b));
+    case FT_TYPE_Q4_1: return __fadd_rn(__fmul_rn((float)ft__cu_nib32(b + 4, e), ft__cu_f16(b)), ft__cu_f16(b + 2));
+    case FT_TYPE_Q5_0: return __fmul_rn((float)(ft__cu_q5(b + 2, b + 6, e) - 16), ft__cu_f16(b));
+    case FT_TYPE_Q5_1: return __fadd_rn(__fmul_rn((float)ft__cu_q5(b + 4, b + 8, e), ft__cu_f16(b)), ft__cu_f16(b + 2));
+    case FT_TYPE_IQ4_NL: return __fmul_rn(ft__cu_f16(b), (float)ft__cu_iq4nl[ft__cu_nib32(b + 2, e)]);
+    case FT_TYPE_Q2_K: return ft__cu_q2_k(b, e);
+    case FT_TYPE_Q3_K: return ft__cu_q3_k(b, e);
+    case FT_TYPE_Q4_K: return ft__cu_q45_k(b, e, 0);
+    case FT_TYPE_Q5_K: return ft__cu_q45_k(b, e, 1);
+    case FT_TYPE_Q6_K: return ft__cu_q6_k(b, e);
     default: return 0.0f;
     }
 }

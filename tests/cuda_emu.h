@@ -189,6 +189,7 @@ static inline float atomicAdd(float *p, float v) { float o = *p; *p += v; return
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fsub_rn(float a, float b) { return a - b; }
 template <class T> static inline T __ldg(const T *p) { return *p; }
 
 /* ---- launch: blocks in order, threads as fibers ---------------------------------------------------------- */

@@ -171,6 +171,58 @@ TEST(gemm_decodes_every_weight_type_exactly) {
     }
 }
 
+/* the other GGML blocks a GGUF ships (Q5_0, Q5_1, IQ4_NL and the K-quants of Q4_K_M files):
+   random bytes with finite f16 scales, decoded by the embedding kernel (exact f32) and by
+   finetune.h's scalar references, bit for bit; and through the GEMM's one-hot rows, as the
+   references' values rounded to bf16 */
+TEST(every_ggml_block_decodes_bit_for_bit) {
+    struct { ft_type type; int f16[2]; void (*ref)(const void *, float *, int64_t); } kinds[] = {
+        {FT_TYPE_Q5_0, {0, -1}, ft__dequant_q5_0_ref}, {FT_TYPE_Q5_1, {0, 2}, ft__dequant_q5_1_ref},
+        {FT_TYPE_IQ4_NL, {0, -1}, ft__dequant_iq4_nl_ref}, {FT_TYPE_Q2_K, {80, 82}, ft__dequant_q2_k_ref},
+        {FT_TYPE_Q3_K, {108, -1}, ft__dequant_q3_k_ref}, {FT_TYPE_Q4_K, {0, 2}, ft__dequant_q4_k_ref},
+        {FT_TYPE_Q5_K, {0, 2}, ft__dequant_q5_k_ref}, {FT_TYPE_Q6_K, {208, -1}, ft__dequant_q6_k_ref}};
+    for (auto &k : kinds) {
+        int64_t rows = 6, cols = 512, rb = (int64_t)ft_type_row_bytes(k.type, cols), bs = ft_type_block(k.type), i, j;
+        int64_t block_bytes = rb / (cols / bs);
+        std::vector<uint8_t> bytes((size_t)(rows * rb));
+        vecf want((size_t)(rows * cols));
+        for (auto &x : bytes) x = (uint8_t)(frand() * 128.0f + 128.0f);
+        for (i = 0; i < rows * (cols / bs); i++)          /* finite scales: d, and dmin or m */
+            for (int f : k.f16)
+                if (f >= 0) {
+                    uint16_t h = ft_fp32_to_fp16(0.05f * frand());
+                    memcpy(bytes.data() + i * block_bytes + f, &h, 2);
+                }
+        for (i = 0; i < rows; i++) k.ref(bytes.data() + i * rb, want.data() + i * cols, cols);
+        ft_tensor hw, *dw = NULL;
+        memset(&hw, 0, sizeof hw);
+        hw.type = k.type; hw.ndim = 2; hw.shape[0] = rows; hw.shape[1] = cols; hw.data = bytes.data();
+        CHECK_OK(ft_device_weight(ft_cuda_device(), &hw, &dw));
+        std::vector<int32_t> ids((size_t)rows);
+        for (i = 0; i < rows; i++) ids[(size_t)i] = (int32_t)i;
+        int32_t *gids = dev(ids.data(), ids.size());
+        float *gy = dev<float>(NULL, want.size());
+        CHECK_OK(ft_cuda_embedding(gy, dw, gids, rows));
+        vecf got = host(gy, want.size());
+        int64_t bad = 0;
+        for (j = 0; j < (int64_t)want.size(); j++) bad += memcmp(&got[(size_t)j], &want[(size_t)j], 4) != 0;
+        CHECK(bad == 0, "%s: %lld of %lld values differ from the reference", ft_type_name(k.type), (long long)bad, (long long)want.size());
+        /* the GEMM: x = one-hot rows (cols, cols) -> W^T rounded to bf16 */
+        vecf eye((size_t)(cols * cols), 0.0f);
+        for (i = 0; i < cols; i++) eye[(size_t)(i * cols + i)] = 1.0f;
+        float *gx = dev(eye.data(), eye.size()), *gt = dev<float>(NULL, (size_t)(cols * rows));
+        CHECK_OK(ft_cuda_gemm(gt, rows, ft_cuda_dense(gx, cols, 1), ft_cuda_weight_op(dw, 0), cols, rows, cols, 1.0f, 0));
+        vecf wt = host(gt, (size_t)(cols * rows));
+        bad = 0;
+        for (i = 0; i < cols; i++)
+            for (j = 0; j < rows; j++) bad += wt[(size_t)(i * rows + j)] != bf16_round(want[(size_t)(j * cols + i)]);
+        CHECK(bad == 0, "%s: the GEMM's decode differs at %lld places", ft_type_name(k.type), (long long)bad);
+        ft_cuda_free(gids);
+        for (float *p : {gy, gx, gt}) ft_cuda_free(p);
+        ft_device_weight_free(ft_cuda_device(), dw);
+    }
+}
+
 /* the linear layer's three products on every weight type, ragged shapes (no multiple of a tile) */
 TEST(gemm_linear_forward_and_input_gradient) {
     for (ft_type type : gemm_types) {
@@ -895,6 +947,7 @@ int main(void) {
         return 1;
     }
     RUN(gemm_decodes_every_weight_type_exactly);
+    RUN(every_ggml_block_decodes_bit_for_bit);
     RUN(gemm_linear_forward_and_input_gradient);
     RUN(gemm_weight_gradient_accumulates);
     RUN(rmsnorm_forward_and_backward);
