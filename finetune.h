@@ -716,7 +716,8 @@ FT_API void       ft_add_inplace(ft_tensor *x, const ft_tensor *y);   /* same sh
    or a gradient out, ft_device_weight uploads a frozen weight once, in its compact form, to
    outlive steps. Device tensors carry FT_TENSOR_DEVICE: their ->data and ->grad are device
    pointers, never read on the host. An op given device tensors that has no device kernel yet
-   fails with FT_ERR_UNSUPPORTED and its name; so far: matmul (b 2-D, a not transposed; b f32
+   fails with FT_ERR_UNSUPPORTED and its name; so far: the pointwise ops (silu, gelu, gelu_tanh,
+   tanh, relu, sigmoid, logsigmoid, exp, log, log1mexp, clamp, scale), matmul (b 2-D, a not transposed; b f32
    or a frozen device weight: F32, F16, BF16, the GGML blocks but the IQ types (Q4_0 ... Q6_K,
    IQ4_NL) and NF4), lora_linear, add and mul (same
    shapes), sum, mean, rmsnorm (with a weight), rope and rope_ext, attention, swiglu,
@@ -757,6 +758,11 @@ struct ft_device {
     ft_result (*spread)(float *y, int64_t n, const float *x, float s);
     /* y (N, C) += g[i] x[i, :] */
     ft_result (*rows_axpy)(float *y, const float *g, const float *x, int64_t N, int64_t C);
+    /* pointwise ops (op: an ft_op of ft__unary's set, or FT_OP_SCALE with lo the factor; lo, hi:
+       clamp's bounds): y = f(x);  dx += dy f'(x), from x and y */
+    ft_result (*unary)(int op, float *y, const float *x, int64_t n, float lo, float hi);
+    ft_result (*unary_backward)(int op, float *dx, const float *dy, const float *x, const float *y,
+                                int64_t n, float lo, float hi);
     ft_result (*rmsnorm_forward)(float *y, float *rstd, const float *x, const float *w, int64_t N,
                                  int64_t C, float eps);
     ft_result (*rmsnorm_backward)(float *dx, float *dw, const float *dy, const float *x,
@@ -4252,6 +4258,7 @@ static ft_tensor *ft__dev_refuse(ft_ctx *ctx, const char *op);
 static ft_tensor *ft__dev_matmul(ft_ctx *ctx, ft_tensor *a, ft_tensor *b, int ta, int tb);
 static ft_tensor *ft__dev_lora_linear(ft_ctx *ctx, ft_tensor *x, ft_tensor *W, ft_tensor *A, ft_tensor *B, float s, ft_tensor *xd);
 static ft_tensor *ft__dev_binary(ft_ctx *ctx, ft_op op, ft_tensor *a, ft_tensor *b);
+static ft_tensor *ft__dev_unary(ft_ctx *ctx, ft_op op, ft_tensor *x, float lo, float hi);
 static ft_tensor *ft__dev_reduce(ft_ctx *ctx, ft_op op, ft_tensor *a, int rows);
 static ft_tensor *ft__dev_rmsnorm(ft_ctx *ctx, ft_tensor *x, ft_tensor *w, float eps);
 static ft_tensor *ft__dev_rope(ft_ctx *ctx, ft_tensor *x, const int32_t *pos, int n_head, const ft_rope_opts *opts);
@@ -4650,7 +4657,9 @@ FT_API ft_tensor *ft_maximum(ft_ctx *ctx, ft_tensor *a, ft_tensor *b) { return f
 /* ---- scale, sum, mean ------------------------------------------------------------------------ */
 FT_API ft_tensor *ft_scale(ft_ctx *ctx, ft_tensor *a, float s) {
     ft_tensor *y; ft__node *nd;
-    FT__IN(a); FT__F32(ctx, a, "scale");
+    FT__IN(a);
+    if (ft__dev_is(a)) return ft__dev_unary(ctx, FT_OP_SCALE, a, s, 0.0f);
+    FT__F32(ctx, a, "scale");
     y = ft__like(ctx, a); FT__IN(y);
     ft__vec_scale(ft_numel(a), FT__F(y), s, FT__F(a));
     if ((nd = ft__record(ctx, FT_OP_SCALE, y, a, NULL, NULL)) != NULL) nd->f[0] = s;
@@ -5046,7 +5055,9 @@ static void ft__unary_bwd(void *p, int64_t lo, int64_t hi) {
 }
 static ft_tensor *ft__unary(ft_ctx *ctx, ft_op op, ft_tensor *x, float lo, float hi) {
     ft__unary_job j; ft_tensor *y; ft__node *nd;
-    FT__IN(x); FT__F32(ctx, x, ft_op_name(op));
+    FT__IN(x);
+    if (ft__dev_is(x)) return ft__dev_unary(ctx, op, x, lo, hi);
+    FT__F32(ctx, x, ft_op_name(op));
     y = ft__like(ctx, x); FT__IN(y);
     j.op = op; j.x = FT__F(x); j.y = FT__F(y); j.lo = lo; j.hi = hi; j.dx = NULL; j.dy = NULL;
     ft__parallel(ctx, ft_numel(x), 20.0 * (double)ft_numel(x), ft__unary_fwd, &j);
@@ -6119,6 +6130,23 @@ static void ft__dev_reduce_backward(ft_ctx *ctx, ft__node *nd) {
     if (d) FT__DEV_B(ctx, ctx->dev->spread(d, ft_numel(nd->in[0]), nd->out->grad, nd->f[0]));
 }
 
+/* ---- pointwise: the unary ops and scale (s in f[0], as the CPU's node keeps it) ---------------------------- */
+static ft_tensor *ft__dev_unary(ft_ctx *ctx, ft_op op, ft_tensor *x, float lo, float hi) {
+    ft_tensor *y;
+    ft__node *nd;
+    if (!ft__dev_all(ctx, ft_op_name(op), x, NULL, NULL)) return NULL;
+    if (x->type != FT_TYPE_F32) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "%s: input must be f32", ft_op_name(op));
+    if (!(y = ft__dev_tensor(ctx, x->ndim, x->shape))) return NULL;
+    FT__DEV(ctx, ctx->dev->unary((int)op, FT__F(y), FT__F(x), ft_numel(x), lo, hi));
+    if ((nd = ft__record(ctx, op, y, x, NULL, NULL)) != NULL) { nd->f[0] = lo; nd->f[1] = hi; }
+    return y;
+}
+static void ft__dev_unary_backward(ft_ctx *ctx, ft__node *nd) {
+    float *dx = ft__grad(ctx, nd->in[0]);
+    if (dx) FT__DEV_B(ctx, ctx->dev->unary_backward((int)nd->op, dx, nd->out->grad, FT__F(nd->in[0]), FT__F(nd->out),
+                                                    ft_numel(nd->in[0]), nd->f[0], nd->f[1]));
+}
+
 /* ---- rmsnorm, rope, swiglu -------------------------------------------------------------------------------- */
 static ft_tensor *ft__dev_rmsnorm(ft_ctx *ctx, ft_tensor *x, ft_tensor *w, float eps) {
     int64_t C = x->shape[x->ndim - 1], N = ft_nrows(x);
@@ -6301,6 +6329,9 @@ static ft__dev_backward_fn ft__dev_backward_of(ft_op op) {
     case FT_OP_SWIGLU: return ft__dev_swiglu_backward;
     case FT_OP_ATTENTION: return ft__dev_attention_backward;
     case FT_OP_LINEAR_XENT: return ft__dev_lxent_backward;
+    case FT_OP_SILU: case FT_OP_GELU: case FT_OP_TANH: case FT_OP_RELU: case FT_OP_SIGMOID: case FT_OP_LOGSIGMOID:
+    case FT_OP_EXP: case FT_OP_LOG: case FT_OP_CLAMP: case FT_OP_LOG1MEXP: case FT_OP_GELU_TANH: case FT_OP_SCALE:
+        return ft__dev_unary_backward;
     default: return NULL;
     }
 }

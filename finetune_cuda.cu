@@ -77,6 +77,9 @@ FT_API ft_result ft_cuda_axpy(float *y, float s, const float *x, int64_t n);
 FT_API ft_result ft_cuda_sum(float *y, const float *x, int64_t n, float s);
 FT_API ft_result ft_cuda_spread(float *y, int64_t n, const float *x, float s);
 FT_API ft_result ft_cuda_rows_axpy(float *y, const float *g, const float *x, int64_t N, int64_t C);
+FT_API ft_result ft_cuda_unary(int op, float *y, const float *x, int64_t n, float lo, float hi);
+FT_API ft_result ft_cuda_unary_backward(int op, float *dx, const float *dy, const float *x, const float *y, int64_t n,
+                                        float lo, float hi);
 FT_API ft_result ft_cuda_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
                                          int64_t N, int64_t C, float eps);
 FT_API ft_result ft_cuda_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
@@ -750,6 +753,65 @@ FT_API ft_result ft_cuda_spread(float *y, int64_t n, const float *x, float s) {
     return ft__cu_check("spread");
 }
 
+/* ---- pointwise ops (finetune.h's unary ops and scale): y = f(x), dx += dy f'(x) ------------------------- */
+__device__ __forceinline__ float ft__cu_sigmoid(float x) { return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x)); }
+__device__ float ft__cu_unary_f(int op, float x, float lo, float hi) {
+    switch (op) {
+    case FT_OP_SILU: return x * ft__cu_sigmoid(x);
+    case FT_OP_EXP: return expf(x);
+    case FT_OP_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case FT_OP_GELU_TANH: return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    case FT_OP_TANH: return tanhf(x);
+    case FT_OP_RELU: return x > 0 ? x : 0.0f;
+    case FT_OP_SIGMOID: return ft__cu_sigmoid(x);
+    case FT_OP_LOGSIGMOID: return fminf(x, 0.0f) - log1pf(expf(-fabsf(x)));
+    case FT_OP_LOG: return logf(x);
+    case FT_OP_LOG1MEXP: return x > -0.6931472f ? logf(-expm1f(x)) : log1pf(-expf(x));
+    case FT_OP_CLAMP: return x < lo ? lo : x > hi ? hi : x;
+    case FT_OP_SCALE: return lo * x;
+    default: return 0.0f;
+    }
+}
+__device__ float ft__cu_unary_d(int op, float x, float y, float lo, float hi) {
+    switch (op) {
+    case FT_OP_SILU: { float s = ft__cu_sigmoid(x); return s * (1.0f + x * (1.0f - s)); }
+    case FT_OP_EXP: return y;
+    case FT_OP_GELU: return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * 0.39894228040143268f * expf(-0.5f * x * x);
+    case FT_OP_GELU_TANH: {
+        float t = tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x));
+        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * 0.79788456080286536f * (1.0f + 0.134145f * x * x);
+    }
+    case FT_OP_TANH: return 1.0f - y * y;
+    case FT_OP_RELU: return x > 0 ? 1.0f : 0.0f;
+    case FT_OP_SIGMOID: return y * (1.0f - y);
+    case FT_OP_LOGSIGMOID: return ft__cu_sigmoid(-x);
+    case FT_OP_LOG: return 1.0f / x;
+    case FT_OP_LOG1MEXP: return -1.0f / expm1f(-x);
+    case FT_OP_CLAMP: return x >= lo && x <= hi ? 1.0f : 0.0f;
+    case FT_OP_SCALE: return lo;
+    default: return 0.0f;
+    }
+}
+__global__ void ft__cu_unary(int op, float *y, const float *x, int64_t n, float lo, float hi) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = ft__cu_unary_f(op, x[i], lo, hi);
+}
+__global__ void ft__cu_unary_bwd(int op, float *dx, const float *dy, const float *x, const float *y, int64_t n, float lo, float hi) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dx[i] += dy[i] * ft__cu_unary_d(op, x[i], y[i], lo, hi);
+}
+FT_API ft_result ft_cuda_unary(int op, float *y, const float *x, int64_t n, float lo, float hi) {
+    if (n <= 0) return FT_OK;
+    FT_CU_LAUNCH(ft__cu_unary, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), op, y, x, n, lo, hi);
+    return ft__cu_check("unary");
+}
+FT_API ft_result ft_cuda_unary_backward(int op, float *dx, const float *dy, const float *x, const float *y, int64_t n,
+                                        float lo, float hi) {
+    if (n <= 0) return FT_OK;
+    FT_CU_LAUNCH(ft__cu_unary_bwd, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), op, dx, dy, x, y, n, lo, hi);
+    return ft__cu_check("unary backward");
+}
+
 __global__ void ft__cu_rows_axpy(float *y, const float *g, const float *x, int64_t N, int64_t C) {
     int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (e < N * C) y[e] += g[e / C] * x[e];
@@ -1074,6 +1136,8 @@ FT_API const ft_device *ft_cuda_device(void) {
         d.sum = ft_cuda_sum;
         d.spread = ft_cuda_spread;
         d.rows_axpy = ft_cuda_rows_axpy;
+        d.unary = ft_cuda_unary;
+        d.unary_backward = ft_cuda_unary_backward;
         d.rmsnorm_forward = ft_cuda_rmsnorm_forward;
         d.rmsnorm_backward = ft_cuda_rmsnorm_backward;
         d.rope_angles = ft_cuda_rope_angles;

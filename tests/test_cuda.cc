@@ -813,6 +813,114 @@ TEST(a_qlora_step_on_the_device_equals_the_cpu) {
     ft_model_free(mg);
 }
 
+/* every pointwise op on the device beside the tape's CPU version: forward and backward of
+   sum(f(x) * R), inputs in each op's domain */
+TEST(pointwise_ops_on_the_device) {
+    struct { const char *name; ft_tensor *(*f)(ft_ctx *, ft_tensor *); float lo, hi; } ops[] = {
+        {"silu", ft_silu, -6, 6}, {"gelu", ft_gelu, -6, 6}, {"gelu_tanh", ft_gelu_tanh, -6, 6}, {"tanh", ft_tanh, -4, 4},
+        {"relu", ft_relu, -3, 3}, {"sigmoid", ft_sigmoid, -8, 8}, {"logsigmoid", ft_logsigmoid, -30, 30},
+        {"exp", ft_exp, -5, 5}, {"log", ft_log, 0.01f, 9}, {"log1mexp", ft_log1mexp, -9, -0.01f}};
+    ft_ctx *cpu, *gpu;
+    ft_ctx_opts co = ft_ctx_opts_default();
+    int64_t n = 777, shape[1] = {n};
+    long worst;
+    co.device = ft_cuda_device();
+    CHECK_OK(ft_ctx_init(&cpu, NULL));
+    CHECK_OK(ft_ctx_init(&gpu, &co));
+    for (int k = 0; k < (int)(sizeof ops / sizeof ops[0]) + 2; k++) {
+        const char *name = k < 10 ? ops[k].name : k == 10 ? "clamp" : "scale";
+        float lo = k < 10 ? ops[k].lo : -4, hi = k < 10 ? ops[k].hi : 4;
+        ft_ctx_reset(cpu);
+        ft_ctx_reset(gpu);
+        ft_tensor *x = ft_tensor_new(cpu, FT_TYPE_F32, 1, shape), *R = ft_tensor_new(cpu, FT_TYPE_F32, 1, shape);
+        for (int64_t i = 0; i < n; i++) {
+            ((float *)x->data)[i] = lo + (hi - lo) * (0.5f + 0.5f * frand());
+            ((float *)R->data)[i] = frand();
+        }
+        x->flags |= FT_TENSOR_REQUIRES_GRAD;
+        ft_tensor *xd = ft_tensor_to_device(gpu, x), *Rd = ft_tensor_to_device(gpu, R), *yc, *yg;
+        xd->flags |= FT_TENSOR_REQUIRES_GRAD;
+        if (k < 10) { yc = ops[k].f(cpu, x); yg = ops[k].f(gpu, xd); }
+        else if (k == 10) { yc = ft_clamp(cpu, x, -1.5f, 2.0f); yg = ft_clamp(gpu, xd, -1.5f, 2.0f); }
+        else { yc = ft_scale(cpu, x, -2.5f); yg = ft_scale(gpu, xd, -2.5f); }
+        CHECK(yc && yg, "%s: %s", name, ft_last_error());
+        if (!yc || !yg) continue;
+        CHECK_OK(ft_backward(cpu, ft_sum(cpu, ft_mul(cpu, yc, R))));
+        CHECK_OK(ft_backward(gpu, ft_sum(gpu, ft_mul(gpu, yg, Rd))));
+        vecf y((size_t)n), dx((size_t)n);
+        CHECK_OK(ft_tensor_read(gpu, yg, 0, y.data()));
+        CHECK_OK(ft_tensor_read(gpu, xd, 1, dx.data()));
+        CHECK(ft_test_close(y.data(), (const float *)yc->data, n, 1e-6, 1e-5, &worst) <= 1, "%s: y at %ld", name, worst);
+        CHECK(ft_test_close(dx.data(), x->grad, n, 1e-6, 1e-5, &worst) <= 1, "%s: dx at %ld", name, worst);
+    }
+    ft_ctx_free(cpu);
+    ft_ctx_free(gpu);
+}
+
+/* the second architecture: the gemma3 fixture (sliding-window layers, q/k norms, post norms,
+   GeGLU, the embedding scale) as a QLoRA step on the CPU and on the device */
+TEST(a_gemma3_step_on_the_device) {
+    const ft_device *d = ft_cuda_device();
+    double losses[2] = {0, 0};
+    std::vector<float> grads[2];
+    for (int dev = 0; dev < 2; dev++) {
+        ft_model *m = NULL;
+        ft_peft *p = NULL;
+        ft_ctx *ctx = NULL;
+        ft_model_opts mo;
+        ft_ctx_opts co = ft_ctx_opts_default();
+        ft_lora_opts lo = ft_lora_opts_default();
+        memset(&mo, 0, sizeof mo);
+        mo.quantize = FT_TYPE_NF4;
+        co.device = dev ? d : NULL;
+        CHECK_OK(ft_model_load(&m, "tests/fixtures/arch/gemma3.gguf", &mo));
+        if (!m) return;
+        CHECK_OK(ft_lora_attach(&p, m, &lo));
+        ft_params *P = ft_peft_params(p);
+        for (int i = 0; i < ft_params_count(P); i++) {       /* B nonzero: every gradient flows */
+            ft_tensor *t = ft_params_get(P, i);
+            rng_state = 99 + (uint64_t)i;
+            for (int64_t j = 0; j < ft_numel(t); j++) ((float *)t->data)[j] = 0.1f * frand();
+        }
+        CHECK_OK(ft_ctx_init(&ctx, &co));
+        if (dev) {
+            CHECK_OK(ft_model_to_device(m, d));
+            CHECK_OK(ft_params_to_device(P, d));
+        }
+        int64_t V = ft_model_config_get(m)->n_vocab, B = 2, T = 12;
+        std::vector<int32_t> ids((size_t)(B * T)), tgt((size_t)(B * T));
+        for (int64_t i = 0; i < B * T; i++) { ids[(size_t)i] = (int32_t)((i * 37 + 5) % V); tgt[(size_t)i] = (int32_t)((i * 37 + 42) % V); }
+        ft_batch b;
+        memset(&b, 0, sizeof b);
+        b.B = B; b.T = T; b.ids = ids.data();
+        ft_tensor *l = ft_model_loss(ctx, m, ft_model_hidden(ctx, m, &b), tgt.data(), 0);
+        CHECK(l != NULL, "%s: %s", dev ? "device" : "cpu", ft_last_error());
+        if (!l) return;
+        CHECK_OK(ft_backward(ctx, l));
+        float v = 0;
+        CHECK_OK(ft_tensor_read(ctx, l, 0, &v));
+        losses[dev] = v;
+        for (int i = 0; i < ft_params_count(P); i++) {
+            ft_tensor *t = ft_params_get(P, i);
+            vecf g((size_t)ft_numel(t));
+            CHECK_OK(ft_tensor_read(ctx, t, 1, g.data()));
+            grads[dev].insert(grads[dev].end(), g.begin(), g.end());
+        }
+        ft_ctx_free(ctx);
+        ft_model_free(m);
+    }
+    double big = 0, err = 0;
+    for (size_t i = 0; i < grads[0].size() && i < grads[1].size(); i++) {
+        big = fmax(big, fabs((double)grads[0][i]));
+        err = fmax(err, fabs((double)grads[0][i] - (double)grads[1][i]));
+    }
+    CHECK(grads[0].size() == grads[1].size() && grads[0].size() > 0, "gradients: %zu and %zu", grads[0].size(), grads[1].size());
+    CHECK(fabs(losses[0] - losses[1]) <= 0.01 * fabs(losses[0]), "loss %g on the CPU, %g on the device", losses[0], losses[1]);
+    CHECK(big > 0 && err <= 0.05 * big, "adapter gradients off by %g, largest %g", err, big);
+    printf("# gemma3 step: loss %.6f on the CPU, %.6f on the device; adapter gradients within %.2f%% of the largest\n",
+           losses[0], losses[1], big > 0 ? 100 * err / big : 0.0);
+}
+
 /* ft_train itself, SFT on token data with gradient clipping (the norm summed on the device), the
    same QLoRA setup on the CPU and on the device: the loss and gradient norm of every step agree;
    on the device, a run stopped at step 4 after its checkpoint at step 3, resumed to step 5, gives
@@ -960,6 +1068,8 @@ int main(void) {
     RUN(attention_forward_and_backward);
     RUN(a_decoder_block_on_the_device_equals_the_cpu);
     RUN(a_qlora_step_on_the_device_equals_the_cpu);
+    RUN(pointwise_ops_on_the_device);
+    RUN(a_gemma3_step_on_the_device);
     RUN(ft_train_on_the_device_tracks_the_cpu);
     RUN(adamw_on_a_device_block);
 #ifdef FT_CUDA_EMU
