@@ -16,11 +16,13 @@
       ft_ctx_opts o = ft_ctx_opts_default();
       o.device = ft_cuda_device();                 // the ops of this context run on the GPU
       ft_ctx_init(&ctx, &o);
-      ft_device_weight(o.device, W, &Wd);          // a frozen weight, uploaded as it is (NF4, Q4_1...)
-      x = ft_tensor_to_device(ctx, x_host);        // activations: explicit copies in and out
-      y = ft_matmul(ctx, x, Wd, 0, 1); ...; ft_backward(ctx, loss); ft_tensor_read(ctx, x, 1, dx);
-   finetune.h's "a device" section lists the ops that have device kernels so far; the model,
-   the trainers and the optimizer's parameter blocks do not run on it yet.
+      ft_model_to_device(m, o.device);             // every weight as it is stored (NF4, Q4_K, ...)
+      ft_params_to_device(ft_peft_params(p), o.device);
+      ft_train(ctx, m, ft_peft_params(p), data, &train_opts, NULL);   // SFT / CPT on the GPU
+      ft_params_to_host(ft_peft_params(p)); ft_model_to_host(m);     // back, to save the adapter
+   or, for graphs of your own: ft_device_weight, ft_tensor_to_device, the ops, ft_backward,
+   ft_tensor_read. `ft train --device cuda` (build/ft-cuda, make ft-cuda) does the first.
+   finetune.h's "a device" section lists the ops that have device kernels so far.
 
    WHAT IS HERE: ft_cuda_device() fills finetune.h's kernel table (ft_device) with:
       gemm          C (M, N) (+)= alpha A B^T for any two operands, each dense f32 (strided:
@@ -32,7 +34,9 @@
       rmsnorm, rope (angles with frequency factors and YaRN), swiglu, flash attention (causal,
       GQA, prefix keys/values, documents, sliding window, a KV cache's offsets), the head and
       the loss chunked (lse, log p and the frozen head's gradient with respect to h), the
-      embedding, elementwise and reductions, AdamW (finetune.h's update; ft_optim_step refuses a
+      embedding, the pointwise ops (silu, gelu, gelu_tanh, tanh, sigmoid, logsigmoid, exp, log,
+      clamp, scale, ... with their derivatives), elementwise ops and reductions (sums, the sum
+      of squares in double, finiteness), AdamW (finetune.h's update; ft_optim_step refuses a
       non-finite gradient before it changes anything); and, outside the table so far,
       cross-entropy rows.
    Determinism: no kernel here uses atomics; every sum has a fixed order (a GPU run repeats bit
