@@ -362,8 +362,9 @@
       0.4.0  devices: ft_ctx_opts.device (a kernel table, ft_device), FT_TENSOR_DEVICE, the
              device arena, ft_tensor_to_device / ft_tensor_read / ft_device_weight, the ops of
              a decoder block and its loss on a device, ft_model_to_device / ft_params_to_device
-             and back, AdamW, clipping and ft_train's SFT / CPT (checkpoints included) on a
-             device; finetune_cuda.cu fills the table for NVIDIA GPUs
+             and back, AdamW, clipping and ft_train's SFT, CPT and pair objectives
+             (checkpoints included) on a device; finetune_cuda.cu fills the table for NVIDIA
+             GPUs (tensor-core GEMM over every GGML block but the IQ types, and NF4)
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H
@@ -756,6 +757,9 @@ struct ft_device {
     /* y[0] = s * sum x;  y[i] += s * x[0] for i < n (a scalar's gradient spread) */
     ft_result (*sum)(float *y, const float *x, int64_t n, float s);
     ft_result (*spread)(float *y, int64_t n, const float *x, float s);
+    /* y (N) = s * the sums of the rows of x (N, C);  dx (N, C) += s * dy[i] on row i */
+    ft_result (*sum_rows)(float *y, const float *x, int64_t N, int64_t C, float s);
+    ft_result (*spread_rows)(float *dx, int64_t N, int64_t C, const float *dy, float s);
     /* y (N, C) += g[i] x[i, :] */
     ft_result (*rows_axpy)(float *y, const float *g, const float *x, int64_t N, int64_t C);
     /* pointwise ops (op: an ft_op of ft__unary's set, or FT_OP_SCALE with lo the factor; lo, hi:
@@ -813,10 +817,11 @@ FT_API void       ft_device_weight_free(const ft_device *dev, ft_tensor *w);
 /* a parameter block's data and gradients moved to the device (the values copied; the tensors
    then point there): forward and backward on a context with that device, ft_params_zero_grad,
    ft_params_grad_norm and ft_params_scale_grad, ft_optim_step (AdamW over the whole block, its
-   moments on the device), ft_tensor_read, and ft_train of the token objectives (SFT, CPT) on
-   one process, with its checkpoints and resume (through the host blocks). SGD, ZeRO shards,
-   several ranks and the other objectives with a device block are refused (FT_ERR_UNSUPPORTED)
-   until they are built. */
+   moments on the device), ft_tensor_read, and ft_train of the token objectives (SFT, CPT) and
+   the pair objectives (the DPO family, SimPO, ORPO: the loss over the sequence log-probs made
+   on the host) on one process, with its checkpoints and resume (through the host blocks). SGD,
+   ZeRO shards, several ranks, KTO, RM, GRPO and PPO with a device block are refused
+   (FT_ERR_UNSUPPORTED) until they are built. */
 FT_API ft_result  ft_params_to_device(ft_params *P, const ft_device *dev);
 /* and back: the values copied down into the host block, the device blocks given back (an
    optimizer made over the block keeps its device moments until it is freed) */
@@ -6118,16 +6123,24 @@ static ft_tensor *ft__dev_reduce(ft_ctx *ctx, ft_op op, ft_tensor *a, int rows) 
     int64_t one = 1;
     ft_tensor *y;
     ft__node *nd;
+    int64_t C = rows ? a->shape[a->ndim - 1] : ft_numel(a), N = ft_numel(a) / C, shape[FT_MAX_DIMS];
+    float s = op == FT_OP_MEAN ? 1.0f / (float)C : 1.0f;
+    int i;
     if (!ft__dev_all(ctx, ft_op_name(op), a, NULL, NULL)) return NULL;
-    if (rows) return ft__dev_refuse(ctx, op == FT_OP_SUM ? "sum_rows" : "mean_rows");
-    if (!(y = ft__dev_tensor(ctx, 1, &one))) return NULL;
-    FT__DEV(ctx, ctx->dev->sum(FT__F(y), FT__F(a), ft_numel(a), op == FT_OP_MEAN ? 1.0f / (float)ft_numel(a) : 1.0f));
-    if ((nd = ft__record(ctx, op, y, a, NULL, NULL)) != NULL) nd->f[0] = op == FT_OP_MEAN ? 1.0f / (float)ft_numel(a) : 1.0f;
+    for (i = 0; i + 1 < a->ndim; i++) shape[i] = a->shape[i];     /* rows: the leading dims */
+    if (!(y = rows && a->ndim > 1 ? ft__dev_tensor(ctx, a->ndim - 1, shape) : ft__dev_tensor(ctx, 1, &one))) return NULL;
+    if (rows) FT__DEV(ctx, ctx->dev->sum_rows(FT__F(y), FT__F(a), N, C, s));
+    else FT__DEV(ctx, ctx->dev->sum(FT__F(y), FT__F(a), C, s));
+    if ((nd = ft__record(ctx, op, y, a, NULL, NULL)) != NULL) { nd->f[0] = s; nd->n[0] = rows; }
     return y;
 }
 static void ft__dev_reduce_backward(ft_ctx *ctx, ft__node *nd) {
-    float *d = ft__grad(ctx, nd->in[0]);
-    if (d) FT__DEV_B(ctx, ctx->dev->spread(d, ft_numel(nd->in[0]), nd->out->grad, nd->f[0]));
+    ft_tensor *a = nd->in[0];
+    float *d = ft__grad(ctx, a);
+    int64_t C = a->shape[a->ndim - 1];
+    if (!d) return;
+    if (nd->n[0]) FT__DEV_B(ctx, ctx->dev->spread_rows(d, ft_numel(a) / C, C, nd->out->grad, nd->f[0]));
+    else FT__DEV_B(ctx, ctx->dev->spread(d, ft_numel(a), nd->out->grad, nd->f[0]));
 }
 
 /* ---- pointwise: the unary ops and scale (s in f[0], as the CPU's node keeps it) ---------------------------- */
@@ -14321,6 +14334,7 @@ FT_API ft_result ft_sequence_logps(ft_ctx *ctx, ft_model *m, const ft_batch_data
         FT__F(inv)[r] = c ? 1.0f / (float)c : 0.0f;
         if (counts) counts[r] = c;
     }
+    if (ft__dev_is(*sum)) inv = ft_tensor_to_device(ctx, inv);     /* [device] */
     if (mean) *mean = ft_mul(ctx, *sum, inv);
     return FT_OK;
 }
@@ -14703,6 +14717,8 @@ typedef struct ft__trainer {
     double comm_s;                  /* this step's seconds in collectives                          */
     int64_t slot;                   /* the micro-batch slot of the step being made                */
     double *ppo_kl;                 /* PPO: (KL, rollouts) of each slot's batch of this step       */
+    ft_ctx *hctx;                   /* [device]: the host context of a loss over a device's
+                                       log-probs (ft__micro_pairs_dev)                             */
 } ft__trainer;
 
 /* the next examples of the data order, `want` of them or as many as the epoch has left; a new
@@ -14781,6 +14797,54 @@ static ft_result ft__reference_logps(ft__trainer *t, const ft_batch_data *bd, ft
 }
 
 /* pairs: the policy's (and the reference's) log-probs of chosen and rejected -> the row's loss */
+/* [device] the pair loss over log-probs made on a device: the (2b) sums come to the host as a
+   leaf of a host context's tape, where the loss and its metrics are made as on the CPU (2b
+   numbers), and that leaf's gradient seeds the device's backward. The reference's sums come
+   down without a gradient. */
+static ft_result ft__pair_host(ft__trainer *t, ft_tensor *dsum, const int64_t *cnt, int64_t n, int grad, ft_tensor **sum, ft_tensor **mean) {
+    ft_ctx *h = t->hctx;
+    ft_tensor *inv = ft_tensor_1d(h, n);
+    ft_result r;
+    int64_t i;
+    if (!(*sum = ft_tensor_1d(h, n)) || !inv) return ft_set_error(FT_ERR_NOMEM, "train: arena out of memory");
+    if ((r = ft_tensor_read(t->ctx, dsum, 0, FT__F(*sum))) != FT_OK) return r;
+    if (grad) (*sum)->flags |= FT_TENSOR_REQUIRES_GRAD;
+    for (i = 0; i < n; i++) FT__F(inv)[i] = cnt[i] ? 1.0f / (float)cnt[i] : 0.0f;
+    *mean = ft_mul(h, *sum, inv);
+    return *mean ? FT_OK : ft_set_error(h->status, "train: %s", ft_last_error());
+}
+static ft_result ft__micro_pairs_dev(ft__trainer *t, int64_t b, ft_tensor *dsum, const int64_t *cnt, float scale, double *loss) {
+    ft_ctx_opts ho = ft_ctx_opts_default();
+    ft_pair_logps lp;
+    ft_tensor *sum, *mean, *rs, *rm, *dref, *l;
+    int64_t i, tot = 0;
+    int avg = t->def->averaged;
+    ft_result r;
+    ho.n_threads = 1;
+    ho.arena_bytes = (size_t)1 << 20;
+    if (!t->hctx && (r = ft_ctx_init(&t->hctx, &ho)) != FT_OK) return r;
+    ft_ctx_reset(t->hctx);
+    if ((r = ft__pair_host(t, dsum, cnt, 2 * b, 1, &sum, &mean)) != FT_OK) return r;
+    memset(&lp, 0, sizeof lp);
+    lp.chosen = ft_view_rows(t->hctx, avg ? mean : sum, 0, b);
+    lp.rejected = ft_view_rows(t->hctx, avg ? mean : sum, b, b);
+    lp.len_chosen = cnt;
+    lp.len_rejected = cnt + b;
+    for (i = 0; i < b; i++) tot += cnt[i];
+    lp.nll = ft_scale(t->hctx, ft_sum(t->hctx, ft_view_rows(t->hctx, sum, 0, b)), -1.0f / (float)FT__MAX(tot, 1));
+    if (t->def->reference) {
+        if ((r = ft__reference_logps(t, &t->bd, &dref, &rm)) != FT_OK) return r;
+        if ((r = ft__pair_host(t, dref, cnt, 2 * b, 0, &rs, &rm)) != FT_OK) return r;
+        lp.ref_chosen = ft_view_rows(t->hctx, avg ? rm : rs, 0, b);
+        lp.ref_rejected = ft_view_rows(t->hctx, avg ? rm : rs, b, b);
+    }
+    l = t->def->pair_loss(t->hctx, &lp, &t->o, &t->pref);
+    if (!l) return ft_set_error(t->hctx->status ? t->hctx->status : FT_ERR_NOMEM, "train: %s", ft_last_error());
+    *loss = FT__F(l)[0];
+    if (!isfinite(FT__F(l)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(l)[0]);
+    if ((r = ft_backward_from(t->hctx, l, &scale)) != FT_OK) return r;
+    return ft_backward_from(t->ctx, dsum, sum->grad);
+}
 static ft_result ft__micro_pairs(ft__trainer *t, int slot, float scale, double *loss) {
     ft_ctx *ctx = t->ctx; ft_pair_logps lp; ft_tensor *sum, *mean, *rs, *rm, *l;
     int64_t b, i, tot = 0, *cnt; ft_result r; int avg = t->def->averaged;
@@ -14789,6 +14853,7 @@ static ft_result ft__micro_pairs(ft__trainer *t, int slot, float scale, double *
     cnt = FT__CAST(int64_t *, ft__arena_alloc(ctx, (size_t)(2 * b) * sizeof(int64_t)));
     if (!cnt) return ft_set_error(FT_ERR_NOMEM, "train: arena out of memory");
     if ((r = ft_sequence_logps(ctx, t->m, &t->bd, 0, &sum, &mean, cnt)) != FT_OK) return r;
+    if (ft__dev_is(sum)) return ft__micro_pairs_dev(t, b, sum, cnt, scale, loss);
     memset(&lp, 0, sizeof lp);
     lp.chosen = ft_view_rows(ctx, avg ? mean : sum, 0, b);
     lp.rejected = ft_view_rows(ctx, avg ? mean : sum, b, b);
@@ -15768,8 +15833,8 @@ static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_pa
     if ((r = ft__params_finite(P, "train: a trainable parameter")) != FT_OK) return r;
     if (m && !m->file_finite && (r = ft_gguf_check_finite(m->g)) != FT_OK) return r;   /* the file, once per model: ~0.3 s for 135M */
     if (m) m->file_finite = 1;
-    if (P->dev && (t->size > 1 || t->def->kind != FT_KIND_TOKENS))   /* [device] so far */
-        return ft_set_error(FT_ERR_UNSUPPORTED, "train: with the parameters on a device (%s), one process and the token objectives (SFT, CPT) only, so far", P->dev->name);
+    if (P->dev && (t->size > 1 || (t->def->kind != FT_KIND_TOKENS && t->def->kind != FT_KIND_PAIRS)))   /* [device] so far */
+        return ft_set_error(FT_ERR_UNSUPPORTED, "train: with the parameters on a device (%s), one process and the token and pair objectives (SFT, CPT, the DPO family, SimPO, ORPO) only, so far", P->dev->name);
     t->first_step = t->st.step;
     t->order = FT__CAST(int64_t *, FT_MALLOC((size_t)t->n * sizeof(int64_t)));
     if (!t->order) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");
@@ -15913,6 +15978,7 @@ FT_API ft_result ft_train(ft_ctx *ctx, ft_model *m, ft_params *P, const ft_datas
     if (state) *state = t.st;
     for (a = 0; t.ro && a < t.o.grad_accum; a++) ft__rl_buf_free(&t.ro[a]);
     FT_FREE(t.ro); FT_FREE(t.ppo_kl); FT_FREE(t.order); FT_FREE(t.moe_load); ft_batch_data_free(&t.bd); ft_optim_free(t.opt);
+    ft_ctx_free(t.hctx);
     return r;
 }
 

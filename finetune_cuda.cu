@@ -80,6 +80,8 @@ FT_API ft_result ft_cuda_binary(int kind, float *y, const float *a, const float 
 FT_API ft_result ft_cuda_axpy(float *y, float s, const float *x, int64_t n);
 FT_API ft_result ft_cuda_sum(float *y, const float *x, int64_t n, float s);
 FT_API ft_result ft_cuda_spread(float *y, int64_t n, const float *x, float s);
+FT_API ft_result ft_cuda_sum_rows(float *y, const float *x, int64_t N, int64_t C, float s);
+FT_API ft_result ft_cuda_spread_rows(float *dx, int64_t N, int64_t C, const float *dy, float s);
 FT_API ft_result ft_cuda_rows_axpy(float *y, const float *g, const float *x, int64_t N, int64_t C);
 FT_API ft_result ft_cuda_unary(int op, float *y, const float *x, int64_t n, float lo, float hi);
 FT_API ft_result ft_cuda_unary_backward(int op, float *dx, const float *dy, const float *x, const float *y, int64_t n,
@@ -816,6 +818,30 @@ FT_API ft_result ft_cuda_unary_backward(int op, float *dx, const float *dy, cons
     return ft__cu_check("unary backward");
 }
 
+/* y[i] = s * sum of row i: one block per row */
+__global__ void ft__cu_sum_rows(float *y, const float *x, int64_t C, float s) {
+    __shared__ float sh[33];
+    const float *xr = x + blockIdx.x * C;
+    float acc = 0.0f;
+    int64_t j;
+    for (j = threadIdx.x; j < C; j += blockDim.x) acc += xr[j];
+    acc = ft__cu_block_reduce(acc, 0, sh);
+    if (threadIdx.x == 0) y[blockIdx.x] = s * acc;
+}
+FT_API ft_result ft_cuda_sum_rows(float *y, const float *x, int64_t N, int64_t C, float s) {
+    if (N <= 0) return FT_OK;
+    FT_CU_LAUNCH(ft__cu_sum_rows, dim3((unsigned)N), dim3(FT_CU_ROW_THREADS), y, x, C, s);
+    return ft__cu_check("sum of rows");
+}
+__global__ void ft__cu_spread_rows(float *dx, int64_t N, int64_t C, const float *dy, float s) {
+    int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e < N * C) dx[e] += s * dy[e / C];
+}
+FT_API ft_result ft_cuda_spread_rows(float *dx, int64_t N, int64_t C, const float *dy, float s) {
+    if (N <= 0 || C <= 0) return FT_OK;
+    FT_CU_LAUNCH(ft__cu_spread_rows, dim3(ft__cu_blocks(N * C, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), dx, N, C, dy, s);
+    return ft__cu_check("spread of rows");
+}
 __global__ void ft__cu_rows_axpy(float *y, const float *g, const float *x, int64_t N, int64_t C) {
     int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (e < N * C) y[e] += g[e / C] * x[e];
@@ -1139,6 +1165,8 @@ FT_API const ft_device *ft_cuda_device(void) {
         d.axpy = ft_cuda_axpy;
         d.sum = ft_cuda_sum;
         d.spread = ft_cuda_spread;
+        d.sum_rows = ft_cuda_sum_rows;
+        d.spread_rows = ft_cuda_spread_rows;
         d.rows_axpy = ft_cuda_rows_axpy;
         d.unary = ft_cuda_unary;
         d.unary_backward = ft_cuda_unary_backward;
