@@ -362,7 +362,7 @@
       0.4.0  devices: ft_ctx_opts.device (a kernel table, ft_device), FT_TENSOR_DEVICE, the
              device arena, ft_tensor_to_device / ft_tensor_read / ft_device_weight, the ops of
              a decoder block and its loss on a device, ft_model_to_device / ft_params_to_device
-             and back, AdamW, clipping and ft_train's SFT, CPT and pair objectives
+             and back, AdamW, clipping and ft_train's SFT, CPT, pair and KTO objectives
              (checkpoints included) on a device; finetune_cuda.cu fills the table for NVIDIA
              GPUs (tensor-core GEMM over every GGML block but the IQ types, and NF4)
 */
@@ -818,10 +818,10 @@ FT_API void       ft_device_weight_free(const ft_device *dev, ft_tensor *w);
    then point there): forward and backward on a context with that device, ft_params_zero_grad,
    ft_params_grad_norm and ft_params_scale_grad, ft_optim_step (AdamW over the whole block, its
    moments on the device), ft_tensor_read, and ft_train of the token objectives (SFT, CPT) and
-   the pair objectives (the DPO family, SimPO, ORPO: the loss over the sequence log-probs made
-   on the host) on one process, with its checkpoints and resume (through the host blocks). SGD,
-   ZeRO shards, several ranks, KTO, RM, GRPO and PPO with a device block are refused
-   (FT_ERR_UNSUPPORTED) until they are built. */
+   the pair and KTO objectives (the DPO family, SimPO, ORPO, KTO: the loss over the sequence
+   log-probs made on the host) on one process, with its checkpoints and resume (through the
+   host blocks). SGD, ZeRO shards, several ranks, RM, GRPO and PPO with a device block are
+   refused (FT_ERR_UNSUPPORTED) until they are built. */
 FT_API ft_result  ft_params_to_device(ft_params *P, const ft_device *dev);
 /* and back: the values copied down into the host block, the device blocks given back (an
    optimizer made over the block keeps its device moments until it is freed) */
@@ -14797,34 +14797,51 @@ static ft_result ft__reference_logps(ft__trainer *t, const ft_batch_data *bd, ft
 }
 
 /* pairs: the policy's (and the reference's) log-probs of chosen and rejected -> the row's loss */
-/* [device] the pair loss over log-probs made on a device: the (2b) sums come to the host as a
-   leaf of a host context's tape, where the loss and its metrics are made as on the CPU (2b
-   numbers), and that leaf's gradient seeds the device's backward. The reference's sums come
-   down without a gradient. */
-static ft_result ft__pair_host(ft__trainer *t, ft_tensor *dsum, const int64_t *cnt, int64_t n, int grad, ft_tensor **sum, ft_tensor **mean) {
-    ft_ctx *h = t->hctx;
-    ft_tensor *inv = ft_tensor_1d(h, n);
-    ft_result r;
-    int64_t i;
-    if (!(*sum = ft_tensor_1d(h, n)) || !inv) return ft_set_error(FT_ERR_NOMEM, "train: arena out of memory");
-    if ((r = ft_tensor_read(t->ctx, dsum, 0, FT__F(*sum))) != FT_OK) return r;
-    if (grad) (*sum)->flags |= FT_TENSOR_REQUIRES_GRAD;
-    for (i = 0; i < n; i++) FT__F(inv)[i] = cnt[i] ? 1.0f / (float)cnt[i] : 0.0f;
-    *mean = ft_mul(h, *sum, inv);
-    return *mean ? FT_OK : ft_set_error(h->status, "train: %s", ft_last_error());
-}
-static ft_result ft__micro_pairs_dev(ft__trainer *t, int64_t b, ft_tensor *dsum, const int64_t *cnt, float scale, double *loss) {
+/* [device] A loss over per-sequence numbers made on a device (log-probs of pairs, KTO's): the
+   numbers come to a host context's tape as leaves (2 or 3 per example), the loss and its
+   metrics are made there as on the CPU, and the gradient of the leaf that needs one seeds the
+   device's backward. */
+static ft_result ft__host_open(ft__trainer *t) {
     ft_ctx_opts ho = ft_ctx_opts_default();
-    ft_pair_logps lp;
-    ft_tensor *sum, *mean, *rs, *rm, *dref, *l;
-    int64_t i, tot = 0;
-    int avg = t->def->averaged;
     ft_result r;
     ho.n_threads = 1;
     ho.arena_bytes = (size_t)1 << 20;
     if (!t->hctx && (r = ft_ctx_init(&t->hctx, &ho)) != FT_OK) return r;
     ft_ctx_reset(t->hctx);
-    if ((r = ft__pair_host(t, dsum, cnt, 2 * b, 1, &sum, &mean)) != FT_OK) return r;
+    return FT_OK;
+}
+/* device tensor d's values as a leaf of the host context (needing a gradient when grad) */
+static ft_tensor *ft__host_leaf(ft__trainer *t, ft_tensor *d, int grad) {
+    ft_tensor *x = d ? ft_tensor_new(t->hctx, FT_TYPE_F32, d->ndim, d->shape) : NULL;
+    if (!x || ft_tensor_read(t->ctx, d, 0, FT__F(x)) != FT_OK) return NULL;
+    if (grad) x->flags |= FT_TENSOR_REQUIRES_GRAD;
+    return x;
+}
+/* the host loss l's backward (seed scale), then the device's from d with leaf's gradient */
+static ft_result ft__host_backward(ft__trainer *t, ft_tensor *l, float scale, double *loss, ft_tensor *d, ft_tensor *leaf) {
+    ft_result r;
+    if (!l) return ft_set_error(t->hctx->status ? t->hctx->status : FT_ERR_NOMEM, "train: %s", ft_last_error());
+    *loss = FT__F(l)[0];
+    if (!isfinite(FT__F(l)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(l)[0]);
+    if ((r = ft_backward_from(t->hctx, l, &scale)) != FT_OK) return r;
+    return ft_backward_from(t->ctx, d, leaf->grad);
+}
+/* the (n) sums on the host, and their means over each row's cnt targets */
+static ft_result ft__pair_host(ft__trainer *t, ft_tensor *dsum, const int64_t *cnt, int64_t n, int grad, ft_tensor **sum, ft_tensor **mean) {
+    ft_tensor *inv = ft_tensor_1d(t->hctx, n);
+    int64_t i;
+    if (!(*sum = ft__host_leaf(t, dsum, grad)) || !inv) return ft_set_error(FT_ERR_NOMEM, "train: %s", ft_last_error());
+    for (i = 0; i < n; i++) FT__F(inv)[i] = cnt[i] ? 1.0f / (float)cnt[i] : 0.0f;
+    *mean = ft_mul(t->hctx, *sum, inv);
+    return *mean ? FT_OK : ft_set_error(t->hctx->status, "train: %s", ft_last_error());
+}
+static ft_result ft__micro_pairs_dev(ft__trainer *t, int64_t b, ft_tensor *dsum, const int64_t *cnt, float scale, double *loss) {
+    ft_pair_logps lp;
+    ft_tensor *sum, *mean, *rs, *rm, *dref;
+    int64_t i, tot = 0;
+    int avg = t->def->averaged;
+    ft_result r;
+    if ((r = ft__host_open(t)) != FT_OK || (r = ft__pair_host(t, dsum, cnt, 2 * b, 1, &sum, &mean)) != FT_OK) return r;
     memset(&lp, 0, sizeof lp);
     lp.chosen = ft_view_rows(t->hctx, avg ? mean : sum, 0, b);
     lp.rejected = ft_view_rows(t->hctx, avg ? mean : sum, b, b);
@@ -14838,12 +14855,7 @@ static ft_result ft__micro_pairs_dev(ft__trainer *t, int64_t b, ft_tensor *dsum,
         lp.ref_chosen = ft_view_rows(t->hctx, avg ? rm : rs, 0, b);
         lp.ref_rejected = ft_view_rows(t->hctx, avg ? rm : rs, b, b);
     }
-    l = t->def->pair_loss(t->hctx, &lp, &t->o, &t->pref);
-    if (!l) return ft_set_error(t->hctx->status ? t->hctx->status : FT_ERR_NOMEM, "train: %s", ft_last_error());
-    *loss = FT__F(l)[0];
-    if (!isfinite(FT__F(l)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(l)[0]);
-    if ((r = ft_backward_from(t->hctx, l, &scale)) != FT_OK) return r;
-    return ft_backward_from(t->ctx, dsum, sum->grad);
+    return ft__host_backward(t, t->def->pair_loss(t->hctx, &lp, &t->o, &t->pref), scale, loss, dsum, sum);
 }
 static ft_result ft__micro_pairs(ft__trainer *t, int slot, float scale, double *loss) {
     ft_ctx *ctx = t->ctx; ft_pair_logps lp; ft_tensor *sum, *mean, *rs, *rm, *l;
@@ -14901,6 +14913,17 @@ static ft_result ft__micro_kto(ft__trainer *t, int slot, float scale, double *lo
     ft_ctx_set_grad(ctx, old);
     if (r == FT_OK) r = ft__reference_logps(t, &t->bd, &ref, NULL);
     if (r != FT_OK) return r;
+    if (ft__dev_is(lp)) {                   /* [device]: the loss over the numbers on the host */
+        ft_tensor *hlp, *hklp, *href;
+        if ((r = ft__host_open(t)) != FT_OK) return r;
+        hlp = ft__host_leaf(t, lp, 1);
+        hklp = ft__host_leaf(t, klp, 0);
+        href = ft__host_leaf(t, ref, 0);
+        if (!hlp || !hklp || !href) return ft_set_error(FT_ERR_NOMEM, "train: %s", ft_last_error());
+        l = ft_kto_loss(t->hctx, hlp, ft_view_rows(t->hctx, href, 0, B), hklp, ft_view_rows(t->hctx, href, B, B), lab, t->o.beta,
+                        t->o.desirable_weight, t->o.undesirable_weight, &t->pref);
+        return ft__host_backward(t, l, scale, loss, lp, hlp);
+    }
     l = ft_kto_loss(ctx, lp, ft_view_rows(ctx, ref, 0, B), klp, ft_view_rows(ctx, ref, B, B), lab, t->o.beta,
                     t->o.desirable_weight, t->o.undesirable_weight, &t->pref);
     return ft__micro_backward(t, l, scale, loss);
@@ -15833,8 +15856,8 @@ static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_pa
     if ((r = ft__params_finite(P, "train: a trainable parameter")) != FT_OK) return r;
     if (m && !m->file_finite && (r = ft_gguf_check_finite(m->g)) != FT_OK) return r;   /* the file, once per model: ~0.3 s for 135M */
     if (m) m->file_finite = 1;
-    if (P->dev && (t->size > 1 || (t->def->kind != FT_KIND_TOKENS && t->def->kind != FT_KIND_PAIRS)))   /* [device] so far */
-        return ft_set_error(FT_ERR_UNSUPPORTED, "train: with the parameters on a device (%s), one process and the token and pair objectives (SFT, CPT, the DPO family, SimPO, ORPO) only, so far", P->dev->name);
+    if (P->dev && (t->size > 1 || (t->def->kind != FT_KIND_TOKENS && t->def->kind != FT_KIND_PAIRS && t->def->kind != FT_KIND_KTO)))   /* [device] so far */
+        return ft_set_error(FT_ERR_UNSUPPORTED, "train: with the parameters on a device (%s), one process and the token, pair and KTO objectives (SFT, CPT, the DPO family, SimPO, ORPO, KTO) only, so far", P->dev->name);
     t->first_step = t->st.step;
     t->order = FT__CAST(int64_t *, FT_MALLOC((size_t)t->n * sizeof(int64_t)));
     if (!t->order) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");

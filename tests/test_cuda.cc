@@ -998,7 +998,7 @@ TEST(ft_train_on_the_device_tracks_the_cpu) {
 }
 
 /* a preference objective through ft_train: the policy's and the reference's log-probs on the
-   device, the loss over them on the host: DPO and ORPO, five steps each, beside the CPU. DPO's
+   device, the loss over them on the host: DPO, ORPO and KTO, five steps each, beside the CPU. DPO's
    loss is a difference of sequence log-probs times beta: the bf16 GEMMs' noise shows in it
    (measured: within 2%, 0.013 at most), while a gradient that did not reach the device would
    leave the device's loss at log 2 as the CPU's falls to 0.04 */
@@ -1044,19 +1044,31 @@ TEST(preference_training_on_the_device) {
         ex.ids = ids; ex.loss = loss; ex.n = 10; ex.ids2 = ids2; ex.loss2 = loss2; ex.n2 = 10; ex.prompt_len = 4;
         CHECK_OK(ft_dataset_add(data, &ex));
     }
-    for (ft_objective obj : {FT_OBJ_DPO, FT_OBJ_ORPO}) {
+    ft_dataset *kto = NULL;
+    CHECK_OK(ft_dataset_new(&kto, FT_DATA_KTO));
+    for (int e = 0; e < 6; e++) {
+        int32_t ids[10];
+        unsigned char loss[10];
+        ft_example ex;
+        for (int j = 0; j < 10; j++) { ids[j] = (int32_t)((e * 13 + j * 5 + 2) % TINY_V); loss[j] = j >= 4; }
+        memset(&ex, 0, sizeof ex);
+        ex.ids = ids; ex.loss = loss; ex.n = 10; ex.prompt_len = 4; ex.label = e % 2;
+        CHECK_OK(ft_dataset_add(kto, &ex));
+    }
+    for (ft_objective obj : {FT_OBJ_DPO, FT_OBJ_ORPO, FT_OBJ_KTO}) {
         step_log logs[2];
         memset(logs, 0, sizeof logs);
-        train_pairs(data, NULL, obj, &logs[0]);
-        train_pairs(data, ft_cuda_device(), obj, &logs[1]);
-        CHECK(logs[0].n == 5 && logs[1].n == 5, "%s: steps logged %d, %d", obj == FT_OBJ_DPO ? "dpo" : "orpo", logs[0].n, logs[1].n);
+        train_pairs(obj == FT_OBJ_KTO ? kto : data, NULL, obj, &logs[0]);
+        train_pairs(obj == FT_OBJ_KTO ? kto : data, ft_cuda_device(), obj, &logs[1]);
+        CHECK(logs[0].n == 5 && logs[1].n == 5, "%s: steps logged %d, %d", ft_objective_get(obj)->name, logs[0].n, logs[1].n);
         for (int s = 0; s < logs[0].n && s < logs[1].n; s++) {
             CHECK(fabs(logs[0].loss[s] - logs[1].loss[s]) <= 0.03 * fabs(logs[0].loss[s]) + 5e-3,
-                  "%s step %d: loss %g on the CPU, %g on the device", obj == FT_OBJ_DPO ? "dpo" : "orpo", s + 1, logs[0].loss[s], logs[1].loss[s]);
-            printf("# %s step %d: loss %.5f / %.5f (CPU / device)\n", obj == FT_OBJ_DPO ? "dpo" : "orpo", s + 1, logs[0].loss[s], logs[1].loss[s]);
+                  "%s step %d: loss %g on the CPU, %g on the device", ft_objective_get(obj)->name, s + 1, logs[0].loss[s], logs[1].loss[s]);
+            printf("# %s step %d: loss %.5f / %.5f (CPU / device)\n", ft_objective_get(obj)->name, s + 1, logs[0].loss[s], logs[1].loss[s]);
         }
     }
     ft_dataset_free(data);
+    ft_dataset_free(kto);
 }
 
 /* AdamW with weight decay and a LoRA+ rate scale on a device block beside the host's, three
