@@ -362,7 +362,7 @@
       0.4.0  devices: ft_ctx_opts.device (a kernel table, ft_device), FT_TENSOR_DEVICE, the
              device arena, ft_tensor_to_device / ft_tensor_read / ft_device_weight, the ops of
              a decoder block and its loss on a device, ft_model_to_device / ft_params_to_device
-             and back, AdamW, clipping and ft_train's SFT, CPT, pair and KTO objectives
+             and back, AdamW, clipping and ft_train's objectives without rollouts
              (checkpoints included) on a device; finetune_cuda.cu fills the table for NVIDIA
              GPUs (tensor-core GEMM over every GGML block but the IQ types, and NF4)
 */
@@ -818,10 +818,10 @@ FT_API void       ft_device_weight_free(const ft_device *dev, ft_tensor *w);
    then point there): forward and backward on a context with that device, ft_params_zero_grad,
    ft_params_grad_norm and ft_params_scale_grad, ft_optim_step (AdamW over the whole block, its
    moments on the device), ft_tensor_read, and ft_train of the token objectives (SFT, CPT) and
-   the pair and KTO objectives (the DPO family, SimPO, ORPO, KTO: the loss over the sequence
-   log-probs made on the host) on one process, with its checkpoints and resume (through the
-   host blocks). SGD, ZeRO shards, several ranks, RM, GRPO and PPO with a device block are
-   refused (FT_ERR_UNSUPPORTED) until they are built. */
+   the pair, KTO and reward-model objectives (the DPO family, SimPO, ORPO, KTO, RM: the loss over
+   the sequence log-probs or rewards made on the host) on one process, with its checkpoints and
+   resume (through the host blocks). SGD, ZeRO shards, several ranks, GRPO and PPO with a device
+   block are refused (FT_ERR_UNSUPPORTED) until they are built. */
 FT_API ft_result  ft_params_to_device(ft_params *P, const ft_device *dev);
 /* and back: the values copied down into the host block, the device blocks given back (an
    optimizer made over the block keeps its device moments until it is freed) */
@@ -14568,6 +14568,7 @@ FT_API ft_result ft_sequence_rewards(ft_ctx *ctx, ft_model *m, const ft_batch_da
     if (!sc || !pick) return ft_set_error(ctx->status ? ctx->status : FT_ERR_NOMEM, "rewards: %s", ft_last_error());
     memset(pick->data, 0, (size_t)(bd->B * bd->T) * sizeof(float));
     for (r = 0; r < bd->B; r++) FT__F(pick)[r * bd->T + FT__MAX(bd->len[r], 1) - 1] = 1.0f;
+    if (ft__dev_is(sc)) pick = ft_tensor_to_device(ctx, pick);          /* [device] */
     s2[0] = bd->B; s2[1] = bd->T;
     *rewards = ft_sum_rows(ctx, ft_mul(ctx, ft_reshape(ctx, sc, 2, s2), pick));
     return *rewards ? FT_OK : ft_set_error(ctx->status, "rewards: %s", ft_last_error());
@@ -14888,6 +14889,13 @@ static ft_result ft__micro_scores(ft__trainer *t, int slot, float scale, double 
     (void)slot;
     if ((r = ft__pair_rows(t, &b)) != FT_OK) return r;
     if ((r = ft_sequence_rewards(t->ctx, t->m, &t->bd, &rw)) != FT_OK) return r;
+    if (ft__dev_is(rw)) {                   /* [device]: the loss over the rewards on the host */
+        ft_tensor *hrw;
+        if ((r = ft__host_open(t)) != FT_OK) return r;
+        if (!(hrw = ft__host_leaf(t, rw, 1))) return ft_set_error(FT_ERR_NOMEM, "train: %s", ft_last_error());
+        l = ft_rm_loss(t->hctx, ft_view_rows(t->hctx, hrw, 0, b), ft_view_rows(t->hctx, hrw, b, b), NULL, t->o.rm_center, &t->pref);
+        return ft__host_backward(t, l, scale, loss, rw, hrw);
+    }
     l = ft_rm_loss(t->ctx, ft_view_rows(t->ctx, rw, 0, b), ft_view_rows(t->ctx, rw, b, b), NULL, t->o.rm_center, &t->pref);
     return ft__micro_backward(t, l, scale, loss);
 }
@@ -15856,8 +15864,8 @@ static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_pa
     if ((r = ft__params_finite(P, "train: a trainable parameter")) != FT_OK) return r;
     if (m && !m->file_finite && (r = ft_gguf_check_finite(m->g)) != FT_OK) return r;   /* the file, once per model: ~0.3 s for 135M */
     if (m) m->file_finite = 1;
-    if (P->dev && (t->size > 1 || (t->def->kind != FT_KIND_TOKENS && t->def->kind != FT_KIND_PAIRS && t->def->kind != FT_KIND_KTO)))   /* [device] so far */
-        return ft_set_error(FT_ERR_UNSUPPORTED, "train: with the parameters on a device (%s), one process and the token, pair and KTO objectives (SFT, CPT, the DPO family, SimPO, ORPO, KTO) only, so far", P->dev->name);
+    if (P->dev && (t->size > 1 || t->def->kind == FT_KIND_ROLLOUTS))   /* [device] so far */
+        return ft_set_error(FT_ERR_UNSUPPORTED, "train: with the parameters on a device (%s), one process and the objectives without rollouts (not GRPO, PPO) only, so far", P->dev->name);
     t->first_step = t->st.step;
     t->order = FT__CAST(int64_t *, FT_MALLOC((size_t)t->n * sizeof(int64_t)));
     if (!t->order) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");

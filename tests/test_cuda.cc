@@ -998,7 +998,8 @@ TEST(ft_train_on_the_device_tracks_the_cpu) {
 }
 
 /* a preference objective through ft_train: the policy's and the reference's log-probs on the
-   device, the loss over them on the host: DPO, ORPO and KTO, five steps each, beside the CPU. DPO's
+   device, the loss over them on the host: DPO, ORPO, KTO and a reward model, five steps each,
+   beside the CPU. DPO's
    loss is a difference of sequence log-probs times beta: the bf16 GEMMs' noise shows in it
    (measured: within 2%, 0.013 at most), while a gradient that did not reach the device would
    leave the device's loss at log 2 as the CPU's falls to 0.04 */
@@ -1013,6 +1014,7 @@ static void train_pairs(const ft_dataset *data, const ft_device *dev, ft_objecti
     memset(&mo, 0, sizeof mo);
     mo.quantize = FT_TYPE_NF4;
     lo.r = 4;
+    lo.reward_head = obj == FT_OBJ_RM;
     co.device = dev;
     CHECK_OK(ft_model_load(&m, "build/cuda_tiny.gguf", &mo));
     CHECK_OK(ft_lora_attach(&p, m, &lo));
@@ -1055,7 +1057,7 @@ TEST(preference_training_on_the_device) {
         ex.ids = ids; ex.loss = loss; ex.n = 10; ex.prompt_len = 4; ex.label = e % 2;
         CHECK_OK(ft_dataset_add(kto, &ex));
     }
-    for (ft_objective obj : {FT_OBJ_DPO, FT_OBJ_ORPO, FT_OBJ_KTO}) {
+    for (ft_objective obj : {FT_OBJ_DPO, FT_OBJ_ORPO, FT_OBJ_KTO, FT_OBJ_RM}) {
         step_log logs[2];
         memset(logs, 0, sizeof logs);
         train_pairs(obj == FT_OBJ_KTO ? kto : data, NULL, obj, &logs[0]);

@@ -177,7 +177,7 @@ static const ft_opt ft_opts[] = {
     O_ENUM("quantize", quantize, "none", FT_ENUM_TYPE, "none", ft_only_nf4, TRN | EVL, "nf4: linear weights as NF4 (QLoRA)"),
     O_FLAG("grad-checkpoint", 0, grad_checkpoint, TRN, "recompute each layer in backward: far less activation memory"),
     O_STR("device", 0, device, ft_check_device, TRN, "cpu|cuda",
-          "where the training steps run: cuda puts the model, the adapter and AdamW on the GPU (build/ft-cuda, make ft-cuda; SFT, CPT, DPO family, SimPO, ORPO, KTO)"),
+          "where the training steps run: cuda puts the model, the adapter and AdamW on the GPU (build/ft-cuda, make ft-cuda; every objective but GRPO and PPO)"),
     /* the objective */
     O_SEL("objective", objective, "sft", FT_ENUM_OBJECTIVE, NULL, TRN, "the loss (see below)"),
     O_REAL("beta", train.beta, LIB, "[0, 1000]", TRN, "B", "preference / KTO beta (0: the objective's)"),
