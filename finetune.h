@@ -125,9 +125,10 @@
       ft_cuda_device() is NVIDIA's. Ops whose inputs carry FT_TENSOR_DEVICE run there, outputs
       and gradients in a device arena; ft_tensor_to_device / ft_tensor_read / ft_device_weight
       are the copies, ft_model_to_device / ft_params_to_device (and _to_host) move a model and
-      an adapter, after which ft_train's token objectives run on the device unchanged. The ops
-      of a decoder block and its loss have device versions so far (see "a device" above
-      ft_tensor_to_device); others refuse device tensors by name (FT_ERR_UNSUPPORTED).
+      an adapter, after which ft_train's objectives without rollouts (SFT, CPT, the DPO family,
+      SimPO, ORPO, KTO, RM) run on the device unchanged. The ops of a decoder block and its loss
+      have device versions so far (see "a device" above ft_tensor_to_device); others refuse
+      device tensors by name (FT_ERR_UNSUPPORTED).
 
    6. GGUF and NF4
       ft_gguf_open maps a GGUF file read-only and checks every count, length, type and offset
