@@ -5891,11 +5891,43 @@ static ft_result ft__dev_put(const ft_device *dev, void **dst, const void *src, 
     ft_result r = dev->alloc(dst, bytes ? bytes : 1);
     return r == FT_OK ? dev->upload(*dst, src, bytes) : r;
 }
+/* a weight's storage in parts: its data, and an NF4 weight's qabsmax, absmax2, code; how many */
+static int ft__weight_parts(const ft_tensor *w, const void *src[4], size_t bytes[4]) {
+    int64_t n = ft_numel(w);
+    src[0] = w->data;
+    if (w->type != FT_TYPE_NF4) {
+        bytes[0] = ft_type_row_bytes(w->type, w->shape[w->ndim - 1]) * (size_t)ft_nrows(w);
+        return 1;
+    }
+    bytes[0] = (size_t)((n + 1) / 2);
+    src[1] = w->nf4->qabsmax; bytes[1] = (size_t)ft_nf4_blocks(n);
+    src[2] = w->nf4->absmax2; bytes[2] = (size_t)ft_nf4_blocks2(n) * sizeof(float);
+    src[3] = w->nf4->code;    bytes[3] = 256 * sizeof(float);
+    return 4;
+}
+/* device copies of w's parts into d[0..3] (NULL where none was made) */
+static ft_result ft__dev_put_weight(const ft_device *dev, const ft_tensor *w, void *d[4]) {
+    const void *src[4];
+    size_t bytes[4];
+    int k, n = ft__weight_parts(w, src, bytes);
+    ft_result r = FT_OK;
+    for (k = 0; k < 4; k++) d[k] = NULL;
+    for (k = 0; k < n && r == FT_OK; k++) r = ft__dev_put(dev, &d[k], src[k], bytes[k]);
+    return r;
+}
+/* w's data, and its NF4 state q (when it has one), pointed at the copies d */
+static void ft__dev_point_weight(ft_tensor *w, ft_nf4 *q, void *const d[4]) {
+    w->data = d[0];
+    w->flags |= FT_TENSOR_DEVICE;
+    if (!q) return;
+    q->qabsmax = FT__CAST(const uint8_t *, d[1]);
+    q->absmax2 = FT__CAST(const float *, d[2]);
+    q->code = FT__CAST(const float *, d[3]);
+}
 FT_API ft_result ft_device_weight(const ft_device *dev, const ft_tensor *w, ft_tensor **out) {
     ft__dev_weight *d;
     ft_result r;
-    int64_t n = ft_numel(w);
-    void *p = NULL;
+    void *parts[4];
     *out = NULL;
     if (w->ndim != 2 || ft__dev_is(w) || (w->type == FT_TYPE_NF4 && !w->nf4))
         return ft_set_error(FT_ERR_INVALID, "device weight: %s must be a 2-D host weight", w->name ? w->name : "unnamed");
@@ -5904,44 +5936,43 @@ FT_API ft_result ft_device_weight(const ft_device *dev, const ft_tensor *w, ft_t
     d->t = *w;
     d->t.grad = NULL;
     d->t.view_of = NULL;
-    d->t.data = NULL;
-    d->t.flags = FT_TENSOR_DEVICE;
+    d->t.flags = 0;
+    if (w->nf4) d->nf4 = *w->nf4;
+    d->t.nf4 = w->type == FT_TYPE_NF4 ? &d->nf4 : NULL;
+    r = ft__dev_put_weight(dev, w, parts);
+    ft__dev_point_weight(&d->t, w->type == FT_TYPE_NF4 ? &d->nf4 : NULL, parts);
     *out = &d->t;                               /* ft_device_weight_free gives back a partial one */
-    if (w->type != FT_TYPE_NF4) {
-        r = ft__dev_put(dev, &p, w->data, ft_type_row_bytes(w->type, w->shape[1]) * (size_t)w->shape[0]);
-        d->t.data = p;
-        return r;
-    }
-    d->t.nf4 = &d->nf4;
-    d->nf4.offset = w->nf4->offset;
-    if ((r = ft__dev_put(dev, &p, w->data, (size_t)((n + 1) / 2))) != FT_OK) return r;
-    d->t.data = p;
-    if ((r = ft__dev_put(dev, &p, w->nf4->qabsmax, (size_t)ft_nf4_blocks(n))) != FT_OK) return r;
-    d->nf4.qabsmax = FT__CAST(const uint8_t *, p);
-    if ((r = ft__dev_put(dev, &p, w->nf4->absmax2, (size_t)ft_nf4_blocks2(n) * sizeof(float))) != FT_OK) return r;
-    d->nf4.absmax2 = FT__CAST(const float *, p);
-    if ((r = ft__dev_put(dev, &p, w->nf4->code, 256 * sizeof(float))) != FT_OK) return r;
-    d->nf4.code = FT__CAST(const float *, p);
-    return FT_OK;
+    return r;
 }
 FT_API void ft_device_weight_free(const ft_device *dev, ft_tensor *w) {
     ft__dev_weight *d = FT__CAST(ft__dev_weight *, FT__CAST(void *, w));
     if (!w) return;
     if (w->data) dev->release(w->data);
-    if (w->nf4) {
-        if (d->nf4.qabsmax) dev->release(FT__CAST(void *, d->nf4.qabsmax));
-        if (d->nf4.absmax2) dev->release(FT__CAST(void *, d->nf4.absmax2));
-        if (d->nf4.code) dev->release(FT__CAST(void *, d->nf4.code));
-    }
+    if (w->nf4 && d->nf4.qabsmax) dev->release(FT__CAST(void *, d->nf4.qabsmax));
+    if (w->nf4 && d->nf4.absmax2) dev->release(FT__CAST(void *, d->nf4.absmax2));
+    if (w->nf4 && d->nf4.code) dev->release(FT__CAST(void *, d->nf4.code));
     FT_FREE(d);
 }
 
 /* ---- parameter blocks on the device ----------------------------------------------------------------- */
+/* every tensor of P pointed at the host blocks (to_host) or the device's, at the same offsets */
+static void ft__params_point(ft_params *P, int to_host) {
+    int i;
+    for (i = 0; i < P->n; i++) {
+        ft_tensor *t = P->t[i];
+        int on_dev = (t->flags & FT_TENSOR_DEVICE) != 0;
+        int64_t off = FT__F(t) - (on_dev ? P->dev_data : P->data), goff = t->grad - (on_dev ? P->dev_grad : P->grad);
+        t->data = (to_host ? P->data : P->dev_data) + off;
+        t->grad = (to_host ? P->grad : P->dev_grad) + goff;
+        if (to_host) t->flags &= ~(uint32_t)FT_TENSOR_DEVICE;
+        else t->flags |= FT_TENSOR_DEVICE;
+        t->version++;                       /* the tape must not keep the old storage */
+    }
+}
 FT_API ft_result ft_params_to_device(ft_params *P, const ft_device *dev) {
     size_t bytes = (size_t)FT__MAX(P->total, 1) * sizeof(float);
     void *d = NULL, *g = NULL;
     ft_result r;
-    int i;
     if (P->dev) return P->dev == dev ? FT_OK : ft_set_error(FT_ERR_STATE, "params to device: already on %s", P->dev->name);
     if (!P->data) return ft_set_error(FT_ERR_STATE, "params to device: the block is not allocated");
     if ((r = ft__dev_put(dev, &d, P->data, bytes)) != FT_OK || (r = dev->alloc(&g, bytes)) != FT_OK || (r = dev->zero(g, bytes)) != FT_OK) {
@@ -5952,27 +5983,15 @@ FT_API ft_result ft_params_to_device(ft_params *P, const ft_device *dev) {
     P->dev = dev;
     P->dev_data = FT__CAST(float *, d);
     P->dev_grad = FT__CAST(float *, g);
-    for (i = 0; i < P->n; i++) {
-        ft_tensor *t = P->t[i];
-        t->data = P->dev_data + (FT__F(t) - P->data);
-        t->grad = P->dev_grad + (t->grad - P->grad);
-        t->flags |= FT_TENSOR_DEVICE;
-    }
+    ft__params_point(P, 0);
     return FT_OK;
 }
 
 FT_API ft_result ft_params_to_host(ft_params *P) {
     ft_result r;
-    int i;
     if (!P->dev) return FT_OK;
     if ((r = P->dev->download(P->data, P->dev_data, (size_t)P->total * sizeof(float))) != FT_OK) return r;
-    for (i = 0; i < P->n; i++) {
-        ft_tensor *t = P->t[i];
-        t->data = P->data + (FT__F(t) - P->dev_data);
-        t->grad = P->grad + (t->grad - P->dev_grad);
-        t->flags &= ~(uint32_t)FT_TENSOR_DEVICE;
-        t->version++;
-    }
+    ft__params_point(P, 1);
     memset(P->grad, 0, (size_t)P->total * sizeof(float));
     P->dev->release(P->dev_data);
     P->dev->release(P->dev_grad);
@@ -10744,22 +10763,12 @@ FT_API void ft_model_free(ft_model *m) {
    Every weight but the RoPE factors (which the host reads) is copied in its storage form; an
    NF4 weight's state too. The copies are made first and the tensors pointed at them only when
    all are made, so a failure leaves the model on the host. */
-static ft_result ft__model_dev_put(ft_model *m, const ft_device *dev, void **p, const void *src, size_t bytes) {
-    ft_result r = ft__dev_put(dev, p, src, bytes);
-    if (*p) m->dev_mem[m->n_dev_mem++] = *p;
-    return r;
-}
-/* the device copies of weight i: its data in d[0], NF4's qabsmax, absmax2, code in d[1..3] */
+/* the device copies of weight i (ft__dev_put_weight's parts), kept in the model's list */
 static ft_result ft__model_dev_weight(ft_model *m, const ft_device *dev, int64_t i, void *d[4]) {
-    ft_tensor *t = &m->w[i];
-    int64_t n = ft_numel(t);
-    ft_result r;
-    if (t->type != FT_TYPE_NF4)
-        return ft__model_dev_put(m, dev, &d[0], t->data, ft_type_row_bytes(t->type, t->shape[t->ndim - 1]) * (size_t)ft_nrows(t));
-    if ((r = ft__model_dev_put(m, dev, &d[0], t->data, (size_t)((n + 1) / 2))) != FT_OK) return r;
-    if ((r = ft__model_dev_put(m, dev, &d[1], t->nf4->qabsmax, (size_t)ft_nf4_blocks(n))) != FT_OK) return r;
-    if ((r = ft__model_dev_put(m, dev, &d[2], t->nf4->absmax2, (size_t)ft_nf4_blocks2(n) * sizeof(float))) != FT_OK) return r;
-    return ft__model_dev_put(m, dev, &d[3], t->nf4->code, 256 * sizeof(float));
+    ft_result r = ft__dev_put_weight(dev, &m->w[i], d);
+    int k;
+    for (k = 0; k < 4; k++) if (d[k]) m->dev_mem[m->n_dev_mem++] = d[k];
+    return r;
 }
 FT_API ft_result ft_model_to_device(ft_model *m, const ft_device *dev) {
     void **d;
@@ -10781,14 +10790,7 @@ FT_API ft_result ft_model_to_device(ft_model *m, const ft_device *dev) {
         ft_nf4 *q = t->type == FT_TYPE_NF4 ? FT__CAST(ft_nf4 *, t->nf4) : NULL;
         m->host_data[i] = t->data;
         if (q) m->host_nf4[i] = *q;
-        if (!d[4 * i]) continue;
-        t->data = d[4 * i];
-        t->flags |= FT_TENSOR_DEVICE;
-        if (q) {
-            q->qabsmax = FT__CAST(const uint8_t *, d[4 * i + 1]);
-            q->absmax2 = FT__CAST(const float *, d[4 * i + 2]);
-            q->code = FT__CAST(const float *, d[4 * i + 3]);
-        }
+        if (d[4 * i]) ft__dev_point_weight(t, q, d + 4 * i);
     }
     if (r != FT_OK) ft_model_to_host(m);    /* nothing was pointed at the copies: given back */
     FT_FREE(d);
@@ -13803,7 +13805,6 @@ static ft_result ft__params_on_host(ft_params *P, ft_optim *o, int to_host, int 
     const ft_device *dev = P->dev;
     size_t bytes = (size_t)P->total * sizeof(float);
     ft_result r = FT_OK;
-    int i;
     if (to_host) {
         r = dev->download(P->data, P->dev_data, bytes);
         if (r == FT_OK && o && o->dev_mv) r = dev->download(o->m, o->dev_mv, bytes);
@@ -13814,15 +13815,7 @@ static ft_result ft__params_on_host(ft_params *P, ft_optim *o, int to_host, int 
         if (r == FT_OK && o) r = dev->upload(o->dev_mv, o->m, bytes);
         if (r == FT_OK && o) r = dev->upload(o->dev_mv + P->total, o->v, bytes);
     }
-    for (i = 0; i < P->n; i++) {
-        ft_tensor *t = P->t[i];
-        int on_dev = (t->flags & FT_TENSOR_DEVICE) != 0;
-        int64_t off = FT__F(t) - (on_dev ? P->dev_data : P->data), goff = t->grad - (on_dev ? P->dev_grad : P->grad);
-        t->data = (to_host ? P->data : P->dev_data) + off;
-        t->grad = (to_host ? P->grad : P->dev_grad) + goff;
-        if (to_host) t->flags &= ~(uint32_t)FT_TENSOR_DEVICE;
-        else t->flags |= FT_TENSOR_DEVICE;
-    }
+    ft__params_point(P, to_host);
     return r;
 }
 FT_API ft_result ft_optim_step(ft_optim *o, float lr) {
