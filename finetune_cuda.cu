@@ -926,18 +926,29 @@ __device__ void ft__cu_key_range(const ft_device_attn &a, int64_t b, int64_t t0,
     *nu = a.P + (kend > 0 ? kend : 0);
     *ubeg = a.P + kbeg;
 }
+/* the query rows of a forward / dQ block: batch b, head h (kv head g), positions [t0, t1] */
+struct ft__cu_qblock { int64_t b, h, g, t0, t1; };
+__device__ __forceinline__ ft__cu_qblock ft__cu_qblock_of(const ft_device_attn &a) {
+    ft__cu_qblock q;
+    q.b = blockIdx.z;
+    q.h = blockIdx.y;
+    q.g = q.h / (a.H / a.Hkv);
+    q.t0 = (int64_t)blockIdx.x * FT_CU_ATT_WARPS;
+    q.t1 = q.t0 + FT_CU_ATT_WARPS - 1 < a.T ? q.t0 + FT_CU_ATT_WARPS - 1 : a.T - 1;
+    return q;
+}
 __global__ void __launch_bounds__(128) ft__cu_attn_fwd(float *out, float *lse, ft__cu_attn A) {
     __shared__ float Ks[FT_CU_ATT_KT][FT_CUDA_ATTN_DMAX], Vs[FT_CU_ATT_KT][FT_CUDA_ATTN_DMAX];
     __shared__ float Qs[FT_CU_ATT_WARPS][FT_CUDA_ATTN_DMAX], Ps[FT_CU_ATT_WARPS][FT_CU_ATT_KT];
     const ft_device_attn &a = A.o;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane % FT_CU_ATT_KT, half = lane / FT_CU_ATT_KT, i;
-    int64_t b = blockIdx.z, h = blockIdx.y, g = h / (a.H / a.Hkv), t0 = (int64_t)blockIdx.x * FT_CU_ATT_WARPS;
-    int64_t t = t0 + warp, t1 = t0 + FT_CU_ATT_WARPS - 1 < a.T ? t0 + FT_CU_ATT_WARPS - 1 : a.T - 1, nu, ubeg, u0, d;
+    ft__cu_qblock q = ft__cu_qblock_of(a);
+    int64_t b = q.b, h = q.h, g = q.g, t = q.t0 + warp, nu, ubeg, u0, d;
     int live = t < a.T;
     float m = -INFINITY, l = 0.0f, acc[FT_CUDA_ATTN_DMAX / 32];
     FT_CU_UNROLL for (i = 0; i < FT_CUDA_ATTN_DMAX / 32; i++) acc[i] = 0.0f;
     for (d = lane; d < a.D; d += 32) Qs[warp][d] = live ? a.scale * A.q[((b * a.T + t) * a.H + h) * a.D + d] : 0.0f;
-    ft__cu_key_range(a, b, t0, t1, &nu, &ubeg);
+    ft__cu_key_range(a, b, q.t0, q.t1, &nu, &ubeg);
     for (u0 = 0; u0 < nu; u0 += FT_CU_ATT_KT) {
         if (u0 >= a.P && u0 + FT_CU_ATT_KT <= ubeg) continue;      /* the same for the whole block */
         __syncthreads();
@@ -983,8 +994,8 @@ __global__ void __launch_bounds__(128) ft__cu_attn_dq(float *dq, ft__cu_attn A) 
     __shared__ float Ds[FT_CU_ATT_WARPS][FT_CU_ATT_KT];
     const ft_device_attn &a = A.o;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane % FT_CU_ATT_KT, half = lane / FT_CU_ATT_KT, i;
-    int64_t b = blockIdx.z, h = blockIdx.y, g = h / (a.H / a.Hkv), t0 = (int64_t)blockIdx.x * FT_CU_ATT_WARPS;
-    int64_t t = t0 + warp, t1 = t0 + FT_CU_ATT_WARPS - 1 < a.T ? t0 + FT_CU_ATT_WARPS - 1 : a.T - 1, nu, ubeg, u0, d;
+    ft__cu_qblock q = ft__cu_qblock_of(a);
+    int64_t b = q.b, h = q.h, g = q.g, t = q.t0 + warp, nu, ubeg, u0, d;
     int live = t < a.T;
     int64_t row = ((b * a.T + t) * a.H + h) * a.D, st = (b * a.H + h) * a.T + t;
     float lse = live ? A.lse[st] : -INFINITY, delta = live ? A.delta[st] : 0.0f, acc[FT_CUDA_ATTN_DMAX / 32];
@@ -993,7 +1004,7 @@ __global__ void __launch_bounds__(128) ft__cu_attn_dq(float *dq, ft__cu_attn A) 
         Qs[warp][d] = live ? a.scale * A.q[row + d] : 0.0f;
         Gs[warp][d] = live ? A.dout[row + d] : 0.0f;
     }
-    ft__cu_key_range(a, b, t0, t1, &nu, &ubeg);
+    ft__cu_key_range(a, b, q.t0, q.t1, &nu, &ubeg);
     for (u0 = 0; u0 < nu; u0 += FT_CU_ATT_KT) {
         if (u0 >= a.P && u0 + FT_CU_ATT_KT <= ubeg) continue;
         __syncthreads();
