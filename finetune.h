@@ -749,6 +749,7 @@ struct ft_device {
     ft_result (*upload)(void *dst, const void *src, size_t bytes);
     ft_result (*download)(void *dst, const void *src, size_t bytes);
     ft_result (*zero)(void *dst, size_t bytes);
+    ft_result (*copy)(void *dst, const void *src, size_t bytes);   /* device to device          */
     /* C (M, N), row stride ldc: C = alpha sum_k A(i, k) B(j, k) (+ C when accumulate) */
     ft_result (*gemm)(float *C, int64_t ldc, ft_device_operand A, ft_device_operand B, int64_t M,
                       int64_t N, int64_t K, float alpha, int accumulate);
@@ -10830,14 +10831,34 @@ FT_API ft_tensor *ft_model_output(ft_model *m) { return m->output; }
 FT_API const ft_tokenizer *ft_model_tokenizer(const ft_model *m) { return m->tok; }
 FT_API const char *ft_model_chat_template(const ft_model *m) { return m->chat_template; }
 
-/* ---- the KV cache: per layer (n_seq, n_ctx, Hkv*D) keys and values, f32 -------------------- */
+/* ---- the KV cache: per layer (n_seq, n_ctx, Hkv*D) keys and values, f32, where the model's
+   weights are (host memory, or the device's of ft_model_to_device) ---------------------------- */
 struct ft_kv_cache {
     int64_t n_seq, n_ctx, n_layer, kv_dim;
     float *k, *v;                   /* (n_layer, n_seq, n_ctx, kv_dim)                           */
     int64_t *len;                   /* (n_seq) tokens stored per sequence                          */
+    const ft_device *dev;           /* k and v are device memory when set                          */
 };
+/* the cache's k and v, n floats each: zeroed device memory, or host memory */
+static ft_result ft__kv_alloc(ft_kv_cache *c, const ft_device *dev, size_t n) {
+    void *k = NULL, *v = NULL;
+    ft_result r;
+    if (!dev) {
+        c->k = FT__CAST(float *, ft__aligned_alloc(n * sizeof(float)));
+        c->v = FT__CAST(float *, ft__aligned_alloc(n * sizeof(float)));
+        return c->k && c->v ? FT_OK : ft_set_error(FT_ERR_NOMEM, "kv cache: %zu MiB", 2 * n * 4 >> 20);
+    }
+    c->dev = dev;
+    r = dev->alloc(&k, n * sizeof(float));
+    c->k = FT__CAST(float *, k);
+    if (r == FT_OK) r = dev->alloc(&v, n * sizeof(float));
+    c->v = FT__CAST(float *, v);
+    if (r == FT_OK) r = dev->zero(k, n * sizeof(float));      /* masked keys are read: no NaN there */
+    if (r == FT_OK) r = dev->zero(v, n * sizeof(float));
+    return r;
+}
 FT_API ft_result ft_kv_cache_init(ft_kv_cache **out, const ft_model *m, int64_t n_seq, int64_t n_ctx) {
-    ft_kv_cache *c; size_t n;
+    ft_kv_cache *c; size_t n; ft_result r;
     *out = NULL;
     if (n_seq < 1 || n_ctx < 1) return ft_set_error(FT_ERR_INVALID, "kv cache: %lld sequences of %lld tokens", (long long)n_seq, (long long)n_ctx);
     c = FT__CAST(ft_kv_cache *, FT_MALLOC(sizeof *c));
@@ -10846,17 +10867,24 @@ FT_API ft_result ft_kv_cache_init(ft_kv_cache **out, const ft_model *m, int64_t 
     n_ctx += ft__peft_tokens(m->peft, 0, 0);                      /* room for a soft prompt */
     c->n_seq = n_seq; c->n_ctx = n_ctx; c->n_layer = m->c.n_layer; c->kv_dim = m->c.n_head_kv * m->c.head_dim;
     n = (size_t)(c->n_layer * n_seq * n_ctx * c->kv_dim);
-    c->k = FT__CAST(float *, ft__aligned_alloc(n * sizeof(float)));
-    c->v = FT__CAST(float *, ft__aligned_alloc(n * sizeof(float)));
     c->len = FT__CAST(int64_t *, FT_MALLOC((size_t)n_seq * sizeof(int64_t)));
-    if (!c->k || !c->v || !c->len) { ft_kv_cache_free(c); return ft_set_error(FT_ERR_NOMEM, "kv cache: %zu MiB", 2 * n * 4 >> 20); }
+    r = c->len ? ft__kv_alloc(c, m->dev, n) : ft_set_error(FT_ERR_NOMEM, "kv cache: out of memory");
+    if (r != FT_OK) { ft_kv_cache_free(c); return r; }
     memset(c->len, 0, (size_t)n_seq * sizeof(int64_t));
     *out = c;
     return FT_OK;
 }
 FT_API void ft_kv_cache_free(ft_kv_cache *c) {
     if (!c) return;
-    ft__aligned_free(c->k); ft__aligned_free(c->v); FT_FREE(c->len); FT_FREE(c);
+    if (c->dev) {
+        if (c->k) c->dev->release(c->k);
+        if (c->v) c->dev->release(c->v);
+    } else {
+        ft__aligned_free(c->k);
+        ft__aligned_free(c->v);
+    }
+    FT_FREE(c->len);
+    FT_FREE(c);
 }
 FT_API void ft_kv_cache_clear(ft_kv_cache *c, int64_t seq) {
     if (seq < 0) memset(c->len, 0, (size_t)c->n_seq * sizeof(int64_t));
@@ -11053,11 +11081,47 @@ FT_API ft_tensor *ft_model_router_loss(ft_ctx *ctx, ft_model *m, float aux_coef,
     }
     return loss;
 }
+/* layer l's new keys and values k, v (B, T, kv_dim) stored at each row's offset in cache rows
+   [row0, row0 + B); *k and *v become those rows whole (B, n_ctx, kv_dim), for attention over all
+   of it (the causal mask at the offsets hides what is not written yet) */
+static int ft__kv_append(ft_ctx *ctx, ft_kv_cache *kv, int64_t l, int64_t row0, int64_t B, int64_t T,
+                         const int64_t *qoff, ft_tensor **k, ft_tensor **v) {
+    int64_t D = kv->kv_dim, b, skv[3];
+    size_t bytes = (size_t)(T * D) * sizeof(float);
+    float *K = kv->k + (l * kv->n_seq + row0) * kv->n_ctx * D, *V = kv->v + (l * kv->n_seq + row0) * kv->n_ctx * D;
+    ft_result r = FT_OK;
+    if (kv->dev != ctx->dev || ft__dev_is(*k) != (kv->dev != NULL)) {
+        ft__fail(ctx, FT_ERR_STATE, "model: the kv cache is on %s, the keys on %s", kv->dev ? kv->dev->name : "the host",
+                 ft__dev_is(*k) ? ctx->dev->name : "the host");
+        return 0;
+    }
+    for (b = 0; b < B && r == FT_OK; b++) {
+        float *dk = K + (b * kv->n_ctx + qoff[b]) * D, *dv = V + (b * kv->n_ctx + qoff[b]) * D;
+        const float *sk = FT__F(*k) + b * T * D, *sv = FT__F(*v) + b * T * D;
+        if (!kv->dev) {
+            memcpy(dk, sk, bytes);
+            memcpy(dv, sv, bytes);
+        } else if ((r = kv->dev->copy(dk, sk, bytes)) == FT_OK) r = kv->dev->copy(dv, sv, bytes);
+    }
+    if (r != FT_OK) {
+        ft__dev_fail(ctx, r);
+        return 0;
+    }
+    skv[0] = B; skv[1] = kv->n_ctx; skv[2] = D;
+    *k = ft__tensor(ctx, FT_TYPE_F32, 3, skv, K);
+    *v = ft__tensor(ctx, FT_TYPE_F32, 3, skv, V);
+    if (!*k || !*v) return 0;
+    if (kv->dev) {
+        (*k)->flags |= FT_TENSOR_DEVICE;
+        (*v)->flags |= FT_TENSOR_DEVICE;
+    }
+    return 1;
+}
 static ft_tensor *ft__model_layer(ft_ctx *ctx, void *user, ft_tensor *h) {
     const ft__layer_args *A = FT__CAST(const ft__layer_args *, user);
     ft_model *m = A->m; const ft_model_config *c = &m->c; ft_layer *L = &m->layers[A->l];
     ft_kv_cache *kv = A->kv; const int32_t *p = A->p; const int64_t *qoff = A->qoff;
-    int64_t l = A->l, B = A->B, T = A->T, row0 = A->row0, Dkv = c->n_head_kv * c->head_dim, b, skv[3];
+    int64_t l = A->l, B = A->B, T = A->T, row0 = A->row0;
     ft_tensor *n = ft_rmsnorm(ctx, h, L->attn_norm, c->rms_eps), *q, *k, *v, *a;
     ft_rope_opts ro = c->rope;
     ft_attn_opts ao = A->ao;
@@ -11069,16 +11133,7 @@ static ft_tensor *ft__model_layer(ft_ctx *ctx, void *user, ft_tensor *h) {
     q = ft__model_qk(ctx, m, n, L->wq, L->bq, L->q_norm, l, FT_SITE_Q, (int)c->n_head, p, &ro);
     k = ft__model_qk(ctx, m, n, L->wk, L->bk, L->k_norm, l, FT_SITE_K, (int)c->n_head_kv, p, &ro);
     v = ft__linear(ctx, m, n, L->wv, L->bv, l, FT_SITE_V);
-    if (kv && k && v) {                 /* append to the cache; attend over all of it */
-        float *K = kv->k + (l * kv->n_seq + row0) * kv->n_ctx * Dkv, *V = kv->v + (l * kv->n_seq + row0) * kv->n_ctx * Dkv;
-        for (b = 0; b < B; b++) {
-            memcpy(K + (b * kv->n_ctx + qoff[b]) * Dkv, FT__F(k) + b * T * Dkv, (size_t)(T * Dkv) * sizeof(float));
-            memcpy(V + (b * kv->n_ctx + qoff[b]) * Dkv, FT__F(v) + b * T * Dkv, (size_t)(T * Dkv) * sizeof(float));
-        }
-        skv[0] = B; skv[1] = kv->n_ctx; skv[2] = Dkv;
-        k = ft__tensor(ctx, FT_TYPE_F32, 3, skv, K);
-        v = ft__tensor(ctx, FT_TYPE_F32, 3, skv, V);
-    }
+    if (kv && k && v && !ft__kv_append(ctx, kv, l, row0, B, T, qoff, &k, &v)) return NULL;
     a = ft__peft_after(ctx, m, l, 0, ft__linear(ctx, m, ft_attention(ctx, q, k, v, &ao), L->wo, NULL, l, FT_SITE_O));
     if (L->post_attn_norm) a = ft_rmsnorm(ctx, a, L->post_attn_norm, c->rms_eps);
     h = ft_add(ctx, h, a);
@@ -11190,10 +11245,12 @@ FT_API ft_tensor *ft_model_decode(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int
                                   const int32_t *ids, int64_t B, int64_t T, int last_only) {
     int old = ft_ctx_set_grad(ctx, 0);
     ft_tensor *h = ft__model_trunk(ctx, m, ids, B, T, NULL, NULL, kv, row0), *y = NULL;
-    if (h && last_only && T > 1) {          /* keep the last position of each sequence */
-        int64_t s3[3], s2[2];
-        s3[0] = B; s3[1] = T; s3[2] = m->c.n_embd; s2[0] = B; s2[1] = m->c.n_embd;
-        h = ft_reshape(ctx, ft_slice(ctx, ft_reshape(ctx, h, 3, s3), 1, T - 1, 1), 2, s2);
+    int32_t *last = NULL;
+    int64_t b;
+    if (h && last_only && T > 1) {          /* keep the last position of each sequence: rows of h */
+        if (!(last = FT__CAST(int32_t *, ft__arena_alloc(ctx, (size_t)B * sizeof(int32_t))))) h = ft__fail(ctx, FT_ERR_NOMEM, "decode: arena out of memory");
+        for (b = 0; last && b < B; b++) last[b] = (int32_t)(b * T + T - 1);
+        if (h) h = ft_embedding(ctx, h, last, B);
     }
     if (h) y = ft__model_head(ctx, m, h);
     ft_ctx_set_grad(ctx, old);
@@ -11241,6 +11298,21 @@ FT_API int32_t ft_sample(ft_ctx *ctx, const float *logits, int64_t V, const ft_s
    max_new tokens or one of the stop ids (the stop token is kept in the output). out: n rows of
    max_new ids; out_len: tokens per row; out_logp (optional, n x max_new): log p of each sampled
    token under the model at temperature 1. Resets ctx (tape and arena) between steps. */
+/* y's values on the host: y's own data, or (a device tensor) a copy in the host arena */
+static const float *ft__host_data(ft_ctx *ctx, const ft_tensor *y) {
+    float *h;
+    ft_result r;
+    if (!y || !ft__dev_is(y)) return y ? FT__F(y) : NULL;
+    if (!(h = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)ft_numel(y) * sizeof(float))))) {
+        ft__fail(ctx, FT_ERR_NOMEM, "arena out of memory");
+        return NULL;
+    }
+    if ((r = ft_tensor_read(ctx, y, 0, h)) != FT_OK) {
+        ft__dev_fail(ctx, r);
+        return NULL;
+    }
+    return h;
+}
 static float ft__logp_of(const float *logits, int64_t V, int32_t tok) {
     float mx = ft__vec_max(V, logits);
     return logits[tok] - mx - logf(ft__vec_expsum(V, logits, mx));
@@ -11251,7 +11323,7 @@ FT_API ft_result ft_generate(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int64_t 
                              const ft_gen_opts *o, ft_rng *rng, int32_t *out, int64_t *out_len, float *out_logp) {
     int64_t i, s, V = m->c.n_vocab, active;
     int32_t *last; unsigned char *done;
-    ft_tensor *y;
+    const float *y;
     if (n < 1 || n > kv->n_seq) return ft_set_error(FT_ERR_INVALID, "generate: %lld sequences for a cache of %lld", (long long)n, (long long)kv->n_seq);
     if (o->max_new < 1) return ft_set_error(FT_ERR_INVALID, "generate: max_new must be at least 1");
     for (s = 0; s < n; s++)
@@ -11271,17 +11343,17 @@ FT_API ft_result ft_generate(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, int64_t 
     for (s = 0; s < n; s++) {                   /* prefill each prompt on its own */
         ft_kv_cache_clear(kv, s); out_len[s] = 0;
         ft_ctx_reset(ctx);
-        y = ft_model_decode(ctx, m, kv, s, prompts[s], 1, prompt_len[s], 1);
+        y = ft__host_data(ctx, ft_model_decode(ctx, m, kv, s, prompts[s], 1, prompt_len[s], 1));
         if (!y) { FT_FREE(last); FT_FREE(done); return ft_set_error(ctx->status, "generate: %s", ft_last_error()); }
-        FT__TAKE(s, FT__F(y));
+        FT__TAKE(s, y);
     }
     for (;;) {                                  /* then one batched step for all sequences */
         for (active = 0, s = 0; s < n; s++) active += !done[s];
         if (!active) break;
         ft_ctx_reset(ctx);
-        y = ft_model_decode(ctx, m, kv, 0, last, n, 1, 1);      /* finished rows idle along */
+        y = ft__host_data(ctx, ft_model_decode(ctx, m, kv, 0, last, n, 1, 1));      /* finished rows idle along */
         if (!y) { FT_FREE(last); FT_FREE(done); return ft_set_error(ctx->status, "generate: %s", ft_last_error()); }
-        for (s = 0; s < n; s++) if (!done[s]) FT__TAKE(s, FT__F(y) + s * V);
+        for (s = 0; s < n; s++) if (!done[s]) FT__TAKE(s, y + s * V);
     }
 #undef FT__TAKE
     FT_FREE(last); FT_FREE(done);

@@ -68,6 +68,7 @@ FT_API void      ft_cuda_free(void *p);
 FT_API ft_result ft_cuda_upload(void *dst, const void *src, size_t bytes);
 FT_API ft_result ft_cuda_download(void *dst, const void *src, size_t bytes);
 FT_API ft_result ft_cuda_zero(void *dst, size_t bytes);
+FT_API ft_result ft_cuda_copy(void *dst, const void *src, size_t bytes);
 FT_API ft_result ft_cuda_sync(void);
 
 /* the table's kernels (ft_device's comments say what each does); device pointers throughout,
@@ -173,6 +174,10 @@ FT_API ft_result ft_cuda_download(void *dst, const void *src, size_t bytes) {
 }
 FT_API ft_result ft_cuda_zero(void *dst, size_t bytes) {
     if (cudaMemset(dst, 0, bytes) != cudaSuccess) return ft__cu_check("memset");
+    return FT_OK;
+}
+FT_API ft_result ft_cuda_copy(void *dst, const void *src, size_t bytes) {
+    if (cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice) != cudaSuccess) return ft__cu_check("copy");
     return FT_OK;
 }
 FT_API ft_result ft_cuda_sync(void) {
@@ -1171,6 +1176,7 @@ FT_API const ft_device *ft_cuda_device(void) {
         d.upload = ft_cuda_upload;
         d.download = ft_cuda_download;
         d.zero = ft_cuda_zero;
+        d.copy = ft_cuda_copy;
         d.gemm = ft_cuda_gemm;
         d.binary = ft_cuda_binary;
         d.axpy = ft_cuda_axpy;

@@ -1101,6 +1101,73 @@ TEST(adamw_on_a_device_block) {
     ft_ctx_free(ctx);
 }
 
+/* generation with the KV cache on the device: the tiny QLoRA model (random adapter values) on
+   the CPU and on the device, three prompts of different lengths prefilled one by one and then
+   decoded together, greedy, eight tokens each: the same tokens, and the log-probability of each
+   within the bf16 GEMMs' error (0.02 + 2%; measured: 0.021 at most, at log-probs near -1, no
+   growth along the sequence) */
+static void tiny_qlora(ft_model **m, ft_peft **p, const ft_device *dev) {
+    ft_model_opts mo;
+    ft_lora_opts lo = ft_lora_opts_default();
+    memset(&mo, 0, sizeof mo);
+    mo.quantize = FT_TYPE_NF4;
+    lo.r = 4;
+    CHECK_OK(ft_model_load(m, "build/cuda_tiny.gguf", &mo));
+    if (!*m) return;
+    CHECK_OK(ft_lora_attach(p, *m, &lo));
+    ft_params *P = ft_peft_params(*p);
+    rng_state = 777;
+    for (int i = 0; i < ft_params_count(P); i++) {
+        ft_tensor *t = ft_params_get(P, i);
+        vecf v = randv((size_t)ft_numel(t), 0.2f);
+        memcpy(t->data, v.data(), v.size() * 4);
+    }
+    if (!dev) return;
+    CHECK_OK(ft_model_to_device(*m, dev));
+    CHECK_OK(ft_params_to_device(P, dev));
+}
+TEST(generation_on_the_device) {
+    const ft_device *d = ft_cuda_device();
+    int32_t p0[5] = {1, 9, 17, 33, 2}, p1[2] = {40, 41}, p2[9] = {3, 5, 7, 11, 13, 17, 19, 23, 29};
+    const int32_t *prompts[3] = {p0, p1, p2};
+    int64_t plen[3] = {5, 2, 9};
+    int32_t out[2][3 * 8];
+    int64_t olen[2][3];
+    float logp[2][3 * 8];
+    CHECK(tiny_model_write("build/cuda_tiny.gguf", FT_TYPE_F32, 11), "cannot write the tiny model");
+    for (int k = 0; k < 2; k++) {
+        ft_model *m = NULL;
+        ft_peft *p = NULL;
+        ft_ctx *ctx = NULL;
+        ft_kv_cache *kv = NULL;
+        ft_ctx_opts co = ft_ctx_opts_default();
+        ft_gen_opts go;
+        ft_rng rng;
+        co.device = k ? d : NULL;
+        tiny_qlora(&m, &p, co.device);
+        CHECK_OK(ft_ctx_init(&ctx, &co));
+        CHECK_OK(ft_kv_cache_init(&kv, m, 3, 20));
+        memset(&go, 0, sizeof go);
+        go.max_new = 8;
+        ft_rng_seed(&rng, 5);
+        CHECK_OK(ft_generate(ctx, m, kv, 3, prompts, plen, &go, &rng, out[k], olen[k], logp[k]));
+        ft_kv_cache_free(kv);
+        ft_ctx_free(ctx);
+        ft_peft_free(p);
+        ft_model_free(m);
+    }
+    double worst = 0;
+    for (int s = 0; s < 3; s++) {
+        CHECK(olen[0][s] == 8 && olen[1][s] == 8, "row %d: %lld and %lld tokens", s, (long long)olen[0][s], (long long)olen[1][s]);
+        for (int t = 0; t < 8; t++) {
+            CHECK(out[0][s * 8 + t] == out[1][s * 8 + t], "row %d token %d: %d on the CPU, %d on the device", s, t, out[0][s * 8 + t], out[1][s * 8 + t]);
+            worst = fmax(worst, fabs(logp[0][s * 8 + t] - logp[1][s * 8 + t]) / (0.02 + 0.02 * fabs(logp[0][s * 8 + t])));
+        }
+    }
+    CHECK(worst <= 1, "log-probs differ by %g of the bound 0.02 + 2%%", worst);
+    printf("# greedy generation, 3 x 8 tokens: the same tokens; log-probs within %.2f of the bound 0.02 + 2%%\n", worst);
+}
+
 int main(void) {
     if (ft_cuda_init(0) != FT_OK) {
         printf("FAIL - cuda init: %s\n", ft_last_error());
@@ -1125,6 +1192,7 @@ int main(void) {
     RUN(ft_train_on_the_device_tracks_the_cpu);
     RUN(preference_training_on_the_device);
     RUN(adamw_on_a_device_block);
+    RUN(generation_on_the_device);
 #ifdef FT_CUDA_EMU
     return ft_test_summary("test_cuda_emu");
 #else
