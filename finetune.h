@@ -14884,14 +14884,29 @@ static ft_tensor *ft__host_leaf(ft__trainer *t, ft_tensor *d, int grad) {
     if (grad) x->flags |= FT_TENSOR_REQUIRES_GRAD;
     return x;
 }
-/* the host loss l's backward (seed scale), then the device's from d with leaf's gradient */
-static ft_result ft__host_backward(ft__trainer *t, ft_tensor *l, float scale, double *loss, ft_tensor *d, ft_tensor *leaf) {
+/* the host loss l's backward (seed scale), then the device's from the n device tensors d with
+   their leaves' gradients: from d[0] itself when n is 1, else from sum_i sum(d[i] * g[i]), the
+   gradients g uploaded as constants (its gradient at each d[i] is g[i]: one walk of the tape) */
+static ft_result ft__host_backward(ft__trainer *t, ft_tensor *l, float scale, double *loss, ft_tensor *const *d,
+                                   ft_tensor *const *leaf, int n) {
+    ft_ctx *ctx = t->ctx;
+    ft_tensor *acc = NULL, *g;
     ft_result r;
+    int i;
     if (!l) return ft_set_error(t->hctx->status ? t->hctx->status : FT_ERR_NOMEM, "train: %s", ft_last_error());
     *loss = FT__F(l)[0];
     if (!isfinite(FT__F(l)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(l)[0]);
     if ((r = ft_backward_from(t->hctx, l, &scale)) != FT_OK) return r;
-    return ft_backward_from(t->ctx, d, leaf->grad);
+    if (n == 1) return ft_backward_from(ctx, d[0], leaf[0]->grad);
+    for (i = 0; i < n; i++) {
+        if (!leaf[i]->grad) continue;                       /* the loss did not reach it */
+        if (!(g = ft__dev_tensor(ctx, d[i]->ndim, d[i]->shape))) return ft_set_error(ctx->status, "train: %s", ft_last_error());
+        if ((r = ctx->dev->upload(g->data, leaf[i]->grad, (size_t)ft_numel(g) * sizeof(float))) != FT_OK) return r;
+        g = ft_sum(ctx, ft_mul(ctx, d[i], g));
+        acc = acc && g ? ft_add(ctx, acc, g) : g;
+        if (!acc) return ft_set_error(ctx->status, "train: %s", ft_last_error());
+    }
+    return acc ? ft_backward(ctx, acc) : FT_OK;
 }
 /* the (n) sums on the host, and their means over each row's cnt targets */
 static ft_result ft__pair_host(ft__trainer *t, ft_tensor *dsum, const int64_t *cnt, int64_t n, int grad, ft_tensor **sum, ft_tensor **mean) {
@@ -14922,7 +14937,7 @@ static ft_result ft__micro_pairs_dev(ft__trainer *t, int64_t b, ft_tensor *dsum,
         lp.ref_chosen = ft_view_rows(t->hctx, avg ? rm : rs, 0, b);
         lp.ref_rejected = ft_view_rows(t->hctx, avg ? rm : rs, b, b);
     }
-    return ft__host_backward(t, t->def->pair_loss(t->hctx, &lp, &t->o, &t->pref), scale, loss, dsum, sum);
+    return ft__host_backward(t, t->def->pair_loss(t->hctx, &lp, &t->o, &t->pref), scale, loss, &dsum, &sum, 1);
 }
 static ft_result ft__micro_pairs(ft__trainer *t, int slot, float scale, double *loss) {
     ft_ctx *ctx = t->ctx; ft_pair_logps lp; ft_tensor *sum, *mean, *rs, *rm, *l;
@@ -14960,7 +14975,7 @@ static ft_result ft__micro_scores(ft__trainer *t, int slot, float scale, double 
         if ((r = ft__host_open(t)) != FT_OK) return r;
         if (!(hrw = ft__host_leaf(t, rw, 1))) return ft_set_error(FT_ERR_NOMEM, "train: %s", ft_last_error());
         l = ft_rm_loss(t->hctx, ft_view_rows(t->hctx, hrw, 0, b), ft_view_rows(t->hctx, hrw, b, b), NULL, t->o.rm_center, &t->pref);
-        return ft__host_backward(t, l, scale, loss, rw, hrw);
+        return ft__host_backward(t, l, scale, loss, &rw, &hrw, 1);
     }
     l = ft_rm_loss(t->ctx, ft_view_rows(t->ctx, rw, 0, b), ft_view_rows(t->ctx, rw, b, b), NULL, t->o.rm_center, &t->pref);
     return ft__micro_backward(t, l, scale, loss);
@@ -14996,7 +15011,7 @@ static ft_result ft__micro_kto(ft__trainer *t, int slot, float scale, double *lo
         if (!hlp || !hklp || !href) return ft_set_error(FT_ERR_NOMEM, "train: %s", ft_last_error());
         l = ft_kto_loss(t->hctx, hlp, ft_view_rows(t->hctx, href, 0, B), hklp, ft_view_rows(t->hctx, href, B, B), lab, t->o.beta,
                         t->o.desirable_weight, t->o.undesirable_weight, &t->pref);
-        return ft__host_backward(t, l, scale, loss, lp, hlp);
+        return ft__host_backward(t, l, scale, loss, &lp, &hlp, 1);
     }
     l = ft_kto_loss(ctx, lp, ft_view_rows(ctx, ref, 0, B), klp, ft_view_rows(ctx, ref, B, B), lab, t->o.beta,
                     t->o.desirable_weight, t->o.undesirable_weight, &t->pref);
@@ -15526,8 +15541,9 @@ typedef struct ft__rl_batch {
 } ft__rl_batch;
 static void ft__rl_batch_free(ft__rl_batch *b) { FT_FREE(b->gen); FT_FREE(b->gen_len); FT_FREE(b->reward); ft_batch_data_free(&b->bd); memset(b, 0, sizeof *b); }
 
-/* per-token log-probs (n, Tr) of the sampled tokens (on the tape when grad is on); optional values
-   (n, Tr) from the adapter's scalar head at the same positions */
+/* per-token log-probs (n, P + Tr) of every column's target (0 where it has none; on the tape when
+   grad is on); optional values (n, P + Tr) from the adapter's scalar head. On a device when the
+   model is there; ft__rl_cols takes the completion's columns (n, Tr) of a host tensor */
 static ft_result ft__rl_logps(ft_ctx *ctx, ft_model *m, const ft__rl_batch *rb, ft_tensor **lp, ft_tensor **val) {
     ft_batch b; ft_tensor *h, *l; int64_t s2[2];
     memset(&b, 0, sizeof b);
@@ -15535,12 +15551,21 @@ static ft_result ft__rl_logps(ft_ctx *ctx, ft_model *m, const ft__rl_batch *rb, 
     h = ft_model_hidden(ctx, m, &b);
     l = ft_model_loss(ctx, m, h, rb->bd.targets, 1);
     s2[0] = rb->n; s2[1] = b.T;
-    *lp = ft_slice(ctx, ft_reshape(ctx, l, 2, s2), 1, rb->P - 1, rb->Tr);
+    *lp = ft_reshape(ctx, l, 2, s2);
     if (val) {
         if (!m->peft || !m->peft->score) return ft_set_error(FT_ERR_STATE, "ppo: the policy needs a value head (the adapter's reward_head)");
-        *val = ft_slice(ctx, ft_reshape(ctx, ft_matmul(ctx, h, m->peft->score, 0, 1), 2, s2), 1, rb->P - 1, rb->Tr);
+        *val = ft_reshape(ctx, ft_matmul(ctx, h, m->peft->score, 0, 1), 2, s2);
     }
     return *lp && (!val || *val) ? FT_OK : ft_set_error(ctx->status ? ctx->status : FT_ERR_NOMEM, "rl: %s", ft_last_error());
+}
+static ft_tensor *ft__rl_cols(ft_ctx *ctx, const ft__rl_batch *rb, ft_tensor *x) { return x ? ft_slice(ctx, x, 1, rb->P - 1, rb->Tr) : NULL; }
+/* the completion's columns of x (n, P + Tr), on the host or a device, into dst (n, Tr) */
+static ft_result ft__rl_read_cols(ft_ctx *ctx, const ft__rl_batch *rb, const ft_tensor *x, float *dst) {
+    const float *h = ft__host_data(ctx, x);
+    int64_t i, T = rb->P + rb->Tr;
+    if (!h) return ft_set_error(ctx->status, "rl: %s", ft_last_error());
+    for (i = 0; i < rb->n; i++) memcpy(dst + i * rb->Tr, h + i * T + rb->P - 1, (size_t)rb->Tr * sizeof(float));
+    return FT_OK;
 }
 
 /* sample `group` completions for each of the prompts order[0..n_prompts), score them */
@@ -15611,19 +15636,19 @@ static void ft__rl_buf_free(ft__rl_buf *b) {
 }
 
 /* the rollout policy's log-probs (and PPO's values) and the reference's, without gradient */
-static ft_result ft__rl_old_logps(ft__trainer *t, ft__rl_buf *b, int64_t NT) {
+static ft_result ft__rl_old_logps(ft__trainer *t, ft__rl_buf *b) {
     ft_ctx *ctx = t->ctx; ft_tensor *lp, *val = NULL; ft_result r; int ppo = t->o.objective == FT_OBJ_PPO;
     int g = ft_ctx_set_grad(ctx, 0);
     ft_ctx_reset(ctx);
     r = ft__rl_logps(ctx, t->m, &b->rb, &lp, ppo ? &val : NULL);
-    if (r == FT_OK) memcpy(b->old, lp->data, (size_t)NT * sizeof(float));
-    if (r == FT_OK && ppo) memcpy(b->ppo_mem, val->data, (size_t)NT * sizeof(float));
+    if (r == FT_OK) r = ft__rl_read_cols(ctx, &b->rb, lp, b->old);
+    if (r == FT_OK && ppo) r = ft__rl_read_cols(ctx, &b->rb, val, b->ppo_mem);
     if (r == FT_OK && (ppo || t->o.rl.grpo.beta != 0)) {
         ft_peft_set_enabled(t->m->peft, 0);
         ft_ctx_reset(ctx);
         r = ft__rl_logps(ctx, t->m, &b->rb, &lp, NULL);
         ft_peft_set_enabled(t->m->peft, 1);
-        if (r == FT_OK) memcpy(b->ref, lp->data, (size_t)NT * sizeof(float));
+        if (r == FT_OK) r = ft__rl_read_cols(ctx, &b->rb, lp, b->ref);
     }
     ft_ctx_set_grad(ctx, g);
     return r;
@@ -15665,7 +15690,7 @@ static ft_result ft__rl_make(ft__trainer *t, ft__rl_buf *b) {
     }
     if (!b->old || (ppo && (!b->ppo_mem || !b->seqlen))) return ft_set_error(FT_ERR_NOMEM, "rl: out of memory");
     b->ref = b->old + NT;
-    if ((r = ft__rl_old_logps(t, b, NT)) != FT_OK) return r;
+    if ((r = ft__rl_old_logps(t, b)) != FT_OK) return r;
     if (ppo) ft__rl_ppo_prepare(t, b, NT);
     else ft_grpo_advantages(b->rb.reward, got, t->o.rl.group, t->o.rl.scale, b->rb.adv, &b->st);
     t->step_tokens += NT;
@@ -15684,15 +15709,26 @@ static void ft__rl_adapt_kl(ft__trainer *t) {
     memset(t->ppo_kl, 0, (size_t)slots * 2 * sizeof(double));
 }
 
-/* GRPO / PPO: the loss of this slot's rollout batch under the current policy */
+/* GRPO / PPO: the loss of this slot's rollout batch under the current policy; with the model
+   on a device, the per-token numbers come to the host context as leaves (n x (P + Tr) floats
+   each) and the loss is made there, as for the pair objectives */
 static ft_result ft__micro_rollouts(ft__trainer *t, int slot, float scale, double *loss) {
-    ft_ctx *ctx = t->ctx; ft__rl_buf *b = &t->ro[slot]; ft_tensor *lp, *val = NULL, *l; ft_rl_stats ls;
-    int ppo = t->o.objective == FT_OBJ_PPO; ft_result r;
+    ft_ctx *ctx = t->ctx; ft__rl_buf *b = &t->ro[slot]; ft_tensor *lp, *val = NULL, *l, *d[2], *leaf[2]; ft_rl_stats ls;
+    int ppo = t->o.objective == FT_OBJ_PPO, dev; ft_result r;
     if (!t->m->peft) return ft_set_error(FT_ERR_STATE, "rl: the policy needs an adapter (the reference is the model with it off)");
     if (t->st.step % t->o.rl.iterations == 0 && (r = ft__rl_make(t, b)) != FT_OK) return r;
     ls = b->st;
     ft_ctx_reset(ctx);
-    if ((r = ft__rl_logps(ctx, t->m, &b->rb, &lp, ppo ? &val : NULL)) != FT_OK) return r;
+    if ((r = ft__rl_logps(ctx, t->m, &b->rb, &d[0], ppo ? &d[1] : NULL)) != FT_OK) return r;
+    if ((dev = ft__dev_is(d[0])) != 0) {    /* [device]: the loss over the numbers on the host */
+        if ((r = ft__host_open(t)) != FT_OK) return r;
+        leaf[0] = ft__host_leaf(t, d[0], 1);
+        leaf[1] = ppo ? ft__host_leaf(t, d[1], 1) : NULL;
+        if (!leaf[0] || (ppo && !leaf[1])) return ft_set_error(FT_ERR_NOMEM, "train: %s", ft_last_error());
+        ctx = t->hctx;
+    }
+    lp = ft__rl_cols(ctx, &b->rb, dev ? leaf[0] : d[0]);
+    if (ppo) val = ft__rl_cols(ctx, &b->rb, dev ? leaf[1] : d[1]);
     if (ppo) {
         ft_ppo_opts po = t->o.rl.ppo;
         l = ft_ppo_loss(ctx, lp, val, &b->pb, &po, &ls);
@@ -15703,7 +15739,7 @@ static ft_result ft__micro_rollouts(ft__trainer *t, int slot, float scale, doubl
         if (go.beta == 0) ls.kl = 0;
     }
     t->rl = ls;
-    return ft__micro_backward(t, l, scale, loss);
+    return dev ? ft__host_backward(t, l, scale, loss, d, leaf, ppo ? 2 : 1) : ft__micro_backward(t, l, scale, loss);
 }
 
 FT_API ft_result ft_eval_rl(ft_ctx *ctx, ft_model *m, const ft_dataset *d, int max_new, const ft_reward_term *rewards, int n_rewards,
@@ -15930,8 +15966,8 @@ static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_pa
     if ((r = ft__params_finite(P, "train: a trainable parameter")) != FT_OK) return r;
     if (m && !m->file_finite && (r = ft_gguf_check_finite(m->g)) != FT_OK) return r;   /* the file, once per model: ~0.3 s for 135M */
     if (m) m->file_finite = 1;
-    if (P->dev && (t->size > 1 || t->def->kind == FT_KIND_ROLLOUTS))   /* [device] so far */
-        return ft_set_error(FT_ERR_UNSUPPORTED, "train: with the parameters on a device (%s), one process and the objectives without rollouts (not GRPO, PPO) only, so far", P->dev->name);
+    if (P->dev && t->size > 1)              /* [device] so far */
+        return ft_set_error(FT_ERR_UNSUPPORTED, "train: with the parameters on a device (%s), one process only, so far", P->dev->name);
     t->first_step = t->st.step;
     t->order = FT__CAST(int64_t *, FT_MALLOC((size_t)t->n * sizeof(int64_t)));
     if (!t->order) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");

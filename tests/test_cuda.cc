@@ -925,11 +925,25 @@ TEST(a_gemma3_step_on_the_device) {
    same QLoRA setup on the CPU and on the device: the loss and gradient norm of every step agree;
    on the device, a run stopped at step 4 after its checkpoint at step 3, resumed to step 5, gives
    the straight run's losses bit for bit */
-struct step_log { double loss[8], gnorm[8]; int64_t step[8]; int n; };
+struct step_log { double loss[8], gnorm[8], reward[8], vf[8]; int64_t step[8]; int n; };
 static int log_step(void *user, const ft_step_info *info) {
     step_log *s = (step_log *)user;
-    if (s->n < 8) { s->loss[s->n] = info->loss; s->gnorm[s->n] = info->grad_norm; s->step[s->n] = info->step; s->n++; }
+    if (s->n < 8) {
+        s->loss[s->n] = info->loss;
+        s->gnorm[s->n] = info->grad_norm;
+        s->reward[s->n] = info->rl.reward;
+        s->vf[s->n] = info->rl.vf_loss;
+        s->step[s->n] = info->step;
+        s->n++;
+    }
     return 0;
+}
+/* GRPO's and PPO's reward in these tests: the share of completion tokens with an even id */
+static float share_of_even(void *user, const ft_rollout *r) {
+    int64_t i, k = 0;
+    (void)user;
+    for (i = 0; i < r->len; i++) k += r->ids[i] % 2 == 0;
+    return r->len ? (float)k / (float)r->len : 0.0f;
 }
 /* 5 steps of objective obj (checkpoints every 3 to ckpt), or, with stop, stopped by the callback
    at that step; a reward head for rm */
@@ -945,7 +959,7 @@ static void train_tiny(const ft_dataset *data, const ft_device *dev, ft_objectiv
     memset(&mo, 0, sizeof mo);
     mo.quantize = FT_TYPE_NF4;
     lo.r = 4;
-    lo.reward_head = obj == FT_OBJ_RM;
+    lo.reward_head = obj == FT_OBJ_RM || obj == FT_OBJ_PPO;
     co.device = dev;
     CHECK_OK(ft_model_load(&m, "build/cuda_tiny.gguf", &mo));
     CHECK_OK(ft_lora_attach(&p, m, &lo));
@@ -957,6 +971,10 @@ static void train_tiny(const ft_dataset *data, const ft_device *dev, ft_objectiv
     to.steps = 5; to.batch = 2; to.seq_len = 16; to.lr = 2e-2f; to.max_grad_norm = 0.5f;
     to.on_step = log_step; to.user = log;
     to.checkpoint_path = ckpt; to.save_every = 3; to.resume_from = resume;
+    ft_reward_term rw = {share_of_even, NULL, 1.0f};
+    to.rl.prompts = 2; to.rl.group = 4; to.rl.max_new = 6; to.rl.iterations = 2;
+    to.rl.rewards = &rw; to.rl.n_rewards = 1;
+    if (obj == FT_OBJ_GRPO || obj == FT_OBJ_PPO) to.lr = 2e-3f;
     if (stop) {                             /* a callback that says stop */
         to.on_step = [](void *u, const ft_step_info *i) { return (int)(i->step >= *(int64_t *)u); };
         to.user = &stop;
@@ -1047,6 +1065,53 @@ TEST(preference_training_on_the_device) {
     }
     ft_dataset_free(data);
     ft_dataset_free(kto);
+}
+
+/* GRPO and PPO through ft_train: rollouts sampled with the KV cache on the device, the old and
+   reference log-probs (and PPO's values) made there, the loss over the per-token numbers on the
+   host; five steps each beside the CPU with the same seed, two steps on each rollout batch
+   (GRPO's num_iterations, PPO's epochs). Steps 1 and 2 use the first batch, sampled from the
+   same model on both: the same completions (the same mean reward), and the loss and gradient
+   norm within the bf16 GEMMs' noise, step 2's after the first update (its ratios to the old
+   log-probs are no longer 1). Later the noise decides a sampled token or which ratio is clipped
+   (measured at lr 2e-2: step 2's gradient norm 0.19 vs 0.10 as clipping changed; at 2e-3, used
+   here, steps 1-2 agree within 1%, and GRPO's step 4 by 5%), so from step 3 the runs only have
+   to finish */
+TEST(grpo_and_ppo_on_the_device) {
+    ft_dataset *data = NULL;
+    CHECK(tiny_model_write("build/cuda_tiny.gguf", FT_TYPE_F32, 11), "cannot write the tiny model");
+    CHECK_OK(ft_dataset_new(&data, FT_DATA_PROMPT));
+    int32_t prompts[8][5];
+    for (int e = 0; e < 8; e++) {
+        ft_example ex;
+        for (int j = 0; j < 5; j++) prompts[e][j] = (int32_t)((e * 7 + j * 13 + 1) % TINY_V);
+        memset(&ex, 0, sizeof ex);
+        ex.ids = prompts[e];
+        ex.n = ex.prompt_len = 3 + e % 3;
+        CHECK_OK(ft_dataset_add(data, &ex));
+    }
+    for (ft_objective obj : {FT_OBJ_GRPO, FT_OBJ_PPO}) {
+        step_log logs[2];
+        memset(logs, 0, sizeof logs);
+        train_tiny(data, NULL, obj, 0, NULL, NULL, &logs[0]);
+        train_tiny(data, ft_cuda_device(), obj, 0, NULL, NULL, &logs[1]);
+        const char *name = ft_objective_get(obj)->name;
+        CHECK(logs[0].n == 5 && logs[1].n == 5, "%s: steps logged %d, %d", name, logs[0].n, logs[1].n);
+        for (int s = 0; s < 2 && logs[1].n == 5; s++) {
+            CHECK(logs[0].reward[s] == logs[1].reward[s], "%s step %d: mean reward %g on the CPU, %g on the device", name, s + 1,
+                  logs[0].reward[s], logs[1].reward[s]);
+            CHECK(fabs(logs[0].loss[s] - logs[1].loss[s]) <= 0.03 * fabs(logs[0].loss[s]) + 5e-3,
+                  "%s step %d: loss %g on the CPU, %g on the device", name, s + 1, logs[0].loss[s], logs[1].loss[s]);
+            CHECK(fabs(logs[0].gnorm[s] - logs[1].gnorm[s]) <= 0.05 * logs[0].gnorm[s] + 1e-4,
+                  "%s step %d: gradient norm %g on the CPU, %g on the device", name, s + 1, logs[0].gnorm[s], logs[1].gnorm[s]);
+            CHECK(fabs(logs[0].vf[s] - logs[1].vf[s]) <= 0.03 * fabs(logs[0].vf[s]), "%s step %d: value loss %g on the CPU, %g on the device",
+                  name, s + 1, logs[0].vf[s], logs[1].vf[s]);
+            printf("# %s step %d: reward %.3f / %.3f, loss %.5f / %.5f, gradient norm %.4f / %.4f, value loss %.5f / %.5f (CPU / device)\n",
+                   name, s + 1, logs[0].reward[s], logs[1].reward[s], logs[0].loss[s], logs[1].loss[s], logs[0].gnorm[s],
+                   logs[1].gnorm[s], logs[0].vf[s], logs[1].vf[s]);
+        }
+    }
+    ft_dataset_free(data);
 }
 
 /* AdamW with weight decay and a LoRA+ rate scale on a device block beside the host's, three
@@ -1193,6 +1258,7 @@ int main(void) {
     RUN(preference_training_on_the_device);
     RUN(adamw_on_a_device_block);
     RUN(generation_on_the_device);
+    RUN(grpo_and_ppo_on_the_device);
 #ifdef FT_CUDA_EMU
     return ft_test_summary("test_cuda_emu");
 #else
