@@ -1,4 +1,4 @@
-/* finetune.h - v0.4.0 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
+/* finetune.h - v0.4.1 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
    https://github.com/ (vendor it: one file, C99, libc + libm + pthreads)
 
    Do this:
@@ -125,8 +125,9 @@
       ft_cuda_device() is NVIDIA's. Ops whose inputs carry FT_TENSOR_DEVICE run there, outputs
       and gradients in a device arena; ft_tensor_to_device / ft_tensor_read / ft_device_weight
       are the copies, ft_model_to_device / ft_params_to_device (and _to_host) move a model and
-      an adapter, after which ft_train's objectives without rollouts (SFT, CPT, the DPO family,
-      SimPO, ORPO, KTO, RM) run on the device unchanged. The ops of a decoder block and its loss
+      an adapter, after which ft_train's objectives (SFT, CPT, the DPO family, SimPO, ORPO, KTO,
+      RM, GRPO, PPO), ft_generate (the KV cache made on the device) and the evaluations run on
+      the device unchanged. The ops of a decoder block and its loss
       have device versions so far (see "a device" above ft_tensor_to_device); others refuse
       device tensors by name (FT_ERR_UNSUPPORTED).
 
@@ -366,6 +367,10 @@
              and back, AdamW, clipping and ft_train's objectives without rollouts
              (checkpoints included) on a device; finetune_cuda.cu fills the table for NVIDIA
              GPUs (tensor-core GEMM over every GGML block but the IQ types, and NF4)
+      0.4.1  generation on a device: the KV cache in the device's memory when the model is
+             there (ft_device.copy appends to it), ft_generate / ft_eval_* with a device model;
+             GRPO and PPO on a device (rollouts, old and reference log-probs there, the loss over
+             the per-token numbers on the host)
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H
@@ -819,11 +824,13 @@ FT_API void       ft_device_weight_free(const ft_device *dev, ft_tensor *w);
 /* a parameter block's data and gradients moved to the device (the values copied; the tensors
    then point there): forward and backward on a context with that device, ft_params_zero_grad,
    ft_params_grad_norm and ft_params_scale_grad, ft_optim_step (AdamW over the whole block, its
-   moments on the device), ft_tensor_read, and ft_train of the token objectives (SFT, CPT) and
-   the pair, KTO and reward-model objectives (the DPO family, SimPO, ORPO, KTO, RM: the loss over
-   the sequence log-probs or rewards made on the host) on one process, with its checkpoints and
-   resume (through the host blocks). SGD, ZeRO shards, several ranks, GRPO and PPO with a device
-   block are refused (FT_ERR_UNSUPPORTED) until they are built. */
+   moments on the device), ft_tensor_read, and ft_train of every objective on one process: the
+   token objectives (SFT, CPT); the pair, KTO and reward-model objectives (the DPO family,
+   SimPO, ORPO, KTO, RM: the loss over the sequence log-probs or rewards made on the host); GRPO
+   and PPO (rollouts generated on the device, the loss over the per-token log-probs and values
+   made on the host); with its checkpoints and resume (through the host blocks). SGD, ZeRO
+   shards and several ranks with a device block are refused (FT_ERR_UNSUPPORTED) until they are
+   built. */
 FT_API ft_result  ft_params_to_device(ft_params *P, const ft_device *dev);
 /* and back: the values copied down into the host block, the device blocks given back (an
    optimizer made over the block keeps its device moments until it is freed) */
@@ -1055,7 +1062,8 @@ FT_API ft_tensor *ft_model_hidden(ft_ctx *ctx, ft_model *m, const ft_batch *b);
    The head's logits are made chunk by chunk (ft_linear_cross_entropy) unless the attached method
    changes the head (LoRA on it, full fine-tuning, methods of your own): then whole. */
 FT_API ft_tensor *ft_model_loss(ft_ctx *ctx, ft_model *m, ft_tensor *h, const int32_t *targets, int per_token);
-/* generation: a KV cache of n_seq sequences of up to n_ctx tokens */
+/* generation: a KV cache of n_seq sequences of up to n_ctx tokens, in the device's memory when
+   the model is on a device (ft_model_to_device first; decode with a context of that device) */
 FT_API ft_result  ft_kv_cache_init(ft_kv_cache **out, const ft_model *m, int64_t n_seq, int64_t n_ctx);
 FT_API void       ft_kv_cache_free(ft_kv_cache *c);
 FT_API void       ft_kv_cache_clear(ft_kv_cache *c, int64_t seq);          /* seq < 0: all     */
@@ -5884,6 +5892,22 @@ FT_API ft_result ft_tensor_read(ft_ctx *ctx, const ft_tensor *x, int grad, float
     if (!ft__dev_is(x)) { memcpy(dst, src, bytes); return FT_OK; }
     if (!ctx->dev) return ft_set_error(FT_ERR_STATE, "tensor_read: a device tensor in a context without a device");
     return ctx->dev->download(dst, src, bytes);
+}
+
+/* y's values on the host: y's own data, or (a device tensor) a copy in the host arena */
+static const float *ft__host_data(ft_ctx *ctx, const ft_tensor *y) {
+    float *h;
+    ft_result r;
+    if (!y || !ft__dev_is(y)) return y ? FT__F(y) : NULL;
+    if (!(h = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)ft_numel(y) * sizeof(float))))) {
+        ft__fail(ctx, FT_ERR_NOMEM, "arena out of memory");
+        return NULL;
+    }
+    if ((r = ft_tensor_read(ctx, y, 0, h)) != FT_OK) {
+        ft__dev_fail(ctx, r);
+        return NULL;
+    }
+    return h;
 }
 
 /* ---- frozen weights on the device ------------------------------------------------------------------ */
@@ -11298,21 +11322,6 @@ FT_API int32_t ft_sample(ft_ctx *ctx, const float *logits, int64_t V, const ft_s
    max_new tokens or one of the stop ids (the stop token is kept in the output). out: n rows of
    max_new ids; out_len: tokens per row; out_logp (optional, n x max_new): log p of each sampled
    token under the model at temperature 1. Resets ctx (tape and arena) between steps. */
-/* y's values on the host: y's own data, or (a device tensor) a copy in the host arena */
-static const float *ft__host_data(ft_ctx *ctx, const ft_tensor *y) {
-    float *h;
-    ft_result r;
-    if (!y || !ft__dev_is(y)) return y ? FT__F(y) : NULL;
-    if (!(h = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)ft_numel(y) * sizeof(float))))) {
-        ft__fail(ctx, FT_ERR_NOMEM, "arena out of memory");
-        return NULL;
-    }
-    if ((r = ft_tensor_read(ctx, y, 0, h)) != FT_OK) {
-        ft__dev_fail(ctx, r);
-        return NULL;
-    }
-    return h;
-}
 static float ft__logp_of(const float *logits, int64_t V, int32_t tok) {
     float mx = ft__vec_max(V, logits);
     return logits[tok] - mx - logf(ft__vec_expsum(V, logits, mx));
@@ -14595,7 +14604,7 @@ FT_API ft_result ft_eval_mc(ft_ctx *ctx, ft_model *m, ft_mc_set *s, int64_t seq_
     for (i = 0; i < s->n && r == FT_OK; i++) {
         ft__mc_item *it = &s->it[i]; int best = 0, best_norm = 0; double bn = -HUGE_VAL;
         for (k = 0; k < it->n_choices && r == FT_OK; k++) {
-            int64_t n = 0, n_ctx = 0, j, off, T; ft_batch b; ft_tensor *h, *lp; double sum = 0; size_t pos = 0, nch = 0, len = strlen(it->choices[k]);
+            int64_t n = 0, n_ctx = 0, j, off, T; ft_batch b; ft_tensor *h, *lp; const float *hl; double sum = 0; size_t pos = 0, nch = 0, len = strlen(it->choices[k]);
             if ((r = ft__mc_encode(t, it->context, it->choices[k], ids, cap, &n, &n_ctx)) != FT_OK) break;
             off = FT__MAX(n - (seq_len + 1), 0);                /* left truncation                 */
             T = n - off - 1;
@@ -14605,8 +14614,9 @@ FT_API ft_result ft_eval_mc(ft_ctx *ctx, ft_model *m, ft_mc_set *s, int64_t seq_
             memset(&b, 0, sizeof b); b.B = 1; b.T = T; b.ids = in;
             h = ft_model_hidden(ctx, m, &b);
             lp = h ? ft_model_loss(ctx, m, h, tg, 1) : NULL;
-            if (!lp) { r = ft_set_error(ctx->status ? ctx->status : FT_ERR_NOMEM, "mc: %s", ft_last_error()); break; }
-            for (j = 0; j < T; j++) sum += FT__F(lp)[j];
+            hl = ft__host_data(ctx, lp);                        /* [device]: read to the host */
+            if (!hl) { r = ft_set_error(ctx->status ? ctx->status : FT_ERR_NOMEM, "mc: %s", ft_last_error()); break; }
+            for (j = 0; j < T; j++) sum += hl[j];
             it->ll[k] = sum;
             for (; pos < len; nch++) ft__utf8_next(FT__CAST(const unsigned char *, it->choices[k]), len, &pos);   /* code points */
             if (sum > it->ll[best]) best = k;
@@ -15042,13 +15052,12 @@ FT_API ft_result ft_eval_preference(ft_ctx *ctx, ft_model *m, const ft_dataset *
         if ((r = ft_batch_build_pairs(&bd, d, order + i, b, T, 0)) != FT_OK) break;
         ft_ctx_reset(ctx);
         if ((r = ft_sequence_logps(ctx, m, &bd, 0, &s, &mean, NULL)) != FT_OK) break;
-        memcpy(pol, (implicit == 2 ? mean : s)->data, (size_t)(2 * b) * sizeof(float));
+        if ((r = ft_tensor_read(ctx, implicit == 2 ? mean : s, 0, pol)) != FT_OK) break;   /* on a device too */
         if (ref) {
             ft_peft_set_enabled(m->peft, 0);
             r = ft_sequence_logps(ctx, m, &bd, 0, &rs, NULL, NULL);
             ft_peft_set_enabled(m->peft, 1);
-            if (r != FT_OK) break;
-            memcpy(refv, rs->data, (size_t)(2 * b) * sizeof(float));
+            if (r != FT_OK || (r = ft_tensor_read(ctx, rs, 0, refv)) != FT_OK) break;
         }
         for (j = 0; j < b; j++) {
             double mg = beta * ((pol[j] - (ref ? refv[j] : 0)) - (pol[b + j] - (ref ? refv[b + j] : 0)));
@@ -15070,13 +15079,14 @@ FT_API ft_result ft_eval_reward(ft_ctx *ctx, ft_model *m, const ft_dataset *d, i
     if (!order) { ft_ctx_set_grad(ctx, old); return ft_set_error(FT_ERR_NOMEM, "eval: out of memory"); }
     for (i = 0; i < n; i++) order[i] = i;
     for (i = 0; i < n && r == FT_OK; i += b) {
-        int64_t T = 1; ft_tensor *rw;
+        int64_t T = 1; ft_tensor *rw; const float *hr;
         b = FT__MIN(FT__MAX(batch, 1), n - i);
         for (j = 0; j < b; j++) { const ft_example *e = ft_dataset_get(d, order[i + j]); T = FT__MAX(T, FT__MIN(FT__MAX(e->n, e->n2), seq_len)); }
         if ((r = ft_batch_build_pairs(&bd, d, order + i, b, T, 0)) != FT_OK) break;
         ft_ctx_reset(ctx);
         if ((r = ft_sequence_rewards(ctx, m, &bd, &rw)) != FT_OK) break;
-        for (j = 0; j < b; j++) { double mg = (double)FT__F(rw)[j] - (double)FT__F(rw)[b + j]; good += mg > 0; msum += mg; }
+        if (!(hr = ft__host_data(ctx, rw))) { r = ft_set_error(ctx->status, "eval: %s", ft_last_error()); break; }   /* on a device too */
+        for (j = 0; j < b; j++) { double mg = (double)hr[j] - (double)hr[b + j]; good += mg > 0; msum += mg; }
     }
     ft_ctx_set_grad(ctx, old);
     FT_FREE(order); ft_batch_data_free(&bd);

@@ -18,13 +18,16 @@
       ft_ctx_init(&ctx, &o);
       ft_model_to_device(m, o.device);             // every weight as it is stored (NF4, Q4_K, ...)
       ft_params_to_device(ft_peft_params(p), o.device);
-      ft_train(ctx, m, ft_peft_params(p), data, &train_opts, NULL);   // SFT / CPT on the GPU
+      ft_train(ctx, m, ft_peft_params(p), data, &train_opts, NULL);   // any objective on the GPU
       ft_params_to_host(ft_peft_params(p)); ft_model_to_host(m);     // back, to save the adapter
    or, for graphs of your own: ft_device_weight, ft_tensor_to_device, the ops, ft_backward,
-   ft_tensor_read. `ft train --device cuda` (build/ft-cuda, make ft-cuda) does the first.
+   ft_tensor_read. `ft train|generate|eval --device cuda` (build/ft-cuda, make ft-cuda) does the
+   first; ft_generate with the model there keeps its KV cache on the GPU.
    finetune.h's "a device" section lists the ops that have device kernels so far.
 
    WHAT IS HERE: ft_cuda_device() fills finetune.h's kernel table (ft_device) with:
+      memory        alloc, release, upload, download, zero, copy (device to device: the KV
+                    cache's appends)
       gemm          C (M, N) (+)= alpha A B^T for any two operands, each dense f32 (strided:
                     either transpose) or a frozen weight (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1,
                     Q8_0, IQ4_NL, Q2_K..Q6_K, NF4 with its double-quantized state) decoded inside

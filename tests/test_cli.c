@@ -317,13 +317,31 @@ static int metrics_losses(const char *path, double *loss, int n) {
     if (f) fclose(f);
     return k;
 }
+/* LOGTEXT without the lines that start with "ft: " (notes, timings) into dst (8192 bytes) */
+static void without_notes(char *dst) {
+    const char *p = LOGTEXT;
+    size_t n = 0;
+    while (*p) {
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p + 1) : strlen(p);
+        if (strncmp(p, "ft: ", 4) != 0 && n + len < 8192) {
+            memcpy(dst + n, p, len);
+            n += len;
+        }
+        p += len;
+    }
+    dst[n] = 0;
+}
 /* --device cuda: build/ft-cuda-emu is the command line with finetune_cuda.cu's kernels run on the
    CPU through tests/cuda_emu.h (device memory unreadable from the host, as on a GPU). It trains
    the same QLoRA steps as the CPU build (the model and adapter moved to the device for the steps
-   and back for saving): the losses agree within 1% and the adapter it writes is there. build/ft,
-   built without CUDA, refuses --device cuda and names build/ft-cuda. */
+   and back for saving): the losses agree within 1% and the adapter it writes is there. With that
+   adapter, `ft generate` and `ft eval --device cuda` (the KV cache on the device) give the CPU's
+   greedy text and answers and its loss within 1%. build/ft, built without CUDA, refuses
+   --device cuda and names build/ft-cuda. */
 TEST(device_cuda_trains_as_the_cpu) {
-    const char *emu = getenv("FT_CUDA_EMU_BIN"), *cpu = FT;
+    const char *emu = getenv("FT_CUDA_EMU_BIN"), *cpu = FT, *la, *lb;
+    char cpu_out[2][8192], dev_out[2][8192];
     double a[4], b[4];
     int rc, na, nb, i;
     if (!emu || !exists(emu)) { printf("    skipped: no %s (make test builds it)\n", emu ? emu : "FT_CUDA_EMU_BIN"); return; }
@@ -339,6 +357,30 @@ TEST(device_cuda_trains_as_the_cpu) {
     for (i = 0; i < na && i < nb; i++)
         CHECK(fabs(a[i] - b[i]) <= 0.01 * fabs(a[i]), "step %d: loss %g on the CPU, %g on the device", i + 1, a[i], b[i]);
     CHECK(exists("build/cli_on_gpu/adapter.gguf"), "the device run's adapter");
+    /* generation and evaluation with the adapter, on the device and on the CPU: the same greedy
+       text, the same answers, the loss within 1% */
+    for (i = 0; i < 2; i++) {
+        const char *gen = "generate -m build/cli_tiny.gguf --lora build/cli_on_cpu/adapter.gguf -p 'Say 3.' -n 12 --threads 1";
+        const char *ev = "eval -m build/cli_tiny.gguf --lora build/cli_on_cpu/adapter.gguf --data build/cli_data.jsonl --max-new 8 --threads 1";
+        char cmd[512];
+        FT = emu;
+        snprintf(cmd, sizeof cmd, "%s%s", i ? gen : ev, " --device cuda");
+        rc = ft_run_as(cmd, 0);
+        CHECK(rc == 0 && said("running on the cuda device"), "%s on the emulated GPU: exit %d: %s", i ? "generate" : "eval", rc, LOGTEXT);
+        without_notes(dev_out[i]);
+        FT = cpu;
+        rc = ft_run_as(i ? gen : ev, 0);
+        CHECK(rc == 0, "%s on the CPU: exit %d: %s", i ? "generate" : "eval", rc, LOGTEXT);
+        without_notes(cpu_out[i]);
+    }
+    CHECK(strcmp(cpu_out[1], dev_out[1]) == 0 && strlen(cpu_out[1]) > 1, "generated: \"%s\" on the CPU, \"%s\" on the device", cpu_out[1], dev_out[1]);
+    la = strstr(cpu_out[0], "loss ");
+    lb = strstr(dev_out[0], "loss ");
+    CHECK(la && lb && fabs(strtod(la + 5, NULL) - strtod(lb + 5, NULL)) <= 0.01 * strtod(la + 5, NULL), "eval: \n%s\non the CPU, \n%s\non the device", cpu_out[0], dev_out[0]);
+    la = strstr(cpu_out[0], "accuracy:");
+    lb = strstr(dev_out[0], "accuracy:");
+    CHECK(la && lb && strcmp(la, lb) == 0, "eval's answers: \n%s\non the CPU, \n%s\non the device", cpu_out[0], dev_out[0]);
+    printf("    generated on both: \"%s\"\n", cpu_out[1]);
     rc = ft_run_as(TRAIN "--steps 1 --device cuda --out build/cli_no_cuda", 1);
     CHECK(rc != 0 && said("build/ft-cuda"), "--device cuda on the CPU build: exit %d: %s", rc, LOGTEXT);
     rc = ft_run_as(TRAIN "--steps 1 --device tpu --out build/cli_no_tpu", 1);

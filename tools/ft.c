@@ -176,8 +176,8 @@ static const ft_opt ft_opts[] = {
     O_STR("init-adapter", 0, init_adapter, NULL, TRN, "ADAPTER", "fold an earlier stage in first (sft, then rm / dpo / ppo)"),
     O_ENUM("quantize", quantize, "none", FT_ENUM_TYPE, "none", ft_only_nf4, TRN | EVL, "nf4: linear weights as NF4 (QLoRA)"),
     O_FLAG("grad-checkpoint", 0, grad_checkpoint, TRN, "recompute each layer in backward: far less activation memory"),
-    O_STR("device", 0, device, ft_check_device, TRN, "cpu|cuda",
-          "where the training steps run: cuda puts the model, the adapter and AdamW on the GPU (build/ft-cuda, make ft-cuda; every objective but GRPO and PPO)"),
+    O_STR("device", 0, device, ft_check_device, TRN | EVL | GEN, "cpu|cuda",
+          "where it runs: cuda puts the model and the adapter (and AdamW's state) on the GPU (build/ft-cuda, make ft-cuda)"),
     /* the objective */
     O_SEL("objective", objective, "sft", FT_ENUM_OBJECTIVE, NULL, TRN, "the loss (see below)"),
     O_REAL("beta", train.beta, LIB, "[0, 1000]", TRN, "B", "preference / KTO beta (0: the objective's)"),
@@ -1027,10 +1027,32 @@ static int ft_model_open(const ft_cli *c, ft_model **m) {
 }
 
 /* the model with the adapter of --lora / --adapter (when given) and a context */
+/* --device: the device's kernel table, or NULL for the CPU (1: an error, reported) */
+static int ft_cli_device(const ft_cli *c, const ft_device **dev) {
+    *dev = NULL;
+    if (!c->device || strcmp(c->device, "cpu") == 0) return 0;
+#ifdef FT_WITH_CUDA
+    if (ft_cuda_init(0) != FT_OK) return ft_fail(c);
+    *dev = ft_cuda_device();
+    return 0;
+#else
+    return ft_err(c, "--device %s: this build runs on the CPU only; build/ft-cuda (make ft-cuda) runs on an NVIDIA GPU", c->device);
+#endif
+}
+/* the model, the adapter (--adapter) and a context; with --device cuda (generate, eval) the
+   model and the adapter moved to the GPU and the context's ops run there */
 static int ft_open_all(const ft_cli *c, ft_model **m, ft_peft **p, ft_ctx **ctx) {
+    const ft_device *dev = NULL;
+    ft_ctx_opts co = c->ctx;
     if (ft_model_open(c, m)) return 1;
     if (c->adapter && ft_peft_load(p, *m, c->adapter) != FT_OK) return ft_fail(c);
-    if (ctx && ft_ctx_init(ctx, &c->ctx) != FT_OK) return ft_fail(c);
+    if (!ctx) return 0;
+    if (ft_cli_device(c, &dev)) return 1;
+    co.device = dev;
+    if (ft_ctx_init(ctx, &co) != FT_OK) return ft_fail(c);
+    if (dev && ft_model_to_device(*m, dev) != FT_OK) return ft_fail(c);
+    if (dev && *p && ft_params_to_device(ft_peft_params(*p), dev) != FT_OK) return ft_fail(c);
+    if (dev) fprintf(ft_note(), "ft: running on the %s device\n", dev->name);
     return 0;
 }
 
@@ -1648,18 +1670,6 @@ static int ft_metrics_trim(ft_run *r, const char *path) {
     return 0;
 }
 
-/* --device: the device's kernel table, or NULL for the CPU (1: an error, reported) */
-static int ft_cli_device(ft_cli *c, const ft_device **dev) {
-    *dev = NULL;
-    if (!c->device || strcmp(c->device, "cpu") == 0) return 0;
-#ifdef FT_WITH_CUDA
-    if (ft_cuda_init(0) != FT_OK) return ft_fail(c);
-    *dev = ft_cuda_device();
-    return 0;
-#else
-    return ft_err(c, "--device %s: this build runs on the CPU only; build/ft-cuda (make ft-cuda) runs on an NVIDIA GPU", c->device);
-#endif
-}
 /* ft_train, on the device when --device asks: the model and the adapter moved there for the
    steps (with a context of their own) and back for what follows (saving, evaluation) */
 static int ft_train_steps(ft_run *r, const ft_train_opts *to) {
