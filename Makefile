@@ -27,7 +27,7 @@ endif
 EXAMPLES = $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
 LIB      = $(BUILD)/finetune.o
 
-.PHONY: all test demo sanitize san-build bench bench-train bench-mpi examples readme clean mpi cuda test-cuda bench-cuda ft-cuda
+.PHONY: all test demo sanitize san-build bench bench-train bench-mpi examples readme clean mpi cuda test-cuda bench-cuda ft-cuda mpi-cuda
 all: $(BUILD)/ft $(TESTS) $(BUILD)/bench $(EXAMPLES)
 examples: $(EXAMPLES)
 
@@ -46,7 +46,8 @@ $(BUILD)/ft: tools/ft.c $(LIB) finetune.h
 # make test too when mpicc is there (.ci/run installs Debian's OpenMPI), for tests/test_mpi.c
 MPICC   ?= mpicc
 HAVE_MPI := $(shell command -v $(MPICC) 2>/dev/null)
-MPI_BIN  = $(if $(HAVE_MPI),$(BUILD)/ft-mpi)
+MPICXX  ?= mpicxx
+MPI_BIN  = $(if $(HAVE_MPI),$(BUILD)/ft-mpi $(BUILD)/ft-mpi-cuda-emu)
 mpi: $(BUILD)/ft-mpi
 $(BUILD)/ft-mpi: tools/ft_mpi.c tools/ft.c $(LIB) finetune.h
 	OMPI_CC=$(CC) $(MPICC) $(WARN) $(CFLAGS) -o $@ tools/ft_mpi.c $(LIB) $(LDLIBS)
@@ -92,16 +93,25 @@ $(BUILD)/gpu/bench_cuda: tools/bench_cuda.cc $(BUILD)/finetune_cuda.o
 	$(NVCC) -O2 -std=c++17 -I. -o $@ tools/bench_cuda.cc $(BUILD)/finetune_cuda.o -lpthread
 $(BUILD)/test_cuda_emu: tests/test_cuda.cc finetune_cuda.cu tests/cuda_emu.h finetune.h tests/ft_test.h tests/tiny_model.h | $(BUILD)
 	$(CXX) -std=c++17 -Wall -Wextra -Wpedantic -Werror -O1 -g -DFT_CUDA_EMU -o $@ tests/test_cuda.cc -lm -lpthread
-# the command line with --device cuda: build/ft-cuda on a GPU; build/ft-cuda-emu, the same program with
-# the kernels run on the CPU through tests/cuda_emu.h, for tests/test_cli.c
+# the command line with --device cuda: build/ft-cuda on a GPU (build/ft-mpi-cuda: over MPI, a rank per
+# GPU); build/ft-cuda-emu, the same program with the kernels run on the CPU through tests/cuda_emu.h,
+# for tests/test_cli.c (build/ft-mpi-cuda-emu: for tests/test_mpi.c)
 ft-cuda: $(BUILD)/ft-cuda
+mpi-cuda: $(BUILD)/ft-mpi-cuda
+$(BUILD)/ft-mpi-cuda: tools/ft_mpi.c tools/ft.c $(LIB) $(BUILD)/finetune_cuda.o finetune.h
+	OMPI_CC=$(CC) $(MPICC) $(WARN) $(CFLAGS) -DFT_WITH_CUDA -I. -c -o $(BUILD)/ft-mpi-cuda.o tools/ft_mpi.c
+	$(NVCC) -o $@ $(BUILD)/ft-mpi-cuda.o $(LIB) $(BUILD)/finetune_cuda.o -lm -lpthread $(shell $(MPICC) --showme:link)
 $(BUILD)/ft-cuda: tools/ft.c $(LIB) $(BUILD)/finetune_cuda.o finetune.h
 	$(CC) $(WARN) $(CFLAGS) -DFT_WITH_CUDA -I. -c -o $(BUILD)/ft-cuda.o tools/ft.c
 	$(NVCC) -o $@ $(BUILD)/ft-cuda.o $(LIB) $(BUILD)/finetune_cuda.o -lm -lpthread
-$(BUILD)/ft-cuda-emu: tools/ft.c $(LIB) finetune_cuda.cu tests/cuda_emu.h finetune.h | $(BUILD)
+$(BUILD)/cuda-emu.o: finetune_cuda.cu tests/cuda_emu.h finetune.h | $(BUILD)
+	$(CXX) -std=c++17 -Wall -Wextra -Werror -O1 -DFT_CUDA_EMU -include tests/cuda_emu.h -x c++ -I. -c -o $@ finetune_cuda.cu
+$(BUILD)/ft-cuda-emu: tools/ft.c $(LIB) $(BUILD)/cuda-emu.o finetune.h
 	$(CC) $(WARN) $(CFLAGS) -DFT_WITH_CUDA -I. -c -o $(BUILD)/ft-cuda-emu.o tools/ft.c
-	$(CXX) -std=c++17 -Wall -Wextra -Werror -O1 -DFT_CUDA_EMU -include tests/cuda_emu.h -x c++ -I. -c -o $(BUILD)/cuda-emu.o finetune_cuda.cu
 	$(CXX) -o $@ $(BUILD)/ft-cuda-emu.o $(LIB) $(BUILD)/cuda-emu.o -lm -lpthread
+$(BUILD)/ft-mpi-cuda-emu: tools/ft_mpi.c tools/ft.c $(LIB) $(BUILD)/cuda-emu.o finetune.h
+	OMPI_CC=$(CC) $(MPICC) $(WARN) $(CFLAGS) -DFT_WITH_CUDA -I. -c -o $(BUILD)/ft-mpi-cuda-emu.o tools/ft_mpi.c
+	OMPI_CXX=$(CXX) $(MPICXX) -o $@ $(BUILD)/ft-mpi-cuda-emu.o $(LIB) $(BUILD)/cuda-emu.o -lm -lpthread
 
 $(BUILD)/bench: tools/bench.c finetune.h | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS) -ldl

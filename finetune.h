@@ -370,7 +370,9 @@
       0.4.1  generation on a device: the KV cache in the device's memory when the model is
              there (ft_device.copy appends to it), ft_generate / ft_eval_* with a device model;
              GRPO and PPO on a device (rollouts, old and reference log-probs there, the loss over
-             the per-token numbers on the host)
+             the per-token numbers on the host); data parallelism with a device per rank (the
+             gradients summed through the host blocks); dropout as a counter-based draw (one RNG
+             draw per call), which a device makes bit for bit
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H
@@ -728,7 +730,7 @@ FT_API void       ft_add_inplace(ft_tensor *x, const ft_tensor *y);   /* same sh
    or a frozen device weight: F32, F16, BF16, the GGML blocks but the IQ types (Q4_0 ... Q6_K,
    IQ4_NL) and NF4), lora_linear, add and mul (same
    shapes), sum, mean, rmsnorm (with a weight), rope and rope_ext, attention, swiglu,
-   linear_cross_entropy (frozen head), embedding (frozen table), reshape and view_rows.
+   linear_cross_entropy (frozen head), embedding (frozen table), dropout, reshape and view_rows.
    The kernels take device pointers; backward kernels ACCUMULATE (+=). */
 typedef struct ft_device_operand {    /* element (i, k) of a gemm operand: p[i si + k sk], or of a
                                          device weight: w (i, k), or w (k, i) when trans        */
@@ -785,6 +787,10 @@ struct ft_device {
     ft_result (*rope)(float *y, const float *x, const float *cs, int64_t N, int n_head, int64_t D,
                       int n_rot, int mode, float sign);
     ft_result (*swiglu_forward)(float *y, const float *g, const float *u, int64_t n);
+    /* mask[i] = 0 where the draw of element i under seed is below p (ft_dropout's draw: the top
+       24 bits of splitmix64 of seed + (i + 1) * 0x9e3779b97f4a7c15, over 2^24), else 1 / (1 - p);
+       y = x * mask */
+    ft_result (*dropout)(float *y, float *mask, const float *x, int64_t n, float p, uint64_t seed);
     ft_result (*swiglu_backward)(float *dg, float *du, const float *dy, const float *g,
                                  const float *u, int64_t n);
     /* out, lse (B, H, T); the backward's gradients (any may be NULL) += */
@@ -828,9 +834,9 @@ FT_API void       ft_device_weight_free(const ft_device *dev, ft_tensor *w);
    token objectives (SFT, CPT); the pair, KTO and reward-model objectives (the DPO family,
    SimPO, ORPO, KTO, RM: the loss over the sequence log-probs or rewards made on the host); GRPO
    and PPO (rollouts generated on the device, the loss over the per-token log-probs and values
-   made on the host); with its checkpoints and resume (through the host blocks). SGD, ZeRO
-   shards and several ranks with a device block are refused (FT_ERR_UNSUPPORTED) until they are
-   built. */
+   made on the host); with its checkpoints and resume (through the host blocks); on several
+   ranks (ft_train_opts.comm: each rank's gradients summed through its host block). SGD and
+   ZeRO-1 shards with a device block are refused (FT_ERR_UNSUPPORTED) until they are built. */
 FT_API ft_result  ft_params_to_device(ft_params *P, const ft_device *dev);
 /* and back: the values copied down into the host block, the device blocks given back (an
    optimizer made over the block keeps its device moments until it is freed) */
@@ -4281,6 +4287,7 @@ static ft_tensor *ft__dev_swiglu(ft_ctx *ctx, ft_tensor *g, ft_tensor *u);
 static ft_tensor *ft__dev_attention(ft_ctx *ctx, ft_tensor *q, ft_tensor *k, ft_tensor *v, const ft_attn_opts *o);
 static ft_tensor *ft__dev_lxent(ft_ctx *ctx, ft_tensor *h, ft_tensor *W, const int32_t *tgt, int32_t ignore, float cap, int per_token);
 static ft_tensor *ft__dev_embedding(ft_ctx *ctx, ft_tensor *table, const int32_t *ids, int64_t n);
+static ft_tensor *ft__dev_dropout(ft_ctx *ctx, ft_tensor *x, float p, uint64_t seed);
 typedef void (*ft__dev_backward_fn)(ft_ctx *ctx, struct ft__node *nd);
 static ft__dev_backward_fn ft__dev_backward_of(ft_op op);
 static void *ft__dev_copy(ft_ctx *ctx, const void *src, size_t bytes);
@@ -5363,16 +5370,27 @@ static void ft__where_backward(ft_ctx *ctx, ft__node *nd) {
     }
 }
 
+/* dropout's draw for element i of a call with seed s: splitmix64 of the counter s + (i + 1) *
+   0x9e3779b97f4a7c15, as a uniform in [0, 1) with 24 bits (as ft_rng_uniform). A counter, not a
+   sequence: one RNG draw per call (the seed), and a device makes the same mask in parallel
+   (finetune_cuda.cu's dropout kernel computes the same bits) */
+static float ft__dropout_u(uint64_t s, int64_t i) {
+    uint64_t x = s + (uint64_t)i * 0x9e3779b97f4a7c15ull;
+    return (float)(ft__splitmix64(&x) >> 40) * (1.0f / 16777216.0f);
+}
 FT_API ft_tensor *ft_dropout(ft_ctx *ctx, ft_tensor *x, float p) {
-    ft_tensor *y; ft__node *nd; int64_t i, n; float *mask, keep;
-    FT__IN(x); FT__F32(ctx, x, "dropout");
+    ft_tensor *y; ft__node *nd; int64_t i, n; float *mask, keep; uint64_t seed;
+    FT__IN(x);
     if (!(p >= 0.0f && p < 1.0f)) return ft__fail(ctx, FT_ERR_INVALID, "dropout: p = %g outside [0, 1)", (double)p);
+    seed = ft_rng_u64(&ctx->rng);
+    if (ft__dev_is(x)) return ft__dev_dropout(ctx, x, p, seed);
+    FT__F32(ctx, x, "dropout");
     y = ft__like(ctx, x); FT__IN(y);
     n = ft_numel(x); keep = 1.0f / (1.0f - p);
     mask = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)n * sizeof(float)));
     if (!mask) return ft__fail(ctx, FT_ERR_NOMEM, "dropout: arena out of memory");
-    for (i = 0; i < n; i++) {                   /* one RNG draw per element, in order */
-        mask[i] = ft_rng_uniform(&ctx->rng) < p ? 0.0f : keep;
+    for (i = 0; i < n; i++) {
+        mask[i] = ft__dropout_u(seed, i) < p ? 0.0f : keep;
         FT__F(y)[i] = FT__F(x)[i] * mask[i];
     }
     if ((nd = ft__record(ctx, FT_OP_DROPOUT, y, x, NULL, NULL)) != NULL) nd->s0 = mask;
@@ -6205,6 +6223,22 @@ static void ft__dev_unary_backward(ft_ctx *ctx, ft__node *nd) {
                                                     ft_numel(nd->in[0]), nd->f[0], nd->f[1]));
 }
 
+/* dropout: the device draws ft_dropout's mask (the same bits: a counter per element) */
+static ft_tensor *ft__dev_dropout(ft_ctx *ctx, ft_tensor *x, float p, uint64_t seed) {
+    ft_tensor *y;
+    ft__node *nd;
+    float *mask;
+    if (!ft__dev_all(ctx, "dropout", x, NULL, NULL)) return NULL;
+    if (!(y = ft__dev_tensor(ctx, x->ndim, x->shape)) || !(mask = ft__dev_floats(ctx, ft_numel(x)))) return NULL;
+    FT__DEV(ctx, ctx->dev->dropout(FT__F(y), mask, FT__F(x), ft_numel(x), p, seed));
+    if ((nd = ft__record(ctx, FT_OP_DROPOUT, y, x, NULL, NULL)) != NULL) nd->s0 = mask;
+    return y;
+}
+static void ft__dev_dropout_backward(ft_ctx *ctx, ft__node *nd) {     /* dx += dy * mask */
+    float *dx = ft__grad(ctx, nd->in[0]);
+    if (dx) FT__DEV_B(ctx, ctx->dev->binary(2, dx, nd->out->grad, nd->s0, ft_numel(nd->in[0])));
+}
+
 /* ---- rmsnorm, rope, swiglu -------------------------------------------------------------------------------- */
 static ft_tensor *ft__dev_rmsnorm(ft_ctx *ctx, ft_tensor *x, ft_tensor *w, float eps) {
     int64_t C = x->shape[x->ndim - 1], N = ft_nrows(x);
@@ -6381,6 +6415,7 @@ static ft__dev_backward_fn ft__dev_backward_of(ft_op op) {
     case FT_OP_MATMUL: return ft__dev_matmul_backward;
     case FT_OP_LORA_LINEAR: return ft__dev_lora_linear_backward;
     case FT_OP_ADD: case FT_OP_MUL: return ft__dev_binary_backward;
+    case FT_OP_DROPOUT: return ft__dev_dropout_backward;
     case FT_OP_SUM: case FT_OP_MEAN: return ft__dev_reduce_backward;
     case FT_OP_RMSNORM: return ft__dev_rmsnorm_backward;
     case FT_OP_ROPE: return ft__dev_rope_backward;
@@ -15882,12 +15917,15 @@ static ft_result ft__train_share(ft__trainer *t) {
         if (r == FT_OK) r = back;
     }
     r = ft__train_status(t, r);
+    if (r == FT_OK && t->size > 1 && t->rank == 0 && P->dev)      /* [device]: sent from the host block */
+        r = P->dev->download(P->data, P->dev_data, (size_t)P->total * sizeof(float));
     if (r == FT_OK && t->size > 1) r = ft__cc(t, FT__CC_BCAST, P->data, P->total * (int64_t)sizeof(float), FT_TYPE_F32, 0, "rank 0's parameters");
     if (r == FT_OK && t->size > 1 && resumed) r = ft__cc(t, FT__CC_BCAST, &t->st, sizeof t->st, FT_TYPE_I8, 0, "the run's state");
     if (r == FT_OK && t->size > 1 && resumed) r = ft__cc(t, FT__CC_BCAST, &full->t, sizeof full->t, FT_TYPE_I64, 0, "the optimizer's step");
     if (r == FT_OK && t->size > 1 && resumed) r = ft__cc(t, FT__CC_BCAST, full->m, 2 * P->total * (int64_t)sizeof(float), FT_TYPE_F32, 0, "the moments");
     if (r == FT_OK && full != t->opt) ft__optim_copy_shard(t->opt, full, 0);
     if (full != t->opt) ft_optim_free(full);
+    if (r == FT_OK && t->size > 1 && P->dev) r = ft__params_on_host(P, resumed ? t->opt : NULL, 0, 1);   /* [device]: received */
     for (i = 0; i < P->n; i++) P->t[i]->version++;
     return r;
 }
@@ -15976,8 +16014,8 @@ static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_pa
     if ((r = ft__params_finite(P, "train: a trainable parameter")) != FT_OK) return r;
     if (m && !m->file_finite && (r = ft_gguf_check_finite(m->g)) != FT_OK) return r;   /* the file, once per model: ~0.3 s for 135M */
     if (m) m->file_finite = 1;
-    if (P->dev && t->size > 1)              /* [device] so far */
-        return ft_set_error(FT_ERR_UNSUPPORTED, "train: with the parameters on a device (%s), one process only, so far", P->dev->name);
+    if (P->dev && t->size > 1 && t->o.zero1)        /* [device] so far */
+        return ft_set_error(FT_ERR_UNSUPPORTED, "train: with the parameters on a device (%s), ZeRO-1 shards are not built yet (plain data parallelism is)", P->dev->name);
     t->first_step = t->st.step;
     t->order = FT__CAST(int64_t *, FT_MALLOC((size_t)t->n * sizeof(int64_t)));
     if (!t->order) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");
@@ -16052,13 +16090,17 @@ static ft_result ft__train_sync(ft__trainer *t, double *loss, int *bad, ft_resul
 }
 
 /* the gradients summed over the group (ZeRO-1: this rank's shard only) and their global norm,
-   summed shard by shard so that both ways give the same bits */
+   summed shard by shard so that both ways give the same bits. A device block's gradients are
+   summed through its host block (down, summed, up) */
 static ft_result ft__train_grads(ft__trainer *t, double *gnorm) {
-    double s = 0; int64_t i; ft_result r; float *g = t->P->grad;
-    if (t->size == 1) { *gnorm = ft_params_grad_norm(t->P); return FT_OK; }
-    r = ft__cc(t, t->o.zero1 ? FT__CC_SCATTER : FT__CC_SUM, g, t->P->total, FT_TYPE_F32, 0, "summing the gradients");
+    ft_params *P = t->P; double s = 0; int64_t i; ft_result r = FT_OK; float *g = P->grad;
+    size_t bytes = (size_t)P->total * sizeof(float);
+    if (t->size == 1) { *gnorm = ft_params_grad_norm(P); return FT_OK; }
+    if (P->dev) r = P->dev->download(g, P->dev_grad, bytes);
+    if (r == FT_OK) r = ft__cc(t, t->o.zero1 ? FT__CC_SCATTER : FT__CC_SUM, g, P->total, FT_TYPE_F32, 0, "summing the gradients");
     for (i = t->lo; i < t->hi; i++) s += (double)g[i] * (double)g[i];
     if (r == FT_OK) r = ft__cc(t, FT__CC_SUM, &s, 1, FT_TYPE_F64, 0, "the gradient norm");
+    if (r == FT_OK && P->dev) r = P->dev->upload(P->dev_grad, g, bytes);
     *gnorm = sqrt(s);
     return r;
 }

@@ -37,7 +37,7 @@
       rmsnorm, rope (angles with frequency factors and YaRN), swiglu, flash attention (causal,
       GQA, prefix keys/values, documents, sliding window, a KV cache's offsets), the head and
       the loss chunked (lse, log p and the frozen head's gradient with respect to h), the
-      embedding, the pointwise ops (silu, gelu, gelu_tanh, tanh, sigmoid, logsigmoid, exp, log,
+      embedding, dropout (finetune.h's mask, bit for bit), the pointwise ops (silu, gelu, gelu_tanh, tanh, sigmoid, logsigmoid, exp, log,
       clamp, scale, ... with their derivatives), elementwise ops and reductions (sums, the sum
       of squares in double, finiteness), AdamW (finetune.h's update; ft_optim_step refuses a
       non-finite gradient before it changes anything); and, outside the table so far,
@@ -66,6 +66,7 @@ extern "C" {
 /* the kernel table of this GPU (device 0 unless ft_cuda_init chose another) */
 FT_API const ft_device *ft_cuda_device(void);
 FT_API ft_result ft_cuda_init(int device);
+FT_API int       ft_cuda_device_count(void);                  /* 0 when none can be used     */
 FT_API ft_result ft_cuda_malloc(void **p, size_t bytes);
 FT_API void      ft_cuda_free(void *p);
 FT_API ft_result ft_cuda_upload(void *dst, const void *src, size_t bytes);
@@ -99,6 +100,7 @@ FT_API ft_result ft_cuda_rope_angles(float *cs, const int32_t *pos, int64_t N, c
 FT_API ft_result ft_cuda_rope(float *y, const float *x, const float *cs, int64_t N, int n_head,
                               int64_t D, int n_rot, int mode, float sign);
 FT_API ft_result ft_cuda_swiglu_forward(float *y, const float *g, const float *u, int64_t n);
+FT_API ft_result ft_cuda_dropout(float *y, float *mask, const float *x, int64_t n, float p, uint64_t seed);
 FT_API ft_result ft_cuda_swiglu_backward(float *dg, float *du, const float *dy, const float *g,
                                          const float *u, int64_t n);
 #define FT_CUDA_ATTN_DMAX 256       /* head dims up to this                                      */
@@ -158,6 +160,10 @@ static unsigned ft__cu_blocks(int64_t n, int per) { return (unsigned)((n + per -
 FT_API ft_result ft_cuda_init(int device) {
     if (cudaSetDevice(device) != cudaSuccess) return ft_set_error(FT_ERR_UNSUPPORTED, "cuda: no device %d", device);
     return FT_OK;
+}
+FT_API int ft_cuda_device_count(void) {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
 }
 FT_API ft_result ft_cuda_malloc(void **p, size_t bytes) {
     if (cudaMalloc(p, bytes ? bytes : 1) != cudaSuccess) {
@@ -615,6 +621,24 @@ FT_API ft_result ft_cuda_swiglu_backward(float *dg, float *du, const float *dy, 
     if (n <= 0) return FT_OK;
     FT_CU_LAUNCH(ft__cu_swiglu_bwd, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), dg, du, dy, g, u, n);
     return ft__cu_check("swiglu backward");
+}
+
+/* ---- dropout: finetune.h's counter draw (ft__dropout_u), the same bits ------------------------------------ */
+__global__ void ft__cu_dropout(float *y, float *mask, const float *x, int64_t n, float p, float keep, uint64_t seed) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    uint64_t z;
+    if (i >= n) return;
+    z = seed + (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull;        /* splitmix64 of the counter */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    mask[i] = (float)(z >> 40) * (1.0f / 16777216.0f) < p ? 0.0f : keep;
+    y[i] = x[i] * mask[i];
+}
+FT_API ft_result ft_cuda_dropout(float *y, float *mask, const float *x, int64_t n, float p, uint64_t seed) {
+    if (n <= 0) return FT_OK;
+    FT_CU_LAUNCH(ft__cu_dropout, dim3(ft__cu_blocks(n, FT_CU_EW_THREADS)), dim3(FT_CU_EW_THREADS), y, mask, x, n, p, 1.0f / (1.0f - p), seed);
+    return ft__cu_check("dropout");
 }
 
 /* ---- cross-entropy rows ---------------------------------------------------------------------------------- */
@@ -1195,6 +1219,7 @@ FT_API const ft_device *ft_cuda_device(void) {
         d.rope_angles = ft_cuda_rope_angles;
         d.rope = ft_cuda_rope;
         d.swiglu_forward = ft_cuda_swiglu_forward;
+        d.dropout = ft_cuda_dropout;
         d.swiglu_backward = ft_cuda_swiglu_backward;
         d.attention_forward = ft_cuda_attention_forward;
         d.attention_backward = ft_cuda_attention_backward;

@@ -64,9 +64,9 @@ neon)   # the NEON kernels and NF4 decoder: tests/whitebox.c cross-compiled for 
     else say FAIL "$label" "$tmp/log"
     fi ;;
 nvcc)   # the GPU companion: no warning for sm_80, sm_90 and PTX, the tensor-core mma in its PTX, and
-        # the GPU test, the benchmark and the command line (build/ft-cuda) link with it; nothing runs
-        # (no GPU here)
-    label="nvcc finetune_cuda.cu (sm_80, sm_90, PTX); tests/test_cuda.cc, tools/bench_cuda.cc and build/ft-cuda linked"
+        # the GPU test, the benchmark and the command line (build/ft-cuda; build/ft-mpi-cuda where
+        # mpicc is) link with it; nothing runs (no GPU here)
+    label="nvcc finetune_cuda.cu (sm_80, sm_90, PTX); tests/test_cuda.cc, tools/bench_cuda.cc, build/ft-cuda and build/ft-mpi-cuda linked"
     arch="-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90"
     if ! command -v nvcc >/dev/null 2>&1; then say skip "$label (no nvcc here)"
     elif nvcc -O3 -std=c++17 -Werror all-warnings -Xcompiler -Wall,-Wextra $arch -I. -c -o "$tmp/cu.o" finetune_cuda.cu >"$tmp/log" 2>&1 &&
@@ -75,7 +75,11 @@ nvcc)   # the GPU companion: no warning for sm_80, sm_90 and PTX, the tensor-cor
          nvcc -O1 -std=c++17 -Werror all-warnings -I. -o "$tmp/test_cuda" tests/test_cuda.cc "$tmp/cu.o" -lpthread >>"$tmp/log" 2>&1 &&
          nvcc -O1 -std=c++17 -Werror all-warnings -I. -o "$tmp/bench_cuda" tools/bench_cuda.cc "$tmp/cu.o" -lpthread >>"$tmp/log" 2>&1 &&
          ${CC:-cc} $W -Werror -O1 -DFT_WITH_CUDA -I. -c -o "$tmp/ft.o" tools/ft.c >>"$tmp/log" 2>&1 &&
-         nvcc -o "$tmp/ft-cuda" "$tmp/ft.o" "$B/finetune.o" "$tmp/cu.o" -lm -lpthread >>"$tmp/log" 2>&1; then say ok "$label"
+         nvcc -o "$tmp/ft-cuda" "$tmp/ft.o" "$B/finetune.o" "$tmp/cu.o" -lm -lpthread >>"$tmp/log" 2>&1 &&
+         { ! command -v mpicc >/dev/null 2>&1 ||
+           { OMPI_CC=${CC:-cc} mpicc $W -Werror -O1 -DFT_WITH_CUDA -I. -c -o "$tmp/ftm.o" tools/ft_mpi.c >>"$tmp/log" 2>&1 &&
+             nvcc -o "$tmp/ft-mpi-cuda" "$tmp/ftm.o" "$B/finetune.o" "$tmp/cu.o" -lm -lpthread $(mpicc --showme:link) >>"$tmp/log" 2>&1; }; }; then
+        say ok "$label"
     else say FAIL "$label" "$tmp/log"
     fi ;;
 *)  echo "FAIL - compile: unknown configuration $name" ;;

@@ -13,7 +13,8 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 export FT_BIN="$B/ft"                      # the command line, for tests/test_cli.c
 export FT_MPI_BIN="$B/ft-mpi"              # data parallelism over MPI, for tests/test_mpi.c
-export FT_CUDA_EMU_BIN="$B/ft-cuda-emu"    # --device cuda with the GPU emulated, for tests/test_cli.c (make mpi)
+export FT_CUDA_EMU_BIN="$B/ft-cuda-emu"    # --device cuda with the GPU emulated, for tests/test_cli.c and test_mpi.c
+export FT_MPI_CUDA_EMU_BIN="$B/ft-mpi-cuda-emu"   # and over MPI, a rank per emulated GPU, for tests/test_mpi.c
 
 # Each binary runs in a scratch directory of its own, which has tests/ and examples/ (links to
 # these) and an empty build/ for the files it writes, so that binaries running side by side (the

@@ -814,7 +814,7 @@ TEST(a_qlora_step_on_the_device_equals_the_cpu) {
 }
 
 /* every pointwise op on the device beside the tape's CPU version: forward and backward of
-   sum(f(x) * R), inputs in each op's domain */
+   sum(f(x) * R), inputs in each op's domain; dropout with the same seed drops the same elements */
 TEST(pointwise_ops_on_the_device) {
     struct { const char *name; ft_tensor *(*f)(ft_ctx *, ft_tensor *); float lo, hi; } ops[] = {
         {"silu", ft_silu, -6, 6}, {"gelu", ft_gelu, -6, 6}, {"gelu_tanh", ft_gelu_tanh, -6, 6}, {"tanh", ft_tanh, -4, 4},
@@ -827,8 +827,8 @@ TEST(pointwise_ops_on_the_device) {
     co.device = ft_cuda_device();
     CHECK_OK(ft_ctx_init(&cpu, NULL));
     CHECK_OK(ft_ctx_init(&gpu, &co));
-    for (int k = 0; k < (int)(sizeof ops / sizeof ops[0]) + 2; k++) {
-        const char *name = k < 10 ? ops[k].name : k == 10 ? "clamp" : "scale";
+    for (int k = 0; k < (int)(sizeof ops / sizeof ops[0]) + 3; k++) {
+        const char *name = k < 10 ? ops[k].name : k == 10 ? "clamp" : k == 11 ? "scale" : "dropout";
         float lo = k < 10 ? ops[k].lo : -4, hi = k < 10 ? ops[k].hi : 4;
         ft_ctx_reset(cpu);
         ft_ctx_reset(gpu);
@@ -842,7 +842,13 @@ TEST(pointwise_ops_on_the_device) {
         xd->flags |= FT_TENSOR_REQUIRES_GRAD;
         if (k < 10) { yc = ops[k].f(cpu, x); yg = ops[k].f(gpu, xd); }
         else if (k == 10) { yc = ft_clamp(cpu, x, -1.5f, 2.0f); yg = ft_clamp(gpu, xd, -1.5f, 2.0f); }
-        else { yc = ft_scale(cpu, x, -2.5f); yg = ft_scale(gpu, xd, -2.5f); }
+        else if (k == 11) { yc = ft_scale(cpu, x, -2.5f); yg = ft_scale(gpu, xd, -2.5f); }
+        else {                              /* the same seed: the same mask, drawn on the device */
+            ft_rng_seed(ft_ctx_rng(cpu), 99);
+            ft_rng_seed(ft_ctx_rng(gpu), 99);
+            yc = ft_dropout(cpu, x, 0.3f);
+            yg = ft_dropout(gpu, xd, 0.3f);
+        }
         CHECK(yc && yg, "%s: %s", name, ft_last_error());
         if (!yc || !yg) continue;
         CHECK_OK(ft_backward(cpu, ft_sum(cpu, ft_mul(cpu, yc, R))));

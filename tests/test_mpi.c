@@ -6,7 +6,8 @@
      sampled completions, a regex reward): the 2-rank run logs the one-process run's losses at
      every one of 20 steps, and writes the same adapter; --zero1 the same again;
    - a rank killed with SIGKILL in the middle of a run ends the job within seconds with mpirun's
-     message; `--resume` on 2 ranks continues from the last checkpoint on the uninterrupted curve.
+     message; `--resume` on 2 ranks continues from the last checkpoint on the uninterrupted curve;
+   - a rank per (emulated) GPU: the losses and the adapter of one process on the device.
    Needs $FT_MPI_BIN (make test builds build/ft-mpi when mpicc is there; .ci/run installs OpenMPI):
    without it, the test says so and checks nothing. */
 #define _POSIX_C_SOURCE 200809L          /* fork, kill, nanosleep, dirent */
@@ -90,6 +91,33 @@ static void two_ranks_log_the_losses_of_one_process(int obj) {
 TEST(sft_on_two_ranks_logs_the_losses_of_one_process) { two_ranks_log_the_losses_of_one_process(0); }
 TEST(dpo_on_two_ranks_logs_the_losses_of_one_process) { two_ranks_log_the_losses_of_one_process(1); }
 TEST(grpo_on_two_ranks_logs_the_losses_of_one_process) { two_ranks_log_the_losses_of_one_process(2); }
+
+/* a rank per GPU: `mpirun -np 2 build/ft-mpi-cuda-emu train --device cuda` (the kernels emulated on
+   the CPU, each rank its own device) beside `build/ft-cuda-emu train --device cuda` in one process
+   with the same global batch: the gradients of each rank's micro-batch come down from its
+   device, are summed over MPI and go back up. SFT with LoRA dropout (the mask drawn on the
+   device), 3 steps: the same losses at every step and the same adapter, byte for byte */
+TEST(sft_on_two_ranks_with_a_device_each) {
+    const char *emu = getenv("FT_CUDA_EMU_BIN"), *mpi_emu = getenv("FT_MPI_CUDA_EMU_BIN");
+    char args[2048];
+    double one[MAXS], two[MAXS];
+    int s, same = 1, ranks = 0;
+    if (!emu || !mpi_emu || access(emu, X_OK) != 0 || access(mpi_emu, X_OK) != 0) {
+        printf("    skipped: no build/ft-cuda-emu or build/ft-mpi-cuda-emu (make test builds them)\n");
+        return;
+    }
+    train_args(args, sizeof args, 0, "build/mpi_dev_one", 3, 2, "--device cuda");
+    CHECK(sh("%s %s > build/mpi_dev_one.log 2>&1", emu, args) == 0, "one process on the device trains (build/mpi_dev_one.log)");
+    train_args(args, sizeof args, 0, "build/mpi_dev_two", 3, 1, "--device cuda");
+    CHECK(sh("%s %s %s > build/mpi_dev_two.log 2>&1", MPIRUN, mpi_emu, args) == 0, "2 ranks on devices train (build/mpi_dev_two.log)");
+    CHECK(read_losses("build/mpi_dev_one", one, NULL) == 3 && read_losses("build/mpi_dev_two", two, &ranks) == 3, "both log 3 steps");
+    for (s = 1; s <= 3; s++) same &= one[s] == two[s];
+    CHECK(same && ranks == 2, "2 ranks (%d logged) log the one-process losses: %.6f %.6f %.6f vs %.6f %.6f %.6f", ranks, one[1], one[2], one[3],
+          two[1], two[2], two[3]);
+    CHECK(sh("cmp -s build/mpi_dev_one/adapter.gguf build/mpi_dev_two/adapter.gguf") == 0, "the same adapter, byte for byte");
+    printf("    on devices: loss %.6f -> %.6f over 3 steps, equal in every step for 1 process x 2 micro-batches and 2 ranks; adapters identical\n",
+           one[1], one[3]);
+}
 
 /* the pid of rank `rank` of the job writing to `out` (its environment and command line), or 0 */
 static pid_t find_rank(int rank, const char *out) {
@@ -181,6 +209,7 @@ int main(void) {
     RUN(sft_on_two_ranks_logs_the_losses_of_one_process);
     RUN(dpo_on_two_ranks_logs_the_losses_of_one_process);
     RUN(grpo_on_two_ranks_logs_the_losses_of_one_process);
+    RUN(sft_on_two_ranks_with_a_device_each);
     RUN(a_killed_rank_ends_the_job_and_the_run_resumes);
     RUN(other_commands_run_on_one_rank_only);
     remove(MODEL);

@@ -29,6 +29,7 @@
 /* data parallelism: the group when build/ft-mpi runs this under mpirun (tools/ft_mpi.c), else NULL;
    rank 0 writes the run directory, prints and evaluates, the other ranks train */
 static const ft_collective *ft_comm;
+static int ft_local_rank;               /* among the ranks on this host (tools/ft_mpi.c): its GPU */
 static int ft_rank(void) { return ft_comm ? ft_comm->rank : 0; }
 /* where the training's notes go: stderr on rank 0, nowhere on the others (errors go to stderr) */
 static FILE *ft_note(void) {
@@ -1026,16 +1027,20 @@ static int ft_model_open(const ft_cli *c, ft_model **m) {
     return 0;
 }
 
-/* the model with the adapter of --lora / --adapter (when given) and a context */
-/* --device: the device's kernel table, or NULL for the CPU (1: an error, reported) */
+/* --device: the device's kernel table, or NULL for the CPU (1: an error, reported). With several
+   ranks on a host, each takes a GPU in turn (the local rank modulo the GPUs) */
 static int ft_cli_device(const ft_cli *c, const ft_device **dev) {
+    int n;
     *dev = NULL;
     if (!c->device || strcmp(c->device, "cpu") == 0) return 0;
 #ifdef FT_WITH_CUDA
-    if (ft_cuda_init(0) != FT_OK) return ft_fail(c);
+    n = ft_cuda_device_count();
+    if (ft_cuda_init(n > 0 ? ft_local_rank % n : 0) != FT_OK) return ft_fail(c);
     *dev = ft_cuda_device();
     return 0;
 #else
+    (void)n;
+    (void)ft_local_rank;
     return ft_err(c, "--device %s: this build runs on the CPU only; build/ft-cuda (make ft-cuda) runs on an NVIDIA GPU", c->device);
 #endif
 }

@@ -10,6 +10,10 @@
    --batch x --grad-accum x N. This file is tools/ft.c (the whole command line, its main renamed)
    plus the four collectives over MPI_COMM_WORLD and a main that starts MPI.
 
+   A rank per GPU: build/ft-mpi-cuda (make mpi-cuda) with --device cuda; each rank takes a GPU of
+   its host in turn (its rank among the host's ranks, from MPI_Comm_split_type, modulo the GPUs),
+   and its gradients are summed through its host block.
+
    Failure: a rank whose command fails calls MPI_Abort, which ends every rank (no rank waits forever
    in a collective for one that has gone); mpirun ends the job when a rank dies. The run resumes
    from its last checkpoint with --resume, on the same or another number of ranks. */
@@ -116,6 +120,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     ft_comm = cc.size > 1 ? &cc : NULL;
+    {                                       /* this rank's place among those on its host: its GPU */
+        MPI_Comm host;
+        if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, cc.rank, MPI_INFO_NULL, &host) == MPI_SUCCESS) {
+            MPI_Comm_rank(host, &ft_local_rank);
+            MPI_Comm_free(&host);
+        }
+    }
     rc = ft_cli_main(argc, argv);
     if (rc != 0 && cc.size > 1) {
         fprintf(stderr, "ft-mpi: rank %d of %d stopped (exit status %d): ending every rank\n", cc.rank, cc.size, rc);
