@@ -11149,7 +11149,7 @@ static int ft__kv_append(ft_ctx *ctx, ft_kv_cache *kv, int64_t l, int64_t row0, 
     size_t bytes = (size_t)(T * D) * sizeof(float);
     float *K = kv->k + (l * kv->n_seq + row0) * kv->n_ctx * D, *V = kv->v + (l * kv->n_seq + row0) * kv->n_ctx * D;
     ft_result r = FT_OK;
-    if (kv->dev != ctx->dev || ft__dev_is(*k) != (kv->dev != NULL)) {
+    if (ft__dev_is(*k) != (kv->dev != NULL) || (kv->dev && kv->dev != ctx->dev)) {
         ft__fail(ctx, FT_ERR_STATE, "model: the kv cache is on %s, the keys on %s", kv->dev ? kv->dev->name : "the host",
                  ft__dev_is(*k) ? ctx->dev->name : "the host");
         return 0;
@@ -16010,12 +16010,12 @@ static ft_result ft__train_begin(ft__trainer *t, ft_ctx *ctx, ft_model *m, ft_pa
         if (!t->moe_load) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");
         memset(t->moe_load, 0, (size_t)(m->c.n_layer * m->c.n_expert) * sizeof(float));
     }
+    if (P->dev && t->size > 1 && t->o.zero1)        /* [device] so far */
+        return ft_set_error(FT_ERR_UNSUPPORTED, "train: with the parameters on a device (%s), ZeRO-1 shards are not built yet (plain data parallelism is)", P->dev->name);
     if ((r = ft__train_share(t)) != FT_OK) return r;
     if ((r = ft__params_finite(P, "train: a trainable parameter")) != FT_OK) return r;
     if (m && !m->file_finite && (r = ft_gguf_check_finite(m->g)) != FT_OK) return r;   /* the file, once per model: ~0.3 s for 135M */
     if (m) m->file_finite = 1;
-    if (P->dev && t->size > 1 && t->o.zero1)        /* [device] so far */
-        return ft_set_error(FT_ERR_UNSUPPORTED, "train: with the parameters on a device (%s), ZeRO-1 shards are not built yet (plain data parallelism is)", P->dev->name);
     t->first_step = t->st.step;
     t->order = FT__CAST(int64_t *, FT_MALLOC((size_t)t->n * sizeof(int64_t)));
     if (!t->order) return ft_set_error(FT_ERR_NOMEM, "train: out of memory");

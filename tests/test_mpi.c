@@ -96,7 +96,8 @@ TEST(grpo_on_two_ranks_logs_the_losses_of_one_process) { two_ranks_log_the_losse
    the CPU, each rank its own device) beside `build/ft-cuda-emu train --device cuda` in one process
    with the same global batch: the gradients of each rank's micro-batch come down from its
    device, are summed over MPI and go back up. SFT with LoRA dropout (the mask drawn on the
-   device), 3 steps: the same losses at every step and the same adapter, byte for byte */
+   device), 3 steps: the same losses at every step and the same adapter, byte for byte. ZeRO-1
+   shards on a device are refused by name (not built yet) */
 TEST(sft_on_two_ranks_with_a_device_each) {
     const char *emu = getenv("FT_CUDA_EMU_BIN"), *mpi_emu = getenv("FT_MPI_CUDA_EMU_BIN");
     char args[2048];
@@ -117,6 +118,9 @@ TEST(sft_on_two_ranks_with_a_device_each) {
     CHECK(sh("cmp -s build/mpi_dev_one/adapter.gguf build/mpi_dev_two/adapter.gguf") == 0, "the same adapter, byte for byte");
     printf("    on devices: loss %.6f -> %.6f over 3 steps, equal in every step for 1 process x 2 micro-batches and 2 ranks; adapters identical\n",
            one[1], one[3]);
+    train_args(args, sizeof args, 0, "build/mpi_dev_zero", 3, 1, "--device cuda --zero1");
+    CHECK(sh("%s %s %s > build/mpi_dev_zero.log 2>&1", MPIRUN, mpi_emu, args) != 0 && sh("grep -q 'ZeRO-1 shards are not built yet' build/mpi_dev_zero.log") == 0,
+          "--zero1 with a device is refused by name (build/mpi_dev_zero.log)");
 }
 
 /* the pid of rank `rank` of the job writing to `out` (its environment and command line), or 0 */
