@@ -100,6 +100,49 @@ TEST(gemm_matches_reference_any_shape) {
     ft_ctx_free(c1); ft_ctx_free(c2);
 }
 
+/* bf16 compute (ft_ctx_opts.compute): the GEMM of A and B rounded to bf16, summed in f32, is the
+   triple loop in double over the rounded inputs within the f32 tolerance, and 1 and 2 threads
+   give the same bits; the unrounded inputs' product is further off (the rounding happened).
+   Shapes with odd K (the last k-pair half empty) and edge tiles, every transpose */
+static float *bf16_copy(const float *x, int64_t n) {
+    float *y = (float *)malloc((size_t)(n + 1) * 4); int64_t i;
+    for (i = 0; i < n; i++) y[i] = ft_bf16_to_fp32(ft_fp32_to_bf16(x[i]));
+    return y;
+}
+TEST(gemm_in_bf16_matches_the_rounded_reference) {
+    ft_ctx *c[2]; ft_ctx_opts o; int ta, tb, si, t;
+    static const int64_t shapes[][3] = {{1, 1, 1}, {5, 33, 7}, {17, 40, 65}, {31, 64, 577}, {129, 95, 300}, {300, 576, 576}};
+    double worst = 0, off = 0;
+    memset(&o, 0, sizeof o); o.compute = FT_COMPUTE_BF16;
+    for (t = 0; t < 2; t++) { o.n_threads = t + 1; ft_ctx_init(&c[t], &o); }
+    for (si = 0; si < (int)(sizeof shapes / sizeof shapes[0]); si++)
+        for (ta = 0; ta < 2; ta++) for (tb = 0; tb < 2; tb++) {
+            int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2], i, na = M * K, nb = K * N;
+            int64_t lda = ta ? M : K, ldb = tb ? K : N;
+            float *A = randv(na, -1, 1), *B = randv(nb, -1, 1), *Ar = bf16_copy(A, na), *Br = bf16_copy(B, nb);
+            float *C1 = (float *)malloc((size_t)(M * N) * 4), *C2 = (float *)malloc((size_t)(M * N) * 4);
+            float *R = (float *)malloc((size_t)(M * N) * 4), *F = (float *)malloc((size_t)(M * N) * 4);
+            double w = 0, f = 0;
+            ft_gemm(c[0], ta, tb, M, N, K, A, lda, B, ldb, C1, N, 0);
+            ft_gemm(c[1], ta, tb, M, N, K, A, lda, B, ldb, C2, N, 0);
+            ft_gemm_ref(ta, tb, M, N, K, Ar, lda, Br, ldb, R, N, 0);
+            ft_gemm_ref(ta, tb, M, N, K, A, lda, B, ldb, F, N, 0);
+            for (i = 0; i < M * N; i++) {
+                w = fmax(w, fabs(C1[i] - R[i]) / (1e-5 * (double)(K + 1)));
+                f = fmax(f, fabs(C1[i] - F[i]) / (1e-5 * (double)(K + 1)));
+            }
+            CHECK(w <= 1, "bf16 gemm ta=%d tb=%d %lldx%lldx%lld: %g x the tolerance from the rounded reference", ta, tb, (long long)M, (long long)N, (long long)K, w);
+            CHECK(memcmp(C1, C2, (size_t)(M * N) * 4) == 0, "bf16 gemm ta=%d tb=%d %lldx%lldx%lld: 1 vs 2 threads differ", ta, tb, (long long)M, (long long)N, (long long)K);
+            worst = fmax(worst, w);
+            if (K >= 65) off = fmax(off, f);
+            free(A); free(B); free(Ar); free(Br); free(C1); free(C2); free(R); free(F);
+        }
+    printf("    bf16 gemm (%s): within %.2f of the f32 tolerance from the rounded inputs' product; the unrounded one is %.0f tolerances away\n",
+           ft_compute_bf16_native() ? "AVX512-BF16 dot products" : "rounded inputs, f32 kernel", worst, off);
+    CHECK(off > 10, "bf16 inputs are rounded: %g tolerances from the f32 product", off);
+    ft_ctx_free(c[0]); ft_ctx_free(c[1]);
+}
+
 /* the skinny products of LoRA's low-rank side against the triple loop, 1 vs 2 threads identical:
    Y (r, N) = s A X^T, then C (r, K) += V X stored both ways (C and C^T) */
 TEST(skinny_match_reference) {
@@ -324,6 +367,7 @@ FT_TEST_MAIN(test_kernels) {
     RUN(vec_elementwise_match_reference);
     RUN(vector_exp_accuracy);
     RUN(gemm_matches_reference_any_shape);
+    RUN(gemm_in_bf16_matches_the_rounded_reference);
     RUN(skinny_match_reference);
     RUN(elementwise_kernels_match_reference);
     RUN(attention_matches_reference);

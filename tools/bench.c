@@ -7,7 +7,7 @@
       tokens/s, step time, peak RSS and the model FLOPs utilisation against the measured peak;
       tools/bench_torch.py runs the same steps in PyTorch + peft and prints the comparison.
    usage: build/bench [--quick]
-          build/bench train -m MODEL.gguf [--method lora|qlora] [--batch 4] [--seq 256] [--rank 8]
+          build/bench train -m MODEL.gguf [--method lora|qlora] [--compute f32|bf16] [--batch 4] [--seq 256] [--rank 8]
                             [--alpha 16] [--threads N] [--steps 5] [--warmup 2] [--profile]
    Every time here is wall-clock time: under -std=c99 <time.h> declares clock_gettime and
    CLOCK_MONOTONIC only with a POSIX feature macro, and without one ft_time_seconds() falls back to
@@ -127,7 +127,8 @@ static const struct { int64_t M, N, K; int ta, tb; const char *what; } SHAPES[] 
 };
 #define NSHAPES ((int)(sizeof SHAPES / sizeof SHAPES[0]))
 
-/* GFLOP/s of every shape, 1 and all threads, with ours (use_blas 0) or OpenBLAS */
+/* GFLOP/s of every shape, 1 and all threads, with ours (use_blas 0: in the context's compute,
+   f32 or bf16) or OpenBLAS */
 static void run_shapes(ft_ctx *ctx, int use_blas, const int *nthr, int quick, double out[][2]) {
     int si, ti;
     for (si = 0; si < NSHAPES; si++) {
@@ -165,7 +166,7 @@ static void run_shapes(ft_ctx *ctx, int use_blas, const int *nthr, int quick, do
    Norms, softmax, RoPE, SwiGLU and the loss are not counted. MFU = FLOPs / step time / the FMA
    peak measured at the same thread count. */
 typedef struct train_cfg {
-    const char *model, *method; int64_t B, T; int r, threads, steps, warmup, profile; float alpha, lr;
+    const char *model, *method, *compute; int64_t B, T; int r, threads, steps, warmup, profile; float alpha, lr;
 } train_cfg;
 
 /* peak and current resident memory in MiB (VmHWM / VmRSS; ru_maxrss where /proc is missing) */
@@ -339,7 +340,7 @@ static int bench_train(int argc, char **argv) {
     double peak, t_load, hwm0, hwm1, rss0, hwm, rss, *tstep, *tf, *tb, *to, med, mean = 0, loss0 = 0, loss1 = 0;
     double n_mm = 0, n_in0, n_lora, flops, attn, cpu = 0, faults = 0, sys = 0, arena = 0; int i, l, reset; const char *wtype;
     memset(&o, 0, sizeof o);
-    o.method = "qlora"; o.B = 4; o.T = 256; o.r = 8; o.alpha = 16; o.steps = 5; o.warmup = 2; o.lr = 1e-4f;
+    o.method = "qlora"; o.compute = "f32"; o.B = 4; o.T = 256; o.r = 8; o.alpha = 16; o.steps = 5; o.warmup = 2; o.lr = 1e-4f;
     o.model = getenv("FT_MODEL");
     for (i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -347,6 +348,7 @@ static int bench_train(int argc, char **argv) {
         if (!v) { fprintf(stderr, "bench train: %s needs a value\n", a); return 2; }
         if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) o.model = v;
         else if (strcmp(a, "--method") == 0) o.method = v;
+        else if (strcmp(a, "--compute") == 0) o.compute = v;
         else if (strcmp(a, "--batch") == 0) o.B = atoi(v);
         else if (strcmp(a, "--seq") == 0) o.T = atoi(v);
         else if (strcmp(a, "--rank") == 0) o.r = atoi(v);
@@ -357,12 +359,12 @@ static int bench_train(int argc, char **argv) {
         else { fprintf(stderr, "bench train: unknown option %s\n", a); return 2; }
         i++;
     }
-    if (!o.model || (strcmp(o.method, "lora") && strcmp(o.method, "qlora")) || o.B < 1 || o.T < 2 || o.r < 1 || o.steps < 1 || o.warmup < 0) {
-        fprintf(stderr, "usage: bench train -m MODEL.gguf [--method lora|qlora] [--batch B] [--seq T] [--rank r] [--alpha A]\n"
+    if (!o.model || (strcmp(o.method, "lora") && strcmp(o.method, "qlora")) || (strcmp(o.compute, "f32") && strcmp(o.compute, "bf16")) || o.B < 1 || o.T < 2 || o.r < 1 || o.steps < 1 || o.warmup < 0) {
+        fprintf(stderr, "usage: bench train -m MODEL.gguf [--method lora|qlora] [--compute f32|bf16] [--batch B] [--seq T] [--rank r] [--alpha A]\n"
                         "                   [--threads N] [--steps S] [--warmup W] [--profile]\n");
         return 2;
     }
-    memset(&co, 0, sizeof co); co.n_threads = o.threads;
+    memset(&co, 0, sizeof co); co.n_threads = o.threads; co.compute = strcmp(o.compute, "bf16") == 0 ? FT_COMPUTE_BF16 : FT_COMPUTE_F32;
     if (ft_ctx_init(&ctx, &co) != FT_OK) { fprintf(stderr, "%s\n", ft_last_error()); return 1; }
     o.threads = ft_ctx_threads(ctx);
     peak = peak_gflops(ctx);
@@ -445,12 +447,12 @@ static int bench_train(int argc, char **argv) {
                flops, n_mm / 1e6, n_in0 / 1e6, n_lora / 1e6, attn);
         printf("achieved %.1f GFLOP/s, FMA peak at %d thread%s %.1f GFLOP/s: MFU %.1f%%   (loss %.4f -> %.4f)\n", flops / med / 1e9,
                o.threads, o.threads > 1 ? "s" : "", peak, 100 * flops / med / 1e9 / peak, loss0, loss1);
-        printf("RESULT {\"impl\": \"finetune.h\", \"method\": \"%s\", \"weights\": \"%s\", \"B\": %lld, \"T\": %lld, \"r\": %d, \"alpha\": %g, \"threads\": %d, "
+        printf("RESULT {\"impl\": \"finetune.h\", \"method\": \"%s\", \"compute\": \"%s\", \"weights\": \"%s\", \"B\": %lld, \"T\": %lld, \"r\": %d, \"alpha\": %g, \"threads\": %d, "
                "\"steps\": %d, \"warmup\": %d, \"step_s\": %.5f, \"step_min_s\": %.5f, \"step_mean_s\": %.5f, \"cpu_s\": %.5f, \"fwd_s\": %.5f, \"bwd_s\": %.5f, \"opt_s\": %.5f, "
                "\"tokens_per_s\": %.3f, \"peak_rss_mib\": %.1f, \"rss_loaded_mib\": %.1f, \"load_peak_rss_mib\": %.1f, \"load_s\": %.3f, \"flops_per_step\": %.6g, "
                "\"peak_gflops\": %.3f, \"mfu\": %.5f, \"trainable\": %.0f, \"loss_first\": %.5f, \"loss_last\": %.5f, \"loadavg\": %.2f, "
                "\"arena_peak_mib\": %.1f, \"minor_faults\": %.0f, \"sys_s\": %.4f}\n",
-               o.method, wtype, (long long)o.B, (long long)o.T, o.r, (double)o.alpha, o.threads, o.steps, o.warmup, med, s[0], mean, cpu, mf, mb, mo,
+               o.method, o.compute, wtype, (long long)o.B, (long long)o.T, o.r, (double)o.alpha, o.threads, o.steps, o.warmup, med, s[0], mean, cpu, mf, mb, mo,
                (double)(o.B * o.T) / med, hwm, rss0, hwm0, t_load, flops, peak, flops / med / 1e9 / peak, n_lora, loss0, loss1, loadavg(),
                arena, faults, sys);
         free(s);
@@ -502,7 +504,7 @@ static int bench_train(int argc, char **argv) {
 int main(int argc, char **argv) {
     ft_ctx *ctx; ft_ctx_opts o; int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     int nthr[2], ti, si, maxthr;
-    double peak[2], ours[NSHAPES][2], blas[NSHAPES][2];
+    double peak[2], ours[NSHAPES][2], bf16[NSHAPES][2], blas[NSHAPES][2];
     if (argc > 1 && strcmp(argv[1], "train") == 0) return bench_train(argc - 2, argv + 2);
     memset(&o, 0, sizeof o);
     if (ft_ctx_init(&ctx, &o) != FT_OK) { fprintf(stderr, "%s\n", ft_last_error()); return 1; }
@@ -516,16 +518,20 @@ int main(int argc, char **argv) {
         printf("peak f32 FMA, %d thread%s: %.1f GFLOP/s\n", nthr[ti], nthr[ti] > 1 ? "s" : "", peak[ti]);
     }
     run_shapes(ctx, 0, nthr, quick, ours);
+    ft_ctx_set_compute(ctx, FT_COMPUTE_BF16);              /* bf16 inputs, f32 sums */
+    run_shapes(ctx, 0, nthr, quick, bf16);
+    ft_ctx_set_compute(ctx, FT_COMPUTE_F32);
     load_openblas();
     printf("OpenBLAS: %s\n", blas_sgemm ? "found (a peer in this benchmark only)" : "not installed (apt-get install libopenblas0-pthread to compare)");
     if (blas_sgemm) run_shapes(ctx, 1, nthr, quick, blas);
-    printf("\n%-18s %6s %6s %6s %3s | %9s %6s | %9s %6s | %s\n", "matmul", "M", "N", "K", "thr",
-           "ft GF/s", "%peak", "blas GF/s", "%peak", "ft/blas");
+    printf("\nbf16: %s\n", ft_compute_bf16_native() ? "AVX512-BF16 dot products (%peak: of the f32 FMA peak)" : "no AVX512-BF16 here: bf16-rounded inputs on the f32 kernel");
+    printf("%-18s %6s %6s %6s %3s | %9s %6s | %9s %6s | %9s %6s | %s\n", "matmul", "M", "N", "K", "thr",
+           "ft GF/s", "%peak", "bf16 GF/s", "%peak", "blas GF/s", "%peak", "ft/blas");
     for (si = 0; si < NSHAPES; si++)
         for (ti = 0; ti < 2; ti++) {
             if (ours[si][ti] == 0) continue;
-            printf("%-18s %6lld %6lld %6lld %3d | %9.1f %5.0f%% | ", SHAPES[si].what, (long long)SHAPES[si].M, (long long)SHAPES[si].N,
-                   (long long)SHAPES[si].K, nthr[ti], ours[si][ti], 100 * ours[si][ti] / peak[ti]);
+            printf("%-18s %6lld %6lld %6lld %3d | %9.1f %5.0f%% | %9.1f %5.0f%% | ", SHAPES[si].what, (long long)SHAPES[si].M, (long long)SHAPES[si].N,
+                   (long long)SHAPES[si].K, nthr[ti], ours[si][ti], 100 * ours[si][ti] / peak[ti], bf16[si][ti], 100 * bf16[si][ti] / peak[ti]);
             if (blas_sgemm) printf("%9.1f %5.0f%% | %.2f\n", blas[si][ti], 100 * blas[si][ti] / peak[ti], ours[si][ti] / blas[si][ti]);
             else printf("%9s %6s | %s\n", "-", "-", "-");
         }

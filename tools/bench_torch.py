@@ -12,7 +12,7 @@ PyTorch + peft on the same CPU, and the driver that runs both and prints the com
            both alike), at each thread count; prints the table and appends the raw results to
            --jsonl:
            python tools/bench_torch.py compare -m MODEL.gguf [--bench build/bench] [--threads 1,2]
-                  [--methods lora,qlora] [--peers f32,bf16] [--rounds 1] [same sizes as run]
+                  [--methods lora,qlora] [--ours f32,bf16] [--peers f32,bf16] [--rounds 1] [same sizes as run]
 
 The model is Hugging Face's form of the same GGUF file: AutoModelForCausalLM.from_pretrained(dir,
 gguf_file=name, dtype=float32) dequantizes it to f32. "lora": peft LoRA on that f32 model.
@@ -217,13 +217,13 @@ def run_one(cmd, env):
 
 
 def peer(r):
-    """who made a RESULT: ours, torch (f32) or torch-bf16 (autocast)"""
+    """who made a RESULT: ours (f32), ours-bf16 (--compute bf16), torch (f32) or torch-bf16 (autocast)"""
     if r["impl"] != "pytorch":
-        return "ours"
+        return "ours-bf16" if r.get("compute") == "bf16" else "ours"
     return "torch-bf16" if r.get("autocast") == "bf16" else "torch"
 
 
-WHO = ["ours", "torch", "torch-bf16"]
+WHO = ["ours", "ours-bf16", "torch", "torch-bf16"]
 
 
 def cmd_compare(a):
@@ -231,7 +231,8 @@ def cmd_compare(a):
     bench = a.bench or os.path.join(here, "..", "build", "bench")
     threads = [int(t) for t in a.threads.split(",")]
     methods = a.methods.split(",")
-    peers = ["ours"] + [{"f32": "torch", "bf16": "torch-bf16"}[p] for p in a.peers.split(",") if p]
+    peers = ([{"f32": "ours", "bf16": "ours-bf16"}[p] for p in a.ours.split(",") if p] +
+             [{"f32": "torch", "bf16": "torch-bf16"}[p] for p in a.peers.split(",") if p])
     sizes = ["--batch", str(a.batch), "--seq", str(a.seq), "--rank", str(a.rank), "--alpha", str(a.alpha),
              "--steps", str(a.steps), "--warmup", str(a.warmup)]
     rows = []
@@ -241,8 +242,9 @@ def cmd_compare(a):
             got = {w: [] for w in WHO}
             for k in range(a.rounds):                  # interleaved; the order turns by round
                 for who in peers[k % len(peers):] + peers[:k % len(peers)]:
-                    if who == "ours":
-                        cmd = [bench, "train", "-m", a.model, "--method", m, "--threads", str(n)] + sizes
+                    if who.startswith("ours"):
+                        cmd = [bench, "train", "-m", a.model, "--method", m, "--threads", str(n),
+                               "--compute", "bf16" if who == "ours-bf16" else "f32"] + sizes
                     else:
                         cmd = [sys.executable, os.path.abspath(__file__), "run", "-m", a.model, "--method", m, "--threads", str(n),
                                "--autocast", "bf16" if who == "torch-bf16" else "none"] + sizes
@@ -266,20 +268,20 @@ def print_table(rows, a):
 
     print("\nLoRA / QLoRA training steps, SmolLM2-135M-Instruct, B=%d T=%d r=%d alpha=%g, all linear layers, AdamW; "
           "median step of %d after %d warm-up, %d round(s) each" % (a.batch, a.seq, a.rank, a.alpha, a.steps, a.warmup, a.rounds))
-    print("| config | threads | ours tok/s | torch f32 tok/s | ours / f32 | torch bf16 tok/s | ours / bf16 | ours RSS "
-          "| torch f32 RSS | torch bf16 RSS | MFU ours | ours / f32 by CPU time |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| config | threads | ours tok/s | torch f32 tok/s | ours / f32 | ours bf16 tok/s | torch bf16 tok/s | ours bf16 / torch bf16 "
+          "| ours RSS | torch f32 RSS | torch bf16 RSS | MFU ours | ours / f32 by CPU time |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n, m, got in rows:
-        ours, tr, tb = got["ours"], got["torch"], got["torch-bf16"]
-        ot, tt, bt = med(ours, "tokens_per_s"), med(tr, "tokens_per_s"), med(tb, "tokens_per_s")
+        ours, o16, tr, tb = got["ours"], got["ours-bf16"], got["torch"], got["torch-bf16"]
+        ot, ob, tt, bt = med(ours, "tokens_per_s"), med(o16, "tokens_per_s"), med(tr, "tokens_per_s"), med(tb, "tokens_per_s")
         peak = max([r["peak_gflops"] for r in ours] or [0]) or None   # the best measured: others' load only lowers it
         fl = ours[0]["flops_per_step"] if ours else None
         name = {"lora": "LoRA (f32 base)", "qlora": "QLoRA (ours Q4_1, torch bnb NF4)"}.get(m, m)
         mfu_o = fl * ot / (a.batch * a.seq) / 1e9 / peak if (ot and peak and fl) else None
         oc, tc = med(ours, "cpu_s"), med(tr, "cpu_s")
-        print("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        print("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             name, n, fmt(ot, "%.1f"), fmt(tt, "%.1f"), fmt(ot / tt if ot and tt else None, "%.2fx"),
-            fmt(bt, "%.1f"), fmt(ot / bt if ot and bt else None, "%.2fx"),
+            fmt(ob, "%.1f"), fmt(bt, "%.1f"), fmt(ob / bt if ob and bt else None, "%.2fx"),
             fmt(med(ours, "peak_rss_mib"), "%.0f MiB"), fmt(med(tr, "peak_rss_mib"), "%.0f MiB"), fmt(med(tb, "peak_rss_mib"), "%.0f MiB"),
             fmt(mfu_o and 100 * mfu_o, "%.1f%%"), fmt(tc / oc if oc and tc else None, "%.2fx")))
     if rows and rows[0][2]["ours"]:
@@ -344,6 +346,7 @@ def main():
             p.add_argument("--threads", default="1,2")
             p.add_argument("--methods", default="lora,qlora")
             p.add_argument("--peers", default="f32,bf16")
+            p.add_argument("--ours", default="f32,bf16")
             p.add_argument("--rounds", type=int, default=1)
             p.add_argument("--jsonl", default=None)
     a = ap.parse_args()

@@ -215,6 +215,10 @@ static const ft_opt ft_opts[] = {
     O_REAL("lora-plus", train.lr_scale_b, LIB, "[0, 10000]", TRN, "RATIO", "LoRA+: the rate of every B times RATIO (0: off)"),
     O_INT("seed", 0, train.seed, LIB, "[0, 1e18]", TRN, "S", "data order, initialisation, dropout, sampling"),
     O_INT("threads", 0, ctx.n_threads, LIB, "[0, 1024]", GEN | TRN | EVL | LOG | SYN, "N", "threads (0: every CPU)"),
+    O_ENUM("compute", ctx.compute, "auto", FT_ENUM_COMPUTE, NULL, NULL, TRN,
+           "the matrix products: f32, or bf16 inputs summed in f32 (auto: bf16 where the CPU has AVX512-BF16, 1.5x f32 there)"),
+    O_ENUM("compute", ctx.compute, LIB, FT_ENUM_COMPUTE, NULL, NULL, GEN | EVL | LOG | SYN,
+           "the matrix products: f32, or bf16 inputs summed in f32 (auto: bf16 where the CPU has AVX512-BF16)"),
     O_INT("save-every", 0, train.save_every, LIB, "[0, 1e9]", TRN, "N", "checkpoint every N steps (0: never)"),
     O_FLAG("resume", 0, resume, TRN, "continue from OUT/checkpoints/last.gguf"),
     O_FLAG("zero1", 0, train.zero1, TRN, "ft-mpi: ZeRO-1, each rank keeps the optimizer state of its shard of the parameters"),
@@ -1478,6 +1482,7 @@ static int ft_train_setup(ft_run *r) {
     if (!ft_model_tokenizer(r->m)) return ft_err(c, "%s has no tokenizer", c->model);
     co.seed = c->train.seed;
     if (ft_ctx_init(&r->ctx, &co) != FT_OK) return ft_fail(c);
+    if (ft_ctx_compute(r->ctx) == FT_COMPUTE_BF16) fprintf(ft_note(), "ft: matrix products in bf16, summed in f32 (--compute f32: all f32)\n");
     ft_ctx_set_checkpointing(r->ctx, c->grad_checkpoint);
     if (ft_train_data(r) || ft_train_adapter(r)) return 1;
     if (ft_is_rl(r) && ft_train_rewards(r)) return 1;
