@@ -98,20 +98,22 @@ $(BUILD)/test_cuda_emu: tests/test_cuda.cc finetune_cuda.cu tests/cuda_emu.h fin
 # for tests/test_cli.c (build/ft-mpi-cuda-emu: for tests/test_mpi.c)
 ft-cuda: $(BUILD)/ft-cuda
 mpi-cuda: $(BUILD)/ft-mpi-cuda
-$(BUILD)/ft-mpi-cuda: tools/ft_mpi.c tools/ft.c $(LIB) $(BUILD)/finetune_cuda.o finetune.h
-	OMPI_CC=$(CC) $(MPICC) $(WARN) $(CFLAGS) -DFT_WITH_CUDA -I. -c -o $(BUILD)/ft-mpi-cuda.o tools/ft_mpi.c
-	$(NVCC) -o $@ $(BUILD)/ft-mpi-cuda.o $(LIB) $(BUILD)/finetune_cuda.o -lm -lpthread $(shell $(MPICC) --showme:link)
-$(BUILD)/ft-cuda: tools/ft.c $(LIB) $(BUILD)/finetune_cuda.o finetune.h
-	$(CC) $(WARN) $(CFLAGS) -DFT_WITH_CUDA -I. -c -o $(BUILD)/ft-cuda.o tools/ft.c
-	$(NVCC) -o $@ $(BUILD)/ft-cuda.o $(LIB) $(BUILD)/finetune_cuda.o -lm -lpthread
+# the command line compiled once with --device cuda (ft-cuda.o, ft-mpi-cuda.o), linked with the
+# kernels for a GPU (finetune_cuda.o) or emulated (cuda-emu.o)
+$(BUILD)/ft-cuda.o: tools/ft.c finetune.h finetune_cuda.cu | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -DFT_WITH_CUDA -I. -c -o $@ tools/ft.c
+$(BUILD)/ft-mpi-cuda.o: tools/ft_mpi.c tools/ft.c finetune.h finetune_cuda.cu | $(BUILD)
+	OMPI_CC=$(CC) $(MPICC) $(WARN) $(CFLAGS) -DFT_WITH_CUDA -I. -c -o $@ tools/ft_mpi.c
 $(BUILD)/cuda-emu.o: finetune_cuda.cu tests/cuda_emu.h finetune.h | $(BUILD)
 	$(CXX) -std=c++17 -Wall -Wextra -Werror -O1 -DFT_CUDA_EMU -include tests/cuda_emu.h -x c++ -I. -c -o $@ finetune_cuda.cu
-$(BUILD)/ft-cuda-emu: tools/ft.c $(LIB) $(BUILD)/cuda-emu.o finetune.h
-	$(CC) $(WARN) $(CFLAGS) -DFT_WITH_CUDA -I. -c -o $(BUILD)/ft-cuda-emu.o tools/ft.c
-	$(CXX) -o $@ $(BUILD)/ft-cuda-emu.o $(LIB) $(BUILD)/cuda-emu.o -lm -lpthread
-$(BUILD)/ft-mpi-cuda-emu: tools/ft_mpi.c tools/ft.c $(LIB) $(BUILD)/cuda-emu.o finetune.h
-	OMPI_CC=$(CC) $(MPICC) $(WARN) $(CFLAGS) -DFT_WITH_CUDA -I. -c -o $(BUILD)/ft-mpi-cuda-emu.o tools/ft_mpi.c
-	OMPI_CXX=$(CXX) $(MPICXX) -o $@ $(BUILD)/ft-mpi-cuda-emu.o $(LIB) $(BUILD)/cuda-emu.o -lm -lpthread
+$(BUILD)/ft-cuda: $(BUILD)/ft-cuda.o $(LIB) $(BUILD)/finetune_cuda.o
+	$(NVCC) -o $@ $(BUILD)/ft-cuda.o $(LIB) $(BUILD)/finetune_cuda.o -lm -lpthread
+$(BUILD)/ft-mpi-cuda: $(BUILD)/ft-mpi-cuda.o $(LIB) $(BUILD)/finetune_cuda.o
+	$(NVCC) -o $@ $(BUILD)/ft-mpi-cuda.o $(LIB) $(BUILD)/finetune_cuda.o -lm -lpthread $(shell $(MPICC) --showme:link)
+$(BUILD)/ft-cuda-emu: $(BUILD)/ft-cuda.o $(LIB) $(BUILD)/cuda-emu.o
+	$(CXX) -o $@ $(BUILD)/ft-cuda.o $(LIB) $(BUILD)/cuda-emu.o -lm -lpthread
+$(BUILD)/ft-mpi-cuda-emu: $(BUILD)/ft-mpi-cuda.o $(LIB) $(BUILD)/cuda-emu.o
+	OMPI_CXX=$(CXX) $(MPICXX) -o $@ $(BUILD)/ft-mpi-cuda.o $(LIB) $(BUILD)/cuda-emu.o -lm -lpthread
 
 $(BUILD)/bench: tools/bench.c finetune.h | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS) -ldl

@@ -133,9 +133,9 @@
       are the copies, ft_model_to_device / ft_params_to_device (and _to_host) move a model and
       an adapter, after which ft_train's objectives (SFT, CPT, the DPO family, SimPO, ORPO, KTO,
       RM, GRPO, PPO), ft_generate (the KV cache made on the device) and the evaluations run on
-      the device unchanged. The ops of a decoder block and its loss
-      have device versions so far (see "a device" above ft_tensor_to_device); others refuse
-      device tensors by name (FT_ERR_UNSUPPORTED).
+      the device unchanged. The ops of a decoder block and its loss have device versions so far
+      (see "a device" above ft_tensor_to_device); others refuse device tensors by name
+      (FT_ERR_UNSUPPORTED).
 
    6. GGUF and NF4
       ft_gguf_open maps a GGUF file read-only and checks every count, length, type and offset
@@ -743,11 +743,11 @@ FT_API void       ft_add_inplace(ft_tensor *x, const ft_tensor *y);   /* same sh
    outlive steps. Device tensors carry FT_TENSOR_DEVICE: their ->data and ->grad are device
    pointers, never read on the host. An op given device tensors that has no device kernel yet
    fails with FT_ERR_UNSUPPORTED and its name; so far: the pointwise ops (silu, gelu, gelu_tanh,
-   tanh, relu, sigmoid, logsigmoid, exp, log, log1mexp, clamp, scale), matmul (b 2-D, a not transposed; b f32
-   or a frozen device weight: F32, F16, BF16, the GGML blocks but the IQ types (Q4_0 ... Q6_K,
-   IQ4_NL) and NF4), lora_linear, add and mul (same
-   shapes), sum, mean, rmsnorm (with a weight), rope and rope_ext, attention, swiglu,
-   linear_cross_entropy (frozen head), embedding (frozen table), dropout, reshape and view_rows.
+   tanh, relu, sigmoid, logsigmoid, exp, log, log1mexp, clamp, scale), matmul (b 2-D, a not
+   transposed; b f32 or a frozen device weight: F32, F16, BF16, the GGML blocks but the IQ types
+   (Q4_0 ... Q6_K, IQ4_NL) and NF4), lora_linear, add and mul (same shapes), sum, mean,
+   rmsnorm (with a weight), rope and rope_ext, attention, swiglu, linear_cross_entropy (frozen
+   head), embedding (a table without a gradient), dropout, reshape and view_rows.
    The kernels take device pointers; backward kernels ACCUMULATE (+=). */
 typedef struct ft_device_operand {    /* element (i, k) of a gemm operand: p[i si + k sk], or of a
                                          device weight: w (i, k), or w (k, i) when trans        */
@@ -804,12 +804,12 @@ struct ft_device {
     ft_result (*rope)(float *y, const float *x, const float *cs, int64_t N, int n_head, int64_t D,
                       int n_rot, int mode, float sign);
     ft_result (*swiglu_forward)(float *y, const float *g, const float *u, int64_t n);
+    ft_result (*swiglu_backward)(float *dg, float *du, const float *dy, const float *g,
+                                 const float *u, int64_t n);
     /* mask[i] = 0 where the draw of element i under seed is below p (ft_dropout's draw: the top
        24 bits of splitmix64 of seed + (i + 1) * 0x9e3779b97f4a7c15, over 2^24), else 1 / (1 - p);
        y = x * mask */
     ft_result (*dropout)(float *y, float *mask, const float *x, int64_t n, float p, uint64_t seed);
-    ft_result (*swiglu_backward)(float *dg, float *du, const float *dy, const float *g,
-                                 const float *u, int64_t n);
     /* out, lse (B, H, T); the backward's gradients (any may be NULL) += */
     ft_result (*attention_forward)(float *out, float *lse, const float *q, const float *k,
                                    const float *v, const float *pk, const float *pv,
@@ -3433,17 +3433,15 @@ static void ft__gemm_pack_b(float *Bp, const ft__gemm_bsrc *B, int64_t n0, int64
    32-bit k-pairs (bf16 of k = 2q in the low half, of 2q + 1 in the high half; 0 past kc), which
    the panel's first half holds (row q is written after rows 2q and 2q + 1 are read). Without it:
    each value rounded to bf16, kept as f32. */
-static void ft__gemm_bf16_panels(float *P, int64_t width, int64_t n, int64_t kc) {
-    int64_t p, q, j, i;
 #if defined(FT__GEMM_BF16)
+static void ft__gemm_bf16_panels(float *P, int64_t width, int64_t n, int64_t kc) {
     /* 16 columns at a time: rows 2q and 2q + 1 rounded together (vcvtne2ps2bf16: [row 2q | row
        2q + 1] in 32 bf16), then interleaved into (2q, 2q + 1) pairs per column */
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
                                            23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-#endif
+    int64_t p, q, j;
     for (p = 0; p < n; p += width) {
         float *panel = P + p * kc;
-#if defined(FT__GEMM_BF16)
         for (q = 0; 2 * q < kc; q++)
             for (j = 0; j < width; j += 16) {
                 __mmask16 m = (__mmask16)((1u << (width - j < 16 ? width - j : 16)) - 1);
@@ -3452,14 +3450,14 @@ static void ft__gemm_bf16_panels(float *P, int64_t width, int64_t n, int64_t kc)
                 __m512i both = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
                 _mm512_mask_storeu_epi32(panel + q * width + j, m, _mm512_permutexvar_epi16(inter, both));
             }
-        (void)i;
-#else
-        (void)q;
-        (void)j;
-        for (i = 0; i < kc * width; i++) panel[i] = ft_bf16_to_fp32(ft_fp32_to_bf16(panel[i]));
-#endif
     }
 }
+#else
+static void ft__gemm_bf16_panels(float *P, int64_t width, int64_t n, int64_t kc) {
+    int64_t i, len = ((n + width - 1) / width) * width * kc;    /* every panel, whole */
+    for (i = 0; i < len; i++) P[i] = ft_bf16_to_fp32(ft_fp32_to_bf16(P[i]));
+}
+#endif
 
 /* ---- micro-kernels ---------------------------------------------------------------------------- */
 /* C[0:MR, 0:NR] (row stride ldc) = Ap^T Bp [+ C when accumulate]. stream: a hint that C is
@@ -14943,8 +14941,8 @@ typedef struct ft__trainer {
     double comm_s;                  /* this step's seconds in collectives                          */
     int64_t slot;                   /* the micro-batch slot of the step being made                */
     double *ppo_kl;                 /* PPO: (KL, rollouts) of each slot's batch of this step       */
-    ft_ctx *hctx;                   /* [device]: the host context of a loss over a device's
-                                       log-probs (ft__micro_pairs_dev)                             */
+    ft_ctx *hctx;                   /* [device]: the host context of a loss over the numbers a
+                                       device made (pairs, KTO, rewards, rollouts: ft__host_open) */
 } ft__trainer;
 
 /* the next examples of the data order, `want` of them or as many as the epoch has left; a new
@@ -15022,11 +15020,10 @@ static ft_result ft__reference_logps(ft__trainer *t, const ft_batch_data *bd, ft
     return r;
 }
 
-/* pairs: the policy's (and the reference's) log-probs of chosen and rejected -> the row's loss */
 /* [device] A loss over per-sequence numbers made on a device (log-probs of pairs, KTO's): the
-   numbers come to a host context's tape as leaves (2 or 3 per example), the loss and its
-   metrics are made there as on the CPU, and the gradient of the leaf that needs one seeds the
-   device's backward. */
+   numbers come to a host context's tape as leaves (2 or 3 per example; GRPO's and PPO's per
+   token), the loss and its metrics are made there as on the CPU, and the gradients of the leaves
+   that need one go into the device's backward (ft__host_backward). */
 static ft_result ft__host_open(ft__trainer *t) {
     ft_ctx_opts ho = ft_ctx_opts_default();
     ft_result r;
@@ -15044,8 +15041,8 @@ static ft_tensor *ft__host_leaf(ft__trainer *t, ft_tensor *d, int grad) {
     return x;
 }
 /* the host loss l's backward (seed scale), then the device's from the n device tensors d with
-   their leaves' gradients: from d[0] itself when n is 1, else from sum_i sum(d[i] * g[i]), the
-   gradients g uploaded as constants (its gradient at each d[i] is g[i]: one walk of the tape) */
+   their leaves' gradients g: one walk of the tape from sum_i sum(d[i] * g[i]), the g uploaded
+   as constants (its gradient at each d[i] is exactly g[i]) */
 static ft_result ft__host_backward(ft__trainer *t, ft_tensor *l, float scale, double *loss, ft_tensor *const *d,
                                    ft_tensor *const *leaf, int n) {
     ft_ctx *ctx = t->ctx;
@@ -15056,7 +15053,6 @@ static ft_result ft__host_backward(ft__trainer *t, ft_tensor *l, float scale, do
     *loss = FT__F(l)[0];
     if (!isfinite(FT__F(l)[0])) return ft_set_error(FT_ERR_NUMERIC, "train: the loss is %g", (double)FT__F(l)[0]);
     if ((r = ft_backward_from(t->hctx, l, &scale)) != FT_OK) return r;
-    if (n == 1) return ft_backward_from(ctx, d[0], leaf[0]->grad);
     for (i = 0; i < n; i++) {
         if (!leaf[i]->grad) continue;                       /* the loss did not reach it */
         if (!(g = ft__dev_tensor(ctx, d[i]->ndim, d[i]->shape))) return ft_set_error(ctx->status, "train: %s", ft_last_error());
@@ -15076,6 +15072,7 @@ static ft_result ft__pair_host(ft__trainer *t, ft_tensor *dsum, const int64_t *c
     *mean = ft_mul(t->hctx, *sum, inv);
     return *mean ? FT_OK : ft_set_error(t->hctx->status, "train: %s", ft_last_error());
 }
+/* pairs: the policy's (and the reference's) log-probs of chosen and rejected -> the row's loss */
 static ft_result ft__micro_pairs_dev(ft__trainer *t, int64_t b, ft_tensor *dsum, const int64_t *cnt, float scale, double *loss) {
     ft_pair_logps lp;
     ft_tensor *sum, *mean, *rs, *rm, *dref;
@@ -15717,7 +15714,7 @@ static ft_result ft__rl_logps(ft_ctx *ctx, ft_model *m, const ft__rl_batch *rb, 
     }
     return *lp && (!val || *val) ? FT_OK : ft_set_error(ctx->status ? ctx->status : FT_ERR_NOMEM, "rl: %s", ft_last_error());
 }
-static ft_tensor *ft__rl_cols(ft_ctx *ctx, const ft__rl_batch *rb, ft_tensor *x) { return x ? ft_slice(ctx, x, 1, rb->P - 1, rb->Tr) : NULL; }
+static ft_tensor *ft__rl_cols(ft_ctx *ctx, const ft__rl_batch *rb, ft_tensor *x) { return ft_slice(ctx, x, 1, rb->P - 1, rb->Tr); }
 /* the completion's columns of x (n, P + Tr), on the host or a device, into dst (n, Tr) */
 static ft_result ft__rl_read_cols(ft_ctx *ctx, const ft__rl_batch *rb, const ft_tensor *x, float *dst) {
     const float *h = ft__host_data(ctx, x);

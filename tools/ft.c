@@ -1048,6 +1048,11 @@ static int ft_cli_device(const ft_cli *c, const ft_device **dev) {
     return ft_err(c, "--device %s: this build runs on the CPU only; build/ft-cuda (make ft-cuda) runs on an NVIDIA GPU", c->device);
 #endif
 }
+/* the model and (when given) its adapter moved to the device */
+static ft_result ft_to_device(ft_model *m, ft_peft *p, const ft_device *dev) {
+    ft_result r = ft_model_to_device(m, dev);
+    return r == FT_OK && p ? ft_params_to_device(ft_peft_params(p), dev) : r;
+}
 /* the model, the adapter (--adapter) and a context; with --device cuda (generate, eval) the
    model and the adapter moved to the GPU and the context's ops run there */
 static int ft_open_all(const ft_cli *c, ft_model **m, ft_peft **p, ft_ctx **ctx) {
@@ -1059,8 +1064,7 @@ static int ft_open_all(const ft_cli *c, ft_model **m, ft_peft **p, ft_ctx **ctx)
     if (ft_cli_device(c, &dev)) return 1;
     co.device = dev;
     if (ft_ctx_init(ctx, &co) != FT_OK) return ft_fail(c);
-    if (dev && ft_model_to_device(*m, dev) != FT_OK) return ft_fail(c);
-    if (dev && *p && ft_params_to_device(ft_peft_params(*p), dev) != FT_OK) return ft_fail(c);
+    if (dev && ft_to_device(*m, p ? *p : NULL, dev) != FT_OK) return ft_fail(c);
     if (dev) fprintf(ft_note(), "ft: running on the %s device\n", dev->name);
     return 0;
 }
@@ -1693,7 +1697,7 @@ static int ft_train_steps(ft_run *r, const ft_train_opts *to) {
     co.seed = c->train.seed;
     co.device = dev;
     if (dev && ft_ctx_init(&ctx, &co) != FT_OK) return ft_fail(c);
-    if (dev && ((res = ft_model_to_device(r->m, dev)) == FT_OK)) res = ft_params_to_device(P, dev);
+    if (dev) res = ft_to_device(r->m, r->p, dev);
     if (dev && res == FT_OK) fprintf(ft_note(), "ft: training on the %s device\n", dev->name);
     if (res == FT_OK) res = ft_train(ctx, r->m, P, r->train, to, &r->st);
     if (dev) {
