@@ -531,6 +531,7 @@ typedef struct ft_ctx_opts {
     void     *log_user;
     const struct ft_device *device; /* NULL: the CPU; else the ops' outputs live on this device  */
     ft_compute compute;             /* the GEMMs: FT_COMPUTE_F32 (default) or FT_COMPUTE_BF16   */
+    int       q8_dot;               /* 1: few-row products with 8-bit activations, no-grad mode  */
 } ft_ctx_opts;
 
 FT_API ft_ctx_opts ft_ctx_opts_default(void);    /* every CPU ($FT_THREADS), seed 0x5eed, 64 MiB arena */
@@ -539,6 +540,11 @@ FT_API void      ft_ctx_free(ft_ctx *ctx);
 FT_API void      ft_ctx_reset(ft_ctx *ctx);        /* start of a step: empty tape and arena        */
 FT_API ft_result ft_ctx_status(const ft_ctx *ctx); /* first op error since the last reset          */
 FT_API int       ft_ctx_set_grad(ft_ctx *ctx, int enabled);   /* returns the previous mode       */
+/* 8-bit activations: in no-grad mode (generation, rollouts, evaluation), a product of at most 8
+   rows with a Q4_0 / Q4_1 / Q8_0 weight quantizes the rows to 8 bits in blocks of 32 and dots
+   them with the weight's blocks in integers (VNNI where the CPU has it), as llama.cpp's CPU
+   backend does; gradients always see exact f32 products. Returns the previous mode. */
+FT_API int       ft_ctx_set_q8_dot(ft_ctx *ctx, int enabled);
 FT_API int       ft_ctx_threads(const ft_ctx *ctx);
 FT_API ft_result ft_ctx_set_threads(ft_ctx *ctx, int n);
 FT_API void      ft_ctx_set_compute(ft_ctx *ctx, ft_compute c);
@@ -1895,8 +1901,13 @@ FT_API int         ft_enum_parse(ft_enum e, const char *name, int *value);   /* 
 #define FT__CAST(T, x) ((T)(x))
 #if defined(__GNUC__) || defined(__clang__)
 #define FT__MAYBE_UNUSED __attribute__((unused))   /* references kept for tests and later sections */
+#define FT__INLINE static inline __attribute__((always_inline))   /* a kernel body specialised by a constant argument */
+#elif defined(_MSC_VER)
+#define FT__MAYBE_UNUSED
+#define FT__INLINE static __forceinline
 #else
 #define FT__MAYBE_UNUSED
+#define FT__INLINE static inline
 #endif
 #define FT__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define FT__MAX(a, b) ((a) > (b) ? (a) : (b))
@@ -2259,6 +2270,12 @@ static void ft__dequant_q6_k(const void *src, float *dst, int64_t n);
 /* a row (or part of one) of a weight in any storage type, NF4 included ([quant] section) */
 static void ft__weight_row(const ft_tensor *W, int64_t n, int64_t k0, int64_t kc, float *dst);
 static int  ft__weight_decodable(const ft_tensor *W, int64_t K);
+/* few-row products in integers ([quant]): M activation rows quantized to 8 bits, q (M*K) and a
+   d and s per block of 32; a weight row dotted with them: out[m], m < M <= 4 */
+typedef struct ft__q8_act { int8_t *q; float *d, *s; } ft__q8_act;
+typedef void (*ft__q8_dot_fn)(const void *w, const ft__q8_act *x, int64_t K, int M, float *out);
+static void ft__q8_act_quant(const float *x, const ft__q8_act *a, int64_t M, int64_t K);
+static ft__q8_dot_fn ft__q8_dot_of(ft_type t);
 
 /* indexed by ggml type id; sizes for every GGUF type so any file can be parsed, decoders for
    the types a model can be computed with */
@@ -2373,6 +2390,7 @@ struct ft_ctx {
     ft__arena arena;
     ft__node *tape; int n_tape, cap_tape;
     int       grad_enabled;
+    int       q8_dot;                /* few-row products with 8-bit activations (ft_ctx_set_q8_dot) */
     int       checkpointing;        /* ft_ctx_set_checkpointing: recompute segments in backward */
     int       backward_done;
     ft_result status;
@@ -2521,6 +2539,7 @@ FT_API ft_result ft_ctx_init(ft_ctx **out, const ft_ctx_opts *opts) {
     r = ft__pool_start(&ctx->pool, o.n_threads);
     if (r != FT_OK) { ft__aligned_free(ctx->arena.base); FT_FREE(ctx); return r; }
     ft_ctx_set_compute(ctx, o.compute);
+    ctx->q8_dot = o.q8_dot != 0;
     *out = ctx;
     return FT_OK;
 }
@@ -2549,6 +2568,7 @@ FT_API void ft_ctx_reset(ft_ctx *ctx) {
 
 FT_API ft_result ft_ctx_status(const ft_ctx *ctx) { return ctx->status; }
 FT_API int ft_ctx_set_grad(ft_ctx *ctx, int enabled) { int old = ctx->grad_enabled; ctx->grad_enabled = enabled != 0; return old; }
+FT_API int ft_ctx_set_q8_dot(ft_ctx *ctx, int enabled) { int old = ctx->q8_dot; ctx->q8_dot = enabled != 0; return old; }
 FT_API int ft_ctx_threads(const ft_ctx *ctx) { return ft__pool_size(&ctx->pool); }
 FT_API void ft_ctx_set_compute(ft_ctx *ctx, ft_compute c) {
     ctx->pool.bf16 = c == FT_COMPUTE_BF16 || (c == FT_COMPUTE_AUTO && ft_compute_bf16_native());
@@ -4446,9 +4466,41 @@ static void ft__gemv_rows(void *p, int64_t lo, int64_t hi) {
     }
 }
 
+/* ... and in integers (ft_ctx_set_q8_dot, in no-grad mode, for W of a type with an integer dot
+   product; up to 8 rows, a batch of rollouts): A's rows quantized to 8 bits once, each row of W
+   dotted with them 4 at a time (beyond 8 rows the GEMM's f32 panels are as fast) */
+typedef struct ft__q8_job { int64_t M, N, K; ft__q8_act x; const ft_tensor *W; ft__q8_dot_fn dot; float *C; } ft__q8_job;
+static void ft__q8_rows(void *p, int64_t lo, int64_t hi) {
+    ft__q8_job *j = FT__CAST(ft__q8_job *, p);
+    size_t rb = ft_type_row_bytes(j->W->type, j->K);
+    float out[4];
+    int64_t n, m, m0, nb = j->K / 32;
+    for (n = lo; n < hi; n++)
+        for (m0 = 0; m0 < j->M; m0 += 4) {                  /* 4 rows at a time */
+            ft__q8_act x;
+            int mc = (int)FT__MIN(4, j->M - m0);
+            x.q = j->x.q + m0 * j->K; x.d = j->x.d + m0 * nb; x.s = j->x.s + m0 * nb;
+            j->dot(FT__CAST(const unsigned char *, j->W->data) + (size_t)n * rb, &x, j->K, mc, out);
+            for (m = 0; m < mc; m++) j->C[(m0 + m) * j->N + n] = out[m];
+        }
+}
+static int ft__matmul_q8(ft_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *A, const ft_tensor *W, float *C) {
+    ft__q8_job j;
+    if (!ctx->q8_dot || ctx->grad_enabled || !(j.dot = ft__q8_dot_of(W->type))) return 0;
+    j.x.q = FT__CAST(int8_t *, ft__arena_alloc(ctx, (size_t)(M * K)));
+    j.x.d = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(M * K / 32) * sizeof(float)));
+    j.x.s = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(M * K / 32) * sizeof(float)));
+    if (!j.x.q || !j.x.d || !j.x.s) return 0;                       /* the f32 product does it */
+    ft__q8_act_quant(A, &j.x, M, K);
+    j.M = M; j.N = N; j.K = K; j.W = W; j.C = C;
+    ft__parallel(ctx, N, 2.0 * (double)(M * N * K), ft__q8_rows, &j);
+    return 1;
+}
+
 /* C (M, N) = A (M, K) W^T, W (N, K) of any type */
 static void ft__matmul_wt(ft_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *A, const ft_tensor *W, float *C) {
     ft__gemm_bsrc src;
+    if (M <= 8 && ft__matmul_q8(ctx, M, N, K, A, W, C)) return;
     if (M <= 4) {
         ft__gemv_job j;
         j.M = M; j.N = N; j.K = K; j.A = A; j.W = W; j.C = C;
@@ -7033,6 +7085,216 @@ FT__MAYBE_UNUSED static void ft__quant_q4_1(const float *x, void *dst, int64_t n
         for (j = 0; j < 16; j++)
             b->qs[j] = (uint8_t)(ft__quant_nibble((x[j] - min) * id, 0.5f) | ft__quant_nibble((x[j + 16] - min) * id, 0.5f) << 4);
     }
+}
+
+/* ---- 8-bit activations and integer dot products (few-row products, ft_ctx_set_q8_dot) ----------
+   What llama.cpp's CPU backend does when it decodes token by token: each activation row is
+   quantized to blocks of 32, d = max|x| / 127, q = x * (1 / d) rounded to the nearest (ties to
+   even), s = d * sum(q), and a weight row's blocks are dotted with it in integers, one f32
+   multiply-add per block. With c the weight's codes and e its per-block offset:
+     Q8_0: dw dx sum(c q)            (c signed)
+     Q4_1: dw dx sum(c q) + mw s     (c = 0..15, mw the block's min)
+     Q4_0: dw dx sum(c q) - 8 dw s   (Q4_1 with mw = -8 dw)
+   The integer sums are exact; what differs from the f32 product is the activations' rounding,
+   at most d / 2 per element. A row of activations: q (K), d and s (K / 32 each); M rows one
+   after the other. */
+/* (ft__q8_act and ft__q8_dot_fn are declared with ft__weight_row, for the matmul) */
+
+/* rows x (M, K) -> a (K a multiple of 32) */
+static void ft__q8_act_quant(const float *x, const ft__q8_act *a, int64_t M, int64_t K) {
+    int64_t b, nb = M * K / 32;
+    int j;
+    for (b = 0; b < nb; b++) {
+        const float *xb = x + b * 32;
+        float amax = 0.0f, d, id;
+        int32_t sum = 0, bad = 0;
+        for (j = 0; j < 32; j++) {
+            amax = FT__MAX(amax, fabsf(xb[j]));
+            bad |= !(fabsf(xb[j]) <= FLT_MAX);
+        }
+        d = bad ? NAN : amax / 127.0f;              /* a NaN or inf makes the products NaN */
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (j = 0; j < 32; j++) {
+            int v = bad ? 0 : (int)nearbyintf(FT__MIN(127.0f, FT__MAX(-127.0f, xb[j] * id)));
+            a->q[b * 32 + j] = (int8_t)v;
+            sum += v;
+        }
+        a->d[b] = d;
+        a->s[b] = d * (float)sum;
+    }
+}
+
+/* block i of a weight row as 32 codes c, its scale and offset (see above) */
+FT__MAYBE_UNUSED static float ft__q8_codes(ft_type t, const unsigned char *row, int64_t i, int8_t *c, float *off) {
+    int j;
+    if (t == FT_TYPE_Q8_0) {
+        const ft__block_q8_0 *b = FT__CAST(const ft__block_q8_0 *, FT__CAST(const void *, row)) + i;
+        for (j = 0; j < 32; j++) c[j] = b->qs[j];
+        *off = 0.0f;
+        return ft_fp16_to_fp32(b->d);
+    } else {
+        const unsigned char *b = row + (size_t)i * (t == FT_TYPE_Q4_1 ? 20 : 18);
+        const uint8_t *qs = b + (t == FT_TYPE_Q4_1 ? 4 : 2);
+        uint16_t h[2];
+        float d;
+        memcpy(h, b, sizeof h);
+        d = ft_fp16_to_fp32(h[0]);
+        for (j = 0; j < 16; j++) {
+            c[j] = (int8_t)(qs[j] & 15);
+            c[j + 16] = (int8_t)(qs[j] >> 4);
+        }
+        *off = t == FT_TYPE_Q4_1 ? ft_fp16_to_fp32(h[1]) : -8.0f * d;
+        return d;
+    }
+}
+FT__MAYBE_UNUSED static void ft__q8_dot_ref(ft_type t, const void *w, const ft__q8_act *x, int64_t K, int M, float *out) {
+    int64_t i, nb = K / 32;
+    int m, j;
+    int8_t c[32];
+    for (m = 0; m < M; m++) out[m] = 0.0f;
+    for (i = 0; i < nb; i++) {
+        float off, d = ft__q8_codes(t, FT__CAST(const unsigned char *, w), i, c, &off);
+        for (m = 0; m < M; m++) {
+            const int8_t *q = x->q + m * K + i * 32;
+            int32_t sum = 0;
+            for (j = 0; j < 32; j++) sum += c[j] * q[j];
+            out[m] += d * x->d[m * nb + i] * (float)sum + off * x->s[m * nb + i];
+        }
+    }
+}
+
+/* the same on vectors: 32 codes, a block's integer dot product, f32 lanes that sum a row */
+#if !defined(FT_NO_SIMD) && defined(__AVX2__) && defined(__FMA__)
+typedef __m256i ft__q8_vc;
+typedef __m256 ft__q8_vacc;
+#define ft__q8_vzero() _mm256_setzero_ps()
+static inline ft__q8_vc ft__q8_v8(const unsigned char *p) { return _mm256_loadu_si256(FT__CAST(const __m256i *, FT__CAST(const void *, p))); }
+static inline ft__q8_vc ft__q8_v4(const unsigned char *qs) {          /* low nibbles, then high */
+    __m128i q = _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, qs))), m4 = _mm_set1_epi8(15);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+}
+/* acc + scale * sum(c * q): unsigned c as they are (VNNI's vpdpbusd where the CPU has it, else
+   vpmaddubsw + vpmaddwd), signed c through |c| and q with c's sign */
+static inline ft__q8_vacc ft__q8_vmac(ft__q8_vacc acc, ft__q8_vc c, int sgn, const int8_t *q, float scale) {
+    __m256i x = _mm256_loadu_si256(FT__CAST(const __m256i *, FT__CAST(const void *, q))), p;
+    if (sgn) {
+        x = _mm256_sign_epi8(x, c);
+        c = _mm256_sign_epi8(c, c);
+    }
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), c, x);
+#else
+    p = _mm256_madd_epi16(_mm256_maddubs_epi16(c, x), _mm256_set1_epi16(1));
+#endif
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), acc);
+}
+static inline float ft__q8_vsum(ft__q8_vacc a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+#define FT__Q8_SIMD 1
+#elif !defined(FT_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
+typedef int8x16x2_t ft__q8_vc;
+typedef float32x4_t ft__q8_vacc;
+#define ft__q8_vzero() vdupq_n_f32(0.0f)
+static inline ft__q8_vc ft__q8_v8(const unsigned char *p) { return vld1q_s8_x2(FT__CAST(const int8_t *, FT__CAST(const void *, p))); }
+static inline ft__q8_vc ft__q8_v4(const unsigned char *qs) {
+    uint8x16_t q = vld1q_u8(qs);
+    ft__q8_vc c;
+    c.val[0] = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(15)));
+    c.val[1] = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+    return c;
+}
+/* signed times signed: two products of at most 127 * 128 fit an int16 */
+static inline ft__q8_vacc ft__q8_vmac(ft__q8_vacc acc, ft__q8_vc c, int sgn, const int8_t *q, float scale) {
+    int8x16x2_t x = vld1q_s8_x2(q);
+    int32x4_t s = vdupq_n_s32(0);
+    (void)sgn;
+#if defined(__ARM_FEATURE_DOTPROD)
+    s = vdotq_s32(vdotq_s32(s, c.val[0], x.val[0]), c.val[1], x.val[1]);
+#else
+    s = vpadalq_s16(s, vmlal_high_s8(vmull_s8(vget_low_s8(c.val[0]), vget_low_s8(x.val[0])), c.val[0], x.val[0]));
+    s = vpadalq_s16(s, vmlal_high_s8(vmull_s8(vget_low_s8(c.val[1]), vget_low_s8(x.val[1])), c.val[1], x.val[1]));
+#endif
+    return vfmaq_n_f32(acc, vcvtq_f32_s32(s), scale);
+}
+static inline float ft__q8_vsum(ft__q8_vacc a) { return vaddvq_f32(a); }
+#define FT__Q8_SIMD 1
+#endif
+
+#if defined(FT__Q8_SIMD)
+/* acc + block b (of type t) . 32 activations q with scale dx; its offset times sx into *off */
+FT__INLINE ft__q8_vacc ft__q8_block(ft_type t, const unsigned char *b, const int8_t *q, float dx, float sx, ft__q8_vacc acc, float *off) {
+    uint16_t h[2];
+    float d;
+    memcpy(h, b, sizeof h);                    /* d, and Q4_1's m */
+    d = ft_fp16_to_fp32(h[0]);
+    if (t == FT_TYPE_Q8_0) return ft__q8_vmac(acc, ft__q8_v8(b + 2), 1, q, d * dx);
+    *off += (t == FT_TYPE_Q4_1 ? ft_fp16_to_fp32(h[1]) : -8.0f * d) * sx;
+    return ft__q8_vmac(acc, ft__q8_v4(b + (t == FT_TYPE_Q4_1 ? 4 : 2)), 0, q, d * dx);
+}
+/* one activation row: two blocks at a time into two accumulators, so the multiply-adds of
+   consecutive blocks do not wait for each other */
+FT__INLINE float ft__q8_dot_1(ft_type t, const unsigned char *b, size_t stride, const int8_t *q, const float *xd, const float *xs, int64_t nb) {
+    ft__q8_vacc a0 = ft__q8_vzero(), a1 = ft__q8_vzero();
+    float off = 0.0f;
+    int64_t i;
+    for (i = 0; i + 1 < nb; i += 2, b += 2 * stride) {
+        a0 = ft__q8_block(t, b, q + i * 32, xd[i], xs[i], a0, &off);
+        a1 = ft__q8_block(t, b + stride, q + i * 32 + 32, xd[i + 1], xs[i + 1], a1, &off);
+    }
+    if (i < nb) a0 = ft__q8_block(t, b, q + i * 32, xd[i], xs[i], a0, &off);
+    return ft__q8_vsum(a0) + ft__q8_vsum(a1) + off;
+}
+/* MM rows (a constant: the accumulators stay in registers), each block decoded once for all */
+FT__INLINE void ft__q8_dot_n(ft_type t, const unsigned char *b, size_t stride, const ft__q8_act *x, int64_t K, const int MM, float *out) {
+    ft__q8_vacc acc[4];
+    float offs[4];
+    int64_t i, nb = K / 32;
+    int m;
+    for (m = 0; m < MM; m++) {
+        acc[m] = ft__q8_vzero();
+        offs[m] = 0.0f;
+    }
+    for (i = 0; i < nb; i++, b += stride) {
+        uint16_t h[2];
+        float d, off = 0.0f;
+        ft__q8_vc c;
+        memcpy(h, b, sizeof h);
+        d = ft_fp16_to_fp32(h[0]);
+        if (t == FT_TYPE_Q8_0) c = ft__q8_v8(b + 2);
+        else {
+            c = ft__q8_v4(b + (t == FT_TYPE_Q4_1 ? 4 : 2));
+            off = t == FT_TYPE_Q4_1 ? ft_fp16_to_fp32(h[1]) : -8.0f * d;
+        }
+        for (m = 0; m < MM; m++) {
+            acc[m] = ft__q8_vmac(acc[m], c, t == FT_TYPE_Q8_0, x->q + m * K + i * 32, d * x->d[m * nb + i]);
+            offs[m] += off * x->s[m * nb + i];
+        }
+    }
+    for (m = 0; m < MM; m++) out[m] = ft__q8_vsum(acc[m]) + offs[m];
+}
+FT__INLINE void ft__q8_dot_row(ft_type t, const void *w, const ft__q8_act *x, int64_t K, int M, float *out) {
+    const unsigned char *b = FT__CAST(const unsigned char *, w);
+    size_t stride = t == FT_TYPE_Q8_0 ? 34 : t == FT_TYPE_Q4_1 ? 20 : 18;
+    if (M == 1) out[0] = ft__q8_dot_1(t, b, stride, x->q, x->d, x->s, K / 32);
+    else if (M == 2) ft__q8_dot_n(t, b, stride, x, K, 2, out);
+    else if (M == 3) ft__q8_dot_n(t, b, stride, x, K, 3, out);
+    else ft__q8_dot_n(t, b, stride, x, K, 4, out);
+}
+#else
+#define ft__q8_dot_row ft__q8_dot_ref
+#endif
+static void ft__q8_dot_q4_0(const void *w, const ft__q8_act *x, int64_t K, int M, float *out) { ft__q8_dot_row(FT_TYPE_Q4_0, w, x, K, M, out); }
+static void ft__q8_dot_q4_1(const void *w, const ft__q8_act *x, int64_t K, int M, float *out) { ft__q8_dot_row(FT_TYPE_Q4_1, w, x, K, M, out); }
+static void ft__q8_dot_q8_0(const void *w, const ft__q8_act *x, int64_t K, int M, float *out) { ft__q8_dot_row(FT_TYPE_Q8_0, w, x, K, M, out); }
+/* the integer dot product of a weight type, or NULL (the product decodes to f32) */
+static ft__q8_dot_fn ft__q8_dot_of(ft_type t) {
+    if (t == FT_TYPE_Q4_0) return ft__q8_dot_q4_0;
+    if (t == FT_TYPE_Q4_1) return ft__q8_dot_q4_1;
+    if (t == FT_TYPE_Q8_0) return ft__q8_dot_q8_0;
+    return NULL;
 }
 
 /* ---- NF4 with double quantization: bitsandbytes 0.50's CPU path, bit for bit ------------------

@@ -341,6 +341,138 @@ static void attn_case_run(const attn_case *c) {
     free(w); ft_params_free(Pa);
 }
 
+/* 8-bit activations (ft_ctx_set_q8_dot): every activation within half a step of its block's
+   scale; each type's integer dot product, SIMD and reference, equal to the decoded weights dotted
+   in f64 with the decoded activations (relative 1e-5 of the summed magnitudes); ft_matmul takes
+   that path only in no-grad mode and for at most 8 rows. */
+static void q8_quant_rows(ft_type t, const float *w, unsigned char *q, int64_t N, int64_t K) {
+    size_t rb = ft_type_row_bytes(t, K);
+    int64_t n;
+    for (n = 0; n < N; n++) {
+        if (t == FT_TYPE_Q4_0) ft__quant_q4_0(w + n * K, q + n * rb, K);
+        else if (t == FT_TYPE_Q4_1) ft__quant_q4_1(w + n * K, q + n * rb, K);
+        else ft__quant_q8_0(w + n * K, q + n * rb, K);
+    }
+}
+TEST(q8_activations_quantize_within_half_a_step) {
+    const int64_t K = 608;
+    float *x = randv(K, -3, 3);
+    ft__q8_act a;
+    int64_t b, j, worst_b = -1;
+    double worst = 0;
+    x[5] = 40.0f;                                  /* an outlier, and a block of zeros */
+    for (j = 64; j < 96; j++) x[j] = 0.0f;
+    a.q = (int8_t *)malloc((size_t)K); a.d = (float *)malloc((size_t)K / 32 * 4); a.s = (float *)malloc((size_t)K / 32 * 4);
+    ft__q8_act_quant(x, &a, 1, K);
+    for (b = 0; b < K / 32; b++) {
+        int32_t sum = 0;
+        for (j = 0; j < 32; j++) {
+            double e = fabs((double)x[b * 32 + j] - (double)a.q[b * 32 + j] * a.d[b]);
+            sum += a.q[b * 32 + j];
+            if (e > worst * a.d[b] && a.d[b] > 0) { worst = e / a.d[b]; worst_b = b; }
+            CHECK(a.q[b * 32 + j] >= -127, "block %lld: q %d", (long long)b, a.q[b * 32 + j]);
+        }
+        CHECK(a.s[b] == a.d[b] * (float)sum, "block %lld: s %g, d * sum(q) %g", (long long)b, a.s[b], a.d[b] * (float)sum);
+    }
+    printf("    largest error: %.4f of a step (block %lld)\n", worst, (long long)worst_b);
+    CHECK(worst <= 0.5 + 1e-4, "an activation %.4f steps from its code", worst);
+    CHECK(a.d[2] == 0.0f && a.q[70] == 0, "the zero block: d %g", a.d[2]);
+    x[40] = NAN;
+    ft__q8_act_quant(x, &a, 1, K);
+    CHECK(a.d[1] != a.d[1] && a.d[0] == a.d[0], "a NaN in block 1 makes its d NaN (d %g), block 0 stays (%g)", a.d[1], a.d[0]);
+    free(x); free(a.q); free(a.d); free(a.s);
+}
+TEST(q8_dot_matches_decoded_product) {
+    static const ft_type types[3] = {FT_TYPE_Q4_0, FT_TYPE_Q4_1, FT_TYPE_Q8_0};
+    const int64_t N = 37, K = 608;                 /* 19 blocks: the pair loop and its tail */
+    float *x = randv(4 * K, -3, 3), *w = randv(N * K, -1, 1), *wd = (float *)malloc((size_t)(N * K) * 4);
+    unsigned char *wq = (unsigned char *)malloc((size_t)(N * K) * 2);
+    ft__q8_act a;
+    int ti;
+    a.q = (int8_t *)malloc((size_t)(4 * K)); a.d = (float *)malloc((size_t)(4 * K / 32) * 4); a.s = (float *)malloc((size_t)(4 * K / 32) * 4);
+    ft__q8_act_quant(x, &a, 4, K);
+    for (ti = 0; ti < 3; ti++) {
+        ft_type t = types[ti];
+        size_t rb = ft_type_row_bytes(t, K);
+        double worst = 0, worst_ref = 0, vs_f32 = 0;
+        int64_t n, k;
+        int m, same = 1;
+        q8_quant_rows(t, w, wq, N, K);
+        for (n = 0; n < N; n++) ft__type(t)->to_f32(wq + n * rb, wd + n * K, K);
+        for (n = 0; n < N; n++) {
+            float got[4], ref[4], one[4];
+            ft__q8_dot_of(t)(wq + n * rb, &a, K, 4, got);
+            ft__q8_dot_ref(t, wq + n * rb, &a, K, 4, ref);
+            ft__q8_dot_of(t)(wq + n * rb, &a, K, 3, one);
+            same &= memcmp(got, one, 3 * sizeof(float)) == 0;
+            for (m = 0; m < 4; m++) {
+                double want = 0, exact = 0, mag = 0;
+                for (k = 0; k < K; k++) {
+                    want += (double)wd[n * K + k] * ((double)a.q[m * K + k] * a.d[(m * K + k) / 32]);
+                    exact += (double)wd[n * K + k] * x[m * K + k];
+                    mag += fabs((double)wd[n * K + k] * x[m * K + k]);
+                }
+                worst = FT__MAX(worst, fabs(got[m] - want) / mag);
+                worst_ref = FT__MAX(worst_ref, fabs(ref[m] - want) / mag);
+                vs_f32 = FT__MAX(vs_f32, fabs(got[m] - exact) / mag);
+            }
+        }
+        printf("    %s: vs the decoded product %.1e (reference %.1e), vs the f32 product %.1e of the magnitudes\n",
+               ft_type_name(t), worst, worst_ref, vs_f32);
+        CHECK(worst < 1e-5 && worst_ref < 1e-5, "%s: %.2e, reference %.2e", ft_type_name(t), worst, worst_ref);
+        CHECK(vs_f32 > 1e-4 && vs_f32 < 1e-2, "%s: 8-bit activations %.2e from the f32 product", ft_type_name(t), vs_f32);
+        CHECK(same, "%s: M = 3 differs from the first 3 rows of M = 4", ft_type_name(t));
+    }
+    free(x); free(w); free(wd); free(wq); free(a.q); free(a.d); free(a.s);
+}
+TEST(q8_dot_only_without_gradients_and_few_rows) {
+    const int64_t N = 40, K = 96;
+    float *w = randv(N * K, -1, 1), *x = randv(9 * K, -2, 2), got[4];
+    ft_ctx *ctx;
+    ft_ctx_opts o = ft_ctx_opts_default();
+    ft_tensor *W, *X, *y8, *yf;
+    ft__q8_act a;
+    int64_t sw[2], sx[2], n, m;
+    int ok = 1;
+    o.n_threads = 2; o.q8_dot = 1;
+    ft_ctx_init(&ctx, &o);
+    sw[0] = N; sw[1] = K;
+    W = ft_tensor_new(ctx, FT_TYPE_Q4_1, 2, sw);
+    q8_quant_rows(FT_TYPE_Q4_1, w, (unsigned char *)W->data, N, K);
+    a.q = (int8_t *)malloc((size_t)(8 * K)); a.d = (float *)malloc((size_t)(8 * K / 32) * 4); a.s = (float *)malloc((size_t)(8 * K / 32) * 4);
+    ft__q8_act_quant(x, &a, 8, K);
+    sx[0] = 8; sx[1] = K;
+    X = ft_tensor_new(ctx, FT_TYPE_F32, 2, sx);
+    memcpy(X->data, x, (size_t)(8 * K) * 4);
+    ft_ctx_set_grad(ctx, 0);
+    y8 = ft_matmul(ctx, X, W, 0, 1);                          /* no-grad, 8 rows: 4 at a time */
+    for (n = 0; n < N; n++) {
+        ft__q8_act h;
+        ft__q8_dot_of(FT_TYPE_Q4_1)((const unsigned char *)W->data + n * ft_type_row_bytes(FT_TYPE_Q4_1, K), &a, K, 4, got);
+        for (m = 0; m < 4; m++) ok &= ((float *)y8->data)[m * N + n] == got[m];
+        h.q = a.q + 4 * K; h.d = a.d + 4 * K / 32; h.s = a.s + 4 * K / 32;
+        ft__q8_dot_of(FT_TYPE_Q4_1)((const unsigned char *)W->data + n * ft_type_row_bytes(FT_TYPE_Q4_1, K), &h, K, 4, got);
+        for (m = 0; m < 4; m++) ok &= ((float *)y8->data)[(4 + m) * N + n] == got[m];
+    }
+    CHECK(ok, "no-grad, 8 rows: not the integer dot products");
+    ft_ctx_set_q8_dot(ctx, 0);
+    yf = ft_matmul(ctx, X, W, 0, 1);
+    CHECK(memcmp(y8->data, yf->data, (size_t)(8 * N) * 4) != 0, "q8 off gives the same bits as q8 on");
+    ft_ctx_set_q8_dot(ctx, 1);
+    ft_ctx_set_grad(ctx, 1);
+    y8 = ft_matmul(ctx, X, W, 0, 1);                          /* with gradients: f32 */
+    CHECK(memcmp(y8->data, yf->data, (size_t)(8 * N) * 4) == 0, "grad mode: not the f32 product");
+    ft_ctx_set_grad(ctx, 0);
+    sx[0] = 9;
+    X = ft_tensor_new(ctx, FT_TYPE_F32, 2, sx);
+    memcpy(X->data, x, (size_t)(9 * K) * 4);
+    y8 = ft_matmul(ctx, X, W, 0, 1);                          /* 9 rows: the GEMM */
+    ft_ctx_set_q8_dot(ctx, 0);
+    yf = ft_matmul(ctx, X, W, 0, 1);
+    CHECK(memcmp(y8->data, yf->data, (size_t)(9 * N) * 4) == 0, "9 rows: not the f32 GEMM");
+    ft_ctx_free(ctx); free(w); free(x); free(a.q); free(a.d); free(a.s);
+}
+
 TEST(attention_matches_reference) {
     static int32_t seg[2 * 100];
     static const int64_t kv_offs[2] = {30, 5}, neg_offs[2] = {-3, 0}, dec_offs[2] = {39, 20};
@@ -370,6 +502,9 @@ FT_TEST_MAIN(test_kernels) {
     RUN(gemm_in_bf16_matches_the_rounded_reference);
     RUN(skinny_match_reference);
     RUN(elementwise_kernels_match_reference);
+    RUN(q8_activations_quantize_within_half_a_step);
+    RUN(q8_dot_matches_decoded_product);
+    RUN(q8_dot_only_without_gradients_and_few_rows);
     RUN(attention_matches_reference);
     return ft_test_summary("test_kernels");
 }

@@ -214,6 +214,50 @@ TEST(logits_match) {
     CHECK(agree[0] + excused[0] == total, "vs %s: argmax differs at %d positions that are no near-ties", RNAME[0], total - agree[0] - excused[0]);
 }
 
+/* token by token with 8-bit activations (ft_ctx_set_q8_dot): each prompt decoded one token at a
+   time, so every matmul of the Q4_1 / Q8_0 weights dots 8-bit activations in integers as llama.cpp's
+   own run does; its logits against both references with the same bounds as logits_match */
+TEST(decode_with_8bit_activations) {
+    int k, r, t, i; int64_t V = ft_model_config_get(M)->n_vocab;
+    double worst_rel[MAXR] = {0}; int agree[MAXR] = {0}, excused[MAXR] = {0}, total = 0;
+    int old = ft_ctx_set_q8_dot(C, 1);
+    for (k = 0; k < NP; k++) {
+        ft_kv_cache *kv = NULL;
+        CHECK_OK(ft_kv_cache_init(&kv, M, 1, P[k].n));
+        if (!kv) continue;
+        for (t = 0; t < P[k].n; t++) {
+            const float *row; ft_tensor *y; int am;
+            ft_ctx_reset(C);
+            y = ft_model_decode(C, M, kv, 0, &P[k].ids[t], 1, 1, 1);
+            CHECK(y != NULL, "%s pos %d: decode: %s", P[k].name, t, ft_last_error());
+            if (!y) break;
+            row = (const float *)y->data; am = argmax_row(row, V);
+            total++;
+            for (r = 0; r < NR; r++) {
+                const pos_rec *q = &P[k].pos[r][t]; double pa = 0;
+                for (i = 0; i < NSUB; i++) {
+                    double d = fabs((double)row[SUB[i]] - q->sub[i]);
+                    if (d > pa) pa = d;
+                }
+                if (pa / q->range > worst_rel[r]) worst_rel[r] = pa / q->range;
+                if (am == q->argmax) agree[r]++;
+                else excused[r] += q->gap <= 2 * pa && (double)row[am] - row[q->argmax] <= 2 * pa;
+            }
+        }
+        ft_kv_cache_free(kv);
+    }
+    ft_ctx_set_q8_dot(C, old);
+    for (r = 0; r < NR; r++)
+        printf("    vs llama.cpp %-4s: %.2e of the logit range; argmax agrees at %d of %d, %d near-ties\n", RNAME[r], worst_rel[r], agree[r], total, excused[r]);
+    /* SmolLM2's weights are all Q4_1 / Q8_0: if its products were f32, they would be 3e-6 from
+       llama.cpp's f32 run (logits_match) */
+    if (S == &SMOLLM2) CHECK(worst_rel[1] > 1e-3, "vs %s: %.2e of the range: not 8-bit activations", RNAME[1], worst_rel[1]);
+    for (r = 0; r < NR; r++) {
+        CHECK(worst_rel[r] < S->rel_q, "vs %s: %.5f of the range", RNAME[r], worst_rel[r]);
+        CHECK(agree[r] + excused[r] == total, "vs %s: argmax differs at %d positions that are no near-ties", RNAME[r], total - agree[r] - excused[r]);
+    }
+}
+
 TEST(greedy_continuations) {
     int k, r; int32_t out[256]; float logp[256];
     for (k = 0; k < NP; k++) {
@@ -349,6 +393,7 @@ static void run_model(const model_spec *spec, const char *path) {
     RUN_M(chat_template_renders_the_prompt);
     RUN_M(logits_match);
     RUN_M(greedy_continuations);
+    RUN_M(decode_with_8bit_activations);
     RUN_M(perplexity);
     if (spec == &SMOLLM2) { RUN_M(mc_scores_equal_lm_eval); RUN_M(mc_bad_items); }
     ft_ctx_free(C); ft_model_free(M); C = NULL; M = NULL;
