@@ -111,7 +111,8 @@ static void bench_decode(ft_ctx *ctx, ft_model *m, ft_kv_cache *kv, const int32_
         if (tg > *best_tg) *best_tg = tg;
     }
 }
-/* generation in f32 products and with 8-bit activations (ft_ctx_set_q8_dot, as llama.cpp) */
+/* all in f32, and as `ft generate` runs by default: the prompt's GEMMs in bf16 where the CPU has
+   the dot products (--compute auto) and token by token with 8-bit activations (--q8-dot 1) */
 static void bench_model(ft_ctx *ctx, const char *path, int threads) {
     ft_model *m; ft_kv_cache *kv; int32_t ids[512]; int i;
     double pp, tg, pp8, tg8;
@@ -122,11 +123,15 @@ static void bench_model(ft_ctx *ctx, const char *path, int threads) {
     for (i = 0; i < NP; i++) ids[i] = 100 + (i * 37) % 4000;
     bench_decode(ctx, m, kv, ids, NP, NG, &pp, &tg);
     ft_ctx_set_q8_dot(ctx, 1);
+    ft_ctx_set_compute(ctx, FT_COMPUTE_AUTO);
     bench_decode(ctx, m, kv, ids, NP, NG, &pp8, &tg8);
+    printf("\nmodel %s, %d threads, prompt processing pp%d and generation tg%d in tokens/s:\n", path, threads, NP, NG);
+    printf("  f32:                        pp %7.1f  tg %6.1f\n", pp, tg);
+    printf("  ft generate's default:      pp %7.1f  tg %6.1f   (GEMMs in %s, 8-bit activations token by token)\n",
+           pp8, tg8, ft_ctx_compute(ctx) == FT_COMPUTE_BF16 ? "bf16" : "f32");
     ft_ctx_set_q8_dot(ctx, 0);
-    printf("\nmodel %s, %d threads: prompt processing pp%d %.1f tokens/s, generation tg%d %.1f tokens/s in f32, %.1f with 8-bit activations\n",
-           path, threads, NP, pp, NG, tg, tg8);
-    if ((f = fopen("build/bench_model.txt", "w"))) { fprintf(f, "%d %.3f %.3f %.3f\n", threads, pp, tg, tg8); fclose(f); }
+    ft_ctx_set_compute(ctx, FT_COMPUTE_F32);
+    if ((f = fopen("build/bench_model.txt", "w"))) { fprintf(f, "%d %.3f %.3f %.3f %.3f\n", threads, pp, tg, pp8, tg8); fclose(f); }
     ft_kv_cache_free(kv); ft_model_free(m);
 }
 

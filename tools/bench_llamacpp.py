@@ -25,9 +25,9 @@ def main():
         best_pp, best_tg = max(best_pp, pp), max(best_tg, tg)
     print(f"llama.cpp {llama_cpp.__version__}, {threads} threads: pp{NP} {best_pp:.1f} tokens/s, tg{NG} {best_tg:.1f} tokens/s")
     if os.path.exists("build/bench_model.txt"):
-        t, pp, tg, tg8 = open("build/bench_model.txt").read().split()
-        print(f"finetune.h / llama.cpp: prompt processing {float(pp) / best_pp:.2f}, generation {float(tg) / best_tg:.2f} "
-              f"in f32, {float(tg8) / best_tg:.2f} with 8-bit activations")
+        t, pp, tg, pp8, tg8 = (float(v) for v in open("build/bench_model.txt").read().split())
+        print(f"finetune.h / llama.cpp: f32: prompt processing {pp / best_pp:.2f}, generation {tg / best_tg:.2f}; "
+              f"ft generate's default: prompt processing {pp8 / best_pp:.2f}, generation {tg8 / best_tg:.2f}")
 
 if __name__ == "__main__":
     main()
