@@ -127,9 +127,9 @@
       Parameters, gradients, AdamW and everything but the GEMMs stay f32; `ft train` uses AUTO.
 
       8-bit activations: ft_ctx_opts.q8_dot = 1 (ft_ctx_set_q8_dot) makes the products of at most
-      8 rows with a Q4_0 / Q4_1 / Q8_0 weight, in no-grad mode (token-by-token generation,
-      rollouts), quantize the rows to 8 bits in blocks of 32 and dot them with the weight's blocks
-      in integers (vpdpbusd with AVX512-VNNI, vpmaddubsw on AVX2, vdot / vmull on NEON), as
+      8 rows with a Q4_0 / Q4_1 / Q8_0 / Q4_K / Q5_K / NF4 weight (NF4's 16 values as 8-bit
+      integers), in no-grad mode (token-by-token generation, rollouts), quantize the rows to 8 bits
+      in blocks of 32 and dot them with the weight's blocks in integers (vpdpbusd with AVX512-VNNI, vpmaddubsw on AVX2, vdot / vmull on NEON), as
       llama.cpp's CPU backend does: no f32 copy of a weight row is made. Generation of SmolLM2's
       Q4_1 file runs at about 1.5x the f32 path's tokens/s; the logits move by what llama.cpp's
       own run moves (4% of their range). Products that record a gradient are always f32;
@@ -551,9 +551,9 @@ FT_API void      ft_ctx_reset(ft_ctx *ctx);        /* start of a step: empty tap
 FT_API ft_result ft_ctx_status(const ft_ctx *ctx); /* first op error since the last reset          */
 FT_API int       ft_ctx_set_grad(ft_ctx *ctx, int enabled);   /* returns the previous mode       */
 /* 8-bit activations: in no-grad mode (generation, rollouts, evaluation), a product of at most 8
-   rows with a Q4_0 / Q4_1 / Q8_0 weight quantizes the rows to 8 bits in blocks of 32 and dots
-   them with the weight's blocks in integers (VNNI where the CPU has it), as llama.cpp's CPU
-   backend does; gradients always see exact f32 products. Returns the previous mode. */
+   rows with a Q4_0 / Q4_1 / Q8_0 / Q4_K / Q5_K / NF4 weight quantizes the rows to 8 bits in
+   blocks of 32 and dots them with the weight's blocks in integers (VNNI where the CPU has it), as
+   llama.cpp's CPU backend does; gradients always see exact f32 products. Returns the previous mode. */
 FT_API int       ft_ctx_set_q8_dot(ft_ctx *ctx, int enabled);
 FT_API int       ft_ctx_threads(const ft_ctx *ctx);
 FT_API ft_result ft_ctx_set_threads(ft_ctx *ctx, int n);
@@ -2281,11 +2281,11 @@ static void ft__dequant_q6_k(const void *src, float *dst, int64_t n);
 static void ft__weight_row(const ft_tensor *W, int64_t n, int64_t k0, int64_t kc, float *dst);
 static int  ft__weight_decodable(const ft_tensor *W, int64_t K);
 /* few-row products in integers ([quant]): M activation rows quantized to 8 bits, q (M*K) and a
-   d and s per block of 32; a weight row dotted with them: out[m], m < M <= 4 */
+   d and s per block of 32; row n of W dotted with them: out[m], m < M <= 4 */
 typedef struct ft__q8_act { int8_t *q; float *d, *s; } ft__q8_act;
-typedef void (*ft__q8_dot_fn)(const void *w, const ft__q8_act *x, int64_t K, int M, float *out);
+typedef void (*ft__q8_dot_fn)(const ft_tensor *W, int64_t n, const ft__q8_act *x, int M, float *out);
 static void ft__q8_act_quant(const float *x, const ft__q8_act *a, int64_t M, int64_t K);
-static ft__q8_dot_fn ft__q8_dot_of(ft_type t);
+static ft__q8_dot_fn ft__q8_dot_of(const ft_tensor *W);
 
 /* indexed by ggml type id; sizes for every GGUF type so any file can be parsed, decoders for
    the types a model can be computed with */
@@ -4482,7 +4482,6 @@ static void ft__gemv_rows(void *p, int64_t lo, int64_t hi) {
 typedef struct ft__q8_job { int64_t M, N, K; ft__q8_act x; const ft_tensor *W; ft__q8_dot_fn dot; float *C; } ft__q8_job;
 static void ft__q8_rows(void *p, int64_t lo, int64_t hi) {
     ft__q8_job *j = FT__CAST(ft__q8_job *, p);
-    size_t rb = ft_type_row_bytes(j->W->type, j->K);
     float out[4];
     int64_t n, m, m0, nb = j->K / 32;
     for (n = lo; n < hi; n++)
@@ -4490,13 +4489,13 @@ static void ft__q8_rows(void *p, int64_t lo, int64_t hi) {
             ft__q8_act x;
             int mc = (int)FT__MIN(4, j->M - m0);
             x.q = j->x.q + m0 * j->K; x.d = j->x.d + m0 * nb; x.s = j->x.s + m0 * nb;
-            j->dot(FT__CAST(const unsigned char *, j->W->data) + (size_t)n * rb, &x, j->K, mc, out);
+            j->dot(j->W, n, &x, mc, out);
             for (m = 0; m < mc; m++) j->C[(m0 + m) * j->N + n] = out[m];
         }
 }
 static int ft__matmul_q8(ft_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *A, const ft_tensor *W, float *C) {
     ft__q8_job j;
-    if (!ctx->q8_dot || ctx->grad_enabled || !(j.dot = ft__q8_dot_of(W->type))) return 0;
+    if (!ctx->q8_dot || ctx->grad_enabled || !(j.dot = ft__q8_dot_of(W))) return 0;
     j.x.q = FT__CAST(int8_t *, ft__arena_alloc(ctx, (size_t)(M * K)));
     j.x.d = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(M * K / 32) * sizeof(float)));
     j.x.s = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(M * K / 32) * sizeof(float)));
@@ -6617,7 +6616,8 @@ static ft__dev_backward_fn ft__dev_backward_of(ft_op op) {
    one trap: (q - 8) d is -0 for q = 8 and d < 0, and q d - 8 d would be +0, so every version
    here multiplies last where the reference does.
    Encoding is ggml's quantize_row_{q8_0,q4_0,q4_1}_ref (= gguf.quants.quantize), byte for byte.
-   Then generation's integer dot products: 8-bit activations against Q4_0 / Q4_1 / Q8_0 rows.
+   Last, generation's integer dot products: 8-bit activations against Q4_0 / Q4_1 / Q8_0 / Q4_K /
+   Q5_K / NF4 rows.
    Then NF4 (bitsandbytes, not a GGML format): encoder, decoder and the weight-row reader that
    the matmul and the embedding use for every storage type (ft__weight_row).
    ============================================================================================ */
@@ -7098,216 +7098,6 @@ FT__MAYBE_UNUSED static void ft__quant_q4_1(const float *x, void *dst, int64_t n
     }
 }
 
-/* ---- 8-bit activations and integer dot products (few-row products, ft_ctx_set_q8_dot) ----------
-   What llama.cpp's CPU backend does when it decodes token by token: each activation row is
-   quantized to blocks of 32, d = max|x| / 127, q = x * (1 / d) rounded to the nearest (ties to
-   even), s = d * sum(q), and a weight row's blocks are dotted with it in integers, one f32
-   multiply-add per block. With c the weight's codes and e its per-block offset:
-     Q8_0: dw dx sum(c q)            (c signed)
-     Q4_1: dw dx sum(c q) + mw s     (c = 0..15, mw the block's min)
-     Q4_0: dw dx sum(c q) - 8 dw s   (Q4_1 with mw = -8 dw)
-   The integer sums are exact; what differs from the f32 product is the activations' rounding,
-   at most d / 2 per element. A row of activations: q (K), d and s (K / 32 each); M rows one
-   after the other. */
-/* (ft__q8_act and ft__q8_dot_fn are declared with ft__weight_row, for the matmul) */
-
-/* rows x (M, K) -> a (K a multiple of 32) */
-static void ft__q8_act_quant(const float *x, const ft__q8_act *a, int64_t M, int64_t K) {
-    int64_t b, nb = M * K / 32;
-    int j;
-    for (b = 0; b < nb; b++) {
-        const float *xb = x + b * 32;
-        float amax = 0.0f, d, id;
-        int32_t sum = 0, bad = 0;
-        for (j = 0; j < 32; j++) {
-            amax = FT__MAX(amax, fabsf(xb[j]));
-            bad |= !(fabsf(xb[j]) <= FLT_MAX);
-        }
-        d = bad ? NAN : amax / 127.0f;              /* a NaN or inf makes the products NaN */
-        id = d != 0.0f ? 1.0f / d : 0.0f;
-        for (j = 0; j < 32; j++) {
-            int v = bad ? 0 : (int)nearbyintf(FT__MIN(127.0f, FT__MAX(-127.0f, xb[j] * id)));
-            a->q[b * 32 + j] = (int8_t)v;
-            sum += v;
-        }
-        a->d[b] = d;
-        a->s[b] = d * (float)sum;
-    }
-}
-
-/* block i of a weight row as 32 codes c, its scale and offset (see above) */
-FT__MAYBE_UNUSED static float ft__q8_codes(ft_type t, const unsigned char *row, int64_t i, int8_t *c, float *off) {
-    int j;
-    if (t == FT_TYPE_Q8_0) {
-        const ft__block_q8_0 *b = FT__CAST(const ft__block_q8_0 *, FT__CAST(const void *, row)) + i;
-        for (j = 0; j < 32; j++) c[j] = b->qs[j];
-        *off = 0.0f;
-        return ft_fp16_to_fp32(b->d);
-    } else {
-        const unsigned char *b = row + (size_t)i * (t == FT_TYPE_Q4_1 ? 20 : 18);
-        const uint8_t *qs = b + (t == FT_TYPE_Q4_1 ? 4 : 2);
-        uint16_t h[2];
-        float d;
-        memcpy(h, b, sizeof h);
-        d = ft_fp16_to_fp32(h[0]);
-        for (j = 0; j < 16; j++) {
-            c[j] = (int8_t)(qs[j] & 15);
-            c[j + 16] = (int8_t)(qs[j] >> 4);
-        }
-        *off = t == FT_TYPE_Q4_1 ? ft_fp16_to_fp32(h[1]) : -8.0f * d;
-        return d;
-    }
-}
-FT__MAYBE_UNUSED static void ft__q8_dot_ref(ft_type t, const void *w, const ft__q8_act *x, int64_t K, int M, float *out) {
-    int64_t i, nb = K / 32;
-    int m, j;
-    int8_t c[32];
-    for (m = 0; m < M; m++) out[m] = 0.0f;
-    for (i = 0; i < nb; i++) {
-        float off, d = ft__q8_codes(t, FT__CAST(const unsigned char *, w), i, c, &off);
-        for (m = 0; m < M; m++) {
-            const int8_t *q = x->q + m * K + i * 32;
-            int32_t sum = 0;
-            for (j = 0; j < 32; j++) sum += c[j] * q[j];
-            out[m] += d * x->d[m * nb + i] * (float)sum + off * x->s[m * nb + i];
-        }
-    }
-}
-
-/* the same on vectors: 32 codes, a block's integer dot product, f32 lanes that sum a row */
-#if !defined(FT_NO_SIMD) && defined(__AVX2__) && defined(__FMA__)
-typedef __m256i ft__q8_vc;
-typedef __m256 ft__q8_vacc;
-#define ft__q8_vzero() _mm256_setzero_ps()
-static inline ft__q8_vc ft__q8_v8(const unsigned char *p) { return _mm256_loadu_si256(FT__CAST(const __m256i *, FT__CAST(const void *, p))); }
-static inline ft__q8_vc ft__q8_v4(const unsigned char *qs) {          /* low nibbles, then high */
-    __m128i q = _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, qs))), m4 = _mm_set1_epi8(15);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
-}
-/* acc + scale * sum(c * q): unsigned c as they are (VNNI's vpdpbusd where the CPU has it, else
-   vpmaddubsw + vpmaddwd), signed c through |c| and q with c's sign */
-static inline ft__q8_vacc ft__q8_vmac(ft__q8_vacc acc, ft__q8_vc c, int sgn, const int8_t *q, float scale) {
-    __m256i x = _mm256_loadu_si256(FT__CAST(const __m256i *, FT__CAST(const void *, q))), p;
-    if (sgn) {
-        x = _mm256_sign_epi8(x, c);
-        c = _mm256_sign_epi8(c, c);
-    }
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), c, x);
-#else
-    p = _mm256_madd_epi16(_mm256_maddubs_epi16(c, x), _mm256_set1_epi16(1));
-#endif
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), acc);
-}
-static inline float ft__q8_vsum(ft__q8_vacc a) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
-#define FT__Q8_SIMD 1
-#elif !defined(FT_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
-typedef int8x16x2_t ft__q8_vc;
-typedef float32x4_t ft__q8_vacc;
-#define ft__q8_vzero() vdupq_n_f32(0.0f)
-static inline ft__q8_vc ft__q8_v8(const unsigned char *p) { return vld1q_s8_x2(FT__CAST(const int8_t *, FT__CAST(const void *, p))); }
-static inline ft__q8_vc ft__q8_v4(const unsigned char *qs) {
-    uint8x16_t q = vld1q_u8(qs);
-    ft__q8_vc c;
-    c.val[0] = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(15)));
-    c.val[1] = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
-    return c;
-}
-/* signed times signed: two products of at most 127 * 128 fit an int16 */
-static inline ft__q8_vacc ft__q8_vmac(ft__q8_vacc acc, ft__q8_vc c, int sgn, const int8_t *q, float scale) {
-    int8x16x2_t x = vld1q_s8_x2(q);
-    int32x4_t s = vdupq_n_s32(0);
-    (void)sgn;
-#if defined(__ARM_FEATURE_DOTPROD)
-    s = vdotq_s32(vdotq_s32(s, c.val[0], x.val[0]), c.val[1], x.val[1]);
-#else
-    s = vpadalq_s16(s, vmlal_high_s8(vmull_s8(vget_low_s8(c.val[0]), vget_low_s8(x.val[0])), c.val[0], x.val[0]));
-    s = vpadalq_s16(s, vmlal_high_s8(vmull_s8(vget_low_s8(c.val[1]), vget_low_s8(x.val[1])), c.val[1], x.val[1]));
-#endif
-    return vfmaq_n_f32(acc, vcvtq_f32_s32(s), scale);
-}
-static inline float ft__q8_vsum(ft__q8_vacc a) { return vaddvq_f32(a); }
-#define FT__Q8_SIMD 1
-#endif
-
-#if defined(FT__Q8_SIMD)
-/* acc + block b (of type t) . 32 activations q with scale dx; its offset times sx into *off */
-FT__INLINE ft__q8_vacc ft__q8_block(ft_type t, const unsigned char *b, const int8_t *q, float dx, float sx, ft__q8_vacc acc, float *off) {
-    uint16_t h[2];
-    float d;
-    memcpy(h, b, sizeof h);                    /* d, and Q4_1's m */
-    d = ft_fp16_to_fp32(h[0]);
-    if (t == FT_TYPE_Q8_0) return ft__q8_vmac(acc, ft__q8_v8(b + 2), 1, q, d * dx);
-    *off += (t == FT_TYPE_Q4_1 ? ft_fp16_to_fp32(h[1]) : -8.0f * d) * sx;
-    return ft__q8_vmac(acc, ft__q8_v4(b + (t == FT_TYPE_Q4_1 ? 4 : 2)), 0, q, d * dx);
-}
-/* one activation row: two blocks at a time into two accumulators, so the multiply-adds of
-   consecutive blocks do not wait for each other */
-FT__INLINE float ft__q8_dot_1(ft_type t, const unsigned char *b, size_t stride, const int8_t *q, const float *xd, const float *xs, int64_t nb) {
-    ft__q8_vacc a0 = ft__q8_vzero(), a1 = ft__q8_vzero();
-    float off = 0.0f;
-    int64_t i;
-    for (i = 0; i + 1 < nb; i += 2, b += 2 * stride) {
-        a0 = ft__q8_block(t, b, q + i * 32, xd[i], xs[i], a0, &off);
-        a1 = ft__q8_block(t, b + stride, q + i * 32 + 32, xd[i + 1], xs[i + 1], a1, &off);
-    }
-    if (i < nb) a0 = ft__q8_block(t, b, q + i * 32, xd[i], xs[i], a0, &off);
-    return ft__q8_vsum(a0) + ft__q8_vsum(a1) + off;
-}
-/* MM rows (a constant: the accumulators stay in registers), each block decoded once for all */
-FT__INLINE void ft__q8_dot_n(ft_type t, const unsigned char *b, size_t stride, const ft__q8_act *x, int64_t K, const int MM, float *out) {
-    ft__q8_vacc acc[4];
-    float offs[4];
-    int64_t i, nb = K / 32;
-    int m;
-    for (m = 0; m < MM; m++) {
-        acc[m] = ft__q8_vzero();
-        offs[m] = 0.0f;
-    }
-    for (i = 0; i < nb; i++, b += stride) {
-        uint16_t h[2];
-        float d, off = 0.0f;
-        ft__q8_vc c;
-        memcpy(h, b, sizeof h);
-        d = ft_fp16_to_fp32(h[0]);
-        if (t == FT_TYPE_Q8_0) c = ft__q8_v8(b + 2);
-        else {
-            c = ft__q8_v4(b + (t == FT_TYPE_Q4_1 ? 4 : 2));
-            off = t == FT_TYPE_Q4_1 ? ft_fp16_to_fp32(h[1]) : -8.0f * d;
-        }
-        for (m = 0; m < MM; m++) {
-            acc[m] = ft__q8_vmac(acc[m], c, t == FT_TYPE_Q8_0, x->q + m * K + i * 32, d * x->d[m * nb + i]);
-            offs[m] += off * x->s[m * nb + i];
-        }
-    }
-    for (m = 0; m < MM; m++) out[m] = ft__q8_vsum(acc[m]) + offs[m];
-}
-FT__INLINE void ft__q8_dot_row(ft_type t, const void *w, const ft__q8_act *x, int64_t K, int M, float *out) {
-    const unsigned char *b = FT__CAST(const unsigned char *, w);
-    size_t stride = t == FT_TYPE_Q8_0 ? 34 : t == FT_TYPE_Q4_1 ? 20 : 18;
-    if (M == 1) out[0] = ft__q8_dot_1(t, b, stride, x->q, x->d, x->s, K / 32);
-    else if (M == 2) ft__q8_dot_n(t, b, stride, x, K, 2, out);
-    else if (M == 3) ft__q8_dot_n(t, b, stride, x, K, 3, out);
-    else ft__q8_dot_n(t, b, stride, x, K, 4, out);
-}
-#else
-#define ft__q8_dot_row ft__q8_dot_ref
-#endif
-static void ft__q8_dot_q4_0(const void *w, const ft__q8_act *x, int64_t K, int M, float *out) { ft__q8_dot_row(FT_TYPE_Q4_0, w, x, K, M, out); }
-static void ft__q8_dot_q4_1(const void *w, const ft__q8_act *x, int64_t K, int M, float *out) { ft__q8_dot_row(FT_TYPE_Q4_1, w, x, K, M, out); }
-static void ft__q8_dot_q8_0(const void *w, const ft__q8_act *x, int64_t K, int M, float *out) { ft__q8_dot_row(FT_TYPE_Q8_0, w, x, K, M, out); }
-/* the integer dot product of a weight type, or NULL (the product decodes to f32) */
-static ft__q8_dot_fn ft__q8_dot_of(ft_type t) {
-    if (t == FT_TYPE_Q4_0) return ft__q8_dot_q4_0;
-    if (t == FT_TYPE_Q4_1) return ft__q8_dot_q4_1;
-    if (t == FT_TYPE_Q8_0) return ft__q8_dot_q8_0;
-    return NULL;
-}
-
 /* ---- NF4 with double quantization: bitsandbytes 0.50's CPU path, bit for bit ------------------
    Quantize (bitsandbytes/backends/default/ops.py quantize_4bit, then functional.py's
    compress_statistics and the C kernel csrc/cpu_ops.cpp quantize_cpu_impl):
@@ -7580,6 +7370,299 @@ static int ft__weight_decodable(const ft_tensor *W, int64_t K) {
     if (W->type == FT_TYPE_NF4) return W->nf4 != NULL && !W->view_of;
     ti = ft__type(W->type);
     return ti && ti->to_f32 && K % ti->block == 0;
+}
+
+/* ---- 8-bit activations and integer dot products (few-row products, ft_ctx_set_q8_dot) ----------
+   What llama.cpp's CPU backend does when it decodes token by token: each activation row is
+   quantized to blocks of 32, d = max|x| / 127, q = x * (1 / d) rounded to the nearest (ties to
+   even), s = d * sum(q), and a weight row is dotted with it 32 weights at a time in integers,
+   one f32 multiply-add per block. A block of weights is 32 integer codes c, a scale dw and an
+   offset ow with w = dw c + ow, so its dot product with the block's activations x = dx q is
+     dw dx sum(c q) + ow s
+     Q8_0   c signed, ow 0                    Q4_1   c = 0..15, ow = m
+     Q4_0   c = 0..15, ow = -8 dw             Q4_K   c = 0..15, dw = d sc_j, ow = -dmin m_j
+     Q5_K   c = 0..31, as Q4_K                NF4    c = round(127 nf4[code]), dw = absmax / 127
+   (sub-block j of a K super-block is one block of 32). The integer sums are exact; what differs
+   from the f32 product is the activations' rounding, at most d / 2 per element, and for NF4 its
+   16 values in 8 bits (at most 0.0037 absmax apart). A row of activations: q (K), d and s (K / 32
+   each); M rows one after the other. */
+static const int8_t ft__nf4_i8[16] = {-127, -88, -67, -50, -36, -23, -12, 0, 10, 20, 31, 43, 56, 71, 92, 127};
+
+/* rows x (M, K) -> a (K a multiple of 32) */
+static void ft__q8_act_quant(const float *x, const ft__q8_act *a, int64_t M, int64_t K) {
+    int64_t b, nb = M * K / 32;
+    int j;
+    for (b = 0; b < nb; b++) {
+        const float *xb = x + b * 32;
+        float amax = 0.0f, d, id;
+        int32_t sum = 0, bad = 0;
+        for (j = 0; j < 32; j++) {
+            amax = FT__MAX(amax, fabsf(xb[j]));
+            bad |= !(fabsf(xb[j]) <= FLT_MAX);
+        }
+        d = bad ? NAN : amax / 127.0f;              /* a NaN or inf makes the products NaN */
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (j = 0; j < 32; j++) {
+            int v = bad ? 0 : (int)nearbyintf(FT__MIN(127.0f, FT__MAX(-127.0f, xb[j] * id)));
+            a->q[b * 32 + j] = (int8_t)v;
+            sum += v;
+        }
+        a->d[b] = d;
+        a->s[b] = d * (float)sum;
+    }
+}
+
+/* where block i of row n starts, and the rest of what a block needs */
+typedef struct ft__q8_row { ft_type t; const unsigned char *p; const ft_nf4 *nf4; int64_t e0; } ft__q8_row;
+static ft__q8_row ft__q8_row_of(const ft_tensor *W, int64_t n) {
+    ft__q8_row r;
+    int64_t K = W->shape[1];
+    r.t = W->type;
+    r.nf4 = W->nf4;
+    r.e0 = n * K;
+    r.p = FT__CAST(const unsigned char *, W->data) + (size_t)n * (W->type == FT_TYPE_NF4 ? (size_t)K / 2 : ft_type_row_bytes(W->type, K));
+    return r;
+}
+/* the block's bytes, scale and offset; for the K formats j is the sub-block */
+FT__INLINE const unsigned char *ft__q8_block_at(const ft__q8_row *r, int64_t i, float *d, float *off, int *j) {
+    const unsigned char *b;
+    uint16_t h[2];
+    int sc, mn;
+    if (r->t == FT_TYPE_NF4) {
+        *d = ft__nf4_absmax(r->nf4, (r->e0 + i * 32) / FT_NF4_BLOCK) * (1.0f / 127.0f);
+        *off = 0.0f;
+        return r->p + i * 16;
+    }
+    if (r->t == FT_TYPE_Q4_K || r->t == FT_TYPE_Q5_K) {
+        b = r->p + (size_t)(i / 8) * (r->t == FT_TYPE_Q4_K ? 144 : 176);
+        *j = (int)(i % 8);
+        memcpy(h, b, sizeof h);                          /* d, dmin */
+        ft__scale_min_k4(*j, b + 4, &sc, &mn);
+        *d = ft_fp16_to_fp32(h[0]) * (float)sc;
+        *off = -ft_fp16_to_fp32(h[1]) * (float)mn;
+        return b;
+    }
+    b = r->p + (size_t)i * (r->t == FT_TYPE_Q8_0 ? 34 : r->t == FT_TYPE_Q4_1 ? 20 : 18);
+    memcpy(h, b, sizeof h);                              /* d, and Q4_1's m */
+    *d = ft_fp16_to_fp32(h[0]);
+    *off = r->t == FT_TYPE_Q4_1 ? ft_fp16_to_fp32(h[1]) : r->t == FT_TYPE_Q4_0 ? -8.0f * *d : 0.0f;
+    return b;
+}
+FT__MAYBE_UNUSED static int ft__q8_signed(ft_type t) { return t == FT_TYPE_Q8_0 || t == FT_TYPE_NF4; }
+
+/* the scalar reference: block i's 32 codes */
+FT__MAYBE_UNUSED static void ft__q8_codes(const ft__q8_row *r, int64_t i, int8_t *c, float *d, float *off) {
+    int j = 0, l;
+    const unsigned char *b = ft__q8_block_at(r, i, d, off, &j);
+    for (l = 0; l < 32; l++) {
+        if (r->t == FT_TYPE_Q8_0) c[l] = FT__CAST(const int8_t *, FT__CAST(const void *, b + 2))[l];
+        else if (r->t == FT_TYPE_NF4) c[l] = ft__nf4_i8[(l & 1) ? b[l / 2] & 15 : b[l / 2] >> 4];
+        else if (r->t == FT_TYPE_Q4_K || r->t == FT_TYPE_Q5_K) {
+            const unsigned char *qs = b + 16 + (r->t == FT_TYPE_Q5_K ? 32 : 0) + 32 * (j >> 1);
+            c[l] = (int8_t)((qs[l] >> (4 * (j & 1))) & 15);
+            if (r->t == FT_TYPE_Q5_K) c[l] = (int8_t)(c[l] | ((b[16 + l] >> j) & 1) << 4);
+        } else {
+            const unsigned char *qs = b + (r->t == FT_TYPE_Q4_1 ? 4 : 2);
+            c[l] = (int8_t)(l < 16 ? qs[l] & 15 : qs[l - 16] >> 4);
+        }
+    }
+}
+FT__MAYBE_UNUSED static void ft__q8_dot_ref(const ft_tensor *W, int64_t n, const ft__q8_act *x, int M, float *out) {
+    int64_t i, K = W->shape[1], nb = K / 32;
+    ft__q8_row r = ft__q8_row_of(W, n);
+    int m, l;
+    int8_t c[32];
+    for (m = 0; m < M; m++) out[m] = 0.0f;
+    for (i = 0; i < nb; i++) {
+        float d, off;
+        ft__q8_codes(&r, i, c, &d, &off);
+        for (m = 0; m < M; m++) {
+            const int8_t *q = x->q + m * K + i * 32;
+            int32_t sum = 0;
+            for (l = 0; l < 32; l++) sum += c[l] * q[l];
+            out[m] += d * x->d[m * nb + i] * (float)sum + off * x->s[m * nb + i];
+        }
+    }
+}
+
+/* the same on vectors: a block's 32 codes, its integer dot product, f32 lanes that sum a row */
+#if !defined(FT_NO_SIMD) && defined(__AVX2__) && defined(__FMA__)
+typedef __m256i ft__q8_vc;
+typedef __m256 ft__q8_vacc;
+#define ft__q8_vzero() _mm256_setzero_ps()
+FT__INLINE __m256i ft__q8_ld32(const unsigned char *p) { return _mm256_loadu_si256(FT__CAST(const __m256i *, FT__CAST(const void *, p))); }
+FT__INLINE __m128i ft__q8_ld16(const unsigned char *p) { return _mm_loadu_si128(FT__CAST(const __m128i *, FT__CAST(const void *, p))); }
+/* block i's codes (ft__q8_codes, in vector form) */
+FT__INLINE ft__q8_vc ft__q8_vcodes(const ft__q8_row *r, int64_t i, float *d, float *off) {
+    int j = 0;
+    const unsigned char *b = ft__q8_block_at(r, i, d, off, &j);
+    const __m128i m4 = _mm_set1_epi8(15);
+    if (r->t == FT_TYPE_Q8_0) return ft__q8_ld32(b + 2);
+    if (r->t == FT_TYPE_Q4_K || r->t == FT_TYPE_Q5_K) {
+        __m256i q = ft__q8_ld32(b + 16 + (r->t == FT_TYPE_Q5_K ? 32 : 0) + 32 * (j >> 1)), c;
+        c = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(4 * (j & 1))), _mm256_set1_epi8(15));
+        if (r->t == FT_TYPE_Q5_K) {        /* bit j of qh[l], shifted to bit 4 */
+            __m256i h = _mm256_and_si256(_mm256_srl_epi16(ft__q8_ld32(b + 16), _mm_cvtsi32_si128(j)), _mm256_set1_epi8(1));
+            c = _mm256_or_si256(c, _mm256_slli_epi16(h, 4));
+        }
+        return c;
+    }
+    if (r->t == FT_TYPE_NF4) {             /* element 2k: the high nibble of byte k */
+        __m128i q = ft__q8_ld16(b), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4), lo = _mm_and_si128(q, m4);
+        __m256i idx = _mm256_set_m128i(_mm_unpackhi_epi8(hi, lo), _mm_unpacklo_epi8(hi, lo));
+        __m256i tbl = _mm256_broadcastsi128_si256(ft__q8_ld16(FT__CAST(const unsigned char *, FT__CAST(const void *, ft__nf4_i8))));
+        return _mm256_shuffle_epi8(tbl, idx);
+    } else {                               /* Q4_0, Q4_1: low nibbles, then high */
+        __m128i q = ft__q8_ld16(b + (r->t == FT_TYPE_Q4_1 ? 4 : 2));
+        return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+    }
+}
+/* acc + scale * sum(c * q): unsigned c as they are (VNNI's vpdpbusd where the CPU has it, else
+   vpmaddubsw + vpmaddwd), signed c through |c| and q with c's sign */
+FT__INLINE ft__q8_vacc ft__q8_vmac(ft__q8_vacc acc, ft__q8_vc c, int sgn, const int8_t *q, float scale) {
+    __m256i x = ft__q8_ld32(FT__CAST(const unsigned char *, FT__CAST(const void *, q))), p;
+    if (sgn) {
+        x = _mm256_sign_epi8(x, c);
+        c = _mm256_sign_epi8(c, c);
+    }
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), c, x);
+#else
+    p = _mm256_madd_epi16(_mm256_maddubs_epi16(c, x), _mm256_set1_epi16(1));
+#endif
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), acc);
+}
+FT__INLINE float ft__q8_vsum(ft__q8_vacc a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+#define FT__Q8_SIMD 1
+#elif !defined(FT_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
+typedef int8x16x2_t ft__q8_vc;
+typedef float32x4_t ft__q8_vacc;
+#define ft__q8_vzero() vdupq_n_f32(0.0f)
+FT__INLINE ft__q8_vc ft__q8_vcodes(const ft__q8_row *r, int64_t i, float *d, float *off) {
+    int j = 0;
+    const unsigned char *b = ft__q8_block_at(r, i, d, off, &j);
+    const uint8x16_t m4 = vdupq_n_u8(15);
+    ft__q8_vc c;
+    if (r->t == FT_TYPE_Q8_0) return vld1q_s8_x2(FT__CAST(const int8_t *, FT__CAST(const void *, b + 2)));
+    if (r->t == FT_TYPE_Q4_K || r->t == FT_TYPE_Q5_K) {
+        uint8x16x2_t q = vld1q_u8_x2(b + 16 + (r->t == FT_TYPE_Q5_K ? 32 : 0) + 32 * (j >> 1));
+        int k;
+        for (k = 0; k < 2; k++) {
+            uint8x16_t v = vandq_u8(vshlq_u8(q.val[k], vdupq_n_s8((int8_t)(-4 * (j & 1)))), m4);
+            if (r->t == FT_TYPE_Q5_K)      /* bit j of qh[l], shifted to bit 4 */
+                v = vorrq_u8(v, vshlq_n_u8(vandq_u8(vshlq_u8(vld1q_u8(b + 16 + 16 * k), vdupq_n_s8((int8_t)-j)), vdupq_n_u8(1)), 4));
+            c.val[k] = vreinterpretq_s8_u8(v);
+        }
+        return c;
+    }
+    if (r->t == FT_TYPE_NF4) {             /* element 2k: the high nibble of byte k */
+        uint8x16_t q = vld1q_u8(b), hi = vshrq_n_u8(q, 4), lo = vandq_u8(q, m4);
+        int8x16_t tbl = vld1q_s8(ft__nf4_i8);
+        c.val[0] = vqtbl1q_s8(tbl, vzip1q_u8(hi, lo));
+        c.val[1] = vqtbl1q_s8(tbl, vzip2q_u8(hi, lo));
+    } else {                               /* Q4_0, Q4_1: low nibbles, then high */
+        uint8x16_t q = vld1q_u8(b + (r->t == FT_TYPE_Q4_1 ? 4 : 2));
+        c.val[0] = vreinterpretq_s8_u8(vandq_u8(q, m4));
+        c.val[1] = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+    }
+    return c;
+}
+/* signed times signed: two products of at most 127 * 128 fit an int16 */
+FT__INLINE ft__q8_vacc ft__q8_vmac(ft__q8_vacc acc, ft__q8_vc c, int sgn, const int8_t *q, float scale) {
+    int8x16x2_t x = vld1q_s8_x2(q);
+    int32x4_t s = vdupq_n_s32(0);
+    (void)sgn;
+#if defined(__ARM_FEATURE_DOTPROD)
+    s = vdotq_s32(vdotq_s32(s, c.val[0], x.val[0]), c.val[1], x.val[1]);
+#else
+    s = vpadalq_s16(s, vmlal_high_s8(vmull_s8(vget_low_s8(c.val[0]), vget_low_s8(x.val[0])), c.val[0], x.val[0]));
+    s = vpadalq_s16(s, vmlal_high_s8(vmull_s8(vget_low_s8(c.val[1]), vget_low_s8(x.val[1])), c.val[1], x.val[1]));
+#endif
+    return vfmaq_n_f32(acc, vcvtq_f32_s32(s), scale);
+}
+FT__INLINE float ft__q8_vsum(ft__q8_vacc a) { return vaddvq_f32(a); }
+#define FT__Q8_SIMD 1
+#endif
+
+#if defined(FT__Q8_SIMD)
+/* acc + block i of the row . block i of x; its offset term into *off */
+FT__INLINE ft__q8_vacc ft__q8_step(const ft__q8_row *r, int64_t i, const ft__q8_act *x, int sgn, ft__q8_vacc acc, float *off) {
+    float d, o;
+    ft__q8_vc c = ft__q8_vcodes(r, i, &d, &o);
+    *off += o * x->s[i];
+    return ft__q8_vmac(acc, c, sgn, x->q + i * 32, d * x->d[i]);
+}
+/* one activation row: two blocks at a time into two accumulators, so the multiply-adds of
+   consecutive blocks do not wait for each other */
+FT__INLINE float ft__q8_dot_1(const ft__q8_row *r, const ft__q8_act *x, int64_t nb) {
+    ft__q8_vacc a0 = ft__q8_vzero(), a1 = ft__q8_vzero();
+    float off = 0.0f;
+    int64_t i;
+    int sgn = ft__q8_signed(r->t);
+    for (i = 0; i + 1 < nb; i += 2) {
+        a0 = ft__q8_step(r, i, x, sgn, a0, &off);
+        a1 = ft__q8_step(r, i + 1, x, sgn, a1, &off);
+    }
+    if (i < nb) a0 = ft__q8_step(r, i, x, sgn, a0, &off);
+    return ft__q8_vsum(a0) + ft__q8_vsum(a1) + off;
+}
+/* MM rows (a constant: the accumulators stay in registers), each block's codes made once */
+FT__INLINE void ft__q8_dot_n(const ft__q8_row *r, const ft__q8_act *x, int64_t K, const int MM, float *out) {
+    ft__q8_vacc acc[4];
+    float offs[4];
+    int64_t i, nb = K / 32;
+    int m, sgn = ft__q8_signed(r->t);
+    for (m = 0; m < MM; m++) {
+        acc[m] = ft__q8_vzero();
+        offs[m] = 0.0f;
+    }
+    for (i = 0; i < nb; i++) {
+        float d, o;
+        ft__q8_vc c = ft__q8_vcodes(r, i, &d, &o);
+        for (m = 0; m < MM; m++) {
+            acc[m] = ft__q8_vmac(acc[m], c, sgn, x->q + m * K + i * 32, d * x->d[m * nb + i]);
+            offs[m] += o * x->s[m * nb + i];
+        }
+    }
+    for (m = 0; m < MM; m++) out[m] = ft__q8_vsum(acc[m]) + offs[m];
+}
+FT__INLINE void ft__q8_dot_row(ft_type t, const ft_tensor *W, int64_t n, const ft__q8_act *x, int M, float *out) {
+    ft__q8_row r = ft__q8_row_of(W, n);
+    int64_t K = W->shape[1];
+    r.t = t;                               /* a constant where this is inlined */
+    if (M == 1) out[0] = ft__q8_dot_1(&r, x, K / 32);
+    else if (M == 2) ft__q8_dot_n(&r, x, K, 2, out);
+    else if (M == 3) ft__q8_dot_n(&r, x, K, 3, out);
+    else ft__q8_dot_n(&r, x, K, 4, out);
+}
+#define FT__Q8_DOT(name, type) \
+    static void name(const ft_tensor *W, int64_t n, const ft__q8_act *x, int M, float *out) { ft__q8_dot_row(type, W, n, x, M, out); }
+#else
+#define FT__Q8_DOT(name, type) \
+    static void name(const ft_tensor *W, int64_t n, const ft__q8_act *x, int M, float *out) { ft__q8_dot_ref(W, n, x, M, out); }
+#endif
+FT__Q8_DOT(ft__q8_dot_q4_0, FT_TYPE_Q4_0)
+FT__Q8_DOT(ft__q8_dot_q4_1, FT_TYPE_Q4_1)
+FT__Q8_DOT(ft__q8_dot_q8_0, FT_TYPE_Q8_0)
+FT__Q8_DOT(ft__q8_dot_q4_k, FT_TYPE_Q4_K)
+FT__Q8_DOT(ft__q8_dot_q5_k, FT_TYPE_Q5_K)
+FT__Q8_DOT(ft__q8_dot_nf4, FT_TYPE_NF4)
+/* W's integer dot product, or NULL (the product decodes W to f32) */
+static ft__q8_dot_fn ft__q8_dot_of(const ft_tensor *W) {
+    if (W->ndim != 2 || W->shape[1] % 32) return NULL;
+    switch (W->type) {
+    case FT_TYPE_Q4_0: return ft__q8_dot_q4_0;
+    case FT_TYPE_Q4_1: return ft__q8_dot_q4_1;
+    case FT_TYPE_Q8_0: return ft__q8_dot_q8_0;
+    case FT_TYPE_Q4_K: return W->shape[1] % 256 ? NULL : ft__q8_dot_q4_k;
+    case FT_TYPE_Q5_K: return W->shape[1] % 256 ? NULL : ft__q8_dot_q5_k;
+    case FT_TYPE_NF4: return W->nf4 && !W->view_of && W->shape[1] % FT_NF4_BLOCK == 0 ? ft__q8_dot_nf4 : NULL;
+    default: return NULL;
+    }
 }
 
 /* ---- the rows of ft__types[] these fill (indexed by ggml type id; unchanged from today's):

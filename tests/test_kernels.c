@@ -342,9 +342,10 @@ static void attn_case_run(const attn_case *c) {
 }
 
 /* 8-bit activations (ft_ctx_set_q8_dot): every activation within half a step of its block's
-   scale; each type's integer dot product, SIMD and reference, equal to the decoded weights dotted
-   in f64 with the decoded activations (relative 1e-5 of the summed magnitudes); ft_matmul takes
-   that path only in no-grad mode and for at most 8 rows. */
+   scale; each weight type's integer dot product, SIMD and reference, equal to its weights dotted
+   in f64 with the decoded activations (relative 1e-5 of the summed magnitudes; NF4's weights
+   with their 16 values in 8 bits, round(127 v) / 127); ft_matmul takes that path only in no-grad
+   mode and for at most 8 rows. */
 static void q8_quant_rows(ft_type t, const float *w, unsigned char *q, int64_t N, int64_t K) {
     size_t rb = ft_type_row_bytes(t, K);
     int64_t n;
@@ -354,6 +355,42 @@ static void q8_quant_rows(ft_type t, const float *w, unsigned char *q, int64_t N
         else ft__quant_q8_0(w + n * K, q + n * rb, K);
     }
 }
+/* a weight (N, K) of type t from w: the GGML encoders where there are some; the K formats as
+   random bytes with sane d and dmin (every code and scale is valid); NF4 through ft_quantize_nf4.
+   wd gets the weights the integer product stands for. */
+typedef struct { ft_tensor *W; ft_nf4 q; uint8_t *packed, *qabs; float *abs2, code[256]; } q8_weight;
+static void q8_make(ft_ctx *ctx, q8_weight *o, ft_type t, const float *w, int64_t N, int64_t K, float *wd) {
+    int64_t sw[2], n, k, i;
+    sw[0] = N; sw[1] = K;
+    memset(o, 0, sizeof *o);
+    if (t == FT_TYPE_NF4) {
+        o->packed = (uint8_t *)malloc((size_t)(N * K / 2)); o->qabs = (uint8_t *)malloc((size_t)ft_nf4_blocks(N * K));
+        o->abs2 = (float *)malloc((size_t)ft_nf4_blocks2(N * K) * 4);
+        ft_quantize_nf4(w, N * K, o->packed, o->qabs, o->abs2, &o->q.offset);
+        ft_nf4_dynamic_map(o->code);
+        o->q.qabsmax = o->qabs; o->q.absmax2 = o->abs2; o->q.code = o->code;
+        o->W = ft_tensor_nf4(ctx, N, K, o->packed, &o->q);
+        for (k = 0; k < N * K; k++) {
+            int c = (k & 1) ? o->packed[k / 2] & 15 : o->packed[k / 2] >> 4;
+            wd[k] = (float)(ft__nf4_absmax(&o->q, k / 64) * (double)ft__nf4_i8[c] / 127.0);
+        }
+        return;
+    }
+    o->W = ft_tensor_new(ctx, t, 2, sw);
+    if (t == FT_TYPE_Q4_K || t == FT_TYPE_Q5_K) {
+        size_t bb = t == FT_TYPE_Q4_K ? 144 : 176;
+        unsigned char *b = (unsigned char *)o->W->data;
+        for (i = 0; i < N * K / 256; i++, b += bb) {
+            uint16_t h[2];
+            for (k = 4; k < (int64_t)bb; k++) b[k] = (unsigned char)(ft_rng_u64(&R) >> 56);
+            h[0] = ft_fp32_to_fp16(0.01f + 0.02f * ft_rng_uniform(&R));
+            h[1] = ft_fp32_to_fp16(0.005f + 0.01f * ft_rng_uniform(&R));
+            memcpy(b, h, 4);
+        }
+    } else q8_quant_rows(t, w, (unsigned char *)o->W->data, N, K);
+    for (n = 0; n < N; n++) ft__weight_row(o->W, n, 0, K, wd + n * K);
+}
+static void q8_free(q8_weight *o) { free(o->packed); free(o->qabs); free(o->abs2); }
 TEST(q8_activations_quantize_within_half_a_step) {
     const int64_t K = 608;
     float *x = randv(K, -3, 3);
@@ -383,27 +420,30 @@ TEST(q8_activations_quantize_within_half_a_step) {
     free(x); free(a.q); free(a.d); free(a.s);
 }
 TEST(q8_dot_matches_decoded_product) {
-    static const ft_type types[3] = {FT_TYPE_Q4_0, FT_TYPE_Q4_1, FT_TYPE_Q8_0};
-    const int64_t N = 37, K = 608;                 /* 19 blocks: the pair loop and its tail */
+    static const ft_type types[6] = {FT_TYPE_Q4_0, FT_TYPE_Q4_1, FT_TYPE_Q8_0, FT_TYPE_Q4_K, FT_TYPE_Q5_K, FT_TYPE_NF4};
+    const int64_t N = 37, K = 768;                 /* 24 blocks of 32, 3 super-blocks, 12 NF4 blocks */
     float *x = randv(4 * K, -3, 3), *w = randv(N * K, -1, 1), *wd = (float *)malloc((size_t)(N * K) * 4);
-    unsigned char *wq = (unsigned char *)malloc((size_t)(N * K) * 2);
     ft__q8_act a;
+    ft_ctx *ctx;
     int ti;
+    ft_ctx_init(&ctx, NULL);
     a.q = (int8_t *)malloc((size_t)(4 * K)); a.d = (float *)malloc((size_t)(4 * K / 32) * 4); a.s = (float *)malloc((size_t)(4 * K / 32) * 4);
     ft__q8_act_quant(x, &a, 4, K);
-    for (ti = 0; ti < 3; ti++) {
+    for (ti = 0; ti < 6; ti++) {
         ft_type t = types[ti];
-        size_t rb = ft_type_row_bytes(t, K);
         double worst = 0, worst_ref = 0, vs_f32 = 0;
         int64_t n, k;
         int m, same = 1;
-        q8_quant_rows(t, w, wq, N, K);
-        for (n = 0; n < N; n++) ft__type(t)->to_f32(wq + n * rb, wd + n * K, K);
+        q8_weight o;
+        ft_ctx_reset(ctx);
+        q8_make(ctx, &o, t, w, N, K, wd);
+        CHECK(ft__q8_dot_of(o.W) != NULL, "%s: no integer dot product", ft_type_name(t));
+        if (!ft__q8_dot_of(o.W)) { q8_free(&o); continue; }
         for (n = 0; n < N; n++) {
             float got[4], ref[4], one[4];
-            ft__q8_dot_of(t)(wq + n * rb, &a, K, 4, got);
-            ft__q8_dot_ref(t, wq + n * rb, &a, K, 4, ref);
-            ft__q8_dot_of(t)(wq + n * rb, &a, K, 3, one);
+            ft__q8_dot_of(o.W)(o.W, n, &a, 4, got);
+            ft__q8_dot_ref(o.W, n, &a, 4, ref);
+            ft__q8_dot_of(o.W)(o.W, n, &a, 3, one);
             same &= memcmp(got, one, 3 * sizeof(float)) == 0;
             for (m = 0; m < 4; m++) {
                 double want = 0, exact = 0, mag = 0;
@@ -417,13 +457,15 @@ TEST(q8_dot_matches_decoded_product) {
                 vs_f32 = FT__MAX(vs_f32, fabs(got[m] - exact) / mag);
             }
         }
-        printf("    %s: vs the decoded product %.1e (reference %.1e), vs the f32 product %.1e of the magnitudes\n",
+        printf("    %-4s: vs its weights and the decoded activations %.1e (reference %.1e), vs the f32 product %.1e of the magnitudes\n",
                ft_type_name(t), worst, worst_ref, vs_f32);
         CHECK(worst < 1e-5 && worst_ref < 1e-5, "%s: %.2e, reference %.2e", ft_type_name(t), worst, worst_ref);
         CHECK(vs_f32 > 1e-4 && vs_f32 < 1e-2, "%s: 8-bit activations %.2e from the f32 product", ft_type_name(t), vs_f32);
         CHECK(same, "%s: M = 3 differs from the first 3 rows of M = 4", ft_type_name(t));
+        q8_free(&o);
     }
-    free(x); free(w); free(wd); free(wq); free(a.q); free(a.d); free(a.s);
+    ft_ctx_free(ctx);
+    free(x); free(w); free(wd); free(a.q); free(a.d); free(a.s);
 }
 TEST(q8_dot_only_without_gradients_and_few_rows) {
     const int64_t N = 40, K = 96;
@@ -448,10 +490,10 @@ TEST(q8_dot_only_without_gradients_and_few_rows) {
     y8 = ft_matmul(ctx, X, W, 0, 1);                          /* no-grad, 8 rows: 4 at a time */
     for (n = 0; n < N; n++) {
         ft__q8_act h;
-        ft__q8_dot_of(FT_TYPE_Q4_1)((const unsigned char *)W->data + n * ft_type_row_bytes(FT_TYPE_Q4_1, K), &a, K, 4, got);
+        ft__q8_dot_of(W)(W, n, &a, 4, got);
         for (m = 0; m < 4; m++) ok &= ((float *)y8->data)[m * N + n] == got[m];
         h.q = a.q + 4 * K; h.d = a.d + 4 * K / 32; h.s = a.s + 4 * K / 32;
-        ft__q8_dot_of(FT_TYPE_Q4_1)((const unsigned char *)W->data + n * ft_type_row_bytes(FT_TYPE_Q4_1, K), &h, K, 4, got);
+        ft__q8_dot_of(W)(W, n, &h, 4, got);
         for (m = 0; m < 4; m++) ok &= ((float *)y8->data)[(4 + m) * N + n] == got[m];
     }
     CHECK(ok, "no-grad, 8 rows: not the integer dot products");
