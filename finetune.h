@@ -8398,6 +8398,32 @@ struct ft_safetensors {
     int mapped;                     /* buf is the file mapped read-only                         */
     ft_json_doc *hdr;
 };
+/* The pages of [p, p + n) go back to the system when they lie in a file g has mapped (the GGUF,
+   or a safetensors shard it holds): a weight converted at load (NF4) needs its file bytes no
+   more, and were they touched again they would be read back from the file. Linux only (glibc
+   hides madvise under strict C99, hence the declaration); elsewhere nothing happens. */
+#if defined(__linux__) && !defined(MADV_DONTNEED)
+#define MADV_DONTNEED 4
+extern int madvise(void *addr, size_t len, int advice);
+#endif
+static void ft__gguf_release(const ft_gguf *g, const void *p, size_t n) {
+#if defined(__linux__)
+    const unsigned char *a = FT__CAST(const unsigned char *, p), *in = NULL;
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo, hi;
+    int64_t i;
+    if (g->mapped && a >= g->base && a + n <= g->base + g->size) in = g->base;
+    for (i = 0; !in && i < g->n_kept; i++) {
+        const ft_safetensors *st = g->kept[i].st;
+        if (st && st->mapped && a >= st->buf && a + n <= st->buf + st->size) in = st->buf;
+    }
+    lo = ((uintptr_t)a + pg - 1) / pg * pg;                  /* whole pages inside the range */
+    hi = (uintptr_t)(a + n) / pg * pg;
+    if (in && hi > lo) madvise(FT__CAST(void *, lo), (size_t)(hi - lo), MADV_DONTNEED);
+#else
+    (void)g; (void)p; (void)n;
+#endif
+}
 FT_API void ft_safetensors_close(ft_safetensors *s) {
     if (!s) return;
 #if !defined(_WIN32)
@@ -10861,6 +10887,7 @@ static ft_result ft__model_quantize_nf4(ft_model *m, int head) {
         a2 = FT__CAST(float *, FT__CAST(void *, qa + ft__up64((size_t)ft_nf4_blocks(n))));
         for (o = 0; o < W->shape[0]; o++) ft__weight_row(W, o, 0, W->shape[1], tmp + o * W->shape[1]);
         if ((r = ft_quantize_nf4(tmp, n, p, qa, a2, &st->offset)) != FT_OK) { r = ft_set_error(r, "%s: %s", W->name, ft_last_error()); break; }
+        ft__gguf_release(m->g, W->data, (size_t)W->shape[0] * ft_type_row_bytes(W->type, W->shape[1]));   /* its file bytes: not needed now */
         st->qabsmax = qa; st->absmax2 = a2; st->code = m->nf4_code;
         W->type = FT_TYPE_NF4; W->data = p; W->nf4 = st;
         off += ft__nf4_bytes(n);

@@ -238,6 +238,58 @@ TEST(load_errors_are_clear) {
     remove("build/bad_arch.gguf");
 }
 
+/* a weight converted at load (NF4) gives its file's pages back (ft__gguf_release): the process's
+   resident memory drops by them, and the bytes read back from the file unchanged; memory that is
+   not a mapping of the file is left alone */
+#if defined(__linux__)
+static double vm_rss_mib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f)) if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb / 1024.0;
+}
+#endif
+TEST(released_file_pages_read_back) {
+#if defined(__linux__)
+    const int64_t n = (int64_t)8 << 20;                        /* 32 MiB of f32 */
+    float *x = (float *)malloc((size_t)n * 4), *copy = (float *)malloc((size_t)n * 4);
+    int64_t ne[1], i;
+    ft_gguf_writer *w;
+    ft_gguf *g = NULL;
+    const ft_gguf_tensor *t;
+    double rss0, rss1, sum = 0;
+    ne[0] = n;
+    for (i = 0; i < n; i++) x[i] = (float)(i % 1000) * 0.5f;
+    ft_gguf_writer_init(&w);
+    ft_gguf_add_tensor(w, "big", FT_TYPE_F32, 1, ne, x);
+    CHECK_OK(ft_gguf_write(w, "build/release_pages.gguf"));
+    ft_gguf_writer_free(w);
+    CHECK_OK(ft_gguf_open(&g, "build/release_pages.gguf"));
+    t = g ? ft_gguf_find_tensor(g, "big") : NULL;
+    CHECK(t != NULL, "tensor");
+    if (t) {
+        const float *d = (const float *)t->data;
+        for (i = 0; i < n; i += 1024) sum += d[i];           /* every page resident */
+        rss0 = vm_rss_mib();
+        ft__gguf_release(g, t->data, (size_t)n * 4);
+        rss1 = vm_rss_mib();
+        printf("    resident: %.1f MiB -> %.1f MiB after giving back the 32 MiB tensor\n", rss0, rss1);
+        CHECK(rss0 - rss1 > 28, "%.1f MiB given back", rss0 - rss1);
+        CHECK(memcmp(d, x, (size_t)n * 4) == 0, "the bytes read back from the file differ");
+        memcpy(copy, x, (size_t)n * 4);
+        ft__gguf_release(g, copy, (size_t)n * 4);             /* not the file's: untouched */
+        CHECK(memcmp(copy, x, (size_t)n * 4) == 0 && sum > 0, "malloc'd memory was changed");
+    }
+    ft_gguf_close(g);
+    remove("build/release_pages.gguf");
+    free(x); free(copy);
+#else
+    printf("    skipped: Linux only\n");
+#endif
+}
+
 FT_TEST_MAIN(test_model) {
     ft_ctx_opts o; memset(&o, 0, sizeof o); o.n_threads = 2;
     if (!tiny_model_write(P32, FT_TYPE_F32, 1) || !tiny_model_write(P16, FT_TYPE_F16, 1)) { printf("cannot write the tiny model: %s\n", ft_last_error()); return 1; }
@@ -250,6 +302,7 @@ FT_TEST_MAIN(test_model) {
     RUN(sampling);
     RUN(generate_greedy_matches_full_forward);
     RUN(load_errors_are_clear);
+    RUN(released_file_pages_read_back);
     ft_ctx_free(CTX);
     return ft_test_summary("test_model");
 }

@@ -184,7 +184,7 @@ static void run_shapes(ft_ctx *ctx, int use_blas, const int *nthr, int quick, do
    Norms, softmax, RoPE, SwiGLU and the loss are not counted. MFU = FLOPs / step time / the FMA
    peak measured at the same thread count. */
 typedef struct train_cfg {
-    const char *model, *method, *compute; int64_t B, T; int r, threads, steps, warmup, profile; float alpha, lr;
+    const char *model, *method, *compute, *quantize; int64_t B, T; int r, threads, steps, warmup, profile; float alpha, lr;
 } train_cfg;
 
 /* peak and current resident memory in MiB (VmHWM / VmRSS; ru_maxrss where /proc is missing) */
@@ -353,12 +353,12 @@ static double cpu_seconds(void) {              /* this process's CPU time, all t
 static int cmp_double(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
 
 static int bench_train(int argc, char **argv) {
-    train_cfg o; ft_ctx *ctx; ft_ctx_opts co; ft_model *m; ft_peft *p; ft_lora_opts lo; ft_optim *opt; ft_optim_opts oo;
+    train_cfg o; ft_ctx *ctx; ft_ctx_opts co; ft_model *m; ft_model_opts mo; ft_peft *p; ft_lora_opts lo; ft_optim *opt; ft_optim_opts oo;
     const ft_model_config *c; ft_batch b; int32_t *ids, *tgt; float *owned = NULL; ft_params *P;
     double peak, t_load, hwm0, hwm1, rss0, hwm, rss, *tstep, *tf, *tb, *to, med, mean = 0, loss0 = 0, loss1 = 0;
     double n_mm = 0, n_in0, n_lora, flops, attn, cpu = 0, faults = 0, sys = 0, arena = 0; int i, l, reset; const char *wtype;
     memset(&o, 0, sizeof o);
-    o.method = "qlora"; o.compute = "f32"; o.B = 4; o.T = 256; o.r = 8; o.alpha = 16; o.steps = 5; o.warmup = 2; o.lr = 1e-4f;
+    o.method = "qlora"; o.compute = "f32"; o.quantize = "none"; o.B = 4; o.T = 256; o.r = 8; o.alpha = 16; o.steps = 5; o.warmup = 2; o.lr = 1e-4f;
     o.model = getenv("FT_MODEL");
     for (i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -367,6 +367,7 @@ static int bench_train(int argc, char **argv) {
         if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) o.model = v;
         else if (strcmp(a, "--method") == 0) o.method = v;
         else if (strcmp(a, "--compute") == 0) o.compute = v;
+        else if (strcmp(a, "--quantize") == 0) o.quantize = v;
         else if (strcmp(a, "--batch") == 0) o.B = atoi(v);
         else if (strcmp(a, "--seq") == 0) o.T = atoi(v);
         else if (strcmp(a, "--rank") == 0) o.r = atoi(v);
@@ -377,8 +378,8 @@ static int bench_train(int argc, char **argv) {
         else { fprintf(stderr, "bench train: unknown option %s\n", a); return 2; }
         i++;
     }
-    if (!o.model || (strcmp(o.method, "lora") && strcmp(o.method, "qlora")) || (strcmp(o.compute, "f32") && strcmp(o.compute, "bf16")) || o.B < 1 || o.T < 2 || o.r < 1 || o.steps < 1 || o.warmup < 0) {
-        fprintf(stderr, "usage: bench train -m MODEL.gguf [--method lora|qlora] [--compute f32|bf16] [--batch B] [--seq T] [--rank r] [--alpha A]\n"
+    if (!o.model || (strcmp(o.method, "lora") && strcmp(o.method, "qlora")) || (strcmp(o.compute, "f32") && strcmp(o.compute, "bf16")) || (strcmp(o.quantize, "none") && strcmp(o.quantize, "nf4")) || o.B < 1 || o.T < 2 || o.r < 1 || o.steps < 1 || o.warmup < 0) {
+        fprintf(stderr, "usage: bench train -m MODEL.gguf [--method lora|qlora] [--compute f32|bf16] [--quantize none|nf4] [--batch B] [--seq T] [--rank r] [--alpha A]\n"
                         "                   [--threads N] [--steps S] [--warmup W] [--profile]\n");
         return 2;
     }
@@ -387,7 +388,9 @@ static int bench_train(int argc, char **argv) {
     o.threads = ft_ctx_threads(ctx);
     peak = peak_gflops(ctx);
     t_load = ft_time_seconds();
-    if (ft_model_load(&m, o.model, NULL) != FT_OK) { fprintf(stderr, "bench train: %s\n", ft_last_error()); return 1; }
+    memset(&mo, 0, sizeof mo);
+    mo.quantize = strcmp(o.quantize, "nf4") == 0 ? FT_TYPE_NF4 : FT_TYPE_F32;   /* qlora: the linear weights as NF4 at load */
+    if (ft_model_load(&m, o.model, &mo) != FT_OK) { fprintf(stderr, "bench train: %s\n", ft_last_error()); return 1; }
     c = ft_model_config_get(m);
     wtype = ft_type_name(ft_model_layer(m, 0)->wq->type);
     if (strcmp(o.method, "lora") == 0) {
