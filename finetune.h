@@ -2401,6 +2401,7 @@ struct ft_ctx {
     ft__node *tape; int n_tape, cap_tape;
     int       grad_enabled;
     int       q8_dot;                /* few-row products with 8-bit activations (ft_ctx_set_q8_dot) */
+    int       no_remat;              /* tests: keep SwiGLU's output instead of making it again */
     int       checkpointing;        /* ft_ctx_set_checkpointing: recompute segments in backward */
     int       backward_done;
     ft_result status;
@@ -5706,6 +5707,7 @@ static ft__backward_fn ft__backward_of(ft_op op) {
 }
 
 static int ft__bwd_reads(ft_op op, int k);
+static void ft__remat_inputs(ft_ctx *ctx, int i, int before);
 /* nodes [lo, hi) in reverse. Re-entrant: a node's backward may append nodes past hi and run
    this on them (a checkpoint's recomputation), so a node is found by its index each time. */
 static ft_result ft__backward_range(ft_ctx *ctx, int lo, int hi) {
@@ -5719,6 +5721,8 @@ static ft_result ft__backward_range(ft_ctx *ctx, int lo, int hi) {
                                     k, ft_op_name(nd->op), nd->in[k]->name ? nd->in[k]->name : "unnamed");
         if (ft__version(nd->out) != nd->ver[3])
             return ft_set_error(FT_ERR_INPLACE, "backward: the output of %s was modified in place", ft_op_name(nd->op));
+        ft__remat_inputs(ctx, i, 1);                            /* what was given back to be made again */
+        nd = &ctx->tape[i];
         for (k = 0; k < 4; k++) {                               /* a bug of ft__done's callers */
             const ft_tensor *x = k < 3 ? nd->in[k] : nd->out;
             if (x && (x->flags & FT__DATA_GONE) && ft__bwd_reads(nd->op, k))
@@ -5728,6 +5732,7 @@ static ft_result ft__backward_range(ft_ctx *ctx, int lo, int hi) {
             if (ft__dev_backward_of(nd->op)) ft__dev_backward_of(nd->op)(ctx, nd);
         } else if (ft__backward_of(nd->op)) ft__backward_of(nd->op)(ctx, nd);
         ft__grad_release(ctx, ctx->tape[i].out);                /* nd moves if the tape grew */
+        ft__remat_inputs(ctx, i, 0);
     }
     return ctx->status;
 }
@@ -5898,7 +5903,7 @@ static void ft__checkpoint_backward(ft_ctx *ctx, ft__node *nd) {
 static int ft__bwd_reads(ft_op op, int k) {
     switch (op) {
     case FT_OP_ADD: case FT_OP_SUB: case FT_OP_SCALE: case FT_OP_ROPE: return 0;
-    case FT_OP_MATMUL: case FT_OP_MUL: case FT_OP_LORA_LINEAR: return k < 3;
+    case FT_OP_MATMUL: case FT_OP_MUL: case FT_OP_LORA_LINEAR: case FT_OP_SWIGLU: return k < 3;
     default: return 1;
     }
 }
@@ -5922,6 +5927,57 @@ static void ft__done(ft_ctx *ctx, ft_tensor *t) {
     }
     if (!ft__spare_give(ctx, FT__F(t), ft_numel(t))) return;
     t->flags |= FT__DATA_GONE;
+}
+
+/* ft__done_remat(ctx, t): the same for a tensor that a backward does read but that the op which
+   made it can make again from inputs it keeps: SwiGLU's output (its own backward keeps the gate
+   and up). Its data goes back now; ft__remat makes it again, into a spare buffer, just before a
+   backward reads it (the same kernel on the same inputs: the same bits) and gives it back after.
+   The FFN's largest activation is then not kept: 6 MiB of SmolLM2's 35 per layer and 1,024
+   tokens. Readers other than a node's inputs (views, extras) keep it. */
+#define FT__DATA_REMAT (1u << 20)            /* ... and made again when a backward reads it     */
+static int ft__remat_producer(const ft_ctx *ctx, const ft_tensor *t) {   /* its node, or -1 */
+    int i, k;
+    const ft_tensor *x;
+    for (i = ctx->n_tape - 1; i >= 0; i--) {
+        const ft__node *nd = &ctx->tape[i];
+        if (nd->out == t) return nd->op == FT_OP_SWIGLU && !((nd->in[0]->flags | nd->in[1]->flags) & FT__DATA_GONE) ? i : -1;
+        if (nd->out->view_of == t) return -1;
+        for (k = 0; k < 3; k++) if (nd->in[k] && nd->in[k]->view_of == t) return -1;
+        for (k = 0; (x = ft__node_extra(nd, k)) != NULL; k++) if (ft__is(x, t)) return -1;
+    }
+    return -1;
+}
+static void ft__done_remat(ft_ctx *ctx, ft_tensor *t) {
+    if (!t || ctx->no_remat || t->view_of || (t->flags & (FT__DATA_GONE | FT__GRAD_SHARE | FT_TENSOR_PARAM)) || !(t->flags & FT__DATA_OWN)) return;
+    if (ft__remat_producer(ctx, t) < 0) { ft__done(ctx, t); return; }
+    if (!ft__spare_give(ctx, FT__F(t), ft_numel(t))) return;
+    t->flags |= FT__DATA_GONE | FT__DATA_REMAT;
+}
+/* t's data again, for the backward of node i (its producer is before i) */
+static void ft__remat(ft_ctx *ctx, ft_tensor *t, int i) {
+    int64_t n = ft_numel(t);
+    float *p;
+    ft__ew e;
+    while (--i >= 0 && ctx->tape[i].out != t) {}
+    if (i < 0) { ft__fail(ctx, FT_ERR_STATE, "backward: no op to make a given-back %s again", "tensor"); return; }
+    if (!(p = ft__spare_take(ctx, n))) p = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)n * sizeof(float)));
+    if (!p) { ft__fail(ctx, FT_ERR_NOMEM, "backward: arena out of memory"); return; }
+    memset(&e, 0, sizeof e);
+    e.kind = FT__EW_SWIGLU; e.n = n; e.a = FT__F(ctx->tape[i].in[0]); e.b = FT__F(ctx->tape[i].in[1]); e.y = p;
+    ft__ew_run(ctx, &e, 20.0);
+    t->data = p;
+    t->flags &= ~FT__DATA_GONE;
+}
+/* node i's inputs made again (before = 1) or given back again (before = 0) */
+static void ft__remat_inputs(ft_ctx *ctx, int i, int before) {
+    int k;
+    for (k = 0; k < 3; k++) {
+        ft_tensor *x = ctx->tape[i].in[k];
+        if (!x || !(x->flags & FT__DATA_REMAT) || !ft__bwd_reads(ctx->tape[i].op, k)) continue;
+        if (before && (x->flags & FT__DATA_GONE)) ft__remat(ctx, x, i);
+        else if (!before && !(x->flags & FT__DATA_GONE) && ft__spare_give(ctx, FT__F(x), ft_numel(x))) x->flags |= FT__DATA_GONE;
+    }
 }
 
 /* ============================================================================================
@@ -11695,8 +11751,9 @@ static ft_tensor *ft__model_layer(ft_ctx *ctx, void *user, ft_tensor *h) {
     n = ft_rmsnorm(ctx, h, L->ffn_norm, c->rms_eps);
     if (L->router) a = ft__peft_after(ctx, m, l, 1, ft__model_moe(ctx, m, l, n));
     else {
-        a = ft__model_glu(ctx, m, ft__linear(ctx, m, n, L->w_gate, NULL, l, FT_SITE_GATE), ft__linear(ctx, m, n, L->w_up, NULL, l, FT_SITE_UP));
-        a = ft__peft_after(ctx, m, l, 1, ft__linear(ctx, m, a, L->w_down, NULL, l, FT_SITE_DOWN));
+        ft_tensor *glu = ft__model_glu(ctx, m, ft__linear(ctx, m, n, L->w_gate, NULL, l, FT_SITE_GATE), ft__linear(ctx, m, n, L->w_up, NULL, l, FT_SITE_UP));
+        a = ft__peft_after(ctx, m, l, 1, ft__linear(ctx, m, glu, L->w_down, NULL, l, FT_SITE_DOWN));
+        ft__done_remat(ctx, glu);           /* made again for the down projection's backward */
     }
     if (L->post_ffn_norm) a = ft_rmsnorm(ctx, a, L->post_ffn_norm, c->rms_eps);
     h = ft_add(ctx, h, a);

@@ -6,6 +6,7 @@
 #define FINETUNE_IMPLEMENTATION
 #include "../finetune.h"
 #include "ft_test.h"
+#include "tiny_model.h"
 
 static ft_ctx *C;
 static int seen[FT_OP_COUNT];
@@ -403,6 +404,63 @@ TEST(forward_outputs_given_back) {
     free(g0); ft_params_free(P);
 }
 
+/* SwiGLU's output given back in the forward and made again for the down projection's backward
+   (ft__done_remat): a LoRA step of a tiny model (every LoRA weight random, dropout 0.1) gives the
+   loss and gradients of keeping it, bit for bit, with and without checkpointing, and the arena
+   peaks lower by about the outputs' size */
+TEST(swiglu_output_made_again) {
+    ft_model *m = NULL; ft_peft *p = NULL; ft_params *P; ft_lora_opts lo; ft_batch b;
+    int32_t ids[2 * 16], tgt[2 * 16]; int run, i, k; float loss[3]; size_t peak[3]; float *g[3]; int64_t n;
+    tiny_layers = 4;                         /* the last layer's output is made again while others are gone */
+    CHECK(tiny_model_write("build/remat_tiny.gguf", FT_TYPE_F32, 3), "tiny model");
+    tiny_layers = TINY_L;
+    CHECK_OK(ft_model_load(&m, "build/remat_tiny.gguf", NULL));
+    if (!m) return;
+    memset(&lo, 0, sizeof lo); lo.r = 4; lo.alpha = 8; lo.dropout = 0.1f; lo.targets = FT_TARGET_ALL_LINEAR; lo.seed = 1;
+    CHECK_OK(ft_lora_attach(&p, m, &lo));
+    if (!p) { ft_model_free(m); return; }
+    P = ft_peft_params(p);
+    ft_rng_seed(ft_ctx_rng(C), 3);
+    for (k = 0; k < ft_params_count(P); k++) ft_params_init_uniform(P, ft_params_get(P, k), -0.2f, 0.2f, C);
+    for (i = 0; i < 32; i++) { ids[i] = (i * 7 + 3) % TINY_V; tgt[i] = (i * 5 + 1) % TINY_V; }
+    memset(&b, 0, sizeof b); b.B = 2; b.T = 16; b.ids = ids;
+    n = 0;
+    for (k = 0; k < ft_params_count(P); k++) n += ft_numel(ft_params_get(P, k));
+    for (run = 0; run < 3; run++) {
+        ft_tensor *l; int64_t o = 0;
+        C->no_remat = run == 0;
+        ft_ctx_set_checkpointing(C, run == 2);
+        ft_params_zero_grad(P);
+        ft_rng_seed(ft_ctx_rng(C), 5);                      /* the same dropout masks */
+        ft_ctx_reset(C);
+        l = ft_model_loss(C, m, ft_model_hidden(C, m, &b), tgt, 0);
+        CHECK(l != NULL, "run %d: forward: %s", run, ft_last_error());
+        if (!l) break;
+        CHECK_OK(ft_backward(C, l));
+        loss[run] = ((float *)l->data)[0];
+        peak[run] = ft_ctx_arena_peak(C);
+        g[run] = (float *)malloc((size_t)n * 4);
+        for (k = 0; k < ft_params_count(P); k++) {
+            ft_tensor *t = ft_params_get(P, k);
+            memcpy(g[run] + o, t->grad, (size_t)ft_numel(t) * 4);
+            o += ft_numel(t);
+        }
+    }
+    C->no_remat = 0;
+    ft_ctx_set_checkpointing(C, 0);
+    if (run == 3) {
+        printf("    loss %.6f; arena peak %zu bytes keeping SwiGLU's outputs, %zu making them again (%zu with checkpointing)\n",
+               loss[0], peak[0], peak[1], peak[2]);
+        CHECK(loss[1] == loss[0] && loss[2] == loss[0], "loss %.9g / %.9g / %.9g", loss[0], loss[1], loss[2]);
+        CHECK(memcmp(g[0], g[1], (size_t)n * 4) == 0, "the gradients differ when SwiGLU's output is made again");
+        CHECK(memcmp(g[0], g[2], (size_t)n * 4) == 0, "... and with checkpointing");
+        CHECK(peak[1] + (size_t)(2 * 2 * 16 * TINY_F * 4) <= peak[0], "arena peak %zu, keeping %zu: not 2 of the 4 outputs less", peak[1], peak[0]);
+    }
+    for (i = 0; i < run; i++) free(g[i]);
+    ft_peft_free(p); ft_model_free(m);
+    remove("build/remat_tiny.gguf");
+}
+
 TEST(every_op_has_a_gradient_check) {
     int op;
     for (op = 1; op < FT_OP_COUNT; op++)
@@ -428,6 +486,7 @@ FT_TEST_MAIN(test_grad) {
     RUN(grad_llama_block);
     RUN(grad_checkpoint);
     RUN(forward_outputs_given_back);
+    RUN(swiglu_output_made_again);
     RUN(every_op_has_a_gradient_check);
     ft_ctx_free(C);
     return ft_test_summary("test_grad");
