@@ -2401,7 +2401,7 @@ struct ft_ctx {
     ft__node *tape; int n_tape, cap_tape;
     int       grad_enabled;
     int       q8_dot;                /* few-row products with 8-bit activations (ft_ctx_set_q8_dot) */
-    int       no_remat;              /* tests: keep SwiGLU's output instead of making it again */
+    int       no_remat;              /* tests: keep what ft__done_remat would make again      */
     int       checkpointing;        /* ft_ctx_set_checkpointing: recompute segments in backward */
     int       backward_done;
     ft_result status;
@@ -4000,15 +4000,20 @@ static void ft__skinny_acc(ft_ctx *ctx, int64_t r, int64_t N, int64_t K, const f
    Shapes: N rows of C channels unless stated. Backward kernels ACCUMULATE into d* buffers. */
 
 /* x (N, C), w (C) or NULL -> y (N, C), rstd (N) */
+/* y (C) = x r w (w may be NULL): a row of the forward, and of its output made again */
+static void ft__rmsnorm_apply(float *y, const float *x, const float *w, float r, int64_t C) {
+    int64_t j;
+    if (w) for (j = 0; j < C; j++) y[j] = x[j] * r * w[j];
+    else ft__vec_scale(C, y, r, x);
+}
 static void ft__rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
                                 int64_t N, int64_t C, float eps) {
-    int64_t i, j;
+    int64_t i;
     for (i = 0; i < N; i++) {
         const float *xr = x + i * C; float *yr = y + i * C;
         float r = 1.0f / sqrtf(ft__vec_dot(C, xr, xr) / (float)C + eps);
         rstd[i] = r;
-        if (w) for (j = 0; j < C; j++) yr[j] = xr[j] * r * w[j];
-        else ft__vec_scale(C, yr, r, xr);
+        ft__rmsnorm_apply(yr, xr, w, r, C);
     }
 }
 /* dx (N, C) += rstd (g - x rstd^2 mean(g x)) with g = dy * w;  dw (C) += sum_rows dy x rstd.
@@ -4902,6 +4907,11 @@ typedef struct ft__norm_job { float *y, *dx, *s0, *s1; const float *x, *w, *b, *
 static void ft__rmsnorm_fwd_rows(void *p, int64_t lo, int64_t hi) {
     ft__norm_job *j = FT__CAST(ft__norm_job *, p);
     ft__rmsnorm_forward(j->y + lo * j->C, j->s0 + lo, j->x + lo * j->C, j->w, hi - lo, j->C, j->eps);
+}
+static void ft__rmsnorm_apply_rows(void *p, int64_t lo, int64_t hi) {   /* y from x and the kept rstd */
+    ft__norm_job *j = FT__CAST(ft__norm_job *, p);
+    int64_t i;
+    for (i = lo; i < hi; i++) ft__rmsnorm_apply(j->y + i * j->C, j->x + i * j->C, j->w, j->s0[i], j->C);
 }
 static void ft__rmsnorm_bwd_rows(void *p, int64_t lo, int64_t hi) {
     ft__norm_job *j = FT__CAST(ft__norm_job *, p);
@@ -5903,7 +5913,7 @@ static void ft__checkpoint_backward(ft_ctx *ctx, ft__node *nd) {
 static int ft__bwd_reads(ft_op op, int k) {
     switch (op) {
     case FT_OP_ADD: case FT_OP_SUB: case FT_OP_SCALE: case FT_OP_ROPE: return 0;
-    case FT_OP_MATMUL: case FT_OP_MUL: case FT_OP_LORA_LINEAR: case FT_OP_SWIGLU: return k < 3;
+    case FT_OP_MATMUL: case FT_OP_MUL: case FT_OP_LORA_LINEAR: case FT_OP_SWIGLU: case FT_OP_RMSNORM: return k < 3;
     default: return 1;
     }
 }
@@ -5930,18 +5940,25 @@ static void ft__done(ft_ctx *ctx, ft_tensor *t) {
 }
 
 /* ft__done_remat(ctx, t): the same for a tensor that a backward does read but that the op which
-   made it can make again from inputs it keeps: SwiGLU's output (its own backward keeps the gate
+   made it can make again from what it keeps: SwiGLU's output (its own backward keeps the gate
    and up). Its data goes back now; ft__remat makes it again, into a spare buffer, just before a
    backward reads it (the same kernel on the same inputs: the same bits) and gives it back after.
-   The FFN's largest activation is then not kept: 6 MiB of SmolLM2's 35 per layer and 1,024
-   tokens. Readers other than a node's inputs (views, extras) keep it. */
+   The same for RMSNorm's output, made again from x and the rstd it keeps. For SmolLM2 and 1,024
+   tokens a layer then keeps 22 MiB instead of 35 (the FFN's SwiGLU output, the two normed
+   inputs). Readers other than a node's inputs (views, extras) keep it. */
 #define FT__DATA_REMAT (1u << 20)            /* ... and made again when a backward reads it     */
+/* can nd make its output again from what it keeps? (SwiGLU: gate and up; RMSNorm: x, w, rstd) */
+static int ft__remakes(const ft__node *nd) {
+    if (nd->op == FT_OP_SWIGLU) return !((nd->in[0]->flags | nd->in[1]->flags) & FT__DATA_GONE);
+    if (nd->op == FT_OP_RMSNORM) return nd->s0 && !(nd->in[0]->flags & FT__DATA_GONE) && (!nd->in[1] || nd->in[1]->type == FT_TYPE_F32);
+    return 0;
+}
 static int ft__remat_producer(const ft_ctx *ctx, const ft_tensor *t) {   /* its node, or -1 */
     int i, k;
     const ft_tensor *x;
     for (i = ctx->n_tape - 1; i >= 0; i--) {
         const ft__node *nd = &ctx->tape[i];
-        if (nd->out == t) return nd->op == FT_OP_SWIGLU && !((nd->in[0]->flags | nd->in[1]->flags) & FT__DATA_GONE) ? i : -1;
+        if (nd->out == t) return ft__remakes(nd) ? i : -1;
         if (nd->out->view_of == t) return -1;
         for (k = 0; k < 3; k++) if (nd->in[k] && nd->in[k]->view_of == t) return -1;
         for (k = 0; (x = ft__node_extra(nd, k)) != NULL; k++) if (ft__is(x, t)) return -1;
@@ -5958,16 +5975,33 @@ static void ft__done_remat(ft_ctx *ctx, ft_tensor *t) {
 static void ft__remat(ft_ctx *ctx, ft_tensor *t, int i) {
     int64_t n = ft_numel(t);
     float *p;
-    ft__ew e;
     while (--i >= 0 && ctx->tape[i].out != t) {}
     if (i < 0) { ft__fail(ctx, FT_ERR_STATE, "backward: no op to make a given-back %s again", "tensor"); return; }
     if (!(p = ft__spare_take(ctx, n))) p = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)n * sizeof(float)));
     if (!p) { ft__fail(ctx, FT_ERR_NOMEM, "backward: arena out of memory"); return; }
-    memset(&e, 0, sizeof e);
-    e.kind = FT__EW_SWIGLU; e.n = n; e.a = FT__F(ctx->tape[i].in[0]); e.b = FT__F(ctx->tape[i].in[1]); e.y = p;
-    ft__ew_run(ctx, &e, 20.0);
+    if (ctx->tape[i].op == FT_OP_SWIGLU) {          /* as ft_swiglu */
+        ft__ew e;
+        memset(&e, 0, sizeof e);
+        e.kind = FT__EW_SWIGLU; e.n = n; e.a = FT__F(ctx->tape[i].in[0]); e.b = FT__F(ctx->tape[i].in[1]); e.y = p;
+        ft__ew_run(ctx, &e, 20.0);
+    } else {                                         /* RMSNorm with its kept rstd */
+        ft__norm_job j;
+        memset(&j, 0, sizeof j);
+        j.y = p; j.x = FT__F(ctx->tape[i].in[0]); j.w = ctx->tape[i].in[1] ? FT__F(ctx->tape[i].in[1]) : NULL;
+        j.s0 = ctx->tape[i].s0; j.C = t->shape[t->ndim - 1];
+        ft__parallel(ctx, ft_nrows(t), 2.0 * (double)n, ft__rmsnorm_apply_rows, &j);
+    }
     t->data = p;
     t->flags &= ~FT__DATA_GONE;
+}
+/* does a backward still to run (a node between t's producer and i) read t? (q, k and v read the
+   same normed x: it is made once for the three) */
+static int ft__remat_read_before(const ft_ctx *ctx, const ft_tensor *t, int i) {
+    int k;
+    while (--i >= 0 && ctx->tape[i].out != t)
+        for (k = 0; k < 3; k++)
+            if (ctx->tape[i].in[k] == t && ctx->tape[i].out->grad && ft__bwd_reads(ctx->tape[i].op, k)) return 1;
+    return 0;
 }
 /* node i's inputs made again (before = 1) or given back again (before = 0) */
 static void ft__remat_inputs(ft_ctx *ctx, int i, int before) {
@@ -5976,7 +6010,8 @@ static void ft__remat_inputs(ft_ctx *ctx, int i, int before) {
         ft_tensor *x = ctx->tape[i].in[k];
         if (!x || !(x->flags & FT__DATA_REMAT) || !ft__bwd_reads(ctx->tape[i].op, k)) continue;
         if (before && (x->flags & FT__DATA_GONE)) ft__remat(ctx, x, i);
-        else if (!before && !(x->flags & FT__DATA_GONE) && ft__spare_give(ctx, FT__F(x), ft_numel(x))) x->flags |= FT__DATA_GONE;
+        else if (!before && !(x->flags & FT__DATA_GONE) && !ft__remat_read_before(ctx, x, i) && ft__spare_give(ctx, FT__F(x), ft_numel(x)))
+            x->flags |= FT__DATA_GONE;
     }
 }
 
@@ -11743,6 +11778,7 @@ static ft_tensor *ft__model_layer(ft_ctx *ctx, void *user, ft_tensor *h) {
     q = ft__model_qk(ctx, m, n, L->wq, L->bq, L->q_norm, l, FT_SITE_Q, (int)c->n_head, p, &ro);
     k = ft__model_qk(ctx, m, n, L->wk, L->bk, L->k_norm, l, FT_SITE_K, (int)c->n_head_kv, p, &ro);
     v = ft__linear(ctx, m, n, L->wv, L->bv, l, FT_SITE_V);
+    ft__done_remat(ctx, n);                 /* made again for q, k and v's backward */
     if (kv && k && v && !ft__kv_append(ctx, kv, l, row0, B, T, qoff, &k, &v)) return NULL;
     a = ft__peft_after(ctx, m, l, 0, ft__linear(ctx, m, ft_attention(ctx, q, k, v, &ao), L->wo, NULL, l, FT_SITE_O));
     if (L->post_attn_norm) a = ft_rmsnorm(ctx, a, L->post_attn_norm, c->rms_eps);
@@ -11752,6 +11788,7 @@ static ft_tensor *ft__model_layer(ft_ctx *ctx, void *user, ft_tensor *h) {
     if (L->router) a = ft__peft_after(ctx, m, l, 1, ft__model_moe(ctx, m, l, n));
     else {
         ft_tensor *glu = ft__model_glu(ctx, m, ft__linear(ctx, m, n, L->w_gate, NULL, l, FT_SITE_GATE), ft__linear(ctx, m, n, L->w_up, NULL, l, FT_SITE_UP));
+        ft__done_remat(ctx, n);
         a = ft__peft_after(ctx, m, l, 1, ft__linear(ctx, m, glu, L->w_down, NULL, l, FT_SITE_DOWN));
         ft__done_remat(ctx, glu);           /* made again for the down projection's backward */
     }

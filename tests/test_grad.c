@@ -404,11 +404,11 @@ TEST(forward_outputs_given_back) {
     free(g0); ft_params_free(P);
 }
 
-/* SwiGLU's output given back in the forward and made again for the down projection's backward
-   (ft__done_remat): a LoRA step of a tiny model (every LoRA weight random, dropout 0.1) gives the
-   loss and gradients of keeping it, bit for bit, with and without checkpointing, and the arena
-   peaks lower by about the outputs' size */
-TEST(swiglu_output_made_again) {
+/* SwiGLU's and RMSNorm's outputs given back in the forward and made again for the backward of
+   the projections that read them (ft__done_remat): a LoRA step of a tiny model (every LoRA
+   weight random, dropout 0.1) gives the loss and gradients of keeping them, bit for bit, with
+   and without checkpointing, and the arena peaks lower by more than two layers' SwiGLU outputs */
+TEST(outputs_made_again_in_backward) {
     ft_model *m = NULL; ft_peft *p = NULL; ft_params *P; ft_lora_opts lo; ft_batch b;
     int32_t ids[2 * 16], tgt[2 * 16]; int run, i, k; float loss[3]; size_t peak[3]; float *g[3]; int64_t n;
     tiny_layers = 4;                         /* the last layer's output is made again while others are gone */
@@ -449,10 +449,10 @@ TEST(swiglu_output_made_again) {
     C->no_remat = 0;
     ft_ctx_set_checkpointing(C, 0);
     if (run == 3) {
-        printf("    loss %.6f; arena peak %zu bytes keeping SwiGLU's outputs, %zu making them again (%zu with checkpointing)\n",
+        printf("    loss %.6f; arena peak %zu bytes keeping the outputs, %zu making them again (%zu with checkpointing)\n",
                loss[0], peak[0], peak[1], peak[2]);
         CHECK(loss[1] == loss[0] && loss[2] == loss[0], "loss %.9g / %.9g / %.9g", loss[0], loss[1], loss[2]);
-        CHECK(memcmp(g[0], g[1], (size_t)n * 4) == 0, "the gradients differ when SwiGLU's output is made again");
+        CHECK(memcmp(g[0], g[1], (size_t)n * 4) == 0, "the gradients differ when the outputs are made again");
         CHECK(memcmp(g[0], g[2], (size_t)n * 4) == 0, "... and with checkpointing");
         CHECK(peak[1] + (size_t)(2 * 2 * 16 * TINY_F * 4) <= peak[0], "arena peak %zu, keeping %zu: not 2 of the 4 outputs less", peak[1], peak[0]);
     }
@@ -486,7 +486,7 @@ FT_TEST_MAIN(test_grad) {
     RUN(grad_llama_block);
     RUN(grad_checkpoint);
     RUN(forward_outputs_given_back);
-    RUN(swiglu_output_made_again);
+    RUN(outputs_made_again_in_backward);
     RUN(every_op_has_a_gradient_check);
     ft_ctx_free(C);
     return ft_test_summary("test_grad");

@@ -207,7 +207,9 @@ static void mem_mib(double *hwm, double *rss) {
     if (*hwm == 0) { struct rusage ru; getrusage(RUSAGE_SELF, &ru); *hwm = ru.ru_maxrss / 1024.0; }
 }
 
-/* every 2-D weight to an owned f32 copy (the head too when it is not tied); returns the block */
+/* every 2-D weight to an owned f32 copy (the head too when it is not tied), the file's pages of
+   it given back (a model that is f32 in its file would be used where it is mapped); returns the
+   block */
 static float *dequantize_model(ft_model *m) {
     const ft_model_config *c = ft_model_config_get(m);
     ft_tensor *w[16 * 64 + 2]; int n = 0, i, l; int64_t total = 0; float *blk, *p;
@@ -225,6 +227,7 @@ static float *dequantize_model(ft_model *m) {
         if (w[i]->type != FT_TYPE_F32)
             for (r = 0; r < rows; r++) ft__type(w[i]->type)->to_f32((const unsigned char *)w[i]->data + (size_t)r * rb, p + r * cols, cols);
         else memcpy(p, w[i]->data, (size_t)(rows * cols) * sizeof(float));
+        ft__gguf_release(ft_model_gguf(m), w[i]->data, (size_t)rows * rb);   /* the file's copy: not used now */
         w[i]->data = p; w[i]->type = FT_TYPE_F32; p += rows * cols;
     }
     return blk;
