@@ -134,6 +134,21 @@ static int load_fixture(const char *path) {
 
 /* ---- helpers ---------------------------------------------------------------------------------- */
 static int argmax_row(const float *row, int64_t V) { int64_t i, b = 0; for (i = 1; i < V; i++) if (row[i] > row[b]) b = i; return (int)b; }
+/* the largest |logit difference| from a reference position over the recorded ids */
+static double sub_err(const float *row, const pos_rec *q) {
+    double pa = 0;
+    int i;
+    for (i = 0; i < NSUB; i++) {
+        double d = fabs((double)row[SUB[i]] - q->sub[i]);
+        if (d > pa) pa = d;
+    }
+    return pa;
+}
+/* a differing argmax at a near-tie: llama.cpp's top-2 gap is within the error measured at this
+   position, and our own margin between the two ids is as small */
+static int near_tie(const pos_rec *q, const float *row, int am, double pa) {
+    return q->gap <= 2 * pa && (double)row[am] - row[q->argmax] <= 2 * pa;
+}
 static const prompt_rec *find_prompt(const char *name) { int k; for (k = 0; k < NP; k++) if (!strcmp(P[k].name, name)) return &P[k]; return NULL; }
 
 /* ---- tests ------------------------------------------------------------------------------------ */
@@ -164,7 +179,7 @@ TEST(chat_template_renders_the_prompt) {
 }
 
 TEST(logits_match) {
-    int k, r, t, i; int64_t V = ft_model_config_get(M)->n_vocab;
+    int k, r, t; int64_t V = ft_model_config_get(M)->n_vocab;
     double worst_abs[MAXR] = {0}, worst_rel[MAXR] = {0}, secs = 0; int agree[MAXR] = {0}, excused[MAXR] = {0}, total = 0, ntok = 0;
     char where[MAXR][64] = {{0}};
     CHECK(V == NV, "n_vocab %lld, fixture %d", (long long)V, NV);
@@ -182,19 +197,13 @@ TEST(logits_match) {
             const float *row = (const float *)y->data + (size_t)t * (size_t)V; int am = argmax_row(row, V);
             total++;
             for (r = 0; r < NR; r++) {
-                const pos_rec *q = &P[k].pos[r][t]; double pa = 0;
-                for (i = 0; i < NSUB; i++) {
-                    double d = fabs((double)row[SUB[i]] - q->sub[i]);
-                    if (d > pa) pa = d;
-                }
+                const pos_rec *q = &P[k].pos[r][t]; double pa = sub_err(row, q);
                 if (pa > worst_abs[r]) worst_abs[r] = pa;
                 if (pa / q->range > worst_rel[r]) { worst_rel[r] = pa / q->range; snprintf(where[r], sizeof where[r], "%.24s pos %d", P[k].name, t); }
                 if (am == q->argmax) agree[r]++;
                 else {
-                    /* a near-tie: llama.cpp's top-2 gap is within the error measured at this position,
-                       and our own margin between the two ids is as small */
                     double ours = (double)row[am] - row[q->argmax];
-                    int tie = q->gap <= 2 * pa && ours <= 2 * pa;
+                    int tie = near_tie(q, row, am, pa);
                     excused[r] += tie;
                     printf("    %s: %s pos %d: argmax %d, llama.cpp %d (its top-2 gap %.4f, our margin %.4f, error here %.4f)%s\n",
                            RNAME[r], P[k].name, t, am, q->argmax, q->gap, ours, pa, tie ? ": a near-tie" : "");
@@ -218,7 +227,7 @@ TEST(logits_match) {
    time, so every matmul of the Q4_1 / Q8_0 weights dots 8-bit activations in integers as llama.cpp's
    own run does; its logits against both references with the same bounds as logits_match */
 TEST(decode_with_8bit_activations) {
-    int k, r, t, i; int64_t V = ft_model_config_get(M)->n_vocab;
+    int k, r, t; int64_t V = ft_model_config_get(M)->n_vocab;
     double worst_rel[MAXR] = {0}; int agree[MAXR] = {0}, excused[MAXR] = {0}, total = 0;
     int old = ft_ctx_set_q8_dot(C, 1);
     for (k = 0; k < NP; k++) {
@@ -234,14 +243,10 @@ TEST(decode_with_8bit_activations) {
             row = (const float *)y->data; am = argmax_row(row, V);
             total++;
             for (r = 0; r < NR; r++) {
-                const pos_rec *q = &P[k].pos[r][t]; double pa = 0;
-                for (i = 0; i < NSUB; i++) {
-                    double d = fabs((double)row[SUB[i]] - q->sub[i]);
-                    if (d > pa) pa = d;
-                }
+                const pos_rec *q = &P[k].pos[r][t]; double pa = sub_err(row, q);
                 if (pa / q->range > worst_rel[r]) worst_rel[r] = pa / q->range;
                 if (am == q->argmax) agree[r]++;
-                else excused[r] += q->gap <= 2 * pa && (double)row[am] - row[q->argmax] <= 2 * pa;
+                else excused[r] += near_tie(q, row, am, pa);
             }
         }
         ft_kv_cache_free(kv);
