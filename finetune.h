@@ -86,7 +86,9 @@
       activations plus a few layers' gradients (set FT_TENSOR_RETAIN_GRAD on an output before
       ft_backward to read its ->grad afterwards; parameters' and leaves' gradients stay). The
       model's forward gives back, in the same way, outputs no backward reads (q and k before
-      RoPE, what is added to the residual stream): backward checks it never reads them. Writing into
+      RoPE, what is added to the residual stream): backward checks it never reads them. Cheap
+      outputs that a backward does read (SwiGLU's, RMSNorm's) are given back too and made again
+      from what their op keeps just before that backward runs, bit for bit. Writing into
       a tensor that the tape saved (ft_tensor_mark_modified, the ft_*_inplace ops) bumps its
       version; backward then stops with FT_ERR_INPLACE instead of using stale values.
       Op set: matmul (both transposes, batched), add/sub/mul (broadcasting), scale, sum/mean
