@@ -1,4 +1,4 @@
-/* finetune.h - v0.4.1 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
+/* finetune.h - v0.4.2 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
    https://github.com/ (vendor it: one file, C99, libc + libm + pthreads)
 
    Do this:
@@ -392,6 +392,10 @@
              gradients summed through the host blocks); dropout as a counter-based draw (one RNG
              draw per call), which a device makes bit for bit; bf16 compute on the CPU
              (ft_ctx_opts.compute, ft_compute: AVX512-BF16 dot products in the GEMM)
+      0.4.2  8-bit activations for generation (ft_ctx_opts.q8_dot, ft_ctx_set_q8_dot: integer
+             dot products with Q4_0 / Q4_1 / Q8_0 / Q4_K / Q5_K / NF4 rows, VNNI where present);
+             SwiGLU's and RMSNorm's outputs made again in backward instead of kept; weights
+             quantized to NF4 at load give their file pages back
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H
