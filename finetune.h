@@ -131,8 +131,9 @@
       8-bit activations: ft_ctx_opts.q8_dot = 1 (ft_ctx_set_q8_dot) makes the products of at most
       8 rows with a Q4_0 / Q4_1 / Q8_0 / Q4_K / Q5_K / NF4 weight (NF4's 16 values as 8-bit
       integers), in no-grad mode (token-by-token generation, rollouts), quantize the rows to 8 bits
-      in blocks of 32 and dot them with the weight's blocks in integers (vpdpbusd with AVX512-VNNI, vpmaddubsw on AVX2, vdot / vmull on NEON), as
-      llama.cpp's CPU backend does: no f32 copy of a weight row is made. Generation of SmolLM2's
+      in blocks of 32 and dot them with the weight's blocks in integers (vpdpbusd with
+      AVX512-VNNI, vpmaddubsw on AVX2, vdot / vmull on NEON), as llama.cpp's CPU backend does: no
+      f32 copy of a weight row is made. Generation of SmolLM2's
       Q4_1 file runs at about 1.5x the f32 path's tokens/s; the logits move by what llama.cpp's
       own run moves (4% of their range). Products that record a gradient are always f32;
       `ft generate` uses it (--q8-dot 0: f32).
@@ -5956,7 +5957,7 @@ static void ft__done(ft_ctx *ctx, ft_tensor *t) {
 /* can nd make its output again from what it keeps? (SwiGLU: gate and up; RMSNorm: x, w, rstd) */
 static int ft__remakes(const ft__node *nd) {
     if (nd->op == FT_OP_SWIGLU) return !((nd->in[0]->flags | nd->in[1]->flags) & FT__DATA_GONE);
-    if (nd->op == FT_OP_RMSNORM) return nd->s0 && !(nd->in[0]->flags & FT__DATA_GONE) && (!nd->in[1] || nd->in[1]->type == FT_TYPE_F32);
+    if (nd->op == FT_OP_RMSNORM) return nd->s0 && !(nd->in[0]->flags & FT__DATA_GONE);
     return 0;
 }
 static int ft__remat_producer(const ft_ctx *ctx, const ft_tensor *t) {   /* its node, or -1 */
@@ -5982,7 +5983,7 @@ static void ft__remat(ft_ctx *ctx, ft_tensor *t, int i) {
     int64_t n = ft_numel(t);
     float *p;
     while (--i >= 0 && ctx->tape[i].out != t) {}
-    if (i < 0) { ft__fail(ctx, FT_ERR_STATE, "backward: no op to make a given-back %s again", "tensor"); return; }
+    if (i < 0) { ft__fail(ctx, FT_ERR_STATE, "backward: no op to make a given-back tensor again"); return; }
     if (!(p = ft__spare_take(ctx, n))) p = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)n * sizeof(float)));
     if (!p) { ft__fail(ctx, FT_ERR_NOMEM, "backward: arena out of memory"); return; }
     if (ctx->tape[i].op == FT_OP_SWIGLU) {          /* as ft_swiglu */
@@ -6713,10 +6714,9 @@ static ft__dev_backward_fn ft__dev_backward_of(ft_op op) {
    one trap: (q - 8) d is -0 for q = 8 and d < 0, and q d - 8 d would be +0, so every version
    here multiplies last where the reference does.
    Encoding is ggml's quantize_row_{q8_0,q4_0,q4_1}_ref (= gguf.quants.quantize), byte for byte.
-   Last, generation's integer dot products: 8-bit activations against Q4_0 / Q4_1 / Q8_0 / Q4_K /
-   Q5_K / NF4 rows.
    Then NF4 (bitsandbytes, not a GGML format): encoder, decoder and the weight-row reader that
-   the matmul and the embedding use for every storage type (ft__weight_row).
+   the matmul and the embedding use for every storage type (ft__weight_row). Last, generation's
+   integer dot products: 8-bit activations against Q4_0 / Q4_1 / Q8_0 / Q4_K / Q5_K / NF4 rows.
    ============================================================================================ */
 typedef struct { uint16_t d; uint8_t qs[16]; } ft__block_q4_0;                       /*  18 B */
 typedef struct { uint16_t d, m; uint8_t qs[16]; } ft__block_q4_1;                    /*  20 B */
@@ -7520,48 +7520,64 @@ static ft__q8_row ft__q8_row_of(const ft_tensor *W, int64_t n) {
     r.p = FT__CAST(const unsigned char *, W->data) + (size_t)n * (W->type == FT_TYPE_NF4 ? (size_t)K / 2 : ft_type_row_bytes(W->type, K));
     return r;
 }
-/* the block's bytes, scale and offset; for the K formats j is the sub-block */
-FT__INLINE const unsigned char *ft__q8_block_at(const ft__q8_row *r, int64_t i, float *d, float *off, int *j) {
-    const unsigned char *b;
-    uint16_t h[2];
+/* block i of the row: its scale and offset, and where its codes are (the block structs of the
+   decoders above). A K super-block's sub-block j is the low (j even) or high nibbles of 32 bytes;
+   Q5_K's fifth bits are bit j of qh[0..32). */
+FT__INLINE const uint8_t *ft__q8_block_at(const ft__q8_row *r, int64_t i, float *d, float *off, int *j, const uint8_t **qh) {
+    const void *p = r->p;
     int sc, mn;
     if (r->t == FT_TYPE_NF4) {
         *d = ft__nf4_absmax(r->nf4, (r->e0 + i * 32) / FT_NF4_BLOCK) * (1.0f / 127.0f);
         *off = 0.0f;
         return r->p + i * 16;
     }
-    if (r->t == FT_TYPE_Q4_K || r->t == FT_TYPE_Q5_K) {
-        b = r->p + (size_t)(i / 8) * (r->t == FT_TYPE_Q4_K ? 144 : 176);
+    if (r->t == FT_TYPE_Q4_K) {
+        const ft__block_q4_k *b = FT__CAST(const ft__block_q4_k *, p) + i / 8;
         *j = (int)(i % 8);
-        memcpy(h, b, sizeof h);                          /* d, dmin */
-        ft__scale_min_k4(*j, b + 4, &sc, &mn);
-        *d = ft_fp16_to_fp32(h[0]) * (float)sc;
-        *off = -ft_fp16_to_fp32(h[1]) * (float)mn;
-        return b;
+        ft__scale_min_k4(*j, b->scales, &sc, &mn);
+        *d = ft_fp16_to_fp32(b->d) * (float)sc;
+        *off = -ft_fp16_to_fp32(b->dmin) * (float)mn;
+        return b->qs + 32 * (*j >> 1);
     }
-    b = r->p + (size_t)i * (r->t == FT_TYPE_Q8_0 ? 34 : r->t == FT_TYPE_Q4_1 ? 20 : 18);
-    memcpy(h, b, sizeof h);                              /* d, and Q4_1's m */
-    *d = ft_fp16_to_fp32(h[0]);
-    *off = r->t == FT_TYPE_Q4_1 ? ft_fp16_to_fp32(h[1]) : r->t == FT_TYPE_Q4_0 ? -8.0f * *d : 0.0f;
-    return b;
+    if (r->t == FT_TYPE_Q5_K) {
+        const ft__block_q5_k *b = FT__CAST(const ft__block_q5_k *, p) + i / 8;
+        *j = (int)(i % 8);
+        ft__scale_min_k4(*j, b->scales, &sc, &mn);
+        *d = ft_fp16_to_fp32(b->d) * (float)sc;
+        *off = -ft_fp16_to_fp32(b->dmin) * (float)mn;
+        *qh = b->qh;
+        return b->qs + 32 * (*j >> 1);
+    }
+    if (r->t == FT_TYPE_Q8_0) {
+        const ft__block_q8_0 *b = FT__CAST(const ft__block_q8_0 *, p) + i;
+        *d = ft_fp16_to_fp32(b->d);
+        *off = 0.0f;
+        return FT__CAST(const uint8_t *, FT__CAST(const void *, b->qs));
+    }
+    if (r->t == FT_TYPE_Q4_1) {
+        const ft__block_q4_1 *b = FT__CAST(const ft__block_q4_1 *, p) + i;
+        *d = ft_fp16_to_fp32(b->d);
+        *off = ft_fp16_to_fp32(b->m);
+        return b->qs;
+    } else {
+        const ft__block_q4_0 *b = FT__CAST(const ft__block_q4_0 *, p) + i;
+        *d = ft_fp16_to_fp32(b->d);
+        *off = -8.0f * *d;
+        return b->qs;
+    }
 }
 FT__MAYBE_UNUSED static int ft__q8_signed(ft_type t) { return t == FT_TYPE_Q8_0 || t == FT_TYPE_NF4; }
 
 /* the scalar reference: block i's 32 codes */
 FT__MAYBE_UNUSED static void ft__q8_codes(const ft__q8_row *r, int64_t i, int8_t *c, float *d, float *off) {
     int j = 0, l;
-    const unsigned char *b = ft__q8_block_at(r, i, d, off, &j);
+    const uint8_t *qh = NULL, *q = ft__q8_block_at(r, i, d, off, &j, &qh);
     for (l = 0; l < 32; l++) {
-        if (r->t == FT_TYPE_Q8_0) c[l] = FT__CAST(const int8_t *, FT__CAST(const void *, b + 2))[l];
-        else if (r->t == FT_TYPE_NF4) c[l] = ft__nf4_i8[(l & 1) ? b[l / 2] & 15 : b[l / 2] >> 4];
-        else if (r->t == FT_TYPE_Q4_K || r->t == FT_TYPE_Q5_K) {
-            const unsigned char *qs = b + 16 + (r->t == FT_TYPE_Q5_K ? 32 : 0) + 32 * (j >> 1);
-            c[l] = (int8_t)((qs[l] >> (4 * (j & 1))) & 15);
-            if (r->t == FT_TYPE_Q5_K) c[l] = (int8_t)(c[l] | ((b[16 + l] >> j) & 1) << 4);
-        } else {
-            const unsigned char *qs = b + (r->t == FT_TYPE_Q4_1 ? 4 : 2);
-            c[l] = (int8_t)(l < 16 ? qs[l] & 15 : qs[l - 16] >> 4);
-        }
+        if (r->t == FT_TYPE_Q8_0) c[l] = FT__CAST(const int8_t *, FT__CAST(const void *, q))[l];
+        else if (r->t == FT_TYPE_NF4) c[l] = ft__nf4_i8[(l & 1) ? q[l / 2] & 15 : q[l / 2] >> 4];
+        else if (r->t == FT_TYPE_Q4_K || r->t == FT_TYPE_Q5_K)
+            c[l] = (int8_t)(((q[l] >> (4 * (j & 1))) & 15) | (qh ? ((qh[l] >> j) & 1) << 4 : 0));
+        else c[l] = (int8_t)(l < 16 ? q[l] & 15 : q[l - 16] >> 4);
     }
 }
 FT__MAYBE_UNUSED static void ft__q8_dot_ref(const ft_tensor *W, int64_t n, const ft__q8_act *x, int M, float *out) {
@@ -7592,14 +7608,13 @@ FT__INLINE __m128i ft__q8_ld16(const unsigned char *p) { return _mm_loadu_si128(
 /* block i's codes (ft__q8_codes, in vector form) */
 FT__INLINE ft__q8_vc ft__q8_vcodes(const ft__q8_row *r, int64_t i, float *d, float *off) {
     int j = 0;
-    const unsigned char *b = ft__q8_block_at(r, i, d, off, &j);
+    const uint8_t *qh = NULL, *b = ft__q8_block_at(r, i, d, off, &j, &qh);
     const __m128i m4 = _mm_set1_epi8(15);
-    if (r->t == FT_TYPE_Q8_0) return ft__q8_ld32(b + 2);
+    if (r->t == FT_TYPE_Q8_0) return ft__q8_ld32(b);
     if (r->t == FT_TYPE_Q4_K || r->t == FT_TYPE_Q5_K) {
-        __m256i q = ft__q8_ld32(b + 16 + (r->t == FT_TYPE_Q5_K ? 32 : 0) + 32 * (j >> 1)), c;
-        c = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(4 * (j & 1))), _mm256_set1_epi8(15));
-        if (r->t == FT_TYPE_Q5_K) {        /* bit j of qh[l], shifted to bit 4 */
-            __m256i h = _mm256_and_si256(_mm256_srl_epi16(ft__q8_ld32(b + 16), _mm_cvtsi32_si128(j)), _mm256_set1_epi8(1));
+        __m256i c = _mm256_and_si256(_mm256_srl_epi16(ft__q8_ld32(b), _mm_cvtsi32_si128(4 * (j & 1))), _mm256_set1_epi8(15));
+        if (qh) {                          /* bit j of qh[l], shifted to bit 4 */
+            __m256i h = _mm256_and_si256(_mm256_srl_epi16(ft__q8_ld32(qh), _mm_cvtsi32_si128(j)), _mm256_set1_epi8(1));
             c = _mm256_or_si256(c, _mm256_slli_epi16(h, 4));
         }
         return c;
@@ -7610,7 +7625,7 @@ FT__INLINE ft__q8_vc ft__q8_vcodes(const ft__q8_row *r, int64_t i, float *d, flo
         __m256i tbl = _mm256_broadcastsi128_si256(ft__q8_ld16(FT__CAST(const unsigned char *, FT__CAST(const void *, ft__nf4_i8))));
         return _mm256_shuffle_epi8(tbl, idx);
     } else {                               /* Q4_0, Q4_1: low nibbles, then high */
-        __m128i q = ft__q8_ld16(b + (r->t == FT_TYPE_Q4_1 ? 4 : 2));
+        __m128i q = ft__q8_ld16(b);
         return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
     }
 }
@@ -7641,17 +7656,17 @@ typedef float32x4_t ft__q8_vacc;
 #define ft__q8_vzero() vdupq_n_f32(0.0f)
 FT__INLINE ft__q8_vc ft__q8_vcodes(const ft__q8_row *r, int64_t i, float *d, float *off) {
     int j = 0;
-    const unsigned char *b = ft__q8_block_at(r, i, d, off, &j);
+    const uint8_t *qh = NULL, *b = ft__q8_block_at(r, i, d, off, &j, &qh);
     const uint8x16_t m4 = vdupq_n_u8(15);
     ft__q8_vc c;
-    if (r->t == FT_TYPE_Q8_0) return vld1q_s8_x2(FT__CAST(const int8_t *, FT__CAST(const void *, b + 2)));
+    if (r->t == FT_TYPE_Q8_0) return vld1q_s8_x2(FT__CAST(const int8_t *, FT__CAST(const void *, b)));
     if (r->t == FT_TYPE_Q4_K || r->t == FT_TYPE_Q5_K) {
-        uint8x16x2_t q = vld1q_u8_x2(b + 16 + (r->t == FT_TYPE_Q5_K ? 32 : 0) + 32 * (j >> 1));
+        uint8x16x2_t q = vld1q_u8_x2(b);
         int k;
         for (k = 0; k < 2; k++) {
             uint8x16_t v = vandq_u8(vshlq_u8(q.val[k], vdupq_n_s8((int8_t)(-4 * (j & 1)))), m4);
-            if (r->t == FT_TYPE_Q5_K)      /* bit j of qh[l], shifted to bit 4 */
-                v = vorrq_u8(v, vshlq_n_u8(vandq_u8(vshlq_u8(vld1q_u8(b + 16 + 16 * k), vdupq_n_s8((int8_t)-j)), vdupq_n_u8(1)), 4));
+            if (qh)                        /* bit j of qh[l], shifted to bit 4 */
+                v = vorrq_u8(v, vshlq_n_u8(vandq_u8(vshlq_u8(vld1q_u8(qh + 16 * k), vdupq_n_s8((int8_t)-j)), vdupq_n_u8(1)), 4));
             c.val[k] = vreinterpretq_s8_u8(v);
         }
         return c;
@@ -7662,7 +7677,7 @@ FT__INLINE ft__q8_vc ft__q8_vcodes(const ft__q8_row *r, int64_t i, float *d, flo
         c.val[0] = vqtbl1q_s8(tbl, vzip1q_u8(hi, lo));
         c.val[1] = vqtbl1q_s8(tbl, vzip2q_u8(hi, lo));
     } else {                               /* Q4_0, Q4_1: low nibbles, then high */
-        uint8x16_t q = vld1q_u8(b + (r->t == FT_TYPE_Q4_1 ? 4 : 2));
+        uint8x16_t q = vld1q_u8(b);
         c.val[0] = vreinterpretq_s8_u8(vandq_u8(q, m4));
         c.val[1] = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
     }

@@ -7,7 +7,8 @@
       tokens/s, step time, peak RSS and the model FLOPs utilisation against the measured peak;
       tools/bench_torch.py runs the same steps in PyTorch + peft and prints the comparison.
    usage: build/bench [--quick]
-          build/bench train -m MODEL.gguf [--method lora|qlora] [--compute f32|bf16] [--batch 4] [--seq 256] [--rank 8]
+          build/bench train -m MODEL.gguf [--method lora|qlora] [--compute f32|bf16] [--quantize none|nf4]
+                            [--batch 4] [--seq 256] [--rank 8]
                             [--alpha 16] [--threads N] [--steps 5] [--warmup 2] [--profile]
    Every time here is wall-clock time: under -std=c99 <time.h> declares clock_gettime and
    CLOCK_MONOTONIC only with a POSIX feature macro, and without one ft_time_seconds() falls back to
