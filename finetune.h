@@ -721,8 +721,9 @@ FT_API ft_tensor *ft_embedding(ft_ctx *ctx, ft_tensor *table, const int32_t *ids
 /* the head and the loss in one: logits = h W^T (soft-capped as cap tanh(z / cap) when cap > 0)
    made, used and dropped chunk by chunk of rows, so the (N, V) logits never exist at once (a
    262k vocabulary is 1 GiB of them per 1,024 tokens). With a frozen head the forward also makes
-   h's gradient (the logits are made once per step); a trainable head makes them again in
-   backward.
+   h's gradient (the logits are made once per step); so does a trainable head under the mean loss
+   (its gradient, V x C floats, kept until backward); a trainable head's per-token log-probs make
+   them again in backward.
    per_token 0: the mean cross-entropy (1) over the targets != ignore, as ft_cross_entropy;
    1: each row's log p(target) (N), 0 where ignored, as ft_logprob. h (N, C) f32; W (V, C) any
    type a matmul takes (a gradient for W only when it is f32).                                  */
@@ -2909,6 +2910,7 @@ typedef __m512 ft__vf;
 #define ft__vsub(a, b)    _mm512_sub_ps(a, b)
 #define ft__vmul(a, b)    _mm512_mul_ps(a, b)
 #define ft__vdiv(a, b)    _mm512_div_ps(a, b)
+#define ft__vsqrt(a)      _mm512_sqrt_ps(a)
 #define ft__vfma(a, b, c) _mm512_fmadd_ps(a, b, c)          /* a*b + c                     */
 #define ft__vmax(a, b)    _mm512_max_ps(a, b)               /* NaN in b propagates         */
 #define ft__vmin(a, b)    _mm512_min_ps(a, b)
@@ -2946,6 +2948,7 @@ typedef __m256 ft__vf;
 #define ft__vsub(a, b)    _mm256_sub_ps(a, b)
 #define ft__vmul(a, b)    _mm256_mul_ps(a, b)
 #define ft__vdiv(a, b)    _mm256_div_ps(a, b)
+#define ft__vsqrt(a)      _mm256_sqrt_ps(a)
 #define ft__vfma(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define ft__vmax(a, b)    _mm256_max_ps(a, b)
 #define ft__vmin(a, b)    _mm256_min_ps(a, b)
@@ -2979,6 +2982,7 @@ typedef float32x4_t ft__vf;
 #define ft__vsub(a, b)    vsubq_f32(a, b)
 #define ft__vmul(a, b)    vmulq_f32(a, b)
 #define ft__vdiv(a, b)    vdivq_f32(a, b)
+#define ft__vsqrt(a)      vsqrtq_f32(a)
 #define ft__vfma(a, b, c) vfmaq_f32(c, a, b)
 #define ft__vmax(a, b)    vmaxq_f32(a, b)
 #define ft__vmin(a, b)    vminq_f32(a, b)
@@ -3057,6 +3061,27 @@ FT__MAYBE_UNUSED static void ft__vec_exp_axpy_ref(int64_t n, float a, const floa
     int64_t i;
     for (i = 0; i < n; i++) y[i] += a * expf(x[i] - shift);
 }
+/* 1 when every x[0..n) is finite */
+FT__MAYBE_UNUSED static int ft__vec_finite_ref(int64_t n, const float *x) {
+    int64_t i;
+    for (i = 0; i < n; i++) if (!isfinite(x[i])) return 0;
+    return 1;
+}
+/* AdamW over n floats as ft_optim_step updates them: p -= a wd p; m = b1 m + (1 - b1) g;
+   v = b2 v + (1 - b2) g^2; p -= a (m c1) / (sqrt(v c2) + eps); the SIMD version makes the same
+   operations in the same order (no fused multiply-adds). */
+typedef struct ft__adamw_k { float a, wd, b1, b2, eps, c1, c2; } ft__adamw_k;
+FT__MAYBE_UNUSED static void ft__vec_adamw_ref(int64_t n, float *p, const float *g, float *m, float *v, const ft__adamw_k *k) {
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        float pi = p[i] - k->a * k->wd * p[i];
+        float mi = k->b1 * m[i] + (1.0f - k->b1) * g[i];
+        float vi = k->b2 * v[i] + (1.0f - k->b2) * (g[i] * g[i]);
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - k->a * (mi * k->c1) / (sqrtf(vi * k->c2) + k->eps);
+    }
+}
 /* y = x * sigmoid(x) */
 FT__MAYBE_UNUSED static void ft__vec_silu_ref(int64_t n, float *y, const float *x) {
     int64_t i;
@@ -3130,6 +3155,27 @@ static void ft__vec_exp_axpy(int64_t n, float a, const float *x, float shift, fl
         ft__vstore(y + i, ft__vfma(va, ft__vexp(ft__vsub(ft__vload(x + i), vs)), ft__vload(y + i)));
     for (; i < n; i++) y[i] += a * expf(x[i] - shift);
 }
+static int ft__vec_finite(int64_t n, const float *x) {      /* x * 0 is NaN for NaN and inf */
+    ft__vf acc = ft__vzero(), zero = ft__vzero(); int64_t i = 0;
+    for (; i + FT__W <= n; i += FT__W) acc = ft__vadd(acc, ft__vmul(ft__vload(x + i), zero));
+    return ft__vhsum(acc) == 0.0f && ft__vec_finite_ref(n - i, x + i);
+}
+static void ft__vec_adamw(int64_t n, float *p, const float *g, float *m, float *v, const ft__adamw_k *k) {
+    ft__vf b1 = ft__vset1(k->b1), b2 = ft__vset1(k->b2), nb1 = ft__vset1(1.0f - k->b1), nb2 = ft__vset1(1.0f - k->b2);
+    ft__vf awd = ft__vset1(k->a * k->wd), a = ft__vset1(k->a), c1 = ft__vset1(k->c1), c2 = ft__vset1(k->c2), eps = ft__vset1(k->eps);
+    int64_t i = 0;
+    for (; i + FT__W <= n; i += FT__W) {
+        ft__vf pi = ft__vload(p + i), gi = ft__vload(g + i), mi, vi;
+        pi = ft__vsub(pi, ft__vmul(awd, pi));
+        mi = ft__vadd(ft__vmul(b1, ft__vload(m + i)), ft__vmul(nb1, gi));
+        vi = ft__vadd(ft__vmul(b2, ft__vload(v + i)), ft__vmul(nb2, ft__vmul(gi, gi)));
+        ft__vstore(m + i, mi);
+        ft__vstore(v + i, vi);
+        pi = ft__vsub(pi, ft__vdiv(ft__vmul(a, ft__vmul(mi, c1)), ft__vadd(ft__vsqrt(ft__vmul(vi, c2)), eps)));
+        ft__vstore(p + i, pi);
+    }
+    ft__vec_adamw_ref(n - i, p + i, g + i, m + i, v + i, k);
+}
 static void ft__vec_silu(int64_t n, float *y, const float *x) {
     ft__vf one = ft__vset1(1.0f); int64_t i = 0;
     for (; i + FT__W <= n; i += FT__W) {
@@ -3146,6 +3192,8 @@ static void ft__vec_silu(int64_t n, float *y, const float *x) {
 #define ft__vec_max   ft__vec_max_ref
 #define ft__vec_exp   ft__vec_exp_ref
 #define ft__vec_silu  ft__vec_silu_ref
+#define ft__vec_finite ft__vec_finite_ref
+#define ft__vec_adamw  ft__vec_adamw_ref
 #define ft__vec_expsum   ft__vec_expsum_ref
 #define ft__vec_exp_axpy ft__vec_exp_axpy_ref
 #endif
@@ -5444,7 +5492,10 @@ FT_API ft_tensor *ft_logprob(ft_ctx *ctx, ft_tensor *logits, const int32_t *targ
    gradient of log p(target) with respect to h, u (N, C) = (onehot - softmax) W (times the cap's
    1 - (z/cap)^2), which backward only scales by each row's upstream gradient: the logits are
    made once per step, as Liger-Kernel's fused linear cross-entropy does. A trainable head (full
-   fine-tuning, LoRA on the head) makes them again in backward for dW. */
+   fine-tuning) under the mean loss gets the same: the forward sums Wu (V, C) = sum_i dz_i^T h_i,
+   the gradient of the summed log p(target), and backward scales it by the one upstream factor
+   (V x C floats kept for the step). A trainable head's per-token log-probs (each row its own
+   factor) make the logits again in backward for dW. */
 static int64_t ft__lxent_rows(int64_t V) { return FT__MAX(1, FT__MIN(256, ((int64_t)12 << 20) / FT__MAX(V, 1))); }
 /* z (n, V) = the capped logits of rows h (n, C) */
 static void ft__lxent_logits(ft_ctx *ctx, const float *h, int64_t n, const ft_tensor *W, float cap, float *z) {
@@ -5462,8 +5513,8 @@ static void ft__lxent_dz(ft_ctx *ctx, ft__xent *e, int64_t n, float cap, const f
     if (cap > 0.0f) for (i = 0; i < n * V; i++) dz[i] *= 1.0f - (z[i] / cap) * (z[i] / cap);
 }
 FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *W, const int32_t *tgt, int32_t ignore, float cap, int per_token) {
-    int64_t N, C, V, R, r0, i, nvalid = 0; ft_tensor *y; ft__node *nd; ft__xent e; float *z, *dz = NULL, *lse, *u = NULL, *ones = NULL; double loss = 0;
-    ft__arena_mark mk; int fuse;
+    int64_t N, C, V, R, r0, i, nvalid = 0; ft_tensor *y; ft__node *nd; ft__xent e; float *z, *dz = NULL, *lse, *u = NULL, *wu = NULL, *ones = NULL;
+    double loss = 0; ft__arena_mark mk; int fuse;
     FT__IN(h); FT__IN(W);
     if (ft__dev_is(h) || ft__dev_is(W)) return ft__dev_lxent(ctx, h, W, tgt, ignore, cap, per_token);
     FT__F32(ctx, h, "linear_xent");
@@ -5476,8 +5527,9 @@ FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *
     memset(&e, 0, sizeof e);
     e.ignore = ignore; e.V = V;
     lse = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
-    fuse = ctx->grad_enabled && ft__wants(h) && !ft__wants(W);      /* make h's gradient here */
-    if (fuse) u = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(N * C) * sizeof(float)));
+    fuse = ctx->grad_enabled && (ft__wants(h) || ft__wants(W)) && !(ft__wants(W) && per_token);   /* gradients made here */
+    if (fuse && ft__wants(h)) u = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(N * C) * sizeof(float)));
+    if (fuse && ft__wants(W)) wu = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(V * C) * sizeof(float)));
     mk = ft__arena_mark_get(ctx);
     z = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
     if (fuse) {
@@ -5485,7 +5537,7 @@ FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *
         ones = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)R * sizeof(float)));
         if (ones) for (i = 0; i < R; i++) ones[i] = 1.0f;
     }
-    if (!lse || !z || (fuse && (!u || !dz || !ones))) return ft__fail(ctx, FT_ERR_NOMEM, "linear_xent: arena out of memory");
+    if (!lse || !z || (fuse && (!dz || !ones || (ft__wants(h) && !u) || (ft__wants(W) && !wu)))) return ft__fail(ctx, FT_ERR_NOMEM, "linear_xent: arena out of memory");
     for (r0 = 0; r0 < N; r0 += R) {
         int64_t n = FT__MIN(R, N - r0);
         ft__lxent_logits(ctx, FT__F(h) + r0 * C, n, W, cap, z);
@@ -5496,21 +5548,23 @@ FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *
             if (tgt[r0 + i] != ignore) { nvalid++; loss -= lp; }
             if (per_token) FT__F(y)[r0 + i] = lp;
         }
-        if (u) {                                              /* u = d log p(target) / d h */
+        if (fuse) {                                           /* u = d log p(target) / d h; Wu likewise */
             e.g = ones;
             ft__lxent_dz(ctx, &e, n, cap, z, dz);
-            ft__matmul_gw(ctx, n, V, C, dz, W, u + r0 * C, 0);
+            if (u) ft__matmul_gw(ctx, n, V, C, dz, W, u + r0 * C, 0);
+            if (wu) ft_gemm(ctx, 1, 0, V, C, n, dz, V, FT__F(h) + r0 * C, C, wu, C, r0 > 0);
         }
     }
     ft__arena_rewind(ctx, &mk);
     if (!per_token) FT__F(y)[0] = nvalid ? (float)(loss / (double)nvalid) : 0.0f;
     if ((nd = ft__record(ctx, FT_OP_LINEAR_XENT, y, h, W, NULL)) != NULL) {
-        nd->ids = ft__copy_ids(ctx, tgt, N); nd->s0 = lse; nd->s1 = u; nd->n[0] = ignore; nd->n[1] = nvalid; nd->n[2] = per_token; nd->f[0] = cap;
+        nd->ids = ft__copy_ids(ctx, tgt, N); nd->s0 = lse; nd->s1 = u; nd->extra = wu; nd->n[0] = ignore; nd->n[1] = nvalid; nd->n[2] = per_token; nd->f[0] = cap;
+        nd->n[3] = fuse;
     }
     return y;
 }
-/* dh += g_i u_i when the forward made u; else chunk by chunk: the logits again, dz, dh += dz W,
-   dW += dz^T h */
+/* dh += g_i u_i and dW += g Wu when the forward made them (g: the mean loss's one factor); else
+   chunk by chunk: the logits again, dz, dh += dz W, dW += dz^T h */
 static void ft__lxent_backward(ft_ctx *ctx, ft__node *nd) {
     ft_tensor *h = nd->in[0], *W = nd->in[1]; ft__xent e; ft__arena_mark mk;
     int64_t N = h->shape[0], C = h->shape[1], V = W->shape[0], R = ft__lxent_rows(V), r0, i; float cap = nd->f[0];
@@ -5519,8 +5573,9 @@ static void ft__lxent_backward(ft_ctx *ctx, ft__node *nd) {
     g = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
     if (!g || (ft__wants(h) && !dh) || (ft__wants(W) && !dW)) { ft__fail(ctx, FT_ERR_NOMEM, "linear_xent backward: arena out of memory"); return; }
     ft__xent_upstream(nd, !nd->n[2], N, g);
-    if (nd->s1) {
-        for (i = 0; i < N; i++) if (g[i] != 0.0f && nd->ids[i] != (int32_t)nd->n[0]) ft__vec_axpy(C, g[i], nd->s1 + i * C, dh + i * C);
+    if (nd->n[3]) {
+        if (nd->s1) for (i = 0; i < N; i++) if (g[i] != 0.0f && nd->ids[i] != (int32_t)nd->n[0]) ft__vec_axpy(C, g[i], nd->s1 + i * C, dh + i * C);
+        if (nd->extra && N > 0) ft__vec_axpy(V * C, g[0], FT__CAST(const float *, nd->extra), dW);
         ft__arena_rewind(ctx, &mk);
         return;
     }
@@ -14396,7 +14451,8 @@ FT_API int64_t ft_dataset_tokens(const ft_dataset *d) { return d->tokens; }
                                    p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
    SGD:                            b = mu b + g;  p -= lr * (b + wd p)
    The moments live in one block allocated at init. A step with a non-finite gradient changes
-   nothing and returns FT_ERR_NUMERIC.
+   nothing and returns FT_ERR_NUMERIC. The check and the update are SIMD kernels ([kernels]:
+   ft__vec_finite, ft__vec_adamw), on the calling thread.
    ============================================================================================ */
 struct ft_optim {
     ft_params *P;
@@ -14548,7 +14604,7 @@ FT_API ft_result ft_optim_step(ft_optim *o, float lr) {
     ft_params *P = o->P; int i; int64_t j;
     double b1t, b2t;
     if (P->dev) return ft__optim_step_dev(o, lr);
-    for (j = o->lo; j < o->hi; j++)
+    for (j = ft__vec_finite(o->hi - o->lo, P->grad + o->lo) ? o->hi : o->lo; j < o->hi; j++)   /* the slow search: only for a name */
         if (!isfinite(P->grad[j])) {
             for (i = 0; i < P->n && !(P->t[i]->grad <= P->grad + j && P->grad + j < P->t[i]->grad + ft_numel(P->t[i])); i++) {}
             return ft_set_error(FT_ERR_NUMERIC, "optimizer: gradient of %s is %g; no parameter was changed",
@@ -14568,13 +14624,10 @@ FT_API ft_result ft_optim_step(ft_optim *o, float lr) {
                 p[j] -= a * (m[j] + wd * p[j]);
             }
         } else {
-            float c1 = (float)(1.0 / b1t), c2 = (float)(1.0 / b2t), b1 = o->o.beta1, b2 = o->o.beta2, eps = o->o.eps;
-            for (j = 0; j < n; j++) {
-                p[j] -= a * wd * p[j];
-                m[j] = b1 * m[j] + (1.0f - b1) * g[j];
-                v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
-                p[j] -= a * (m[j] * c1) / (sqrtf(v[j] * c2) + eps);
-            }
+            ft__adamw_k k;
+            k.a = a; k.wd = wd; k.b1 = o->o.beta1; k.b2 = o->o.beta2; k.eps = o->o.eps;
+            k.c1 = (float)(1.0 / b1t); k.c2 = (float)(1.0 / b2t);
+            ft__vec_adamw(n, p, g, m, v, &k);
         }
         t->version++;                           /* the tape must not reuse the old values */
     }

@@ -55,6 +55,35 @@ TEST(vec_elementwise_match_reference) {
     }
 }
 
+/* AdamW's update and the finite check of the gradients: the SIMD versions against the scalar
+   loops (both make the same operations in the same order; the tolerance is the compiler's freedom
+   to fuse a scalar multiply-add), and a NaN or inf anywhere, in the vector body or the tail */
+TEST(vec_adamw_and_finite_match_reference) {
+    int li;
+    for (li = 0; li < NLENS; li++) {
+        int64_t n = LENS[li], i; long worst;
+        float *p = randv(n, -1, 1), *g = randv(n, -0.1f, 0.1f), *m = randv(n, -0.01f, 0.01f), *v = randv(n, 0, 1e-4f);
+        float *p2 = (float *)malloc((size_t)(n + 1) * 4), *m2 = (float *)malloc((size_t)(n + 1) * 4), *v2 = (float *)malloc((size_t)(n + 1) * 4);
+        ft__adamw_k k;
+        k.a = 1e-3f; k.wd = 0.01f; k.b1 = 0.9f; k.b2 = 0.999f; k.eps = 1e-8f; k.c1 = 1.0f / 0.19f; k.c2 = 1.0f / 0.002f;
+        memcpy(p2, p, (size_t)n * 4); memcpy(m2, m, (size_t)n * 4); memcpy(v2, v, (size_t)n * 4);
+        ft__vec_adamw(n, p, g, m, v, &k); ft__vec_adamw_ref(n, p2, g, m2, v2, &k);
+        CHECK(ft_test_close(p, p2, (long)n, 1e-7, 1e-6, &worst) <= 1, "adamw p n=%lld at %ld", (long long)n, worst);
+        CHECK(ft_test_close(m, m2, (long)n, 1e-9, 1e-6, &worst) <= 1, "adamw m n=%lld at %ld", (long long)n, worst);
+        CHECK(ft_test_close(v, v2, (long)n, 1e-12, 1e-6, &worst) <= 1, "adamw v n=%lld at %ld", (long long)n, worst);
+        CHECK(ft__vec_finite(n, g) == 1, "finite n=%lld", (long long)n);
+        for (i = 0; i < n; i += n / 3 + 1) {
+            float keep = g[i];
+            g[i] = NAN;
+            CHECK(ft__vec_finite(n, g) == 0 && ft__vec_finite_ref(n, g) == 0, "NaN at %lld of %lld", (long long)i, (long long)n);
+            g[i] = -INFINITY;
+            CHECK(ft__vec_finite(n, g) == 0, "-inf at %lld of %lld", (long long)i, (long long)n);
+            g[i] = keep;
+        }
+        free(p); free(g); free(m); free(v); free(p2); free(m2); free(v2);
+    }
+}
+
 TEST(vector_exp_accuracy) {
     /* over the whole useful range, against expf */
     int64_t n = 200001, i; float *x = (float *)malloc((size_t)n * 4), *y = (float *)malloc((size_t)n * 4);
@@ -539,6 +568,7 @@ FT_TEST_MAIN(test_kernels) {
     RUN(simd_name);
     RUN(vec_reductions_match_reference);
     RUN(vec_elementwise_match_reference);
+    RUN(vec_adamw_and_finite_match_reference);
     RUN(vector_exp_accuracy);
     RUN(gemm_matches_reference_any_shape);
     RUN(gemm_in_bf16_matches_the_rounded_reference);

@@ -169,11 +169,12 @@ static void run_shapes(ft_ctx *ctx, int use_blas, const int *nthr, int quick, do
     }
 }
 
-/* ---- training: LoRA / QLoRA steps on the real model ---------------------------------------------
+/* ---- training: LoRA / QLoRA / full fine-tuning steps on the real model ---------------------------
    One process measures one configuration (peak memory must not mix): load the model (for
    "lora" every 2-D weight is dequantized here to owned f32 copies, since ft_model_load keeps the
    file's types and has no option for that; "qlora" trains on the Q4_1 base as it is mapped),
-   attach LoRA (all linear layers, no dropout), then warm-up and timed steps of forward, cross-
+   attach LoRA (all linear layers, no dropout) or full fine-tuning (f32 master copies of every
+   weight, the tied embedding / head and the norms included, the file's pages given back), then warm-up and timed steps of forward, cross-
    entropy, backward and AdamW on one fixed batch of B x T token ids. The ids come from the same
    generator as tools/bench_torch.py's (a 64-bit LCG), so both sides see the same batch.
    FLOPs per step (the useful work, the same count for any implementation):
@@ -181,6 +182,7 @@ static void run_shapes(ft_ctx *ctx, int use_blas, const int *nthr, int quick, do
        N_mm: elements of every weight used in a matmul (7 per layer and the LM head); the frozen
        weights still need dX = dY W; N_in0: layer 0's q, k, v (nothing below them trains, so no
        dX there); N_lora: trainable LoRA elements (forward 2, dA / dB 2, dX 2 per element)
+     full fine-tuning: tokens * 6 N_mm (the embedding trains, so every matmul has dX and dW)
      attention: 3 x forward, forward = 2 L B H D T (T + 1) (QK^T and PV over the causal triangle)
    Norms, softmax, RoPE, SwiGLU and the loss are not counted. MFU = FLOPs / step time / the FMA
    peak measured at the same thread count. */
@@ -382,8 +384,8 @@ static int bench_train(int argc, char **argv) {
         else { fprintf(stderr, "bench train: unknown option %s\n", a); return 2; }
         i++;
     }
-    if (!o.model || (strcmp(o.method, "lora") && strcmp(o.method, "qlora")) || (strcmp(o.compute, "f32") && strcmp(o.compute, "bf16")) || (strcmp(o.quantize, "none") && strcmp(o.quantize, "nf4")) || o.B < 1 || o.T < 2 || o.r < 1 || o.steps < 1 || o.warmup < 0) {
-        fprintf(stderr, "usage: bench train -m MODEL.gguf [--method lora|qlora] [--compute f32|bf16] [--quantize none|nf4] [--batch B] [--seq T] [--rank r] [--alpha A]\n"
+    if (!o.model || (strcmp(o.method, "lora") && strcmp(o.method, "qlora") && strcmp(o.method, "full")) || (strcmp(o.compute, "f32") && strcmp(o.compute, "bf16")) || (strcmp(o.quantize, "none") && strcmp(o.quantize, "nf4")) || o.B < 1 || o.T < 2 || o.r < 1 || o.steps < 1 || o.warmup < 0) {
+        fprintf(stderr, "usage: bench train -m MODEL.gguf [--method lora|qlora|full] [--compute f32|bf16] [--quantize none|nf4] [--batch B] [--seq T] [--rank r] [--alpha A]\n"
                         "                   [--threads N] [--steps S] [--warmup W] [--profile]\n");
         return 2;
     }
@@ -403,7 +405,15 @@ static int bench_train(int argc, char **argv) {
     }
     memset(&lo, 0, sizeof lo);
     lo.r = o.r; lo.alpha = o.alpha; lo.targets = FT_TARGET_ALL_LINEAR; lo.seed = 1;
-    if (ft_lora_attach(&p, m, &lo) != FT_OK) { fprintf(stderr, "bench train: %s\n", ft_last_error()); return 1; }
+    if (strcmp(o.method, "full") == 0) {              /* f32 masters of every weight (the file's pages given back) */
+        ft_peft_opts po = ft_peft_opts_default(FT_PEFT_FULL);
+        if (ft_peft_attach(&p, m, &po) != FT_OK) { fprintf(stderr, "bench train: %s\n", ft_last_error()); return 1; }
+        for (i = 0; i < m->n_w; i++) if (p->full[i]) {
+            const ft_tensor *w = &p->full_orig[i]; int64_t in = w->shape[w->ndim - 1];
+            ft__gguf_release(ft_model_gguf(m), w->data, ft_type_row_bytes(w->type, in) * (size_t)(ft_numel(w) / in));
+        }
+        wtype = "f32 masters";
+    } else if (ft_lora_attach(&p, m, &lo) != FT_OK) { fprintf(stderr, "bench train: %s\n", ft_last_error()); return 1; }
     P = ft_peft_params(p);
     /* LoRA B starts at zero (PEFT's init): give it small values so every gradient is a real one */
     for (i = 0; i < ft_params_count(P); i++)
@@ -424,6 +434,7 @@ static int bench_train(int argc, char **argv) {
     n_lora = (double)ft_params_numel(P);
     attn = 2.0 * (double)c->n_layer * (double)o.B * (double)(c->n_head * c->head_dim) * (double)o.T * (double)(o.T + 1);
     flops = (double)(o.B * o.T) * (2 * n_mm + 2 * (n_mm - n_in0) + 6 * n_lora) + 3 * attn;
+    if (strcmp(o.method, "full") == 0) flops = (double)(o.B * o.T) * 6 * n_mm + 3 * attn;   /* dW and dX of every matmul */
 
     ids = (int32_t *)malloc((size_t)(o.B * o.T) * sizeof(int32_t)); tgt = (int32_t *)malloc((size_t)(o.B * o.T) * sizeof(int32_t));
     make_batch(ids, tgt, o.B, o.T, c->n_vocab);
@@ -468,8 +479,8 @@ static int bench_train(int argc, char **argv) {
                (double)(o.B * o.T) / med, hwm, rss0, hwm0, reset ? "" : " (VmHWM could not be reset: the peak is the whole process's)");
         printf("arena peak %.0f MiB; per step: %.0f minor page faults, %.3f s of system time (%.1f%% of the CPU time)\n",
                arena, faults, sys, 100 * sys / cpu);
-        printf("FLOPs/step: %.4g = tokens x (4 N_mm - 2 N_in0 + 6 N_lora) + 3 x attention fwd  (N_mm %.4gM, N_in0 %.4gM, N_lora %.4gM, attention fwd %.4g)\n",
-               flops, n_mm / 1e6, n_in0 / 1e6, n_lora / 1e6, attn);
+        printf("FLOPs/step: %.4g = tokens x (%s) + 3 x attention fwd  (N_mm %.4gM, N_in0 %.4gM, N_lora %.4gM, attention fwd %.4g)\n",
+               flops, strcmp(o.method, "full") ? "4 N_mm - 2 N_in0 + 6 N_lora" : "6 N_mm", n_mm / 1e6, n_in0 / 1e6, n_lora / 1e6, attn);
         printf("achieved %.1f GFLOP/s, FMA peak at %d thread%s %.1f GFLOP/s: MFU %.1f%%   (loss %.4f -> %.4f)\n", flops / med / 1e9,
                o.threads, o.threads > 1 ? "s" : "", peak, 100 * flops / med / 1e9 / peak, loss0, loss1);
         printf("RESULT {\"impl\": \"finetune.h\", \"method\": \"%s\", \"compute\": \"%s\", \"weights\": \"%s\", \"B\": %lld, \"T\": %lld, \"r\": %d, \"alpha\": %g, \"threads\": %d, "

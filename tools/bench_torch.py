@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""tools/bench_torch.py - the peer of `build/bench train`: the same LoRA / QLoRA training steps in
-PyTorch + peft on the same CPU, and the driver that runs both and prints the comparison.
+"""tools/bench_torch.py - the peer of `build/bench train`: the same LoRA / QLoRA / full fine-tuning
+training steps in PyTorch (+ peft) on the same CPU, and the driver that runs both and prints the
+comparison.
 
   run      one configuration in PyTorch (one process: its peak memory is its own):
-           python tools/bench_torch.py run -m MODEL.gguf --method lora|qlora [--batch 4] [--seq 256]
-                  [--rank 8] [--alpha 16] [--threads N] [--steps 5] [--warmup 2] [--autocast bf16]
+           python tools/bench_torch.py run -m MODEL.gguf --method lora|qlora|full [--batch 4] [--seq 256]
+                  [--rank 8] [--alpha 16] [--threads N] [--steps 5] [--warmup 2] [--autocast bf16|bf16w]
   table    the table again from --jsonl files of compare runs (every round in them):
            python tools/bench_torch.py table build/bench_train.jsonl
   compare  ours (build/bench train) and PyTorch, each configuration in its own process, the two
@@ -12,7 +13,7 @@ PyTorch + peft on the same CPU, and the driver that runs both and prints the com
            both alike), at each thread count; prints the table and appends the raw results to
            --jsonl:
            python tools/bench_torch.py compare -m MODEL.gguf [--bench build/bench] [--threads 1,2]
-                  [--methods lora,qlora] [--ours f32,bf16] [--peers f32,bf16] [--rounds 1] [same sizes as run]
+                  [--methods lora,qlora,full] [--ours f32,bf16] [--peers f32,bf16,bf16w] [--rounds 1] [same sizes as run]
 
 The model is Hugging Face's form of the same GGUF file: AutoModelForCausalLM.from_pretrained(dir,
 gguf_file=name, dtype=float32) dequantizes it to f32. "lora": peft LoRA on that f32 model.
@@ -24,8 +25,12 @@ make every step but the first identical in cost anyway). AdamW (lr 1e-4, no weig
 LoRA parameters. The batch is the same B x T ids as ours (the same 64-bit LCG), the loss the mean
 cross-entropy of each next token. The bf16 peer (--autocast bf16) runs the forward and the loss
 under torch.autocast("cpu", dtype=torch.bfloat16), the LoRA parameters and AdamW in f32 (the usual
-mixed-precision recipe; its QLoRA computes in bf16: bnb_4bit_compute_dtype=bfloat16). Peak memory is VmHWM reset after loading (clear_refs), i.e. the
-peak of the training steps, the weights included."""
+mixed-precision recipe; its QLoRA computes in bf16: bnb_4bit_compute_dtype=bfloat16). "full": every
+parameter of the f32 model trains (the tied embedding / head and the norms too), AdamW over all of
+them; its bf16 peers are autocast (f32 weights and moments) and --autocast bf16w, the whole model
+loaded in bf16 with AdamW's moments in bf16 too (half the memory, no f32 masters; the loss in
+f32). Peak memory is VmHWM reset after loading (clear_refs), i.e. the peak of the training steps,
+the weights included."""
 import argparse
 import json
 import os
@@ -68,7 +73,7 @@ def make_batch(B, T, V):
     return ids, tgt
 
 
-def step_flops(cfg, B, T, r):
+def step_flops(cfg, B, T, r, full=False):
     """the FLOPs of one step, as `bench train` counts them (see tools/bench.c)"""
     C, F, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
     H, Hkv = cfg.num_attention_heads, cfg.num_key_value_heads
@@ -79,6 +84,8 @@ def step_flops(cfg, B, T, r):
     n_in0 = C * q + 2 * C * kv
     n_lora = L * r * ((C + q) + 2 * (C + kv) + (q + C) + 2 * (C + F) + (F + C))
     attn = 2.0 * L * B * H * D * T * (T + 1)
+    if full:
+        return B * T * 6 * n_mm + 3 * attn
     return B * T * (4 * n_mm - 2 * n_in0 + 6 * n_lora) + 3 * attn
 
 
@@ -110,10 +117,11 @@ def cmd_run(a):
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
     t_load = time.perf_counter()
-    if a.method == "lora":
+    if a.method in ("lora", "full"):
+        wdt = torch.bfloat16 if a.autocast == "bf16w" else torch.float32
         model = AutoModelForCausalLM.from_pretrained(os.path.dirname(os.path.abspath(a.model)),
-                                                     gguf_file=os.path.basename(a.model), dtype=torch.float32)
-        weights = "f32 (dequantized from the GGUF)"
+                                                     gguf_file=os.path.basename(a.model), dtype=wdt)
+        weights = "%s (dequantized from the GGUF)" % ("bf16" if wdt == torch.bfloat16 else "f32")
     else:
         from transformers import BitsAndBytesConfig
         import bitsandbytes
@@ -122,8 +130,9 @@ def cmd_run(a):
         model = AutoModelForCausalLM.from_pretrained(hf_f32_dir(a.model), quantization_config=q, device_map="cpu",
                                                      dtype=torch.float32)
         weights = "nf4 (bitsandbytes %s, CPU)" % bitsandbytes.__version__
-    model = get_peft_model(model, LoraConfig(r=a.rank, lora_alpha=a.alpha, lora_dropout=0.0, target_modules=TARGETS,
-                                             bias="none", task_type="CAUSAL_LM"))
+    if a.method != "full":
+        model = get_peft_model(model, LoraConfig(r=a.rank, lora_alpha=a.alpha, lora_dropout=0.0, target_modules=TARGETS,
+                                                 bias="none", task_type="CAUSAL_LM"))
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
@@ -145,6 +154,7 @@ def cmd_run(a):
     _, rss_loaded = mem_mib()
     import contextlib
     cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.autocast == "bf16" else contextlib.nullcontext
+    ftype = torch.float32 if a.autocast == "bf16w" else None       # the whole-bf16 model's loss in f32
     print("bench_torch: %s, %s base weights, B=%d T=%d r=%d alpha=%g, %d threads, %d warm-up + %d timed steps, autocast %s"
           % (a.method, weights, a.batch, a.seq, a.rank, a.alpha, a.threads, a.warmup, a.steps, a.autocast), flush=True)
     times, tf, tb, to, cpu, losses = [], [], [], [], [], []
@@ -153,7 +163,7 @@ def cmd_run(a):
         t0 = time.perf_counter()
         with cast():
             logits = model(input_ids=ids).logits
-            loss = Fn.cross_entropy(logits.view(-1, V), tgt, ignore_index=-100)
+            loss = Fn.cross_entropy(logits.view(-1, V).to(ftype or logits.dtype), tgt, ignore_index=-100)
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
@@ -170,7 +180,7 @@ def cmd_run(a):
             cpu.append(time.process_time() - c0)
     hwm, rss = mem_mib()
     med = statistics.median(times)
-    flops = step_flops(cfg, a.batch, a.seq, a.rank)
+    flops = step_flops(cfg, a.batch, a.seq, a.rank, a.method == "full")
     tok = a.batch * a.seq
     print("step time: median %.3f s (min %.3f, max %.3f); forward %.3f s, backward %.3f s, AdamW %.4f s (means);\n"
           "           CPU time %.3f s per step (all threads: %.2f cores busy)"
@@ -217,13 +227,15 @@ def run_one(cmd, env):
 
 
 def peer(r):
-    """who made a RESULT: ours (f32), ours-bf16 (--compute bf16), torch (f32) or torch-bf16 (autocast)"""
+    """who made a RESULT: ours (f32), ours-bf16 (--compute bf16), torch (f32), torch-bf16 (autocast) or
+    torch-bf16w (the whole model and AdamW in bf16)"""
     if r["impl"] != "pytorch":
         return "ours-bf16" if r.get("compute") == "bf16" else "ours"
-    return "torch-bf16" if r.get("autocast") == "bf16" else "torch"
+    return {"bf16": "torch-bf16", "bf16w": "torch-bf16w"}.get(r.get("autocast"), "torch")
 
 
-WHO = ["ours", "ours-bf16", "torch", "torch-bf16"]
+WHO = ["ours", "ours-bf16", "torch", "torch-bf16", "torch-bf16w"]
+AUTOCAST = {"torch": "none", "torch-bf16": "bf16", "torch-bf16w": "bf16w"}
 
 
 def cmd_compare(a):
@@ -232,7 +244,7 @@ def cmd_compare(a):
     threads = [int(t) for t in a.threads.split(",")]
     methods = a.methods.split(",")
     peers = ([{"f32": "ours", "bf16": "ours-bf16"}[p] for p in a.ours.split(",") if p] +
-             [{"f32": "torch", "bf16": "torch-bf16"}[p] for p in a.peers.split(",") if p])
+             [{"f32": "torch", "bf16": "torch-bf16", "bf16w": "torch-bf16w"}[p] for p in a.peers.split(",") if p])
     sizes = ["--batch", str(a.batch), "--seq", str(a.seq), "--rank", str(a.rank), "--alpha", str(a.alpha),
              "--steps", str(a.steps), "--warmup", str(a.warmup)]
     rows = []
@@ -247,7 +259,7 @@ def cmd_compare(a):
                                "--compute", "bf16" if who == "ours-bf16" else "f32"] + sizes
                     else:
                         cmd = [sys.executable, os.path.abspath(__file__), "run", "-m", a.model, "--method", m, "--threads", str(n),
-                               "--autocast", "bf16" if who == "torch-bf16" else "none"] + sizes
+                               "--autocast", AUTOCAST[who]] + sizes
                     r = run_one(cmd, env)
                     if r:
                         got[who].append(r)
@@ -266,25 +278,30 @@ def print_table(rows, a):
     def fmt(v, f):
         return (f % v) if v is not None else "-"
 
-    print("\nLoRA / QLoRA training steps, SmolLM2-135M-Instruct, B=%d T=%d r=%d alpha=%g, all linear layers, AdamW; "
+    bw = any(got["torch-bf16w"] for _, _, got in rows)      # the whole-bf16 peer's columns when it ran
+    print("\nTraining steps, SmolLM2-135M-Instruct, B=%d T=%d (LoRA: r=%d alpha=%g, all linear layers), AdamW; "
           "median step of %d after %d warm-up, %d round(s) each" % (a.batch, a.seq, a.rank, a.alpha, a.steps, a.warmup, a.rounds))
     print("| config | threads | ours tok/s | torch f32 tok/s | ours / f32 | ours bf16 tok/s | torch bf16 tok/s | ours bf16 / torch bf16 "
-          "| ours RSS | torch f32 RSS | torch bf16 RSS | MFU ours | ours / f32 by CPU time |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          + ("| torch bf16 weights tok/s | ours bf16 / it " if bw else "")
+          + "| ours RSS | torch f32 RSS | torch bf16 RSS | MFU ours | ours / f32 by CPU time |")
+    print("|---" * (15 if bw else 13) + "|")
     for n, m, got in rows:
         ours, o16, tr, tb = got["ours"], got["ours-bf16"], got["torch"], got["torch-bf16"]
         ot, ob, tt, bt = med(ours, "tokens_per_s"), med(o16, "tokens_per_s"), med(tr, "tokens_per_s"), med(tb, "tokens_per_s")
-        peak = max([r["peak_gflops"] for r in ours] or [0]) or None   # the best measured: others' load only lowers it
-        fl = ours[0]["flops_per_step"] if ours else None
-        name = {"lora": "LoRA (f32 base)", "qlora": "QLoRA (ours Q4_1, torch bnb NF4)"}.get(m, m)
+        ww = med(got["torch-bf16w"], "tokens_per_s")
+        peak = max([r["peak_gflops"] for r in ours + o16] or [0]) or None   # the best measured: others' load only lowers it
+        fl = (ours + o16)[0]["flops_per_step"] if ours + o16 else None
+        name = {"lora": "LoRA (f32 base)", "qlora": "QLoRA (ours Q4_1, torch bnb NF4)",
+                "full": "full fine-tuning (f32 masters)"}.get(m, m)
         mfu_o = fl * ot / (a.batch * a.seq) / 1e9 / peak if (ot and peak and fl) else None
         oc, tc = med(ours, "cpu_s"), med(tr, "cpu_s")
-        print("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        print("| %s | %d | %s | %s | %s | %s | %s | %s | %s%s | %s | %s | %s | %s |" % (
             name, n, fmt(ot, "%.1f"), fmt(tt, "%.1f"), fmt(ot / tt if ot and tt else None, "%.2fx"),
             fmt(ob, "%.1f"), fmt(bt, "%.1f"), fmt(ob / bt if ob and bt else None, "%.2fx"),
+            ("%s | %s | " % (fmt(ww, "%.1f"), fmt(ob / ww if ob and ww else None, "%.2fx"))) if bw else "",
             fmt(med(ours, "peak_rss_mib"), "%.0f MiB"), fmt(med(tr, "peak_rss_mib"), "%.0f MiB"), fmt(med(tb, "peak_rss_mib"), "%.0f MiB"),
             fmt(mfu_o and 100 * mfu_o, "%.1f%%"), fmt(tc / oc if oc and tc else None, "%.2fx")))
-    if rows and rows[0][2]["ours"]:
+    if rows and rows[0][2]["ours"] and rows[0][1] != "full":
         r = rows[0][2]["ours"][0]
         print("\nMFU = FLOPs per step / step time / the f32 FMA peak that bench measured at that thread count (the highest of its"
               " runs); FLOPs per step"
@@ -337,15 +354,15 @@ def main():
         p.add_argument("--steps", type=int, default=5)
         p.add_argument("--warmup", type=int, default=2)
         if name == "run":
-            p.add_argument("--method", choices=["lora", "qlora"], default="lora")
+            p.add_argument("--method", choices=["lora", "qlora", "full"], default="lora")
             p.add_argument("--threads", type=int, default=os.cpu_count())
             p.add_argument("--profile", action="store_true")
-            p.add_argument("--autocast", choices=["none", "bf16"], default="none")
+            p.add_argument("--autocast", choices=["none", "bf16", "bf16w"], default="none")
         else:
             p.add_argument("--bench", default=None)
             p.add_argument("--threads", default="1,2")
             p.add_argument("--methods", default="lora,qlora")
-            p.add_argument("--peers", default="f32,bf16")
+            p.add_argument("--peers", default="f32,bf16")          # and bf16w: the whole model in bf16
             p.add_argument("--ours", default="f32,bf16")
             p.add_argument("--rounds", type=int, default=1)
             p.add_argument("--jsonl", default=None)
