@@ -3392,12 +3392,28 @@ static void ft__transpose16(__m512 r[16]) {
 }
 #endif
 
+#if defined(FT__GEMM_BF16)
+/* The bf16 kernel's panels are ceil(kc / 2) x width 32-bit k-pairs (bf16 of k = 2q in the low
+   half, of 2q + 1 in the high half; 0 past kc), in the first half of the f32 panel's space; the
+   packs write them directly. Here 16 columns of rows k (lo) and k + 1 (hi) as 16 pairs at dst
+   (mask m): both rounded to bf16 together (vcvtne2ps2bf16: [lo | hi] in 32 bf16), then
+   interleaved into (k, k + 1) pairs */
+static inline void ft__bf16_pairs(float *dst, __mmask16 m, __m512 lo, __m512 hi) {
+    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                           23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    __m512i both = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+    _mm512_mask_storeu_epi32(dst, m, _mm512_permutexvar_epi16(inter, both));
+}
+#endif
+
 /* Transposing pack: dst[k * width + j] = rows[j][k] for k < kc, j < nrows; 0 for nrows <= j < width.
-   Packs A (non-transposed, width MR) and B (transposed, width NR). dst is kc x width. */
+   Packs A (non-transposed, width MR) and B (transposed, width NR). dst is kc x width; with bf16
+   (the bf16 kernel only) ceil(kc / 2) x width k-pairs (ft__bf16_pairs). */
 static void ft__gemm_pack_rows(float *dst, int64_t width, const float *const *rows, int64_t nrows,
-                               int64_t kc) {
+                               int64_t kc, int bf16) {
 #if defined(FT__GEMM_AVX512)
     int64_t j0, k0;
+    (void)bf16;
     for (j0 = 0; j0 < width; j0 += 16) { /* 16 x 16 tiles, transposed in registers */
         int64_t jn = width - j0 < 16 ? width - j0 : 16;
         __mmask16 smask = (__mmask16)((1u << jn) - 1);
@@ -3411,11 +3427,18 @@ static void ft__gemm_pack_rows(float *dst, int64_t width, const float *const *ro
                 r[t] = j0 + t < nrows ? _mm512_maskz_loadu_ps(lmask, rows[j0 + t] + k0)
                                       : _mm512_setzero_ps();
             ft__transpose16(r);
+#if defined(FT__GEMM_BF16)
+            if (bf16) {                               /* rows past kn are zeros: k0 is even */
+                for (t = 0; t < kn; t += 2) ft__bf16_pairs(dst + (k0 + t) / 2 * width + j0, smask, r[t], r[t + 1]);
+                continue;
+            }
+#endif
             for (t = 0; t < kn; t++) _mm512_mask_storeu_ps(dst + (k0 + t) * width + j0, smask, r[t]);
         }
     }
 #else
     int64_t k0, j, k;
+    (void)bf16;
     for (k0 = 0; k0 < kc; k0 += 16) { /* 16 k at a time: reads one cache line per row */
         int64_t kn = kc - k0 < 16 ? kc - k0 : 16;
         for (j = 0; j < width; j++) {
@@ -3427,14 +3450,23 @@ static void ft__gemm_pack_rows(float *dst, int64_t width, const float *const *ro
 }
 
 /* Copying pack: dst[k * width + j] = src[k * ld + j] for j < n; 0 for n <= j < width. dst is kc x width.
-   Packs A (transposed, stored K x M) and B (stored K x N). */
+   Packs A (transposed, stored K x M) and B (stored K x N); bf16 as in ft__gemm_pack_rows. */
 static void ft__gemm_pack_cols(float *dst, int64_t width, const float *src, int64_t ld, int64_t n,
-                               int64_t kc) {
+                               int64_t kc, int bf16) {
     int64_t k, j;
+    (void)bf16;
 #if defined(FT__GEMM_AVX512)
     for (j = 0; j < width; j += 16) { /* 16 columns at a time: the valid ones loaded, zeros after */
         int64_t jw = width - j < 16 ? width - j : 16, jn = n - j < 0 ? 0 : n - j < 16 ? n - j : 16;
         __mmask16 smask = (__mmask16)((1u << jw) - 1), lmask = (__mmask16)((1u << jn) - 1);
+#if defined(FT__GEMM_BF16)
+        if (bf16) {
+            for (k = 0; k < kc; k += 2)
+                ft__bf16_pairs(dst + k / 2 * width + j, smask, _mm512_maskz_loadu_ps(lmask, src + k * ld + j),
+                               k + 1 < kc ? _mm512_maskz_loadu_ps(lmask, src + (k + 1) * ld + j) : _mm512_setzero_ps());
+            continue;
+        }
+#endif
         for (k = 0; k < kc; k++)
             _mm512_mask_storeu_ps(dst + k * width + j, smask, _mm512_maskz_loadu_ps(lmask, src + k * ld + j));
     }
@@ -3472,26 +3504,38 @@ static void ft__gemm_store_edge(float *C, int64_t ldc, const float *tile, int64_
 #endif
 
 /* Ap = op(A)[m0 : m0+mc, k0 : k0+kc] as ceil(mc / MR) panels of kc x MR. */
+#if !defined(FT__GEMM_BF16)
+/* bf16 arithmetic without the bf16 kernel: a packed panel's len values rounded to bf16, kept as
+   f32 for the f32 kernel */
+static void ft__gemm_bf16_round(float *P, int64_t len) {
+    int64_t i;
+    for (i = 0; i < len; i++) P[i] = ft_bf16_to_fp32(ft_fp32_to_bf16(P[i]));
+}
+#endif
+
 static void ft__gemm_pack_a(float *Ap, int transA, const float *A, int64_t lda, int64_t m0,
-                            int64_t mc, int64_t k0, int64_t kc) {
+                            int64_t mc, int64_t k0, int64_t kc, int bf16) {
     int64_t i, p;
     for (p = 0; p < mc; p += FT__GEMM_MR) {
         int64_t mr = mc - p < FT__GEMM_MR ? mc - p : FT__GEMM_MR;
         float *dst = Ap + p * kc; /* panel p / MR */
         if (transA) { /* A stored K x M: each k is a contiguous run of mr */
-            ft__gemm_pack_cols(dst, FT__GEMM_MR, A + k0 * lda + m0 + p, lda, mr, kc);
+            ft__gemm_pack_cols(dst, FT__GEMM_MR, A + k0 * lda + m0 + p, lda, mr, kc, bf16);
         } else { /* A stored M x K: gather mr rows */
             const float *rows[FT__GEMM_MR];
             for (i = 0; i < mr; i++) rows[i] = A + (m0 + p + i) * lda + k0;
-            ft__gemm_pack_rows(dst, FT__GEMM_MR, rows, mr, kc);
+            ft__gemm_pack_rows(dst, FT__GEMM_MR, rows, mr, kc, bf16);
         }
+#if !defined(FT__GEMM_BF16)
+        if (bf16) ft__gemm_bf16_round(dst, FT__GEMM_MR * kc);
+#endif
     }
 }
 
 /* Bp = op(B)[k0 : k0+kc, n0 : n0+nc] as ceil(nc / NR) panels of kc x NR.
    tmp: NR * kc floats for decoded rows (only used when B->row != NULL). */
 static void ft__gemm_pack_b(float *Bp, const ft__gemm_bsrc *B, int64_t n0, int64_t nc, int64_t k0,
-                            int64_t kc, float *tmp) {
+                            int64_t kc, float *tmp, int bf16) {
     const float *data = (const float *)B->data;
     int64_t j, p;
     for (p = 0; p < nc; p += FT__GEMM_NR) {
@@ -3507,43 +3551,16 @@ static void ft__gemm_pack_b(float *Bp, const ft__gemm_bsrc *B, int64_t n0, int64
                     rows[j] = data + (n0 + p + j) * B->ld + k0;
                 }
             }
-            ft__gemm_pack_rows(dst, FT__GEMM_NR, rows, nr, kc);
+            ft__gemm_pack_rows(dst, FT__GEMM_NR, rows, nr, kc, bf16);
         } else { /* B stored K x N: each k is a contiguous run of nr */
-            ft__gemm_pack_cols(dst, FT__GEMM_NR, data + k0 * B->ld + n0 + p, B->ld, nr, kc);
+            ft__gemm_pack_cols(dst, FT__GEMM_NR, data + k0 * B->ld + n0 + p, B->ld, nr, kc, bf16);
         }
+#if !defined(FT__GEMM_BF16)
+        if (bf16) ft__gemm_bf16_round(dst, FT__GEMM_NR * kc);
+#endif
     }
 }
 
-/* The n columns (rows of A) of packed panels P (kc x width each, panels width * kc floats apart)
-   in bf16 arithmetic, in place. With the bf16 kernel: each panel becomes ceil(kc / 2) x width
-   32-bit k-pairs (bf16 of k = 2q in the low half, of 2q + 1 in the high half; 0 past kc), which
-   the panel's first half holds (row q is written after rows 2q and 2q + 1 are read). Without it:
-   each value rounded to bf16, kept as f32. */
-#if defined(FT__GEMM_BF16)
-static void ft__gemm_bf16_panels(float *P, int64_t width, int64_t n, int64_t kc) {
-    /* 16 columns at a time: rows 2q and 2q + 1 rounded together (vcvtne2ps2bf16: [row 2q | row
-       2q + 1] in 32 bf16), then interleaved into (2q, 2q + 1) pairs per column */
-    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-                                           23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    int64_t p, q, j;
-    for (p = 0; p < n; p += width) {
-        float *panel = P + p * kc;
-        for (q = 0; 2 * q < kc; q++)
-            for (j = 0; j < width; j += 16) {
-                __mmask16 m = (__mmask16)((1u << (width - j < 16 ? width - j : 16)) - 1);
-                __m512 lo = _mm512_maskz_loadu_ps(m, panel + 2 * q * width + j);
-                __m512 hi = 2 * q + 1 < kc ? _mm512_maskz_loadu_ps(m, panel + (2 * q + 1) * width + j) : _mm512_setzero_ps();
-                __m512i both = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
-                _mm512_mask_storeu_epi32(panel + q * width + j, m, _mm512_permutexvar_epi16(inter, both));
-            }
-    }
-}
-#else
-static void ft__gemm_bf16_panels(float *P, int64_t width, int64_t n, int64_t kc) {
-    int64_t i, len = ((n + width - 1) / width) * width * kc;    /* every panel, whole */
-    for (i = 0; i < len; i++) P[i] = ft_bf16_to_fp32(ft_fp32_to_bf16(P[i]));
-}
-#endif
 
 /* ---- micro-kernels ---------------------------------------------------------------------------- */
 /* C[0:MR, 0:NR] (row stride ldc) = Ap^T Bp [+ C when accumulate]. stream: a hint that C is
@@ -3602,7 +3619,7 @@ static void ft__gemm_kernel(int64_t kc, const float *Ap, const float *Bp, float 
 #undef FT__FMA
 }
 #if defined(FT__GEMM_BF16)
-/* The same tile from bf16 k-pairs (ft__gemm_bf16_panels): per pair q, 2 vector loads of B (16
+/* The same tile from bf16 k-pairs (ft__bf16_pairs): per pair q, 2 vector loads of B (16
    columns x 2 k each), 14 broadcasts of A's pairs, 28 dot products (vdpbf16ps: c += a0 b0 + a1 b1
    in f32). kp: pairs. */
 static void ft__gemm_kernel_bf16(int64_t kp, const float *Ap, const float *Bp, float *C, int64_t ldc,
@@ -3777,12 +3794,10 @@ static void ft__gemm_block(const ft__gemm_job *job, int64_t m0, int64_t m1, int6
         for (pc = 0; pc < K; pc += KC) {
             int64_t kc = ft__gemm_min64(KC, K - pc);
             int acc = job->accumulate || pc > 0; /* later K blocks add to C */
-            ft__gemm_pack_b(Bp, job->B, jc, nc, pc, kc, tmp);
-            if (job->bf16) ft__gemm_bf16_panels(Bp, NR, nc, kc);
+            ft__gemm_pack_b(Bp, job->B, jc, nc, pc, kc, tmp, job->bf16);
             for (ic = m0; ic < m1; ic += FT__GEMM_MC) {
                 int64_t mc = ft__gemm_min64(FT__GEMM_MC, m1 - ic);
-                ft__gemm_pack_a(Ap, job->transA, job->A, job->lda, ic, mc, pc, kc);
-                if (job->bf16) ft__gemm_bf16_panels(Ap, MR, mc, kc);
+                ft__gemm_pack_a(Ap, job->transA, job->A, job->lda, ic, mc, pc, kc, job->bf16);
                 for (jr = 0; jr < nc; jr += NR) {
                     int64_t nr = ft__gemm_min64(NR, nc - jr);
                     const float *bp = Bp + jr * kc;
