@@ -24,6 +24,9 @@
                              objectives stay in the table and say they are compiled out)
       FT_NO_SYNTH            leave out Self-Instruct / Evol-Instruct (ft_synth_*)
       FT_NO_MERGE            leave out model merging (ft_merge_models, ft_merge_tensor)
+      FT_LXENT_KEEP_MAX      bytes a trainable head's gradient may hold from the forward to the
+                             backward of the mean loss (default 256 MiB; bigger heads make their
+                             logits again in backward: ft_linear_cross_entropy)
 
    ENVIRONMENT
 
@@ -5509,8 +5512,12 @@ FT_API ft_tensor *ft_logprob(ft_ctx *ctx, ft_tensor *logits, const int32_t *targ
    made once per step, as Liger-Kernel's fused linear cross-entropy does. A trainable head (full
    fine-tuning) under the mean loss gets the same: the forward sums Wu (V, C) = sum_i dz_i^T h_i,
    the gradient of the summed log p(target), and backward scales it by the one upstream factor
-   (V x C floats kept for the step). A trainable head's per-token log-probs (each row its own
-   factor) make the logits again in backward for dW. */
+   (V x C floats kept for the step, when they fit in FT_LXENT_KEEP_MAX bytes: SmolLM2's 113 MB
+   head does, Gemma 3's 671 MB one makes its logits again). A trainable head's per-token
+   log-probs (each row its own factor) make the logits again in backward for dW. */
+#ifndef FT_LXENT_KEEP_MAX
+#define FT_LXENT_KEEP_MAX ((int64_t)256 << 20)
+#endif
 static int64_t ft__lxent_rows(int64_t V) { return FT__MAX(1, FT__MIN(256, ((int64_t)12 << 20) / FT__MAX(V, 1))); }
 /* z (n, V) = the capped logits of rows h (n, C) */
 static void ft__lxent_logits(ft_ctx *ctx, const float *h, int64_t n, const ft_tensor *W, float cap, float *z) {
@@ -5542,7 +5549,8 @@ FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *
     memset(&e, 0, sizeof e);
     e.ignore = ignore; e.V = V;
     lse = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
-    fuse = ctx->grad_enabled && (ft__wants(h) || ft__wants(W)) && !(ft__wants(W) && per_token);   /* gradients made here */
+    fuse = ctx->grad_enabled && (ft__wants(h) || ft__wants(W));                  /* gradients made here */
+    if (ft__wants(W) && (per_token || V * C * (int64_t)sizeof(float) > FT_LXENT_KEEP_MAX)) fuse = 0;
     if (fuse && ft__wants(h)) u = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(N * C) * sizeof(float)));
     if (fuse && ft__wants(W)) wu = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(V * C) * sizeof(float)));
     mk = ft__arena_mark_get(ctx);
