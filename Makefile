@@ -161,7 +161,8 @@ bench: $(BUILD)/bench
 	  else echo "(pip install llama-cpp-python to compare with llama.cpp)"; fi
 
 # LoRA / QLoRA training steps of SmolLM2-135M, ours beside PyTorch + peft (PYTHON with torch, transformers,
-# peft, gguf, bitsandbytes), each configuration in its own process, interleaved; BENCH_THREADS=1,2
+# peft, gguf, bitsandbytes), each configuration in its own process, interleaved; BENCH_THREADS=1,2;
+# BENCH_ARGS="--methods lora,qlora,full --peers f32,bf16,bf16w" adds full fine-tuning and torch's whole-bf16 model
 BENCH_THREADS ?= 1,2
 BENCH_ARGS    ?=
 bench-train: $(BUILD)/bench

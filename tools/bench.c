@@ -3,11 +3,11 @@
    2. ft_gemm on the shapes of a 135M llama (SmolLM2: C = 576, FFN 1536, V = 49152) as GFLOP/s
       and as a fraction of that peak, 1 thread and all threads, beside OpenBLAS's cblas_sgemm
       when libopenblas is installed (loaded with dlopen: a peer here, never a dependency).
-   3. `bench train`: LoRA and QLoRA training steps (forward, backward, AdamW) on SmolLM2-135M:
+   3. `bench train`: LoRA, QLoRA and full fine-tuning steps (forward, backward, AdamW) on SmolLM2-135M:
       tokens/s, step time, peak RSS and the model FLOPs utilisation against the measured peak;
       tools/bench_torch.py runs the same steps in PyTorch + peft and prints the comparison.
    usage: build/bench [--quick]
-          build/bench train -m MODEL.gguf [--method lora|qlora] [--compute f32|bf16] [--quantize none|nf4]
+          build/bench train -m MODEL.gguf [--method lora|qlora|full] [--compute f32|bf16] [--quantize none|nf4]
                             [--batch 4] [--seq 256] [--rank 8]
                             [--alpha 16] [--threads N] [--steps 5] [--warmup 2] [--profile]
    Every time here is wall-clock time: under -std=c99 <time.h> declares clock_gettime and
@@ -247,7 +247,7 @@ static void make_batch(int32_t *ids, int32_t *tgt, int64_t B, int64_t T, int64_t
 /* ---- a per-op profile of one step: the backward timed node by node (a copy of the library's
    backward loop), the forward by replaying each op recorded on the tape without gradient --------- */
 enum { P_MM_BASE, P_MM_HEAD, P_MM_LORA, P_LORA_LIN, P_ATTN, P_LXENT, P_XENT, P_NORM, P_ROPE, P_SWIGLU, P_ADD, P_SCALE, P_OTHER, P_N };
-static const char *PNAME[P_N] = {"matmul frozen base W (q..down)", "matmul LM head", "matmul LoRA A/B", "linear + LoRA (W, A, B)", "attention",
+static const char *PNAME[P_N] = {"matmul frozen base W (q..down)", "matmul LM head", "matmul trained W (LoRA A/B, full)", "linear + LoRA (W, A, B)", "attention",
                                  "LM head + cross-entropy, chunked", "cross-entropy",
                                  "rmsnorm", "rope", "swiglu", "add (residual, lora)", "scale", "other"};
 typedef struct prof { double fwd[P_N], bwd[P_N], ffl[P_N], bfl[P_N]; } prof;

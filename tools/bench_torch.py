@@ -114,6 +114,8 @@ def cmd_run(a):
     from peft import LoraConfig, get_peft_model
     import transformers
     import peft
+    if a.autocast == "bf16w" and a.method == "qlora":
+        sys.exit("bench_torch: --autocast bf16w is for lora and full (bitsandbytes keeps its own dtypes)")
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
     t_load = time.perf_counter()
@@ -254,6 +256,8 @@ def cmd_compare(a):
             got = {w: [] for w in WHO}
             for k in range(a.rounds):                  # interleaved; the order turns by round
                 for who in peers[k % len(peers):] + peers[:k % len(peers)]:
+                    if who == "torch-bf16w" and m == "qlora":
+                        continue
                     if who.startswith("ours"):
                         cmd = [bench, "train", "-m", a.model, "--method", m, "--threads", str(n),
                                "--compute", "bf16" if who == "ours-bf16" else "f32"] + sizes
