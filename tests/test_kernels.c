@@ -374,7 +374,7 @@ static void attn_case_run(const attn_case *c) {
    scale; each weight type's integer dot product, SIMD and reference, equal to its weights dotted
    in f64 with the decoded activations (relative 1e-5 of the summed magnitudes; NF4's weights
    with their 16 values in 8 bits, round(127 v) / 127); ft_matmul takes that path only in no-grad
-   mode and for at most 8 rows. */
+   mode and for at most 16 rows (8 per pass). */
 static void q8_quant_rows(ft_type t, const float *w, unsigned char *q, int64_t N, int64_t K) {
     size_t rb = ft_type_row_bytes(t, K);
     int64_t n;
@@ -451,13 +451,13 @@ TEST(q8_activations_quantize_within_half_a_step) {
 TEST(q8_dot_matches_decoded_product) {
     static const ft_type types[6] = {FT_TYPE_Q4_0, FT_TYPE_Q4_1, FT_TYPE_Q8_0, FT_TYPE_Q4_K, FT_TYPE_Q5_K, FT_TYPE_NF4};
     const int64_t N = 37, K = 768;                 /* 24 blocks of 32, 3 super-blocks, 12 NF4 blocks */
-    float *x = randv(4 * K, -3, 3), *w = randv(N * K, -1, 1), *wd = (float *)malloc((size_t)(N * K) * 4);
+    float *x = randv(8 * K, -3, 3), *w = randv(N * K, -1, 1), *wd = (float *)malloc((size_t)(N * K) * 4);
     ft__q8_act a;
     ft_ctx *ctx;
     int ti;
     ft_ctx_init(&ctx, NULL);
-    a.q = (int8_t *)malloc((size_t)(4 * K)); a.d = (float *)malloc((size_t)(4 * K / 32) * 4); a.s = (float *)malloc((size_t)(4 * K / 32) * 4);
-    ft__q8_act_quant(x, &a, 4, K);
+    a.q = (int8_t *)malloc((size_t)(8 * K)); a.d = (float *)malloc((size_t)(8 * K / 32) * 4); a.s = (float *)malloc((size_t)(8 * K / 32) * 4);
+    ft__q8_act_quant(x, &a, 8, K);
     for (ti = 0; ti < 6; ti++) {
         ft_type t = types[ti];
         double worst = 0, worst_ref = 0, vs_f32 = 0;
@@ -469,12 +469,15 @@ TEST(q8_dot_matches_decoded_product) {
         CHECK(ft__q8_dot_of(o.W) != NULL, "%s: no integer dot product", ft_type_name(t));
         if (!ft__q8_dot_of(o.W)) { q8_free(&o); continue; }
         for (n = 0; n < N; n++) {
-            float got[4], ref[4], one[4];
-            ft__q8_dot_of(o.W)(o.W, n, &a, 4, got);
-            ft__q8_dot_ref(o.W, n, &a, 4, ref);
-            ft__q8_dot_of(o.W)(o.W, n, &a, 3, one);
-            same &= memcmp(got, one, 3 * sizeof(float)) == 0;
-            for (m = 0; m < 4; m++) {
+            float got[8], ref[8], one[8];
+            int mm;
+            ft__q8_dot_of(o.W)(o.W, n, &a, 8, got);
+            ft__q8_dot_ref(o.W, n, &a, 8, ref);
+            for (mm = 2; mm < 8; mm++) {               /* every row count: the same rows (1 has its own kernel) */
+                ft__q8_dot_of(o.W)(o.W, n, &a, mm, one);
+                same &= memcmp(got, one, (size_t)mm * sizeof(float)) == 0;
+            }
+            for (m = 0; m < 8; m++) {
                 double want = 0, exact = 0, mag = 0;
                 for (k = 0; k < K; k++) {
                     want += (double)wd[n * K + k] * ((double)a.q[m * K + k] * a.d[(m * K + k) / 32]);
@@ -490,7 +493,7 @@ TEST(q8_dot_matches_decoded_product) {
                ft_type_name(t), worst, worst_ref, vs_f32);
         CHECK(worst < 1e-5 && worst_ref < 1e-5, "%s: %.2e, reference %.2e", ft_type_name(t), worst, worst_ref);
         CHECK(vs_f32 > 1e-4 && vs_f32 < 1e-2, "%s: 8-bit activations %.2e from the f32 product", ft_type_name(t), vs_f32);
-        CHECK(same, "%s: M = 3 differs from the first 3 rows of M = 4", ft_type_name(t));
+        CHECK(same, "%s: 1 < M < 8 differs from the first M rows of M = 8", ft_type_name(t));
         q8_free(&o);
     }
     ft_ctx_free(ctx);
@@ -498,7 +501,7 @@ TEST(q8_dot_matches_decoded_product) {
 }
 TEST(q8_dot_only_without_gradients_and_few_rows) {
     const int64_t N = 40, K = 96;
-    float *w = randv(N * K, -1, 1), *x = randv(9 * K, -2, 2), got[4];
+    float *w = randv(N * K, -1, 1), *x = randv(17 * K, -2, 2), got[8];
     ft_ctx *ctx;
     ft_ctx_opts o = ft_ctx_opts_default();
     ft_tensor *W, *X, *y8, *yf;
@@ -510,37 +513,37 @@ TEST(q8_dot_only_without_gradients_and_few_rows) {
     sw[0] = N; sw[1] = K;
     W = ft_tensor_new(ctx, FT_TYPE_Q4_1, 2, sw);
     q8_quant_rows(FT_TYPE_Q4_1, w, (unsigned char *)W->data, N, K);
-    a.q = (int8_t *)malloc((size_t)(8 * K)); a.d = (float *)malloc((size_t)(8 * K / 32) * 4); a.s = (float *)malloc((size_t)(8 * K / 32) * 4);
-    ft__q8_act_quant(x, &a, 8, K);
-    sx[0] = 8; sx[1] = K;
+    a.q = (int8_t *)malloc((size_t)(16 * K)); a.d = (float *)malloc((size_t)(16 * K / 32) * 4); a.s = (float *)malloc((size_t)(16 * K / 32) * 4);
+    ft__q8_act_quant(x, &a, 16, K);
+    sx[0] = 14; sx[1] = K;
     X = ft_tensor_new(ctx, FT_TYPE_F32, 2, sx);
-    memcpy(X->data, x, (size_t)(8 * K) * 4);
+    memcpy(X->data, x, (size_t)(14 * K) * 4);
     ft_ctx_set_grad(ctx, 0);
-    y8 = ft_matmul(ctx, X, W, 0, 1);                          /* no-grad, 8 rows: 4 at a time */
+    y8 = ft_matmul(ctx, X, W, 0, 1);                          /* no-grad, 14 rows: 8, then 6 */
     for (n = 0; n < N; n++) {
         ft__q8_act h;
-        ft__q8_dot_of(W)(W, n, &a, 4, got);
-        for (m = 0; m < 4; m++) ok &= ((float *)y8->data)[m * N + n] == got[m];
-        h.q = a.q + 4 * K; h.d = a.d + 4 * K / 32; h.s = a.s + 4 * K / 32;
-        ft__q8_dot_of(W)(W, n, &h, 4, got);
-        for (m = 0; m < 4; m++) ok &= ((float *)y8->data)[(4 + m) * N + n] == got[m];
+        ft__q8_dot_of(W)(W, n, &a, 8, got);
+        for (m = 0; m < 8; m++) ok &= ((float *)y8->data)[m * N + n] == got[m];
+        h.q = a.q + 8 * K; h.d = a.d + 8 * K / 32; h.s = a.s + 8 * K / 32;
+        ft__q8_dot_of(W)(W, n, &h, 6, got);
+        for (m = 0; m < 6; m++) ok &= ((float *)y8->data)[(8 + m) * N + n] == got[m];
     }
-    CHECK(ok, "no-grad, 8 rows: not the integer dot products");
+    CHECK(ok, "no-grad, 14 rows: not the integer dot products");
     ft_ctx_set_q8_dot(ctx, 0);
     yf = ft_matmul(ctx, X, W, 0, 1);
-    CHECK(memcmp(y8->data, yf->data, (size_t)(8 * N) * 4) != 0, "q8 off gives the same bits as q8 on");
+    CHECK(memcmp(y8->data, yf->data, (size_t)(14 * N) * 4) != 0, "q8 off gives the same bits as q8 on");
     ft_ctx_set_q8_dot(ctx, 1);
     ft_ctx_set_grad(ctx, 1);
     y8 = ft_matmul(ctx, X, W, 0, 1);                          /* with gradients: f32 */
-    CHECK(memcmp(y8->data, yf->data, (size_t)(8 * N) * 4) == 0, "grad mode: not the f32 product");
+    CHECK(memcmp(y8->data, yf->data, (size_t)(14 * N) * 4) == 0, "grad mode: not the f32 product");
     ft_ctx_set_grad(ctx, 0);
-    sx[0] = 9;
+    sx[0] = 17;
     X = ft_tensor_new(ctx, FT_TYPE_F32, 2, sx);
-    memcpy(X->data, x, (size_t)(9 * K) * 4);
-    y8 = ft_matmul(ctx, X, W, 0, 1);                          /* 9 rows: the GEMM */
+    memcpy(X->data, x, (size_t)(17 * K) * 4);
+    y8 = ft_matmul(ctx, X, W, 0, 1);                          /* 17 rows: the GEMM */
     ft_ctx_set_q8_dot(ctx, 0);
     yf = ft_matmul(ctx, X, W, 0, 1);
-    CHECK(memcmp(y8->data, yf->data, (size_t)(9 * N) * 4) == 0, "9 rows: not the f32 GEMM");
+    CHECK(memcmp(y8->data, yf->data, (size_t)(17 * N) * 4) == 0, "17 rows: not the f32 GEMM");
     ft_ctx_free(ctx); free(w); free(x); free(a.q); free(a.d); free(a.s);
 }
 
