@@ -3509,7 +3509,6 @@ static void ft__gemm_store_edge(float *C, int64_t ldc, const float *tile, int64_
 #pragma GCC diagnostic pop
 #endif
 
-/* Ap = op(A)[m0 : m0+mc, k0 : k0+kc] as ceil(mc / MR) panels of kc x MR. */
 #if !defined(FT__GEMM_BF16)
 /* bf16 arithmetic without the bf16 kernel: a packed panel's len values rounded to bf16, kept as
    f32 for the f32 kernel */
@@ -3519,6 +3518,7 @@ static void ft__gemm_bf16_round(float *P, int64_t len) {
 }
 #endif
 
+/* Ap = op(A)[m0 : m0+mc, k0 : k0+kc] as ceil(mc / MR) panels of kc x MR (bf16: k-pairs). */
 static void ft__gemm_pack_a(float *Ap, int transA, const float *A, int64_t lda, int64_t m0,
                             int64_t mc, int64_t k0, int64_t kc, int bf16) {
     int64_t i, p;
@@ -3538,7 +3538,7 @@ static void ft__gemm_pack_a(float *Ap, int transA, const float *A, int64_t lda, 
     }
 }
 
-/* Bp = op(B)[k0 : k0+kc, n0 : n0+nc] as ceil(nc / NR) panels of kc x NR.
+/* Bp = op(B)[k0 : k0+kc, n0 : n0+nc] as ceil(nc / NR) panels of kc x NR (bf16: k-pairs).
    tmp: NR * kc floats for decoded rows (only used when B->row != NULL). */
 static void ft__gemm_pack_b(float *Bp, const ft__gemm_bsrc *B, int64_t n0, int64_t nc, int64_t k0,
                             int64_t kc, float *tmp, int bf16) {

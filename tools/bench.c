@@ -299,13 +299,13 @@ static double prof_forward(ft_ctx *ctx, const ft_tensor *head, prof *P) {
             P->ffl[c] += 2.0 * (double)(a.B * a.H * a.D) * (double)a.T * (double)(a.T + 1);
             break; }
         case FT_OP_CROSS_ENTROPY: ft_cross_entropy(ctx, nd->in[0], nd->ids, (int32_t)nd->n[0]); break;
-        case FT_OP_LINEAR_XENT: {                          /* with h's gradient made in the forward (nd->s1) */
-            int k = ctx->n_tape;
-            ft_ctx_set_grad(ctx, nd->s1 != NULL);
+        case FT_OP_LINEAR_XENT: {                          /* with the gradients made in the forward (nd->n[3]) */
+            int k = ctx->n_tape, fused = nd->n[3] != 0;
+            ft_ctx_set_grad(ctx, fused);
             ft_linear_cross_entropy(ctx, nd->in[0], nd->in[1], nd->ids, (int32_t)nd->n[0], nd->f[0], (int)nd->n[2]);
             ft_ctx_set_grad(ctx, 0);
             ctx->n_tape = k;
-            P->ffl[c] += 2.0 * (double)ft_numel(nd->in[0]) * (double)nd->in[1]->shape[0] * (nd->s1 ? 2 : 1);
+            P->ffl[c] += 2.0 * (double)ft_numel(nd->in[0]) * (double)nd->in[1]->shape[0] * (1 + (fused ? ft__wants(nd->in[0]) + ft__wants(nd->in[1]) : 0));
             break; }
         case FT_OP_RMSNORM: ft_rmsnorm(ctx, nd->in[0], nd->in[1], nd->f[0]); break;
         case FT_OP_ROPE: ft_rope_ext(ctx, nd->in[0], nd->ids, (int)nd->n[0], FT__CAST(const ft_rope_opts *, nd->extra)); break;
@@ -338,7 +338,7 @@ static ft_result prof_backward(ft_ctx *ctx, ft_tensor *loss, const ft_tensor *he
             double in = (double)nd->in[1]->shape[1], r = (double)nd->in[1]->shape[0], out = (double)k->W->shape[0];
             P->bfl[c] += 2.0 * rows * ((ft__wants(nd->in[0]) ? in * out + r * in : 0) + out * r + r * in + r * out);
         }
-        if (nd->op == FT_OP_LINEAR_XENT && !nd->s1)   /* the logits again, dh, dW */
+        if (nd->op == FT_OP_LINEAR_XENT && !nd->n[3])   /* the logits again, dh, dW */
             P->bfl[c] += 2.0 * (double)ft_numel(nd->in[0]) * (double)nd->in[1]->shape[0] * (1 + ft__wants(nd->in[0]) + ft__wants(nd->in[1]));
         if (nd->op == FT_OP_ATTENTION) { const ft__attn *a = (const ft__attn *)nd->extra; P->bfl[c] += 4.0 * (double)(a->B * a->H * a->D) * (double)a->T * (double)(a->T + 1); }
     }
