@@ -3,8 +3,8 @@
    2. ft_gemm on the shapes of a 135M llama (SmolLM2: C = 576, FFN 1536, V = 49152) as GFLOP/s
       and as a fraction of that peak, 1 thread and all threads, beside OpenBLAS's cblas_sgemm
       when libopenblas is installed (loaded with dlopen: a peer here, never a dependency).
-   3. `bench train`: LoRA, QLoRA and full fine-tuning steps (forward, backward, AdamW) on SmolLM2-135M:
-      tokens/s, step time, peak RSS and the model FLOPs utilisation against the measured peak;
+   3. `bench train`: LoRA, QLoRA and full fine-tuning steps (forward, backward, AdamW) on
+      SmolLM2-135M: tokens/s, step time, peak RSS and the model FLOPs utilisation against the measured peak;
       tools/bench_torch.py runs the same steps in PyTorch + peft and prints the comparison.
    usage: build/bench [--quick]
           build/bench train -m MODEL.gguf [--method lora|qlora|full] [--compute f32|bf16] [--quantize none|nf4]
@@ -174,8 +174,9 @@ static void run_shapes(ft_ctx *ctx, int use_blas, const int *nthr, int quick, do
    "lora" every 2-D weight is dequantized here to owned f32 copies, since ft_model_load keeps the
    file's types and has no option for that; "qlora" trains on the Q4_1 base as it is mapped),
    attach LoRA (all linear layers, no dropout) or full fine-tuning (f32 master copies of every
-   weight, the tied embedding / head and the norms included, the file's pages given back), then warm-up and timed steps of forward, cross-
-   entropy, backward and AdamW on one fixed batch of B x T token ids. The ids come from the same
+   weight, the tied embedding / head and the norms included, the file's pages given back), then
+   warm-up and timed steps of forward, cross-entropy, backward and AdamW on one fixed batch of
+   B x T token ids. The ids come from the same
    generator as tools/bench_torch.py's (a 64-bit LCG), so both sides see the same batch.
    FLOPs per step (the useful work, the same count for any implementation):
      matmuls: tokens * (2 N_mm  forward  +  2 (N_mm - N_in0)  input gradients  +  6 N_lora)
