@@ -4,8 +4,9 @@
       and as a fraction of that peak, 1 thread and all threads, beside OpenBLAS's cblas_sgemm
       when libopenblas is installed (loaded with dlopen: a peer here, never a dependency).
    3. `bench train`: LoRA, QLoRA and full fine-tuning steps (forward, backward, AdamW) on
-      SmolLM2-135M: tokens/s, step time, peak RSS and the model FLOPs utilisation against the measured peak;
-      tools/bench_torch.py runs the same steps in PyTorch + peft and prints the comparison.
+      SmolLM2-135M: tokens/s, step time, peak RSS and the model FLOPs utilisation against the
+      measured peak; tools/bench_torch.py runs the same steps in PyTorch + peft and prints the
+      comparison.
    usage: build/bench [--quick]
           build/bench train -m MODEL.gguf [--method lora|qlora|full] [--compute f32|bf16] [--quantize none|nf4]
                             [--batch 4] [--seq 256] [--rank 8]
