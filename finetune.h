@@ -13477,11 +13477,19 @@ static int ft__pattern_match(const char *list, const char *name) {        /* com
     }
     return 0;
 }
-/* point the model's headers at the parameters (on) or the originals (off) */
+/* point the model's headers at the parameters (on) or the originals (off). An installed header
+   is a view of its parameter (view_of): the tape's version checks read the parameter's version
+   through it, so the optimizer's steps, which bump the parameter, never leave the header's own
+   count behind, and switching off and on again between a forward and its backward (a reference
+   pass: DPO's, KL's) is not taken for a write. */
 static void ft__full_install(ft_peft *p, int on) {
     int64_t i;
     if (!p->full) return;
-    for (i = 0; i < p->m->n_w; i++) if (p->full[i]) p->m->w[i] = on ? *p->full[i] : p->full_orig[i];
+    for (i = 0; i < p->m->n_w; i++) {
+        if (!p->full[i]) continue;
+        p->m->w[i] = on ? *p->full[i] : p->full_orig[i];
+        if (on) { p->m->w[i].view_of = p->full[i]; p->m->w[i].view_offset = 0; }
+    }
 }
 static ft_result ft__full_add(ft_peft *p) {
     ft_model *m = p->m; int64_t i; ft_result r;

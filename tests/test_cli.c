@@ -242,6 +242,18 @@ TEST(objective_defaults) {
           "simpo: exit %d: %s\n%s", rc, LOGTEXT, cfg);
 }
 
+/* a reference pass between the forward and its backward (DPO switches the method off and on):
+   full fine-tuning's weights are not taken for written in place; the first loss is ln 2 (the
+   policy equals its reference), the second lower */
+TEST(full_fine_tuning_with_a_reference) {
+    int rc = ft_run_as("train -m build/cli_tiny.gguf --data build/cli_pref.jsonl --objective dpo --method full --steps 2 "
+                       "--batch 2 --lr 1e-3 --threads 1 --eval-before 0 --save-every 0 --out build/cli_dpo_full", 0);
+    const char *m = slurp("build/cli_dpo_full/metrics.jsonl");
+    const char *l1 = strstr(m, "\"loss\": "), *l2 = l1 ? strstr(l1 + 1, "\"loss\": ") : NULL;
+    double a = l1 ? atof(l1 + 8) : -1, b = l2 ? atof(l2 + 8) : -1;
+    CHECK(rc == 0 && fabs(a - log(2.0)) < 1e-5 && b >= 0 && b < a, "dpo, full: exit %d, losses %g, %g: %s", rc, a, b, LOGTEXT);
+}
+
 /* after --resume, metrics.jsonl keeps the lines up to the checkpoint's step once */
 TEST(resume_keeps_metrics_once) {
     FILE *f;
@@ -412,6 +424,7 @@ FT_TEST_MAIN(test_cli) {
     RUN(usage_from_the_table);
     RUN(config_files);
     RUN(objective_defaults);
+    RUN(full_fine_tuning_with_a_reference);
     RUN(resume_keeps_metrics_once);
     RUN(paths_and_truncation);
     RUN(multiple_choice);
