@@ -3081,11 +3081,7 @@ static double ft__vec_sumsq_d(int64_t n, const float *x) {
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 /* 1 when every x[0..n) is finite */
-FT__MAYBE_UNUSED static int ft__vec_finite_ref(int64_t n, const float *x) {
-    int64_t i;
-    for (i = 0; i < n; i++) if (!isfinite(x[i])) return 0;
-    return 1;
-}
+FT__MAYBE_UNUSED static int ft__vec_finite_ref(int64_t n, const float *x) { return ft__nonfinite(x, n) < 0; }
 /* AdamW over n floats as ft_optim_step updates them: p -= a wd p; m = b1 m + (1 - b1) g;
    v = b2 v + (1 - b2) g^2; p -= a (m c1) / (sqrt(v c2) + eps); the SIMD version makes the same
    operations in the same order (no fused multiply-adds). */
@@ -14658,12 +14654,12 @@ FT_API ft_result ft_optim_step(ft_optim *o, float lr) {
     ft_params *P = o->P; int i; int64_t j;
     double b1t, b2t;
     if (P->dev) return ft__optim_step_dev(o, lr);
-    for (j = ft__vec_finite(o->hi - o->lo, P->grad + o->lo) ? o->hi : o->lo; j < o->hi; j++)   /* the slow search: only for a name */
-        if (!isfinite(P->grad[j])) {
-            for (i = 0; i < P->n && !(P->t[i]->grad <= P->grad + j && P->grad + j < P->t[i]->grad + ft_numel(P->t[i])); i++) {}
-            return ft_set_error(FT_ERR_NUMERIC, "optimizer: gradient of %s is %g; no parameter was changed",
-                                i < P->n ? P->t[i]->name : "?", (double)P->grad[j]);
-        }
+    if (!ft__vec_finite(o->hi - o->lo, P->grad + o->lo)) {         /* where: only for the message */
+        j = o->lo + ft__nonfinite(P->grad + o->lo, o->hi - o->lo);
+        for (i = 0; i < P->n && !(P->t[i]->grad <= P->grad + j && P->grad + j < P->t[i]->grad + ft_numel(P->t[i])); i++) {}
+        return ft_set_error(FT_ERR_NUMERIC, "optimizer: gradient of %s is %g; no parameter was changed",
+                            i < P->n ? P->t[i]->name : "?", (double)P->grad[j]);
+    }
     o->t++;
     b1t = 1.0 - pow(o->o.beta1, (double)o->t); b2t = 1.0 - pow(o->o.beta2, (double)o->t);
     for (i = 0; i < P->n; i++) {
