@@ -3988,6 +3988,10 @@ FT_API void ft_gemm_ref(int ta, int tb, int64_t M, int64_t N, int64_t K,
    Blocks of 8 of the r rows: 8 x 2 vector accumulators. Dots split the N rows over threads, the
    updates split the K columns: each output is summed in one fixed order whatever the threads. */
 #define FT__SK_R 8
+/* the 8 rows' accumulators a0..a7, b0..b7 are named variables, the loops over them written out:
+   as arrays indexed in a loop GCC kept them on the stack (a load and a store per FMA, 2-3x slower) */
+#define FT__SK_EACH(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define FT__SK_ZERO(k) ft__vf a##k = ft__vzero(), b##k = ft__vzero();
 typedef struct ft__skinny { int64_t r, N, K, ldx, cs_r, cs_c; const float *A, *X, *V; float *Y, *C; float s; } ft__skinny;
 static void ft__skinny_dot_rows(void *p, int64_t p0, int64_t p1) {     /* row pairs [p0, p1) */
     const ft__skinny *j = FT__CAST(const ft__skinny *, p);
@@ -4000,17 +4004,19 @@ static void ft__skinny_dot_rows(void *p, int64_t p0, int64_t p1) {     /* row pa
             float s0[FT__SK_R], s1[FT__SK_R];
             c = 0;
 #ifdef FT__W
-            {
-                ft__vf a0[FT__SK_R], a1[FT__SK_R];
-                for (k = 0; k < FT__SK_R; k++) { a0[k] = ft__vzero(); a1[k] = ft__vzero(); }
+            {                                       /* rows past kn repeat the last one */
+                const float *ar[FT__SK_R];
+                FT__SK_EACH(FT__SK_ZERO)
+                for (k = 0; k < FT__SK_R; k++) ar[k] = j->A + (k0 + FT__MIN(k, kn - 1)) * K;
                 for (; c + FT__W <= K; c += FT__W) {
                     ft__vf v0 = ft__vload(x0 + c), v1 = ft__vload(x1 + c);
-                    for (k = 0; k < kn; k++) {
-                        ft__vf w = ft__vload(j->A + (k0 + k) * K + c);
-                        a0[k] = ft__vfma(w, v0, a0[k]); a1[k] = ft__vfma(w, v1, a1[k]);
-                    }
+#define FT__SK_DOT(k) { ft__vf w = ft__vload(ar[k] + c); a##k = ft__vfma(w, v0, a##k); b##k = ft__vfma(w, v1, b##k); }
+                    FT__SK_EACH(FT__SK_DOT)
+#undef FT__SK_DOT
                 }
-                for (k = 0; k < kn; k++) { s0[k] = ft__vhsum(a0[k]); s1[k] = ft__vhsum(a1[k]); }
+#define FT__SK_SUM(k) s0[k] = ft__vhsum(a##k); s1[k] = ft__vhsum(b##k);
+                FT__SK_EACH(FT__SK_SUM)
+#undef FT__SK_SUM
             }
 #else
             for (k = 0; k < kn; k++) s0[k] = s1[k] = 0;
@@ -4038,19 +4044,21 @@ static void ft__skinny_acc_cols(void *p, int64_t t0, int64_t t1) {      /* colum
             int64_t kn = FT__MIN(FT__SK_R, j->r - k0);
             float acc[FT__SK_R][FT__SK_COLS];
 #ifdef FT__W
-            if (cn == FT__SK_COLS) {
-                ft__vf a0[FT__SK_R], a1[FT__SK_R];
-                for (k = 0; k < FT__SK_R; k++) { a0[k] = ft__vzero(); a1[k] = ft__vzero(); }
+            if (cn == FT__SK_COLS) {                /* rows past kn repeat the last one */
+                const float *vr[FT__SK_R];
+                FT__SK_EACH(FT__SK_ZERO)
+                for (k = 0; k < FT__SK_R; k++) vr[k] = j->V + (k0 + FT__MIN(k, kn - 1)) * j->N;
                 for (n = 0; n < j->N; n++) {
                     const float *x = j->X + n * j->ldx + c0;
                     ft__vf v0 = ft__vload(x), v1 = ft__vload(x + FT__W);
                     FT__PREFETCH(x + 16 * j->ldx); FT__PREFETCH(x + 16 * j->ldx + FT__SK_COLS - 1);   /* rows a page apart */
-                    for (k = 0; k < kn; k++) {
-                        ft__vf w = ft__vset1(j->V[(k0 + k) * j->N + n]);
-                        a0[k] = ft__vfma(w, v0, a0[k]); a1[k] = ft__vfma(w, v1, a1[k]);
-                    }
+#define FT__SK_UPD(k) { ft__vf w = ft__vset1(vr[k][n]); a##k = ft__vfma(w, v0, a##k); b##k = ft__vfma(w, v1, b##k); }
+                    FT__SK_EACH(FT__SK_UPD)
+#undef FT__SK_UPD
                 }
-                for (k = 0; k < kn; k++) { ft__vstore(acc[k], a0[k]); ft__vstore(acc[k] + FT__W, a1[k]); }
+#define FT__SK_OUT(k) ft__vstore(acc[k], a##k); ft__vstore(acc[k] + FT__W, b##k);
+                FT__SK_EACH(FT__SK_OUT)
+#undef FT__SK_OUT
             } else
 #endif
             {
