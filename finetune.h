@@ -5528,7 +5528,9 @@ FT_API ft_tensor *ft_cross_entropy(ft_ctx *ctx, ft_tensor *logits, const int32_t
 FT_API ft_tensor *ft_logprob(ft_ctx *ctx, ft_tensor *logits, const int32_t *targets, int32_t ignore_index) { return ft__xent_op(ctx, FT_OP_LOGPROB, logits, targets, ignore_index); }
 
 /* ---- the head and cross-entropy, chunked (ft_linear_cross_entropy) ----------------------------
-   The logits of R rows at a time (<= 48 MiB) are made, used and dropped. When h needs a gradient
+   The logits of R rows at a time (<= 48 MiB) are made, used and dropped. Only rows with a target
+   are computed: the chunks are made of them (an SFT prompt's rows, ignored, cost nothing), h's rows
+   read in place when they are consecutive, else copied. When h needs a gradient
    and W does not (a frozen head: every PEFT method), the forward also turns each chunk into the
    gradient of log p(target) with respect to h, u (N, C) = (onehot - softmax) W (times the cap's
    1 - (z/cap)^2), which backward only scales by each row's upstream gradient: the logits are
@@ -5557,8 +5559,52 @@ static void ft__lxent_dz(ft_ctx *ctx, ft__xent *e, int64_t n, float cap, const f
     ft__parallel(ctx, n, 4.0 * (double)n * (double)V, ft__xent_backward_rows, e);
     if (cap > 0.0f) for (i = 0; i < n * V; i++) dz[i] *= 1.0f - (z[i] / cap) * (z[i] / cap);
 }
+/* A chunk: n rows of h that have a target (rw: their indices, increasing), their targets, lse and
+   upstream gradients gathered (tgt, lse, g: R each), h's rows (hr: in place, or copied to hbuf). */
+typedef struct ft__lxent_chunk { const int64_t *rw; int64_t n; int32_t *tgt; float *lse, *g, *hbuf; const float *hr; } ft__lxent_chunk;
+static int ft__lxent_dense(const ft__lxent_chunk *k) { return k->rw[k->n - 1] - k->rw[0] == k->n - 1; }
+/* the indices of the rows with a target: count returned, (N) int64 in the arena at *rows */
+static int64_t ft__lxent_valid(ft_ctx *ctx, const int32_t *tgt, int32_t ignore, int64_t N, int64_t **rows) {
+    int64_t i, n = 0;
+    if (!(*rows = FT__CAST(int64_t *, ft__arena_alloc(ctx, (size_t)FT__MAX(N, 1) * sizeof(int64_t))))) return -1;
+    for (i = 0; i < N; i++) if (tgt[i] != ignore) (*rows)[n++] = i;
+    return n;
+}
+/* gather chunk k: rows rw[0 .. n) of h (N, C), tgt; lse and g when given */
+static void ft__lxent_gather(ft__lxent_chunk *k, const float *h, int64_t C, const int32_t *tgt, const float *lse, const float *g) {
+    int64_t i;
+    for (i = 0; i < k->n; i++) {
+        k->tgt[i] = tgt[k->rw[i]];
+        if (lse) k->lse[i] = lse[k->rw[i]];
+        if (g) k->g[i] = g[k->rw[i]];
+    }
+    k->hr = h + k->rw[0] * C;
+    if (ft__lxent_dense(k)) return;
+    for (i = 0; i < k->n; i++) memcpy(k->hbuf + i * C, h + k->rw[i] * C, (size_t)C * sizeof(float));
+    k->hr = k->hbuf;
+}
+/* d (N, C) rows rw [+]= the chunk's gradient rows: G W made in place when the rows are
+   consecutive, else into buf (n, C) and scattered */
+static void ft__lxent_grad_rows(ft_ctx *ctx, const ft__lxent_chunk *k, const float *dz, const ft_tensor *W, float *d, int accumulate, float *buf) {
+    int64_t C = W->shape[1], V = W->shape[0], i;
+    if (ft__lxent_dense(k)) { ft__matmul_gw(ctx, k->n, V, C, dz, W, d + k->rw[0] * C, accumulate); return; }
+    ft__matmul_gw(ctx, k->n, V, C, dz, W, buf, 0);
+    for (i = 0; i < k->n; i++) {
+        if (accumulate) ft__vec_axpy(C, 1.0f, buf + i * C, d + k->rw[i] * C);
+        else memcpy(d + k->rw[i] * C, buf + i * C, (size_t)C * sizeof(float));
+    }
+}
+/* the chunk's buffers (R rows), in the arena */
+static int ft__lxent_chunk_alloc(ft_ctx *ctx, ft__lxent_chunk *k, int64_t R, int64_t C) {
+    k->tgt = FT__CAST(int32_t *, ft__arena_alloc(ctx, (size_t)R * sizeof(int32_t)));
+    k->lse = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)R * sizeof(float)));
+    k->g = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)R * sizeof(float)));
+    k->hbuf = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * C) * sizeof(float)));
+    return k->tgt && k->lse && k->g && k->hbuf;
+}
 FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *W, const int32_t *tgt, int32_t ignore, float cap, int per_token) {
-    int64_t N, C, V, R, r0, i, nvalid = 0; ft_tensor *y; ft__node *nd; ft__xent e; float *z, *dz = NULL, *lse, *u = NULL, *wu = NULL, *ones = NULL;
+    int64_t N, C, V, R, v0, i, nvalid; ft_tensor *y; ft__node *nd; ft__xent e; ft__lxent_chunk k;
+    float *z, *dz = NULL, *lse, *u = NULL, *ub = NULL, *wu = NULL, *ones = NULL; int64_t *rows;
     double loss = 0; ft__arena_mark mk; int fuse;
     FT__IN(h); FT__IN(W);
     if (ft__dev_is(h) || ft__dev_is(W)) return ft__dev_lxent(ctx, h, W, tgt, ignore, cap, per_token);
@@ -5571,34 +5617,40 @@ FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *
     y = per_token ? ft_tensor_1d(ctx, N) : ft_tensor_1d(ctx, 1); FT__IN(y);
     memset(&e, 0, sizeof e);
     e.ignore = ignore; e.V = V;
-    lse = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
+    lse = FT__CAST(float *, ft__arena_zalloc(ctx, (size_t)N * sizeof(float)));      /* 0: rows without a target */
     fuse = ctx->grad_enabled && (ft__wants(h) || ft__wants(W));                  /* gradients made here */
     if (ft__wants(W) && (per_token || V * C * (int64_t)sizeof(float) > FT_LXENT_KEEP_MAX)) fuse = 0;
-    if (fuse && ft__wants(h)) u = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(N * C) * sizeof(float)));
-    if (fuse && ft__wants(W)) wu = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(V * C) * sizeof(float)));
+    if (fuse && ft__wants(h)) u = FT__CAST(float *, ft__arena_zalloc(ctx, (size_t)(N * C) * sizeof(float)));
+    if (fuse && ft__wants(W)) wu = FT__CAST(float *, ft__arena_zalloc(ctx, (size_t)(V * C) * sizeof(float)));
     mk = ft__arena_mark_get(ctx);
+    nvalid = ft__lxent_valid(ctx, tgt, ignore, N, &rows);
     z = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
     if (fuse) {
         dz = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
         ones = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)R * sizeof(float)));
         if (ones) for (i = 0; i < R; i++) ones[i] = 1.0f;
+        if (u) ub = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * C) * sizeof(float)));
     }
-    if (!lse || !z || (fuse && (!dz || !ones || (ft__wants(h) && !u) || (ft__wants(W) && !wu)))) return ft__fail(ctx, FT_ERR_NOMEM, "linear_xent: arena out of memory");
-    for (r0 = 0; r0 < N; r0 += R) {
-        int64_t n = FT__MIN(R, N - r0);
-        ft__lxent_logits(ctx, FT__F(h) + r0 * C, n, W, cap, z);
-        e.x = z; e.tgt = tgt + r0; e.lse = lse + r0;
-        ft__parallel(ctx, n, 4.0 * (double)n * (double)V, ft__xent_forward_rows, &e);
-        for (i = 0; i < n; i++) {
-            float lp = tgt[r0 + i] == ignore ? 0.0f : z[i * V + tgt[r0 + i]] - lse[r0 + i];
-            if (tgt[r0 + i] != ignore) { nvalid++; loss -= lp; }
-            if (per_token) FT__F(y)[r0 + i] = lp;
+    if (!lse || nvalid < 0 || !z || !ft__lxent_chunk_alloc(ctx, &k, R, C) || (fuse && (!dz || !ones || (ft__wants(h) && (!u || !ub)) || (ft__wants(W) && !wu))))
+        return ft__fail(ctx, FT_ERR_NOMEM, "linear_xent: arena out of memory");
+    if (per_token) memset(FT__F(y), 0, (size_t)N * sizeof(float));
+    for (v0 = 0; v0 < nvalid; v0 += R) {                    /* R rows with a target at a time */
+        k.rw = rows + v0; k.n = FT__MIN(R, nvalid - v0);
+        ft__lxent_gather(&k, FT__F(h), C, tgt, NULL, NULL);
+        ft__lxent_logits(ctx, k.hr, k.n, W, cap, z);
+        e.x = z; e.tgt = k.tgt; e.lse = k.lse;
+        ft__parallel(ctx, k.n, 4.0 * (double)k.n * (double)V, ft__xent_forward_rows, &e);
+        for (i = 0; i < k.n; i++) {
+            float lp = z[i * V + k.tgt[i]] - k.lse[i];
+            lse[k.rw[i]] = k.lse[i];
+            loss -= lp;
+            if (per_token) FT__F(y)[k.rw[i]] = lp;
         }
         if (fuse) {                                           /* u = d log p(target) / d h; Wu likewise */
             e.g = ones;
-            ft__lxent_dz(ctx, &e, n, cap, z, dz);
-            if (u) ft__matmul_gw(ctx, n, V, C, dz, W, u + r0 * C, 0);
-            if (wu) ft_gemm(ctx, 1, 0, V, C, n, dz, V, FT__F(h) + r0 * C, C, wu, C, r0 > 0);
+            ft__lxent_dz(ctx, &e, k.n, cap, z, dz);
+            if (u) ft__lxent_grad_rows(ctx, &k, dz, W, u, 0, ub);
+            if (wu) ft_gemm(ctx, 1, 0, V, C, k.n, dz, V, k.hr, C, wu, C, v0 > 0);
         }
     }
     ft__arena_rewind(ctx, &mk);
@@ -5612,9 +5664,9 @@ FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *
 /* dh += g_i u_i and dW += g Wu when the forward made them (g: the mean loss's one factor); else
    chunk by chunk: the logits again, dz, dh += dz W, dW += dz^T h */
 static void ft__lxent_backward(ft_ctx *ctx, ft__node *nd) {
-    ft_tensor *h = nd->in[0], *W = nd->in[1]; ft__xent e; ft__arena_mark mk;
-    int64_t N = h->shape[0], C = h->shape[1], V = W->shape[0], R = ft__lxent_rows(V), r0, i; float cap = nd->f[0];
-    float *dh = ft__wants(h) ? ft__grad(ctx, h) : NULL, *dW = ft__wants(W) ? ft__grad(ctx, W) : NULL, *z, *dz, *g;
+    ft_tensor *h = nd->in[0], *W = nd->in[1]; ft__xent e; ft__arena_mark mk; ft__lxent_chunk k;
+    int64_t N = h->shape[0], C = h->shape[1], V = W->shape[0], R = ft__lxent_rows(V), v0, i, nvalid, *rows; float cap = nd->f[0];
+    float *dh = ft__wants(h) ? ft__grad(ctx, h) : NULL, *dW = ft__wants(W) ? ft__grad(ctx, W) : NULL, *z, *dz, *g, *buf;
     mk = ft__arena_mark_get(ctx);
     g = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
     if (!g || (ft__wants(h) && !dh) || (ft__wants(W) && !dW)) { ft__fail(ctx, FT_ERR_NOMEM, "linear_xent backward: arena out of memory"); return; }
@@ -5625,18 +5677,21 @@ static void ft__lxent_backward(ft_ctx *ctx, ft__node *nd) {
         ft__arena_rewind(ctx, &mk);
         return;
     }
+    nvalid = ft__lxent_valid(ctx, nd->ids, (int32_t)nd->n[0], N, &rows);
     z = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
     dz = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
-    if (!z || !dz) { ft__fail(ctx, FT_ERR_NOMEM, "linear_xent backward: arena out of memory"); return; }
+    buf = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * C) * sizeof(float)));
+    if (nvalid < 0 || !z || !dz || !buf || !ft__lxent_chunk_alloc(ctx, &k, R, C)) { ft__fail(ctx, FT_ERR_NOMEM, "linear_xent backward: arena out of memory"); return; }
     memset(&e, 0, sizeof e);
     e.ignore = (int32_t)nd->n[0]; e.V = V;
-    for (r0 = 0; r0 < N; r0 += R) {
-        int64_t n = FT__MIN(R, N - r0);
-        ft__lxent_logits(ctx, FT__F(h) + r0 * C, n, W, cap, z);
-        e.tgt = nd->ids + r0; e.lse = nd->s0 + r0; e.g = g + r0;
-        ft__lxent_dz(ctx, &e, n, cap, z, dz);
-        if (dh) ft__matmul_gw(ctx, n, V, C, dz, W, dh + r0 * C, 1);
-        if (dW) ft_gemm(ctx, 1, 0, V, C, n, dz, V, FT__F(h) + r0 * C, C, dW, C, 1);
+    for (v0 = 0; v0 < nvalid; v0 += R) {
+        k.rw = rows + v0; k.n = FT__MIN(R, nvalid - v0);
+        ft__lxent_gather(&k, FT__F(h), C, nd->ids, nd->s0, g);
+        ft__lxent_logits(ctx, k.hr, k.n, W, cap, z);
+        e.tgt = k.tgt; e.lse = k.lse; e.g = k.g;
+        ft__lxent_dz(ctx, &e, k.n, cap, z, dz);
+        if (dh) ft__lxent_grad_rows(ctx, &k, dz, W, dh, 1, buf);
+        if (dW) ft_gemm(ctx, 1, 0, V, C, k.n, dz, V, k.hr, C, dW, C, 1);
     }
     ft__arena_rewind(ctx, &mk);
 }
