@@ -126,6 +126,12 @@ TEST(gemm_matches_reference_any_shape) {
         for (ta = 0; ta < 2; ta++) for (tb = 0; tb < 2; tb++) for (acc = 0; acc < 2; acc++)
             gemm_case(c1, c2, ta, tb, shapes[si][0], shapes[si][1], shapes[si][2], acc, si % 3);
     gemm_case(c1, c2, 0, 1, 300, 576, 576, 0, 0);          /* a model-sized tile */
+    /* M splits that pack B together (the shared panels, a barrier per block): one tile row, so one
+       of the two threads has no rows but packs, over 7 K blocks; 2 N blocks x 3 K blocks */
+    for (tb = 0; tb < 2; tb++) {
+        gemm_case(c1, c2, 0, tb, 14, 32, 5000, 1, 0);
+        gemm_case(c1, c2, 0, tb, 28, 2080, 1600, 0, 1);
+    }
     ft_ctx_free(c1); ft_ctx_free(c2);
 }
 
@@ -140,7 +146,8 @@ static float *bf16_copy(const float *x, int64_t n) {
 }
 TEST(gemm_in_bf16_matches_the_rounded_reference) {
     ft_ctx *c[2]; ft_ctx_opts o; int ta, tb, si, t;
-    static const int64_t shapes[][3] = {{1, 1, 1}, {5, 33, 7}, {17, 40, 65}, {31, 64, 577}, {129, 95, 300}, {300, 576, 576}};
+    static const int64_t shapes[][3] = {{1, 1, 1}, {5, 33, 7}, {17, 40, 65}, {31, 64, 577}, {129, 95, 300}, {300, 576, 576},
+                                        {14, 32, 5001}, {28, 2080, 1600}};    /* B packed together (as above) */
     double worst = 0, off = 0;
     memset(&o, 0, sizeof o); o.compute = FT_COMPUTE_BF16;
     for (t = 0; t < 2; t++) { o.n_threads = t + 1; ft_ctx_init(&c[t], &o); }
