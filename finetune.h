@@ -5619,10 +5619,10 @@ FT_API ft_tensor *ft_cross_entropy(ft_ctx *ctx, ft_tensor *logits, const int32_t
 FT_API ft_tensor *ft_logprob(ft_ctx *ctx, ft_tensor *logits, const int32_t *targets, int32_t ignore_index) { return ft__xent_op(ctx, FT_OP_LOGPROB, logits, targets, ignore_index); }
 
 /* ---- the head and cross-entropy, chunked (ft_linear_cross_entropy) ----------------------------
-   The logits of R rows at a time (<= 48 MiB) are made, used and dropped. Only rows with a target
-   are computed: the chunks are made of them (an SFT prompt's rows, ignored, cost nothing), h's rows
-   read in place when they are consecutive, else copied. When h needs a gradient
-   and W does not (a frozen head: every PEFT method), the forward also turns each chunk into the
+   The logits of R rows at a time (<= 48 MiB; 96 MiB where their gradient overwrites them) are
+   made, used and dropped. Only rows with a target are computed: the chunks are made of them (an
+   SFT prompt's rows, ignored, cost nothing), h's rows read in place when they are consecutive,
+   else copied. When h needs a gradient and W does not (a frozen head: every PEFT method), the forward also turns each chunk into the
    gradient of log p(target) with respect to h, u (N, C) = (onehot - softmax) W (times the cap's
    1 - (z/cap)^2), which backward only scales by each row's upstream gradient: the logits are
    made once per step, as Liger-Kernel's fused linear cross-entropy does. A trainable head (full
@@ -5634,7 +5634,12 @@ FT_API ft_tensor *ft_logprob(ft_ctx *ctx, ft_tensor *logits, const int32_t *targ
 #ifndef FT_LXENT_KEEP_MAX
 #define FT_LXENT_KEEP_MAX ((int64_t)256 << 20)
 #endif
-static int64_t ft__lxent_rows(int64_t V) { return FT__MAX(1, FT__MIN(256, ((int64_t)12 << 20) / FT__MAX(V, 1))); }
+/* rows per chunk: 48 MiB of logits, or 96 MiB when their gradient overwrites them (one buffer where
+   there would be two; more rows share each decoding and packing of W: SmolLM2's head, 1024 rows,
+   Zen 4, 2 threads, bf16: best 385-426 ms a forward in 256-row chunks, 323-390 in 512-row ones) */
+static int64_t ft__lxent_rows(int64_t V, int inplace) {
+    return FT__MAX(1, FT__MIN(inplace ? 512 : 256, ((int64_t)(inplace ? 24 : 12) << 20) / FT__MAX(V, 1)));
+}
 /* z (n, V) = the capped logits of rows h (n, C) */
 static void ft__lxent_logits(ft_ctx *ctx, const float *h, int64_t n, const ft_tensor *W, float cap, float *z) {
     int64_t C = W->shape[1], V = W->shape[0], i;
@@ -5642,9 +5647,27 @@ static void ft__lxent_logits(ft_ctx *ctx, const float *h, int64_t n, const ft_te
     else ft__matmul_wt(ctx, n, V, C, h, W, z);
     if (cap > 0.0f) for (i = 0; i < n * V; i++) z[i] = cap * tanhf(z[i] / cap);
 }
-/* dz (n, V) = g_i (onehot - softmax(z_i)) (times the cap's factor) of a chunk whose lse is known */
+/* rows [lo, hi) of the logits x turned into their gradient in place: x = g_i (onehot - e^(x - lse)) */
+static void ft__xent_grad_inplace_rows(void *p, int64_t lo, int64_t hi) {
+    ft__xent *e = FT__CAST(ft__xent *, p);
+    int64_t i;
+    for (i = lo; i < hi; i++) {
+        float *xr = e->dx + i * e->V, gi = e->g[i];
+        if (e->tgt[i] == e->ignore || gi == 0.0f) { memset(xr, 0, (size_t)e->V * sizeof(float)); continue; }
+        ft__vec_exp(e->V, xr, xr, e->lse[i]);
+        ft__vec_scale(e->V, xr, -gi, xr);
+        xr[e->tgt[i]] += gi;
+    }
+}
+/* dz (n, V) = g_i (onehot - softmax(z_i)) (times the cap's factor) of a chunk whose lse is known;
+   in place (dz == z) without a cap */
 static void ft__lxent_dz(ft_ctx *ctx, ft__xent *e, int64_t n, float cap, const float *z, float *dz) {
     int64_t i, V = e->V;
+    if (dz == z) {
+        e->dx = dz;
+        ft__parallel(ctx, n, 4.0 * (double)n * (double)V, ft__xent_grad_inplace_rows, e);
+        return;
+    }
     memset(dz, 0, (size_t)(n * V) * sizeof(float));
     e->x = z; e->dx = dz;
     ft__parallel(ctx, n, 4.0 * (double)n * (double)V, ft__xent_backward_rows, e);
@@ -5702,7 +5725,7 @@ FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *
     FT__F32(ctx, h, "linear_xent");
     if (h->ndim != 2 || W->ndim != 2 || h->shape[1] != W->shape[1]) return ft__fail(ctx, FT_ERR_SHAPE, "linear_xent: h (N, C) and W (V, C) do not fit");
     if (W->type != FT_TYPE_F32 && (ft__wants(W) || !ft__weight_decodable(W, W->shape[1]))) return ft__fail(ctx, FT_ERR_UNSUPPORTED, "linear_xent: a %s head cannot be used here", ft_type_name(W->type));
-    N = h->shape[0]; C = h->shape[1]; V = W->shape[0]; R = ft__lxent_rows(V);
+    N = h->shape[0]; C = h->shape[1]; V = W->shape[0];
     for (i = 0; i < N; i++)
         if (tgt[i] != ignore && (tgt[i] < 0 || tgt[i] >= V)) return ft__fail(ctx, FT_ERR_INVALID, "linear_xent: target %d at row %lld is outside [0, %lld)", (int)tgt[i], (long long)i, (long long)V);
     y = per_token ? ft_tensor_1d(ctx, N) : ft_tensor_1d(ctx, 1); FT__IN(y);
@@ -5711,13 +5734,14 @@ FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *
     lse = FT__CAST(float *, ft__arena_zalloc(ctx, (size_t)N * sizeof(float)));      /* 0: rows without a target */
     fuse = ctx->grad_enabled && (ft__wants(h) || ft__wants(W));                  /* gradients made here */
     if (ft__wants(W) && (per_token || V * C * (int64_t)sizeof(float) > FT_LXENT_KEEP_MAX)) fuse = 0;
+    R = ft__lxent_rows(V, fuse && cap <= 0.0f);                          /* dz overwrites z */
     if (fuse && ft__wants(h)) u = FT__CAST(float *, ft__arena_zalloc(ctx, (size_t)(N * C) * sizeof(float)));
     if (fuse && ft__wants(W)) wu = FT__CAST(float *, ft__arena_zalloc(ctx, (size_t)(V * C) * sizeof(float)));
     mk = ft__arena_mark_get(ctx);
     nvalid = ft__lxent_valid(ctx, tgt, ignore, N, &rows);
     z = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
     if (fuse) {
-        dz = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
+        dz = cap > 0.0f ? FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float))) : z;
         ones = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)R * sizeof(float)));
         if (ones) for (i = 0; i < R; i++) ones[i] = 1.0f;
         if (u) ub = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * C) * sizeof(float)));
@@ -5756,7 +5780,7 @@ FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *
    chunk by chunk: the logits again, dz, dh += dz W, dW += dz^T h */
 static void ft__lxent_backward(ft_ctx *ctx, ft__node *nd) {
     ft_tensor *h = nd->in[0], *W = nd->in[1]; ft__xent e; ft__arena_mark mk; ft__lxent_chunk k;
-    int64_t N = h->shape[0], C = h->shape[1], V = W->shape[0], R = ft__lxent_rows(V), v0, i, nvalid, *rows; float cap = nd->f[0];
+    int64_t N = h->shape[0], C = h->shape[1], V = W->shape[0], R = ft__lxent_rows(V, nd->f[0] <= 0.0f), v0, i, nvalid, *rows; float cap = nd->f[0];
     float *dh = ft__wants(h) ? ft__grad(ctx, h) : NULL, *dW = ft__wants(W) ? ft__grad(ctx, W) : NULL, *z, *dz, *g, *buf;
     mk = ft__arena_mark_get(ctx);
     g = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)N * sizeof(float)));
@@ -5770,7 +5794,7 @@ static void ft__lxent_backward(ft_ctx *ctx, ft__node *nd) {
     }
     nvalid = ft__lxent_valid(ctx, nd->ids, (int32_t)nd->n[0], N, &rows);
     z = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
-    dz = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float)));
+    dz = cap > 0.0f ? FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * V) * sizeof(float))) : z;   /* in place */
     buf = FT__CAST(float *, ft__arena_alloc(ctx, (size_t)(R * C) * sizeof(float)));
     if (nvalid < 0 || !z || !dz || !buf || !ft__lxent_chunk_alloc(ctx, &k, R, C)) { ft__fail(ctx, FT_ERR_NOMEM, "linear_xent backward: arena out of memory"); return; }
     memset(&e, 0, sizeof e);
