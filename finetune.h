@@ -1,4 +1,4 @@
-/* finetune.h - v0.4.3 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
+/* finetune.h - v0.4.4 - the whole LLM fine-tuning pipeline in one C header - public domain / MIT
    https://github.com/ (vendor it: one file, C99, libc + libm + pthreads)
 
    Do this:
@@ -403,7 +403,12 @@
       0.4.3  AdamW's update and finite check as SIMD kernels; a trainable head's gradient made
              in the forward under the mean loss (FT_LXENT_KEEP_MAX); the GEMM's packs write bf16
              k-pairs directly; 8-bit-activation products of up to 16 rows, 8 per pass; the
-             gradient norm over 8 partial sums
+             gradient norm over 8 partial sums; an installed full-fine-tuning weight is a view
+             of its parameter (DPO and the other reference passes with --method full)
+      0.4.4  the head computes only the rows that have a target, its logits' gradient in place
+             (512-row chunks in the same memory); the GEMM's M split packs B once, all threads
+             together (a pool barrier); LoRA's skinny products keep their accumulators in
+             registers
 */
 #ifndef FINETUNE_H
 #define FINETUNE_H
@@ -2032,10 +2037,10 @@ FT_API double ft_time_seconds(void) {
    ith in [0, nth) and returns when all have finished. Work splits are static (ith decides the
    share), so a result depends only on nth, never on timing. Each thread owns a scratch buffer
    (GEMM packing) that only grows, and a task's threads share one more (the GEMM's B panels) and
-   can wait for each other (ft__pool_barrier). A training step hands the pool a few thousand short jobs: an
-   idle worker (and the caller waiting for the others) first spins on the job counter for a few
-   tens of microseconds before it sleeps on the condition variable, so a job that follows soon
-   after the last one does not wait for a thread to be woken (GCC and Clang: atomic loads). */
+   can wait for each other (ft__pool_barrier). A training step hands the pool a few thousand short
+   jobs: an idle worker (and the caller waiting for the others) first spins on the job counter for
+   a few tens of microseconds before it sleeps on the condition variable, so a job that follows
+   soon after the last one does not wait for a thread to be woken (GCC and Clang: atomic loads). */
 typedef void (*ft__task_fn)(void *arg, int ith, int nth);
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(FT_NO_THREADS)
 #define FT__SPIN 4000                           /* polls before sleeping (~30-60 us)            */
@@ -3895,7 +3900,9 @@ static void ft__gemm_block(const ft__gemm_job *job, int ith, int nth, int64_t m0
                 continue;
             }
             ft__split((nc + NR - 1) / NR, ith, nth, &lo, &hi);          /* this thread's panels */
-            if (hi > lo) ft__gemm_pack_b(job->Bs + lo * NR * kc, job->B, jc + lo * NR, ft__gemm_min64(hi * NR, nc) - lo * NR, pc, kc, tmp, job->bf16);
+            if (hi > lo)
+                ft__gemm_pack_b(job->Bs + lo * NR * kc, job->B, jc + lo * NR, ft__gemm_min64(hi * NR, nc) - lo * NR,
+                                pc, kc, tmp, job->bf16);
             ft__pool_barrier(job->pool, nth);
             if (m1 > m0) ft__gemm_macro(job, job->Bs, Ap, tile, m0, m1, jc, nc, pc, kc);
             if (pc + kc < K || jc + nc < n1) ft__pool_barrier(job->pool, nth);  /* Bs is packed again */
@@ -5622,15 +5629,16 @@ FT_API ft_tensor *ft_logprob(ft_ctx *ctx, ft_tensor *logits, const int32_t *targ
    The logits of R rows at a time (<= 48 MiB; 96 MiB where their gradient overwrites them) are
    made, used and dropped. Only rows with a target are computed: the chunks are made of them (an
    SFT prompt's rows, ignored, cost nothing), h's rows read in place when they are consecutive,
-   else copied. When h needs a gradient and W does not (a frozen head: every PEFT method), the forward also turns each chunk into the
-   gradient of log p(target) with respect to h, u (N, C) = (onehot - softmax) W (times the cap's
-   1 - (z/cap)^2), which backward only scales by each row's upstream gradient: the logits are
-   made once per step, as Liger-Kernel's fused linear cross-entropy does. A trainable head (full
-   fine-tuning) under the mean loss gets the same: the forward sums Wu (V, C) = sum_i dz_i^T h_i,
-   the gradient of the summed log p(target), and backward scales it by the one upstream factor
-   (V x C floats kept for the step, when they fit in FT_LXENT_KEEP_MAX bytes: SmolLM2's 113 MB
-   head does, Gemma 3's 671 MB one makes its logits again). A trainable head's per-token
-   log-probs (each row its own factor) make the logits again in backward for dW. */
+   else copied. When h needs a gradient and W does not (a frozen head: every PEFT method), the
+   forward also turns each chunk into the gradient of log p(target) with respect to h,
+   u (N, C) = (onehot - softmax) W (times the cap's 1 - (z/cap)^2), which backward only scales by
+   each row's upstream gradient: the logits are made once per step, as Liger-Kernel's fused
+   linear cross-entropy does. A trainable head (full fine-tuning) under the mean loss gets the
+   same: the forward sums Wu (V, C) = sum_i dz_i^T h_i, the gradient of the summed log p(target),
+   and backward scales it by the one upstream factor (V x C floats kept for the step, when they
+   fit in FT_LXENT_KEEP_MAX bytes: SmolLM2's 113 MB head does, Gemma 3's 671 MB one makes its
+   logits again). A trainable head's per-token log-probs (each row its own factor) make the
+   logits again in backward for dW. */
 #ifndef FT_LXENT_KEEP_MAX
 #define FT_LXENT_KEEP_MAX ((int64_t)256 << 20)
 #endif
