@@ -2180,28 +2180,24 @@ FT__MAYBE_UNUSED static void ft__pool_run(ft__pool *pool, ft__task_fn fn, void *
     ft__pool_run_n(pool, ft__pool_size(pool), fn, arg);
 }
 
-/* per-thread scratch of at least n floats; grows (and counts a malloc) only when too small */
-FT__MAYBE_UNUSED static float *ft__pool_scratch(ft__pool *pool, int ith, size_t n) {
-    if (!pool) return NULL;
-    if (pool->scratch_len[ith] < n) {
-        ft__aligned_free(pool->scratch[ith]);
-        pool->scratch[ith] = FT__CAST(float *, ft__aligned_alloc(n * sizeof(float)));
-        pool->scratch_len[ith] = pool->scratch[ith] ? n : 0;
+/* *buf of at least n floats (*len of them); grows (and counts a malloc) only when too small */
+static float *ft__pool_grow(ft__pool *pool, float **buf, size_t *len, size_t n) {
+    if (*len < n) {
+        ft__aligned_free(*buf);
+        *buf = FT__CAST(float *, ft__aligned_alloc(n * sizeof(float)));
+        *len = *buf ? n : 0;
         if (pool->mallocs) (*pool->mallocs)++;
     }
-    return pool->scratch[ith];
+    return *buf;
+}
+/* per-thread scratch of at least n floats */
+FT__MAYBE_UNUSED static float *ft__pool_scratch(ft__pool *pool, int ith, size_t n) {
+    return pool ? ft__pool_grow(pool, &pool->scratch[ith], &pool->scratch_len[ith], n) : NULL;
 }
 
-/* the shared scratch of at least n floats, grown (by the caller, before the task) when too small */
+/* the scratch a task's threads share, of at least n floats (grown by the caller, before the task) */
 static float *ft__pool_shared(ft__pool *pool, size_t n) {
-    if (!pool) return NULL;
-    if (pool->shared_len < n) {
-        ft__aligned_free(pool->shared);
-        pool->shared = FT__CAST(float *, ft__aligned_alloc(n * sizeof(float)));
-        pool->shared_len = pool->shared ? n : 0;
-        if (pool->mallocs) (*pool->mallocs)++;
-    }
-    return pool->shared;
+    return pool ? ft__pool_grow(pool, &pool->shared, &pool->shared_len, n) : NULL;
 }
 
 /* Inside a task of nth threads: each waits here until all nth have come (every one of them must).
@@ -5655,13 +5651,14 @@ static void ft__lxent_logits(ft_ctx *ctx, const float *h, int64_t n, const ft_te
     else ft__matmul_wt(ctx, n, V, C, h, W, z);
     if (cap > 0.0f) for (i = 0; i < n * V; i++) z[i] = cap * tanhf(z[i] / cap);
 }
-/* rows [lo, hi) of the logits x turned into their gradient in place: x = g_i (onehot - e^(x - lse)) */
+/* rows [lo, hi) of the logits x turned into their gradient in place: x = g_i (onehot - e^(x - lse));
+   a chunk's rows all have a target (ft__lxent_valid) */
 static void ft__xent_grad_inplace_rows(void *p, int64_t lo, int64_t hi) {
     ft__xent *e = FT__CAST(ft__xent *, p);
     int64_t i;
     for (i = lo; i < hi; i++) {
         float *xr = e->dx + i * e->V, gi = e->g[i];
-        if (e->tgt[i] == e->ignore || gi == 0.0f) { memset(xr, 0, (size_t)e->V * sizeof(float)); continue; }
+        if (gi == 0.0f) { memset(xr, 0, (size_t)e->V * sizeof(float)); continue; }
         ft__vec_exp(e->V, xr, xr, e->lse[i]);
         ft__vec_scale(e->V, xr, -gi, xr);
         xr[e->tgt[i]] += gi;
@@ -5756,7 +5753,6 @@ FT_API ft_tensor *ft_linear_cross_entropy(ft_ctx *ctx, ft_tensor *h, ft_tensor *
     }
     if (!lse || nvalid < 0 || !z || !ft__lxent_chunk_alloc(ctx, &k, R, C) || (fuse && (!dz || !ones || (ft__wants(h) && (!u || !ub)) || (ft__wants(W) && !wu))))
         return ft__fail(ctx, FT_ERR_NOMEM, "linear_xent: arena out of memory");
-    if (per_token) memset(FT__F(y), 0, (size_t)N * sizeof(float));
     for (v0 = 0; v0 < nvalid; v0 += R) {                    /* R rows with a target at a time */
         k.rw = rows + v0; k.n = FT__MIN(R, nvalid - v0);
         ft__lxent_gather(&k, FT__F(h), C, tgt, NULL, NULL);
